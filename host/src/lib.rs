@@ -1,0 +1,7 @@
+//! Switchboard: SIP/RTP phone calls answered by AI voice models, with the agent logic for each
+//! dialled number running as a hot-reloadable WebAssembly component.
+//!
+//! Layout: each module owns one concern. `plugins` runs agents; `config` reads the one TOML file.
+
+pub mod config;
+pub mod plugins;
