@@ -3,5 +3,4 @@
 //!
 //! Layout: each module owns one concern. `plugins` runs agents; `config` reads the one TOML file.
 
-pub mod config;
 pub mod plugins;

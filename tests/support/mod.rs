@@ -1,1 +1,3 @@
+//! Shared helpers for Switchboard's end-to-end and interop tests.
 
+pub mod agents;

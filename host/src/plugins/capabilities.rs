@@ -1,0 +1,165 @@
+//! Load-time checks of what a component imports and exports, against the contract version this
+//! host speaks and the capabilities its manifest grants.
+
+use super::manifest::Manifest;
+
+/// The contract package and version this host implements.
+pub const CONTRACT_PACKAGE: &str = "switchboard:agent";
+pub const CONTRACT_VERSION: &str = "0.1.0";
+
+/// Interfaces every agent may import.
+const ALWAYS_GRANTED: &[&str] = &["types", "call", "config", "log"];
+
+/// WASI interfaces the Rust standard library pulls in; they are wired to an empty context (no
+/// environment, arguments, stdin; discarded stdout/stderr).
+const HARMLESS_WASI: &[&str] = &["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/"];
+
+fn split_version(name: &str) -> (&str, Option<&str>) {
+    match name.split_once('@') {
+        Some((base, version)) => (base, Some(version)),
+        None => (name, None),
+    }
+}
+
+/// Check the component's import and export names. Returns the first problem as a message
+/// that names the fix.
+pub fn check(imports: &[String], exports: &[String], manifest: &Manifest) -> Result<(), String> {
+    let agent_export = format!("{CONTRACT_PACKAGE}/agent@{CONTRACT_VERSION}");
+    if !exports.iter().any(|e| *e == agent_export) {
+        if let Some(other) = exports
+            .iter()
+            .find(|e| e.starts_with(&format!("{CONTRACT_PACKAGE}/agent")))
+        {
+            let version = split_version(other).1.unwrap_or("(none)");
+            return Err(format!(
+                "built for contract {CONTRACT_PACKAGE}@{version}, but this host speaks \
+                 {CONTRACT_PACKAGE}@{CONTRACT_VERSION}: rebuild the agent with a matching \
+                 switchboard-sdk"
+            ));
+        }
+        return Err(format!(
+            "does not export {agent_export}: build the agent with switchboard-sdk and \
+             `switchboard_sdk::export_agent!(YourAgent);`"
+        ));
+    }
+    for import in imports {
+        let (base, version) = split_version(import);
+        if let Some(interface) = base.strip_prefix(&format!("{CONTRACT_PACKAGE}/")) {
+            if version != Some(CONTRACT_VERSION) {
+                return Err(format!(
+                    "imports {import}, but this host speaks {CONTRACT_PACKAGE}@{CONTRACT_VERSION}: \
+                     rebuild the agent with a matching switchboard-sdk"
+                ));
+            }
+            match interface {
+                i if ALWAYS_GRANTED.contains(&i) => {}
+                "kv" if manifest.capabilities.kv_quota_bytes > 0 => {}
+                "kv" => {
+                    return Err(
+                        "imports switchboard:agent/kv, but the manifest grants no kv quota: set \
+                         `kv-quota-bytes` under [capabilities]"
+                            .into(),
+                    );
+                }
+                "http" if !manifest.capabilities.http.is_empty() => {}
+                "http" => {
+                    return Err(
+                        "imports switchboard:agent/http, but the manifest allows no hosts: list \
+                         them in `http = [...]` under [capabilities]"
+                            .into(),
+                    );
+                }
+                other => {
+                    return Err(format!(
+                        "imports unknown interface {CONTRACT_PACKAGE}/{other}: rebuild with a \
+                         matching switchboard-sdk"
+                    ));
+                }
+            }
+            continue;
+        }
+        if HARMLESS_WASI.iter().any(|p| import.starts_with(p)) {
+            continue;
+        }
+        let why = if import.starts_with("wasi:filesystem/") {
+            "uses the filesystem, which agents are never granted: keep state in switchboard:agent/kv"
+        } else if import.starts_with("wasi:sockets/") {
+            "opens network sockets, which agents are never granted: use switchboard:agent/http \
+             with hosts listed in the manifest"
+        } else if import.starts_with("wasi:http/") {
+            "uses wasi:http directly: use switchboard:agent/http with hosts listed in the manifest"
+        } else {
+            "is not provided by Switchboard: agents may import only switchboard:agent interfaces \
+             and the WASI basics the Rust standard library needs"
+        };
+        return Err(format!("imports {import}, which {why}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(extra: &str) -> Manifest {
+        Manifest::parse(&format!("name = \"a\"\n{extra}"), "a.toml").unwrap()
+    }
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn grants_and_refusals() {
+        let exports = names(&["switchboard:agent/agent@0.1.0"]);
+        let base = names(&[
+            "wasi:cli/environment@0.2.6",
+            "wasi:io/streams@0.2.6",
+            "switchboard:agent/call@0.1.0",
+        ]);
+        assert_eq!(check(&base, &exports, &manifest("")), Ok(()));
+
+        let kv = names(&["switchboard:agent/kv@0.1.0"]);
+        assert!(
+            check(&kv, &exports, &manifest(""))
+                .unwrap_err()
+                .contains("kv-quota-bytes")
+        );
+        let granted = manifest("[capabilities]\nkv-quota-bytes = 10");
+        assert_eq!(check(&kv, &exports, &granted), Ok(()));
+
+        let http = names(&["switchboard:agent/http@0.1.0"]);
+        assert!(
+            check(&http, &exports, &manifest(""))
+                .unwrap_err()
+                .contains("http = [")
+        );
+
+        for (import, needle) in [
+            ("wasi:filesystem/preopens@0.2.6", "filesystem"),
+            ("wasi:sockets/tcp@0.2.6", "sockets"),
+            ("wasi:http/outgoing-handler@0.2.6", "wasi:http"),
+            ("acme:evil/thing", "not provided"),
+            ("switchboard:agent/call@0.2.0", "rebuild"),
+        ] {
+            let err = check(&names(&[import]), &exports, &manifest("")).unwrap_err();
+            assert!(err.contains(import) && err.contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn contract_version_is_checked() {
+        let err = check(
+            &[],
+            &names(&["switchboard:agent/agent@0.2.0"]),
+            &manifest(""),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("switchboard:agent@0.2.0") && err.contains("0.1.0"),
+            "{err}"
+        );
+        let err = check(&[], &names(&["wasi:cli/run@0.2.0"]), &manifest("")).unwrap_err();
+        assert!(err.contains("export_agent!"), "{err}");
+    }
+}

@@ -1,0 +1,556 @@
+//! The agent runtime: one wasmtime `Engine` for the process (component model, pooling allocator,
+//! epoch interruption on a 10 ms tick), compiling and validating agent versions, and creating
+//! one sandboxed instance per call.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::bindings::{AgentPlugin, AgentPluginPre};
+use super::capabilities;
+use super::http::HttpClient;
+use super::kv::KvStore;
+use super::manifest::Manifest;
+use super::session::{AgentFault, AgentSession, Sandbox, SessionState};
+use super::types::{AgentInfo, CallInfo, Direction};
+
+/// How often the engine's epoch advances; the unit of every guest deadline.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The `[agents]` section of the host configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct AgentsConfig {
+    /// Folder of deployed agents: `<name>.wasm` with its manifest `<name>.toml`.
+    pub dir: PathBuf,
+    /// Agent for numbers no route matches; none answers such calls with 404.
+    pub default: Option<String>,
+    /// Calls that can run agents at once (size of the instance pool).
+    pub max_instances: u32,
+    /// Linear memory cap per instance, in MiB.
+    pub memory_mb: u32,
+    /// Guest CPU time allowed per hook, in ms (time waiting in host imports is not counted).
+    pub hook_budget_ms: u64,
+    /// Wall-clock limit per hook including host I/O such as http fetches, in ms.
+    pub hook_timeout_ms: u64,
+    /// Quiet time after the last file event before a reload, in ms.
+    pub debounce_ms: u64,
+    /// What the caller hears when an agent fails mid-call.
+    pub fallback: FallbackConfig,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        AgentsConfig {
+            dir: PathBuf::from("plugins/dist"),
+            default: None,
+            max_instances: 1000,
+            memory_mb: 32,
+            hook_budget_ms: 100,
+            hook_timeout_ms: 10_000,
+            debounce_ms: 100,
+            fallback: FallbackConfig::default(),
+        }
+    }
+}
+
+/// What happens when an agent traps, overruns its budget or breaks a limit.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct FallbackConfig {
+    /// Spoken to the caller first.
+    pub apology: String,
+    /// Transfer here after the apology; none hangs up.
+    pub transfer: Option<String>,
+    /// When `on-start` fails: "apology" answers, apologises and follows the rule above;
+    /// "reject" refuses the call with 503.
+    pub on_start: StartFallback,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartFallback {
+    Apology,
+    Reject,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        FallbackConfig {
+            apology: "Sorry, something went wrong on our side. Please call again later.".into(),
+            transfer: None,
+            on_start: StartFallback::Apology,
+        }
+    }
+}
+
+/// Per-agent settings from `[agent.<name>]` in the host configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AgentSettings {
+    /// Values for config keys the manifest declares (override the manifest defaults).
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Secret values; `SWITCHBOARD_SECRET_<AGENT>_<KEY>` in the environment overrides them.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+}
+
+/// Why a version could not be loaded. The message names the file and the fix.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct LoadError {
+    pub path: String,
+    pub message: String,
+}
+
+impl LoadError {
+    pub fn new(path: &Path, message: impl Into<String>) -> Self {
+        LoadError {
+            path: path.display().to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything a call of one agent needs that outlives a single call.
+pub(crate) struct AgentContext {
+    pub name: String,
+    pub version: String,
+    pub manifest: Manifest,
+    /// Resolved config and secret values the agent may read.
+    pub values: HashMap<String, String>,
+    pub kv: Option<Arc<KvStore>>,
+    pub http: HttpClient,
+}
+
+/// A compiled, validated agent version, ready to instantiate. Calls hold an `Arc` to the
+/// version they started with, so a reload never changes a running call.
+pub struct AgentVersion {
+    pub info: AgentInfo,
+    /// SHA-256 of the wasm bytes and the manifest text.
+    pub hash: String,
+    pub wasm_path: PathBuf,
+    pub manifest_path: PathBuf,
+    pub loaded_at: SystemTime,
+    pub(crate) pre: AgentPluginPre<SessionState>,
+    pub(crate) ctx: Arc<AgentContext>,
+}
+
+impl AgentVersion {
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.ctx.manifest
+    }
+}
+
+impl std::fmt::Debug for AgentVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentVersion")
+            .field("name", &self.info.name)
+            .field("version", &self.info.version)
+            .field("hash", &self.hash)
+            .finish()
+    }
+}
+
+/// Limits applied to every session.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SessionLimits {
+    pub memory_bytes: usize,
+    pub hook_budget: Duration,
+    pub hook_timeout: Duration,
+}
+
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<SessionState>,
+    cache_dir: PathBuf,
+    kv_dir: PathBuf,
+    config: AgentsConfig,
+    settings: BTreeMap<String, AgentSettings>,
+    kv: Mutex<HashMap<String, Arc<KvStore>>>,
+    http: HttpClient,
+}
+
+fn engine_config(config: &AgentsConfig, pooling: bool) -> Config {
+    let mut c = Config::new();
+    c.wasm_component_model(true);
+    c.epoch_interruption(true);
+    c.memory_init_cow(true);
+    if pooling {
+        let n = config.max_instances.max(1);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(n)
+            // A Rust wasip2 component holds a handful of core instances and tables.
+            .total_core_instances(8 * n)
+            .total_memories(2 * n)
+            .total_tables(8 * n)
+            .total_stacks(n)
+            .max_memory_size(2 * config.memory_mb as usize * (1 << 20))
+            .max_unused_warm_slots(n.min(100));
+        c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    c
+}
+
+/// Build the engine, preferring the pooling allocator; hosts that refuse its virtual-memory
+/// reservation fall back to on-demand allocation.
+fn build_engine(config: &AgentsConfig) -> anyhow::Result<Engine> {
+    match Engine::new(&engine_config(config, true)) {
+        Ok(engine) => Ok(engine),
+        Err(e) => {
+            tracing::warn!(error = %e, "pooling allocator unavailable; using on-demand allocation");
+            Ok(Engine::new(&engine_config(config, false))?)
+        }
+    }
+}
+
+/// Advance the epoch every tick for as long as the engine lives.
+fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawn the epoch thread");
+}
+
+fn sha256_hex(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Content hash of a deployed agent (wasm bytes + manifest text); unchanged files are skipped.
+pub fn content_hash(wasm: &[u8], manifest: &[u8]) -> String {
+    sha256_hex(&[wasm, manifest])
+}
+
+impl Runtime {
+    /// `data_dir` holds the compiled cache and the agents' kv files.
+    pub fn new(
+        config: AgentsConfig,
+        settings: BTreeMap<String, AgentSettings>,
+        data_dir: &Path,
+    ) -> anyhow::Result<Arc<Runtime>> {
+        let engine = build_engine(&config)?;
+        start_epoch_ticker(&engine);
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        AgentPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        let cache_dir = data_dir.join("compiled");
+        let kv_dir = data_dir.join("kv");
+        for dir in [&cache_dir, &kv_dir] {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        }
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            cache_dir,
+            kv_dir,
+            config,
+            settings,
+            kv: Mutex::new(HashMap::new()),
+            http: HttpClient::default(),
+        }))
+    }
+
+    pub fn config(&self) -> &AgentsConfig {
+        &self.config
+    }
+
+    pub(crate) fn limits(&self) -> SessionLimits {
+        SessionLimits {
+            memory_bytes: self.config.memory_mb as usize * (1 << 20),
+            hook_budget: Duration::from_millis(self.config.hook_budget_ms),
+            hook_timeout: Duration::from_millis(self.config.hook_timeout_ms),
+        }
+    }
+
+    /// Compile (or take from the cache), check and validate an agent. Compilation runs on a
+    /// blocking thread, off the call path.
+    pub async fn load(
+        self: &Arc<Self>,
+        wasm_path: &Path,
+        manifest_path: &Path,
+    ) -> Result<AgentVersion, LoadError> {
+        let this = self.clone();
+        let (w, m) = (wasm_path.to_path_buf(), manifest_path.to_path_buf());
+        let (pre, ctx, hash) = tokio::task::spawn_blocking(move || this.prepare(&w, &m))
+            .await
+            .map_err(|e| LoadError::new(wasm_path, format!("loader crashed: {e}")))??;
+        let info = self.smoke_test(&pre, &ctx, wasm_path).await?;
+        if info.name != ctx.name {
+            return Err(LoadError::new(
+                wasm_path,
+                format!(
+                    "describe() says the agent is `{}` but its manifest says `{}`: make them agree",
+                    info.name, ctx.name
+                ),
+            ));
+        }
+        let ctx = Arc::new(AgentContext {
+            version: info.version.clone(),
+            ..Arc::into_inner(ctx).expect("the smoke test released the context")
+        });
+        Ok(AgentVersion {
+            info,
+            hash,
+            wasm_path: wasm_path.to_path_buf(),
+            manifest_path: manifest_path.to_path_buf(),
+            loaded_at: SystemTime::now(),
+            pre,
+            ctx,
+        })
+    }
+
+    /// Read, compile, check imports and exports, and link (blocking).
+    fn prepare(
+        &self,
+        wasm_path: &Path,
+        manifest_path: &Path,
+    ) -> Result<(AgentPluginPre<SessionState>, Arc<AgentContext>, String), LoadError> {
+        let manifest_text = std::fs::read(manifest_path).map_err(|e| {
+            LoadError::new(
+                manifest_path,
+                format!(
+                    "cannot read the manifest ({e}); every agent needs <name>.toml beside \
+                     <name>.wasm"
+                ),
+            )
+        })?;
+        let manifest = Manifest::parse(
+            &String::from_utf8_lossy(&manifest_text),
+            &manifest_path.display().to_string(),
+        )
+        .map_err(|e| LoadError {
+            path: e.path,
+            message: e.message,
+        })?;
+        let file_stem = wasm_path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        if manifest.name != file_stem {
+            return Err(LoadError::new(
+                manifest_path,
+                format!(
+                    "the manifest names the agent `{}` but the file is `{file_stem}.wasm`: name \
+                     the files <name>.wasm and <name>.toml",
+                    manifest.name
+                ),
+            ));
+        }
+        let wasm = std::fs::read(wasm_path)
+            .map_err(|e| LoadError::new(wasm_path, format!("cannot read: {e}")))?;
+        let hash = content_hash(&wasm, &manifest_text);
+        let component = self.compile(&wasm, wasm_path)?;
+
+        let ty = component.component_type();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        capabilities::check(&imports, &exports, &manifest)
+            .map_err(|message| LoadError::new(wasm_path, message))?;
+
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(AgentPluginPre::new)
+            .map_err(|e| {
+                LoadError::new(wasm_path, format!("does not link against this host: {e:#}"))
+            })?;
+        let kv = self
+            .kv_for(&manifest)
+            .map_err(|e| LoadError::new(wasm_path, e.to_string()))?;
+        let ctx = Arc::new(AgentContext {
+            name: manifest.name.clone(),
+            version: String::new(),
+            values: self.resolve_values(&manifest),
+            kv,
+            http: self.http.clone(),
+            manifest,
+        });
+        Ok((pre, ctx, hash))
+    }
+
+    /// Compile through the on-disk cache keyed by the wasm's hash and the engine's
+    /// compatibility hash. Only our own artifacts are ever deserialized.
+    fn compile(&self, wasm: &[u8], path: &Path) -> Result<Component, LoadError> {
+        match wasm.get(..8) {
+            Some([0, b'a', b's', b'm', 0x0d, 0, 1, 0]) => {}
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+                return Err(LoadError::new(
+                    path,
+                    "is a core WebAssembly module, not a component: build the agent with \
+                     `cargo build --release --target wasm32-wasip2`",
+                ));
+            }
+            _ => {
+                return Err(LoadError::new(
+                    path,
+                    "is not a WebAssembly component (bad header; truncated or not wasm): rebuild \
+                     it with `cargo build --release --target wasm32-wasip2`",
+                ));
+            }
+        }
+        let mut compat = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut compat);
+        let key = format!("{}-{:016x}.cwasm", sha256_hex(&[wasm]), compat.finish());
+        let cached = self.cache_dir.join(key);
+        if cached.exists() {
+            // SAFETY: files in the cache folder are written only by `serialize` below, for this
+            // engine configuration (the key includes its compatibility hash).
+            match unsafe { Component::deserialize_file(&self.engine, &cached) } {
+                Ok(component) => return Ok(component),
+                Err(e) => {
+                    tracing::warn!(path = %cached.display(), error = %e, "discarding a bad compiled-cache entry")
+                }
+            }
+        }
+        let component = Component::new(&self.engine, wasm)
+            .map_err(|e| LoadError::new(path, format!("does not compile: {e:#}")))?;
+        match component.serialize() {
+            Ok(bytes) => {
+                let tmp = cached.with_extension(format!("tmp{}", std::process::id()));
+                if let Err(e) =
+                    std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &cached))
+                {
+                    tracing::warn!(error = %e, "cannot write the compiled cache");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot serialize a compiled agent"),
+        }
+        Ok(component)
+    }
+
+    /// Instantiate once and call `describe` under the usual limits: catches traps at start-up.
+    async fn smoke_test(
+        &self,
+        pre: &AgentPluginPre<SessionState>,
+        ctx: &Arc<AgentContext>,
+        path: &Path,
+    ) -> Result<AgentInfo, LoadError> {
+        let mut sandbox = Sandbox::new(
+            &self.engine,
+            pre,
+            ctx.clone(),
+            self.limits(),
+            "load-check".into(),
+        )
+        .await
+        .map_err(|f| LoadError::new(path, format!("cannot be instantiated: {}", f.message)))?;
+        sandbox
+            .describe()
+            .await
+            .map_err(|f| LoadError::new(path, format!("describe() failed: {}", f.message)))
+    }
+
+    fn resolve_values(&self, manifest: &Manifest) -> HashMap<String, String> {
+        let settings = self.settings.get(&manifest.name);
+        let mut values = HashMap::new();
+        for key in &manifest.capabilities.config {
+            let value = settings
+                .and_then(|s| s.config.get(key))
+                .or_else(|| manifest.config.get(key));
+            if let Some(v) = value {
+                values.insert(key.clone(), v.clone());
+            }
+        }
+        for key in &manifest.capabilities.secrets {
+            let env_name = format!(
+                "SWITCHBOARD_SECRET_{}_{}",
+                manifest.name.to_ascii_uppercase().replace('-', "_"),
+                key.to_ascii_uppercase().replace('-', "_")
+            );
+            let value = std::env::var(&env_name)
+                .ok()
+                .or_else(|| settings.and_then(|s| s.secrets.get(key)).cloned());
+            if let Some(v) = value {
+                values.insert(key.clone(), v);
+            }
+        }
+        values
+    }
+
+    fn kv_for(&self, manifest: &Manifest) -> Result<Option<Arc<KvStore>>, super::kv::KvError> {
+        if manifest.capabilities.kv_quota_bytes == 0 {
+            return Ok(None);
+        }
+        let mut stores = self.kv.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(store) = stores.get(&manifest.name) {
+            return Ok(Some(store.clone()));
+        }
+        let store = Arc::new(KvStore::open(
+            &self.kv_dir.join(format!("{}.json", manifest.name)),
+        )?);
+        stores.insert(manifest.name.clone(), store.clone());
+        Ok(Some(store))
+    }
+
+    /// A fresh sandboxed instance of `version` for one call (≈10 µs with the pool).
+    pub async fn session(
+        &self,
+        version: &Arc<AgentVersion>,
+        call_id: &str,
+    ) -> Result<AgentSession, AgentFault> {
+        let sandbox = Sandbox::new(
+            &self.engine,
+            &version.pre,
+            version.ctx.clone(),
+            self.limits(),
+            call_id.to_string(),
+        )
+        .await?;
+        Ok(AgentSession::new(sandbox, version.clone()))
+    }
+
+    /// The actions that replace a failed agent for the rest of the call.
+    pub fn fallback_actions(&self) -> Vec<super::types::Action> {
+        use super::types::Action;
+        let f = &self.config.fallback;
+        let mut actions = vec![Action::Say(f.apology.clone())];
+        actions.push(match &f.transfer {
+            Some(target) => Action::Transfer(target.clone()),
+            None => Action::Hangup,
+        });
+        actions
+    }
+}
+
+/// A `call-info` for tests, benchmarks and the harness.
+pub fn test_call_info(call_id: &str, caller: &str, callee: &str) -> CallInfo {
+    CallInfo {
+        call_id: call_id.into(),
+        direction: Direction::Inbound,
+        caller: caller.into(),
+        callee: callee.into(),
+        transport: "test".into(),
+        headers: Vec::new(),
+        metadata: String::new(),
+    }
+}
