@@ -1,1 +1,187 @@
+//! The host configuration: one TOML file (the bundled `switchboard.toml` by default) plus
+//! environment overrides `SWITCHBOARD__<SECTION>__<KEY>=value` (e.g.
+//! `SWITCHBOARD__AGENTS__DIR=/srv/agents`; `_` in keys stands for `-`; values are read as TOML
+//! when they parse, else as strings). Relative paths are relative to the working directory.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use crate::plugins::{AgentSettings, AgentsConfig};
+
+/// The configuration shipped in the binary: SIP on 127.0.0.1:5060, HTTP on 127.0.0.1:8080,
+/// the three example agents on 1000/2000/3000 and `menu` as the default agent.
+pub const BUNDLED: &str = include_str!("../switchboard.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// Compiled agents cache, agent kv stores and (later) the call store.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub sip: SipListen,
+    #[serde(default)]
+    pub http: HttpListen,
+    #[serde(default)]
+    pub agents: AgentsConfig,
+    /// Dialled number or prefix pattern (`+4930*`) → agent name.
+    #[serde(default)]
+    pub routes: BTreeMap<String, String>,
+    /// Per-agent settings: `[agent.<name>.config]` and `[agent.<name>.secrets]`.
+    #[serde(default)]
+    pub agent: BTreeMap<String, AgentSettings>,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".switchboard")
+}
+
+/// Where SIP listens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct SipListen {
+    pub udp: Option<SocketAddr>,
+    pub tcp: Option<SocketAddr>,
+}
+
+impl Default for SipListen {
+    fn default() -> Self {
+        let addr: SocketAddr = "127.0.0.1:5060".parse().expect("static address");
+        SipListen {
+            udp: Some(addr),
+            tcp: Some(addr),
+        }
+    }
+}
+
+/// Where the HTTP API and dashboard listen.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct HttpListen {
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpListen {
+    fn default() -> Self {
+        HttpListen {
+            listen: "127.0.0.1:8080".parse().expect("static address"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. "info" or "switchboard=debug"; RUST_LOG overrides it.
+    pub level: String,
+    /// One JSON object per line instead of text.
+    pub json: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            json: false,
+        }
+    }
+}
+
+impl Config {
+    /// Read `path`, or the bundled configuration when None; then apply the environment.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let (text, origin) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read the configuration {}", p.display()))?,
+                p.display().to_string(),
+            ),
+            None => (BUNDLED.to_string(), "the bundled switchboard.toml".to_string()),
+        };
+        Self::parse(&text, &origin, std::env::vars())
+    }
+
+    /// Parse `text` and apply overrides from `env` (`SWITCHBOARD__A__B=value`).
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
+        let mut value: toml::Table =
+            toml::from_str(text).with_context(|| format!("{origin} is not valid TOML"))?;
+        for (name, raw) in env {
+            let Some(path) = name.strip_prefix("SWITCHBOARD__") else {
+                continue;
+            };
+            let keys: Vec<String> = path
+                .split("__")
+                .map(|k| k.to_ascii_lowercase().replace('_', "-"))
+                .collect();
+            set_path(&mut value, &keys, parse_env_value(&raw))
+                .with_context(|| format!("environment variable {name}"))?;
+        }
+        toml::Value::Table(value)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))
+    }
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> anyhow::Result<()> {
+    let (last, parents) = keys.split_last().context("empty key")?;
+    let mut current = table;
+    for key in parents {
+        current = current
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .with_context(|| format!("`{key}` is not a table"))?;
+    }
+    current.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_config_has_the_documented_defaults() {
+        let c = Config::parse(BUNDLED, "bundled", []).unwrap();
+        assert_eq!(c.sip.udp.unwrap().to_string(), "127.0.0.1:5060");
+        assert_eq!(c.sip.tcp.unwrap().to_string(), "127.0.0.1:5060");
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.routes["1000"], "menu");
+        assert_eq!(c.routes["2000"], "receptionist");
+        assert_eq!(c.routes["3000"], "appointments");
+        assert_eq!(c.agents.default.as_deref(), Some("menu"));
+    }
+
+    #[test]
+    fn environment_overrides_and_unknown_keys() {
+        let env = [
+            ("SWITCHBOARD__AGENTS__DIR".to_string(), "/srv/agents".to_string()),
+            ("SWITCHBOARD__AGENTS__HOOK_BUDGET_MS".to_string(), "250".to_string()),
+            ("SWITCHBOARD__AGENT__MENU__CONFIG__ADDRESS".to_string(), "Main St 1".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let c = Config::parse(BUNDLED, "bundled", env).unwrap();
+        assert_eq!(c.agents.dir, PathBuf::from("/srv/agents"));
+        assert_eq!(c.agents.hook_budget_ms, 250);
+        assert_eq!(c.agent["menu"].config["address"], "Main St 1");
+        let err = Config::parse("[agents]\ndirr = \"x\"", "my.toml", []).unwrap_err();
+        assert!(format!("{err:#}").contains("my.toml") && format!("{err:#}").contains("dirr"));
+    }
+}

@@ -3,4 +3,7 @@
 //!
 //! Layout: each module owns one concern. `plugins` runs agents; `config` reads the one TOML file.
 
+pub mod app;
+pub mod bench;
+pub mod config;
 pub mod plugins;

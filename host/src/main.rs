@@ -1,1 +1,118 @@
-fn main() {}
+//! The `switchboard` command.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use switchboard::app::{Host, describe_routes};
+use switchboard::config::Config;
+use switchboard::plugins::deploy;
+
+#[derive(Parser)]
+#[command(name = "switchboard", version, about = "AI phone agents over SIP, as hot-reloadable WebAssembly")]
+struct Cli {
+    /// Configuration file (default: the bundled switchboard.toml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the host: load and watch agents, answer calls.
+    Run,
+    /// List the routing table and the agent versions that would be live.
+    Agents,
+    /// Build agent crates for wasm32-wasip2 and install them into the agents folder.
+    Deploy {
+        /// Agent crate folders (each with Cargo.toml and agent.toml).
+        #[arg(required = true)]
+        crates: Vec<PathBuf>,
+    },
+    /// Run the host and rebuild + reload an agent crate whenever its sources change.
+    Dev {
+        /// The agent crate folder.
+        crate_dir: PathBuf,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Agent runtime costs: instantiate + on-start, hook call, reload-to-live, RSS per session.
+    Agents {
+        /// Deployed agent to measure.
+        #[arg(long, default_value = "menu")]
+        agent: String,
+        /// Live sessions for the memory figure.
+        #[arg(long, default_value_t = 1000)]
+        sessions: usize,
+    },
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if config.log.json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref())?;
+    init_logging(&config);
+    match cli.command {
+        Command::Run => run(config, None).await,
+        Command::Agents => {
+            let host = Host::start(config).await?;
+            print!("{}", describe_routes(&host.registry));
+            Ok(())
+        }
+        Command::Deploy { crates } => {
+            for dir in crates {
+                let name = deploy::deploy(&dir, &config.agents.dir)?;
+                println!("deployed {name} into {}", config.agents.dir.display());
+            }
+            Ok(())
+        }
+        Command::Dev { crate_dir } => run(config, Some(crate_dir)).await,
+        Command::Bench { what: Bench::Agents { agent, sessions } } => {
+            let figures = switchboard::bench::agents(&config.agents.dir, &agent, sessions)
+                .await
+                .with_context(|| format!("benchmarking `{agent}` from {} (deploy it first)", config.agents.dir.display()))?;
+            print!("{figures}");
+            Ok(())
+        }
+    }
+}
+
+async fn run(config: Config, dev_crate: Option<PathBuf>) -> anyhow::Result<()> {
+    let agents_dir = config.agents.dir.clone();
+    if let Some(dir) = &dev_crate {
+        // A failed first build is reported; the host still starts with what it has.
+        deploy::rebuild(dir, &agents_dir).await;
+    }
+    let host = Host::start(config).await?;
+    tracing::info!(
+        sip_udp = ?host.config.sip.udp, sip_tcp = ?host.config.sip.tcp, http = %host.config.http.listen,
+        agents = %agents_dir.display(), "switchboard running (SIP and HTTP arrive with their modules)"
+    );
+    println!("{}", describe_routes(&host.registry));
+    let _dev = match dev_crate {
+        Some(dir) => Some(deploy::watch_crate(dir, agents_dir)?),
+        None => None,
+    };
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tracing::info!("shutting down");
+    Ok(())
+}

@@ -11,6 +11,7 @@
 
 mod bindings;
 pub mod capabilities;
+pub mod deploy;
 pub mod harness;
 pub mod http;
 pub mod kv;

@@ -1,0 +1,166 @@
+//! Building an agent crate with cargo and installing it into an agents folder the way the
+//! watcher expects: manifest first, then the wasm, each written to a temporary file and renamed
+//! into place so the watcher never sees half a file.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::manifest::Manifest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("{0}: not an agent crate (no Cargo.toml); pass the folder of an agent crate")]
+    NotACrate(String),
+    #[error("cannot run cargo: {0}")]
+    Cargo(std::io::Error),
+    #[error("cargo build failed for {0}; the running version stays live")]
+    BuildFailed(String),
+    #[error("cargo built no .wasm for {0}: is it a cdylib (`crate-type = [\"cdylib\"]`)?")]
+    NoArtifact(String),
+    #[error(transparent)]
+    Manifest(#[from] super::manifest::ManifestError),
+    #[error("cannot install into {dir}: {source}")]
+    Install { dir: String, source: std::io::Error },
+}
+
+/// `cargo build --release --target wasm32-wasip2` in `crate_dir`; returns the built component.
+/// Compiler output goes to this process's stderr.
+pub fn build(crate_dir: &Path) -> Result<PathBuf, DeployError> {
+    let manifest_path = crate_dir.join("Cargo.toml");
+    if !manifest_path.is_file() {
+        return Err(DeployError::NotACrate(crate_dir.display().to_string()));
+    }
+    let manifest_path = manifest_path.canonicalize().map_err(DeployError::Cargo)?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut child = Command::new(cargo)
+        .current_dir(crate_dir)
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .args(["--message-format", "json-render-diagnostics"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(DeployError::Cargo)?;
+    let mut wasm = None;
+    let stdout = child.stdout.take().expect("piped");
+    for line in std::io::BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if msg["reason"] == "compiler-artifact"
+            && msg["manifest_path"].as_str().map(Path::new) == Some(manifest_path.as_path())
+            && let Some(files) = msg["filenames"].as_array()
+        {
+            wasm = files
+                .iter()
+                .filter_map(|f| f.as_str())
+                .find(|f| f.ends_with(".wasm"))
+                .map(PathBuf::from)
+                .or(wasm);
+        }
+    }
+    let status = child.wait().map_err(DeployError::Cargo)?;
+    if !status.success() {
+        return Err(DeployError::BuildFailed(crate_dir.display().to_string()));
+    }
+    wasm.ok_or_else(|| DeployError::NoArtifact(crate_dir.display().to_string()))
+}
+
+/// Install a built agent (its `agent.toml` and `wasm`) into `agents_dir`; returns its name.
+pub fn install(crate_dir: &Path, wasm: &Path, agents_dir: &Path) -> Result<String, DeployError> {
+    let manifest = Manifest::load(&crate_dir.join("agent.toml"))?;
+    let io = |source| DeployError::Install {
+        dir: agents_dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(agents_dir).map_err(io)?;
+    let manifest_text = std::fs::read(crate_dir.join("agent.toml")).map_err(io)?;
+    let wasm_bytes = std::fs::read(wasm).map_err(io)?;
+    for (ext, bytes) in [("toml", &manifest_text), ("wasm", &wasm_bytes)] {
+        let target = agents_dir.join(format!("{}.{ext}", manifest.name));
+        let tmp = agents_dir.join(format!(".{}.{ext}.partial", manifest.name));
+        std::fs::write(&tmp, bytes).map_err(io)?;
+        std::fs::rename(&tmp, &target).map_err(io)?;
+    }
+    Ok(manifest.name)
+}
+
+/// Build and install; the usual `switchboard deploy` path.
+pub fn deploy(crate_dir: &Path, agents_dir: &Path) -> Result<String, DeployError> {
+    let wasm = build(crate_dir)?;
+    install(crate_dir, &wasm, agents_dir)
+}
+
+/// Build and install on a blocking thread, logging the outcome (the `dev` loop's step).
+pub async fn rebuild(crate_dir: &Path, agents_dir: &Path) -> Option<String> {
+    let (c, a) = (crate_dir.to_path_buf(), agents_dir.to_path_buf());
+    match tokio::task::spawn_blocking(move || deploy(&c, &a)).await {
+        Ok(Ok(name)) => {
+            tracing::info!(agent = name, "rebuilt and installed; the watcher reloads it");
+            Some(name)
+        }
+        Ok(Err(e)) => {
+            tracing::error!("{e}");
+            None
+        }
+        Err(e) => {
+            tracing::error!("build task failed: {e}");
+            None
+        }
+    }
+}
+
+/// Keeps `switchboard dev` watching an agent crate; dropping it stops.
+pub struct CrateWatch {
+    _debouncer: notify_debouncer_full::Debouncer<
+        notify::RecommendedWatcher,
+        notify_debouncer_full::RecommendedCache,
+    >,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for CrateWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Rebuild and install the agent whenever its sources, Cargo.toml or agent.toml change
+/// (changes under its own target/ folder are ignored). Builds run one at a time; changes that
+/// arrive during a build cause one more build.
+pub fn watch_crate(crate_dir: PathBuf, agents_dir: PathBuf) -> anyhow::Result<CrateWatch> {
+    use notify::{EventKind, RecursiveMode};
+    use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let target = crate_dir.canonicalize()?.join("target");
+    let mut debouncer = new_debouncer(
+        std::time::Duration::from_millis(200),
+        None,
+        move |r: DebounceEventResult| {
+            let relevant = r.is_ok_and(|events| {
+                events.iter().any(|e| {
+                    matches!(
+                        e.kind,
+                        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
+                    ) && e.paths.iter().any(|p| !p.starts_with(&target))
+                })
+            });
+            if relevant {
+                let _ = tx.send(());
+            }
+        },
+    )?;
+    debouncer.watch(&crate_dir, RecursiveMode::Recursive)?;
+    tracing::info!(crate_dir = %crate_dir.display(), "dev mode: rebuilding on source changes");
+    let task = tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            while rx.try_recv().is_ok() {}
+            rebuild(&crate_dir, &agents_dir).await;
+        }
+    });
+    Ok(CrateWatch {
+        _debouncer: debouncer,
+        task,
+    })
+}
