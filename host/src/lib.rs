@@ -3,4 +3,5 @@
 //!
 //! Layout: each module owns one concern. `plugins` runs agents; `config` reads the one TOML file.
 
+pub mod media;
 pub mod plugins;
