@@ -961,3 +961,550 @@ fn dtmf_clock(media: &NegotiatedMedia) -> u32 {
         .or(media.dtmf_send.as_ref())
         .map_or(media.codec.clock_rate(), |d| d.clock_rate)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::codec::Codec;
+    use crate::media::dtmf::{DtmfSource, TelephoneEvent};
+    use crate::media::g711;
+    use crate::media::ports::test_port_range;
+    use crate::media::sdp::{Direction, DtmfFormat};
+    use std::net::UdpSocket as StdUdpSocket;
+
+    fn pool(pairs: u16) -> PortPool {
+        let (start, end) = test_port_range(pairs);
+        PortPool::new(start, end).unwrap()
+    }
+
+    fn config(timeout_ms: u64) -> MediaConfig {
+        MediaConfig {
+            bind_ip: "127.0.0.1".parse().unwrap(),
+            media_timeout: Duration::from_millis(timeout_ms),
+            call_id: "test".into(),
+            ..MediaConfig::default()
+        }
+    }
+
+    fn negotiated(peer: SocketAddr, codec: Codec) -> NegotiatedMedia {
+        let pt = codec.static_payload_type().unwrap_or(111);
+        let dtmf = DtmfFormat {
+            payload_type: 101,
+            clock_rate: codec.clock_rate(),
+        };
+        NegotiatedMedia {
+            codec,
+            send_payload_type: pt,
+            recv_payload_type: pt,
+            dtmf_send: Some(dtmf),
+            dtmf_recv: vec![
+                dtmf,
+                DtmfFormat {
+                    payload_type: 120,
+                    clock_rate: 8000,
+                },
+            ],
+            remote_rtp: Some(peer),
+            remote_rtcp: Some(SocketAddr::new(peer.ip(), peer.port() + 1)),
+            ptime_ms: 20,
+            direction: Direction::SendRecv,
+        }
+    }
+
+    struct Peer {
+        socket: tokio::net::UdpSocket,
+        target: SocketAddr,
+    }
+
+    impl Peer {
+        async fn new(session_port: u16) -> Peer {
+            Peer {
+                socket: tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+                target: SocketAddr::from(([127, 0, 0, 1], session_port)),
+            }
+        }
+
+        fn addr(&self) -> SocketAddr {
+            self.socket.local_addr().unwrap()
+        }
+
+        async fn send(&self, pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) {
+            let mut buf = Vec::new();
+            RtpPacket {
+                payload_type: pt,
+                marker,
+                sequence: seq,
+                timestamp: ts,
+                ssrc,
+                payload,
+            }
+            .write(&mut buf)
+            .unwrap();
+            self.socket.send_to(&buf, self.target).await.unwrap();
+        }
+
+        /// Next RTP packet from the session (RTCP and timeouts skipped), as owned parts.
+        async fn recv(&self) -> Option<(u8, bool, u16, u32, u32, Vec<u8>)> {
+            let mut buf = [0u8; 2048];
+            loop {
+                let (n, _) =
+                    tokio::time::timeout(Duration::from_secs(2), self.socket.recv_from(&mut buf))
+                        .await
+                        .ok()?
+                        .ok()?;
+                if is_rtcp(&buf[..n]) {
+                    continue;
+                }
+                let p = RtpPacket::parse(&buf[..n]).ok()?;
+                return Some((
+                    p.payload_type,
+                    p.marker,
+                    p.sequence,
+                    p.timestamp,
+                    p.ssrc,
+                    p.payload.to_vec(),
+                ));
+            }
+        }
+    }
+
+    async fn collect_audio(session: &mut MediaSession, until: Duration) -> Vec<AudioFrame> {
+        let mut frames = Vec::new();
+        let deadline = Instant::now() + until;
+        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, session.recv()).await {
+            if let MediaEvent::Audio(f) = event {
+                frames.push(f);
+            }
+        }
+        frames
+    }
+
+    /// Our own sender at 5 % loss and 0–40 ms random delay (reordering): the session delivers
+    /// one continuous, in-order 20 ms frame per packet sent and counts the losses.
+    #[tokio::test]
+    async fn loss_and_jitter_give_continuous_output_and_right_stats() {
+        let pool = pool(2);
+        let pending = PendingMedia::bind(&pool, config(30_000)).unwrap();
+        let peer = Peer::new(pending.port()).await;
+        let mut session = pending
+            .start(&negotiated(peer.addr(), Codec::Pcmu))
+            .unwrap();
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut next_rand = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        const PACKETS: u16 = 150;
+        let mut schedule = Vec::new();
+        let mut dropped = 0u64;
+        for i in 0..PACKETS {
+            if i > 0 && i < PACKETS - 1 && next_rand() % 100 < 5 {
+                dropped += 1;
+                continue;
+            }
+            schedule.push((i as u64 * 20 + next_rand() % 41, i));
+        }
+        schedule.sort();
+        let t0 = Instant::now();
+        let send = async {
+            for (at, i) in &schedule {
+                tokio::time::sleep_until(t0 + Duration::from_millis(*at)).await;
+                let level = g711::ulaw_encode(*i as i16 * 100);
+                let seq = 65500u16.wrapping_add(*i);
+                peer.send(
+                    0,
+                    *i == 0,
+                    seq,
+                    1000 + *i as u32 * 160,
+                    0xABCD,
+                    &[level; 160],
+                )
+                .await;
+            }
+        };
+        let (_, frames) = tokio::join!(
+            send,
+            collect_audio(
+                &mut session,
+                Duration::from_millis(PACKETS as u64 * 20 + 600)
+            )
+        );
+        assert_eq!(
+            frames.len(),
+            PACKETS as usize,
+            "one frame per packet, losses concealed"
+        );
+        assert!(
+            frames
+                .iter()
+                .all(|f| f.samples.len() == 160 && f.sample_rate == 8000)
+        );
+        let mut matched = 0;
+        for (i, f) in frames.iter().enumerate() {
+            let expected = g711::ulaw_decode(g711::ulaw_encode(i as i16 * 100));
+            if f.samples[0] == expected {
+                matched += 1;
+            }
+        }
+        assert!(
+            matched as u64 >= PACKETS as u64 - dropped,
+            "frames in order: {matched} matched"
+        );
+        let stats = session.stats();
+        assert_eq!(stats.packets_lost, dropped, "{stats:?}");
+        assert_eq!(stats.packets_expected, PACKETS as u64);
+        assert_eq!(
+            stats.packets_discarded, 0,
+            "no packet later than the 60 ms window"
+        );
+        assert!(
+            stats.jitter_ms > 2.0 && stats.jitter_ms < 40.0,
+            "jitter {}",
+            stats.jitter_ms
+        );
+        assert!(stats.concealed_ms >= dropped * 20);
+        assert_eq!(stats.remote_ssrc, Some(0xABCD));
+        let final_stats = session.close().await;
+        assert_eq!(final_stats.packets_lost, dropped);
+    }
+
+    /// Outbound: queued 24 kHz audio leaves as paced PCMU with continuous sequence numbers and
+    /// timestamps, marker on the first packet, silence after the queue runs dry; the session
+    /// latches to the peer's real source address instead of the SDP one.
+    #[tokio::test]
+    async fn paced_send_with_latching_flush_and_timestamp_continuity() {
+        let pool = pool(2);
+        let pending = PendingMedia::bind(&pool, config(30_000)).unwrap();
+        let peer = Peer::new(pending.port()).await;
+        // SDP points somewhere else (a NATed private address); symmetric RTP fixes it.
+        let mut media = negotiated("127.0.0.1:9".parse().unwrap(), Codec::Pcmu);
+        media.remote_rtcp = None;
+        let session = pending.start(&media).unwrap();
+        peer.send(0, true, 1, 0, 77, &[0xFF; 160]).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let tone: Vec<i16> = (0..24000)
+            .map(|i| ((i as f32 * 0.1).sin() * 8000.0) as i16)
+            .collect();
+        session.queue_audio(&tone, 24000).unwrap();
+        let mut packets = Vec::new();
+        while packets.len() < 30 {
+            packets.push(peer.recv().await.expect("packets reach the latched source"));
+        }
+        let report = session.flush_playout();
+        assert!(
+            report.played_ms > 0 && report.played_ms <= 700,
+            "{report:?}"
+        );
+        assert!(report.played_ms + report.discarded_ms >= 990, "{report:?}");
+        for _ in 0..10 {
+            packets.push(peer.recv().await.unwrap());
+        }
+        for w in packets.windows(2) {
+            assert_eq!(w[1].2, w[0].2.wrapping_add(1), "sequence continuous");
+            assert_eq!(w[1].3, w[0].3.wrapping_add(160), "timestamp continuous");
+            assert_eq!(w[1].4, w[0].4, "one SSRC");
+        }
+        assert!(packets.iter().all(|p| p.0 == 0 && p.5.len() == 160));
+        assert_eq!(
+            packets.iter().filter(|p| p.1).count(),
+            usize::from(packets[0].1),
+            "marker only at the start"
+        );
+        // After the flush only silence goes out.
+        assert!(
+            packets
+                .last()
+                .unwrap()
+                .5
+                .iter()
+                .all(|&b| b == g711::ULAW_SILENCE)
+        );
+        assert!(
+            packets
+                .iter()
+                .any(|p| p.5.iter().any(|&b| b != g711::ULAW_SILENCE))
+        );
+        assert_eq!(session.queued_ms(), 0);
+        session.close().await;
+    }
+
+    #[tokio::test]
+    async fn dtmf_send_and_receive() {
+        let pool = pool(2);
+        let pending = PendingMedia::bind(&pool, config(30_000)).unwrap();
+        let peer = Peer::new(pending.port()).await;
+        let mut session = pending
+            .start(&negotiated(peer.addr(), Codec::Pcmu))
+            .unwrap();
+        assert!(
+            session.send_dtmf("1x", 100).is_err(),
+            "invalid digit rejected"
+        );
+        session.send_dtmf("1#", 100).unwrap();
+        let mut events: Vec<(bool, u32, TelephoneEvent)> = Vec::new();
+        while events.iter().filter(|e| e.2.end).count() < 6 {
+            let p = peer.recv().await.expect("dtmf packets");
+            if p.0 == 101 {
+                events.push((p.1, p.3, TelephoneEvent::parse(&p.5).unwrap()));
+            }
+        }
+        let first: Vec<_> = events.iter().filter(|e| e.2.event == 1).collect();
+        let second: Vec<_> = events.iter().filter(|e| e.2.event == 11).collect();
+        assert_eq!(first.len(), 7, "4 updates + 3 end packets");
+        assert!(first[0].0 && !first[1].0, "marker on the first packet only");
+        assert!(
+            first.iter().all(|e| e.1 == first[0].1),
+            "one timestamp per event"
+        );
+        assert_eq!(first.iter().filter(|e| e.2.end).count(), 3);
+        assert_eq!(first.last().unwrap().2.duration, 800);
+        assert!(second[0].1 > first[0].1, "second digit starts later");
+
+        // Receive on PT 120 (telephone-event/8000 as baresip offers it), with three end packets.
+        for (k, dur, end) in [
+            (0, 160u16, false),
+            (1, 320, false),
+            (2, 480, true),
+            (3, 480, true),
+            (4, 480, true),
+        ] {
+            let te = TelephoneEvent {
+                event: 9,
+                end,
+                volume: 10,
+                duration: dur,
+            };
+            peer.send(120, k == 0, 100 + k, 8000, 5, &te.to_bytes())
+                .await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut digits = Vec::new();
+        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, session.recv()).await {
+            if let MediaEvent::Dtmf(d) = event {
+                digits.push(d);
+            }
+        }
+        assert_eq!(
+            digits,
+            [DtmfEvent {
+                digit: '9',
+                duration_ms: 60,
+                source: DtmfSource::Rtp
+            }]
+        );
+        assert_eq!(session.stats().dtmf_events_received, 1);
+        assert_eq!(session.stats().dtmf_events_sent, 2);
+        session.close().await;
+    }
+
+    #[tokio::test]
+    async fn ssrc_change_resets_the_stream() {
+        let pool = pool(2);
+        let pending = PendingMedia::bind(&pool, config(30_000)).unwrap();
+        let peer = Peer::new(pending.port()).await;
+        let mut session = pending
+            .start(&negotiated(peer.addr(), Codec::Pcma))
+            .unwrap();
+        for i in 0..10u16 {
+            peer.send(8, i == 0, 500 + i, i as u32 * 160, 1, &[0xD5; 160])
+                .await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // New source (e.g. after a transfer): unrelated sequence and timestamp.
+        for i in 0..10u16 {
+            peer.send(
+                8,
+                i == 0,
+                40000 + i,
+                9_000_000 + i as u32 * 160,
+                2,
+                &[0xD5; 160],
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let frames = collect_audio(&mut session, Duration::from_millis(400)).await;
+        assert_eq!(frames.len(), 20, "no loss invented across the change");
+        let stats = session.close().await;
+        assert_eq!(stats.ssrc_changes, 1);
+        assert_eq!(stats.remote_ssrc, Some(2));
+        assert_eq!(stats.packets_lost, 0);
+        assert_eq!(stats.packets_expected, 10, "counted for the current source");
+    }
+
+    #[tokio::test]
+    async fn media_timeout_ends_the_session_and_returns_the_port() {
+        let pool = pool(2);
+        let pending = PendingMedia::bind(&pool, config(200)).unwrap();
+        let port = pending.port();
+        let peer = Peer::new(port).await;
+        let mut session = pending
+            .start(&negotiated(peer.addr(), Codec::Pcmu))
+            .unwrap();
+        assert_eq!(pool.leased(), 1);
+        let started = Instant::now();
+        let mut timeout = None;
+        while let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_secs(5), session.recv()).await
+        {
+            if let MediaEvent::Timeout { silent_for } = event {
+                timeout = Some(silent_for);
+            }
+        }
+        let silent_for = timeout.expect("timeout event");
+        assert!(silent_for >= Duration::from_millis(200));
+        assert!(started.elapsed() < Duration::from_secs(3));
+        // The task ended by itself: sockets closed and the pair back in the pool.
+        assert_eq!(pool.leased(), 0);
+        assert!(
+            StdUdpSocket::bind(("127.0.0.1", port)).is_ok(),
+            "RTP port free again"
+        );
+        session.close().await;
+    }
+
+    #[tokio::test]
+    async fn hold_stops_sending_and_suspends_the_timeout() {
+        let pool = pool(2);
+        let pending = PendingMedia::bind(&pool, config(300)).unwrap();
+        let peer = Peer::new(pending.port()).await;
+        let mut media = negotiated(peer.addr(), Codec::Pcmu);
+        let mut session = pending.start(&media).unwrap();
+        assert!(peer.recv().await.is_some(), "sending while sendrecv");
+        media.direction = Direction::Inactive;
+        session.update(&media).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Drain what was in flight, then expect silence on the wire and no timeout for > 300 ms.
+        let mut buf = [0u8; 2048];
+        while tokio::time::timeout(Duration::from_millis(50), peer.socket.recv_from(&mut buf))
+            .await
+            .is_ok()
+        {}
+        let quiet = tokio::time::timeout(Duration::from_millis(700), peer.recv()).await;
+        assert!(matches!(quiet, Err(_) | Ok(None)), "nothing sent on hold");
+        let mut events = Vec::new();
+        while let Ok(Some(e)) =
+            tokio::time::timeout(Duration::from_millis(10), session.recv()).await
+        {
+            events.push(e);
+        }
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, MediaEvent::Timeout { .. })),
+            "no timeout on hold"
+        );
+        // Resume: packets flow again (and the timeout applies again).
+        media.direction = Direction::SendRecv;
+        session.update(&media).unwrap();
+        assert!(peer.recv().await.is_some(), "sending after resume");
+        let stats = session.close().await;
+        assert!(stats.packets_sent > 0);
+    }
+
+    #[tokio::test]
+    async fn records_both_directions_to_stereo_wav() {
+        let dir = std::env::temp_dir().join(format!("sb-session-rec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("call.wav");
+        let pool = pool(2);
+        let pending = PendingMedia::bind(&pool, config(30_000)).unwrap();
+        let peer = Peer::new(pending.port()).await;
+        let session = pending
+            .start(&negotiated(peer.addr(), Codec::Pcmu))
+            .unwrap();
+        session.start_recording(&path).unwrap();
+        session.queue_audio(&vec![4000; 8000], 8000).unwrap();
+        for i in 0..25u16 {
+            peer.send(
+                0,
+                i == 0,
+                i,
+                i as u32 * 160,
+                9,
+                &[g711::ulaw_encode(-3000); 160],
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        session.close().await;
+        let mut reader = hound::WavReader::open(&path).unwrap();
+        assert_eq!(reader.spec().channels, 2);
+        let samples: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
+        let left_caller = samples
+            .iter()
+            .step_by(2)
+            .filter(|&&s| s == g711::ulaw_decode(g711::ulaw_encode(-3000)))
+            .count();
+        let right_agent = samples
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .filter(|&&s| s == 4000)
+            .count();
+        assert!(
+            left_caller >= 20 * 160,
+            "caller audio on the left: {left_caller}"
+        );
+        assert!(
+            right_agent >= 20 * 160,
+            "agent audio on the right: {right_agent}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn opus_call_roundtrip_between_two_sessions() {
+        let pool = pool(4);
+        let a = PendingMedia::bind(
+            &pool,
+            MediaConfig {
+                inbound_rate: 16000,
+                ..config(30_000)
+            },
+        )
+        .unwrap();
+        let b = PendingMedia::bind(
+            &pool,
+            MediaConfig {
+                inbound_rate: 16000,
+                ..config(30_000)
+            },
+        )
+        .unwrap();
+        let a_addr = SocketAddr::from(([127, 0, 0, 1], a.port()));
+        let b_addr = SocketAddr::from(([127, 0, 0, 1], b.port()));
+        let a = a.start(&negotiated(b_addr, Codec::Opus)).unwrap();
+        let mut b = b.start(&negotiated(a_addr, Codec::Opus)).unwrap();
+        let tone: Vec<i16> = (0..16000)
+            .map(|i| {
+                ((i as f32 * 2.0 * std::f32::consts::PI * 440.0 / 16000.0).sin() * 10000.0) as i16
+            })
+            .collect();
+        a.queue_audio(&tone, 16000).unwrap();
+        let frames = collect_audio(&mut b, Duration::from_millis(1300)).await;
+        assert!(frames.len() >= 50, "{} frames", frames.len());
+        assert!(
+            frames
+                .iter()
+                .all(|f| f.samples.len() == 320 && f.sample_rate == 16000)
+        );
+        let loud = frames
+            .iter()
+            .filter(|f| {
+                f.samples
+                    .iter()
+                    .map(|&s| (s as i64).abs())
+                    .max()
+                    .unwrap_or(0)
+                    > 5000
+            })
+            .count();
+        assert!(loud >= 40, "the tone arrives: {loud} loud frames");
+        a.close().await;
+        b.close().await;
+        assert_eq!(pool.leased(), 0);
+    }
+}
