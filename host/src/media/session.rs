@@ -339,7 +339,7 @@ struct Engine {
     media: NegotiatedMedia,
     rtp: UdpSocket,
     rtcp: UdpSocket,
-    _lease: PortLease,
+    lease: PortLease,
     outbound: Arc<Mutex<Outbound>>,
     shared_stats: Arc<Mutex<MediaStats>>,
     events: mpsc::Sender<MediaEvent>,
@@ -416,7 +416,7 @@ impl Engine {
             config,
             rtp,
             rtcp,
-            _lease: lease,
+            lease,
             outbound,
             shared_stats,
             events,
@@ -444,7 +444,7 @@ impl Engine {
     }
 
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) -> MediaStats {
-        info!(call_id = %self.config.call_id, port = self._lease.port(), codec = ?self.media.codec,
+        info!(call_id = %self.config.call_id, port = self.lease.port(), codec = ?self.media.codec,
               remote = ?self.media.remote_rtp, "media started");
         let mut rtp_buf = vec![0u8; 2048];
         let mut rtcp_buf = vec![0u8; 2048];
