@@ -1455,6 +1455,79 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// RTCP: the session sends SR + SDES to the peer's RTCP port on its interval, with a report
+    /// block about the peer's stream; the peer's RR gives us its view and the round-trip time.
+    #[tokio::test]
+    async fn rtcp_reports_both_ways() {
+        let pool = pool(2);
+        let config = MediaConfig {
+            rtcp_interval: Duration::from_millis(200),
+            ..config(30_000)
+        };
+        let pending = PendingMedia::bind(&pool, config).unwrap();
+        let our_rtcp = SocketAddr::from(([127, 0, 0, 1], pending.port() + 1));
+        let peer = Peer::new(pending.port()).await;
+        let peer_rtcp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut media = negotiated(peer.addr(), Codec::Pcmu);
+        media.remote_rtcp = Some(peer_rtcp.local_addr().unwrap());
+        let mut session = pending.start(&media).unwrap();
+        for i in 0..5u16 {
+            // Sequence gap: packet 2 never sent.
+            if i != 2 {
+                peer.send(0, i == 0, i, i as u32 * 160, 0x1234, &[0xFF; 160])
+                    .await;
+            }
+        }
+        let mut buf = [0u8; 1500];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(2), peer_rtcp.recv_from(&mut buf))
+            .await
+            .expect("an RTCP report within the interval")
+            .unwrap();
+        let packets = rtcp::parse_compound(&buf[..n]).unwrap();
+        let (our_ssrc, info, block) = match &packets[0] {
+            RtcpPacket::SenderReport { ssrc, info, blocks } => (*ssrc, *info, blocks[0]),
+            other => panic!("expected SR, got {other:?}"),
+        };
+        assert_eq!(packets[1], RtcpPacket::Other(202), "SDES follows");
+        assert!(info.packets > 0);
+        assert_eq!(block.ssrc, 0x1234);
+        assert_eq!(block.cumulative_lost, 1);
+        assert_eq!(block.highest_seq, 4);
+        assert_eq!(block.fraction_lost, 51, "1 of 5 expected lost (256 / 5)");
+        // Peer answers with an RR about our stream, echoing our SR time (zero delay).
+        let rr = rtcp::build_report(
+            0x1234,
+            None,
+            &[ReportBlock {
+                ssrc: our_ssrc,
+                fraction_lost: 128,
+                jitter: 80,
+                last_sr: rtcp::ntp_middle(info.ntp),
+                ..ReportBlock::default()
+            }],
+            "peer",
+        );
+        peer_rtcp.send_to(&rr, our_rtcp).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut stats_events = 0;
+        let mut stats = session.stats();
+        while stats.round_trip_ms.is_none() && Instant::now() < deadline {
+            if let Ok(Some(MediaEvent::Stats(s))) =
+                tokio::time::timeout_at(deadline, session.recv()).await
+            {
+                stats_events += 1;
+                stats = s;
+            }
+        }
+        assert!(stats_events > 0);
+        assert_eq!(stats.remote_fraction_lost, Some(0.5));
+        assert_eq!(stats.remote_jitter_ms, Some(10.0));
+        let rtt = stats.round_trip_ms.expect("rtt from LSR");
+        assert!((0.0..1000.0).contains(&rtt), "rtt {rtt}");
+        assert!(stats.rtcp_sent >= 1 && stats.rtcp_received >= 1);
+        session.close().await;
+    }
+
     #[tokio::test]
     async fn opus_call_roundtrip_between_two_sessions() {
         let pool = pool(4);
