@@ -14,6 +14,8 @@
 //!    digits with `send_dtmf`, apply re-INVITEs with `update`, record with `start_recording`,
 //!    end with `close` (or drop).
 
+#[cfg(test)]
+mod bench;
 pub mod codec;
 pub mod dtmf;
 pub mod g711;

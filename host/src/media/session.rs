@@ -180,7 +180,7 @@ impl PendingMedia {
         Ok(MediaSession {
             port,
             commands: command_tx,
-            events: event_rx,
+            events: Some(event_rx),
             outbound,
             stats,
             task: Some(task),
@@ -193,7 +193,7 @@ impl PendingMedia {
 pub struct MediaSession {
     port: u16,
     commands: mpsc::UnboundedSender<Command>,
-    events: mpsc::Receiver<MediaEvent>,
+    events: Option<mpsc::Receiver<MediaEvent>>,
     outbound: Arc<Mutex<Outbound>>,
     stats: Arc<Mutex<MediaStats>>,
     task: Option<JoinHandle<MediaStats>>,
@@ -212,9 +212,19 @@ impl MediaSession {
         self.port
     }
 
-    /// The next inbound event; `None` once the session has ended and all events were read.
+    /// The next inbound event; `None` once the session has ended and all events were read,
+    /// or when the receiver was taken with [`take_events`](Self::take_events).
     pub async fn recv(&mut self) -> Option<MediaEvent> {
-        self.events.recv().await
+        match self.events.as_mut() {
+            Some(events) => events.recv().await,
+            None => None,
+        }
+    }
+
+    /// Takes the inbound event receiver, for a call task that selects on it while using the
+    /// session's other methods.
+    pub fn take_events(&mut self) -> Option<mpsc::Receiver<MediaEvent>> {
+        self.events.take()
     }
 
     /// Queues caller-bound audio (mono PCM at any rate; resampled to the codec rate).
@@ -1526,6 +1536,78 @@ mod tests {
         assert!((0.0..1000.0).contains(&rtt), "rtt {rtt}");
         assert!(stats.rtcp_sent >= 1 && stats.rtcp_received >= 1);
         session.close().await;
+    }
+
+    /// Silence suppression: nothing is sent while the queue is empty, and the first packet of
+    /// the next talkspurt carries the marker bit and a timestamp that kept running meanwhile.
+    #[tokio::test]
+    async fn suppressed_silence_keeps_timestamps_running() {
+        let pool = pool(2);
+        let config = MediaConfig {
+            silence: SilenceMode::Suppress,
+            ..config(30_000)
+        };
+        let pending = PendingMedia::bind(&pool, config).unwrap();
+        let peer = Peer::new(pending.port()).await;
+        let session = pending
+            .start(&negotiated(peer.addr(), Codec::Pcmu))
+            .unwrap();
+        session.queue_audio(&[1000; 320], 8000).unwrap();
+        let first = peer.recv().await.unwrap();
+        let second = peer.recv().await.unwrap();
+        assert!(first.1 && !second.1, "marker starts the talkspurt");
+        assert_eq!(second.3, first.3.wrapping_add(160));
+        let quiet = tokio::time::timeout(Duration::from_millis(300), peer.recv()).await;
+        assert!(quiet.is_err(), "nothing sent while there is nothing to say");
+        session.queue_audio(&[1000; 160], 8000).unwrap();
+        let resumed = peer.recv().await.unwrap();
+        assert!(resumed.1, "new talkspurt marked");
+        assert_eq!(
+            resumed.2,
+            second.2.wrapping_add(1),
+            "no sequence gap for unsent packets"
+        );
+        let elapsed_ticks = resumed.3.wrapping_sub(second.3) / 160;
+        assert!(
+            elapsed_ticks >= 15,
+            "timestamp advanced through the silence: {elapsed_ticks} ticks"
+        );
+        assert_eq!(
+            resumed.3.wrapping_sub(second.3) % 160,
+            0,
+            "still on the packet grid"
+        );
+        session.close().await;
+    }
+
+    #[tokio::test]
+    async fn dropping_frees_the_ports() {
+        let pool = pool(2);
+        let pending = PendingMedia::bind(&pool, config(30_000)).unwrap();
+        assert_eq!(pool.leased(), 1);
+        drop(pending);
+        assert_eq!(
+            pool.leased(),
+            0,
+            "an unstarted session returns its pair at once"
+        );
+        let pending = PendingMedia::bind(&pool, config(30_000)).unwrap();
+        let port = pending.port();
+        let mut session = pending
+            .start(&negotiated("127.0.0.1:9".parse().unwrap(), Codec::Pcmu))
+            .unwrap();
+        let mut events = session.take_events().unwrap();
+        assert!(session.recv().await.is_none(), "events were taken");
+        drop(session);
+        // The aborted task drops its sockets and lease; the event stream ends.
+        let ended = tokio::time::timeout(Duration::from_secs(2), async {
+            while events.recv().await.is_some() {}
+        })
+        .await;
+        assert!(ended.is_ok());
+        assert_eq!(pool.leased(), 0);
+        assert!(StdUdpSocket::bind(("127.0.0.1", port)).is_ok());
+        assert!(StdUdpSocket::bind(("127.0.0.1", port + 1)).is_ok());
     }
 
     #[tokio::test]
