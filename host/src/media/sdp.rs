@@ -624,6 +624,36 @@ m=audio 6000 RTP/AVP 0\r\n\
 a=rtpmap:0 PCMU/8000\r\n";
 
     #[test]
+    fn asterisk_offer_where_pt_111_is_not_opus() {
+        // Asterisk maps dynamic PT 111 to G726-32: only the rtpmap name counts.
+        let offer = "v=0\r\no=- 1697029483 1697029483 IN IP4 192.168.1.10\r\ns=Asterisk\r\n\
+c=IN IP4 192.168.1.10\r\nt=0 0\r\nm=audio 10004 RTP/AVP 0 8 3 111 101\r\n\
+a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:3 GSM/8000\r\n\
+a=rtpmap:111 G726-32/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n\
+a=ptime:20\r\na=maxptime:150\r\na=sendrecv\r\n";
+        let (answer, media) = answer_offer(offer, &local(&[Codec::Opus, Codec::Pcmu])).unwrap();
+        assert_eq!(media.codec, Codec::Pcmu);
+        assert!(answer.contains("m=audio 40000 RTP/AVP 0 101\r\n"));
+    }
+
+    #[test]
+    fn sipp_pcap_scenario_body_with_trailing_blank_line() {
+        let offer = "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\n\
+c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-11,16\r\n\r\n";
+        let (_, media) = answer_offer(offer, &local(&[Codec::Pcmu, Codec::Pcma])).unwrap();
+        assert_eq!(media.codec, Codec::Pcma);
+        assert_eq!(
+            media.dtmf_send,
+            Some(DtmfFormat {
+                payload_type: 101,
+                clock_rate: 8000
+            })
+        );
+        assert_eq!(media.remote_rtp, Some("127.0.0.1:6000".parse().unwrap()));
+    }
+
+    #[test]
     fn answers_freeswitch_offer_with_our_preference_and_its_dtmf_pt() {
         let (answer, media) =
             answer_offer(FREESWITCH_OFFER, &local(&[Codec::Pcmu, Codec::Pcma])).unwrap();
