@@ -123,6 +123,22 @@ pub struct LocalMedia {
     pub session_version: u64,
 }
 
+impl LocalMedia {
+    /// Our usual media: `codecs` in preference order, 20 ms packets, send and receive,
+    /// version 1 of session `session_id` (bump `session_version` for each later offer).
+    pub fn new(address: IpAddr, port: u16, codecs: Vec<Codec>, session_id: u64) -> LocalMedia {
+        LocalMedia {
+            address,
+            port,
+            codecs,
+            ptime_ms: DEFAULT_PTIME_MS,
+            direction: Direction::SendRecv,
+            session_id,
+            session_version: 1,
+        }
+    }
+}
+
 /// RFC 4733 telephone-event format negotiated for a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DtmfFormat {
@@ -556,15 +572,7 @@ mod tests {
     use super::*;
 
     fn local(codecs: &[Codec]) -> LocalMedia {
-        LocalMedia {
-            address: "192.0.2.10".parse().unwrap(),
-            port: 40000,
-            codecs: codecs.to_vec(),
-            ptime_ms: 20,
-            direction: Direction::SendRecv,
-            session_id: 42,
-            session_version: 1,
-        }
+        LocalMedia::new("192.0.2.10".parse().unwrap(), 40000, codecs.to_vec(), 42)
     }
 
     const FREESWITCH_OFFER: &str = "v=0\r\n\

@@ -116,8 +116,8 @@ impl ReceiveStats {
     /// Fraction lost since the previous call, as the 8-bit fixed point RTCP reports carry.
     pub fn take_fraction_lost(&mut self) -> u8 {
         let expected = self.expected();
-        let expected_interval = expected - self.expected_prior;
-        let received_interval = self.received - self.received_prior;
+        let expected_interval = expected.saturating_sub(self.expected_prior);
+        let received_interval = self.received.saturating_sub(self.received_prior);
         self.expected_prior = expected;
         self.received_prior = self.received;
         let lost_interval = expected_interval.saturating_sub(received_interval);
@@ -136,7 +136,7 @@ pub struct MediaStats {
     pub remote_ssrc: Option<u32>,
     /// Times the remote SSRC changed mid-call.
     pub ssrc_changes: u32,
-    /// RTP packets received from the latched source (all sources over the call).
+    /// RTP packets accepted over the whole call (every SSRC).
     pub packets_received: u64,
     pub bytes_received: u64,
     /// Packets lost from the current source (RFC 3550 A.3).
