@@ -187,3 +187,103 @@ fn bench_media() {
     });
     println!("loopback UDP send_to + recv_from per 172-byte packet: {syscalls:.2} us");
 }
+
+fn process_cpu_seconds() -> f64 {
+    // utime + stime, fields 14 and 15 of /proc/self/stat, in clock ticks (100 Hz on Linux).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// Whole-session cost: pairs of sessions on loopback streaming PCMU to each other both ways
+/// (encode, pacing, send, receive, jitter buffer, decode, 8k -> 16k, events) for a few seconds;
+/// process CPU time divided by packets handled.
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn bench_concurrent_sessions() {
+    use super::ports::{PortPool, test_port_range};
+    use super::sdp::{Direction, NegotiatedMedia};
+    use super::session::{MediaConfig, MediaEvent, PendingMedia};
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    const PAIRS: usize = 50;
+    const SECONDS: u64 = 5;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (start, end) = test_port_range(PAIRS as u16 * 2);
+        let pool = PortPool::new(start, end).unwrap();
+        let config = MediaConfig {
+            bind_ip: "127.0.0.1".parse().unwrap(),
+            inbound_rate: 16000,
+            ..MediaConfig::default()
+        };
+        let media = |peer: u16| NegotiatedMedia {
+            codec: Codec::Pcmu,
+            send_payload_type: 0,
+            recv_payload_type: 0,
+            dtmf_send: None,
+            dtmf_recv: vec![],
+            remote_rtp: Some(SocketAddr::from(([127, 0, 0, 1], peer))),
+            remote_rtcp: None,
+            ptime_ms: 20,
+            direction: Direction::SendRecv,
+        };
+        let mut sessions = Vec::new();
+        for _ in 0..PAIRS {
+            let a = PendingMedia::bind(&pool, config.clone()).unwrap();
+            let b = PendingMedia::bind(&pool, config.clone()).unwrap();
+            let (pa, pb) = (a.port(), b.port());
+            sessions.push(a.start(&media(pb)).unwrap());
+            sessions.push(b.start(&media(pa)).unwrap());
+        }
+        let speech = speech_like(8000, 8000 * SECONDS as usize);
+        let mut consumers = Vec::new();
+        for s in &mut sessions {
+            s.queue_audio(&speech, 8000).unwrap();
+            let mut events = s.take_events().unwrap();
+            consumers.push(tokio::spawn(async move {
+                let mut frames = 0u64;
+                while let Some(e) = events.recv().await {
+                    if let MediaEvent::Audio(f) = e {
+                        frames += black_box(f.samples.len() as u64 / 320);
+                    }
+                }
+                frames
+            }));
+        }
+        let cpu0 = process_cpu_seconds();
+        let wall0 = Instant::now();
+        tokio::time::sleep(Duration::from_secs(SECONDS)).await;
+        let cpu = process_cpu_seconds() - cpu0;
+        let wall = wall0.elapsed().as_secs_f64();
+        let mut sent = 0;
+        let mut received = 0;
+        for s in sessions {
+            let stats = s.close().await;
+            sent += stats.packets_sent;
+            received += stats.packets_received;
+        }
+        let mut frames = 0;
+        for c in consumers {
+            frames += c.await.unwrap();
+        }
+        println!(
+            "{} sessions for {wall:.1} s: {sent} packets sent, {received} received, {frames} frames delivered; \
+             CPU {cpu:.2} s = {:.1} % of one core, {:.2} us per packet (send or receive), {:.3} % of a core per session",
+            PAIRS * 2,
+            cpu / wall * 100.0,
+            cpu * 1e6 / (sent + received) as f64,
+            cpu / wall * 100.0 / (PAIRS * 2) as f64,
+        );
+    });
+}
