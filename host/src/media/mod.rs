@@ -13,6 +13,10 @@
 //!    `recv()`, queue outbound audio with `queue_audio`, barge in with `flush_playout`, send
 //!    digits with `send_dtmf`, apply re-INVITEs with `update`, record with `start_recording`,
 //!    end with `close` (or drop).
+//!
+//! For a model that takes G.711 directly, ask for 8 kHz inbound frames and encode them with
+//! [`g711::ulaw_encode`]: decoding then re-encoding G.711 is lossless (but for μ-law's two codes
+//! for zero), so the model gets the caller's bytes.
 
 #[cfg(test)]
 mod bench;

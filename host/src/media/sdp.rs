@@ -662,6 +662,22 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-11,16\r\n\r\n";
     }
 
     #[test]
+    fn ipv6_offer_and_answer() {
+        let offer = "v=0\r\no=- 1 1 IN IP6 2001:db8::5\r\ns=-\r\nc=IN IP6 2001:db8::5\r\nt=0 0\r\n\
+m=audio 5004 RTP/AVP 0\r\n";
+        let mut ours = local(&[Codec::Pcmu]);
+        ours.address = "2001:db8::10".parse().unwrap();
+        let (answer, media) = answer_offer(offer, &ours).unwrap();
+        assert_eq!(
+            media.remote_rtp,
+            Some("[2001:db8::5]:5004".parse().unwrap())
+        );
+        assert!(answer.contains("c=IN IP6 2001:db8::10\r\n"), "{answer}");
+        let bad = offer.replace("2001:db8::5\r\nt=", "not-an-address\r\nt=");
+        assert_eq!(answer_offer(&bad, &ours).unwrap_err().sip_status(), 400);
+    }
+
+    #[test]
     fn answers_freeswitch_offer_with_our_preference_and_its_dtmf_pt() {
         let (answer, media) =
             answer_offer(FREESWITCH_OFFER, &local(&[Codec::Pcmu, Codec::Pcma])).unwrap();
