@@ -25,7 +25,7 @@ fn split_version(name: &str) -> (&str, Option<&str>) {
 /// that names the fix.
 pub fn check(imports: &[String], exports: &[String], manifest: &Manifest) -> Result<(), String> {
     let agent_export = format!("{CONTRACT_PACKAGE}/agent@{CONTRACT_VERSION}");
-    if !exports.iter().any(|e| *e == agent_export) {
+    if !exports.contains(&agent_export) {
         if let Some(other) = exports
             .iter()
             .find(|e| e.starts_with(&format!("{CONTRACT_PACKAGE}/agent")))

@@ -1,0 +1,285 @@
+//! The audio codecs an RTP session can carry, behind one encoder/decoder interface.
+//!
+//! PCM inside the media layer is mono signed 16-bit at the codec's own sample rate
+//! (8 kHz for G.711, 48 kHz for Opus); resampling to other rates happens outside the codec.
+
+use super::g711;
+use super::opus::{OpusDecoder, OpusEncoder};
+
+/// Failure inside a codec.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// libopus refused to create a coder or to process a frame.
+    #[error("opus {op}: {source}")]
+    Opus {
+        op: &'static str,
+        #[source]
+        source: audiopus::Error,
+    },
+    /// An RTP payload had no bytes to decode.
+    #[error("empty payload")]
+    EmptyPayload,
+}
+
+/// An audio codec the media layer can negotiate and transcode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    /// G.711 μ-law, static payload type 0.
+    Pcmu,
+    /// G.711 A-law, static payload type 8.
+    Pcma,
+    /// Opus, always signalled as `opus/48000/2`, decoded here as mono 48 kHz.
+    Opus,
+}
+
+impl Codec {
+    /// Encoding name as written in `a=rtpmap`.
+    pub fn encoding_name(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "PCMU",
+            Codec::Pcma => "PCMA",
+            Codec::Opus => "opus",
+        }
+    }
+
+    /// The static RTP payload type, if the codec has one.
+    pub fn static_payload_type(self) -> Option<u8> {
+        match self {
+            Codec::Pcmu => Some(0),
+            Codec::Pcma => Some(8),
+            Codec::Opus => None,
+        }
+    }
+
+    /// RTP clock rate (also the PCM sample rate this layer uses for the codec).
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            Codec::Pcmu | Codec::Pcma => 8000,
+            Codec::Opus => 48000,
+        }
+    }
+
+    /// Channel count written in `a=rtpmap` (Opus is always declared stereo).
+    pub fn rtpmap_channels(self) -> Option<u8> {
+        match self {
+            Codec::Opus => Some(2),
+            _ => None,
+        }
+    }
+
+    /// Whether `duration_ms` is a packet duration this codec can produce.
+    pub fn supports_ptime(self, duration_ms: u32) -> bool {
+        match self {
+            Codec::Pcmu | Codec::Pcma => {
+                (10..=60).contains(&duration_ms) && duration_ms.is_multiple_of(10)
+            }
+            Codec::Opus => matches!(duration_ms, 10 | 20 | 40 | 60),
+        }
+    }
+
+    /// Identifies a codec from an `a=rtpmap` encoding name and clock rate.
+    pub fn from_rtpmap(name: &str, clock_rate: u32) -> Option<Codec> {
+        [Codec::Pcmu, Codec::Pcma, Codec::Opus]
+            .into_iter()
+            .find(|c| c.encoding_name().eq_ignore_ascii_case(name) && c.clock_rate() == clock_rate)
+    }
+
+    /// Identifies a codec from a static payload type (used when `a=rtpmap` is absent).
+    pub fn from_static_payload_type(pt: u8) -> Option<Codec> {
+        match pt {
+            0 => Some(Codec::Pcmu),
+            8 => Some(Codec::Pcma),
+            _ => None,
+        }
+    }
+}
+
+/// Turns PCM at the codec rate into RTP payloads.
+pub trait AudioEncoder: Send {
+    /// Encodes one packet's worth of PCM, appending the payload to `out`.
+    fn encode(&mut self, pcm: &[i16], out: &mut Vec<u8>) -> Result<(), CodecError>;
+}
+
+/// Turns RTP payloads into PCM at the codec rate and conceals lost packets.
+pub trait AudioDecoder: Send {
+    /// Decodes one payload, appending PCM to `out`.
+    fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) -> Result<(), CodecError>;
+    /// Appends `samples` of concealment for a lost packet. `following` is the payload of the
+    /// packet after the lost one when it is already buffered (Opus recovers from its FEC data).
+    fn conceal(
+        &mut self,
+        following: Option<&[u8]>,
+        samples: usize,
+        out: &mut Vec<i16>,
+    ) -> Result<(), CodecError>;
+}
+
+/// Creates an encoder for `codec`.
+pub fn new_encoder(codec: Codec) -> Result<Box<dyn AudioEncoder>, CodecError> {
+    Ok(match codec {
+        Codec::Pcmu => Box::new(G711Encoder { ulaw: true }),
+        Codec::Pcma => Box::new(G711Encoder { ulaw: false }),
+        Codec::Opus => Box::new(OpusEncoder::new()?),
+    })
+}
+
+/// Creates a decoder (with packet-loss concealment) for `codec`.
+pub fn new_decoder(codec: Codec) -> Result<Box<dyn AudioDecoder>, CodecError> {
+    Ok(match codec {
+        Codec::Pcmu => Box::new(G711Decoder::new(true)),
+        Codec::Pcma => Box::new(G711Decoder::new(false)),
+        Codec::Opus => Box::new(OpusDecoder::new()?),
+    })
+}
+
+struct G711Encoder {
+    ulaw: bool,
+}
+
+impl AudioEncoder for G711Encoder {
+    fn encode(&mut self, pcm: &[i16], out: &mut Vec<u8>) -> Result<(), CodecError> {
+        if self.ulaw {
+            out.extend(pcm.iter().map(|&s| g711::ulaw_encode(s)));
+        } else {
+            out.extend(pcm.iter().map(|&s| g711::alaw_encode(s)));
+        }
+        Ok(())
+    }
+}
+
+/// Concealment keeps full level for the first 10 ms of a loss, then fades linearly to silence
+/// at 60 ms (the shape of G.711 Appendix I), so short losses are inaudible and long ones quiet.
+const FADE_START_SAMPLES: usize = 80;
+const FADE_END_SAMPLES: usize = 480;
+
+struct G711Decoder {
+    ulaw: bool,
+    /// Last good decoded packet: the pattern repeated while concealing.
+    history: Vec<i16>,
+    /// Samples concealed since the last good packet.
+    concealed: usize,
+}
+
+impl G711Decoder {
+    fn new(ulaw: bool) -> Self {
+        G711Decoder {
+            ulaw,
+            history: Vec::new(),
+            concealed: 0,
+        }
+    }
+}
+
+impl AudioDecoder for G711Decoder {
+    fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) -> Result<(), CodecError> {
+        if payload.is_empty() {
+            return Err(CodecError::EmptyPayload);
+        }
+        let start = out.len();
+        if self.ulaw {
+            out.extend(payload.iter().map(|&c| g711::ulaw_decode(c)));
+        } else {
+            out.extend(payload.iter().map(|&c| g711::alaw_decode(c)));
+        }
+        self.history.clear();
+        self.history.extend_from_slice(&out[start..]);
+        self.concealed = 0;
+        Ok(())
+    }
+
+    fn conceal(
+        &mut self,
+        _following: Option<&[u8]>,
+        samples: usize,
+        out: &mut Vec<i16>,
+    ) -> Result<(), CodecError> {
+        for i in 0..samples {
+            let position = self.concealed + i;
+            let source = if self.history.is_empty() {
+                0.0
+            } else {
+                self.history[position % self.history.len()] as f32
+            };
+            let gain = if position < FADE_START_SAMPLES {
+                1.0
+            } else if position >= FADE_END_SAMPLES {
+                0.0
+            } else {
+                1.0 - (position - FADE_START_SAMPLES) as f32
+                    / (FADE_END_SAMPLES - FADE_START_SAMPLES) as f32
+            };
+            out.push((source * gain) as i16);
+        }
+        self.concealed += samples;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtpmap_lookup() {
+        assert_eq!(Codec::from_rtpmap("pcmu", 8000), Some(Codec::Pcmu));
+        assert_eq!(Codec::from_rtpmap("OPUS", 48000), Some(Codec::Opus));
+        assert_eq!(Codec::from_rtpmap("PCMU", 16000), None);
+        assert_eq!(Codec::from_rtpmap("G722", 8000), None);
+        assert_eq!(Codec::from_static_payload_type(8), Some(Codec::Pcma));
+        assert!(Codec::Pcmu.supports_ptime(30));
+        assert!(!Codec::Opus.supports_ptime(30));
+    }
+
+    #[test]
+    fn g711_roundtrip_through_trait() {
+        let pcm: Vec<i16> = (0..160)
+            .map(|i| ((i as f32 * 0.3).sin() * 8000.0) as i16)
+            .collect();
+        for codec in [Codec::Pcmu, Codec::Pcma] {
+            let mut enc = new_encoder(codec).unwrap();
+            let mut dec = new_decoder(codec).unwrap();
+            let mut payload = Vec::new();
+            enc.encode(&pcm, &mut payload).unwrap();
+            assert_eq!(payload.len(), 160);
+            let mut out = Vec::new();
+            dec.decode(&payload, &mut out).unwrap();
+            for (a, b) in pcm.iter().zip(&out) {
+                assert!((a - b).abs() < 300, "{codec:?}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn g711_concealment_repeats_then_fades_to_silence() {
+        let mut dec = new_decoder(Codec::Pcmu).unwrap();
+        let payload = vec![g711::ulaw_encode(10000); 160];
+        let mut out = Vec::new();
+        dec.decode(&payload, &mut out).unwrap();
+        let level = out[0];
+        out.clear();
+        dec.conceal(None, 160, &mut out).unwrap();
+        assert_eq!(out[0], level, "first lost samples repeat the last packet");
+        assert!(
+            out[159].abs() < level.abs(),
+            "fading by the end of the first 20 ms"
+        );
+        out.clear();
+        dec.conceal(None, 160, &mut out).unwrap();
+        dec.conceal(None, 160, &mut out).unwrap();
+        dec.conceal(None, 160, &mut out).unwrap();
+        assert!(
+            out[..160].iter().any(|&s| s != 0),
+            "still fading at 20-40 ms"
+        );
+        assert!(out[320..].iter().all(|&s| s == 0), "silent after 60 ms");
+        // A good packet resets concealment.
+        out.clear();
+        dec.decode(&payload, &mut out).unwrap();
+        dec.conceal(None, 10, &mut out).unwrap();
+        assert_eq!(out[160], level);
+        assert!(matches!(
+            dec.decode(&[], &mut out),
+            Err(CodecError::EmptyPayload)
+        ));
+    }
+}

@@ -1,0 +1,46 @@
+//! RTP media for phone calls: SDP offer/answer, RTP/RTCP sessions, codecs (G.711, Opus),
+//! jitter buffering with loss concealment, resampling, RFC 4733 DTMF, paced playout with
+//! barge-in, media timeouts and call recording.
+//!
+//! This module knows nothing of SIP, agents or models: it moves audio frames and DTMF events.
+//! The call layer uses it in this order:
+//!
+//! 1. [`PendingMedia::bind`] leases an RTP/RTCP port pair from a [`PortPool`];
+//! 2. [`sdp::answer_offer`] (inbound) or [`sdp::create_offer`] + [`sdp::process_answer`]
+//!    (outbound) with a [`sdp::LocalMedia`] naming that port give a [`NegotiatedMedia`]
+//!    (or an [`SdpError`] whose `sip_status()` is 488 when nothing is common);
+//! 3. [`PendingMedia::start`] returns the running [`MediaSession`]: read [`MediaEvent`]s with
+//!    `recv()`, queue outbound audio with `queue_audio`, barge in with `flush_playout`, send
+//!    digits with `send_dtmf`, apply re-INVITEs with `update`, record with `start_recording`,
+//!    end with `close` (or drop).
+//!
+//! For a model that takes G.711 directly, ask for 8 kHz inbound frames and encode them with
+//! [`g711::ulaw_encode`]: decoding then re-encoding G.711 is lossless (but for μ-law's two codes
+//! for zero), so the model gets the caller's bytes.
+
+#[cfg(test)]
+mod bench;
+pub mod codec;
+pub mod dtmf;
+pub mod g711;
+pub mod jitter;
+mod opus;
+pub mod playout;
+pub mod ports;
+pub mod recording;
+pub mod resample;
+pub mod rtcp;
+pub mod rtp;
+pub mod sdp;
+pub mod session;
+pub mod stats;
+
+pub use codec::Codec;
+pub use dtmf::{DtmfEvent, DtmfSource};
+pub use playout::FlushReport;
+pub use ports::PortPool;
+pub use sdp::{Direction, LocalMedia, NegotiatedMedia, SdpError};
+pub use session::{
+    AudioFrame, MediaConfig, MediaError, MediaEvent, MediaSession, PendingMedia, SilenceMode,
+};
+pub use stats::MediaStats;

@@ -1,0 +1,205 @@
+//! RTP port pool: hands out even RTP ports (RTCP on the odd port above) from a configured range
+//! and takes them back when the lease is dropped.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex};
+
+/// Why no ports could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    /// The range holds no even port with a free odd neighbour.
+    #[error("invalid RTP port range {start}-{end}")]
+    InvalidRange { start: u16, end: u16 },
+    /// Every pair in the range is leased or bound by someone else.
+    #[error("no free RTP port pair in {start}-{end} on {ip}")]
+    Exhausted { ip: IpAddr, start: u16, end: u16 },
+}
+
+/// A shared pool of RTP/RTCP port pairs. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct PortPool {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    start: u16,
+    end: u16,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    leased: HashSet<u16>,
+    /// Where the next search starts, so a just-freed port is not reused at once (late packets
+    /// of the previous call would land in the new one).
+    cursor: u16,
+}
+
+/// Two bound UDP sockets (RTP on an even port, RTCP on the next) and the lease that returns the
+/// port to the pool when dropped.
+#[derive(Debug)]
+pub struct RtpSockets {
+    pub rtp: UdpSocket,
+    pub rtcp: UdpSocket,
+    pub lease: PortLease,
+}
+
+/// Ownership of one port pair; dropping it returns the pair to the pool.
+#[derive(Debug)]
+pub struct PortLease {
+    port: u16,
+    pool: Arc<Inner>,
+}
+
+impl PortLease {
+    /// The RTP port (RTCP is `port + 1`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for PortLease {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.pool.state.lock() {
+            state.leased.remove(&self.port);
+        }
+    }
+}
+
+impl PortPool {
+    /// A pool over `start..=end`; RTP ports are the even ones whose odd neighbour is in range.
+    pub fn new(start: u16, end: u16) -> Result<PortPool, PortError> {
+        let first = start + start % 2;
+        if start == 0 || first >= end {
+            return Err(PortError::InvalidRange { start, end });
+        }
+        Ok(PortPool {
+            inner: Arc::new(Inner {
+                start: first,
+                end,
+                state: Mutex::new(State {
+                    leased: HashSet::new(),
+                    cursor: first,
+                }),
+            }),
+        })
+    }
+
+    /// Number of pairs currently leased.
+    pub fn leased(&self) -> usize {
+        self.inner.state.lock().map(|s| s.leased.len()).unwrap_or(0)
+    }
+
+    fn pairs(&self) -> usize {
+        (self.inner.end - self.inner.start).div_ceil(2) as usize
+    }
+
+    /// Leases a free pair and binds both sockets on `ip`. Ports bound by other processes are
+    /// skipped.
+    pub fn allocate(&self, ip: IpAddr) -> Result<RtpSockets, PortError> {
+        let inner = &self.inner;
+        let mut state = inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for _ in 0..self.pairs() {
+            let port = state.cursor;
+            state.cursor = if port + 3 > inner.end {
+                inner.start
+            } else {
+                port + 2
+            };
+            if state.leased.contains(&port) {
+                continue;
+            }
+            let Ok(rtp) = UdpSocket::bind(SocketAddr::new(ip, port)) else {
+                continue;
+            };
+            let Ok(rtcp) = UdpSocket::bind(SocketAddr::new(ip, port + 1)) else {
+                continue;
+            };
+            state.leased.insert(port);
+            return Ok(RtpSockets {
+                rtp,
+                rtcp,
+                lease: PortLease {
+                    port,
+                    pool: inner.clone(),
+                },
+            });
+        }
+        Err(PortError::Exhausted {
+            ip,
+            start: inner.start,
+            end: inner.end,
+        })
+    }
+}
+
+/// A port range for tests, disjoint from every other range handed out in this process and, by
+/// a pid-derived base below the kernel's ephemeral range, unlikely to meet other test processes.
+#[cfg(test)]
+pub(crate) fn test_port_range(pairs: u16) -> (u16, u16) {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20000 + (std::process::id() % 8) as u16 * 1500;
+    let offset = NEXT.fetch_add(pairs * 2, Ordering::Relaxed);
+    let start = base + offset % 1500;
+    (start, start + pairs * 2 - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn localhost() -> IpAddr {
+        "127.0.0.1".parse().unwrap()
+    }
+
+    #[test]
+    fn leases_even_pairs_and_returns_them_on_drop() {
+        let (start, end) = test_port_range(3);
+        let pool = PortPool::new(start, end).unwrap();
+        let a = pool.allocate(localhost()).unwrap();
+        assert_eq!(a.lease.port() % 2, 0);
+        assert_eq!(a.rtcp.local_addr().unwrap().port(), a.lease.port() + 1);
+        let b = pool.allocate(localhost()).unwrap();
+        let c = pool.allocate(localhost()).unwrap();
+        assert_eq!(pool.leased(), 3);
+        assert!(matches!(
+            pool.allocate(localhost()),
+            Err(PortError::Exhausted { .. })
+        ));
+        let freed = b.lease.port();
+        drop(b);
+        assert_eq!(pool.leased(), 2);
+        let d = pool.allocate(localhost()).unwrap();
+        assert_eq!(d.lease.port(), freed);
+        drop((a, c, d));
+        assert_eq!(pool.leased(), 0);
+    }
+
+    #[test]
+    fn skips_ports_bound_elsewhere_and_rotates() {
+        let (start, end) = test_port_range(4);
+        let squatter = UdpSocket::bind(("127.0.0.1", start));
+        let pool = PortPool::new(start, end).unwrap();
+        let a = pool.allocate(localhost()).unwrap();
+        if squatter.is_ok() {
+            assert_ne!(a.lease.port(), start);
+        }
+        let first = a.lease.port();
+        drop(a);
+        let b = pool.allocate(localhost()).unwrap();
+        assert_ne!(b.lease.port(), first, "a freed port is not reused at once");
+    }
+
+    #[test]
+    fn rejects_bad_ranges() {
+        assert!(PortPool::new(0, 100).is_err());
+        assert!(PortPool::new(30001, 30001).is_err());
+        assert!(PortPool::new(30000, 30001).is_ok());
+    }
+}

@@ -1,0 +1,143 @@
+//! Helpers for media tests: an RTP peer on 127.0.0.1 and audio made by real tools (sox,
+//! espeak-ng).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use switchboard::media::g711;
+use switchboard::media::rtp::{RtpPacket, is_rtcp};
+use tokio::net::UdpSocket;
+
+/// Whether `binary` can be run. Under `CI=true` a missing binary fails the test; elsewhere the
+/// test prints why it is skipped and returns early.
+pub fn require_binary(binary: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {binary}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{binary} is required under CI=true but was not found");
+        }
+        eprintln!("SKIPPED: {binary} not installed");
+    }
+    found
+}
+
+/// Runs a tool to completion and panics with its stderr if it fails.
+pub fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Reads a mono 16-bit raw file (as written by `sox ... -t raw -e signed -b 16`).
+pub fn read_raw_i16(path: &Path) -> Vec<i16> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}
+
+/// A remote RTP endpoint: sends G.711 μ-law at real-time pace, receives what the session sends.
+pub struct RtpPeer {
+    pub socket: UdpSocket,
+    pub target: SocketAddr,
+}
+
+impl RtpPeer {
+    pub async fn new(session_port: u16) -> RtpPeer {
+        RtpPeer {
+            socket: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            target: SocketAddr::from(([127, 0, 0, 1], session_port)),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.socket.local_addr().unwrap()
+    }
+
+    /// Streams 8 kHz PCM as 20 ms PCMU packets on an absolute 20 ms grid.
+    pub async fn stream_pcmu(&self, pcm: &[i16], ssrc: u32) {
+        let start = tokio::time::Instant::now();
+        for (i, frame) in pcm.chunks(160).enumerate() {
+            tokio::time::sleep_until(start + Duration::from_millis(20 * i as u64)).await;
+            let payload: Vec<u8> = frame.iter().map(|&s| g711::ulaw_encode(s)).collect();
+            let mut buf = Vec::new();
+            RtpPacket {
+                payload_type: 0,
+                marker: i == 0,
+                sequence: i as u16,
+                timestamp: i as u32 * 160,
+                ssrc,
+                payload: &payload,
+            }
+            .write(&mut buf)
+            .unwrap();
+            self.socket.send_to(&buf, self.target).await.unwrap();
+        }
+    }
+
+    /// Receives PCMU packets for `duration` and returns them decoded, in sequence order.
+    pub async fn receive_pcmu(&self, duration: Duration) -> Vec<i16> {
+        let deadline = tokio::time::Instant::now() + duration;
+        let mut packets = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Ok(Ok((n, _))) =
+            tokio::time::timeout_at(deadline, self.socket.recv_from(&mut buf)).await
+        {
+            if is_rtcp(&buf[..n]) {
+                continue;
+            }
+            if let Ok(p) = RtpPacket::parse(&buf[..n])
+                && p.payload_type == 0
+            {
+                packets.push((p.sequence, p.payload.to_vec()));
+            }
+        }
+        let first = packets.first().map_or(0, |p| p.0);
+        packets.sort_by_key(|(seq, _)| seq.wrapping_sub(first));
+        packets
+            .into_iter()
+            .flat_map(|(_, payload)| payload.into_iter().map(g711::ulaw_decode))
+            .collect()
+    }
+}
+
+/// Normalised cross-correlation of `a` and `b` at the best lag within ±`max_lag` samples.
+pub fn best_correlation(a: &[i16], b: &[i16], max_lag: usize) -> (f64, isize) {
+    let mut best = (f64::MIN, 0isize);
+    for lag in -(max_lag as isize)..=max_lag as isize {
+        let (x, y) = if lag >= 0 {
+            (&a[lag as usize..], b)
+        } else {
+            (a, &b[(-lag) as usize..])
+        };
+        let n = x.len().min(y.len());
+        if n == 0 {
+            continue;
+        }
+        let (mut xy, mut xx, mut yy) = (0f64, 0f64, 0f64);
+        for i in 0..n {
+            let (p, q) = (x[i] as f64, y[i] as f64);
+            xy += p * q;
+            xx += p * p;
+            yy += q * q;
+        }
+        let c = xy / (xx.sqrt() * yy.sqrt()).max(1.0);
+        if c > best.0 {
+            best = (c, lag);
+        }
+    }
+    best
+}
