@@ -31,7 +31,11 @@ fn write_crate(dir: &Path, build: &str) {
         ),
     )
     .unwrap();
-    std::fs::write(dir.join("agent.toml"), "name = \"greeter\"\nnumbers = [\"4000\"]\n").unwrap();
+    std::fs::write(
+        dir.join("agent.toml"),
+        "name = \"greeter\"\nnumbers = [\"4000\"]\n",
+    )
+    .unwrap();
     let source = std::fs::read_to_string(repo_root().join("tests/fixtures/greeter/src/lib.rs"))
         .unwrap()
         .replace("None => \"1\"", &format!("None => \"{build}\""));
@@ -45,20 +49,33 @@ async fn dev_rebuilds_on_source_change_and_keeps_the_old_version_on_errors() {
     write_crate(&crate_dir, "one");
     let agents = AgentsDir::new();
     let data = tempfile::tempdir().unwrap();
-    let config = AgentsConfig { dir: agents.path().to_path_buf(), max_instances: 16, ..AgentsConfig::default() };
+    let config = AgentsConfig {
+        dir: agents.path().to_path_buf(),
+        max_instances: 16,
+        ..AgentsConfig::default()
+    };
     let rt = Runtime::new(config, BTreeMap::new(), data.path()).unwrap();
     let registry = Registry::new(rt, BTreeMap::new()).unwrap();
     let mut events = registry.subscribe();
     let _watch = watcher::watch(registry.clone());
 
-    assert_eq!(deploy::rebuild(&crate_dir, agents.path()).await.as_deref(), Some("greeter"));
-    let ev = tokio::time::timeout(Duration::from_secs(60), events.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        deploy::rebuild(&crate_dir, agents.path()).await.as_deref(),
+        Some("greeter")
+    );
+    let ev = tokio::time::timeout(Duration::from_secs(60), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(matches!(ev.kind, AgentEventKind::Loaded { .. }), "{ev:?}");
     assert_eq!(greeting(&registry).await, "hello from vone");
 
     let _dev = deploy::watch_crate(crate_dir.clone(), agents.path().to_path_buf()).unwrap();
     write_crate(&crate_dir, "two");
-    let ev = tokio::time::timeout(Duration::from_secs(240), events.recv()).await.expect("rebuilt in time").unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(240), events.recv())
+        .await
+        .expect("rebuilt in time")
+        .unwrap();
     assert!(matches!(ev.kind, AgentEventKind::Loaded { .. }), "{ev:?}");
     assert_eq!(greeting(&registry).await, "hello from vtwo");
 

@@ -40,14 +40,25 @@ impl Host {
 pub fn describe_routes(registry: &Registry) -> String {
     let snap = registry.snapshot();
     let mut out = String::new();
-    let _ = writeln!(out, "{:<16} {:<16} {:<10} {}", "NUMBER", "AGENT", "VERSION", "HASH");
+    let _ = writeln!(
+        out,
+        "{:<16} {:<16} {:<10} HASH",
+        "NUMBER", "AGENT", "VERSION"
+    );
     let version = |agent: &str| match snap.agents.get(agent) {
         Some(v) => (v.info.version.clone(), v.hash[..12].to_string()),
         None => ("-".into(), "(not loaded)".into()),
     };
     for (pattern, agent, _) in snap.routes.entries() {
         let (v, h) = version(agent);
-        let _ = writeln!(out, "{:<16} {:<16} {:<10} {}", pattern.to_string(), agent, v, h);
+        let _ = writeln!(
+            out,
+            "{:<16} {:<16} {:<10} {}",
+            pattern.to_string(),
+            agent,
+            v,
+            h
+        );
     }
     match snap.routes.default_agent() {
         Some(agent) => {
@@ -62,7 +73,14 @@ pub fn describe_routes(registry: &Registry) -> String {
         let routed = snap.routes.entries().any(|(_, a, _)| a == name)
             || snap.routes.default_agent() == Some(name.as_str());
         if !routed {
-            let _ = writeln!(out, "{:<16} {:<16} {:<10} {}", "(no route)", name, v.info.version, &v.hash[..12]);
+            let _ = writeln!(
+                out,
+                "{:<16} {:<16} {:<10} {}",
+                "(no route)",
+                name,
+                v.info.version,
+                &v.hash[..12]
+            );
         }
     }
     out

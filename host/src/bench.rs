@@ -31,8 +31,15 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 
 fn rss_kib() -> anyhow::Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status")?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
-    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("VmRSS value")?
+        .parse()?)
 }
 
 /// Append a custom section so the bytes (and so the content hash) differ without changing
@@ -71,7 +78,10 @@ pub async fn agents(agents_dir: &Path, agent: &str, sessions: usize) -> anyhow::
         let mut s = rt.session(&version, "bench").await?;
         let out = s.start(&info).await?;
         let elapsed = t.elapsed();
-        anyhow::ensure!(matches!(out, StartOutcome::Accept { .. }), "{agent} refused the call");
+        anyhow::ensure!(
+            matches!(out, StartOutcome::Accept { .. }),
+            "{agent} refused the call"
+        );
         if i >= 200 {
             setup.push(elapsed);
         }
@@ -105,7 +115,10 @@ pub async fn agents(agents_dir: &Path, agent: &str, sessions: usize) -> anyhow::
     let dir = tempfile::tempdir()?;
     let wasm = std::fs::read(&wasm_path)?;
     std::fs::copy(&manifest_path, dir.path().join(format!("{agent}.toml")))?;
-    std::fs::write(dir.path().join(format!("{agent}.wasm")), with_marker(&wasm, 0))?;
+    std::fs::write(
+        dir.path().join(format!("{agent}.wasm")),
+        with_marker(&wasm, 0),
+    )?;
     let rt2 = Runtime::new(
         AgentsConfig {
             dir: dir.path().to_path_buf(),
@@ -126,7 +139,10 @@ pub async fn agents(agents_dir: &Path, agent: &str, sessions: usize) -> anyhow::
         let t = Instant::now();
         std::fs::rename(&tmp, dir.path().join(format!("{agent}.wasm")))?;
         let ev = tokio::time::timeout(Duration::from_secs(60), events.recv()).await??;
-        anyhow::ensure!(matches!(ev.kind, AgentEventKind::Loaded { .. }), "reload failed: {ev:?}");
+        anyhow::ensure!(
+            matches!(ev.kind, AgentEventKind::Loaded { .. }),
+            "reload failed: {ev:?}"
+        );
         reloads.push(t.elapsed());
     }
 
@@ -144,9 +160,25 @@ pub async fn agents(agents_dir: &Path, agent: &str, sessions: usize) -> anyhow::
 
 impl std::fmt::Display for Figures {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "instantiate + on-start   p50 {:>9.1?}  p99 {:>9.1?}   (target ≤ 50 µs p50)", self.instantiate_start_p50, self.instantiate_start_p99)?;
-        writeln!(f, "hook call (on-dtmf)      p50 {:>9.1?}  p99 {:>9.1?}   (target ≤ 5 µs p50)", self.hook_p50, self.hook_p99)?;
-        writeln!(f, "reload to live           median {:>7.1?}  samples {:?}   (target ≤ 300 ms)", self.reload_to_live_median, self.reload_samples)?;
-        writeln!(f, "RSS for {} live sessions {:.1} MiB   (target ≤ 64 MiB)", self.sessions, self.rss_for_sessions_mib)
+        writeln!(
+            f,
+            "instantiate + on-start   p50 {:>9.1?}  p99 {:>9.1?}   (target ≤ 50 µs p50)",
+            self.instantiate_start_p50, self.instantiate_start_p99
+        )?;
+        writeln!(
+            f,
+            "hook call (on-dtmf)      p50 {:>9.1?}  p99 {:>9.1?}   (target ≤ 5 µs p50)",
+            self.hook_p50, self.hook_p99
+        )?;
+        writeln!(
+            f,
+            "reload to live           median {:>7.1?}  samples {:?}   (target ≤ 300 ms)",
+            self.reload_to_live_median, self.reload_samples
+        )?;
+        writeln!(
+            f,
+            "RSS for {} live sessions {:.1} MiB   (target ≤ 64 MiB)",
+            self.sessions, self.rss_for_sessions_mib
+        )
     }
 }

@@ -102,7 +102,10 @@ impl Config {
                     .with_context(|| format!("cannot read the configuration {}", p.display()))?,
                 p.display().to_string(),
             ),
-            None => (BUNDLED.to_string(), "the bundled switchboard.toml".to_string()),
+            None => (
+                BUNDLED.to_string(),
+                "the bundled switchboard.toml".to_string(),
+            ),
         };
         Self::parse(&text, &origin, std::env::vars())
     }
@@ -172,9 +175,18 @@ mod tests {
     #[test]
     fn environment_overrides_and_unknown_keys() {
         let env = [
-            ("SWITCHBOARD__AGENTS__DIR".to_string(), "/srv/agents".to_string()),
-            ("SWITCHBOARD__AGENTS__HOOK_BUDGET_MS".to_string(), "250".to_string()),
-            ("SWITCHBOARD__AGENT__MENU__CONFIG__ADDRESS".to_string(), "Main St 1".to_string()),
+            (
+                "SWITCHBOARD__AGENTS__DIR".to_string(),
+                "/srv/agents".to_string(),
+            ),
+            (
+                "SWITCHBOARD__AGENTS__HOOK_BUDGET_MS".to_string(),
+                "250".to_string(),
+            ),
+            (
+                "SWITCHBOARD__AGENT__MENU__CONFIG__ADDRESS".to_string(),
+                "Main St 1".to_string(),
+            ),
             ("UNRELATED".to_string(), "x".to_string()),
         ];
         let c = Config::parse(BUNDLED, "bundled", env).unwrap();

@@ -9,7 +9,11 @@ use switchboard::config::Config;
 use switchboard::plugins::deploy;
 
 #[derive(Parser)]
-#[command(name = "switchboard", version, about = "AI phone agents over SIP, as hot-reloadable WebAssembly")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "AI phone agents over SIP, as hot-reloadable WebAssembly"
+)]
 struct Cli {
     /// Configuration file (default: the bundled switchboard.toml).
     #[arg(long, global = true)]
@@ -58,7 +62,9 @@ enum Bench {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if config.log.json {
         builder.json().init();
     } else {
@@ -86,10 +92,17 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dev { crate_dir } => run(config, Some(crate_dir)).await,
-        Command::Bench { what: Bench::Agents { agent, sessions } } => {
+        Command::Bench {
+            what: Bench::Agents { agent, sessions },
+        } => {
             let figures = switchboard::bench::agents(&config.agents.dir, &agent, sessions)
                 .await
-                .with_context(|| format!("benchmarking `{agent}` from {} (deploy it first)", config.agents.dir.display()))?;
+                .with_context(|| {
+                    format!(
+                        "benchmarking `{agent}` from {} (deploy it first)",
+                        config.agents.dir.display()
+                    )
+                })?;
             print!("{figures}");
             Ok(())
         }
@@ -112,7 +125,9 @@ async fn run(config: Config, dev_crate: Option<PathBuf>) -> anyhow::Result<()> {
         Some(dir) => Some(deploy::watch_crate(dir, agents_dir)?),
         None => None,
     };
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     tracing::info!("shutting down");
     Ok(())
 }

@@ -96,7 +96,10 @@ pub async fn rebuild(crate_dir: &Path, agents_dir: &Path) -> Option<String> {
     let (c, a) = (crate_dir.to_path_buf(), agents_dir.to_path_buf());
     match tokio::task::spawn_blocking(move || deploy(&c, &a)).await {
         Ok(Ok(name)) => {
-            tracing::info!(agent = name, "rebuilt and installed; the watcher reloads it");
+            tracing::info!(
+                agent = name,
+                "rebuilt and installed; the watcher reloads it"
+            );
             Some(name)
         }
         Ok(Err(e)) => {

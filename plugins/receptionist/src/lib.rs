@@ -108,10 +108,12 @@ impl Agent for Receptionist {
 
     fn on_transcript(&mut self, role: Role, text: String, is_final: bool) -> Vec<Action> {
         let lower = text.to_lowercase();
-        if role == Role::Caller && is_final && ASK_FOR_PERSON.iter().any(|p| lower.contains(p)) {
-            if let Err(e) = self.transfer_to_front_desk() {
-                log::warn(&format!("transfer refused: {e}"));
-            }
+        if role == Role::Caller
+            && is_final
+            && ASK_FOR_PERSON.iter().any(|p| lower.contains(p))
+            && let Err(e) = self.transfer_to_front_desk()
+        {
+            log::warn(&format!("transfer refused: {e}"));
         }
         Vec::new()
     }
