@@ -111,3 +111,97 @@ impl Default for AgentsDir {
 pub fn wat(text: &str) -> Vec<u8> {
     wat::parse_str(text).expect("valid wat")
 }
+
+/// The `switchboard` binary (debug build of this workspace), built on first use.
+pub fn switchboard_bin() -> PathBuf {
+    let root = repo_root();
+    let status = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "switchboard",
+            "--bin",
+            "switchboard",
+        ])
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building the switchboard binary failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    target.join("debug/switchboard")
+}
+
+/// A child process killed (with its process group) when dropped, even if the test fails.
+pub struct Child {
+    pub child: std::process::Child,
+}
+
+impl Child {
+    pub fn spawn(cmd: &mut Command) -> Child {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+        Child {
+            child: cmd.spawn().expect("spawn child process"),
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let pid = self.child.id() as i32;
+        // The whole process group: peers may have spawned helpers of their own.
+        let _ = Command::new("kill")
+            .args(["-KILL", &format!("-{pid}")])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Lines from a child's pipe, collected on a thread so reads never block the test.
+pub struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Lines {
+    pub fn new(pipe: impl std::io::Read + Send + 'static) -> Lines {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait up to `timeout` for a line containing every one of `needles`.
+    pub fn wait_for(&mut self, needles: &[&str], timeout: std::time::Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if needles.iter().all(|n| line.contains(n)) {
+                        return Some(line);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+}
