@@ -104,6 +104,7 @@ impl OpenAiProvider {
             response_active: false,
             queued_responses: VecDeque::new(),
             awaiting_response: None,
+            awaiting_event_id: String::new(),
             pending_calls: HashSet::new(),
             next_event_id: 0,
         };
@@ -285,6 +286,8 @@ struct WireError {
     kind: Option<String>,
     code: Option<String>,
     message: String,
+    /// The client event this error answers, when there is one.
+    event_id: Option<String>,
 }
 
 impl WireError {
@@ -408,6 +411,8 @@ struct Actor {
     queued_responses: VecDeque<Value>,
     /// Set when a response was requested and has not started yet.
     awaiting_response: Option<Instant>,
+    /// Client `event_id` of that `response.create` (errors echo it).
+    awaiting_event_id: String,
     /// Tool calls of the current turn still waiting for their result.
     pending_calls: HashSet<String>,
     next_event_id: u64,
@@ -480,7 +485,9 @@ impl Actor {
         }
         self.awaiting_response = Some(Instant::now() + self.response_timeout);
         self.send(json!({"type": "response.create", "response": body}))
-            .await
+            .await?;
+        self.awaiting_event_id = format!("sb_{}", self.next_event_id);
+        Ok(())
     }
 
     async fn on_command(&mut self, cmd: Command) -> Result<(), Stop> {
@@ -649,9 +656,23 @@ impl Actor {
                 Ok(())
             }
             ServerEvent::Error { error } => {
+                // A failed response.create (its event_id echoed, or a server-side error with
+                // none) means no response is coming: move on to the next queued one.
+                let failed_request = self.awaiting_response.is_some()
+                    && error
+                        .event_id
+                        .as_deref()
+                        .is_none_or(|id| id == self.awaiting_event_id);
                 let error = error.into_error();
                 tracing::debug!(%error, "openai realtime error event");
-                self.emit(ModelEvent::Error(error)).await
+                self.emit(ModelEvent::Error(error)).await?;
+                if failed_request {
+                    self.awaiting_response = None;
+                    if let Some(next) = self.queued_responses.pop_front() {
+                        self.request_response(next).await?;
+                    }
+                }
+                Ok(())
             }
             ServerEvent::Other => Ok(()),
         }
@@ -777,6 +798,7 @@ mod tests {
             kind: Some(t.into()),
             code: Some(c.into()),
             message: "m".into(),
+            event_id: None,
         };
         assert_eq!(
             w("invalid_request_error", "invalid_event")
