@@ -504,6 +504,10 @@ impl Actor {
     }
 
     async fn on_message(&mut self, m: ServerMessage) -> Result<(), Stop> {
+        // Usage rides on the turnComplete message; report it before the turn's ResponseDone.
+        if let Some(usage) = m.usage_metadata {
+            self.emit(ModelEvent::Usage(usage.into())).await?;
+        }
         if let Some(content) = m.server_content {
             if let Some(t) = content.input_transcription {
                 let item_id = format!("gemini_input_{}", self.input_turn);
@@ -601,9 +605,6 @@ impl Actor {
                 tracing::debug!(call_id = %id, "gemini cancelled a tool call");
                 self.calls.remove(&id);
             }
-        }
-        if let Some(usage) = m.usage_metadata {
-            self.emit(ModelEvent::Usage(usage.into())).await?;
         }
         if let Some(go_away) = m.go_away {
             let time_left_ms = go_away.time_left.as_deref().and_then(duration_ms);
