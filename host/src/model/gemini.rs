@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
+use tracing::Instrument;
 
 use super::config::GeminiConfig;
 use super::ws::{self, Socket};
@@ -80,7 +81,8 @@ impl GeminiProvider {
                 .map_err(|_| ConnectError::ClosedDuringSetup { provider: NAME })?;
         }
         tracing::debug!(model = %setup["setup"]["model"], "gemini live session open");
-        tokio::spawn(actor.run(cmd_rx));
+        // Keep the caller's span (e.g. its call_id) on the session's logs.
+        tokio::spawn(actor.run(cmd_rx).instrument(tracing::Span::current()));
         Ok(ModelSession {
             commands: cmd_tx,
             events: ev_rx,

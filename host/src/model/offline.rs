@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command as Process;
 use tokio::sync::{OnceCell, mpsc};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::config::OfflineConfig;
 use super::vad::{Vad, VadEvent};
@@ -99,7 +100,12 @@ impl OfflineProvider {
         if let Some(greeting) = settings.greeting {
             actor.say(greeting);
         }
-        tokio::spawn(actor.run(cmd_rx, done_rx));
+        // Keep the caller's span (e.g. its call_id) on the session's logs.
+        tokio::spawn(
+            actor
+                .run(cmd_rx, done_rx)
+                .instrument(tracing::Span::current()),
+        );
         Ok(ModelSession {
             commands: cmd_tx,
             events: ev_rx,
@@ -182,14 +188,15 @@ impl Actor {
         }
         self.next_item += 1;
         let item_id = format!("offline_{}", self.next_item);
-        let task = tokio::spawn(synthesize(
+        let synth = synthesize(
             self.config.clone(),
             self.voice.clone(),
             text.clone(),
             item_id.clone(),
             self.events.clone(),
             self.done_tx.clone(),
-        ));
+        );
+        let task = tokio::spawn(synth.instrument(tracing::Span::current()));
         self.speaking = Some(Utterance {
             item_id,
             text,
