@@ -575,3 +575,88 @@ async fn azure_style_api_key_header_and_pcm24k() {
         json!({"type": "semantic_vad", "eagerness": "low", "create_response": true, "interrupt_response": true})
     );
 }
+
+/// The fake itself keeps the server's rules (so provider tests against it mean something).
+#[tokio::test]
+async fn fake_enforces_server_rules() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let fake = FakeOpenAi::start(Script::default()).await;
+    let mut req = format!("{}?model=gpt-realtime", fake.url)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", "Bearer sk-test".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut recv = async || -> serde_json::Value {
+        loop {
+            let msg = tokio::time::timeout(WAIT, ws.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            if let Message::Text(t) = msg {
+                return serde_json::from_str(&t).unwrap();
+            }
+        }
+    };
+    assert_eq!(recv().await["type"], "session.created");
+    drop(recv);
+    let send = |v: serde_json::Value| Message::text(v.to_string());
+    ws.send(send(
+        json!({"type": "session.update", "event_id": "c1", "session": {"instructions": "x"}}),
+    ))
+    .await
+    .unwrap();
+    ws.send(send(json!({"type": "response.cancel", "event_id": "c2"})))
+        .await
+        .unwrap();
+    ws.send(send(
+        json!({"type": "input_audio_buffer.commit", "event_id": "c3"}),
+    ))
+    .await
+    .unwrap();
+    ws.send(send(json!({"type": "no.such.event", "event_id": "c4"})))
+        .await
+        .unwrap();
+    ws.send(send(json!({"type": "response.create", "event_id": "c5", "response": {"instructions": "Say \"one two\""}}))).await.unwrap();
+    let mut errors = Vec::new();
+    let mut item = String::new();
+    while let Some(Ok(msg)) = ws.next().await {
+        let Message::Text(t) = msg else { continue };
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        match v["type"].as_str().unwrap() {
+            "error" => errors.push((v["error"]["event_id"].clone(), v["error"]["code"].clone())),
+            "response.output_item.added" => item = v["item"]["id"].as_str().unwrap().to_string(),
+            "response.done" => break,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        errors,
+        vec![
+            (json!("c1"), json!("missing_required_parameter")),
+            (json!("c2"), json!("response_cancel_not_active")),
+            (json!("c3"), json!("input_audio_buffer_commit_empty")),
+            (json!("c4"), json!("invalid_event")),
+        ]
+    );
+    // "one two" = 600 ms of audio generated: 601 ms is refused, 600 ms accepted.
+    ws.send(send(json!({"type": "conversation.item.truncate", "event_id": "c6", "item_id": item, "content_index": 0, "audio_end_ms": 601}))).await.unwrap();
+    ws.send(send(json!({"type": "conversation.item.truncate", "event_id": "c7", "item_id": item, "content_index": 0, "audio_end_ms": 600}))).await.unwrap();
+    let mut replies = Vec::new();
+    while replies.len() < 2 {
+        let Some(Ok(Message::Text(t))) = ws.next().await else {
+            panic!("socket ended")
+        };
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        replies.push(
+            v["type"].as_str().unwrap().to_string()
+                + ":"
+                + v["error"]["event_id"].as_str().unwrap_or(""),
+        );
+    }
+    assert_eq!(replies, ["error:c6", "conversation.item.truncated:"]);
+}
