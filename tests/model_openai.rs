@@ -590,20 +590,17 @@ async fn fake_enforces_server_rules() {
     req.headers_mut()
         .insert("authorization", "Bearer sk-test".parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let mut recv = async || -> serde_json::Value {
-        loop {
-            let msg = tokio::time::timeout(WAIT, ws.next())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
-            if let Message::Text(t) = msg {
-                return serde_json::from_str(&t).unwrap();
-            }
+    let first = loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = msg {
+            break serde_json::from_str::<serde_json::Value>(&t).unwrap();
         }
     };
-    assert_eq!(recv().await["type"], "session.created");
-    drop(recv);
+    assert_eq!(first["type"], "session.created");
     let send = |v: serde_json::Value| Message::text(v.to_string());
     ws.send(send(
         json!({"type": "session.update", "event_id": "c1", "session": {"instructions": "x"}}),
