@@ -376,3 +376,76 @@ async fn silent_model_and_wrong_format() {
         "{err}"
     );
 }
+
+/// The fake itself keeps the server's rules: setup first, snake_case accepted, binary frames,
+/// errors as close codes.
+#[tokio::test]
+async fn fake_enforces_server_rules() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let fake = FakeGemini::start(Script::default()).await;
+    // Anything but setup first: closed with 1007.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}?key=gm-test", fake.url))
+        .await
+        .unwrap();
+    ws.send(Message::text(
+        r#"{"realtimeInput":{"audioStreamEnd":true}}"#,
+    ))
+    .await
+    .unwrap();
+    match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1007),
+        other => panic!("{other:?}"),
+    }
+    // snake_case setup with the key in the query: setupComplete arrives as a binary frame.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}?key=gm-test", fake.url))
+        .await
+        .unwrap();
+    ws.send(Message::text(
+        r#"{"setup":{"model":"models/x","generation_config":{"response_modalities":["AUDIO"]}}}"#,
+    ))
+    .await
+    .unwrap();
+    match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+        Some(Ok(Message::Binary(b))) => assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&b).unwrap(),
+            json!({"setupComplete": {}})
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        fake.received_of("setup")[0]["generationConfig"]["responseModalities"],
+        json!(["AUDIO"])
+    );
+    ws.send(Message::text(r#"{"client_content":{"turns":[{"role":"user","parts":[{"text":"Say \"hi there\""}]}],"turn_complete":true}}"#)).await.unwrap();
+    let mut transcript = String::new();
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let Message::Binary(b) = msg else {
+            panic!("server sent a non-binary frame: {msg:?}")
+        };
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        if let Some(t) = v["serverContent"]["outputTranscription"]["text"].as_str() {
+            transcript.push_str(t);
+        }
+        if v["serverContent"]["turnComplete"] == true {
+            break;
+        }
+    }
+    assert_eq!(transcript, "hi there");
+    // A tool response for a call that was never made: closed with 1007.
+    ws.send(Message::text(
+        r#"{"tool_response":{"function_responses":[{"id":"fc_x","name":"n","response":{}}]}}"#,
+    ))
+    .await
+    .unwrap();
+    match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1007),
+        other => panic!("{other:?}"),
+    }
+}
