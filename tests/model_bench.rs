@@ -44,7 +44,8 @@ async fn run(sessions: usize) -> (Vec<Duration>, Vec<Duration>) {
         delta_ms: 20,
         delta_interval: Duration::from_millis(20),
         // Stamped frames are not speech: keep the fake's VAD out of the way.
-        vad_rms: f64::MAX,
+        vad_rms: None,
+        record_audio: false,
         stamp_audio: true,
         ..Script::default()
     };
@@ -54,11 +55,24 @@ async fn run(sessions: usize) -> (Vec<Duration>, Vec<Duration>) {
     config.base_url = fake.url.clone();
     config.connect_timeout_ms = 30_000;
     let provider = std::sync::Arc::new(OpenAiProvider::new(config));
-    let mut tasks = Vec::new();
+    // Connect everything first: the figures are for steady streaming, not connection setup.
+    let mut connecting = Vec::new();
     for _ in 0..sessions {
         let provider = provider.clone();
+        connecting.push(tokio::spawn(async move {
+            provider.connect(settings()).await.expect("connect")
+        }));
+    }
+    let mut opened = Vec::new();
+    for c in connecting {
+        opened.push(c.await.unwrap());
+    }
+    let mut tasks = Vec::new();
+    for (i, mut session) in opened.into_iter().enumerate() {
+        // Calls do not tick in lockstep: spread session starts over one 20 ms frame.
+        let offset = Duration::from_micros((20_000 * i / sessions) as u64);
         tasks.push(tokio::spawn(async move {
-            let mut session = provider.connect(settings()).await.expect("connect");
+            tokio::time::sleep(offset).await;
             session.send(Command::Say("go".into())).await.unwrap();
             let commands = session.commands.clone();
             let sender = tokio::spawn(async move {

@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::model_audio::{pcm16_samples, pcm16_tone, rms};
 
@@ -231,7 +232,10 @@ async fn serve(
         shared_cb.queries.lock().unwrap().push(query);
         Ok(resp)
     };
-    let mut ws = tokio_tungstenite::accept_hdr_async(tcp, callback).await?;
+    tcp.set_nodelay(true)?;
+    let mut ws =
+        tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(socket_config()))
+            .await?;
     let mut conn = Conn {
         script: script.clone(),
         shared: shared.clone(),
@@ -526,4 +530,10 @@ impl Conn {
         }
         Ok(true)
     }
+}
+
+/// A small read buffer: tungstenite zero-fills the whole buffer on every read, and the 128 KiB
+/// default costs more CPU than everything else in a busy fake.
+fn socket_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(16 * 1024)
 }

@@ -22,6 +22,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::model_audio::{
     alaw_decode, pcm16_samples, pcm16_tone, rms, stamp, ulaw_decode, ulaw_encode,
@@ -63,8 +64,12 @@ pub struct Script {
     pub delta_ms: u32,
     /// Time between deltas (real time would be `delta_ms`).
     pub delta_interval: Duration,
-    /// RMS above which caller audio counts as speech (server VAD emulation).
-    pub vad_rms: f64,
+    /// RMS above which caller audio counts as speech (server VAD emulation); `None` turns the
+    /// emulation off (for stamped benchmark frames, which are not speech).
+    pub vad_rms: Option<f64>,
+    /// Keep `input_audio_buffer.append` events in [`FakeOpenAi::received`] (benchmarks skip
+    /// it; byte counts are kept either way).
+    pub record_audio: bool,
     /// Caller transcript sent after each committed user turn when transcription is on.
     pub caller_transcript: String,
     /// Usage reported in `response.done`: (input text, input audio, output text, output audio).
@@ -82,7 +87,8 @@ impl Default for Script {
             replies: Vec::new(),
             delta_ms: 100,
             delta_interval: Duration::from_millis(2),
-            vad_rms: 1000.0,
+            vad_rms: Some(1000.0),
+            record_audio: true,
             caller_transcript: "Where is my order?".into(),
             usage: (301, 0, 21, 90),
             stamp_audio: false,
@@ -247,7 +253,10 @@ async fn serve(
         }
         Ok(resp)
     };
-    let mut ws = tokio_tungstenite::accept_hdr_async(tcp, callback).await?;
+    tcp.set_nodelay(true)?;
+    let mut ws =
+        tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(socket_config()))
+            .await?;
     let conn = {
         let mut a = shared.appended.lock().unwrap();
         a.push(0);
@@ -255,7 +264,7 @@ async fn serve(
     };
     if script.never_answer {
         while let Some(Ok(msg)) = ws.next().await {
-            record(&shared, &msg);
+            record(&shared, &msg, true);
         }
         return Ok(());
     }
@@ -273,10 +282,10 @@ async fn serve(
             msg = ws.next() => {
                 let Some(Ok(msg)) = msg else { return Ok(()) };
                 if matches!(msg, Message::Close(_)) {
-                    record(&shared, &msg);
+                    record(&shared, &msg, true);
                     return Ok(());
                 }
-                let Some(event) = record(&shared, &msg) else { continue };
+                let Some(event) = record(&shared, &msg, script.record_audio) else { continue };
                 if event["type"] == "input_audio_buffer.append"
                     && let Some(bytes) = event["audio"].as_str().and_then(|a| B64.decode(a).ok())
                 {
@@ -299,7 +308,7 @@ async fn serve(
 }
 
 /// Record a client text frame as JSON; returns it.
-fn record(shared: &Shared, msg: &Message) -> Option<Value> {
+fn record(shared: &Shared, msg: &Message, audio: bool) -> Option<Value> {
     let text = match msg {
         Message::Text(t) => t.to_string(),
         Message::Close(_) => {
@@ -312,6 +321,9 @@ fn record(shared: &Shared, msg: &Message) -> Option<Value> {
         _ => return None,
     };
     let event: Value = serde_json::from_str(&text).unwrap_or(json!({"type": "<not json>"}));
+    if !audio && event["type"] == "input_audio_buffer.append" {
+        return Some(event);
+    }
     shared.received.lock().unwrap().push(Received {
         at: Instant::now(),
         event: event.clone(),
@@ -664,12 +676,12 @@ impl Session {
         let fmt = self.in_fmt();
         self.input_bytes += bytes.len();
         let td = self.config["audio"]["input"]["turn_detection"].clone();
-        if td.is_null() {
+        let Some(threshold) = self.script.vad_rms.filter(|_| !td.is_null()) else {
             return Ok(Flow::Continue);
-        }
+        };
         let now_ms = (self.input_bytes / fmt.bytes_per_ms()) as u64;
         let chunk_ms = (bytes.len() / fmt.bytes_per_ms()) as u64;
-        let loud = rms(&fmt.samples(bytes)) > self.script.vad_rms;
+        let loud = rms(&fmt.samples(bytes)) > threshold;
         match (self.speaking_since_ms, loud) {
             (None, true) => {
                 let start = now_ms.saturating_sub(chunk_ms);
@@ -1044,4 +1056,10 @@ fn merge(target: &mut Value, patch: &Value) {
         }
         (t, p) => *t = p.clone(),
     }
+}
+
+/// A small read buffer: tungstenite zero-fills the whole buffer on every read, and the 128 KiB
+/// default costs more CPU than everything else in a busy fake.
+fn socket_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(16 * 1024)
 }

@@ -323,6 +323,10 @@ pub enum ConnectError {
 
 /// An open session: send [`Command`]s, receive [`ModelEvent`]s. The last event is always
 /// [`ModelEvent::Closed`]. Dropping the session closes it.
+///
+/// Both channels are bounded (backpressure instead of unbounded memory): keep receiving events
+/// while sending commands (e.g. from separate tasks, or `try_send` in a `select!` loop), since
+/// a session blocked on a full event channel stops reading commands.
 #[derive(Debug)]
 pub struct ModelSession {
     pub commands: mpsc::Sender<Command>,
