@@ -657,3 +657,32 @@ async fn fake_enforces_server_rules() {
     }
     assert_eq!(replies, ["error:c6", "conversation.item.truncated:"]);
 }
+
+#[tokio::test]
+async fn malformed_server_events_are_errors_not_panics() {
+    let script = Script {
+        replies: vec![Reply::Raw(vec![
+            "not json at all".into(),
+            r#"{"type":"response.output_audio.delta","item_id":"i","delta":"@@not base64@@"}"#
+                .into(),
+            r#"{"type":"response.done"}"#.into(),
+            r#"{"type":"some.future.event","x":1}"#.into(),
+        ])],
+        ..Script::default()
+    };
+    let fake = FakeOpenAi::start(script).await;
+    let mut session = provider(&fake).connect(settings(None)).await.unwrap();
+    session.send(Command::Say("x".into())).await.unwrap();
+    for _ in 0..3 {
+        match next(&mut session).await {
+            ModelEvent::Error(e) => assert_eq!(e.kind, ErrorKind::Protocol, "{e}"),
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+    }
+    // The unknown event is ignored and the session still works.
+    session.send(Command::Close).await.unwrap();
+    assert_eq!(
+        next(&mut session).await,
+        ModelEvent::Closed(CloseReason::Normal)
+    );
+}

@@ -43,6 +43,8 @@ pub enum Reply {
         code: String,
         message: String,
     },
+    /// Send these text frames verbatim (malformed-input tests), then answer nothing else.
+    Raw(Vec<String>),
     /// Drop the TCP connection without a close frame.
     DropSocket,
     /// Never answer.
@@ -799,6 +801,12 @@ impl Session {
         let reply = self.replies.pop_front().unwrap_or(Reply::Echo);
         let (transcript, audio_ms) = match reply {
             Reply::Silence => return Ok(Flow::Continue),
+            Reply::Raw(frames) => {
+                for f in frames {
+                    ws.send(Message::text(f)).await?;
+                }
+                return Ok(Flow::Continue);
+            }
             Reply::DropSocket => return Ok(Flow::Drop),
             Reply::Error {
                 kind,
