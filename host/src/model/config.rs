@@ -40,7 +40,7 @@ impl std::fmt::Display for Secret {
 
 /// How the OpenAI-compatible endpoint wants the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
 pub enum OpenAiAuth {
     /// `Authorization: Bearer <key>` (OpenAI).
     #[default]
@@ -70,7 +70,7 @@ fn default_response_timeout_ms() -> u64 {
 
 /// OpenAI Realtime (GA) and compatible endpoints.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct OpenAiConfig {
     pub api_key: Secret,
     /// WebSocket endpoint without the `model` query (`wss://…/v1/realtime`); other query
@@ -122,7 +122,7 @@ fn default_gemini_voice() -> String {
 
 /// Gemini Live (Developer API).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct GeminiConfig {
     /// Sent as the `x-goog-api-key` header.
     pub api_key: Secret,
@@ -173,7 +173,7 @@ fn default_silence_ms() -> u32 {
 
 /// The offline provider: espeak-ng speech synthesis and local voice-activity detection.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct OfflineConfig {
     /// espeak-ng program (looked up on `PATH` when not absolute).
     #[serde(default = "default_espeak")]
@@ -207,8 +207,9 @@ impl Default for OfflineConfig {
     }
 }
 
-/// Which provider to use, as written in the config file:
-/// `provider = "openai"` (with the [`OpenAiConfig`] fields), `"gemini"` or `"offline"`.
+/// Which provider to use, as written in the config file (kebab-case keys like the rest of
+/// `switchboard.toml`): `provider = "openai"` with the [`OpenAiConfig`] fields
+/// (`api-key`, `base-url`, …), `"gemini"` or `"offline"`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "provider", rename_all = "lowercase")]
 pub enum ProviderConfig {
@@ -252,7 +253,7 @@ mod tests {
     #[test]
     fn provider_config_from_toml() {
         let c: ProviderConfig = toml::from_str(
-            "provider = \"openai\"\napi_key = \"k\"\nauth = \"api_key_header\"\nbase_url = \"wss://x.openai.azure.com/openai/v1/realtime\"\n",
+            "provider = \"openai\"\napi-key = \"k\"\nauth = \"api-key-header\"\nbase-url = \"wss://x.openai.azure.com/openai/v1/realtime\"\n",
         )
         .unwrap();
         match c {
@@ -263,15 +264,16 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let g: ProviderConfig =
-            toml::from_str("provider = \"gemini\"\napi_key = \"g\"\nvoice = \"Puck\"\n").unwrap();
+            toml::from_str("provider = \"gemini\"\napi-key = \"g\"\nvoice = \"Puck\"\n").unwrap();
         assert!(matches!(g, ProviderConfig::Gemini(ref c) if c.voice == "Puck"));
-        let o: ProviderConfig = toml::from_str("provider = \"offline\"\n").unwrap();
+        let o: ProviderConfig =
+            toml::from_str("provider = \"offline\"\nwords-per-minute = 150\n").unwrap();
         assert!(matches!(o, ProviderConfig::Offline(_)));
     }
 
     #[test]
     fn unknown_fields_are_rejected() {
-        let err = toml::from_str::<OpenAiConfig>("api_key = \"k\"\nmodle = \"x\"\n").unwrap_err();
+        let err = toml::from_str::<OpenAiConfig>("api-key = \"k\"\nmodle = \"x\"\n").unwrap_err();
         assert!(err.to_string().contains("modle"), "{err}");
         assert!(toml::from_str::<OfflineConfig>("voise = \"x\"\n").is_err());
     }
