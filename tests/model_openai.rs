@@ -686,3 +686,47 @@ async fn malformed_server_events_are_errors_not_panics() {
         ModelEvent::Closed(CloseReason::Normal)
     );
 }
+
+/// Real TLS (rustls with ring) to a compatible endpoint behind a private CA: trusted only when
+/// the CA file is configured.
+#[tokio::test]
+async fn wss_endpoint_with_private_ca() {
+    use switchboard_tests::model_tls::{TlsFront, have_openssl};
+    if !have_openssl() {
+        return;
+    }
+    let fake = FakeOpenAi::start(Script::default()).await;
+    let plain_port: u16 = fake
+        .url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let front = TlsFront::start(plain_port).await;
+    let mut config = OpenAiConfig::new(Secret::new("sk-test"));
+    config.base_url = format!("wss://127.0.0.1:{}/v1/realtime", front.port);
+    config.connect_timeout_ms = 5_000;
+
+    // Public roots only: the private CA is not trusted.
+    let err = OpenAiProvider::new(config.clone())
+        .connect(settings(None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectError::Transport { .. }), "{err}");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+
+    config.ca_file = Some(front.ca_file.clone());
+    let mut session = OpenAiProvider::new(config)
+        .connect(settings(Some("Secure hello")))
+        .await
+        .unwrap();
+    let events = until(&mut session, is_done).await;
+    assert!(events.iter().any(|e| matches!(e, ModelEvent::Transcript { is_final: true, text, .. } if text == "Secure hello")));
+}

@@ -5,3 +5,4 @@ pub mod fake_gemini;
 pub mod fake_openai;
 pub mod media;
 pub mod model_audio;
+pub mod model_tls;

@@ -86,6 +86,9 @@ pub struct OpenAiConfig {
     /// Model used for caller transcription when a session asks for it.
     #[serde(default = "default_transcription_model")]
     pub transcription_model: String,
+    /// Extra trusted root certificates (PEM), for self-hosted endpoints with a private CA.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Handshake plus session setup.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
@@ -104,6 +107,7 @@ impl OpenAiConfig {
             voice: default_openai_voice(),
             auth: OpenAiAuth::default(),
             transcription_model: default_transcription_model(),
+            ca_file: None,
             connect_timeout_ms: default_connect_timeout_ms(),
             response_timeout_ms: default_response_timeout_ms(),
         }
@@ -132,6 +136,9 @@ pub struct GeminiConfig {
     pub model: String,
     #[serde(default = "default_gemini_voice")]
     pub voice: String,
+    /// Extra trusted root certificates (PEM), for self-hosted endpoints with a private CA.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     #[serde(default = "default_response_timeout_ms")]
@@ -146,6 +153,7 @@ impl GeminiConfig {
             base_url: default_gemini_url(),
             model: default_gemini_model(),
             voice: default_gemini_voice(),
+            ca_file: None,
             connect_timeout_ms: default_connect_timeout_ms(),
             response_timeout_ms: default_response_timeout_ms(),
         }

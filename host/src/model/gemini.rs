@@ -47,7 +47,14 @@ impl GeminiProvider {
         let timeout = Duration::from_millis(self.config.connect_timeout_ms);
         let deadline = Instant::now() + timeout;
         let headers = [("x-goog-api-key", self.config.api_key.expose())];
-        let mut socket = ws::connect(NAME, &self.config.base_url, &headers, timeout).await?;
+        let mut socket = ws::connect(
+            NAME,
+            &self.config.base_url,
+            &headers,
+            self.config.ca_file.as_deref(),
+            timeout,
+        )
+        .await?;
         let setup = setup_message(&settings, &self.config);
         socket
             .send(Message::text(setup.to_string()))

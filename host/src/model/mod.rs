@@ -297,6 +297,11 @@ pub enum ConnectError {
         direction: &'static str,
         format: AudioFormat,
     },
+    #[error("cannot use CA file {path:?}: {reason}")]
+    InvalidCaFile {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     #[error("invalid provider URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
     #[error("connecting to {url} failed: {source}")]

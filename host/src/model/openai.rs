@@ -76,7 +76,14 @@ impl OpenAiProvider {
         };
         let timeout = Duration::from_millis(self.config.connect_timeout_ms);
         let deadline = Instant::now() + timeout;
-        let mut socket = ws::connect(NAME, &url, &[header], timeout).await?;
+        let mut socket = ws::connect(
+            NAME,
+            &url,
+            &[header],
+            self.config.ca_file.as_deref(),
+            timeout,
+        )
+        .await?;
         let timed_out = || ConnectError::Timeout {
             provider: NAME,
             timeout_ms: self.config.connect_timeout_ms,

@@ -1,9 +1,12 @@
 //! WebSocket plumbing shared by the remote providers: connect over rustls (ring provider,
 //! webpki roots), and classify how a connection ended.
 
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
@@ -15,24 +18,48 @@ use super::{CloseReason, ConnectError, ErrorKind, ProviderError};
 
 pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// One rustls client configuration for all sessions (building it parses the root store).
-fn tls_config() -> Arc<rustls::ClientConfig> {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let roots = rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            };
-            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .expect("ring provider supports the default TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-            Arc::new(config)
-        })
-        .clone()
+fn public_roots() -> rustls::RootCertStore {
+    rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    }
+}
+
+fn client_config(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig> {
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring provider supports the default TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// TLS client configuration: the public (webpki) roots, plus the PEM certificates in `ca_file`
+/// for self-hosted compatible endpoints. The public-roots-only configuration is built once.
+pub(crate) fn tls_config(
+    ca_file: Option<&Path>,
+) -> Result<Arc<rustls::ClientConfig>, ConnectError> {
+    static PUBLIC: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    let Some(path) = ca_file else {
+        return Ok(PUBLIC.get_or_init(|| client_config(public_roots())).clone());
+    };
+    let bad = |reason: String| ConnectError::InvalidCaFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let mut roots = public_roots();
+    let mut added = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| bad(e.to_string()))?;
+        roots.add(cert).map_err(|e| bad(e.to_string()))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(bad("no PEM certificate in the file".into()));
+    }
+    Ok(client_config(roots))
 }
 
 /// WebSocket settings for model sockets. tungstenite zero-fills its whole read buffer on every
@@ -48,6 +75,7 @@ pub(crate) async fn connect(
     provider: &'static str,
     url: &str,
     headers: &[(&'static str, &str)],
+    ca_file: Option<&Path>,
     timeout: Duration,
 ) -> Result<Socket, ConnectError> {
     let mut request = url
@@ -66,7 +94,7 @@ pub(crate) async fn connect(
             .insert(HeaderName::from_static(name), value);
     }
     let connector = if url.starts_with("wss:") {
-        Connector::Rustls(tls_config())
+        Connector::Rustls(tls_config(ca_file)?)
     } else {
         Connector::Plain
     };
@@ -200,7 +228,17 @@ mod tests {
 
     #[test]
     fn tls_config_builds_with_ring() {
-        let c = tls_config();
+        let c = tls_config(None).unwrap();
         assert!(!c.alpn_protocols.iter().any(|p| p == b"h2"));
+        let missing = tls_config(Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
+        assert!(
+            matches!(missing, ConnectError::InvalidCaFile { .. }),
+            "{missing}"
+        );
+        let not_pem = std::env::temp_dir().join(format!("sb-model-notpem-{}", std::process::id()));
+        std::fs::write(&not_pem, "hello").unwrap();
+        let err = tls_config(Some(&not_pem)).unwrap_err();
+        std::fs::remove_file(&not_pem).unwrap();
+        assert!(err.to_string().contains("no PEM certificate"), "{err}");
     }
 }
