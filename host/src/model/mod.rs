@@ -8,6 +8,40 @@
 //!
 //! Resampling and transcoding are not done here: each provider states which [`AudioFormat`]s it
 //! accepts ([`ModelProvider::formats`]) and the caller converts to one of them.
+//!
+//! Barge-in: on [`ModelEvent::SpeechStarted`] stop playback, then send [`Command::Truncate`]
+//! with the agent item being played and how much of it the caller actually heard (OpenAI
+//! trims its context to that; Gemini and offline decide themselves and ignore it).
+//!
+//! ```no_run
+//! use switchboard::model::{Command, ModelEvent, ProviderConfig, SessionSettings, TurnDetection};
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let provider = ProviderConfig::default().build(); // offline: no key, no network
+//! let formats = provider.formats();
+//! let mut session = provider
+//!     .connect(SessionSettings {
+//!         model: None,
+//!         instructions: "You are a helpful receptionist.".into(),
+//!         voice: None,
+//!         language: Some("en-US".into()),
+//!         tools: vec![],
+//!         greeting: Some("Thanks for calling.".into()),
+//!         input_format: formats.input[0],
+//!         output_format: formats.output[0],
+//!         turn_detection: TurnDetection::default(),
+//!         input_transcription: true,
+//!     })
+//!     .await?;
+//! session.send(Command::Audio(vec![0; 640])).await?; // 20 ms of 16 kHz PCM16 silence
+//! while let Some(event) = session.recv().await {
+//!     match event {
+//!         ModelEvent::Audio { data: _, format: _, .. } => { /* resample from `format`, play */ }
+//!         ModelEvent::Closed(_reason) => break,
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
 
 pub mod config;
 pub mod gemini;
