@@ -594,6 +594,8 @@ impl Actor {
         }
         if let Some(call) = m.tool_call {
             self.awaiting_response = None;
+            // The caller's turn is over once the model acts on it.
+            self.flush_caller().await?;
             for f in call.function_calls {
                 self.calls.insert(f.id.clone(), f.name.clone());
                 let arguments = if f.args.is_null() {
