@@ -7,4 +7,5 @@ pub mod app;
 pub mod bench;
 pub mod config;
 pub mod media;
+pub mod model;
 pub mod plugins;

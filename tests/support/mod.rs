@@ -1,4 +1,8 @@
 //! Shared helpers for Switchboard's end-to-end and interop tests.
 
 pub mod agents;
+pub mod fake_gemini;
+pub mod fake_openai;
 pub mod media;
+pub mod model_audio;
+pub mod model_tls;

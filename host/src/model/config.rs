@@ -1,0 +1,288 @@
+//! Provider configuration (the `[model]` part of the TOML file) and provider construction.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::ModelProvider;
+use super::gemini::GeminiProvider;
+use super::offline::OfflineProvider;
+use super::openai::OpenAiProvider;
+
+/// A secret string (API key). Never printed: `Debug` and `Display` show `***`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret value, for putting on the wire only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// How the OpenAI-compatible endpoint wants the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OpenAiAuth {
+    /// `Authorization: Bearer <key>` (OpenAI).
+    #[default]
+    Bearer,
+    /// `api-key: <key>` (Azure OpenAI).
+    ApiKeyHeader,
+}
+
+fn default_openai_url() -> String {
+    "wss://api.openai.com/v1/realtime".into()
+}
+fn default_openai_model() -> String {
+    "gpt-realtime".into()
+}
+fn default_openai_voice() -> String {
+    "marin".into()
+}
+fn default_transcription_model() -> String {
+    "gpt-4o-mini-transcribe".into()
+}
+fn default_connect_timeout_ms() -> u64 {
+    10_000
+}
+fn default_response_timeout_ms() -> u64 {
+    15_000
+}
+
+/// OpenAI Realtime (GA) and compatible endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OpenAiConfig {
+    pub api_key: Secret,
+    /// WebSocket endpoint without the `model` query (`wss://…/v1/realtime`); other query
+    /// parameters (Azure `api-version`, `deployment`) are kept.
+    #[serde(default = "default_openai_url")]
+    pub base_url: String,
+    #[serde(default = "default_openai_model")]
+    pub model: String,
+    #[serde(default = "default_openai_voice")]
+    pub voice: String,
+    #[serde(default)]
+    pub auth: OpenAiAuth,
+    /// Model used for caller transcription when a session asks for it.
+    #[serde(default = "default_transcription_model")]
+    pub transcription_model: String,
+    /// Extra trusted root certificates (PEM), for self-hosted endpoints with a private CA.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Handshake plus session setup.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Longest wait for a response to start after asking for one; then an error event.
+    #[serde(default = "default_response_timeout_ms")]
+    pub response_timeout_ms: u64,
+}
+
+impl OpenAiConfig {
+    /// Defaults for everything but the key.
+    pub fn new(api_key: Secret) -> Self {
+        Self {
+            api_key,
+            base_url: default_openai_url(),
+            model: default_openai_model(),
+            voice: default_openai_voice(),
+            auth: OpenAiAuth::default(),
+            transcription_model: default_transcription_model(),
+            ca_file: None,
+            connect_timeout_ms: default_connect_timeout_ms(),
+            response_timeout_ms: default_response_timeout_ms(),
+        }
+    }
+}
+
+fn default_gemini_url() -> String {
+    "wss://generativelanguage.googleapis.com/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent".into()
+}
+fn default_gemini_model() -> String {
+    "models/gemini-2.5-flash-native-audio-preview-12-2025".into()
+}
+fn default_gemini_voice() -> String {
+    "Kore".into()
+}
+
+/// Gemini Live (Developer API).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GeminiConfig {
+    /// Sent as the `x-goog-api-key` header.
+    pub api_key: Secret,
+    #[serde(default = "default_gemini_url")]
+    pub base_url: String,
+    #[serde(default = "default_gemini_model")]
+    pub model: String,
+    #[serde(default = "default_gemini_voice")]
+    pub voice: String,
+    /// Extra trusted root certificates (PEM), for self-hosted endpoints with a private CA.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "default_response_timeout_ms")]
+    pub response_timeout_ms: u64,
+}
+
+impl GeminiConfig {
+    /// Defaults for everything but the key.
+    pub fn new(api_key: Secret) -> Self {
+        Self {
+            api_key,
+            base_url: default_gemini_url(),
+            model: default_gemini_model(),
+            voice: default_gemini_voice(),
+            ca_file: None,
+            connect_timeout_ms: default_connect_timeout_ms(),
+            response_timeout_ms: default_response_timeout_ms(),
+        }
+    }
+}
+
+fn default_espeak() -> PathBuf {
+    PathBuf::from("espeak-ng")
+}
+fn default_offline_voice() -> String {
+    "en-us".into()
+}
+fn default_words_per_minute() -> u32 {
+    165
+}
+fn default_vad_threshold() -> f32 {
+    0.5
+}
+fn default_min_speech_ms() -> u32 {
+    64
+}
+fn default_silence_ms() -> u32 {
+    500
+}
+
+/// The offline provider: espeak-ng speech synthesis and local voice-activity detection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OfflineConfig {
+    /// espeak-ng program (looked up on `PATH` when not absolute).
+    #[serde(default = "default_espeak")]
+    pub espeak_program: PathBuf,
+    /// espeak-ng voice when the session names none.
+    #[serde(default = "default_offline_voice")]
+    pub voice: String,
+    #[serde(default = "default_words_per_minute")]
+    pub words_per_minute: u32,
+    /// Voice probability (0–1) above which a 16 ms frame counts as speech.
+    #[serde(default = "default_vad_threshold")]
+    pub vad_threshold: f32,
+    /// Speech must last this long before `SpeechStarted` (filters clicks).
+    #[serde(default = "default_min_speech_ms")]
+    pub min_speech_ms: u32,
+    /// Silence this long ends the caller's speech (`SpeechStopped`).
+    #[serde(default = "default_silence_ms")]
+    pub silence_ms: u32,
+}
+
+impl Default for OfflineConfig {
+    fn default() -> Self {
+        Self {
+            espeak_program: default_espeak(),
+            voice: default_offline_voice(),
+            words_per_minute: default_words_per_minute(),
+            vad_threshold: default_vad_threshold(),
+            min_speech_ms: default_min_speech_ms(),
+            silence_ms: default_silence_ms(),
+        }
+    }
+}
+
+/// Which provider to use, as written in the config file (kebab-case keys like the rest of
+/// `switchboard.toml`): `provider = "openai"` with the [`OpenAiConfig`] fields
+/// (`api-key`, `base-url`, …), `"gemini"` or `"offline"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "provider", rename_all = "lowercase")]
+pub enum ProviderConfig {
+    #[serde(rename = "openai")]
+    OpenAi(OpenAiConfig),
+    Gemini(GeminiConfig),
+    Offline(OfflineConfig),
+}
+
+impl Default for ProviderConfig {
+    /// The offline provider: works with no key and no network.
+    fn default() -> Self {
+        ProviderConfig::Offline(OfflineConfig::default())
+    }
+}
+
+impl ProviderConfig {
+    /// Build the configured provider.
+    pub fn build(&self) -> Arc<dyn ModelProvider> {
+        match self {
+            ProviderConfig::OpenAi(c) => Arc::new(OpenAiProvider::new(c.clone())),
+            ProviderConfig::Gemini(c) => Arc::new(GeminiProvider::new(c.clone())),
+            ProviderConfig::Offline(c) => Arc::new(OfflineProvider::new(c.clone())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_never_printed() {
+        let c = OpenAiConfig::new(Secret::new("sk-very-secret"));
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("sk-very-secret"), "{dbg}");
+        assert!(dbg.contains("***"));
+        assert_eq!(c.api_key.expose(), "sk-very-secret");
+    }
+
+    #[test]
+    fn provider_config_from_toml() {
+        let c: ProviderConfig = toml::from_str(
+            "provider = \"openai\"\napi-key = \"k\"\nauth = \"api-key-header\"\nbase-url = \"wss://x.openai.azure.com/openai/v1/realtime\"\n",
+        )
+        .unwrap();
+        match c {
+            ProviderConfig::OpenAi(o) => {
+                assert_eq!(o.auth, OpenAiAuth::ApiKeyHeader);
+                assert_eq!(o.model, "gpt-realtime");
+            }
+            other => panic!("{other:?}"),
+        }
+        let g: ProviderConfig =
+            toml::from_str("provider = \"gemini\"\napi-key = \"g\"\nvoice = \"Puck\"\n").unwrap();
+        assert!(matches!(g, ProviderConfig::Gemini(ref c) if c.voice == "Puck"));
+        let o: ProviderConfig =
+            toml::from_str("provider = \"offline\"\nwords-per-minute = 150\n").unwrap();
+        assert!(matches!(o, ProviderConfig::Offline(_)));
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = toml::from_str::<OpenAiConfig>("api-key = \"k\"\nmodle = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("modle"), "{err}");
+        assert!(toml::from_str::<OfflineConfig>("voise = \"x\"\n").is_err());
+    }
+}

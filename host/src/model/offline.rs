@@ -1,0 +1,498 @@
+//! The offline provider: no key, no network. Speech comes from the local espeak-ng program
+//! (the greeting and [`Command::Say`]); the caller's audio runs through a local voice-activity
+//! detector so barge-in works. There is no speech recognition and no language model, so no
+//! caller transcripts and no tool calls.
+
+use std::collections::VecDeque;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command as Process;
+use tokio::sync::{OnceCell, mpsc};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::config::OfflineConfig;
+use super::vad::{Vad, VadEvent};
+use super::{
+    AudioFormat, CHANNEL_CAPACITY, CloseReason, Command, ConnectError, ErrorKind, FormatSupport,
+    ModelEvent, ModelProvider, ModelSession, ProviderError, ResponseStatus, Role, SessionSettings,
+    check_formats,
+};
+
+const NAME: &str = "offline";
+/// VAD input rate (earshot's native rate).
+const INPUT: AudioFormat = AudioFormat::Pcm16 { rate: 16_000 };
+/// What espeak-ng writes.
+const OUTPUT: AudioFormat = AudioFormat::Pcm16 { rate: 22_050 };
+/// Audio is handed out in 100 ms chunks as espeak produces it.
+const CHUNK_MS: usize = 100;
+
+/// Local speech synthesis and voice-activity detection.
+#[derive(Debug)]
+pub struct OfflineProvider {
+    config: Arc<OfflineConfig>,
+    /// Whether espeak-ng runs, checked once on first connect.
+    synth_check: OnceCell<Result<(), String>>,
+}
+
+impl OfflineProvider {
+    pub fn new(config: OfflineConfig) -> Self {
+        Self {
+            config: Arc::new(config),
+            synth_check: OnceCell::new(),
+        }
+    }
+
+    async fn check_synthesizer(&self) -> Result<(), ConnectError> {
+        let program = &self.config.espeak_program;
+        let result = self
+            .synth_check
+            .get_or_init(|| async {
+                match Process::new(program)
+                    .arg("--version")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .await
+                {
+                    Ok(s) if s.success() => Ok(()),
+                    Ok(s) => Err(format!("`--version` exited with {s}")),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+            .await;
+        result
+            .clone()
+            .map_err(|reason| ConnectError::SynthesizerUnavailable {
+                program: program.display().to_string(),
+                reason,
+            })
+    }
+
+    async fn open(&self, settings: SessionSettings) -> Result<ModelSession, ConnectError> {
+        check_formats(self, &settings)?;
+        self.check_synthesizer().await?;
+        let voice = settings
+            .language
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_else(|| self.config.voice.clone());
+        let (cmd_tx, cmd_rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let (ev_tx, ev_rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let (done_tx, done_rx) = mpsc::channel(4);
+        let mut actor = Actor {
+            config: self.config.clone(),
+            voice,
+            events: ev_tx,
+            vad: Vad::new(
+                self.config.vad_threshold,
+                self.config.min_speech_ms,
+                self.config.silence_ms,
+            ),
+            speaking: None,
+            queued: VecDeque::new(),
+            next_item: 0,
+            done_tx,
+        };
+        if let Some(greeting) = settings.greeting {
+            actor.say(greeting);
+        }
+        // Keep the caller's span (e.g. its call_id) on the session's logs.
+        tokio::spawn(
+            actor
+                .run(cmd_rx, done_rx)
+                .instrument(tracing::Span::current()),
+        );
+        Ok(ModelSession {
+            commands: cmd_tx,
+            events: ev_rx,
+            input_format: INPUT,
+            output_format: OUTPUT,
+        })
+    }
+}
+
+impl ModelProvider for OfflineProvider {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn formats(&self) -> FormatSupport {
+        FormatSupport {
+            input: vec![INPUT],
+            output: vec![OUTPUT],
+        }
+    }
+
+    fn connect(
+        &self,
+        settings: SessionSettings,
+    ) -> BoxFuture<'_, Result<ModelSession, ConnectError>> {
+        Box::pin(self.open(settings))
+    }
+}
+
+/// One utterance being synthesised and streamed out.
+struct Utterance {
+    item_id: String,
+    text: String,
+    task: JoinHandle<()>,
+}
+
+/// Sent by a synthesis task when it has emitted all its audio (or failed).
+struct SynthDone {
+    item_id: String,
+    result: Result<(), String>,
+}
+
+struct Actor {
+    config: Arc<OfflineConfig>,
+    voice: String,
+    events: mpsc::Sender<ModelEvent>,
+    vad: Vad,
+    speaking: Option<Utterance>,
+    queued: VecDeque<String>,
+    next_item: u64,
+    done_tx: mpsc::Sender<SynthDone>,
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut done: mpsc::Receiver<SynthDone>,
+    ) {
+        loop {
+            let alive = tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    None => break,
+                    Some(cmd) => self.on_command(cmd).await,
+                },
+                Some(finished) = done.recv() => self.on_synth_done(finished).await,
+            };
+            if !alive {
+                break;
+            }
+        }
+        self.stop_speaking();
+    }
+
+    /// Start speaking `text`, or queue it behind the current utterance.
+    fn say(&mut self, text: String) {
+        if self.speaking.is_some() {
+            self.queued.push_back(text);
+            return;
+        }
+        self.next_item += 1;
+        let item_id = format!("offline_{}", self.next_item);
+        let synth = synthesize(
+            self.config.clone(),
+            self.voice.clone(),
+            text.clone(),
+            item_id.clone(),
+            self.events.clone(),
+            self.done_tx.clone(),
+        );
+        let task = tokio::spawn(synth.instrument(tracing::Span::current()));
+        self.speaking = Some(Utterance {
+            item_id,
+            text,
+            task,
+        });
+    }
+
+    fn stop_speaking(&mut self) -> bool {
+        self.queued.clear();
+        match self.speaking.take() {
+            Some(u) => {
+                // Aborting drops the child process handle, which kills espeak-ng.
+                u.task.abort();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Returns false once nobody listens to events any more.
+    async fn emit(&self, event: ModelEvent) -> bool {
+        self.events.send(event).await.is_ok()
+    }
+
+    async fn cancel(&mut self) -> bool {
+        if self.stop_speaking() {
+            self.emit(ModelEvent::ResponseDone {
+                status: ResponseStatus::Cancelled,
+            })
+            .await
+        } else {
+            true
+        }
+    }
+
+    async fn on_command(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Audio(frame) => {
+                for ev in self.vad.push(&frame) {
+                    let alive = match ev {
+                        VadEvent::Started { at_ms } => {
+                            // Barge-in: like a remote model with interrupt_response, stop talking.
+                            self.emit(ModelEvent::SpeechStarted {
+                                audio_start_ms: Some(at_ms),
+                            })
+                            .await
+                                && self.cancel().await
+                        }
+                        VadEvent::Stopped { at_ms } => {
+                            self.emit(ModelEvent::SpeechStopped {
+                                audio_end_ms: Some(at_ms),
+                            })
+                            .await
+                        }
+                    };
+                    if !alive {
+                        return false;
+                    }
+                }
+                true
+            }
+            Command::Say(text) => {
+                self.say(text);
+                true
+            }
+            Command::CancelResponse => self.cancel().await,
+            // No server-side conversation to trim, no model to call tools or follow
+            // instructions: these are accepted and have nothing to act on.
+            Command::Truncate { .. } | Command::UpdateInstructions(_) => true,
+            Command::ToolResult { call_id, .. } => {
+                tracing::debug!(
+                    call_id,
+                    "offline provider ignores a tool result it never asked for"
+                );
+                true
+            }
+            Command::Close => {
+                self.stop_speaking();
+                self.emit(ModelEvent::Closed(CloseReason::Normal)).await;
+                false
+            }
+        }
+    }
+
+    async fn on_synth_done(&mut self, done: SynthDone) -> bool {
+        // A late message from an aborted utterance is stale.
+        let Some(current) = self.speaking.take_if(|u| u.item_id == done.item_id) else {
+            return true;
+        };
+        let alive = match done.result {
+            Ok(()) => {
+                self.emit(ModelEvent::Transcript {
+                    role: Role::Agent,
+                    item_id: current.item_id,
+                    text: current.text,
+                    is_final: true,
+                })
+                .await
+                    && self
+                        .emit(ModelEvent::ResponseDone {
+                            status: ResponseStatus::Completed,
+                        })
+                        .await
+            }
+            Err(message) => {
+                tracing::warn!(error = %message, "offline speech synthesis failed");
+                let error = ProviderError::new(ErrorKind::Local, None, message);
+                self.emit(ModelEvent::Error(error)).await
+                    && self
+                        .emit(ModelEvent::ResponseDone {
+                            status: ResponseStatus::Failed,
+                        })
+                        .await
+            }
+        };
+        if let Some(next) = self.queued.pop_front() {
+            self.say(next);
+        }
+        alive
+    }
+}
+
+/// Run espeak-ng on `text` and stream its audio out as [`ModelEvent::Audio`] chunks.
+async fn synthesize(
+    config: Arc<OfflineConfig>,
+    voice: String,
+    text: String,
+    item_id: String,
+    events: mpsc::Sender<ModelEvent>,
+    done: mpsc::Sender<SynthDone>,
+) {
+    let result = stream_speech(&config, &voice, &text, &item_id, &events).await;
+    let _ = done.send(SynthDone { item_id, result }).await;
+}
+
+async fn stream_speech(
+    config: &OfflineConfig,
+    voice: &str,
+    text: &str,
+    item_id: &str,
+    events: &mpsc::Sender<ModelEvent>,
+) -> Result<(), String> {
+    let mut child = Process::new(&config.espeak_program)
+        .args(["--stdout", "--stdin", "-v", voice, "-s"])
+        .arg(config.words_per_minute.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", config.espeak_program.display()))?;
+    // Text goes through stdin so that words starting with '-' are never read as options.
+    let mut stdin = child.stdin.take().ok_or("espeak-ng stdin missing")?;
+    stdin
+        .write_all(text.as_bytes())
+        .await
+        .map_err(|e| format!("writing text to espeak-ng: {e}"))?;
+    drop(stdin);
+    let mut stdout = child.stdout.take().ok_or("espeak-ng stdout missing")?;
+
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut header: Option<(AudioFormat, usize)> = None;
+    let mut read_buf = vec![0u8; 8192];
+    loop {
+        let n = stdout
+            .read(&mut read_buf)
+            .await
+            .map_err(|e| format!("reading espeak-ng output: {e}"))?;
+        let eof = n == 0;
+        buf.extend_from_slice(&read_buf[..n]);
+        if header.is_none() {
+            match parse_wav_header(&buf) {
+                Ok(Some(found)) => header = Some(found),
+                Ok(None) if !eof => continue,
+                Ok(None) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        let (format, data_start) = header.expect("header parsed above");
+        let chunk = (format.bytes_per_ms() as usize * CHUNK_MS) & !1;
+        let mut start = data_start;
+        while buf.len() - start >= chunk || (eof && buf.len() > start) {
+            let end = (start + chunk).min(buf.len()) & !1;
+            if end <= start {
+                break;
+            }
+            let event = ModelEvent::Audio {
+                item_id: item_id.to_string(),
+                data: buf[start..end].to_vec(),
+                format,
+            };
+            if events.send(event).await.is_err() {
+                return Ok(());
+            }
+            start = end;
+        }
+        buf.drain(..start);
+        header = Some((format, 0));
+        if eof {
+            break;
+        }
+    }
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| format!("waiting for espeak-ng: {e}"))?;
+    if !status.success() || header.is_none() {
+        let mut err = String::new();
+        if let Some(mut stderr) = child.stderr.take() {
+            let _ = stderr.read_to_string(&mut err).await;
+        }
+        return Err(format!("espeak-ng failed ({status}): {}", err.trim()));
+    }
+    Ok(())
+}
+
+/// Parse a RIFF/WAVE header; returns the audio format and where sample data starts, or
+/// `None` when more bytes are needed. espeak-ng streams, so chunk sizes are placeholders.
+fn parse_wav_header(buf: &[u8]) -> Result<Option<(AudioFormat, usize)>, String> {
+    if buf.len() < 12 {
+        return Ok(None);
+    }
+    if &buf[0..4] != b"RIFF" || &buf[8..12] != b"WAVE" {
+        return Err("espeak-ng output is not a WAV stream".into());
+    }
+    let mut pos = 12;
+    let mut format = None;
+    loop {
+        if buf.len() < pos + 8 {
+            return Ok(None);
+        }
+        let id = &buf[pos..pos + 4];
+        let size = u32::from_le_bytes(buf[pos + 4..pos + 8].try_into().expect("4 bytes")) as usize;
+        let body = pos + 8;
+        if id == b"data" {
+            return match format {
+                Some(f) => Ok(Some((f, body))),
+                None => Err("WAV data before fmt chunk".into()),
+            };
+        }
+        if buf.len() < body + size {
+            return Ok(None);
+        }
+        if id == b"fmt " {
+            if size < 16 {
+                return Err("short WAV fmt chunk".into());
+            }
+            let f = &buf[body..body + 16];
+            let tag = u16::from_le_bytes([f[0], f[1]]);
+            let channels = u16::from_le_bytes([f[2], f[3]]);
+            let rate = u32::from_le_bytes([f[4], f[5], f[6], f[7]]);
+            let bits = u16::from_le_bytes([f[14], f[15]]);
+            if tag != 1 || channels != 1 || bits != 16 {
+                return Err(format!(
+                    "unexpected espeak-ng WAV format (tag {tag}, {channels} channels, {bits} bits)"
+                ));
+            }
+            format = Some(AudioFormat::Pcm16 { rate });
+        }
+        pos = body + size + (size & 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wav_header(rate: u32) -> Vec<u8> {
+        let mut h = Vec::new();
+        h.extend_from_slice(b"RIFF\x24\xf0\xff\x7fWAVEfmt ");
+        h.extend_from_slice(&16u32.to_le_bytes());
+        h.extend_from_slice(&1u16.to_le_bytes());
+        h.extend_from_slice(&1u16.to_le_bytes());
+        h.extend_from_slice(&rate.to_le_bytes());
+        h.extend_from_slice(&(rate * 2).to_le_bytes());
+        h.extend_from_slice(&2u16.to_le_bytes());
+        h.extend_from_slice(&16u16.to_le_bytes());
+        h.extend_from_slice(b"data\x00\xf0\xff\x7f");
+        h
+    }
+
+    #[test]
+    fn parses_streaming_wav_header() {
+        let h = wav_header(22050);
+        assert_eq!(parse_wav_header(&h[..20]).unwrap(), None);
+        assert_eq!(
+            parse_wav_header(&h).unwrap(),
+            Some((AudioFormat::Pcm16 { rate: 22050 }, 44))
+        );
+        assert!(parse_wav_header(b"OggS\0\0\0\0\0\0\0\0\0\0").is_err());
+    }
+
+    #[test]
+    fn rejects_stereo() {
+        let mut h = wav_header(22050);
+        h[22] = 2;
+        assert!(parse_wav_header(&h).is_err());
+    }
+}
