@@ -1,0 +1,415 @@
+//! Calls: one task per call composing signalling (`sip`), media (`media`), the agent
+//! (`plugins`) and the voice model (`model`). Those modules know nothing of this one.
+//!
+//! Inbound: route the dialled number to an agent version (pinned for the call), run `on-start`,
+//! negotiate SDP, connect the model, answer, then move audio and events until someone hangs up.
+//! Every step is a timestamped [`events::CallEvent`].
+
+pub mod audio;
+pub mod digits;
+pub mod events;
+mod session;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::media::{Codec, MediaConfig, PendingMedia, PortPool, sdp};
+use crate::model::ModelProvider;
+use crate::plugins::routing::display_number;
+use crate::plugins::runtime::StartFallback;
+use crate::plugins::types::{CallInfo, Direction, SessionConfig};
+use crate::plugins::{AgentSession, AgentVersion, Registry, StartOutcome};
+use crate::sip::IncomingCall;
+use events::{CallState, EventBus, EventKind, Recorder};
+use session::Call;
+
+/// The `[calls]` section of the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct CallConfig {
+    /// RTP port range (even ports for RTP, the next odd one for RTCP).
+    pub rtp_port_min: u16,
+    pub rtp_port_max: u16,
+    /// Codec preference: "pcmu", "pcma", "opus".
+    pub codecs: Vec<String>,
+    /// No RTP for this long ends the call.
+    pub media_timeout_secs: u64,
+    /// How long a hang-up or transfer waits for queued speech to finish.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for CallConfig {
+    fn default() -> Self {
+        CallConfig {
+            rtp_port_min: 20000,
+            rtp_port_max: 30000,
+            codecs: vec!["pcmu".into(), "pcma".into(), "opus".into()],
+            media_timeout_secs: 30,
+            drain_timeout_secs: 30,
+        }
+    }
+}
+
+impl CallConfig {
+    pub fn codec_list(&self) -> anyhow::Result<Vec<Codec>> {
+        self.codecs
+            .iter()
+            .map(|c| match c.to_ascii_lowercase().as_str() {
+                "pcmu" => Ok(Codec::Pcmu),
+                "pcma" => Ok(Codec::Pcma),
+                "opus" => Ok(Codec::Opus),
+                other => anyhow::bail!("[calls] codecs: unknown codec `{other}` (pcmu, pcma, opus)"),
+            })
+            .collect()
+    }
+}
+
+/// Requests from the API to a running call.
+#[derive(Debug)]
+pub enum CallCommand {
+    Hangup,
+    Transfer(String),
+    /// The caller cancelled before answer.
+    Cancelled,
+}
+
+/// A live call as the API lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallSummary {
+    pub id: String,
+    pub sip_call_id: String,
+    pub direction: String,
+    pub caller: String,
+    pub callee: String,
+    pub agent: Option<String>,
+    pub started_at_ms: u64,
+}
+
+struct Live {
+    summary: CallSummary,
+    commands: mpsc::Sender<CallCommand>,
+}
+
+/// What every call task needs.
+pub struct CallDeps {
+    pub registry: Arc<Registry>,
+    pub provider: Arc<dyn ModelProvider>,
+    /// Local synthesis for apologies when the model or the agent fails.
+    pub fallback_provider: Arc<dyn ModelProvider>,
+    pub ports: PortPool,
+    pub config: CallConfig,
+    pub codecs: Vec<Codec>,
+    /// Address advertised in our SDP and used for RTP.
+    pub media_ip: IpAddr,
+    pub events: EventBus,
+    pub recordings: Option<PathBuf>,
+    live: Mutex<HashMap<String, Live>>,
+    next_id: AtomicU64,
+}
+
+impl CallDeps {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        registry: Arc<Registry>,
+        provider: Arc<dyn ModelProvider>,
+        fallback_provider: Arc<dyn ModelProvider>,
+        config: CallConfig,
+        media_ip: IpAddr,
+        events: EventBus,
+    ) -> anyhow::Result<Arc<CallDeps>> {
+        Ok(Arc::new(CallDeps {
+            ports: PortPool::new(config.rtp_port_min, config.rtp_port_max),
+            codecs: config.codec_list()?,
+            registry,
+            provider,
+            fallback_provider,
+            config,
+            media_ip,
+            events,
+            recordings: None,
+            live: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+        }))
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn new_call_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("c{:x}{:04x}", events::now_ms(), n & 0xffff)
+    }
+
+    pub(crate) fn forget(&self, call_id: &str) {
+        self.live().remove(call_id);
+    }
+
+    /// Calls in progress.
+    pub fn active(&self) -> Vec<CallSummary> {
+        let mut calls: Vec<_> = self.live().values().map(|l| l.summary.clone()).collect();
+        calls.sort_by_key(|c| c.started_at_ms);
+        calls
+    }
+
+    /// Send a command to a live call; false if no such call.
+    pub fn command(&self, call_id: &str, command: CallCommand) -> bool {
+        match self.live().get(call_id) {
+            Some(l) => l.commands.try_send(command).is_ok(),
+            None => false,
+        }
+    }
+
+    /// The caller cancelled an unanswered call (by SIP Call-ID).
+    pub fn cancelled(&self, sip_call_id: &str) {
+        let target = self
+            .live()
+            .values()
+            .find(|l| l.summary.sip_call_id == sip_call_id)
+            .map(|l| l.commands.clone());
+        if let Some(tx) = target {
+            let _ = tx.try_send(CallCommand::Cancelled);
+        }
+    }
+
+    fn register(&self, summary: CallSummary) -> mpsc::Receiver<CallCommand> {
+        let (tx, rx) = mpsc::channel(16);
+        self.live().insert(
+            summary.id.clone(),
+            Live {
+                summary,
+                commands: tx,
+            },
+        );
+        rx
+    }
+}
+
+/// Handle an inbound call on its own task.
+pub fn spawn_incoming(deps: Arc<CallDeps>, call: IncomingCall) {
+    let call_id = deps.new_call_id();
+    let span = tracing::info_span!("call", call_id = %call_id, sip_call_id = %call.call_id);
+    tokio::spawn(async move { inbound(deps, call, call_id).await }.instrument(span));
+}
+
+fn headers_for_agent(call: &IncomingCall) -> Vec<(String, String)> {
+    call.headers
+        .iter()
+        .filter(|(k, _)| k.to_ascii_lowercase().starts_with("x-"))
+        .take(64)
+        .cloned()
+        .collect()
+}
+
+async fn inbound(deps: Arc<CallDeps>, call: IncomingCall, call_id: String) {
+    let recorder = deps.events.recorder(&call_id);
+    let caller = display_number(&call.from);
+    let callee = display_number(&call.dialled);
+    let resolved = deps.registry.resolve(&call.dialled);
+    recorder.record(EventKind::Created {
+        direction: "inbound".into(),
+        caller: caller.clone(),
+        callee: callee.clone(),
+        transport: format!("{:?}", call.transport).to_ascii_lowercase(),
+        agent: resolved.as_ref().map(|r| r.agent.name().to_string()),
+        agent_version: resolved.as_ref().map(|r| r.agent.info.version.clone()),
+        agent_hash: resolved.as_ref().map(|r| r.agent.hash.clone()),
+    });
+    let Some(resolved) = resolved else {
+        reject(&recorder, call, 404, "No agent serves this number");
+        return;
+    };
+    let commands = deps.register(CallSummary {
+        id: call_id.clone(),
+        sip_call_id: call.call_id.clone(),
+        direction: "inbound".into(),
+        caller: caller.clone(),
+        callee: callee.clone(),
+        agent: Some(resolved.agent.name().to_string()),
+        started_at_ms: events::now_ms(),
+    });
+    recorder.record(EventKind::State { state: CallState::Ringing });
+    let _ = call.ringing();
+    let info = CallInfo {
+        call_id: call_id.clone(),
+        direction: Direction::Inbound,
+        caller,
+        callee,
+        transport: format!("{:?}", call.transport).to_ascii_lowercase(),
+        headers: headers_for_agent(&call),
+        metadata: String::new(),
+    };
+    let Some(offer) = call.remote_sdp.clone() else {
+        reject(&recorder, call, 488, "An SDP offer is required");
+        deps.forget(&call_id);
+        return;
+    };
+    match start_agent(&deps, &recorder, &resolved.agent, &call_id, &info).await {
+        Started::Run { agent, config, actions, fallback } => {
+            if let Err((code, reason)) =
+                answer_and_run(&deps, recorder.clone(), call, &offer, agent, config, actions, fallback, commands, &call_id).await
+            {
+                recorder.record(EventKind::Rejected { code, reason });
+                recorder.record(EventKind::Ended { reason: "rejected".into(), abnormal: false });
+                deps.forget(&call_id);
+            }
+        }
+        Started::Reject(code, reason) => {
+            reject(&recorder, call, code, &reason);
+            deps.forget(&call_id);
+        }
+    }
+}
+
+fn reject(recorder: &Recorder, call: IncomingCall, code: u16, reason: &str) {
+    tracing::info!(code, reason, "rejecting the call");
+    let _ = call.reject(code, reason);
+    recorder.record(EventKind::Rejected { code, reason: reason.into() });
+    recorder.record(EventKind::Ended { reason: format!("rejected {code}"), abnormal: false });
+}
+
+enum Started {
+    Run {
+        agent: AgentSession,
+        config: SessionConfig,
+        actions: Vec<crate::plugins::types::Action>,
+        /// The agent failed in on-start: play the apology and hang up.
+        fallback: bool,
+    },
+    Reject(u16, String),
+}
+
+/// Instantiate the agent and run on-start, applying the start fallback on failure.
+async fn start_agent(
+    deps: &CallDeps,
+    recorder: &Recorder,
+    version: &Arc<AgentVersion>,
+    call_id: &str,
+    info: &CallInfo,
+) -> Started {
+    recorder.record(EventKind::State { state: CallState::Starting });
+    let runtime = deps.registry.runtime();
+    let fault = match runtime.session(version, call_id).await {
+        Ok(mut agent) => match agent.start(info).await {
+            Ok(StartOutcome::Accept { config, actions }) => {
+                return Started::Run { agent, config, actions, fallback: false };
+            }
+            Ok(StartOutcome::Reject(r)) => return Started::Reject(r.code, r.reason),
+            Err(fault) => (fault, Some(agent)),
+        },
+        Err(fault) => (fault, None),
+    };
+    let (fault, agent) = fault;
+    recorder.record(EventKind::AgentFault { fault });
+    match (runtime.config().fallback.on_start, agent) {
+        (StartFallback::Apology, Some(agent)) => Started::Run {
+            agent,
+            config: SessionConfig {
+                instructions: String::new(),
+                greeting: None,
+                voice: None,
+                language: None,
+                tools: Vec::new(),
+                model: None,
+            },
+            actions: Vec::new(),
+            fallback: true,
+        },
+        _ => Started::Reject(503, "Agent unavailable".into()),
+    }
+}
+
+/// Negotiate media, connect the model, answer and run the call to its end.
+#[allow(clippy::too_many_arguments)]
+async fn answer_and_run(
+    deps: &Arc<CallDeps>,
+    recorder: Recorder,
+    call: IncomingCall,
+    offer: &str,
+    agent: AgentSession,
+    config: SessionConfig,
+    actions: Vec<crate::plugins::types::Action>,
+    fallback: bool,
+    commands: mpsc::Receiver<CallCommand>,
+    call_id: &str,
+) -> Result<(), (u16, String)> {
+    // A dry run with port 0 tells the codec, which decides the rate the model hears.
+    let probe = sdp::LocalMedia::new(deps.media_ip, 0, deps.codecs.clone(), 0);
+    let codec = match sdp::answer_offer(offer, &probe) {
+        Ok((_, negotiated)) => negotiated.codec,
+        Err(e) => {
+            let code = e.sip_status();
+            let _ = call.reject(code, "Not Acceptable Here");
+            return Err((code, e.to_string()));
+        }
+    };
+    let (model, fallback) = if fallback {
+        (session::connect_fallback(deps, codec).await, true)
+    } else {
+        session::connect_model(deps, &recorder, &config, codec).await
+    };
+    let media_config = MediaConfig {
+        bind_ip: deps.media_ip,
+        inbound_rate: model.input_format.sample_rate(),
+        media_timeout: Duration::from_secs(deps.config.media_timeout_secs),
+        call_id: call_id.to_string(),
+        ..MediaConfig::default()
+    };
+    let pending = match PendingMedia::bind(&deps.ports, media_config) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "no RTP port");
+            let _ = call.reject(503, "No media port available");
+            return Err((503, e.to_string()));
+        }
+    };
+    let session_id = events::now_ms();
+    let local = sdp::LocalMedia::new(deps.media_ip, pending.port(), deps.codecs.clone(), session_id);
+    let (answer, negotiated) = match sdp::answer_offer(offer, &local) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = call.reject(e.sip_status(), "Not Acceptable Here");
+            return Err((e.sip_status(), e.to_string()));
+        }
+    };
+    let media = match pending.start(&negotiated) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = call.reject(500, "Media failure");
+            return Err((500, e.to_string()));
+        }
+    };
+    let dialog = match call.answer(&answer) {
+        Ok(d) => d,
+        Err(e) => return Err((500, e.to_string())),
+    };
+    recorder.record(EventKind::Answered {
+        codec: negotiated.codec.encoding_name().to_string(),
+        model: if fallback { "fallback".into() } else { deps.provider.name().into() },
+    });
+    let mut local = local;
+    local.codecs = vec![negotiated.codec];
+    let call = Call {
+        deps: deps.clone(),
+        recorder,
+        call_id: call_id.to_string(),
+        agent,
+        dialog,
+        media,
+        local,
+        model,
+        commands,
+        state: CallState::Starting,
+    };
+    call.run(actions, fallback).await;
+    Ok(())
+}
+

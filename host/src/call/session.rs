@@ -1,0 +1,584 @@
+//! One call: the task that owns its dialog, media session, agent instance and model session,
+//! and moves audio and events between them. Nothing in here is shared with other calls.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::Instrument;
+
+use super::audio::{decode_from_model, encode_for_model};
+use super::digits::{Collected, DigitCollector};
+use super::events::{CallState, EventKind, Recorder};
+use super::{CallCommand, CallDeps};
+use crate::media::{MediaEvent, MediaSession, NegotiatedMedia, sdp};
+use crate::model::{
+    AudioFormat, Command, ModelEvent, ModelProvider, ModelSession, Role as ModelRole,
+    SessionSettings, ToolSpec,
+};
+use crate::plugins::types::{Action, EndReason, Role, SessionConfig};
+use crate::plugins::{AgentFault, AgentSession};
+use crate::sip::{Dialog, DialogEvent, DialogHandle};
+
+/// Everything a running call owns.
+pub(crate) struct Call {
+    pub deps: Arc<CallDeps>,
+    pub recorder: Recorder,
+    pub call_id: String,
+    pub agent: AgentSession,
+    pub dialog: Dialog,
+    pub media: MediaSession,
+    pub local: sdp::LocalMedia,
+    pub model: ModelSession,
+    pub commands: mpsc::Receiver<CallCommand>,
+    pub state: CallState,
+}
+
+/// Audio formats for the model, given the call's codec: G.711 straight through when the
+/// provider takes it, else PCM at a rate the provider accepts.
+pub(crate) fn model_formats(
+    provider: &dyn ModelProvider,
+    codec: crate::media::Codec,
+) -> (AudioFormat, AudioFormat) {
+    let support = provider.formats();
+    let g711 = match codec {
+        crate::media::Codec::Pcmu => Some(AudioFormat::Pcmu8k),
+        crate::media::Codec::Pcma => Some(AudioFormat::Pcma8k),
+        crate::media::Codec::Opus => None,
+    };
+    let pick = |list: &[AudioFormat]| {
+        g711.filter(|f| list.contains(f)).unwrap_or_else(|| {
+            list.iter()
+                .copied()
+                .filter(|f| matches!(f, AudioFormat::Pcm16 { .. }))
+                .max_by_key(|f| f.sample_rate())
+                .or_else(|| list.first().copied())
+                .unwrap_or(AudioFormat::Pcm16 { rate: 16000 })
+        })
+    };
+    (pick(&support.input), pick(&support.output))
+}
+
+/// The model session settings for an agent's session configuration.
+pub(crate) fn settings_for(
+    config: &SessionConfig,
+    formats: (AudioFormat, AudioFormat),
+) -> SessionSettings {
+    SessionSettings {
+        model: config.model.clone(),
+        instructions: config.instructions.clone(),
+        voice: config.voice.clone(),
+        language: config.language.clone(),
+        tools: config
+            .tools
+            .iter()
+            .map(|t| ToolSpec {
+                name: t.name.clone(),
+                description: t.description.clone(),
+                parameters: serde_json::from_str(&t.parameters)
+                    .unwrap_or_else(|_| serde_json::json!({"type": "object"})),
+            })
+            .collect(),
+        greeting: config.greeting.clone(),
+        input_format: formats.0,
+        output_format: formats.1,
+        turn_detection: Default::default(),
+        input_transcription: true,
+    }
+}
+
+/// Connect to the configured model; on failure fall back to the offline provider saying the
+/// apology, so the caller never hears silence.
+pub(crate) async fn connect_model(
+    deps: &CallDeps,
+    recorder: &Recorder,
+    config: &SessionConfig,
+    codec: crate::media::Codec,
+) -> (ModelSession, bool) {
+    let formats = model_formats(deps.provider.as_ref(), codec);
+    match deps.provider.connect(settings_for(config, formats)).await {
+        Ok(session) => (session, false),
+        Err(e) => {
+            tracing::error!(error = %e, "model connection failed; playing the fallback");
+            recorder.record(EventKind::ModelError {
+                message: e.to_string(),
+            });
+            (connect_fallback(deps, codec).await, true)
+        }
+    }
+}
+
+pub(crate) async fn connect_fallback(deps: &CallDeps, codec: crate::media::Codec) -> ModelSession {
+    let apology = deps.registry.runtime().config().fallback.apology.clone();
+    let config = SessionConfig {
+        instructions: String::new(),
+        greeting: Some(apology),
+        voice: None,
+        language: None,
+        tools: Vec::new(),
+        model: None,
+    };
+    let formats = model_formats(deps.fallback_provider.as_ref(), codec);
+    match deps.fallback_provider.connect(settings_for(&config, formats)).await {
+        Ok(s) => s,
+        Err(e) => {
+            // Without even local synthesis, an empty session keeps the call logic uniform: the
+            // call hangs up at once.
+            tracing::error!(error = %e, "fallback speech unavailable");
+            let (commands, _rx) = mpsc::channel(1);
+            let (_tx, events) = mpsc::channel(1);
+            ModelSession {
+                commands,
+                events,
+                input_format: formats.0,
+                output_format: formats.1,
+            }
+        }
+    }
+}
+
+/// Per-turn latency: caller end of speech → first agent audio packet on the wire.
+#[derive(Default)]
+struct TurnClock {
+    turn: u32,
+    /// Processing time of the last caller frame on its way to the model.
+    last_host_in: Duration,
+    speech_stopped: Option<Instant>,
+    first_model_audio: Option<Instant>,
+    host_in: Duration,
+}
+
+/// An action that waits until queued speech has been played.
+enum Final {
+    Hangup,
+    Transfer(String),
+}
+
+impl Call {
+    fn set_state(&mut self, next: CallState) {
+        if self.state.can_become(next) && self.state != next {
+            self.state = next;
+            self.recorder.record(EventKind::State { state: next });
+        }
+    }
+
+    /// Run the call until it ends. `start_actions` came from on-start; `fallback` means the
+    /// agent or model already failed and the call only plays the apology and hangs up.
+    pub(crate) async fn run(mut self, start_actions: Vec<Action>, fallback: bool) {
+        let span = tracing::info_span!("call", call_id = %self.call_id);
+        async move {
+            self.set_state(CallState::Active);
+            let reason = self.event_loop(start_actions, fallback).await;
+            self.finish(reason).await;
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn event_loop(&mut self, start_actions: Vec<Action>, fallback: bool) -> (EndReason, bool) {
+        let handle = self.dialog.handle();
+        let mut media_events = self.media.take_events().expect("events taken once");
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut collector: Option<DigitCollector> = None;
+        let mut pending_final: Option<(Final, Instant)> = None;
+        let mut responding: u32 = u32::from(true); // the greeting (or apology) comes first
+        let mut current_item: Option<String> = None;
+        let mut dropped_items: HashSet<String> = HashSet::new();
+        let mut clock = TurnClock::default();
+        let mut agent_failed = fallback;
+        let mut transfer_target: Option<String> = None;
+        let drain_limit = Duration::from_secs(self.deps.config.drain_timeout_secs);
+
+        if fallback {
+            pending_final = Some((Final::Hangup, Instant::now() + drain_limit));
+        } else if let Some(f) = self.apply(start_actions, &handle, &mut collector, &mut responding).await {
+            pending_final = Some((f, Instant::now() + drain_limit));
+        }
+
+        loop {
+            let digit_deadline = collector.as_ref().map(DigitCollector::deadline);
+            tokio::select! {
+                ev = self.dialog.recv() => match ev {
+                    Some(DialogEvent::Ended(reason)) => {
+                        tracing::info!(?reason, "far end ended the call");
+                        return match transfer_target.take() {
+                            Some(t) => (EndReason::Transferred(t), false),
+                            None => (EndReason::CallerHangup, false),
+                        };
+                    }
+                    Some(DialogEvent::Dtmf { digit, duration_ms: _ }) => {
+                        self.on_digit(digit, "sip-info", &handle, &mut collector, &mut responding, &mut pending_final, &mut agent_failed, &mut current_item, &mut dropped_items).await;
+                    }
+                    Some(DialogEvent::Reinvite(req)) => self.on_reinvite(req),
+                    Some(DialogEvent::TransferRequested { target, .. }) => {
+                        // Calls are not bridged by this host; the far end hears the refusal.
+                        tracing::warn!(%target, "REFER from the far end is not carried out in agent calls");
+                        let _ = handle.report_transfer(603, "Decline").await;
+                    }
+                    Some(DialogEvent::TransferProgress { code, reason }) => {
+                        self.recorder.record(EventKind::Transfer { target: transfer_target.clone().unwrap_or_default(), status: "progress".into(), detail: format!("{code} {reason}") });
+                    }
+                    Some(DialogEvent::TransferOutcome { code, reason, success }) => {
+                        let target = transfer_target.clone().unwrap_or_default();
+                        self.recorder.record(EventKind::Transfer { target: target.clone(), status: if success { "completed" } else { "failed" }.into(), detail: format!("{code} {reason}") });
+                        if success {
+                            let _ = self.agent.transfer_result(&target, Ok(())).await;
+                            let _ = handle.hangup().await;
+                            return (EndReason::Transferred(target), false);
+                        }
+                        transfer_target = None;
+                        self.set_state(CallState::Active);
+                        let actions = self.agent.transfer_result(&target, Err(format!("{code} {reason}"))).await;
+                        if let Some(f) = self.after_hook(actions, &handle, &mut collector, &mut responding, &mut agent_failed).await {
+                            pending_final = Some((f, Instant::now() + drain_limit));
+                        }
+                    }
+                    None => return (EndReason::Failed("signalling ended".into()), true),
+                },
+                ev = media_events.recv() => match ev {
+                    Some(MediaEvent::Audio(frame)) => {
+                        let t = Instant::now();
+                        let bytes = encode_for_model(&frame.samples, self.model.input_format);
+                        // A closed model session shows up as its Closed event; nothing to do here.
+                        let _ = self.model.commands.try_send(Command::Audio(bytes));
+                        clock.last_host_in = t.elapsed();
+                    }
+                    Some(MediaEvent::Dtmf(ev)) => {
+                        self.on_digit(ev.digit, "rfc4733", &handle, &mut collector, &mut responding, &mut pending_final, &mut agent_failed, &mut current_item, &mut dropped_items).await;
+                    }
+                    Some(MediaEvent::Timeout { silent_for }) => {
+                        tracing::warn!(?silent_for, "no media; ending the call");
+                        let _ = handle.hangup().await;
+                        return (EndReason::Timeout, false);
+                    }
+                    Some(MediaEvent::Stats(_)) => {}
+                    None => return (EndReason::Failed("media ended".into()), true),
+                },
+                ev = self.model.events.recv() => match ev {
+                    Some(ModelEvent::Audio { item_id, data, format }) => {
+                        if dropped_items.contains(&item_id) {
+                            continue;
+                        }
+                        if current_item.as_deref() != Some(item_id.as_str()) {
+                            current_item = Some(item_id);
+                            self.media.mark_playout();
+                            if clock.speech_stopped.is_some() && clock.first_model_audio.is_none() {
+                                clock.first_model_audio = Some(Instant::now());
+                                clock.host_in = clock.last_host_in;
+                            }
+                        }
+                        let pcm = decode_from_model(&data, format);
+                        if let Err(e) = self.media.queue_audio(&pcm, format.sample_rate()) {
+                            tracing::warn!(error = %e, "queueing agent audio failed");
+                        }
+                    }
+                    Some(ModelEvent::SpeechStarted { .. }) => {
+                        self.recorder.record(EventKind::SpeechStarted);
+                        self.barge_in(&mut current_item, &mut dropped_items).await;
+                    }
+                    Some(ModelEvent::SpeechStopped { .. }) => {
+                        self.recorder.record(EventKind::SpeechStopped);
+                        clock.speech_stopped = Some(Instant::now());
+                        clock.first_model_audio = None;
+                    }
+                    Some(ModelEvent::Transcript { role, text, is_final, .. }) => {
+                        if is_final && !text.trim().is_empty() {
+                            let role = match role { ModelRole::Caller => Role::Caller, ModelRole::Agent => Role::Agent };
+                            self.recorder.record(EventKind::Transcript { role, text: text.clone() });
+                            if !agent_failed {
+                                let actions = self.agent.transcript(role, &text, true).await;
+                                if let Some(f) = self.after_hook(actions, &handle, &mut collector, &mut responding, &mut agent_failed).await {
+                                    pending_final = Some((f, Instant::now() + drain_limit));
+                                }
+                            }
+                        }
+                    }
+                    Some(ModelEvent::ToolCall { call_id, name, arguments }) => {
+                        self.recorder.record(EventKind::ToolCall { call_id: call_id.clone(), name: name.clone(), arguments: arguments.clone() });
+                        let (ok, output, actions) = if agent_failed {
+                            (false, "the agent is unavailable".to_string(), Vec::new())
+                        } else {
+                            match self.agent.tool_call(&name, &arguments).await {
+                                Ok(out) => match out.result {
+                                    Ok(s) => (true, s, out.actions),
+                                    Err(e) => (false, e, out.actions),
+                                },
+                                Err(fault) => {
+                                    let fallback = self.fault(fault, &mut agent_failed);
+                                    (false, "the tool failed".to_string(), fallback)
+                                }
+                            }
+                        };
+                        self.recorder.record(EventKind::ToolResult { call_id: call_id.clone(), ok, output: output.clone() });
+                        let output = if ok { output } else { serde_json::json!({ "error": output }).to_string() };
+                        let _ = self.model.send(Command::ToolResult { call_id, output }).await;
+                        if let Some(f) = self.apply(actions, &handle, &mut collector, &mut responding).await {
+                            pending_final = Some((f, Instant::now() + drain_limit));
+                        }
+                    }
+                    Some(ModelEvent::Usage(u)) => {
+                        self.recorder.record(EventKind::Usage { input_tokens: u.input_tokens, output_tokens: u.output_tokens });
+                    }
+                    Some(ModelEvent::ResponseDone { .. }) => responding = responding.saturating_sub(1),
+                    Some(ModelEvent::GoingAway { .. }) => {}
+                    Some(ModelEvent::Error(e)) => {
+                        self.recorder.record(EventKind::ModelError { message: e.to_string() });
+                    }
+                    Some(ModelEvent::Closed(reason)) => {
+                        if pending_final.is_some() || fallback {
+                            // The call is ending anyway (or only played an apology).
+                            let _ = handle.hangup().await;
+                            return (EndReason::AgentHangup, false);
+                        }
+                        tracing::error!(?reason, "model session closed mid-call; playing the fallback");
+                        self.recorder.record(EventKind::ModelError { message: format!("model session closed: {reason:?}") });
+                        self.model = connect_fallback(&self.deps, self.media_codec()).await;
+                        responding = 1;
+                        pending_final = Some((Final::Hangup, Instant::now() + drain_limit));
+                    }
+                    None => {
+                        let _ = handle.hangup().await;
+                        return (EndReason::Failed("model session ended".into()), true);
+                    }
+                },
+                cmd = self.commands.recv() => match cmd {
+                    Some(CallCommand::Hangup) => {
+                        let _ = handle.hangup().await;
+                        return (EndReason::AgentHangup, false);
+                    }
+                    Some(CallCommand::Transfer(target)) => {
+                        match self.start_transfer(&handle, &target).await {
+                            Ok(()) => transfer_target = Some(target),
+                            Err(e) => tracing::warn!(error = %e, "transfer refused"),
+                        }
+                    }
+                    Some(CallCommand::Cancelled) | None => {
+                        return (EndReason::CallerHangup, false);
+                    }
+                },
+                _ = tick.tick() => {
+                    if let (Some(stopped), Some(first)) = (clock.speech_stopped, clock.first_model_audio)
+                        && self.media.played_ms() > 0
+                    {
+                        let now = Instant::now();
+                        clock.turn += 1;
+                        let model_ms = first.duration_since(stopped).as_secs_f64() * 1000.0;
+                        let host_out_ms = now.duration_since(first).as_secs_f64() * 1000.0;
+                        let host_in_ms = clock.host_in.as_secs_f64() * 1000.0;
+                        self.recorder.record(EventKind::TurnLatency { turn: clock.turn, host_in_ms, model_ms, host_out_ms, total_ms: host_in_ms + model_ms + host_out_ms });
+                        clock.speech_stopped = None;
+                        clock.first_model_audio = None;
+                    }
+                    if let Some(deadline) = digit_deadline
+                        && Instant::now() >= deadline
+                        && let Some(c) = collector.take()
+                    {
+                        let digits = c.expire();
+                        if let Some(f) = self.deliver_digits(&digits, &handle, &mut collector, &mut responding, &mut agent_failed).await {
+                            pending_final = Some((f, Instant::now() + drain_limit));
+                        }
+                    }
+                    if let Some((_, deadline)) = &pending_final {
+                        let drained = responding == 0 && self.media.queued_ms() == 0;
+                        if drained || Instant::now() >= *deadline {
+                            let (action, _) = pending_final.take().expect("checked");
+                            match action {
+                                Final::Hangup => {
+                                    let _ = handle.hangup().await;
+                                    return (if agent_failed && fallback { EndReason::Failed("agent failed".into()) } else { EndReason::AgentHangup }, false);
+                                }
+                                Final::Transfer(target) => match self.start_transfer(&handle, &target).await {
+                                    Ok(()) => transfer_target = Some(target),
+                                    Err(e) => {
+                                        let actions = self.agent.transfer_result(&target, Err(e.to_string())).await;
+                                        if let Some(f) = self.after_hook(actions, &handle, &mut collector, &mut responding, &mut agent_failed).await {
+                                            pending_final = Some((f, Instant::now() + drain_limit));
+                                        }
+                                    }
+                                },
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn media_codec(&self) -> crate::media::Codec {
+        self.local.codecs.first().copied().unwrap_or(crate::media::Codec::Pcmu)
+    }
+
+    async fn start_transfer(&mut self, handle: &DialogHandle, target: &str) -> Result<(), crate::sip::SipError> {
+        self.set_state(CallState::Transferring);
+        self.recorder.record(EventKind::Transfer { target: target.into(), status: "requested".into(), detail: String::new() });
+        let result = handle.refer(target).await;
+        if let Err(e) = &result {
+            self.recorder.record(EventKind::Transfer { target: target.into(), status: "failed".into(), detail: e.to_string() });
+            self.set_state(CallState::Active);
+        }
+        result
+    }
+
+    /// Stop agent audio at once, tell the model how much was heard, drop the rest.
+    async fn barge_in(&mut self, current_item: &mut Option<String>, dropped: &mut HashSet<String>) {
+        if self.media.queued_ms() == 0 && current_item.is_none() {
+            return;
+        }
+        let report = self.media.flush_playout();
+        self.recorder.record(EventKind::BargeIn { played_ms: report.played_ms, discarded_ms: report.discarded_ms });
+        if let Some(item) = current_item.take() {
+            let _ = self.model.send(Command::Truncate { item_id: item.clone(), audio_end_ms: report.played_ms }).await;
+            dropped.insert(item);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn on_digit(
+        &mut self,
+        digit: char,
+        source: &str,
+        handle: &DialogHandle,
+        collector: &mut Option<DigitCollector>,
+        responding: &mut u32,
+        pending_final: &mut Option<(Final, Instant)>,
+        agent_failed: &mut bool,
+        current_item: &mut Option<String>,
+        dropped: &mut HashSet<String>,
+    ) {
+        self.recorder.record(EventKind::Dtmf { digits: digit.to_string(), source: source.into() });
+        if *agent_failed || pending_final.is_some() {
+            return;
+        }
+        // A key press interrupts the prompt being played, as callers expect of menus.
+        self.barge_in(current_item, dropped).await;
+        let digits = match collector.as_mut() {
+            Some(c) => match c.press(digit, Instant::now()) {
+                Collected::More => return,
+                Collected::Done(d) => {
+                    *collector = None;
+                    d
+                }
+            },
+            None => digit.to_string(),
+        };
+        if let Some(f) = self.deliver_digits(&digits, handle, collector, responding, agent_failed).await {
+            *pending_final = Some((f, Instant::now() + Duration::from_secs(self.deps.config.drain_timeout_secs)));
+        }
+    }
+
+    async fn deliver_digits(
+        &mut self,
+        digits: &str,
+        handle: &DialogHandle,
+        collector: &mut Option<DigitCollector>,
+        responding: &mut u32,
+        agent_failed: &mut bool,
+    ) -> Option<Final> {
+        let actions = self.agent.dtmf(digits).await;
+        self.after_hook(actions, handle, collector, responding, agent_failed).await
+    }
+
+    fn fault(&mut self, fault: AgentFault, agent_failed: &mut bool) -> Vec<Action> {
+        self.recorder.record(EventKind::AgentFault { fault });
+        *agent_failed = true;
+        self.deps.registry.runtime().fallback_actions()
+    }
+
+    async fn after_hook(
+        &mut self,
+        result: Result<Vec<Action>, AgentFault>,
+        handle: &DialogHandle,
+        collector: &mut Option<DigitCollector>,
+        responding: &mut u32,
+        agent_failed: &mut bool,
+    ) -> Option<Final> {
+        let actions = match result {
+            Ok(a) => a,
+            Err(fault) => self.fault(fault, agent_failed),
+        };
+        self.apply(actions, handle, collector, responding).await
+    }
+
+    /// Carry out agent actions in order. Hang-up and transfer wait for queued speech; anything
+    /// after them is ignored.
+    async fn apply(
+        &mut self,
+        actions: Vec<Action>,
+        _handle: &DialogHandle,
+        collector: &mut Option<DigitCollector>,
+        responding: &mut u32,
+    ) -> Option<Final> {
+        if actions.is_empty() {
+            return None;
+        }
+        self.recorder.record(EventKind::Actions { hook: "agent".into(), actions: actions.clone() });
+        for action in actions {
+            match action {
+                Action::Say(text) => {
+                    *responding += 1;
+                    let _ = self.model.send(Command::Say(text)).await;
+                }
+                Action::Play(name) => tracing::warn!(asset = %name, "audio assets are not supported yet; skipping"),
+                Action::SendDtmf(digits) => {
+                    if let Err(e) = self.media.send_dtmf(&digits, 100) {
+                        tracing::warn!(error = %e, "sending DTMF failed");
+                    }
+                }
+                Action::CollectDigits(request) => {
+                    if let Some(prompt) = &request.prompt {
+                        *responding += 1;
+                        let _ = self.model.send(Command::Say(prompt.clone())).await;
+                    }
+                    *collector = Some(DigitCollector::new(&request, Instant::now()));
+                }
+                Action::Hangup => return Some(Final::Hangup),
+                Action::Transfer(target) => return Some(Final::Transfer(target)),
+            }
+        }
+        None
+    }
+
+    fn on_reinvite(&mut self, req: crate::sip::ReinviteRequest) {
+        let Some(offer) = req.remote_sdp.clone() else {
+            req.accept(sdp::create_offer(&self.local));
+            return;
+        };
+        self.local.session_version += 1;
+        match sdp::answer_offer(&offer, &self.local) {
+            Ok((answer, negotiated)) => {
+                self.apply_media(&negotiated);
+                req.accept(answer);
+            }
+            Err(e) => req.reject(e.sip_status()),
+        }
+    }
+
+    fn apply_media(&mut self, negotiated: &NegotiatedMedia) {
+        if let Err(e) = self.media.update(negotiated) {
+            tracing::warn!(error = %e, "applying the re-INVITE to media failed");
+        }
+    }
+
+    async fn finish(mut self, (reason, abnormal): (EndReason, bool)) {
+        self.set_state(CallState::Ending);
+        if let Err(fault) = self.agent.end(&reason).await {
+            self.recorder.record(EventKind::AgentFault { fault });
+        }
+        let _ = self.model.commands.try_send(Command::Close);
+        let stats = self.media.close().await;
+        tracing::info!(?reason, ?stats, "call ended");
+        let text = match &reason {
+            EndReason::CallerHangup => "caller-hangup".to_string(),
+            EndReason::AgentHangup => "agent-hangup".to_string(),
+            EndReason::Transferred(t) => format!("transferred to {t}"),
+            EndReason::Timeout => "timeout".to_string(),
+            EndReason::Failed(why) => format!("failed: {why}"),
+        };
+        self.recorder.record(EventKind::Ended { reason: text, abnormal });
+        self.set_state(CallState::Ended);
+        self.deps.forget(&self.call_id);
+    }
+}
