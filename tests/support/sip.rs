@@ -309,6 +309,8 @@ pub struct RawClient {
     pub local: SocketAddr,
     target: SocketAddr,
     buf: Vec<u8>,
+    /// The last response `response_for` matched (for diagnostics).
+    pub last_response: Option<String>,
 }
 
 impl RawClient {
@@ -321,6 +323,7 @@ impl RawClient {
             local,
             target,
             buf: Vec::new(),
+            last_response: None,
         }
     }
 
@@ -333,6 +336,7 @@ impl RawClient {
             local,
             target,
             buf: Vec::new(),
+            last_response: None,
         }
     }
 
@@ -389,7 +393,9 @@ impl RawClient {
                 continue;
             }
             if call_id.is_empty() || msg.contains(call_id) {
-                return msg.get(8..11)?.parse().ok();
+                let code = msg.get(8..11)?.parse().ok();
+                self.last_response = Some(msg);
+                return code;
             }
         }
         None

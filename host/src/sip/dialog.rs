@@ -259,6 +259,9 @@ pub(crate) struct Pump {
 impl Pump {
     pub(crate) async fn run(mut self, mut states: DialogStateReceiver) {
         let call_id = self.handle.call_id().to_string();
+        // Only established dialogs are removed here; an unanswered one is removed by whoever
+        // drives its INVITE transaction, once that transaction has sent its final response.
+        let mut established = false;
         while let Some(state) = states.recv().await {
             match state {
                 DialogState::Early(_, resp) => {

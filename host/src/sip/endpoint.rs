@@ -282,6 +282,9 @@ impl SipEndpoint {
             }
             debug!("SIP dispatcher stopped");
         });
+        if let Some(tcp) = local.tcp {
+            wait_tcp_listening(tcp).await;
+        }
         info!(udp = ?local.udp, tcp = ?local.tcp, "SIP endpoint listening");
 
         for account in shared.cfg.accounts.clone() {
@@ -355,6 +358,19 @@ impl SipEndpoint {
         self.shared.cancel.cancel();
         info!("SIP endpoint shut down");
     }
+}
+
+/// The stack binds its TCP listener inside `serve`; wait (bounded) until it has, so
+/// callers can connect as soon as `start` returns.
+async fn wait_tcp_listening(addr: SocketAddr) {
+    for _ in 0..100 {
+        // A connect (closed at once) rather than a probe bind, which could steal the port.
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    warn!(%addr, "TCP listener not bound after 1 s");
 }
 
 async fn dispatch_transaction(shared: Arc<Shared>, mut tx: Transaction) {

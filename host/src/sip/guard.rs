@@ -166,6 +166,12 @@ impl rsipstack::platform::net::UdpSocket for GuardedUdpSocket {
 
 /// Why a parsed request cannot be processed, as a status code and reason.
 pub(crate) fn check_request(req: &Request) -> Option<(u16, &'static str)> {
+    if req.version != rsipstack::sip::Version::V2 {
+        return Some((505, "Version Not Supported"));
+    }
+    if req.headers.iter().any(|h| h.value().contains('\0')) {
+        return Some((400, "NUL In Header"));
+    }
     if req.call_id_header().is_err() {
         return Some((400, "Missing Call-ID"));
     }
@@ -218,7 +224,7 @@ pub(crate) fn stateless_response(req: &Request, code: u16, user_agent: &str) -> 
     Response {
         status_code: StatusCode::from(code),
         wire_reason: None,
-        version: req.version,
+        version: rsipstack::sip::Version::V2,
         headers: headers.into(),
         body: Vec::new(),
     }

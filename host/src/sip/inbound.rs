@@ -227,6 +227,10 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
             .await;
         }
     }
+    if tx.original.contact_header().is_err() {
+        info!(%call_id, "INVITE without Contact; 400");
+        return refuse(&mut tx, StatusCode::BadRequest, vec![]).await;
+    }
     let body = (!tx.original.body.is_empty())
         .then(|| String::from_utf8_lossy(&tx.original.body).into_owned());
     if let Some(body) = &body {
@@ -345,5 +349,8 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
     let mut dialog = dialog;
     if let Err(e) = dialog.handle(&mut tx).await {
         debug!(%call_id, error = %e, "INVITE transaction ended with error");
+    }
+    if dialog.state().is_terminated() {
+        shared.layer.remove_dialog(&dialog.id());
     }
 }
