@@ -295,13 +295,13 @@ impl Pump {
                         f();
                     }
                     self.events.send(DialogEvent::Ended(reason)).ok();
-                    self.layer.remove_dialog(&id);
+                    if established {
+                        self.layer.remove_dialog(&id);
+                    }
                     break;
                 }
-                DialogState::Calling(_)
-                | DialogState::Trying(_)
-                | DialogState::WaitAck(_, _)
-                | DialogState::Confirmed(_, _) => {}
+                DialogState::WaitAck(_, _) | DialogState::Confirmed(_, _) => established = true,
+                DialogState::Calling(_) | DialogState::Trying(_) => {}
             }
         }
         drop(self.slot.take());
