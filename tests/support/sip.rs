@@ -503,7 +503,14 @@ impl Kamailio {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut c = RawClient::udp(k.addr()).await;
         while Instant::now() < deadline {
-            if c.options().await.is_some() {
+            let call_id = format!("kam-up-{}", fastrand_u64());
+            let msg = request("OPTIONS", &call_id, c.local, "UDP", "", "").replacen(
+                "sip:1000@127.0.0.1",
+                &format!("sip:127.0.0.1:{port}"),
+                1,
+            );
+            c.send(msg.as_bytes()).await;
+            if c.response_for(&call_id, Duration::from_millis(500)).await == Some(200) {
                 return k;
             }
         }
@@ -583,15 +590,18 @@ request_route {
     if (is_method("OPTIONS") && uri==myself && $rU==$null) { sl_send_reply("200", "OK"); exit; }
     if (is_method("REGISTER")) {
         if (!pv_www_authenticate("$td", "$sht(users=>$tU)", "0")) {
+            xlog("L_NOTICE", "CHALLENGE 401 $rm $tU\n");
             www_challenge("$td", "1");
             exit;
         }
         consume_credentials();
+        xlog("L_NOTICE", "REGISTERED $tU expires $hdr(Expires)\n");
         save("location");
         exit;
     }
     if (is_method("INVITE|REFER") && $sht(users=>$fU) != $null) {
         if (!pv_proxy_authenticate("$fd", "$sht(users=>$fU)", "0")) {
+            xlog("L_NOTICE", "CHALLENGE 407 $rm $fU\n");
             proxy_challenge("$fd", "1");
             exit;
         }

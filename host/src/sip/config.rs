@@ -172,6 +172,9 @@ pub struct AccountConfig {
     /// CRLF keep-alive period towards the registrar over UDP (NAT pinholes); 0 disables.
     #[serde(default = "default_keepalive")]
     pub keepalive_secs: u64,
+    /// A REGISTER without a final response within this many seconds counts as failed.
+    #[serde(default = "default_register_timeout")]
+    pub timeout_secs: u64,
 }
 
 fn default_expires() -> u32 {
@@ -185,6 +188,9 @@ fn default_backoff_max() -> u64 {
 }
 fn default_keepalive() -> u64 {
     25
+}
+fn default_register_timeout() -> u64 {
+    8
 }
 
 #[cfg(test)]

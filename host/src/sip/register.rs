@@ -15,8 +15,8 @@ use super::config::{AccountConfig, Transport};
 use super::endpoint::{Shared, SipEvent};
 use super::error::SipError;
 
-/// How long one REGISTER may take (challenge round trip included) before it counts as failed.
-const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the final unregister may take at shutdown.
+const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Registration state of one account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -81,9 +81,11 @@ pub(crate) struct Unregister {
 impl Unregister {
     pub(crate) async fn run(self, shared: &Shared) {
         let mut reg = self.reg.lock().await;
-        let result =
-            tokio::time::timeout(REGISTER_TIMEOUT, reg.register(self.server.clone(), Some(0)))
-                .await;
+        let result = tokio::time::timeout(
+            UNREGISTER_TIMEOUT,
+            reg.register(self.server.clone(), Some(0)),
+        )
+        .await;
         match result {
             Ok(Ok(resp)) if resp.status_code.kind() == StatusCodeKind::Successful => {
                 info!(account = %self.account, "unregistered")
@@ -191,13 +193,14 @@ async fn run(
 ) {
     let base = Duration::from_secs(acc.backoff_base_secs.max(1));
     let max = Duration::from_secs(acc.backoff_max_secs.max(acc.backoff_base_secs.max(1)));
+    let timeout = Duration::from_secs(acc.timeout_secs.max(1));
     let mut failures = 0u32;
     loop {
         let result = {
             let mut reg = reg.lock().await;
             tokio::select! {
                 _ = shared.reg_cancel.cancelled() => return,
-                r = tokio::time::timeout(REGISTER_TIMEOUT, reg.register(server.clone(), Some(acc.expires))) => {
+                r = tokio::time::timeout(timeout, reg.register(server.clone(), Some(acc.expires))) => {
                     match r {
                         Ok(Ok(resp)) => Ok(Ok((resp, reg.granted_expires))),
                         Ok(Err(e)) => Ok(Err(e.to_string())),
@@ -216,10 +219,7 @@ async fn run(
                 resp.reason_phrase().unwrap_or_default()
             )),
             Ok(Err(e)) => Err(format!("transport/transaction error: {e}")),
-            Err(_) => Err(format!(
-                "no final response within {}s",
-                REGISTER_TIMEOUT.as_secs()
-            )),
+            Err(_) => Err(format!("no final response within {}s", timeout.as_secs())),
         };
         let wait = match outcome {
             Ok(granted) => {
