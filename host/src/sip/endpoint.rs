@@ -235,6 +235,7 @@ impl SipEndpoint {
                 Method::Notify,
                 Method::Update,
             ])
+            .with_inspector(Box::new(super::compat::DigestCompat))
             .with_transport_inspector(Box::new(SanityInspector {
                 user_agent: cfg.user_agent.clone(),
                 scanners,

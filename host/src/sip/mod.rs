@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+mod compat;
 mod config;
 mod dialog;
 mod endpoint;
