@@ -315,7 +315,12 @@ pub struct RawClient {
 
 impl RawClient {
     pub async fn udp(target: SocketAddr) -> RawClient {
-        let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        Self::udp_from("127.0.0.1:0", target).await
+    }
+
+    /// A UDP client bound to `bind` (e.g. `127.0.0.2:0` to be another source address).
+    pub async fn udp_from(bind: &str, target: SocketAddr) -> RawClient {
+        let s = tokio::net::UdpSocket::bind(bind).await.unwrap();
         let local = s.local_addr().unwrap();
         RawClient {
             udp: Some(s),
@@ -389,7 +394,8 @@ impl RawClient {
             let msg = self
                 .recv(deadline.saturating_duration_since(Instant::now()))
                 .await?;
-            if !msg.starts_with("SIP/2.0 ") || msg.starts_with("SIP/2.0 100 ") {
+            // Final responses only.
+            if !msg.starts_with("SIP/2.0 ") || msg.starts_with("SIP/2.0 1") {
                 continue;
             }
             if call_id.is_empty() || msg.contains(call_id) {

@@ -188,33 +188,20 @@ impl SipEndpoint {
                 addr,
                 reason: e,
             };
-            // With port 0, prefer UDP's port so one host:port serves both transports; the
-            // stack needs a concrete port up front to advertise it.
-            let same_as_udp = local
+            // With port 0, prefer UDP's port so one host:port serves both transports. The
+            // stack binds lazily inside `serve`, so the port is probed here (a small race we
+            // accept) and the bound address is ours, not `get_addr()`, which is the external one.
+            let probe = |a: SocketAddr| std::net::TcpListener::bind(a).and_then(|l| l.local_addr());
+            let bound = match local
                 .udp
-                .filter(|u| addr.port() == 0 && u.ip() == addr.ip());
-            let conn = match same_as_udp {
-                Some(u) => TcpListenerConnection::new(u, external(u)).await.ok(),
-                None => None,
+                .filter(|u| addr.port() == 0 && u.ip() == addr.ip())
+            {
+                Some(u) if probe(u).is_ok() => u,
+                _ if addr.port() == 0 => probe(addr).map_err(|e| bind_err(e.to_string()))?,
+                _ => addr,
             };
-            let conn = match conn {
-                Some(c) => c,
-                None => {
-                    let addr = if addr.port() == 0 {
-                        let probe = std::net::TcpListener::bind(addr)
-                            .map_err(|e| bind_err(e.to_string()))?;
-                        probe.local_addr().map_err(|e| bind_err(e.to_string()))?
-                    } else {
-                        addr
-                    };
-                    TcpListenerConnection::new(addr, external(addr))
-                        .await
-                        .map_err(|e| bind_err(e.to_string()))?
-                }
-            };
-            let bound = conn
-                .get_addr()
-                .get_socketaddr()
+            let conn = TcpListenerConnection::new(bound, external(bound))
+                .await
                 .map_err(|e| bind_err(e.to_string()))?;
             transport_layer.add_transport(conn.into());
             local.tcp = Some(bound);
@@ -366,7 +353,8 @@ impl SipEndpoint {
 async fn wait_tcp_listening(addr: SocketAddr) {
     for _ in 0..100 {
         // A connect (closed at once) rather than a probe bind, which could steal the port.
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+        let connect = tokio::net::TcpStream::connect(addr);
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), connect).await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
