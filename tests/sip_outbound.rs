@@ -178,6 +178,52 @@ async fn ring_timeout_sends_cancel_and_reports_no_answer() {
     ep.shutdown().await;
 }
 
+#[tokio::test]
+async fn caller_cancel_before_answer_reports_cancelled() {
+    if !require("sipp") {
+        return;
+    }
+    let ep = endpoint().await;
+    let dir = tempdir("sipp-cancel-out");
+    let port = free_port();
+    let scen = scenario("uas_ring_cancel.xml");
+    let mut sipp = spawn_sipp(
+        dir.path(),
+        &[
+            "-sf",
+            scen.to_str().unwrap(),
+            "-p",
+            &port.to_string(),
+            "-m",
+            "1",
+            "-timeout",
+            "20s",
+            "-timeout_error",
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut call = ep
+        .place_call(call_to(format!("sip:ring@127.0.0.1:{port}")))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), call.next())
+        .await
+        .unwrap();
+    assert!(matches!(first, Some(CallProgress::Ringing)), "{first:?}");
+    call.cancel();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), call.outcome())
+        .await
+        .unwrap();
+    assert!(matches!(outcome, CallOutcome::Cancelled), "{outcome:?}");
+    assert_eq!(
+        sipp.wait(Duration::from_secs(10)).await,
+        Some(0),
+        "sipp: {}",
+        sipp_errors(dir.path())
+    );
+    ep.shutdown().await;
+}
+
 /// Minimal scripted UAS on two sockets: `main` (where INVITEs arrive, and the Contact) and
 /// `proxy` (the Record-Route target, where ACK and BYE must arrive).
 struct FakeUas {
