@@ -208,24 +208,22 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
     if let Some(user) = &scope.policy.digest
         && !digest_ok(&shared, &tx, user)
     {
-        {
-            let nonce = shared
-                .nonces
-                .lock()
-                .map(|mut n| n.issue(Instant::now()))
-                .unwrap_or_default();
-            let challenge = format!(
-                "Digest realm=\"{}\", nonce=\"{nonce}\", algorithm=MD5, qop=\"auth\"",
-                user.realm
-            );
-            debug!(%call_id, scope = %scope.name, "INVITE challenged");
-            return refuse(
-                &mut tx,
-                StatusCode::Unauthorized,
-                vec![Header::WwwAuthenticate(challenge.into())],
-            )
-            .await;
-        }
+        let nonce = shared
+            .nonces
+            .lock()
+            .map(|mut n| n.issue(Instant::now()))
+            .unwrap_or_default();
+        let challenge = format!(
+            "Digest realm=\"{}\", nonce=\"{nonce}\", algorithm=MD5, qop=\"auth\"",
+            user.realm
+        );
+        debug!(%call_id, scope = %scope.name, "INVITE challenged");
+        return refuse(
+            &mut tx,
+            StatusCode::Unauthorized,
+            vec![Header::WwwAuthenticate(challenge.into())],
+        )
+        .await;
     }
     if tx.original.contact_header().is_err() {
         info!(%call_id, "INVITE without Contact; 400");
