@@ -260,3 +260,57 @@ async fn registration_backs_off_while_registrar_down_then_registers_and_refreshe
     assert!(wait_ul(&kam, "agent", true, Duration::from_secs(2)).await);
     ep.shutdown().await;
 }
+
+#[tokio::test]
+async fn tcp_registration_recovers_after_registrar_restart() {
+    if !require("kamailio") || !require("kamcmd") {
+        return;
+    }
+    let kport = free_port();
+    let kam = Kamailio::start(kport).await;
+    let mut cfg = test_config();
+    let mut acc = account(kport, 4);
+    acc.transport = Transport::Tcp;
+    cfg.accounts = vec![acc];
+    let (ep, mut events) = SipEndpoint::start(cfg).await.unwrap();
+    assert!(
+        wait_registered(&ep, Duration::from_secs(10)).await,
+        "{:?}\n{}",
+        ep.registrations(),
+        kam.log()
+    );
+    assert!(wait_ul(&kam, "agent", true, Duration::from_secs(3)).await);
+    assert!(
+        kam.ul_dump().to_ascii_lowercase().contains("transport=tcp"),
+        "{}",
+        kam.ul_dump()
+    );
+
+    // Registrar goes away: the connection breaks and refreshes fail.
+    drop(kam);
+    let mut saw_failing = false;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !saw_failing && Instant::now() < deadline {
+        if let Ok(Some(SipEvent::Registration(s))) =
+            tokio::time::timeout(Duration::from_secs(1), events.recv()).await
+        {
+            saw_failing = s.state == RegistrationState::Failing;
+        }
+    }
+    assert!(saw_failing, "{:?}", ep.registrations());
+
+    // It comes back on the same port: a new connection, registered again.
+    let kam = Kamailio::start(kport).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut registered = false;
+    while !registered && Instant::now() < deadline {
+        if let Ok(Some(SipEvent::Registration(s))) =
+            tokio::time::timeout(Duration::from_secs(1), events.recv()).await
+        {
+            registered = s.state == RegistrationState::Registered;
+        }
+    }
+    assert!(registered, "{:?}\n{}", ep.registrations(), kam.log());
+    assert!(wait_ul(&kam, "agent", true, Duration::from_secs(3)).await);
+    ep.shutdown().await;
+}

@@ -68,7 +68,8 @@ pub fn test_config() -> SipConfig {
     }
 }
 
-/// A child process killed (and reaped) when dropped.
+/// A child process, in its own process group, killed with all its descendants (kamailio
+/// forks workers; tshark runs dumpcap) and reaped when dropped.
 pub struct Proc {
     pub name: String,
     child: Child,
@@ -76,8 +77,10 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        use std::os::unix::process::CommandExt;
         let child = cmd
             .stdin(Stdio::null())
+            .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         Proc {
@@ -94,8 +97,7 @@ impl Proc {
                 return Some(status.code().unwrap_or(-1));
             }
             if Instant::now() > deadline {
-                self.child.kill().ok();
-                self.child.wait().ok();
+                self.kill_group();
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -105,14 +107,23 @@ impl Proc {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// SIGKILL to the whole process group (the child is its leader), then reap.
+    fn kill_group(&mut self) {
+        Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status()
+            .ok();
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.child.kill().ok();
-        }
-        self.child.wait().ok();
+        // Even an exited leader may have left workers in its group.
+        self.kill_group();
     }
 }
 
