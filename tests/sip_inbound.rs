@@ -134,3 +134,47 @@ async fn options_answered_with_allow() {
     assert_eq!(t.options().await, Some(200));
     ep.shutdown().await;
 }
+
+#[tokio::test]
+async fn early_media_then_dropped_call_is_refused_with_480() {
+    use switchboard::sip::SipEvent;
+    let (ep, mut events) = SipEndpoint::start(test_config()).await.unwrap();
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            if let SipEvent::IncomingCall(call) = ev {
+                call.early_media(&canned_sdp("sendrecv")).unwrap();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                drop(call); // the consumer lost interest without deciding
+            }
+        }
+    });
+    let mut c = RawClient::udp(ep.local_addrs().udp.unwrap()).await;
+    c.send(
+        request(
+            "INVITE",
+            "drop-1",
+            c.local,
+            "UDP",
+            "",
+            &canned_sdp("sendrecv"),
+        )
+        .as_bytes(),
+    )
+    .await;
+    let mut saw_183 = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut final_code = None;
+    while std::time::Instant::now() < deadline && final_code.is_none() {
+        let Some(msg) = c.recv(Duration::from_secs(1)).await else {
+            continue;
+        };
+        if msg.starts_with("SIP/2.0 183") {
+            saw_183 = msg.contains("m=audio") && msg.contains("Content-Type: application/sdp");
+        } else if msg.starts_with("SIP/2.0 4") {
+            final_code = msg.get(8..11).map(str::to_string);
+        }
+    }
+    assert!(saw_183, "183 with SDP expected");
+    assert_eq!(final_code.as_deref(), Some("480"));
+    ep.shutdown().await;
+}
