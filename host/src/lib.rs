@@ -9,3 +9,4 @@ pub mod config;
 pub mod media;
 pub mod model;
 pub mod plugins;
+pub mod sip;

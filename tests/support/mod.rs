@@ -6,3 +6,4 @@ pub mod fake_openai;
 pub mod media;
 pub mod model_audio;
 pub mod model_tls;
+pub mod sip;

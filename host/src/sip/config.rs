@@ -1,0 +1,234 @@
+//! Configuration of the signalling layer (the `[sip]` table of `switchboard.toml`).
+
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+
+/// Everything the SIP endpoint needs to start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// UDP listen address; `None` disables UDP.
+    pub udp_listen: Option<SocketAddr>,
+    /// TCP listen address; `None` disables TCP.
+    pub tcp_listen: Option<SocketAddr>,
+    /// Address advertised in Contact (and offered to the caller for SDP) when behind NAT.
+    pub external_address: Option<IpAddr>,
+    /// User part of our Contact URI.
+    pub contact_user: String,
+    /// User-Agent / Server header value.
+    pub user_agent: String,
+    /// Trunks: outbound routes and per-source inbound policy.
+    pub trunks: Vec<TrunkConfig>,
+    /// Registration accounts (PBX extensions).
+    pub accounts: Vec<AccountConfig>,
+    /// Policy for inbound INVITEs from sources that match no trunk.
+    pub inbound: InboundPolicy,
+    /// Whether sources matching no trunk may call in at all (403 otherwise).
+    pub allow_unknown_sources: bool,
+    /// Scanner handling: User-Agent substrings (case-insensitive) that mark a scanner.
+    pub scanner_user_agents: Vec<String>,
+    /// What to do with scanner requests.
+    pub scanner_action: ScannerAction,
+    /// REFER targets the far end may send us to: exact URIs, or prefixes ending in `*`.
+    /// Empty means every REFER is refused with 403.
+    pub refer_allow: Vec<String>,
+    /// Outbound calls are cancelled after this many seconds without an answer.
+    pub ring_timeout_secs: u64,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        Self {
+            udp_listen: Some(SocketAddr::from(([127, 0, 0, 1], 5060))),
+            tcp_listen: Some(SocketAddr::from(([127, 0, 0, 1], 5060))),
+            external_address: None,
+            contact_user: "switchboard".into(),
+            user_agent: concat!("Switchboard/", env!("CARGO_PKG_VERSION")).into(),
+            trunks: Vec::new(),
+            accounts: Vec::new(),
+            inbound: InboundPolicy::default(),
+            allow_unknown_sources: true,
+            scanner_user_agents: [
+                "friendly-scanner",
+                "sipvicious",
+                "sipcli",
+                "sip-scan",
+                "iwar",
+                "sundayddr",
+                "vaxsipuseragent",
+            ]
+            .map(String::from)
+            .to_vec(),
+            scanner_action: ScannerAction::Drop,
+            refer_allow: Vec::new(),
+            ring_timeout_secs: 60,
+        }
+    }
+}
+
+/// Transport used towards a trunk or registrar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Udp,
+    Tcp,
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        })
+    }
+}
+
+/// How scanner traffic is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ScannerAction {
+    /// Silently drop (cheapest; tells the scanner nothing).
+    #[default]
+    Drop,
+    /// Answer 403 without further processing.
+    Reject,
+}
+
+/// A SIP trunk (carrier or PBX) we call out through and accept calls from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    pub name: String,
+    /// Where outbound INVITEs are sent (`host:port`, an IP address here).
+    pub outbound_proxy: SocketAddr,
+    /// Domain used in request URIs and From; defaults to the proxy's address.
+    #[serde(default)]
+    pub domain: Option<String>,
+    #[serde(default)]
+    pub transport: Transport,
+    /// User part of From for outbound calls.
+    #[serde(default)]
+    pub from_user: Option<String>,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Digest username when it differs from `from_user`.
+    #[serde(default)]
+    pub auth_user: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Source addresses (IP or CIDR) whose INVITEs belong to this trunk.
+    #[serde(default)]
+    pub inbound_sources: Vec<String>,
+    /// Inbound policy for calls from this trunk.
+    #[serde(default)]
+    pub inbound: InboundPolicy,
+}
+
+/// Checks applied to inbound INVITEs of one scope (a trunk, or unknown sources).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InboundPolicy {
+    /// Challenge INVITEs with digest auth (401) against these credentials.
+    pub digest: Option<DigestUser>,
+    /// New calls per second allowed from one source address (burst = 2x, at least 1).
+    pub rate_limit_per_source: Option<f64>,
+    /// Concurrent calls allowed in this scope; beyond it INVITEs get 503.
+    pub max_concurrent_calls: Option<usize>,
+}
+
+/// Credentials a caller must present.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestUser {
+    pub realm: String,
+    pub user: String,
+    pub password: String,
+}
+
+/// A registration account (we register as an extension of a PBX).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    pub name: String,
+    /// Registrar address (`ip:port`).
+    pub registrar: SocketAddr,
+    /// Address of record, e.g. `sip:agent@pbx.example.com`.
+    pub aor: String,
+    #[serde(default)]
+    pub auth_user: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub transport: Transport,
+    /// Requested binding lifetime in seconds.
+    #[serde(default = "default_expires")]
+    pub expires: u32,
+    /// First retry delay after a failure, seconds (doubles up to `backoff_max_secs`).
+    #[serde(default = "default_backoff_base")]
+    pub backoff_base_secs: u64,
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max_secs: u64,
+    /// CRLF keep-alive period towards the registrar over UDP (NAT pinholes); 0 disables.
+    #[serde(default = "default_keepalive")]
+    pub keepalive_secs: u64,
+    /// A REGISTER without a final response within this many seconds counts as failed.
+    #[serde(default = "default_register_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_expires() -> u32 {
+    3600
+}
+fn default_backoff_base() -> u64 {
+    2
+}
+fn default_backoff_max() -> u64 {
+    60
+}
+fn default_keepalive() -> u64 {
+    25
+}
+fn default_register_timeout() -> u64 {
+    8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_full_config_and_rejects_unknown_fields() {
+        let cfg: SipConfig = toml::from_str(
+            r#"
+            udp_listen = "127.0.0.1:5070"
+            external_address = "203.0.113.7"
+            refer_allow = ["sip:*"]
+            [[trunks]]
+            name = "carrier"
+            outbound_proxy = "127.0.0.1:5080"
+            transport = "tcp"
+            from_user = "agent"
+            password = "pw"
+            inbound_sources = ["10.0.0.0/8", "127.0.0.1"]
+            inbound = { rate_limit_per_source = 5.0, max_concurrent_calls = 10 }
+            [[accounts]]
+            name = "pbx"
+            registrar = "127.0.0.1:5090"
+            aor = "sip:agent@127.0.0.1"
+            password = "agentpw"
+            expires = 60
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.trunks[0].transport, Transport::Tcp);
+        assert_eq!(cfg.accounts[0].backoff_base_secs, 2);
+        assert_eq!(cfg.accounts[0].backoff_max_secs, 60);
+        assert!(cfg.tcp_listen.is_some());
+        assert!(toml::from_str::<SipConfig>("bogus = 1").is_err());
+        assert!(
+            toml::from_str::<SipConfig>("[[trunks]]\nname='x'\noutbound_proxy='1.2.3.4:5'\nfoo=1")
+                .is_err()
+        );
+    }
+}

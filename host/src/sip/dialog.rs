@@ -1,0 +1,444 @@
+//! Established (or establishing) calls: the `Dialog` handle the consumer drives, the
+//! events it receives, and the task that turns the stack's dialog states into them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rsipstack::dialog::dialog::{
+    DialogState, DialogStateReceiver, TerminatedReason, TransactionHandle,
+};
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::{Header, Request, StatusCode};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::error::SipError;
+use super::outbound::CallProgress;
+use super::policy::CallSlot;
+use super::wire;
+
+/// How long the consumer has to answer a re-INVITE before we refuse it (500).
+const REINVITE_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Something that happened on a call.
+#[derive(Debug)]
+pub enum DialogEvent {
+    /// The far end sent a re-INVITE (or UPDATE) with a new offer, e.g. hold or resume.
+    /// Answer it with [`ReinviteRequest::accept`] or [`ReinviteRequest::reject`].
+    Reinvite(ReinviteRequest),
+    /// A DTMF digit sent by SIP INFO.
+    Dtmf { digit: char, duration_ms: u32 },
+    /// The far end asked us (REFER) to call `target`; 202 and NOTIFY 100 are already sent.
+    /// Place the new call, then report with [`DialogHandle::report_transfer`].
+    TransferRequested {
+        target: String,
+        referred_by: Option<String>,
+    },
+    /// Provisional progress of a transfer we requested with [`DialogHandle::refer`].
+    TransferProgress { code: u16, reason: String },
+    /// Final outcome of a transfer we requested. After success the caller usually hangs up.
+    TransferOutcome {
+        code: u16,
+        reason: String,
+        success: bool,
+    },
+    /// The call is over; no more events follow.
+    Ended(EndReason),
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    /// The far end sent BYE.
+    RemoteHangup,
+    /// We hung up.
+    LocalHangup,
+    /// The caller cancelled before answer.
+    Cancelled,
+    /// No ACK or no response in time.
+    Timeout,
+    /// The call failed with a SIP status.
+    Failed(u16),
+}
+
+/// A re-INVITE waiting for our answer.
+#[derive(Debug)]
+pub struct ReinviteRequest {
+    /// The new offer (None for an offer-less re-INVITE, where we must offer).
+    pub remote_sdp: Option<String>,
+    /// Whether the offer puts us on hold (`sendonly`, `inactive` or `c=0.0.0.0`).
+    pub hold: bool,
+    responder: oneshot::Sender<Result<String, u16>>,
+}
+
+impl ReinviteRequest {
+    /// Answers 200 OK with our SDP.
+    pub fn accept(self, local_sdp: impl Into<String>) {
+        self.responder.send(Ok(local_sdp.into())).ok();
+    }
+
+    /// Refuses the re-INVITE (e.g. 488); the call keeps its previous session.
+    pub fn reject(self, code: u16) {
+        self.responder.send(Err(code)).ok();
+    }
+}
+
+pub(crate) struct DialogShared {
+    pub call_id: String,
+    pub dialog: InviteDialog,
+    pub local_hangup: AtomicBool,
+}
+
+/// Cloneable control handle of one call.
+#[derive(Clone)]
+pub struct DialogHandle {
+    pub(crate) shared: Arc<DialogShared>,
+}
+
+impl std::fmt::Debug for DialogHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DialogHandle")
+            .field("call_id", &self.shared.call_id)
+            .finish()
+    }
+}
+
+impl DialogHandle {
+    pub(crate) fn new(call_id: String, dialog: InviteDialog) -> Self {
+        Self {
+            shared: Arc::new(DialogShared {
+                call_id,
+                dialog,
+                local_hangup: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// SIP Call-ID of the call.
+    pub fn call_id(&self) -> &str {
+        &self.shared.call_id
+    }
+
+    fn err(&self, action: &'static str, e: impl std::fmt::Display) -> SipError {
+        SipError::Call {
+            call_id: self.shared.call_id.clone(),
+            action,
+            reason: e.to_string(),
+        }
+    }
+
+    /// Ends the call: BYE once established (CANCEL while still ringing out).
+    pub async fn hangup(&self) -> Result<(), SipError> {
+        self.shared.local_hangup.store(true, Ordering::Release);
+        self.shared
+            .dialog
+            .hangup()
+            .await
+            .map_err(|e| self.err("hangup", e))
+    }
+
+    /// Blind transfer: sends REFER to `target` (a SIP URI). Returns once the far end
+    /// accepts it (2xx); progress and outcome then arrive as dialog events.
+    pub async fn refer(&self, target: &str) -> Result<(), SipError> {
+        let uri = rsipstack::sip::Uri::try_from(target)
+            .map_err(|_| SipError::InvalidUri(target.to_string()))?;
+        let resp = self
+            .shared
+            .dialog
+            .refer(uri, None, None)
+            .await
+            .map_err(|e| self.err("refer", e))?;
+        match resp {
+            Some(r) if r.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful => {
+                info!(call_id = %self.shared.call_id, %target, "transfer accepted by far end");
+                Ok(())
+            }
+            Some(r) => Err(SipError::TransferRefused {
+                call_id: self.shared.call_id.clone(),
+                code: u16::from(r.status_code.clone()),
+                reason: r.reason_phrase().unwrap_or_default().to_string(),
+            }),
+            None => Err(self.err("refer", "dialog not established or no response")),
+        }
+    }
+
+    /// As transferee: reports the new call's status to the transferor (NOTIFY sipfrag).
+    /// A final `code` (≥ 200) ends the implicit subscription.
+    pub async fn report_transfer(&self, code: u16, reason: &str) -> Result<(), SipError> {
+        send_refer_notify(&self.shared.dialog, code, reason)
+            .await
+            .map_err(|e| self.err("notify", e))
+    }
+}
+
+async fn send_refer_notify(
+    dialog: &InviteDialog,
+    code: u16,
+    reason: &str,
+) -> rsipstack::Result<()> {
+    let state = if code >= 200 {
+        "terminated;reason=noresource"
+    } else {
+        "active;expires=60"
+    };
+    let headers = vec![
+        Header::Event("refer".into()),
+        Header::SubscriptionState(state.into()),
+        Header::ContentType("message/sipfrag;version=2.0".into()),
+    ];
+    let body = format!("SIP/2.0 {code} {reason}\r\n").into_bytes();
+    dialog.notify(Some(headers), Some(body)).await.map(|_| ())
+}
+
+/// A call in progress: its handle plus the event stream.
+#[derive(Debug)]
+pub struct Dialog {
+    handle: DialogHandle,
+    events: mpsc::UnboundedReceiver<DialogEvent>,
+}
+
+impl Dialog {
+    pub(crate) fn new(handle: DialogHandle, events: mpsc::UnboundedReceiver<DialogEvent>) -> Self {
+        Self { handle, events }
+    }
+
+    /// SIP Call-ID of the call.
+    pub fn call_id(&self) -> &str {
+        self.handle.call_id()
+    }
+
+    /// A cloneable handle for hanging up or transferring while events are being read.
+    pub fn handle(&self) -> DialogHandle {
+        self.handle.clone()
+    }
+
+    /// Next event; `None` after `Ended` has been delivered.
+    pub async fn recv(&mut self) -> Option<DialogEvent> {
+        self.events.recv().await
+    }
+
+    /// See [`DialogHandle::hangup`].
+    pub async fn hangup(&self) -> Result<(), SipError> {
+        self.handle.hangup().await
+    }
+
+    /// See [`DialogHandle::refer`].
+    pub async fn refer(&self, target: &str) -> Result<(), SipError> {
+        self.handle.refer(target).await
+    }
+}
+
+/// Header value by name (case-insensitive), typed or not.
+pub(crate) fn header_value(req: &Request, name: &str) -> Option<String> {
+    req.headers
+        .iter()
+        .find(|h| h.name().eq_ignore_ascii_case(name))
+        .map(|h| h.value().to_string())
+}
+
+fn body_text(req: &Request) -> Option<String> {
+    (!req.body.is_empty()).then(|| String::from_utf8_lossy(&req.body).into_owned())
+}
+
+/// Everything the state pump needs for one dialog.
+pub(crate) struct Pump {
+    pub handle: DialogHandle,
+    pub layer: Arc<DialogLayer>,
+    pub events: mpsc::UnboundedSender<DialogEvent>,
+    /// Pre-answer progress of an outbound call.
+    pub progress: Option<mpsc::UnboundedSender<CallProgress>>,
+    /// Fired (inbound only) when the caller cancels before answer.
+    pub on_cancel: Option<Box<dyn FnOnce() + Send + Sync>>,
+    pub refer_allow: Arc<Vec<String>>,
+    /// Held for the life of the call (inbound concurrency caps).
+    pub slot: Option<CallSlot>,
+}
+
+impl Pump {
+    pub(crate) async fn run(mut self, mut states: DialogStateReceiver) {
+        let call_id = self.handle.call_id().to_string();
+        // Only established dialogs are removed here; an unanswered one is removed by whoever
+        // drives its INVITE transaction, once that transaction has sent its final response.
+        let mut established = false;
+        while let Some(state) = states.recv().await {
+            match state {
+                DialogState::Early(_, resp) => {
+                    if let Some(p) = &self.progress {
+                        let ev = if resp.body.is_empty() {
+                            CallProgress::Ringing
+                        } else {
+                            CallProgress::EarlyMedia {
+                                remote_sdp: String::from_utf8_lossy(&resp.body).into_owned(),
+                            }
+                        };
+                        p.send(ev).ok();
+                    }
+                }
+                DialogState::Updated(_, req, handle) => self.on_reinvite(req, handle),
+                DialogState::Info(_, req, handle) => self.on_info(&req, handle).await,
+                DialogState::Options(_, _, handle) => {
+                    handle.reply(StatusCode::OK).await.ok();
+                }
+                DialogState::Refer(_, req, handle) => self.on_refer(&req, handle).await,
+                DialogState::Notify(_, req, handle) => self.on_notify(&req, handle).await,
+                DialogState::Message(_, _, handle) | DialogState::Publish(_, _, handle) => {
+                    handle.reply(StatusCode::MethodNotAllowed).await.ok();
+                }
+                DialogState::Terminated(id, reason) => {
+                    let reason = self.end_reason(&reason);
+                    debug!(%call_id, ?reason, "dialog terminated");
+                    if reason == EndReason::Cancelled
+                        && let Some(f) = self.on_cancel.take()
+                    {
+                        f();
+                    }
+                    self.events.send(DialogEvent::Ended(reason)).ok();
+                    if established {
+                        self.layer.remove_dialog(&id);
+                    }
+                    break;
+                }
+                DialogState::WaitAck(_, _) | DialogState::Confirmed(_, _) => established = true,
+                DialogState::Calling(_) | DialogState::Trying(_) => {}
+            }
+        }
+        drop(self.slot.take());
+    }
+
+    fn end_reason(&self, reason: &TerminatedReason) -> EndReason {
+        if self.handle.shared.local_hangup.load(Ordering::Acquire) {
+            return EndReason::LocalHangup;
+        }
+        match reason {
+            TerminatedReason::UacBye | TerminatedReason::UasBye => EndReason::RemoteHangup,
+            TerminatedReason::UacCancel => EndReason::Cancelled,
+            TerminatedReason::Timeout => EndReason::Timeout,
+            TerminatedReason::UacBusy | TerminatedReason::UasBusy => EndReason::Failed(486),
+            TerminatedReason::UasDecline => EndReason::Failed(603),
+            TerminatedReason::ProxyAuthRequired => EndReason::Failed(407),
+            TerminatedReason::ProxyError(c)
+            | TerminatedReason::UacOther(c)
+            | TerminatedReason::UasOther(c) => EndReason::Failed(u16::from(c.clone())),
+        }
+    }
+
+    fn on_reinvite(&self, req: Request, handle: TransactionHandle) {
+        let remote_sdp = body_text(&req);
+        let hold = remote_sdp.as_deref().is_some_and(wire::sdp_is_hold);
+        let (tx, rx) = oneshot::channel();
+        let call_id = self.handle.call_id().to_string();
+        let delivered = self
+            .events
+            .send(DialogEvent::Reinvite(ReinviteRequest {
+                remote_sdp,
+                hold,
+                responder: tx,
+            }))
+            .is_ok();
+        info!(%call_id, method = %req.method, hold, "re-INVITE received");
+        // Answer off the pump so BYE/INFO keep flowing while the consumer decides.
+        tokio::spawn(async move {
+            let answer = if delivered {
+                tokio::time::timeout(REINVITE_ANSWER_TIMEOUT, rx)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            } else {
+                None
+            };
+            let result = match answer {
+                Some(Ok(sdp)) => {
+                    let headers = vec![Header::ContentType("application/sdp".into())];
+                    handle
+                        .respond(StatusCode::OK, Some(headers), Some(sdp.into_bytes()))
+                        .await
+                }
+                Some(Err(code)) => handle.reply(StatusCode::from(code)).await,
+                None => {
+                    warn!(%call_id, "re-INVITE not answered by consumer; refusing");
+                    handle.reply(StatusCode::ServerInternalError).await
+                }
+            };
+            result.ok();
+        });
+    }
+
+    async fn on_info(&self, req: &Request, handle: TransactionHandle) {
+        let ct = header_value(req, "Content-Type").unwrap_or_default();
+        let body = body_text(req).unwrap_or_default();
+        match wire::parse_info_dtmf(&ct, &body) {
+            Some(d) => {
+                handle.reply(StatusCode::OK).await.ok();
+                debug!(call_id = %self.handle.call_id(), digit = %d.digit, "INFO DTMF");
+                self.events
+                    .send(DialogEvent::Dtmf {
+                        digit: d.digit,
+                        duration_ms: d.duration_ms,
+                    })
+                    .ok();
+            }
+            // An empty INFO is a keep-alive probe; other bodies we do not understand.
+            None if body.is_empty() => {
+                handle.reply(StatusCode::OK).await.ok();
+            }
+            None => {
+                handle.reply(StatusCode::UnsupportedMediaType).await.ok();
+            }
+        }
+    }
+
+    async fn on_refer(&self, req: &Request, handle: TransactionHandle) {
+        let call_id = self.handle.call_id();
+        let Some(target) = header_value(req, "Refer-To").map(|v| wire::name_addr_uri(&v)) else {
+            handle.reply(StatusCode::BadRequest).await.ok();
+            return;
+        };
+        if !wire::refer_target_allowed(&target, &self.refer_allow) {
+            warn!(%call_id, %target, "REFER to a target not in refer_allow; 403");
+            handle.reply(StatusCode::Forbidden).await.ok();
+            return;
+        }
+        info!(%call_id, %target, "REFER accepted");
+        handle.reply(StatusCode::Accepted).await.ok();
+        let referred_by = header_value(req, "Referred-By");
+        self.events
+            .send(DialogEvent::TransferRequested {
+                target,
+                referred_by,
+            })
+            .ok();
+        let dialog = self.handle.shared.dialog.clone();
+        tokio::spawn(async move {
+            send_refer_notify(&dialog, 100, "Trying").await.ok();
+        });
+    }
+
+    async fn on_notify(&self, req: &Request, handle: TransactionHandle) {
+        let event = header_value(req, "Event")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if !event.starts_with("refer") {
+            handle.reply(StatusCode::BadEvent).await.ok();
+            return;
+        }
+        handle.reply(StatusCode::OK).await.ok();
+        let terminated = header_value(req, "Subscription-State")
+            .is_some_and(|s| s.to_ascii_lowercase().starts_with("terminated"));
+        let Some((code, reason)) = body_text(req).as_deref().and_then(wire::parse_sipfrag) else {
+            return;
+        };
+        info!(call_id = %self.handle.call_id(), code, terminated, "transfer progress");
+        let ev = if code >= 200 || terminated {
+            DialogEvent::TransferOutcome {
+                code,
+                reason,
+                success: (200..300).contains(&code),
+            }
+        } else {
+            DialogEvent::TransferProgress { code, reason }
+        };
+        self.events.send(ev).ok();
+    }
+}

@@ -1,0 +1,434 @@
+//! The SIP endpoint: transports, the request dispatcher, and the public entry points.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rsipstack::EndpointBuilder;
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::sip::prelude::HeadersExt;
+use rsipstack::sip::{Header, Method, StatusCode};
+use rsipstack::transaction::endpoint::EndpointInner;
+use rsipstack::transaction::transaction::Transaction;
+use rsipstack::transport::{
+    SipConnection, TransportLayer, tcp_listener::TcpListenerConnection, udp::UdpConnection,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::config::{SipConfig, Transport};
+use super::error::SipError;
+use super::guard::{GuardedUdpSocket, SanityInspector, ScannerRules};
+use super::inbound;
+use super::outbound::{self, OutboundCall, OutgoingCall};
+use super::policy::{IpNet, NonceStore, Scope};
+use super::register::{self, RegistrationStatus};
+
+/// Methods we implement, advertised in Allow.
+pub(crate) const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER, NOTIFY, UPDATE";
+
+/// Capacity of the endpoint event channel; beyond it new calls are refused (503).
+const EVENT_CAPACITY: usize = 256;
+
+/// Something the consumer (the call layer) must handle.
+#[derive(Debug)]
+pub enum SipEvent {
+    /// A new inbound call passed policy; answer, ring or reject it.
+    IncomingCall(inbound::IncomingCall),
+    /// The caller cancelled an unanswered call (487 already sent).
+    CallCancelled { call_id: String },
+    /// A registration account changed state.
+    Registration(RegistrationStatus),
+}
+
+/// Addresses the endpoint actually bound (useful when the config asked for port 0).
+#[derive(Debug, Clone, Copy)]
+pub struct LocalAddrs {
+    pub udp: Option<SocketAddr>,
+    pub tcp: Option<SocketAddr>,
+}
+
+pub(crate) struct Shared {
+    pub cfg: SipConfig,
+    pub endpoint: Arc<EndpointInner>,
+    pub layer: Arc<DialogLayer>,
+    pub events: mpsc::Sender<SipEvent>,
+    pub trunk_scopes: Vec<Scope>,
+    pub unknown_scope: Scope,
+    pub nonces: Mutex<NonceStore>,
+    pub local: LocalAddrs,
+    pub refer_allow: Arc<Vec<String>>,
+    pub registrations: Mutex<BTreeMap<String, RegistrationStatus>>,
+    pub udp_socket: Option<Arc<tokio::net::UdpSocket>>,
+    pub cancel: CancellationToken,
+    pub reg_cancel: CancellationToken,
+    pub reg_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    pub unregister: Mutex<Vec<register::Unregister>>,
+}
+
+impl Shared {
+    /// Our Contact URI for a transport (external address when configured, for NAT).
+    pub fn contact(&self, transport: Transport, user: Option<&str>) -> Option<String> {
+        let local = match transport {
+            Transport::Udp => self.local.udp,
+            Transport::Tcp => self.local.tcp,
+        }?;
+        let host = self.cfg.external_address.unwrap_or(local.ip());
+        let user = user.unwrap_or(&self.cfg.contact_user);
+        let addr = SocketAddr::new(host, local.port());
+        Some(match transport {
+            Transport::Udp => format!("sip:{user}@{addr}"),
+            Transport::Tcp => format!("sip:{user}@{addr};transport=tcp"),
+        })
+    }
+
+    pub fn emit(&self, ev: SipEvent) {
+        if self.events.try_send(ev).is_err() {
+            warn!("SIP event channel full or closed; event dropped");
+        }
+    }
+}
+
+/// The SIP user agent. Cheap to clone; all clones drive the same endpoint.
+#[derive(Clone)]
+pub struct SipEndpoint {
+    shared: Arc<Shared>,
+    // Dropping the last clone of the stack's endpoint would cancel the listeners.
+    _endpoint: Arc<rsipstack::transaction::Endpoint>,
+}
+
+impl std::fmt::Debug for SipEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SipEndpoint")
+            .field("local", &self.shared.local)
+            .finish()
+    }
+}
+
+fn build_scopes(cfg: &SipConfig) -> Result<Vec<Scope>, SipError> {
+    cfg.trunks
+        .iter()
+        .map(|t| {
+            let sources = t
+                .inbound_sources
+                .iter()
+                .map(|s| s.parse::<IpNet>())
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Scope::new(t.name.clone(), sources, t.inbound.clone()))
+        })
+        .collect()
+}
+
+impl SipEndpoint {
+    /// Binds the transports, starts the dispatcher and the registration loops.
+    pub async fn start(
+        cfg: SipConfig,
+    ) -> Result<(SipEndpoint, mpsc::Receiver<SipEvent>), SipError> {
+        if cfg.udp_listen.is_none() && cfg.tcp_listen.is_none() {
+            return Err(SipError::Config(
+                "no listen address (udp_listen or tcp_listen)".into(),
+            ));
+        }
+        let trunk_scopes = build_scopes(&cfg)?;
+        let mut names = std::collections::HashSet::new();
+        if let Some(dup) = cfg
+            .trunks
+            .iter()
+            .map(|t| &t.name)
+            .chain(cfg.accounts.iter().map(|a| &a.name))
+            .find(|n| !names.insert(*n))
+        {
+            return Err(SipError::Config(format!(
+                "duplicate trunk/account name `{dup}`"
+            )));
+        }
+        let cancel = CancellationToken::new();
+        let transport_layer = TransportLayer::new(cancel.child_token());
+        let scanners = ScannerRules {
+            patterns: cfg.scanner_user_agents.clone(),
+            action: cfg.scanner_action,
+        };
+        let external = |addr: SocketAddr| {
+            cfg.external_address
+                .map(|ip| SocketAddr::new(ip, addr.port()))
+        };
+
+        let mut local = LocalAddrs {
+            udp: None,
+            tcp: None,
+        };
+        let mut udp_socket = None;
+        if let Some(addr) = cfg.udp_listen {
+            let bind_err = |e: String| SipError::Bind {
+                transport: "udp",
+                addr,
+                reason: e,
+            };
+            let sock = Arc::new(
+                tokio::net::UdpSocket::bind(addr)
+                    .await
+                    .map_err(|e| bind_err(e.to_string()))?,
+            );
+            let bound = sock.local_addr().map_err(|e| bind_err(e.to_string()))?;
+            let guarded: Arc<dyn rsipstack::platform::net::UdpSocket> =
+                Arc::new(GuardedUdpSocket::new(sock.clone(), scanners.clone()));
+            let conn =
+                UdpConnection::from_socket(guarded, external(bound), Some(cancel.child_token()))
+                    .await
+                    .map_err(|e| bind_err(e.to_string()))?;
+            transport_layer.add_transport(conn.into());
+            local.udp = Some(bound);
+            udp_socket = Some(sock);
+        }
+        if let Some(addr) = cfg.tcp_listen {
+            let bind_err = |e: String| SipError::Bind {
+                transport: "tcp",
+                addr,
+                reason: e,
+            };
+            // With port 0, prefer UDP's port so one host:port serves both transports. The
+            // stack binds lazily inside `serve`, so the port is probed here (a small race we
+            // accept) and the bound address is ours, not `get_addr()`, which is the external one.
+            let probe = |a: SocketAddr| std::net::TcpListener::bind(a).and_then(|l| l.local_addr());
+            let bound = match local
+                .udp
+                .filter(|u| addr.port() == 0 && u.ip() == addr.ip())
+            {
+                Some(u) if probe(u).is_ok() => u,
+                _ if addr.port() == 0 => probe(addr).map_err(|e| bind_err(e.to_string()))?,
+                _ => addr,
+            };
+            let conn = TcpListenerConnection::new(bound, external(bound))
+                .await
+                .map_err(|e| bind_err(e.to_string()))?;
+            transport_layer.add_transport(conn.into());
+            local.tcp = Some(bound);
+        }
+
+        let endpoint = EndpointBuilder::new()
+            .with_user_agent(&cfg.user_agent)
+            .with_transport_layer(transport_layer)
+            .with_cancel_token(cancel.child_token())
+            .with_allows(vec![
+                Method::Invite,
+                Method::Ack,
+                Method::Cancel,
+                Method::Bye,
+                Method::Options,
+                Method::Info,
+                Method::Refer,
+                Method::Notify,
+                Method::Update,
+            ])
+            .with_inspector(Box::new(super::compat::DigestCompat))
+            .with_transport_inspector(Box::new(SanityInspector {
+                user_agent: cfg.user_agent.clone(),
+                scanners,
+            }))
+            .build();
+        let mut incoming = endpoint.incoming_transactions().map_err(|e| {
+            SipError::Config(format!("endpoint has no incoming transaction channel: {e}"))
+        })?;
+        let endpoint = Arc::new(endpoint);
+        let layer = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+        let (events, rx) = mpsc::channel(EVENT_CAPACITY);
+        let shared = Arc::new(Shared {
+            refer_allow: Arc::new(cfg.refer_allow.clone()),
+            unknown_scope: Scope::new("unknown".into(), Vec::new(), cfg.inbound.clone()),
+            cfg,
+            endpoint: endpoint.inner.clone(),
+            layer,
+            events,
+            trunk_scopes,
+            nonces: Mutex::new(NonceStore::default()),
+            local,
+            registrations: Mutex::new(BTreeMap::new()),
+            udp_socket,
+            reg_cancel: cancel.child_token(),
+            cancel,
+            reg_tasks: Mutex::new(Vec::new()),
+            unregister: Mutex::new(Vec::new()),
+        });
+
+        let serving = endpoint.clone();
+        tokio::spawn(async move { serving.serve().await });
+        let dispatch = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = dispatch.cancel.cancelled() => break,
+                    tx = incoming.recv() => match tx {
+                        Some(tx) => {
+                            let s = dispatch.clone();
+                            tokio::spawn(async move { dispatch_transaction(s, tx).await });
+                        }
+                        None => break,
+                    }
+                }
+            }
+            debug!("SIP dispatcher stopped");
+        });
+        if let Some(tcp) = local.tcp {
+            wait_tcp_listening(tcp).await;
+        }
+        info!(udp = ?local.udp, tcp = ?local.tcp, "SIP endpoint listening");
+
+        for account in shared.cfg.accounts.clone() {
+            register::spawn(&shared, account)?;
+        }
+        Ok((
+            SipEndpoint {
+                shared,
+                _endpoint: endpoint,
+            },
+            rx,
+        ))
+    }
+
+    /// Addresses actually bound.
+    pub fn local_addrs(&self) -> LocalAddrs {
+        self.shared.local
+    }
+
+    /// Places an outbound call; progress and the outcome arrive on the returned handle.
+    pub async fn place_call(&self, call: OutboundCall) -> Result<OutgoingCall, SipError> {
+        if self.shared.cancel.is_cancelled() {
+            return Err(SipError::Shutdown);
+        }
+        outbound::place(&self.shared, call).await
+    }
+
+    /// Current state of every registration account.
+    pub fn registrations(&self) -> Vec<RegistrationStatus> {
+        let map = self
+            .shared
+            .registrations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.values().map(RegistrationStatus::refreshed).collect()
+    }
+
+    /// Live inbound calls per policy scope (trunk name, or `unknown`).
+    pub fn live_inbound_calls(&self) -> Vec<(String, usize)> {
+        self.shared
+            .trunk_scopes
+            .iter()
+            .chain(std::iter::once(&self.shared.unknown_scope))
+            .map(|s| (s.name.clone(), s.calls.live()))
+            .collect()
+    }
+
+    /// Unregisters every account (Expires: 0), then stops the transports.
+    pub async fn shutdown(&self) {
+        self.shared.reg_cancel.cancel();
+        let tasks: Vec<_> = std::mem::take(
+            &mut *self
+                .shared
+                .reg_tasks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for t in tasks {
+            tokio::time::timeout(Duration::from_secs(2), t).await.ok();
+        }
+        let unregs: Vec<_> = std::mem::take(
+            &mut *self
+                .shared
+                .unregister
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for u in unregs {
+            u.run(&self.shared).await;
+        }
+        self.shared.cancel.cancel();
+        info!("SIP endpoint shut down");
+    }
+}
+
+/// The stack binds its TCP listener inside `serve`; wait (bounded) until it has, so
+/// callers can connect as soon as `start` returns.
+async fn wait_tcp_listening(addr: SocketAddr) {
+    for _ in 0..100 {
+        // A connect (closed at once) rather than a probe bind, which could steal the port.
+        let connect = tokio::net::TcpStream::connect(addr);
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), connect).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    warn!(%addr, "TCP listener not bound after 1 s");
+}
+
+async fn dispatch_transaction(shared: Arc<Shared>, mut tx: Transaction) {
+    let method = tx.original.method;
+    let in_dialog = tx
+        .original
+        .to_header()
+        .ok()
+        .and_then(|t| t.tag().ok().flatten())
+        .is_some();
+    if in_dialog {
+        match shared.layer.match_dialog(&tx) {
+            Some(mut dialog) => {
+                if let Err(e) = dialog.handle(&mut tx).await {
+                    debug!(%method, error = %e, "in-dialog request failed");
+                }
+            }
+            None if method == Method::Ack => {}
+            None => {
+                debug!(%method, "request for unknown dialog; 481");
+                tx.reply(StatusCode::CallTransactionDoesNotExist).await.ok();
+            }
+        }
+        return;
+    }
+    let result = match method {
+        Method::Invite => {
+            inbound::handle_invite(shared, tx).await;
+            return;
+        }
+        Method::Options => {
+            let headers = vec![
+                Header::Allow(ALLOW.into()),
+                Header::Accept("application/sdp".into()),
+                Header::Supported("replaces, norefersub".into()),
+            ];
+            tx.reply_with(StatusCode::OK, headers, None).await
+        }
+        Method::Ack => Ok(()),
+        Method::Bye
+        | Method::Cancel
+        | Method::Info
+        | Method::Refer
+        | Method::Notify
+        | Method::Update
+        | Method::PRack => tx.reply(StatusCode::CallTransactionDoesNotExist).await,
+        Method::Register | Method::Subscribe | Method::Publish | Method::Message => {
+            tx.reply_with(
+                StatusCode::MethodNotAllowed,
+                vec![Header::Allow(ALLOW.into())],
+                None,
+            )
+            .await
+        }
+    };
+    if let Err(e) = result {
+        debug!(%method, error = %e, "reply failed");
+    }
+}
+
+/// Where a transaction came from, and over what.
+pub(crate) fn transaction_source(tx: &Transaction) -> (Option<SocketAddr>, Transport) {
+    let conn: Option<&SipConnection> = tx.connection.as_ref();
+    let source = conn
+        .and_then(|c| c.get_remote_addr())
+        .and_then(|a| a.get_socketaddr().ok());
+    let transport = match conn.map(|c| c.transport()) {
+        Some(rsipstack::sip::transport::Transport::Udp) | None => Transport::Udp,
+        Some(_) => Transport::Tcp,
+    };
+    (source, transport)
+}

@@ -1,0 +1,34 @@
+//! Errors of the signalling layer.
+
+/// What can go wrong in `sip/`.
+#[derive(Debug, thiserror::Error)]
+pub enum SipError {
+    #[error("invalid SIP configuration: {0}")]
+    Config(String),
+    #[error("cannot bind {transport} on {addr}: {reason}")]
+    Bind {
+        transport: &'static str,
+        addr: std::net::SocketAddr,
+        reason: String,
+    },
+    #[error("invalid SIP URI or number `{0}`")]
+    InvalidUri(String),
+    #[error("unknown trunk `{0}`")]
+    UnknownTrunk(String),
+    #[error("call {call_id}: {action} failed: {reason}")]
+    Call {
+        call_id: String,
+        action: &'static str,
+        reason: String,
+    },
+    #[error("call {0} no longer exists (cancelled, ended or answered elsewhere)")]
+    CallGone(String),
+    #[error("transfer on call {call_id} refused: {code} {reason}")]
+    TransferRefused {
+        call_id: String,
+        code: u16,
+        reason: String,
+    },
+    #[error("SIP endpoint is shut down")]
+    Shutdown,
+}

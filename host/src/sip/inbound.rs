@@ -1,0 +1,354 @@
+//! Inbound INVITEs: policy (allowlist, rate, concurrency, digest), then an `IncomingCall`
+//! for the consumer, who rings, answers or rejects it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rsipstack::dialog::authenticate::verify_digest;
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::prelude::HeadersExt;
+use rsipstack::sip::{Header, Method, StatusCode};
+use rsipstack::transaction::transaction::Transaction;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::config::Transport;
+use super::dialog::{Dialog, DialogEvent, DialogHandle, Pump, header_value};
+use super::endpoint::{Shared, SipEvent, transaction_source};
+use super::error::SipError;
+use super::policy::Scope;
+use super::wire;
+
+/// A new inbound call waiting for the consumer's decision.
+///
+/// Dropping it without answering or rejecting refuses the call with 480.
+#[derive(Debug)]
+pub struct IncomingCall {
+    /// SIP Call-ID.
+    pub call_id: String,
+    /// The dialled number: Request-URI user part, else the To user part.
+    pub dialled: String,
+    /// From URI (caller).
+    pub from: String,
+    /// Caller display name, if any.
+    pub from_display: Option<String>,
+    /// To URI.
+    pub to: String,
+    /// All request headers, in order, as (name, value).
+    pub headers: Vec<(String, String)>,
+    /// The caller's SDP offer (None for a late-offer INVITE).
+    pub remote_sdp: Option<String>,
+    pub transport: Transport,
+    /// Network source of the INVITE.
+    pub source: Option<SocketAddr>,
+    /// Trunk whose inbound policy admitted the call (None: unknown source).
+    pub trunk: Option<String>,
+    pending: Option<Pending>,
+}
+
+struct Pending {
+    dialog: InviteDialog,
+    handle: DialogHandle,
+    events: mpsc::UnboundedReceiver<DialogEvent>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("call_id", &self.handle.call_id())
+            .finish()
+    }
+}
+
+impl IncomingCall {
+    fn pending(&self) -> Result<&Pending, SipError> {
+        let p = self
+            .pending
+            .as_ref()
+            .ok_or_else(|| SipError::CallGone(self.call_id.clone()))?;
+        if p.dialog.state().is_terminated() {
+            return Err(SipError::CallGone(self.call_id.clone()));
+        }
+        Ok(p)
+    }
+
+    fn err(&self, action: &'static str, e: impl std::fmt::Display) -> SipError {
+        SipError::Call {
+            call_id: self.call_id.clone(),
+            action,
+            reason: e.to_string(),
+        }
+    }
+
+    /// Sends 180 Ringing.
+    pub fn ringing(&self) -> Result<(), SipError> {
+        self.pending()?
+            .dialog
+            .ringing(None, None)
+            .map_err(|e| self.err("ringing", e))
+    }
+
+    /// Sends 183 Session Progress with our SDP (early media before answer).
+    pub fn early_media(&self, local_sdp: &str) -> Result<(), SipError> {
+        let headers = vec![Header::ContentType("application/sdp".into())];
+        self.pending()?
+            .dialog
+            .ringing(Some(headers), Some(local_sdp.as_bytes().to_vec()))
+            .map_err(|e| self.err("early media", e))
+    }
+
+    /// Answers 200 OK with our SDP and returns the call's dialog.
+    pub fn answer(mut self, local_sdp: &str) -> Result<Dialog, SipError> {
+        self.pending()?;
+        let p = self
+            .pending
+            .take()
+            .ok_or_else(|| SipError::CallGone(self.call_id.clone()))?;
+        let headers = vec![Header::ContentType("application/sdp".into())];
+        p.dialog
+            .accept(Some(headers), Some(local_sdp.as_bytes().to_vec()))
+            .map_err(|e| self.err("answer", e))?;
+        info!(call_id = %self.call_id, "call answered");
+        Ok(Dialog::new(p.handle, p.events))
+    }
+
+    /// Refuses the call with `code` (4xx–6xx) and a reason phrase for the logs.
+    pub fn reject(mut self, code: u16, reason: &str) -> Result<(), SipError> {
+        self.pending()?;
+        let p = self
+            .pending
+            .take()
+            .ok_or_else(|| SipError::CallGone(self.call_id.clone()))?;
+        let code = if (300..700).contains(&code) {
+            code
+        } else {
+            500
+        };
+        info!(call_id = %self.call_id, code, reason, "call rejected");
+        p.dialog
+            .reject(Some(StatusCode::from(code)), Some(reason.to_string()))
+            .map_err(|e| self.err("reject", e))
+    }
+}
+
+impl Drop for IncomingCall {
+    fn drop(&mut self) {
+        if let Some(p) = self.pending.take()
+            && !p.dialog.state().is_terminated()
+        {
+            warn!(call_id = %self.call_id, "incoming call dropped unanswered; 480");
+            p.dialog
+                .reject(Some(StatusCode::TemporarilyUnavailable), None)
+                .ok();
+        }
+    }
+}
+
+fn find_scope(shared: &Shared, source: Option<SocketAddr>) -> Option<(&Scope, Option<String>)> {
+    if let Some(ip) = source.map(|s| s.ip())
+        && let Some(scope) = shared
+            .trunk_scopes
+            .iter()
+            .find(|s| s.sources.iter().any(|n| n.contains(ip)))
+    {
+        return Some((scope, Some(scope.name.clone())));
+    }
+    shared
+        .cfg
+        .allow_unknown_sources
+        .then_some((&shared.unknown_scope, None))
+}
+
+/// Verifies the INVITE's Authorization against the scope's credentials and our nonces.
+fn digest_ok(shared: &Shared, tx: &Transaction, user: &super::config::DigestUser) -> bool {
+    let Some(raw) = header_value(&tx.original, "Authorization") else {
+        return false;
+    };
+    let Ok(auth) = rsipstack::sip::typed::Authorization::parse(&raw) else {
+        return false;
+    };
+    let nonce_ok = shared
+        .nonces
+        .lock()
+        .map(|n| n.is_valid(&auth.nonce, Instant::now()))
+        .unwrap_or(false);
+    nonce_ok
+        && auth.username == user.user
+        && auth.realm == user.realm
+        && verify_digest(&auth, &user.password, &Method::Invite, &raw)
+}
+
+async fn refuse(tx: &mut Transaction, code: StatusCode, headers: Vec<Header>) {
+    tx.reply_with(code, headers, None).await.ok();
+}
+
+pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
+    let call_id = tx
+        .original
+        .call_id_header()
+        .map(|c| c.value().to_string())
+        .unwrap_or_default();
+    let (source, transport) = transaction_source(&tx);
+    let Some((scope, trunk)) = find_scope(&shared, source) else {
+        info!(%call_id, ?source, "INVITE from a source no trunk admits; 403");
+        return refuse(&mut tx, StatusCode::Forbidden, vec![]).await;
+    };
+    if let Some(ip) = source.map(|s| s.ip())
+        && !scope.rate_ok(ip)
+    {
+        info!(%call_id, %ip, scope = %scope.name, "INVITE over the per-source rate; 503");
+        return refuse(
+            &mut tx,
+            StatusCode::ServiceUnavailable,
+            vec![Header::RetryAfter("5".into())],
+        )
+        .await;
+    }
+    if let Some(user) = &scope.policy.digest
+        && !digest_ok(&shared, &tx, user)
+    {
+        let nonce = shared
+            .nonces
+            .lock()
+            .map(|mut n| n.issue(Instant::now()))
+            .unwrap_or_default();
+        let challenge = format!(
+            "Digest realm=\"{}\", nonce=\"{nonce}\", algorithm=MD5, qop=\"auth\"",
+            user.realm
+        );
+        debug!(%call_id, scope = %scope.name, "INVITE challenged");
+        return refuse(
+            &mut tx,
+            StatusCode::Unauthorized,
+            vec![Header::WwwAuthenticate(challenge.into())],
+        )
+        .await;
+    }
+    if tx.original.contact_header().is_err() {
+        info!(%call_id, "INVITE without Contact; 400");
+        return refuse(&mut tx, StatusCode::BadRequest, vec![]).await;
+    }
+    let body = (!tx.original.body.is_empty())
+        .then(|| String::from_utf8_lossy(&tx.original.body).into_owned());
+    if let Some(body) = &body {
+        let ct = header_value(&tx.original, "Content-Type")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if !ct.starts_with("application/sdp") {
+            return refuse(
+                &mut tx,
+                StatusCode::UnsupportedMediaType,
+                vec![Header::Accept("application/sdp".into())],
+            )
+            .await;
+        }
+        if !wire::sdp_looks_valid(body) {
+            info!(%call_id, "INVITE with a malformed SDP body; 400");
+            return refuse(
+                &mut tx,
+                StatusCode::BadRequest,
+                vec![Header::Warning("399 switchboard \"Malformed SDP\"".into())],
+            )
+            .await;
+        }
+    }
+    let Some(slot) = scope.calls.try_acquire(scope.policy.max_concurrent_calls) else {
+        info!(%call_id, scope = %scope.name, "concurrent call limit reached; 503");
+        return refuse(
+            &mut tx,
+            StatusCode::ServiceUnavailable,
+            vec![Header::RetryAfter("10".into())],
+        )
+        .await;
+    };
+
+    let req = &tx.original;
+    let to_uri = req
+        .to_header()
+        .map(|t| t.uri().map(|u| u.to_string()).unwrap_or_default())
+        .unwrap_or_default();
+    let dialled = req
+        .uri
+        .user()
+        .map(str::to_string)
+        .filter(|u| !u.is_empty())
+        .or_else(|| wire::uri_user(&to_uri))
+        .unwrap_or_default();
+    let from_hdr = req.from_header().ok();
+    let from = from_hdr
+        .and_then(|f| f.uri().ok())
+        .map(|u| u.to_string())
+        .unwrap_or_default();
+    let from_display = from_hdr.and_then(|f| wire::display_name(f.value()));
+    let headers: Vec<(String, String)> = req
+        .headers
+        .iter()
+        .map(|h| (h.name().to_string(), h.value().to_string()))
+        .collect();
+
+    let contact = shared
+        .contact(transport, None)
+        .and_then(|c| rsipstack::sip::Uri::try_from(c.as_str()).ok());
+    let (state_tx, state_rx) = shared.layer.new_dialog_state_channel();
+    let dialog = match shared
+        .layer
+        .get_or_create_server_invite(&tx, state_tx, None, contact)
+    {
+        Ok(d) => d,
+        Err(e) => {
+            warn!(%call_id, error = %e, "cannot create dialog; 500");
+            return refuse(&mut tx, StatusCode::ServerInternalError, vec![]).await;
+        }
+    };
+    let handle = DialogHandle::new(call_id.clone(), dialog.clone());
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let cancel_events = shared.events.clone();
+    let cancelled_id = call_id.clone();
+    let pump = Pump {
+        handle: handle.clone(),
+        layer: shared.layer.clone(),
+        events: ev_tx,
+        progress: None,
+        on_cancel: Some(Box::new(move || {
+            cancel_events
+                .try_send(SipEvent::CallCancelled {
+                    call_id: cancelled_id,
+                })
+                .ok();
+        })),
+        refer_allow: shared.refer_allow.clone(),
+        slot: Some(slot),
+    };
+    tokio::spawn(pump.run(state_rx));
+
+    info!(%call_id, %dialled, %from, ?source, %transport, trunk = ?trunk, "incoming call");
+    let call = IncomingCall {
+        call_id: call_id.clone(),
+        dialled,
+        from,
+        from_display,
+        to: to_uri,
+        headers,
+        remote_sdp: body,
+        transport,
+        source,
+        trunk,
+        pending: Some(Pending {
+            dialog: dialog.clone(),
+            handle,
+            events: ev_rx,
+        }),
+    };
+    if let Err(e) = shared.events.try_send(SipEvent::IncomingCall(call)) {
+        // The IncomingCall inside is dropped, which refuses the call (480).
+        warn!(%call_id, "consumer not keeping up ({e}); call refused");
+    }
+    let mut dialog = dialog;
+    if let Err(e) = dialog.handle(&mut tx).await {
+        debug!(%call_id, error = %e, "INVITE transaction ended with error");
+    }
+    if dialog.state().is_terminated() {
+        shared.layer.remove_dialog(&dialog.id());
+    }
+}

@@ -1,0 +1,303 @@
+//! Outbound calls through a trunk (or straight to a SIP URI): digest on 401/407, early
+//! media, ring timeout with CANCEL, and one outcome per call.
+
+use std::time::Duration;
+
+use rsipstack::dialog::authenticate::Credential;
+use rsipstack::dialog::invitation::InviteOption;
+use rsipstack::sip::{Header, StatusCodeKind};
+use rsipstack::transport::SipAddr;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::config::Transport;
+use super::dialog::{Dialog, DialogHandle, Pump};
+use super::endpoint::Shared;
+use super::error::SipError;
+
+/// A call to place.
+#[derive(Debug, Clone, Default)]
+pub struct OutboundCall {
+    /// A number (sent as `sip:<number>@<trunk domain>`) or a full `sip:`/`sips:` URI.
+    pub to: String,
+    /// Trunk to route through; required when `to` is a bare number.
+    pub trunk: Option<String>,
+    /// Caller user part (defaults to the trunk's `from_user`, then our contact user).
+    pub from: Option<String>,
+    /// Our SDP offer.
+    pub sdp_offer: String,
+    /// Extra headers for the INVITE.
+    pub headers: Vec<(String, String)>,
+    /// Overrides the configured ring timeout.
+    pub ring_timeout: Option<Duration>,
+}
+
+/// What happened to an outbound call before (and when) it was decided.
+#[derive(Debug)]
+pub enum CallProgress {
+    /// 180 (or 183 without SDP).
+    Ringing,
+    /// 183 with SDP: the callee plays early media (announcements, ringback).
+    EarlyMedia { remote_sdp: String },
+    /// The final outcome; nothing follows.
+    Final(CallOutcome),
+}
+
+/// Final outcome of an outbound call.
+#[derive(Debug)]
+pub enum CallOutcome {
+    /// 2xx: the call is up.
+    Answered {
+        remote_sdp: Option<String>,
+        dialog: Dialog,
+    },
+    /// 486 / 600.
+    Busy,
+    /// 408 / 480, or our ring timeout.
+    NoAnswer,
+    /// We cancelled it.
+    Cancelled,
+    /// Any other final failure (4xx/5xx/6xx).
+    Rejected { code: u16, reason: String },
+    /// No response, transport error, or authentication that could not be satisfied.
+    Failed(String),
+}
+
+/// Handle of a call being placed.
+#[derive(Debug)]
+pub struct OutgoingCall {
+    call_id: String,
+    handle: DialogHandle,
+    progress: mpsc::UnboundedReceiver<CallProgress>,
+    cancel: mpsc::UnboundedSender<()>,
+}
+
+impl OutgoingCall {
+    /// SIP Call-ID.
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
+    /// Next progress event; the last one is `Final`.
+    pub async fn next(&mut self) -> Option<CallProgress> {
+        self.progress.recv().await
+    }
+
+    /// Waits for the final outcome, skipping progress.
+    pub async fn outcome(&mut self) -> CallOutcome {
+        while let Some(p) = self.next().await {
+            if let CallProgress::Final(o) = p {
+                return o;
+            }
+        }
+        CallOutcome::Failed("call task ended without an outcome".into())
+    }
+
+    /// Cancels the call if it is not answered yet (CANCEL); outcome `Cancelled`.
+    pub fn cancel(&self) {
+        self.cancel.send(()).ok();
+    }
+
+    /// Control handle of the (future) dialog.
+    pub fn handle(&self) -> DialogHandle {
+        self.handle.clone()
+    }
+}
+
+fn parse_uri(s: &str) -> Result<rsipstack::sip::Uri, SipError> {
+    rsipstack::sip::Uri::try_from(s).map_err(|_| SipError::InvalidUri(s.to_string()))
+}
+
+pub(crate) async fn place(
+    shared: &std::sync::Arc<Shared>,
+    call: OutboundCall,
+) -> Result<OutgoingCall, SipError> {
+    let trunk = match &call.trunk {
+        Some(name) => Some(
+            shared
+                .cfg
+                .trunks
+                .iter()
+                .find(|t| &t.name == name)
+                .ok_or_else(|| SipError::UnknownTrunk(name.clone()))?,
+        ),
+        None => None,
+    };
+    let transport = trunk.map(|t| t.transport).unwrap_or(Transport::Udp);
+    let has_scheme = call.to.contains(':') && !call.to.starts_with('+');
+    let callee_str = match (has_scheme, trunk) {
+        (true, _) => call.to.clone(),
+        (false, Some(t)) => {
+            let domain = t
+                .domain
+                .clone()
+                .unwrap_or_else(|| t.outbound_proxy.to_string());
+            let number: String = call
+                .to
+                .chars()
+                .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.'))
+                .collect();
+            if number.is_empty() {
+                return Err(SipError::InvalidUri(call.to.clone()));
+            }
+            match transport {
+                Transport::Udp => format!("sip:{number}@{domain}"),
+                Transport::Tcp => format!("sip:{number}@{domain};transport=tcp"),
+            }
+        }
+        (false, None) => {
+            return Err(SipError::InvalidUri(format!(
+                "{} (a bare number needs a trunk)",
+                call.to
+            )));
+        }
+    };
+    let callee = parse_uri(&callee_str)?;
+    let from_user = call
+        .from
+        .clone()
+        .or_else(|| trunk.and_then(|t| t.from_user.clone()))
+        .unwrap_or_else(|| shared.cfg.contact_user.clone());
+    let from_host = trunk
+        .and_then(|t| t.domain.clone())
+        .or_else(|| shared.cfg.external_address.map(|ip| ip.to_string()))
+        .or_else(|| shared.local.udp.or(shared.local.tcp).map(|a| a.to_string()))
+        .unwrap_or_else(|| "localhost".into());
+    let caller = parse_uri(&format!("sip:{from_user}@{from_host}"))?;
+    let contact = shared
+        .contact(transport, Some(&from_user))
+        .ok_or_else(|| SipError::Config(format!("no {transport} listener for this call")))?;
+    let credential = trunk.and_then(|t| {
+        t.password.as_ref().map(|pw| Credential {
+            username: t.from_user.clone().unwrap_or_else(|| from_user.clone()),
+            password: pw.clone(),
+            realm: None,
+            auth_username: t.auth_user.clone(),
+        })
+    });
+    let destination = trunk.map(|t| SipAddr {
+        r#type: Some(match t.transport {
+            Transport::Udp => rsipstack::sip::transport::Transport::Udp,
+            Transport::Tcp => rsipstack::sip::transport::Transport::Tcp,
+        }),
+        addr: t.outbound_proxy.into(),
+    });
+    let headers: Vec<Header> = call
+        .headers
+        .iter()
+        .map(|(k, v)| Header::Other(k.clone(), v.clone()))
+        .collect();
+    let opt = InviteOption {
+        caller_display_name: trunk.and_then(|t| t.display_name.clone()),
+        caller,
+        callee,
+        destination,
+        content_type: Some("application/sdp".into()),
+        offer: Some(call.sdp_offer.clone().into_bytes()),
+        contact: parse_uri(&contact)?,
+        credential,
+        headers: (!headers.is_empty()).then_some(headers),
+        ..Default::default()
+    };
+
+    let (state_tx, state_rx) = shared.layer.new_dialog_state_channel();
+    let (dialog, join) =
+        shared
+            .layer
+            .do_invite_async(opt, state_tx)
+            .map_err(|e| SipError::Call {
+                call_id: String::new(),
+                action: "invite",
+                reason: e.to_string(),
+            })?;
+    let call_id = dialog.id().call_id.clone();
+    let handle = DialogHandle::new(call_id.clone(), dialog.clone());
+    let (progress_tx, progress_rx) = mpsc::unbounded_channel();
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let (cancel_tx, mut cancel_rx) = mpsc::unbounded_channel::<()>();
+    let pump = Pump {
+        handle: handle.clone(),
+        layer: shared.layer.clone(),
+        events: ev_tx,
+        progress: Some(progress_tx.clone()),
+        on_cancel: None,
+        refer_allow: shared.refer_allow.clone(),
+        slot: None,
+    };
+    tokio::spawn(pump.run(state_rx));
+    info!(%call_id, to = %callee_str, trunk = ?call.trunk, "placing call");
+
+    let ring_timeout = call
+        .ring_timeout
+        .unwrap_or(Duration::from_secs(shared.cfg.ring_timeout_secs));
+    let outcome_handle = handle.clone();
+    let id = call_id.clone();
+    tokio::spawn(async move {
+        let mut join = join;
+        // Who stopped the ringing decides how a 487 is reported.
+        let mut stopped_by: Option<CallOutcome> = None;
+        let result = loop {
+            tokio::select! {
+                r = &mut join => break r,
+                _ = tokio::time::sleep(ring_timeout), if stopped_by.is_none() => {
+                    info!(call_id = %id, "ring timeout; cancelling");
+                    stopped_by = Some(CallOutcome::NoAnswer);
+                    dialog.cancel().await.ok();
+                }
+                Some(()) = cancel_rx.recv(), if stopped_by.is_none() => {
+                    stopped_by = Some(CallOutcome::Cancelled);
+                    dialog.cancel().await.ok();
+                }
+            }
+        };
+        let outcome = match result {
+            Ok(Ok((_, Some(resp)))) if resp.status_code.kind() == StatusCodeKind::Successful => {
+                match stopped_by {
+                    // A 2xx that crossed our CANCEL was hung up by the stack.
+                    Some(o) => o,
+                    None => {
+                        info!(call_id = %id, "call answered");
+                        let remote_sdp = (!resp.body.is_empty())
+                            .then(|| String::from_utf8_lossy(&resp.body).into_owned());
+                        CallOutcome::Answered {
+                            remote_sdp,
+                            dialog: Dialog::new(outcome_handle, ev_rx),
+                        }
+                    }
+                }
+            }
+            Ok(Ok((_, Some(resp)))) => {
+                let code = u16::from(resp.status_code.clone());
+                let reason = resp.reason_phrase().unwrap_or_default().to_string();
+                match (code, stopped_by) {
+                    (487, Some(o)) => o,
+                    (486 | 600, _) => CallOutcome::Busy,
+                    (408 | 480, _) => CallOutcome::NoAnswer,
+                    _ => CallOutcome::Rejected { code, reason },
+                }
+            }
+            Ok(Ok((_, None))) => {
+                stopped_by.unwrap_or(CallOutcome::Failed("no final response".into()))
+            }
+            Ok(Err(e)) => match (e, stopped_by) {
+                (_, Some(o)) => o,
+                (rsipstack::Error::DialogError(reason, _, code), None) => CallOutcome::Rejected {
+                    code: u16::from(code),
+                    reason,
+                },
+                (e, None) => CallOutcome::Failed(e.to_string()),
+            },
+            Err(e) => CallOutcome::Failed(format!("invite task failed: {e}")),
+        };
+        if !matches!(outcome, CallOutcome::Answered { .. }) {
+            warn!(call_id = %id, ?outcome, "call not answered");
+        }
+        progress_tx.send(CallProgress::Final(outcome)).ok();
+    });
+    Ok(OutgoingCall {
+        call_id,
+        handle,
+        progress: progress_rx,
+        cancel: cancel_tx,
+    })
+}

@@ -1,0 +1,303 @@
+//! REGISTER client: one task per account with digest auth, refresh before expiry,
+//! exponential backoff with jitter, CRLF keep-alives for NAT, and unregister on shutdown.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rsipstack::dialog::authenticate::Credential;
+use rsipstack::dialog::registration::Registration;
+use rsipstack::sip::StatusCodeKind;
+use serde::Serialize;
+use tokio::sync::Mutex as AsyncMutex;
+use tracing::{info, warn};
+
+use super::config::{AccountConfig, Transport};
+use super::endpoint::{Shared, SipEvent};
+use super::error::SipError;
+
+/// How long the final unregister may take at shutdown.
+const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Registration state of one account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistrationState {
+    Registering,
+    Registered,
+    Failing,
+    Unregistered,
+}
+
+/// What the API shows for one account.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegistrationStatus {
+    pub account: String,
+    pub aor: String,
+    pub state: RegistrationState,
+    /// Last failure (status line or transport error), kept until the next success.
+    pub last_error: Option<String>,
+    /// Consecutive failures.
+    pub failures: u32,
+    /// Binding lifetime the registrar granted.
+    pub expires_secs: Option<u32>,
+    /// Seconds until the next refresh or retry.
+    pub next_attempt_secs: Option<u64>,
+    /// Successful REGISTERs so far (initial plus refreshes).
+    pub successes: u64,
+    #[serde(skip)]
+    next_at: Option<Instant>,
+}
+
+impl RegistrationStatus {
+    /// A copy with `next_attempt_secs` computed for now.
+    pub(crate) fn refreshed(&self) -> Self {
+        let mut s = self.clone();
+        s.next_attempt_secs = self
+            .next_at
+            .map(|t| t.saturating_duration_since(Instant::now()).as_secs());
+        s
+    }
+}
+
+/// Refresh at 75% of the granted lifetime, so a lost REGISTER still has time to retry.
+pub(crate) fn refresh_after(granted: u32) -> Duration {
+    Duration::from_millis((u64::from(granted) * 750).max(1000))
+}
+
+/// Delay before retry number `failures` (1-based): base·2^(n-1) capped at max, then
+/// jittered down by up to 25% so many accounts do not retry in lockstep.
+pub(crate) fn backoff(base: Duration, max: Duration, failures: u32, jitter: f64) -> Duration {
+    let exp = base.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    exp.min(max).mul_f64(1.0 - 0.25 * jitter.clamp(0.0, 1.0))
+}
+
+/// The final REGISTER (Expires: 0) of one account.
+pub(crate) struct Unregister {
+    account: String,
+    server: rsipstack::sip::Uri,
+    reg: Arc<AsyncMutex<Registration>>,
+}
+
+impl Unregister {
+    pub(crate) async fn run(self, shared: &Shared) {
+        let mut reg = self.reg.lock().await;
+        let result = tokio::time::timeout(
+            UNREGISTER_TIMEOUT,
+            reg.register(self.server.clone(), Some(0)),
+        )
+        .await;
+        match result {
+            Ok(Ok(resp)) if resp.status_code.kind() == StatusCodeKind::Successful => {
+                info!(account = %self.account, "unregistered")
+            }
+            Ok(Ok(resp)) => {
+                warn!(account = %self.account, status = %resp.status_code, "unregister refused")
+            }
+            Ok(Err(e)) => warn!(account = %self.account, error = %e, "unregister failed"),
+            Err(_) => warn!(account = %self.account, "unregister timed out"),
+        }
+        update(shared, &self.account, |s| {
+            s.state = RegistrationState::Unregistered;
+            s.next_at = None;
+        });
+    }
+}
+
+fn update(shared: &Shared, account: &str, f: impl FnOnce(&mut RegistrationStatus)) {
+    let snapshot = {
+        let mut map = shared
+            .registrations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(s) = map.get_mut(account) else {
+            return;
+        };
+        f(s);
+        s.refreshed()
+    };
+    shared.emit(SipEvent::Registration(snapshot));
+}
+
+pub(crate) fn spawn(shared: &Arc<Shared>, acc: AccountConfig) -> Result<(), SipError> {
+    let aor = rsipstack::sip::Uri::try_from(acc.aor.as_str())
+        .map_err(|_| SipError::InvalidUri(acc.aor.clone()))?;
+    let user = aor.user().filter(|u| !u.is_empty()).ok_or_else(|| {
+        SipError::Config(format!("account `{}`: AOR needs a user part", acc.name))
+    })?;
+    let domain = aor.host_with_port.to_string();
+    let server_str = match acc.transport {
+        Transport::Udp => format!("sip:{domain}"),
+        Transport::Tcp => format!("sip:{domain};transport=tcp"),
+    };
+    let server = rsipstack::sip::Uri::try_from(server_str.as_str())
+        .map_err(|_| SipError::InvalidUri(server_str.clone()))?;
+    let credential = Credential {
+        username: user.to_string(),
+        password: acc.password.clone().unwrap_or_default(),
+        realm: None,
+        auth_username: acc.auth_user.clone(),
+    };
+    let mut reg = Registration::new(shared.endpoint.clone(), Some(credential));
+    reg.outbound_proxy = Some(acc.registrar);
+    if let Some(contact) = shared.contact(acc.transport, Some(user)) {
+        let uri = rsipstack::sip::Uri::try_from(contact.as_str())
+            .map_err(|_| SipError::InvalidUri(contact.clone()))?;
+        reg.contact = Some(rsipstack::sip::typed::Contact {
+            display_name: None,
+            uri,
+            params: vec![],
+        });
+    }
+    let reg = Arc::new(AsyncMutex::new(reg));
+    shared
+        .registrations
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(
+            acc.name.clone(),
+            RegistrationStatus {
+                account: acc.name.clone(),
+                aor: acc.aor.clone(),
+                state: RegistrationState::Registering,
+                last_error: None,
+                failures: 0,
+                expires_secs: None,
+                next_attempt_secs: None,
+                successes: 0,
+                next_at: None,
+            },
+        );
+    shared
+        .unregister
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Unregister {
+            account: acc.name.clone(),
+            server: server.clone(),
+            reg: reg.clone(),
+        });
+    let task = tokio::spawn(run(shared.clone(), acc, server, reg));
+    shared
+        .reg_tasks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(task);
+    Ok(())
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    acc: AccountConfig,
+    server: rsipstack::sip::Uri,
+    reg: Arc<AsyncMutex<Registration>>,
+) {
+    let base = Duration::from_secs(acc.backoff_base_secs.max(1));
+    let max = Duration::from_secs(acc.backoff_max_secs.max(acc.backoff_base_secs.max(1)));
+    let timeout = Duration::from_secs(acc.timeout_secs.max(1));
+    let mut failures = 0u32;
+    loop {
+        let result = {
+            let mut reg = reg.lock().await;
+            tokio::select! {
+                _ = shared.reg_cancel.cancelled() => return,
+                r = tokio::time::timeout(timeout, reg.register(server.clone(), Some(acc.expires))) => {
+                    match r {
+                        Ok(Ok(resp)) => Ok(Ok((resp, reg.granted_expires))),
+                        Ok(Err(e)) => Ok(Err(e.to_string())),
+                        Err(elapsed) => Err(elapsed),
+                    }
+                }
+            }
+        };
+        let outcome = match result {
+            Ok(Ok((resp, granted))) if resp.status_code.kind() == StatusCodeKind::Successful => {
+                Ok(granted.filter(|g| *g > 0).unwrap_or(acc.expires))
+            }
+            Ok(Ok((resp, _))) => Err(format!(
+                "{} {}",
+                u16::from(resp.status_code.clone()),
+                resp.reason_phrase().unwrap_or_default()
+            )),
+            Ok(Err(e)) => Err(format!("transport/transaction error: {e}")),
+            Err(_) => Err(format!("no final response within {}s", timeout.as_secs())),
+        };
+        let wait = match outcome {
+            Ok(granted) => {
+                failures = 0;
+                let wait = refresh_after(granted);
+                info!(account = %acc.name, granted, refresh_in = ?wait, "registered");
+                update(&shared, &acc.name, |s| {
+                    s.state = RegistrationState::Registered;
+                    s.failures = 0;
+                    s.last_error = None;
+                    s.expires_secs = Some(granted);
+                    s.successes += 1;
+                    s.next_at = Some(Instant::now() + wait);
+                });
+                wait
+            }
+            Err(error) => {
+                failures += 1;
+                let wait = backoff(base, max, failures, fastrand::f64());
+                warn!(account = %acc.name, %error, failures, retry_in = ?wait, "registration failed");
+                update(&shared, &acc.name, |s| {
+                    s.state = RegistrationState::Failing;
+                    s.failures = failures;
+                    s.last_error = Some(error);
+                    s.next_at = Some(Instant::now() + wait);
+                });
+                wait
+            }
+        };
+        if !wait_with_keepalives(&shared, &acc, wait).await {
+            return;
+        }
+    }
+}
+
+/// Sleeps `wait`, sending CRLF keep-alives to the registrar over UDP meanwhile (they
+/// keep NAT bindings open between refreshes). False when the endpoint is shutting down.
+async fn wait_with_keepalives(shared: &Shared, acc: &AccountConfig, wait: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    let period = (acc.keepalive_secs > 0 && acc.transport == Transport::Udp)
+        .then(|| Duration::from_secs(acc.keepalive_secs));
+    loop {
+        let next = match period {
+            Some(p) => (tokio::time::Instant::now() + p).min(deadline),
+            None => deadline,
+        };
+        tokio::select! {
+            _ = shared.reg_cancel.cancelled() => return false,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        if next >= deadline {
+            return true;
+        }
+        if let Some(sock) = &shared.udp_socket {
+            sock.send_to(b"\r\n\r\n", acc.registrar).await.ok();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let (b, m) = (Duration::from_secs(2), Duration::from_secs(60));
+        assert_eq!(backoff(b, m, 1, 0.0), Duration::from_secs(2));
+        assert_eq!(backoff(b, m, 2, 0.0), Duration::from_secs(4));
+        assert_eq!(backoff(b, m, 5, 0.0), Duration::from_secs(32));
+        assert_eq!(backoff(b, m, 6, 0.0), Duration::from_secs(60));
+        assert_eq!(backoff(b, m, 40, 0.0), Duration::from_secs(60));
+        assert_eq!(backoff(b, m, 1, 1.0), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn refresh_before_expiry() {
+        assert_eq!(refresh_after(60), Duration::from_secs(45));
+        assert_eq!(refresh_after(1), Duration::from_secs(1));
+        assert!(refresh_after(3600) < Duration::from_secs(3600));
+    }
+}
