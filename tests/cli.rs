@@ -10,7 +10,7 @@ use switchboard_tests::agents::{
 
 fn config(agents: &AgentsDir, data: &std::path::Path) -> String {
     format!(
-        "data-dir = {data:?}\n[sip]\nudp = \"127.0.0.1:0\"\ntcp = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+        "data-dir = {data:?}\n[sip]\nudp-listen = \"127.0.0.1:0\"\ntcp-listen = \"127.0.0.1:0\"\n[calls]\nrtp-port-min = 40000\nrtp-port-max = 40100\n[http]\nlisten = \"127.0.0.1:0\"\n\
          [agents]\ndir = {dir:?}\ndefault = \"menu\"\nmax-instances = 16\n[routes]\n\"1000\" = \"menu\"\n\"4000\" = \"greeter\"\n",
         data = data.display().to_string(),
         dir = agents.path().display().to_string(),

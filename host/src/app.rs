@@ -1,24 +1,93 @@
-//! Wiring of the running host from its configuration. Until signalling lands this is the agent
-//! runtime: load, watch and route.
+//! Wiring of the running host from its configuration: the agent runtime (load, watch, route),
+//! the SIP endpoint, and the call layer fed by it. This is the composition root; the modules it
+//! wires know nothing of each other.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use anyhow::Context;
+
+use crate::call::events::EventBus;
+use crate::call::{self, CallDeps};
 use crate::config::Config;
+use crate::model::ProviderConfig;
 use crate::plugins::watcher::{self, WatchHandle};
 use crate::plugins::{Registry, Runtime};
+use crate::sip::{SipEndpoint, SipEvent};
 
-/// A running host.
-pub struct Host {
+/// The agent runtime of a host: loaded agents, routes and the folder watch.
+pub struct Agents {
     pub config: Config,
     pub registry: Arc<Registry>,
     _watch: WatchHandle,
 }
 
+/// A running host: agents plus signalling and calls.
+pub struct Host {
+    pub agents: Agents,
+    pub sip: Arc<SipEndpoint>,
+    pub calls: Arc<CallDeps>,
+    dispatcher: tokio::task::JoinHandle<()>,
+}
+
 impl Host {
+    /// Start everything: agents, SIP on the configured addresses, and the call layer.
+    pub async fn start(config: Config) -> anyhow::Result<Host> {
+        let agents = Agents::start(config).await?;
+        let config = &agents.config;
+        let (sip, mut sip_events) = SipEndpoint::start(config.sip.clone())
+            .await
+            .context("starting SIP")?;
+        let sip = Arc::new(sip);
+        let addrs = sip.local_addrs();
+        let media_ip = config
+            .sip
+            .external_address
+            .or(addrs.udp.map(|a| a.ip()))
+            .or(addrs.tcp.map(|a| a.ip()))
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        let calls = CallDeps::new(
+            agents.registry.clone(),
+            config.model.build(),
+            ProviderConfig::default().build(),
+            config.calls.clone(),
+            media_ip,
+            EventBus::new(None),
+        )?;
+        let deps = calls.clone();
+        let dispatcher = tokio::spawn(async move {
+            while let Some(event) = sip_events.recv().await {
+                match event {
+                    SipEvent::IncomingCall(c) => call::spawn_incoming(deps.clone(), c),
+                    SipEvent::CallCancelled { call_id } => deps.cancelled(&call_id),
+                    SipEvent::Registration(status) => {
+                        tracing::info!(?status, "registration state changed")
+                    }
+                }
+            }
+        });
+        Ok(Host {
+            agents,
+            sip,
+            calls,
+            dispatcher,
+        })
+    }
+
+    /// Unregister, end live calls and stop listening.
+    pub async fn shutdown(self) {
+        for c in self.calls.active() {
+            self.calls.command(&c.id, call::CallCommand::Hangup);
+        }
+        self.sip.shutdown().await;
+        self.dispatcher.abort();
+    }
+}
+
+impl Agents {
     /// Create the runtime, load every deployed agent and start watching for new versions.
     /// Agent problems are reported, never fatal; configuration problems are.
-    pub async fn start(config: Config) -> anyhow::Result<Host> {
+    pub async fn start(config: Config) -> anyhow::Result<Agents> {
         let runtime = Runtime::new(
             config.agents.clone(),
             config.agent.clone(),
@@ -28,7 +97,7 @@ impl Host {
             .map_err(|e| anyhow::anyhow!("[routes]: {e}"))?;
         registry.load_all().await;
         let watch = watcher::watch(registry.clone());
-        Ok(Host {
+        Ok(Agents {
             config,
             registry,
             _watch: watch,

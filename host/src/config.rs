@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
+use crate::call::CallConfig;
+use crate::model::ProviderConfig;
 use crate::plugins::{AgentSettings, AgentsConfig};
+use crate::sip::SipConfig;
 
 /// The configuration shipped in the binary: SIP on 127.0.0.1:5060, HTTP on 127.0.0.1:8080,
 /// the three example agents on 1000/2000/3000 and `menu` as the default agent.
@@ -23,7 +26,12 @@ pub struct Config {
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
     #[serde(default)]
-    pub sip: SipListen,
+    pub sip: SipConfig,
+    /// The voice model provider (`provider = "openai" | "gemini" | "offline"`).
+    #[serde(default)]
+    pub model: ProviderConfig,
+    #[serde(default)]
+    pub calls: CallConfig,
     #[serde(default)]
     pub http: HttpListen,
     #[serde(default)]
@@ -40,24 +48,6 @@ pub struct Config {
 
 fn default_data_dir() -> PathBuf {
     PathBuf::from(".switchboard")
-}
-
-/// Where SIP listens.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
-pub struct SipListen {
-    pub udp: Option<SocketAddr>,
-    pub tcp: Option<SocketAddr>,
-}
-
-impl Default for SipListen {
-    fn default() -> Self {
-        let addr: SocketAddr = "127.0.0.1:5060".parse().expect("static address");
-        SipListen {
-            udp: Some(addr),
-            tcp: Some(addr),
-        }
-    }
 }
 
 /// Where the HTTP API and dashboard listen.
@@ -87,7 +77,8 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            level: "info".into(),
+            // rsipstack logs every SIP message at info.
+            level: "info,rsipstack=warn".into(),
             json: false,
         }
     }
@@ -163,8 +154,9 @@ mod tests {
     #[test]
     fn bundled_config_has_the_documented_defaults() {
         let c = Config::parse(BUNDLED, "bundled", []).unwrap();
-        assert_eq!(c.sip.udp.unwrap().to_string(), "127.0.0.1:5060");
-        assert_eq!(c.sip.tcp.unwrap().to_string(), "127.0.0.1:5060");
+        assert_eq!(c.sip.udp_listen.unwrap().to_string(), "127.0.0.1:5060");
+        assert_eq!(c.sip.tcp_listen.unwrap().to_string(), "127.0.0.1:5060");
+        assert!(matches!(c.model, ProviderConfig::Offline(_)));
         assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.routes["1000"], "menu");
         assert_eq!(c.routes["2000"], "receptionist");

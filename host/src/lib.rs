@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod call;
 pub mod config;
 pub mod media;
 pub mod model;

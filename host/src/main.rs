@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use switchboard::app::{Host, describe_routes};
+use switchboard::app::{Agents, Host, describe_routes};
 use switchboard::config::Config;
 use switchboard::plugins::deploy;
 
@@ -80,8 +80,8 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run => run(config, None).await,
         Command::Agents => {
-            let host = Host::start(config).await?;
-            print!("{}", describe_routes(&host.registry));
+            let agents = Agents::start(config).await?;
+            print!("{}", describe_routes(&agents.registry));
             Ok(())
         }
         Command::Deploy { crates } => {
@@ -116,18 +116,29 @@ async fn run(config: Config, dev_crate: Option<PathBuf>) -> anyhow::Result<()> {
         deploy::rebuild(dir, &agents_dir).await;
     }
     let host = Host::start(config).await?;
+    let addrs = host.sip.local_addrs();
     tracing::info!(
-        sip_udp = ?host.config.sip.udp, sip_tcp = ?host.config.sip.tcp, http = %host.config.http.listen,
-        agents = %agents_dir.display(), "switchboard running (SIP and HTTP arrive with their modules)"
+        sip_udp = ?addrs.udp, sip_tcp = ?addrs.tcp, model = host.calls.provider.name(),
+        agents = %agents_dir.display(), "switchboard running"
     );
-    println!("{}", describe_routes(&host.registry));
+    println!("{}", describe_routes(&host.agents.registry));
     let _dev = match dev_crate {
         Some(dir) => Some(deploy::watch_crate(dir, agents_dir)?),
         None => None,
     };
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    shutdown_signal().await?;
     tracing::info!("shutting down");
+    host.shutdown().await;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
     Ok(())
 }

@@ -126,7 +126,8 @@ impl CallDeps {
         events: EventBus,
     ) -> anyhow::Result<Arc<CallDeps>> {
         Ok(Arc::new(CallDeps {
-            ports: PortPool::new(config.rtp_port_min, config.rtp_port_max),
+            ports: PortPool::new(config.rtp_port_min, config.rtp_port_max)
+                .map_err(|e| anyhow::anyhow!("[calls] rtp ports: {e}"))?,
             codecs: config.codec_list()?,
             registry,
             provider,

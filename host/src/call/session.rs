@@ -568,7 +568,8 @@ impl Call {
             self.recorder.record(EventKind::AgentFault { fault });
         }
         let _ = self.model.commands.try_send(Command::Close);
-        let stats = self.media.close().await;
+        let Call { media, recorder, deps, call_id, .. } = self;
+        let stats = media.close().await;
         tracing::info!(?reason, ?stats, "call ended");
         let text = match &reason {
             EndReason::CallerHangup => "caller-hangup".to_string(),
@@ -577,8 +578,8 @@ impl Call {
             EndReason::Timeout => "timeout".to_string(),
             EndReason::Failed(why) => format!("failed: {why}"),
         };
-        self.recorder.record(EventKind::Ended { reason: text, abnormal });
-        self.set_state(CallState::Ended);
-        self.deps.forget(&self.call_id);
+        recorder.record(EventKind::Ended { reason: text, abnormal });
+        recorder.record(EventKind::State { state: CallState::Ended });
+        deps.forget(&call_id);
     }
 }

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 /// Everything the SIP endpoint needs to start.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct SipConfig {
     /// UDP listen address; `None` disables UDP.
     pub udp_listen: Option<SocketAddr>,
@@ -97,7 +97,7 @@ pub enum ScannerAction {
 
 /// A SIP trunk (carrier or PBX) we call out through and accept calls from.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TrunkConfig {
     pub name: String,
     /// Where outbound INVITEs are sent (`host:port`, an IP address here).
@@ -127,7 +127,7 @@ pub struct TrunkConfig {
 
 /// Checks applied to inbound INVITEs of one scope (a trunk, or unknown sources).
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct InboundPolicy {
     /// Challenge INVITEs with digest auth (401) against these credentials.
     pub digest: Option<DigestUser>,
@@ -139,7 +139,7 @@ pub struct InboundPolicy {
 
 /// Credentials a caller must present.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DigestUser {
     pub realm: String,
     pub user: String,
@@ -148,7 +148,7 @@ pub struct DigestUser {
 
 /// A registration account (we register as an extension of a PBX).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AccountConfig {
     pub name: String,
     /// Registrar address (`ip:port`).
@@ -201,17 +201,17 @@ mod tests {
     fn parses_full_config_and_rejects_unknown_fields() {
         let cfg: SipConfig = toml::from_str(
             r#"
-            udp_listen = "127.0.0.1:5070"
-            external_address = "203.0.113.7"
-            refer_allow = ["sip:*"]
+            udp-listen = "127.0.0.1:5070"
+            external-address = "203.0.113.7"
+            refer-allow = ["sip:*"]
             [[trunks]]
             name = "carrier"
-            outbound_proxy = "127.0.0.1:5080"
+            outbound-proxy = "127.0.0.1:5080"
             transport = "tcp"
-            from_user = "agent"
+            from-user = "agent"
             password = "pw"
-            inbound_sources = ["10.0.0.0/8", "127.0.0.1"]
-            inbound = { rate_limit_per_source = 5.0, max_concurrent_calls = 10 }
+            inbound-sources = ["10.0.0.0/8", "127.0.0.1"]
+            inbound = { rate-limit-per-source = 5.0, max-concurrent-calls = 10 }
             [[accounts]]
             name = "pbx"
             registrar = "127.0.0.1:5090"
