@@ -644,6 +644,12 @@ pub struct Baresip {
 impl Baresip {
     /// `account` is the full account line, e.g. `<sip:bob@127.0.0.1:5070>;auth_pass=bobpw;regint=60`.
     pub async fn start(account: &str) -> Baresip {
+        Self::start_with(account, "").await
+    }
+
+    /// Like [`Baresip::start`] with extra config lines (e.g. `module sndfile.so` to record
+    /// what it hears into `<dir>/rec`).
+    pub async fn start_with(account: &str, extra_config: &str) -> Baresip {
         let sip_port = free_port();
         let ctrl_port = free_port();
         let dir = tempdir("baresip");
@@ -654,9 +660,12 @@ impl Baresip {
              audio_source aufile,{}\nausrc_srate 8000\nausrc_channels 1\nauplay_srate 8000\nauplay_channels 1\n\
              module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\n\
              module_tmp uuid.so\nmodule_tmp account.so\nmodule_app contact.so\nmodule_app menu.so\nmodule_app ctrl_tcp.so\n\
-             ctrl_tcp_listen 127.0.0.1:{ctrl_port}\nrtp_ports 20000-29999\nrtp_timeout 0\nsip_trans_def udp\n",
-            wav.display()
+             ctrl_tcp_listen 127.0.0.1:{ctrl_port}\nrtp_ports 20000-29999\nrtp_timeout 0\nsip_trans_def udp\n\
+             snd_path {}\n{extra_config}\n",
+            wav.display(),
+            dir.path().join("rec").display()
         );
+        std::fs::create_dir_all(dir.path().join("rec")).unwrap();
         std::fs::write(dir.path().join("config"), config).unwrap();
         std::fs::write(dir.path().join("accounts"), format!("{account}\n")).unwrap();
         std::fs::write(dir.path().join("contacts"), "").unwrap();

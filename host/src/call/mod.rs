@@ -66,7 +66,9 @@ impl CallConfig {
                 "pcmu" => Ok(Codec::Pcmu),
                 "pcma" => Ok(Codec::Pcma),
                 "opus" => Ok(Codec::Opus),
-                other => anyhow::bail!("[calls] codecs: unknown codec `{other}` (pcmu, pcma, opus)"),
+                other => {
+                    anyhow::bail!("[calls] codecs: unknown codec `{other}` (pcmu, pcma, opus)")
+                }
             })
             .collect()
     }
@@ -237,7 +239,9 @@ async fn inbound(deps: Arc<CallDeps>, call: IncomingCall, call_id: String) {
         agent: Some(resolved.agent.name().to_string()),
         started_at_ms: events::now_ms(),
     });
-    recorder.record(EventKind::State { state: CallState::Ringing });
+    recorder.record(EventKind::State {
+        state: CallState::Ringing,
+    });
     let _ = call.ringing();
     let info = CallInfo {
         call_id: call_id.clone(),
@@ -254,12 +258,31 @@ async fn inbound(deps: Arc<CallDeps>, call: IncomingCall, call_id: String) {
         return;
     };
     match start_agent(&deps, &recorder, &resolved.agent, &call_id, &info).await {
-        Started::Run { agent, config, actions, fallback } => {
-            if let Err((code, reason)) =
-                answer_and_run(&deps, recorder.clone(), call, &offer, agent, config, actions, fallback, commands, &call_id).await
+        Started::Run {
+            agent,
+            config,
+            actions,
+            fallback,
+        } => {
+            if let Err((code, reason)) = answer_and_run(
+                &deps,
+                recorder.clone(),
+                call,
+                &offer,
+                agent,
+                config,
+                actions,
+                fallback,
+                commands,
+                &call_id,
+            )
+            .await
             {
                 recorder.record(EventKind::Rejected { code, reason });
-                recorder.record(EventKind::Ended { reason: "rejected".into(), abnormal: false });
+                recorder.record(EventKind::Ended {
+                    reason: "rejected".into(),
+                    abnormal: false,
+                });
                 deps.forget(&call_id);
             }
         }
@@ -273,8 +296,14 @@ async fn inbound(deps: Arc<CallDeps>, call: IncomingCall, call_id: String) {
 fn reject(recorder: &Recorder, call: IncomingCall, code: u16, reason: &str) {
     tracing::info!(code, reason, "rejecting the call");
     let _ = call.reject(code, reason);
-    recorder.record(EventKind::Rejected { code, reason: reason.into() });
-    recorder.record(EventKind::Ended { reason: format!("rejected {code}"), abnormal: false });
+    recorder.record(EventKind::Rejected {
+        code,
+        reason: reason.into(),
+    });
+    recorder.record(EventKind::Ended {
+        reason: format!("rejected {code}"),
+        abnormal: false,
+    });
 }
 
 enum Started {
@@ -296,12 +325,19 @@ async fn start_agent(
     call_id: &str,
     info: &CallInfo,
 ) -> Started {
-    recorder.record(EventKind::State { state: CallState::Starting });
+    recorder.record(EventKind::State {
+        state: CallState::Starting,
+    });
     let runtime = deps.registry.runtime();
     let fault = match runtime.session(version, call_id).await {
         Ok(mut agent) => match agent.start(info).await {
             Ok(StartOutcome::Accept { config, actions }) => {
-                return Started::Run { agent, config, actions, fallback: false };
+                return Started::Run {
+                    agent,
+                    config,
+                    actions,
+                    fallback: false,
+                };
             }
             Ok(StartOutcome::Reject(r)) => return Started::Reject(r.code, r.reason),
             Err(fault) => (fault, Some(agent)),
@@ -373,7 +409,12 @@ async fn answer_and_run(
         }
     };
     let session_id = events::now_ms();
-    let local = sdp::LocalMedia::new(deps.media_ip, pending.port(), deps.codecs.clone(), session_id);
+    let local = sdp::LocalMedia::new(
+        deps.media_ip,
+        pending.port(),
+        deps.codecs.clone(),
+        session_id,
+    );
     let (answer, negotiated) = match sdp::answer_offer(offer, &local) {
         Ok(r) => r,
         Err(e) => {
@@ -394,7 +435,11 @@ async fn answer_and_run(
     };
     recorder.record(EventKind::Answered {
         codec: negotiated.codec.encoding_name().to_string(),
-        model: if fallback { "fallback".into() } else { deps.provider.name().into() },
+        model: if fallback {
+            "fallback".into()
+        } else {
+            deps.provider.name().into()
+        },
     });
     let mut local = local;
     local.codecs = vec![negotiated.codec];
@@ -413,4 +458,3 @@ async fn answer_and_run(
     call.run(actions, fallback).await;
     Ok(())
 }
-

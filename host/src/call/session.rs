@@ -121,7 +121,11 @@ pub(crate) async fn connect_fallback(deps: &CallDeps, codec: crate::media::Codec
         model: None,
     };
     let formats = model_formats(deps.fallback_provider.as_ref(), codec);
-    match deps.fallback_provider.connect(settings_for(&config, formats)).await {
+    match deps
+        .fallback_provider
+        .connect(settings_for(&config, formats))
+        .await
+    {
         Ok(s) => s,
         Err(e) => {
             // Without even local synthesis, an empty session keeps the call logic uniform: the
@@ -177,7 +181,11 @@ impl Call {
         .await
     }
 
-    async fn event_loop(&mut self, start_actions: Vec<Action>, fallback: bool) -> (EndReason, bool) {
+    async fn event_loop(
+        &mut self,
+        start_actions: Vec<Action>,
+        fallback: bool,
+    ) -> (EndReason, bool) {
         let handle = self.dialog.handle();
         let mut media_events = self.media.take_events().expect("events taken once");
         let mut tick = tokio::time::interval(Duration::from_millis(10));
@@ -194,7 +202,10 @@ impl Call {
 
         if fallback {
             pending_final = Some((Final::Hangup, Instant::now() + drain_limit));
-        } else if let Some(f) = self.apply(start_actions, &handle, &mut collector, &mut responding).await {
+        } else if let Some(f) = self
+            .apply(start_actions, &handle, &mut collector, &mut responding)
+            .await
+        {
             pending_final = Some((f, Instant::now() + drain_limit));
         }
 
@@ -408,15 +419,31 @@ impl Call {
     }
 
     fn media_codec(&self) -> crate::media::Codec {
-        self.local.codecs.first().copied().unwrap_or(crate::media::Codec::Pcmu)
+        self.local
+            .codecs
+            .first()
+            .copied()
+            .unwrap_or(crate::media::Codec::Pcmu)
     }
 
-    async fn start_transfer(&mut self, handle: &DialogHandle, target: &str) -> Result<(), crate::sip::SipError> {
+    async fn start_transfer(
+        &mut self,
+        handle: &DialogHandle,
+        target: &str,
+    ) -> Result<(), crate::sip::SipError> {
         self.set_state(CallState::Transferring);
-        self.recorder.record(EventKind::Transfer { target: target.into(), status: "requested".into(), detail: String::new() });
+        self.recorder.record(EventKind::Transfer {
+            target: target.into(),
+            status: "requested".into(),
+            detail: String::new(),
+        });
         let result = handle.refer(target).await;
         if let Err(e) = &result {
-            self.recorder.record(EventKind::Transfer { target: target.into(), status: "failed".into(), detail: e.to_string() });
+            self.recorder.record(EventKind::Transfer {
+                target: target.into(),
+                status: "failed".into(),
+                detail: e.to_string(),
+            });
             self.set_state(CallState::Active);
         }
         result
@@ -428,9 +455,18 @@ impl Call {
             return;
         }
         let report = self.media.flush_playout();
-        self.recorder.record(EventKind::BargeIn { played_ms: report.played_ms, discarded_ms: report.discarded_ms });
+        self.recorder.record(EventKind::BargeIn {
+            played_ms: report.played_ms,
+            discarded_ms: report.discarded_ms,
+        });
         if let Some(item) = current_item.take() {
-            let _ = self.model.send(Command::Truncate { item_id: item.clone(), audio_end_ms: report.played_ms }).await;
+            let _ = self
+                .model
+                .send(Command::Truncate {
+                    item_id: item.clone(),
+                    audio_end_ms: report.played_ms,
+                })
+                .await;
             dropped.insert(item);
         }
     }
@@ -448,7 +484,10 @@ impl Call {
         current_item: &mut Option<String>,
         dropped: &mut HashSet<String>,
     ) {
-        self.recorder.record(EventKind::Dtmf { digits: digit.to_string(), source: source.into() });
+        self.recorder.record(EventKind::Dtmf {
+            digits: digit.to_string(),
+            source: source.into(),
+        });
         if *agent_failed || pending_final.is_some() {
             return;
         }
@@ -464,8 +503,14 @@ impl Call {
             },
             None => digit.to_string(),
         };
-        if let Some(f) = self.deliver_digits(&digits, handle, collector, responding, agent_failed).await {
-            *pending_final = Some((f, Instant::now() + Duration::from_secs(self.deps.config.drain_timeout_secs)));
+        if let Some(f) = self
+            .deliver_digits(&digits, handle, collector, responding, agent_failed)
+            .await
+        {
+            *pending_final = Some((
+                f,
+                Instant::now() + Duration::from_secs(self.deps.config.drain_timeout_secs),
+            ));
         }
     }
 
@@ -478,7 +523,8 @@ impl Call {
         agent_failed: &mut bool,
     ) -> Option<Final> {
         let actions = self.agent.dtmf(digits).await;
-        self.after_hook(actions, handle, collector, responding, agent_failed).await
+        self.after_hook(actions, handle, collector, responding, agent_failed)
+            .await
     }
 
     fn fault(&mut self, fault: AgentFault, agent_failed: &mut bool) -> Vec<Action> {
@@ -514,14 +560,19 @@ impl Call {
         if actions.is_empty() {
             return None;
         }
-        self.recorder.record(EventKind::Actions { hook: "agent".into(), actions: actions.clone() });
+        self.recorder.record(EventKind::Actions {
+            hook: "agent".into(),
+            actions: actions.clone(),
+        });
         for action in actions {
             match action {
                 Action::Say(text) => {
                     *responding += 1;
                     let _ = self.model.send(Command::Say(text)).await;
                 }
-                Action::Play(name) => tracing::warn!(asset = %name, "audio assets are not supported yet; skipping"),
+                Action::Play(name) => {
+                    tracing::warn!(asset = %name, "audio assets are not supported yet; skipping")
+                }
                 Action::SendDtmf(digits) => {
                     if let Err(e) = self.media.send_dtmf(&digits, 100) {
                         tracing::warn!(error = %e, "sending DTMF failed");
@@ -568,7 +619,13 @@ impl Call {
             self.recorder.record(EventKind::AgentFault { fault });
         }
         let _ = self.model.commands.try_send(Command::Close);
-        let Call { media, recorder, deps, call_id, .. } = self;
+        let Call {
+            media,
+            recorder,
+            deps,
+            call_id,
+            ..
+        } = self;
         let stats = media.close().await;
         tracing::info!(?reason, ?stats, "call ended");
         let text = match &reason {
@@ -578,8 +635,13 @@ impl Call {
             EndReason::Timeout => "timeout".to_string(),
             EndReason::Failed(why) => format!("failed: {why}"),
         };
-        recorder.record(EventKind::Ended { reason: text, abnormal });
-        recorder.record(EventKind::State { state: CallState::Ended });
+        recorder.record(EventKind::Ended {
+            reason: text,
+            abnormal,
+        });
+        recorder.record(EventKind::State {
+            state: CallState::Ended,
+        });
         deps.forget(&call_id);
     }
 }

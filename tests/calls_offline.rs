@@ -1,0 +1,142 @@
+//! A real phone (baresip) calls 1000 on the `switchboard` binary running the `menu` agent on
+//! the offline provider: the spoken prompt reaches the phone, keypad digits lead to the right
+//! branch, and the agent's hang-up ends the call cleanly.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use switchboard_tests::agents::{
+    AgentsDir, Child, Lines, example_agents, example_manifest, switchboard_bin,
+};
+use switchboard_tests::sip::{Baresip, free_port, require};
+
+/// RMS of 20 ms windows of a mono-or-stereo 16-bit WAV (first channel).
+fn window_rms(wav: &[u8]) -> Vec<f64> {
+    let channels = u16::from_le_bytes([wav[22], wav[23]]) as usize;
+    let rate = u32::from_le_bytes([wav[24], wav[25], wav[26], wav[27]]) as usize;
+    let data = wav
+        .windows(4)
+        .position(|w| w == b"data")
+        .map(|i| i + 8)
+        .expect("data chunk");
+    let samples: Vec<i16> = wav[data..]
+        .chunks_exact(2 * channels)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    samples
+        .chunks(rate / 50)
+        .map(|w| (w.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / w.len() as f64).sqrt())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_calls_the_menu_on_the_offline_provider() {
+    if !require("baresip") || !require("espeak-ng") {
+        return;
+    }
+    let bin = switchboard_bin();
+    let agents = AgentsDir::new();
+    agents.install(
+        "menu",
+        &example_agents().join("menu.wasm"),
+        &std::fs::read_to_string(example_manifest("menu")).unwrap(),
+    );
+    let data = tempfile::tempdir().unwrap();
+    let sip_port = free_port();
+    let cfg = data.path().join("switchboard.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data-dir = {data:?}\n[sip]\nudp-listen = \"127.0.0.1:{sip_port}\"\ntcp-listen = \"127.0.0.1:{sip_port}\"\n\
+             [calls]\nrtp-port-min = 42000\nrtp-port-max = 44000\ncodecs = [\"pcmu\"]\n\
+             [agents]\ndir = {dir:?}\ndefault = \"menu\"\nmax-instances = 16\n[routes]\n\"1000\" = \"menu\"\n",
+            data = data.path().display().to_string(),
+            dir = agents.path().display().to_string(),
+        ),
+    )
+    .unwrap();
+    let mut host = Child::spawn(
+        Command::new(&bin)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info,rsipstack=warn,switchboard::call=debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let mut log = Lines::new(host.child.stderr.take().unwrap());
+    assert!(
+        log.wait_for(&["switchboard running"], Duration::from_secs(60))
+            .is_some(),
+        "{:?}",
+        log.seen
+    );
+
+    let phone = Baresip::start_with(
+        "<sip:caller@127.0.0.1>;regint=0;audio_codecs=pcmu",
+        "module sndfile.so",
+    )
+    .await;
+    let mut ctrl = phone.ctrl().await;
+    ctrl.command("dial", &format!("sip:1000@127.0.0.1:{sip_port}"))
+        .await;
+    assert!(
+        ctrl.wait_event("CALL_ESTABLISHED", Duration::from_secs(20))
+            .await
+            .is_some(),
+        "{}",
+        phone.log()
+    );
+    // Let part of the greeting play, then press 1 (opening hours) over RFC 4733.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    ctrl.command("sndcode", "1").await;
+    let opening = log.wait_for(&["Actions", "We are open"], Duration::from_secs(20));
+    assert!(
+        opening.is_some(),
+        "digit 1 reached the agent: {:?}",
+        log.seen
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ctrl.command("sndcode", "#").await;
+    assert!(
+        log.wait_for(&["Actions", "Goodbye"], Duration::from_secs(20))
+            .is_some(),
+        "{:?}",
+        log.seen
+    );
+    // The agent hangs up once "Goodbye" has been spoken.
+    assert!(
+        ctrl.wait_event("CALL_CLOSED", Duration::from_secs(30))
+            .await
+            .is_some(),
+        "the agent hung up: {}",
+        phone.log()
+    );
+    assert!(
+        log.wait_for(&["call ended", "AgentHangup"], Duration::from_secs(10))
+            .is_some(),
+        "{:?}",
+        log.seen
+    );
+
+    // What baresip heard: speech, not silence.
+    let rec = std::fs::read_dir(phone.dir.path().join("rec"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+        .expect("baresip recorded the received audio");
+    let rms = window_rms(&std::fs::read(&rec).unwrap());
+    let loud = rms.iter().filter(|&&r| r > 300.0).count();
+    assert!(
+        rms.len() > 200,
+        "at least 4 s recorded, got {} windows",
+        rms.len()
+    );
+    assert!(
+        loud * 4 > rms.len(),
+        "speech in at least a quarter of the call: {loud} of {} windows",
+        rms.len()
+    );
+    assert!(host.is_running());
+}
