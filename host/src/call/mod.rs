@@ -308,7 +308,7 @@ fn reject(recorder: &Recorder, call: IncomingCall, code: u16, reason: &str) {
 
 enum Started {
     Run {
-        agent: AgentSession,
+        agent: Box<AgentSession>,
         config: SessionConfig,
         actions: Vec<crate::plugins::types::Action>,
         /// The agent failed in on-start: play the apology and hang up.
@@ -348,7 +348,7 @@ async fn start_agent(
     recorder.record(EventKind::AgentFault { fault });
     match (runtime.config().fallback.on_start, agent) {
         (StartFallback::Apology, Some(agent)) => Started::Run {
-            agent,
+            agent: Box::new(agent),
             config: SessionConfig {
                 instructions: String::new(),
                 greeting: None,
