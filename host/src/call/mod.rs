@@ -269,7 +269,7 @@ async fn inbound(deps: Arc<CallDeps>, call: IncomingCall, call_id: String) {
                 recorder.clone(),
                 call,
                 &offer,
-                agent,
+                *agent,
                 config,
                 actions,
                 fallback,
@@ -333,7 +333,7 @@ async fn start_agent(
         Ok(mut agent) => match agent.start(info).await {
             Ok(StartOutcome::Accept { config, actions }) => {
                 return Started::Run {
-                    agent,
+                    agent: Box::new(agent),
                     config,
                     actions,
                     fallback: false,
