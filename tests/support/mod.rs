@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod fake_gemini;
 pub mod fake_openai;
+pub mod host;
 pub mod media;
 pub mod model_audio;
 pub mod model_tls;

@@ -1,0 +1,69 @@
+//! The `switchboard` binary as a test peer: a config on free ports, agents deployed into a
+//! temporary folder, and its log read line by line.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::agents::{AgentsDir, Child, Lines, example_agents, example_manifest, switchboard_bin};
+use crate::sip::free_port;
+
+pub struct Host {
+    pub sip_port: u16,
+    pub agents: AgentsDir,
+    pub log: Lines,
+    pub process: Child,
+    _data: tempfile::TempDir,
+}
+
+impl Host {
+    /// Start the binary with the example agents `examples` deployed, SIP on a free port, the
+    /// `[routes]` 1000/2000/3000 of the bundled config, and `extra` TOML appended.
+    pub fn start(examples: &[&str], extra: &str) -> Host {
+        let bin = switchboard_bin();
+        let agents = AgentsDir::new();
+        for name in examples {
+            agents.install(
+                name,
+                &example_agents().join(format!("{name}.wasm")),
+                &std::fs::read_to_string(example_manifest(name)).unwrap(),
+            );
+        }
+        let data = tempfile::tempdir().unwrap();
+        let sip_port = free_port();
+        let cfg = data.path().join("switchboard.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "data-dir = {data:?}\n[sip]\nudp-listen = \"127.0.0.1:{sip_port}\"\n\
+                 tcp-listen = \"127.0.0.1:{sip_port}\"\n[agents]\ndir = {dir:?}\nmax-instances = 64\n\
+                 [routes]\n\"1000\" = \"menu\"\n\"2000\" = \"receptionist\"\n\"3000\" = \"appointments\"\n{extra}\n",
+                data = data.path().display().to_string(),
+                dir = agents.path().display().to_string(),
+            ),
+        )
+        .unwrap();
+        let mut process = Child::spawn(
+            Command::new(&bin)
+                .args(["run", "--config"])
+                .arg(&cfg)
+                .env("RUST_LOG", "info,rsipstack=warn,switchboard::call=debug")
+                .env("NO_COLOR", "1")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        );
+        let mut log = Lines::new(process.child.stderr.take().unwrap());
+        assert!(
+            log.wait_for(&["switchboard running"], Duration::from_secs(60))
+                .is_some(),
+            "the host did not start: {:?}",
+            log.seen
+        );
+        Host {
+            sip_port,
+            agents,
+            log,
+            process,
+            _data: data,
+        }
+    }
+}
