@@ -650,11 +650,17 @@ impl Baresip {
     /// Like [`Baresip::start`] with extra config lines (e.g. `module sndfile.so` to record
     /// what it hears into `<dir>/rec`).
     pub async fn start_with(account: &str, extra_config: &str) -> Baresip {
+        Self::start_with_mic(account, extra_config, &[0; 8000 * 30]).await
+    }
+
+    /// Like [`Baresip::start_with`], with `mic` (8 kHz mono samples, played from the start of
+    /// each call) as what the phone's user says.
+    pub async fn start_with_mic(account: &str, extra_config: &str, mic: &[i16]) -> Baresip {
         let sip_port = free_port();
         let ctrl_port = free_port();
         let dir = tempdir("baresip");
         let wav = dir.path().join("mic.wav");
-        write_silence_wav(&wav, 8000, 30);
+        write_wav(&wav, 8000, mic);
         let config = format!(
             "sip_listen 127.0.0.1:{sip_port}\nnet_interface 127.0.0.1\ndns_server 127.0.0.1:53\n\
              audio_source aufile,{}\nausrc_srate 8000\nausrc_channels 1\nauplay_srate 8000\nauplay_channels 1\n\
@@ -755,10 +761,9 @@ impl BaresipCtrl {
     }
 }
 
-/// A mono 16-bit PCM WAV of silence.
-pub fn write_silence_wav(path: &Path, rate: u32, secs: u32) {
-    let samples = rate * secs;
-    let data_len = samples * 2;
+/// A mono 16-bit PCM WAV of `samples`.
+pub fn write_wav(path: &Path, rate: u32, samples: &[i16]) {
+    let data_len = samples.len() as u32 * 2;
     let mut w = Vec::with_capacity(44 + data_len as usize);
     w.extend_from_slice(b"RIFF");
     w.extend_from_slice(&(36 + data_len).to_le_bytes());
@@ -772,6 +777,6 @@ pub fn write_silence_wav(path: &Path, rate: u32, secs: u32) {
     w.extend_from_slice(&16u16.to_le_bytes());
     w.extend_from_slice(b"data");
     w.extend_from_slice(&data_len.to_le_bytes());
-    w.resize(44 + data_len as usize, 0);
+    w.extend(samples.iter().flat_map(|s| s.to_le_bytes()));
     std::fs::write(path, w).unwrap();
 }

@@ -388,8 +388,11 @@ async fn answer_and_run(
             return Err((code, e.to_string()));
         }
     };
-    let (model, fallback) = if fallback {
-        (session::connect_fallback(deps, codec).await, true)
+    let (model, failure) = if fallback {
+        (
+            session::connect_fallback(deps, codec).await,
+            Some("agent failed".to_string()),
+        )
     } else {
         session::connect_model(deps, &recorder, &config, codec).await
     };
@@ -435,7 +438,7 @@ async fn answer_and_run(
     };
     recorder.record(EventKind::Answered {
         codec: negotiated.codec.encoding_name().to_string(),
-        model: if fallback {
+        model: if failure.is_some() {
             "fallback".into()
         } else {
             deps.provider.name().into()
@@ -455,6 +458,6 @@ async fn answer_and_run(
         commands,
         state: CallState::Starting,
     };
-    call.run(actions, fallback).await;
+    call.run(actions, failure).await;
     Ok(())
 }

@@ -90,22 +90,25 @@ pub(crate) fn settings_for(
 }
 
 /// Connect to the configured model; on failure fall back to the offline provider saying the
-/// apology, so the caller never hears silence.
+/// apology, so the caller never hears silence. The second value says why it fell back.
 pub(crate) async fn connect_model(
     deps: &CallDeps,
     recorder: &Recorder,
     config: &SessionConfig,
     codec: crate::media::Codec,
-) -> (ModelSession, bool) {
+) -> (ModelSession, Option<String>) {
     let formats = model_formats(deps.provider.as_ref(), codec);
     match deps.provider.connect(settings_for(config, formats)).await {
-        Ok(session) => (session, false),
+        Ok(session) => (session, None),
         Err(e) => {
             tracing::error!(error = %e, "model connection failed; playing the fallback");
             recorder.record(EventKind::ModelError {
                 message: e.to_string(),
             });
-            (connect_fallback(deps, codec).await, true)
+            (
+                connect_fallback(deps, codec).await,
+                Some("model unavailable".into()),
+            )
         }
     }
 }
@@ -143,6 +146,13 @@ pub(crate) async fn connect_fallback(deps: &CallDeps, codec: crate::media::Codec
     }
 }
 
+/// The model item being played to the caller.
+struct Speaking {
+    item_id: String,
+    /// Audio queued ahead of this item when it arrived: it starts playing once that has gone.
+    lead_ms: u64,
+}
+
 /// Per-turn latency: caller end of speech → first agent audio packet on the wire.
 #[derive(Default)]
 struct TurnClock {
@@ -152,6 +162,14 @@ struct TurnClock {
     speech_stopped: Option<Instant>,
     first_model_audio: Option<Instant>,
     host_in: Duration,
+}
+
+/// How the call ends when it hangs up itself: a failure (agent or model) or the agent's wish.
+fn ending(failure: Option<String>) -> (EndReason, bool) {
+    match failure {
+        Some(why) => (EndReason::Failed(why), true),
+        None => (EndReason::AgentHangup, false),
+    }
 }
 
 /// An action that waits until queued speech has been played.
@@ -168,13 +186,14 @@ impl Call {
         }
     }
 
-    /// Run the call until it ends. `start_actions` came from on-start; `fallback` means the
-    /// agent or model already failed and the call only plays the apology and hangs up.
-    pub(crate) async fn run(mut self, start_actions: Vec<Action>, fallback: bool) {
+    /// Run the call until it ends. `start_actions` came from on-start; `failure` says why the
+    /// agent or model already failed, in which case the call only plays the apology and hangs
+    /// up.
+    pub(crate) async fn run(mut self, start_actions: Vec<Action>, failure: Option<String>) {
         let span = tracing::info_span!("call", call_id = %self.call_id);
         async move {
             self.set_state(CallState::Active);
-            let reason = self.event_loop(start_actions, fallback).await;
+            let reason = self.event_loop(start_actions, failure).await;
             self.finish(reason).await;
         }
         .instrument(span)
@@ -184,7 +203,7 @@ impl Call {
     async fn event_loop(
         &mut self,
         start_actions: Vec<Action>,
-        fallback: bool,
+        mut failure: Option<String>,
     ) -> (EndReason, bool) {
         let handle = self.dialog.handle();
         let mut media_events = self.media.take_events().expect("events taken once");
@@ -193,14 +212,14 @@ impl Call {
         let mut collector: Option<DigitCollector> = None;
         let mut pending_final: Option<(Final, Instant)> = None;
         let mut responding: u32 = u32::from(true); // the greeting (or apology) comes first
-        let mut current_item: Option<String> = None;
+        let mut current_item: Option<Speaking> = None;
         let mut dropped_items: HashSet<String> = HashSet::new();
         let mut clock = TurnClock::default();
-        let mut agent_failed = fallback;
+        let mut agent_failed = failure.is_some();
         let mut transfer_target: Option<String> = None;
         let drain_limit = Duration::from_secs(self.deps.config.drain_timeout_secs);
 
-        if fallback {
+        if failure.is_some() {
             pending_final = Some((Final::Hangup, Instant::now() + drain_limit));
         } else if let Some(f) = self
             .apply(start_actions, &handle, &mut collector, &mut responding)
@@ -273,8 +292,10 @@ impl Call {
                         if dropped_items.contains(&item_id) {
                             continue;
                         }
-                        if current_item.as_deref() != Some(item_id.as_str()) {
-                            current_item = Some(item_id);
+                        if current_item.as_ref().map(|s| s.item_id.as_str()) != Some(item_id.as_str()) {
+                            // Audio generated faster than real time arrives while earlier audio
+                            // is still queued; what this item has played is counted after that.
+                            current_item = Some(Speaking { item_id, lead_ms: self.media.queued_ms() });
                             self.media.mark_playout();
                             if clock.speech_stopped.is_some() && clock.first_model_audio.is_none() {
                                 clock.first_model_audio = Some(Instant::now());
@@ -318,8 +339,8 @@ impl Call {
                                     Err(e) => (false, e, out.actions),
                                 },
                                 Err(fault) => {
-                                    let fallback = self.fault(fault, &mut agent_failed);
-                                    (false, "the tool failed".to_string(), fallback)
+                                    let apology = self.fault(fault, &mut agent_failed);
+                                    (false, "the tool failed".to_string(), apology)
                                 }
                             }
                         };
@@ -339,13 +360,14 @@ impl Call {
                         self.recorder.record(EventKind::ModelError { message: e.to_string() });
                     }
                     Some(ModelEvent::Closed(reason)) => {
-                        if pending_final.is_some() || fallback {
+                        if pending_final.is_some() || failure.is_some() {
                             // The call is ending anyway (or only played an apology).
                             let _ = handle.hangup().await;
-                            return (EndReason::AgentHangup, false);
+                            return ending(failure);
                         }
                         tracing::error!(?reason, "model session closed mid-call; playing the fallback");
                         self.recorder.record(EventKind::ModelError { message: format!("model session closed: {reason:?}") });
+                        failure = Some("model session closed".into());
                         self.model = connect_fallback(&self.deps, self.media_codec()).await;
                         responding = 1;
                         pending_final = Some((Final::Hangup, Instant::now() + drain_limit));
@@ -399,7 +421,9 @@ impl Call {
                             match action {
                                 Final::Hangup => {
                                     let _ = handle.hangup().await;
-                                    return (if agent_failed && fallback { EndReason::Failed("agent failed".into()) } else { EndReason::AgentHangup }, false);
+                                    // A mid-call agent fault hangs up through its apology actions.
+                                    let agent_fault = agent_failed.then(|| "agent failed".to_string());
+                                    return ending(failure.or(agent_fault));
                                 }
                                 Final::Transfer(target) => match self.start_transfer(&handle, &target).await {
                                     Ok(()) => transfer_target = Some(target),
@@ -450,25 +474,33 @@ impl Call {
     }
 
     /// Stop agent audio at once, tell the model how much was heard, drop the rest.
-    async fn barge_in(&mut self, current_item: &mut Option<String>, dropped: &mut HashSet<String>) {
-        if self.media.queued_ms() == 0 && current_item.is_none() {
+    async fn barge_in(
+        &mut self,
+        current_item: &mut Option<Speaking>,
+        dropped: &mut HashSet<String>,
+    ) {
+        let Some(speaking) = current_item.take() else {
+            return;
+        };
+        // Deltas of the interrupted item still on their way must not be played.
+        dropped.insert(speaking.item_id.clone());
+        if self.media.queued_ms() == 0 {
+            // The caller heard all of it: nothing to cut, and the model already assumes so.
             return;
         }
         let report = self.media.flush_playout();
+        let played_ms = report.played_ms.saturating_sub(speaking.lead_ms);
         self.recorder.record(EventKind::BargeIn {
-            played_ms: report.played_ms,
+            played_ms,
             discarded_ms: report.discarded_ms,
         });
-        if let Some(item) = current_item.take() {
-            let _ = self
-                .model
-                .send(Command::Truncate {
-                    item_id: item.clone(),
-                    audio_end_ms: report.played_ms,
-                })
-                .await;
-            dropped.insert(item);
-        }
+        let _ = self
+            .model
+            .send(Command::Truncate {
+                item_id: speaking.item_id,
+                audio_end_ms: played_ms,
+            })
+            .await;
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -481,7 +513,7 @@ impl Call {
         responding: &mut u32,
         pending_final: &mut Option<(Final, Instant)>,
         agent_failed: &mut bool,
-        current_item: &mut Option<String>,
+        current_item: &mut Option<Speaking>,
         dropped: &mut HashSet<String>,
     ) {
         self.recorder.record(EventKind::Dtmf {
