@@ -158,7 +158,7 @@ impl Drop for Child {
         let pid = self.child.id() as i32;
         // The whole process group: peers may have spawned helpers of their own.
         let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{pid}")])
+            .args(["-KILL", "--", &format!("-{pid}")])
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
