@@ -29,8 +29,6 @@ CREATE TABLE calls (
     recording      TEXT,
     input_tokens   INTEGER NOT NULL DEFAULT 0,
     output_tokens  INTEGER NOT NULL DEFAULT 0,
-    last_seq       INTEGER NOT NULL DEFAULT 0,
-    last_at_ms     INTEGER NOT NULL,
     metadata       TEXT NOT NULL
 );
 -- Listing is newest first; every filter index ends with started_at_ms (and the implicit pk)

@@ -11,6 +11,7 @@
 //! commit's time and a busy host gets large batches for free. Reads run on a small pool of
 //! read-only connections on blocking threads and never wait for the writer (WAL snapshots).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -70,6 +71,22 @@ enum Op {
     Shutdown,
 }
 
+impl Op {
+    fn call_id(&self) -> Option<&str> {
+        match self {
+            Op::Create(c) => Some(&c.id),
+            Op::Answered { call_id, .. }
+            | Op::Event(call_id, ..)
+            | Op::Transcript(call_id, ..)
+            | Op::Recording { call_id, .. }
+            | Op::End { call_id, .. } => Some(call_id),
+            Op::Usage(u) => Some(&u.call_id),
+            Op::Latency(l) => Some(&l.call_id),
+            Op::CloseAbandoned | Op::Purge { .. } | Op::Shutdown => None,
+        }
+    }
+}
+
 enum Done {
     Unit,
     Seq(u64),
@@ -118,6 +135,7 @@ impl SqliteStore {
             jobs,
             reads: Arc::new(ReadPool {
                 path,
+                max: readers,
                 permits: Semaphore::new(readers),
                 idle: Mutex::new(Vec::with_capacity(readers)),
             }),
@@ -301,7 +319,17 @@ impl CallStore for SqliteStore {
 // ---------------------------------------------------------------------------------------------
 // Writer
 
+/// Per call: its `pk` and the last `seq` handed out. Only the writer assigns `seq`, so this map
+/// is the truth for the calls it holds and spares a calls-row update per event. Filled on
+/// create (or on first use after a restart), dropped on end; cleared whenever a batch fails
+/// (its entries may describe rows that were rolled back) and on purge.
+type Seqs = HashMap<String, (i64, u64)>;
+
+/// Bound on [`Seqs`] for calls that keep getting entries after they ended.
+const MAX_CACHED_CALLS: usize = 20_000;
+
 fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    let mut seqs = Seqs::new();
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut stopping = false;
     while !stopping && let Some(first) = rx.blocking_recv() {
@@ -312,7 +340,10 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let results = apply_batch(&mut conn, &batch);
+        if seqs.len() > MAX_CACHED_CALLS {
+            seqs.clear();
+        }
+        let results = apply_batch(&mut conn, &mut seqs, &batch);
         for (job, result) in batch.drain(..).zip(results) {
             stopping |= matches!(job.op, Op::Shutdown);
             // The caller may have stopped waiting; the write stands either way.
@@ -324,7 +355,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
 
 /// Apply every job in one transaction; a failed job leaves no trace and does not fail the
 /// others, a failed commit fails them all.
-fn apply_batch(conn: &mut Connection, jobs: &[Job]) -> Vec<Result<Done>> {
+fn apply_batch(conn: &mut Connection, seqs: &mut Seqs, jobs: &[Job]) -> Vec<Result<Done>> {
     let tx = match conn.transaction() {
         Ok(tx) => tx,
         Err(e) => {
@@ -342,9 +373,9 @@ fn apply_batch(conn: &mut Connection, jobs: &[Job]) -> Vec<Result<Done>> {
             results.push(Err(StoreError::Commit(reason.clone())));
             continue;
         }
-        let result = apply(&tx, &job.op);
+        let result = apply(&tx, seqs, &job.op);
         if let Err(e) = &result {
-            tracing::debug!(error = %e, "call store write refused");
+            tracing::debug!(call_id = job.op.call_id(), error = %e, "call store write refused");
             // Some errors (disk full, I/O) make SQLite roll the whole transaction back; then
             // nothing before or after in this batch may be reported as written.
             if tx.is_autocommit() {
@@ -359,6 +390,7 @@ fn apply_batch(conn: &mut Connection, jobs: &[Job]) -> Vec<Result<Done>> {
     };
     if let Some(reason) = failure {
         tracing::error!(error = %reason, jobs = jobs.len(), "call store batch not committed");
+        seqs.clear();
         for r in &mut results {
             if r.is_ok() {
                 *r = Err(StoreError::Commit(reason.clone()));
@@ -380,18 +412,27 @@ fn not_found(call_id: &str) -> StoreError {
     }
 }
 
-/// Take the call's next `seq` (and note its latest activity); None if there is no such call.
-fn next_seq(tx: &Transaction, call_id: &str, at_ms: i64) -> Result<(i64, u64)> {
-    tx.prepare_cached(
-        "UPDATE calls SET last_seq = last_seq + 1, last_at_ms = MAX(last_at_ms, ?2)
-         WHERE id = ?1 RETURNING pk, last_seq",
-    )
-    .and_then(|mut s| {
-        s.query_row(params![call_id, at_ms], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()
-    })
-    .map_err(sql("numbering an entry"))?
-    .ok_or_else(|| not_found(call_id))
+/// The call's `pk` and its next `seq`.
+fn next_seq(tx: &Transaction, seqs: &mut Seqs, call_id: &str) -> Result<(i64, u64)> {
+    if let Some((pk, seq)) = seqs.get_mut(call_id) {
+        *seq += 1;
+        return Ok((*pk, *seq));
+    }
+    let (pk, last): (i64, u64) = tx
+        .prepare_cached(
+            "SELECT pk, MAX(
+                 (SELECT COALESCE(MAX(seq), 0) FROM events WHERE call = pk),
+                 (SELECT COALESCE(MAX(seq), 0) FROM transcripts WHERE call = pk))
+             FROM calls WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([call_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(sql("numbering an entry"))?
+        .ok_or_else(|| not_found(call_id))?;
+    seqs.insert(call_id.to_string(), (pk, last + 1));
+    Ok((pk, last + 1))
 }
 
 fn call_pk(tx: &Transaction, call_id: &str) -> Result<i64> {
@@ -401,14 +442,14 @@ fn call_pk(tx: &Transaction, call_id: &str) -> Result<i64> {
         .ok_or_else(|| not_found(call_id))
 }
 
-fn apply(tx: &Transaction, op: &Op) -> Result<Done> {
+fn apply(tx: &Transaction, seqs: &mut Seqs, op: &Op) -> Result<Done> {
     match op {
         Op::Create(c) => {
             let inserted = tx
                 .prepare_cached(
                     "INSERT INTO calls (id, direction, caller, callee, caller_key, callee_key,
-                         agent, agent_version, started_at_ms, state, last_at_ms, metadata)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active', ?9, ?10)",
+                         agent, agent_version, started_at_ms, state, metadata)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active', ?10)",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
@@ -425,7 +466,10 @@ fn apply(tx: &Transaction, op: &Op) -> Result<Done> {
                     ])
                 });
             match inserted {
-                Ok(_) => Ok(Done::Unit),
+                Ok(_) => {
+                    seqs.insert(c.id.clone(), (tx.last_insert_rowid(), 0));
+                    Ok(Done::Unit)
+                }
                 Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists {
                     call_id: c.id.clone(),
                 }),
@@ -434,10 +478,7 @@ fn apply(tx: &Transaction, op: &Op) -> Result<Done> {
         }
         Op::Answered { call_id, at_ms } => {
             let n = tx
-                .prepare_cached(
-                    "UPDATE calls SET answered_at_ms = ?2, last_at_ms = MAX(last_at_ms, ?2)
-                     WHERE id = ?1",
-                )
+                .prepare_cached("UPDATE calls SET answered_at_ms = ?2 WHERE id = ?1")
                 .and_then(|mut s| s.execute(params![call_id, at_ms]))
                 .map_err(sql("marking a call answered"))?;
             if n == 0 {
@@ -446,7 +487,7 @@ fn apply(tx: &Transaction, op: &Op) -> Result<Done> {
             Ok(Done::Unit)
         }
         Op::Event(call_id, at_ms, kind, data) => {
-            let (pk, seq) = next_seq(tx, call_id, *at_ms)?;
+            let (pk, seq) = next_seq(tx, seqs, call_id)?;
             tx.prepare_cached(
                 "INSERT INTO events (call, seq, at_ms, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
             )
@@ -455,7 +496,7 @@ fn apply(tx: &Transaction, op: &Op) -> Result<Done> {
             Ok(Done::Seq(seq))
         }
         Op::Transcript(call_id, at_ms, role, text) => {
-            let (pk, seq) = next_seq(tx, call_id, *at_ms)?;
+            let (pk, seq) = next_seq(tx, seqs, call_id)?;
             tx.prepare_cached(
                 "INSERT INTO transcripts (call, seq, at_ms, role, text)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -469,14 +510,13 @@ fn apply(tx: &Transaction, op: &Op) -> Result<Done> {
             let pk: i64 = tx
                 .prepare_cached(
                     "UPDATE calls SET input_tokens = input_tokens + ?2,
-                         output_tokens = output_tokens + ?3, last_at_ms = MAX(last_at_ms, ?4)
+                         output_tokens = output_tokens + ?3
                      WHERE id = ?1 RETURNING pk",
                 )
                 .and_then(|mut s| {
-                    s.query_row(
-                        params![u.call_id, u.input_tokens, u.output_tokens, u.at_ms],
-                        |r| r.get(0),
-                    )
+                    s.query_row(params![u.call_id, u.input_tokens, u.output_tokens], |r| {
+                        r.get(0)
+                    })
                     .optional()
                 })
                 .map_err(sql("adding usage"))?
@@ -539,8 +579,7 @@ fn apply(tx: &Transaction, op: &Op) -> Result<Done> {
             };
             let n = tx
                 .prepare_cached(
-                    "UPDATE calls SET state = ?2, ended_at_ms = ?3, end_reason = ?4, outcome = ?5,
-                         last_at_ms = MAX(last_at_ms, ?3)
+                    "UPDATE calls SET state = ?2, ended_at_ms = ?3, end_reason = ?4, outcome = ?5
                      WHERE id = ?1 AND state = 'active'",
                 )
                 .and_then(|mut s| {
@@ -559,13 +598,17 @@ fn apply(tx: &Transaction, op: &Op) -> Result<Done> {
                     call_id: call_id.clone(),
                 });
             }
+            seqs.remove(call_id);
             Ok(Done::Unit)
         }
         Op::CloseAbandoned => {
             let n = tx
                 .execute(
                     "UPDATE calls SET state = 'ended_abnormally', end_reason = 'host restarted',
-                         ended_at_ms = last_at_ms
+                         ended_at_ms = MAX(started_at_ms, COALESCE(answered_at_ms, 0),
+                             (SELECT COALESCE(MAX(at_ms), 0) FROM events WHERE call = pk),
+                             (SELECT COALESCE(MAX(at_ms), 0) FROM transcripts WHERE call = pk),
+                             (SELECT COALESCE(MAX(at_ms), 0) FROM usage WHERE call = pk))
                      WHERE state = 'active'",
                     [],
                 )
@@ -589,6 +632,8 @@ fn apply(tx: &Transaction, op: &Op) -> Result<Done> {
             let mut delete = tx
                 .prepare_cached("DELETE FROM calls WHERE pk = ?1")
                 .map_err(sql("purging calls"))?;
+            // Deleted calls may still be cached (entries after their end).
+            seqs.clear();
             let mut purged = Purged::default();
             for (pk, recording) in victims {
                 delete.execute([pk]).map_err(sql("purging calls"))?;
@@ -606,6 +651,7 @@ fn apply(tx: &Transaction, op: &Op) -> Result<Done> {
 
 struct ReadPool {
     path: PathBuf,
+    max: usize,
     /// One permit per connection the pool may hold.
     permits: Semaphore,
     idle: Mutex<Vec<Connection>>,
@@ -630,7 +676,11 @@ impl ReadPool {
                 None => open_reader(&pool.path)?,
             };
             let out = f(&conn);
-            if let Ok(mut v) = pool.idle.lock() {
+            // A read whose caller gave up still finishes here while its permit is already
+            // back, so a spare connection may have been opened meanwhile: keep at most `max`.
+            if let Ok(mut v) = pool.idle.lock()
+                && v.len() < pool.max
+            {
                 v.push(conn);
             }
             out

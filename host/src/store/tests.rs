@@ -104,6 +104,14 @@ async fn round_trip_keeps_everything_in_order() {
         ..ended(T0 + 500)
     };
     store.end_call("c1", end).await.unwrap();
+    // Entries may still arrive after the end (e.g. a final usage report's event).
+    assert_eq!(
+        store
+            .append_event("c1", T0 + 600, "late", json!(null))
+            .await
+            .unwrap(),
+        11
+    );
 
     let d = store.get_call("c1").await.unwrap();
     let c = &d.call;
@@ -119,7 +127,7 @@ async fn round_trip_keeps_everything_in_order() {
     assert_eq!(c.metadata, json!({"transport": "udp"}));
     assert_eq!(c.agent_version.as_deref(), Some("1.0.0"));
     let event_seqs: Vec<u64> = d.events.iter().map(|e| e.seq).collect();
-    assert_eq!(event_seqs, vec![1, 3, 5, 7, 9]);
+    assert_eq!(event_seqs, vec![1, 3, 5, 7, 9, 11]);
     assert_eq!(d.events[2].data, json!({"digit": 2}));
     assert_eq!(d.events[2].kind, "dtmf");
     let lines: Vec<&str> = d.transcript.iter().map(|t| t.text.as_str()).collect();
@@ -699,6 +707,14 @@ async fn reopen_keeps_data_and_refuses_a_newer_schema() {
             .create_call(new_call("kept", "1", "2", "menu", T0))
             .await
             .unwrap();
+        store
+            .append_event("kept", T0 + 7, "k", json!(1))
+            .await
+            .unwrap();
+        store
+            .append_transcript("kept", T0 + 3, Role::Agent, "hi")
+            .await
+            .unwrap();
         // Dropped without ending the call or shutting down.
     }
     let store = SqliteStore::open(&cfg).unwrap();
@@ -706,7 +722,15 @@ async fn reopen_keeps_data_and_refuses_a_newer_schema() {
     let kept = store.get_call("kept").await.unwrap().call;
     assert_eq!(
         (kept.state, kept.ended_at_ms),
-        (CallState::EndedAbnormally, Some(T0))
+        (CallState::EndedAbnormally, Some(T0 + 7))
+    );
+    // Numbering continues where the previous run stopped.
+    assert_eq!(
+        store
+            .append_event("kept", T0 + 9, "late", json!(2))
+            .await
+            .unwrap(),
+        3
     );
     store.shutdown().await.unwrap();
 
