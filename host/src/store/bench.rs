@@ -7,6 +7,7 @@
 //! `list_query_latency`: the `GET /v1/calls` query over 100,000 stored calls, first page of 50,
 //! with each filter; p50/p99 over many runs. `concurrent_event_throughput`: 200 calls appending
 //! events as fast as each can (every append awaited until committed); events/s, median of runs.
+//! Set `STORE_BENCH_PLANS=1` to print each list query's SQLite plan.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -175,6 +176,10 @@ async fn list_query_latency() {
     ];
     println!("GET /v1/calls query, first page of 50, {CALLS} calls stored:");
     for (name, make) in &cases {
+        if std::env::var_os("STORE_BENCH_PLANS").is_some() {
+            let plan = super::sqlite::explain_list(&cfg.path, &make(0)).unwrap();
+            println!("  plan: {}", plan.join(" | "));
+        }
         let mut samples = Vec::with_capacity(SAMPLES);
         let mut rows = 0;
         for i in 0..SAMPLES {
