@@ -11,3 +11,4 @@ pub mod media;
 pub mod model;
 pub mod plugins;
 pub mod sip;
+pub mod store;

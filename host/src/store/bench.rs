@@ -1,0 +1,279 @@
+//! Store benchmarks, run on demand (they assert nothing about speed):
+//!
+//! ```text
+//! cargo test -p switchboard --release --lib store::bench -- --ignored --nocapture --test-threads=1
+//! ```
+//!
+//! `list_query_latency`: the `GET /v1/calls` query over 100,000 stored calls, first page of 50,
+//! with each filter; p50/p99 over many runs. `concurrent_event_throughput`: 200 calls appending
+//! events as fast as each can (every append awaited until committed); events/s, median of runs.
+//! Set `STORE_BENCH_PLANS=1` to print each list query's SQLite plan.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use serde_json::json;
+
+use super::*;
+
+const CALLS: usize = 100_000;
+const SAMPLES: usize = 400;
+const DAY: i64 = 86_400_000;
+const T0: i64 = 1_767_225_600_000;
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    samples[((samples.len() - 1) as f64 * p).round() as usize]
+}
+
+fn caller(i: usize) -> String {
+    format!("sip:+1555{:07}@carrier.example", i % 5_000)
+}
+
+async fn populate(store: &SqliteStore) {
+    let started = Instant::now();
+    const WORKERS: usize = 64;
+    join_all((0..WORKERS).map(|w| async move {
+        for i in (w..CALLS).step_by(WORKERS) {
+            let id = format!("call-{i:06}");
+            // Spread over 90 days, in start order.
+            let at = T0 + (i as i64) * (90 * DAY / CALLS as i64);
+            let call = NewCall {
+                id: id.clone(),
+                direction: Direction::Inbound,
+                caller: caller(i),
+                callee: format!("+4930{:04}", i % 20),
+                agent: Some(format!("agent{}", i % 10)),
+                agent_version: Some("1.0.0".into()),
+                started_at_ms: at,
+                metadata: json!({"transport": "udp"}),
+            };
+            store.create_call(call).await.unwrap();
+            if i % 10 == 0 {
+                let text = if i % 1000 == 0 {
+                    "please cancel my subscription"
+                } else {
+                    "I would like to book an appointment"
+                };
+                store
+                    .append_transcript(&id, at + 1000, Role::Caller, text)
+                    .await
+                    .unwrap();
+            }
+            // 1% still active.
+            if i % 100 != 7 {
+                let end = CallEnd {
+                    at_ms: at + 60_000,
+                    reason: "caller hung up".into(),
+                    abnormal: false,
+                    outcome: None,
+                };
+                store.end_call(&id, end).await.unwrap();
+            }
+        }
+    }))
+    .await;
+    println!(
+        "populated {CALLS} calls (+10% with a transcript line) in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --ignored --nocapture in release mode"]
+async fn list_query_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        path: dir.path().join("bench.db"),
+        ..StoreConfig::default()
+    };
+    let store = SqliteStore::open(&cfg).unwrap();
+    populate(&store).await;
+
+    let page_20_cursor = {
+        let mut cursor = None;
+        for _ in 0..20 {
+            let f = CallFilter {
+                cursor,
+                ..Default::default()
+            };
+            cursor = store.list_calls(&f).await.unwrap().next_cursor;
+        }
+        cursor
+    };
+    type MakeFilter = Box<dyn Fn(usize) -> CallFilter>;
+    let cases: Vec<(&str, MakeFilter)> = vec![
+        ("no filter", Box::new(|_| CallFilter::default())),
+        (
+            "active",
+            Box::new(|_| CallFilter {
+                active: Some(true),
+                ..Default::default()
+            }),
+        ),
+        (
+            "finished",
+            Box::new(|_| CallFilter {
+                active: Some(false),
+                ..Default::default()
+            }),
+        ),
+        (
+            "agent",
+            Box::new(|i| CallFilter {
+                agent: Some(format!("agent{}", i % 10)),
+                ..Default::default()
+            }),
+        ),
+        (
+            "number (20 calls each)",
+            Box::new(|i| CallFilter {
+                number: Some(caller(i * 7)),
+                ..Default::default()
+            }),
+        ),
+        (
+            "time range (1 day)",
+            Box::new(|i| CallFilter {
+                from_ms: Some(T0 + (i % 80) as i64 * DAY),
+                to_ms: Some(T0 + (i % 80 + 1) as i64 * DAY),
+                ..Default::default()
+            }),
+        ),
+        (
+            "agent + finished + 1 week",
+            Box::new(|i| CallFilter {
+                active: Some(false),
+                agent: Some(format!("agent{}", i % 10)),
+                from_ms: Some(T0 + (i % 80) as i64 * DAY),
+                to_ms: Some(T0 + (i % 80 + 7) as i64 * DAY),
+                ..Default::default()
+            }),
+        ),
+        (
+            "text, common word (10k hits)",
+            Box::new(|_| CallFilter {
+                text: Some("appointment".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "text, rare word (100 hits)",
+            Box::new(|_| CallFilter {
+                text: Some("cancel subscription".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "page 21 by cursor",
+            Box::new(move |_| CallFilter {
+                cursor: page_20_cursor.clone(),
+                ..Default::default()
+            }),
+        ),
+    ];
+    println!("GET /v1/calls query, first page of 50, {CALLS} calls stored:");
+    for (name, make) in &cases {
+        if std::env::var_os("STORE_BENCH_PLANS").is_some() {
+            let plan = super::sqlite::explain_list(&cfg.path, &make(0)).unwrap();
+            println!("  plan: {}", plan.join(" | "));
+        }
+        let mut samples = Vec::with_capacity(SAMPLES);
+        let mut rows = 0;
+        for i in 0..SAMPLES {
+            let f = make(i);
+            let t = Instant::now();
+            let page = store.list_calls(&f).await.unwrap();
+            samples.push(t.elapsed());
+            rows = page.calls.len();
+        }
+        println!(
+            "  {name:<30} p50 {:>8.3} ms  p99 {:>8.3} ms  ({rows} rows)",
+            percentile(&mut samples, 0.5).as_secs_f64() * 1e3,
+            percentile(&mut samples, 0.99).as_secs_f64() * 1e3,
+        );
+    }
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for i in 0..SAMPLES {
+        let id = format!("call-{:06}", (i * 241) % CALLS);
+        let t = Instant::now();
+        store.get_call(&id).await.unwrap();
+        samples.push(t.elapsed());
+    }
+    println!(
+        "  {:<30} p50 {:>8.3} ms  p99 {:>8.3} ms",
+        "GET /v1/calls/{id} (get_call)",
+        percentile(&mut samples, 0.5).as_secs_f64() * 1e3,
+        percentile(&mut samples, 0.99).as_secs_f64() * 1e3,
+    );
+    let size = std::fs::metadata(&cfg.path).map(|m| m.len()).unwrap_or(0);
+    println!("  database file: {:.1} MiB", size as f64 / (1 << 20) as f64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --ignored --nocapture in release mode"]
+async fn concurrent_event_throughput() {
+    const CONCURRENT: usize = 200;
+    const RUN: Duration = Duration::from_secs(3);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        path: dir.path().join("bench.db"),
+        ..StoreConfig::default()
+    };
+    let store = Arc::new(SqliteStore::open(&cfg).unwrap());
+    let mut rates = Vec::new();
+    for run in 0..3 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicU64::new(0));
+        let tasks: Vec<_> = (0..CONCURRENT)
+            .map(|c| {
+                let (store, stop, count) = (store.clone(), stop.clone(), count.clone());
+                tokio::spawn(async move {
+                    let id = format!("run{run}-call{c}");
+                    let call = NewCall {
+                        id: id.clone(),
+                        direction: Direction::Inbound,
+                        caller: format!("+1555{c:07}"),
+                        callee: "1000".into(),
+                        agent: Some("menu".into()),
+                        agent_version: None,
+                        started_at_ms: now_ms(),
+                        metadata: json!({}),
+                    };
+                    store.create_call(call).await.unwrap();
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        store
+                            .append_event(
+                                &id,
+                                now_ms(),
+                                "model.audio",
+                                json!({"frame": i, "bytes": 160}),
+                            )
+                            .await
+                            .unwrap();
+                        i += 1;
+                    }
+                    count.fetch_add(i, Ordering::Relaxed);
+                })
+            })
+            .collect();
+        let started = Instant::now();
+        tokio::time::sleep(RUN).await;
+        stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let rate = count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+        println!("  run {run}: {rate:.0} events/s");
+        rates.push(rate);
+    }
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "{CONCURRENT} concurrent calls appending (each append awaited until committed): \
+         median {:.0} events/s",
+        rates[rates.len() / 2]
+    );
+}

@@ -1,0 +1,327 @@
+//! Call records: calls, their events, transcripts, token usage, per-turn latency and the
+//! recordings index, behind the [`CallStore`] trait so a server database can follow.
+//!
+//! The store knows nothing of SIP, media, agents or models: it keeps what the call layer hands
+//! it, in its own record types. [`SqliteStore`] is the embedded default (one file, WAL, a single
+//! writer thread that batches whatever is queued into one transaction). Every write future
+//! resolves only once its transaction has committed, so a crash of the process loses nothing a
+//! caller saw acknowledged.
+//!
+//! Times are milliseconds since the Unix epoch (UTC); see [`now_ms`].
+
+mod config;
+mod schema;
+mod sqlite;
+
+#[cfg(test)]
+mod bench;
+#[cfg(test)]
+mod tests;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use config::{StoreConfig, spawn_purge_task};
+pub use sqlite::SqliteStore;
+
+/// Direction of a call as the call layer saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+/// Lifecycle of a stored call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallState {
+    Active,
+    Ended,
+    /// Ended without a proper hang-up: the host crashed or was killed mid-call.
+    EndedAbnormally,
+}
+
+/// Who spoke a transcript line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Caller,
+    Agent,
+}
+
+/// One call as stored, with its running usage totals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallRecord {
+    pub id: String,
+    pub direction: Direction,
+    pub caller: String,
+    pub callee: String,
+    pub agent: Option<String>,
+    pub agent_version: Option<String>,
+    pub started_at_ms: i64,
+    pub answered_at_ms: Option<i64>,
+    pub ended_at_ms: Option<i64>,
+    pub state: CallState,
+    pub end_reason: Option<String>,
+    pub outcome: Option<String>,
+    /// Path of the call's recording, when one was made.
+    pub recording: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Free-form JSON the call layer attached at creation.
+    pub metadata: Value,
+}
+
+/// What the call layer knows when a call starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewCall {
+    /// Unique call id (chosen by the call layer).
+    pub id: String,
+    pub direction: Direction,
+    pub caller: String,
+    pub callee: String,
+    pub agent: Option<String>,
+    pub agent_version: Option<String>,
+    pub started_at_ms: i64,
+    pub metadata: Value,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallEnd {
+    pub at_ms: i64,
+    /// Human-readable reason, e.g. "caller hung up".
+    pub reason: String,
+    /// True when the call did not end properly (failure, crash): state `ended_abnormally`.
+    pub abnormal: bool,
+    /// Business outcome, e.g. "appointment booked".
+    pub outcome: Option<String>,
+}
+
+/// One call event. `seq` is assigned by the store from one per-call counter shared with
+/// transcript lines, so events and transcript interleave in the order they were written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub call_id: String,
+    pub seq: u64,
+    pub at_ms: i64,
+    pub kind: String,
+    pub data: Value,
+}
+
+/// One transcript line (final text only: the call layer decides what is final).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptLine {
+    pub call_id: String,
+    pub seq: u64,
+    pub at_ms: i64,
+    pub role: Role,
+    pub text: String,
+}
+
+/// Token usage reported once (e.g. per model response); the call's totals add these up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    pub call_id: String,
+    pub at_ms: i64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub input_audio_tokens: Option<u64>,
+    pub input_text_tokens: Option<u64>,
+    pub output_audio_tokens: Option<u64>,
+    pub output_text_tokens: Option<u64>,
+}
+
+/// Latency of one conversational turn, split where the time went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnLatency {
+    pub call_id: String,
+    pub turn: u32,
+    /// Caller audio in → sent to the model.
+    pub host_in_ms: f64,
+    /// Sent to the model → first audio back.
+    pub model_ms: f64,
+    /// First audio back → out to the caller.
+    pub host_out_ms: f64,
+    pub total_ms: f64,
+}
+
+/// Everything stored about one call; events and transcript in `seq` order, usage in arrival
+/// order, latencies by turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallDetail {
+    pub call: CallRecord,
+    pub events: Vec<EventRecord>,
+    pub transcript: Vec<TranscriptLine>,
+    pub usage: Vec<UsageRecord>,
+    pub latencies: Vec<TurnLatency>,
+}
+
+/// Which calls to list. Every field narrows the result; `Default` lists everything.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CallFilter {
+    /// Some(true): only active calls; Some(false): only finished ones.
+    pub active: Option<bool>,
+    /// Exact agent name.
+    pub agent: Option<String>,
+    /// Matches caller or callee after [`number_key`] on both sides, so `+1 (555) 010-0001`
+    /// finds `sip:+15550100001@pbx`.
+    pub number: Option<String>,
+    /// Calls started at or after this time.
+    pub from_ms: Option<i64>,
+    /// Calls started before this time.
+    pub to_ms: Option<i64>,
+    /// Words that must all occur in the call's transcript (each also matches as a prefix:
+    /// `refund` finds "refunded").
+    pub text: Option<String>,
+    /// Page size; 0 means the default (50), larger than 1000 is capped at 1000.
+    pub limit: u32,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of calls, newest first. Pass `next_cursor` back to get the next page; calls started
+/// after the first page was read do not shift later pages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallPage {
+    pub calls: Vec<CallRecord>,
+    pub next_cursor: Option<String>,
+}
+
+/// Token usage summed over one UTC day.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DailyUsage {
+    /// `YYYY-MM-DD` (UTC).
+    pub day: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// What a retention purge removed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Purged {
+    pub calls: u64,
+    /// Recording paths of the removed calls: the files are the caller's to delete.
+    pub recordings: Vec<String>,
+}
+
+/// Errors of the call store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no call with id {call_id:?}")]
+    NotFound { call_id: String },
+    #[error("a call with id {call_id:?} already exists")]
+    AlreadyExists { call_id: String },
+    #[error("call {call_id:?} has already ended")]
+    AlreadyEnded { call_id: String },
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error("invalid paging cursor {0:?}")]
+    InvalidCursor(String),
+    #[error("cannot open the call store at {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("the call store schema is version {found}, newer than this build knows ({known})")]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("database error while {context}: {source}")]
+    Sqlite {
+        context: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The batch this write was in could not be committed (the write did not happen).
+    #[error("commit failed: {0}")]
+    Commit(String),
+    #[error("the call store is closed")]
+    Closed,
+    #[error("a call store worker failed: {0}")]
+    Worker(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Call records behind one interface. Every write resolves once it is durable (committed);
+/// writes to one call issued one after another are stored in that order.
+#[async_trait]
+pub trait CallStore: Send + Sync {
+    /// Record a new active call. A duplicate id is [`StoreError::AlreadyExists`].
+    async fn create_call(&self, call: NewCall) -> Result<()>;
+    /// Note when the call was answered.
+    async fn set_answered(&self, call_id: &str, at_ms: i64) -> Result<()>;
+    /// Append an event; returns its `seq` within the call.
+    async fn append_event(&self, call_id: &str, at_ms: i64, kind: &str, data: Value)
+    -> Result<u64>;
+    /// Append a transcript line; returns its `seq` (shared with events).
+    async fn append_transcript(
+        &self,
+        call_id: &str,
+        at_ms: i64,
+        role: Role,
+        text: &str,
+    ) -> Result<u64>;
+    /// Store one usage report and add it to the call's totals.
+    async fn add_usage(&self, usage: UsageRecord) -> Result<()>;
+    /// Store one turn's latency; recording the same turn again replaces it.
+    async fn record_latency(&self, latency: TurnLatency) -> Result<()>;
+    /// Index the call's recording file.
+    async fn set_recording(&self, call_id: &str, path: &str) -> Result<()>;
+    /// Close an active call ([`StoreError::AlreadyEnded`] if it is not active).
+    async fn end_call(&self, call_id: &str, end: CallEnd) -> Result<()>;
+    /// The call with everything stored about it.
+    async fn get_call(&self, call_id: &str) -> Result<CallDetail>;
+    /// A page of calls matching `filter`, newest first.
+    async fn list_calls(&self, filter: &CallFilter) -> Result<CallPage>;
+    /// Usage per UTC day for usage reported in `[from_ms, to_ms)`, oldest day first.
+    async fn usage_per_day(&self, from_ms: i64, to_ms: i64) -> Result<Vec<DailyUsage>>;
+    /// At start-up: mark calls a previous run left active as ended abnormally ("host
+    /// restarted"), ended at their last recorded activity. Returns how many.
+    async fn close_abandoned_calls(&self) -> Result<u64>;
+    /// Delete finished calls started before `cutoff_ms`, with everything attached to them.
+    async fn purge_older_than(&self, cutoff_ms: i64) -> Result<Purged>;
+}
+
+/// Wraps a SQLite error with what the store was doing.
+fn sql(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Sqlite { context, source }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The search key of a phone number or SIP/tel URI: the digits of its user part, or the
+/// lower-cased user part when it has no digits (`sip:Sales@pbx` → `sales`). Visual separators,
+/// `+`, display names, hosts and URI parameters do not matter.
+pub fn number_key(input: &str) -> String {
+    let mut s = input.trim();
+    if let (Some(open), Some(close)) = (s.find('<'), s.rfind('>'))
+        && open < close
+    {
+        s = &s[open + 1..close];
+    }
+    for scheme in ["sips:", "sip:", "tel:"] {
+        if s.len() >= scheme.len() && s[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            s = &s[scheme.len()..];
+            break;
+        }
+    }
+    let user = &s[..s.find(['@', ';', '?']).unwrap_or(s.len())];
+    // A percent-encoded `+` must not leave its `2` among the digits.
+    let user = user.replace("%2B", "").replace("%2b", "");
+    let digits: String = user.chars().filter(char::is_ascii_digit).collect();
+    if digits.is_empty() {
+        user.trim().to_lowercase()
+    } else {
+        digits
+    }
+}

@@ -1,0 +1,137 @@
+//! Numbered schema migrations, applied in order at open and recorded in `schema_migrations`.
+//! Never edit a released migration: add the next one.
+
+use rusqlite::{Connection, params};
+
+use super::{Result, StoreError, now_ms, sql};
+
+/// `(version, SQL)`, versions 1, 2, 3... in order.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    r#"
+-- Child rows reference the integer `pk`, not the text id, to keep them small.
+CREATE TABLE calls (
+    pk             INTEGER PRIMARY KEY,
+    id             TEXT NOT NULL UNIQUE,
+    direction      TEXT NOT NULL,
+    caller         TEXT NOT NULL,
+    callee         TEXT NOT NULL,
+    caller_key     TEXT NOT NULL,
+    callee_key     TEXT NOT NULL,
+    agent          TEXT,
+    agent_version  TEXT,
+    started_at_ms  INTEGER NOT NULL,
+    answered_at_ms INTEGER,
+    ended_at_ms    INTEGER,
+    state          TEXT NOT NULL,
+    end_reason     TEXT,
+    outcome        TEXT,
+    recording      TEXT,
+    input_tokens   INTEGER NOT NULL DEFAULT 0,
+    output_tokens  INTEGER NOT NULL DEFAULT 0,
+    metadata       TEXT NOT NULL
+);
+-- Listing is newest first; every filter index ends with started_at_ms (and the implicit pk)
+-- so a filtered first page is an index range scan in order.
+CREATE INDEX calls_started ON calls (started_at_ms);
+CREATE INDEX calls_agent ON calls (agent, started_at_ms);
+CREATE INDEX calls_caller ON calls (caller_key, started_at_ms);
+CREATE INDEX calls_callee ON calls (callee_key, started_at_ms);
+CREATE INDEX calls_state ON calls (state, started_at_ms);
+
+CREATE TABLE events (
+    call   INTEGER NOT NULL REFERENCES calls (pk) ON DELETE CASCADE,
+    seq    INTEGER NOT NULL,
+    at_ms  INTEGER NOT NULL,
+    kind   TEXT NOT NULL,
+    data   TEXT NOT NULL,
+    PRIMARY KEY (call, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE transcripts (
+    id     INTEGER PRIMARY KEY,
+    call   INTEGER NOT NULL REFERENCES calls (pk) ON DELETE CASCADE,
+    seq    INTEGER NOT NULL,
+    at_ms  INTEGER NOT NULL,
+    role   TEXT NOT NULL,
+    text   TEXT NOT NULL,
+    UNIQUE (call, seq)
+);
+CREATE VIRTUAL TABLE transcript_fts USING fts5 (
+    text, content = 'transcripts', content_rowid = 'id',
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER transcripts_fts_insert AFTER INSERT ON transcripts BEGIN
+    INSERT INTO transcript_fts (rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER transcripts_fts_delete AFTER DELETE ON transcripts BEGIN
+    INSERT INTO transcript_fts (transcript_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
+
+CREATE TABLE usage (
+    id                  INTEGER PRIMARY KEY,
+    call                INTEGER NOT NULL REFERENCES calls (pk) ON DELETE CASCADE,
+    at_ms               INTEGER NOT NULL,
+    input_tokens        INTEGER NOT NULL,
+    output_tokens       INTEGER NOT NULL,
+    input_audio_tokens  INTEGER,
+    input_text_tokens   INTEGER,
+    output_audio_tokens INTEGER,
+    output_text_tokens  INTEGER
+);
+CREATE INDEX usage_call ON usage (call);
+CREATE INDEX usage_at ON usage (at_ms);
+
+CREATE TABLE latencies (
+    call        INTEGER NOT NULL REFERENCES calls (pk) ON DELETE CASCADE,
+    turn        INTEGER NOT NULL,
+    host_in_ms  REAL NOT NULL,
+    model_ms    REAL NOT NULL,
+    host_out_ms REAL NOT NULL,
+    total_ms    REAL NOT NULL,
+    PRIMARY KEY (call, turn)
+) WITHOUT ROWID;
+"#,
+)];
+
+/// Bring the schema up to date; refuses a database written by a newer build.
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version INTEGER PRIMARY KEY, applied_at_ms INTEGER NOT NULL)",
+    )
+    .map_err(sql("creating schema_migrations"))?;
+    let current: i64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql("reading the schema version"))?;
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    if current > known {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known,
+        });
+    }
+    for &(version, body) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        let tx = conn.transaction().map_err(sql("starting a migration"))?;
+        tx.execute_batch(body)
+            .map_err(sql("applying a migration"))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at_ms) VALUES (?1, ?2)",
+            params![version, now_ms()],
+        )
+        .map_err(sql("recording a migration"))?;
+        tx.commit().map_err(sql("committing a migration"))?;
+        tracing::info!(version, "call store schema migrated");
+    }
+    Ok(())
+}
+
+/// The latest schema version this build knows.
+#[cfg(test)]
+pub fn latest() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
