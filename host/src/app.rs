@@ -13,7 +13,9 @@ use crate::config::Config;
 use crate::model::ProviderConfig;
 use crate::plugins::watcher::{self, WatchHandle};
 use crate::plugins::{Registry, Runtime};
+use crate::recording::StoreSink;
 use crate::sip::{SipEndpoint, SipEvent};
+use crate::store::{CallStore, SqliteStore, StoreConfig, spawn_purge_task};
 
 /// The agent runtime of a host: loaded agents, routes and the folder watch.
 pub struct Agents {
@@ -27,6 +29,7 @@ pub struct Host {
     pub agents: Agents,
     pub sip: Arc<SipEndpoint>,
     pub calls: Arc<CallDeps>,
+    pub store: Arc<SqliteStore>,
     dispatcher: tokio::task::JoinHandle<()>,
 }
 
@@ -35,6 +38,24 @@ impl Host {
     pub async fn start(config: Config) -> anyhow::Result<Host> {
         let agents = Agents::start(config).await?;
         let config = &agents.config;
+        let store_config = StoreConfig {
+            // The default path follows data-dir; an explicit one is kept.
+            path: if config.store.path == StoreConfig::default().path {
+                config.data_dir.join("calls.db")
+            } else {
+                config.store.path.clone()
+            },
+            ..config.store.clone()
+        };
+        let store = Arc::new(SqliteStore::open(&store_config).context("opening the call store")?);
+        let abandoned = store.close_abandoned_calls().await?;
+        if abandoned > 0 {
+            tracing::warn!(
+                calls = abandoned,
+                "calls left active by a previous run are marked ended abnormally"
+            );
+        }
+        spawn_purge_task(store.clone(), &store_config);
         let (sip, mut sip_events) = SipEndpoint::start(config.sip.clone())
             .await
             .context("starting SIP")?;
@@ -52,7 +73,7 @@ impl Host {
             ProviderConfig::default().build(),
             config.calls.clone(),
             media_ip,
-            EventBus::new(None),
+            EventBus::new(Some(StoreSink::start(store.clone()))),
         )?;
         let deps = calls.clone();
         let dispatcher = tokio::spawn(async move {
@@ -70,6 +91,7 @@ impl Host {
             agents,
             sip,
             calls,
+            store,
             dispatcher,
         })
     }
@@ -81,6 +103,11 @@ impl Host {
         }
         self.sip.shutdown().await;
         self.dispatcher.abort();
+        // Give the ending calls' last events a moment to reach the store, then flush it.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        if let Err(e) = self.store.shutdown().await {
+            tracing::error!(error = %e, "flushing the call store failed");
+        }
     }
 }
 

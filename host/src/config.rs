@@ -14,6 +14,7 @@ use crate::call::CallConfig;
 use crate::model::ProviderConfig;
 use crate::plugins::{AgentSettings, AgentsConfig};
 use crate::sip::SipConfig;
+use crate::store::StoreConfig;
 
 /// The configuration shipped in the binary: SIP on 127.0.0.1:5060, HTTP on 127.0.0.1:8080,
 /// the three example agents on 1000/2000/3000 and `menu` as the default agent.
@@ -32,6 +33,9 @@ pub struct Config {
     pub model: ProviderConfig,
     #[serde(default)]
     pub calls: CallConfig,
+    /// The call store (SQLite): records, events, transcripts, usage; retention.
+    #[serde(default)]
+    pub store: StoreConfig,
     #[serde(default)]
     pub http: HttpListen,
     #[serde(default)]

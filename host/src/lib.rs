@@ -10,5 +10,6 @@ pub mod config;
 pub mod media;
 pub mod model;
 pub mod plugins;
+pub mod recording;
 pub mod sip;
 pub mod store;

@@ -12,7 +12,8 @@ pub struct Host {
     pub agents: AgentsDir,
     pub log: Lines,
     pub process: Child,
-    _data: tempfile::TempDir,
+    /// Data folder (agent kv, compiled cache, calls.db) and the config file.
+    pub data: tempfile::TempDir,
 }
 
 impl Host {
@@ -42,28 +43,58 @@ impl Host {
             ),
         )
         .unwrap();
-        let mut process = Child::spawn(
-            Command::new(&bin)
-                .args(["run", "--config"])
-                .arg(&cfg)
-                .env("RUST_LOG", "info,rsipstack=warn,switchboard::call=debug")
-                .env("NO_COLOR", "1")
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped()),
-        );
-        let mut log = Lines::new(process.child.stderr.take().unwrap());
-        assert!(
-            log.wait_for(&["switchboard running"], Duration::from_secs(60))
-                .is_some(),
-            "the host did not start: {:?}",
-            log.seen
-        );
+        let (process, log) = launch(&bin, &cfg);
         Host {
             sip_port,
             agents,
             log,
             process,
-            _data: data,
+            data,
         }
     }
+
+    /// kill -9 the host (no clean shutdown), then start it again on the same config and data.
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
+        let cfg = self.data.path().join("switchboard.toml");
+        let (process, log) = launch(&switchboard_bin(), &cfg);
+        self.process = process;
+        self.log = log;
+    }
+
+    /// A log line (seen before or arriving within `secs`) containing every needle.
+    pub fn expect(&mut self, needles: &[&str], secs: u64) -> String {
+        let has = |line: &String| needles.iter().all(|n| line.contains(n));
+        if let Some(line) = self.log.seen.iter().find(|l| has(l)) {
+            return line.clone();
+        }
+        self.log
+            .wait_for(needles, Duration::from_secs(secs))
+            .unwrap_or_else(|| panic!("no log line with {needles:?}: {:#?}", self.log.seen))
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+}
+
+fn launch(bin: &std::path::Path, cfg: &std::path::Path) -> (Child, Lines) {
+    let mut process = Child::spawn(
+        Command::new(bin)
+            .args(["run", "--config"])
+            .arg(cfg)
+            .env("RUST_LOG", "info,rsipstack=warn,switchboard::call=debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let mut log = Lines::new(process.child.stderr.take().unwrap());
+    assert!(
+        log.wait_for(&["switchboard running"], Duration::from_secs(60))
+            .is_some(),
+        "the host did not start: {:?}",
+        log.seen
+    );
+    (process, log)
 }
