@@ -2,13 +2,10 @@
 //! the offline provider: the spoken prompt reaches the phone, keypad digits lead to the right
 //! branch, and the agent's hang-up ends the call cleanly.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use switchboard_tests::agents::{
-    AgentsDir, Child, Lines, example_agents, example_manifest, switchboard_bin,
-};
-use switchboard_tests::sip::{Baresip, free_port, require};
+use switchboard_tests::host::Host;
+use switchboard_tests::sip::{Baresip, require};
 
 /// RMS of 20 ms windows of a mono-or-stereo 16-bit WAV (first channel).
 fn window_rms(wav: &[u8]) -> Vec<f64> {
@@ -34,44 +31,11 @@ async fn baresip_calls_the_menu_on_the_offline_provider() {
     if !require("baresip") || !require("espeak-ng") {
         return;
     }
-    let bin = switchboard_bin();
-    let agents = AgentsDir::new();
-    agents.install(
-        "menu",
-        &example_agents().join("menu.wasm"),
-        &std::fs::read_to_string(example_manifest("menu")).unwrap(),
+    let mut host = Host::start(
+        &["menu"],
+        "[calls]\nrtp-port-min = 42000\nrtp-port-max = 44000\ncodecs = [\"pcmu\"]\n",
     );
-    let data = tempfile::tempdir().unwrap();
-    let sip_port = free_port();
-    let cfg = data.path().join("switchboard.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "data-dir = {data:?}\n[sip]\nudp-listen = \"127.0.0.1:{sip_port}\"\ntcp-listen = \"127.0.0.1:{sip_port}\"\n\
-             [calls]\nrtp-port-min = 42000\nrtp-port-max = 44000\ncodecs = [\"pcmu\"]\n\
-             [agents]\ndir = {dir:?}\ndefault = \"menu\"\nmax-instances = 16\n[routes]\n\"1000\" = \"menu\"\n",
-            data = data.path().display().to_string(),
-            dir = agents.path().display().to_string(),
-        ),
-    )
-    .unwrap();
-    let mut host = Child::spawn(
-        Command::new(&bin)
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .env("RUST_LOG", "info,rsipstack=warn,switchboard::call=debug")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-    );
-    let mut log = Lines::new(host.child.stderr.take().unwrap());
-    assert!(
-        log.wait_for(&["switchboard running"], Duration::from_secs(60))
-            .is_some(),
-        "{:?}",
-        log.seen
-    );
-
+    let sip_port = host.sip_port;
     let phone = Baresip::start_with(
         "<sip:caller@127.0.0.1>;regint=0;audio_codecs=pcmu",
         "module sndfile.so",
@@ -90,19 +54,22 @@ async fn baresip_calls_the_menu_on_the_offline_provider() {
     // Let part of the greeting play, then press 1 (opening hours) over RFC 4733.
     tokio::time::sleep(Duration::from_secs(4)).await;
     ctrl.command("sndcode", "1").await;
-    let opening = log.wait_for(&["Actions", "We are open"], Duration::from_secs(20));
+    let opening = host
+        .log
+        .wait_for(&["Actions", "We are open"], Duration::from_secs(20));
     assert!(
         opening.is_some(),
         "digit 1 reached the agent: {:?}",
-        log.seen
+        host.log.seen
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     ctrl.command("sndcode", "#").await;
     assert!(
-        log.wait_for(&["Actions", "Goodbye"], Duration::from_secs(20))
+        host.log
+            .wait_for(&["Actions", "Goodbye"], Duration::from_secs(20))
             .is_some(),
         "{:?}",
-        log.seen
+        host.log.seen
     );
     // The agent hangs up once "Goodbye" has been spoken.
     assert!(
@@ -113,10 +80,11 @@ async fn baresip_calls_the_menu_on_the_offline_provider() {
         phone.log()
     );
     assert!(
-        log.wait_for(&["call ended", "AgentHangup"], Duration::from_secs(10))
+        host.log
+            .wait_for(&["call ended", "AgentHangup"], Duration::from_secs(10))
             .is_some(),
         "{:?}",
-        log.seen
+        host.log.seen
     );
 
     // What baresip heard: speech, not silence.

@@ -6,16 +6,12 @@
 //! The fake speaks a 300 Hz tone; the phone's user "speaks" 500 Hz tones at chosen times of
 //! the microphone file, which the fake's energy VAD turns into turns and barge-ins.
 
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use switchboard_tests::agents::{
-    AgentsDir, Lines, example_agents, example_manifest, switchboard_bin,
-};
 use switchboard_tests::fake_openai::{FakeOpenAi, Reply, Script};
-use switchboard_tests::sip::{Baresip, BaresipCtrl, free_port, require};
+use switchboard_tests::host::Host;
+use switchboard_tests::sip::{Baresip, BaresipCtrl, require};
 
 const RATE: usize = 8000;
 /// 20 ms analysis windows.
@@ -24,85 +20,15 @@ const AGENT_HZ: f64 = 300.0;
 const CALLER_HZ: f64 = 500.0;
 
 /// The switchboard binary with the receptionist on 2000 and the OpenAI provider at `fake`.
-struct Host {
-    sip_port: u16,
-    log: Lines,
-    process: std::process::Child,
-    _agents: AgentsDir,
-    _data: tempfile::TempDir,
-}
-
-impl Host {
-    fn start(fake: &FakeOpenAi, api_key: &str) -> Host {
-        let agents = AgentsDir::new();
-        agents.install(
-            "receptionist",
-            &example_agents().join("receptionist.wasm"),
-            &std::fs::read_to_string(example_manifest("receptionist")).unwrap(),
-        );
-        let data = tempfile::tempdir().unwrap();
-        let sip_port = free_port();
-        let cfg = data.path().join("switchboard.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "data-dir = {data:?}\n[sip]\nudp-listen = \"127.0.0.1:{sip_port}\"\ntcp-listen = \"127.0.0.1:{sip_port}\"\n\
-                 [calls]\nrtp-port-min = 44000\nrtp-port-max = 46000\ncodecs = [\"pcmu\"]\n\
-                 [model]\nprovider = \"openai\"\nbase-url = \"{url}\"\napi-key = \"{api_key}\"\n\
-                 [agents]\ndir = {dir:?}\nmax-instances = 16\n[routes]\n\"2000\" = \"receptionist\"\n",
-                data = data.path().display().to_string(),
-                dir = agents.path().display().to_string(),
-                url = fake.url,
-            ),
-        )
-        .unwrap();
-        let mut process = Command::new(switchboard_bin())
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .env("RUST_LOG", "info,rsipstack=warn,switchboard::call=debug")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .expect("start switchboard");
-        let log = Lines::new(process.stderr.take().expect("stderr piped"));
-        // Built before waiting so that a failed start still kills the process.
-        let mut host = Host {
-            sip_port,
-            log,
-            process,
-            _agents: agents,
-            _data: data,
-        };
-        host.expect(&["switchboard running"], 60);
-        host
-    }
-
-    /// A log line (seen before or arriving within `secs`) containing every needle.
-    fn expect(&mut self, needles: &[&str], secs: u64) -> String {
-        let has = |line: &String| needles.iter().all(|n| line.contains(n));
-        if let Some(line) = self.log.seen.iter().find(|l| has(l)) {
-            return line.clone();
-        }
-        self.log
-            .wait_for(needles, Duration::from_secs(secs))
-            .unwrap_or_else(|| panic!("no log line with {needles:?}: {:#?}", self.log.seen))
-    }
-
-    fn is_running(&mut self) -> bool {
-        matches!(self.process.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        // `--` keeps kill from reading the negative group id as an option.
-        let group = format!("-{}", self.process.id());
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.process.wait();
-    }
+fn start_host(fake: &FakeOpenAi, api_key: &str) -> Host {
+    Host::start(
+        &["receptionist"],
+        &format!(
+            "[calls]\nrtp-port-min = 44000\nrtp-port-max = 46000\ncodecs = [\"pcmu\"]\n\
+             [model]\nprovider = \"openai\"\nbase-url = \"{}\"\napi-key = \"{api_key}\"\n",
+            fake.url
+        ),
+    )
 }
 
 /// A microphone track: silence with 500 Hz "speech" at the given (start s, length s) spans.
@@ -232,7 +158,7 @@ async fn receptionist_on_openai_answers_with_a_tool() {
         ..Script::default()
     })
     .await;
-    let mut host = Host::start(&fake, "test");
+    let mut host = start_host(&fake, "test");
     // The greeting (12 words, 3.6 s) plays first; the caller asks at 5 s.
     let phone = Baresip::start_with_mic(
         "<sip:caller@127.0.0.1>;regint=0;audio_codecs=pcmu",
@@ -325,7 +251,7 @@ async fn caller_barges_in_on_a_long_answer() {
         ..Script::default()
     })
     .await;
-    let mut host = Host::start(&fake, "test");
+    let mut host = start_host(&fake, "test");
     // Question at 5 s (answer from ~6.3 s, 10 s long), interruption at 9 s.
     let phone = Baresip::start_with_mic(
         "<sip:caller@127.0.0.1>;regint=0;audio_codecs=pcmu",
@@ -397,7 +323,7 @@ async fn provider_drop_plays_the_apology_and_ends_the_call() {
         ..Script::default()
     })
     .await;
-    let mut host = Host::start(&fake, "test");
+    let mut host = start_host(&fake, "test");
     let phone = Baresip::start_with_mic(
         "<sip:caller@127.0.0.1>;regint=0;audio_codecs=pcmu",
         "module sndfile.so",
