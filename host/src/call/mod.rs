@@ -12,7 +12,6 @@ mod session;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -112,7 +111,6 @@ pub struct CallDeps {
     /// Address advertised in our SDP and used for RTP.
     pub media_ip: IpAddr,
     pub events: EventBus,
-    pub recordings: Option<PathBuf>,
     live: Mutex<HashMap<String, Live>>,
     next_id: AtomicU64,
 }
@@ -137,7 +135,6 @@ impl CallDeps {
             config,
             media_ip,
             events,
-            recordings: None,
             live: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
         }))
