@@ -88,7 +88,7 @@ async fn menu_reads_operator_config_over_manifest_defaults() {
         "menu".to_string(),
         AgentSettings {
             config,
-            secrets: BTreeMap::new(),
+            ..AgentSettings::default()
         },
     );
     let h = Harness::load_with(

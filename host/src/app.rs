@@ -71,7 +71,16 @@ impl Host {
             agents.registry.clone(),
             config.model.build(),
             ProviderConfig::default().build(),
-            config.calls.clone(),
+            call::CallConfig {
+                recordings_dir: Some(
+                    config
+                        .calls
+                        .recordings_dir
+                        .clone()
+                        .unwrap_or_else(|| config.data_dir.join("recordings")),
+                ),
+                ..config.calls.clone()
+            },
             media_ip,
             EventBus::new(Some(StoreSink::start(store.clone()))),
         )?;

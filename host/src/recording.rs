@@ -67,6 +67,7 @@ async fn write(store: &dyn CallStore, e: &CallEvent) -> store::Result<()> {
                 .await?
         }
         EventKind::Answered { .. } => store.set_answered(id, at).await?,
+        EventKind::Recording { path } => store.set_recording(id, path).await?,
         EventKind::Transcript { role, text } => {
             let role = match role {
                 Role::Caller => store::Role::Caller,

@@ -20,13 +20,28 @@ impl Host {
     /// Start the binary with the example agents `examples` deployed, SIP on a free port, the
     /// `[routes]` 1000/2000/3000 of the bundled config, and `extra` TOML appended.
     pub fn start(examples: &[&str], extra: &str) -> Host {
+        let agents: Vec<_> = examples
+            .iter()
+            .map(|name| {
+                (
+                    *name,
+                    std::fs::read_to_string(example_manifest(name)).unwrap(),
+                )
+            })
+            .collect();
+        Host::start_with_manifests(&agents, extra)
+    }
+
+    /// Like [`Host::start`], each example agent deployed with the given manifest text (to
+    /// grant what a test needs, e.g. a transfer target on a free port).
+    pub fn start_with_manifests(agents_and_manifests: &[(&str, String)], extra: &str) -> Host {
         let bin = switchboard_bin();
         let agents = AgentsDir::new();
-        for name in examples {
+        for (name, manifest) in agents_and_manifests {
             agents.install(
                 name,
                 &example_agents().join(format!("{name}.wasm")),
-                &std::fs::read_to_string(example_manifest(name)).unwrap(),
+                manifest,
             );
         }
         let data = tempfile::tempdir().unwrap();

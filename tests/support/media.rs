@@ -141,3 +141,53 @@ pub fn best_correlation(a: &[i16], b: &[i16], max_lag: usize) -> (f64, isize) {
     }
     best
 }
+
+/// A 16-bit WAV file: its sample rate and one sample vector per channel.
+pub fn read_wav(path: &Path) -> (u32, Vec<Vec<i16>>) {
+    let mut reader =
+        hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let spec = reader.spec();
+    let channels = spec.channels as usize;
+    let mut out = vec![Vec::new(); channels];
+    for (i, s) in reader.samples::<i16>().enumerate() {
+        // A recording still being written may end mid-frame; keep what is whole.
+        let Ok(s) = s else { break };
+        out[i % channels].push(s);
+    }
+    (spec.sample_rate, out)
+}
+
+/// `samples` at `rate` brought to 8 kHz through the host's own anti-aliased resampler.
+pub fn to_8k(samples: &[i16], rate: u32) -> Vec<i16> {
+    let mut r = switchboard::media::resample::StreamResampler::new(rate, 8000).unwrap();
+    r.push(samples).unwrap();
+    r.drain().unwrap();
+    let mut out = Vec::with_capacity(samples.len() * 8000 / rate as usize);
+    while let Some(frame) = r.pop_frame() {
+        out.extend(frame);
+    }
+    out
+}
+
+/// Index of the first sample of the first 20 ms window (8 kHz) whose RMS exceeds `rms`.
+pub fn onset(samples: &[i16], rms: f64) -> Option<usize> {
+    samples
+        .chunks(160)
+        .position(|w| {
+            (w.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / w.len() as f64).sqrt() > rms
+        })
+        .map(|i| i * 160)
+}
+
+/// Correlation of `len` samples of `sent` (from its onset) with `received` (from its own
+/// onset), at the best lag within ±50 ms: how faithfully a signal crossed a call. Both at
+/// 8 kHz.
+pub fn onset_correlation(sent: &[i16], received: &[i16], len: usize) -> f64 {
+    const LAG: usize = 400;
+    let a = onset(sent, 500.0).expect("the sent signal has a loud part");
+    let b = onset(received, 500.0).expect("the received signal has a loud part");
+    let sent = &sent[a..(a + len).min(sent.len())];
+    let received = &received[b.saturating_sub(LAG)..(b + len + LAG).min(received.len())];
+    // `received` starts up to LAG early, so the search over 0..2·LAG covers both directions.
+    best_correlation(received, sent, 2 * LAG).0
+}

@@ -110,6 +110,10 @@ pub enum EventKind {
     ModelError {
         message: String,
     },
+    /// The call is being recorded to this WAV file.
+    Recording {
+        path: String,
+    },
     Ended {
         reason: String,
         abnormal: bool,

@@ -12,6 +12,7 @@ mod session;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,6 +44,11 @@ pub struct CallConfig {
     pub media_timeout_secs: u64,
     /// How long a hang-up or transfer waits for queued speech to finish.
     pub drain_timeout_secs: u64,
+    /// Record every call to a stereo WAV (caller left, agent right); `[agent.<name>] record`
+    /// overrides this per agent.
+    pub record: bool,
+    /// Where recordings go; the host sets `<data-dir>/recordings` when unset.
+    pub recordings_dir: Option<PathBuf>,
 }
 
 impl Default for CallConfig {
@@ -53,6 +59,8 @@ impl Default for CallConfig {
             codecs: vec!["pcmu".into(), "pcma".into(), "opus".into()],
             media_timeout_secs: 30,
             drain_timeout_secs: 30,
+            record: false,
+            recordings_dir: None,
         }
     }
 }

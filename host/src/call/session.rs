@@ -193,11 +193,39 @@ impl Call {
         let span = tracing::info_span!("call", call_id = %self.call_id);
         async move {
             self.set_state(CallState::Active);
+            self.start_recording();
             let reason = self.event_loop(start_actions, failure).await;
             self.finish(reason).await;
         }
         .instrument(span)
         .await
+    }
+
+    /// Start the WAV recording when the configuration asks for it for this agent. A recording
+    /// that cannot start is logged and the call goes on without it.
+    fn start_recording(&self) {
+        let config = &self.deps.config;
+        let agent = self.agent.version().name();
+        let wanted = self
+            .deps
+            .registry
+            .runtime()
+            .settings(agent)
+            .and_then(|s| s.record)
+            .unwrap_or(config.record);
+        let Some(dir) = config.recordings_dir.as_ref().filter(|_| wanted) else {
+            return;
+        };
+        let path = dir.join(format!("{}.wav", self.call_id));
+        let started = std::fs::create_dir_all(dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| self.media.start_recording(&path).map_err(|e| e.to_string()));
+        match started {
+            Ok(()) => self.recorder.record(EventKind::Recording {
+                path: path.display().to_string(),
+            }),
+            Err(error) => tracing::warn!(%error, path = %path.display(), "recording did not start"),
+        }
     }
 
     async fn event_loop(

@@ -101,6 +101,9 @@ pub struct AgentSettings {
     /// Secret values; `SWITCHBOARD_SECRET_<AGENT>_<KEY>` in the environment overrides them.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// Record this agent's calls to WAV; unset follows `[calls] record`.
+    #[serde(default)]
+    pub record: Option<bool>,
 }
 
 /// Why a version could not be loaded. The message names the file and the fix.
@@ -273,6 +276,11 @@ impl Runtime {
             kv: Mutex::new(HashMap::new()),
             http: HttpClient::default(),
         }))
+    }
+
+    /// The `[agent.<name>]` settings of an agent, if the configuration has any.
+    pub fn settings(&self, agent: &str) -> Option<&AgentSettings> {
+        self.settings.get(agent)
     }
 
     pub fn config(&self) -> &AgentsConfig {

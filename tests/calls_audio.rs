@@ -1,0 +1,130 @@
+//! Audio both ways between a real phone (baresip) and the `switchboard` binary, per codec:
+//! what baresip's microphone sends is in the caller channel of the host's call recording,
+//! and what the agent says (the `menu` greeting, offline synthesis) is in baresip's own
+//! recording of what it received. Each direction must correlate ≥ 0.9. Keypad digits sent by
+//! baresip over RFC 4733 on the same call reach the agent.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use switchboard_tests::host::Host;
+use switchboard_tests::media::{onset_correlation, read_wav, to_8k};
+use switchboard_tests::sip::{Baresip, require};
+
+const RATE: usize = 8000;
+/// The microphone stays silent while the greeting plays, then sends this many seconds of tones.
+const QUIET_SECS: usize = 11;
+const TONE_SECS: usize = 4;
+
+/// Silence, then a sequence of 80 ms tones at pseudo-random pitches between 300 and 3000 Hz
+/// (phase-continuous), then silence: one unambiguous alignment, and within every codec's band.
+fn microphone() -> Vec<i16> {
+    let mut out = vec![0i16; QUIET_SECS * RATE];
+    let mut seed: u32 = 0x2545_f491;
+    let mut phase = 0f64;
+    for _ in 0..TONE_SECS * 1000 / 80 {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        let freq = 300.0 + f64::from(seed % 2700);
+        for _ in 0..RATE * 80 / 1000 {
+            phase += 2.0 * std::f64::consts::PI * freq / RATE as f64;
+            out.push((phase.sin() * 8000.0) as i16);
+        }
+    }
+    out.extend(std::iter::repeat_n(0, 3 * RATE));
+    out
+}
+
+fn only_file(dir: &std::path::Path, suffix: &str) -> PathBuf {
+    let found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one {suffix} in {}: {found:?}",
+        dir.display()
+    );
+    found[0].clone()
+}
+
+async fn audio_both_ways(codec: &str, rtp_base: u16) {
+    if !require("baresip") || !require("espeak-ng") {
+        return;
+    }
+    let mut host = Host::start(
+        &["menu"],
+        &format!(
+            "[calls]\nrtp-port-min = {rtp_base}\nrtp-port-max = {}\ncodecs = [\"{codec}\"]\nrecord = true\n",
+            rtp_base + 998
+        ),
+    );
+    let mic = microphone();
+    let phone = Baresip::start_with_mic(
+        &format!("<sip:caller@127.0.0.1>;regint=0;audio_codecs={codec}"),
+        "module sndfile.so\nmodule opus.so\nopus_bitrate 64000\n",
+        &mic,
+    )
+    .await;
+    let mut ctrl = phone.ctrl().await;
+    ctrl.command("dial", &format!("sip:1000@127.0.0.1:{}", host.sip_port))
+        .await;
+    assert!(
+        ctrl.wait_event("CALL_ESTABLISHED", Duration::from_secs(20))
+            .await
+            .is_some(),
+        "{}",
+        phone.log()
+    );
+    host.expect(&["Answered", &format!("codec: \"{codec}\"")], 10);
+    // The greeting, then the microphone's tones, then a key press on the same call.
+    tokio::time::sleep(Duration::from_secs((QUIET_SECS + TONE_SECS + 1) as u64)).await;
+    ctrl.command("sndcode", "1").await;
+    host.expect(&["Actions", "We are open"], 20);
+    ctrl.command("hangup", "").await;
+    host.expect(&["call ended", "CallerHangup"], 20);
+    assert!(
+        ctrl.wait_event("CALL_CLOSED", Duration::from_secs(10))
+            .await
+            .is_some()
+    );
+
+    let recording = only_file(&host.data.path().join("recordings"), ".wav");
+    let (rate, channels) = read_wav(&recording);
+    assert_eq!(channels.len(), 2, "stereo: caller left, agent right");
+    let (caller, agent) = (to_8k(&channels[0], rate), to_8k(&channels[1], rate));
+    assert!(
+        caller.len() > (QUIET_SECS + TONE_SECS) * RATE,
+        "the recording covers the call: {} samples",
+        caller.len()
+    );
+
+    let tones = &mic[QUIET_SECS * RATE..];
+    let up = onset_correlation(tones, &caller, (TONE_SECS - 1) * RATE);
+    // baresip's sndfile module writes what it decoded into `<rec>/...-dec.wav`.
+    let (heard_rate, heard) = read_wav(&only_file(&phone.dir.path().join("rec"), "-dec.wav"));
+    let heard = to_8k(&heard[0], heard_rate);
+    let down = onset_correlation(&agent, &heard, 4 * RATE);
+    eprintln!("{codec}: baresip → host {up:.3}, agent → baresip {down:.3}");
+    assert!(up >= 0.9, "{codec}: caller audio in the recording: {up:.3}");
+    assert!(down >= 0.9, "{codec}: agent audio at baresip: {down:.3}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pcmu_both_ways() {
+    audio_both_ways("pcmu", 44000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pcma_both_ways() {
+    audio_both_ways("pcma", 45000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opus_both_ways() {
+    audio_both_ways("opus", 46000).await;
+}
