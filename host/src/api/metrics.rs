@@ -12,7 +12,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::Ctx;
 use crate::call::events::{CallEvent, EventBus, EventKind};
-use crate::plugins::{AgentEventKind, Registry};
+use crate::plugins::{AgentEvent, AgentEventKind, Registry};
 
 const SETUP_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 const TURN_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0];
@@ -134,18 +134,24 @@ impl Metrics {
                 }
             }
         });
+        // The first loads happened before this subscription: count them from the history, and
+        // skip their copies should the subscription still deliver them.
         let mut reloads = registry.subscribe();
+        let history = registry.history();
+        for event in &history {
+            metrics.on_reload(event);
+        }
         let m = metrics.clone();
         tokio::spawn(async move {
             loop {
                 match reloads.recv().await {
                     Ok(event) => {
-                        let result = match event.kind {
-                            AgentEventKind::Loaded { .. } => "loaded",
-                            AgentEventKind::Failed { .. } => "failed",
-                            AgentEventKind::Removed => "removed",
-                        };
-                        *m.state().reloads.entry(result.into()).or_default() += 1;
+                        let counted = history
+                            .iter()
+                            .any(|h| h.at_ms == event.at_ms && h.agent == event.agent);
+                        if !counted {
+                            m.on_reload(&event);
+                        }
                     }
                     Err(RecvError::Lagged(n)) => m.state().lagged += n,
                     Err(RecvError::Closed) => break,
@@ -157,6 +163,15 @@ impl Metrics {
 
     fn state(&self) -> std::sync::MutexGuard<'_, Counts> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn on_reload(&self, event: &AgentEvent) {
+        let result = match event.kind {
+            AgentEventKind::Loaded { .. } => "loaded",
+            AgentEventKind::Failed { .. } => "failed",
+            AgentEventKind::Removed => "removed",
+        };
+        *self.state().reloads.entry(result.into()).or_default() += 1;
     }
 
     fn on_call_event(&self, e: &CallEvent) {
