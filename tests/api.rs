@@ -742,3 +742,54 @@ async fn refuses_an_unauthenticated_api_beyond_loopback() {
         "unclear error: {stderr}"
     );
 }
+
+#[tokio::test]
+async fn hangup_while_ringing_cancels_the_invite() {
+    if !require("sipp") {
+        return;
+    }
+    let host = host();
+    let api = Api::new(host.http, Some(TOKEN));
+    let (mut sipp, dir, port) = callee(Some("uas_ring_cancel.xml"));
+    let placed = api
+        .post(
+            "/v1/calls",
+            &json!({"to": format!("sip:later@127.0.0.1:{port}"), "agent": "menu"}),
+        )
+        .await;
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    let id = placed.json["id"].as_str().unwrap().to_string();
+    api.poll(&format!("/v1/calls/{id}"), Duration::from_secs(20), |d| {
+        kinds(d).contains(&"progress:ringing".to_string())
+    })
+    .await;
+    let r = api
+        .post(&format!("/v1/calls/{id}/hangup"), &json!({}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    // The scenario completes only on our CANCEL (and the ACK of its 487).
+    assert_eq!(
+        sipp.wait(Duration::from_secs(15)).await,
+        Some(0),
+        "SIPp: {}",
+        sipp_errors(dir.path())
+    );
+    let detail = api
+        .poll(&format!("/v1/calls/{id}"), Duration::from_secs(10), ended)
+        .await;
+    assert_eq!(detail["call"]["end_reason"], "cancelled");
+    assert!(!kinds(&detail).contains(&"answered".to_string()));
+}
+
+#[tokio::test]
+async fn ready_is_503_with_a_reason_until_an_agent_is_loaded() {
+    let host = Host::start_with_http(&[], &format!("tokens = [\"{TOKEN}\"]"), "");
+    let ready = Api::new(host.http, None).get("/ready").await;
+    is_error(&ready, 503, "not_ready");
+    assert!(
+        ready.json["detail"].as_str().unwrap().contains("no agent"),
+        "{}",
+        ready.text
+    );
+    assert_eq!(Api::new(host.http, None).get("/health").await.status, 200);
+}
