@@ -83,6 +83,9 @@ impl ApiError {
                     "agent_declined",
                     json!({"message": self.to_string(), "sip_code": code, "reason": reason}),
                 ),
+                PlaceError::AgentFailed => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "agent_failed", text(self))
+                }
                 PlaceError::NoMediaPort(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, "no_media_port", text(self))
                 }

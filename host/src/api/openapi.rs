@@ -125,7 +125,7 @@ pub fn spec() -> Value {
                         "413": error_response("metadata too large"),
                         "415": error_response("Content-Type is not application/json"),
                         "422": error_response("unknown_agent, bad_number, no_route, unknown_trunk or bad_target"),
-                        "503": error_response("No media port, or the SIP endpoint could not send")}},
+                        "503": error_response("agent_failed (on-start trapped or timed out), no_media_port, or signalling_failed")}},
                 "get": {"summary": "List calls, newest first", "operationId": "listCalls",
                     "parameters": [
                         query("active", json!({"type": "boolean"}), "true: only active calls (including live ones not yet stored); false: only finished"),

@@ -57,6 +57,8 @@ pub enum PlaceError {
     Target(SipError),
     #[error("the agent declined the call: {code} {reason}")]
     AgentDeclined { code: u16, reason: String },
+    #[error("the agent failed in on-start (see the call's agent-fault event)")]
+    AgentFailed,
     #[error("no media port available: {0}")]
     NoMediaPort(String),
     #[error("the INVITE could not be sent: {0}")]
@@ -132,6 +134,12 @@ pub async fn place(
         .instrument(span.clone())
         .await
     {
+        // Placing a call only to apologise helps no one: an agent that failed in on-start
+        // does not call out.
+        Started::Run(accepted) if accepted.fallback => {
+            fail(&recorder, "failed: agent failed in on-start".into());
+            return Err(PlaceError::AgentFailed);
+        }
         Started::Run(accepted) => accepted,
         Started::Reject(code, reason) => {
             recorder.record(EventKind::Rejected {
