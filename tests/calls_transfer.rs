@@ -42,6 +42,7 @@ async fn keys_1_2_0_confirm_reschedule_and_transfer_to_the_front_desk() {
     assert!(manifest.contains(&desk), "the manifest grant was rewritten");
     let mut host = Host::start_with_manifests(
         &[("appointments", manifest)],
+        "",
         &format!(
             "[calls]\nrtp-port-min = 47000\nrtp-port-max = 47998\ncodecs = [\"pcmu\"]\n\
              [agent.appointments.config]\noperator = \"{desk}\"\n"

@@ -1,5 +1,5 @@
 //! Wiring of the running host from its configuration: the agent runtime (load, watch, route),
-//! the SIP endpoint, and the call layer fed by it. This is the composition root; the modules it
+//! the SIP endpoint, the call layer fed by it, and the HTTP API on top. This is the composition root; the modules it
 //! wires know nothing of each other.
 
 use std::fmt::Write as _;
@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::api::{self, ApiContext, ApiServer, LogFeed, Metrics};
 use crate::call::events::EventBus;
 use crate::call::{self, CallDeps};
 use crate::config::Config;
@@ -30,12 +31,16 @@ pub struct Host {
     pub sip: Arc<SipEndpoint>,
     pub calls: Arc<CallDeps>,
     pub store: Arc<SqliteStore>,
+    pub api: ApiServer,
     dispatcher: tokio::task::JoinHandle<()>,
 }
 
 impl Host {
-    /// Start everything: agents, SIP on the configured addresses, and the call layer.
-    pub async fn start(config: Config) -> anyhow::Result<Host> {
+    /// Start everything: agents, SIP on the configured addresses, the call layer and the HTTP
+    /// API. `logs` is the feed the process's log layer writes into (for the API's live events).
+    pub async fn start(config: Config, logs: LogFeed) -> anyhow::Result<Host> {
+        // Refuse an exposed, unauthenticated API before anything else starts.
+        api::check_exposure(&config.http)?;
         let agents = Agents::start(config).await?;
         let config = &agents.config;
         let store_config = StoreConfig {
@@ -67,6 +72,9 @@ impl Host {
             .or(addrs.udp.map(|a| a.ip()))
             .or(addrs.tcp.map(|a| a.ip()))
             .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        let events = EventBus::new(Some(StoreSink::start(store.clone())));
+        // Subscribed before the first call so every call is counted.
+        let metrics = Metrics::start(&events, &agents.registry);
         let calls = CallDeps::new(
             agents.registry.clone(),
             config.model.build(),
@@ -82,25 +90,43 @@ impl Host {
                 ..config.calls.clone()
             },
             media_ip,
-            EventBus::new(Some(StoreSink::start(store.clone()))),
+            events,
         )?;
+        let (registrations, _) = tokio::sync::broadcast::channel(64);
         let deps = calls.clone();
+        let registration_tx = registrations.clone();
         let dispatcher = tokio::spawn(async move {
             while let Some(event) = sip_events.recv().await {
                 match event {
                     SipEvent::IncomingCall(c) => call::spawn_incoming(deps.clone(), c),
                     SipEvent::CallCancelled { call_id } => deps.cancelled(&call_id),
                     SipEvent::Registration(status) => {
-                        tracing::info!(?status, "registration state changed")
+                        tracing::info!(?status, "registration state changed");
+                        let _ = registration_tx.send(status);
                     }
                 }
             }
         });
+        let api = api::serve(
+            &config.http,
+            ApiContext {
+                calls: calls.clone(),
+                sip: sip.clone(),
+                store: store.clone(),
+                registry: agents.registry.clone(),
+                metrics,
+                logs,
+                registrations,
+                config: api::masked_config(&config.source),
+            },
+        )
+        .await?;
         Ok(Host {
             agents,
             sip,
             calls,
             store,
+            api,
             dispatcher,
         })
     }
@@ -110,6 +136,7 @@ impl Host {
         for c in self.calls.active() {
             self.calls.command(&c.id, call::CallCommand::Hangup);
         }
+        self.api.shutdown();
         self.sip.shutdown().await;
         self.dispatcher.abort();
         // Give the ending calls' last events a moment to reach the store, then flush it.

@@ -4,12 +4,12 @@
 //! when they parse, else as strings). Relative paths are relative to the working directory.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Deserialize;
 
+use crate::api::HttpConfig;
 use crate::call::CallConfig;
 use crate::model::ProviderConfig;
 use crate::plugins::{AgentSettings, AgentsConfig};
@@ -36,8 +36,9 @@ pub struct Config {
     /// The call store (SQLite): records, events, transcripts, usage; retention.
     #[serde(default)]
     pub store: StoreConfig,
+    /// The HTTP API: listen address and bearer tokens.
     #[serde(default)]
-    pub http: HttpListen,
+    pub http: HttpConfig,
     #[serde(default)]
     pub agents: AgentsConfig,
     /// Dialled number or prefix pattern (`+4930*`) → agent name.
@@ -48,25 +49,14 @@ pub struct Config {
     pub agent: BTreeMap<String, AgentSettings>,
     #[serde(default)]
     pub log: LogConfig,
+    /// The configuration as read (file plus environment overrides), for display with its
+    /// secrets masked.
+    #[serde(skip)]
+    pub source: toml::Table,
 }
 
 fn default_data_dir() -> PathBuf {
     PathBuf::from(".switchboard")
-}
-
-/// Where the HTTP API and dashboard listen.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
-pub struct HttpListen {
-    pub listen: SocketAddr,
-}
-
-impl Default for HttpListen {
-    fn default() -> Self {
-        HttpListen {
-            listen: "127.0.0.1:8080".parse().expect("static address"),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,9 +114,11 @@ impl Config {
             set_path(&mut value, &keys, parse_env_value(&raw))
                 .with_context(|| format!("environment variable {name}"))?;
         }
-        toml::Value::Table(value)
+        let mut config: Config = toml::Value::Table(value.clone())
             .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))?;
+        config.source = value;
+        Ok(config)
     }
 }
 

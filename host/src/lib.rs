@@ -3,6 +3,7 @@
 //!
 //! Layout: each module owns one concern. `plugins` runs agents; `config` reads the one TOML file.
 
+pub mod api;
 pub mod app;
 pub mod bench;
 pub mod call;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use switchboard::api::LogFeed;
 use switchboard::app::{Agents, Host, describe_routes};
 use switchboard::config::Config;
 use switchboard::plugins::deploy;
@@ -59,16 +60,20 @@ enum Bench {
     },
 }
 
-fn init_logging(config: &Config) {
+/// Logs go to stderr (text or JSON) and to the API's live log feed.
+fn init_logging(config: &Config, feed: &LogFeed) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(feed.layer());
     if config.log.json {
-        builder.json().init();
+        registry.with(stderr.json()).init();
     } else {
-        builder.init();
+        registry.with(stderr).init();
     }
 }
 
@@ -76,9 +81,10 @@ fn init_logging(config: &Config) {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref())?;
-    init_logging(&config);
+    let logs = LogFeed::default();
+    init_logging(&config, &logs);
     match cli.command {
-        Command::Run => run(config, None).await,
+        Command::Run => run(config, None, logs).await,
         Command::Agents => {
             let agents = Agents::start(config).await?;
             print!("{}", describe_routes(&agents.registry));
@@ -91,7 +97,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Dev { crate_dir } => run(config, Some(crate_dir)).await,
+        Command::Dev { crate_dir } => run(config, Some(crate_dir), logs).await,
         Command::Bench {
             what: Bench::Agents { agent, sessions },
         } => {
@@ -109,19 +115,21 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn run(config: Config, dev_crate: Option<PathBuf>) -> anyhow::Result<()> {
+async fn run(config: Config, dev_crate: Option<PathBuf>, logs: LogFeed) -> anyhow::Result<()> {
     let agents_dir = config.agents.dir.clone();
     if let Some(dir) = &dev_crate {
         // A failed first build is reported; the host still starts with what it has.
         deploy::rebuild(dir, &agents_dir).await;
     }
-    let host = Host::start(config).await?;
+    let host = Host::start(config, logs).await?;
     let addrs = host.sip.local_addrs();
+    let http = host.api.addr();
     tracing::info!(
-        sip_udp = ?addrs.udp, sip_tcp = ?addrs.tcp, model = host.calls.provider.name(),
+        sip_udp = ?addrs.udp, sip_tcp = ?addrs.tcp, %http, model = host.calls.provider.name(),
         agents = %agents_dir.display(), "switchboard running"
     );
     println!("{}", describe_routes(&host.agents.registry));
+    println!("HTTP API: http://{http}/v1 (OpenAPI: http://{http}/v1/openapi.json)");
     let _dev = match dev_crate {
         Some(dir) => Some(deploy::watch_crate(dir, agents_dir)?),
         None => None,

@@ -47,6 +47,7 @@ async fn write(store: &dyn CallStore, e: &CallEvent) -> store::Result<()> {
             callee,
             agent,
             agent_version,
+            metadata,
             ..
         } => {
             store
@@ -62,7 +63,7 @@ async fn write(store: &dyn CallStore, e: &CallEvent) -> store::Result<()> {
                     agent: agent.clone(),
                     agent_version: agent_version.clone(),
                     started_at_ms: at,
-                    metadata: Value::Null,
+                    metadata: metadata.clone().unwrap_or(Value::Null),
                 })
                 .await?
         }

@@ -188,6 +188,13 @@ impl Lines {
         }
     }
 
+    /// Take every line that has arrived so far into `seen`.
+    pub fn drain(&mut self) {
+        while let Ok(line) = self.rx.try_recv() {
+            self.seen.push(line);
+        }
+    }
+
     /// Wait up to `timeout` for a line containing every one of `needles`.
     pub fn wait_for(&mut self, needles: &[&str], timeout: std::time::Duration) -> Option<String> {
         let deadline = std::time::Instant::now() + timeout;

@@ -9,6 +9,8 @@ use crate::sip::free_port;
 
 pub struct Host {
     pub sip_port: u16,
+    /// Where the HTTP API listens (a free port chosen by the host).
+    pub http: std::net::SocketAddr,
     pub agents: AgentsDir,
     pub log: Lines,
     pub process: Child,
@@ -17,9 +19,14 @@ pub struct Host {
 }
 
 impl Host {
-    /// Start the binary with the example agents `examples` deployed, SIP on a free port, the
-    /// `[routes]` 1000/2000/3000 of the bundled config, and `extra` TOML appended.
+    /// Start the binary with the example agents `examples` deployed, SIP and HTTP on free
+    /// ports, the `[routes]` 1000/2000/3000 of the bundled config, and `extra` TOML appended.
     pub fn start(examples: &[&str], extra: &str) -> Host {
+        Host::start_with_http(examples, "", extra)
+    }
+
+    /// Like [`start`](Self::start), with `http` added to the `[http]` table (e.g. tokens).
+    pub fn start_with_http(examples: &[&str], http: &str, extra: &str) -> Host {
         let agents: Vec<_> = examples
             .iter()
             .map(|name| {
@@ -29,12 +36,16 @@ impl Host {
                 )
             })
             .collect();
-        Host::start_with_manifests(&agents, extra)
+        Host::start_with_manifests(&agents, http, extra)
     }
 
-    /// Like [`Host::start`], each example agent deployed with the given manifest text (to
-    /// grant what a test needs, e.g. a transfer target on a free port).
-    pub fn start_with_manifests(agents_and_manifests: &[(&str, String)], extra: &str) -> Host {
+    /// Like [`start_with_http`](Self::start_with_http), each example agent deployed with the
+    /// given manifest text (to grant what a test needs, e.g. a transfer target on a free port).
+    pub fn start_with_manifests(
+        agents_and_manifests: &[(&str, String)],
+        http: &str,
+        extra: &str,
+    ) -> Host {
         let bin = switchboard_bin();
         let agents = AgentsDir::new();
         for (name, manifest) in agents_and_manifests {
@@ -51,16 +62,18 @@ impl Host {
             &cfg,
             format!(
                 "data-dir = {data:?}\n[sip]\nudp-listen = \"127.0.0.1:{sip_port}\"\n\
-                 tcp-listen = \"127.0.0.1:{sip_port}\"\n[agents]\ndir = {dir:?}\nmax-instances = 64\n\
+                 tcp-listen = \"127.0.0.1:{sip_port}\"\n[http]\nlisten = \"127.0.0.1:0\"\n{http}\n\
+                 [agents]\ndir = {dir:?}\nmax-instances = 64\n\
                  [routes]\n\"1000\" = \"menu\"\n\"2000\" = \"receptionist\"\n\"3000\" = \"appointments\"\n{extra}\n",
                 data = data.path().display().to_string(),
                 dir = agents.path().display().to_string(),
             ),
         )
         .unwrap();
-        let (process, log) = launch(&bin, &cfg);
+        let (process, log, http) = launch(&bin, &cfg);
         Host {
             sip_port,
+            http,
             agents,
             log,
             process,
@@ -73,9 +86,10 @@ impl Host {
         let _ = self.process.child.kill();
         let _ = self.process.child.wait();
         let cfg = self.data.path().join("switchboard.toml");
-        let (process, log) = launch(&switchboard_bin(), &cfg);
+        let (process, log, http) = launch(&switchboard_bin(), &cfg);
         self.process = process;
         self.log = log;
+        self.http = http;
     }
 
     /// A log line (seen before or arriving within `secs`) containing every needle.
@@ -94,7 +108,7 @@ impl Host {
     }
 }
 
-fn launch(bin: &std::path::Path, cfg: &std::path::Path) -> (Child, Lines) {
+fn launch(bin: &std::path::Path, cfg: &std::path::Path) -> (Child, Lines, std::net::SocketAddr) {
     let mut process = Child::spawn(
         Command::new(bin)
             .args(["run", "--config"])
@@ -105,11 +119,13 @@ fn launch(bin: &std::path::Path, cfg: &std::path::Path) -> (Child, Lines) {
             .stderr(Stdio::piped()),
     );
     let mut log = Lines::new(process.child.stderr.take().unwrap());
-    assert!(
-        log.wait_for(&["switchboard running"], Duration::from_secs(60))
-            .is_some(),
-        "the host did not start: {:?}",
-        log.seen
-    );
-    (process, log)
+    let running = log
+        .wait_for(&["switchboard running"], Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("the host did not start: {:?}", log.seen));
+    let http = running
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("http="))
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no http= address in {running:?}"));
+    (process, log, http)
 }

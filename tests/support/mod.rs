@@ -1,6 +1,7 @@
 //! Shared helpers for Switchboard's end-to-end and interop tests.
 
 pub mod agents;
+pub mod api;
 pub mod fake_gemini;
 pub mod fake_openai;
 pub mod host;

@@ -48,12 +48,26 @@ pub enum EventKind {
         agent: Option<String>,
         agent_version: Option<String>,
         agent_hash: Option<String>,
+        /// JSON the requester attached to an outbound call (also given to the agent).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        metadata: Option<serde_json::Value>,
     },
     State {
         state: CallState,
     },
     Rejected {
         code: u16,
+        reason: String,
+    },
+    /// An outbound call's callee is alerted: `ringing` (180) or `early-media` (183 + SDP).
+    Progress {
+        status: String,
+    },
+    /// An outbound call ended before answer: `busy`, `no-answer`, `rejected`, `cancelled` or
+    /// `failed`, with the SIP status when there was one.
+    NotAnswered {
+        outcome: String,
+        code: Option<u16>,
         reason: String,
     },
     Answered {
@@ -113,6 +127,14 @@ pub enum EventKind {
     /// The call is being recorded to this WAV file.
     Recording {
         path: String,
+    },
+    /// RTP totals of the call, recorded once when its media closes.
+    MediaStats {
+        packets_received: u64,
+        packets_expected: u64,
+        packets_lost: u64,
+        jitter_ms: f64,
+        concealed_ms: u64,
     },
     Ended {
         reason: String,

@@ -8,7 +8,10 @@
 pub mod audio;
 pub mod digits;
 pub mod events;
+mod outbound;
 mod session;
+
+pub use outbound::{PlaceError, PlaceRequest, place};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -21,13 +24,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::media::{Codec, MediaConfig, PendingMedia, PortPool, sdp};
-use crate::model::ModelProvider;
+use crate::media::{Codec, MediaConfig, MediaSession, PendingMedia, PortPool, sdp};
+use crate::model::{ModelProvider, ModelSession};
 use crate::plugins::routing::display_number;
 use crate::plugins::runtime::StartFallback;
 use crate::plugins::types::{CallInfo, Direction, SessionConfig};
 use crate::plugins::{AgentSession, AgentVersion, Registry, StartOutcome};
-use crate::sip::IncomingCall;
+use crate::sip::{Dialog, IncomingCall};
 use events::{CallState, EventBus, EventKind, Recorder};
 use session::Call;
 
@@ -222,15 +225,15 @@ async fn inbound(deps: Arc<CallDeps>, call: IncomingCall, call_id: String) {
     let caller = display_number(&call.from);
     let callee = display_number(&call.dialled);
     let resolved = deps.registry.resolve(&call.dialled);
-    recorder.record(EventKind::Created {
-        direction: "inbound".into(),
-        caller: caller.clone(),
-        callee: callee.clone(),
-        transport: format!("{:?}", call.transport).to_ascii_lowercase(),
-        agent: resolved.as_ref().map(|r| r.agent.name().to_string()),
-        agent_version: resolved.as_ref().map(|r| r.agent.info.version.clone()),
-        agent_hash: resolved.as_ref().map(|r| r.agent.hash.clone()),
-    });
+    let transport = format!("{:?}", call.transport).to_ascii_lowercase();
+    recorder.record(created(
+        "inbound",
+        &caller,
+        &callee,
+        &transport,
+        resolved.as_ref().map(|r| &r.agent),
+        None,
+    ));
     let Some(resolved) = resolved else {
         reject(&recorder, call, 404, "No agent serves this number");
         return;
@@ -253,7 +256,7 @@ async fn inbound(deps: Arc<CallDeps>, call: IncomingCall, call_id: String) {
         direction: Direction::Inbound,
         caller,
         callee,
-        transport: format!("{:?}", call.transport).to_ascii_lowercase(),
+        transport,
         headers: headers_for_agent(&call),
         metadata: String::new(),
     };
@@ -263,21 +266,13 @@ async fn inbound(deps: Arc<CallDeps>, call: IncomingCall, call_id: String) {
         return;
     };
     match start_agent(&deps, &recorder, &resolved.agent, &call_id, &info).await {
-        Started::Run {
-            agent,
-            config,
-            actions,
-            fallback,
-        } => {
+        Started::Run(accepted) => {
             if let Err((code, reason)) = answer_and_run(
                 &deps,
                 recorder.clone(),
                 call,
                 &offer,
-                *agent,
-                config,
-                actions,
-                fallback,
+                *accepted,
                 commands,
                 &call_id,
             )
@@ -298,6 +293,27 @@ async fn inbound(deps: Arc<CallDeps>, call: IncomingCall, call_id: String) {
     }
 }
 
+/// The first event of every call.
+fn created(
+    direction: &str,
+    caller: &str,
+    callee: &str,
+    transport: &str,
+    agent: Option<&Arc<AgentVersion>>,
+    metadata: Option<serde_json::Value>,
+) -> EventKind {
+    EventKind::Created {
+        direction: direction.into(),
+        caller: caller.into(),
+        callee: callee.into(),
+        transport: transport.into(),
+        agent: agent.map(|a| a.name().to_string()),
+        agent_version: agent.map(|a| a.info.version.clone()),
+        agent_hash: agent.map(|a| a.hash.clone()),
+        metadata,
+    }
+}
+
 fn reject(recorder: &Recorder, call: IncomingCall, code: u16, reason: &str) {
     tracing::info!(code, reason, "rejecting the call");
     let _ = call.reject(code, reason);
@@ -311,14 +327,17 @@ fn reject(recorder: &Recorder, call: IncomingCall, code: u16, reason: &str) {
     });
 }
 
+/// An agent session that on-start accepted, waiting for its media.
+struct Accepted {
+    agent: AgentSession,
+    config: SessionConfig,
+    actions: Vec<crate::plugins::types::Action>,
+    /// The agent failed in on-start: play the apology and hang up.
+    fallback: bool,
+}
+
 enum Started {
-    Run {
-        agent: Box<AgentSession>,
-        config: SessionConfig,
-        actions: Vec<crate::plugins::types::Action>,
-        /// The agent failed in on-start: play the apology and hang up.
-        fallback: bool,
-    },
+    Run(Box<Accepted>),
     Reject(u16, String),
 }
 
@@ -337,12 +356,12 @@ async fn start_agent(
     let fault = match runtime.session(version, call_id).await {
         Ok(mut agent) => match agent.start(info).await {
             Ok(StartOutcome::Accept { config, actions }) => {
-                return Started::Run {
-                    agent: Box::new(agent),
+                return Started::Run(Box::new(Accepted {
+                    agent,
                     config,
                     actions,
                     fallback: false,
-                };
+                }));
             }
             Ok(StartOutcome::Reject(r)) => return Started::Reject(r.code, r.reason),
             Err(fault) => (fault, Some(agent)),
@@ -352,8 +371,8 @@ async fn start_agent(
     let (fault, agent) = fault;
     recorder.record(EventKind::AgentFault { fault });
     match (runtime.config().fallback.on_start, agent) {
-        (StartFallback::Apology, Some(agent)) => Started::Run {
-            agent: Box::new(agent),
+        (StartFallback::Apology, Some(agent)) => Started::Run(Box::new(Accepted {
+            agent,
             config: SessionConfig {
                 instructions: String::new(),
                 greeting: None,
@@ -364,22 +383,48 @@ async fn start_agent(
             },
             actions: Vec::new(),
             fallback: true,
-        },
+        })),
         _ => Started::Reject(503, "Agent unavailable".into()),
     }
 }
 
+/// Connect the model for the call's codec, or only the local apology when the agent failed in
+/// on-start. The second value says why the call runs on the fallback.
+async fn connect_for(
+    deps: &CallDeps,
+    recorder: &Recorder,
+    // Not the whole `Accepted`: the agent session is not Sync and must not be borrowed here.
+    fallback: bool,
+    config: &SessionConfig,
+    codec: Codec,
+) -> (ModelSession, Option<String>) {
+    if fallback {
+        (
+            session::connect_fallback(deps, codec).await,
+            Some("agent failed".to_string()),
+        )
+    } else {
+        session::connect_model(deps, recorder, config, codec).await
+    }
+}
+
+fn media_config(deps: &CallDeps, call_id: &str, inbound_rate: u32) -> MediaConfig {
+    MediaConfig {
+        bind_ip: deps.media_ip,
+        inbound_rate,
+        media_timeout: Duration::from_secs(deps.config.media_timeout_secs),
+        call_id: call_id.to_string(),
+        ..MediaConfig::default()
+    }
+}
+
 /// Negotiate media, connect the model, answer and run the call to its end.
-#[allow(clippy::too_many_arguments)]
 async fn answer_and_run(
     deps: &Arc<CallDeps>,
     recorder: Recorder,
     call: IncomingCall,
     offer: &str,
-    agent: AgentSession,
-    config: SessionConfig,
-    actions: Vec<crate::plugins::types::Action>,
-    fallback: bool,
+    accepted: Accepted,
     commands: mpsc::Receiver<CallCommand>,
     call_id: &str,
 ) -> Result<(), (u16, String)> {
@@ -393,22 +438,10 @@ async fn answer_and_run(
             return Err((code, e.to_string()));
         }
     };
-    let (model, failure) = if fallback {
-        (
-            session::connect_fallback(deps, codec).await,
-            Some("agent failed".to_string()),
-        )
-    } else {
-        session::connect_model(deps, &recorder, &config, codec).await
-    };
-    let media_config = MediaConfig {
-        bind_ip: deps.media_ip,
-        inbound_rate: model.input_format.sample_rate(),
-        media_timeout: Duration::from_secs(deps.config.media_timeout_secs),
-        call_id: call_id.to_string(),
-        ..MediaConfig::default()
-    };
-    let pending = match PendingMedia::bind(&deps.ports, media_config) {
+    let (model, failure) =
+        connect_for(deps, &recorder, accepted.fallback, &accepted.config, codec).await;
+    let config = media_config(deps, call_id, model.input_format.sample_rate());
+    let pending = match PendingMedia::bind(&deps.ports, config) {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(error = %e, "no RTP port");
@@ -416,12 +449,11 @@ async fn answer_and_run(
             return Err((503, e.to_string()));
         }
     };
-    let session_id = events::now_ms();
     let local = sdp::LocalMedia::new(
         deps.media_ip,
         pending.port(),
         deps.codecs.clone(),
-        session_id,
+        events::now_ms(),
     );
     let (answer, negotiated) = match sdp::answer_offer(offer, &local) {
         Ok(r) => r,
@@ -441,28 +473,64 @@ async fn answer_and_run(
         Ok(d) => d,
         Err(e) => return Err((500, e.to_string())),
     };
-    recorder.record(EventKind::Answered {
-        codec: negotiated.codec.encoding_name().to_string(),
-        model: if failure.is_some() {
+    run_answered(
+        deps,
+        Answered {
+            recorder,
+            call_id: call_id.to_string(),
+            accepted,
+            dialog,
+            media,
+            local,
+            codec: negotiated.codec,
+            model,
+            failure,
+            commands,
+        },
+    )
+    .await;
+    Ok(())
+}
+
+/// A call whose signalling and media are up, in either direction.
+struct Answered {
+    recorder: Recorder,
+    call_id: String,
+    accepted: Accepted,
+    dialog: Dialog,
+    media: MediaSession,
+    local: sdp::LocalMedia,
+    codec: Codec,
+    model: ModelSession,
+    /// Why the call runs on the fallback (agent or model failed), if it does.
+    failure: Option<String>,
+    commands: mpsc::Receiver<CallCommand>,
+}
+
+/// Record the answer and run the call actor to the end of the call.
+async fn run_answered(deps: &Arc<CallDeps>, a: Answered) {
+    a.recorder.record(EventKind::Answered {
+        codec: a.codec.encoding_name().to_string(),
+        model: if a.failure.is_some() {
             "fallback".into()
         } else {
             deps.provider.name().into()
         },
     });
-    let mut local = local;
-    local.codecs = vec![negotiated.codec];
+    let mut local = a.local;
+    // Later offers (re-INVITEs) keep to the codec of the call.
+    local.codecs = vec![a.codec];
     let call = Call {
         deps: deps.clone(),
-        recorder,
-        call_id: call_id.to_string(),
-        agent,
-        dialog,
-        media,
+        recorder: a.recorder,
+        call_id: a.call_id,
+        agent: a.accepted.agent,
+        dialog: a.dialog,
+        media: a.media,
         local,
-        model,
-        commands,
+        model: a.model,
+        commands: a.commands,
         state: CallState::Starting,
     };
-    call.run(actions, failure).await;
-    Ok(())
+    call.run(a.accepted.actions, a.failure).await;
 }

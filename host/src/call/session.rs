@@ -688,6 +688,13 @@ impl Call {
         } = self;
         let stats = media.close().await;
         tracing::info!(?reason, ?stats, "call ended");
+        recorder.record(EventKind::MediaStats {
+            packets_received: stats.packets_received,
+            packets_expected: stats.packets_expected,
+            packets_lost: stats.packets_lost,
+            jitter_ms: stats.jitter_ms,
+            concealed_ms: stats.concealed_ms,
+        });
         let text = match &reason {
             EndReason::CallerHangup => "caller-hangup".to_string(),
             EndReason::AgentHangup => "agent-hangup".to_string(),

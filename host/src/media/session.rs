@@ -155,6 +155,12 @@ impl PendingMedia {
         self.lease.port()
     }
 
+    /// Sets the rate of delivered caller audio. An outbound call binds its port before the
+    /// answer names the codec, and the codec decides the rate the model hears.
+    pub fn set_inbound_rate(&mut self, rate: u32) {
+        self.config.inbound_rate = rate;
+    }
+
     /// Starts media with the negotiated parameters. Must run inside a tokio runtime.
     pub fn start(self, media: &NegotiatedMedia) -> Result<MediaSession, MediaError> {
         let config = self.config;

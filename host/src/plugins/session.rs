@@ -33,6 +33,8 @@ pub mod caps {
     pub const MAX_DTMF: usize = 64;
     pub const MAX_LOG: usize = 4 << 10;
     pub const MAX_INFO_FIELD: usize = 4 << 10;
+    /// Call metadata (JSON text) handed to on-start.
+    pub const MAX_METADATA: usize = 16 << 10;
     pub const MAX_NUMBERS: usize = 256;
 }
 
@@ -611,7 +613,7 @@ fn check_call_info(info: &CallInfo) -> Result<(), String> {
     ] {
         over(field, value.len(), caps::MAX_INFO_FIELD)?;
     }
-    over("metadata", info.metadata.len(), 16 << 10)?;
+    over("metadata", info.metadata.len(), caps::MAX_METADATA)?;
     if info.headers.len() > 64 {
         return Err(format!("{} headers (cap 64)", info.headers.len()));
     }

@@ -22,7 +22,7 @@ use super::config::{SipConfig, Transport};
 use super::error::SipError;
 use super::guard::{GuardedUdpSocket, SanityInspector, ScannerRules};
 use super::inbound;
-use super::outbound::{self, OutboundCall, OutgoingCall};
+use super::outbound::{self, CallTarget, OutboundCall, OutgoingCall};
 use super::policy::{IpNet, NonceStore, Scope};
 use super::register::{self, RegistrationStatus};
 
@@ -298,6 +298,12 @@ impl SipEndpoint {
             return Err(SipError::Shutdown);
         }
         outbound::place(&self.shared, call).await
+    }
+
+    /// Checks an outbound call request (trunk, number or URI) without sending anything: the
+    /// same resolution [`place_call`](Self::place_call) does first.
+    pub fn check_call(&self, call: &OutboundCall) -> Result<CallTarget, SipError> {
+        outbound::check(&self.shared, call)
     }
 
     /// Current state of every registration account.

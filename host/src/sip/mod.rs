@@ -40,5 +40,5 @@ pub use dialog::{Dialog, DialogEvent, DialogHandle, EndReason, ReinviteRequest};
 pub use endpoint::{LocalAddrs, SipEndpoint, SipEvent};
 pub use error::SipError;
 pub use inbound::IncomingCall;
-pub use outbound::{CallOutcome, CallProgress, OutboundCall, OutgoingCall};
+pub use outbound::{CallOutcome, CallProgress, CallTarget, OutboundCall, OutgoingCall};
 pub use register::{RegistrationState, RegistrationStatus};

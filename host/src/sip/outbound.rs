@@ -108,10 +108,29 @@ fn parse_uri(s: &str) -> Result<rsipstack::sip::Uri, SipError> {
     rsipstack::sip::Uri::try_from(s).map_err(|_| SipError::InvalidUri(s.to_string()))
 }
 
-pub(crate) async fn place(
-    shared: &std::sync::Arc<Shared>,
-    call: OutboundCall,
-) -> Result<OutgoingCall, SipError> {
+/// Where an outbound call goes, as the INVITE will address it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallTarget {
+    /// The request URI.
+    pub uri: String,
+    /// Transport towards the first hop.
+    pub transport: Transport,
+    /// User part of our From.
+    pub from_user: String,
+}
+
+/// Everything the INVITE needs that follows from the request and the configuration.
+struct Route<'a> {
+    target: CallTarget,
+    trunk: Option<&'a super::config::TrunkConfig>,
+    callee: rsipstack::sip::Uri,
+    caller: rsipstack::sip::Uri,
+    contact: String,
+}
+
+/// Resolves the trunk, the request URI, our From and Contact; every error here is the caller's
+/// input (unknown trunk, bad number or URI), found before anything is sent.
+fn route<'a>(shared: &'a Shared, call: &OutboundCall) -> Result<Route<'a>, SipError> {
     let trunk = match &call.trunk {
         Some(name) => Some(
             shared
@@ -123,8 +142,12 @@ pub(crate) async fn place(
         ),
         None => None,
     };
-    let transport = trunk.map(|t| t.transport).unwrap_or(Transport::Udp);
     let has_scheme = call.to.contains(':') && !call.to.starts_with('+');
+    let transport = match trunk {
+        Some(t) => t.transport,
+        None if call.to.to_ascii_lowercase().contains(";transport=tcp") => Transport::Tcp,
+        None => Transport::Udp,
+    };
     let callee_str = match (has_scheme, trunk) {
         (true, _) => call.to.clone(),
         (false, Some(t)) => {
@@ -167,6 +190,40 @@ pub(crate) async fn place(
     let contact = shared
         .contact(transport, Some(&from_user))
         .ok_or_else(|| SipError::Config(format!("no {transport} listener for this call")))?;
+    Ok(Route {
+        target: CallTarget {
+            uri: callee_str,
+            transport,
+            from_user,
+        },
+        trunk,
+        callee,
+        caller,
+        contact,
+    })
+}
+
+/// Checks a call request without sending anything.
+pub(crate) fn check(shared: &Shared, call: &OutboundCall) -> Result<CallTarget, SipError> {
+    route(shared, call).map(|r| r.target)
+}
+
+pub(crate) async fn place(
+    shared: &std::sync::Arc<Shared>,
+    call: OutboundCall,
+) -> Result<OutgoingCall, SipError> {
+    let Route {
+        target,
+        trunk,
+        callee,
+        caller,
+        contact,
+    } = route(shared, &call)?;
+    let CallTarget {
+        uri: callee_str,
+        from_user,
+        ..
+    } = target;
     let credential = trunk.and_then(|t| {
         t.password.as_ref().map(|pw| Credential {
             username: t.from_user.clone().unwrap_or_else(|| from_user.clone()),

@@ -1,0 +1,264 @@
+//! `/v1/calls`: place, list, detail, recording, hang up, transfer.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{ApiError, Ctx};
+use crate::call::{self, CallCommand, CallSummary, PlaceRequest};
+use crate::store::{self, CallDetail, CallFilter, CallRecord, StoreError, number_key};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceBody {
+    to: String,
+    trunk: Option<String>,
+    from: Option<String>,
+    agent: Option<String>,
+    number: Option<String>,
+    metadata: Option<Value>,
+}
+
+/// POST /v1/calls → 201 `{"id": ...}`.
+pub async fn place(
+    State(ctx): State<Ctx>,
+    body: Result<Json<PlaceBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body?;
+    let id = call::place(
+        &ctx.calls,
+        &ctx.sip,
+        PlaceRequest {
+            to: body.to,
+            trunk: body.trunk,
+            from: body.from,
+            agent: body.agent,
+            number: body.number,
+            metadata: body.metadata,
+        },
+    )
+    .await?;
+    let location = format!("/v1/calls/{id}");
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(json!({ "id": id })),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    active: Option<bool>,
+    agent: Option<String>,
+    number: Option<String>,
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    text: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// A stored call plus whether its call task is running in this process.
+#[derive(Debug, Serialize)]
+pub struct CallItem {
+    #[serde(flatten)]
+    record: CallRecord,
+    live: bool,
+}
+
+/// GET /v1/calls → `{"calls": [CallItem], "next_cursor": string|null}`, newest first.
+pub async fn list(
+    State(ctx): State<Ctx>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query?;
+    let filter = CallFilter {
+        active: q.active,
+        agent: q.agent,
+        number: q.number,
+        from_ms: q.from_ms,
+        to_ms: q.to_ms,
+        text: q.text,
+        limit: q.limit.unwrap_or(0),
+        cursor: q.cursor,
+    };
+    let page = ctx.store.list_calls(&filter).await?;
+    let live = ctx.calls.active();
+    let is_live = |id: &str| live.iter().any(|l| l.id == id);
+    let mut calls: Vec<CallItem> = Vec::new();
+    // A call's first event reaches the store within milliseconds; until then the live table
+    // is the only place it shows, so the first page of active calls includes it from there.
+    if filter.active == Some(true) && filter.cursor.is_none() && filter.text.is_none() {
+        for summary in &live {
+            let stored = page.calls.iter().any(|c| c.id == summary.id);
+            if !stored && matches_live(&filter, summary) {
+                calls.push(CallItem {
+                    record: record_of_live(summary),
+                    live: true,
+                });
+            }
+        }
+    }
+    calls.extend(page.calls.into_iter().map(|record| CallItem {
+        live: is_live(&record.id),
+        record,
+    }));
+    Ok(Json(
+        json!({ "calls": calls, "next_cursor": page.next_cursor }),
+    ))
+}
+
+fn matches_live(filter: &CallFilter, c: &CallSummary) -> bool {
+    let agent_ok = filter
+        .agent
+        .as_ref()
+        .is_none_or(|a| c.agent.as_deref() == Some(a.as_str()));
+    let number_ok = filter.number.as_ref().is_none_or(|n| {
+        let key = number_key(n);
+        number_key(&c.caller) == key || number_key(&c.callee) == key
+    });
+    let time_ok = filter
+        .from_ms
+        .is_none_or(|from| c.started_at_ms as i64 >= from)
+        && filter.to_ms.is_none_or(|to| (c.started_at_ms as i64) < to);
+    agent_ok && number_ok && time_ok
+}
+
+/// A live call not yet in the store, in the store's record shape.
+fn record_of_live(c: &CallSummary) -> CallRecord {
+    CallRecord {
+        id: c.id.clone(),
+        direction: if c.direction == "outbound" {
+            store::Direction::Outbound
+        } else {
+            store::Direction::Inbound
+        },
+        caller: c.caller.clone(),
+        callee: c.callee.clone(),
+        agent: c.agent.clone(),
+        agent_version: None,
+        started_at_ms: c.started_at_ms as i64,
+        answered_at_ms: None,
+        ended_at_ms: None,
+        state: store::CallState::Active,
+        end_reason: None,
+        outcome: None,
+        recording: None,
+        input_tokens: 0,
+        output_tokens: 0,
+        metadata: Value::Null,
+    }
+}
+
+/// GET /v1/calls/{id} → the stored detail, `live`, and `recording_url` when there is one.
+pub async fn detail(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let live = ctx.calls.active().into_iter().find(|c| c.id == id);
+    let detail = match ctx.store.get_call(&id).await {
+        Ok(d) => d,
+        Err(StoreError::NotFound { .. }) => match &live {
+            Some(summary) => CallDetail {
+                call: record_of_live(summary),
+                events: Vec::new(),
+                transcript: Vec::new(),
+                usage: Vec::new(),
+                latencies: Vec::new(),
+            },
+            None => return Err(not_found(&id)),
+        },
+        Err(e) => return Err(e.into()),
+    };
+    let recording_url = detail
+        .call
+        .recording
+        .as_ref()
+        .map(|_| format!("/v1/calls/{id}/recording"));
+    let mut body = serde_json::to_value(&detail).map_err(|e| ApiError::Internal(e.to_string()))?;
+    body["live"] = json!(live.is_some());
+    body["recording_url"] = json!(recording_url);
+    Ok(Json(body))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound {
+        what: "call",
+        id: id.to_string(),
+    }
+}
+
+/// GET /v1/calls/{id}/recording → the WAV file.
+pub async fn recording(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let detail = ctx.store.get_call(&id).await?;
+    let missing = || ApiError::NotFound {
+        what: "recording",
+        id: id.clone(),
+    };
+    let path = detail.call.recording.ok_or_else(missing)?;
+    let bytes = tokio::fs::read(&path).await.map_err(|e| {
+        tracing::warn!(call_id = %id, %path, error = %e, "recording file unreadable");
+        missing()
+    })?;
+    Ok(([(header::CONTENT_TYPE, "audio/wav")], bytes).into_response())
+}
+
+/// Send a command to a live call: 202, or 404 for an unknown id, 409 for a finished call.
+async fn command(ctx: &Ctx, id: &str, command: CallCommand) -> Result<Response, ApiError> {
+    let what = match &command {
+        CallCommand::Transfer(_) => "transfer",
+        _ => "hangup",
+    };
+    if ctx.calls.command(id, command) {
+        tracing::info!(call_id = %id, command = what, "call command from the API");
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "id": id, "command": what })),
+        )
+            .into_response());
+    }
+    match ctx.store.get_call(id).await {
+        Ok(_) => Err(ApiError::NotActive(id.to_string())),
+        Err(StoreError::NotFound { .. }) => Err(not_found(id)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// POST /v1/calls/{id}/hangup → 202.
+pub async fn hangup(State(ctx): State<Ctx>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    command(&ctx, &id, CallCommand::Hangup).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferBody {
+    to: String,
+}
+
+/// POST /v1/calls/{id}/transfer `{"to": "sip:..."}` → 202 (the REFER follows; its outcome is a
+/// `transfer` event).
+pub async fn transfer(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+    body: Result<Json<TransferBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body?;
+    let target = body.to.trim();
+    let lower = target.to_ascii_lowercase();
+    let scheme_ok = ["sip:", "sips:", "tel:"]
+        .iter()
+        .any(|s| lower.starts_with(s) && lower.len() > s.len());
+    if !scheme_ok || target.len() > 1024 || target.chars().any(char::is_whitespace) {
+        return Err(ApiError::BadTransferTarget(body.to));
+    }
+    command(&ctx, &id, CallCommand::Transfer(target.to_string())).await
+}

@@ -1,0 +1,148 @@
+//! Every API error is `{"error": "<code>", "detail": ...}` with a 4xx for the client's mistakes;
+//! 5xx only for faults of the host or its peers.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::call::PlaceError;
+use crate::sip::SipError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request body or query could not be read (axum's rejection, status kept).
+    #[error("{detail}")]
+    Malformed {
+        status: StatusCode,
+        code: &'static str,
+        detail: String,
+    },
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{what} not found: {id}")]
+    NotFound { what: &'static str, id: String },
+    #[error("call {0} is not active")]
+    NotActive(String),
+    #[error("`{0}` is not a SIP or tel URI")]
+    BadTransferTarget(String),
+    #[error("{0}")]
+    BadQuery(String),
+    #[error(transparent)]
+    Place(#[from] PlaceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("not ready: {0}")]
+    NotReady(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, Value) {
+        let text = |s: &Self| Value::String(s.to_string());
+        match self {
+            ApiError::Malformed { status, code, .. } => (*status, code, text(self)),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", text(self)),
+            ApiError::NotFound { what, .. } => {
+                (StatusCode::NOT_FOUND, not_found_code(what), text(self))
+            }
+            ApiError::NotActive(_) => (StatusCode::CONFLICT, "call_not_active", text(self)),
+            ApiError::BadTransferTarget(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "bad_target", text(self))
+            }
+            ApiError::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_query", text(self)),
+            ApiError::Place(e) => match e {
+                PlaceError::UnknownAgent(_) => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unknown_agent",
+                    text(self),
+                ),
+                PlaceError::BadNumber(_) => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "bad_number", text(self))
+                }
+                PlaceError::NoRoute(_) => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "no_route", text(self))
+                }
+                PlaceError::MetadataTooLarge(_) => (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "metadata_too_large",
+                    text(self),
+                ),
+                PlaceError::Target(SipError::UnknownTrunk(_)) => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unknown_trunk",
+                    text(self),
+                ),
+                PlaceError::Target(_) => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "bad_target", text(self))
+                }
+                PlaceError::AgentDeclined { code, reason } => (
+                    StatusCode::CONFLICT,
+                    "agent_declined",
+                    json!({"message": self.to_string(), "sip_code": code, "reason": reason}),
+                ),
+                PlaceError::AgentFailed => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "agent_failed", text(self))
+                }
+                PlaceError::NoMediaPort(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "no_media_port", text(self))
+                }
+                PlaceError::Signalling(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "signalling_failed",
+                    text(self),
+                ),
+            },
+            ApiError::Store(e) => match e {
+                StoreError::NotFound { .. } => {
+                    (StatusCode::NOT_FOUND, "call_not_found", text(self))
+                }
+                StoreError::InvalidCursor(_) => (StatusCode::BAD_REQUEST, "bad_cursor", text(self)),
+                StoreError::InvalidInput(_) => (StatusCode::BAD_REQUEST, "bad_query", text(self)),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, "store_error", text(self)),
+            },
+            ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", text(self)),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", text(self)),
+        }
+    }
+}
+
+fn not_found_code(what: &str) -> &'static str {
+    match what {
+        "call" => "call_not_found",
+        "recording" => "recording_not_found",
+        _ => "not_found",
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, detail) = self.parts();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "API request failed");
+        }
+        (status, Json(json!({"error": code, "detail": detail}))).into_response()
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(r: axum::extract::rejection::JsonRejection) -> Self {
+        ApiError::Malformed {
+            status: r.status(),
+            code: "bad_json",
+            detail: r.body_text(),
+        }
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(r: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::Malformed {
+            status: r.status(),
+            code: "bad_query",
+            detail: r.body_text(),
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The control plane over HTTP (axum): calls (place, list, detail, recording, hang up,
+//! transfer), agents (live versions, routes, reload history, reload), registrations, usage,
+//! the running configuration with secrets masked, server-sent events, `/health`, `/ready`,
+//! Prometheus `/metrics` and the OpenAPI document. Sits on top: it drives `call` and reads
+//! `store`, `plugins` and `sip`; nothing below imports it.
+//!
+//! Every `/v1` route and `/metrics` need `Authorization: Bearer <token>` when `[http] tokens`
+//! is set; without tokens the server refuses to listen anywhere but loopback.
+
+mod agents;
+mod calls;
+mod error;
+pub mod logs;
+pub mod metrics;
+mod openapi;
+mod status;
+mod stream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::Value;
+use subtle::ConstantTimeEq;
+use tokio::sync::broadcast;
+
+use crate::call::CallDeps;
+use crate::plugins::Registry;
+use crate::sip::{RegistrationStatus, SipEndpoint};
+use crate::store::CallStore;
+pub use error::ApiError;
+pub use logs::LogFeed;
+pub use metrics::Metrics;
+pub use status::masked_config;
+
+/// The `[http]` section of the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct HttpConfig {
+    /// Where the API listens (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Bearer tokens accepted by the API. Empty: no authentication, loopback only.
+    pub tokens: Vec<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8080".parse().expect("static address"),
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// Why the API did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "[http] listen = {0} is not a loopback address and no [http] tokens are set: set \
+         tokens = [\"...\"] (sent as Authorization: Bearer) or listen on 127.0.0.1"
+    )]
+    NoTokens(SocketAddr),
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What the handlers read and drive.
+pub struct ApiContext {
+    pub calls: Arc<CallDeps>,
+    pub sip: Arc<SipEndpoint>,
+    pub store: Arc<dyn CallStore>,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub logs: LogFeed,
+    /// Registration state changes as the SIP endpoint reports them.
+    pub registrations: broadcast::Sender<RegistrationStatus>,
+    /// The running configuration, secrets already masked.
+    pub config: Value,
+}
+
+type Ctx = Arc<ApiContext>;
+
+/// The running server.
+pub struct ApiServer {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ApiServer {
+    /// The bound address (the real port when the configuration asked for 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn shutdown(&self) {
+        self.task.abort();
+    }
+}
+
+/// Bind `config.listen` and serve the API on its own task.
+pub async fn serve(config: &HttpConfig, ctx: ApiContext) -> Result<ApiServer, StartError> {
+    check_exposure(config)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let app = router(Arc::new(ctx), Arc::new(config.tokens.clone()));
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    tracing::info!(%addr, "HTTP API listening");
+    Ok(ApiServer { addr, task })
+}
+
+/// Refuses an unauthenticated API on a non-loopback address.
+pub fn check_exposure(config: &HttpConfig) -> Result<(), StartError> {
+    if config.tokens.is_empty() && !config.listen.ip().is_loopback() {
+        return Err(StartError::NoTokens(config.listen));
+    }
+    Ok(())
+}
+
+fn router(ctx: Ctx, tokens: Arc<Vec<String>>) -> Router {
+    let protected = Router::new()
+        .route("/v1/calls", post(calls::place).get(calls::list))
+        .route("/v1/calls/{id}", get(calls::detail))
+        .route("/v1/calls/{id}/recording", get(calls::recording))
+        .route("/v1/calls/{id}/hangup", post(calls::hangup))
+        .route("/v1/calls/{id}/transfer", post(calls::transfer))
+        .route("/v1/agents", get(agents::list))
+        .route("/v1/agents/reload", post(agents::reload))
+        .route("/v1/registrations", get(status::registrations))
+        .route("/v1/usage", get(status::usage))
+        .route("/v1/config", get(status::config))
+        .route("/v1/events", get(stream::events))
+        .route("/v1/openapi.json", get(openapi::document))
+        .route("/metrics", get(metrics::render))
+        .route_layer(axum::middleware::from_fn_with_state(tokens, authorize));
+    Router::new()
+        .route("/health", get(status::health))
+        .route("/ready", get(status::ready))
+        .merge(protected)
+        .fallback(|| async {
+            ApiError::NotFound {
+                what: "route",
+                id: "no such endpoint (see /v1/openapi.json)".into(),
+            }
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::Malformed {
+                status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                code: "method_not_allowed",
+                detail: "method not allowed on this path (see /v1/openapi.json)".into(),
+            }
+        })
+        .with_state(ctx)
+}
+
+/// Bearer token check in constant time over every configured token.
+async fn authorize(State(tokens): State<Arc<Vec<String>>>, req: Request, next: Next) -> Response {
+    if tokens.is_empty() {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(presented) = presented else {
+        return ApiError::Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+            .into_response();
+    };
+    if token_matches(&tokens, presented) {
+        next.run(req).await
+    } else {
+        ApiError::Unauthorized("wrong bearer token").into_response()
+    }
+}
+
+/// Whether `presented` equals one of `tokens`, comparing against all of them without early exit.
+fn token_matches(tokens: &[String], presented: &str) -> bool {
+    let mut ok = subtle::Choice::from(0);
+    for t in tokens {
+        ok |= t.as_bytes().ct_eq(presented.as_bytes());
+    }
+    ok.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        let tokens = vec!["alpha".to_string(), "beta-token".to_string()];
+        assert!(token_matches(&tokens, "alpha"));
+        assert!(token_matches(&tokens, "beta-token"));
+        assert!(!token_matches(&tokens, "alph"));
+        assert!(!token_matches(&tokens, "alphaa"));
+        assert!(!token_matches(&tokens, ""));
+        assert!(!token_matches(&[], "alpha"));
+    }
+
+    #[test]
+    fn no_tokens_only_on_loopback() {
+        let open = |listen: &str| HttpConfig {
+            listen: listen.parse().unwrap(),
+            tokens: Vec::new(),
+        };
+        assert!(check_exposure(&open("127.0.0.1:8080")).is_ok());
+        assert!(check_exposure(&open("[::1]:8080")).is_ok());
+        let err = check_exposure(&open("0.0.0.0:8080"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tokens") && err.contains("0.0.0.0:8080"),
+            "{err}"
+        );
+        let guarded = HttpConfig {
+            tokens: vec!["t".into()],
+            ..open("0.0.0.0:8080")
+        };
+        assert!(check_exposure(&guarded).is_ok());
+    }
+}

@@ -1,0 +1,205 @@
+//! GET /v1/openapi.json: the OpenAPI 3.1 description of this API, written by hand next to the
+//! handlers it describes (tests/api.rs checks that every route is listed).
+
+use axum::Json;
+use serde_json::{Value, json};
+
+fn error_response(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+fn ok_json(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+fn id_param() -> Value {
+    json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}})
+}
+
+fn query(name: &str, schema: Value, description: &str) -> Value {
+    json!({"name": name, "in": "query", "required": false, "schema": schema, "description": description})
+}
+
+/// The document (also used by the tests).
+pub fn spec() -> Value {
+    let unauthorized = error_response("Missing or wrong bearer token");
+    let not_found = error_response("No call with this id");
+    let bad = error_response("Malformed JSON or query");
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Switchboard control plane",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Calls, agents, registrations, usage, live events and metrics. Every path except /health and /ready needs `Authorization: Bearer <token>` when [http] tokens is set. Errors are {\"error\": code, \"detail\": ...}."
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error", "detail"], "properties": {
+                    "error": {"type": "string", "description": "Machine-readable code, e.g. bad_json, unknown_agent, bad_number, bad_target, unknown_trunk, no_route, call_not_found, call_not_active, unauthorized, not_ready"},
+                    "detail": {"description": "Human-readable text, or an object with more fields"}}},
+                "PlaceCall": {"type": "object", "required": ["to"], "additionalProperties": false, "properties": {
+                    "to": {"type": "string", "description": "sip:/sips: URI, or a number (then trunk is required)"},
+                    "trunk": {"type": "string", "description": "Name of a [[sip.trunks]] entry"},
+                    "from": {"type": "string", "description": "Caller id (user part); routes to an agent when agent and number are absent"},
+                    "agent": {"type": "string", "description": "Agent to run, by name"},
+                    "number": {"type": "string", "description": "Route as if this number had been dialled"},
+                    "metadata": {"description": "Any JSON, given to the agent's on-start as call-info.metadata (max 16 KiB)"}}},
+                "CallRecord": {"type": "object", "properties": {
+                    "id": {"type": "string"},
+                    "direction": {"enum": ["inbound", "outbound"]},
+                    "caller": {"type": "string"}, "callee": {"type": "string"},
+                    "agent": {"type": ["string", "null"]}, "agent_version": {"type": ["string", "null"]},
+                    "started_at_ms": {"type": "integer"}, "answered_at_ms": {"type": ["integer", "null"]},
+                    "ended_at_ms": {"type": ["integer", "null"]},
+                    "state": {"enum": ["active", "ended", "ended_abnormally"]},
+                    "end_reason": {"type": ["string", "null"]}, "outcome": {"type": ["string", "null"]},
+                    "recording": {"type": ["string", "null"], "description": "Server-side path"},
+                    "input_tokens": {"type": "integer"}, "output_tokens": {"type": "integer"},
+                    "metadata": {}}},
+                "CallItem": {"allOf": [{"$ref": "#/components/schemas/CallRecord"}, {"type": "object", "properties": {
+                    "live": {"type": "boolean", "description": "The call task runs in this process now"}}}]},
+                "CallEvent": {"type": "object", "required": ["call_id", "seq", "at_ms", "type"], "properties": {
+                    "call_id": {"type": "string"}, "seq": {"type": "integer"}, "at_ms": {"type": "integer"},
+                    "type": {"enum": ["created", "state", "rejected", "progress", "not-answered", "answered", "actions", "agent-fault", "dtmf", "transcript", "tool-call", "tool-result", "speech-started", "speech-stopped", "barge-in", "usage", "turn-latency", "transfer", "model-error", "media-stats", "ended"]}},
+                    "additionalProperties": true,
+                    "description": "Live event (SSE). The fields besides call_id/seq/at_ms/type depend on type, e.g. state: {state: ringing|starting|active|transferring|ending|ended}."},
+                "StoredEvent": {"type": "object", "properties": {
+                    "call_id": {"type": "string"}, "seq": {"type": "integer"}, "at_ms": {"type": "integer"},
+                    "kind": {"type": "string", "description": "The event type"}, "data": {"type": "object"}}},
+                "CallDetail": {"type": "object", "properties": {
+                    "call": {"$ref": "#/components/schemas/CallRecord"},
+                    "events": {"type": "array", "items": {"$ref": "#/components/schemas/StoredEvent"}},
+                    "transcript": {"type": "array", "items": {"type": "object", "properties": {
+                        "call_id": {"type": "string"}, "seq": {"type": "integer"}, "at_ms": {"type": "integer"},
+                        "role": {"enum": ["caller", "agent"]}, "text": {"type": "string"}}}},
+                    "usage": {"type": "array", "items": {"type": "object", "properties": {
+                        "call_id": {"type": "string"}, "at_ms": {"type": "integer"},
+                        "input_tokens": {"type": "integer"}, "output_tokens": {"type": "integer"},
+                        "input_audio_tokens": {"type": ["integer", "null"]}, "input_text_tokens": {"type": ["integer", "null"]},
+                        "output_audio_tokens": {"type": ["integer", "null"]}, "output_text_tokens": {"type": ["integer", "null"]}}}},
+                    "latencies": {"type": "array", "items": {"type": "object", "properties": {
+                        "call_id": {"type": "string"}, "turn": {"type": "integer"},
+                        "host_in_ms": {"type": "number"}, "model_ms": {"type": "number"},
+                        "host_out_ms": {"type": "number"}, "total_ms": {"type": "number"}}}},
+                    "live": {"type": "boolean"},
+                    "recording_url": {"type": ["string", "null"], "description": "/v1/calls/{id}/recording when the call was recorded"}}},
+                "Accepted": {"type": "object", "properties": {"id": {"type": "string"}, "command": {"enum": ["hangup", "transfer"]}}},
+                "Agent": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "version": {"type": "string"}, "description": {"type": "string"},
+                    "hash": {"type": "string"}, "numbers": {"type": "array", "items": {"type": "string"}},
+                    "loaded_at_ms": {"type": "integer"}, "wasm_path": {"type": "string"}, "manifest_path": {"type": "string"}}},
+                "Route": {"type": "object", "properties": {
+                    "pattern": {"type": "string"}, "agent": {"type": "string"},
+                    "source": {"type": "string", "description": "config, or the manifest file"},
+                    "version": {"type": ["string", "null"], "description": "Live version, null when the agent is not loaded"},
+                    "hash": {"type": ["string", "null"]}}},
+                "AgentEvent": {"type": "object", "properties": {
+                    "at_ms": {"type": "integer"}, "agent": {"type": "string"},
+                    "kind": {"enum": ["loaded", "failed", "removed"]},
+                    "version": {"type": "string"}, "hash": {"type": "string"}, "load_ms": {"type": "integer"},
+                    "error": {"type": "string"}}},
+                "Agents": {"type": "object", "properties": {
+                    "agents": {"type": "array", "items": {"$ref": "#/components/schemas/Agent"}},
+                    "routes": {"type": "array", "items": {"$ref": "#/components/schemas/Route"}},
+                    "default_agent": {"type": ["string", "null"]},
+                    "default_version": {"type": ["string", "null"]},
+                    "history": {"type": "array", "items": {"$ref": "#/components/schemas/AgentEvent"}}}},
+                "Registration": {"type": "object", "properties": {
+                    "account": {"type": "string"}, "aor": {"type": "string"},
+                    "state": {"enum": ["registering", "registered", "failing", "unregistered"]},
+                    "last_error": {"type": ["string", "null"]}, "failures": {"type": "integer"},
+                    "expires_secs": {"type": ["integer", "null"]}, "next_attempt_secs": {"type": ["integer", "null"]},
+                    "successes": {"type": "integer"}}}
+            }
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/calls": {
+                "post": {"summary": "Place an outbound call", "operationId": "placeCall",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PlaceCall"}}}},
+                    "responses": {
+                        "201": ok_json("Call placed (INVITE sent); follow it by id or on /v1/events", json!({"type": "object", "properties": {"id": {"type": "string"}}})),
+                        "400": bad.clone(), "401": unauthorized.clone(),
+                        "409": error_response("The agent's on-start declined the call (agent_declined)"),
+                        "413": error_response("metadata too large"),
+                        "415": error_response("Content-Type is not application/json"),
+                        "422": error_response("unknown_agent, bad_number, no_route, unknown_trunk or bad_target"),
+                        "503": error_response("agent_failed (on-start trapped or timed out), no_media_port, or signalling_failed")}},
+                "get": {"summary": "List calls, newest first", "operationId": "listCalls",
+                    "parameters": [
+                        query("active", json!({"type": "boolean"}), "true: only active calls (including live ones not yet stored); false: only finished"),
+                        query("agent", json!({"type": "string"}), "Exact agent name"),
+                        query("number", json!({"type": "string"}), "Caller or callee number (separators and URI syntax ignored)"),
+                        query("from_ms", json!({"type": "integer"}), "Started at or after (ms since epoch)"),
+                        query("to_ms", json!({"type": "integer"}), "Started before (ms since epoch)"),
+                        query("text", json!({"type": "string"}), "Words that must occur in the transcript"),
+                        query("limit", json!({"type": "integer", "minimum": 0, "maximum": 1000}), "Page size (default 50)"),
+                        query("cursor", json!({"type": "string"}), "next_cursor of the previous page")],
+                    "responses": {
+                        "200": ok_json("A page of calls", json!({"type": "object", "properties": {
+                            "calls": {"type": "array", "items": {"$ref": "#/components/schemas/CallItem"}},
+                            "next_cursor": {"type": ["string", "null"]}}})),
+                        "400": bad.clone(), "401": unauthorized.clone()}}
+            },
+            "/v1/calls/{id}": {"get": {"summary": "A call with events, transcript, usage and turn latency", "operationId": "getCall",
+                "parameters": [id_param()],
+                "responses": {"200": ok_json("The call", json!({"$ref": "#/components/schemas/CallDetail"})), "401": unauthorized.clone(), "404": not_found.clone()}}},
+            "/v1/calls/{id}/recording": {"get": {"summary": "The call's recording", "operationId": "getRecording",
+                "parameters": [id_param()],
+                "responses": {"200": {"description": "WAV file", "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}}},
+                    "401": unauthorized.clone(), "404": error_response("No such call, or it has no recording")}}},
+            "/v1/calls/{id}/hangup": {"post": {"summary": "Hang up a live call (cancels it while ringing)", "operationId": "hangupCall",
+                "parameters": [id_param()],
+                "responses": {"202": ok_json("Hang-up requested", json!({"$ref": "#/components/schemas/Accepted"})),
+                    "401": unauthorized.clone(), "404": not_found.clone(), "409": error_response("The call has ended")}}},
+            "/v1/calls/{id}/transfer": {"post": {"summary": "Blind-transfer a live call (REFER); the outcome arrives as transfer events", "operationId": "transferCall",
+                "parameters": [id_param()],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["to"], "additionalProperties": false, "properties": {"to": {"type": "string", "description": "sip:, sips: or tel: URI"}}}}}},
+                "responses": {"202": ok_json("Transfer requested", json!({"$ref": "#/components/schemas/Accepted"})),
+                    "400": bad.clone(), "401": unauthorized.clone(), "404": not_found.clone(),
+                    "409": error_response("The call has ended"), "422": error_response("bad_target")}}},
+            "/v1/agents": {"get": {"summary": "Live agent versions, routes and reload history", "operationId": "listAgents",
+                "responses": {"200": ok_json("Agents", json!({"$ref": "#/components/schemas/Agents"})), "401": unauthorized.clone()}}},
+            "/v1/agents/reload": {"post": {"summary": "Reload every agent from the agents folder", "operationId": "reloadAgents",
+                "responses": {"200": ok_json("Agents after the reload, plus the files refused", json!({"allOf": [{"$ref": "#/components/schemas/Agents"}, {"type": "object", "properties": {
+                    "errors": {"type": "array", "items": {"type": "object", "properties": {"path": {"type": "string"}, "message": {"type": "string"}}}}}}]})),
+                    "401": unauthorized.clone()}}},
+            "/v1/registrations": {"get": {"summary": "Registration state per account", "operationId": "listRegistrations",
+                "responses": {"200": ok_json("Registrations", json!({"type": "object", "properties": {"registrations": {"type": "array", "items": {"$ref": "#/components/schemas/Registration"}}}})),
+                    "401": unauthorized.clone()}}},
+            "/v1/usage": {"get": {"summary": "Model tokens per UTC day", "operationId": "usage",
+                "parameters": [
+                    query("from_ms", json!({"type": "integer"}), "Default: to_ms minus 30 days"),
+                    query("to_ms", json!({"type": "integer"}), "Exclusive; default: now")],
+                "responses": {"200": ok_json("Usage", json!({"type": "object", "properties": {
+                    "from_ms": {"type": "integer"}, "to_ms": {"type": "integer"},
+                    "days": {"type": "array", "items": {"type": "object", "properties": {
+                        "day": {"type": "string", "description": "YYYY-MM-DD (UTC)"},
+                        "input_tokens": {"type": "integer"}, "output_tokens": {"type": "integer"}}}},
+                    "total": {"type": "object", "properties": {"input_tokens": {"type": "integer"}, "output_tokens": {"type": "integer"}}}}})),
+                    "400": bad.clone(), "401": unauthorized.clone()}}},
+            "/v1/events": {"get": {"summary": "Server-sent events", "operationId": "events",
+                "description": "SSE. Event names: each call event's type (data: CallEvent JSON), agent-reload (data: AgentEvent), registration (data: Registration), log (data: {at_ms, level, target, line}), lagged (data: {missed}). Keep-alive comments every 15 s.",
+                "responses": {"200": {"description": "Event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}, "401": unauthorized.clone()}}},
+            "/v1/config": {"get": {"summary": "The running configuration (file + environment), secrets masked as ***", "operationId": "config",
+                "responses": {"200": ok_json("Configuration", json!({"type": "object"})), "401": unauthorized.clone()}}},
+            "/v1/openapi.json": {"get": {"summary": "This document", "operationId": "openapi",
+                "responses": {"200": ok_json("OpenAPI 3.1", json!({"type": "object"})), "401": unauthorized.clone()}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics",
+                "responses": {"200": {"description": "Text exposition format 0.0.4", "content": {"text/plain": {"schema": {"type": "string"}}}}, "401": unauthorized}}},
+            "/health": {"get": {"summary": "Liveness (no token needed)", "operationId": "health", "security": [],
+                "responses": {"200": ok_json("Alive", json!({"type": "object", "properties": {"status": {"const": "ok"}}}))}}},
+            "/ready": {"get": {"summary": "Readiness: SIP bound and agents loaded (no token needed)", "operationId": "ready", "security": [],
+                "responses": {
+                    "200": ok_json("Ready", json!({"type": "object", "properties": {
+                        "status": {"const": "ready"}, "sip": {"type": "object"}, "agents": {"type": "integer"},
+                        "routed_agents_not_loaded": {"type": "array", "items": {"type": "string"}}}})),
+                    "503": error_response("not_ready, with the reason")}}}
+        }
+    })
+}
+
+pub async fn document() -> Json<Value> {
+    Json(spec())
+}

@@ -1,0 +1,182 @@
+//! Liveness, readiness, registrations, usage and the running configuration.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, Ctx};
+
+/// GET /health: the process answers.
+pub async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// GET /ready: 200 when SIP is bound and at least one agent is live; 503 with the reason
+/// otherwise. Routes to agents that are not loaded are listed either way.
+pub async fn ready(State(ctx): State<Ctx>) -> Result<Json<Value>, ApiError> {
+    let sip = ctx.sip.local_addrs();
+    if sip.udp.is_none() && sip.tcp.is_none() {
+        return Err(ApiError::NotReady("SIP is not bound".into()));
+    }
+    let snap = ctx.registry.snapshot();
+    let mut missing: Vec<&str> = snap
+        .routes
+        .entries()
+        .map(|(_, agent, _)| agent)
+        .chain(snap.routes.default_agent())
+        .filter(|a| !snap.agents.contains_key(*a))
+        .collect();
+    missing.sort();
+    missing.dedup();
+    if snap.agents.is_empty() {
+        return Err(ApiError::NotReady(format!(
+            "no agent is loaded from {}",
+            ctx.registry.dir().display()
+        )));
+    }
+    Ok(Json(json!({
+        "status": "ready",
+        "sip": {"udp": sip.udp.map(|a| a.to_string()), "tcp": sip.tcp.map(|a| a.to_string())},
+        "agents": snap.agents.len(),
+        "routed_agents_not_loaded": missing,
+    })))
+}
+
+/// GET /v1/registrations → `{"registrations": [RegistrationStatus]}`.
+pub async fn registrations(State(ctx): State<Ctx>) -> Json<Value> {
+    Json(json!({"registrations": ctx.sip.registrations()}))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+}
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// GET /v1/usage?from_ms=&to_ms= → tokens per UTC day (default: the last 30 days).
+pub async fn usage(
+    State(ctx): State<Ctx>,
+    query: Result<Query<UsageQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query?;
+    let to_ms = q.to_ms.unwrap_or_else(|| crate::store::now_ms() + 1);
+    let from_ms = q.from_ms.unwrap_or(to_ms - 30 * DAY_MS);
+    if from_ms > to_ms {
+        return Err(ApiError::BadQuery(format!(
+            "from_ms ({from_ms}) is after to_ms ({to_ms})"
+        )));
+    }
+    let days = ctx.store.usage_per_day(from_ms, to_ms).await?;
+    let input: u64 = days.iter().map(|d| d.input_tokens).sum();
+    let output: u64 = days.iter().map(|d| d.output_tokens).sum();
+    Ok(Json(json!({
+        "from_ms": from_ms,
+        "to_ms": to_ms,
+        "days": days,
+        "total": {"input_tokens": input, "output_tokens": output},
+    })))
+}
+
+/// GET /v1/config: the configuration as loaded (file plus environment overrides; keys left
+/// out take their defaults), secrets masked.
+pub async fn config(State(ctx): State<Ctx>) -> Json<Value> {
+    Json(ctx.config.clone())
+}
+
+const MASK: &str = "***";
+
+/// Whether a key names a secret: API keys, passwords, tokens, secrets, credentials. Masking a
+/// harmless value by mistake is cheap; printing a secret is not.
+fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase().replace('_', "-");
+    [
+        "key",
+        "apikey",
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "credential",
+    ]
+    .iter()
+    .any(|word| k.split('-').any(|part| part.starts_with(word)))
+}
+
+/// The configuration table as JSON with every secret value replaced by `***`: values under
+/// secret-named keys (recursively), and everything in a `secrets` table.
+pub fn masked_config(table: &toml::Table) -> Value {
+    fn mask_all(v: &Value) -> Value {
+        match v {
+            Value::Object(o) => o.iter().map(|(k, v)| (k.clone(), mask_all(v))).collect(),
+            Value::Array(a) => a.iter().map(mask_all).collect(),
+            _ => Value::String(MASK.into()),
+        }
+    }
+    fn walk(v: &Value) -> Value {
+        match v {
+            Value::Object(o) => o
+                .iter()
+                .map(|(k, v)| {
+                    let masked = if is_secret_key(k) {
+                        mask_all(v)
+                    } else {
+                        walk(v)
+                    };
+                    (k.clone(), masked)
+                })
+                .collect(),
+            Value::Array(a) => a.iter().map(walk).collect(),
+            other => other.clone(),
+        }
+    }
+    walk(&serde_json::to_value(table).unwrap_or(Value::Null))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_masked_everywhere() {
+        let table: toml::Table = toml::from_str(
+            r#"
+            [model]
+            provider = "openai"
+            api-key = "sk-live"
+            [http]
+            listen = "127.0.0.1:8080"
+            tokens = ["t1", "t2"]
+            [[sip.trunks]]
+            name = "carrier"
+            auth-user = "acct"
+            password = "trunkpw"
+            [sip.inbound.digest]
+            realm = "r"
+            user = "u"
+            password = "digestpw"
+            [agent.menu.config]
+            business-name = "Demo"
+            [agent.menu.secrets]
+            crm = "crm-secret"
+            "#,
+        )
+        .unwrap();
+        let v = masked_config(&table);
+        let text = v.to_string();
+        for secret in ["sk-live", "t1", "t2", "trunkpw", "digestpw", "crm-secret"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        assert_eq!(v["model"]["api-key"], MASK);
+        assert_eq!(v["http"]["tokens"], json!([MASK, MASK]));
+        assert_eq!(v["agent"]["menu"]["secrets"]["crm"], MASK);
+        assert_eq!(v["model"]["provider"], "openai");
+        assert_eq!(v["sip"]["trunks"][0]["auth-user"], "acct");
+        assert_eq!(v["agent"]["menu"]["config"]["business-name"], "Demo");
+        assert_eq!(v["http"]["listen"], "127.0.0.1:8080");
+    }
+}
