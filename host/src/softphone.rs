@@ -434,7 +434,7 @@ async fn answered(
     let negotiated = match remote_sdp.as_deref().map(|sdp| media.apply(sdp)) {
         Some(Ok(negotiated)) => negotiated,
         failed => {
-            dialog.hangup().await.ok();
+            hang_up(&mut dialog).await;
             let error = match failed {
                 Some(Err(e)) => e,
                 _ => anyhow::anyhow!("the answer carried no SDP"),
@@ -519,7 +519,7 @@ async fn answered(
                     &[("digit", &d.digit), ("method", &"rfc4733"), ("ms", &d.duration_ms)],
                 ),
                 Some(MediaEvent::Timeout { silent_for }) => {
-                    dialog.hangup().await.ok();
+                    hang_up(&mut dialog).await;
                     steps.print(
                         "ended",
                         &[("reason", &"media-timeout"), ("silent_ms", &silent_for.as_millis())],
@@ -528,7 +528,7 @@ async fn answered(
                 }
                 Some(MediaEvent::Audio(_) | MediaEvent::Stats(_)) => {}
                 None => {
-                    dialog.hangup().await.ok();
+                    hang_up(&mut dialog).await;
                     steps.print("ended", &[("reason", &"media-stopped")]);
                     return Ok(Ended::Dropped);
                 }
@@ -537,17 +537,7 @@ async fn answered(
     };
     let reason = match ended {
         Some(reason) => reason,
-        None => {
-            dialog.hangup().await.context("sending BYE")?;
-            // Wait (bounded) for the stack to confirm the dialog is over.
-            loop {
-                match tokio::time::timeout(BYE_WAIT, dialog.recv()).await {
-                    Ok(Some(DialogEvent::Ended(reason))) => break reason,
-                    Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => break EndReason::LocalHangup,
-                }
-            }
-        }
+        None => hang_up(&mut dialog).await,
     };
     let stats = media
         .session
@@ -579,6 +569,23 @@ async fn answered(
     fields.extend(counts);
     steps.print("ended", &fields);
     Ok(ended)
+}
+
+/// Sends BYE and waits for the dialog to end, both bounded: a far end that has gone away
+/// must not hold the command for the 32 s of a SIP transaction timeout.
+async fn hang_up(dialog: &mut Dialog) -> EndReason {
+    match tokio::time::timeout(BYE_WAIT, dialog.hangup()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "BYE failed"),
+        Err(_) => tracing::warn!("no answer to our BYE within {BYE_WAIT:?}"),
+    }
+    loop {
+        match tokio::time::timeout(BYE_WAIT, dialog.recv()).await {
+            Ok(Some(DialogEvent::Ended(reason))) => return reason,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return EndReason::LocalHangup,
+        }
+    }
 }
 
 /// Presses `digits`: RFC 4733 events queued on the media stream, or one SIP INFO per key

@@ -188,6 +188,15 @@ impl Lines {
         }
     }
 
+    /// Collect lines until the pipe closes (the child exited) or `timeout` passes.
+    pub fn drain(&mut self, timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        let left = || deadline.saturating_duration_since(std::time::Instant::now());
+        while let Ok(line) = self.rx.recv_timeout(left()) {
+            self.seen.push(line);
+        }
+    }
+
     /// Wait up to `timeout` for a line containing every one of `needles`.
     pub fn wait_for(&mut self, needles: &[&str], timeout: std::time::Duration) -> Option<String> {
         let deadline = std::time::Instant::now() + timeout;

@@ -1,0 +1,277 @@
+//! `switchboard call`, the command-line caller, against real peers: the `switchboard run` host
+//! with the menu agent on the offline provider (PCMU and Opus: greeting heard, a key changes
+//! what the agent says, hang-up by BYE), an unrouted number (404), SIPp ringing forever (ring
+//! timeout and Ctrl-C both CANCEL, 487), SIPp pressing a key by INFO then hanging up, and SIPp
+//! echoing our RTP (the played WAV comes back).
+
+use std::path::Path;
+use std::time::Duration;
+
+use switchboard_tests::host::Host;
+use switchboard_tests::media::{Wav, best_correlation, read_raw_i16, run, window_rms};
+use switchboard_tests::sip::{
+    Proc, free_port, require, scenario, sipp_errors, spawn_sipp, tempdir,
+};
+use switchboard_tests::softphone::Softphone;
+
+fn step<'a>(steps: &'a [String], needles: &[&str]) -> &'a str {
+    steps
+        .iter()
+        .find(|l| needles.iter().all(|n| l.contains(n)))
+        .unwrap_or_else(|| panic!("no step with {needles:?}: {steps:#?}"))
+}
+
+/// Calls 1000 (menu) offering only `codec`, presses 1 after 4 s, hangs up after 10 s.
+fn call_the_menu(codec: &str, codec_name: &str) {
+    if !require("espeak-ng") {
+        return;
+    }
+    let mut host = Host::start(&["menu"], "");
+    let dir = tempdir("softphone-menu");
+    let rec = dir.path().join("call.wav");
+    let phone = Softphone::start(&[
+        &format!("sip:1000@127.0.0.1:{}", host.sip_port),
+        "--codec",
+        codec,
+        "--record",
+        rec.to_str().unwrap(),
+        "--dtmf",
+        "1@4",
+        "--hangup-after",
+        "10",
+    ]);
+    let (code, steps) = phone.finish(60);
+    assert_eq!(code, 0, "{steps:#?}");
+    step(&steps, &["event=answered", &format!("codec={codec_name}")]);
+    step(&steps, &["event=dtmf-sent", "digits=1", "method=rfc4733"]);
+    step(
+        &steps,
+        &["event=ended", "reason=local-hangup", "by=hangup-after"],
+    );
+    // The key reached the agent's on-dtmf: it answered with the opening hours.
+    host.expect(&["Actions", "We are open"], 10);
+    // Our BYE ended the call at the host.
+    host.expect(&["call ended", "CallerHangup"], 10);
+
+    // The far end (left channel) spoke: the greeting before the key, then the answer.
+    let rms = window_rms(&std::fs::read(&rec).unwrap());
+    assert!(
+        rms.len() >= 450,
+        "about 10 s recorded, got {} windows",
+        rms.len()
+    );
+    let loud = |windows: &[f64]| windows.iter().filter(|&&r| r > 300.0).count();
+    let greeting = loud(&rms[..200]);
+    assert!(
+        greeting > 50,
+        "greeting speech in the first 4 s: {greeting} of 200 windows"
+    );
+    assert!(
+        loud(&rms) * 4 > rms.len(),
+        "speech in at least a quarter of the call: {} of {}",
+        loud(&rms),
+        rms.len()
+    );
+    assert!(host.is_running());
+}
+
+#[test]
+fn calls_the_menu_agent_on_pcmu() {
+    call_the_menu("pcmu", "PCMU");
+}
+
+#[test]
+fn calls_the_menu_agent_on_opus() {
+    call_the_menu("opus", "opus");
+}
+
+#[test]
+fn a_number_without_an_agent_ends_with_404() {
+    // The test host has routes for 1000-3000 and no default agent.
+    let host = Host::start(&["menu"], "");
+    let phone = Softphone::start(&[&format!("sip:9999@127.0.0.1:{}", host.sip_port)]);
+    let (code, steps) = phone.finish(30);
+    assert_eq!(code, 6, "rejected: {steps:#?}");
+    step(&steps, &["event=ended", "reason=rejected", "status=404"]);
+}
+
+/// SIPp on a free port playing `scenario_file` once.
+fn sipp_uas(dir: &Path, scenario_file: &str, extra: &[&str]) -> (Proc, u16) {
+    let port = free_port();
+    let scen = scenario(scenario_file);
+    let port_arg = port.to_string();
+    let mut args = vec![
+        "-sf",
+        scen.to_str().unwrap(),
+        "-p",
+        &port_arg,
+        "-m",
+        "1",
+        "-timeout",
+        "30s",
+        "-timeout_error",
+    ];
+    args.extend_from_slice(extra);
+    (spawn_sipp(dir, &args), port)
+}
+
+#[tokio::test]
+async fn ring_timeout_cancels_and_exits_with_no_answer() {
+    if !require("sipp") {
+        return;
+    }
+    let dir = tempdir("softphone-ring");
+    let (mut sipp, port) = sipp_uas(dir.path(), "uas_ring_cancel.xml", &[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let phone = Softphone::start(&[
+        &format!("sip:ring@127.0.0.1:{port}"),
+        "--ring-timeout",
+        "1.5",
+    ]);
+    let (code, steps) = phone.finish(20);
+    assert_eq!(code, 4, "no answer: {steps:#?}");
+    step(&steps, &["event=ringing"]);
+    step(&steps, &["event=ended", "reason=no-answer"]);
+    // SIPp got the CANCEL, answered 487 and got its ACK.
+    assert_eq!(
+        sipp.wait(Duration::from_secs(10)).await,
+        Some(0),
+        "sipp: {}",
+        sipp_errors(dir.path())
+    );
+}
+
+#[tokio::test]
+async fn ctrl_c_while_ringing_cancels() {
+    if !require("sipp") {
+        return;
+    }
+    let dir = tempdir("softphone-ctrl-c");
+    let (mut sipp, port) = sipp_uas(dir.path(), "uas_ring_cancel.xml", &[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut phone = Softphone::start(&[&format!("sip:ring@127.0.0.1:{port}")]);
+    phone.expect(&["event=ringing"], 10);
+    phone.interrupt();
+    let (code, steps) = phone.finish(20);
+    assert_eq!(code, 5, "interrupted before answer: {steps:#?}");
+    step(&steps, &["event=cancelling"]);
+    step(&steps, &["event=ended", "reason=cancelled"]);
+    assert_eq!(
+        sipp.wait(Duration::from_secs(10)).await,
+        Some(0),
+        "sipp: {}",
+        sipp_errors(dir.path())
+    );
+}
+
+#[tokio::test]
+async fn far_end_info_digit_and_bye_are_reported() {
+    if !require("sipp") {
+        return;
+    }
+    let dir = tempdir("softphone-info");
+    let media_port = free_port().to_string();
+    let (mut sipp, port) = sipp_uas(dir.path(), "uas_info_bye.xml", &["-mp", &media_port]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let phone = Softphone::start(&[&format!("sip:info@127.0.0.1:{port}")]);
+    let (code, steps) = phone.finish(20);
+    assert_eq!(code, 0, "{steps:#?}");
+    step(
+        &steps,
+        &["event=dtmf-received", "digit=5", "method=info", "ms=160"],
+    );
+    step(&steps, &["event=ended", "reason=remote-hangup"]);
+    assert_eq!(
+        sipp.wait(Duration::from_secs(10)).await,
+        Some(0),
+        "sipp: {}",
+        sipp_errors(dir.path())
+    );
+}
+
+#[tokio::test]
+async fn played_wav_comes_back_from_sipp_rtp_echo() {
+    if !require("sipp") || !require("espeak-ng") || !require("sox") {
+        return;
+    }
+    let dir = tempdir("softphone-echo");
+    // espeak-ng writes 22.05 kHz: the softphone resamples it to the codec's 8 kHz.
+    let speech = dir.path().join("speech.wav");
+    run(
+        "espeak-ng",
+        &[
+            "-w",
+            speech.to_str().unwrap(),
+            "Thank you for calling. This sentence travels to the far end and comes back.",
+        ],
+    );
+    let port = free_port();
+    let media_port = free_port();
+    let mut sipp = spawn_sipp(
+        dir.path(),
+        &[
+            "-sn",
+            "uas",
+            "-rtp_echo",
+            "-mp",
+            &media_port.to_string(),
+            "-p",
+            &port.to_string(),
+            "-m",
+            "1",
+            "-timeout",
+            "30s",
+            "-timeout_error",
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rec = dir.path().join("call.wav");
+    let phone = Softphone::start(&[
+        &format!("sip:echo@127.0.0.1:{port}"),
+        "--codec",
+        "pcmu",
+        "--play",
+        speech.to_str().unwrap(),
+        "--record",
+        rec.to_str().unwrap(),
+        "--hangup-after",
+        "7",
+    ]);
+    let (code, steps) = phone.finish(30);
+    assert_eq!(code, 0, "{steps:#?}");
+    step(&steps, &["event=playing"]);
+    assert_eq!(
+        sipp.wait(Duration::from_secs(10)).await,
+        Some(0),
+        "sipp: {}",
+        sipp_errors(dir.path())
+    );
+
+    // What we played, resampled to 8 kHz by sox (independently of our resampler), against
+    // what came back (left channel), allowing up to 400 ms of round trip.
+    let raw = dir.path().join("speech-8k.raw");
+    run(
+        "sox",
+        &[
+            speech.to_str().unwrap(),
+            "-r",
+            "8000",
+            "-t",
+            "raw",
+            "-e",
+            "signed",
+            "-b",
+            "16",
+            raw.to_str().unwrap(),
+        ],
+    );
+    let played = read_raw_i16(&raw);
+    let heard = Wav::read(&rec).channel(0);
+    let (correlation, lag) = best_correlation(&heard, &played, 3200);
+    assert!(
+        correlation >= 0.9,
+        "echo correlates {correlation:.3} at lag {lag} (played {} samples, heard {})",
+        played.len(),
+        heard.len()
+    );
+}
