@@ -1,6 +1,6 @@
 //! `switchboard call`, the command-line caller, against real peers: the `switchboard run` host
 //! with the menu agent on the offline provider (PCMU and Opus: greeting heard, a key changes
-//! what the agent says, hang-up by BYE), an unrouted number (404), SIPp ringing forever (ring
+//! what the agent says, hang-up by BYE; keys by SIP INFO on PCMA), an unrouted number (404), SIPp ringing forever (ring
 //! timeout and Ctrl-C both CANCEL, 487), SIPp pressing a key by INFO then hanging up, and SIPp
 //! echoing our RTP (the played WAV comes back).
 
@@ -83,6 +83,31 @@ fn calls_the_menu_agent_on_pcmu() {
 #[test]
 fn calls_the_menu_agent_on_opus() {
     call_the_menu("opus", "opus");
+}
+
+#[test]
+fn info_keys_reach_the_agent_on_pcma() {
+    if !require("espeak-ng") {
+        return;
+    }
+    let mut host = Host::start(&["menu"], "");
+    let phone = Softphone::start(&[
+        &format!("sip:1000@127.0.0.1:{}", host.sip_port),
+        "--codec",
+        "pcma",
+        "--dtmf",
+        "2@1.5",
+        "--dtmf-info",
+        "--hangup-after",
+        "5",
+    ]);
+    let (code, steps) = phone.finish(40);
+    assert_eq!(code, 0, "{steps:#?}");
+    step(&steps, &["event=answered", "codec=PCMA"]);
+    step(&steps, &["event=dtmf-sent", "digits=2", "method=info"]);
+    // Key 2 is the address branch of the menu.
+    host.expect(&["Actions", "You will find us at"], 10);
+    host.expect(&["call ended", "CallerHangup"], 10);
 }
 
 #[test]
@@ -268,6 +293,7 @@ async fn played_wav_comes_back_from_sipp_rtp_echo() {
     let played = read_raw_i16(&raw);
     let heard = Wav::read(&rec).channel(0);
     let (correlation, lag) = best_correlation(&heard, &played, 3200);
+    eprintln!("echo correlation {correlation:.4} at lag {lag} samples");
     assert!(
         correlation >= 0.9,
         "echo correlates {correlation:.3} at lag {lag} (played {} samples, heard {})",
