@@ -1,8 +1,8 @@
 //! `switchboard call`, the command-line caller, against real peers: the `switchboard run` host
 //! with the menu agent on the offline provider (PCMU and Opus: greeting heard, a key changes
-//! what the agent says, hang-up by BYE; keys by SIP INFO on PCMA), an unrouted number (404), SIPp ringing forever (ring
-//! timeout and Ctrl-C both CANCEL, 487), SIPp pressing a key by INFO then hanging up, and SIPp
-//! echoing our RTP (the played WAV comes back).
+//! what the agent says, hang-up by BYE; keys by SIP INFO on PCMA), an unrouted number (404),
+//! SIPp ringing forever (ring timeout and Ctrl-C both CANCEL, 487), SIPp pressing a key by
+//! INFO, holding, then hanging up, and SIPp echoing our RTP (the played WAV comes back).
 
 use std::path::Path;
 use std::time::Duration;
@@ -190,13 +190,13 @@ async fn ctrl_c_while_ringing_cancels() {
 }
 
 #[tokio::test]
-async fn far_end_info_digit_and_bye_are_reported() {
+async fn far_end_info_digit_hold_and_bye_are_reported() {
     if !require("sipp") {
         return;
     }
     let dir = tempdir("softphone-info");
     let media_port = free_port().to_string();
-    let (mut sipp, port) = sipp_uas(dir.path(), "uas_info_bye.xml", &["-mp", &media_port]);
+    let (mut sipp, port) = sipp_uas(dir.path(), "uas_info_hold_bye.xml", &["-mp", &media_port]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let phone = Softphone::start(&[&format!("sip:info@127.0.0.1:{port}")]);
     let (code, steps) = phone.finish(20);
@@ -205,6 +205,7 @@ async fn far_end_info_digit_and_bye_are_reported() {
         &steps,
         &["event=dtmf-received", "digit=5", "method=info", "ms=160"],
     );
+    step(&steps, &["event=reinvite", "hold=true"]);
     step(&steps, &["event=ended", "reason=remote-hangup"]);
     assert_eq!(
         sipp.wait(Duration::from_secs(10)).await,

@@ -189,8 +189,8 @@ impl Steps {
     }
 }
 
-/// The far end's audio plan and our media, started at the first remote SDP (early media or
-/// the answer).
+/// Our side of the RTP: bound before the INVITE (its port goes into the offer), started at the
+/// first SDP from the far end (early media or the answer).
 struct Media {
     local: LocalMedia,
     pending: Option<PendingMedia>,
@@ -436,10 +436,11 @@ async fn answered(
         failed => {
             hang_up(&mut dialog).await;
             let error = match failed {
-                Some(Err(e)) => e,
-                _ => anyhow::anyhow!("the answer carried no SDP"),
+                Some(Err(e)) => format!("{e:#}"),
+                _ => "the answer carried no SDP".into(),
             };
-            return Err(error.context("answered, but media could not start; hung up"));
+            steps.print("ended", &[("reason", &"media-failed"), ("error", &error)]);
+            return Ok(Ended::Dropped);
         }
     };
     steps.print(
@@ -492,18 +493,13 @@ async fn answered(
                     &[("digit", &digit), ("method", &"info"), ("ms", &duration_ms)],
                 ),
                 Some(DialogEvent::Reinvite(request)) => {
-                    let Some(offer) = request.remote_sdp.clone() else {
-                        request.accept(sdp::create_offer(&media.local));
-                        continue;
-                    };
-                    media.local.session_version += 1;
-                    match sdp::answer_offer(&offer, &media.local) {
-                        Ok((answer, negotiated)) => {
-                            if let Some(session) = &media.session {
+                    match sdp::answer_reoffer(request.remote_sdp.as_deref(), &mut media.local) {
+                        Ok((reply, negotiated)) => {
+                            if let (Some(session), Some(negotiated)) = (&media.session, negotiated) {
                                 session.update(&negotiated)?;
                             }
                             steps.print("reinvite", &[("hold", &request.hold)]);
-                            request.accept(answer);
+                            request.accept(reply);
                         }
                         Err(e) => request.reject(e.sip_status()),
                     }
