@@ -1,7 +1,7 @@
 //! `switchboard call`, the command-line caller, against real peers: the `switchboard run` host
 //! with the menu agent on the offline provider (PCMU and Opus: greeting heard, a key changes
-//! what the agent says, hang-up by BYE; keys by SIP INFO on PCMA), an unrouted number (404),
-//! SIPp ringing forever (ring timeout and Ctrl-C both CANCEL, 487), SIPp pressing a key by
+//! what the agent says, hang-up by BYE; keys by SIP INFO on PCMA; a digest trunk over TCP; an
+//! unrouted number, 404), SIPp ringing forever (ring timeout and Ctrl-C both CANCEL, 487), SIPp pressing a key by
 //! INFO, holding, then hanging up, and SIPp echoing our RTP (the played WAV comes back).
 
 use std::path::Path;
@@ -111,13 +111,43 @@ fn info_keys_reach_the_agent_on_pcma() {
 }
 
 #[test]
-fn a_number_without_an_agent_ends_with_404() {
-    // The test host has routes for 1000-3000 and no default agent.
-    let host = Host::start(&["menu"], "");
-    let phone = Softphone::start(&[&format!("sip:9999@127.0.0.1:{}", host.sip_port)]);
+fn trunk_with_digest_over_tcp_and_a_number_without_an_agent_gets_404() {
+    // The host challenges every INVITE; its routes cover 1000-3000 and there is no default agent.
+    let mut host = Host::start(
+        &["menu"],
+        "[sip.inbound]\ndigest = { realm = \"switchboard\", user = \"alice\", password = \"secret\" }\n",
+    );
+    let dir = tempdir("softphone-trunk");
+    let config = dir.path().join("phone.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[sip.trunks]]\nname = \"host\"\noutbound-proxy = \"127.0.0.1:{}\"\n\
+             transport = \"tcp\"\nfrom-user = \"alice\"\npassword = \"secret\"\n",
+            host.sip_port
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let trunk = ["--config", config, "--trunk", "host"];
+
+    let phone = Softphone::start(&[&trunk[..], &["1000", "--hangup-after", "2"]].concat());
+    let (code, steps) = phone.finish(40);
+    assert_eq!(code, 0, "answered through the trunk: {steps:#?}");
+    step(&steps, &["event=trying", "to=1000"]);
+    step(&steps, &["event=ended", "reason=local-hangup"]);
+    host.expect(&["Created", "caller: \"alice\"", "transport: \"tcp\""], 5);
+
+    let phone = Softphone::start(&[&trunk[..], &["9999"]].concat());
     let (code, steps) = phone.finish(30);
     assert_eq!(code, 6, "rejected: {steps:#?}");
     step(&steps, &["event=ended", "reason=rejected", "status=404"]);
+
+    // Without the trunk's credentials the challenge is not answered.
+    let phone = Softphone::start(&[&format!("sip:1000@127.0.0.1:{}", host.sip_port)]);
+    let (code, steps) = phone.finish(30);
+    assert_ne!(code, 0, "{steps:#?}");
+    step(&steps, &["event=ended", "status=401"]);
 }
 
 /// SIPp on a free port playing `scenario_file` once.
