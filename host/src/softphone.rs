@@ -142,9 +142,9 @@ pub enum Ended {
     NoAnswer,
     /// Interrupted (Ctrl-C) before the answer: CANCEL, 487.
     Cancelled,
-    /// Any other final status.
+    /// Any other final status (e.g. 404, or 401/407 without the right credentials).
     Rejected(u16),
-    /// No response, a transport or authentication failure.
+    /// No final response, or a transport failure.
     Failed,
     /// Answered, then lost: media timeout or a SIP failure mid-call.
     Dropped,
@@ -153,7 +153,7 @@ pub enum Ended {
 impl Ended {
     /// The process exit code: 0 answered and ended normally, 3 busy, 4 no answer, 5
     /// interrupted before answer, 6 rejected with another status (printed as `status=`),
-    /// 7 no response or transport/authentication failure, 8 answered then dropped. (1 is
+    /// 7 no response or transport failure, 8 answered then dropped. (1 is
     /// a local error such as a bad file or address, 2 a usage error.)
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -358,10 +358,13 @@ pub async fn run(args: CallArgs, config: &Config) -> anyhow::Result<Ended> {
         tokio::select! {
             progress = call.next() => match progress {
                 Some(CallProgress::Ringing) => steps.print("ringing", &[]),
-                Some(CallProgress::EarlyMedia { remote_sdp }) => {
-                    let negotiated = media.apply(&remote_sdp)?;
-                    steps.print("early-media", &[("codec", &negotiated.codec.encoding_name())]);
-                }
+                // Early media we cannot take is only not heard; the call goes on.
+                Some(CallProgress::EarlyMedia { remote_sdp }) => match media.apply(&remote_sdp) {
+                    Ok(negotiated) => {
+                        steps.print("early-media", &[("codec", &negotiated.codec.encoding_name())]);
+                    }
+                    Err(e) => steps.print("early-media", &[("error", &format!("{e:#}"))]),
+                },
                 Some(CallProgress::Final(outcome)) => break outcome,
                 None => break CallOutcome::Failed("the call task ended".into()),
             },
@@ -419,8 +422,7 @@ pub async fn run(args: CallArgs, config: &Config) -> anyhow::Result<Ended> {
     ended
 }
 
-/// The answered call: our audio, the planned keys, the far end's keys and re-INVITEs, until
-/// either side hangs up.
+/// The answered call; a local failure on the way still hangs up.
 async fn answered(
     args: &CallArgs,
     steps: Steps,
@@ -430,11 +432,36 @@ async fn answered(
     mut dialog: Dialog,
     play: Option<(Vec<i16>, u32)>,
 ) -> anyhow::Result<Ended> {
+    let result = talk(args, steps, media, interrupt, remote_sdp, &mut dialog, play).await;
+    if result.is_err() {
+        hang_up(&mut dialog).await;
+    }
+    result
+}
+
+/// Why the talking stopped.
+enum Stop {
+    /// We hang up, for this reason (`hangup-after`, `interrupted`).
+    HangUp(&'static str),
+    /// The dialog ended without us.
+    Ended(EndReason),
+}
+
+/// Our audio, the planned keys, the far end's keys and re-INVITEs, until either side hangs up.
+async fn talk(
+    args: &CallArgs,
+    steps: Steps,
+    media: &mut Media,
+    interrupt: &mut Signal,
+    remote_sdp: Option<String>,
+    dialog: &mut Dialog,
+    play: Option<(Vec<i16>, u32)>,
+) -> anyhow::Result<Ended> {
     let answered_at = Instant::now();
     let negotiated = match remote_sdp.as_deref().map(|sdp| media.apply(sdp)) {
         Some(Ok(negotiated)) => negotiated,
         failed => {
-            hang_up(&mut dialog).await;
+            hang_up(dialog).await;
             let error = match failed {
                 Some(Err(e)) => format!("{e:#}"),
                 _ => "the answer carried no SDP".into(),
@@ -452,8 +479,9 @@ async fn answered(
             ("telephone_event", &negotiated.dtmf_send.is_some()),
         ],
     );
-    let session = media
-        .session
+    // Split the borrow: re-INVITEs change `local` while the session keeps running.
+    let Media { local, session, .. } = media;
+    let session = session
         .as_mut()
         .context("media not running after the answer")?;
     if let Some((pcm, rate)) = &play {
@@ -468,6 +496,7 @@ async fn answered(
     let mut media_events = session
         .take_events()
         .context("media events already taken")?;
+    let session = &*session;
     let mut keys = args
         .dtmf
         .as_ref()
@@ -476,14 +505,14 @@ async fn answered(
         .into_iter();
     let mut next_key = keys.next();
     let hangup_at = answered_at + Duration::from_secs_f64(args.hangup_after);
-    let (why, ended) = loop {
+    let stop = loop {
         let key_at = next_key.as_ref().map(|(at, _)| answered_at + *at);
         tokio::select! {
-            _ = sleep_until(hangup_at) => break ("hangup-after", None),
-            _ = interrupt.recv() => break ("interrupted", None),
+            _ = sleep_until(hangup_at) => break Stop::HangUp("hangup-after"),
+            _ = interrupt.recv() => break Stop::HangUp("interrupted"),
             _ = sleep_until(key_at.unwrap_or(hangup_at)), if key_at.is_some() => {
                 if let Some((_, digits)) = next_key.take() {
-                    press(args.dtmf_info, steps, &dialog, media, &digits)?;
+                    press(args.dtmf_info, steps, dialog, session, &digits);
                 }
                 next_key = keys.next();
             }
@@ -493,9 +522,9 @@ async fn answered(
                     &[("digit", &digit), ("method", &"info"), ("ms", &duration_ms)],
                 ),
                 Some(DialogEvent::Reinvite(request)) => {
-                    match sdp::answer_reoffer(request.remote_sdp.as_deref(), &mut media.local) {
+                    match sdp::answer_reoffer(request.remote_sdp.as_deref(), local) {
                         Ok((reply, negotiated)) => {
-                            if let (Some(session), Some(negotiated)) = (&media.session, negotiated) {
+                            if let Some(negotiated) = negotiated {
                                 session.update(&negotiated)?;
                             }
                             steps.print("reinvite", &[("hold", &request.hold)]);
@@ -504,8 +533,8 @@ async fn answered(
                         Err(e) => request.reject(e.sip_status()),
                     }
                 }
-                Some(DialogEvent::Ended(reason)) => break ("", Some(reason)),
-                None => break ("", Some(EndReason::Timeout)),
+                Some(DialogEvent::Ended(reason)) => break Stop::Ended(reason),
+                None => break Stop::Ended(EndReason::Timeout),
                 // REFER is refused by the endpoint (no allowed targets); nothing else applies.
                 Some(_) => {}
             },
@@ -515,7 +544,7 @@ async fn answered(
                     &[("digit", &d.digit), ("method", &"rfc4733"), ("ms", &d.duration_ms)],
                 ),
                 Some(MediaEvent::Timeout { silent_for }) => {
-                    hang_up(&mut dialog).await;
+                    hang_up(dialog).await;
                     steps.print(
                         "ended",
                         &[("reason", &"media-timeout"), ("silent_ms", &silent_for.as_millis())],
@@ -524,30 +553,17 @@ async fn answered(
                 }
                 Some(MediaEvent::Audio(_) | MediaEvent::Stats(_)) => {}
                 None => {
-                    hang_up(&mut dialog).await;
+                    hang_up(dialog).await;
                     steps.print("ended", &[("reason", &"media-stopped")]);
                     return Ok(Ended::Dropped);
                 }
             },
         }
     };
-    let reason = match ended {
-        Some(reason) => reason,
-        None => hang_up(&mut dialog).await,
+    let (reason, by) = match stop {
+        Stop::HangUp(by) => (hang_up(dialog).await, Some(by)),
+        Stop::Ended(reason) => (reason, None),
     };
-    let stats = media
-        .session
-        .as_ref()
-        .map(MediaSession::stats)
-        .unwrap_or_default();
-    let sent = stats.packets_sent.to_string();
-    let received = stats.packets_received.to_string();
-    let lost = stats.packets_lost.to_string();
-    let counts: [(&str, &dyn Display); 3] = [
-        ("rtp_sent", &sent),
-        ("rtp_received", &received),
-        ("rtp_lost", &lost),
-    ];
     let (name, ended) = match reason {
         EndReason::LocalHangup => ("local-hangup", Ended::Normal),
         EndReason::RemoteHangup => ("remote-hangup", Ended::Normal),
@@ -555,14 +571,19 @@ async fn answered(
         EndReason::Timeout => ("timeout", Ended::Dropped),
         EndReason::Failed(_) => ("failed", Ended::Dropped),
     };
+    let stats = session.stats();
     let mut fields: Vec<(&str, &dyn Display)> = vec![("reason", &name)];
-    if !why.is_empty() {
-        fields.push(("by", &why));
+    if let Some(by) = &by {
+        fields.push(("by", by));
     }
     if let EndReason::Failed(code) = &reason {
         fields.push(("status", code));
     }
-    fields.extend(counts);
+    fields.extend([
+        ("rtp_sent", &stats.packets_sent as &dyn Display),
+        ("rtp_received", &stats.packets_received),
+        ("rtp_lost", &stats.packets_lost),
+    ]);
     steps.print("ended", &fields);
     Ok(ended)
 }
@@ -585,23 +606,18 @@ async fn hang_up(dialog: &mut Dialog) -> EndReason {
 }
 
 /// Presses `digits`: RFC 4733 events queued on the media stream, or one SIP INFO per key
-/// sent in the background so the call loop keeps running.
-fn press(
-    info: bool,
-    steps: Steps,
-    dialog: &Dialog,
-    media: &Media,
-    digits: &str,
-) -> anyhow::Result<()> {
+/// sent in the background so the call loop keeps running. A key the far end cannot take is
+/// reported, not fatal.
+fn press(info: bool, steps: Steps, dialog: &Dialog, session: &MediaSession, digits: &str) {
     if !info {
-        media
-            .session
-            .as_ref()
-            .context("media not running")?
-            .send_dtmf(digits, DEFAULT_DTMF_MS)
-            .context("--dtmf")?;
-        steps.print("dtmf-sent", &[("digits", &digits), ("method", &"rfc4733")]);
-        return Ok(());
+        match session.send_dtmf(digits, DEFAULT_DTMF_MS) {
+            Ok(()) => steps.print("dtmf-sent", &[("digits", &digits), ("method", &"rfc4733")]),
+            Err(e) => steps.print(
+                "dtmf-failed",
+                &[("digits", &digits), ("method", &"rfc4733"), ("error", &e)],
+            ),
+        }
+        return;
     }
     let handle = dialog.handle();
     let digits = digits.to_string();
@@ -616,7 +632,6 @@ fn press(
             }
         }
     });
-    Ok(())
 }
 
 fn display_addr(addr: Option<SocketAddr>) -> String {
