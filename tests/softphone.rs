@@ -1,8 +1,9 @@
 //! `switchboard call`, the command-line caller, against real peers: the `switchboard run` host
 //! with the menu agent on the offline provider (PCMU and Opus: greeting heard, a key changes
 //! what the agent says, hang-up by BYE; keys by SIP INFO on PCMA; a digest trunk over TCP; an
-//! unrouted number, 404), SIPp ringing forever (ring timeout and Ctrl-C both CANCEL, 487), SIPp pressing a key by
-//! INFO, holding, then hanging up, and SIPp echoing our RTP (the played WAV comes back).
+//! unrouted number, 404), SIPp ringing forever (ring timeout and Ctrl-C both CANCEL, 487),
+//! SIPp answering (Ctrl-C sends BYE), SIPp pressing a key by INFO, holding, then hanging up,
+//! and SIPp echoing our RTP (the played WAV comes back).
 
 use std::path::Path;
 use std::time::Duration;
@@ -215,6 +216,49 @@ async fn ctrl_c_while_ringing_cancels() {
         sipp.wait(Duration::from_secs(10)).await,
         Some(0),
         "sipp: {}",
+        sipp_errors(dir.path())
+    );
+}
+
+#[tokio::test]
+async fn ctrl_c_after_the_answer_hangs_up() {
+    if !require("sipp") {
+        return;
+    }
+    let dir = tempdir("softphone-ctrl-c-bye");
+    let port = free_port();
+    let media_port = free_port();
+    // SIPp's stock uas answers and waits for our BYE.
+    let mut sipp = spawn_sipp(
+        dir.path(),
+        &[
+            "-sn",
+            "uas",
+            "-mp",
+            &media_port.to_string(),
+            "-p",
+            &port.to_string(),
+            "-m",
+            "1",
+            "-timeout",
+            "30s",
+            "-timeout_error",
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut phone = Softphone::start(&[&format!("sip:uas@127.0.0.1:{port}")]);
+    phone.expect(&["event=answered"], 10);
+    phone.interrupt();
+    let (code, steps) = phone.finish(20);
+    assert_eq!(code, 0, "{steps:#?}");
+    step(
+        &steps,
+        &["event=ended", "reason=local-hangup", "by=interrupted"],
+    );
+    assert_eq!(
+        sipp.wait(Duration::from_secs(10)).await,
+        Some(0),
+        "sipp got our BYE: {}",
         sipp_errors(dir.path())
     );
 }
