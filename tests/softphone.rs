@@ -151,24 +151,36 @@ fn trunk_with_digest_over_tcp_and_a_number_without_an_agent_gets_404() {
     step(&steps, &["event=ended", "reason=rejected", "status=401"]);
 }
 
-/// SIPp on a free port playing `scenario_file` once.
-fn sipp_uas(dir: &Path, scenario_file: &str, extra: &[&str]) -> (Proc, u16) {
-    let port = free_port();
-    let scen = scenario(scenario_file);
-    let port_arg = port.to_string();
+/// SIPp on a free port (and `-mp` on another) serving one call with `scenario` (`-sn uas`
+/// or `-sf FILE`), given a moment to bind; returns it and its SIP port.
+async fn sipp_once(dir: &Path, scenario: &[&str]) -> (Proc, u16) {
+    let (port, media_port) = (free_port().to_string(), free_port().to_string());
     let mut args = vec![
-        "-sf",
-        scen.to_str().unwrap(),
         "-p",
-        &port_arg,
+        &port,
+        "-mp",
+        &media_port,
         "-m",
         "1",
         "-timeout",
         "30s",
         "-timeout_error",
     ];
-    args.extend_from_slice(extra);
-    (spawn_sipp(dir, &args), port)
+    args.extend_from_slice(scenario);
+    let sipp = spawn_sipp(dir, &args);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (sipp, port.parse().unwrap())
+}
+
+/// SIPp ends its scenario without an error (its exit code 0).
+async fn sipp_completes(sipp: &mut Proc, dir: &Path) {
+    let code = sipp.wait(Duration::from_secs(10)).await;
+    assert_eq!(code, Some(0), "sipp: {}", sipp_errors(dir));
+}
+
+/// SIPp playing a scenario file of tests/sipp once.
+async fn sipp_scenario(dir: &Path, file: &str) -> (Proc, u16) {
+    sipp_once(dir, &["-sf", scenario(file).to_str().unwrap()]).await
 }
 
 #[tokio::test]
@@ -177,8 +189,7 @@ async fn ring_timeout_cancels_and_exits_with_no_answer() {
         return;
     }
     let dir = tempdir("softphone-ring");
-    let (mut sipp, port) = sipp_uas(dir.path(), "uas_ring_cancel.xml", &[]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut sipp, port) = sipp_scenario(dir.path(), "uas_ring_cancel.xml").await;
     let phone = Softphone::start(&[
         &format!("sip:ring@127.0.0.1:{port}"),
         "--ring-timeout",
@@ -189,12 +200,7 @@ async fn ring_timeout_cancels_and_exits_with_no_answer() {
     step(&steps, &["event=ringing"]);
     step(&steps, &["event=ended", "reason=no-answer"]);
     // SIPp got the CANCEL, answered 487 and got its ACK.
-    assert_eq!(
-        sipp.wait(Duration::from_secs(10)).await,
-        Some(0),
-        "sipp: {}",
-        sipp_errors(dir.path())
-    );
+    sipp_completes(&mut sipp, dir.path()).await;
 }
 
 #[tokio::test]
@@ -203,8 +209,7 @@ async fn ctrl_c_while_ringing_cancels() {
         return;
     }
     let dir = tempdir("softphone-ctrl-c");
-    let (mut sipp, port) = sipp_uas(dir.path(), "uas_ring_cancel.xml", &[]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut sipp, port) = sipp_scenario(dir.path(), "uas_ring_cancel.xml").await;
     let mut phone = Softphone::start(&[&format!("sip:ring@127.0.0.1:{port}")]);
     phone.expect(&["event=ringing"], 10);
     phone.interrupt();
@@ -212,12 +217,7 @@ async fn ctrl_c_while_ringing_cancels() {
     assert_eq!(code, 5, "interrupted before answer: {steps:#?}");
     step(&steps, &["event=cancelling"]);
     step(&steps, &["event=ended", "reason=cancelled"]);
-    assert_eq!(
-        sipp.wait(Duration::from_secs(10)).await,
-        Some(0),
-        "sipp: {}",
-        sipp_errors(dir.path())
-    );
+    sipp_completes(&mut sipp, dir.path()).await;
 }
 
 #[tokio::test]
@@ -226,26 +226,8 @@ async fn ctrl_c_after_the_answer_hangs_up() {
         return;
     }
     let dir = tempdir("softphone-ctrl-c-bye");
-    let port = free_port();
-    let media_port = free_port();
     // SIPp's stock uas answers and waits for our BYE.
-    let mut sipp = spawn_sipp(
-        dir.path(),
-        &[
-            "-sn",
-            "uas",
-            "-mp",
-            &media_port.to_string(),
-            "-p",
-            &port.to_string(),
-            "-m",
-            "1",
-            "-timeout",
-            "30s",
-            "-timeout_error",
-        ],
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut sipp, port) = sipp_once(dir.path(), &["-sn", "uas"]).await;
     let mut phone = Softphone::start(&[&format!("sip:uas@127.0.0.1:{port}")]);
     phone.expect(&["event=answered"], 10);
     phone.interrupt();
@@ -255,12 +237,7 @@ async fn ctrl_c_after_the_answer_hangs_up() {
         &steps,
         &["event=ended", "reason=local-hangup", "by=interrupted"],
     );
-    assert_eq!(
-        sipp.wait(Duration::from_secs(10)).await,
-        Some(0),
-        "sipp got our BYE: {}",
-        sipp_errors(dir.path())
-    );
+    sipp_completes(&mut sipp, dir.path()).await;
 }
 
 #[tokio::test]
@@ -269,9 +246,7 @@ async fn far_end_info_digit_hold_and_bye_are_reported() {
         return;
     }
     let dir = tempdir("softphone-info");
-    let media_port = free_port().to_string();
-    let (mut sipp, port) = sipp_uas(dir.path(), "uas_info_hold_bye.xml", &["-mp", &media_port]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut sipp, port) = sipp_scenario(dir.path(), "uas_info_hold_bye.xml").await;
     let phone = Softphone::start(&[&format!("sip:info@127.0.0.1:{port}")]);
     let (code, steps) = phone.finish(20);
     assert_eq!(code, 0, "{steps:#?}");
@@ -281,12 +256,7 @@ async fn far_end_info_digit_hold_and_bye_are_reported() {
     );
     step(&steps, &["event=reinvite", "hold=true"]);
     step(&steps, &["event=ended", "reason=remote-hangup"]);
-    assert_eq!(
-        sipp.wait(Duration::from_secs(10)).await,
-        Some(0),
-        "sipp: {}",
-        sipp_errors(dir.path())
-    );
+    sipp_completes(&mut sipp, dir.path()).await;
 }
 
 #[tokio::test]
@@ -305,26 +275,7 @@ async fn played_wav_comes_back_from_sipp_rtp_echo() {
             "Thank you for calling. This sentence travels to the far end and comes back.",
         ],
     );
-    let port = free_port();
-    let media_port = free_port();
-    let mut sipp = spawn_sipp(
-        dir.path(),
-        &[
-            "-sn",
-            "uas",
-            "-rtp_echo",
-            "-mp",
-            &media_port.to_string(),
-            "-p",
-            &port.to_string(),
-            "-m",
-            "1",
-            "-timeout",
-            "30s",
-            "-timeout_error",
-        ],
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut sipp, port) = sipp_once(dir.path(), &["-sn", "uas", "-rtp_echo"]).await;
     let rec = dir.path().join("call.wav");
     let phone = Softphone::start(&[
         &format!("sip:echo@127.0.0.1:{port}"),
@@ -345,12 +296,7 @@ async fn played_wav_comes_back_from_sipp_rtp_echo() {
     step(&steps, &["event=playing"]);
     step(&steps, &["event=dtmf-failed", "digits=1", "method=rfc4733"]);
     step(&steps, &["event=ended", "reason=local-hangup"]);
-    assert_eq!(
-        sipp.wait(Duration::from_secs(10)).await,
-        Some(0),
-        "sipp: {}",
-        sipp_errors(dir.path())
-    );
+    sipp_completes(&mut sipp, dir.path()).await;
 
     // What we played, resampled to 8 kHz by sox (independently of our resampler), against
     // what came back (left channel), allowing up to 400 ms of round trip.
