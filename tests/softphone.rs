@@ -211,7 +211,7 @@ async fn ctrl_c_while_ringing_cancels() {
     let dir = tempdir("softphone-ctrl-c");
     let (mut sipp, port) = sipp_scenario(dir.path(), "uas_ring_cancel.xml").await;
     let mut phone = Softphone::start(&[&format!("sip:ring@127.0.0.1:{port}")]);
-    phone.expect(&["event=ringing"], 10);
+    phone.steps.expect(&["event=ringing"], 10);
     phone.interrupt();
     let (code, steps) = phone.finish(20);
     assert_eq!(code, 5, "interrupted before answer: {steps:#?}");
@@ -229,7 +229,7 @@ async fn ctrl_c_after_the_answer_hangs_up() {
     // SIPp's stock uas answers and waits for our BYE.
     let (mut sipp, port) = sipp_once(dir.path(), &["-sn", "uas"]).await;
     let mut phone = Softphone::start(&[&format!("sip:uas@127.0.0.1:{port}")]);
-    phone.expect(&["event=answered"], 10);
+    phone.steps.expect(&["event=answered"], 10);
     phone.interrupt();
     let (code, steps) = phone.finish(20);
     assert_eq!(code, 0, "{steps:#?}");

@@ -29,17 +29,6 @@ impl Softphone {
         Softphone { process, steps }
     }
 
-    /// A step line (seen before or arriving within `secs`) containing every needle.
-    pub fn expect(&mut self, needles: &[&str], secs: u64) -> String {
-        let has = |line: &String| needles.iter().all(|n| line.contains(n));
-        if let Some(line) = self.steps.seen.iter().find(|l| has(l)) {
-            return line.clone();
-        }
-        self.steps
-            .wait_for(needles, Duration::from_secs(secs))
-            .unwrap_or_else(|| panic!("no step line with {needles:?}: {:#?}", self.steps.seen))
-    }
-
     /// Ctrl-C, as a user at the terminal would press it.
     pub fn interrupt(&self) {
         let status = Command::new("kill")
