@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use switchboard_tests::host::Host;
-use switchboard_tests::media::{onset_correlation, read_wav, to_8k};
+use switchboard_tests::media::{Wav, onset_correlation, to_8k};
 use switchboard_tests::sip::{Baresip, require};
 
 const RATE: usize = 8000;
@@ -94,9 +94,10 @@ async fn audio_both_ways(codec: &str, rtp_base: u16) {
     );
 
     let recording = only_file(&host.data.path().join("recordings"), ".wav");
-    let (rate, channels) = read_wav(&recording);
-    assert_eq!(channels.len(), 2, "stereo: caller left, agent right");
-    let (caller, agent) = (to_8k(&channels[0], rate), to_8k(&channels[1], rate));
+    let wav = Wav::read(&recording);
+    assert_eq!(wav.channels, 2, "stereo: caller left, agent right");
+    let caller = to_8k(&wav.channel(0), wav.rate);
+    let agent = to_8k(&wav.channel(1), wav.rate);
     assert!(
         caller.len() > (QUIET_SECS + TONE_SECS) * RATE,
         "the recording covers the call: {} samples",
@@ -106,8 +107,8 @@ async fn audio_both_ways(codec: &str, rtp_base: u16) {
     let tones = &mic[QUIET_SECS * RATE..];
     let up = onset_correlation(tones, &caller, (TONE_SECS - 1) * RATE);
     // baresip's sndfile module writes what it decoded into `<rec>/...-dec.wav`.
-    let (heard_rate, heard) = read_wav(&only_file(&phone.dir.path().join("rec"), "-dec.wav"));
-    let heard = to_8k(&heard[0], heard_rate);
+    let heard = Wav::read(&only_file(&phone.dir.path().join("rec"), "-dec.wav"));
+    let heard = to_8k(&heard.channel(0), heard.rate);
     let down = onset_correlation(&agent, &heard, 4 * RATE);
     eprintln!("{codec}: baresip → host {up:.3}, agent → baresip {down:.3}");
     assert!(up >= 0.9, "{codec}: caller audio in the recording: {up:.3}");

@@ -5,26 +5,8 @@
 use std::time::Duration;
 
 use switchboard_tests::host::Host;
+use switchboard_tests::media::window_rms;
 use switchboard_tests::sip::{Baresip, require};
-
-/// RMS of 20 ms windows of a mono-or-stereo 16-bit WAV (first channel).
-fn window_rms(wav: &[u8]) -> Vec<f64> {
-    let channels = u16::from_le_bytes([wav[22], wav[23]]) as usize;
-    let rate = u32::from_le_bytes([wav[24], wav[25], wav[26], wav[27]]) as usize;
-    let data = wav
-        .windows(4)
-        .position(|w| w == b"data")
-        .map(|i| i + 8)
-        .expect("data chunk");
-    let samples: Vec<i16> = wav[data..]
-        .chunks_exact(2 * channels)
-        .map(|c| i16::from_le_bytes([c[0], c[1]]))
-        .collect();
-    samples
-        .chunks(rate / 50)
-        .map(|w| (w.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / w.len() as f64).sqrt())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_calls_the_menu_on_the_offline_provider() {

@@ -13,4 +13,5 @@ pub mod model;
 pub mod plugins;
 pub mod recording;
 pub mod sip;
+pub mod softphone;
 pub mod store;

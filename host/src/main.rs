@@ -1,6 +1,7 @@
 //! The `switchboard` command.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -40,6 +41,11 @@ enum Command {
         /// The agent crate folder.
         crate_dir: PathBuf,
     },
+    /// Place a call from the command line (a softphone with a WAV microphone and recorder):
+    /// one `event=... key=value` line per step on stdout; the exit code tells how it ended
+    /// (0 answered and ended normally, 3 busy, 4 no answer, 5 interrupted before answer,
+    /// 6 rejected, 7 no response or transport failure, 8 answered then dropped).
+    Call(Box<switchboard::softphone::CallArgs>),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -78,12 +84,20 @@ fn init_logging(config: &Config, feed: &LogFeed) {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    let config = Config::load(cli.config.as_deref())?;
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Command::Call(_) = cli.command {
+        // stdout carries the call's steps; stderr only what needs attention (RUST_LOG overrides).
+        config.log.level = "warn".into();
+    }
     let logs = LogFeed::default();
     init_logging(&config, &logs);
-    match cli.command {
+    let done = match cli.command {
+        Command::Call(args) => {
+            let ended = switchboard::softphone::run(*args, &config).await?;
+            return Ok(ExitCode::from(ended.exit_code()));
+        }
         Command::Run => run(config, None, logs).await,
         Command::Agents => {
             let agents = Agents::start(config).await?;
@@ -112,7 +126,8 @@ async fn main() -> anyhow::Result<()> {
             print!("{figures}");
             Ok(())
         }
-    }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }
 
 async fn run(config: Config, dev_crate: Option<PathBuf>, logs: LogFeed) -> anyhow::Result<()> {

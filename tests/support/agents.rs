@@ -11,6 +11,31 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A `cargo` command as a shell would run it: without the variables cargo sets for the running
+/// test (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...). Build scripts such as ring's watch them, so
+/// passing them on made every nested build and the next outer build recompile everything above
+/// ring.
+fn cargo() -> Command {
+    let mut cmd = Command::new(env!("CARGO"));
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let per_crate = key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                &*key,
+                "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "OUT_DIR"
+            );
+        if per_crate {
+            cmd.env_remove(&*key);
+        }
+    }
+    cmd
+}
+
 /// Build a wasm32-wasip2 workspace (cargo's own lock makes parallel callers safe) and return
 /// its release output folder.
 fn build_workspace(
@@ -19,7 +44,7 @@ fn build_workspace(
     env: &[(&str, &str)],
     packages: &[&str],
 ) -> PathBuf {
-    let mut cmd = Command::new(env!("CARGO"));
+    let mut cmd = cargo();
     cmd.current_dir(dir)
         .args(["build", "--release", "--target", "wasm32-wasip2", "--quiet"])
         .env("CARGO_TARGET_DIR", target_dir)
@@ -115,7 +140,7 @@ pub fn wat(text: &str) -> Vec<u8> {
 /// The `switchboard` binary (debug build of this workspace), built on first use.
 pub fn switchboard_bin() -> PathBuf {
     let root = repo_root();
-    let status = Command::new(env!("CARGO"))
+    let status = cargo()
         .current_dir(&root)
         .args([
             "build",
@@ -188,11 +213,24 @@ impl Lines {
         }
     }
 
-    /// Take every line that has arrived so far into `seen`.
-    pub fn drain(&mut self) {
-        while let Ok(line) = self.rx.try_recv() {
+    /// Collect lines until the pipe closes (the child exited) or `timeout` passes.
+    pub fn drain(&mut self, timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        let left = || deadline.saturating_duration_since(std::time::Instant::now());
+        while let Ok(line) = self.rx.recv_timeout(left()) {
             self.seen.push(line);
         }
+    }
+
+    /// A line (seen before, or arriving within `secs`) containing every needle; panics with
+    /// all lines seen when there is none.
+    pub fn expect(&mut self, needles: &[&str], secs: u64) -> String {
+        let has = |line: &String| needles.iter().all(|n| line.contains(n));
+        if let Some(line) = self.seen.iter().find(|l| has(l)) {
+            return line.clone();
+        }
+        self.wait_for(needles, std::time::Duration::from_secs(secs))
+            .unwrap_or_else(|| panic!("no line with {needles:?}: {:#?}", self.seen))
     }
 
     /// Wait up to `timeout` for a line containing every one of `needles`.

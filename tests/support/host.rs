@@ -94,13 +94,7 @@ impl Host {
 
     /// A log line (seen before or arriving within `secs`) containing every needle.
     pub fn expect(&mut self, needles: &[&str], secs: u64) -> String {
-        let has = |line: &String| needles.iter().all(|n| line.contains(n));
-        if let Some(line) = self.log.seen.iter().find(|l| has(l)) {
-            return line.clone();
-        }
-        self.log
-            .wait_for(needles, Duration::from_secs(secs))
-            .unwrap_or_else(|| panic!("no log line with {needles:?}: {:#?}", self.log.seen))
+        self.log.expect(needles, secs)
     }
 
     pub fn is_running(&mut self) -> bool {

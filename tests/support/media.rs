@@ -142,19 +142,59 @@ pub fn best_correlation(a: &[i16], b: &[i16], max_lag: usize) -> (f64, isize) {
     best
 }
 
-/// A 16-bit WAV file: its sample rate and one sample vector per channel.
-pub fn read_wav(path: &Path) -> (u32, Vec<Vec<i16>>) {
-    let mut reader =
-        hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let spec = reader.spec();
-    let channels = spec.channels as usize;
-    let mut out = vec![Vec::new(); channels];
-    for (i, s) in reader.samples::<i16>().enumerate() {
-        // A recording still being written may end mid-frame; keep what is whole.
-        let Ok(s) = s else { break };
-        out[i % channels].push(s);
+/// A 16-bit PCM WAV file: interleaved samples (enough for what peers and tools here write).
+pub struct Wav {
+    pub channels: usize,
+    pub rate: u32,
+    pub samples: Vec<i16>,
+}
+
+impl Wav {
+    pub fn parse(wav: &[u8]) -> Wav {
+        let channels = u16::from_le_bytes([wav[22], wav[23]]) as usize;
+        let rate = u32::from_le_bytes([wav[24], wav[25], wav[26], wav[27]]);
+        let data = wav
+            .windows(4)
+            .position(|w| w == b"data")
+            .map(|i| i + 8)
+            .expect("data chunk");
+        let samples = wav[data..]
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        Wav {
+            channels,
+            rate,
+            samples,
+        }
     }
-    (spec.sample_rate, out)
+
+    pub fn read(path: &Path) -> Wav {
+        Wav::parse(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+    }
+
+    /// One channel's samples (0 = left).
+    pub fn channel(&self, index: usize) -> Vec<i16> {
+        self.samples
+            .iter()
+            .skip(index)
+            .step_by(self.channels)
+            .copied()
+            .collect()
+    }
+}
+
+/// RMS of 20 ms windows of a mono-or-stereo 16-bit WAV (first channel).
+pub fn window_rms(wav: &[u8]) -> Vec<f64> {
+    let wav = Wav::parse(wav);
+    wav.channel(0)
+        .chunks(wav.rate as usize / 50)
+        .map(window_rms_of)
+        .collect()
+}
+
+fn window_rms_of(w: &[i16]) -> f64 {
+    (w.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / w.len() as f64).sqrt()
 }
 
 /// `samples` at `rate` brought to 8 kHz through the host's own anti-aliased resampler.
@@ -173,9 +213,7 @@ pub fn to_8k(samples: &[i16], rate: u32) -> Vec<i16> {
 pub fn onset(samples: &[i16], rms: f64) -> Option<usize> {
     samples
         .chunks(160)
-        .position(|w| {
-            (w.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / w.len() as f64).sqrt() > rms
-        })
+        .position(|w| window_rms_of(w) > rms)
         .map(|i| i * 160)
 }
 

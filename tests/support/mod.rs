@@ -9,3 +9,4 @@ pub mod media;
 pub mod model_audio;
 pub mod model_tls;
 pub mod sip;
+pub mod softphone;

@@ -72,13 +72,9 @@ impl CallConfig {
     pub fn codec_list(&self) -> anyhow::Result<Vec<Codec>> {
         self.codecs
             .iter()
-            .map(|c| match c.to_ascii_lowercase().as_str() {
-                "pcmu" => Ok(Codec::Pcmu),
-                "pcma" => Ok(Codec::Pcma),
-                "opus" => Ok(Codec::Opus),
-                other => {
-                    anyhow::bail!("[calls] codecs: unknown codec `{other}` (pcmu, pcma, opus)")
-                }
+            .map(|c| {
+                c.parse::<Codec>()
+                    .map_err(|e| anyhow::anyhow!("[calls] codecs: {e}"))
             })
             .collect()
     }

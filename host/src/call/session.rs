@@ -653,15 +653,12 @@ impl Call {
     }
 
     fn on_reinvite(&mut self, req: crate::sip::ReinviteRequest) {
-        let Some(offer) = req.remote_sdp.clone() else {
-            req.accept(sdp::create_offer(&self.local));
-            return;
-        };
-        self.local.session_version += 1;
-        match sdp::answer_offer(&offer, &self.local) {
-            Ok((answer, negotiated)) => {
-                self.apply_media(&negotiated);
-                req.accept(answer);
+        match sdp::answer_reoffer(req.remote_sdp.as_deref(), &mut self.local) {
+            Ok((reply, negotiated)) => {
+                if let Some(negotiated) = negotiated {
+                    self.apply_media(&negotiated);
+                }
+                req.accept(reply);
             }
             Err(e) => req.reject(e.sip_status()),
         }

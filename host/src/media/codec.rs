@@ -94,6 +94,19 @@ impl Codec {
     }
 }
 
+impl std::str::FromStr for Codec {
+    type Err = String;
+
+    /// Parses a codec name as written in configuration and on the command line
+    /// (`pcmu`, `pcma`, `opus`, any case).
+    fn from_str(name: &str) -> Result<Codec, String> {
+        [Codec::Pcmu, Codec::Pcma, Codec::Opus]
+            .into_iter()
+            .find(|c| c.encoding_name().eq_ignore_ascii_case(name))
+            .ok_or_else(|| format!("unknown codec `{name}` (pcmu, pcma, opus)"))
+    }
+}
+
 /// Turns PCM at the codec rate into RTP payloads.
 pub trait AudioEncoder: Send {
     /// Encodes one packet's worth of PCM, appending the payload to `out`.
@@ -218,6 +231,14 @@ impl AudioDecoder for G711Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_parse() {
+        assert_eq!("PCMU".parse::<Codec>(), Ok(Codec::Pcmu));
+        assert_eq!("pcma".parse::<Codec>(), Ok(Codec::Pcma));
+        assert_eq!("Opus".parse::<Codec>(), Ok(Codec::Opus));
+        assert!("g729".parse::<Codec>().unwrap_err().contains("g729"));
+    }
 
     #[test]
     fn rtpmap_lookup() {

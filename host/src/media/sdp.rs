@@ -245,6 +245,23 @@ pub fn answer_offer(
     Ok((sdp, media))
 }
 
+/// Our reply to a mid-call re-INVITE or UPDATE (hold, resume, a new address): the answer and
+/// the new negotiation, with `local.session_version` bumped because our SDP changes (RFC 3264
+/// §8; left as it was when the offer is refused). Without an offer the peer wants ours: our
+/// current SDP goes back as an offer, and nothing is negotiated yet.
+pub fn answer_reoffer(
+    offer: Option<&str>,
+    local: &mut LocalMedia,
+) -> Result<(String, Option<NegotiatedMedia>), SdpError> {
+    let Some(offer) = offer else {
+        return Ok((create_offer(local), None));
+    };
+    local.session_version += 1;
+    answer_offer(offer, local)
+        .map(|(answer, media)| (answer, Some(media)))
+        .inspect_err(|_| local.session_version -= 1)
+}
+
 /// Applies the peer's answer to our offer made from `local`.
 pub fn process_answer(answer: &str, local: &LocalMedia) -> Result<NegotiatedMedia, SdpError> {
     let session = parse(answer)?;
@@ -659,6 +676,24 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-11,16\r\n\r\n";
             })
         );
         assert_eq!(media.remote_rtp, Some("127.0.0.1:6000".parse().unwrap()));
+    }
+
+    #[test]
+    fn reoffers_bump_the_version_only_when_answered() {
+        let mut ours = local(&[Codec::Pcma]);
+        let (answer, media) = answer_reoffer(Some(ASTERISK_HOLD), &mut ours).unwrap();
+        assert_eq!(ours.session_version, 2);
+        assert!(answer.contains("o=switchboard 42 2 IN IP4"), "{answer}");
+        assert!(media.is_some());
+        assert_eq!(
+            answer_reoffer(Some(SIPP_OFFER), &mut ours)
+                .unwrap_err()
+                .sip_status(),
+            488
+        );
+        assert_eq!(ours.session_version, 2);
+        let (offer, media) = answer_reoffer(None, &mut ours).unwrap();
+        assert_eq!((offer, media), (create_offer(&ours), None));
     }
 
     #[test]

@@ -164,6 +164,26 @@ impl DialogHandle {
         }
     }
 
+    /// Sends one key press as SIP INFO (`application/dtmf-relay`), for peers that take DTMF
+    /// in signalling rather than as RFC 4733 media events. Returns once the far end has
+    /// accepted it (2xx).
+    pub async fn send_dtmf_info(&self, digit: char, duration_ms: u32) -> Result<(), SipError> {
+        let body = wire::info_dtmf_body(digit, duration_ms)
+            .ok_or_else(|| self.err("info", format!("`{digit}` is not a DTMF key")))?;
+        let headers = vec![Header::ContentType("application/dtmf-relay".into())];
+        let resp = self
+            .shared
+            .dialog
+            .info(Some(headers), Some(body.into_bytes()))
+            .await
+            .map_err(|e| self.err("info", e))?;
+        match resp {
+            Some(r) if r.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful => Ok(()),
+            Some(r) => Err(self.err("info", format!("refused with {}", r.status_code))),
+            None => Err(self.err("info", "dialog not established or no response")),
+        }
+    }
+
     /// As transferee: reports the new call's status to the transferor (NOTIFY sipfrag).
     /// A final `code` (≥ 200) ends the implicit subscription.
     pub async fn report_transfer(&self, code: u16, reason: &str) -> Result<(), SipError> {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::invitation::InviteOption;
+use rsipstack::sip::uri::ParamsExt;
 use rsipstack::sip::{Header, StatusCodeKind};
 use rsipstack::transport::SipAddr;
 use tokio::sync::mpsc;
@@ -18,7 +19,8 @@ use super::error::SipError;
 /// A call to place.
 #[derive(Debug, Clone, Default)]
 pub struct OutboundCall {
-    /// A number (sent as `sip:<number>@<trunk domain>`) or a full `sip:`/`sips:` URI.
+    /// A number (sent as `sip:<number>@<trunk domain>`) or a full `sip:`/`sips:` URI; without
+    /// a trunk, the URI's `;transport=tcp` selects TCP.
     pub to: String,
     /// Trunk to route through; required when `to` is a bare number.
     pub trunk: Option<String>,
@@ -143,11 +145,6 @@ fn route<'a>(shared: &'a Shared, call: &OutboundCall) -> Result<Route<'a>, SipEr
         None => None,
     };
     let has_scheme = call.to.contains(':') && !call.to.starts_with('+');
-    let transport = match trunk {
-        Some(t) => t.transport,
-        None if call.to.to_ascii_lowercase().contains(";transport=tcp") => Transport::Tcp,
-        None => Transport::Udp,
-    };
     let callee_str = match (has_scheme, trunk) {
         (true, _) => call.to.clone(),
         (false, Some(t)) => {
@@ -163,7 +160,7 @@ fn route<'a>(shared: &'a Shared, call: &OutboundCall) -> Result<Route<'a>, SipEr
             if number.is_empty() {
                 return Err(SipError::InvalidUri(call.to.clone()));
             }
-            match transport {
+            match t.transport {
                 Transport::Udp => format!("sip:{number}@{domain}"),
                 Transport::Tcp => format!("sip:{number}@{domain};transport=tcp"),
             }
@@ -176,6 +173,14 @@ fn route<'a>(shared: &'a Shared, call: &OutboundCall) -> Result<Route<'a>, SipEr
         }
     };
     let callee = parse_uri(&callee_str)?;
+    // Without a trunk, a direct URI's `;transport=tcp` picks the transport (and so the Contact).
+    let transport = match trunk {
+        Some(t) => t.transport,
+        None if callee.transport() == Some(&rsipstack::sip::transport::Transport::Tcp) => {
+            Transport::Tcp
+        }
+        None => Transport::Udp,
+    };
     let from_user = call
         .from
         .clone()

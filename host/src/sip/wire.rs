@@ -56,6 +56,13 @@ pub fn parse_info_dtmf(content_type: &str, body: &str) -> Option<InfoDtmf> {
     }
 }
 
+/// The `application/dtmf-relay` body announcing `digit` (the form `parse_info_dtmf` reads),
+/// or `None` for a character that is not a DTMF key.
+pub fn info_dtmf_body(digit: char, duration_ms: u32) -> Option<String> {
+    let digit = normalise_digit(&digit.to_string())?;
+    Some(format!("Signal={digit}\r\nDuration={duration_ms}\r\n"))
+}
+
 /// The status line of a `message/sipfrag` body: `SIP/2.0 200 OK` → `(200, "OK")`.
 pub fn parse_sipfrag(body: &str) -> Option<(u16, String)> {
     let line = body.lines().find(|l| l.trim_start().starts_with("SIP/"))?;
@@ -282,6 +289,17 @@ mod tests {
             }
         );
         assert_eq!(parse_info_dtmf("application/dtmf-relay", "Signal=Z"), None);
+        for digit in ['0', '9', '*', '#', 'a'] {
+            let body = info_dtmf_body(digit, 250).unwrap();
+            assert_eq!(
+                parse_info_dtmf("application/dtmf-relay", &body),
+                Some(InfoDtmf {
+                    digit: digit.to_ascii_uppercase(),
+                    duration_ms: 250
+                })
+            );
+        }
+        assert_eq!(info_dtmf_body('x', 100), None);
         assert_eq!(parse_info_dtmf("text/plain", "5"), None);
     }
 
