@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use switchboard::media::Codec;
 use switchboard_tests::host::Host;
 use switchboard_tests::media::{Wav, onset_correlation, to_8k};
 use switchboard_tests::sip::{Baresip, require};
@@ -80,7 +81,8 @@ async fn audio_both_ways(codec: &str, rtp_base: u16) {
         "{}",
         phone.log()
     );
-    host.expect(&["Answered", &format!("codec: \"{codec}\"")], 10);
+    let negotiated = codec.parse::<Codec>().unwrap().encoding_name();
+    host.expect(&["Answered", &format!("codec: \"{negotiated}\"")], 10);
     // The greeting, then the microphone's tones, then a key press on the same call.
     tokio::time::sleep(Duration::from_secs((QUIET_SECS + TONE_SECS + 1) as u64)).await;
     ctrl.command("sndcode", "1").await;

@@ -175,6 +175,10 @@ fn default_vad_threshold() -> f32 {
 fn default_min_speech_ms() -> u32 {
     64
 }
+fn default_speech_cache_mb() -> usize {
+    32
+}
+
 fn default_silence_ms() -> u32 {
     500
 }
@@ -200,6 +204,9 @@ pub struct OfflineConfig {
     /// Silence this long ends the caller's speech (`SpeechStopped`).
     #[serde(default = "default_silence_ms")]
     pub silence_ms: u32,
+    /// Synthesised prompts kept for reuse across calls, in MiB (0 disables the cache).
+    #[serde(default = "default_speech_cache_mb")]
+    pub speech_cache_mb: usize,
 }
 
 impl Default for OfflineConfig {
@@ -211,6 +218,7 @@ impl Default for OfflineConfig {
             vad_threshold: default_vad_threshold(),
             min_speech_ms: default_min_speech_ms(),
             silence_ms: default_silence_ms(),
+            speech_cache_mb: default_speech_cache_mb(),
         }
     }
 }

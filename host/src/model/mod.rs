@@ -47,6 +47,7 @@ pub mod config;
 pub mod gemini;
 pub mod offline;
 pub mod openai;
+pub mod speech_cache;
 mod vad;
 mod ws;
 

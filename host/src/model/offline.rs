@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::config::OfflineConfig;
+use super::speech_cache::{Lookup, Speech, SpeechCache};
 use super::vad::{Vad, VadEvent};
 use super::{
     AudioFormat, CHANNEL_CAPACITY, CloseReason, Command, ConnectError, ErrorKind, FormatSupport,
@@ -36,11 +37,14 @@ pub struct OfflineProvider {
     config: Arc<OfflineConfig>,
     /// Whether espeak-ng runs, checked once on first connect.
     synth_check: OnceCell<Result<(), String>>,
+    /// Shared by every session of this provider.
+    speech: Arc<SpeechCache>,
 }
 
 impl OfflineProvider {
     pub fn new(config: OfflineConfig) -> Self {
         Self {
+            speech: Arc::new(SpeechCache::new(config.speech_cache_mb * 1024 * 1024)),
             config: Arc::new(config),
             synth_check: OnceCell::new(),
         }
@@ -85,6 +89,7 @@ impl OfflineProvider {
         let (done_tx, done_rx) = mpsc::channel(4);
         let mut actor = Actor {
             config: self.config.clone(),
+            speech: self.speech.clone(),
             voice,
             events: ev_tx,
             vad: Vad::new(
@@ -150,6 +155,7 @@ struct SynthDone {
 
 struct Actor {
     config: Arc<OfflineConfig>,
+    speech: Arc<SpeechCache>,
     voice: String,
     events: mpsc::Sender<ModelEvent>,
     vad: Vad,
@@ -190,6 +196,7 @@ impl Actor {
         let item_id = format!("offline_{}", self.next_item);
         let synth = synthesize(
             self.config.clone(),
+            self.speech.clone(),
             self.voice.clone(),
             text.clone(),
             item_id.clone(),
@@ -319,26 +326,71 @@ impl Actor {
     }
 }
 
-/// Run espeak-ng on `text` and stream its audio out as [`ModelEvent::Audio`] chunks.
+/// Speak `text` as [`ModelEvent::Audio`] chunks: from the speech cache, or from espeak-ng as it
+/// synthesises (then cached for the next call).
 async fn synthesize(
     config: Arc<OfflineConfig>,
+    cache: Arc<SpeechCache>,
     voice: String,
     text: String,
     item_id: String,
     events: mpsc::Sender<ModelEvent>,
     done: mpsc::Sender<SynthDone>,
 ) {
-    let result = stream_speech(&config, &voice, &text, &item_id, &events).await;
+    let result = match cache.lookup(&voice, config.words_per_minute, &text).await {
+        Lookup::Hit(speech) => {
+            send_chunks(&speech.pcm, speech.format, &item_id, &events).await;
+            Ok(())
+        }
+        Lookup::Miss(filler) => {
+            match stream_speech(&config, &voice, &text, &item_id, &events).await {
+                Ok(Some(speech)) => {
+                    cache.fill(filler, speech);
+                    Ok(())
+                }
+                // Nobody listens any more: the audio is incomplete, keep none of it.
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+    };
     let _ = done.send(SynthDone { item_id, result }).await;
 }
 
+/// Bytes of one [`CHUNK_MS`] chunk (whole samples).
+fn chunk_bytes(format: AudioFormat) -> usize {
+    (format.bytes_per_ms() as usize * CHUNK_MS) & !1
+}
+
+/// Send `pcm` in chunks; false once nobody listens.
+async fn send_chunks(
+    pcm: &[u8],
+    format: AudioFormat,
+    item_id: &str,
+    events: &mpsc::Sender<ModelEvent>,
+) -> bool {
+    for data in pcm.chunks(chunk_bytes(format)) {
+        let event = ModelEvent::Audio {
+            item_id: item_id.to_string(),
+            data: data.to_vec(),
+            format,
+        };
+        if events.send(event).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Run espeak-ng, streaming its audio out as it comes; the whole utterance is returned for
+/// the cache, or `None` when the listener went away before the end.
 async fn stream_speech(
     config: &OfflineConfig,
     voice: &str,
     text: &str,
     item_id: &str,
     events: &mpsc::Sender<ModelEvent>,
-) -> Result<(), String> {
+) -> Result<Option<Speech>, String> {
     let mut child = Process::new(&config.espeak_program)
         .args(["--stdout", "--stdin", "-v", voice, "-s"])
         .arg(config.words_per_minute.to_string())
@@ -358,6 +410,7 @@ async fn stream_speech(
     let mut stdout = child.stdout.take().ok_or("espeak-ng stdout missing")?;
 
     let mut buf = Vec::with_capacity(16 * 1024);
+    let mut pcm = Vec::new();
     let mut header: Option<(AudioFormat, usize)> = None;
     let mut read_buf = vec![0u8; 8192];
     loop {
@@ -376,24 +429,20 @@ async fn stream_speech(
             }
         }
         let (format, data_start) = header.expect("header parsed above");
-        let chunk = (format.bytes_per_ms() as usize * CHUNK_MS) & !1;
-        let mut start = data_start;
-        while buf.len() - start >= chunk || (eof && buf.len() > start) {
-            let end = (start + chunk).min(buf.len()) & !1;
-            if end <= start {
-                break;
-            }
-            let event = ModelEvent::Audio {
-                item_id: item_id.to_string(),
-                data: buf[start..end].to_vec(),
-                format,
-            };
-            if events.send(event).await.is_err() {
-                return Ok(());
-            }
-            start = end;
+        // Whole chunks as they come; at the end the tail too.
+        let available = buf.len() - data_start;
+        let chunk = chunk_bytes(format);
+        let take = if eof {
+            available & !1
+        } else {
+            available / chunk * chunk
+        };
+        let end = data_start + take;
+        if !send_chunks(&buf[data_start..end], format, item_id, events).await {
+            return Ok(None);
         }
-        buf.drain(..start);
+        pcm.extend_from_slice(&buf[data_start..end]);
+        buf.drain(..end);
         header = Some((format, 0));
         if eof {
             break;
@@ -410,7 +459,8 @@ async fn stream_speech(
         }
         return Err(format!("espeak-ng failed ({status}): {}", err.trim()));
     }
-    Ok(())
+    let format = header.map_or(OUTPUT, |(format, _)| format);
+    Ok(Some(Speech { format, pcm }))
 }
 
 /// Parse a RIFF/WAVE header; returns the audio format and where sample data starts, or
