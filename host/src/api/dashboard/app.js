@@ -206,13 +206,18 @@ function onEvent(name, data) {
       refresh('active');
       return;
     default:
+    {
       if (!data.call_id) return;
+      const mine = view === 'call' && state.view.id === data.call_id;
       if (name === 'ended' || (name === 'state' && data.state === 'ended')) {
         state.ended.add(data.call_id);
-        if (view === 'calls') refresh('calls', 800);
+        // The store writes the end in its next batch: read again once it has.
+        const target = mine ? 'call' : view === 'calls' ? 'calls' : null;
+        if (target) setTimeout(() => refresh(target, 0), 1500);
       }
       refresh('active');
-      if (view === 'call' && state.view.id === data.call_id) refresh('call');
+      if (mine) refresh('call');
+    }
   }
 }
 
@@ -427,7 +432,7 @@ async function callView(view) {
         h('section', { class: 'card' }, h('h2', {}, 'Transcript'), transcript(d.transcript, start)),
         h('section', { class: 'card' }, h('h2', {}, 'Turn latency'), latencyTable(d.latencies)),
         h('section', { class: 'card' }, h('h2', {}, 'Usage'), usageTable(d.usage, start))),
-      h('section', { class: 'card' }, h('h2', {}, 'Events'), timeline(d.events, start))));
+      h('section', { class: 'card' }, h('h2', {}, 'Events'), timeline(d.events, d.transcript, start))));
 }
 
 // The recording is fetched with the token and played from a blob URL: an <audio src> request
@@ -503,11 +508,15 @@ function eventLabel(e) {
   }
 }
 
-function timeline(events, start) {
-  if (!events.length) return h('div', { id: 'timeline', class: 'empty' }, 'No event recorded yet.');
+// The store keeps what was said apart from the other events; the timeline puts it back in
+// its place, so a turn reads in order.
+function timeline(events, lines, start) {
+  const said = lines.map((l) => ({ at_ms: l.at_ms, seq: l.seq, kind: 'transcript', data: l }));
+  const all = [...events, ...said].sort((a, b) => a.at_ms - b.at_ms || a.seq - b.seq);
+  if (!all.length) return h('div', { id: 'timeline', class: 'empty' }, 'No event recorded yet.');
   return h('table', { id: 'timeline', class: 'timeline' },
     h('thead', {}, h('tr', {}, ['Time', 'Event', 'Details'].map((t) => h('th', { text: t })))),
-    h('tbody', {}, events.map((e) => {
+    h('tbody', {}, all.map((e) => {
       const [kind, detail] = eventLabel(e);
       const bad = ['agent-fault', 'model-error', 'rejected', 'not-answered'].includes(e.kind) ||
         (e.kind === 'ended' && e.data?.abnormal);
@@ -731,8 +740,12 @@ async function configView() {
 
 // ---- start -----------------------------------------------------------------------------------
 
-// Durations of running calls and registration countdowns tick without a reload.
+// Durations of running calls and registration countdowns tick without a reload; while calls
+// are shown as active, the list is also re-read now and then in case an event was missed
+// (the stream dropped or lagged).
+let ticks = 0;
 function tick() {
+  if (++ticks % 5 === 0 && activeCalls.length) refresh('active', 0);
   for (const el of document.querySelectorAll('[data-since]')) {
     el.textContent = fmtDuration(Date.now() - Number(el.dataset.since));
   }
