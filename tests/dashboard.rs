@@ -18,10 +18,21 @@ use switchboard_tests::sip::{free_port, require, sipp_callee, sipp_errors};
 const TOKEN: &str = "tok-Dash-51c0e2";
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Go to a view of the already open page (as clicking its link in the header would).
+/// Go to a view of the already open page (as clicking its link in the header would) and wait
+/// until it is drawn.
 async fn show(browser: &mut Browser, hash: &str) {
     browser
         .eval(&format!("location.hash = {}", json!(hash)))
+        .await;
+    browser
+        .wait_for(
+            &format!("the view {hash}"),
+            &format!(
+                "document.querySelector('#view').dataset.route === {}",
+                json!(hash)
+            ),
+            WAIT,
+        )
         .await;
 }
 
@@ -33,6 +44,16 @@ async fn screenshot(browser: &mut Browser, dir: &Path, name: &str) {
         .map(Into::into)
         .unwrap_or_else(|| repo_root().join("target"));
     std::fs::copy(&path, Path::new(&target).join(name)).expect("copy the screenshot");
+}
+
+/// A JS expression: whether the view shows the route in the address bar, and that route
+/// contains `part` (e.g. a search filter).
+fn rendered(part: &str) -> String {
+    format!(
+        "document.querySelector('#view').dataset.route === location.hash && \
+         location.hash.includes({})",
+        json!(part)
+    )
 }
 
 /// A JS expression: whether the history table lists the call `id`.
@@ -170,7 +191,15 @@ async fn follows_a_live_call_from_the_active_list_to_its_detail() {
     ] {
         browser.click("#search a").await;
         browser
-            .wait_for("the cleared search", &in_history(&id), WAIT)
+            .wait_for(
+                "the cleared search",
+                &format!(
+                    "location.hash === '#/calls' && {} && {}",
+                    rendered("#/calls"),
+                    in_history(&id)
+                ),
+                WAIT,
+            )
             .await;
         browser
             .fill(&format!("#search input[name={field}]"), value)
@@ -182,8 +211,13 @@ async fn follows_a_live_call_from_the_active_list_to_its_detail() {
             "document.querySelector('#history')?.textContent === 'No finished call matches.'"
                 .to_string()
         };
+        let filter = format!("{field}={value}");
         browser
-            .wait_for(&format!("{field}={value} found={found}"), &expect, WAIT)
+            .wait_for(
+                &format!("{filter} found={found}"),
+                &format!("{} && {expect}", rendered(&filter)),
+                WAIT,
+            )
             .await;
     }
 

@@ -238,6 +238,10 @@ async function loadActive() {
   try {
     const body = await api('/v1/calls?active=true&limit=200');
     activeCalls = body.calls.filter((c) => !state.ended.has(c.id));
+    // Once the store no longer lists an ended call as active, it need not be remembered.
+    for (const id of state.ended) {
+      if (!body.calls.some((c) => c.id === id)) state.ended.delete(id);
+    }
   } catch (err) {
     showError(err);
     return;
@@ -280,6 +284,7 @@ function parseHash() {
 }
 
 async function render(navigated = true) {
+  const hash = location.hash;
   const view = parseHash();
   state.view = view;
   const generation = ++state.generation;
@@ -293,6 +298,8 @@ async function render(navigated = true) {
     const main = $('#view');
     if (navigated) main.replaceChildren(content);
     else morph(main, content);
+    // Which route the content shows (for tests and for anyone reading the DOM).
+    main.dataset.route = hash;
   } catch (err) {
     if (generation === state.generation) showError(err);
   }
