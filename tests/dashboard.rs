@@ -340,7 +340,7 @@ async fn follows_a_live_call_from_the_active_list_to_its_detail() {
     show(&mut browser, "#/logs").await;
     browser
         .wait_for(
-            "the call's log lines in the live log",
+            "the reload's log line in the live log",
             "document.querySelector('#log-lines')?.textContent.includes('agents reloaded from the API')",
             WAIT,
         )
