@@ -7,30 +7,12 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use switchboard_tests::api::{Api, metric};
 use switchboard_tests::host::Host;
-use switchboard_tests::sip::{
-    Proc, free_port, require, scenario, sipp_errors, spawn_sipp, tempdir,
-};
+use switchboard_tests::sip::{free_port, require, sipp_callee, sipp_errors, tempdir};
 
 const TOKEN: &str = "tok-Api-7f3c9e";
 
 fn host() -> Host {
     Host::start_with_http(&["menu"], &format!("tokens = [\"{TOKEN}\"]"), "")
-}
-
-/// A SIPp callee on a free port: the built-in uas, or a scenario file.
-fn callee(scenario_file: Option<&str>) -> (Proc, tempfile::TempDir, u16) {
-    let dir = tempdir("api-sipp");
-    let port = free_port().to_string();
-    let scen = scenario_file.map(|s| scenario(s).display().to_string());
-    let mut args = match &scen {
-        Some(s) => vec!["-sf", s.as_str()],
-        None => vec!["-sn", "uas"],
-    };
-    args.extend(["-p", &port, "-m", "1", "-timeout", "40s", "-timeout_error"]);
-    let sipp = spawn_sipp(dir.path(), &args);
-    std::thread::sleep(Duration::from_millis(300));
-    let port = port.parse().unwrap();
-    (sipp, dir, port)
 }
 
 fn kinds(detail: &Value) -> Vec<String> {
@@ -65,7 +47,7 @@ async fn outbound_call_reaches_sipp_and_its_record_and_sse_follow_in_order() {
     let api = Api::new(host.http, Some(TOKEN));
     let metrics_before = api.get("/metrics").await.text;
     let mut sse = api.events().await;
-    let (mut sipp, dir, port) = callee(None);
+    let (mut sipp, dir, port) = sipp_callee(None);
 
     let placed = api
         .post(
@@ -223,7 +205,7 @@ async fn transfer_sends_refer_to_the_callee() {
     }
     let host = host();
     let api = Api::new(host.http, Some(TOKEN));
-    let (mut sipp, dir, port) = callee(Some("uas_refer.xml"));
+    let (mut sipp, dir, port) = sipp_callee(Some("uas_refer.xml"));
     let placed = api
         .post(
             "/v1/calls",
@@ -284,7 +266,7 @@ async fn busy_callee_ends_the_call_as_not_answered() {
     }
     let host = host();
     let api = Api::new(host.http, Some(TOKEN));
-    let (mut sipp, dir, port) = callee(Some("uas_early_busy.xml"));
+    let (mut sipp, dir, port) = sipp_callee(Some("uas_early_busy.xml"));
     let placed = api
         .post(
             "/v1/calls",
@@ -750,7 +732,7 @@ async fn hangup_while_ringing_cancels_the_invite() {
     }
     let host = host();
     let api = Api::new(host.http, Some(TOKEN));
-    let (mut sipp, dir, port) = callee(Some("uas_ring_cancel.xml"));
+    let (mut sipp, dir, port) = sipp_callee(Some("uas_ring_cancel.xml"));
     let placed = api
         .post(
             "/v1/calls",

@@ -2,6 +2,7 @@
 
 pub mod agents;
 pub mod api;
+pub mod browser;
 pub mod fake_gemini;
 pub mod fake_openai;
 pub mod host;

@@ -162,6 +162,23 @@ pub fn sipp_errors(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("errors.log")).unwrap_or_default()
 }
 
+/// A SIPp callee for one call on a free port: the built-in uas, or a scenario file from
+/// tests/sipp. Returns the process, its folder (errors.log) and the port.
+pub fn sipp_callee(scenario_file: Option<&str>) -> (Proc, tempfile::TempDir, u16) {
+    let dir = tempdir("sipp-callee");
+    let port = free_port().to_string();
+    let scen = scenario_file.map(|s| scenario(s).display().to_string());
+    let mut args = match &scen {
+        Some(s) => vec!["-sf", s.as_str()],
+        None => vec!["-sn", "uas"],
+    };
+    args.extend(["-p", &port, "-m", "1", "-timeout", "40s", "-timeout_error"]);
+    let sipp = spawn_sipp(dir.path(), &args);
+    // SIPp binds its port a moment after it starts.
+    std::thread::sleep(Duration::from_millis(300));
+    (sipp, dir, port.parse().unwrap())
+}
+
 /// What the test consumer does with incoming calls.
 #[derive(Clone, Debug)]
 pub enum Mode {

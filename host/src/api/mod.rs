@@ -1,14 +1,16 @@
 //! The control plane over HTTP (axum): calls (place, list, detail, recording, hang up,
 //! transfer), agents (live versions, routes, reload history, reload), registrations, usage,
 //! the running configuration with secrets masked, server-sent events, `/health`, `/ready`,
-//! Prometheus `/metrics` and the OpenAPI document. Sits on top: it drives `call` and reads
-//! `store`, `plugins` and `sip`; nothing below imports it.
+//! Prometheus `/metrics`, the OpenAPI document, and the dashboard page at `/`. Sits on top: it
+//! drives `call` and reads `store`, `plugins` and `sip`; nothing below imports it.
 //!
 //! Every `/v1` route and `/metrics` need `Authorization: Bearer <token>` when `[http] tokens`
-//! is set; without tokens the server refuses to listen anywhere but loopback.
+//! is set (the dashboard's static files do not: they hold no data); without tokens the server
+//! refuses to listen anywhere but loopback.
 
 mod agents;
 mod calls;
+mod dashboard;
 mod error;
 pub mod logs;
 pub mod metrics;
@@ -156,6 +158,7 @@ fn router(ctx: Ctx, tokens: Arc<Vec<String>>) -> Router {
     Router::new()
         .route("/health", get(status::health))
         .route("/ready", get(status::ready))
+        .merge(dashboard::routes())
         .merge(protected)
         .fallback(|| async {
             ApiError::NotFound {
