@@ -1,30 +1,18 @@
-//! Load benchmark (ignored by default; run with `--ignored --nocapture`): SIPp's built-in
-//! uac places 1000 calls at 100 calls/s (1 s each) against the sip module with the
-//! canned-SDP consumer, and prints INVITE→200 p50/p99, retransmissions and our CPU time.
+//! Load benchmarks (ignored by default; run with `--ignored --nocapture`), 1000 calls at 100
+//! calls/s unless `SIP_BENCH_CALLS` / `SIP_BENCH_RATE` say otherwise:
+//! - SIPp's built-in uac (1 s calls) against the sip module with the canned-SDP consumer;
+//! - SIPp's `uac_pcap` (7 s of G.711 audio and an RFC 4733 digit per call) against the release
+//!   binary with the `menu` agent on the offline provider, and the same load against a SIPp
+//!   uas with `-rtp_echo` as the reference callee.
+//!
+//! Each prints failed calls, retransmissions, INVITE→200 p50/p99 and CPU seconds.
 
 use std::time::{Duration, Instant};
 
 use switchboard::sip::SipEndpoint;
+use switchboard_tests::agents::example_manifest;
+use switchboard_tests::host::{Host, Launch};
 use switchboard_tests::sip::*;
-
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields
-        .get(11)
-        .and_then(|u| u.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    ticks / 100.0
-}
 
 fn which(bin: &str) -> bool {
     std::process::Command::new("sh")
@@ -77,46 +65,213 @@ fn capture_invite_to_200_us(pcap: &std::path::Path) -> Option<Vec<f64>> {
     Some(times)
 }
 
+fn bench_size() -> (u32, u32) {
+    let env = |name: &str, default: u32| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    (env("SIP_BENCH_CALLS", 1000), env("SIP_BENCH_RATE", 100))
+}
+
+/// A tshark capture of the SIP port: microsecond INVITE→200 times (SIPp's are whole ms).
+struct Capture {
+    pcap: std::path::PathBuf,
+    tshark: Option<Proc>,
+}
+
+impl Capture {
+    async fn start(dir: &std::path::Path, sip_port: u16) -> Capture {
+        let pcap = dir.join("bench.pcap");
+        let tshark = which("tshark").then(|| {
+            let mut cmd = std::process::Command::new("tshark");
+            cmd.args([
+                "-i",
+                "lo",
+                "-q",
+                "-F",
+                "pcap",
+                "-f",
+                &format!("udp port {sip_port}"),
+                "-w",
+            ])
+            .arg(&pcap)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+            Proc::spawn("tshark", &mut cmd)
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Capture { pcap, tshark }
+    }
+
+    /// Stops the capture and prints the INVITE→200 distribution.
+    async fn report(mut self, label: &str) {
+        let Some(t) = self.tshark.as_mut() else {
+            return;
+        };
+        // SIGINT lets tshark flush the capture file.
+        std::process::Command::new("kill")
+            .arg("-INT")
+            .arg(t.pid().to_string())
+            .status()
+            .ok();
+        t.wait(Duration::from_secs(10)).await;
+        if let Some(mut us) = capture_invite_to_200_us(&self.pcap) {
+            us.sort_by(f64::total_cmp);
+            println!(
+                "{label} (capture): INVITE→200 p50 {:.0} µs p99 {:.0} µs max {:.0} µs over {} calls",
+                quantile(&us, 0.5),
+                quantile(&us, 0.99),
+                quantile(&us, 1.0),
+                us.len()
+            );
+        }
+    }
+}
+
+fn print_sipp(label: &str, dir: &std::path::Path, code: Option<i32>, wall: Duration, cpu: f64) {
+    let stats = SippStats::read(dir);
+    println!(
+        "{label}: sipp rc {code:?} in {wall:.1?}; successful {} failed {} retransmissions {}; \
+         INVITE→200 p50 {:.2} ms p99 {:.2} ms max {:.2} ms ({} samples); callee CPU {cpu:.2} s",
+        stats.successful,
+        stats.failed,
+        stats.retransmissions,
+        stats.rtt_quantile(0.5),
+        stats.rtt_quantile(0.99),
+        stats.rtt_quantile(1.0),
+        stats.rtt_ms.len(),
+    );
+}
+
+/// SIPp `uac_pcap` arguments: `calls` at `rate` to `target`, media from `media_port` up.
+fn uac_pcap_args(calls: u32, rate: u32, media_port: u16, target: &str) -> Vec<String> {
+    [
+        "-sn",
+        "uac_pcap",
+        "-p",
+        &free_port().to_string(),
+        "-mp",
+        &media_port.to_string(),
+        "-m",
+        &calls.to_string(),
+        "-r",
+        &rate.to_string(),
+        "-trace_stat",
+        "-stf",
+        "stat.csv",
+        "-fd",
+        "1",
+        "-trace_rtt",
+        "-rtt_freq",
+        "1",
+        "-timeout",
+        "180s",
+        target,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// A folder for a `uac_pcap` run: the scenario reads `pcap/g711a.pcap` relative to it.
+fn pcap_dir(name: &str) -> tempfile::TempDir {
+    let dir = tempdir(name);
+    std::os::unix::fs::symlink("/usr/share/sip-tester", dir.path().join("pcap")).unwrap();
+    dir
+}
+
+async fn run_uac_pcap(dir: &std::path::Path, args: &[String]) -> (Option<i32>, Duration) {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let t0 = Instant::now();
+    let (code, _) = run_sipp(dir, &args, Duration::from_secs(300)).await;
+    (code, t0.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run explicitly"]
+async fn binary_with_media_against_the_menu_agent_and_sipp_uas_reference() {
+    if !require("sipp") || !require("espeak-ng") {
+        return;
+    }
+    let (calls, rate) = bench_size();
+
+    // Reference: the same load against SIPp's uas echoing the audio.
+    let uas_dir = tempdir("sipp-uas-echo");
+    let uas_port = free_port();
+    let uas = spawn_sipp(
+        uas_dir.path(),
+        &[
+            "-sn",
+            "uas",
+            "-rtp_echo",
+            "-p",
+            &uas_port.to_string(),
+            "-mp",
+            &free_port().to_string(),
+        ],
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let dir = pcap_dir("sipp-uac-ref");
+    let cpu0 = cpu_seconds(uas.pid());
+    let (code, wall) = run_uac_pcap(
+        dir.path(),
+        &uac_pcap_args(calls, rate, 40000, &format!("127.0.0.1:{uas_port}")),
+    )
+    .await;
+    let uas_cpu = cpu_seconds(uas.pid()) - cpu0;
+    drop(uas);
+    print_sipp(
+        &format!("sipp uas -rtp_echo, {calls} calls @ {rate} cps"),
+        dir.path(),
+        code,
+        wall,
+        uas_cpu,
+    );
+
+    // Switchboard: release build, menu agent, offline provider, every call recorded in SQLite.
+    let host = Host::start_as(
+        Launch::bench(&[("SWITCHBOARD__AGENTS__MAX_INSTANCES", "1500")]),
+        &[(
+            "menu",
+            std::fs::read_to_string(example_manifest("menu")).unwrap(),
+        )],
+        "",
+        "[calls]\nrtp-port-min = 20000\nrtp-port-max = 26000\ncodecs = [\"pcma\", \"pcmu\"]\n",
+    );
+    let pid = host.process.child.id();
+    let dir = pcap_dir("sipp-uac-host");
+    let capture = Capture::start(dir.path(), host.sip_port).await;
+    let cpu0 = cpu_seconds(pid);
+    let (code, wall) = run_uac_pcap(
+        dir.path(),
+        &uac_pcap_args(calls, rate, 30000, &format!("127.0.0.1:{}", host.sip_port)),
+    )
+    .await;
+    let host_cpu = cpu_seconds(pid) - cpu0;
+    let label = format!("switchboard menu agent, {calls} calls @ {rate} cps");
+    print_sipp(&label, dir.path(), code, wall, host_cpu);
+    capture.report(&label).await;
+    println!(
+        "CPU: switchboard {host_cpu:.2} s vs sipp uas -rtp_echo {uas_cpu:.2} s = {:.2}x",
+        host_cpu / uas_cpu.max(0.01)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark; run explicitly"]
 async fn sipp_load_1000_calls_at_100_cps() {
     if !require("sipp") {
         return;
     }
-    let calls: u32 = std::env::var("SIP_BENCH_CALLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
-    let rate: u32 = std::env::var("SIP_BENCH_RATE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
+    let (calls, rate) = bench_size();
     let (ep, events) = SipEndpoint::start(test_config()).await.unwrap();
     let log = spawn_consumer(ep.clone(), events, Mode::Answer);
     let target = ep.local_addrs().udp.unwrap();
     let dir = tempdir("sipp-bench");
     let port = free_port().to_string();
-    // A capture gives microsecond INVITE→200 times (SIPp's own are in whole milliseconds).
-    let pcap = dir.path().join("bench.pcap");
-    let mut tshark = which("tshark").then(|| {
-        let mut cmd = std::process::Command::new("tshark");
-        cmd.args([
-            "-i",
-            "lo",
-            "-q",
-            "-F",
-            "pcap",
-            "-f",
-            &format!("udp port {}", target.port()),
-            "-w",
-        ])
-        .arg(&pcap)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-        Proc::spawn("tshark", &mut cmd)
-    });
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let cpu0 = cpu_seconds();
+    let capture = Capture::start(dir.path(), target.port()).await;
+    let cpu0 = cpu_seconds(std::process::id());
     let t0 = Instant::now();
     let (code, errors) = run_sipp(
         dir.path(),
@@ -149,75 +304,17 @@ async fn sipp_load_1000_calls_at_100_cps() {
     )
     .await;
     let wall = t0.elapsed();
-    let cpu = cpu_seconds() - cpu0;
+    let cpu = cpu_seconds(std::process::id()) - cpu0;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    if let Some(t) = tshark.as_mut() {
-        // SIGINT lets tshark flush the capture file.
-        std::process::Command::new("kill")
-            .arg("-INT")
-            .arg(t.pid().to_string())
-            .status()
-            .ok();
-        t.wait(Duration::from_secs(10)).await;
-        if let Some(mut us) = capture_invite_to_200_us(&pcap) {
-            us.sort_by(f64::total_cmp);
-            let p = |q: f64| {
-                us.get(((us.len() as f64 - 1.0) * q).round() as usize)
-                    .copied()
-                    .unwrap_or(f64::NAN)
-            };
-            println!(
-                "SIP bench (capture): INVITE→200 p50 {:.0} µs p99 {:.0} µs max {:.0} µs over {} calls",
-                p(0.5),
-                p(0.99),
-                us.last().copied().unwrap_or(f64::NAN),
-                us.len()
-            );
-        }
-    }
-    // Per-call INVITE→200 times from SIPp's RTT trace (`date_ms;response_time_ms;rtd_no`).
-    let rtt_file = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .find(|e| e.file_name().to_string_lossy().ends_with("_rtt.csv"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .unwrap_or_default();
-    let mut rtts: Vec<f64> = rtt_file
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split(';').nth(1)?.trim().parse().ok())
-        .collect();
-    rtts.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        rtts.get(((rtts.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
-    let stat = std::fs::read_to_string(dir.path().join("stat.csv")).unwrap_or_default();
-    let header: Vec<&str> = stat.lines().next().unwrap_or("").split(';').collect();
-    let last: Vec<&str> = stat.lines().last().unwrap_or("").split(';').collect();
-    let col = |name: &str| {
-        header
-            .iter()
-            .position(|h| *h == name)
-            .and_then(|i| last.get(i))
-            .copied()
-            .unwrap_or("?")
-    };
+    let label = format!("sip module, {calls} calls @ {rate} cps");
+    capture.report(&label).await;
+    print_sipp(&label, dir.path(), code, wall, cpu);
     println!(
-        "SIP bench: {calls} calls @ {rate} cps in {wall:?}; sipp rc {code:?}; successful {} failed {} retransmissions {}; \
-         INVITE→200 p50 {:.2} ms p99 {:.2} ms max {:.2} ms ({} samples); switchboard test process CPU {cpu:.2} s; incoming seen {}",
-        col("SuccessfulCall(C)"),
-        col("FailedCall(C)"),
-        col("Retransmissions(C)"),
-        pct(0.5),
-        pct(0.99),
-        rtts.last().copied().unwrap_or(f64::NAN),
-        rtts.len(),
+        "incoming seen {}",
         log.entries()
             .iter()
             .filter(|e| e.starts_with("incoming:"))
-            .count(),
+            .count()
     );
     assert_eq!(code, Some(0), "sipp errors: {errors}");
     ep.shutdown().await;

@@ -4,10 +4,14 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::agents::{AgentsDir, Child, Lines, example_agents, example_manifest, switchboard_bin};
+use crate::agents::{
+    AgentsDir, Child, Lines, example_agents, example_manifest, switchboard_bin,
+    switchboard_release_bin,
+};
 use crate::sip::free_port;
 
 pub struct Host {
+    pub launch: Launch,
     pub sip_port: u16,
     /// Where the HTTP API listens (a free port chosen by the host).
     pub http: std::net::SocketAddr,
@@ -46,7 +50,16 @@ impl Host {
         http: &str,
         extra: &str,
     ) -> Host {
-        let bin = switchboard_bin();
+        Host::start_as(Launch::test(), agents_and_manifests, http, extra)
+    }
+
+    /// Like [`start_with_manifests`](Self::start_with_manifests), run as `launch` says.
+    pub fn start_as(
+        launch: Launch,
+        agents_and_manifests: &[(&str, String)],
+        http: &str,
+        extra: &str,
+    ) -> Host {
         let agents = AgentsDir::new();
         for (name, manifest) in agents_and_manifests {
             agents.install(
@@ -70,8 +83,9 @@ impl Host {
             ),
         )
         .unwrap();
-        let (process, log, http) = launch(&bin, &cfg);
+        let (process, log, http) = launch.spawn(&cfg);
         Host {
+            launch,
             sip_port,
             http,
             agents,
@@ -86,7 +100,7 @@ impl Host {
         let _ = self.process.child.kill();
         let _ = self.process.child.wait();
         let cfg = self.data.path().join("switchboard.toml");
-        let (process, log, http) = launch(&switchboard_bin(), &cfg);
+        let (process, log, http) = self.launch.spawn(&cfg);
         self.process = process;
         self.log = log;
         self.http = http;
@@ -102,24 +116,58 @@ impl Host {
     }
 }
 
-fn launch(bin: &std::path::Path, cfg: &std::path::Path) -> (Child, Lines, std::net::SocketAddr) {
-    let mut process = Child::spawn(
-        Command::new(bin)
-            .args(["run", "--config"])
-            .arg(cfg)
-            .env("RUST_LOG", "info,rsipstack=warn,switchboard::call=debug")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-    );
-    let mut log = Lines::new(process.child.stderr.take().unwrap());
-    let running = log
-        .wait_for(&["switchboard running"], Duration::from_secs(60))
-        .unwrap_or_else(|| panic!("the host did not start: {:?}", log.seen));
-    let http = running
-        .split_whitespace()
-        .find_map(|field| field.strip_prefix("http="))
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("no http= address in {running:?}"));
-    (process, log, http)
+/// Which build of the binary runs, and how.
+pub struct Launch {
+    pub bin: std::path::PathBuf,
+    pub log_filter: String,
+    /// Extra environment, e.g. `SWITCHBOARD__AGENTS__MAX_INSTANCES` overrides.
+    pub env: Vec<(String, String)>,
+}
+
+impl Launch {
+    /// The debug build with call events in the log (tests wait for them).
+    pub fn test() -> Launch {
+        Launch {
+            bin: switchboard_bin(),
+            log_filter: "info,rsipstack=warn,switchboard::call=debug".into(),
+            env: Vec::new(),
+        }
+    }
+
+    /// The release build without per-call log lines: for benchmarks.
+    pub fn bench(env: &[(&str, &str)]) -> Launch {
+        Launch {
+            bin: switchboard_release_bin(),
+            log_filter: "info,rsipstack=warn,switchboard::sip=warn,switchboard::media=warn,\
+                         switchboard::call=warn"
+                .into(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn spawn(&self, cfg: &std::path::Path) -> (Child, Lines, std::net::SocketAddr) {
+        let mut process = Child::spawn(
+            Command::new(&self.bin)
+                .args(["run", "--config"])
+                .arg(cfg)
+                .env("RUST_LOG", &self.log_filter)
+                .env("NO_COLOR", "1")
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        );
+        let mut log = Lines::new(process.child.stderr.take().unwrap());
+        let running = log
+            .wait_for(&["switchboard running"], Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("the host did not start: {:?}", log.seen));
+        let http = running
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("http="))
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no http= address in {running:?}"));
+        (process, log, http)
+    }
 }

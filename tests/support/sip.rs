@@ -797,3 +797,81 @@ pub fn write_wav(path: &Path, rate: u32, samples: &[i16]) {
     w.extend(samples.iter().flat_map(|s| s.to_le_bytes()));
     std::fs::write(path, w).unwrap();
 }
+
+/// CPU seconds (user + system) that process `pid` has used so far.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// What a SIPp run wrote with `-trace_stat -stf stat.csv -trace_rtt`: final counters and the
+/// per-call response times (ms) of its `rtd` measure.
+pub struct SippStats {
+    pub successful: u64,
+    pub failed: u64,
+    pub retransmissions: u64,
+    /// Sorted.
+    pub rtt_ms: Vec<f64>,
+}
+
+impl SippStats {
+    pub fn read(dir: &Path) -> SippStats {
+        let stat = std::fs::read_to_string(dir.join("stat.csv")).unwrap_or_default();
+        let header: Vec<&str> = stat.lines().next().unwrap_or("").split(';').collect();
+        let last: Vec<&str> = stat.lines().last().unwrap_or("").split(';').collect();
+        let col = |name: &str| {
+            header
+                .iter()
+                .position(|h| *h == name)
+                .and_then(|i| last.get(i))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let rtt_file = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .find(|e| e.file_name().to_string_lossy().ends_with("_rtt.csv"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .unwrap_or_default();
+        // `date_ms;response_time_ms;rtd_no`
+        let mut rtt_ms: Vec<f64> = rtt_file
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split(';').nth(1)?.trim().parse().ok())
+            .collect();
+        rtt_ms.sort_by(f64::total_cmp);
+        SippStats {
+            successful: col("SuccessfulCall(C)"),
+            failed: col("FailedCall(C)"),
+            retransmissions: col("Retransmissions(C)"),
+            rtt_ms,
+        }
+    }
+
+    /// The `q` quantile (0–1) of the response times.
+    pub fn rtt_quantile(&self, q: f64) -> f64 {
+        quantile(&self.rtt_ms, q)
+    }
+}
+
+/// The `q` quantile (0–1) of sorted `values` (NaN when empty).
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
