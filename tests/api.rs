@@ -126,7 +126,7 @@ async fn outbound_call_reaches_sipp_and_its_record_and_sse_follow_in_order() {
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
     assert_eq!(detail["live"], false);
     assert_eq!(detail["call"]["state"], "ended");
-    assert_eq!(detail["call"]["end_reason"], "agent-hangup");
+    assert_eq!(detail["call"]["end_reason"], "hangup-requested");
     assert!(detail["call"]["answered_at_ms"].is_i64());
     assert_eq!(detail["recording_url"], Value::Null);
 
@@ -186,7 +186,7 @@ async fn outbound_call_reaches_sipp_and_its_record_and_sse_follow_in_order() {
         done.text
     );
     let after = api.get("/metrics").await.text;
-    let series = "switchboard_calls_total{direction=\"outbound\",outcome=\"agent-hangup\"}";
+    let series = "switchboard_calls_total{direction=\"outbound\",outcome=\"hangup-requested\"}";
     assert_eq!(
         metric(&after, series),
         metric(&metrics_before, series) + 1.0

@@ -75,7 +75,8 @@ async fn follows_a_live_call_from_the_active_list_to_its_detail() {
         &["menu"],
         &format!(
             "[[sip.accounts]]\nname = \"pbx\"\nregistrar = \"127.0.0.1:{registrar}\"\n\
-             aor = \"sip:agent@127.0.0.1\"\ntransport = \"tcp\"\ntimeout-secs = 2\n"
+             aor = \"sip:agent@127.0.0.1\"\ntransport = \"tcp\"\ntimeout-secs = 2\n\
+             [calls]\nrecord = true\n"
         ),
     );
     let api = Api::new(host.http, None);
@@ -288,9 +289,18 @@ async fn follows_a_live_call_from_the_active_list_to_its_detail() {
         .await;
     let facts = facts.as_str().unwrap();
     assert!(
-        facts.contains("4000") && facts.contains("agent-hangup"),
+        facts.contains("4000") && facts.contains("hangup-requested"),
         "{facts}"
     );
+    // The call was recorded: the page fetches the WAV with the token and can play it.
+    browser.click("#recording button").await;
+    browser
+        .wait_for(
+            "the recording loaded in the player",
+            "(document.querySelector('#recording audio')?.duration || 0) > 0",
+            WAIT,
+        )
+        .await;
     screenshot(&mut browser, host.data.path(), "dashboard.png").await;
 
     // Agents: the live version, its route, and a reload from the page.

@@ -89,6 +89,7 @@ fn outcome_label(reason: &str) -> &'static str {
     [
         "caller-hangup",
         "agent-hangup",
+        "hangup-requested",
         "transferred",
         "timeout",
         "failed",

@@ -527,6 +527,7 @@ async fn run_answered(deps: &Arc<CallDeps>, a: Answered) {
         model: a.model,
         commands: a.commands,
         state: CallState::Starting,
+        hangup_requested: false,
     };
     call.run(a.accepted.actions, a.failure).await;
 }

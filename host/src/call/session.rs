@@ -34,6 +34,8 @@ pub(crate) struct Call {
     pub model: ModelSession,
     pub commands: mpsc::Receiver<CallCommand>,
     pub state: CallState,
+    /// Hung up on request (the API): the agent hears `agent-hangup`, the record says why.
+    pub hangup_requested: bool,
 }
 
 /// Audio formats for the model, given the call's codec: G.711 straight through when the
@@ -408,6 +410,7 @@ impl Call {
                 cmd = self.commands.recv() => match cmd {
                     Some(CallCommand::Hangup) => {
                         let _ = handle.hangup().await;
+                        self.hangup_requested = true;
                         return (EndReason::AgentHangup, false);
                     }
                     Some(CallCommand::Transfer(target)) => {
@@ -681,6 +684,7 @@ impl Call {
             recorder,
             deps,
             call_id,
+            hangup_requested,
             ..
         } = self;
         let stats = media.close().await;
@@ -694,6 +698,7 @@ impl Call {
         });
         let text = match &reason {
             EndReason::CallerHangup => "caller-hangup".to_string(),
+            EndReason::AgentHangup if hangup_requested => "hangup-requested".to_string(),
             EndReason::AgentHangup => "agent-hangup".to_string(),
             EndReason::Transferred(t) => format!("transferred to {t}"),
             EndReason::Timeout => "timeout".to_string(),
