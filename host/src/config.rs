@@ -66,6 +66,10 @@ pub struct LogConfig {
     pub level: String,
     /// One JSON object per line instead of text.
     pub json: bool,
+    /// OpenTelemetry collector (OTLP/HTTP) to export the log to, e.g. `http://127.0.0.1:4318`.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported records.
+    pub otlp_service_name: String,
 }
 
 impl Default for LogConfig {
@@ -74,6 +78,8 @@ impl Default for LogConfig {
             // rsipstack logs every SIP message at info.
             level: "info,rsipstack=warn".into(),
             json: false,
+            otlp_endpoint: None,
+            otlp_service_name: "switchboard".into(),
         }
     }
 }

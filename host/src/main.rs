@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use switchboard::api::LogFeed;
 use switchboard::app::{Agents, Host, describe_routes};
 use switchboard::config::Config;
+use switchboard::logs::LogFeed;
+use switchboard::otlp;
 use switchboard::plugins::deploy;
 
 #[derive(Parser)]
@@ -136,6 +137,14 @@ async fn run(config: Config, dev_crate: Option<PathBuf>, logs: LogFeed) -> anyho
         // A failed first build is reported; the host still starts with what it has.
         deploy::rebuild(dir, &agents_dir).await;
     }
+    let exporter = match &config.log.otlp_endpoint {
+        Some(endpoint) => Some(otlp::spawn_exporter(
+            &logs,
+            endpoint,
+            &config.log.otlp_service_name,
+        )?),
+        None => None,
+    };
     let host = Host::start(config, logs).await?;
     let addrs = host.sip.local_addrs();
     let http = host.api.addr();
@@ -152,6 +161,9 @@ async fn run(config: Config, dev_crate: Option<PathBuf>, logs: LogFeed) -> anyho
     shutdown_signal().await?;
     tracing::info!("shutting down");
     host.shutdown().await;
+    if let Some(exporter) = exporter {
+        exporter.finish().await;
+    }
     Ok(())
 }
 

@@ -12,7 +12,6 @@ mod agents;
 mod calls;
 mod dashboard;
 mod error;
-pub mod logs;
 pub mod metrics;
 mod openapi;
 mod status;
@@ -33,11 +32,11 @@ use subtle::ConstantTimeEq;
 use tokio::sync::broadcast;
 
 use crate::call::CallDeps;
+pub use crate::logs::LogFeed;
 use crate::plugins::Registry;
 use crate::sip::{RegistrationStatus, SipEndpoint};
 use crate::store::CallStore;
 pub use error::ApiError;
-pub use logs::LogFeed;
 pub use metrics::Metrics;
 pub use status::masked_config;
 

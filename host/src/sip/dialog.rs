@@ -152,7 +152,7 @@ impl DialogHandle {
             .map_err(|e| self.err("refer", e))?;
         match resp {
             Some(r) if r.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful => {
-                info!(call_id = %self.shared.call_id, %target, "transfer accepted by far end");
+                info!(sip_call_id = %self.shared.call_id, %target, "transfer accepted by far end");
                 Ok(())
             }
             Some(r) => Err(SipError::TransferRefused {
@@ -391,7 +391,7 @@ impl Pump {
         match wire::parse_info_dtmf(&ct, &body) {
             Some(d) => {
                 handle.reply(StatusCode::OK).await.ok();
-                debug!(call_id = %self.handle.call_id(), digit = %d.digit, "INFO DTMF");
+                debug!(sip_call_id = %self.handle.call_id(), digit = %d.digit, "INFO DTMF");
                 self.events
                     .send(DialogEvent::Dtmf {
                         digit: d.digit,
@@ -449,7 +449,7 @@ impl Pump {
         let Some((code, reason)) = body_text(req).as_deref().and_then(wire::parse_sipfrag) else {
             return;
         };
-        info!(call_id = %self.handle.call_id(), code, terminated, "transfer progress");
+        info!(sip_call_id = %self.handle.call_id(), code, terminated, "transfer progress");
         let ev = if code >= 200 || terminated {
             DialogEvent::TransferOutcome {
                 code,

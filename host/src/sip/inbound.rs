@@ -109,7 +109,7 @@ impl IncomingCall {
         p.dialog
             .accept(Some(headers), Some(local_sdp.as_bytes().to_vec()))
             .map_err(|e| self.err("answer", e))?;
-        info!(call_id = %self.call_id, "call answered");
+        info!(sip_call_id = %self.call_id, "call answered");
         Ok(Dialog::new(p.handle, p.events))
     }
 
@@ -125,7 +125,7 @@ impl IncomingCall {
         } else {
             500
         };
-        info!(call_id = %self.call_id, code, reason, "call rejected");
+        info!(sip_call_id = %self.call_id, code, reason, "call rejected");
         p.dialog
             .reject(Some(StatusCode::from(code)), Some(reason.to_string()))
             .map_err(|e| self.err("reject", e))
@@ -137,7 +137,7 @@ impl Drop for IncomingCall {
         if let Some(p) = self.pending.take()
             && !p.dialog.state().is_terminated()
         {
-            warn!(call_id = %self.call_id, "incoming call dropped unanswered; 480");
+            warn!(sip_call_id = %self.call_id, "incoming call dropped unanswered; 480");
             p.dialog
                 .reject(Some(StatusCode::TemporarilyUnavailable), None)
                 .ok();

@@ -302,7 +302,7 @@ pub(crate) async fn place(
             tokio::select! {
                 r = &mut join => break r,
                 _ = tokio::time::sleep(ring_timeout), if stopped_by.is_none() => {
-                    info!(call_id = %id, "ring timeout; cancelling");
+                    info!(sip_call_id = %id, "ring timeout; cancelling");
                     stopped_by = Some(CallOutcome::NoAnswer);
                     dialog.cancel().await.ok();
                 }
@@ -318,7 +318,7 @@ pub(crate) async fn place(
                     // A 2xx that crossed our CANCEL was hung up by the stack.
                     Some(o) => o,
                     None => {
-                        info!(call_id = %id, "call answered");
+                        info!(sip_call_id = %id, "call answered");
                         let remote_sdp = (!resp.body.is_empty())
                             .then(|| String::from_utf8_lossy(&resp.body).into_owned());
                         CallOutcome::Answered {
@@ -352,7 +352,7 @@ pub(crate) async fn place(
             Err(e) => CallOutcome::Failed(format!("invite task failed: {e}")),
         };
         if !matches!(outcome, CallOutcome::Answered { .. }) {
-            warn!(call_id = %id, ?outcome, "call not answered");
+            warn!(sip_call_id = %id, ?outcome, "call not answered");
         }
         progress_tx.send(CallProgress::Final(outcome)).ok();
     });

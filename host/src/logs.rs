@@ -1,6 +1,6 @@
-//! Log lines for the live event stream: a `tracing` layer that formats each event (with the
-//! fields of its spans, e.g. `call_id`) and broadcasts it. Nothing is formatted while no one
-//! listens.
+//! Log lines for the live event stream and the OpenTelemetry export: a `tracing` layer that
+//! formats each event (with the fields of its spans, e.g. `call_id`) and broadcasts it.
+//! Nothing is formatted while no one listens.
 
 use std::fmt::Write as _;
 
@@ -20,6 +20,9 @@ pub struct LogLine {
     pub target: String,
     /// Message, event fields, then the fields of the enclosing spans (outermost first).
     pub line: String,
+    /// The call the line belongs to (the innermost `call_id` field), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
 }
 
 /// The broadcast of log lines; clone it freely.
@@ -54,28 +57,42 @@ pub struct LogLayer {
 }
 
 /// Formatted fields of a span, kept in its extensions.
-struct SpanFields(String);
+struct SpanFields {
+    text: String,
+    call_id: Option<String>,
+}
 
 #[derive(Default)]
 struct Fields {
     message: String,
     rest: String,
+    call_id: Option<String>,
 }
 
 impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            let _ = write!(self.message, "{value:?}");
-        } else {
-            let _ = write!(self.rest, " {}={value:?}", field.name());
+        match field.name() {
+            "message" => {
+                let _ = write!(self.message, "{value:?}");
+            }
+            name => {
+                let _ = write!(self.rest, " {name}={value:?}");
+                if name == "call_id" {
+                    self.call_id = Some(format!("{value:?}"));
+                }
+            }
         }
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.message.push_str(value);
-        } else {
-            let _ = write!(self.rest, " {}={value}", field.name());
+        match field.name() {
+            "message" => self.message.push_str(value),
+            name => {
+                let _ = write!(self.rest, " {name}={value}");
+                if name == "call_id" {
+                    self.call_id = Some(value.to_string());
+                }
+            }
         }
     }
 }
@@ -88,7 +105,10 @@ where
         let mut fields = Fields::default();
         attrs.record(&mut fields);
         if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(SpanFields(fields.rest));
+            span.extensions_mut().insert(SpanFields {
+                text: fields.rest,
+                call_id: fields.call_id,
+            });
         }
     }
 
@@ -98,7 +118,8 @@ where
         if let Some(span) = ctx.span(id)
             && let Some(known) = span.extensions_mut().get_mut::<SpanFields>()
         {
-            known.0.push_str(&fields.rest);
+            known.text.push_str(&fields.rest);
+            known.call_id = fields.call_id.or(known.call_id.take());
         }
     }
 
@@ -110,19 +131,26 @@ where
         event.record(&mut fields);
         let mut line = fields.message;
         line.push_str(&fields.rest);
+        let mut span_call_id = None;
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
                 if let Some(f) = span.extensions().get::<SpanFields>() {
-                    line.push_str(&f.0);
+                    line.push_str(&f.text);
+                    // Outermost first, so the innermost span's call id wins.
+                    if f.call_id.is_some() {
+                        span_call_id = f.call_id.clone();
+                    }
                 }
             }
         }
+        let call_id = fields.call_id.or(span_call_id);
         let meta = event.metadata();
         let _ = self.tx.send(LogLine {
             at_ms: crate::call::events::now_ms(),
             level: meta.level().to_string(),
             target: meta.target().to_string(),
             line,
+            call_id,
         });
     }
 }
@@ -145,5 +173,6 @@ mod tests {
         let line = rx.try_recv().unwrap();
         assert_eq!(line.level, "WARN");
         assert_eq!(line.line, "callee busy code=486 call_id=c42");
+        assert_eq!(line.call_id.as_deref(), Some("c42"));
     }
 }
