@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
 use serde_json::json;
 
 use super::*;
@@ -21,64 +20,12 @@ use super::*;
 const CALLS: usize = 100_000;
 const SAMPLES: usize = 400;
 const DAY: i64 = 86_400_000;
+/// 2026-01-01, the start of the sample history.
 const T0: i64 = 1_767_225_600_000;
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort();
     samples[((samples.len() - 1) as f64 * p).round() as usize]
-}
-
-fn caller(i: usize) -> String {
-    format!("sip:+1555{:07}@carrier.example", i % 5_000)
-}
-
-async fn populate(store: &SqliteStore) {
-    let started = Instant::now();
-    const WORKERS: usize = 64;
-    join_all((0..WORKERS).map(|w| async move {
-        for i in (w..CALLS).step_by(WORKERS) {
-            let id = format!("call-{i:06}");
-            // Spread over 90 days, in start order.
-            let at = T0 + (i as i64) * (90 * DAY / CALLS as i64);
-            let call = NewCall {
-                id: id.clone(),
-                direction: Direction::Inbound,
-                caller: caller(i),
-                callee: format!("+4930{:04}", i % 20),
-                agent: Some(format!("agent{}", i % 10)),
-                agent_version: Some("1.0.0".into()),
-                started_at_ms: at,
-                metadata: json!({"transport": "udp"}),
-            };
-            store.create_call(call).await.unwrap();
-            if i % 10 == 0 {
-                let text = if i % 1000 == 0 {
-                    "please cancel my subscription"
-                } else {
-                    "I would like to book an appointment"
-                };
-                store
-                    .append_transcript(&id, at + 1000, Role::Caller, text)
-                    .await
-                    .unwrap();
-            }
-            // 1% still active.
-            if i % 100 != 7 {
-                let end = CallEnd {
-                    at_ms: at + 60_000,
-                    reason: "caller hung up".into(),
-                    abnormal: false,
-                    outcome: None,
-                };
-                store.end_call(&id, end).await.unwrap();
-            }
-        }
-    }))
-    .await;
-    println!(
-        "populated {CALLS} calls (+10% with a transcript line) in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,7 +37,7 @@ async fn list_query_latency() {
         ..StoreConfig::default()
     };
     let store = SqliteStore::open(&cfg).unwrap();
-    populate(&store).await;
+    sample::populate(&store, CALLS, T0, 90 * DAY).await;
 
     let page_20_cursor = {
         let mut cursor = None;
@@ -130,7 +77,7 @@ async fn list_query_latency() {
         (
             "number (20 calls each)",
             Box::new(|i| CallFilter {
-                number: Some(caller(i * 7)),
+                number: Some(sample::caller(i * 7)),
                 ..Default::default()
             }),
         ),

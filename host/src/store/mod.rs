@@ -10,6 +10,7 @@
 //! Times are milliseconds since the Unix epoch (UTC); see [`now_ms`].
 
 mod config;
+pub mod sample;
 mod schema;
 mod sqlite;
 
