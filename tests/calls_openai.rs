@@ -8,20 +8,28 @@
 
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::Value;
 use switchboard_tests::calls::{
-    AGENT_HZ, CALLER_HZ, WINDOW, dial, mic, ms, recording, spans_ms, tone_spans,
+    AGENT_HZ, CALLER_HZ, RATE, WINDOW, dial, mic, ms, recording, spans_ms, tone_spans,
 };
 use switchboard_tests::fake_openai::{FakeOpenAi, Reply, Script};
 use switchboard_tests::host::Host;
+use switchboard_tests::media::{onset_correlation, to_8k, tone_sequence};
+use switchboard_tests::model_audio::pcm16_samples;
 use switchboard_tests::sip::{Baresip, require};
 
 /// The switchboard binary with the receptionist on 2000 and the OpenAI provider at `fake`.
 fn start_host(fake: &FakeOpenAi, api_key: &str) -> Host {
+    start_host_with(fake, api_key, "pcmu")
+}
+
+fn start_host_with(fake: &FakeOpenAi, api_key: &str, codec: &str) -> Host {
     Host::start(
         &["receptionist"],
         &format!(
-            "[calls]\nrtp-port-min = 44000\nrtp-port-max = 46000\ncodecs = [\"pcmu\"]\n\
+            "[calls]\nrtp-port-min = 44000\nrtp-port-max = 46000\ncodecs = [\"{codec}\"]\n\
              [model]\nprovider = \"openai\"\nbase-url = \"{}\"\napi-key = \"{api_key}\"\n",
             fake.url
         ),
@@ -250,5 +258,62 @@ async fn provider_drop_plays_the_apology_and_ends_the_call() {
         loud > 25,
         "the apology was heard: {loud} loud windows after the greeting"
     );
+    assert!(host.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opus_call_gets_24k_pcm_both_ways() {
+    if !require("baresip") {
+        return;
+    }
+    let voice = tone_sequence(24000, 4.0);
+    let fake = FakeOpenAi::start(Script {
+        api_key: "test".into(),
+        replies: vec![
+            Reply::Echo,
+            Reply::Speech {
+                transcript: "Yes.".into(),
+                audio_ms: 1000,
+            },
+        ],
+        voice: Some(voice.clone()),
+        ..Script::default()
+    })
+    .await;
+    let mut host = start_host_with(&fake, "test", "opus");
+    // The greeting (3.6 s) first; the caller asks at 5 s with speech-like tones.
+    let question = tone_sequence(RATE as u32, 1.2);
+    let mut track = vec![0i16; 30 * RATE];
+    track[5 * RATE..5 * RATE + question.len()].copy_from_slice(&question);
+    let phone = Baresip::start_with_mic(
+        "<sip:caller@127.0.0.1>;regint=0;audio_codecs=opus",
+        "module sndfile.so\nmodule opus.so\nopus_bitrate 64000\n",
+        &track,
+    )
+    .await;
+    let mut ctrl = dial(&phone, "2000", host.sip_port).await;
+    host.expect(&["Answered", "codec: \"opus\"", "model: \"openai\""], 5);
+    host.expect(&["Transcript", "Agent", "Yes."], 20);
+    ctrl.command("hangup", "").await;
+    host.expect(&["call ended", "CallerHangup"], 10);
+
+    // No G.711 on an Opus leg: the model is configured for 24 kHz PCM both ways.
+    let update = &fake.received_of("session.update")[0]["session"]["audio"];
+    let pcm24k = serde_json::json!({"type": "audio/pcm", "rate": 24000});
+    assert_eq!(update["input"]["format"], pcm24k, "{update}");
+    assert_eq!(update["output"]["format"], pcm24k, "{update}");
+    // What baresip sent reached the model resampled to 24 kHz, faithfully.
+    let appended: Vec<i16> = fake
+        .received_of("input_audio_buffer.append")
+        .iter()
+        .flat_map(|e| pcm16_samples(&B64.decode(e["audio"].as_str().unwrap()).unwrap()))
+        .collect();
+    let up = onset_correlation(&question, &to_8k(&appended, 24000), RATE);
+    // The fake's 24 kHz greeting is what the phone heard.
+    let heard = recording(&phone, "-dec.wav");
+    let down = onset_correlation(&to_8k(&voice, 24000), &heard, 3 * RATE);
+    eprintln!("opus: phone → fake {up:.3}, fake → phone {down:.3}");
+    assert!(up >= 0.9, "caller audio at the fake: {up:.3}");
+    assert!(down >= 0.9, "the fake's speech at the phone: {down:.3}");
     assert!(host.is_running());
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::media::Wav;
+use crate::media::{Wav, to_8k};
 use crate::sip::{Baresip, BaresipCtrl};
 
 /// Rate of baresip's microphone and recordings here.
@@ -44,7 +44,8 @@ pub async fn dial(phone: &Baresip, number: &str, sip_port: u16) -> BaresipCtrl {
     ctrl
 }
 
-/// First channel of a WAV baresip recorded (`-dec`: heard, `-enc`: sent), at 8 kHz.
+/// First channel of a WAV baresip recorded (`-dec`: heard, `-enc`: sent), brought to 8 kHz
+/// (baresip records at the codec's rate: 48 kHz on Opus).
 pub fn recording(phone: &Baresip, suffix: &str) -> Vec<i16> {
     let path = std::fs::read_dir(phone.dir.path().join("rec"))
         .unwrap()
@@ -53,8 +54,10 @@ pub fn recording(phone: &Baresip, suffix: &str) -> Vec<i16> {
         .find(|p| p.to_string_lossy().ends_with(suffix))
         .unwrap_or_else(|| panic!("baresip recorded {suffix}"));
     let wav = Wav::read(&path);
-    assert_eq!(wav.rate as usize, RATE, "recorded at 8 kHz");
-    wav.channel(0)
+    match wav.rate as usize {
+        RATE => wav.channel(0),
+        _ => to_8k(&wav.channel(0), wav.rate),
+    }
 }
 
 /// Amplitude of the `hz` component of each 20 ms window (Goertzel): how much of the window is
