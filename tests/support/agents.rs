@@ -137,8 +137,12 @@ pub fn wat(text: &str) -> Vec<u8> {
     wat::parse_str(text).expect("valid wat")
 }
 
-/// The `switchboard` binary (debug build of this workspace), built on first use.
+/// The `switchboard` binary (debug build of this workspace), built on first use;
+/// `SWITCHBOARD_BIN` names another build instead (benchmarks run the release binary).
 pub fn switchboard_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("SWITCHBOARD_BIN") {
+        return PathBuf::from(bin);
+    }
     let root = repo_root();
     let status = cargo()
         .current_dir(&root)
