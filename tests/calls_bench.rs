@@ -46,8 +46,9 @@ async fn caller(endpoint: SipEndpoint, sip_port: u16, n: u32) {
         ..Default::default()
     };
     let mut outgoing = endpoint.place_call(call).await.expect("INVITE sent");
-    let CallOutcome::Answered { remote_sdp, dialog } = outgoing.outcome().await else {
-        panic!("call {n} not answered");
+    let (remote_sdp, dialog) = match outgoing.outcome().await {
+        CallOutcome::Answered { remote_sdp, dialog } => (remote_sdp, dialog),
+        other => panic!("call {n} not answered: {other:?}"),
     };
     let peer = RtpPeer {
         target: std::net::SocketAddr::from(([127, 0, 0, 1], answer_port(&remote_sdp.unwrap()))),
