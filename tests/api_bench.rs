@@ -11,6 +11,9 @@ use switchboard_tests::api::Api;
 use switchboard_tests::host::{Host, Launch};
 use switchboard_tests::sip::quantile;
 
+/// The request path of the i-th request of one kind of query.
+type QueryPath = Box<dyn Fn(usize) -> String>;
+
 const CALLS: usize = 100_000;
 const REQUESTS: usize = 400;
 const DAY: i64 = 86_400_000;
@@ -38,7 +41,7 @@ async fn list_calls_over_http_with_100k_stored() {
     store.shutdown().await.unwrap();
 
     let api = Api::new(host.http, None);
-    let queries: [(&str, Box<dyn Fn(usize) -> String>); 5] = [
+    let queries: [(&str, QueryPath); 5] = [
         ("newest first", Box::new(|_| "/v1/calls?limit=50".into())),
         (
             "active",

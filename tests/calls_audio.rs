@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use switchboard::media::Codec;
 use switchboard_tests::host::Host;
-use switchboard_tests::media::{Wav, onset_correlation, to_8k};
+use switchboard_tests::media::{Wav, onset_correlation, to_8k, tone_sequence};
 use switchboard_tests::sip::{Baresip, require};
 
 const RATE: usize = 8000;
@@ -17,22 +17,10 @@ const RATE: usize = 8000;
 const QUIET_SECS: usize = 11;
 const TONE_SECS: usize = 4;
 
-/// Silence, then a sequence of 80 ms tones at pseudo-random pitches between 300 and 3000 Hz
-/// (phase-continuous), then silence: one unambiguous alignment, and within every codec's band.
+/// Silence, then tones at pseudo-random pitches, then silence.
 fn microphone() -> Vec<i16> {
     let mut out = vec![0i16; QUIET_SECS * RATE];
-    let mut seed: u32 = 0x2545_f491;
-    let mut phase = 0f64;
-    for _ in 0..TONE_SECS * 1000 / 80 {
-        seed ^= seed << 13;
-        seed ^= seed >> 17;
-        seed ^= seed << 5;
-        let freq = 300.0 + f64::from(seed % 2700);
-        for _ in 0..RATE * 80 / 1000 {
-            phase += 2.0 * std::f64::consts::PI * freq / RATE as f64;
-            out.push((phase.sin() * 8000.0) as i16);
-        }
-    }
+    out.extend(tone_sequence(RATE as u32, TONE_SECS as f64));
     out.extend(std::iter::repeat_n(0, 3 * RATE));
     out
 }

@@ -8,129 +8,32 @@
 
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::Value;
+use switchboard_tests::calls::{
+    AGENT_HZ, CALLER_HZ, RATE, WINDOW, dial, mic, ms, recording, spans_ms, tone_spans,
+};
 use switchboard_tests::fake_openai::{FakeOpenAi, Reply, Script};
 use switchboard_tests::host::Host;
-use switchboard_tests::sip::{Baresip, BaresipCtrl, require};
-
-const RATE: usize = 8000;
-/// 20 ms analysis windows.
-const WINDOW: usize = RATE / 50;
-const AGENT_HZ: f64 = 300.0;
-const CALLER_HZ: f64 = 500.0;
+use switchboard_tests::media::{onset_correlation, to_8k, tone_sequence};
+use switchboard_tests::model_audio::pcm16_samples;
+use switchboard_tests::sip::{Baresip, require};
 
 /// The switchboard binary with the receptionist on 2000 and the OpenAI provider at `fake`.
 fn start_host(fake: &FakeOpenAi, api_key: &str) -> Host {
+    start_host_with(fake, api_key, "pcmu")
+}
+
+fn start_host_with(fake: &FakeOpenAi, api_key: &str, codec: &str) -> Host {
     Host::start(
         &["receptionist"],
         &format!(
-            "[calls]\nrtp-port-min = 44000\nrtp-port-max = 46000\ncodecs = [\"pcmu\"]\n\
+            "[calls]\nrtp-port-min = 44000\nrtp-port-max = 46000\ncodecs = [\"{codec}\"]\n\
              [model]\nprovider = \"openai\"\nbase-url = \"{}\"\napi-key = \"{api_key}\"\n",
             fake.url
         ),
     )
-}
-
-/// A microphone track: silence with 500 Hz "speech" at the given (start s, length s) spans.
-fn mic(secs: f64, speech: &[(f64, f64)]) -> Vec<i16> {
-    let mut s = vec![0i16; (secs * RATE as f64) as usize];
-    for &(from, len) in speech {
-        let a = (from * RATE as f64) as usize;
-        let b = ((from + len) * RATE as f64) as usize;
-        for (i, x) in s[a..b].iter_mut().enumerate() {
-            let t = i as f64 / RATE as f64;
-            *x = (8000.0 * (2.0 * std::f64::consts::PI * CALLER_HZ * t).sin()) as i16;
-        }
-    }
-    s
-}
-
-/// Dial 2000 and wait until the call is up.
-async fn dial(phone: &Baresip, sip_port: u16) -> BaresipCtrl {
-    let mut ctrl = phone.ctrl().await;
-    ctrl.command("dial", &format!("sip:2000@127.0.0.1:{sip_port}"))
-        .await;
-    assert!(
-        ctrl.wait_event("CALL_ESTABLISHED", Duration::from_secs(20))
-            .await
-            .is_some(),
-        "{}",
-        phone.log()
-    );
-    ctrl
-}
-
-/// First channel of a 16-bit WAV file baresip recorded (`-dec`: heard, `-enc`: sent).
-fn recording(phone: &Baresip, suffix: &str) -> Vec<i16> {
-    let path = std::fs::read_dir(phone.dir.path().join("rec"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(suffix))
-        .unwrap_or_else(|| panic!("baresip recorded {suffix}"));
-    let wav = std::fs::read(&path).unwrap();
-    let channels = u16::from_le_bytes([wav[22], wav[23]]) as usize;
-    let rate = u32::from_le_bytes([wav[24], wav[25], wav[26], wav[27]]) as usize;
-    assert_eq!(rate, RATE, "recorded at 8 kHz");
-    let data = wav
-        .windows(4)
-        .position(|w| w == b"data")
-        .map(|i| i + 8)
-        .expect("data chunk");
-    wav[data..]
-        .chunks_exact(2 * channels)
-        .map(|c| i16::from_le_bytes([c[0], c[1]]))
-        .collect()
-}
-
-/// Amplitude of the `hz` component of each 20 ms window (Goertzel): how much of the window is
-/// the fake's (or the caller's) tone, whatever else is there.
-fn tone_level(samples: &[i16], hz: f64) -> Vec<f64> {
-    let w = 2.0 * std::f64::consts::PI * hz / RATE as f64;
-    samples
-        .chunks_exact(WINDOW)
-        .map(|win| {
-            let (mut s1, mut s2) = (0.0, 0.0);
-            for &x in win {
-                let s0 = f64::from(x) + 2.0 * w.cos() * s1 - s2;
-                s2 = s1;
-                s1 = s0;
-            }
-            let power = s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2;
-            2.0 * power.sqrt() / WINDOW as f64
-        })
-        .collect()
-}
-
-/// Sample-accurate tone spans: (start, end) sample indexes where the 1 ms envelope of `hz`
-/// stays on, joining gaps shorter than `min_gap` samples.
-fn spans(samples: &[i16], hz: f64, min_gap: usize) -> Vec<(usize, usize)> {
-    let levels = tone_level(samples, hz);
-    let mut out: Vec<(usize, usize)> = Vec::new();
-    for (i, &l) in levels.iter().enumerate() {
-        if l < 1000.0 {
-            continue;
-        }
-        let (a, b) = (i * WINDOW, (i + 1) * WINDOW);
-        match out.last_mut() {
-            Some(last) if a - last.1 < min_gap => last.1 = b,
-            _ => out.push((a, b)),
-        }
-    }
-    // Refine the edges to the sample where the signal starts/stops (the tone is loud, the rest
-    // is digital silence or other tones far quieter at the edge).
-    for span in &mut out {
-        let loud = |x: &i16| x.unsigned_abs() > 500;
-        let from = span.0.saturating_sub(WINDOW);
-        span.0 = from + samples[from..span.1].iter().position(loud).unwrap_or(0);
-        let to = (span.1 + WINDOW).min(samples.len());
-        span.1 = span.0 + samples[span.0..to].iter().rposition(loud).unwrap_or(0) + 1;
-    }
-    out
-}
-
-fn ms(samples: usize) -> f64 {
-    samples as f64 * 1000.0 / RATE as f64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,7 +69,7 @@ async fn receptionist_on_openai_answers_with_a_tool() {
         &mic(30.0, &[(5.0, 0.8)]),
     )
     .await;
-    let mut ctrl = dial(&phone, host.sip_port).await;
+    let mut ctrl = dial(&phone, "2000", host.sip_port).await;
 
     host.expect(&["ToolCall", "opening_hours"], 20);
     let result = host.expect(&["ToolResult", "ok: true"], 5);
@@ -210,14 +113,8 @@ async fn receptionist_on_openai_answers_with_a_tool() {
     // What the phone heard: the greeting tone, then the answer tone, as long as the fake made
     // them (3.6 s and 2 s), in that order around the caller's question.
     let heard = recording(&phone, "-dec.wav");
-    let tones = spans(&heard, AGENT_HZ, WINDOW * 10);
-    eprintln!(
-        "agent tone spans heard (ms): {:?}",
-        tones
-            .iter()
-            .map(|&(a, b)| (ms(a), ms(b) - ms(a)))
-            .collect::<Vec<_>>()
-    );
+    let tones = tone_spans(&heard, AGENT_HZ, WINDOW * 10);
+    eprintln!("agent tone spans heard (ms): {:?}", spans_ms(&tones));
     assert_eq!(tones.len(), 2, "greeting and answer: {tones:?}");
     let greeting = ms(tones[0].1 - tones[0].0);
     let answer = ms(tones[1].1 - tones[1].0);
@@ -259,7 +156,7 @@ async fn caller_barges_in_on_a_long_answer() {
         &mic(30.0, &[(5.0, 0.8), (9.0, 1.0)]),
     )
     .await;
-    let mut ctrl = dial(&phone, host.sip_port).await;
+    let mut ctrl = dial(&phone, "2000", host.sip_port).await;
 
     let barge = host.expect(&["BargeIn"], 20);
     assert!(
@@ -286,8 +183,8 @@ async fn caller_barges_in_on_a_long_answer() {
 
     let heard = recording(&phone, "-dec.wav");
     let sent = recording(&phone, "-enc.wav");
-    let tones = spans(&heard, AGENT_HZ, WINDOW * 10);
-    let spoken = spans(&sent, CALLER_HZ, WINDOW * 10);
+    let tones = tone_spans(&heard, AGENT_HZ, WINDOW * 10);
+    let spoken = tone_spans(&sent, CALLER_HZ, WINDOW * 10);
     assert!(tones.len() >= 2, "greeting and answer heard: {tones:?}");
     assert_eq!(spoken.len(), 2, "two caller turns sent: {spoken:?}");
     let answer = tones[1];
@@ -330,7 +227,7 @@ async fn provider_drop_plays_the_apology_and_ends_the_call() {
         &mic(30.0, &[(5.0, 0.8)]),
     )
     .await;
-    let mut ctrl = dial(&phone, host.sip_port).await;
+    let mut ctrl = dial(&phone, "2000", host.sip_port).await;
 
     host.expect(&["ModelError", "model session closed"], 20);
     assert!(
@@ -344,7 +241,7 @@ async fn provider_drop_plays_the_apology_and_ends_the_call() {
 
     // After the greeting tone, the apology: speech from espeak-ng, not the fake's tone.
     let heard = recording(&phone, "-dec.wav");
-    let tones = spans(&heard, AGENT_HZ, WINDOW * 10);
+    let tones = tone_spans(&heard, AGENT_HZ, WINDOW * 10);
     let greeting = ms(tones[0].1 - tones[0].0);
     assert!(
         (greeting - 3600.0).abs() < 60.0,
@@ -361,5 +258,62 @@ async fn provider_drop_plays_the_apology_and_ends_the_call() {
         loud > 25,
         "the apology was heard: {loud} loud windows after the greeting"
     );
+    assert!(host.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opus_call_gets_24k_pcm_both_ways() {
+    if !require("baresip") {
+        return;
+    }
+    let voice = tone_sequence(24000, 4.0);
+    let fake = FakeOpenAi::start(Script {
+        api_key: "test".into(),
+        replies: vec![
+            Reply::Echo,
+            Reply::Speech {
+                transcript: "Yes.".into(),
+                audio_ms: 1000,
+            },
+        ],
+        voice: Some(voice.clone()),
+        ..Script::default()
+    })
+    .await;
+    let mut host = start_host_with(&fake, "test", "opus");
+    // The greeting (3.6 s) first; the caller asks at 5 s with speech-like tones.
+    let question = tone_sequence(RATE as u32, 1.2);
+    let mut track = vec![0i16; 30 * RATE];
+    track[5 * RATE..5 * RATE + question.len()].copy_from_slice(&question);
+    let phone = Baresip::start_with_mic(
+        "<sip:caller@127.0.0.1>;regint=0;audio_codecs=opus",
+        "module sndfile.so\nmodule opus.so\nopus_bitrate 64000\n",
+        &track,
+    )
+    .await;
+    let mut ctrl = dial(&phone, "2000", host.sip_port).await;
+    host.expect(&["Answered", "codec: \"opus\"", "model: \"openai\""], 5);
+    host.expect(&["Transcript", "Agent", "Yes."], 20);
+    ctrl.command("hangup", "").await;
+    host.expect(&["call ended", "CallerHangup"], 10);
+
+    // No G.711 on an Opus leg: the model is configured for 24 kHz PCM both ways.
+    let update = &fake.received_of("session.update")[0]["session"]["audio"];
+    let pcm24k = serde_json::json!({"type": "audio/pcm", "rate": 24000});
+    assert_eq!(update["input"]["format"], pcm24k, "{update}");
+    assert_eq!(update["output"]["format"], pcm24k, "{update}");
+    // What baresip sent reached the model resampled to 24 kHz, faithfully.
+    let appended: Vec<i16> = fake
+        .received_of("input_audio_buffer.append")
+        .iter()
+        .flat_map(|e| pcm16_samples(&B64.decode(e["audio"].as_str().unwrap()).unwrap()))
+        .collect();
+    let up = onset_correlation(&question, &to_8k(&appended, 24000), RATE);
+    // The fake's 24 kHz greeting is what the phone heard.
+    let heard = recording(&phone, "-dec.wav");
+    let down = onset_correlation(&to_8k(&voice, 24000), &heard, 3 * RATE);
+    eprintln!("opus: phone → fake {up:.3}, fake → phone {down:.3}");
+    assert!(up >= 0.9, "caller audio at the fake: {up:.3}");
+    assert!(down >= 0.9, "the fake's speech at the phone: {down:.3}");
     assert!(host.is_running());
 }

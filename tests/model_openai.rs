@@ -402,6 +402,13 @@ async fn error_events_are_typed_and_the_session_goes_on() {
         }
         other => panic!("expected error, got {other:?}"),
     }
+    // No response is coming for the failed request: said so, so nobody waits for it.
+    assert_eq!(
+        next(&mut session).await,
+        ModelEvent::ResponseDone {
+            status: ResponseStatus::Failed
+        }
+    );
     // Still alive: instructions update and a spoken line work.
     session
         .send(Command::UpdateInstructions("Now be terse.".into()))

@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::model_audio::{pcm16_samples, pcm16_tone, rms};
+use crate::model_audio::{pcm16_samples, pcm16_tone, rms, voice_chunk};
 
 pub const PATH: &str =
     "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent";
@@ -72,6 +72,9 @@ pub struct Script {
     pub caller_transcript: String,
     /// Usage at turn end: (prompt text, prompt audio, response audio).
     pub usage: (u64, u64, u64),
+    /// 24 kHz samples spoken instead of the 300 Hz tone, each turn going on where the last
+    /// stopped (wrapping).
+    pub voice: Option<Vec<i16>>,
 }
 
 impl Default for Script {
@@ -85,6 +88,7 @@ impl Default for Script {
             silence_ms: 400,
             caller_transcript: "What are your opening hours?".into(),
             usage: (380, 120, 96),
+            voice: None,
         }
     }
 }
@@ -246,6 +250,7 @@ async fn serve(
         speaking: false,
         silence_ms: 0,
         next_call: 0,
+        voice_pos: 0,
     };
     // Setup first.
     let first = conn.next_message(&mut ws).await;
@@ -277,6 +282,8 @@ async fn serve(
     }
     send(&mut ws, json!({"setupComplete": {}})).await?;
     let mut tick = tokio::time::interval(script.chunk_interval);
+    // Ticks missed while idle must not burst out the next turn at once.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             msg = conn.next_message(&mut ws) => {
@@ -309,6 +316,8 @@ struct Conn {
     speaking: bool,
     silence_ms: u64,
     next_call: u64,
+    /// Samples of the script's voice spoken so far.
+    voice_pos: usize,
 }
 
 impl Conn {
@@ -488,10 +497,11 @@ impl Conn {
                     .chunk_ms
                     .min(audio_ms - i as u32 * self.script.chunk_ms);
                 let text = words[i * words.len() / n..(i + 1) * words.len() / n].concat();
-                self.chunks.push_back(Chunk::Audio {
-                    text,
-                    audio: pcm16_tone(24000, ms, 300.0, 6000),
-                });
+                let audio = match &self.script.voice {
+                    Some(v) => voice_chunk(v, &mut self.voice_pos, ms as usize * 24),
+                    None => pcm16_tone(24000, ms, 300.0, 6000),
+                };
+                self.chunks.push_back(Chunk::Audio { text, audio });
             }
             self.chunks.push_back(Chunk::TurnEnd);
             return Ok(true);

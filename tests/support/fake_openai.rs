@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::model_audio::{
-    alaw_decode, pcm16_samples, pcm16_tone, rms, stamp, ulaw_decode, ulaw_encode,
+    alaw_decode, pcm16_samples, pcm16_tone, rms, stamp, ulaw_decode, ulaw_encode, voice_chunk,
 };
 
 /// What the fake does for one response (one `response.create` or one VAD-created response).
@@ -78,6 +78,9 @@ pub struct Script {
     pub usage: (u64, u64, u64, u64),
     /// Stamp `epoch.elapsed()` into the first 8 bytes of every audio delta (latency bench).
     pub stamp_audio: bool,
+    /// 24 kHz samples spoken instead of the 300 Hz tone when the output is `audio/pcm`, each
+    /// response going on where the last stopped (wrapping).
+    pub voice: Option<Vec<i16>>,
 }
 
 impl Default for Script {
@@ -94,6 +97,7 @@ impl Default for Script {
             caller_transcript: "Where is my order?".into(),
             usage: (301, 0, 21, 90),
             stamp_audio: false,
+            voice: None,
         }
     }
 }
@@ -409,6 +413,8 @@ struct Session {
     function_calls: Vec<String>,
     audio_out: bool,
     active: Option<ActiveResponse>,
+    /// Samples of the script's voice spoken so far.
+    voice_pos: usize,
 }
 
 impl Session {
@@ -444,6 +450,7 @@ impl Session {
             function_calls: Vec::new(),
             audio_out: false,
             active: None,
+            voice_pos: 0,
         }
     }
 
@@ -875,7 +882,11 @@ impl Session {
                 .min(audio_ms - (i as u32) * self.script.delta_ms);
             let from = i * words.len() / n;
             let to = (i + 1) * words.len() / n;
-            chunks.push_back((words[from..to].concat(), fmt.tone(ms)));
+            let audio = match (&self.script.voice, fmt) {
+                (Some(v), Fmt::Pcm24k) => voice_chunk(v, &mut self.voice_pos, ms as usize * 24),
+                _ => fmt.tone(ms),
+            };
+            chunks.push_back((words[from..to].concat(), audio));
         }
         self.active = Some(ActiveResponse {
             id: resp_id,

@@ -229,3 +229,23 @@ pub fn onset_correlation(sent: &[i16], received: &[i16], len: usize) -> f64 {
     // `received` starts up to LAG early, so the search over 0..2·LAG covers both directions.
     best_correlation(received, sent, 2 * LAG).0
 }
+
+/// `secs` of 80 ms tones at pseudo-random pitches between 300 and 3000 Hz (phase-continuous)
+/// at `rate`: speech-like in having one unambiguous alignment, and within every codec's band.
+pub fn tone_sequence(rate: u32, secs: f64) -> Vec<i16> {
+    let rate = f64::from(rate);
+    let mut out = Vec::new();
+    let mut seed: u32 = 0x2545_f491;
+    let mut phase = 0f64;
+    for _ in 0..(secs * 1000.0 / 80.0) as usize {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        let freq = 300.0 + f64::from(seed % 2700);
+        for _ in 0..(rate * 80.0 / 1000.0) as usize {
+            phase += 2.0 * std::f64::consts::PI * freq / rate;
+            out.push((phase.sin() * 8000.0) as i16);
+        }
+    }
+    out
+}

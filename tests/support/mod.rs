@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod api;
 pub mod browser;
+pub mod calls;
 pub mod fake_gemini;
 pub mod fake_openai;
 pub mod host;

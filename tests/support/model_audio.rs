@@ -62,3 +62,14 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted[idx]
 }
+
+/// The next `n` samples of `voice` from `*pos` (wrapping), as 16-bit PCM little-endian bytes:
+/// how a fake speaks a test's signal instead of its tone, one chunk after another.
+pub fn voice_chunk(voice: &[i16], pos: &mut usize, n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n * 2);
+    for _ in 0..n {
+        out.extend_from_slice(&voice[*pos % voice.len()].to_le_bytes());
+        *pos += 1;
+    }
+    out
+}

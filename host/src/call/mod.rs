@@ -385,7 +385,8 @@ async fn start_agent(
 }
 
 /// Connect the model for the call's codec, or only the local apology when the agent failed in
-/// on-start. The second value says why the call runs on the fallback.
+/// on-start or the model cannot be reached, so the caller never hears silence. The second value
+/// says why the call runs on the fallback.
 async fn connect_for(
     deps: &CallDeps,
     recorder: &Recorder,
@@ -394,14 +395,36 @@ async fn connect_for(
     config: &SessionConfig,
     codec: Codec,
 ) -> (ModelSession, Option<String>) {
-    if fallback {
-        (
-            session::connect_fallback(deps, codec).await,
-            Some("agent failed".to_string()),
-        )
+    let why = if fallback {
+        "agent failed"
     } else {
-        session::connect_model(deps, recorder, config, codec).await
+        match session::connect_model(deps, recorder, config, codec).await {
+            Some(model) => return (model, None),
+            None => "model unavailable",
+        }
+    };
+    (
+        session::connect_fallback(deps, codec).await,
+        Some(why.to_string()),
+    )
+}
+
+/// An inbound call's model, or `None` when it failed and `[agents.fallback] on-start =
+/// "reject"` wants the call refused (503) rather than answered with the apology: the same rule
+/// as for an agent failing in on-start, since the caller cannot tell the two apart.
+async fn connect_inbound(
+    deps: &CallDeps,
+    recorder: &Recorder,
+    fallback: bool,
+    config: &SessionConfig,
+    codec: Codec,
+) -> Option<(ModelSession, Option<String>)> {
+    let rejects = deps.registry.runtime().config().fallback.on_start == StartFallback::Reject;
+    if fallback || !rejects {
+        return Some(connect_for(deps, recorder, fallback, config, codec).await);
     }
+    let model = session::connect_model(deps, recorder, config, codec).await?;
+    Some((model, None))
 }
 
 fn media_config(deps: &CallDeps, call_id: &str, inbound_rate: u32) -> MediaConfig {
@@ -434,8 +457,12 @@ async fn answer_and_run(
             return Err((code, e.to_string()));
         }
     };
-    let (model, failure) =
-        connect_for(deps, &recorder, accepted.fallback, &accepted.config, codec).await;
+    let connected =
+        connect_inbound(deps, &recorder, accepted.fallback, &accepted.config, codec).await;
+    let Some((model, failure)) = connected else {
+        let _ = call.reject(503, "Model unavailable");
+        return Err((503, "model unavailable".into()));
+    };
     let config = media_config(deps, call_id, model.input_format.sample_rate());
     let pending = match PendingMedia::bind(&deps.ports, config) {
         Ok(p) => p,

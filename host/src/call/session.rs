@@ -91,26 +91,23 @@ pub(crate) fn settings_for(
     }
 }
 
-/// Connect to the configured model; on failure fall back to the offline provider saying the
-/// apology, so the caller never hears silence. The second value says why it fell back.
+/// Connect to the configured model. A failure (refused, unreachable, or no session within the
+/// provider's connect timeout) is recorded as a model error and gives `None`.
 pub(crate) async fn connect_model(
     deps: &CallDeps,
     recorder: &Recorder,
     config: &SessionConfig,
     codec: crate::media::Codec,
-) -> (ModelSession, Option<String>) {
+) -> Option<ModelSession> {
     let formats = model_formats(deps.provider.as_ref(), codec);
     match deps.provider.connect(settings_for(config, formats)).await {
-        Ok(session) => (session, None),
+        Ok(session) => Some(session),
         Err(e) => {
-            tracing::error!(error = %e, "model connection failed; playing the fallback");
+            tracing::error!(error = %e, "model connection failed");
             recorder.record(EventKind::ModelError {
                 message: e.to_string(),
             });
-            (
-                connect_fallback(deps, codec).await,
-                Some("model unavailable".into()),
-            )
+            None
         }
     }
 }

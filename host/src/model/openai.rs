@@ -677,6 +677,12 @@ impl Actor {
                 self.emit(ModelEvent::Error(error)).await?;
                 if failed_request {
                     self.awaiting_response = None;
+                    // Whoever waits for that response (to drain speech before a hang-up)
+                    // must not wait for one that will never come.
+                    self.emit(ModelEvent::ResponseDone {
+                        status: ResponseStatus::Failed,
+                    })
+                    .await?;
                     if let Some(next) = self.queued_responses.pop_front() {
                         self.request_response(next).await?;
                     }

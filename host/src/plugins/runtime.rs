@@ -69,8 +69,9 @@ pub struct FallbackConfig {
     pub apology: String,
     /// Transfer here after the apology; none hangs up.
     pub transfer: Option<String>,
-    /// When `on-start` fails: "apology" answers, apologises and follows the rule above;
-    /// "reject" refuses the call with 503.
+    /// When `on-start` fails, or an inbound call's model cannot be reached: "apology" answers
+    /// and apologises (then, for an agent failure, the rule above); "reject" refuses the call
+    /// with 503.
     pub on_start: StartFallback,
 }
 

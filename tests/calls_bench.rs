@@ -1,0 +1,160 @@
+//! Host-added latency benchmark (ignored by default). Callers placed from this process (our SIP
+//! endpoint + an RTP sender each) call 2000 (`receptionist`) on the `switchboard` binary, whose
+//! OpenAI provider is the fake answering at once. Each caller speaks three turns; the host
+//! records every turn's latency split into host-in, model and host-out (`turn-latency` call
+//! events), and this prints host-in + host-out p50/p99 over all turns.
+//!
+//! Run by hand (it builds and runs the release binary):
+//! `BENCH_CALLS=200 cargo test -p switchboard-tests --test calls_bench -- --ignored --nocapture`
+
+use std::time::Duration;
+
+use switchboard::sip::{CallOutcome, OutboundCall, SipEndpoint};
+use switchboard_tests::agents::{example_manifest, switchboard_release_bin};
+use switchboard_tests::calls::{RATE, mic};
+use switchboard_tests::fake_openai::{FakeOpenAi, Script};
+use switchboard_tests::host::{Host, Launch};
+use switchboard_tests::media::RtpPeer;
+use switchboard_tests::sip::{quantile, test_config};
+
+/// Each caller: quiet through the greeting, then three 0.6 s turns 3 s apart.
+fn track() -> Vec<i16> {
+    mic(14.0, &[(5.0, 0.6), (8.0, 0.6), (11.0, 0.6)])
+}
+
+fn offer(rtp_port: u16) -> String {
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=bench\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n"
+    )
+}
+
+fn answer_port(sdp: &str) -> u16 {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no audio port in {sdp}"))
+}
+
+/// One caller: dial, speak the track over RTP (draining what the host sends), hang up.
+async fn caller(endpoint: SipEndpoint, sip_port: u16, n: u32) {
+    let peer = RtpPeer::new(0).await;
+    let call = OutboundCall {
+        to: format!("sip:2000@127.0.0.1:{sip_port}"),
+        sdp_offer: offer(peer.addr().port()),
+        ..Default::default()
+    };
+    let mut outgoing = endpoint.place_call(call).await.expect("INVITE sent");
+    let (remote_sdp, dialog) = match outgoing.outcome().await {
+        CallOutcome::Answered { remote_sdp, dialog } => (remote_sdp, dialog),
+        other => panic!("call {n} not answered: {other:?}"),
+    };
+    let peer = RtpPeer {
+        target: std::net::SocketAddr::from(([127, 0, 0, 1], answer_port(&remote_sdp.unwrap()))),
+        ..peer
+    };
+    let track = track();
+    let secs = track.len() / RATE;
+    // Receiving keeps the socket drained; what arrives is not needed here.
+    tokio::join!(
+        peer.stream_pcmu(&track, 0x1000 + n),
+        peer.receive_pcmu(Duration::from_secs(secs as u64))
+    );
+    dialog.handle().hangup().await.ok();
+}
+
+/// Per-turn (host-in + host-out, host-in, host-out, model) in ms from the host's log.
+fn turn_latencies(lines: &[String]) -> Vec<[f64; 4]> {
+    let field = |line: &str, name: &str| -> f64 {
+        line.split(&format!("{name}: "))
+            .nth(1)
+            .and_then(|v| v.split([',', ' ']).next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {line}"))
+    };
+    lines
+        .iter()
+        .filter(|l| l.contains("TurnLatency"))
+        .map(|l| {
+            let (i, o) = (field(l, "host_in_ms"), field(l, "host_out_ms"));
+            [i + o, i, o, field(l, "model_ms")]
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run explicitly"]
+async fn host_added_latency() {
+    let calls: u32 = std::env::var("BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let fake = FakeOpenAi::start(Script {
+        api_key: "test".into(),
+        // Answers are generated at once; only the host's own work is left in the turn.
+        record_audio: false,
+        ..Script::default()
+    })
+    .await;
+    // The release build, with call events in the log (the turn latencies are read from it).
+    let launch = Launch {
+        bin: switchboard_release_bin(),
+        log_filter: "info,rsipstack=warn,switchboard::call=debug".into(),
+        env: vec![("SWITCHBOARD__AGENTS__MAX_INSTANCES".into(), "1000".into())],
+    };
+    let receptionist = std::fs::read_to_string(example_manifest("receptionist")).unwrap();
+    let mut host = Host::start_as(
+        launch,
+        &[("receptionist", receptionist)],
+        "",
+        &format!(
+            "[calls]\nrtp-port-min = 30000\nrtp-port-max = 39998\ncodecs = [\"pcmu\"]\n\
+             [model]\nprovider = \"openai\"\nbase-url = \"{}\"\napi-key = \"test\"\n",
+            fake.url
+        ),
+    );
+    let (endpoint, _events) = SipEndpoint::start(test_config()).await.unwrap();
+    let tasks: Vec<_> = (0..calls)
+        .map(|n| {
+            let endpoint = endpoint.clone();
+            let sip_port = host.sip_port;
+            tokio::spawn(async move {
+                // Spread the call setups over a second, as a burst of real calls would be.
+                tokio::time::sleep(Duration::from_millis(
+                    u64::from(n) * 1000 / u64::from(calls),
+                ))
+                .await;
+                caller(endpoint, sip_port, n).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    host.log.drain(Duration::from_secs(3));
+    let turns = turn_latencies(&host.log.seen);
+    assert!(!turns.is_empty(), "no turn latency recorded");
+    let column = |i: usize| {
+        let mut v: Vec<f64> = turns.iter().map(|t| t[i]).collect();
+        v.sort_by(f64::total_cmp);
+        (quantile(&v, 0.5), quantile(&v, 0.99))
+    };
+    let (added, host_in, host_out, model) = (column(0), column(1), column(2), column(3));
+    println!(
+        "calls bench: {calls} concurrent calls, {} turns (of {} spoken): host-added (in+out) \
+         p50 {:.2} ms p99 {:.2} ms; host-in p50 {:.3} p99 {:.3} ms; host-out p50 {:.2} p99 {:.2} \
+         ms; model (fake, incl. its VAD silence) p50 {:.1} p99 {:.1} ms",
+        turns.len(),
+        calls * 3,
+        added.0,
+        added.1,
+        host_in.0,
+        host_in.1,
+        host_out.0,
+        host_out.1,
+        model.0,
+        model.1
+    );
+    endpoint.shutdown().await;
+}

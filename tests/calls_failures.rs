@@ -1,0 +1,243 @@
+//! Voice model failures at the `switchboard` binary, with a real phone (baresip) calling 2000
+//! (`receptionist`): the caller never hears silence. A provider that accepts the socket but
+//! never sends `session.created` gets the apology and a hang-up; one that never answers the
+//! WebSocket handshake, with `on-start = "reject"`, gets a 503 before answer; an `error` event
+//! mid-call is recorded and the call goes on. Each outcome is read back from the call's events
+//! in the API (the Gemini close with an error code is in tests/calls_gemini.rs).
+
+use std::time::Duration;
+
+use serde_json::Value;
+use switchboard_tests::api::Api;
+use switchboard_tests::calls::{WINDOW, dial, loud_spans, mic, ms, recording, spans_ms};
+use switchboard_tests::fake_openai::{FakeOpenAi, Reply, Script};
+use switchboard_tests::host::Host;
+use switchboard_tests::sip::{Baresip, require};
+
+/// The host with the receptionist on 2000 and `model` as its `[model]` table.
+fn start_host(model: &str, rtp_base: u16, extra: &str) -> Host {
+    Host::start(
+        &["receptionist"],
+        &format!(
+            "[calls]\nrtp-port-min = {rtp_base}\nrtp-port-max = {}\ncodecs = [\"pcmu\"]\n\
+             [model]\n{model}\n{extra}\n",
+            rtp_base + 998
+        ),
+    )
+}
+
+/// The record of the host's only call (`GET /v1/calls/{id}`), once it has ended.
+async fn call_detail(host: &Host) -> Value {
+    let api = Api::new(host.http, None);
+    let list = api
+        .poll("/v1/calls?active=false", Duration::from_secs(10), |l| {
+            l["calls"].as_array().is_some_and(|c| c.len() == 1)
+        })
+        .await;
+    let id = list["calls"][0]["id"].as_str().unwrap().to_string();
+    api.poll(&format!("/v1/calls/{id}"), Duration::from_secs(10), |d| {
+        d["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["kind"] == "ended"))
+    })
+    .await
+}
+
+/// The events of a call record as (kind, data).
+fn events_of(detail: &Value) -> Vec<(String, Value)> {
+    detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap().to_string(), e["data"].clone()))
+        .collect()
+}
+
+fn find<'a>(events: &'a [(String, Value)], kind: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|(k, _)| k == kind)
+        .map(|(_, d)| d)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_session_created_within_the_timeout_plays_the_apology() {
+    if !require("baresip") || !require("espeak-ng") {
+        return;
+    }
+    let fake = FakeOpenAi::start(Script {
+        api_key: "test".into(),
+        never_answer: true,
+        ..Script::default()
+    })
+    .await;
+    let mut host = start_host(
+        &format!(
+            "provider = \"openai\"\nbase-url = \"{}\"\napi-key = \"test\"\nconnect-timeout-ms = 1500",
+            fake.url
+        ),
+        47000,
+        "",
+    );
+    let phone = Baresip::start_with(
+        "<sip:caller@127.0.0.1>;regint=0;audio_codecs=pcmu",
+        "module sndfile.so",
+    )
+    .await;
+    let mut ctrl = dial(&phone, "2000", host.sip_port).await;
+    assert!(
+        ctrl.wait_event("CALL_CLOSED", Duration::from_secs(30))
+            .await
+            .is_some(),
+        "the host hung up after the apology: {}",
+        phone.log()
+    );
+    host.expect(&["call ended", "model unavailable"], 10);
+
+    let events = events_of(&call_detail(&host).await);
+    let errors = find(&events, "model-error");
+    assert!(
+        errors.iter().any(|e| e["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not complete session setup within 1500 ms")),
+        "{errors:?}"
+    );
+    assert_eq!(
+        find(&events, "answered")[0]["model"],
+        "fallback",
+        "{events:?}"
+    );
+    let ended = find(&events, "ended");
+    assert_eq!(ended[0]["reason"], "failed: model unavailable", "{ended:?}");
+    assert_eq!(ended[0]["abnormal"], true);
+    // The socket was opened, and nothing was configured on it.
+    assert_eq!(fake.upgrades().len(), 1);
+    assert!(fake.received_of("session.update").is_empty());
+
+    let heard = recording(&phone, "-dec.wav");
+    let apology = loud_spans(&heard, WINDOW * 10);
+    let loud_ms: f64 = apology.iter().map(|&(a, b)| ms(b - a)).sum();
+    assert!(
+        loud_ms > 1000.0,
+        "the apology was heard: {:?}",
+        spans_ms(&apology)
+    );
+    assert!(host.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_handshake_with_reject_configured_gives_503() {
+    if !require("baresip") {
+        return;
+    }
+    // The kernel accepts the TCP connection; nobody ever answers the HTTP upgrade.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "ws://{}{}",
+        silent.local_addr().unwrap(),
+        switchboard_tests::fake_gemini::PATH
+    );
+    let mut host = start_host(
+        &format!(
+            "provider = \"gemini\"\nbase-url = \"{url}\"\napi-key = \"gm-test\"\nconnect-timeout-ms = 1500"
+        ),
+        48000,
+        "[agents.fallback]\non-start = \"reject\"\n",
+    );
+    let phone = Baresip::start("<sip:caller@127.0.0.1>;regint=0;audio_codecs=pcmu").await;
+    let mut ctrl = phone.ctrl().await;
+    ctrl.command("dial", &format!("sip:2000@127.0.0.1:{}", host.sip_port))
+        .await;
+    let closed = ctrl
+        .wait_event("CALL_CLOSED", Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|| panic!("the call was refused: {}", phone.log()));
+    assert!(closed.contains("503"), "{closed}");
+
+    let events = events_of(&call_detail(&host).await);
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(!kinds.contains(&"answered"), "{kinds:?}");
+    let errors = find(&events, "model-error");
+    assert!(
+        errors.iter().any(|e| e["message"]
+            .as_str()
+            .unwrap()
+            .contains("gemini did not complete session setup within 1500 ms")),
+        "{errors:?}"
+    );
+    assert_eq!(find(&events, "rejected")[0]["code"], 503, "{events:?}");
+    assert!(host.is_running());
+    drop(silent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_event_mid_call_is_recorded_and_the_call_goes_on() {
+    if !require("baresip") {
+        return;
+    }
+    let fake = FakeOpenAi::start(Script {
+        api_key: "test".into(),
+        replies: vec![
+            Reply::Echo,
+            // The answer to the first question fails; the second question is answered.
+            Reply::Error {
+                kind: "server_error".into(),
+                code: "server_error".into(),
+                message: "The server had an error while processing your request.".into(),
+            },
+            Reply::Speech {
+                transcript: "Here I am again.".into(),
+                audio_ms: 1000,
+            },
+        ],
+        ..Script::default()
+    })
+    .await;
+    let mut host = start_host(
+        &format!(
+            "provider = \"openai\"\nbase-url = \"{}\"\napi-key = \"test\"",
+            fake.url
+        ),
+        49000,
+        "",
+    );
+    let phone = Baresip::start_with_mic(
+        "<sip:caller@127.0.0.1>;regint=0;audio_codecs=pcmu",
+        "module sndfile.so",
+        &mic(30.0, &[(5.0, 0.8), (8.0, 0.8)]),
+    )
+    .await;
+    let mut ctrl = dial(&phone, "2000", host.sip_port).await;
+    host.expect(&["ModelError", "server had an error"], 20);
+    host.expect(&["Transcript", "Agent", "Here I am again."], 15);
+    ctrl.command("hangup", "").await;
+    host.expect(&["call ended", "CallerHangup"], 10);
+
+    let detail = call_detail(&host).await;
+    let events = events_of(&detail);
+    let errors = find(&events, "model-error");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("(server_error): The server had an error"),
+        "{errors:?}"
+    );
+    assert_eq!(find(&events, "ended")[0]["reason"], "caller-hangup");
+    // The error came between the two questions, and a response completed after it.
+    let error_at = events.iter().position(|(k, _)| k == "model-error").unwrap();
+    let usage_at = events.iter().rposition(|(k, _)| k == "usage").unwrap();
+    assert!(error_at < usage_at, "{events:?}");
+    assert!(
+        detail["transcript"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["text"] == "Here I am again."),
+        "{detail}"
+    );
+    assert!(host.is_running());
+}
