@@ -269,6 +269,9 @@ pub(crate) struct Pump {
     pub events: mpsc::UnboundedSender<DialogEvent>,
     /// Pre-answer progress of an outbound call.
     pub progress: Option<mpsc::UnboundedSender<CallProgress>>,
+    /// Fired once the state after the final response is seen, i.e. every earlier progress
+    /// event has been sent: the outcome waits for it, so a 180 never arrives after the 200.
+    pub progress_done: Option<tokio::sync::oneshot::Sender<()>>,
     /// Fired (inbound only) when the caller cancels before answer.
     pub on_cancel: Option<Box<dyn FnOnce() + Send + Sync>>,
     pub refer_allow: Arc<Vec<String>>,
@@ -307,6 +310,7 @@ impl Pump {
                     handle.reply(StatusCode::MethodNotAllowed).await.ok();
                 }
                 DialogState::Terminated(id, reason) => {
+                    self.finish_progress();
                     let reason = self.end_reason(&reason);
                     debug!(%call_id, ?reason, "dialog terminated");
                     if reason == EndReason::Cancelled
@@ -320,11 +324,20 @@ impl Pump {
                     }
                     break;
                 }
-                DialogState::WaitAck(_, _) | DialogState::Confirmed(_, _) => established = true,
+                DialogState::WaitAck(_, _) | DialogState::Confirmed(_, _) => {
+                    established = true;
+                    self.finish_progress();
+                }
                 DialogState::Calling(_) | DialogState::Trying(_) => {}
             }
         }
         drop(self.slot.take());
+    }
+
+    fn finish_progress(&mut self) {
+        if let Some(done) = self.progress_done.take() {
+            done.send(()).ok();
+        }
     }
 
     fn end_reason(&self, reason: &TerminatedReason) -> EndReason {

@@ -310,6 +310,7 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
         layer: shared.layer.clone(),
         events: ev_tx,
         progress: None,
+        progress_done: None,
         on_cancel: Some(Box::new(move || {
             cancel_events
                 .try_send(SipEvent::CallCancelled {

@@ -275,6 +275,7 @@ pub(crate) async fn place(
     let call_id = dialog.id().call_id.clone();
     let handle = DialogHandle::new(call_id.clone(), dialog.clone());
     let (progress_tx, progress_rx) = mpsc::unbounded_channel();
+    let (progress_done_tx, progress_done) = tokio::sync::oneshot::channel();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let (cancel_tx, mut cancel_rx) = mpsc::unbounded_channel::<()>();
     let pump = Pump {
@@ -282,6 +283,7 @@ pub(crate) async fn place(
         layer: shared.layer.clone(),
         events: ev_tx,
         progress: Some(progress_tx.clone()),
+        progress_done: Some(progress_done_tx),
         on_cancel: None,
         refer_allow: shared.refer_allow.clone(),
         slot: None,
@@ -354,6 +356,8 @@ pub(crate) async fn place(
         if !matches!(outcome, CallOutcome::Answered { .. }) {
             warn!(sip_call_id = %id, ?outcome, "call not answered");
         }
+        // Ringing and early media first; bounded in case the stack reports no further state.
+        let _ = tokio::time::timeout(Duration::from_secs(1), progress_done).await;
         progress_tx.send(CallProgress::Final(outcome)).ok();
     });
     Ok(OutgoingCall {
