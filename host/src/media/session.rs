@@ -769,6 +769,13 @@ impl Engine {
     async fn tick(&mut self, now: Instant) {
         let skipped = self.clock.advance(now.into_std());
         let samples = samples_for_ms(self.media.codec.clock_rate(), self.media.ptime_ms);
+        // Time the process could not keep up with still passed on the call: the recording
+        // keeps it as silence so it stays as long as the call.
+        if skipped > 0
+            && let Some(r) = self.recorder.as_mut()
+        {
+            r.agent(&vec![0; samples * skipped as usize]);
+        }
         let sending = self.media.direction.sends() && self.destination().is_some();
         let payload = if sending {
             self.next_payload(samples)
