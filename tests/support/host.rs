@@ -1,6 +1,7 @@
 //! The `switchboard` binary as a test peer: a config on free ports, agents deployed into a
 //! temporary folder, and its log read line by line.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -16,6 +17,34 @@ pub struct Host {
     pub process: Child,
     /// Data folder (agent kv, compiled cache, calls.db) and the config file.
     pub data: tempfile::TempDir,
+    bin: PathBuf,
+    rust_log: String,
+}
+
+/// How to start a [`Host`].
+pub struct HostOptions {
+    /// The binary; `None` is the debug build of this workspace.
+    pub bin: Option<PathBuf>,
+    /// Agents to deploy: name, component file, manifest text.
+    pub agents: Vec<(String, PathBuf, String)>,
+    /// Added to the `[http]` table.
+    pub http: String,
+    /// TOML appended to the config.
+    pub extra: String,
+    /// `RUST_LOG` of the host (the default shows each call event at debug level).
+    pub rust_log: String,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions {
+            bin: None,
+            agents: Vec::new(),
+            http: String::new(),
+            extra: String::new(),
+            rust_log: "info,rsipstack=warn,switchboard::call=debug".into(),
+        }
+    }
 }
 
 impl Host {
@@ -46,14 +75,29 @@ impl Host {
         http: &str,
         extra: &str,
     ) -> Host {
-        let bin = switchboard_bin();
+        let examples = example_agents();
+        Host::start_opts(HostOptions {
+            agents: agents_and_manifests
+                .iter()
+                .map(|(name, manifest)| {
+                    (
+                        name.to_string(),
+                        examples.join(format!("{name}.wasm")),
+                        manifest.clone(),
+                    )
+                })
+                .collect(),
+            http: http.into(),
+            extra: extra.into(),
+            ..HostOptions::default()
+        })
+    }
+
+    /// Start the host as `options` say.
+    pub fn start_opts(options: HostOptions) -> Host {
         let agents = AgentsDir::new();
-        for (name, manifest) in agents_and_manifests {
-            agents.install(
-                name,
-                &example_agents().join(format!("{name}.wasm")),
-                manifest,
-            );
+        for (name, wasm, manifest) in &options.agents {
+            agents.install(name, wasm, manifest);
         }
         let data = tempfile::tempdir().unwrap();
         let sip_port = free_port();
@@ -67,10 +111,13 @@ impl Host {
                  [routes]\n\"1000\" = \"menu\"\n\"2000\" = \"receptionist\"\n\"3000\" = \"appointments\"\n{extra}\n",
                 data = data.path().display().to_string(),
                 dir = agents.path().display().to_string(),
+                http = options.http,
+                extra = options.extra,
             ),
         )
         .unwrap();
-        let (process, log, http) = launch(&bin, &cfg);
+        let bin = options.bin.unwrap_or_else(switchboard_bin);
+        let (process, log, http) = launch(&bin, &cfg, &options.rust_log);
         Host {
             sip_port,
             http,
@@ -78,6 +125,8 @@ impl Host {
             log,
             process,
             data,
+            bin,
+            rust_log: options.rust_log,
         }
     }
 
@@ -86,7 +135,7 @@ impl Host {
         let _ = self.process.child.kill();
         let _ = self.process.child.wait();
         let cfg = self.data.path().join("switchboard.toml");
-        let (process, log, http) = launch(&switchboard_bin(), &cfg);
+        let (process, log, http) = launch(&self.bin, &cfg, &self.rust_log);
         self.process = process;
         self.log = log;
         self.http = http;
@@ -97,17 +146,37 @@ impl Host {
         self.log.expect(needles, secs)
     }
 
+    /// The keypad digits recorded as call events so far (in order, all calls), waiting up to
+    /// `secs` for at least `count` of them.
+    pub fn dtmf_digits(&mut self, count: usize, secs: u64) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let digits: String = self
+                .log
+                .seen
+                .iter()
+                .filter(|l| l.contains("call event"))
+                .filter_map(|l| l.split("Dtmf { digits: \"").nth(1)?.chars().next())
+                .collect();
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if digits.len() >= count || left.is_zero() {
+                return digits;
+            }
+            self.log.wait_for(&["call event", "Dtmf {"], left);
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.process.is_running()
     }
 }
 
-fn launch(bin: &std::path::Path, cfg: &std::path::Path) -> (Child, Lines, std::net::SocketAddr) {
+fn launch(bin: &Path, cfg: &Path, rust_log: &str) -> (Child, Lines, std::net::SocketAddr) {
     let mut process = Child::spawn(
         Command::new(bin)
             .args(["run", "--config"])
             .arg(cfg)
-            .env("RUST_LOG", "info,rsipstack=warn,switchboard::call=debug")
+            .env("RUST_LOG", rust_log)
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
