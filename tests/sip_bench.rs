@@ -7,25 +7,6 @@ use std::time::{Duration, Instant};
 use switchboard::sip::SipEndpoint;
 use switchboard_tests::sip::*;
 
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields
-        .get(11)
-        .and_then(|u| u.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    ticks / 100.0
-}
-
 fn which(bin: &str) -> bool {
     std::process::Command::new("sh")
         .arg("-c")
@@ -116,7 +97,7 @@ async fn sipp_load_1000_calls_at_100_cps() {
         Proc::spawn("tshark", &mut cmd)
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let cpu0 = cpu_seconds();
+    let cpu0 = cpu_seconds("self");
     let t0 = Instant::now();
     let (code, errors) = run_sipp(
         dir.path(),
@@ -149,7 +130,7 @@ async fn sipp_load_1000_calls_at_100_cps() {
     )
     .await;
     let wall = t0.elapsed();
-    let cpu = cpu_seconds() - cpu0;
+    let cpu = cpu_seconds("self") - cpu0;
     tokio::time::sleep(Duration::from_secs(1)).await;
     if let Some(t) = tshark.as_mut() {
         // SIGINT lets tshark flush the capture file.
@@ -193,17 +174,7 @@ async fn sipp_load_1000_calls_at_100_cps() {
             .copied()
             .unwrap_or(f64::NAN)
     };
-    let stat = std::fs::read_to_string(dir.path().join("stat.csv")).unwrap_or_default();
-    let header: Vec<&str> = stat.lines().next().unwrap_or("").split(';').collect();
-    let last: Vec<&str> = stat.lines().last().unwrap_or("").split(';').collect();
-    let col = |name: &str| {
-        header
-            .iter()
-            .position(|h| *h == name)
-            .and_then(|i| last.get(i))
-            .copied()
-            .unwrap_or("?")
-    };
+    let col = |name: &str| sipp_stat(&dir.path().join("stat.csv"), name).unwrap_or("?".into());
     println!(
         "SIP bench: {calls} calls @ {rate} cps in {wall:?}; sipp rc {code:?}; successful {} failed {} retransmissions {}; \
          INVITE→200 p50 {:.2} ms p99 {:.2} ms max {:.2} ms ({} samples); switchboard test process CPU {cpu:.2} s; incoming seen {}",

@@ -139,24 +139,36 @@ pub fn wat(text: &str) -> Vec<u8> {
 
 /// The `switchboard` binary (debug build of this workspace), built on first use.
 pub fn switchboard_bin() -> PathBuf {
+    build_switchboard(false)
+}
+
+/// The optimised `switchboard` binary (release build), for benchmarks; built on first use.
+pub fn switchboard_release_bin() -> PathBuf {
+    build_switchboard(true)
+}
+
+fn build_switchboard(release: bool) -> PathBuf {
     let root = repo_root();
-    let status = cargo()
-        .current_dir(&root)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "switchboard",
-            "--bin",
-            "switchboard",
-        ])
-        .status()
-        .expect("run cargo");
+    let mut cmd = cargo();
+    cmd.current_dir(&root).args([
+        "build",
+        "--quiet",
+        "-p",
+        "switchboard",
+        "--bin",
+        "switchboard",
+    ]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("run cargo");
     assert!(status.success(), "building the switchboard binary failed");
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    target.join("debug/switchboard")
+    target
+        .join(if release { "release" } else { "debug" })
+        .join("switchboard")
 }
 
 /// A child process killed (with its process group) when dropped, even if the test fails.

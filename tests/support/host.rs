@@ -19,6 +19,7 @@ pub struct Host {
     pub data: tempfile::TempDir,
     bin: PathBuf,
     rust_log: String,
+    env: Vec<(String, String)>,
 }
 
 /// How to start a [`Host`].
@@ -33,6 +34,8 @@ pub struct HostOptions {
     pub extra: String,
     /// `RUST_LOG` of the host (the default shows each call event at debug level).
     pub rust_log: String,
+    /// More environment, e.g. `SWITCHBOARD__AGENTS__MAX_INSTANCES` overrides.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for HostOptions {
@@ -43,6 +46,7 @@ impl Default for HostOptions {
             http: String::new(),
             extra: String::new(),
             rust_log: "info,rsipstack=warn,switchboard::call=debug".into(),
+            env: Vec::new(),
         }
     }
 }
@@ -117,7 +121,7 @@ impl Host {
         )
         .unwrap();
         let bin = options.bin.unwrap_or_else(switchboard_bin);
-        let (process, log, http) = launch(&bin, &cfg, &options.rust_log);
+        let (process, log, http) = launch(&bin, &cfg, &options.rust_log, &options.env);
         Host {
             sip_port,
             http,
@@ -127,6 +131,7 @@ impl Host {
             data,
             bin,
             rust_log: options.rust_log,
+            env: options.env,
         }
     }
 
@@ -135,7 +140,7 @@ impl Host {
         let _ = self.process.child.kill();
         let _ = self.process.child.wait();
         let cfg = self.data.path().join("switchboard.toml");
-        let (process, log, http) = launch(&self.bin, &cfg, &self.rust_log);
+        let (process, log, http) = launch(&self.bin, &cfg, &self.rust_log, &self.env);
         self.process = process;
         self.log = log;
         self.http = http;
@@ -171,12 +176,18 @@ impl Host {
     }
 }
 
-fn launch(bin: &Path, cfg: &Path, rust_log: &str) -> (Child, Lines, std::net::SocketAddr) {
+fn launch(
+    bin: &Path,
+    cfg: &Path,
+    rust_log: &str,
+    env: &[(String, String)],
+) -> (Child, Lines, std::net::SocketAddr) {
     let mut process = Child::spawn(
         Command::new(bin)
             .args(["run", "--config"])
             .arg(cfg)
             .env("RUST_LOG", rust_log)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),

@@ -158,6 +158,24 @@ impl Drop for Proc {
     }
 }
 
+/// CPU time (user + system, in seconds) a process has used so far: `pid` is a process id or
+/// `self`. Zero once the process is gone.
+pub fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
+    let fields: Vec<f64> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    // In clock ticks, 100 per second on Linux.
+    fields.iter().sum::<f64>() / 100.0
+}
+
 pub fn tempdir(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix(prefix)
@@ -187,6 +205,14 @@ pub fn spawn_sipp(dir: &Path, args: &[&str]) -> Proc {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     Proc::spawn("sipp", &mut cmd)
+}
+
+/// A column (e.g. `SuccessfulCall(C)`, `FailedCall(C)`) of the last row of a SIPp
+/// `-trace_stat` file.
+pub fn sipp_stat(csv: &Path, column: &str) -> Option<String> {
+    let stat = std::fs::read_to_string(csv).ok()?;
+    let header = stat.lines().next()?.split(';').position(|h| h == column)?;
+    Some(stat.lines().last()?.split(';').nth(header)?.to_string())
 }
 
 pub fn sipp_errors(dir: &Path) -> String {
