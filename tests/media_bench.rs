@@ -5,7 +5,8 @@
 //! `menu` agent, is recorded in the call store, and sends the caller's audio back through the
 //! whole media path), and SIPp's `uas -rtp_echo`, which echoes packets untouched, as the
 //! reference. Prints each callee's CPU seconds (utime + stime from /proc) and failed calls per
-//! run, and the medians. `MEDIA_BENCH_RUNS` (default 3) sets the number of runs.
+//! run, and the medians. `MEDIA_BENCH_RUNS` (default 3) sets the number of runs,
+//! `MEDIA_BENCH_LOADS` (default `200@50,1000@100`) the calls @ calls per second.
 
 use std::time::Duration;
 
@@ -132,7 +133,17 @@ async fn echo_calls_cost_against_sipp_rtp_echo() {
     let mut host = host();
     let host_target = format!("127.0.0.1:{}", host.sip_port);
     let host_pid = host.process.child.id();
-    for (calls, rate) in [(200u32, 50u32), (1000, 100)] {
+    let loads: Vec<(u32, u32)> = std::env::var("MEDIA_BENCH_LOADS")
+        .unwrap_or_else(|_| "200@50,1000@100".into())
+        .split(',')
+        .map(|l| {
+            let (calls, rate) = l
+                .split_once('@')
+                .expect("MEDIA_BENCH_LOADS: calls@rate,...");
+            (calls.trim().parse().unwrap(), rate.trim().parse().unwrap())
+        })
+        .collect();
+    for (calls, rate) in loads {
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for run in 1..=runs {
             // The reference callee: SIPp echoing RTP as received, for this run only.
