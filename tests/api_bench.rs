@@ -6,9 +6,9 @@
 use std::time::Instant;
 
 use switchboard::store::{SqliteStore, StoreConfig, sample};
-use switchboard_tests::agents::example_manifest;
+use switchboard_tests::agents::{example_agents, example_manifest, switchboard_release_bin};
 use switchboard_tests::api::Api;
-use switchboard_tests::host::{Host, Launch};
+use switchboard_tests::host::{Host, HostOptions};
 use switchboard_tests::sip::quantile;
 
 /// The request path of the i-th request of one kind of query.
@@ -23,15 +23,13 @@ const T0: i64 = 1_767_225_600_000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark; run explicitly"]
 async fn list_calls_over_http_with_100k_stored() {
-    let host = Host::start_as(
-        Launch::bench(&[]),
-        &[(
-            "menu",
-            std::fs::read_to_string(example_manifest("menu")).unwrap(),
-        )],
-        "",
-        "",
-    );
+    let menu = std::fs::read_to_string(example_manifest("menu")).unwrap();
+    let host = Host::start_opts(HostOptions {
+        bin: Some(switchboard_release_bin()),
+        agents: vec![("menu".into(), example_agents().join("menu.wasm"), menu)],
+        rust_log: "info,rsipstack=warn".into(),
+        ..HostOptions::default()
+    });
     let store = SqliteStore::open(&StoreConfig {
         path: host.data.path().join("calls.db"),
         ..StoreConfig::default()

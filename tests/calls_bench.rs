@@ -10,10 +10,10 @@
 use std::time::Duration;
 
 use switchboard::sip::{CallOutcome, OutboundCall, SipEndpoint};
-use switchboard_tests::agents::{example_manifest, switchboard_release_bin};
+use switchboard_tests::agents::{example_agents, example_manifest, switchboard_release_bin};
 use switchboard_tests::calls::{RATE, mic};
 use switchboard_tests::fake_openai::{FakeOpenAi, Script};
-use switchboard_tests::host::{Host, Launch};
+use switchboard_tests::host::{Host, HostOptions};
 use switchboard_tests::media::RtpPeer;
 use switchboard_tests::sip::{quantile, test_config};
 
@@ -98,22 +98,22 @@ async fn host_added_latency() {
     })
     .await;
     // The release build, with call events in the log (the turn latencies are read from it).
-    let launch = Launch {
-        bin: switchboard_release_bin(),
-        log_filter: "info,rsipstack=warn,switchboard::call=debug".into(),
-        env: vec![("SWITCHBOARD__AGENTS__MAX_INSTANCES".into(), "1000".into())],
-    };
     let receptionist = std::fs::read_to_string(example_manifest("receptionist")).unwrap();
-    let mut host = Host::start_as(
-        launch,
-        &[("receptionist", receptionist)],
-        "",
-        &format!(
+    let mut host = Host::start_opts(HostOptions {
+        bin: Some(switchboard_release_bin()),
+        agents: vec![(
+            "receptionist".into(),
+            example_agents().join("receptionist.wasm"),
+            receptionist,
+        )],
+        env: vec![("SWITCHBOARD__AGENTS__MAX_INSTANCES".into(), "1000".into())],
+        extra: format!(
             "[calls]\nrtp-port-min = 30000\nrtp-port-max = 39998\ncodecs = [\"pcmu\"]\n\
              [model]\nprovider = \"openai\"\nbase-url = \"{}\"\napi-key = \"test\"\n",
             fake.url
         ),
-    );
+        ..HostOptions::default()
+    });
     let (endpoint, _events) = SipEndpoint::start(test_config()).await.unwrap();
     let tasks: Vec<_> = (0..calls)
         .map(|n| {

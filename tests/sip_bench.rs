@@ -10,8 +10,8 @@
 use std::time::{Duration, Instant};
 
 use switchboard::sip::SipEndpoint;
-use switchboard_tests::agents::example_manifest;
-use switchboard_tests::host::{Host, Launch};
+use switchboard_tests::agents::{example_agents, example_manifest, switchboard_release_bin};
+use switchboard_tests::host::{Host, HostOptions};
 use switchboard_tests::sip::*;
 
 fn which(bin: &str) -> bool {
@@ -177,7 +177,7 @@ fn uac_pcap_args(calls: u32, rate: u32, media_port: u16, target: &str) -> Vec<St
 /// A folder for a `uac_pcap` run: the scenario reads `pcap/g711a.pcap` relative to it.
 fn pcap_dir(name: &str) -> tempfile::TempDir {
     let dir = tempdir(name);
-    std::os::unix::fs::symlink("/usr/share/sip-tester", dir.path().join("pcap")).unwrap();
+    std::os::unix::fs::symlink(sipp_pcap_dir(), dir.path().join("pcap")).unwrap();
     dir
 }
 
@@ -230,15 +230,18 @@ async fn binary_with_media_against_the_menu_agent_and_sipp_uas_reference() {
     );
 
     // Switchboard: release build, menu agent, offline provider, every call recorded in SQLite.
-    let host = Host::start_as(
-        Launch::bench(&[("SWITCHBOARD__AGENTS__MAX_INSTANCES", "1500")]),
-        &[(
-            "menu",
-            std::fs::read_to_string(example_manifest("menu")).unwrap(),
-        )],
-        "",
-        "[calls]\nrtp-port-min = 20000\nrtp-port-max = 26000\ncodecs = [\"pcma\", \"pcmu\"]\n",
-    );
+    let menu = std::fs::read_to_string(example_manifest("menu")).unwrap();
+    let host = Host::start_opts(HostOptions {
+        bin: Some(switchboard_release_bin()),
+        agents: vec![("menu".into(), example_agents().join("menu.wasm"), menu)],
+        extra:
+            "[calls]\nrtp-port-min = 20000\nrtp-port-max = 26000\ncodecs = [\"pcma\", \"pcmu\"]\n"
+                .into(),
+        // Production logging (one line per call step, no per-event debug).
+        rust_log: "info,rsipstack=warn".into(),
+        env: vec![("SWITCHBOARD__AGENTS__MAX_INSTANCES".into(), "1500".into())],
+        ..HostOptions::default()
+    });
     let pid = host.process.child.id();
     let dir = pcap_dir("sipp-uac-host");
     let capture = Capture::start(dir.path(), host.sip_port).await;

@@ -28,7 +28,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     #[serde(default)]
     pub sip: SipConfig,
-    /// The voice model provider (`provider = "openai" | "gemini" | "offline"`).
+    /// The voice model provider (`provider = "openai" | "gemini" | "offline" | "echo"`).
     #[serde(default)]
     pub model: ProviderConfig,
     #[serde(default)]

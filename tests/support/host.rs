@@ -1,17 +1,14 @@
 //! The `switchboard` binary as a test peer: a config on free ports, agents deployed into a
 //! temporary folder, and its log read line by line.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::agents::{
-    AgentsDir, Child, Lines, example_agents, example_manifest, switchboard_bin,
-    switchboard_release_bin,
-};
+use crate::agents::{AgentsDir, Child, Lines, example_agents, example_manifest, switchboard_bin};
 use crate::sip::free_port;
 
 pub struct Host {
-    pub launch: Launch,
     pub sip_port: u16,
     /// Where the HTTP API listens (a free port chosen by the host).
     pub http: std::net::SocketAddr,
@@ -20,6 +17,38 @@ pub struct Host {
     pub process: Child,
     /// Data folder (agent kv, compiled cache, calls.db) and the config file.
     pub data: tempfile::TempDir,
+    bin: PathBuf,
+    rust_log: String,
+    env: Vec<(String, String)>,
+}
+
+/// How to start a [`Host`].
+pub struct HostOptions {
+    /// The binary; `None` is the debug build of this workspace.
+    pub bin: Option<PathBuf>,
+    /// Agents to deploy: name, component file, manifest text.
+    pub agents: Vec<(String, PathBuf, String)>,
+    /// Added to the `[http]` table.
+    pub http: String,
+    /// TOML appended to the config.
+    pub extra: String,
+    /// `RUST_LOG` of the host (the default shows each call event at debug level).
+    pub rust_log: String,
+    /// More environment, e.g. `SWITCHBOARD__AGENTS__MAX_INSTANCES` overrides.
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions {
+            bin: None,
+            agents: Vec::new(),
+            http: String::new(),
+            extra: String::new(),
+            rust_log: "info,rsipstack=warn,switchboard::call=debug".into(),
+            env: Vec::new(),
+        }
+    }
 }
 
 impl Host {
@@ -50,23 +79,29 @@ impl Host {
         http: &str,
         extra: &str,
     ) -> Host {
-        Host::start_as(Launch::test(), agents_and_manifests, http, extra)
+        let examples = example_agents();
+        Host::start_opts(HostOptions {
+            agents: agents_and_manifests
+                .iter()
+                .map(|(name, manifest)| {
+                    (
+                        name.to_string(),
+                        examples.join(format!("{name}.wasm")),
+                        manifest.clone(),
+                    )
+                })
+                .collect(),
+            http: http.into(),
+            extra: extra.into(),
+            ..HostOptions::default()
+        })
     }
 
-    /// Like [`start_with_manifests`](Self::start_with_manifests), run as `launch` says.
-    pub fn start_as(
-        launch: Launch,
-        agents_and_manifests: &[(&str, String)],
-        http: &str,
-        extra: &str,
-    ) -> Host {
+    /// Start the host as `options` say.
+    pub fn start_opts(options: HostOptions) -> Host {
         let agents = AgentsDir::new();
-        for (name, manifest) in agents_and_manifests {
-            agents.install(
-                name,
-                &example_agents().join(format!("{name}.wasm")),
-                manifest,
-            );
+        for (name, wasm, manifest) in &options.agents {
+            agents.install(name, wasm, manifest);
         }
         let data = tempfile::tempdir().unwrap();
         let sip_port = free_port();
@@ -80,18 +115,23 @@ impl Host {
                  [routes]\n\"1000\" = \"menu\"\n\"2000\" = \"receptionist\"\n\"3000\" = \"appointments\"\n{extra}\n",
                 data = data.path().display().to_string(),
                 dir = agents.path().display().to_string(),
+                http = options.http,
+                extra = options.extra,
             ),
         )
         .unwrap();
-        let (process, log, http) = launch.spawn(&cfg);
+        let bin = options.bin.unwrap_or_else(switchboard_bin);
+        let (process, log, http) = launch(&bin, &cfg, &options.rust_log, &options.env);
         Host {
-            launch,
             sip_port,
             http,
             agents,
             log,
             process,
             data,
+            bin,
+            rust_log: options.rust_log,
+            env: options.env,
         }
     }
 
@@ -100,7 +140,7 @@ impl Host {
         let _ = self.process.child.kill();
         let _ = self.process.child.wait();
         let cfg = self.data.path().join("switchboard.toml");
-        let (process, log, http) = self.launch.spawn(&cfg);
+        let (process, log, http) = launch(&self.bin, &cfg, &self.rust_log, &self.env);
         self.process = process;
         self.log = log;
         self.http = http;
@@ -111,63 +151,55 @@ impl Host {
         self.log.expect(needles, secs)
     }
 
+    /// The keypad digits recorded as call events so far (in order, all calls), waiting up to
+    /// `secs` for at least `count` of them.
+    pub fn dtmf_digits(&mut self, count: usize, secs: u64) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let digits: String = self
+                .log
+                .seen
+                .iter()
+                .filter(|l| l.contains("call event"))
+                .filter_map(|l| l.split("Dtmf { digits: \"").nth(1)?.chars().next())
+                .collect();
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if digits.len() >= count || left.is_zero() {
+                return digits;
+            }
+            self.log.wait_for(&["call event", "Dtmf {"], left);
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.process.is_running()
     }
 }
 
-/// Which build of the binary runs, and how.
-pub struct Launch {
-    pub bin: std::path::PathBuf,
-    pub log_filter: String,
-    /// Extra environment, e.g. `SWITCHBOARD__AGENTS__MAX_INSTANCES` overrides.
-    pub env: Vec<(String, String)>,
-}
-
-impl Launch {
-    /// The debug build with call events in the log (tests wait for them).
-    pub fn test() -> Launch {
-        Launch {
-            bin: switchboard_bin(),
-            log_filter: "info,rsipstack=warn,switchboard::call=debug".into(),
-            env: Vec::new(),
-        }
-    }
-
-    /// The release build without per-call log lines: for benchmarks.
-    pub fn bench(env: &[(&str, &str)]) -> Launch {
-        Launch {
-            bin: switchboard_release_bin(),
-            log_filter: "info,rsipstack=warn,switchboard::sip=warn,switchboard::media=warn,\
-                         switchboard::call=warn"
-                .into(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        }
-    }
-
-    fn spawn(&self, cfg: &std::path::Path) -> (Child, Lines, std::net::SocketAddr) {
-        let mut process = Child::spawn(
-            Command::new(&self.bin)
-                .args(["run", "--config"])
-                .arg(cfg)
-                .env("RUST_LOG", &self.log_filter)
-                .env("NO_COLOR", "1")
-                .envs(self.env.iter().map(|(k, v)| (k, v)))
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped()),
-        );
-        let mut log = Lines::new(process.child.stderr.take().unwrap());
-        let running = log
-            .wait_for(&["switchboard running"], Duration::from_secs(60))
-            .unwrap_or_else(|| panic!("the host did not start: {:?}", log.seen));
-        let http = running
-            .split_whitespace()
-            .find_map(|field| field.strip_prefix("http="))
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("no http= address in {running:?}"));
-        (process, log, http)
-    }
+fn launch(
+    bin: &Path,
+    cfg: &Path,
+    rust_log: &str,
+    env: &[(String, String)],
+) -> (Child, Lines, std::net::SocketAddr) {
+    let mut process = Child::spawn(
+        Command::new(bin)
+            .args(["run", "--config"])
+            .arg(cfg)
+            .env("RUST_LOG", rust_log)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let mut log = Lines::new(process.child.stderr.take().unwrap());
+    let running = log
+        .wait_for(&["switchboard running"], Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("the host did not start: {:?}", log.seen));
+    let http = running
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("http="))
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no http= address in {running:?}"));
+    (process, log, http)
 }

@@ -30,13 +30,44 @@ pub fn require(bin: &str) -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
+    present_or_skip(&format!("peer `{bin}`"), found)
+}
+
+/// Whether `python3` can import `module` (e.g. `pjsua2`, from the pip package
+/// `pjsua2-python`); missing is handled like [`require`].
+pub fn require_python(module: &str) -> bool {
+    let found = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    present_or_skip(&format!("python module `{module}`"), found)
+}
+
+fn present_or_skip(what: &str, found: bool) -> bool {
     if !found {
         if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("required peer `{bin}` is not installed (CI=true)");
+            panic!("required {what} is not installed (CI=true)");
         }
-        eprintln!("SKIP: `{bin}` not installed");
+        eprintln!("SKIP: {what} not installed");
     }
     found
+}
+
+/// The folder of SIPp's shipped pcaps (`g711a.pcap`, `dtmf_2833_*.pcap`): Debian puts them
+/// in /usr/share/sip-tester, upstream installs in .../share/sipp/pcap.
+pub fn sipp_pcap_dir() -> PathBuf {
+    [
+        "/usr/share/sip-tester",
+        "/usr/share/sipp/pcap",
+        "/usr/local/share/sipp/pcap",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|d| d.join("g711a.pcap").is_file())
+    .expect("SIPp is installed but its pcaps (g711a.pcap, dtmf_2833_*.pcap) are not")
 }
 
 /// A port free on 127.0.0.1 for UDP and TCP, with `port + 1` free too (baresip binds it for TLS).

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::ModelProvider;
+use super::echo::{EchoConfig, EchoProvider};
 use super::gemini::GeminiProvider;
 use super::offline::OfflineProvider;
 use super::openai::OpenAiProvider;
@@ -225,7 +226,8 @@ impl Default for OfflineConfig {
 
 /// Which provider to use, as written in the config file (kebab-case keys like the rest of
 /// `switchboard.toml`): `provider = "openai"` with the [`OpenAiConfig`] fields
-/// (`api-key`, `base-url`, …), `"gemini"` or `"offline"`.
+/// (`api-key`, `base-url`, …), `"gemini"`, `"offline"` or `"echo"` (the caller hears
+/// themselves: a line test, and the model stand-in of the media benchmark).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "provider", rename_all = "lowercase")]
 pub enum ProviderConfig {
@@ -233,6 +235,7 @@ pub enum ProviderConfig {
     OpenAi(OpenAiConfig),
     Gemini(GeminiConfig),
     Offline(OfflineConfig),
+    Echo(EchoConfig),
 }
 
 impl Default for ProviderConfig {
@@ -249,6 +252,7 @@ impl ProviderConfig {
             ProviderConfig::OpenAi(c) => Arc::new(OpenAiProvider::new(c.clone())),
             ProviderConfig::Gemini(c) => Arc::new(GeminiProvider::new(c.clone())),
             ProviderConfig::Offline(c) => Arc::new(OfflineProvider::new(c.clone())),
+            ProviderConfig::Echo(_) => Arc::new(EchoProvider),
         }
     }
 }
@@ -285,6 +289,9 @@ mod tests {
         let o: ProviderConfig =
             toml::from_str("provider = \"offline\"\nwords-per-minute = 150\n").unwrap();
         assert!(matches!(o, ProviderConfig::Offline(_)));
+        let e: ProviderConfig = toml::from_str("provider = \"echo\"\n").unwrap();
+        assert_eq!(e.build().name(), "echo");
+        assert!(toml::from_str::<ProviderConfig>("provider = \"echo\"\nvoice = \"x\"\n").is_err());
     }
 
     #[test]

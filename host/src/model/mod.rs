@@ -4,7 +4,8 @@
 //! and [`Command`]s in and gives audio frames and [`ModelEvent`]s out. Providers:
 //! [`openai::OpenAiProvider`] (OpenAI Realtime, GA protocol; also Azure and compatible
 //! endpoints), [`gemini::GeminiProvider`] (Gemini Live) and [`offline::OfflineProvider`]
-//! (local espeak-ng speech and local voice-activity detection, no network).
+//! (local espeak-ng speech and local voice-activity detection, no network) and
+//! [`echo::EchoProvider`] (the caller's audio straight back: a line test).
 //!
 //! Resampling and transcoding are not done here: each provider states which [`AudioFormat`]s it
 //! accepts ([`ModelProvider::formats`]) and the caller converts to one of them.
@@ -44,6 +45,7 @@
 //! ```
 
 pub mod config;
+pub mod echo;
 pub mod gemini;
 pub mod offline;
 pub mod openai;

@@ -1,0 +1,196 @@
+//! Media load benchmark (ignored by default; run with `--ignored --nocapture`; it builds the
+//! release binary first). SIPp's built-in `uac_pcap` places calls that each play 7 s of PCMA
+//! (`g711a.pcap`) and hang up after about 9 s, at 200 calls @ 50 cps and 1000 @ 100 cps, against
+//! two callees in turn: the release `switchboard` with the `echo` provider (every call runs the
+//! `menu` agent, is recorded in the call store, and sends the caller's audio back through the
+//! whole media path), and SIPp's `uas -rtp_echo`, which echoes packets untouched, as the
+//! reference. Prints each callee's CPU seconds (utime + stime from /proc) and failed calls per
+//! run, and the medians. `MEDIA_BENCH_RUNS` (default 3) sets the number of runs,
+//! `MEDIA_BENCH_LOADS` (default `200@50,1000@100`) the calls @ calls per second.
+
+use std::time::Duration;
+
+use switchboard_tests::agents::{example_agents, example_manifest, switchboard_release_bin};
+use switchboard_tests::host::{Host, HostOptions};
+use switchboard_tests::sip::{
+    SippStats, cpu_seconds, free_port, require, run_sipp, sipp_pcap_dir, spawn_sipp, tempdir,
+};
+
+/// One SIPp uac_pcap load against `target`; returns (successful, failed) calls.
+async fn load(target: &str, calls: u32, rate: u32) -> (u32, u32) {
+    let dir = tempdir("media-bench");
+    // uac_pcap plays `pcap/g711a.pcap` relative to its working folder.
+    std::os::unix::fs::symlink(sipp_pcap_dir(), dir.path().join("pcap")).unwrap();
+    let (code, errors) = run_sipp(
+        dir.path(),
+        &[
+            "-sn",
+            "uac_pcap",
+            "-s",
+            "1000",
+            "-m",
+            &calls.to_string(),
+            "-r",
+            &rate.to_string(),
+            "-l",
+            &calls.to_string(),
+            "-p",
+            &free_port().to_string(),
+            "-mp",
+            &free_port().to_string(),
+            "-trace_stat",
+            "-stf",
+            "stat.csv",
+            "-fd",
+            "1",
+            "-timeout",
+            "120s",
+            target,
+        ],
+        Duration::from_secs(150),
+    )
+    .await;
+    let stats = SippStats::read(dir.path());
+    let (ok, failed) = (stats.successful as u32, stats.failed as u32);
+    if code != Some(0) {
+        eprintln!(
+            "sipp rc {code:?} against {target}: {}",
+            errors.lines().take(5).collect::<Vec<_>>().join(" | ")
+        );
+    }
+    (ok, failed.max(calls.saturating_sub(ok + failed)))
+}
+
+/// CPU seconds `pid` spends while `calls` calls @ `rate` run against `target`, and the calls'
+/// outcome. `settled` waits until the callee has finished with the calls.
+async fn measure(
+    pid: u32,
+    target: &str,
+    calls: u32,
+    rate: u32,
+    settled: impl FnOnce(),
+) -> (f64, u32, u32) {
+    let before = cpu_seconds(pid);
+    let (ok, failed) = load(target, calls, rate).await;
+    settled();
+    (cpu_seconds(pid) - before, ok, failed)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn host() -> Host {
+    let menu = std::fs::read_to_string(example_manifest("menu")).unwrap();
+    Host::start_opts(HostOptions {
+        bin: Some(switchboard_release_bin()),
+        agents: vec![("menu".into(), example_agents().join("menu.wasm"), menu)],
+        // Below the ephemeral range SIPp's sockets come from; 2 ports per call.
+        extra:
+            "[calls]\nrtp-port-min = 20000\nrtp-port-max = 29999\ncodecs = [\"pcma\", \"pcmu\"]\n\
+                [model]\nprovider = \"echo\"\n"
+                .into(),
+        // Production logging (one line per call step, no per-event debug).
+        rust_log: "info,rsipstack=warn".into(),
+        // One agent instance per live call: about 900 at once at 100 cps.
+        env: vec![("SWITCHBOARD__AGENTS__MAX_INSTANCES".into(), "2000".into())],
+        ..HostOptions::default()
+    })
+}
+
+/// Waits (bounded) until the host has logged `n` more ended calls than `before`.
+fn wait_ended(host: &mut Host, before: usize, n: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let ended = |h: &Host| {
+        h.log
+            .seen
+            .iter()
+            .filter(|l| l.contains("call ended"))
+            .count()
+    };
+    while ended(host) < before + n as usize && std::time::Instant::now() < deadline {
+        host.log
+            .wait_for(&["call ended"], Duration::from_millis(500));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run explicitly"]
+async fn echo_calls_cost_against_sipp_rtp_echo() {
+    if !require("sipp") {
+        return;
+    }
+    let runs: usize = std::env::var("MEDIA_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let mut host = host();
+    let host_target = format!("127.0.0.1:{}", host.sip_port);
+    let host_pid = host.process.child.id();
+    let loads: Vec<(u32, u32)> = std::env::var("MEDIA_BENCH_LOADS")
+        .unwrap_or_else(|_| "200@50,1000@100".into())
+        .split(',')
+        .map(|l| {
+            let (calls, rate) = l
+                .split_once('@')
+                .expect("MEDIA_BENCH_LOADS: calls@rate,...");
+            (calls.trim().parse().unwrap(), rate.trim().parse().unwrap())
+        })
+        .collect();
+    for (calls, rate) in loads {
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for run in 1..=runs {
+            // The reference callee: SIPp echoing RTP as received, for this run only.
+            let uas_dir = tempdir("media-bench-uas");
+            let uas_port = free_port();
+            let uas = spawn_sipp(
+                uas_dir.path(),
+                &[
+                    "-sn",
+                    "uas",
+                    "-rtp_echo",
+                    "-p",
+                    &uas_port.to_string(),
+                    "-mp",
+                    &free_port().to_string(),
+                ],
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let (ref_cpu, ref_ok, ref_failed) = measure(
+                uas.pid(),
+                &format!("127.0.0.1:{uas_port}"),
+                calls,
+                rate,
+                || std::thread::sleep(Duration::from_secs(1)),
+            )
+            .await;
+            drop(uas);
+            let ended_before = host
+                .log
+                .seen
+                .iter()
+                .filter(|l| l.contains("call ended"))
+                .count();
+            let (our_cpu, ok, failed) = measure(host_pid, &host_target, calls, rate, || {
+                wait_ended(&mut host, ended_before, calls)
+            })
+            .await;
+            println!(
+                "media bench {calls} @ {rate} cps, run {run}: switchboard {our_cpu:.2} CPU-s \
+                 ({ok} ok, {failed} failed); sipp uas -rtp_echo {ref_cpu:.2} CPU-s ({ref_ok} ok, \
+                 {ref_failed} failed); ratio {:.2}",
+                our_cpu / ref_cpu
+            );
+            ours.push(our_cpu);
+            theirs.push(ref_cpu);
+        }
+        let (o, t) = (median(ours), median(theirs));
+        println!(
+            "media bench {calls} @ {rate} cps, median of {runs}: switchboard {o:.2} CPU-s, \
+             sipp uas -rtp_echo {t:.2} CPU-s, ratio {:.2} (goal ≤ 1.5)",
+            o / t
+        );
+    }
+    assert!(host.is_running());
+}
