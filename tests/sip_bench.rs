@@ -150,6 +150,8 @@ fn uac_pcap_args(calls: u32, rate: u32, media_port: u16, target: &str) -> Vec<St
     [
         "-sn",
         "uac_pcap",
+        "-s",
+        "1000",
         "-p",
         &free_port().to_string(),
         "-mp",
