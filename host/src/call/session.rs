@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
-use tracing::Instrument;
 
 use super::audio::{decode_from_model, encode_for_model};
 use super::digits::{Collected, DigitCollector};
@@ -189,15 +188,11 @@ impl Call {
     /// agent or model already failed, in which case the call only plays the apology and hangs
     /// up.
     pub(crate) async fn run(mut self, start_actions: Vec<Action>, failure: Option<String>) {
-        let span = tracing::info_span!("call", call_id = %self.call_id);
-        async move {
-            self.set_state(CallState::Active);
-            self.start_recording();
-            let reason = self.event_loop(start_actions, failure).await;
-            self.finish(reason).await;
-        }
-        .instrument(span)
-        .await
+        // Runs inside the task's `call` span (inbound or outbound), which carries the call id.
+        self.set_state(CallState::Active);
+        self.start_recording();
+        let reason = self.event_loop(start_actions, failure).await;
+        self.finish(reason).await;
     }
 
     /// Start the WAV recording when the configuration asks for it for this agent. A recording
@@ -249,7 +244,7 @@ impl Call {
         if failure.is_some() {
             pending_final = Some((Final::Hangup, Instant::now() + drain_limit));
         } else if let Some(f) = self
-            .apply(start_actions, &handle, &mut collector, &mut responding)
+            .apply(start_actions, &mut collector, &mut responding)
             .await
         {
             pending_final = Some((f, Instant::now() + drain_limit));
@@ -267,7 +262,7 @@ impl Call {
                         };
                     }
                     Some(DialogEvent::Dtmf { digit, duration_ms: _ }) => {
-                        self.on_digit(digit, "sip-info", &handle, &mut collector, &mut responding, &mut pending_final, &mut agent_failed, &mut current_item, &mut dropped_items).await;
+                        self.on_digit(digit, "sip-info", &mut collector, &mut responding, &mut pending_final, &mut agent_failed, &mut current_item, &mut dropped_items).await;
                     }
                     Some(DialogEvent::Reinvite(req)) => self.on_reinvite(req),
                     Some(DialogEvent::TransferRequested { target, .. }) => {
@@ -289,7 +284,7 @@ impl Call {
                         transfer_target = None;
                         self.set_state(CallState::Active);
                         let actions = self.agent.transfer_result(&target, Err(format!("{code} {reason}"))).await;
-                        if let Some(f) = self.after_hook(actions, &handle, &mut collector, &mut responding, &mut agent_failed).await {
+                        if let Some(f) = self.after_hook(actions, &mut collector, &mut responding, &mut agent_failed).await {
                             pending_final = Some((f, Instant::now() + drain_limit));
                         }
                     }
@@ -304,7 +299,7 @@ impl Call {
                         clock.last_host_in = t.elapsed();
                     }
                     Some(MediaEvent::Dtmf(ev)) => {
-                        self.on_digit(ev.digit, "rfc4733", &handle, &mut collector, &mut responding, &mut pending_final, &mut agent_failed, &mut current_item, &mut dropped_items).await;
+                        self.on_digit(ev.digit, "rfc4733", &mut collector, &mut responding, &mut pending_final, &mut agent_failed, &mut current_item, &mut dropped_items).await;
                     }
                     Some(MediaEvent::Timeout { silent_for }) => {
                         tracing::warn!(?silent_for, "no media; ending the call");
@@ -349,7 +344,7 @@ impl Call {
                             self.recorder.record(EventKind::Transcript { role, text: text.clone() });
                             if !agent_failed {
                                 let actions = self.agent.transcript(role, &text, true).await;
-                                if let Some(f) = self.after_hook(actions, &handle, &mut collector, &mut responding, &mut agent_failed).await {
+                                if let Some(f) = self.after_hook(actions, &mut collector, &mut responding, &mut agent_failed).await {
                                     pending_final = Some((f, Instant::now() + drain_limit));
                                 }
                             }
@@ -374,7 +369,7 @@ impl Call {
                         self.recorder.record(EventKind::ToolResult { call_id: call_id.clone(), ok, output: output.clone() });
                         let output = if ok { output } else { serde_json::json!({ "error": output }).to_string() };
                         let _ = self.model.send(Command::ToolResult { call_id, output }).await;
-                        if let Some(f) = self.apply(actions, &handle, &mut collector, &mut responding).await {
+                        if let Some(f) = self.apply(actions, &mut collector, &mut responding).await {
                             pending_final = Some((f, Instant::now() + drain_limit));
                         }
                     }
@@ -438,7 +433,7 @@ impl Call {
                         && let Some(c) = collector.take()
                     {
                         let digits = c.expire();
-                        if let Some(f) = self.deliver_digits(&digits, &handle, &mut collector, &mut responding, &mut agent_failed).await {
+                        if let Some(f) = self.deliver_digits(&digits, &mut collector, &mut responding, &mut agent_failed).await {
                             pending_final = Some((f, Instant::now() + drain_limit));
                         }
                     }
@@ -457,7 +452,7 @@ impl Call {
                                     Ok(()) => transfer_target = Some(target),
                                     Err(e) => {
                                         let actions = self.agent.transfer_result(&target, Err(e.to_string())).await;
-                                        if let Some(f) = self.after_hook(actions, &handle, &mut collector, &mut responding, &mut agent_failed).await {
+                                        if let Some(f) = self.after_hook(actions, &mut collector, &mut responding, &mut agent_failed).await {
                                             pending_final = Some((f, Instant::now() + drain_limit));
                                         }
                                     }
@@ -536,7 +531,6 @@ impl Call {
         &mut self,
         digit: char,
         source: &str,
-        handle: &DialogHandle,
         collector: &mut Option<DigitCollector>,
         responding: &mut u32,
         pending_final: &mut Option<(Final, Instant)>,
@@ -564,7 +558,7 @@ impl Call {
             None => digit.to_string(),
         };
         if let Some(f) = self
-            .deliver_digits(&digits, handle, collector, responding, agent_failed)
+            .deliver_digits(&digits, collector, responding, agent_failed)
             .await
         {
             *pending_final = Some((
@@ -577,13 +571,12 @@ impl Call {
     async fn deliver_digits(
         &mut self,
         digits: &str,
-        handle: &DialogHandle,
         collector: &mut Option<DigitCollector>,
         responding: &mut u32,
         agent_failed: &mut bool,
     ) -> Option<Final> {
         let actions = self.agent.dtmf(digits).await;
-        self.after_hook(actions, handle, collector, responding, agent_failed)
+        self.after_hook(actions, collector, responding, agent_failed)
             .await
     }
 
@@ -596,7 +589,6 @@ impl Call {
     async fn after_hook(
         &mut self,
         result: Result<Vec<Action>, AgentFault>,
-        handle: &DialogHandle,
         collector: &mut Option<DigitCollector>,
         responding: &mut u32,
         agent_failed: &mut bool,
@@ -605,7 +597,7 @@ impl Call {
             Ok(a) => a,
             Err(fault) => self.fault(fault, agent_failed),
         };
-        self.apply(actions, handle, collector, responding).await
+        self.apply(actions, collector, responding).await
     }
 
     /// Carry out agent actions in order. Hang-up and transfer wait for queued speech; anything
@@ -613,7 +605,6 @@ impl Call {
     async fn apply(
         &mut self,
         actions: Vec<Action>,
-        _handle: &DialogHandle,
         collector: &mut Option<DigitCollector>,
         responding: &mut u32,
     ) -> Option<Final> {
