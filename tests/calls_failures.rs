@@ -2,8 +2,10 @@
 //! (`receptionist`): the caller never hears silence. A provider that accepts the socket but
 //! never sends `session.created` gets the apology and a hang-up; one that never answers the
 //! WebSocket handshake, with `on-start = "reject"`, gets a 503 before answer; an `error` event
-//! mid-call is recorded and the call goes on. Each outcome is read back from the call's events
-//! in the API (the Gemini close with an error code is in tests/calls_gemini.rs).
+//! mid-call is recorded and the call goes on; a socket dropped mid-call, with a fallback transfer
+//! configured, sends the caller to the front desk after the apology. Each outcome is read back
+//! from the call's events in the API (the Gemini close with an error code is in
+//! tests/calls_gemini.rs).
 
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use switchboard_tests::api::Api;
 use switchboard_tests::calls::{WINDOW, dial, loud_spans, mic, ms, recording, spans_ms};
 use switchboard_tests::fake_openai::{FakeOpenAi, Reply, Script};
 use switchboard_tests::host::Host;
-use switchboard_tests::sip::{Baresip, require};
+use switchboard_tests::sip::{Baresip, free_port, require, spawn_sipp, tempdir};
 
 /// The host with the receptionist on 2000 and `model` as its `[model]` table.
 fn start_host(model: &str, rtp_base: u16, extra: &str) -> Host {
@@ -244,6 +246,76 @@ async fn error_event_mid_call_is_recorded_and_the_call_goes_on() {
     assert!(
         answer_at.is_some_and(|at| at >= error_at),
         "answer after the error: {detail}"
+    );
+    assert!(host.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_socket_with_a_fallback_transfer_sends_the_caller_to_the_desk() {
+    if !require("baresip") || !require("sipp") || !require("espeak-ng") {
+        return;
+    }
+    let desk_port = free_port();
+    let desk = format!("sip:frontdesk@127.0.0.1:{desk_port}");
+    let desk_dir = tempdir("sipp-frontdesk");
+    let _desk = spawn_sipp(
+        desk_dir.path(),
+        &["-sn", "uas", "-p", &desk_port.to_string()],
+    );
+    let fake = FakeOpenAi::start(Script {
+        api_key: "test".into(),
+        // The greeting, then the caller's question makes the fake drop the socket.
+        replies: vec![Reply::Echo, Reply::DropSocket],
+        ..Script::default()
+    })
+    .await;
+    let mut host = start_host(
+        &format!(
+            "provider = \"openai\"\nbase-url = \"{}\"\napi-key = \"test\"",
+            fake.url
+        ),
+        51000,
+        &format!("[agents.fallback]\ntransfer = \"{desk}\"\n"),
+    );
+    let phone = Baresip::start_with_mic(
+        "<sip:caller@127.0.0.1>;regint=0;audio_codecs=pcmu",
+        "module sndfile.so",
+        &mic(30.0, &[(5.0, 0.8)]),
+    )
+    .await;
+    let _ctrl = dial(&phone, "2000", host.sip_port).await;
+    host.expect(&["ModelError", "model session closed"], 20);
+    // The apology is spoken first, then the REFER goes out; baresip calls the desk.
+    host.expect(&["Transfer", &desk, "requested"], 30);
+    host.expect(&["Transfer", &desk, "completed", "200"], 20);
+    host.expect(&["call ended", "Transferred"], 10);
+
+    let events = events_of(&call_detail(&host).await);
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    let error_at = kinds.iter().position(|&k| k == "model-error");
+    let transfer_at = kinds.iter().position(|&k| k == "transfer");
+    assert!(
+        error_at.is_some() && transfer_at > error_at,
+        "the transfer follows the model error: {kinds:?}"
+    );
+    let transfers = find(&events, "transfer");
+    assert_eq!(transfers[0]["target"], desk.as_str(), "{transfers:?}");
+    assert_eq!(transfers.last().unwrap()["status"], "completed");
+    let ended = find(&events, "ended");
+    assert_eq!(
+        ended[0]["reason"],
+        format!("transferred to {desk}"),
+        "{ended:?}"
+    );
+
+    // Between the greeting and the REFER the caller heard the apology (speech, not silence).
+    let heard = recording(&phone, "-dec.wav");
+    let loud = loud_spans(&heard, WINDOW * 10);
+    let apology_ms: f64 = loud.iter().skip(1).map(|&(a, b)| ms(b - a)).sum();
+    assert!(
+        apology_ms > 1000.0,
+        "the apology was heard after the greeting: {:?}",
+        spans_ms(&loud)
     );
     assert!(host.is_running());
 }

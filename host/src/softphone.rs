@@ -551,7 +551,12 @@ async fn talk(
                     );
                     return Ok(Ended::Dropped);
                 }
-                Some(MediaEvent::Audio(_) | MediaEvent::Stats(_)) => {}
+                Some(
+                    MediaEvent::Audio(_)
+                    | MediaEvent::Stats(_)
+                    | MediaEvent::PlayoutStarted { .. }
+                    | MediaEvent::PlayoutIdle,
+                ) => {}
                 None => {
                     hang_up(dialog).await;
                     steps.print("ended", &[("reason", &"media-stopped")]);

@@ -44,14 +44,16 @@ pub async fn dial(phone: &Baresip, number: &str, sip_port: u16) -> BaresipCtrl {
     ctrl
 }
 
-/// First channel of a WAV baresip recorded (`-dec`: heard, `-enc`: sent), brought to 8 kHz
-/// (baresip records at the codec's rate: 48 kHz on Opus).
+/// First channel of the first WAV baresip recorded (`-dec`: heard, `-enc`: sent), brought to
+/// 8 kHz (baresip records at the codec's rate: 48 kHz on Opus). Files are named by their start
+/// time, so the first by name is the first call's.
 pub fn recording(phone: &Baresip, suffix: &str) -> Vec<i16> {
     let path = std::fs::read_dir(phone.dir.path().join("rec"))
         .unwrap()
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(suffix))
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .min()
         .unwrap_or_else(|| panic!("baresip recorded {suffix}"));
     let wav = Wav::read(&path);
     match wav.rate as usize {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
 use super::audio::{decode_from_model, encode_for_model};
 use super::digits::{Collected, DigitCollector};
@@ -170,6 +170,14 @@ fn ending(failure: Option<String>) -> (EndReason, bool) {
     }
 }
 
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// An action that waits until queued speech has been played.
 enum Final {
     Hangup,
@@ -229,8 +237,6 @@ impl Call {
     ) -> (EndReason, bool) {
         let handle = self.dialog.handle();
         let mut media_events = self.media.take_events().expect("events taken once");
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
-        tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut collector: Option<DigitCollector> = None;
         let mut pending_final: Option<(Final, Instant)> = None;
         let mut responding: u32 = u32::from(true); // the greeting (or apology) comes first
@@ -242,7 +248,7 @@ impl Call {
         let drain_limit = Duration::from_secs(self.deps.config.drain_timeout_secs);
 
         if failure.is_some() {
-            pending_final = Some((Final::Hangup, Instant::now() + drain_limit));
+            pending_final = Some((self.fallback_final(), Instant::now() + drain_limit));
         } else if let Some(f) = self
             .apply(start_actions, &mut collector, &mut responding)
             .await
@@ -251,7 +257,13 @@ impl Call {
         }
 
         loop {
+            // Nothing polls: the loop wakes for events, or for the next digit or drain
+            // deadline.
             let digit_deadline = collector.as_ref().map(DigitCollector::deadline);
+            let wake = digit_deadline
+                .into_iter()
+                .chain(pending_final.as_ref().map(|(_, d)| *d))
+                .min();
             tokio::select! {
                 ev = self.dialog.recv() => match ev {
                     Some(DialogEvent::Ended(reason)) => {
@@ -283,6 +295,11 @@ impl Call {
                         }
                         transfer_target = None;
                         self.set_state(CallState::Active);
+                        if failure.is_some() {
+                            // The fallback transfer failed: nothing is left to talk to.
+                            let _ = handle.hangup().await;
+                            return ending(failure);
+                        }
                         let actions = self.agent.transfer_result(&target, Err(format!("{code} {reason}"))).await;
                         if let Some(f) = self.after_hook(actions, &mut collector, &mut responding, &mut agent_failed).await {
                             pending_final = Some((f, Instant::now() + drain_limit));
@@ -306,7 +323,17 @@ impl Call {
                         let _ = handle.hangup().await;
                         return (EndReason::Timeout, false);
                     }
-                    Some(MediaEvent::Stats(_)) => {}
+                    Some(MediaEvent::PlayoutStarted { at }) => {
+                        if let (Some(stopped), Some(first)) = (clock.speech_stopped.take(), clock.first_model_audio.take()) {
+                            clock.turn += 1;
+                            let model_ms = first.duration_since(stopped).as_secs_f64() * 1000.0;
+                            let host_out_ms = at.saturating_duration_since(first).as_secs_f64() * 1000.0;
+                            let host_in_ms = clock.host_in.as_secs_f64() * 1000.0;
+                            self.recorder.record(EventKind::TurnLatency { turn: clock.turn, host_in_ms, model_ms, host_out_ms, total_ms: host_in_ms + model_ms + host_out_ms });
+                        }
+                    }
+                    // The drain check below sees the empty queue.
+                    Some(MediaEvent::Stats(_) | MediaEvent::PlayoutIdle) => {}
                     None => return (EndReason::Failed("media ended".into()), true),
                 },
                 ev = self.model.events.recv() => match ev {
@@ -317,11 +344,17 @@ impl Call {
                         if current_item.as_ref().map(|s| s.item_id.as_str()) != Some(item_id.as_str()) {
                             // Audio generated faster than real time arrives while earlier audio
                             // is still queued; what this item has played is counted after that.
-                            current_item = Some(Speaking { item_id, lead_ms: self.media.queued_ms() });
+                            let lead_ms = self.media.queued_ms();
+                            current_item = Some(Speaking { item_id, lead_ms });
                             self.media.mark_playout();
                             if clock.speech_stopped.is_some() && clock.first_model_audio.is_none() {
-                                clock.first_model_audio = Some(Instant::now());
-                                clock.host_in = clock.last_host_in;
+                                if lead_ms == 0 {
+                                    clock.first_model_audio = Some(Instant::now());
+                                    clock.host_in = clock.last_host_in;
+                                } else {
+                                    // The answer waits behind earlier audio: no turn to time.
+                                    clock.speech_stopped = None;
+                                }
                             }
                         }
                         let pcm = decode_from_model(&data, format);
@@ -392,7 +425,7 @@ impl Call {
                         failure = Some("model session closed".into());
                         self.model = connect_fallback(&self.deps, self.media_codec()).await;
                         responding = 1;
-                        pending_final = Some((Final::Hangup, Instant::now() + drain_limit));
+                        pending_final = Some((self.fallback_final(), Instant::now() + drain_limit));
                     }
                     None => {
                         let _ = handle.hangup().await;
@@ -415,53 +448,72 @@ impl Call {
                         return (EndReason::CallerHangup, false);
                     }
                 },
-                _ = tick.tick() => {
-                    if let (Some(stopped), Some(first)) = (clock.speech_stopped, clock.first_model_audio)
-                        && self.media.played_ms() > 0
-                    {
-                        let now = Instant::now();
-                        clock.turn += 1;
-                        let model_ms = first.duration_since(stopped).as_secs_f64() * 1000.0;
-                        let host_out_ms = now.duration_since(first).as_secs_f64() * 1000.0;
-                        let host_in_ms = clock.host_in.as_secs_f64() * 1000.0;
-                        self.recorder.record(EventKind::TurnLatency { turn: clock.turn, host_in_ms, model_ms, host_out_ms, total_ms: host_in_ms + model_ms + host_out_ms });
-                        clock.speech_stopped = None;
-                        clock.first_model_audio = None;
-                    }
-                    if let Some(deadline) = digit_deadline
-                        && Instant::now() >= deadline
-                        && let Some(c) = collector.take()
-                    {
-                        let digits = c.expire();
-                        if let Some(f) = self.deliver_digits(&digits, &mut collector, &mut responding, &mut agent_failed).await {
-                            pending_final = Some((f, Instant::now() + drain_limit));
+                () = sleep_until_some(wake) => {}
+            }
+            if let Some(deadline) = digit_deadline
+                && Instant::now() >= deadline
+                && let Some(c) = collector.take()
+            {
+                let digits = c.expire();
+                if let Some(f) = self
+                    .deliver_digits(&digits, &mut collector, &mut responding, &mut agent_failed)
+                    .await
+                {
+                    pending_final = Some((f, Instant::now() + drain_limit));
+                }
+            }
+            // Hang-up and transfer wait until the model is done and the caller heard it all.
+            if let Some((_, deadline)) = &pending_final {
+                let drained = responding == 0 && self.media.playout_is_empty();
+                if drained || Instant::now() >= *deadline {
+                    let (action, _) = pending_final.take().expect("checked");
+                    match action {
+                        Final::Hangup => {
+                            let _ = handle.hangup().await;
+                            // A mid-call agent fault hangs up through its apology actions.
+                            let agent_fault = agent_failed.then(|| "agent failed".to_string());
+                            return ending(failure.or(agent_fault));
                         }
-                    }
-                    if let Some((_, deadline)) = &pending_final {
-                        let drained = responding == 0 && self.media.queued_ms() == 0;
-                        if drained || Instant::now() >= *deadline {
-                            let (action, _) = pending_final.take().expect("checked");
-                            match action {
-                                Final::Hangup => {
+                        Final::Transfer(target) => {
+                            match self.start_transfer(&handle, &target).await {
+                                Ok(()) => transfer_target = Some(target),
+                                Err(e) if failure.is_some() => {
+                                    // The fallback transfer failed: nothing is left to talk to.
+                                    tracing::warn!(error = %e, "fallback transfer failed; hanging up");
                                     let _ = handle.hangup().await;
-                                    // A mid-call agent fault hangs up through its apology actions.
-                                    let agent_fault = agent_failed.then(|| "agent failed".to_string());
-                                    return ending(failure.or(agent_fault));
+                                    return ending(failure);
                                 }
-                                Final::Transfer(target) => match self.start_transfer(&handle, &target).await {
-                                    Ok(()) => transfer_target = Some(target),
-                                    Err(e) => {
-                                        let actions = self.agent.transfer_result(&target, Err(e.to_string())).await;
-                                        if let Some(f) = self.after_hook(actions, &mut collector, &mut responding, &mut agent_failed).await {
-                                            pending_final = Some((f, Instant::now() + drain_limit));
-                                        }
+                                Err(e) => {
+                                    let actions = self
+                                        .agent
+                                        .transfer_result(&target, Err(e.to_string()))
+                                        .await;
+                                    if let Some(f) = self
+                                        .after_hook(
+                                            actions,
+                                            &mut collector,
+                                            &mut responding,
+                                            &mut agent_failed,
+                                        )
+                                        .await
+                                    {
+                                        pending_final = Some((f, Instant::now() + drain_limit));
                                     }
-                                },
+                                }
                             }
                         }
                     }
                 }
             }
+        }
+    }
+
+    /// After the apology for a failed agent or model: the configured fallback transfer, or a
+    /// hang-up.
+    fn fallback_final(&self) -> Final {
+        match &self.deps.registry.runtime().config().fallback.transfer {
+            Some(target) => Final::Transfer(target.clone()),
+            None => Final::Hangup,
         }
     }
 

@@ -136,6 +136,11 @@ impl PlayoutQueue {
         self.samples_to_ms(self.samples.len() as u64)
     }
 
+    /// Whether nothing is waiting, not even inside the resampler.
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty() && self.resampler.as_ref().is_none_or(|r| r.is_empty())
+    }
+
     /// Audio sent since the last mark or flush, in ms.
     pub fn played_ms(&self) -> u64 {
         self.samples_to_ms(self.played_samples)

@@ -116,7 +116,7 @@ impl StreamResampler {
         let Some(pad) = self.fft.as_ref().map(|f| f.input_frames_next()) else {
             return Ok(());
         };
-        let owed = self.total_in * self.to as u64 / self.from as u64;
+        let owed = self.owed();
         let mut rounds = 0;
         while self.total_out < owed && rounds < 8 {
             self.pending_in.resize(self.pending_in.len() + pad, 0.0);
@@ -171,6 +171,16 @@ impl StreamResampler {
     /// Output samples ready.
     pub fn available(&self) -> usize {
         self.out.len()
+    }
+
+    /// Whether no output is ready or still owed for input already pushed.
+    pub fn is_empty(&self) -> bool {
+        self.out.is_empty() && self.total_out >= self.owed()
+    }
+
+    /// Output samples the input pushed so far is worth.
+    fn owed(&self) -> u64 {
+        self.total_in * self.to as u64 / self.from as u64
     }
 
     /// Pops one 20 ms output frame if a whole one is ready.

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 use tracing::{debug, info, warn};
@@ -127,6 +127,11 @@ pub enum MediaEvent {
     Timeout { silent_for: Duration },
     /// Periodic statistics (every RTCP interval).
     Stats(MediaStats),
+    /// The first packet of queued audio after an idle line went out at `at` (a talkspurt
+    /// began); the time a turn's answer really left the host.
+    PlayoutStarted { at: Instant },
+    /// Everything queued has been sent; the line is idle again.
+    PlayoutIdle,
 }
 
 /// Sockets bound from the pool, before SDP negotiation: its [`port`](Self::port) goes into the
@@ -170,6 +175,7 @@ impl PendingMedia {
         let rtcp = UdpSocket::from_std(self.rtcp)?;
         let port = self.lease.port();
         let outbound = Arc::new(Mutex::new(Outbound::new(media)));
+        let audio_ready = Arc::new(Notify::new());
         let stats = Arc::new(Mutex::new(MediaStats::default()));
         let (event_tx, event_rx) = mpsc::channel(EVENT_CAPACITY);
         let (command_tx, command_rx) = mpsc::unbounded_channel();
@@ -180,6 +186,7 @@ impl PendingMedia {
             rtcp,
             self.lease,
             outbound.clone(),
+            audio_ready.clone(),
             stats.clone(),
             event_tx,
         )?;
@@ -189,6 +196,7 @@ impl PendingMedia {
             commands: command_tx,
             events: Some(event_rx),
             outbound,
+            audio_ready,
             stats,
             task: Some(task),
         })
@@ -202,6 +210,8 @@ pub struct MediaSession {
     commands: mpsc::UnboundedSender<Command>,
     events: Option<mpsc::Receiver<MediaEvent>>,
     outbound: Arc<Mutex<Outbound>>,
+    /// Wakes the engine when audio is queued on an idle line, so it goes out at once.
+    audio_ready: Arc<Notify>,
     stats: Arc<Mutex<MediaStats>>,
     task: Option<JoinHandle<MediaStats>>,
 }
@@ -236,13 +246,23 @@ impl MediaSession {
 
     /// Queues caller-bound audio (mono PCM at any rate; resampled to the codec rate).
     pub fn queue_audio(&self, pcm: &[i16], sample_rate: u32) -> Result<(), MediaError> {
-        lock(&self.outbound).queue.push(pcm, sample_rate)?;
+        let mut out = lock(&self.outbound);
+        let was_empty = out.queue.is_empty();
+        out.queue.push(pcm, sample_rate)?;
+        if was_empty {
+            self.audio_ready.notify_one();
+        }
         Ok(())
     }
 
     /// Audio queued and not yet sent, in ms.
     pub fn queued_ms(&self) -> u64 {
         lock(&self.outbound).queue.queued_ms()
+    }
+
+    /// Whether all queued audio has been sent.
+    pub fn playout_is_empty(&self) -> bool {
+        lock(&self.outbound).queue.is_empty()
     }
 
     /// Audio sent since the last mark or flush, in ms.
@@ -346,9 +366,11 @@ impl Outbound {
 
 /// What the engine sends on one tick.
 enum TickPayload {
+    /// Queued audio.
     Audio(Vec<i16>),
     Dtmf(DtmfPacket, u8),
-    Nothing,
+    /// Nothing queued: silence packets or none, as configured.
+    Idle,
 }
 
 struct Engine {
@@ -358,6 +380,7 @@ struct Engine {
     rtcp: UdpSocket,
     lease: PortLease,
     outbound: Arc<Mutex<Outbound>>,
+    audio_ready: Arc<Notify>,
     shared_stats: Arc<Mutex<MediaStats>>,
     events: mpsc::Sender<MediaEvent>,
     stats: MediaStats,
@@ -384,6 +407,11 @@ struct Engine {
     sequence: u16,
     timestamp: u32,
     talkspurt_start: bool,
+    /// No queued audio went out on the last tick.
+    idle: bool,
+    /// How far the RTP timestamps run ahead of the wall clock because a talkspurt started
+    /// between two ticks; given back before the next idle tick.
+    ahead: Duration,
     dtmf_tx: Option<DtmfSender>,
     dtmf_gap: u32,
     payload: Vec<u8>,
@@ -416,6 +444,7 @@ impl Engine {
         rtcp: UdpSocket,
         lease: PortLease,
         outbound: Arc<Mutex<Outbound>>,
+        audio_ready: Arc<Notify>,
         shared_stats: Arc<Mutex<MediaStats>>,
         events: mpsc::Sender<MediaEvent>,
     ) -> Result<Engine, MediaError> {
@@ -435,6 +464,7 @@ impl Engine {
             rtcp,
             lease,
             outbound,
+            audio_ready,
             shared_stats,
             events,
             stats: MediaStats::default(),
@@ -450,6 +480,8 @@ impl Engine {
             sequence: random_u32() as u16,
             timestamp: random_u32(),
             talkspurt_start: true,
+            idle: true,
+            ahead: Duration::ZERO,
             dtmf_tx: None,
             dtmf_gap: 0,
             payload: Vec::with_capacity(1500),
@@ -487,6 +519,7 @@ impl Engine {
                     Ok((n, from)) => self.on_rtcp(&rtcp_buf[..n], from),
                     Err(e) => debug!(call_id = %self.config.call_id, error = %e, "rtcp recv"),
                 },
+                () = self.audio_ready.notified() => self.start_talkspurt(Instant::now()),
                 _ = sleep_until(wake) => {}
             }
             let now = Instant::now();
@@ -765,8 +798,42 @@ impl Engine {
         }
     }
 
+    /// Agent audio was queued. On an idle line its first packet goes out now rather than at
+    /// the next slot of the packet grid (up to one packet interval later), and the grid
+    /// restarts here. The RTP timestamps stay contiguous, so they run ahead of the wall clock
+    /// by the time gained until the talkspurt ends.
+    fn start_talkspurt(&mut self, now: Instant) {
+        let sending = self.media.direction.sends() && self.destination().is_some();
+        if !self.idle || !sending || self.dtmf_tx.is_some() || self.dtmf_gap > 0 {
+            return;
+        }
+        let gained = self
+            .clock
+            .deadline()
+            .saturating_duration_since(now.into_std());
+        if gained.is_zero() {
+            return;
+        }
+        self.ahead += gained;
+        self.clock.restart(now.into_std(), self.clock.period());
+    }
+
+    /// Whether the next tick has nothing to send but silence.
+    fn line_goes_idle(&self) -> bool {
+        let out = lock(&self.outbound);
+        out.queue.is_empty() && out.dtmf_queue.is_empty() && self.dtmf_tx.is_none()
+    }
+
     /// One packet interval: send a DTMF packet, queued audio, or silence.
     async fn tick(&mut self, now: Instant) {
+        if !self.ahead.is_zero() && self.line_goes_idle() {
+            // Give back the time a talkspurt gained (see `start_talkspurt`) before the line
+            // goes quiet, so the timestamps meet the wall clock again.
+            let resume = self.clock.deadline() + self.ahead;
+            self.clock.restart(resume, self.clock.period());
+            self.ahead = Duration::ZERO;
+            return;
+        }
         let skipped = self.clock.advance(now.into_std());
         let samples = samples_for_ms(self.media.codec.clock_rate(), self.media.ptime_ms);
         // Time the process could not keep up with still passed on the call: the recording
@@ -780,7 +847,7 @@ impl Engine {
         let payload = if sending {
             self.next_payload(samples)
         } else {
-            TickPayload::Nothing
+            TickPayload::Idle
         };
         match payload {
             TickPayload::Dtmf(packet, pt) => {
@@ -792,23 +859,24 @@ impl Engine {
                 }
             }
             TickPayload::Audio(pcm) => {
-                self.payload.clear();
-                match self.encoder.encode(&pcm, &mut self.payload) {
-                    Ok(()) => {
-                        let marker = std::mem::take(&mut self.talkspurt_start);
-                        let pt = self.media.send_payload_type;
-                        self.send_packet(pt, marker, self.timestamp).await;
-                    }
-                    Err(e) => warn!(call_id = %self.config.call_id, error = %e, "encode failed"),
+                if std::mem::take(&mut self.idle) {
+                    self.emit(MediaEvent::PlayoutStarted { at: now });
                 }
-                if let Some(r) = self.recorder.as_mut() {
-                    r.agent(&pcm);
-                }
+                let marker = std::mem::take(&mut self.talkspurt_start);
+                self.send_audio(&pcm, marker).await;
             }
-            TickPayload::Nothing => {
+            TickPayload::Idle => {
+                if !std::mem::replace(&mut self.idle, true) {
+                    self.emit(MediaEvent::PlayoutIdle);
+                }
+                // The next queued audio starts a talkspurt (marker bit), after silence packets
+                // as after a pause in sending.
                 self.talkspurt_start = true;
-                if let Some(r) = self.recorder.as_mut() {
-                    r.agent(&vec![0; samples]);
+                let silence = vec![0; samples];
+                if sending && self.config.silence == SilenceMode::SendSilence {
+                    self.send_audio(&silence, false).await;
+                } else if let Some(r) = self.recorder.as_mut() {
+                    r.agent(&silence);
                 }
             }
         }
@@ -817,6 +885,21 @@ impl Engine {
             .timestamp
             .wrapping_add((samples as u64 * (1 + skipped)) as u32);
         self.publish_stats();
+    }
+
+    /// Encodes and sends one packet of audio at the current timestamp, and records it.
+    async fn send_audio(&mut self, pcm: &[i16], marker: bool) {
+        self.payload.clear();
+        match self.encoder.encode(pcm, &mut self.payload) {
+            Ok(()) => {
+                let pt = self.media.send_payload_type;
+                self.send_packet(pt, marker, self.timestamp).await;
+            }
+            Err(e) => warn!(call_id = %self.config.call_id, error = %e, "encode failed"),
+        }
+        if let Some(r) = self.recorder.as_mut() {
+            r.agent(pcm);
+        }
     }
 
     fn next_payload(&mut self, samples: usize) -> TickPayload {
@@ -850,10 +933,7 @@ impl Engine {
         self.dtmf_gap = self.dtmf_gap.saturating_sub(1);
         match out.queue.pop(samples) {
             Some(pcm) => TickPayload::Audio(pcm),
-            None => match self.config.silence {
-                SilenceMode::SendSilence => TickPayload::Audio(vec![0; samples]),
-                SilenceMode::Suppress => TickPayload::Nothing,
-            },
+            None => TickPayload::Idle,
         }
     }
 
@@ -1230,11 +1310,12 @@ mod tests {
             assert_eq!(w[1].4, w[0].4, "one SSRC");
         }
         assert!(packets.iter().all(|p| p.0 == 0 && p.5.len() == 160));
-        assert_eq!(
-            packets.iter().filter(|p| p.1).count(),
-            usize::from(packets[0].1),
-            "marker only at the start"
-        );
+        let first_audio = packets
+            .iter()
+            .position(|p| p.5.iter().any(|&b| b != g711::ULAW_SILENCE))
+            .expect("audio was sent");
+        let markers: Vec<usize> = (0..packets.len()).filter(|&i| packets[i].1).collect();
+        assert_eq!(markers, [first_audio], "marker on the talkspurt's first packet only");
         // After the flush only silence goes out.
         assert!(
             packets
@@ -1250,6 +1331,18 @@ mod tests {
                 .any(|p| p.5.iter().any(|&b| b != g711::ULAW_SILENCE))
         );
         assert_eq!(session.queued_ms(), 0);
+        // The call layer hears when the talkspurt started and when the line went idle.
+        let mut session = session;
+        let mut playout = Vec::new();
+        while playout.len() < 2 {
+            match tokio::time::timeout(Duration::from_secs(2), session.recv()).await {
+                Ok(Some(MediaEvent::PlayoutStarted { .. })) => playout.push("started"),
+                Ok(Some(MediaEvent::PlayoutIdle)) => playout.push("idle"),
+                Ok(Some(_)) => {}
+                other => panic!("playout events: {playout:?}, then {other:?}"),
+            }
+        }
+        assert_eq!(playout, ["started", "idle"]);
         session.close().await;
     }
 
