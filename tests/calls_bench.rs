@@ -1,13 +1,18 @@
 //! Host-added latency benchmark (ignored by default). Callers placed from this process (our SIP
 //! endpoint + an RTP sender each) call 2000 (`receptionist`) on the `switchboard` binary, whose
-//! OpenAI provider is the fake answering at once. Each caller speaks three turns; the host
-//! records every turn's latency split into host-in, model and host-out (`turn-latency` call
-//! events), and this prints host-in + host-out p50/p99 over all turns.
+//! OpenAI provider is the fake answering at once. Each caller speaks three turns.
+//!
+//! Measured at the host's edges, with send-time stamps in the audio (G.711 passes through to
+//! the model, so a stamp crosses the host unchanged): RTP in → WebSocket out is each caller
+//! packet's stamp as its `input_audio_buffer.append` reaches the fake; WebSocket in → RTP out is
+//! each answer's first delta's stamp as the packet starting the talkspurt reaches the caller.
+//! Both include the loopback hops and the peers' own parsing, so they overstate the host's
+//! share slightly. The host's own per-turn split (`turn-latency` call events) is printed too.
 //!
 //! Run by hand (it builds and runs the release binary):
 //! `BENCH_CALLS=200 cargo test -p switchboard-tests --test calls_bench -- --ignored --nocapture`
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use switchboard::sip::{CallOutcome, OutboundCall, SipEndpoint};
 use switchboard_tests::agents::{example_agents, example_manifest, switchboard_release_bin};
@@ -37,8 +42,9 @@ fn answer_port(sdp: &str) -> u16 {
         .unwrap_or_else(|| panic!("no audio port in {sdp}"))
 }
 
-/// One caller: dial, speak the track over RTP (draining what the host sends), hang up.
-async fn caller(endpoint: SipEndpoint, sip_port: u16, n: u32) {
+/// One caller: dial, speak the track over RTP, hang up. Returns the WebSocket in → RTP out
+/// latency of every talkspurt the host sent.
+async fn caller(endpoint: SipEndpoint, sip_port: u16, n: u32, epoch: Instant) -> Vec<Duration> {
     let peer = RtpPeer::new(0).await;
     let call = OutboundCall {
         to: format!("sip:2000@127.0.0.1:{sip_port}"),
@@ -56,12 +62,19 @@ async fn caller(endpoint: SipEndpoint, sip_port: u16, n: u32) {
     };
     let track = track();
     let secs = track.len() / RATE;
-    // Receiving keeps the socket drained; what arrives is not needed here.
-    tokio::join!(
-        peer.stream_pcmu(&track, 0x1000 + n),
-        peer.receive_pcmu(Duration::from_secs(secs as u64))
+    let ((), out) = tokio::join!(
+        peer.stream_pcmu_stamped(&track, 0x1000 + n, Some(epoch)),
+        peer.receive_talkspurt_stamps(Duration::from_secs(secs as u64), epoch)
     );
     dialog.handle().hangup().await.ok();
+    out
+}
+
+/// p50 and p99 of `v`, in ms.
+fn p50_p99(v: &[Duration]) -> (f64, f64) {
+    let mut ms: Vec<f64> = v.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(f64::total_cmp);
+    (quantile(&ms, 0.5), quantile(&ms, 0.99))
 }
 
 /// Per-turn (host-in + host-out, host-in, host-out, model) in ms from the host's log.
@@ -94,6 +107,7 @@ async fn host_added_latency() {
         api_key: "test".into(),
         // Answers are generated at once; only the host's own work is left in the turn.
         record_audio: false,
+        stamp_audio: true,
         ..Script::default()
     })
     .await;
@@ -115,6 +129,7 @@ async fn host_added_latency() {
         ..HostOptions::default()
     });
     let (endpoint, _events) = SipEndpoint::start(test_config()).await.unwrap();
+    let epoch = fake.epoch;
     let tasks: Vec<_> = (0..calls)
         .map(|n| {
             let endpoint = endpoint.clone();
@@ -125,13 +140,28 @@ async fn host_added_latency() {
                     u64::from(n) * 1000 / u64::from(calls),
                 ))
                 .await;
-                caller(endpoint, sip_port, n).await
+                caller(endpoint, sip_port, n, epoch).await
             })
         })
         .collect();
+    let mut host_out = Vec::new();
     for t in tasks {
-        t.await.unwrap();
+        host_out.extend(t.await.unwrap());
     }
+    let host_in = fake.append_latencies();
+    assert!(
+        !host_in.is_empty() && !host_out.is_empty(),
+        "stamps measured"
+    );
+    let (in50, in99) = p50_p99(&host_in);
+    let (out50, out99) = p50_p99(&host_out);
+    println!(
+        "calls bench: {calls} concurrent calls, at the host's edges: RTP in → WebSocket out p50 \
+         {in50:.2} ms p99 {in99:.2} ms ({} packets); WebSocket in → RTP out p50 {out50:.2} ms \
+         p99 {out99:.2} ms ({} talkspurts)",
+        host_in.len(),
+        host_out.len()
+    );
     host.log.drain(Duration::from_secs(3));
     let turns = turn_latencies(&host.log.seen);
     assert!(!turns.is_empty(), "no turn latency recorded");
@@ -142,7 +172,7 @@ async fn host_added_latency() {
     };
     let (added, host_in, host_out, model) = (column(0), column(1), column(2), column(3));
     println!(
-        "calls bench: {calls} concurrent calls, {} turns (of {} spoken): host-added (in+out) \
+        "calls bench: {calls} concurrent calls, host's own split, {} turns (of {} spoken): in+out \
          p50 {:.2} ms p99 {:.2} ms; host-in p50 {:.3} p99 {:.3} ms; host-out p50 {:.2} p99 {:.2} \
          ms; model (fake, incl. its VAD silence) p50 {:.1} p99 {:.1} ms",
         turns.len(),

@@ -76,7 +76,7 @@ pub struct Script {
     pub caller_transcript: String,
     /// Usage reported in `response.done`: (input text, input audio, output text, output audio).
     pub usage: (u64, u64, u64, u64),
-    /// Stamp `epoch.elapsed()` into the first 8 bytes of every audio delta (latency bench).
+    /// Stamp `epoch.elapsed()` into the start of every audio delta (latency bench).
     pub stamp_audio: bool,
     /// 24 kHz samples spoken instead of the 300 Hz tone when the output is `audio/pcm`, each
     /// response going on where the last stopped (wrapping).
@@ -296,7 +296,7 @@ async fn serve(
                     && let Some(bytes) = event["audio"].as_str().and_then(|a| B64.decode(a).ok())
                 {
                     shared.appended.lock().unwrap()[conn] += bytes.len();
-                    if script.stamp_audio && bytes.len() >= 8 {
+                    if script.stamp_audio && bytes.len() >= crate::model_audio::STAMP_LEN {
                         let lat = crate::model_audio::since_stamp(&bytes, epoch);
                         shared.append_latency.lock().unwrap().push(lat);
                     }
@@ -924,7 +924,7 @@ impl Session {
             item.audio_ms += (audio.len() / fmt.bytes_per_ms()) as u64;
         }
         self.audio_out = true;
-        if self.script.stamp_audio && audio.len() >= 8 {
+        if self.script.stamp_audio && audio.len() >= crate::model_audio::STAMP_LEN {
             stamp(&mut audio, self.epoch);
         }
         let mut ev = ids.clone();

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use switchboard::media::g711;
 use switchboard::media::rtp::{RtpPacket, is_rtcp};
@@ -69,10 +69,19 @@ impl RtpPeer {
 
     /// Streams 8 kHz PCM as 20 ms PCMU packets on an absolute 20 ms grid.
     pub async fn stream_pcmu(&self, pcm: &[i16], ssrc: u32) {
+        self.stream_pcmu_stamped(pcm, ssrc, None).await
+    }
+
+    /// [`stream_pcmu`](Self::stream_pcmu), each packet carrying its send time against `stamp`
+    /// (see [`crate::model_audio::stamp`]) when given.
+    pub async fn stream_pcmu_stamped(&self, pcm: &[i16], ssrc: u32, stamp: Option<Instant>) {
         let start = tokio::time::Instant::now();
         for (i, frame) in pcm.chunks(160).enumerate() {
             tokio::time::sleep_until(start + Duration::from_millis(20 * i as u64)).await;
-            let payload: Vec<u8> = frame.iter().map(|&s| g711::ulaw_encode(s)).collect();
+            let mut payload: Vec<u8> = frame.iter().map(|&s| g711::ulaw_encode(s)).collect();
+            if let Some(epoch) = stamp {
+                crate::model_audio::stamp(&mut payload, epoch);
+            }
             let mut buf = Vec::new();
             RtpPacket {
                 payload_type: 0,
@@ -86,6 +95,30 @@ impl RtpPeer {
             .unwrap();
             self.socket.send_to(&buf, self.target).await.unwrap();
         }
+    }
+
+    /// Receives packets for `duration` and returns, for each that starts a talkspurt (marker
+    /// bit), the time since the stamp it carries (see [`crate::model_audio::stamp`]).
+    pub async fn receive_talkspurt_stamps(
+        &self,
+        duration: Duration,
+        epoch: Instant,
+    ) -> Vec<Duration> {
+        let deadline = tokio::time::Instant::now() + duration;
+        let mut latencies = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Ok(Ok((n, _))) =
+            tokio::time::timeout_at(deadline, self.socket.recv_from(&mut buf)).await
+        {
+            if let Ok(p) = RtpPacket::parse(&buf[..n])
+                && !is_rtcp(&buf[..n])
+                && p.marker
+                && p.payload.len() >= crate::model_audio::STAMP_LEN
+            {
+                latencies.push(crate::model_audio::since_stamp(p.payload, epoch));
+            }
+        }
+        latencies
     }
 
     /// Receives PCMU packets for `duration` and returns them decoded, in sequence order.

@@ -42,15 +42,25 @@ pub fn ulaw_tone(ms: u32, freq: f32, amplitude: i16) -> Vec<u8> {
         .collect()
 }
 
-/// Write `epoch.elapsed()` (ns) into the first 8 bytes of `frame` (for latency measurement).
+/// Bytes a latency stamp takes: 48 bits of nanoseconds, 4 bits a byte as 0xF0..=0xFF. As μ-law
+/// those are the quietest codes, and they survive a G.711 decode/encode round trip, so a stamp
+/// crosses the host unchanged and does not wake a fake's voice detection.
+pub const STAMP_LEN: usize = 12;
+
+/// Write `epoch.elapsed()` into the first [`STAMP_LEN`] bytes of `frame` (latency measurement).
 pub fn stamp(frame: &mut [u8], epoch: Instant) {
     let ns = epoch.elapsed().as_nanos() as u64;
-    frame[..8].copy_from_slice(&ns.to_le_bytes());
+    for (i, byte) in frame[..STAMP_LEN].iter_mut().enumerate() {
+        *byte = 0xF0 | ((ns >> (4 * i)) & 0xF) as u8;
+    }
 }
 
 /// Time since the stamp in `frame` was written.
 pub fn since_stamp(frame: &[u8], epoch: Instant) -> Duration {
-    let ns = u64::from_le_bytes(frame[..8].try_into().unwrap());
+    let ns = frame[..STAMP_LEN]
+        .iter()
+        .enumerate()
+        .fold(0u64, |ns, (i, &b)| ns | (u64::from(b & 0xF) << (4 * i)));
     epoch.elapsed().saturating_sub(Duration::from_nanos(ns))
 }
 
@@ -72,4 +82,30 @@ pub fn voice_chunk(voice: &[i16], pos: &mut usize, n: usize) -> Vec<u8> {
         *pos += 1;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard::media::g711;
+
+    #[test]
+    fn stamps_survive_a_g711_round_trip() {
+        let epoch = Instant::now() - Duration::from_secs(3600);
+        let mut frame = vec![0u8; 160];
+        stamp(&mut frame, epoch);
+        let through: Vec<u8> = frame
+            .iter()
+            .map(|&b| g711::ulaw_encode(g711::ulaw_decode(b)))
+            .collect();
+        assert_eq!(&through[..STAMP_LEN], &frame[..STAMP_LEN]);
+        let age = since_stamp(&through, epoch);
+        assert!(age < Duration::from_secs(1), "{age:?}");
+        // The stamp is quiet: no louder than the quietest μ-law codes.
+        let loudest = frame[..STAMP_LEN]
+            .iter()
+            .map(|&b| g711::ulaw_decode(b).unsigned_abs())
+            .max();
+        assert!(loudest < Some(128), "{loudest:?}");
+    }
 }

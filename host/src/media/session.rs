@@ -1315,7 +1315,11 @@ mod tests {
             .position(|p| p.5.iter().any(|&b| b != g711::ULAW_SILENCE))
             .expect("audio was sent");
         let markers: Vec<usize> = (0..packets.len()).filter(|&i| packets[i].1).collect();
-        assert_eq!(markers, [first_audio], "marker on the talkspurt's first packet only");
+        assert_eq!(
+            markers,
+            [first_audio],
+            "marker on the talkspurt's first packet only"
+        );
         // After the flush only silence goes out.
         assert!(
             packets
