@@ -1,8 +1,9 @@
 //! G.711 μ-law and A-law (ITU-T G.711, companding as in the G.191 reference implementation).
 //!
 //! Encoding works on 16-bit linear PCM; negative inputs use the one's complement magnitude
-//! exactly as G.191 does, which is what makes the output bit-exact with other stacks. Decoding
-//! uses 256-entry tables built at compile time.
+//! exactly as G.191 does, which is what makes the output bit-exact with other stacks. Both ways
+//! are table lookups built at compile time: decoding from the 256 codes, encoding from the top
+//! bits of the sample, which are all the companding looks at (14 for μ-law, 12 for A-law).
 
 /// μ-law code for digital silence (what a silent G.711 payload is filled with).
 pub const ULAW_SILENCE: u8 = 0xFF;
@@ -12,10 +13,46 @@ pub const ALAW_SILENCE: u8 = 0xD5;
 /// Encodes one 16-bit linear sample to μ-law.
 #[inline]
 pub fn ulaw_encode(sample: i16) -> u8 {
+    ULAW_ENCODE[((sample >> 2) as i32 + (1 << 13)) as usize]
+}
+
+/// Encodes one 16-bit linear sample to A-law.
+#[inline]
+pub fn alaw_encode(sample: i16) -> u8 {
+    ALAW_ENCODE[((sample >> 4) as i32 + (1 << 11)) as usize]
+}
+
+/// μ-law by one entry per value of `sample >> 2`, offset to start at 0.
+static ULAW_ENCODE: [u8; 1 << 14] = {
+    let mut table = [0u8; 1 << 14];
+    let mut i = 0;
+    while i < table.len() {
+        table[i] = ulaw_compress(((i as i32 - (1 << 13)) << 2) as i16);
+        i += 1;
+    }
+    table
+};
+
+/// A-law by one entry per value of `sample >> 4`, offset to start at 0.
+static ALAW_ENCODE: [u8; 1 << 12] = {
+    let mut table = [0u8; 1 << 12];
+    let mut i = 0;
+    while i < table.len() {
+        table[i] = alaw_compress(((i as i32 - (1 << 11)) << 4) as i16);
+        i += 1;
+    }
+    table
+};
+
+const fn ulaw_compress(sample: i16) -> u8 {
     let x = sample as i32;
     // 14-bit magnitude; one's complement for negatives (G.191 `ulaw_compress`).
     let magnitude = if x < 0 { (!x) >> 2 } else { x >> 2 };
-    let biased = (magnitude + 33).min(0x1FFF);
+    let biased = if magnitude + 33 < 0x1FFF {
+        magnitude + 33
+    } else {
+        0x1FFF
+    };
     let mut segment = 1;
     let mut rest = biased >> 6;
     while rest != 0 {
@@ -41,9 +78,7 @@ const fn ulaw_expand(code: u8) -> i16 {
     }
 }
 
-/// Encodes one 16-bit linear sample to A-law.
-#[inline]
-pub fn alaw_encode(sample: i16) -> u8 {
+const fn alaw_compress(sample: i16) -> u8 {
     let x = sample as i32;
     // 12-bit magnitude; one's complement for negatives (G.191 `alaw_compress`).
     let mut magnitude = if x < 0 { (!x) >> 4 } else { x >> 4 };
