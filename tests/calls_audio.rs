@@ -4,42 +4,17 @@
 //! recording of what it received. Each direction must correlate ≥ 0.9. Keypad digits sent by
 //! baresip over RFC 4733 on the same call reach the agent.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use switchboard::media::Codec;
 use switchboard_tests::host::Host;
-use switchboard_tests::media::{Wav, onset_correlation, to_8k, tone_sequence};
+use switchboard_tests::media::{Wav, only_file, onset_correlation, quiet_then_tones, to_8k};
 use switchboard_tests::sip::{Baresip, require};
 
 const RATE: usize = 8000;
 /// The microphone stays silent while the greeting plays, then sends this many seconds of tones.
 const QUIET_SECS: usize = 11;
 const TONE_SECS: usize = 4;
-
-/// Silence, then tones at pseudo-random pitches, then silence.
-fn microphone() -> Vec<i16> {
-    let mut out = vec![0i16; QUIET_SECS * RATE];
-    out.extend(tone_sequence(RATE as u32, TONE_SECS as f64));
-    out.extend(std::iter::repeat_n(0, 3 * RATE));
-    out
-}
-
-fn only_file(dir: &std::path::Path, suffix: &str) -> PathBuf {
-    let found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(suffix))
-        .collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "one {suffix} in {}: {found:?}",
-        dir.display()
-    );
-    found[0].clone()
-}
 
 async fn audio_both_ways(codec: &str, rtp_base: u16) {
     if !require("baresip") || !require("espeak-ng") {
@@ -52,7 +27,7 @@ async fn audio_both_ways(codec: &str, rtp_base: u16) {
             rtp_base + 998
         ),
     );
-    let mic = microphone();
+    let mic = quiet_then_tones(QUIET_SECS, TONE_SECS, 3);
     let phone = Baresip::start_with_mic(
         &format!("<sip:caller@127.0.0.1>;regint=0;audio_codecs={codec}"),
         "module sndfile.so\nmodule opus.so\nopus_bitrate 64000\n",

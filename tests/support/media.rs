@@ -263,6 +263,34 @@ pub fn onset_correlation(sent: &[i16], received: &[i16], len: usize) -> f64 {
     best_correlation(received, sent, 2 * LAG).0
 }
 
+/// A microphone track at 8 kHz: `quiet` seconds of silence (while the agent greets), `tones`
+/// seconds of [`tone_sequence`], then `tail` seconds of silence.
+pub fn quiet_then_tones(quiet: usize, tones: usize, tail: usize) -> Vec<i16> {
+    const RATE: usize = 8000;
+    let mut out = vec![0i16; quiet * RATE];
+    out.extend(tone_sequence(RATE as u32, tones as f64));
+    out.extend(std::iter::repeat_n(0, tail * RATE));
+    out
+}
+
+/// The one file in `dir` whose name ends with `suffix` (a recording); panics unless there is
+/// exactly one.
+pub fn only_file(dir: &Path, suffix: &str) -> std::path::PathBuf {
+    let found: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one {suffix} in {}: {found:?}",
+        dir.display()
+    );
+    found[0].clone()
+}
+
 /// `secs` of 80 ms tones at pseudo-random pitches between 300 and 3000 Hz (phase-continuous)
 /// at `rate`: speech-like in having one unambiguous alignment, and within every codec's band.
 pub fn tone_sequence(rate: u32, secs: f64) -> Vec<i16> {

@@ -7,6 +7,7 @@ pub mod calls;
 pub mod fake_gemini;
 pub mod fake_openai;
 pub mod host;
+pub mod linphone;
 pub mod media;
 pub mod model_audio;
 pub mod model_tls;
