@@ -60,9 +60,35 @@ pub fn is_rtcp(buf: &[u8]) -> bool {
     buf.len() >= 8 && buf[0] >> 6 == 2 && (192..=223).contains(&buf[1])
 }
 
+/// Whether a datagram on a media port is STUN (RFC 7983: first byte 0–3), as ICE-capable
+/// phones such as linphone send even to peers that offered no ICE.
+pub fn is_stun(buf: &[u8]) -> bool {
+    buf.len() >= 20 && buf[0] < 4
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stun_is_told_apart_from_rtp_and_rtcp() {
+        // A STUN Binding request header (type 0x0001, length 0, magic cookie, transaction id).
+        let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+        stun.extend([7u8; 12]);
+        assert!(is_stun(&stun) && !is_rtcp(&stun));
+        let mut rtp = Vec::new();
+        RtpPacket {
+            payload_type: 0,
+            marker: false,
+            sequence: 1,
+            timestamp: 160,
+            ssrc: 9,
+            payload: &[0xFF; 160],
+        }
+        .write(&mut rtp)
+        .unwrap();
+        assert!(!is_stun(&rtp));
+    }
 
     #[test]
     fn golden_packet_roundtrip() {

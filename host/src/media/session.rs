@@ -25,7 +25,7 @@ use super::ports::{PortError, PortLease, PortPool};
 use super::recording::{Recorder, RecordingError};
 use super::resample::{ResampleError, StreamResampler, samples_for_ms};
 use super::rtcp::{self, ReportBlock, RtcpPacket, SenderInfo};
-use super::rtp::{RtpPacket, is_rtcp};
+use super::rtp::{RtpPacket, is_rtcp, is_stun};
 use super::sdp::{DtmfFormat, NegotiatedMedia};
 use super::stats::{MediaStats, ReceiveStats};
 
@@ -668,6 +668,10 @@ impl Engine {
             self.on_rtcp(datagram, from);
             return;
         }
+        if is_stun(datagram) {
+            // ICE connectivity checks we did not offer: not media, not an error.
+            return;
+        }
         let now = Instant::now();
         let packet = match RtpPacket::parse(datagram) {
             Ok(p) => p,
@@ -970,6 +974,9 @@ impl Engine {
     }
 
     fn on_rtcp(&mut self, datagram: &[u8], from: SocketAddr) {
+        if is_stun(datagram) {
+            return;
+        }
         let packets = match rtcp::parse_compound(datagram) {
             Ok(p) => p,
             Err(e) => {
