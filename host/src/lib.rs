@@ -14,6 +14,7 @@ pub mod model;
 pub mod otlp;
 pub mod plugins;
 pub mod recording;
+pub mod resample;
 pub mod sip;
 pub mod softphone;
 pub mod store;

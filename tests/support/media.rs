@@ -232,7 +232,7 @@ fn window_rms_of(w: &[i16]) -> f64 {
 
 /// `samples` at `rate` brought to 8 kHz through the host's own anti-aliased resampler.
 pub fn to_8k(samples: &[i16], rate: u32) -> Vec<i16> {
-    let mut r = switchboard::media::resample::StreamResampler::new(rate, 8000).unwrap();
+    let mut r = switchboard::resample::StreamResampler::new(rate, 8000).unwrap();
     r.push(samples).unwrap();
     r.drain().unwrap();
     let mut out = Vec::with_capacity(samples.len() * 8000 / rate as usize);

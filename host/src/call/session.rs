@@ -38,7 +38,8 @@ pub(crate) struct Call {
 }
 
 /// Audio formats for the model, given the call's codec: G.711 straight through when the
-/// provider takes it, else PCM at a rate the provider accepts.
+/// provider takes it, else PCM at the codec's rate when the provider takes that (nothing to
+/// resample), else PCM at the highest rate the provider accepts.
 pub(crate) fn model_formats(
     provider: &dyn ModelProvider,
     codec: crate::media::Codec,
@@ -49,8 +50,14 @@ pub(crate) fn model_formats(
         crate::media::Codec::Pcma => Some(AudioFormat::Pcma8k),
         crate::media::Codec::Opus => None,
     };
+    let at_codec_rate = AudioFormat::Pcm16 {
+        rate: codec.clock_rate(),
+    };
     let pick = |list: &[AudioFormat]| {
-        g711.filter(|f| list.contains(f)).unwrap_or_else(|| {
+        let direct = g711
+            .filter(|f| list.contains(f))
+            .or_else(|| list.contains(&at_codec_rate).then_some(at_codec_rate));
+        direct.unwrap_or_else(|| {
             list.iter()
                 .copied()
                 .filter(|f| matches!(f, AudioFormat::Pcm16 { .. }))
@@ -752,5 +759,36 @@ impl Call {
             state: CallState::Ended,
         });
         deps.forget(&call_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::Codec;
+    use crate::model::config::{OfflineConfig, OpenAiConfig, Secret};
+    use crate::model::offline::OfflineProvider;
+    use crate::model::openai::OpenAiProvider;
+
+    #[test]
+    fn model_formats_avoid_resampling_where_the_provider_allows() {
+        let openai = OpenAiProvider::new(OpenAiConfig::new(Secret::new("k")));
+        assert_eq!(
+            model_formats(&openai, Codec::Pcmu),
+            (AudioFormat::Pcmu8k, AudioFormat::Pcmu8k)
+        );
+        let pcm24 = AudioFormat::Pcm16 { rate: 24000 };
+        assert_eq!(model_formats(&openai, Codec::Opus), (pcm24, pcm24));
+        // Offline: speech at the codec's rate; the voice detector listens at 16 kHz.
+        let offline = OfflineProvider::new(OfflineConfig::default());
+        let vad = AudioFormat::Pcm16 { rate: 16000 };
+        assert_eq!(
+            model_formats(&offline, Codec::Pcma),
+            (vad, AudioFormat::Pcm16 { rate: 8000 })
+        );
+        assert_eq!(
+            model_formats(&offline, Codec::Opus),
+            (vad, AudioFormat::Pcm16 { rate: 48000 })
+        );
     }
 }

@@ -16,9 +16,9 @@ use std::time::Instant;
 use super::codec::{Codec, new_decoder, new_encoder};
 use super::jitter::{BufferedPacket, DEFAULT_WINDOW, JitterBuffer};
 use super::playout::PlayoutQueue;
-use super::resample::StreamResampler;
 use super::rtp::RtpPacket;
 use super::stats::ReceiveStats;
+use crate::resample::StreamResampler;
 
 const RUNS: usize = 9;
 

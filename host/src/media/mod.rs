@@ -1,5 +1,5 @@
 //! RTP media for phone calls: SDP offer/answer, RTP/RTCP sessions, codecs (G.711, Opus),
-//! jitter buffering with loss concealment, resampling, RFC 4733 DTMF, paced playout with
+//! jitter buffering with loss concealment, resampling (with [`crate::resample`]), RFC 4733 DTMF, paced playout with
 //! barge-in, media timeouts and call recording.
 //!
 //! This module knows nothing of SIP, agents or models: it moves audio frames and DTMF events.
@@ -28,7 +28,6 @@ mod opus;
 pub mod playout;
 pub mod ports;
 pub mod recording;
-pub mod resample;
 pub mod rtcp;
 pub mod rtp;
 pub mod sdp;

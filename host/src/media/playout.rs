@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::resample::{ResampleError, StreamResampler, samples_for_ms};
+use crate::resample::{ResampleError, StreamResampler, samples_for_ms};
 
 /// After falling this many periods behind (process stalled), skip the missed ticks instead of
 /// bursting them out.

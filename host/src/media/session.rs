@@ -23,11 +23,11 @@ use super::jitter::{BufferedPacket, DEFAULT_WINDOW, JitterBuffer, Playout, PushO
 use super::playout::{FlushReport, PacingClock, PlayoutQueue};
 use super::ports::{PortError, PortLease, PortPool};
 use super::recording::{Recorder, RecordingError};
-use super::resample::{ResampleError, StreamResampler, samples_for_ms};
 use super::rtcp::{self, ReportBlock, RtcpPacket, SenderInfo};
 use super::rtp::{RtpPacket, is_rtcp, is_stun};
 use super::sdp::{DtmfFormat, NegotiatedMedia};
 use super::stats::{MediaStats, ReceiveStats};
+use crate::resample::{ResampleError, StreamResampler, samples_for_ms};
 
 /// Events queued for the consumer; audio beyond `capacity - RESERVED_EVENT_SLOTS` is dropped
 /// so DTMF and timeout events always find room.

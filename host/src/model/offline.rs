@@ -22,12 +22,14 @@ use super::{
     ModelEvent, ModelProvider, ModelSession, ProviderError, ResponseStatus, Role, SessionSettings,
     check_formats,
 };
+use crate::resample::StreamResampler;
 
 const NAME: &str = "offline";
 /// VAD input rate (earshot's native rate).
 const INPUT: AudioFormat = AudioFormat::Pcm16 { rate: 16_000 };
-/// What espeak-ng writes.
-const OUTPUT: AudioFormat = AudioFormat::Pcm16 { rate: 22_050 };
+/// Rates speech is offered at: espeak-ng's own (22.05 kHz) and the call rates, so a call gets
+/// its codec's rate and the resampling is done once per prompt, into the speech cache.
+const OUTPUT_RATES: [u32; 5] = [8_000, 16_000, 22_050, 24_000, 48_000];
 /// Audio is handed out in 100 ms chunks as espeak produces it.
 const CHUNK_MS: usize = 100;
 
@@ -97,6 +99,7 @@ impl OfflineProvider {
                 self.config.min_speech_ms,
                 self.config.silence_ms,
             ),
+            output: settings.output_format,
             speaking: None,
             queued: VecDeque::new(),
             next_item: 0,
@@ -115,7 +118,7 @@ impl OfflineProvider {
             commands: cmd_tx,
             events: ev_rx,
             input_format: INPUT,
-            output_format: OUTPUT,
+            output_format: settings.output_format,
         })
     }
 }
@@ -128,7 +131,10 @@ impl ModelProvider for OfflineProvider {
     fn formats(&self) -> FormatSupport {
         FormatSupport {
             input: vec![INPUT],
-            output: vec![OUTPUT],
+            output: OUTPUT_RATES
+                .iter()
+                .map(|&rate| AudioFormat::Pcm16 { rate })
+                .collect(),
         }
     }
 
@@ -159,6 +165,8 @@ struct Actor {
     voice: String,
     events: mpsc::Sender<ModelEvent>,
     vad: Vad,
+    /// The session's output format (16-bit PCM at one of [`OUTPUT_RATES`]).
+    output: AudioFormat,
     speaking: Option<Utterance>,
     queued: VecDeque<String>,
     next_item: u64,
@@ -200,6 +208,7 @@ impl Actor {
             self.voice.clone(),
             text.clone(),
             item_id.clone(),
+            self.output,
             self.events.clone(),
             self.done_tx.clone(),
         );
@@ -334,16 +343,21 @@ async fn synthesize(
     voice: String,
     text: String,
     item_id: String,
+    output: AudioFormat,
     events: mpsc::Sender<ModelEvent>,
     done: mpsc::Sender<SynthDone>,
 ) {
-    let result = match cache.lookup(&voice, config.words_per_minute, &text).await {
+    let rate = output.sample_rate();
+    let result = match cache
+        .lookup(&voice, config.words_per_minute, rate, &text)
+        .await
+    {
         Lookup::Hit(speech) => {
             send_chunks(&speech.pcm, speech.format, &item_id, &events).await;
             Ok(())
         }
         Lookup::Miss(filler) => {
-            match stream_speech(&config, &voice, &text, &item_id, &events).await {
+            match stream_speech(&config, &voice, &text, &item_id, output, &events).await {
                 Ok(Some(speech)) => {
                     cache.fill(filler, speech);
                     Ok(())
@@ -382,13 +396,14 @@ async fn send_chunks(
     true
 }
 
-/// Run espeak-ng, streaming its audio out as it comes; the whole utterance is returned for
-/// the cache, or `None` when the listener went away before the end.
+/// Run espeak-ng, streaming its audio out in `output` as it comes; the whole utterance is
+/// returned for the cache, or `None` when the listener went away before the end.
 async fn stream_speech(
     config: &OfflineConfig,
     voice: &str,
     text: &str,
     item_id: &str,
+    output: AudioFormat,
     events: &mpsc::Sender<ModelEvent>,
 ) -> Result<Option<Speech>, String> {
     let mut child = Process::new(&config.espeak_program)
@@ -412,6 +427,7 @@ async fn stream_speech(
     let mut buf = Vec::with_capacity(16 * 1024);
     let mut pcm = Vec::new();
     let mut header: Option<(AudioFormat, usize)> = None;
+    let mut converter: Option<RateConverter> = None;
     let mut read_buf = vec![0u8; 8192];
     loop {
         let n = stdout
@@ -429,6 +445,10 @@ async fn stream_speech(
             }
         }
         let (format, data_start) = header.expect("header parsed above");
+        let converter = match converter.as_mut() {
+            Some(c) => c,
+            None => converter.insert(RateConverter::new(format.sample_rate(), output)?),
+        };
         // Whole chunks as they come; at the end the tail too.
         let available = buf.len() - data_start;
         let chunk = chunk_bytes(format);
@@ -438,10 +458,11 @@ async fn stream_speech(
             available / chunk * chunk
         };
         let end = data_start + take;
-        if !send_chunks(&buf[data_start..end], format, item_id, events).await {
+        let converted = converter.convert(&buf[data_start..end], eof)?;
+        if !send_chunks(&converted, output, item_id, events).await {
             return Ok(None);
         }
-        pcm.extend_from_slice(&buf[data_start..end]);
+        pcm.extend_from_slice(&converted);
         buf.drain(..end);
         header = Some((format, 0));
         if eof {
@@ -459,8 +480,42 @@ async fn stream_speech(
         }
         return Err(format!("espeak-ng failed ({status}): {}", err.trim()));
     }
-    let format = header.map_or(OUTPUT, |(format, _)| format);
-    Ok(Some(Speech { format, pcm }))
+    Ok(Some(Speech {
+        format: output,
+        pcm,
+    }))
+}
+
+/// espeak-ng's PCM16 brought to the session's rate (a pass-through when they match).
+struct RateConverter {
+    resampler: Option<StreamResampler>,
+}
+
+impl RateConverter {
+    fn new(from: u32, output: AudioFormat) -> Result<RateConverter, String> {
+        let to = output.sample_rate();
+        let resampler = (from != to)
+            .then(|| StreamResampler::new(from, to))
+            .transpose()
+            .map_err(|e| format!("speech at {from} Hz for a {to} Hz session: {e}"))?;
+        Ok(RateConverter { resampler })
+    }
+
+    /// Converts little-endian PCM16 bytes; `last` drains what the filter still holds.
+    fn convert(&mut self, bytes: &[u8], last: bool) -> Result<Vec<u8>, String> {
+        let Some(r) = self.resampler.as_mut() else {
+            return Ok(bytes.to_vec());
+        };
+        let samples: Vec<i16> = bytes
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        r.push(&samples).map_err(|e| e.to_string())?;
+        if last {
+            r.drain().map_err(|e| e.to_string())?;
+        }
+        Ok(r.pop_all().iter().flat_map(|s| s.to_le_bytes()).collect())
+    }
 }
 
 /// Parse a RIFF/WAVE header; returns the audio format and where sample data starts, or

@@ -2,7 +2,8 @@
 //! same on every call, and espeak-ng costs tens of milliseconds of CPU per sentence: at 100
 //! calls a second that alone would need more cores than the machine has.
 //!
-//! One slot per (voice, speed, text). The first call to miss synthesises while holding the
+//! One slot per (voice, speed, sample rate, text): speech is kept at the rate calls play it,
+//! so no call resamples a prompt. The first call to miss synthesises while holding the
 //! slot, so concurrent calls wanting the same words wait for that one synthesis instead of
 //! each starting espeak-ng. Least recently used entries go when the byte budget is exceeded.
 
@@ -26,6 +27,7 @@ type Slot = Arc<AsyncMutex<Option<Arc<Speech>>>>;
 struct Key {
     voice: String,
     words_per_minute: u32,
+    rate: u32,
     text: String,
 }
 
@@ -75,10 +77,18 @@ impl SpeechCache {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub async fn lookup(&self, voice: &str, words_per_minute: u32, text: &str) -> Lookup {
+    /// The speech of `text` in `voice` at `words_per_minute`, as 16-bit PCM at `rate` Hz.
+    pub async fn lookup(
+        &self,
+        voice: &str,
+        words_per_minute: u32,
+        rate: u32,
+        text: &str,
+    ) -> Lookup {
         let key = Key {
             voice: voice.to_string(),
             words_per_minute,
+            rate,
             text: text.to_string(),
         };
         if self.max_bytes == 0 {
@@ -167,7 +177,7 @@ mod tests {
     }
 
     async fn fill(cache: &SpeechCache, text: &str, bytes: usize) {
-        match cache.lookup("en", 175, text).await {
+        match cache.lookup("en", 175, 8000, text).await {
             Lookup::Miss(f) => {
                 cache.fill(f, speech(bytes));
             }
@@ -176,18 +186,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn second_lookup_hits_and_voice_or_speed_are_part_of_the_key() {
+    async fn second_lookup_hits_and_voice_speed_or_rate_are_part_of_the_key() {
         let cache = SpeechCache::new(1000);
         fill(&cache, "hello", 100).await;
         assert!(
-            matches!(cache.lookup("en", 175, "hello").await, Lookup::Hit(s) if s.pcm.len() == 100)
+            matches!(cache.lookup("en", 175, 8000, "hello").await, Lookup::Hit(s) if s.pcm.len() == 100)
         );
         assert!(matches!(
-            cache.lookup("de", 175, "hello").await,
+            cache.lookup("de", 175, 8000, "hello").await,
             Lookup::Miss(_)
         ));
         assert!(matches!(
-            cache.lookup("en", 200, "hello").await,
+            cache.lookup("en", 200, 8000, "hello").await,
+            Lookup::Miss(_)
+        ));
+        assert!(matches!(
+            cache.lookup("en", 175, 48000, "hello").await,
             Lookup::Miss(_)
         ));
     }
@@ -195,14 +209,14 @@ mod tests {
     #[tokio::test]
     async fn concurrent_misses_wait_for_one_synthesis() {
         let cache = Arc::new(SpeechCache::new(1000));
-        let Lookup::Miss(filler) = cache.lookup("en", 175, "hi").await else {
+        let Lookup::Miss(filler) = cache.lookup("en", 175, 8000, "hi").await else {
             panic!("empty cache");
         };
         let waiter = {
             let cache = cache.clone();
-            tokio::spawn(
-                async move { matches!(cache.lookup("en", 175, "hi").await, Lookup::Hit(_)) },
-            )
+            tokio::spawn(async move {
+                matches!(cache.lookup("en", 175, 8000, "hi").await, Lookup::Hit(_))
+            })
         };
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         assert!(
@@ -216,12 +230,12 @@ mod tests {
     #[tokio::test]
     async fn an_abandoned_miss_lets_the_next_caller_synthesise() {
         let cache = SpeechCache::new(1000);
-        let Lookup::Miss(filler) = cache.lookup("en", 175, "hi").await else {
+        let Lookup::Miss(filler) = cache.lookup("en", 175, 8000, "hi").await else {
             panic!("empty cache");
         };
         drop(filler); // e.g. barge-in aborted the synthesis
         assert!(matches!(
-            cache.lookup("en", 175, "hi").await,
+            cache.lookup("en", 175, 8000, "hi").await,
             Lookup::Miss(_)
         ));
     }
@@ -231,12 +245,18 @@ mod tests {
         let cache = SpeechCache::new(250);
         fill(&cache, "a", 100).await;
         fill(&cache, "b", 100).await;
-        assert!(matches!(cache.lookup("en", 175, "a").await, Lookup::Hit(_)));
+        assert!(matches!(
+            cache.lookup("en", 175, 8000, "a").await,
+            Lookup::Hit(_)
+        ));
         fill(&cache, "c", 100).await;
         assert!(cache.bytes() <= 250);
-        assert!(matches!(cache.lookup("en", 175, "a").await, Lookup::Hit(_)));
         assert!(matches!(
-            cache.lookup("en", 175, "b").await,
+            cache.lookup("en", 175, 8000, "a").await,
+            Lookup::Hit(_)
+        ));
+        assert!(matches!(
+            cache.lookup("en", 175, 8000, "b").await,
             Lookup::Miss(_)
         ));
         // Larger than the whole budget: handed back, not kept.

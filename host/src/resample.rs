@@ -1,4 +1,5 @@
-//! Streaming sample-rate conversion between telephony, model and TTS rates, in 20 ms frames.
+//! Streaming sample-rate conversion between telephony, model and TTS rates, in 20 ms frames;
+//! used by media (codec rate ↔ model rate) and by the offline provider (speech at call rate).
 //!
 //! Always the band-limited FFT resampler of `rubato` (anti-aliasing filter included), never a
 //! polynomial interpolator: model speech at 24 kHz squeezed into 8 kHz would otherwise fold
