@@ -92,14 +92,16 @@ impl OfflineProvider {
         let mut actor = Actor {
             config: self.config.clone(),
             speech: self.speech.clone(),
-            voice,
+            speech_out: SpeechOut {
+                voice,
+                format: settings.output_format,
+            },
             events: ev_tx,
             vad: Vad::new(
                 self.config.vad_threshold,
                 self.config.min_speech_ms,
                 self.config.silence_ms,
             ),
-            output: settings.output_format,
             speaking: None,
             queued: VecDeque::new(),
             next_item: 0,
@@ -146,6 +148,14 @@ impl ModelProvider for OfflineProvider {
     }
 }
 
+/// How a session speaks: the espeak-ng voice, and the format its audio is handed out in
+/// (16-bit PCM at one of [`OUTPUT_RATES`]).
+#[derive(Debug, Clone)]
+struct SpeechOut {
+    voice: String,
+    format: AudioFormat,
+}
+
 /// One utterance being synthesised and streamed out.
 struct Utterance {
     item_id: String,
@@ -162,11 +172,9 @@ struct SynthDone {
 struct Actor {
     config: Arc<OfflineConfig>,
     speech: Arc<SpeechCache>,
-    voice: String,
+    speech_out: SpeechOut,
     events: mpsc::Sender<ModelEvent>,
     vad: Vad,
-    /// The session's output format (16-bit PCM at one of [`OUTPUT_RATES`]).
-    output: AudioFormat,
     speaking: Option<Utterance>,
     queued: VecDeque<String>,
     next_item: u64,
@@ -205,10 +213,9 @@ impl Actor {
         let synth = synthesize(
             self.config.clone(),
             self.speech.clone(),
-            self.voice.clone(),
+            self.speech_out.clone(),
             text.clone(),
             item_id.clone(),
-            self.output,
             self.events.clone(),
             self.done_tx.clone(),
         );
@@ -340,16 +347,15 @@ impl Actor {
 async fn synthesize(
     config: Arc<OfflineConfig>,
     cache: Arc<SpeechCache>,
-    voice: String,
+    out: SpeechOut,
     text: String,
     item_id: String,
-    output: AudioFormat,
     events: mpsc::Sender<ModelEvent>,
     done: mpsc::Sender<SynthDone>,
 ) {
-    let rate = output.sample_rate();
+    let rate = out.format.sample_rate();
     let result = match cache
-        .lookup(&voice, config.words_per_minute, rate, &text)
+        .lookup(&out.voice, config.words_per_minute, rate, &text)
         .await
     {
         Lookup::Hit(speech) => {
@@ -357,7 +363,7 @@ async fn synthesize(
             Ok(())
         }
         Lookup::Miss(filler) => {
-            match stream_speech(&config, &voice, &text, &item_id, output, &events).await {
+            match stream_speech(&config, &out, &text, &item_id, &events).await {
                 Ok(Some(speech)) => {
                     cache.fill(filler, speech);
                     Ok(())
@@ -396,16 +402,16 @@ async fn send_chunks(
     true
 }
 
-/// Run espeak-ng, streaming its audio out in `output` as it comes; the whole utterance is
-/// returned for the cache, or `None` when the listener went away before the end.
+/// Run espeak-ng, streaming its audio out in the session's format as it comes; the whole
+/// utterance is returned for the cache, or `None` when the listener went away before the end.
 async fn stream_speech(
     config: &OfflineConfig,
-    voice: &str,
+    out: &SpeechOut,
     text: &str,
     item_id: &str,
-    output: AudioFormat,
     events: &mpsc::Sender<ModelEvent>,
 ) -> Result<Option<Speech>, String> {
+    let (voice, output) = (out.voice.as_str(), out.format);
     let mut child = Process::new(&config.espeak_program)
         .args(["--stdout", "--stdin", "-v", voice, "-s"])
         .arg(config.words_per_minute.to_string())
