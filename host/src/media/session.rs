@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::codec::{AudioDecoder, AudioEncoder, CodecError, new_decoder, new_encoder};
@@ -497,8 +497,15 @@ impl Engine {
               remote = ?self.media.remote_rtp, "media started");
         let mut rtp_buf = vec![0u8; 2048];
         let mut rtcp_buf = vec![0u8; 2048];
+        // One timer for the session, moved when the next deadline changes: cheaper than a new
+        // timer entry on every packet.
+        let timer = tokio::time::sleep_until(self.next_wake());
+        tokio::pin!(timer);
         loop {
             let wake = self.next_wake();
+            if timer.deadline() != wake {
+                timer.as_mut().reset(wake);
+            }
             tokio::select! {
                 biased;
                 command = commands.recv() => match command {
@@ -520,7 +527,7 @@ impl Engine {
                     Err(e) => debug!(call_id = %self.config.call_id, error = %e, "rtcp recv"),
                 },
                 () = self.audio_ready.notified() => self.start_talkspurt(Instant::now()),
-                _ = sleep_until(wake) => {}
+                () = &mut timer => {}
             }
             let now = Instant::now();
             self.release_inbound(now);
