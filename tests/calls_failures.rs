@@ -14,7 +14,7 @@ use switchboard_tests::api::Api;
 use switchboard_tests::calls::{WINDOW, dial, loud_spans, mic, ms, recording, spans_ms};
 use switchboard_tests::fake_openai::{FakeOpenAi, Reply, Script};
 use switchboard_tests::host::Host;
-use switchboard_tests::sip::{Baresip, free_port, require, spawn_sipp, tempdir};
+use switchboard_tests::sip::{Baresip, require, sipp_callee};
 
 /// The host with the receptionist on 2000 and `model` as its `[model]` table.
 fn start_host(model: &str, rtp_base: u16, extra: &str) -> Host {
@@ -255,13 +255,8 @@ async fn dropped_socket_with_a_fallback_transfer_sends_the_caller_to_the_desk() 
     if !require("baresip") || !require("sipp") || !require("espeak-ng") {
         return;
     }
-    let desk_port = free_port();
+    let (_desk, _desk_dir, desk_port) = sipp_callee(None);
     let desk = format!("sip:frontdesk@127.0.0.1:{desk_port}");
-    let desk_dir = tempdir("sipp-frontdesk");
-    let _desk = spawn_sipp(
-        desk_dir.path(),
-        &["-sn", "uas", "-p", &desk_port.to_string()],
-    );
     let fake = FakeOpenAi::start(Script {
         api_key: "test".into(),
         // The greeting, then the caller's question makes the fake drop the socket.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use switchboard_tests::agents::example_manifest;
 use switchboard_tests::host::Host;
-use switchboard_tests::sip::{Baresip, BaresipCtrl, free_port, require, spawn_sipp, tempdir};
+use switchboard_tests::sip::{Baresip, BaresipCtrl, require, sipp_callee};
 
 async fn dial(ctrl: &mut BaresipCtrl, phone: &Baresip, uri: &str) {
     ctrl.command("dial", uri).await;
@@ -25,13 +25,8 @@ async fn keys_1_2_0_confirm_reschedule_and_transfer_to_the_front_desk() {
     if !require("baresip") || !require("sipp") || !require("espeak-ng") {
         return;
     }
-    let desk_port = free_port();
+    let (_desk, _desk_dir, desk_port) = sipp_callee(None);
     let desk = format!("sip:frontdesk@127.0.0.1:{desk_port}");
-    let desk_dir = tempdir("sipp-frontdesk");
-    let _desk = spawn_sipp(
-        desk_dir.path(),
-        &["-sn", "uas", "-p", &desk_port.to_string()],
-    );
     // Grant exactly the front desk as transfer target, and point the agent at it.
     let manifest = std::fs::read_to_string(example_manifest("appointments"))
         .unwrap()
