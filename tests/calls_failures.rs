@@ -28,6 +28,14 @@ fn start_host(model: &str, rtp_base: u16, extra: &str) -> Host {
     )
 }
 
+/// The `[model]` table for the OpenAI fake at `fake` (key "test").
+fn openai_model(fake: &FakeOpenAi) -> String {
+    format!(
+        "provider = \"openai\"\nbase-url = \"{}\"\napi-key = \"test\"",
+        fake.url
+    )
+}
+
 /// The record of the host's only call (`GET /v1/calls/{id}`), once it has ended.
 async fn call_detail(host: &Host) -> Value {
     let api = Api::new(host.http, None);
@@ -75,10 +83,7 @@ async fn no_session_created_within_the_timeout_plays_the_apology() {
     })
     .await;
     let mut host = start_host(
-        &format!(
-            "provider = \"openai\"\nbase-url = \"{}\"\napi-key = \"test\"\nconnect-timeout-ms = 1500",
-            fake.url
-        ),
+        &format!("{}\nconnect-timeout-ms = 1500", openai_model(&fake)),
         47000,
         "",
     );
@@ -197,14 +202,7 @@ async fn error_event_mid_call_is_recorded_and_the_call_goes_on() {
         ..Script::default()
     })
     .await;
-    let mut host = start_host(
-        &format!(
-            "provider = \"openai\"\nbase-url = \"{}\"\napi-key = \"test\"",
-            fake.url
-        ),
-        49000,
-        "",
-    );
+    let mut host = start_host(&openai_model(&fake), 49000, "");
     let phone = Baresip::start_with_mic(
         "<sip:caller@127.0.0.1>;regint=0;audio_codecs=pcmu",
         "module sndfile.so",
@@ -265,10 +263,7 @@ async fn dropped_socket_with_a_fallback_transfer_sends_the_caller_to_the_desk() 
     })
     .await;
     let mut host = start_host(
-        &format!(
-            "provider = \"openai\"\nbase-url = \"{}\"\napi-key = \"test\"",
-            fake.url
-        ),
+        &openai_model(&fake),
         51000,
         &format!("[agents.fallback]\ntransfer = \"{desk}\"\n"),
     );
