@@ -265,11 +265,6 @@ impl MediaSession {
         lock(&self.outbound).queue.is_empty()
     }
 
-    /// Audio sent since the last mark or flush, in ms.
-    pub fn played_ms(&self) -> u64 {
-        lock(&self.outbound).queue.played_ms()
-    }
-
     /// Restarts the played-ms count (at the start of a new model response); returns the old.
     pub fn mark_playout(&self) -> u64 {
         lock(&self.outbound).queue.mark()
@@ -814,8 +809,7 @@ impl Engine {
     /// restarts here. The RTP timestamps stay contiguous, so they run ahead of the wall clock
     /// by the time gained until the talkspurt ends.
     fn start_talkspurt(&mut self, now: Instant) {
-        let sending = self.media.direction.sends() && self.destination().is_some();
-        if !self.idle || !sending || self.dtmf_tx.is_some() || self.dtmf_gap > 0 {
+        if !self.idle || !self.sending() || self.dtmf_tx.is_some() || self.dtmf_gap > 0 {
             return;
         }
         let gained = self
@@ -854,7 +848,7 @@ impl Engine {
         {
             r.agent(&vec![0; samples * skipped as usize]);
         }
-        let sending = self.media.direction.sends() && self.destination().is_some();
+        let sending = self.sending();
         let payload = if sending {
             self.next_payload(samples)
         } else {
@@ -946,6 +940,11 @@ impl Engine {
             Some(pcm) => TickPayload::Audio(pcm),
             None => TickPayload::Idle,
         }
+    }
+
+    /// Whether we send media now: the direction allows it and we know where to.
+    fn sending(&self) -> bool {
+        self.media.direction.sends() && self.destination().is_some()
     }
 
     fn destination(&self) -> Option<SocketAddr> {
