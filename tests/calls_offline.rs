@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use switchboard_tests::calls::dial;
 use switchboard_tests::host::Host;
 use switchboard_tests::media::window_rms;
 use switchboard_tests::sip::{Baresip, require};
@@ -23,16 +24,7 @@ async fn baresip_calls_the_menu_on_the_offline_provider() {
         "module sndfile.so",
     )
     .await;
-    let mut ctrl = phone.ctrl().await;
-    ctrl.command("dial", &format!("sip:1000@127.0.0.1:{sip_port}"))
-        .await;
-    assert!(
-        ctrl.wait_event("CALL_ESTABLISHED", Duration::from_secs(20))
-            .await
-            .is_some(),
-        "{}",
-        phone.log()
-    );
+    let mut ctrl = dial(&phone, "1000", sip_port).await;
     // Let part of the greeting play, then press 1 (opening hours) over RFC 4733.
     tokio::time::sleep(Duration::from_secs(4)).await;
     ctrl.command("sndcode", "1").await;
