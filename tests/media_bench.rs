@@ -1,55 +1,32 @@
 //! Media load benchmark (ignored by default; run with `--ignored --nocapture`; it builds the
-//! release binary first). SIPp's built-in `uac_pcap` places calls that each play 7 s of PCMA
-//! (`g711a.pcap`) and hang up after about 9 s, at 200 calls @ 50 cps and 1000 @ 100 cps, against
-//! two callees in turn: the release `switchboard` with the `echo` provider (every call runs the
+//! release binary first). SIPp places calls (`sipp/uac_pcap_30ms.xml`) that each play 7 s of
+//! PCMA (`g711a.pcap`, 30 ms packets) and hang up after about 9 s, at 200 calls @ 50 cps and
+//! 1000 @ 100 cps, against two callees in turn: the release `switchboard` with the `echo` provider (every call runs the
 //! `menu` agent, is recorded in the call store, and sends the caller's audio back through the
 //! whole media path), and SIPp's `uas -rtp_echo`, which echoes packets untouched, as the
 //! reference. Prints each callee's CPU seconds (utime + stime from /proc) and failed calls per
 //! run, and the medians. `MEDIA_BENCH_RUNS` (default 3) sets the number of runs,
 //! `MEDIA_BENCH_LOADS` (default `200@50,1000@100`) the calls @ calls per second.
+//!
+//! Like the reference, the host sends RTP only while it has audio (`send-silence = false`):
+//! the default steady silence stream goes on for the whole 9 s call, 1.5 times the packets of
+//! the 7 s the reference echoes. `MEDIA_BENCH_SEND_SILENCE=1` measures with the default.
 
 use std::time::Duration;
 
 use switchboard_tests::agents::{example_agents, example_manifest, switchboard_release_bin};
 use switchboard_tests::host::{Host, HostOptions};
 use switchboard_tests::sip::{
-    SippStats, cpu_seconds, free_port, require, run_sipp, sipp_pcap_dir, spawn_sipp, tempdir,
+    SippStats, cpu_seconds, free_port, pcap_load_args, pcap_load_dir, require, run_sipp,
+    spawn_sipp, tempdir,
 };
 
-/// One SIPp uac_pcap load against `target`; returns (successful, failed) calls.
+/// One load of `calls` @ `rate` against `target`; returns (successful, failed) calls.
 async fn load(target: &str, calls: u32, rate: u32) -> (u32, u32) {
-    let dir = tempdir("media-bench");
-    // uac_pcap plays `pcap/g711a.pcap` relative to its working folder.
-    std::os::unix::fs::symlink(sipp_pcap_dir(), dir.path().join("pcap")).unwrap();
-    let (code, errors) = run_sipp(
-        dir.path(),
-        &[
-            "-sn",
-            "uac_pcap",
-            "-s",
-            "1000",
-            "-m",
-            &calls.to_string(),
-            "-r",
-            &rate.to_string(),
-            "-l",
-            &calls.to_string(),
-            "-p",
-            &free_port().to_string(),
-            "-mp",
-            &free_port().to_string(),
-            "-trace_stat",
-            "-stf",
-            "stat.csv",
-            "-fd",
-            "1",
-            "-timeout",
-            "120s",
-            target,
-        ],
-        Duration::from_secs(150),
-    )
-    .await;
+    let dir = pcap_load_dir("media-bench");
+    let args = pcap_load_args(calls, rate, free_port(), target);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, errors) = run_sipp(dir.path(), &args, Duration::from_secs(240)).await;
     let stats = SippStats::read(dir.path());
     let (ok, failed) = (stats.successful as u32, stats.failed as u32);
     if code != Some(0) {
@@ -81,16 +58,16 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn host() -> Host {
+fn host(silence: bool) -> Host {
     let menu = std::fs::read_to_string(example_manifest("menu")).unwrap();
     Host::start_opts(HostOptions {
         bin: Some(switchboard_release_bin()),
         agents: vec![("menu".into(), example_agents().join("menu.wasm"), menu)],
         // Below the ephemeral range SIPp's sockets come from; 2 ports per call.
-        extra:
+        extra: format!(
             "[calls]\nrtp-port-min = 20000\nrtp-port-max = 29999\ncodecs = [\"pcma\", \"pcmu\"]\n\
-                [model]\nprovider = \"echo\"\n"
-                .into(),
+                 send-silence = {silence}\n[model]\nprovider = \"echo\"\n"
+        ),
         // Production logging (one line per call step, no per-event debug).
         rust_log: "info,rsipstack=warn".into(),
         // One agent instance per live call: about 900 at once at 100 cps.
@@ -125,7 +102,8 @@ async fn echo_calls_cost_against_sipp_rtp_echo() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    let mut host = host();
+    let send_silence = std::env::var("MEDIA_BENCH_SEND_SILENCE").is_ok_and(|v| v == "1");
+    let mut host = host(send_silence);
     let host_target = format!("127.0.0.1:{}", host.sip_port);
     let host_pid = host.process.child.id();
     let loads: Vec<(u32, u32)> = std::env::var("MEDIA_BENCH_LOADS")

@@ -1,7 +1,8 @@
 //! Load benchmarks (ignored by default; run with `--ignored --nocapture`), 1000 calls at 100
 //! calls/s unless `SIP_BENCH_CALLS` / `SIP_BENCH_RATE` say otherwise:
 //! - SIPp's built-in uac (1 s calls) against the sip module with the canned-SDP consumer;
-//! - SIPp's `uac_pcap` (7 s of G.711 audio and an RFC 4733 digit per call) against the release
+//! - SIPp with `sipp/uac_pcap_30ms.xml` (7 s of G.711 audio in 30 ms packets and an RFC 4733
+//!   digit per call) against the release
 //!   binary with the `menu` agent on the offline provider, and the same load against a SIPp
 //!   uas with `-rtp_echo` as the reference callee.
 //!
@@ -145,44 +146,6 @@ fn print_sipp(label: &str, dir: &std::path::Path, code: Option<i32>, wall: Durat
     );
 }
 
-/// SIPp `uac_pcap` arguments: `calls` at `rate` to `target`, media from `media_port` up.
-fn uac_pcap_args(calls: u32, rate: u32, media_port: u16, target: &str) -> Vec<String> {
-    [
-        "-sn",
-        "uac_pcap",
-        "-s",
-        "1000",
-        "-p",
-        &free_port().to_string(),
-        "-mp",
-        &media_port.to_string(),
-        "-m",
-        &calls.to_string(),
-        "-r",
-        &rate.to_string(),
-        "-trace_stat",
-        "-stf",
-        "stat.csv",
-        "-fd",
-        "1",
-        "-trace_rtt",
-        "-rtt_freq",
-        "1",
-        "-timeout",
-        "180s",
-        target,
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-/// A folder for a `uac_pcap` run: the scenario reads `pcap/g711a.pcap` relative to it.
-fn pcap_dir(name: &str) -> tempfile::TempDir {
-    let dir = tempdir(name);
-    std::os::unix::fs::symlink(sipp_pcap_dir(), dir.path().join("pcap")).unwrap();
-    dir
-}
-
 async fn run_uac_pcap(dir: &std::path::Path, args: &[String]) -> (Option<i32>, Duration) {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let t0 = Instant::now();
@@ -214,11 +177,11 @@ async fn binary_with_media_against_the_menu_agent_and_sipp_uas_reference() {
         ],
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let dir = pcap_dir("sipp-uac-ref");
+    let dir = pcap_load_dir("sipp-uac-ref");
     let cpu0 = cpu_seconds(uas.pid());
     let (code, wall) = run_uac_pcap(
         dir.path(),
-        &uac_pcap_args(calls, rate, 40000, &format!("127.0.0.1:{uas_port}")),
+        &pcap_load_args(calls, rate, 40000, &format!("127.0.0.1:{uas_port}")),
     )
     .await;
     let uas_cpu = cpu_seconds(uas.pid()) - cpu0;
@@ -245,12 +208,12 @@ async fn binary_with_media_against_the_menu_agent_and_sipp_uas_reference() {
         ..HostOptions::default()
     });
     let pid = host.process.child.id();
-    let dir = pcap_dir("sipp-uac-host");
+    let dir = pcap_load_dir("sipp-uac-host");
     let capture = Capture::start(dir.path(), host.sip_port).await;
     let cpu0 = cpu_seconds(pid);
     let (code, wall) = run_uac_pcap(
         dir.path(),
-        &uac_pcap_args(calls, rate, 30000, &format!("127.0.0.1:{}", host.sip_port)),
+        &pcap_load_args(calls, rate, 30000, &format!("127.0.0.1:{}", host.sip_port)),
     )
     .await;
     let host_cpu = cpu_seconds(pid) - cpu0;

@@ -70,6 +70,50 @@ pub fn sipp_pcap_dir() -> PathBuf {
     .expect("SIPp is installed but its pcaps (g711a.pcap, dtmf_2833_*.pcap) are not")
 }
 
+/// A working folder for the benchmarks' media load: `pcap/` links to SIPp's pcaps.
+pub fn pcap_load_dir(name: &str) -> tempfile::TempDir {
+    let dir = tempdir(name);
+    std::os::unix::fs::symlink(sipp_pcap_dir(), dir.path().join("pcap")).unwrap();
+    dir
+}
+
+/// SIPp arguments of the benchmarks' media load (`sipp/uac_pcap_30ms.xml`: 7 s of PCMA and a
+/// digit a call, about 9 s): `calls` at `rate` to `target`, caller media ports from
+/// `media_port` up, statistics in `stat.csv`, every call's INVITE→200 time traced. Run it in
+/// a [`pcap_load_dir`].
+pub fn pcap_load_args(calls: u32, rate: u32, media_port: u16, target: &str) -> Vec<String> {
+    let scenario = scenario("uac_pcap_30ms.xml");
+    [
+        "-sf",
+        &scenario.to_string_lossy(),
+        "-s",
+        "1000",
+        "-p",
+        &free_port().to_string(),
+        "-mp",
+        &media_port.to_string(),
+        "-m",
+        &calls.to_string(),
+        "-r",
+        &rate.to_string(),
+        "-l",
+        &calls.to_string(),
+        "-trace_stat",
+        "-stf",
+        "stat.csv",
+        "-fd",
+        "1",
+        "-trace_rtt",
+        "-rtt_freq",
+        "1",
+        "-timeout",
+        "180s",
+        target,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// A port free on 127.0.0.1 for UDP and TCP, with `port + 1` free too (baresip binds it for TLS).
 pub fn free_port() -> u16 {
     for _ in 0..200 {

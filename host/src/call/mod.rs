@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::media::{Codec, MediaConfig, MediaSession, PendingMedia, PortPool, sdp};
+use crate::media::{Codec, MediaConfig, MediaSession, PendingMedia, PortPool, SilenceMode, sdp};
 use crate::model::{ModelProvider, ModelSession};
 use crate::plugins::routing::display_number;
 use crate::plugins::runtime::StartFallback;
@@ -47,6 +47,9 @@ pub struct CallConfig {
     pub media_timeout_secs: u64,
     /// How long a hang-up or transfer waits for queued speech to finish.
     pub drain_timeout_secs: u64,
+    /// Keep sending encoded silence while the agent is quiet (carriers and NATs expect a steady
+    /// stream); `false` sends nothing between talkspurts.
+    pub send_silence: bool,
     /// Record every call to a stereo WAV (caller left, agent right); `[agent.<name>] record`
     /// overrides this per agent.
     pub record: bool,
@@ -62,6 +65,7 @@ impl Default for CallConfig {
             codecs: vec!["pcmu".into(), "pcma".into(), "opus".into()],
             media_timeout_secs: 30,
             drain_timeout_secs: 30,
+            send_silence: true,
             record: false,
             recordings_dir: None,
         }
@@ -432,6 +436,11 @@ fn media_config(deps: &CallDeps, call_id: &str, inbound_rate: u32) -> MediaConfi
         bind_ip: deps.media_ip,
         inbound_rate,
         media_timeout: Duration::from_secs(deps.config.media_timeout_secs),
+        silence: if deps.config.send_silence {
+            SilenceMode::SendSilence
+        } else {
+            SilenceMode::Suppress
+        },
         call_id: call_id.to_string(),
         ..MediaConfig::default()
     }

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -162,8 +163,6 @@ struct Speaking {
 #[derive(Default)]
 struct TurnClock {
     turn: u32,
-    /// Processing time of the last caller frame on its way to the model.
-    last_host_in: Duration,
     speech_stopped: Option<Instant>,
     first_model_audio: Option<Instant>,
     host_in: Duration,
@@ -175,6 +174,12 @@ fn ending(failure: Option<String>) -> (EndReason, bool) {
         Some(why) => (EndReason::Failed(why), true),
         None => (EndReason::AgentHangup, false),
     }
+}
+
+/// One caller frame to the model.
+fn to_model(commands: &mpsc::Sender<Command>, format: AudioFormat, samples: &[i16]) {
+    // A closed model session shows up as its Closed event; nothing to do here.
+    let _ = commands.try_send(Command::Audio(encode_for_model(samples, format)));
 }
 
 /// Sleeps until `deadline`, or forever without one.
@@ -253,6 +258,9 @@ impl Call {
         let mut agent_failed = failure.is_some();
         let mut transfer_target: Option<String> = None;
         let drain_limit = Duration::from_secs(self.deps.config.drain_timeout_secs);
+        // Processing time of the last caller frame on its way to the model.
+        let host_in_ns = Arc::new(AtomicU64::new(0));
+        self.connect_audio(&host_in_ns);
 
         if failure.is_some() {
             pending_final = Some((self.fallback_final(), Instant::now() + drain_limit));
@@ -315,12 +323,9 @@ impl Call {
                     None => return (EndReason::Failed("signalling ended".into()), true),
                 },
                 ev = media_events.recv() => match ev {
+                    // Frames reported before the sink took over.
                     Some(MediaEvent::Audio(frame)) => {
-                        let t = Instant::now();
-                        let bytes = encode_for_model(&frame.samples, self.model.input_format);
-                        // A closed model session shows up as its Closed event; nothing to do here.
-                        let _ = self.model.commands.try_send(Command::Audio(bytes));
-                        clock.last_host_in = t.elapsed();
+                        to_model(&self.model.commands, self.model.input_format, &frame.samples);
                     }
                     Some(MediaEvent::Dtmf(ev)) => {
                         self.on_digit(ev.digit, "rfc4733", &mut collector, &mut responding, &mut pending_final, &mut agent_failed, &mut current_item, &mut dropped_items).await;
@@ -357,7 +362,7 @@ impl Call {
                             if clock.speech_stopped.is_some() && clock.first_model_audio.is_none() {
                                 if lead_ms == 0 {
                                     clock.first_model_audio = Some(Instant::now());
-                                    clock.host_in = clock.last_host_in;
+                                    clock.host_in = Duration::from_nanos(host_in_ns.load(Ordering::Relaxed));
                                 } else {
                                     // The answer waits behind earlier audio: no turn to time.
                                     clock.speech_stopped = None;
@@ -431,6 +436,7 @@ impl Call {
                         self.recorder.record(EventKind::ModelError { message: format!("model session closed: {reason:?}") });
                         failure = Some("model session closed".into());
                         self.model = connect_fallback(&self.deps, self.media_codec()).await;
+                        self.connect_audio(&host_in_ns);
                         responding = 1;
                         pending_final = Some((self.fallback_final(), Instant::now() + drain_limit));
                     }
@@ -517,6 +523,21 @@ impl Call {
 
     /// After the apology for a failed agent or model: the configured fallback transfer, or a
     /// hang-up.
+    /// Caller audio goes from the media task straight to the model session.
+    fn connect_audio(&self, host_in_ns: &Arc<AtomicU64>) {
+        let commands = self.model.commands.clone();
+        let format = self.model.input_format;
+        let host_in_ns = host_in_ns.clone();
+        let sink = Box::new(move |samples: &[i16]| {
+            let t = Instant::now();
+            to_model(&commands, format, samples);
+            host_in_ns.store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        });
+        if let Err(e) = self.media.set_audio_sink(sink) {
+            tracing::debug!(error = %e, "media ended before its audio sink was set");
+        }
+    }
+
     fn fallback_final(&self) -> Final {
         match &self.deps.registry.runtime().config().fallback.transfer {
             Some(target) => Final::Transfer(target.clone()),

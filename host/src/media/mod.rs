@@ -40,6 +40,7 @@ pub use playout::FlushReport;
 pub use ports::PortPool;
 pub use sdp::{Direction, LocalMedia, NegotiatedMedia, SdpError};
 pub use session::{
-    AudioFrame, MediaConfig, MediaError, MediaEvent, MediaSession, PendingMedia, SilenceMode,
+    AudioFrame, AudioSink, MediaConfig, MediaError, MediaEvent, MediaSession, PendingMedia,
+    SilenceMode,
 };
 pub use stats::MediaStats;

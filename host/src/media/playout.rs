@@ -56,6 +56,17 @@ impl PacingClock {
         }
     }
 
+    /// Consumes every tick due before `now` (the sender slept through them); returns how many.
+    pub fn skip_past(&mut self, now: Instant) -> u64 {
+        let behind = now.saturating_duration_since(self.deadline());
+        if behind.is_zero() {
+            return 0;
+        }
+        let due = (behind.as_nanos() / self.period.as_nanos()) as u64 + 1;
+        self.tick += due;
+        due
+    }
+
     /// Restarts the clock with a new period (the packet duration changed).
     pub fn restart(&mut self, start: Instant, period: Duration) {
         *self = PacingClock::new(start, period);

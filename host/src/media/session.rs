@@ -116,10 +116,16 @@ pub struct AudioFrame {
     pub sample_rate: u32,
 }
 
+/// Takes caller audio inside the media task, frame by frame, in place of
+/// [`MediaEvent::Audio`]: the call layer passes frames on (to a model) without a task hop per
+/// frame. It must not block.
+pub type AudioSink = Box<dyn FnMut(&[i16]) + Send>;
+
 /// What a session reports to the call layer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MediaEvent {
-    /// Caller audio: continuous 20 ms frames at `MediaConfig::inbound_rate` (losses concealed).
+    /// Caller audio: continuous 20 ms frames at `MediaConfig::inbound_rate` (losses concealed),
+    /// while no [`AudioSink`] is set.
     Audio(AudioFrame),
     /// A key press received as RFC 4733.
     Dtmf(DtmfEvent),
@@ -218,6 +224,7 @@ pub struct MediaSession {
 
 enum Command {
     Update(Box<NegotiatedMedia>),
+    Sink(AudioSink),
     Record(Box<Recorder>),
     StopRecording,
     Close,
@@ -286,6 +293,7 @@ impl MediaSession {
         }
         out.dtmf_queue
             .extend(digits.chars().map(|d| (d, duration_ms)));
+        self.audio_ready.notify_one();
         Ok(())
     }
 
@@ -293,6 +301,14 @@ impl MediaSession {
     pub fn update(&self, media: &NegotiatedMedia) -> Result<(), MediaError> {
         self.commands
             .send(Command::Update(Box::new(media.clone())))
+            .map_err(|_| MediaError::Closed)
+    }
+
+    /// Sends caller audio to `sink` from now on instead of as [`MediaEvent::Audio`] (frames
+    /// already reported stay in the event queue).
+    pub fn set_audio_sink(&self, sink: AudioSink) -> Result<(), MediaError> {
+        self.commands
+            .send(Command::Sink(sink))
             .map_err(|_| MediaError::Closed)
     }
 
@@ -391,6 +407,7 @@ struct Engine {
     decoder: Box<dyn AudioDecoder>,
     dtmf_rx: DtmfReceiver,
     inbound_resampler: StreamResampler,
+    sink: Option<AudioSink>,
     last_packet_samples: usize,
     decoded: Vec<i16>,
     last_sr: Option<(u32, Instant)>,
@@ -451,6 +468,7 @@ impl Engine {
             decoder: new_decoder(media.codec)?,
             dtmf_rx: DtmfReceiver::new(dtmf_clock(&media), clock_rate),
             inbound_resampler: StreamResampler::new(clock_rate, config.inbound_rate)?,
+            sink: None,
             encoder: new_encoder(media.codec)?,
             clock: PacingClock::new(now.into_std(), Duration::from_millis(media.ptime_ms as u64)),
             next_rtcp: now + config.rtcp_interval,
@@ -509,6 +527,7 @@ impl Engine {
                             warn!(call_id = %self.config.call_id, error = %e, "media update failed");
                         }
                     }
+                    Some(Command::Sink(sink)) => self.sink = Some(sink),
                     Some(Command::Record(r)) => self.recorder = Some(*r),
                     Some(Command::StopRecording) => self.finish_recording().await,
                     Some(Command::Close) | None => break,
@@ -529,10 +548,11 @@ impl Engine {
             if let Some(e) = self.dtmf_rx.poll(now.into_std()) {
                 self.on_dtmf(e);
             }
-            while now.into_std() >= self.clock.deadline() {
+            while self.needs_tick() && now.into_std() >= self.clock.deadline() {
                 self.tick(now).await;
             }
             if now >= self.next_rtcp {
+                self.catch_up(now);
                 self.send_rtcp(now).await;
             }
             if let Some(silent_for) = self.timed_out(now) {
@@ -548,7 +568,10 @@ impl Engine {
     }
 
     fn next_wake(&self) -> Instant {
-        let mut wake = Instant::from_std(self.clock.deadline()).min(self.next_rtcp);
+        let mut wake = self.next_rtcp;
+        if self.needs_tick() {
+            wake = wake.min(Instant::from_std(self.clock.deadline()));
+        }
         if let Some(d) = self.jitter.next_deadline() {
             wake = wake.min(Instant::from_std(d));
         }
@@ -559,6 +582,16 @@ impl Engine {
             wake = wake.min(self.timeout_base() + self.config.media_timeout);
         }
         wake
+    }
+
+    /// Whether the packet clock must wake the engine. With suppressed silence and nothing to
+    /// send, an idle line sleeps until audio or a digit is queued (see `start_talkspurt`).
+    fn needs_tick(&self) -> bool {
+        self.config.silence == SilenceMode::SendSilence
+            || self.recorder.is_some()
+            || !self.idle
+            || !self.ahead.is_zero()
+            || !self.line_goes_idle()
     }
 
     fn timeout_base(&self) -> Instant {
@@ -796,11 +829,16 @@ impl Engine {
             return;
         }
         while let Some(samples) = self.inbound_resampler.pop_frame() {
-            let sample_rate = self.config.inbound_rate;
-            self.emit(MediaEvent::Audio(AudioFrame {
-                samples,
-                sample_rate,
-            }));
+            match self.sink.as_mut() {
+                Some(sink) => sink(&samples),
+                None => {
+                    let sample_rate = self.config.inbound_rate;
+                    self.emit(MediaEvent::Audio(AudioFrame {
+                        samples,
+                        sample_rate,
+                    }));
+                }
+            }
         }
     }
 
@@ -812,6 +850,7 @@ impl Engine {
         if !self.idle || !self.sending() || self.dtmf_tx.is_some() || self.dtmf_gap > 0 {
             return;
         }
+        self.catch_up(now);
         let gained = self
             .clock
             .deadline()
@@ -821,6 +860,23 @@ impl Engine {
         }
         self.ahead += gained;
         self.clock.restart(now.into_std(), self.clock.period());
+    }
+
+    /// An idle engine with suppressed silence sleeps through ticks that would have sent
+    /// nothing; their time still passes for the RTP timestamps (and the recording's silence).
+    fn catch_up(&mut self, now: Instant) {
+        if self.config.silence != SilenceMode::Suppress || !self.idle {
+            return;
+        }
+        let slept = self.clock.skip_past(now.into_std());
+        if slept == 0 {
+            return;
+        }
+        let samples = samples_for_ms(self.media.codec.clock_rate(), self.media.ptime_ms);
+        self.timestamp = self.timestamp.wrapping_add((samples as u64 * slept) as u32);
+        if let Some(r) = self.recorder.as_mut() {
+            r.agent(&vec![0; samples * slept as usize]);
+        }
     }
 
     /// Whether the next tick has nothing to send but silence.
@@ -1699,6 +1755,20 @@ mod tests {
             resumed.3.wrapping_sub(second.3) % 160,
             0,
             "still on the packet grid"
+        );
+        // A digit queued on the sleeping line wakes it.
+        let quiet = tokio::time::timeout(Duration::from_millis(100), peer.recv()).await;
+        assert!(quiet.is_err(), "idle again after the talkspurt");
+        session.send_dtmf("5", 60).unwrap();
+        let digit = tokio::time::timeout(Duration::from_secs(2), peer.recv())
+            .await
+            .expect("a digit wakes the idle line")
+            .unwrap();
+        assert_eq!(digit.0, 101);
+        assert_eq!(
+            digit.3.wrapping_sub(resumed.3) % 160,
+            0,
+            "the digit starts on the packet grid"
         );
         session.close().await;
     }
