@@ -82,7 +82,7 @@ impl Drop for TempFile {
 }
 
 /// Raw 16 kHz PCM16: `lead_s` of silence, espeak-ng speaking `text`, half a second of silence.
-fn spoken_pcm16k(text: &str, lead_s: f32) -> Vec<u8> {
+fn spoken_pcm(text: &str, lead_s: f32, rate: u32) -> Vec<u8> {
     let wav = TempFile::new("speech.wav");
     let raw = TempFile::new("speech.raw");
     let ok = Process::new("espeak-ng")
@@ -95,18 +95,8 @@ fn spoken_pcm16k(text: &str, lead_s: f32) -> Vec<u8> {
     assert!(ok, "espeak-ng failed");
     let ok = Process::new("sox")
         .arg(&wav.0)
-        .args([
-            "-r",
-            "16000",
-            "-c",
-            "1",
-            "-b",
-            "16",
-            "-e",
-            "signed-integer",
-            "-t",
-            "raw",
-        ])
+        .args(["-r", &rate.to_string()])
+        .args(["-c", "1", "-b", "16", "-e", "signed-integer", "-t", "raw"])
         .arg(&raw.0)
         .args(["pad", &lead_s.to_string(), "0.5"])
         .status()
@@ -224,34 +214,48 @@ async fn vad_detects_speech_onset_and_not_silence() {
     let events = until(&mut session, |e| matches!(e, ModelEvent::Closed(_))).await;
     assert_eq!(events, vec![ModelEvent::Closed(CloseReason::Normal)]);
 
-    // One second of silence, then speech: onset near 1000 ms, then the end of speech.
-    let mut session = provider.connect(settings(None)).await.unwrap();
-    let pcm = spoken_pcm16k(
-        "Hello, I would like to check the status of my order please.",
-        1.0,
-    );
-    feed(&session, &pcm).await;
-    let events = until(&mut session, |e| {
-        matches!(e, ModelEvent::SpeechStopped { .. })
-    })
-    .await;
-    let start = events.iter().find_map(|e| match e {
-        ModelEvent::SpeechStarted { audio_start_ms } => *audio_start_ms,
-        _ => None,
-    });
-    let start = start.expect("speech onset detected");
-    assert!((900..=1400).contains(&start), "onset at {start} ms");
-    let Some(ModelEvent::SpeechStopped {
-        audio_end_ms: Some(end),
-    }) = events.last()
-    else {
-        panic!("{events:?}")
-    };
-    let speech_ms = (pcm.len() as u64 / 32) - 1000 - 500;
-    assert!(
-        *end > start + speech_ms / 2,
-        "speech ended too early at {end} ms"
-    );
+    // One second of silence, then speech: onset near 1000 ms, then the end of speech; at the
+    // detector's own rate and at the narrowband call rate it resamples from.
+    for rate in [16_000, 8_000] {
+        let mut session = provider
+            .connect(SessionSettings {
+                input_format: AudioFormat::Pcm16 { rate },
+                ..settings(None)
+            })
+            .await
+            .unwrap();
+        let pcm = spoken_pcm(
+            "Hello, I would like to check the status of my order please.",
+            1.0,
+            rate,
+        );
+        feed(&session, &pcm).await;
+        let events = until(&mut session, |e| {
+            matches!(e, ModelEvent::SpeechStopped { .. })
+        })
+        .await;
+        let start = events.iter().find_map(|e| match e {
+            ModelEvent::SpeechStarted { audio_start_ms } => *audio_start_ms,
+            _ => None,
+        });
+        let start = start.expect("speech onset detected");
+        assert!(
+            (900..=1400).contains(&start),
+            "{rate} Hz: onset at {start} ms"
+        );
+        let Some(ModelEvent::SpeechStopped {
+            audio_end_ms: Some(end),
+        }) = events.last()
+        else {
+            panic!("{events:?}")
+        };
+        let bytes_per_ms = u64::from(rate) * 2 / 1000;
+        let speech_ms = (pcm.len() as u64 / bytes_per_ms) - 1000 - 500;
+        assert!(
+            *end > start + speech_ms / 2,
+            "{rate} Hz: speech ended too early at {end} ms"
+        );
+    }
 }
 
 #[tokio::test]
@@ -269,7 +273,11 @@ async fn caller_speech_interrupts_agent_speech() {
             break;
         }
     }
-    feed(&session, &spoken_pcm16k("Stop, I have a question.", 0.2)).await;
+    feed(
+        &session,
+        &spoken_pcm("Stop, I have a question.", 0.2, 16_000),
+    )
+    .await;
     let events = until(&mut session, |e| {
         matches!(e, ModelEvent::ResponseDone { .. })
     })

@@ -800,16 +800,11 @@ mod tests {
         );
         let pcm24 = AudioFormat::Pcm16 { rate: 24000 };
         assert_eq!(model_formats(&openai, Codec::Opus), (pcm24, pcm24));
-        // Offline: speech at the codec's rate; the voice detector listens at 16 kHz.
+        // Offline: caller audio and speech at the codec's rate, both ways.
         let offline = OfflineProvider::new(OfflineConfig::default());
-        let vad = AudioFormat::Pcm16 { rate: 16000 };
-        assert_eq!(
-            model_formats(&offline, Codec::Pcma),
-            (vad, AudioFormat::Pcm16 { rate: 8000 })
-        );
-        assert_eq!(
-            model_formats(&offline, Codec::Opus),
-            (vad, AudioFormat::Pcm16 { rate: 48000 })
-        );
+        let pcm8 = AudioFormat::Pcm16 { rate: 8000 };
+        assert_eq!(model_formats(&offline, Codec::Pcma), (pcm8, pcm8));
+        let pcm48 = AudioFormat::Pcm16 { rate: 48000 };
+        assert_eq!(model_formats(&offline, Codec::Opus), (pcm48, pcm48));
     }
 }

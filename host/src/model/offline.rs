@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::config::OfflineConfig;
+use super::local_runtime;
 use super::speech_cache::{Lookup, Speech, SpeechCache};
 use super::vad::{Vad, VadEvent};
 use super::{
@@ -25,8 +26,9 @@ use super::{
 use crate::resample::StreamResampler;
 
 const NAME: &str = "offline";
-/// VAD input rate (earshot's native rate).
-const INPUT: AudioFormat = AudioFormat::Pcm16 { rate: 16_000 };
+/// Caller audio rates accepted: the call rates, so the media path never resamples for us (the
+/// detector resamples to its own rate on this provider's runtime).
+const INPUT_RATES: [u32; 4] = [8_000, 16_000, 24_000, 48_000];
 /// Rates speech is offered at: espeak-ng's own (22.05 kHz) and the call rates, so a call gets
 /// its codec's rate and the resampling is done once per prompt, into the speech cache.
 const OUTPUT_RATES: [u32; 5] = [8_000, 16_000, 22_050, 24_000, 48_000];
@@ -98,10 +100,16 @@ impl OfflineProvider {
             },
             events: ev_tx,
             vad: Vad::new(
+                settings.input_format.sample_rate(),
                 self.config.vad_threshold,
                 self.config.min_speech_ms,
                 self.config.silence_ms,
-            ),
+            )
+            .map_err(|_| ConnectError::UnsupportedFormat {
+                provider: NAME,
+                direction: "input",
+                format: settings.input_format,
+            })?,
             speaking: None,
             queued: VecDeque::new(),
             next_item: 0,
@@ -111,7 +119,7 @@ impl OfflineProvider {
             actor.say(greeting);
         }
         // Keep the caller's span (e.g. its call_id) on the session's logs.
-        tokio::spawn(
+        local_runtime::handle().spawn(
             actor
                 .run(cmd_rx, done_rx)
                 .instrument(tracing::Span::current()),
@@ -119,7 +127,7 @@ impl OfflineProvider {
         Ok(ModelSession {
             commands: cmd_tx,
             events: ev_rx,
-            input_format: INPUT,
+            input_format: settings.input_format,
             output_format: settings.output_format,
         })
     }
@@ -132,7 +140,10 @@ impl ModelProvider for OfflineProvider {
 
     fn formats(&self) -> FormatSupport {
         FormatSupport {
-            input: vec![INPUT],
+            input: INPUT_RATES
+                .iter()
+                .map(|&rate| AudioFormat::Pcm16 { rate })
+                .collect(),
             output: OUTPUT_RATES
                 .iter()
                 .map(|&rate| AudioFormat::Pcm16 { rate })
@@ -258,7 +269,11 @@ impl Actor {
     async fn on_command(&mut self, cmd: Command) -> bool {
         match cmd {
             Command::Audio(frame) => {
-                for ev in self.vad.push(&frame) {
+                let events = self.vad.push(&frame).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "voice detection input dropped");
+                    Vec::new()
+                });
+                for ev in events {
                     let alive = match ev {
                         VadEvent::Started { at_ms } => {
                             // Barge-in: like a remote model with interrupt_response, stop talking.

@@ -1,6 +1,12 @@
 //! Streaming voice-activity detection for the offline provider: earshot's neural detector on
-//! 16 ms frames of 16 kHz PCM16, with onset confirmation and a silence hangover so that clicks
-//! do not start a turn and short pauses do not end one.
+//! 16 ms frames of 16 kHz PCM16 (other input rates are resampled to it here, off the media
+//! path), with onset confirmation and a silence hangover so that clicks do not start a turn and
+//! short pauses do not end one.
+
+use crate::resample::{ResampleError, StreamResampler};
+
+/// The detector's native rate.
+pub(crate) const DETECTOR_RATE: u32 = 16_000;
 
 /// Samples per earshot frame (16 ms at 16 kHz).
 const FRAME: usize = 256;
@@ -20,6 +26,8 @@ pub(crate) enum VadEvent {
 
 pub(crate) struct Vad {
     detector: Box<earshot::Detector>,
+    /// Input at another rate than the detector's goes through this.
+    resampler: Option<StreamResampler>,
     threshold: f32,
     /// Voiced frames in a row needed to declare speech.
     onset_frames: u32,
@@ -38,10 +46,20 @@ pub(crate) struct Vad {
 }
 
 impl Vad {
-    pub(crate) fn new(threshold: f32, min_speech_ms: u32, silence_ms: u32) -> Self {
+    /// A detector for PCM16 input at `input_rate` Hz.
+    pub(crate) fn new(
+        input_rate: u32,
+        threshold: f32,
+        min_speech_ms: u32,
+        silence_ms: u32,
+    ) -> Result<Self, ResampleError> {
         let frames = |ms: u32| (u64::from(ms).div_ceil(FRAME_MS)).max(1) as u32;
-        Self {
+        let resampler = (input_rate != DETECTOR_RATE)
+            .then(|| StreamResampler::new(input_rate, DETECTOR_RATE))
+            .transpose()?;
+        Ok(Self {
             detector: earshot::Detector::default_boxed(),
+            resampler,
             threshold,
             onset_frames: frames(min_speech_ms),
             hangover_frames: frames(silence_ms),
@@ -53,25 +71,33 @@ impl Vad {
             run: 0,
             run_start_ms: 0,
             last_voiced_end_ms: 0,
-        }
+        })
     }
 
-    /// Feed 16 kHz PCM16 little-endian bytes (any length); returns state changes in order.
-    pub(crate) fn push(&mut self, bytes: &[u8]) -> Vec<VadEvent> {
+    /// Feed PCM16 little-endian bytes at the input rate (any length); returns state changes in
+    /// order.
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> Result<Vec<VadEvent>, ResampleError> {
         let mut bytes = bytes;
+        let mut samples = Vec::with_capacity(bytes.len() / 2 + 1);
         if let Some(lo) = self.odd_byte.take() {
             if let Some((&hi, rest)) = bytes.split_first() {
-                self.pending.push(i16::from_le_bytes([lo, hi]));
+                samples.push(i16::from_le_bytes([lo, hi]));
                 bytes = rest;
             } else {
                 self.odd_byte = Some(lo);
             }
         }
         let mut chunks = bytes.chunks_exact(2);
-        self.pending
-            .extend(chunks.by_ref().map(|c| i16::from_le_bytes([c[0], c[1]])));
+        samples.extend(chunks.by_ref().map(|c| i16::from_le_bytes([c[0], c[1]])));
         if let [b] = chunks.remainder() {
             self.odd_byte = Some(*b);
+        }
+        match self.resampler.as_mut() {
+            Some(r) => {
+                r.push(&samples)?;
+                self.pending.extend(r.pop_all());
+            }
+            None => self.pending.extend(samples),
         }
         let mut events = Vec::new();
         let mut offset = 0;
@@ -94,7 +120,7 @@ impl Vad {
             }
         }
         self.pending.drain(..offset);
-        events
+        Ok(events)
     }
 
     fn step(&mut self, voiced: bool) -> Option<VadEvent> {
@@ -140,13 +166,13 @@ mod tests {
 
     #[test]
     fn silence_never_starts_speech() {
-        let mut vad = Vad::new(0.5, 64, 500);
-        assert!(vad.push(&silence(2000)).is_empty());
+        let mut vad = Vad::new(DETECTOR_RATE, 0.5, 64, 500).unwrap();
+        assert!(vad.push(&silence(2000)).unwrap().is_empty());
     }
 
     #[test]
     fn hangover_logic_debounces() {
-        let mut vad = Vad::new(0.5, 48, 96);
+        let mut vad = Vad::new(DETECTOR_RATE, 0.5, 48, 96).unwrap();
         // 2 voiced frames: below onset (3 frames).
         assert_eq!(vad.step(true), None);
         assert_eq!(vad.step(true), None);
@@ -167,10 +193,10 @@ mod tests {
 
     #[test]
     fn odd_byte_splits_are_joined() {
-        let mut vad = Vad::new(0.5, 64, 500);
+        let mut vad = Vad::new(DETECTOR_RATE, 0.5, 64, 500).unwrap();
         let sample = 1000i16.to_le_bytes();
-        vad.push(&[sample[0]]);
-        vad.push(&[sample[1]]);
+        vad.push(&[sample[0]]).unwrap();
+        vad.push(&[sample[1]]).unwrap();
         assert_eq!(vad.pending, vec![1000]);
     }
 }
