@@ -17,14 +17,21 @@ use std::time::Duration;
 use switchboard_tests::agents::{example_agents, example_manifest, switchboard_release_bin};
 use switchboard_tests::host::{Host, HostOptions};
 use switchboard_tests::sip::{
-    SippStats, cpu_seconds, free_port, pcap_load_args, pcap_load_dir, require, run_sipp,
-    spawn_sipp, tempdir,
+    CallerAudio, SippStats, cpu_seconds, free_port, media_load_args, media_load_dir, require,
+    run_sipp, spawn_sipp, tempdir,
 };
 
 /// One load of `calls` @ `rate` against `target`; returns (successful, failed) calls.
 async fn load(target: &str, calls: u32, rate: u32) -> (u32, u32) {
-    let dir = pcap_load_dir("media-bench");
-    let args = pcap_load_args(calls, rate, free_port(), target);
+    let dir = media_load_dir("media-bench");
+    let args = media_load_args(
+        CallerAudio::Pcap,
+        calls,
+        rate,
+        free_port(),
+        target,
+        dir.path(),
+    );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, errors) = run_sipp(dir.path(), &args, Duration::from_secs(240)).await;
     let stats = SippStats::read(dir.path());

@@ -70,48 +70,101 @@ pub fn sipp_pcap_dir() -> PathBuf {
     .expect("SIPp is installed but its pcaps (g711a.pcap, dtmf_2833_*.pcap) are not")
 }
 
-/// A working folder for the benchmarks' media load: `pcap/` links to SIPp's pcaps.
-pub fn pcap_load_dir(name: &str) -> tempfile::TempDir {
+/// How the benchmark callers send their audio (SIPp's 7 s of PCMA either way).
+#[derive(Debug, Clone, Copy)]
+pub enum CallerAudio {
+    /// `sipp/uac_pcap_30ms.xml`: `play_pcap_audio` of g711a.pcap (30 ms packets, a raw socket
+    /// per call), then an RFC 4733 digit.
+    Pcap,
+    /// `sipp/uac_rtpstream.xml`: `rtp_stream` of the same audio (20 ms packets from the call's
+    /// bound media socket).
+    RtpStream,
+}
+
+/// A working folder for a benchmark load: `pcap/` links to SIPp's pcaps and `g711a.alaw` holds
+/// g711a.pcap's audio as raw A-law.
+pub fn media_load_dir(name: &str) -> tempfile::TempDir {
     let dir = tempdir(name);
-    std::os::unix::fs::symlink(sipp_pcap_dir(), dir.path().join("pcap")).unwrap();
+    let pcaps = sipp_pcap_dir();
+    std::os::unix::fs::symlink(&pcaps, dir.path().join("pcap")).unwrap();
+    let alaw = rtp_payloads(&std::fs::read(pcaps.join("g711a.pcap")).unwrap());
+    std::fs::write(dir.path().join("g711a.alaw"), alaw).unwrap();
     dir
 }
 
-/// SIPp arguments of the benchmarks' media load (`sipp/uac_pcap_30ms.xml`: 7 s of PCMA and a
-/// digit a call, about 9 s): `calls` at `rate` to `target`, caller media ports from
+/// The RTP payloads of a libpcap capture of Ethernet/IPv4/UDP/RTP packets, in order.
+fn rtp_payloads(pcap: &[u8]) -> Vec<u8> {
+    const GLOBAL_HEADER: usize = 24;
+    const RECORD_HEADER: usize = 16;
+    const ETHERNET: usize = 14;
+    let mut out = Vec::new();
+    let mut at = GLOBAL_HEADER;
+    while at + RECORD_HEADER <= pcap.len() {
+        let len = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
+        let frame = &pcap[at + RECORD_HEADER..at + RECORD_HEADER + len];
+        at += RECORD_HEADER + len;
+        let ip_header = usize::from(frame[ETHERNET] & 0x0f) * 4;
+        let rtp = &frame[ETHERNET + ip_header + 8..];
+        let csrcs = usize::from(rtp[0] & 0x0f);
+        out.extend_from_slice(&rtp[12 + 4 * csrcs..]);
+    }
+    out
+}
+
+/// SIPp arguments of a benchmark load: `calls` at `rate` to `target`, caller media ports from
 /// `media_port` up, statistics in `stat.csv`, every call's INVITE→200 time traced. Run it in
-/// a [`pcap_load_dir`].
-pub fn pcap_load_args(calls: u32, rate: u32, media_port: u16, target: &str) -> Vec<String> {
-    let scenario = scenario("uac_pcap_30ms.xml");
-    [
-        "-sf",
-        &scenario.to_string_lossy(),
-        "-s",
-        "1000",
-        "-p",
-        &free_port().to_string(),
-        "-mp",
-        &media_port.to_string(),
-        "-m",
-        &calls.to_string(),
-        "-r",
-        &rate.to_string(),
-        "-l",
-        &calls.to_string(),
-        "-trace_stat",
-        "-stf",
-        "stat.csv",
-        "-fd",
-        "1",
-        "-trace_rtt",
-        "-rtt_freq",
-        "1",
-        "-timeout",
-        "180s",
-        target,
-    ]
-    .map(String::from)
-    .to_vec()
+/// `dir`, a [`media_load_dir`].
+pub fn media_load_args(
+    audio: CallerAudio,
+    calls: u32,
+    rate: u32,
+    media_port: u16,
+    target: &str,
+    dir: &Path,
+) -> Vec<String> {
+    let mut args = match audio {
+        CallerAudio::Pcap => vec!["-sf".into(), path_arg(&scenario("uac_pcap_30ms.xml"))],
+        CallerAudio::RtpStream => vec![
+            "-sf".into(),
+            path_arg(&scenario("uac_rtpstream.xml")),
+            "-key".into(),
+            "audio".into(),
+            format!("{},1,8", path_arg(&dir.join("g711a.alaw"))),
+        ],
+    };
+    args.extend(
+        [
+            "-s",
+            "1000",
+            "-p",
+            &free_port().to_string(),
+            "-mp",
+            &media_port.to_string(),
+            "-m",
+            &calls.to_string(),
+            "-r",
+            &rate.to_string(),
+            "-l",
+            &calls.to_string(),
+            "-trace_stat",
+            "-stf",
+            "stat.csv",
+            "-fd",
+            "1",
+            "-trace_rtt",
+            "-rtt_freq",
+            "1",
+            "-timeout",
+            "180s",
+            target,
+        ]
+        .map(String::from),
+    );
+    args
+}
+
+fn path_arg(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
 }
 
 /// A port free on 127.0.0.1 for UDP and TCP, with `port + 1` free too (baresip binds it for TLS).
