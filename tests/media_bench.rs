@@ -11,6 +11,8 @@
 //! Like the reference, the host sends RTP only while it has audio (`send-silence = false`):
 //! the default steady silence stream goes on for the whole 9 s call, 1.5 times the packets of
 //! the 7 s the reference echoes. `MEDIA_BENCH_SEND_SILENCE=1` measures with the default.
+//! `MEDIA_BENCH_AUDIO=rtpstream` sends the callers' audio with `rtp_stream` instead of pcap play
+//! (see `sipp/uac_rtpstream.xml`).
 
 use std::time::Duration;
 
@@ -24,14 +26,12 @@ use switchboard_tests::sip::{
 /// One load of `calls` @ `rate` against `target`; returns (successful, failed) calls.
 async fn load(target: &str, calls: u32, rate: u32) -> (u32, u32) {
     let dir = media_load_dir("media-bench");
-    let args = media_load_args(
-        CallerAudio::Pcap,
-        calls,
-        rate,
-        free_port(),
-        target,
-        dir.path(),
-    );
+    // The load is pcap play; rtp_stream shows the callee without the raw-socket cost.
+    let audio = match std::env::var("MEDIA_BENCH_AUDIO").as_deref() {
+        Ok("rtpstream") => CallerAudio::RtpStream,
+        _ => CallerAudio::Pcap,
+    };
+    let args = media_load_args(audio, calls, rate, free_port(), target, dir.path());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, errors) = run_sipp(dir.path(), &args, Duration::from_secs(240)).await;
     let stats = SippStats::read(dir.path());

@@ -1524,6 +1524,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_audio_sink_takes_the_frames_in_place_of_events() {
+        let pool = pool(2);
+        let pending = PendingMedia::bind(&pool, config(30_000)).unwrap();
+        let peer = Peer::new(pending.port()).await;
+        let mut session = pending
+            .start(&negotiated(peer.addr(), Codec::Pcmu))
+            .unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        session
+            .set_audio_sink(Box::new(move |samples: &[i16]| {
+                let _ = tx.send(samples.to_vec());
+            }))
+            .unwrap();
+        for i in 0..5u16 {
+            peer.send(0, i == 0, 100 + i, u32::from(i) * 160, 7, &[0x9f; 160])
+                .await;
+        }
+        let mut frames = Vec::new();
+        while frames.len() < 5 {
+            let frame = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+                .await
+                .expect("frames reach the sink")
+                .unwrap();
+            frames.push(frame);
+        }
+        let expected = crate::media::g711::ulaw_decode(0x9f);
+        assert!(frames.iter().all(|f| f.len() == 160 && f[0] == expected));
+        assert!(
+            collect_audio(&mut session, Duration::from_millis(100))
+                .await
+                .is_empty(),
+            "no audio events once the sink is set"
+        );
+        session.close().await;
+    }
+
+    #[tokio::test]
     async fn media_timeout_ends_the_session_and_returns_the_port() {
         let pool = pool(2);
         let pending = PendingMedia::bind(&pool, config(200)).unwrap();
