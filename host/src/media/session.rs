@@ -1150,6 +1150,16 @@ mod tests {
         PortPool::new(start, end).unwrap()
     }
 
+    /// A session with `config` started towards a new peer, negotiated for `codec`; the pool
+    /// must live as long as the session.
+    async fn started(config: MediaConfig, codec: Codec) -> (PortPool, Peer, MediaSession) {
+        let pool = pool(2);
+        let pending = PendingMedia::bind(&pool, config).unwrap();
+        let peer = Peer::new(pending.port()).await;
+        let session = pending.start(&negotiated(peer.addr(), codec)).unwrap();
+        (pool, peer, session)
+    }
+
     fn config(timeout_ms: u64) -> MediaConfig {
         MediaConfig {
             bind_ip: "127.0.0.1".parse().unwrap(),
@@ -1256,12 +1266,7 @@ mod tests {
     /// one continuous, in-order 20 ms frame per packet sent and counts the losses.
     #[tokio::test]
     async fn loss_and_jitter_give_continuous_output_and_right_stats() {
-        let pool = pool(2);
-        let pending = PendingMedia::bind(&pool, config(30_000)).unwrap();
-        let peer = Peer::new(pending.port()).await;
-        let mut session = pending
-            .start(&negotiated(peer.addr(), Codec::Pcmu))
-            .unwrap();
+        let (_pool, peer, mut session) = started(config(30_000), Codec::Pcmu).await;
         let mut rng = 0x2545_F491_4F6C_DD1Du64;
         let mut next_rand = move || {
             rng ^= rng << 13;
@@ -1421,12 +1426,7 @@ mod tests {
 
     #[tokio::test]
     async fn dtmf_send_and_receive() {
-        let pool = pool(2);
-        let pending = PendingMedia::bind(&pool, config(30_000)).unwrap();
-        let peer = Peer::new(pending.port()).await;
-        let mut session = pending
-            .start(&negotiated(peer.addr(), Codec::Pcmu))
-            .unwrap();
+        let (_pool, peer, mut session) = started(config(30_000), Codec::Pcmu).await;
         assert!(
             session.send_dtmf("1x", 100).is_err(),
             "invalid digit rejected"
@@ -1490,12 +1490,7 @@ mod tests {
 
     #[tokio::test]
     async fn ssrc_change_resets_the_stream() {
-        let pool = pool(2);
-        let pending = PendingMedia::bind(&pool, config(30_000)).unwrap();
-        let peer = Peer::new(pending.port()).await;
-        let mut session = pending
-            .start(&negotiated(peer.addr(), Codec::Pcma))
-            .unwrap();
+        let (_pool, peer, mut session) = started(config(30_000), Codec::Pcma).await;
         for i in 0..10u16 {
             peer.send(8, i == 0, 500 + i, i as u32 * 160, 1, &[0xD5; 160])
                 .await;
@@ -1525,12 +1520,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_audio_sink_takes_the_frames_in_place_of_events() {
-        let pool = pool(2);
-        let pending = PendingMedia::bind(&pool, config(30_000)).unwrap();
-        let peer = Peer::new(pending.port()).await;
-        let mut session = pending
-            .start(&negotiated(peer.addr(), Codec::Pcmu))
-            .unwrap();
+        let (_pool, peer, mut session) = started(config(30_000), Codec::Pcmu).await;
         let (tx, mut rx) = mpsc::unbounded_channel();
         session
             .set_audio_sink(Box::new(move |samples: &[i16]| {
@@ -1635,12 +1625,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sb-session-rec-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("call.wav");
-        let pool = pool(2);
-        let pending = PendingMedia::bind(&pool, config(30_000)).unwrap();
-        let peer = Peer::new(pending.port()).await;
-        let session = pending
-            .start(&negotiated(peer.addr(), Codec::Pcmu))
-            .unwrap();
+        let (_pool, peer, session) = started(config(30_000), Codec::Pcmu).await;
         session.start_recording(&path).unwrap();
         session.queue_audio(&vec![4000; 8000], 8000).unwrap();
         for i in 0..25u16 {
@@ -1758,16 +1743,11 @@ mod tests {
     /// the next talkspurt carries the marker bit and a timestamp that kept running meanwhile.
     #[tokio::test]
     async fn suppressed_silence_keeps_timestamps_running() {
-        let pool = pool(2);
         let config = MediaConfig {
             silence: SilenceMode::Suppress,
             ..config(30_000)
         };
-        let pending = PendingMedia::bind(&pool, config).unwrap();
-        let peer = Peer::new(pending.port()).await;
-        let session = pending
-            .start(&negotiated(peer.addr(), Codec::Pcmu))
-            .unwrap();
+        let (_pool, peer, session) = started(config, Codec::Pcmu).await;
         session.queue_audio(&[1000; 320], 8000).unwrap();
         let first = peer.recv().await.unwrap();
         let second = peer.recv().await.unwrap();
