@@ -255,36 +255,15 @@ async fn sipp_load_1000_calls_at_100_cps() {
     let capture = Capture::start(dir.path(), target.port()).await;
     let cpu0 = cpu_seconds(std::process::id());
     let t0 = Instant::now();
-    let (code, errors) = run_sipp(
-        dir.path(),
-        &[
-            "-sn",
-            "uac",
-            "-p",
-            &port,
-            "-m",
-            &calls.to_string(),
-            "-r",
-            &rate.to_string(),
-            "-l",
-            "1000",
-            "-d",
-            "1000",
-            "-trace_stat",
-            "-stf",
-            "stat.csv",
-            "-fd",
-            "1",
-            "-trace_rtt",
-            "-rtt_freq",
-            "1",
-            "-timeout",
-            "120s",
-            &target.to_string(),
-        ],
-        Duration::from_secs(180),
-    )
-    .await;
+    let (calls_arg, rate_arg, target_arg) =
+        (calls.to_string(), rate.to_string(), target.to_string());
+    let mut args = vec![
+        "-sn", "uac", "-p", &port, "-m", &calls_arg, "-r", &rate_arg, "-l", "1000", "-d", "1000",
+        "-timeout", "120s",
+    ];
+    args.extend(LOAD_TRACES);
+    args.push(&target_arg);
+    let (code, errors) = run_sipp(dir.path(), &args, Duration::from_secs(180)).await;
     let wall = t0.elapsed();
     let cpu = cpu_seconds(std::process::id()) - cpu0;
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -146,22 +146,28 @@ pub fn media_load_args(
             &rate.to_string(),
             "-l",
             &calls.to_string(),
-            "-trace_stat",
-            "-stf",
-            "stat.csv",
-            "-fd",
-            "1",
-            "-trace_rtt",
-            "-rtt_freq",
-            "1",
             "-timeout",
             "180s",
-            target,
         ]
         .map(String::from),
     );
+    args.extend(LOAD_TRACES.map(String::from));
+    args.push(target.to_string());
     args
 }
+
+/// SIPp options of every load run: per-second statistics in `stat.csv` (what [`SippStats`]
+/// reads) and each call's INVITE→200 time.
+pub const LOAD_TRACES: [&str; 8] = [
+    "-trace_stat",
+    "-stf",
+    "stat.csv",
+    "-fd",
+    "1",
+    "-trace_rtt",
+    "-rtt_freq",
+    "1",
+];
 
 fn path_arg(path: &Path) -> String {
     path.to_string_lossy().into_owned()
