@@ -1,18 +1,18 @@
 //! Media load benchmark (ignored by default; run with `--ignored --nocapture`; it builds the
-//! release binary first). SIPp places calls (`sipp/uac_pcap_30ms.xml`) that each play 7 s of
+//! release binary first). SIPp places calls (`sipp/uac_pcap_30ms.xml`) that each play 7.4 s of
 //! PCMA (`g711a.pcap`, 30 ms packets) and hang up after about 9 s, at 200 calls @ 50 cps and
-//! 1000 @ 100 cps, against two callees in turn: the release `switchboard` with the `echo` provider (every call runs the
-//! `menu` agent, is recorded in the call store, and sends the caller's audio back through the
-//! whole media path), and SIPp's `uas -rtp_echo`, which echoes packets untouched, as the
-//! reference. Prints each callee's CPU seconds (utime + stime from /proc) and failed calls per
-//! run, and the medians. `MEDIA_BENCH_RUNS` (default 3) sets the number of runs,
-//! `MEDIA_BENCH_LOADS` (default `200@50,1000@100`) the calls @ calls per second.
+//! 1000 @ 100 cps, against two callees in turn: the release `switchboard` with the `echo`
+//! provider (every call runs the `menu` agent, is recorded in the call store, and sends the
+//! caller's audio back through the whole media path), and SIPp's `uas -rtp_echo`, which echoes
+//! packets untouched, as the reference. Prints each callee's CPU seconds (utime + stime from
+//! /proc) and failed calls per run, and the medians. `MEDIA_BENCH_RUNS` (default 3) sets the
+//! number of runs, `MEDIA_BENCH_LOADS` (default `200@50,1000@100`) the calls @ calls per second.
 //!
 //! Like the reference, the host sends RTP only while it has audio (`send-silence = false`):
-//! the default steady silence stream goes on for the whole 9 s call, 1.5 times the packets of
-//! the 7 s the reference echoes. `MEDIA_BENCH_SEND_SILENCE=1` measures with the default.
-//! `MEDIA_BENCH_AUDIO=rtpstream` sends the callers' audio with `rtp_stream` instead of pcap play
-//! (see `sipp/uac_rtpstream.xml`).
+//! the default steady silence stream goes on for the whole 9 s call, about 1.2 times the
+//! packets of the 7.4 s the reference echoes. `MEDIA_BENCH_SEND_SILENCE=1` measures with the
+//! default. `MEDIA_BENCH_AUDIO=rtpstream` sends the callers' audio with `rtp_stream` instead of
+//! pcap play (see `sipp/uac_rtpstream.xml`).
 
 use std::time::Duration;
 

@@ -521,8 +521,6 @@ impl Call {
         }
     }
 
-    /// After the apology for a failed agent or model: the configured fallback transfer, or a
-    /// hang-up.
     /// Caller audio goes from the media task straight to the model session.
     fn connect_audio(&self, host_in_ns: &Arc<AtomicU64>) {
         let commands = self.model.commands.clone();
@@ -538,6 +536,8 @@ impl Call {
         }
     }
 
+    /// After the apology for a failed agent or model: the configured fallback transfer, or a
+    /// hang-up.
     fn fallback_final(&self) -> Final {
         match &self.deps.registry.runtime().config().fallback.transfer {
             Some(target) => Final::Transfer(target.clone()),

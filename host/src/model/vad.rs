@@ -34,6 +34,8 @@ pub(crate) struct Vad {
     /// Unvoiced frames in a row needed to declare silence.
     hangover_frames: u32,
     pending: Vec<i16>,
+    /// The last push's samples at the input rate (kept to reuse its allocation).
+    input: Vec<i16>,
     /// Quiet frames were skipped since the detector last ran: its context is stale.
     skipped: bool,
     /// A carried-over odd byte of the previous chunk (PCM16 frames may split samples).
@@ -64,6 +66,7 @@ impl Vad {
             onset_frames: frames(min_speech_ms),
             hangover_frames: frames(silence_ms),
             pending: Vec::with_capacity(FRAME * 2),
+            input: Vec::new(),
             skipped: false,
             odd_byte: None,
             frames_seen: 0,
@@ -78,7 +81,8 @@ impl Vad {
     /// order.
     pub(crate) fn push(&mut self, bytes: &[u8]) -> Result<Vec<VadEvent>, ResampleError> {
         let mut bytes = bytes;
-        let mut samples = Vec::with_capacity(bytes.len() / 2 + 1);
+        let samples = &mut self.input;
+        samples.clear();
         if let Some(lo) = self.odd_byte.take() {
             if let Some((&hi, rest)) = bytes.split_first() {
                 samples.push(i16::from_le_bytes([lo, hi]));
@@ -94,10 +98,10 @@ impl Vad {
         }
         match self.resampler.as_mut() {
             Some(r) => {
-                r.push(&samples)?;
+                r.push(samples)?;
                 self.pending.extend(r.pop_all());
             }
-            None => self.pending.extend(samples),
+            None => self.pending.extend_from_slice(samples),
         }
         let mut events = Vec::new();
         let mut offset = 0;
