@@ -1,7 +1,8 @@
-//! The runtime local providers' sessions run on: its worker threads have a lower scheduling
-//! priority than the rest of the process, so when the CPU is overloaded the local model (voice
-//! detection, speech streaming) falls behind before SIP signalling and RTP pacing do. A remote
-//! model runs elsewhere; this keeps the local one out of the way in the same fashion.
+//! The runtime local providers' heavy analysis runs on (the offline voice detector): its worker
+//! threads have a lower scheduling priority than the rest of the process, so when the CPU is
+//! overloaded the detector falls behind before SIP signalling, RTP pacing and the agent's speech
+//! do. A remote model runs elsewhere; this keeps the local one out of the way in the same
+//! fashion.
 
 use std::sync::OnceLock;
 

@@ -10,7 +10,7 @@
 //! Resampling and transcoding are not done here: each provider states which [`AudioFormat`]s it
 //! accepts ([`ModelProvider::formats`]) and the caller converts to one of them. (The offline
 //! provider takes caller audio at every call rate and brings it to its detector's rate itself,
-//! on its own lower-priority runtime, see `local_runtime`.)
+//! on a lower-priority runtime, see `local_runtime`.)
 //!
 //! Barge-in: on [`ModelEvent::SpeechStarted`] stop playback, then send [`Command::Truncate`]
 //! with the agent item being played and how much of it the caller actually heard (OpenAI

@@ -27,7 +27,7 @@ use crate::resample::StreamResampler;
 
 const NAME: &str = "offline";
 /// Caller audio rates accepted: the call rates, so the media path never resamples for us (the
-/// detector resamples to its own rate on this provider's runtime).
+/// detector resamples to its own rate on the local model runtime).
 const INPUT_RATES: [u32; 4] = [8_000, 16_000, 24_000, 48_000];
 /// Rates speech is offered at: espeak-ng's own (22.05 kHz) and the call rates, so a call gets
 /// its codec's rate and the resampling is done once per prompt, into the speech cache.
@@ -91,6 +91,22 @@ impl OfflineProvider {
         let (cmd_tx, cmd_rx) = mpsc::channel(CHANNEL_CAPACITY);
         let (ev_tx, ev_rx) = mpsc::channel(CHANNEL_CAPACITY);
         let (done_tx, done_rx) = mpsc::channel(4);
+        let vad = Vad::new(
+            settings.input_format.sample_rate(),
+            self.config.vad_threshold,
+            self.config.min_speech_ms,
+            self.config.silence_ms,
+        )
+        .map_err(|_| ConnectError::UnsupportedFormat {
+            provider: NAME,
+            direction: "input",
+            format: settings.input_format,
+        })?;
+        let (audio_tx, audio_rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let (voice_tx, voice_rx) = mpsc::channel(CHANNEL_CAPACITY);
+        // The detector is the bulk of the work and may lag; speech must keep up with the line.
+        local_runtime::handle()
+            .spawn(detect(vad, audio_rx, voice_tx).instrument(tracing::Span::current()));
         let mut actor = Actor {
             config: self.config.clone(),
             speech: self.speech.clone(),
@@ -99,17 +115,7 @@ impl OfflineProvider {
                 format: settings.output_format,
             },
             events: ev_tx,
-            vad: Vad::new(
-                settings.input_format.sample_rate(),
-                self.config.vad_threshold,
-                self.config.min_speech_ms,
-                self.config.silence_ms,
-            )
-            .map_err(|_| ConnectError::UnsupportedFormat {
-                provider: NAME,
-                direction: "input",
-                format: settings.input_format,
-            })?,
+            detector: audio_tx,
             speaking: None,
             queued: VecDeque::new(),
             next_item: 0,
@@ -119,9 +125,9 @@ impl OfflineProvider {
             actor.say(greeting);
         }
         // Keep the caller's span (e.g. its call_id) on the session's logs.
-        local_runtime::handle().spawn(
+        tokio::spawn(
             actor
-                .run(cmd_rx, done_rx)
+                .run(cmd_rx, done_rx, voice_rx)
                 .instrument(tracing::Span::current()),
         );
         Ok(ModelSession {
@@ -159,6 +165,22 @@ impl ModelProvider for OfflineProvider {
     }
 }
 
+/// The voice detector of one session, on the local model runtime: caller audio in, changes of
+/// the caller's speaking state out, until either side goes away.
+async fn detect(mut vad: Vad, mut audio: mpsc::Receiver<Vec<u8>>, changes: mpsc::Sender<VadEvent>) {
+    while let Some(frame) = audio.recv().await {
+        let found = vad.push(&frame).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "voice detection input dropped");
+            Vec::new()
+        });
+        for change in found {
+            if changes.send(change).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// How a session speaks: the espeak-ng voice, and the format its audio is handed out in
 /// (16-bit PCM at one of [`OUTPUT_RATES`]).
 #[derive(Debug, Clone)]
@@ -185,7 +207,8 @@ struct Actor {
     speech: Arc<SpeechCache>,
     speech_out: SpeechOut,
     events: mpsc::Sender<ModelEvent>,
-    vad: Vad,
+    /// Caller audio to the voice detector's task.
+    detector: mpsc::Sender<Vec<u8>>,
     speaking: Option<Utterance>,
     queued: VecDeque<String>,
     next_item: u64,
@@ -197,6 +220,7 @@ impl Actor {
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut done: mpsc::Receiver<SynthDone>,
+        mut voice: mpsc::Receiver<VadEvent>,
     ) {
         loop {
             let alive = tokio::select! {
@@ -205,6 +229,7 @@ impl Actor {
                     Some(cmd) => self.on_command(cmd).await,
                 },
                 Some(finished) = done.recv() => self.on_synth_done(finished).await,
+                Some(change) = voice.recv() => self.on_voice(change).await,
             };
             if !alive {
                 break;
@@ -266,34 +291,31 @@ impl Actor {
         }
     }
 
+    /// A change of the caller's speaking state, from the detector.
+    async fn on_voice(&mut self, change: VadEvent) -> bool {
+        match change {
+            VadEvent::Started { at_ms } => {
+                // Barge-in: like a remote model with interrupt_response, stop talking.
+                self.emit(ModelEvent::SpeechStarted {
+                    audio_start_ms: Some(at_ms),
+                })
+                .await
+                    && self.cancel().await
+            }
+            VadEvent::Stopped { at_ms } => {
+                self.emit(ModelEvent::SpeechStopped {
+                    audio_end_ms: Some(at_ms),
+                })
+                .await
+            }
+        }
+    }
+
     async fn on_command(&mut self, cmd: Command) -> bool {
         match cmd {
             Command::Audio(frame) => {
-                let events = self.vad.push(&frame).unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "voice detection input dropped");
-                    Vec::new()
-                });
-                for ev in events {
-                    let alive = match ev {
-                        VadEvent::Started { at_ms } => {
-                            // Barge-in: like a remote model with interrupt_response, stop talking.
-                            self.emit(ModelEvent::SpeechStarted {
-                                audio_start_ms: Some(at_ms),
-                            })
-                            .await
-                                && self.cancel().await
-                        }
-                        VadEvent::Stopped { at_ms } => {
-                            self.emit(ModelEvent::SpeechStopped {
-                                audio_end_ms: Some(at_ms),
-                            })
-                            .await
-                        }
-                    };
-                    if !alive {
-                        return false;
-                    }
-                }
+                // A detector far behind loses frames rather than holding up the call.
+                let _ = self.detector.try_send(frame);
                 true
             }
             Command::Say(text) => {
