@@ -15,6 +15,7 @@ pub mod otlp;
 pub mod plugins;
 pub mod recording;
 pub mod resample;
+mod runtimes;
 pub mod sip;
 pub mod softphone;
 pub mod store;

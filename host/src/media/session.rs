@@ -1,6 +1,6 @@
 //! `MediaSession`: one call's RTP stream, tying the pieces of this module together.
 //!
-//! One tokio task per session owns the sockets and runs everything time-driven (the pacing
+//! One tokio task per session, on the media runtime, owns the sockets and runs everything time-driven (the pacing
 //! clock, the jitter buffer, RTCP, the media timeout) in a single `select!` loop, so nothing
 //! needs locking on the packet path. The methods the call layer uses from other tasks touch
 //! only the outbound queue (a short mutex) or send a command to that task.
@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -28,6 +28,7 @@ use super::rtp::{RtpPacket, is_rtcp, is_stun};
 use super::sdp::{DtmfFormat, NegotiatedMedia};
 use super::stats::{MediaStats, ReceiveStats};
 use crate::resample::{ResampleError, StreamResampler, samples_for_ms};
+use crate::runtimes::DedicatedRuntime;
 
 /// Events queued for the consumer; audio beyond `capacity - RESERVED_EVENT_SLOTS` is dropped
 /// so DTMF and timeout events always find room.
@@ -41,6 +42,10 @@ const DTMF_GAP_PACKETS: u32 = 3;
 /// Default duration of a digit we send.
 pub const DEFAULT_DTMF_MS: u32 = 100;
 const RTP_PAYLOAD_CN: u8 = 13;
+
+/// Where the engines run: with a run queue of their own, a burst of packets never delays SIP
+/// signalling or call set-up on the main runtime, nor the other way round.
+static MEDIA_RUNTIME: DedicatedRuntime = DedicatedRuntime::new("media", 0);
 
 /// Anything that stops a session from being created or used.
 #[derive(Debug, thiserror::Error)]
@@ -172,16 +177,18 @@ impl PendingMedia {
         self.config.inbound_rate = rate;
     }
 
-    /// Starts media with the negotiated parameters. Must run inside a tokio runtime.
+    /// Starts media with the negotiated parameters, on the media runtime.
     pub fn start(self, media: &NegotiatedMedia) -> Result<MediaSession, MediaError> {
         let config = self.config;
         self.rtp.set_nonblocking(true)?;
         self.rtcp.set_nonblocking(true)?;
+        let runtime = MEDIA_RUNTIME.handle();
+        // The sockets belong to the reactor of the runtime that polls them.
+        let _entered = runtime.enter();
         let rtp = UdpSocket::from_std(self.rtp)?;
         let rtcp = UdpSocket::from_std(self.rtcp)?;
         let port = self.lease.port();
         let outbound = Arc::new(Mutex::new(Outbound::new(media)));
-        let audio_ready = Arc::new(Notify::new());
         let stats = Arc::new(Mutex::new(MediaStats::default()));
         let (event_tx, event_rx) = mpsc::channel(EVENT_CAPACITY);
         let (command_tx, command_rx) = mpsc::unbounded_channel();
@@ -192,17 +199,15 @@ impl PendingMedia {
             rtcp,
             self.lease,
             outbound.clone(),
-            audio_ready.clone(),
             stats.clone(),
             event_tx,
         )?;
-        let task = tokio::spawn(engine.run(command_rx));
+        let task = runtime.spawn(engine.run(command_rx));
         Ok(MediaSession {
             port,
             commands: command_tx,
             events: Some(event_rx),
             outbound,
-            audio_ready,
             stats,
             task: Some(task),
         })
@@ -216,8 +221,6 @@ pub struct MediaSession {
     commands: mpsc::UnboundedSender<Command>,
     events: Option<mpsc::Receiver<MediaEvent>>,
     outbound: Arc<Mutex<Outbound>>,
-    /// Wakes the engine when audio is queued on an idle line, so it goes out at once.
-    audio_ready: Arc<Notify>,
     stats: Arc<Mutex<MediaStats>>,
     task: Option<JoinHandle<MediaStats>>,
 }
@@ -227,6 +230,9 @@ enum Command {
     Sink(AudioSink),
     Record(Box<Recorder>),
     StopRecording,
+    /// Audio or digits were queued on an idle line: the engine sends them at once rather than
+    /// at its next tick, which a sleeping engine does not have.
+    Queued,
     Close,
 }
 
@@ -254,10 +260,11 @@ impl MediaSession {
     /// Queues caller-bound audio (mono PCM at any rate; resampled to the codec rate).
     pub fn queue_audio(&self, pcm: &[i16], sample_rate: u32) -> Result<(), MediaError> {
         let mut out = lock(&self.outbound);
-        let was_empty = out.queue.is_empty();
         out.queue.push(pcm, sample_rate)?;
-        if was_empty {
-            self.audio_ready.notify_one();
+        // Only the first audio after the line went idle wakes the engine: during a talkspurt
+        // its packet clock is running and picks the audio up anyway.
+        if std::mem::take(&mut out.wake_on_queue) {
+            let _ = self.commands.send(Command::Queued);
         }
         Ok(())
     }
@@ -293,7 +300,7 @@ impl MediaSession {
         }
         out.dtmf_queue
             .extend(digits.chars().map(|d| (d, duration_ms)));
-        self.audio_ready.notify_one();
+        let _ = self.commands.send(Command::Queued);
         Ok(())
     }
 
@@ -363,6 +370,8 @@ struct Outbound {
     queue: PlayoutQueue,
     dtmf_format: Option<DtmfFormat>,
     dtmf_queue: VecDeque<(char, u32)>,
+    /// The engine's last tick sent no audio: the next queued audio must wake it.
+    wake_on_queue: bool,
 }
 
 impl Outbound {
@@ -371,6 +380,7 @@ impl Outbound {
             queue: PlayoutQueue::new(media.codec.clock_rate()),
             dtmf_format: media.dtmf_send,
             dtmf_queue: Default::default(),
+            wake_on_queue: true,
         }
     }
 }
@@ -391,7 +401,6 @@ struct Engine {
     rtcp: UdpSocket,
     lease: PortLease,
     outbound: Arc<Mutex<Outbound>>,
-    audio_ready: Arc<Notify>,
     shared_stats: Arc<Mutex<MediaStats>>,
     events: mpsc::Sender<MediaEvent>,
     stats: MediaStats,
@@ -434,6 +443,14 @@ struct Engine {
     next_rtcp: Instant,
 }
 
+/// `recv_from` through the socket's poll interface: unlike `UdpSocket::recv_from`'s future it
+/// does not enter and leave the socket's waiter list on every turn of the engine's loop.
+async fn recv(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    let mut buf = tokio::io::ReadBuf::new(buf);
+    let from = std::future::poll_fn(|cx| socket.poll_recv_from(cx, &mut buf)).await?;
+    Ok((buf.filled().len(), from))
+}
+
 fn random_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     // RandomState is seeded from OS randomness per process and per instance.
@@ -456,7 +473,6 @@ impl Engine {
         rtcp: UdpSocket,
         lease: PortLease,
         outbound: Arc<Mutex<Outbound>>,
-        audio_ready: Arc<Notify>,
         shared_stats: Arc<Mutex<MediaStats>>,
         events: mpsc::Sender<MediaEvent>,
     ) -> Result<Engine, MediaError> {
@@ -477,7 +493,6 @@ impl Engine {
             rtcp,
             lease,
             outbound,
-            audio_ready,
             shared_stats,
             events,
             stats: MediaStats::default(),
@@ -530,17 +545,17 @@ impl Engine {
                     Some(Command::Sink(sink)) => self.sink = Some(sink),
                     Some(Command::Record(r)) => self.recorder = Some(*r),
                     Some(Command::StopRecording) => self.finish_recording().await,
+                    Some(Command::Queued) => self.start_talkspurt(Instant::now()),
                     Some(Command::Close) | None => break,
                 },
-                received = self.rtp.recv_from(&mut rtp_buf) => match received {
+                received = recv(&self.rtp, &mut rtp_buf) => match received {
                     Ok((n, from)) => self.on_rtp(&rtp_buf[..n], from).await,
                     Err(e) => debug!(call_id = %self.config.call_id, error = %e, "rtp recv"),
                 },
-                received = self.rtcp.recv_from(&mut rtcp_buf) => match received {
+                received = recv(&self.rtcp, &mut rtcp_buf) => match received {
                     Ok((n, from)) => self.on_rtcp(&rtcp_buf[..n], from),
                     Err(e) => debug!(call_id = %self.config.call_id, error = %e, "rtcp recv"),
                 },
-                () = self.audio_ready.notified() => self.start_talkspurt(Instant::now()),
                 () = &mut timer => {}
             }
             let now = Instant::now();
@@ -927,6 +942,9 @@ impl Engine {
                 self.send_audio(&pcm, marker).await;
             }
             TickPayload::Idle => {
+                // Set before the engine decides whether to sleep (`needs_tick` looks at the
+                // queue), so audio queued from here on is never missed.
+                lock(&self.outbound).wake_on_queue = true;
                 if !std::mem::replace(&mut self.idle, true) {
                     self.emit(MediaEvent::PlayoutIdle);
                 }

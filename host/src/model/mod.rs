@@ -10,7 +10,7 @@
 //! Resampling and transcoding are not done here: each provider states which [`AudioFormat`]s it
 //! accepts ([`ModelProvider::formats`]) and the caller converts to one of them. (The offline
 //! provider takes caller audio at every call rate and brings it to its detector's rate itself,
-//! on a lower-priority runtime, see `local_runtime`.)
+//! on a lower-priority runtime, see `offline`.)
 //!
 //! Barge-in: on [`ModelEvent::SpeechStarted`] stop playback, then send [`Command::Truncate`]
 //! with the agent item being played and how much of it the caller actually heard (OpenAI
@@ -49,7 +49,6 @@
 pub mod config;
 pub mod echo;
 pub mod gemini;
-mod local_runtime;
 pub mod offline;
 pub mod openai;
 pub mod speech_cache;

@@ -15,7 +15,6 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::config::OfflineConfig;
-use super::local_runtime;
 use super::speech_cache::{Lookup, Speech, SpeechCache};
 use super::vad::{Vad, VadEvent};
 use super::{
@@ -24,6 +23,7 @@ use super::{
     check_formats,
 };
 use crate::resample::StreamResampler;
+use crate::runtimes::DedicatedRuntime;
 
 const NAME: &str = "offline";
 /// Caller audio rates accepted: the call rates, so the media path never resamples for us (the
@@ -32,6 +32,10 @@ const INPUT_RATES: [u32; 4] = [8_000, 16_000, 24_000, 48_000];
 /// Rates speech is offered at: espeak-ng's own (22.05 kHz) and the call rates, so a call gets
 /// its codec's rate and the resampling is done once per prompt, into the speech cache.
 const OUTPUT_RATES: [u32; 5] = [8_000, 16_000, 22_050, 24_000, 48_000];
+/// The voice detector's runtime. Its threads run behind the rest of the process, so when the
+/// CPU is overloaded the detector (the bulk of the provider's work) falls behind before SIP
+/// signalling, RTP pacing and the agent's speech do.
+static DETECTOR_RUNTIME: DedicatedRuntime = DedicatedRuntime::new("local-model", 10);
 /// Audio is handed out in 100 ms chunks as espeak produces it.
 const CHUNK_MS: usize = 100;
 
@@ -105,7 +109,8 @@ impl OfflineProvider {
         let (audio_tx, audio_rx) = mpsc::channel(CHANNEL_CAPACITY);
         let (voice_tx, voice_rx) = mpsc::channel(CHANNEL_CAPACITY);
         // The detector is the bulk of the work and may lag; speech must keep up with the line.
-        local_runtime::handle()
+        DETECTOR_RUNTIME
+            .handle()
             .spawn(detect(vad, audio_rx, voice_tx).instrument(tracing::Span::current()));
         let mut actor = Actor {
             config: self.config.clone(),
