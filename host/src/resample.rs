@@ -184,10 +184,16 @@ impl StreamResampler {
         self.total_in * self.to as u64 / self.from as u64
     }
 
-    /// Pops one 20 ms output frame if a whole one is ready.
-    pub fn pop_frame(&mut self) -> Option<Vec<i16>> {
+    /// Replaces `frame` with one 20 ms output frame if a whole one is ready (else `false`,
+    /// `frame` untouched). The caller's buffer is reused: this runs for every packet.
+    pub fn pop_frame(&mut self, frame: &mut Vec<i16>) -> bool {
         let n = samples_for_ms(self.to, 20);
-        (self.out.len() >= n).then(|| self.out.drain(..n).collect())
+        if self.out.len() < n {
+            return false;
+        }
+        frame.clear();
+        frame.extend(self.out.drain(..n));
+        true
     }
 
     /// Pops every ready output sample.
@@ -274,7 +280,8 @@ mod tests {
             );
             r.drain().unwrap();
             assert_eq!(r.available() as f64, expected, "{from}->{to} after drain");
-            let frame = r.pop_frame().unwrap();
+            let mut frame = Vec::new();
+            assert!(r.pop_frame(&mut frame));
             assert_eq!(frame.len(), samples_for_ms(to, 20));
         }
     }

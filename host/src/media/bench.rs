@@ -121,6 +121,7 @@ fn bench_media() {
     let mut dec = new_decoder(Codec::Pcmu).unwrap();
     let mut up = StreamResampler::new(8000, 16000).unwrap();
     let mut pcm = Vec::new();
+    let mut frame = Vec::new();
     let mut seq = 0u16;
     let now = Instant::now();
     let receive = median_us(1000, |i| {
@@ -141,8 +142,8 @@ fn bench_media() {
             pcm.clear();
             dec.decode(&b.payload, &mut pcm).unwrap();
             up.push(&pcm).unwrap();
-            while let Some(frame) = up.pop_frame() {
-                black_box(frame);
+            while up.pop_frame(&mut frame) {
+                black_box(&frame);
             }
         }
     });
@@ -155,10 +156,13 @@ fn bench_media() {
     let mut enc = new_encoder(Codec::Pcmu).unwrap();
     let mut payload = Vec::new();
     let mut packet = Vec::new();
+    let mut frame = Vec::new();
     let model_audio = speech_like(24000, 480);
     let send = median_us(1000, |i| {
         queue.push(&model_audio, 24000).unwrap();
-        let frame = queue.pop(160).unwrap_or_else(|| vec![0; 160]);
+        if !queue.pop(160, &mut frame) {
+            frame = vec![0; 160];
+        }
         payload.clear();
         enc.encode(&frame, &mut payload).unwrap();
         packet.clear();

@@ -157,23 +157,25 @@ impl PlayoutQueue {
         self.samples_to_ms(self.played_samples)
     }
 
-    /// Takes the next `n` samples to send, or `None` when nothing is queued. A short tail is
-    /// padded with silence; only real samples count as played. Audio still inside the
-    /// resampler is drained first, so the end of an utterance is not cut.
-    pub fn pop(&mut self, n: usize) -> Option<Vec<i16>> {
+    /// Replaces `frame` with the next `n` samples to send; `false` (and `frame` untouched)
+    /// when nothing is queued. A short tail is padded with silence; only real samples count
+    /// as played. Audio still inside the resampler is drained first, so the end of an
+    /// utterance is not cut. The caller's buffer is reused: this runs for every packet.
+    pub fn pop(&mut self, n: usize, frame: &mut Vec<i16>) -> bool {
         if self.samples.len() < n && self.resampler.is_some() {
             // Resampling cannot fail on a drain of data it already accepted; if it did, the
             // tail is lost, which is the best we can do.
             let _ = self.drain_resampler();
         }
         if self.samples.is_empty() {
-            return None;
+            return false;
         }
         let real = n.min(self.samples.len());
-        let mut frame: Vec<i16> = self.samples.drain(..real).collect();
+        frame.clear();
+        frame.extend(self.samples.drain(..real));
         frame.resize(n, 0);
         self.played_samples += real as u64;
-        Some(frame)
+        true
     }
 
     /// Starts a new played-ms count (e.g. when a new model response begins); returns the old.
@@ -241,12 +243,14 @@ mod tests {
         let mut q = PlayoutQueue::new(8000);
         q.push(&[7; 200], 8000).unwrap();
         assert_eq!(q.queued_ms(), 25);
-        assert_eq!(q.pop(160).unwrap(), vec![7; 160]);
-        let tail = q.pop(160).unwrap();
-        assert_eq!(&tail[..40], &[7; 40]);
-        assert!(tail[40..].iter().all(|&s| s == 0));
+        let mut frame = Vec::new();
+        assert!(q.pop(160, &mut frame));
+        assert_eq!(frame, vec![7; 160]);
+        assert!(q.pop(160, &mut frame));
+        assert_eq!(&frame[..40], &[7; 40]);
+        assert!(frame[40..].iter().all(|&s| s == 0));
         assert_eq!(q.played_ms(), 25);
-        assert!(q.pop(160).is_none());
+        assert!(!q.pop(160, &mut frame));
         assert_eq!(q.mark(), 25);
         assert_eq!(q.played_ms(), 0);
     }
@@ -255,8 +259,9 @@ mod tests {
     fn flush_reports_played_and_discarded() {
         let mut q = PlayoutQueue::new(8000);
         q.push(&vec![1; 8000], 8000).unwrap();
+        let mut frame = Vec::new();
         for _ in 0..15 {
-            q.pop(160).unwrap();
+            assert!(q.pop(160, &mut frame));
         }
         let report = q.flush();
         assert_eq!(
@@ -266,7 +271,7 @@ mod tests {
                 discarded_ms: 700
             }
         );
-        assert!(q.pop(160).is_none());
+        assert!(!q.pop(160, &mut frame));
         assert_eq!(q.flush(), FlushReport::default());
     }
 
@@ -277,7 +282,8 @@ mod tests {
         q.push(&vec![1000; 24000], 24000).unwrap();
         q.push(&vec![1000; 11025], 22050).unwrap();
         let mut total = 0;
-        while let Some(frame) = q.pop(160) {
+        let mut frame = Vec::new();
+        while q.pop(160, &mut frame) {
             total += frame.len();
         }
         assert_eq!(q.played_ms(), 1500);

@@ -1,8 +1,8 @@
 //! `MediaSession`: one call's RTP stream, tying the pieces of this module together.
 //!
-//! One tokio task per session, on the media runtime, owns the sockets and runs everything time-driven (the pacing
-//! clock, the jitter buffer, RTCP, the media timeout) in a single `select!` loop, so nothing
-//! needs locking on the packet path. The methods the call layer uses from other tasks touch
+//! One tokio task per session, on the media runtime, owns the sockets and runs everything
+//! time-driven (the pacing clock, the jitter buffer, RTCP, the media timeout) in a single
+//! `select!` loop, so nothing needs locking on the packet path. The methods the call layer uses from other tasks touch
 //! only the outbound queue (a short mutex) or send a command to that task.
 
 use std::collections::VecDeque;
@@ -387,8 +387,8 @@ impl Outbound {
 
 /// What the engine sends on one tick.
 enum TickPayload {
-    /// Queued audio.
-    Audio(Vec<i16>),
+    /// Queued audio, in the engine's `frame`.
+    Audio,
     Dtmf(DtmfPacket, u8),
     /// Nothing queued: silence packets or none, as configured.
     Idle,
@@ -419,6 +419,8 @@ struct Engine {
     sink: Option<AudioSink>,
     last_packet_samples: usize,
     decoded: Vec<i16>,
+    /// One frame for the model; reused.
+    inbound_frame: Vec<i16>,
     last_sr: Option<(u32, Instant)>,
 
     // Outbound.
@@ -435,6 +437,8 @@ struct Engine {
     ahead: Duration,
     dtmf_tx: Option<DtmfSender>,
     dtmf_gap: u32,
+    /// The PCM of the packet being sent; reused like `payload` and `packet`.
+    frame: Vec<i16>,
     payload: Vec<u8>,
     packet: Vec<u8>,
     sent_since_report: bool,
@@ -503,6 +507,7 @@ impl Engine {
             remote_ssrc: None,
             last_packet_samples: samples_for_ms(clock_rate, media.ptime_ms),
             decoded: Vec::new(),
+            inbound_frame: Vec::new(),
             last_sr: None,
             ssrc: random_u32(),
             sequence: random_u32() as u16,
@@ -512,6 +517,7 @@ impl Engine {
             ahead: Duration::ZERO,
             dtmf_tx: None,
             dtmf_gap: 0,
+            frame: Vec::new(),
             payload: Vec::with_capacity(1500),
             packet: Vec::with_capacity(1500),
             sent_since_report: false,
@@ -843,13 +849,13 @@ impl Engine {
             warn!(call_id = %self.config.call_id, error = %e, "inbound resampling failed");
             return;
         }
-        while let Some(samples) = self.inbound_resampler.pop_frame() {
+        while self.inbound_resampler.pop_frame(&mut self.inbound_frame) {
             match self.sink.as_mut() {
-                Some(sink) => sink(&samples),
+                Some(sink) => sink(&self.inbound_frame),
                 None => {
                     let sample_rate = self.config.inbound_rate;
                     self.emit(MediaEvent::Audio(AudioFrame {
-                        samples,
+                        samples: self.inbound_frame.clone(),
                         sample_rate,
                     }));
                 }
@@ -934,12 +940,14 @@ impl Engine {
                     r.agent(&vec![0; samples]);
                 }
             }
-            TickPayload::Audio(pcm) => {
+            TickPayload::Audio => {
                 if std::mem::take(&mut self.idle) {
                     self.emit(MediaEvent::PlayoutStarted { at: now });
                 }
                 let marker = std::mem::take(&mut self.talkspurt_start);
+                let pcm = std::mem::take(&mut self.frame);
                 self.send_audio(&pcm, marker).await;
+                self.frame = pcm;
             }
             TickPayload::Idle => {
                 // Set before the engine decides whether to sleep (`needs_tick` looks at the
@@ -951,12 +959,15 @@ impl Engine {
                 // The next queued audio starts a talkspurt (marker bit), after silence packets
                 // as after a pause in sending.
                 self.talkspurt_start = true;
-                let silence = vec![0; samples];
+                let mut silence = std::mem::take(&mut self.frame);
+                silence.clear();
+                silence.resize(samples, 0);
                 if sending && self.config.silence == SilenceMode::SendSilence {
                     self.send_audio(&silence, false).await;
                 } else if let Some(r) = self.recorder.as_mut() {
                     r.agent(&silence);
                 }
+                self.frame = silence;
             }
         }
         // Timestamps advance with the clock whether or not a packet went out.
@@ -1010,9 +1021,10 @@ impl Engine {
             }
         }
         self.dtmf_gap = self.dtmf_gap.saturating_sub(1);
-        match out.queue.pop(samples) {
-            Some(pcm) => TickPayload::Audio(pcm),
-            None => TickPayload::Idle,
+        if out.queue.pop(samples, &mut self.frame) {
+            TickPayload::Audio
+        } else {
+            TickPayload::Idle
         }
     }
 
