@@ -236,8 +236,9 @@ pub fn to_8k(samples: &[i16], rate: u32) -> Vec<i16> {
     r.push(samples).unwrap();
     r.drain().unwrap();
     let mut out = Vec::with_capacity(samples.len() * 8000 / rate as usize);
-    while let Some(frame) = r.pop_frame() {
-        out.extend(frame);
+    let mut frame = Vec::new();
+    while r.pop_frame(&mut frame) {
+        out.extend_from_slice(&frame);
     }
     out
 }
