@@ -2,8 +2,9 @@
 //!
 //! One tokio task per session, on the media runtime, owns the sockets and runs everything
 //! time-driven (the pacing clock, the jitter buffer, RTCP, the media timeout) in a single
-//! `select!` loop, so nothing needs locking on the packet path. The methods the call layer uses from other tasks touch
-//! only the outbound queue (a short mutex) or send a command to that task.
+//! `select!` loop, so nothing needs locking on the packet path. The methods the call layer
+//! uses from other tasks touch only the outbound queue (a short mutex) or send a command to
+//! that task.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
