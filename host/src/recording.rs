@@ -1,15 +1,23 @@
 //! Call events into the call store: the adapter between `call` (which emits events) and
 //! `store` (which keeps records), so neither knows the other. Writes keep the order of each
-//! call's events; each is committed within milliseconds, so a crash loses at most those.
+//! call's events and are committed in groups within [`LINGER`], so a crash loses at most those.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::call::events::{CallEvent, CallSink, EventKind};
 use crate::plugins::types::Role;
-use crate::store::{self, CallEnd, CallStore, NewCall, TurnLatency, UsageRecord};
+use crate::store::{self, CallEnd, CallStore, NewCall, TurnLatency, UsageRecord, Write};
+
+/// Most call events in one [`CallStore::write_all`].
+const MAX_EVENTS_PER_WRITE: usize = 512;
+/// How long the first event of a write waits for others to share its commit. Events of a
+/// call come in bursts (set-up, hang-up) a few ms apart, and a commit costs more than the
+/// rows it writes; a crash loses at most this much.
+const LINGER: Duration = Duration::from_millis(20);
 
 /// A [`CallSink`] that writes to a [`CallStore`] on its own task.
 pub struct StoreSink {
@@ -20,9 +28,22 @@ impl StoreSink {
     pub fn start(store: Arc<dyn CallStore>) -> Arc<StoreSink> {
         let (tx, mut rx) = mpsc::unbounded_channel::<CallEvent>();
         tokio::spawn(async move {
-            while let Some(event) = rx.recv().await {
-                if let Err(e) = write(store.as_ref(), &event).await {
-                    tracing::error!(call_id = %event.call_id, error = %e, "storing a call event failed");
+            let mut events = Vec::with_capacity(MAX_EVENTS_PER_WRITE);
+            while rx.recv_many(&mut events, MAX_EVENTS_PER_WRITE).await > 0 {
+                if events.len() < MAX_EVENTS_PER_WRITE {
+                    tokio::time::sleep(LINGER).await;
+                    while events.len() < MAX_EVENTS_PER_WRITE
+                        && let Ok(e) = rx.try_recv()
+                    {
+                        events.push(e);
+                    }
+                }
+                let writes: Vec<Write> = events.drain(..).flat_map(writes_for).collect();
+                let call_ids: Vec<String> = writes.iter().map(|w| w.call_id().into()).collect();
+                for (call_id, result) in call_ids.iter().zip(store.write_all(writes).await) {
+                    if let Err(e) = result {
+                        tracing::error!(%call_id, error = %e, "storing a call event failed");
+                    }
                 }
             }
         });
@@ -36,11 +57,12 @@ impl CallSink for StoreSink {
     }
 }
 
-async fn write(store: &dyn CallStore, e: &CallEvent) -> store::Result<()> {
-    let at = e.at_ms as i64;
-    let id = e.call_id.as_str();
-    // The structured tables first, so the event row never points at a missing call.
-    match &e.kind {
+/// What one call event changes in the store, in order: the structured tables first, so the
+/// event row never points at a missing call; a transcript line is its own entry.
+fn writes_for(e: CallEvent) -> Vec<Write> {
+    let at_ms = e.at_ms as i64;
+    let call_id = e.call_id;
+    let structured = match &e.kind {
         EventKind::Created {
             direction,
             caller,
@@ -49,90 +71,93 @@ async fn write(store: &dyn CallStore, e: &CallEvent) -> store::Result<()> {
             agent_version,
             metadata,
             ..
-        } => {
-            store
-                .create_call(NewCall {
-                    id: id.to_string(),
-                    direction: if direction == "outbound" {
-                        store::Direction::Outbound
-                    } else {
-                        store::Direction::Inbound
-                    },
-                    caller: caller.clone(),
-                    callee: callee.clone(),
-                    agent: agent.clone(),
-                    agent_version: agent_version.clone(),
-                    started_at_ms: at,
-                    metadata: metadata.clone().unwrap_or(Value::Null),
-                })
-                .await?
-        }
-        EventKind::Answered { .. } => store.set_answered(id, at).await?,
-        EventKind::Recording { path } => store.set_recording(id, path).await?,
+        } => Some(Write::Create(NewCall {
+            id: call_id.clone(),
+            direction: if direction == "outbound" {
+                store::Direction::Outbound
+            } else {
+                store::Direction::Inbound
+            },
+            caller: caller.clone(),
+            callee: callee.clone(),
+            agent: agent.clone(),
+            agent_version: agent_version.clone(),
+            started_at_ms: at_ms,
+            metadata: metadata.clone().unwrap_or(Value::Null),
+        })),
+        EventKind::Answered { .. } => Some(Write::Answered {
+            call_id: call_id.clone(),
+            at_ms,
+        }),
+        EventKind::Recording { path } => Some(Write::Recording {
+            call_id: call_id.clone(),
+            path: path.clone(),
+        }),
         EventKind::Transcript { role, text } => {
             let role = match role {
                 Role::Caller => store::Role::Caller,
                 Role::Agent => store::Role::Agent,
             };
-            store.append_transcript(id, at, role, text).await?;
-            return Ok(());
+            let text = text.clone();
+            return vec![Write::Transcript {
+                call_id,
+                at_ms,
+                role,
+                text,
+            }];
         }
         EventKind::Usage {
             input_tokens,
             output_tokens,
-        } => {
-            store
-                .add_usage(UsageRecord {
-                    call_id: id.to_string(),
-                    at_ms: at,
-                    input_tokens: *input_tokens,
-                    output_tokens: *output_tokens,
-                    input_audio_tokens: None,
-                    input_text_tokens: None,
-                    output_audio_tokens: None,
-                    output_text_tokens: None,
-                })
-                .await?
-        }
+        } => Some(Write::Usage(UsageRecord {
+            call_id: call_id.clone(),
+            at_ms,
+            input_tokens: *input_tokens,
+            output_tokens: *output_tokens,
+            input_audio_tokens: None,
+            input_text_tokens: None,
+            output_audio_tokens: None,
+            output_text_tokens: None,
+        })),
         EventKind::TurnLatency {
             turn,
             host_in_ms,
             model_ms,
             host_out_ms,
             total_ms,
-        } => {
-            store
-                .record_latency(TurnLatency {
-                    call_id: id.to_string(),
-                    turn: *turn,
-                    host_in_ms: *host_in_ms,
-                    model_ms: *model_ms,
-                    host_out_ms: *host_out_ms,
-                    total_ms: *total_ms,
-                })
-                .await?
-        }
-        _ => {}
-    }
+        } => Some(Write::Latency(TurnLatency {
+            call_id: call_id.clone(),
+            turn: *turn,
+            host_in_ms: *host_in_ms,
+            model_ms: *model_ms,
+            host_out_ms: *host_out_ms,
+            total_ms: *total_ms,
+        })),
+        _ => None,
+    };
     let mut data = serde_json::to_value(&e.kind).unwrap_or(Value::Null);
     let kind = data
         .as_object_mut()
         .and_then(|o| o.remove("type"))
         .and_then(|t| t.as_str().map(String::from))
         .unwrap_or_else(|| "event".into());
-    store.append_event(id, at, &kind, data).await?;
-    if let EventKind::Ended { reason, abnormal } = &e.kind {
-        store
-            .end_call(
-                id,
-                CallEnd {
-                    at_ms: at,
-                    reason: reason.clone(),
-                    abnormal: *abnormal,
-                    outcome: None,
-                },
-            )
-            .await?;
-    }
-    Ok(())
+    let end = match e.kind {
+        EventKind::Ended { reason, abnormal } => Some(Write::End {
+            call_id: call_id.clone(),
+            end: CallEnd {
+                at_ms,
+                reason,
+                abnormal,
+                outcome: None,
+            },
+        }),
+        _ => None,
+    };
+    let event = Write::Event {
+        call_id,
+        at_ms,
+        kind,
+        data,
+    };
+    structured.into_iter().chain([event]).chain(end).collect()
 }

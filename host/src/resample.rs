@@ -31,6 +31,16 @@ pub fn samples_for_ms(rate: u32, ms: u32) -> usize {
     (rate as u64 * ms as u64 / 1000) as usize
 }
 
+/// Moves the first `n` samples of `from` (which must hold them) to the end of `to`: two slice
+/// copies, where `to.extend(from.drain(..n))` copies sample by sample on every packet.
+pub fn move_front(from: &mut VecDeque<i16>, n: usize, to: &mut Vec<i16>) {
+    let (a, b) = from.as_slices();
+    let first = n.min(a.len());
+    to.extend_from_slice(&a[..first]);
+    to.extend_from_slice(&b[..n - first]);
+    from.drain(..n);
+}
+
 /// Mono 16-bit resampler with a push/pop frame interface.
 ///
 /// Push any number of input samples; pop fixed 20 ms frames (or everything available) at the
@@ -192,13 +202,16 @@ impl StreamResampler {
             return false;
         }
         frame.clear();
-        frame.extend(self.out.drain(..n));
+        move_front(&mut self.out, n, frame);
         true
     }
 
     /// Pops every ready output sample.
     pub fn pop_all(&mut self) -> Vec<i16> {
-        self.out.drain(..).collect()
+        let n = self.out.len();
+        let mut all = Vec::with_capacity(n);
+        move_front(&mut self.out, n, &mut all);
+        all
     }
 
     /// Drops buffered input and output and resets the filter state (barge-in).

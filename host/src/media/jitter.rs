@@ -100,6 +100,23 @@ impl JitterBuffer {
         ext
     }
 
+    /// The common case: `sequence` is the next packet of the stream and nothing waits, so it is
+    /// released at once, never buffered (no copy of its payload). Returns whether that
+    /// happened; otherwise the packet goes to [`push`](Self::push).
+    pub fn release_in_order(&mut self, sequence: u16) -> bool {
+        if !self.slots.is_empty() {
+            return false;
+        }
+        // `extend` is idempotent for a repeated number, so a refused packet can be pushed.
+        let ext = self.extend(sequence);
+        let next = *self.next.get_or_insert(ext);
+        if ext != next {
+            return false;
+        }
+        self.next = Some(next + 1);
+        true
+    }
+
     /// Adds an arrived packet.
     pub fn push(&mut self, sequence: u16, packet: BufferedPacket, now: Instant) -> PushOutcome {
         let ext = self.extend(sequence);
@@ -229,6 +246,30 @@ mod tests {
             jb.push(13, pkt(480), t + Duration::from_millis(121)),
             PushOutcome::Duplicate
         );
+    }
+
+    #[test]
+    fn in_order_packets_skip_the_buffer_and_the_rest_still_reorders() {
+        let t = Instant::now();
+        let mut jb = JitterBuffer::new(DEFAULT_WINDOW);
+        assert!(
+            jb.release_in_order(65535),
+            "the first packet starts the stream"
+        );
+        assert!(jb.release_in_order(0), "across the wrap");
+        // A gap: 2 before 1 waits in the buffer, and then 1 cannot skip it either.
+        assert!(!jb.release_in_order(2));
+        assert_eq!(jb.push(2, pkt(320), t), PushOutcome::Buffered);
+        assert!(!jb.release_in_order(1));
+        assert_eq!(jb.push(1, pkt(160), t), PushOutcome::Buffered);
+        let mut out = Vec::new();
+        drain(&mut jb, t, &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(jb.release_in_order(3));
+        // Old and repeated numbers are refused and the buffer calls them late.
+        assert!(!jb.release_in_order(3));
+        assert_eq!(jb.push(3, pkt(480), t), PushOutcome::Late);
+        assert_eq!(jb.lost_packets(), 0);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::resample::{ResampleError, StreamResampler, samples_for_ms};
+use crate::resample::{ResampleError, StreamResampler, move_front, samples_for_ms};
 
 /// After falling this many periods behind (process stalled), skip the missed ticks instead of
 /// bursting them out.
@@ -172,7 +172,7 @@ impl PlayoutQueue {
         }
         let real = n.min(self.samples.len());
         frame.clear();
-        frame.extend(self.samples.drain(..real));
+        move_front(&mut self.samples, real, frame);
         frame.resize(n, 0);
         self.played_samples += real as u64;
         true

@@ -769,6 +769,10 @@ impl Engine {
             is_audio.then_some(packet.timestamp),
             now.into_std(),
         );
+        if self.jitter.release_in_order(packet.sequence) {
+            self.play_packet(packet.payload_type, packet.timestamp, packet.payload, now);
+            return;
+        }
         let outcome = self.jitter.push(
             packet.sequence,
             BufferedPacket {
@@ -808,29 +812,10 @@ impl Engine {
     }
 
     fn play_inbound(&mut self, item: Playout, now: Instant) {
-        self.decoded.clear();
         match item {
-            Playout::Packet(p) if self.is_dtmf_pt(p.payload_type) => {
-                for e in self
-                    .dtmf_rx
-                    .on_packet(p.timestamp, &p.payload, now.into_std())
-                {
-                    self.on_dtmf(e);
-                }
-                return;
-            }
-            Playout::Packet(p) if self.is_audio_pt(p.payload_type) => {
-                match self.decoder.decode(&p.payload, &mut self.decoded) {
-                    Ok(()) => self.last_packet_samples = self.decoded.len(),
-                    Err(e) => {
-                        debug!(call_id = %self.config.call_id, error = %e, "undecodable packet");
-                        self.stats.malformed_packets += 1;
-                        return;
-                    }
-                }
-            }
-            Playout::Packet(_) => return,
+            Playout::Packet(p) => self.play_packet(p.payload_type, p.timestamp, &p.payload, now),
             Playout::Lost { following } => {
+                self.decoded.clear();
                 let samples = self.last_packet_samples;
                 if let Err(e) =
                     self.decoder
@@ -841,8 +826,37 @@ impl Engine {
                 }
                 self.stats.concealed_ms +=
                     (self.decoded.len() as u64 * 1000) / self.media.codec.clock_rate() as u64;
+                self.deliver_decoded();
             }
         }
+    }
+
+    /// The next packet of the inbound stream, in order: a DTMF event or audio.
+    fn play_packet(&mut self, payload_type: u8, timestamp: u32, payload: &[u8], now: Instant) {
+        if self.is_dtmf_pt(payload_type) {
+            for e in self.dtmf_rx.on_packet(timestamp, payload, now.into_std()) {
+                self.on_dtmf(e);
+            }
+            return;
+        }
+        if !self.is_audio_pt(payload_type) {
+            return;
+        }
+        self.decoded.clear();
+        match self.decoder.decode(payload, &mut self.decoded) {
+            Ok(()) => self.last_packet_samples = self.decoded.len(),
+            Err(e) => {
+                debug!(call_id = %self.config.call_id, error = %e, "undecodable packet");
+                self.stats.malformed_packets += 1;
+                return;
+            }
+        }
+        self.deliver_decoded();
+    }
+
+    /// Caller audio just decoded (or concealed): to the recording, and in frames at the
+    /// inbound rate to the sink or as events.
+    fn deliver_decoded(&mut self) {
         if let Some(r) = self.recorder.as_mut() {
             r.caller(&self.decoded);
         }

@@ -149,6 +149,55 @@ pub struct TurnLatency {
     pub total_ms: f64,
 }
 
+/// One change to a call's record, for [`CallStore::write_all`]; each variant does what the
+/// trait method of the same name does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    Create(NewCall),
+    Answered {
+        call_id: String,
+        at_ms: i64,
+    },
+    Event {
+        call_id: String,
+        at_ms: i64,
+        kind: String,
+        data: Value,
+    },
+    Transcript {
+        call_id: String,
+        at_ms: i64,
+        role: Role,
+        text: String,
+    },
+    Usage(UsageRecord),
+    Latency(TurnLatency),
+    Recording {
+        call_id: String,
+        path: String,
+    },
+    End {
+        call_id: String,
+        end: CallEnd,
+    },
+}
+
+impl Write {
+    /// The call the write is about.
+    pub fn call_id(&self) -> &str {
+        match self {
+            Write::Create(c) => &c.id,
+            Write::Answered { call_id, .. }
+            | Write::Event { call_id, .. }
+            | Write::Transcript { call_id, .. }
+            | Write::Recording { call_id, .. }
+            | Write::End { call_id, .. } => call_id,
+            Write::Usage(u) => &u.call_id,
+            Write::Latency(l) => &l.call_id,
+        }
+    }
+}
+
 /// Everything stored about one call; events and transcript in `seq` order, usage in arrival
 /// order, latencies by turn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -274,6 +323,10 @@ pub trait CallStore: Send + Sync {
     async fn set_recording(&self, call_id: &str, path: &str) -> Result<()>;
     /// Close an active call ([`StoreError::AlreadyEnded`] if it is not active).
     async fn end_call(&self, call_id: &str, end: CallEnd) -> Result<()>;
+    /// Applies `writes` in order, with the same effect as calling the methods one by one but
+    /// in as few commits as the store can: a busy host's event feed uses it. One result per
+    /// write; a refused write does not stop the ones after it.
+    async fn write_all(&self, writes: Vec<Write>) -> Vec<Result<()>>;
     /// The call with everything stored about it.
     async fn get_call(&self, call_id: &str) -> Result<CallDetail>;
     /// A page of calls matching `filter`, newest first.

@@ -25,7 +25,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use super::{
     CallDetail, CallEnd, CallFilter, CallPage, CallRecord, CallState, CallStore, DailyUsage,
     Direction, EventRecord, NewCall, Purged, Result, Role, StoreConfig, StoreError, TranscriptLine,
-    TurnLatency, UsageRecord, number_key, schema, sql,
+    TurnLatency, UsageRecord, Write, number_key, schema, sql,
 };
 
 /// Most jobs in one transaction: bounds how long one commit holds everyone's answers.
@@ -46,23 +46,7 @@ pub struct SqliteStore {
 }
 
 enum Op {
-    Create(NewCall),
-    Answered {
-        call_id: String,
-        at_ms: i64,
-    },
-    Event(String, i64, String, String),
-    Transcript(String, i64, Role, String),
-    Usage(UsageRecord),
-    Latency(TurnLatency),
-    Recording {
-        call_id: String,
-        path: String,
-    },
-    End {
-        call_id: String,
-        end: CallEnd,
-    },
+    Write(Write),
     CloseAbandoned,
     Purge {
         cutoff_ms: i64,
@@ -74,14 +58,7 @@ enum Op {
 impl Op {
     fn call_id(&self) -> Option<&str> {
         match self {
-            Op::Create(c) => Some(&c.id),
-            Op::Answered { call_id, .. }
-            | Op::Event(call_id, ..)
-            | Op::Transcript(call_id, ..)
-            | Op::Recording { call_id, .. }
-            | Op::End { call_id, .. } => Some(call_id),
-            Op::Usage(u) => Some(&u.call_id),
-            Op::Latency(l) => Some(&l.call_id),
+            Op::Write(w) => Some(w.call_id()),
             Op::CloseAbandoned | Op::Purge { .. } | Op::Shutdown => None,
         }
     }
@@ -161,13 +138,49 @@ impl SqliteStore {
         Ok(())
     }
 
-    async fn write(&self, op: Op) -> Result<Done> {
+    /// Queues `op` for the writer; its answer comes once its batch is committed.
+    async fn submit(&self, op: Op) -> Result<oneshot::Receiver<Result<Done>>> {
+        if let Op::Write(w) = &op {
+            check(w)?;
+        }
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job { op, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        Ok(answer)
+    }
+
+    async fn write(&self, op: Op) -> Result<Done> {
+        self.submit(op)
+            .await?
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Checks made before queueing, so the writer never fails half-way through a write.
+fn check(write: &Write) -> Result<()> {
+    match write {
+        Write::Create(c) if c.id.is_empty() => {
+            Err(StoreError::InvalidInput("empty call id".into()))
+        }
+        Write::Usage(u) => {
+            for (value, what) in [
+                (Some(u.input_tokens), "input tokens"),
+                (Some(u.output_tokens), "output tokens"),
+                (u.input_audio_tokens, "input audio tokens"),
+                (u.input_text_tokens, "input text tokens"),
+                (u.output_audio_tokens, "output audio tokens"),
+                (u.output_text_tokens, "output text tokens"),
+            ] {
+                if let Some(v) = value {
+                    to_i64(v, what)?;
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 
@@ -182,15 +195,12 @@ fn to_i64(value: u64, what: &str) -> Result<i64> {
 #[async_trait]
 impl CallStore for SqliteStore {
     async fn create_call(&self, call: NewCall) -> Result<()> {
-        if call.id.is_empty() {
-            return Err(StoreError::InvalidInput("empty call id".into()));
-        }
-        self.write(Op::Create(call)).await.map(|_| ())
+        self.write(Op::Write(Write::Create(call))).await.map(|_| ())
     }
 
     async fn set_answered(&self, call_id: &str, at_ms: i64) -> Result<()> {
         let call_id = call_id.to_string();
-        self.write(Op::Answered { call_id, at_ms })
+        self.write(Op::Write(Write::Answered { call_id, at_ms }))
             .await
             .map(|_| ())
     }
@@ -202,7 +212,13 @@ impl CallStore for SqliteStore {
         kind: &str,
         data: Value,
     ) -> Result<u64> {
-        let op = Op::Event(call_id.into(), at_ms, kind.into(), data.to_string());
+        let (call_id, kind) = (call_id.to_string(), kind.to_string());
+        let op = Op::Write(Write::Event {
+            call_id,
+            at_ms,
+            kind,
+            data,
+        });
         match self.write(op).await? {
             Done::Seq(seq) => Ok(seq),
             _ => Err(unexpected("append_event")),
@@ -216,46 +232,61 @@ impl CallStore for SqliteStore {
         role: Role,
         text: &str,
     ) -> Result<u64> {
-        match self
-            .write(Op::Transcript(call_id.into(), at_ms, role, text.into()))
-            .await?
-        {
+        let (call_id, text) = (call_id.to_string(), text.to_string());
+        let op = Op::Write(Write::Transcript {
+            call_id,
+            at_ms,
+            role,
+            text,
+        });
+        match self.write(op).await? {
             Done::Seq(seq) => Ok(seq),
             _ => Err(unexpected("append_transcript")),
         }
     }
 
     async fn add_usage(&self, usage: UsageRecord) -> Result<()> {
-        // Checked here so the writer never fails half-way through a usage report.
-        for (value, what) in [
-            (Some(usage.input_tokens), "input tokens"),
-            (Some(usage.output_tokens), "output tokens"),
-            (usage.input_audio_tokens, "input audio tokens"),
-            (usage.input_text_tokens, "input text tokens"),
-            (usage.output_audio_tokens, "output audio tokens"),
-            (usage.output_text_tokens, "output text tokens"),
-        ] {
-            if let Some(v) = value {
-                to_i64(v, what)?;
-            }
-        }
-        self.write(Op::Usage(usage)).await.map(|_| ())
+        self.write(Op::Write(Write::Usage(usage))).await.map(|_| ())
     }
 
     async fn record_latency(&self, latency: TurnLatency) -> Result<()> {
-        self.write(Op::Latency(latency)).await.map(|_| ())
+        self.write(Op::Write(Write::Latency(latency)))
+            .await
+            .map(|_| ())
     }
 
     async fn set_recording(&self, call_id: &str, path: &str) -> Result<()> {
         let (call_id, path) = (call_id.to_string(), path.to_string());
-        self.write(Op::Recording { call_id, path })
+        self.write(Op::Write(Write::Recording { call_id, path }))
             .await
             .map(|_| ())
     }
 
     async fn end_call(&self, call_id: &str, end: CallEnd) -> Result<()> {
         let call_id = call_id.to_string();
-        self.write(Op::End { call_id, end }).await.map(|_| ())
+        self.write(Op::Write(Write::End { call_id, end }))
+            .await
+            .map(|_| ())
+    }
+
+    async fn write_all(&self, writes: Vec<Write>) -> Vec<Result<()>> {
+        // Everything is queued before any answer is awaited, so the writes share commits.
+        let mut answers = Vec::with_capacity(writes.len());
+        for w in writes {
+            answers.push(self.submit(Op::Write(w)).await);
+        }
+        let mut results = Vec::with_capacity(answers.len());
+        for answer in answers {
+            let result = match answer {
+                Ok(answer) => match answer.await {
+                    Ok(done) => done.map(|_| ()),
+                    Err(_) => Err(StoreError::Closed),
+                },
+                Err(e) => Err(e),
+            };
+            results.push(result);
+        }
+        results
     }
 
     async fn get_call(&self, call_id: &str) -> Result<CallDetail> {
@@ -445,163 +476,7 @@ fn call_pk(tx: &Transaction, call_id: &str) -> Result<i64> {
 
 fn apply(tx: &Transaction, seqs: &mut Seqs, op: &Op) -> Result<Done> {
     match op {
-        Op::Create(c) => {
-            let inserted = tx
-                .prepare_cached(
-                    "INSERT INTO calls (id, direction, caller, callee, caller_key, callee_key,
-                         agent, agent_version, started_at_ms, state, metadata)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active', ?10)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        c.id,
-                        direction_str(c.direction),
-                        c.caller,
-                        c.callee,
-                        number_key(&c.caller),
-                        number_key(&c.callee),
-                        c.agent,
-                        c.agent_version,
-                        c.started_at_ms,
-                        c.metadata.to_string(),
-                    ])
-                });
-            match inserted {
-                Ok(_) => {
-                    seqs.insert(c.id.clone(), (tx.last_insert_rowid(), 0));
-                    Ok(Done::Unit)
-                }
-                Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists {
-                    call_id: c.id.clone(),
-                }),
-                Err(e) => Err(sql("creating a call")(e)),
-            }
-        }
-        Op::Answered { call_id, at_ms } => {
-            let n = tx
-                .prepare_cached("UPDATE calls SET answered_at_ms = ?2 WHERE id = ?1")
-                .and_then(|mut s| s.execute(params![call_id, at_ms]))
-                .map_err(sql("marking a call answered"))?;
-            if n == 0 {
-                return Err(not_found(call_id));
-            }
-            Ok(Done::Unit)
-        }
-        Op::Event(call_id, at_ms, kind, data) => {
-            let (pk, seq) = next_seq(tx, seqs, call_id)?;
-            tx.prepare_cached(
-                "INSERT INTO events (call, seq, at_ms, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .and_then(|mut s| s.execute(params![pk, seq, at_ms, kind, data]))
-            .map_err(sql("appending an event"))?;
-            Ok(Done::Seq(seq))
-        }
-        Op::Transcript(call_id, at_ms, role, text) => {
-            let (pk, seq) = next_seq(tx, seqs, call_id)?;
-            tx.prepare_cached(
-                "INSERT INTO transcripts (call, seq, at_ms, role, text)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .and_then(|mut s| s.execute(params![pk, seq, at_ms, role_str(*role), text]))
-            .map_err(sql("appending a transcript line"))?;
-            Ok(Done::Seq(seq))
-        }
-        Op::Usage(u) => {
-            // Sizes were checked before queueing, so the insert below cannot fail on them.
-            let pk: i64 = tx
-                .prepare_cached(
-                    "UPDATE calls SET input_tokens = input_tokens + ?2,
-                         output_tokens = output_tokens + ?3
-                     WHERE id = ?1 RETURNING pk",
-                )
-                .and_then(|mut s| {
-                    s.query_row(params![u.call_id, u.input_tokens, u.output_tokens], |r| {
-                        r.get(0)
-                    })
-                    .optional()
-                })
-                .map_err(sql("adding usage"))?
-                .ok_or_else(|| not_found(&u.call_id))?;
-            tx.prepare_cached(
-                "INSERT INTO usage (call, at_ms, input_tokens, output_tokens, input_audio_tokens,
-                     input_text_tokens, output_audio_tokens, output_text_tokens)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    pk,
-                    u.at_ms,
-                    u.input_tokens,
-                    u.output_tokens,
-                    u.input_audio_tokens,
-                    u.input_text_tokens,
-                    u.output_audio_tokens,
-                    u.output_text_tokens
-                ])
-            })
-            .map_err(sql("storing usage"))?;
-            Ok(Done::Unit)
-        }
-        Op::Latency(l) => {
-            let pk = call_pk(tx, &l.call_id)?;
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO latencies
-                     (call, turn, host_in_ms, model_ms, host_out_ms, total_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    pk,
-                    l.turn,
-                    l.host_in_ms,
-                    l.model_ms,
-                    l.host_out_ms,
-                    l.total_ms
-                ])
-            })
-            .map_err(sql("storing a turn latency"))?;
-            Ok(Done::Unit)
-        }
-        Op::Recording { call_id, path } => {
-            let n = tx
-                .prepare_cached("UPDATE calls SET recording = ?2 WHERE id = ?1")
-                .and_then(|mut s| s.execute(params![call_id, path]))
-                .map_err(sql("indexing a recording"))?;
-            if n == 0 {
-                return Err(not_found(call_id));
-            }
-            Ok(Done::Unit)
-        }
-        Op::End { call_id, end } => {
-            let state = if end.abnormal {
-                CallState::EndedAbnormally
-            } else {
-                CallState::Ended
-            };
-            let n = tx
-                .prepare_cached(
-                    "UPDATE calls SET state = ?2, ended_at_ms = ?3, end_reason = ?4, outcome = ?5
-                     WHERE id = ?1 AND state = 'active'",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        call_id,
-                        state_str(state),
-                        end.at_ms,
-                        end.reason,
-                        end.outcome
-                    ])
-                })
-                .map_err(sql("ending a call"))?;
-            if n == 0 {
-                call_pk(tx, call_id)?;
-                return Err(StoreError::AlreadyEnded {
-                    call_id: call_id.clone(),
-                });
-            }
-            seqs.remove(call_id);
-            Ok(Done::Unit)
-        }
+        Op::Write(w) => apply_write(tx, seqs, w),
         Op::CloseAbandoned => {
             let n = tx
                 .execute(
@@ -644,6 +519,178 @@ fn apply(tx: &Transaction, seqs: &mut Seqs, op: &Op) -> Result<Done> {
             Ok(Done::Purged(purged))
         }
         Op::Shutdown => Ok(Done::Unit),
+    }
+}
+
+fn apply_write(tx: &Transaction, seqs: &mut Seqs, write: &Write) -> Result<Done> {
+    match write {
+        Write::Create(c) => {
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO calls (id, direction, caller, callee, caller_key, callee_key,
+                         agent, agent_version, started_at_ms, state, metadata)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active', ?10)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        c.id,
+                        direction_str(c.direction),
+                        c.caller,
+                        c.callee,
+                        number_key(&c.caller),
+                        number_key(&c.callee),
+                        c.agent,
+                        c.agent_version,
+                        c.started_at_ms,
+                        c.metadata.to_string(),
+                    ])
+                });
+            match inserted {
+                Ok(_) => {
+                    seqs.insert(c.id.clone(), (tx.last_insert_rowid(), 0));
+                    Ok(Done::Unit)
+                }
+                Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists {
+                    call_id: c.id.clone(),
+                }),
+                Err(e) => Err(sql("creating a call")(e)),
+            }
+        }
+        Write::Answered { call_id, at_ms } => {
+            let n = tx
+                .prepare_cached("UPDATE calls SET answered_at_ms = ?2 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![call_id, at_ms]))
+                .map_err(sql("marking a call answered"))?;
+            if n == 0 {
+                return Err(not_found(call_id));
+            }
+            Ok(Done::Unit)
+        }
+        Write::Event {
+            call_id,
+            at_ms,
+            kind,
+            data,
+        } => {
+            let (pk, seq) = next_seq(tx, seqs, call_id)?;
+            tx.prepare_cached(
+                "INSERT INTO events (call, seq, at_ms, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| s.execute(params![pk, seq, at_ms, kind, data.to_string()]))
+            .map_err(sql("appending an event"))?;
+            Ok(Done::Seq(seq))
+        }
+        Write::Transcript {
+            call_id,
+            at_ms,
+            role,
+            text,
+        } => {
+            let (pk, seq) = next_seq(tx, seqs, call_id)?;
+            tx.prepare_cached(
+                "INSERT INTO transcripts (call, seq, at_ms, role, text)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| s.execute(params![pk, seq, at_ms, role_str(*role), text]))
+            .map_err(sql("appending a transcript line"))?;
+            Ok(Done::Seq(seq))
+        }
+        Write::Usage(u) => {
+            // Sizes were checked before queueing, so the insert below cannot fail on them.
+            let pk: i64 = tx
+                .prepare_cached(
+                    "UPDATE calls SET input_tokens = input_tokens + ?2,
+                         output_tokens = output_tokens + ?3
+                     WHERE id = ?1 RETURNING pk",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![u.call_id, u.input_tokens, u.output_tokens], |r| {
+                        r.get(0)
+                    })
+                    .optional()
+                })
+                .map_err(sql("adding usage"))?
+                .ok_or_else(|| not_found(&u.call_id))?;
+            tx.prepare_cached(
+                "INSERT INTO usage (call, at_ms, input_tokens, output_tokens, input_audio_tokens,
+                     input_text_tokens, output_audio_tokens, output_text_tokens)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    pk,
+                    u.at_ms,
+                    u.input_tokens,
+                    u.output_tokens,
+                    u.input_audio_tokens,
+                    u.input_text_tokens,
+                    u.output_audio_tokens,
+                    u.output_text_tokens
+                ])
+            })
+            .map_err(sql("storing usage"))?;
+            Ok(Done::Unit)
+        }
+        Write::Latency(l) => {
+            let pk = call_pk(tx, &l.call_id)?;
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO latencies
+                     (call, turn, host_in_ms, model_ms, host_out_ms, total_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    pk,
+                    l.turn,
+                    l.host_in_ms,
+                    l.model_ms,
+                    l.host_out_ms,
+                    l.total_ms
+                ])
+            })
+            .map_err(sql("storing a turn latency"))?;
+            Ok(Done::Unit)
+        }
+        Write::Recording { call_id, path } => {
+            let n = tx
+                .prepare_cached("UPDATE calls SET recording = ?2 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![call_id, path]))
+                .map_err(sql("indexing a recording"))?;
+            if n == 0 {
+                return Err(not_found(call_id));
+            }
+            Ok(Done::Unit)
+        }
+        Write::End { call_id, end } => {
+            let state = if end.abnormal {
+                CallState::EndedAbnormally
+            } else {
+                CallState::Ended
+            };
+            let n = tx
+                .prepare_cached(
+                    "UPDATE calls SET state = ?2, ended_at_ms = ?3, end_reason = ?4, outcome = ?5
+                     WHERE id = ?1 AND state = 'active'",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        call_id,
+                        state_str(state),
+                        end.at_ms,
+                        end.reason,
+                        end.outcome
+                    ])
+                })
+                .map_err(sql("ending a call"))?;
+            if n == 0 {
+                call_pk(tx, call_id)?;
+                return Err(StoreError::AlreadyEnded {
+                    call_id: call_id.clone(),
+                });
+            }
+            seqs.remove(call_id);
+            Ok(Done::Unit)
+        }
     }
 }
 

@@ -142,6 +142,62 @@ async fn round_trip_keeps_everything_in_order() {
 }
 
 #[tokio::test]
+async fn write_all_applies_in_order_and_a_refused_write_stops_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&config(dir.path())).unwrap();
+    let event = |call: &str, at_ms: i64, kind: &str| Write::Event {
+        call_id: call.into(),
+        at_ms,
+        kind: kind.into(),
+        data: json!({"at": at_ms}),
+    };
+    let mut writes = vec![
+        Write::Create(new_call("w1", "+15550100001", "1000", "menu", T0)),
+        event("w1", T0, "created"),
+        Write::Answered {
+            call_id: "w1".into(),
+            at_ms: T0 + 10,
+        },
+        // Refused (no such call), and refused before queueing (empty id): the rest stands.
+        event("nope", T0, "created"),
+        Write::Create(new_call("", "+15550100001", "1000", "menu", T0)),
+        Write::Transcript {
+            call_id: "w1".into(),
+            at_ms: T0 + 20,
+            role: Role::Caller,
+            text: "hello".into(),
+        },
+        Write::Usage(usage("w1", T0 + 30, 5, 7)),
+    ];
+    // Enough events that the writer takes them in more than one batch.
+    writes.extend((0..3000).map(|i| event("w1", T0 + 40 + i, "tick")));
+    writes.push(Write::End {
+        call_id: "w1".into(),
+        end: ended(T0 + 5000),
+    });
+    writes.push(event("w1", T0 + 5001, "ended"));
+    let results = store.write_all(writes).await;
+    assert_eq!(results.len(), 3009);
+    assert!(matches!(results[3], Err(StoreError::NotFound { .. })));
+    assert!(matches!(results[4], Err(StoreError::InvalidInput(_))));
+    let refused: Vec<usize> = (0..results.len()).filter(|&i| results[i].is_err()).collect();
+    assert_eq!(refused, [3, 4]);
+
+    let d = store.get_call("w1").await.unwrap();
+    assert_eq!(d.call.answered_at_ms, Some(T0 + 10));
+    assert_eq!(d.call.ended_at_ms, Some(T0 + 5000));
+    assert_eq!((d.call.input_tokens, d.call.output_tokens), (5, 7));
+    assert_eq!(d.transcript[0].seq, 2, "numbered between the events");
+    let kinds: Vec<&str> = d.events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds.len(), 3002);
+    assert_eq!((kinds[0], kinds[3001]), ("created", "ended"));
+    let at: Vec<i64> = d.events.iter().map(|e| e.at_ms).collect();
+    assert!(at.is_sorted(), "events kept their order");
+    let seqs: Vec<u64> = d.events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs[..3], [1, 3, 4]);
+}
+
+#[tokio::test]
 async fn bad_input_gets_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&config(dir.path())).unwrap();
