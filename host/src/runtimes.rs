@@ -13,15 +13,24 @@ use tokio::runtime::{Handle, Runtime};
 pub(crate) struct DedicatedRuntime {
     name: &'static str,
     niceness: i32,
+    cores_per_thread: usize,
     runtime: OnceLock<Runtime>,
 }
 
 impl DedicatedRuntime {
-    /// Threads named `name`, at `niceness` (0: the process's own priority).
-    pub(crate) const fn new(name: &'static str, niceness: i32) -> DedicatedRuntime {
+    /// Threads named `name`, at `niceness` (0: the process's own priority), one for every
+    /// `cores_per_thread` cores (at least one). Fewer threads than cores suit work made of
+    /// many small wake-ups: an idle worker parks and is woken again for the next small task,
+    /// and those wake-ups can cost more than the work.
+    pub(crate) const fn new(
+        name: &'static str,
+        niceness: i32,
+        cores_per_thread: usize,
+    ) -> DedicatedRuntime {
         DedicatedRuntime {
             name,
             niceness,
+            cores_per_thread,
             runtime: OnceLock::new(),
         }
     }
@@ -30,8 +39,9 @@ impl DedicatedRuntime {
         self.runtime
             .get_or_init(|| {
                 let niceness = self.niceness;
+                let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
                 tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+                    .worker_threads((cores / self.cores_per_thread.max(1)).max(1))
                     .thread_name(self.name)
                     .on_thread_start(move || set_niceness(niceness))
                     .enable_all()

@@ -35,7 +35,7 @@ const OUTPUT_RATES: [u32; 5] = [8_000, 16_000, 22_050, 24_000, 48_000];
 /// The voice detector's runtime. Its threads run behind the rest of the process, so when the
 /// CPU is overloaded the detector (the bulk of the provider's work) falls behind before SIP
 /// signalling, RTP pacing and the agent's speech do.
-static DETECTOR_RUNTIME: DedicatedRuntime = DedicatedRuntime::new("local-model", 10);
+static DETECTOR_RUNTIME: DedicatedRuntime = DedicatedRuntime::new("local-model", 10, 1);
 /// Audio is handed out in 100 ms chunks as espeak produces it.
 const CHUNK_MS: usize = 100;
 
