@@ -180,7 +180,9 @@ async fn write_all_applies_in_order_and_a_refused_write_stops_nothing() {
     assert_eq!(results.len(), 3009);
     assert!(matches!(results[3], Err(StoreError::NotFound { .. })));
     assert!(matches!(results[4], Err(StoreError::InvalidInput(_))));
-    let refused: Vec<usize> = (0..results.len()).filter(|&i| results[i].is_err()).collect();
+    let refused: Vec<usize> = (0..results.len())
+        .filter(|&i| results[i].is_err())
+        .collect();
     assert_eq!(refused, [3, 4]);
 
     let d = store.get_call("w1").await.unwrap();
