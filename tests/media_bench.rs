@@ -12,7 +12,8 @@
 //! the default steady silence stream goes on for the whole 9 s call, about 1.2 times the
 //! packets of the 7.4 s the reference echoes. `MEDIA_BENCH_SEND_SILENCE=1` measures with the
 //! default. `MEDIA_BENCH_AUDIO=rtpstream` sends the callers' audio with `rtp_stream` instead of
-//! pcap play (see `sipp/uac_rtpstream.xml`).
+//! pcap play (see `sipp/uac_rtpstream.xml`); `MEDIA_BENCH_AUDIO=none` places the same calls
+//! without RTP (`sipp/uac_silent.xml`), the cost of a call apart from its media.
 
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ async fn load(target: &str, calls: u32, rate: u32) -> (u32, u32) {
     // The load is pcap play; rtp_stream shows the callee without the raw-socket cost.
     let audio = match std::env::var("MEDIA_BENCH_AUDIO").as_deref() {
         Ok("rtpstream") => CallerAudio::RtpStream,
+        Ok("none") => CallerAudio::Silent,
         _ => CallerAudio::Pcap,
     };
     let args = media_load_args(audio, calls, rate, free_port(), target, dir.path());

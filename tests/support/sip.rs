@@ -79,6 +79,8 @@ pub enum CallerAudio {
     /// `sipp/uac_rtpstream.xml`: `rtp_stream` of the same audio (20 ms packets from the call's
     /// bound media socket).
     RtpStream,
+    /// `sipp/uac_silent.xml`: the same calls without any RTP.
+    Silent,
 }
 
 /// A working folder for a benchmark load: `pcap/` links to SIPp's pcaps and `g711a.alaw` holds
@@ -124,6 +126,7 @@ pub fn media_load_args(
 ) -> Vec<String> {
     let mut args = match audio {
         CallerAudio::Pcap => vec!["-sf".into(), path_arg(&scenario("uac_pcap_30ms.xml"))],
+        CallerAudio::Silent => vec!["-sf".into(), path_arg(&scenario("uac_silent.xml"))],
         CallerAudio::RtpStream => vec![
             "-sf".into(),
             path_arg(&scenario("uac_rtpstream.xml")),
