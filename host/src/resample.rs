@@ -206,6 +206,11 @@ impl StreamResampler {
         true
     }
 
+    /// Moves every ready output sample to the end of `queue`, without an intermediate copy.
+    pub fn pop_all_into(&mut self, queue: &mut VecDeque<i16>) {
+        queue.append(&mut self.out);
+    }
+
     /// Pops every ready output sample.
     pub fn pop_all(&mut self) -> Vec<i16> {
         let n = self.out.len();

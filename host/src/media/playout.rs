@@ -125,7 +125,7 @@ impl PlayoutQueue {
         }
         if let Some(r) = self.resampler.as_mut() {
             r.push(pcm)?;
-            self.samples.extend(r.pop_all());
+            r.pop_all_into(&mut self.samples);
         }
         Ok(())
     }
@@ -133,7 +133,7 @@ impl PlayoutQueue {
     fn drain_resampler(&mut self) -> Result<(), ResampleError> {
         if let Some(r) = self.resampler.as_mut() {
             r.drain()?;
-            self.samples.extend(r.pop_all());
+            r.pop_all_into(&mut self.samples);
         }
         Ok(())
     }
