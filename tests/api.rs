@@ -59,12 +59,18 @@ async fn outbound_call_reaches_sipp_and_its_record_and_sse_follow_in_order() {
     assert_eq!(placed.status, 201, "{}", placed.text);
     let id = placed.json["id"].as_str().unwrap().to_string();
 
-    // Answered and live: listed among active calls.
-    let detail = api
-        .poll(&format!("/v1/calls/{id}"), Duration::from_secs(20), |d| {
-            kinds(d).contains(&"state:active".to_string())
+    // Answered and live: listed among active calls. An event on the stream is already stored,
+    // so the record read the moment it arrives shows it.
+    let mut streamed = sse
+        .collect_until(Duration::from_secs(20), |name, data| {
+            name == "state" && data["call_id"] == id.as_str() && data["state"] == "active"
         })
         .await;
+    let detail = api.get(&format!("/v1/calls/{id}")).await.json;
+    assert!(
+        kinds(&detail).contains(&"state:active".to_string()),
+        "state:active streamed before stored: {detail}"
+    );
     assert_eq!(detail["live"], true);
     assert_eq!(detail["call"]["direction"], "outbound");
     assert_eq!(detail["call"]["agent"], "menu");
@@ -96,9 +102,20 @@ async fn outbound_call_reaches_sipp_and_its_record_and_sse_follow_in_order() {
         sipp_errors(dir.path())
     );
 
-    let detail = api
-        .poll(&format!("/v1/calls/{id}"), Duration::from_secs(10), ended)
-        .await;
+    // Likewise the end.
+    streamed.extend(
+        sse.collect_until(Duration::from_secs(10), |name, data| {
+            name == "state" && data["call_id"] == id.as_str() && data["state"] == "ended"
+        })
+        .await,
+    );
+    let detail = api.get(&format!("/v1/calls/{id}")).await;
+    assert!(
+        ended(&detail.json),
+        "ended streamed before stored: {}",
+        detail.text
+    );
+    let detail = detail.json;
     let got = kinds(&detail);
     assert!(
         in_order(
@@ -131,11 +148,6 @@ async fn outbound_call_reaches_sipp_and_its_record_and_sse_follow_in_order() {
     assert_eq!(detail["recording_url"], Value::Null);
 
     // The same state changes arrived live, in the same order.
-    let streamed = sse
-        .collect_until(Duration::from_secs(10), |name, data| {
-            name == "state" && data["call_id"] == id.as_str() && data["state"] == "ended"
-        })
-        .await;
     let mine: Vec<String> = streamed
         .iter()
         .filter(|(name, d)| name != "log" && d["call_id"] == id.as_str())

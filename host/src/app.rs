@@ -72,7 +72,7 @@ impl Host {
             .or(addrs.udp.map(|a| a.ip()))
             .or(addrs.tcp.map(|a| a.ip()))
             .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
-        let events = EventBus::new(Some(StoreSink::start(store.clone())));
+        let events = EventBus::new(|live| StoreSink::start(store.clone(), live));
         // Subscribed before the first call so every call is counted.
         let metrics = Metrics::start(&events, &agents.registry);
         let calls = CallDeps::new(

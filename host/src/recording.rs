@@ -1,6 +1,7 @@
 //! Call events into the call store: the adapter between `call` (which emits events) and
 //! `store` (which keeps records), so neither knows the other. Writes keep the order of each
 //! call's events and are committed in groups within [`LINGER`], so a crash loses at most those.
+//! Events go live after their commit: an API client told of an event can read it back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::call::events::{CallEvent, CallSink, EventKind};
+use crate::call::events::{CallEvent, CallSink, EventKind, LiveEvents};
 use crate::plugins::types::Role;
 use crate::store::{self, CallEnd, CallStore, NewCall, TurnLatency, UsageRecord, Write};
 
@@ -19,13 +20,13 @@ const MAX_EVENTS_PER_WRITE: usize = 512;
 /// rows it writes; a crash loses at most this much.
 const LINGER: Duration = Duration::from_millis(20);
 
-/// A [`CallSink`] that writes to a [`CallStore`] on its own task.
+/// A [`CallSink`] that writes to a [`CallStore`] on its own task, then publishes to `live`.
 pub struct StoreSink {
     tx: mpsc::UnboundedSender<CallEvent>,
 }
 
 impl StoreSink {
-    pub fn start(store: Arc<dyn CallStore>) -> Arc<StoreSink> {
+    pub fn start(store: Arc<dyn CallStore>, live: LiveEvents) -> Arc<StoreSink> {
         let (tx, mut rx) = mpsc::unbounded_channel::<CallEvent>();
         tokio::spawn(async move {
             let mut events = Vec::with_capacity(MAX_EVENTS_PER_WRITE);
@@ -38,12 +39,16 @@ impl StoreSink {
                         events.push(e);
                     }
                 }
-                let writes: Vec<Write> = events.drain(..).flat_map(writes_for).collect();
+                let writes: Vec<Write> = events.iter().flat_map(writes_for).collect();
                 let call_ids: Vec<String> = writes.iter().map(|w| w.call_id().into()).collect();
                 for (call_id, result) in call_ids.iter().zip(store.write_all(writes).await) {
                     if let Err(e) = result {
                         tracing::error!(%call_id, error = %e, "storing a call event failed");
                     }
+                }
+                // A refused write is logged above; the event still happened.
+                for event in events.drain(..) {
+                    live.publish(event);
                 }
             }
         });
@@ -52,16 +57,16 @@ impl StoreSink {
 }
 
 impl CallSink for StoreSink {
-    fn record(&self, event: &CallEvent) {
-        let _ = self.tx.send(event.clone());
+    fn record(&self, event: CallEvent) {
+        let _ = self.tx.send(event);
     }
 }
 
 /// What one call event changes in the store, in order: the structured tables first, so the
 /// event row never points at a missing call; a transcript line is its own entry.
-fn writes_for(e: CallEvent) -> Vec<Write> {
+fn writes_for(e: &CallEvent) -> Vec<Write> {
     let at_ms = e.at_ms as i64;
-    let call_id = e.call_id;
+    let call_id = e.call_id.clone();
     let structured = match &e.kind {
         EventKind::Created {
             direction,
@@ -141,13 +146,13 @@ fn writes_for(e: CallEvent) -> Vec<Write> {
         .and_then(|o| o.remove("type"))
         .and_then(|t| t.as_str().map(String::from))
         .unwrap_or_else(|| "event".into());
-    let end = match e.kind {
+    let end = match &e.kind {
         EventKind::Ended { reason, abnormal } => Some(Write::End {
             call_id: call_id.clone(),
             end: CallEnd {
                 at_ms,
-                reason,
-                abnormal,
+                reason: reason.clone(),
+                abnormal: *abnormal,
                 outcome: None,
             },
         }),

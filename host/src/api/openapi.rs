@@ -180,7 +180,7 @@ pub fn spec() -> Value {
                     "total": {"type": "object", "properties": {"input_tokens": {"type": "integer"}, "output_tokens": {"type": "integer"}}}}})),
                     "400": bad.clone(), "401": unauthorized.clone()}}},
             "/v1/events": {"get": {"summary": "Server-sent events", "operationId": "events",
-                "description": "SSE. Event names: each call event's type (data: CallEvent JSON), agent-reload (data: AgentEvent), registration (data: Registration), log (data: {at_ms, level, target, line}), lagged (data: {missed}). Keep-alive comments every 15 s.",
+                "description": "SSE. Event names: each call event's type (data: CallEvent JSON; sent once stored, so GET /v1/calls/{id} shows it), agent-reload (data: AgentEvent), registration (data: Registration), log (data: {at_ms, level, target, line}), lagged (data: {missed}). Keep-alive comments every 15 s.",
                 "responses": {"200": {"description": "Event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}, "401": unauthorized.clone()}}},
             "/v1/config": {"get": {"summary": "The running configuration (file + environment), secrets masked as ***", "operationId": "config",
                 "responses": {"200": ok_json("Configuration", json!({"type": "object"})), "401": unauthorized.clone()}}},

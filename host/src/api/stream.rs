@@ -1,7 +1,8 @@
 //! GET /v1/events: server-sent events. One SSE event per call event (event name = its `type`,
 //! data = the call event JSON), `agent-reload` per reload outcome, `registration` per
 //! registration change, `log` per log line, and `lagged` when this client fell behind and
-//! missed events. Keep-alive comments every 15 s.
+//! missed events. Keep-alive comments every 15 s. A call event is sent once the call store
+//! holds it, so GET /v1/calls/{id} after an event shows that event.
 
 use std::convert::Infallible;
 use std::time::Duration;

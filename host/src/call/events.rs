@@ -153,23 +153,37 @@ pub struct CallEvent {
     pub kind: EventKind,
 }
 
-/// Where call events go besides the live stream (the call store implements this).
+/// Where call events are kept (the call store implements this). A sink hands every event on to
+/// [`LiveEvents`] once it is kept, in order, so whoever hears of an event on the live stream and
+/// then reads the store finds it there.
 pub trait CallSink: Send + Sync {
-    fn record(&self, event: &CallEvent);
+    fn record(&self, event: CallEvent);
 }
 
-/// Fans call events out to the sink and to live subscribers.
+/// The live side of the bus: what is published here reaches every subscriber.
+#[derive(Clone)]
+pub struct LiveEvents(broadcast::Sender<CallEvent>);
+
+impl LiveEvents {
+    pub fn publish(&self, event: CallEvent) {
+        let _ = self.0.send(event);
+    }
+}
+
+/// Takes call events to their sink, which passes them on to live subscribers.
 #[derive(Clone)]
 pub struct EventBus {
     live: broadcast::Sender<CallEvent>,
-    sink: Option<Arc<dyn CallSink>>,
+    sink: Arc<dyn CallSink>,
 }
 
 impl EventBus {
-    pub fn new(sink: Option<Arc<dyn CallSink>>) -> EventBus {
+    /// A bus whose events go live once the sink made by `sink` has kept them.
+    pub fn new(sink: impl FnOnce(LiveEvents) -> Arc<dyn CallSink>) -> EventBus {
+        let live = broadcast::channel(4096).0;
         EventBus {
-            live: broadcast::channel(4096).0,
-            sink,
+            sink: sink(LiveEvents(live.clone())),
+            live,
         }
     }
 
@@ -210,10 +224,7 @@ impl Recorder {
             kind,
         };
         tracing::debug!(call_id = %self.call_id, event = ?event.kind, "call event");
-        if let Some(sink) = &self.bus.sink {
-            sink.record(&event);
-        }
-        let _ = self.bus.live.send(event);
+        self.bus.sink.record(event);
     }
 }
 

@@ -211,9 +211,8 @@ function onEvent(name, data) {
       const mine = view === 'call' && state.view.id === data.call_id;
       if (name === 'ended' || (name === 'state' && data.state === 'ended')) {
         state.ended.add(data.call_id);
-        // The store writes the end in its next batch: read again once it has.
-        const target = mine ? 'call' : view === 'calls' ? 'calls' : null;
-        if (target) setTimeout(() => refresh(target, 0), 1500);
+        // Events arrive once stored: the history already holds the call.
+        if (view === 'calls') refresh('calls');
       }
       refresh('active');
       if (mine) refresh('call');
