@@ -147,6 +147,7 @@ pub(crate) async fn connect_fallback(deps: &CallDeps, codec: crate::media::Codec
                 events,
                 input_format: formats.0,
                 output_format: formats.1,
+                loopback: false,
             }
         }
     }
@@ -521,8 +522,15 @@ impl Call {
         }
     }
 
-    /// Caller audio goes from the media task straight to the model session.
+    /// Caller audio goes from the media task straight to the model session, or, when the
+    /// session would only send it back, straight back to the caller.
     fn connect_audio(&self, host_in_ns: &Arc<AtomicU64>) {
+        if self.model.loopback {
+            if let Err(e) = self.media.loop_back() {
+                tracing::debug!(error = %e, "media ended before its audio loopback was set");
+            }
+            return;
+        }
         let commands = self.model.commands.clone();
         let format = self.model.input_format;
         let host_in_ns = host_in_ns.clone();

@@ -130,11 +130,20 @@ pub struct AudioFrame {
 /// frame. It must not block.
 pub type AudioSink = Box<dyn FnMut(&[i16]) + Send>;
 
+/// Where decoded caller audio goes.
+enum CallerAudio {
+    /// As [`MediaEvent::Audio`].
+    Events,
+    Sink(AudioSink),
+    /// Straight back into the playout queue (see [`MediaSession::loop_back`]).
+    Loopback,
+}
+
 /// What a session reports to the call layer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MediaEvent {
     /// Caller audio: continuous 20 ms frames at `MediaConfig::inbound_rate` (losses concealed),
-    /// while no [`AudioSink`] is set.
+    /// until an [`AudioSink`] or loopback is set.
     Audio(AudioFrame),
     /// A key press received as RFC 4733.
     Dtmf(DtmfEvent),
@@ -231,7 +240,7 @@ pub struct MediaSession {
 
 enum Command {
     Update(Box<NegotiatedMedia>),
-    Sink(AudioSink),
+    CallerAudio(CallerAudio),
     Record(Box<Recorder>),
     StopRecording,
     /// Audio or digits were queued on an idle line: the engine sends them at once rather than
@@ -319,7 +328,16 @@ impl MediaSession {
     /// already reported stay in the event queue).
     pub fn set_audio_sink(&self, sink: AudioSink) -> Result<(), MediaError> {
         self.commands
-            .send(Command::Sink(sink))
+            .send(Command::CallerAudio(CallerAudio::Sink(sink)))
+            .map_err(|_| MediaError::Closed)
+    }
+
+    /// The echo line: from now on the caller's audio is queued back to the caller as it is
+    /// decoded, at the codec rate, inside the media task (no frame leaves it), and paced out
+    /// like any queued audio.
+    pub fn loop_back(&self) -> Result<(), MediaError> {
+        self.commands
+            .send(Command::CallerAudio(CallerAudio::Loopback))
             .map_err(|_| MediaError::Closed)
     }
 
@@ -420,7 +438,7 @@ struct Engine {
     decoder: Box<dyn AudioDecoder>,
     dtmf_rx: DtmfReceiver,
     inbound_resampler: StreamResampler,
-    sink: Option<AudioSink>,
+    caller_audio: CallerAudio,
     last_packet_samples: usize,
     decoded: Vec<i16>,
     /// One frame for the model; reused.
@@ -492,7 +510,7 @@ impl Engine {
             decoder: new_decoder(media.codec)?,
             dtmf_rx: DtmfReceiver::new(dtmf_clock(&media), clock_rate),
             inbound_resampler: StreamResampler::new(clock_rate, config.inbound_rate)?,
-            sink: None,
+            caller_audio: CallerAudio::Events,
             encoder: new_encoder(media.codec)?,
             clock: PacingClock::new(now.into_std(), Duration::from_millis(media.ptime_ms as u64)),
             next_rtcp: now + config.rtcp_interval,
@@ -552,7 +570,7 @@ impl Engine {
                             warn!(call_id = %self.config.call_id, error = %e, "media update failed");
                         }
                     }
-                    Some(Command::Sink(sink)) => self.sink = Some(sink),
+                    Some(Command::CallerAudio(to)) => self.caller_audio = to,
                     Some(Command::Record(r)) => self.recorder = Some(*r),
                     Some(Command::StopRecording) => self.finish_recording().await,
                     Some(Command::Queued) => self.start_talkspurt(Instant::now()),
@@ -858,26 +876,44 @@ impl Engine {
     }
 
     /// Caller audio just decoded (or concealed): to the recording, and in frames at the
-    /// inbound rate to the sink or as events.
+    /// inbound rate to the sink or as events, or back to the caller.
     fn deliver_decoded(&mut self) {
         if let Some(r) = self.recorder.as_mut() {
             r.caller(&self.decoded);
+        }
+        if let CallerAudio::Loopback = self.caller_audio {
+            self.loop_decoded_back();
+            return;
         }
         if let Err(e) = self.inbound_resampler.push(&self.decoded) {
             warn!(call_id = %self.config.call_id, error = %e, "inbound resampling failed");
             return;
         }
         while self.inbound_resampler.pop_frame(&mut self.inbound_frame) {
-            match self.sink.as_mut() {
-                Some(sink) => sink(&self.inbound_frame),
-                None => {
-                    let sample_rate = self.config.inbound_rate;
-                    self.emit(MediaEvent::Audio(AudioFrame {
-                        samples: self.inbound_frame.clone(),
-                        sample_rate,
-                    }));
-                }
+            if let CallerAudio::Sink(sink) = &mut self.caller_audio {
+                sink(&self.inbound_frame);
+            } else {
+                let sample_rate = self.config.inbound_rate;
+                self.emit(MediaEvent::Audio(AudioFrame {
+                    samples: self.inbound_frame.clone(),
+                    sample_rate,
+                }));
             }
+        }
+    }
+
+    fn loop_decoded_back(&mut self) {
+        let rate = self.media.codec.clock_rate();
+        let mut out = lock(&self.outbound);
+        if let Err(e) = out.queue.push(&self.decoded, rate) {
+            warn!(call_id = %self.config.call_id, error = %e, "looping audio back failed");
+            return;
+        }
+        // As `MediaSession::queue_audio` does, without the command to itself.
+        let woke = std::mem::take(&mut out.wake_on_queue);
+        drop(out);
+        if woke {
+            self.start_talkspurt(Instant::now());
         }
     }
 
@@ -1594,6 +1630,51 @@ mod tests {
                 .await
                 .is_empty(),
             "no audio events once the sink is set"
+        );
+        session.close().await;
+    }
+
+    #[tokio::test]
+    async fn loopback_plays_the_callers_audio_back_in_order() {
+        let (_pool, peer, mut session) = started(config(30_000), Codec::Pcmu).await;
+        session.loop_back().unwrap();
+        for i in 0..5u8 {
+            let payload = [0x90 + i; 160];
+            peer.send(
+                0,
+                i == 0,
+                100 + u16::from(i),
+                u32::from(i) * 160,
+                7,
+                &payload,
+            )
+            .await;
+        }
+        // Silence may come before and after; the five frames come back in order, the first
+        // opening a talkspurt, in consecutive packets.
+        let mut echoed = Vec::new();
+        while echoed.len() < 5 {
+            let (pt, marker, seq, _, _, payload) = peer.recv().await.expect("audio comes back");
+            assert_eq!(pt, 0);
+            if payload[0] != 0xff {
+                assert!(
+                    payload.iter().all(|&b| b == payload[0]),
+                    "one frame per packet"
+                );
+                echoed.push((payload[0], marker, seq));
+            }
+        }
+        assert_eq!(
+            echoed.iter().map(|e| e.0).collect::<Vec<_>>(),
+            [0x90, 0x91, 0x92, 0x93, 0x94]
+        );
+        assert!(echoed[0].1 && echoed[1..].iter().all(|e| !e.1));
+        assert!(echoed.windows(2).all(|w| w[1].2 == w[0].2.wrapping_add(1)));
+        assert!(
+            collect_audio(&mut session, Duration::from_millis(100))
+                .await
+                .is_empty(),
+            "no audio events while looping back"
         );
         session.close().await;
     }

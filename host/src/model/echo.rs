@@ -58,6 +58,7 @@ impl EchoProvider {
             events: ev_rx,
             input_format: format,
             output_format: format,
+            loopback: true,
         })
     }
 }

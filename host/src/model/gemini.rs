@@ -95,6 +95,7 @@ impl GeminiProvider {
             events: ev_rx,
             input_format: INPUT,
             output_format: OUTPUT,
+            loopback: false,
         })
     }
 }

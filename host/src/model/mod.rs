@@ -379,6 +379,9 @@ pub struct ModelSession {
     pub input_format: AudioFormat,
     /// Format of [`ModelEvent::Audio`] data.
     pub output_format: AudioFormat,
+    /// The reply to caller audio is that audio, unchanged (the echo line): the call may loop
+    /// it back in the media layer instead of sending it here frame by frame.
+    pub loopback: bool,
 }
 
 impl ModelSession {

@@ -140,6 +140,7 @@ impl OfflineProvider {
             events: ev_rx,
             input_format: settings.input_format,
             output_format: settings.output_format,
+            loopback: false,
         })
     }
 }

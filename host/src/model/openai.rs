@@ -130,6 +130,7 @@ impl OpenAiProvider {
             events: ev_rx,
             input_format: settings.input_format,
             output_format: settings.output_format,
+            loopback: false,
         })
     }
 }
