@@ -79,8 +79,13 @@ fn host(silence: bool) -> Host {
         ),
         // Production logging (one line per call step, no per-event debug).
         rust_log: "info,rsipstack=warn".into(),
-        // One agent instance per live call: about 900 at once at 100 cps.
-        env: vec![("SWITCHBOARD__AGENTS__MAX_INSTANCES".into(), "2000".into())],
+        env: vec![
+            // One agent instance per live call: about 900 at once at 100 cps.
+            ("SWITCHBOARD__AGENTS__MAX_INSTANCES".into(), "2000".into()),
+            // Errors capture no backtrace, as in production without RUST_BACKTRACE (wasmtime
+            // builds one error per dropped agent store).
+            ("RUST_LIB_BACKTRACE".into(), "0".into()),
+        ],
         ..HostOptions::default()
     })
 }

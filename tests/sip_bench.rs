@@ -211,7 +211,12 @@ async fn binary_with_media_against_the_menu_agent_and_sipp_uas_reference() {
                 .into(),
         // Production logging (one line per call step, no per-event debug).
         rust_log: "info,rsipstack=warn".into(),
-        env: vec![("SWITCHBOARD__AGENTS__MAX_INSTANCES".into(), "1500".into())],
+        env: vec![
+            ("SWITCHBOARD__AGENTS__MAX_INSTANCES".into(), "1500".into()),
+            // Errors capture no backtrace, as in production without RUST_BACKTRACE (wasmtime
+            // builds one error per dropped agent store).
+            ("RUST_LIB_BACKTRACE".into(), "0".into()),
+        ],
         ..HostOptions::default()
     });
     let pid = host.process.child.id();
