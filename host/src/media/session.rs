@@ -272,11 +272,7 @@ impl MediaSession {
 
     /// Queues caller-bound audio (mono PCM at any rate; resampled to the codec rate).
     pub fn queue_audio(&self, pcm: &[i16], sample_rate: u32) -> Result<(), MediaError> {
-        let mut out = lock(&self.outbound);
-        out.queue.push(pcm, sample_rate)?;
-        // Only the first audio after the line went idle wakes the engine: during a talkspurt
-        // its packet clock is running and picks the audio up anyway.
-        if std::mem::take(&mut out.wake_on_queue) {
+        if lock(&self.outbound).queue_audio(pcm, sample_rate)? {
             let _ = self.commands.send(Command::Queued);
         }
         Ok(())
@@ -404,6 +400,13 @@ impl Outbound {
             dtmf_queue: Default::default(),
             wake_on_queue: true,
         }
+    }
+
+    /// Queues audio; true when the engine must be woken for it. Only the first audio after the
+    /// line went idle needs that: during a talkspurt the packet clock picks the audio up.
+    fn queue_audio(&mut self, pcm: &[i16], sample_rate: u32) -> Result<bool, MediaError> {
+        self.queue.push(pcm, sample_rate)?;
+        Ok(std::mem::take(&mut self.wake_on_queue))
     }
 }
 
@@ -904,16 +907,14 @@ impl Engine {
 
     fn loop_decoded_back(&mut self) {
         let rate = self.media.codec.clock_rate();
-        let mut out = lock(&self.outbound);
-        if let Err(e) = out.queue.push(&self.decoded, rate) {
-            warn!(call_id = %self.config.call_id, error = %e, "looping audio back failed");
-            return;
-        }
-        // As `MediaSession::queue_audio` does, without the command to itself.
-        let woke = std::mem::take(&mut out.wake_on_queue);
-        drop(out);
-        if woke {
-            self.start_talkspurt(Instant::now());
+        let queued = lock(&self.outbound).queue_audio(&self.decoded, rate);
+        match queued {
+            // What `Command::Queued` would do, without the command to itself.
+            Ok(true) => self.start_talkspurt(Instant::now()),
+            Ok(false) => {}
+            Err(e) => {
+                warn!(call_id = %self.config.call_id, error = %e, "looping audio back failed")
+            }
         }
     }
 

@@ -157,6 +157,14 @@ impl SqliteStore {
             .await
             .map_err(|_| StoreError::Closed)?
     }
+
+    /// Writes an event or transcript line; its `seq` within the call.
+    async fn append(&self, write: Write, what: &str) -> Result<u64> {
+        match self.write(Op::Write(write)).await? {
+            Done::Seq(seq) => Ok(seq),
+            _ => Err(unexpected(what)),
+        }
+    }
 }
 
 /// Checks made before queueing, so the writer never fails half-way through a write.
@@ -213,16 +221,13 @@ impl CallStore for SqliteStore {
         data: Value,
     ) -> Result<u64> {
         let (call_id, kind) = (call_id.to_string(), kind.to_string());
-        let op = Op::Write(Write::Event {
+        let write = Write::Event {
             call_id,
             at_ms,
             kind,
             data,
-        });
-        match self.write(op).await? {
-            Done::Seq(seq) => Ok(seq),
-            _ => Err(unexpected("append_event")),
-        }
+        };
+        self.append(write, "append_event").await
     }
 
     async fn append_transcript(
@@ -233,16 +238,13 @@ impl CallStore for SqliteStore {
         text: &str,
     ) -> Result<u64> {
         let (call_id, text) = (call_id.to_string(), text.to_string());
-        let op = Op::Write(Write::Transcript {
+        let write = Write::Transcript {
             call_id,
             at_ms,
             role,
             text,
-        });
-        match self.write(op).await? {
-            Done::Seq(seq) => Ok(seq),
-            _ => Err(unexpected("append_transcript")),
-        }
+        };
+        self.append(write, "append_transcript").await
     }
 
     async fn add_usage(&self, usage: UsageRecord) -> Result<()> {
