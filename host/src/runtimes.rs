@@ -7,21 +7,23 @@
 
 use std::sync::OnceLock;
 
-use tokio::runtime::{Handle, Runtime};
+use tokio::runtime::Handle;
 
-/// A multi-threaded runtime built on first use and kept for the life of the process.
+/// Single-threaded runtimes built on first use and kept for the life of the process, each
+/// driven by a thread of its own. A task runs where it was spawned: the runtime with the fewest
+/// live tasks when it was. Work made of many small wake-ups (an RTP engine wakes for every
+/// packet) costs less on one thread's scheduler than on a work-stealing one, which signals and
+/// parks idle workers around every wake-up.
 pub(crate) struct DedicatedRuntime {
     name: &'static str,
     niceness: i32,
     cores_per_thread: usize,
-    runtime: OnceLock<Runtime>,
+    runtimes: OnceLock<Vec<Handle>>,
 }
 
 impl DedicatedRuntime {
     /// Threads named `name`, at `niceness` (0: the process's own priority), one for every
-    /// `cores_per_thread` cores (at least one). Fewer threads than cores suit work made of
-    /// many small wake-ups: an idle worker parks and is woken again for the next small task,
-    /// and those wake-ups can cost more than the work.
+    /// `cores_per_thread` cores (at least one).
     pub(crate) const fn new(
         name: &'static str,
         niceness: i32,
@@ -31,25 +33,41 @@ impl DedicatedRuntime {
             name,
             niceness,
             cores_per_thread,
-            runtime: OnceLock::new(),
+            runtimes: OnceLock::new(),
         }
     }
 
+    /// The runtime to spawn the next task on.
     pub(crate) fn handle(&self) -> Handle {
-        self.runtime
-            .get_or_init(|| {
-                let niceness = self.niceness;
-                let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads((cores / self.cores_per_thread.max(1)).max(1))
-                    .thread_name(self.name)
-                    .on_thread_start(move || set_niceness(niceness))
-                    .enable_all()
-                    .build()
-                    .unwrap_or_else(|e| panic!("building the {} runtime: {e}", self.name))
-            })
-            .handle()
+        let runtimes = self.runtimes.get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let threads = (cores / self.cores_per_thread.max(1)).max(1);
+            (0..threads).map(|i| self.start(i)).collect()
+        });
+        runtimes
+            .iter()
+            .min_by_key(|h| h.metrics().num_alive_tasks())
+            .expect("at least one runtime")
             .clone()
+    }
+
+    fn start(&self, index: usize) -> Handle {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .thread_name(self.name)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("building the {} runtime: {e}", self.name));
+        let handle = runtime.handle().clone();
+        let niceness = self.niceness;
+        std::thread::Builder::new()
+            .name(format!("{}-{index}", self.name))
+            .spawn(move || {
+                set_niceness(niceness);
+                // Runs the spawned tasks until the process exits.
+                runtime.block_on(std::future::pending::<()>());
+            })
+            .unwrap_or_else(|e| panic!("starting the {} thread: {e}", self.name));
+        handle
     }
 }
 

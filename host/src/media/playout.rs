@@ -152,6 +152,11 @@ impl PlayoutQueue {
         self.samples.is_empty() && self.resampler.as_ref().is_none_or(|r| r.is_empty())
     }
 
+    /// Whether `n` samples are waiting: a whole packet of `n` could go out.
+    pub fn holds(&self, n: usize) -> bool {
+        self.samples.len() >= n
+    }
+
     /// Audio sent since the last mark or flush, in ms.
     pub fn played_ms(&self) -> u64 {
         self.samples_to_ms(self.played_samples)

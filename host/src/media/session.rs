@@ -594,7 +594,7 @@ impl Engine {
             if let Some(e) = self.dtmf_rx.poll(now.into_std()) {
                 self.on_dtmf(e);
             }
-            while self.needs_tick() && now.into_std() >= self.clock.deadline() {
+            while self.needs_tick() && self.tick_due(now) {
                 self.tick(now).await;
             }
             if now >= self.next_rtcp {
@@ -628,6 +628,24 @@ impl Engine {
             wake = wake.min(self.timeout_base() + self.config.media_timeout);
         }
         wake
+    }
+
+    /// Whether the next packet goes out now: at its slot or later, or, while the line loops the
+    /// caller back, as soon as a whole packet of the caller's audio is queued, up to one packet
+    /// interval before its slot. The caller's packets then pace the echo, and each leaves in
+    /// the wake that brought it instead of in a wake of its own.
+    fn tick_due(&self, now: Instant) -> bool {
+        let (now, deadline) = (now.into_std(), self.clock.deadline());
+        if now >= deadline {
+            return true;
+        }
+        if !matches!(self.caller_audio, CallerAudio::Loopback)
+            || deadline - now > self.clock.period()
+        {
+            return false;
+        }
+        let samples = samples_for_ms(self.media.codec.clock_rate(), self.media.ptime_ms);
+        lock(&self.outbound).queue.holds(samples)
     }
 
     /// Whether the packet clock must wake the engine. With suppressed silence and nothing to
