@@ -2,14 +2,14 @@
 //!
 //! One tokio task per session, on the media runtime, owns the sockets and runs everything
 //! time-driven (the pacing clock, the jitter buffer, RTCP, the media timeout) in a single
-//! `select!` loop, so nothing needs locking on the packet path. The methods the call layer
-//! uses from other tasks touch only the outbound queue (a short mutex) or send a command to
-//! that task.
+//! `select!` loop. The methods the call layer uses from other tasks touch only the state the
+//! two share (a short mutex over the outbound queue and the commands for that task).
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
@@ -201,26 +201,24 @@ impl PendingMedia {
         let rtp = UdpSocket::from_std(self.rtp)?;
         let rtcp = UdpSocket::from_std(self.rtcp)?;
         let port = self.lease.port();
-        let outbound = Arc::new(Mutex::new(Outbound::new(media)));
+        let shared = Arc::new(Mutex::new(Shared::new(media)));
         let stats = Arc::new(Mutex::new(MediaStats::default()));
         let (event_tx, event_rx) = mpsc::channel(EVENT_CAPACITY);
-        let (command_tx, command_rx) = mpsc::unbounded_channel();
         let engine = Engine::new(
             config,
             media.clone(),
             rtp,
             rtcp,
             self.lease,
-            outbound.clone(),
+            shared.clone(),
             stats.clone(),
             event_tx,
         )?;
-        let task = runtime.spawn(engine.run(command_rx));
+        let task = runtime.spawn(engine.run());
         Ok(MediaSession {
             port,
-            commands: command_tx,
             events: Some(event_rx),
-            outbound,
+            shared,
             stats,
             task: Some(task),
         })
@@ -231,9 +229,8 @@ impl PendingMedia {
 /// does the same and waits until it is done.
 pub struct MediaSession {
     port: u16,
-    commands: mpsc::UnboundedSender<Command>,
     events: Option<mpsc::Receiver<MediaEvent>>,
-    outbound: Arc<Mutex<Outbound>>,
+    shared: Arc<Mutex<Shared>>,
     stats: Arc<Mutex<MediaStats>>,
     task: Option<JoinHandle<MediaStats>>,
 }
@@ -272,35 +269,36 @@ impl MediaSession {
 
     /// Queues caller-bound audio (mono PCM at any rate; resampled to the codec rate).
     pub fn queue_audio(&self, pcm: &[i16], sample_rate: u32) -> Result<(), MediaError> {
-        if lock(&self.outbound).queue_audio(pcm, sample_rate)? {
-            let _ = self.commands.send(Command::Queued);
+        if lock(&self.shared).queue_audio(pcm, sample_rate)? {
+            // A stopped engine has nothing to wake.
+            let _ = self.command(Command::Queued);
         }
         Ok(())
     }
 
     /// Audio queued and not yet sent, in ms.
     pub fn queued_ms(&self) -> u64 {
-        lock(&self.outbound).queue.queued_ms()
+        lock(&self.shared).queue.queued_ms()
     }
 
     /// Whether all queued audio has been sent.
     pub fn playout_is_empty(&self) -> bool {
-        lock(&self.outbound).queue.is_empty()
+        lock(&self.shared).queue.is_empty()
     }
 
     /// Restarts the played-ms count (at the start of a new model response); returns the old.
     pub fn mark_playout(&self) -> u64 {
-        lock(&self.outbound).queue.mark()
+        lock(&self.shared).queue.mark()
     }
 
     /// Barge-in: drops all queued audio at once and reports how much had really been sent.
     pub fn flush_playout(&self) -> FlushReport {
-        lock(&self.outbound).queue.flush()
+        lock(&self.shared).queue.flush()
     }
 
     /// Sends `digits` as RFC 4733 events of `duration_ms` each, after any digits still going.
     pub fn send_dtmf(&self, digits: &str, duration_ms: u32) -> Result<(), MediaError> {
-        let mut out = lock(&self.outbound);
+        let mut out = lock(&self.shared);
         if out.dtmf_format.is_none() {
             return Err(MediaError::NoTelephoneEvent);
         }
@@ -309,48 +307,42 @@ impl MediaSession {
         }
         out.dtmf_queue
             .extend(digits.chars().map(|d| (d, duration_ms)));
-        let _ = self.commands.send(Command::Queued);
+        let _ = out.command(Command::Queued);
         Ok(())
     }
 
     /// Applies a new negotiation (re-INVITE: hold/resume, new address, new codec).
     pub fn update(&self, media: &NegotiatedMedia) -> Result<(), MediaError> {
-        self.commands
-            .send(Command::Update(Box::new(media.clone())))
-            .map_err(|_| MediaError::Closed)
+        self.command(Command::Update(Box::new(media.clone())))
     }
 
     /// Sends caller audio to `sink` from now on instead of as [`MediaEvent::Audio`] (frames
     /// already reported stay in the event queue).
     pub fn set_audio_sink(&self, sink: AudioSink) -> Result<(), MediaError> {
-        self.commands
-            .send(Command::CallerAudio(CallerAudio::Sink(sink)))
-            .map_err(|_| MediaError::Closed)
+        self.command(Command::CallerAudio(CallerAudio::Sink(sink)))
     }
 
     /// The echo line: from now on the caller's audio is queued back to the caller as it is
-    /// decoded, at the codec rate, inside the media task (no frame leaves it), and paced out
-    /// like any queued audio.
+    /// decoded, at the codec rate, inside the media task (no frame leaves it). Each packet goes
+    /// out as soon as it is whole, in the caller's rhythm (see `Engine::tick_due`).
     pub fn loop_back(&self) -> Result<(), MediaError> {
-        self.commands
-            .send(Command::CallerAudio(CallerAudio::Loopback))
-            .map_err(|_| MediaError::Closed)
+        self.command(Command::CallerAudio(CallerAudio::Loopback))
     }
 
     /// Starts recording the call to a stereo WAV at the codec rate (caller left, agent right).
     pub fn start_recording(&self, path: &Path) -> Result<(), MediaError> {
-        let rate = lock(&self.outbound).queue.rate();
+        let rate = lock(&self.shared).queue.rate();
         let recorder = Recorder::start(path, rate)?;
-        self.commands
-            .send(Command::Record(Box::new(recorder)))
-            .map_err(|_| MediaError::Closed)
+        self.command(Command::Record(Box::new(recorder)))
     }
 
     /// Stops recording (the file is finalised in the background).
     pub fn stop_recording(&self) -> Result<(), MediaError> {
-        self.commands
-            .send(Command::StopRecording)
-            .map_err(|_| MediaError::Closed)
+        self.command(Command::StopRecording)
+    }
+
+    fn command(&self, command: Command) -> Result<(), MediaError> {
+        lock(&self.shared).command(command)
     }
 
     /// Current statistics.
@@ -360,7 +352,7 @@ impl MediaSession {
 
     /// Stops the stream, finishes any recording, frees the ports; returns final statistics.
     pub async fn close(mut self) -> MediaStats {
-        let _ = self.commands.send(Command::Close);
+        let _ = self.command(Command::Close);
         match self.task.take() {
             Some(task) => match task.await {
                 Ok(stats) => stats,
@@ -383,23 +375,57 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// State shared between the session handle and the engine for the outbound direction.
-struct Outbound {
+/// State shared between the session handle and the engine: the outbound direction (audio and
+/// digits to send) and the commands.
+struct Shared {
     queue: PlayoutQueue,
     dtmf_format: Option<DtmfFormat>,
     dtmf_queue: VecDeque<(char, u32)>,
     /// The engine's last tick sent no audio: the next queued audio must wake it.
     wake_on_queue: bool,
+    /// Commands from the session handle, in order. They share this lock with the playout
+    /// rather than having a channel of their own: the engine looks for them on every wake, and
+    /// this lock is one it takes on every wake anyway.
+    commands: VecDeque<Command>,
+    /// Wakes the engine when a command is queued.
+    engine: Option<Waker>,
+    /// The engine has stopped; commands are refused.
+    closed: bool,
 }
 
-impl Outbound {
-    fn new(media: &NegotiatedMedia) -> Outbound {
-        Outbound {
+impl Shared {
+    fn new(media: &NegotiatedMedia) -> Shared {
+        Shared {
             queue: PlayoutQueue::new(media.codec.clock_rate()),
             dtmf_format: media.dtmf_send,
             dtmf_queue: Default::default(),
             wake_on_queue: true,
+            commands: VecDeque::new(),
+            engine: None,
+            closed: false,
         }
+    }
+
+    fn command(&mut self, command: Command) -> Result<(), MediaError> {
+        if self.closed {
+            return Err(MediaError::Closed);
+        }
+        self.commands.push_back(command);
+        if let Some(engine) = &self.engine {
+            engine.wake_by_ref();
+        }
+        Ok(())
+    }
+
+    /// The engine's next command, or `Pending` until one is queued.
+    fn poll_command(&mut self, cx: &mut Context<'_>) -> Poll<Command> {
+        if let Some(command) = self.commands.pop_front() {
+            return Poll::Ready(command);
+        }
+        if !self.engine.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.engine = Some(cx.waker().clone());
+        }
+        Poll::Pending
     }
 
     /// Queues audio; true when the engine must be woken for it. Only the first audio after the
@@ -407,6 +433,19 @@ impl Outbound {
     fn queue_audio(&mut self, pcm: &[i16], sample_rate: u32) -> Result<bool, MediaError> {
         self.queue.push(pcm, sample_rate)?;
         Ok(std::mem::take(&mut self.wake_on_queue))
+    }
+}
+
+/// Marks the shared state closed when the engine stops, however it stops (its loop ends, it
+/// panics, or its task is aborted), so that commands sent later fail instead of waiting.
+struct ClosedOnDrop(Arc<Mutex<Shared>>);
+
+impl Drop for ClosedOnDrop {
+    fn drop(&mut self) {
+        let mut out = lock(&self.0);
+        out.closed = true;
+        out.commands.clear();
+        out.engine = None;
     }
 }
 
@@ -425,7 +464,7 @@ struct Engine {
     rtp: UdpSocket,
     rtcp: UdpSocket,
     lease: PortLease,
-    outbound: Arc<Mutex<Outbound>>,
+    shared: Arc<Mutex<Shared>>,
     shared_stats: Arc<Mutex<MediaStats>>,
     events: mpsc::Sender<MediaEvent>,
     stats: MediaStats,
@@ -448,7 +487,7 @@ struct Engine {
     inbound_frame: Vec<i16>,
     last_sr: Option<(u32, Instant)>,
 
-    // Outbound.
+    // Shared.
     encoder: Box<dyn AudioEncoder>,
     clock: PacingClock,
     ssrc: u32,
@@ -501,7 +540,7 @@ impl Engine {
         rtp: UdpSocket,
         rtcp: UdpSocket,
         lease: PortLease,
-        outbound: Arc<Mutex<Outbound>>,
+        shared: Arc<Mutex<Shared>>,
         shared_stats: Arc<Mutex<MediaStats>>,
         events: mpsc::Sender<MediaEvent>,
     ) -> Result<Engine, MediaError> {
@@ -521,7 +560,7 @@ impl Engine {
             rtp,
             rtcp,
             lease,
-            outbound,
+            shared,
             shared_stats,
             events,
             stats: MediaStats::default(),
@@ -551,7 +590,8 @@ impl Engine {
         })
     }
 
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) -> MediaStats {
+    async fn run(mut self) -> MediaStats {
+        let _closed = ClosedOnDrop(self.shared.clone());
         info!(call_id = %self.config.call_id, port = self.lease.port(), codec = ?self.media.codec,
               remote = ?self.media.remote_rtp, "media started");
         let mut rtp_buf = vec![0u8; 2048];
@@ -567,17 +607,17 @@ impl Engine {
             }
             tokio::select! {
                 biased;
-                command = commands.recv() => match command {
-                    Some(Command::Update(media)) => {
+                command = std::future::poll_fn(|cx| lock(&self.shared).poll_command(cx)) => match command {
+                    Command::Update(media) => {
                         if let Err(e) = self.apply_update(*media).await {
                             warn!(call_id = %self.config.call_id, error = %e, "media update failed");
                         }
                     }
-                    Some(Command::CallerAudio(to)) => self.caller_audio = to,
-                    Some(Command::Record(r)) => self.recorder = Some(*r),
-                    Some(Command::StopRecording) => self.finish_recording().await,
-                    Some(Command::Queued) => self.start_talkspurt(Instant::now()),
-                    Some(Command::Close) | None => break,
+                    Command::CallerAudio(to) => self.caller_audio = to,
+                    Command::Record(r) => self.recorder = Some(*r),
+                    Command::StopRecording => self.finish_recording().await,
+                    Command::Queued => self.start_talkspurt(Instant::now()),
+                    Command::Close => break,
                 },
                 received = recv(&self.rtp, &mut rtp_buf) => match received {
                     Ok((n, from)) => self.on_rtp(&rtp_buf[..n], from).await,
@@ -645,7 +685,7 @@ impl Engine {
             return false;
         }
         let samples = samples_for_ms(self.media.codec.clock_rate(), self.media.ptime_ms);
-        lock(&self.outbound).queue.holds(samples)
+        lock(&self.shared).queue.holds(samples)
     }
 
     /// Whether the packet clock must wake the engine. With suppressed silence and nothing to
@@ -700,7 +740,7 @@ impl Engine {
             self.inbound_resampler = StreamResampler::new(rate, self.config.inbound_rate)?;
             self.rx_stats = ReceiveStats::new(rate);
             self.jitter.reset();
-            lock(&self.outbound).queue = PlayoutQueue::new(rate);
+            lock(&self.shared).queue = PlayoutQueue::new(rate);
             if self.recorder.is_some() {
                 // The WAV's rate is fixed at its start; a new codec rate ends that file.
                 warn!(call_id = %self.config.call_id, "codec changed, recording stopped");
@@ -716,7 +756,7 @@ impl Engine {
                 .restart(now.into_std(), Duration::from_millis(media.ptime_ms as u64));
         }
         self.dtmf_rx = DtmfReceiver::new(dtmf_clock(&media), media.codec.clock_rate());
-        lock(&self.outbound).dtmf_format = media.dtmf_send;
+        lock(&self.shared).dtmf_format = media.dtmf_send;
         // Direction changes restart the timeout window (resume after a long hold).
         self.timeout_from = now;
         self.media = media;
@@ -925,7 +965,7 @@ impl Engine {
 
     fn loop_decoded_back(&mut self) {
         let rate = self.media.codec.clock_rate();
-        let queued = lock(&self.outbound).queue_audio(&self.decoded, rate);
+        let queued = lock(&self.shared).queue_audio(&self.decoded, rate);
         match queued {
             // What `Command::Queued` would do, without the command to itself.
             Ok(true) => self.start_talkspurt(Instant::now()),
@@ -975,7 +1015,7 @@ impl Engine {
 
     /// Whether the next tick has nothing to send but silence.
     fn line_goes_idle(&self) -> bool {
-        let out = lock(&self.outbound);
+        let out = lock(&self.shared);
         out.queue.is_empty() && out.dtmf_queue.is_empty() && self.dtmf_tx.is_none()
     }
 
@@ -1025,7 +1065,7 @@ impl Engine {
             TickPayload::Idle => {
                 // Set before the engine decides whether to sleep (`needs_tick` looks at the
                 // queue), so audio queued from here on is never missed.
-                lock(&self.outbound).wake_on_queue = true;
+                lock(&self.shared).wake_on_queue = true;
                 if !std::mem::replace(&mut self.idle, true) {
                     self.emit(MediaEvent::PlayoutIdle);
                 }
@@ -1066,7 +1106,7 @@ impl Engine {
     }
 
     fn next_payload(&mut self, samples: usize) -> TickPayload {
-        let mut out = lock(&self.outbound);
+        let mut out = lock(&self.shared);
         if let Some(format) = out.dtmf_format {
             if self.dtmf_tx.is_none()
                 && self.dtmf_gap == 0
@@ -1450,7 +1490,7 @@ mod tests {
         assert_eq!(final_stats.packets_lost, dropped);
     }
 
-    /// Outbound: queued 24 kHz audio leaves as paced PCMU with continuous sequence numbers and
+    /// Shared: queued 24 kHz audio leaves as paced PCMU with continuous sequence numbers and
     /// timestamps, marker on the first packet, silence after the queue runs dry; the session
     /// latches to the peer's real source address instead of the SDP one.
     #[tokio::test]
