@@ -422,7 +422,11 @@ impl Shared {
         if let Some(command) = self.commands.pop_front() {
             return Poll::Ready(command);
         }
-        if !self.engine.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        if !self
+            .engine
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
             self.engine = Some(cx.waker().clone());
         }
         Poll::Pending
@@ -1734,6 +1738,39 @@ mod tests {
                 .await
                 .is_empty(),
             "no audio events while looping back"
+        );
+        session.close().await;
+    }
+
+    #[tokio::test]
+    async fn loopback_sends_each_packet_as_it_arrives() {
+        let pool = pool(2);
+        let config = MediaConfig {
+            silence: SilenceMode::Suppress,
+            ..config(30_000)
+        };
+        let pending = PendingMedia::bind(&pool, config).unwrap();
+        let peer = Peer::new(pending.port()).await;
+        let mut media = negotiated(peer.addr(), Codec::Pcmu);
+        media.ptime_ms = 60;
+        let session = pending.start(&media).unwrap();
+        session.loop_back().unwrap();
+        // Each packet goes out as soon as the previous one came back: up to 60 ms before its
+        // slot on the engine's packet clock. Its echo must not wait for that slot.
+        let mut delays = Vec::new();
+        for i in 0..4u8 {
+            let sent = Instant::now();
+            let (seq, ts) = (10 + u16::from(i), u32::from(i) * 480);
+            peer.send(0, i == 0, seq, ts, 7, &[0x90 + i; 480]).await;
+            let (_, _, _, _, _, payload) = peer.recv().await.expect("the echo");
+            assert_eq!(payload, [0x90 + i; 480]);
+            delays.push(sent.elapsed());
+        }
+        let mut early = delays[1..].to_vec();
+        early.sort();
+        assert!(
+            early[1] < Duration::from_millis(30),
+            "echo delays {delays:?}"
         );
         session.close().await;
     }
