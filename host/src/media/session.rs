@@ -1797,7 +1797,9 @@ mod tests {
         let silent_for = timeout.expect("timeout event");
         assert!(silent_for >= Duration::from_millis(200));
         assert!(started.elapsed() < Duration::from_secs(3));
-        // The task ended by itself: sockets closed and the pair back in the pool.
+        // The task ended by itself: it refuses commands, its sockets are closed and the pair is
+        // back in the pool.
+        assert!(matches!(session.loop_back(), Err(MediaError::Closed)));
         assert_eq!(pool.leased(), 0);
         assert!(
             StdUdpSocket::bind(("127.0.0.1", port)).is_ok(),
