@@ -5,6 +5,7 @@
 //! `select!` loop. The methods the call layer uses from other tasks touch only the state the
 //! two share (a short mutex over the outbound queue and the commands for that task).
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -486,9 +487,6 @@ struct Engine {
     inbound_resampler: StreamResampler,
     caller_audio: CallerAudio,
     last_packet_samples: usize,
-    decoded: Vec<i16>,
-    /// One frame for the model; reused.
-    inbound_frame: Vec<i16>,
     last_sr: Option<(u32, Instant)>,
 
     // Shared.
@@ -505,22 +503,42 @@ struct Engine {
     ahead: Duration,
     dtmf_tx: Option<DtmfSender>,
     dtmf_gap: u32,
-    /// The PCM of the packet being sent; reused like `payload` and `packet`.
-    frame: Vec<i16>,
-    payload: Vec<u8>,
-    packet: Vec<u8>,
     sent_since_report: bool,
 
     recorder: Option<Recorder>,
     next_rtcp: Instant,
 }
 
-/// `recv_from` through the socket's poll interface: unlike `UdpSocket::recv_from`'s future it
-/// does not enter and leave the socket's waiter list on every turn of the engine's loop.
-async fn recv(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
-    let mut buf = tokio::io::ReadBuf::new(buf);
-    let from = std::future::poll_fn(|cx| socket.poll_recv_from(cx, &mut buf)).await?;
-    Ok((buf.filled().len(), from))
+/// Buffers an engine fills and empties within one wake: the datagram just received, the
+/// audio decoded from it, the audio and packet being sent. All engines of a thread share one
+/// set, which stays in the core's cache: with hundreds of engines taking turns on a media
+/// thread, buffers of their own were cold on every packet. Nothing in them outlives a wake.
+struct Scratch {
+    datagram: Vec<u8>,
+    bufs: Buffers,
+}
+
+#[derive(Default)]
+struct Buffers {
+    /// Caller audio of one packet, at the codec rate.
+    decoded: Vec<i16>,
+    /// One frame of caller audio at the inbound rate.
+    inbound_frame: Vec<i16>,
+    /// The PCM of the packet being sent.
+    frame: Vec<i16>,
+    payload: Vec<u8>,
+    packet: Vec<u8>,
+}
+
+/// Datagrams received per wake at most, so that a flood on one session cannot hold its
+/// thread (the rest stays readable for the next turn).
+const DATAGRAMS_PER_WAKE: usize = 16;
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
+        datagram: vec![0; 2048],
+        bufs: Buffers::default(),
+    });
 }
 
 fn random_u32() -> u32 {
@@ -574,8 +592,6 @@ impl Engine {
             timeout_from: now,
             remote_ssrc: None,
             last_packet_samples: samples_for_ms(clock_rate, media.ptime_ms),
-            decoded: Vec::new(),
-            inbound_frame: Vec::new(),
             last_sr: None,
             ssrc: random_u32(),
             sequence: random_u32() as u16,
@@ -585,9 +601,6 @@ impl Engine {
             ahead: Duration::ZERO,
             dtmf_tx: None,
             dtmf_gap: 0,
-            frame: Vec::new(),
-            payload: Vec::with_capacity(1500),
-            packet: Vec::with_capacity(1500),
             sent_since_report: false,
             recorder: None,
             media,
@@ -598,8 +611,6 @@ impl Engine {
         let _closed = ClosedOnDrop(self.shared.clone());
         info!(call_id = %self.config.call_id, port = self.lease.port(), codec = ?self.media.codec,
               remote = ?self.media.remote_rtp, "media started");
-        let mut rtp_buf = vec![0u8; 2048];
-        let mut rtcp_buf = vec![0u8; 2048];
         // One timer for the session, moved when the next deadline changes: cheaper than a new
         // timer entry on every packet.
         let timer = tokio::time::sleep_until(self.next_wake());
@@ -609,6 +620,7 @@ impl Engine {
             if timer.deadline() != wake {
                 timer.as_mut().reset(wake);
             }
+            let (mut rtp_ready, mut rtcp_ready) = (false, false);
             tokio::select! {
                 biased;
                 command = std::future::poll_fn(|cx| lock(&self.shared).poll_command(cx)) => match command {
@@ -623,31 +635,17 @@ impl Engine {
                     Command::Queued => self.start_talkspurt(Instant::now()),
                     Command::Close => break,
                 },
-                received = recv(&self.rtp, &mut rtp_buf) => match received {
-                    Ok((n, from)) => self.on_rtp(&rtp_buf[..n], from).await,
-                    Err(e) => debug!(call_id = %self.config.call_id, error = %e, "rtp recv"),
-                },
-                received = recv(&self.rtcp, &mut rtcp_buf) => match received {
-                    Ok((n, from)) => self.on_rtcp(&rtcp_buf[..n], from),
-                    Err(e) => debug!(call_id = %self.config.call_id, error = %e, "rtcp recv"),
-                },
+                ready = std::future::poll_fn(|cx| self.rtp.poll_recv_ready(cx)) => {
+                    rtp_ready = ready.is_ok();
+                }
+                ready = std::future::poll_fn(|cx| self.rtcp.poll_recv_ready(cx)) => {
+                    rtcp_ready = ready.is_ok();
+                }
                 () = &mut timer => {}
             }
-            let now = Instant::now();
-            self.release_inbound(now);
-            if let Some(e) = self.dtmf_rx.poll(now.into_std()) {
-                self.on_dtmf(e);
-            }
-            while self.needs_tick() && self.tick_due(now) {
-                self.tick(now).await;
-            }
-            if now >= self.next_rtcp {
-                self.catch_up(now);
-                self.send_rtcp(now).await;
-            }
-            if let Some(silent_for) = self.timed_out(now) {
-                warn!(call_id = %self.config.call_id, ?silent_for, "media timeout");
-                self.emit(MediaEvent::Timeout { silent_for });
+            let timed_out =
+                SCRATCH.with_borrow_mut(|scratch| self.serve(scratch, rtp_ready, rtcp_ready));
+            if timed_out {
                 break;
             }
         }
@@ -655,6 +653,69 @@ impl Engine {
         self.publish_stats();
         info!(call_id = %self.config.call_id, stats = ?self.stats, "media stopped");
         self.stats
+    }
+
+    /// Reads what the ready sockets hold, and after each packet (or a timer wake) does what
+    /// is due. Synchronous, so that the thread's scratch buffers serve it. Returns whether the
+    /// media timed out.
+    fn serve(&mut self, scratch: &mut Scratch, rtp_ready: bool, rtcp_ready: bool) -> bool {
+        if rtcp_ready {
+            for _ in 0..DATAGRAMS_PER_WAKE {
+                let Some((n, from)) = self.try_recv(&self.rtcp, &mut scratch.datagram) else {
+                    break;
+                };
+                self.on_rtcp(&scratch.datagram[..n], from);
+            }
+        }
+        let mut received = false;
+        if rtp_ready {
+            for _ in 0..DATAGRAMS_PER_WAKE {
+                let Some((n, from)) = self.try_recv(&self.rtp, &mut scratch.datagram) else {
+                    break;
+                };
+                self.on_rtp(&scratch.datagram[..n], from, &mut scratch.bufs);
+                received = true;
+                if self.service(Instant::now(), &mut scratch.bufs) {
+                    return true;
+                }
+            }
+        }
+        !received && self.service(Instant::now(), &mut scratch.bufs)
+    }
+
+    /// The next datagram waiting on `socket`; `None` when there is none (which also clears
+    /// the socket's readiness) or on an error, which is logged.
+    fn try_recv(&self, socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        match socket.try_recv_from(buf) {
+            Ok(received) => Some(received),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+            Err(e) => {
+                debug!(call_id = %self.config.call_id, error = %e, "recv");
+                None
+            }
+        }
+    }
+
+    /// What is due at `now`: released inbound packets, digit ends, packets to send, RTCP, the
+    /// media timeout. Returns whether the media timed out.
+    fn service(&mut self, now: Instant, bufs: &mut Buffers) -> bool {
+        self.release_inbound(now, bufs);
+        if let Some(e) = self.dtmf_rx.poll(now.into_std()) {
+            self.on_dtmf(e);
+        }
+        while self.needs_tick() && self.tick_due(now) {
+            self.tick(now, bufs);
+        }
+        if now >= self.next_rtcp {
+            self.catch_up(now);
+            self.send_rtcp(now);
+        }
+        if let Some(silent_for) = self.timed_out(now) {
+            warn!(call_id = %self.config.call_id, ?silent_for, "media timeout");
+            self.emit(MediaEvent::Timeout { silent_for });
+            return true;
+        }
+        false
     }
 
     fn next_wake(&self) -> Instant {
@@ -805,7 +866,7 @@ impl Engine {
         }
     }
 
-    async fn on_rtp(&mut self, datagram: &[u8], from: SocketAddr) {
+    fn on_rtp(&mut self, datagram: &[u8], from: SocketAddr, bufs: &mut Buffers) {
         if is_rtcp(datagram) {
             // rtcp-mux peers send RTCP on the RTP port.
             self.on_rtcp(datagram, from);
@@ -832,7 +893,7 @@ impl Engine {
                 info!(call_id = %self.config.call_id, old = ?self.remote_ssrc, new = packet.ssrc, "remote SSRC changed");
                 self.stats.ssrc_changes += 1;
                 // Drain what the old source left, then start over for the new one.
-                self.release_inbound_all(now);
+                self.release_inbound_all(now, bufs);
                 self.jitter.reset();
             }
             self.rx_stats = ReceiveStats::new(self.media.codec.clock_rate());
@@ -856,7 +917,8 @@ impl Engine {
             now.into_std(),
         );
         if self.jitter.release_in_order(packet.sequence) {
-            self.play_packet(packet.payload_type, packet.timestamp, packet.payload, now);
+            let (pt, timestamp) = (packet.payload_type, packet.timestamp);
+            self.play_packet(pt, timestamp, packet.payload, now, bufs);
             return;
         }
         let outcome = self.jitter.push(
@@ -883,42 +945,51 @@ impl Engine {
             || self.media.dtmf_send.is_some_and(|d| d.payload_type == pt)
     }
 
-    fn release_inbound(&mut self, now: Instant) {
+    fn release_inbound(&mut self, now: Instant, bufs: &mut Buffers) {
         while let Some(item) = self.jitter.pop(now.into_std()) {
-            self.play_inbound(item, now);
+            self.play_inbound(item, now, bufs);
         }
     }
 
     /// Releases everything buffered regardless of the window (the source is going away).
-    fn release_inbound_all(&mut self, now: Instant) {
+    fn release_inbound_all(&mut self, now: Instant, bufs: &mut Buffers) {
         let far = now.into_std() + Duration::from_secs(3600);
         while let Some(item) = self.jitter.pop(far) {
-            self.play_inbound(item, now);
+            self.play_inbound(item, now, bufs);
         }
     }
 
-    fn play_inbound(&mut self, item: Playout, now: Instant) {
+    fn play_inbound(&mut self, item: Playout, now: Instant, bufs: &mut Buffers) {
         match item {
-            Playout::Packet(p) => self.play_packet(p.payload_type, p.timestamp, &p.payload, now),
+            Playout::Packet(p) => {
+                self.play_packet(p.payload_type, p.timestamp, &p.payload, now, bufs)
+            }
             Playout::Lost { following } => {
-                self.decoded.clear();
+                bufs.decoded.clear();
                 let samples = self.last_packet_samples;
                 if let Err(e) =
                     self.decoder
-                        .conceal(following.as_deref(), samples, &mut self.decoded)
+                        .conceal(following.as_deref(), samples, &mut bufs.decoded)
                 {
                     debug!(call_id = %self.config.call_id, error = %e, "concealment failed");
                     return;
                 }
                 self.stats.concealed_ms +=
-                    (self.decoded.len() as u64 * 1000) / self.media.codec.clock_rate() as u64;
-                self.deliver_decoded();
+                    (bufs.decoded.len() as u64 * 1000) / self.media.codec.clock_rate() as u64;
+                self.deliver_decoded(bufs);
             }
         }
     }
 
     /// The next packet of the inbound stream, in order: a DTMF event or audio.
-    fn play_packet(&mut self, payload_type: u8, timestamp: u32, payload: &[u8], now: Instant) {
+    fn play_packet(
+        &mut self,
+        payload_type: u8,
+        timestamp: u32,
+        payload: &[u8],
+        now: Instant,
+        bufs: &mut Buffers,
+    ) {
         if self.is_dtmf_pt(payload_type) {
             for e in self.dtmf_rx.on_packet(timestamp, payload, now.into_std()) {
                 self.on_dtmf(e);
@@ -928,48 +999,48 @@ impl Engine {
         if !self.is_audio_pt(payload_type) {
             return;
         }
-        self.decoded.clear();
-        match self.decoder.decode(payload, &mut self.decoded) {
-            Ok(()) => self.last_packet_samples = self.decoded.len(),
+        bufs.decoded.clear();
+        match self.decoder.decode(payload, &mut bufs.decoded) {
+            Ok(()) => self.last_packet_samples = bufs.decoded.len(),
             Err(e) => {
                 debug!(call_id = %self.config.call_id, error = %e, "undecodable packet");
                 self.stats.malformed_packets += 1;
                 return;
             }
         }
-        self.deliver_decoded();
+        self.deliver_decoded(bufs);
     }
 
     /// Caller audio just decoded (or concealed): to the recording, and in frames at the
     /// inbound rate to the sink or as events, or back to the caller.
-    fn deliver_decoded(&mut self) {
+    fn deliver_decoded(&mut self, bufs: &mut Buffers) {
         if let Some(r) = self.recorder.as_mut() {
-            r.caller(&self.decoded);
+            r.caller(&bufs.decoded);
         }
         if let CallerAudio::Loopback = self.caller_audio {
-            self.loop_decoded_back();
+            self.loop_decoded_back(&bufs.decoded);
             return;
         }
-        if let Err(e) = self.inbound_resampler.push(&self.decoded) {
+        if let Err(e) = self.inbound_resampler.push(&bufs.decoded) {
             warn!(call_id = %self.config.call_id, error = %e, "inbound resampling failed");
             return;
         }
-        while self.inbound_resampler.pop_frame(&mut self.inbound_frame) {
+        while self.inbound_resampler.pop_frame(&mut bufs.inbound_frame) {
             if let CallerAudio::Sink(sink) = &mut self.caller_audio {
-                sink(&self.inbound_frame);
+                sink(&bufs.inbound_frame);
             } else {
                 let sample_rate = self.config.inbound_rate;
                 self.emit(MediaEvent::Audio(AudioFrame {
-                    samples: self.inbound_frame.clone(),
+                    samples: bufs.inbound_frame.clone(),
                     sample_rate,
                 }));
             }
         }
     }
 
-    fn loop_decoded_back(&mut self) {
+    fn loop_decoded_back(&mut self, decoded: &[i16]) {
         let rate = self.media.codec.clock_rate();
-        let queued = lock(&self.shared).queue_audio(&self.decoded, rate);
+        let queued = lock(&self.shared).queue_audio(decoded, rate);
         match queued {
             // What `Command::Queued` would do, without the command to itself.
             Ok(true) => self.start_talkspurt(Instant::now()),
@@ -1024,7 +1095,7 @@ impl Engine {
     }
 
     /// One packet interval: send a DTMF packet, queued audio, or silence.
-    async fn tick(&mut self, now: Instant) {
+    fn tick(&mut self, now: Instant, bufs: &mut Buffers) {
         if !self.ahead.is_zero() && self.line_goes_idle() {
             // Give back the time a talkspurt gained (see `start_talkspurt`) before the line
             // goes quiet, so the timestamps meet the wall clock again.
@@ -1044,15 +1115,15 @@ impl Engine {
         }
         let sending = self.sending();
         let payload = if sending {
-            self.next_payload(samples)
+            self.next_payload(samples, &mut bufs.frame)
         } else {
             TickPayload::Idle
         };
         match payload {
             TickPayload::Dtmf(packet, pt) => {
-                self.payload.clear();
-                self.payload.extend_from_slice(&packet.payload);
-                self.send_packet(pt, packet.marker, packet.timestamp).await;
+                bufs.payload.clear();
+                bufs.payload.extend_from_slice(&packet.payload);
+                self.send_packet(pt, packet.marker, packet.timestamp, bufs);
                 if let Some(r) = self.recorder.as_mut() {
                     r.agent(&vec![0; samples]);
                 }
@@ -1062,9 +1133,7 @@ impl Engine {
                     self.emit(MediaEvent::PlayoutStarted { at: now });
                 }
                 let marker = std::mem::take(&mut self.talkspurt_start);
-                let pcm = std::mem::take(&mut self.frame);
-                self.send_audio(&pcm, marker).await;
-                self.frame = pcm;
+                self.send_audio(marker, bufs);
             }
             TickPayload::Idle => {
                 // Set before the engine decides whether to sleep (`needs_tick` looks at the
@@ -1076,15 +1145,13 @@ impl Engine {
                 // The next queued audio starts a talkspurt (marker bit), after silence packets
                 // as after a pause in sending.
                 self.talkspurt_start = true;
-                let mut silence = std::mem::take(&mut self.frame);
-                silence.clear();
-                silence.resize(samples, 0);
+                bufs.frame.clear();
+                bufs.frame.resize(samples, 0);
                 if sending && self.config.silence == SilenceMode::SendSilence {
-                    self.send_audio(&silence, false).await;
+                    self.send_audio(false, bufs);
                 } else if let Some(r) = self.recorder.as_mut() {
-                    r.agent(&silence);
+                    r.agent(&bufs.frame);
                 }
-                self.frame = silence;
             }
         }
         // Timestamps advance with the clock whether or not a packet went out.
@@ -1094,22 +1161,23 @@ impl Engine {
         self.publish_stats();
     }
 
-    /// Encodes and sends one packet of audio at the current timestamp, and records it.
-    async fn send_audio(&mut self, pcm: &[i16], marker: bool) {
-        self.payload.clear();
-        match self.encoder.encode(pcm, &mut self.payload) {
+    /// Encodes and sends the audio in `bufs.frame` at the current timestamp, and records it.
+    fn send_audio(&mut self, marker: bool, bufs: &mut Buffers) {
+        bufs.payload.clear();
+        match self.encoder.encode(&bufs.frame, &mut bufs.payload) {
             Ok(()) => {
                 let pt = self.media.send_payload_type;
-                self.send_packet(pt, marker, self.timestamp).await;
+                self.send_packet(pt, marker, self.timestamp, bufs);
             }
             Err(e) => warn!(call_id = %self.config.call_id, error = %e, "encode failed"),
         }
         if let Some(r) = self.recorder.as_mut() {
-            r.agent(pcm);
+            r.agent(&bufs.frame);
         }
     }
 
-    fn next_payload(&mut self, samples: usize) -> TickPayload {
+    /// What the next packet carries; queued audio goes to `frame`.
+    fn next_payload(&mut self, samples: usize, frame: &mut Vec<i16>) -> TickPayload {
         let mut out = lock(&self.shared);
         if let Some(format) = out.dtmf_format {
             if self.dtmf_tx.is_none()
@@ -1138,7 +1206,7 @@ impl Engine {
             }
         }
         self.dtmf_gap = self.dtmf_gap.saturating_sub(1);
-        if out.queue.pop(samples, &mut self.frame) {
+        if out.queue.pop(samples, frame) {
             TickPayload::Audio
         } else {
             TickPayload::Idle
@@ -1154,28 +1222,30 @@ impl Engine {
         self.latched.or(self.media.remote_rtp)
     }
 
-    async fn send_packet(&mut self, payload_type: u8, marker: bool, timestamp: u32) {
+    /// Sends `bufs.payload` as the next RTP packet. A packet the socket cannot take at once
+    /// (its send buffer is full) is dropped rather than waited for: late media is no use.
+    fn send_packet(&mut self, payload_type: u8, marker: bool, timestamp: u32, bufs: &mut Buffers) {
         let Some(dest) = self.destination() else {
             return;
         };
-        self.packet.clear();
+        bufs.packet.clear();
         let header = RtpPacket {
             payload_type,
             marker,
             sequence: self.sequence,
             timestamp,
             ssrc: self.ssrc,
-            payload: &self.payload,
+            payload: &bufs.payload,
         };
-        if let Err(e) = header.write(&mut self.packet) {
+        if let Err(e) = header.write(&mut bufs.packet) {
             warn!(call_id = %self.config.call_id, error = %e, "rtp build");
             return;
         }
         self.sequence = self.sequence.wrapping_add(1);
-        match self.rtp.send_to(&self.packet, dest).await {
+        match self.rtp.try_send_to(&bufs.packet, dest) {
             Ok(_) => {
                 self.stats.packets_sent += 1;
-                self.stats.bytes_sent += self.payload.len() as u64;
+                self.stats.bytes_sent += bufs.payload.len() as u64;
                 self.sent_since_report = true;
             }
             Err(e) => debug!(call_id = %self.config.call_id, error = %e, %dest, "rtp send"),
@@ -1226,7 +1296,7 @@ impl Engine {
         }
     }
 
-    async fn send_rtcp(&mut self, now: Instant) {
+    fn send_rtcp(&mut self, now: Instant) {
         self.next_rtcp = now + self.config.rtcp_interval;
         let block = self.remote_ssrc.map(|ssrc| {
             let (last_sr, delay_since_last_sr) = self.last_sr.map_or((0, 0), |(mid, at)| {
@@ -1255,7 +1325,7 @@ impl Engine {
                 .map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1)))
         });
         if let Some(dest) = dest {
-            match self.rtcp.send_to(&report, dest).await {
+            match self.rtcp.try_send_to(&report, dest) {
                 Ok(_) => self.stats.rtcp_sent += 1,
                 Err(e) => debug!(call_id = %self.config.call_id, error = %e, "rtcp send"),
             }
