@@ -84,8 +84,19 @@ fn init_logging(config: &Config, feed: &LogFeed) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
+fn main() -> anyhow::Result<ExitCode> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        runtime.worker_threads(switchboard::app::main_worker_threads());
+    }
+    runtime
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(start())
+}
+
+async fn start() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let mut config = Config::load(cli.config.as_deref())?;
     if let Command::Call(_) = cli.command {

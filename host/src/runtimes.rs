@@ -37,13 +37,16 @@ impl DedicatedRuntime {
         }
     }
 
+    /// How many threads the runtimes have, or will have once built.
+    pub(crate) fn threads(&self) -> usize {
+        (cores() / self.cores_per_thread.max(1)).max(1)
+    }
+
     /// The runtime to spawn the next task on.
     pub(crate) fn handle(&self) -> Handle {
-        let runtimes = self.runtimes.get_or_init(|| {
-            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-            let threads = (cores / self.cores_per_thread.max(1)).max(1);
-            (0..threads).map(|i| self.start(i)).collect()
-        });
+        let runtimes = self
+            .runtimes
+            .get_or_init(|| (0..self.threads()).map(|i| self.start(i)).collect());
         runtimes
             .iter()
             .min_by_key(|h| h.metrics().num_alive_tasks())
@@ -69,6 +72,11 @@ impl DedicatedRuntime {
             .unwrap_or_else(|e| panic!("starting the {} thread: {e}", self.name));
         handle
     }
+}
+
+/// The cores this process may run on.
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 fn set_niceness(niceness: i32) {

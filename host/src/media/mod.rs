@@ -41,6 +41,6 @@ pub use ports::PortPool;
 pub use sdp::{Direction, LocalMedia, NegotiatedMedia, SdpError};
 pub use session::{
     AudioFrame, AudioSink, MediaConfig, MediaError, MediaEvent, MediaSession, PendingMedia,
-    SilenceMode,
+    SilenceMode, media_threads,
 };
 pub use stats::MediaStats;

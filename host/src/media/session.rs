@@ -52,6 +52,11 @@ const RTP_PAYLOAD_CN: u8 = 13;
 /// more process CPU than with half as many).
 static MEDIA_RUNTIME: DedicatedRuntime = DedicatedRuntime::new("media", 0, 2);
 
+/// How many threads the media engines run on.
+pub fn media_threads() -> usize {
+    MEDIA_RUNTIME.threads()
+}
+
 /// Anything that stops a session from being created or used.
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
