@@ -559,6 +559,14 @@ fn random_u32() -> u32 {
     h.finish() as u32
 }
 
+/// Sends a datagram at once, or fails (a full socket buffer: the packet is dropped). The
+/// socket's own `sendto`, because tokio's `try_send_to` first consults the writability it has
+/// cached, which just after the socket's registration may not be known yet: it would drop the
+/// packet without trying.
+fn send_now(socket: &UdpSocket, datagram: &[u8], dest: SocketAddr) -> std::io::Result<usize> {
+    socket2::SockRef::from(socket).send_to(datagram, &dest.into())
+}
+
 impl Engine {
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -1247,7 +1255,7 @@ impl Engine {
             return;
         }
         self.sequence = self.sequence.wrapping_add(1);
-        match self.rtp.try_send_to(&bufs.packet, dest) {
+        match send_now(&self.rtp, &bufs.packet, dest) {
             Ok(_) => {
                 self.stats.packets_sent += 1;
                 self.stats.bytes_sent += bufs.payload.len() as u64;
@@ -1330,7 +1338,7 @@ impl Engine {
                 .map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1)))
         });
         if let Some(dest) = dest {
-            match self.rtcp.try_send_to(&report, dest) {
+            match send_now(&self.rtcp, &report, dest) {
                 Ok(_) => self.stats.rtcp_sent += 1,
                 Err(e) => debug!(call_id = %self.config.call_id, error = %e, "rtcp send"),
             }
