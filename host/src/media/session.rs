@@ -648,12 +648,14 @@ impl Engine {
                     Command::Queued => self.start_talkspurt(Instant::now()),
                     Command::Close => break,
                 },
-                ready = std::future::poll_fn(|cx| self.rtp.poll_recv_ready(cx)) => {
-                    rtp_ready = ready.is_ok();
-                }
-                ready = std::future::poll_fn(|cx| self.rtcp.poll_recv_ready(cx)) => {
-                    rtcp_ready = ready.is_ok();
-                }
+                ready = std::future::poll_fn(|cx| self.rtp.poll_recv_ready(cx)) => match ready {
+                    Ok(()) => rtp_ready = true,
+                    Err(e) => debug!(call_id = %self.config.call_id, error = %e, "rtp socket"),
+                },
+                ready = std::future::poll_fn(|cx| self.rtcp.poll_recv_ready(cx)) => match ready {
+                    Ok(()) => rtcp_ready = true,
+                    Err(e) => debug!(call_id = %self.config.call_id, error = %e, "rtcp socket"),
+                },
                 () = &mut timer => {}
             }
             let timed_out =
