@@ -932,8 +932,13 @@ impl Engine {
             now.into_std(),
         );
         if self.jitter.release_in_order(packet.sequence) {
-            let (pt, timestamp) = (packet.payload_type, packet.timestamp);
-            self.play_packet(pt, timestamp, packet.payload, now, bufs);
+            self.play_packet(
+                packet.payload_type,
+                packet.timestamp,
+                packet.payload,
+                now,
+                bufs,
+            );
             return;
         }
         let outcome = self.jitter.push(
