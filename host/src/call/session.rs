@@ -522,7 +522,7 @@ impl Call {
         }
     }
 
-    /// Caller audio goes from the media task straight to the model session, or, when the
+    /// Caller audio goes from the media thread straight to the model session, or, when the
     /// session would only send it back, straight back to the caller.
     fn connect_audio(&self, host_in_ns: &Arc<AtomicU64>) {
         if self.model.loopback {

@@ -27,6 +27,7 @@ pub mod jitter;
 mod opus;
 pub mod playout;
 pub mod ports;
+mod reactor;
 pub mod recording;
 pub mod rtcp;
 pub mod rtp;

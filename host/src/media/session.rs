@@ -1,21 +1,19 @@
 //! `MediaSession`: one call's RTP stream, tying the pieces of this module together.
 //!
-//! One tokio task per session, on the media runtime, owns the sockets and runs everything
-//! time-driven (the pacing clock, the jitter buffer, RTCP, the media timeout) in a single
-//! `select!` loop. The methods the call layer uses from other tasks touch only the state the
-//! two share (a short mutex over the outbound queue and the commands for that task).
+//! One engine per session, driven by a media thread (see `reactor`), owns the sockets and runs
+//! everything time-driven (the pacing clock, the jitter buffer, RTCP, the media timeout). The
+//! methods the call layer uses from other threads touch only the state the two share (a short
+//! mutex over the outbound queue and the commands for the engine).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -24,13 +22,13 @@ use super::dtmf::{DtmfEvent, DtmfPacket, DtmfReceiver, DtmfSender, InvalidDigit,
 use super::jitter::{BufferedPacket, DEFAULT_WINDOW, JitterBuffer, Playout, PushOutcome};
 use super::playout::{FlushReport, PacingClock, PlayoutQueue};
 use super::ports::{PortError, PortLease, PortPool};
+use super::reactor::{Step, Task, TaskWaker, Threads};
 use super::recording::{Recorder, RecordingError};
 use super::rtcp::{self, ReportBlock, RtcpPacket, SenderInfo};
 use super::rtp::{RtpPacket, is_rtcp, is_stun};
 use super::sdp::{DtmfFormat, NegotiatedMedia};
 use super::stats::{MediaStats, ReceiveStats};
 use crate::resample::{ResampleError, StreamResampler, samples_for_ms};
-use crate::runtimes::DedicatedRuntime;
 
 /// Events queued for the consumer; audio beyond `capacity - RESERVED_EVENT_SLOTS` is dropped
 /// so DTMF and timeout events always find room.
@@ -45,16 +43,16 @@ const DTMF_GAP_PACKETS: u32 = 3;
 pub const DEFAULT_DTMF_MS: u32 = 100;
 const RTP_PAYLOAD_CN: u8 = 13;
 
-/// Where the engines run: with a run queue of their own, a burst of packets never delays SIP
+/// Where the engines run: on threads of their own, a burst of packets never delays SIP
 /// signalling or call set-up on the main runtime, nor the other way round. One thread for two
 /// cores: an engine's work per wake-up is a few microseconds, and with a thread per core the
 /// threads spent more time parking and waking each other than working (200 echo calls: 15–25%
 /// more process CPU than with half as many).
-static MEDIA_RUNTIME: DedicatedRuntime = DedicatedRuntime::new("media", 0, 2);
+static MEDIA_THREADS: Threads<Engine> = Threads::new("media", 2);
 
 /// How many threads the media engines run on.
 pub fn media_threads() -> usize {
-    MEDIA_RUNTIME.threads()
+    MEDIA_THREADS.count()
 }
 
 /// Anything that stops a session from being created or used.
@@ -131,7 +129,7 @@ pub struct AudioFrame {
     pub sample_rate: u32,
 }
 
-/// Takes caller audio inside the media task, frame by frame, in place of
+/// Takes caller audio on the media thread, frame by frame, in place of
 /// [`MediaEvent::Audio`]: the call layer passes frames on (to a model) without a task hop per
 /// frame. It must not block.
 pub type AudioSink = Box<dyn FnMut(&[i16]) + Send>;
@@ -196,37 +194,35 @@ impl PendingMedia {
         self.config.inbound_rate = rate;
     }
 
-    /// Starts media with the negotiated parameters, on the media runtime.
+    /// Starts media with the negotiated parameters, on a media thread.
     pub fn start(self, media: &NegotiatedMedia) -> Result<MediaSession, MediaError> {
-        let config = self.config;
         self.rtp.set_nonblocking(true)?;
         self.rtcp.set_nonblocking(true)?;
-        let runtime = MEDIA_RUNTIME.handle();
-        // The sockets belong to the reactor of the runtime that polls them.
-        let _entered = runtime.enter();
-        let rtp = UdpSocket::from_std(self.rtp)?;
-        let rtcp = UdpSocket::from_std(self.rtcp)?;
         let port = self.lease.port();
         let shared = Arc::new(Mutex::new(Shared::new(media)));
         let stats = Arc::new(Mutex::new(MediaStats::default()));
         let (event_tx, event_rx) = mpsc::channel(EVENT_CAPACITY);
+        let (ended_tx, ended_rx) = oneshot::channel();
         let engine = Engine::new(
-            config,
+            self.config,
             media.clone(),
-            rtp,
-            rtcp,
-            self.lease,
+            Sockets {
+                rtp: self.rtp,
+                rtcp: self.rtcp,
+                lease: self.lease,
+            },
             shared.clone(),
             stats.clone(),
             event_tx,
+            ended_tx,
         )?;
-        let task = runtime.spawn(engine.run());
+        MEDIA_THREADS.spawn(engine);
         Ok(MediaSession {
             port,
             events: Some(event_rx),
             shared,
             stats,
-            task: Some(task),
+            ended: Some(ended_rx),
         })
     }
 }
@@ -238,7 +234,8 @@ pub struct MediaSession {
     events: Option<mpsc::Receiver<MediaEvent>>,
     shared: Arc<Mutex<Shared>>,
     stats: Arc<Mutex<MediaStats>>,
-    task: Option<JoinHandle<MediaStats>>,
+    /// The final statistics, once the engine has stopped and finished any recording.
+    ended: Option<oneshot::Receiver<MediaStats>>,
 }
 
 enum Command {
@@ -329,7 +326,7 @@ impl MediaSession {
     }
 
     /// The echo line: from now on the caller's audio is queued back to the caller as it is
-    /// decoded, at the codec rate, inside the media task (no frame leaves it). Each packet goes
+    /// decoded, at the codec rate, on the media thread (no frame leaves it). Each packet goes
     /// out as soon as it is whole, in the caller's rhythm (see `Engine::tick_due`).
     pub fn loop_back(&self) -> Result<(), MediaError> {
         self.command(Command::CallerAudio(CallerAudio::Loopback))
@@ -359,8 +356,8 @@ impl MediaSession {
     /// Stops the stream, finishes any recording, frees the ports; returns final statistics.
     pub async fn close(mut self) -> MediaStats {
         let _ = self.command(Command::Close);
-        match self.task.take() {
-            Some(task) => match task.await {
+        match self.ended.take() {
+            Some(ended) => match ended.await {
                 Ok(stats) => stats,
                 Err(_) => lock(&self.stats).clone(),
             },
@@ -371,8 +368,9 @@ impl MediaSession {
 
 impl Drop for MediaSession {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
+        if self.ended.is_some() {
+            // An engine already stopped has nothing to close.
+            let _ = self.command(Command::Close);
         }
     }
 }
@@ -390,11 +388,11 @@ struct Shared {
     /// The engine's last tick sent no audio: the next queued audio must wake it.
     wake_on_queue: bool,
     /// Commands from the session handle, in order. They share this lock with the playout
-    /// rather than having a channel of their own: the engine looks for them on every wake, and
-    /// this lock is one it takes on every wake anyway.
+    /// rather than having a channel of their own.
     commands: VecDeque<Command>,
-    /// Wakes the engine when a command is queued.
-    engine: Option<Waker>,
+    /// Wakes the engine when a command is queued; set once the engine is on its thread (it
+    /// looks for commands queued before then when it arrives).
+    engine: Option<TaskWaker>,
     /// The engine has stopped; commands are refused.
     closed: bool,
 }
@@ -418,24 +416,9 @@ impl Shared {
         }
         self.commands.push_back(command);
         if let Some(engine) = &self.engine {
-            engine.wake_by_ref();
+            engine.wake();
         }
         Ok(())
-    }
-
-    /// The engine's next command, or `Pending` until one is queued.
-    fn poll_command(&mut self, cx: &mut Context<'_>) -> Poll<Command> {
-        if let Some(command) = self.commands.pop_front() {
-            return Poll::Ready(command);
-        }
-        if !self
-            .engine
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            self.engine = Some(cx.waker().clone());
-        }
-        Poll::Pending
     }
 
     /// Queues audio; true when the engine must be woken for it. Only the first audio after the
@@ -446,17 +429,11 @@ impl Shared {
     }
 }
 
-/// Marks the shared state closed when the engine stops, however it stops (its loop ends, it
-/// panics, or its task is aborted), so that commands sent later fail instead of waiting.
-struct ClosedOnDrop(Arc<Mutex<Shared>>);
-
-impl Drop for ClosedOnDrop {
-    fn drop(&mut self) {
-        let mut out = lock(&self.0);
-        out.closed = true;
-        out.commands.clear();
-        out.engine = None;
-    }
+/// A session's sockets and the lease on their ports.
+struct Sockets {
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    lease: PortLease,
 }
 
 /// What the engine sends on one tick.
@@ -477,6 +454,7 @@ struct Engine {
     shared: Arc<Mutex<Shared>>,
     shared_stats: Arc<Mutex<MediaStats>>,
     events: mpsc::Sender<MediaEvent>,
+    ended: Option<oneshot::Sender<MediaStats>>,
     stats: MediaStats,
 
     // Inbound.
@@ -535,10 +513,6 @@ struct Buffers {
     packet: Vec<u8>,
 }
 
-/// Datagrams received per wake at most, so that a flood on one session cannot hold its
-/// thread (the rest stays readable for the next turn).
-const DATAGRAMS_PER_WAKE: usize = 16;
-
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
         datagram: vec![0; 2048],
@@ -559,25 +533,50 @@ fn random_u32() -> u32 {
     h.finish() as u32
 }
 
-/// Sends a datagram at once, or fails (a full socket buffer: the packet is dropped). The
-/// socket's own `sendto`, because tokio's `try_send_to` first consults the writability it has
-/// cached, which just after the socket's registration may not be known yet: it would drop the
-/// packet without trying.
+/// Finishes `recorder`, if any, on a thread of its own (it waits for the file's writer), then
+/// runs `then`; without a recording, runs `then` at once.
+fn finish_recording(
+    recorder: Option<Recorder>,
+    call_id: &str,
+    then: impl FnOnce() + Send + 'static,
+) {
+    let Some(recorder) = recorder else {
+        then();
+        return;
+    };
+    let id = call_id.to_owned();
+    let finishing = std::thread::Builder::new()
+        .name("recording-end".into())
+        .spawn(move || {
+            let path = recorder.path().to_path_buf();
+            match recorder.finish() {
+                Ok(frames) => {
+                    info!(call_id = %id, path = %path.display(), frames, "recording finished")
+                }
+                Err(e) => warn!(call_id = %id, error = %e, "recording failed"),
+            }
+            then();
+        });
+    if let Err(e) = finishing {
+        // The recorder, dropped with the closure, still finishes the file in the background.
+        warn!(call_id, error = %e, "recording not awaited");
+    }
+}
+
+/// Sends a datagram at once, or fails (a full socket buffer: the packet is dropped).
 fn send_now(socket: &UdpSocket, datagram: &[u8], dest: SocketAddr) -> std::io::Result<usize> {
-    socket2::SockRef::from(socket).send_to(datagram, &dest.into())
+    socket.send_to(datagram, dest)
 }
 
 impl Engine {
-    #[allow(clippy::too_many_arguments)]
     fn new(
         config: MediaConfig,
         media: NegotiatedMedia,
-        rtp: UdpSocket,
-        rtcp: UdpSocket,
-        lease: PortLease,
+        sockets: Sockets,
         shared: Arc<Mutex<Shared>>,
         shared_stats: Arc<Mutex<MediaStats>>,
         events: mpsc::Sender<MediaEvent>,
+        ended: oneshot::Sender<MediaStats>,
     ) -> Result<Engine, MediaError> {
         let now = Instant::now();
         let clock_rate = media.codec.clock_rate();
@@ -592,12 +591,13 @@ impl Engine {
             clock: PacingClock::new(now.into_std(), Duration::from_millis(media.ptime_ms as u64)),
             next_rtcp: now + config.rtcp_interval,
             config,
-            rtp,
-            rtcp,
-            lease,
+            rtp: sockets.rtp,
+            rtcp: sockets.rtcp,
+            lease: sockets.lease,
             shared,
             shared_stats,
             events,
+            ended: Some(ended),
             stats: MediaStats::default(),
             latched: None,
             latched_rtcp: None,
@@ -620,93 +620,56 @@ impl Engine {
         })
     }
 
-    async fn run(mut self) -> MediaStats {
-        let _closed = ClosedOnDrop(self.shared.clone());
-        info!(call_id = %self.config.call_id, port = self.lease.port(), codec = ?self.media.codec,
-              remote = ?self.media.remote_rtp, "media started");
-        // One timer for the session, moved when the next deadline changes: cheaper than a new
-        // timer entry on every packet.
-        let timer = tokio::time::sleep_until(self.next_wake());
-        tokio::pin!(timer);
-        loop {
-            let wake = self.next_wake();
-            if timer.deadline() != wake {
-                timer.as_mut().reset(wake);
-            }
-            let (mut rtp_ready, mut rtcp_ready) = (false, false);
-            tokio::select! {
-                biased;
-                command = std::future::poll_fn(|cx| lock(&self.shared).poll_command(cx)) => match command {
-                    Command::Update(media) => {
-                        if let Err(e) = self.apply_update(*media).await {
-                            warn!(call_id = %self.config.call_id, error = %e, "media update failed");
-                        }
-                    }
-                    Command::CallerAudio(to) => self.caller_audio = to,
-                    Command::Record(r) => self.recorder = Some(*r),
-                    Command::StopRecording => self.finish_recording().await,
-                    Command::Queued => self.start_talkspurt(Instant::now()),
-                    Command::Close => break,
-                },
-                ready = std::future::poll_fn(|cx| self.rtp.poll_recv_ready(cx)) => match ready {
-                    Ok(()) => rtp_ready = true,
-                    Err(e) => debug!(call_id = %self.config.call_id, error = %e, "rtp socket"),
-                },
-                ready = std::future::poll_fn(|cx| self.rtcp.poll_recv_ready(cx)) => match ready {
-                    Ok(()) => rtcp_ready = true,
-                    Err(e) => debug!(call_id = %self.config.call_id, error = %e, "rtcp socket"),
-                },
-                () = &mut timer => {}
-            }
-            let timed_out =
-                SCRATCH.with_borrow_mut(|scratch| self.serve(scratch, rtp_ready, rtcp_ready));
-            if timed_out {
-                break;
-            }
-        }
-        self.finish_recording().await;
-        self.publish_stats();
-        info!(call_id = %self.config.call_id, stats = ?self.stats, "media stopped");
-        self.stats
-    }
-
-    /// Reads what the ready sockets hold, and after each packet (or a timer wake) does what
-    /// is due. Synchronous, so that the thread's scratch buffers serve it. Returns whether the
-    /// media timed out.
-    fn serve(&mut self, scratch: &mut Scratch, rtp_ready: bool, rtcp_ready: bool) -> bool {
-        if rtcp_ready {
-            for _ in 0..DATAGRAMS_PER_WAKE {
-                let Some((n, from)) = self.try_recv(&self.rtcp, &mut scratch.datagram) else {
-                    break;
-                };
+    /// Reads one datagram from the RTP (`socket` 0) or RTCP socket, then does what is due.
+    /// Synchronous, so that the thread's scratch buffers serve it. Returns whether the media
+    /// timed out.
+    fn serve(&mut self, scratch: &mut Scratch, socket: usize) -> bool {
+        let (socket, rtp) = match socket {
+            0 => (&self.rtp, true),
+            _ => (&self.rtcp, false),
+        };
+        if let Some((n, from)) = self.try_recv(socket, &mut scratch.datagram) {
+            if rtp {
+                self.on_rtp(&scratch.datagram[..n], from, &mut scratch.bufs);
+            } else {
                 self.on_rtcp(&scratch.datagram[..n], from);
             }
         }
-        let mut received = false;
-        if rtp_ready {
-            for _ in 0..DATAGRAMS_PER_WAKE {
-                let Some((n, from)) = self.try_recv(&self.rtp, &mut scratch.datagram) else {
-                    break;
-                };
-                self.on_rtp(&scratch.datagram[..n], from, &mut scratch.bufs);
-                received = true;
-                if self.service(Instant::now(), &mut scratch.bufs) {
-                    return true;
-                }
-            }
-        }
-        !received && self.service(Instant::now(), &mut scratch.bufs)
+        self.service(Instant::now(), &mut scratch.bufs)
     }
 
-    /// The next datagram waiting on `socket`; `None` when there is none (which also clears
-    /// the socket's readiness) or on an error, which is logged.
+    /// The next datagram waiting on `socket`; `None` when there is none or on an error, which
+    /// is logged.
     fn try_recv(&self, socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
-        match socket.try_recv_from(buf) {
+        match socket.recv_from(buf) {
             Ok(received) => Some(received),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
             Err(e) => {
                 debug!(call_id = %self.config.call_id, error = %e, "recv");
                 None
+            }
+        }
+    }
+
+    /// Applies the commands queued by the session handle. Returns whether one was `Close`.
+    fn run_commands(&mut self) -> bool {
+        loop {
+            let Some(command) = lock(&self.shared).commands.pop_front() else {
+                return false;
+            };
+            match command {
+                Command::Update(media) => {
+                    if let Err(e) = self.apply_update(*media) {
+                        warn!(call_id = %self.config.call_id, error = %e, "media update failed");
+                    }
+                }
+                Command::CallerAudio(to) => self.caller_audio = to,
+                Command::Record(r) => self.recorder = Some(*r),
+                Command::StopRecording => {
+                    finish_recording(self.recorder.take(), &self.config.call_id, || {})
+                }
+                Command::Queued => self.start_talkspurt(Instant::now()),
+                Command::Close => return true,
             }
         }
     }
@@ -809,7 +772,7 @@ impl Engine {
         self.emit(MediaEvent::Dtmf(event));
     }
 
-    async fn apply_update(&mut self, media: NegotiatedMedia) -> Result<(), MediaError> {
+    fn apply_update(&mut self, media: NegotiatedMedia) -> Result<(), MediaError> {
         info!(call_id = %self.config.call_id, codec = ?media.codec, direction = ?media.direction,
               remote = ?media.remote_rtp, "media updated");
         let now = Instant::now();
@@ -824,7 +787,7 @@ impl Engine {
             if self.recorder.is_some() {
                 // The WAV's rate is fixed at its start; a new codec rate ends that file.
                 warn!(call_id = %self.config.call_id, "codec changed, recording stopped");
-                self.finish_recording().await;
+                finish_recording(self.recorder.take(), &self.config.call_id, || {});
             }
         }
         if media.remote_rtp != self.media.remote_rtp {
@@ -841,20 +804,6 @@ impl Engine {
         self.timeout_from = now;
         self.media = media;
         Ok(())
-    }
-
-    async fn finish_recording(&mut self) {
-        if let Some(recorder) = self.recorder.take() {
-            let call_id = self.config.call_id.clone();
-            let path = recorder.path().to_path_buf();
-            match tokio::task::spawn_blocking(move || recorder.finish()).await {
-                Ok(Ok(frames)) => {
-                    info!(call_id = %call_id, path = %path.display(), frames, "recording finished")
-                }
-                Ok(Err(e)) => warn!(call_id = %call_id, error = %e, "recording failed"),
-                Err(e) => warn!(call_id = %call_id, error = %e, "recording task failed"),
-            }
-        }
     }
 
     /// Symmetric RTP: the first source we hear from becomes where we send. Another source is
@@ -1364,6 +1313,69 @@ impl Engine {
 }
 
 /// The clock telephone-event timestamps and durations run at on receive.
+impl Task for Engine {
+    fn sockets(&self) -> [RawFd; 2] {
+        [self.rtp.as_raw_fd(), self.rtcp.as_raw_fd()]
+    }
+
+    fn attach(&mut self, waker: TaskWaker) {
+        info!(call_id = %self.config.call_id, port = self.lease.port(), codec = ?self.media.codec,
+              remote = ?self.media.remote_rtp, "media started");
+        lock(&self.shared).engine = Some(waker);
+    }
+
+    fn readable(&mut self, socket: usize) -> Step {
+        let timed_out = SCRATCH.with_borrow_mut(|scratch| self.serve(scratch, socket));
+        if timed_out {
+            Step::Stop
+        } else {
+            Step::Continue
+        }
+    }
+
+    fn wake(&mut self, now: std::time::Instant) -> Step {
+        if self.run_commands() {
+            return Step::Stop;
+        }
+        let timed_out = SCRATCH
+            .with_borrow_mut(|scratch| self.service(Instant::from_std(now), &mut scratch.bufs));
+        if timed_out {
+            Step::Stop
+        } else {
+            Step::Continue
+        }
+    }
+
+    fn deadline(&self) -> std::time::Instant {
+        self.next_wake().into_std()
+    }
+
+    fn end(mut self) {
+        self.publish_stats();
+        info!(call_id = %self.config.call_id, stats = ?self.stats, "media stopped");
+        let (recorder, ended) = (self.recorder.take(), self.ended.take());
+        let (call_id, stats) = (self.config.call_id.clone(), self.stats.clone());
+        // The sockets and their ports go back before `close` returns.
+        drop(self);
+        finish_recording(recorder, &call_id, move || {
+            if let Some(ended) = ended {
+                let _ = ended.send(stats);
+            }
+        });
+    }
+}
+
+/// Marks the shared state closed when the engine stops, however it stops (it ended, or it
+/// panicked), so that commands sent later fail instead of waiting.
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let mut out = lock(&self.shared);
+        out.closed = true;
+        out.commands.clear();
+        out.engine = None;
+    }
+}
+
 fn dtmf_clock(media: &NegotiatedMedia) -> u32 {
     media
         .dtmf_recv
