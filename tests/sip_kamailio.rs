@@ -214,7 +214,7 @@ async fn registration_backs_off_while_registrar_down_then_registers_and_refreshe
     if !require("kamailio") || !require("kamcmd") {
         return;
     }
-    let kport = free_port();
+    let kport = free_port_to_restart_on();
     let mut cfg = test_config();
     cfg.accounts = vec![account(kport, 4)];
     let (ep, mut events) = SipEndpoint::start(cfg).await.unwrap();
@@ -266,7 +266,7 @@ async fn tcp_registration_recovers_after_registrar_restart() {
     if !require("kamailio") || !require("kamcmd") {
         return;
     }
-    let kport = free_port();
+    let kport = free_port_to_restart_on();
     let kam = Kamailio::start(kport).await;
     let mut cfg = test_config();
     let mut acc = account(kport, 4);

@@ -196,6 +196,24 @@ pub fn free_port() -> u16 {
     panic!("no free port pair found");
 }
 
+/// Like [`free_port`], but below the kernel's ephemeral range (32768 and up), for a server a
+/// test stops and starts again on the same port: meanwhile any socket bound to port 0 may take
+/// an ephemeral port, which then refuses the restart ("Address already in use"). Below that
+/// range only sockets bound to a chosen port compete, and the tests' RTP ranges start at 20000.
+pub fn free_port_to_restart_on() -> u16 {
+    for _ in 0..200 {
+        let port = 12000 + (fastrand_u64() % 7999) as u16;
+        let ok = UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port + 1)).is_ok();
+        if ok {
+            return port;
+        }
+    }
+    panic!("no free port pair found below 20000");
+}
+
 /// Base endpoint config for tests: UDP and TCP on one free port of 127.0.0.1.
 pub fn test_config() -> SipConfig {
     SipConfig {
