@@ -169,8 +169,10 @@ fn untoken(token: u64) -> (u32, u32, usize) {
 
 struct Slot<T> {
     task: T,
-    /// The earliest deadline the heap holds for this task, and that entry's number; entries
-    /// with another number are stale.
+    /// The task's deadline, as it said after it last ran.
+    wanted: Instant,
+    /// The deadline of the task's entry in the heap (never later than `wanted`), and that
+    /// entry's number; entries with another number are stale.
     armed: Instant,
     entry: u64,
 }
@@ -258,15 +260,31 @@ impl<T: Task> Loop<T> {
         }
     }
 
-    /// Until the earliest deadline, rounded up to whole ms (never early); -1: none.
-    fn timeout_ms(&self, now: Instant) -> i32 {
-        match self.heap.peek() {
-            None => -1,
-            Some(Reverse((at, _, _))) => {
-                let wait = at.saturating_duration_since(now);
-                wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+    /// Until the earliest deadline, rounded up to whole ms (never early); -1: none. First
+    /// the heap's top is made true: stale entries go, and an entry whose task's deadline
+    /// moved later moves with it, so that the thread never wakes for nothing.
+    fn timeout_ms(&mut self, now: Instant) -> i32 {
+        while let Some(&Reverse((at, number, slot))) = self.heap.peek() {
+            let Some(entry) = self.slots[slot as usize]
+                .as_mut()
+                .filter(|e| e.entry == number)
+            else {
+                self.heap.pop();
+                continue;
+            };
+            if entry.wanted > at {
+                self.heap.pop();
+                self.next_entry += 1;
+                entry.armed = entry.wanted;
+                entry.entry = self.next_entry;
+                self.heap
+                    .push(Reverse((entry.wanted, self.next_entry, slot)));
+                continue;
             }
+            let wait = at.saturating_duration_since(now);
+            return wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
         }
+        -1
     }
 
     fn take_inbox(&mut self, now: Instant) {
@@ -327,6 +345,7 @@ impl<T: Task> Loop<T> {
         });
         self.slots[slot as usize] = Some(Slot {
             task,
+            wanted: now,
             armed: now,
             entry: u64::MAX,
         });
@@ -356,13 +375,15 @@ impl<T: Task> Loop<T> {
     }
 
     /// Makes sure the heap wakes the task in `slot` no later than its deadline. A deadline that
-    /// moved later keeps the earlier entry, which re-arms when it comes due (see `run_due`):
-    /// most deadlines move later on every packet (the media timeout, the next packet slot).
-    /// A deadline already past counts from the next turn, so that a task always due cannot
-    /// hold the thread.
+    /// moved later keeps the earlier entry, which moves when it reaches the top of the heap
+    /// (see `timeout_ms`): most deadlines move later on every packet (the media timeout, the
+    /// next packet slot), and most moves are then never paid for in the heap. A deadline
+    /// already past counts from the next turn, so that a task always due cannot hold the
+    /// thread.
     fn arm(&mut self, slot: u32, now: Instant) {
         let entry = self.slots[slot as usize].as_mut().expect("armed slot");
         let deadline = entry.task.deadline().max(now + Duration::from_micros(1));
+        entry.wanted = deadline;
         if entry.entry != u64::MAX && deadline >= entry.armed {
             return;
         }
@@ -386,7 +407,7 @@ impl<T: Task> Loop<T> {
             }
             // The entry is spent; `arm` pushes the next.
             entry.entry = u64::MAX;
-            if entry.task.deadline() > now {
+            if entry.wanted > now {
                 self.arm(slot, now);
             } else {
                 self.drive(slot, now, |task| task.wake(now));
