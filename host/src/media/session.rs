@@ -42,6 +42,9 @@ const DTMF_GAP_PACKETS: u32 = 3;
 /// Default duration of a digit we send.
 pub const DEFAULT_DTMF_MS: u32 = 100;
 const RTP_PAYLOAD_CN: u8 = 13;
+/// Packets sent in a talkspurt between two updates of the statistics [`MediaSession::stats`]
+/// reads.
+const PUBLISH_EVERY_PACKETS: u64 = 8;
 
 /// Where the engines run: on threads of their own, a burst of packets never delays SIP
 /// signalling or call set-up on the main runtime, nor the other way round. One thread for two
@@ -440,6 +443,8 @@ struct Sockets {
 enum TickPayload {
     /// Queued audio, in the engine's `frame`.
     Audio,
+    /// The caller's G.711 audio echoed as it came, in the engine's `payload`.
+    Echo,
     Dtmf(DtmfPacket, u8),
     /// Nothing queued: silence packets or none, as configured.
     Idle,
@@ -469,6 +474,14 @@ struct Engine {
     dtmf_rx: DtmfReceiver,
     inbound_resampler: StreamResampler,
     caller_audio: CallerAudio,
+    /// The echo line's G.711 bytes waiting to go back as they came (see `echoes_as_is`),
+    /// ahead of the playout queue.
+    echo: VecDeque<u8>,
+    /// The last payload echoed as it came: a loss after it is concealed from it.
+    echo_last: Vec<u8>,
+    /// The decoder has not seen the payloads echoed as they came (its concealment history is
+    /// older than `echo_last`).
+    decoder_behind: bool,
     last_packet_samples: usize,
     last_sr: Option<(u32, Instant)>,
 
@@ -587,6 +600,9 @@ impl Engine {
             dtmf_rx: DtmfReceiver::new(dtmf_clock(&media), clock_rate),
             inbound_resampler: StreamResampler::new(clock_rate, config.inbound_rate)?,
             caller_audio: CallerAudio::Events,
+            echo: VecDeque::new(),
+            echo_last: Vec::new(),
+            decoder_behind: false,
             encoder: new_encoder(media.codec)?,
             clock: PacingClock::new(now.into_std(), Duration::from_millis(media.ptime_ms as u64)),
             next_rtcp: now + config.rtcp_interval,
@@ -728,7 +744,7 @@ impl Engine {
             return false;
         }
         let samples = samples_for_ms(self.media.codec.clock_rate(), self.media.ptime_ms);
-        lock(&self.shared).queue.holds(samples)
+        self.echo.len() >= samples || lock(&self.shared).queue.holds(samples)
     }
 
     /// Whether the packet clock must wake the engine. With suppressed silence and nothing to
@@ -783,6 +799,7 @@ impl Engine {
             self.inbound_resampler = StreamResampler::new(rate, self.config.inbound_rate)?;
             self.rx_stats = ReceiveStats::new(rate);
             self.jitter.reset();
+            self.echo.clear();
             lock(&self.shared).queue = PlayoutQueue::new(rate);
             if self.recorder.is_some() {
                 // The WAV's rate is fixed at its start; a new codec rate ends that file.
@@ -934,6 +951,11 @@ impl Engine {
                 self.play_packet(p.payload_type, p.timestamp, &p.payload, now, bufs)
             }
             Playout::Lost { following } => {
+                if std::mem::take(&mut self.decoder_behind) {
+                    // Conceal from the last payload echoed, not from older audio.
+                    bufs.decoded.clear();
+                    let _ = self.decoder.decode(&self.echo_last, &mut bufs.decoded);
+                }
                 bufs.decoded.clear();
                 let samples = self.last_packet_samples;
                 if let Err(e) =
@@ -968,9 +990,21 @@ impl Engine {
         if !self.is_audio_pt(payload_type) {
             return;
         }
+        if self.echoes_as_is(payload.len()) {
+            self.echo.extend(payload);
+            self.echo_last.clear();
+            self.echo_last.extend_from_slice(payload);
+            self.decoder_behind = true;
+            self.last_packet_samples = payload.len();
+            self.start_talkspurt(now);
+            return;
+        }
         bufs.decoded.clear();
         match self.decoder.decode(payload, &mut bufs.decoded) {
-            Ok(()) => self.last_packet_samples = bufs.decoded.len(),
+            Ok(()) => {
+                self.last_packet_samples = bufs.decoded.len();
+                self.decoder_behind = false;
+            }
             Err(e) => {
                 debug!(call_id = %self.config.call_id, error = %e, "undecodable packet");
                 self.stats.malformed_packets += 1;
@@ -1008,6 +1042,21 @@ impl Engine {
     }
 
     fn loop_decoded_back(&mut self, decoded: &[i16]) {
+        if self.echoes_as_is(decoded.len()) {
+            // Concealed audio joins the echoed payloads, in order.
+            let start = self.echo.len();
+            let mut encoded = std::mem::take(&mut self.echo_last);
+            encoded.clear();
+            match self.encoder.encode(decoded, &mut encoded) {
+                Ok(()) => self.echo.extend(&encoded),
+                Err(e) => warn!(call_id = %self.config.call_id, error = %e, "encode failed"),
+            }
+            self.echo_last = encoded;
+            if self.echo.len() > start {
+                self.start_talkspurt(Instant::now());
+            }
+            return;
+        }
         let rate = self.media.codec.clock_rate();
         let queued = lock(&self.shared).queue_audio(decoded, rate);
         match queued {
@@ -1018,6 +1067,16 @@ impl Engine {
                 warn!(call_id = %self.config.call_id, error = %e, "looping audio back failed")
             }
         }
+    }
+
+    /// Whether the echo line sends a packet of `samples` back as it came rather than through
+    /// the decoder, the playout queue and the encoder: G.711, a whole packet of our ptime, and
+    /// no recording (which needs the audio decoded).
+    fn echoes_as_is(&self, samples: usize) -> bool {
+        matches!(self.caller_audio, CallerAudio::Loopback)
+            && self.media.codec.is_g711()
+            && self.recorder.is_none()
+            && samples == samples_for_ms(self.media.codec.clock_rate(), self.media.ptime_ms)
     }
 
     /// Agent audio was queued. On an idle line its first packet goes out now rather than at
@@ -1059,6 +1118,9 @@ impl Engine {
 
     /// Whether the next tick has nothing to send but silence.
     fn line_goes_idle(&self) -> bool {
+        if !self.echo.is_empty() {
+            return false;
+        }
         let out = lock(&self.shared);
         out.queue.is_empty() && out.dtmf_queue.is_empty() && self.dtmf_tx.is_none()
     }
@@ -1084,10 +1146,11 @@ impl Engine {
         }
         let sending = self.sending();
         let payload = if sending {
-            self.next_payload(samples, &mut bufs.frame)
+            self.next_payload(samples, bufs)
         } else {
             TickPayload::Idle
         };
+        let talking = matches!(payload, TickPayload::Audio | TickPayload::Echo);
         match payload {
             TickPayload::Dtmf(packet, pt) => {
                 bufs.payload.clear();
@@ -1097,12 +1160,18 @@ impl Engine {
                     r.agent(&vec![0; samples]);
                 }
             }
-            TickPayload::Audio => {
+            TickPayload::Audio | TickPayload::Echo => {
                 if std::mem::take(&mut self.idle) {
                     self.emit(MediaEvent::PlayoutStarted { at: now });
                 }
                 let marker = std::mem::take(&mut self.talkspurt_start);
-                self.send_audio(marker, bufs);
+                if let TickPayload::Echo = payload {
+                    let pt = self.media.send_payload_type;
+                    self.send_packet(pt, marker, self.timestamp, bufs);
+                    self.record_echo(bufs);
+                } else {
+                    self.send_audio(marker, bufs);
+                }
             }
             TickPayload::Idle => {
                 // Set before the engine decides whether to sleep (`needs_tick` looks at the
@@ -1127,7 +1196,33 @@ impl Engine {
         self.timestamp = self
             .timestamp
             .wrapping_add((samples as u64 * (1 + skipped)) as u32);
-        self.publish_stats();
+        // During a talkspurt the statistics go out every few packets, and on every other tick:
+        // readers see them at most that stale, and the engine is spared a lock and a copy per
+        // packet.
+        if !talking
+            || self
+                .stats
+                .packets_sent
+                .is_multiple_of(PUBLISH_EVERY_PACKETS)
+        {
+            self.publish_stats();
+        }
+    }
+
+    /// Records the echoed payload in `bufs.payload` (it was queued before a recording began;
+    /// from then on the echo goes through the decoder and is recorded as it is sent).
+    fn record_echo(&mut self, bufs: &mut Buffers) {
+        let Some(r) = self.recorder.as_mut() else {
+            return;
+        };
+        bufs.frame.clear();
+        match new_decoder(self.media.codec) {
+            Ok(mut decoder) => match decoder.decode(&bufs.payload, &mut bufs.frame) {
+                Ok(()) => r.agent(&bufs.frame),
+                Err(e) => debug!(call_id = %self.config.call_id, error = %e, "echo not recorded"),
+            },
+            Err(e) => debug!(call_id = %self.config.call_id, error = %e, "echo not recorded"),
+        }
     }
 
     /// Encodes and sends the audio in `bufs.frame` at the current timestamp, and records it.
@@ -1145,8 +1240,9 @@ impl Engine {
         }
     }
 
-    /// What the next packet carries; queued audio goes to `frame`.
-    fn next_payload(&mut self, samples: usize, frame: &mut Vec<i16>) -> TickPayload {
+    /// What the next packet carries: echoed audio goes to `bufs.payload`, queued audio to
+    /// `bufs.frame`.
+    fn next_payload(&mut self, samples: usize, bufs: &mut Buffers) -> TickPayload {
         let mut out = lock(&self.shared);
         if let Some(format) = out.dtmf_format {
             if self.dtmf_tx.is_none()
@@ -1175,7 +1271,17 @@ impl Engine {
             }
         }
         self.dtmf_gap = self.dtmf_gap.saturating_sub(1);
-        if out.queue.pop(samples, frame) {
+        if self.echo.len() >= samples {
+            let (front, back) = self.echo.as_slices();
+            let from_front = front.len().min(samples);
+            bufs.payload.clear();
+            bufs.payload.extend_from_slice(&front[..from_front]);
+            bufs.payload
+                .extend_from_slice(&back[..samples - from_front]);
+            self.echo.drain(..samples);
+            return TickPayload::Echo;
+        }
+        if out.queue.pop(samples, &mut bufs.frame) {
             TickPayload::Audio
         } else {
             TickPayload::Idle
@@ -1841,6 +1947,48 @@ mod tests {
                 .is_empty(),
             "no audio events while looping back"
         );
+        session.close().await;
+    }
+
+    /// The echo line sends G.711 back byte for byte; a lost packet is concealed in its place,
+    /// from the audio echoed just before it (the decoder never saw that audio).
+    #[tokio::test]
+    async fn loopback_echoes_g711_as_it_came_and_conceals_a_loss_in_place() {
+        let (_pool, peer, session) = started(config(30_000), Codec::Pcmu).await;
+        session.loop_back().unwrap();
+        for i in [0u8, 1, 3, 4] {
+            // Both μ-law codes for zero (0xff, 0x7f) would not survive a decode and encode.
+            let mut payload = [0x90 + i; 160];
+            payload[0] = 0x7f;
+            let (seq, ts) = (200 + u16::from(i), u32::from(i) * 160);
+            peer.send(0, i == 0, seq, ts, 7, &payload).await;
+        }
+        let mut echoed = Vec::new();
+        let five = async {
+            while echoed.len() < 5 {
+                let (_, _, _, _, _, payload) = peer.recv().await.expect("audio comes back");
+                if payload.iter().any(|&b| b != 0xff) {
+                    echoed.push(payload);
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), five)
+            .await
+            .expect("five packets of audio, the concealed one not silent");
+        for (packet, i) in [(0, 0u8), (1, 1), (3, 3), (4, 4)] {
+            assert_eq!(
+                echoed[packet][0], 0x7f,
+                "packet {i} came back as it was sent"
+            );
+            assert!(echoed[packet][1..].iter().all(|&b| b == 0x90 + i));
+        }
+        let concealed = &echoed[2];
+        assert_eq!(
+            concealed[1..80],
+            [0x91; 79],
+            "the first 10 ms repeat the audio before the loss at full level"
+        );
+        assert_ne!(concealed[159], 0x91, "then it fades");
         session.close().await;
     }
 
