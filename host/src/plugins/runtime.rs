@@ -202,7 +202,11 @@ fn engine_config(config: &AgentsConfig, pooling: bool) -> Config {
             .total_tables(8 * n)
             .total_stacks(n)
             .max_memory_size(2 * config.memory_mb as usize * (1 << 20))
-            .max_unused_warm_slots(n.min(100));
+            // Every free slot may stay warm (its agent's copy-on-write image still mapped), so
+            // a new call reuses one without mapping the image again; with a few hundred calls
+            // live, the default of 100 left most slots cold. The pages a call wrote are
+            // released either way.
+            .max_unused_warm_slots(n);
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     c
