@@ -1,9 +1,10 @@
 //! Runtimes of their own beside the main one, for work whose scheduling must not depend on the
 //! rest of the process. Tokio runs the ready tasks of one runtime in turn, so a call being set
-//! up would wait behind every RTP engine that woke in the same instant; on threads of their own
+//! up would wait behind every busy task that woke in the same instant; on threads of their own
 //! both are scheduled by the kernel, which runs a thread that just woke (a SIP request arrived)
 //! ahead of threads that have been busy. A niceness above 0 puts a runtime's threads behind the
-//! rest of the process when the CPU is short.
+//! rest of the process when the CPU is short. (The media engines have threads of their own too,
+//! without a runtime: see `media::reactor`.)
 
 use std::sync::OnceLock;
 
@@ -11,9 +12,8 @@ use tokio::runtime::Handle;
 
 /// Single-threaded runtimes built on first use and kept for the life of the process, each
 /// driven by a thread of its own. A task runs where it was spawned: the runtime with the fewest
-/// live tasks when it was. Work made of many small wake-ups (an RTP engine wakes for every
-/// packet) costs less on one thread's scheduler than on a work-stealing one, which signals and
-/// parks idle workers around every wake-up.
+/// live tasks when it was. Work made of many small wake-ups costs less on one thread's scheduler
+/// than on a work-stealing one, which signals and parks idle workers around every wake-up.
 pub(crate) struct DedicatedRuntime {
     name: &'static str,
     niceness: i32,

@@ -328,9 +328,10 @@ impl MediaSession {
         self.command(Command::CallerAudio(CallerAudio::Sink(sink)))
     }
 
-    /// The echo line: from now on the caller's audio is queued back to the caller as it is
-    /// decoded, at the codec rate, on the media thread (no frame leaves it). Each packet goes
-    /// out as soon as it is whole, in the caller's rhythm (see `Engine::tick_due`).
+    /// The echo line: from now on the caller's audio goes back to the caller on the media
+    /// thread (no frame leaves it): G.711 packets as they came, other audio decoded and queued
+    /// at the codec rate. Each packet goes out as soon as it is whole, in the caller's rhythm
+    /// (see `Engine::tick_due`).
     pub fn loop_back(&self) -> Result<(), MediaError> {
         self.command(Command::CallerAudio(CallerAudio::Loopback))
     }
@@ -574,11 +575,6 @@ fn finish_recording(
         // The recorder, dropped with the closure, still finishes the file in the background.
         warn!(call_id, error = %e, "recording not awaited");
     }
-}
-
-/// Sends a datagram at once, or fails (a full socket buffer: the packet is dropped).
-fn send_now(socket: &UdpSocket, datagram: &[u8], dest: SocketAddr) -> std::io::Result<usize> {
-    socket.send_to(datagram, dest)
 }
 
 impl Engine {
@@ -1317,7 +1313,8 @@ impl Engine {
             return;
         }
         self.sequence = self.sequence.wrapping_add(1);
-        match send_now(&self.rtp, &bufs.packet, dest) {
+        // Nonblocking: a full socket buffer drops the packet rather than holding the thread.
+        match self.rtp.send_to(&bufs.packet, dest) {
             Ok(_) => {
                 self.stats.packets_sent += 1;
                 self.stats.bytes_sent += bufs.payload.len() as u64;
@@ -1400,7 +1397,7 @@ impl Engine {
                 .map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1)))
         });
         if let Some(dest) = dest {
-            match send_now(&self.rtcp, &report, dest) {
+            match self.rtcp.send_to(&report, dest) {
                 Ok(_) => self.stats.rtcp_sent += 1,
                 Err(e) => debug!(call_id = %self.config.call_id, error = %e, "rtcp send"),
             }
