@@ -37,16 +37,13 @@ impl DedicatedRuntime {
         }
     }
 
-    /// How many threads the runtimes have, or will have once built.
-    pub(crate) fn threads(&self) -> usize {
-        (cores() / self.cores_per_thread.max(1)).max(1)
-    }
-
     /// The runtime to spawn the next task on.
     pub(crate) fn handle(&self) -> Handle {
-        let runtimes = self
-            .runtimes
-            .get_or_init(|| (0..self.threads()).map(|i| self.start(i)).collect());
+        let runtimes = self.runtimes.get_or_init(|| {
+            (0..threads_for(self.cores_per_thread))
+                .map(|i| self.start(i))
+                .collect()
+        });
         runtimes
             .iter()
             .min_by_key(|h| h.metrics().num_alive_tasks())
@@ -77,6 +74,11 @@ impl DedicatedRuntime {
 /// The cores this process may run on.
 pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Threads for work that gets one thread for every `cores_per_thread` cores (at least one).
+pub(crate) fn threads_for(cores_per_thread: usize) -> usize {
+    (cores() / cores_per_thread.max(1)).max(1)
 }
 
 fn set_niceness(niceness: i32) {

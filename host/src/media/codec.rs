@@ -51,13 +51,13 @@ impl Codec {
         }
     }
 
-    /// RTP clock rate (also the PCM sample rate this layer uses for the codec).
     /// Whether a payload is one byte per sample with no state between packets (G.711): a
     /// payload can be sent again as it came, and split or joined at any sample.
     pub fn is_g711(self) -> bool {
         matches!(self, Codec::Pcmu | Codec::Pcma)
     }
 
+    /// RTP clock rate (also the PCM sample rate this layer uses for the codec).
     pub fn clock_rate(self) -> u32 {
         match self {
             Codec::Pcmu | Codec::Pcma => 8000,

@@ -43,6 +43,12 @@ pub(super) enum Step {
     Stop,
 }
 
+impl Step {
+    pub(super) fn stop_if(stop: bool) -> Step {
+        if stop { Step::Stop } else { Step::Continue }
+    }
+}
+
 /// Threads built on first use and kept for the life of the process; each new task goes to the
 /// thread with the fewest.
 pub(super) struct Threads<T> {
@@ -63,7 +69,7 @@ impl<T: Task> Threads<T> {
 
     /// How many threads there are, or will be once built.
     pub(super) fn count(&self) -> usize {
-        (crate::runtimes::cores() / self.cores_per_thread.max(1)).max(1)
+        crate::runtimes::threads_for(self.cores_per_thread)
     }
 
     /// Hands `task` to the least loaded thread.
@@ -274,11 +280,8 @@ impl<T: Task> Loop<T> {
             };
             if entry.wanted > at {
                 self.heap.pop();
-                self.next_entry += 1;
-                entry.armed = entry.wanted;
-                entry.entry = self.next_entry;
-                self.heap
-                    .push(Reverse((entry.wanted, self.next_entry, slot)));
+                let wanted = entry.wanted;
+                push_entry(&mut self.heap, &mut self.next_entry, entry, slot, wanted);
                 continue;
             }
             let wait = at.saturating_duration_since(now);
@@ -387,10 +390,7 @@ impl<T: Task> Loop<T> {
         if entry.entry != u64::MAX && deadline >= entry.armed {
             return;
         }
-        self.next_entry += 1;
-        entry.armed = deadline;
-        entry.entry = self.next_entry;
-        self.heap.push(Reverse((deadline, self.next_entry, slot)));
+        push_entry(&mut self.heap, &mut self.next_entry, entry, slot, deadline);
     }
 
     fn run_due(&mut self, now: Instant) {
@@ -425,6 +425,20 @@ impl<T: Task> Loop<T> {
         self.thread.tasks.fetch_sub(1, Ordering::Relaxed);
         entry.task
     }
+}
+
+/// Gives the task in `slot` a new heap entry at `deadline`; its older entries become stale.
+fn push_entry<T>(
+    heap: &mut BinaryHeap<Reverse<(Instant, u64, u32)>>,
+    next_entry: &mut u64,
+    entry: &mut Slot<T>,
+    slot: u32,
+    deadline: Instant,
+) {
+    *next_entry += 1;
+    entry.armed = deadline;
+    entry.entry = *next_entry;
+    heap.push(Reverse((deadline, *next_entry, slot)));
 }
 
 /// SAFETY: `fd` must be a descriptor just returned to the caller, or negative on failure.

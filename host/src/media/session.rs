@@ -640,14 +640,15 @@ impl Engine {
             0 => (&self.rtp, true),
             _ => (&self.rtcp, false),
         };
+        let now = Instant::now();
         if let Some((n, from)) = self.try_recv(socket, &mut scratch.datagram) {
             if rtp {
-                self.on_rtp(&scratch.datagram[..n], from, &mut scratch.bufs);
+                self.on_rtp(&scratch.datagram[..n], from, now, &mut scratch.bufs);
             } else {
                 self.on_rtcp(&scratch.datagram[..n], from);
             }
         }
-        self.service(Instant::now(), &mut scratch.bufs)
+        self.service(now, &mut scratch.bufs)
     }
 
     /// The next datagram waiting on `socket`; `None` when there is none or on an error, which
@@ -843,7 +844,7 @@ impl Engine {
         }
     }
 
-    fn on_rtp(&mut self, datagram: &[u8], from: SocketAddr, bufs: &mut Buffers) {
+    fn on_rtp(&mut self, datagram: &[u8], from: SocketAddr, now: Instant, bufs: &mut Buffers) {
         if is_rtcp(datagram) {
             // rtcp-mux peers send RTCP on the RTP port.
             self.on_rtcp(datagram, from);
@@ -853,7 +854,6 @@ impl Engine {
             // ICE connectivity checks we did not offer: not media, not an error.
             return;
         }
-        let now = Instant::now();
         let packet = match RtpPacket::parse(datagram) {
             Ok(p) => p,
             Err(_) => {
@@ -1428,25 +1428,17 @@ impl Task for Engine {
     }
 
     fn readable(&mut self, socket: usize) -> Step {
-        let timed_out = SCRATCH.with_borrow_mut(|scratch| self.serve(scratch, socket));
-        if timed_out {
-            Step::Stop
-        } else {
-            Step::Continue
-        }
+        Step::stop_if(SCRATCH.with_borrow_mut(|scratch| self.serve(scratch, socket)))
     }
 
     fn wake(&mut self, now: std::time::Instant) -> Step {
         if self.run_commands() {
             return Step::Stop;
         }
-        let timed_out = SCRATCH
-            .with_borrow_mut(|scratch| self.service(Instant::from_std(now), &mut scratch.bufs));
-        if timed_out {
-            Step::Stop
-        } else {
-            Step::Continue
-        }
+        Step::stop_if(
+            SCRATCH
+                .with_borrow_mut(|scratch| self.service(Instant::from_std(now), &mut scratch.bufs)),
+        )
     }
 
     fn deadline(&self) -> std::time::Instant {
