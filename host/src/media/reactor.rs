@@ -9,7 +9,6 @@
 //! `epoll_wait` timeout. A busy thread takes its turns a millisecond apart (see `BUSY_TURN`),
 //! so that one wake serves many packets.
 
-use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -200,7 +199,9 @@ struct Loop<T> {
     free: Vec<u32>,
     /// Per slot, bumped when its task is removed.
     generations: Vec<u32>,
-    heap: BinaryHeap<Reverse<(Instant, u64, u32)>>,
+    heap: BinaryHeap<Due>,
+    /// Heap times count nanoseconds from here.
+    epoch: Instant,
     next_entry: u64,
 }
 
@@ -228,6 +229,7 @@ impl<T: Task> Thread<T> {
             free: Vec::new(),
             generations: Vec::new(),
             heap: BinaryHeap::new(),
+            epoch: Instant::now(),
             next_entry: 0,
         };
         std::thread::Builder::new()
@@ -306,7 +308,7 @@ impl<T: Task> Loop<T> {
     /// the heap's top is made true: stale entries go, and an entry whose task's deadline
     /// moved later moves with it, so that the thread never wakes for nothing.
     fn timeout_ms(&mut self, now: Instant) -> i32 {
-        while let Some(&Reverse((at, number, slot))) = self.heap.peek() {
+        while let Some(&Due { at, number, slot }) = self.heap.peek() {
             let Some(entry) = self.slots[slot as usize]
                 .as_mut()
                 .filter(|e| e.entry == number)
@@ -314,14 +316,21 @@ impl<T: Task> Loop<T> {
                 self.heap.pop();
                 continue;
             };
-            if entry.wanted > at {
+            if entry.wanted > entry.armed {
                 self.heap.pop();
                 let wanted = entry.wanted;
-                push_entry(&mut self.heap, &mut self.next_entry, entry, slot, wanted);
+                push_entry(
+                    &mut self.heap,
+                    &mut self.next_entry,
+                    entry,
+                    slot,
+                    wanted,
+                    self.epoch,
+                );
                 continue;
             }
-            let wait = at.saturating_duration_since(now);
-            return wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+            let wait = at.saturating_sub(since(self.epoch, now));
+            return wait.div_ceil(1_000_000).min(i32::MAX as u64) as i32;
         }
         -1
     }
@@ -426,12 +435,20 @@ impl<T: Task> Loop<T> {
         if entry.entry != u64::MAX && deadline >= entry.armed {
             return;
         }
-        push_entry(&mut self.heap, &mut self.next_entry, entry, slot, deadline);
+        push_entry(
+            &mut self.heap,
+            &mut self.next_entry,
+            entry,
+            slot,
+            deadline,
+            self.epoch,
+        );
     }
 
     fn run_due(&mut self, now: Instant) {
-        while let Some(&Reverse((at, number, slot))) = self.heap.peek() {
-            if at > now {
+        let now_at = since(self.epoch, now);
+        while let Some(&Due { at, number, slot }) = self.heap.peek() {
+            if at > now_at {
                 break;
             }
             self.heap.pop();
@@ -463,18 +480,51 @@ impl<T: Task> Loop<T> {
     }
 }
 
+/// A heap entry: when (see `since`), the entry's number and the task's slot.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Due {
+    at: u64,
+    number: u64,
+    slot: u32,
+}
+
+/// Earliest first (the heap is a max-heap). Numbers are unique, so the order is total, and
+/// one integer comparison almost always decides: comparing `Instant`s took a good share of
+/// the loop's time, one pop and push per echoed packet.
+impl Ord for Due {
+    fn cmp(&self, other: &Due) -> std::cmp::Ordering {
+        (other.at, other.number).cmp(&(self.at, self.number))
+    }
+}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Due) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// `at` in nanoseconds from `epoch` (a u64 lasts 584 years).
+fn since(epoch: Instant, at: Instant) -> u64 {
+    at.saturating_duration_since(epoch).as_nanos() as u64
+}
+
 /// Gives the task in `slot` a new heap entry at `deadline`; its older entries become stale.
 fn push_entry<T>(
-    heap: &mut BinaryHeap<Reverse<(Instant, u64, u32)>>,
+    heap: &mut BinaryHeap<Due>,
     next_entry: &mut u64,
     entry: &mut Slot<T>,
     slot: u32,
     deadline: Instant,
+    epoch: Instant,
 ) {
     *next_entry += 1;
     entry.armed = deadline;
     entry.entry = *next_entry;
-    heap.push(Reverse((deadline, *next_entry, slot)));
+    heap.push(Due {
+        at: since(epoch, deadline),
+        number: *next_entry,
+        slot,
+    });
 }
 
 /// SAFETY: `fd` must be a descriptor just returned to the caller, or negative on failure.
