@@ -454,6 +454,9 @@ enum TickPayload {
 struct Engine {
     config: MediaConfig,
     media: NegotiatedMedia,
+    /// The telephone-event payload types of `media`, one bit each: checked on every packet
+    /// without a walk of `dtmf_recv` (its own allocation, a cache miss per packet).
+    dtmf_payload_types: u128,
     rtp: UdpSocket,
     rtcp: UdpSocket,
     lease: PortLease,
@@ -500,6 +503,9 @@ struct Engine {
     ahead: Duration,
     dtmf_tx: Option<DtmfSender>,
     dtmf_gap: u32,
+    /// Digits to send may wait in the shared queue: set by every `Queued` command, cleared
+    /// when a look finds none. Until then an echo tick needs nothing from the shared state.
+    digits_may_wait: bool,
     sent_since_report: bool,
 
     recorder: Option<Recorder>,
@@ -626,8 +632,10 @@ impl Engine {
             ahead: Duration::ZERO,
             dtmf_tx: None,
             dtmf_gap: 0,
+            digits_may_wait: false,
             sent_since_report: false,
             recorder: None,
+            dtmf_payload_types: dtmf_payload_types(&media),
             media,
         })
     }
@@ -681,7 +689,10 @@ impl Engine {
                 Command::StopRecording => {
                     finish_recording(self.recorder.take(), &self.config.call_id, || {})
                 }
-                Command::Queued => self.start_talkspurt(Instant::now()),
+                Command::Queued => {
+                    self.digits_may_wait = true;
+                    self.start_talkspurt(Instant::now());
+                }
                 Command::Close => return true,
             }
         }
@@ -816,6 +827,7 @@ impl Engine {
         lock(&self.shared).dtmf_format = media.dtmf_send;
         // Direction changes restart the timeout window (resume after a long hold).
         self.timeout_from = now;
+        self.dtmf_payload_types = dtmf_payload_types(&media);
         self.media = media;
         Ok(())
     }
@@ -923,8 +935,7 @@ impl Engine {
     }
 
     fn is_dtmf_pt(&self, pt: u8) -> bool {
-        self.media.dtmf_recv.iter().any(|d| d.payload_type == pt)
-            || self.media.dtmf_send.is_some_and(|d| d.payload_type == pt)
+        self.dtmf_payload_types & payload_type_bit(pt) != 0
     }
 
     fn release_inbound(&mut self, now: Instant, bufs: &mut Buffers) {
@@ -1239,7 +1250,12 @@ impl Engine {
     /// What the next packet carries: echoed audio goes to `bufs.payload`, queued audio to
     /// `bufs.frame`.
     fn next_payload(&mut self, samples: usize, bufs: &mut Buffers) -> TickPayload {
+        if !self.digits_may_wait && self.dtmf_tx.is_none() && self.echo.len() >= samples {
+            self.dtmf_gap = self.dtmf_gap.saturating_sub(1);
+            return self.take_echo(samples, bufs);
+        }
         let mut out = lock(&self.shared);
+        self.digits_may_wait = !out.dtmf_queue.is_empty();
         if let Some(format) = out.dtmf_format {
             if self.dtmf_tx.is_none()
                 && self.dtmf_gap == 0
@@ -1268,20 +1284,26 @@ impl Engine {
         }
         self.dtmf_gap = self.dtmf_gap.saturating_sub(1);
         if self.echo.len() >= samples {
-            let (front, back) = self.echo.as_slices();
-            let from_front = front.len().min(samples);
-            bufs.payload.clear();
-            bufs.payload.extend_from_slice(&front[..from_front]);
-            bufs.payload
-                .extend_from_slice(&back[..samples - from_front]);
-            self.echo.drain(..samples);
-            return TickPayload::Echo;
+            drop(out);
+            return self.take_echo(samples, bufs);
         }
         if out.queue.pop(samples, &mut bufs.frame) {
             TickPayload::Audio
         } else {
             TickPayload::Idle
         }
+    }
+
+    /// The next `samples` echoed bytes, into `bufs.payload`.
+    fn take_echo(&mut self, samples: usize, bufs: &mut Buffers) -> TickPayload {
+        let (front, back) = self.echo.as_slices();
+        let from_front = front.len().min(samples);
+        bufs.payload.clear();
+        bufs.payload.extend_from_slice(&front[..from_front]);
+        bufs.payload
+            .extend_from_slice(&back[..samples - from_front]);
+        self.echo.drain(..samples);
+        TickPayload::Echo
     }
 
     /// Whether we send media now: the direction allows it and we know where to.
@@ -1416,6 +1438,20 @@ impl Engine {
 }
 
 /// The clock telephone-event timestamps and durations run at on receive.
+/// The payload types `media` receives and sends telephone events with, one bit each.
+fn dtmf_payload_types(media: &NegotiatedMedia) -> u128 {
+    media
+        .dtmf_recv
+        .iter()
+        .chain(&media.dtmf_send)
+        .fold(0, |bits, d| bits | payload_type_bit(d.payload_type))
+}
+
+/// RTP payload types are 7 bits.
+fn payload_type_bit(pt: u8) -> u128 {
+    1 << (pt & 0x7f)
+}
+
 impl Task for Engine {
     fn sockets(&self) -> [RawFd; 2] {
         [self.rtp.as_raw_fd(), self.rtcp.as_raw_fd()]
