@@ -2017,6 +2017,53 @@ mod tests {
         session.close().await;
     }
 
+    /// Digits queued while the echo line is talking go out between echoed packets (an echo
+    /// tick skips the shared state until a digit is queued). The caller's packets come faster
+    /// than they go back, so that echo always waits when the digit is queued.
+    #[tokio::test]
+    async fn digits_sent_during_an_echo_go_out_between_echoed_packets() {
+        let (_pool, peer, session) = started(config(30_000), Codec::Pcmu).await;
+        session.loop_back().unwrap();
+        let talk = async {
+            for i in 0..40u16 {
+                peer.send(0, i == 0, 300 + i, u32::from(i) * 160, 7, &[0x90; 160])
+                    .await;
+                if i == 20 {
+                    session.send_dtmf("7", 100).unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let listen = async {
+            // Payload types in the order they came back (echo 0, telephone-event 101),
+            // silence left out, until shortly after the talking.
+            let until = tokio::time::Instant::now() + Duration::from_millis(40 * 20 + 500);
+            let mut heard = Vec::new();
+            while let Ok(Some((pt, _, _, _, _, payload))) =
+                tokio::time::timeout_at(until, peer.recv()).await
+            {
+                if pt == 101 {
+                    assert_eq!(TelephoneEvent::parse(&payload).unwrap().event, 7);
+                }
+                if pt == 101 || payload[0] == 0x90 {
+                    heard.push(pt);
+                }
+            }
+            heard
+        };
+        let ((), heard) = tokio::join!(talk, listen);
+        let first_digit = heard.iter().position(|&pt| pt == 101).expect("the digit");
+        let after = &heard[first_digit..];
+        let last_digit = after.iter().rposition(|&pt| pt == 101).unwrap();
+        assert!(first_digit > 0, "echo before the digit: {heard:?}");
+        assert_eq!(after[..=last_digit], [101; 7], "one whole event: {heard:?}");
+        assert!(
+            after[last_digit + 1..].contains(&0),
+            "echo after the digit: {heard:?}"
+        );
+        session.close().await;
+    }
+
     #[tokio::test]
     async fn loopback_sends_each_packet_as_it_arrives() {
         let pool = pool(2);
