@@ -199,10 +199,7 @@ struct Loop<T> {
     free: Vec<u32>,
     /// Per slot, bumped when its task is removed.
     generations: Vec<u32>,
-    heap: BinaryHeap<Due>,
-    /// Heap times count nanoseconds from here.
-    epoch: Instant,
-    next_entry: u64,
+    deadlines: Deadlines,
 }
 
 impl<T: Task> Thread<T> {
@@ -228,9 +225,11 @@ impl<T: Task> Thread<T> {
             slots: Vec::new(),
             free: Vec::new(),
             generations: Vec::new(),
-            heap: BinaryHeap::new(),
-            epoch: Instant::now(),
-            next_entry: 0,
+            deadlines: Deadlines {
+                heap: BinaryHeap::new(),
+                epoch: Instant::now(),
+                next_entry: 0,
+            },
         };
         std::thread::Builder::new()
             .name(format!("{name}-{index}"))
@@ -308,28 +307,21 @@ impl<T: Task> Loop<T> {
     /// the heap's top is made true: stale entries go, and an entry whose task's deadline
     /// moved later moves with it, so that the thread never wakes for nothing.
     fn timeout_ms(&mut self, now: Instant) -> i32 {
-        while let Some(&Due { at, number, slot }) = self.heap.peek() {
+        while let Some(&Due { at, number, slot }) = self.deadlines.heap.peek() {
             let Some(entry) = self.slots[slot as usize]
                 .as_mut()
                 .filter(|e| e.entry == number)
             else {
-                self.heap.pop();
+                self.deadlines.heap.pop();
                 continue;
             };
             if entry.wanted > entry.armed {
-                self.heap.pop();
+                self.deadlines.heap.pop();
                 let wanted = entry.wanted;
-                push_entry(
-                    &mut self.heap,
-                    &mut self.next_entry,
-                    entry,
-                    slot,
-                    wanted,
-                    self.epoch,
-                );
+                self.deadlines.push(entry, slot, wanted);
                 continue;
             }
-            let wait = at.saturating_sub(since(self.epoch, now));
+            let wait = at.saturating_sub(self.deadlines.since_epoch(now));
             return wait.div_ceil(1_000_000).min(i32::MAX as u64) as i32;
         }
         -1
@@ -435,23 +427,16 @@ impl<T: Task> Loop<T> {
         if entry.entry != u64::MAX && deadline >= entry.armed {
             return;
         }
-        push_entry(
-            &mut self.heap,
-            &mut self.next_entry,
-            entry,
-            slot,
-            deadline,
-            self.epoch,
-        );
+        self.deadlines.push(entry, slot, deadline);
     }
 
     fn run_due(&mut self, now: Instant) {
-        let now_at = since(self.epoch, now);
-        while let Some(&Due { at, number, slot }) = self.heap.peek() {
+        let now_at = self.deadlines.since_epoch(now);
+        while let Some(&Due { at, number, slot }) = self.deadlines.heap.peek() {
             if at > now_at {
                 break;
             }
-            self.heap.pop();
+            self.deadlines.heap.pop();
             let Some(entry) = self.slots[slot as usize].as_mut() else {
                 continue;
             };
@@ -480,7 +465,34 @@ impl<T: Task> Loop<T> {
     }
 }
 
-/// A heap entry: when (see `since`), the entry's number and the task's slot.
+/// The tasks' deadlines, earliest on top.
+struct Deadlines {
+    heap: BinaryHeap<Due>,
+    /// Times in the heap count nanoseconds from here.
+    epoch: Instant,
+    next_entry: u64,
+}
+
+impl Deadlines {
+    /// Gives the task in `slot` a new entry at `deadline`; its older entries become stale.
+    fn push<T>(&mut self, entry: &mut Slot<T>, slot: u32, deadline: Instant) {
+        self.next_entry += 1;
+        entry.armed = deadline;
+        entry.entry = self.next_entry;
+        self.heap.push(Due {
+            at: self.since_epoch(deadline),
+            number: self.next_entry,
+            slot,
+        });
+    }
+
+    /// `at` in nanoseconds from the epoch (a u64 lasts 584 years).
+    fn since_epoch(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+}
+
+/// A heap entry: when (see `Deadlines::since_epoch`), the entry's number and the task's slot.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Due {
     at: u64,
@@ -501,30 +513,6 @@ impl PartialOrd for Due {
     fn partial_cmp(&self, other: &Due) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
-}
-
-/// `at` in nanoseconds from `epoch` (a u64 lasts 584 years).
-fn since(epoch: Instant, at: Instant) -> u64 {
-    at.saturating_duration_since(epoch).as_nanos() as u64
-}
-
-/// Gives the task in `slot` a new heap entry at `deadline`; its older entries become stale.
-fn push_entry<T>(
-    heap: &mut BinaryHeap<Due>,
-    next_entry: &mut u64,
-    entry: &mut Slot<T>,
-    slot: u32,
-    deadline: Instant,
-    epoch: Instant,
-) {
-    *next_entry += 1;
-    entry.armed = deadline;
-    entry.entry = *next_entry;
-    heap.push(Due {
-        at: since(epoch, deadline),
-        number: *next_entry,
-        slot,
-    });
 }
 
 /// SAFETY: `fd` must be a descriptor just returned to the caller, or negative on failure.

@@ -1248,50 +1248,51 @@ impl Engine {
     }
 
     /// What the next packet carries: echoed audio goes to `bufs.payload`, queued audio to
-    /// `bufs.frame`.
+    /// `bufs.frame`. Digits come first; the echo line needs nothing from the shared state.
     fn next_payload(&mut self, samples: usize, bufs: &mut Buffers) -> TickPayload {
-        if !self.digits_may_wait && self.dtmf_tx.is_none() && self.echo.len() >= samples {
-            self.dtmf_gap = self.dtmf_gap.saturating_sub(1);
-            return self.take_echo(samples, bufs);
-        }
-        let mut out = lock(&self.shared);
-        self.digits_may_wait = !out.dtmf_queue.is_empty();
-        if let Some(format) = out.dtmf_format {
-            if self.dtmf_tx.is_none()
-                && self.dtmf_gap == 0
-                && let Some((digit, ms)) = out.dtmf_queue.pop_front()
-            {
-                let start = self.timestamp;
-                match DtmfSender::new(digit, ms, format.clock_rate, self.media.ptime_ms, start) {
-                    Ok(sender) => {
-                        self.dtmf_tx = Some(sender);
-                        self.stats.dtmf_events_sent += 1;
-                    }
-                    Err(e) => warn!(call_id = %self.config.call_id, error = %e, "dtmf"),
-                }
-            }
-            if let Some(sender) = self.dtmf_tx.as_mut() {
-                match sender.next_packet() {
-                    Some(packet) => return TickPayload::Dtmf(packet, format.payload_type),
-                    None => {
-                        self.dtmf_tx = None;
-                        self.dtmf_gap = DTMF_GAP_PACKETS;
-                        // Audio after an event starts a new talkspurt.
-                        self.talkspurt_start = true;
-                    }
-                }
-            }
+        if (self.digits_may_wait || self.dtmf_tx.is_some())
+            && let Some(dtmf) = self.next_dtmf_packet()
+        {
+            return dtmf;
         }
         self.dtmf_gap = self.dtmf_gap.saturating_sub(1);
         if self.echo.len() >= samples {
-            drop(out);
             return self.take_echo(samples, bufs);
         }
-        if out.queue.pop(samples, &mut bufs.frame) {
+        if lock(&self.shared).queue.pop(samples, &mut bufs.frame) {
             TickPayload::Audio
         } else {
             TickPayload::Idle
         }
+    }
+
+    /// The next packet of the digit being sent, starting the next queued digit when none is
+    /// and the gap after the last has passed.
+    fn next_dtmf_packet(&mut self) -> Option<TickPayload> {
+        let mut out = lock(&self.shared);
+        self.digits_may_wait = !out.dtmf_queue.is_empty();
+        let format = out.dtmf_format?;
+        if self.dtmf_tx.is_none()
+            && self.dtmf_gap == 0
+            && let Some((digit, ms)) = out.dtmf_queue.pop_front()
+        {
+            let start = self.timestamp;
+            match DtmfSender::new(digit, ms, format.clock_rate, self.media.ptime_ms, start) {
+                Ok(sender) => {
+                    self.dtmf_tx = Some(sender);
+                    self.stats.dtmf_events_sent += 1;
+                }
+                Err(e) => warn!(call_id = %self.config.call_id, error = %e, "dtmf"),
+            }
+        }
+        let packet = self.dtmf_tx.as_mut()?.next_packet();
+        if packet.is_none() {
+            self.dtmf_tx = None;
+            self.dtmf_gap = DTMF_GAP_PACKETS;
+            // Audio after an event starts a new talkspurt.
+            self.talkspurt_start = true;
+        }
+        packet.map(|packet| TickPayload::Dtmf(packet, format.payload_type))
     }
 
     /// The next `samples` echoed bytes, into `bufs.payload`.
