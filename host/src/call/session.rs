@@ -283,7 +283,7 @@ impl Call {
             tokio::select! {
                 ev = self.dialog.recv() => match ev {
                     Some(DialogEvent::Ended(reason)) => {
-                        tracing::info!(?reason, "far end ended the call");
+                        tracing::debug!(?reason, "far end ended the call");
                         return match transfer_target.take() {
                             Some(t) => (EndReason::Transferred(t), false),
                             None => (EndReason::CallerHangup, false),
@@ -764,7 +764,7 @@ impl Call {
             ..
         } = self;
         let stats = media.close().await;
-        tracing::info!(?reason, ?stats, "call ended");
+        tracing::info!(?reason, %stats, "call ended");
         recorder.record(EventKind::MediaStats {
             packets_received: stats.packets_received,
             packets_expected: stats.packets_expected,

@@ -879,7 +879,8 @@ impl Engine {
         }
         if self.remote_ssrc != Some(packet.ssrc) {
             if self.remote_ssrc.is_some() {
-                info!(call_id = %self.config.call_id, old = ?self.remote_ssrc, new = packet.ssrc, "remote SSRC changed");
+                // Counted in the statistics the call's end line reports.
+                debug!(call_id = %self.config.call_id, old = ?self.remote_ssrc, new = packet.ssrc, "remote SSRC changed");
                 self.stats.ssrc_changes += 1;
                 // Drain what the old source left, then start over for the new one.
                 self.release_inbound_all(now, bufs);
@@ -1484,7 +1485,8 @@ impl Task for Engine {
 
     fn end(mut self) {
         self.publish_stats();
-        info!(call_id = %self.config.call_id, stats = ?self.stats, "media stopped");
+        // At info the call's end line carries the same statistics.
+        debug!(call_id = %self.config.call_id, stats = %self.stats, "media stopped");
         let (recorder, ended) = (self.recorder.take(), self.ended.take());
         let (call_id, stats) = (self.config.call_id.clone(), self.stats.clone());
         // The sockets and their ports go back before `close` returns.

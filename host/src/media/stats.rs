@@ -169,10 +169,69 @@ pub struct MediaStats {
     pub round_trip_ms: Option<f64>,
 }
 
+/// One short line for logs: what came in, what went out, what was lost.
+impl std::fmt::Display for MediaStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "rx {} pkts (lost {}/{}, jitter {:.1} ms, discarded {}, concealed {} ms), tx {} pkts, \
+             rtcp {}/{}, dtmf {}/{}",
+            self.packets_received,
+            self.packets_lost,
+            self.packets_expected,
+            self.jitter_ms,
+            self.packets_discarded,
+            self.concealed_ms,
+            self.packets_sent,
+            self.rtcp_received,
+            self.rtcp_sent,
+            self.dtmf_events_received,
+            self.dtmf_events_sent,
+        )?;
+        let odd = [
+            (self.ssrc_changes as u64, "ssrc changes"),
+            (self.foreign_packets, "foreign"),
+            (self.malformed_packets, "malformed"),
+            (self.frames_dropped, "frames dropped"),
+        ];
+        for (n, what) in odd.iter().filter(|(n, _)| *n > 0) {
+            write!(f, ", {what} {n}")?;
+        }
+        if let Some(rtt) = self.round_trip_ms {
+            write!(f, ", rtt {rtt:.1} ms")?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn log_line_names_the_unusual_counters_only_when_they_happened() {
+        let mut stats = MediaStats {
+            packets_received: 250,
+            packets_sent: 249,
+            jitter_ms: 1.25,
+            ..MediaStats::default()
+        };
+        let line = stats.to_string();
+        assert!(
+            line.starts_with("rx 250 pkts (lost 0/0, jitter 1.2 ms"),
+            "{line}"
+        );
+        assert!(line.contains("tx 249 pkts"), "{line}");
+        assert!(
+            !line.contains("ssrc") && !line.contains("foreign"),
+            "{line}"
+        );
+        stats.ssrc_changes = 1;
+        stats.foreign_packets = 3;
+        let line = stats.to_string();
+        assert!(line.ends_with(", ssrc changes 1, foreign 3"), "{line}");
+    }
 
     #[test]
     fn counts_loss_across_sequence_wrap() {
