@@ -5,7 +5,9 @@
 //! provider (every call runs the `menu` agent, is recorded in the call store, and sends the
 //! caller's audio back through the whole media path), and SIPp's `uas -rtp_echo`, which echoes
 //! packets untouched, as the reference. Prints each callee's CPU seconds (utime + stime from
-//! /proc) and failed calls per run, the medians, and the median of the runs' ratios.
+//! /proc; switchboard's split into its media threads and the rest: signalling, call tasks,
+//! agents, the call store) and failed calls per run, the medians, and the median of the runs'
+//! ratios.
 //! `MEDIA_BENCH_RUNS` (default 3) sets the number of runs, `MEDIA_BENCH_LOADS` (default `200@50,1000@100`) the calls @ calls per second.
 //!
 //! Like the reference, the host sends RTP only while it has audio (`send-silence = false`):
@@ -21,7 +23,7 @@ use switchboard_tests::agents::{example_agents, example_manifest, switchboard_re
 use switchboard_tests::host::{Host, HostOptions};
 use switchboard_tests::sip::{
     CallerAudio, SippStats, cpu_seconds, free_port, media_load_args, media_load_dir, require,
-    run_sipp, spawn_sipp, tempdir,
+    run_sipp, spawn_sipp, tempdir, threads_cpu_seconds,
 };
 
 /// One load of `calls` @ `rate` against `target`; returns (successful, failed) calls.
@@ -164,14 +166,17 @@ async fn echo_calls_cost_against_sipp_rtp_echo() {
                 .iter()
                 .filter(|l| l.contains("call ended"))
                 .count();
+            let media_before = threads_cpu_seconds(host_pid, "media-");
             let (our_cpu, ok, failed) = measure(host_pid, &host_target, calls, rate, || {
                 wait_ended(&mut host, ended_before, calls)
             })
             .await;
+            let media_cpu = threads_cpu_seconds(host_pid, "media-") - media_before;
             println!(
                 "media bench {calls} @ {rate} cps, run {run}: switchboard {our_cpu:.2} CPU-s \
-                 ({ok} ok, {failed} failed); sipp uas -rtp_echo {ref_cpu:.2} CPU-s ({ref_ok} ok, \
-                 {ref_failed} failed); ratio {:.2}",
+                 (media threads {media_cpu:.2}, the rest {:.2}; {ok} ok, {failed} failed); sipp \
+                 uas -rtp_echo {ref_cpu:.2} CPU-s ({ref_ok} ok, {ref_failed} failed); ratio {:.2}",
+                our_cpu - media_cpu,
                 our_cpu / ref_cpu
             );
             ours.push(our_cpu);
