@@ -175,7 +175,7 @@ impl std::fmt::Display for MediaStats {
         write!(
             f,
             "rx {} pkts (lost {}/{}, jitter {:.1} ms, discarded {}, concealed {} ms), tx {} pkts, \
-             rtcp {}/{}, dtmf {}/{}",
+             rtcp rx/tx {}/{}, dtmf rx/tx {}/{}",
             self.packets_received,
             self.packets_lost,
             self.packets_expected,
@@ -196,6 +196,13 @@ impl std::fmt::Display for MediaStats {
         ];
         for (n, what) in odd.iter().filter(|(n, _)| *n > 0) {
             write!(f, ", {what} {n}")?;
+        }
+        // What the peer's reports said about our stream.
+        if let Some(lost) = self.remote_fraction_lost {
+            write!(f, ", peer lost {:.1}%", lost * 100.0)?;
+        }
+        if let Some(jitter) = self.remote_jitter_ms {
+            write!(f, ", peer jitter {jitter:.1} ms")?;
         }
         if let Some(rtt) = self.round_trip_ms {
             write!(f, ", rtt {rtt:.1} ms")?;
@@ -229,8 +236,12 @@ mod tests {
         );
         stats.ssrc_changes = 1;
         stats.foreign_packets = 3;
+        stats.remote_fraction_lost = Some(0.25);
         let line = stats.to_string();
-        assert!(line.ends_with(", ssrc changes 1, foreign 3"), "{line}");
+        assert!(
+            line.ends_with(", ssrc changes 1, foreign 3, peer lost 25.0%"),
+            "{line}"
+        );
     }
 
     #[test]
