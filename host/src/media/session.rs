@@ -1439,7 +1439,6 @@ impl Engine {
     }
 }
 
-/// The clock telephone-event timestamps and durations run at on receive.
 /// The payload types `media` receives and sends telephone events with, one bit each.
 fn dtmf_payload_types(media: &NegotiatedMedia) -> u128 {
     media
@@ -1510,6 +1509,7 @@ impl Drop for Engine {
     }
 }
 
+/// The clock telephone-event timestamps and durations run at on receive.
 fn dtmf_clock(media: &NegotiatedMedia) -> u32 {
     media
         .dtmf_recv
