@@ -120,6 +120,51 @@ async fn memory_bomb_is_capped() {
     ));
 }
 
+#[tokio::test]
+async fn a_call_never_sees_the_memory_of_the_call_before_it() {
+    // One instance slot, so every call reuses the memory of the call before it. Slots reset
+    // the pages a call wrote by copying up to a limit and release the rest: the second call
+    // writes more than that limit.
+    let dir = AgentsDir::new();
+    dir.install(
+        "probe",
+        &fixture("probe"),
+        &probe_manifest("api.example.com"),
+    );
+    let data = tempfile::tempdir().unwrap();
+    let config = AgentsConfig {
+        dir: dir.path().to_path_buf(),
+        max_instances: 1,
+        ..AgentsConfig::default()
+    };
+    let rt = Runtime::new(config, BTreeMap::new(), data.path()).unwrap();
+    let v = Arc::new(
+        rt.load(
+            &dir.path().join("probe.wasm"),
+            &dir.path().join("probe.toml"),
+        )
+        .await
+        .unwrap(),
+    );
+    let info = switchboard::plugins::runtime::test_call_info("c", "1", "2");
+    let reason = switchboard::plugins::types::EndReason::CallerHangup;
+    for (call, allocate_mb) in [("first", "0"), ("second", "4"), ("third", "0")] {
+        let mut session = rt.session(&v, call).await.unwrap();
+        session.start(&info).await.unwrap();
+        let found = session.tool_call("remember", call).await.unwrap().result;
+        assert_eq!(found, Ok(String::new()), "{call} call found a note");
+        let allocated = session
+            .tool_call("alloc", allocate_mb)
+            .await
+            .unwrap()
+            .result;
+        assert!(allocated.is_ok(), "{allocated:?}");
+        let found = session.tool_call("remember", "again").await.unwrap().result;
+        assert_eq!(found, Ok(call.to_string()));
+        session.end(&reason).await.unwrap();
+    }
+}
+
 /// A one-request HTTP server on 127.0.0.1; returns its port.
 fn one_shot_http(body: &'static str) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

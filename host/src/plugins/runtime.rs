@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::{AgentPlugin, AgentPluginPre};
 use super::capabilities;
@@ -23,6 +23,13 @@ use super::types::{AgentInfo, CallInfo, Direction};
 
 /// How often the engine's epoch advances; the unit of every guest deadline.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// How much of a call's written linear memory (and table) an instance slot resets by copying
+/// instead of handing the pages back to the kernel. The kernel reports which pages the call
+/// wrote (`PAGEMAP_SCAN`), so only those are copied; an example agent writes a few dozen
+/// pages a call. Returning pages costs an `madvise`, whose TLB shootdown interrupts the media
+/// threads, and the next call of the slot faults them in again.
+const KEEP_RESIDENT: usize = 1 << 20;
 
 /// The `[agents]` section of the host configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -192,6 +199,9 @@ fn engine_config(config: &AgentsConfig, pooling: bool) -> Config {
     c.wasm_component_model(true);
     c.epoch_interruption(true);
     c.memory_init_cow(true);
+    // Agents are wasip2 components called one hook at a time: without the component-model
+    // async machinery a hook runs on a plain fiber, and a store carries no concurrent state.
+    c.concurrency_support(false);
     if pooling {
         let n = config.max_instances.max(1);
         let mut pool = PoolingAllocationConfig::default();
@@ -204,9 +214,14 @@ fn engine_config(config: &AgentsConfig, pooling: bool) -> Config {
             .max_memory_size(2 * config.memory_mb as usize * (1 << 20))
             // Every free slot may stay warm (its agent's copy-on-write image still mapped), so
             // a new call reuses one without mapping the image again; with a few hundred calls
-            // live, the default of 100 left most slots cold. The pages a call wrote are
-            // released either way.
+            // live, the default of 100 left most slots cold.
             .max_unused_warm_slots(n);
+        // Without the scan, keeping memory resident would mean copying all of it each call.
+        if PoolingAllocationConfig::is_pagemap_scan_available() {
+            pool.pagemap_scan(Enabled::Yes)
+                .linear_memory_keep_resident(KEEP_RESIDENT)
+                .table_keep_resident(KEEP_RESIDENT);
+        }
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     c
