@@ -26,8 +26,8 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// How much of a call's written linear memory (and table) an instance slot resets by copying
 /// instead of handing the pages back to the kernel. The kernel reports which pages the call
-/// wrote (`PAGEMAP_SCAN`), so only those are copied; an example agent writes a few dozen
-/// pages a call. Returning pages costs an `madvise`, whose TLB shootdown interrupts the media
+/// wrote (`PAGEMAP_SCAN`), so only those are copied: about eight pages for a call of the
+/// `menu` agent. Returning pages costs an `madvise`, whose TLB shootdown interrupts the media
 /// threads, and the next call of the slot faults them in again.
 const KEEP_RESIDENT: usize = 1 << 20;
 
