@@ -20,11 +20,15 @@ fn probe_manifest(http_host: &str) -> String {
     )
 }
 
-fn runtime(dir: &AgentsDir, budget_ms: u64) -> (Arc<Runtime>, tempfile::TempDir) {
+fn runtime(
+    dir: &AgentsDir,
+    budget_ms: u64,
+    max_instances: u32,
+) -> (Arc<Runtime>, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
     let config = AgentsConfig {
         dir: dir.path().to_path_buf(),
-        max_instances: 64,
+        max_instances,
         hook_budget_ms: budget_ms,
         ..AgentsConfig::default()
     };
@@ -37,6 +41,7 @@ fn runtime(dir: &AgentsDir, budget_ms: u64) -> (Arc<Runtime>, tempfile::TempDir)
 async fn load_probe(
     http_host: &str,
     budget_ms: u64,
+    max_instances: u32,
 ) -> (
     Arc<Runtime>,
     Arc<switchboard::plugins::AgentVersion>,
@@ -45,7 +50,7 @@ async fn load_probe(
 ) {
     let dir = AgentsDir::new();
     dir.install("probe", &fixture("probe"), &probe_manifest(http_host));
-    let (rt, data) = runtime(&dir, budget_ms);
+    let (rt, data) = runtime(&dir, budget_ms, max_instances);
     let v = rt
         .load(
             &dir.path().join("probe.wasm"),
@@ -59,7 +64,7 @@ async fn load_probe(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runaway_agent_is_stopped_while_another_call_completes() {
     let budget = 200;
-    let (rt, v, _dir, _data) = load_probe("api.example.com", budget).await;
+    let (rt, v, _dir, _data) = load_probe("api.example.com", budget, 64).await;
     let mut runaway = rt.session(&v, "runaway").await.unwrap();
     let mut healthy = rt.session(&v, "healthy").await.unwrap();
     let info = switchboard::plugins::runtime::test_call_info("c", "1", "2");
@@ -102,7 +107,7 @@ async fn runaway_agent_is_stopped_while_another_call_completes() {
 
 #[tokio::test]
 async fn memory_bomb_is_capped() {
-    let (rt, v, _dir, _data) = load_probe("api.example.com", 1000).await;
+    let (rt, v, _dir, _data) = load_probe("api.example.com", 1000, 64).await;
     let info = switchboard::plugins::runtime::test_call_info("c", "1", "2");
     let mut small = rt.session(&v, "small").await.unwrap();
     small.start(&info).await.unwrap();
@@ -125,27 +130,7 @@ async fn a_call_never_sees_the_memory_of_the_call_before_it() {
     // One instance slot, so every call reuses the memory of the call before it. Slots reset
     // the pages a call wrote by copying up to a limit and release the rest: the second call
     // writes more than that limit.
-    let dir = AgentsDir::new();
-    dir.install(
-        "probe",
-        &fixture("probe"),
-        &probe_manifest("api.example.com"),
-    );
-    let data = tempfile::tempdir().unwrap();
-    let config = AgentsConfig {
-        dir: dir.path().to_path_buf(),
-        max_instances: 1,
-        ..AgentsConfig::default()
-    };
-    let rt = Runtime::new(config, BTreeMap::new(), data.path()).unwrap();
-    let v = Arc::new(
-        rt.load(
-            &dir.path().join("probe.wasm"),
-            &dir.path().join("probe.toml"),
-        )
-        .await
-        .unwrap(),
-    );
+    let (rt, v, _dir, _data) = load_probe("api.example.com", 1000, 1).await;
     let info = switchboard::plugins::runtime::test_call_info("c", "1", "2");
     let reason = switchboard::plugins::types::EndReason::CallerHangup;
     for (call, allocate_mb) in [("first", "0"), ("second", "4"), ("third", "0")] {
@@ -187,7 +172,7 @@ fn one_shot_http(body: &'static str) -> u16 {
 async fn http_reaches_only_allowed_hosts() {
     let allowed = one_shot_http("pong");
     let other = one_shot_http("secret");
-    let (rt, v, _dir, _data) = load_probe(&format!("127.0.0.1:{allowed}"), 1000).await;
+    let (rt, v, _dir, _data) = load_probe(&format!("127.0.0.1:{allowed}"), 1000, 64).await;
     let mut s = rt.session(&v, "http").await.unwrap();
     s.start(&switchboard::plugins::runtime::test_call_info(
         "c", "1", "2",
@@ -217,7 +202,7 @@ async fn http_reaches_only_allowed_hosts() {
 
 #[tokio::test]
 async fn kv_quota_transfer_allowlist_and_effect_order() {
-    let (rt, v, _dir, _data) = load_probe("api.example.com", 1000).await;
+    let (rt, v, _dir, _data) = load_probe("api.example.com", 1000, 64).await;
     let mut s = rt.session(&v, "kv").await.unwrap();
     s.start(&switchboard::plugins::runtime::test_call_info(
         "c", "1", "2",
@@ -281,7 +266,7 @@ async fn kv_quota_transfer_allowlist_and_effect_order() {
 async fn refusal(dir: &AgentsDir, name: &str, wasm: &[u8], manifest: &str) -> String {
     dir.write(&format!("{name}.toml"), manifest.as_bytes());
     dir.write(&format!("{name}.wasm"), wasm);
-    let (rt, _data) = runtime(dir, 1000);
+    let (rt, _data) = runtime(dir, 1000, 64);
     let registry = Registry::new(rt, BTreeMap::new()).unwrap();
     let err = registry.reload(name).await.unwrap_err().to_string();
     assert!(registry.snapshot().agents.is_empty());
