@@ -178,3 +178,42 @@ async fn early_media_then_dropped_call_is_refused_with_480() {
     assert_eq!(final_code.as_deref(), Some("480"));
     ep.shutdown().await;
 }
+
+/// RFC 3261 §17.2.1 owes the caller a 100 Trying only when no response comes within 200 ms:
+/// a consumer that rings at once sends 180 first; a slow one is preceded by the 100.
+#[tokio::test]
+async fn trying_only_when_the_consumer_is_slow_to_respond() {
+    use switchboard::sip::SipEvent;
+    for (delay, expected) in [(0, vec![180, 486]), (600, vec![100, 180, 486])] {
+        let (ep, mut events) = SipEndpoint::start(test_config()).await.unwrap();
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                if let SipEvent::IncomingCall(call) = ev {
+                    if delay > 0 {
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                    }
+                    call.ringing().unwrap();
+                    call.reject(486, "busy").unwrap();
+                }
+            }
+        });
+        let mut c = RawClient::udp(ep.local_addrs().udp.unwrap()).await;
+        let call_id = format!("trying-{delay}");
+        let invite = request(
+            "INVITE",
+            &call_id,
+            c.local,
+            "UDP",
+            "",
+            &canned_sdp("sendrecv"),
+        );
+        c.send(invite.as_bytes()).await;
+        let mut codes = Vec::new();
+        while codes.last().is_none_or(|code| *code < 200) {
+            let msg = c.recv(Duration::from_secs(3)).await.expect("a response");
+            codes.push(msg[8..11].parse::<u16>().unwrap());
+        }
+        assert_eq!(codes, expected, "consumer responding after {delay} ms");
+        ep.shutdown().await;
+    }
+}

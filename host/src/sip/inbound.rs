@@ -3,14 +3,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rsipstack::dialog::authenticate::verify_digest;
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Header, Method, StatusCode};
 use rsipstack::transaction::transaction::Transaction;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info, warn};
 
 use super::config::Transport;
@@ -47,10 +47,17 @@ pub struct IncomingCall {
     pending: Option<Pending>,
 }
 
+/// How long an INVITE waits for the consumer's first response before the stack answers
+/// 100 Trying. RFC 3261 §17.2.1 owes the caller a 100 only when no response comes within
+/// 200 ms; a consumer that rings at once saves the caller (and us) that datagram.
+const TRYING_AFTER: Duration = Duration::from_millis(100);
+
 struct Pending {
     dialog: InviteDialog,
     handle: DialogHandle,
     events: mpsc::UnboundedReceiver<DialogEvent>,
+    /// Told when the consumer first responds (rings, answers, rejects or drops the call).
+    responded: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -83,19 +90,21 @@ impl IncomingCall {
 
     /// Sends 180 Ringing.
     pub fn ringing(&self) -> Result<(), SipError> {
-        self.pending()?
-            .dialog
-            .ringing(None, None)
-            .map_err(|e| self.err("ringing", e))
+        let p = self.pending()?;
+        let rung = p.dialog.ringing(None, None);
+        p.responded.notify_one();
+        rung.map_err(|e| self.err("ringing", e))
     }
 
     /// Sends 183 Session Progress with our SDP (early media before answer).
     pub fn early_media(&self, local_sdp: &str) -> Result<(), SipError> {
         let headers = vec![Header::ContentType("application/sdp".into())];
-        self.pending()?
+        let p = self.pending()?;
+        let sent = p
             .dialog
-            .ringing(Some(headers), Some(local_sdp.as_bytes().to_vec()))
-            .map_err(|e| self.err("early media", e))
+            .ringing(Some(headers), Some(local_sdp.as_bytes().to_vec()));
+        p.responded.notify_one();
+        sent.map_err(|e| self.err("early media", e))
     }
 
     /// Answers 200 OK with our SDP and returns the call's dialog.
@@ -106,9 +115,11 @@ impl IncomingCall {
             .take()
             .ok_or_else(|| SipError::CallGone(self.call_id.clone()))?;
         let headers = vec![Header::ContentType("application/sdp".into())];
-        p.dialog
-            .accept(Some(headers), Some(local_sdp.as_bytes().to_vec()))
-            .map_err(|e| self.err("answer", e))?;
+        let accepted = p
+            .dialog
+            .accept(Some(headers), Some(local_sdp.as_bytes().to_vec()));
+        p.responded.notify_one();
+        accepted.map_err(|e| self.err("answer", e))?;
         info!(sip_call_id = %self.call_id, "call answered");
         Ok(Dialog::new(p.handle, p.events))
     }
@@ -126,9 +137,11 @@ impl IncomingCall {
             500
         };
         info!(sip_call_id = %self.call_id, code, reason, "call rejected");
-        p.dialog
-            .reject(Some(StatusCode::from(code)), Some(reason.to_string()))
-            .map_err(|e| self.err("reject", e))
+        let rejected = p
+            .dialog
+            .reject(Some(StatusCode::from(code)), Some(reason.to_string()));
+        p.responded.notify_one();
+        rejected.map_err(|e| self.err("reject", e))
     }
 }
 
@@ -141,6 +154,7 @@ impl Drop for IncomingCall {
             p.dialog
                 .reject(Some(StatusCode::TemporarilyUnavailable), None)
                 .ok();
+            p.responded.notify_one();
         }
     }
 }
@@ -324,6 +338,7 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
     tokio::spawn(pump.run(state_rx));
 
     info!(%call_id, %dialled, %from, ?source, %transport, trunk = ?trunk, "incoming call");
+    let responded = Arc::new(Notify::new());
     let call = IncomingCall {
         call_id: call_id.clone(),
         dialled,
@@ -339,12 +354,18 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
             dialog: dialog.clone(),
             handle,
             events: ev_rx,
+            responded: responded.clone(),
         }),
     };
     if let Err(e) = shared.events.try_send(SipEvent::IncomingCall(call)) {
         // The IncomingCall inside is dropped, which refuses the call (480).
         warn!(%call_id, "consumer not keeping up ({e}); call refused");
     }
+    // The stack answers 100 Trying when it starts driving the transaction unless a response
+    // is already queued (its queued responses go out then, in order).
+    tokio::time::timeout(TRYING_AFTER, responded.notified())
+        .await
+        .ok();
     let mut dialog = dialog;
     if let Err(e) = dialog.handle(&mut tx).await {
         debug!(%call_id, error = %e, "INVITE transaction ended with error");
