@@ -68,6 +68,15 @@ impl std::fmt::Debug for Pending {
     }
 }
 
+impl Pending {
+    /// Lets the INVITE transaction start once a response is queued (see [`TRYING_AFTER`]);
+    /// passes the queueing's result through.
+    fn after_response<T>(&self, queued: T) -> T {
+        self.responded.notify_one();
+        queued
+    }
+}
+
 impl IncomingCall {
     fn pending(&self) -> Result<&Pending, SipError> {
         let p = self
@@ -91,20 +100,17 @@ impl IncomingCall {
     /// Sends 180 Ringing.
     pub fn ringing(&self) -> Result<(), SipError> {
         let p = self.pending()?;
-        let rung = p.dialog.ringing(None, None);
-        p.responded.notify_one();
-        rung.map_err(|e| self.err("ringing", e))
+        p.after_response(p.dialog.ringing(None, None))
+            .map_err(|e| self.err("ringing", e))
     }
 
     /// Sends 183 Session Progress with our SDP (early media before answer).
     pub fn early_media(&self, local_sdp: &str) -> Result<(), SipError> {
         let headers = vec![Header::ContentType("application/sdp".into())];
         let p = self.pending()?;
-        let sent = p
-            .dialog
-            .ringing(Some(headers), Some(local_sdp.as_bytes().to_vec()));
-        p.responded.notify_one();
-        sent.map_err(|e| self.err("early media", e))
+        let body = Some(local_sdp.as_bytes().to_vec());
+        p.after_response(p.dialog.ringing(Some(headers), body))
+            .map_err(|e| self.err("early media", e))
     }
 
     /// Answers 200 OK with our SDP and returns the call's dialog.
@@ -115,11 +121,9 @@ impl IncomingCall {
             .take()
             .ok_or_else(|| SipError::CallGone(self.call_id.clone()))?;
         let headers = vec![Header::ContentType("application/sdp".into())];
-        let accepted = p
-            .dialog
-            .accept(Some(headers), Some(local_sdp.as_bytes().to_vec()));
-        p.responded.notify_one();
-        accepted.map_err(|e| self.err("answer", e))?;
+        let body = Some(local_sdp.as_bytes().to_vec());
+        p.after_response(p.dialog.accept(Some(headers), body))
+            .map_err(|e| self.err("answer", e))?;
         info!(sip_call_id = %self.call_id, "call answered");
         Ok(Dialog::new(p.handle, p.events))
     }
@@ -137,11 +141,9 @@ impl IncomingCall {
             500
         };
         info!(sip_call_id = %self.call_id, code, reason, "call rejected");
-        let rejected = p
-            .dialog
-            .reject(Some(StatusCode::from(code)), Some(reason.to_string()));
-        p.responded.notify_one();
-        rejected.map_err(|e| self.err("reject", e))
+        let status = Some(StatusCode::from(code));
+        p.after_response(p.dialog.reject(status, Some(reason.to_string())))
+            .map_err(|e| self.err("reject", e))
     }
 }
 
@@ -151,10 +153,8 @@ impl Drop for IncomingCall {
             && !p.dialog.state().is_terminated()
         {
             warn!(sip_call_id = %self.call_id, "incoming call dropped unanswered; 480");
-            p.dialog
-                .reject(Some(StatusCode::TemporarilyUnavailable), None)
-                .ok();
-            p.responded.notify_one();
+            let unavailable = Some(StatusCode::TemporarilyUnavailable);
+            p.after_response(p.dialog.reject(unavailable, None)).ok();
         }
     }
 }
