@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use switchboard::domain::{Action, Direction, EndReason, Role};
 use switchboard::plugins::harness::{Harness, Step};
 use switchboard::plugins::runtime::{AgentSettings, AgentsConfig, test_call_info};
-use switchboard::plugins::types::{Action, Direction, EndReason, Role};
 use switchboard::plugins::{StartOutcome, ToolOutcome};
 use switchboard_tests::agents::{example_agents, example_manifest};
 

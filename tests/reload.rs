@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use switchboard::domain::Action;
 use switchboard::plugins::runtime::{AgentsConfig, Runtime, test_call_info};
-use switchboard::plugins::types::Action;
 use switchboard::plugins::{AgentEvent, AgentEventKind, Registry, StartOutcome, watcher};
 use switchboard_tests::agents::{AgentsDir, fixture, greeter};
 use tokio::sync::broadcast;
@@ -136,7 +136,7 @@ async fn running_calls_keep_v1_new_calls_get_v2_and_broken_builds_are_refused() 
     assert!(matches!(ev.kind, AgentEventKind::Loaded { .. }), "{ev:?}");
     assert_eq!(registry.resolve("4000").unwrap().agent.hash, v1_hash);
     for mut s in v1_calls {
-        s.end(&switchboard::plugins::types::EndReason::CallerHangup)
+        s.end(&switchboard::domain::EndReason::CallerHangup)
             .await
             .unwrap();
     }

@@ -7,9 +7,10 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use switchboard::domain::Action;
+use switchboard::domain::FaultKind;
 use switchboard::plugins::runtime::{AgentsConfig, Runtime};
-use switchboard::plugins::types::Action;
-use switchboard::plugins::{FaultKind, Registry, StartOutcome};
+use switchboard::plugins::{Registry, StartOutcome};
 use switchboard_tests::agents::{AgentsDir, fixture, wat};
 
 /// The probe's manifest, granting kv, one transfer target and http to `http_host`.
@@ -132,7 +133,7 @@ async fn a_call_never_sees_the_memory_of_the_call_before_it() {
     // writes more than that limit.
     let (rt, v, _dir, _data) = load_probe("api.example.com", 1000, 1).await;
     let info = switchboard::plugins::runtime::test_call_info("c", "1", "2");
-    let reason = switchboard::plugins::types::EndReason::CallerHangup;
+    let reason = switchboard::domain::EndReason::CallerHangup;
     for (call, allocate_mb) in [("first", "0"), ("second", "4"), ("third", "0")] {
         let mut session = rt.session(&v, call).await.unwrap();
         session.start(&info).await.unwrap();

@@ -8,6 +8,7 @@ pub mod app;
 pub mod bench;
 pub mod call;
 pub mod config;
+pub mod domain;
 pub mod logs;
 pub mod media;
 pub mod model;

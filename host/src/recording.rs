@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::call::events::{CallEvent, CallSink, EventKind, LiveEvents};
-use crate::plugins::types::Role;
+use crate::call::events::{CallSink, LiveEvents};
+use crate::domain::events::{CallEvent, EventKind};
 use crate::store::{self, CallEnd, CallStore, NewCall, TurnLatency, UsageRecord, Write};
 
 /// Most call events in one [`CallStore::write_all`].
@@ -100,10 +100,7 @@ fn writes_for(e: &CallEvent) -> Vec<Write> {
             path: path.clone(),
         }),
         EventKind::Transcript { role, text } => {
-            let role = match role {
-                Role::Caller => store::Role::Caller,
-                Role::Agent => store::Role::Agent,
-            };
+            let role = *role;
             let text = text.clone();
             return vec![Write::Transcript {
                 call_id,

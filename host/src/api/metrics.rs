@@ -11,7 +11,8 @@ use axum::response::IntoResponse;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::Ctx;
-use crate::call::events::{CallEvent, EventBus, EventKind};
+use crate::call::events::EventBus;
+use crate::domain::events::{CallEvent, EventKind};
 use crate::plugins::{AgentEvent, AgentEventKind, Registry};
 
 const SETUP_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];

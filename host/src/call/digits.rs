@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::plugins::types::DigitRequest;
+use crate::domain::DigitRequest;
 
 /// What one key press did to a collection in progress.
 #[derive(Debug, Clone, PartialEq, Eq)]

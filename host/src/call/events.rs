@@ -1,157 +1,13 @@
-//! What happened on a call, as timestamped events: the feed of the call store, the live event
-//! stream of the API and the dashboard, and the logs.
+//! The event bus: each call's [`CallEvent`]s, numbered in order, go to the call store and from
+//! there to the live stream of the API and the dashboard.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::plugins::AgentFault;
-use crate::plugins::types::{Action, Role};
-
-/// The call's state machine: ringing → starting → active → (transferring) → ending → ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CallState {
-    Ringing,
-    Starting,
-    Active,
-    Transferring,
-    Ending,
-    Ended,
-}
-
-impl CallState {
-    /// Whether moving to `next` is allowed (anything may end; nothing leaves `Ended`).
-    pub fn can_become(self, next: CallState) -> bool {
-        use CallState::*;
-        match (self, next) {
-            (Ended, _) => false,
-            (_, Ending | Ended) => true,
-            (Ringing, Starting) | (Starting, Active) => true,
-            (Active, Transferring) | (Transferring, Active) => true,
-            _ => false,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
-pub enum EventKind {
-    Created {
-        direction: String,
-        caller: String,
-        callee: String,
-        transport: String,
-        agent: Option<String>,
-        agent_version: Option<String>,
-        agent_hash: Option<String>,
-        /// JSON the requester attached to an outbound call (also given to the agent).
-        #[serde(skip_serializing_if = "Option::is_none")]
-        metadata: Option<serde_json::Value>,
-    },
-    State {
-        state: CallState,
-    },
-    Rejected {
-        code: u16,
-        reason: String,
-    },
-    /// An outbound call's callee is alerted: `ringing` (180) or `early-media` (183 + SDP).
-    Progress {
-        status: String,
-    },
-    /// An outbound call ended before answer: `busy`, `no-answer`, `rejected`, `cancelled` or
-    /// `failed`, with the SIP status when there was one.
-    NotAnswered {
-        outcome: String,
-        code: Option<u16>,
-        reason: String,
-    },
-    Answered {
-        codec: String,
-        model: String,
-    },
-    Actions {
-        hook: String,
-        actions: Vec<Action>,
-    },
-    AgentFault {
-        fault: AgentFault,
-    },
-    Dtmf {
-        digits: String,
-        source: String,
-    },
-    Transcript {
-        role: Role,
-        text: String,
-    },
-    ToolCall {
-        call_id: String,
-        name: String,
-        arguments: String,
-    },
-    ToolResult {
-        call_id: String,
-        ok: bool,
-        output: String,
-    },
-    SpeechStarted,
-    SpeechStopped,
-    BargeIn {
-        played_ms: u64,
-        discarded_ms: u64,
-    },
-    Usage {
-        input_tokens: u64,
-        output_tokens: u64,
-    },
-    TurnLatency {
-        turn: u32,
-        host_in_ms: f64,
-        model_ms: f64,
-        host_out_ms: f64,
-        total_ms: f64,
-    },
-    Transfer {
-        target: String,
-        status: String,
-        detail: String,
-    },
-    ModelError {
-        message: String,
-    },
-    /// The call is being recorded to this WAV file.
-    Recording {
-        path: String,
-    },
-    /// RTP totals of the call, recorded once when its media closes.
-    MediaStats {
-        packets_received: u64,
-        packets_expected: u64,
-        packets_lost: u64,
-        jitter_ms: f64,
-        concealed_ms: u64,
-    },
-    Ended {
-        reason: String,
-        abnormal: bool,
-    },
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct CallEvent {
-    pub call_id: String,
-    /// Per-call sequence number, from 0.
-    pub seq: u64,
-    /// Milliseconds since the Unix epoch.
-    pub at_ms: u64,
-    #[serde(flatten)]
-    pub kind: EventKind,
-}
+use crate::domain::events::{CallEvent, EventKind};
 
 /// Where call events are kept (the call store implements this). A sink hands every event on to
 /// [`LiveEvents`] once it is kept, in order, so whoever hears of an event on the live stream and
@@ -225,24 +81,5 @@ impl Recorder {
         };
         tracing::debug!(call_id = %self.call_id, event = ?event.kind, "call event");
         self.bus.sink.record(event);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn state_machine_transitions() {
-        use CallState::*;
-        assert!(Ringing.can_become(Starting));
-        assert!(Starting.can_become(Active));
-        assert!(Active.can_become(Transferring));
-        assert!(Transferring.can_become(Active));
-        assert!(Active.can_become(Ending));
-        assert!(Ringing.can_become(Ended));
-        assert!(!Ended.can_become(Ending));
-        assert!(!Ringing.can_become(Active));
-        assert!(!Ending.can_become(Active));
     }
 }

@@ -24,14 +24,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use crate::domain::events::{CallState, EventKind};
+use crate::domain::{CallInfo, Direction, SessionConfig};
 use crate::media::{Codec, MediaConfig, MediaSession, PendingMedia, PortPool, SilenceMode, sdp};
 use crate::model::{ModelProvider, ModelSession};
 use crate::plugins::routing::display_number;
 use crate::plugins::runtime::StartFallback;
-use crate::plugins::types::{CallInfo, Direction, SessionConfig};
 use crate::plugins::{AgentSession, AgentVersion, Registry, StartOutcome};
 use crate::sip::{Dialog, IncomingCall};
-use events::{CallState, EventBus, EventKind, Recorder};
+use events::{EventBus, Recorder};
 use session::Call;
 
 /// The `[calls]` section of the configuration.
@@ -331,7 +332,7 @@ fn reject(recorder: &Recorder, call: IncomingCall, code: u16, reason: &str) {
 struct Accepted {
     agent: AgentSession,
     config: SessionConfig,
-    actions: Vec<crate::plugins::types::Action>,
+    actions: Vec<crate::domain::Action>,
     /// The agent failed in on-start: play the apology and hang up.
     fallback: bool,
 }

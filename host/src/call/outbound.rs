@@ -11,16 +11,17 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::events::{self, EventKind, Recorder};
+use super::events::{self, Recorder};
 use super::{
     Accepted, Answered, CallCommand, CallDeps, CallSummary, Started, connect_for, created,
     media_config, run_answered, start_agent,
 };
+use crate::domain::events::EventKind;
+use crate::domain::{CallInfo, Direction, EndReason};
 use crate::media::{PendingMedia, sdp};
 use crate::plugins::AgentVersion;
 use crate::plugins::routing::{display_number, normalize};
 use crate::plugins::session::caps::MAX_METADATA;
-use crate::plugins::types::{CallInfo, Direction, EndReason};
 use crate::sip::{CallOutcome, CallProgress, OutboundCall, OutgoingCall, SipEndpoint, SipError};
 
 /// A call to place.

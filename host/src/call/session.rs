@@ -11,15 +11,16 @@ use tokio::time::Instant;
 
 use super::audio::{decode_from_model, encode_for_model};
 use super::digits::{Collected, DigitCollector};
-use super::events::{CallState, EventKind, Recorder};
+use super::events::Recorder;
 use super::{CallCommand, CallDeps};
+use crate::domain::events::{CallState, EventKind};
+use crate::domain::{Action, AgentFault, EndReason, Role, SessionConfig};
 use crate::media::{MediaEvent, MediaSession, NegotiatedMedia, sdp};
 use crate::model::{
     AudioFormat, Command, ModelEvent, ModelProvider, ModelSession, Role as ModelRole,
     SessionSettings, ToolSpec,
 };
-use crate::plugins::types::{Action, EndReason, Role, SessionConfig};
-use crate::plugins::{AgentFault, AgentSession};
+use crate::plugins::AgentSession;
 use crate::sip::{Dialog, DialogEvent, DialogHandle};
 
 /// Everything a running call owns.

@@ -55,6 +55,8 @@ pub mod speech_cache;
 mod vad;
 mod ws;
 
+/// Who spoke: the host's one role type, part of this module's events.
+pub use crate::domain::Role;
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -196,13 +198,6 @@ pub enum Command {
     UpdateInstructions(String),
     /// Close the session; a final [`ModelEvent::Closed`] follows.
     Close,
-}
-
-/// Who spoke.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Caller,
-    Agent,
 }
 
 /// Token usage of one response (or one usage report), as given by the provider.

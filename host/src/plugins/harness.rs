@@ -4,13 +4,13 @@
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use switchboard::plugins::harness::Harness;
-//! use switchboard::plugins::types::Action;
+//! use switchboard::domain::Action;
 //!
 //! let harness = Harness::load("target/wasm32-wasip2/release/menu.wasm", "agent.toml").await?;
 //! let mut call = harness.call("+15550100001", "1000").await?;
 //! call.start().await?;
 //! assert!(call.dtmf("#").await?.contains(&Action::Hangup));
-//! call.end(switchboard::plugins::types::EndReason::CallerHangup).await?;
+//! call.end(switchboard::domain::EndReason::CallerHangup).await?;
 //! # Ok(()) }
 //! ```
 
@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::routing::display_number;
 use super::runtime::{AgentSettings, AgentVersion, AgentsConfig, Runtime, test_call_info};
-use super::session::{AgentFault, AgentSession, StartOutcome, ToolOutcome};
-use super::types::{Action, CallInfo, EndReason, Role};
+use super::session::{AgentSession, StartOutcome, ToolOutcome};
+use crate::domain::{Action, AgentFault, CallInfo, EndReason, Role};
 
 /// A loaded agent version with a private runtime (its kv data lives in a temporary folder
 /// unless [`Harness::with_runtime`] is used).

@@ -11,6 +11,7 @@
 
 mod bindings;
 pub mod capabilities;
+mod convert;
 pub mod deploy;
 pub mod harness;
 pub mod http;
@@ -22,14 +23,13 @@ pub mod runtime;
 pub mod session;
 pub mod watcher;
 
-/// The contract's data types (records, variants and enums of `switchboard:agent/types`).
+/// The contract's own data types that have no host domain type: what `describe` returns,
+/// the errors of host imports, log levels. Everything else crosses the edge as
+/// [`crate::domain`] types ([`convert`]).
 pub mod types {
-    pub use super::bindings::switchboard::agent::types::{
-        Action, AgentInfo, CallInfo, DigitRequest, Direction, EndReason, Error, LogLevel,
-        RejectReason, Role, SessionConfig, Tool,
-    };
+    pub use super::bindings::switchboard::agent::types::{AgentInfo, Error, LogLevel};
 }
 
 pub use registry::{AgentEvent, AgentEventKind, Registry};
 pub use runtime::{AgentSettings, AgentVersion, AgentsConfig, LoadError, Runtime};
-pub use session::{AgentFault, AgentSession, FaultKind, StartOutcome, ToolOutcome};
+pub use session::{AgentSession, StartOutcome, ToolOutcome};

@@ -18,8 +18,9 @@ use super::capabilities;
 use super::http::HttpClient;
 use super::kv::KvStore;
 use super::manifest::Manifest;
-use super::session::{AgentFault, AgentSession, Sandbox, SessionState};
-use super::types::{AgentInfo, CallInfo, Direction};
+use super::session::{AgentSession, Sandbox, SessionState};
+use super::types::AgentInfo;
+use crate::domain::{Action, AgentFault, CallInfo, Direction};
 
 /// How often the engine's epoch advances; the unit of every guest deadline.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -558,8 +559,7 @@ impl Runtime {
     }
 
     /// The actions that replace a failed agent for the rest of the call.
-    pub fn fallback_actions(&self) -> Vec<super::types::Action> {
-        use super::types::Action;
+    pub fn fallback_actions(&self) -> Vec<Action> {
         let f = &self.config.fallback;
         let mut actions = vec![Action::Say(f.apology.clone())];
         actions.push(match &f.transfer {

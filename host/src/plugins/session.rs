@@ -11,13 +11,14 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::bindings::switchboard::agent::types as wit;
 use super::bindings::switchboard::agent::{call, config, http, kv, log};
 use super::bindings::{AgentPlugin, AgentPluginPre};
 use super::http::{FetchError, FetchRequest};
 use super::runtime::{AgentContext, AgentVersion, SessionLimits};
-use super::types::{
-    Action, AgentInfo, CallInfo, EndReason, Error as GuestError, LogLevel, RejectReason, Role,
-    SessionConfig,
+use super::types::{AgentInfo, Error as GuestError, LogLevel};
+use crate::domain::{
+    Action, AgentFault, CallInfo, EndReason, FaultKind, RejectReason, Role, SessionConfig,
 };
 
 /// Caps on what crosses the boundary (documented in wit/agent.wit).
@@ -36,32 +37,6 @@ pub mod caps {
     /// Call metadata (JSON text) handed to on-start.
     pub const MAX_METADATA: usize = 16 << 10;
     pub const MAX_NUMBERS: usize = 256;
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FaultKind {
-    /// The guest trapped (panic, unreachable, bad memory access...).
-    Trap,
-    /// The guest ran longer than its CPU budget for one hook.
-    CpuBudget,
-    /// The hook took longer than the wall-clock timeout (including host I/O).
-    Timeout,
-    /// The guest tried to grow its memory past the cap.
-    Memory,
-    /// The guest returned something over a size cap or malformed.
-    Limit,
-    /// A hook was called after an earlier fault.
-    Poisoned,
-}
-
-/// Why an agent's part of a call ended. The call goes on with the configured fallback.
-#[derive(Debug, Clone, thiserror::Error, serde::Serialize)]
-#[error("{hook}: {kind:?}: {message}")]
-pub struct AgentFault {
-    pub kind: FaultKind,
-    pub hook: &'static str,
-    pub message: String,
 }
 
 /// Host-side limiter: caps linear memory and remembers that a growth was refused, so the
@@ -451,7 +426,7 @@ impl Sandbox {
         &mut self,
         hook: &'static str,
         mut effects: Vec<Action>,
-        returned: Vec<Action>,
+        returned: Vec<wit::Action>,
     ) -> Result<Vec<Action>, AgentFault> {
         if returned.len() > caps::MAX_ACTIONS {
             return Err(self.limit(
@@ -463,7 +438,7 @@ impl Sandbox {
                 ),
             ));
         }
-        for action in returned {
+        for action in returned.into_iter().map(Action::from) {
             if let Err(m) = check_action(&action) {
                 return Err(self.limit(hook, m));
             }
@@ -678,14 +653,16 @@ impl AgentSession {
         })?;
         let sb = &mut self.sandbox;
         sb.begin("on-start")?;
+        let info = info.into();
         let fut = sb
             .agent
             .switchboard_agent_agent()
-            .call_on_start(&mut sb.store, info);
+            .call_on_start(&mut sb.store, &info);
         let r = tokio::time::timeout(sb.limits.hook_timeout, fut).await;
         let (result, effects) = sb.finish("on-start", r)?;
         match result {
             Ok(config) => {
+                let config = SessionConfig::from(config);
                 check_config(&config).map_err(|m| sb.limit("on-start", m))?;
                 let actions = sb.merge("on-start", effects, Vec::new())?;
                 Ok(StartOutcome::Accept { config, actions })
@@ -699,7 +676,7 @@ impl AgentSession {
                 }
                 over("reject reason", reject.reason.len(), 256)
                     .map_err(|m| sb.limit("on-start", m))?;
-                Ok(StartOutcome::Reject(reject))
+                Ok(StartOutcome::Reject(reject.into()))
             }
         }
     }
@@ -726,7 +703,7 @@ impl AgentSession {
         sb.begin("on-transcript")?;
         let fut = sb.agent.switchboard_agent_agent().call_on_transcript(
             &mut sb.store,
-            role,
+            role.into(),
             text,
             is_final,
         );
@@ -786,10 +763,11 @@ impl AgentSession {
         }
         let sb = &mut self.sandbox;
         sb.begin("on-end")?;
+        let reason = reason.into();
         let fut = sb
             .agent
             .switchboard_agent_agent()
-            .call_on_end(&mut sb.store, reason);
+            .call_on_end(&mut sb.store, &reason);
         let r = tokio::time::timeout(sb.limits.hook_timeout, fut).await;
         sb.finish("on-end", r).map(|_| ())
     }

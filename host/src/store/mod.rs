@@ -19,20 +19,13 @@ mod bench;
 #[cfg(test)]
 mod tests;
 
+pub use crate::domain::{Direction, Role};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use config::{StoreConfig, spawn_purge_task};
 pub use sqlite::SqliteStore;
-
-/// Direction of a call as the call layer saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    Inbound,
-    Outbound,
-}
 
 /// Lifecycle of a stored call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,14 +35,6 @@ pub enum CallState {
     Ended,
     /// Ended without a proper hang-up: the host crashed or was killed mid-call.
     EndedAbnormally,
-}
-
-/// Who spoke a transcript line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Caller,
-    Agent,
 }
 
 /// One call as stored, with its running usage totals.

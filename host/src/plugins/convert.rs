@@ -1,0 +1,91 @@
+//! The plugin edge: the generated types of the agent contract to and from the host's domain
+//! types. Nothing beyond `plugins` sees a generated type.
+
+use super::bindings::switchboard::agent::types as wit;
+use crate::domain;
+
+impl From<&domain::CallInfo> for wit::CallInfo {
+    fn from(info: &domain::CallInfo) -> Self {
+        wit::CallInfo {
+            call_id: info.call_id.clone(),
+            direction: match info.direction {
+                domain::Direction::Inbound => wit::Direction::Inbound,
+                domain::Direction::Outbound => wit::Direction::Outbound,
+            },
+            caller: info.caller.clone(),
+            callee: info.callee.clone(),
+            transport: info.transport.clone(),
+            headers: info.headers.clone(),
+            metadata: info.metadata.clone(),
+        }
+    }
+}
+
+impl From<domain::Role> for wit::Role {
+    fn from(role: domain::Role) -> Self {
+        match role {
+            domain::Role::Caller => wit::Role::Caller,
+            domain::Role::Agent => wit::Role::Agent,
+        }
+    }
+}
+
+impl From<&domain::EndReason> for wit::EndReason {
+    fn from(reason: &domain::EndReason) -> Self {
+        match reason {
+            domain::EndReason::CallerHangup => wit::EndReason::CallerHangup,
+            domain::EndReason::AgentHangup => wit::EndReason::AgentHangup,
+            domain::EndReason::Transferred(t) => wit::EndReason::Transferred(t.clone()),
+            domain::EndReason::Timeout => wit::EndReason::Timeout,
+            domain::EndReason::Failed(why) => wit::EndReason::Failed(why.clone()),
+        }
+    }
+}
+
+impl From<wit::SessionConfig> for domain::SessionConfig {
+    fn from(c: wit::SessionConfig) -> Self {
+        domain::SessionConfig {
+            instructions: c.instructions,
+            greeting: c.greeting,
+            voice: c.voice,
+            language: c.language,
+            tools: c
+                .tools
+                .into_iter()
+                .map(|t| domain::Tool {
+                    name: t.name,
+                    description: t.description,
+                    parameters: t.parameters,
+                })
+                .collect(),
+            model: c.model,
+        }
+    }
+}
+
+impl From<wit::RejectReason> for domain::RejectReason {
+    fn from(r: wit::RejectReason) -> Self {
+        domain::RejectReason {
+            code: r.code,
+            reason: r.reason,
+        }
+    }
+}
+
+impl From<wit::Action> for domain::Action {
+    fn from(action: wit::Action) -> Self {
+        match action {
+            wit::Action::Say(t) => domain::Action::Say(t),
+            wit::Action::Play(t) => domain::Action::Play(t),
+            wit::Action::SendDtmf(d) => domain::Action::SendDtmf(d),
+            wit::Action::Transfer(t) => domain::Action::Transfer(t),
+            wit::Action::Hangup => domain::Action::Hangup,
+            wit::Action::CollectDigits(r) => domain::Action::CollectDigits(domain::DigitRequest {
+                max_digits: r.max_digits,
+                timeout_ms: r.timeout_ms,
+                terminator: r.terminator,
+                prompt: r.prompt,
+            }),
+        }
+    }
+}
