@@ -1,15 +1,23 @@
-//! Calls: one task per call composing signalling (`sip`), media (`media`), the agent
-//! (`plugins`) and the voice model (`model`). Those modules know nothing of this one.
+//! Calls: one task per call composing the caller's leg (`sip` + `media` today, behind
+//! [`leg::Leg`]), the agent (`plugins`) and the voice model (`model`). Those modules know
+//! nothing of this one.
 //!
 //! Inbound: route the dialled number to an agent version (pinned for the call), run `on-start`,
-//! negotiate SDP, connect the model, answer, then move audio and events until someone hangs up.
-//! Every step is a timestamped [`events::CallEvent`].
+//! negotiate SDP, connect the model, answer, then run the call: [`logic`] decides, [`task`]
+//! carries out. Every step is a timestamped [`crate::domain::events::CallEvent`].
 
+mod agent;
 pub mod audio;
+mod brain;
 pub mod digits;
 pub mod events;
+pub mod leg;
+pub mod logic;
 mod outbound;
-mod session;
+mod sip_leg;
+mod task;
+#[cfg(test)]
+mod test_legs;
 
 pub use outbound::{PlaceError, PlaceRequest, place};
 
@@ -26,14 +34,17 @@ use tracing::Instrument;
 
 use crate::domain::events::{CallState, EventKind};
 use crate::domain::{CallInfo, Direction, SessionConfig};
-use crate::media::{Codec, MediaConfig, MediaSession, PendingMedia, PortPool, SilenceMode, sdp};
+use crate::media::{Codec, MediaConfig, PendingMedia, PortPool, SilenceMode, sdp};
 use crate::model::{ModelProvider, ModelSession};
 use crate::plugins::routing::display_number;
 use crate::plugins::runtime::StartFallback;
 use crate::plugins::{AgentSession, AgentVersion, Registry, StartOutcome};
-use crate::sip::{Dialog, IncomingCall};
+use crate::sip::IncomingCall;
+use leg::Leg;
 use events::{EventBus, Recorder};
-use session::Call;
+use logic::{CallLogic, LogicConfig};
+use sip_leg::SipLeg;
+use task::CallTask;
 
 /// The `[calls]` section of the configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -403,13 +414,13 @@ async fn connect_for(
     let why = if fallback {
         "agent failed"
     } else {
-        match session::connect_model(deps, recorder, config, codec).await {
+        match brain::connect_model(deps, recorder, config, codec).await {
             Some(model) => return (model, None),
             None => "model unavailable",
         }
     };
     (
-        session::connect_fallback(deps, codec).await,
+        brain::connect_fallback(deps, codec).await,
         Some(why.to_string()),
     )
 }
@@ -428,7 +439,7 @@ async fn connect_inbound(
     if fallback || !rejects {
         return Some(connect_for(deps, recorder, fallback, config, codec).await);
     }
-    let model = session::connect_model(deps, recorder, config, codec).await?;
+    let model = brain::connect_model(deps, recorder, config, codec).await?;
     Some((model, None))
 }
 
@@ -457,6 +468,8 @@ async fn answer_and_run(
     commands: mpsc::Receiver<CallCommand>,
     call_id: &str,
 ) -> Result<(), (u16, String)> {
+    let transport = format!("{:?}", call.transport).to_ascii_lowercase();
+    let remote = call.from.clone();
     // A dry run with port 0 tells the codec, which decides the rate the model hears.
     let probe = sdp::LocalMedia::new(deps.media_ip, 0, deps.codecs.clone(), 0);
     let codec = match sdp::answer_offer(offer, &probe) {
@@ -506,16 +519,21 @@ async fn answer_and_run(
         Ok(d) => d,
         Err(e) => return Err((500, e.to_string())),
     };
+    let leg = SipLeg::new(
+        dialog,
+        media,
+        local,
+        negotiated.codec,
+        transport.to_string(),
+        remote.to_string(),
+    );
     run_answered(
         deps,
         Answered {
             recorder,
             call_id: call_id.to_string(),
             accepted,
-            dialog,
-            media,
-            local,
-            codec: negotiated.codec,
+            leg,
             model,
             failure,
             commands,
@@ -525,46 +543,65 @@ async fn answer_and_run(
     Ok(())
 }
 
-/// A call whose signalling and media are up, in either direction.
-struct Answered {
+/// A call whose leg is up, in either direction.
+struct Answered<L> {
     recorder: Recorder,
     call_id: String,
     accepted: Accepted,
-    dialog: Dialog,
-    media: MediaSession,
-    local: sdp::LocalMedia,
-    codec: Codec,
+    leg: L,
     model: ModelSession,
     /// Why the call runs on the fallback (agent or model failed), if it does.
     failure: Option<String>,
     commands: mpsc::Receiver<CallCommand>,
 }
 
-/// Record the answer and run the call actor to the end of the call.
-async fn run_answered(deps: &Arc<CallDeps>, a: Answered) {
+/// Record the answer and run the call to its end.
+async fn run_answered<L: Leg>(deps: &Arc<CallDeps>, a: Answered<L>) {
     a.recorder.record(EventKind::Answered {
-        codec: a.codec.encoding_name().to_string(),
+        codec: a.leg.facts().codec.clone().unwrap_or_default(),
         model: if a.failure.is_some() {
             "fallback".into()
         } else {
             deps.provider.name().into()
         },
     });
-    let mut local = a.local;
-    // Later offers (re-INVITEs) keep to the codec of the call.
-    local.codecs = vec![a.codec];
-    let call = Call {
-        deps: deps.clone(),
+    let runtime = deps.registry.runtime();
+    let logic = CallLogic::new(LogicConfig {
+        drain_limit: Duration::from_secs(deps.config.drain_timeout_secs),
+        fallback_transfer: runtime.config().fallback.transfer.clone(),
+        fallback_actions: runtime.fallback_actions(),
+        capabilities: a.leg.capabilities(),
+    });
+    let agent_name = a.accepted.agent.version().name();
+    let codec = a.leg.facts().codec.as_deref().and_then(|c| c.parse::<Codec>().ok());
+    let fallback_deps = deps.clone();
+    let task = CallTask {
+        recording: recording_path(deps, agent_name, &a.call_id),
         recorder: a.recorder,
-        call_id: a.call_id,
+        leg: a.leg,
         agent: a.accepted.agent,
-        dialog: a.dialog,
-        media: a.media,
-        local,
         model: a.model,
         commands: a.commands,
-        state: CallState::Starting,
-        hangup_requested: false,
+        logic,
+        fallback: Some(Box::new(move || {
+            Box::pin(async move {
+                brain::connect_fallback(&fallback_deps, codec.unwrap_or(Codec::Pcmu)).await
+            })
+        })),
     };
-    call.run(a.accepted.actions, a.failure).await;
+    task.run(a.accepted.actions, a.failure).await;
+    deps.forget(&a.call_id);
+}
+
+/// Where the call is recorded, when the configuration (or the agent's settings) want it.
+fn recording_path(deps: &CallDeps, agent: &str, call_id: &str) -> Option<PathBuf> {
+    let config = &deps.config;
+    let wanted = deps
+        .registry
+        .runtime()
+        .settings(agent)
+        .and_then(|s| s.record)
+        .unwrap_or(config.record);
+    let dir = config.recordings_dir.as_ref().filter(|_| wanted)?;
+    Some(dir.join(format!("{call_id}.wav")))
 }

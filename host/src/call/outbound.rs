@@ -16,6 +16,7 @@ use super::{
     Accepted, Answered, CallCommand, CallDeps, CallSummary, Started, connect_for, created,
     media_config, run_answered, start_agent,
 };
+use super::sip_leg::SipLeg;
 use crate::domain::events::EventKind;
 use crate::domain::{CallInfo, Direction, EndReason};
 use crate::media::{PendingMedia, sdp};
@@ -185,6 +186,8 @@ pub async fn place(
                 pending,
                 local,
                 commands,
+                transport: target.transport.to_string(),
+                remote: target.uri.to_string(),
             };
             ringing.run(&deps, outgoing).await;
         }
@@ -228,6 +231,9 @@ struct Ringing {
     pending: PendingMedia,
     local: sdp::LocalMedia,
     commands: mpsc::Receiver<CallCommand>,
+    /// The leg's facts once answered.
+    transport: String,
+    remote: String,
 }
 
 impl Ringing {
@@ -309,16 +315,14 @@ impl Ringing {
                 return;
             }
         };
+        let leg = SipLeg::new(dialog, media, self.local, codec, self.transport, self.remote);
         run_answered(
             deps,
             Answered {
                 recorder: self.recorder,
                 call_id: self.call_id,
                 accepted: self.accepted,
-                dialog,
-                media,
-                local: self.local,
-                codec,
+                leg,
                 model,
                 failure,
                 commands: self.commands,

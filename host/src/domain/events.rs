@@ -31,7 +31,7 @@ impl CallState {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum EventKind {
     Created {
@@ -74,6 +74,12 @@ pub enum EventKind {
     },
     AgentFault {
         fault: AgentFault,
+    },
+    /// An agent action the call's leg cannot carry out (e.g. a transfer on a leg without
+    /// one); the agent hears `not-allowed`.
+    ActionRefused {
+        action: Action,
+        reason: String,
     },
     Dtmf {
         digits: String,

@@ -141,7 +141,7 @@ pub enum FaultKind {
 }
 
 /// Why an agent's part of a call ended. The call goes on with the configured fallback.
-#[derive(Debug, Clone, thiserror::Error, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
 #[error("{hook}: {kind:?}: {message}")]
 pub struct AgentFault {
     pub kind: FaultKind,

@@ -1,0 +1,152 @@
+//! The call's brain: which audio formats the model hears and speaks for the call's codec, the
+//! session settings from the agent's configuration, and connecting the model or, when it fails,
+//! the local apology speech.
+
+use tokio::sync::mpsc;
+
+use super::CallDeps;
+use super::events::Recorder;
+use crate::domain::SessionConfig;
+use crate::domain::events::EventKind;
+use crate::model::{AudioFormat, ModelProvider, ModelSession, SessionSettings, ToolSpec};
+
+/// Audio formats for the model, given the call's codec: G.711 straight through when the
+/// provider takes it, else PCM at the codec's rate when the provider takes that (nothing to
+/// resample), else PCM at the highest rate the provider accepts.
+pub(crate) fn model_formats(
+    provider: &dyn ModelProvider,
+    codec: crate::media::Codec,
+) -> (AudioFormat, AudioFormat) {
+    let support = provider.formats();
+    let g711 = match codec {
+        crate::media::Codec::Pcmu => Some(AudioFormat::Pcmu8k),
+        crate::media::Codec::Pcma => Some(AudioFormat::Pcma8k),
+        crate::media::Codec::Opus => None,
+    };
+    let at_codec_rate = AudioFormat::Pcm16 {
+        rate: codec.clock_rate(),
+    };
+    let pick = |list: &[AudioFormat]| {
+        let direct = g711
+            .filter(|f| list.contains(f))
+            .or_else(|| list.contains(&at_codec_rate).then_some(at_codec_rate));
+        direct.unwrap_or_else(|| {
+            list.iter()
+                .copied()
+                .filter(|f| matches!(f, AudioFormat::Pcm16 { .. }))
+                .max_by_key(|f| f.sample_rate())
+                .or_else(|| list.first().copied())
+                .unwrap_or(AudioFormat::Pcm16 { rate: 16000 })
+        })
+    };
+    (pick(&support.input), pick(&support.output))
+}
+
+/// The model session settings for an agent's session configuration.
+pub(crate) fn settings_for(
+    config: &SessionConfig,
+    formats: (AudioFormat, AudioFormat),
+) -> SessionSettings {
+    SessionSettings {
+        model: config.model.clone(),
+        instructions: config.instructions.clone(),
+        voice: config.voice.clone(),
+        language: config.language.clone(),
+        tools: config
+            .tools
+            .iter()
+            .map(|t| ToolSpec {
+                name: t.name.clone(),
+                description: t.description.clone(),
+                parameters: serde_json::from_str(&t.parameters)
+                    .unwrap_or_else(|_| serde_json::json!({"type": "object"})),
+            })
+            .collect(),
+        greeting: config.greeting.clone(),
+        input_format: formats.0,
+        output_format: formats.1,
+        turn_detection: Default::default(),
+        input_transcription: true,
+    }
+}
+
+/// Connect to the configured model. A failure (refused, unreachable, or no session within the
+/// provider's connect timeout) is recorded as a model error and gives `None`.
+pub(crate) async fn connect_model(
+    deps: &CallDeps,
+    recorder: &Recorder,
+    config: &SessionConfig,
+    codec: crate::media::Codec,
+) -> Option<ModelSession> {
+    let formats = model_formats(deps.provider.as_ref(), codec);
+    match deps.provider.connect(settings_for(config, formats)).await {
+        Ok(session) => Some(session),
+        Err(e) => {
+            tracing::error!(error = %e, "model connection failed");
+            recorder.record(EventKind::ModelError {
+                message: e.to_string(),
+            });
+            None
+        }
+    }
+}
+
+pub(crate) async fn connect_fallback(deps: &CallDeps, codec: crate::media::Codec) -> ModelSession {
+    let apology = deps.registry.runtime().config().fallback.apology.clone();
+    let config = SessionConfig {
+        instructions: String::new(),
+        greeting: Some(apology),
+        voice: None,
+        language: None,
+        tools: Vec::new(),
+        model: None,
+    };
+    let formats = model_formats(deps.fallback_provider.as_ref(), codec);
+    match deps
+        .fallback_provider
+        .connect(settings_for(&config, formats))
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            // Without even local synthesis, an empty session keeps the call logic uniform: the
+            // call hangs up at once.
+            tracing::error!(error = %e, "fallback speech unavailable");
+            let (commands, _rx) = mpsc::channel(1);
+            let (_tx, events) = mpsc::channel(1);
+            ModelSession {
+                commands,
+                events,
+                input_format: formats.0,
+                output_format: formats.1,
+                loopback: false,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::Codec;
+    use crate::model::config::{OfflineConfig, OpenAiConfig, Secret};
+    use crate::model::offline::OfflineProvider;
+    use crate::model::openai::OpenAiProvider;
+
+    #[test]
+    fn model_formats_avoid_resampling_where_the_provider_allows() {
+        let openai = OpenAiProvider::new(OpenAiConfig::new(Secret::new("k")));
+        assert_eq!(
+            model_formats(&openai, Codec::Pcmu),
+            (AudioFormat::Pcmu8k, AudioFormat::Pcmu8k)
+        );
+        let pcm24 = AudioFormat::Pcm16 { rate: 24000 };
+        assert_eq!(model_formats(&openai, Codec::Opus), (pcm24, pcm24));
+        // Offline: caller audio and speech at the codec's rate, both ways.
+        let offline = OfflineProvider::new(OfflineConfig::default());
+        let pcm8 = AudioFormat::Pcm16 { rate: 8000 };
+        assert_eq!(model_formats(&offline, Codec::Pcma), (pcm8, pcm8));
+        let pcm48 = AudioFormat::Pcm16 { rate: 48000 };
+        assert_eq!(model_formats(&offline, Codec::Opus), (pcm48, pcm48));
+    }
+}

@@ -1,0 +1,214 @@
+//! The caller's side of a call, whatever carries it: SIP + RTP, a carrier's media stream, a
+//! provider that owns the audio, a browser. The call logic talks to a [`Leg`] only, and never
+//! asks which kind it has: a leg states its [`Capabilities`], and an agent action the leg
+//! cannot carry out is refused as `not-allowed` by the logic.
+
+use std::future::Future;
+use std::path::Path;
+use tokio::time::Instant;
+
+use crate::media::{AudioSink, MediaStats};
+
+/// What a leg can do beyond hanging up, which every leg can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    /// Audio frames both ways through us, paced by us.
+    Audio,
+    /// Keypad digits sent to the far end.
+    SendDigits,
+    /// Hand the caller to another destination.
+    Transfer,
+    /// Put the call on hold and back.
+    Hold,
+}
+
+impl Capability {
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
+    /// The words an agent reads when its action is refused.
+    pub fn missing(self) -> &'static str {
+        match self {
+            Capability::Audio => "this call carries no audio through the host",
+            Capability::SendDigits => "this call cannot send keypad digits",
+            Capability::Transfer => "this call cannot be transferred",
+            Capability::Hold => "this call cannot be put on hold",
+        }
+    }
+}
+
+/// A typed set of [`Capability`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities(u8);
+
+impl Capabilities {
+    pub fn of(list: &[Capability]) -> Capabilities {
+        Capabilities(list.iter().fold(0, |bits, c| bits | c.bit()))
+    }
+
+    pub fn has(self, capability: Capability) -> bool {
+        self.0 & capability.bit() != 0
+    }
+}
+
+/// What the call knows of the leg, for the record and the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegFacts {
+    /// "udp", "tcp", "tls", "twilio", ...
+    pub transport: String,
+    /// The negotiated audio codec, when audio passes through us.
+    pub codec: Option<String>,
+    /// Who is on the far end (a SIP URI, a phone number, a browser session).
+    pub remote: String,
+}
+
+/// Where keypad digits came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigitSource {
+    /// RFC 4733 telephone events in the media.
+    Rfc4733,
+    /// SIP INFO in the signalling.
+    SipInfo,
+    /// The leg's own event channel (a media stream's `dtmf` event, a provider's notification).
+    Leg,
+}
+
+impl DigitSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DigitSource::Rfc4733 => "rfc4733",
+            DigitSource::SipInfo => "sip-info",
+            DigitSource::Leg => "leg",
+        }
+    }
+}
+
+/// Something the leg reports to the call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LegEvent {
+    /// The far end hung up.
+    Hangup,
+    Digit {
+        digit: char,
+        source: DigitSource,
+    },
+    /// A transfer under way reports progress (a SIP status, say).
+    TransferProgress { code: u16, reason: String },
+    /// A transfer under way ended.
+    TransferOutcome {
+        code: u16,
+        reason: String,
+        success: bool,
+    },
+    /// The first packet of agent audio after a pause went out at `at`.
+    PlayoutStarted { at: Instant },
+    /// Everything queued for the caller has been played.
+    PlayoutDrained,
+    /// Caller audio that arrived before its route to the model was set.
+    CallerAudio(Vec<i16>),
+    /// No media from the far end for too long.
+    MediaTimeout,
+    /// The leg went away under the call (signalling or media ended); the text says which.
+    Lost(String),
+}
+
+/// What the caller heard of the audio that an interruption cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Interrupted {
+    /// Played since the last [`Playout::mark`].
+    pub played_ms: u64,
+    /// Queued and now dropped.
+    pub discarded_ms: u64,
+}
+
+/// What the caller has heard so far of the agent's audio, read and cut at once (no I/O): the
+/// playout queue for RTP and WebRTC, acknowledged marks for a media stream. A leg whose
+/// provider plays the audio itself has nothing queued here, and truncates on its own.
+pub trait Playout: Send {
+    fn queued_ms(&self) -> u64;
+    fn is_empty(&self) -> bool;
+    /// A new response starts: later interruptions count what was played from here.
+    fn mark(&mut self);
+    /// Drop everything queued (barge-in).
+    fn interrupt(&mut self) -> Interrupted;
+}
+
+/// Where the caller's audio goes.
+pub enum CallerAudio {
+    /// To the model, frame by frame, on the media thread.
+    Sink(AudioSink),
+    /// Straight back to the caller (a model that only echoes).
+    LoopBack,
+}
+
+/// Why a leg could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LegError {
+    #[error("not-allowed: {}", .0.missing())]
+    NotAllowed(Capability),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The audio side of a leg that carries audio through us ([`Capability::Audio`]).
+pub trait LegAudio: Playout {
+    fn route_caller(&mut self, to: CallerAudio) -> Result<(), LegError>;
+    /// Queue agent audio (mono PCM at `rate`) behind what is already queued.
+    fn play(&mut self, pcm: &[i16], rate: u32) -> Result<(), LegError>;
+    fn record(&mut self, path: &Path) -> Result<(), LegError>;
+}
+
+/// The caller's side of one answered call. Async methods are awaited by the call task only;
+/// `next_event` must be cancel-safe, since the task selects over it.
+pub trait Leg: Send {
+    fn facts(&self) -> &LegFacts;
+    fn capabilities(&self) -> Capabilities;
+    fn next_event(&mut self) -> impl Future<Output = LegEvent> + Send;
+    fn hangup(&mut self) -> impl Future<Output = ()> + Send;
+    /// Start a transfer; its progress and outcome arrive as [`LegEvent`]s.
+    fn transfer(&mut self, target: &str) -> impl Future<Output = Result<(), LegError>> + Send;
+    fn send_digits(&mut self, digits: &str) -> Result<(), LegError>;
+    fn playout(&mut self) -> &mut dyn Playout;
+    /// The audio path, for legs with [`Capability::Audio`].
+    fn audio(&mut self) -> Option<&mut dyn LegAudio>;
+    /// Release the leg's resources; media totals when it carried media.
+    fn close(self) -> impl Future<Output = Option<MediaStats>> + Send;
+}
+
+/// A playout for legs whose audio never passes through us: nothing is ever queued.
+pub struct NoPlayout;
+
+impl Playout for NoPlayout {
+    fn queued_ms(&self) -> u64 {
+        0
+    }
+    fn is_empty(&self) -> bool {
+        true
+    }
+    fn mark(&mut self) {}
+    fn interrupt(&mut self) -> Interrupted {
+        Interrupted::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_are_a_set() {
+        let caps = Capabilities::of(&[Capability::Audio, Capability::Transfer]);
+        assert!(caps.has(Capability::Audio));
+        assert!(caps.has(Capability::Transfer));
+        assert!(!caps.has(Capability::SendDigits));
+        assert!(!caps.has(Capability::Hold));
+        assert!(!Capabilities::default().has(Capability::Audio));
+    }
+
+    #[test]
+    fn a_refusal_names_what_is_missing() {
+        let e = LegError::NotAllowed(Capability::Transfer);
+        assert_eq!(e.to_string(), "not-allowed: this call cannot be transferred");
+    }
+}

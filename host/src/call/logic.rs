@@ -1,0 +1,786 @@
+//! The call as a state machine: what a call does next is a pure function of its state, an
+//! [`Input`] and the call time `now` (time since the call task started). No I/O, no clock, no
+//! tokio in here: the call task ([`super::task`]) moves inputs in and carries out the
+//! [`Effect`]s it polls out, and the tests drive this with a fake clock.
+//!
+//! An effect that needs an answer (an agent hook, starting a transfer) is the last effect of
+//! its step: the logic waits for the matching input ([`Input::Hook`],
+//! [`Input::TransferStarted`]) before it does anything else.
+
+use std::collections::{HashSet, VecDeque};
+use std::time::Duration;
+
+use super::CallCommand;
+use super::digits::{Collected, DigitCollector};
+use super::leg::{Capabilities, Capability, DigitSource, LegError, Playout};
+use crate::domain::events::{CallState, EventKind};
+use crate::domain::{Action, AgentFault, EndReason, Role};
+use crate::model::{Command, Usage};
+use crate::plugins::ToolOutcome;
+
+/// What the logic needs to know of its call from the start.
+#[derive(Debug, Clone)]
+pub struct LogicConfig {
+    /// How long a hang-up or transfer waits for queued speech to finish.
+    pub drain_limit: Duration,
+    /// Where a failed agent or model hands the caller, after the apology; `None` hangs up.
+    pub fallback_transfer: Option<String>,
+    /// The actions that replace a failed agent (the apology, then transfer or hang-up).
+    pub fallback_actions: Vec<Action>,
+    pub capabilities: Capabilities,
+}
+
+/// Everything that can happen to a call.
+#[derive(Debug)]
+pub enum Input {
+    /// The call is answered: run the actions of `on-start`, or, when the agent or model already
+    /// failed (`failure` says which), only the apology.
+    Start {
+        actions: Vec<Action>,
+        failure: Option<String>,
+    },
+    FarEndHangup,
+    Digit {
+        digit: char,
+        source: DigitSource,
+    },
+    TransferProgress {
+        code: u16,
+        reason: String,
+    },
+    TransferOutcome {
+        code: u16,
+        reason: String,
+        success: bool,
+    },
+    /// The first agent audio after a pause reached the caller at call time `at`.
+    PlayoutStarted {
+        at: Duration,
+    },
+    MediaTimeout,
+    /// The leg went away under the call.
+    LegLost(String),
+    /// The answer to [`Effect::Transfer`].
+    TransferStarted(Result<(), String>),
+    SpeechStarted,
+    SpeechStopped,
+    Transcript {
+        role: Role,
+        text: String,
+        is_final: bool,
+    },
+    ToolCall {
+        call_id: String,
+        name: String,
+        arguments: String,
+    },
+    Usage(Usage),
+    ResponseDone,
+    ModelError(String),
+    /// The model session closed (the text says why); no more model events follow.
+    ModelClosed(String),
+    /// The model's event stream ended without a close.
+    ModelGone,
+    /// The answer to [`Effect::Hook`].
+    Hook(HookResult),
+    /// A request from the API; `None` once nobody can send any more.
+    Command(Option<CallCommand>),
+    /// A deadline from [`CallLogic::deadline`] passed, or the playout drained.
+    Tick,
+}
+
+/// An agent hook the logic wants run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hook {
+    Dtmf(String),
+    Transcript(Role, String),
+    ToolCall {
+        name: String,
+        arguments: String,
+    },
+    TransferResult {
+        target: String,
+        result: Result<(), String>,
+    },
+}
+
+/// What an agent hook gave back.
+#[derive(Debug)]
+pub enum HookResult {
+    Actions(Result<Vec<Action>, AgentFault>),
+    Tool(Result<ToolOutcome, AgentFault>),
+}
+
+/// Something the call task must do.
+#[derive(Debug, PartialEq)]
+pub enum Effect {
+    Record(EventKind),
+    /// Start the call's recording, if the configuration wants one.
+    StartRecording,
+    Model(Command),
+    /// Run this hook and answer with [`Input::Hook`].
+    Hook(Hook),
+    SendDigits(String),
+    /// Start a transfer on the leg and answer with [`Input::TransferStarted`].
+    Transfer(String),
+    Hangup,
+    /// Replace the model with the local apology speech.
+    ConnectFallback,
+    /// The call is over; nothing follows.
+    End(Ending),
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ending {
+    pub reason: EndReason,
+    pub abnormal: bool,
+    /// Hung up on request from the API, not by the agent.
+    pub requested: bool,
+}
+
+impl Ending {
+    fn new(reason: EndReason, abnormal: bool) -> Ending {
+        Ending {
+            reason,
+            abnormal,
+            requested: false,
+        }
+    }
+
+    /// How a call ends when it hangs up itself: a failure (agent or model) or the agent's wish.
+    fn hanging_up(failure: Option<String>) -> Ending {
+        match failure {
+            Some(why) => Ending::new(EndReason::Failed(why), true),
+            None => Ending::new(EndReason::AgentHangup, false),
+        }
+    }
+
+    /// The call record's words for it.
+    pub fn describe(&self) -> String {
+        match &self.reason {
+            EndReason::CallerHangup => "caller-hangup".to_string(),
+            EndReason::AgentHangup if self.requested => "hangup-requested".to_string(),
+            EndReason::AgentHangup => "agent-hangup".to_string(),
+            EndReason::Transferred(t) => format!("transferred to {t}"),
+            EndReason::Timeout => "timeout".to_string(),
+            EndReason::Failed(why) => format!("failed: {why}"),
+        }
+    }
+}
+
+/// An action that waits until queued speech has been played.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Final {
+    Hangup,
+    Transfer(String),
+}
+
+/// The model item being played to the caller.
+#[derive(Debug)]
+struct Speaking {
+    item_id: String,
+    /// Audio queued ahead of this item when it arrived: it starts playing once that has gone.
+    lead_ms: u64,
+}
+
+/// Per-turn latency: caller end of speech → first agent audio packet on the wire.
+#[derive(Debug, Default)]
+struct TurnClock {
+    turn: u32,
+    speech_stopped: Option<Duration>,
+    first_model_audio: Option<Duration>,
+    host_in: Duration,
+}
+
+/// What the logic waits for before it takes the next input.
+#[derive(Debug)]
+enum Awaiting {
+    /// A hook whose actions are carried out.
+    Actions,
+    /// The agent's answer to the model's tool call `call_id`.
+    Tool { call_id: String },
+    /// The agent heard that the transfer succeeded; then the call ends.
+    Transferred { target: String },
+    /// The leg's answer to a transfer; `after_final` when the agent (or the fallback) asked.
+    TransferStart { target: String, after_final: bool },
+}
+
+/// One call's state.
+#[derive(Debug)]
+pub struct CallLogic {
+    config: LogicConfig,
+    state: CallState,
+    effects: VecDeque<Effect>,
+    awaiting: Option<Awaiting>,
+    ended: bool,
+    collector: Option<DigitCollector>,
+    /// A hang-up or transfer waiting for the playout to drain, and when it stops waiting.
+    pending_final: Option<(Final, Duration)>,
+    /// Responses asked of the model and not yet done; the greeting (or apology) comes first.
+    responding: u32,
+    current_item: Option<Speaking>,
+    /// Items cut by barge-in: their late audio is not played.
+    dropped_items: HashSet<String>,
+    turns: TurnClock,
+    /// The agent failed mid-call: its hooks are no longer called.
+    agent_failed: bool,
+    /// Why the call runs on the fallback (agent or model failed), if it does.
+    failure: Option<String>,
+    transfer_target: Option<String>,
+}
+
+impl CallLogic {
+    pub fn new(config: LogicConfig) -> CallLogic {
+        CallLogic {
+            config,
+            state: CallState::Starting,
+            effects: VecDeque::new(),
+            awaiting: None,
+            ended: false,
+            collector: None,
+            pending_final: None,
+            responding: 1,
+            current_item: None,
+            dropped_items: HashSet::new(),
+            turns: TurnClock::default(),
+            agent_failed: false,
+            failure: None,
+            transfer_target: None,
+        }
+    }
+
+    /// The next effect to carry out, in order.
+    pub fn poll(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// When the call wants a [`Input::Tick`] if nothing else happens first.
+    pub fn deadline(&self) -> Option<Duration> {
+        let digits = self.collector.as_ref().map(DigitCollector::deadline);
+        let drain = self.pending_final.as_ref().map(|(_, d)| *d);
+        digits.into_iter().chain(drain).min()
+    }
+
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Take one input at call time `now`; `playout` is what the caller hears of the agent.
+    pub fn handle(&mut self, now: Duration, input: Input, playout: &mut dyn Playout) {
+        if self.ended {
+            return;
+        }
+        match input {
+            Input::Start { actions, failure } => self.start(now, actions, failure),
+            Input::FarEndHangup => {
+                let reason = match self.transfer_target.take() {
+                    Some(t) => EndReason::Transferred(t),
+                    None => EndReason::CallerHangup,
+                };
+                self.end(Ending::new(reason, false));
+            }
+            Input::Digit { digit, source } => self.on_digit(now, digit, source, playout),
+            Input::TransferProgress { code, reason } => {
+                let target = self.transfer_target.clone().unwrap_or_default();
+                self.record_transfer(&target, "progress", format!("{code} {reason}"));
+            }
+            Input::TransferOutcome {
+                code,
+                reason,
+                success,
+            } => self.on_transfer_outcome(code, reason, success),
+            Input::PlayoutStarted { at } => self.on_playout_started(at),
+            Input::MediaTimeout => {
+                tracing::warn!("no media; ending the call");
+                self.hang_up(Ending::new(EndReason::Timeout, false));
+            }
+            Input::LegLost(why) => self.end(Ending::new(EndReason::Failed(why), true)),
+            Input::TransferStarted(result) => self.on_transfer_started(result),
+            Input::SpeechStarted => {
+                self.record(EventKind::SpeechStarted);
+                self.barge_in(playout);
+            }
+            Input::SpeechStopped => {
+                self.record(EventKind::SpeechStopped);
+                self.turns.speech_stopped = Some(now);
+                self.turns.first_model_audio = None;
+            }
+            Input::Transcript {
+                role,
+                text,
+                is_final,
+            } => {
+                if is_final && !text.trim().is_empty() {
+                    self.record(EventKind::Transcript {
+                        role,
+                        text: text.clone(),
+                    });
+                    if !self.agent_failed {
+                        self.hook(Hook::Transcript(role, text), Awaiting::Actions);
+                    }
+                }
+            }
+            Input::ToolCall {
+                call_id,
+                name,
+                arguments,
+            } => self.on_tool_call(now, call_id, name, arguments),
+            Input::Usage(u) => self.record(EventKind::Usage {
+                input_tokens: u.input_tokens,
+                output_tokens: u.output_tokens,
+            }),
+            Input::ResponseDone => self.responding = self.responding.saturating_sub(1),
+            Input::ModelError(message) => self.record(EventKind::ModelError { message }),
+            Input::ModelClosed(reason) => self.on_model_closed(now, reason),
+            Input::ModelGone => self.hang_up(Ending::new(
+                EndReason::Failed("model session ended".into()),
+                true,
+            )),
+            Input::Hook(result) => self.on_hook_result(now, result),
+            Input::Command(command) => self.on_command(command),
+            Input::Tick => {}
+        }
+        if self.awaiting.is_none() && !self.ended {
+            self.settle(now, playout);
+        }
+    }
+
+    /// Agent audio of model item `item_id` arrived; `host_in` is how long the last caller frame
+    /// took on its way to the model. Returns whether to play it (audio of an item cut by
+    /// barge-in is dropped).
+    pub fn agent_audio(
+        &mut self,
+        now: Duration,
+        item_id: &str,
+        host_in: Duration,
+        playout: &mut dyn Playout,
+    ) -> bool {
+        if self.dropped_items.contains(item_id) {
+            return false;
+        }
+        if self.current_item.as_ref().map(|s| s.item_id.as_str()) != Some(item_id) {
+            // Audio generated faster than real time arrives while earlier audio is still
+            // queued; what this item has played is counted after that.
+            let lead_ms = playout.queued_ms();
+            self.current_item = Some(Speaking {
+                item_id: item_id.to_string(),
+                lead_ms,
+            });
+            playout.mark();
+            let turns = &mut self.turns;
+            if turns.speech_stopped.is_some() && turns.first_model_audio.is_none() {
+                if lead_ms == 0 {
+                    turns.first_model_audio = Some(now);
+                    turns.host_in = host_in;
+                } else {
+                    // The answer waits behind earlier audio: no turn to time.
+                    turns.speech_stopped = None;
+                }
+            }
+        }
+        true
+    }
+
+    fn record(&mut self, kind: EventKind) {
+        self.effects.push_back(Effect::Record(kind));
+    }
+
+    fn set_state(&mut self, next: CallState) {
+        if self.state.can_become(next) && self.state != next {
+            self.state = next;
+            self.record(EventKind::State { state: next });
+        }
+    }
+
+    fn end(&mut self, ending: Ending) {
+        self.ended = true;
+        self.collector = None;
+        self.pending_final = None;
+        self.set_state(CallState::Ending);
+        self.effects.push_back(Effect::End(ending));
+    }
+
+    fn hang_up(&mut self, ending: Ending) {
+        self.effects.push_back(Effect::Hangup);
+        self.end(ending);
+    }
+
+    fn hook(&mut self, hook: Hook, awaiting: Awaiting) {
+        self.effects.push_back(Effect::Hook(hook));
+        self.awaiting = Some(awaiting);
+    }
+
+    fn start(&mut self, now: Duration, actions: Vec<Action>, failure: Option<String>) {
+        self.set_state(CallState::Active);
+        self.effects.push_back(Effect::StartRecording);
+        self.agent_failed = failure.is_some();
+        if failure.is_some() {
+            self.failure = failure;
+            self.pending_final = Some((self.fallback_final(), now + self.config.drain_limit));
+        } else {
+            self.apply(now, actions);
+        }
+    }
+
+    /// After the apology for a failed agent or model: the configured fallback transfer, or a
+    /// hang-up.
+    fn fallback_final(&self) -> Final {
+        match &self.config.fallback_transfer {
+            Some(target) => Final::Transfer(target.clone()),
+            None => Final::Hangup,
+        }
+    }
+
+    /// Carry out agent actions in order. Hang-up and transfer wait for queued speech; anything
+    /// after them is ignored. Actions the leg cannot do are refused and recorded.
+    fn apply(&mut self, now: Duration, actions: Vec<Action>) {
+        if actions.is_empty() {
+            return;
+        }
+        self.record(EventKind::Actions {
+            hook: "agent".into(),
+            actions: actions.clone(),
+        });
+        for action in actions {
+            let finish = match action {
+                Action::Say(text) => {
+                    self.say(text);
+                    None
+                }
+                Action::Play(name) => {
+                    tracing::warn!(asset = %name, "audio assets are not supported yet; skipping");
+                    None
+                }
+                Action::SendDtmf(digits) => {
+                    if self.allowed(Capability::SendDigits, || Action::SendDtmf(digits.clone())) {
+                        self.effects.push_back(Effect::SendDigits(digits));
+                    }
+                    None
+                }
+                Action::CollectDigits(request) => {
+                    if let Some(prompt) = &request.prompt {
+                        self.say(prompt.clone());
+                    }
+                    self.collector = Some(DigitCollector::new(&request, now));
+                    None
+                }
+                Action::Hangup => Some(Final::Hangup),
+                Action::Transfer(target) => Some(Final::Transfer(target)),
+            };
+            if let Some(finish) = finish {
+                self.pending_final = Some((finish, now + self.config.drain_limit));
+                return;
+            }
+        }
+    }
+
+    fn say(&mut self, text: String) {
+        self.responding += 1;
+        self.effects.push_back(Effect::Model(Command::Say(text)));
+    }
+
+    /// Whether the leg can do this; if not, the refusal is recorded.
+    fn allowed(&mut self, capability: Capability, action: impl FnOnce() -> Action) -> bool {
+        if self.config.capabilities.has(capability) {
+            return true;
+        }
+        let reason = LegError::NotAllowed(capability).to_string();
+        tracing::warn!(%reason, "agent action refused");
+        self.record(EventKind::ActionRefused {
+            action: action(),
+            reason,
+        });
+        false
+    }
+
+    /// What happens after each input once nothing is awaited: collected digits time out, and a
+    /// hang-up or transfer goes ahead once the model is done and the caller heard it all.
+    fn settle(&mut self, now: Duration, playout: &mut dyn Playout) {
+        if self.collector.as_ref().is_some_and(|c| now >= c.deadline()) {
+            let digits = self.collector.take().expect("checked").expire();
+            self.hook(Hook::Dtmf(digits), Awaiting::Actions);
+            return;
+        }
+        let Some((_, deadline)) = &self.pending_final else {
+            return;
+        };
+        let drained = self.responding == 0 && playout.is_empty();
+        if !(drained || now >= *deadline) {
+            return;
+        }
+        let (action, _) = self.pending_final.take().expect("checked");
+        match action {
+            Final::Hangup => {
+                // A mid-call agent fault hangs up through its apology actions.
+                let agent_fault = self.agent_failed.then(|| "agent failed".to_string());
+                let failure = self.failure.clone().or(agent_fault);
+                self.hang_up(Ending::hanging_up(failure));
+            }
+            Final::Transfer(target) => self.start_transfer(target, true),
+        }
+    }
+
+    fn record_transfer(&mut self, target: &str, status: &str, detail: String) {
+        self.record(EventKind::Transfer {
+            target: target.into(),
+            status: status.into(),
+            detail,
+        });
+    }
+
+    fn start_transfer(&mut self, target: String, after_final: bool) {
+        if !self.allowed(Capability::Transfer, || Action::Transfer(target.clone())) {
+            let refusal = LegError::NotAllowed(Capability::Transfer).to_string();
+            self.transfer_not_started(target, refusal, after_final);
+            return;
+        }
+        self.set_state(CallState::Transferring);
+        self.record_transfer(&target, "requested", String::new());
+        self.effects.push_back(Effect::Transfer(target.clone()));
+        self.awaiting = Some(Awaiting::TransferStart {
+            target,
+            after_final,
+        });
+    }
+
+    fn on_transfer_started(&mut self, result: Result<(), String>) {
+        let Some(Awaiting::TransferStart {
+            target,
+            after_final,
+        }) = self.awaiting.take()
+        else {
+            return;
+        };
+        match result {
+            Ok(()) => self.transfer_target = Some(target),
+            Err(e) => {
+                self.record_transfer(&target, "failed", e.clone());
+                self.set_state(CallState::Active);
+                self.transfer_not_started(target, e, after_final);
+            }
+        }
+    }
+
+    /// A transfer that could not start: the API hears of it in the record; an agent's transfer
+    /// is reported to the agent; the fallback's leaves nothing to talk to.
+    fn transfer_not_started(&mut self, target: String, error: String, after_final: bool) {
+        if !after_final {
+            tracing::warn!(%error, "transfer refused");
+        } else if self.failure.is_some() {
+            tracing::warn!(%error, "fallback transfer failed; hanging up");
+            self.hang_up(Ending::hanging_up(self.failure.clone()));
+        } else {
+            self.hook(
+                Hook::TransferResult {
+                    target,
+                    result: Err(error),
+                },
+                Awaiting::Actions,
+            );
+        }
+    }
+
+    fn on_transfer_outcome(&mut self, code: u16, reason: String, success: bool) {
+        let target = self.transfer_target.clone().unwrap_or_default();
+        let status = if success { "completed" } else { "failed" };
+        self.record_transfer(&target, status, format!("{code} {reason}"));
+        if success {
+            self.hook(
+                Hook::TransferResult {
+                    target: target.clone(),
+                    result: Ok(()),
+                },
+                Awaiting::Transferred { target },
+            );
+            return;
+        }
+        self.transfer_target = None;
+        self.set_state(CallState::Active);
+        if self.failure.is_some() {
+            // The fallback transfer failed: nothing is left to talk to.
+            self.hang_up(Ending::hanging_up(self.failure.clone()));
+            return;
+        }
+        self.hook(
+            Hook::TransferResult {
+                target,
+                result: Err(format!("{code} {reason}")),
+            },
+            Awaiting::Actions,
+        );
+    }
+
+    fn on_digit(&mut self, now: Duration, digit: char, source: DigitSource, p: &mut dyn Playout) {
+        self.record(EventKind::Dtmf {
+            digits: digit.to_string(),
+            source: source.as_str().into(),
+        });
+        if self.agent_failed || self.pending_final.is_some() {
+            return;
+        }
+        // A key press interrupts the prompt being played, as callers expect of menus.
+        self.barge_in(p);
+        let digits = match self.collector.as_mut() {
+            Some(c) => match c.press(digit, now) {
+                Collected::More => return,
+                Collected::Done(d) => {
+                    self.collector = None;
+                    d
+                }
+            },
+            None => digit.to_string(),
+        };
+        self.hook(Hook::Dtmf(digits), Awaiting::Actions);
+    }
+
+    /// Stop agent audio at once, tell the model how much was heard, drop the rest.
+    fn barge_in(&mut self, playout: &mut dyn Playout) {
+        let Some(speaking) = self.current_item.take() else {
+            return;
+        };
+        // Audio of the interrupted item still on its way must not be played.
+        self.dropped_items.insert(speaking.item_id.clone());
+        if playout.queued_ms() == 0 {
+            // The caller heard all of it (or the leg's provider truncates on its own).
+            return;
+        }
+        let cut = playout.interrupt();
+        let played_ms = cut.played_ms.saturating_sub(speaking.lead_ms);
+        self.record(EventKind::BargeIn {
+            played_ms,
+            discarded_ms: cut.discarded_ms,
+        });
+        self.effects.push_back(Effect::Model(Command::Truncate {
+            item_id: speaking.item_id,
+            audio_end_ms: played_ms,
+        }));
+    }
+
+    fn on_playout_started(&mut self, at: Duration) {
+        let turns = &mut self.turns;
+        let (Some(stopped), Some(first)) =
+            (turns.speech_stopped.take(), turns.first_model_audio.take())
+        else {
+            return;
+        };
+        turns.turn += 1;
+        let model_ms = first.saturating_sub(stopped).as_secs_f64() * 1000.0;
+        let host_out_ms = at.saturating_sub(first).as_secs_f64() * 1000.0;
+        let host_in_ms = turns.host_in.as_secs_f64() * 1000.0;
+        let turn = turns.turn;
+        self.record(EventKind::TurnLatency {
+            turn,
+            host_in_ms,
+            model_ms,
+            host_out_ms,
+            total_ms: host_in_ms + model_ms + host_out_ms,
+        });
+    }
+
+    fn on_tool_call(&mut self, now: Duration, call_id: String, name: String, arguments: String) {
+        self.record(EventKind::ToolCall {
+            call_id: call_id.clone(),
+            name: name.clone(),
+            arguments: arguments.clone(),
+        });
+        if self.agent_failed {
+            let unavailable = Err("the agent is unavailable".to_string());
+            self.tool_answered(now, call_id, unavailable, Vec::new());
+            return;
+        }
+        self.hook(Hook::ToolCall { name, arguments }, Awaiting::Tool { call_id });
+    }
+
+    /// The tool's result goes to the model, then the actions queued meanwhile run.
+    fn tool_answered(
+        &mut self,
+        now: Duration,
+        call_id: String,
+        result: Result<String, String>,
+        actions: Vec<Action>,
+    ) {
+        let (ok, output) = match result {
+            Ok(s) => (true, s),
+            Err(e) => (false, e),
+        };
+        self.record(EventKind::ToolResult {
+            call_id: call_id.clone(),
+            ok,
+            output: output.clone(),
+        });
+        let output = if ok {
+            output
+        } else {
+            serde_json::json!({ "error": output }).to_string()
+        };
+        self.effects
+            .push_back(Effect::Model(Command::ToolResult { call_id, output }));
+        self.apply(now, actions);
+    }
+
+    /// The agent failed: record it, and from now on the apology stands in for it.
+    fn fault(&mut self, fault: AgentFault) -> Vec<Action> {
+        self.record(EventKind::AgentFault { fault });
+        self.agent_failed = true;
+        self.config.fallback_actions.clone()
+    }
+
+    fn on_hook_result(&mut self, now: Duration, result: HookResult) {
+        match (self.awaiting.take(), result) {
+            (Some(Awaiting::Actions), HookResult::Actions(result)) => {
+                let actions = result.unwrap_or_else(|fault| self.fault(fault));
+                self.apply(now, actions);
+            }
+            (Some(Awaiting::Tool { call_id }), HookResult::Tool(result)) => match result {
+                Ok(out) => self.tool_answered(now, call_id, out.result, out.actions),
+                Err(fault) => {
+                    let apology = self.fault(fault);
+                    let failed = Err("the tool failed".to_string());
+                    self.tool_answered(now, call_id, failed, apology);
+                }
+            },
+            (Some(Awaiting::Transferred { target }), _) => {
+                self.hang_up(Ending::new(EndReason::Transferred(target), false));
+            }
+            (awaiting, result) => {
+                tracing::error!(?awaiting, ?result, "an agent answer nobody asked for");
+            }
+        }
+    }
+
+    fn on_model_closed(&mut self, now: Duration, reason: String) {
+        if self.pending_final.is_some() || self.failure.is_some() {
+            // The call is ending anyway (or only played an apology).
+            self.hang_up(Ending::hanging_up(self.failure.clone()));
+            return;
+        }
+        tracing::error!(%reason, "model session closed mid-call; playing the fallback");
+        self.record(EventKind::ModelError {
+            message: format!("model session closed: {reason}"),
+        });
+        self.failure = Some("model session closed".into());
+        self.effects.push_back(Effect::ConnectFallback);
+        self.responding = 1;
+        self.pending_final = Some((self.fallback_final(), now + self.config.drain_limit));
+    }
+
+    fn on_command(&mut self, command: Option<CallCommand>) {
+        match command {
+            Some(CallCommand::Hangup) => self.hang_up(Ending {
+                reason: EndReason::AgentHangup,
+                abnormal: false,
+                requested: true,
+            }),
+            // Not waiting for the playout: the operator wants it now.
+            Some(CallCommand::Transfer(target)) => self.start_transfer(target, false),
+            Some(CallCommand::Cancelled) | None => {
+                self.end(Ending::new(EndReason::CallerHangup, false))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "logic_tests.rs"]
+mod tests;

@@ -1,0 +1,813 @@
+//! The call logic driven with a fake clock and a fake playout: one test per transition and per
+//! failure path.
+
+use super::*;
+use crate::call::leg::Interrupted;
+use crate::domain::{DigitRequest, FaultKind};
+
+/// A playout whose queue the test sets.
+#[derive(Default)]
+struct FakePlayout {
+    queued_ms: u64,
+    marks: u32,
+    /// What an interruption reports.
+    played_ms: u64,
+}
+
+impl Playout for FakePlayout {
+    fn queued_ms(&self) -> u64 {
+        self.queued_ms
+    }
+    fn is_empty(&self) -> bool {
+        self.queued_ms == 0
+    }
+    fn mark(&mut self) {
+        self.marks += 1;
+    }
+    fn interrupt(&mut self) -> Interrupted {
+        let discarded_ms = std::mem::take(&mut self.queued_ms);
+        Interrupted {
+            played_ms: self.played_ms,
+            discarded_ms,
+        }
+    }
+}
+
+const DRAIN: Duration = Duration::from_secs(30);
+
+fn all_capabilities() -> Capabilities {
+    Capabilities::of(&[
+        Capability::Audio,
+        Capability::SendDigits,
+        Capability::Transfer,
+        Capability::Hold,
+    ])
+}
+
+struct Rig {
+    logic: CallLogic,
+    playout: FakePlayout,
+    now: Duration,
+}
+
+impl Rig {
+    fn with(capabilities: Capabilities, fallback_transfer: Option<&str>) -> Rig {
+        let apology = Action::Say("Sorry.".into());
+        let last = match fallback_transfer {
+            Some(t) => Action::Transfer(t.into()),
+            None => Action::Hangup,
+        };
+        Rig {
+            logic: CallLogic::new(LogicConfig {
+                drain_limit: DRAIN,
+                fallback_transfer: fallback_transfer.map(String::from),
+                fallback_actions: vec![apology, last],
+                capabilities,
+            }),
+            playout: FakePlayout::default(),
+            now: Duration::ZERO,
+        }
+    }
+
+    fn new() -> Rig {
+        Rig::with(all_capabilities(), None)
+    }
+
+    /// A call that started with `actions` and whose greeting is done.
+    fn started(actions: Vec<Action>) -> Rig {
+        let mut rig = Rig::new();
+        rig.input(Input::Start {
+            actions,
+            failure: None,
+        });
+        rig.input(Input::ResponseDone);
+        rig
+    }
+
+    fn at_ms(&mut self, ms: u64) -> &mut Rig {
+        self.now = Duration::from_millis(ms);
+        self
+    }
+
+    fn input(&mut self, input: Input) -> Vec<Effect> {
+        self.logic.handle(self.now, input, &mut self.playout);
+        std::iter::from_fn(|| self.logic.poll()).collect()
+    }
+
+    fn audio(&mut self, item: &str) -> bool {
+        self.logic
+            .agent_audio(self.now, item, Duration::ZERO, &mut self.playout)
+    }
+
+    fn actions(&mut self, actions: Vec<Action>) -> Vec<Effect> {
+        self.input(Input::Hook(HookResult::Actions(Ok(actions))))
+    }
+}
+
+fn say(text: &str) -> Effect {
+    Effect::Model(Command::Say(text.into()))
+}
+
+fn state(state: CallState) -> Effect {
+    Effect::Record(EventKind::State { state })
+}
+
+fn actions_record(actions: &[Action]) -> Effect {
+    Effect::Record(EventKind::Actions {
+        hook: "agent".into(),
+        actions: actions.to_vec(),
+    })
+}
+
+fn ending(reason: EndReason, abnormal: bool) -> Effect {
+    Effect::End(Ending {
+        reason,
+        abnormal,
+        requested: false,
+    })
+}
+
+fn fault() -> AgentFault {
+    AgentFault {
+        kind: FaultKind::Trap,
+        hook: "on-dtmf",
+        message: "unreachable".into(),
+    }
+}
+
+fn dtmf(digit: char) -> Input {
+    Input::Digit {
+        digit,
+        source: DigitSource::Rfc4733,
+    }
+}
+
+fn dtmf_record(digit: char) -> Effect {
+    Effect::Record(EventKind::Dtmf {
+        digits: digit.to_string(),
+        source: "rfc4733".into(),
+    })
+}
+
+#[test]
+fn start_goes_active_starts_recording_and_runs_the_actions() {
+    let mut rig = Rig::new();
+    let hello = vec![Action::Say("Hello.".into())];
+    let effects = rig.input(Input::Start {
+        actions: hello.clone(),
+        failure: None,
+    });
+    assert_eq!(
+        effects,
+        vec![
+            state(CallState::Active),
+            Effect::StartRecording,
+            actions_record(&hello),
+            say("Hello."),
+        ]
+    );
+    assert_eq!(rig.logic.deadline(), None);
+}
+
+#[test]
+fn a_failed_start_plays_the_apology_then_hangs_up_once_it_is_heard() {
+    let mut rig = Rig::new();
+    let effects = rig.input(Input::Start {
+        actions: Vec::new(),
+        failure: Some("agent failed".into()),
+    });
+    assert_eq!(effects, vec![state(CallState::Active), Effect::StartRecording]);
+    assert_eq!(rig.logic.deadline(), Some(DRAIN));
+    // The apology is still being spoken.
+    rig.playout.queued_ms = 400;
+    assert_eq!(rig.at_ms(100).input(Input::ResponseDone), vec![]);
+    rig.playout.queued_ms = 0;
+    assert_eq!(
+        rig.at_ms(600).input(Input::Tick),
+        vec![
+            Effect::Hangup,
+            state(CallState::Ending),
+            ending(EndReason::Failed("agent failed".into()), true),
+        ]
+    );
+    assert!(rig.logic.ended());
+}
+
+#[test]
+fn a_failed_start_with_a_fallback_transfer_hangs_up_when_the_transfer_cannot_start() {
+    let mut rig = Rig::with(all_capabilities(), Some("sip:desk@example.org"));
+    rig.input(Input::Start {
+        actions: Vec::new(),
+        failure: Some("model unavailable".into()),
+    });
+    let effects = rig.input(Input::ResponseDone);
+    assert_eq!(
+        effects,
+        vec![
+            state(CallState::Transferring),
+            Effect::Record(EventKind::Transfer {
+                target: "sip:desk@example.org".into(),
+                status: "requested".into(),
+                detail: String::new(),
+            }),
+            Effect::Transfer("sip:desk@example.org".into()),
+        ]
+    );
+    let effects = rig.input(Input::TransferStarted(Err("503".into())));
+    assert_eq!(effects[1], state(CallState::Active));
+    assert_eq!(effects[2], Effect::Hangup);
+    assert_eq!(
+        effects[4],
+        ending(EndReason::Failed("model unavailable".into()), true)
+    );
+}
+
+#[test]
+fn a_hang_up_waits_for_the_model_and_the_playout() {
+    let mut rig = Rig::started(Vec::new());
+    rig.input(dtmf('1'));
+    let effects = rig.actions(vec![Action::Say("Bye.".into()), Action::Hangup]);
+    assert_eq!(effects.last(), Some(&say("Bye.")));
+    rig.playout.queued_ms = 500;
+    // The model finished, the caller has not heard it all yet.
+    assert_eq!(rig.input(Input::ResponseDone), vec![]);
+    rig.playout.queued_ms = 0;
+    let effects = rig.at_ms(700).input(Input::Tick);
+    assert_eq!(effects[0], Effect::Hangup);
+    assert_eq!(effects[2], ending(EndReason::AgentHangup, false));
+}
+
+#[test]
+fn a_hang_up_goes_ahead_at_the_drain_limit() {
+    let mut rig = Rig::started(Vec::new());
+    rig.input(dtmf('9'));
+    rig.actions(vec![Action::Say("Long goodbye".into()), Action::Hangup]);
+    rig.playout.queued_ms = 5_000;
+    assert_eq!(rig.logic.deadline(), Some(DRAIN));
+    assert_eq!(rig.at_ms(29_999).input(Input::Tick), vec![]);
+    let effects = rig.at_ms(30_000).input(Input::Tick);
+    assert_eq!(effects[0], Effect::Hangup);
+}
+
+#[test]
+fn actions_after_a_hang_up_are_ignored() {
+    let mut rig = Rig::started(Vec::new());
+    rig.input(dtmf('1'));
+    let effects = rig.actions(vec![Action::Hangup, Action::Say("never".into())]);
+    assert!(!effects.contains(&say("never")));
+    assert_eq!(effects[1], Effect::Hangup);
+}
+
+#[test]
+fn the_far_end_hanging_up_ends_the_call() {
+    let mut rig = Rig::started(Vec::new());
+    let effects = rig.input(Input::FarEndHangup);
+    assert_eq!(
+        effects,
+        vec![
+            state(CallState::Ending),
+            ending(EndReason::CallerHangup, false)
+        ]
+    );
+    // Nothing after the end.
+    assert_eq!(rig.input(dtmf('1')), vec![]);
+}
+
+#[test]
+fn a_digit_interrupts_the_prompt_and_goes_to_the_agent() {
+    let mut rig = Rig::started(Vec::new());
+    // 200 ms of earlier audio queued ahead of the prompt's item.
+    rig.playout.queued_ms = 200;
+    assert!(rig.audio("item-1"));
+    assert_eq!(rig.playout.marks, 1);
+    rig.playout.queued_ms = 1_000;
+    rig.playout.played_ms = 900;
+    let effects = rig.input(dtmf('5'));
+    assert_eq!(
+        effects,
+        vec![
+            dtmf_record('5'),
+            Effect::Record(EventKind::BargeIn {
+                played_ms: 700,
+                discarded_ms: 1_000,
+            }),
+            Effect::Model(Command::Truncate {
+                item_id: "item-1".into(),
+                audio_end_ms: 700,
+            }),
+            Effect::Hook(Hook::Dtmf("5".into())),
+        ]
+    );
+    // Late audio of the cut item is not played.
+    assert!(!rig.audio("item-1"));
+    let effects = rig.actions(vec![Action::Say("Five.".into())]);
+    assert_eq!(effects.last(), Some(&say("Five.")));
+}
+
+#[test]
+fn caller_speech_barges_in_and_nothing_is_cut_when_all_was_heard() {
+    let mut rig = Rig::started(Vec::new());
+    assert!(rig.audio("a"));
+    // All of item a was heard: no truncation.
+    assert_eq!(
+        rig.input(Input::SpeechStarted),
+        vec![Effect::Record(EventKind::SpeechStarted)]
+    );
+    assert!(!rig.audio("a"));
+    assert!(rig.audio("b"));
+    rig.playout.queued_ms = 300;
+    rig.playout.played_ms = 40;
+    let effects = rig.input(Input::SpeechStarted);
+    assert_eq!(effects.len(), 3);
+    assert_eq!(
+        effects[2],
+        Effect::Model(Command::Truncate {
+            item_id: "b".into(),
+            audio_end_ms: 40,
+        })
+    );
+}
+
+#[test]
+fn collected_digits_stop_at_the_maximum_the_terminator_or_the_timeout() {
+    let request = |max: u8| {
+        Action::CollectDigits(DigitRequest {
+            max_digits: max,
+            timeout_ms: 3_000,
+            terminator: Some("#".into()),
+            prompt: Some("Your PIN?".into()),
+        })
+    };
+    let mut rig = Rig::started(vec![request(3)]);
+    assert_eq!(rig.logic.deadline(), Some(Duration::from_secs(3)));
+    assert_eq!(rig.input(dtmf('1')), vec![dtmf_record('1')]);
+    assert_eq!(rig.input(dtmf('2')), vec![dtmf_record('2')]);
+    let effects = rig.input(dtmf('3'));
+    assert_eq!(effects.last(), Some(&Effect::Hook(Hook::Dtmf("123".into()))));
+
+    rig.actions(vec![request(6)]);
+    rig.input(dtmf('4'));
+    let effects = rig.input(dtmf('#'));
+    assert_eq!(effects.last(), Some(&Effect::Hook(Hook::Dtmf("4".into()))));
+
+    rig.actions(vec![request(6)]);
+    rig.at_ms(1_000).input(dtmf('7'));
+    assert_eq!(rig.logic.deadline(), Some(Duration::from_millis(4_000)));
+    assert_eq!(rig.at_ms(3_999).input(Input::Tick), vec![]);
+    let effects = rig.at_ms(4_000).input(Input::Tick);
+    assert_eq!(effects, vec![Effect::Hook(Hook::Dtmf("7".into()))]);
+}
+
+#[test]
+fn digits_are_only_recorded_once_the_call_is_ending_or_the_agent_failed() {
+    let mut rig = Rig::started(Vec::new());
+    rig.input(dtmf('1'));
+    rig.playout.queued_ms = 100;
+    rig.actions(vec![Action::Hangup]);
+    assert_eq!(rig.input(dtmf('2')), vec![dtmf_record('2')]);
+
+    let mut rig = Rig::started(Vec::new());
+    rig.input(dtmf('1'));
+    rig.playout.queued_ms = 100;
+    rig.input(Input::Hook(HookResult::Actions(Err(fault()))));
+    assert_eq!(rig.input(dtmf('3')), vec![dtmf_record('3')]);
+}
+
+#[test]
+fn final_transcripts_are_recorded_and_go_to_the_agent() {
+    let mut rig = Rig::started(Vec::new());
+    let fragment = Input::Transcript {
+        role: Role::Caller,
+        text: "When are".into(),
+        is_final: false,
+    };
+    assert_eq!(rig.input(fragment), vec![]);
+    let blank = Input::Transcript {
+        role: Role::Caller,
+        text: "  ".into(),
+        is_final: true,
+    };
+    assert_eq!(rig.input(blank), vec![]);
+    let effects = rig.input(Input::Transcript {
+        role: Role::Caller,
+        text: "When are you open?".into(),
+        is_final: true,
+    });
+    assert_eq!(
+        effects,
+        vec![
+            Effect::Record(EventKind::Transcript {
+                role: Role::Caller,
+                text: "When are you open?".into(),
+            }),
+            Effect::Hook(Hook::Transcript(Role::Caller, "When are you open?".into())),
+        ]
+    );
+}
+
+#[test]
+fn a_tool_call_is_answered_by_the_agent_and_its_actions_run() {
+    let mut rig = Rig::started(Vec::new());
+    let effects = rig.input(Input::ToolCall {
+        call_id: "t1".into(),
+        name: "hours".into(),
+        arguments: "{}".into(),
+    });
+    assert_eq!(
+        effects.last(),
+        Some(&Effect::Hook(Hook::ToolCall {
+            name: "hours".into(),
+            arguments: "{}".into(),
+        }))
+    );
+    let effects = rig.input(Input::Hook(HookResult::Tool(Ok(ToolOutcome {
+        result: Err("closed today".into()),
+        actions: vec![Action::Say("Sorry.".into())],
+    }))));
+    assert_eq!(
+        effects[0],
+        Effect::Record(EventKind::ToolResult {
+            call_id: "t1".into(),
+            ok: false,
+            output: "closed today".into(),
+        })
+    );
+    assert_eq!(
+        effects[1],
+        Effect::Model(Command::ToolResult {
+            call_id: "t1".into(),
+            output: r#"{"error":"closed today"}"#.into(),
+        })
+    );
+    assert_eq!(effects.last(), Some(&say("Sorry.")));
+}
+
+#[test]
+fn a_tool_that_faults_gives_the_model_an_error_and_the_caller_the_apology() {
+    let mut rig = Rig::started(Vec::new());
+    rig.input(Input::ToolCall {
+        call_id: "t1".into(),
+        name: "book".into(),
+        arguments: "{}".into(),
+    });
+    let effects = rig.input(Input::Hook(HookResult::Tool(Err(fault()))));
+    assert!(matches!(
+        &effects[0],
+        Effect::Record(EventKind::AgentFault { .. })
+    ));
+    assert!(effects.contains(&say("Sorry.")));
+    // The agent is out: the next tool call is answered without it.
+    let effects = rig.input(Input::ToolCall {
+        call_id: "t2".into(),
+        name: "book".into(),
+        arguments: "{}".into(),
+    });
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Hook(_))));
+    assert!(effects.contains(&Effect::Model(Command::ToolResult {
+        call_id: "t2".into(),
+        output: r#"{"error":"the agent is unavailable"}"#.into(),
+    })));
+}
+
+#[test]
+fn an_agent_fault_plays_the_fallback_and_ends_the_call_as_failed() {
+    let mut rig = Rig::started(Vec::new());
+    rig.input(dtmf('1'));
+    let effects = rig.input(Input::Hook(HookResult::Actions(Err(fault()))));
+    assert!(matches!(
+        &effects[0],
+        Effect::Record(EventKind::AgentFault { .. })
+    ));
+    assert_eq!(effects.last(), Some(&say("Sorry.")));
+    let effects = rig.input(Input::ResponseDone);
+    assert_eq!(
+        effects.last(),
+        Some(&ending(EndReason::Failed("agent failed".into()), true))
+    );
+}
+
+/// Start a transfer the agent asked for; returns the effects up to the leg's transfer.
+fn transfer(rig: &mut Rig, target: &str) -> Vec<Effect> {
+    rig.input(dtmf('0'));
+    rig.actions(vec![Action::Transfer(target.into())])
+}
+
+#[test]
+fn a_transfer_runs_to_its_outcome_and_the_agent_hears_it() {
+    let mut rig = Rig::started(Vec::new());
+    let effects = transfer(&mut rig, "sip:sales@example.org");
+    assert_eq!(effects.last(), Some(&Effect::Transfer("sip:sales@example.org".into())));
+    assert_eq!(rig.input(Input::TransferStarted(Ok(()))), vec![]);
+    let effects = rig.input(Input::TransferProgress {
+        code: 100,
+        reason: "Trying".into(),
+    });
+    assert_eq!(
+        effects,
+        vec![Effect::Record(EventKind::Transfer {
+            target: "sip:sales@example.org".into(),
+            status: "progress".into(),
+            detail: "100 Trying".into(),
+        })]
+    );
+    let effects = rig.input(Input::TransferOutcome {
+        code: 200,
+        reason: "OK".into(),
+        success: true,
+    });
+    assert_eq!(
+        effects.last(),
+        Some(&Effect::Hook(Hook::TransferResult {
+            target: "sip:sales@example.org".into(),
+            result: Ok(()),
+        }))
+    );
+    let effects = rig.actions(Vec::new());
+    assert_eq!(effects[0], Effect::Hangup);
+    assert_eq!(
+        effects.last(),
+        Some(&ending(
+            EndReason::Transferred("sip:sales@example.org".into()),
+            false
+        ))
+    );
+}
+
+#[test]
+fn a_failed_transfer_returns_the_call_to_the_agent() {
+    let mut rig = Rig::started(Vec::new());
+    transfer(&mut rig, "sip:sales@example.org");
+    rig.input(Input::TransferStarted(Ok(())));
+    let effects = rig.input(Input::TransferOutcome {
+        code: 486,
+        reason: "Busy Here".into(),
+        success: false,
+    });
+    assert_eq!(effects[1], state(CallState::Active));
+    assert_eq!(
+        effects[2],
+        Effect::Hook(Hook::TransferResult {
+            target: "sip:sales@example.org".into(),
+            result: Err("486 Busy Here".into()),
+        })
+    );
+    // The call goes on: the far end hanging up now is a plain caller hang-up.
+    rig.actions(Vec::new());
+    assert_eq!(
+        rig.input(Input::FarEndHangup).last(),
+        Some(&ending(EndReason::CallerHangup, false))
+    );
+}
+
+#[test]
+fn a_transfer_the_leg_cannot_start_is_reported_to_the_agent() {
+    let mut rig = Rig::started(Vec::new());
+    transfer(&mut rig, "sip:sales@example.org");
+    let effects = rig.input(Input::TransferStarted(Err("no route".into())));
+    assert_eq!(
+        effects.last(),
+        Some(&Effect::Hook(Hook::TransferResult {
+            target: "sip:sales@example.org".into(),
+            result: Err("no route".into()),
+        }))
+    );
+}
+
+#[test]
+fn the_far_end_hanging_up_during_a_transfer_means_it_was_transferred() {
+    let mut rig = Rig::started(Vec::new());
+    transfer(&mut rig, "sip:sales@example.org");
+    rig.input(Input::TransferStarted(Ok(())));
+    assert_eq!(
+        rig.input(Input::FarEndHangup).last(),
+        Some(&ending(
+            EndReason::Transferred("sip:sales@example.org".into()),
+            false
+        ))
+    );
+}
+
+#[test]
+fn a_leg_without_transfer_refuses_it_as_not_allowed() {
+    let mut rig = Rig::with(Capabilities::of(&[Capability::Audio]), None);
+    rig.input(Input::Start {
+        actions: Vec::new(),
+        failure: None,
+    });
+    rig.input(Input::ResponseDone);
+    let effects = transfer(&mut rig, "sip:sales@example.org");
+    let refusal = "not-allowed: this call cannot be transferred".to_string();
+    assert!(effects.contains(&Effect::Record(EventKind::ActionRefused {
+        action: Action::Transfer("sip:sales@example.org".into()),
+        reason: refusal.clone(),
+    })));
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Transfer(_))));
+    assert_eq!(
+        effects.last(),
+        Some(&Effect::Hook(Hook::TransferResult {
+            target: "sip:sales@example.org".into(),
+            result: Err(refusal),
+        }))
+    );
+}
+
+#[test]
+fn a_leg_without_digits_out_refuses_send_dtmf() {
+    let mut rig = Rig::with(Capabilities::of(&[Capability::Transfer]), None);
+    let effects = rig.input(Input::Start {
+        actions: vec![Action::SendDtmf("123".into())],
+        failure: None,
+    });
+    assert!(!effects.contains(&Effect::SendDigits("123".into())));
+    assert!(matches!(
+        effects.last(),
+        Some(Effect::Record(EventKind::ActionRefused { .. }))
+    ));
+    let mut rig = Rig::new();
+    let effects = rig.input(Input::Start {
+        actions: vec![Action::SendDtmf("123".into())],
+        failure: None,
+    });
+    assert_eq!(effects.last(), Some(&Effect::SendDigits("123".into())));
+}
+
+#[test]
+fn a_leg_without_transfer_hangs_up_after_the_apology_instead_of_the_fallback_transfer() {
+    let mut rig = Rig::with(Capabilities::default(), Some("sip:desk@example.org"));
+    rig.input(Input::Start {
+        actions: Vec::new(),
+        failure: Some("agent failed".into()),
+    });
+    let effects = rig.input(Input::ResponseDone);
+    assert!(matches!(
+        effects[0],
+        Effect::Record(EventKind::ActionRefused { .. })
+    ));
+    assert_eq!(effects[1], Effect::Hangup);
+}
+
+#[test]
+fn the_model_closing_mid_call_switches_to_the_apology() {
+    let mut rig = Rig::started(Vec::new());
+    let effects = rig.input(Input::ModelClosed("Error(1011)".into()));
+    assert_eq!(
+        effects,
+        vec![
+            Effect::Record(EventKind::ModelError {
+                message: "model session closed: Error(1011)".into(),
+            }),
+            Effect::ConnectFallback,
+        ]
+    );
+    let effects = rig.input(Input::ResponseDone);
+    assert_eq!(
+        effects.last(),
+        Some(&ending(
+            EndReason::Failed("model session closed".into()),
+            true
+        ))
+    );
+}
+
+#[test]
+fn the_model_closing_while_the_call_ends_just_hangs_up() {
+    let mut rig = Rig::started(Vec::new());
+    rig.input(dtmf('1'));
+    rig.playout.queued_ms = 100;
+    rig.actions(vec![Action::Hangup]);
+    let effects = rig.input(Input::ModelClosed("Normal".into()));
+    assert_eq!(effects[0], Effect::Hangup);
+    assert_eq!(effects[2], ending(EndReason::AgentHangup, false));
+}
+
+#[test]
+fn the_model_or_the_leg_going_away_ends_the_call_abnormally() {
+    let mut rig = Rig::started(Vec::new());
+    let effects = rig.input(Input::ModelGone);
+    assert_eq!(effects[0], Effect::Hangup);
+    assert_eq!(
+        effects[2],
+        ending(EndReason::Failed("model session ended".into()), true)
+    );
+    let mut rig = Rig::started(Vec::new());
+    let effects = rig.input(Input::LegLost("media ended".into()));
+    // The leg is gone: nothing to hang up.
+    assert_eq!(
+        effects,
+        vec![
+            state(CallState::Ending),
+            ending(EndReason::Failed("media ended".into()), true)
+        ]
+    );
+}
+
+#[test]
+fn no_media_hangs_up_with_a_timeout() {
+    let mut rig = Rig::started(Vec::new());
+    let effects = rig.input(Input::MediaTimeout);
+    assert_eq!(effects[0], Effect::Hangup);
+    assert_eq!(effects[2], ending(EndReason::Timeout, false));
+}
+
+#[test]
+fn api_commands_hang_up_transfer_and_cancel() {
+    let mut rig = Rig::started(Vec::new());
+    let effects = rig.input(Input::Command(Some(CallCommand::Hangup)));
+    let Some(Effect::End(end)) = effects.last() else {
+        panic!("{effects:?}")
+    };
+    assert!(end.requested);
+    assert_eq!(end.describe(), "hangup-requested");
+
+    // A transfer from the API starts at once; a refusal is only logged and recorded.
+    let mut rig = Rig::started(Vec::new());
+    rig.playout.queued_ms = 2_000;
+    let effects = rig.input(Input::Command(Some(CallCommand::Transfer("sip:x@y".into()))));
+    assert_eq!(effects.last(), Some(&Effect::Transfer("sip:x@y".into())));
+    let effects = rig.input(Input::TransferStarted(Err("refused".into())));
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Hook(_))));
+
+    let mut rig = Rig::started(Vec::new());
+    assert_eq!(
+        rig.input(Input::Command(Some(CallCommand::Cancelled))).last(),
+        Some(&ending(EndReason::CallerHangup, false))
+    );
+    let mut rig = Rig::started(Vec::new());
+    assert_eq!(
+        rig.input(Input::Command(None)).last(),
+        Some(&ending(EndReason::CallerHangup, false))
+    );
+}
+
+#[test]
+fn a_turn_is_timed_from_end_of_speech_to_first_audio_out() {
+    let mut rig = Rig::started(Vec::new());
+    rig.at_ms(1_000).input(Input::SpeechStopped);
+    rig.at_ms(1_500);
+    assert!(
+        rig.logic
+            .agent_audio(rig.now, "r1", Duration::from_millis(2), &mut rig.playout)
+    );
+    let effects = rig.at_ms(1_530).input(Input::PlayoutStarted {
+        at: Duration::from_millis(1_520),
+    });
+    assert_eq!(
+        effects,
+        vec![Effect::Record(EventKind::TurnLatency {
+            turn: 1,
+            host_in_ms: 2.0,
+            model_ms: 500.0,
+            host_out_ms: 20.0,
+            total_ms: 522.0,
+        })]
+    );
+    // An answer queued behind earlier audio is not timed.
+    rig.at_ms(3_000).input(Input::SpeechStopped);
+    rig.playout.queued_ms = 300;
+    assert!(rig.audio("r2"));
+    assert_eq!(
+        rig.input(Input::PlayoutStarted {
+            at: Duration::from_millis(3_100)
+        }),
+        vec![]
+    );
+}
+
+#[test]
+fn usage_and_model_errors_are_recorded() {
+    let mut rig = Rig::started(Vec::new());
+    let usage = Usage {
+        input_tokens: 301,
+        output_tokens: 42,
+        ..Usage::default()
+    };
+    assert_eq!(
+        rig.input(Input::Usage(usage)),
+        vec![Effect::Record(EventKind::Usage {
+            input_tokens: 301,
+            output_tokens: 42,
+        })]
+    );
+    assert_eq!(
+        rig.input(Input::ModelError("rate limited".into())),
+        vec![Effect::Record(EventKind::ModelError {
+            message: "rate limited".into()
+        })]
+    );
+}
+
+#[test]
+fn the_deadline_is_the_earliest_of_digits_and_drain() {
+    let collect = Action::CollectDigits(DigitRequest {
+        max_digits: 4,
+        timeout_ms: 5_000,
+        terminator: None,
+        prompt: None,
+    });
+    let mut rig = Rig::started(vec![collect]);
+    assert_eq!(rig.logic.deadline(), Some(Duration::from_secs(5)));
+    rig.playout.queued_ms = 100;
+    rig.input(Input::Command(Some(CallCommand::Transfer("sip:a@b".into()))));
+    rig.input(Input::TransferStarted(Ok(())));
+    assert_eq!(rig.logic.deadline(), Some(Duration::from_secs(5)));
+}

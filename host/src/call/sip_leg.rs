@@ -1,0 +1,206 @@
+//! The SIP + RTP leg: a dialog (`sip`) and its media session (`media`) behind the [`Leg`]
+//! seam. What only SIP has stays in here: re-INVITEs (hold, codec changes) are answered from
+//! the call's SDP, and a REFER from the far end is declined, since agent calls are not bridged.
+
+use std::future::Future;
+use std::path::Path;
+
+use tokio::sync::mpsc;
+
+use super::leg::{
+    CallerAudio, Capabilities, Capability, DigitSource, Interrupted, Leg, LegAudio, LegError,
+    LegEvent, LegFacts, Playout,
+};
+use crate::media::{MediaEvent, MediaSession, MediaStats, sdp};
+use crate::sip::{Dialog, DialogEvent, DialogHandle, ReinviteRequest};
+
+/// How long a digit sent by the agent lasts.
+const DIGIT_MS: u32 = 100;
+
+/// The media session as the call sees it: a playout to read and cut, an audio path.
+pub(crate) struct SipMedia(MediaSession);
+
+impl Playout for SipMedia {
+    fn queued_ms(&self) -> u64 {
+        self.0.queued_ms()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.playout_is_empty()
+    }
+
+    fn mark(&mut self) {
+        self.0.mark_playout();
+    }
+
+    fn interrupt(&mut self) -> Interrupted {
+        let report = self.0.flush_playout();
+        Interrupted {
+            played_ms: report.played_ms,
+            discarded_ms: report.discarded_ms,
+        }
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> LegError {
+    LegError::Failed(e.to_string())
+}
+
+impl LegAudio for SipMedia {
+    fn route_caller(&mut self, to: CallerAudio) -> Result<(), LegError> {
+        match to {
+            CallerAudio::Sink(sink) => self.0.set_audio_sink(sink),
+            CallerAudio::LoopBack => self.0.loop_back(),
+        }
+        .map_err(failed)
+    }
+
+    fn play(&mut self, pcm: &[i16], rate: u32) -> Result<(), LegError> {
+        self.0.queue_audio(pcm, rate).map_err(failed)
+    }
+
+    fn record(&mut self, path: &Path) -> Result<(), LegError> {
+        self.0.start_recording(path).map_err(failed)
+    }
+}
+
+/// An answered SIP call with its running media.
+pub(crate) struct SipLeg {
+    facts: LegFacts,
+    dialog: Dialog,
+    handle: DialogHandle,
+    media: SipMedia,
+    media_events: mpsc::Receiver<MediaEvent>,
+    /// Our SDP, kept for re-INVITEs: later offers keep to the codec of the call.
+    local: sdp::LocalMedia,
+}
+
+impl SipLeg {
+    pub(crate) fn new(
+        dialog: Dialog,
+        mut media: MediaSession,
+        mut local: sdp::LocalMedia,
+        codec: crate::media::Codec,
+        transport: String,
+        remote: String,
+    ) -> SipLeg {
+        let media_events = media.take_events().expect("a new session's events");
+        local.codecs = vec![codec];
+        SipLeg {
+            facts: LegFacts {
+                transport,
+                codec: Some(codec.encoding_name().to_string()),
+                remote,
+            },
+            handle: dialog.handle(),
+            dialog,
+            media: SipMedia(media),
+            media_events,
+            local,
+        }
+    }
+
+    fn on_reinvite(&mut self, req: ReinviteRequest) {
+        match sdp::answer_reoffer(req.remote_sdp.as_deref(), &mut self.local) {
+            Ok((reply, negotiated)) => {
+                if let Some(negotiated) = negotiated
+                    && let Err(e) = self.media.0.update(&negotiated)
+                {
+                    tracing::warn!(error = %e, "applying the re-INVITE to media failed");
+                }
+                req.accept(reply);
+            }
+            Err(e) => req.reject(e.sip_status()),
+        }
+    }
+
+    /// The next event of the dialog or the media, after handling what only SIP has.
+    async fn next(&mut self) -> LegEvent {
+        loop {
+            tokio::select! {
+                ev = self.dialog.recv() => match ev {
+                    Some(DialogEvent::Ended(reason)) => {
+                        tracing::debug!(?reason, "far end ended the call");
+                        return LegEvent::Hangup;
+                    }
+                    Some(DialogEvent::Dtmf { digit, .. }) => {
+                        return LegEvent::Digit { digit, source: DigitSource::SipInfo };
+                    }
+                    Some(DialogEvent::Reinvite(req)) => self.on_reinvite(req),
+                    Some(DialogEvent::TransferRequested { target, .. }) => {
+                        tracing::warn!(%target, "REFER from the far end is not carried out in agent calls");
+                        // On its own task: this future may be dropped by the call's select.
+                        let handle = self.handle.clone();
+                        tokio::spawn(async move {
+                            let _ = handle.report_transfer(603, "Decline").await;
+                        });
+                    }
+                    Some(DialogEvent::TransferProgress { code, reason }) => {
+                        return LegEvent::TransferProgress { code, reason };
+                    }
+                    Some(DialogEvent::TransferOutcome { code, reason, success }) => {
+                        return LegEvent::TransferOutcome { code, reason, success };
+                    }
+                    None => return LegEvent::Lost("signalling ended".into()),
+                },
+                ev = self.media_events.recv() => match ev {
+                    Some(MediaEvent::Audio(frame)) => return LegEvent::CallerAudio(frame.samples),
+                    Some(MediaEvent::Dtmf(ev)) => {
+                        return LegEvent::Digit { digit: ev.digit, source: DigitSource::Rfc4733 };
+                    }
+                    Some(MediaEvent::Timeout { silent_for }) => {
+                        tracing::warn!(?silent_for, "no media");
+                        return LegEvent::MediaTimeout;
+                    }
+                    Some(MediaEvent::PlayoutStarted { at }) => return LegEvent::PlayoutStarted { at },
+                    Some(MediaEvent::PlayoutIdle) => return LegEvent::PlayoutDrained,
+                    Some(MediaEvent::Stats(_)) => {}
+                    None => return LegEvent::Lost("media ended".into()),
+                },
+            }
+        }
+    }
+}
+
+impl Leg for SipLeg {
+    fn facts(&self) -> &LegFacts {
+        &self.facts
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::of(&[
+            Capability::Audio,
+            Capability::SendDigits,
+            Capability::Transfer,
+            Capability::Hold,
+        ])
+    }
+
+    fn next_event(&mut self) -> impl Future<Output = LegEvent> + Send {
+        self.next()
+    }
+
+    async fn hangup(&mut self) {
+        let _ = self.handle.hangup().await;
+    }
+
+    async fn transfer(&mut self, target: &str) -> Result<(), LegError> {
+        self.handle.refer(target).await.map_err(failed)
+    }
+
+    fn send_digits(&mut self, digits: &str) -> Result<(), LegError> {
+        self.media.0.send_dtmf(digits, DIGIT_MS).map_err(failed)
+    }
+
+    fn playout(&mut self) -> &mut dyn Playout {
+        &mut self.media
+    }
+
+    fn audio(&mut self) -> Option<&mut dyn LegAudio> {
+        Some(&mut self.media)
+    }
+
+    async fn close(self) -> Option<MediaStats> {
+        Some(self.media.0.close().await)
+    }
+}

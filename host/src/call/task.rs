@@ -1,0 +1,299 @@
+//! The call task: the thin shell around [`CallLogic`]. It owns the leg, the agent session, the
+//! model session and the API's commands, turns what they report into [`Input`]s with the call
+//! time, and carries out the [`Effect`]s the logic asks for. Audio itself goes straight between
+//! the leg and the model; the logic only decides whether agent audio is still wanted.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::CallCommand;
+use super::agent::CallAgent;
+use super::audio::{decode_from_model, encode_for_model};
+use super::events::Recorder;
+use super::leg::{CallerAudio, Leg, LegEvent};
+use super::logic::{CallLogic, Effect, Ending, Input};
+use crate::domain::Action;
+use crate::domain::events::{CallState, EventKind};
+use crate::model::{AudioFormat, Command, ModelEvent, ModelSession};
+
+/// Connects the local apology speech when the model fails mid-call.
+pub(crate) type FallbackModel = Box<dyn FnOnce() -> BoxFuture<'static, ModelSession> + Send>;
+
+/// Everything a running call owns.
+pub(crate) struct CallTask<L: Leg, A: CallAgent> {
+    pub recorder: Recorder,
+    pub leg: L,
+    pub agent: A,
+    pub model: ModelSession,
+    pub commands: mpsc::Receiver<CallCommand>,
+    pub logic: CallLogic,
+    /// Where to record the call, when the configuration wants it.
+    pub recording: Option<PathBuf>,
+    pub fallback: Option<FallbackModel>,
+}
+
+/// One caller frame to the model.
+fn to_model(commands: &mpsc::Sender<Command>, format: AudioFormat, samples: &[i16]) {
+    // A closed model session shows up as its Closed event; nothing to do here.
+    let _ = commands.try_send(Command::Audio(encode_for_model(samples, format)));
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What the model reports, as logic input; agent audio is handled apart.
+fn model_input(event: ModelEvent) -> Option<Input> {
+    Some(match event {
+        ModelEvent::Audio { .. } | ModelEvent::GoingAway { .. } => return None,
+        ModelEvent::SpeechStarted { .. } => Input::SpeechStarted,
+        ModelEvent::SpeechStopped { .. } => Input::SpeechStopped,
+        ModelEvent::Transcript {
+            role,
+            text,
+            is_final,
+            ..
+        } => Input::Transcript {
+            role,
+            text,
+            is_final,
+        },
+        ModelEvent::ToolCall {
+            call_id,
+            name,
+            arguments,
+        } => Input::ToolCall {
+            call_id,
+            name,
+            arguments,
+        },
+        ModelEvent::Usage(u) => Input::Usage(u),
+        ModelEvent::ResponseDone { .. } => Input::ResponseDone,
+        ModelEvent::Error(e) => Input::ModelError(e.to_string()),
+        ModelEvent::Closed(reason) => Input::ModelClosed(format!("{reason:?}")),
+    })
+}
+
+impl<L: Leg, A: CallAgent> CallTask<L, A> {
+    /// Run the call until it ends. `start_actions` came from on-start; `failure` says why the
+    /// agent or model already failed, in which case the call only plays the apology.
+    pub(crate) async fn run(mut self, start_actions: Vec<Action>, failure: Option<String>) {
+        // Runs inside the task's `call` span (inbound or outbound), which carries the call id.
+        let started = Instant::now();
+        // Processing time of the last caller frame on its way to the model.
+        let host_in_ns = Arc::new(AtomicU64::new(0));
+        self.route_caller_audio(&host_in_ns);
+        let start = Input::Start {
+            actions: start_actions,
+            failure,
+        };
+        let mut ending = self.feed(started, start, &host_in_ns).await;
+        while ending.is_none() {
+            let deadline = self.logic.deadline().map(|d| started + d);
+            let input = tokio::select! {
+                ev = self.leg.next_event() => match ev {
+                    LegEvent::CallerAudio(samples) => {
+                        to_model(&self.model.commands, self.model.input_format, &samples);
+                        continue;
+                    }
+                    other => leg_input(other, started),
+                },
+                ev = self.model.events.recv() => match ev {
+                    Some(ModelEvent::Audio { item_id, data, format }) => {
+                        self.play(started, &item_id, &data, format, &host_in_ns);
+                        continue;
+                    }
+                    Some(ev) => match model_input(ev) {
+                        Some(input) => input,
+                        None => continue,
+                    },
+                    None => Input::ModelGone,
+                },
+                cmd = self.commands.recv() => Input::Command(cmd),
+                () = sleep_until_some(deadline) => Input::Tick,
+            };
+            ending = self.feed(started, input, &host_in_ns).await;
+        }
+        self.finish(ending.expect("the loop ends with an ending"))
+            .await;
+    }
+
+    /// Hand one input to the logic and carry out its effects; the call's ending once it has one.
+    async fn feed(
+        &mut self,
+        started: Instant,
+        input: Input,
+        host_in_ns: &Arc<AtomicU64>,
+    ) -> Option<Ending> {
+        self.logic
+            .handle(started.elapsed(), input, self.leg.playout());
+        let mut ending = None;
+        while let Some(effect) = self.logic.poll() {
+            match effect {
+                Effect::Record(kind) => self.recorder.record(kind),
+                Effect::StartRecording => self.start_recording(),
+                Effect::Model(command) => {
+                    let _ = self.model.send(command).await;
+                }
+                Effect::Hook(hook) => {
+                    let result = self.agent.hook(hook).await;
+                    let input = Input::Hook(result);
+                    self.logic
+                        .handle(started.elapsed(), input, self.leg.playout());
+                }
+                Effect::SendDigits(digits) => {
+                    if let Err(e) = self.leg.send_digits(&digits) {
+                        tracing::warn!(error = %e, "sending DTMF failed");
+                    }
+                }
+                Effect::Transfer(target) => {
+                    let result = self.leg.transfer(&target).await;
+                    let input = Input::TransferStarted(result.map_err(|e| e.to_string()));
+                    self.logic
+                        .handle(started.elapsed(), input, self.leg.playout());
+                }
+                Effect::Hangup => self.leg.hangup().await,
+                Effect::ConnectFallback => {
+                    if let Some(connect) = self.fallback.take() {
+                        self.model = connect().await;
+                        self.route_caller_audio(host_in_ns);
+                    }
+                }
+                Effect::End(e) => ending = Some(e),
+            }
+        }
+        ending
+    }
+
+    /// Caller audio goes from the media thread straight to the model session, or, when the
+    /// session would only send it back, straight back to the caller.
+    fn route_caller_audio(&mut self, host_in_ns: &Arc<AtomicU64>) {
+        let route = if self.model.loopback {
+            CallerAudio::LoopBack
+        } else {
+            let commands = self.model.commands.clone();
+            let format = self.model.input_format;
+            let host_in_ns = host_in_ns.clone();
+            CallerAudio::Sink(Box::new(move |samples: &[i16]| {
+                let t = std::time::Instant::now();
+                to_model(&commands, format, samples);
+                host_in_ns.store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            }))
+        };
+        if let Some(audio) = self.leg.audio()
+            && let Err(e) = audio.route_caller(route)
+        {
+            tracing::debug!(error = %e, "the leg ended before its audio route was set");
+        }
+    }
+
+    /// Agent audio to the caller, unless barge-in cut its item.
+    fn play(
+        &mut self,
+        started: Instant,
+        item_id: &str,
+        data: &[u8],
+        format: AudioFormat,
+        host_in_ns: &AtomicU64,
+    ) {
+        let host_in = Duration::from_nanos(host_in_ns.load(Ordering::Relaxed));
+        let now = started.elapsed();
+        if !self
+            .logic
+            .agent_audio(now, item_id, host_in, self.leg.playout())
+        {
+            return;
+        }
+        if let Some(audio) = self.leg.audio() {
+            let pcm = decode_from_model(data, format);
+            if let Err(e) = audio.play(&pcm, format.sample_rate()) {
+                tracing::warn!(error = %e, "queueing agent audio failed");
+            }
+        }
+    }
+
+    /// Start the WAV recording when the configuration asks for one. A recording that cannot
+    /// start is logged and the call goes on without it.
+    fn start_recording(&mut self) {
+        let Some(path) = self.recording.clone() else {
+            return;
+        };
+        let Some(audio) = self.leg.audio() else {
+            return;
+        };
+        let started = match path.parent() {
+            Some(dir) => std::fs::create_dir_all(dir).map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+        .and_then(|()| audio.record(&path).map_err(|e| e.to_string()));
+        match started {
+            Ok(()) => self.recorder.record(EventKind::Recording {
+                path: path.display().to_string(),
+            }),
+            Err(error) => tracing::warn!(%error, path = %path.display(), "recording did not start"),
+        }
+    }
+
+    async fn finish(mut self, ending: Ending) {
+        if let Err(fault) = self.agent.end(&ending.reason).await {
+            self.recorder.record(EventKind::AgentFault { fault });
+        }
+        let _ = self.model.commands.try_send(Command::Close);
+        let reason = &ending.reason;
+        match self.leg.close().await {
+            Some(stats) => {
+                tracing::info!(?reason, %stats, "call ended");
+                self.recorder.record(EventKind::MediaStats {
+                    packets_received: stats.packets_received,
+                    packets_expected: stats.packets_expected,
+                    packets_lost: stats.packets_lost,
+                    jitter_ms: stats.jitter_ms,
+                    concealed_ms: stats.concealed_ms,
+                });
+            }
+            None => tracing::info!(?reason, "call ended"),
+        }
+        self.recorder.record(EventKind::Ended {
+            reason: ending.describe(),
+            abnormal: ending.abnormal,
+        });
+        self.recorder.record(EventKind::State {
+            state: CallState::Ended,
+        });
+    }
+}
+
+/// What the leg reports, as logic input at call time.
+fn leg_input(event: LegEvent, started: Instant) -> Input {
+    match event {
+        LegEvent::Hangup => Input::FarEndHangup,
+        LegEvent::Digit { digit, source } => Input::Digit { digit, source },
+        LegEvent::TransferProgress { code, reason } => Input::TransferProgress { code, reason },
+        LegEvent::TransferOutcome {
+            code,
+            reason,
+            success,
+        } => Input::TransferOutcome {
+            code,
+            reason,
+            success,
+        },
+        LegEvent::PlayoutStarted { at } => Input::PlayoutStarted {
+            at: at.saturating_duration_since(started),
+        },
+        LegEvent::MediaTimeout => Input::MediaTimeout,
+        LegEvent::Lost(why) => Input::LegLost(why),
+        // The drain check runs after every input.
+        LegEvent::PlayoutDrained | LegEvent::CallerAudio(_) => Input::Tick,
+    }
+}
