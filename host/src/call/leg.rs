@@ -94,7 +94,10 @@ pub enum LegEvent {
         source: DigitSource,
     },
     /// A transfer under way reports progress (a SIP status, say).
-    TransferProgress { code: u16, reason: String },
+    TransferProgress {
+        code: u16,
+        reason: String,
+    },
     /// A transfer under way ended.
     TransferOutcome {
         code: u16,
@@ -102,7 +105,9 @@ pub enum LegEvent {
         success: bool,
     },
     /// The first packet of agent audio after a pause went out at `at`.
-    PlayoutStarted { at: Instant },
+    PlayoutStarted {
+        at: Instant,
+    },
     /// Everything queued for the caller has been played.
     PlayoutDrained,
     /// Caller audio that arrived before its route to the model was set.
@@ -209,6 +214,9 @@ mod tests {
     #[test]
     fn a_refusal_names_what_is_missing() {
         let e = LegError::NotAllowed(Capability::Transfer);
-        assert_eq!(e.to_string(), "not-allowed: this call cannot be transferred");
+        assert_eq!(
+            e.to_string(),
+            "not-allowed: this call cannot be transferred"
+        );
     }
 }

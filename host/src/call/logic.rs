@@ -689,7 +689,10 @@ impl CallLogic {
             self.tool_answered(now, call_id, unavailable, Vec::new());
             return;
         }
-        self.hook(Hook::ToolCall { name, arguments }, Awaiting::Tool { call_id });
+        self.hook(
+            Hook::ToolCall { name, arguments },
+            Awaiting::Tool { call_id },
+        );
     }
 
     /// The tool's result goes to the model, then the actions queued meanwhile run.

@@ -176,7 +176,10 @@ fn a_failed_start_plays_the_apology_then_hangs_up_once_it_is_heard() {
         actions: Vec::new(),
         failure: Some("agent failed".into()),
     });
-    assert_eq!(effects, vec![state(CallState::Active), Effect::StartRecording]);
+    assert_eq!(
+        effects,
+        vec![state(CallState::Active), Effect::StartRecording]
+    );
     assert_eq!(rig.logic.deadline(), Some(DRAIN));
     // The apology is still being spoken.
     rig.playout.queued_ms = 400;
@@ -343,7 +346,10 @@ fn collected_digits_stop_at_the_maximum_the_terminator_or_the_timeout() {
     assert_eq!(rig.input(dtmf('1')), vec![dtmf_record('1')]);
     assert_eq!(rig.input(dtmf('2')), vec![dtmf_record('2')]);
     let effects = rig.input(dtmf('3'));
-    assert_eq!(effects.last(), Some(&Effect::Hook(Hook::Dtmf("123".into()))));
+    assert_eq!(
+        effects.last(),
+        Some(&Effect::Hook(Hook::Dtmf("123".into())))
+    );
 
     rig.actions(vec![request(6)]);
     rig.input(dtmf('4'));
@@ -496,7 +502,10 @@ fn transfer(rig: &mut Rig, target: &str) -> Vec<Effect> {
 fn a_transfer_runs_to_its_outcome_and_the_agent_hears_it() {
     let mut rig = Rig::started(Vec::new());
     let effects = transfer(&mut rig, "sip:sales@example.org");
-    assert_eq!(effects.last(), Some(&Effect::Transfer("sip:sales@example.org".into())));
+    assert_eq!(
+        effects.last(),
+        Some(&Effect::Transfer("sip:sales@example.org".into()))
+    );
     assert_eq!(rig.input(Input::TransferStarted(Ok(()))), vec![]);
     let effects = rig.input(Input::TransferProgress {
         code: 100,
@@ -722,14 +731,17 @@ fn api_commands_hang_up_transfer_and_cancel() {
     // A transfer from the API starts at once; a refusal is only logged and recorded.
     let mut rig = Rig::started(Vec::new());
     rig.playout.queued_ms = 2_000;
-    let effects = rig.input(Input::Command(Some(CallCommand::Transfer("sip:x@y".into()))));
+    let effects = rig.input(Input::Command(Some(CallCommand::Transfer(
+        "sip:x@y".into(),
+    ))));
     assert_eq!(effects.last(), Some(&Effect::Transfer("sip:x@y".into())));
     let effects = rig.input(Input::TransferStarted(Err("refused".into())));
     assert!(!effects.iter().any(|e| matches!(e, Effect::Hook(_))));
 
     let mut rig = Rig::started(Vec::new());
     assert_eq!(
-        rig.input(Input::Command(Some(CallCommand::Cancelled))).last(),
+        rig.input(Input::Command(Some(CallCommand::Cancelled)))
+            .last(),
         Some(&ending(EndReason::CallerHangup, false))
     );
     let mut rig = Rig::started(Vec::new());
@@ -807,7 +819,9 @@ fn the_deadline_is_the_earliest_of_digits_and_drain() {
     let mut rig = Rig::started(vec![collect]);
     assert_eq!(rig.logic.deadline(), Some(Duration::from_secs(5)));
     rig.playout.queued_ms = 100;
-    rig.input(Input::Command(Some(CallCommand::Transfer("sip:a@b".into()))));
+    rig.input(Input::Command(Some(CallCommand::Transfer(
+        "sip:a@b".into(),
+    ))));
     rig.input(Input::TransferStarted(Ok(())));
     assert_eq!(rig.logic.deadline(), Some(Duration::from_secs(5)));
 }

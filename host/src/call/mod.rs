@@ -40,8 +40,8 @@ use crate::plugins::routing::display_number;
 use crate::plugins::runtime::StartFallback;
 use crate::plugins::{AgentSession, AgentVersion, Registry, StartOutcome};
 use crate::sip::IncomingCall;
-use leg::Leg;
 use events::{EventBus, Recorder};
+use leg::Leg;
 use logic::{CallLogic, LogicConfig};
 use sip_leg::SipLeg;
 use task::CallTask;
@@ -573,7 +573,12 @@ async fn run_answered<L: Leg>(deps: &Arc<CallDeps>, a: Answered<L>) {
         capabilities: a.leg.capabilities(),
     });
     let agent_name = a.accepted.agent.version().name();
-    let codec = a.leg.facts().codec.as_deref().and_then(|c| c.parse::<Codec>().ok());
+    let codec = a
+        .leg
+        .facts()
+        .codec
+        .as_deref()
+        .and_then(|c| c.parse::<Codec>().ok());
     let fallback_deps = deps.clone();
     let task = CallTask {
         recording: recording_path(deps, agent_name, &a.call_id),

@@ -12,11 +12,11 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::events::{self, Recorder};
+use super::sip_leg::SipLeg;
 use super::{
     Accepted, Answered, CallCommand, CallDeps, CallSummary, Started, connect_for, created,
     media_config, run_answered, start_agent,
 };
-use super::sip_leg::SipLeg;
 use crate::domain::events::EventKind;
 use crate::domain::{CallInfo, Direction, EndReason};
 use crate::media::{PendingMedia, sdp};
@@ -315,7 +315,14 @@ impl Ringing {
                 return;
             }
         };
-        let leg = SipLeg::new(dialog, media, self.local, codec, self.transport, self.remote);
+        let leg = SipLeg::new(
+            dialog,
+            media,
+            self.local,
+            codec,
+            self.transport,
+            self.remote,
+        );
         run_answered(
             deps,
             Answered {
