@@ -7,167 +7,19 @@
 //! its step: the logic waits for the matching input ([`Input::Hook`],
 //! [`Input::TransferStarted`]) before it does anything else.
 
+mod io;
+
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
+pub use io::{Effect, Ending, Hook, HookResult, Input, LogicConfig};
+
 use super::CallCommand;
 use super::digits::{Collected, DigitCollector};
-use super::leg::{Capabilities, Capability, DigitSource, LegError, Playout};
+use super::leg::{Capability, DigitSource, LegError, Playout};
 use crate::domain::events::{CallState, EventKind};
-use crate::domain::{Action, AgentFault, EndReason, Role};
-use crate::model::{Command, Usage};
-use crate::plugins::ToolOutcome;
-
-/// What the logic needs to know of its call from the start.
-#[derive(Debug, Clone)]
-pub struct LogicConfig {
-    /// How long a hang-up or transfer waits for queued speech to finish.
-    pub drain_limit: Duration,
-    /// Where a failed agent or model hands the caller, after the apology; `None` hangs up.
-    pub fallback_transfer: Option<String>,
-    /// The actions that replace a failed agent (the apology, then transfer or hang-up).
-    pub fallback_actions: Vec<Action>,
-    pub capabilities: Capabilities,
-}
-
-/// Everything that can happen to a call.
-#[derive(Debug)]
-pub enum Input {
-    /// The call is answered: run the actions of `on-start`, or, when the agent or model already
-    /// failed (`failure` says which), only the apology.
-    Start {
-        actions: Vec<Action>,
-        failure: Option<String>,
-    },
-    FarEndHangup,
-    Digit {
-        digit: char,
-        source: DigitSource,
-    },
-    TransferProgress {
-        code: u16,
-        reason: String,
-    },
-    TransferOutcome {
-        code: u16,
-        reason: String,
-        success: bool,
-    },
-    /// The first agent audio after a pause reached the caller at call time `at`.
-    PlayoutStarted {
-        at: Duration,
-    },
-    MediaTimeout,
-    /// The leg went away under the call.
-    LegLost(String),
-    /// The answer to [`Effect::Transfer`].
-    TransferStarted(Result<(), String>),
-    SpeechStarted,
-    SpeechStopped,
-    Transcript {
-        role: Role,
-        text: String,
-        is_final: bool,
-    },
-    ToolCall {
-        call_id: String,
-        name: String,
-        arguments: String,
-    },
-    Usage(Usage),
-    ResponseDone,
-    ModelError(String),
-    /// The model session closed (the text says why); no more model events follow.
-    ModelClosed(String),
-    /// The model's event stream ended without a close.
-    ModelGone,
-    /// The answer to [`Effect::Hook`].
-    Hook(HookResult),
-    /// A request from the API; `None` once nobody can send any more.
-    Command(Option<CallCommand>),
-    /// A deadline from [`CallLogic::deadline`] passed, or the playout drained.
-    Tick,
-}
-
-/// An agent hook the logic wants run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Hook {
-    Dtmf(String),
-    Transcript(Role, String),
-    ToolCall {
-        name: String,
-        arguments: String,
-    },
-    TransferResult {
-        target: String,
-        result: Result<(), String>,
-    },
-}
-
-/// What an agent hook gave back.
-#[derive(Debug)]
-pub enum HookResult {
-    Actions(Result<Vec<Action>, AgentFault>),
-    Tool(Result<ToolOutcome, AgentFault>),
-}
-
-/// Something the call task must do.
-#[derive(Debug, PartialEq)]
-pub enum Effect {
-    Record(EventKind),
-    /// Start the call's recording, if the configuration wants one.
-    StartRecording,
-    Model(Command),
-    /// Run this hook and answer with [`Input::Hook`].
-    Hook(Hook),
-    SendDigits(String),
-    /// Start a transfer on the leg and answer with [`Input::TransferStarted`].
-    Transfer(String),
-    Hangup,
-    /// Replace the model with the local apology speech.
-    ConnectFallback,
-    /// The call is over; nothing follows.
-    End(Ending),
-}
-
-/// How a call ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ending {
-    pub reason: EndReason,
-    pub abnormal: bool,
-    /// Hung up on request from the API, not by the agent.
-    pub requested: bool,
-}
-
-impl Ending {
-    fn new(reason: EndReason, abnormal: bool) -> Ending {
-        Ending {
-            reason,
-            abnormal,
-            requested: false,
-        }
-    }
-
-    /// How a call ends when it hangs up itself: a failure (agent or model) or the agent's wish.
-    fn hanging_up(failure: Option<String>) -> Ending {
-        match failure {
-            Some(why) => Ending::new(EndReason::Failed(why), true),
-            None => Ending::new(EndReason::AgentHangup, false),
-        }
-    }
-
-    /// The call record's words for it.
-    pub fn describe(&self) -> String {
-        match &self.reason {
-            EndReason::CallerHangup => "caller-hangup".to_string(),
-            EndReason::AgentHangup if self.requested => "hangup-requested".to_string(),
-            EndReason::AgentHangup => "agent-hangup".to_string(),
-            EndReason::Transferred(t) => format!("transferred to {t}"),
-            EndReason::Timeout => "timeout".to_string(),
-            EndReason::Failed(why) => format!("failed: {why}"),
-        }
-    }
-}
+use crate::domain::{Action, AgentFault, EndReason};
+use crate::model::Command;
 
 /// An action that waits until queued speech has been played.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -785,5 +637,4 @@ impl CallLogic {
 }
 
 #[cfg(test)]
-#[path = "logic_tests.rs"]
 mod tests;
