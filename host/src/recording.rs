@@ -109,18 +109,10 @@ fn writes_for(e: &CallEvent) -> Vec<Write> {
                 text,
             }];
         }
-        EventKind::Usage {
-            input_tokens,
-            output_tokens,
-        } => Some(Write::Usage(UsageRecord {
+        EventKind::Usage { items, .. } => Some(Write::Usage(UsageRecord {
             call_id: call_id.clone(),
             at_ms,
-            input_tokens: *input_tokens,
-            output_tokens: *output_tokens,
-            input_audio_tokens: None,
-            input_text_tokens: None,
-            output_audio_tokens: None,
-            output_text_tokens: None,
+            items: items.clone(),
         })),
         EventKind::TurnLatency {
             turn,

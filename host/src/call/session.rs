@@ -421,7 +421,7 @@ impl Call {
                         }
                     }
                     Some(ModelEvent::Usage(u)) => {
-                        self.recorder.record(EventKind::Usage { input_tokens: u.input_tokens, output_tokens: u.output_tokens });
+                        self.recorder.record(EventKind::usage(u.items()));
                     }
                     Some(ModelEvent::ResponseDone { .. }) => responding = responding.saturating_sub(1),
                     Some(ModelEvent::GoingAway { .. }) => {}
