@@ -109,18 +109,10 @@ fn writes_for(e: &CallEvent) -> Vec<Write> {
                 text,
             }];
         }
-        EventKind::Usage {
-            input_tokens,
-            output_tokens,
-        } => Some(Write::Usage(UsageRecord {
+        EventKind::Usage { items, .. } => Some(Write::Usage(UsageRecord {
             call_id: call_id.clone(),
             at_ms,
-            input_tokens: *input_tokens,
-            output_tokens: *output_tokens,
-            input_audio_tokens: None,
-            input_text_tokens: None,
-            output_audio_tokens: None,
-            output_text_tokens: None,
+            items: items.clone(),
         })),
         EventKind::TurnLatency {
             turn,
@@ -163,4 +155,60 @@ fn writes_for(e: &CallEvent) -> Vec<Write> {
         data,
     };
     structured.into_iter().chain([event]).chain(end).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::usage::UsageItem;
+
+    /// The split a provider reported reaches the store as items, not just the totals.
+    #[test]
+    fn a_usage_event_stores_its_items() {
+        let item = |kind: &str, amount: f64| UsageItem {
+            provider: "gemini".into(),
+            stage: "speech-to-speech".into(),
+            kind: kind.into(),
+            unit: "tokens".into(),
+            amount,
+        };
+        let items = vec![
+            item("input", 500.0),
+            item("input-audio", 120.0),
+            item("output", 96.0),
+        ];
+        let event = CallEvent {
+            call_id: "c1".into(),
+            seq: 4,
+            at_ms: 1_000,
+            kind: EventKind::usage(items.clone()),
+        };
+        let writes = writes_for(&event);
+        assert_eq!(writes.len(), 2);
+        assert_eq!(
+            writes[0],
+            Write::Usage(UsageRecord {
+                call_id: "c1".into(),
+                at_ms: 1_000,
+                items,
+            })
+        );
+        let Write::Event { kind, data, .. } = &writes[1] else {
+            panic!("{:?}", writes[1])
+        };
+        assert_eq!(kind, "usage");
+        assert_eq!(
+            (&data["input_tokens"], &data["output_tokens"]),
+            (&json!(500), &json!(96))
+        );
+        assert_eq!(data["items"][1]["kind"], "input-audio");
+        // Logs show the totals as before (tests look for `input_tokens: 500`).
+        let logged = format!("{:?}", event.kind);
+        assert!(
+            logged.starts_with("Usage { input_tokens: 500, output_tokens: 96,"),
+            "{logged}"
+        );
+    }
 }

@@ -215,6 +215,7 @@ impl Metrics {
             EventKind::Usage {
                 input_tokens,
                 output_tokens,
+                ..
             } => {
                 s.tokens_in += input_tokens;
                 s.tokens_out += output_tokens;

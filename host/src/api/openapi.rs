@@ -63,7 +63,13 @@ pub fn spec() -> Value {
                     "call_id": {"type": "string"}, "seq": {"type": "integer"}, "at_ms": {"type": "integer"},
                     "type": {"enum": ["created", "state", "rejected", "progress", "not-answered", "answered", "actions", "agent-fault", "action-refused", "dtmf", "transcript", "tool-call", "tool-result", "speech-started", "speech-stopped", "barge-in", "usage", "turn-latency", "transfer", "model-error", "media-stats", "ended"]}},
                     "additionalProperties": true,
-                    "description": "Live event (SSE). The fields besides call_id/seq/at_ms/type depend on type, e.g. state: {state: ringing|starting|active|transferring|ending|ended}."},
+                    "description": "Live event (SSE). The fields besides call_id/seq/at_ms/type depend on type, e.g. state: {state: ringing|starting|active|transferring|ending|ended}; usage: {input_tokens, output_tokens, items: [UsageItem]} for one report."},
+                "UsageItem": {"type": "object", "required": ["provider", "stage", "kind", "unit", "amount"], "properties": {
+                    "provider": {"type": "string", "description": "e.g. openai, gemini"},
+                    "stage": {"type": "string", "description": "e.g. speech-to-speech"},
+                    "kind": {"type": "string", "description": "What was counted. input and output are the provider's totals; the other kinds are parts of them (input-text, input-audio, input-cached, input-cached-text, input-cached-audio, output-text, output-audio) or counted apart (thoughts, tool-use-prompt). Kinds overlap: add amounts per kind, never across kinds."},
+                    "unit": {"type": "string", "description": "e.g. tokens"},
+                    "amount": {"type": "number"}}},
                 "StoredEvent": {"type": "object", "properties": {
                     "call_id": {"type": "string"}, "seq": {"type": "integer"}, "at_ms": {"type": "integer"},
                     "kind": {"type": "string", "description": "The event type"}, "data": {"type": "object"}}},
@@ -73,11 +79,8 @@ pub fn spec() -> Value {
                     "transcript": {"type": "array", "items": {"type": "object", "properties": {
                         "call_id": {"type": "string"}, "seq": {"type": "integer"}, "at_ms": {"type": "integer"},
                         "role": {"enum": ["caller", "agent"]}, "text": {"type": "string"}}}},
-                    "usage": {"type": "array", "items": {"type": "object", "properties": {
-                        "call_id": {"type": "string"}, "at_ms": {"type": "integer"},
-                        "input_tokens": {"type": "integer"}, "output_tokens": {"type": "integer"},
-                        "input_audio_tokens": {"type": ["integer", "null"]}, "input_text_tokens": {"type": ["integer", "null"]},
-                        "output_audio_tokens": {"type": ["integer", "null"]}, "output_text_tokens": {"type": ["integer", "null"]}}}},
+                    "usage": {"type": "array", "items": {"$ref": "#/components/schemas/UsageItem"},
+                        "description": "Everything the call's brain reported using, summed per (provider, stage, kind, unit), in the order first reported"},
                     "latencies": {"type": "array", "items": {"type": "object", "properties": {
                         "call_id": {"type": "string"}, "turn": {"type": "integer"},
                         "host_in_ms": {"type": "number"}, "model_ms": {"type": "number"},
@@ -202,4 +205,71 @@ pub fn spec() -> Value {
 
 pub async fn document() -> Json<Value> {
     Json(spec())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::spec;
+    use crate::store::{CallDetail, CallRecord, CallState, Direction, UsageItem};
+
+    /// Every field a stored call's detail serialises with is described, down to its usage items.
+    #[test]
+    fn call_detail_schema_matches_what_the_store_gives() {
+        let detail = CallDetail {
+            call: CallRecord {
+                id: "c1".into(),
+                direction: Direction::Inbound,
+                caller: "1".into(),
+                callee: "2".into(),
+                agent: None,
+                agent_version: None,
+                started_at_ms: 0,
+                answered_at_ms: None,
+                ended_at_ms: None,
+                state: CallState::Active,
+                end_reason: None,
+                outcome: None,
+                recording: None,
+                input_tokens: 301,
+                output_tokens: 111,
+                metadata: json!(null),
+            },
+            events: Vec::new(),
+            transcript: Vec::new(),
+            usage: vec![UsageItem {
+                provider: "openai".into(),
+                stage: "speech-to-speech".into(),
+                kind: "input-audio".into(),
+                unit: "tokens".into(),
+                amount: 280.0,
+            }],
+            latencies: Vec::new(),
+        };
+        let body = serde_json::to_value(&detail).unwrap();
+        let spec = spec();
+        let schemas = &spec["components"]["schemas"];
+        let described = |schema: &str, value: &serde_json::Value| {
+            for key in value.as_object().unwrap().keys() {
+                assert!(
+                    schemas[schema]["properties"].get(key).is_some(),
+                    "{schema} does not describe {key:?}"
+                );
+            }
+        };
+        described("CallDetail", &body);
+        described("CallRecord", &body["call"]);
+        let item = &body["usage"][0];
+        described("UsageItem", item);
+        assert_eq!(
+            schemas["UsageItem"]["required"],
+            json!(["provider", "stage", "kind", "unit", "amount"])
+        );
+        assert_eq!(item["amount"], 280.0);
+        assert_eq!(
+            schemas["CallDetail"]["properties"]["usage"]["items"]["$ref"],
+            "#/components/schemas/UsageItem"
+        );
+    }
 }

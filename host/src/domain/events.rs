@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use super::usage::{self, UsageItem};
 use super::{Action, AgentFault, Role};
 
 /// The call's state machine: ringing → starting → active → (transferring) → ending → ended.
@@ -105,9 +106,12 @@ pub enum EventKind {
         played_ms: u64,
         discarded_ms: u64,
     },
+    /// What the brain reported using, item by item; the token totals repeat the items'
+    /// `input` and `output` totals for logs and metrics (see [`EventKind::usage`]).
     Usage {
         input_tokens: u64,
         output_tokens: u64,
+        items: Vec<UsageItem>,
     },
     TurnLatency {
         turn: u32,
@@ -140,6 +144,17 @@ pub enum EventKind {
         reason: String,
         abnormal: bool,
     },
+}
+
+impl EventKind {
+    /// A usage report, its token totals taken from the items.
+    pub fn usage(items: Vec<UsageItem>) -> EventKind {
+        EventKind::Usage {
+            input_tokens: usage::tokens(&items, usage::INPUT),
+            output_tokens: usage::tokens(&items, usage::OUTPUT),
+            items,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -8,6 +8,7 @@
 //! event types themselves.
 
 pub mod events;
+pub mod usage;
 
 use serde::{Deserialize, Serialize};
 

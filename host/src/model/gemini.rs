@@ -275,6 +275,10 @@ struct UsageMetadata {
     response_token_count: u64,
     prompt_tokens_details: Vec<ModalityCount>,
     response_tokens_details: Vec<ModalityCount>,
+    cached_content_token_count: Option<u64>,
+    cache_tokens_details: Vec<ModalityCount>,
+    thoughts_token_count: Option<u64>,
+    tool_use_prompt_token_count: Option<u64>,
 }
 
 impl From<UsageMetadata> for Usage {
@@ -292,12 +296,18 @@ impl From<UsageMetadata> for Usage {
             any.then_some(total)
         };
         Usage {
+            provider: NAME,
             input_tokens: u.prompt_token_count,
             output_tokens: u.response_token_count,
             input_audio_tokens: sum(&u.prompt_tokens_details, "AUDIO"),
             input_text_tokens: sum(&u.prompt_tokens_details, "TEXT"),
             output_audio_tokens: sum(&u.response_tokens_details, "AUDIO"),
             output_text_tokens: sum(&u.response_tokens_details, "TEXT"),
+            input_cached_tokens: u.cached_content_token_count,
+            input_cached_audio_tokens: sum(&u.cache_tokens_details, "AUDIO"),
+            input_cached_text_tokens: sum(&u.cache_tokens_details, "TEXT"),
+            thoughts_tokens: u.thoughts_token_count,
+            tool_use_prompt_tokens: u.tool_use_prompt_token_count,
         }
     }
 }
@@ -698,5 +708,34 @@ mod tests {
         assert_eq!(u.input_text_tokens, Some(380));
         assert_eq!(u.input_audio_tokens, None);
         assert_eq!(u.output_audio_tokens, Some(96));
+    }
+
+    #[test]
+    fn usage_items_keep_every_modality_and_the_cache() {
+        let m: ServerMessage = serde_json::from_str(
+            r#"{"usageMetadata":{"promptTokenCount":500,"cachedContentTokenCount":200,"responseTokenCount":96,"thoughtsTokenCount":12,"totalTokenCount":608,"promptTokensDetails":[{"modality":"TEXT","tokenCount":380},{"modality":"AUDIO","tokenCount":120}],"cacheTokensDetails":[{"modality":"TEXT","tokenCount":200}],"responseTokensDetails":[{"modality":"AUDIO","tokenCount":96}]}}"#,
+        )
+        .unwrap();
+        let u: Usage = m.usage_metadata.unwrap().into();
+        let got: Vec<(String, String, String, String, f64)> = u
+            .items()
+            .into_iter()
+            .map(|i| (i.provider, i.stage, i.kind, i.unit, i.amount))
+            .collect();
+        let want = [
+            ("input", 500.0),
+            ("input-text", 380.0),
+            ("input-audio", 120.0),
+            ("input-cached", 200.0),
+            ("input-cached-text", 200.0),
+            ("output", 96.0),
+            ("output-audio", 96.0),
+            ("thoughts", 12.0),
+        ]
+        .map(|(kind, n)| {
+            let s = |s: &str| s.to_string();
+            (s("gemini"), s("speech-to-speech"), s(kind), s("tokens"), n)
+        });
+        assert_eq!(got, want);
     }
 }

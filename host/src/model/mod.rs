@@ -57,6 +57,7 @@ mod ws;
 
 /// Who spoke: the host's one role type, part of this module's events.
 pub use crate::domain::Role;
+use crate::domain::usage::{self, UsageItem};
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -200,15 +201,58 @@ pub enum Command {
     Close,
 }
 
-/// Token usage of one response (or one usage report), as given by the provider.
+/// Token usage of one response (or one usage report), as given by the provider: its totals and
+/// each part of them it broke out (`None`: not reported).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
+    /// Who reported it ([`ModelProvider::name`]).
+    pub provider: &'static str,
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub input_audio_tokens: Option<u64>,
     pub input_text_tokens: Option<u64>,
     pub output_audio_tokens: Option<u64>,
     pub output_text_tokens: Option<u64>,
+    /// The part of `input_tokens` served from the provider's prompt cache (billed lower).
+    pub input_cached_tokens: Option<u64>,
+    pub input_cached_audio_tokens: Option<u64>,
+    pub input_cached_text_tokens: Option<u64>,
+    /// Tokens the model spent thinking, counted apart from `output_tokens` (Gemini).
+    pub thoughts_tokens: Option<u64>,
+    /// Tokens of tool results read back as prompt, counted apart from `input_tokens` (Gemini).
+    pub tool_use_prompt_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// The report as speech-to-speech usage items, one per number the provider reported:
+    /// a reported zero is kept, an unreported part is left out.
+    pub fn items(&self) -> Vec<UsageItem> {
+        let reported = [
+            (usage::INPUT, Some(self.input_tokens)),
+            ("input-text", self.input_text_tokens),
+            ("input-audio", self.input_audio_tokens),
+            ("input-cached", self.input_cached_tokens),
+            ("input-cached-text", self.input_cached_text_tokens),
+            ("input-cached-audio", self.input_cached_audio_tokens),
+            (usage::OUTPUT, Some(self.output_tokens)),
+            ("output-text", self.output_text_tokens),
+            ("output-audio", self.output_audio_tokens),
+            ("thoughts", self.thoughts_tokens),
+            ("tool-use-prompt", self.tool_use_prompt_tokens),
+        ];
+        reported
+            .into_iter()
+            .filter_map(|(kind, tokens)| {
+                Some(UsageItem {
+                    provider: self.provider.into(),
+                    stage: usage::SPEECH_TO_SPEECH.into(),
+                    kind: kind.into(),
+                    unit: usage::TOKENS.into(),
+                    amount: tokens? as f64,
+                })
+            })
+            .collect()
+    }
 }
 
 /// How a response ended.

@@ -323,30 +323,43 @@ struct WireTokenDetails {
     audio_tokens: Option<u64>,
 }
 
+/// Image tokens are not read: calls send the model no images.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct WireInputTokenDetails {
+    text_tokens: Option<u64>,
+    audio_tokens: Option<u64>,
+    cached_tokens: Option<u64>,
+    cached_tokens_details: Option<WireTokenDetails>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct WireUsage {
     input_tokens: u64,
     output_tokens: u64,
-    input_token_details: Option<WireTokenDetails>,
+    input_token_details: Option<WireInputTokenDetails>,
     output_token_details: Option<WireTokenDetails>,
 }
 
 impl From<WireUsage> for Usage {
     fn from(u: WireUsage) -> Self {
-        let (ia, it) = u
-            .input_token_details
-            .map_or((None, None), |d| (d.audio_tokens, d.text_tokens));
-        let (oa, ot) = u
-            .output_token_details
-            .map_or((None, None), |d| (d.audio_tokens, d.text_tokens));
+        let input = u.input_token_details.unwrap_or_default();
+        let output = u.output_token_details.unwrap_or_default();
+        let cached = input.cached_tokens_details.unwrap_or_default();
         Usage {
+            provider: NAME,
             input_tokens: u.input_tokens,
             output_tokens: u.output_tokens,
-            input_audio_tokens: ia,
-            input_text_tokens: it,
-            output_audio_tokens: oa,
-            output_text_tokens: ot,
+            input_audio_tokens: input.audio_tokens,
+            input_text_tokens: input.text_tokens,
+            output_audio_tokens: output.audio_tokens,
+            output_text_tokens: output.text_tokens,
+            input_cached_tokens: input.cached_tokens,
+            input_cached_audio_tokens: cached.audio_tokens,
+            input_cached_text_tokens: cached.text_tokens,
+            thoughts_tokens: None,
+            tool_use_prompt_tokens: None,
         }
     }
 }
@@ -806,6 +819,49 @@ mod tests {
         let usage: Usage = response.usage.unwrap().into();
         assert_eq!(usage.output_audio_tokens, Some(90));
         assert_eq!(usage.input_tokens, 301);
+    }
+
+    #[test]
+    fn usage_items_keep_the_audio_text_and_cached_split() {
+        let e: ServerEvent = serde_json::from_str(
+            r#"{"type":"response.done","response":{"status":"completed","usage":{"total_tokens":1412,"input_tokens":1301,"output_tokens":111,"input_token_details":{"text_tokens":301,"audio_tokens":1000,"image_tokens":0,"cached_tokens":1088,"cached_tokens_details":{"text_tokens":256,"audio_tokens":832,"image_tokens":0}},"output_token_details":{"text_tokens":21,"audio_tokens":90}}}}"#,
+        )
+        .unwrap();
+        let ServerEvent::ResponseDone { response } = e else {
+            panic!()
+        };
+        let usage: Usage = response.usage.unwrap().into();
+        let got: Vec<(String, String, String, String, f64)> = usage
+            .items()
+            .into_iter()
+            .map(|i| (i.provider, i.stage, i.kind, i.unit, i.amount))
+            .collect();
+        let want = [
+            ("input", 1301.0),
+            ("input-text", 301.0),
+            ("input-audio", 1000.0),
+            ("input-cached", 1088.0),
+            ("input-cached-text", 256.0),
+            ("input-cached-audio", 832.0),
+            ("output", 111.0),
+            ("output-text", 21.0),
+            ("output-audio", 90.0),
+        ]
+        .map(|(kind, n)| {
+            let s = |s: &str| s.to_string();
+            (s("openai"), s("speech-to-speech"), s(kind), s("tokens"), n)
+        });
+        assert_eq!(got, want);
+
+        // Without details only the totals are known: nothing is made up.
+        let bare: WireUsage =
+            serde_json::from_str(r#"{"input_tokens":5,"output_tokens":0}"#).unwrap();
+        let kinds: Vec<String> = Usage::from(bare)
+            .items()
+            .into_iter()
+            .map(|i| i.kind)
+            .collect();
+        assert_eq!(kinds, ["input", "output"]);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Call records: calls, their events, transcripts, token usage, per-turn latency and the
+//! Call records: calls, their events, transcripts, usage items, per-turn latency and the
 //! recordings index, behind the [`CallStore`] trait so a server database can follow.
 //!
 //! The store knows nothing of SIP, media, agents or models: it keeps what the call layer hands
@@ -19,6 +19,7 @@ mod bench;
 #[cfg(test)]
 mod tests;
 
+pub use crate::domain::usage::UsageItem;
 pub use crate::domain::{Direction, Role};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -107,17 +108,13 @@ pub struct TranscriptLine {
     pub text: String,
 }
 
-/// Token usage reported once (e.g. per model response); the call's totals add these up.
+/// Usage reported once (e.g. per model response); the call's token totals add up its `input`
+/// and `output` token items.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsageRecord {
     pub call_id: String,
     pub at_ms: i64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub input_audio_tokens: Option<u64>,
-    pub input_text_tokens: Option<u64>,
-    pub output_audio_tokens: Option<u64>,
-    pub output_text_tokens: Option<u64>,
+    pub items: Vec<UsageItem>,
 }
 
 /// Latency of one conversational turn, split where the time went.
@@ -183,14 +180,14 @@ impl Write {
     }
 }
 
-/// Everything stored about one call; events and transcript in `seq` order, usage in arrival
-/// order, latencies by turn.
+/// Everything stored about one call; events and transcript in `seq` order, latencies by turn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallDetail {
     pub call: CallRecord,
     pub events: Vec<EventRecord>,
     pub transcript: Vec<TranscriptLine>,
-    pub usage: Vec<UsageRecord>,
+    /// Amounts summed per (provider, stage, kind, unit), in the order first reported.
+    pub usage: Vec<UsageItem>,
     pub latencies: Vec<TurnLatency>,
 }
 
@@ -300,7 +297,7 @@ pub trait CallStore: Send + Sync {
         role: Role,
         text: &str,
     ) -> Result<u64>;
-    /// Store one usage report and add it to the call's totals.
+    /// Store one usage report's items and add its token totals to the call's.
     async fn add_usage(&self, usage: UsageRecord) -> Result<()>;
     /// Store one turn's latency; recording the same turn again replaces it.
     async fn record_latency(&self, latency: TurnLatency) -> Result<()>;
@@ -316,7 +313,8 @@ pub trait CallStore: Send + Sync {
     async fn get_call(&self, call_id: &str) -> Result<CallDetail>;
     /// A page of calls matching `filter`, newest first.
     async fn list_calls(&self, filter: &CallFilter) -> Result<CallPage>;
-    /// Usage per UTC day for usage reported in `[from_ms, to_ms)`, oldest day first.
+    /// Tokens per UTC day (the `input` and `output` items) reported in `[from_ms, to_ms)`,
+    /// oldest day first.
     async fn usage_per_day(&self, from_ms: i64, to_ms: i64) -> Result<Vec<DailyUsage>>;
     /// At start-up: mark calls a previous run left active as ended abnormally ("host
     /// restarted"), ended at their last recorded activity. Returns how many.

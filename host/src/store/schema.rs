@@ -6,9 +6,10 @@ use rusqlite::{Connection, params};
 use super::{Result, StoreError, now_ms, sql};
 
 /// `(version, SQL)`, versions 1, 2, 3... in order.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 -- Child rows reference the integer `pk`, not the text id, to keep them small.
 CREATE TABLE calls (
     pk             INTEGER PRIMARY KEY,
@@ -92,10 +93,61 @@ CREATE TABLE latencies (
     PRIMARY KEY (call, turn)
 ) WITHOUT ROWID;
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+-- Usage as items (see domain::usage): a new brain adds kinds and units, not columns.
+-- NUMERIC keeps whole amounts (tokens) as integers and fractional ones (seconds) as reals.
+CREATE TABLE usage_items (
+    id       INTEGER PRIMARY KEY,
+    call     INTEGER NOT NULL REFERENCES calls (pk) ON DELETE CASCADE,
+    at_ms    INTEGER NOT NULL,
+    provider TEXT NOT NULL,
+    stage    TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    unit     TEXT NOT NULL,
+    amount   NUMERIC NOT NULL
+);
+CREATE INDEX usage_items_call ON usage_items (call);
+CREATE INDEX usage_items_at ON usage_items (at_ms);
+
+-- Every number of a version-1 row becomes an item (totals always, the split where it is not
+-- NULL), in the order reported. Those rows came from speech-to-speech models only; their
+-- provider is the one the call's `answered` event names.
+INSERT INTO usage_items (call, at_ms, provider, stage, kind, unit, amount)
+WITH kinds (ord, kind) AS (VALUES
+    (1, 'input'), (2, 'input-text'), (3, 'input-audio'),
+    (4, 'output'), (5, 'output-text'), (6, 'output-audio')),
+items AS (
+    SELECT u.id, u.call, u.at_ms, k.ord, k.kind, CASE k.kind
+            WHEN 'input' THEN u.input_tokens
+            WHEN 'input-text' THEN u.input_text_tokens
+            WHEN 'input-audio' THEN u.input_audio_tokens
+            WHEN 'output' THEN u.output_tokens
+            WHEN 'output-text' THEN u.output_text_tokens
+            WHEN 'output-audio' THEN u.output_audio_tokens
+        END AS amount
+    FROM usage u CROSS JOIN kinds k)
+SELECT call, at_ms,
+    COALESCE((SELECT json_extract(e.data, '$.model') FROM events e
+              WHERE e.call = items.call AND e.kind = 'answered' ORDER BY e.seq LIMIT 1),
+             'unknown'),
+    'speech-to-speech', kind, 'tokens', amount
+FROM items WHERE amount IS NOT NULL ORDER BY id, ord;
+
+DROP TABLE usage;
+"#,
+    ),
+];
 
 /// Bring the schema up to date; refuses a database written by a newer build.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
+    migrate_to(conn, latest())
+}
+
+/// Apply the migrations up to version `target` (tests build old databases with it).
+pub fn migrate_to(conn: &mut Connection, target: i64) -> Result<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version INTEGER PRIMARY KEY, applied_at_ms INTEGER NOT NULL)",
@@ -108,14 +160,14 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
             |r| r.get(0),
         )
         .map_err(sql("reading the schema version"))?;
-    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    let known = latest();
     if current > known {
         return Err(StoreError::SchemaTooNew {
             found: current,
             known,
         });
     }
-    for &(version, body) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+    for &(version, body) in MIGRATIONS.iter().filter(|m| m.0 > current && m.0 <= target) {
         let tx = conn.transaction().map_err(sql("starting a migration"))?;
         tx.execute_batch(body)
             .map_err(sql("applying a migration"))?;
@@ -131,7 +183,6 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
 }
 
 /// The latest schema version this build knows.
-#[cfg(test)]
 pub fn latest() -> i64 {
     MIGRATIONS.last().map_or(0, |m| m.0)
 }

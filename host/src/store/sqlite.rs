@@ -25,8 +25,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use super::{
     CallDetail, CallEnd, CallFilter, CallPage, CallRecord, CallState, CallStore, DailyUsage,
     Direction, EventRecord, NewCall, Purged, Result, Role, StoreConfig, StoreError, TranscriptLine,
-    TurnLatency, UsageRecord, Write, number_key, schema, sql,
+    TurnLatency, UsageItem, UsageRecord, Write, number_key, schema, sql,
 };
+use crate::domain::usage;
 
 /// Most jobs in one transaction: bounds how long one commit holds everyone's answers.
 const MAX_BATCH: usize = 2048;
@@ -174,18 +175,24 @@ fn check(write: &Write) -> Result<()> {
             Err(StoreError::InvalidInput("empty call id".into()))
         }
         Write::Usage(u) => {
-            for (value, what) in [
-                (Some(u.input_tokens), "input tokens"),
-                (Some(u.output_tokens), "output tokens"),
-                (u.input_audio_tokens, "input audio tokens"),
-                (u.input_text_tokens, "input text tokens"),
-                (u.output_audio_tokens, "output audio tokens"),
-                (u.output_text_tokens, "output text tokens"),
-            ] {
-                if let Some(v) = value {
-                    to_i64(v, what)?;
+            for item in &u.items {
+                let names = [&item.provider, &item.stage, &item.kind, &item.unit];
+                if names.iter().any(|n| n.is_empty()) {
+                    return Err(StoreError::InvalidInput(format!(
+                        "usage item {item:?} has an empty name"
+                    )));
+                }
+                // NaN would be stored as NULL; a negative amount is no usage.
+                if !(item.amount.is_finite() && item.amount >= 0.0) {
+                    return Err(StoreError::InvalidInput(format!(
+                        "usage {} {} of {}: {} is not a finite amount >= 0",
+                        item.kind, item.unit, item.provider, item.amount
+                    )));
                 }
             }
+            // The call's totals are integers.
+            to_i64(usage::tokens(&u.items, usage::INPUT), "input tokens")?;
+            to_i64(usage::tokens(&u.items, usage::OUTPUT), "output tokens")?;
             Ok(())
         }
         _ => Ok(()),
@@ -307,19 +314,24 @@ impl CallStore for SqliteStore {
                 let mut stmt = conn
                     .prepare_cached(
                         "SELECT date(at_ms / 1000, 'unixepoch') AS day,
-                                SUM(input_tokens), SUM(output_tokens)
-                         FROM usage WHERE at_ms >= ?1 AND at_ms < ?2
+                                CAST(TOTAL(amount) FILTER (WHERE kind = ?3) AS INTEGER),
+                                CAST(TOTAL(amount) FILTER (WHERE kind = ?4) AS INTEGER)
+                         FROM usage_items
+                         WHERE at_ms >= ?1 AND at_ms < ?2 AND unit = ?5 AND kind IN (?3, ?4)
                          GROUP BY day ORDER BY day",
                     )
                     .map_err(sql("preparing usage per day"))?;
                 let rows = stmt
-                    .query_map(params![from_ms, to_ms], |r| {
-                        Ok(DailyUsage {
-                            day: r.get(0)?,
-                            input_tokens: r.get(1)?,
-                            output_tokens: r.get(2)?,
-                        })
-                    })
+                    .query_map(
+                        params![from_ms, to_ms, usage::INPUT, usage::OUTPUT, usage::TOKENS],
+                        |r| {
+                            Ok(DailyUsage {
+                                day: r.get(0)?,
+                                input_tokens: r.get(1)?,
+                                output_tokens: r.get(2)?,
+                            })
+                        },
+                    )
                     .map_err(sql("reading usage per day"))?;
                 rows.collect::<rusqlite::Result<_>>()
                     .map_err(sql("reading usage per day"))
@@ -486,7 +498,7 @@ fn apply(tx: &Transaction, seqs: &mut Seqs, op: &Op) -> Result<Done> {
                          ended_at_ms = MAX(started_at_ms, COALESCE(answered_at_ms, 0),
                              (SELECT COALESCE(MAX(at_ms), 0) FROM events WHERE call = pk),
                              (SELECT COALESCE(MAX(at_ms), 0) FROM transcripts WHERE call = pk),
-                             (SELECT COALESCE(MAX(at_ms), 0) FROM usage WHERE call = pk))
+                             (SELECT COALESCE(MAX(at_ms), 0) FROM usage_items WHERE call = pk))
                      WHERE state = 'active'",
                     [],
                 )
@@ -598,7 +610,11 @@ fn apply_write(tx: &Transaction, seqs: &mut Seqs, write: &Write) -> Result<Done>
             Ok(Done::Seq(seq))
         }
         Write::Usage(u) => {
-            // Sizes were checked before queueing, so the insert below cannot fail on them.
+            // Totals and amounts were checked before queueing, so nothing below fails on them.
+            let (input, output) = (
+                usage::tokens(&u.items, usage::INPUT),
+                usage::tokens(&u.items, usage::OUTPUT),
+            );
             let pk: i64 = tx
                 .prepare_cached(
                     "UPDATE calls SET input_tokens = input_tokens + ?2,
@@ -606,31 +622,24 @@ fn apply_write(tx: &Transaction, seqs: &mut Seqs, write: &Write) -> Result<Done>
                      WHERE id = ?1 RETURNING pk",
                 )
                 .and_then(|mut s| {
-                    s.query_row(params![u.call_id, u.input_tokens, u.output_tokens], |r| {
-                        r.get(0)
-                    })
-                    .optional()
+                    s.query_row(params![u.call_id, input, output], |r| r.get(0))
+                        .optional()
                 })
                 .map_err(sql("adding usage"))?
                 .ok_or_else(|| not_found(&u.call_id))?;
-            tx.prepare_cached(
-                "INSERT INTO usage (call, at_ms, input_tokens, output_tokens, input_audio_tokens,
-                     input_text_tokens, output_audio_tokens, output_text_tokens)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    pk,
-                    u.at_ms,
-                    u.input_tokens,
-                    u.output_tokens,
-                    u.input_audio_tokens,
-                    u.input_text_tokens,
-                    u.output_audio_tokens,
-                    u.output_text_tokens
-                ])
-            })
-            .map_err(sql("storing usage"))?;
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO usage_items (call, at_ms, provider, stage, kind, unit, amount)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(sql("storing usage"))?;
+            for i in &u.items {
+                insert
+                    .execute(params![
+                        pk, u.at_ms, i.provider, i.stage, i.kind, i.unit, i.amount
+                    ])
+                    .map_err(sql("storing usage"))?;
+            }
             Ok(Done::Unit)
         }
         Write::Latency(l) => {
@@ -877,21 +886,17 @@ fn read_call(conn: &Connection, call_id: &str) -> Result<CallDetail> {
         .map_err(sql("reading the transcript"))?;
     let usage = tx
         .prepare_cached(
-            "SELECT at_ms, input_tokens, output_tokens, input_audio_tokens, input_text_tokens,
-                 output_audio_tokens, output_text_tokens
-             FROM usage WHERE call = ?1 ORDER BY id",
+            "SELECT provider, stage, kind, unit, TOTAL(amount) FROM usage_items WHERE call = ?1
+             GROUP BY provider, stage, kind, unit ORDER BY MIN(id)",
         )
         .and_then(|mut s| {
             s.query_map([pk], |r| {
-                Ok(UsageRecord {
-                    call_id: id.clone(),
-                    at_ms: r.get(0)?,
-                    input_tokens: r.get(1)?,
-                    output_tokens: r.get(2)?,
-                    input_audio_tokens: r.get(3)?,
-                    input_text_tokens: r.get(4)?,
-                    output_audio_tokens: r.get(5)?,
-                    output_text_tokens: r.get(6)?,
+                Ok(UsageItem {
+                    provider: r.get(0)?,
+                    stage: r.get(1)?,
+                    kind: r.get(2)?,
+                    unit: r.get(3)?,
+                    amount: r.get(4)?,
                 })
             })?
             .collect()

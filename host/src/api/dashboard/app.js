@@ -437,7 +437,7 @@ async function callView(view) {
       h('div', {},
         h('section', { class: 'card' }, h('h2', {}, 'Transcript'), transcript(d.transcript, start)),
         h('section', { class: 'card' }, h('h2', {}, 'Turn latency'), latencyTable(d.latencies)),
-        h('section', { class: 'card' }, h('h2', {}, 'Usage'), usageTable(d.usage, start))),
+        h('section', { class: 'card' }, h('h2', {}, 'Usage'), usageTable(d.usage))),
       h('section', { class: 'card' }, h('h2', {}, 'Events'), timeline(d.events, d.transcript, start))));
 }
 
@@ -484,15 +484,17 @@ function latencyTable(turns) {
       cols.map((k) => h('td', { class: 'num', text: fmtMs(t[k]) }))))));
 }
 
-function usageTable(usage, start) {
-  if (!usage.length) return h('div', { class: 'empty' }, 'No tokens reported.');
-  return h('table', {},
-    h('thead', {}, h('tr', {}, h('th', {}, 'At'),
-      ['Input', 'Output', 'Audio in', 'Audio out'].map((t) => h('th', { class: 'num', text: t })))),
+// One row per provider, stage, kind and unit, summed over the call. No total row: kinds
+// overlap (`input` is the total that `input-text` and `input-audio` split).
+function usageTable(usage) {
+  if (!usage.length) return h('div', { id: 'call-usage', class: 'empty' }, 'No usage reported.');
+  return h('table', { id: 'call-usage' },
+    h('thead', {}, h('tr', {}, ['Provider', 'Stage', 'Kind'].map((t) => h('th', { text: t })),
+      h('th', { class: 'num', text: 'Amount' }), h('th', { text: 'Unit' }))),
     h('tbody', {}, usage.map((u) => h('tr', {},
-      h('td', { text: offset(u.at_ms, start) }),
-      [u.input_tokens, u.output_tokens, u.input_audio_tokens, u.output_audio_tokens]
-        .map((n) => h('td', { class: 'num', text: n === null || n === undefined ? '—' : fmtInt(n) }))))));
+      [u.provider, u.stage, u.kind].map((t) => h('td', { text: t })),
+      h('td', { class: 'num', text: u.amount.toLocaleString('en-US', { maximumFractionDigits: 2 }) }),
+      h('td', { text: u.unit })))));
 }
 
 // One line of the most telling fields per event kind; everything else as compact JSON.

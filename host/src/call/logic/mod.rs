@@ -178,10 +178,7 @@ impl CallLogic {
                 name,
                 arguments,
             } => self.on_tool_call(now, call_id, name, arguments),
-            Input::Usage(u) => self.record(EventKind::Usage {
-                input_tokens: u.input_tokens,
-                output_tokens: u.output_tokens,
-            }),
+            Input::Usage(u) => self.record(EventKind::usage(u.items())),
             Input::ResponseDone => self.responding = self.responding.saturating_sub(1),
             Input::ModelError(message) => self.record(EventKind::ModelError { message }),
             Input::ModelClosed(reason) => self.on_model_closed(now, reason),

@@ -549,16 +549,28 @@ fn a_turn_is_timed_from_end_of_speech_to_first_audio_out() {
 fn usage_and_model_errors_are_recorded() {
     let mut rig = Rig::started(Vec::new());
     let usage = Usage {
+        provider: "openai",
         input_tokens: 301,
         output_tokens: 42,
+        input_audio_tokens: Some(280),
         ..Usage::default()
     };
-    assert_eq!(
-        rig.input(Input::Usage(usage)),
-        vec![Effect::Record(EventKind::Usage {
+    let effects = rig.input(Input::Usage(usage));
+    let [
+        Effect::Record(EventKind::Usage {
             input_tokens: 301,
             output_tokens: 42,
-        })]
+            items,
+        }),
+    ] = &effects[..]
+    else {
+        panic!("{effects:?}");
+    };
+    // The split the provider reported is kept.
+    assert!(
+        items
+            .iter()
+            .any(|i| i.kind == "input-audio" && i.amount == 280.0 && i.provider == "openai")
     );
     assert_eq!(
         rig.input(Input::ModelError("rate limited".into())),
