@@ -181,6 +181,54 @@ pub trait Leg: Send {
     fn close(self) -> impl Future<Output = Option<MediaStats>> + Send;
 }
 
+/// Why an outbound call was not answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unanswered {
+    Busy,
+    NoAnswer,
+    Rejected,
+    /// We gave up first (the API hung up while it rang).
+    Cancelled,
+    Failed,
+}
+
+impl Unanswered {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unanswered::Busy => "busy",
+            Unanswered::NoAnswer => "no-answer",
+            Unanswered::Rejected => "rejected",
+            Unanswered::Cancelled => "cancelled",
+            Unanswered::Failed => "failed",
+        }
+    }
+}
+
+/// How an outbound call's far end answers, on any leg. `A` is what an answer carries before
+/// it becomes a [`Leg`] (for SIP: the dialog and the SDP answer).
+#[derive(Debug)]
+pub enum Progress<A> {
+    Ringing,
+    /// The far end plays audio before answering (announcements, ringback).
+    EarlyMedia,
+    Answered(A),
+    NotAnswered {
+        outcome: Unanswered,
+        /// The signalling status, when there was one.
+        code: Option<u16>,
+        reason: String,
+    },
+}
+
+/// An outbound call being placed.
+pub trait Dialing: Send {
+    type Answer: Send;
+    /// The next step; after `Answered` or `NotAnswered` nothing follows.
+    fn progress(&mut self) -> impl Future<Output = Progress<Self::Answer>> + Send;
+    /// Give up; the outcome still arrives through `progress`.
+    fn cancel(&mut self);
+}
+
 /// A playout for legs whose audio never passes through us: nothing is ever queued.
 pub struct NoPlayout;
 

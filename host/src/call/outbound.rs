@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::events::{self, Recorder};
-use super::sip_leg::SipLeg;
+use super::leg::{Dialing, Progress, Unanswered};
+use super::sip_leg::{SipAnswer, SipLeg};
 use super::{
     Accepted, Answered, CallCommand, CallDeps, CallSummary, Started, connect_for, created,
     media_config, run_answered, start_agent,
@@ -23,7 +24,7 @@ use crate::media::{PendingMedia, sdp};
 use crate::plugins::AgentVersion;
 use crate::plugins::routing::{display_number, normalize};
 use crate::plugins::session::caps::MAX_METADATA;
-use crate::sip::{CallOutcome, CallProgress, OutboundCall, OutgoingCall, SipEndpoint, SipError};
+use crate::sip::{OutboundCall, OutgoingCall, SipEndpoint, SipError};
 
 /// A call to place.
 #[derive(Debug, Clone, Default)]
@@ -238,24 +239,8 @@ struct Ringing {
 
 impl Ringing {
     async fn run(mut self, deps: &Arc<CallDeps>, mut outgoing: OutgoingCall) {
-        let outcome = loop {
-            tokio::select! {
-                progress = outgoing.next() => match progress {
-                    Some(CallProgress::Ringing) => self.progress("ringing"),
-                    Some(CallProgress::EarlyMedia { .. }) => self.progress("early-media"),
-                    Some(CallProgress::Final(outcome)) => break outcome,
-                    None => break CallOutcome::Failed("signalling ended".into()),
-                },
-                command = self.commands.recv() => match command {
-                    Some(CallCommand::Hangup | CallCommand::Cancelled) | None => outgoing.cancel(),
-                    Some(CallCommand::Transfer(target)) => {
-                        tracing::warn!(%target, "transfer requested before answer; ignored");
-                    }
-                },
-            }
-        };
-        let (outcome, code, reason) = match outcome {
-            CallOutcome::Answered { remote_sdp, dialog } => {
+        let (outcome, code, reason) = match self.ring(&mut outgoing).await {
+            Progress::Answered(SipAnswer { dialog, remote_sdp }) => {
                 let answer = remote_sdp.unwrap_or_default();
                 match sdp::process_answer(&answer, &self.local) {
                     Ok(negotiated) => {
@@ -265,17 +250,37 @@ impl Ringing {
                     Err(e) => {
                         tracing::warn!(error = %e, "unusable SDP answer; hanging up");
                         let _ = dialog.hangup().await;
-                        ("failed", None, format!("SDP answer: {e}"))
+                        (Unanswered::Failed, None, format!("SDP answer: {e}"))
                     }
                 }
             }
-            CallOutcome::Busy => ("busy", None, "busy".to_string()),
-            CallOutcome::NoAnswer => ("no-answer", None, "no answer".to_string()),
-            CallOutcome::Cancelled => ("cancelled", None, "cancelled".to_string()),
-            CallOutcome::Rejected { code, reason } => ("rejected", Some(code), reason),
-            CallOutcome::Failed(why) => ("failed", None, why),
+            Progress::NotAnswered {
+                outcome,
+                code,
+                reason,
+            } => (outcome, code, reason),
+            Progress::Ringing | Progress::EarlyMedia => unreachable!("ring returns a final step"),
         };
         self.not_answered(deps, outcome, code, reason).await;
+    }
+
+    /// Record the far end's progress until it answers or not; the API may hang up meanwhile.
+    async fn ring<D: Dialing>(&mut self, dialing: &mut D) -> Progress<D::Answer> {
+        loop {
+            tokio::select! {
+                progress = dialing.progress() => match progress {
+                    Progress::Ringing => self.progress("ringing"),
+                    Progress::EarlyMedia => self.progress("early-media"),
+                    last => return last,
+                },
+                command = self.commands.recv() => match command {
+                    Some(CallCommand::Hangup | CallCommand::Cancelled) | None => dialing.cancel(),
+                    Some(CallCommand::Transfer(target)) => {
+                        tracing::warn!(%target, "transfer requested before answer; ignored");
+                    }
+                },
+            }
+        }
     }
 
     fn progress(&self, status: &str) {
@@ -341,10 +346,11 @@ impl Ringing {
     async fn not_answered(
         mut self,
         deps: &CallDeps,
-        outcome: &str,
+        outcome: Unanswered,
         code: Option<u16>,
         reason: String,
     ) {
+        let outcome = outcome.as_str();
         tracing::info!(outcome, ?code, %reason, "outbound call not answered");
         self.recorder.record(EventKind::NotAnswered {
             outcome: outcome.into(),

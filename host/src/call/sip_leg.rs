@@ -8,11 +8,13 @@ use std::path::Path;
 use tokio::sync::mpsc;
 
 use super::leg::{
-    CallerAudio, Capabilities, Capability, DigitSource, Interrupted, Leg, LegAudio, LegError,
-    LegEvent, LegFacts, Playout,
+    CallerAudio, Capabilities, Capability, Dialing, DigitSource, Interrupted, Leg, LegAudio,
+    LegError, LegEvent, LegFacts, Playout, Progress, Unanswered,
 };
 use crate::media::{MediaEvent, MediaSession, MediaStats, sdp};
-use crate::sip::{Dialog, DialogEvent, DialogHandle, ReinviteRequest};
+use crate::sip::{
+    CallOutcome, CallProgress, Dialog, DialogEvent, DialogHandle, OutgoingCall, ReinviteRequest,
+};
 
 /// How long a digit sent by the agent lasts.
 const DIGIT_MS: u32 = 100;
@@ -202,5 +204,44 @@ impl Leg for SipLeg {
 
     async fn close(self) -> Option<MediaStats> {
         Some(self.media.0.close().await)
+    }
+}
+
+/// A SIP answer: the dialog and the callee's SDP, from which the call makes its leg.
+pub struct SipAnswer {
+    pub dialog: Dialog,
+    pub remote_sdp: Option<String>,
+}
+
+impl Dialing for OutgoingCall {
+    type Answer = SipAnswer;
+
+    async fn progress(&mut self) -> Progress<SipAnswer> {
+        let not_answered = |outcome, code, reason: &str| Progress::NotAnswered {
+            outcome,
+            code,
+            reason: reason.to_string(),
+        };
+        match self.next().await {
+            Some(CallProgress::Ringing) => Progress::Ringing,
+            Some(CallProgress::EarlyMedia { .. }) => Progress::EarlyMedia,
+            Some(CallProgress::Final(outcome)) => match outcome {
+                CallOutcome::Answered { remote_sdp, dialog } => {
+                    Progress::Answered(SipAnswer { dialog, remote_sdp })
+                }
+                CallOutcome::Busy => not_answered(Unanswered::Busy, None, "busy"),
+                CallOutcome::NoAnswer => not_answered(Unanswered::NoAnswer, None, "no answer"),
+                CallOutcome::Cancelled => not_answered(Unanswered::Cancelled, None, "cancelled"),
+                CallOutcome::Rejected { code, reason } => {
+                    not_answered(Unanswered::Rejected, Some(code), &reason)
+                }
+                CallOutcome::Failed(why) => not_answered(Unanswered::Failed, None, &why),
+            },
+            None => not_answered(Unanswered::Failed, None, "signalling ended"),
+        }
+    }
+
+    fn cancel(&mut self) {
+        OutgoingCall::cancel(self);
     }
 }
