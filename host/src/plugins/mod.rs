@@ -2,7 +2,9 @@
 //! hot reload, and one sandboxed instance per call.
 //!
 //! - [`runtime`]: the wasmtime engine, compilation cache, validation, per-call sandboxes.
-//! - [`session`]: one call's instance and the hooks the call drives.
+//! - [`session`]: one call's agent and the hooks the call drives, run in a `sandbox` (store,
+//!   memory `limiter`, CPU budget, fault rules) and checked by `validate` (the size caps).
+//! - `host`: the host imports of the contract, one file per WIT interface.
 //! - [`manifest`] and [`capabilities`]: what an agent may do, checked at load.
 //! - [`routing`]: dialled number → agent name.
 //! - [`registry`]: the live versions and routes, swapped atomically; reload events.
@@ -14,13 +16,17 @@ pub mod capabilities;
 mod convert;
 pub mod deploy;
 pub mod harness;
+mod host;
 pub mod http;
 pub mod kv;
+mod limiter;
 pub mod manifest;
 pub mod registry;
 pub mod routing;
 pub mod runtime;
+mod sandbox;
 pub mod session;
+mod validate;
 pub mod watcher;
 
 /// The contract's own data types that have no host domain type: what `describe` returns,

@@ -18,7 +18,8 @@ use super::capabilities;
 use super::http::HttpClient;
 use super::kv::KvStore;
 use super::manifest::Manifest;
-use super::session::{AgentSession, Sandbox, SessionState};
+use super::sandbox::{Sandbox, SessionState};
+use super::session::AgentSession;
 use super::types::AgentInfo;
 use crate::domain::{Action, AgentFault, CallInfo, Direction};
 
@@ -280,7 +281,9 @@ impl Runtime {
         start_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        AgentPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        AgentPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s: &mut SessionState| {
+            &mut s.host
+        })?;
         let cache_dir = data_dir.join("compiled");
         let kv_dir = data_dir.join("kv");
         for dir in [&cache_dir, &kv_dir] {
