@@ -2,6 +2,7 @@
 //! hot reload, and one sandboxed instance per call.
 //!
 //! - [`runtime`]: the wasmtime engine, compilation cache, validation, per-call sandboxes.
+//! - [`contract`]: the contract versions spoken (0.1.0 and 0.2.0) and dispatch to either.
 //! - [`session`]: one call's agent and the hooks the call drives, run in a `sandbox` (store,
 //!   memory `limiter`, CPU budget, fault rules) and checked by `validate` (the size caps).
 //! - `host`: the host imports of the contract, one file per WIT interface.
@@ -13,6 +14,7 @@
 
 mod bindings;
 pub mod capabilities;
+pub mod contract;
 mod convert;
 pub mod deploy;
 pub mod harness;
@@ -26,6 +28,10 @@ pub mod routing;
 pub mod runtime;
 mod sandbox;
 pub mod session;
+#[cfg(test)]
+mod tests_contract;
+#[cfg(test)]
+mod tests_wave1;
 mod validate;
 pub mod watcher;
 
@@ -33,9 +39,10 @@ pub mod watcher;
 /// the errors of host imports, log levels. Everything else crosses the edge as
 /// [`crate::domain`] types ([`convert`]).
 pub mod types {
-    pub use super::bindings::switchboard::agent::types::{AgentInfo, Error, LogLevel};
+    pub use super::bindings::v0_2::switchboard::agent::types::{AgentInfo, Error, LogLevel};
 }
 
+pub use contract::Contract;
 pub use registry::{AgentEvent, AgentEventKind, Registry};
 pub use runtime::{AgentSettings, AgentVersion, AgentsConfig, LoadError, Runtime};
 pub use session::{AgentSession, StartOutcome, ToolOutcome};

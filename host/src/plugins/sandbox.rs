@@ -10,13 +10,14 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::switchboard::agent::types as wit;
-use super::bindings::{AgentPlugin, AgentPluginPre};
+use super::bindings::v0_2::switchboard::agent::types as wit;
+use super::contract::{Agent, AgentPre, call_hook};
 use super::host::HostCtx;
 use super::limiter::Limiter;
 use super::runtime::{AgentContext, SessionLimits};
 use super::types::AgentInfo;
 use super::validate::{caps, check_action, check_info};
+use crate::domain::agent_event::AgentRequest;
 use crate::domain::{Action, AgentFault, FaultKind};
 
 /// The data of one session's `Store`.
@@ -51,9 +52,11 @@ impl SessionState {
 /// The instance and store of one call, and the fault that poisoned them, if any.
 pub(crate) struct Sandbox {
     pub store: Store<SessionState>,
-    pub agent: AgentPlugin,
+    pub agent: Agent,
     pub limits: SessionLimits,
     pub fault: Option<AgentFault>,
+    /// Requests of completed hooks the call has not taken yet.
+    pub requests: Vec<AgentRequest>,
 }
 
 pub(crate) type HookResult<R> = Result<wasmtime::Result<R>, tokio::time::error::Elapsed>;
@@ -61,7 +64,7 @@ pub(crate) type HookResult<R> = Result<wasmtime::Result<R>, tokio::time::error::
 impl Sandbox {
     pub async fn new(
         engine: &Engine,
-        pre: &AgentPluginPre<SessionState>,
+        pre: &AgentPre,
         ctx: Arc<AgentContext>,
         limits: SessionLimits,
         call_id: String,
@@ -87,8 +90,7 @@ impl Sandbox {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        let result =
-            tokio::time::timeout(limits.hook_timeout, pre.instantiate_async(&mut store)).await;
+        let result = tokio::time::timeout(limits.hook_timeout, pre.instantiate(&mut store)).await;
         let agent = match result {
             Ok(Ok(agent)) => agent,
             Ok(Err(e)) => return Err(classify(&store, "instantiate", &e)),
@@ -106,6 +108,7 @@ impl Sandbox {
             agent,
             limits,
             fault: None,
+            requests: Vec::new(),
         })
     }
 
@@ -128,6 +131,8 @@ impl Sandbox {
     }
 
     /// Close a hook: classify errors (poisoning the sandbox) and hand back the queued effects.
+    /// The hook's other requests wait for the call in `requests`; a failed hook's are dropped
+    /// with its effects.
     pub fn finish<R>(
         &mut self,
         hook: &'static str,
@@ -136,8 +141,12 @@ impl Sandbox {
         let state = self.store.data_mut();
         state.hook_started = None;
         let effects = std::mem::take(&mut state.host.effects);
+        let requests = std::mem::take(&mut state.host.requests);
         let fault = match result {
-            Ok(Ok(value)) => return Ok((value, effects)),
+            Ok(Ok(value)) => {
+                self.requests.extend(requests);
+                return Ok((value, effects));
+            }
             Ok(Err(e)) => classify(&self.store, hook, &e),
             Err(_) => AgentFault {
                 kind: FaultKind::Timeout,
@@ -172,11 +181,7 @@ impl Sandbox {
 
     pub async fn describe(&mut self) -> Result<AgentInfo, AgentFault> {
         self.begin("describe")?;
-        let fut = self
-            .agent
-            .switchboard_agent_agent()
-            .call_describe(&mut self.store);
-        let r = tokio::time::timeout(self.limits.hook_timeout, fut).await;
+        let r = call_hook!(self, call_describe());
         let (info, _) = self.finish("describe", r)?;
         check_info(&info).map_err(|m| self.limit("describe", m))?;
         Ok(info)

@@ -6,9 +6,12 @@
 
 use std::sync::Arc;
 
+use super::bindings::v0_2::switchboard::agent::types::CallEvent;
+use super::contract::{Agent, call_hook};
 use super::runtime::AgentVersion;
 use super::sandbox::Sandbox;
 use super::validate::{check_call_info, check_config, over};
+use crate::domain::agent_event::{AgentRequest, Notification};
 use crate::domain::{
     Action, AgentFault, CallInfo, EndReason, FaultKind, RejectReason, Role, SessionConfig,
 };
@@ -74,12 +77,9 @@ impl AgentSession {
         })?;
         let sb = &mut self.sandbox;
         sb.begin("on-start")?;
+        sb.store.data_mut().host.info = Some(info.clone());
         let info = info.into();
-        let fut = sb
-            .agent
-            .switchboard_agent_agent()
-            .call_on_start(&mut sb.store, &info);
-        let r = tokio::time::timeout(sb.limits.hook_timeout, fut).await;
+        let r = call_hook!(sb, call_on_start(&info));
         let (result, effects) = sb.finish("on-start", r)?;
         match result {
             Ok(config) => {
@@ -109,11 +109,7 @@ impl AgentSession {
     pub async fn dtmf(&mut self, digits: &str) -> Result<Vec<Action>, AgentFault> {
         let sb = &mut self.sandbox;
         sb.begin("on-dtmf")?;
-        let fut = sb
-            .agent
-            .switchboard_agent_agent()
-            .call_on_dtmf(&mut sb.store, digits);
-        let r = tokio::time::timeout(sb.limits.hook_timeout, fut).await;
+        let r = call_hook!(sb, call_on_dtmf(digits));
         let (returned, effects) = sb.finish("on-dtmf", r)?;
         sb.merge("on-dtmf", effects, returned)
     }
@@ -126,13 +122,7 @@ impl AgentSession {
     ) -> Result<Vec<Action>, AgentFault> {
         let sb = &mut self.sandbox;
         sb.begin("on-transcript")?;
-        let fut = sb.agent.switchboard_agent_agent().call_on_transcript(
-            &mut sb.store,
-            role.into(),
-            text,
-            is_final,
-        );
-        let r = tokio::time::timeout(sb.limits.hook_timeout, fut).await;
+        let r = call_hook!(sb, call_on_transcript(role.into(), text, is_final));
         let (returned, effects) = sb.finish("on-transcript", r)?;
         sb.merge("on-transcript", effects, returned)
     }
@@ -150,11 +140,7 @@ impl AgentSession {
             });
         }
         sb.begin("on-tool-call")?;
-        let fut =
-            sb.agent
-                .switchboard_agent_agent()
-                .call_on_tool_call(&mut sb.store, name, arguments);
-        let r = tokio::time::timeout(sb.limits.hook_timeout, fut).await;
+        let r = call_hook!(sb, call_on_tool_call(name, arguments));
         let (result, effects) = sb.finish("on-tool-call", r)?;
         let len = match &result {
             Ok(s) | Err(s) => s.len(),
@@ -171,12 +157,8 @@ impl AgentSession {
     ) -> Result<Vec<Action>, AgentFault> {
         let sb = &mut self.sandbox;
         sb.begin("on-transfer-result")?;
-        let fut = sb.agent.switchboard_agent_agent().call_on_transfer_result(
-            &mut sb.store,
-            target,
-            outcome.as_ref().map(|_| ()).map_err(String::as_str),
-        );
-        let r = tokio::time::timeout(sb.limits.hook_timeout, fut).await;
+        let outcome = outcome.as_ref().map(|_| ()).map_err(String::as_str);
+        let r = call_hook!(sb, call_on_transfer_result(target, outcome));
         let (returned, effects) = sb.finish("on-transfer-result", r)?;
         sb.merge("on-transfer-result", effects, returned)
     }
@@ -189,11 +171,34 @@ impl AgentSession {
         let sb = &mut self.sandbox;
         sb.begin("on-end")?;
         let reason = reason.into();
-        let fut = sb
-            .agent
-            .switchboard_agent_agent()
-            .call_on_end(&mut sb.store, &reason);
-        let r = tokio::time::timeout(sb.limits.hook_timeout, fut).await;
+        let r = call_hook!(sb, call_on_end(&reason));
         sb.finish("on-end", r).map(|_| ())
+    }
+
+    /// Tell the agent something happened on the call (`on-event`, contract 0.2.0 and later).
+    /// An agent built for 0.1.0 has no such hook: it is not entered, and no actions come back;
+    /// neither after `on-end`, which the contract promises is the last hook.
+    pub async fn notify(&mut self, notification: &Notification) -> Result<Vec<Action>, AgentFault> {
+        if self.ended {
+            return Ok(Vec::new());
+        }
+        let sb = &mut self.sandbox;
+        let guest = match &sb.agent {
+            Agent::V0_2(agent) => agent.switchboard_agent_agent().clone(),
+            Agent::V0_1(_) => return Ok(Vec::new()),
+        };
+        sb.begin("on-event")?;
+        let event = CallEvent::from(notification);
+        let fut = guest.call_on_event(&mut sb.store, &event);
+        let r = tokio::time::timeout(sb.limits.hook_timeout, fut).await;
+        let (returned, effects) = sb.finish("on-event", r)?;
+        sb.merge("on-event", effects, returned)
+    }
+
+    /// The requests other than actions (outcome, expectation hints) the agent made, in order, in
+    /// the hooks that completed since the last take. The call takes them after each hook; a
+    /// failed hook's requests are dropped with its effects.
+    pub fn take_requests(&mut self) -> Vec<AgentRequest> {
+        std::mem::take(&mut self.sandbox.requests)
     }
 }

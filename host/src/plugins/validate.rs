@@ -5,6 +5,7 @@
 //! [`FaultKind::Limit`]: crate::domain::FaultKind::Limit
 
 use super::types::AgentInfo;
+use crate::domain::agent_event::Expectation;
 use crate::domain::{Action, CallInfo, SessionConfig};
 
 /// Caps on what crosses the boundary (documented in wit/agent.wit).
@@ -25,6 +26,11 @@ pub mod caps {
     pub const MAX_NUMBERS: usize = 256;
     pub const MAX_HEADERS: usize = 64;
     pub const MAX_REJECT_REASON: usize = 256;
+    /// `call.set-outcome` text.
+    pub const MAX_OUTCOME: usize = 256;
+    /// `call.expect` phrases: how many, and bytes each.
+    pub const MAX_PHRASES: usize = 64;
+    pub const MAX_PHRASE: usize = 128;
 }
 
 pub(crate) fn over(field: &str, len: usize, cap: usize) -> Result<(), String> {
@@ -146,4 +152,32 @@ pub(crate) fn check_call_info(info: &CallInfo) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+pub(crate) fn check_outcome(outcome: &str) -> Result<(), String> {
+    if outcome.is_empty() || outcome.chars().any(char::is_control) {
+        return Err("an outcome is 1 or more characters, none of them control characters".into());
+    }
+    over("outcome", outcome.len(), caps::MAX_OUTCOME)
+}
+
+pub(crate) fn check_expectation(expectation: &Expectation) -> Result<(), String> {
+    match expectation {
+        Expectation::Digits { min, max } if !(1 <= *min && min <= max && *max <= 32) => Err(
+            format!("expected digits {min}..={max} are not within 1..=32 with min <= max"),
+        ),
+        Expectation::Phrases(phrases) => {
+            if phrases.is_empty() || phrases.len() > caps::MAX_PHRASES {
+                return Err(format!(
+                    "{} expected phrases (1 to {})",
+                    phrases.len(),
+                    caps::MAX_PHRASES
+                ));
+            }
+            phrases
+                .iter()
+                .try_for_each(|p| over("expected phrase", p.len(), caps::MAX_PHRASE))
+        }
+        _ => Ok(()),
+    }
 }

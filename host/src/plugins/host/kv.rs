@@ -3,7 +3,8 @@
 use std::time::Instant;
 
 use super::HostCtx;
-use crate::plugins::bindings::switchboard::agent::kv;
+use crate::plugins::bindings::v0_1::switchboard::agent::kv as kv_v0_1;
+use crate::plugins::bindings::v0_2::switchboard::agent::kv;
 use crate::plugins::kv::KvError;
 use crate::plugins::types::Error as GuestError;
 
@@ -52,5 +53,28 @@ impl kv::Host for HostCtx {
             .as_ref()
             .map(|kv| kv.list_keys(&prefix))
             .unwrap_or_default())
+    }
+}
+
+/// 0.1.0 agents: the same functions, the same implementation.
+impl kv_v0_1::Host for HostCtx {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        kv::Host::get(self, key).await
+    }
+
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), GuestError>> {
+        kv::Host::set(self, key, value).await
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+        kv::Host::delete(self, key).await
+    }
+
+    async fn list_keys(&mut self, prefix: String) -> wasmtime::Result<Vec<String>> {
+        kv::Host::list_keys(self, prefix).await
     }
 }

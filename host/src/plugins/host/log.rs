@@ -1,7 +1,8 @@
 //! `switchboard:agent/log`: the agent's log lines, tagged with agent, version and call id.
 
 use super::HostCtx;
-use crate::plugins::bindings::switchboard::agent::log;
+use crate::plugins::bindings::v0_1::switchboard::agent::log as log_v0_1;
+use crate::plugins::bindings::v0_2::switchboard::agent::log;
 use crate::plugins::types::LogLevel;
 use crate::plugins::validate::caps;
 
@@ -23,5 +24,12 @@ impl log::Host for HostCtx {
             LogLevel::Error => tracing::error!(%call_id, %agent, %version, "{message}"),
         }
         Ok(())
+    }
+}
+
+/// 0.1.0 agents: the same implementation.
+impl log_v0_1::Host for HostCtx {
+    async fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
+        log::Host::log(self, level, message).await
     }
 }
