@@ -43,9 +43,11 @@
 //! switchboard_sdk::export_agent!(Pizzeria);
 //! ```
 //!
-//! Host imports are plain functions: [`call`] (say, play, hang up, transfer, send DTMF), [`kv`]
+//! Host imports are plain functions: [`call`] (say, play, hang up, transfer, send DTMF; the
+//! call's context and headers; the business outcome; what the caller will say next), [`kv`]
 //! (persistent per-agent storage), [`http`] (to hosts the manifest allows), [`config`] (settings
-//! and secrets the manifest declares) and [`log`]. Limits are documented in `wit/agent.wit`.
+//! and secrets the manifest declares) and [`log`]. Limits are documented in `wit/agent.wit`;
+//! `wit/README.md` lists what the contract declares for later host releases.
 
 extern crate self as switchboard_sdk;
 
@@ -67,12 +69,14 @@ pub mod __rt {
 }
 
 pub use bindings::switchboard::agent::types::{
-    Action, AgentInfo, CallInfo, DigitRequest, Direction, EndReason, Error, LogLevel, RejectReason,
-    Role, SessionConfig, Tool,
+    Action, AgentInfo, CallContext, CallEvent, CallInfo, CallProgress, DigitRange, DigitRequest,
+    Direction, EndReason, Error, ExpectHint, Handoff, LogLevel, MachineVerdict, McpCall, McpResult,
+    RefusedAction, RejectReason, Role, SessionConfig, SupervisorMode, Tool, TransferProgress,
+    TransferStep, TurnOptions,
 };
 
-/// The contract version this SDK speaks (`switchboard:agent@0.1.0`).
-pub const CONTRACT_VERSION: &str = "0.1.0";
+/// The contract version this SDK speaks (`switchboard:agent@0.2.0`).
+pub const CONTRACT_VERSION: &str = "0.2.0";
 
 /// A phone agent. Every method but [`Agent::on_start`] has a default that does nothing.
 ///
@@ -116,6 +120,13 @@ pub trait Agent: Default + 'static {
 
     /// The call ended.
     fn on_end(&mut self, _reason: EndReason) {}
+
+    /// Something happened on the call (the caller started speaking, an outbound call was
+    /// answered, ...). Hosts send only the events they implement (`wit/README.md`), so ignore
+    /// the ones you do not handle.
+    fn on_event(&mut self, _event: CallEvent) -> Vec<Action> {
+        Vec::new()
+    }
 }
 
 impl SessionConfig {
@@ -185,8 +196,8 @@ impl RejectReason {
 /// Effects on the current call. Each is queued and carried out after the hook returns, before
 /// the actions the hook returns.
 pub mod call {
-    use crate::Error;
     use crate::bindings::switchboard::agent::call as host;
+    use crate::{CallContext, Error, ExpectHint};
 
     /// Speak `text`.
     pub fn say(text: &str) -> Result<(), Error> {
@@ -211,6 +222,27 @@ pub mod call {
     /// Send keypad digits to the far end.
     pub fn send_dtmf(digits: &str) -> Result<(), Error> {
         host::send_dtmf(digits)
+    }
+
+    /// Record the business outcome of the call ("confirmed", "appointment booked", ...); the
+    /// last one set wins.
+    pub fn set_outcome(outcome: &str) -> Result<(), Error> {
+        host::set_outcome(outcome)
+    }
+
+    /// The call as the host knows it now (from any hook, not only `on_start`).
+    pub fn context() -> CallContext {
+        host::context()
+    }
+
+    /// The call's selected signalling headers.
+    pub fn headers() -> Vec<(String, String)> {
+        host::headers()
+    }
+
+    /// What the caller is expected to say or key in next; helps recognition and turn-taking.
+    pub fn expect(hint: &ExpectHint) -> Result<(), Error> {
+        host::expect(hint)
     }
 }
 
@@ -321,7 +353,9 @@ pub mod log {
 #[doc(hidden)]
 pub mod __adapter {
     use crate::bindings::exports::switchboard::agent::agent::Guest;
-    use crate::{Action, Agent, AgentInfo, CallInfo, EndReason, RejectReason, Role, SessionConfig};
+    use crate::{
+        Action, Agent, AgentInfo, CallEvent, CallInfo, EndReason, RejectReason, Role, SessionConfig,
+    };
     use core::cell::RefCell;
     use core::marker::PhantomData;
 
@@ -375,6 +409,10 @@ pub mod __adapter {
 
         fn on_end(reason: EndReason) {
             with_agent::<T, _>(|a| a.on_end(reason))
+        }
+
+        fn on_event(event: CallEvent) -> Vec<Action> {
+            with_agent::<T, _>(|a| a.on_event(event))
         }
     }
 }

@@ -7,6 +7,7 @@
 //! Serialised forms are the call store's event schema: kebab-case tags and names, like the
 //! event types themselves.
 
+pub mod agent_event;
 pub mod events;
 pub mod usage;
 

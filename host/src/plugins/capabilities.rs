@@ -1,14 +1,11 @@
-//! Load-time checks of what a component imports and exports, against the contract version this
+//! Load-time checks of what a component imports and exports, against the contract versions this
 //! host speaks and the capabilities its manifest grants.
 
+use super::contract::{Contract, PACKAGE};
 use super::manifest::Manifest;
 
-/// The contract package and version this host implements.
-pub const CONTRACT_PACKAGE: &str = "switchboard:agent";
-pub const CONTRACT_VERSION: &str = "0.1.0";
-
-/// Interfaces every agent may import.
-const ALWAYS_GRANTED: &[&str] = &["types", "call", "config", "log"];
+/// Interfaces every agent may import (`mcp` offers only the servers the manifest names).
+const ALWAYS_GRANTED: &[&str] = &["types", "call", "config", "log", "mcp"];
 
 /// WASI interfaces the Rust standard library pulls in; they are wired to an empty context (no
 /// environment, arguments, stdin; discarded stdout/stderr).
@@ -23,32 +20,37 @@ fn split_version(name: &str) -> (&str, Option<&str>) {
 
 /// Check the component's import and export names. Returns the first problem as a message
 /// that names the fix.
-pub fn check(imports: &[String], exports: &[String], manifest: &Manifest) -> Result<(), String> {
-    let agent_export = format!("{CONTRACT_PACKAGE}/agent@{CONTRACT_VERSION}");
-    if !exports.contains(&agent_export) {
-        if let Some(other) = exports
-            .iter()
-            .find(|e| e.starts_with(&format!("{CONTRACT_PACKAGE}/agent")))
-        {
-            let version = split_version(other).1.unwrap_or("(none)");
-            return Err(format!(
-                "built for contract {CONTRACT_PACKAGE}@{version}, but this host speaks \
-                 {CONTRACT_PACKAGE}@{CONTRACT_VERSION}: rebuild the agent with a matching \
-                 switchboard-sdk"
-            ));
-        }
+pub fn check(
+    imports: &[String],
+    exports: &[String],
+    manifest: &Manifest,
+) -> Result<Contract, String> {
+    let current = Contract::CURRENT;
+    let agent_export = format!("{PACKAGE}/agent@");
+    let Some(export) = exports.iter().find(|e| e.starts_with(&agent_export)) else {
         return Err(format!(
-            "does not export {agent_export}: build the agent with switchboard-sdk and \
-             `switchboard_sdk::export_agent!(YourAgent);`"
+            "does not export {PACKAGE}/agent@{}: build the agent with switchboard-sdk and \
+             `switchboard_sdk::export_agent!(YourAgent);`",
+            current.version()
         ));
-    }
+    };
+    let version = split_version(export).1.unwrap_or("(none)");
+    let Some(contract) = Contract::from_version(version) else {
+        let spoken: Vec<String> = Contract::ALL.iter().map(|c| c.package()).collect();
+        return Err(format!(
+            "built for contract {PACKAGE}@{version}, but this host speaks {}: rebuild the agent \
+             with a matching switchboard-sdk",
+            spoken.join(" and ")
+        ));
+    };
     for import in imports {
         let (base, version) = split_version(import);
-        if let Some(interface) = base.strip_prefix(&format!("{CONTRACT_PACKAGE}/")) {
-            if version != Some(CONTRACT_VERSION) {
+        if let Some(interface) = base.strip_prefix(&format!("{PACKAGE}/")) {
+            if version != Some(contract.version()) {
                 return Err(format!(
-                    "imports {import}, but this host speaks {CONTRACT_PACKAGE}@{CONTRACT_VERSION}: \
-                     rebuild the agent with a matching switchboard-sdk"
+                    "imports {import}, but exports the agent of {}: rebuild the agent with one \
+                     switchboard-sdk",
+                    contract.package()
                 ));
             }
             match interface {
@@ -71,7 +73,7 @@ pub fn check(imports: &[String], exports: &[String], manifest: &Manifest) -> Res
                 }
                 other => {
                     return Err(format!(
-                        "imports unknown interface {CONTRACT_PACKAGE}/{other}: rebuild with a \
+                        "imports unknown interface {PACKAGE}/{other}: rebuild with a \
                          matching switchboard-sdk"
                     ));
                 }
@@ -94,7 +96,7 @@ pub fn check(imports: &[String], exports: &[String], manifest: &Manifest) -> Res
         };
         return Err(format!("imports {import}, which {why}"));
     }
-    Ok(())
+    Ok(contract)
 }
 
 #[cfg(test)]
@@ -117,7 +119,7 @@ mod tests {
             "wasi:io/streams@0.2.6",
             "switchboard:agent/call@0.1.0",
         ]);
-        assert_eq!(check(&base, &exports, &manifest("")), Ok(()));
+        assert_eq!(check(&base, &exports, &manifest("")), Ok(Contract::V0_1));
 
         let kv = names(&["switchboard:agent/kv@0.1.0"]);
         assert!(
@@ -126,7 +128,7 @@ mod tests {
                 .contains("kv-quota-bytes")
         );
         let granted = manifest("[capabilities]\nkv-quota-bytes = 10");
-        assert_eq!(check(&kv, &exports, &granted), Ok(()));
+        assert_eq!(check(&kv, &exports, &granted), Ok(Contract::V0_1));
 
         let http = names(&["switchboard:agent/http@0.1.0"]);
         assert!(
@@ -151,15 +153,31 @@ mod tests {
     fn contract_version_is_checked() {
         let err = check(
             &[],
-            &names(&["switchboard:agent/agent@0.2.0"]),
+            &names(&["switchboard:agent/agent@0.3.0"]),
             &manifest(""),
         )
         .unwrap_err();
         assert!(
-            err.contains("switchboard:agent@0.2.0") && err.contains("0.1.0"),
+            err.contains("switchboard:agent@0.3.0")
+                && err.contains("switchboard:agent@0.1.0 and switchboard:agent@0.2.0")
+                && err.contains("rebuild"),
             "{err}"
         );
         let err = check(&[], &names(&["wasi:cli/run@0.2.0"]), &manifest("")).unwrap_err();
         assert!(err.contains("export_agent!"), "{err}");
+    }
+
+    #[test]
+    fn both_contract_versions_are_recognised() {
+        let v2 = names(&[
+            "switchboard:agent/call@0.2.0",
+            "switchboard:agent/mcp@0.2.0",
+        ]);
+        let exports = names(&["switchboard:agent/agent@0.2.0"]);
+        assert_eq!(check(&v2, &exports, &manifest("")), Ok(Contract::V0_2));
+        // One component speaks one version.
+        let mixed = names(&["switchboard:agent/call@0.1.0"]);
+        let err = check(&mixed, &exports, &manifest("")).unwrap_err();
+        assert!(err.contains("call@0.1.0") && err.contains("0.2.0"), "{err}");
     }
 }

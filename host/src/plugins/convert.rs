@@ -1,8 +1,9 @@
 //! The plugin edge: the generated types of the agent contract to and from the host's domain
 //! types. Nothing beyond `plugins` sees a generated type.
 
-use super::bindings::switchboard::agent::types as wit;
+use super::bindings::v0_2::switchboard::agent::types as wit;
 use crate::domain;
+use crate::domain::agent_event::{CallProgress, Expectation, Notification};
 
 impl From<&domain::CallInfo> for wit::CallInfo {
     fn from(info: &domain::CallInfo) -> Self {
@@ -86,6 +87,62 @@ impl From<wit::Action> for domain::Action {
                 terminator: r.terminator,
                 prompt: r.prompt,
             }),
+        }
+    }
+}
+
+impl From<wit::ExpectHint> for Expectation {
+    fn from(hint: wit::ExpectHint) -> Self {
+        match hint {
+            wit::ExpectHint::Anything => Expectation::Anything,
+            wit::ExpectHint::Digits(r) => Expectation::Digits {
+                min: r.min,
+                max: r.max,
+            },
+            wit::ExpectHint::YesNo => Expectation::YesNo,
+            wit::ExpectHint::Phrases(p) => Expectation::Phrases(p),
+            wit::ExpectHint::PhoneNumber => Expectation::PhoneNumber,
+            wit::ExpectHint::Email => Expectation::Email,
+            wit::ExpectHint::Spelling => Expectation::Spelling,
+        }
+    }
+}
+
+impl From<&domain::Action> for wit::Action {
+    fn from(action: &domain::Action) -> Self {
+        match action.clone() {
+            domain::Action::Say(t) => wit::Action::Say(t),
+            domain::Action::Play(t) => wit::Action::Play(t),
+            domain::Action::SendDtmf(d) => wit::Action::SendDtmf(d),
+            domain::Action::Transfer(t) => wit::Action::Transfer(t),
+            domain::Action::Hangup => wit::Action::Hangup,
+            domain::Action::CollectDigits(r) => wit::Action::CollectDigits(wit::DigitRequest {
+                max_digits: r.max_digits,
+                timeout_ms: r.timeout_ms,
+                terminator: r.terminator,
+                prompt: r.prompt,
+            }),
+        }
+    }
+}
+
+impl From<&Notification> for wit::CallEvent {
+    fn from(n: &Notification) -> Self {
+        match n {
+            Notification::SpeechStarted => wit::CallEvent::SpeechStarted,
+            Notification::SpeechStopped => wit::CallEvent::SpeechStopped,
+            Notification::BargeIn { heard_ms } => wit::CallEvent::BargeIn(*heard_ms),
+            Notification::Progress(p) => wit::CallEvent::Progress(match p {
+                CallProgress::Ringing => wit::CallProgress::Ringing,
+                CallProgress::EarlyMedia => wit::CallProgress::EarlyMedia,
+                CallProgress::Answered => wit::CallProgress::Answered,
+            }),
+            Notification::Refused { action, reason } => {
+                wit::CallEvent::Refused(wit::RefusedAction {
+                    action: action.into(),
+                    reason: wit::Error::NotAllowed(reason.clone()),
+                })
+            }
         }
     }
 }

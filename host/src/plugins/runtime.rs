@@ -13,12 +13,14 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::{AgentPlugin, AgentPluginPre};
+use super::bindings::{v0_1, v0_2};
 use super::capabilities;
+use super::contract::{AgentPre, Contract};
 use super::http::HttpClient;
 use super::kv::KvStore;
 use super::manifest::Manifest;
-use super::session::{AgentSession, Sandbox, SessionState};
+use super::sandbox::{Sandbox, SessionState};
+use super::session::AgentSession;
 use super::types::AgentInfo;
 use crate::domain::{Action, AgentFault, CallInfo, Direction};
 
@@ -152,7 +154,7 @@ pub struct AgentVersion {
     pub wasm_path: PathBuf,
     pub manifest_path: PathBuf,
     pub loaded_at: SystemTime,
-    pub(crate) pre: AgentPluginPre<SessionState>,
+    pub(crate) pre: AgentPre,
     pub(crate) ctx: Arc<AgentContext>,
 }
 
@@ -163,6 +165,11 @@ impl AgentVersion {
 
     pub fn manifest(&self) -> &Manifest {
         &self.ctx.manifest
+    }
+
+    /// The contract version the agent was built against.
+    pub fn contract(&self) -> Contract {
+        self.pre.contract()
     }
 }
 
@@ -280,7 +287,14 @@ impl Runtime {
         start_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        AgentPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        // Both contract versions in one linker: their interface names differ by version, and
+        // one implementation (plugins::host) serves both.
+        v0_1::AgentPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s: &mut SessionState| {
+            &mut s.host
+        })?;
+        v0_2::AgentPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s: &mut SessionState| {
+            &mut s.host
+        })?;
         let cache_dir = data_dir.join("compiled");
         let kv_dir = data_dir.join("kv");
         for dir in [&cache_dir, &kv_dir] {
@@ -358,7 +372,7 @@ impl Runtime {
         &self,
         wasm_path: &Path,
         manifest_path: &Path,
-    ) -> Result<(AgentPluginPre<SessionState>, Arc<AgentContext>, String), LoadError> {
+    ) -> Result<(AgentPre, Arc<AgentContext>, String), LoadError> {
         let manifest_text = std::fs::read(manifest_path).map_err(|e| {
             LoadError::new(
                 manifest_path,
@@ -401,15 +415,22 @@ impl Runtime {
             .exports(&self.engine)
             .map(|(n, _)| n.to_string())
             .collect();
-        capabilities::check(&imports, &exports, &manifest)
+        let contract = capabilities::check(&imports, &exports, &manifest)
             .map_err(|message| LoadError::new(wasm_path, message))?;
 
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .and_then(AgentPluginPre::new)
+            .and_then(|pre| AgentPre::new(contract, pre))
             .map_err(|e| {
-                LoadError::new(wasm_path, format!("does not link against this host: {e:#}"))
+                LoadError::new(
+                    wasm_path,
+                    format!(
+                        "does not match {} as this host implements it ({e:#}): rebuild the \
+                         agent with a matching switchboard-sdk",
+                        contract.package()
+                    ),
+                )
             })?;
         let kv = self
             .kv_for(&manifest)
@@ -480,7 +501,7 @@ impl Runtime {
     /// Instantiate once and call `describe` under the usual limits: catches traps at start-up.
     async fn smoke_test(
         &self,
-        pre: &AgentPluginPre<SessionState>,
+        pre: &AgentPre,
         ctx: &Arc<AgentContext>,
         path: &Path,
     ) -> Result<AgentInfo, LoadError> {

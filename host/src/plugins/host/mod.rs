@@ -1,0 +1,76 @@
+//! The host side of the agent contract's imports: one file per WIT interface (`call`, `kv`,
+//! `http`, `config`, `log`, `mcp`), each implemented on [`HostCtx`], the small per-call context
+//! those imports need. The sandbox owns the store around it; nothing here knows about wasmtime
+//! stores, budgets or hooks beyond the time it spends waiting.
+//!
+//! Each file implements the interface once, for the current contract (0.2.0); the 0.1.0 trait
+//! of the same interface delegates to it function by function, so both versions share one
+//! implementation.
+
+mod call;
+mod config;
+mod http;
+mod kv;
+mod log;
+mod mcp;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::bindings::v0_2::switchboard::agent::types;
+use super::runtime::AgentContext;
+use super::types::Error as GuestError;
+use crate::domain::agent_event::AgentRequest;
+use crate::domain::{Action, CallInfo};
+
+/// What the host imports of one call need: the agent's shared context, the call's info for logs
+/// and `call.context`, what the current hook asked for, and the time it spent waiting in the
+/// host (which the CPU budget does not count).
+pub(crate) struct HostCtx {
+    pub ctx: Arc<AgentContext>,
+    pub call_id: String,
+    /// The call's info once `on-start` has been given it.
+    pub info: Option<CallInfo>,
+    /// Effects requested through the `call` interface during the current hook.
+    pub effects: Vec<Action>,
+    /// Requests other than actions made during the current hook.
+    pub requests: Vec<AgentRequest>,
+    /// Time spent in host imports during the current hook.
+    pub in_host: Duration,
+}
+
+impl HostCtx {
+    pub fn new(ctx: Arc<AgentContext>, call_id: String) -> Self {
+        HostCtx {
+            ctx,
+            call_id,
+            info: None,
+            effects: Vec::new(),
+            requests: Vec::new(),
+            in_host: Duration::ZERO,
+        }
+    }
+
+    /// Reset for a new hook.
+    pub fn begin_hook(&mut self) {
+        self.effects.clear();
+        self.requests.clear();
+        self.in_host = Duration::ZERO;
+    }
+
+    /// Count the time since `started` as spent in the host, not in the guest.
+    fn waited_since(&mut self, started: Instant) {
+        self.in_host += started.elapsed();
+    }
+}
+
+/// The answer of a function the contract declares for a later issue that this host does not
+/// implement yet: the agent sees `unavailable` and may carry on without it.
+fn not_yet(function: &str, issue: u32) -> GuestError {
+    GuestError::Unavailable(format!(
+        "{function} is declared by switchboard:agent@0.2.0 but this host implements it only \
+         from issue {issue} on"
+    ))
+}
+
+impl types::Host for HostCtx {}
