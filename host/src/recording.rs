@@ -137,13 +137,17 @@ fn writes_for(e: &CallEvent) -> Vec<Write> {
         .and_then(|t| t.as_str().map(String::from))
         .unwrap_or_else(|| "event".into());
     let end = match &e.kind {
-        EventKind::Ended { reason, abnormal } => Some(Write::End {
+        EventKind::Ended {
+            reason,
+            abnormal,
+            outcome,
+        } => Some(Write::End {
             call_id: call_id.clone(),
             end: CallEnd {
                 at_ms,
                 reason: reason.clone(),
                 abnormal: *abnormal,
-                outcome: None,
+                outcome: outcome.clone(),
             },
         }),
         _ => None,

@@ -294,6 +294,7 @@ async fn inbound(deps: Arc<CallDeps>, call: IncomingCall, call_id: String) {
                 recorder.record(EventKind::Ended {
                     reason: "rejected".into(),
                     abnormal: false,
+                    outcome: None,
                 });
                 deps.forget(&call_id);
             }
@@ -336,6 +337,7 @@ fn reject(recorder: &Recorder, call: IncomingCall, code: u16, reason: &str) {
     recorder.record(EventKind::Ended {
         reason: format!("rejected {code}"),
         abnormal: false,
+        outcome: None,
     });
 }
 
@@ -537,6 +539,7 @@ async fn answer_and_run(
             model,
             failure,
             commands,
+            outbound: false,
         },
     )
     .await;
@@ -553,6 +556,8 @@ struct Answered<L> {
     /// Why the call runs on the fallback (agent or model failed), if it does.
     failure: Option<String>,
     commands: mpsc::Receiver<CallCommand>,
+    /// We placed the call.
+    outbound: bool,
 }
 
 /// Record the answer and run the call to its end.
@@ -571,6 +576,7 @@ async fn run_answered<L: Leg>(deps: &Arc<CallDeps>, a: Answered<L>) {
         fallback_transfer: runtime.config().fallback.transfer.clone(),
         fallback_actions: runtime.fallback_actions(),
         capabilities: a.leg.capabilities(),
+        outbound: a.outbound,
     });
     let agent_name = a.accepted.agent.version().name();
     let codec = a
@@ -588,6 +594,7 @@ async fn run_answered<L: Leg>(deps: &Arc<CallDeps>, a: Answered<L>) {
         model: a.model,
         commands: a.commands,
         logic,
+        outcome: None,
         fallback: Some(Box::new(move || {
             Box::pin(async move {
                 brain::connect_fallback(&fallback_deps, codec.unwrap_or(Codec::Pcmu)).await

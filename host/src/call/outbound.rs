@@ -18,8 +18,9 @@ use super::{
     Accepted, Answered, CallCommand, CallDeps, CallSummary, Started, connect_for, created,
     media_config, run_answered, start_agent,
 };
+use crate::domain::agent_event::{CallProgress, Notification};
 use crate::domain::events::EventKind;
-use crate::domain::{CallInfo, Direction, EndReason};
+use crate::domain::{Action, CallInfo, Direction, EndReason};
 use crate::media::{PendingMedia, sdp};
 use crate::plugins::AgentVersion;
 use crate::plugins::routing::{display_number, normalize};
@@ -130,6 +131,7 @@ pub async fn place(
         recorder.record(EventKind::Ended {
             reason,
             abnormal: false,
+            outcome: None,
         });
         deps.forget(&call_id);
     };
@@ -269,8 +271,14 @@ impl Ringing {
         loop {
             tokio::select! {
                 progress = dialing.progress() => match progress {
-                    Progress::Ringing => self.progress("ringing"),
-                    Progress::EarlyMedia => self.progress("early-media"),
+                    Progress::Ringing => {
+                        self.progress("ringing");
+                        self.tell_agent(CallProgress::Ringing, dialing).await;
+                    }
+                    Progress::EarlyMedia => {
+                        self.progress("early-media");
+                        self.tell_agent(CallProgress::EarlyMedia, dialing).await;
+                    }
                     last => return last,
                 },
                 command = self.commands.recv() => match command {
@@ -280,6 +288,23 @@ impl Ringing {
                     }
                 },
             }
+        }
+    }
+
+    /// The agent hears how the call is going; before the answer, a hang-up is all it can do.
+    async fn tell_agent(&mut self, progress: CallProgress, dialing: &mut impl Dialing) {
+        match self
+            .accepted
+            .agent
+            .notify(&Notification::Progress(progress))
+            .await
+        {
+            Ok(actions) if actions.contains(&Action::Hangup) => dialing.cancel(),
+            Ok(actions) if !actions.is_empty() => {
+                tracing::debug!(?actions, "actions before the answer are not carried out");
+            }
+            Ok(_) => {}
+            Err(fault) => self.recorder.record(EventKind::AgentFault { fault }),
         }
     }
 
@@ -315,6 +340,7 @@ impl Ringing {
                 self.recorder.record(EventKind::Ended {
                     reason: format!("failed: {reason}"),
                     abnormal: true,
+                    outcome: None,
                 });
                 deps.forget(&self.call_id);
                 return;
@@ -338,6 +364,7 @@ impl Ringing {
                 model,
                 failure,
                 commands: self.commands,
+                outbound: true,
             },
         )
         .await;
@@ -367,6 +394,7 @@ impl Ringing {
         self.recorder.record(EventKind::Ended {
             reason: outcome.into(),
             abnormal: outcome == "failed",
+            outcome: None,
         });
         deps.forget(&self.call_id);
     }

@@ -19,6 +19,7 @@ use super::events::Recorder;
 use super::leg::{CallerAudio, Leg, LegEvent};
 use super::logic::{CallLogic, Effect, Ending, Input};
 use crate::domain::Action;
+use crate::domain::agent_event::AgentRequest;
 use crate::domain::events::{CallState, EventKind};
 use crate::model::{AudioFormat, Command, ModelEvent, ModelSession};
 
@@ -36,6 +37,8 @@ pub(crate) struct CallTask<L: Leg, A: CallAgent> {
     /// Where to record the call, when the configuration wants it.
     pub recording: Option<PathBuf>,
     pub fallback: Option<FallbackModel>,
+    /// The business outcome the agent set last.
+    pub outcome: Option<String>,
 }
 
 /// One caller frame to the model.
@@ -147,6 +150,7 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
                 }
                 Effect::Hook(hook) => {
                     let result = self.agent.hook(hook).await;
+                    self.take_requests();
                     let input = Input::Hook(result);
                     self.logic
                         .handle(started.elapsed(), input, self.leg.playout());
@@ -173,6 +177,17 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
             }
         }
         ending
+    }
+
+    /// Requests the agent made in its last hook: the outcome is kept for the call record; the
+    /// hints of what the caller will say have no taker yet.
+    fn take_requests(&mut self) {
+        for request in self.agent.take_requests() {
+            match request {
+                AgentRequest::SetOutcome(outcome) => self.outcome = Some(outcome),
+                AgentRequest::Expect(hint) => tracing::debug!(?hint, "agent expects"),
+            }
+        }
     }
 
     /// Caller audio goes from the media thread straight to the model session, or, when the
@@ -248,6 +263,7 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
         if let Err(fault) = self.agent.end(&ending.reason).await {
             self.recorder.record(EventKind::AgentFault { fault });
         }
+        self.take_requests();
         let _ = self.model.commands.try_send(Command::Close);
         let reason = &ending.reason;
         match self.leg.close().await {
@@ -266,6 +282,7 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
         self.recorder.record(EventKind::Ended {
             reason: ending.describe(),
             abnormal: ending.abnormal,
+            outcome: self.outcome.take(),
         });
         self.recorder.record(EventKind::State {
             state: CallState::Ended,

@@ -19,6 +19,7 @@ use super::leg::{
 };
 use super::logic::{CallLogic, Hook, HookResult, LogicConfig};
 use super::task::CallTask;
+use crate::domain::agent_event::AgentRequest;
 use crate::domain::events::{CallEvent, EventKind};
 use crate::domain::{Action, AgentFault, EndReason};
 use crate::media::MediaStats;
@@ -205,6 +206,18 @@ impl CallAgent for ScriptedAgent {
     async fn end(&mut self, _reason: &EndReason) -> Result<(), AgentFault> {
         Ok(())
     }
+    fn take_requests(&mut self) -> Vec<AgentRequest> {
+        let hooks = self.hooks.lock().unwrap();
+        // The agent settles the outcome once its transfer went through.
+        let transferred = hooks
+            .iter()
+            .any(|h| matches!(h, Hook::TransferResult { result: Ok(()), .. }));
+        if transferred {
+            vec![AgentRequest::SetOutcome("sent to the desk".into())]
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 struct Sink(Arc<Mutex<Vec<EventKind>>>);
@@ -247,6 +260,7 @@ fn start<L: Leg + 'static>(
             fallback_transfer: None,
             fallback_actions: vec![Action::Say("Sorry.".into()), Action::Hangup],
             capabilities: leg.capabilities(),
+            outbound: false,
         }),
         leg,
         agent: ScriptedAgent {
@@ -262,6 +276,7 @@ fn start<L: Leg + 'static>(
         commands: commands_rx,
         recording: recording.then(|| std::env::temp_dir().join("never-written.wav")),
         fallback: None,
+        outcome: None,
     };
     let call = tokio::spawn(task.run(Vec::new(), None));
     Rig {
@@ -365,7 +380,8 @@ impl Rig {
             result: Ok(()),
         }));
         assert!(self.recorded(|e| matches!(e,
-            EventKind::Ended { reason, abnormal: false } if reason == "transferred to sip:desk@example.org")));
+            EventKind::Ended { reason, abnormal: false, outcome: Some(outcome) }
+                if reason == "transferred to sip:desk@example.org" && outcome == "sent to the desk")));
     }
 }
 

@@ -143,6 +143,9 @@ pub enum EventKind {
     Ended {
         reason: String,
         abnormal: bool,
+        /// The business outcome the agent set (`call.set-outcome`), if it did.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        outcome: Option<String>,
     },
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::call::CallCommand;
 use crate::call::leg::{Capabilities, DigitSource};
+use crate::domain::agent_event::Notification;
 use crate::domain::events::EventKind;
 use crate::domain::{Action, AgentFault, EndReason, Role};
 use crate::model::{Command, Usage};
@@ -20,6 +21,8 @@ pub struct LogicConfig {
     /// The actions that replace a failed agent (the apology, then transfer or hang-up).
     pub fallback_actions: Vec<Action>,
     pub capabilities: Capabilities,
+    /// We placed the call: the agent hears that it was answered.
+    pub outbound: bool,
 }
 
 /// Everything that can happen to a call.
@@ -94,6 +97,8 @@ pub enum Hook {
         target: String,
         result: Result<(), String>,
     },
+    /// Tell the agent what happened (`on-event`); what it returns is carried out.
+    Event(Notification),
 }
 
 /// What an agent hook gave back.
@@ -104,7 +109,7 @@ pub enum HookResult {
 }
 
 /// Something the call task must do.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     Record(EventKind),
     /// Start the call's recording, if the configuration wants one.

@@ -17,6 +17,7 @@ pub use io::{Effect, Ending, Hook, HookResult, Input, LogicConfig};
 use super::CallCommand;
 use super::digits::{Collected, DigitCollector};
 use super::leg::{Capability, DigitSource, LegError, Playout};
+use crate::domain::agent_event::{CallProgress, Notification};
 use crate::domain::events::{CallState, EventKind};
 use crate::domain::{Action, AgentFault, EndReason};
 use crate::model::Command;
@@ -80,6 +81,8 @@ pub struct CallLogic {
     /// Why the call runs on the fallback (agent or model failed), if it does.
     failure: Option<String>,
     transfer_target: Option<String>,
+    /// Notifications for the agent, sent one hook at a time.
+    notifications: VecDeque<Notification>,
 }
 
 impl CallLogic {
@@ -99,6 +102,7 @@ impl CallLogic {
             agent_failed: false,
             failure: None,
             transfer_target: None,
+            notifications: VecDeque::new(),
         }
     }
 
@@ -151,10 +155,12 @@ impl CallLogic {
             Input::TransferStarted(result) => self.on_transfer_started(result),
             Input::SpeechStarted => {
                 self.record(EventKind::SpeechStarted);
+                self.notify(Notification::SpeechStarted);
                 self.barge_in(playout);
             }
             Input::SpeechStopped => {
                 self.record(EventKind::SpeechStopped);
+                self.notify(Notification::SpeechStopped);
                 self.turns.speech_stopped = Some(now);
                 self.turns.first_model_audio = None;
             }
@@ -255,6 +261,13 @@ impl CallLogic {
         self.end(ending);
     }
 
+    /// Queue a notification for the agent, unless it already failed.
+    fn notify(&mut self, notification: Notification) {
+        if !self.agent_failed {
+            self.notifications.push_back(notification);
+        }
+    }
+
     fn hook(&mut self, hook: Hook, awaiting: Awaiting) {
         self.effects.push_back(Effect::Hook(hook));
         self.awaiting = Some(awaiting);
@@ -264,6 +277,9 @@ impl CallLogic {
         self.set_state(CallState::Active);
         self.effects.push_back(Effect::StartRecording);
         self.agent_failed = failure.is_some();
+        if self.config.outbound {
+            self.notify(Notification::Progress(CallProgress::Answered));
+        }
         if failure.is_some() {
             self.failure = failure;
             self.pending_final = Some((self.fallback_final(), now + self.config.drain_limit));
@@ -336,16 +352,22 @@ impl CallLogic {
         }
         let reason = LegError::NotAllowed(capability).to_string();
         tracing::warn!(%reason, "agent action refused");
+        let action = action();
         self.record(EventKind::ActionRefused {
-            action: action(),
-            reason,
+            action: action.clone(),
+            reason: reason.clone(),
         });
+        self.notify(Notification::Refused { action, reason });
         false
     }
 
     /// What happens after each input once nothing is awaited: collected digits time out, and a
     /// hang-up or transfer goes ahead once the model is done and the caller heard it all.
     fn settle(&mut self, now: Duration, playout: &mut dyn Playout) {
+        if let Some(notification) = self.notifications.pop_front() {
+            self.hook(Hook::Event(notification), Awaiting::Actions);
+            return;
+        }
         if self.collector.as_ref().is_some_and(|c| now >= c.deadline()) {
             let digits = self.collector.take().expect("checked").expire();
             self.hook(Hook::Dtmf(digits), Awaiting::Actions);
@@ -500,6 +522,8 @@ impl CallLogic {
             played_ms,
             discarded_ms: cut.discarded_ms,
         });
+        let heard_ms = u32::try_from(played_ms).unwrap_or(u32::MAX);
+        self.notify(Notification::BargeIn { heard_ms });
         self.effects.push_back(Effect::Model(Command::Truncate {
             item_id: speaking.item_id,
             audio_end_ms: played_ms,
@@ -575,6 +599,7 @@ impl CallLogic {
     fn fault(&mut self, fault: AgentFault) -> Vec<Action> {
         self.record(EventKind::AgentFault { fault });
         self.agent_failed = true;
+        self.notifications.clear();
         self.config.fallback_actions.clone()
     }
 

@@ -1,6 +1,7 @@
 //! Tools, agent faults, transfers and what a leg cannot do.
 
 use super::*;
+use crate::domain::agent_event::Notification;
 
 #[test]
 fn a_tool_call_is_answered_by_the_agent_and_its_actions_run() {
@@ -219,10 +220,19 @@ fn a_leg_without_digits_out_refuses_send_dtmf() {
         failure: None,
     });
     assert!(!effects.contains(&Effect::SendDigits("123".into())));
-    assert!(matches!(
+    let refusal = "not-allowed: this call cannot send keypad digits".to_string();
+    assert!(effects.contains(&Effect::Record(EventKind::ActionRefused {
+        action: Action::SendDtmf("123".into()),
+        reason: refusal.clone(),
+    })));
+    // The agent hears of it too.
+    assert_eq!(
         effects.last(),
-        Some(Effect::Record(EventKind::ActionRefused { .. }))
-    ));
+        Some(&Effect::Hook(Hook::Event(Notification::Refused {
+            action: Action::SendDtmf("123".into()),
+            reason: refusal,
+        })))
+    );
     let mut rig = Rig::new();
     let effects = rig.input(Input::Start {
         actions: vec![Action::SendDtmf("123".into())],

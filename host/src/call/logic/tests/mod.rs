@@ -5,6 +5,7 @@ mod agent;
 
 use super::*;
 use crate::call::leg::{Capabilities, Interrupted};
+use crate::domain::agent_event::{CallProgress, Notification};
 use crate::domain::{DigitRequest, FaultKind, Role};
 use crate::model::Usage;
 use crate::plugins::ToolOutcome;
@@ -67,6 +68,7 @@ impl Rig {
                 fallback_transfer: fallback_transfer.map(String::from),
                 fallback_actions: vec![apology, last],
                 capabilities,
+                outbound: false,
             }),
             playout: FakePlayout::default(),
             now: Duration::ZERO,
@@ -308,7 +310,14 @@ fn a_digit_interrupts_the_prompt_and_goes_to_the_agent() {
     // Late audio of the cut item is not played.
     assert!(!rig.audio("item-1"));
     let effects = rig.actions(vec![Action::Say("Five.".into())]);
-    assert_eq!(effects.last(), Some(&say("Five.")));
+    assert_eq!(effects[1], say("Five."));
+    // Then the agent hears how much of the prompt was heard.
+    assert_eq!(
+        effects.last(),
+        Some(&Effect::Hook(Hook::Event(Notification::BargeIn {
+            heard_ms: 700
+        })))
+    );
 }
 
 #[test]
@@ -316,22 +325,74 @@ fn caller_speech_barges_in_and_nothing_is_cut_when_all_was_heard() {
     let mut rig = Rig::started(Vec::new());
     assert!(rig.audio("a"));
     // All of item a was heard: no truncation.
+    let speech_started = Effect::Hook(Hook::Event(Notification::SpeechStarted));
     assert_eq!(
         rig.input(Input::SpeechStarted),
-        vec![Effect::Record(EventKind::SpeechStarted)]
+        vec![
+            Effect::Record(EventKind::SpeechStarted),
+            speech_started.clone()
+        ]
     );
+    assert_eq!(rig.actions(Vec::new()), vec![]);
     assert!(!rig.audio("a"));
     assert!(rig.audio("b"));
     rig.playout.queued_ms = 300;
     rig.playout.played_ms = 40;
     let effects = rig.input(Input::SpeechStarted);
-    assert_eq!(effects.len(), 3);
+    assert_eq!(effects.len(), 4);
     assert_eq!(
         effects[2],
         Effect::Model(Command::Truncate {
             item_id: "b".into(),
             audio_end_ms: 40,
         })
+    );
+    assert_eq!(effects[3], speech_started);
+    assert_eq!(
+        rig.actions(Vec::new()),
+        vec![Effect::Hook(Hook::Event(Notification::BargeIn {
+            heard_ms: 40
+        }))]
+    );
+}
+
+#[test]
+fn the_agent_hears_of_speech_and_its_answer_is_carried_out() {
+    let mut rig = Rig::started(Vec::new());
+    let effects = rig.input(Input::SpeechStopped);
+    assert_eq!(
+        effects.last(),
+        Some(&Effect::Hook(Hook::Event(Notification::SpeechStopped)))
+    );
+    let effects = rig.actions(vec![Action::Say("Mm-hm.".into())]);
+    assert_eq!(effects.last(), Some(&say("Mm-hm.")));
+}
+
+#[test]
+fn an_outbound_call_tells_the_agent_it_was_answered() {
+    let mut rig = Rig::new();
+    rig.logic.config.outbound = true;
+    let effects = rig.input(Input::Start {
+        actions: vec![Action::Say("Hi, this is the clinic.".into())],
+        failure: None,
+    });
+    assert_eq!(
+        effects.last(),
+        Some(&Effect::Hook(Hook::Event(Notification::Progress(
+            CallProgress::Answered
+        ))))
+    );
+}
+
+#[test]
+fn a_failed_agent_hears_no_more_notifications() {
+    let mut rig = Rig::started(Vec::new());
+    rig.input(dtmf('1'));
+    rig.input(Input::Hook(HookResult::Actions(Err(fault()))));
+    let effects = rig.input(Input::SpeechStopped);
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Hook(_))),
+        "{effects:?}"
     );
 }
 
