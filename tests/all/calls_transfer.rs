@@ -6,21 +6,10 @@
 use std::time::Duration;
 
 use crate::support::agents::example_manifest;
-use crate::support::baresip::{Baresip, BaresipCtrl};
+use crate::support::baresip::Baresip;
 use crate::support::host::Host;
 use crate::support::process::require;
 use crate::support::sipp::sipp_callee;
-
-async fn dial(ctrl: &mut BaresipCtrl, phone: &Baresip, uri: &str) {
-    ctrl.command("dial", uri).await;
-    assert!(
-        ctrl.wait_event("CALL_ESTABLISHED", Duration::from_secs(20))
-            .await
-            .is_some(),
-        "{}",
-        phone.log()
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_1_2_0_confirm_reschedule_and_transfer_to_the_front_desk() {
@@ -50,7 +39,7 @@ async fn keys_1_2_0_confirm_reschedule_and_transfer_to_the_front_desk() {
 
     // Call 1: the greeting names Jordan's appointment; 1 confirms, the agent says goodbye and
     // hangs up.
-    dial(&mut ctrl, &phone, &number).await;
+    ctrl.dial(&number, &phone).await;
     host.expect(&["Transcript", "Hello Jordan"], 10);
     tokio::time::sleep(Duration::from_secs(2)).await;
     ctrl.command("sndcode", "1").await;
@@ -65,7 +54,7 @@ async fn keys_1_2_0_confirm_reschedule_and_transfer_to_the_front_desk() {
     host.expect(&["call ended", "AgentHangup"], 10);
 
     // Call 2: 2 asks for another time (the call goes on), 0 transfers to the front desk.
-    dial(&mut ctrl, &phone, &number).await;
+    ctrl.dial(&number, &phone).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     ctrl.command("sndcode", "2").await;
     host.expect(&["Actions", "Which day and time"], 20);

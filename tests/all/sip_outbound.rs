@@ -6,10 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::support::consumer::{canned_sdp, test_config};
-use crate::support::ports::free_port;
 use crate::support::process::require;
-use crate::support::sipp::{scenario, sipp_errors, spawn_sipp};
-use crate::support::tempdir;
+use crate::support::sipp::{sipp_callee, sipp_completes, sipp_errors};
 use md5::Digest as _;
 use sha2::Digest as _;
 use switchboard::sip::{
@@ -38,23 +36,7 @@ async fn sipp_uas_answers_outbound_call_and_gets_our_bye() {
         return;
     }
     let ep = endpoint().await;
-    let dir = tempdir("sipp-uas");
-    let port = free_port();
-    let mut sipp = spawn_sipp(
-        dir.path(),
-        &[
-            "-sn",
-            "uas",
-            "-p",
-            &port.to_string(),
-            "-m",
-            "1",
-            "-timeout",
-            "20s",
-            "-timeout_error",
-        ],
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut sipp, dir, port) = sipp_callee(None);
     let mut call = ep
         .place_call(call_to(format!("sip:service@127.0.0.1:{port}")))
         .await
@@ -100,24 +82,7 @@ async fn early_media_is_surfaced_then_busy() {
         return;
     }
     let ep = endpoint().await;
-    let dir = tempdir("sipp-busy");
-    let port = free_port();
-    let scen = scenario("uas_early_busy.xml");
-    let mut sipp = spawn_sipp(
-        dir.path(),
-        &[
-            "-sf",
-            scen.to_str().unwrap(),
-            "-p",
-            &port.to_string(),
-            "-m",
-            "1",
-            "-timeout",
-            "20s",
-            "-timeout_error",
-        ],
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut sipp, dir, port) = sipp_callee(Some("uas_early_busy.xml"));
     let mut call = ep
         .place_call(call_to(format!("sip:busy@127.0.0.1:{port}")))
         .await
@@ -133,12 +98,7 @@ async fn early_media_is_surfaced_then_busy() {
         .await
         .unwrap();
     assert!(matches!(outcome, CallOutcome::Busy), "{outcome:?}");
-    assert_eq!(
-        sipp.wait(Duration::from_secs(10)).await,
-        Some(0),
-        "sipp: {}",
-        sipp_errors(dir.path())
-    );
+    sipp_completes(&mut sipp, dir.path()).await;
     ep.shutdown().await;
 }
 
@@ -148,24 +108,7 @@ async fn ring_timeout_sends_cancel_and_reports_no_answer() {
         return;
     }
     let ep = endpoint().await;
-    let dir = tempdir("sipp-ring");
-    let port = free_port();
-    let scen = scenario("uas_ring_cancel.xml");
-    let mut sipp = spawn_sipp(
-        dir.path(),
-        &[
-            "-sf",
-            scen.to_str().unwrap(),
-            "-p",
-            &port.to_string(),
-            "-m",
-            "1",
-            "-timeout",
-            "20s",
-            "-timeout_error",
-        ],
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut sipp, dir, port) = sipp_callee(Some("uas_ring_cancel.xml"));
     let mut c = call_to(format!("sip:ring@127.0.0.1:{port}"));
     c.ring_timeout = Some(Duration::from_secs(1));
     let mut call = ep.place_call(c).await.unwrap();
@@ -173,12 +116,7 @@ async fn ring_timeout_sends_cancel_and_reports_no_answer() {
         .await
         .unwrap();
     assert!(matches!(outcome, CallOutcome::NoAnswer), "{outcome:?}");
-    assert_eq!(
-        sipp.wait(Duration::from_secs(10)).await,
-        Some(0),
-        "sipp: {}",
-        sipp_errors(dir.path())
-    );
+    sipp_completes(&mut sipp, dir.path()).await;
     ep.shutdown().await;
 }
 
@@ -188,24 +126,7 @@ async fn caller_cancel_before_answer_reports_cancelled() {
         return;
     }
     let ep = endpoint().await;
-    let dir = tempdir("sipp-cancel-out");
-    let port = free_port();
-    let scen = scenario("uas_ring_cancel.xml");
-    let mut sipp = spawn_sipp(
-        dir.path(),
-        &[
-            "-sf",
-            scen.to_str().unwrap(),
-            "-p",
-            &port.to_string(),
-            "-m",
-            "1",
-            "-timeout",
-            "20s",
-            "-timeout_error",
-        ],
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut sipp, dir, port) = sipp_callee(Some("uas_ring_cancel.xml"));
     let mut call = ep
         .place_call(call_to(format!("sip:ring@127.0.0.1:{port}")))
         .await
@@ -219,12 +140,7 @@ async fn caller_cancel_before_answer_reports_cancelled() {
         .await
         .unwrap();
     assert!(matches!(outcome, CallOutcome::Cancelled), "{outcome:?}");
-    assert_eq!(
-        sipp.wait(Duration::from_secs(10)).await,
-        Some(0),
-        "sipp: {}",
-        sipp_errors(dir.path())
-    );
+    sipp_completes(&mut sipp, dir.path()).await;
     ep.shutdown().await;
 }
 

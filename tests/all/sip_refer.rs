@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::support::consumer::{Mode, canned_sdp, spawn_consumer, test_config};
 use crate::support::ports::free_port;
 use crate::support::process::require;
-use crate::support::sipp::{run_sipp, scenario, sipp_errors, spawn_sipp};
+use crate::support::sipp::{run_sipp, scenario, sipp_callee, sipp_completes, spawn_sipp};
 use crate::support::tempdir;
 use switchboard::sip::{CallOutcome, DialogEvent, OutboundCall, SipEndpoint};
 
@@ -16,24 +16,7 @@ async fn we_transfer_the_callee_and_follow_notify_to_the_outcome() {
     }
     let (ep, mut events) = SipEndpoint::start(test_config()).await.unwrap();
     tokio::spawn(async move { while events.recv().await.is_some() {} });
-    let dir = tempdir("sipp-uas-refer");
-    let port = free_port();
-    let scen = scenario("uas_refer.xml");
-    let mut sipp = spawn_sipp(
-        dir.path(),
-        &[
-            "-sf",
-            scen.to_str().unwrap(),
-            "-p",
-            &port.to_string(),
-            "-m",
-            "1",
-            "-timeout",
-            "20s",
-            "-timeout_error",
-        ],
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut sipp, dir, port) = sipp_callee(Some("uas_refer.xml"));
     let mut call = ep
         .place_call(OutboundCall {
             to: format!("sip:transferee@127.0.0.1:{port}"),
@@ -66,12 +49,7 @@ async fn we_transfer_the_callee_and_follow_notify_to_the_outcome() {
     assert_eq!(seen, vec![100]);
     assert_eq!(final_outcome, (200, true));
     dialog.hangup().await.unwrap();
-    assert_eq!(
-        sipp.wait(Duration::from_secs(10)).await,
-        Some(0),
-        "sipp: {}",
-        sipp_errors(dir.path())
-    );
+    sipp_completes(&mut sipp, dir.path()).await;
     ep.shutdown().await;
 }
 

@@ -6,13 +6,11 @@
 //! and SIPp echoing our RTP, and the host's echo line (the played WAV comes back).
 
 use std::path::Path;
-use std::time::Duration;
 
 use crate::support::host::Host;
 use crate::support::media::{best_correlation, read_raw_i16, run, window_rms};
-use crate::support::ports::free_port;
-use crate::support::process::{Proc, require};
-use crate::support::sipp::{scenario, sipp_errors, spawn_sipp};
+use crate::support::process::require;
+use crate::support::sipp::{sipp_callee, sipp_callee_with, sipp_completes};
 use crate::support::softphone::Softphone;
 use crate::support::tempdir;
 
@@ -154,45 +152,12 @@ fn trunk_with_digest_over_tcp_and_a_number_without_an_agent_gets_404() {
     step(&steps, &["event=ended", "reason=rejected", "status=401"]);
 }
 
-/// SIPp on a free port (and `-mp` on another) serving one call with `scenario` (`-sn uas`
-/// or `-sf FILE`), given a moment to bind; returns it and its SIP port.
-async fn sipp_once(dir: &Path, scenario: &[&str]) -> (Proc, u16) {
-    let (port, media_port) = (free_port().to_string(), free_port().to_string());
-    let mut args = vec![
-        "-p",
-        &port,
-        "-mp",
-        &media_port,
-        "-m",
-        "1",
-        "-timeout",
-        "30s",
-        "-timeout_error",
-    ];
-    args.extend_from_slice(scenario);
-    let sipp = spawn_sipp(dir, &args);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    (sipp, port.parse().unwrap())
-}
-
-/// SIPp ends its scenario without an error (its exit code 0).
-async fn sipp_completes(sipp: &mut Proc, dir: &Path) {
-    let code = sipp.wait(Duration::from_secs(10)).await;
-    assert_eq!(code, Some(0), "sipp: {}", sipp_errors(dir));
-}
-
-/// SIPp playing a scenario file of tests/sipp once.
-async fn sipp_scenario(dir: &Path, file: &str) -> (Proc, u16) {
-    sipp_once(dir, &["-sf", scenario(file).to_str().unwrap()]).await
-}
-
 #[tokio::test]
 async fn ring_timeout_cancels_and_exits_with_no_answer() {
     if !require("sipp") {
         return;
     }
-    let dir = tempdir("softphone-ring");
-    let (mut sipp, port) = sipp_scenario(dir.path(), "uas_ring_cancel.xml").await;
+    let (mut sipp, dir, port) = sipp_callee(Some("uas_ring_cancel.xml"));
     let phone = Softphone::start(&[
         &format!("sip:ring@127.0.0.1:{port}"),
         "--ring-timeout",
@@ -211,8 +176,7 @@ async fn ctrl_c_while_ringing_cancels() {
     if !require("sipp") {
         return;
     }
-    let dir = tempdir("softphone-ctrl-c");
-    let (mut sipp, port) = sipp_scenario(dir.path(), "uas_ring_cancel.xml").await;
+    let (mut sipp, dir, port) = sipp_callee(Some("uas_ring_cancel.xml"));
     let mut phone = Softphone::start(&[&format!("sip:ring@127.0.0.1:{port}")]);
     phone.steps.expect(&["event=ringing"], 10);
     phone.interrupt();
@@ -228,9 +192,8 @@ async fn ctrl_c_after_the_answer_hangs_up() {
     if !require("sipp") {
         return;
     }
-    let dir = tempdir("softphone-ctrl-c-bye");
     // SIPp's stock uas answers and waits for our BYE.
-    let (mut sipp, port) = sipp_once(dir.path(), &["-sn", "uas"]).await;
+    let (mut sipp, dir, port) = sipp_callee(None);
     let mut phone = Softphone::start(&[&format!("sip:uas@127.0.0.1:{port}")]);
     phone.steps.expect(&["event=answered"], 10);
     phone.interrupt();
@@ -248,8 +211,7 @@ async fn far_end_info_digit_hold_and_bye_are_reported() {
     if !require("sipp") {
         return;
     }
-    let dir = tempdir("softphone-info");
-    let (mut sipp, port) = sipp_scenario(dir.path(), "uas_info_hold_bye.xml").await;
+    let (mut sipp, dir, port) = sipp_callee(Some("uas_info_hold_bye.xml"));
     let phone = Softphone::start(&[&format!("sip:info@127.0.0.1:{port}")]);
     let (code, steps) = phone.finish(20);
     assert_eq!(code, 0, "{steps:#?}");
@@ -316,7 +278,7 @@ async fn played_wav_comes_back_from_sipp_rtp_echo() {
         dir.path(),
         "Thank you for calling. This sentence travels to the far end and comes back.",
     );
-    let (mut sipp, port) = sipp_once(dir.path(), &["-sn", "uas", "-rtp_echo"]).await;
+    let (mut sipp, sipp_dir, port) = sipp_callee_with(None, &["-rtp_echo"]);
     let rec = dir.path().join("call.wav");
     let phone = Softphone::start(&[
         &format!("sip:echo@127.0.0.1:{port}"),
@@ -337,7 +299,7 @@ async fn played_wav_comes_back_from_sipp_rtp_echo() {
     step(&steps, &["event=playing"]);
     step(&steps, &["event=dtmf-failed", "digits=1", "method=rfc4733"]);
     step(&steps, &["event=ended", "reason=local-hangup"]);
-    sipp_completes(&mut sipp, dir.path()).await;
+    sipp_completes(&mut sipp, sipp_dir.path()).await;
     assert_echoed(&speech, &rec, 0.9);
 }
 

@@ -101,6 +101,18 @@ pub struct BaresipCtrl {
 }
 
 impl BaresipCtrl {
+    /// Dials `uri` and waits (20 s at most) until the call is up; fails with `phone`'s log.
+    pub async fn dial(&mut self, uri: &str, phone: &Baresip) {
+        self.command("dial", uri).await;
+        assert!(
+            self.wait_event("CALL_ESTABLISHED", Duration::from_secs(20))
+                .await
+                .is_some(),
+            "{}",
+            phone.log()
+        );
+    }
+
     pub async fn command(&mut self, cmd: &str, params: &str) {
         use tokio::io::AsyncWriteExt;
         let json = format!(r#"{{"command":"{cmd}","params":"{params}","token":"t"}}"#);

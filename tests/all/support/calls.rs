@@ -1,8 +1,6 @@
 //! Helpers for calls placed by a real phone (baresip) at the `switchboard` binary: microphone
 //! tracks, dialling, baresip's recordings and where agent or caller audio is in them.
 
-use std::time::Duration;
-
 use crate::support::baresip::{Baresip, BaresipCtrl};
 use crate::support::media::{Wav, to_8k};
 
@@ -32,15 +30,8 @@ pub fn mic(secs: f64, speech: &[(f64, f64)]) -> Vec<i16> {
 /// Dial `number` on the host and wait until the call is up.
 pub async fn dial(phone: &Baresip, number: &str, sip_port: u16) -> BaresipCtrl {
     let mut ctrl = phone.ctrl().await;
-    ctrl.command("dial", &format!("sip:{number}@127.0.0.1:{sip_port}"))
+    ctrl.dial(&format!("sip:{number}@127.0.0.1:{sip_port}"), phone)
         .await;
-    assert!(
-        ctrl.wait_event("CALL_ESTABLISHED", Duration::from_secs(20))
-            .await
-            .is_some(),
-        "{}",
-        phone.log()
-    );
     ctrl
 }
 

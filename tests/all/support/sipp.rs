@@ -65,9 +65,17 @@ pub fn sipp_errors(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("errors.log")).unwrap_or_default()
 }
 
-/// A SIPp callee for one call on a free port: the built-in uas, or a scenario file from
+/// A SIPp callee for one call on a reserved port: the built-in uas, or a scenario file from
 /// tests/sipp. Returns the process, its folder (errors.log) and the port.
 pub fn sipp_callee(scenario_file: Option<&str>) -> (Proc, tempfile::TempDir, u16) {
+    sipp_callee_with(scenario_file, &[])
+}
+
+/// Like [`sipp_callee`], with more SIPp arguments (e.g. `-rtp_echo`).
+pub fn sipp_callee_with(
+    scenario_file: Option<&str>,
+    extra: &[&str],
+) -> (Proc, tempfile::TempDir, u16) {
     let dir = tempdir("sipp-callee");
     let port = free_port().to_string();
     let scen = scenario_file.map(|s| scenario(s).display().to_string());
@@ -76,8 +84,15 @@ pub fn sipp_callee(scenario_file: Option<&str>) -> (Proc, tempfile::TempDir, u16
         None => vec!["-sn", "uas"],
     };
     args.extend(["-p", &port, "-m", "1", "-timeout", "40s", "-timeout_error"]);
+    args.extend(extra);
     let sipp = spawn_sipp(dir.path(), &args);
     // SIPp binds its port a moment after it starts.
     std::thread::sleep(Duration::from_millis(300));
     (sipp, dir, port.parse().unwrap())
+}
+
+/// SIPp ends its scenario without an error (its exit code 0) within 10 s.
+pub async fn sipp_completes(sipp: &mut Proc, dir: &Path) {
+    let code = sipp.wait(Duration::from_secs(10)).await;
+    assert_eq!(code, Some(0), "sipp: {}", sipp_errors(dir));
 }
