@@ -5,7 +5,7 @@
 //! mid-call is recorded and the call goes on; a socket dropped mid-call, with a fallback transfer
 //! configured, sends the caller to the front desk after the apology. Each outcome is read back
 //! from the call's events in the API (the Gemini close with an error code is in
-//! tests/calls_gemini.rs).
+//! calls_gemini).
 
 use std::time::Duration;
 

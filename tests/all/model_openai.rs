@@ -1,4 +1,4 @@
-//! The OpenAI Realtime provider against the protocol-faithful fake (support/fake_openai.rs).
+//! The OpenAI Realtime provider against the protocol-faithful fake (support/fake_openai).
 
 use std::time::Duration;
 
