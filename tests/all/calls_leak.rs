@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::support::api::Api;
 use crate::support::host::Host;
 use crate::support::process::require;
-use crate::support::sipp::run_sipp;
+use crate::support::sipp::{run_sipp, uac_args};
 use crate::support::tempdir;
 
 /// Calls per batch, 10 at a time.
@@ -45,28 +45,14 @@ fn usage(pid: u32) -> Usage {
 async fn batch(host: &Host, calls: u32) {
     let dir = tempdir("sipp-leak");
     let target = format!("127.0.0.1:{}", host.sip_port);
-    let (code, errors) = run_sipp(
-        dir.path(),
-        &[
-            "-sn",
-            "uac",
-            "-s",
-            "1000",
-            "-m",
-            &calls.to_string(),
-            "-l",
-            "10",
-            "-r",
-            "10",
-            "-d",
-            "1000",
-            "-timeout",
-            "120s",
-            &target,
-        ],
-        Duration::from_secs(150),
-    )
-    .await;
+    let args = uac_args(
+        "1000",
+        calls,
+        1000,
+        &["-l", "10", "-r", "10", "-timeout", "120s"],
+        &target,
+    );
+    let (code, errors) = run_sipp(dir.path(), &args, Duration::from_secs(150)).await;
     assert_eq!(code, Some(0), "sipp: {errors}");
     Api::new(host.http, None)
         .poll("/v1/calls?active=true", Duration::from_secs(20), |l| {

@@ -7,7 +7,7 @@ use crate::support::consumer::canned_sdp;
 use crate::support::host::Host;
 use crate::support::process::require;
 use crate::support::raw_sip::{RawClient, fastrand_u64};
-use crate::support::sipp::{run_sipp, scenario};
+use crate::support::sipp::{run_sipp, scenario, uac_args};
 use crate::support::tempdir;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,24 +18,8 @@ async fn sipp_calls_1000_holds_five_seconds_and_hangs_up() {
     let mut host = Host::builder().examples(&["menu"]).start();
     let dir = tempdir("sipp-uac");
     let target = format!("127.0.0.1:{}", host.sip_port);
-    let (code, errors) = run_sipp(
-        dir.path(),
-        &[
-            "-sn",
-            "uac",
-            "-s",
-            "1000",
-            "-m",
-            "1",
-            "-d",
-            "5000",
-            "-p",
-            &crate::support::ports::free_port().to_string(),
-            &target,
-        ],
-        Duration::from_secs(30),
-    )
-    .await;
+    let args = uac_args("1000", 1, 5000, &[], &target);
+    let (code, errors) = run_sipp(dir.path(), &args, Duration::from_secs(30)).await;
     assert_eq!(code, Some(0), "SIPp uac failed: {errors}");
     assert!(
         host.log

@@ -38,7 +38,6 @@ async fn load(target: &str, calls: u32, rate: u32) -> (u32, u32) {
         _ => CallerAudio::Pcap,
     };
     let (args, _media) = media_load_args(audio, calls, rate, target, dir.path());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, errors) = run_sipp(dir.path(), &args, Duration::from_secs(240)).await;
     let stats = SippStats::read(dir.path());
     let (ok, failed) = (stats.successful as u32, stats.failed as u32);

@@ -10,9 +10,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 use crate::support::host::Host;
-use crate::support::ports::free_port;
 use crate::support::process::require;
-use crate::support::sipp::run_sipp;
+use crate::support::sipp::{run_sipp, uac_args};
 use crate::support::tempdir;
 
 /// A collector that takes `POST /v1/logs` (HTTP/1.1, keep-alive) and keeps the JSON bodies.
@@ -127,24 +126,14 @@ async fn log_records_reach_the_collector_with_the_call_id() {
     assert!(nanos > 1_700_000_000_000_000_000, "{nanos}");
 
     let dir = tempdir("sipp-otlp");
-    let (code, errors) = run_sipp(
-        dir.path(),
-        &[
-            "-sn",
-            "uac",
-            "-s",
-            "1000",
-            "-m",
-            "1",
-            "-d",
-            "1000",
-            "-p",
-            &free_port().to_string(),
-            &format!("127.0.0.1:{}", host.sip_port),
-        ],
-        Duration::from_secs(30),
-    )
-    .await;
+    let args = uac_args(
+        "1000",
+        1,
+        1000,
+        &[],
+        &format!("127.0.0.1:{}", host.sip_port),
+    );
+    let (code, errors) = run_sipp(dir.path(), &args, Duration::from_secs(30)).await;
     assert_eq!(code, Some(0), "SIPp: {errors}");
     let (_, answered) = wait_for_record(&bodies, "a line of the call", |_, r| {
         r["body"]["stringValue"]

@@ -150,9 +150,8 @@ fn print_sipp(label: &str, dir: &std::path::Path, code: Option<i32>, wall: Durat
 }
 
 async fn run_uac_pcap(dir: &std::path::Path, args: &[String]) -> (Option<i32>, Duration) {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let t0 = Instant::now();
-    let (code, _) = run_sipp(dir, &args, Duration::from_secs(300)).await;
+    let (code, _) = run_sipp(dir, args, Duration::from_secs(300)).await;
     (code, t0.elapsed())
 }
 

@@ -4,9 +4,8 @@
 use std::time::Duration;
 
 use crate::support::host::Host;
-use crate::support::ports::free_port;
 use crate::support::process::require;
-use crate::support::sipp::spawn_sipp;
+use crate::support::sipp::{spawn_sipp, uac_args};
 use crate::support::tempdir;
 use switchboard::store::{CallFilter, CallState, CallStore, SqliteStore, StoreConfig};
 
@@ -18,22 +17,7 @@ async fn kill_9_mid_call_leaves_the_record_ended_abnormally() {
     let mut host = Host::builder().examples(&["menu"]).start();
     let dir = tempdir("sipp-crash");
     let target = format!("127.0.0.1:{}", host.sip_port);
-    let _sipp = spawn_sipp(
-        dir.path(),
-        &[
-            "-sn",
-            "uac",
-            "-s",
-            "1000",
-            "-m",
-            "1",
-            "-d",
-            "30000",
-            "-p",
-            &free_port().to_string(),
-            &target,
-        ],
-    );
+    let _sipp = spawn_sipp(dir.path(), &uac_args("1000", 1, 30000, &[], &target));
     host.expect(&["Answered"], 20);
     tokio::time::sleep(Duration::from_secs(2)).await;
     host.crash_and_restart();

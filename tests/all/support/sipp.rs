@@ -30,8 +30,38 @@ pub fn scenario(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Arguments of SIPp's built-in uac: `calls` calls to `number` at `target`, each held
+/// `hold_ms` before its BYE, with `options` (e.g. `-l`, `-r`) before the target.
+pub fn uac_args(
+    number: &str,
+    calls: u32,
+    hold_ms: u32,
+    options: &[&str],
+    target: &str,
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-sn",
+        "uac",
+        "-s",
+        number,
+        "-m",
+        &calls.to_string(),
+        "-d",
+        &hold_ms.to_string(),
+    ]
+    .map(String::from)
+    .into();
+    args.extend(options.iter().map(|o| o.to_string()));
+    args.push(target.to_string());
+    args
+}
+
 /// Runs SIPp with `args` in `dir`; returns the exit code (None on timeout) and the error log.
-pub async fn run_sipp(dir: &Path, args: &[&str], timeout: Duration) -> (Option<i32>, String) {
+pub async fn run_sipp(
+    dir: &Path,
+    args: &[impl AsRef<std::ffi::OsStr>],
+    timeout: Duration,
+) -> (Option<i32>, String) {
     let mut p = spawn_sipp(dir, args);
     let code = p.wait(timeout).await;
     (code, sipp_errors(dir))
@@ -40,8 +70,8 @@ pub async fn run_sipp(dir: &Path, args: &[&str], timeout: Duration) -> (Option<i
 /// Starts SIPp with `args` in `dir`, errors logged to `errors.log`. Without `-mp` in `args` its
 /// media ports (audio and video echo, 4 ports from `-mp` up; its default is 6000) are reserved
 /// for it; its signalling port is the system's choice unless `args` name one (`-p`).
-pub fn spawn_sipp(dir: &Path, args: &[&str]) -> Proc {
-    let media = (!args.contains(&"-mp")).then(|| ports(4));
+pub fn spawn_sipp(dir: &Path, args: &[impl AsRef<std::ffi::OsStr>]) -> Proc {
+    let media = (!args.iter().any(|a| a.as_ref() == "-mp")).then(|| ports(4));
     let mut cmd = Command::new("sipp");
     cmd.current_dir(dir)
         .args(["-nostdin", "-i", "127.0.0.1", "-trace_err", "-error_file"])
