@@ -55,15 +55,12 @@ async fn outbound_call_reaches_sipp_and_its_record_and_sse_follow_in_order() {
     let mut sse = api.events().await;
     let (mut sipp, dir, port) = sipp_callee(None);
 
-    let placed = api
-        .post(
-            "/v1/calls",
+    let id = api
+        .place_call(
             &json!({"to": format!("sip:callee@127.0.0.1:{port}"), "agent": "menu",
                     "from": "4000", "metadata": {"crm_id": 7, "campaign": "spring"}}),
         )
         .await;
-    assert_eq!(placed.status, 201, "{}", placed.text);
-    let id = placed.json["id"].as_str().unwrap().to_string();
 
     // Answered and live: listed among active calls. An event on the stream is already stored,
     // so the record read the moment it arrives shows it.
@@ -225,14 +222,9 @@ async fn transfer_sends_refer_to_the_callee() {
     let host = host();
     let api = Api::new(host.http, Some(TOKEN));
     let (mut sipp, dir, port) = sipp_callee(Some("uas_refer.xml"));
-    let placed = api
-        .post(
-            "/v1/calls",
-            &json!({"to": format!("sip:transferee@127.0.0.1:{port}"), "number": "1000"}),
-        )
+    let id = api
+        .place_call(&json!({"to": format!("sip:transferee@127.0.0.1:{port}"), "number": "1000"}))
         .await;
-    assert_eq!(placed.status, 201, "{}", placed.text);
-    let id = placed.json["id"].as_str().unwrap().to_string();
     api.poll(&format!("/v1/calls/{id}"), Duration::from_secs(20), |d| {
         kinds(d).contains(&"state:active".to_string())
     })
@@ -286,14 +278,9 @@ async fn busy_callee_ends_the_call_as_not_answered() {
     let host = host();
     let api = Api::new(host.http, Some(TOKEN));
     let (mut sipp, dir, port) = sipp_callee(Some("uas_early_busy.xml"));
-    let placed = api
-        .post(
-            "/v1/calls",
-            &json!({"to": format!("sip:busy@127.0.0.1:{port}"), "from": "1000"}),
-        )
+    let id = api
+        .place_call(&json!({"to": format!("sip:busy@127.0.0.1:{port}"), "from": "1000"}))
         .await;
-    assert_eq!(placed.status, 201, "{}", placed.text);
-    let id = placed.json["id"].as_str().unwrap().to_string();
     let detail = api
         .poll(&format!("/v1/calls/{id}"), Duration::from_secs(20), ended)
         .await;
@@ -754,14 +741,9 @@ async fn hangup_while_ringing_cancels_the_invite() {
     let host = host();
     let api = Api::new(host.http, Some(TOKEN));
     let (mut sipp, dir, port) = sipp_callee(Some("uas_ring_cancel.xml"));
-    let placed = api
-        .post(
-            "/v1/calls",
-            &json!({"to": format!("sip:later@127.0.0.1:{port}"), "agent": "menu"}),
-        )
+    let id = api
+        .place_call(&json!({"to": format!("sip:later@127.0.0.1:{port}"), "agent": "menu"}))
         .await;
-    assert_eq!(placed.status, 201, "{}", placed.text);
-    let id = placed.json["id"].as_str().unwrap().to_string();
     api.poll(&format!("/v1/calls/{id}"), Duration::from_secs(20), |d| {
         kinds(d).contains(&"progress:ringing".to_string())
     })

@@ -102,14 +102,11 @@ async fn follows_a_live_call_from_the_active_list_to_its_detail() {
 
     // A live call appears among the active calls without a reload.
     let (mut sipp, sipp_dir, port) = sipp_callee(None);
-    let placed = api
-        .post(
-            "/v1/calls",
+    let id = api
+        .place_call(
             &json!({"to": format!("sip:callee@127.0.0.1:{port}"), "agent": "menu", "from": "4000"}),
         )
         .await;
-    assert_eq!(placed.status, 201, "{}", placed.text);
-    let id = placed.json["id"].as_str().unwrap().to_string();
     let row = format!("#active-calls tr[data-id={}]", json!(id));
     browser
         .wait_for(
@@ -226,14 +223,9 @@ async fn follows_a_live_call_from_the_active_list_to_its_detail() {
 
     // A second call (the callee is busy) makes two pages of one.
     let (mut busy, busy_dir, busy_port) = sipp_callee(Some("uas_early_busy.xml"));
-    let placed = api
-        .post(
-            "/v1/calls",
-            &json!({"to": format!("sip:busy@127.0.0.1:{busy_port}"), "agent": "menu"}),
-        )
+    let busy_id = api
+        .place_call(&json!({"to": format!("sip:busy@127.0.0.1:{busy_port}"), "agent": "menu"}))
         .await;
-    assert_eq!(placed.status, 201, "{}", placed.text);
-    let busy_id = placed.json["id"].as_str().unwrap().to_string();
     assert_eq!(
         busy.wait(WAIT).await,
         Some(0),

@@ -85,6 +85,13 @@ impl Api {
     }
 
     /// POST a raw body with a content type (for malformed-input tests).
+    /// `POST /v1/calls` with `body`; asserts 201 Created and returns the call's id.
+    pub async fn place_call(&self, body: &Value) -> String {
+        let placed = self.post("/v1/calls", body).await;
+        assert_eq!(placed.status, 201, "{}", placed.text);
+        placed.json["id"].as_str().unwrap().to_string()
+    }
+
     pub async fn post_raw(&self, path: &str, content_type: &str, body: &str) -> Reply {
         Self::send(
             self.request(reqwest::Method::POST, path)
