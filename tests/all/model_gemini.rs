@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::support::fake_gemini::{FakeGemini, Reply, Script};
 use crate::support::model_audio::pcm16_tone;
+use crate::support::model_events::{is_done, next, until};
 use serde_json::json;
 use switchboard::model::gemini::GeminiProvider;
 use switchboard::model::{
@@ -38,29 +39,6 @@ fn settings(greeting: Option<&str>) -> SessionSettings {
         turn_detection: TurnDetection::default(),
         input_transcription: true,
     }
-}
-
-async fn next(session: &mut ModelSession) -> ModelEvent {
-    tokio::time::timeout(WAIT, session.recv())
-        .await
-        .expect("event within timeout")
-        .expect("session still open")
-}
-
-async fn until(session: &mut ModelSession, stop: impl Fn(&ModelEvent) -> bool) -> Vec<ModelEvent> {
-    let mut out = Vec::new();
-    loop {
-        let ev = next(session).await;
-        let done = stop(&ev);
-        out.push(ev);
-        if done {
-            return out;
-        }
-    }
-}
-
-fn is_done(ev: &ModelEvent) -> bool {
-    matches!(ev, ModelEvent::ResponseDone { .. })
 }
 
 /// 20 ms frames of 16 kHz PCM: tone then silence.
@@ -118,7 +96,7 @@ async fn full_session() {
     assert_eq!(session.input_format, AudioFormat::Pcm16 { rate: 16_000 });
 
     // Greeting: exact words, 24 kHz audio, usage, completed.
-    let events = until(&mut session, is_done).await;
+    let events = until(&mut session, WAIT, is_done).await;
     assert_eq!(final_text(&events, Role::Agent).as_deref(), Some(greeting));
     let audio: usize = events
         .iter()
@@ -189,7 +167,10 @@ async fn full_session() {
 
     // Caller speaks: audio goes in as realtimeInput 16 kHz; transcript and a tool call come out.
     speak(&session, 400, 500).await;
-    let events = until(&mut session, |e| matches!(e, ModelEvent::ToolCall { .. })).await;
+    let events = until(&mut session, WAIT, |e| {
+        matches!(e, ModelEvent::ToolCall { .. })
+    })
+    .await;
     assert!(events.iter().any(|e| matches!(
         e,
         ModelEvent::Transcript {
@@ -230,7 +211,7 @@ async fn full_session() {
     let mut got = 0;
     let mut answer = Vec::new();
     while got < 5 {
-        let ev = next(&mut session).await;
+        let ev = next(&mut session, WAIT).await;
         if let ModelEvent::Audio { .. } = ev {
             got += 1;
         }
@@ -238,7 +219,7 @@ async fn full_session() {
     }
     assert!(answer.iter().any(|e| matches!(e, ModelEvent::Audio { .. })));
     speak(&session, 200, 0).await;
-    let events = until(&mut session, is_done).await;
+    let events = until(&mut session, WAIT, is_done).await;
     let started = events
         .iter()
         .position(|e| matches!(e, ModelEvent::SpeechStarted { .. }))
@@ -257,7 +238,7 @@ async fn full_session() {
 
     // Caller finishes; the server announces it is going away, then fails with a close code.
     speak(&session, 0, 500).await;
-    let events = until(&mut session, |e| matches!(e, ModelEvent::Closed(_))).await;
+    let events = until(&mut session, WAIT, |e| matches!(e, ModelEvent::Closed(_))).await;
     assert!(
         events.contains(&ModelEvent::GoingAway {
             time_left_ms: Some(50_000)
@@ -311,12 +292,12 @@ async fn dropped_socket_and_unsupported_commands() {
         .connect(settings(Some("Hi")))
         .await
         .unwrap();
-    until(&mut session, is_done).await;
+    until(&mut session, WAIT, is_done).await;
     session
         .send(Command::UpdateInstructions("new".into()))
         .await
         .unwrap();
-    match next(&mut session).await {
+    match next(&mut session, WAIT).await {
         ModelEvent::Error(e) => assert_eq!(e.kind, ErrorKind::Unsupported),
         other => panic!("{other:?}"),
     }
@@ -327,12 +308,12 @@ async fn dropped_socket_and_unsupported_commands() {
         })
         .await
         .unwrap();
-    match next(&mut session).await {
+    match next(&mut session, WAIT).await {
         ModelEvent::Error(e) => assert_eq!(e.kind, ErrorKind::InvalidRequest),
         other => panic!("{other:?}"),
     }
     session.send(Command::Say("again".into())).await.unwrap();
-    let events = until(&mut session, |e| matches!(e, ModelEvent::Closed(_))).await;
+    let events = until(&mut session, WAIT, |e| matches!(e, ModelEvent::Closed(_))).await;
     assert_eq!(
         events.last(),
         Some(&ModelEvent::Closed(CloseReason::Dropped))
@@ -353,13 +334,13 @@ async fn silent_model_and_wrong_format() {
         .connect(settings(Some("Hi")))
         .await
         .unwrap();
-    match next(&mut session).await {
+    match next(&mut session, WAIT).await {
         ModelEvent::Error(e) => assert_eq!(e.kind, ErrorKind::Timeout),
         other => panic!("{other:?}"),
     }
     session.send(Command::Close).await.unwrap();
     assert_eq!(
-        next(&mut session).await,
+        next(&mut session, WAIT).await,
         ModelEvent::Closed(CloseReason::Normal)
     );
 

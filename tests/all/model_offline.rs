@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::support::model_audio::{pcm16_samples, rms};
+use crate::support::model_events::{next, until};
 use switchboard::model::offline::OfflineProvider;
 use switchboard::model::{
     AudioFormat, CloseReason, Command, ConnectError, ModelEvent, ModelProvider, ModelSession,
@@ -42,25 +43,6 @@ fn settings(greeting: Option<&str>) -> SessionSettings {
         output_format: AudioFormat::Pcm16 { rate: 22_050 },
         turn_detection: TurnDetection::default(),
         input_transcription: false,
-    }
-}
-
-async fn next(session: &mut ModelSession) -> ModelEvent {
-    tokio::time::timeout(WAIT, session.recv())
-        .await
-        .expect("event within timeout")
-        .expect("session still open")
-}
-
-async fn until(session: &mut ModelSession, stop: impl Fn(&ModelEvent) -> bool) -> Vec<ModelEvent> {
-    let mut out = Vec::new();
-    loop {
-        let ev = next(session).await;
-        let done = stop(&ev);
-        out.push(ev);
-        if done {
-            return out;
-        }
     }
 }
 
@@ -148,7 +130,7 @@ async fn greeting_and_say_produce_audible_speech() {
     let greeting = "Hello, you have reached the Switchboard demo line.";
     let mut session = provider.connect(settings(Some(greeting))).await.unwrap();
     assert_eq!(session.output_format, AudioFormat::Pcm16 { rate: 22_050 });
-    let events = until(&mut session, |e| {
+    let events = until(&mut session, WAIT, |e| {
         matches!(e, ModelEvent::ResponseDone { .. })
     })
     .await;
@@ -178,7 +160,7 @@ async fn greeting_and_say_produce_audible_speech() {
         .send(Command::Say("-- Goodbye.".into()))
         .await
         .unwrap();
-    let events = until(&mut session, |e| {
+    let events = until(&mut session, WAIT, |e| {
         matches!(e, ModelEvent::ResponseDone { .. })
     })
     .await;
@@ -194,7 +176,7 @@ async fn greeting_and_say_produce_audible_speech() {
     );
     session.send(Command::Close).await.unwrap();
     assert_eq!(
-        next(&mut session).await,
+        next(&mut session, WAIT).await,
         ModelEvent::Closed(CloseReason::Normal)
     );
 }
@@ -211,7 +193,7 @@ async fn vad_detects_speech_onset_and_not_silence() {
     feed(&session, &sox_background(3, false)).await;
     feed(&session, &sox_background(3, true)).await;
     session.send(Command::Close).await.unwrap();
-    let events = until(&mut session, |e| matches!(e, ModelEvent::Closed(_))).await;
+    let events = until(&mut session, WAIT, |e| matches!(e, ModelEvent::Closed(_))).await;
     assert_eq!(events, vec![ModelEvent::Closed(CloseReason::Normal)]);
 
     // One second of silence, then speech: onset near 1000 ms, then the end of speech; at the
@@ -230,7 +212,7 @@ async fn vad_detects_speech_onset_and_not_silence() {
             rate,
         );
         feed(&session, &pcm).await;
-        let events = until(&mut session, |e| {
+        let events = until(&mut session, WAIT, |e| {
             matches!(e, ModelEvent::SpeechStopped { .. })
         })
         .await;
@@ -269,7 +251,7 @@ async fn caller_speech_interrupts_agent_speech() {
     session.send(Command::Say(long)).await.unwrap();
     // Wait until the agent is audibly speaking, then the caller talks over it.
     loop {
-        if let ModelEvent::Audio { .. } = next(&mut session).await {
+        if let ModelEvent::Audio { .. } = next(&mut session, WAIT).await {
             break;
         }
     }
@@ -278,7 +260,7 @@ async fn caller_speech_interrupts_agent_speech() {
         &spoken_pcm("Stop, I have a question.", 0.2, 16_000),
     )
     .await;
-    let events = until(&mut session, |e| {
+    let events = until(&mut session, WAIT, |e| {
         matches!(e, ModelEvent::ResponseDone { .. })
     })
     .await;

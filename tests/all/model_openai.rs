@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::support::fake_openai::{FakeOpenAi, Reply, Script};
 use crate::support::model_audio::ulaw_tone;
+use crate::support::model_events::{is_done, next, until};
 use serde_json::json;
 use switchboard::model::openai::OpenAiProvider;
 use switchboard::model::{
@@ -45,31 +46,6 @@ fn settings(greeting: Option<&str>) -> SessionSettings {
     }
 }
 
-/// Next event, failing the test after `WAIT`.
-async fn next(session: &mut ModelSession) -> ModelEvent {
-    tokio::time::timeout(WAIT, session.recv())
-        .await
-        .expect("event within timeout")
-        .expect("session still open")
-}
-
-/// Collect events until one matches `stop` (inclusive).
-async fn until(session: &mut ModelSession, stop: impl Fn(&ModelEvent) -> bool) -> Vec<ModelEvent> {
-    let mut out = Vec::new();
-    loop {
-        let ev = next(session).await;
-        let done = stop(&ev);
-        out.push(ev);
-        if done {
-            return out;
-        }
-    }
-}
-
-fn is_done(ev: &ModelEvent) -> bool {
-    matches!(ev, ModelEvent::ResponseDone { .. })
-}
-
 /// 20 ms μ-law frames: `speech_ms` of loud tone then `silence_ms` of silence.
 async fn speak(session: &ModelSession, speech_ms: u32, silence_ms: u32) {
     let tone = ulaw_tone(speech_ms, 440.0, 8000);
@@ -91,7 +67,7 @@ async fn greeting_is_spoken_with_exact_words_and_session_is_configured() {
         .unwrap();
     assert_eq!(session.output_format, AudioFormat::Pcmu8k);
 
-    let events = until(&mut session, is_done).await;
+    let events = until(&mut session, WAIT, is_done).await;
     let audio: usize = events
         .iter()
         .filter_map(|e| match e {
@@ -177,7 +153,7 @@ async fn greeting_is_spoken_with_exact_words_and_session_is_configured() {
 
     session.send(Command::Close).await.unwrap();
     assert_eq!(
-        next(&mut session).await,
+        next(&mut session, WAIT).await,
         ModelEvent::Closed(CloseReason::Normal)
     );
     assert!(
@@ -198,7 +174,7 @@ async fn caller_audio_goes_in_and_turn_events_come_out() {
     let fake = FakeOpenAi::start(script).await;
     let mut session = provider(&fake).connect(settings(None)).await.unwrap();
     speak(&session, 600, 700).await;
-    let events = until(&mut session, is_done).await;
+    let events = until(&mut session, WAIT, is_done).await;
     let pos = |f: &dyn Fn(&ModelEvent) -> bool| events.iter().position(f).expect("event present");
     let started = pos(&|e| matches!(e, ModelEvent::SpeechStarted { .. }));
     let stopped = pos(&|e| matches!(e, ModelEvent::SpeechStopped { .. }));
@@ -240,7 +216,7 @@ async fn tool_call_round_trip() {
     let fake = FakeOpenAi::start(script).await;
     let mut session = provider(&fake).connect(settings(None)).await.unwrap();
     speak(&session, 400, 600).await;
-    let events = until(&mut session, is_done).await;
+    let events = until(&mut session, WAIT, is_done).await;
     let (call_id, name, arguments) = events
         .iter()
         .find_map(|e| match e {
@@ -266,7 +242,7 @@ async fn tool_call_round_trip() {
         })
         .await
         .unwrap();
-    let events = until(&mut session, is_done).await;
+    let events = until(&mut session, WAIT, is_done).await;
     assert!(events.iter().any(|e| matches!(e, ModelEvent::Transcript { role: Role::Agent, is_final: true, text, .. } if text == "Your order shipped.")));
     let creates = fake.received_of("conversation.item.create");
     assert_eq!(
@@ -311,14 +287,14 @@ async fn barge_in_truncates_at_the_played_position() {
     let mut item = None;
     let mut received = 0usize;
     while received < 8 * 1000 {
-        if let ModelEvent::Audio { item_id, data, .. } = next(&mut session).await {
+        if let ModelEvent::Audio { item_id, data, .. } = next(&mut session, WAIT).await {
             received += data.len();
             item = Some(item_id);
         }
     }
     let item_id = item.unwrap();
     speak(&session, 200, 0).await;
-    let events = until(&mut session, |e| {
+    let events = until(&mut session, WAIT, |e| {
         matches!(e, ModelEvent::ResponseDone { .. })
     })
     .await;
@@ -374,7 +350,7 @@ async fn barge_in_truncates_at_the_played_position() {
     assert_eq!(truncates[1]["audio_end_ms"], (generated / 8) as u64);
     // Neither truncate produced an error (the fake rejects audio_end_ms beyond the audio).
     session.send(Command::Close).await.unwrap();
-    let rest = until(&mut session, |e| matches!(e, ModelEvent::Closed(_))).await;
+    let rest = until(&mut session, WAIT, |e| matches!(e, ModelEvent::Closed(_))).await;
     assert!(
         !rest.iter().any(|e| matches!(e, ModelEvent::Error(_))),
         "{rest:?}"
@@ -394,7 +370,7 @@ async fn error_events_are_typed_and_the_session_goes_on() {
     let fake = FakeOpenAi::start(script).await;
     let mut session = provider(&fake).connect(settings(None)).await.unwrap();
     session.send(Command::Say("first".into())).await.unwrap();
-    match next(&mut session).await {
+    match next(&mut session, WAIT).await {
         ModelEvent::Error(e) => {
             assert_eq!(e.kind, ErrorKind::Server);
             assert_eq!(e.code.as_deref(), Some("server_error"));
@@ -404,7 +380,7 @@ async fn error_events_are_typed_and_the_session_goes_on() {
     }
     // No response is coming for the failed request: said so, so nobody waits for it.
     assert_eq!(
-        next(&mut session).await,
+        next(&mut session, WAIT).await,
         ModelEvent::ResponseDone {
             status: ResponseStatus::Failed
         }
@@ -419,7 +395,7 @@ async fn error_events_are_typed_and_the_session_goes_on() {
         .send(Command::Say("Second try".into()))
         .await
         .unwrap();
-    let events = until(&mut session, is_done).await;
+    let events = until(&mut session, WAIT, is_done).await;
     assert!(events.iter().any(|e| matches!(e, ModelEvent::Transcript { is_final: true, text, .. } if text == "Second try")), "{events:?}");
     assert!(
         !events.iter().any(|e| matches!(e, ModelEvent::Error(_))),
@@ -440,7 +416,7 @@ async fn error_events_are_typed_and_the_session_goes_on() {
         })
         .await
         .unwrap();
-    match next(&mut session).await {
+    match next(&mut session, WAIT).await {
         ModelEvent::Error(e) => assert_eq!(
             (e.kind, e.code.as_deref()),
             (ErrorKind::InvalidRequest, Some("invalid_value"))
@@ -460,7 +436,7 @@ async fn dropped_socket_is_reported() {
         .connect(settings(Some("Hello")))
         .await
         .unwrap();
-    let events = until(&mut session, |e| matches!(e, ModelEvent::Closed(_))).await;
+    let events = until(&mut session, WAIT, |e| matches!(e, ModelEvent::Closed(_))).await;
     assert_eq!(
         events.last(),
         Some(&ModelEvent::Closed(CloseReason::Dropped))
@@ -508,7 +484,7 @@ async fn silent_server_times_out() {
         .connect(settings(Some("Hello")))
         .await
         .unwrap();
-    match next(&mut session).await {
+    match next(&mut session, WAIT).await {
         ModelEvent::Error(e) => assert_eq!(e.kind, ErrorKind::Timeout),
         other => panic!("expected timeout error, got {other:?}"),
     }
@@ -563,7 +539,7 @@ async fn azure_style_api_key_header_and_pcm24k() {
         eagerness: switchboard::model::Eagerness::Low,
     };
     let mut session = OpenAiProvider::new(config).connect(s).await.unwrap();
-    let events = until(&mut session, is_done).await;
+    let events = until(&mut session, WAIT, is_done).await;
     assert!(events.iter().any(|e| matches!(e, ModelEvent::Audio { format: AudioFormat::Pcm16 { rate: 24_000 }, data, .. } if data.len() % 2 == 0)));
     let up = &fake.upgrades()[0];
     assert_eq!(
@@ -681,7 +657,7 @@ async fn malformed_server_events_are_errors_not_panics() {
     let mut session = provider(&fake).connect(settings(None)).await.unwrap();
     session.send(Command::Say("x".into())).await.unwrap();
     for _ in 0..3 {
-        match next(&mut session).await {
+        match next(&mut session, WAIT).await {
             ModelEvent::Error(e) => assert_eq!(e.kind, ErrorKind::Protocol, "{e}"),
             other => panic!("expected a protocol error, got {other:?}"),
         }
@@ -689,7 +665,7 @@ async fn malformed_server_events_are_errors_not_panics() {
     // The unknown event is ignored and the session still works.
     session.send(Command::Close).await.unwrap();
     assert_eq!(
-        next(&mut session).await,
+        next(&mut session, WAIT).await,
         ModelEvent::Closed(CloseReason::Normal)
     );
 }
@@ -734,6 +710,6 @@ async fn wss_endpoint_with_private_ca() {
         .connect(settings(Some("Secure hello")))
         .await
         .unwrap();
-    let events = until(&mut session, is_done).await;
+    let events = until(&mut session, WAIT, is_done).await;
     assert!(events.iter().any(|e| matches!(e, ModelEvent::Transcript { is_final: true, text, .. } if text == "Secure hello")));
 }

@@ -14,6 +14,7 @@ pub mod linphone;
 pub mod load;
 pub mod media;
 pub mod model_audio;
+pub mod model_events;
 pub mod model_tls;
 pub mod ports;
 pub mod process;
