@@ -1,4 +1,4 @@
-//! The `switchboard` binary as a test peer: a config on free ports, agents deployed into a
+//! The `switchboard` binary as a test peer: a config on reserved ports, agents deployed into a
 //! temporary folder, and its log read line by line.
 
 use std::path::{Path, PathBuf};
