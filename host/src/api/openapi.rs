@@ -1,5 +1,5 @@
 //! GET /v1/openapi.json: the OpenAPI 3.1 description of this API, written by hand next to the
-//! handlers it describes (tests/api.rs checks that every route is listed).
+//! handlers it describes (tests/all/api.rs checks that every route is listed).
 
 use axum::Json;
 use serde_json::{Value, json};

@@ -1,0 +1,61 @@
+//! Switchboard's end-to-end and interop tests, in one test binary (as wasmtime's `tests/all`):
+//! one link of the `switchboard` crate instead of one per test file. A module per area; a test's
+//! name starts with its module, so one area runs with a filter, e.g.
+//! `cargo nextest run -p switchboard-tests -E 'test(/^calls_audio::/)'` or
+//! `cargo test -p switchboard-tests --test all -- calls_audio::`.
+//!
+//! The `*_bench` modules are benchmarks, `#[ignore]`d: run one with
+//! `cargo test --release -p switchboard-tests --test all -- --ignored --nocapture media_bench::`.
+//!
+//! The helpers (peers, fakes, the host as a process, the port allocator) are the `support`
+//! module.
+
+mod support;
+
+// The agents and their sandbox.
+mod agents;
+mod dev;
+mod reload;
+mod sandbox;
+
+// The control plane.
+mod api;
+mod api_bench;
+mod cli;
+mod dashboard;
+mod otlp;
+mod softphone;
+mod store_crash;
+
+// Calls end to end: a phone, the host, an agent and a model.
+mod calls_audio;
+mod calls_bench;
+mod calls_dtmf;
+mod calls_failures;
+mod calls_gemini;
+mod calls_leak;
+mod calls_offline;
+mod calls_openai;
+mod calls_sip;
+mod calls_transfer;
+
+// Media.
+mod media_audio;
+mod media_bench;
+mod media_linphone;
+mod media_ports;
+
+// Model providers against their fakes.
+mod model_bench;
+mod model_gemini;
+mod model_offline;
+mod model_openai;
+
+// SIP against real peers and raw probes.
+mod sip_bench;
+mod sip_inbound;
+mod sip_kamailio;
+mod sip_malformed;
+mod sip_outbound;
+mod sip_policy;
+mod sip_refer;

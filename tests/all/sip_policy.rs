@@ -1,0 +1,291 @@
+//! Inbound policy: source allowlists, digest challenge, per-source rate limit, concurrency
+//! cap, scanner handling, and the external (NAT) address in Contact.
+
+use std::time::Duration;
+
+use crate::support::consumer::{Mode, canned_sdp, spawn_consumer, test_config};
+use crate::support::raw_sip::{RawClient, request};
+use md5::Digest as _;
+use switchboard::sip::{
+    DigestUser, InboundPolicy, ScannerAction, SipEndpoint, Transport, TrunkConfig,
+};
+
+fn invite(c: &RawClient, call_id: &str, extra: &str) -> String {
+    request(
+        "INVITE",
+        call_id,
+        c.local,
+        "UDP",
+        extra,
+        &canned_sdp("sendrecv"),
+    )
+}
+
+fn trunk(sources: &[&str], inbound: InboundPolicy) -> TrunkConfig {
+    TrunkConfig {
+        name: "pbx".into(),
+        outbound_proxy: "127.0.0.2:5060".parse().unwrap(),
+        domain: None,
+        transport: Transport::Udp,
+        from_user: None,
+        display_name: None,
+        auth_user: None,
+        password: None,
+        inbound_sources: sources.iter().map(|s| s.to_string()).collect(),
+        inbound,
+    }
+}
+
+#[tokio::test]
+async fn allowlist_admits_trunk_sources_and_refuses_others() {
+    let mut cfg = test_config();
+    cfg.allow_unknown_sources = false;
+    cfg.trunks = vec![trunk(&["127.0.0.2/32"], InboundPolicy::default())];
+    let (ep, events) = SipEndpoint::start(cfg).await.unwrap();
+    let log = spawn_consumer(ep.clone(), events, Mode::Reject(486));
+    let target = ep.local_addrs().udp.unwrap();
+
+    let mut stranger = RawClient::udp(target).await;
+    stranger
+        .send(invite(&stranger, "pol-a1", "").as_bytes())
+        .await;
+    assert_eq!(
+        stranger
+            .response_for("pol-a1", Duration::from_secs(3))
+            .await,
+        Some(403)
+    );
+
+    let mut pbx = RawClient::udp_from("127.0.0.2:0", target).await;
+    pbx.send(invite(&pbx, "pol-a2", "").as_bytes()).await;
+    assert_eq!(
+        pbx.response_for("pol-a2", Duration::from_secs(3)).await,
+        Some(486)
+    );
+    assert!(log.has("incoming:1000:udp"));
+    // Out-of-dialog OPTIONS are still answered for anyone (trunk health probes).
+    assert_eq!(stranger.options().await, Some(200));
+    ep.shutdown().await;
+}
+
+fn md5_hex(s: &str) -> String {
+    md5::Md5::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn param(hdr: &str, name: &str) -> String {
+    hdr.split(',')
+        .find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim()
+                .trim_start_matches("Digest")
+                .trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().trim_matches('"').to_string())
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn inbound_invites_are_digest_challenged() {
+    let mut cfg = test_config();
+    cfg.inbound = InboundPolicy {
+        digest: Some(DigestUser {
+            realm: "switchboard".into(),
+            user: "carrier".into(),
+            password: "pw".into(),
+        }),
+        ..Default::default()
+    };
+    let (ep, events) = SipEndpoint::start(cfg).await.unwrap();
+    let log = spawn_consumer(ep.clone(), events, Mode::Reject(486));
+    let target = ep.local_addrs().udp.unwrap();
+    let mut c = RawClient::udp(target).await;
+    c.send(invite(&c, "pol-d1", "").as_bytes()).await;
+    assert_eq!(
+        c.response_for("pol-d1", Duration::from_secs(3)).await,
+        Some(401)
+    );
+    let challenge = c.last_response.clone().unwrap();
+    let www = challenge
+        .lines()
+        .find(|l| l.starts_with("WWW-Authenticate:"))
+        .expect("challenge header");
+    let nonce = param(www, "nonce");
+    assert!(!nonce.is_empty());
+
+    let answer = |password: &str| {
+        let uri = "sip:1000@127.0.0.1";
+        let ha1 = md5_hex(&format!("carrier:switchboard:{password}"));
+        let ha2 = md5_hex(&format!("INVITE:{uri}"));
+        let resp = md5_hex(&format!("{ha1}:{nonce}:00000001:abcdef:auth:{ha2}"));
+        format!(
+            "Authorization: Digest username=\"carrier\", realm=\"switchboard\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"abcdef\"\r\n"
+        )
+    };
+    c.send(invite(&c, "pol-d2", &answer("wrong")).as_bytes())
+        .await;
+    assert_eq!(
+        c.response_for("pol-d2", Duration::from_secs(3)).await,
+        Some(401)
+    );
+    assert!(!log.has("incoming:"));
+    c.send(invite(&c, "pol-d3", &answer("pw")).as_bytes()).await;
+    assert_eq!(
+        c.response_for("pol-d3", Duration::from_secs(3)).await,
+        Some(486)
+    );
+    assert!(log.has("incoming:1000"));
+    ep.shutdown().await;
+}
+
+#[tokio::test]
+async fn per_source_rate_limit_answers_503() {
+    let mut cfg = test_config();
+    cfg.inbound = InboundPolicy {
+        rate_limit_per_source: Some(0.5),
+        ..Default::default()
+    };
+    let (ep, events) = SipEndpoint::start(cfg).await.unwrap();
+    let _log = spawn_consumer(ep.clone(), events, Mode::Reject(486));
+    let mut c = RawClient::udp(ep.local_addrs().udp.unwrap()).await;
+    let mut codes = Vec::new();
+    for i in 0..3 {
+        let id = format!("pol-r{i}");
+        c.send(invite(&c, &id, "").as_bytes()).await;
+        codes.push(c.response_for(&id, Duration::from_secs(3)).await);
+    }
+    // Burst of one at 0.5/s: the first passes, the next two are refused.
+    assert_eq!(codes, vec![Some(486), Some(503), Some(503)]);
+    // Another source has its own bucket.
+    let mut other = RawClient::udp_from("127.0.0.3:0", ep.local_addrs().udp.unwrap()).await;
+    other.send(invite(&other, "pol-r9", "").as_bytes()).await;
+    assert_eq!(
+        other.response_for("pol-r9", Duration::from_secs(3)).await,
+        Some(486)
+    );
+    ep.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrent_call_cap_answers_503_and_frees_slots() {
+    let mut cfg = test_config();
+    cfg.trunks = vec![trunk(
+        &["127.0.0.0/8"],
+        InboundPolicy {
+            max_concurrent_calls: Some(1),
+            ..Default::default()
+        },
+    )];
+    let (ep, events) = SipEndpoint::start(cfg).await.unwrap();
+    let log = spawn_consumer(ep.clone(), events, Mode::RingOnly);
+    let target = ep.local_addrs().udp.unwrap();
+    let mut c = RawClient::udp(target).await;
+    let inv1 = invite(&c, "pol-c1", "");
+    c.send(inv1.as_bytes()).await;
+    assert!(log.wait_for("incoming:1000", Duration::from_secs(3)).await);
+    let mut c2 = RawClient::udp(target).await;
+    c2.send(invite(&c2, "pol-c2", "").as_bytes()).await;
+    assert_eq!(
+        c2.response_for("pol-c2", Duration::from_secs(3)).await,
+        Some(503)
+    );
+    let live = |ep: &SipEndpoint| {
+        ep.live_inbound_calls()
+            .iter()
+            .find(|(n, _)| n == "pbx")
+            .map(|(_, n)| *n)
+    };
+    assert_eq!(live(&ep), Some(1));
+
+    // CANCEL the first call (same branch as its INVITE): 200, 487, and the slot is freed.
+    let via = inv1.lines().find(|l| l.starts_with("Via:")).unwrap();
+    let from = inv1.lines().find(|l| l.starts_with("From:")).unwrap();
+    let cancel = format!(
+        "CANCEL sip:1000@127.0.0.1 SIP/2.0\r\n{via}\r\n{from}\r\nTo: <sip:1000@127.0.0.1>\r\nCall-ID: pol-c1\r\nCSeq: 1 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    c.send(cancel.as_bytes()).await;
+    let mut codes = Vec::new();
+    for _ in 0..2 {
+        codes.push(c.response_for("pol-c1", Duration::from_secs(3)).await);
+    }
+    codes.sort();
+    assert_eq!(codes, vec![Some(200), Some(487)]);
+    assert!(
+        log.wait_for("cancelled:pol-c1", Duration::from_secs(3))
+            .await
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while live(&ep) != Some(0) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(live(&ep), Some(0));
+    ep.shutdown().await;
+}
+
+#[tokio::test]
+async fn scanners_are_dropped_or_refused() {
+    let scanner_options = |c: &RawClient, id: &str| {
+        request(
+            "OPTIONS",
+            id,
+            c.local,
+            c.transport(),
+            "User-Agent: friendly-scanner\r\n",
+            "",
+        )
+    };
+    let (ep, _events) = SipEndpoint::start(test_config()).await.unwrap();
+    let mut u = RawClient::udp(ep.local_addrs().udp.unwrap()).await;
+    u.send(scanner_options(&u, "scan-1").as_bytes()).await;
+    assert_eq!(
+        u.response_for("scan-1", Duration::from_millis(700)).await,
+        None
+    );
+    let mut t = RawClient::tcp(ep.local_addrs().tcp.unwrap()).await;
+    t.send(scanner_options(&t, "scan-2").as_bytes()).await;
+    assert_eq!(
+        t.response_for("scan-2", Duration::from_millis(700)).await,
+        None
+    );
+    assert_eq!(u.options().await, Some(200));
+    ep.shutdown().await;
+
+    let mut cfg = test_config();
+    cfg.scanner_action = ScannerAction::Reject;
+    let (ep, _events) = SipEndpoint::start(cfg).await.unwrap();
+    let mut u = RawClient::udp(ep.local_addrs().udp.unwrap()).await;
+    u.send(scanner_options(&u, "scan-3").as_bytes()).await;
+    assert_eq!(
+        u.response_for("scan-3", Duration::from_secs(3)).await,
+        Some(403)
+    );
+    ep.shutdown().await;
+}
+
+#[tokio::test]
+async fn external_address_is_advertised_in_contact() {
+    let mut cfg = test_config();
+    cfg.external_address = Some("203.0.113.9".parse().unwrap());
+    let (ep, events) = SipEndpoint::start(cfg).await.unwrap();
+    let _log = spawn_consumer(ep.clone(), events, Mode::Answer);
+    let port = ep.local_addrs().udp.unwrap().port();
+    let mut c = RawClient::udp(ep.local_addrs().udp.unwrap()).await;
+    c.send(invite(&c, "nat-1", "").as_bytes()).await;
+    assert_eq!(
+        c.response_for("nat-1", Duration::from_secs(3)).await,
+        Some(200)
+    );
+    let ok = c.last_response.clone().unwrap();
+    let contact = ok
+        .lines()
+        .find(|l| l.starts_with("Contact:"))
+        .expect("Contact in 200");
+    assert!(
+        contact.contains(&format!("203.0.113.9:{port}")),
+        "{contact}"
+    );
+    ep.shutdown().await;
+}

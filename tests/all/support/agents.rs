@@ -1,0 +1,172 @@
+//! Building agents (examples and test fixtures) and deploying them into agents folders.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A `cargo` command as a shell would run it: without the variables cargo sets for the running
+/// test (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...). Build scripts such as ring's watch them, so
+/// passing them on made every nested build and the next outer build recompile everything above
+/// ring.
+fn cargo() -> Command {
+    let mut cmd = Command::new(env!("CARGO"));
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let per_crate = key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                &*key,
+                "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "OUT_DIR"
+            );
+        if per_crate {
+            cmd.env_remove(&*key);
+        }
+    }
+    cmd
+}
+
+/// Build a wasm32-wasip2 workspace (cargo's own lock makes parallel callers safe) and return
+/// its release output folder.
+fn build_workspace(
+    dir: &Path,
+    target_dir: &Path,
+    env: &[(&str, &str)],
+    packages: &[&str],
+) -> PathBuf {
+    let mut cmd = cargo();
+    cmd.current_dir(dir)
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--quiet"])
+        .env("CARGO_TARGET_DIR", target_dir)
+        // Flags meant for the host build (coverage, sanitizers) must not reach the guests.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let status = cmd.status().expect("run cargo");
+    assert!(
+        status.success(),
+        "building agents in {} failed",
+        dir.display()
+    );
+    target_dir.join("wasm32-wasip2/release")
+}
+
+/// The example agents in plugins/, built; returns the folder holding `<name>.wasm`.
+pub fn example_agents() -> PathBuf {
+    let dir = repo_root().join("plugins");
+    build_workspace(&dir, &dir.join("target"), &[], &[])
+}
+
+/// A test fixture agent from tests/fixtures (file name uses `_` for `-`).
+pub fn fixture(package: &str) -> PathBuf {
+    let dir = repo_root().join("tests/fixtures");
+    let out = build_workspace(&dir, &dir.join("target"), &[], &[package]);
+    out.join(format!("{}.wasm", package.replace('-', "_")))
+}
+
+/// The `greeter` fixture built as version `version` (a distinct file per version).
+pub fn greeter(version: &str) -> PathBuf {
+    let dir = repo_root().join("tests/fixtures");
+    let target = dir.join(format!("target/greeter-v{version}"));
+    build_workspace(&dir, &target, &[("GREETER_VERSION", version)], &["greeter"])
+        .join("greeter.wasm")
+}
+
+/// The manifest of an example agent.
+pub fn example_manifest(name: &str) -> PathBuf {
+    repo_root().join("plugins").join(name).join("agent.toml")
+}
+
+/// A temporary agents folder to deploy into.
+pub struct AgentsDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl AgentsDir {
+    pub fn new() -> AgentsDir {
+        AgentsDir {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Deploy like operators should: write temp files, then rename them into place
+    /// (manifest first, then the wasm).
+    pub fn install(&self, name: &str, wasm: &Path, manifest: &str) {
+        self.write(&format!("{name}.toml"), manifest.as_bytes());
+        self.write(
+            &format!("{name}.wasm"),
+            &std::fs::read(wasm).expect("read wasm"),
+        );
+    }
+
+    /// Atomically replace one file of the folder.
+    pub fn write(&self, file: &str, bytes: &[u8]) {
+        let tmp = self.path().join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, bytes).expect("write temp");
+        std::fs::rename(&tmp, self.path().join(file)).expect("rename");
+    }
+}
+
+impl Default for AgentsDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Compile WebAssembly text (a component or a core module) for bad-input tests.
+pub fn wat(text: &str) -> Vec<u8> {
+    wat::parse_str(text).expect("valid wat")
+}
+
+/// The `switchboard` binary (debug build of this workspace), built on first use.
+pub fn switchboard_bin() -> PathBuf {
+    build_switchboard(false)
+}
+
+/// The optimised `switchboard` binary, for benchmarks.
+pub fn switchboard_release_bin() -> PathBuf {
+    build_switchboard(true)
+}
+
+fn build_switchboard(release: bool) -> PathBuf {
+    let root = repo_root();
+    let mut cargo = cargo();
+    cargo.current_dir(&root).args([
+        "build",
+        "--quiet",
+        "-p",
+        "switchboard",
+        "--bin",
+        "switchboard",
+    ]);
+    if release {
+        cargo.arg("--release");
+    }
+    let status = cargo.status().expect("run cargo");
+    assert!(status.success(), "building the switchboard binary failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    target
+        .join(if release { "release" } else { "debug" })
+        .join("switchboard")
+}

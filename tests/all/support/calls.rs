@@ -1,0 +1,123 @@
+//! Helpers for calls placed by a real phone (baresip) at the `switchboard` binary: microphone
+//! tracks, dialling, baresip's recordings and where agent or caller audio is in them.
+
+use crate::support::baresip::{Baresip, BaresipCtrl};
+use crate::support::media::{Wav, to_8k};
+
+/// Rate of baresip's microphone and recordings here.
+pub const RATE: usize = 8000;
+/// 20 ms analysis windows.
+pub const WINDOW: usize = RATE / 50;
+/// The tone the model fakes speak.
+pub const AGENT_HZ: f64 = 300.0;
+/// The tone the phone's user "speaks".
+pub const CALLER_HZ: f64 = 500.0;
+
+/// A microphone track: silence with 500 Hz "speech" at the given (start s, length s) spans.
+pub fn mic(secs: f64, speech: &[(f64, f64)]) -> Vec<i16> {
+    let mut s = vec![0i16; (secs * RATE as f64) as usize];
+    for &(from, len) in speech {
+        let a = (from * RATE as f64) as usize;
+        let b = ((from + len) * RATE as f64) as usize;
+        for (i, x) in s[a..b].iter_mut().enumerate() {
+            let t = i as f64 / RATE as f64;
+            *x = (8000.0 * (2.0 * std::f64::consts::PI * CALLER_HZ * t).sin()) as i16;
+        }
+    }
+    s
+}
+
+/// Dial `number` on the host and wait until the call is up.
+pub async fn dial(phone: &Baresip, number: &str, sip_port: u16) -> BaresipCtrl {
+    let mut ctrl = phone.ctrl().await;
+    ctrl.dial(&format!("sip:{number}@127.0.0.1:{sip_port}"), phone)
+        .await;
+    ctrl
+}
+
+/// First channel of the first WAV baresip recorded (`-dec`: heard, `-enc`: sent), brought to
+/// 8 kHz (baresip records at the codec's rate: 48 kHz on Opus). Files are named by their start
+/// time, so the first by name is the first call's.
+pub fn recording(phone: &Baresip, suffix: &str) -> Vec<i16> {
+    let path = std::fs::read_dir(phone.dir.path().join("rec"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .min()
+        .unwrap_or_else(|| panic!("baresip recorded {suffix}"));
+    let wav = Wav::read(&path);
+    match wav.rate as usize {
+        RATE => wav.channel(0),
+        _ => to_8k(&wav.channel(0), wav.rate),
+    }
+}
+
+/// Amplitude of the `hz` component of each 20 ms window (Goertzel): how much of the window is
+/// the fake's (or the caller's) tone, whatever else is there.
+pub fn tone_level(samples: &[i16], hz: f64) -> Vec<f64> {
+    let w = 2.0 * std::f64::consts::PI * hz / RATE as f64;
+    samples
+        .chunks_exact(WINDOW)
+        .map(|win| {
+            let (mut s1, mut s2) = (0.0, 0.0);
+            for &x in win {
+                let s0 = f64::from(x) + 2.0 * w.cos() * s1 - s2;
+                s2 = s1;
+                s1 = s0;
+            }
+            let power = s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2;
+            2.0 * power.sqrt() / WINDOW as f64
+        })
+        .collect()
+}
+
+/// Sample-accurate spans of the `hz` tone: (start, end) sample indexes, joining gaps shorter
+/// than `min_gap` samples.
+pub fn tone_spans(samples: &[i16], hz: f64, min_gap: usize) -> Vec<(usize, usize)> {
+    spans_of(samples, &tone_level(samples, hz), min_gap)
+}
+
+/// Sample-accurate spans of any loud sound (a recording holding one talker only).
+pub fn loud_spans(samples: &[i16], min_gap: usize) -> Vec<(usize, usize)> {
+    let levels: Vec<f64> = samples
+        .chunks_exact(WINDOW)
+        .map(|w| crate::support::model_audio::rms(w) * std::f64::consts::SQRT_2)
+        .collect();
+    spans_of(samples, &levels, min_gap)
+}
+
+/// Windows whose level is ≥ 1000 joined into spans, edges refined to the loud sample.
+fn spans_of(samples: &[i16], levels: &[f64], min_gap: usize) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for (i, &l) in levels.iter().enumerate() {
+        if l < 1000.0 {
+            continue;
+        }
+        let (a, b) = (i * WINDOW, (i + 1) * WINDOW);
+        match out.last_mut() {
+            Some(last) if a - last.1 < min_gap => last.1 = b,
+            _ => out.push((a, b)),
+        }
+    }
+    // Refine the edges to the sample where the signal starts/stops (the sound is loud, the rest
+    // is digital silence or other sounds far quieter at the edge).
+    for span in &mut out {
+        let loud = |x: &i16| x.unsigned_abs() > 500;
+        let from = span.0.saturating_sub(WINDOW);
+        span.0 = from + samples[from..span.1].iter().position(loud).unwrap_or(0);
+        let to = (span.1 + WINDOW).min(samples.len());
+        span.1 = span.0 + samples[span.0..to].iter().rposition(loud).unwrap_or(0) + 1;
+    }
+    out
+}
+
+/// Milliseconds of `samples` at 8 kHz.
+pub fn ms(samples: usize) -> f64 {
+    samples as f64 * 1000.0 / RATE as f64
+}
+
+/// Spans as (start ms, length ms), for messages.
+pub fn spans_ms(spans: &[(usize, usize)]) -> Vec<(f64, f64)> {
+    spans.iter().map(|&(a, b)| (ms(a), ms(b) - ms(a))).collect()
+}

@@ -1,0 +1,31 @@
+//! Shared helpers for Switchboard's end-to-end and interop tests.
+
+pub mod agents;
+pub mod api;
+pub mod baresip;
+pub mod browser;
+pub mod calls;
+pub mod consumer;
+pub mod fake_gemini;
+pub mod fake_openai;
+pub mod host;
+pub mod kamailio;
+pub mod linphone;
+pub mod load;
+pub mod media;
+pub mod model_audio;
+pub mod model_events;
+pub mod model_tls;
+pub mod ports;
+pub mod process;
+pub mod raw_sip;
+pub mod sipp;
+pub mod softphone;
+
+/// A temporary folder named `<prefix>…`, removed when dropped.
+pub fn tempdir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("temp dir")
+}
