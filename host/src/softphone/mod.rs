@@ -6,6 +6,10 @@
 //! (values with spaces are double-quoted); logs go to stderr. The exit code tells how the call
 //! went, see [`Ended::exit_code`].
 
+mod args;
+#[cfg(test)]
+mod tests;
+
 use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -19,117 +23,16 @@ use crate::config::Config;
 use crate::media::sdp::{self, LocalMedia};
 use crate::media::session::DEFAULT_DTMF_MS;
 use crate::media::{
-    Codec, MediaConfig, MediaEvent, MediaSession, NegotiatedMedia, PendingMedia, PortPool,
+    MediaConfig, MediaEvent, MediaSession, NegotiatedMedia, PendingMedia, PortPool,
 };
 use crate::sip::{
     CallOutcome, CallProgress, Dialog, DialogEvent, EndReason, OutboundCall, SipEndpoint, SipEvent,
     Transport,
 };
+pub use args::{CallArgs, DtmfPlan};
 
 /// How long a BYE may take before we stop waiting for the far end to confirm it.
 const BYE_WAIT: Duration = Duration::from_secs(5);
-
-/// Options of `switchboard call`.
-#[derive(Debug, clap::Args)]
-pub struct CallArgs {
-    /// Who to call: a `sip:user@host:port` URI (or `user@host:port`), or a number when
-    /// `--trunk` names a trunk of the configuration.
-    pub target: String,
-    /// Trunk (`[[sip.trunks]]` of `--config`) to call through, with its digest credentials.
-    #[arg(long)]
-    pub trunk: Option<String>,
-    /// User part of our From (default: the trunk's from-user, else `switchboard`).
-    #[arg(long)]
-    pub from: Option<String>,
-    /// Transport for a direct URI (a trunk uses its own).
-    #[arg(long, value_parser = parse_transport)]
-    pub transport: Option<Transport>,
-    /// Local SIP address (UDP and TCP); RTP binds on its IP address.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    pub bind: SocketAddr,
-    /// Codecs to offer, preferred first; only these are offered (e.g. `opus` forces Opus).
-    #[arg(long, value_delimiter = ',', default_value = "pcmu,pcma,opus")]
-    pub codec: Vec<Codec>,
-    /// WAV file sent as our microphone from the answer on (any rate, mono or stereo); then
-    /// silence.
-    #[arg(long, value_name = "FILE.wav")]
-    pub play: Option<PathBuf>,
-    /// Record the call to a stereo WAV at the codec rate: left the far end, right what we sent.
-    #[arg(long, value_name = "FILE.wav")]
-    pub record: Option<PathBuf>,
-    /// Keys to press, as `digits@seconds-after-answer` separated by commas: `1@2.5,2@4`.
-    #[arg(long, value_parser = parse_dtmf_plan)]
-    pub dtmf: Option<DtmfPlan>,
-    /// Send `--dtmf` keys as SIP INFO (application/dtmf-relay) instead of RFC 4733 events.
-    #[arg(long)]
-    pub dtmf_info: bool,
-    /// Hang up this many seconds after the answer.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = parse_secs)]
-    pub hangup_after: f64,
-    /// Cancel the call if it is not answered within this many seconds (default: the
-    /// configuration's `[sip] ring-timeout-secs`).
-    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
-    pub ring_timeout: Option<f64>,
-    /// Extra INVITE header, `Name: value` (repeatable).
-    #[arg(long, value_name = "NAME: VALUE", value_parser = parse_header)]
-    pub header: Vec<(String, String)>,
-}
-
-/// Keys to press after the answer, in time order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DtmfPlan(pub Vec<(Duration, String)>);
-
-fn parse_dtmf_plan(text: &str) -> Result<DtmfPlan, String> {
-    let mut plan = Vec::new();
-    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (digits, at) = item
-            .split_once('@')
-            .ok_or_else(|| format!("`{item}`: expected digits@seconds, e.g. 1@2.5"))?;
-        if digits.is_empty() {
-            return Err(format!("`{item}`: no digits before @"));
-        }
-        if let Some(bad) = digits
-            .chars()
-            .find(|&d| crate::media::dtmf::digit_to_event(d.to_ascii_uppercase()).is_none())
-        {
-            return Err(format!("`{item}`: `{bad}` is not a DTMF key (0-9 * # A-D)"));
-        }
-        let secs = parse_secs(at).map_err(|e| format!("`{item}`: {e}"))?;
-        plan.push((Duration::from_secs_f64(secs), digits.to_ascii_uppercase()));
-    }
-    plan.sort_by_key(|(at, _)| *at);
-    Ok(DtmfPlan(plan))
-}
-
-fn parse_secs(text: &str) -> Result<f64, String> {
-    match text.trim().parse::<f64>() {
-        Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => Ok(s),
-        _ => Err(format!("`{text}` is not a number of seconds (0 to 86400)")),
-    }
-}
-
-fn parse_transport(text: &str) -> Result<Transport, String> {
-    match text.to_ascii_lowercase().as_str() {
-        "udp" => Ok(Transport::Udp),
-        "tcp" => Ok(Transport::Tcp),
-        _ => Err(format!("`{text}`: udp or tcp")),
-    }
-}
-
-fn parse_header(text: &str) -> Result<(String, String), String> {
-    let (name, value) = text
-        .split_once(':')
-        .ok_or_else(|| format!("`{text}`: expected `Name: value`"))?;
-    let name = name.trim();
-    let valid = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.!%*+`'~".contains(&b));
-    if !valid || value.contains(['\r', '\n']) {
-        return Err(format!("`{text}`: not a valid SIP header"));
-    }
-    Ok((name.to_string(), value.trim().to_string()))
-}
 
 /// How a call placed by `switchboard call` ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -641,74 +544,4 @@ fn press(info: bool, steps: Steps, dialog: &Dialog, session: &MediaSession, digi
 
 fn display_addr(addr: Option<SocketAddr>) -> String {
     addr.map_or_else(|| "none".into(), |a| a.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dtmf_plans() {
-        assert_eq!(
-            parse_dtmf_plan("2@4, 1@2.5,#*@10").unwrap(),
-            DtmfPlan(vec![
-                (Duration::from_millis(2500), "1".into()),
-                (Duration::from_secs(4), "2".into()),
-                (Duration::from_secs(10), "#*".into()),
-            ])
-        );
-        assert_eq!(
-            parse_dtmf_plan("a@0").unwrap().0,
-            vec![(Duration::ZERO, "A".into())]
-        );
-        for bad in ["1", "@2", "x@1", "1@-1", "1@soon", "1@NaN"] {
-            assert!(parse_dtmf_plan(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn headers_and_uris() {
-        assert_eq!(
-            parse_header("X-Foo: bar baz").unwrap(),
-            ("X-Foo".into(), "bar baz".into())
-        );
-        assert!(parse_header("no colon").is_err());
-        assert!(parse_header("Bad Name: x").is_err());
-        assert!(parse_header("X-A: x\r\nInjected: y").is_err());
-        assert_eq!(
-            direct_uri("1000@127.0.0.1:5060", None),
-            "sip:1000@127.0.0.1:5060"
-        );
-        assert_eq!(
-            direct_uri("sip:1000@127.0.0.1:5060", Some(Transport::Tcp)),
-            "sip:1000@127.0.0.1:5060;transport=tcp"
-        );
-        assert_eq!(
-            direct_uri("sip:a@h;transport=tcp", Some(Transport::Tcp)),
-            "sip:a@h;transport=tcp"
-        );
-        assert_eq!(direct_uri("1000", None), "1000");
-    }
-
-    #[test]
-    fn wav_files_become_mono() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("stereo.wav");
-        let spec = hound::WavSpec {
-            channels: 2,
-            sample_rate: 44_100,
-            bits_per_sample: 24,
-            sample_format: hound::SampleFormat::Int,
-        };
-        let mut w = hound::WavWriter::create(&path, spec).unwrap();
-        for (l, r) in [(1 << 22, 1 << 22), (-(1 << 22), 0), (0, 0)] {
-            w.write_sample(l).unwrap();
-            w.write_sample(r).unwrap();
-        }
-        w.finalize().unwrap();
-        let (pcm, rate) = read_wav_mono(&path).unwrap();
-        assert_eq!(rate, 44_100);
-        assert_eq!(pcm, vec![16384, -8192, 0]);
-        assert!(read_wav_mono(&dir.path().join("missing.wav")).is_err());
-    }
 }

@@ -1,0 +1,198 @@
+//! Offer/answer (RFC 3264): our offer, our answer to a peer's offer or re-offer, the peer's
+//! answer to ours, and the choice of one stream's codec and DTMF formats.
+
+use std::fmt::Write as _;
+
+use crate::media::codec::Codec;
+
+use super::parse::{Format, Stream, parse};
+use super::write::{session_header, write_media};
+use super::*;
+
+/// Builds our offer (new outbound call, or a re-INVITE for hold/resume).
+pub fn create_offer(local: &LocalMedia) -> String {
+    let mut formats = Vec::new();
+    for codec in &local.codecs {
+        let pt = codec.static_payload_type().unwrap_or(OPUS_PT);
+        if !formats.iter().any(|(p, _)| *p == pt) {
+            formats.push((pt, Format::Audio(*codec)));
+        }
+    }
+    formats.push((DTMF_8K_PT, Format::Dtmf(8000)));
+    if local.codecs.contains(&Codec::Opus) {
+        formats.push((DTMF_48K_PT, Format::Dtmf(48000)));
+    }
+    let mut sdp = session_header(local);
+    write_media(
+        &mut sdp,
+        local.port,
+        "RTP/AVP",
+        &formats,
+        local.ptime_ms,
+        local.direction,
+    );
+    sdp
+}
+
+/// Answers a peer's offer (inbound INVITE, or a re-INVITE such as hold/resume).
+///
+/// Returns our answer SDP and the negotiated media, or [`SdpError::NotAcceptable`] (→ 488) when
+/// no audio stream has a codec in `local.codecs`. Every offered m-line gets an answer line;
+/// the ones we do not take are answered with port 0.
+pub fn answer_offer(
+    offer: &str,
+    local: &LocalMedia,
+) -> Result<(String, NegotiatedMedia), SdpError> {
+    let session = parse(offer)?;
+    let mut chosen: Option<(usize, Accepted)> = None;
+    let mut reasons = Vec::new();
+    for (index, stream) in session.streams.iter().enumerate() {
+        if chosen.is_some() {
+            break;
+        }
+        match negotiate_stream(stream, local) {
+            Ok(accepted) => chosen = Some((index, accepted)),
+            Err(reason) => reasons.push(format!("m-line {index}: {reason}")),
+        }
+    }
+    let Some((chosen_index, (media, formats))) = chosen else {
+        return Err(SdpError::NotAcceptable(if reasons.is_empty() {
+            "no m-line".to_string()
+        } else {
+            reasons.join("; ")
+        }));
+    };
+    let mut sdp = session_header(local);
+    for (index, stream) in session.streams.iter().enumerate() {
+        if index == chosen_index {
+            write_media(
+                &mut sdp,
+                local.port,
+                &stream.proto,
+                &formats,
+                local.ptime_ms,
+                media.direction,
+            );
+        } else {
+            // Rejected stream: same media and proto, port 0, formats echoed (RFC 3264 §6).
+            let _ = write!(
+                sdp,
+                "m={} 0 {} {}\r\n",
+                stream.media, stream.proto, stream.fmt
+            );
+        }
+    }
+    Ok((sdp, media))
+}
+
+/// Our reply to a mid-call re-INVITE or UPDATE (hold, resume, a new address): the answer and
+/// the new negotiation, with `local.session_version` bumped because our SDP changes (RFC 3264
+/// §8; left as it was when the offer is refused). Without an offer the peer wants ours: our
+/// current SDP goes back as an offer, and nothing is negotiated yet.
+pub fn answer_reoffer(
+    offer: Option<&str>,
+    local: &mut LocalMedia,
+) -> Result<(String, Option<NegotiatedMedia>), SdpError> {
+    let Some(offer) = offer else {
+        return Ok((create_offer(local), None));
+    };
+    local.session_version += 1;
+    answer_offer(offer, local)
+        .map(|(answer, media)| (answer, Some(media)))
+        .inspect_err(|_| local.session_version -= 1)
+}
+
+/// Applies the peer's answer to our offer made from `local`.
+pub fn process_answer(answer: &str, local: &LocalMedia) -> Result<NegotiatedMedia, SdpError> {
+    let session = parse(answer)?;
+    let stream = session
+        .streams
+        .iter()
+        .find(|s| s.media.eq_ignore_ascii_case("audio"))
+        .ok_or_else(|| SdpError::NotAcceptable("answer has no audio m-line".into()))?;
+    if stream.port == 0 {
+        return Err(SdpError::NotAcceptable(
+            "peer rejected the audio stream (port 0)".into(),
+        ));
+    }
+    // The answerer's first listed codec that we offered is the codec of the call.
+    let (send_payload_type, codec) = stream
+        .formats
+        .iter()
+        .find_map(|&pt| match stream.format(pt) {
+            Some(Format::Audio(c)) if local.codecs.contains(&c) => Some((pt, c)),
+            _ => None,
+        })
+        .ok_or_else(|| SdpError::NotAcceptable("answer has no codec we offered".into()))?;
+    let recv_payload_type = codec.static_payload_type().unwrap_or(OPUS_PT);
+    let dtmf_send = stream.dtmf_for(codec.clock_rate());
+    let mut dtmf_recv = vec![DtmfFormat {
+        payload_type: DTMF_8K_PT,
+        clock_rate: 8000,
+    }];
+    if local.codecs.contains(&Codec::Opus) {
+        dtmf_recv.push(DtmfFormat {
+            payload_type: DTMF_48K_PT,
+            clock_rate: 48000,
+        });
+    }
+    Ok(NegotiatedMedia {
+        codec,
+        send_payload_type,
+        recv_payload_type,
+        dtmf_send,
+        dtmf_recv,
+        remote_rtp: stream.rtp_addr(),
+        remote_rtcp: stream.rtcp_addr(),
+        ptime_ms: stream.send_ptime(codec, local.ptime_ms),
+        direction: local.direction.answer_to(stream.effective_direction()),
+    })
+}
+
+/// A stream we take: its negotiation and the formats our answer lists for it.
+type Accepted = (NegotiatedMedia, Vec<(u8, Format)>);
+
+fn negotiate_stream(stream: &Stream, local: &LocalMedia) -> Result<Accepted, String> {
+    if !stream.media.eq_ignore_ascii_case("audio") {
+        return Err(format!("media {} not supported", stream.media));
+    }
+    if stream.port == 0 {
+        return Err("stream disabled (port 0)".into());
+    }
+    if !matches!(
+        stream.proto.to_ascii_uppercase().as_str(),
+        "RTP/AVP" | "RTP/AVPF"
+    ) {
+        return Err(format!("transport {} not supported", stream.proto));
+    }
+    let (payload_type, codec) = local
+        .codecs
+        .iter()
+        .find_map(|&wanted| {
+            stream
+                .formats
+                .iter()
+                .find_map(|&pt| match stream.format(pt) {
+                    Some(Format::Audio(c)) if c == wanted => Some((pt, c)),
+                    _ => None,
+                })
+        })
+        .ok_or_else(|| format!("no common codec in formats [{}]", stream.fmt))?;
+    let dtmf = stream.dtmf_for(codec.clock_rate());
+    let mut formats = vec![(payload_type, Format::Audio(codec))];
+    if let Some(d) = dtmf {
+        formats.push((d.payload_type, Format::Dtmf(d.clock_rate)));
+    }
+    let media = NegotiatedMedia {
+        codec,
+        send_payload_type: payload_type,
+        recv_payload_type: payload_type,
+        dtmf_send: dtmf,
+        dtmf_recv: dtmf.into_iter().collect(),
+        remote_rtp: stream.rtp_addr(),
+        remote_rtcp: stream.rtcp_addr(),
+        ptime_ms: stream.send_ptime(codec, local.ptime_ms),
+        direction: local.direction.answer_to(stream.effective_direction()),
+    };
+    Ok((media, formats))
+}

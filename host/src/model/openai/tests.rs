@@ -1,0 +1,150 @@
+//! Unit tests of the wire format (session configuration, server events, usage, error kinds)
+//! and of the endpoint URL.
+
+use super::wire::{ServerEvent, WireError, WireUsage};
+use super::*;
+use serde_json::json;
+
+use crate::model::{ErrorKind, Secret, ToolSpec, TurnDetection, Usage};
+
+fn settings() -> SessionSettings {
+    SessionSettings {
+        model: None,
+        instructions: "Be brief.".into(),
+        voice: None,
+        language: Some("en-US".into()),
+        tools: vec![ToolSpec {
+            name: "lookup_order".into(),
+            description: "Look up an order".into(),
+            parameters: json!({"type": "object", "properties": {"id": {"type": "string"}}}),
+        }],
+        greeting: Some("Hello".into()),
+        input_format: AudioFormat::Pcmu8k,
+        output_format: AudioFormat::Pcmu8k,
+        turn_detection: TurnDetection::default(),
+        input_transcription: true,
+    }
+}
+
+#[test]
+fn session_update_has_ga_shape() {
+    let config = OpenAiConfig::new(Secret::new("k"));
+    let u = session_update(&settings(), &config);
+    let s = &u["session"];
+    assert_eq!(s["type"], "realtime");
+    assert_eq!(s["audio"]["input"]["format"], json!({"type": "audio/pcmu"}));
+    assert_eq!(s["audio"]["output"]["voice"], "marin");
+    assert_eq!(s["audio"]["input"]["transcription"]["language"], "en");
+    assert_eq!(s["audio"]["input"]["turn_detection"]["type"], "server_vad");
+    assert_eq!(s["tools"][0]["type"], "function");
+    assert_eq!(s["tools"][0]["parameters"]["type"], "object");
+    assert!(s.get("voice").is_none(), "beta flat field must not be sent");
+}
+
+#[test]
+fn url_sets_model_and_keeps_other_query() {
+    let mut config = OpenAiConfig::new(Secret::new("k"));
+    config.base_url =
+        "wss://x.openai.azure.com/openai/realtime?api-version=2025-08-28&model=old".into();
+    let p = OpenAiProvider::new(config);
+    assert_eq!(
+        p.url("gpt-realtime").unwrap(),
+        "wss://x.openai.azure.com/openai/realtime?api-version=2025-08-28&model=gpt-realtime"
+    );
+    let p = OpenAiProvider::new(OpenAiConfig::new(Secret::new("k")));
+    assert_eq!(
+        p.url("m").unwrap(),
+        "wss://api.openai.com/v1/realtime?model=m"
+    );
+}
+
+#[test]
+fn server_events_parse_including_beta_aliases() {
+    let e: ServerEvent = serde_json::from_str(
+        r#"{"type":"response.audio.delta","event_id":"e","response_id":"r","item_id":"i","output_index":0,"content_index":0,"delta":"AAA="}"#,
+    )
+    .unwrap();
+    assert!(matches!(e, ServerEvent::AudioDelta { .. }));
+    let e: ServerEvent =
+        serde_json::from_str(r#"{"type":"rate_limits.updated","rate_limits":[]}"#).unwrap();
+    assert!(matches!(e, ServerEvent::Other));
+    let e: ServerEvent = serde_json::from_str(
+        r#"{"type":"response.done","event_id":"e","response":{"id":"r","status":"completed","usage":{"total_tokens":412,"input_tokens":301,"output_tokens":111,"input_token_details":{"text_tokens":301,"audio_tokens":0},"output_token_details":{"text_tokens":21,"audio_tokens":90}}}}"#,
+    )
+    .unwrap();
+    let ServerEvent::ResponseDone { response } = e else {
+        panic!()
+    };
+    let usage: Usage = response.usage.unwrap().into();
+    assert_eq!(usage.output_audio_tokens, Some(90));
+    assert_eq!(usage.input_tokens, 301);
+}
+
+#[test]
+fn usage_items_keep_the_audio_text_and_cached_split() {
+    let e: ServerEvent = serde_json::from_str(
+        r#"{"type":"response.done","response":{"status":"completed","usage":{"total_tokens":1412,"input_tokens":1301,"output_tokens":111,"input_token_details":{"text_tokens":301,"audio_tokens":1000,"image_tokens":0,"cached_tokens":1088,"cached_tokens_details":{"text_tokens":256,"audio_tokens":832,"image_tokens":0}},"output_token_details":{"text_tokens":21,"audio_tokens":90}}}}"#,
+    )
+    .unwrap();
+    let ServerEvent::ResponseDone { response } = e else {
+        panic!()
+    };
+    let usage: Usage = response.usage.unwrap().into();
+    let got: Vec<(String, String, String, String, f64)> = usage
+        .items()
+        .into_iter()
+        .map(|i| (i.provider, i.stage, i.kind, i.unit, i.amount))
+        .collect();
+    let want = [
+        ("input", 1301.0),
+        ("input-text", 301.0),
+        ("input-audio", 1000.0),
+        ("input-cached", 1088.0),
+        ("input-cached-text", 256.0),
+        ("input-cached-audio", 832.0),
+        ("output", 111.0),
+        ("output-text", 21.0),
+        ("output-audio", 90.0),
+    ]
+    .map(|(kind, n)| {
+        let s = |s: &str| s.to_string();
+        (s("openai"), s("speech-to-speech"), s(kind), s("tokens"), n)
+    });
+    assert_eq!(got, want);
+
+    // Without details only the totals are known: nothing is made up.
+    let bare: WireUsage = serde_json::from_str(r#"{"input_tokens":5,"output_tokens":0}"#).unwrap();
+    let kinds: Vec<String> = Usage::from(bare)
+        .items()
+        .into_iter()
+        .map(|i| i.kind)
+        .collect();
+    assert_eq!(kinds, ["input", "output"]);
+}
+
+#[test]
+fn error_kinds() {
+    let w = |t: &str, c: &str| WireError {
+        kind: Some(t.into()),
+        code: Some(c.into()),
+        message: "m".into(),
+        event_id: None,
+    };
+    assert_eq!(
+        w("invalid_request_error", "invalid_event")
+            .into_error()
+            .kind,
+        ErrorKind::InvalidRequest
+    );
+    assert_eq!(
+        w("invalid_request_error", "invalid_api_key")
+            .into_error()
+            .kind,
+        ErrorKind::Auth
+    );
+    assert_eq!(w("server_error", "x").into_error().kind, ErrorKind::Server);
+    assert_eq!(
+        w("rate_limit_exceeded", "x").into_error().kind,
+        ErrorKind::RateLimited
+    );
+}
