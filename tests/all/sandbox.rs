@@ -311,10 +311,10 @@ async fn ungranted_imports_and_bad_files_are_refused_with_the_fix() {
     );
 
     let future =
-        wat(r#"(component (instance $a) (export "switchboard:agent/agent@0.2.0" (instance $a)))"#);
+        wat(r#"(component (instance $a) (export "switchboard:agent/agent@0.3.0" (instance $a)))"#);
     let err = refusal(&dir, "future", &future, "name = \"future\"").await;
     assert!(
-        err.contains("switchboard:agent@0.2.0") && err.contains("rebuild"),
+        err.contains("switchboard:agent@0.3.0") && err.contains("rebuild"),
         "{err}"
     );
 
