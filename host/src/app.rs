@@ -325,3 +325,27 @@ pub fn main_worker_threads() -> usize {
         .saturating_sub(crate::media::media_threads())
         .max(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::DataDirLock;
+
+    #[test]
+    fn a_data_folder_is_locked_once_and_the_refusal_names_holder_and_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let held = DataDirLock::acquire(&data).unwrap();
+        let pid = std::fs::read_to_string(data.join(DataDirLock::FILE)).unwrap();
+        assert_eq!(pid.trim(), std::process::id().to_string());
+        // flock conflicts between open files even within one process.
+        let refused = DataDirLock::acquire(&data).unwrap_err().to_string();
+        assert!(
+            refused.contains(&format!("pid {}", std::process::id())),
+            "{refused}"
+        );
+        assert!(refused.contains(&data.display().to_string()), "{refused}");
+        // Released when dropped (and by the kernel when the process ends).
+        drop(held);
+        DataDirLock::acquire(&data).unwrap();
+    }
+}
