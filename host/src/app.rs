@@ -3,6 +3,10 @@
 //! wires know nothing of each other.
 
 use std::fmt::Write as _;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -33,6 +37,8 @@ pub struct Host {
     pub store: Arc<SqliteStore>,
     pub api: ApiServer,
     dispatcher: tokio::task::JoinHandle<()>,
+    /// Held until the host is dropped (after `shutdown` has flushed the store).
+    _lock: DataDirLock,
 }
 
 impl Host {
@@ -41,30 +47,27 @@ impl Host {
     pub async fn start(config: Config, logs: LogFeed) -> anyhow::Result<Host> {
         // Refuse an exposed, unauthenticated API before anything else starts.
         api::check_exposure(&config.http)?;
+        // One instance per data folder, before anything in it is read or written: a second
+        // instance would otherwise close the first one's live calls as abandoned.
+        let lock = DataDirLock::acquire(&config.data_dir)?;
         let agents = Agents::start(config).await?;
         let config = &agents.config;
-        let store_config = StoreConfig {
-            // The default path follows data-dir; an explicit one is kept.
-            path: if config.store.path == StoreConfig::default().path {
-                config.data_dir.join("calls.db")
-            } else {
-                config.store.path.clone()
-            },
-            ..config.store.clone()
-        };
-        let store = Arc::new(SqliteStore::open(&store_config).context("opening the call store")?);
-        let abandoned = store.close_abandoned_calls().await?;
-        if abandoned > 0 {
-            tracing::warn!(
-                calls = abandoned,
-                "calls left active by a previous run are marked ended abnormally"
-            );
-        }
-        spawn_purge_task(store.clone(), &store_config);
+        // Ports are bound (HTTP probed) before the store is opened, so a busy port fails
+        // the start without writing a record.
+        probe_http(config.http.listen)?;
         let (sip, mut sip_events) = SipEndpoint::start(config.sip.clone())
             .await
             .context("starting SIP")?;
         let sip = Arc::new(sip);
+        let store = match open_store(config).await {
+            Ok(store) => store,
+            Err(e) => {
+                // Registrations may have started: take them back before failing.
+                sip.shutdown().await;
+                return Err(e);
+            }
+        };
+        spawn_purge_task(store.clone(), &store_config(config));
         let addrs = sip.local_addrs();
         let media_ip = config
             .sip
@@ -128,6 +131,7 @@ impl Host {
             store,
             api,
             dispatcher,
+            _lock: lock,
         })
     }
 
@@ -144,6 +148,99 @@ impl Host {
         if let Err(e) = self.store.shutdown().await {
             tracing::error!(error = %e, "flushing the call store failed");
         }
+    }
+}
+
+/// The store's settings; the default path follows data-dir, an explicit one is kept.
+fn store_config(config: &Config) -> StoreConfig {
+    StoreConfig {
+        path: if config.store.path == StoreConfig::default().path {
+            config.data_dir.join("calls.db")
+        } else {
+            config.store.path.clone()
+        },
+        ..config.store.clone()
+    }
+}
+
+/// Opens the call store and closes the calls a crashed run left open. Only called with the
+/// data folder's lock held: with another instance alive, its live calls are not abandoned.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<SqliteStore>> {
+    let store_config = store_config(config);
+    let store = Arc::new(SqliteStore::open(&store_config).context("opening the call store")?);
+    let abandoned = store
+        .close_abandoned_calls()
+        .await
+        .context("closing the calls a previous run left open")?;
+    if abandoned > 0 {
+        tracing::warn!(
+            calls = abandoned,
+            "calls left active by a previous run are marked ended abnormally"
+        );
+    }
+    Ok(store)
+}
+
+/// Checks that the HTTP address can be bound. The API binds it itself once the call layer
+/// exists; this probe only keeps a busy port from failing the start after the store was
+/// touched (port 0 always binds).
+fn probe_http(addr: SocketAddr) -> anyhow::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .with_context(|| format!("the HTTP API cannot listen on {addr}"))
+}
+
+/// An exclusive lock on `<data-dir>/switchboard.lock` (flock), which holds the owner's pid.
+/// The kernel drops it when the process ends, however it ends, so a crash leaves no stale lock.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: File,
+}
+
+impl DataDirLock {
+    pub const FILE: &str = "switchboard.lock";
+
+    /// Takes the lock without waiting; fails naming the holder's pid when another process has it.
+    pub fn acquire(dir: &Path) -> anyhow::Result<DataDirLock> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the data folder {}", dir.display()))?;
+        let path = dir.join(Self::FILE);
+        // Not truncated on open: the pid in it is the holder's until we hold the lock.
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening the lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim() {
+                    "" => "unknown pid".to_string(),
+                    pid => format!("pid {pid}"),
+                };
+                anyhow::bail!(
+                    "another switchboard ({holder}) is already running with the data folder {}; \
+                     stop it first, or give this one another data-dir (lock file {})",
+                    dir.display(),
+                    path.display()
+                );
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()));
+            }
+        }
+        file.set_len(0)
+            .and_then(|()| file.seek(SeekFrom::Start(0)))
+            .and_then(|_| writeln!(file, "{}", std::process::id()))
+            .with_context(|| format!("writing our pid into {}", path.display()))?;
+        Ok(DataDirLock { _file: file })
     }
 }
 
@@ -227,4 +324,28 @@ pub fn main_worker_threads() -> usize {
     crate::runtimes::cores()
         .saturating_sub(crate::media::media_threads())
         .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DataDirLock;
+
+    #[test]
+    fn a_data_folder_is_locked_once_and_the_refusal_names_holder_and_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let held = DataDirLock::acquire(&data).unwrap();
+        let pid = std::fs::read_to_string(data.join(DataDirLock::FILE)).unwrap();
+        assert_eq!(pid.trim(), std::process::id().to_string());
+        // flock conflicts between open files even within one process.
+        let refused = DataDirLock::acquire(&data).unwrap_err().to_string();
+        assert!(
+            refused.contains(&format!("pid {}", std::process::id())),
+            "{refused}"
+        );
+        assert!(refused.contains(&data.display().to_string()), "{refused}");
+        // Released when dropped (and by the kernel when the process ends).
+        drop(held);
+        DataDirLock::acquire(&data).unwrap();
+    }
 }

@@ -27,6 +27,10 @@ mod otlp;
 mod softphone;
 mod store_crash;
 
+// Hardening (issue 22).
+mod hardening_instance;
+mod hardening_sip_ids;
+
 // Calls end to end: a phone, the host, an agent and a model.
 mod calls_audio;
 mod calls_bench;

@@ -9,7 +9,8 @@ use rsipstack::EndpointBuilder;
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Header, Method, StatusCode};
-use rsipstack::transaction::endpoint::EndpointInner;
+use rsipstack::transaction::CallIdFormat;
+use rsipstack::transaction::endpoint::{EndpointInner, EndpointOption};
 use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transport::{
     SipConnection, TransportLayer, tcp_listener::TcpListenerConnection, udp::UdpConnection,
@@ -209,6 +210,12 @@ impl SipEndpoint {
 
         let endpoint = EndpointBuilder::new()
             .with_user_agent(&cfg.user_agent)
+            // The stack's default Call-ID is `<uuid>@restsend.com` (its authors' domain): a
+            // plain random UUID names no domain and tells the far end nothing about us.
+            .with_option(EndpointOption {
+                callid_format: CallIdFormat::Uuid,
+                ..EndpointOption::default()
+            })
             .with_transport_layer(transport_layer)
             .with_cancel_token(cancel.child_token())
             .with_allows(vec![
