@@ -23,6 +23,7 @@ mod api;
 mod api_bench;
 mod cli;
 mod dashboard;
+mod hardening_api;
 mod otlp;
 mod softphone;
 mod store_crash;
