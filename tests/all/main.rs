@@ -15,6 +15,7 @@ mod support;
 // The agents and their sandbox.
 mod agents;
 mod dev;
+mod readme_recipe;
 mod reload;
 mod sandbox;
 
