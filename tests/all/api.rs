@@ -410,13 +410,13 @@ async fn bad_requests_get_json_4xx() {
     is_error(
         &api.post("/v1/calls", &json!({"to": "+1 555 0100", "agent": "menu"}))
             .await,
-        422,
+        400,
         "bad_target",
     );
     is_error(
         &api.post("/v1/calls", &json!({"to": "sip:", "agent": "menu"}))
             .await,
-        422,
+        400,
         "bad_target",
     );
     is_error(
@@ -435,8 +435,8 @@ async fn bad_requests_get_json_4xx() {
             &json!({"to": "sip:a@127.0.0.1", "agent": "menu", "metadata": {"blob": big}}),
         )
         .await,
-        413,
-        "metadata_too_large",
+        400,
+        "field_too_large",
     );
     // None of those became a call.
     let all = api.get("/v1/calls").await;
@@ -466,7 +466,7 @@ async fn bad_requests_get_json_4xx() {
     is_error(
         &api.post("/v1/calls/c-nope/transfer", &json!({"to": "desk"}))
             .await,
-        422,
+        400,
         "bad_target",
     );
 

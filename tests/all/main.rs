@@ -15,6 +15,7 @@ mod support;
 // The agents and their sandbox.
 mod agents;
 mod dev;
+mod readme_recipe;
 mod reload;
 mod sandbox;
 
@@ -23,6 +24,7 @@ mod api;
 mod api_bench;
 mod cli;
 mod dashboard;
+mod hardening_api;
 mod otlp;
 mod softphone;
 mod store_crash;

@@ -150,6 +150,8 @@ async fn outbound_call_through_kamailio_with_407_to_baresip() {
         auth_user: None,
         password: Some("agentpw".into()),
         inbound_sources: vec![],
+        default: false,
+        allowed_prefixes: Vec::new(),
         inbound: Default::default(),
     }];
     let (ep, mut events) = SipEndpoint::start(cfg).await.unwrap();

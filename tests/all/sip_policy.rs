@@ -32,6 +32,8 @@ fn trunk(sources: &[&str], inbound: InboundPolicy) -> TrunkConfig {
         auth_user: None,
         password: None,
         inbound_sources: sources.iter().map(|s| s.to_string()).collect(),
+        default: false,
+        allowed_prefixes: Vec::new(),
         inbound,
     }
 }

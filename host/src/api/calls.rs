@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::validate::{self, Invalid};
 use super::{ApiError, Ctx};
 use crate::call::{self, CallCommand, CallSummary, PlaceRequest};
 use crate::store::{self, CallDetail, CallFilter, CallRecord, StoreError, number_key};
@@ -16,6 +17,8 @@ use crate::store::{self, CallDetail, CallFilter, CallRecord, StoreError, number_
 #[serde(deny_unknown_fields)]
 pub struct PlaceBody {
     to: String,
+    /// The trunk to call through; `trunk` is the older name of the same field.
+    via: Option<String>,
     trunk: Option<String>,
     from: Option<String>,
     agent: Option<String>,
@@ -29,12 +32,13 @@ pub async fn place(
     body: Result<Json<PlaceBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
+    let target = check_place(&ctx, &body)?;
     let id = call::place(
         &ctx.calls,
         &ctx.sip,
         PlaceRequest {
-            to: body.to,
-            trunk: body.trunk,
+            to: target.to,
+            trunk: target.trunk,
             from: body.from,
             agent: body.agent,
             number: body.number,
@@ -49,6 +53,44 @@ pub async fn place(
         Json(json!({ "id": id })),
     )
         .into_response())
+}
+
+/// Every field within its documented maximum and `to` in an accepted form, before any agent
+/// runs.
+fn check_place(ctx: &Ctx, body: &PlaceBody) -> Result<validate::CallTarget, ApiError> {
+    let via = match (&body.via, &body.trunk) {
+        (Some(via), Some(trunk)) if via != trunk => {
+            return Err(Invalid::BadValue {
+                field: "via",
+                value: via.clone(),
+                why: format!("`trunk` ({trunk:?}) names another trunk; give one of the two"),
+            }
+            .into());
+        }
+        (via, trunk) => via.as_ref().or(trunk.as_ref()),
+    };
+    if body.via.is_none()
+        && let Some(trunk) = &body.trunk
+    {
+        validate::check_str("trunk", trunk, validate::MAX_TRUNK)?;
+    }
+    if let Some(from) = &body.from {
+        validate::check_from(from)?;
+    }
+    if let Some(agent) = &body.agent {
+        validate::check_str("agent", agent, validate::MAX_AGENT)?;
+    }
+    if let Some(number) = &body.number {
+        validate::check_str("number", number, validate::MAX_NUMBER)?;
+    }
+    if let Some(metadata) = &body.metadata {
+        validate::check_metadata(metadata)?;
+    }
+    Ok(validate::call_target(
+        &body.to,
+        via.map(String::as_str),
+        &ctx.trunks,
+    )?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -226,10 +268,15 @@ async fn command(ctx: &Ctx, id: &str, command: CallCommand) -> Result<Response, 
         )
             .into_response());
     }
+    Err(not_live(ctx, id).await)
+}
+
+/// Why a command cannot reach call `id`: it has ended (409), or there is no such call (404).
+async fn not_live(ctx: &Ctx, id: &str) -> ApiError {
     match ctx.store.get_call(id).await {
-        Ok(_) => Err(ApiError::NotActive(id.to_string())),
-        Err(StoreError::NotFound { .. }) => Err(not_found(id)),
-        Err(e) => Err(e.into()),
+        Ok(_) => ApiError::NotActive(id.to_string()),
+        Err(StoreError::NotFound { .. }) => not_found(id),
+        Err(e) => e.into(),
     }
 }
 
@@ -252,13 +299,21 @@ pub async fn transfer(
     body: Result<Json<TransferBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
-    let target = body.to.trim();
-    let lower = target.to_ascii_lowercase();
-    let scheme_ok = ["sip:", "sips:", "tel:"]
-        .iter()
-        .any(|s| lower.starts_with(s) && lower.len() > s.len());
-    if !scheme_ok || target.len() > 1024 || target.chars().any(char::is_whitespace) {
-        return Err(ApiError::BadTransferTarget(body.to));
+    // The call's agent grants `agent:NAME` targets; a call that is not live gets its 404/409.
+    let live = ctx.calls.active().into_iter().find(|c| c.id == id);
+    if live.is_none() && body.to.trim().starts_with("agent:") {
+        validate::check_str("to", &body.to, validate::MAX_TARGET)?;
+        return Err(not_live(&ctx, &id).await);
     }
-    command(&ctx, &id, CallCommand::Transfer(target.to_string())).await
+    let call_agent = live.and_then(|c| c.agent);
+    let target = validate::transfer_target(&body.to, call_agent.as_deref(), &ctx.registry)?;
+    if target.starts_with("agent:") {
+        // A valid, granted hand-off; carrying it out is not built yet, and a REFER would send
+        // the far end a target only we understand.
+        return Err(ApiError::NotImplemented(format!(
+            "`{target}` is a valid target for call {id}, but handing a call to another agent \
+             is not implemented yet; nothing was sent"
+        )));
+    }
+    command(&ctx, &id, CallCommand::Transfer(target)).await
 }

@@ -1,5 +1,6 @@
-//! Every API error is `{"error": "<code>", "detail": ...}` with a 4xx for the client's mistakes;
-//! 5xx only for faults of the host or its peers.
+//! Every API error is `{"error": "<code>", "detail": ...}` (plus `"field"` naming the request
+//! field at fault, when there is one) with a 4xx for the client's mistakes; 5xx only for faults
+//! of the host or its peers.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -25,14 +26,18 @@ pub enum ApiError {
     NotFound { what: &'static str, id: String },
     #[error("call {0} is not active")]
     NotActive(String),
-    #[error("`{0}` is not a SIP or tel URI")]
-    BadTransferTarget(String),
+    /// A field over its maximum or in a form we do not accept (400, the field named).
+    #[error(transparent)]
+    Invalid(#[from] super::validate::Invalid),
     #[error("{0}")]
     BadQuery(String),
     #[error(transparent)]
     Place(#[from] PlaceError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A valid request for something this release does not do yet (nothing was changed).
+    #[error("{0}")]
+    NotImplemented(String),
     #[error("not ready: {0}")]
     NotReady(String),
     #[error("{0}")]
@@ -49,9 +54,7 @@ impl ApiError {
                 (StatusCode::NOT_FOUND, not_found_code(what), text(self))
             }
             ApiError::NotActive(_) => (StatusCode::CONFLICT, "call_not_active", text(self)),
-            ApiError::BadTransferTarget(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "bad_target", text(self))
-            }
+            ApiError::Invalid(e) => (StatusCode::BAD_REQUEST, e.code(), text(self)),
             ApiError::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_query", text(self)),
             ApiError::Place(e) => match e {
                 PlaceError::UnknownAgent(_) => (
@@ -65,19 +68,15 @@ impl ApiError {
                 PlaceError::NoRoute(_) => {
                     (StatusCode::UNPROCESSABLE_ENTITY, "no_route", text(self))
                 }
-                PlaceError::MetadataTooLarge(_) => (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "metadata_too_large",
-                    text(self),
-                ),
+                PlaceError::MetadataTooLarge(_) => {
+                    (StatusCode::BAD_REQUEST, "field_too_large", text(self))
+                }
                 PlaceError::Target(SipError::UnknownTrunk(_)) => (
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "unknown_trunk",
                     text(self),
                 ),
-                PlaceError::Target(_) => {
-                    (StatusCode::UNPROCESSABLE_ENTITY, "bad_target", text(self))
-                }
+                PlaceError::Target(_) => (StatusCode::BAD_REQUEST, "bad_target", text(self)),
                 PlaceError::AgentDeclined { code, reason } => (
                     StatusCode::CONFLICT,
                     "agent_declined",
@@ -103,8 +102,30 @@ impl ApiError {
                 StoreError::InvalidInput(_) => (StatusCode::BAD_REQUEST, "bad_query", text(self)),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "store_error", text(self)),
             },
+            ApiError::NotImplemented(_) => {
+                (StatusCode::NOT_IMPLEMENTED, "not_implemented", text(self))
+            }
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", text(self)),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", text(self)),
+        }
+    }
+
+    /// The request field the error is about, when there is one.
+    fn field(&self) -> Option<&'static str> {
+        match self {
+            ApiError::Invalid(e) => Some(e.field()),
+            ApiError::Malformed { status, .. } if *status == StatusCode::PAYLOAD_TOO_LARGE => {
+                Some("body")
+            }
+            ApiError::Place(e) => match e {
+                PlaceError::UnknownAgent(_) => Some("agent"),
+                PlaceError::BadNumber(_) => Some("number"),
+                PlaceError::MetadataTooLarge(_) => Some("metadata"),
+                PlaceError::Target(SipError::UnknownTrunk(_)) => Some("via"),
+                PlaceError::Target(_) => Some("to"),
+                _ => None,
+            },
+            _ => None,
         }
     }
 }
@@ -123,12 +144,27 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, "API request failed");
         }
-        (status, Json(json!({"error": code, "detail": detail}))).into_response()
+        let mut body = json!({"error": code, "detail": detail});
+        if let Some(field) = self.field() {
+            body["field"] = json!(field);
+        }
+        (status, Json(body)).into_response()
     }
 }
 
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(r: axum::extract::rejection::JsonRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::Malformed {
+                status: r.status(),
+                code: "body_too_large",
+                detail: format!(
+                    "the request body is over {} bytes: {}",
+                    super::validate::MAX_BODY,
+                    r.body_text()
+                ),
+            };
+        }
         ApiError::Malformed {
             status: r.status(),
             code: "bad_json",

@@ -16,6 +16,7 @@ pub mod metrics;
 mod openapi;
 mod status;
 mod stream;
+mod validate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,7 +89,21 @@ pub struct ApiContext {
     pub config: Value,
 }
 
-type Ctx = Arc<ApiContext>;
+/// The handlers' state: the context plus what the API derives from it once.
+pub struct Shared {
+    api: ApiContext,
+    /// `[[sip.trunks]]` as call targets need them (names, default, allowed prefixes).
+    trunks: Vec<validate::TrunkRoute>,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = ApiContext;
+    fn deref(&self) -> &ApiContext {
+        &self.api
+    }
+}
+
+type Ctx = Arc<Shared>;
 
 /// The running server.
 pub struct ApiServer {
@@ -120,7 +135,11 @@ pub async fn serve(config: &HttpConfig, ctx: ApiContext) -> Result<ApiServer, St
         addr: config.listen,
         source,
     })?;
-    let app = router(Arc::new(ctx), Arc::new(config.tokens.clone()));
+    let shared = Shared {
+        trunks: validate::trunk_routes(&ctx.config),
+        api: ctx,
+    };
+    let app = router(Arc::new(shared), Arc::new(config.tokens.clone()));
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "HTTP server stopped");
@@ -153,7 +172,8 @@ fn router(ctx: Ctx, tokens: Arc<Vec<String>>) -> Router {
         .route("/v1/events", get(stream::events))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/metrics", get(metrics::render))
-        .route_layer(axum::middleware::from_fn_with_state(tokens, authorize));
+        .route_layer(axum::middleware::from_fn_with_state(tokens, authorize))
+        .layer(axum::extract::DefaultBodyLimit::max(validate::MAX_BODY));
     Router::new()
         .route("/health", get(status::health))
         .route("/ready", get(status::ready))

@@ -4,6 +4,11 @@
 use axum::Json;
 use serde_json::{Value, json};
 
+use super::validate::{
+    CALL_TARGET_FORMS, MAX_AGENT, MAX_BODY, MAX_FROM, MAX_METADATA, MAX_METADATA_PROPERTIES,
+    MAX_NUMBER, MAX_TARGET, MAX_TRUNK, TRANSFER_TARGET_FORMS,
+};
+
 fn error_response(description: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
@@ -36,15 +41,21 @@ pub fn spec() -> Value {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Error": {"type": "object", "required": ["error", "detail"], "properties": {
-                    "error": {"type": "string", "description": "Machine-readable code, e.g. bad_json, unknown_agent, bad_number, bad_target, unknown_trunk, no_route, call_not_found, call_not_active, unauthorized, not_ready"},
-                    "detail": {"description": "Human-readable text, or an object with more fields"}}},
-                "PlaceCall": {"type": "object", "required": ["to"], "additionalProperties": false, "properties": {
-                    "to": {"type": "string", "description": "sip:/sips: URI, or a number (then trunk is required)"},
-                    "trunk": {"type": "string", "description": "Name of a [[sip.trunks]] entry"},
-                    "from": {"type": "string", "description": "Caller id (user part); routes to an agent when agent and number are absent"},
-                    "agent": {"type": "string", "description": "Agent to run, by name"},
-                    "number": {"type": "string", "description": "Route as if this number had been dialled"},
-                    "metadata": {"description": "Any JSON, given to the agent's on-start as call-info.metadata (max 16 KiB)"}}},
+                    "error": {"type": "string", "description": "Machine-readable code, e.g. bad_json, body_too_large, field_too_large, bad_value, bad_target, unknown_agent, bad_number, unknown_trunk, no_route, call_not_found, call_not_active, unauthorized, not_ready"},
+                    "detail": {"description": "Human-readable text, or an object with more fields"},
+                    "field": {"type": "string", "description": "The request field at fault (to, via, trunk, from, agent, number, metadata, or body for the whole body), when there is one"}}},
+                "PlaceCall": {"type": "object", "required": ["to"], "additionalProperties": false, "maxProperties": 7,
+                    "description": format!("Every field is checked before any agent runs: over its maximum, a 400 field_too_large naming the field; a body over {MAX_BODY} bytes, a 413 body_too_large."),
+                    "properties": {
+                    "to": {"type": "string", "maxLength": MAX_TARGET, "description": format!("Accepted: {CALL_TARGET_FORMS}. Anything else is a 400 bad_target listing these forms.")},
+                    "via": {"type": "string", "maxLength": MAX_TRUNK, "description": "Name of a [[sip.trunks]] entry to call through (needed for a number or tel: URI unless a trunk is marked default = true)"},
+                    "trunk": {"type": "string", "maxLength": MAX_TRUNK, "description": "Older name of via (both may be given only when they agree)"},
+                    "from": {"type": "string", "maxLength": MAX_FROM, "pattern": "^[A-Za-z0-9\\-_.!~*'()&=+$,;?/%]+$", "description": "Caller id (SIP user part); routes to an agent when agent and number are absent"},
+                    "agent": {"type": "string", "maxLength": MAX_AGENT, "description": "Agent to run, by name"},
+                    "number": {"type": "string", "maxLength": MAX_NUMBER, "description": "Route as if this number had been dialled"},
+                    "metadata": {"maxProperties": MAX_METADATA_PROPERTIES, "description": format!("Any JSON, given to the agent's on-start as call-info.metadata: at most {MAX_METADATA} bytes as compact JSON (strings and objects inside count towards it), and at most {MAX_METADATA_PROPERTIES} properties when an object")}}},
+                "Transfer": {"type": "object", "required": ["to"], "additionalProperties": false, "maxProperties": 1, "properties": {
+                    "to": {"type": "string", "maxLength": MAX_TARGET, "description": format!("Accepted: {TRANSFER_TARGET_FORMS}. Anything else is a 400 bad_target listing these forms.")}}},
                 "CallRecord": {"type": "object", "properties": {
                     "id": {"type": "string"},
                     "direction": {"enum": ["inbound", "outbound"]},
@@ -123,11 +134,12 @@ pub fn spec() -> Value {
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PlaceCall"}}}},
                     "responses": {
                         "201": ok_json("Call placed (INVITE sent); follow it by id or on /v1/events", json!({"type": "object", "properties": {"id": {"type": "string"}}})),
-                        "400": bad.clone(), "401": unauthorized.clone(),
+                        "400": error_response("Malformed JSON (bad_json), a field over its maximum (field_too_large), a bad value (bad_value) or a target not in an accepted form (bad_target); field names it"),
+                        "401": unauthorized.clone(),
                         "409": error_response("The agent's on-start declined the call (agent_declined)"),
-                        "413": error_response("metadata too large"),
+                        "413": error_response("body_too_large: the body is over the limit"),
                         "415": error_response("Content-Type is not application/json"),
-                        "422": error_response("unknown_agent, bad_number, no_route, unknown_trunk or bad_target"),
+                        "422": error_response("Unknown or missing fields (bad_json), unknown_agent, bad_number, no_route or unknown_trunk"),
                         "503": error_response("agent_failed (on-start trapped or timed out), no_media_port, or signalling_failed")}},
                 "get": {"summary": "List calls, newest first", "operationId": "listCalls",
                     "parameters": [
@@ -158,10 +170,12 @@ pub fn spec() -> Value {
                     "401": unauthorized.clone(), "404": not_found.clone(), "409": error_response("The call has ended")}}},
             "/v1/calls/{id}/transfer": {"post": {"summary": "Blind-transfer a live call (REFER); the outcome arrives as transfer events", "operationId": "transferCall",
                 "parameters": [id_param()],
-                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["to"], "additionalProperties": false, "properties": {"to": {"type": "string", "description": "sip:, sips: or tel: URI"}}}}}},
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Transfer"}}}},
                 "responses": {"202": ok_json("Transfer requested", json!({"$ref": "#/components/schemas/Accepted"})),
-                    "400": bad.clone(), "401": unauthorized.clone(), "404": not_found.clone(),
-                    "409": error_response("The call has ended"), "422": error_response("bad_target")}}},
+                    "400": error_response("Malformed JSON, field_too_large, or bad_target (not an accepted form, or agent:NAME not loaded or not granted)"),
+                    "401": unauthorized.clone(), "404": not_found.clone(),
+                    "409": error_response("The call has ended"), "413": error_response("body_too_large"),
+                    "501": error_response("not_implemented: a valid, granted agent:NAME target; the hand-off is not built yet and nothing was sent")}}},
             "/v1/agents": {"get": {"summary": "Live agent versions, routes and reload history", "operationId": "listAgents",
                 "responses": {"200": ok_json("Agents", json!({"$ref": "#/components/schemas/Agents"})), "401": unauthorized.clone()}}},
             "/v1/agents/reload": {"post": {"summary": "Reload every agent from the agents folder", "operationId": "reloadAgents",
@@ -213,6 +227,24 @@ mod tests {
 
     use super::spec;
     use crate::store::{CallDetail, CallRecord, CallState, Direction, UsageItem};
+
+    /// Every string of a request body has its maximum, every object its property count.
+    #[test]
+    fn request_bodies_document_their_maxima() {
+        let spec = spec();
+        let schemas = &spec["components"]["schemas"];
+        for body in ["PlaceCall", "Transfer"] {
+            assert!(schemas[body]["maxProperties"].is_u64(), "{body}");
+            for (name, field) in schemas[body]["properties"].as_object().unwrap() {
+                let bounded = field["maxLength"].is_u64() || field["maxProperties"].is_u64();
+                assert!(bounded, "{body}.{name} has no documented maximum");
+            }
+        }
+        assert_eq!(
+            schemas["PlaceCall"]["properties"]["to"]["maxLength"],
+            super::MAX_TARGET
+        );
+    }
 
     /// Every field a stored call's detail serialises with is described, down to its usage items.
     #[test]

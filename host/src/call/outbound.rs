@@ -30,7 +30,9 @@ use crate::sip::{OutboundCall, OutgoingCall, SipEndpoint, SipError};
 /// A call to place.
 #[derive(Debug, Clone, Default)]
 pub struct PlaceRequest {
-    /// A full `sip:`/`sips:` URI, or a number (then `trunk` is required).
+    /// A full `sip:`/`sips:` URI, or a number (then `trunk` is required). The API accepts
+    /// only these forms (a `tel:` URI arrives as its number), within the sizes it documents,
+    /// and resolves `trunk` (`via`, or the trunk marked default) before calling [`place`].
     pub to: String,
     /// Trunk from `[sip] trunks` to route through.
     pub trunk: Option<String>,

@@ -17,7 +17,8 @@ pub struct SipConfig {
     pub contact_user: String,
     /// User-Agent / Server header value.
     pub user_agent: String,
-    /// Trunks: outbound routes and per-source inbound policy.
+    /// Trunks: outbound routes and per-source inbound policy (at most one marked `default`).
+    #[serde(deserialize_with = "trunk_list")]
     pub trunks: Vec<TrunkConfig>,
     /// Registration accounts (PBX extensions).
     pub accounts: Vec<AccountConfig>,
@@ -123,6 +124,46 @@ pub struct TrunkConfig {
     /// Inbound policy for calls from this trunk.
     #[serde(default)]
     pub inbound: InboundPolicy,
+    /// The route for numbers (and `tel:` URIs) in `POST /v1/calls` that name no trunk.
+    #[serde(default)]
+    pub default: bool,
+    /// Number prefixes this trunk may dial from the API (`"+1555"`, `"00"`; separators
+    /// ignored). Empty: any number. A SIP URI through the trunk is checked by its user part.
+    #[serde(default)]
+    pub allowed_prefixes: Vec<String>,
+}
+
+/// The trunk list, refusing a second `default = true` and prefixes that are not numbers.
+fn trunk_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<TrunkConfig>, D::Error> {
+    let trunks = Vec::<TrunkConfig>::deserialize(d)?;
+    let defaults: Vec<&str> = trunks
+        .iter()
+        .filter(|t| t.default)
+        .map(|t| t.name.as_str())
+        .collect();
+    if defaults.len() > 1 {
+        return Err(serde::de::Error::custom(format!(
+            "trunks {} are all marked default = true; mark one",
+            defaults.join(", ")
+        )));
+    }
+    for t in &trunks {
+        for p in &t.allowed_prefixes {
+            let digits = p.strip_prefix('+').unwrap_or(p);
+            let ok = !digits.is_empty()
+                && digits
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '(' | ')' | '.'));
+            if !ok {
+                return Err(serde::de::Error::custom(format!(
+                    "trunk {}: allowed-prefixes entry {p:?} is not a number prefix (digits, an \
+                     optional leading +)",
+                    t.name
+                )));
+            }
+        }
+    }
+    Ok(trunks)
 }
 
 /// Checks applied to inbound INVITEs of one scope (a trunk, or unknown sources).
@@ -226,9 +267,38 @@ mod tests {
         assert_eq!(cfg.accounts[0].backoff_max_secs, 60);
         assert!(cfg.tcp_listen.is_some());
         assert!(toml::from_str::<SipConfig>("bogus = 1").is_err());
+        assert!(!cfg.trunks[0].default);
+        assert!(cfg.trunks[0].allowed_prefixes.is_empty());
         assert!(
             toml::from_str::<SipConfig>("[[trunks]]\nname='x'\noutbound_proxy='1.2.3.4:5'\nfoo=1")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn one_default_trunk_and_numeric_prefixes() {
+        let trunk = |name: &str, extra: &str| {
+            format!("[[trunks]]\nname = '{name}'\noutbound-proxy = '127.0.0.1:5080'\n{extra}\n")
+        };
+        let cfg: SipConfig = toml::from_str(&format!(
+            "{}{}",
+            trunk("a", "default = true\nallowed-prefixes = ['+1 555', '00']"),
+            trunk("b", "")
+        ))
+        .unwrap();
+        assert!(cfg.trunks[0].default);
+        assert_eq!(cfg.trunks[0].allowed_prefixes, ["+1 555", "00"]);
+        let two = toml::from_str::<SipConfig>(&format!(
+            "{}{}",
+            trunk("a", "default = true"),
+            trunk("b", "default = true")
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(two.contains("a, b"), "{two}");
+        let bad = toml::from_str::<SipConfig>(&trunk("a", "allowed-prefixes = ['sip:x']"))
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("not a number prefix"), "{bad}");
     }
 }
