@@ -22,6 +22,7 @@
 mod bench;
 pub mod codec;
 pub mod dtmf;
+mod engine;
 pub mod g711;
 pub mod jitter;
 mod opus;
@@ -33,6 +34,7 @@ pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
 pub mod session;
+mod shell;
 pub mod stats;
 
 pub use codec::Codec;
