@@ -271,16 +271,9 @@ impl MediaSession {
 
     /// Sends `digits` as RFC 4733 events of `duration_ms` each, after any digits still going.
     pub fn send_dtmf(&self, digits: &str, duration_ms: u32) -> Result<(), MediaError> {
-        let mut out = lock(&self.shared);
-        if out.dtmf_format.is_none() {
-            return Err(MediaError::NoTelephoneEvent);
-        }
-        for d in digits.chars() {
-            digit_to_event(d).ok_or(InvalidDigit(d))?;
-        }
-        out.dtmf_queue
-            .extend(digits.chars().map(|d| (d, duration_ms)));
-        let _ = out.command(Command::Queued);
+        let mut shared = lock(&self.shared);
+        shared.queue_digits(digits, duration_ms)?;
+        let _ = shared.command(Command::Queued);
         Ok(())
     }
 
@@ -389,6 +382,19 @@ impl Shared {
         if let Some(engine) = &self.engine {
             engine.wake();
         }
+        Ok(())
+    }
+
+    /// Queues `digits` to send, each for `duration_ms`, after any still waiting.
+    pub fn queue_digits(&mut self, digits: &str, duration_ms: u32) -> Result<(), MediaError> {
+        if self.dtmf_format.is_none() {
+            return Err(MediaError::NoTelephoneEvent);
+        }
+        for d in digits.chars() {
+            digit_to_event(d).ok_or(InvalidDigit(d))?;
+        }
+        self.dtmf_queue
+            .extend(digits.chars().map(|d| (d, duration_ms)));
         Ok(())
     }
 
