@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::codec::{AudioDecoder, AudioEncoder, new_decoder, new_encoder};
 use super::dtmf::{DtmfEvent, DtmfReceiver, DtmfSender};
@@ -433,7 +433,7 @@ impl Engine {
 
     fn on_dtmf(&mut self, event: DtmfEvent, out: &mut Output) {
         self.stats.dtmf_events_received += 1;
-        tracing::debug!(call_id = %self.config.call_id, digit = %event.digit, ms = event.duration_ms, "dtmf");
+        debug!(call_id = %self.config.call_id, digit = %event.digit, ms = event.duration_ms, "dtmf");
         out.events.push(MediaEvent::Dtmf(event));
     }
 
