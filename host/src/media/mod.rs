@@ -3,6 +3,8 @@
 //! barge-in, media timeouts and call recording.
 //!
 //! This module knows nothing of SIP, agents or models: it moves audio frames and DTMF events.
+//! Each session's stream runs in `engine`, a sans-IO core (no socket, no clock) that its
+//! `shell` drives on a media thread (`reactor`); the session is the call layer's handle on it.
 //! The call layer uses it in this order:
 //!
 //! 1. [`PendingMedia::bind`] leases an RTP/RTCP port pair from a [`PortPool`];
@@ -22,6 +24,7 @@
 mod bench;
 pub mod codec;
 pub mod dtmf;
+mod engine;
 pub mod g711;
 pub mod jitter;
 mod opus;
@@ -33,6 +36,7 @@ pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
 pub mod session;
+mod shell;
 pub mod stats;
 
 pub use codec::Codec;

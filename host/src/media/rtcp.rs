@@ -1,6 +1,6 @@
 //! RTCP sender/receiver reports with SDES CNAME (RFC 3550 §6.4, §6.5), written and read by hand.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const PT_SR: u8 = 200;
 const PT_RR: u8 = 201;
@@ -58,13 +58,17 @@ pub enum RtcpPacket {
     Other(u8),
 }
 
-/// Current wall-clock time as a 64-bit NTP timestamp.
-pub fn ntp_now() -> u64 {
-    let now = SystemTime::now()
+/// Wall-clock time since the Unix epoch.
+pub fn unix_now() -> Duration {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs() + NTP_UNIX_OFFSET;
-    let frac = ((now.subsec_nanos() as u64) << 32) / 1_000_000_000;
+        .unwrap_or_default()
+}
+
+/// A time since the Unix epoch as a 64-bit NTP timestamp.
+pub fn ntp_from_unix(unix: Duration) -> u64 {
+    let secs = unix.as_secs() + NTP_UNIX_OFFSET;
+    let frac = ((unix.subsec_nanos() as u64) << 32) / 1_000_000_000;
     (secs << 32) | frac
 }
 
@@ -221,7 +225,7 @@ mod tests {
     #[test]
     fn sender_report_roundtrip_with_negative_loss() {
         let info = SenderInfo {
-            ntp: ntp_now(),
+            ntp: ntp_from_unix(unix_now()),
             rtp_timestamp: 8000,
             packets: 50,
             octets: 8000,
@@ -252,6 +256,6 @@ mod tests {
         let pkt = build_report(9, None, &[ReportBlock::default()], "x");
         assert!(parse_compound(&pkt[..20]).is_err());
         assert!(parse_compound(&[0x00, 200, 0, 0]).is_err());
-        assert!(ntp_now() >> 32 > NTP_UNIX_OFFSET);
+        assert!(ntp_from_unix(unix_now()) >> 32 > NTP_UNIX_OFFSET);
     }
 }

@@ -11,7 +11,8 @@ const MAX_MISORDER: u16 = 100;
 #[derive(Debug, Clone)]
 pub struct ReceiveStats {
     clock_rate: u32,
-    epoch: Instant,
+    /// Arrival times count from the first packet's (only their differences matter).
+    epoch: Option<Instant>,
     base_seq: u32,
     max_seq: u16,
     cycles: u32,
@@ -28,7 +29,7 @@ impl ReceiveStats {
     pub fn new(clock_rate: u32) -> ReceiveStats {
         ReceiveStats {
             clock_rate,
-            epoch: Instant::now(),
+            epoch: None,
             base_seq: 0,
             max_seq: 0,
             cycles: 0,
@@ -68,8 +69,9 @@ impl ReceiveStats {
         }
         self.received += 1;
         if let Some(ts) = timestamp {
+            let epoch = *self.epoch.get_or_insert(arrival);
             let arrival_units =
-                (arrival.duration_since(self.epoch).as_secs_f64() * self.clock_rate as f64) as u64;
+                (arrival.duration_since(epoch).as_secs_f64() * self.clock_rate as f64) as u64;
             let transit = (arrival_units as u32).wrapping_sub(ts);
             if let Some(last) = self.last_transit {
                 let d = (transit.wrapping_sub(last) as i32).unsigned_abs() as f64;
