@@ -138,13 +138,25 @@ impl PortPool {
     }
 }
 
-/// A port range for tests, disjoint from every other range handed out in this process and, by
-/// a pid-derived base below the kernel's ephemeral range, unlikely to meet other test processes.
+/// A port range for tests, disjoint from every other range handed out in this process and
+/// unlikely to meet other test processes: nextest runs each test in a process of its own, so the
+/// base of a process is drawn from its pid and the clock over 12,000 ports below the kernel's
+/// ephemeral range (a base from the pid alone repeated: pid % 8 collided, and a two-pair pool
+/// found both pairs taken).
 #[cfg(test)]
 pub(crate) fn test_port_range(pairs: u16) -> (u16, u16) {
+    use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU16, Ordering};
+    static BASE: OnceLock<u16> = OnceLock::new();
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20000 + (std::process::id() % 8) as u16 * 1500;
+    let base = *BASE.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let seed = std::process::id().wrapping_mul(2_654_435_761) ^ nanos;
+        // Even, in 20000..=30998: room for a process's 1,500 ports below 32768.
+        20000 + (seed % 5500) as u16 * 2
+    });
     let offset = NEXT.fetch_add(pairs * 2, Ordering::Relaxed);
     let start = base + offset % 1500;
     (start, start + pairs * 2 - 1)
