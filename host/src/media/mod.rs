@@ -38,6 +38,8 @@ pub mod sdp;
 pub mod session;
 mod shell;
 pub mod stats;
+#[cfg(test)]
+mod test_support;
 
 pub use codec::Codec;
 pub use dtmf::{DtmfEvent, DtmfSource};

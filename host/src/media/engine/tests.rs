@@ -14,9 +14,10 @@ use super::{Command, Engine, Output, Socket, StreamIds, WallClock};
 use crate::media::codec::Codec;
 use crate::media::recording::Recorder;
 use crate::media::rtp::RtpPacket;
-use crate::media::sdp::{Direction, DtmfFormat, NegotiatedMedia};
+use crate::media::sdp::{Direction, NegotiatedMedia};
 use crate::media::session::{AudioFrame, MediaConfig, MediaError, MediaEvent, Shared, lock};
 use crate::media::stats::MediaStats;
+pub(super) use crate::media::test_support::{self, config};
 
 /// The peer's RTP and RTCP addresses.
 const PEER: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 40000));
@@ -59,38 +60,8 @@ struct Harness {
     stopped: bool,
 }
 
-fn config(timeout_ms: u64) -> MediaConfig {
-    MediaConfig {
-        bind_ip: "127.0.0.1".parse().unwrap(),
-        media_timeout: Duration::from_millis(timeout_ms),
-        call_id: "test".into(),
-        ..MediaConfig::default()
-    }
-}
-
 fn negotiated(peer: SocketAddr, codec: Codec) -> NegotiatedMedia {
-    let pt = codec.static_payload_type().unwrap_or(111);
-    let dtmf = DtmfFormat {
-        payload_type: 101,
-        clock_rate: codec.clock_rate(),
-    };
-    NegotiatedMedia {
-        codec,
-        send_payload_type: pt,
-        recv_payload_type: pt,
-        dtmf_send: Some(dtmf),
-        dtmf_recv: vec![
-            dtmf,
-            DtmfFormat {
-                payload_type: 120,
-                clock_rate: 8000,
-            },
-        ],
-        remote_rtp: Some(peer),
-        remote_rtcp: Some(PEER_RTCP),
-        ptime_ms: 20,
-        direction: Direction::SendRecv,
-    }
+    test_support::negotiated(peer, PEER_RTCP, codec)
 }
 
 fn rtp(pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {

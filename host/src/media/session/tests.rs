@@ -5,7 +5,7 @@ use crate::media::codec::Codec;
 use crate::media::ports::test_port_range;
 use crate::media::rtcp::{self, ReportBlock, RtcpPacket};
 use crate::media::rtp::{RtpPacket, is_rtcp};
-use crate::media::sdp::{Direction, DtmfFormat};
+use crate::media::test_support::{self, config};
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 
 fn pool(pairs: u16) -> PortPool {
@@ -13,38 +13,9 @@ fn pool(pairs: u16) -> PortPool {
     PortPool::new(start, end).unwrap()
 }
 
-fn config(timeout_ms: u64) -> MediaConfig {
-    MediaConfig {
-        bind_ip: "127.0.0.1".parse().unwrap(),
-        media_timeout: Duration::from_millis(timeout_ms),
-        call_id: "test".into(),
-        ..MediaConfig::default()
-    }
-}
-
 fn negotiated(peer: SocketAddr, codec: Codec) -> NegotiatedMedia {
-    let pt = codec.static_payload_type().unwrap_or(111);
-    let dtmf = DtmfFormat {
-        payload_type: 101,
-        clock_rate: codec.clock_rate(),
-    };
-    NegotiatedMedia {
-        codec,
-        send_payload_type: pt,
-        recv_payload_type: pt,
-        dtmf_send: Some(dtmf),
-        dtmf_recv: vec![
-            dtmf,
-            DtmfFormat {
-                payload_type: 120,
-                clock_rate: 8000,
-            },
-        ],
-        remote_rtp: Some(peer),
-        remote_rtcp: Some(SocketAddr::new(peer.ip(), peer.port() + 1)),
-        ptime_ms: 20,
-        direction: Direction::SendRecv,
-    }
+    let rtcp = SocketAddr::new(peer.ip(), peer.port() + 1);
+    test_support::negotiated(peer, rtcp, codec)
 }
 
 struct Peer {
