@@ -12,6 +12,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::api::{self, ApiContext, ApiServer, LogFeed, Metrics};
+use crate::bridges;
 use crate::call::events::EventBus;
 use crate::call::{self, CallDeps};
 use crate::config::Config;
@@ -36,6 +37,8 @@ pub struct Host {
     pub calls: Arc<CallDeps>,
     pub store: Arc<SqliteStore>,
     pub api: ApiServer,
+    /// The carriers' listener, when `[http.public]` is set.
+    pub public: Option<bridges::PublicServer>,
     dispatcher: tokio::task::JoinHandle<()>,
     /// Held until the host is dropped (after `shutdown` has flushed the store).
     _lock: DataDirLock,
@@ -55,6 +58,9 @@ impl Host {
         // Ports are bound (HTTP probed) before the store is opened, so a busy port fails
         // the start without writing a record.
         probe_http(config.http.listen)?;
+        if let Some(public) = &config.http.public {
+            probe_http(public.listen)?;
+        }
         let (sip, mut sip_events) = SipEndpoint::start(config.sip.clone())
             .await
             .context("starting SIP")?;
@@ -124,12 +130,17 @@ impl Host {
             },
         )
         .await?;
+        let public = match &config.http.public {
+            Some(public) => Some(bridges::serve(public, &config.bridges, calls.clone()).await?),
+            None => None,
+        };
         Ok(Host {
             agents,
             sip,
             calls,
             store,
             api,
+            public,
             dispatcher,
             _lock: lock,
         })

@@ -10,6 +10,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::api::HttpConfig;
+use crate::bridges::BridgesConfig;
 use crate::call::CallConfig;
 use crate::model::ProviderConfig;
 use crate::plugins::{AgentSettings, AgentsConfig};
@@ -41,6 +42,9 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub agents: AgentsConfig,
+    /// Carriers' media streams (`[bridges.twilio]`), reached on `[http.public]`.
+    #[serde(default)]
+    pub bridges: BridgesConfig,
     /// Dialled number or prefix pattern (`+4930*`) → agent name.
     #[serde(default)]
     pub routes: BTreeMap<String, String>,
@@ -124,6 +128,11 @@ impl Config {
             .try_into()
             .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))?;
         config.source = value;
+        if config.bridges.twilio.is_some() && config.http.public.is_none() {
+            anyhow::bail!(
+                "{origin}: [bridges.twilio] needs [http.public] (listen, public-url): Twilio must reach the bridge"
+            );
+        }
         Ok(config)
     }
 }

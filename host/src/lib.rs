@@ -6,6 +6,7 @@
 pub mod api;
 pub mod app;
 pub mod bench;
+pub mod bridges;
 pub mod call;
 pub mod config;
 pub mod domain;

@@ -49,6 +49,8 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Bearer tokens accepted by the API. Empty: no authentication, loopback only.
     pub tokens: Vec<String>,
+    /// `[http.public]`: the carriers' listener (webhooks and media streams), never the API.
+    pub public: Option<crate::bridges::PublicConfig>,
 }
 
 impl Default for HttpConfig {
@@ -56,6 +58,7 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "127.0.0.1:8080".parse().expect("static address"),
             tokens: Vec::new(),
+            public: None,
         }
     }
 }
@@ -243,6 +246,7 @@ mod tests {
     #[test]
     fn no_tokens_only_on_loopback() {
         let open = |listen: &str| HttpConfig {
+            public: None,
             listen: listen.parse().unwrap(),
             tokens: Vec::new(),
         };
@@ -256,6 +260,7 @@ mod tests {
             "{err}"
         );
         let guarded = HttpConfig {
+            public: None,
             tokens: vec!["t".into()],
             ..open("0.0.0.0:8080")
         };

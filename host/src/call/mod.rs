@@ -2,24 +2,28 @@
 //! [`leg::Leg`]), the agent (`plugins`) and the voice model (`model`). Those modules know
 //! nothing of this one.
 //!
-//! Inbound: route the dialled number to an agent version (pinned for the call), run `on-start`,
-//! negotiate SDP, connect the model, answer, then run the call: [`logic`] decides, [`task`]
-//! carries out. Every step is a timestamped [`crate::domain::events::CallEvent`].
+//! Inbound on any leg ([`inbound`]; SIP in `sip_inbound`): route the dialled number to an agent
+//! version (pinned for the call), run `on-start`, bring the leg up (SDP for SIP, the stream for
+//! a bridge), connect the model, then run the call: [`logic`] decides, [`task`] carries out.
+//! Every step is a timestamped [`crate::domain::events::CallEvent`].
 
 mod agent;
 pub mod audio;
 mod brain;
 pub mod digits;
 pub mod events;
+pub mod inbound;
 pub mod leg;
 pub mod logic;
 mod outbound;
+mod sip_inbound;
 mod sip_leg;
 mod task;
 #[cfg(test)]
 mod test_legs;
 
 pub use outbound::{PlaceError, PlaceRequest, place};
+pub use sip_inbound::spawn_incoming;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -30,20 +34,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use tracing::Instrument;
 
 use crate::domain::events::{CallState, EventKind};
-use crate::domain::{CallInfo, Direction, SessionConfig};
-use crate::media::{Codec, MediaConfig, PendingMedia, PortPool, SilenceMode, sdp};
+use crate::domain::{CallInfo, SessionConfig};
+use crate::media::{Codec, MediaConfig, PortPool, SilenceMode};
 use crate::model::{ModelProvider, ModelSession};
-use crate::plugins::routing::display_number;
 use crate::plugins::runtime::StartFallback;
 use crate::plugins::{AgentSession, AgentVersion, Registry, StartOutcome};
-use crate::sip::IncomingCall;
 use events::{EventBus, Recorder};
 use leg::Leg;
 use logic::{CallLogic, LogicConfig};
-use sip_leg::SipLeg;
 use task::CallTask;
 
 /// The `[calls]` section of the configuration.
@@ -167,7 +167,8 @@ impl CallDeps {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn new_call_id(&self) -> String {
+    /// A new call's id (for an entry path that logs before it routes the call).
+    pub fn new_call_id(&self) -> String {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         format!("c{:x}{:04x}", events::now_ms(), n & 0xffff)
     }
@@ -216,96 +217,6 @@ impl CallDeps {
     }
 }
 
-/// Handle an inbound call on its own task.
-pub fn spawn_incoming(deps: Arc<CallDeps>, call: IncomingCall) {
-    let call_id = deps.new_call_id();
-    let span = tracing::info_span!("call", call_id = %call_id, sip_call_id = %call.call_id);
-    tokio::spawn(async move { inbound(deps, call, call_id).await }.instrument(span));
-}
-
-fn headers_for_agent(call: &IncomingCall) -> Vec<(String, String)> {
-    call.headers
-        .iter()
-        .filter(|(k, _)| k.to_ascii_lowercase().starts_with("x-"))
-        .take(64)
-        .cloned()
-        .collect()
-}
-
-async fn inbound(deps: Arc<CallDeps>, call: IncomingCall, call_id: String) {
-    let recorder = deps.events.recorder(&call_id);
-    let caller = display_number(&call.from);
-    let callee = display_number(&call.dialled);
-    let resolved = deps.registry.resolve(&call.dialled);
-    let transport = format!("{:?}", call.transport).to_ascii_lowercase();
-    recorder.record(created(
-        "inbound",
-        &caller,
-        &callee,
-        &transport,
-        resolved.as_ref().map(|r| &r.agent),
-        None,
-    ));
-    let Some(resolved) = resolved else {
-        reject(&recorder, call, 404, "No agent serves this number");
-        return;
-    };
-    let commands = deps.register(CallSummary {
-        id: call_id.clone(),
-        sip_call_id: call.call_id.clone(),
-        direction: "inbound".into(),
-        caller: caller.clone(),
-        callee: callee.clone(),
-        agent: Some(resolved.agent.name().to_string()),
-        started_at_ms: events::now_ms(),
-    });
-    recorder.record(EventKind::State {
-        state: CallState::Ringing,
-    });
-    let _ = call.ringing();
-    let info = CallInfo {
-        call_id: call_id.clone(),
-        direction: Direction::Inbound,
-        caller,
-        callee,
-        transport,
-        headers: headers_for_agent(&call),
-        metadata: String::new(),
-    };
-    let Some(offer) = call.remote_sdp.clone() else {
-        reject(&recorder, call, 488, "An SDP offer is required");
-        deps.forget(&call_id);
-        return;
-    };
-    match start_agent(&deps, &recorder, &resolved.agent, &call_id, &info).await {
-        Started::Run(accepted) => {
-            if let Err((code, reason)) = answer_and_run(
-                &deps,
-                recorder.clone(),
-                call,
-                &offer,
-                *accepted,
-                commands,
-                &call_id,
-            )
-            .await
-            {
-                recorder.record(EventKind::Rejected { code, reason });
-                recorder.record(EventKind::Ended {
-                    reason: "rejected".into(),
-                    abnormal: false,
-                    outcome: None,
-                });
-                deps.forget(&call_id);
-            }
-        }
-        Started::Reject(code, reason) => {
-            reject(&recorder, call, code, &reason);
-            deps.forget(&call_id);
-        }
-    }
-}
-
 /// The first event of every call.
 fn created(
     direction: &str,
@@ -325,20 +236,6 @@ fn created(
         agent_hash: agent.map(|a| a.hash.clone()),
         metadata,
     }
-}
-
-fn reject(recorder: &Recorder, call: IncomingCall, code: u16, reason: &str) {
-    tracing::info!(code, reason, "rejecting the call");
-    let _ = call.reject(code, reason);
-    recorder.record(EventKind::Rejected {
-        code,
-        reason: reason.into(),
-    });
-    recorder.record(EventKind::Ended {
-        reason: format!("rejected {code}"),
-        abnormal: false,
-        outcome: None,
-    });
 }
 
 /// An agent session that on-start accepted, waiting for its media.
@@ -458,92 +355,6 @@ fn media_config(deps: &CallDeps, call_id: &str, inbound_rate: u32) -> MediaConfi
         call_id: call_id.to_string(),
         ..MediaConfig::default()
     }
-}
-
-/// Negotiate media, connect the model, answer and run the call to its end.
-async fn answer_and_run(
-    deps: &Arc<CallDeps>,
-    recorder: Recorder,
-    call: IncomingCall,
-    offer: &str,
-    accepted: Accepted,
-    commands: mpsc::Receiver<CallCommand>,
-    call_id: &str,
-) -> Result<(), (u16, String)> {
-    let transport = format!("{:?}", call.transport).to_ascii_lowercase();
-    let remote = call.from.clone();
-    // A dry run with port 0 tells the codec, which decides the rate the model hears.
-    let probe = sdp::LocalMedia::new(deps.media_ip, 0, deps.codecs.clone(), 0);
-    let codec = match sdp::answer_offer(offer, &probe) {
-        Ok((_, negotiated)) => negotiated.codec,
-        Err(e) => {
-            let code = e.sip_status();
-            let _ = call.reject(code, "Not Acceptable Here");
-            return Err((code, e.to_string()));
-        }
-    };
-    let connected =
-        connect_inbound(deps, &recorder, accepted.fallback, &accepted.config, codec).await;
-    let Some((model, failure)) = connected else {
-        let _ = call.reject(503, "Model unavailable");
-        return Err((503, "model unavailable".into()));
-    };
-    let config = media_config(deps, call_id, model.input_format.sample_rate());
-    let pending = match PendingMedia::bind(&deps.ports, config) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(error = %e, "no RTP port");
-            let _ = call.reject(503, "No media port available");
-            return Err((503, e.to_string()));
-        }
-    };
-    let local = sdp::LocalMedia::new(
-        deps.media_ip,
-        pending.port(),
-        deps.codecs.clone(),
-        events::now_ms(),
-    );
-    let (answer, negotiated) = match sdp::answer_offer(offer, &local) {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = call.reject(e.sip_status(), "Not Acceptable Here");
-            return Err((e.sip_status(), e.to_string()));
-        }
-    };
-    let media = match pending.start(&negotiated) {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = call.reject(500, "Media failure");
-            return Err((500, e.to_string()));
-        }
-    };
-    let dialog = match call.answer(&answer) {
-        Ok(d) => d,
-        Err(e) => return Err((500, e.to_string())),
-    };
-    let leg = SipLeg::new(
-        dialog,
-        media,
-        local,
-        negotiated.codec,
-        transport.to_string(),
-        remote.to_string(),
-    );
-    run_answered(
-        deps,
-        Answered {
-            recorder,
-            call_id: call_id.to_string(),
-            accepted,
-            leg,
-            model,
-            failure,
-            commands,
-            outbound: false,
-        },
-    )
-    .await;
-    Ok(())
 }
 
 /// A call whose leg is up, in either direction.

@@ -1,0 +1,117 @@
+//! Legs that are not SIP + RTP, and the public listener that carriers reach them on. A bridge
+//! sits on top like `api`: it takes a call in through [`crate::call::inbound`] and runs it on a
+//! leg of its own behind [`crate::call::leg::Leg`]; the call logic is the same.
+//!
+//! The public listener (`[http.public]`) serves only what carriers must reach — signed webhooks
+//! and media sockets — on its own address, never the control API.
+
+pub mod stream;
+pub mod twilio;
+pub mod websocket;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use crate::call::CallDeps;
+use twilio::{TwilioBridge, TwilioConfig};
+
+/// `[http.public]`: where carriers reach the bridges.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PublicConfig {
+    pub listen: SocketAddr,
+    /// The address carriers use, as they sign their requests (`https://agents.example.com`,
+    /// with a path prefix if a reverse proxy adds one). TLS ends at that proxy.
+    pub public_url: String,
+}
+
+/// `[bridges]`: a carrier without credentials is off.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BridgesConfig {
+    pub twilio: Option<TwilioConfig>,
+}
+
+/// Largest webhook body we read (Twilio's forms are a few KiB).
+const MAX_BODY: usize = 64 * 1024;
+
+/// The running public listener.
+pub struct PublicServer {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PublicServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn check_public_url(url: &str) -> anyhow::Result<()> {
+    let parsed =
+        url::Url::parse(url).with_context(|| format!("[http.public] public-url = {url:?}"))?;
+    anyhow::ensure!(
+        matches!(parsed.scheme(), "https" | "http") && parsed.host().is_some(),
+        "[http.public] public-url = {url:?}: an http(s) URL with a host is required"
+    );
+    anyhow::ensure!(
+        parsed.query().is_none() && parsed.fragment().is_none(),
+        "[http.public] public-url = {url:?}: no query or fragment"
+    );
+    Ok(())
+}
+
+/// The routes of every configured bridge.
+fn router(public: &PublicConfig, bridges: &BridgesConfig, calls: Arc<CallDeps>) -> Router {
+    let mut router = Router::new();
+    match &bridges.twilio {
+        Some(config) => {
+            router = router.merge(TwilioBridge::new(config, &public.public_url, calls).routes());
+            tracing::info!("Twilio bridge on at {}/twilio/voice", public.public_url);
+        }
+        None => tracing::info!("Twilio bridge off: no [bridges.twilio] credentials"),
+    }
+    router
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+}
+
+/// Start the public listener, when `[http.public]` is configured.
+pub async fn serve(
+    public: &PublicConfig,
+    bridges: &BridgesConfig,
+    calls: Arc<CallDeps>,
+) -> anyhow::Result<PublicServer> {
+    check_public_url(&public.public_url)?;
+    let listener = tokio::net::TcpListener::bind(public.listen)
+        .await
+        .with_context(|| format!("cannot listen for carriers on {}", public.listen))?;
+    let addr = listener.local_addr()?;
+    let app = router(public, bridges, calls);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "public listener stopped");
+        }
+    });
+    tracing::info!(%addr, public_url = %public.public_url, "public listener for carriers");
+    Ok(PublicServer { addr, task })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_urls() {
+        assert!(check_public_url("https://agents.example.com").is_ok());
+        assert!(check_public_url("http://127.0.0.1:8443/switchboard").is_ok());
+        assert!(check_public_url("wss://agents.example.com").is_err());
+        assert!(check_public_url("https://agents.example.com/?a=1").is_err());
+        assert!(check_public_url("agents.example.com").is_err());
+    }
+}

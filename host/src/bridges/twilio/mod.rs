@@ -1,0 +1,375 @@
+//! Twilio: a phone call to a Twilio number reaches an agent without SIP. Twilio posts the
+//! signed voice webhook; we route the `To` number, run the agent's `on-start` and answer with
+//! TwiML that connects a bidirectional media stream (or `<Reject>`); the stream brings a
+//! one-time token back in its `start`, and the call runs on it as a [`StreamLeg`]. Hang-up and
+//! transfer go through Twilio's REST API.
+
+mod frames;
+mod rest;
+pub mod signature;
+pub mod twiml;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tracing::Instrument;
+
+use super::stream::StreamLeg;
+use super::websocket::{self, ServerSocket};
+use crate::call::CallDeps;
+use crate::call::inbound::{self, Offer, Ringing};
+use crate::call::leg::LegFacts;
+use crate::media::Codec;
+use frames::{Inbound, TwilioFraming};
+use rest::{Account, CallControl};
+
+/// The `[bridges.twilio]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TwilioConfig {
+    pub account_sid: String,
+    /// Signs the webhooks Twilio sends and authenticates our REST calls.
+    pub auth_token: String,
+    /// Twilio's REST API (a regional edge, or a fake in tests).
+    #[serde(default = "default_api_base")]
+    pub api_base: String,
+}
+
+fn default_api_base() -> String {
+    "https://api.twilio.com".into()
+}
+
+/// How long a call the agent accepted waits for Twilio to open its stream.
+const STREAM_WAIT: Duration = Duration::from_secs(30);
+/// How long an opened stream may take to send its `start`.
+const START_WAIT: Duration = Duration::from_secs(10);
+
+/// A call answered with TwiML whose stream has not connected yet.
+struct Pending {
+    ringing: Ringing,
+    call_sid: String,
+    caller: String,
+}
+
+pub struct TwilioBridge {
+    account: Account,
+    /// Where Twilio reaches us (`https://host[:port][/prefix]`), as it signs its requests.
+    public_url: String,
+    calls: Arc<CallDeps>,
+    /// Stream token → the call waiting for that stream.
+    pending: Mutex<HashMap<String, Pending>>,
+    http: reqwest::Client,
+}
+
+impl TwilioBridge {
+    pub fn new(config: &TwilioConfig, public_url: &str, calls: Arc<CallDeps>) -> Arc<TwilioBridge> {
+        Arc::new(TwilioBridge {
+            account: Account {
+                api_base: config.api_base.clone(),
+                account_sid: config.account_sid.clone(),
+                auth_token: config.auth_token.clone(),
+            },
+            public_url: public_url.trim_end_matches('/').to_string(),
+            calls,
+            pending: Mutex::new(HashMap::new()),
+            http: reqwest::Client::new(),
+        })
+    }
+
+    pub fn routes(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/twilio/voice", post(voice))
+            .route("/twilio/media", get(media))
+            .route("/twilio/stream-status", post(stream_status))
+            .with_state(self.clone())
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The URL Twilio requested, as it signed it: the public URL, the path and the query.
+    fn signed_url(&self, uri: &Uri, websocket: bool) -> String {
+        let base = if websocket {
+            self.public_url
+                .replacen("https://", "wss://", 1)
+                .replacen("http://", "ws://", 1)
+        } else {
+            self.public_url.clone()
+        };
+        let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+        format!("{base}{path_and_query}")
+    }
+
+    fn signed(&self, headers: &HeaderMap, url: &str, params: &[(String, String)]) -> bool {
+        headers
+            .get("x-twilio-signature")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|sig| signature::verify(&self.account.auth_token, url, params, sig))
+    }
+}
+
+fn twiml(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/xml")], body).into_response()
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// A one-time token for a stream: 128 random bits.
+fn stream_token() -> String {
+    let mut bytes = [0u8; 16];
+    // The system's randomness failing leaves no safe token to make.
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .expect("system randomness");
+    hex::encode(bytes)
+}
+
+/// The SIP headers Twilio forwards from a SIP-originated call (`SipHeader_X-…`), for the agent.
+fn headers_for_agent(params: &[(String, String)]) -> Vec<(String, String)> {
+    params
+        .iter()
+        .filter_map(|(n, v)| Some((n.strip_prefix("SipHeader_")?.to_string(), v.clone())))
+        .filter(|(n, _)| n.to_ascii_lowercase().starts_with("x-"))
+        .take(64)
+        .collect()
+}
+
+/// `POST /twilio/voice`: an incoming call.
+async fn voice(
+    State(bridge): State<Arc<TwilioBridge>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let url = bridge.signed_url(&uri, false);
+    if !bridge.signed(&headers, &url, &params) {
+        tracing::warn!(%url, "refused a Twilio voice webhook with a missing or wrong signature");
+        return (StatusCode::FORBIDDEN, "bad X-Twilio-Signature\n").into_response();
+    }
+    if param(&params, "AccountSid") != Some(bridge.account.account_sid.as_str()) {
+        tracing::warn!("refused a Twilio voice webhook for another account");
+        return (StatusCode::FORBIDDEN, "not this account\n").into_response();
+    }
+    let (Some(call_sid), Some(to)) = (param(&params, "CallSid"), param(&params, "To")) else {
+        return (StatusCode::BAD_REQUEST, "CallSid and To are required\n").into_response();
+    };
+    let call_id = bridge.calls.new_call_id();
+    let span = tracing::info_span!("call", call_id = %call_id, twilio_call_sid = %call_sid);
+    let caller = param(&params, "From").unwrap_or_default().to_string();
+    let offer = Offer {
+        caller: caller.clone(),
+        callee: to.to_string(),
+        transport: "twilio".into(),
+        headers: headers_for_agent(&params),
+        leg_call_id: call_sid.to_string(),
+    };
+    let call_sid = call_sid.to_string();
+    async move {
+        let started = match inbound::offer(&bridge.calls, call_id, offer) {
+            Ok(routed) => routed.start().await,
+            Err(refused) => Err(refused),
+        };
+        let ringing = match started {
+            Ok(ringing) => ringing,
+            // A busy agent gets the busy signal; any other refusal the not-in-service tone.
+            Err(refused) => return twiml(twiml::reject(matches!(refused.code, 486 | 600))),
+        };
+        let token = stream_token();
+        bridge.pending().insert(
+            token.clone(),
+            Pending {
+                ringing,
+                call_sid,
+                caller,
+            },
+        );
+        // A stream that never comes must not hold the agent forever.
+        let waiting = bridge.clone();
+        let expiring = token.clone();
+        tokio::spawn(
+            async move {
+                tokio::time::sleep(STREAM_WAIT).await;
+                if let Some(p) = waiting.pending().remove(&expiring) {
+                    p.ringing
+                        .refuse(408, "Twilio did not open the media stream");
+                }
+            }
+            .in_current_span(),
+        );
+        let base = &bridge.public_url;
+        let stream_url = format!(
+            "{}/twilio/media",
+            base.replacen("https://", "wss://", 1)
+                .replacen("http://", "ws://", 1)
+        );
+        twiml(twiml::connect_stream(
+            &stream_url,
+            &[("token", &token)],
+            &format!("{base}/twilio/stream-status"),
+        ))
+    }
+    .instrument(span)
+    .await
+}
+
+/// `GET /twilio/media`: the media stream of a call answered with our TwiML.
+async fn media(
+    State(bridge): State<Arc<TwilioBridge>>,
+    headers: HeaderMap,
+    uri: Uri,
+    request: Request,
+) -> Response {
+    let url = bridge.signed_url(&uri, true);
+    if !bridge.signed(&headers, &url, &[]) {
+        tracing::warn!(%url, "refused a media stream with a missing or wrong signature");
+        return (StatusCode::FORBIDDEN, "bad X-Twilio-Signature\n").into_response();
+    }
+    websocket::upgrade(request, move |socket| bridge.run_stream(socket))
+}
+
+/// Close a stream that cannot carry a call, saying why.
+async fn refuse_stream(mut socket: ServerSocket, why: &str) {
+    tracing::warn!(why, "closing a Twilio media stream");
+    let frame = CloseFrame {
+        code: CloseCode::Policy,
+        reason: why.to_string().into(),
+    };
+    let _ = socket.close(Some(frame)).await;
+}
+
+/// Read up to the stream's `start`.
+async fn read_start(socket: &mut ServerSocket) -> Result<frames::Start, String> {
+    loop {
+        let frame = match socket.next().await {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => return Err(format!("the stream failed before its start: {e}")),
+            None => return Err("the stream closed before its start".into()),
+        };
+        if frame.is_ping() || frame.is_pong() {
+            continue;
+        }
+        match frames::parse(&frame)? {
+            Inbound::Connected => {}
+            Inbound::Start { start } => return Ok(start),
+            other => return Err(format!("expected connected or start, got {other:?}")),
+        }
+    }
+}
+
+impl TwilioBridge {
+    async fn run_stream(self: Arc<Self>, mut socket: ServerSocket) {
+        let start = match tokio::time::timeout(START_WAIT, read_start(&mut socket)).await {
+            Ok(Ok(start)) => start,
+            Ok(Err(why)) => return refuse_stream(socket, &why).await,
+            Err(_) => return refuse_stream(socket, "no start within 10 s").await,
+        };
+        let pending = start
+            .custom_parameters
+            .get("token")
+            .and_then(|token| self.pending().remove(token));
+        let Some(pending) = pending else {
+            return refuse_stream(socket, "no call waits for this stream's token").await;
+        };
+        let span = tracing::info_span!(
+            "call",
+            call_id = %pending.ringing.call_id(),
+            twilio_call_sid = %pending.call_sid
+        );
+        self.answer(socket, start, pending).instrument(span).await;
+    }
+
+    /// Connect the model and run the call on its stream.
+    async fn answer(&self, socket: ServerSocket, start: frames::Start, pending: Pending) {
+        let control = CallControl {
+            account: self.account.clone(),
+            call_sid: pending.call_sid.clone(),
+            http: self.http.clone(),
+        };
+        let why = if start.call_sid != pending.call_sid
+            || start.account_sid != self.account.account_sid
+        {
+            Some("the stream belongs to another call")
+        } else if !start.media_format.is_ulaw_8k() {
+            Some("the stream is not μ-law at 8 kHz")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            pending.ringing.refuse(488, why);
+            return refuse_stream(socket, why).await;
+        }
+        let mut ringing = pending.ringing;
+        let Some((model, failure)) = ringing.connect_model(Codec::Pcmu).await else {
+            ringing.refuse(503, "model unavailable");
+            use crate::bridges::stream::Carrier as _;
+            if let Err(e) = control.hangup().await {
+                tracing::warn!(error = %e, "hanging up through Twilio failed");
+            }
+            return refuse_stream(socket, "model unavailable").await;
+        };
+        let facts = LegFacts {
+            transport: "twilio".into(),
+            codec: Some(Codec::Pcmu.encoding_name().to_string()),
+            remote: pending.caller,
+        };
+        let leg = StreamLeg::start(
+            socket,
+            TwilioFraming {
+                stream_sid: start.stream_sid,
+            },
+            control,
+            facts,
+            model.input_format.sample_rate(),
+            Duration::from_secs(self.calls.config.media_timeout_secs),
+        );
+        ringing.run(leg, model, failure).await;
+    }
+}
+
+/// `POST /twilio/stream-status`: Twilio reports on a stream. An error before the stream
+/// connected ends the waiting call with Twilio's words; later ones show in the stream itself.
+async fn stream_status(
+    State(bridge): State<Arc<TwilioBridge>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let url = bridge.signed_url(&uri, false);
+    if !bridge.signed(&headers, &url, &params) {
+        return (StatusCode::FORBIDDEN, "bad X-Twilio-Signature\n").into_response();
+    }
+    let event = param(&params, "StreamEvent").unwrap_or_default();
+    let call_sid = param(&params, "CallSid").unwrap_or_default();
+    if event == "stream-error" {
+        let error = param(&params, "StreamError").unwrap_or("unknown");
+        tracing::warn!(call_sid, error, "Twilio reports a media-stream error");
+        let token = bridge
+            .pending()
+            .iter()
+            .find(|(_, p)| p.call_sid == call_sid)
+            .map(|(t, _)| t.clone());
+        if let Some(p) = token.and_then(|t| bridge.pending().remove(&t)) {
+            p.ringing
+                .refuse(502, &format!("Twilio media stream error: {error}"));
+        }
+    }
+    StatusCode::NO_CONTENT.into_response()
+}

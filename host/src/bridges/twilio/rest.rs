@@ -1,0 +1,67 @@
+//! Twilio's REST API for a call in progress (`POST /2010-04-01/Accounts/{AccountSid}/Calls/
+//! {CallSid}.json`, HTTP Basic with the account SID and auth token, form-encoded): hang up with
+//! `Status=completed`, transfer by replacing the call's TwiML with a `<Dial>`.
+
+use std::time::Duration;
+
+use super::twiml;
+use crate::bridges::stream::Carrier;
+
+/// How long a REST request may take before the action counts as failed.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The account the bridge acts for.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// `https://api.twilio.com` unless a regional edge or a test fake is configured.
+    pub api_base: String,
+    pub account_sid: String,
+    pub auth_token: String,
+}
+
+/// One call's control through the REST API.
+pub struct CallControl {
+    pub account: Account,
+    pub call_sid: String,
+    pub http: reqwest::Client,
+}
+
+impl CallControl {
+    async fn update(&self, form: &[(&str, &str)]) -> Result<(), String> {
+        let a = &self.account;
+        let url = format!(
+            "{}/2010-04-01/Accounts/{}/Calls/{}.json",
+            a.api_base.trim_end_matches('/'),
+            a.account_sid,
+            self.call_sid
+        );
+        let response = self
+            .http
+            .post(&url)
+            .basic_auth(&a.account_sid, Some(&a.auth_token))
+            .form(form)
+            .timeout(TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| format!("Twilio REST: {e}"))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = response.text().await.unwrap_or_default();
+        Err(format!(
+            "Twilio REST answered {status}: {}",
+            body.chars().take(300).collect::<String>()
+        ))
+    }
+}
+
+impl Carrier for CallControl {
+    async fn hangup(&self) -> Result<(), String> {
+        self.update(&[("Status", "completed")]).await
+    }
+
+    async fn transfer(&self, target: &str) -> Result<(), String> {
+        self.update(&[("Twiml", &twiml::dial(target))]).await
+    }
+}
