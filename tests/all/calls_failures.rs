@@ -9,14 +9,13 @@
 
 use std::time::Duration;
 
-use crate::support::api::Api;
+use crate::support::api::{events_of, find, only_call_record};
 use crate::support::baresip::Baresip;
 use crate::support::calls::{WINDOW, dial, loud_spans, mic, ms, recording, spans_ms};
 use crate::support::fake_openai::{FakeOpenAi, Reply, Script};
 use crate::support::host::Host;
 use crate::support::process::require;
 use crate::support::sipp::sipp_callee;
-use serde_json::Value;
 
 /// The host with the receptionist on 2000 and `model` as its `[model]` table.
 fn start_host(model: &str, extra: &str) -> Host {
@@ -34,41 +33,6 @@ fn openai_model(fake: &FakeOpenAi) -> String {
         "provider = \"openai\"\nbase-url = \"{}\"\napi-key = \"test\"",
         fake.url
     )
-}
-
-/// The record of the host's only call (`GET /v1/calls/{id}`), once it has ended.
-async fn call_detail(host: &Host) -> Value {
-    let api = Api::new(host.http, None);
-    let list = api
-        .poll("/v1/calls?active=false", Duration::from_secs(10), |l| {
-            l["calls"].as_array().is_some_and(|c| c.len() == 1)
-        })
-        .await;
-    let id = list["calls"][0]["id"].as_str().unwrap().to_string();
-    api.poll(&format!("/v1/calls/{id}"), Duration::from_secs(10), |d| {
-        d["events"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|e| e["kind"] == "ended"))
-    })
-    .await
-}
-
-/// The events of a call record as (kind, data).
-fn events_of(detail: &Value) -> Vec<(String, Value)> {
-    detail["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["kind"].as_str().unwrap().to_string(), e["data"].clone()))
-        .collect()
-}
-
-fn find<'a>(events: &'a [(String, Value)], kind: &str) -> Vec<&'a Value> {
-    events
-        .iter()
-        .filter(|(k, _)| k == kind)
-        .map(|(_, d)| d)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +65,7 @@ async fn no_session_created_within_the_timeout_plays_the_apology() {
     );
     host.expect(&["call ended", "model unavailable"], 10);
 
-    let events = events_of(&call_detail(&host).await);
+    let events = events_of(&only_call_record(host.http).await);
     let errors = find(&events, "model-error");
     assert!(
         errors.iter().any(|e| e["message"]
@@ -161,7 +125,7 @@ async fn unanswered_handshake_with_reject_configured_gives_503() {
         .unwrap_or_else(|| panic!("the call was refused: {}", phone.log()));
     assert!(closed.contains("503"), "{closed}");
 
-    let events = events_of(&call_detail(&host).await);
+    let events = events_of(&only_call_record(host.http).await);
     let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
     assert!(!kinds.contains(&"answered"), "{kinds:?}");
     let errors = find(&events, "model-error");
@@ -213,7 +177,7 @@ async fn error_event_mid_call_is_recorded_and_the_call_goes_on() {
     ctrl.command("hangup", "").await;
     host.expect(&["call ended", "CallerHangup"], 10);
 
-    let detail = call_detail(&host).await;
+    let detail = only_call_record(host.http).await;
     let events = events_of(&detail);
     let errors = find(&events, "model-error");
     assert_eq!(errors.len(), 1, "{errors:?}");
@@ -277,7 +241,7 @@ async fn dropped_socket_with_a_fallback_transfer_sends_the_caller_to_the_desk() 
     host.expect(&["Transfer", &desk, "completed", "200"], 20);
     host.expect(&["call ended", "Transferred"], 10);
 
-    let events = events_of(&call_detail(&host).await);
+    let events = events_of(&only_call_record(host.http).await);
     let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
     let error_at = kinds.iter().position(|&k| k == "model-error");
     let transfer_at = kinds.iter().position(|&k| k == "transfer");

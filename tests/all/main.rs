@@ -33,6 +33,9 @@ mod store_crash;
 mod hardening_instance;
 mod hardening_sip_ids;
 
+// Carriers' media streams (bridges): a fake carrier, the host, an agent and a model.
+mod bridge_twilio;
+
 // Calls end to end: a phone, the host, an agent and a model.
 mod calls_audio;
 mod calls_bench;

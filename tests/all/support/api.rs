@@ -214,3 +214,40 @@ pub fn metric(text: &str, series: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// The record of the only call of the host whose API is at `http` (`GET /v1/calls/{id}`), once
+/// it has ended.
+pub async fn only_call_record(http: SocketAddr) -> Value {
+    let api = Api::new(http, None);
+    let list = api
+        .poll("/v1/calls?active=false", Duration::from_secs(10), |l| {
+            l["calls"].as_array().is_some_and(|c| c.len() == 1)
+        })
+        .await;
+    let id = list["calls"][0]["id"].as_str().unwrap().to_string();
+    api.poll(&format!("/v1/calls/{id}"), Duration::from_secs(10), |d| {
+        d["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["kind"] == "ended"))
+    })
+    .await
+}
+
+/// The events of a call record as (kind, data).
+pub fn events_of(record: &Value) -> Vec<(String, Value)> {
+    record["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap().to_string(), e["data"].clone()))
+        .collect()
+}
+
+/// The data of the events of one kind.
+pub fn find<'a>(events: &'a [(String, Value)], kind: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|(k, _)| k == kind)
+        .map(|(_, d)| d)
+        .collect()
+}

@@ -97,7 +97,8 @@ enum Route {
     Unset,
     Sink {
         sink: AudioSink,
-        resampler: Option<StreamResampler>,
+        /// Stream rate → the model's rate, when they differ.
+        resampler: Option<Box<StreamResampler>>,
     },
     LoopBack,
 }
@@ -107,7 +108,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// An answered call on a carrier's media stream.
-pub struct StreamLeg<C: Carrier> {
+pub struct StreamLeg<C: Carrier, F: Framing> {
     facts: LegFacts,
     carrier: Arc<C>,
     shared: Arc<Shared>,
@@ -120,23 +121,24 @@ pub struct StreamLeg<C: Carrier> {
     resampler: Option<StreamResampler>,
     rate: u32,
     caller_rate: u32,
-    encode: Box<dyn Fn(&[i16]) -> Vec<u8> + Send>,
+    /// The task's framing, to encode agent audio here.
+    framing: F,
     /// The phone call went elsewhere: hanging up must not end it.
     transferred: bool,
 }
 
-impl<C: Carrier> StreamLeg<C> {
+impl<C: Carrier, F: Framing + Clone> StreamLeg<C, F> {
     /// Run the stream of an answered call: caller audio goes to the model at `caller_rate`; a
     /// stream that sends no audio for `media_timeout` ends the call. (`F: Clone`: the leg
-    /// encodes agent audio while the task reads frames.)
-    pub fn start<F: Framing + Clone>(
+    /// encodes agent audio with its own copy while the task reads frames.)
+    pub fn start(
         socket: ServerSocket,
         framing: F,
         carrier: C,
         facts: LegFacts,
         caller_rate: u32,
         media_timeout: Duration,
-    ) -> StreamLeg<C> {
+    ) -> StreamLeg<C, F> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(MarkQueue::new(framing.bytes_per_ms(), CHUNK, LEAD)),
             caller: Mutex::new(Route::Unset),
@@ -146,12 +148,11 @@ impl<C: Carrier> StreamLeg<C> {
         let (events_tx, events) = mpsc::unbounded_channel();
         let (close_tx, close_rx) = tokio::sync::oneshot::channel();
         let rate = framing.rate();
-        let encoder = framing.clone();
         let own_events = events_tx.clone();
         let task = tokio::spawn(
             SocketTask {
                 socket,
-                framing,
+                framing: framing.clone(),
                 shared: shared.clone(),
                 events: events_tx,
                 media_timeout,
@@ -170,13 +171,13 @@ impl<C: Carrier> StreamLeg<C> {
             resampler: None,
             rate,
             caller_rate,
-            encode: Box::new(move |pcm| encoder.encode(pcm)),
+            framing,
             transferred: false,
         }
     }
 }
 
-impl<C: Carrier> Playout for StreamLeg<C> {
+impl<C: Carrier, F: Framing + Clone> Playout for StreamLeg<C, F> {
     fn queued_ms(&self) -> u64 {
         lock(&self.shared.queue).queued_ms()
     }
@@ -197,7 +198,7 @@ fn failed(e: impl std::fmt::Display) -> LegError {
     LegError::Failed(e.to_string())
 }
 
-impl<C: Carrier> LegAudio for StreamLeg<C> {
+impl<C: Carrier, F: Framing + Clone> LegAudio for StreamLeg<C, F> {
     fn route_caller(&mut self, to: CallerAudio) -> Result<(), LegError> {
         *lock(&self.shared.caller) = match to {
             CallerAudio::Sink(sink) => Route::Sink {
@@ -205,7 +206,8 @@ impl<C: Carrier> LegAudio for StreamLeg<C> {
                 resampler: if self.caller_rate == self.rate {
                     None
                 } else {
-                    Some(StreamResampler::new(self.rate, self.caller_rate).map_err(failed)?)
+                    let r = StreamResampler::new(self.rate, self.caller_rate).map_err(failed)?;
+                    Some(Box::new(r))
                 },
             },
             CallerAudio::LoopBack => Route::LoopBack,
@@ -215,7 +217,7 @@ impl<C: Carrier> LegAudio for StreamLeg<C> {
 
     fn play(&mut self, pcm: &[i16], rate: u32) -> Result<(), LegError> {
         let audio = if rate == self.rate {
-            (self.encode)(pcm)
+            self.framing.encode(pcm)
         } else {
             let resampler = match &mut self.resampler {
                 Some(r) if r.input_rate() == rate => r,
@@ -225,7 +227,7 @@ impl<C: Carrier> LegAudio for StreamLeg<C> {
             let mut frame = Vec::new();
             let mut audio = Vec::new();
             while resampler.pop_frame(&mut frame) {
-                audio.extend((self.encode)(&frame));
+                audio.extend(self.framing.encode(&frame));
             }
             audio
         };
@@ -241,7 +243,7 @@ impl<C: Carrier> LegAudio for StreamLeg<C> {
     }
 }
 
-impl<C: Carrier> Leg for StreamLeg<C> {
+impl<C: Carrier, F: Framing + Clone> Leg for StreamLeg<C, F> {
     fn facts(&self) -> &LegFacts {
         &self.facts
     }

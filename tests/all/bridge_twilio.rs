@@ -1,0 +1,325 @@
+//! A phone call through Twilio, played by the protocol-faithful fake (support/fake_twilio.rs):
+//! the signed voice webhook, the TwiML stream, the media stream with marks and `clear`, and the
+//! REST update for hang-up and transfer — on the `receptionist` agent with the fake OpenAI
+//! model, through the same call logic as a SIP call. Bad input of every kind is refused without
+//! a call.
+
+use std::time::Duration;
+
+use crate::support::api::{Api, events_of, find, only_call_record};
+use crate::support::calls::{AGENT_HZ, WINDOW, mic, ms, spans_ms, tone_spans};
+use crate::support::fake_openai::{FakeOpenAi, Reply, Script};
+use crate::support::fake_twilio::{CallScript, Ending, FakeTwilio, stream_of};
+use crate::support::host::Host;
+use crate::support::ports::{Ports, ports};
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// The host with the receptionist on 2000, the OpenAI fake as its model and the Twilio bridge
+/// on a public listener of its own; the listener's port is reserved while the host lives.
+fn start_host(twilio: &FakeTwilio, model: &FakeOpenAi) -> (Host, String, Ports) {
+    let port = ports(1);
+    let public_url = format!("http://127.0.0.1:{}", port.first());
+    let host = Host::builder()
+        .examples(&["receptionist"])
+        .calls("codecs = [\"pcmu\"]")
+        .model(&format!(
+            "provider = \"openai\"\nbase-url = \"{}\"\napi-key = \"test\"",
+            model.url
+        ))
+        .http(&format!(
+            "[http.public]\nlisten = \"127.0.0.1:{}\"\npublic-url = \"{public_url}\"",
+            port.first()
+        ))
+        .config(&format!(
+            "[bridges.twilio]\naccount-sid = \"{}\"\nauth-token = \"{}\"\napi-base = \"{}\"",
+            twilio.account_sid, twilio.auth_token, twilio.api_base
+        ))
+        .start();
+    (host, public_url, port)
+}
+
+fn model_script(replies: Vec<Reply>) -> Script {
+    Script {
+        api_key: "test".into(),
+        replies,
+        ..Script::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_twilio_call_runs_greeting_tool_digit_barge_in_and_caller_hangup() {
+    let model = FakeOpenAi::start(model_script(vec![
+        Reply::Echo,
+        Reply::ToolCall {
+            name: "opening_hours".into(),
+            arguments: "{}".into(),
+        },
+        Reply::Speech {
+            transcript: "We are open Monday to Friday, and let me tell you more.".into(),
+            audio_ms: 10_000,
+        },
+        Reply::Speech {
+            transcript: "Sure.".into(),
+            audio_ms: 500,
+        },
+    ]))
+    .await;
+    let twilio = FakeTwilio::start().await;
+    let (mut host, public_url, _port) = start_host(&twilio, &model);
+
+    // The greeting plays first (3.6 s); a digit at 4 s; the question at 5 s; the caller cuts the
+    // long answer at 9 s and hangs up at 13 s.
+    let call = twilio.call(
+        &public_url,
+        CallScript {
+            speech: mic(14.0, &[(5.0, 0.8), (9.0, 1.0)]),
+            digits: vec![(Duration::from_secs(4), '5')],
+            hangup_after: Some(Duration::from_secs(13)),
+            ..CallScript::default()
+        },
+    );
+    let call = tokio::time::timeout(Duration::from_secs(40), call)
+        .await
+        .expect("the call ends");
+    host.expect(&["call ended", "CallerHangup"], 10);
+
+    assert_eq!(call.ending, Ending::CallerHungUp);
+    assert!(call.violations.is_empty(), "{:?}", call.violations);
+    assert!(
+        call.twiml
+            .contains("<Connect><Stream url=\"ws://127.0.0.1:"),
+        "{}",
+        call.twiml
+    );
+    assert!(
+        call.media_received > 100 && call.marks_echoed > 50,
+        "{call:?}"
+    );
+    assert!(call.clears >= 1, "barge-in clears Twilio's queue");
+
+    // The caller's audio reached the model, μ-law straight through.
+    assert!(
+        model.appended_bytes() > 8 * 8000,
+        "{}",
+        model.appended_bytes()
+    );
+    let updates = model.received_of("session.update");
+    assert_eq!(
+        updates[0]["session"]["audio"]["input"]["format"]["type"],
+        "audio/pcmu"
+    );
+    // The agent ran the tool and its answer went back to the model.
+    let outputs = model.received_of("conversation.item.create");
+    assert!(
+        outputs
+            .iter()
+            .any(|e| e["item"]["type"] == "function_call_output"),
+        "{outputs:?}"
+    );
+
+    // What the caller heard: the greeting as long as the model made it, then the answer cut
+    // where the caller spoke; the truncation says exactly what was heard of it.
+    let tones = tone_spans(&call.heard, AGENT_HZ, WINDOW * 10);
+    eprintln!("agent audio heard (ms): {:?}", spans_ms(&tones));
+    assert!(tones.len() >= 2, "greeting and answer heard: {tones:?}");
+    let greeting = ms(tones[0].1 - tones[0].0);
+    assert!((greeting - 3600.0).abs() < 100.0, "greeting {greeting} ms");
+    let answer = ms(tones[1].1 - tones[1].0);
+    let truncates = model.received_of("conversation.item.truncate");
+    assert_eq!(truncates.len(), 1, "{truncates:?}");
+    let audio_end_ms = truncates[0]["audio_end_ms"].as_u64().unwrap() as f64;
+    eprintln!("answer heard {answer:.0} ms, truncated at {audio_end_ms} ms");
+    assert!(
+        answer < 9000.0 && (answer - audio_end_ms).abs() <= 100.0,
+        "heard {answer} ms, truncated at {audio_end_ms} ms"
+    );
+
+    // The record: a Twilio call with the digit, the tool, transcript, usage and latency.
+    let record = only_call_record(host.http).await;
+    let events = events_of(&record);
+    let created = find(&events, "created");
+    assert_eq!(created[0]["transport"], "twilio", "{created:?}");
+    assert_eq!(created[0]["callee"], "2000");
+    assert_eq!(find(&events, "dtmf")[0]["digits"], "5", "{events:?}");
+    assert!(!find(&events, "tool-call").is_empty());
+    assert!(!find(&events, "barge-in").is_empty());
+    let transcript = record["transcript"].as_array().unwrap();
+    let roles: Vec<&str> = transcript
+        .iter()
+        .filter_map(|l| l["role"].as_str())
+        .collect();
+    assert!(
+        roles.contains(&"agent") && roles.contains(&"caller"),
+        "{transcript:?}"
+    );
+    assert!(!find(&events, "usage").is_empty());
+    assert!(!record["usage"].as_array().unwrap().is_empty(), "{record}");
+    assert!(
+        !record["latencies"].as_array().unwrap().is_empty(),
+        "{record}"
+    );
+    let ended = find(&events, "ended");
+    assert_eq!(ended[0]["abnormal"], false, "{ended:?}");
+    assert!(host.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_hangs_up_and_transfers_through_twilio_rest() {
+    let model = FakeOpenAi::start(model_script(vec![Reply::Echo])).await;
+    let twilio = FakeTwilio::start().await;
+    let (mut host, public_url, _port) = start_host(&twilio, &model);
+
+    // Key 0 asks the receptionist for the front desk: a `<Dial>` through the REST API; Twilio
+    // then ends the stream and the call is transferred, not dropped.
+    let call = twilio
+        .call(
+            &public_url,
+            CallScript {
+                digits: vec![(Duration::from_secs(1), '0')],
+                ..CallScript::default()
+            },
+        )
+        .await;
+    let Ending::RestRedirected(twiml) = &call.ending else {
+        panic!("{call:?}")
+    };
+    assert!(
+        twiml.contains("<Dial><Sip>sip:front-desk@127.0.0.1</Sip></Dial>"),
+        "{twiml}"
+    );
+    host.expect(&["call ended", "Transferred"], 10);
+    let rest = twilio.rest_calls();
+    assert_eq!(
+        rest.len(),
+        1,
+        "one update, no hang-up after the transfer: {rest:?}"
+    );
+    assert_eq!(
+        rest[0].path,
+        format!(
+            "/2010-04-01/Accounts/{}/Calls/{}.json",
+            twilio.account_sid, call.call_sid
+        )
+    );
+    let record = only_call_record(host.http).await;
+    let events = events_of(&record);
+    let ended = find(&events, "ended");
+    assert!(
+        ended[0]["reason"].as_str().unwrap().contains("transferred"),
+        "{ended:?}"
+    );
+
+    // The API hangs a call up: Twilio hears `Status=completed`.
+    let api = Api::new(host.http, None);
+    let hangup = {
+        let api = api.with_token(None);
+        tokio::spawn(async move {
+            let list = api
+                .poll("/v1/calls?active=true", Duration::from_secs(10), |l| {
+                    l["calls"].as_array().is_some_and(|c| !c.is_empty())
+                })
+                .await;
+            let id = list["calls"][0]["id"].as_str().unwrap().to_string();
+            api.post(&format!("/v1/calls/{id}/hangup"), &serde_json::json!({}))
+                .await
+        })
+    };
+    let call = twilio.call(&public_url, CallScript::default()).await;
+    assert_eq!(call.ending, Ending::RestCompleted, "{call:?}");
+    assert_eq!(hangup.await.unwrap().status, 202);
+    let rest = twilio.rest_calls();
+    assert_eq!(rest.last().unwrap().param("Status"), Some("completed"));
+    host.expect(&["call ended", "AgentHangup"], 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_webhooks_and_streams_are_refused_without_a_call() {
+    let model = FakeOpenAi::start(model_script(Vec::new())).await;
+    let twilio = FakeTwilio::start().await;
+    let (host, public_url, _port) = start_host(&twilio, &model);
+    let voice = format!("{public_url}/twilio/voice");
+    let params = twilio.voice_params("CA0000000000000000000000000000beef", "+14155550100", "2000");
+
+    // Unsigned, signed with another token, signed over another URL: 403.
+    let (status, _) = twilio.post_voice(&voice, &params, None).await;
+    assert_eq!(status, 403);
+    let (status, _) = twilio
+        .post_voice(&voice, &params, Some("wrong-token"))
+        .await;
+    assert_eq!(status, 403);
+    let elsewhere = voice.replace("/twilio/voice", "/twilio/voice?x=1");
+    let mut request_params = params.clone();
+    request_params.push(("Extra".into(), "1".into()));
+    let (status, _) = twilio
+        .post_voice(&elsewhere, &request_params, Some(&twilio.auth_token))
+        .await;
+    assert_eq!(status, 200, "a query string is part of the signed URL");
+    // Another account's call, and a form without `To`.
+    let mut other = params.clone();
+    other[0].1 = "AC00000000000000000000000000000000".into();
+    let (status, _) = twilio
+        .post_voice(&voice, &other, Some(&twilio.auth_token))
+        .await;
+    assert_eq!(status, 403);
+    let no_to: Vec<_> = params.iter().filter(|(k, _)| k != "To").cloned().collect();
+    let (status, _) = twilio
+        .post_voice(&voice, &no_to, Some(&twilio.auth_token))
+        .await;
+    assert_eq!(status, 400);
+    // A number no agent serves: Twilio is told to reject.
+    let nobody = twilio.voice_params("CA0000000000000000000000000000dead", "+1", "9999");
+    let (status, twiml) = twilio
+        .post_voice(&voice, &nobody, Some(&twilio.auth_token))
+        .await;
+    assert_eq!(status, 200);
+    assert!(twiml.contains("<Reject reason=\"rejected\"/>"), "{twiml}");
+
+    // The media socket: unsigned upgrades are refused; a signed one with a forged token is
+    // closed with a reason.
+    let (_, twiml) = twilio
+        .post_voice(&voice, &params, Some(&twilio.auth_token))
+        .await;
+    let (stream_url, _) = stream_of(&twiml).expect("a stream");
+    let unsigned = tokio_tungstenite::connect_async(stream_url.as_str()).await;
+    assert!(unsigned.is_err(), "an unsigned upgrade is refused");
+    let mut request = stream_url.as_str().into_client_request().unwrap();
+    let sig = crate::support::fake_twilio::signature(&twilio.auth_token, &stream_url, &[]);
+    request
+        .headers_mut()
+        .insert("x-twilio-signature", sig.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let start = serde_json::json!({"event": "start", "sequenceNumber": "1", "streamSid": "MZ1",
+        "start": {"streamSid": "MZ1", "accountSid": twilio.account_sid, "callSid": "CA1",
+                  "tracks": ["inbound"], "customParameters": {"token": "forged"},
+                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}});
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        start.to_string(),
+    ))
+    .await
+    .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("the host closes the stream");
+    let Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame)))) = closed else {
+        panic!("{closed:?}")
+    };
+    assert!(frame.reason.contains("token"), "{frame:?}");
+
+    // The control API is not on the public listener.
+    let public = reqwest::get(format!("{public_url}/v1/calls"))
+        .await
+        .unwrap();
+    assert_eq!(public.status().as_u16(), 404);
+
+    // Only the accepted webhooks made calls: the one of the signed URL with a query, the one
+    // for nobody (rejected) and the one whose stream was forged (still waiting).
+    let api = Api::new(host.http, None);
+    let calls = api
+        .poll("/v1/calls", Duration::from_secs(5), |l| {
+            l["calls"].as_array().is_some_and(|c| c.len() >= 3)
+        })
+        .await;
+    assert_eq!(calls["calls"].as_array().unwrap().len(), 3, "{calls}");
+}

@@ -1,0 +1,664 @@
+//! A protocol-faithful fake of Twilio on 127.0.0.1: it places calls at the host's voice webhook
+//! and plays the media stream as a phone would, and it serves the REST call update the host
+//! uses to hang up and transfer. Written from reference/protocols.md §0.3 and §4 (Twilio's
+//! published webhook, TwiML, Media Streams and REST references); each message says where it
+//! comes from.
+//!
+//! - Webhook (§4.1, §4.2): form POST with `CallSid`, `AccountSid`, `From`, `To`, `CallStatus`,
+//!   `Direction`, `ApiVersion`, signed with `X-Twilio-Signature` = base64(HMAC-SHA1(auth token,
+//!   URL + sorted name/value pairs)). The fake signs on its own (ring's HMAC), not with the host's
+//!   code.
+//! - TwiML (§4.3): `<Connect><Stream url>` with `<Parameter>`s, which come back in `start`.
+//! - Stream (§0.3, §4.4): the upgrade is signed over the `wss` URL with nothing appended; text
+//!   frames only: `connected`, `start` (sequenceNumber "1"), `media` every 20 ms (160 bytes of
+//!   μ-law), `dtmf`, `stop`; counters are strings. Server audio plays at 8 bytes a ms into a
+//!   speaker; a `mark` is echoed when the audio before it has played; `clear` drops the queued
+//!   audio and returns the pending marks at once.
+//! - REST (§4.6): `POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json` with HTTP Basic;
+//!   `Status=completed` ends the call (the stream gets `stop`), `Twiml=<Response><Dial>…` moves it
+//!   (the stream gets `stop`); an unknown call gets 404 with code 20404.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::support::model_audio::{ulaw_decode, ulaw_encode};
+
+/// One REST request the host made.
+#[derive(Debug, Clone)]
+pub struct RestCall {
+    pub path: String,
+    pub form: Vec<(String, String)>,
+}
+
+impl RestCall {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.form
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the REST side tells a call in progress.
+#[derive(Debug, Clone)]
+enum Control {
+    Completed,
+    Redirected(String),
+}
+
+type Calls = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Control>>>>;
+
+pub struct FakeTwilio {
+    pub account_sid: String,
+    pub auth_token: String,
+    /// `http://127.0.0.1:<port>`, for `[bridges.twilio] api-base`.
+    pub api_base: String,
+    rest: Arc<Mutex<Vec<RestCall>>>,
+    calls: Calls,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeTwilio {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The caller's side of one call.
+#[derive(Debug, Clone)]
+pub struct CallScript {
+    pub from: String,
+    pub to: String,
+    /// What the caller says: 8 kHz samples streamed from `start` on; silence after them.
+    pub speech: Vec<i16>,
+    /// Keypad digits at times since `start`.
+    pub digits: Vec<(Duration, char)>,
+    /// The caller hangs up (the stream gets `stop`) this long after `start`.
+    pub hangup_after: Option<Duration>,
+    /// The whole call may not last longer.
+    pub limit: Duration,
+    /// Sign the stream's upgrade (a real Twilio does).
+    pub sign_upgrade: bool,
+}
+
+impl Default for CallScript {
+    fn default() -> Self {
+        CallScript {
+            from: "+14155550100".into(),
+            to: "2000".into(),
+            speech: Vec::new(),
+            digits: Vec::new(),
+            hangup_after: None,
+            limit: Duration::from_secs(30),
+            sign_upgrade: true,
+        }
+    }
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The host closed the stream.
+    HostClosed,
+    /// The caller hung up (`hangup_after`).
+    CallerHungUp,
+    /// The host hung up through REST.
+    RestCompleted,
+    /// The host moved the call through REST (the new TwiML).
+    RestRedirected(String),
+    /// The call hit the script's limit.
+    Limit,
+}
+
+/// What one call did.
+#[derive(Debug, Clone)]
+pub struct CallResult {
+    pub call_sid: String,
+    /// The webhook's answer.
+    pub twiml: String,
+    /// What the caller heard, 8 kHz, one sample per 1/8 ms since `start` (silence where
+    /// nothing played).
+    pub heard: Vec<i16>,
+    pub media_received: usize,
+    pub marks_echoed: usize,
+    pub clears: usize,
+    /// Frames from the host that broke the protocol.
+    pub violations: Vec<String>,
+    pub ending: Ending,
+    /// The close frame's code and reason, when the host sent one.
+    pub close: Option<(u16, String)>,
+}
+
+fn hmac_sha1_b64(key: &str, text: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key.as_bytes());
+    B64.encode(ring::hmac::sign(&key, text.as_bytes()).as_ref())
+}
+
+/// `X-Twilio-Signature` for a form POST to `url` (§4.2).
+pub fn signature(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
+    let mut sorted = params.to_vec();
+    sorted.sort();
+    let text = sorted
+        .iter()
+        .fold(url.to_string(), |t, (n, v)| format!("{t}{n}{v}"));
+    hmac_sha1_b64(auth_token, &text)
+}
+
+fn sid(prefix: &str) -> String {
+    let n: u128 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        ^ (std::process::id() as u128) << 64;
+    format!("{prefix}{:032x}", n)
+}
+
+/// The stream URL and parameters of a `<Connect><Stream>` TwiML answer.
+pub fn stream_of(twiml: &str) -> Option<(String, Vec<(String, String)>)> {
+    let attr = |tag: &str, name: &str| -> Option<String> {
+        let at = tag.find(&format!("{name}=\""))? + name.len() + 2;
+        let end = tag[at..].find('"')? + at;
+        Some(unescape(&tag[at..end]))
+    };
+    let stream_at = twiml.find("<Stream ")?;
+    let tag_end = twiml[stream_at..].find('>')? + stream_at;
+    let url = attr(&twiml[stream_at..tag_end], "url")?;
+    let mut params = Vec::new();
+    let mut rest = &twiml[tag_end..];
+    while let Some(p) = rest.find("<Parameter ") {
+        let end = rest[p..].find("/>")? + p;
+        let tag = &rest[p..end];
+        params.push((attr(tag, "name")?, attr(tag, "value")?));
+        rest = &rest[end..];
+    }
+    Some((url, params))
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+fn form(params: &[(&str, &str)]) -> Vec<(String, String)> {
+    params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn encode_form(params: &[(String, String)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish()
+}
+
+impl FakeTwilio {
+    pub async fn start() -> FakeTwilio {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_base = format!("http://{}", listener.local_addr().unwrap());
+        let account_sid = format!("AC{:032x}", std::process::id());
+        let auth_token = "fake-twilio-auth-token".to_string();
+        let rest = Arc::new(Mutex::new(Vec::new()));
+        let calls: Calls = Arc::default();
+        let task = tokio::spawn(serve_rest(
+            listener,
+            account_sid.clone(),
+            auth_token.clone(),
+            rest.clone(),
+            calls.clone(),
+        ));
+        FakeTwilio {
+            account_sid,
+            auth_token,
+            api_base,
+            rest,
+            calls,
+            task,
+        }
+    }
+
+    /// REST requests the host made, in order.
+    pub fn rest_calls(&self) -> Vec<RestCall> {
+        self.rest.lock().unwrap().clone()
+    }
+
+    /// POST a voice webhook (§4.1) signed with `token`; (status, body).
+    pub async fn post_voice(
+        &self,
+        url: &str,
+        params: &[(String, String)],
+        token: Option<&str>,
+    ) -> (u16, String) {
+        let mut request = reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("user-agent", "TwilioProxy/1.1")
+            .body(encode_form(params));
+        if let Some(token) = token {
+            request = request.header("x-twilio-signature", signature(token, url, params));
+        }
+        let response = request.send().await.expect("the webhook answers");
+        (
+            response.status().as_u16(),
+            response.text().await.unwrap_or_default(),
+        )
+    }
+
+    /// The form of an inbound call's webhook.
+    pub fn voice_params(&self, call_sid: &str, from: &str, to: &str) -> Vec<(String, String)> {
+        form(&[
+            ("AccountSid", &self.account_sid),
+            ("ApiVersion", "2010-04-01"),
+            ("CallSid", call_sid),
+            ("CallStatus", "ringing"),
+            ("Called", to),
+            ("Caller", from),
+            ("Direction", "inbound"),
+            ("From", from),
+            ("To", to),
+        ])
+    }
+
+    /// Place an inbound call at `public_url` and play it to its end.
+    pub async fn call(&self, public_url: &str, script: CallScript) -> CallResult {
+        let call_sid = sid("CA");
+        let url = format!("{public_url}/twilio/voice");
+        let params = self.voice_params(&call_sid, &script.from, &script.to);
+        let (status, twiml) = self.post_voice(&url, &params, Some(&self.auth_token)).await;
+        assert_eq!(status, 200, "the voice webhook: {twiml}");
+        let mut result = CallResult {
+            call_sid: call_sid.clone(),
+            twiml: twiml.clone(),
+            heard: Vec::new(),
+            media_received: 0,
+            marks_echoed: 0,
+            clears: 0,
+            violations: Vec::new(),
+            ending: Ending::HostClosed,
+            close: None,
+        };
+        let Some((stream_url, parameters)) = stream_of(&twiml) else {
+            return result;
+        };
+        let (control_tx, control) = mpsc::unbounded_channel();
+        self.calls
+            .lock()
+            .unwrap()
+            .insert(call_sid.clone(), control_tx);
+        self.stream(
+            &stream_url,
+            &parameters,
+            &call_sid,
+            script,
+            control,
+            &mut result,
+        )
+        .await;
+        self.calls.lock().unwrap().remove(&call_sid);
+        result
+    }
+
+    /// Open the media stream and play the call (§0.3).
+    async fn stream(
+        &self,
+        url: &str,
+        parameters: &[(String, String)],
+        call_sid: &str,
+        script: CallScript,
+        mut control: mpsc::UnboundedReceiver<Control>,
+        result: &mut CallResult,
+    ) {
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("user-agent", "Twilio.TmeWs/1.0".parse().unwrap());
+        if script.sign_upgrade {
+            let sig = hmac_sha1_b64(&self.auth_token, url);
+            request
+                .headers_mut()
+                .insert("x-twilio-signature", sig.parse().unwrap());
+        }
+        let (mut ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("the media stream opens");
+        let stream_sid = sid("MZ");
+        let custom: serde_json::Map<String, Value> = parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        let mut seq = 1u64;
+        let connected = json!({"event": "connected", "protocol": "Call", "version": "1.0.0"});
+        ws.send(Message::text(connected.to_string())).await.unwrap();
+        let start = json!({
+            "event": "start", "sequenceNumber": seq.to_string(), "streamSid": stream_sid,
+            "start": {
+                "streamSid": stream_sid, "accountSid": self.account_sid, "callSid": call_sid,
+                "tracks": ["inbound"], "customParameters": custom,
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+        });
+        ws.send(Message::text(start.to_string())).await.unwrap();
+
+        let started = Instant::now();
+        let mut speaker = Speaker::default();
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let mut chunk = 0u64;
+        let mut digits: VecDeque<(Duration, char)> = script.digits.iter().copied().collect();
+        let stop = |seq: u64| {
+            json!({"event": "stop", "sequenceNumber": seq.to_string(), "streamSid": stream_sid,
+                   "stop": {"accountSid": self.account_sid, "callSid": call_sid}})
+            .to_string()
+        };
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let now = started.elapsed();
+                    // 20 ms of the caller, as Twilio sends it.
+                    let from = chunk as usize * 160;
+                    let frame: Vec<u8> = (from..from + 160)
+                        .map(|i| ulaw_encode(script.speech.get(i).copied().unwrap_or(0)))
+                        .collect();
+                    chunk += 1;
+                    seq += 1;
+                    let media = json!({
+                        "event": "media", "sequenceNumber": seq.to_string(), "streamSid": stream_sid,
+                        "media": {"track": "inbound", "chunk": chunk.to_string(),
+                                  "timestamp": (chunk * 20).to_string(), "payload": B64.encode(&frame)},
+                    });
+                    if ws.send(Message::text(media.to_string())).await.is_err() {
+                        break;
+                    }
+                    // 20 ms of the speaker; marks passed are echoed.
+                    for name in speaker.play(160, &mut result.heard) {
+                        seq += 1;
+                        let mark = json!({"event": "mark", "sequenceNumber": seq.to_string(),
+                                          "streamSid": stream_sid, "mark": {"name": name}});
+                        result.marks_echoed += 1;
+                        let _ = ws.send(Message::text(mark.to_string())).await;
+                    }
+                    while digits.front().is_some_and(|(at, _)| *at <= now) {
+                        let (_, digit) = digits.pop_front().unwrap();
+                        seq += 1;
+                        let dtmf = json!({"event": "dtmf", "sequenceNumber": seq.to_string(),
+                                          "streamSid": stream_sid,
+                                          "dtmf": {"track": "inbound_track", "digit": digit.to_string()}});
+                        let _ = ws.send(Message::text(dtmf.to_string())).await;
+                    }
+                    if script.hangup_after.is_some_and(|h| now >= h) {
+                        seq += 1;
+                        let _ = ws.send(Message::text(stop(seq))).await;
+                        let _ = ws.close(None).await;
+                        result.ending = Ending::CallerHungUp;
+                        break;
+                    }
+                    if now >= script.limit {
+                        result.ending = Ending::Limit;
+                        break;
+                    }
+                }
+                frame = ws.next() => match frame {
+                    Some(Ok(Message::Text(text))) => {
+                        for name in on_server_frame(&text, &stream_sid, &mut speaker, result) {
+                            seq += 1;
+                            let mark = json!({"event": "mark", "sequenceNumber": seq.to_string(),
+                                              "streamSid": stream_sid, "mark": {"name": name}});
+                            result.marks_echoed += 1;
+                            let _ = ws.send(Message::text(mark.to_string())).await;
+                        }
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        result.close = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                        result.ending = Ending::HostClosed;
+                        break;
+                    }
+                    Some(Ok(Message::Binary(_))) => result.violations.push("a binary frame".into()),
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => {
+                        result.ending = Ending::HostClosed;
+                        break;
+                    }
+                },
+                Some(c) = control.recv() => {
+                    seq += 1;
+                    let _ = ws.send(Message::text(stop(seq))).await;
+                    let _ = ws.close(None).await;
+                    result.ending = match c {
+                        Control::Completed => Ending::RestCompleted,
+                        Control::Redirected(twiml) => Ending::RestRedirected(twiml),
+                    };
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The phone's speaker: audio the host sent, played at 8 bytes a ms, with its marks.
+#[derive(Default)]
+struct Speaker {
+    queue: VecDeque<Queued>,
+}
+
+enum Queued {
+    Audio(VecDeque<u8>),
+    Mark(String),
+}
+
+impl Speaker {
+    /// Play `n` bytes (silence when nothing is queued); the marks passed, to echo.
+    fn play(&mut self, n: usize, heard: &mut Vec<i16>) -> Vec<String> {
+        let mut marks = Vec::new();
+        let mut left = n;
+        while left > 0 {
+            match self.queue.front_mut() {
+                Some(Queued::Audio(audio)) => {
+                    let take = left.min(audio.len());
+                    heard.extend(audio.drain(..take).map(ulaw_decode));
+                    left -= take;
+                    if audio.is_empty() {
+                        self.queue.pop_front();
+                    }
+                }
+                Some(Queued::Mark(_)) => {
+                    if let Some(Queued::Mark(name)) = self.queue.pop_front() {
+                        marks.push(name);
+                    }
+                }
+                None => {
+                    heard.extend(std::iter::repeat_n(0, left));
+                    left = 0;
+                }
+            }
+        }
+        // A mark right behind the audio just played is due now, not 20 ms later.
+        while let Some(Queued::Mark(_)) = self.queue.front() {
+            if let Some(Queued::Mark(name)) = self.queue.pop_front() {
+                marks.push(name);
+            }
+        }
+        marks
+    }
+
+    /// `clear`: drop the audio; the marks still queued come back at once.
+    fn clear(&mut self) -> Vec<String> {
+        self.queue
+            .drain(..)
+            .filter_map(|q| match q {
+                Queued::Mark(name) => Some(name),
+                Queued::Audio(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// One frame from the host (§4.4, "our server → Twilio"); marks to echo at once.
+fn on_server_frame(
+    text: &str,
+    stream_sid: &str,
+    speaker: &mut Speaker,
+    result: &mut CallResult,
+) -> Vec<String> {
+    let Ok(v) = serde_json::from_str::<Value>(text) else {
+        result.violations.push(format!("not JSON: {text}"));
+        return Vec::new();
+    };
+    if v["streamSid"] != stream_sid {
+        result.violations.push(format!("wrong streamSid: {text}"));
+    }
+    match v["event"].as_str() {
+        Some("media") => {
+            result.media_received += 1;
+            match v["media"]["payload"].as_str().map(|p| B64.decode(p)) {
+                Some(Ok(audio)) if !audio.is_empty() && !audio.starts_with(b"RIFF") => {
+                    speaker.queue.push_back(Queued::Audio(audio.into()));
+                }
+                _ => result.violations.push(format!("bad media payload: {text}")),
+            }
+            Vec::new()
+        }
+        Some("mark") => {
+            match v["mark"]["name"].as_str() {
+                Some(name) => speaker.queue.push_back(Queued::Mark(name.into())),
+                None => result
+                    .violations
+                    .push(format!("mark without a name: {text}")),
+            }
+            Vec::new()
+        }
+        Some("clear") => {
+            result.clears += 1;
+            speaker.clear()
+        }
+        _ => {
+            result.violations.push(format!("unknown event: {text}"));
+            Vec::new()
+        }
+    }
+}
+
+/// The REST API (§4.6): call updates only.
+async fn serve_rest(
+    listener: TcpListener,
+    account_sid: String,
+    auth_token: String,
+    rest: Arc<Mutex<Vec<RestCall>>>,
+    calls: Calls,
+) {
+    let basic = format!(
+        "Basic {}",
+        B64.encode(format!("{account_sid}:{auth_token}"))
+    );
+    while let Ok((stream, _)) = listener.accept().await {
+        let (rest, calls, basic, account_sid) = (
+            rest.clone(),
+            calls.clone(),
+            basic.clone(),
+            account_sid.clone(),
+        );
+        tokio::spawn(async move {
+            let mut stream = BufReader::new(stream);
+            loop {
+                let mut request_line = String::new();
+                if stream.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let path = request_line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string();
+                let (mut length, mut authorization) = (0, String::new());
+                loop {
+                    let mut header = String::new();
+                    if stream.read_line(&mut header).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let header = header.trim_end();
+                    if header.is_empty() {
+                        break;
+                    }
+                    if let Some((name, value)) = header.split_once(':') {
+                        if name.eq_ignore_ascii_case("content-length") {
+                            length = value.trim().parse().unwrap_or(0);
+                        } else if name.eq_ignore_ascii_case("authorization") {
+                            authorization = value.trim().to_string();
+                        }
+                    }
+                }
+                let mut body = vec![0; length];
+                if stream.read_exact(&mut body).await.is_err() {
+                    return;
+                }
+                let form: Vec<(String, String)> =
+                    url::form_urlencoded::parse(&body).into_owned().collect();
+                let call = RestCall {
+                    path: path.clone(),
+                    form,
+                };
+                rest.lock().unwrap().push(call.clone());
+                let prefix = format!("/2010-04-01/Accounts/{account_sid}/Calls/");
+                let call_sid = path
+                    .strip_prefix(&prefix)
+                    .and_then(|p| p.strip_suffix(".json"))
+                    .map(str::to_string);
+                let (status, reply) = if authorization != basic {
+                    (
+                        "401 Unauthorized",
+                        json!({"code": 20003, "message": "Authenticate"}),
+                    )
+                } else if let Some(tx) = call_sid
+                    .as_deref()
+                    .and_then(|sid| calls.lock().unwrap().get(sid).cloned())
+                {
+                    let control = match (call.param("Status"), call.param("Twiml")) {
+                        (Some("completed"), _) => Some(Control::Completed),
+                        (_, Some(twiml)) => Some(Control::Redirected(twiml.to_string())),
+                        _ => None,
+                    };
+                    match control {
+                        Some(c) => {
+                            let _ = tx.send(c);
+                            ("200 OK", json!({"sid": call_sid, "status": "in-progress"}))
+                        }
+                        None => (
+                            "400 Bad Request",
+                            json!({"code": 21218, "message": "Invalid call update"}),
+                        ),
+                    }
+                } else {
+                    (
+                        "404 Not Found",
+                        json!({"code": 20404, "message": "The requested resource was not found"}),
+                    )
+                };
+                let body = reply.to_string();
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if stream
+                    .get_mut()
+                    .write_all(response.as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+}
