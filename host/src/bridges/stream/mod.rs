@@ -6,6 +6,7 @@
 
 pub mod marks;
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +25,7 @@ use crate::call::leg::{
     CallerAudio, Capabilities, Capability, DigitSource, Interrupted, Leg, LegAudio, LegError,
     LegEvent, LegFacts, Playout,
 };
+use crate::media::recording::Recorder;
 use crate::media::{AudioSink, MediaStats};
 use crate::resample::StreamResampler;
 use marks::{Heard, MarkQueue};
@@ -58,6 +60,8 @@ pub trait Framing: Send + 'static {
     fn bytes_per_ms(&self) -> usize;
     /// Encode PCM at [`Framing::rate`] for the wire.
     fn encode(&self, pcm: &[i16]) -> Vec<u8>;
+    /// Decode what [`Framing::encode`] made.
+    fn decode(&self, audio: &[u8]) -> Vec<i16>;
     /// Read a frame; an error names what was wrong with it.
     fn read(&mut self, frame: Message) -> Result<StreamEvent, String>;
     fn media(&self, audio: &[u8]) -> Message;
@@ -90,6 +94,15 @@ struct Shared {
     /// Something to send: audio, a clear, or the close.
     wake: Notify,
     counts: Counts,
+    recording: Mutex<Option<Recording>>,
+}
+
+/// A call recording on a stream. The carrier plays our audio on its own clock, so the agent
+/// side is written as it is heard: what the acknowledged marks say has played, 20 ms of it
+/// beside each 20 ms of the caller (silence when nothing played).
+struct Recording {
+    recorder: Recorder,
+    heard: VecDeque<i16>,
 }
 
 /// Where caller audio goes; until routed it is held for the call task.
@@ -144,6 +157,7 @@ impl<C: Carrier, F: Framing + Clone> StreamLeg<C, F> {
             caller: Mutex::new(Route::Unset),
             wake: Notify::new(),
             counts: Counts::default(),
+            recording: Mutex::new(None),
         });
         let (events_tx, events) = mpsc::unbounded_channel();
         let (close_tx, close_rx) = tokio::sync::oneshot::channel();
@@ -157,6 +171,7 @@ impl<C: Carrier, F: Framing + Clone> StreamLeg<C, F> {
                 events: events_tx,
                 media_timeout,
                 garbage: 0,
+                sent: VecDeque::new(),
             }
             .run(close_rx),
         );
@@ -236,10 +251,13 @@ impl<C: Carrier, F: Framing + Clone> LegAudio for StreamLeg<C, F> {
         Ok(())
     }
 
-    fn record(&mut self, _path: &Path) -> Result<(), LegError> {
-        Err(LegError::Failed(
-            "recording is not available on carrier media streams yet".into(),
-        ))
+    fn record(&mut self, path: &Path) -> Result<(), LegError> {
+        let recorder = Recorder::start(path, self.rate).map_err(failed)?;
+        *lock(&self.shared.recording) = Some(Recording {
+            recorder,
+            heard: VecDeque::new(),
+        });
+        Ok(())
     }
 }
 
@@ -304,6 +322,13 @@ impl<C: Carrier, F: Framing + Clone> Leg for StreamLeg<C, F> {
         // does not hold the call.
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.task).await;
         self.task.abort();
+        let recording = lock(&self.shared.recording).take();
+        if let Some(r) = recording {
+            let finished = tokio::task::spawn_blocking(move || r.recorder.finish()).await;
+            if let Ok(Err(e)) = finished {
+                tracing::warn!(error = %e, "finishing the recording failed");
+            }
+        }
         let c = &self.shared.counts;
         Some(MediaStats {
             packets_received: c.frames_in.load(Ordering::Relaxed),
@@ -325,6 +350,8 @@ struct SocketTask<F: Framing> {
     events: mpsc::UnboundedSender<LegEvent>,
     media_timeout: Duration,
     garbage: u32,
+    /// Chunks sent and not yet acknowledged, for the recording of what was heard.
+    sent: VecDeque<(String, Vec<u8>)>,
 }
 
 /// How the stream ended, as the call hears it.
@@ -403,6 +430,9 @@ impl<F: Framing> SocketTask<F> {
             }
             Ok(StreamEvent::Mark(name)) => {
                 let heard = lock(&self.shared.queue).acknowledge(&name);
+                if heard != Heard::Unknown {
+                    self.played(&name);
+                }
                 match heard {
                     Heard::Drained => {
                         let _ = self.events.send(LegEvent::PlayoutDrained);
@@ -428,7 +458,27 @@ impl<F: Framing> SocketTask<F> {
         None
     }
 
+    /// The chunks up to `mark` were heard: into the recording, if there is one.
+    fn played(&mut self, mark: &str) {
+        let mut recording = lock(&self.shared.recording);
+        while let Some((name, audio)) = self.sent.pop_front() {
+            if let Some(r) = recording.as_mut() {
+                r.heard.extend(self.framing.decode(&audio));
+            }
+            if name == mark {
+                break;
+            }
+        }
+    }
+
     fn caller_audio(&mut self, pcm: &[i16]) {
+        if let Some(r) = lock(&self.shared.recording).as_mut() {
+            r.recorder.caller(pcm);
+            let n = pcm.len().min(r.heard.len());
+            let mut agent: Vec<i16> = r.heard.drain(..n).collect();
+            agent.resize(pcm.len(), 0);
+            r.recorder.agent(&agent);
+        }
         let mut route = lock(&self.shared.caller);
         match &mut *route {
             Route::Unset => {
@@ -458,6 +508,7 @@ impl<F: Framing> SocketTask<F> {
     async fn send_queued(&mut self) -> Result<(), tokio_tungstenite::tungstenite::Error> {
         let clear = lock(&self.shared.queue).take_clear();
         if clear {
+            self.sent.clear();
             self.socket.send(self.framing.clear()).await?;
         }
         loop {
@@ -476,6 +527,7 @@ impl<F: Framing> SocketTask<F> {
                 .fetch_add(chunk.audio.len() as u64, Ordering::Relaxed);
             self.socket.feed(self.framing.media(&chunk.audio)).await?;
             self.socket.feed(self.framing.mark(&chunk.mark)).await?;
+            self.sent.push_back((chunk.mark, chunk.audio));
             self.socket.flush().await?;
         }
     }

@@ -119,6 +119,10 @@ impl Framing for TwilioFraming {
         pcm.iter().map(|&s| g711::ulaw_encode(s)).collect()
     }
 
+    fn decode(&self, audio: &[u8]) -> Vec<i16> {
+        audio.iter().map(|&b| g711::ulaw_decode(b)).collect()
+    }
+
     fn read(&mut self, frame: Message) -> Result<StreamEvent, String> {
         Ok(match parse(&frame)? {
             Inbound::Media { media } => {
@@ -131,7 +135,7 @@ impl Framing for TwilioFraming {
                 if audio.is_empty() {
                     return Err("an empty media payload".into());
                 }
-                StreamEvent::Audio(audio.iter().map(|&b| g711::ulaw_decode(b)).collect())
+                StreamEvent::Audio(self.decode(&audio))
             }
             Inbound::Dtmf { dtmf } => StreamEvent::Digit(
                 digit(&dtmf.digit)
