@@ -116,6 +116,11 @@ impl Host {
                 }
             }
         });
+        let bridges = Arc::new(bridges::Bridges::new(
+            config.http.public.as_ref(),
+            &config.bridges,
+            calls.clone(),
+        ));
         let api = api::serve(
             &config.http,
             ApiContext {
@@ -126,12 +131,13 @@ impl Host {
                 metrics,
                 logs,
                 registrations,
+                bridges: bridges.clone(),
                 config: api::masked_config(&config.source),
             },
         )
         .await?;
         let public = match &config.http.public {
-            Some(public) => Some(bridges::serve(public, &config.bridges, calls.clone()).await?),
+            Some(public) => Some(bridges::serve(public, &bridges).await?),
             None => None,
         };
         Ok(Host {

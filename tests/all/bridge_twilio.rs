@@ -10,12 +10,15 @@ use std::time::Duration;
 use crate::support::api::{Api, events_of, find, only_call_record};
 use crate::support::calls::{AGENT_HZ, CALLER_HZ, WINDOW, mic, ms, spans_ms, tone_spans};
 use crate::support::fake_openai::{FakeOpenAi, Reply, Script};
-use crate::support::fake_twilio::{CallScript, Ending, FakeTwilio, stream_of};
+use crate::support::fake_twilio::{CallScript, Callee, Ending, FakeTwilio, stream_of};
 use crate::support::host::Host;
 use crate::support::media::Wav;
 use crate::support::ports::{Ports, ports};
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// The number of the fake account the host calls from.
+const OUR_NUMBER: &str = "+14155550199";
 
 /// The host with the receptionist on 2000, the OpenAI fake as its model and the Twilio bridge
 /// on a public listener of its own; the listener's port is reserved while the host lives.
@@ -34,7 +37,8 @@ fn start_host(twilio: &FakeTwilio, model: &FakeOpenAi) -> (Host, String, Ports) 
             port.first()
         ))
         .config(&format!(
-            "[bridges.twilio]\naccount-sid = \"{}\"\nauth-token = \"{}\"\napi-base = \"{}\"",
+            "[bridges.twilio]\naccount-sid = \"{}\"\nauth-token = \"{}\"\napi-base = \"{}\"\n\
+             numbers = [\"{OUR_NUMBER}\"]",
             twilio.account_sid, twilio.auth_token, twilio.api_base
         ))
         .start();
@@ -344,4 +348,123 @@ async fn bad_webhooks_and_streams_are_refused_without_a_call() {
         })
         .await;
     assert_eq!(calls["calls"].as_array().unwrap().len(), 3, "{calls}");
+}
+
+/// The record of call `id` once it has ended.
+async fn ended(api: &Api, id: &str) -> Vec<(String, serde_json::Value)> {
+    let record = api
+        .poll(&format!("/v1/calls/{id}"), Duration::from_secs(20), |d| {
+            d["events"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["kind"] == "ended"))
+        })
+        .await;
+    events_of(&record)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_calls_through_twilio_answered_busy_unanswered_and_cancelled() {
+    let model = FakeOpenAi::start(model_script(Vec::new())).await;
+    let twilio = FakeTwilio::start().await;
+    let (host, _public_url, _port) = start_host(&twilio, &model);
+    let api = Api::new(host.http, None);
+    let place = |to: &str, from: &str| serde_json::json!({"to": to, "from": from, "via": "twilio", "agent": "receptionist"});
+
+    // Answered: the agent greets the callee over the stream; the callee hangs up.
+    twilio.expect_call(Callee::Answers(CallScript {
+        hangup_after: Some(Duration::from_secs(5)),
+        ..CallScript::default()
+    }));
+    let reply = api
+        .post("/v1/calls", &place("+14155550123", OUR_NUMBER))
+        .await;
+    assert_eq!(reply.status, 201, "{:?}", reply.json);
+    let id = reply.json["id"].as_str().unwrap().to_string();
+    let placed = twilio.placed().await;
+    assert_eq!(
+        (placed.to.as_str(), placed.from.as_str()),
+        ("+14155550123", OUR_NUMBER)
+    );
+    assert_eq!(
+        placed.statuses,
+        ["queued", "ringing", "in-progress", "completed"],
+        "the four subscribed events"
+    );
+    let call = placed.call.expect("answered");
+    assert_eq!(call.ending, Ending::CallerHungUp, "{call:?}");
+    assert!(call.violations.is_empty(), "{:?}", call.violations);
+    let tones = tone_spans(&call.heard, AGENT_HZ, WINDOW * 10);
+    assert!(!tones.is_empty(), "the callee heard the greeting");
+    let events = ended(&api, &id).await;
+    let created = find(&events, "created");
+    assert_eq!(created[0]["direction"], "outbound");
+    assert_eq!(created[0]["transport"], "twilio");
+    assert!(
+        find(&events, "progress")
+            .iter()
+            .any(|p| p["status"] == "ringing"),
+        "{events:?}"
+    );
+    assert!(!find(&events, "answered").is_empty(), "{events:?}");
+    assert_eq!(find(&events, "ended")[0]["reason"], "caller-hangup");
+
+    // Busy, no answer, failed: `not-answered` with Twilio's outcome.
+    for (callee, outcome) in [
+        (Callee::Busy, "busy"),
+        (Callee::NoAnswer, "no-answer"),
+        (Callee::Fails, "failed"),
+    ] {
+        twilio.expect_call(callee);
+        let reply = api
+            .post("/v1/calls", &place("+14155550124", OUR_NUMBER))
+            .await;
+        assert_eq!(reply.status, 201);
+        let id = reply.json["id"].as_str().unwrap().to_string();
+        let placed = twilio.placed().await;
+        assert!(placed.call.is_none());
+        let events = ended(&api, &id).await;
+        assert_eq!(
+            find(&events, "not-answered")[0]["outcome"],
+            outcome,
+            "{events:?}"
+        );
+    }
+
+    // Hung up by the API while it rings: cancelled through REST (`Status=canceled`).
+    twilio.expect_call(Callee::RingsOn);
+    let reply = api
+        .post("/v1/calls", &place("+14155550125", OUR_NUMBER))
+        .await;
+    let id = reply.json["id"].as_str().unwrap().to_string();
+    api.poll(&format!("/v1/calls/{id}"), Duration::from_secs(10), |d| {
+        d["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["kind"] == "progress"))
+    })
+    .await;
+    let hangup = api
+        .post(&format!("/v1/calls/{id}/hangup"), &serde_json::json!({}))
+        .await;
+    assert_eq!(hangup.status, 202);
+    let placed = twilio.placed().await;
+    assert_eq!(placed.statuses.last().map(String::as_str), Some("canceled"));
+    assert!(
+        twilio
+            .rest_calls()
+            .iter()
+            .any(|r| r.param("Status") == Some("canceled")),
+        "{:?}",
+        twilio.rest_calls()
+    );
+    let events = ended(&api, &id).await;
+    assert_eq!(find(&events, "not-answered")[0]["outcome"], "cancelled");
+
+    // A caller id that is not the account's: 400, nothing placed.
+    let before = twilio.rest_calls().len();
+    let reply = api
+        .post("/v1/calls", &place("+14155550126", "+19995550000"))
+        .await;
+    assert_eq!(reply.status, 400, "{:?}", reply.json);
+    assert_eq!(reply.json["error"], "bad_caller_id", "{:?}", reply.json);
+    assert_eq!(twilio.rest_calls().len(), before);
 }

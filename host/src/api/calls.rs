@@ -33,19 +33,26 @@ pub async fn place(
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
     let target = check_place(&ctx, &body)?;
-    let id = call::place(
-        &ctx.calls,
-        &ctx.sip,
-        PlaceRequest {
-            to: target.to,
-            trunk: target.trunk,
-            from: body.from,
-            agent: body.agent,
-            number: body.number,
-            metadata: body.metadata,
-        },
-    )
-    .await?;
+    let bridge = target.trunk.clone().filter(|via| ctx.bridges.has(via));
+    let request = PlaceRequest {
+        to: target.to,
+        trunk: target.trunk,
+        from: body.from,
+        agent: body.agent,
+        number: body.number,
+        metadata: body.metadata,
+    };
+    // `via` names a trunk or a bridge: one namespace.
+    let id = match bridge {
+        Some(via) => {
+            let request = PlaceRequest {
+                trunk: None,
+                ..request
+            };
+            ctx.bridges.place(&via, request).await?
+        }
+        None => call::place(&ctx.calls, &ctx.sip, request).await?,
+    };
     let location = format!("/v1/calls/{id}");
     Ok((
         StatusCode::CREATED,

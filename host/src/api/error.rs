@@ -88,6 +88,8 @@ impl ApiError {
                 PlaceError::NoMediaPort(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, "no_media_port", text(self))
                 }
+                PlaceError::CallerId(_) => (StatusCode::BAD_REQUEST, "bad_caller_id", text(self)),
+                PlaceError::Carrier(_) => (StatusCode::BAD_GATEWAY, "carrier_refused", text(self)),
                 PlaceError::Signalling(_) => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "signalling_failed",

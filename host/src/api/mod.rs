@@ -88,6 +88,8 @@ pub struct ApiContext {
     pub logs: LogFeed,
     /// Registration state changes as the SIP endpoint reports them.
     pub registrations: broadcast::Sender<RegistrationStatus>,
+    /// The carriers' bridges, for calls placed through one (`via`).
+    pub bridges: Arc<crate::bridges::Bridges>,
     /// The running configuration, secrets already masked.
     pub config: Value,
 }

@@ -17,7 +17,8 @@ use axum::Router;
 use axum::http::StatusCode;
 use serde::Deserialize;
 
-use crate::call::CallDeps;
+use crate::call::{CallDeps, PlaceError, PlaceRequest};
+use crate::sip::SipError;
 use twilio::{TwilioBridge, TwilioConfig};
 
 /// `[http.public]`: where carriers reach the bridges.
@@ -66,33 +67,68 @@ fn check_public_url(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The routes of every configured bridge.
-fn router(public: &PublicConfig, bridges: &BridgesConfig, calls: Arc<CallDeps>) -> Router {
-    let mut router = Router::new();
-    match &bridges.twilio {
-        Some(config) => {
-            router = router.merge(TwilioBridge::new(config, &public.public_url, calls).routes());
-            tracing::info!("Twilio bridge on at {}/twilio/voice", public.public_url);
-        }
-        None => tracing::info!("Twilio bridge off: no [bridges.twilio] credentials"),
-    }
-    router
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+/// The configured bridges.
+pub struct Bridges {
+    pub twilio: Option<Arc<TwilioBridge>>,
 }
 
-/// Start the public listener, when `[http.public]` is configured.
-pub async fn serve(
-    public: &PublicConfig,
-    bridges: &BridgesConfig,
-    calls: Arc<CallDeps>,
-) -> anyhow::Result<PublicServer> {
+impl Bridges {
+    /// The bridges with credentials; none without `[http.public]` (the configuration refuses a
+    /// bridge without it).
+    pub fn new(
+        public: Option<&PublicConfig>,
+        config: &BridgesConfig,
+        calls: Arc<CallDeps>,
+    ) -> Bridges {
+        let Some(public) = public else {
+            return Bridges { twilio: None };
+        };
+        let twilio = match &config.twilio {
+            Some(config) => {
+                tracing::info!("Twilio bridge on at {}/twilio/voice", public.public_url);
+                Some(TwilioBridge::new(config, &public.public_url, calls))
+            }
+            None => {
+                tracing::info!("Twilio bridge off: no [bridges.twilio] credentials");
+                None
+            }
+        };
+        Bridges { twilio }
+    }
+
+    /// Whether `via` names a bridge rather than a SIP trunk (one namespace for both).
+    pub fn has(&self, via: &str) -> bool {
+        via == "twilio" && self.twilio.is_some()
+    }
+
+    /// Place a call through the bridge `via` (one [`Bridges::has`]).
+    pub async fn place(&self, via: &str, request: PlaceRequest) -> Result<String, PlaceError> {
+        match (via, &self.twilio) {
+            ("twilio", Some(twilio)) => twilio.place(request).await,
+            _ => Err(PlaceError::Target(SipError::UnknownTrunk(via.to_string()))),
+        }
+    }
+
+    /// The routes of every bridge that is on.
+    fn router(&self) -> Router {
+        let mut router = Router::new();
+        if let Some(twilio) = &self.twilio {
+            router = router.merge(twilio.routes());
+        }
+        router
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+            .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+    }
+}
+
+/// Start the public listener for `bridges`.
+pub async fn serve(public: &PublicConfig, bridges: &Bridges) -> anyhow::Result<PublicServer> {
     check_public_url(&public.public_url)?;
     let listener = tokio::net::TcpListener::bind(public.listen)
         .await
         .with_context(|| format!("cannot listen for carriers on {}", public.listen))?;
     let addr = listener.local_addr()?;
-    let app = router(public, bridges, calls);
+    let app = bridges.router();
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "public listener stopped");

@@ -15,15 +15,17 @@ pub mod events;
 pub mod inbound;
 pub mod leg;
 pub mod logic;
-mod outbound;
+pub mod outbound;
 mod sip_inbound;
 mod sip_leg;
+mod sip_outbound;
 mod task;
 #[cfg(test)]
 mod test_legs;
 
-pub use outbound::{PlaceError, PlaceRequest, place};
+pub use outbound::{PlaceError, PlaceRequest};
 pub use sip_inbound::spawn_incoming;
+pub use sip_outbound::place;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

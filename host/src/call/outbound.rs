@@ -1,6 +1,9 @@
-//! Outbound calls: pick the agent, run its on-start (direction outbound, the requester's
-//! metadata), offer SDP, place the INVITE, and on answer run the same call actor as inbound.
-//! Busy, no answer, rejection and failure end the call with a `not-answered` event.
+//! Outbound calls on any leg, in the steps every entry path shares: check the request and pick
+//! the agent ([`check`]), record the call and run the agent's on-start (direction outbound, the
+//! requester's metadata: [`start`]), ring the far end through the leg's [`Dialing`]
+//! ([`Calling::ring`]), then run the same call as inbound ([`Calling::run`]). Busy, no answer,
+//! rejection and failure end the call with a `not-answered` event. SIP places its INVITE in
+//! `sip_outbound`.
 //!
 //! Everything that is the requester's mistake (unknown agent or trunk, bad number or URI,
 //! oversized metadata) is found before anything is recorded or sent.
@@ -9,30 +12,29 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tracing::Instrument;
 
 use super::events::{self, Recorder};
-use super::leg::{Dialing, Progress, Unanswered};
-use super::sip_leg::{SipAnswer, SipLeg};
+use super::leg::{Dialing, Leg, Progress, Unanswered};
 use super::{
     Accepted, Answered, CallCommand, CallDeps, CallSummary, Started, connect_for, created,
-    media_config, run_answered, start_agent,
+    run_answered, start_agent,
 };
 use crate::domain::agent_event::{CallProgress, Notification};
 use crate::domain::events::EventKind;
 use crate::domain::{Action, CallInfo, Direction, EndReason};
-use crate::media::{PendingMedia, sdp};
+use crate::media::Codec;
+use crate::model::ModelSession;
 use crate::plugins::AgentVersion;
-use crate::plugins::routing::{display_number, normalize};
+use crate::plugins::routing::normalize;
 use crate::plugins::session::caps::MAX_METADATA;
-use crate::sip::{OutboundCall, OutgoingCall, SipEndpoint, SipError};
+use crate::sip::SipError;
 
 /// A call to place.
 #[derive(Debug, Clone, Default)]
 pub struct PlaceRequest {
     /// A full `sip:`/`sips:` URI, or a number (then `trunk` is required). The API accepts
     /// only these forms (a `tel:` URI arrives as its number), within the sizes it documents,
-    /// and resolves `trunk` (`via`, or the trunk marked default) before calling [`place`].
+    /// and resolves `trunk` (`via`, or the trunk marked default) before calling `place`.
     pub to: String,
     /// Trunk from `[sip] trunks` to route through.
     pub trunk: Option<String>,
@@ -61,6 +63,9 @@ pub enum PlaceError {
     /// Unknown trunk, or a number or URI that cannot be called.
     #[error(transparent)]
     Target(SipError),
+    /// The caller id is not one the leg may call from.
+    #[error("`{0}` is not a caller id of this account")]
+    CallerId(String),
     #[error("the agent declined the call: {code} {reason}")]
     AgentDeclined { code: u16, reason: String },
     #[error("the agent failed in on-start (see the call's agent-fault event)")]
@@ -69,17 +74,23 @@ pub enum PlaceError {
     NoMediaPort(String),
     #[error("the INVITE could not be sent: {0}")]
     Signalling(SipError),
+    /// A carrier refused to place the call.
+    #[error("the carrier did not place the call: {0}")]
+    Carrier(String),
 }
 
-/// Place a call and return its id once the INVITE is on its way; the rest of the call runs on
-/// its own task, recorded as call events.
-pub async fn place(
-    deps: &Arc<CallDeps>,
-    sip: &SipEndpoint,
-    request: PlaceRequest,
-) -> Result<String, PlaceError> {
-    let agent = choose_agent(deps, &request)?;
-    let metadata = match &request.metadata {
+/// A request that passed the checks: the agent to run and the metadata it gets.
+pub struct Checked {
+    agent: Arc<AgentVersion>,
+    metadata: Option<Value>,
+    /// The metadata as the agent reads it (JSON text, empty for none).
+    metadata_text: String,
+}
+
+/// Check what the requester asked, before anything is recorded: the agent and the metadata.
+pub fn check(deps: &CallDeps, request: &PlaceRequest) -> Result<Checked, PlaceError> {
+    let agent = choose_agent(deps, request)?;
+    let metadata_text = match &request.metadata {
         Some(v) => {
             let text = v.to_string();
             if text.len() > MAX_METADATA {
@@ -89,116 +100,11 @@ pub async fn place(
         }
         None => String::new(),
     };
-    let mut invite = OutboundCall {
-        to: request.to.trim().to_string(),
-        trunk: request.trunk.clone(),
-        from: request.from.clone(),
-        ..OutboundCall::default()
-    };
-    let target = sip.check_call(&invite).map_err(PlaceError::Target)?;
-
-    let call_id = deps.new_call_id();
-    let span = tracing::info_span!("call", call_id = %call_id);
-    let recorder = deps.events.recorder(&call_id);
-    let caller = target.from_user.clone();
-    let callee = display_number(&target.uri);
-    let transport = target.transport.to_string();
-    recorder.record(created(
-        "outbound",
-        &caller,
-        &callee,
-        &transport,
-        Some(&agent),
-        request.metadata.clone(),
-    ));
-    let commands = deps.register(CallSummary {
-        id: call_id.clone(),
-        sip_call_id: String::new(),
-        direction: "outbound".into(),
-        caller: caller.clone(),
-        callee: callee.clone(),
-        agent: Some(agent.name().to_string()),
-        started_at_ms: events::now_ms(),
-    });
-    let info = CallInfo {
-        call_id: call_id.clone(),
-        direction: Direction::Outbound,
-        caller,
-        callee,
-        transport,
-        headers: Vec::new(),
-        metadata,
-    };
-    let fail = |recorder: &Recorder, reason: String| {
-        recorder.record(EventKind::Ended {
-            reason,
-            abnormal: false,
-            outcome: None,
-        });
-        deps.forget(&call_id);
-    };
-    let accepted = match start_agent(deps, &recorder, &agent, &call_id, &info)
-        .instrument(span.clone())
-        .await
-    {
-        // Placing a call only to apologise helps no one: an agent that failed in on-start
-        // does not call out.
-        Started::Run(accepted) if accepted.fallback => {
-            fail(&recorder, "failed: agent failed in on-start".into());
-            return Err(PlaceError::AgentFailed);
-        }
-        Started::Run(accepted) => accepted,
-        Started::Reject(code, reason) => {
-            recorder.record(EventKind::Rejected {
-                code,
-                reason: reason.clone(),
-            });
-            fail(&recorder, format!("rejected {code}"));
-            return Err(PlaceError::AgentDeclined { code, reason });
-        }
-    };
-    // The codec (and with it the rate the model hears) is known only from the answer.
-    let pending = match PendingMedia::bind(&deps.ports, media_config(deps, &call_id, 8000)) {
-        Ok(p) => p,
-        Err(e) => {
-            fail(&recorder, format!("failed: {e}"));
-            return Err(PlaceError::NoMediaPort(e.to_string()));
-        }
-    };
-    let local = sdp::LocalMedia::new(
-        deps.media_ip,
-        pending.port(),
-        deps.codecs.clone(),
-        events::now_ms(),
-    );
-    invite.sdp_offer = sdp::create_offer(&local);
-    let outgoing = match sip.place_call(invite).instrument(span.clone()).await {
-        Ok(o) => o,
-        Err(e) => {
-            fail(&recorder, format!("failed: {e}"));
-            return Err(PlaceError::Signalling(e));
-        }
-    };
-    tracing::info!(parent: &span, sip_call_id = outgoing.call_id(), to = %target.uri, "outbound call placed");
-    let deps = deps.clone();
-    let id = call_id.clone();
-    tokio::spawn(
-        async move {
-            let ringing = Ringing {
-                recorder,
-                call_id: id,
-                accepted: *accepted,
-                pending,
-                local,
-                commands,
-                transport: target.transport.to_string(),
-                remote: target.uri.to_string(),
-            };
-            ringing.run(&deps, outgoing).await;
-        }
-        .instrument(span),
-    );
-    Ok(call_id)
+    Ok(Checked {
+        agent,
+        metadata: request.metadata.clone(),
+        metadata_text,
+    })
 }
 
 /// The agent: by name, else routed by `number`, else by `from`, else the default agent.
@@ -228,48 +134,116 @@ fn choose_agent(deps: &CallDeps, request: &PlaceRequest) -> Result<Arc<AgentVers
         .ok_or(PlaceError::NoRoute(key))
 }
 
-/// An accepted outbound call waiting for the callee.
-struct Ringing {
-    recorder: Recorder,
-    call_id: String,
-    accepted: Accepted,
-    pending: PendingMedia,
-    local: sdp::LocalMedia,
-    commands: mpsc::Receiver<CallCommand>,
-    /// The leg's facts once answered.
-    transport: String,
-    remote: String,
+/// Who calls whom, as the leg names them.
+pub struct Parties {
+    /// Our caller id.
+    pub caller: String,
+    /// The far end (a number or URI), as recorded.
+    pub callee: String,
+    /// "udp", "tcp", "twilio", ...
+    pub transport: String,
 }
 
-impl Ringing {
-    async fn run(mut self, deps: &Arc<CallDeps>, mut outgoing: OutgoingCall) {
-        let (outcome, code, reason) = match self.ring(&mut outgoing).await {
-            Progress::Answered(SipAnswer { dialog, remote_sdp }) => {
-                let answer = remote_sdp.unwrap_or_default();
-                match sdp::process_answer(&answer, &self.local) {
-                    Ok(negotiated) => {
-                        self.connect(deps, negotiated, dialog).await;
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "unusable SDP answer; hanging up");
-                        let _ = dialog.hangup().await;
-                        (Unanswered::Failed, None, format!("SDP answer: {e}"))
-                    }
-                }
-            }
-            Progress::NotAnswered {
-                outcome,
+/// An outbound call the agent accepted, from placing it to its end.
+pub struct Calling {
+    deps: Arc<CallDeps>,
+    recorder: Recorder,
+    call_id: String,
+    /// The far end, as recorded.
+    callee: String,
+    accepted: Accepted,
+    commands: mpsc::Receiver<CallCommand>,
+}
+
+/// Record the call and run the agent's on-start. An agent that declines or fails refuses the
+/// call (placing a call only to apologise helps no one); its record is then closed.
+pub async fn start(
+    deps: &Arc<CallDeps>,
+    call_id: String,
+    checked: Checked,
+    parties: Parties,
+) -> Result<Calling, PlaceError> {
+    let recorder = deps.events.recorder(&call_id);
+    let agent = checked.agent;
+    recorder.record(created(
+        "outbound",
+        &parties.caller,
+        &parties.callee,
+        &parties.transport,
+        Some(&agent),
+        checked.metadata,
+    ));
+    let commands = deps.register(CallSummary {
+        id: call_id.clone(),
+        sip_call_id: String::new(),
+        direction: "outbound".into(),
+        caller: parties.caller.clone(),
+        callee: parties.callee.clone(),
+        agent: Some(agent.name().to_string()),
+        started_at_ms: events::now_ms(),
+    });
+    let info = CallInfo {
+        call_id: call_id.clone(),
+        direction: Direction::Outbound,
+        caller: parties.caller,
+        callee: parties.callee.clone(),
+        transport: parties.transport,
+        headers: Vec::new(),
+        metadata: checked.metadata_text,
+    };
+    let fail = |reason: String| {
+        recorder.record(EventKind::Ended {
+            reason,
+            abnormal: false,
+            outcome: None,
+        });
+        deps.forget(&call_id);
+    };
+    match start_agent(deps, &recorder, &agent, &call_id, &info).await {
+        Started::Run(accepted) if accepted.fallback => {
+            fail("failed: agent failed in on-start".into());
+            Err(PlaceError::AgentFailed)
+        }
+        Started::Run(accepted) => Ok(Calling {
+            deps: deps.clone(),
+            recorder,
+            call_id,
+            callee: parties.callee,
+            accepted: *accepted,
+            commands,
+        }),
+        Started::Reject(code, reason) => {
+            recorder.record(EventKind::Rejected {
                 code,
-                reason,
-            } => (outcome, code, reason),
-            Progress::Ringing | Progress::EarlyMedia => unreachable!("ring returns a final step"),
-        };
-        self.not_answered(deps, outcome, code, reason).await;
+                reason: reason.clone(),
+            });
+            fail(format!("rejected {code}"));
+            Err(PlaceError::AgentDeclined { code, reason })
+        }
+    }
+}
+
+impl Calling {
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
+    pub fn callee(&self) -> &str {
+        &self.callee
+    }
+
+    /// The call could not be placed or could not go on: close its record.
+    pub fn fail(self, reason: String, abnormal: bool) {
+        self.recorder.record(EventKind::Ended {
+            reason,
+            abnormal,
+            outcome: None,
+        });
+        self.deps.forget(&self.call_id);
     }
 
     /// Record the far end's progress until it answers or not; the API may hang up meanwhile.
-    async fn ring<D: Dialing>(&mut self, dialing: &mut D) -> Progress<D::Answer> {
+    pub async fn ring<D: Dialing>(&mut self, dialing: &mut D) -> Progress<D::Answer> {
         loop {
             tokio::select! {
                 progress = dialing.progress() => match progress {
@@ -316,48 +290,22 @@ impl Ringing {
         });
     }
 
-    async fn connect(
-        mut self,
-        deps: &Arc<CallDeps>,
-        negotiated: crate::media::NegotiatedMedia,
-        dialog: crate::sip::Dialog,
-    ) {
-        let codec = negotiated.codec;
-        let (model, failure) = connect_for(
-            deps,
+    /// The model for the answered leg's codec, or the local apology when it cannot be reached.
+    pub async fn connect_model(&mut self, codec: Codec) -> (ModelSession, Option<String>) {
+        connect_for(
+            &self.deps,
             &self.recorder,
             self.accepted.fallback,
             &self.accepted.config,
             codec,
         )
-        .await;
-        self.pending
-            .set_inbound_rate(model.input_format.sample_rate());
-        let media = match self.pending.start(&negotiated) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!(error = %e, "starting media failed; hanging up");
-                let _ = dialog.hangup().await;
-                let reason = format!("media: {e}");
-                self.recorder.record(EventKind::Ended {
-                    reason: format!("failed: {reason}"),
-                    abnormal: true,
-                    outcome: None,
-                });
-                deps.forget(&self.call_id);
-                return;
-            }
-        };
-        let leg = SipLeg::new(
-            dialog,
-            media,
-            self.local,
-            codec,
-            self.transport,
-            self.remote,
-        );
+        .await
+    }
+
+    /// Run the answered call to its end on `leg`.
+    pub async fn run<L: Leg>(self, leg: L, model: ModelSession, failure: Option<String>) {
         run_answered(
-            deps,
+            &self.deps,
             Answered {
                 recorder: self.recorder,
                 call_id: self.call_id,
@@ -372,13 +320,8 @@ impl Ringing {
         .await;
     }
 
-    async fn not_answered(
-        mut self,
-        deps: &CallDeps,
-        outcome: Unanswered,
-        code: Option<u16>,
-        reason: String,
-    ) {
+    /// The far end did not answer: tell the agent, close the record.
+    pub async fn not_answered(mut self, outcome: Unanswered, code: Option<u16>, reason: String) {
         let outcome = outcome.as_str();
         tracing::info!(outcome, ?code, %reason, "outbound call not answered");
         self.recorder.record(EventKind::NotAnswered {
@@ -398,6 +341,6 @@ impl Ringing {
             abnormal: outcome == "failed",
             outcome: None,
         });
-        deps.forget(&self.call_id);
+        self.deps.forget(&self.call_id);
     }
 }

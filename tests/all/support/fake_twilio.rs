@@ -16,7 +16,15 @@
 //!   audio and returns the pending marks at once.
 //! - REST (§4.6): `POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json` with HTTP Basic;
 //!   `Status=completed` ends the call (the stream gets `stop`), `Twiml=<Response><Dial>…` moves it
-//!   (the stream gets `stop`); an unknown call gets 404 with code 20404.
+//!   (the stream gets `stop`), `Status=canceled` ends a call still ringing; an unknown call gets
+//!   404 with code 20404. `POST …/Calls.json` (`To`, `From`, `Twiml`, `StatusCallback`,
+//!   repeated `StatusCallbackEvent`) answers 201 with the new `sid` and `status: queued`, then
+//!   plays the callee a test scripted: the subscribed status callbacks (signed form POSTs with
+//!   `CallSid`, `AccountSid`, `From`, `To`, `Direction=outbound-api`, `CallStatus`: `queued`
+//!   for `initiated`, `ringing`, `in-progress` for `answered`, and the final `completed`,
+//!   `busy`, `no-answer`, `failed` or `canceled`), and on answer the TwiML's stream. Status
+//!   values: Twilio's API definition (`call_enum_status`, `call_enum_event` in twilio-oai, as
+//!   generated into docs.rs/twilio-openapi).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -54,18 +62,53 @@ impl RestCall {
 #[derive(Debug, Clone)]
 enum Control {
     Completed,
+    Canceled,
     Redirected(String),
 }
 
-type Calls = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Control>>>>;
+/// What the callee of a call the host places does.
+#[derive(Debug, Clone)]
+pub enum Callee {
+    /// Rings, answers, and plays the script.
+    Answers(CallScript),
+    Busy,
+    NoAnswer,
+    Fails,
+    /// Rings until the host cancels.
+    RingsOn,
+}
+
+/// What the fake's tasks share.
+struct State {
+    account_sid: String,
+    auth_token: String,
+    rest: Mutex<Vec<RestCall>>,
+    /// Calls in progress: CallSid → what the REST side tells them.
+    calls: Mutex<HashMap<String, mpsc::UnboundedSender<Control>>>,
+    /// What the callees of the next calls the host places do, in order.
+    callees: Mutex<VecDeque<Callee>>,
+    /// The outcome of each call the host placed.
+    placed: mpsc::UnboundedSender<Placed>,
+}
+
+/// A call the host placed, as the callee saw it.
+#[derive(Debug)]
+pub struct Placed {
+    pub to: String,
+    pub from: String,
+    /// The status callbacks sent, in order.
+    pub statuses: Vec<String>,
+    /// The call, when the callee answered.
+    pub call: Option<CallResult>,
+}
 
 pub struct FakeTwilio {
     pub account_sid: String,
     pub auth_token: String,
     /// `http://127.0.0.1:<port>`, for `[bridges.twilio] api-base`.
     pub api_base: String,
-    rest: Arc<Mutex<Vec<RestCall>>>,
-    calls: Calls,
+    state: Arc<State>,
+    placed: tokio::sync::Mutex<mpsc::UnboundedReceiver<Placed>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -212,28 +255,42 @@ impl FakeTwilio {
         let api_base = format!("http://{}", listener.local_addr().unwrap());
         let account_sid = format!("AC{:032x}", std::process::id());
         let auth_token = "fake-twilio-auth-token".to_string();
-        let rest = Arc::new(Mutex::new(Vec::new()));
-        let calls: Calls = Arc::default();
-        let task = tokio::spawn(serve_rest(
-            listener,
-            account_sid.clone(),
-            auth_token.clone(),
-            rest.clone(),
-            calls.clone(),
-        ));
+        let (placed_tx, placed) = mpsc::unbounded_channel();
+        let state = Arc::new(State {
+            account_sid: account_sid.clone(),
+            auth_token: auth_token.clone(),
+            rest: Mutex::new(Vec::new()),
+            calls: Mutex::new(HashMap::new()),
+            callees: Mutex::new(VecDeque::new()),
+            placed: placed_tx,
+        });
+        let task = tokio::spawn(serve_rest(listener, state.clone()));
         FakeTwilio {
             account_sid,
             auth_token,
             api_base,
-            rest,
-            calls,
+            state,
+            placed: tokio::sync::Mutex::new(placed),
             task,
         }
     }
 
     /// REST requests the host made, in order.
     pub fn rest_calls(&self) -> Vec<RestCall> {
-        self.rest.lock().unwrap().clone()
+        self.state.rest.lock().unwrap().clone()
+    }
+
+    /// What the callee of the next call the host places will do.
+    pub fn expect_call(&self, callee: Callee) {
+        self.state.callees.lock().unwrap().push_back(callee);
+    }
+
+    /// The next call the host placed, once it is over.
+    pub async fn placed(&self) -> Placed {
+        tokio::time::timeout(Duration::from_secs(60), self.placed.lock().await.recv())
+            .await
+            .expect("the host places a call")
+            .expect("the fake runs")
     }
 
     /// POST a voice webhook (§4.1) signed with `token`; (status, body).
@@ -295,23 +352,27 @@ impl FakeTwilio {
             return result;
         };
         let (control_tx, control) = mpsc::unbounded_channel();
-        self.calls
+        self.state
+            .calls
             .lock()
             .unwrap()
             .insert(call_sid.clone(), control_tx);
-        self.stream(
-            &stream_url,
-            &parameters,
-            &call_sid,
-            script,
-            control,
-            &mut result,
-        )
-        .await;
-        self.calls.lock().unwrap().remove(&call_sid);
+        self.state
+            .stream(
+                &stream_url,
+                &parameters,
+                &call_sid,
+                script,
+                control,
+                &mut result,
+            )
+            .await;
+        self.state.calls.lock().unwrap().remove(&call_sid);
         result
     }
+}
 
+impl State {
     /// Open the media stream and play the call (§0.3).
     async fn stream(
         &self,
@@ -437,7 +498,7 @@ impl FakeTwilio {
                     let _ = ws.send(Message::text(stop(seq))).await;
                     let _ = ws.close(None).await;
                     result.ending = match c {
-                        Control::Completed => Ending::RestCompleted,
+                        Control::Completed | Control::Canceled => Ending::RestCompleted,
                         Control::Redirected(twiml) => Ending::RestRedirected(twiml),
                     };
                     break;
@@ -550,101 +611,55 @@ fn on_server_frame(
     }
 }
 
-/// The REST API (§4.6): call updates only.
-async fn serve_rest(
-    listener: TcpListener,
-    account_sid: String,
-    auth_token: String,
-    rest: Arc<Mutex<Vec<RestCall>>>,
-    calls: Calls,
-) {
-    let basic = format!(
-        "Basic {}",
-        B64.encode(format!("{account_sid}:{auth_token}"))
-    );
+/// One HTTP request to the REST fake.
+struct Request {
+    path: String,
+    authorization: String,
+    form: Vec<(String, String)>,
+}
+
+async fn read_request(stream: &mut BufReader<tokio::net::TcpStream>) -> Option<Request> {
+    let mut request_line = String::new();
+    if stream.read_line(&mut request_line).await.ok()? == 0 {
+        return None;
+    }
+    let path = request_line.split_whitespace().nth(1)?.to_string();
+    let (mut length, mut authorization) = (0, String::new());
+    loop {
+        let mut header = String::new();
+        if stream.read_line(&mut header).await.ok()? == 0 {
+            return None;
+        }
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            } else if name.eq_ignore_ascii_case("authorization") {
+                authorization = value.trim().to_string();
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).await.ok()?;
+    let form = url::form_urlencoded::parse(&body).into_owned().collect();
+    Some(Request {
+        path,
+        authorization,
+        form,
+    })
+}
+
+/// The REST API (§4.6): create a call, update a call.
+async fn serve_rest(listener: TcpListener, state: Arc<State>) {
     while let Ok((stream, _)) = listener.accept().await {
-        let (rest, calls, basic, account_sid) = (
-            rest.clone(),
-            calls.clone(),
-            basic.clone(),
-            account_sid.clone(),
-        );
+        let state = state.clone();
         tokio::spawn(async move {
             let mut stream = BufReader::new(stream);
-            loop {
-                let mut request_line = String::new();
-                if stream.read_line(&mut request_line).await.unwrap_or(0) == 0 {
-                    return;
-                }
-                let path = request_line
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap_or_default()
-                    .to_string();
-                let (mut length, mut authorization) = (0, String::new());
-                loop {
-                    let mut header = String::new();
-                    if stream.read_line(&mut header).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let header = header.trim_end();
-                    if header.is_empty() {
-                        break;
-                    }
-                    if let Some((name, value)) = header.split_once(':') {
-                        if name.eq_ignore_ascii_case("content-length") {
-                            length = value.trim().parse().unwrap_or(0);
-                        } else if name.eq_ignore_ascii_case("authorization") {
-                            authorization = value.trim().to_string();
-                        }
-                    }
-                }
-                let mut body = vec![0; length];
-                if stream.read_exact(&mut body).await.is_err() {
-                    return;
-                }
-                let form: Vec<(String, String)> =
-                    url::form_urlencoded::parse(&body).into_owned().collect();
-                let call = RestCall {
-                    path: path.clone(),
-                    form,
-                };
-                rest.lock().unwrap().push(call.clone());
-                let prefix = format!("/2010-04-01/Accounts/{account_sid}/Calls/");
-                let call_sid = path
-                    .strip_prefix(&prefix)
-                    .and_then(|p| p.strip_suffix(".json"))
-                    .map(str::to_string);
-                let (status, reply) = if authorization != basic {
-                    (
-                        "401 Unauthorized",
-                        json!({"code": 20003, "message": "Authenticate"}),
-                    )
-                } else if let Some(tx) = call_sid
-                    .as_deref()
-                    .and_then(|sid| calls.lock().unwrap().get(sid).cloned())
-                {
-                    let control = match (call.param("Status"), call.param("Twiml")) {
-                        (Some("completed"), _) => Some(Control::Completed),
-                        (_, Some(twiml)) => Some(Control::Redirected(twiml.to_string())),
-                        _ => None,
-                    };
-                    match control {
-                        Some(c) => {
-                            let _ = tx.send(c);
-                            ("200 OK", json!({"sid": call_sid, "status": "in-progress"}))
-                        }
-                        None => (
-                            "400 Bad Request",
-                            json!({"code": 21218, "message": "Invalid call update"}),
-                        ),
-                    }
-                } else {
-                    (
-                        "404 Not Found",
-                        json!({"code": 20404, "message": "The requested resource was not found"}),
-                    )
-                };
+            while let Some(request) = read_request(&mut stream).await {
+                let (status, reply) = state.answer(request);
                 let body = reply.to_string();
                 let response = format!(
                     "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
@@ -661,4 +676,183 @@ async fn serve_rest(
             }
         });
     }
+}
+
+impl State {
+    fn answer(self: &Arc<Self>, request: Request) -> (&'static str, Value) {
+        let call = RestCall {
+            path: request.path.clone(),
+            form: request.form.clone(),
+        };
+        self.rest.lock().unwrap().push(call.clone());
+        let basic = format!(
+            "Basic {}",
+            B64.encode(format!("{}:{}", self.account_sid, self.auth_token))
+        );
+        if request.authorization != basic {
+            return (
+                "401 Unauthorized",
+                json!({"code": 20003, "message": "Authenticate"}),
+            );
+        }
+        let calls = format!("/2010-04-01/Accounts/{}/Calls", self.account_sid);
+        let Some(rest) = request.path.strip_prefix(&calls) else {
+            return not_found();
+        };
+        if rest == ".json" {
+            return self.create(&call);
+        }
+        let Some(call_sid) = rest.strip_prefix('/').and_then(|p| p.strip_suffix(".json")) else {
+            return not_found();
+        };
+        let Some(tx) = self.calls.lock().unwrap().get(call_sid).cloned() else {
+            return not_found();
+        };
+        let control = match (call.param("Status"), call.param("Twiml")) {
+            (Some("completed"), _) => Control::Completed,
+            (Some("canceled"), _) => Control::Canceled,
+            (_, Some(twiml)) => Control::Redirected(twiml.to_string()),
+            _ => {
+                return (
+                    "400 Bad Request",
+                    json!({"code": 21218, "message": "Invalid call update"}),
+                );
+            }
+        };
+        let _ = tx.send(control);
+        ("200 OK", json!({"sid": call_sid, "status": "in-progress"}))
+    }
+
+    /// `POST …/Calls.json`: queue the call and play its callee.
+    fn create(self: &Arc<Self>, call: &RestCall) -> (&'static str, Value) {
+        let (Some(to), Some(from), Some(_)) =
+            (call.param("To"), call.param("From"), call.param("Twiml"))
+        else {
+            return (
+                "400 Bad Request",
+                json!({"code": 21201, "message": "To, From and Twiml are required here"}),
+            );
+        };
+        let sid = sid("CA");
+        let reply = json!({
+            "sid": sid, "status": "queued", "direction": "outbound-api", "to": to, "from": from,
+            "uri": format!("/2010-04-01/Accounts/{}/Calls/{sid}.json", self.account_sid),
+        });
+        let callee = self
+            .callees
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Callee::NoAnswer);
+        let (control_tx, control) = mpsc::unbounded_channel();
+        self.calls.lock().unwrap().insert(sid.clone(), control_tx);
+        tokio::spawn(self.clone().play_callee(sid, call.clone(), callee, control));
+        ("201 Created", reply)
+    }
+
+    /// The callee of a call the host placed, with the status callbacks it subscribed to.
+    async fn play_callee(
+        self: Arc<Self>,
+        sid: String,
+        call: RestCall,
+        callee: Callee,
+        mut control: mpsc::UnboundedReceiver<Control>,
+    ) {
+        let mut placed = Placed {
+            to: call.param("To").unwrap_or_default().to_string(),
+            from: call.param("From").unwrap_or_default().to_string(),
+            statuses: Vec::new(),
+            call: None,
+        };
+        let pause = |ms| tokio::time::sleep(Duration::from_millis(ms));
+        self.status(&call, &sid, "initiated", "queued", &mut placed)
+            .await;
+        pause(100).await;
+        self.status(&call, &sid, "ringing", "ringing", &mut placed)
+            .await;
+        let last = match callee {
+            Callee::Busy => "busy",
+            Callee::NoAnswer => "no-answer",
+            Callee::Fails => "failed",
+            Callee::RingsOn => {
+                match tokio::time::timeout(Duration::from_secs(30), control.recv()).await {
+                    Ok(Some(Control::Canceled | Control::Completed)) => "canceled",
+                    _ => "no-answer",
+                }
+            }
+            Callee::Answers(script) => {
+                pause(200).await;
+                self.status(&call, &sid, "answered", "in-progress", &mut placed)
+                    .await;
+                let twiml = call.param("Twiml").unwrap_or_default();
+                let (url, parameters) = stream_of(twiml).expect("the TwiML connects a stream");
+                let mut result = CallResult {
+                    call_sid: sid.clone(),
+                    twiml: twiml.to_string(),
+                    heard: Vec::new(),
+                    media_received: 0,
+                    marks_echoed: 0,
+                    clears: 0,
+                    violations: Vec::new(),
+                    ending: Ending::HostClosed,
+                    close: None,
+                };
+                self.stream(&url, &parameters, &sid, script, control, &mut result)
+                    .await;
+                placed.call = Some(result);
+                "completed"
+            }
+        };
+        self.status(&call, &sid, "completed", last, &mut placed)
+            .await;
+        self.calls.lock().unwrap().remove(&sid);
+        let _ = self.placed.send(placed);
+    }
+
+    /// A signed status callback, if the call subscribed to `event`.
+    async fn status(
+        &self,
+        call: &RestCall,
+        sid: &str,
+        event: &str,
+        status: &str,
+        placed: &mut Placed,
+    ) {
+        let subscribed = call
+            .form
+            .iter()
+            .any(|(n, v)| n == "StatusCallbackEvent" && v == event);
+        let Some(url) = call.param("StatusCallback").filter(|_| subscribed) else {
+            return;
+        };
+        placed.statuses.push(status.to_string());
+        let params = form(&[
+            ("AccountSid", &self.account_sid),
+            ("ApiVersion", "2010-04-01"),
+            ("CallSid", sid),
+            ("CallStatus", status),
+            ("CallbackSource", "call-progress-events"),
+            ("Direction", "outbound-api"),
+            ("From", call.param("From").unwrap_or_default()),
+            ("SequenceNumber", &placed.statuses.len().to_string()),
+            ("To", call.param("To").unwrap_or_default()),
+        ]);
+        let _ = reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header(
+                "x-twilio-signature",
+                signature(&self.auth_token, url, &params),
+            )
+            .body(encode_form(&params))
+            .send()
+            .await;
+    }
+}
+
+fn not_found() -> (&'static str, Value) {
+    (
+        "404 Not Found",
+        json!({"code": 20404, "message": "The requested resource was not found"}),
+    )
 }

@@ -5,6 +5,7 @@
 //! transfer go through Twilio's REST API.
 
 mod frames;
+mod outbound;
 mod rest;
 pub mod signature;
 pub mod twiml;
@@ -21,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
 use serde::Deserialize;
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::Instrument;
@@ -30,7 +32,9 @@ use super::websocket::{self, ServerSocket};
 use crate::call::CallDeps;
 use crate::call::inbound::{self, Offer, Ringing};
 use crate::call::leg::LegFacts;
+use crate::call::outbound::Calling;
 use crate::media::Codec;
+use crate::model::ModelSession;
 use frames::{Inbound, TwilioFraming};
 use rest::{Account, CallControl};
 
@@ -44,6 +48,9 @@ pub struct TwilioConfig {
     /// Twilio's REST API (a regional edge, or a fake in tests).
     #[serde(default = "default_api_base")]
     pub api_base: String,
+    /// The account's numbers outbound calls may come from (E.164); the first is the default.
+    #[serde(default)]
+    pub numbers: Vec<String>,
 }
 
 fn default_api_base() -> String {
@@ -67,8 +74,11 @@ pub struct TwilioBridge {
     /// Where Twilio reaches us (`https://host[:port][/prefix]`), as it signs its requests.
     public_url: String,
     calls: Arc<CallDeps>,
-    /// Stream token → the call waiting for that stream.
+    /// Stream token → the inbound call waiting for that stream.
     pending: Mutex<HashMap<String, Pending>>,
+    /// Stream token → the outbound call being placed (its status callbacks and its stream).
+    placing: Mutex<HashMap<String, mpsc::UnboundedSender<outbound::Step>>>,
+    numbers: Vec<String>,
     http: reqwest::Client,
 }
 
@@ -83,6 +93,8 @@ impl TwilioBridge {
             public_url: public_url.trim_end_matches('/').to_string(),
             calls,
             pending: Mutex::new(HashMap::new()),
+            placing: Mutex::new(HashMap::new()),
+            numbers: config.numbers.clone(),
             http: reqwest::Client::new(),
         })
     }
@@ -92,6 +104,7 @@ impl TwilioBridge {
             .route("/twilio/voice", post(voice))
             .route("/twilio/media", get(media))
             .route("/twilio/stream-status", post(stream_status))
+            .route("/twilio/call-status/{token}", post(call_status))
             .with_state(self.clone())
     }
 
@@ -99,17 +112,26 @@ impl TwilioBridge {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The URL Twilio requested, as it signed it: the public URL, the path and the query.
-    fn signed_url(&self, uri: &Uri, websocket: bool) -> String {
-        let base = if websocket {
+    fn placing(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<outbound::Step>>> {
+        self.placing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where Twilio opens media streams (`wss://` for an `https://` public URL).
+    fn stream_url(&self) -> String {
+        format!(
+            "{}/twilio/media",
             self.public_url
                 .replacen("https://", "wss://", 1)
                 .replacen("http://", "ws://", 1)
-        } else {
-            self.public_url.clone()
-        };
+        )
+    }
+
+    /// The URL Twilio requested, as it signed it: the public URL, the path and the query.
+    fn signed_url(&self, uri: &Uri) -> String {
         let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
-        format!("{base}{path_and_query}")
+        format!("{}{path_and_query}", self.public_url)
     }
 
     fn signed(&self, headers: &HeaderMap, url: &str, params: &[(String, String)]) -> bool {
@@ -158,7 +180,7 @@ async fn voice(
     body: Bytes,
 ) -> Response {
     let params: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let url = bridge.signed_url(&uri, false);
+    let url = bridge.signed_url(&uri);
     if !bridge.signed(&headers, &url, &params) {
         tracing::warn!(%url, "refused a Twilio voice webhook with a missing or wrong signature");
         return (StatusCode::FORBIDDEN, "bad X-Twilio-Signature\n").into_response();
@@ -214,13 +236,8 @@ async fn voice(
             .in_current_span(),
         );
         let base = &bridge.public_url;
-        let stream_url = format!(
-            "{}/twilio/media",
-            base.replacen("https://", "wss://", 1)
-                .replacen("http://", "ws://", 1)
-        );
         twiml(twiml::connect_stream(
-            &stream_url,
+            &bridge.stream_url(),
             &[("token", &token)],
             &format!("{base}/twilio/stream-status"),
         ))
@@ -236,8 +253,9 @@ async fn media(
     uri: Uri,
     request: Request,
 ) -> Response {
-    let url = bridge.signed_url(&uri, true);
-    if !bridge.signed(&headers, &url, &[]) {
+    // Signed over the stream URL we gave, nothing appended.
+    let url = bridge.stream_url();
+    if uri.query().is_some() || !bridge.signed(&headers, &url, &[]) {
         tracing::warn!(%url, "refused a media stream with a missing or wrong signature");
         return (StatusCode::FORBIDDEN, "bad X-Twilio-Signature\n").into_response();
     }
@@ -280,10 +298,20 @@ impl TwilioBridge {
             Ok(Err(why)) => return refuse_stream(socket, &why).await,
             Err(_) => return refuse_stream(socket, "no start within 10 s").await,
         };
-        let pending = start
+        let token = start
             .custom_parameters
             .get("token")
-            .and_then(|token| self.pending().remove(token));
+            .cloned()
+            .unwrap_or_default();
+        if start.account_sid != self.account.account_sid {
+            return refuse_stream(socket, "the stream belongs to another account").await;
+        }
+        if let Some(placing) = self.placing().get(&token) {
+            // An outbound call: the answer its ringing waits for.
+            let _ = placing.send(outbound::Step::Stream(socket, start));
+            return;
+        }
+        let pending = self.pending().remove(&token);
         let Some(pending) = pending else {
             return refuse_stream(socket, "no call waits for this stream's token").await;
         };
@@ -302,9 +330,7 @@ impl TwilioBridge {
             call_sid: pending.call_sid.clone(),
             http: self.http.clone(),
         };
-        let why = if start.call_sid != pending.call_sid
-            || start.account_sid != self.account.account_sid
-        {
+        let why = if start.call_sid != pending.call_sid {
             Some("the stream belongs to another call")
         } else if !start.media_format.is_ulaw_8k() {
             Some("the stream is not μ-law at 8 kHz")
@@ -324,12 +350,25 @@ impl TwilioBridge {
             }
             return refuse_stream(socket, "model unavailable").await;
         };
+        let leg = self.leg(socket, start, control, pending.caller, &model);
+        ringing.run(leg, model, failure).await;
+    }
+
+    /// The leg of an answered call, either direction.
+    fn leg(
+        &self,
+        socket: ServerSocket,
+        start: frames::Start,
+        control: CallControl,
+        remote: String,
+        model: &ModelSession,
+    ) -> StreamLeg<CallControl, TwilioFraming> {
         let facts = LegFacts {
             transport: "twilio".into(),
             codec: Some(Codec::Pcmu.encoding_name().to_string()),
-            remote: pending.caller,
+            remote,
         };
-        let leg = StreamLeg::start(
+        StreamLeg::start(
             socket,
             TwilioFraming {
                 stream_sid: start.stream_sid,
@@ -338,8 +377,28 @@ impl TwilioBridge {
             facts,
             model.input_format.sample_rate(),
             Duration::from_secs(self.calls.config.media_timeout_secs),
-        );
-        ringing.run(leg, model, failure).await;
+        )
+    }
+
+    /// An outbound call whose callee answered: the model, then the call on its stream.
+    async fn run_answered(
+        &self,
+        mut calling: Calling,
+        socket: ServerSocket,
+        start: frames::Start,
+        control: Arc<CallControl>,
+    ) {
+        if start.call_sid != control.call_sid || !start.media_format.is_ulaw_8k() {
+            let why = "the stream does not fit the call (another call, or not μ-law at 8 kHz)";
+            use crate::bridges::stream::Carrier as _;
+            let _ = control.hangup().await;
+            calling.fail(format!("failed: {why}"), true);
+            return refuse_stream(socket, why).await;
+        }
+        let (model, failure) = calling.connect_model(Codec::Pcmu).await;
+        let remote = calling.callee().to_string();
+        let leg = self.leg(socket, start, (*control).clone(), remote, &model);
+        calling.run(leg, model, failure).await;
     }
 }
 
@@ -352,7 +411,7 @@ async fn stream_status(
     body: Bytes,
 ) -> Response {
     let params: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let url = bridge.signed_url(&uri, false);
+    let url = bridge.signed_url(&uri);
     if !bridge.signed(&headers, &url, &params) {
         return (StatusCode::FORBIDDEN, "bad X-Twilio-Signature\n").into_response();
     }
@@ -370,6 +429,30 @@ async fn stream_status(
             p.ringing
                 .refuse(502, &format!("Twilio media stream error: {error}"));
         }
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /twilio/call-status/{token}`: the progress of a call we placed.
+async fn call_status(
+    State(bridge): State<Arc<TwilioBridge>>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let url = bridge.signed_url(&uri);
+    if !bridge.signed(&headers, &url, &params) {
+        return (StatusCode::FORBIDDEN, "bad X-Twilio-Signature\n").into_response();
+    }
+    let Some(status) = param(&params, "CallStatus") else {
+        return (StatusCode::BAD_REQUEST, "CallStatus is required\n").into_response();
+    };
+    let code = param(&params, "SipResponseCode").and_then(|c| c.parse().ok());
+    tracing::debug!(status, ?code, "Twilio call status");
+    if let Some(placing) = bridge.placing().get(&token) {
+        let _ = placing.send(outbound::Step::Status(status.to_string(), code));
     }
     StatusCode::NO_CONTENT.into_response()
 }

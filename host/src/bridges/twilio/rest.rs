@@ -8,7 +8,7 @@ use super::twiml;
 use crate::bridges::stream::Carrier;
 
 /// How long a REST request may take before the action counts as failed.
-const TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The account the bridge acts for.
 #[derive(Debug, Clone)]
@@ -20,6 +20,7 @@ pub struct Account {
 }
 
 /// One call's control through the REST API.
+#[derive(Clone)]
 pub struct CallControl {
     pub account: Account,
     pub call_sid: String,
@@ -27,7 +28,8 @@ pub struct CallControl {
 }
 
 impl CallControl {
-    async fn update(&self, form: &[(&str, &str)]) -> Result<(), String> {
+    /// `POST …/Calls/{CallSid}.json` with `form`.
+    pub(super) async fn update(&self, form: &[(&str, &str)]) -> Result<(), String> {
         let a = &self.account;
         let url = format!(
             "{}/2010-04-01/Accounts/{}/Calls/{}.json",
