@@ -308,7 +308,7 @@ impl TwilioBridge {
         }
         if let Some(placing) = self.placing().get(&token) {
             // An outbound call: the answer its ringing waits for.
-            let _ = placing.send(outbound::Step::Stream(socket, start));
+            let _ = placing.send(outbound::Step::Stream(Box::new((socket, start))));
             return;
         }
         let pending = self.pending().remove(&token);

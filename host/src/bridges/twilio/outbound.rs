@@ -24,7 +24,7 @@ pub(super) enum Step {
     /// A status callback: `CallStatus` and the SIP response code when Twilio gives one.
     Status(String, Option<u16>),
     /// The callee answered and Twilio opened the stream.
-    Stream(ServerSocket, Start),
+    Stream(Box<(ServerSocket, Start)>),
 }
 
 /// A call being placed through Twilio.
@@ -40,7 +40,7 @@ impl Dialing for TwilioDialing {
     async fn progress(&mut self) -> Progress<Self::Answer> {
         loop {
             let (status, code) = match self.steps.recv().await {
-                Some(Step::Stream(socket, start)) => return Progress::Answered((socket, start)),
+                Some(Step::Stream(answer)) => return Progress::Answered(*answer),
                 Some(Step::Status(status, code)) => (status, code),
                 None => {
                     return Progress::NotAnswered {
