@@ -13,6 +13,7 @@ use crate::support::fake_openai::{FakeOpenAi, Reply, Script};
 use crate::support::fake_twilio::{CallScript, Callee, Ending, FakeTwilio, stream_of};
 use crate::support::host::Host;
 use crate::support::media::Wav;
+use crate::support::model_tls::{TestCerts, have_openssl};
 use crate::support::ports::{Ports, ports};
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -467,4 +468,158 @@ async fn outbound_calls_through_twilio_answered_busy_unanswered_and_cancelled() 
     assert_eq!(reply.status, 400, "{:?}", reply.json);
     assert_eq!(reply.json["error"], "bad_caller_id", "{:?}", reply.json);
     assert_eq!(twilio.rest_calls().len(), before);
+}
+
+/// The certificate the listener at `port` presents now.
+async fn served_certificate(port: u16, certs: &TestCerts) -> Option<Vec<u8>> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let name =
+        rustls::pki_types::ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(certs.client_config()))
+        .connect(name, tcp)
+        .await
+        .ok()?;
+    let served = tls.get_ref().1.peer_certificates()?.first()?.to_vec();
+    Some(served)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_listener_speaks_tls_and_takes_a_renewed_certificate_live() {
+    if !have_openssl() {
+        return;
+    }
+    let certs = TestCerts::make();
+    let model = FakeOpenAi::start(model_script(vec![Reply::Echo])).await;
+    let twilio = FakeTwilio::start_trusting(certs.client_config()).await;
+    let port = ports(1);
+    let public_url = format!("https://127.0.0.1:{}", port.first());
+    let host = Host::builder()
+        .examples(&["receptionist"])
+        .calls("codecs = [\"pcmu\"]")
+        .model(&format!(
+            "provider = \"openai\"\nbase-url = \"{}\"\napi-key = \"test\"",
+            model.url
+        ))
+        .http(&format!(
+            "[http.public]\nlisten = \"127.0.0.1:{}\"\npublic-url = \"{public_url}\"\n\
+             tls-cert = {:?}\ntls-key = {:?}",
+            port.first(),
+            certs.cert.display().to_string(),
+            certs.key.display().to_string(),
+        ))
+        .config(&format!(
+            "[bridges.twilio]\naccount-sid = \"{}\"\nauth-token = \"{}\"\napi-base = \"{}\"",
+            twilio.account_sid, twilio.auth_token, twilio.api_base
+        ))
+        .start();
+
+    // A call over https and wss, the certificate checked against the test CA.
+    let call = twilio
+        .call(
+            &public_url,
+            CallScript {
+                hangup_after: Some(Duration::from_secs(3)),
+                ..CallScript::default()
+            },
+        )
+        .await;
+    assert!(
+        call.twiml.contains("url=\"wss://127.0.0.1:"),
+        "{}",
+        call.twiml
+    );
+    assert_eq!(call.ending, Ending::CallerHungUp, "{call:?}");
+    assert!(call.violations.is_empty(), "{:?}", call.violations);
+    assert!(
+        !tone_spans(&call.heard, AGENT_HZ, WINDOW * 10).is_empty(),
+        "the greeting"
+    );
+    // Plain HTTP on the TLS port gets no answer.
+    let plain = reqwest::get(format!("http://127.0.0.1:{}/twilio/voice", port.first())).await;
+    assert!(plain.is_err(), "{plain:?}");
+
+    // A renewed certificate serves the next handshake after SIGHUP, without a restart.
+    let old = certs.leaf_der().to_vec();
+    assert_eq!(
+        served_certificate(port.first(), &certs).await,
+        Some(old.clone())
+    );
+    certs.renew_leaf();
+    let new = certs.leaf_der().to_vec();
+    assert_ne!(old, new);
+    let pid = host.process.child.id() as i32;
+    // SAFETY: kill(2) on the host process this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while served_certificate(port.first(), &certs).await.as_ref() != Some(&new) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the renewed certificate is served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut host = host;
+    assert!(host.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_or_flooding_stream_ends_its_call_with_the_reason() {
+    let model = FakeOpenAi::start(model_script(Vec::new())).await;
+    let twilio = FakeTwilio::start().await;
+    let (mut host, public_url, _port) = start_host(&twilio, &model);
+    let api = Api::new(host.http, None);
+    // The ended events of the first `n` calls, once there are `n`.
+    let endings = |n: usize| {
+        let api = api.with_token(None);
+        async move {
+            let list = api
+                .poll("/v1/calls?active=false", Duration::from_secs(10), |l| {
+                    l["calls"].as_array().is_some_and(|c| c.len() >= n)
+                })
+                .await;
+            let mut endings = Vec::new();
+            for call in list["calls"].as_array().unwrap() {
+                let events = ended(&api, call["id"].as_str().unwrap()).await;
+                endings.push(find(&events, "ended")[0].clone());
+            }
+            endings
+        }
+    };
+    let ended_with = |endings: &[serde_json::Value], reason: &str| {
+        endings.iter().any(|e| {
+            e["abnormal"] == true && e["reason"].as_str().is_some_and(|r| r.contains(reason))
+        })
+    };
+
+    // Malformed frames (not JSON, payloads not base64): the stream is closed as broken.
+    let call = twilio
+        .call(
+            &public_url,
+            CallScript {
+                garbage: Some((Duration::from_secs(1), 25)),
+                ..CallScript::default()
+            },
+        )
+        .await;
+    assert_eq!(call.ending, Ending::HostClosed, "{call:?}");
+    let closed = endings(1).await;
+    assert!(ended_with(&closed, "20 malformed frames"), "{closed:?}");
+
+    // Audio fifty times faster than real time: a flood, closed within seconds.
+    let call = twilio
+        .call(
+            &public_url,
+            CallScript {
+                frames_per_tick: 50,
+                ..CallScript::default()
+            },
+        )
+        .await;
+    assert_eq!(call.ending, Ending::HostClosed, "{call:?}");
+    let closed = endings(2).await;
+    assert!(ended_with(&closed, "ms of audio in"), "{closed:?}");
+    assert!(host.is_running());
+    host.expect(&["call ended"], 1);
 }

@@ -41,14 +41,14 @@ pub fn spec() -> Value {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Error": {"type": "object", "required": ["error", "detail"], "properties": {
-                    "error": {"type": "string", "description": "Machine-readable code, e.g. bad_json, body_too_large, field_too_large, bad_value, bad_target, unknown_agent, bad_number, unknown_trunk, no_route, call_not_found, call_not_active, unauthorized, not_ready"},
+                    "error": {"type": "string", "description": "Machine-readable code, e.g. bad_json, body_too_large, field_too_large, bad_value, bad_target, unknown_agent, bad_number, unknown_trunk, no_route, bad_caller_id, carrier_refused, call_not_found, call_not_active, unauthorized, not_ready"},
                     "detail": {"description": "Human-readable text, or an object with more fields"},
                     "field": {"type": "string", "description": "The request field at fault (to, via, trunk, from, agent, number, metadata, or body for the whole body), when there is one"}}},
                 "PlaceCall": {"type": "object", "required": ["to"], "additionalProperties": false, "maxProperties": 7,
                     "description": format!("Every field is checked before any agent runs: over its maximum, a 400 field_too_large naming the field; a body over {MAX_BODY} bytes, a 413 body_too_large."),
                     "properties": {
                     "to": {"type": "string", "maxLength": MAX_TARGET, "description": format!("Accepted: {CALL_TARGET_FORMS}. Anything else is a 400 bad_target listing these forms.")},
-                    "via": {"type": "string", "maxLength": MAX_TRUNK, "description": "Name of a [[sip.trunks]] entry to call through (needed for a number or tel: URI unless a trunk is marked default = true)"},
+                    "via": {"type": "string", "maxLength": MAX_TRUNK, "description": "Name of a [[sip.trunks]] entry or of a carrier bridge (\"twilio\") to call through (needed for a number or tel: URI unless a trunk is marked default = true). Through a bridge, from must be one of the account's numbers ([bridges.twilio] numbers)"},
                     "trunk": {"type": "string", "maxLength": MAX_TRUNK, "description": "Older name of via (both may be given only when they agree)"},
                     "from": {"type": "string", "maxLength": MAX_FROM, "pattern": "^[A-Za-z0-9\\-_.!~*'()&=+$,;?/%]+$", "description": "Caller id (SIP user part); routes to an agent when agent and number are absent"},
                     "agent": {"type": "string", "maxLength": MAX_AGENT, "description": "Agent to run, by name"},
@@ -134,12 +134,13 @@ pub fn spec() -> Value {
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PlaceCall"}}}},
                     "responses": {
                         "201": ok_json("Call placed (INVITE sent); follow it by id or on /v1/events", json!({"type": "object", "properties": {"id": {"type": "string"}}})),
-                        "400": error_response("Malformed JSON (bad_json), a field over its maximum (field_too_large), a bad value (bad_value) or a target not in an accepted form (bad_target); field names it"),
+                        "400": error_response("Malformed JSON (bad_json), a field over its maximum (field_too_large), a bad value (bad_value), a target not in an accepted form (bad_target; field names it), or a caller id not of the bridge's account (bad_caller_id)"),
                         "401": unauthorized.clone(),
                         "409": error_response("The agent's on-start declined the call (agent_declined)"),
                         "413": error_response("body_too_large: the body is over the limit"),
                         "415": error_response("Content-Type is not application/json"),
                         "422": error_response("Unknown or missing fields (bad_json), unknown_agent, bad_number, no_route or unknown_trunk"),
+                        "502": error_response("carrier_refused: the bridge's carrier did not place the call (its answer quoted)"),
                         "503": error_response("agent_failed (on-start trapped or timed out), no_media_port, or signalling_failed")}},
                 "get": {"summary": "List calls, newest first", "operationId": "listCalls",
                     "parameters": [

@@ -6,10 +6,12 @@
 //! and media sockets — on its own address, never the control API.
 
 pub mod stream;
+pub mod tls;
 pub mod twilio;
 pub mod websocket;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -19,6 +21,7 @@ use serde::Deserialize;
 
 use crate::call::{CallDeps, PlaceError, PlaceRequest};
 use crate::sip::SipError;
+use tls::{TlsFiles, TlsListener};
 use twilio::{TwilioBridge, TwilioConfig};
 
 /// `[http.public]`: where carriers reach the bridges.
@@ -27,8 +30,25 @@ use twilio::{TwilioBridge, TwilioConfig};
 pub struct PublicConfig {
     pub listen: SocketAddr,
     /// The address carriers use, as they sign their requests (`https://agents.example.com`,
-    /// with a path prefix if a reverse proxy adds one). TLS ends at that proxy.
+    /// with a path prefix if a reverse proxy adds one).
     pub public_url: String,
+    /// TLS on the listener itself (PEM files, reloaded when they change or on SIGHUP); without
+    /// them the listener speaks plain HTTP, for a reverse proxy that ends TLS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+impl PublicConfig {
+    fn tls(&self) -> anyhow::Result<Option<TlsFiles>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
+            (None, None) => Ok(None),
+            _ => anyhow::bail!("[http.public] tls-cert and tls-key go together"),
+        }
+    }
 }
 
 /// `[bridges]`: a carrier without credentials is off.
@@ -124,17 +144,29 @@ impl Bridges {
 /// Start the public listener for `bridges`.
 pub async fn serve(public: &PublicConfig, bridges: &Bridges) -> anyhow::Result<PublicServer> {
     check_public_url(&public.public_url)?;
+    let tls = public.tls()?;
     let listener = tokio::net::TcpListener::bind(public.listen)
         .await
         .with_context(|| format!("cannot listen for carriers on {}", public.listen))?;
     let addr = listener.local_addr()?;
     let app = bridges.router();
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "public listener stopped");
+    let task = match &tls {
+        Some(files) => {
+            let listener = TlsListener::new(listener, files.clone())
+                .context("[http.public] tls-cert / tls-key")?;
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "public listener stopped");
+                }
+            })
         }
-    });
-    tracing::info!(%addr, public_url = %public.public_url, "public listener for carriers");
+        None => tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "public listener stopped");
+            }
+        }),
+    };
+    tracing::info!(%addr, public_url = %public.public_url, tls = tls.is_some(), "public listener for carriers");
     Ok(PublicServer { addr, task })
 }
 

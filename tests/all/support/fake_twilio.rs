@@ -34,7 +34,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -89,6 +89,9 @@ struct State {
     callees: Mutex<VecDeque<Callee>>,
     /// The outcome of each call the host placed.
     placed: mpsc::UnboundedSender<Placed>,
+    /// Trust for a public listener with TLS (`None`: plain HTTP).
+    tls: Option<Arc<rustls::ClientConfig>>,
+    http: reqwest::Client,
 }
 
 /// A call the host placed, as the callee saw it.
@@ -133,6 +136,10 @@ pub struct CallScript {
     pub limit: Duration,
     /// Sign the stream's upgrade (a real Twilio does).
     pub sign_upgrade: bool,
+    /// Media frames sent each 20 ms (1 is real time; more is a flood).
+    pub frames_per_tick: usize,
+    /// Malformed frames sent at a time since `start` (bad input tests).
+    pub garbage: Option<(Duration, usize)>,
 }
 
 impl Default for CallScript {
@@ -145,6 +152,8 @@ impl Default for CallScript {
             hangup_after: None,
             limit: Duration::from_secs(30),
             sign_upgrade: true,
+            frames_per_tick: 1,
+            garbage: None,
         }
     }
 }
@@ -251,6 +260,15 @@ fn encode_form(params: &[(String, String)]) -> String {
 
 impl FakeTwilio {
     pub async fn start() -> FakeTwilio {
+        FakeTwilio::start_with(None).await
+    }
+
+    /// A fake that reaches a public listener with TLS, trusting `tls`'s roots only.
+    pub async fn start_trusting(tls: rustls::ClientConfig) -> FakeTwilio {
+        FakeTwilio::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<rustls::ClientConfig>) -> FakeTwilio {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api_base = format!("http://{}", listener.local_addr().unwrap());
         let account_sid = format!("AC{:032x}", std::process::id());
@@ -263,6 +281,14 @@ impl FakeTwilio {
             calls: Mutex::new(HashMap::new()),
             callees: Mutex::new(VecDeque::new()),
             placed: placed_tx,
+            http: match &tls {
+                Some(config) => reqwest::Client::builder()
+                    .use_preconfigured_tls(config.clone())
+                    .build()
+                    .unwrap(),
+                None => reqwest::Client::new(),
+            },
+            tls: tls.map(Arc::new),
         });
         let task = tokio::spawn(serve_rest(listener, state.clone()));
         FakeTwilio {
@@ -300,7 +326,9 @@ impl FakeTwilio {
         params: &[(String, String)],
         token: Option<&str>,
     ) -> (u16, String) {
-        let mut request = reqwest::Client::new()
+        let mut request = self
+            .state
+            .http
             .post(url)
             .header("content-type", "application/x-www-form-urlencoded")
             .header("user-agent", "TwilioProxy/1.1")
@@ -380,7 +408,7 @@ impl State {
         parameters: &[(String, String)],
         call_sid: &str,
         script: CallScript,
-        mut control: mpsc::UnboundedReceiver<Control>,
+        control: mpsc::UnboundedReceiver<Control>,
         result: &mut CallResult,
     ) {
         let mut request = url.into_client_request().unwrap();
@@ -393,9 +421,45 @@ impl State {
                 .headers_mut()
                 .insert("x-twilio-signature", sig.parse().unwrap());
         }
-        let (mut ws, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("the media stream opens");
+        match &self.tls {
+            None => {
+                let (ws, _) = tokio_tungstenite::connect_async(request)
+                    .await
+                    .expect("the media stream opens");
+                self.play(ws, parameters, call_sid, script, control, result)
+                    .await
+            }
+            Some(config) => {
+                let port = request.uri().port_u16().unwrap_or(443);
+                let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .unwrap();
+                let name = rustls::pki_types::ServerName::IpAddress(
+                    std::net::IpAddr::from([127, 0, 0, 1]).into(),
+                );
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .expect("TLS to the public listener");
+                let (ws, _) = tokio_tungstenite::client_async(request, tls)
+                    .await
+                    .expect("the media stream opens");
+                self.play(ws, parameters, call_sid, script, control, result)
+                    .await
+            }
+        }
+    }
+
+    /// Play the call on its open stream.
+    async fn play<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut ws: tokio_tungstenite::WebSocketStream<S>,
+        parameters: &[(String, String)],
+        call_sid: &str,
+        mut script: CallScript,
+        mut control: mpsc::UnboundedReceiver<Control>,
+        result: &mut CallResult,
+    ) {
         let stream_sid = sid("MZ");
         let custom: serde_json::Map<String, Value> = parameters
             .iter()
@@ -429,19 +493,35 @@ impl State {
                 _ = tick.tick() => {
                     let now = started.elapsed();
                     // 20 ms of the caller, as Twilio sends it.
-                    let from = chunk as usize * 160;
-                    let frame: Vec<u8> = (from..from + 160)
-                        .map(|i| ulaw_encode(script.speech.get(i).copied().unwrap_or(0)))
-                        .collect();
-                    chunk += 1;
-                    seq += 1;
-                    let media = json!({
-                        "event": "media", "sequenceNumber": seq.to_string(), "streamSid": stream_sid,
-                        "media": {"track": "inbound", "chunk": chunk.to_string(),
-                                  "timestamp": (chunk * 20).to_string(), "payload": B64.encode(&frame)},
-                    });
-                    if ws.send(Message::text(media.to_string())).await.is_err() {
+                    let mut gone = false;
+                    for _ in 0..script.frames_per_tick {
+                        let from = chunk as usize * 160;
+                        let frame: Vec<u8> = (from..from + 160)
+                            .map(|i| ulaw_encode(script.speech.get(i).copied().unwrap_or(0)))
+                            .collect();
+                        chunk += 1;
+                        seq += 1;
+                        let media = json!({
+                            "event": "media", "sequenceNumber": seq.to_string(), "streamSid": stream_sid,
+                            "media": {"track": "inbound", "chunk": chunk.to_string(),
+                                      "timestamp": (chunk * 20).to_string(), "payload": B64.encode(&frame)},
+                        });
+                        gone |= ws.send(Message::text(media.to_string())).await.is_err();
+                    }
+                    if gone {
                         break;
+                    }
+                    if let Some((_, n)) = script.garbage.filter(|(at, _)| now >= *at) {
+                        script.garbage = None;
+                        for i in 0..n {
+                            let bad = if i % 2 == 0 {
+                                "{not json".to_string()
+                            } else {
+                                json!({"event": "media", "streamSid": stream_sid,
+                                       "media": {"payload": "***not base64***"}}).to_string()
+                            };
+                            let _ = ws.send(Message::text(bad)).await;
+                        }
                     }
                     // 20 ms of the speaker; marks passed are echoed.
                     for name in speaker.play(160, &mut result.heard) {
@@ -837,7 +917,8 @@ impl State {
             ("SequenceNumber", &placed.statuses.len().to_string()),
             ("To", call.param("To").unwrap_or_default()),
         ]);
-        let _ = reqwest::Client::new()
+        let _ = self
+            .http
             .post(url)
             .header("content-type", "application/x-www-form-urlencoded")
             .header(

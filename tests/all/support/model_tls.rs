@@ -1,5 +1,5 @@
-//! A TLS front for the model fakes: a throwaway CA and a 127.0.0.1 leaf certificate made with
-//! the `openssl` program, and a rustls (ring) listener that forwards decrypted bytes to a fake.
+//! TLS for the tests: a throwaway CA and a 127.0.0.1 leaf certificate made with the `openssl`
+//! program ([`TestCerts`]), and a rustls (ring) front that forwards decrypted bytes to a fake.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,7 +16,7 @@ pub struct TlsFront {
     pub port: u16,
     /// PEM of the CA that signed the server certificate.
     pub ca_file: PathBuf,
-    _dir: tempfile::TempDir,
+    _certs: TestCerts,
     task: JoinHandle<()>,
 }
 
@@ -55,16 +55,27 @@ pub fn have_openssl() -> bool {
     ok
 }
 
-impl TlsFront {
-    pub async fn start(backend_port: u16) -> TlsFront {
+/// A throwaway CA and a leaf certificate for 127.0.0.1 and localhost, made with `openssl`.
+pub struct TestCerts {
+    /// PEM of the CA.
+    pub ca: PathBuf,
+    /// PEM of the leaf (the chain a server presents) and its key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+const EC: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
+
+impl TestCerts {
+    pub fn make() -> TestCerts {
         let dir = tempfile::tempdir().unwrap();
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
         let mut ca = vec![
             "req",
             "-x509",
@@ -73,20 +84,33 @@ impl TlsFront {
             "-subj",
             "/CN=Switchboard test CA",
         ];
-        ca.extend(ec);
+        ca.extend(EC);
         ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
         openssl(dir.path(), &ca);
-        let mut csr = vec!["req", "-subj", "/CN=localhost"];
-        csr.extend(ec);
-        csr.extend(["-keyout", "leaf.key", "-out", "leaf.csr"]);
-        openssl(dir.path(), &csr);
         std::fs::write(
             dir.path().join("leaf.ext"),
             "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
         )
         .unwrap();
+        let certs = TestCerts {
+            ca: dir.path().join("ca.pem"),
+            cert: dir.path().join("leaf.pem"),
+            key: dir.path().join("leaf.key"),
+            dir,
+        };
+        certs.renew_leaf();
+        certs
+    }
+
+    /// A new key and leaf certificate from the same CA, written over the old files.
+    pub fn renew_leaf(&self) {
+        let dir = self.dir.path();
+        let mut csr = vec!["req", "-subj", "/CN=localhost"];
+        csr.extend(EC);
+        csr.extend(["-keyout", "leaf.key.new", "-out", "leaf.csr"]);
+        openssl(dir, &csr);
         openssl(
-            dir.path(),
+            dir,
             &[
                 "x509",
                 "-req",
@@ -102,15 +126,46 @@ impl TlsFront {
                 "-extfile",
                 "leaf.ext",
                 "-out",
-                "leaf.pem",
+                "leaf.pem.new",
             ],
         );
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(dir.path().join("leaf.pem"))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect();
-        let key = PrivateKeyDer::from_pem_file(dir.path().join("leaf.key")).unwrap();
+        std::fs::rename(dir.join("leaf.key.new"), &self.key).unwrap();
+        std::fs::rename(dir.join("leaf.pem.new"), &self.cert).unwrap();
+    }
+
+    /// The leaf certificate (DER) as the files hold it now.
+    pub fn leaf_der(&self) -> CertificateDer<'static> {
+        CertificateDer::pem_file_iter(&self.cert)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+    }
+
+    /// A client configuration that trusts the CA only.
+    pub fn client_config(&self) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&self.ca).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+    }
+}
+
+impl TlsFront {
+    pub async fn start(backend_port: u16) -> TlsFront {
+        let certs = TestCerts::make();
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&certs.cert)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(&certs.key).unwrap();
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -139,8 +194,8 @@ impl TlsFront {
         });
         TlsFront {
             port,
-            ca_file: dir.path().join("ca.pem"),
-            _dir: dir,
+            ca_file: certs.ca.clone(),
+            _certs: certs,
             task,
         }
     }

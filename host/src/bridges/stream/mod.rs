@@ -37,6 +37,9 @@ const LEAD: Duration = Duration::from_millis(400);
 const CHUNK: Duration = Duration::from_millis(40);
 /// Frames that are not the carrier's protocol before the stream is closed as broken.
 const MAX_GARBAGE: u32 = 20;
+/// Caller audio may run ahead of the clock by this much (a carrier catching up after a
+/// network stall) before the stream counts as a flood and is closed.
+const FLOOD_LEAD: Duration = Duration::from_secs(5);
 
 /// What a carrier's frame means to the call.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,6 +175,8 @@ impl<C: Carrier, F: Framing + Clone> StreamLeg<C, F> {
                 media_timeout,
                 garbage: 0,
                 sent: VecDeque::new(),
+                started: Instant::now(),
+                received: 0,
             }
             .run(close_rx),
         );
@@ -352,6 +357,9 @@ struct SocketTask<F: Framing> {
     garbage: u32,
     /// Chunks sent and not yet acknowledged, for the recording of what was heard.
     sent: VecDeque<(String, Vec<u8>)>,
+    /// When the stream started, and the caller audio received since, in samples.
+    started: Instant,
+    received: u64,
 }
 
 /// How the stream ended, as the call hears it.
@@ -416,6 +424,16 @@ impl<F: Framing> SocketTask<F> {
         match event {
             Ok(StreamEvent::Audio(pcm)) => {
                 *last_audio = Instant::now();
+                self.received += pcm.len() as u64;
+                let heard =
+                    Duration::from_millis(self.received * 1000 / u64::from(self.framing.rate()));
+                if heard > self.started.elapsed() + FLOOD_LEAD {
+                    return Some(End::Event(LegEvent::Lost(format!(
+                        "the media stream sent {} ms of audio in {} ms",
+                        heard.as_millis(),
+                        self.started.elapsed().as_millis()
+                    ))));
+                }
                 let c = &self.shared.counts;
                 c.frames_in.fetch_add(1, Ordering::Relaxed);
                 c.bytes_in
