@@ -82,9 +82,23 @@ pub fn fixture(package: &str) -> PathBuf {
 /// The `greeter` fixture built as version `version` (a distinct file per version).
 pub fn greeter(version: &str) -> PathBuf {
     let dir = repo_root().join("tests/fixtures");
-    let target = dir.join(format!("target/greeter-v{version}"));
-    build_workspace(&dir, &target, &[("GREETER_VERSION", version)], &["greeter"])
-        .join("greeter.wasm")
+    // One target folder for every version, so the SDK and its dependencies build once (a
+    // version rebuilds only the greeter, cargo tracks the variable); each version's component
+    // is copied out under its own name while a lock keeps other test processes from building
+    // another version over it.
+    let target = dir.join("target/greeter");
+    std::fs::create_dir_all(&target).expect("greeter target folder");
+    let lock = std::fs::File::create(target.join(".build.lock")).expect("greeter build lock");
+    // SAFETY: flock(2) on a descriptor this function owns; released when `lock` is dropped.
+    assert_eq!(
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) },
+        0
+    );
+    let built = build_workspace(&dir, &target, &[("GREETER_VERSION", version)], &["greeter"])
+        .join("greeter.wasm");
+    let out = target.join(format!("greeter-v{version}.wasm"));
+    std::fs::copy(&built, &out).expect("copy the greeter");
+    out
 }
 
 /// The manifest of an example agent.

@@ -192,6 +192,22 @@ pub struct CallResult {
     pub close: Option<(u16, String)>,
 }
 
+impl CallResult {
+    fn new(call_sid: &str, twiml: &str) -> CallResult {
+        CallResult {
+            call_sid: call_sid.to_string(),
+            twiml: twiml.to_string(),
+            heard: Vec::new(),
+            media_received: 0,
+            marks_echoed: 0,
+            clears: 0,
+            violations: Vec::new(),
+            ending: Ending::HostClosed,
+            close: None,
+        }
+    }
+}
+
 fn hmac_sha1_b64(key: &str, text: &str) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key.as_bytes());
     B64.encode(ring::hmac::sign(&key, text.as_bytes()).as_ref())
@@ -365,17 +381,7 @@ impl FakeTwilio {
         let params = self.voice_params(&call_sid, &script.from, &script.to);
         let (status, twiml) = self.post_voice(&url, &params, Some(&self.auth_token)).await;
         assert_eq!(status, 200, "the voice webhook: {twiml}");
-        let mut result = CallResult {
-            call_sid: call_sid.clone(),
-            twiml: twiml.clone(),
-            heard: Vec::new(),
-            media_received: 0,
-            marks_echoed: 0,
-            clears: 0,
-            violations: Vec::new(),
-            ending: Ending::HostClosed,
-            close: None,
-        };
+        let mut result = CallResult::new(&call_sid, &twiml);
         let Some((stream_url, parameters)) = stream_of(&twiml) else {
             return result;
         };
@@ -866,17 +872,7 @@ impl State {
                     .await;
                 let twiml = call.param("Twiml").unwrap_or_default();
                 let (url, parameters) = stream_of(twiml).expect("the TwiML connects a stream");
-                let mut result = CallResult {
-                    call_sid: sid.clone(),
-                    twiml: twiml.to_string(),
-                    heard: Vec::new(),
-                    media_received: 0,
-                    marks_echoed: 0,
-                    clears: 0,
-                    violations: Vec::new(),
-                    ending: Ending::HostClosed,
-                    close: None,
-                };
+                let mut result = CallResult::new(&sid, twiml);
                 self.stream(&url, &parameters, &sid, script, control, &mut result)
                     .await;
                 placed.call = Some(result);

@@ -140,6 +140,32 @@ impl TwilioBridge {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|sig| signature::verify(&self.account.auth_token, url, params, sig))
     }
+
+    /// The parameters of a form Twilio posted, unless its signature does not hold.
+    fn signed_form(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+        body: &[u8],
+    ) -> Result<Vec<(String, String)>, BadSignature> {
+        let params: Vec<(String, String)> =
+            url::form_urlencoded::parse(body).into_owned().collect();
+        let url = self.signed_url(uri);
+        if self.signed(headers, &url, &params) {
+            return Ok(params);
+        }
+        tracing::warn!(%url, "refused a Twilio request with a missing or wrong signature");
+        Err(BadSignature)
+    }
+}
+
+/// A request whose `X-Twilio-Signature` does not hold: 403.
+struct BadSignature;
+
+impl IntoResponse for BadSignature {
+    fn into_response(self) -> Response {
+        (StatusCode::FORBIDDEN, "bad X-Twilio-Signature\n").into_response()
+    }
 }
 
 fn twiml(body: String) -> Response {
@@ -179,12 +205,10 @@ async fn voice(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let params: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let url = bridge.signed_url(&uri);
-    if !bridge.signed(&headers, &url, &params) {
-        tracing::warn!(%url, "refused a Twilio voice webhook with a missing or wrong signature");
-        return (StatusCode::FORBIDDEN, "bad X-Twilio-Signature\n").into_response();
-    }
+    let params = match bridge.signed_form(&headers, &uri, &body) {
+        Ok(params) => params,
+        Err(refused) => return refused.into_response(),
+    };
     if param(&params, "AccountSid") != Some(bridge.account.account_sid.as_str()) {
         tracing::warn!("refused a Twilio voice webhook for another account");
         return (StatusCode::FORBIDDEN, "not this account\n").into_response();
@@ -410,11 +434,10 @@ async fn stream_status(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let params: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let url = bridge.signed_url(&uri);
-    if !bridge.signed(&headers, &url, &params) {
-        return (StatusCode::FORBIDDEN, "bad X-Twilio-Signature\n").into_response();
-    }
+    let params = match bridge.signed_form(&headers, &uri, &body) {
+        Ok(params) => params,
+        Err(refused) => return refused.into_response(),
+    };
     let event = param(&params, "StreamEvent").unwrap_or_default();
     let call_sid = param(&params, "CallSid").unwrap_or_default();
     if event == "stream-error" {
@@ -441,11 +464,10 @@ async fn call_status(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let params: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let url = bridge.signed_url(&uri);
-    if !bridge.signed(&headers, &url, &params) {
-        return (StatusCode::FORBIDDEN, "bad X-Twilio-Signature\n").into_response();
-    }
+    let params = match bridge.signed_form(&headers, &uri, &body) {
+        Ok(params) => params,
+        Err(refused) => return refused.into_response(),
+    };
     let Some(status) = param(&params, "CallStatus") else {
         return (StatusCode::BAD_REQUEST, "CallStatus is required\n").into_response();
     };

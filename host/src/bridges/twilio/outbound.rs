@@ -185,30 +185,10 @@ impl TwilioBridge {
 
     /// `POST /Accounts/{AccountSid}/Calls.json`; the new call's SID.
     async fn create_call(&self, form: &[(&str, &str)]) -> Result<String, String> {
-        let a = &self.account;
-        let url = format!(
-            "{}/2010-04-01/Accounts/{}/Calls.json",
-            a.api_base.trim_end_matches('/'),
-            a.account_sid
-        );
-        let response = self
-            .http
-            .post(&url)
-            .basic_auth(&a.account_sid, Some(&a.auth_token))
-            .form(form)
-            .timeout(super::rest::TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| format!("Twilio REST: {e}"))?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        match body["sid"].as_str() {
-            Some(sid) if status.is_success() => Ok(sid.to_string()),
-            _ => Err(format!(
-                "Twilio REST answered {status}: {}",
-                body["message"].as_str().unwrap_or("no message")
-            )),
-        }
+        let created = self.account.post(&self.http, "Calls.json", form).await?;
+        created["sid"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("Twilio created a call without a sid: {created}"))
     }
 }

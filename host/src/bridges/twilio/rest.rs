@@ -8,7 +8,7 @@ use super::twiml;
 use crate::bridges::stream::Carrier;
 
 /// How long a REST request may take before the action counts as failed.
-pub(super) const TIMEOUT: Duration = Duration::from_secs(10);
+const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The account the bridge acts for.
 #[derive(Debug, Clone)]
@@ -27,34 +27,46 @@ pub struct CallControl {
     pub http: reqwest::Client,
 }
 
-impl CallControl {
-    /// `POST …/Calls/{CallSid}.json` with `form`.
-    pub(super) async fn update(&self, form: &[(&str, &str)]) -> Result<(), String> {
-        let a = &self.account;
+impl Account {
+    /// `POST {api-base}/2010-04-01/Accounts/{AccountSid}/{path}` with `form`: the JSON answer,
+    /// or what went wrong in Twilio's words.
+    pub(super) async fn post(
+        &self,
+        http: &reqwest::Client,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> Result<serde_json::Value, String> {
         let url = format!(
-            "{}/2010-04-01/Accounts/{}/Calls/{}.json",
-            a.api_base.trim_end_matches('/'),
-            a.account_sid,
-            self.call_sid
+            "{}/2010-04-01/Accounts/{}/{path}",
+            self.api_base.trim_end_matches('/'),
+            self.account_sid,
         );
-        let response = self
-            .http
+        let response = http
             .post(&url)
-            .basic_auth(&a.account_sid, Some(&a.auth_token))
+            .basic_auth(&self.account_sid, Some(&self.auth_token))
             .form(form)
             .timeout(TIMEOUT)
             .send()
             .await
             .map_err(|e| format!("Twilio REST: {e}"))?;
         let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         if status.is_success() {
-            return Ok(());
+            return Ok(body);
         }
-        let body = response.text().await.unwrap_or_default();
-        Err(format!(
-            "Twilio REST answered {status}: {}",
-            body.chars().take(300).collect::<String>()
-        ))
+        let message = body["message"]
+            .as_str()
+            .map_or_else(|| text.chars().take(300).collect(), str::to_string);
+        Err(format!("Twilio REST answered {status}: {message}"))
+    }
+}
+
+impl CallControl {
+    /// `POST …/Calls/{CallSid}.json` with `form`.
+    pub(super) async fn update(&self, form: &[(&str, &str)]) -> Result<(), String> {
+        let path = format!("Calls/{}.json", self.call_sid);
+        self.account.post(&self.http, &path, form).await.map(drop)
     }
 }
 
