@@ -59,7 +59,7 @@ pub struct BridgesConfig {
 }
 
 /// Largest webhook body we read (Twilio's forms are a few KiB).
-const MAX_BODY: usize = 64 * 1024;
+pub(super) const MAX_BODY: usize = 64 * 1024;
 
 /// The running public listener.
 pub struct PublicServer {

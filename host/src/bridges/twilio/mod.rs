@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -159,6 +158,25 @@ impl TwilioBridge {
     }
 }
 
+/// The parameters of a form Twilio posted and signed; a request whose signature does not hold
+/// is refused with 403 before a handler sees it.
+struct SignedForm(Vec<(String, String)>);
+
+impl axum::extract::FromRequest<Arc<TwilioBridge>> for SignedForm {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, bridge: &Arc<TwilioBridge>) -> Result<Self, Response> {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, super::MAX_BODY)
+            .await
+            .map_err(|_| StatusCode::PAYLOAD_TOO_LARGE.into_response())?;
+        bridge
+            .signed_form(&parts.headers, &parts.uri, &body)
+            .map(SignedForm)
+            .map_err(IntoResponse::into_response)
+    }
+}
+
 /// A request whose `X-Twilio-Signature` does not hold: 403.
 struct BadSignature;
 
@@ -201,14 +219,8 @@ fn headers_for_agent(params: &[(String, String)]) -> Vec<(String, String)> {
 /// `POST /twilio/voice`: an incoming call.
 async fn voice(
     State(bridge): State<Arc<TwilioBridge>>,
-    headers: HeaderMap,
-    uri: Uri,
-    body: Bytes,
+    SignedForm(params): SignedForm,
 ) -> Response {
-    let params = match bridge.signed_form(&headers, &uri, &body) {
-        Ok(params) => params,
-        Err(refused) => return refused.into_response(),
-    };
     if param(&params, "AccountSid") != Some(bridge.account.account_sid.as_str()) {
         tracing::warn!("refused a Twilio voice webhook for another account");
         return (StatusCode::FORBIDDEN, "not this account\n").into_response();
@@ -430,14 +442,8 @@ impl TwilioBridge {
 /// connected ends the waiting call with Twilio's words; later ones show in the stream itself.
 async fn stream_status(
     State(bridge): State<Arc<TwilioBridge>>,
-    headers: HeaderMap,
-    uri: Uri,
-    body: Bytes,
+    SignedForm(params): SignedForm,
 ) -> Response {
-    let params = match bridge.signed_form(&headers, &uri, &body) {
-        Ok(params) => params,
-        Err(refused) => return refused.into_response(),
-    };
     let event = param(&params, "StreamEvent").unwrap_or_default();
     let call_sid = param(&params, "CallSid").unwrap_or_default();
     if event == "stream-error" {
@@ -460,14 +466,8 @@ async fn stream_status(
 async fn call_status(
     State(bridge): State<Arc<TwilioBridge>>,
     axum::extract::Path(token): axum::extract::Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-    body: Bytes,
+    SignedForm(params): SignedForm,
 ) -> Response {
-    let params = match bridge.signed_form(&headers, &uri, &body) {
-        Ok(params) => params,
-        Err(refused) => return refused.into_response(),
-    };
     let Some(status) = param(&params, "CallStatus") else {
         return (StatusCode::BAD_REQUEST, "CallStatus is required\n").into_response();
     };
