@@ -5,12 +5,14 @@
 //! The public listener (`[http.public]`) serves only what carriers must reach — signed webhooks
 //! and media sockets — on its own address, never the control API.
 
+pub mod pending;
 pub mod stream;
 pub mod twilio;
 pub mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -19,6 +21,7 @@ use serde::Deserialize;
 
 use crate::call::{CallDeps, PlaceError, PlaceRequest};
 use crate::sip::SipError;
+pub use pending::one_time_token;
 use twilio::{TwilioBridge, TwilioConfig};
 
 /// `[http.public]`: where carriers reach the bridges.
@@ -40,6 +43,51 @@ pub struct BridgesConfig {
 
 /// Largest webhook body we read (Twilio's forms are a few KiB).
 const MAX_BODY: usize = 64 * 1024;
+
+/// How long a carrier's REST request may take before the action counts as failed.
+pub(crate) const REST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A carrier's REST answer: `Ok` on 2xx, else its status and the start of its body.
+pub(crate) async fn rest_outcome(carrier: &str, response: reqwest::Response) -> Result<(), String> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let body = response.text().await.unwrap_or_default();
+    Err(format!(
+        "{carrier} REST answered {status}: {}",
+        body.chars().take(300).collect::<String>()
+    ))
+}
+
+/// The value of the first field `name` of a webhook.
+pub(crate) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The WebSocket URL at `path` under the public URL (`wss://` for `https://`), where carriers
+/// open media sockets.
+pub(crate) fn socket_url(public_url: &str, path: &str) -> String {
+    let base = public_url
+        .trim_end_matches('/')
+        .replacen("https://", "wss://", 1)
+        .replacen("http://", "ws://", 1);
+    format!("{base}{path}")
+}
+
+/// The SIP headers a carrier forwards from a SIP-originated call (`SipHeader_X-…`, as Twilio
+/// and Vonage both name them), for the agent.
+pub(crate) fn headers_for_agent(params: &[(String, String)]) -> Vec<(String, String)> {
+    params
+        .iter()
+        .filter_map(|(n, v)| Some((n.strip_prefix("SipHeader_")?.to_string(), v.clone())))
+        .filter(|(n, _)| n.to_ascii_lowercase().starts_with("x-"))
+        .take(64)
+        .collect()
+}
 
 /// The running public listener.
 pub struct PublicServer {

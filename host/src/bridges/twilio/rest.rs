@@ -2,13 +2,10 @@
 //! {CallSid}.json`, HTTP Basic with the account SID and auth token, form-encoded): hang up with
 //! `Status=completed`, transfer by replacing the call's TwiML with a `<Dial>`.
 
-use std::time::Duration;
-
 use super::twiml;
+pub(super) use crate::bridges::REST_TIMEOUT as TIMEOUT;
+use crate::bridges::rest_outcome;
 use crate::bridges::stream::Carrier;
-
-/// How long a REST request may take before the action counts as failed.
-pub(super) const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The account the bridge acts for.
 #[derive(Debug, Clone)]
@@ -46,15 +43,7 @@ impl CallControl {
             .send()
             .await
             .map_err(|e| format!("Twilio REST: {e}"))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let body = response.text().await.unwrap_or_default();
-        Err(format!(
-            "Twilio REST answered {status}: {}",
-            body.chars().take(300).collect::<String>()
-        ))
+        rest_outcome("Twilio", response).await
     }
 }
 
