@@ -8,6 +8,7 @@
 pub mod pending;
 pub mod stream;
 pub mod twilio;
+pub mod vonage;
 pub mod websocket;
 
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use crate::call::{CallDeps, PlaceError, PlaceRequest};
 use crate::sip::SipError;
 pub use pending::one_time_token;
 use twilio::{TwilioBridge, TwilioConfig};
+use vonage::{VonageBridge, VonageConfig};
 
 /// `[http.public]`: where carriers reach the bridges.
 #[derive(Debug, Clone, Deserialize)]
@@ -39,9 +41,24 @@ pub struct PublicConfig {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct BridgesConfig {
     pub twilio: Option<TwilioConfig>,
+    pub vonage: Option<VonageConfig>,
 }
 
-/// Largest webhook body we read (Twilio's forms are a few KiB).
+impl BridgesConfig {
+    /// The bridges with credentials, by section name.
+    pub fn configured(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.twilio.is_some() {
+            names.push("twilio");
+        }
+        if self.vonage.is_some() {
+            names.push("vonage");
+        }
+        names
+    }
+}
+
+/// Largest webhook body we read (Twilio's forms and Vonage's JSON are a few KiB).
 const MAX_BODY: usize = 64 * 1024;
 
 /// How long a carrier's REST request may take before the action counts as failed.
@@ -118,30 +135,44 @@ fn check_public_url(url: &str) -> anyhow::Result<()> {
 /// The configured bridges.
 pub struct Bridges {
     pub twilio: Option<Arc<TwilioBridge>>,
+    pub vonage: Option<Arc<VonageBridge>>,
 }
 
 impl Bridges {
     /// The bridges with credentials; none without `[http.public]` (the configuration refuses a
-    /// bridge without it).
+    /// bridge without it). Fails when a bridge's credentials cannot be loaded.
     pub fn new(
         public: Option<&PublicConfig>,
         config: &BridgesConfig,
         calls: Arc<CallDeps>,
-    ) -> Bridges {
+    ) -> anyhow::Result<Bridges> {
         let Some(public) = public else {
-            return Bridges { twilio: None };
+            return Ok(Bridges {
+                twilio: None,
+                vonage: None,
+            });
         };
         let twilio = match &config.twilio {
             Some(config) => {
                 tracing::info!("Twilio bridge on at {}/twilio/voice", public.public_url);
-                Some(TwilioBridge::new(config, &public.public_url, calls))
+                Some(TwilioBridge::new(config, &public.public_url, calls.clone()))
             }
             None => {
                 tracing::info!("Twilio bridge off: no [bridges.twilio] credentials");
                 None
             }
         };
-        Bridges { twilio }
+        let vonage = match &config.vonage {
+            Some(config) => {
+                tracing::info!("Vonage bridge on at {}/vonage/answer", public.public_url);
+                Some(VonageBridge::new(config, &public.public_url, calls)?)
+            }
+            None => {
+                tracing::info!("Vonage bridge off: no [bridges.vonage] credentials");
+                None
+            }
+        };
+        Ok(Bridges { twilio, vonage })
     }
 
     /// Whether `via` names a bridge rather than a SIP trunk (one namespace for both).
@@ -162,6 +193,9 @@ impl Bridges {
         let mut router = Router::new();
         if let Some(twilio) = &self.twilio {
             router = router.merge(twilio.routes());
+        }
+        if let Some(vonage) = &self.vonage {
+            router = router.merge(vonage.routes());
         }
         router
             .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
