@@ -42,7 +42,7 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub agents: AgentsConfig,
-    /// Carriers' media streams (`[bridges.twilio]`), reached on `[http.public]`.
+    /// Carriers' media streams (`[bridges.twilio]`, `[bridges.vonage]`), reached on `[http.public]`.
     #[serde(default)]
     pub bridges: BridgesConfig,
     /// Dialled number or prefix pattern (`+4930*`) → agent name.
@@ -128,9 +128,11 @@ impl Config {
             .try_into()
             .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))?;
         config.source = value;
-        if config.bridges.twilio.is_some() && config.http.public.is_none() {
+        if let Some(bridge) = config.bridges.configured().first()
+            && config.http.public.is_none()
+        {
             anyhow::bail!(
-                "{origin}: [bridges.twilio] needs [http.public] (listen, public-url): Twilio must reach the bridge"
+                "{origin}: [bridges.{bridge}] needs [http.public] (listen, public-url): the carrier must reach the bridge"
             );
         }
         Ok(config)
@@ -198,5 +200,23 @@ mod tests {
         assert_eq!(c.agent["menu"].config["address"], "Main St 1");
         let err = Config::parse("[agents]\ndirr = \"x\"", "my.toml", []).unwrap_err();
         assert!(format!("{err:#}").contains("my.toml") && format!("{err:#}").contains("dirr"));
+    }
+
+    #[test]
+    fn a_bridge_needs_the_public_listener() {
+        let vonage = "[bridges.vonage]\napplication-id = \"app\"\nprivate-key = \"/keys/app.pem\"\n\
+                      signature-secret = \"s\"\n";
+        let err = Config::parse(vonage, "my.toml", []).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("[bridges.vonage] needs [http.public]"),
+            "{err:#}"
+        );
+        let public = format!(
+            "{vonage}[http.public]\nlisten = \"127.0.0.1:8443\"\npublic-url = \"https://agents.example.com\"\n"
+        );
+        let c = Config::parse(&public, "my.toml", []).unwrap();
+        let v = c.bridges.vonage.unwrap();
+        assert_eq!(v.api_base, "https://api.nexmo.com");
+        assert_eq!(v.private_key, PathBuf::from("/keys/app.pem"));
     }
 }

@@ -5,14 +5,17 @@
 //! The public listener (`[http.public]`) serves only what carriers must reach — signed webhooks
 //! and media sockets — on its own address, never the control API.
 
+pub mod pending;
 pub mod stream;
 pub mod tls;
 pub mod twilio;
+pub mod vonage;
 pub mod websocket;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -21,8 +24,10 @@ use serde::Deserialize;
 
 use crate::call::{CallDeps, PlaceError, PlaceRequest};
 use crate::sip::SipError;
+pub use pending::one_time_token;
 use tls::{TlsFiles, TlsListener};
 use twilio::{TwilioBridge, TwilioConfig};
+use vonage::{VonageBridge, VonageConfig};
 
 /// `[http.public]`: where carriers reach the bridges.
 #[derive(Debug, Clone, Deserialize)]
@@ -56,10 +61,74 @@ impl PublicConfig {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct BridgesConfig {
     pub twilio: Option<TwilioConfig>,
+    pub vonage: Option<VonageConfig>,
 }
 
-/// Largest webhook body we read (Twilio's forms are a few KiB).
+impl BridgesConfig {
+    /// The bridges with credentials, by section name.
+    pub fn configured(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.twilio.is_some() {
+            names.push("twilio");
+        }
+        if self.vonage.is_some() {
+            names.push("vonage");
+        }
+        names
+    }
+}
+
+/// Largest webhook body we read (Twilio's forms and Vonage's JSON are a few KiB).
 pub(super) const MAX_BODY: usize = 64 * 1024;
+
+/// How long a carrier's REST request may take before the action counts as failed.
+pub(crate) const REST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A carrier's REST answer: its JSON body on 2xx (null when it has none), else its status and
+/// the start of its body.
+pub(crate) async fn rest_outcome(
+    carrier: &str,
+    response: reqwest::Response,
+) -> Result<serde_json::Value, String> {
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if status.is_success() {
+        return Ok(serde_json::from_str(&text).unwrap_or_default());
+    }
+    Err(format!(
+        "{carrier} REST answered {status}: {}",
+        text.chars().take(300).collect::<String>()
+    ))
+}
+
+/// The value of the first field `name` of a webhook.
+pub(crate) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The WebSocket URL at `path` under the public URL (`wss://` for `https://`), where carriers
+/// open media sockets.
+pub(crate) fn socket_url(public_url: &str, path: &str) -> String {
+    let base = public_url
+        .trim_end_matches('/')
+        .replacen("https://", "wss://", 1)
+        .replacen("http://", "ws://", 1);
+    format!("{base}{path}")
+}
+
+/// The SIP headers a carrier forwards from a SIP-originated call (`SipHeader_X-…`, as Twilio
+/// and Vonage both name them), for the agent.
+pub(crate) fn headers_for_agent(params: &[(String, String)]) -> Vec<(String, String)> {
+    params
+        .iter()
+        .filter_map(|(n, v)| Some((n.strip_prefix("SipHeader_")?.to_string(), v.clone())))
+        .filter(|(n, _)| n.to_ascii_lowercase().starts_with("x-"))
+        .take(64)
+        .collect()
+}
 
 /// The running public listener.
 pub struct PublicServer {
@@ -90,30 +159,44 @@ fn check_public_url(url: &str) -> anyhow::Result<()> {
 /// The configured bridges.
 pub struct Bridges {
     pub twilio: Option<Arc<TwilioBridge>>,
+    pub vonage: Option<Arc<VonageBridge>>,
 }
 
 impl Bridges {
     /// The bridges with credentials; none without `[http.public]` (the configuration refuses a
-    /// bridge without it).
+    /// bridge without it). Fails when a bridge's credentials cannot be loaded.
     pub fn new(
         public: Option<&PublicConfig>,
         config: &BridgesConfig,
         calls: Arc<CallDeps>,
-    ) -> Bridges {
+    ) -> anyhow::Result<Bridges> {
         let Some(public) = public else {
-            return Bridges { twilio: None };
+            return Ok(Bridges {
+                twilio: None,
+                vonage: None,
+            });
         };
         let twilio = match &config.twilio {
             Some(config) => {
                 tracing::info!("Twilio bridge on at {}/twilio/voice", public.public_url);
-                Some(TwilioBridge::new(config, &public.public_url, calls))
+                Some(TwilioBridge::new(config, &public.public_url, calls.clone()))
             }
             None => {
                 tracing::info!("Twilio bridge off: no [bridges.twilio] credentials");
                 None
             }
         };
-        Bridges { twilio }
+        let vonage = match &config.vonage {
+            Some(config) => {
+                tracing::info!("Vonage bridge on at {}/vonage/answer", public.public_url);
+                Some(VonageBridge::new(config, &public.public_url, calls)?)
+            }
+            None => {
+                tracing::info!("Vonage bridge off: no [bridges.vonage] credentials");
+                None
+            }
+        };
+        Ok(Bridges { twilio, vonage })
     }
 
     /// Whether `via` names a bridge rather than a SIP trunk (one namespace for both).
@@ -134,6 +217,9 @@ impl Bridges {
         let mut router = Router::new();
         if let Some(twilio) = &self.twilio {
             router = router.merge(twilio.routes());
+        }
+        if let Some(vonage) = &self.vonage {
+            router = router.merge(vonage.routes());
         }
         router
             .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

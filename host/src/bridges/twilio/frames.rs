@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::bridges::stream::{Framing, StreamEvent};
+use crate::bridges::stream::{Framing, StreamEvent, keypad_digit};
 use crate::media::g711;
 
 /// A frame from Twilio.
@@ -97,15 +97,6 @@ pub struct TwilioFraming {
     pub stream_sid: String,
 }
 
-/// Keypad digits Twilio reports.
-fn digit(text: &str) -> Option<char> {
-    let mut chars = text.chars();
-    match (chars.next(), chars.next()) {
-        (Some(c @ ('0'..='9' | '*' | '#' | 'A'..='D')), None) => Some(c),
-        _ => None,
-    }
-}
-
 impl Framing for TwilioFraming {
     fn rate(&self) -> u32 {
         8000
@@ -138,7 +129,7 @@ impl Framing for TwilioFraming {
                 StreamEvent::Audio(self.decode(&audio))
             }
             Inbound::Dtmf { dtmf } => StreamEvent::Digit(
-                digit(&dtmf.digit)
+                keypad_digit(&dtmf.digit)
                     .ok_or_else(|| format!("`{}` is not a keypad digit", dtmf.digit))?,
             ),
             Inbound::Mark { mark } => StreamEvent::Mark(mark.name),

@@ -22,14 +22,14 @@ use axum::routing::{get, post};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::Instrument;
 
+use super::pending::{Pending, PendingCalls};
 use super::stream::StreamLeg;
 use super::websocket::{self, ServerSocket};
+use super::{headers_for_agent, param, socket_url};
 use crate::call::CallDeps;
-use crate::call::inbound::{self, Offer, Ringing};
+use crate::call::inbound::{self, Offer};
 use crate::call::leg::LegFacts;
 use crate::call::outbound::Calling;
 use crate::media::Codec;
@@ -61,20 +61,13 @@ const STREAM_WAIT: Duration = Duration::from_secs(30);
 /// How long an opened stream may take to send its `start`.
 const START_WAIT: Duration = Duration::from_secs(10);
 
-/// A call answered with TwiML whose stream has not connected yet.
-struct Pending {
-    ringing: Ringing,
-    call_sid: String,
-    caller: String,
-}
-
 pub struct TwilioBridge {
     account: Account,
     /// Where Twilio reaches us (`https://host[:port][/prefix]`), as it signs its requests.
     public_url: String,
     calls: Arc<CallDeps>,
-    /// Stream token → the inbound call waiting for that stream.
-    pending: Mutex<HashMap<String, Pending>>,
+    /// Inbound calls answered with TwiML whose stream has not connected yet.
+    pending: Arc<PendingCalls>,
     /// Stream token → the outbound call being placed (its status callbacks and its stream).
     placing: Mutex<HashMap<String, mpsc::UnboundedSender<outbound::Step>>>,
     numbers: Vec<String>,
@@ -91,7 +84,7 @@ impl TwilioBridge {
             },
             public_url: public_url.trim_end_matches('/').to_string(),
             calls,
-            pending: Mutex::new(HashMap::new()),
+            pending: Arc::default(),
             placing: Mutex::new(HashMap::new()),
             numbers: config.numbers.clone(),
             http: reqwest::Client::new(),
@@ -107,10 +100,6 @@ impl TwilioBridge {
             .with_state(self.clone())
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn placing(
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<outbound::Step>>> {
@@ -119,12 +108,7 @@ impl TwilioBridge {
 
     /// Where Twilio opens media streams (`wss://` for an `https://` public URL).
     fn stream_url(&self) -> String {
-        format!(
-            "{}/twilio/media",
-            self.public_url
-                .replacen("https://", "wss://", 1)
-                .replacen("http://", "ws://", 1)
-        )
+        socket_url(&self.public_url, "/twilio/media")
     }
 
     /// The URL Twilio requested, as it signed it: the public URL, the path and the query.
@@ -190,32 +174,6 @@ fn twiml(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/xml")], body).into_response()
 }
 
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
-}
-
-/// A one-time token for a stream: 128 random bits.
-fn stream_token() -> String {
-    let mut bytes = [0u8; 16];
-    // The system's randomness failing leaves no safe token to make.
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .expect("system randomness");
-    hex::encode(bytes)
-}
-
-/// The SIP headers Twilio forwards from a SIP-originated call (`SipHeader_X-…`), for the agent.
-fn headers_for_agent(params: &[(String, String)]) -> Vec<(String, String)> {
-    params
-        .iter()
-        .filter_map(|(n, v)| Some((n.strip_prefix("SipHeader_")?.to_string(), v.clone())))
-        .filter(|(n, _)| n.to_ascii_lowercase().starts_with("x-"))
-        .take(64)
-        .collect()
-}
-
 /// `POST /twilio/voice`: an incoming call.
 async fn voice(
     State(bridge): State<Arc<TwilioBridge>>,
@@ -249,27 +207,14 @@ async fn voice(
             // A busy agent gets the busy signal; any other refusal the not-in-service tone.
             Err(refused) => return twiml(twiml::reject(matches!(refused.code, 486 | 600))),
         };
-        let token = stream_token();
-        bridge.pending().insert(
-            token.clone(),
+        let token = bridge.pending.hold(
             Pending {
                 ringing,
-                call_sid,
+                leg_call_id: call_sid,
                 caller,
             },
-        );
-        // A stream that never comes must not hold the agent forever.
-        let waiting = bridge.clone();
-        let expiring = token.clone();
-        tokio::spawn(
-            async move {
-                tokio::time::sleep(STREAM_WAIT).await;
-                if let Some(p) = waiting.pending().remove(&expiring) {
-                    p.ringing
-                        .refuse(408, "Twilio did not open the media stream");
-                }
-            }
-            .in_current_span(),
+            STREAM_WAIT,
+            "Twilio did not open the media stream",
         );
         let base = &bridge.public_url;
         twiml(twiml::connect_stream(
@@ -299,13 +244,8 @@ async fn media(
 }
 
 /// Close a stream that cannot carry a call, saying why.
-async fn refuse_stream(mut socket: ServerSocket, why: &str) {
-    tracing::warn!(why, "closing a Twilio media stream");
-    let frame = CloseFrame {
-        code: CloseCode::Policy,
-        reason: why.to_string().into(),
-    };
-    let _ = socket.close(Some(frame)).await;
+async fn refuse_stream(socket: ServerSocket, why: &str) {
+    websocket::refuse(socket, "twilio", why).await;
 }
 
 /// Read up to the stream's `start`.
@@ -347,14 +287,13 @@ impl TwilioBridge {
             let _ = placing.send(outbound::Step::Stream(Box::new((socket, start))));
             return;
         }
-        let pending = self.pending().remove(&token);
-        let Some(pending) = pending else {
+        let Some(pending) = self.pending.take(&token) else {
             return refuse_stream(socket, "no call waits for this stream's token").await;
         };
         let span = tracing::info_span!(
             "call",
             call_id = %pending.ringing.call_id(),
-            twilio_call_sid = %pending.call_sid
+            twilio_call_sid = %pending.leg_call_id
         );
         self.answer(socket, start, pending).instrument(span).await;
     }
@@ -363,10 +302,10 @@ impl TwilioBridge {
     async fn answer(&self, socket: ServerSocket, start: frames::Start, pending: Pending) {
         let control = CallControl {
             account: self.account.clone(),
-            call_sid: pending.call_sid.clone(),
+            call_sid: pending.leg_call_id.clone(),
             http: self.http.clone(),
         };
-        let why = if start.call_sid != pending.call_sid {
+        let why = if start.call_sid != pending.leg_call_id {
             Some("the stream belongs to another call")
         } else if !start.media_format.is_ulaw_8k() {
             Some("the stream is not μ-law at 8 kHz")
@@ -449,12 +388,7 @@ async fn stream_status(
     if event == "stream-error" {
         let error = param(&params, "StreamError").unwrap_or("unknown");
         tracing::warn!(call_sid, error, "Twilio reports a media-stream error");
-        let token = bridge
-            .pending()
-            .iter()
-            .find(|(_, p)| p.call_sid == call_sid)
-            .map(|(t, _)| t.clone());
-        if let Some(p) = token.and_then(|t| bridge.pending().remove(&t)) {
+        if let Some(p) = bridge.pending.take_leg(call_sid) {
             p.ringing
                 .refuse(502, &format!("Twilio media stream error: {error}"));
         }
