@@ -73,6 +73,16 @@ impl Drop for PublicServer {
     }
 }
 
+/// The WebSocket URL of `path` on the public listener: `wss://` for an `https://` public URL,
+/// `ws://` behind plain HTTP.
+fn socket_url(public_url: &str, path: &str) -> String {
+    let base = public_url
+        .trim_end_matches('/')
+        .replacen("https://", "wss://", 1)
+        .replacen("http://", "ws://", 1);
+    format!("{base}{path}")
+}
+
 fn check_public_url(url: &str) -> anyhow::Result<()> {
     let parsed =
         url::Url::parse(url).with_context(|| format!("[http.public] public-url = {url:?}"))?;
@@ -181,5 +191,17 @@ mod tests {
         assert!(check_public_url("wss://agents.example.com").is_err());
         assert!(check_public_url("https://agents.example.com/?a=1").is_err());
         assert!(check_public_url("agents.example.com").is_err());
+    }
+
+    #[test]
+    fn socket_urls() {
+        assert_eq!(
+            socket_url("https://agents.example.com/", "/telnyx/media"),
+            "wss://agents.example.com/telnyx/media"
+        );
+        assert_eq!(
+            socket_url("http://127.0.0.1:8443/sb", "/twilio/media"),
+            "ws://127.0.0.1:8443/sb/twilio/media"
+        );
     }
 }

@@ -20,8 +20,10 @@ pub mod model_tls;
 pub mod ports;
 pub mod process;
 pub mod raw_sip;
+pub mod rest_fake;
 pub mod sipp;
 pub mod softphone;
+pub mod speaker;
 
 /// A temporary folder named `<prefix>…`, removed when dropped.
 pub fn tempdir(prefix: &str) -> tempfile::TempDir {

@@ -19,14 +19,12 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::Instrument;
 
 use super::stream::StreamLeg;
+use super::stream::setup::{self, Waiting};
 use super::websocket::{self, ServerSocket};
 use crate::call::CallDeps;
 use crate::call::inbound::{self, Offer, Ringing};
@@ -74,7 +72,7 @@ pub struct TwilioBridge {
     public_url: String,
     calls: Arc<CallDeps>,
     /// Stream token → the inbound call waiting for that stream.
-    pending: Mutex<HashMap<String, Pending>>,
+    pending: Waiting<Pending>,
     /// Stream token → the outbound call being placed (its status callbacks and its stream).
     placing: Mutex<HashMap<String, mpsc::UnboundedSender<outbound::Step>>>,
     numbers: Vec<String>,
@@ -91,7 +89,7 @@ impl TwilioBridge {
             },
             public_url: public_url.trim_end_matches('/').to_string(),
             calls,
-            pending: Mutex::new(HashMap::new()),
+            pending: Waiting::default(),
             placing: Mutex::new(HashMap::new()),
             numbers: config.numbers.clone(),
             http: reqwest::Client::new(),
@@ -107,10 +105,6 @@ impl TwilioBridge {
             .with_state(self.clone())
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn placing(
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<outbound::Step>>> {
@@ -119,12 +113,7 @@ impl TwilioBridge {
 
     /// Where Twilio opens media streams (`wss://` for an `https://` public URL).
     fn stream_url(&self) -> String {
-        format!(
-            "{}/twilio/media",
-            self.public_url
-                .replacen("https://", "wss://", 1)
-                .replacen("http://", "ws://", 1)
-        )
+        super::socket_url(&self.public_url, "/twilio/media")
     }
 
     /// The URL Twilio requested, as it signed it: the public URL, the path and the query.
@@ -197,23 +186,13 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// A one-time token for a stream: 128 random bits.
-fn stream_token() -> String {
-    let mut bytes = [0u8; 16];
-    // The system's randomness failing leaves no safe token to make.
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .expect("system randomness");
-    hex::encode(bytes)
-}
-
 /// The SIP headers Twilio forwards from a SIP-originated call (`SipHeader_X-…`), for the agent.
 fn headers_for_agent(params: &[(String, String)]) -> Vec<(String, String)> {
-    params
-        .iter()
-        .filter_map(|(n, v)| Some((n.strip_prefix("SipHeader_")?.to_string(), v.clone())))
-        .filter(|(n, _)| n.to_ascii_lowercase().starts_with("x-"))
-        .take(64)
-        .collect()
+    setup::agent_headers(
+        params
+            .iter()
+            .filter_map(|(n, v)| Some((n.strip_prefix("SipHeader_")?.to_string(), v.clone()))),
+    )
 }
 
 /// `POST /twilio/voice`: an incoming call.
@@ -249,28 +228,15 @@ async fn voice(
             // A busy agent gets the busy signal; any other refusal the not-in-service tone.
             Err(refused) => return twiml(twiml::reject(matches!(refused.code, 486 | 600))),
         };
-        let token = stream_token();
-        bridge.pending().insert(
-            token.clone(),
-            Pending {
-                ringing,
-                call_sid,
-                caller,
-            },
-        );
-        // A stream that never comes must not hold the agent forever.
-        let waiting = bridge.clone();
-        let expiring = token.clone();
-        tokio::spawn(
-            async move {
-                tokio::time::sleep(STREAM_WAIT).await;
-                if let Some(p) = waiting.pending().remove(&expiring) {
-                    p.ringing
-                        .refuse(408, "Twilio did not open the media stream");
-                }
-            }
-            .in_current_span(),
-        );
+        let pending = Pending {
+            ringing,
+            call_sid,
+            caller,
+        };
+        let token = bridge.pending.hold(pending, STREAM_WAIT, |p| async move {
+            p.ringing
+                .refuse(408, "Twilio did not open the media stream");
+        });
         let base = &bridge.public_url;
         twiml(twiml::connect_stream(
             &bridge.stream_url(),
@@ -298,41 +264,19 @@ async fn media(
     websocket::upgrade(request, move |socket| bridge.run_stream(socket))
 }
 
-/// Close a stream that cannot carry a call, saying why.
-async fn refuse_stream(mut socket: ServerSocket, why: &str) {
-    tracing::warn!(why, "closing a Twilio media stream");
-    let frame = CloseFrame {
-        code: CloseCode::Policy,
-        reason: why.to_string().into(),
-    };
-    let _ = socket.close(Some(frame)).await;
-}
-
-/// Read up to the stream's `start`.
-async fn read_start(socket: &mut ServerSocket) -> Result<frames::Start, String> {
-    loop {
-        let frame = match socket.next().await {
-            Some(Ok(frame)) => frame,
-            Some(Err(e)) => return Err(format!("the stream failed before its start: {e}")),
-            None => return Err("the stream closed before its start".into()),
-        };
-        if frame.is_ping() || frame.is_pong() {
-            continue;
-        }
-        match frames::parse(&frame)? {
-            Inbound::Connected => {}
-            Inbound::Start { start } => return Ok(start),
-            other => return Err(format!("expected connected or start, got {other:?}")),
-        }
-    }
-}
-
 impl TwilioBridge {
     async fn run_stream(self: Arc<Self>, mut socket: ServerSocket) {
-        let start = match tokio::time::timeout(START_WAIT, read_start(&mut socket)).await {
-            Ok(Ok(start)) => start,
-            Ok(Err(why)) => return refuse_stream(socket, &why).await,
-            Err(_) => return refuse_stream(socket, "no start within 10 s").await,
+        let start = setup::read_start(&mut socket, START_WAIT, |frame| {
+            match frames::parse(frame)? {
+                Inbound::Connected => Ok(None),
+                Inbound::Start { start } => Ok(Some(start)),
+                other => Err(format!("expected connected or start, got {other:?}")),
+            }
+        })
+        .await;
+        let start = match start {
+            Ok(start) => start,
+            Err(why) => return setup::refuse(socket, &why).await,
         };
         let token = start
             .custom_parameters
@@ -340,16 +284,15 @@ impl TwilioBridge {
             .cloned()
             .unwrap_or_default();
         if start.account_sid != self.account.account_sid {
-            return refuse_stream(socket, "the stream belongs to another account").await;
+            return setup::refuse(socket, "the stream belongs to another account").await;
         }
         if let Some(placing) = self.placing().get(&token) {
             // An outbound call: the answer its ringing waits for.
             let _ = placing.send(outbound::Step::Stream(Box::new((socket, start))));
             return;
         }
-        let pending = self.pending().remove(&token);
-        let Some(pending) = pending else {
-            return refuse_stream(socket, "no call waits for this stream's token").await;
+        let Some(pending) = self.pending.take(&token) else {
+            return setup::refuse(socket, "no call waits for this stream's token").await;
         };
         let span = tracing::info_span!(
             "call",
@@ -375,19 +318,35 @@ impl TwilioBridge {
         };
         if let Some(why) = why {
             pending.ringing.refuse(488, why);
-            return refuse_stream(socket, why).await;
+            return setup::refuse(socket, why).await;
         }
-        let mut ringing = pending.ringing;
-        let Some((model, failure)) = ringing.connect_model(Codec::Pcmu).await else {
-            ringing.refuse(503, "model unavailable");
-            use crate::bridges::stream::Carrier as _;
-            if let Err(e) = control.hangup().await {
-                tracing::warn!(error = %e, "hanging up through Twilio failed");
-            }
-            return refuse_stream(socket, "model unavailable").await;
+        let framing = TwilioFraming {
+            stream_sid: start.stream_sid,
         };
-        let leg = self.leg(socket, start, control, pending.caller, &model);
-        ringing.run(leg, model, failure).await;
+        let facts = self.facts(pending.caller);
+        let timeout = self.media_timeout();
+        setup::answer(
+            pending.ringing,
+            socket,
+            framing,
+            control,
+            facts,
+            Codec::Pcmu,
+            timeout,
+        )
+        .await;
+    }
+
+    fn facts(&self, remote: String) -> LegFacts {
+        LegFacts {
+            transport: "twilio".into(),
+            codec: Some(Codec::Pcmu.encoding_name().to_string()),
+            remote,
+        }
+    }
+
+    fn media_timeout(&self) -> Duration {
+        Duration::from_secs(self.calls.config.media_timeout_secs)
     }
 
     /// The leg of an answered call, either direction.
@@ -399,20 +358,15 @@ impl TwilioBridge {
         remote: String,
         model: &ModelSession,
     ) -> StreamLeg<CallControl, TwilioFraming> {
-        let facts = LegFacts {
-            transport: "twilio".into(),
-            codec: Some(Codec::Pcmu.encoding_name().to_string()),
-            remote,
-        };
         StreamLeg::start(
             socket,
             TwilioFraming {
                 stream_sid: start.stream_sid,
             },
             control,
-            facts,
+            self.facts(remote),
             model.input_format.sample_rate(),
-            Duration::from_secs(self.calls.config.media_timeout_secs),
+            self.media_timeout(),
         )
     }
 
@@ -429,7 +383,7 @@ impl TwilioBridge {
             use crate::bridges::stream::Carrier as _;
             let _ = control.hangup().await;
             calling.fail(format!("failed: {why}"), true);
-            return refuse_stream(socket, why).await;
+            return setup::refuse(socket, why).await;
         }
         let (model, failure) = calling.connect_model(Codec::Pcmu).await;
         let remote = calling.callee().to_string();
@@ -449,12 +403,7 @@ async fn stream_status(
     if event == "stream-error" {
         let error = param(&params, "StreamError").unwrap_or("unknown");
         tracing::warn!(call_sid, error, "Twilio reports a media-stream error");
-        let token = bridge
-            .pending()
-            .iter()
-            .find(|(_, p)| p.call_sid == call_sid)
-            .map(|(t, _)| t.clone());
-        if let Some(p) = token.and_then(|t| bridge.pending().remove(&t)) {
+        if let Some(p) = bridge.pending.take_where(|p| p.call_sid == call_sid) {
             p.ringing
                 .refuse(502, &format!("Twilio media stream error: {error}"));
         }

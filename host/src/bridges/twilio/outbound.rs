@@ -10,7 +10,8 @@ use tokio::sync::mpsc;
 
 use super::frames::Start;
 use super::rest::CallControl;
-use super::{TwilioBridge, stream_token, twiml};
+use super::{TwilioBridge, twiml};
+use crate::bridges::stream::setup;
 use crate::bridges::websocket::ServerSocket;
 use crate::call::leg::{Dialing, Progress, Unanswered};
 use crate::call::outbound::{self, Calling, Parties, PlaceError, PlaceRequest};
@@ -112,7 +113,7 @@ impl TwilioBridge {
             span.clone(),
         )
         .await?;
-        let token = stream_token();
+        let token = setup::token();
         let (steps_tx, steps) = mpsc::unbounded_channel();
         self.placing().insert(token.clone(), steps_tx);
         let base = &self.public_url;
