@@ -6,6 +6,7 @@
 //! and media sockets — on its own address, never the control API.
 
 pub mod stream;
+pub mod telnyx;
 pub mod tls;
 pub mod twilio;
 pub mod websocket;
@@ -21,6 +22,7 @@ use serde::Deserialize;
 
 use crate::call::{CallDeps, PlaceError, PlaceRequest};
 use crate::sip::SipError;
+use telnyx::{TelnyxBridge, TelnyxConfig};
 use tls::{TlsFiles, TlsListener};
 use twilio::{TwilioBridge, TwilioConfig};
 
@@ -56,6 +58,21 @@ impl PublicConfig {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct BridgesConfig {
     pub twilio: Option<TwilioConfig>,
+    pub telnyx: Option<TelnyxConfig>,
+}
+
+impl BridgesConfig {
+    /// The carriers configured, by section name.
+    pub fn configured(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.twilio.is_some() {
+            names.push("twilio");
+        }
+        if self.telnyx.is_some() {
+            names.push("telnyx");
+        }
+        names
+    }
 }
 
 /// Largest webhook body we read (Twilio's forms are a few KiB).
@@ -100,6 +117,7 @@ fn check_public_url(url: &str) -> anyhow::Result<()> {
 /// The configured bridges.
 pub struct Bridges {
     pub twilio: Option<Arc<TwilioBridge>>,
+    pub telnyx: Option<Arc<TelnyxBridge>>,
 }
 
 impl Bridges {
@@ -111,19 +129,32 @@ impl Bridges {
         calls: Arc<CallDeps>,
     ) -> Bridges {
         let Some(public) = public else {
-            return Bridges { twilio: None };
+            return Bridges {
+                twilio: None,
+                telnyx: None,
+            };
         };
         let twilio = match &config.twilio {
             Some(config) => {
                 tracing::info!("Twilio bridge on at {}/twilio/voice", public.public_url);
-                Some(TwilioBridge::new(config, &public.public_url, calls))
+                Some(TwilioBridge::new(config, &public.public_url, calls.clone()))
             }
             None => {
                 tracing::info!("Twilio bridge off: no [bridges.twilio] credentials");
                 None
             }
         };
-        Bridges { twilio }
+        let telnyx = match &config.telnyx {
+            Some(config) => {
+                tracing::info!("Telnyx bridge on at {}/telnyx/webhook", public.public_url);
+                Some(TelnyxBridge::new(config, &public.public_url, calls))
+            }
+            None => {
+                tracing::info!("Telnyx bridge off: no [bridges.telnyx] credentials");
+                None
+            }
+        };
+        Bridges { twilio, telnyx }
     }
 
     /// Whether `via` names a bridge rather than a SIP trunk (one namespace for both).
@@ -144,6 +175,9 @@ impl Bridges {
         let mut router = Router::new();
         if let Some(twilio) = &self.twilio {
             router = router.merge(twilio.routes());
+        }
+        if let Some(telnyx) = &self.telnyx {
+            router = router.merge(telnyx.routes());
         }
         router
             .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
