@@ -8,6 +8,7 @@ pub mod calls;
 pub mod consumer;
 pub mod fake_gemini;
 pub mod fake_openai;
+pub mod fake_telnyx;
 pub mod fake_twilio;
 pub mod host;
 pub mod kamailio;

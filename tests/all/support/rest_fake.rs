@@ -1,5 +1,5 @@
 //! The HTTP side of the carriers' fake REST APIs: HTTP/1.1 on a TCP socket, one request after
-//! another per connection, each answered with JSON. A fake needs the path, the
+//! another per connection, each answered with JSON. A fake needs the method, path, the
 //! `Authorization` header and the body; nothing else of HTTP matters to it.
 
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// One request to a fake.
 pub struct Request {
+    pub method: String,
     pub path: String,
     pub authorization: String,
     pub body: Vec<u8>,
@@ -20,7 +21,9 @@ async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<Request> {
     if stream.read_line(&mut request_line).await.ok()? == 0 {
         return None;
     }
-    let path = request_line.split_whitespace().nth(1)?.to_string();
+    let mut parts = request_line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let path = parts.next()?.to_string();
     let (mut length, mut authorization) = (0, String::new());
     loop {
         let mut header = String::new();
@@ -42,6 +45,7 @@ async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<Request> {
     let mut body = vec![0; length];
     stream.read_exact(&mut body).await.ok()?;
     Some(Request {
+        method,
         path,
         authorization,
         body,
