@@ -120,7 +120,7 @@ impl Host {
             config.http.public.as_ref(),
             &config.bridges,
             calls.clone(),
-        ));
+        )?);
         let api = api::serve(
             &config.http,
             ApiContext {

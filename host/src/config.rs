@@ -42,8 +42,8 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub agents: AgentsConfig,
-    /// Carriers' media streams (`[bridges.twilio]`, `[bridges.telnyx]`), reached on
-    /// `[http.public]`.
+    /// Carriers' media streams (`[bridges.twilio]`, `[bridges.telnyx]`, `[bridges.vonage]`),
+    /// reached on `[http.public]`.
     #[serde(default)]
     pub bridges: BridgesConfig,
     /// Dialled number or prefix pattern (`+4930*`) → agent name.
@@ -221,5 +221,23 @@ mod tests {
         let short_key = telnyx.replace("A6EHv/", "");
         let err = Config::parse(&format!("{short_key}{public}"), "my.toml", []).unwrap_err();
         assert!(format!("{err:#}").contains("public-key"), "{err:#}");
+    }
+
+    #[test]
+    fn a_bridge_needs_the_public_listener() {
+        let vonage = "[bridges.vonage]\napplication-id = \"app\"\nprivate-key = \"/keys/app.pem\"\n\
+                      signature-secret = \"s\"\n";
+        let err = Config::parse(vonage, "my.toml", []).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("[bridges.vonage] needs [http.public]"),
+            "{err:#}"
+        );
+        let public = format!(
+            "{vonage}[http.public]\nlisten = \"127.0.0.1:8443\"\npublic-url = \"https://agents.example.com\"\n"
+        );
+        let c = Config::parse(&public, "my.toml", []).unwrap();
+        let v = c.bridges.vonage.unwrap();
+        assert_eq!(v.api_base, "https://api.nexmo.com");
+        assert_eq!(v.private_key, PathBuf::from("/keys/app.pem"));
     }
 }

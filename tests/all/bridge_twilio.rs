@@ -138,9 +138,10 @@ async fn a_twilio_call_runs_greeting_tool_digit_barge_in_and_caller_hangup() {
     let audio_end_ms = truncates[0]["audio_end_ms"].as_u64().unwrap() as f64;
     eprintln!("answer heard {answer:.0} ms, truncated at {audio_end_ms} ms");
     // The truncation is the audio acknowledged when the caller interrupted; the caller also
-    // heard what played until the `clear` reached Twilio (a chunk and a round trip).
+    // heard what played until the `clear` reached Twilio (a chunk and a round trip, longer
+    // on a loaded machine).
     assert!(
-        answer < 9000.0 && audio_end_ms <= answer + 20.0 && answer - audio_end_ms <= 300.0,
+        answer < 9000.0 && audio_end_ms <= answer + 20.0 && answer - audio_end_ms <= 500.0,
         "heard {answer} ms, truncated at {audio_end_ms} ms"
     );
 

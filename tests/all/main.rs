@@ -36,6 +36,7 @@ mod hardening_sip_ids;
 // Carriers' media streams (bridges): a fake carrier, the host, an agent and a model.
 mod bridge_telnyx;
 mod bridge_twilio;
+mod bridge_vonage;
 
 // Calls end to end: a phone, the host, an agent and a model.
 mod calls_audio;

@@ -5,15 +5,18 @@
 //! The public listener (`[http.public]`) serves only what carriers must reach — signed webhooks
 //! and media sockets — on its own address, never the control API.
 
+pub mod pending;
 pub mod stream;
 pub mod telnyx;
 pub mod tls;
 pub mod twilio;
+pub mod vonage;
 pub mod websocket;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -22,9 +25,11 @@ use serde::Deserialize;
 
 use crate::call::{CallDeps, PlaceError, PlaceRequest};
 use crate::sip::SipError;
+pub use pending::one_time_token;
 use telnyx::{TelnyxBridge, TelnyxConfig};
 use tls::{TlsFiles, TlsListener};
 use twilio::{TwilioBridge, TwilioConfig};
+use vonage::{VonageBridge, VonageConfig};
 
 /// `[http.public]`: where carriers reach the bridges.
 #[derive(Debug, Clone, Deserialize)]
@@ -59,10 +64,11 @@ impl PublicConfig {
 pub struct BridgesConfig {
     pub twilio: Option<TwilioConfig>,
     pub telnyx: Option<TelnyxConfig>,
+    pub vonage: Option<VonageConfig>,
 }
 
 impl BridgesConfig {
-    /// The carriers configured, by section name.
+    /// The bridges with credentials, by section name.
     pub fn configured(&self) -> Vec<&'static str> {
         let mut names = Vec::new();
         if self.twilio.is_some() {
@@ -71,12 +77,74 @@ impl BridgesConfig {
         if self.telnyx.is_some() {
             names.push("telnyx");
         }
+        if self.vonage.is_some() {
+            names.push("vonage");
+        }
         names
     }
 }
 
-/// Largest webhook body we read (Twilio's forms are a few KiB).
+/// Largest webhook body we read (Twilio's forms and Vonage's JSON are a few KiB).
 pub(super) const MAX_BODY: usize = 64 * 1024;
+
+/// How long a carrier's REST request may take before the action counts as failed.
+pub(crate) const REST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A carrier's REST answer: its JSON body on 2xx (null when it has none), else its status and
+/// the start of its body.
+pub(crate) async fn rest_outcome(
+    carrier: &str,
+    response: reqwest::Response,
+) -> Result<serde_json::Value, String> {
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if status.is_success() {
+        return Ok(serde_json::from_str(&text).unwrap_or_default());
+    }
+    Err(format!(
+        "{carrier} REST answered {status}: {}",
+        text.chars().take(300).collect::<String>()
+    ))
+}
+
+/// The value of the first field `name` of a webhook.
+pub(crate) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The WebSocket URL at `path` under the public URL (`wss://` for `https://`), where carriers
+/// open media sockets.
+pub(crate) fn socket_url(public_url: &str, path: &str) -> String {
+    let base = public_url
+        .trim_end_matches('/')
+        .replacen("https://", "wss://", 1)
+        .replacen("http://", "ws://", 1);
+    format!("{base}{path}")
+}
+
+/// The SIP headers a carrier forwards from a SIP-originated call (`SipHeader_X-…`, as Twilio
+/// and Vonage both name them), for the agent.
+pub(crate) fn headers_for_agent(params: &[(String, String)]) -> Vec<(String, String)> {
+    agent_headers(
+        params
+            .iter()
+            .filter_map(|(n, v)| Some((n.strip_prefix("SipHeader_")?.to_string(), v.clone()))),
+    )
+}
+
+/// The headers of a call that reach the agent: `X-` headers only, at most 64.
+pub(crate) fn agent_headers(
+    headers: impl IntoIterator<Item = (String, String)>,
+) -> Vec<(String, String)> {
+    headers
+        .into_iter()
+        .filter(|(n, _)| n.to_ascii_lowercase().starts_with("x-"))
+        .take(64)
+        .collect()
+}
 
 /// The running public listener.
 pub struct PublicServer {
@@ -88,16 +156,6 @@ impl Drop for PublicServer {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// The WebSocket URL of `path` on the public listener: `wss://` for an `https://` public URL,
-/// `ws://` behind plain HTTP.
-fn socket_url(public_url: &str, path: &str) -> String {
-    let base = public_url
-        .trim_end_matches('/')
-        .replacen("https://", "wss://", 1)
-        .replacen("http://", "ws://", 1);
-    format!("{base}{path}")
 }
 
 fn check_public_url(url: &str) -> anyhow::Result<()> {
@@ -118,21 +176,23 @@ fn check_public_url(url: &str) -> anyhow::Result<()> {
 pub struct Bridges {
     pub twilio: Option<Arc<TwilioBridge>>,
     pub telnyx: Option<Arc<TelnyxBridge>>,
+    pub vonage: Option<Arc<VonageBridge>>,
 }
 
 impl Bridges {
     /// The bridges with credentials; none without `[http.public]` (the configuration refuses a
-    /// bridge without it).
+    /// bridge without it). Fails when a bridge's credentials cannot be loaded.
     pub fn new(
         public: Option<&PublicConfig>,
         config: &BridgesConfig,
         calls: Arc<CallDeps>,
-    ) -> Bridges {
+    ) -> anyhow::Result<Bridges> {
         let Some(public) = public else {
-            return Bridges {
+            return Ok(Bridges {
                 twilio: None,
                 telnyx: None,
-            };
+                vonage: None,
+            });
         };
         let twilio = match &config.twilio {
             Some(config) => {
@@ -147,14 +207,28 @@ impl Bridges {
         let telnyx = match &config.telnyx {
             Some(config) => {
                 tracing::info!("Telnyx bridge on at {}/telnyx/webhook", public.public_url);
-                Some(TelnyxBridge::new(config, &public.public_url, calls))
+                Some(TelnyxBridge::new(config, &public.public_url, calls.clone()))
             }
             None => {
                 tracing::info!("Telnyx bridge off: no [bridges.telnyx] credentials");
                 None
             }
         };
-        Bridges { twilio, telnyx }
+        let vonage = match &config.vonage {
+            Some(config) => {
+                tracing::info!("Vonage bridge on at {}/vonage/answer", public.public_url);
+                Some(VonageBridge::new(config, &public.public_url, calls)?)
+            }
+            None => {
+                tracing::info!("Vonage bridge off: no [bridges.vonage] credentials");
+                None
+            }
+        };
+        Ok(Bridges {
+            twilio,
+            telnyx,
+            vonage,
+        })
     }
 
     /// Whether `via` names a bridge rather than a SIP trunk (one namespace for both).
@@ -178,6 +252,9 @@ impl Bridges {
         }
         if let Some(telnyx) = &self.telnyx {
             router = router.merge(telnyx.routes());
+        }
+        if let Some(vonage) = &self.vonage {
+            router = router.merge(vonage.routes());
         }
         router
             .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -225,6 +302,19 @@ mod tests {
         assert!(check_public_url("wss://agents.example.com").is_err());
         assert!(check_public_url("https://agents.example.com/?a=1").is_err());
         assert!(check_public_url("agents.example.com").is_err());
+    }
+
+    #[test]
+    fn only_x_headers_reach_the_agent() {
+        let headers = [("X-Tenant", "acme"), ("Via", "x"), ("x-lower", "1")]
+            .map(|(n, v)| (n.to_string(), v.to_string()));
+        let kept = agent_headers(headers);
+        assert_eq!(
+            kept,
+            [("X-Tenant", "acme"), ("x-lower", "1")].map(|(n, v)| (n.to_string(), v.to_string()))
+        );
+        let many = (0..100).map(|i| (format!("X-{i}"), String::new()));
+        assert_eq!(agent_headers(many).len(), 64);
     }
 
     #[test]

@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
 /// A server-side socket on an upgraded HTTP connection.
 pub type ServerSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
@@ -84,4 +85,20 @@ where
         h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
     response
+}
+
+/// Close a media socket that cannot carry a call, saying why (a policy close: the peer broke
+/// the carrier's protocol or brought no valid token).
+pub async fn refuse(mut socket: ServerSocket, carrier: &str, why: &str) {
+    tracing::warn!(carrier, why, "closing a media stream");
+    // A close frame's reason has room for 123 bytes.
+    let mut end = why.len().min(123);
+    while !why.is_char_boundary(end) {
+        end -= 1;
+    }
+    let frame = CloseFrame {
+        code: CloseCode::Policy,
+        reason: why[..end].to_string().into(),
+    };
+    let _ = socket.close(Some(frame)).await;
 }

@@ -8,24 +8,63 @@ use super::CallDeps;
 use super::events::Recorder;
 use crate::domain::SessionConfig;
 use crate::domain::events::EventKind;
+use crate::media::Codec;
 use crate::model::{AudioFormat, ModelProvider, ModelSession, SessionSettings, ToolSpec};
 
-/// Audio formats for the model, given the call's codec: G.711 straight through when the
-/// provider takes it, else PCM at the codec's rate when the provider takes that (nothing to
+/// The audio a leg carries, as the model is offered it: a codec of the media layer (SIP, and
+/// Twilio's μ-law), or linear PCM at a rate (a carrier's L16 stream, as Vonage's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegFormat {
+    Codec(Codec),
+    Pcm(u32),
+}
+
+impl From<Codec> for LegFormat {
+    fn from(codec: Codec) -> LegFormat {
+        LegFormat::Codec(codec)
+    }
+}
+
+impl LegFormat {
+    /// As a leg names its audio in its facts (`PCMU`, `opus`, `L16/16000`).
+    pub fn parse(name: &str) -> Option<LegFormat> {
+        if let Ok(codec) = name.parse::<Codec>() {
+            return Some(codec.into());
+        }
+        let rate = name.strip_prefix("L16/")?.parse().ok()?;
+        Some(LegFormat::Pcm(rate))
+    }
+
+    /// The name [`LegFormat::parse`] reads.
+    pub fn name(self) -> String {
+        match self {
+            LegFormat::Codec(codec) => codec.encoding_name().to_string(),
+            LegFormat::Pcm(rate) => format!("L16/{rate}"),
+        }
+    }
+
+    fn rate(self) -> u32 {
+        match self {
+            LegFormat::Codec(codec) => codec.clock_rate(),
+            LegFormat::Pcm(rate) => rate,
+        }
+    }
+}
+
+/// Audio formats for the model, given the leg's audio: G.711 straight through when the
+/// provider takes it, else PCM at the leg's rate when the provider takes that (nothing to
 /// resample), else PCM at the highest rate the provider accepts.
 pub(crate) fn model_formats(
     provider: &dyn ModelProvider,
-    codec: crate::media::Codec,
+    leg: LegFormat,
 ) -> (AudioFormat, AudioFormat) {
     let support = provider.formats();
-    let g711 = match codec {
-        crate::media::Codec::Pcmu => Some(AudioFormat::Pcmu8k),
-        crate::media::Codec::Pcma => Some(AudioFormat::Pcma8k),
-        crate::media::Codec::Opus => None,
+    let g711 = match leg {
+        LegFormat::Codec(Codec::Pcmu) => Some(AudioFormat::Pcmu8k),
+        LegFormat::Codec(Codec::Pcma) => Some(AudioFormat::Pcma8k),
+        LegFormat::Codec(Codec::Opus) | LegFormat::Pcm(_) => None,
     };
-    let at_codec_rate = AudioFormat::Pcm16 {
-        rate: codec.clock_rate(),
-    };
+    let at_codec_rate = AudioFormat::Pcm16 { rate: leg.rate() };
     let pick = |list: &[AudioFormat]| {
         let direct = g711
             .filter(|f| list.contains(f))
@@ -76,9 +115,9 @@ pub(crate) async fn connect_model(
     deps: &CallDeps,
     recorder: &Recorder,
     config: &SessionConfig,
-    codec: crate::media::Codec,
+    leg: LegFormat,
 ) -> Option<ModelSession> {
-    let formats = model_formats(deps.provider.as_ref(), codec);
+    let formats = model_formats(deps.provider.as_ref(), leg);
     match deps.provider.connect(settings_for(config, formats)).await {
         Ok(session) => Some(session),
         Err(e) => {
@@ -91,7 +130,7 @@ pub(crate) async fn connect_model(
     }
 }
 
-pub(crate) async fn connect_fallback(deps: &CallDeps, codec: crate::media::Codec) -> ModelSession {
+pub(crate) async fn connect_fallback(deps: &CallDeps, leg: LegFormat) -> ModelSession {
     let apology = deps.registry.runtime().config().fallback.apology.clone();
     let config = SessionConfig {
         instructions: String::new(),
@@ -101,7 +140,7 @@ pub(crate) async fn connect_fallback(deps: &CallDeps, codec: crate::media::Codec
         tools: Vec::new(),
         model: None,
     };
-    let formats = model_formats(deps.fallback_provider.as_ref(), codec);
+    let formats = model_formats(deps.fallback_provider.as_ref(), leg);
     match deps
         .fallback_provider
         .connect(settings_for(&config, formats))
@@ -128,7 +167,6 @@ pub(crate) async fn connect_fallback(deps: &CallDeps, codec: crate::media::Codec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::Codec;
     use crate::model::config::{OfflineConfig, OpenAiConfig, Secret};
     use crate::model::offline::OfflineProvider;
     use crate::model::openai::OpenAiProvider;
@@ -137,16 +175,35 @@ mod tests {
     fn model_formats_avoid_resampling_where_the_provider_allows() {
         let openai = OpenAiProvider::new(OpenAiConfig::new(Secret::new("k")));
         assert_eq!(
-            model_formats(&openai, Codec::Pcmu),
+            model_formats(&openai, Codec::Pcmu.into()),
             (AudioFormat::Pcmu8k, AudioFormat::Pcmu8k)
         );
         let pcm24 = AudioFormat::Pcm16 { rate: 24000 };
-        assert_eq!(model_formats(&openai, Codec::Opus), (pcm24, pcm24));
+        assert_eq!(model_formats(&openai, Codec::Opus.into()), (pcm24, pcm24));
+        // A 16 kHz L16 stream: OpenAI takes only 24 kHz PCM.
+        assert_eq!(
+            model_formats(&openai, LegFormat::Pcm(16000)),
+            (pcm24, pcm24)
+        );
         // Offline: caller audio and speech at the codec's rate, both ways.
         let offline = OfflineProvider::new(OfflineConfig::default());
         let pcm8 = AudioFormat::Pcm16 { rate: 8000 };
-        assert_eq!(model_formats(&offline, Codec::Pcma), (pcm8, pcm8));
+        assert_eq!(model_formats(&offline, Codec::Pcma.into()), (pcm8, pcm8));
+        let pcm16 = AudioFormat::Pcm16 { rate: 16000 };
+        assert_eq!(
+            model_formats(&offline, LegFormat::Pcm(16000)),
+            (pcm16, pcm16)
+        );
         let pcm48 = AudioFormat::Pcm16 { rate: 48000 };
-        assert_eq!(model_formats(&offline, Codec::Opus), (pcm48, pcm48));
+        assert_eq!(model_formats(&offline, Codec::Opus.into()), (pcm48, pcm48));
+    }
+
+    #[test]
+    fn leg_formats_by_name() {
+        assert_eq!(LegFormat::parse("PCMU"), Some(Codec::Pcmu.into()));
+        assert_eq!(LegFormat::parse("L16/16000"), Some(LegFormat::Pcm(16000)));
+        assert_eq!(LegFormat::parse("L16/x"), None);
+        assert_eq!(LegFormat::Pcm(16000).name(), "L16/16000");
+        assert_eq!(LegFormat::from(Codec::Opus).name(), "opus");
     }
 }

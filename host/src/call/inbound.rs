@@ -14,12 +14,11 @@ use tokio::sync::mpsc;
 use super::events::Recorder;
 use super::leg::Leg;
 use super::{
-    Accepted, Answered, CallCommand, CallDeps, CallSummary, Started, connect_inbound, created,
-    events, run_answered, start_agent,
+    Accepted, Answered, CallCommand, CallDeps, CallSummary, LegFormat, Started, connect_inbound,
+    created, events, run_answered, start_agent,
 };
 use crate::domain::events::{CallState, EventKind};
 use crate::domain::{CallInfo, Direction};
-use crate::media::Codec;
 use crate::model::ModelSession;
 use crate::plugins::AgentVersion;
 use crate::plugins::routing::display_number;
@@ -175,23 +174,24 @@ impl Ringing {
         self.routed.refuse(code, reason)
     }
 
-    /// The model for the leg's codec: the agent's, or the local apology when the agent failed
-    /// in `on-start` or the model cannot be reached (the second value says why). `None` when
-    /// the model failed and `on-start = "reject"` wants the call refused (503) rather than
-    /// answered with the apology.
+    /// The model for the leg's audio (a codec, or a carrier's linear PCM): the agent's, or the
+    /// local apology when the agent failed in `on-start` or the model cannot be reached (the
+    /// second value says why). `None` when the model failed and `on-start = "reject"` wants the
+    /// call refused (503) rather than answered with the apology.
     pub async fn connect_model(
         // `&mut`: the agent session is not `Sync`, so a shared borrow held across the await
         // would make the future not `Send`.
         &mut self,
-        codec: Codec,
+        leg: impl Into<LegFormat>,
     ) -> Option<(ModelSession, Option<String>)> {
+        let leg = leg.into();
         let r = &self.routed;
         connect_inbound(
             &r.deps,
             &r.recorder,
             self.accepted.fallback,
             &self.accepted.config,
-            codec,
+            leg,
         )
         .await
     }

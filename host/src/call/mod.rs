@@ -23,6 +23,7 @@ mod task;
 #[cfg(test)]
 mod test_legs;
 
+pub use brain::LegFormat;
 pub use outbound::{PlaceError, PlaceRequest};
 pub use sip_inbound::spawn_incoming;
 pub use sip_outbound::place;
@@ -310,18 +311,18 @@ async fn connect_for(
     // Not the whole `Accepted`: the agent session is not Sync and must not be borrowed here.
     fallback: bool,
     config: &SessionConfig,
-    codec: Codec,
+    leg: LegFormat,
 ) -> (ModelSession, Option<String>) {
     let why = if fallback {
         "agent failed"
     } else {
-        match brain::connect_model(deps, recorder, config, codec).await {
+        match brain::connect_model(deps, recorder, config, leg).await {
             Some(model) => return (model, None),
             None => "model unavailable",
         }
     };
     (
-        brain::connect_fallback(deps, codec).await,
+        brain::connect_fallback(deps, leg).await,
         Some(why.to_string()),
     )
 }
@@ -334,13 +335,13 @@ async fn connect_inbound(
     recorder: &Recorder,
     fallback: bool,
     config: &SessionConfig,
-    codec: Codec,
+    leg: LegFormat,
 ) -> Option<(ModelSession, Option<String>)> {
     let rejects = deps.registry.runtime().config().fallback.on_start == StartFallback::Reject;
     if fallback || !rejects {
-        return Some(connect_for(deps, recorder, fallback, config, codec).await);
+        return Some(connect_for(deps, recorder, fallback, config, leg).await);
     }
-    let model = brain::connect_model(deps, recorder, config, codec).await?;
+    let model = brain::connect_model(deps, recorder, config, leg).await?;
     Some((model, None))
 }
 
@@ -392,12 +393,7 @@ async fn run_answered<L: Leg>(deps: &Arc<CallDeps>, a: Answered<L>) {
         outbound: a.outbound,
     });
     let agent_name = a.accepted.agent.version().name();
-    let codec = a
-        .leg
-        .facts()
-        .codec
-        .as_deref()
-        .and_then(|c| c.parse::<Codec>().ok());
+    let format = a.leg.facts().codec.as_deref().and_then(LegFormat::parse);
     let fallback_deps = deps.clone();
     let task = CallTask {
         recording: recording_path(deps, agent_name, &a.call_id),
@@ -410,7 +406,7 @@ async fn run_answered<L: Leg>(deps: &Arc<CallDeps>, a: Answered<L>) {
         outcome: None,
         fallback: Some(Box::new(move || {
             Box::pin(async move {
-                brain::connect_fallback(&fallback_deps, codec.unwrap_or(Codec::Pcmu)).await
+                brain::connect_fallback(&fallback_deps, format.unwrap_or(Codec::Pcmu.into())).await
             })
         })),
     };

@@ -297,7 +297,7 @@ impl Calling {
             &self.recorder,
             self.accepted.fallback,
             &self.accepted.config,
-            codec,
+            codec.into(),
         )
         .await
     }

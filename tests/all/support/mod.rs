@@ -10,6 +10,7 @@ pub mod fake_gemini;
 pub mod fake_openai;
 pub mod fake_telnyx;
 pub mod fake_twilio;
+pub mod fake_vonage;
 pub mod host;
 pub mod kamailio;
 pub mod linphone;

@@ -52,7 +52,8 @@ async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<Request> {
     })
 }
 
-/// Serve `listener`: each request gets `answer`'s status line (`"200 OK"`) and JSON body.
+/// Serve `listener`: each request gets `answer`'s status line (`"200 OK"`) and JSON body (none
+/// for `null`, as for a `204 No Content`).
 pub async fn serve<A>(listener: TcpListener, answer: Arc<A>)
 where
     A: Fn(Request) -> (&'static str, Value) + Send + Sync + 'static,
@@ -63,7 +64,11 @@ where
             let mut stream = BufReader::new(stream);
             while let Some(request) = read_request(&mut stream).await {
                 let (status, reply) = answer(request);
-                let body = reply.to_string();
+                let body = if reply.is_null() {
+                    String::new()
+                } else {
+                    reply.to_string()
+                };
                 let response = format!(
                     "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                     body.len()

@@ -34,6 +34,8 @@ pub enum Heard {
 pub struct MarkQueue {
     bytes_per_ms: usize,
     chunk_bytes: usize,
+    /// Audio goes out in whole frames of this many bytes (1: any amount).
+    frame_bytes: usize,
     lead_ms: u64,
     held: VecDeque<u8>,
     /// Sent and not yet acknowledged: (mark number, ms of audio before it).
@@ -52,6 +54,7 @@ impl MarkQueue {
         MarkQueue {
             bytes_per_ms,
             chunk_bytes: bytes_per_ms * chunk.as_millis() as usize,
+            frame_bytes: 1,
             lead_ms: lead.as_millis() as u64,
             held: VecDeque::new(),
             in_flight: VecDeque::new(),
@@ -59,6 +62,16 @@ impl MarkQueue {
             played_ms: 0,
             clear_owed: false,
         }
+    }
+
+    /// Send audio only in whole frames of `frame_bytes`, for a carrier that plays fixed frames
+    /// (Vonage: 20 ms of L16). A partial frame waits for the rest of its audio and goes out,
+    /// padded with zero bytes (silence in linear PCM), only once the carrier has nothing left
+    /// to play: padding mid-speech would put gaps in it.
+    pub fn framed(mut self, frame_bytes: usize) -> MarkQueue {
+        self.frame_bytes = frame_bytes.max(1);
+        self.chunk_bytes = (self.chunk_bytes / self.frame_bytes).max(1) * self.frame_bytes;
+        self
     }
 
     /// Queue encoded audio behind what is queued.
@@ -85,8 +98,16 @@ impl MarkQueue {
         if self.held.is_empty() || self.in_flight_ms() >= self.lead_ms {
             return None;
         }
-        let n = self.chunk_bytes.min(self.held.len());
-        let audio: Vec<u8> = self.held.drain(..n).collect();
+        let whole = self.chunk_bytes.min(self.held.len()) / self.frame_bytes * self.frame_bytes;
+        let (n, padded) = if whole > 0 {
+            (whole, whole)
+        } else if self.in_flight.is_empty() {
+            (self.held.len(), self.frame_bytes)
+        } else {
+            return None;
+        };
+        let mut audio: Vec<u8> = self.held.drain(..n).collect();
+        audio.resize(padded, 0);
         let id = self.next_mark;
         self.next_mark += 1;
         let starts_talkspurt = self.in_flight.is_empty();
@@ -224,6 +245,41 @@ mod tests {
         let cut = q.interrupt();
         assert_eq!(cut.discarded_ms, 10);
         assert!(!q.take_clear());
+    }
+
+    #[test]
+    fn framed_audio_goes_out_in_whole_frames_and_a_tail_only_when_the_carrier_is_idle() {
+        // L16 at 16 kHz: 32 bytes a ms, 20 ms frames of 640 bytes; a 30 ms chunk rounds to one.
+        let mut q =
+            MarkQueue::new(32, Duration::from_millis(30), Duration::from_millis(400)).framed(640);
+        q.push(&[1; 640 * 2 + 100]);
+        let a = q.next_chunk().unwrap();
+        let b = q.next_chunk().unwrap();
+        assert_eq!((a.audio.len(), b.audio.len()), (640, 640));
+        // 100 bytes left: less than a frame while the carrier still plays.
+        assert!(q.next_chunk().is_none());
+        assert_eq!(q.acknowledge(&a.mark), Heard::Played);
+        assert!(q.next_chunk().is_none());
+        // More audio completes the frame.
+        q.push(&[2; 540]);
+        let c = q.next_chunk().unwrap();
+        assert_eq!(c.audio.len(), 640);
+        assert_eq!(&c.audio[99..101], &[1, 2]);
+        q.push(&[3; 10]);
+        assert_eq!(q.acknowledge(&b.mark), Heard::Played);
+        assert!(q.next_chunk().is_none(), "the carrier still holds c");
+        // The carrier ran dry: the tail goes out padded with silence, and it drains.
+        assert_eq!(
+            q.acknowledge(&c.mark),
+            Heard::Played,
+            "the tail is still held"
+        );
+        let tail = q.next_chunk().unwrap();
+        assert_eq!(tail.audio.len(), 640);
+        assert!(
+            tail.audio[..10].iter().all(|&x| x == 3) && tail.audio[10..].iter().all(|&x| x == 0)
+        );
+        assert_eq!(q.acknowledge(&tail.mark), Heard::Drained);
     }
 
     #[test]

@@ -73,6 +73,25 @@ pub trait Framing: Send + 'static {
     fn media(&self, audio: &[u8]) -> Message;
     fn mark(&self, name: &str) -> Message;
     fn clear(&self) -> Message;
+    /// The size of every audio message, for a carrier that plays fixed frames (Vonage: 20 ms);
+    /// `None` when a message may hold any amount (Twilio).
+    fn frame_bytes(&self) -> Option<usize> {
+        None
+    }
+    /// Whether the carrier closing the socket is the end of the call (Vonage has no `stop`
+    /// message); otherwise a close without a stop is a lost stream.
+    fn close_ends_call(&self) -> bool {
+        false
+    }
+}
+
+/// A keypad digit as carriers report it (`"5"`, `"*"`, `"#"`, `"A"`…`"D"`).
+pub fn keypad_digit(text: &str) -> Option<char> {
+    let mut chars = text.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c @ ('0'..='9' | '*' | '#' | 'A'..='D')), None) => Some(c),
+        _ => None,
+    }
 }
 
 /// A carrier's control of the call, outside the stream.
@@ -158,8 +177,12 @@ impl<C: Carrier, F: Framing + Clone> StreamLeg<C, F> {
         caller_rate: u32,
         media_timeout: Duration,
     ) -> StreamLeg<C, F> {
+        let mut queue = MarkQueue::new(framing.bytes_per_ms(), CHUNK, LEAD);
+        if let Some(frame) = framing.frame_bytes() {
+            queue = queue.framed(frame);
+        }
         let shared = Arc::new(Shared {
-            queue: Mutex::new(MarkQueue::new(framing.bytes_per_ms(), CHUNK, LEAD)),
+            queue: Mutex::new(queue),
             caller: Mutex::new(Route::Unset),
             wake: Notify::new(),
             counts: Counts::default(),
@@ -417,9 +440,11 @@ impl<F: Framing> SocketTask<F> {
     fn on_frame(&mut self, frame: Message, last_audio: &mut Instant) -> Option<End> {
         let events = match frame {
             Message::Close(_) => {
-                return Some(End::Event(LegEvent::Lost(
-                    "the carrier closed the media stream without a stop".into(),
-                )));
+                return Some(End::Event(if self.framing.close_ends_call() {
+                    LegEvent::Hangup
+                } else {
+                    LegEvent::Lost("the carrier closed the media stream without a stop".into())
+                }));
             }
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
             frame => self.framing.read(frame),
@@ -555,7 +580,14 @@ impl<F: Framing> SocketTask<F> {
             c.frames_out.fetch_add(1, Ordering::Relaxed);
             c.bytes_out
                 .fetch_add(chunk.audio.len() as u64, Ordering::Relaxed);
-            self.socket.feed(self.framing.media(&chunk.audio)).await?;
+            match self.framing.frame_bytes() {
+                Some(n) => {
+                    for frame in chunk.audio.chunks(n) {
+                        self.socket.feed(self.framing.media(frame)).await?;
+                    }
+                }
+                None => self.socket.feed(self.framing.media(&chunk.audio)).await?,
+            }
             self.socket.feed(self.framing.mark(&chunk.mark)).await?;
             self.sent.push_back((chunk.mark, chunk.audio));
             self.socket.flush().await?;

@@ -1,19 +1,11 @@
-//! What carriers' media-stream frames have in common: keypad digits as text, audio as base64
-//! payloads, and μ-law at 8 kHz (the G.711 that Twilio and Telnyx stream).
+//! What carriers' JSON media-stream frames have in common: audio as base64 payloads, and μ-law
+//! at 8 kHz (the G.711 that Twilio and Telnyx stream). Keypad digits are
+//! [`keypad_digit`](super::keypad_digit).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::media::g711;
-
-/// A keypad digit as a carrier reports it (`"5"`, `"#"`).
-pub fn keypad_digit(text: &str) -> Option<char> {
-    let mut chars = text.chars();
-    match (chars.next(), chars.next()) {
-        (Some(c @ ('0'..='9' | '*' | '#' | 'A'..='D')), None) => Some(c),
-        _ => None,
-    }
-}
 
 /// The audio of a media frame's base64 payload; an empty one is an error too.
 pub fn payload(base64: &str) -> Result<Vec<u8>, String> {
@@ -42,6 +34,7 @@ mod tests {
 
     #[test]
     fn digits_and_payloads() {
+        use super::super::keypad_digit;
         assert_eq!(keypad_digit("5"), Some('5'));
         assert_eq!(keypad_digit("#"), Some('#'));
         assert_eq!(keypad_digit("55"), None);

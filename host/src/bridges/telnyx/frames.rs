@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::reorder::Reorder;
 use crate::bridges::stream::wire;
-use crate::bridges::stream::{Framing, StreamEvent};
+use crate::bridges::stream::{Framing, StreamEvent, keypad_digit};
 
 /// A frame from Telnyx.
 #[derive(Debug, Deserialize)]
@@ -160,7 +160,7 @@ impl Framing for TelnyxFraming {
                 sequence_number,
                 dtmf,
             } => {
-                let digit = wire::keypad_digit(&dtmf.digit)
+                let digit = keypad_digit(&dtmf.digit)
                     .ok_or_else(|| format!("`{}` is not a keypad digit", dtmf.digit))?;
                 (sequence(&sequence_number)?, StreamEvent::Digit(digit))
             }

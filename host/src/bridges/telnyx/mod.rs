@@ -25,11 +25,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 use tracing::Instrument;
 
+use super::pending::{Pending, PendingCalls};
 use super::stream::Carrier;
-use super::stream::setup::{self, Waiting};
+use super::stream::setup;
 use super::websocket::{self, ServerSocket};
 use crate::call::CallDeps;
-use crate::call::inbound::{self, Offer, Ringing};
+use crate::call::inbound::{self, Offer};
 use crate::call::leg::LegFacts;
 use crate::media::Codec;
 use frames::{Inbound, TelnyxFraming};
@@ -60,13 +61,6 @@ const STREAM_WAIT: Duration = Duration::from_secs(30);
 /// How long an opened stream may take to send its `start`.
 const START_WAIT: Duration = Duration::from_secs(10);
 
-/// A call the agent accepted whose stream has not connected yet.
-struct Pending {
-    ringing: Ringing,
-    control: CallControl,
-    caller: String,
-}
-
 pub struct TelnyxBridge {
     account: Account,
     public_key: PublicKey,
@@ -74,8 +68,8 @@ pub struct TelnyxBridge {
     /// Where Telnyx reaches us (`https://host[:port][/prefix]`).
     public_url: String,
     calls: Arc<CallDeps>,
-    /// Stream token → the call waiting for that stream.
-    pending: Waiting<Pending>,
+    /// Calls answered whose stream has not connected yet.
+    pending: Arc<PendingCalls>,
     http: reqwest::Client,
 }
 
@@ -90,7 +84,7 @@ impl TelnyxBridge {
             connection_id: config.connection_id.clone(),
             public_url: public_url.trim_end_matches('/').to_string(),
             calls,
-            pending: Waiting::default(),
+            pending: Arc::default(),
             http: reqwest::Client::new(),
         })
     }
@@ -129,17 +123,21 @@ impl TelnyxBridge {
         };
         let pending = Pending {
             ringing,
-            control: control.clone(),
+            leg_call_id: control.call_control_id.clone(),
             caller,
         };
-        let token = self.pending.hold(pending, STREAM_WAIT, |p| async move {
-            p.ringing
-                .refuse(408, "Telnyx did not open the media stream");
+        let expired = control.clone();
+        let token = self.pending.hold_then(
+            pending,
+            STREAM_WAIT,
+            "Telnyx did not open the media stream",
             // Answered, the caller would hear silence: end the call.
-            if let Err(e) = p.control.hangup().await {
-                tracing::warn!(error = %e, "hanging up through Telnyx failed");
-            }
-        });
+            async move {
+                if let Err(e) = expired.hangup().await {
+                    tracing::warn!(error = %e, "hanging up through Telnyx failed");
+                }
+            },
+        );
         let stream_url = super::socket_url(&self.public_url, "/telnyx/media");
         if let Err(e) = control.answer(&stream_url, &token).await {
             tracing::warn!(error = %e, "answering the call through Telnyx failed");
@@ -171,7 +169,7 @@ impl TelnyxBridge {
         .await;
         let (sequence, stream_id, start) = match start {
             Ok(start) => start,
-            Err(why) => return setup::refuse(socket, &why).await,
+            Err(why) => return websocket::refuse(socket, "telnyx", &why).await,
         };
         let token = start
             .client_state
@@ -180,12 +178,13 @@ impl TelnyxBridge {
             .and_then(|bytes| String::from_utf8(bytes).ok())
             .unwrap_or_default();
         let Some(pending) = self.pending.take(&token) else {
-            return setup::refuse(socket, "no call waits for this stream's token").await;
+            return websocket::refuse(socket, "telnyx", "no call waits for this stream's token")
+                .await;
         };
         let span = tracing::info_span!(
             "call",
             call_id = %pending.ringing.call_id(),
-            telnyx_call_control_id = %pending.control.call_control_id,
+            telnyx_call_control_id = %pending.leg_call_id,
             telnyx_stream_id = %stream_id,
         );
         self.answer(socket, sequence, start, pending)
@@ -201,7 +200,8 @@ impl TelnyxBridge {
         start: frames::Start,
         pending: Pending,
     ) {
-        let why = if start.call_control_id != pending.control.call_control_id {
+        let control = self.control(pending.leg_call_id);
+        let why = if start.call_control_id != control.call_control_id {
             Some("the stream belongs to another call")
         } else if !start.media_format.is_pcmu_8k() {
             Some("the stream is not PCMU at 8 kHz")
@@ -210,10 +210,10 @@ impl TelnyxBridge {
         };
         if let Some(why) = why {
             pending.ringing.refuse(488, why);
-            if let Err(e) = pending.control.hangup().await {
+            if let Err(e) = control.hangup().await {
                 tracing::warn!(error = %e, "hanging up through Telnyx failed");
             }
-            return setup::refuse(socket, why).await;
+            return websocket::refuse(socket, "telnyx", why).await;
         }
         let facts = LegFacts {
             transport: "telnyx".into(),
@@ -224,9 +224,9 @@ impl TelnyxBridge {
             pending.ringing,
             socket,
             TelnyxFraming::after(sequence),
-            pending.control,
+            control,
             facts,
-            Codec::Pcmu,
+            Codec::Pcmu.into(),
             Duration::from_secs(self.calls.config.media_timeout_secs),
         )
         .await;
@@ -307,7 +307,7 @@ async fn webhook(
         caller: payload.from.unwrap_or_default(),
         callee: to,
         transport: "telnyx".into(),
-        headers: setup::agent_headers(
+        headers: super::agent_headers(
             payload
                 .custom_headers
                 .unwrap_or_default()

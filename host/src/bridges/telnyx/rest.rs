@@ -5,16 +5,12 @@
 //! which Telnyx hands back in the stream's `start` (Telnyx's API definition, `ActionAnswerParams`,
 //! `ActionRejectParams`, `ActionTransferParams`; "Media Streaming over WebSockets").
 
-use std::time::Duration;
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
 use crate::bridges::stream::Carrier;
-
-/// How long a command may take before it counts as failed.
-const TIMEOUT: Duration = Duration::from_secs(10);
+use crate::bridges::{REST_TIMEOUT, rest_outcome};
 
 /// The account the bridge acts for.
 #[derive(Debug, Clone)]
@@ -62,19 +58,13 @@ impl CallControl {
             .bearer_auth(&self.account.api_key)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.to_string())
-            .timeout(TIMEOUT)
+            .timeout(REST_TIMEOUT)
             .send()
             .await
             .map_err(|e| format!("Telnyx {action}: {e}"))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let body = response.text().await.unwrap_or_default();
-        Err(format!(
-            "Telnyx {action} answered {status}: {}",
-            body.chars().take(300).collect::<String>()
-        ))
+        rest_outcome(&format!("Telnyx {action}"), response)
+            .await
+            .map(drop)
     }
 
     /// Answer the call with its audio streamed to `stream_url`; the stream's `start` brings

@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::bridges::stream::wire;
-use crate::bridges::stream::{Framing, StreamEvent};
+use crate::bridges::stream::{Framing, StreamEvent, keypad_digit};
 
 /// A frame from Twilio.
 #[derive(Debug, Deserialize)]
@@ -124,7 +124,7 @@ impl Framing for TwilioFraming {
                 StreamEvent::Audio(self.decode(&wire::payload(&media.payload)?))
             }
             Inbound::Dtmf { dtmf } => StreamEvent::Digit(
-                wire::keypad_digit(&dtmf.digit)
+                keypad_digit(&dtmf.digit)
                     .ok_or_else(|| format!("`{}` is not a keypad digit", dtmf.digit))?,
             ),
             Inbound::Mark { mark } => StreamEvent::Mark(mark.name),

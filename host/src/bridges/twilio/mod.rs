@@ -23,11 +23,13 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use super::pending::{Pending, PendingCalls};
 use super::stream::StreamLeg;
-use super::stream::setup::{self, Waiting};
+use super::stream::setup;
 use super::websocket::{self, ServerSocket};
+use super::{headers_for_agent, param, socket_url};
 use crate::call::CallDeps;
-use crate::call::inbound::{self, Offer, Ringing};
+use crate::call::inbound::{self, Offer};
 use crate::call::leg::LegFacts;
 use crate::call::outbound::Calling;
 use crate::media::Codec;
@@ -59,20 +61,13 @@ const STREAM_WAIT: Duration = Duration::from_secs(30);
 /// How long an opened stream may take to send its `start`.
 const START_WAIT: Duration = Duration::from_secs(10);
 
-/// A call answered with TwiML whose stream has not connected yet.
-struct Pending {
-    ringing: Ringing,
-    call_sid: String,
-    caller: String,
-}
-
 pub struct TwilioBridge {
     account: Account,
     /// Where Twilio reaches us (`https://host[:port][/prefix]`), as it signs its requests.
     public_url: String,
     calls: Arc<CallDeps>,
-    /// Stream token → the inbound call waiting for that stream.
-    pending: Waiting<Pending>,
+    /// Inbound calls answered with TwiML whose stream has not connected yet.
+    pending: Arc<PendingCalls>,
     /// Stream token → the outbound call being placed (its status callbacks and its stream).
     placing: Mutex<HashMap<String, mpsc::UnboundedSender<outbound::Step>>>,
     numbers: Vec<String>,
@@ -89,7 +84,7 @@ impl TwilioBridge {
             },
             public_url: public_url.trim_end_matches('/').to_string(),
             calls,
-            pending: Waiting::default(),
+            pending: Arc::default(),
             placing: Mutex::new(HashMap::new()),
             numbers: config.numbers.clone(),
             http: reqwest::Client::new(),
@@ -113,7 +108,7 @@ impl TwilioBridge {
 
     /// Where Twilio opens media streams (`wss://` for an `https://` public URL).
     fn stream_url(&self) -> String {
-        super::socket_url(&self.public_url, "/twilio/media")
+        socket_url(&self.public_url, "/twilio/media")
     }
 
     /// The URL Twilio requested, as it signed it: the public URL, the path and the query.
@@ -179,22 +174,6 @@ fn twiml(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/xml")], body).into_response()
 }
 
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
-}
-
-/// The SIP headers Twilio forwards from a SIP-originated call (`SipHeader_X-…`), for the agent.
-fn headers_for_agent(params: &[(String, String)]) -> Vec<(String, String)> {
-    setup::agent_headers(
-        params
-            .iter()
-            .filter_map(|(n, v)| Some((n.strip_prefix("SipHeader_")?.to_string(), v.clone()))),
-    )
-}
-
 /// `POST /twilio/voice`: an incoming call.
 async fn voice(
     State(bridge): State<Arc<TwilioBridge>>,
@@ -228,15 +207,15 @@ async fn voice(
             // A busy agent gets the busy signal; any other refusal the not-in-service tone.
             Err(refused) => return twiml(twiml::reject(matches!(refused.code, 486 | 600))),
         };
-        let pending = Pending {
-            ringing,
-            call_sid,
-            caller,
-        };
-        let token = bridge.pending.hold(pending, STREAM_WAIT, |p| async move {
-            p.ringing
-                .refuse(408, "Twilio did not open the media stream");
-        });
+        let token = bridge.pending.hold(
+            Pending {
+                ringing,
+                leg_call_id: call_sid,
+                caller,
+            },
+            STREAM_WAIT,
+            "Twilio did not open the media stream",
+        );
         let base = &bridge.public_url;
         twiml(twiml::connect_stream(
             &bridge.stream_url(),
@@ -276,7 +255,7 @@ impl TwilioBridge {
         .await;
         let start = match start {
             Ok(start) => start,
-            Err(why) => return setup::refuse(socket, &why).await,
+            Err(why) => return websocket::refuse(socket, "twilio", &why).await,
         };
         let token = start
             .custom_parameters
@@ -284,7 +263,8 @@ impl TwilioBridge {
             .cloned()
             .unwrap_or_default();
         if start.account_sid != self.account.account_sid {
-            return setup::refuse(socket, "the stream belongs to another account").await;
+            return websocket::refuse(socket, "twilio", "the stream belongs to another account")
+                .await;
         }
         if let Some(placing) = self.placing().get(&token) {
             // An outbound call: the answer its ringing waits for.
@@ -292,12 +272,13 @@ impl TwilioBridge {
             return;
         }
         let Some(pending) = self.pending.take(&token) else {
-            return setup::refuse(socket, "no call waits for this stream's token").await;
+            return websocket::refuse(socket, "twilio", "no call waits for this stream's token")
+                .await;
         };
         let span = tracing::info_span!(
             "call",
             call_id = %pending.ringing.call_id(),
-            twilio_call_sid = %pending.call_sid
+            twilio_call_sid = %pending.leg_call_id
         );
         self.answer(socket, start, pending).instrument(span).await;
     }
@@ -306,10 +287,10 @@ impl TwilioBridge {
     async fn answer(&self, socket: ServerSocket, start: frames::Start, pending: Pending) {
         let control = CallControl {
             account: self.account.clone(),
-            call_sid: pending.call_sid.clone(),
+            call_sid: pending.leg_call_id.clone(),
             http: self.http.clone(),
         };
-        let why = if start.call_sid != pending.call_sid {
+        let why = if start.call_sid != pending.leg_call_id {
             Some("the stream belongs to another call")
         } else if !start.media_format.is_ulaw_8k() {
             Some("the stream is not μ-law at 8 kHz")
@@ -318,7 +299,7 @@ impl TwilioBridge {
         };
         if let Some(why) = why {
             pending.ringing.refuse(488, why);
-            return setup::refuse(socket, why).await;
+            return websocket::refuse(socket, "twilio", why).await;
         }
         let framing = TwilioFraming {
             stream_sid: start.stream_sid,
@@ -331,7 +312,7 @@ impl TwilioBridge {
             framing,
             control,
             facts,
-            Codec::Pcmu,
+            Codec::Pcmu.into(),
             timeout,
         )
         .await;
@@ -383,7 +364,7 @@ impl TwilioBridge {
             use crate::bridges::stream::Carrier as _;
             let _ = control.hangup().await;
             calling.fail(format!("failed: {why}"), true);
-            return setup::refuse(socket, why).await;
+            return websocket::refuse(socket, "twilio", why).await;
         }
         let (model, failure) = calling.connect_model(Codec::Pcmu).await;
         let remote = calling.callee().to_string();
@@ -403,7 +384,7 @@ async fn stream_status(
     if event == "stream-error" {
         let error = param(&params, "StreamError").unwrap_or("unknown");
         tracing::warn!(call_sid, error, "Twilio reports a media-stream error");
-        if let Some(p) = bridge.pending.take_where(|p| p.call_sid == call_sid) {
+        if let Some(p) = bridge.pending.take_leg(call_sid) {
             p.ringing
                 .refuse(502, &format!("Twilio media stream error: {error}"));
         }

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use super::frames::Start;
 use super::rest::CallControl;
 use super::{TwilioBridge, twiml};
-use crate::bridges::stream::setup;
+use crate::bridges::one_time_token;
 use crate::bridges::websocket::ServerSocket;
 use crate::call::leg::{Dialing, Progress, Unanswered};
 use crate::call::outbound::{self, Calling, Parties, PlaceError, PlaceRequest};
@@ -113,7 +113,7 @@ impl TwilioBridge {
             span.clone(),
         )
         .await?;
-        let token = setup::token();
+        let token = one_time_token();
         let (steps_tx, steps) = mpsc::unbounded_channel();
         self.placing().insert(token.clone(), steps_tx);
         let base = &self.public_url;

@@ -2,13 +2,9 @@
 //! {CallSid}.json`, HTTP Basic with the account SID and auth token, form-encoded): hang up with
 //! `Status=completed`, transfer by replacing the call's TwiML with a `<Dial>`.
 
-use std::time::Duration;
-
 use super::twiml;
 use crate::bridges::stream::Carrier;
-
-/// How long a REST request may take before the action counts as failed.
-const TIMEOUT: Duration = Duration::from_secs(10);
+use crate::bridges::{REST_TIMEOUT, rest_outcome};
 
 /// The account the bridge acts for.
 #[derive(Debug, Clone)]
@@ -45,20 +41,11 @@ impl Account {
             .post(&url)
             .basic_auth(&self.account_sid, Some(&self.auth_token))
             .form(form)
-            .timeout(TIMEOUT)
+            .timeout(REST_TIMEOUT)
             .send()
             .await
             .map_err(|e| format!("Twilio REST: {e}"))?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        if status.is_success() {
-            return Ok(body);
-        }
-        let message = body["message"]
-            .as_str()
-            .map_or_else(|| text.chars().take(300).collect(), str::to_string);
-        Err(format!("Twilio REST answered {status}: {message}"))
+        rest_outcome("Twilio", response).await
     }
 }
 
