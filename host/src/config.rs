@@ -42,7 +42,8 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub agents: AgentsConfig,
-    /// Carriers' media streams (`[bridges.twilio]`, `[bridges.vonage]`), reached on `[http.public]`.
+    /// Carriers' media streams (`[bridges.twilio]`, `[bridges.telnyx]`, `[bridges.vonage]`),
+    /// reached on `[http.public]`.
     #[serde(default)]
     pub bridges: BridgesConfig,
     /// Dialled number or prefix pattern (`+4930*`) → agent name.
@@ -128,11 +129,11 @@ impl Config {
             .try_into()
             .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))?;
         config.source = value;
-        if let Some(bridge) = config.bridges.configured().first()
+        if let Some(name) = config.bridges.configured().first()
             && config.http.public.is_none()
         {
             anyhow::bail!(
-                "{origin}: [bridges.{bridge}] needs [http.public] (listen, public-url): the carrier must reach the bridge"
+                "{origin}: [bridges.{name}] needs [http.public] (listen, public-url): the carrier must reach the bridge"
             );
         }
         Ok(config)
@@ -200,6 +201,26 @@ mod tests {
         assert_eq!(c.agent["menu"].config["address"], "Main St 1");
         let err = Config::parse("[agents]\ndirr = \"x\"", "my.toml", []).unwrap_err();
         assert!(format!("{err:#}").contains("my.toml") && format!("{err:#}").contains("dirr"));
+    }
+
+    #[test]
+    fn a_bridge_needs_the_public_listener_and_a_real_key() {
+        let telnyx = "[bridges.telnyx]\napi-key = \"KEY\"\n\
+                      public-key = \"A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg=\"\n\
+                      connection-id = \"1\"\n";
+        let err = Config::parse(telnyx, "my.toml", []).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("[bridges.telnyx] needs [http.public]"),
+            "{err:#}"
+        );
+        let public =
+            "[http.public]\nlisten = \"127.0.0.1:0\"\npublic-url = \"https://a.example.com\"\n";
+        let c = Config::parse(&format!("{telnyx}{public}"), "my.toml", []).unwrap();
+        assert_eq!(c.bridges.configured(), ["telnyx"]);
+        assert_eq!(c.bridges.telnyx.unwrap().api_base, "https://api.telnyx.com");
+        let short_key = telnyx.replace("A6EHv/", "");
+        let err = Config::parse(&format!("{short_key}{public}"), "my.toml", []).unwrap_err();
+        assert!(format!("{err:#}").contains("public-key"), "{err:#}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod pending;
 pub mod stream;
+pub mod telnyx;
 pub mod tls;
 pub mod twilio;
 pub mod vonage;
@@ -25,6 +26,7 @@ use serde::Deserialize;
 use crate::call::{CallDeps, PlaceError, PlaceRequest};
 use crate::sip::SipError;
 pub use pending::one_time_token;
+use telnyx::{TelnyxBridge, TelnyxConfig};
 use tls::{TlsFiles, TlsListener};
 use twilio::{TwilioBridge, TwilioConfig};
 use vonage::{VonageBridge, VonageConfig};
@@ -61,6 +63,7 @@ impl PublicConfig {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct BridgesConfig {
     pub twilio: Option<TwilioConfig>,
+    pub telnyx: Option<TelnyxConfig>,
     pub vonage: Option<VonageConfig>,
 }
 
@@ -70,6 +73,9 @@ impl BridgesConfig {
         let mut names = Vec::new();
         if self.twilio.is_some() {
             names.push("twilio");
+        }
+        if self.telnyx.is_some() {
+            names.push("telnyx");
         }
         if self.vonage.is_some() {
             names.push("vonage");
@@ -122,9 +128,19 @@ pub(crate) fn socket_url(public_url: &str, path: &str) -> String {
 /// The SIP headers a carrier forwards from a SIP-originated call (`SipHeader_X-…`, as Twilio
 /// and Vonage both name them), for the agent.
 pub(crate) fn headers_for_agent(params: &[(String, String)]) -> Vec<(String, String)> {
-    params
-        .iter()
-        .filter_map(|(n, v)| Some((n.strip_prefix("SipHeader_")?.to_string(), v.clone())))
+    agent_headers(
+        params
+            .iter()
+            .filter_map(|(n, v)| Some((n.strip_prefix("SipHeader_")?.to_string(), v.clone()))),
+    )
+}
+
+/// The headers of a call that reach the agent: `X-` headers only, at most 64.
+pub(crate) fn agent_headers(
+    headers: impl IntoIterator<Item = (String, String)>,
+) -> Vec<(String, String)> {
+    headers
+        .into_iter()
         .filter(|(n, _)| n.to_ascii_lowercase().starts_with("x-"))
         .take(64)
         .collect()
@@ -159,6 +175,7 @@ fn check_public_url(url: &str) -> anyhow::Result<()> {
 /// The configured bridges.
 pub struct Bridges {
     pub twilio: Option<Arc<TwilioBridge>>,
+    pub telnyx: Option<Arc<TelnyxBridge>>,
     pub vonage: Option<Arc<VonageBridge>>,
 }
 
@@ -173,6 +190,7 @@ impl Bridges {
         let Some(public) = public else {
             return Ok(Bridges {
                 twilio: None,
+                telnyx: None,
                 vonage: None,
             });
         };
@@ -186,6 +204,16 @@ impl Bridges {
                 None
             }
         };
+        let telnyx = match &config.telnyx {
+            Some(config) => {
+                tracing::info!("Telnyx bridge on at {}/telnyx/webhook", public.public_url);
+                Some(TelnyxBridge::new(config, &public.public_url, calls.clone()))
+            }
+            None => {
+                tracing::info!("Telnyx bridge off: no [bridges.telnyx] credentials");
+                None
+            }
+        };
         let vonage = match &config.vonage {
             Some(config) => {
                 tracing::info!("Vonage bridge on at {}/vonage/answer", public.public_url);
@@ -196,7 +224,11 @@ impl Bridges {
                 None
             }
         };
-        Ok(Bridges { twilio, vonage })
+        Ok(Bridges {
+            twilio,
+            telnyx,
+            vonage,
+        })
     }
 
     /// Whether `via` names a bridge rather than a SIP trunk (one namespace for both).
@@ -217,6 +249,9 @@ impl Bridges {
         let mut router = Router::new();
         if let Some(twilio) = &self.twilio {
             router = router.merge(twilio.routes());
+        }
+        if let Some(telnyx) = &self.telnyx {
+            router = router.merge(telnyx.routes());
         }
         if let Some(vonage) = &self.vonage {
             router = router.merge(vonage.routes());
@@ -267,5 +302,30 @@ mod tests {
         assert!(check_public_url("wss://agents.example.com").is_err());
         assert!(check_public_url("https://agents.example.com/?a=1").is_err());
         assert!(check_public_url("agents.example.com").is_err());
+    }
+
+    #[test]
+    fn only_x_headers_reach_the_agent() {
+        let headers = [("X-Tenant", "acme"), ("Via", "x"), ("x-lower", "1")]
+            .map(|(n, v)| (n.to_string(), v.to_string()));
+        let kept = agent_headers(headers);
+        assert_eq!(
+            kept,
+            [("X-Tenant", "acme"), ("x-lower", "1")].map(|(n, v)| (n.to_string(), v.to_string()))
+        );
+        let many = (0..100).map(|i| (format!("X-{i}"), String::new()));
+        assert_eq!(agent_headers(many).len(), 64);
+    }
+
+    #[test]
+    fn socket_urls() {
+        assert_eq!(
+            socket_url("https://agents.example.com/", "/telnyx/media"),
+            "wss://agents.example.com/telnyx/media"
+        );
+        assert_eq!(
+            socket_url("http://127.0.0.1:8443/sb", "/twilio/media"),
+            "ws://127.0.0.1:8443/sb/twilio/media"
+        );
     }
 }

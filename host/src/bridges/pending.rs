@@ -1,9 +1,10 @@
 //! Inbound calls the agent accepted whose carrier has not opened the media stream yet. Each
 //! waits under a one-time token that the carrier's stream brings back (Twilio's custom
-//! parameter, Vonage's socket header); a stream that never comes must not hold the agent, so
+//! parameter, Telnyx's client state, Vonage's socket header); a stream that never comes must not hold the agent, so
 //! the call is refused once the wait is over.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use crate::call::inbound::Ringing;
 /// A call waiting for its stream.
 pub struct Pending {
     pub ringing: Ringing,
-    /// The carrier's id of the call (Twilio CallSid, Vonage uuid).
+    /// The carrier's id of the call (Twilio CallSid, Telnyx call_control_id, Vonage uuid).
     pub leg_call_id: String,
     pub caller: String,
 }
@@ -42,6 +43,18 @@ impl PendingCalls {
     /// Hold `pending` under a new token until its stream takes it, or refuse it (408, `why`)
     /// after `wait`.
     pub fn hold(self: &Arc<Self>, pending: Pending, wait: Duration, why: &'static str) -> String {
+        self.hold_then(pending, wait, why, std::future::ready(()))
+    }
+
+    /// [`PendingCalls::hold`], and when the wait is over run `expired` too (a carrier that has
+    /// answered the call already hangs it up there: the caller would hear silence).
+    pub fn hold_then(
+        self: &Arc<Self>,
+        pending: Pending,
+        wait: Duration,
+        why: &'static str,
+        expired: impl Future<Output = ()> + Send + 'static,
+    ) -> String {
         let token = one_time_token();
         self.lock().insert(token.clone(), pending);
         let calls = self.clone();
@@ -51,6 +64,7 @@ impl PendingCalls {
                 tokio::time::sleep(wait).await;
                 if let Some(p) = calls.take(&expiring) {
                     p.ringing.refuse(408, why);
+                    expired.await;
                 }
             }
             .in_current_span(),

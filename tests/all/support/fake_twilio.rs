@@ -34,13 +34,15 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::support::model_audio::{ulaw_decode, ulaw_encode};
+use crate::support::model_audio::ulaw_encode;
+use crate::support::rest_fake;
+use crate::support::speaker::Speaker;
 
 /// One REST request the host made.
 #[derive(Debug, Clone)]
@@ -306,7 +308,12 @@ impl FakeTwilio {
             },
             tls: tls.map(Arc::new),
         });
-        let task = tokio::spawn(serve_rest(listener, state.clone()));
+        // The REST API (§4.6): create a call, update a call.
+        let answer = state.clone();
+        let task = tokio::spawn(rest_fake::serve(
+            listener,
+            Arc::new(move |request: rest_fake::Request| answer.answer(request)),
+        ));
         FakeTwilio {
             account_sid,
             auth_token,
@@ -594,64 +601,6 @@ impl State {
     }
 }
 
-/// The phone's speaker: audio the host sent, played at 8 bytes a ms, with its marks.
-#[derive(Default)]
-struct Speaker {
-    queue: VecDeque<Queued>,
-}
-
-enum Queued {
-    Audio(VecDeque<u8>),
-    Mark(String),
-}
-
-impl Speaker {
-    /// Play `n` bytes (silence when nothing is queued); the marks passed, to echo.
-    fn play(&mut self, n: usize, heard: &mut Vec<i16>) -> Vec<String> {
-        let mut marks = Vec::new();
-        let mut left = n;
-        while left > 0 {
-            match self.queue.front_mut() {
-                Some(Queued::Audio(audio)) => {
-                    let take = left.min(audio.len());
-                    heard.extend(audio.drain(..take).map(ulaw_decode));
-                    left -= take;
-                    if audio.is_empty() {
-                        self.queue.pop_front();
-                    }
-                }
-                Some(Queued::Mark(_)) => {
-                    if let Some(Queued::Mark(name)) = self.queue.pop_front() {
-                        marks.push(name);
-                    }
-                }
-                None => {
-                    heard.extend(std::iter::repeat_n(0, left));
-                    left = 0;
-                }
-            }
-        }
-        // A mark right behind the audio just played is due now, not 20 ms later.
-        while let Some(Queued::Mark(_)) = self.queue.front() {
-            if let Some(Queued::Mark(name)) = self.queue.pop_front() {
-                marks.push(name);
-            }
-        }
-        marks
-    }
-
-    /// `clear`: drop the audio; the marks still queued come back at once.
-    fn clear(&mut self) -> Vec<String> {
-        self.queue
-            .drain(..)
-            .filter_map(|q| match q {
-                Queued::Mark(name) => Some(name),
-                Queued::Audio(_) => None,
-            })
-            .collect()
-    }
-}
-
 /// One frame from the host (§4.4, "our server → Twilio"); marks to echo at once.
 fn on_server_frame(
     text: &str,
@@ -671,7 +620,7 @@ fn on_server_frame(
             result.media_received += 1;
             match v["media"]["payload"].as_str().map(|p| B64.decode(p)) {
                 Some(Ok(audio)) if !audio.is_empty() && !audio.starts_with(b"RIFF") => {
-                    speaker.queue.push_back(Queued::Audio(audio.into()));
+                    speaker.audio(audio);
                 }
                 _ => result.violations.push(format!("bad media payload: {text}")),
             }
@@ -679,7 +628,7 @@ fn on_server_frame(
         }
         Some("mark") => {
             match v["mark"]["name"].as_str() {
-                Some(name) => speaker.queue.push_back(Queued::Mark(name.into())),
+                Some(name) => speaker.mark(name),
                 None => result
                     .violations
                     .push(format!("mark without a name: {text}")),
@@ -697,78 +646,13 @@ fn on_server_frame(
     }
 }
 
-/// One HTTP request to the REST fake.
-struct Request {
-    path: String,
-    authorization: String,
-    form: Vec<(String, String)>,
-}
-
-async fn read_request(stream: &mut BufReader<tokio::net::TcpStream>) -> Option<Request> {
-    let mut request_line = String::new();
-    if stream.read_line(&mut request_line).await.ok()? == 0 {
-        return None;
-    }
-    let path = request_line.split_whitespace().nth(1)?.to_string();
-    let (mut length, mut authorization) = (0, String::new());
-    loop {
-        let mut header = String::new();
-        if stream.read_line(&mut header).await.ok()? == 0 {
-            return None;
-        }
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().unwrap_or(0);
-            } else if name.eq_ignore_ascii_case("authorization") {
-                authorization = value.trim().to_string();
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    stream.read_exact(&mut body).await.ok()?;
-    let form = url::form_urlencoded::parse(&body).into_owned().collect();
-    Some(Request {
-        path,
-        authorization,
-        form,
-    })
-}
-
-/// The REST API (§4.6): create a call, update a call.
-async fn serve_rest(listener: TcpListener, state: Arc<State>) {
-    while let Ok((stream, _)) = listener.accept().await {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let mut stream = BufReader::new(stream);
-            while let Some(request) = read_request(&mut stream).await {
-                let (status, reply) = state.answer(request);
-                let body = reply.to_string();
-                let response = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                if stream
-                    .get_mut()
-                    .write_all(response.as_bytes())
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
-    }
-}
-
 impl State {
-    fn answer(self: &Arc<Self>, request: Request) -> (&'static str, Value) {
+    fn answer(self: &Arc<Self>, request: rest_fake::Request) -> (&'static str, Value) {
         let call = RestCall {
             path: request.path.clone(),
-            form: request.form.clone(),
+            form: url::form_urlencoded::parse(&request.body)
+                .into_owned()
+                .collect(),
         };
         self.rest.lock().unwrap().push(call.clone());
         let basic = format!(

@@ -49,10 +49,11 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::rest_fake;
 
 /// One REST request the host made.
 #[derive(Debug, Clone)]
@@ -271,7 +272,11 @@ impl FakeVonage {
             rest: Mutex::new(Vec::new()),
             calls: Mutex::new(HashMap::new()),
         });
-        let task = tokio::spawn(serve_rest(listener, state.clone()));
+        let answer = state.clone();
+        let task = tokio::spawn(rest_fake::serve(
+            listener,
+            Arc::new(move |request: rest_fake::Request| answer.answer(request)),
+        ));
         FakeVonage {
             application_id,
             signature_secret: "fake-vonage-signature-secret".into(),
@@ -610,83 +615,11 @@ fn on_control(text: &str, speaker: &mut Speaker, result: &mut CallResult) -> boo
     }
 }
 
-/// One HTTP request to the REST fake.
-struct Request {
-    method: String,
-    path: String,
-    authorization: String,
-    body: Vec<u8>,
-}
-
-async fn read_request(stream: &mut BufReader<tokio::net::TcpStream>) -> Option<Request> {
-    let mut request_line = String::new();
-    if stream.read_line(&mut request_line).await.ok()? == 0 {
-        return None;
-    }
-    let mut words = request_line.split_whitespace();
-    let method = words.next()?.to_string();
-    let path = words.next()?.to_string();
-    let (mut length, mut authorization) = (0, String::new());
-    loop {
-        let mut header = String::new();
-        if stream.read_line(&mut header).await.ok()? == 0 {
-            return None;
-        }
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().unwrap_or(0);
-            } else if name.eq_ignore_ascii_case("authorization") {
-                authorization = value.trim().to_string();
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    stream.read_exact(&mut body).await.ok()?;
-    Some(Request {
-        method,
-        path,
-        authorization,
-        body,
-    })
-}
-
-/// The REST API: update a call.
-async fn serve_rest(listener: TcpListener, state: Arc<State>) {
-    while let Ok((stream, _)) = listener.accept().await {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let mut stream = BufReader::new(stream);
-            while let Some(request) = read_request(&mut stream).await {
-                let (status, reply) = state.answer(request);
-                let body = reply.map(|r| r.to_string()).unwrap_or_default();
-                let response = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                if stream
-                    .get_mut()
-                    .write_all(response.as_bytes())
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
-    }
-}
-
-fn error(status: &'static str, title: &str, detail: &str) -> (&'static str, Option<Value>) {
+fn error(status: &'static str, title: &str, detail: &str) -> (&'static str, Value) {
     (
         status,
-        Some(
-            json!({"type": "https://developer.nexmo.com/api-errors", "title": title,
-                    "detail": detail}),
-        ),
+        json!({"type": "https://developer.nexmo.com/api-errors", "title": title,
+                "detail": detail}),
     )
 }
 
@@ -735,7 +668,7 @@ impl State {
         Ok(())
     }
 
-    fn answer(&self, request: Request) -> (&'static str, Option<Value>) {
+    fn answer(&self, request: rest_fake::Request) -> (&'static str, Value) {
         let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
         let refused = self.check_token(&request.authorization).err();
         self.rest.lock().unwrap().push(RestCall {
@@ -771,6 +704,6 @@ impl State {
             _ => return error("400 Bad Request", "Bad Request", "invalid call update"),
         };
         let _ = tx.send(control);
-        ("204 No Content", None)
+        ("204 No Content", Value::Null)
     }
 }

@@ -8,6 +8,7 @@ pub mod calls;
 pub mod consumer;
 pub mod fake_gemini;
 pub mod fake_openai;
+pub mod fake_telnyx;
 pub mod fake_twilio;
 pub mod fake_vonage;
 pub mod host;
@@ -21,8 +22,10 @@ pub mod model_tls;
 pub mod ports;
 pub mod process;
 pub mod raw_sip;
+pub mod rest_fake;
 pub mod sipp;
 pub mod softphone;
+pub mod speaker;
 
 /// A temporary folder named `<prefix>…`, removed when dropped.
 pub fn tempdir(prefix: &str) -> tempfile::TempDir {

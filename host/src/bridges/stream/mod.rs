@@ -5,6 +5,8 @@
 //! ([`Framing`]) and the REST calls that hang up or transfer ([`Carrier`]).
 
 pub mod marks;
+pub mod setup;
+pub mod wire;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -65,8 +67,9 @@ pub trait Framing: Send + 'static {
     fn encode(&self, pcm: &[i16]) -> Vec<u8>;
     /// Decode what [`Framing::encode`] made.
     fn decode(&self, audio: &[u8]) -> Vec<i16>;
-    /// Read a frame; an error names what was wrong with it.
-    fn read(&mut self, frame: Message) -> Result<StreamEvent, String>;
+    /// Read a frame: the events it makes due, in order (none while it waits for a frame the
+    /// carrier sent before it); an error names what was wrong with it.
+    fn read(&mut self, frame: Message) -> Result<Vec<StreamEvent>, String>;
     fn media(&self, audio: &[u8]) -> Message;
     fn mark(&self, name: &str) -> Message;
     fn clear(&self) -> Message;
@@ -435,7 +438,7 @@ impl<F: Framing> SocketTask<F> {
 
     /// One frame from the carrier; `Some` when the stream is over.
     fn on_frame(&mut self, frame: Message, last_audio: &mut Instant) -> Option<End> {
-        let event = match frame {
+        let events = match frame {
             Message::Close(_) => {
                 return Some(End::Event(if self.framing.close_ends_call() {
                     LegEvent::Hangup
@@ -446,8 +449,27 @@ impl<F: Framing> SocketTask<F> {
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
             frame => self.framing.read(frame),
         };
+        match events {
+            Ok(events) => events
+                .into_iter()
+                .find_map(|event| self.on_event(event, last_audio)),
+            Err(why) => {
+                self.shared.counts.malformed.fetch_add(1, Ordering::Relaxed);
+                self.garbage += 1;
+                tracing::debug!(%why, "ignoring a malformed media-stream frame");
+                (self.garbage >= MAX_GARBAGE).then(|| {
+                    End::Event(LegEvent::Lost(format!(
+                        "the media stream sent {MAX_GARBAGE} malformed frames (last: {why})"
+                    )))
+                })
+            }
+        }
+    }
+
+    /// One event of the stream; `Some` when the stream is over.
+    fn on_event(&mut self, event: StreamEvent, last_audio: &mut Instant) -> Option<End> {
         match event {
-            Ok(StreamEvent::Audio(pcm)) => {
+            StreamEvent::Audio(pcm) => {
                 *last_audio = Instant::now();
                 self.received += pcm.len() as u64;
                 let heard =
@@ -465,13 +487,13 @@ impl<F: Framing> SocketTask<F> {
                     .fetch_add((pcm.len() * 2) as u64, Ordering::Relaxed);
                 self.caller_audio(&pcm);
             }
-            Ok(StreamEvent::Digit(digit)) => {
+            StreamEvent::Digit(digit) => {
                 let _ = self.events.send(LegEvent::Digit {
                     digit,
                     source: DigitSource::Leg,
                 });
             }
-            Ok(StreamEvent::Mark(name)) => {
+            StreamEvent::Mark(name) => {
                 let heard = lock(&self.shared.queue).acknowledge(&name);
                 if heard != Heard::Unknown {
                     self.played(&name);
@@ -485,18 +507,8 @@ impl<F: Framing> SocketTask<F> {
                     Heard::Unknown => {}
                 }
             }
-            Ok(StreamEvent::Stop) => return Some(End::Event(LegEvent::Hangup)),
-            Ok(StreamEvent::Other) => {}
-            Err(why) => {
-                self.shared.counts.malformed.fetch_add(1, Ordering::Relaxed);
-                self.garbage += 1;
-                tracing::debug!(%why, "ignoring a malformed media-stream frame");
-                if self.garbage >= MAX_GARBAGE {
-                    return Some(End::Event(LegEvent::Lost(format!(
-                        "the media stream sent {MAX_GARBAGE} malformed frames (last: {why})"
-                    ))));
-                }
-            }
+            StreamEvent::Stop => return Some(End::Event(LegEvent::Hangup)),
+            StreamEvent::Other => {}
         }
         None
     }

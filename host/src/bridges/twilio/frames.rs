@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::bridges::stream::wire;
 use crate::bridges::stream::{Framing, StreamEvent, keypad_digit};
-use crate::media::g711;
 
 /// A frame from Twilio.
 #[derive(Debug, Deserialize)]
@@ -107,26 +107,21 @@ impl Framing for TwilioFraming {
     }
 
     fn encode(&self, pcm: &[i16]) -> Vec<u8> {
-        pcm.iter().map(|&s| g711::ulaw_encode(s)).collect()
+        wire::ulaw_encode(pcm)
     }
 
     fn decode(&self, audio: &[u8]) -> Vec<i16> {
-        audio.iter().map(|&b| g711::ulaw_decode(b)).collect()
+        wire::ulaw_decode(audio)
     }
 
-    fn read(&mut self, frame: Message) -> Result<StreamEvent, String> {
-        Ok(match parse(&frame)? {
+    // Twilio's frames come in order over the one socket: each is due as it comes.
+    fn read(&mut self, frame: Message) -> Result<Vec<StreamEvent>, String> {
+        let event = match parse(&frame)? {
             Inbound::Media { media } => {
                 if !media.track.is_empty() && media.track != "inbound" {
-                    return Ok(StreamEvent::Other);
+                    return Ok(Vec::new());
                 }
-                let audio = B64
-                    .decode(media.payload.as_bytes())
-                    .map_err(|e| format!("media payload is not base64: {e}"))?;
-                if audio.is_empty() {
-                    return Err("an empty media payload".into());
-                }
-                StreamEvent::Audio(self.decode(&audio))
+                StreamEvent::Audio(self.decode(&wire::payload(&media.payload)?))
             }
             Inbound::Dtmf { dtmf } => StreamEvent::Digit(
                 keypad_digit(&dtmf.digit)
@@ -135,7 +130,8 @@ impl Framing for TwilioFraming {
             Inbound::Mark { mark } => StreamEvent::Mark(mark.name),
             Inbound::Stop => StreamEvent::Stop,
             Inbound::Connected | Inbound::Start { .. } | Inbound::Unknown => StreamEvent::Other,
-        })
+        };
+        Ok(vec![event])
     }
 
     fn media(&self, audio: &[u8]) -> Message {
@@ -194,17 +190,23 @@ mod tests {
         let media = format!(
             r#"{{"event":"media","sequenceNumber":"3","streamSid":"MZ1","media":{{"track":"inbound","chunk":"2","timestamp":"40","payload":"{payload}"}}}}"#
         );
-        assert_eq!(f.read(text(&media)), Ok(StreamEvent::Audio(vec![0; 160])));
+        assert_eq!(
+            f.read(text(&media)),
+            Ok(vec![StreamEvent::Audio(vec![0; 160])])
+        );
         let dtmf = r#"{"event":"dtmf","streamSid":"MZ1","sequenceNumber":"5","dtmf":{"track":"inbound_track","digit":"5"}}"#;
-        assert_eq!(f.read(text(dtmf)), Ok(StreamEvent::Digit('5')));
+        assert_eq!(f.read(text(dtmf)), Ok(vec![StreamEvent::Digit('5')]));
         let mark =
             r#"{"event":"mark","sequenceNumber":"4","streamSid":"MZ1","mark":{"name":"sb-1"}}"#;
-        assert_eq!(f.read(text(mark)), Ok(StreamEvent::Mark("sb-1".into())));
+        assert_eq!(
+            f.read(text(mark)),
+            Ok(vec![StreamEvent::Mark("sb-1".into())])
+        );
         let stop = r#"{"event":"stop","sequenceNumber":"6","streamSid":"MZ1","stop":{"accountSid":"AC1","callSid":"CA1"}}"#;
-        assert_eq!(f.read(text(stop)), Ok(StreamEvent::Stop));
+        assert_eq!(f.read(text(stop)), Ok(vec![StreamEvent::Stop]));
         assert_eq!(
             f.read(text(r#"{"event":"future"}"#)),
-            Ok(StreamEvent::Other)
+            Ok(vec![StreamEvent::Other])
         );
     }
 

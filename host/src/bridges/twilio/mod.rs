@@ -19,13 +19,13 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::pending::{Pending, PendingCalls};
 use super::stream::StreamLeg;
+use super::stream::setup;
 use super::websocket::{self, ServerSocket};
 use super::{headers_for_agent, param, socket_url};
 use crate::call::CallDeps;
@@ -243,36 +243,19 @@ async fn media(
     websocket::upgrade(request, move |socket| bridge.run_stream(socket))
 }
 
-/// Close a stream that cannot carry a call, saying why.
-async fn refuse_stream(socket: ServerSocket, why: &str) {
-    websocket::refuse(socket, "twilio", why).await;
-}
-
-/// Read up to the stream's `start`.
-async fn read_start(socket: &mut ServerSocket) -> Result<frames::Start, String> {
-    loop {
-        let frame = match socket.next().await {
-            Some(Ok(frame)) => frame,
-            Some(Err(e)) => return Err(format!("the stream failed before its start: {e}")),
-            None => return Err("the stream closed before its start".into()),
-        };
-        if frame.is_ping() || frame.is_pong() {
-            continue;
-        }
-        match frames::parse(&frame)? {
-            Inbound::Connected => {}
-            Inbound::Start { start } => return Ok(start),
-            other => return Err(format!("expected connected or start, got {other:?}")),
-        }
-    }
-}
-
 impl TwilioBridge {
     async fn run_stream(self: Arc<Self>, mut socket: ServerSocket) {
-        let start = match tokio::time::timeout(START_WAIT, read_start(&mut socket)).await {
-            Ok(Ok(start)) => start,
-            Ok(Err(why)) => return refuse_stream(socket, &why).await,
-            Err(_) => return refuse_stream(socket, "no start within 10 s").await,
+        let start = setup::read_start(&mut socket, START_WAIT, |frame| {
+            match frames::parse(frame)? {
+                Inbound::Connected => Ok(None),
+                Inbound::Start { start } => Ok(Some(start)),
+                other => Err(format!("expected connected or start, got {other:?}")),
+            }
+        })
+        .await;
+        let start = match start {
+            Ok(start) => start,
+            Err(why) => return websocket::refuse(socket, "twilio", &why).await,
         };
         let token = start
             .custom_parameters
@@ -280,7 +263,8 @@ impl TwilioBridge {
             .cloned()
             .unwrap_or_default();
         if start.account_sid != self.account.account_sid {
-            return refuse_stream(socket, "the stream belongs to another account").await;
+            return websocket::refuse(socket, "twilio", "the stream belongs to another account")
+                .await;
         }
         if let Some(placing) = self.placing().get(&token) {
             // An outbound call: the answer its ringing waits for.
@@ -288,7 +272,8 @@ impl TwilioBridge {
             return;
         }
         let Some(pending) = self.pending.take(&token) else {
-            return refuse_stream(socket, "no call waits for this stream's token").await;
+            return websocket::refuse(socket, "twilio", "no call waits for this stream's token")
+                .await;
         };
         let span = tracing::info_span!(
             "call",
@@ -314,19 +299,35 @@ impl TwilioBridge {
         };
         if let Some(why) = why {
             pending.ringing.refuse(488, why);
-            return refuse_stream(socket, why).await;
+            return websocket::refuse(socket, "twilio", why).await;
         }
-        let mut ringing = pending.ringing;
-        let Some((model, failure)) = ringing.connect_model(Codec::Pcmu).await else {
-            ringing.refuse(503, "model unavailable");
-            use crate::bridges::stream::Carrier as _;
-            if let Err(e) = control.hangup().await {
-                tracing::warn!(error = %e, "hanging up through Twilio failed");
-            }
-            return refuse_stream(socket, "model unavailable").await;
+        let framing = TwilioFraming {
+            stream_sid: start.stream_sid,
         };
-        let leg = self.leg(socket, start, control, pending.caller, &model);
-        ringing.run(leg, model, failure).await;
+        let facts = self.facts(pending.caller);
+        let timeout = self.media_timeout();
+        setup::answer(
+            pending.ringing,
+            socket,
+            framing,
+            control,
+            facts,
+            Codec::Pcmu.into(),
+            timeout,
+        )
+        .await;
+    }
+
+    fn facts(&self, remote: String) -> LegFacts {
+        LegFacts {
+            transport: "twilio".into(),
+            codec: Some(Codec::Pcmu.encoding_name().to_string()),
+            remote,
+        }
+    }
+
+    fn media_timeout(&self) -> Duration {
+        Duration::from_secs(self.calls.config.media_timeout_secs)
     }
 
     /// The leg of an answered call, either direction.
@@ -338,20 +339,15 @@ impl TwilioBridge {
         remote: String,
         model: &ModelSession,
     ) -> StreamLeg<CallControl, TwilioFraming> {
-        let facts = LegFacts {
-            transport: "twilio".into(),
-            codec: Some(Codec::Pcmu.encoding_name().to_string()),
-            remote,
-        };
         StreamLeg::start(
             socket,
             TwilioFraming {
                 stream_sid: start.stream_sid,
             },
             control,
-            facts,
+            self.facts(remote),
             model.input_format.sample_rate(),
-            Duration::from_secs(self.calls.config.media_timeout_secs),
+            self.media_timeout(),
         )
     }
 
@@ -368,7 +364,7 @@ impl TwilioBridge {
             use crate::bridges::stream::Carrier as _;
             let _ = control.hangup().await;
             calling.fail(format!("failed: {why}"), true);
-            return refuse_stream(socket, why).await;
+            return websocket::refuse(socket, "twilio", why).await;
         }
         let (model, failure) = calling.connect_model(Codec::Pcmu).await;
         let remote = calling.callee().to_string();

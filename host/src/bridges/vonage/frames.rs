@@ -91,7 +91,8 @@ impl Framing for VonageFraming {
             .collect()
     }
 
-    fn read(&mut self, frame: Message) -> Result<StreamEvent, String> {
+    // Vonage's messages come in order over the one socket: each is due as it comes.
+    fn read(&mut self, frame: Message) -> Result<Vec<StreamEvent>, String> {
         let text = match frame {
             Message::Binary(audio) => {
                 if audio.is_empty() || !audio.len().is_multiple_of(2) {
@@ -100,7 +101,7 @@ impl Framing for VonageFraming {
                         audio.len()
                     ));
                 }
-                return Ok(StreamEvent::Audio(self.decode(&audio)));
+                return Ok(vec![StreamEvent::Audio(self.decode(&audio))]);
             }
             Message::Text(text) => text,
             _ => return Err("neither a text nor a binary message".into()),
@@ -112,17 +113,18 @@ impl Framing for VonageFraming {
             return Err(format!("a text message without an event: {text}"));
         };
         Ok(match name {
-            "websocket:dtmf" => StreamEvent::Digit(
-                dtmf_digit(&event)
-                    .ok_or_else(|| format!("a DTMF event without a keypad digit: {text}"))?,
-            ),
+            "websocket:dtmf" => {
+                vec![StreamEvent::Digit(dtmf_digit(&event).ok_or_else(|| {
+                    format!("a DTMF event without a keypad digit: {text}")
+                })?)]
+            }
             "websocket:notify" => match event["payload"]["name"].as_str() {
-                Some(mark) => StreamEvent::Mark(mark.to_string()),
+                Some(mark) => vec![StreamEvent::Mark(mark.to_string())],
                 // Not a notify of ours.
-                None => StreamEvent::Other,
+                None => vec![StreamEvent::Other],
             },
             // `websocket:connected` again, `websocket:cleared`, and events added later.
-            _ => StreamEvent::Other,
+            _ => vec![StreamEvent::Other],
         })
     }
 
@@ -185,20 +187,26 @@ mod tests {
         let audio = f.encode(&pcm);
         assert_eq!(audio.len(), 640);
         assert_eq!(&audio[..2], &(-16000i16).to_le_bytes());
-        assert_eq!(f.read(Message::binary(audio)), Ok(StreamEvent::Audio(pcm)));
+        assert_eq!(
+            f.read(Message::binary(audio)),
+            Ok(vec![StreamEvent::Audio(pcm)])
+        );
         let dtmf = r#"{"event":"websocket:dtmf","digit":"5","duration":260}"#;
-        assert_eq!(f.read(text(dtmf)), Ok(StreamEvent::Digit('5')));
+        assert_eq!(f.read(text(dtmf)), Ok(vec![StreamEvent::Digit('5')]));
         let nested = r##"{"event":"websocket:dtmf","dtmf":{"digit":"#","duration":260}}"##;
-        assert_eq!(f.read(text(nested)), Ok(StreamEvent::Digit('#')));
+        assert_eq!(f.read(text(nested)), Ok(vec![StreamEvent::Digit('#')]));
         let notify = r#"{"event":"websocket:notify","payload":{"name":"sb-3"}}"#;
-        assert_eq!(f.read(text(notify)), Ok(StreamEvent::Mark("sb-3".into())));
+        assert_eq!(
+            f.read(text(notify)),
+            Ok(vec![StreamEvent::Mark("sb-3".into())])
+        );
         for other in [
             r#"{"event":"websocket:cleared"}"#,
             r#"{"event":"websocket:notify","payload":{"reply":"x"}}"#,
             r#"{"event":"websocket:connected","content-type":"audio/l16;rate=16000"}"#,
             r#"{"event":"websocket:future"}"#,
         ] {
-            assert_eq!(f.read(text(other)), Ok(StreamEvent::Other), "{other}");
+            assert_eq!(f.read(text(other)), Ok(vec![StreamEvent::Other]), "{other}");
         }
     }
 

@@ -24,13 +24,12 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::Value;
 use tracing::Instrument;
 
 use super::pending::{Pending, PendingCalls};
-use super::stream::{Carrier as _, StreamLeg};
+use super::stream::setup;
 use super::websocket::{self, ServerSocket};
 use super::{headers_for_agent, param, socket_url};
 use crate::call::inbound::{self, Offer};
@@ -295,28 +294,17 @@ async fn refuse_socket(socket: ServerSocket, why: &str) {
     websocket::refuse(socket, "vonage", why).await;
 }
 
-/// Read up to the socket's first message.
-async fn read_connected(socket: &mut ServerSocket) -> Result<Connected, String> {
-    loop {
-        match socket.next().await {
-            Some(Ok(frame)) if frame.is_ping() || frame.is_pong() => {}
-            Some(Ok(frame)) => return frames::connected(&frame),
-            Some(Err(e)) => {
-                return Err(format!("the socket failed before websocket:connected: {e}"));
-            }
-            None => return Err("the socket closed before websocket:connected".into()),
-        }
-    }
-}
-
 impl VonageBridge {
     async fn run_socket(self: Arc<Self>, mut socket: ServerSocket) {
-        let connected =
-            match tokio::time::timeout(CONNECTED_WAIT, read_connected(&mut socket)).await {
-                Ok(Ok(connected)) => connected,
-                Ok(Err(why)) => return refuse_socket(socket, &why).await,
-                Err(_) => return refuse_socket(socket, "no websocket:connected within 10 s").await,
-            };
+        // The socket's first message is its start.
+        let connected = setup::read_start(&mut socket, CONNECTED_WAIT, |frame| {
+            frames::connected(frame).map(Some)
+        })
+        .await;
+        let connected = match connected {
+            Ok(connected) => connected,
+            Err(why) => return refuse_socket(socket, &why).await,
+        };
         let Some(pending) = connected
             .token
             .as_deref()
@@ -351,27 +339,20 @@ impl VonageBridge {
             return refuse_socket(socket, &why).await;
         }
         let format = LegFormat::Pcm(frames::RATE);
-        let mut ringing = pending.ringing;
-        let Some((model, failure)) = ringing.connect_model(format).await else {
-            ringing.refuse(503, "model unavailable");
-            if let Err(e) = control.hangup().await {
-                tracing::warn!(error = %e, "hanging up through Vonage failed");
-            }
-            return refuse_socket(socket, "model unavailable").await;
-        };
         let facts = LegFacts {
             transport: "vonage".into(),
             codec: Some(format.name()),
             remote: pending.caller,
         };
-        let leg = StreamLeg::start(
+        setup::answer(
+            pending.ringing,
             socket,
             VonageFraming,
             control,
             facts,
-            model.input_format.sample_rate(),
+            format,
             Duration::from_secs(self.calls.config.media_timeout_secs),
-        );
-        ringing.run(leg, model, failure).await;
+        )
+        .await;
     }
 }

@@ -1,0 +1,87 @@
+//! The HTTP side of the carriers' fake REST APIs: HTTP/1.1 on a TCP socket, one request after
+//! another per connection, each answered with JSON. A fake needs the method, path, the
+//! `Authorization` header and the body; nothing else of HTTP matters to it.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// One request to a fake.
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub authorization: String,
+    pub body: Vec<u8>,
+}
+
+async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<Request> {
+    let mut request_line = String::new();
+    if stream.read_line(&mut request_line).await.ok()? == 0 {
+        return None;
+    }
+    let mut parts = request_line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let path = parts.next()?.to_string();
+    let (mut length, mut authorization) = (0, String::new());
+    loop {
+        let mut header = String::new();
+        if stream.read_line(&mut header).await.ok()? == 0 {
+            return None;
+        }
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            } else if name.eq_ignore_ascii_case("authorization") {
+                authorization = value.trim().to_string();
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).await.ok()?;
+    Some(Request {
+        method,
+        path,
+        authorization,
+        body,
+    })
+}
+
+/// Serve `listener`: each request gets `answer`'s status line (`"200 OK"`) and JSON body (none
+/// for `null`, as for a `204 No Content`).
+pub async fn serve<A>(listener: TcpListener, answer: Arc<A>)
+where
+    A: Fn(Request) -> (&'static str, Value) + Send + Sync + 'static,
+{
+    while let Ok((stream, _)) = listener.accept().await {
+        let answer = answer.clone();
+        tokio::spawn(async move {
+            let mut stream = BufReader::new(stream);
+            while let Some(request) = read_request(&mut stream).await {
+                let (status, reply) = answer(request);
+                let body = if reply.is_null() {
+                    String::new()
+                } else {
+                    reply.to_string()
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if stream
+                    .get_mut()
+                    .write_all(response.as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+}
