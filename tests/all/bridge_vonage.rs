@@ -4,7 +4,6 @@
 //! transfer — on the `receptionist` agent with the fake OpenAI model, through the same call
 //! logic as a SIP or Twilio call. Bad input of every kind is refused without a call.
 
-use std::path::Path;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -12,13 +11,14 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::api::{Api, events_of, find, only_call_record};
-use crate::support::calls::{AGENT_HZ, CALLER_HZ, WINDOW, mic, ms, spans_ms, tone_spans};
+use crate::support::bridge_call::check_call;
+use crate::support::calls::mic;
 use crate::support::fake_openai::{FakeOpenAi, Reply, Script};
 use crate::support::fake_vonage::{
     AnswerMethod, CallScript, Ending, FakeVonage, bearer, query_payload, socket_endpoint,
 };
 use crate::support::host::Host;
-use crate::support::media::{Wav, to_8k};
+use crate::support::media::to_8k;
 use crate::support::ports::{Ports, ports};
 
 /// The host with the receptionist on 2000, the OpenAI fake as its model and the Vonage bridge
@@ -138,71 +138,8 @@ async fn a_vonage_call_runs_greeting_tool_digit_barge_in_and_caller_hangup() {
         "{outputs:?}"
     );
 
-    // What the caller heard: the greeting as long as the model made it, then the answer cut
-    // where the caller spoke.
     let heard = to_8k(&call.heard, 16000);
-    let tones = tone_spans(&heard, AGENT_HZ, WINDOW * 10);
-    eprintln!("agent audio heard (ms): {:?}", spans_ms(&tones));
-    assert!(tones.len() >= 2, "greeting and answer heard: {tones:?}");
-    let greeting = ms(tones[0].1 - tones[0].0);
-    assert!((greeting - 3600.0).abs() < 100.0, "greeting {greeting} ms");
-    let answer = ms(tones[1].1 - tones[1].0);
-    let truncates = model.received_of("conversation.item.truncate");
-    assert_eq!(truncates.len(), 1, "{truncates:?}");
-    let audio_end_ms = truncates[0]["audio_end_ms"].as_u64().unwrap() as f64;
-    eprintln!("answer heard {answer:.0} ms, truncated at {audio_end_ms} ms");
-    // The truncation is the audio acknowledged when the caller interrupted; the caller also
-    // heard what played until the `clear` reached Vonage (a chunk and a round trip, longer
-    // on a loaded machine).
-    assert!(
-        answer < 9000.0 && audio_end_ms <= answer + 20.0 && answer - audio_end_ms <= 500.0,
-        "heard {answer} ms, truncated at {audio_end_ms} ms"
-    );
-
-    // The record: a Vonage call with the digit, the tool, transcript, usage and latency.
-    let record = only_call_record(host.http).await;
-    let events = events_of(&record);
-    let created = find(&events, "created");
-    assert_eq!(created[0]["transport"], "vonage", "{created:?}");
-    assert_eq!(created[0]["callee"], "2000");
-    assert_eq!(find(&events, "dtmf")[0]["digits"], "5", "{events:?}");
-    assert!(!find(&events, "tool-call").is_empty());
-    assert!(!find(&events, "barge-in").is_empty());
-    let transcript = record["transcript"].as_array().unwrap();
-    let roles: Vec<&str> = transcript
-        .iter()
-        .filter_map(|l| l["role"].as_str())
-        .collect();
-    assert!(
-        roles.contains(&"agent") && roles.contains(&"caller"),
-        "{transcript:?}"
-    );
-    assert!(!find(&events, "usage").is_empty());
-    assert!(!record["usage"].as_array().unwrap().is_empty(), "{record}");
-    assert!(
-        !record["latencies"].as_array().unwrap().is_empty(),
-        "{record}"
-    );
-    let ended = find(&events, "ended");
-    assert_eq!(ended[0]["abnormal"], false, "{ended:?}");
-
-    // The recording at the socket's 16 kHz: the caller left, the agent right as heard.
-    let path = record["call"]["recording"].as_str().expect("a recording");
-    let wav = Wav::read(Path::new(path));
-    assert_eq!((wav.channels, wav.rate), (2, 16000));
-    let caller = tone_spans(&to_8k(&wav.channel(0), 16000), CALLER_HZ, WINDOW * 10);
-    assert_eq!(
-        caller.len(),
-        2,
-        "the question and the interruption: {caller:?}"
-    );
-    let agent = tone_spans(&to_8k(&wav.channel(1), 16000), AGENT_HZ, WINDOW * 10);
-    eprintln!("recorded agent audio (ms): {:?}", spans_ms(&agent));
-    let greeting = ms(agent[0].1 - agent[0].0);
-    assert!(
-        (greeting - 3600.0).abs() < 100.0,
-        "recorded greeting {greeting} ms"
-    );
+    check_call(&heard, &model, host.http, "vonage", 16000).await;
     assert!(host.is_running());
 }
 

@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod api;
 pub mod baresip;
+pub mod bridge_call;
 pub mod browser;
 pub mod calls;
 pub mod consumer;
