@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::agents::{AgentsDir, repo_root};
+use crate::support::agents::{AgentsDir, guest_target, repo_root};
 use switchboard::plugins::runtime::{AgentsConfig, Runtime, test_call_info};
 use switchboard::plugins::{AgentEventKind, Registry, StartOutcome, deploy, watcher};
 
@@ -18,25 +18,47 @@ async fn greeting(registry: &Registry) -> String {
     }
 }
 
+/// Writes the greeter fixture as crate and agent `dev-greeter`, answering "hello from v{build}"
+/// into `dir`. It builds like the test fixtures: their profile and lock, and (by a cargo config
+/// beside it) their shared target folder, so only the crate itself compiles.
 fn write_crate(dir: &Path, build: &str) {
-    let sdk = repo_root().join("guest-sdk");
+    let root = repo_root();
+    let fixtures = std::fs::read_to_string(root.join("tests/fixtures/Cargo.toml")).unwrap();
+    let profile = &fixtures[fixtures
+        .find("[profile.release]")
+        .expect("fixtures' profile")..];
     std::fs::create_dir_all(dir.join("src")).unwrap();
     std::fs::write(
         dir.join("Cargo.toml"),
         format!(
-            "[package]\nname = \"greeter\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[lib]\n\
-             crate-type = [\"cdylib\"]\n\n[dependencies]\nswitchboard-sdk = {{ path = {:?} }}\n\n\
-             [workspace]\n",
-            sdk.display().to_string()
+            "[package]\nname = \"dev-greeter\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+             [lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nswitchboard-sdk = {{ path = {:?} }}\n\n\
+             [workspace]\n\n{profile}",
+            root.join("guest-sdk").display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::copy(
+        root.join("tests/fixtures/Cargo.lock"),
+        dir.join("Cargo.lock"),
+    )
+    .unwrap();
+    let config = dir.parent().unwrap().join(".cargo");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("config.toml"),
+        format!(
+            "[build]\ntarget-dir = {:?}\n",
+            guest_target().display().to_string()
         ),
     )
     .unwrap();
     std::fs::write(
         dir.join("agent.toml"),
-        "name = \"greeter\"\nnumbers = [\"4000\"]\n",
+        "name = \"dev-greeter\"\nnumbers = [\"4000\"]\n",
     )
     .unwrap();
-    let source = std::fs::read_to_string(repo_root().join("tests/fixtures/greeter/src/lib.rs"))
+    let source = std::fs::read_to_string(root.join("tests/fixtures/greeter/src/lib.rs"))
         .unwrap()
         .replace("None => \"1\"", &format!("None => \"{build}\""));
     std::fs::write(dir.join("src/lib.rs"), source).unwrap();
@@ -45,7 +67,7 @@ fn write_crate(dir: &Path, build: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_rebuilds_on_source_change_and_keeps_the_old_version_on_errors() {
     let work = tempfile::tempdir().unwrap();
-    let crate_dir = work.path().join("greeter");
+    let crate_dir = work.path().join("dev-greeter");
     write_crate(&crate_dir, "one");
     let agents = AgentsDir::new();
     let data = tempfile::tempdir().unwrap();
@@ -61,7 +83,7 @@ async fn dev_rebuilds_on_source_change_and_keeps_the_old_version_on_errors() {
 
     assert_eq!(
         deploy::rebuild(&crate_dir, agents.path()).await.as_deref(),
-        Some("greeter")
+        Some("dev-greeter")
     );
     let ev = tokio::time::timeout(Duration::from_secs(60), events.recv())
         .await

@@ -36,18 +36,20 @@ fn cargo() -> Command {
     cmd
 }
 
-/// Build a wasm32-wasip2 workspace (cargo's own lock makes parallel callers safe) and return
-/// its release output folder.
-fn build_workspace(
-    dir: &Path,
-    target_dir: &Path,
-    env: &[(&str, &str)],
-    packages: &[&str],
-) -> PathBuf {
+/// The one target folder every guest build of the tests shares (the example agents', whose
+/// profile and lock the fixtures repeat): the SDK and its dependencies compile once.
+pub fn guest_target() -> PathBuf {
+    repo_root().join("plugins/target")
+}
+
+/// Build packages of a wasm32-wasip2 workspace into [`guest_target`] (cargo's own lock makes
+/// parallel callers safe) and return its release output folder.
+fn build_workspace(dir: &Path, env: &[(&str, &str)], packages: &[&str]) -> PathBuf {
+    let target_dir = guest_target();
     let mut cmd = cargo();
     cmd.current_dir(dir)
         .args(["build", "--release", "--target", "wasm32-wasip2", "--quiet"])
-        .env("CARGO_TARGET_DIR", target_dir)
+        .env("CARGO_TARGET_DIR", &target_dir)
         // Flags meant for the host build (coverage, sanitizers) must not reach the guests.
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS");
@@ -68,35 +70,35 @@ fn build_workspace(
 
 /// The example agents in plugins/, built; returns the folder holding `<name>.wasm`.
 pub fn example_agents() -> PathBuf {
-    let dir = repo_root().join("plugins");
-    build_workspace(&dir, &dir.join("target"), &[], &[])
+    build_workspace(&repo_root().join("plugins"), &[], &[])
 }
 
 /// A test fixture agent from tests/fixtures (file name uses `_` for `-`).
 pub fn fixture(package: &str) -> PathBuf {
-    let dir = repo_root().join("tests/fixtures");
-    let out = build_workspace(&dir, &dir.join("target"), &[], &[package]);
+    let out = build_workspace(&repo_root().join("tests/fixtures"), &[], &[package]);
     out.join(format!("{}.wasm", package.replace('-', "_")))
 }
 
 /// The `greeter` fixture built as version `version` (a distinct file per version).
 pub fn greeter(version: &str) -> PathBuf {
-    let dir = repo_root().join("tests/fixtures");
-    // One target folder for every version, so the SDK and its dependencies build once (a
-    // version rebuilds only the greeter, cargo tracks the variable); each version's component
+    // A version rebuilds only the greeter (cargo tracks the variable); each version's component
     // is copied out under its own name while a lock keeps other test processes from building
     // another version over it.
-    let target = dir.join("target/greeter");
-    std::fs::create_dir_all(&target).expect("greeter target folder");
-    let lock = std::fs::File::create(target.join(".build.lock")).expect("greeter build lock");
+    let versions = guest_target().join("greeter");
+    std::fs::create_dir_all(&versions).expect("greeter versions folder");
+    let lock = std::fs::File::create(versions.join(".build.lock")).expect("greeter build lock");
     // SAFETY: flock(2) on a descriptor this function owns; released when `lock` is dropped.
     assert_eq!(
         unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) },
         0
     );
-    let built = build_workspace(&dir, &target, &[("GREETER_VERSION", version)], &["greeter"])
-        .join("greeter.wasm");
-    let out = target.join(format!("greeter-v{version}.wasm"));
+    let built = build_workspace(
+        &repo_root().join("tests/fixtures"),
+        &[("GREETER_VERSION", version)],
+        &["greeter"],
+    )
+    .join("greeter.wasm");
+    let out = versions.join(format!("greeter-v{version}.wasm"));
     std::fs::copy(&built, &out).expect("copy the greeter");
     out
 }
