@@ -247,17 +247,31 @@ async fn bad_webhooks_and_streams_are_refused_without_a_call() {
     let (stream_url, _) = stream_of(&twiml).expect("a stream");
     let unsigned = tokio_tungstenite::connect_async(stream_url.as_str()).await;
     assert!(unsigned.is_err(), "an unsigned upgrade is refused");
-    let mut request = stream_url.as_str().into_client_request().unwrap();
-    let sig = crate::support::fake_twilio::signature(&twilio.auth_token, &stream_url, &[]);
-    request
-        .headers_mut()
-        .insert("x-twilio-signature", sig.parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let signed = || {
+        let mut request = stream_url.as_str().into_client_request().unwrap();
+        let sig = crate::support::fake_twilio::signature(&twilio.auth_token, &stream_url, &[]);
+        request
+            .headers_mut()
+            .insert("x-twilio-signature", sig.parse().unwrap());
+        request
+    };
+    let (mut ws, _) = tokio_tungstenite::connect_async(signed()).await.unwrap();
+    // A second stream says `connected` and then nothing: it is closed once the wait for its
+    // `start` is over (checked at the end, the rest of the test runs meanwhile).
+    let (mut silent, _) = tokio_tungstenite::connect_async(signed()).await.unwrap();
+    use futures_util::SinkExt;
+    let connected =
+        serde_json::json!({"event": "connected", "protocol": "Call", "version": "1.0.0"});
+    silent
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            connected.to_string(),
+        ))
+        .await
+        .unwrap();
     let start = serde_json::json!({"event": "start", "sequenceNumber": "1", "streamSid": "MZ1",
         "start": {"streamSid": "MZ1", "accountSid": twilio.account_sid, "callSid": "CA1",
                   "tracks": ["inbound"], "customParameters": {"token": "forged"},
                   "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}});
-    use futures_util::SinkExt;
     ws.send(tokio_tungstenite::tungstenite::Message::text(
         start.to_string(),
     ))
@@ -286,6 +300,14 @@ async fn bad_webhooks_and_streams_are_refused_without_a_call() {
         })
         .await;
     assert_eq!(calls["calls"].as_array().unwrap().len(), 3, "{calls}");
+
+    let closed = tokio::time::timeout(Duration::from_secs(15), silent.next())
+        .await
+        .expect("the host closes a stream that never starts");
+    let Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame)))) = closed else {
+        panic!("{closed:?}")
+    };
+    assert!(frame.reason.contains("no start"), "{frame:?}");
 }
 
 /// The record of call `id` once it has ended.

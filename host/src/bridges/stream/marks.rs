@@ -36,6 +36,8 @@ pub struct MarkQueue {
     chunk_bytes: usize,
     /// Audio goes out in whole frames of this many bytes (1: any amount).
     frame_bytes: usize,
+    /// The byte a partial last frame is padded with.
+    silence: u8,
     lead_ms: u64,
     held: VecDeque<u8>,
     /// Sent and not yet acknowledged: (mark number, ms of audio before it).
@@ -55,6 +57,7 @@ impl MarkQueue {
             bytes_per_ms,
             chunk_bytes: bytes_per_ms * chunk.as_millis() as usize,
             frame_bytes: 1,
+            silence: 0,
             lead_ms: lead.as_millis() as u64,
             held: VecDeque::new(),
             in_flight: VecDeque::new(),
@@ -65,11 +68,13 @@ impl MarkQueue {
     }
 
     /// Send audio only in whole frames of `frame_bytes`, for a carrier that plays fixed frames
-    /// (Vonage: 20 ms of L16). A partial frame waits for the rest of its audio and goes out,
-    /// padded with zero bytes (silence in linear PCM), only once the carrier has nothing left
-    /// to play: padding mid-speech would put gaps in it.
-    pub fn framed(mut self, frame_bytes: usize) -> MarkQueue {
+    /// or refuses shorter messages (Vonage: 20 ms of L16; Telnyx: at least 20 ms). A partial
+    /// frame waits for the rest of its audio and goes out, padded with `silence` (the encoding's
+    /// silent byte), only once the carrier has nothing left to play: padding mid-speech would
+    /// put gaps in it.
+    pub fn framed(mut self, frame_bytes: usize, silence: u8) -> MarkQueue {
         self.frame_bytes = frame_bytes.max(1);
+        self.silence = silence;
         self.chunk_bytes = (self.chunk_bytes / self.frame_bytes).max(1) * self.frame_bytes;
         self
     }
@@ -107,7 +112,7 @@ impl MarkQueue {
             return None;
         };
         let mut audio: Vec<u8> = self.held.drain(..n).collect();
-        audio.resize(padded, 0);
+        audio.resize(padded, self.silence);
         let id = self.next_mark;
         self.next_mark += 1;
         let starts_talkspurt = self.in_flight.is_empty();
@@ -250,8 +255,8 @@ mod tests {
     #[test]
     fn framed_audio_goes_out_in_whole_frames_and_a_tail_only_when_the_carrier_is_idle() {
         // L16 at 16 kHz: 32 bytes a ms, 20 ms frames of 640 bytes; a 30 ms chunk rounds to one.
-        let mut q =
-            MarkQueue::new(32, Duration::from_millis(30), Duration::from_millis(400)).framed(640);
+        let mut q = MarkQueue::new(32, Duration::from_millis(30), Duration::from_millis(400))
+            .framed(640, 0);
         q.push(&[1; 640 * 2 + 100]);
         let a = q.next_chunk().unwrap();
         let b = q.next_chunk().unwrap();
@@ -280,6 +285,21 @@ mod tests {
             tail.audio[..10].iter().all(|&x| x == 3) && tail.audio[10..].iter().all(|&x| x == 0)
         );
         assert_eq!(q.acknowledge(&tail.mark), Heard::Drained);
+    }
+
+    #[test]
+    fn a_mulaw_tail_is_padded_with_mulaw_silence() {
+        // PCMU: 8 bytes a ms, 20 ms at least a message; silence is 0xFF, not zero (a loud click).
+        let mut q = MarkQueue::new(8, Duration::from_millis(40), Duration::from_millis(400))
+            .framed(160, 0xFF);
+        q.push(&[0x10; 330]);
+        let a = q.next_chunk().unwrap();
+        assert_eq!(a.audio.len(), 320);
+        assert_eq!(q.acknowledge(&a.mark), Heard::Played);
+        let tail = q.next_chunk().unwrap();
+        assert_eq!(tail.audio.len(), 160);
+        assert!(tail.audio[..10].iter().all(|&x| x == 0x10));
+        assert!(tail.audio[10..].iter().all(|&x| x == 0xFF));
     }
 
     #[test]

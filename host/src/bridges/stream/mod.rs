@@ -73,8 +73,9 @@ pub trait Framing: Send + 'static {
     fn media(&self, audio: &[u8]) -> Message;
     fn mark(&self, name: &str) -> Message;
     fn clear(&self) -> Message;
-    /// The size of every audio message, for a carrier that plays fixed frames (Vonage: 20 ms);
-    /// `None` when a message may hold any amount (Twilio).
+    /// The size of every audio message, for a carrier that plays fixed frames (Vonage: 20 ms) or
+    /// refuses less than a frame (Telnyx: 20 ms); `None` when a message may hold any amount
+    /// (Twilio).
     fn frame_bytes(&self) -> Option<usize> {
         None
     }
@@ -179,7 +180,7 @@ impl<C: Carrier, F: Framing + Clone> StreamLeg<C, F> {
     ) -> StreamLeg<C, F> {
         let mut queue = MarkQueue::new(framing.bytes_per_ms(), CHUNK, LEAD);
         if let Some(frame) = framing.frame_bytes() {
-            queue = queue.framed(frame);
+            queue = queue.framed(frame, framing.encode(&[0])[0]);
         }
         let shared = Arc::new(Shared {
             queue: Mutex::new(queue),

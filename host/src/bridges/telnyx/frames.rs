@@ -141,6 +141,11 @@ impl Framing for TelnyxFraming {
         wire::ulaw_decode(audio)
     }
 
+    /// Telnyx plays 20 ms to 30 s a message: the tail of an answer goes out as a whole 20 ms.
+    fn frame_bytes(&self) -> Option<usize> {
+        Some(160)
+    }
+
     fn read(&mut self, frame: Message) -> Result<Vec<StreamEvent>, String> {
         let (seq, event) = match parse(&frame)? {
             Inbound::Media {
