@@ -9,13 +9,16 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::api::{Api, events_of, find, only_call_record};
+use crate::support::api::{Api, ended, events_of, find, only_call_record};
 use crate::support::bridge_call::check_call;
-use crate::support::calls::mic;
+use crate::support::calls::{AGENT_HZ, WINDOW, mic, tone_spans};
 use crate::support::fake_openai::{FakeOpenAi, Reply, Script};
-use crate::support::fake_telnyx::{CallScript, Ending, FakeTelnyx};
+use crate::support::fake_telnyx::{CallScript, Callee, Ending, FakeTelnyx};
 use crate::support::host::Host;
 use crate::support::ports::{Ports, ports};
+
+/// The account's number outbound calls come from.
+const OUR_NUMBER: &str = "+14155550199";
 
 /// The host with the receptionist on 2000, the OpenAI fake as its model and the Telnyx bridge
 /// on a public listener of its own; the listener's port is reserved while the host lives.
@@ -35,7 +38,7 @@ fn start_host(telnyx: &FakeTelnyx, model: &FakeOpenAi) -> (Host, String, Ports) 
         ))
         .config(&format!(
             "[bridges.telnyx]\napi-key = \"{}\"\npublic-key = \"{}\"\nconnection-id = \"{}\"\n\
-             api-base = \"{}\"",
+             api-base = \"{}\"\nnumbers = [\"{OUR_NUMBER}\"]",
             telnyx.api_key, telnyx.public_key, telnyx.connection_id, telnyx.api_base
         ))
         .start();
@@ -319,4 +322,89 @@ where
         panic!("{closed:?}")
     };
     frame.reason.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_calls_through_telnyx_answered_busy_unanswered_and_cancelled() {
+    let model = FakeOpenAi::start(model_script(Vec::new())).await;
+    let telnyx = FakeTelnyx::start().await;
+    let (host, public_url, _port) = start_host(&telnyx, &model);
+    let api = Api::new(host.http, None);
+    let place = |to: &str| serde_json::json!({"to": to, "from": OUR_NUMBER, "via": "telnyx", "agent": "receptionist"});
+
+    // Answered: the dial asks for the RTP stream with the token, the agent greets the callee
+    // over it, and the callee hangs up.
+    let reply = api.post("/v1/calls", &place("tel:+14155550123")).await;
+    assert_eq!(reply.status, 201, "{:?}", reply.json);
+    let id = reply.json["id"].as_str().unwrap().to_string();
+    let dialled = telnyx
+        .dialled(Callee::Answers(CallScript {
+            hangup_after: Some(Duration::from_secs(5)),
+            ..CallScript::default()
+        }))
+        .await;
+    let body = &dialled.body;
+    assert_eq!(body["to"], "+14155550123");
+    assert_eq!(body["from"], OUR_NUMBER);
+    assert_eq!(body["connection_id"], telnyx.connection_id);
+    assert_eq!(body["webhook_url"], format!("{public_url}/telnyx/webhook"));
+    let call = dialled.call.expect("answered");
+    assert_eq!(call.ending, Ending::CallerHungUp, "{call:?}");
+    assert!(call.violations.is_empty(), "{:?}", call.violations);
+    assert!(
+        !tone_spans(&call.heard, AGENT_HZ, WINDOW * 10).is_empty(),
+        "the callee heard the greeting"
+    );
+    let events = ended(&api, &id).await;
+    let created = find(&events, "created");
+    assert_eq!(created[0]["direction"], "outbound");
+    assert_eq!(created[0]["transport"], "telnyx");
+    assert!(!find(&events, "answered").is_empty(), "{events:?}");
+    assert_eq!(find(&events, "ended")[0]["reason"], "caller-hangup");
+
+    // Busy and no answer: `not-answered` with Telnyx's cause and SIP code.
+    for (callee, outcome, code) in [
+        (Callee::Busy, "busy", 486),
+        (Callee::NoAnswer, "no-answer", 480),
+    ] {
+        let reply = api.post("/v1/calls", &place("+14155550124")).await;
+        assert_eq!(reply.status, 201);
+        let id = reply.json["id"].as_str().unwrap().to_string();
+        assert!(telnyx.dialled(callee).await.call.is_none());
+        let events = ended(&api, &id).await;
+        let not_answered = find(&events, "not-answered");
+        assert_eq!(not_answered[0]["outcome"], outcome, "{events:?}");
+        assert_eq!(not_answered[0]["code"], code, "{events:?}");
+    }
+
+    // Hung up by the API while it rings: the `hangup` command, then `originator_cancel`.
+    let reply = api.post("/v1/calls", &place("+14155550125")).await;
+    let id = reply.json["id"].as_str().unwrap().to_string();
+    let ringing = telnyx.dialled(Callee::RingsOn);
+    let hangup = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        api.post(&format!("/v1/calls/{id}/hangup"), &serde_json::json!({}))
+            .await
+    };
+    let (dialled, hangup) = tokio::join!(ringing, hangup);
+    assert_eq!(hangup.status, 202);
+    assert_eq!(dialled.hangup_cause, "originator_cancel");
+    let events = ended(&api, &id).await;
+    assert_eq!(
+        find(&events, "not-answered")[0]["outcome"],
+        "cancelled",
+        "{events:?}"
+    );
+
+    // A caller id that is not the account's is refused at the API.
+    let mut other = place("+14155550126");
+    other["from"] = "+14155550000".into();
+    let reply = api.post("/v1/calls", &other).await;
+    assert_eq!(reply.status, 400, "{:?}", reply.json);
+    let dials = telnyx
+        .commands()
+        .into_iter()
+        .filter(|c| c.action == "dial")
+        .count();
+    assert_eq!(dials, 4);
 }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::support::api::{Api, events_of, find, only_call_record};
+use crate::support::api::{Api, ended, events_of, find, only_call_record};
 use crate::support::bridge_call::check_call;
 use crate::support::calls::{AGENT_HZ, WINDOW, mic, tone_spans};
 use crate::support::fake_openai::{FakeOpenAi, Reply, Script};
@@ -308,18 +308,6 @@ async fn bad_webhooks_and_streams_are_refused_without_a_call() {
         panic!("{closed:?}")
     };
     assert!(frame.reason.contains("no start"), "{frame:?}");
-}
-
-/// The record of call `id` once it has ended.
-async fn ended(api: &Api, id: &str) -> Vec<(String, serde_json::Value)> {
-    let record = api
-        .poll(&format!("/v1/calls/{id}"), Duration::from_secs(20), |d| {
-            d["events"]
-                .as_array()
-                .is_some_and(|e| e.iter().any(|e| e["kind"] == "ended"))
-        })
-        .await;
-    events_of(&record)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@
 //! and media sockets — on its own address, never the control API.
 
 pub mod pending;
+pub mod placing;
 pub mod stream;
 pub mod telnyx;
 pub mod tls;
@@ -233,13 +234,18 @@ impl Bridges {
 
     /// Whether `via` names a bridge rather than a SIP trunk (one namespace for both).
     pub fn has(&self, via: &str) -> bool {
-        via == "twilio" && self.twilio.is_some()
+        match via {
+            "twilio" => self.twilio.is_some(),
+            "telnyx" => self.telnyx.is_some(),
+            _ => false,
+        }
     }
 
     /// Place a call through the bridge `via` (one [`Bridges::has`]).
     pub async fn place(&self, via: &str, request: PlaceRequest) -> Result<String, PlaceError> {
-        match (via, &self.twilio) {
-            ("twilio", Some(twilio)) => twilio.place(request).await,
+        match (via, &self.twilio, &self.telnyx) {
+            ("twilio", Some(twilio), _) => twilio.place(request).await,
+            ("telnyx", _, Some(telnyx)) => telnyx.place(request).await,
             _ => Err(PlaceError::Target(SipError::UnknownTrunk(via.to_string()))),
         }
     }

@@ -234,6 +234,18 @@ pub async fn only_call_record(http: SocketAddr) -> Value {
 }
 
 /// The events of a call record as (kind, data).
+/// The events of call `id`'s record once it has ended.
+pub async fn ended(api: &Api, id: &str) -> Vec<(String, Value)> {
+    let record = api
+        .poll(&format!("/v1/calls/{id}"), Duration::from_secs(20), |d| {
+            d["events"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["kind"] == "ended"))
+        })
+        .await;
+    events_of(&record)
+}
+
 pub fn events_of(record: &Value) -> Vec<(String, Value)> {
     record["events"]
         .as_array()

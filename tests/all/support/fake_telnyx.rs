@@ -27,6 +27,14 @@
 //!   `start` carries the answer's `client_state`; `reject` takes a `cause` of `CALL_REJECTED`,
 //!   `NOT_FOUND`, `TEMPORARILY_UNAVAILABLE` or `USER_BUSY`; `hangup` ends the call (the stream
 //!   gets `stop`); `transfer` takes `to`.
+//! - Dial ("Dial", developers.telnyx.com/api-reference/call-commands/dial): `POST /v2/calls`
+//!   with `connection_id`, `to`, `from` required (422, 10004, without one) and the stream asked
+//!   for as on answer; 200 with `{"data": {"call_control_id", "call_leg_id", "call_session_id",
+//!   "client_state", "is_alive": false, "record_type": "call"}}`. Its webhooks (to `webhook_url`,
+//!   each with the dial's `client_state`): `call.initiated` (`direction: "outgoing"`), then
+//!   `call.answered` and the stream, or `call.hangup` (`CallHangup`: `hangup_cause` such as
+//!   `user_busy`, `timeout`, `originator_cancel`, with `sip_hangup_cause` "486", "480", "487");
+//!   a `hangup` command while it rings ends it as `originator_cancel`.
 //! - Stream ("Media Streaming over WebSockets",
 //!   developers.telnyx.com/docs/voice/programmable-voice/media-streaming, and the AsyncAPI page
 //!   developers.telnyx.com/api-reference/websockets/stream-call-media-over-websocket): text
@@ -145,12 +153,70 @@ pub struct CallResult {
     pub close: Option<(u16, String)>,
 }
 
+/// What the callee of a call the host dials does.
+#[derive(Debug, Clone)]
+pub enum Callee {
+    /// Answers, and the call runs as the script says.
+    Answers(CallScript),
+    Busy,
+    NoAnswer,
+    /// Rings until the host hangs up.
+    RingsOn,
+}
+
+/// A call the host dialled, played to its end.
+#[derive(Debug)]
+pub struct Dialled {
+    /// The dial request's body.
+    pub body: Value,
+    /// The call, when the callee answered.
+    pub call: Option<CallResult>,
+    /// The `call.hangup` that ended it.
+    pub hangup_cause: &'static str,
+}
+
+/// What a `call.hangup` says.
+struct Hangup {
+    cause: &'static str,
+    source: &'static str,
+    /// The SIP cause Telnyx gives, when there is one.
+    sip: Option<&'static str>,
+    client_state: Value,
+}
+
+/// A dial, with the command channel of its call.
+struct Dial {
+    call_control_id: String,
+    body: Value,
+    control: mpsc::UnboundedReceiver<Control>,
+}
+
+impl CallResult {
+    fn new(call_control_id: &str) -> CallResult {
+        CallResult {
+            call_control_id: call_control_id.to_string(),
+            answer: None,
+            heard: Vec::new(),
+            media_received: 0,
+            marks_echoed: 0,
+            clears: 0,
+            reordered: 0,
+            transferred_to: None,
+            violations: Vec::new(),
+            ending: Ending::Unanswered,
+            close: None,
+        }
+    }
+}
+
 /// What the fake's tasks share.
 struct State {
     api_key: String,
     /// Call control id → the call's command channel, while the call lasts.
     calls: Mutex<HashMap<String, mpsc::UnboundedSender<Control>>>,
     commands: Mutex<Vec<Command>>,
+    /// Dials not yet played.
+    dials: Mutex<VecDeque<Dial>>,
 }
 
 pub struct FakeTelnyx {
@@ -230,6 +296,7 @@ impl FakeTelnyx {
             api_key: api_key.clone(),
             calls: Mutex::new(HashMap::new()),
             commands: Mutex::new(Vec::new()),
+            dials: Mutex::new(VecDeque::new()),
         });
         let answer = state.clone();
         let task = tokio::spawn(rest_fake::serve(
@@ -290,28 +357,39 @@ impl FakeTelnyx {
 
     /// The `call.initiated` webhook of an incoming call.
     pub fn call_initiated(&self, call_control_id: &str, from: &str, to: &str, url: &str) -> String {
+        self.event(
+            "call.initiated",
+            json!({"call_control_id": call_control_id, "direction": "incoming", "from": from,
+                   "to": to, "client_state": null}),
+            url,
+        )
+    }
+
+    /// A Call Control event of `event_type` delivered to `url`, with `fields` over the payload
+    /// every call event has.
+    fn event(&self, event_type: &str, fields: Value, url: &str) -> String {
         let now = iso8601(now_secs());
+        let from = fields["from"].clone();
+        let mut payload = json!({
+            "call_leg_id": unique(""),
+            "call_session_id": unique(""),
+            "caller_id_name": from,
+            "calling_party_type": "pstn",
+            "connection_codecs": "PCMU,PCMA",
+            "connection_id": self.connection_id,
+            "offered_codecs": "PCMU",
+            "start_time": now,
+            "state": if event_type == "call.initiated" { "parked" } else { "answered" },
+        });
+        for (k, v) in fields.as_object().unwrap() {
+            payload[k] = v.clone();
+        }
         json!({
             "data": {
-                "event_type": "call.initiated",
+                "event_type": event_type,
                 "id": unique(""),
                 "occurred_at": now,
-                "payload": {
-                    "call_control_id": call_control_id,
-                    "call_leg_id": unique(""),
-                    "call_session_id": unique(""),
-                    "caller_id_name": from,
-                    "calling_party_type": "pstn",
-                    "client_state": null,
-                    "connection_codecs": "PCMU,PCMA",
-                    "connection_id": self.connection_id,
-                    "direction": "incoming",
-                    "from": from,
-                    "offered_codecs": "PCMU",
-                    "start_time": now,
-                    "state": "parked",
-                    "to": to,
-                },
+                "payload": payload,
                 "record_type": "event",
             },
             "meta": {"attempt": 1, "delivered_to": url},
@@ -320,26 +398,14 @@ impl FakeTelnyx {
     }
 
     /// `call.hangup`, after a call ended.
-    fn call_hangup(&self, call_control_id: &str, cause: &str, source: &str, url: &str) -> String {
-        let now = iso8601(now_secs());
-        json!({
-            "data": {
-                "event_type": "call.hangup",
-                "id": unique(""),
-                "occurred_at": now,
-                "payload": {
-                    "call_control_id": call_control_id,
-                    "connection_id": self.connection_id,
-                    "client_state": null,
-                    "hangup_cause": cause,
-                    "hangup_source": source,
-                    "end_time": now,
-                },
-                "record_type": "event",
-            },
-            "meta": {"attempt": 1, "delivered_to": url},
-        })
-        .to_string()
+    fn call_hangup(&self, call_control_id: &str, ending: Hangup, url: &str) -> String {
+        self.event(
+            "call.hangup",
+            json!({"call_control_id": call_control_id, "client_state": ending.client_state,
+                   "hangup_cause": ending.cause, "hangup_source": ending.source,
+                   "sip_hangup_cause": ending.sip, "end_time": iso8601(now_secs())}),
+            url,
+        )
     }
 
     /// A fresh call control id.
@@ -356,19 +422,7 @@ impl FakeTelnyx {
         let body = self.call_initiated(&id, &script.from, &script.to, &url);
         let (status, reply) = self.deliver(&url, &body).await;
         assert_eq!(status, 200, "the webhook: {reply}");
-        let mut result = CallResult {
-            call_control_id: id.clone(),
-            answer: None,
-            heard: Vec::new(),
-            media_received: 0,
-            marks_echoed: 0,
-            clears: 0,
-            reordered: 0,
-            transferred_to: None,
-            violations: Vec::new(),
-            ending: Ending::Unanswered,
-            close: None,
-        };
+        let mut result = CallResult::new(&id);
         let (cause, source) =
             match tokio::time::timeout(Duration::from_secs(20), control.recv()).await {
                 Ok(Some(Control::Answer(answer))) => {
@@ -393,9 +447,82 @@ impl FakeTelnyx {
                 _ => ("timeout", "caller"),
             };
         self.state.calls.lock().unwrap().remove(&id);
-        let hangup = self.call_hangup(&id, cause, source, &url);
+        let ending = Hangup {
+            cause,
+            source,
+            sip: None,
+            client_state: Value::Null,
+        };
+        let hangup = self.call_hangup(&id, ending, &url);
         let _ = self.deliver(&url, &hangup).await;
         result
+    }
+
+    /// The next call the host dialled (waiting for it up to 10 s), played as `callee` does.
+    pub async fn dialled(&self, callee: Callee) -> Dialled {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let Dial {
+            call_control_id: id,
+            body,
+            mut control,
+        } = loop {
+            if let Some(dial) = self.state.dials.lock().unwrap().pop_front() {
+                break dial;
+            }
+            assert!(Instant::now() < deadline, "the host dialled no call");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let url = body["webhook_url"].as_str().unwrap_or_default().to_string();
+        let client_state = body["client_state"].clone();
+        let fields = |extra: Value| {
+            let mut fields = json!({"call_control_id": id, "direction": "outgoing",
+                "from": body["from"], "to": body["to"], "client_state": client_state});
+            for (k, v) in extra.as_object().unwrap() {
+                fields[k] = v.clone();
+            }
+            fields
+        };
+        let initiated = self.event("call.initiated", fields(json!({})), &url);
+        let (status, reply) = self.deliver(&url, &initiated).await;
+        assert_eq!(status, 200, "call.initiated: {reply}");
+        let mut call = None;
+        let (cause, source, sip) = match callee {
+            Callee::Answers(script) => {
+                let answered = self.event("call.answered", fields(json!({})), &url);
+                self.deliver(&url, &answered).await;
+                let mut result = CallResult::new(&id);
+                self.stream(&body, &id, &script, &mut control, &mut result)
+                    .await;
+                let source = match result.ending {
+                    Ending::CallerHungUp => "callee",
+                    _ => "caller",
+                };
+                call = Some(result);
+                ("normal_clearing", source, Some("200"))
+            }
+            Callee::Busy => ("user_busy", "callee", Some("486")),
+            Callee::NoAnswer => ("timeout", "callee", Some("480")),
+            Callee::RingsOn => {
+                match tokio::time::timeout(Duration::from_secs(20), control.recv()).await {
+                    Ok(Some(Control::Hangup)) => ("originator_cancel", "caller", Some("487")),
+                    other => panic!("expected a hang-up while it rang, got {other:?}"),
+                }
+            }
+        };
+        self.state.calls.lock().unwrap().remove(&id);
+        let ending = Hangup {
+            cause,
+            source,
+            sip,
+            client_state: body["client_state"].clone(),
+        };
+        let hangup = self.call_hangup(&id, ending, &url);
+        self.deliver(&url, &hangup).await;
+        Dialled {
+            body,
+            call,
+            hangup_cause: cause,
+        }
     }
 
     /// Open the answer's stream and play the call like a phone.
@@ -590,6 +717,46 @@ fn on_host_frame(text: &str, speaker: &mut Speaker, result: &mut CallResult) -> 
 }
 
 impl State {
+    /// `POST /v2/calls`: a new call to `to`, whose callee a test plays with
+    /// [`FakeTelnyx::dialled`].
+    fn dial(&self, request: &rest_fake::Request) -> (&'static str, Value) {
+        let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
+            return error(
+                "400 Bad Request",
+                "10015",
+                "Bad Request",
+                "The request failed because it was not well-formed.",
+            );
+        };
+        for name in ["connection_id", "to", "from"] {
+            if !body[name].is_string() {
+                return error(
+                    "422 Unprocessable Entity",
+                    "10004",
+                    "Missing required parameter",
+                    &format!("The '{name}' parameter is required."),
+                );
+            }
+        }
+        let id = FakeTelnyx::call_control_id();
+        self.commands.lock().unwrap().push(Command {
+            call_control_id: id.clone(),
+            action: "dial".into(),
+            body: body.clone(),
+        });
+        let (tx, control) = mpsc::unbounded_channel();
+        self.calls.lock().unwrap().insert(id.clone(), tx);
+        let reply = json!({"data": {"call_control_id": id, "call_leg_id": unique(""),
+            "call_session_id": unique(""), "client_state": body["client_state"],
+            "is_alive": false, "record_type": "call"}});
+        self.dials.lock().unwrap().push_back(Dial {
+            call_control_id: id,
+            body,
+            control,
+        });
+        ("200 OK", reply)
+    }
+
     /// A Call Control command.
     fn command(&self, request: rest_fake::Request) -> (&'static str, Value) {
         if request.authorization != format!("Bearer {}", self.api_key) {
@@ -599,6 +766,9 @@ impl State {
                 "Authentication failed",
                 "The required authentication headers were either invalid or not included in the request.",
             );
+        }
+        if request.path == "/v2/calls" && request.method == "POST" {
+            return self.dial(&request);
         }
         let parts: Option<(&str, &str)> = request
             .path

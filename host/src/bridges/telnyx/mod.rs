@@ -6,6 +6,7 @@
 //! commands.
 
 mod frames;
+mod outbound;
 mod reorder;
 mod rest;
 pub mod signature;
@@ -26,13 +27,14 @@ use serde::Deserialize;
 use tracing::Instrument;
 
 use super::pending::{Pending, PendingCalls};
-use super::stream::Carrier;
-use super::stream::setup;
+use super::placing::PlacingCalls;
+use super::stream::{Carrier, StreamLeg, setup};
 use super::websocket::{self, ServerSocket};
 use crate::call::CallDeps;
 use crate::call::inbound::{self, Offer};
-use crate::call::leg::LegFacts;
+use crate::call::leg::{LegFacts, Progress};
 use crate::media::Codec;
+use crate::model::ModelSession;
 use frames::{Inbound, TelnyxFraming};
 use rest::{Account, CallControl};
 use signature::PublicKey;
@@ -50,6 +52,9 @@ pub struct TelnyxConfig {
     /// Telnyx's REST API (a fake in tests).
     #[serde(default = "default_api_base")]
     pub api_base: String,
+    /// The account's numbers outbound calls may come from (E.164); the first is the default.
+    #[serde(default)]
+    pub numbers: Vec<String>,
 }
 
 fn default_api_base() -> String {
@@ -70,6 +75,9 @@ pub struct TelnyxBridge {
     calls: Arc<CallDeps>,
     /// Calls answered whose stream has not connected yet.
     pending: Arc<PendingCalls>,
+    /// Calls we dialled, until they are answered or not.
+    placing: PlacingCalls<outbound::Answer>,
+    numbers: Vec<String>,
     http: reqwest::Client,
 }
 
@@ -85,6 +93,8 @@ impl TelnyxBridge {
             public_url: public_url.trim_end_matches('/').to_string(),
             calls,
             pending: Arc::default(),
+            placing: PlacingCalls::default(),
+            numbers: config.numbers.clone(),
             http: reqwest::Client::new(),
         })
     }
@@ -94,6 +104,11 @@ impl TelnyxBridge {
             .route("/telnyx/webhook", post(webhook))
             .route("/telnyx/media", get(media))
             .with_state(self.clone())
+    }
+
+    /// Where Telnyx opens media streams (`wss://` for an `https://` public URL).
+    fn stream_url(&self) -> String {
+        super::socket_url(&self.public_url, "/telnyx/media")
     }
 
     fn control(&self, call_control_id: String) -> CallControl {
@@ -138,8 +153,7 @@ impl TelnyxBridge {
                 }
             },
         );
-        let stream_url = super::socket_url(&self.public_url, "/telnyx/media");
-        if let Err(e) = control.answer(&stream_url, &token).await {
+        if let Err(e) = control.answer(&self.stream_url(), &token).await {
             tracing::warn!(error = %e, "answering the call through Telnyx failed");
             if let Some(p) = self.pending.take(&token) {
                 p.ringing
@@ -174,9 +188,19 @@ impl TelnyxBridge {
         let token = start
             .client_state
             .as_deref()
-            .and_then(|state| B64.decode(state).ok())
-            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(decode_client_state)
             .unwrap_or_default();
+        if self.placing.is_placing(&token) {
+            // A call we dialled: the answer its ringing waits for.
+            let answer = outbound::Answer {
+                socket,
+                sequence,
+                stream_id,
+                start,
+            };
+            self.placing.step(&token, Progress::Answered(answer));
+            return;
+        }
         let Some(pending) = self.pending.take(&token) else {
             return websocket::refuse(socket, "telnyx", "no call waits for this stream's token")
                 .await;
@@ -201,35 +225,69 @@ impl TelnyxBridge {
         pending: Pending,
     ) {
         let control = self.control(pending.leg_call_id);
-        let why = if start.call_control_id != control.call_control_id {
-            Some("the stream belongs to another call")
-        } else if !start.media_format.is_pcmu_8k() {
-            Some("the stream is not PCMU at 8 kHz")
-        } else {
-            None
-        };
-        if let Some(why) = why {
+        if let Err(why) = self.check_stream(&start, &control) {
             pending.ringing.refuse(488, why);
             if let Err(e) = control.hangup().await {
                 tracing::warn!(error = %e, "hanging up through Telnyx failed");
             }
             return websocket::refuse(socket, "telnyx", why).await;
         }
-        let facts = LegFacts {
-            transport: "telnyx".into(),
-            codec: Some(Codec::Pcmu.encoding_name().to_string()),
-            remote: pending.caller,
-        };
         setup::answer(
             pending.ringing,
             socket,
             TelnyxFraming::after(sequence),
             control,
-            facts,
+            self.facts(pending.caller),
             Codec::Pcmu.into(),
-            Duration::from_secs(self.calls.config.media_timeout_secs),
+            self.media_timeout(),
         )
         .await;
+    }
+
+    /// A stream fits the call it names when it is the call's, in PCMU at 8 kHz.
+    fn check_stream(
+        &self,
+        start: &frames::Start,
+        control: &CallControl,
+    ) -> Result<(), &'static str> {
+        if start.call_control_id != control.call_control_id {
+            Err("the stream belongs to another call")
+        } else if !start.media_format.is_pcmu_8k() {
+            Err("the stream is not PCMU at 8 kHz")
+        } else {
+            Ok(())
+        }
+    }
+
+    fn facts(&self, remote: String) -> LegFacts {
+        LegFacts {
+            transport: "telnyx".into(),
+            codec: Some(Codec::Pcmu.encoding_name().to_string()),
+            remote,
+        }
+    }
+
+    fn media_timeout(&self) -> Duration {
+        Duration::from_secs(self.calls.config.media_timeout_secs)
+    }
+
+    /// The leg of an answered outbound call, for `model`.
+    fn leg(
+        &self,
+        socket: ServerSocket,
+        sequence: u64,
+        control: CallControl,
+        remote: String,
+        model: &ModelSession,
+    ) -> StreamLeg<CallControl, TelnyxFraming> {
+        StreamLeg::start(
+            socket,
+            TelnyxFraming::after(sequence),
+            control,
+            self.facts(remote),
+            model.input_format.sample_rate(),
+            self.media_timeout(),
+        )
     }
 }
 
@@ -270,6 +328,18 @@ async fn webhook(
             );
         }
     };
+    if let Some(token) = placing_token(&bridge, &event.payload) {
+        let payload = &event.payload;
+        let sip_code = payload["sip_hangup_cause"]
+            .as_str()
+            .and_then(|c| c.parse().ok());
+        let cause = payload["hangup_cause"].as_str();
+        tracing::debug!(event_type = %event.event_type, ?cause, ?sip_code, "Telnyx event of a call we dialled");
+        if let Some(step) = outbound::step(&event.event_type, cause, sip_code) {
+            bridge.placing.step(&token, step);
+        }
+        return StatusCode::OK.into_response();
+    }
     if event.event_type != "call.initiated" {
         tracing::debug!(event_type = %event.event_type, "a Telnyx event the bridge does not act on");
         return StatusCode::OK.into_response();
@@ -325,6 +395,19 @@ async fn webhook(
             .instrument(span),
     );
     StatusCode::OK.into_response()
+}
+
+/// The token of the call being placed whose event `payload` is (its `client_state`).
+fn placing_token(bridge: &TelnyxBridge, payload: &serde_json::Value) -> Option<String> {
+    let token = decode_client_state(payload["client_state"].as_str()?)?;
+    bridge.placing.is_placing(&token).then_some(token)
+}
+
+/// Our token back from a `client_state` (base64, as we gave it).
+fn decode_client_state(state: &str) -> Option<String> {
+    B64.decode(state)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
 }
 
 /// `GET /telnyx/media`: the media stream of a call we answered. The stream proves itself by the

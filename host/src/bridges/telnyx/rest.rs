@@ -44,25 +44,45 @@ fn transfer_target(target: &str) -> &str {
     target.strip_prefix("tel:").unwrap_or(target)
 }
 
-impl CallControl {
-    /// `POST …/actions/{action}` with `body`.
-    async fn command(&self, action: &str, body: Value) -> Result<(), String> {
-        let url = format!(
-            "{}/v2/calls/{}/actions/{action}",
-            self.account.api_base.trim_end_matches('/'),
-            self.call_control_id
-        );
-        let response = self
-            .http
+impl Account {
+    /// `POST {api-base}/v2/{path}` with `body`; Telnyx's answer.
+    async fn post(
+        &self,
+        http: &reqwest::Client,
+        what: &str,
+        path: &str,
+        body: Value,
+    ) -> Result<Value, String> {
+        let url = format!("{}/v2/{path}", self.api_base.trim_end_matches('/'));
+        let response = http
             .post(&url)
-            .bearer_auth(&self.account.api_key)
+            .bearer_auth(&self.api_key)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.to_string())
             .timeout(REST_TIMEOUT)
             .send()
             .await
-            .map_err(|e| format!("Telnyx {action}: {e}"))?;
-        rest_outcome(&format!("Telnyx {action}"), response)
+            .map_err(|e| format!("Telnyx {what}: {e}"))?;
+        rest_outcome(&format!("Telnyx {what}"), response).await
+    }
+
+    /// `POST /v2/calls` (dial) with `body`; the new call's `call_control_id`.
+    pub async fn dial(&self, http: &reqwest::Client, body: Value) -> Result<String, String> {
+        let created = self.post(http, "dial", "calls", body).await?;
+        created["data"]["call_control_id"]
+            .as_str()
+            .filter(|id| super::webhook::is_call_control_id(id))
+            .map(str::to_string)
+            .ok_or_else(|| format!("Telnyx dialled without a call_control_id: {created}"))
+    }
+}
+
+impl CallControl {
+    /// `POST …/calls/{call_control_id}/actions/{action}` with `body`.
+    async fn command(&self, action: &str, body: Value) -> Result<(), String> {
+        let path = format!("calls/{}/actions/{action}", self.call_control_id);
+        self.account
+            .post(&self.http, action, &path, body)
             .await
             .map(drop)
     }
@@ -70,7 +90,8 @@ impl CallControl {
     /// Answer the call with its audio streamed to `stream_url`; the stream's `start` brings
     /// `token` back.
     pub async fn answer(&self, stream_url: &str, token: &str) -> Result<(), String> {
-        self.command("answer", answer_body(stream_url, token)).await
+        self.command("answer", stream_params(stream_url, token))
+            .await
     }
 
     /// Refuse the call with the cause for SIP `code`.
@@ -80,7 +101,9 @@ impl CallControl {
     }
 }
 
-fn answer_body(stream_url: &str, token: &str) -> Value {
+/// The media stream asked for on answer or dial: RTP mode, PCMU both ways, the caller's track,
+/// `token` in the `client_state` Telnyx hands back.
+pub fn stream_params(stream_url: &str, token: &str) -> Value {
     json!({
         "client_state": B64.encode(token),
         "stream_url": stream_url,
@@ -108,7 +131,7 @@ mod tests {
 
     #[test]
     fn the_answer_asks_for_an_rtp_stream_with_the_token() {
-        let body = answer_body("wss://agents.example.com/telnyx/media", "00ff");
+        let body = stream_params("wss://agents.example.com/telnyx/media", "00ff");
         assert_eq!(body["stream_url"], "wss://agents.example.com/telnyx/media");
         assert_eq!(body["stream_track"], "inbound_track");
         assert_eq!(body["stream_bidirectional_mode"], "rtp");

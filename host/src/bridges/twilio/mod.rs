@@ -10,8 +10,7 @@ mod rest;
 pub mod signature;
 pub mod twiml;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -20,17 +19,17 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::pending::{Pending, PendingCalls};
+use super::placing::PlacingCalls;
 use super::stream::StreamLeg;
 use super::stream::setup;
 use super::websocket::{self, ServerSocket};
 use super::{headers_for_agent, param, socket_url};
 use crate::call::CallDeps;
 use crate::call::inbound::{self, Offer};
-use crate::call::leg::LegFacts;
+use crate::call::leg::{LegFacts, Progress};
 use crate::call::outbound::Calling;
 use crate::media::Codec;
 use crate::model::ModelSession;
@@ -69,7 +68,7 @@ pub struct TwilioBridge {
     /// Inbound calls answered with TwiML whose stream has not connected yet.
     pending: Arc<PendingCalls>,
     /// Stream token → the outbound call being placed (its status callbacks and its stream).
-    placing: Mutex<HashMap<String, mpsc::UnboundedSender<outbound::Step>>>,
+    placing: PlacingCalls<outbound::Answer>,
     numbers: Vec<String>,
     http: reqwest::Client,
 }
@@ -85,7 +84,7 @@ impl TwilioBridge {
             public_url: public_url.trim_end_matches('/').to_string(),
             calls,
             pending: Arc::default(),
-            placing: Mutex::new(HashMap::new()),
+            placing: PlacingCalls::default(),
             numbers: config.numbers.clone(),
             http: reqwest::Client::new(),
         })
@@ -98,12 +97,6 @@ impl TwilioBridge {
             .route("/twilio/stream-status", post(stream_status))
             .route("/twilio/call-status/{token}", post(call_status))
             .with_state(self.clone())
-    }
-
-    fn placing(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<outbound::Step>>> {
-        self.placing.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Where Twilio opens media streams (`wss://` for an `https://` public URL).
@@ -266,9 +259,10 @@ impl TwilioBridge {
             return websocket::refuse(socket, "twilio", "the stream belongs to another account")
                 .await;
         }
-        if let Some(placing) = self.placing().get(&token) {
+        if self.placing.is_placing(&token) {
             // An outbound call: the answer its ringing waits for.
-            let _ = placing.send(outbound::Step::Stream(Box::new((socket, start))));
+            self.placing
+                .step(&token, Progress::Answered((socket, start)));
             return;
         }
         let Some(pending) = self.pending.take(&token) else {
@@ -403,8 +397,8 @@ async fn call_status(
     };
     let code = param(&params, "SipResponseCode").and_then(|c| c.parse().ok());
     tracing::debug!(status, ?code, "Twilio call status");
-    if let Some(placing) = bridge.placing().get(&token) {
-        let _ = placing.send(outbound::Step::Status(status.to_string(), code));
+    if let Some(step) = outbound::step(status, code) {
+        bridge.placing.step(&token, step);
     }
     StatusCode::NO_CONTENT.into_response()
 }

@@ -6,116 +6,53 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-
 use super::frames::Start;
 use super::rest::CallControl;
 use super::{TwilioBridge, twiml};
-use crate::bridges::one_time_token;
+use crate::bridges::placing::{self, CarrierDialing, Placed};
 use crate::bridges::websocket::ServerSocket;
-use crate::call::leg::{Dialing, Progress, Unanswered};
-use crate::call::outbound::{self, Calling, Parties, PlaceError, PlaceRequest};
-use crate::plugins::routing::display_number;
+use crate::call::leg::{Progress, Unanswered};
+use crate::call::outbound::{Calling, PlaceError, PlaceRequest};
 
 /// How long Twilio lets the callee's phone ring.
 const RING_SECS: &str = "30";
 
-/// What reaches a call being placed.
-pub(super) enum Step {
-    /// A status callback: `CallStatus` and the SIP response code when Twilio gives one.
-    Status(String, Option<u16>),
-    /// The callee answered and Twilio opened the stream.
-    Stream(Box<(ServerSocket, Start)>),
-}
+/// What the answer of a call placed through Twilio brings: its stream.
+pub(super) type Answer = (ServerSocket, Start);
 
-/// A call being placed through Twilio.
-struct TwilioDialing {
-    steps: mpsc::UnboundedReceiver<Step>,
-    control: Arc<CallControl>,
-    cancelled: bool,
-}
-
-impl Dialing for TwilioDialing {
-    type Answer = (ServerSocket, Start);
-
-    async fn progress(&mut self) -> Progress<Self::Answer> {
-        loop {
-            let (status, code) = match self.steps.recv().await {
-                Some(Step::Stream(answer)) => return Progress::Answered(*answer),
-                Some(Step::Status(status, code)) => (status, code),
-                None => {
-                    return Progress::NotAnswered {
-                        outcome: Unanswered::Failed,
-                        code: None,
-                        reason: "the bridge stopped".into(),
-                    };
-                }
-            };
-            let outcome = match status.as_str() {
-                "ringing" => return Progress::Ringing,
-                // Answered: the stream's `start` is the answer that counts.
-                "queued" | "initiated" | "in-progress" => continue,
-                "busy" => Unanswered::Busy,
-                "no-answer" => Unanswered::NoAnswer,
-                "canceled" => Unanswered::Cancelled,
-                // Completed before the stream came: answered and hung up at once, or the
-                // stream failed (its status callback says which).
-                _ => Unanswered::Failed,
-            };
-            return Progress::NotAnswered {
-                outcome,
-                code,
-                reason: format!("Twilio CallStatus {status}"),
-            };
-        }
-    }
-
-    fn cancel(&mut self) {
-        if std::mem::replace(&mut self.cancelled, true) {
-            return;
-        }
-        // Twilio answers with the `canceled` callback, which ends the ringing.
-        let control = self.control.clone();
-        tokio::spawn(async move {
-            if let Err(e) = control.update(&[("Status", "canceled")]).await {
-                tracing::warn!(error = %e, "cancelling the Twilio call failed");
-            }
-        });
-    }
+/// The step a status callback's `CallStatus` (and SIP response code, when Twilio gives one) is
+/// for the call being placed; `None` for the ones that change nothing.
+pub(super) fn step(status: &str, code: Option<u16>) -> Option<Progress<Answer>> {
+    let outcome = match status {
+        "ringing" => return Some(Progress::Ringing),
+        // Answered: the stream's `start` is the answer that counts.
+        "queued" | "initiated" | "in-progress" => return None,
+        "busy" => Unanswered::Busy,
+        "no-answer" => Unanswered::NoAnswer,
+        "canceled" => Unanswered::Cancelled,
+        // Completed before the stream came: answered and hung up at once, or the stream
+        // failed (its status callback says which).
+        _ => Unanswered::Failed,
+    };
+    Some(Progress::NotAnswered {
+        outcome,
+        code,
+        reason: format!("Twilio CallStatus {status}"),
+    })
 }
 
 impl TwilioBridge {
     /// Place a call through Twilio and return its id once Twilio has it; the rest runs on its
     /// own task. `from` must be one of the account's numbers (`[bridges.twilio] numbers`).
     pub async fn place(self: &Arc<Self>, request: PlaceRequest) -> Result<String, PlaceError> {
-        let checked = outbound::check(&self.calls, &request)?;
-        let from = match &request.from {
-            Some(from) => from.clone(),
-            None => self.numbers.first().cloned().unwrap_or_default(),
-        };
-        if !self.numbers.contains(&from) {
-            return Err(PlaceError::CallerId(from));
-        }
-        let to = request
-            .to
-            .trim()
-            .strip_prefix("tel:")
-            .unwrap_or(request.to.trim());
-        let call_id = self.calls.new_call_id();
-        let span = tracing::info_span!("call", call_id = %call_id);
-        let parties = Parties {
-            caller: from.clone(),
-            callee: display_number(to),
-            transport: "twilio".into(),
-        };
-        let calling = tracing::Instrument::instrument(
-            outbound::start(&self.calls, call_id.clone(), checked, parties),
-            span.clone(),
-        )
-        .await?;
-        let token = one_time_token();
-        let (steps_tx, steps) = mpsc::unbounded_channel();
-        self.placing().insert(token.clone(), steps_tx);
+        let Placed {
+            calling,
+            call_id,
+            span,
+            from,
+            to,
+        } = placing::prepare(&self.calls, &self.numbers, &request, "twilio").await?;
+        let (token, steps) = self.placing.open();
         let base = &self.public_url;
         let twiml = twiml::connect_stream(
             &self.stream_url(),
@@ -124,7 +61,7 @@ impl TwilioBridge {
         );
         let status_url = format!("{base}/twilio/call-status/{token}");
         let form = [
-            ("To", to),
+            ("To", to.as_str()),
             ("From", from.as_str()),
             ("Twiml", twiml.as_str()),
             ("Timeout", RING_SECS),
@@ -138,7 +75,7 @@ impl TwilioBridge {
         let call_sid = match self.create_call(&form).await {
             Ok(sid) => sid,
             Err(e) => {
-                self.placing().remove(&token);
+                self.placing.close(&token);
                 calling.fail(format!("failed: {e}"), false);
                 return Err(PlaceError::Carrier(e));
             }
@@ -149,16 +86,20 @@ impl TwilioBridge {
             call_sid,
             http: self.http.clone(),
         });
+        let cancel = control.clone();
+        // Twilio answers with the `canceled` callback, which ends the ringing.
+        let dialing = CarrierDialing::new(steps, move || {
+            tokio::spawn(async move {
+                if let Err(e) = cancel.update(&[("Status", "canceled")]).await {
+                    tracing::warn!(error = %e, "cancelling the Twilio call failed");
+                }
+            });
+        });
         let bridge = self.clone();
         tokio::spawn(tracing::Instrument::instrument(
             async move {
-                let dialing = TwilioDialing {
-                    steps,
-                    control: control.clone(),
-                    cancelled: false,
-                };
                 bridge.ring(calling, dialing, control).await;
-                bridge.placing().remove(&token);
+                bridge.placing.close(&token);
             },
             span,
         ));
@@ -168,7 +109,7 @@ impl TwilioBridge {
     async fn ring(
         &self,
         mut calling: Calling,
-        mut dialing: TwilioDialing,
+        mut dialing: CarrierDialing<Answer>,
         control: Arc<CallControl>,
     ) {
         match calling.ring(&mut dialing).await {

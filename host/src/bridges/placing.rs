@@ -1,0 +1,148 @@
+//! Calls being placed through a carrier's REST API, from the create request to the answer. The
+//! carrier's callbacks and the stream it opens once the callee answers find the call by a
+//! one-time token the bridge gave the carrier, and each becomes a [`Progress`] step of the call's
+//! [`Dialing`]. What the carrier's words mean is the bridge's to say; this is the plumbing every
+//! carrier shares.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::one_time_token;
+use crate::call::CallDeps;
+use crate::call::leg::{Dialing, Progress, Unanswered};
+use crate::call::outbound::{self, Calling, Parties, PlaceError, PlaceRequest};
+use crate::plugins::routing::display_number;
+
+/// The calls a bridge is placing, by token; `A` is what the answer brings (the stream).
+pub struct PlacingCalls<A> {
+    calls: Mutex<HashMap<String, mpsc::UnboundedSender<Progress<A>>>>,
+}
+
+impl<A> Default for PlacingCalls<A> {
+    fn default() -> Self {
+        PlacingCalls {
+            calls: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<A: Send + 'static> PlacingCalls<A> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Progress<A>>>> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new call: its token and the steps that will reach it.
+    pub fn open(&self) -> (String, mpsc::UnboundedReceiver<Progress<A>>) {
+        let token = one_time_token();
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().insert(token.clone(), tx);
+        (token, rx)
+    }
+
+    pub fn is_placing(&self, token: &str) -> bool {
+        self.lock().contains_key(token)
+    }
+
+    /// Pass `step` to the call placed under `token`; false when there is none.
+    pub fn step(&self, token: &str, step: Progress<A>) -> bool {
+        self.lock()
+            .get(token)
+            .is_some_and(|tx| tx.send(step).is_ok())
+    }
+
+    /// The call is over (answered or not): later callbacks for it find nothing.
+    pub fn close(&self, token: &str) {
+        self.lock().remove(token);
+    }
+}
+
+/// The [`Dialing`] of a call placed through a carrier: its steps, and how to give up.
+pub struct CarrierDialing<A> {
+    steps: mpsc::UnboundedReceiver<Progress<A>>,
+    /// Asks the carrier to stop ringing; its answer comes back as a step.
+    cancel: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl<A> CarrierDialing<A> {
+    pub fn new(
+        steps: mpsc::UnboundedReceiver<Progress<A>>,
+        cancel: impl FnOnce() + Send + 'static,
+    ) -> CarrierDialing<A> {
+        CarrierDialing {
+            steps,
+            cancel: Some(Box::new(cancel)),
+        }
+    }
+}
+
+impl<A: Send> Dialing for CarrierDialing<A> {
+    type Answer = A;
+
+    async fn progress(&mut self) -> Progress<A> {
+        self.steps.recv().await.unwrap_or(Progress::NotAnswered {
+            outcome: Unanswered::Failed,
+            code: None,
+            reason: "the bridge stopped".into(),
+        })
+    }
+
+    fn cancel(&mut self) {
+        if let Some(cancel) = self.cancel.take() {
+            cancel();
+        }
+    }
+}
+
+/// A call whose agent is chosen and whose record is open, about to be placed with a carrier.
+pub struct Placed {
+    pub calling: Calling,
+    pub call_id: String,
+    /// The call's span: every line of it carries the call id.
+    pub span: tracing::Span,
+    /// The caller id, one of the account's numbers.
+    pub from: String,
+    /// The number or SIP URI to call, as the carrier dials it.
+    pub to: String,
+}
+
+/// What every carrier does before its create request: choose the agent, check the caller id
+/// against the account's `numbers` (the first is the default) and open the call's record.
+pub async fn prepare(
+    calls: &Arc<CallDeps>,
+    numbers: &[String],
+    request: &PlaceRequest,
+    transport: &str,
+) -> Result<Placed, PlaceError> {
+    let checked = outbound::check(calls, request)?;
+    let from = match &request.from {
+        Some(from) => from.clone(),
+        None => numbers.first().cloned().unwrap_or_default(),
+    };
+    if !numbers.contains(&from) {
+        return Err(PlaceError::CallerId(from));
+    }
+    let to = request.to.trim();
+    let to = to.strip_prefix("tel:").unwrap_or(to).to_string();
+    let call_id = calls.new_call_id();
+    let span = tracing::info_span!("call", call_id = %call_id);
+    let parties = Parties {
+        caller: from.clone(),
+        callee: display_number(&to),
+        transport: transport.into(),
+    };
+    let calling = outbound::start(calls, call_id.clone(), checked, parties)
+        .instrument(span.clone())
+        .await?;
+    Ok(Placed {
+        calling,
+        call_id,
+        span,
+        from,
+        to,
+    })
+}
