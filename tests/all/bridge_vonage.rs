@@ -10,16 +10,19 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::api::{Api, events_of, find, only_call_record};
+use crate::support::api::{Api, ended, events_of, find, only_call_record};
 use crate::support::bridge_call::check_call;
-use crate::support::calls::mic;
+use crate::support::calls::{AGENT_HZ, WINDOW, mic, tone_spans};
 use crate::support::fake_openai::{FakeOpenAi, Reply, Script};
 use crate::support::fake_vonage::{
-    AnswerMethod, CallScript, Ending, FakeVonage, bearer, query_payload, socket_endpoint,
+    AnswerMethod, CallScript, Callee, Ending, FakeVonage, bearer, query_payload, socket_endpoint,
 };
 use crate::support::host::Host;
 use crate::support::media::to_8k;
 use crate::support::ports::{Ports, ports};
+
+/// The account's number outbound calls come from.
+const OUR_NUMBER: &str = "+14155550199";
 
 /// The host with the receptionist on 2000, the OpenAI fake as its model and the Vonage bridge
 /// on a public listener of its own; the listener's port is reserved while the host lives.
@@ -39,7 +42,7 @@ fn start_host(vonage: &FakeVonage, model: &FakeOpenAi) -> (Host, String, Ports) 
         ))
         .config(&format!(
             "[bridges.vonage]\napplication-id = \"{}\"\nprivate-key = \"{}\"\n\
-             signature-secret = \"{}\"\napi-base = \"{}\"",
+             signature-secret = \"{}\"\napi-base = \"{}\"\nnumbers = [\"{OUR_NUMBER}\"]",
             vonage.application_id,
             vonage.private_key.display(),
             vonage.signature_secret,
@@ -376,4 +379,97 @@ async fn bad_webhooks_and_sockets_are_refused_without_a_call() {
     let ended = find(&events_of(&record), "ended")[0].clone();
     assert_eq!(ended["abnormal"], true, "{ended}");
     assert!(record.to_string().contains("16-bit PCM"), "{record}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_calls_through_vonage_answered_busy_unanswered_and_cancelled() {
+    let model = FakeOpenAi::start(model_script(Vec::new())).await;
+    let vonage = FakeVonage::start().await;
+    let (host, public_url, _port) = start_host(&vonage, &model);
+    let api = Api::new(host.http, None);
+    let place =
+        |to: &str| json!({"to": to, "from": OUR_NUMBER, "via": "vonage", "agent": "receptionist"});
+
+    // Answered: our NCCO connects the callee to the socket, the agent greets over it, and the
+    // callee hangs up.
+    let reply = api.post("/v1/calls", &place("+14155550123")).await;
+    assert_eq!(reply.status, 201, "{:?}", reply.json);
+    let id = reply.json["id"].as_str().unwrap().to_string();
+    let placed = vonage
+        .placed(Callee::Answers(CallScript {
+            hangup_after: Some(Duration::from_secs(5)),
+            ..CallScript::default()
+        }))
+        .await;
+    let body = &placed.body;
+    assert_eq!(
+        body["to"][0],
+        json!({"type": "phone", "number": "14155550123"})
+    );
+    assert_eq!(
+        body["from"],
+        json!({"type": "phone", "number": "14155550199"})
+    );
+    assert!(
+        body["event_url"][0]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{public_url}/vonage/event?call=")),
+        "{body}"
+    );
+    let call = placed.call.expect("answered");
+    assert_eq!(call.ending, Ending::CallerHungUp, "{call:?}");
+    assert!(call.violations.is_empty(), "{:?}", call.violations);
+    assert!(
+        !tone_spans(&to_8k(&call.heard, 16000), AGENT_HZ, WINDOW * 10).is_empty(),
+        "the callee heard the greeting"
+    );
+    let events = ended(&api, &id).await;
+    let created = find(&events, "created");
+    assert_eq!(created[0]["direction"], "outbound");
+    assert_eq!(created[0]["transport"], "vonage");
+    assert!(
+        find(&events, "progress")
+            .iter()
+            .any(|p| p["status"] == "ringing"),
+        "{events:?}"
+    );
+    assert!(!find(&events, "answered").is_empty(), "{events:?}");
+    assert_eq!(find(&events, "ended")[0]["reason"], "caller-hangup");
+
+    // Busy and no answer: `not-answered` with Vonage's status.
+    for (callee, outcome) in [(Callee::Busy, "busy"), (Callee::NoAnswer, "no-answer")] {
+        let reply = api.post("/v1/calls", &place("+14155550124")).await;
+        assert_eq!(reply.status, 201);
+        let id = reply.json["id"].as_str().unwrap().to_string();
+        assert!(vonage.placed(callee).await.call.is_none());
+        let events = ended(&api, &id).await;
+        assert_eq!(
+            find(&events, "not-answered")[0]["outcome"],
+            outcome,
+            "{events:?}"
+        );
+    }
+
+    // Hung up by the API while it rings: the REST hang-up, then `cancelled`.
+    let reply = api.post("/v1/calls", &place("+14155550125")).await;
+    let id = reply.json["id"].as_str().unwrap().to_string();
+    let ringing = vonage.placed(Callee::RingsOn);
+    let hangup = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        api.post(&format!("/v1/calls/{id}/hangup"), &json!({}))
+            .await
+    };
+    let (placed, hangup) = tokio::join!(ringing, hangup);
+    assert_eq!(hangup.status, 202);
+    assert_eq!(placed.last_status, "cancelled");
+    let events = ended(&api, &id).await;
+    assert_eq!(
+        find(&events, "not-answered")[0]["outcome"],
+        "cancelled",
+        "{events:?}"
+    );
+    let rest = vonage.rest_calls();
+    assert!(rest.iter().all(|r| r.refused.is_none()), "{rest:?}");
+    assert_eq!(rest.iter().filter(|r| r.method == "POST").count(), 4);
 }

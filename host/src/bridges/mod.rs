@@ -237,15 +237,17 @@ impl Bridges {
         match via {
             "twilio" => self.twilio.is_some(),
             "telnyx" => self.telnyx.is_some(),
+            "vonage" => self.vonage.is_some(),
             _ => false,
         }
     }
 
     /// Place a call through the bridge `via` (one [`Bridges::has`]).
     pub async fn place(&self, via: &str, request: PlaceRequest) -> Result<String, PlaceError> {
-        match (via, &self.twilio, &self.telnyx) {
-            ("twilio", Some(twilio), _) => twilio.place(request).await,
-            ("telnyx", _, Some(telnyx)) => telnyx.place(request).await,
+        match via {
+            "twilio" if let Some(twilio) = &self.twilio => twilio.place(request).await,
+            "telnyx" if let Some(telnyx) = &self.telnyx => telnyx.place(request).await,
+            "vonage" if let Some(vonage) = &self.vonage => vonage.place(request).await,
             _ => Err(PlaceError::Target(SipError::UnknownTrunk(via.to_string()))),
         }
     }

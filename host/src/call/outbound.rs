@@ -19,10 +19,10 @@ use super::{
     Accepted, Answered, CallCommand, CallDeps, CallSummary, Started, connect_for, created,
     run_answered, start_agent,
 };
+use crate::call::LegFormat;
 use crate::domain::agent_event::{CallProgress, Notification};
 use crate::domain::events::EventKind;
 use crate::domain::{Action, CallInfo, Direction, EndReason};
-use crate::media::Codec;
 use crate::model::ModelSession;
 use crate::plugins::AgentVersion;
 use crate::plugins::routing::normalize;
@@ -290,14 +290,17 @@ impl Calling {
         });
     }
 
-    /// The model for the answered leg's codec, or the local apology when it cannot be reached.
-    pub async fn connect_model(&mut self, codec: Codec) -> (ModelSession, Option<String>) {
+    /// The model for the answered leg's format, or the local apology when it cannot be reached.
+    pub async fn connect_model(
+        &mut self,
+        leg: impl Into<LegFormat>,
+    ) -> (ModelSession, Option<String>) {
         connect_for(
             &self.deps,
             &self.recorder,
             self.accepted.fallback,
             &self.accepted.config,
-            codec.into(),
+            leg.into(),
         )
         .await
     }

@@ -36,6 +36,16 @@
 //!   required, `nbf`, `exp` optional) checked here against the application's public key. The
 //!   fake answers 204 (the host takes any 2xx); an unknown call gets 404, a bad token 401.
 //!
+//! - Outbound (Vonage's API reference, "Create an outbound call"; the SDK's `OutboundCall` and
+//!   `CreateCallResponse` types in @vonage/voice): `POST /v1/calls` with `to` (an array of
+//!   endpoints: `{"type":"phone","number"}` or `{"type":"sip","uri"}`), `from`
+//!   (`{"type":"phone","number"}`), `ncco` (or `answer_url`), `event_url`, `event_method`,
+//!   `ringing_timer`, the same RS256 token; 201 with `uuid`, `status: "started"`, `direction:
+//!   "outbound"`, `conversation_uuid`. The call's events go to `event_url` (signed like every
+//!   webhook): `started`, `ringing`, then `answered` and the NCCO runs, or `busy`, `timeout`,
+//!   or `cancelled` when the application hangs the ringing call up (the Voice API's "Call
+//!   states" in the webhook reference).
+//!
 //! The application's key pair is made at run time with `openssl genpkey` (ring cannot generate
 //! RSA keys); the public half, as DER `RSAPublicKey`, comes from `openssl rsa`.
 
@@ -72,6 +82,35 @@ enum Control {
     Transfer(Value),
 }
 
+/// What the callee of a call the host places does.
+#[derive(Debug, Clone)]
+pub enum Callee {
+    /// Answers, and the call runs as the script says.
+    Answers(CallScript),
+    Busy,
+    NoAnswer,
+    /// Rings until the host hangs up.
+    RingsOn,
+}
+
+/// A call the host placed, played to its end.
+#[derive(Debug)]
+pub struct Placed {
+    /// The create request's body.
+    pub body: Value,
+    /// The call, when the callee answered.
+    pub call: Option<CallResult>,
+    /// The last status the fake reported.
+    pub last_status: &'static str,
+}
+
+/// A created call, with what the REST side tells it.
+struct Created {
+    uuid: String,
+    body: Value,
+    control: mpsc::UnboundedReceiver<Control>,
+}
+
 /// What the fake's tasks share.
 struct State {
     application_id: String,
@@ -80,6 +119,8 @@ struct State {
     rest: Mutex<Vec<RestCall>>,
     /// Calls in progress: uuid → what the REST side tells them.
     calls: Mutex<HashMap<String, mpsc::UnboundedSender<Control>>>,
+    /// Calls the host created, not yet played.
+    created: Mutex<VecDeque<Created>>,
 }
 
 pub struct FakeVonage {
@@ -170,6 +211,22 @@ pub struct CallResult {
     pub ending: Ending,
     /// The close frame's code and reason, when the host sent one.
     pub close: Option<(u16, String)>,
+}
+
+impl CallResult {
+    fn new(uuid: &str, ncco: Value) -> CallResult {
+        CallResult {
+            uuid: uuid.to_string(),
+            ncco,
+            heard: Vec::new(),
+            media_received: 0,
+            notifies_echoed: 0,
+            clears: 0,
+            violations: Vec::new(),
+            ending: Ending::HostClosed,
+            close: None,
+        }
+    }
 }
 
 fn unix_now() -> u64 {
@@ -271,6 +328,7 @@ impl FakeVonage {
             public_key: std::fs::read(&public_der).unwrap(),
             rest: Mutex::new(Vec::new()),
             calls: Mutex::new(HashMap::new()),
+            created: Mutex::new(VecDeque::new()),
         });
         let answer = state.clone();
         let task = tokio::spawn(rest_fake::serve(
@@ -373,17 +431,7 @@ impl FakeVonage {
         };
         assert_eq!(status, 200, "the answer webhook: {body}");
         let ncco: Value = serde_json::from_str(&body).expect("the answer is an NCCO");
-        let mut result = CallResult {
-            uuid: uuid.clone(),
-            ncco: ncco.clone(),
-            heard: Vec::new(),
-            media_received: 0,
-            notifies_echoed: 0,
-            clears: 0,
-            violations: Vec::new(),
-            ending: Ending::HostClosed,
-            close: None,
-        };
+        let mut result = CallResult::new(&uuid, ncco.clone());
         let Some(endpoint) = socket_endpoint(&ncco) else {
             return result;
         };
@@ -408,6 +456,68 @@ impl FakeVonage {
             assert!(status < 300, "the event webhook answers 2xx: {status}");
         }
         result
+    }
+
+    /// The next call the host created (waiting for it up to 10 s), played as `callee` does.
+    pub async fn placed(&self, callee: Callee) -> Placed {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let Created {
+            uuid,
+            body,
+            control,
+        } = loop {
+            if let Some(created) = self.state.created.lock().unwrap().pop_front() {
+                break created;
+            }
+            assert!(Instant::now() < deadline, "the host created no call");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let event_url = body["event_url"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let post = |status: &'static str| {
+            let event = json!({"from": body["from"]["number"], "to": body["to"][0]["number"],
+                "uuid": uuid, "conversation_uuid": format!("CON-{uuid}"), "status": status,
+                "direction": "outbound", "timestamp": "2026-01-01T00:00:00.000Z"})
+            .to_string();
+            let auth = self.sign(event.as_bytes());
+            let url = event_url.clone();
+            async move {
+                let (code, reply) = self.post_json(&url, "", &event, Some(&auth)).await;
+                assert!(code < 300, "the event webhook answers 2xx: {code} {reply}");
+            }
+        };
+        post("started").await;
+        post("ringing").await;
+        let mut control = control;
+        let (call, last_status) = match callee {
+            Callee::Answers(script) => {
+                post("answered").await;
+                let mut result = CallResult::new(&uuid, body["ncco"].clone());
+                let endpoint = socket_endpoint(&body["ncco"]).expect("a socket in the NCCO");
+                self.socket(&endpoint, script, control, &mut result).await;
+                post("completed").await;
+                (Some(result), "completed")
+            }
+            Callee::Busy => (None, "busy"),
+            Callee::NoAnswer => (None, "timeout"),
+            Callee::RingsOn => {
+                match tokio::time::timeout(Duration::from_secs(20), control.recv()).await {
+                    Ok(Some(Control::Hangup)) => (None, "cancelled"),
+                    other => panic!("expected a hang-up while it rang, got {other:?}"),
+                }
+            }
+        };
+        if call.is_none() {
+            post(last_status).await;
+        }
+        self.state.calls.lock().unwrap().remove(&uuid);
+        Placed {
+            body,
+            call,
+            last_status,
+        }
     }
 
     /// Open the media socket of `endpoint` and play the call.
@@ -668,6 +778,33 @@ impl State {
         Ok(())
     }
 
+    /// `POST /v1/calls`: a new call, whose callee a test plays with [`FakeVonage::placed`].
+    fn create(&self, body: Value) -> (&'static str, Value) {
+        let endpoint = &body["to"][0];
+        let valid = matches!(endpoint["type"].as_str(), Some("phone" | "sip"))
+            && body["from"]["type"] == "phone"
+            && body["from"]["number"].is_string()
+            && (body["ncco"].is_array() || body["answer_url"].is_array());
+        if !valid {
+            return error(
+                "400 Bad Request",
+                "Bad Request",
+                &format!("invalid call: {body}"),
+            );
+        }
+        let uuid = uuid();
+        let (tx, control) = mpsc::unbounded_channel();
+        self.calls.lock().unwrap().insert(uuid.clone(), tx);
+        let reply = json!({"uuid": uuid, "status": "started", "direction": "outbound",
+                           "conversation_uuid": format!("CON-{uuid}")});
+        self.created.lock().unwrap().push_back(Created {
+            uuid,
+            body,
+            control,
+        });
+        ("201 Created", reply)
+    }
+
     fn answer(&self, request: rest_fake::Request) -> (&'static str, Value) {
         let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
         let refused = self.check_token(&request.authorization).err();
@@ -679,6 +816,9 @@ impl State {
         });
         if let Some(why) = refused {
             return error("401 Unauthorized", "Unauthorized", &why);
+        }
+        if request.path == "/v1/calls" && request.method == "POST" {
+            return self.create(body);
         }
         let Some(uuid) = request.path.strip_prefix("/v1/calls/") else {
             return error("404 Not Found", "Not Found", "no such resource");

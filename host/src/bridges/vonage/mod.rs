@@ -10,6 +10,7 @@
 mod frames;
 mod jwt;
 mod ncco;
+mod outbound;
 mod rest;
 mod signature;
 
@@ -29,12 +30,14 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use super::pending::{Pending, PendingCalls};
-use super::stream::setup;
+use super::placing::PlacingCalls;
+use super::stream::{StreamLeg, setup};
 use super::websocket::{self, ServerSocket};
 use super::{headers_for_agent, param, socket_url};
 use crate::call::inbound::{self, Offer};
-use crate::call::leg::LegFacts;
+use crate::call::leg::{LegFacts, Progress};
 use crate::call::{CallDeps, LegFormat};
+use crate::model::ModelSession;
 use frames::{Connected, VonageFraming};
 use rest::{Application, CallControl};
 use signature::Refusal;
@@ -51,6 +54,9 @@ pub struct VonageConfig {
     /// Vonage's REST API (a fake in tests).
     #[serde(default = "default_api_base")]
     pub api_base: String,
+    /// The account's numbers outbound calls may come from (E.164); the first is the default.
+    #[serde(default)]
+    pub numbers: Vec<String>,
 }
 
 fn default_api_base() -> String {
@@ -81,6 +87,9 @@ pub struct VonageBridge {
     calls: Arc<CallDeps>,
     /// Calls answered with our NCCO whose socket has not connected yet.
     pending: Arc<PendingCalls>,
+    /// Calls we placed, until they are answered or not.
+    placing: PlacingCalls<outbound::Answer>,
+    numbers: Vec<String>,
     http: reqwest::Client,
 }
 
@@ -106,6 +115,8 @@ impl VonageBridge {
             public_url: public_url.trim_end_matches('/').to_string(),
             calls,
             pending: Arc::default(),
+            placing: PlacingCalls::default(),
+            numbers: config.numbers.clone(),
             http: reqwest::Client::new(),
         }))
     }
@@ -116,6 +127,49 @@ impl VonageBridge {
             .route("/vonage/event", post(event))
             .route("/vonage/media", get(media))
             .with_state(self.clone())
+    }
+
+    /// Where Vonage opens media sockets (`wss://` for an `https://` public URL).
+    fn socket_url(&self) -> String {
+        socket_url(&self.public_url, "/vonage/media")
+    }
+
+    fn control(&self, uuid: String) -> CallControl {
+        CallControl {
+            app: self.app.clone(),
+            uuid,
+            http: self.http.clone(),
+        }
+    }
+
+    fn facts(&self, remote: String) -> LegFacts {
+        LegFacts {
+            transport: "vonage".into(),
+            codec: Some(FORMAT.name()),
+            remote,
+        }
+    }
+
+    fn media_timeout(&self) -> Duration {
+        Duration::from_secs(self.calls.config.media_timeout_secs)
+    }
+
+    /// The leg of an answered outbound call, for `model`.
+    fn leg(
+        &self,
+        socket: ServerSocket,
+        control: CallControl,
+        remote: String,
+        model: &ModelSession,
+    ) -> StreamLeg<CallControl, VonageFraming> {
+        StreamLeg::start(
+            socket,
+            VonageFraming,
+            control,
+            self.facts(remote),
+            model.input_format.sample_rate(),
+            self.media_timeout(),
+        )
     }
 
     /// Check a webhook's signature over `payload`: the answer to give when it fails.
@@ -234,7 +288,7 @@ async fn answer(
             "Vonage did not open the media socket",
         );
         ncco(ncco::connect_socket(
-            &socket_url(&bridge.public_url, "/vonage/media"),
+            &bridge.socket_url(),
             &token,
             &format!("{}/vonage/event", bridge.public_url),
         ))
@@ -249,6 +303,7 @@ async fn answer(
 async fn event(
     State(bridge): State<Arc<VonageBridge>>,
     headers: HeaderMap,
+    uri: Uri,
     body: Bytes,
 ) -> Response {
     if let Some(refused) = bridge.refusal(&headers, &body) {
@@ -260,6 +315,16 @@ async fn event(
     };
     let status = event["status"].as_str().unwrap_or_default();
     tracing::debug!(status, uuid = %event["uuid"], "Vonage event");
+    // A call we placed: its event URL names it.
+    let placed = url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .find(|(name, _)| name == "call")
+        .map(|(_, token)| token.into_owned());
+    if let Some(token) = placed {
+        if let Some(step) = outbound::step(status) {
+            bridge.placing.step(&token, step);
+        }
+        return StatusCode::NO_CONTENT.into_response();
+    }
     if ENDED.contains(&status) {
         // The socket leg's events carry our headers; the call's carry its uuid.
         let waiting = event["headers"]["token"]
@@ -305,11 +370,14 @@ impl VonageBridge {
             Ok(connected) => connected,
             Err(why) => return refuse_socket(socket, &why).await,
         };
-        let Some(pending) = connected
-            .token
-            .as_deref()
-            .and_then(|token| self.pending.take(token))
-        else {
+        let token = connected.token.clone().unwrap_or_default();
+        if self.placing.is_placing(&token) {
+            // A call we placed: the answer its ringing waits for.
+            self.placing
+                .step(&token, Progress::Answered((socket, connected)));
+            return;
+        }
+        let Some(pending) = self.pending.take(&token) else {
             return refuse_socket(socket, "no call waits for this socket's token").await;
         };
         let span = tracing::info_span!(
@@ -324,35 +392,35 @@ impl VonageBridge {
 
     /// Connect the model and run the call on its socket.
     async fn answer_call(&self, socket: ServerSocket, connected: Connected, pending: Pending) {
-        let control = CallControl {
-            app: self.app.clone(),
-            uuid: pending.leg_call_id.clone(),
-            http: self.http.clone(),
-        };
-        if !frames::is_l16_16k(&connected.content_type) {
-            let why = format!(
-                "the socket carries {}, not {}",
-                connected.content_type,
-                frames::CONTENT_TYPE
-            );
+        if let Err(why) = check_socket(&connected) {
             pending.ringing.refuse(488, &why);
             return refuse_socket(socket, &why).await;
         }
-        let format = LegFormat::Pcm(frames::RATE);
-        let facts = LegFacts {
-            transport: "vonage".into(),
-            codec: Some(format.name()),
-            remote: pending.caller,
-        };
         setup::answer(
             pending.ringing,
             socket,
             VonageFraming,
-            control,
-            facts,
-            format,
-            Duration::from_secs(self.calls.config.media_timeout_secs),
+            self.control(pending.leg_call_id),
+            self.facts(pending.caller),
+            FORMAT,
+            self.media_timeout(),
         )
         .await;
+    }
+}
+
+/// The socket's audio: 16 kHz linear PCM, as our NCCO asks.
+const FORMAT: LegFormat = LegFormat::Pcm(frames::RATE);
+
+/// A socket fits a call when it carries the audio our NCCO asked for.
+fn check_socket(connected: &Connected) -> Result<(), String> {
+    if frames::is_l16_16k(&connected.content_type) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the socket carries {}, not {}",
+            connected.content_type,
+            frames::CONTENT_TYPE
+        ))
     }
 }

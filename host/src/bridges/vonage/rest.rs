@@ -37,6 +37,27 @@ impl Application {
     }
 }
 
+impl Application {
+    /// `POST /v1/calls` (create an outbound call) with `body`; the new call's `uuid`.
+    pub async fn create_call(&self, http: &reqwest::Client, body: Value) -> Result<String, String> {
+        let url = format!("{}/v1/calls", self.api_base.trim_end_matches('/'));
+        let response = http
+            .post(&url)
+            .bearer_auth(self.token(unix_now())?)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .timeout(REST_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| format!("Vonage REST: {e}"))?;
+        let created = rest_outcome("Vonage", response).await?;
+        created["uuid"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("Vonage created a call without a uuid: {created}"))
+    }
+}
+
 /// The current Unix time in seconds.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
