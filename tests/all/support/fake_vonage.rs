@@ -43,8 +43,9 @@
 //!   `ringing_timer`, the same RS256 token; 201 with `uuid`, `status: "started"`, `direction:
 //!   "outbound"`, `conversation_uuid`. The call's events go to `event_url` (signed like every
 //!   webhook): `started`, `ringing`, then `answered` and the NCCO runs, or `busy`, `timeout`,
-//!   or `cancelled` when the application hangs the ringing call up (the Voice API's "Call
-//!   states" in the webhook reference).
+//!   or `cancelled` when the application hangs the ringing call up ("cancelled by the
+//!   originator before it was answered": developer.vonage.com "Call Statuses", and the
+//!   `CallStatus` enum of @vonage/voice).
 //!
 //! The application's key pair is made at run time with `openssl genpkey` (ring cannot generate
 //! RSA keys); the public half, as DER `RSAPublicKey`, comes from `openssl rsa`.
