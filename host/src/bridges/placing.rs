@@ -5,6 +5,8 @@
 //! carrier shares.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -61,23 +63,13 @@ impl<A: Send + 'static> PlacingCalls<A> {
     }
 }
 
-/// The [`Dialing`] of a call placed through a carrier: its steps, and how to give up.
-pub struct CarrierDialing<A> {
-    steps: mpsc::UnboundedReceiver<Progress<A>>,
-    /// Asks the carrier to stop ringing; its answer comes back as a step.
-    cancel: Option<Box<dyn FnOnce() + Send>>,
-}
+/// What asks the carrier to stop ringing (its answer comes back as a step).
+type Cancel = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
-impl<A> CarrierDialing<A> {
-    pub fn new(
-        steps: mpsc::UnboundedReceiver<Progress<A>>,
-        cancel: impl FnOnce() + Send + 'static,
-    ) -> CarrierDialing<A> {
-        CarrierDialing {
-            steps,
-            cancel: Some(Box::new(cancel)),
-        }
-    }
+/// The [`Dialing`] of a call placed through a carrier: its steps, and how to give up.
+struct CarrierDialing<A> {
+    steps: mpsc::UnboundedReceiver<Progress<A>>,
+    cancel: Option<Cancel>,
 }
 
 impl<A: Send> Dialing for CarrierDialing<A> {
@@ -93,9 +85,54 @@ impl<A: Send> Dialing for CarrierDialing<A> {
 
     fn cancel(&mut self) {
         if let Some(cancel) = self.cancel.take() {
-            cancel();
+            tokio::spawn(
+                async move {
+                    if let Err(e) = cancel.await {
+                        tracing::warn!(error = %e, "cancelling the call at the carrier failed");
+                    }
+                }
+                .in_current_span(),
+            );
         }
     }
+}
+
+/// Ring the call placed under `token` on a task of its own, in the call's `span`, until it is
+/// answered (then `answered` runs it) or not; `cancel` is the carrier's request to stop ringing.
+/// The token is forgotten once the call is over.
+pub fn ring<A, Answered>(
+    calls: Arc<PlacingCalls<A>>,
+    token: String,
+    steps: mpsc::UnboundedReceiver<Progress<A>>,
+    mut calling: Calling,
+    span: tracing::Span,
+    cancel: impl Future<Output = Result<(), String>> + Send + 'static,
+    answered: impl FnOnce(Calling, A) -> Answered + Send + 'static,
+) where
+    A: Send + 'static,
+    Answered: Future<Output = ()> + Send,
+{
+    let mut dialing = CarrierDialing {
+        steps,
+        cancel: Some(Box::pin(cancel)),
+    };
+    tokio::spawn(
+        async move {
+            match calling.ring(&mut dialing).await {
+                Progress::Answered(answer) => answered(calling, answer).await,
+                Progress::NotAnswered {
+                    outcome,
+                    code,
+                    reason,
+                } => calling.not_answered(outcome, code, reason).await,
+                Progress::Ringing | Progress::EarlyMedia => {
+                    unreachable!("ring returns a final step")
+                }
+            }
+            calls.close(&token);
+        }
+        .instrument(span),
+    );
 }
 
 /// A call whose agent is chosen and whose record is open, about to be placed with a carrier.

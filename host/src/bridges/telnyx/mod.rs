@@ -76,7 +76,7 @@ pub struct TelnyxBridge {
     /// Calls answered whose stream has not connected yet.
     pending: Arc<PendingCalls>,
     /// Calls we dialled, until they are answered or not.
-    placing: PlacingCalls<outbound::Answer>,
+    placing: Arc<PlacingCalls<outbound::Answer>>,
     numbers: Vec<String>,
     http: reqwest::Client,
 }
@@ -93,7 +93,7 @@ impl TelnyxBridge {
             public_url: public_url.trim_end_matches('/').to_string(),
             calls,
             pending: Arc::default(),
-            placing: PlacingCalls::default(),
+            placing: Arc::default(),
             numbers: config.numbers.clone(),
             http: reqwest::Client::new(),
         })
@@ -335,6 +335,13 @@ async fn webhook(
             .and_then(|c| c.parse().ok());
         let cause = payload["hangup_cause"].as_str();
         tracing::debug!(event_type = %event.event_type, ?cause, ?sip_code, "Telnyx event of a call we dialled");
+        if event.event_type == "streaming.failed"
+            && let Some(id) = payload["call_control_id"].as_str()
+        {
+            // Answered, but no audio will come: the call is still up at Telnyx.
+            let control = bridge.control(id.to_string());
+            tokio::spawn(async move { control.hangup().await });
+        }
         if let Some(step) = outbound::step(&event.event_type, cause, sip_code) {
             bridge.placing.step(&token, step);
         }

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::TelnyxBridge;
 use super::frames::Start;
 use super::rest::{self, CallControl};
-use crate::bridges::placing::{self, CarrierDialing, Placed};
+use crate::bridges::placing;
 use crate::bridges::stream::Carrier;
 use crate::bridges::websocket::ServerSocket;
 use crate::call::leg::{Progress, Unanswered};
@@ -64,71 +64,40 @@ impl TelnyxBridge {
     /// Place a call through Telnyx and return its id once Telnyx has it; the rest runs on its
     /// own task. `from` must be one of the account's numbers (`[bridges.telnyx] numbers`).
     pub async fn place(self: &Arc<Self>, request: PlaceRequest) -> Result<String, PlaceError> {
-        let Placed {
-            calling,
-            call_id,
-            span,
-            from,
-            to,
-        } = placing::prepare(&self.calls, &self.numbers, &request, "telnyx").await?;
+        let placed = placing::prepare(&self.calls, &self.numbers, &request, "telnyx").await?;
         let (token, steps) = self.placing.open();
         let mut dial = rest::stream_params(&self.stream_url(), &token);
         dial["connection_id"] = json!(self.connection_id);
-        dial["to"] = json!(to);
-        dial["from"] = json!(from);
+        dial["to"] = json!(placed.to);
+        dial["from"] = json!(placed.from);
         dial["timeout_secs"] = json!(RING_SECS);
         dial["webhook_url"] = json!(format!("{}/telnyx/webhook", self.public_url));
         let call_control_id = match self.account.dial(&self.http, dial).await {
             Ok(id) => id,
             Err(e) => {
                 self.placing.close(&token);
-                calling.fail(format!("failed: {e}"), false);
+                placed.calling.fail(format!("failed: {e}"), false);
                 return Err(PlaceError::Carrier(e));
             }
         };
-        tracing::info!(parent: &span, telnyx_call_control_id = %call_control_id, %to, "outbound call placed through Telnyx");
+        tracing::info!(parent: &placed.span, telnyx_call_control_id = %call_control_id, to = %placed.to, "outbound call placed through Telnyx");
         let control = self.control(call_control_id);
-        let cancel = control.clone();
         // Telnyx answers a hang-up while it rings with `call.hangup` (`originator_cancel`).
-        let dialing = CarrierDialing::new(steps, move || {
-            tokio::spawn(async move {
-                if let Err(e) = cancel.hangup().await {
-                    tracing::warn!(error = %e, "cancelling the Telnyx call failed");
-                }
-            });
-        });
+        let cancel = {
+            let control = control.clone();
+            async move { control.hangup().await }
+        };
         let bridge = self.clone();
-        tokio::spawn(tracing::Instrument::instrument(
-            async move {
-                bridge.ring(calling, dialing, control).await;
-                bridge.placing.close(&token);
-            },
-            span,
-        ));
-        Ok(call_id)
-    }
-
-    async fn ring(
-        &self,
-        mut calling: Calling,
-        mut dialing: CarrierDialing<Answer>,
-        control: CallControl,
-    ) {
-        match calling.ring(&mut dialing).await {
-            Progress::Answered(answer) => self.run_answered(calling, answer, control).await,
-            Progress::NotAnswered {
-                outcome,
-                code,
-                reason,
-            } => {
-                if outcome == Unanswered::Failed {
-                    // A call that failed after its answer is still up at Telnyx.
-                    let _ = control.hangup().await;
-                }
-                calling.not_answered(outcome, code, reason).await
-            }
-            Progress::Ringing | Progress::EarlyMedia => unreachable!("ring returns a final step"),
-        }
+        placing::ring(
+            self.placing.clone(),
+            token,
+            steps,
+            placed.calling,
+            placed.span,
+            cancel,
+            move |calling, answer| async move { bridge.run_answered(calling, answer, control).await },
+        );
+        Ok(placed.call_id)
     }
 
     /// An outbound call whose callee answered: the model, then the call on its stream.

@@ -68,7 +68,7 @@ pub struct TwilioBridge {
     /// Inbound calls answered with TwiML whose stream has not connected yet.
     pending: Arc<PendingCalls>,
     /// Stream token → the outbound call being placed (its status callbacks and its stream).
-    placing: PlacingCalls<outbound::Answer>,
+    placing: Arc<PlacingCalls<outbound::Answer>>,
     numbers: Vec<String>,
     http: reqwest::Client,
 }
@@ -84,7 +84,7 @@ impl TwilioBridge {
             public_url: public_url.trim_end_matches('/').to_string(),
             calls,
             pending: Arc::default(),
-            placing: PlacingCalls::default(),
+            placing: Arc::default(),
             numbers: config.numbers.clone(),
             http: reqwest::Client::new(),
         })

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use super::frames::Start;
 use super::rest::CallControl;
 use super::{TwilioBridge, twiml};
-use crate::bridges::placing::{self, CarrierDialing, Placed};
+use crate::bridges::placing;
 use crate::bridges::websocket::ServerSocket;
 use crate::call::leg::{Progress, Unanswered};
-use crate::call::outbound::{Calling, PlaceError, PlaceRequest};
+use crate::call::outbound::{PlaceError, PlaceRequest};
 
 /// How long Twilio lets the callee's phone ring.
 const RING_SECS: &str = "30";
@@ -45,13 +45,7 @@ impl TwilioBridge {
     /// Place a call through Twilio and return its id once Twilio has it; the rest runs on its
     /// own task. `from` must be one of the account's numbers (`[bridges.twilio] numbers`).
     pub async fn place(self: &Arc<Self>, request: PlaceRequest) -> Result<String, PlaceError> {
-        let Placed {
-            calling,
-            call_id,
-            span,
-            from,
-            to,
-        } = placing::prepare(&self.calls, &self.numbers, &request, "twilio").await?;
+        let placed = placing::prepare(&self.calls, &self.numbers, &request, "twilio").await?;
         let (token, steps) = self.placing.open();
         let base = &self.public_url;
         let twiml = twiml::connect_stream(
@@ -61,8 +55,8 @@ impl TwilioBridge {
         );
         let status_url = format!("{base}/twilio/call-status/{token}");
         let form = [
-            ("To", to.as_str()),
-            ("From", from.as_str()),
+            ("To", placed.to.as_str()),
+            ("From", placed.from.as_str()),
             ("Twiml", twiml.as_str()),
             ("Timeout", RING_SECS),
             ("StatusCallback", status_url.as_str()),
@@ -76,53 +70,34 @@ impl TwilioBridge {
             Ok(sid) => sid,
             Err(e) => {
                 self.placing.close(&token);
-                calling.fail(format!("failed: {e}"), false);
+                placed.calling.fail(format!("failed: {e}"), false);
                 return Err(PlaceError::Carrier(e));
             }
         };
-        tracing::info!(parent: &span, twilio_call_sid = %call_sid, to, "outbound call placed through Twilio");
+        tracing::info!(parent: &placed.span, twilio_call_sid = %call_sid, to = %placed.to, "outbound call placed through Twilio");
         let control = Arc::new(CallControl {
             account: self.account.clone(),
             call_sid,
             http: self.http.clone(),
         });
-        let cancel = control.clone();
         // Twilio answers with the `canceled` callback, which ends the ringing.
-        let dialing = CarrierDialing::new(steps, move || {
-            tokio::spawn(async move {
-                if let Err(e) = cancel.update(&[("Status", "canceled")]).await {
-                    tracing::warn!(error = %e, "cancelling the Twilio call failed");
-                }
-            });
-        });
+        let cancel = {
+            let control = control.clone();
+            async move { control.update(&[("Status", "canceled")]).await }
+        };
         let bridge = self.clone();
-        tokio::spawn(tracing::Instrument::instrument(
-            async move {
-                bridge.ring(calling, dialing, control).await;
-                bridge.placing.close(&token);
+        placing::ring(
+            self.placing.clone(),
+            token,
+            steps,
+            placed.calling,
+            placed.span,
+            cancel,
+            move |calling, (socket, start)| async move {
+                bridge.run_answered(calling, socket, start, control).await
             },
-            span,
-        ));
-        Ok(call_id)
-    }
-
-    async fn ring(
-        &self,
-        mut calling: Calling,
-        mut dialing: CarrierDialing<Answer>,
-        control: Arc<CallControl>,
-    ) {
-        match calling.ring(&mut dialing).await {
-            Progress::Answered((socket, start)) => {
-                self.run_answered(calling, socket, start, control).await;
-            }
-            Progress::NotAnswered {
-                outcome,
-                code,
-                reason,
-            } => calling.not_answered(outcome, code, reason).await,
-            Progress::Ringing | Progress::EarlyMedia => unreachable!("ring returns a final step"),
-        }
+        );
+        Ok(placed.call_id)
     }
 
     /// `POST /Accounts/{AccountSid}/Calls.json`; the new call's SID.

@@ -88,7 +88,7 @@ pub struct VonageBridge {
     /// Calls answered with our NCCO whose socket has not connected yet.
     pending: Arc<PendingCalls>,
     /// Calls we placed, until they are answered or not.
-    placing: PlacingCalls<outbound::Answer>,
+    placing: Arc<PlacingCalls<outbound::Answer>>,
     numbers: Vec<String>,
     http: reqwest::Client,
 }
@@ -115,7 +115,7 @@ impl VonageBridge {
             public_url: public_url.trim_end_matches('/').to_string(),
             calls,
             pending: Arc::default(),
-            placing: PlacingCalls::default(),
+            placing: Arc::default(),
             numbers: config.numbers.clone(),
             http: reqwest::Client::new(),
         }))

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::frames::Connected;
 use super::rest::CallControl;
 use super::{VonageBridge, ncco};
-use crate::bridges::placing::{self, CarrierDialing, Placed};
+use crate::bridges::placing;
 use crate::bridges::stream::Carrier;
 use crate::bridges::websocket::ServerSocket;
 use crate::call::leg::{Progress, Unanswered};
@@ -61,18 +61,12 @@ impl VonageBridge {
     /// Place a call through Vonage and return its id once Vonage has it; the rest runs on its
     /// own task. `from` must be one of the account's numbers (`[bridges.vonage] numbers`).
     pub async fn place(self: &Arc<Self>, request: PlaceRequest) -> Result<String, PlaceError> {
-        let Placed {
-            calling,
-            call_id,
-            span,
-            from,
-            to,
-        } = placing::prepare(&self.calls, &self.numbers, &request, "vonage").await?;
+        let placed = placing::prepare(&self.calls, &self.numbers, &request, "vonage").await?;
         let (token, steps) = self.placing.open();
         let event_url = format!("{}/vonage/event?call={token}", self.public_url);
         let create = json!({
-            "to": [endpoint(&to)],
-            "from": {"type": "phone", "number": from.trim_start_matches('+')},
+            "to": [endpoint(&placed.to)],
+            "from": {"type": "phone", "number": placed.from.trim_start_matches('+')},
             "ncco": ncco::connect_socket(&self.socket_url(), &token, &event_url),
             "event_url": [event_url],
             "event_method": "POST",
@@ -82,56 +76,41 @@ impl VonageBridge {
             Ok(uuid) => uuid,
             Err(e) => {
                 self.placing.close(&token);
-                calling.fail(format!("failed: {e}"), false);
+                placed.calling.fail(format!("failed: {e}"), false);
                 return Err(PlaceError::Carrier(e));
             }
         };
-        tracing::info!(parent: &span, vonage_uuid = %uuid, %to, "outbound call placed through Vonage");
+        tracing::info!(parent: &placed.span, vonage_uuid = %uuid, to = %placed.to, "outbound call placed through Vonage");
         let control = self.control(uuid);
-        let cancel = control.clone();
         // Vonage reports the call `cancelled` once it stops ringing.
-        let dialing = CarrierDialing::new(steps, move || {
-            tokio::spawn(async move {
-                if let Err(e) = cancel.hangup().await {
-                    tracing::warn!(error = %e, "cancelling the Vonage call failed");
-                }
-            });
-        });
+        let cancel = {
+            let control = control.clone();
+            async move { control.hangup().await }
+        };
         let bridge = self.clone();
-        tokio::spawn(tracing::Instrument::instrument(
-            async move {
-                bridge.ring(calling, dialing, control).await;
-                bridge.placing.close(&token);
-            },
-            span,
-        ));
-        Ok(call_id)
+        placing::ring(
+            self.placing.clone(),
+            token,
+            steps,
+            placed.calling,
+            placed.span,
+            cancel,
+            move |calling, answer| async move { bridge.run_answered(calling, answer, control).await },
+        );
+        Ok(placed.call_id)
     }
 
-    async fn ring(
-        &self,
-        mut calling: Calling,
-        mut dialing: CarrierDialing<Answer>,
-        control: CallControl,
-    ) {
-        match calling.ring(&mut dialing).await {
-            Progress::Answered((socket, connected)) => {
-                if let Err(why) = super::check_socket(&connected) {
-                    let _ = control.hangup().await;
-                    calling.fail(format!("failed: {why}"), true);
-                    return super::refuse_socket(socket, &why).await;
-                }
-                let (model, failure) = calling.connect_model(super::FORMAT).await;
-                let remote = calling.callee().to_string();
-                let leg = self.leg(socket, control, remote, &model);
-                calling.run(leg, model, failure).await;
-            }
-            Progress::NotAnswered {
-                outcome,
-                code,
-                reason,
-            } => calling.not_answered(outcome, code, reason).await,
-            Progress::Ringing | Progress::EarlyMedia => unreachable!("ring returns a final step"),
+    /// An outbound call whose callee answered: the model, then the call on its socket.
+    async fn run_answered(&self, mut calling: Calling, answer: Answer, control: CallControl) {
+        let (socket, connected) = answer;
+        if let Err(why) = super::check_socket(&connected) {
+            let _ = control.hangup().await;
+            calling.fail(format!("failed: {why}"), true);
+            return super::refuse_socket(socket, &why).await;
         }
+        let (model, failure) = calling.connect_model(super::FORMAT).await;
+        let remote = calling.callee().to_string();
+        let leg = self.leg(socket, control, remote, &model);
+        calling.run(leg, model, failure).await;
     }
 }
