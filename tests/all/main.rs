@@ -70,3 +70,4 @@ mod sip_malformed;
 mod sip_outbound;
 mod sip_policy;
 mod sip_refer;
+mod sip_tls;

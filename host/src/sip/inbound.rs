@@ -301,8 +301,14 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
         .map(|h| (h.name().to_string(), h.value().to_string()))
         .collect();
 
+    // Answer in the form the caller used: a `sips:` request gets a `sips:` Contact.
+    let sips = req.uri.scheme == Some(rsipstack::sip::Scheme::Sips);
     let contact = shared
         .contact(transport, None)
+        .map(|c| match sips {
+            true => c.replacen("sip:", "sips:", 1).replace(";transport=tls", ""),
+            false => c,
+        })
         .and_then(|c| rsipstack::sip::Uri::try_from(c.as_str()).ok());
     let (state_tx, state_rx) = shared.layer.new_dialog_state_channel();
     let dialog = match shared

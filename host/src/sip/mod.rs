@@ -31,6 +31,7 @@ mod inbound;
 mod outbound;
 mod policy;
 mod register;
+mod tls;
 mod wire;
 
 pub use config::{

@@ -125,10 +125,7 @@ pub(crate) fn spawn(shared: &Arc<Shared>, acc: AccountConfig) -> Result<(), SipE
         SipError::Config(format!("account `{}`: AOR needs a user part", acc.name))
     })?;
     let domain = aor.host_with_port.to_string();
-    let server_str = match acc.transport {
-        Transport::Udp => format!("sip:{domain}"),
-        Transport::Tcp => format!("sip:{domain};transport=tcp"),
-    };
+    let server_str = format!("sip:{domain}{}", acc.transport.uri_param());
     let server = rsipstack::sip::Uri::try_from(server_str.as_str())
         .map_err(|_| SipError::InvalidUri(server_str.clone()))?;
     let credential = Credential {

@@ -11,6 +11,8 @@ use crate::support::tempdir;
 
 /// A headless baresip driven over ctrl_tcp (netstring JSON).
 pub struct Baresip {
+    /// SIP over UDP and TCP; TLS (with `sip_certificate` set) listens on the port above.
+    pub sip_port: u16,
     pub ctrl_port: u16,
     pub dir: tempfile::TempDir,
     _proc: Proc,
@@ -65,6 +67,7 @@ impl Baresip {
         let mut proc = Proc::spawn("baresip", &mut cmd);
         proc.hold(ports);
         let b = Baresip {
+            sip_port,
             ctrl_port,
             dir,
             _proc: proc,
