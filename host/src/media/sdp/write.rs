@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use crate::media::codec::Codec;
+use crate::media::srtp::{MasterKey, Suite};
 
 use super::parse::Format;
 use super::*;
@@ -30,6 +31,8 @@ pub(super) fn write_media(
     formats: &[(u8, Format)],
     ptime_ms: u32,
     direction: Direction,
+    crypto: &[(u32, Suite)],
+    key: &MasterKey,
 ) {
     let list: Vec<String> = formats.iter().map(|(pt, _)| pt.to_string()).collect();
     let _ = write!(sdp, "m=audio {port} {proto} {}\r\n", list.join(" "));
@@ -57,6 +60,14 @@ pub(super) fn write_media(
                 );
             }
         }
+    }
+    for (tag, suite) in crypto {
+        let _ = write!(
+            sdp,
+            "a=crypto:{tag} {} inline:{}\r\n",
+            suite.name(),
+            key.inline()
+        );
     }
     let _ = write!(sdp, "a=ptime:{ptime_ms}\r\na={}\r\n", direction.as_str());
 }
