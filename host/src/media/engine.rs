@@ -337,7 +337,8 @@ impl Engine {
                     super::srtp::SrtpError::Replay => self.stats.srtp_replayed += 1,
                     _ => self.stats.srtp_auth_failures += 1,
                 }
-                debug!(call_id = %self.config.call_id, source = %from, error = %e, "SRTP packet dropped");
+                debug!(call_id = %self.config.call_id, source = %from, rtcp, len = datagram.len(),
+                       error = %e, "SRTP packet dropped");
             }
         }
         out.bufs.srtp = plain;

@@ -2,6 +2,8 @@
 
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
+
+pub use crate::domain::SrtpPolicy;
 use std::path::PathBuf;
 
 /// Everything the SIP endpoint needs to start.
@@ -22,6 +24,9 @@ pub struct SipConfig {
     /// PEM trust anchors for the servers we connect to over TLS (trunks, registrars); the
     /// system bundle when unset.
     pub tls_ca_file: Option<PathBuf>,
+    /// SRTP for calls over TLS from sources that match no trunk, and for calls to `sips:` or
+    /// `;transport=tls` URIs placed without a trunk.
+    pub srtp: SrtpPolicy,
     /// Address advertised in Contact (and offered to the caller for SDP) when behind NAT.
     pub external_address: Option<IpAddr>,
     /// User part of our Contact URI.
@@ -57,6 +62,7 @@ impl Default for SipConfig {
             tls_cert: None,
             tls_key: None,
             tls_ca_file: None,
+            srtp: SrtpPolicy::Off,
             external_address: None,
             contact_user: "switchboard".into(),
             user_agent: concat!("Switchboard/", env!("CARGO_PKG_VERSION")).into(),
@@ -156,6 +162,10 @@ pub struct TrunkConfig {
     pub domain: Option<String>,
     #[serde(default)]
     pub transport: Transport,
+    /// SRTP on this trunk's calls, both ways; `optional` and `required` need `transport = "tls"`
+    /// (SDES keys travel in the SDP).
+    #[serde(default)]
+    pub srtp: SrtpPolicy,
     /// User part of From for outbound calls.
     #[serde(default)]
     pub from_user: Option<String>,
@@ -196,6 +206,12 @@ fn trunk_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<TrunkConfig>
         )));
     }
     for t in &trunks {
+        if t.srtp != SrtpPolicy::Off && t.transport != Transport::Tls {
+            return Err(serde::de::Error::custom(format!(
+                "trunk {}: srtp = {:?} needs transport = \"tls\" (SDES keys travel in the SDP)",
+                t.name, t.srtp
+            )));
+        }
         for p in &t.allowed_prefixes {
             let digits = p.strip_prefix('+').unwrap_or(p);
             let ok = !digits.is_empty()
@@ -343,6 +359,13 @@ mod tests {
         );
         assert_eq!(Transport::of_uri("sip:a@h"), None);
         assert_eq!(Transport::Tls.uri_param(), ";transport=tls");
+        assert_eq!(cfg.trunks[0].srtp, SrtpPolicy::Off);
+        let plain = toml::from_str::<SipConfig>(
+            "[[trunks]]\nname = 'c'\noutbound-proxy = '127.0.0.1:5060'\nsrtp = 'required'\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(plain.contains("needs transport"), "{plain}");
     }
 
     #[test]

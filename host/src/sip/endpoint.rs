@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::config::{SipConfig, Transport};
+use super::config::{SipConfig, SrtpPolicy, Transport};
 use super::error::SipError;
 use super::guard::{GuardedUdpSocket, SanityInspector, ScannerRules};
 use super::inbound;
@@ -130,6 +130,12 @@ impl SipEndpoint {
             return Err(SipError::Config(
                 "no listen address (udp-listen, tcp-listen or tls-listen)".into(),
             ));
+        }
+        if cfg.srtp != SrtpPolicy::Off && cfg.tls_listen.is_none() {
+            return Err(SipError::Config(format!(
+                "srtp = {:?} needs tls-listen (SDES keys travel in the SDP)",
+                cfg.srtp
+            )));
         }
         let trunk_scopes = build_scopes(&cfg)?;
         let mut names = std::collections::HashSet::new();

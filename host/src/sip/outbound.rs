@@ -10,7 +10,7 @@ use rsipstack::transport::SipAddr;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::config::Transport;
+use super::config::{SrtpPolicy, Transport};
 use super::dialog::{Dialog, DialogHandle, Pump};
 use super::endpoint::Shared;
 use super::error::SipError;
@@ -118,6 +118,8 @@ pub struct CallTarget {
     pub transport: Transport,
     /// User part of our From.
     pub from_user: String,
+    /// SRTP for the call: the trunk's, or `[sip] srtp` for a TLS URI; off unless over TLS.
+    pub srtp: SrtpPolicy,
 }
 
 /// Everything the INVITE needs that follows from the request and the configuration.
@@ -189,11 +191,16 @@ fn route<'a>(shared: &'a Shared, call: &OutboundCall) -> Result<Route<'a>, SipEr
     let contact = shared
         .contact(transport, Some(&from_user))
         .ok_or_else(|| SipError::Config(format!("no {transport} listener for this call")))?;
+    let srtp = match transport {
+        Transport::Tls => trunk.map_or(shared.cfg.srtp, |t| t.srtp),
+        _ => SrtpPolicy::Off,
+    };
     Ok(Route {
         target: CallTarget {
             uri: callee_str,
             transport,
             from_user,
+            srtp,
         },
         trunk,
         callee,
@@ -222,6 +229,7 @@ pub(crate) async fn place(
         uri: callee_str,
         from_user,
         transport,
+        ..
     } = target;
     let credential = trunk.and_then(|t| {
         t.password.as_ref().map(|pw| Credential {

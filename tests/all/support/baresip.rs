@@ -125,11 +125,19 @@ impl BaresipCtrl {
 
     /// Waits for an event whose `type` equals `ty`; returns the JSON text.
     pub async fn wait_event(&mut self, ty: &str, timeout: Duration) -> Option<String> {
+        self.wait_event_any(&[ty], timeout).await
+    }
+
+    /// Waits for an event whose `type` is one of `types`; returns the JSON text.
+    pub async fn wait_event_any(&mut self, types: &[&str], timeout: Duration) -> Option<String> {
         use tokio::io::AsyncReadExt;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             while let Some(msg) = self.take_netstring() {
-                if msg.contains(&format!("\"type\":\"{ty}\"")) {
+                if types
+                    .iter()
+                    .any(|ty| msg.contains(&format!("\"type\":\"{ty}\"")))
+                {
                     return Some(msg);
                 }
             }

@@ -1,0 +1,126 @@
+//! SRTP with SDES keys over SIP over TLS, against baresip (libre's SRTP): audio both ways on a
+//! `mediaenc=srtp-mand` call (baresip drops what it cannot authenticate, so audio it records
+//! proves our SRTP; ours proves its), and the policy matrix: a plain offer to a host that
+//! requires SRTP gets 488, best-effort SRTP (`mediaenc=srtp`, keys in RTP/AVP) is taken when
+//! SRTP is optional, and a plain offer then stays plain.
+
+use std::time::Duration;
+
+use crate::support::baresip::Baresip;
+use crate::support::calls::{AudioCheck, audio_both_ways};
+use crate::support::host::Host;
+use crate::support::model_tls::{TestCerts, have_openssl};
+use crate::support::process::require;
+
+fn host(certs: &TestCerts, srtp: &str) -> Host {
+    Host::builder()
+        .examples(&["menu"])
+        .tls(&certs.cert, &certs.key)
+        .sip(&format!("srtp = \"{srtp}\""))
+        .calls("codecs = [\"pcmu\"]\nrecord = true")
+        .rust_log("info,rsipstack=warn,switchboard::call=debug,switchboard::media=debug")
+        .start()
+}
+
+/// A TLS phone with `mediaenc` (empty: none) that trusts `certs`' CA.
+async fn phone(certs: &TestCerts, mediaenc: &str, mic: &[i16]) -> Baresip {
+    let enc = match mediaenc {
+        "" => String::new(),
+        e => format!(";mediaenc={e}"),
+    };
+    Baresip::start_with_mic(
+        &format!("<sip:caller@127.0.0.1;transport=tls>;regint=0;audio_codecs=pcmu{enc}"),
+        &format!(
+            "module sndfile.so\nmodule srtp.so\nsip_cafile {}\n",
+            certs.ca.display()
+        ),
+        mic,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srtp_mandatory_call_over_tls_has_audio_both_ways() {
+    if !require("baresip") || !require("espeak-ng") || !have_openssl() {
+        return;
+    }
+    let certs = TestCerts::make();
+    let mut host = host(&certs, "required");
+    let run = AudioCheck::new("pcmu");
+    let phone = phone(&certs, "srtp-mand", &run.mic).await;
+    let uri = format!("sip:1000@127.0.0.1:{};transport=tls", host.tls_port);
+    audio_both_ways(&mut host, &phone, &uri, &run).await;
+    host.expect(&["media started", "AesCm128HmacSha1"], 1);
+    // baresip sends a short plain RTCP packet before its SRTP starts and its RTCP BYE after
+    // it stops (both dropped, as unauthenticated packets must be); no RTP packet is dropped.
+    let dropped: Vec<&String> = host
+        .log
+        .seen
+        .iter()
+        .filter(|l| l.contains("SRTP packet dropped"))
+        .collect();
+    assert!(
+        dropped.iter().all(|l| l.contains("rtcp=true")) && dropped.len() <= 2,
+        "{dropped:#?}"
+    );
+}
+
+/// Dials the host's `1000` over TLS and returns the event that settled the call.
+async fn dial(phone: &Baresip, host: &Host) -> String {
+    let mut ctrl = phone.ctrl().await;
+    let uri = format!("sip:1000@127.0.0.1:{};transport=tls", host.tls_port);
+    ctrl.command("dial", &uri).await;
+    let event = ctrl
+        .wait_event_any(
+            &["CALL_ESTABLISHED", "CALL_CLOSED"],
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap_or_else(|| panic!("the call settled: {}", phone.log()));
+    if event.contains("CALL_ESTABLISHED") {
+        ctrl.command("hangup", "").await;
+    }
+    event
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srtp_policy_matrix_with_baresip() {
+    if !require("baresip") || !require("espeak-ng") || !have_openssl() {
+        return;
+    }
+    let certs = TestCerts::make();
+    let mic = vec![0i16; 8000 * 10];
+
+    let mut required = host(&certs, "required");
+    let plain = phone(&certs, "", &mic).await;
+    let refused = dial(&plain, &required).await;
+    assert!(
+        refused.contains("CALL_CLOSED") && refused.contains("488"),
+        "{refused}"
+    );
+    required.expect(&["no acceptable audio stream", "SRTP is required"], 5);
+    drop(required);
+
+    let mut optional = host(&certs, "optional");
+    let best_effort = phone(&certs, "srtp", &mic).await;
+    assert!(
+        dial(&best_effort, &optional)
+            .await
+            .contains("CALL_ESTABLISHED")
+    );
+    optional.expect(&["media started", "srtp=Some(AesCm128HmacSha1"], 5);
+    optional.expect(&["call ended"], 10);
+    let plain = phone(&certs, "", &mic).await;
+    assert!(dial(&plain, &optional).await.contains("CALL_ESTABLISHED"));
+    let started: Vec<String> = {
+        optional.expect(&["media started", "srtp=None"], 5);
+        optional
+            .log
+            .seen
+            .iter()
+            .filter(|l| l.contains("media started"))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(started.len(), 2, "{started:?}");
+}
