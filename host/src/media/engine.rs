@@ -521,9 +521,9 @@ impl Engine {
         // Direction changes restart the timeout window (resume after a long hold).
         self.timeout_from = now;
         self.dtmf_payload_types = dtmf_payload_types(&media);
-        if media.srtp != self.media.srtp {
-            // New keys in a re-INVITE: new contexts both ways (RFC 4568 §7.1.4).
-            self.srtp = media.srtp.as_ref().map(SrtpSession::new);
+        match (&mut self.srtp, &media.srtp) {
+            (Some(session), Some(keys)) => session.rekey(keys),
+            (session, keys) => *session = keys.as_ref().map(SrtpSession::new),
         }
         self.media = media;
         Ok(())

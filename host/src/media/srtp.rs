@@ -276,6 +276,7 @@ fn rtp_header_len(packet: &[u8]) -> Option<usize> {
 
 /// One call's SRTP: protects what we send, checks and decrypts what we receive.
 pub struct SrtpSession {
+    keys: SrtpKeys,
     suite: Suite,
     tx_rtp: SessionKeys,
     tx_rtcp: SessionKeys,
@@ -291,6 +292,7 @@ pub struct SrtpSession {
 impl SrtpSession {
     pub fn new(keys: &SrtpKeys) -> SrtpSession {
         SrtpSession {
+            keys: keys.clone(),
             suite: keys.suite,
             tx_rtp: SessionKeys::derive(&keys.send, 0),
             tx_rtcp: SessionKeys::derive(&keys.send, 3),
@@ -301,6 +303,30 @@ impl SrtpSession {
             tx_rtcp_index: 0,
             sources: Vec::new(),
         }
+    }
+
+    /// New keys from a re-INVITE (RFC 4568 §7.1.4): a direction whose key and suite stay keeps
+    /// its counters (the peer's roll-over counter and replay list for our stream go on), a
+    /// changed one starts afresh.
+    pub fn rekey(&mut self, keys: &SrtpKeys) {
+        if *keys == self.keys {
+            return;
+        }
+        let fresh = SrtpSession::new(keys);
+        if keys.suite != self.keys.suite || keys.send != self.keys.send {
+            self.tx_rtp = fresh.tx_rtp;
+            self.tx_rtcp = fresh.tx_rtcp;
+            self.tx_roc = 0;
+            self.tx_last_seq = None;
+            self.tx_rtcp_index = 0;
+        }
+        if keys.suite != self.keys.suite || keys.recv != self.keys.recv {
+            self.rx_rtp = fresh.rx_rtp;
+            self.rx_rtcp = fresh.rx_rtcp;
+            self.sources.clear();
+        }
+        self.suite = keys.suite;
+        self.keys = keys.clone();
     }
 
     /// Encrypts the RTP packet at `buf[start..]` in place and appends its tag.
@@ -556,6 +582,32 @@ mod tests {
             }
         }
         assert_eq!(alice.tx_roc, 1);
+    }
+
+    #[test]
+    fn rekey_keeps_the_direction_whose_key_stays() {
+        let (mut alice, mut bob) = pair(Suite::AesCm128HmacSha1_80);
+        let mut out = Vec::new();
+        for seq in 65534..=65535u16 {
+            let mut p = rtp(seq, &[1; 20]);
+            alice.protect_rtp(&mut p, 0).unwrap();
+            bob.unprotect_rtp(&p, &mut out).unwrap();
+        }
+        // Bob's re-INVITE brings a new key for what he sends; Alice's stays.
+        let mut keys = bob.keys.clone();
+        keys.send = MasterKey::random();
+        bob.rekey(&keys);
+        let mut alice_keys = alice.keys.clone();
+        alice_keys.recv = keys.send.clone();
+        alice.rekey(&alice_keys);
+        // Alice's stream crosses the wrap after the rekey: Bob still follows it.
+        let mut p = rtp(0, &[2; 20]);
+        alice.protect_rtp(&mut p, 0).unwrap();
+        bob.unprotect_rtp(&p, &mut out).unwrap();
+        let mut q = rtp(7, &[3; 20]);
+        bob.protect_rtp(&mut q, 0).unwrap();
+        alice.unprotect_rtp(&q, &mut out).unwrap();
+        assert_eq!(out, rtp(7, &[3; 20]));
     }
 
     #[test]

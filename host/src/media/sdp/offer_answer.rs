@@ -7,7 +7,7 @@ use crate::media::codec::Codec;
 use crate::media::srtp::Suite;
 
 use super::parse::{Crypto, Format, Stream, parse};
-use super::write::{session_header, write_media};
+use super::write::{crypto_lines, session_header, write_media};
 use super::*;
 
 /// Builds our offer (new outbound call, or a re-INVITE for hold/resume).
@@ -38,8 +38,7 @@ pub fn create_offer(local: &LocalMedia) -> String {
         &formats,
         local.ptime_ms,
         local.direction,
-        &crypto,
-        &local.srtp_key,
+        &crypto_lines(&crypto, &local.srtp_key),
     );
     sdp
 }
@@ -87,8 +86,7 @@ pub fn answer_offer(
                 &formats,
                 local.ptime_ms,
                 media.direction,
-                &crypto,
-                &local.srtp_key,
+                &crypto_lines(&crypto, &local.srtp_key),
             );
         } else {
             // Rejected stream: same media and proto, port 0, formats echoed (RFC 3264 §6).
@@ -192,7 +190,7 @@ type Accepted = (NegotiatedMedia, Vec<(u8, Format)>, Vec<(u32, Suite)>);
 
 /// The keys of an offered stream under our policy: `Ok(None)` for plain RTP, an error (the
 /// stream is refused) when the offer and the policy do not meet.
-fn offered_srtp<'a>(stream: &'a Stream, policy: SrtpPolicy) -> Result<Option<&'a Crypto>, String> {
+fn offered_srtp(stream: &Stream, policy: SrtpPolicy) -> Result<Option<&Crypto>, String> {
     let savp = matches!(
         stream.proto.to_ascii_uppercase().as_str(),
         "RTP/SAVP" | "RTP/SAVPF"
