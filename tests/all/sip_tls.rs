@@ -1,16 +1,21 @@
 //! SIP over TLS with a real peer (baresip, which links OpenSSL): calls in to our TLS listener
 //! with audio both ways, and calls out from us to a TLS peer whose certificate we verify against
-//! the configured CA, refusing one signed by another CA.
+//! the configured CA, refusing one signed by another CA; and registration over TLS with
+//! kamailio's tls module (digest included).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
+use switchboard::sip::{AccountConfig, RegistrationState, SipConfig, SipEndpoint, Transport};
 
 use crate::support::api::Api;
 use crate::support::baresip::Baresip;
 use crate::support::calls::{AudioCheck, audio_both_ways};
+use crate::support::consumer::test_config;
 use crate::support::host::Host;
+use crate::support::kamailio::Kamailio;
 use crate::support::model_tls::{TestCerts, have_openssl};
+use crate::support::ports::free_port;
 use crate::support::process::require;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,4 +106,77 @@ async fn outbound_call_over_tls_verifies_the_peer_certificate() {
     // Both CAs carry the same name, so the chain fails on its signature.
     host.expect(&["call event", "Ended", "invalid peer certificate"], 10);
     assert!(!bad.log().contains("INVITE"), "{}", bad.log());
+}
+
+/// REGISTER over TLS to kamailio's TLS listener (digest included), with its certificate checked
+/// against our CA; a registrar whose certificate another CA signed fails the registration with
+/// the certificate error.
+#[tokio::test]
+async fn registers_over_tls_with_kamailio_and_refuses_a_foreign_certificate() {
+    if !require("kamailio") || !require("kamcmd") || !have_openssl() {
+        return;
+    }
+    let kamailio_tls = std::path::Path::new("/usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so");
+    if !kamailio_tls.exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "kamailio-tls-modules is required under CI=true"
+        );
+        eprintln!("SKIP: kamailio-tls-modules is not installed");
+        return;
+    }
+    let (ours, registrar, stranger) = (TestCerts::make(), TestCerts::make(), TestCerts::make());
+    let (kport, tls_port) = (free_port(), free_port());
+    let kam = Kamailio::start_tls(kport, (tls_port, &registrar.cert, &registrar.key)).await;
+    let account = AccountConfig {
+        name: "pbx".into(),
+        registrar: ([127, 0, 0, 1], tls_port).into(),
+        aor: format!("sip:agent@127.0.0.1:{kport}"),
+        auth_user: None,
+        password: Some("agentpw".into()),
+        transport: Transport::Tls,
+        expires: 60,
+        backoff_base_secs: 1,
+        backoff_max_secs: 2,
+        keepalive_secs: 0,
+        timeout_secs: 2,
+    };
+    let config = |ca: &std::path::Path| SipConfig {
+        tls_listen: Some("127.0.0.1:0".parse().unwrap()),
+        tls_cert: Some(ours.cert.clone()),
+        tls_key: Some(ours.key.clone()),
+        tls_ca_file: Some(ca.to_path_buf()),
+        accounts: vec![account.clone()],
+        ..test_config()
+    };
+
+    let (ep, _events) = SipEndpoint::start(config(&registrar.ca)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline
+        && !ep
+            .registrations()
+            .iter()
+            .any(|r| r.state == RegistrationState::Registered)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dump = kam.ul_dump();
+    assert!(
+        dump.to_ascii_lowercase().contains("transport=tls"),
+        "{:?}\n{dump}\n{}",
+        ep.registrations(),
+        kam.log()
+    );
+    ep.shutdown().await;
+
+    let (ep, _events) = SipEndpoint::start(config(&stranger.ca)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = ep.registrations();
+    let error = status[0].last_error.clone().unwrap_or_default();
+    assert!(
+        status[0].state != RegistrationState::Registered
+            && error.contains("invalid peer certificate"),
+        "{status:?}"
+    );
+    ep.shutdown().await;
 }
