@@ -1,8 +1,8 @@
 //! SRTP with SDES keys over SIP over TLS, against baresip (libre's SRTP): audio both ways on a
 //! `mediaenc=srtp-mand` call (baresip drops what it cannot authenticate, so audio it records
 //! proves our SRTP; ours proves its), and the policy matrix: a plain offer to a host that
-//! requires SRTP gets 488, best-effort SRTP (`mediaenc=srtp`, keys in RTP/AVP) is taken when
-//! SRTP is optional, and a plain offer then stays plain.
+//! requires SRTP gets 488, best-effort SRTP (`mediaenc=srtp`, keys in RTP/AVP) and forced
+//! RTP/SAVP (`srtp-mandf`) are taken when SRTP is optional, and a plain offer then stays plain.
 
 use std::time::Duration;
 
@@ -66,7 +66,8 @@ async fn srtp_mandatory_call_over_tls_has_audio_both_ways() {
     );
 }
 
-/// Dials the host's `1000` over TLS and returns the event that settled the call.
+/// Dials the host's `1000` over TLS and returns the event that settled the call (hanging up
+/// an established one).
 async fn dial(phone: &Baresip, host: &Host) -> String {
     let mut ctrl = phone.ctrl().await;
     let uri = format!("sip:1000@127.0.0.1:{};transport=tls", host.tls_port);
@@ -80,6 +81,10 @@ async fn dial(phone: &Baresip, host: &Host) -> String {
         .unwrap_or_else(|| panic!("the call settled: {}", phone.log()));
     if event.contains("CALL_ESTABLISHED") {
         ctrl.command("hangup", "").await;
+        // Kept connected until the hang-up is done: ctrl_tcp drops what a closed client sent.
+        ctrl.wait_event("CALL_CLOSED", Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("hung up: {}", phone.log()));
     }
     event
 }
@@ -111,6 +116,22 @@ async fn srtp_policy_matrix_with_baresip() {
     );
     optional.expect(&["media started", "srtp=Some(AesCm128HmacSha1"], 5);
     optional.expect(&["call ended"], 10);
+    // RTP/SAVP forced (baresip's `srtp-mandf`).
+    let forced = phone(&certs, "srtp-mandf", &mic).await;
+    assert!(dial(&forced, &optional).await.contains("CALL_ESTABLISHED"));
+    let ended = |h: &Host| {
+        h.log
+            .seen
+            .iter()
+            .filter(|l| l.contains("call ended"))
+            .count()
+    };
+    if ended(&optional) < 2 {
+        optional
+            .log
+            .wait_for(&["call ended"], Duration::from_secs(10))
+            .expect("the second call ended");
+    }
     let plain = phone(&certs, "", &mic).await;
     assert!(dial(&plain, &optional).await.contains("CALL_ESTABLISHED"));
     let started: Vec<String> = {
@@ -123,7 +144,11 @@ async fn srtp_policy_matrix_with_baresip() {
             .cloned()
             .collect()
     };
-    assert_eq!(started.len(), 2, "{started:?}");
+    assert_eq!(started.len(), 3, "{started:?}");
+    assert!(
+        started[..2].iter().all(|l| l.contains("srtp=Some")),
+        "{started:?}"
+    );
 }
 
 /// baresip puts the call on hold and resumes it (re-INVITEs with `a=sendonly`, then
