@@ -166,6 +166,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_secure_example_serves_tls_with_srtp_required() {
+        let example = include_str!("../../examples/secure.toml");
+        let c = Config::parse(example, "examples/secure.toml", []).unwrap();
+        assert_eq!(c.sip.tls_listen.unwrap().to_string(), "127.0.0.1:5061");
+        assert_eq!(c.sip.srtp, crate::domain::SrtpPolicy::Required);
+        assert_eq!(
+            c.sip.tls_cert.unwrap().to_str(),
+            Some("examples/certs/server.crt")
+        );
+        assert_eq!(c.routes["1000"], "menu");
+    }
+
+    #[test]
     fn bundled_config_has_the_documented_defaults() {
         let c = Config::parse(BUNDLED, "bundled", []).unwrap();
         assert_eq!(c.sip.udp_listen.unwrap().to_string(), "127.0.0.1:5060");

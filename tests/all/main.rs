@@ -70,3 +70,5 @@ mod sip_malformed;
 mod sip_outbound;
 mod sip_policy;
 mod sip_refer;
+mod sip_srtp;
+mod sip_tls;

@@ -48,6 +48,7 @@ fn media(peer: SocketAddr) -> NegotiatedMedia {
         remote_rtcp: None,
         ptime_ms: 20,
         direction: Direction::SendRecv,
+        srtp: None,
     }
 }
 

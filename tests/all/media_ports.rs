@@ -30,6 +30,7 @@ fn media() -> NegotiatedMedia {
         remote_rtcp: Some("127.0.0.1:10".parse().unwrap()),
         ptime_ms: 20,
         direction: Direction::SendRecv,
+        srtp: None,
     }
 }
 

@@ -145,6 +145,7 @@ async fn outbound_call_through_kamailio_with_407_to_baresip() {
         outbound_proxy: ([127, 0, 0, 1], kport).into(),
         domain: Some(format!("127.0.0.1:{kport}")),
         transport: Transport::Udp,
+        srtp: Default::default(),
         from_user: Some("agent".into()),
         display_name: Some("Switchboard".into()),
         auth_user: None,

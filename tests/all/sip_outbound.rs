@@ -261,6 +261,7 @@ async fn digest_and_route_case(
         outbound_proxy: main_addr,
         domain: Some("carrier.test".into()),
         transport: Transport::Udp,
+        srtp: Default::default(),
         from_user: Some("agent".into()),
         display_name: None,
         auth_user: Some("auth-id-7".into()),

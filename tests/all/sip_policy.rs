@@ -27,6 +27,7 @@ fn trunk(sources: &[&str], inbound: InboundPolicy) -> TrunkConfig {
         outbound_proxy: "127.0.0.2:5060".parse().unwrap(),
         domain: None,
         transport: Transport::Udp,
+        srtp: Default::default(),
         from_user: None,
         display_name: None,
         auth_user: None,

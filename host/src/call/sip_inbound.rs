@@ -62,7 +62,8 @@ async fn answer(deps: &Arc<CallDeps>, call: IncomingCall, offer: &str, mut ringi
     let transport = format!("{:?}", call.transport).to_ascii_lowercase();
     let remote = call.from.clone();
     // A dry run with port 0 tells the codec, which decides the rate the model hears.
-    let probe = sdp::LocalMedia::new(deps.media_ip, 0, deps.codecs.clone(), 0);
+    let mut probe = sdp::LocalMedia::new(deps.media_ip, 0, deps.codecs.clone(), 0);
+    probe.srtp = call.srtp;
     let codec = match sdp::answer_offer(offer, &probe) {
         Ok((_, negotiated)) => negotiated.codec,
         Err(e) => {
@@ -86,12 +87,13 @@ async fn answer(deps: &Arc<CallDeps>, call: IncomingCall, offer: &str, mut ringi
             return;
         }
     };
-    let local = sdp::LocalMedia::new(
+    let mut local = sdp::LocalMedia::new(
         deps.media_ip,
         pending.port(),
         deps.codecs.clone(),
         events::now_ms(),
     );
+    local.srtp = call.srtp;
     let (answer, negotiated) = match sdp::answer_offer(offer, &local) {
         Ok(r) => r,
         Err(e) => {

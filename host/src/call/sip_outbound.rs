@@ -48,12 +48,13 @@ pub async fn place(
             return Err(PlaceError::NoMediaPort(e.to_string()));
         }
     };
-    let local = sdp::LocalMedia::new(
+    let mut local = sdp::LocalMedia::new(
         deps.media_ip,
         pending.port(),
         deps.codecs.clone(),
         events::now_ms(),
     );
+    local.srtp = target.srtp;
     invite.sdp_offer = sdp::create_offer(&local);
     let outgoing = match sip.place_call(invite).instrument(span.clone()).await {
         Ok(o) => o,

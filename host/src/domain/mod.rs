@@ -150,3 +150,17 @@ pub struct AgentFault {
     pub hook: &'static str,
     pub message: String,
 }
+
+/// Whether a call's media is encrypted with SRTP (keys exchanged in SDP, RFC 4568), as a
+/// trunk or listener is configured: a word of the SIP configuration and of the media layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SrtpPolicy {
+    /// Plain RTP; offers of SRTP only are refused.
+    #[default]
+    Off,
+    /// Offer RTP/AVP with keys (best-effort SRTP); take SRTP or plain answers and offers.
+    Optional,
+    /// Offer RTP/SAVP; a plain offer or answer is refused (488).
+    Required,
+}

@@ -241,6 +241,7 @@ fn bench_concurrent_sessions() {
             remote_rtcp: None,
             ptime_ms: 20,
             direction: Direction::SendRecv,
+            srtp: None,
         };
         let mut sessions = Vec::new();
         for _ in 0..PAIRS {

@@ -32,8 +32,10 @@ use super::dtmf::{DtmfEvent, DtmfReceiver, DtmfSender};
 use super::jitter::JitterBuffer;
 use super::playout::{PacingClock, PlayoutQueue};
 use super::recording::Recorder;
+use super::rtp::{is_rtcp, is_stun};
 use super::sdp::NegotiatedMedia;
 use super::session::{AudioSink, MediaConfig, MediaError, MediaEvent, Shared, SilenceMode, lock};
+use super::srtp::SrtpSession;
 use super::stats::{MediaStats, ReceiveStats};
 use crate::resample::{StreamResampler, samples_for_ms};
 
@@ -170,6 +172,8 @@ struct Buffers {
     /// The PCM of the packet being sent.
     frame: Vec<i16>,
     payload: Vec<u8>,
+    /// The plain packet decrypted from an SRTP datagram.
+    srtp: Vec<u8>,
 }
 
 pub(super) struct Engine {
@@ -226,6 +230,8 @@ pub(super) struct Engine {
 
     recorder: Option<Recorder>,
     next_rtcp: Instant,
+    /// Keys and counters when the stream is SRTP.
+    srtp: Option<SrtpSession>,
 }
 
 impl Engine {
@@ -276,6 +282,7 @@ impl Engine {
             sent_since_report: false,
             recorder: None,
             dtmf_payload_types: dtmf_payload_types(&media),
+            srtp: media.srtp.as_ref().map(SrtpSession::new),
             media,
         })
     }
@@ -290,10 +297,51 @@ impl Engine {
         from: SocketAddr,
         out: &mut Output,
     ) {
+        if self.srtp.is_some() {
+            self.receive_srtp(now, socket, datagram, from, out);
+            return;
+        }
         match socket {
             Socket::Rtp => self.on_rtp(datagram, from, now, out),
             Socket::Rtcp => self.on_rtcp(datagram, from, now),
         }
+    }
+
+    /// An SRTP or SRTCP datagram: checked and decrypted before anything else looks at it, so a
+    /// packet that fails authentication is counted and dropped, and latches nothing.
+    fn receive_srtp(
+        &mut self,
+        now: Instant,
+        socket: Socket,
+        datagram: &[u8],
+        from: SocketAddr,
+        out: &mut Output,
+    ) {
+        let Some(srtp) = self.srtp.as_mut() else {
+            return;
+        };
+        if is_stun(datagram) {
+            return;
+        }
+        let rtcp = socket == Socket::Rtcp || is_rtcp(datagram);
+        let mut plain = std::mem::take(&mut out.bufs.srtp);
+        let checked = match rtcp {
+            true => srtp.unprotect_rtcp(datagram, &mut plain),
+            false => srtp.unprotect_rtp(datagram, &mut plain),
+        };
+        match checked {
+            Ok(()) if rtcp => self.on_rtcp(&plain, from, now),
+            Ok(()) => self.on_rtp(&plain, from, now, out),
+            Err(e) => {
+                match e {
+                    super::srtp::SrtpError::Replay => self.stats.srtp_replayed += 1,
+                    _ => self.stats.srtp_auth_failures += 1,
+                }
+                debug!(call_id = %self.config.call_id, source = %from, rtcp, len = datagram.len(),
+                       error = %e, "SRTP packet dropped");
+            }
+        }
+        out.bufs.srtp = plain;
     }
 
     /// Applies a command from the session handle. Returns whether it was `Close`: the engine
@@ -473,6 +521,10 @@ impl Engine {
         // Direction changes restart the timeout window (resume after a long hold).
         self.timeout_from = now;
         self.dtmf_payload_types = dtmf_payload_types(&media);
+        match (&mut self.srtp, &media.srtp) {
+            (Some(session), Some(keys)) => session.rekey(keys),
+            (session, keys) => *session = keys.as_ref().map(SrtpSession::new),
+        }
         self.media = media;
         Ok(())
     }

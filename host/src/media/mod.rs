@@ -37,6 +37,7 @@ pub mod rtp;
 pub mod sdp;
 pub mod session;
 mod shell;
+pub mod srtp;
 pub mod stats;
 #[cfg(test)]
 mod test_support;

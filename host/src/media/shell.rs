@@ -162,7 +162,8 @@ impl Task for Shell {
     fn attach(&mut self, waker: TaskWaker) {
         let media = self.engine.media();
         info!(call_id = %self.engine.call_id(), port = self.sockets.lease.port(),
-              codec = ?media.codec, remote = ?media.remote_rtp, "media started");
+              codec = ?media.codec, remote = ?media.remote_rtp,
+              srtp = ?media.srtp.as_ref().map(|k| k.suite), "media started");
         lock(&self.shared).engine = Some(waker);
     }
 

@@ -155,6 +155,10 @@ pub struct MediaStats {
     pub foreign_packets: u64,
     /// Datagrams that were not valid RTP.
     pub malformed_packets: u64,
+    /// SRTP/SRTCP datagrams dropped because their authentication tag did not match.
+    pub srtp_auth_failures: u64,
+    /// SRTP/SRTCP datagrams dropped as replayed (or older than the replay window).
+    pub srtp_replayed: u64,
     /// Inbound audio frames dropped because the consumer did not keep up.
     pub frames_dropped: u64,
     pub packets_sent: u64,
@@ -194,6 +198,8 @@ impl std::fmt::Display for MediaStats {
             (self.ssrc_changes as u64, "ssrc changes"),
             (self.foreign_packets, "foreign"),
             (self.malformed_packets, "malformed"),
+            (self.srtp_auth_failures, "srtp auth failed"),
+            (self.srtp_replayed, "srtp replayed"),
             (self.frames_dropped, "frames dropped"),
         ];
         for (n, what) in odd.iter().filter(|(n, _)| *n > 0) {

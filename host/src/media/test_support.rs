@@ -40,5 +40,6 @@ pub(crate) fn negotiated(peer: SocketAddr, rtcp: SocketAddr, codec: Codec) -> Ne
         remote_rtcp: Some(rtcp),
         ptime_ms: 20,
         direction: Direction::SendRecv,
+        srtp: None,
     }
 }

@@ -3,6 +3,9 @@
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 
+pub use crate::domain::SrtpPolicy;
+use std::path::PathBuf;
+
 /// Everything the SIP endpoint needs to start.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
@@ -11,6 +14,19 @@ pub struct SipConfig {
     pub udp_listen: Option<SocketAddr>,
     /// TCP listen address; `None` disables TCP.
     pub tcp_listen: Option<SocketAddr>,
+    /// SIP over TLS listen address (5061 by convention); `None` disables it. Needs
+    /// `tls-cert` and `tls-key`.
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain the TLS listener presents (read again on change or SIGHUP).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls-cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM trust anchors for the servers we connect to over TLS (trunks, registrars); the
+    /// system bundle when unset.
+    pub tls_ca_file: Option<PathBuf>,
+    /// SRTP for calls over TLS from sources that match no trunk, and for calls to `sips:` or
+    /// `;transport=tls` URIs placed without a trunk.
+    pub srtp: SrtpPolicy,
     /// Address advertised in Contact (and offered to the caller for SDP) when behind NAT.
     pub external_address: Option<IpAddr>,
     /// User part of our Contact URI.
@@ -42,6 +58,11 @@ impl Default for SipConfig {
         Self {
             udp_listen: Some(SocketAddr::from(([127, 0, 0, 1], 5060))),
             tcp_listen: Some(SocketAddr::from(([127, 0, 0, 1], 5060))),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca_file: None,
+            srtp: SrtpPolicy::Off,
             external_address: None,
             contact_user: "switchboard".into(),
             user_agent: concat!("Switchboard/", env!("CARGO_PKG_VERSION")).into(),
@@ -74,6 +95,38 @@ pub enum Transport {
     #[default]
     Udp,
     Tcp,
+    Tls,
+}
+
+impl Transport {
+    /// What a SIP URI says about its transport: `sips:` or `;transport=tls` mean TLS.
+    pub(crate) fn of_uri(uri: &str) -> Option<Transport> {
+        let lower = uri.to_ascii_lowercase();
+        if lower.starts_with("sips:") || lower.contains(";transport=tls") {
+            Some(Transport::Tls)
+        } else if lower.contains(";transport=tcp") {
+            Some(Transport::Tcp)
+        } else {
+            None
+        }
+    }
+
+    /// The URI parameter that selects this transport (nothing for UDP, the default).
+    pub(crate) fn uri_param(self) -> &'static str {
+        match self {
+            Transport::Udp => "",
+            Transport::Tcp => ";transport=tcp",
+            Transport::Tls => ";transport=tls",
+        }
+    }
+
+    pub(crate) fn to_stack(self) -> rsipstack::sip::transport::Transport {
+        match self {
+            Transport::Udp => rsipstack::sip::transport::Transport::Udp,
+            Transport::Tcp => rsipstack::sip::transport::Transport::Tcp,
+            Transport::Tls => rsipstack::sip::transport::Transport::Tls,
+        }
+    }
 }
 
 impl std::fmt::Display for Transport {
@@ -81,6 +134,7 @@ impl std::fmt::Display for Transport {
         f.write_str(match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
         })
     }
 }
@@ -108,6 +162,10 @@ pub struct TrunkConfig {
     pub domain: Option<String>,
     #[serde(default)]
     pub transport: Transport,
+    /// SRTP on this trunk's calls, both ways; `optional` and `required` need `transport = "tls"`
+    /// (SDES keys travel in the SDP).
+    #[serde(default)]
+    pub srtp: SrtpPolicy,
     /// User part of From for outbound calls.
     #[serde(default)]
     pub from_user: Option<String>,
@@ -148,6 +206,12 @@ fn trunk_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<TrunkConfig>
         )));
     }
     for t in &trunks {
+        if t.srtp != SrtpPolicy::Off && t.transport != Transport::Tls {
+            return Err(serde::de::Error::custom(format!(
+                "trunk {}: srtp = {:?} needs transport = \"tls\" (SDES keys travel in the SDP)",
+                t.name, t.srtp
+            )));
+        }
         for p in &t.allowed_prefixes {
             let digits = p.strip_prefix('+').unwrap_or(p);
             let ok = !digits.is_empty()
@@ -273,6 +337,35 @@ mod tests {
             toml::from_str::<SipConfig>("[[trunks]]\nname='x'\noutbound_proxy='1.2.3.4:5'\nfoo=1")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn tls_transport_in_config_and_uris() {
+        let cfg: SipConfig = toml::from_str(
+            "tls-listen = '127.0.0.1:5061'\ntls-cert = 'c.pem'\ntls-key = 'k.pem'\n\
+             [[trunks]]\nname = 'carrier'\noutbound-proxy = '127.0.0.1:5061'\ntransport = 'tls'\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.trunks[0].transport, Transport::Tls);
+        assert_eq!(cfg.tls_listen.unwrap().port(), 5061);
+        assert_eq!(Transport::of_uri("sips:a@h"), Some(Transport::Tls));
+        assert_eq!(
+            Transport::of_uri("sip:a@h;transport=TLS"),
+            Some(Transport::Tls)
+        );
+        assert_eq!(
+            Transport::of_uri("sip:a@h;transport=tcp"),
+            Some(Transport::Tcp)
+        );
+        assert_eq!(Transport::of_uri("sip:a@h"), None);
+        assert_eq!(Transport::Tls.uri_param(), ";transport=tls");
+        assert_eq!(cfg.trunks[0].srtp, SrtpPolicy::Off);
+        let plain = toml::from_str::<SipConfig>(
+            "[[trunks]]\nname = 'c'\noutbound-proxy = '127.0.0.1:5060'\nsrtp = 'required'\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(plain.contains("needs transport"), "{plain}");
     }
 
     #[test]

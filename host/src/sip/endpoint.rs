@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::config::{SipConfig, Transport};
+use super::config::{SipConfig, SrtpPolicy, Transport};
 use super::error::SipError;
 use super::guard::{GuardedUdpSocket, SanityInspector, ScannerRules};
 use super::inbound;
@@ -49,6 +49,7 @@ pub enum SipEvent {
 pub struct LocalAddrs {
     pub udp: Option<SocketAddr>,
     pub tcp: Option<SocketAddr>,
+    pub tls: Option<SocketAddr>,
 }
 
 pub(crate) struct Shared {
@@ -75,14 +76,12 @@ impl Shared {
         let local = match transport {
             Transport::Udp => self.local.udp,
             Transport::Tcp => self.local.tcp,
+            Transport::Tls => self.local.tls,
         }?;
         let host = self.cfg.external_address.unwrap_or(local.ip());
         let user = user.unwrap_or(&self.cfg.contact_user);
         let addr = SocketAddr::new(host, local.port());
-        Some(match transport {
-            Transport::Udp => format!("sip:{user}@{addr}"),
-            Transport::Tcp => format!("sip:{user}@{addr};transport=tcp"),
-        })
+        Some(format!("sip:{user}@{addr}{}", transport.uri_param()))
     }
 
     pub fn emit(&self, ev: SipEvent) {
@@ -127,10 +126,16 @@ impl SipEndpoint {
     pub async fn start(
         cfg: SipConfig,
     ) -> Result<(SipEndpoint, mpsc::Receiver<SipEvent>), SipError> {
-        if cfg.udp_listen.is_none() && cfg.tcp_listen.is_none() {
+        if cfg.udp_listen.is_none() && cfg.tcp_listen.is_none() && cfg.tls_listen.is_none() {
             return Err(SipError::Config(
-                "no listen address (udp_listen or tcp_listen)".into(),
+                "no listen address (udp-listen, tcp-listen or tls-listen)".into(),
             ));
+        }
+        if cfg.srtp != SrtpPolicy::Off && cfg.tls_listen.is_none() {
+            return Err(SipError::Config(format!(
+                "srtp = {:?} needs tls-listen (SDES keys travel in the SDP)",
+                cfg.srtp
+            )));
         }
         let trunk_scopes = build_scopes(&cfg)?;
         let mut names = std::collections::HashSet::new();
@@ -159,6 +164,7 @@ impl SipEndpoint {
         let mut local = LocalAddrs {
             udp: None,
             tcp: None,
+            tls: None,
         };
         let mut udp_socket = None;
         if let Some(addr) = cfg.udp_listen {
@@ -207,6 +213,22 @@ impl SipEndpoint {
             transport_layer.add_transport(conn.into());
             local.tcp = Some(bound);
         }
+
+        let tls_listener = match cfg.tls_listen {
+            Some(addr) => {
+                let l = super::tls::Listener::bind(
+                    addr,
+                    external(addr),
+                    cfg.tls_cert.as_deref(),
+                    cfg.tls_key.as_deref(),
+                )
+                .await?;
+                local.tls = Some(l.local_addr());
+                Some(l)
+            }
+            None => None,
+        };
+        transport_layer.set_tls_config(super::tls::client_config(cfg.tls_ca_file.as_ref())?);
 
         let endpoint = EndpointBuilder::new()
             .with_user_agent(&cfg.user_agent)
@@ -261,6 +283,9 @@ impl SipEndpoint {
 
         let serving = endpoint.clone();
         tokio::spawn(async move { serving.serve().await });
+        if let Some(l) = tls_listener {
+            l.serve(endpoint.inner.clone(), shared.cancel.child_token());
+        }
         let dispatch = shared.clone();
         tokio::spawn(async move {
             loop {
@@ -280,7 +305,7 @@ impl SipEndpoint {
         if let Some(tcp) = local.tcp {
             wait_tcp_listening(tcp).await;
         }
-        info!(udp = ?local.udp, tcp = ?local.tcp, "SIP endpoint listening");
+        info!(udp = ?local.udp, tcp = ?local.tcp, tls = ?local.tls, "SIP endpoint listening");
 
         for account in shared.cfg.accounts.clone() {
             register::spawn(&shared, account)?;
@@ -441,6 +466,7 @@ pub(crate) fn transaction_source(tx: &Transaction) -> (Option<SocketAddr>, Trans
         .and_then(|a| a.get_socketaddr().ok());
     let transport = match conn.map(|c| c.transport()) {
         Some(rsipstack::sip::transport::Transport::Udp) | None => Transport::Udp,
+        Some(rsipstack::sip::transport::Transport::Tls) => Transport::Tls,
         Some(_) => Transport::Tcp,
     };
     (source, transport)

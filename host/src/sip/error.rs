@@ -21,6 +21,9 @@ pub enum SipError {
         action: &'static str,
         reason: String,
     },
+    /// A TLS connection could not be made: refused, or the peer's certificate did not verify.
+    #[error("TLS connection to {peer} failed: {reason}")]
+    Tls { peer: String, reason: String },
     #[error("call {0} no longer exists (cancelled, ended or answered elsewhere)")]
     CallGone(String),
     #[error("transfer on call {call_id} refused: {code} {reason}")]

@@ -13,7 +13,7 @@ use rsipstack::transaction::transaction::Transaction;
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info, warn};
 
-use super::config::Transport;
+use super::config::{SrtpPolicy, Transport};
 use super::dialog::{Dialog, DialogEvent, DialogHandle, Pump, header_value};
 use super::endpoint::{Shared, SipEvent, transaction_source};
 use super::error::SipError;
@@ -40,6 +40,8 @@ pub struct IncomingCall {
     /// The caller's SDP offer (None for a late-offer INVITE).
     pub remote_sdp: Option<String>,
     pub transport: Transport,
+    /// SRTP for this call, from its trunk (or `[sip] srtp`); always off unless over TLS.
+    pub srtp: SrtpPolicy,
     /// Network source of the INVITE.
     pub source: Option<SocketAddr>,
     /// Trunk whose inbound policy admitted the call (None: unknown source).
@@ -243,6 +245,26 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
         info!(%call_id, "INVITE without Contact; 400");
         return refuse(&mut tx, StatusCode::BadRequest, vec![]).await;
     }
+    let policy = trunk
+        .as_ref()
+        .and_then(|name| shared.cfg.trunks.iter().find(|t| &t.name == name))
+        .map_or(shared.cfg.srtp, |t| t.srtp);
+    // SDES keys never travel in clear: off a TLS connection there is no SRTP.
+    let srtp = match (policy, transport) {
+        (policy, Transport::Tls) => policy,
+        (SrtpPolicy::Required, _) => {
+            info!(%call_id, %transport, "SRTP is required and the INVITE is not over TLS; 488");
+            return refuse(
+                &mut tx,
+                StatusCode::NotAcceptableHere,
+                vec![Header::Warning(
+                    "399 switchboard \"SRTP over TLS required\"".into(),
+                )],
+            )
+            .await;
+        }
+        _ => SrtpPolicy::Off,
+    };
     let body = (!tx.original.body.is_empty())
         .then(|| String::from_utf8_lossy(&tx.original.body).into_owned());
     if let Some(body) = &body {
@@ -301,8 +323,14 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
         .map(|h| (h.name().to_string(), h.value().to_string()))
         .collect();
 
+    // Answer in the form the caller used: a `sips:` request gets a `sips:` Contact.
+    let sips = req.uri.scheme == Some(rsipstack::sip::Scheme::Sips);
     let contact = shared
         .contact(transport, None)
+        .map(|c| match sips {
+            true => c.replacen("sip:", "sips:", 1).replace(";transport=tls", ""),
+            false => c,
+        })
         .and_then(|c| rsipstack::sip::Uri::try_from(c.as_str()).ok());
     let (state_tx, state_rx) = shared.layer.new_dialog_state_channel();
     let dialog = match shared
@@ -348,6 +376,7 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
         headers,
         remote_sdp: body,
         transport,
+        srtp,
         source,
         trunk,
         pending: Some(Pending {

@@ -31,10 +31,12 @@ mod inbound;
 mod outbound;
 mod policy;
 mod register;
+mod tls;
 mod wire;
 
 pub use config::{
-    AccountConfig, DigestUser, InboundPolicy, ScannerAction, SipConfig, Transport, TrunkConfig,
+    AccountConfig, DigestUser, InboundPolicy, ScannerAction, SipConfig, SrtpPolicy, Transport,
+    TrunkConfig,
 };
 pub use dialog::{Dialog, DialogEvent, DialogHandle, EndReason, ReinviteRequest};
 pub use endpoint::{LocalAddrs, SipEndpoint, SipEvent};

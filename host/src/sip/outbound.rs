@@ -5,13 +5,12 @@ use std::time::Duration;
 
 use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::invitation::InviteOption;
-use rsipstack::sip::uri::ParamsExt;
 use rsipstack::sip::{Header, StatusCodeKind};
 use rsipstack::transport::SipAddr;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::config::Transport;
+use super::config::{SrtpPolicy, Transport};
 use super::dialog::{Dialog, DialogHandle, Pump};
 use super::endpoint::Shared;
 use super::error::SipError;
@@ -20,7 +19,7 @@ use super::error::SipError;
 #[derive(Debug, Clone, Default)]
 pub struct OutboundCall {
     /// A number (sent as `sip:<number>@<trunk domain>`) or a full `sip:`/`sips:` URI; without
-    /// a trunk, the URI's `;transport=tcp` selects TCP.
+    /// a trunk, the URI's `sips:` or `;transport=tcp|tls` selects the transport.
     pub to: String,
     /// Trunk to route through; required when `to` is a bare number.
     pub trunk: Option<String>,
@@ -119,6 +118,8 @@ pub struct CallTarget {
     pub transport: Transport,
     /// User part of our From.
     pub from_user: String,
+    /// SRTP for the call: the trunk's, or `[sip] srtp` for a TLS URI; off unless over TLS.
+    pub srtp: SrtpPolicy,
 }
 
 /// Everything the INVITE needs that follows from the request and the configuration.
@@ -160,10 +161,7 @@ fn route<'a>(shared: &'a Shared, call: &OutboundCall) -> Result<Route<'a>, SipEr
             if number.is_empty() {
                 return Err(SipError::InvalidUri(call.to.clone()));
             }
-            match t.transport {
-                Transport::Udp => format!("sip:{number}@{domain}"),
-                Transport::Tcp => format!("sip:{number}@{domain};transport=tcp"),
-            }
+            format!("sip:{number}@{domain}{}", t.transport.uri_param())
         }
         (false, None) => {
             return Err(SipError::InvalidUri(format!(
@@ -173,13 +171,11 @@ fn route<'a>(shared: &'a Shared, call: &OutboundCall) -> Result<Route<'a>, SipEr
         }
     };
     let callee = parse_uri(&callee_str)?;
-    // Without a trunk, a direct URI's `;transport=tcp` picks the transport (and so the Contact).
+    // Without a trunk, a direct URI's `sips:` or `;transport=` picks the transport (and so the
+    // Contact).
     let transport = match trunk {
         Some(t) => t.transport,
-        None if callee.transport() == Some(&rsipstack::sip::transport::Transport::Tcp) => {
-            Transport::Tcp
-        }
-        None => Transport::Udp,
+        None => Transport::of_uri(&callee_str).unwrap_or_default(),
     };
     let from_user = call
         .from
@@ -195,11 +191,16 @@ fn route<'a>(shared: &'a Shared, call: &OutboundCall) -> Result<Route<'a>, SipEr
     let contact = shared
         .contact(transport, Some(&from_user))
         .ok_or_else(|| SipError::Config(format!("no {transport} listener for this call")))?;
+    let srtp = match transport {
+        Transport::Tls => trunk.map_or(shared.cfg.srtp, |t| t.srtp),
+        _ => SrtpPolicy::Off,
+    };
     Ok(Route {
         target: CallTarget {
             uri: callee_str,
             transport,
             from_user,
+            srtp,
         },
         trunk,
         callee,
@@ -227,6 +228,7 @@ pub(crate) async fn place(
     let CallTarget {
         uri: callee_str,
         from_user,
+        transport,
         ..
     } = target;
     let credential = trunk.and_then(|t| {
@@ -238,12 +240,20 @@ pub(crate) async fn place(
         })
     });
     let destination = trunk.map(|t| SipAddr {
-        r#type: Some(match t.transport {
-            Transport::Udp => rsipstack::sip::transport::Transport::Udp,
-            Transport::Tcp => rsipstack::sip::transport::Transport::Tcp,
-        }),
+        r#type: Some(t.transport.to_stack()),
         addr: t.outbound_proxy.into(),
     });
+    if transport == Transport::Tls {
+        let first_hop = match &destination {
+            Some(d) => d.clone(),
+            None => SipAddr::try_from(&callee).map_err(|e| SipError::Call {
+                call_id: String::new(),
+                action: "resolve",
+                reason: e.to_string(),
+            })?,
+        };
+        super::tls::connect(&shared.endpoint, &first_hop).await?;
+    }
     let headers: Vec<Header> = call
         .headers
         .iter()

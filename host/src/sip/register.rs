@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::registration::Registration;
 use rsipstack::sip::StatusCodeKind;
+use rsipstack::transport::SipAddr;
 use serde::Serialize;
 use tokio::sync::Mutex as AsyncMutex;
 use tracing::{info, warn};
@@ -125,10 +126,7 @@ pub(crate) fn spawn(shared: &Arc<Shared>, acc: AccountConfig) -> Result<(), SipE
         SipError::Config(format!("account `{}`: AOR needs a user part", acc.name))
     })?;
     let domain = aor.host_with_port.to_string();
-    let server_str = match acc.transport {
-        Transport::Udp => format!("sip:{domain}"),
-        Transport::Tcp => format!("sip:{domain};transport=tcp"),
-    };
+    let server_str = format!("sip:{domain}{}", acc.transport.uri_param());
     let server = rsipstack::sip::Uri::try_from(server_str.as_str())
         .map_err(|_| SipError::InvalidUri(server_str.clone()))?;
     let credential = Credential {
@@ -195,8 +193,20 @@ async fn run(
     let max = Duration::from_secs(acc.backoff_max_secs.max(acc.backoff_base_secs.max(1)));
     let timeout = Duration::from_secs(acc.timeout_secs.max(1));
     let mut failures = 0u32;
+    // Over TLS, the registrar's certificate is checked before each REGISTER so a bad one is
+    // the registration's error rather than a timeout.
+    let tls_first_hop = (acc.transport == Transport::Tls).then(|| SipAddr {
+        r#type: Some(Transport::Tls.to_stack()),
+        addr: acc.registrar.into(),
+    });
     loop {
-        let result = {
+        let tls = match &tls_first_hop {
+            Some(hop) => super::tls::connect(&shared.endpoint, hop).await,
+            None => Ok(()),
+        };
+        let result = if let Err(e) = tls {
+            Ok(Err(e.to_string()))
+        } else {
             let mut reg = reg.lock().await;
             tokio::select! {
                 _ = shared.reg_cancel.cancelled() => return,

@@ -11,6 +11,8 @@ use crate::support::tempdir;
 
 /// A headless baresip driven over ctrl_tcp (netstring JSON).
 pub struct Baresip {
+    /// SIP over UDP and TCP; TLS (with `sip_certificate` set) listens on the port above.
+    pub sip_port: u16,
     pub ctrl_port: u16,
     pub dir: tempfile::TempDir,
     _proc: Proc,
@@ -65,6 +67,7 @@ impl Baresip {
         let mut proc = Proc::spawn("baresip", &mut cmd);
         proc.hold(ports);
         let b = Baresip {
+            sip_port,
             ctrl_port,
             dir,
             _proc: proc,
@@ -122,11 +125,19 @@ impl BaresipCtrl {
 
     /// Waits for an event whose `type` equals `ty`; returns the JSON text.
     pub async fn wait_event(&mut self, ty: &str, timeout: Duration) -> Option<String> {
+        self.wait_event_any(&[ty], timeout).await
+    }
+
+    /// Waits for an event whose `type` is one of `types`; returns the JSON text.
+    pub async fn wait_event_any(&mut self, types: &[&str], timeout: Duration) -> Option<String> {
         use tokio::io::AsyncReadExt;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             while let Some(msg) = self.take_netstring() {
-                if msg.contains(&format!("\"type\":\"{ty}\"")) {
+                if types
+                    .iter()
+                    .any(|ty| msg.contains(&format!("\"type\":\"{ty}\"")))
+                {
                     return Some(msg);
                 }
             }

@@ -1,8 +1,12 @@
 //! Helpers for calls placed by a real phone (baresip) at the `switchboard` binary: microphone
 //! tracks, dialling, baresip's recordings and where agent or caller audio is in them.
 
+use std::time::Duration;
+
 use crate::support::baresip::{Baresip, BaresipCtrl};
-use crate::support::media::{Wav, to_8k};
+use crate::support::host::Host;
+use crate::support::media::{Wav, only_file, onset_correlation, quiet_then_tones, to_8k};
+use switchboard::media::Codec;
 
 /// Rate of baresip's microphone and recordings here.
 pub const RATE: usize = 8000;
@@ -120,4 +124,74 @@ pub fn ms(samples: usize) -> f64 {
 /// Spans as (start ms, length ms), for messages.
 pub fn spans_ms(spans: &[(usize, usize)]) -> Vec<(f64, f64)> {
     spans.iter().map(|&(a, b)| (ms(a), ms(b) - ms(a))).collect()
+}
+
+/// The microphone stays silent while the greeting plays, then sends this many seconds of tones.
+const QUIET_SECS: usize = 11;
+const TONE_SECS: usize = 4;
+
+/// One run of [`audio_both_ways`]: the codec and the microphone track to give the phone.
+pub struct AudioCheck {
+    pub codec: String,
+    pub mic: Vec<i16>,
+}
+
+impl AudioCheck {
+    pub fn new(codec: &str) -> AudioCheck {
+        AudioCheck {
+            codec: codec.into(),
+            mic: quiet_then_tones(QUIET_SECS, TONE_SECS, 3),
+        }
+    }
+}
+
+/// A call from `phone` (started with `check.mic`, recording with `module sndfile.so`) to the
+/// `menu` agent at `uri` on a host recording its calls: what the microphone sends is in the
+/// caller channel of the host's recording, and what the agent says (the greeting) is in
+/// baresip's recording of what it received, each correlating ≥ 0.9; keypad digits sent over
+/// RFC 4733 on the same call reach the agent. Returns the two correlations.
+pub async fn audio_both_ways(
+    host: &mut Host,
+    phone: &Baresip,
+    uri: &str,
+    check: &AudioCheck,
+) -> (f64, f64) {
+    let codec = check.codec.as_str();
+    let mut ctrl = phone.ctrl().await;
+    ctrl.dial(uri, phone).await;
+    let negotiated = codec.parse::<Codec>().unwrap().encoding_name();
+    host.expect(&["Answered", &format!("codec: \"{negotiated}\"")], 10);
+    // The greeting, then the microphone's tones, then a key press on the same call.
+    tokio::time::sleep(Duration::from_secs((QUIET_SECS + TONE_SECS + 1) as u64)).await;
+    ctrl.command("sndcode", "1").await;
+    host.expect(&["Actions", "We are open"], 20);
+    ctrl.command("hangup", "").await;
+    host.expect(&["call ended", "CallerHangup"], 20);
+    assert!(
+        ctrl.wait_event("CALL_CLOSED", Duration::from_secs(10))
+            .await
+            .is_some()
+    );
+
+    let recording = only_file(&host.data.path().join("recordings"), ".wav");
+    let wav = Wav::read(&recording);
+    assert_eq!(wav.channels, 2, "stereo: caller left, agent right");
+    let caller = to_8k(&wav.channel(0), wav.rate);
+    let agent = to_8k(&wav.channel(1), wav.rate);
+    assert!(
+        caller.len() > (QUIET_SECS + TONE_SECS) * RATE,
+        "the recording covers the call: {} samples",
+        caller.len()
+    );
+
+    let tones = &check.mic[QUIET_SECS * RATE..];
+    let up = onset_correlation(tones, &caller, (TONE_SECS - 1) * RATE);
+    // baresip's sndfile module writes what it decoded into `<rec>/...-dec.wav`.
+    let heard = Wav::read(&only_file(&phone.dir.path().join("rec"), "-dec.wav"));
+    let heard = to_8k(&heard.channel(0), heard.rate);
+    let down = onset_correlation(&agent, &heard, 4 * RATE);
+    eprintln!("{codec}: baresip → host {up:.3}, agent → baresip {down:.3}");
+    assert!(up >= 0.9, "{codec}: caller audio in the recording: {up:.3}");
+    assert!(down >= 0.9, "{codec}: agent audio at baresip: {down:.3}");
+    (up, down)
 }

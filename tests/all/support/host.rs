@@ -13,6 +13,8 @@ use crate::support::process::{Lines, Proc};
 
 pub struct Host {
     pub sip_port: u16,
+    /// The SIP over TLS port (the one above `sip_port`), listening when the builder had `tls`.
+    pub tls_port: u16,
     /// Where the HTTP API listens (a free port chosen by the host).
     pub http: std::net::SocketAddr,
     pub agents: AgentsDir,
@@ -36,6 +38,8 @@ pub struct HostBuilder {
     /// Agents to deploy: name, component file, manifest text.
     agents: Vec<(String, PathBuf, String)>,
     http: String,
+    sip: String,
+    tls: Option<(PathBuf, PathBuf)>,
     calls: String,
     rtp_ports: u16,
     model: String,
@@ -73,6 +77,18 @@ impl HostBuilder {
     /// Lines added to the `[http]` table (e.g. tokens).
     pub fn http(mut self, toml: &str) -> Self {
         self.http = toml.into();
+        self
+    }
+
+    /// Lines added to the `[sip]` table (trunks go in `config`, as `[[sip.trunks]]`).
+    pub fn sip(mut self, toml: &str) -> Self {
+        self.sip = toml.into();
+        self
+    }
+
+    /// SIP over TLS on `tls_port` with this certificate chain and key.
+    pub fn tls(mut self, cert: &Path, key: &Path) -> Self {
+        self.tls = Some((cert.to_path_buf(), key.to_path_buf()));
         self
     }
 
@@ -128,6 +144,15 @@ impl HostBuilder {
         // SIP on the first (and TLS room on the second), RTP on the rest.
         let ports = ports(2 + self.rtp_ports);
         let sip_port = ports.first();
+        let tls_port = ports.get(1);
+        let tls = match &self.tls {
+            Some((cert, key)) => format!(
+                "tls-listen = \"127.0.0.1:{tls_port}\"\ntls-cert = {:?}\ntls-key = {:?}\n",
+                cert.display().to_string(),
+                key.display().to_string()
+            ),
+            None => String::new(),
+        };
         let model = match self.model.as_str() {
             "" => String::new(),
             model => format!("[model]\n{model}\n"),
@@ -137,13 +162,14 @@ impl HostBuilder {
             &cfg,
             format!(
                 "data-dir = {data:?}\n[sip]\nudp-listen = \"127.0.0.1:{sip_port}\"\n\
-                 tcp-listen = \"127.0.0.1:{sip_port}\"\n[http]\nlisten = \"127.0.0.1:0\"\n{http}\n\
+                 tcp-listen = \"127.0.0.1:{sip_port}\"\n{tls}{sip}\n[http]\nlisten = \"127.0.0.1:0\"\n{http}\n\
                  [calls]\nrtp-port-min = {rtp_min}\nrtp-port-max = {rtp_max}\n{calls}\n{model}\
                  [agents]\ndir = {dir:?}\nmax-instances = 64\n\
                  [routes]\n\"1000\" = \"menu\"\n\"2000\" = \"receptionist\"\n\"3000\" = \"appointments\"\n{extra}\n",
                 data = data.path().display().to_string(),
                 dir = agents.path().display().to_string(),
                 http = self.http,
+                sip = self.sip,
                 rtp_min = ports.get(2),
                 rtp_max = ports.last(),
                 calls = self.calls,
@@ -155,6 +181,7 @@ impl HostBuilder {
         let (process, log, http) = launch(&bin, &cfg, &self.rust_log, &self.env);
         Host {
             sip_port,
+            tls_port,
             http,
             agents,
             log,
@@ -175,6 +202,8 @@ impl Host {
             bin: None,
             agents: Vec::new(),
             http: String::new(),
+            sip: String::new(),
+            tls: None,
             calls: String::new(),
             rtp_ports: 200,
             model: String::new(),

@@ -2,6 +2,7 @@
 //! through a proxy.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,8 +20,47 @@ pub struct Kamailio {
 
 impl Kamailio {
     pub async fn start(port: u16) -> Kamailio {
+        Self::start_with(port, None).await
+    }
+
+    /// Like [`Kamailio::start`], also serving SIP over TLS on `tls.0` with the certificate
+    /// chain and key in `tls.1` and `tls.2` (Debian's `kamailio-tls-modules`).
+    pub async fn start_tls(port: u16, tls: (u16, &Path, &Path)) -> Kamailio {
+        Self::start_with(port, Some(tls)).await
+    }
+
+    async fn start_with(port: u16, tls: Option<(u16, &Path, &Path)>) -> Kamailio {
         let dir = tempdir("kam");
-        let cfg = KAMAILIO_CFG
+        let mut cfg = KAMAILIO_CFG.to_string();
+        if let Some((tls_port, cert, key)) = tls {
+            // Peers are not asked for certificates; ours is the one they check.
+            std::fs::write(
+                dir.path().join("tls.cfg"),
+                format!(
+                    "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\n\
+                     require_certificate = no\nprivate_key = {}\ncertificate = {}\n\n\
+                     [client:default]\nverify_certificate = no\nrequire_certificate = no\n",
+                    key.display(),
+                    cert.display()
+                ),
+            )
+            .unwrap();
+            cfg = cfg.replacen(
+                "auto_aliases=no\n",
+                &format!(
+                    "auto_aliases=no\nenable_tls=yes\nlisten=tls:127.0.0.1:{tls_port}\n\
+                     alias=\"127.0.0.1:{tls_port}\"\n"
+                ),
+                1,
+            );
+            cfg = cfg.replacen(
+                "loadmodule \"tm.so\"\n",
+                "loadmodule \"tls.so\"\nmodparam(\"tls\", \"config\", \"@DIR@/tls.cfg\")\n\
+                 loadmodule \"tm.so\"\n",
+                1,
+            );
+        }
+        let cfg = cfg
             .replace("@PORT@", &port.to_string())
             .replace("@DIR@", dir.path().to_str().unwrap());
         let cfg_path = dir.path().join("kamailio.cfg");

@@ -274,6 +274,13 @@ impl Engine {
             warn!(call_id = %self.config.call_id, error = %e, "rtp build");
             return;
         }
+        if let Some(srtp) = self.srtp.as_mut()
+            && let Err(e) = srtp.protect_rtp(&mut out.bytes, start)
+        {
+            out.bytes.truncate(start);
+            warn!(call_id = %self.config.call_id, error = %e, "srtp protect");
+            return;
+        }
         out.transmit(Socket::Rtp, dest, start);
         self.sequence = self.sequence.wrapping_add(1);
         self.stats.packets_sent += 1;
@@ -313,6 +320,13 @@ impl Engine {
                 rtcp::build_report(self.ssrc, sender, block.as_slice(), &self.config.cname);
             let start = out.bytes.len();
             out.bytes.extend_from_slice(&report);
+            if let Some(srtp) = self.srtp.as_mut()
+                && let Err(e) = srtp.protect_rtcp(&mut out.bytes, start)
+            {
+                out.bytes.truncate(start);
+                warn!(call_id = %self.config.call_id, error = %e, "srtcp protect");
+                return;
+            }
             out.transmit(Socket::Rtcp, dest, start);
             self.stats.rtcp_sent += 1;
         }

@@ -5,6 +5,7 @@
 mod receive;
 mod rtcp;
 mod send;
+mod srtp;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};

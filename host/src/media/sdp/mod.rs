@@ -16,6 +16,8 @@ mod write;
 use std::net::{IpAddr, SocketAddr};
 
 use super::codec::Codec;
+use super::srtp::{MasterKey, SrtpKeys};
+pub use crate::domain::SrtpPolicy;
 pub use offer_answer::{answer_offer, answer_reoffer, create_offer, process_answer};
 
 /// Packet duration used when the peer states none.
@@ -126,6 +128,10 @@ pub struct LocalMedia {
     pub session_id: u64,
     /// `o=` version: the caller increments it whenever our SDP changes (RFC 3264 §8).
     pub session_version: u64,
+    /// Whether the stream is encrypted (SDES keys in `a=crypto`, RFC 4568).
+    pub srtp: SrtpPolicy,
+    /// Our SRTP master key, sent in our offer or answer when SRTP is on.
+    pub srtp_key: MasterKey,
 }
 
 impl LocalMedia {
@@ -140,6 +146,8 @@ impl LocalMedia {
             direction: Direction::SendRecv,
             session_id,
             session_version: 1,
+            srtp: SrtpPolicy::Off,
+            srtp_key: MasterKey::random(),
         }
     }
 }
@@ -172,4 +180,6 @@ pub struct NegotiatedMedia {
     pub ptime_ms: u32,
     /// Our direction for the stream.
     pub direction: Direction,
+    /// The SRTP keys when the stream is encrypted.
+    pub srtp: Option<SrtpKeys>,
 }

@@ -4,9 +4,10 @@
 use std::fmt::Write as _;
 
 use crate::media::codec::Codec;
+use crate::media::srtp::Suite;
 
-use super::parse::{Format, Stream, parse};
-use super::write::{session_header, write_media};
+use super::parse::{Crypto, Format, Stream, parse};
+use super::write::{crypto_lines, session_header, write_media};
 use super::*;
 
 /// Builds our offer (new outbound call, or a re-INVITE for hold/resume).
@@ -22,16 +23,29 @@ pub fn create_offer(local: &LocalMedia) -> String {
     if local.codecs.contains(&Codec::Opus) {
         formats.push((DTMF_48K_PT, Format::Dtmf(48000)));
     }
+    // SRTP offered: every suite we have, one key (the answer picks one line, RFC 4568 §7.1.1).
+    let (proto, crypto): (&str, Vec<(u32, Suite)>) = match local.srtp {
+        SrtpPolicy::Off => ("RTP/AVP", Vec::new()),
+        // Best-effort SRTP: keys in an RTP/AVP offer, which a plain peer ignores.
+        SrtpPolicy::Optional => ("RTP/AVP", offered_crypto()),
+        SrtpPolicy::Required => ("RTP/SAVP", offered_crypto()),
+    };
     let mut sdp = session_header(local);
     write_media(
         &mut sdp,
         local.port,
-        "RTP/AVP",
+        proto,
         &formats,
         local.ptime_ms,
         local.direction,
+        &crypto_lines(&crypto, &local.srtp_key),
     );
     sdp
+}
+
+/// The `a=crypto` tags and suites of our offers.
+fn offered_crypto() -> Vec<(u32, Suite)> {
+    (1..).zip(Suite::ALL).collect()
 }
 
 /// Answers a peer's offer (inbound INVITE, or a re-INVITE such as hold/resume).
@@ -55,7 +69,7 @@ pub fn answer_offer(
             Err(reason) => reasons.push(format!("m-line {index}: {reason}")),
         }
     }
-    let Some((chosen_index, (media, formats))) = chosen else {
+    let Some((chosen_index, (media, formats, crypto))) = chosen else {
         return Err(SdpError::NotAcceptable(if reasons.is_empty() {
             "no m-line".to_string()
         } else {
@@ -72,6 +86,7 @@ pub fn answer_offer(
                 &formats,
                 local.ptime_ms,
                 media.direction,
+                &crypto_lines(&crypto, &local.srtp_key),
             );
         } else {
             // Rejected stream: same media and proto, port 0, formats echoed (RFC 3264 §6).
@@ -125,6 +140,25 @@ pub fn process_answer(answer: &str, local: &LocalMedia) -> Result<NegotiatedMedi
         })
         .ok_or_else(|| SdpError::NotAcceptable("answer has no codec we offered".into()))?;
     let recv_payload_type = codec.static_payload_type().unwrap_or(OPUS_PT);
+    let offered = offered_crypto();
+    let answered = stream
+        .crypto
+        .iter()
+        .find(|c| offered.contains(&(c.tag, c.suite)));
+    let srtp = match (local.srtp, answered) {
+        (SrtpPolicy::Off, _) => None,
+        (_, Some(c)) => Some(SrtpKeys {
+            suite: c.suite,
+            send: local.srtp_key.clone(),
+            recv: c.key.clone(),
+        }),
+        (SrtpPolicy::Optional, None) => None,
+        (SrtpPolicy::Required, None) => {
+            return Err(SdpError::NotAcceptable(
+                "SRTP is required and the answer has no a=crypto we offered".into(),
+            ));
+        }
+    };
     let dtmf_send = stream.dtmf_for(codec.clock_rate());
     let mut dtmf_recv = vec![DtmfFormat {
         payload_type: DTMF_8K_PT,
@@ -146,11 +180,31 @@ pub fn process_answer(answer: &str, local: &LocalMedia) -> Result<NegotiatedMedi
         remote_rtcp: stream.rtcp_addr(),
         ptime_ms: stream.send_ptime(codec, local.ptime_ms),
         direction: local.direction.answer_to(stream.effective_direction()),
+        srtp,
     })
 }
 
-/// A stream we take: its negotiation and the formats our answer lists for it.
-type Accepted = (NegotiatedMedia, Vec<(u8, Format)>);
+/// A stream we take: its negotiation, the formats our answer lists for it and the `a=crypto`
+/// line we answer.
+type Accepted = (NegotiatedMedia, Vec<(u8, Format)>, Vec<(u32, Suite)>);
+
+/// The keys of an offered stream under our policy: `Ok(None)` for plain RTP, an error (the
+/// stream is refused) when the offer and the policy do not meet.
+fn offered_srtp(stream: &Stream, policy: SrtpPolicy) -> Result<Option<&Crypto>, String> {
+    let savp = matches!(
+        stream.proto.to_ascii_uppercase().as_str(),
+        "RTP/SAVP" | "RTP/SAVPF"
+    );
+    // Best-effort offers (RTP/AVP with keys) are taken as SRTP when SRTP is on.
+    match (policy, savp, stream.crypto.first()) {
+        (SrtpPolicy::Off, true, _) => Err(format!("{} offered and SRTP is off", stream.proto)),
+        (SrtpPolicy::Off, false, _) => Ok(None),
+        (_, _, Some(c)) => Ok(Some(c)),
+        (_, true, None) => Err("no usable a=crypto (a suite we have, no MKI)".into()),
+        (SrtpPolicy::Required, false, None) => Err("plain RTP offered and SRTP is required".into()),
+        (SrtpPolicy::Optional, false, None) => Ok(None),
+    }
+}
 
 fn negotiate_stream(stream: &Stream, local: &LocalMedia) -> Result<Accepted, String> {
     if !stream.media.eq_ignore_ascii_case("audio") {
@@ -161,10 +215,11 @@ fn negotiate_stream(stream: &Stream, local: &LocalMedia) -> Result<Accepted, Str
     }
     if !matches!(
         stream.proto.to_ascii_uppercase().as_str(),
-        "RTP/AVP" | "RTP/AVPF"
+        "RTP/AVP" | "RTP/AVPF" | "RTP/SAVP" | "RTP/SAVPF"
     ) {
         return Err(format!("transport {} not supported", stream.proto));
     }
+    let crypto = offered_srtp(stream, local.srtp)?;
     let (payload_type, codec) = local
         .codecs
         .iter()
@@ -193,6 +248,12 @@ fn negotiate_stream(stream: &Stream, local: &LocalMedia) -> Result<Accepted, Str
         remote_rtcp: stream.rtcp_addr(),
         ptime_ms: stream.send_ptime(codec, local.ptime_ms),
         direction: local.direction.answer_to(stream.effective_direction()),
+        srtp: crypto.map(|c| SrtpKeys {
+            suite: c.suite,
+            send: local.srtp_key.clone(),
+            recv: c.key.clone(),
+        }),
     };
-    Ok((media, formats))
+    let answer_crypto = crypto.map(|c| (c.tag, c.suite)).into_iter().collect();
+    Ok((media, formats, answer_crypto))
 }

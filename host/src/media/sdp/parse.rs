@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::media::codec::Codec;
+use crate::media::srtp::{MasterKey, Suite};
 
 use super::*;
 
@@ -28,6 +29,37 @@ pub(super) struct Stream {
     pub(super) ptime: Option<u32>,
     pub(super) rtcp_port: Option<u16>,
     pub(super) rtcp_addr: Option<IpAddr>,
+    /// The `a=crypto` lines we can use, in the order given.
+    pub(super) crypto: Vec<Crypto>,
+}
+
+/// One usable `a=crypto` line (RFC 4568 §9.1): a suite we have, an inline key, no MKI.
+#[derive(Debug, Clone)]
+pub(super) struct Crypto {
+    pub(super) tag: u32,
+    pub(super) suite: Suite,
+    pub(super) key: MasterKey,
+}
+
+impl Crypto {
+    /// `<tag> <suite> inline:<key||salt>[|<lifetime>][|<MKI>:<length>] [session params]`;
+    /// `None` for a suite we lack, a key that is not 30 bytes, or an MKI (which we do not do).
+    fn parse(value: &str) -> Option<Crypto> {
+        let mut words = value.split_ascii_whitespace();
+        let tag = words.next()?.parse().ok()?;
+        let suite = Suite::from_name(words.next()?)?;
+        let inline = words
+            .next()?
+            .split(';')
+            .find_map(|p| p.strip_prefix("inline:"))?;
+        let mut parts = inline.split('|');
+        let key = MasterKey::from_inline(parts.next()?)?;
+        // A lifetime (`2^31` or a number) is fine; an MKI (`1:4`) is not.
+        if parts.any(|p| p.contains(':')) {
+            return None;
+        }
+        Some(Crypto { tag, suite, key })
+    }
 }
 
 pub(super) struct ParsedSession {
@@ -131,6 +163,12 @@ pub(super) fn parse(text: &str) -> Result<ParsedSession, SdpError> {
         let (rtcp_port, rtcp_addr) = attribute(&m.attributes, "rtcp")
             .map(parse_rtcp_attr)
             .unwrap_or((None, None));
+        let crypto = m
+            .attributes
+            .iter()
+            .filter(|a| a.attribute.eq_ignore_ascii_case("crypto"))
+            .filter_map(|a| Crypto::parse(a.value.as_deref()?))
+            .collect();
         streams.push(Stream {
             media: m.media.clone(),
             port: m.port,
@@ -143,6 +181,7 @@ pub(super) fn parse(text: &str) -> Result<ParsedSession, SdpError> {
             ptime,
             rtcp_port,
             rtcp_addr,
+            crypto,
         });
     }
     Ok(ParsedSession { streams })

@@ -2,6 +2,7 @@
 
 use super::parse::parse;
 use super::*;
+use crate::media::srtp::Suite;
 
 fn local(codecs: &[Codec]) -> LocalMedia {
     LocalMedia::new("192.0.2.10".parse().unwrap(), 40000, codecs.to_vec(), 42)
@@ -364,4 +365,125 @@ m=audio 7000 RTP/AVP 98 100\r\na=rtpmap:98 OPUS/48000/2\r\na=rtpmap:100 telephon
         process_answer(&rejected, &ours).unwrap_err().sip_status(),
         488
     );
+}
+
+/// An offer with `proto` and `crypto` lines (RFC 4568 §9.1 examples' shape).
+fn srtp_offer(proto: &str, crypto: &[&str]) -> String {
+    let mut sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\n\
+         m=audio 30000 {proto} 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+    );
+    for c in crypto {
+        sdp.push_str(&format!("a=crypto:{c}\r\n"));
+    }
+    sdp
+}
+
+const KEY: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+
+#[test]
+fn srtp_policy_matrix_for_offers() {
+    let sha80 = format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}|2^20");
+    let sha32_only = format!("3 AES_CM_128_HMAC_SHA1_32 inline:{KEY}");
+    let mki = format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}|2^20|1:4");
+    let unknown = format!("2 AES_256_CM_HMAC_SHA1_80 inline:{KEY}");
+    let plain = srtp_offer("RTP/AVP", &[]);
+    let best_effort = srtp_offer("RTP/AVP", &[&sha80]);
+    let savp = srtp_offer("RTP/SAVP", &[&unknown, &sha80]);
+    let savp32 = srtp_offer("RTP/SAVP", &[&sha32_only]);
+    let savp_mki = srtp_offer("RTP/SAVP", &[&mki]);
+
+    // (policy, offer) → None: refused with 488; Some(srtp?)
+    let cases = [
+        (SrtpPolicy::Off, &plain, Some(false)),
+        (SrtpPolicy::Off, &best_effort, Some(false)),
+        (SrtpPolicy::Off, &savp, None),
+        (SrtpPolicy::Optional, &plain, Some(false)),
+        (SrtpPolicy::Optional, &best_effort, Some(true)),
+        (SrtpPolicy::Optional, &savp, Some(true)),
+        (SrtpPolicy::Required, &plain, None),
+        (SrtpPolicy::Required, &best_effort, Some(true)),
+        (SrtpPolicy::Required, &savp, Some(true)),
+        (SrtpPolicy::Required, &savp32, Some(true)),
+        (SrtpPolicy::Required, &savp_mki, None),
+    ];
+    for (policy, offer, expected) in cases {
+        let mut l = local(&[Codec::Pcmu]);
+        l.srtp = policy;
+        let result = answer_offer(offer, &l);
+        match expected {
+            None => {
+                let e = result.expect_err(&format!("{policy:?} refuses {offer}"));
+                assert_eq!(e.sip_status(), 488);
+            }
+            Some(srtp) => {
+                let (answer, media) = result.unwrap();
+                assert_eq!(media.srtp.is_some(), srtp, "{policy:?}: {offer}");
+                assert_eq!(answer.contains("a=crypto:"), srtp, "{answer}");
+                let proto = offer.split("m=audio 30000 ").nth(1).unwrap();
+                let proto = proto.split(' ').next().unwrap();
+                assert!(
+                    answer.contains(&format!("m=audio 40000 {proto} ")),
+                    "{answer}"
+                );
+                if let Some(keys) = media.srtp {
+                    assert_eq!(keys.send, l.srtp_key);
+                    // The answer takes the offer's tag and suite, with our key.
+                    let line = answer.lines().find(|l| l.starts_with("a=crypto:")).unwrap();
+                    let tag_suite = match keys.suite {
+                        Suite::AesCm128HmacSha1_80 => "a=crypto:1 AES_CM_128_HMAC_SHA1_80",
+                        Suite::AesCm128HmacSha1_32 => "a=crypto:3 AES_CM_128_HMAC_SHA1_32",
+                    };
+                    assert!(line.starts_with(tag_suite), "{line}");
+                    assert!(line.ends_with(&l.srtp_key.inline()), "{line}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn srtp_offers_and_answers_we_make() {
+    let mut l = local(&[Codec::Pcmu]);
+    l.srtp = SrtpPolicy::Required;
+    let offer = create_offer(&l);
+    assert!(offer.contains("m=audio 40000 RTP/SAVP "), "{offer}");
+    assert!(offer.contains(&format!(
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}",
+        l.srtp_key.inline()
+    )));
+    assert!(offer.contains("a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:"));
+    l.srtp = SrtpPolicy::Optional;
+    assert!(create_offer(&l).contains("m=audio 40000 RTP/AVP "));
+
+    let answer_with = |crypto: &[&str]| srtp_offer("RTP/SAVP", crypto);
+    let peer = format!("2 AES_CM_128_HMAC_SHA1_32 inline:{KEY}");
+    for policy in [SrtpPolicy::Optional, SrtpPolicy::Required] {
+        l.srtp = policy;
+        let media = process_answer(&answer_with(&[&peer]), &l).unwrap();
+        let keys = media.srtp.unwrap();
+        assert_eq!(keys.suite, Suite::AesCm128HmacSha1_32);
+        assert_eq!(
+            keys.recv,
+            crate::media::srtp::MasterKey::from_inline(KEY).unwrap()
+        );
+    }
+    // A plain answer: fine when SRTP is optional, refused when it is required.
+    l.srtp = SrtpPolicy::Optional;
+    assert!(
+        process_answer(&answer_with(&[]), &l)
+            .unwrap()
+            .srtp
+            .is_none()
+    );
+    l.srtp = SrtpPolicy::Required;
+    assert_eq!(
+        process_answer(&answer_with(&[]), &l)
+            .unwrap_err()
+            .sip_status(),
+        488
+    );
+    // A tag we did not offer is no answer to our offer.
+    let stray = format!("7 AES_CM_128_HMAC_SHA1_80 inline:{KEY}");
+    assert!(process_answer(&answer_with(&[&stray]), &l).is_err());
 }

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use crate::media::codec::Codec;
+use crate::media::srtp::{MasterKey, Suite};
 
 use super::parse::Format;
 use super::*;
@@ -30,6 +31,7 @@ pub(super) fn write_media(
     formats: &[(u8, Format)],
     ptime_ms: u32,
     direction: Direction,
+    crypto: &str,
 ) {
     let list: Vec<String> = formats.iter().map(|(pt, _)| pt.to_string()).collect();
     let _ = write!(sdp, "m=audio {port} {proto} {}\r\n", list.join(" "));
@@ -58,5 +60,20 @@ pub(super) fn write_media(
             }
         }
     }
+    sdp.push_str(crypto);
     let _ = write!(sdp, "a=ptime:{ptime_ms}\r\na={}\r\n", direction.as_str());
+}
+
+/// `a=crypto` lines (RFC 4568 §9.1) for these tags and suites, all with `key`.
+pub(super) fn crypto_lines(crypto: &[(u32, Suite)], key: &MasterKey) -> String {
+    let mut lines = String::new();
+    for (tag, suite) in crypto {
+        let _ = write!(
+            lines,
+            "a=crypto:{tag} {} inline:{}\r\n",
+            suite.name(),
+            key.inline()
+        );
+    }
+    lines
 }

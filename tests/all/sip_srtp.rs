@@ -1,0 +1,292 @@
+//! SRTP with SDES keys over SIP over TLS, against baresip (libre's SRTP): audio both ways on a
+//! `mediaenc=srtp-mand` call (baresip drops what it cannot authenticate, so audio it records
+//! proves our SRTP; ours proves its), and the policy matrix: a plain offer to a host that
+//! requires SRTP gets 488, best-effort SRTP (`mediaenc=srtp`, keys in RTP/AVP) and forced
+//! RTP/SAVP (`srtp-mandf`) are taken when SRTP is optional, and a plain offer then stays plain.
+
+use std::time::Duration;
+
+use crate::support::agents::repo_root;
+use crate::support::baresip::Baresip;
+use crate::support::calls::{AudioCheck, audio_both_ways, loud_spans, spans_ms};
+use crate::support::host::Host;
+use crate::support::media::{
+    Wav, only_file, onset_correlation, quiet_then_tones, to_8k, write_wav,
+};
+use crate::support::model_tls::{TestCerts, have_openssl};
+use crate::support::ports::free_port;
+use crate::support::process::{Proc, require, require_python};
+use crate::support::tempdir;
+
+fn host(certs: &TestCerts, srtp: &str) -> Host {
+    Host::builder()
+        .examples(&["menu"])
+        .tls(&certs.cert, &certs.key)
+        .sip(&format!("srtp = \"{srtp}\""))
+        .calls("codecs = [\"pcmu\"]\nrecord = true")
+        .rust_log("info,rsipstack=warn,switchboard::call=debug,switchboard::media=debug")
+        .start()
+}
+
+/// A TLS phone with `mediaenc` (empty: none) that trusts `certs`' CA.
+async fn phone(certs: &TestCerts, mediaenc: &str, mic: &[i16]) -> Baresip {
+    let enc = match mediaenc {
+        "" => String::new(),
+        e => format!(";mediaenc={e}"),
+    };
+    Baresip::start_with_mic(
+        &format!("<sip:caller@127.0.0.1;transport=tls>;regint=0;audio_codecs=pcmu{enc}"),
+        &format!(
+            "module sndfile.so\nmodule srtp.so\nsip_cafile {}\n",
+            certs.ca.display()
+        ),
+        mic,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srtp_mandatory_call_over_tls_has_audio_both_ways() {
+    if !require("baresip") || !require("espeak-ng") || !have_openssl() {
+        return;
+    }
+    let certs = TestCerts::make();
+    let mut host = host(&certs, "required");
+    let run = AudioCheck::new("pcmu");
+    let phone = phone(&certs, "srtp-mand", &run.mic).await;
+    let uri = format!("sip:1000@127.0.0.1:{};transport=tls", host.tls_port);
+    audio_both_ways(&mut host, &phone, &uri, &run).await;
+    host.expect(&["media started", "AesCm128HmacSha1"], 1);
+    // baresip sends a short plain RTCP packet before its SRTP starts and its RTCP BYE after
+    // it stops (both dropped, as unauthenticated packets must be); no RTP packet is dropped.
+    let dropped: Vec<&String> = host
+        .log
+        .seen
+        .iter()
+        .filter(|l| l.contains("SRTP packet dropped"))
+        .collect();
+    assert!(
+        dropped.iter().all(|l| l.contains("rtcp=true")) && dropped.len() <= 2,
+        "{dropped:#?}"
+    );
+}
+
+/// Dials the host's `1000` over TLS and returns the event that settled the call (hanging up
+/// an established one).
+async fn dial(phone: &Baresip, host: &Host) -> String {
+    let mut ctrl = phone.ctrl().await;
+    let uri = format!("sip:1000@127.0.0.1:{};transport=tls", host.tls_port);
+    ctrl.command("dial", &uri).await;
+    let event = ctrl
+        .wait_event_any(
+            &["CALL_ESTABLISHED", "CALL_CLOSED"],
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap_or_else(|| panic!("the call settled: {}", phone.log()));
+    if event.contains("CALL_ESTABLISHED") {
+        ctrl.command("hangup", "").await;
+        // Kept connected until the hang-up is done: ctrl_tcp drops what a closed client sent.
+        ctrl.wait_event("CALL_CLOSED", Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("hung up: {}", phone.log()));
+    }
+    event
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srtp_policy_matrix_with_baresip() {
+    if !require("baresip") || !require("espeak-ng") || !have_openssl() {
+        return;
+    }
+    let certs = TestCerts::make();
+    let mic = vec![0i16; 8000 * 10];
+
+    let mut required = host(&certs, "required");
+    let plain = phone(&certs, "", &mic).await;
+    let refused = dial(&plain, &required).await;
+    assert!(
+        refused.contains("CALL_CLOSED") && refused.contains("488"),
+        "{refused}"
+    );
+    required.expect(&["no acceptable audio stream", "SRTP is required"], 5);
+    drop(required);
+
+    let mut optional = host(&certs, "optional");
+    let best_effort = phone(&certs, "srtp", &mic).await;
+    assert!(
+        dial(&best_effort, &optional)
+            .await
+            .contains("CALL_ESTABLISHED")
+    );
+    optional.expect(&["media started", "srtp=Some(AesCm128HmacSha1"], 5);
+    optional.expect(&["call ended"], 10);
+    // RTP/SAVP forced (baresip's `srtp-mandf`).
+    let forced = phone(&certs, "srtp-mandf", &mic).await;
+    assert!(dial(&forced, &optional).await.contains("CALL_ESTABLISHED"));
+    let ended = |h: &Host| {
+        h.log
+            .seen
+            .iter()
+            .filter(|l| l.contains("call ended"))
+            .count()
+    };
+    if ended(&optional) < 2 {
+        optional
+            .log
+            .wait_for(&["call ended"], Duration::from_secs(10))
+            .expect("the second call ended");
+    }
+    let plain = phone(&certs, "", &mic).await;
+    assert!(dial(&plain, &optional).await.contains("CALL_ESTABLISHED"));
+    let started: Vec<String> = {
+        optional.expect(&["media started", "srtp=None"], 5);
+        optional
+            .log
+            .seen
+            .iter()
+            .filter(|l| l.contains("media started"))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(started.len(), 3, "{started:?}");
+    assert!(
+        started[..2].iter().all(|l| l.contains("srtp=Some")),
+        "{started:?}"
+    );
+}
+
+/// baresip puts the call on hold and resumes it (re-INVITEs with `a=sendonly`, then
+/// `a=sendrecv`, keys included) on an SRTP call: the call stays up, and after the resume the
+/// caller's speech reaches the host and the agent's answer to a key press reaches the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srtp_hold_and_resume_keep_the_call_and_audio_both_ways() {
+    if !require("baresip") || !require("espeak-ng") || !have_openssl() {
+        return;
+    }
+    const RATE: usize = 8000;
+    let certs = TestCerts::make();
+    let mut host = host(&certs, "required");
+    let mic = quiet_then_tones(11, 4, 12);
+    let phone = phone(&certs, "srtp-mand", &mic).await;
+    let mut ctrl = phone.ctrl().await;
+    let uri = format!("sip:1000@127.0.0.1:{};transport=tls", host.tls_port);
+    ctrl.dial(&uri, &phone).await;
+    host.expect(&["Answered"], 10);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ctrl.command("hold", "").await;
+    host.expect(&["media updated", "direction=RecvOnly"], 10);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ctrl.command("resume", "").await;
+    host.expect(&["media updated", "direction=SendRecv"], 10);
+    // The microphone's tones play from 11 s; then a key press the agent answers.
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    ctrl.command("sndcode", "1").await;
+    host.expect(&["Actions", "We are open"], 20);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        !host.log.seen.iter().any(|l| l.contains("call ended")),
+        "the call stayed up through hold and resume"
+    );
+    ctrl.command("hangup", "").await;
+    host.expect(&["call ended", "CallerHangup"], 20);
+
+    let wav = Wav::read(&only_file(&host.data.path().join("recordings"), ".wav"));
+    let caller = to_8k(&wav.channel(0), wav.rate);
+    let agent = to_8k(&wav.channel(1), wav.rate);
+    let up = onset_correlation(&mic[11 * RATE..], &caller, 3 * RATE);
+    eprintln!("after resume: baresip → host {up:.3}");
+    assert!(up >= 0.9, "caller audio after the resume: {up:.3}");
+    assert!(
+        agent[16 * RATE..].iter().any(|s| s.abs() > 2000),
+        "the agent answered the key after the resume"
+    );
+    // baresip's sndfile stops writing at the hold, so what it heard after the resume shows in
+    // its status line instead: PCMU (64 kbit/s) both ways at the end, through its mandatory
+    // SRTP, which drops what it cannot authenticate.
+    let log = phone.log();
+    let last = log.rsplit("] audio=").next().unwrap_or_default();
+    let rates: Vec<u32> = last
+        .split(|c: char| !c.is_ascii_digit())
+        .take(2)
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    eprintln!("baresip's last audio rates (bit/s): {rates:?}");
+    // Its SRTP logs each packet it could not unprotect.
+    assert!(!log.contains("unprotect"), "{log}");
+    assert!(
+        rates.len() == 2 && rates.iter().all(|&r| r > 50_000),
+        "audio both ways at baresip after the resume: {rates:?}"
+    );
+}
+
+/// pjsua2 (pjsip's TLS over OpenSSL, libsrtp) calls over TLS with SRTP mandatory: its
+/// microphone reaches the agent (correlation ≥ 0.9) and the greeting reaches its recording word
+/// for word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pjsua2_srtp_call_over_tls_has_audio_both_ways() {
+    if !require("espeak-ng") || !require_python("pjsua2") || !have_openssl() {
+        return;
+    }
+    const RATE: usize = 8000;
+    let certs = TestCerts::make();
+    let mut host = host(&certs, "required");
+    let dir = tempdir("pjsua2-secure");
+    let mic = quiet_then_tones(11, 4, 3);
+    write_wav(&dir.path().join("mic.wav"), RATE as u32, &mic);
+    let out = dir.path().join("out.json");
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(repo_root().join("tests/peers/pj_secure.py"))
+        .args([
+            "--call",
+            &format!("sip:1000@127.0.0.1:{};transport=tls", host.tls_port),
+        ])
+        .arg("--ca")
+        .arg(&certs.ca)
+        .args(["--rtp-port", &free_port().to_string()])
+        .arg("--mic")
+        .arg(dir.path().join("mic.wav"))
+        .arg("--heard")
+        .arg(dir.path().join("heard.wav"))
+        .args(["--seconds", "17"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("pjsua.log")).unwrap());
+    let mut pj = Proc::spawn("pjsua2", &mut cmd);
+    let code = pj.wait(Duration::from_secs(60)).await;
+    let summary = std::fs::read_to_string(&out).unwrap_or_default();
+    let pjlog = std::fs::read_to_string(dir.path().join("pjsua.log")).unwrap_or_default();
+    assert_eq!(code, Some(0), "pjsua2: {summary}\n{pjlog}");
+    let json: serde_json::Value =
+        serde_json::from_str(summary.lines().find(|l| l.starts_with('{')).unwrap_or(""))
+            .unwrap_or_else(|e| panic!("pjsua2 summary {summary:?}: {e}"));
+    eprintln!("pjsua2: {json}");
+    assert_eq!(json["disconnected"], true, "{json}");
+    host.expect(&["media started", "srtp=Some(AesCm128HmacSha1"], 1);
+    host.expect(&["call ended"], 10);
+
+    let wav = Wav::read(&only_file(&host.data.path().join("recordings"), ".wav"));
+    let caller = to_8k(&wav.channel(0), wav.rate);
+    let agent = to_8k(&wav.channel(1), wav.rate);
+    let up = onset_correlation(&mic[11 * RATE..], &caller, 3 * RATE);
+    let heard = Wav::read(&dir.path().join("heard.wav"));
+    let heard = to_8k(&heard.channel(0), heard.rate);
+    // pjsua's adaptive jitter buffer shifts its playout by tens of milliseconds as it goes,
+    // so a correlation over seconds says little; the greeting's words are compared instead:
+    // each loud span of what pjsua2 heard matches the agent's in length and in place.
+    let words = |x: &[i16]| spans_ms(&loud_spans(x, 10))[..8].to_vec();
+    let (sent, got) = (words(&agent), words(&heard));
+    eprintln!("pjsua2 over TLS + SRTP: pjsua2 → host {up:.3}; agent {sent:?}, heard {got:?}");
+    assert!(up >= 0.9, "caller audio in the recording: {up:.3}");
+    for ((a_at, a_len), (h_at, h_len)) in sent.iter().zip(&got) {
+        assert!(
+            (a_len - h_len).abs() <= 20.0,
+            "word lengths: {sent:?} / {got:?}"
+        );
+        let (a_rel, h_rel) = (a_at - sent[0].0, h_at - got[0].0);
+        assert!(
+            (a_rel - h_rel).abs() <= 60.0,
+            "word places: {sent:?} / {got:?}"
+        );
+    }
+}
