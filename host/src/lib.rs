@@ -21,3 +21,4 @@ mod runtimes;
 pub mod sip;
 pub mod softphone;
 pub mod store;
+pub mod webhooks;

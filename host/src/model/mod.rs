@@ -480,7 +480,7 @@ fn check_formats(
 }
 
 /// Capacity of the command and event channels of a session: a few seconds of 20 ms frames.
-const CHANNEL_CAPACITY: usize = 256;
+pub const CHANNEL_CAPACITY: usize = 256;
 
 /// Wording that makes a generative model speak `text` verbatim.
 fn say_exactly_prompt(text: &str) -> String {
