@@ -7,7 +7,6 @@
 //! verbatim speech, so a greeting spoken otherwise is recorded.
 
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite;
 use tracing::Instrument;
 
 use super::leg::CallLink;
@@ -18,15 +17,10 @@ use crate::domain::events::EventKind;
 use crate::model::openai::OpenAiProvider;
 use crate::model::{CHANNEL_CAPACITY, Command, ConnectError, ModelEvent, ModelSession};
 
-/// Whether attaching failed because OpenAI no longer knows the call (it ended).
+/// Whether attaching failed because OpenAI no longer knows the call (it ended): the upgrade
+/// was refused with 404.
 pub fn call_gone(error: &ConnectError) -> bool {
-    match error {
-        ConnectError::Transport { source, .. } => matches!(
-            source.as_ref(),
-            tungstenite::Error::Http(response) if response.status().as_u16() == 404
-        ),
-        _ => false,
-    }
+    matches!(error, ConnectError::Rejected { error, .. } if error.code.as_deref() == Some("404"))
 }
 
 /// Words compared loosely: case, punctuation and spacing aside.
@@ -171,6 +165,20 @@ impl Relay {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_upgrade_with_404_means_the_call_is_gone() {
+        use crate::model::{ErrorKind, ProviderError};
+        let refused = |code: &str| ConnectError::Rejected {
+            provider: "openai",
+            error: ProviderError::new(ErrorKind::InvalidRequest, Some(code.into()), "x"),
+        };
+        assert!(call_gone(&refused("404")));
+        assert!(!call_gone(&refused("401")));
+        assert!(!call_gone(&ConnectError::ClosedDuringSetup {
+            provider: "openai"
+        }));
+    }
 
     #[test]
     fn greetings_compare_by_words() {
