@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::agents::fixture;
+use crate::support::agents::{fixture, greeter};
 use crate::support::api::{Api, events_of, find, only_call_record};
 use crate::support::fake_openai_sip::{FakeOpenAiSip, Reply, Script, Step};
 use crate::support::host::Host;
@@ -402,4 +402,67 @@ async fn a_failed_accept_ends_the_record_with_the_reason() {
         "{rejected:?}"
     );
     assert_eq!(fake.sockets("rtc_fail"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_connector_call_keeps_its_agent_version_across_a_reload() {
+    const MANIFEST: &str = "name = \"greeter\"\nnumbers = [\"4000\"]\n";
+    let fake = FakeOpenAiSip::start(Script::default()).await;
+    let port = ports(1);
+    let public_url = format!("http://127.0.0.1:{}", port.first());
+    let mut host = Host::builder()
+        .agent("greeter", greeter("1"), MANIFEST.into())
+        .http(&format!(
+            "[http.public]\nlisten = \"127.0.0.1:{}\"\npublic-url = \"{public_url}\"",
+            port.first()
+        ))
+        .config(&format!(
+            "[bridges.openai-sip]\napi-key = \"{}\"\nwebhook-secret = \"{}\"\nbase-url = \"{}\"",
+            fake.api_key, fake.secret, fake.base_url
+        ))
+        .start();
+    let webhook = format!("{public_url}/openai/webhook");
+    let api = Api::new(host.http, None);
+    let greeting = |call: &str| {
+        fake.received_of(call, "response.create")[0]["response"]["instructions"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    fake.call(&webhook, "rtc_v1", "sip:4000@sip.api.openai.com", &[])
+        .await;
+    fake.wait(10, "v1's sideband", |f| {
+        !f.received_of("rtc_v1", "response.create").is_empty()
+    })
+    .await;
+    // v2 is deployed while the v1 call runs.
+    host.agents.install("greeter", &greeter("2"), MANIFEST);
+    host.log
+        .wait_for(&["agent version live", "greeter"], Duration::from_secs(60))
+        .expect("v2 loaded");
+    fake.call(&webhook, "rtc_v2", "sip:4000@sip.api.openai.com", &[])
+        .await;
+    fake.wait(10, "v2's sideband", |f| {
+        !f.received_of("rtc_v2", "response.create").is_empty()
+    })
+    .await;
+    assert!(greeting("rtc_v1").contains("hello from v1"));
+    assert!(greeting("rtc_v2").contains("hello from v2"));
+
+    // The v1 call runs on after the reload; the caller hangs up, then the other caller.
+    let live = api.get("/v1/calls?active=true").await.json;
+    assert_eq!(live["calls"].as_array().unwrap().len(), 2, "{live}");
+    fake.hang_up("rtc_v1").await;
+    fake.hang_up("rtc_v2").await;
+    let (first, second) = (record_of(&api, 1).await, record_of(&api, 2).await);
+    let hash = |record: &Value| {
+        find(&events_of(record), "created")[0]["agent_hash"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_ne!(hash(&first), hash(&second));
+    assert_eq!(ended_reason(&first), "caller-hangup");
+    assert_eq!(ended_reason(&second), "caller-hangup");
 }
