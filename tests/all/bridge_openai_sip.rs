@@ -184,6 +184,13 @@ async fn a_connector_call_is_accepted_with_the_agents_config_and_runs_a_tool() {
     assert_eq!(ended_reason(&record), "caller-hangup");
     // The greeting was spoken as asked: no note of a different one.
     assert!(find(&events, "model-error").is_empty(), "{events:?}");
+
+    // The configuration shows the connector with its secrets masked.
+    let config = Api::new(host.http, None).get("/v1/config").await.json;
+    let section = &config["bridges"]["openai-sip"];
+    assert_eq!(section["api-key"], "***", "{section}");
+    assert_eq!(section["webhook-secret"], "***", "{section}");
+    assert_eq!(section["project-id"], "proj_test", "{section}");
     assert!(host.is_running());
 }
 

@@ -38,6 +38,7 @@ mod bridge_openai_sip;
 mod bridge_telnyx;
 mod bridge_twilio;
 mod bridge_vonage;
+mod openai_sip_bench;
 
 // Calls end to end: a phone, the host, an agent and a model.
 mod calls_audio;

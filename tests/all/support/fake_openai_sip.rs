@@ -19,11 +19,14 @@
 //!   quote words speaks them. A caller hang-up sends `realtime.call.ended` and drops the socket
 //!   without a close frame.
 //!
-//! Sources: OpenAI's "Realtime API with SIP" guide and webhook docs
-//! (platform.openai.com/docs/guides/realtime-sip, /docs/guides/webhooks), openai-python
-//! `lib/_webhooks.py` and `resources/realtime/calls.py`, the Standard Webhooks specification
-//! (github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-webhooks.md), as
-//! summarised in reference/protocols.md §2.
+//! Sources: OpenAI's "Realtime API with SIP" guide (developers.openai.com/api/docs/guides/
+//! realtime-sip: the SIP URI, the webhook's headers, user agent and body) and API reference
+//! (developers.openai.com/api/docs/api-reference/realtime-calls: `reject` with an optional
+//! `status_code`, 603 by default; `refer` with the `target_uri` for `Refer-To`, `tel:` or
+//! `sip:`), openai-python `lib/_webhooks.py` and `resources/realtime/calls.py`, the Standard
+//! Webhooks specification (standardwebhooks.com), as summarised in reference/protocols.md §2.
+//! `realtime.call.ended` is named by the issue and by third-party integrations; OpenAI's pages
+//! found here do not show its body, so it carries the same `data.call_id` as the incoming event.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -101,6 +104,9 @@ struct Shared {
     received: Mutex<Vec<(String, Value)>>,
     /// Where webhooks go (set by the first call).
     webhook_url: Mutex<String>,
+    /// When each call's incoming webhook went out and its accept came in.
+    sent_at: Mutex<HashMap<String, std::time::Instant>>,
+    accepted_at: Mutex<HashMap<String, std::time::Instant>>,
     http: reqwest::Client,
 }
 
@@ -154,6 +160,8 @@ impl FakeOpenAiSip {
             requests: Mutex::default(),
             received: Mutex::default(),
             webhook_url: Mutex::default(),
+            sent_at: Mutex::default(),
+            accepted_at: Mutex::default(),
             http: reqwest::Client::new(),
         });
         let s = shared.clone();
@@ -227,6 +235,12 @@ impl FakeOpenAiSip {
                 ..Call::default()
             });
         let body = Self::incoming_event(call_id, "sip:+14155550100@carrier.example.com", to, extra);
+        let sent = std::time::Instant::now();
+        self.shared
+            .sent_at
+            .lock()
+            .unwrap()
+            .insert(call_id.to_string(), sent);
         deliver(&self.shared, webhook_url, &format!("wh_{call_id}"), &body).await
     }
 
@@ -279,6 +293,18 @@ impl FakeOpenAiSip {
             .unwrap()
             .get(call_id)
             .map_or(0, |c| c.sockets)
+    }
+
+    /// For each accepted call whose id starts with `prefix`, the time from its incoming
+    /// webhook going out to its accept coming in (host time plus two loopback hops).
+    pub fn accept_latencies(&self, prefix: &str) -> Vec<Duration> {
+        let sent = self.shared.sent_at.lock().unwrap();
+        let accepted = self.shared.accepted_at.lock().unwrap();
+        accepted
+            .iter()
+            .filter(|(call, _)| call.starts_with(prefix))
+            .filter_map(|(call, at)| Some(at.duration_since(*sent.get(call)?)))
+            .collect()
     }
 
     /// Whether `call_id` has ended at OpenAI.
@@ -443,6 +469,12 @@ fn rest(shared: &Arc<Shared>, request: RestRequest) -> (&'static str, Value) {
                 Some(_) => ("400 Bad Request", error("refused by the script")),
                 None => {
                     call.accepted = Some(body);
+                    let now = std::time::Instant::now();
+                    shared
+                        .accepted_at
+                        .lock()
+                        .unwrap()
+                        .insert(call_id.to_string(), now);
                     ok
                 }
             }

@@ -30,7 +30,7 @@ use tracing::Instrument;
 
 use crate::call::CallDeps;
 use crate::call::inbound::{self, Offer, Ringing};
-use crate::call::leg::{LegFacts, NoPlayout};
+use crate::call::leg::{LegEvent, LegFacts, NoPlayout};
 use crate::model::openai::OpenAiProvider;
 use crate::model::{OpenAiConfig, Secret};
 use crate::webhooks::WebhookSecret;
@@ -186,6 +186,21 @@ impl OpenAiSipBridge {
 
     /// Accept with the agent's configuration, attach the sideband and run the call.
     async fn accept(&self, ringing: Ringing, control: CallControl) {
+        // Known from here on, so a `realtime.call.ended` racing the accept is not lost.
+        let (link, events) = CallLink::new();
+        let call_id = control.call_id.clone();
+        self.live().insert(call_id.clone(), link.clone());
+        self.run(ringing, control, link, events).await;
+        self.live().remove(&call_id);
+    }
+
+    async fn run(
+        &self,
+        ringing: Ringing,
+        control: CallControl,
+        link: CallLink,
+        events: tokio::sync::mpsc::UnboundedReceiver<LegEvent>,
+    ) {
         let (settings, failure) = ringing.session_settings();
         if let Err(e) = control.accept(self.provider.call_session(&settings)).await {
             tracing::warn!(error = %e, "OpenAI did not take the accept");
@@ -205,16 +220,21 @@ impl OpenAiSipBridge {
         {
             Ok(session) => session,
             Err(e) => {
-                tracing::warn!(error = %e, "the sideband socket did not open");
-                ringing.refuse(502, &format!("the sideband socket did not open: {e}"));
-                if let Err(e) = control.hangup().await {
+                let why = if link.is_ended() {
+                    "the caller hung up before the sideband socket opened".to_string()
+                } else {
+                    format!("the sideband socket did not open: {e}")
+                };
+                tracing::warn!(%why, "the call cannot be steered");
+                ringing.refuse(502, &why);
+                if !link.is_ended()
+                    && let Err(e) = control.hangup().await
+                {
                     tracing::warn!(error = %e, "hanging up through OpenAI failed");
                 }
                 return;
             }
         };
-        let (link, events) = CallLink::new();
-        self.live().insert(control.call_id.clone(), link.clone());
         let model = Relay {
             provider: self.provider.clone(),
             call_id: control.call_id.clone(),
@@ -223,12 +243,11 @@ impl OpenAiSipBridge {
             greeting,
         }
         .start(first);
-        let call_id = control.call_id.clone();
         let leg = ConnectorLeg {
             facts: LegFacts {
                 transport: "openai-sip".into(),
                 codec: None,
-                remote: call_id.clone(),
+                remote: control.call_id.clone(),
             },
             control,
             link,
@@ -237,7 +256,6 @@ impl OpenAiSipBridge {
             playout: NoPlayout,
         };
         ringing.run(leg, model, failure).await;
-        self.live().remove(&call_id);
     }
 
     /// `realtime.call.ended`: the call is over at OpenAI.
