@@ -231,13 +231,29 @@ async fn transfer_refers_reject_rejects_and_the_api_hangs_up() {
     );
     assert!(fake.requests_of("hangup").is_empty());
 
+    // `appointments` hears key 0 (a keypad press the connector reports on the sideband) and
+    // transfers to the operator.
+    fake.plan("rtc_operator", vec![Step::Digit('0')], vec![]);
+    fake.call(&webhook, "rtc_operator", "sip:3000@sip.api.openai.com", &[])
+        .await;
+    let record = record_of(&api, 2).await;
+    let refers = fake.requests_of("refer");
+    assert_eq!(refers.len(), 2, "{refers:?}");
+    assert_eq!(refers[1].call_id, "rtc_operator");
+    assert_eq!(refers[1].body["target_uri"], "sip:operator@127.0.0.1");
+    assert_eq!(find(&events_of(&record), "dtmf")[0]["digits"], "0");
+    assert_eq!(
+        ended_reason(&record),
+        "transferred to sip:operator@127.0.0.1"
+    );
+
     // A rejecting agent: `reject` with its code, and no accept.
     assert_eq!(
         fake.call(&webhook, "rtc_reject", "sip:reject@sip.api.openai.com", &[])
             .await,
         200
     );
-    let record = record_of(&api, 2).await;
+    let record = record_of(&api, 3).await;
     assert_eq!(ended_reason(&record), "rejected 486");
     let rejects = fake.requests_of("reject");
     assert_eq!(rejects.len(), 1, "{rejects:?}");
@@ -253,7 +269,7 @@ async fn transfer_refers_reject_rejects_and_the_api_hangs_up() {
     assert!(
         fake.requests_of("accept")
             .iter()
-            .all(|a| a.call_id == "rtc_transfer")
+            .all(|a| a.call_id == "rtc_transfer" || a.call_id == "rtc_operator")
     );
 
     // The API hangs a running call up: `hangup` at OpenAI.
@@ -274,7 +290,7 @@ async fn transfer_refers_reject_rejects_and_the_api_hangs_up() {
     assert!(reply.status < 300, "{}", reply.status);
     fake.wait(10, "the hang-up", |f| !f.requests_of("hangup").is_empty())
         .await;
-    let record = record_of(&api, 4).await;
+    let record = record_of(&api, 5).await;
     assert_eq!(fake.requests_of("hangup")[0].call_id, "rtc_hangup");
     assert_eq!(ended_reason(&record), "hangup-requested");
     assert!(host.is_running());

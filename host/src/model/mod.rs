@@ -353,6 +353,9 @@ pub enum ModelEvent {
         arguments: String,
     },
     Usage(Usage),
+    /// A keypad digit the caller pressed, reported by a provider that carries the call's audio
+    /// itself (OpenAI's SIP connector).
+    Digit(char),
     ResponseDone {
         status: ResponseStatus,
     },

@@ -57,6 +57,8 @@ pub enum Step {
     DropSocket,
     /// A text frame sent as is (garbage).
     Raw(String),
+    /// The caller presses a key (`input_audio_buffer.dtmf_event_received`).
+    Digit(char),
 }
 
 /// How the model answers a caller turn or a `response.create` without quoted words.
@@ -669,6 +671,11 @@ impl Session {
                             self.reply(&mut ws).await?;
                         }
                         Some(Step::Raw(text)) => ws.send(Message::text(text)).await?,
+                        Some(Step::Digit(key)) => {
+                            let event = json!({"type": "input_audio_buffer.dtmf_event_received",
+                                "event": key.to_string(), "received_at": now()});
+                            self.send(&mut ws, event).await?;
+                        }
                         Some(Step::DropSocket) => return Ok(()),
                         Some(Step::HangUp) => {
                             end_call(&self.shared, &self.call_id).await;

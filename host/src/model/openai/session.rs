@@ -302,6 +302,12 @@ impl Actor {
                 }
                 Ok(())
             }
+            ServerEvent::Dtmf { event } => {
+                for digit in event.chars().filter(|c| "0123456789*#ABCD".contains(*c)) {
+                    self.emit(ModelEvent::Digit(digit)).await?;
+                }
+                Ok(())
+            }
             ServerEvent::Other => Ok(()),
         }
     }

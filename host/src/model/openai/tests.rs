@@ -179,3 +179,12 @@ fn error_kinds() {
         ErrorKind::RateLimited
     );
 }
+
+#[test]
+fn sip_keypad_presses_are_read() {
+    let event: ServerEvent = serde_json::from_value(json!({
+        "type": "input_audio_buffer.dtmf_event_received", "event": "5", "received_at": 1750287078
+    }))
+    .unwrap();
+    assert!(matches!(event, ServerEvent::Dtmf { event } if event == "5"));
+}

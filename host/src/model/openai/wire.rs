@@ -243,6 +243,9 @@ pub(super) enum ServerEvent {
     },
     #[serde(rename = "response.done")]
     ResponseDone { response: WireResponse },
+    /// SIP calls only: a keypad press (`0`–`9`, `*`, `#`, `A`–`D`).
+    #[serde(rename = "input_audio_buffer.dtmf_event_received")]
+    Dtmf { event: String },
     #[serde(rename = "error")]
     Error { error: WireError },
     #[serde(other)]
