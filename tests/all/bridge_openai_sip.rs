@@ -181,6 +181,11 @@ async fn a_connector_call_is_accepted_with_the_agents_config_and_runs_a_tool() {
         "{lines:?}"
     );
     assert!(!record["usage"].as_array().unwrap().is_empty(), "{record}");
+    // Per-turn latency from the caller's end of speech to OpenAI starting to play the answer.
+    assert!(
+        !record["latencies"].as_array().unwrap().is_empty(),
+        "{record}"
+    );
     assert_eq!(ended_reason(&record), "caller-hangup");
     // The greeting was spoken as asked: no note of a different one.
     assert!(find(&events, "model-error").is_empty(), "{events:?}");

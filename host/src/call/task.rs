@@ -81,6 +81,7 @@ fn model_input(event: ModelEvent) -> Option<Input> {
             arguments,
         },
         ModelEvent::Usage(u) => Input::Usage(u),
+        ModelEvent::AudioStarted => Input::ProviderAudioStarted,
         // The provider heard the keypad on its own line: as if the leg reported it.
         ModelEvent::Digit(digit) => Input::Digit {
             digit,

@@ -353,6 +353,9 @@ pub enum ModelEvent {
         arguments: String,
     },
     Usage(Usage),
+    /// A provider that carries the call's audio itself started playing agent audio to the
+    /// caller (OpenAI's SIP connector: `output_audio_buffer.started`).
+    AudioStarted,
     /// A keypad digit the caller pressed, reported by a provider that carries the call's audio
     /// itself (OpenAI's SIP connector).
     Digit(char),

@@ -243,6 +243,9 @@ pub(super) enum ServerEvent {
     },
     #[serde(rename = "response.done")]
     ResponseDone { response: WireResponse },
+    /// SIP and WebRTC calls only: the provider started playing agent audio.
+    #[serde(rename = "output_audio_buffer.started")]
+    AudioBufferStarted,
     /// SIP calls only: a keypad press (`0`–`9`, `*`, `#`, `A`–`D`).
     #[serde(rename = "input_audio_buffer.dtmf_event_received")]
     Dtmf { event: String },
