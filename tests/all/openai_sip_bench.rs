@@ -35,7 +35,7 @@ async fn webhook_to_accept_at_100_calls_per_second() {
     let host = Host::builder()
         .release()
         .examples(&["receptionist"])
-        .rust_log("warn")
+        .rust_log("warn,switchboard=info,switchboard::call=warn,switchboard::bridges=warn")
         .env("SWITCHBOARD__AGENTS__MAX_INSTANCES", "2000")
         .http(&format!(
             "[http.public]\nlisten = \"127.0.0.1:{}\"\npublic-url = \"{public_url}\"",
