@@ -22,3 +22,4 @@ pub mod sip;
 pub mod softphone;
 pub mod store;
 pub mod tls;
+pub mod webhooks;

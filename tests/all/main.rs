@@ -34,9 +34,11 @@ mod hardening_instance;
 mod hardening_sip_ids;
 
 // Carriers' media streams (bridges): a fake carrier, the host, an agent and a model.
+mod bridge_openai_sip;
 mod bridge_telnyx;
 mod bridge_twilio;
 mod bridge_vonage;
+mod openai_sip_bench;
 
 // Calls end to end: a phone, the host, an agent and a model.
 mod calls_audio;

@@ -5,6 +5,7 @@
 //! The public listener (`[http.public]`) serves only what carriers must reach — signed webhooks
 //! and media sockets — on its own address, never the control API.
 
+pub mod openai_sip;
 pub mod pending;
 pub mod placing;
 pub mod stream;
@@ -26,6 +27,7 @@ use serde::Deserialize;
 
 use crate::call::{CallDeps, PlaceError, PlaceRequest};
 use crate::sip::SipError;
+use openai_sip::{OpenAiSipBridge, OpenAiSipConfig};
 pub use pending::one_time_token;
 use telnyx::{TelnyxBridge, TelnyxConfig};
 use tls::{TlsFiles, TlsListener};
@@ -66,6 +68,8 @@ pub struct BridgesConfig {
     pub twilio: Option<TwilioConfig>,
     pub telnyx: Option<TelnyxConfig>,
     pub vonage: Option<VonageConfig>,
+    /// OpenAI's SIP connector (`[bridges.openai-sip]`).
+    pub openai_sip: Option<OpenAiSipConfig>,
 }
 
 impl BridgesConfig {
@@ -80,6 +84,9 @@ impl BridgesConfig {
         }
         if self.vonage.is_some() {
             names.push("vonage");
+        }
+        if self.openai_sip.is_some() {
+            names.push("openai-sip");
         }
         names
     }
@@ -178,6 +185,7 @@ pub struct Bridges {
     pub twilio: Option<Arc<TwilioBridge>>,
     pub telnyx: Option<Arc<TelnyxBridge>>,
     pub vonage: Option<Arc<VonageBridge>>,
+    pub openai_sip: Option<Arc<OpenAiSipBridge>>,
 }
 
 impl Bridges {
@@ -193,6 +201,7 @@ impl Bridges {
                 twilio: None,
                 telnyx: None,
                 vonage: None,
+                openai_sip: None,
             });
         };
         let twilio = match &config.twilio {
@@ -218,10 +227,31 @@ impl Bridges {
         let vonage = match &config.vonage {
             Some(config) => {
                 tracing::info!("Vonage bridge on at {}/vonage/answer", public.public_url);
-                Some(VonageBridge::new(config, &public.public_url, calls)?)
+                Some(VonageBridge::new(
+                    config,
+                    &public.public_url,
+                    calls.clone(),
+                )?)
             }
             None => {
                 tracing::info!("Vonage bridge off: no [bridges.vonage] credentials");
+                None
+            }
+        };
+        let openai_sip = match &config.openai_sip {
+            Some(config) => {
+                let trunk = config.project_id.as_deref().map_or_else(
+                    || "the project's SIP address".to_string(),
+                    |p| format!("sip:{p}@sip.api.openai.com;transport=tls"),
+                );
+                tracing::info!(
+                    "OpenAI SIP connector on at {}/openai/webhook (point the trunk at {trunk})",
+                    public.public_url
+                );
+                Some(OpenAiSipBridge::new(config, calls)?)
+            }
+            None => {
+                tracing::info!("OpenAI SIP connector off: no [bridges.openai-sip] credentials");
                 None
             }
         };
@@ -229,6 +259,7 @@ impl Bridges {
             twilio,
             telnyx,
             vonage,
+            openai_sip,
         })
     }
 
@@ -263,6 +294,9 @@ impl Bridges {
         }
         if let Some(vonage) = &self.vonage {
             router = router.merge(vonage.routes());
+        }
+        if let Some(openai_sip) = &self.openai_sip {
+            router = router.merge(openai_sip.routes());
         }
         router
             .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

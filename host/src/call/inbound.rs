@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use super::brain::settings_for;
 use super::events::Recorder;
 use super::leg::Leg;
 use super::{
@@ -19,7 +20,7 @@ use super::{
 };
 use crate::domain::events::{CallState, EventKind};
 use crate::domain::{CallInfo, Direction};
-use crate::model::ModelSession;
+use crate::model::{AudioFormat, ModelSession, SessionSettings};
 use crate::plugins::AgentVersion;
 use crate::plugins::routing::display_number;
 
@@ -194,6 +195,17 @@ impl Ringing {
             leg,
         )
         .await
+    }
+
+    /// The model session settings from the agent's `on-start`, for a leg whose provider runs
+    /// the model itself (OpenAI's SIP connector accepts the call with them; audio formats are
+    /// the provider's business there). The second value says why the call runs on the fallback
+    /// (the agent failed in `on-start`): then it only plays the apology.
+    pub fn session_settings(&self) -> (SessionSettings, Option<String>) {
+        let formats = (AudioFormat::Pcmu8k, AudioFormat::Pcmu8k);
+        let settings = settings_for(&self.accepted.config, formats);
+        let failure = self.accepted.fallback.then(|| "agent failed".to_string());
+        (settings, failure)
     }
 
     /// Run the answered call to its end on `leg`.

@@ -16,7 +16,7 @@ use super::CallCommand;
 use super::agent::CallAgent;
 use super::audio::{decode_from_model, encode_for_model};
 use super::events::Recorder;
-use super::leg::{CallerAudio, Leg, LegEvent};
+use super::leg::{CallerAudio, DigitSource, Leg, LegEvent};
 use super::logic::{CallLogic, Effect, Ending, Input};
 use crate::domain::Action;
 use crate::domain::agent_event::AgentRequest;
@@ -81,6 +81,12 @@ fn model_input(event: ModelEvent) -> Option<Input> {
             arguments,
         },
         ModelEvent::Usage(u) => Input::Usage(u),
+        ModelEvent::AudioStarted => Input::ProviderAudioStarted,
+        // The provider heard the keypad on its own line: as if the leg reported it.
+        ModelEvent::Digit(digit) => Input::Digit {
+            digit,
+            source: DigitSource::Leg,
+        },
         ModelEvent::ResponseDone { .. } => Input::ResponseDone,
         ModelEvent::Error(e) => Input::ModelError(e.to_string()),
         ModelEvent::Closed(reason) => Input::ModelClosed(format!("{reason:?}")),

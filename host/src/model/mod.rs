@@ -353,6 +353,12 @@ pub enum ModelEvent {
         arguments: String,
     },
     Usage(Usage),
+    /// A provider that carries the call's audio itself started playing agent audio to the
+    /// caller (OpenAI's SIP connector: `output_audio_buffer.started`).
+    AudioStarted,
+    /// A keypad digit the caller pressed, reported by a provider that carries the call's audio
+    /// itself (OpenAI's SIP connector).
+    Digit(char),
     ResponseDone {
         status: ResponseStatus,
     },
@@ -480,7 +486,7 @@ fn check_formats(
 }
 
 /// Capacity of the command and event channels of a session: a few seconds of 20 ms frames.
-const CHANNEL_CAPACITY: usize = 256;
+pub const CHANNEL_CAPACITY: usize = 256;
 
 /// Wording that makes a generative model speak `text` verbatim.
 fn say_exactly_prompt(text: &str) -> String {

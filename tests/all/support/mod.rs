@@ -9,6 +9,7 @@ pub mod calls;
 pub mod consumer;
 pub mod fake_gemini;
 pub mod fake_openai;
+pub mod fake_openai_sip;
 pub mod fake_telnyx;
 pub mod fake_twilio;
 pub mod fake_vonage;

@@ -59,29 +59,35 @@ where
     A: Fn(Request) -> (&'static str, Value) + Send + Sync + 'static,
 {
     while let Ok((stream, _)) = listener.accept().await {
-        let answer = answer.clone();
-        tokio::spawn(async move {
-            let mut stream = BufReader::new(stream);
-            while let Some(request) = read_request(&mut stream).await {
-                let (status, reply) = answer(request);
-                let body = if reply.is_null() {
-                    String::new()
-                } else {
-                    reply.to_string()
-                };
-                let response = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                if stream
-                    .get_mut()
-                    .write_all(response.as_bytes())
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
+        tokio::spawn(serve_connection(stream, answer.clone()));
+    }
+}
+
+/// Serve one accepted connection as [`serve`] does (for a fake that also takes other requests
+/// on its port).
+pub async fn serve_connection<A>(stream: TcpStream, answer: Arc<A>)
+where
+    A: Fn(Request) -> (&'static str, Value) + Send + Sync + 'static,
+{
+    let mut stream = BufReader::new(stream);
+    while let Some(request) = read_request(&mut stream).await {
+        let (status, reply) = answer(request);
+        let body = if reply.is_null() {
+            String::new()
+        } else {
+            reply.to_string()
+        };
+        let response = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if stream
+            .get_mut()
+            .write_all(response.as_bytes())
+            .await
+            .is_err()
+        {
+            return;
+        }
     }
 }

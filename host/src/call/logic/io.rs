@@ -52,6 +52,9 @@ pub enum Input {
     PlayoutStarted {
         at: Duration,
     },
+    /// A provider that plays the audio itself started speaking to the caller: the model's
+    /// first audio and the caller hearing it are one moment.
+    ProviderAudioStarted,
     MediaTimeout,
     /// The leg went away under the call.
     LegLost(String),

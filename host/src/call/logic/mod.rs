@@ -147,6 +147,13 @@ impl CallLogic {
                 success,
             } => self.on_transfer_outcome(code, reason, success),
             Input::PlayoutStarted { at } => self.on_playout_started(at),
+            Input::ProviderAudioStarted => {
+                let turns = &mut self.turns;
+                if turns.speech_stopped.is_some() && turns.first_model_audio.is_none() {
+                    turns.first_model_audio = Some(now);
+                }
+                self.on_playout_started(now);
+            }
             Input::MediaTimeout => {
                 tracing::warn!("no media; ending the call");
                 self.hang_up(Ending::new(EndReason::Timeout, false));

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use super::config::{OpenAiAuth, OpenAiConfig};
 use super::ws::{self, Socket};
 use session::Actor;
-use wire::{WireError, say_response, session_update};
+use wire::{WireError, call_session, say_response, session_update};
 
 use super::{
     AudioFormat, CHANNEL_CAPACITY, CloseReason, ConnectError, FormatSupport, ModelProvider,
@@ -48,6 +48,11 @@ impl OpenAiProvider {
 
     /// Endpoint URL with the `model` query parameter set (other query parameters kept).
     fn url(&self, model: &str) -> Result<String, ConnectError> {
+        self.url_with("model", model)
+    }
+
+    /// Endpoint URL with the query parameter `key` set to `value` (other parameters kept).
+    fn url_with(&self, key: &str, value: &str) -> Result<String, ConnectError> {
         let mut url =
             url::Url::parse(&self.config.base_url).map_err(|e| ConnectError::InvalidUrl {
                 url: self.config.base_url.clone(),
@@ -55,20 +60,19 @@ impl OpenAiProvider {
             })?;
         let others: Vec<(String, String)> = url
             .query_pairs()
-            .filter(|(k, _)| k != "model")
+            .filter(|(k, _)| k != key)
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
         url.query_pairs_mut()
             .clear()
             .extend_pairs(others)
-            .append_pair("model", model);
+            .append_pair(key, value);
         Ok(url.into())
     }
 
-    async fn open(&self, settings: SessionSettings) -> Result<ModelSession, ConnectError> {
-        check_formats(self, &settings)?;
-        let model = settings.model.as_deref().unwrap_or(&self.config.model);
-        let url = self.url(model)?;
+    /// The socket at `url`, authenticated, once the server's `session.created` arrived; and
+    /// the deadline of the whole setup.
+    async fn handshake(&self, url: &str) -> Result<(Socket, Instant), ConnectError> {
         let key = self.config.api_key.expose();
         let bearer;
         let header = match self.config.auth {
@@ -82,35 +86,84 @@ impl OpenAiProvider {
         let deadline = Instant::now() + timeout;
         let mut socket = ws::connect(
             NAME,
-            &url,
+            url,
             &[header],
             self.config.ca_file.as_deref(),
             timeout,
         )
         .await?;
-        let timed_out = || ConnectError::Timeout {
-            provider: NAME,
-            timeout_ms: self.config.connect_timeout_ms,
-        };
-
         // The server speaks first with session.created; only then is configuration accepted.
         tokio::time::timeout_at(deadline, wait_for(&mut socket, "session.created"))
             .await
-            .map_err(|_| timed_out())??;
+            .map_err(|_| self.timed_out())??;
+        Ok((socket, deadline))
+    }
+
+    fn timed_out(&self) -> ConnectError {
+        ConnectError::Timeout {
+            provider: NAME,
+            timeout_ms: self.config.connect_timeout_ms,
+        }
+    }
+
+    async fn open(&self, settings: SessionSettings) -> Result<ModelSession, ConnectError> {
+        check_formats(self, &settings)?;
+        let model = settings.model.as_deref().unwrap_or(&self.config.model);
+        let url = self.url(model)?;
+        let (mut socket, deadline) = self.handshake(&url).await?;
         let update = session_update(&settings, &self.config);
         send_json(&mut socket, &update)
             .await
             .map_err(|_| ConnectError::ClosedDuringSetup { provider: NAME })?;
         tokio::time::timeout_at(deadline, wait_for(&mut socket, "session.updated"))
             .await
-            .map_err(|_| timed_out())??;
+            .map_err(|_| self.timed_out())??;
+        let session = self
+            .run(socket, settings.greeting.as_deref(), settings.output_format)
+            .await?;
+        tracing::debug!(model, url = %url.split('?').next().unwrap_or(""), "openai realtime session open");
+        Ok(ModelSession {
+            input_format: settings.input_format,
+            ..session
+        })
+    }
 
+    /// The session configuration that accepts a SIP call through OpenAI's SIP connector
+    /// (`POST /v1/realtime/calls/{call_id}/accept`): `settings` without audio formats, which
+    /// SIP negotiates.
+    pub fn call_session(&self, settings: &SessionSettings) -> Value {
+        call_session(settings, &self.config)
+    }
+
+    /// Attach to the session of an accepted SIP call (the connector's sideband socket,
+    /// `?call_id=`): the call was configured when accepted, so no `session.update` is sent;
+    /// `greeting`, when given, is asked for at once. No audio crosses this socket (SIP carries
+    /// it), so the session's formats only name what the provider would take.
+    pub async fn attach(
+        &self,
+        call_id: &str,
+        greeting: Option<&str>,
+    ) -> Result<ModelSession, ConnectError> {
+        let url = self.url_with("call_id", call_id)?;
+        let (socket, _) = self.handshake(&url).await?;
+        let session = self.run(socket, greeting, AudioFormat::Pcmu8k).await?;
+        tracing::debug!(call_id, "openai realtime call session attached");
+        Ok(session)
+    }
+
+    /// Run the session actor on `socket`, greeting first when there is one.
+    async fn run(
+        &self,
+        socket: Socket,
+        greeting: Option<&str>,
+        output_format: AudioFormat,
+    ) -> Result<ModelSession, ConnectError> {
         let (cmd_tx, cmd_rx) = mpsc::channel(CHANNEL_CAPACITY);
         let (ev_tx, ev_rx) = mpsc::channel(CHANNEL_CAPACITY);
         let mut actor = Actor {
             socket,
             events: ev_tx,
-            output_format: settings.output_format,
+            output_format,
             response_timeout: Duration::from_millis(self.config.response_timeout_ms),
             item_audio: VecDeque::new(),
             response_active: false,
@@ -120,20 +173,19 @@ impl OpenAiProvider {
             pending_calls: HashSet::new(),
             next_event_id: 0,
         };
-        if let Some(greeting) = &settings.greeting {
+        if let Some(greeting) = greeting {
             actor
                 .request_response(say_response(greeting))
                 .await
                 .map_err(|_| ConnectError::ClosedDuringSetup { provider: NAME })?;
         }
-        tracing::debug!(model, url = %url.split('?').next().unwrap_or(""), "openai realtime session open");
         // Keep the caller's span (e.g. its call_id) on the session's logs.
         tokio::spawn(actor.run(cmd_rx).instrument(tracing::Span::current()));
         Ok(ModelSession {
             commands: cmd_tx,
             events: ev_rx,
-            input_format: settings.input_format,
-            output_format: settings.output_format,
+            input_format: output_format,
+            output_format,
             loopback: false,
         })
     }

@@ -302,6 +302,13 @@ impl Actor {
                 }
                 Ok(())
             }
+            ServerEvent::AudioBufferStarted => self.emit(ModelEvent::AudioStarted).await,
+            ServerEvent::Dtmf { event } => {
+                for digit in event.chars().filter(|c| "0123456789*#ABCD".contains(*c)) {
+                    self.emit(ModelEvent::Digit(digit)).await?;
+                }
+                Ok(())
+            }
             ServerEvent::Other => Ok(()),
         }
     }

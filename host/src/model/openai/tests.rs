@@ -42,6 +42,37 @@ fn session_update_has_ga_shape() {
 }
 
 #[test]
+fn a_sip_call_is_accepted_without_audio_formats() {
+    let p = OpenAiProvider::new(OpenAiConfig::new(Secret::new("k")));
+    let mut s = settings();
+    s.voice = Some("cedar".into());
+    let body = p.call_session(&s);
+    assert_eq!(body["type"], "realtime");
+    assert_eq!(body["model"], "gpt-realtime");
+    assert_eq!(body["instructions"], "Be brief.");
+    assert_eq!(body["audio"]["output"]["voice"], "cedar");
+    assert!(body["audio"]["input"].get("format").is_none(), "{body}");
+    assert!(body["audio"]["output"].get("format").is_none(), "{body}");
+    assert_eq!(body["audio"]["input"]["transcription"]["language"], "en");
+    assert_eq!(body["tools"][0]["name"], "lookup_order");
+    // The socket's session.update names no model: the URL does.
+    assert!(
+        session_update(&s, &p.config)["session"]
+            .get("model")
+            .is_none()
+    );
+}
+
+#[test]
+fn attach_url_names_the_call() {
+    let p = OpenAiProvider::new(OpenAiConfig::new(Secret::new("k")));
+    assert_eq!(
+        p.url_with("call_id", "rtc_123").unwrap(),
+        "wss://api.openai.com/v1/realtime?call_id=rtc_123"
+    );
+}
+
+#[test]
 fn url_sets_model_and_keeps_other_query() {
     let mut config = OpenAiConfig::new(Secret::new("k"));
     config.base_url =
@@ -147,4 +178,13 @@ fn error_kinds() {
         w("rate_limit_exceeded", "x").into_error().kind,
         ErrorKind::RateLimited
     );
+}
+
+#[test]
+fn sip_keypad_presses_are_read() {
+    let event: ServerEvent = serde_json::from_value(json!({
+        "type": "input_audio_buffer.dtmf_event_received", "event": "5", "received_at": 1750287078
+    }))
+    .unwrap();
+    assert!(matches!(event, ServerEvent::Dtmf { event } if event == "5"));
 }

@@ -50,6 +50,29 @@ fn turn_detection_json(td: TurnDetection) -> Value {
 
 /// The `session.update` that applies `settings` (GA shape: `type` required, nested `audio`).
 pub(super) fn session_update(settings: &SessionSettings, config: &OpenAiConfig) -> Value {
+    json!({
+        "type": "session.update",
+        "event_id": "sb_setup",
+        "session": session(settings, config),
+    })
+}
+
+/// The session configuration that accepts a SIP call (`POST /realtime/calls/{id}/accept`): as
+/// for a socket, with the model (a socket names it in its URL) and without the audio formats,
+/// which SIP negotiates.
+pub(super) fn call_session(settings: &SessionSettings, config: &OpenAiConfig) -> Value {
+    let mut session = session(settings, config);
+    session["model"] = json!(settings.model.as_deref().unwrap_or(&config.model));
+    for direction in ["input", "output"] {
+        if let Some(audio) = session["audio"][direction].as_object_mut() {
+            audio.remove("format");
+        }
+    }
+    session
+}
+
+/// The realtime session object for `settings`.
+fn session(settings: &SessionSettings, config: &OpenAiConfig) -> Value {
     let transcription = if settings.input_transcription {
         let mut t = json!({"model": config.transcription_model});
         if let Some(lang) = &settings.language {
@@ -70,26 +93,22 @@ pub(super) fn session_update(settings: &SessionSettings, config: &OpenAiConfig) 
         })
         .collect();
     json!({
-        "type": "session.update",
-        "event_id": "sb_setup",
-        "session": {
-            "type": "realtime",
-            "instructions": settings.instructions,
-            "output_modalities": ["audio"],
-            "audio": {
-                "input": {
-                    "format": format_json(settings.input_format),
-                    "transcription": transcription,
-                    "turn_detection": turn_detection_json(settings.turn_detection),
-                },
-                "output": {
-                    "format": format_json(settings.output_format),
-                    "voice": settings.voice.as_deref().unwrap_or(&config.voice),
-                },
+        "type": "realtime",
+        "instructions": settings.instructions,
+        "output_modalities": ["audio"],
+        "audio": {
+            "input": {
+                "format": format_json(settings.input_format),
+                "transcription": transcription,
+                "turn_detection": turn_detection_json(settings.turn_detection),
             },
-            "tools": tools,
-            "tool_choice": "auto",
-        }
+            "output": {
+                "format": format_json(settings.output_format),
+                "voice": settings.voice.as_deref().unwrap_or(&config.voice),
+            },
+        },
+        "tools": tools,
+        "tool_choice": "auto",
     })
 }
 
@@ -224,6 +243,12 @@ pub(super) enum ServerEvent {
     },
     #[serde(rename = "response.done")]
     ResponseDone { response: WireResponse },
+    /// SIP and WebRTC calls only: the provider started playing agent audio.
+    #[serde(rename = "output_audio_buffer.started")]
+    AudioBufferStarted,
+    /// SIP calls only: a keypad press (`0`–`9`, `*`, `#`, `A`–`D`).
+    #[serde(rename = "input_audio_buffer.dtmf_event_received")]
+    Dtmf { event: String },
     #[serde(rename = "error")]
     Error { error: WireError },
     #[serde(other)]

@@ -607,6 +607,25 @@ fn a_turn_is_timed_from_end_of_speech_to_first_audio_out() {
 }
 
 #[test]
+fn a_provider_playing_its_own_audio_times_the_turn_when_it_starts() {
+    let mut rig = Rig::started(Vec::new());
+    rig.at_ms(1_000).input(Input::SpeechStopped);
+    let effects = rig.at_ms(1_400).input(Input::ProviderAudioStarted);
+    assert_eq!(
+        effects,
+        vec![Effect::Record(EventKind::TurnLatency {
+            turn: 1,
+            host_in_ms: 0.0,
+            model_ms: 400.0,
+            host_out_ms: 0.0,
+            total_ms: 400.0,
+        })]
+    );
+    // Audio with no caller turn before it (a greeting) is not a turn.
+    assert_eq!(rig.at_ms(2_000).input(Input::ProviderAudioStarted), vec![]);
+}
+
+#[test]
 fn usage_and_model_errors_are_recorded() {
     let mut rig = Rig::started(Vec::new());
     let usage = Usage {
