@@ -55,8 +55,9 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
-/// One turn of the callers' track as μ-law: silence, the question, silence.
-fn caller_turn(dir: &Path) -> Vec<u8> {
+/// One turn of the callers' track as μ-law (silence, the question, silence), and where in it
+/// the question ends (ms).
+fn caller_turn(dir: &Path) -> (Vec<u8>, f64) {
     let wav = dir.join("question.wav");
     let raw = dir.join("question.raw");
     run("espeak-ng", &["-w", wav.to_str().unwrap(), QUESTION]);
@@ -80,10 +81,11 @@ fn caller_turn(dir: &Path) -> Vec<u8> {
         speech.len() < (TURN_SECS - QUIET_SECS - 1) * RATE,
         "the question fits a turn"
     );
+    let question_end_ms = ((QUIET_SECS * RATE + speech.len()) / 8) as f64;
     let mut turn = vec![0; QUIET_SECS * RATE];
     turn.extend(speech);
     turn.resize(TURN_SECS * RATE, 0);
-    turn.into_iter().map(ulaw_encode).collect()
+    (turn.into_iter().map(ulaw_encode).collect(), question_end_ms)
 }
 
 /// A server under test.
@@ -189,6 +191,11 @@ struct Run {
     load_cpu_per_call_min: f64,
     idle_rss_mib: f64,
     rss_per_call_mib: f64,
+    /// Audio the caller heard, per call (s, median).
+    heard_s: f64,
+    /// The caller's wait from the end of its question to the answer's first audio (the fake
+    /// model's 500 ms of VAD silence included), in ms: p50, p99.
+    answer_wait: Option<(f64, f64)>,
     /// Stream in → model socket out, model socket in → stream out (answers), in ms: p50, p99.
     host_in: Option<(f64, f64)>,
     host_out: Option<(f64, f64)>,
@@ -206,6 +213,7 @@ fn rss_mib(pid: u32) -> f64 {
 struct Load<'a> {
     bin: &'a Path,
     audio: &'a Path,
+    question_end_ms: f64,
     calls: u32,
     secs: u64,
     epoch_ns: u64,
@@ -299,6 +307,15 @@ async fn measure(
         load_cpu_per_call_min: (load_cpu1 - load_cpu0) / call_minutes,
         idle_rss_mib: idle_rss,
         rss_per_call_mib: (rss - idle_rss) / f64::from(load.calls),
+        heard_s: median(ms_list("heard_s")),
+        // Talkspurts before the question's end are greetings.
+        answer_wait: p50_p99(
+            ms_list("talkspurt_at_ms")
+                .into_iter()
+                .map(|at| at - load.question_end_ms)
+                .filter(|wait| *wait > 0.0)
+                .collect(),
+        ),
         host_in: stamped
             .then(|| {
                 let appends = model.append_latencies();
@@ -351,7 +368,8 @@ async fn twilio_calls_against_pipecat() {
     }
     let dir = tempdir("bridge-bench");
     let audio = dir.path().join("caller.ulaw");
-    std::fs::write(&audio, caller_turn(dir.path())).unwrap();
+    let (turn, question_end_ms) = caller_turn(dir.path());
+    std::fs::write(&audio, turn).unwrap();
     let bin = build_bin("switchboard-tests", "twilio-load", true);
     let model = FakeOpenAi::start(Script {
         api_key: "test".into(),
@@ -367,6 +385,7 @@ async fn twilio_calls_against_pipecat() {
         let load = Load {
             bin: &bin,
             audio: &audio,
+            question_end_ms,
             calls: n,
             secs,
             epoch_ns: epoch_to_monotonic_ns(model.epoch),
@@ -393,9 +412,10 @@ fn report(calls: &[u32], secs: u64, repeat: usize, runs: &[Run]) {
     println!("\nbridge bench: {secs} s calls, medians of {repeat} run(s) per row");
     println!(
         "| server | calls | calls broken | server CPU-s/call-min | load gen CPU-s/call-min | \
-         idle RSS MiB | RSS MiB/call | stream→model p50/p99 ms | model→stream p50/p99 ms |"
+         idle RSS MiB | RSS MiB/call | heard s/call | question end→answer p50/p99 ms | \
+         stream→model p50/p99 ms | model→stream p50/p99 ms |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for &n in calls {
         let row = |target: &str| -> Option<(f64, f64)> {
             let of: Vec<&Run> = runs
@@ -420,13 +440,15 @@ fn report(calls: &[u32], secs: u64, repeat: usize, runs: &[Run]) {
             };
             let (cpu, rss) = (m(|r| r.server_cpu_per_call_min), m(|r| r.rss_per_call_mib));
             println!(
-                "| {target} | {n} | {} | {cpu:.4} | {:.4} | {:.1} | {rss:.3} | {} | {} |",
+                "| {target} | {n} | {} | {cpu:.4} | {:.4} | {:.1} | {rss:.3} | {:.1} | {} | {} | {} |",
                 of.iter()
                     .map(|r| r.failed.to_string())
                     .collect::<Vec<_>>()
                     .join(", "),
                 m(|r| r.load_cpu_per_call_min),
                 m(|r| r.idle_rss_mib),
+                m(|r| r.heard_s),
+                lat(|r| r.answer_wait),
                 lat(|r| r.host_in),
                 lat(|r| r.host_out),
             );
@@ -440,7 +462,7 @@ fn report(calls: &[u32], secs: u64, repeat: usize, runs: &[Run]) {
         };
         if let (Some(s), Some(p)) = (row("switchboard"), row("pipecat")) {
             println!(
-                "| Pipecat / Switchboard | {n} | | {:.1}× | | | {:.1}× | | |",
+                "| Pipecat / Switchboard | {n} | | {:.1}× | | | {:.1}× | | | | |",
                 p.0 / s.0,
                 p.1 / s.1
             );

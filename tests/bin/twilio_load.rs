@@ -12,7 +12,9 @@
 //! `twilio-load --webhook URL --calls N --secs S --audio FILE.ulaw [--ramp-ms MS]
 //!  [--auth-token T] [--account-sid AC…] [--to 2000] [--epoch-ns NS]`
 //! prints `opened K of N` once every call has opened its stream (or failed to), then one JSON
-//! line with what the calls saw. 127.0.0.1 only; bounded by `--calls` and `--secs`.
+//! line with what the calls saw: failures and where, counts, stamped latencies, where in its
+//! audio the caller was when each talkspurt began (`talkspurt_at_ms`), audio heard per call.
+//! 127.0.0.1 only; bounded by `--calls` and `--secs`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -110,8 +112,14 @@ struct Seen {
     /// Model in → stream out of each stamped talkspurt start, in order (the first is the
     /// greeting).
     talkspurts: Vec<Duration>,
+    /// Where in the looped audio the caller was (ms) when each talkspurt began.
+    talkspurt_at: Vec<u64>,
+    /// μ-law bytes received.
+    heard: usize,
     /// μ-law bytes the speaker has still to play: 0 when a talkspurt begins.
     unplayed: usize,
+    /// The caller's position in its audio (ms since the start of the loop).
+    position_ms: u64,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -142,6 +150,7 @@ async fn main() {
     let mut failures = Vec::new();
     let (mut greetings, mut answers) = (Vec::new(), Vec::new());
     let (mut media, mut marks, mut clears) = (0, 0, 0);
+    let (mut talkspurt_at, mut heard_s) = (Vec::new(), Vec::new());
     for (n, c) in calls.into_iter().enumerate() {
         let seen = c.await.expect("a call task");
         if let Some(f) = seen.failure {
@@ -150,6 +159,8 @@ async fn main() {
         media += seen.media_received;
         marks += seen.marks_echoed;
         clears += seen.clears;
+        talkspurt_at.extend(seen.talkspurt_at);
+        heard_s.push(seen.heard as f64 / 8000.0);
         let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
         greetings.extend(seen.talkspurts.first().map(ms));
         answers.extend(seen.talkspurts.iter().skip(1).map(ms));
@@ -158,6 +169,7 @@ async fn main() {
         "calls": args.calls, "opened": opened, "failures": failures,
         "media_received": media, "marks_echoed": marks, "clears": clears,
         "greeting_ms": greetings, "answer_ms": answers,
+        "talkspurt_at_ms": talkspurt_at, "heard_s": heard_s,
     });
     println!("{report}");
 }
@@ -247,6 +259,7 @@ async fn call(
                     stamp(&mut frame, epoch);
                 }
                 chunk += 1;
+                seen.position_ms = (chunk * 20) % (frames as u64 * 20);
                 if let Err(e) = ws.send(Message::text(msgs.media(chunk, &frame))).await {
                     seen.failure = Some(format!("stream send at {:.1} s: {e}", started.elapsed().as_secs_f64()));
                     break;
@@ -305,6 +318,10 @@ fn on_server_frame(
                 return Vec::new();
             };
             seen.media_received += 1;
+            seen.heard += audio.len();
+            if seen.unplayed == 0 {
+                seen.talkspurt_at.push(seen.position_ms);
+            }
             // A talkspurt starts with a stamp when the model's audio crossed the server as is;
             // μ-law silence reads as a stamp too, so only a recent one counts.
             if let Some(epoch) = epoch
