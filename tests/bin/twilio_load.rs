@@ -133,7 +133,14 @@ async fn main() {
             tokio::spawn(async move {
                 // Spread the call setups over the ramp, as a burst of real calls would be.
                 tokio::time::sleep(args.ramp * n / args.calls.max(1)).await;
-                call(&args, &http, opened).await
+                // A server that stops reading blocks a send: such a call ends here.
+                let limit = SETUP_LIMIT + Duration::from_secs(args.secs + 10);
+                tokio::time::timeout(limit, call(&args, &http, opened))
+                    .await
+                    .unwrap_or_else(|_| Seen {
+                        failure: Some(format!("stuck (the server stopped reading) past {limit:?}")),
+                        ..Seen::default()
+                    })
             })
         })
         .collect();
