@@ -18,5 +18,5 @@ PIPECAT_PYTHON="$venv/bin/python" \
 BENCH_CALLS="${BENCH_CALLS:-50,200}" \
 BENCH_SECS="${BENCH_SECS:-60}" \
 BENCH_REPEAT="${BENCH_REPEAT:-3}" \
-  nice -n "${BENCH_NICE:-0}" cargo test -p switchboard-tests --test all -- \
+  nice -n "${BENCH_NICE:-0}" cargo test --release -p switchboard-tests --test all -- \
   --ignored --nocapture bridge_bench::

@@ -20,10 +20,11 @@
 //! model socket out per frame, model socket in → stream out per talkspurt. Pipecat resamples
 //! the audio (8 → 24 kHz PCM and back), so a stamp does not survive it.
 //!
-//! Run by hand (it builds the release binaries): `bench/pipecat/run.sh`, which makes the venv
+//! Run by hand, all in release builds (the fake model lives in the test process and must keep
+//! up with 200 calls of 24 kHz PCM from Pipecat): `bench/pipecat/run.sh`, which makes the venv
 //! and runs
 //! `PIPECAT_PYTHON=bench/pipecat/.venv/bin/python BENCH_CALLS=50,200 BENCH_SECS=60 BENCH_REPEAT=3
-//!  cargo test -p switchboard-tests --test all -- --ignored --nocapture bridge_bench::`
+//!  cargo test --release -p switchboard-tests --test all -- --ignored --nocapture bridge_bench::`
 //! (each configuration `BENCH_REPEAT` times, medians reported; `BENCH_TARGETS=switchboard` or
 //! `pipecat` runs one side only; without the variables, one smoke run of 5 calls of 15 s).
 
