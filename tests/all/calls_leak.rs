@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::api::Api;
 use crate::support::host::Host;
+use crate::support::load::status_field;
 use crate::support::process::require;
 use crate::support::sipp::{run_sipp, uac_args};
 use crate::support::tempdir;
@@ -25,15 +26,7 @@ fn usage(pid: u32) -> Usage {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .count();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
-    };
+    let field = |name: &str| status_field(pid, name);
     Usage {
         fds,
         threads: field("Threads:") as usize,

@@ -34,6 +34,7 @@ mod hardening_instance;
 mod hardening_sip_ids;
 
 // Carriers' media streams (bridges): a fake carrier, the host, an agent and a model.
+mod bridge_bench;
 mod bridge_openai_sip;
 mod bridge_telnyx;
 mod bridge_twilio;

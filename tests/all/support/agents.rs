@@ -155,34 +155,30 @@ pub fn wat(text: &str) -> Vec<u8> {
 
 /// The `switchboard` binary (debug build of this workspace), built on first use.
 pub fn switchboard_bin() -> PathBuf {
-    build_switchboard(false)
+    build_bin("switchboard", "switchboard", false)
 }
 
 /// The optimised `switchboard` binary, for benchmarks.
 pub fn switchboard_release_bin() -> PathBuf {
-    build_switchboard(true)
+    build_bin("switchboard", "switchboard", true)
 }
 
-fn build_switchboard(release: bool) -> PathBuf {
+/// Binary `bin` of workspace package `package`, built on first use.
+pub fn build_bin(package: &str, bin: &str, release: bool) -> PathBuf {
     let root = repo_root();
     let mut cargo = cargo();
-    cargo.current_dir(&root).args([
-        "build",
-        "--quiet",
-        "-p",
-        "switchboard",
-        "--bin",
-        "switchboard",
-    ]);
+    cargo
+        .current_dir(&root)
+        .args(["build", "--quiet", "-p", package, "--bin", bin]);
     if release {
         cargo.arg("--release");
     }
     let status = cargo.status().expect("run cargo");
-    assert!(status.success(), "building the switchboard binary failed");
+    assert!(status.success(), "building the {bin} binary failed");
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
     target
         .join(if release { "release" } else { "debug" })
-        .join("switchboard")
+        .join(bin)
 }

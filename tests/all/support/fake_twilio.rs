@@ -43,6 +43,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use crate::support::model_audio::ulaw_encode;
 use crate::support::rest_fake;
 use crate::support::speaker::Speaker;
+use crate::support::twilio_wire::{StreamMessages, encode_form, form, hmac_sha1_b64, sid};
+pub use crate::support::twilio_wire::{signature, stream_of};
 
 /// One REST request the host made.
 #[derive(Debug, Clone)]
@@ -210,72 +212,6 @@ impl CallResult {
     }
 }
 
-fn hmac_sha1_b64(key: &str, text: &str) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key.as_bytes());
-    B64.encode(ring::hmac::sign(&key, text.as_bytes()).as_ref())
-}
-
-/// `X-Twilio-Signature` for a form POST to `url` (§4.2).
-pub fn signature(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
-    let mut sorted = params.to_vec();
-    sorted.sort();
-    let text = sorted
-        .iter()
-        .fold(url.to_string(), |t, (n, v)| format!("{t}{n}{v}"));
-    hmac_sha1_b64(auth_token, &text)
-}
-
-fn sid(prefix: &str) -> String {
-    let n: u128 = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-        ^ (std::process::id() as u128) << 64;
-    format!("{prefix}{:032x}", n)
-}
-
-/// The stream URL and parameters of a `<Connect><Stream>` TwiML answer.
-pub fn stream_of(twiml: &str) -> Option<(String, Vec<(String, String)>)> {
-    let attr = |tag: &str, name: &str| -> Option<String> {
-        let at = tag.find(&format!("{name}=\""))? + name.len() + 2;
-        let end = tag[at..].find('"')? + at;
-        Some(unescape(&tag[at..end]))
-    };
-    let stream_at = twiml.find("<Stream ")?;
-    let tag_end = twiml[stream_at..].find('>')? + stream_at;
-    let url = attr(&twiml[stream_at..tag_end], "url")?;
-    let mut params = Vec::new();
-    let mut rest = &twiml[tag_end..];
-    while let Some(p) = rest.find("<Parameter ") {
-        let end = rest[p..].find("/>")? + p;
-        let tag = &rest[p..end];
-        params.push((attr(tag, "name")?, attr(tag, "value")?));
-        rest = &rest[end..];
-    }
-    Some((url, params))
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
-
-fn form(params: &[(&str, &str)]) -> Vec<(String, String)> {
-    params
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn encode_form(params: &[(String, String)]) -> String {
-    url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(params)
-        .finish()
-}
-
 impl FakeTwilio {
     pub async fn start() -> FakeTwilio {
         FakeTwilio::start_with(None).await
@@ -368,17 +304,7 @@ impl FakeTwilio {
 
     /// The form of an inbound call's webhook.
     pub fn voice_params(&self, call_sid: &str, from: &str, to: &str) -> Vec<(String, String)> {
-        form(&[
-            ("AccountSid", &self.account_sid),
-            ("ApiVersion", "2010-04-01"),
-            ("CallSid", call_sid),
-            ("CallStatus", "ringing"),
-            ("Called", to),
-            ("Caller", from),
-            ("Direction", "inbound"),
-            ("From", from),
-            ("To", to),
-        ])
+        crate::support::twilio_wire::voice_params(&self.account_sid, call_sid, from, to)
     }
 
     /// Place an inbound call at `public_url` and play it to its end.
@@ -473,34 +399,17 @@ impl State {
         mut control: mpsc::UnboundedReceiver<Control>,
         result: &mut CallResult,
     ) {
-        let stream_sid = sid("MZ");
-        let custom: serde_json::Map<String, Value> = parameters
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        let mut seq = 1u64;
-        let connected = json!({"event": "connected", "protocol": "Call", "version": "1.0.0"});
-        ws.send(Message::text(connected.to_string())).await.unwrap();
-        let start = json!({
-            "event": "start", "sequenceNumber": seq.to_string(), "streamSid": stream_sid,
-            "start": {
-                "streamSid": stream_sid, "accountSid": self.account_sid, "callSid": call_sid,
-                "tracks": ["inbound"], "customParameters": custom,
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-            },
-        });
-        ws.send(Message::text(start.to_string())).await.unwrap();
+        let mut msgs = StreamMessages::new(&self.account_sid, call_sid);
+        ws.send(Message::text(msgs.connected())).await.unwrap();
+        ws.send(Message::text(msgs.start(parameters)))
+            .await
+            .unwrap();
 
         let started = Instant::now();
         let mut speaker = Speaker::default();
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         let mut chunk = 0u64;
         let mut digits: VecDeque<(Duration, char)> = script.digits.iter().copied().collect();
-        let stop = |seq: u64| {
-            json!({"event": "stop", "sequenceNumber": seq.to_string(), "streamSid": stream_sid,
-                   "stop": {"accountSid": self.account_sid, "callSid": call_sid}})
-            .to_string()
-        };
         loop {
             tokio::select! {
                 _ = tick.tick() => {
@@ -513,13 +422,8 @@ impl State {
                             .map(|i| ulaw_encode(script.speech.get(i).copied().unwrap_or(0)))
                             .collect();
                         chunk += 1;
-                        seq += 1;
-                        let media = json!({
-                            "event": "media", "sequenceNumber": seq.to_string(), "streamSid": stream_sid,
-                            "media": {"track": "inbound", "chunk": chunk.to_string(),
-                                      "timestamp": (chunk * 20).to_string(), "payload": B64.encode(&frame)},
-                        });
-                        gone |= ws.send(Message::text(media.to_string())).await.is_err();
+                        let media = msgs.media(chunk, &frame);
+                        gone |= ws.send(Message::text(media)).await.is_err();
                     }
                     if gone {
                         break;
@@ -530,7 +434,7 @@ impl State {
                             let bad = if i % 2 == 0 {
                                 "{not json".to_string()
                             } else {
-                                json!({"event": "media", "streamSid": stream_sid,
+                                json!({"event": "media", "streamSid": msgs.stream_sid,
                                        "media": {"payload": "***not base64***"}}).to_string()
                             };
                             let _ = ws.send(Message::text(bad)).await;
@@ -538,23 +442,15 @@ impl State {
                     }
                     // 20 ms of the speaker; marks passed are echoed.
                     for name in speaker.play(160, &mut result.heard) {
-                        seq += 1;
-                        let mark = json!({"event": "mark", "sequenceNumber": seq.to_string(),
-                                          "streamSid": stream_sid, "mark": {"name": name}});
                         result.marks_echoed += 1;
-                        let _ = ws.send(Message::text(mark.to_string())).await;
+                        let _ = ws.send(Message::text(msgs.mark(&name))).await;
                     }
                     while digits.front().is_some_and(|(at, _)| *at <= now) {
                         let (_, digit) = digits.pop_front().unwrap();
-                        seq += 1;
-                        let dtmf = json!({"event": "dtmf", "sequenceNumber": seq.to_string(),
-                                          "streamSid": stream_sid,
-                                          "dtmf": {"track": "inbound_track", "digit": digit.to_string()}});
-                        let _ = ws.send(Message::text(dtmf.to_string())).await;
+                        let _ = ws.send(Message::text(msgs.dtmf(digit))).await;
                     }
                     if script.hangup_after.is_some_and(|h| now >= h) {
-                        seq += 1;
-                        let _ = ws.send(Message::text(stop(seq))).await;
+                        let _ = ws.send(Message::text(msgs.stop())).await;
                         let _ = ws.close(None).await;
                         result.ending = Ending::CallerHungUp;
                         break;
@@ -566,12 +462,9 @@ impl State {
                 }
                 frame = ws.next() => match frame {
                     Some(Ok(Message::Text(text))) => {
-                        for name in on_server_frame(&text, &stream_sid, &mut speaker, result) {
-                            seq += 1;
-                            let mark = json!({"event": "mark", "sequenceNumber": seq.to_string(),
-                                              "streamSid": stream_sid, "mark": {"name": name}});
+                        for name in on_server_frame(&text, &msgs.stream_sid, &mut speaker, result) {
                             result.marks_echoed += 1;
-                            let _ = ws.send(Message::text(mark.to_string())).await;
+                            let _ = ws.send(Message::text(msgs.mark(&name))).await;
                         }
                     }
                     Some(Ok(Message::Close(frame))) => {
@@ -587,8 +480,7 @@ impl State {
                     }
                 },
                 Some(c) = control.recv() => {
-                    seq += 1;
-                    let _ = ws.send(Message::text(stop(seq))).await;
+                    let _ = ws.send(Message::text(msgs.stop())).await;
                     let _ = ws.close(None).await;
                     result.ending = match c {
                         Control::Completed | Control::Canceled => Ending::RestCompleted,

@@ -119,6 +119,18 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     stat_cpu_seconds(&format!("/proc/{pid}/stat"))
 }
 
+/// A numeric field of `/proc/<pid>/status`, e.g. `VmRSS:` (KiB) or `Threads:`.
+pub fn status_field(pid: u32, name: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
+}
+
 /// CPU seconds used so far by the threads of process `pid` whose name starts with `prefix`
 /// (threads that ended are not counted).
 pub fn threads_cpu_seconds(pid: u32, prefix: &str) -> f64 {

@@ -28,6 +28,7 @@ pub mod rest_fake;
 pub mod sipp;
 pub mod softphone;
 pub mod speaker;
+pub mod twilio_wire;
 
 /// A temporary folder named `<prefix>…`, removed when dropped.
 pub fn tempdir(prefix: &str) -> tempfile::TempDir {

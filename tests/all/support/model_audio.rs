@@ -64,6 +64,30 @@ pub fn since_stamp(frame: &[u8], epoch: Instant) -> Duration {
     epoch.elapsed().saturating_sub(Duration::from_nanos(ns))
 }
 
+/// CLOCK_MONOTONIC now, in ns: the clock `Instant` reads on Linux, the same in every process.
+fn monotonic_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `epoch` as CLOCK_MONOTONIC ns, to hand a stamp epoch to another process.
+pub fn epoch_to_monotonic_ns(epoch: Instant) -> u64 {
+    monotonic_now_ns() - epoch.elapsed().as_nanos() as u64
+}
+
+/// The stamp epoch another process handed over with [`epoch_to_monotonic_ns`].
+pub fn epoch_from_monotonic_ns(ns: u64) -> Instant {
+    let age = Duration::from_nanos(monotonic_now_ns().saturating_sub(ns));
+    Instant::now()
+        .checked_sub(age)
+        .expect("an epoch since boot")
+}
+
 /// p-th percentile (0–100) of durations.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -107,5 +131,17 @@ mod tests {
             .map(|&b| g711::ulaw_decode(b).unsigned_abs())
             .max();
         assert!(loudest < Some(128), "{loudest:?}");
+    }
+
+    #[test]
+    fn an_epoch_crosses_processes_as_monotonic_ns() {
+        let epoch = Instant::now() - Duration::from_secs(5);
+        let back = epoch_from_monotonic_ns(epoch_to_monotonic_ns(epoch));
+        let off = if back > epoch {
+            back - epoch
+        } else {
+            epoch - back
+        };
+        assert!(off < Duration::from_millis(1), "{off:?}");
     }
 }

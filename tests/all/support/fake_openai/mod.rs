@@ -289,6 +289,10 @@ async fn serve(
                 let Some(Ok(msg)) = msg else { return Ok(()) };
                 if matches!(msg, Message::Close(_)) {
                     record(&shared, &msg, true);
+                    // The closing handshake's answer (RFC 6455 §5.5.1), as a real server sends.
+                    // (The sink's close flushes tungstenite's queued reply; the stream's own
+                    // `close` would try to send a second Close.)
+                    let _ = SinkExt::close(&mut ws).await;
                     return Ok(());
                 }
                 let Some(event) = record(&shared, &msg, script.record_audio) else { continue };
