@@ -273,14 +273,15 @@ async fn pjsua2_srtp_call_over_tls_has_audio_both_ways() {
     let heard = to_8k(&heard.channel(0), heard.rate);
     // pjsua's adaptive jitter buffer shifts its playout by tens of milliseconds as it goes,
     // so a correlation over seconds says little; the greeting's words are compared instead:
-    // each loud span of what pjsua2 heard matches the agent's in length and in place.
+    // each loud span of what pjsua2 heard matches the agent's in length (within the frame or
+    // so the buffer stretches or drops as it adapts) and in place.
     let words = |x: &[i16]| spans_ms(&loud_spans(x, 10))[..8].to_vec();
     let (sent, got) = (words(&agent), words(&heard));
     eprintln!("pjsua2 over TLS + SRTP: pjsua2 → host {up:.3}; agent {sent:?}, heard {got:?}");
     assert!(up >= 0.9, "caller audio in the recording: {up:.3}");
     for ((a_at, a_len), (h_at, h_len)) in sent.iter().zip(&got) {
         assert!(
-            (a_len - h_len).abs() <= 20.0,
+            (a_len - h_len).abs() <= 30.0,
             "word lengths: {sent:?} / {got:?}"
         );
         let (a_rel, h_rel) = (a_at - sent[0].0, h_at - got[0].0);
