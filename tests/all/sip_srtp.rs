@@ -221,8 +221,7 @@ async fn srtp_hold_and_resume_keep_the_call_and_audio_both_ways() {
 }
 
 /// pjsua2 (pjsip's TLS over OpenSSL, libsrtp) calls over TLS with SRTP mandatory: its
-/// microphone reaches the agent (correlation ≥ 0.9) and the greeting reaches its recording word
-/// for word.
+/// microphone reaches the agent (correlation ≥ 0.9) and the greeting reaches its recording.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pjsua2_srtp_call_over_tls_has_audio_both_ways() {
     if !require("espeak-ng") || !require_python("pjsua2") || !have_openssl() {
@@ -271,23 +270,42 @@ async fn pjsua2_srtp_call_over_tls_has_audio_both_ways() {
     let up = onset_correlation(&mic[11 * RATE..], &caller, 3 * RATE);
     let heard = Wav::read(&dir.path().join("heard.wav"));
     let heard = to_8k(&heard.channel(0), heard.rate);
-    // pjsua's adaptive jitter buffer shifts its playout by tens of milliseconds as it goes,
-    // so a correlation over seconds says little; the greeting's words are compared instead:
-    // each loud span of what pjsua2 heard matches the agent's in length (within the frame or
-    // so the buffer stretches or drops as it adapts) and in place.
-    let words = |x: &[i16]| spans_ms(&loud_spans(x, 10))[..8].to_vec();
-    let (sent, got) = (words(&agent), words(&heard));
-    eprintln!("pjsua2 over TLS + SRTP: pjsua2 → host {up:.3}; agent {sent:?}, heard {got:?}");
+    // pjsua's adaptive jitter buffer shifts its playout by tens of milliseconds as it goes and,
+    // on a loaded machine, stretches or splits a word as it adapts, so neither a correlation
+    // over seconds nor word-by-word lengths hold. What holds: once the first words line up,
+    // nearly all the agent's speech is speech in what pjsua2 heard, and the other way round
+    // (silence fails the first, noise from bad keys the second).
+    let speech = |x: &[i16]| spans_ms(&loud_spans(x, 10));
+    let (sent, got) = (speech(&agent), speech(&heard));
+    let (said, heard_back) = (covered(&sent, &got), covered(&got, &sent));
+    eprintln!(
+        "pjsua2 over TLS + SRTP: pjsua2 → host {up:.3}; greeting heard {said:.3}, \
+         heard in the greeting {heard_back:.3}; agent {sent:?}, heard {got:?}"
+    );
     assert!(up >= 0.9, "caller audio in the recording: {up:.3}");
-    for ((a_at, a_len), (h_at, h_len)) in sent.iter().zip(&got) {
-        assert!(
-            (a_len - h_len).abs() <= 30.0,
-            "word lengths: {sent:?} / {got:?}"
-        );
-        let (a_rel, h_rel) = (a_at - sent[0].0, h_at - got[0].0);
-        assert!(
-            (a_rel - h_rel).abs() <= 60.0,
-            "word places: {sent:?} / {got:?}"
-        );
-    }
+    assert!(
+        sent.len() >= 8 && said >= 0.9 && heard_back >= 0.9,
+        "greeting at pjsua2: {said:.3} / {heard_back:.3}: {sent:?} / {got:?}"
+    );
+}
+
+/// The share of `a`'s speech (spans of start and length in ms) that falls within 60 ms of
+/// speech in `b`, each timed from its first span and both cut at `a`'s greeting (10 s).
+fn covered(a: &[(f64, f64)], b: &[(f64, f64)]) -> f64 {
+    const SLACK: f64 = 60.0;
+    const LENGTH_MS: usize = 10_000;
+    let mask = |spans: &[(f64, f64)], widen: f64| {
+        let mut ms = vec![false; LENGTH_MS];
+        let zero = spans.first().map_or(0.0, |s| s.0);
+        for &(at, len) in spans {
+            let from = (at - zero - widen).max(0.0) as usize;
+            let to = ((at - zero + len + widen) as usize).min(LENGTH_MS);
+            ms[from.min(to)..to].iter_mut().for_each(|m| *m = true);
+        }
+        ms
+    };
+    let (a, b) = (mask(a, 0.0), mask(b, SLACK));
+    let speech = a.iter().filter(|&&m| m).count();
+    let matched = a.iter().zip(&b).filter(|&(&x, &y)| x && y).count();
+    matched as f64 / speech.max(1) as f64
 }
