@@ -97,48 +97,15 @@ impl<A: Send> Dialing for CarrierDialing<A> {
     }
 }
 
-/// Ring the call placed under `token` on a task of its own, in the call's `span`, until it is
-/// answered (then `answered` runs it) or not; `cancel` is the carrier's request to stop ringing.
-/// The token is forgotten once the call is over.
-pub fn ring<A, Answered>(
+/// A call whose agent is chosen, whose record is open and whose token is given out, about to
+/// be placed with a carrier: the carrier's create request either refuses it or lets it ring.
+pub struct Placed<A> {
+    calling: Calling,
+    call_id: String,
     calls: Arc<PlacingCalls<A>>,
-    token: String,
     steps: mpsc::UnboundedReceiver<Progress<A>>,
-    mut calling: Calling,
-    span: tracing::Span,
-    cancel: impl Future<Output = Result<(), String>> + Send + 'static,
-    answered: impl FnOnce(Calling, A) -> Answered + Send + 'static,
-) where
-    A: Send + 'static,
-    Answered: Future<Output = ()> + Send,
-{
-    let mut dialing = CarrierDialing {
-        steps,
-        cancel: Some(Box::pin(cancel)),
-    };
-    tokio::spawn(
-        async move {
-            match calling.ring(&mut dialing).await {
-                Progress::Answered(answer) => answered(calling, answer).await,
-                Progress::NotAnswered {
-                    outcome,
-                    code,
-                    reason,
-                } => calling.not_answered(outcome, code, reason).await,
-                Progress::Ringing | Progress::EarlyMedia => {
-                    unreachable!("ring returns a final step")
-                }
-            }
-            calls.close(&token);
-        }
-        .instrument(span),
-    );
-}
-
-/// A call whose agent is chosen and whose record is open, about to be placed with a carrier.
-pub struct Placed {
-    pub calling: Calling,
-    pub call_id: String,
+    /// The token the carrier's callbacks and stream bring back.
+    pub token: String,
     /// The call's span: every line of it carries the call id.
     pub span: tracing::Span,
     /// The caller id, one of the account's numbers.
@@ -147,14 +114,70 @@ pub struct Placed {
     pub to: String,
 }
 
+impl<A: Send + 'static> Placed<A> {
+    /// The carrier refused the create request: the record ends with why, the token is
+    /// forgotten.
+    pub fn refused(self, error: String) -> PlaceError {
+        self.calls.close(&self.token);
+        self.calling.fail(format!("failed: {error}"), false);
+        PlaceError::Carrier(error)
+    }
+
+    /// The carrier took the call: ring it on a task of its own, in the call's span, until it is
+    /// answered (then `answered` runs it) or not; `cancel` is the carrier's request to stop
+    /// ringing. The token is forgotten once the call is over. Gives the call's id.
+    pub fn ring<Answered>(
+        self,
+        cancel: impl Future<Output = Result<(), String>> + Send + 'static,
+        answered: impl FnOnce(Calling, A) -> Answered + Send + 'static,
+    ) -> String
+    where
+        Answered: Future<Output = ()> + Send,
+    {
+        let Placed {
+            mut calling,
+            call_id,
+            calls,
+            steps,
+            token,
+            span,
+            ..
+        } = self;
+        let mut dialing = CarrierDialing {
+            steps,
+            cancel: Some(Box::pin(cancel)),
+        };
+        tokio::spawn(
+            async move {
+                match calling.ring(&mut dialing).await {
+                    Progress::Answered(answer) => answered(calling, answer).await,
+                    Progress::NotAnswered {
+                        outcome,
+                        code,
+                        reason,
+                    } => calling.not_answered(outcome, code, reason).await,
+                    Progress::Ringing | Progress::EarlyMedia => {
+                        unreachable!("ring returns a final step")
+                    }
+                }
+                calls.close(&token);
+            }
+            .instrument(span),
+        );
+        call_id
+    }
+}
+
 /// What every carrier does before its create request: choose the agent, check the caller id
-/// against the account's `numbers` (the first is the default) and open the call's record.
-pub async fn prepare(
+/// against the account's `numbers` (the first is the default), open the call's record and give
+/// the call a token among the calls `placing`.
+pub async fn prepare<A: Send + 'static>(
     calls: &Arc<CallDeps>,
+    placing: &Arc<PlacingCalls<A>>,
     numbers: &[String],
     request: &PlaceRequest,
     transport: &str,
-) -> Result<Placed, PlaceError> {
+) -> Result<Placed<A>, PlaceError> {
     let checked = outbound::check(calls, request)?;
     let from = match &request.from {
         Some(from) => from.clone(),
@@ -175,9 +198,13 @@ pub async fn prepare(
     let calling = outbound::start(calls, call_id.clone(), checked, parties)
         .instrument(span.clone())
         .await?;
+    let (token, steps) = placing.open();
     Ok(Placed {
         calling,
         call_id,
+        calls: placing.clone(),
+        steps,
+        token,
         span,
         from,
         to,

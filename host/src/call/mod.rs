@@ -97,6 +97,11 @@ impl CallConfig {
             })
             .collect()
     }
+
+    /// How long a leg may go without media before the call ends.
+    pub fn media_timeout(&self) -> Duration {
+        Duration::from_secs(self.media_timeout_secs)
+    }
 }
 
 /// Requests from the API to a running call.
@@ -349,7 +354,7 @@ fn media_config(deps: &CallDeps, call_id: &str, inbound_rate: u32) -> MediaConfi
     MediaConfig {
         bind_ip: deps.media_ip,
         inbound_rate,
-        media_timeout: Duration::from_secs(deps.config.media_timeout_secs),
+        media_timeout: deps.config.media_timeout(),
         silence: if deps.config.send_silence {
             SilenceMode::SendSilence
         } else {

@@ -225,7 +225,7 @@ pub async fn run(args: CallArgs, config: &Config) -> anyhow::Result<Ended> {
         &ports,
         MediaConfig {
             bind_ip: args.bind.ip(),
-            media_timeout: Duration::from_secs(config.calls.media_timeout_secs),
+            media_timeout: config.calls.media_timeout(),
             call_id: "softphone".into(),
             ..MediaConfig::default()
         },

@@ -239,7 +239,7 @@ impl TelnyxBridge {
             control,
             self.facts(pending.caller),
             Codec::Pcmu.into(),
-            self.media_timeout(),
+            self.calls.config.media_timeout(),
         )
         .await;
     }
@@ -267,10 +267,6 @@ impl TelnyxBridge {
         }
     }
 
-    fn media_timeout(&self) -> Duration {
-        Duration::from_secs(self.calls.config.media_timeout_secs)
-    }
-
     /// The leg of an answered outbound call, for `model`.
     fn leg(
         &self,
@@ -286,7 +282,7 @@ impl TelnyxBridge {
             control,
             self.facts(remote),
             model.input_format.sample_rate(),
-            self.media_timeout(),
+            self.calls.config.media_timeout(),
         )
     }
 }

@@ -64,9 +64,16 @@ impl TelnyxBridge {
     /// Place a call through Telnyx and return its id once Telnyx has it; the rest runs on its
     /// own task. `from` must be one of the account's numbers (`[bridges.telnyx] numbers`).
     pub async fn place(self: &Arc<Self>, request: PlaceRequest) -> Result<String, PlaceError> {
-        let placed = placing::prepare(&self.calls, &self.numbers, &request, "telnyx").await?;
-        let (token, steps) = self.placing.open();
-        let mut dial = rest::stream_params(&self.stream_url(), &token);
+        let placed = placing::prepare(
+            &self.calls,
+            &self.placing,
+            &self.numbers,
+            &request,
+            "telnyx",
+        )
+        .await?;
+        let token = placed.token.as_str();
+        let mut dial = rest::stream_params(&self.stream_url(), token);
         dial["connection_id"] = json!(self.connection_id);
         dial["to"] = json!(placed.to);
         dial["from"] = json!(placed.from);
@@ -74,11 +81,7 @@ impl TelnyxBridge {
         dial["webhook_url"] = json!(format!("{}/telnyx/webhook", self.public_url));
         let call_control_id = match self.account.dial(&self.http, dial).await {
             Ok(id) => id,
-            Err(e) => {
-                self.placing.close(&token);
-                placed.calling.fail(format!("failed: {e}"), false);
-                return Err(PlaceError::Carrier(e));
-            }
+            Err(e) => return Err(placed.refused(e)),
         };
         tracing::info!(parent: &placed.span, telnyx_call_control_id = %call_control_id, to = %placed.to, "outbound call placed through Telnyx");
         let control = self.control(call_control_id);
@@ -88,16 +91,9 @@ impl TelnyxBridge {
             async move { control.hangup().await }
         };
         let bridge = self.clone();
-        placing::ring(
-            self.placing.clone(),
-            token,
-            steps,
-            placed.calling,
-            placed.span,
-            cancel,
-            move |calling, answer| async move { bridge.run_answered(calling, answer, control).await },
-        );
-        Ok(placed.call_id)
+        Ok(placed.ring(cancel, move |calling, answer| async move {
+            bridge.run_answered(calling, answer, control).await
+        }))
     }
 
     /// An outbound call whose callee answered: the model, then the call on its stream.

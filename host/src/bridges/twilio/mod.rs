@@ -299,7 +299,7 @@ impl TwilioBridge {
             stream_sid: start.stream_sid,
         };
         let facts = self.facts(pending.caller);
-        let timeout = self.media_timeout();
+        let timeout = self.calls.config.media_timeout();
         setup::answer(
             pending.ringing,
             socket,
@@ -320,10 +320,6 @@ impl TwilioBridge {
         }
     }
 
-    fn media_timeout(&self) -> Duration {
-        Duration::from_secs(self.calls.config.media_timeout_secs)
-    }
-
     /// The leg of an answered call, either direction.
     fn leg(
         &self,
@@ -341,7 +337,7 @@ impl TwilioBridge {
             control,
             self.facts(remote),
             model.input_format.sample_rate(),
-            self.media_timeout(),
+            self.calls.config.media_timeout(),
         )
     }
 

@@ -45,12 +45,19 @@ impl TwilioBridge {
     /// Place a call through Twilio and return its id once Twilio has it; the rest runs on its
     /// own task. `from` must be one of the account's numbers (`[bridges.twilio] numbers`).
     pub async fn place(self: &Arc<Self>, request: PlaceRequest) -> Result<String, PlaceError> {
-        let placed = placing::prepare(&self.calls, &self.numbers, &request, "twilio").await?;
-        let (token, steps) = self.placing.open();
+        let placed = placing::prepare(
+            &self.calls,
+            &self.placing,
+            &self.numbers,
+            &request,
+            "twilio",
+        )
+        .await?;
+        let token = placed.token.as_str();
         let base = &self.public_url;
         let twiml = twiml::connect_stream(
             &self.stream_url(),
-            &[("token", &token)],
+            &[("token", token)],
             &format!("{base}/twilio/stream-status"),
         );
         let status_url = format!("{base}/twilio/call-status/{token}");
@@ -68,11 +75,7 @@ impl TwilioBridge {
         ];
         let call_sid = match self.create_call(&form).await {
             Ok(sid) => sid,
-            Err(e) => {
-                self.placing.close(&token);
-                placed.calling.fail(format!("failed: {e}"), false);
-                return Err(PlaceError::Carrier(e));
-            }
+            Err(e) => return Err(placed.refused(e)),
         };
         tracing::info!(parent: &placed.span, twilio_call_sid = %call_sid, to = %placed.to, "outbound call placed through Twilio");
         let control = Arc::new(CallControl {
@@ -86,18 +89,11 @@ impl TwilioBridge {
             async move { control.update(&[("Status", "canceled")]).await }
         };
         let bridge = self.clone();
-        placing::ring(
-            self.placing.clone(),
-            token,
-            steps,
-            placed.calling,
-            placed.span,
-            cancel,
-            move |calling, (socket, start)| async move {
+        Ok(
+            placed.ring(cancel, move |calling, (socket, start)| async move {
                 bridge.run_answered(calling, socket, start, control).await
-            },
-        );
-        Ok(placed.call_id)
+            }),
+        )
     }
 
     /// `POST /Accounts/{AccountSid}/Calls.json`; the new call's SID.

@@ -150,10 +150,6 @@ impl VonageBridge {
         }
     }
 
-    fn media_timeout(&self) -> Duration {
-        Duration::from_secs(self.calls.config.media_timeout_secs)
-    }
-
     /// The leg of an answered outbound call, for `model`.
     fn leg(
         &self,
@@ -168,7 +164,7 @@ impl VonageBridge {
             control,
             self.facts(remote),
             model.input_format.sample_rate(),
-            self.media_timeout(),
+            self.calls.config.media_timeout(),
         )
     }
 
@@ -403,7 +399,7 @@ impl VonageBridge {
             self.control(pending.leg_call_id),
             self.facts(pending.caller),
             FORMAT,
-            self.media_timeout(),
+            self.calls.config.media_timeout(),
         )
         .await;
     }

@@ -61,24 +61,27 @@ impl VonageBridge {
     /// Place a call through Vonage and return its id once Vonage has it; the rest runs on its
     /// own task. `from` must be one of the account's numbers (`[bridges.vonage] numbers`).
     pub async fn place(self: &Arc<Self>, request: PlaceRequest) -> Result<String, PlaceError> {
-        let placed = placing::prepare(&self.calls, &self.numbers, &request, "vonage").await?;
-        let (token, steps) = self.placing.open();
+        let placed = placing::prepare(
+            &self.calls,
+            &self.placing,
+            &self.numbers,
+            &request,
+            "vonage",
+        )
+        .await?;
+        let token = placed.token.as_str();
         let event_url = format!("{}/vonage/event?call={token}", self.public_url);
         let create = json!({
             "to": [endpoint(&placed.to)],
             "from": {"type": "phone", "number": placed.from.trim_start_matches('+')},
-            "ncco": ncco::connect_socket(&self.socket_url(), &token, &event_url),
+            "ncco": ncco::connect_socket(&self.socket_url(), token, &event_url),
             "event_url": [event_url],
             "event_method": "POST",
             "ringing_timer": RING_SECS,
         });
         let uuid = match self.app.create_call(&self.http, create).await {
             Ok(uuid) => uuid,
-            Err(e) => {
-                self.placing.close(&token);
-                placed.calling.fail(format!("failed: {e}"), false);
-                return Err(PlaceError::Carrier(e));
-            }
+            Err(e) => return Err(placed.refused(e)),
         };
         tracing::info!(parent: &placed.span, vonage_uuid = %uuid, to = %placed.to, "outbound call placed through Vonage");
         let control = self.control(uuid);
@@ -88,16 +91,9 @@ impl VonageBridge {
             async move { control.hangup().await }
         };
         let bridge = self.clone();
-        placing::ring(
-            self.placing.clone(),
-            token,
-            steps,
-            placed.calling,
-            placed.span,
-            cancel,
-            move |calling, answer| async move { bridge.run_answered(calling, answer, control).await },
-        );
-        Ok(placed.call_id)
+        Ok(placed.ring(cancel, move |calling, answer| async move {
+            bridge.run_answered(calling, answer, control).await
+        }))
     }
 
     /// An outbound call whose callee answered: the model, then the call on its socket.
