@@ -6,11 +6,12 @@
 
 use std::time::Duration;
 
-use crate::support::agents::{fixture, repo_root};
+use crate::support::agents::fixture;
 use crate::support::baresip::Baresip;
 use crate::support::host::Host;
+use crate::support::pjsua;
 use crate::support::ports::free_port;
-use crate::support::process::{Proc, require, require_python};
+use crate::support::process::{require, require_python};
 use crate::support::sipp::{run_sipp, scenario, sipp_pcap_dir};
 use crate::support::tempdir;
 
@@ -112,27 +113,14 @@ async fn pjsua2_dial_dtmf_at_pt_120_reaches_the_agent() {
     }
     let mut host = probe_host();
     let dir = tempdir("pjsua2");
-    let out = dir.path().join("out.json");
     let keys = "15*#0";
-    let mut cmd = std::process::Command::new("python3");
-    cmd.arg(repo_root().join("tests/peers/pj_dtmf.py"))
-        .args([
-            "--call",
-            &format!("sip:{PROBE}@127.0.0.1:{}", host.sip_port),
-        ])
-        .args(["--rtp-port", &free_port().to_string()])
-        .args(["--event-pt", "120", "--dtmf", keys])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(dir.path().join("pjsua.log")).unwrap());
-    let mut pj = Proc::spawn("pjsua2", &mut cmd);
-    let code = pj.wait(Duration::from_secs(60)).await;
-    let summary = std::fs::read_to_string(&out).unwrap_or_default();
-    let pjlog = std::fs::read_to_string(dir.path().join("pjsua.log")).unwrap_or_default();
-    assert_eq!(code, Some(0), "pjsua2: {summary}\n{pjlog}");
-    let json: serde_json::Value =
-        serde_json::from_str(summary.lines().find(|l| l.starts_with('{')).unwrap_or(""))
-            .unwrap_or_else(|e| panic!("pjsua2 summary {summary:?}: {e}"));
+    let uri = format!("sip:{PROBE}@127.0.0.1:{}", host.sip_port);
+    let json = pjsua::call(
+        "pj_dtmf.py",
+        ["--call", &uri, "--event-pt", "120", "--dtmf", keys],
+        dir.path(),
+    )
+    .await;
     assert_eq!(json["tx_event_pt"], 120, "{json}");
     assert_eq!(json["rx_event_pt"], 120, "{json}");
     assert_eq!(json["sent"], keys, "{json}");

@@ -4,9 +4,9 @@
 //! requires SRTP gets 488, best-effort SRTP (`mediaenc=srtp`, keys in RTP/AVP) and forced
 //! RTP/SAVP (`srtp-mandf`) are taken when SRTP is optional, and a plain offer then stays plain.
 
+use std::ffi::OsStr;
 use std::time::Duration;
 
-use crate::support::agents::repo_root;
 use crate::support::baresip::Baresip;
 use crate::support::calls::{AudioCheck, audio_both_ways, loud_spans, spans_ms};
 use crate::support::host::Host;
@@ -14,8 +14,8 @@ use crate::support::media::{
     Wav, only_file, onset_correlation, quiet_then_tones, to_8k, write_wav,
 };
 use crate::support::model_tls::{TestCerts, have_openssl};
-use crate::support::ports::free_port;
-use crate::support::process::{Proc, require, require_python};
+use crate::support::pjsua;
+use crate::support::process::{require, require_python};
 use crate::support::tempdir;
 
 fn host(certs: &TestCerts, srtp: &str) -> Host {
@@ -232,34 +232,26 @@ async fn pjsua2_srtp_call_over_tls_has_audio_both_ways() {
     let mut host = host(&certs, "required");
     let dir = tempdir("pjsua2-secure");
     let mic = quiet_then_tones(11, 4, 3);
-    write_wav(&dir.path().join("mic.wav"), RATE as u32, &mic);
-    let out = dir.path().join("out.json");
-    let mut cmd = std::process::Command::new("python3");
-    cmd.arg(repo_root().join("tests/peers/pj_secure.py"))
-        .args([
-            "--call",
-            &format!("sip:1000@127.0.0.1:{};transport=tls", host.tls_port),
-        ])
-        .arg("--ca")
-        .arg(&certs.ca)
-        .args(["--rtp-port", &free_port().to_string()])
-        .arg("--mic")
-        .arg(dir.path().join("mic.wav"))
-        .arg("--heard")
-        .arg(dir.path().join("heard.wav"))
-        .args(["--seconds", "17"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(dir.path().join("pjsua.log")).unwrap());
-    let mut pj = Proc::spawn("pjsua2", &mut cmd);
-    let code = pj.wait(Duration::from_secs(60)).await;
-    let summary = std::fs::read_to_string(&out).unwrap_or_default();
-    let pjlog = std::fs::read_to_string(dir.path().join("pjsua.log")).unwrap_or_default();
-    assert_eq!(code, Some(0), "pjsua2: {summary}\n{pjlog}");
-    let json: serde_json::Value =
-        serde_json::from_str(summary.lines().find(|l| l.starts_with('{')).unwrap_or(""))
-            .unwrap_or_else(|e| panic!("pjsua2 summary {summary:?}: {e}"));
-    eprintln!("pjsua2: {json}");
+    let (mic_wav, heard_wav) = (dir.path().join("mic.wav"), dir.path().join("heard.wav"));
+    write_wav(&mic_wav, RATE as u32, &mic);
+    let uri = format!("sip:1000@127.0.0.1:{};transport=tls", host.tls_port);
+    let json = pjsua::call(
+        "pj_secure.py",
+        [
+            OsStr::new("--call"),
+            uri.as_ref(),
+            "--ca".as_ref(),
+            certs.ca.as_ref(),
+            "--mic".as_ref(),
+            mic_wav.as_ref(),
+            "--heard".as_ref(),
+            heard_wav.as_ref(),
+            "--seconds".as_ref(),
+            "17".as_ref(),
+        ],
+        dir.path(),
+    )
+    .await;
     assert_eq!(json["disconnected"], true, "{json}");
     host.expect(&["media started", "srtp=Some(AesCm128HmacSha1"], 1);
     host.expect(&["call ended"], 10);
@@ -268,7 +260,7 @@ async fn pjsua2_srtp_call_over_tls_has_audio_both_ways() {
     let caller = to_8k(&wav.channel(0), wav.rate);
     let agent = to_8k(&wav.channel(1), wav.rate);
     let up = onset_correlation(&mic[11 * RATE..], &caller, 3 * RATE);
-    let heard = Wav::read(&dir.path().join("heard.wav"));
+    let heard = Wav::read(&heard_wav);
     let heard = to_8k(&heard.channel(0), heard.rate);
     // pjsua's adaptive jitter buffer shifts its playout by tens of milliseconds as it goes and,
     // on a loaded machine, stretches or splits a word as it adapts, so neither a correlation

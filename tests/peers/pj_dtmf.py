@@ -8,12 +8,12 @@ the negotiated codec and telephone-event payload types, and the keys sent.
 """
 
 import argparse
-import json
 import re
 import sys
-import time
 
 import pjsua2 as pj
+
+import pjphone
 
 
 def with_event_pt(sdp, pt):
@@ -45,42 +45,18 @@ def with_event_pt(sdp, pt):
     return "\r\n".join(out) + "\r\n"
 
 
-class Call(pj.Call):
+class Call(pjphone.TrackedCall):
     def __init__(self, acc, event_pt):
         super().__init__(acc)
         self.event_pt = event_pt
-        self.confirmed = False
-        self.disconnected = False
-        self.media_active = False
-        self.status = None
 
     def onCallSdpCreated(self, prm):
         prm.sdp.wholeSdp = with_event_pt(prm.sdp.wholeSdp, self.event_pt)
 
-    def onCallState(self, prm):
-        info = self.getInfo()
-        if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
-            self.confirmed = True
-        if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
-            self.disconnected = True
-            self.status = info.lastStatusCode
-
-    def onCallMediaState(self, prm):
-        # Keep the CallInfo alive while reading its media vector (SWIG frees temporaries).
-        info = self.getInfo()
-        for m in info.media:
-            if m.type == pj.PJMEDIA_TYPE_AUDIO and m.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
-                self.media_active = True
-                # The null microphone into the call: the conference bridge then clocks the
-                # stream, which is what sends queued DTMF.
-                mic = pj.Endpoint.instance().audDevManager().getCaptureDevMedia()
-                mic.startTransmit(self.getAudioMedia(m.index))
-
-
-def pump(ep, seconds, until=lambda: False):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end and not until():
-        ep.libHandleEvents(10)
+    def on_audio(self, media):
+        # The null microphone into the call: the conference bridge then clocks the stream,
+        # which is what sends queued DTMF.
+        pj.Endpoint.instance().audDevManager().getCaptureDevMedia().startTransmit(media)
 
 
 def main():
@@ -91,64 +67,25 @@ def main():
     ap.add_argument("--dtmf", required=True, help="keys to press, e.g. 15*#0")
     args = ap.parse_args()
 
-    ep = pj.Endpoint()
-    ep.libCreate()
-    cfg = pj.EpConfig()
-    # Events are pumped from this thread only.
-    cfg.uaConfig.threadCnt = 0
-    cfg.uaConfig.mainThreadOnly = True
-    cfg.logConfig.level = 3
-    cfg.logConfig.consoleLevel = 3
-    # Send a packet every 20 ms like a phone, not only while the (silent) microphone speaks.
-    cfg.medConfig.noVad = True
-    ep.libInit(cfg)
-    ep.audDevManager().setNullDev()
-    tcfg = pj.TransportConfig()
-    tcfg.port = 0
-    tcfg.boundAddress = "127.0.0.1"
-    tcfg.publicAddress = "127.0.0.1"
-    ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
-    ep.libStart()
-    # Only G.711, so the call is about DTMF and not codec choice.
-    for c in ep.codecEnum2():
-        ep.codecSetPriority(c.codecId, 255 if c.codecId.startswith("PCMU/") else 0)
-
-    acfg = pj.AccountConfig()
-    acfg.idUri = "sip:pjsua@127.0.0.1"
-    acfg.natConfig.iceEnabled = False
-    acfg.natConfig.sdpNatRewriteUse = 0
-    acfg.natConfig.viaRewriteUse = 0
-    acfg.natConfig.contactRewriteUse = 0
-    acfg.mediaConfig.transportConfig.port = args.rtp_port
-    acfg.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
-    acc = pj.Account()
-    acc.create(acfg)
-
-    call = Call(acc, args.event_pt)
-    call.makeCall(args.call, pj.CallOpParam(True))
-    pump(ep, 15, lambda: (call.confirmed and call.media_active) or call.disconnected)
-    result = {"answered": call.confirmed and call.media_active}
-    if result["answered"]:
+    def press(call, result):
         si = call.getStreamInfo(0)
-        result.update(codec=si.codecName, tx_event_pt=si.audTxEventPt, rx_event_pt=si.audRxEventPt)
+        result.update(tx_event_pt=si.audTxEventPt, rx_event_pt=si.audRxEventPt)
         # Let the greeting start, as a caller would, then press the keys.
-        pump(ep, 1.5)
+        pjphone.pump(ep, 1.5)
         try:
             call.dialDtmf(args.dtmf)
             result["sent"] = args.dtmf
         except pj.Error as e:
             result["dtmf_error"] = e.info()
         # Each key: 160 ms tone plus the pause pjmedia leaves between queued keys.
-        pump(ep, 1.0 + 0.4 * len(args.dtmf))
-        call.hangup(pj.CallOpParam(True))
-        pump(ep, 5, lambda: call.disconnected)
-    result["disconnected"] = call.disconnected
-    print(json.dumps(result), flush=True)
-    # Call objects must go before libDestroy, or pjsua2 aborts.
-    del call
+        pjphone.pump(ep, 1.0 + 0.4 * len(args.dtmf))
+
+    ep = pjphone.endpoint(pj.PJSIP_TRANSPORT_UDP)
+    acc = pjphone.account(args.rtp_port)
+    code = pjphone.run(ep, Call(acc, args.event_pt), args.call, press)
     del acc
     ep.libDestroy()
-    return 0 if result["answered"] else 1
+    return code
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ pub mod media;
 pub mod model_audio;
 pub mod model_events;
 pub mod model_tls;
+pub mod pjsua;
 pub mod ports;
 pub mod process;
 pub mod raw_sip;
