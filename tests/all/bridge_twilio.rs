@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::support::api::{Api, ended, events_of, find, only_call_record};
+use crate::support::api::{Api, answered_outbound, ended, events_of, find, only_call_record};
 use crate::support::bridge_call::check_call;
 use crate::support::calls::{AGENT_HZ, WINDOW, mic, tone_spans};
 use crate::support::fake_openai::{FakeOpenAi, Reply, Script};
@@ -343,18 +343,13 @@ async fn outbound_calls_through_twilio_answered_busy_unanswered_and_cancelled() 
     assert!(call.violations.is_empty(), "{:?}", call.violations);
     let tones = tone_spans(&call.heard, AGENT_HZ, WINDOW * 10);
     assert!(!tones.is_empty(), "the callee heard the greeting");
-    let events = ended(&api, &id).await;
-    let created = find(&events, "created");
-    assert_eq!(created[0]["direction"], "outbound");
-    assert_eq!(created[0]["transport"], "twilio");
+    let events = answered_outbound(&api, &id, "twilio").await;
     assert!(
         find(&events, "progress")
             .iter()
             .any(|p| p["status"] == "ringing"),
         "{events:?}"
     );
-    assert!(!find(&events, "answered").is_empty(), "{events:?}");
-    assert_eq!(find(&events, "ended")[0]["reason"], "caller-hangup");
 
     // Busy, no answer, failed: `not-answered` with Twilio's outcome.
     for (callee, outcome) in [

@@ -233,7 +233,6 @@ pub async fn only_call_record(http: SocketAddr) -> Value {
     .await
 }
 
-/// The events of a call record as (kind, data).
 /// The events of call `id`'s record once it has ended.
 pub async fn ended(api: &Api, id: &str) -> Vec<(String, Value)> {
     let record = api
@@ -246,6 +245,19 @@ pub async fn ended(api: &Api, id: &str) -> Vec<(String, Value)> {
     events_of(&record)
 }
 
+/// The events of an outbound call through `transport` that was answered and that the callee
+/// hung up, once its record has ended; for the carrier's own checks.
+pub async fn answered_outbound(api: &Api, id: &str, transport: &str) -> Vec<(String, Value)> {
+    let events = ended(api, id).await;
+    let created = find(&events, "created");
+    assert_eq!(created[0]["direction"], "outbound");
+    assert_eq!(created[0]["transport"], transport);
+    assert!(!find(&events, "answered").is_empty(), "{events:?}");
+    assert_eq!(find(&events, "ended")[0]["reason"], "caller-hangup");
+    events
+}
+
+/// The events of a call record as (kind, data).
 pub fn events_of(record: &Value) -> Vec<(String, Value)> {
     record["events"]
         .as_array()

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use crate::support::api::{events_of, find, only_call_record};
-use crate::support::calls::{AGENT_HZ, CALLER_HZ, WINDOW, ms, spans_ms, tone_spans};
+use crate::support::calls::{AGENT_HZ, CALLER_HZ, WINDOW, ms, sounding_ms, spans_ms, tone_spans};
 use crate::support::fake_openai::FakeOpenAi;
 use crate::support::media::{Wav, to_8k};
 
@@ -25,13 +25,7 @@ pub async fn check_call(
     let tones = tone_spans(heard, AGENT_HZ, WINDOW * 10);
     eprintln!("agent audio heard (ms): {:?}", spans_ms(&tones));
     assert!(tones.len() >= 2, "greeting and answer heard: {tones:?}");
-    // The greeting's audio, less the gaps a loaded machine leaves where the carrier ran dry
-    // (the spans above join across them).
-    let greeting: f64 = tone_spans(heard, AGENT_HZ, WINDOW)
-        .iter()
-        .filter(|(from, to)| *from >= tones[0].0 && *to <= tones[0].1)
-        .map(|(from, to)| ms(to - from))
-        .sum();
+    let greeting = sounding_ms(&tone_spans(heard, AGENT_HZ, WINDOW), tones[0]);
     assert!((greeting - 3600.0).abs() < 100.0, "greeting {greeting} ms");
     let answer = ms(tones[1].1 - tones[1].0);
     let truncates = model.received_of("conversation.item.truncate");

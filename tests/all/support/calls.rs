@@ -91,6 +91,16 @@ pub fn loud_spans(samples: &[i16], min_gap: usize) -> Vec<(usize, usize)> {
     spans_of(samples, &levels, min_gap)
 }
 
+/// How long the sound in `span` (spans joined across gaps) lasts in ms, less those gaps: where
+/// a loaded machine lets playout run dry the sound pauses, but keeps its length. `fine` are the
+/// same sound's spans joined only across gaps under a window.
+pub fn sounding_ms(fine: &[(usize, usize)], span: (usize, usize)) -> f64 {
+    fine.iter()
+        .filter(|(from, to)| *from >= span.0 && *to <= span.1)
+        .map(|(from, to)| ms(to - from))
+        .sum()
+}
+
 /// Windows whose level is ≥ 1000 joined into spans, edges refined to the loud sample.
 fn spans_of(samples: &[i16], levels: &[f64], min_gap: usize) -> Vec<(usize, usize)> {
     let mut out: Vec<(usize, usize)> = Vec::new();
