@@ -469,28 +469,42 @@ impl State {
                     }
                     Some(Ok(Message::Close(frame))) => {
                         result.close = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
-                        result.ending = Ending::HostClosed;
+                        result.ending = closed(&mut control);
                         break;
                     }
                     Some(Ok(Message::Binary(_))) => result.violations.push("a binary frame".into()),
                     Some(Ok(_)) => {}
                     Some(Err(_)) | None => {
-                        result.ending = Ending::HostClosed;
+                        result.ending = closed(&mut control);
                         break;
                     }
                 },
                 Some(c) = control.recv() => {
                     let _ = ws.send(Message::text(msgs.stop())).await;
                     let _ = ws.close(None).await;
-                    result.ending = match c {
-                        Control::Completed | Control::Canceled => Ending::RestCompleted,
-                        Control::Redirected(twiml) => Ending::RestRedirected(twiml),
-                    };
+                    result.ending = c.ending();
                     break;
                 }
             }
         }
     }
+}
+
+impl Control {
+    fn ending(self) -> Ending {
+        match self {
+            Control::Completed | Control::Canceled => Ending::RestCompleted,
+            Control::Redirected(twiml) => Ending::RestRedirected(twiml),
+        }
+    }
+}
+
+/// The ending of a stream the host closed: what its REST request said, when one came first
+/// (the host closes once Twilio has answered it, and both may be waiting at once).
+fn closed(control: &mut mpsc::UnboundedReceiver<Control>) -> Ending {
+    control
+        .try_recv()
+        .map_or(Ending::HostClosed, Control::ending)
 }
 
 /// One frame from the host (§4.4, "our server → Twilio"); marks to echo at once.
