@@ -158,9 +158,13 @@ pub fn switchboard_bin() -> PathBuf {
     build_bin("switchboard", "switchboard", false)
 }
 
-/// The optimised `switchboard` binary, for benchmarks.
+/// The optimised `switchboard` binary, for benchmarks: the one `SWITCHBOARD_BENCH_BIN` names
+/// (another commit's build, to compare two in one sitting), else this workspace's.
 pub fn switchboard_release_bin() -> PathBuf {
-    build_bin("switchboard", "switchboard", true)
+    match std::env::var_os("SWITCHBOARD_BENCH_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => build_bin("switchboard", "switchboard", true),
+    }
 }
 
 /// Binary `bin` of workspace package `package`, built on first use.
