@@ -66,6 +66,7 @@ mod model_offline;
 mod model_openai;
 
 // SIP against real peers and raw probes.
+mod secure_bench;
 mod sip_bench;
 mod sip_inbound;
 mod sip_kamailio;

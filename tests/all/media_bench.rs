@@ -90,22 +90,6 @@ fn host(silence: bool) -> Host {
         .start()
 }
 
-/// Waits (bounded) until the host has logged `n` more ended calls than `before`.
-fn wait_ended(host: &mut Host, before: usize, n: u32) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let ended = |h: &Host| {
-        h.log
-            .seen
-            .iter()
-            .filter(|l| l.contains("call ended"))
-            .count()
-    };
-    while ended(host) < before + n as usize && std::time::Instant::now() < deadline {
-        host.log
-            .wait_for(&["call ended"], Duration::from_millis(500));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark; run explicitly"]
 async fn echo_calls_cost_against_sipp_rtp_echo() {
@@ -158,15 +142,10 @@ async fn echo_calls_cost_against_sipp_rtp_echo() {
             )
             .await;
             drop(uas);
-            let ended_before = host
-                .log
-                .seen
-                .iter()
-                .filter(|l| l.contains("call ended"))
-                .count();
+            let ended_before = host.ended_calls();
             let media_before = threads_cpu_seconds(host_pid, "media-");
             let (our_cpu, ok, failed) = measure(host_pid, &host_target, calls, rate, || {
-                wait_ended(&mut host, ended_before, calls)
+                host.wait_calls_ended(ended_before, calls as usize, Duration::from_secs(60))
             })
             .await;
             let media_cpu = threads_cpu_seconds(host_pid, "media-") - media_before;

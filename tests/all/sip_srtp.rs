@@ -3,19 +3,31 @@
 //! proves our SRTP; ours proves its), and the policy matrix: a plain offer to a host that
 //! requires SRTP gets 488, best-effort SRTP (`mediaenc=srtp`, keys in RTP/AVP) and forced
 //! RTP/SAVP (`srtp-mandf`) are taken when SRTP is optional, and a plain offer then stays plain.
+//! With a caller of our own: tampered, replayed and stale-key packets dropped and counted, a
+//! rekey by re-INVITE, key lifetimes taken and MKI refused.
 
 use std::ffi::OsStr;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use switchboard::media::srtp::{MasterKey, SrtpKeys, SrtpSession, Suite};
+use tokio::net::UdpSocket;
+
+use crate::support::api::{Api, events_of, find, metric, only_call_record};
 use crate::support::baresip::Baresip;
 use crate::support::calls::{AudioCheck, audio_both_ways, loud_spans, spans_ms};
 use crate::support::host::Host;
 use crate::support::media::{
     Wav, only_file, onset_correlation, quiet_then_tones, to_8k, write_wav,
 };
-use crate::support::model_tls::{TestCerts, have_openssl};
+use crate::support::model_tls::{TestCerts, client_config_trusting, have_openssl};
 use crate::support::pjsua;
 use crate::support::process::{require, require_python};
+use crate::support::secure_caller::{
+    Dialog, RtpStream, SipTls, body, crypto_attribute, offer, parse_answer, status, tone_frame,
+    transact,
+};
 use crate::support::tempdir;
 
 fn host(certs: &TestCerts, srtp: &str) -> Host {
@@ -124,19 +136,8 @@ async fn srtp_policy_matrix_with_baresip() {
     // RTP/SAVP forced (baresip's `srtp-mandf`).
     let forced = phone(&certs, "srtp-mandf", &mic).await;
     assert!(dial(&forced, &optional).await.contains("CALL_ESTABLISHED"));
-    let ended = |h: &Host| {
-        h.log
-            .seen
-            .iter()
-            .filter(|l| l.contains("call ended"))
-            .count()
-    };
-    if ended(&optional) < 2 {
-        optional
-            .log
-            .wait_for(&["call ended"], Duration::from_secs(10))
-            .expect("the second call ended");
-    }
+    optional.wait_calls_ended(0, 2, Duration::from_secs(10));
+    assert_eq!(optional.ended_calls(), 2, "the second call ended");
     let plain = phone(&certs, "", &mic).await;
     assert!(dial(&plain, &optional).await.contains("CALL_ESTABLISHED"));
     let started: Vec<String> = {
@@ -300,4 +301,212 @@ fn covered(a: &[(f64, f64)], b: &[(f64, f64)]) -> f64 {
     let speech = a.iter().filter(|&&m| m).count();
     let matched = a.iter().zip(&b).filter(|&(&x, &y)| x && y).count();
     matched as f64 / speech.max(1) as f64
+}
+
+/// Our own caller (support/secure_caller: SIP over TLS, the project's SRTP) on an SRTP call to
+/// the echo line, which sends back what it plays: packets with one byte flipped (in the
+/// header, the payload, the tag) and replayed packets are dropped, counted in the call's
+/// `media-stats` event and in `/metrics`, and never played; after a re-INVITE with a new key,
+/// a packet under the old key is refused and the new key's packets play. Offers with a key
+/// lifetime (`|2^31`, `|1048576`) are taken; one whose only key has an MKI gets 488.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_replayed_and_stale_key_packets_are_dropped_and_counted() {
+    if !have_openssl() {
+        return;
+    }
+    let certs = TestCerts::make();
+    let host = Host::builder()
+        .examples(&["menu"])
+        .tls(&certs.cert, &certs.key)
+        .sip("srtp = \"required\"")
+        .calls("codecs = [\"pcmu\"]")
+        .model("provider = \"echo\"")
+        .start();
+    let target: SocketAddr = format!("127.0.0.1:{}", host.tls_port).parse().unwrap();
+    let uri = format!("sip:1000@127.0.0.1:{};transport=tls", host.tls_port);
+    let tls = Arc::new(client_config_trusting(&certs.ca));
+    let mut sip = SipTls::connect(target, tls).await.expect("TLS to the host");
+    let rtp = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let rtcp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (rtp_port, rtcp_port) = (
+        rtp.local_addr().unwrap().port(),
+        rtcp.local_addr().unwrap().port(),
+    );
+    let suite = Suite::AesCm128HmacSha1_80;
+    let first_key = MasterKey::random();
+    let mut dialog = Dialog::new(&uri, sip.local);
+    let crypto = crypto_attribute(suite, &first_key, "|2^31");
+    let invite = dialog.invite(&offer(rtp_port, rtcp_port, Some(&crypto), 1));
+    let ok = transact(&mut sip, &dialog, &invite, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(status(&ok), Some(200), "{ok}");
+    dialog.established(&ok);
+    sip.send(&dialog.ack()).await.unwrap();
+    let answer = parse_answer(body(&ok)).unwrap_or_else(|| panic!("an SDP answer: {ok}"));
+    assert_eq!(answer.proto, "RTP/SAVP", "{ok}");
+    let (answered, host_key) = answer.crypto.expect("the host's key");
+    assert_eq!(answered, suite);
+    let keys = SrtpKeys {
+        suite,
+        send: first_key,
+        recv: host_key.clone(),
+    };
+    let mut stream = RtpStream::new(Some(&keys), 1000);
+    // What the echo line sends back, checked at the end with the host's key.
+    let (echo_tx, mut echoes) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let reader = tokio::spawn({
+        let rtp = rtp.clone();
+        async move {
+            let mut buf = vec![0u8; 2048];
+            while let Ok(n) = rtp.recv(&mut buf).await {
+                let _ = echo_tx.send(buf[..n].to_vec());
+            }
+        }
+    });
+
+    let tone = tone_frame();
+    // Bad packets carry this payload: were one played, the echo would bring it back.
+    let marker = [0x2Au8; 160];
+    let mut packet = Vec::new();
+    let mut good = 0u64;
+    let mut sent_good: Vec<Vec<u8>> = Vec::new();
+    let (mut auth, mut replayed) = (0u64, 0u64);
+    let mut pace = tokio::time::interval(Duration::from_millis(20));
+    for i in 0..50 {
+        pace.tick().await;
+        match i {
+            // A replay of the last packet, and of one 30 packets back (inside the window).
+            10 | 45 => {
+                let back = if i == 10 { 1 } else { 30 };
+                let again = &sent_good[sent_good.len() - back];
+                rtp.send_to(again, answer.rtp).await.unwrap();
+                replayed += 1;
+            }
+            // A byte flipped in the header (payload type), the payload, the tag.
+            20 | 25 | 30 => {
+                stream.next_packet(&marker, &mut packet);
+                let at = match i {
+                    20 => 1,
+                    25 => 12 + 80,
+                    _ => packet.len() - 1,
+                };
+                packet[at] ^= 0x01;
+                rtp.send_to(&packet, answer.rtp).await.unwrap();
+                auth += 1;
+                continue;
+            }
+            _ => {}
+        }
+        stream.next_packet(&tone, &mut packet);
+        rtp.send_to(&packet, answer.rtp).await.unwrap();
+        sent_good.push(packet.clone());
+        good += 1;
+    }
+
+    // A re-INVITE with a new key: the host answers with its own key unchanged.
+    let second_key = MasterKey::random();
+    let crypto = crypto_attribute(suite, &second_key, "|1048576");
+    let reinvite = dialog.invite(&offer(rtp_port, rtcp_port, Some(&crypto), 2));
+    let ok = transact(&mut sip, &dialog, &reinvite, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(status(&ok), Some(200), "{ok}");
+    sip.send(&dialog.ack()).await.unwrap();
+    let reanswer = parse_answer(body(&ok)).unwrap_or_else(|| panic!("an SDP answer: {ok}"));
+    assert_eq!(reanswer.crypto.map(|c| c.1), Some(host_key.clone()));
+    // The media thread takes the update a moment after the answer leaves.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut stale = SrtpSession::new(&keys);
+    stream.srtp.as_mut().unwrap().rekey(&SrtpKeys {
+        suite,
+        send: second_key,
+        recv: host_key.clone(),
+    });
+    sent_good.clear();
+    for i in 0..50 {
+        pace.tick().await;
+        match i {
+            // Under the old key.
+            10 => {
+                stream.next_plain(&marker, &mut packet);
+                stale.protect_rtp(&mut packet, 0).unwrap();
+                rtp.send_to(&packet, answer.rtp).await.unwrap();
+                auth += 1;
+                continue;
+            }
+            20 => {
+                rtp.send_to(sent_good.last().unwrap(), answer.rtp)
+                    .await
+                    .unwrap();
+                replayed += 1;
+            }
+            _ => {}
+        }
+        stream.next_packet(&tone, &mut packet);
+        rtp.send_to(&packet, answer.rtp).await.unwrap();
+        sent_good.push(packet.clone());
+        good += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let bye = dialog.bye();
+    let ok = transact(&mut sip, &dialog, &bye, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(status(&ok), Some(200), "{ok}");
+
+    let record = only_call_record(host.http).await;
+    let events = events_of(&record);
+    let stats = find(&events, "media-stats");
+    assert_eq!(stats.len(), 1, "{events:?}");
+    let stats = stats[0];
+    eprintln!("media-stats: {stats}");
+    assert_eq!(stats["srtp_auth_failures"], auth, "{stats}");
+    assert_eq!(stats["srtp_replayed"], replayed, "{stats}");
+    assert_eq!(stats["packets_received"], good, "{stats}");
+    let metrics = Api::new(host.http, None).get("/metrics").await.text;
+    assert_eq!(
+        metric(
+            &metrics,
+            "switchboard_srtp_packets_dropped_total{reason=\"auth\"}"
+        ),
+        auth as f64
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "switchboard_srtp_packets_dropped_total{reason=\"replay\"}"
+        ),
+        replayed as f64
+    );
+
+    // The echo: every packet authenticates under the host's key; the tone came back, the
+    // marker never did.
+    reader.abort();
+    let mut check = RtpStream::new(Some(&keys), 0);
+    let (mut plain, mut tones, mut total) = (Vec::new(), 0, 0);
+    while let Ok(datagram) = echoes.try_recv() {
+        check
+            .receive(&datagram, &mut plain)
+            .expect("the host's SRTP authenticates");
+        let payload = &plain[12..];
+        total += 1;
+        tones += usize::from(payload == tone.as_slice());
+        assert!(
+            payload.iter().filter(|&&b| b == 0x2A).count() < 100,
+            "a dropped packet was played"
+        );
+    }
+    eprintln!("echo: {tones} of {total} packets carry the tone; {good} good packets sent");
+    assert!(tones as u64 >= good / 2, "{tones} of {total}");
+
+    // An offer whose only key has an MKI (which we do not do) is refused.
+    let mut refused = Dialog::new(&uri, sip.local);
+    let crypto = crypto_attribute(suite, &MasterKey::random(), "|2^31|1:4");
+    let invite = refused.invite(&offer(rtp_port, rtcp_port, Some(&crypto), 1));
+    let answer = transact(&mut sip, &refused, &invite, Duration::from_secs(10))
+        .await
+        .unwrap();
+    sip.send(&refused.ack_failure(&answer)).await.unwrap();
+    assert_eq!(status(&answer), Some(488), "{answer}");
 }

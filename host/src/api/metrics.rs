@@ -68,6 +68,9 @@ struct Counts {
     rtp_received: u64,
     rtp_expected: u64,
     rtp_lost: u64,
+    /// SRTP/SRTCP packets ended calls dropped: failed authentication, replayed.
+    srtp_auth_failures: u64,
+    srtp_replayed: u64,
     /// Agent faults by kind (trap, cpu-budget, timeout, memory, limit).
     faults: BTreeMap<String, u64>,
     /// Reloads by result (loaded, failed, removed).
@@ -77,6 +80,29 @@ struct Counts {
     tokens_out: u64,
     /// Events missed because the metrics task fell behind the bus.
     lagged: u64,
+}
+
+impl Counts {
+    fn new() -> Counts {
+        Counts {
+            open: HashMap::new(),
+            calls: BTreeMap::new(),
+            setup: Histogram::new(SETUP_BUCKETS),
+            turn: Histogram::new(TURN_BUCKETS),
+            jitter: Histogram::new(JITTER_BUCKETS),
+            rtp_received: 0,
+            rtp_expected: 0,
+            rtp_lost: 0,
+            srtp_auth_failures: 0,
+            srtp_replayed: 0,
+            faults: BTreeMap::new(),
+            reloads: BTreeMap::new(),
+            model_errors: 0,
+            tokens_in: 0,
+            tokens_out: 0,
+            lagged: 0,
+        }
+    }
 }
 
 /// Counters and histograms fed by the event streams.
@@ -108,22 +134,7 @@ impl Metrics {
     /// Start counting: subscribes to the call events and agent reloads on their own tasks.
     pub fn start(bus: &EventBus, registry: &Registry) -> Arc<Metrics> {
         let metrics = Arc::new(Metrics {
-            state: Mutex::new(Counts {
-                open: HashMap::new(),
-                calls: BTreeMap::new(),
-                setup: Histogram::new(SETUP_BUCKETS),
-                turn: Histogram::new(TURN_BUCKETS),
-                jitter: Histogram::new(JITTER_BUCKETS),
-                rtp_received: 0,
-                rtp_expected: 0,
-                rtp_lost: 0,
-                faults: BTreeMap::new(),
-                reloads: BTreeMap::new(),
-                model_errors: 0,
-                tokens_in: 0,
-                tokens_out: 0,
-                lagged: 0,
-            }),
+            state: Mutex::new(Counts::new()),
         });
         let mut calls = bus.subscribe();
         let m = metrics.clone();
@@ -195,11 +206,15 @@ impl Metrics {
                 packets_expected,
                 packets_lost,
                 jitter_ms,
+                srtp_auth_failures,
+                srtp_replayed,
                 ..
             } => {
                 s.rtp_received += packets_received;
                 s.rtp_expected += packets_expected;
                 s.rtp_lost += packets_lost;
+                s.srtp_auth_failures += srtp_auth_failures;
+                s.srtp_replayed += srtp_replayed;
                 if *packets_received > 0 {
                     s.jitter.observe(jitter_ms / 1000.0);
                 }
@@ -276,6 +291,16 @@ impl Metrics {
             "counter",
             "RTP packets lost in ended calls.",
             &[(String::new(), s.rtp_lost)],
+        );
+        one(
+            "switchboard_srtp_packets_dropped_total",
+            "counter",
+            "SRTP/SRTCP packets ended calls dropped, by reason (auth: the tag did not match; \
+             replay: replayed or too old).",
+            &[
+                ("{reason=\"auth\"}".into(), s.srtp_auth_failures),
+                ("{reason=\"replay\"}".into(), s.srtp_replayed),
+            ],
         );
         let labelled = |map: &BTreeMap<String, u64>, label: &str| -> Vec<(String, u64)> {
             map.iter()
@@ -361,6 +386,38 @@ mod tests {
         assert!(out.contains("x_bucket{le=\"1\"} 2\n"));
         assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"));
         assert!(out.contains("x_count 3\n"));
+    }
+
+    #[test]
+    fn srtp_drops_of_ended_calls_are_summed_by_reason() {
+        let metrics = Metrics {
+            state: Mutex::new(Counts::new()),
+        };
+        for (auth, replay) in [(3, 1), (2, 0)] {
+            metrics.on_call_event(&CallEvent {
+                call_id: "c".into(),
+                seq: 0,
+                at_ms: 0,
+                kind: EventKind::MediaStats {
+                    packets_received: 10,
+                    packets_expected: 10,
+                    packets_lost: 0,
+                    jitter_ms: 0.0,
+                    concealed_ms: 0,
+                    srtp_auth_failures: auth,
+                    srtp_replayed: replay,
+                },
+            });
+        }
+        let text = metrics.render(0);
+        assert!(
+            text.contains("switchboard_srtp_packets_dropped_total{reason=\"auth\"} 5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("switchboard_srtp_packets_dropped_total{reason=\"replay\"} 1\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -281,6 +281,8 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
                     packets_lost: stats.packets_lost,
                     jitter_ms: stats.jitter_ms,
                     concealed_ms: stats.concealed_ms,
+                    srtp_auth_failures: stats.srtp_auth_failures,
+                    srtp_replayed: stats.srtp_replayed,
                 });
             }
             None => tracing::info!(?reason, "call ended"),

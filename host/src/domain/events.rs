@@ -139,6 +139,10 @@ pub enum EventKind {
         packets_lost: u64,
         jitter_ms: f64,
         concealed_ms: u64,
+        /// SRTP/SRTCP packets dropped because their authentication tag did not match.
+        srtp_auth_failures: u64,
+        /// SRTP/SRTCP packets dropped as replayed or older than the replay window.
+        srtp_replayed: u64,
     },
     Ended {
         reason: String,

@@ -249,6 +249,25 @@ impl Host {
         }
     }
 
+    /// Calls the host has logged as ended so far.
+    pub fn ended_calls(&self) -> usize {
+        self.log
+            .seen
+            .iter()
+            .filter(|l| l.contains("call ended"))
+            .count()
+    }
+
+    /// Waits, at most `timeout`, until the host has logged `n` more ended calls than `before`
+    /// (an [`ended_calls`](Self::ended_calls) count).
+    pub fn wait_calls_ended(&mut self, before: usize, n: usize, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.ended_calls() < before + n && std::time::Instant::now() < deadline {
+            self.log
+                .wait_for(&["call ended"], Duration::from_millis(500));
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.process.is_running()
     }

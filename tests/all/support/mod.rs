@@ -26,6 +26,7 @@ pub mod ports;
 pub mod process;
 pub mod raw_sip;
 pub mod rest_fake;
+pub mod secure_caller;
 pub mod sipp;
 pub mod softphone;
 pub mod speaker;

@@ -62,6 +62,7 @@ pub struct TestCerts {
     /// PEM of the leaf (the chain a server presents) and its key.
     pub cert: PathBuf,
     pub key: PathBuf,
+    leaf: LeafKey,
     dir: tempfile::TempDir,
 }
 
@@ -73,8 +74,32 @@ const EC: [&str; 5] = [
     "-nodes",
 ];
 
+/// The key of a leaf certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeafKey {
+    /// ECDSA on P-256 (what [`TestCerts::make`] makes).
+    EcdsaP256,
+    Rsa2048,
+}
+
+impl LeafKey {
+    /// `openssl req` arguments for a new key of this kind.
+    fn newkey(self) -> &'static [&'static str] {
+        match self {
+            LeafKey::EcdsaP256 => &EC,
+            LeafKey::Rsa2048 => &["-newkey", "rsa:2048", "-nodes"],
+        }
+    }
+}
+
 impl TestCerts {
+    /// A CA and an ECDSA P-256 leaf.
     pub fn make() -> TestCerts {
+        TestCerts::make_with(LeafKey::EcdsaP256)
+    }
+
+    /// A CA (ECDSA P-256) and a leaf with a `leaf` key.
+    pub fn make_with(leaf: LeafKey) -> TestCerts {
         let dir = tempfile::tempdir().unwrap();
         let mut ca = vec![
             "req",
@@ -96,6 +121,7 @@ impl TestCerts {
             ca: dir.path().join("ca.pem"),
             cert: dir.path().join("leaf.pem"),
             key: dir.path().join("leaf.key"),
+            leaf,
             dir,
         };
         certs.renew_leaf();
@@ -106,7 +132,7 @@ impl TestCerts {
     pub fn renew_leaf(&self) {
         let dir = self.dir.path();
         let mut csr = vec!["req", "-subj", "/CN=localhost"];
-        csr.extend(EC);
+        csr.extend(self.leaf.newkey());
         csr.extend(["-keyout", "leaf.key.new", "-out", "leaf.csr"]);
         openssl(dir, &csr);
         openssl(
@@ -144,18 +170,33 @@ impl TestCerts {
 
     /// A client configuration that trusts the CA only.
     pub fn client_config(&self) -> rustls::ClientConfig {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(&self.ca).unwrap() {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
+        client_config_trusting(&self.ca)
+    }
+}
+
+/// A rustls (ring) client configuration, TLS 1.2 and 1.3, that trusts the CAs in the PEM file
+/// `ca` only.
+pub fn client_config_trusting(ca: &Path) -> rustls::ClientConfig {
+    client_config_with(ca, rustls::DEFAULT_VERSIONS)
+}
+
+/// A rustls (ring) client configuration of these TLS `versions` that trusts the CAs in the PEM
+/// file `ca` only.
+pub fn client_config_with(
+    ca: &Path,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        CertificateDer::pem_file_iter(ca).unwrap_or_else(|e| panic!("{}: {e}", ca.display()))
+    {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth()
-    }
 }
 
 impl TlsFront {

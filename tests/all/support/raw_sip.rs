@@ -118,7 +118,9 @@ impl RawClient {
     }
 }
 
-fn take_frame(buf: &mut Vec<u8>) -> Option<String> {
+/// The first whole SIP message in a stream's bytes (CRLF keep-alives skipped), framed by its
+/// Content-Length, taken out of `buf`; `None` until one has arrived in full.
+pub fn take_frame(buf: &mut Vec<u8>) -> Option<String> {
     while buf.starts_with(b"\r\n") {
         buf.drain(..2);
     }

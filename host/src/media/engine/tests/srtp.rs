@@ -84,3 +84,63 @@ fn srtp_both_ways_drops_tampered_and_replayed_packets() {
         assert!(matches!(plain[1], 200 | 201), "a report: {}", plain[1]);
     }
 }
+
+/// A re-INVITE's update: the same keys again (a hold or a resume) keep the context, so a
+/// packet from before it is still a replay; a new key from the peer (RFC 4568 §7.1.4) starts a
+/// new one, in which a packet under the old key fails authentication and is not played, and
+/// packets under the new key play, from the same sequence number on.
+#[test]
+fn srtp_update_keeps_the_context_for_the_same_keys_and_follows_a_new_key() {
+    let (mut h, mut peer) = srtp_pair(Suite::AesCm128HmacSha1_80);
+    let level = g711::ulaw_encode(4000);
+    let mut first = Vec::new();
+    for seq in 1..=3u16 {
+        h.run_until(h.at(seq as u64 * 20));
+        let datagram = protected(&mut peer, seq, &[level; 160]);
+        h.receive_on(Socket::Rtp, &datagram, PEER);
+        first.push(datagram);
+    }
+    let media = h.engine.media().clone();
+    h.command(Command::Update(Box::new(media.clone())));
+    h.receive_on(Socket::Rtp, &first[1], PEER);
+    assert_eq!(h.engine.stats().srtp_replayed, 1, "same keys, same context");
+
+    let ours = media.srtp.as_ref().unwrap().send.clone();
+    let new_key = MasterKey::random();
+    let mut rekeyed = media;
+    rekeyed.srtp.as_mut().unwrap().recv = new_key.clone();
+    h.command(Command::Update(Box::new(rekeyed)));
+    h.run_until(h.at(80));
+    // Late, under the old key: refused (and silent, unlike the rest).
+    let stale = protected(&mut peer, 4, &[g711::ulaw_encode(-9000); 160]);
+    h.receive_on(Socket::Rtp, &stale, PEER);
+    peer.rekey(&SrtpKeys {
+        suite: Suite::AesCm128HmacSha1_80,
+        send: new_key,
+        recv: ours,
+    });
+    // The same sequence number again, under the new key: a new context has no replay list.
+    for seq in 4..=7u16 {
+        h.run_until(h.at(seq as u64 * 20));
+        let datagram = protected(&mut peer, seq, &[level; 160]);
+        h.receive_on(Socket::Rtp, &datagram, PEER);
+    }
+    h.run_for(300);
+    let frames = h.take_audio();
+    let loud = frames
+        .iter()
+        .filter(|f| f.samples.iter().any(|&s| s.abs() > 2000))
+        .count();
+    assert_eq!(
+        loud, 7,
+        "three packets under the old key play, four under the new"
+    );
+    assert!(
+        frames.iter().all(|f| f.samples.iter().all(|&s| s > -6000)),
+        "the stale packet's audio is never played"
+    );
+    let stats = h.engine.stats();
+    assert_eq!(stats.srtp_auth_failures, 1);
+    assert_eq!(stats.srtp_replayed, 1);
+    assert_eq!(stats.packets_received, 7);
+}
