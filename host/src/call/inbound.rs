@@ -86,6 +86,7 @@ pub fn offer(deps: &Arc<CallDeps>, call_id: String, offer: Offer) -> Result<Rout
         direction: "inbound".into(),
         caller: caller.clone(),
         callee: callee.clone(),
+        transport: offer.transport.clone(),
         agent: Some(resolved.agent.name().to_string()),
         started_at_ms: events::now_ms(),
     });
