@@ -549,7 +549,9 @@ async fn an_agent_failing_in_on_start_gets_the_apology_from_openai_then_a_hang_u
     let hangups = fake.requests_of("hangup");
     let hangup = &hangups[0];
     assert_eq!(hangup.call_id, "rtc_apology");
-    let played = fake.played_at("rtc_apology").expect("the apology was played");
+    let played = fake
+        .played_at("rtc_apology")
+        .expect("the apology was played");
     assert!(hangup.at >= played, "hung up before the apology was heard");
 
     let record = only_call_record(host.http).await;
