@@ -78,8 +78,10 @@ pub(super) fn read_call(conn: &Connection, call_id: &str) -> Result<CallDetail> 
     let (call, pk) = tx
         .prepare_cached(&format!("SELECT {CALL_COLUMNS} FROM calls WHERE id = ?1"))
         .and_then(|mut s| {
-            s.query_row([call_id], |r| Ok((call_from_row(r)?, r.get::<_, i64>(PK_COLUMN)?)))
-                .optional()
+            s.query_row([call_id], |r| {
+                Ok((call_from_row(r)?, r.get::<_, i64>(PK_COLUMN)?))
+            })
+            .optional()
         })
         .map_err(sql("reading a call"))?
         .ok_or_else(|| not_found(call_id))?;
