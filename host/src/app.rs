@@ -119,6 +119,7 @@ impl Host {
         let bridges = Arc::new(bridges::Bridges::new(
             config.http.public.as_ref(),
             &config.bridges,
+            config.openai_sip.as_ref(),
             calls.clone(),
         )?);
         let api = api::serve(

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::api::HttpConfig;
 use crate::bridges::BridgesConfig;
+use crate::bridges::openai_sip::OpenAiSipConfig;
 use crate::call::CallConfig;
 use crate::model::ProviderConfig;
 use crate::plugins::{AgentSettings, AgentsConfig};
@@ -46,6 +47,9 @@ pub struct Config {
     /// reached on `[http.public]`.
     #[serde(default)]
     pub bridges: BridgesConfig,
+    /// OpenAI's SIP connector (`[openai-sip]`: api-key, webhook-secret, project-id, base-url),
+    /// its webhook reached on `[http.public]`.
+    pub openai_sip: Option<OpenAiSipConfig>,
     /// Dialled number or prefix pattern (`+4930*`) → agent name.
     #[serde(default)]
     pub routes: BTreeMap<String, String>,
@@ -129,14 +133,23 @@ impl Config {
             .try_into()
             .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))?;
         config.source = value;
-        if let Some(name) = config.bridges.configured().first()
+        if let Some(name) = config.public_tables().first()
             && config.http.public.is_none()
         {
             anyhow::bail!(
-                "{origin}: [bridges.{name}] needs [http.public] (listen, public-url): the carrier must reach the bridge"
+                "{origin}: [{name}] needs [http.public] (listen, public-url): the carrier must reach the bridge"
             );
         }
         Ok(config)
+    }
+
+    /// The configured tables whose webhooks arrive on the public listener.
+    fn public_tables(&self) -> Vec<&'static str> {
+        let mut names = self.bridges.configured();
+        if self.openai_sip.is_some() {
+            names.push("openai-sip");
+        }
+        names
     }
 }
 
@@ -229,7 +242,7 @@ mod tests {
         let public =
             "[http.public]\nlisten = \"127.0.0.1:0\"\npublic-url = \"https://a.example.com\"\n";
         let c = Config::parse(&format!("{telnyx}{public}"), "my.toml", []).unwrap();
-        assert_eq!(c.bridges.configured(), ["telnyx"]);
+        assert_eq!(c.bridges.configured(), ["bridges.telnyx"]);
         assert_eq!(c.bridges.telnyx.unwrap().api_base, "https://api.telnyx.com");
         let short_key = telnyx.replace("A6EHv/", "");
         let err = Config::parse(&format!("{short_key}{public}"), "my.toml", []).unwrap_err();
@@ -252,5 +265,33 @@ mod tests {
         let v = c.bridges.vonage.unwrap();
         assert_eq!(v.api_base, "https://api.nexmo.com");
         assert_eq!(v.private_key, PathBuf::from("/keys/app.pem"));
+    }
+
+    #[test]
+    fn the_openai_sip_connector_has_its_own_table() {
+        let example = include_str!("../../examples/openai-sip.toml");
+        let c = Config::parse(example, "examples/openai-sip.toml", []).unwrap();
+        let sip = c.openai_sip.as_ref().unwrap();
+        assert_eq!(sip.api_key.expose(), "sk-...");
+        assert_eq!(sip.project_id.as_deref(), Some("proj_..."));
+        assert_eq!(sip.base_url, "https://api.openai.com/v1");
+        assert_eq!(c.public_tables(), ["openai-sip"]);
+        assert_eq!(c.routes["+14155550123"], "receptionist");
+        let env = [(
+            "SWITCHBOARD__OPENAI_SIP__BASE_URL".to_string(),
+            "http://127.0.0.1:9/v1".to_string(),
+        )];
+        let c = Config::parse(example, "examples/openai-sip.toml", env).unwrap();
+        assert_eq!(c.openai_sip.unwrap().base_url, "http://127.0.0.1:9/v1");
+
+        let table = "[openai-sip]\napi-key = \"k\"\nwebhook-secret = \"whsec_AAAA\"\n";
+        let err = Config::parse(table, "my.toml", []).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("[openai-sip] needs [http.public]"),
+            "{err:#}"
+        );
+        // One name only: the table is not a carrier bridge.
+        let old = table.replace("[openai-sip]", "[bridges.openai-sip]");
+        assert!(Config::parse(&old, "my.toml", []).is_err());
     }
 }

@@ -75,6 +75,7 @@ fn writes_for(e: &CallEvent) -> Vec<Write> {
             callee,
             agent,
             agent_version,
+            transport,
             metadata,
             ..
         } => Some(Write::Create(NewCall {
@@ -88,6 +89,7 @@ fn writes_for(e: &CallEvent) -> Vec<Write> {
             callee: callee.clone(),
             agent: agent.clone(),
             agent_version: agent_version.clone(),
+            transport: transport.clone(),
             started_at_ms: at_ms,
             metadata: metadata.clone().unwrap_or(Value::Null),
         })),

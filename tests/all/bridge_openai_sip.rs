@@ -3,21 +3,35 @@
 //! `realtime.call.incoming` webhook, accepts or rejects with the agent's configuration, and
 //! steers the call over the sideband socket (tools, transcripts, usage, actions) and REST
 //! (`refer`, `hangup`). Bad webhooks are refused without a call; a duplicate delivery makes no
-//! second call.
+//! second call. An agent failing in `on-start` gets the configured fallback: a 503 `reject`, or
+//! an accept whose only speech is the apology. The dashboard, in headless Chromium, follows a
+//! connector call live with its leg shown.
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::agents::{fixture, greeter};
 use crate::support::api::{Api, events_of, find, only_call_record};
+use crate::support::browser::Browser;
 use crate::support::fake_openai_sip::{FakeOpenAiSip, Reply, Script, Step};
-use crate::support::host::Host;
+use crate::support::host::{Host, HostBuilder};
 use crate::support::ports::{Ports, ports};
+use crate::support::process::require;
 
-/// The host with the example agents (and the `probe`, which rejects calls to `reject`), the
-/// connector pointed at `fake`, on a public listener of its own: the host and the webhook URL.
+/// What the host says when an agent fails (the bundled `[agents.fallback] apology`).
+const APOLOGY: &str = "Sorry, something went wrong on our side. Please call again later.";
+
+/// The host with the example agents (and the `probe`, which rejects calls to `reject` and
+/// fails in on-start on calls to `trap`), the connector pointed at `fake`, on a public listener
+/// of its own: the host and the webhook URL.
 fn start_host(fake: &FakeOpenAiSip) -> (Host, String, Ports) {
+    let (builder, webhook, port) = connector_host(fake);
+    (builder.start(), webhook, port)
+}
+
+/// [`start_host`] before it starts, for more settings.
+fn connector_host(fake: &FakeOpenAiSip) -> (HostBuilder, String, Ports) {
     let port = ports(1);
     let public_url = format!("http://127.0.0.1:{}", port.first());
     let host = Host::builder()
@@ -25,7 +39,7 @@ fn start_host(fake: &FakeOpenAiSip) -> (Host, String, Ports) {
         .agent(
             "probe",
             fixture("probe"),
-            "name = \"probe\"\nnumbers = [\"reject\"]\n[capabilities]\n\
+            "name = \"probe\"\nnumbers = [\"reject\", \"trap\"]\n[capabilities]\n\
              kv-quota-bytes = 64\nhttp = [\"127.0.0.1:9\"]\n"
                 .into(),
         )
@@ -34,11 +48,10 @@ fn start_host(fake: &FakeOpenAiSip) -> (Host, String, Ports) {
             port.first()
         ))
         .config(&format!(
-            "[bridges.openai-sip]\napi-key = \"{}\"\nwebhook-secret = \"{}\"\n\
+            "[openai-sip]\napi-key = \"{}\"\nwebhook-secret = \"{}\"\n\
              project-id = \"proj_test\"\nbase-url = \"{}\"",
             fake.api_key, fake.secret, fake.base_url
-        ))
-        .start();
+        ));
     (host, format!("{public_url}/openai/webhook"), port)
 }
 
@@ -192,7 +205,7 @@ async fn a_connector_call_is_accepted_with_the_agents_config_and_runs_a_tool() {
 
     // The configuration shows the connector with its secrets masked.
     let config = Api::new(host.http, None).get("/v1/config").await.json;
-    let section = &config["bridges"]["openai-sip"];
+    let section = &config["openai-sip"];
     assert_eq!(section["api-key"], "***", "{section}");
     assert_eq!(section["webhook-secret"], "***", "{section}");
     assert_eq!(section["project-id"], "proj_test", "{section}");
@@ -445,7 +458,7 @@ async fn a_running_connector_call_keeps_its_agent_version_across_a_reload() {
             port.first()
         ))
         .config(&format!(
-            "[bridges.openai-sip]\napi-key = \"{}\"\nwebhook-secret = \"{}\"\nbase-url = \"{}\"",
+            "[openai-sip]\napi-key = \"{}\"\nwebhook-secret = \"{}\"\nbase-url = \"{}\"",
             fake.api_key, fake.secret, fake.base_url
         ))
         .start();
@@ -493,4 +506,187 @@ async fn a_running_connector_call_keeps_its_agent_version_across_a_reload() {
     assert_ne!(hash(&first), hash(&second));
     assert_eq!(ended_reason(&first), "caller-hangup");
     assert_eq!(ended_reason(&second), "caller-hangup");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_failing_in_on_start_gets_the_apology_from_openai_then_a_hang_up() {
+    let fake = FakeOpenAiSip::start(Script::default()).await;
+    let (host, webhook, _port) = start_host(&fake);
+    assert_eq!(
+        fake.call(&webhook, "rtc_apology", "sip:trap@sip.api.openai.com", &[])
+            .await,
+        200
+    );
+    fake.wait(20, "the hang-up after the apology", |f| {
+        !f.requests_of("hangup").is_empty()
+    })
+    .await;
+
+    // Accepted without the agent's configuration (it has none), and no rejection.
+    let accepts = fake.requests_of("accept");
+    assert_eq!(accepts.len(), 1, "{accepts:?}");
+    assert_eq!(accepts[0].call_id, "rtc_apology");
+    assert_eq!(accepts[0].body["type"], "realtime");
+    assert!(
+        accepts[0].body["tools"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "{:?}",
+        accepts[0].body
+    );
+    assert!(fake.requests_of("reject").is_empty());
+    // The only response asked for quotes the apology; then the call is hung up at OpenAI.
+    let creates = fake.received_of("rtc_apology", "response.create");
+    assert_eq!(creates.len(), 1, "{creates:?}");
+    assert!(
+        creates[0]["response"]["instructions"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("\"{APOLOGY}\"")),
+        "{creates:?}"
+    );
+    // Not before the caller heard the end of it.
+    let hangups = fake.requests_of("hangup");
+    let hangup = &hangups[0];
+    assert_eq!(hangup.call_id, "rtc_apology");
+    let played = fake
+        .played_at("rtc_apology")
+        .expect("the apology was played");
+    assert!(hangup.at >= played, "hung up before the apology was heard");
+
+    let record = only_call_record(host.http).await;
+    let events = events_of(&record);
+    assert!(!find(&events, "agent-fault").is_empty(), "{events:?}");
+    assert_eq!(find(&events, "answered")[0]["model"], "fallback");
+    let said: Vec<&str> = record["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["role"] == "agent")
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(said, [APOLOGY]);
+    assert_eq!(ended_reason(&record), "failed: agent failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_failing_in_on_start_is_rejected_with_503_when_so_configured() {
+    let fake = FakeOpenAiSip::start(Script::default()).await;
+    let (builder, webhook, _port) = connector_host(&fake);
+    let host = builder
+        .env("SWITCHBOARD__AGENTS__FALLBACK__ON_START", "reject")
+        .start();
+    assert_eq!(
+        fake.call(&webhook, "rtc_refused", "sip:trap@sip.api.openai.com", &[])
+            .await,
+        200
+    );
+    fake.wait(20, "the rejection", |f| !f.requests_of("reject").is_empty())
+        .await;
+    let rejects = fake.requests_of("reject");
+    assert_eq!(rejects[0].call_id, "rtc_refused");
+    assert_eq!(rejects[0].body["status_code"], 503);
+
+    let record = only_call_record(host.http).await;
+    let events = events_of(&record);
+    assert!(!find(&events, "agent-fault").is_empty(), "{events:?}");
+    assert_eq!(ended_reason(&record), "rejected 503");
+    assert!(fake.requests_of("accept").is_empty());
+    assert_eq!(fake.sockets("rtc_refused"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_follows_a_connector_call_live_with_its_leg() {
+    if !require("chromium") {
+        return;
+    }
+    // The caller asks, the tool answers, and the call stays up until the caller hangs up.
+    let fake = FakeOpenAiSip::start(Script {
+        steps: vec![Step::Caller("When are you open?".into())],
+        replies: vec![
+            Reply::ToolCall {
+                name: "opening_hours".into(),
+                arguments: "{}".into(),
+            },
+            Reply::Speech("We are open Monday to Friday.".into()),
+        ],
+        ..Script::default()
+    })
+    .await;
+    let (mut host, webhook, _port) = start_host(&fake);
+    let wait = Duration::from_secs(20);
+    let mut browser = Browser::launch().await;
+    browser.navigate(&format!("http://{}/", host.http)).await;
+    browser
+        .wait_for(
+            "the calls view with a live event stream",
+            "!!document.querySelector('#history') && \
+             document.querySelector('#stream-status').textContent === 'live'",
+            wait,
+        )
+        .await;
+
+    fake.call(&webhook, "rtc_dash", "sip:2000@sip.api.openai.com", &[])
+        .await;
+    let live = Api::new(host.http, None)
+        .poll("/v1/calls?active=true", wait, |l| {
+            l["calls"].as_array().is_some_and(|c| c.len() == 1)
+        })
+        .await;
+    let id = live["calls"][0]["id"].as_str().unwrap().to_string();
+    // Among the active calls without a reload, its leg shown.
+    let row = format!("#active-calls tr[data-id={}]", json!(id));
+    browser
+        .wait_for(
+            "the connector call among the active calls",
+            &format!(
+                "document.querySelector({})?.querySelector('td.leg')?.textContent === 'openai-sip'",
+                json!(row)
+            ),
+            wait,
+        )
+        .await;
+    browser.click(&format!("{row} td:nth-child(4)")).await;
+
+    // Its detail follows it: the greeting, the caller's question and the answer after the tool.
+    browser
+        .wait_for(
+            "the conversation in the live detail",
+            "(() => { \
+               const lines = [...document.querySelectorAll('#transcript .line')]; \
+               const said = (role, words) => lines.some(l => \
+                 l.classList.contains(role) && l.textContent.includes(words)); \
+               return document.querySelector('#call-state')?.textContent === 'live' && \
+                 said('agent', 'Thank you for calling Switchboard Demo') && \
+                 said('caller', 'When are you open?') && \
+                 said('agent', 'We are open Monday to Friday.') && \
+                 !!document.querySelector('#timeline tr[data-kind=\"tool-call\"]'); })()",
+            wait,
+        )
+        .await;
+    let facts = browser
+        .eval("document.querySelector('dl.facts').innerText")
+        .await;
+    let facts = facts.as_str().unwrap();
+    assert!(
+        facts.contains("openai-sip") && facts.contains("receptionist"),
+        "{facts}"
+    );
+
+    // The caller hangs up at OpenAI: the page shows the call ended.
+    fake.hang_up("rtc_dash").await;
+    browser
+        .wait_for(
+            "the detail to show the call ended",
+            "document.querySelector('#call-state')?.textContent === 'ended' && \
+             document.querySelector('dl.facts').innerText.includes('caller-hangup')",
+            wait,
+        )
+        .await;
+    assert!(
+        browser.problems.is_empty(),
+        "the page reported problems: {:?}",
+        browser.problems
+    );
+    host.expect(&["call ended", "CallerHangup"], 10);
 }

@@ -42,7 +42,7 @@ async fn webhook_to_accept_at_100_calls_per_second() {
             port.first()
         ))
         .config(&format!(
-            "[bridges.openai-sip]\napi-key = \"{}\"\nwebhook-secret = \"{}\"\nbase-url = \"{}\"",
+            "[openai-sip]\napi-key = \"{}\"\nwebhook-secret = \"{}\"\nbase-url = \"{}\"",
             fake.api_key, fake.secret, fake.base_url
         ))
         .start();

@@ -192,6 +192,7 @@ fn record_of_live(c: &CallSummary) -> CallRecord {
         callee: c.callee.clone(),
         agent: c.agent.clone(),
         agent_version: None,
+        transport: Some(c.transport.clone()),
         started_at_ms: c.started_at_ms as i64,
         answered_at_ms: None,
         ended_at_ms: None,

@@ -61,32 +61,28 @@ impl PublicConfig {
     }
 }
 
-/// `[bridges]`: a carrier without credentials is off.
+/// `[bridges]`: a carrier without credentials is off. (OpenAI's SIP connector has a table of
+/// its own, `[openai-sip]`, as its users know it from OpenAI's side.)
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct BridgesConfig {
     pub twilio: Option<TwilioConfig>,
     pub telnyx: Option<TelnyxConfig>,
     pub vonage: Option<VonageConfig>,
-    /// OpenAI's SIP connector (`[bridges.openai-sip]`).
-    pub openai_sip: Option<OpenAiSipConfig>,
 }
 
 impl BridgesConfig {
-    /// The bridges with credentials, by section name.
+    /// The carriers with credentials, by table name (`bridges.twilio`, ...).
     pub fn configured(&self) -> Vec<&'static str> {
         let mut names = Vec::new();
         if self.twilio.is_some() {
-            names.push("twilio");
+            names.push("bridges.twilio");
         }
         if self.telnyx.is_some() {
-            names.push("telnyx");
+            names.push("bridges.telnyx");
         }
         if self.vonage.is_some() {
-            names.push("vonage");
-        }
-        if self.openai_sip.is_some() {
-            names.push("openai-sip");
+            names.push("bridges.vonage");
         }
         names
     }
@@ -189,11 +185,13 @@ pub struct Bridges {
 }
 
 impl Bridges {
-    /// The bridges with credentials; none without `[http.public]` (the configuration refuses a
-    /// bridge without it). Fails when a bridge's credentials cannot be loaded.
+    /// The bridges with credentials (the carriers in `config`, and OpenAI's SIP connector when
+    /// `openai_sip` is set); none without `[http.public]` (the configuration refuses a bridge
+    /// without it). Fails when a bridge's credentials cannot be loaded.
     pub fn new(
         public: Option<&PublicConfig>,
         config: &BridgesConfig,
+        openai_sip: Option<&OpenAiSipConfig>,
         calls: Arc<CallDeps>,
     ) -> anyhow::Result<Bridges> {
         let Some(public) = public else {
@@ -238,7 +236,7 @@ impl Bridges {
                 None
             }
         };
-        let openai_sip = match &config.openai_sip {
+        let openai_sip = match openai_sip {
             Some(config) => {
                 let trunk = config.project_id.as_deref().map_or_else(
                     || "the project's SIP address".to_string(),
@@ -251,7 +249,7 @@ impl Bridges {
                 Some(OpenAiSipBridge::new(config, calls)?)
             }
             None => {
-                tracing::info!("OpenAI SIP connector off: no [bridges.openai-sip] credentials");
+                tracing::info!("OpenAI SIP connector off: no [openai-sip] credentials");
                 None
             }
         };

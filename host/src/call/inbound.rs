@@ -86,6 +86,7 @@ pub fn offer(deps: &Arc<CallDeps>, call_id: String, offer: Offer) -> Result<Rout
         direction: "inbound".into(),
         caller: caller.clone(),
         callee: callee.clone(),
+        transport: offer.transport.clone(),
         agent: Some(resolved.agent.name().to_string()),
         started_at_ms: events::now_ms(),
     });
@@ -200,11 +201,16 @@ impl Ringing {
     /// The model session settings from the agent's `on-start`, for a leg whose provider runs
     /// the model itself (OpenAI's SIP connector accepts the call with them; audio formats are
     /// the provider's business there). The second value says why the call runs on the fallback
-    /// (the agent failed in `on-start`): then it only plays the apology.
+    /// (the agent failed in `on-start`): then the provider only says the apology, as the
+    /// greeting, since no local speech reaches a caller whose audio is not ours.
     pub fn session_settings(&self) -> (SessionSettings, Option<String>) {
         let formats = (AudioFormat::Pcmu8k, AudioFormat::Pcmu8k);
-        let settings = settings_for(&self.accepted.config, formats);
+        let mut settings = settings_for(&self.accepted.config, formats);
         let failure = self.accepted.fallback.then(|| "agent failed".to_string());
+        if failure.is_some() {
+            let fallback = &self.routed.deps.registry.runtime().config().fallback;
+            settings.greeting = Some(fallback.apology.clone());
+        }
         (settings, failure)
     }
 

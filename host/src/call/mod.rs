@@ -121,6 +121,8 @@ pub struct CallSummary {
     pub direction: String,
     pub caller: String,
     pub callee: String,
+    /// The leg ("udp", "twilio", "openai-sip", ...).
+    pub transport: String,
     pub agent: Option<String>,
     pub started_at_ms: u64,
 }

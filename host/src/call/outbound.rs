@@ -179,6 +179,7 @@ pub async fn start(
         direction: "outbound".into(),
         caller: parties.caller.clone(),
         callee: parties.callee.clone(),
+        transport: parties.transport.clone(),
         agent: Some(agent.name().to_string()),
         started_at_ms: events::now_ms(),
     });

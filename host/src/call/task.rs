@@ -82,6 +82,7 @@ fn model_input(event: ModelEvent) -> Option<Input> {
         },
         ModelEvent::Usage(u) => Input::Usage(u),
         ModelEvent::AudioStarted => Input::ProviderAudioStarted,
+        ModelEvent::AudioStopped => Input::ProviderAudioStopped,
         // The provider heard the keypad on its own line: as if the leg reported it.
         ModelEvent::Digit(digit) => Input::Digit {
             digit,

@@ -356,6 +356,9 @@ pub enum ModelEvent {
     /// A provider that carries the call's audio itself started playing agent audio to the
     /// caller (OpenAI's SIP connector: `output_audio_buffer.started`).
     AudioStarted,
+    /// Such a provider has played all of it, or cut it on barge-in
+    /// (`output_audio_buffer.stopped` / `.cleared`): the caller heard what there was to hear.
+    AudioStopped,
     /// A keypad digit the caller pressed, reported by a provider that carries the call's audio
     /// itself (OpenAI's SIP connector).
     Digit(char),

@@ -186,6 +186,7 @@ async fn concurrent_event_throughput() {
                         callee: "1000".into(),
                         agent: Some("menu".into()),
                         agent_version: None,
+                        transport: "udp".into(),
                         started_at_ms: now_ms(),
                         metadata: json!({}),
                     };

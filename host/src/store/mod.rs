@@ -47,6 +47,9 @@ pub struct CallRecord {
     pub callee: String,
     pub agent: Option<String>,
     pub agent_version: Option<String>,
+    /// The leg: "udp", "tcp", "tls", "twilio", "openai-sip", ... (none for a call recorded
+    /// before the store kept it and without a `created` event).
+    pub transport: Option<String>,
     pub started_at_ms: i64,
     pub answered_at_ms: Option<i64>,
     pub ended_at_ms: Option<i64>,
@@ -71,6 +74,8 @@ pub struct NewCall {
     pub callee: String,
     pub agent: Option<String>,
     pub agent_version: Option<String>,
+    /// The leg, as the call layer names it ("udp", "twilio", "openai-sip", ...).
+    pub transport: String,
     pub started_at_ms: i64,
     pub metadata: Value,
 }

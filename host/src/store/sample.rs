@@ -28,6 +28,7 @@ pub async fn populate(store: &dyn CallStore, calls: usize, from_ms: i64, span_ms
                 callee: format!("+4930{:04}", i % 20),
                 agent: Some(format!("agent{}", i % 10)),
                 agent_version: Some("1.0.0".into()),
+                transport: "udp".into(),
                 started_at_ms: at,
                 metadata: json!({"transport": "udp"}),
             };

@@ -139,6 +139,17 @@ FROM items WHERE amount IS NOT NULL ORDER BY id, ord;
 DROP TABLE usage;
 "#,
     ),
+    (
+        3,
+        r#"
+-- The leg a call came or went on ("udp", "tls", "twilio", "openai-sip", ...), for the list and
+-- the dashboard; earlier calls take it from their `created` event.
+ALTER TABLE calls ADD COLUMN transport TEXT;
+UPDATE calls SET transport = (
+    SELECT json_extract(e.data, '$.transport') FROM events e
+    WHERE e.call = calls.pk AND e.kind = 'created' ORDER BY e.seq LIMIT 1);
+"#,
+    ),
 ];
 
 /// Bring the schema up to date; refuses a database written by a newer build.

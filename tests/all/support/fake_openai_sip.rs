@@ -16,15 +16,23 @@
 //!   scripted: each turn is `speech_started` → `speech_stopped` → `committed` → the user item →
 //!   its transcription, then an automatic response (speech, or a function call that waits for
 //!   its `function_call_output` and a `response.create`). A `response.create` whose instructions
-//!   quote words speaks them. A caller hang-up sends `realtime.call.ended` and drops the socket
-//!   without a close frame.
+//!   quote words speaks them. Spoken audio is played by OpenAI, so a response's playout is
+//!   bracketed by `output_audio_buffer.started` and `output_audio_buffer.stopped` (SIP and
+//!   WebRTC only), which comes [`PLAYOUT`] after `response.done`: the caller is still hearing
+//!   the end of the words when the generation is done. A caller hang-up sends
+//!   `realtime.call.ended` and drops the socket without a close frame.
 //!
 //! Sources: OpenAI's "Realtime API with SIP" guide (developers.openai.com/api/docs/guides/
 //! realtime-sip: the SIP URI, the webhook's headers, user agent and body) and API reference
 //! (developers.openai.com/api/docs/api-reference/realtime-calls: `reject` with an optional
 //! `status_code`, 603 by default; `refer` with the `target_uri` for `Refer-To`, `tel:` or
-//! `sip:`), openai-python `lib/_webhooks.py` and `resources/realtime/calls.py`, the Standard
-//! Webhooks specification (standardwebhooks.com), as summarised in reference/protocols.md §2.
+//! `sip:`), the Realtime server events as OpenAI's OpenAPI document describes them (read in
+//! its generated docs.rs client `openai-client-base`, `RealtimeServerEventOutputAudioBuffer
+//! Stopped`, and Azure's mirror `RealtimeServerEventOutputAudioBufferCleared`):
+//! `output_audio_buffer.stopped` is "WebRTC/SIP Only ... emitted after the full response data
+//! has been sent to the client (`response.done`)", `.cleared` when the caller interrupted),
+//! openai-python `lib/_webhooks.py` and `resources/realtime/calls.py`, the Standard Webhooks
+//! specification (standardwebhooks.com), as summarised in reference/protocols.md §2.
 //! `realtime.call.ended` is named by the issue and by third-party integrations; OpenAI's pages
 //! found here do not show its body, so it carries the same `data.call_id` as the incoming event.
 
@@ -76,12 +84,16 @@ pub struct Script {
     pub accept_status: Option<u16>,
 }
 
+/// How long the caller still hears a response after its `response.done`.
+pub const PLAYOUT: Duration = Duration::from_millis(300);
+
 /// One REST request the host made.
 #[derive(Debug, Clone)]
 pub struct RestCall {
     pub action: String,
     pub call_id: String,
     pub body: Value,
+    pub at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -109,6 +121,8 @@ struct Shared {
     /// When each call's incoming webhook went out and its accept came in.
     sent_at: Mutex<HashMap<String, std::time::Instant>>,
     accepted_at: Mutex<HashMap<String, std::time::Instant>>,
+    /// When each call's last spoken response finished playing (`output_audio_buffer.stopped`).
+    played_at: Mutex<HashMap<String, std::time::Instant>>,
     http: reqwest::Client,
 }
 
@@ -164,6 +178,7 @@ impl FakeOpenAiSip {
             webhook_url: Mutex::default(),
             sent_at: Mutex::default(),
             accepted_at: Mutex::default(),
+            played_at: Mutex::default(),
             http: reqwest::Client::new(),
         });
         let s = shared.clone();
@@ -309,6 +324,11 @@ impl FakeOpenAiSip {
             .collect()
     }
 
+    /// When the last spoken response of `call_id` finished playing to the caller.
+    pub fn played_at(&self, call_id: &str) -> Option<std::time::Instant> {
+        self.shared.played_at.lock().unwrap().get(call_id).copied()
+    }
+
     /// Whether `call_id` has ended at OpenAI.
     pub fn ended(&self, call_id: &str) -> bool {
         self.shared
@@ -449,6 +469,7 @@ fn rest(shared: &Arc<Shared>, request: RestRequest) -> (&'static str, Value) {
         action: action.to_string(),
         call_id: call_id.to_string(),
         body: body.clone(),
+        at: std::time::Instant::now(),
     });
     let mut calls = shared.calls.lock().unwrap();
     let Some(call) = calls.get_mut(call_id).filter(|c| !c.ended) else {
@@ -776,6 +797,12 @@ impl Session {
             "status": "completed", "output": [done_item], "usage": Self::usage()}}),
         )
         .await?;
+        tokio::time::sleep(PLAYOUT).await;
+        self.shared
+            .played_at
+            .lock()
+            .unwrap()
+            .insert(self.call_id.clone(), std::time::Instant::now());
         self.send(
             ws,
             json!({"type": "output_audio_buffer.stopped", "response_id": resp}),

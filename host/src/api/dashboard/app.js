@@ -256,11 +256,12 @@ function activeTable() {
   }
   return h('table', { id: 'active-calls' },
     h('thead', {}, h('tr', {},
-      ['Started', 'Direction', 'Caller', 'Callee', 'Agent', 'Duration', 'State']
+      ['Started', 'Direction', 'Leg', 'Caller', 'Callee', 'Agent', 'Duration', 'State']
         .map((t) => h('th', { text: t })))),
     h('tbody', {}, activeCalls.map((c) => h('tr', { class: 'link', data: { id: c.id } },
       h('td', {}, h('a', { href: `#/call/${encodeURIComponent(c.id)}`, text: fmtTime(c.started_at_ms) })),
       h('td', { text: c.direction }),
+      h('td', { class: 'leg', text: c.transport ?? '—' }),
       h('td', { text: c.caller }),
       h('td', { text: c.callee }),
       h('td', { text: agentLabel(c) }),
@@ -373,7 +374,7 @@ async function callsView(view) {
       history.calls.length
         ? h('table', { id: 'history' },
           h('thead', {}, h('tr', {},
-            ['Started', 'Direction', 'Caller', 'Callee', 'Agent', 'Duration', 'Ended', 'Tokens in/out']
+            ['Started', 'Direction', 'Leg', 'Caller', 'Callee', 'Agent', 'Duration', 'Ended', 'Tokens in/out']
               .map((t) => h('th', { text: t })))),
           rows)
         : h('div', { id: 'history', class: 'empty' }, 'No finished call matches.'),
@@ -384,6 +385,7 @@ function historyRow(c) {
   return h('tr', { class: 'link', data: { id: c.id } },
     h('td', {}, h('a', { href: `#/call/${encodeURIComponent(c.id)}`, text: fmtTime(c.started_at_ms) })),
     h('td', { text: c.direction }),
+    h('td', { class: 'leg', text: c.transport ?? '—' }),
     h('td', { text: c.caller }),
     h('td', { text: c.callee }),
     h('td', { text: agentLabel(c) }),
@@ -421,6 +423,7 @@ async function callView(view) {
         hangup),
       h('dl', { class: 'facts' },
         fact('Direction', c.direction),
+        fact('Leg', c.transport),
         fact('Caller', c.caller),
         fact('Callee', c.callee),
         fact('Agent', agentLabel(c)),

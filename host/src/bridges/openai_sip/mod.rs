@@ -38,7 +38,7 @@ use leg::{CallLink, ConnectorLeg};
 use rest::{Account, CallControl};
 use sideband::Relay;
 
-/// The `[bridges.openai-sip]` section.
+/// The `[openai-sip]` table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct OpenAiSipConfig {
@@ -120,11 +120,11 @@ fn valid_call_id(id: &str) -> bool {
 impl OpenAiSipBridge {
     pub fn new(config: &OpenAiSipConfig, calls: Arc<CallDeps>) -> anyhow::Result<Arc<Self>> {
         let secret = WebhookSecret::new(config.webhook_secret.expose())
-            .map_err(|e| anyhow::anyhow!("[bridges.openai-sip] webhook-secret: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("[openai-sip] webhook-secret: {e}"))?;
         let base = config.base_url.trim_end_matches('/');
         anyhow::ensure!(
             url::Url::parse(base).is_ok_and(|u| matches!(u.scheme(), "https" | "http")),
-            "[bridges.openai-sip] base-url = {base:?}: an http(s) URL is required"
+            "[openai-sip] base-url = {base:?}: an http(s) URL is required"
         );
         let mut realtime = OpenAiConfig::new(config.api_key.clone());
         realtime.base_url = super::socket_url(base, "/realtime");
@@ -211,8 +211,8 @@ impl OpenAiSipBridge {
             }
             return;
         }
-        // The apology is said by the call's fallback, not as a greeting.
-        let greeting = settings.greeting.filter(|_| failure.is_none());
+        // After a failed on-start the greeting is the apology.
+        let greeting = settings.greeting;
         let first = match self
             .provider
             .attach(&control.call_id, greeting.as_deref())

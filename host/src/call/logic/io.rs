@@ -55,6 +55,8 @@ pub enum Input {
     /// A provider that plays the audio itself started speaking to the caller: the model's
     /// first audio and the caller hearing it are one moment.
     ProviderAudioStarted,
+    /// That provider played all of it (or cut it): nothing more is left for the caller to hear.
+    ProviderAudioStopped,
     MediaTimeout,
     /// The leg went away under the call.
     LegLost(String),

@@ -72,6 +72,9 @@ pub struct CallLogic {
     pending_final: Option<(Final, Duration)>,
     /// Responses asked of the model and not yet done; the greeting (or apology) comes first.
     responding: u32,
+    /// A provider that plays the audio itself is still playing it: its `response.done` comes
+    /// before the caller has heard the end, so a hang-up waits for this too.
+    provider_playing: bool,
     current_item: Option<Speaking>,
     /// Items cut by barge-in: their late audio is not played.
     dropped_items: HashSet<String>,
@@ -96,6 +99,7 @@ impl CallLogic {
             collector: None,
             pending_final: None,
             responding: 1,
+            provider_playing: false,
             current_item: None,
             dropped_items: HashSet::new(),
             turns: TurnClock::default(),
@@ -152,8 +156,10 @@ impl CallLogic {
                 if turns.speech_stopped.is_some() && turns.first_model_audio.is_none() {
                     turns.first_model_audio = Some(now);
                 }
+                self.provider_playing = true;
                 self.on_playout_started(now);
             }
+            Input::ProviderAudioStopped => self.provider_playing = false,
             Input::MediaTimeout => {
                 tracing::warn!("no media; ending the call");
                 self.hang_up(Ending::new(EndReason::Timeout, false));
@@ -383,7 +389,7 @@ impl CallLogic {
         let Some((_, deadline)) = &self.pending_final else {
             return;
         };
-        let drained = self.responding == 0 && playout.is_empty();
+        let drained = self.responding == 0 && playout.is_empty() && !self.provider_playing;
         if !(drained || now >= *deadline) {
             return;
         }
@@ -646,6 +652,8 @@ impl CallLogic {
         self.failure = Some("model session closed".into());
         self.effects.push_back(Effect::ConnectFallback);
         self.responding = 1;
+        // The closed session plays nothing more.
+        self.provider_playing = false;
         self.pending_final = Some((self.fallback_final(), now + self.config.drain_limit));
     }
 

@@ -303,6 +303,7 @@ impl Actor {
                 Ok(())
             }
             ServerEvent::AudioBufferStarted => self.emit(ModelEvent::AudioStarted).await,
+            ServerEvent::AudioBufferStopped => self.emit(ModelEvent::AudioStopped).await,
             ServerEvent::Dtmf { event } => {
                 for digit in event.chars().filter(|c| "0123456789*#ABCD".contains(*c)) {
                     self.emit(ModelEvent::Digit(digit)).await?;

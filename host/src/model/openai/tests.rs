@@ -109,6 +109,14 @@ fn server_events_parse_including_beta_aliases() {
     let usage: Usage = response.usage.unwrap().into();
     assert_eq!(usage.output_audio_tokens, Some(90));
     assert_eq!(usage.input_tokens, 301);
+    // SIP calls: the output buffer played out, or was cut.
+    for kind in ["output_audio_buffer.stopped", "output_audio_buffer.cleared"] {
+        let e: ServerEvent = serde_json::from_str(&format!(
+            r#"{{"type":"{kind}","event_id":"e","response_id":"r"}}"#
+        ))
+        .unwrap();
+        assert!(matches!(e, ServerEvent::AudioBufferStopped), "{kind}");
+    }
 }
 
 #[test]

@@ -246,6 +246,13 @@ pub(super) enum ServerEvent {
     /// SIP and WebRTC calls only: the provider started playing agent audio.
     #[serde(rename = "output_audio_buffer.started")]
     AudioBufferStarted,
+    /// SIP and WebRTC calls only: the provider's output buffer drained after `response.done`
+    /// (`stopped`) or was cut by the caller's speech or a client `clear` (`cleared`).
+    #[serde(
+        rename = "output_audio_buffer.stopped",
+        alias = "output_audio_buffer.cleared"
+    )]
+    AudioBufferStopped,
     /// SIP calls only: a keypad press (`0`–`9`, `*`, `#`, `A`–`D`).
     #[serde(rename = "input_audio_buffer.dtmf_event_received")]
     Dtmf { event: String },

@@ -9,7 +9,7 @@ use rusqlite::types::Value as SqlValue;
 
 #[cfg(test)]
 use super::reads::open_reader;
-use super::rows::{CALL_COLUMNS, call_from_row};
+use super::rows::{CALL_COLUMNS, PK_COLUMN, call_from_row};
 use super::{DEFAULT_PAGE, MAX_PAGE};
 use crate::store::{CallFilter, CallPage, CallRecord, Result, StoreError, number_key, sql};
 
@@ -101,7 +101,7 @@ impl ListQuery {
             .map_err(sql("listing calls"))?;
         let mut rows: Vec<(CallRecord, i64)> = stmt
             .query_map(rusqlite::params_from_iter(self.params), |r| {
-                Ok((call_from_row(r)?, r.get(16)?))
+                Ok((call_from_row(r)?, r.get(PK_COLUMN)?))
             })
             .and_then(|rows| rows.collect())
             .map_err(sql("listing calls"))?;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use tokio::sync::Semaphore;
 
-use super::rows::{CALL_COLUMNS, call_from_row, conversion, json_column};
+use super::rows::{CALL_COLUMNS, PK_COLUMN, call_from_row, conversion, json_column};
 use super::{BUSY_TIMEOUT, not_found};
 use crate::store::{
     CallDetail, EventRecord, Result, Role, StoreError, TranscriptLine, TurnLatency, UsageItem, sql,
@@ -78,8 +78,10 @@ pub(super) fn read_call(conn: &Connection, call_id: &str) -> Result<CallDetail> 
     let (call, pk) = tx
         .prepare_cached(&format!("SELECT {CALL_COLUMNS} FROM calls WHERE id = ?1"))
         .and_then(|mut s| {
-            s.query_row([call_id], |r| Ok((call_from_row(r)?, r.get::<_, i64>(16)?)))
-                .optional()
+            s.query_row([call_id], |r| {
+                Ok((call_from_row(r)?, r.get::<_, i64>(PK_COLUMN)?))
+            })
+            .optional()
         })
         .map_err(sql("reading a call"))?
         .ok_or_else(|| not_found(call_id))?;

@@ -9,7 +9,10 @@ use crate::store::{CallRecord, CallState, Direction, Role};
 pub(super) const CALL_COLUMNS: &str =
     "id, direction, caller, callee, agent, agent_version, started_at_ms,
     answered_at_ms, ended_at_ms, state, end_reason, outcome, recording, input_tokens,
-    output_tokens, metadata, pk";
+    output_tokens, metadata, transport, pk";
+
+/// Where `pk` is in [`CALL_COLUMNS`].
+pub(super) const PK_COLUMN: usize = 17;
 
 pub(super) fn conversion(col: usize, what: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, what.into())
@@ -50,6 +53,7 @@ pub(super) fn call_from_row(row: &Row) -> rusqlite::Result<CallRecord> {
         input_tokens: row.get(13)?,
         output_tokens: row.get(14)?,
         metadata: json_column(row, 15)?,
+        transport: row.get(16)?,
     })
 }
 

@@ -99,8 +99,8 @@ fn apply_write(tx: &Transaction, seqs: &mut Seqs, write: &Write) -> Result<Done>
             let inserted = tx
                 .prepare_cached(
                     "INSERT INTO calls (id, direction, caller, callee, caller_key, callee_key,
-                         agent, agent_version, started_at_ms, state, metadata)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active', ?10)",
+                         agent, agent_version, started_at_ms, state, metadata, transport)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active', ?10, ?11)",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
@@ -114,6 +114,7 @@ fn apply_write(tx: &Transaction, seqs: &mut Seqs, write: &Write) -> Result<Done>
                         c.agent_version,
                         c.started_at_ms,
                         c.metadata.to_string(),
+                        c.transport,
                     ])
                 });
             match inserted {

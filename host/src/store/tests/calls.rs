@@ -68,6 +68,7 @@ async fn round_trip_keeps_everything_in_order() {
     assert_eq!(c.recording.as_deref(), Some("/rec/c1.wav"));
     assert_eq!((c.input_tokens, c.output_tokens), (11, 22));
     assert_eq!(c.metadata, json!({"transport": "udp"}));
+    assert_eq!(c.transport.as_deref(), Some("udp"));
     assert_eq!(c.agent_version.as_deref(), Some("1.0.0"));
     let event_seqs: Vec<u64> = d.events.iter().map(|e| e.seq).collect();
     assert_eq!(event_seqs, vec![1, 3, 5, 7, 9, 11]);
@@ -203,4 +204,27 @@ async fn two_hundred_concurrent_calls_keep_their_order() {
         store.get_call("call0").await.unwrap().call.state,
         CallState::Ended
     );
+}
+
+#[tokio::test]
+async fn migration_3_takes_the_transport_of_older_calls_from_their_created_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_at(&dir.path().join("v2.db"));
+    {
+        let mut conn = rusqlite::Connection::open(&cfg.path).unwrap();
+        schema::migrate_to(&mut conn, 2).unwrap();
+        conn.execute_batch(&format!(
+            "INSERT INTO calls (pk, id, direction, caller, callee, caller_key, callee_key,
+                 started_at_ms, state, metadata)
+             VALUES (1, 'old', 'inbound', '1', '2', '1', '2', {T0}, 'ended', 'null'),
+                    (2, 'bare', 'inbound', '1', '2', '1', '2', {T0}, 'ended', 'null');
+             INSERT INTO events (call, seq, at_ms, kind, data)
+             VALUES (1, 1, {T0}, 'created', '{{\"transport\":\"openai-sip\"}}');"
+        ))
+        .unwrap();
+    }
+    let store = SqliteStore::open(&cfg).unwrap();
+    let old = store.get_call("old").await.unwrap().call;
+    assert_eq!(old.transport.as_deref(), Some("openai-sip"));
+    assert_eq!(store.get_call("bare").await.unwrap().call.transport, None);
 }

@@ -35,6 +35,7 @@ fn new_call(id: &str, caller: &str, callee: &str, agent: &str, at: i64) -> NewCa
         callee: callee.into(),
         agent: Some(agent.into()),
         agent_version: Some("1.0.0".into()),
+        transport: "udp".into(),
         started_at_ms: at,
         metadata: json!({"transport": "udp"}),
     }

@@ -247,6 +247,28 @@ fn a_hang_up_waits_for_the_model_and_the_playout() {
 }
 
 #[test]
+fn a_hang_up_waits_for_a_provider_playing_the_audio_itself() {
+    let mut rig = Rig::started(Vec::new());
+    rig.input(dtmf('1'));
+    rig.actions(vec![Action::Say("Bye.".into()), Action::Hangup]);
+    rig.input(Input::ProviderAudioStarted);
+    // OpenAI's SIP connector: `response.done` while the caller still hears the words.
+    assert_eq!(rig.input(Input::ResponseDone), vec![]);
+    let effects = rig.at_ms(1_500).input(Input::ProviderAudioStopped);
+    assert_eq!(effects[0], Effect::Hangup);
+    assert_eq!(effects[2], ending(EndReason::AgentHangup, false));
+
+    // Audio that never reports its end holds the hang-up only up to the drain limit.
+    let mut rig = Rig::started(Vec::new());
+    rig.input(dtmf('1'));
+    rig.actions(vec![Action::Say("Bye.".into()), Action::Hangup]);
+    rig.input(Input::ProviderAudioStarted);
+    assert_eq!(rig.input(Input::ResponseDone), vec![]);
+    assert_eq!(rig.at_ms(29_999).input(Input::Tick), vec![]);
+    assert_eq!(rig.at_ms(30_000).input(Input::Tick)[0], Effect::Hangup);
+}
+
+#[test]
 fn a_hang_up_goes_ahead_at_the_drain_limit() {
     let mut rig = Rig::started(Vec::new());
     rig.input(dtmf('9'));
