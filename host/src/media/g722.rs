@@ -156,9 +156,9 @@ impl Band {
         let step = if dx == 0 { 0 } else { 128 };
         let sgd = sign(dx);
         let mut b = [0; 7];
-        for i in 1..7 {
+        for (i, bi) in b.iter_mut().enumerate().skip(1) {
             let agree = if sign(self.d[i]) == sgd { step } else { -step };
-            b[i] = limit(agree + ((self.b[i] * 32640) >> 15));
+            *bi = limit(agree + ((self.b[i] * 32640) >> 15));
         }
         // DELAYA
         self.d.copy_within(0..6, 1);
