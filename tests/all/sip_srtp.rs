@@ -5,6 +5,8 @@
 //! RTP/SAVP (`srtp-mandf`) are taken when SRTP is optional, and a plain offer then stays plain.
 //! With a caller of our own: tampered, replayed and stale-key packets dropped and counted, a
 //! rekey by re-INVITE, key lifetimes taken and MKI refused.
+//! A capture of such a call's traffic (tcpdump on the loopback, filtered to the test's own
+//! ports) holds neither readable SIP nor the call's audio.
 
 use std::ffi::OsStr;
 use std::net::SocketAddr;
@@ -14,6 +16,7 @@ use std::time::Duration;
 use switchboard::media::srtp::{MasterKey, SrtpKeys, SrtpSession, Suite};
 use tokio::net::UdpSocket;
 
+use crate::support::agents::repo_root;
 use crate::support::api::{Api, events_of, find, metric, only_call_record};
 use crate::support::baresip::Baresip;
 use crate::support::calls::{AudioCheck, audio_both_ways, loud_spans, spans_ms};
@@ -22,6 +25,7 @@ use crate::support::media::{
     Wav, only_file, onset_correlation, quiet_then_tones, to_8k, write_wav,
 };
 use crate::support::model_tls::{TestCerts, client_config_trusting, have_openssl};
+use crate::support::pcap::{Capture, Packet, Proto};
 use crate::support::pjsua;
 use crate::support::process::{require, require_python};
 use crate::support::secure_caller::{
@@ -509,4 +513,159 @@ async fn tampered_replayed_and_stale_key_packets_are_dropped_and_counted() {
         .unwrap();
     sip.send(&refused.ack_failure(&answer)).await.unwrap();
     assert_eq!(status(&answer), Some(488), "{answer}");
+}
+
+/// A TLS + SRTP call (baresip `srtp-mand`) with audio both ways, captured on the loopback with
+/// tcpdump filtered to the host's TLS port and RTP range: the TCP bytes hold no readable SIP
+/// (TLS records only), and the RTP payloads, decoded as the negotiated PCMU, do not correlate
+/// with what the agent said or what the phone sent (the same check gives ≥ 0.9 on the call's
+/// audio), nor hold any 16 bytes of the μ-law the host sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_of_a_tls_srtp_call_shows_no_clear_sip_or_audio() {
+    if !require("baresip") || !require("espeak-ng") || !require("tcpdump") || !have_openssl() {
+        return;
+    }
+    const RATE: usize = 8000;
+    let certs = TestCerts::make();
+    let mut host = host(&certs, "required");
+    let run = AudioCheck::new("pcmu");
+    let phone = phone(&certs, "srtp-mand", &run.mic).await;
+    let dir = tempdir("capture");
+    let (rtp_min, rtp_max) = host.rtp_ports();
+    let capture = Capture::start(
+        dir.path(),
+        &format!(
+            "tcp port {} or udp portrange {rtp_min}-{rtp_max}",
+            host.tls_port
+        ),
+    );
+    let uri = format!("sip:1000@127.0.0.1:{};transport=tls", host.tls_port);
+    audio_both_ways(&mut host, &phone, &uri, &run).await;
+    let packets = capture.stop().await;
+
+    let tls: Vec<u8> = packets
+        .iter()
+        .filter(|p| p.proto == Proto::Tcp)
+        .flat_map(|p| p.payload.iter().copied())
+        .collect();
+    assert!(tls.len() > 2000, "TLS bytes captured: {}", tls.len());
+    for clear in ["INVITE sip:", "SIP/2.0", "m=audio", "a=crypto", "inline:"] {
+        assert!(
+            !tls.windows(clear.len()).any(|w| w == clear.as_bytes()),
+            "{clear:?} in clear on the TLS port"
+        );
+    }
+
+    let ours = |port: u16| (rtp_min..=rtp_max).contains(&port);
+    let to_phone = pcmu_stream(packets.iter().filter(|p| ours(p.src_port)));
+    let to_host = pcmu_stream(packets.iter().filter(|p| ours(p.dst_port)));
+    // Over 16 s of call in 20 ms packets each way.
+    assert!(
+        to_phone.len() > 600 && to_host.len() > 600,
+        "RTP captured: {} and {} packets",
+        to_phone.len(),
+        to_host.len()
+    );
+    let decode = |stream: &[Vec<u8>]| -> Vec<i16> {
+        stream
+            .iter()
+            .flatten()
+            .map(|&b| switchboard::media::g711::ulaw_decode(b))
+            .collect()
+    };
+    let wav = Wav::read(&only_file(&host.data.path().join("recordings"), ".wav"));
+    assert_eq!(
+        wav.rate as usize, RATE,
+        "PCMU: the recording is what went out"
+    );
+    let agent = wav.channel(1);
+    let down = onset_correlation(&agent, &decode(&to_phone), 4 * RATE);
+    let up = onset_correlation(&run.mic[11 * RATE..], &decode(&to_host), 3 * RATE);
+    eprintln!(
+        "captured payloads against the call's audio: to the phone {down:.3}, to the host {up:.3}"
+    );
+    assert!(
+        down.abs() < 0.3,
+        "the greeting is readable in the capture: {down:.3}"
+    );
+    assert!(
+        up.abs() < 0.3,
+        "the caller's audio is readable in the capture: {up:.3}"
+    );
+
+    // What the host sent, byte for byte (PCMU of its recording), appears nowhere: 16-byte runs
+    // of it with some variety (not silence) against every 16 bytes captured towards the phone.
+    let sent: Vec<u8> = agent
+        .iter()
+        .map(|&s| switchboard::media::g711::ulaw_encode(s))
+        .collect();
+    let runs: std::collections::HashSet<&[u8]> = sent
+        .windows(16)
+        .filter(|w| w.iter().collect::<std::collections::HashSet<_>>().len() >= 6)
+        .collect();
+    assert!(
+        runs.len() > 10_000,
+        "the greeting has {} distinct runs",
+        runs.len()
+    );
+    let leaked = to_phone
+        .iter()
+        .filter(|payload| payload.windows(16).any(|w| runs.contains(w)))
+        .count();
+    assert_eq!(leaked, 0, "packets carrying the greeting's plain μ-law");
+}
+
+/// The audio payloads (PT 0) of RTP packets in capture order, each packet once, without their
+/// SRTP authentication tag; RTCP and telephone-events left out.
+fn pcmu_stream<'a>(packets: impl Iterator<Item = &'a Packet>) -> Vec<Vec<u8>> {
+    let mut seen = std::collections::HashSet::new();
+    packets
+        .filter_map(|p| {
+            let b = &p.payload;
+            if b.len() < 12 || b[0] >> 6 != 2 || b[1] & 0x7f != 0 {
+                return None;
+            }
+            let seq = u16::from_be_bytes([b[2], b[3]]);
+            let ssrc = u32::from_be_bytes([b[8], b[9], b[10], b[11]]);
+            if !seen.insert((ssrc, seq)) {
+                return None;
+            }
+            let mut at = 12 + 4 * usize::from(b[0] & 0x0f);
+            if b[0] & 0x10 != 0 {
+                let words = usize::from(u16::from_be_bytes([*b.get(at + 2)?, *b.get(at + 3)?]));
+                at += 4 + 4 * words;
+            }
+            // 20 ms of PCMU; what follows is the tag.
+            b.get(at..(at + 160).min(b.len())).map(<[u8]>::to_vec)
+        })
+        .collect()
+}
+
+/// `examples/secure.toml` as it is, run from a folder holding a freshly made
+/// `examples/certs/server.crt` and `server.key` (the README's way), with only its ports and its
+/// data and agents folders overridden (and recording on, to check the audio): baresip calls
+/// 1000 over TLS with mandatory SRTP, the bundled `menu` agent answers with SRTP, and audio
+/// flows both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secure_example_config_serves_a_tls_srtp_call() {
+    if !require("baresip") || !require("espeak-ng") || !have_openssl() {
+        return;
+    }
+    let certs = TestCerts::make();
+    let cwd = tempdir("secure-example");
+    let cert_dir = cwd.path().join("examples/certs");
+    std::fs::create_dir_all(&cert_dir).unwrap();
+    std::fs::copy(&certs.cert, cert_dir.join("server.crt")).unwrap();
+    std::fs::copy(&certs.key, cert_dir.join("server.key")).unwrap();
+    let mut host = Host::builder()
+        .examples(&["menu", "receptionist", "appointments"])
+        .config_file(&repo_root().join("examples/secure.toml"), cwd.path())
+        .env("SWITCHBOARD__CALLS__RECORD", "true")
+        .rust_log("info,rsipstack=warn,switchboard::call=debug,switchboard::media=debug")
+        .start();
+    let run = AudioCheck::new("pcmu");
+    let phone = phone(&certs, "srtp-mand", &run.mic).await;
+    let uri = format!("sip:1000@127.0.0.1:{};transport=tls", host.tls_port);
+    audio_both_ways(&mut host, &phone, &uri, &run).await;
+    host.expect(&["media started", "srtp=Some(AesCm128HmacSha1"], 1);
 }

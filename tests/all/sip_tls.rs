@@ -1,7 +1,9 @@
 //! SIP over TLS with a real peer (baresip, which links OpenSSL): calls in to our TLS listener
 //! with audio both ways, and calls out from us to a TLS peer whose certificate we verify against
-//! the configured CA, refusing one signed by another CA; and registration over TLS with
-//! kamailio's tls module (digest included).
+//! the configured CA, refusing one signed by another CA; registration over TLS with kamailio's
+//! tls module (digest included); and trunks against a rustls carrier edge: verified by their
+//! configured name though dialled by address (SNI included), mutual TLS, our TLS port in the
+//! Via, and expired or wrongly named certificates refused with the cause in the call's events.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +19,7 @@ use crate::support::kamailio::Kamailio;
 use crate::support::model_tls::{TestCerts, have_openssl};
 use crate::support::ports::free_port;
 use crate::support::process::require;
+use crate::support::tls_peer::TlsPeer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_calls_in_over_tls_with_audio_both_ways() {
@@ -179,4 +182,125 @@ async fn registers_over_tls_with_kamailio_and_refuses_a_foreign_certificate() {
         "{status:?}"
     );
     ep.shutdown().await;
+}
+
+/// A trunk dialled by address (`outbound-proxy = 127.0.0.1:…`) whose certificate names only
+/// `carrier.test` (its `domain`): the connection sends that name as SNI and verifies it, presents
+/// the trunk's client certificate to a carrier that requires one, and the INVITE's Via names our
+/// TLS listener. The same carrier reached by a trunk without the name, or presenting an expired
+/// certificate, is refused before any SIP is sent: a log line and the call's `Ended` event say
+/// why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trunks_over_tls_verify_the_configured_name_with_mutual_tls_and_refuse_bad_certificates() {
+    if !require("espeak-ng") || !have_openssl() {
+        return;
+    }
+    let (carrier_ca, our_ca, listener) = (TestCerts::make(), TestCerts::make(), TestCerts::make());
+    let (cert, key) = carrier_ca.issue("carrier", "DNS:carrier.test", "serverAuth", None);
+    let (expired_cert, expired_key) = carrier_ca.issue(
+        "expired",
+        "DNS:carrier.test",
+        "serverAuth",
+        Some(("200101000000Z", "200102000000Z")),
+    );
+    let (client_cert, client_key) =
+        our_ca.issue("switchboard", "DNS:switchboard.test", "clientAuth", None);
+    let carrier = TlsPeer::start(&cert, &key, Some(&our_ca.ca)).await;
+    let expired = TlsPeer::start(&expired_cert, &expired_key, None).await;
+    let trunk = |name: &str, port: u16, extra: &str| {
+        format!(
+            "[[sip.trunks]]\nname = \"{name}\"\noutbound-proxy = \"127.0.0.1:{port}\"\n\
+             transport = \"tls\"\n{extra}\n"
+        )
+    };
+    let path = |p: &std::path::Path| format!("{:?}", p.display().to_string());
+    let mut host = Host::builder()
+        .examples(&["menu"])
+        .tls(&listener.cert, &listener.key)
+        .sip(&format!("tls-ca-file = {}", path(&carrier_ca.ca)))
+        .config(&format!(
+            "{}{}{}",
+            trunk(
+                "carrier",
+                carrier.port,
+                &format!(
+                    "domain = \"carrier.test\"\ntls-client-cert = {}\ntls-client-key = {}",
+                    path(&client_cert),
+                    path(&client_key)
+                )
+            ),
+            trunk("by-address", carrier.port, ""),
+            trunk("expired", expired.port, "domain = \"carrier.test\""),
+        ))
+        .start();
+    let api = Api::new(host.http, None);
+    let call = |trunk: &str| json!({"to": "5550100", "trunk": trunk, "agent": "menu"});
+
+    let reply = api.post("/v1/calls", &call("carrier")).await;
+    assert!(reply.status < 300, "{:?}", reply.json);
+    let invite = carrier
+        .request("INVITE", 10)
+        .await
+        .unwrap_or_else(|| panic!("no INVITE; handshakes refused: {:?}", carrier.refused()));
+    assert_eq!(invite.sni.as_deref(), Some("carrier.test"), "SNI");
+    assert!(invite.client_cert, "our client certificate was presented");
+    let via = invite
+        .request
+        .lines()
+        .find(|l| l.starts_with("Via:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        via.starts_with(&format!("Via: SIP/2.0/TLS 127.0.0.1:{};", host.tls_port)),
+        "the Via names our TLS listener: {via}"
+    );
+    assert!(
+        invite.request.contains("@carrier.test"),
+        "{}",
+        invite.request
+    );
+    host.expect(&["call event", "Ended", "busy"], 10);
+
+    // Dialled by address without a name: the certificate names carrier.test only.
+    let reply = api.post("/v1/calls", &call("by-address")).await;
+    assert!(reply.status >= 400, "{:?}", reply.json);
+    host.expect(
+        &["TLS connection refused", "by-address", "not valid for name"],
+        10,
+    );
+    host.expect(
+        &[
+            "call event",
+            "Ended",
+            "abnormal: true",
+            "not valid for name",
+        ],
+        10,
+    );
+    // The one INVITE above is all the carrier ever got.
+    assert_eq!(
+        carrier
+            .requests()
+            .iter()
+            .filter(|s| s.request.starts_with("INVITE"))
+            .count(),
+        1
+    );
+
+    let reply = api.post("/v1/calls", &call("expired")).await;
+    assert!(reply.status >= 400, "{:?}", reply.json);
+    host.expect(
+        &["TLS connection refused", "expired", "certificate expired"],
+        10,
+    );
+    host.expect(
+        &[
+            "call event",
+            "Ended",
+            "invalid peer certificate",
+            "certificate expired",
+        ],
+        10,
+    );
+    assert!(expired.requests().is_empty(), "{:?}", expired.requests());
 }

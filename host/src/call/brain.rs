@@ -45,7 +45,7 @@ impl LegFormat {
 
     fn rate(self) -> u32 {
         match self {
-            LegFormat::Codec(codec) => codec.clock_rate(),
+            LegFormat::Codec(codec) => codec.sample_rate(),
             LegFormat::Pcm(rate) => rate,
         }
     }
@@ -62,7 +62,7 @@ pub(crate) fn model_formats(
     let g711 = match leg {
         LegFormat::Codec(Codec::Pcmu) => Some(AudioFormat::Pcmu8k),
         LegFormat::Codec(Codec::Pcma) => Some(AudioFormat::Pcma8k),
-        LegFormat::Codec(Codec::Opus) | LegFormat::Pcm(_) => None,
+        LegFormat::Codec(Codec::G722 | Codec::Opus) | LegFormat::Pcm(_) => None,
     };
     let at_codec_rate = AudioFormat::Pcm16 { rate: leg.rate() };
     let pick = |list: &[AudioFormat]| {
@@ -196,6 +196,9 @@ mod tests {
         );
         let pcm48 = AudioFormat::Pcm16 { rate: 48000 };
         assert_eq!(model_formats(&offline, Codec::Opus.into()), (pcm48, pcm48));
+        // G.722: the model hears and speaks 16 kHz, never the 8000 of its RTP clock.
+        assert_eq!(model_formats(&offline, Codec::G722.into()), (pcm16, pcm16));
+        assert_eq!(model_formats(&openai, Codec::G722.into()), (pcm24, pcm24));
     }
 
     #[test]
@@ -205,5 +208,6 @@ mod tests {
         assert_eq!(LegFormat::parse("L16/x"), None);
         assert_eq!(LegFormat::Pcm(16000).name(), "L16/16000");
         assert_eq!(LegFormat::from(Codec::Opus).name(), "opus");
+        assert_eq!(LegFormat::parse("G722"), Some(Codec::G722.into()));
     }
 }

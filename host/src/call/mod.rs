@@ -56,7 +56,7 @@ pub struct CallConfig {
     /// RTP port range (even ports for RTP, the next odd one for RTCP).
     pub rtp_port_min: u16,
     pub rtp_port_max: u16,
-    /// Codec preference: "pcmu", "pcma", "opus".
+    /// Codec preference: "pcmu", "pcma", "g722" (16 kHz), "opus".
     pub codecs: Vec<String>,
     /// No RTP for this long ends the call.
     pub media_timeout_secs: u64,

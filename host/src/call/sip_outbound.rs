@@ -12,7 +12,7 @@ use super::sip_leg::{SipAnswer, SipLeg};
 use super::{CallDeps, events, media_config};
 use crate::media::{PendingMedia, sdp};
 use crate::plugins::routing::display_number;
-use crate::sip::{OutboundCall, OutgoingCall, SipEndpoint};
+use crate::sip::{OutboundCall, OutgoingCall, SipEndpoint, SipError};
 
 /// Place a call and return its id once the INVITE is on its way; the rest of the call runs on
 /// its own task, recorded as call events.
@@ -59,7 +59,10 @@ pub async fn place(
     let outgoing = match sip.place_call(invite).instrument(span.clone()).await {
         Ok(o) => o,
         Err(e) => {
-            calling.fail(format!("failed: {e}"), false);
+            // A peer refused over TLS (a certificate that does not verify) is a failure of the
+            // trunk, not of the request.
+            let abnormal = matches!(e, SipError::Tls { .. });
+            calling.fail(format!("failed: {e}"), abnormal);
             return Err(PlaceError::Signalling(e));
         }
     };

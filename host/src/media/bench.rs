@@ -50,10 +50,10 @@ fn speech_like(rate: u32, n: usize) -> Vec<i16> {
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture"]
 fn bench_media() {
-    // G.711 and Opus, one 20 ms frame.
-    for codec in [Codec::Pcmu, Codec::Pcma, Codec::Opus] {
-        let n = codec.clock_rate() as usize / 50;
-        let pcm = speech_like(codec.clock_rate(), n);
+    // G.711, G.722 and Opus, one 20 ms frame.
+    for codec in Codec::ALL {
+        let n = codec.sample_rate() as usize / 50;
+        let pcm = speech_like(codec.sample_rate(), n);
         let mut enc = new_encoder(codec).unwrap();
         let mut dec = new_decoder(codec).unwrap();
         let mut payload = Vec::new();

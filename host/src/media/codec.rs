@@ -1,10 +1,14 @@
 //! The audio codecs an RTP session can carry, behind one encoder/decoder interface.
 //!
 //! PCM inside the media layer is mono signed 16-bit at the codec's own sample rate
-//! (8 kHz for G.711, 48 kHz for Opus); resampling to other rates happens outside the codec.
+//! (8 kHz for G.711, 16 kHz for G.722, 48 kHz for Opus); resampling to other rates happens
+//! outside the codec. The RTP clock is the sample rate but for G.722, whose timestamps run at
+//! 8000/s for 16 kHz audio (RFC 3551 §4.5.2, kept for compatibility with an RFC 1890 error):
+//! [`Codec::clock_rate`] is the one, [`Codec::sample_rate`] the other.
 
-use super::g711;
 use super::opus::{OpusDecoder, OpusEncoder};
+use super::{g711, g722};
+use crate::resample::samples_for_ms;
 
 /// Failure inside a codec.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +32,8 @@ pub enum Codec {
     Pcmu,
     /// G.711 A-law, static payload type 8.
     Pcma,
+    /// G.722 at 64 kbit/s, static payload type 9: 16 kHz audio on an 8000/s RTP clock.
+    G722,
     /// Opus, always signalled as `opus/48000/2`, decoded here as mono 48 kHz.
     Opus,
 }
@@ -38,15 +44,20 @@ impl Codec {
         match self {
             Codec::Pcmu => "PCMU",
             Codec::Pcma => "PCMA",
+            Codec::G722 => "G722",
             Codec::Opus => "opus",
         }
     }
+
+    /// Every codec, in the order of the default preference.
+    pub const ALL: [Codec; 4] = [Codec::Pcmu, Codec::Pcma, Codec::Opus, Codec::G722];
 
     /// The static RTP payload type, if the codec has one.
     pub fn static_payload_type(self) -> Option<u8> {
         match self {
             Codec::Pcmu => Some(0),
             Codec::Pcma => Some(8),
+            Codec::G722 => Some(9),
             Codec::Opus => None,
         }
     }
@@ -57,11 +68,19 @@ impl Codec {
         matches!(self, Codec::Pcmu | Codec::Pcma)
     }
 
-    /// RTP clock rate (also the PCM sample rate this layer uses for the codec).
+    /// RTP clock rate: the rate of the stream's timestamps, written in `a=rtpmap`.
     pub fn clock_rate(self) -> u32 {
         match self {
-            Codec::Pcmu | Codec::Pcma => 8000,
+            Codec::Pcmu | Codec::Pcma | Codec::G722 => 8000,
             Codec::Opus => 48000,
+        }
+    }
+
+    /// Sample rate of the codec's PCM, which this layer encodes and decodes.
+    pub fn sample_rate(self) -> u32 {
+        match self {
+            Codec::G722 => 16000,
+            other => other.clock_rate(),
         }
     }
 
@@ -76,7 +95,7 @@ impl Codec {
     /// Whether `duration_ms` is a packet duration this codec can produce.
     pub fn supports_ptime(self, duration_ms: u32) -> bool {
         match self {
-            Codec::Pcmu | Codec::Pcma => {
+            Codec::Pcmu | Codec::Pcma | Codec::G722 => {
                 (10..=60).contains(&duration_ms) && duration_ms.is_multiple_of(10)
             }
             Codec::Opus => matches!(duration_ms, 10 | 20 | 40 | 60),
@@ -85,7 +104,7 @@ impl Codec {
 
     /// Identifies a codec from an `a=rtpmap` encoding name and clock rate.
     pub fn from_rtpmap(name: &str, clock_rate: u32) -> Option<Codec> {
-        [Codec::Pcmu, Codec::Pcma, Codec::Opus]
+        Codec::ALL
             .into_iter()
             .find(|c| c.encoding_name().eq_ignore_ascii_case(name) && c.clock_rate() == clock_rate)
     }
@@ -95,6 +114,7 @@ impl Codec {
         match pt {
             0 => Some(Codec::Pcmu),
             8 => Some(Codec::Pcma),
+            9 => Some(Codec::G722),
             _ => None,
         }
     }
@@ -104,12 +124,12 @@ impl std::str::FromStr for Codec {
     type Err = String;
 
     /// Parses a codec name as written in configuration and on the command line
-    /// (`pcmu`, `pcma`, `opus`, any case).
+    /// (`pcmu`, `pcma`, `g722`, `opus`, any case).
     fn from_str(name: &str) -> Result<Codec, String> {
-        [Codec::Pcmu, Codec::Pcma, Codec::Opus]
+        Codec::ALL
             .into_iter()
             .find(|c| c.encoding_name().eq_ignore_ascii_case(name))
-            .ok_or_else(|| format!("unknown codec `{name}` (pcmu, pcma, opus)"))
+            .ok_or_else(|| format!("unknown codec `{name}` (pcmu, pcma, g722, opus)"))
     }
 }
 
@@ -138,6 +158,7 @@ pub fn new_encoder(codec: Codec) -> Result<Box<dyn AudioEncoder>, CodecError> {
     Ok(match codec {
         Codec::Pcmu => Box::new(G711Encoder { ulaw: true }),
         Codec::Pcma => Box::new(G711Encoder { ulaw: false }),
+        Codec::G722 => Box::new(g722::Encoder::new()),
         Codec::Opus => Box::new(OpusEncoder::new()?),
     })
 }
@@ -147,6 +168,7 @@ pub fn new_decoder(codec: Codec) -> Result<Box<dyn AudioDecoder>, CodecError> {
     Ok(match codec {
         Codec::Pcmu => Box::new(G711Decoder::new(true)),
         Codec::Pcma => Box::new(G711Decoder::new(false)),
+        Codec::G722 => Box::new(G722Decoder::default()),
         Codec::Opus => Box::new(OpusDecoder::new()?),
     })
 }
@@ -166,25 +188,73 @@ impl AudioEncoder for G711Encoder {
     }
 }
 
-/// Concealment keeps full level for the first 10 ms of a loss, then fades linearly to silence
-/// at 60 ms (the shape of G.711 Appendix I), so short losses are inaudible and long ones quiet.
-const FADE_START_SAMPLES: usize = 80;
-const FADE_END_SAMPLES: usize = 480;
+impl AudioEncoder for g722::Encoder {
+    fn encode(&mut self, pcm: &[i16], out: &mut Vec<u8>) -> Result<(), CodecError> {
+        g722::Encoder::encode(self, pcm, out);
+        Ok(())
+    }
+}
 
-struct G711Decoder {
-    ulaw: bool,
+/// Concealment for codecs without their own: the last good packet repeated, at full level for
+/// the first 10 ms of a loss, then fading linearly to silence at 60 ms (the shape of G.711
+/// Appendix I), so short losses are inaudible and long ones quiet.
+struct RepeatFade {
     /// Last good decoded packet: the pattern repeated while concealing.
     history: Vec<i16>,
     /// Samples concealed since the last good packet.
     concealed: usize,
+    fade_start: usize,
+    fade_end: usize,
+}
+
+impl RepeatFade {
+    fn new(sample_rate: u32) -> RepeatFade {
+        RepeatFade {
+            history: Vec::new(),
+            concealed: 0,
+            fade_start: samples_for_ms(sample_rate, 10),
+            fade_end: samples_for_ms(sample_rate, 60),
+        }
+    }
+
+    /// A good packet decoded into `decoded`: the pattern for the next loss.
+    fn good(&mut self, decoded: &[i16]) {
+        self.history.clear();
+        self.history.extend_from_slice(decoded);
+        self.concealed = 0;
+    }
+
+    fn conceal(&mut self, samples: usize, out: &mut Vec<i16>) {
+        for i in 0..samples {
+            let position = self.concealed + i;
+            let source = if self.history.is_empty() {
+                0.0
+            } else {
+                self.history[position % self.history.len()] as f32
+            };
+            let gain = if position < self.fade_start {
+                1.0
+            } else if position >= self.fade_end {
+                0.0
+            } else {
+                1.0 - (position - self.fade_start) as f32 / (self.fade_end - self.fade_start) as f32
+            };
+            out.push((source * gain) as i16);
+        }
+        self.concealed += samples;
+    }
+}
+
+struct G711Decoder {
+    ulaw: bool,
+    plc: RepeatFade,
 }
 
 impl G711Decoder {
     fn new(ulaw: bool) -> Self {
         G711Decoder {
             ulaw,
-            history: Vec::new(),
-            concealed: 0,
+            plc: RepeatFade::new(8000),
         }
     }
 }
@@ -200,9 +270,7 @@ impl AudioDecoder for G711Decoder {
         } else {
             out.extend(payload.iter().map(|&c| g711::alaw_decode(c)));
         }
-        self.history.clear();
-        self.history.extend_from_slice(&out[start..]);
-        self.concealed = 0;
+        self.plc.good(&out[start..]);
         Ok(())
     }
 
@@ -212,24 +280,45 @@ impl AudioDecoder for G711Decoder {
         samples: usize,
         out: &mut Vec<i16>,
     ) -> Result<(), CodecError> {
-        for i in 0..samples {
-            let position = self.concealed + i;
-            let source = if self.history.is_empty() {
-                0.0
-            } else {
-                self.history[position % self.history.len()] as f32
-            };
-            let gain = if position < FADE_START_SAMPLES {
-                1.0
-            } else if position >= FADE_END_SAMPLES {
-                0.0
-            } else {
-                1.0 - (position - FADE_START_SAMPLES) as f32
-                    / (FADE_END_SAMPLES - FADE_START_SAMPLES) as f32
-            };
-            out.push((source * gain) as i16);
+        self.plc.conceal(samples, out);
+        Ok(())
+    }
+}
+
+/// G.722 has no concealment of its own (Appendices III and IV are optional): the decoder's
+/// state stays where the last good packet left it, and the gap is filled like G.711's.
+struct G722Decoder {
+    inner: g722::Decoder,
+    plc: RepeatFade,
+}
+
+impl Default for G722Decoder {
+    fn default() -> Self {
+        G722Decoder {
+            inner: g722::Decoder::new(),
+            plc: RepeatFade::new(Codec::G722.sample_rate()),
         }
-        self.concealed += samples;
+    }
+}
+
+impl AudioDecoder for G722Decoder {
+    fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) -> Result<(), CodecError> {
+        if payload.is_empty() {
+            return Err(CodecError::EmptyPayload);
+        }
+        let start = out.len();
+        self.inner.decode(payload, out);
+        self.plc.good(&out[start..]);
+        Ok(())
+    }
+
+    fn conceal(
+        &mut self,
+        _following: Option<&[u8]>,
+        samples: usize,
+        out: &mut Vec<i16>,
+    ) -> Result<(), CodecError> {
+        self.plc.conceal(samples, out);
         Ok(())
     }
 }
@@ -251,7 +340,15 @@ mod tests {
         assert_eq!(Codec::from_rtpmap("pcmu", 8000), Some(Codec::Pcmu));
         assert_eq!(Codec::from_rtpmap("OPUS", 48000), Some(Codec::Opus));
         assert_eq!(Codec::from_rtpmap("PCMU", 16000), None);
-        assert_eq!(Codec::from_rtpmap("G722", 8000), None);
+        // RFC 3551 §4.5.2: G.722 is declared at 8000 whatever its sample rate.
+        assert_eq!(Codec::from_rtpmap("G722", 8000), Some(Codec::G722));
+        assert_eq!(Codec::from_rtpmap("g722", 16000), None);
+        assert_eq!(Codec::from_static_payload_type(9), Some(Codec::G722));
+        assert_eq!("g722".parse::<Codec>(), Ok(Codec::G722));
+        assert_eq!(
+            (Codec::G722.clock_rate(), Codec::G722.sample_rate()),
+            (8000, 16000)
+        );
         assert_eq!(Codec::from_static_payload_type(8), Some(Codec::Pcma));
         assert!(Codec::Pcmu.supports_ptime(30));
         assert!(!Codec::Opus.supports_ptime(30));
@@ -274,6 +371,32 @@ mod tests {
                 assert!((a - b).abs() < 300, "{codec:?}: {a} vs {b}");
             }
         }
+    }
+
+    #[test]
+    fn g722_through_trait_two_samples_a_byte_and_concealment_at_16k() {
+        let pcm: Vec<i16> = (0..320)
+            .map(|i| ((i as f32 * 0.2).sin() * 8000.0) as i16)
+            .collect();
+        let mut enc = new_encoder(Codec::G722).unwrap();
+        let mut dec = new_decoder(Codec::G722).unwrap();
+        let mut payload = Vec::new();
+        enc.encode(&pcm, &mut payload).unwrap();
+        assert_eq!(payload.len(), 160, "20 ms: 160 bytes, as PCMU");
+        let mut out = Vec::new();
+        dec.decode(&payload, &mut out).unwrap();
+        assert_eq!(out.len(), 320);
+        out.clear();
+        dec.conceal(None, 320, &mut out).unwrap();
+        assert_eq!(out.len(), 320);
+        assert!(out[..160].iter().any(|&s| s != 0), "repeats at first");
+        out.clear();
+        dec.conceal(None, 960, &mut out).unwrap();
+        assert!(
+            out[640..].iter().all(|&s| s == 0),
+            "silent after 60 ms at 16 kHz"
+        );
+        assert!(dec.decode(&[], &mut out).is_err());
     }
 
     #[test]

@@ -246,12 +246,13 @@ impl Engine {
         now: Instant,
     ) -> Result<Engine, MediaError> {
         let clock_rate = media.codec.clock_rate();
+        let sample_rate = media.codec.sample_rate();
         Ok(Engine {
             rx_stats: ReceiveStats::new(clock_rate),
             jitter: JitterBuffer::new(config.jitter_window),
             decoder: new_decoder(media.codec)?,
             dtmf_rx: DtmfReceiver::new(dtmf_clock(&media), clock_rate),
-            inbound_resampler: StreamResampler::new(clock_rate, config.inbound_rate)?,
+            inbound_resampler: StreamResampler::new(sample_rate, config.inbound_rate)?,
             caller_audio: CallerAudio::Events,
             echo: VecDeque::new(),
             echo_last: Vec::new(),
@@ -268,7 +269,7 @@ impl Engine {
             last_rx: None,
             timeout_from: now,
             remote_ssrc: None,
-            last_packet_samples: samples_for_ms(clock_rate, media.ptime_ms),
+            last_packet_samples: samples_for_ms(sample_rate, media.ptime_ms),
             last_sr: None,
             ssrc: ids.ssrc,
             sequence: ids.sequence,
@@ -474,9 +475,14 @@ impl Engine {
         (silent_for >= self.config.media_timeout).then_some(silent_for)
     }
 
-    /// Samples of one packet at the codec rate.
+    /// Samples of one packet at the codec's sample rate.
     fn packet_samples(&self) -> usize {
-        samples_for_ms(self.media.codec.clock_rate(), self.media.ptime_ms)
+        samples_for_ms(self.media.codec.sample_rate(), self.media.ptime_ms)
+    }
+
+    /// RTP timestamp units of one packet (fewer than its samples on G.722).
+    fn packet_ticks(&self) -> u64 {
+        samples_for_ms(self.media.codec.clock_rate(), self.media.ptime_ms) as u64
     }
 
     fn on_dtmf(&mut self, event: DtmfEvent, out: &mut Output) {
@@ -494,11 +500,11 @@ impl Engine {
         info!(call_id = %self.config.call_id, codec = ?media.codec, direction = ?media.direction,
               remote = ?media.remote_rtp, "media updated");
         if media.codec != self.media.codec {
-            let rate = media.codec.clock_rate();
+            let rate = media.codec.sample_rate();
             self.decoder = new_decoder(media.codec)?;
             self.encoder = new_encoder(media.codec)?;
             self.inbound_resampler = StreamResampler::new(rate, self.config.inbound_rate)?;
-            self.rx_stats = ReceiveStats::new(rate);
+            self.rx_stats = ReceiveStats::new(media.codec.clock_rate());
             self.jitter.reset();
             self.echo.clear();
             lock(&self.shared).queue = PlayoutQueue::new(rate);

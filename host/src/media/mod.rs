@@ -1,4 +1,4 @@
-//! RTP media for phone calls: SDP offer/answer, RTP/RTCP sessions, codecs (G.711, Opus),
+//! RTP media for phone calls: SDP offer/answer, RTP/RTCP sessions, codecs (G.711, G.722, Opus),
 //! jitter buffering with loss concealment, resampling (with [`crate::resample`]), RFC 4733 DTMF, paced playout with
 //! barge-in, media timeouts and call recording.
 //!
@@ -26,6 +26,7 @@ pub mod codec;
 pub mod dtmf;
 mod engine;
 pub mod g711;
+pub mod g722;
 pub mod jitter;
 mod opus;
 pub mod playout;

@@ -364,7 +364,7 @@ pub(super) struct Shared {
 impl Shared {
     pub fn new(media: &NegotiatedMedia) -> Shared {
         Shared {
-            queue: PlayoutQueue::new(media.codec.clock_rate()),
+            queue: PlayoutQueue::new(media.codec.sample_rate()),
             dtmf_format: media.dtmf_send,
             dtmf_queue: Default::default(),
             wake_on_queue: true,

@@ -1,12 +1,21 @@
-//! Wire fixes for two digest quirks of the pinned stack, applied at its message seam:
-//! it only understands `algorithm=SHA256` (RFC 7616/8760 spell it `SHA-256`), and it
-//! quotes `qop` in credentials (RFC 3261 §25 wants the bare token).
+//! Wire fixes for quirks of the pinned stack, applied at its message seam: two in digest
+//! credentials (it only understands `algorithm=SHA256`, which RFC 7616/8760 spell `SHA-256`,
+//! and it quotes `qop`, where RFC 3261 §25 wants the bare token), and one in the Via of requests
+//! sent over TLS: the stack advertises the address of a listener of its own, and our TLS
+//! listener is not one (see `tls.rs`), so it wrote `SIP/2.0/TLS` with another listener's port
+//! (UDP's) or a connection's own. RFC 3261 §18.1.1 wants the address a new connection for the
+//! responses would reach: our TLS listener.
+
+use std::net::SocketAddr;
 
 use rsipstack::sip::{Header, SipMessage};
 use rsipstack::transaction::endpoint::MessageInspector;
 use rsipstack::transport::SipAddr;
 
-pub(crate) struct DigestCompat;
+pub(crate) struct StackCompat {
+    /// The address our TLS listener advertises, when there is one.
+    pub tls_via: Option<SocketAddr>,
+}
 
 /// `algorithm=SHA-256[-sess]` (quoted or not) → the stack's `SHA256[-sess]`.
 fn inbound_fix(v: &str) -> Option<String> {
@@ -64,10 +73,30 @@ fn apply(headers: &mut rsipstack::sip::Headers, creds_out: bool) {
     }
 }
 
-impl MessageInspector for DigestCompat {
+/// The top Via of a request we send over TLS with `listener` as its sent-by; other Vias as
+/// they are.
+fn tls_via_fix(via: &str, listener: SocketAddr) -> Option<String> {
+    let (protocol, rest) = via.trim_start().split_once(char::is_whitespace)?;
+    if !protocol.eq_ignore_ascii_case("SIP/2.0/TLS") {
+        return None;
+    }
+    let rest = rest.trim_start();
+    let params = rest.find(';').map_or("", |i| &rest[i..]);
+    let fixed = format!("{protocol} {listener}{params}");
+    (fixed != via).then_some(fixed)
+}
+
+impl MessageInspector for StackCompat {
     fn before_send(&self, mut msg: SipMessage, _dest: Option<&SipAddr>) -> SipMessage {
         if let SipMessage::Request(req) = &mut msg {
             apply(&mut req.headers, true);
+            if let Some(listener) = self.tls_via
+                && let Some(Header::Via(via)) =
+                    req.headers.iter_mut().find(|h| matches!(h, Header::Via(_)))
+                && let Some(fixed) = tls_via_fix(&via.0, listener)
+            {
+                via.0 = fixed;
+            }
         }
         msg
     }
@@ -102,5 +131,31 @@ mod tests {
             r#"Digest username="u", algorithm=SHA-256, qop=auth, nc=00000001"#
         );
         assert_eq!(outbound_fix("Digest algorithm=MD5, qop=auth"), None);
+    }
+
+    #[test]
+    fn tls_via_names_our_tls_listener() {
+        let listener: SocketAddr = "127.0.0.1:5061".parse().unwrap();
+        assert_eq!(
+            tls_via_fix(
+                "SIP/2.0/TLS 127.0.0.1:5060;branch=z9hG4bKx;rport;alias",
+                listener
+            )
+            .unwrap(),
+            "SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bKx;rport;alias"
+        );
+        assert_eq!(
+            tls_via_fix("SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bKx", listener),
+            None
+        );
+        assert_eq!(
+            tls_via_fix("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx", listener),
+            None
+        );
+        let v6: SocketAddr = "[::1]:5061".parse().unwrap();
+        assert_eq!(
+            tls_via_fix("SIP/2.0/TLS [::1]:5060", v6).unwrap(),
+            "SIP/2.0/TLS [::1]:5061"
+        );
     }
 }

@@ -162,6 +162,18 @@ pub struct TrunkConfig {
     pub domain: Option<String>,
     #[serde(default)]
     pub transport: Transport,
+    /// Over TLS, the name the trunk's certificate must carry, also sent as SNI: `domain` when
+    /// unset, else the proxy's address. Carriers are dialled by address here and certified by
+    /// name, so this is what makes their certificate verify.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    /// Over TLS, our client certificate chain (PEM) for carriers that require mutual TLS; with
+    /// `tls-client-key`.
+    #[serde(default)]
+    pub tls_client_cert: Option<PathBuf>,
+    /// The private key (PEM) of `tls-client-cert`.
+    #[serde(default)]
+    pub tls_client_key: Option<PathBuf>,
     /// SRTP on this trunk's calls, both ways; `optional` and `required` need `transport = "tls"`
     /// (SDES keys travel in the SDP).
     #[serde(default)]
@@ -206,6 +218,26 @@ fn trunk_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<TrunkConfig>
         )));
     }
     for t in &trunks {
+        let tls_only = [
+            ("tls-server-name", t.tls_server_name.is_some()),
+            ("tls-client-cert", t.tls_client_cert.is_some()),
+            ("tls-client-key", t.tls_client_key.is_some()),
+        ];
+        if let Some((field, _)) = tls_only
+            .iter()
+            .find(|(_, set)| *set && t.transport != Transport::Tls)
+        {
+            return Err(serde::de::Error::custom(format!(
+                "trunk {}: {field} needs transport = \"tls\"",
+                t.name
+            )));
+        }
+        if t.tls_client_cert.is_some() != t.tls_client_key.is_some() {
+            return Err(serde::de::Error::custom(format!(
+                "trunk {}: tls-client-cert and tls-client-key go together",
+                t.name
+            )));
+        }
         if t.srtp != SrtpPolicy::Off && t.transport != Transport::Tls {
             return Err(serde::de::Error::custom(format!(
                 "trunk {}: srtp = {:?} needs transport = \"tls\" (SDES keys travel in the SDP)",
@@ -366,6 +398,26 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(plain.contains("needs transport"), "{plain}");
+        let tls = "[[trunks]]\nname = 'c'\noutbound-proxy = '127.0.0.1:5061'\n";
+        let cfg: SipConfig = toml::from_str(&format!(
+            "{tls}transport = 'tls'\ntls-server-name = 'sip.carrier.example'\n\
+             tls-client-cert = 'c.pem'\ntls-client-key = 'k.pem'\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            cfg.trunks[0].tls_server_name.as_deref(),
+            Some("sip.carrier.example")
+        );
+        let half = toml::from_str::<SipConfig>(&format!(
+            "{tls}transport = 'tls'\ntls-client-cert = 'c.pem'\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(half.contains("go together"), "{half}");
+        let udp = toml::from_str::<SipConfig>(&format!("{tls}tls-server-name = 'x'\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(udp.contains("tls-server-name needs transport"), "{udp}");
     }
 
     #[test]

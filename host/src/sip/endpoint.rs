@@ -65,6 +65,8 @@ pub(crate) struct Shared {
     pub registrations: Mutex<BTreeMap<String, RegistrationStatus>>,
     pub udp_socket: Option<Arc<tokio::net::UdpSocket>>,
     pub cancel: CancellationToken,
+    /// Opens our TLS connections (trunks, registrars).
+    pub tls: super::tls::Dialler,
     pub reg_cancel: CancellationToken,
     pub reg_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub unregister: Mutex<Vec<register::Unregister>>,
@@ -214,6 +216,7 @@ impl SipEndpoint {
             local.tcp = Some(bound);
         }
 
+        let mut tls_via = None;
         let tls_listener = match cfg.tls_listen {
             Some(addr) => {
                 let l = super::tls::Listener::bind(
@@ -224,11 +227,13 @@ impl SipEndpoint {
                 )
                 .await?;
                 local.tls = Some(l.local_addr());
+                tls_via = Some(l.advertised());
                 Some(l)
             }
             None => None,
         };
-        transport_layer.set_tls_config(super::tls::client_config(cfg.tls_ca_file.as_ref())?);
+        let tls = super::tls::Dialler::new(&cfg)?;
+        transport_layer.set_tls_config(tls.stack_config());
 
         let endpoint = EndpointBuilder::new()
             .with_user_agent(&cfg.user_agent)
@@ -251,7 +256,7 @@ impl SipEndpoint {
                 Method::Notify,
                 Method::Update,
             ])
-            .with_inspector(Box::new(super::compat::DigestCompat))
+            .with_inspector(Box::new(super::compat::StackCompat { tls_via }))
             .with_transport_inspector(Box::new(SanityInspector {
                 user_agent: cfg.user_agent.clone(),
                 scanners,
@@ -277,6 +282,7 @@ impl SipEndpoint {
             udp_socket,
             reg_cancel: cancel.child_token(),
             cancel,
+            tls,
             reg_tasks: Mutex::new(Vec::new()),
             unregister: Mutex::new(Vec::new()),
         });

@@ -252,7 +252,11 @@ pub(crate) async fn place(
                 reason: e.to_string(),
             })?,
         };
-        super::tls::connect(&shared.endpoint, &first_hop).await?;
+        let trunk_name = trunk.map(|t| t.name.as_str());
+        shared
+            .tls
+            .connect(&shared.endpoint, &first_hop, trunk_name, &shared.cancel)
+            .await?;
     }
     let headers: Vec<Header> = call
         .headers

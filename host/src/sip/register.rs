@@ -201,7 +201,12 @@ async fn run(
     });
     loop {
         let tls = match &tls_first_hop {
-            Some(hop) => super::tls::connect(&shared.endpoint, hop).await,
+            Some(hop) => {
+                shared
+                    .tls
+                    .connect(&shared.endpoint, hop, None, &shared.cancel)
+                    .await
+            }
             None => Ok(()),
         };
         let result = if let Err(e) = tls {

@@ -6,12 +6,16 @@
 //! handshake in time, then hands every finished connection to the stack, which reads SIP from
 //! it and answers on it. In-dialog requests ride the same connection (the stack's RFC 5626 flow
 //! affinity), so a caller needs no certificate of its own.
-//! Outbound connections (trunks, registrars) are dialled by the stack with the trust anchors set
-//! here and verify the server's certificate against the name or address dialled.
+//! Outbound connections ([`Dialler`]) verify the server's certificate against the trust anchors
+//! configured: a trunk's against the name it is configured with (`tls-server-name` or its
+//! `domain`, also sent as SNI) even though it is dialled by address, with its client
+//! certificate when the carrier requires mutual TLS; other targets against the name or
+//! address dialled.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rsipstack::transaction::endpoint::EndpointInner;
@@ -22,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::config::{SipConfig, Transport, TrunkConfig};
 use super::error::SipError;
 use crate::tls::{ReloadingCert, TlsFiles};
 
@@ -83,6 +88,11 @@ impl Listener {
 
     pub(crate) fn local_addr(&self) -> SocketAddr {
         self.tcp.local_addr().unwrap_or(self.advertised)
+    }
+
+    /// The address peers are told to reach (external when behind NAT).
+    pub(crate) fn advertised(&self) -> SocketAddr {
+        self.advertised
     }
 
     /// Accepts connections until `cancel`, handing each finished handshake to the stack.
@@ -159,37 +169,176 @@ impl Listener {
     }
 }
 
-/// Trust settings for the TLS connections we open: the anchors in `ca_file`, or the system
-/// bundle.
-pub(crate) fn client_config(ca_file: Option<&PathBuf>) -> Result<TlsConfig, SipError> {
-    let path = ca_file
-        .map(PathBuf::as_path)
-        .unwrap_or(Path::new(SYSTEM_ROOTS));
-    let pem = std::fs::read(path).map_err(|e| {
-        SipError::Config(format!(
-            "reading TLS trust anchors from {}: {e}",
-            path.display()
-        ))
-    })?;
-    Ok(TlsConfig {
-        ca_certs: Some(pem),
-        ..TlsConfig::default()
-    })
+/// Opens the TLS connections we make (trunks, registrars, `sips:` targets) with the trust
+/// anchors of `tls-ca-file` (or the system bundle); a trunk's own connections verify the name
+/// it is configured with rather than the address it is dialled by, and present its client
+/// certificate.
+pub(crate) struct Dialler {
+    /// What every trunk's settings build on: the trust anchors.
+    base: TlsConfig,
+    /// Per TLS trunk: the name its certificate must carry (also the SNI) and our certificate.
+    trunks: HashMap<String, TlsConfig>,
+    /// The connections opened for each trunk, reused while they are up.
+    open: Mutex<HashMap<String, TlsConnection>>,
 }
 
-/// The TLS connection to `target`: the one already open, or a new one whose server certificate
-/// is verified now, so a bad certificate fails the request at once with the reason (the stack
-/// would retransmit into a connection that never comes up and report only a timeout).
-pub(crate) async fn connect(endpoint: &EndpointInner, target: &SipAddr) -> Result<(), SipError> {
-    match endpoint.transport_layer.lookup(target, None).await {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            let reason = e.to_string();
-            warn!(peer = %target, %reason, "TLS connection refused");
-            Err(SipError::Tls {
+impl Dialler {
+    /// Reads the trust anchors and the trunks' client certificates (errors are configuration
+    /// errors, found at start).
+    pub(crate) fn new(cfg: &SipConfig) -> Result<Dialler, SipError> {
+        let path = cfg
+            .tls_ca_file
+            .as_deref()
+            .unwrap_or(Path::new(SYSTEM_ROOTS));
+        let base = TlsConfig {
+            ca_certs: Some(read(path, "TLS trust anchors")?),
+            ..TlsConfig::default()
+        };
+        let mut trunks = HashMap::new();
+        for trunk in cfg.trunks.iter().filter(|t| t.transport == Transport::Tls) {
+            let (client_cert, client_key) = match (&trunk.tls_client_cert, &trunk.tls_client_key) {
+                (Some(cert), Some(key)) => (
+                    Some(read(cert, "the TLS client certificate")?),
+                    Some(read(key, "the TLS client key")?),
+                ),
+                _ => (None, None),
+            };
+            trunks.insert(
+                trunk.name.clone(),
+                TlsConfig {
+                    sni_hostname: Some(server_name(trunk)),
+                    client_cert,
+                    client_key,
+                    ..base.clone()
+                },
+            );
+        }
+        Ok(Dialler {
+            base,
+            trunks,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// What the stack dials other TLS targets with (registrars, `sips:` URIs).
+    pub(crate) fn stack_config(&self) -> TlsConfig {
+        self.base.clone()
+    }
+
+    /// The TLS connection to `target` (for `trunk` when it is one of ours): the one already
+    /// open, or a new one whose server certificate is verified now, so a bad certificate fails
+    /// the request at once with the reason (the stack would retransmit into a connection that
+    /// never comes up and report only a timeout).
+    pub(crate) async fn connect(
+        &self,
+        endpoint: &EndpointInner,
+        target: &SipAddr,
+        trunk: Option<&str>,
+        cancel: &CancellationToken,
+    ) -> Result<(), SipError> {
+        let refused = |reason: String| {
+            warn!(peer = %target, trunk, %reason, "TLS connection refused");
+            SipError::Tls {
                 peer: target.to_string(),
                 reason,
-            })
+            }
+        };
+        let Some((name, config)) = trunk.and_then(|t| self.trunks.get_key_value(t)) else {
+            return match endpoint.transport_layer.lookup(target, None).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(refused(e.to_string())),
+            };
+        };
+        let up = |c: &TlsConnection| c.cancel_token.as_ref().is_some_and(|t| !t.is_cancelled());
+        if self.open_flows().get(name).is_some_and(up) {
+            return Ok(());
         }
+        let connection =
+            TlsConnection::connect(target, Some(config), None, Some(cancel.child_token()))
+                .await
+                .map_err(|e| refused(e.to_string()))?;
+        debug!(peer = %target, trunk = name, server_name = ?config.sni_hostname,
+               client_cert = config.client_cert.is_some(), "SIP TLS connection opened");
+        // The stack finds it by the target's address for this call's requests and serves it.
+        endpoint
+            .transport_layer
+            .add_connection(SipConnection::Tls(connection.clone()));
+        self.open_flows().insert(name.clone(), connection);
+        Ok(())
+    }
+
+    fn open_flows(&self) -> std::sync::MutexGuard<'_, HashMap<String, TlsConnection>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The name a trunk's certificate must carry: `tls-server-name`, else the host of `domain`,
+/// else the proxy's address.
+fn server_name(trunk: &TrunkConfig) -> String {
+    if let Some(name) = &trunk.tls_server_name {
+        return name.clone();
+    }
+    match &trunk.domain {
+        Some(domain) => {
+            // `domain` may carry a port (`sip.example.com:5061`, `[2001:db8::1]:5061`).
+            let host = match domain.strip_prefix('[') {
+                Some(v6) => v6.split(']').next().unwrap_or(v6),
+                None if domain.matches(':').count() == 1 => {
+                    domain.split(':').next().unwrap_or(domain)
+                }
+                None => domain,
+            };
+            host.to_string()
+        }
+        None => trunk.outbound_proxy.ip().to_string(),
+    }
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, SipError> {
+    std::fs::read(path)
+        .map_err(|e| SipError::Config(format!("reading {what} from {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trunk_is_verified_by_its_configured_name() {
+        let trunk = |domain: Option<&str>, name: Option<&str>| {
+            let mut text =
+                "name = 't'\noutbound-proxy = '192.0.2.7:5061'\ntransport = 'tls'\n".to_string();
+            if let Some(d) = domain {
+                text += &format!("domain = '{d}'\n");
+            }
+            if let Some(n) = name {
+                text += &format!("tls-server-name = '{n}'\n");
+            }
+            toml::from_str::<TrunkConfig>(&text).unwrap()
+        };
+        assert_eq!(server_name(&trunk(None, None)), "192.0.2.7");
+        assert_eq!(
+            server_name(&trunk(Some("sip.carrier.example"), None)),
+            "sip.carrier.example"
+        );
+        assert_eq!(
+            server_name(&trunk(Some("sip.carrier.example:5061"), None)),
+            "sip.carrier.example"
+        );
+        assert_eq!(
+            server_name(&trunk(Some("[2001:db8::1]:5061"), None)),
+            "2001:db8::1"
+        );
+        assert_eq!(
+            server_name(&trunk(Some("pbx.example"), Some("tls.pbx.example"))),
+            "tls.pbx.example"
+        );
+    }
+
+    #[test]
+    fn missing_files_are_configuration_errors() {
+        let cfg: SipConfig = toml::from_str("tls-ca-file = '/nonexistent/ca.pem'\n").unwrap();
+        let err = Dialler::new(&cfg).err().unwrap().to_string();
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     }
 }

@@ -23,8 +23,11 @@ pub struct Host {
     /// Data folder (agent kv, compiled cache, calls.db) and the config file.
     pub data: tempfile::TempDir,
     /// The SIP port (and the one above it) and the RTP range, reserved while the host lives.
-    _ports: Ports,
+    ports: Ports,
     bin: PathBuf,
+    /// The config file, and the folder it runs in when not the test's.
+    cfg: PathBuf,
+    cwd: Option<PathBuf>,
     rust_log: String,
     env: Vec<(String, String)>,
 }
@@ -46,6 +49,8 @@ pub struct HostBuilder {
     extra: String,
     rust_log: String,
     env: Vec<(String, String)>,
+    /// A config file of the repository to run instead, and the folder to run it in.
+    config_file: Option<(PathBuf, PathBuf)>,
 }
 
 impl HostBuilder {
@@ -134,8 +139,16 @@ impl HostBuilder {
         self
     }
 
+    /// Runs the config file `file` as it is, from `cwd` (where its relative paths point), with
+    /// only what a test must change set by environment overrides: its SIP, TLS, HTTP and RTP
+    /// ports, its data folder, and its agents folder (holding the agents deployed here).
+    pub fn config_file(mut self, file: &Path, cwd: &Path) -> Self {
+        self.config_file = Some((file.to_path_buf(), cwd.to_path_buf()));
+        self
+    }
+
     /// Starts the host and waits until it is running.
-    pub fn start(self) -> Host {
+    pub fn start(mut self) -> Host {
         let agents = AgentsDir::new();
         for (name, wasm, manifest) in &self.agents {
             agents.install(name, wasm, manifest);
@@ -153,6 +166,24 @@ impl HostBuilder {
             ),
             None => String::new(),
         };
+        if let Some((file, cwd)) = self.config_file.take() {
+            let overrides = [
+                ("DATA_DIR", data.path().display().to_string()),
+                ("SIP__UDP_LISTEN", format!("127.0.0.1:{sip_port}")),
+                ("SIP__TCP_LISTEN", format!("127.0.0.1:{sip_port}")),
+                ("SIP__TLS_LISTEN", format!("127.0.0.1:{tls_port}")),
+                ("HTTP__LISTEN", "127.0.0.1:0".into()),
+                ("CALLS__RTP_PORT_MIN", ports.get(2).to_string()),
+                ("CALLS__RTP_PORT_MAX", ports.last().to_string()),
+                ("AGENTS__DIR", agents.path().display().to_string()),
+            ];
+            self.env.extend(
+                overrides
+                    .into_iter()
+                    .map(|(key, value)| (format!("SWITCHBOARD__{key}"), value)),
+            );
+            return self.launch(file, Some(cwd), agents, data, ports);
+        }
         let model = match self.model.as_str() {
             "" => String::new(),
             model => format!("[model]\n{model}\n"),
@@ -177,18 +208,31 @@ impl HostBuilder {
             ),
         )
         .unwrap();
+        self.launch(cfg, None, agents, data, ports)
+    }
+
+    fn launch(
+        self,
+        cfg: PathBuf,
+        cwd: Option<PathBuf>,
+        agents: AgentsDir,
+        data: tempfile::TempDir,
+        ports: Ports,
+    ) -> Host {
         let bin = self.bin.unwrap_or_else(switchboard_bin);
-        let (process, log, http) = launch(&bin, &cfg, &self.rust_log, &self.env);
+        let (process, log, http) = launch(&bin, &cfg, cwd.as_deref(), &self.rust_log, &self.env);
         Host {
-            sip_port,
-            tls_port,
+            sip_port: ports.first(),
+            tls_port: ports.get(1),
             http,
             agents,
             log,
             process,
             data,
-            _ports: ports,
+            ports,
             bin,
+            cfg,
+            cwd,
             rust_log: self.rust_log,
             env: self.env,
         }
@@ -210,6 +254,7 @@ impl Host {
             extra: String::new(),
             rust_log: "info,rsipstack=warn,switchboard::call=debug".into(),
             env: Vec::new(),
+            config_file: None,
         }
     }
 
@@ -217,8 +262,13 @@ impl Host {
     pub fn crash_and_restart(&mut self) {
         let _ = self.process.child.kill();
         let _ = self.process.child.wait();
-        let cfg = self.data.path().join("switchboard.toml");
-        let (process, log, http) = launch(&self.bin, &cfg, &self.rust_log, &self.env);
+        let (process, log, http) = launch(
+            &self.bin,
+            &self.cfg,
+            self.cwd.as_deref(),
+            &self.rust_log,
+            &self.env,
+        );
         self.process = process;
         self.log = log;
         self.http = http;
@@ -271,18 +321,27 @@ impl Host {
     pub fn is_running(&mut self) -> bool {
         self.process.is_running()
     }
+
+    /// The host's RTP port range (first, last), reserved for it.
+    pub fn rtp_ports(&self) -> (u16, u16) {
+        (self.ports.get(2), self.ports.last())
+    }
 }
 
 fn launch(
     bin: &Path,
     cfg: &Path,
+    cwd: Option<&Path>,
     rust_log: &str,
     env: &[(String, String)],
 ) -> (Proc, Lines, std::net::SocketAddr) {
+    let mut cmd = Command::new(bin);
+    if let Some(cwd) = cwd {
+        cmd.current_dir(cwd);
+    }
     let mut process = Proc::spawn(
         "switchboard",
-        Command::new(bin)
-            .args(["run", "--config"])
+        cmd.args(["run", "--config"])
             .arg(cfg)
             .env("RUST_LOG", rust_log)
             .envs(env.iter().map(|(k, v)| (k, v)))

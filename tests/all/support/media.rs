@@ -213,17 +213,36 @@ fn window_rms_of(w: &[i16]) -> f64 {
     (w.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / w.len() as f64).sqrt()
 }
 
-/// `samples` at `rate` brought to 8 kHz through the host's own anti-aliased resampler.
-pub fn to_8k(samples: &[i16], rate: u32) -> Vec<i16> {
-    let mut r = switchboard::resample::StreamResampler::new(rate, 8000).unwrap();
+/// `samples` at `from` Hz brought to `to` Hz through the host's own anti-aliased resampler
+/// (its delay removed, so the output lines up with the input).
+pub fn resample(samples: &[i16], from: u32, to: u32) -> Vec<i16> {
+    let mut r = switchboard::resample::StreamResampler::new(from, to).unwrap();
     r.push(samples).unwrap();
     r.drain().unwrap();
-    let mut out = Vec::with_capacity(samples.len() * 8000 / rate as usize);
+    let mut out = Vec::with_capacity(samples.len() * to as usize / from as usize);
     let mut frame = Vec::new();
     while r.pop_frame(&mut frame) {
         out.extend_from_slice(&frame);
     }
     out
+}
+
+/// `samples` at `rate` brought to 8 kHz.
+pub fn to_8k(samples: &[i16], rate: u32) -> Vec<i16> {
+    resample(samples, rate, 8000)
+}
+
+/// The share of the energy of `samples` (at `rate`) above 4 kHz: what a narrowband path
+/// (8 kHz anywhere on the way) takes away.
+pub fn wideband_share(samples: &[i16], rate: u32) -> f64 {
+    let narrow = resample(&to_8k(samples, rate), 8000, rate);
+    let (mut high, mut all) = (0f64, 0f64);
+    for (&x, &n) in samples.iter().zip(&narrow) {
+        let (x, n) = (f64::from(x), f64::from(n));
+        high += (x - n) * (x - n);
+        all += x * x;
+    }
+    high / all.max(1.0)
 }
 
 /// Index of the first sample of the first 20 ms window (8 kHz) whose RMS exceeds `rms`.

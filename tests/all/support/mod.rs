@@ -21,6 +21,7 @@ pub mod media;
 pub mod model_audio;
 pub mod model_events;
 pub mod model_tls;
+pub mod pcap;
 pub mod pjsua;
 pub mod ports;
 pub mod process;
@@ -30,6 +31,7 @@ pub mod secure_caller;
 pub mod sipp;
 pub mod softphone;
 pub mod speaker;
+pub mod tls_peer;
 pub mod twilio_wire;
 
 /// A temporary folder named `<prefix>…`, removed when dropped.

@@ -159,6 +159,56 @@ impl TestCerts {
         std::fs::rename(dir.join("leaf.pem.new"), &self.cert).unwrap();
     }
 
+    /// Another certificate from this CA, in `<name>.pem` and `<name>.key`: for `san` (e.g.
+    /// `DNS:carrier.test`), for `usage` (`serverAuth` or `clientAuth`), valid for a day or over
+    /// `dates` (`YYMMDDHHMMSSZ` from and to: one that expired, say).
+    pub fn issue(
+        &self,
+        name: &str,
+        san: &str,
+        usage: &str,
+        dates: Option<(&str, &str)>,
+    ) -> (PathBuf, PathBuf) {
+        let dir = self.dir.path();
+        let (key, csr, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.ext"),
+        );
+        let mut req = vec!["req", "-subj", "/CN=switchboard-test"];
+        req.extend(EC);
+        req.extend(["-keyout", &key, "-out", &csr]);
+        openssl(dir, &req);
+        std::fs::write(
+            dir.join(&ext),
+            format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage={usage}\n"),
+        )
+        .unwrap();
+        let pem = format!("{name}.pem");
+        // `openssl ca` sets any validity period (`x509 -req` only counts days from now).
+        let (start, end) = dates.unwrap_or(("", ""));
+        std::fs::write(
+            dir.join("ca.cnf"),
+            "[ca]\ndefault_ca = test\n[test]\ndatabase = index.txt\nnew_certs_dir = .\n\
+             serial = ca.srl.ca\ndefault_md = sha256\ndefault_days = 1\npolicy = any\n\
+             unique_subject = no\n[any]\ncommonName = supplied\n",
+        )
+        .unwrap();
+        if !dir.join("ca.srl.ca").exists() {
+            std::fs::write(dir.join("ca.srl.ca"), "1000\n").unwrap();
+            std::fs::write(dir.join("index.txt"), "").unwrap();
+        }
+        let mut sign = vec![
+            "ca", "-batch", "-notext", "-config", "ca.cnf", "-cert", "ca.pem", "-keyfile",
+            "ca.key", "-in", &csr, "-extfile", &ext, "-out", &pem,
+        ];
+        if dates.is_some() {
+            sign.extend(["-startdate", start, "-enddate", end]);
+        }
+        openssl(dir, &sign);
+        (dir.join(pem), dir.join(key))
+    }
+
     /// The leaf certificate (DER) as the files hold it now.
     pub fn leaf_der(&self) -> CertificateDer<'static> {
         CertificateDer::pem_file_iter(&self.cert)

@@ -157,7 +157,7 @@ impl Engine {
                     return;
                 }
                 self.stats.concealed_ms +=
-                    (decoded.len() as u64 * 1000) / self.media.codec.clock_rate() as u64;
+                    (decoded.len() as u64 * 1000) / self.media.codec.sample_rate() as u64;
                 self.deliver_decoded(now, out);
             }
         }
@@ -248,7 +248,7 @@ impl Engine {
             }
             return;
         }
-        let rate = self.media.codec.clock_rate();
+        let rate = self.media.codec.sample_rate();
         let queued = lock(&self.shared).queue_audio(decoded, rate);
         match queued {
             // What `Command::Queued` would do, without the command to itself.

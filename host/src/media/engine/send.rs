@@ -52,8 +52,10 @@ impl Engine {
         if slept == 0 {
             return;
         }
+        self.timestamp = self
+            .timestamp
+            .wrapping_add((self.packet_ticks() * slept) as u32);
         let samples = self.packet_samples();
-        self.timestamp = self.timestamp.wrapping_add((samples as u64 * slept) as u32);
         if let Some(r) = self.recorder.as_mut() {
             r.agent(&vec![0; samples * slept as usize]);
         }
@@ -139,7 +141,7 @@ impl Engine {
         // Timestamps advance with the clock whether or not a packet went out.
         self.timestamp = self
             .timestamp
-            .wrapping_add((samples as u64 * (1 + skipped)) as u32);
+            .wrapping_add((self.packet_ticks() * (1 + skipped)) as u32);
         // During a talkspurt the statistics go out every few packets, and on every other tick:
         // readers see them at most that stale, and the shell is spared a lock and a copy per
         // packet.

@@ -2,6 +2,7 @@
 //! and what arrives; the harness polls the engine at its deadlines, as the media thread does,
 //! and keeps what it sent and reported.
 
+mod g722;
 mod receive;
 mod rtcp;
 mod send;

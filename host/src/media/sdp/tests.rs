@@ -487,3 +487,44 @@ fn srtp_offers_and_answers_we_make() {
     let stray = format!("7 AES_CM_128_HMAC_SHA1_80 inline:{KEY}");
     assert!(process_answer(&answer_with(&[&stray]), &l).is_err());
 }
+
+/// G.722 as FreeSWITCH and desk phones offer it: static PT 9 declared `G722/8000` (RFC 3551
+/// §4.5.2), answered in kind with telephone-event at the same 8000 clock; and our own offer
+/// and the answer to it.
+#[test]
+fn g722_at_its_8000_sdp_clock_both_ways() {
+    let (answer, media) =
+        answer_offer(FREESWITCH_OFFER, &local(&[Codec::G722, Codec::Pcmu])).unwrap();
+    assert_eq!(media.codec, Codec::G722);
+    assert_eq!((media.send_payload_type, media.recv_payload_type), (9, 9));
+    assert_eq!(
+        media.dtmf_send,
+        Some(DtmfFormat {
+            payload_type: 101,
+            clock_rate: 8000
+        })
+    );
+    assert!(
+        answer.contains("m=audio 40000 RTP/AVP 9 101\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("a=rtpmap:9 G722/8000\r\n"), "{answer}");
+    // Without an rtpmap, PT 9 is G.722 by its static assignment.
+    let bare = SIPP_OFFER
+        .replace("RTP/AVP 0", "RTP/AVP 9")
+        .replace("a=rtpmap:0 PCMU/8000\r\n", "");
+    let (_, media) = answer_offer(&bare, &local(&[Codec::Pcmu, Codec::G722])).unwrap();
+    assert_eq!(media.codec, Codec::G722);
+
+    let ours = local(&[Codec::G722, Codec::Pcmu]);
+    let offer = create_offer(&ours);
+    assert!(
+        offer.contains("m=audio 40000 RTP/AVP 9 0 101\r\n"),
+        "{offer}"
+    );
+    assert!(offer.contains("a=rtpmap:9 G722/8000\r\n"), "{offer}");
+    let (answer, _) = answer_offer(&offer, &local(&[Codec::G722])).unwrap();
+    let media = process_answer(&answer, &ours).unwrap();
+    assert_eq!(media.codec, Codec::G722);
+    assert_eq!(media.dtmf_send.map(|d| d.clock_rate), Some(8000));
+}
