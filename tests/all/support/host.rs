@@ -26,8 +26,8 @@ pub struct Host {
     ports: Ports,
     bin: PathBuf,
     /// The config file, and the folder it runs in when not the test's.
-    cfg: PathBuf,
-    cwd: Option<PathBuf>,
+    cfg: Box<Path>,
+    cwd: Option<Box<Path>>,
     rust_log: String,
     env: Vec<(String, String)>,
 }
@@ -231,8 +231,8 @@ impl HostBuilder {
             data,
             ports,
             bin,
-            cfg,
-            cwd,
+            cfg: cfg.into_boxed_path(),
+            cwd: cwd.map(PathBuf::into_boxed_path),
             rust_log: self.rust_log,
             env: self.env,
         }
