@@ -664,10 +664,7 @@ async fn the_dashboard_follows_a_connector_call_live_with_its_leg() {
             wait,
         )
         .await;
-    let facts = browser
-        .eval("document.querySelector('dl.facts').innerText")
-        .await;
-    let facts = facts.as_str().unwrap();
+    let facts = browser.text("dl.facts").await;
     assert!(
         facts.contains("openai-sip") && facts.contains("receptionist"),
         "{facts}"

@@ -278,10 +278,7 @@ async fn follows_a_live_call_from_the_active_list_to_its_detail() {
             WAIT,
         )
         .await;
-    let facts = browser
-        .eval("document.querySelector('dl.facts').innerText")
-        .await;
-    let facts = facts.as_str().unwrap();
+    let facts = browser.text("dl.facts").await;
     assert!(
         facts.contains("4000") && facts.contains("hangup-requested"),
         "{facts}"

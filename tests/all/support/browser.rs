@@ -189,6 +189,16 @@ impl Browser {
         r["result"]["value"].clone()
     }
 
+    /// The text of the first element `selector` matches (empty when none does).
+    pub async fn text(&mut self, selector: &str) -> String {
+        let text = self
+            .eval(&format!(
+                "document.querySelector({selector:?})?.innerText ?? ''"
+            ))
+            .await;
+        text.as_str().unwrap_or_default().to_string()
+    }
+
     /// Poll `expression` until it is truthy and return its value; on timeout, panic with `what`
     /// and the text the page shows.
     pub async fn wait_for(&mut self, what: &str, expression: &str, timeout: Duration) -> Value {
