@@ -166,9 +166,12 @@ pub fn new_encoder(codec: Codec) -> Result<Box<dyn AudioEncoder>, CodecError> {
 /// Creates a decoder (with packet-loss concealment) for `codec`.
 pub fn new_decoder(codec: Codec) -> Result<Box<dyn AudioDecoder>, CodecError> {
     Ok(match codec {
-        Codec::Pcmu => Box::new(G711Decoder::new(true)),
-        Codec::Pcma => Box::new(G711Decoder::new(false)),
-        Codec::G722 => Box::new(G722Decoder::default()),
+        Codec::Pcmu => Box::new(FadingDecoder::new(Waveform::Ulaw, 8000)),
+        Codec::Pcma => Box::new(FadingDecoder::new(Waveform::Alaw, 8000)),
+        Codec::G722 => Box::new(FadingDecoder::new(
+            Waveform::G722(Box::default()),
+            Codec::G722.sample_rate(),
+        )),
         Codec::Opus => Box::new(OpusDecoder::new()?),
     })
 }
@@ -245,69 +248,41 @@ impl RepeatFade {
     }
 }
 
-struct G711Decoder {
-    ulaw: bool,
+/// What a [`FadingDecoder`] decodes.
+enum Waveform {
+    Ulaw,
+    Alaw,
+    G722(Box<g722::Decoder>),
+}
+
+/// The decoders with no concealment of their own (G.711; G.722, whose Appendices III and IV are
+/// optional): a gap is filled by repeating and fading the last good audio, and G.722's state
+/// stays where the last good packet left it.
+struct FadingDecoder {
+    waveform: Waveform,
     plc: RepeatFade,
 }
 
-impl G711Decoder {
-    fn new(ulaw: bool) -> Self {
-        G711Decoder {
-            ulaw,
-            plc: RepeatFade::new(8000),
+impl FadingDecoder {
+    fn new(waveform: Waveform, sample_rate: u32) -> Self {
+        FadingDecoder {
+            waveform,
+            plc: RepeatFade::new(sample_rate),
         }
     }
 }
 
-impl AudioDecoder for G711Decoder {
+impl AudioDecoder for FadingDecoder {
     fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) -> Result<(), CodecError> {
         if payload.is_empty() {
             return Err(CodecError::EmptyPayload);
         }
         let start = out.len();
-        if self.ulaw {
-            out.extend(payload.iter().map(|&c| g711::ulaw_decode(c)));
-        } else {
-            out.extend(payload.iter().map(|&c| g711::alaw_decode(c)));
+        match &mut self.waveform {
+            Waveform::Ulaw => out.extend(payload.iter().map(|&c| g711::ulaw_decode(c))),
+            Waveform::Alaw => out.extend(payload.iter().map(|&c| g711::alaw_decode(c))),
+            Waveform::G722(decoder) => decoder.decode(payload, out),
         }
-        self.plc.good(&out[start..]);
-        Ok(())
-    }
-
-    fn conceal(
-        &mut self,
-        _following: Option<&[u8]>,
-        samples: usize,
-        out: &mut Vec<i16>,
-    ) -> Result<(), CodecError> {
-        self.plc.conceal(samples, out);
-        Ok(())
-    }
-}
-
-/// G.722 has no concealment of its own (Appendices III and IV are optional): the decoder's
-/// state stays where the last good packet left it, and the gap is filled like G.711's.
-struct G722Decoder {
-    inner: g722::Decoder,
-    plc: RepeatFade,
-}
-
-impl Default for G722Decoder {
-    fn default() -> Self {
-        G722Decoder {
-            inner: g722::Decoder::new(),
-            plc: RepeatFade::new(Codec::G722.sample_rate()),
-        }
-    }
-}
-
-impl AudioDecoder for G722Decoder {
-    fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) -> Result<(), CodecError> {
-        if payload.is_empty() {
-            return Err(CodecError::EmptyPayload);
-        }
-        let start = out.len();
-        self.inner.decode(payload, out);
         self.plc.good(&out[start..]);
         Ok(())
     }
