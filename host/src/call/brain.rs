@@ -106,6 +106,7 @@ pub(crate) fn settings_for(
         output_format: formats.1,
         turn_detection: Default::default(),
         input_transcription: true,
+        history: Vec::new(),
     }
 }
 
@@ -128,6 +129,26 @@ pub(crate) async fn connect_model(
             None
         }
     }
+}
+
+/// A model session that takes over a call with the conversation so far (its greeting is not
+/// spoken again).
+pub(crate) async fn reconnect_model(
+    deps: &CallDeps,
+    config: &SessionConfig,
+    leg: LegFormat,
+    history: Vec<(crate::domain::Role, String)>,
+) -> Result<ModelSession, String> {
+    let formats = model_formats(deps.provider.as_ref(), leg);
+    let settings = SessionSettings {
+        greeting: None,
+        history,
+        ..settings_for(config, formats)
+    };
+    deps.provider
+        .connect(settings)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 pub(crate) async fn connect_fallback(deps: &CallDeps, leg: LegFormat) -> ModelSession {

@@ -114,8 +114,25 @@ pub enum LegEvent {
     CallerAudio(Vec<i16>),
     /// No media from the far end for too long.
     MediaTimeout,
+    /// The far end put the call on hold (`true`: it sends us no audio and wants none) or
+    /// resumed it (`false`).
+    Hold(bool),
+    /// The leg's keep-alive of the session (SIP session timer, RFC 4028) did something worth
+    /// recording: `status` is `agreed`, `refreshed`, `refresh-failed` or `expired`.
+    SessionTimer(SessionTimerNote),
     /// The leg went away under the call (signalling or media ended); the text says which.
     Lost(String),
+}
+
+/// A session-timer step, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionTimerNote {
+    pub status: &'static str,
+    pub interval_secs: u32,
+    /// Who refreshes: `us` or `peer` (empty when the step does not say).
+    pub refresher: &'static str,
+    /// The SIP status of a refused refresh.
+    pub code: Option<u16>,
 }
 
 /// What the caller heard of the audio that an interruption cut.

@@ -401,6 +401,18 @@ async fn run_answered<L: Leg>(deps: &Arc<CallDeps>, a: Answered<L>) {
     });
     let agent_name = a.accepted.agent.version().name();
     let format = a.leg.facts().codec.as_deref().and_then(LegFormat::parse);
+    let leg_format = format.unwrap_or(Codec::Pcmu.into());
+    // A model that closes while the call is on hold is replaced on resume (not the apology).
+    let reconnect = a.failure.is_none().then(|| {
+        let deps = deps.clone();
+        let config = a.accepted.config.clone();
+        Box::new(move |history: Vec<(crate::domain::Role, String)>| {
+            let (deps, config) = (deps.clone(), config.clone());
+            Box::pin(
+                async move { brain::reconnect_model(&deps, &config, leg_format, history).await },
+            ) as futures_util::future::BoxFuture<'static, _>
+        }) as task::ReconnectModel
+    });
     let fallback_deps = deps.clone();
     let task = CallTask {
         recording: recording_path(deps, agent_name, &a.call_id),
@@ -412,10 +424,10 @@ async fn run_answered<L: Leg>(deps: &Arc<CallDeps>, a: Answered<L>) {
         logic,
         outcome: None,
         fallback: Some(Box::new(move || {
-            Box::pin(async move {
-                brain::connect_fallback(&fallback_deps, format.unwrap_or(Codec::Pcmu.into())).await
-            })
+            Box::pin(async move { brain::connect_fallback(&fallback_deps, leg_format).await })
         })),
+        reconnect,
+        model_ended: false,
     };
     task.run(a.accepted.actions, a.failure).await;
     deps.forget(&a.call_id);

@@ -9,11 +9,12 @@ use tokio::sync::mpsc;
 
 use super::leg::{
     CallerAudio, Capabilities, Capability, Dialing, DigitSource, Interrupted, Leg, LegAudio,
-    LegError, LegEvent, LegFacts, Playout, Progress, Unanswered,
+    LegError, LegEvent, LegFacts, Playout, Progress, SessionTimerNote, Unanswered,
 };
 use crate::media::{MediaEvent, MediaSession, MediaStats, sdp};
 use crate::sip::{
-    CallOutcome, CallProgress, Dialog, DialogEvent, DialogHandle, OutgoingCall, ReinviteRequest,
+    CallOutcome, CallProgress, Dialog, DialogEvent, DialogHandle, EndReason, OutgoingCall,
+    ReinviteRequest, TimerEvent,
 };
 
 /// How long a digit sent by the agent lasts.
@@ -75,6 +76,8 @@ pub(crate) struct SipLeg {
     media_events: mpsc::Receiver<MediaEvent>,
     /// Our SDP, kept for re-INVITEs: later offers keep to the codec of the call.
     local: sdp::LocalMedia,
+    /// The far end holds the call (its last offer was sendonly, inactive or `c=0.0.0.0`).
+    held: bool,
 }
 
 impl SipLeg {
@@ -99,10 +102,12 @@ impl SipLeg {
             media: SipMedia(media),
             media_events,
             local,
+            held: false,
         }
     }
 
-    fn on_reinvite(&mut self, req: ReinviteRequest) {
+    /// Answers a re-INVITE from the call's SDP; a change of hold is the call's business.
+    fn on_reinvite(&mut self, req: ReinviteRequest) -> Option<LegEvent> {
         match sdp::answer_reoffer(req.remote_sdp.as_deref(), &mut self.local) {
             Ok((reply, negotiated)) => {
                 if let Some(negotiated) = negotiated
@@ -111,8 +116,17 @@ impl SipLeg {
                     tracing::warn!(error = %e, "applying the re-INVITE to media failed");
                 }
                 req.accept(reply);
+                // An offer-less re-INVITE says nothing about hold.
+                if req.remote_sdp.is_none() || req.hold == self.held {
+                    return None;
+                }
+                self.held = req.hold;
+                Some(LegEvent::Hold(req.hold))
             }
-            Err(e) => req.reject(e.sip_status()),
+            Err(e) => {
+                req.reject(e.sip_status());
+                None
+            }
         }
     }
 
@@ -121,14 +135,24 @@ impl SipLeg {
         loop {
             tokio::select! {
                 ev = self.dialog.recv() => match ev {
+                    Some(DialogEvent::Ended(EndReason::SessionExpired)) => {
+                        return LegEvent::Lost("session expired without refresh".into());
+                    }
                     Some(DialogEvent::Ended(reason)) => {
                         tracing::debug!(?reason, "far end ended the call");
                         return LegEvent::Hangup;
                     }
+                    Some(DialogEvent::SessionTimer(event)) => {
+                        return LegEvent::SessionTimer(timer_note(event));
+                    }
                     Some(DialogEvent::Dtmf { digit, .. }) => {
                         return LegEvent::Digit { digit, source: DigitSource::SipInfo };
                     }
-                    Some(DialogEvent::Reinvite(req)) => self.on_reinvite(req),
+                    Some(DialogEvent::Reinvite(req)) => {
+                        if let Some(event) = self.on_reinvite(req) {
+                            return event;
+                        }
+                    }
                     Some(DialogEvent::TransferRequested { target, .. }) => {
                         tracing::warn!(%target, "REFER from the far end is not carried out in agent calls");
                         // On its own task: this future may be dropped by the call's select.
@@ -204,6 +228,29 @@ impl Leg for SipLeg {
 
     async fn close(self) -> Option<MediaStats> {
         Some(self.media.0.close().await)
+    }
+}
+
+/// A session-timer step as the call records it.
+fn timer_note(event: TimerEvent) -> SessionTimerNote {
+    let (status, agreed, code) = match event {
+        TimerEvent::Agreed(agreed) => ("agreed", Some(agreed), None),
+        TimerEvent::Refreshed { agreed, .. } => ("refreshed", Some(agreed), None),
+        TimerEvent::RefreshFailed { code } => ("refresh-failed", None, Some(code)),
+        TimerEvent::Expired { interval_secs } => {
+            return SessionTimerNote {
+                status: "expired",
+                interval_secs,
+                refresher: "",
+                code: None,
+            };
+        }
+    };
+    SessionTimerNote {
+        status,
+        interval_secs: agreed.map_or(0, |a| a.interval_secs),
+        refresher: agreed.map_or("", |a| a.refresher.as_str()),
+        code,
     }
 }
 

@@ -18,13 +18,17 @@ use super::audio::{decode_from_model, encode_for_model};
 use super::events::Recorder;
 use super::leg::{CallerAudio, DigitSource, Leg, LegEvent};
 use super::logic::{CallLogic, Effect, Ending, Input};
-use crate::domain::Action;
 use crate::domain::agent_event::AgentRequest;
 use crate::domain::events::{CallState, EventKind};
+use crate::domain::{Action, Role};
 use crate::model::{AudioFormat, Command, ModelEvent, ModelSession};
 
 /// Connects the local apology speech when the model fails mid-call.
 pub(crate) type FallbackModel = Box<dyn FnOnce() -> BoxFuture<'static, ModelSession> + Send>;
+
+/// Connects a model session that takes over the call with the conversation so far.
+pub(crate) type ReconnectModel =
+    Box<dyn Fn(Vec<(Role, String)>) -> BoxFuture<'static, Result<ModelSession, String>> + Send>;
 
 /// Everything a running call owns.
 pub(crate) struct CallTask<L: Leg, A: CallAgent> {
@@ -37,6 +41,11 @@ pub(crate) struct CallTask<L: Leg, A: CallAgent> {
     /// Where to record the call, when the configuration wants it.
     pub recording: Option<PathBuf>,
     pub fallback: Option<FallbackModel>,
+    /// How a model session that closed during a hold is replaced; `None` when the call runs
+    /// on the fallback.
+    pub reconnect: Option<ReconnectModel>,
+    /// The model's event stream ended (it stays ended until the model is replaced).
+    pub model_ended: bool,
     /// The business outcome the agent set last.
     pub outcome: Option<String>,
 }
@@ -118,7 +127,7 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
                     }
                     other => leg_input(other, started),
                 },
-                ev = self.model.events.recv() => match ev {
+                ev = self.model.events.recv(), if !self.model_ended => match ev {
                     Some(ModelEvent::Audio { item_id, data, format }) => {
                         self.play(started, &item_id, &data, format, &host_in_ns);
                         continue;
@@ -127,7 +136,10 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
                         Some(input) => input,
                         None => continue,
                     },
-                    None => Input::ModelGone,
+                    None => {
+                        self.model_ended = true;
+                        Input::ModelGone
+                    }
                 },
                 cmd = self.commands.recv() => Input::Command(cmd),
                 () = sleep_until_some(deadline) => Input::Tick,
@@ -162,6 +174,16 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
                     self.logic
                         .handle(started.elapsed(), input, self.leg.playout());
                 }
+                Effect::CallerAudio(to_model) => {
+                    if to_model {
+                        self.route_caller_audio(host_in_ns);
+                    } else if let Some(audio) = self.leg.audio()
+                        && let Err(e) =
+                            audio.route_caller(CallerAudio::Sink(Box::new(|_: &[i16]| {})))
+                    {
+                        tracing::debug!(error = %e, "the leg ended before its audio was held");
+                    }
+                }
                 Effect::SendDigits(digits) => {
                     if let Err(e) = self.leg.send_digits(&digits) {
                         tracing::warn!(error = %e, "sending DTMF failed");
@@ -177,7 +199,29 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
                 Effect::ConnectFallback => {
                     if let Some(connect) = self.fallback.take() {
                         self.model = connect().await;
+                        self.model_ended = false;
                         self.route_caller_audio(host_in_ns);
+                    }
+                }
+                Effect::Reconnect(history) => {
+                    let turns = history.len();
+                    // The future first: no borrow of the (not Sync) connector across the await.
+                    let connecting = self.reconnect.as_ref().map(|connect| connect(history));
+                    let connected = match connecting {
+                        Some(connecting) => connecting.await,
+                        None => Err("no model to reconnect to".to_string()),
+                    };
+                    match connected {
+                        Ok(model) => {
+                            tracing::info!(turns, "a new model session took over after the hold");
+                            self.model = model;
+                            self.model_ended = false;
+                        }
+                        Err(why) => {
+                            let input = Input::ModelClosed(format!("reconnecting failed: {why}"));
+                            self.logic
+                                .handle(started.elapsed(), input, self.leg.playout());
+                        }
                     }
                 }
                 Effect::End(e) => ending = Some(e),
@@ -318,6 +362,8 @@ fn leg_input(event: LegEvent, started: Instant) -> Input {
             at: at.saturating_duration_since(started),
         },
         LegEvent::MediaTimeout => Input::MediaTimeout,
+        LegEvent::Hold(held) => Input::Hold(held),
+        LegEvent::SessionTimer(note) => Input::SessionTimer(note),
         LegEvent::Lost(why) => Input::LegLost(why),
         // The drain check runs after every input.
         LegEvent::PlayoutDrained | LegEvent::CallerAudio(_) => Input::Tick,

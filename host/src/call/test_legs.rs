@@ -276,6 +276,8 @@ fn start<L: Leg + 'static>(
         commands: commands_rx,
         recording: recording.then(|| std::env::temp_dir().join("never-written.wav")),
         fallback: None,
+        reconnect: None,
+        model_ended: false,
         outcome: None,
     };
     let call = tokio::spawn(task.run(Vec::new(), None));

@@ -128,6 +128,22 @@ pub enum EventKind {
     ModelError {
         message: String,
     },
+    /// The far end put the call on hold (`held`) or resumed it; on resume, how long it was
+    /// held.
+    Hold {
+        held: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        held_ms: Option<u64>,
+    },
+    /// The session timer (SIP, RFC 4028): `agreed`, `refreshed`, `refresh-failed` or
+    /// `expired`, with the interval and who refreshes (`us` or `peer`).
+    SessionTimer {
+        status: String,
+        interval_secs: u32,
+        refresher: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<u16>,
+    },
     /// The call is being recorded to this WAV file.
     Recording {
         path: String,

@@ -152,6 +152,7 @@ mod tests {
             output_format: output,
             turn_detection: Default::default(),
             input_transcription: false,
+            history: Vec::new(),
         }
     }
 

@@ -33,6 +33,7 @@
 //!         output_format: formats.output[0],
 //!         turn_detection: TurnDetection::default(),
 //!         input_transcription: true,
+//!         history: Vec::new(),
 //!     })
 //!     .await?;
 //! session.send(Command::Audio(vec![0; 640])).await?; // 20 ms of 16 kHz PCM16 silence
@@ -179,6 +180,10 @@ pub struct SessionSettings {
     pub turn_detection: TurnDetection,
     /// Transcribe the caller's speech (where the provider can).
     pub input_transcription: bool,
+    /// The conversation so far, oldest first, when this session takes over a call from one
+    /// that ended (the model closed while the call was on hold): given to the model as
+    /// context, not spoken.
+    pub history: Vec<(Role, String)>,
 }
 
 /// Commands into a session.

@@ -4,6 +4,8 @@ use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 
 pub use crate::domain::SrtpPolicy;
+
+use super::session_timer::TimerConfig;
 use std::path::PathBuf;
 
 /// Everything the SIP endpoint needs to start.
@@ -51,6 +53,12 @@ pub struct SipConfig {
     pub refer_allow: Vec<String>,
     /// Outbound calls are cancelled after this many seconds without an answer.
     pub ring_timeout_secs: u64,
+    /// Session timer (RFC 4028): the interval in seconds we ask for and accept at most; the
+    /// refresher refreshes at half of it, and a session nobody refreshes ends near its end.
+    pub session_expires: u32,
+    /// The smallest session interval we accept (seconds, at least the RFC's 90); shorter
+    /// requests get 422.
+    pub min_se: u32,
 }
 
 impl Default for SipConfig {
@@ -84,7 +92,32 @@ impl Default for SipConfig {
             scanner_action: ScannerAction::Drop,
             refer_allow: Vec::new(),
             ring_timeout_secs: 60,
+            session_expires: 1800,
+            min_se: super::session_timer::RFC_MIN_SE,
         }
+    }
+}
+
+impl SipConfig {
+    /// The session-timer settings, checked: Min-SE at least 90 s (RFC 4028 §5), and an interval
+    /// no shorter than it.
+    pub(crate) fn timer_config(&self) -> Result<TimerConfig, super::SipError> {
+        if self.min_se < super::session_timer::RFC_MIN_SE {
+            return Err(super::SipError::Config(format!(
+                "min-se = {} is below the 90 s RFC 4028 allows",
+                self.min_se
+            )));
+        }
+        if self.session_expires < self.min_se {
+            return Err(super::SipError::Config(format!(
+                "session-expires = {} is below min-se = {}",
+                self.session_expires, self.min_se
+            )));
+        }
+        Ok(TimerConfig {
+            session_expires: self.session_expires,
+            min_se: self.min_se,
+        })
     }
 }
 
@@ -418,6 +451,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(udp.contains("tls-server-name needs transport"), "{udp}");
+    }
+
+    #[test]
+    fn session_timer_settings() {
+        let cfg = SipConfig::default();
+        assert_eq!((cfg.session_expires, cfg.min_se), (1800, 90));
+        let cfg: SipConfig = toml::from_str("session-expires = 600\nmin-se = 120").unwrap();
+        assert_eq!((cfg.session_expires, cfg.min_se), (600, 120));
+        assert!(cfg.timer_config().is_ok());
+        let low: SipConfig = toml::from_str("min-se = 30").unwrap();
+        let e = low.timer_config().unwrap_err().to_string();
+        assert!(e.contains("min-se"), "{e}");
+        let below: SipConfig = toml::from_str("session-expires = 100\nmin-se = 120").unwrap();
+        assert!(below.timer_config().is_err());
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Established (or establishing) calls: the `Dialog` handle the consumer drives, the
 //! events it receives, and the task that turns the stack's dialog states into them.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rsipstack::dialog::dialog::{
@@ -17,6 +17,9 @@ use tracing::{debug, info, warn};
 use super::error::SipError;
 use super::outbound::CallProgress;
 use super::policy::CallSlot;
+use super::session_timer::{
+    self, Due, Negotiated, Refresher, SessionTimer, TimerHeaders, UasAnswer,
+};
 use super::wire;
 
 /// How long the consumer has to answer a re-INVITE before we refuse it (500).
@@ -44,8 +47,24 @@ pub enum DialogEvent {
         reason: String,
         success: bool,
     },
+    /// The session timer (RFC 4028) agreed, refreshed, failed to refresh or expired.
+    SessionTimer(TimerEvent),
     /// The call is over; no more events follow.
     Ended(EndReason),
+}
+
+/// What the session timer (RFC 4028) of a call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerEvent {
+    /// The interval and refresher agreed when the call was answered.
+    Agreed(Negotiated),
+    /// A refresh (`by` whom) went through on these terms.
+    Refreshed { by: Refresher, agreed: Negotiated },
+    /// Our refresh was refused with `code`; unless a later one goes through, the session
+    /// expires.
+    RefreshFailed { code: u16 },
+    /// No refresh in time: we sent BYE.
+    Expired { interval_secs: u32 },
 }
 
 /// Why a call ended.
@@ -59,6 +78,8 @@ pub enum EndReason {
     Cancelled,
     /// No ACK or no response in time.
     Timeout,
+    /// Nobody refreshed the session in time (RFC 4028); we sent BYE.
+    SessionExpired,
     /// The call failed with a SIP status.
     Failed(u16),
 }
@@ -89,6 +110,10 @@ pub(crate) struct DialogShared {
     pub call_id: String,
     pub dialog: InviteDialog,
     pub local_hangup: AtomicBool,
+    /// The session expired and we hung up for it.
+    pub expired: AtomicBool,
+    /// The SDP we sent last (offer or answer): a refresh re-INVITE offers it unchanged.
+    pub local_sdp: Mutex<Option<String>>,
 }
 
 /// Cloneable control handle of one call.
@@ -112,7 +137,16 @@ impl DialogHandle {
                 call_id,
                 dialog,
                 local_hangup: AtomicBool::new(false),
+                expired: AtomicBool::new(false),
+                local_sdp: Mutex::new(None),
             }),
+        }
+    }
+
+    /// Remembers the SDP we sent last.
+    pub(crate) fn sent_sdp(&self, sdp: &str) {
+        if let Ok(mut last) = self.shared.local_sdp.lock() {
+            *last = Some(sdp.to_string());
         }
     }
 
@@ -262,6 +296,54 @@ fn body_text(req: &Request) -> Option<String> {
     (!req.body.is_empty()).then(|| String::from_utf8_lossy(&req.body).into_owned())
 }
 
+/// The session-timer headers of a message.
+pub(crate) fn timer_headers(headers: &rsipstack::sip::Headers) -> TimerHeaders {
+    let pairs: Vec<(String, String)> = headers
+        .iter()
+        .map(|h| (h.name().to_string(), h.value().to_string()))
+        .collect();
+    TimerHeaders::parse(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+}
+
+/// Whether a message's Allow names UPDATE.
+pub(crate) fn allows_update(headers: &rsipstack::sip::Headers) -> bool {
+    headers.iter().any(|h| {
+        h.name().eq_ignore_ascii_case("Allow")
+            && h.value()
+                .split(',')
+                .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"))
+    })
+}
+
+/// Session-timer header lines as the stack's headers.
+pub(crate) fn stack_headers(list: Vec<(&'static str, String)>) -> Vec<Header> {
+    list.into_iter()
+        .map(|(name, value)| match name {
+            "Supported" => Header::Supported(value.into()),
+            "Require" => Header::Require(value.into()),
+            "Session-Expires" => Header::SessionExpires(value.into()),
+            "Min-SE" => Header::MinSE(value.into()),
+            other => Header::Other(other.into(), value),
+        })
+        .collect()
+}
+
+/// What the pump hears back from the tasks it spawns for the session timer.
+enum TimerInput {
+    /// Our 2xx to the peer's re-INVITE or UPDATE went out with these terms.
+    PeerRefreshed(UasAnswer),
+    /// The final response to our refresh: its status and timer headers; `None` when none came.
+    OurRefresh(Option<(u16, TimerHeaders)>),
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Everything the state pump needs for one dialog.
 pub(crate) struct Pump {
     pub handle: DialogHandle,
@@ -277,15 +359,55 @@ pub(crate) struct Pump {
     pub refer_allow: Arc<Vec<String>>,
     /// Held for the life of the call (inbound concurrency caps).
     pub slot: Option<CallSlot>,
+    pub timer: SessionTimer,
+    /// Inbound: what our 2xx to the INVITE said of the session timer. Outbound (`None`): the
+    /// 2xx we receive says.
+    pub timer_answer: Option<UasAnswer>,
+    /// The peer takes UPDATE (its Allow), so a refresh needs no SDP.
+    pub peer_allows_update: bool,
+}
+
+/// The pump's own channel and clock.
+struct PumpClock {
+    started: tokio::time::Instant,
+    timer_tx: mpsc::UnboundedSender<TimerInput>,
+}
+
+impl PumpClock {
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
 }
 
 impl Pump {
     pub(crate) async fn run(mut self, mut states: DialogStateReceiver) {
         let call_id = self.handle.call_id().to_string();
+        let (timer_tx, mut timer_rx) = mpsc::unbounded_channel();
+        let clock = PumpClock {
+            started: tokio::time::Instant::now(),
+            timer_tx,
+        };
         // Only established dialogs are removed here; an unanswered one is removed by whoever
         // drives its INVITE transaction, once that transaction has sent its final response.
         let mut established = false;
-        while let Some(state) = states.recv().await {
+        loop {
+            let deadline = self.timer.deadline().map(|d| clock.started + d);
+            let state = tokio::select! {
+                state = states.recv() => match state {
+                    Some(state) => state,
+                    None => break,
+                },
+                Some(input) = timer_rx.recv() => {
+                    self.on_timer_input(&clock, input);
+                    continue;
+                }
+                () = sleep_until_some(deadline) => {
+                    if let Some(due) = self.timer.poll(clock.now()) {
+                        self.on_due(&clock, due);
+                    }
+                    continue;
+                }
+            };
             match state {
                 DialogState::Early(_, resp) => {
                     if let Some(p) = &self.progress {
@@ -299,7 +421,7 @@ impl Pump {
                         p.send(ev).ok();
                     }
                 }
-                DialogState::Updated(_, req, handle) => self.on_reinvite(req, handle),
+                DialogState::Updated(_, req, handle) => self.on_reinvite(&clock, req, handle),
                 DialogState::Info(_, req, handle) => self.on_info(&req, handle).await,
                 DialogState::Options(_, _, handle) => {
                     handle.reply(StatusCode::OK).await.ok();
@@ -324,7 +446,10 @@ impl Pump {
                     }
                     break;
                 }
-                DialogState::WaitAck(_, _) | DialogState::Confirmed(_, _) => {
+                DialogState::WaitAck(_, resp) | DialogState::Confirmed(_, resp) => {
+                    if !established {
+                        self.start_timer(&clock, &resp);
+                    }
                     established = true;
                     self.finish_progress();
                 }
@@ -334,6 +459,135 @@ impl Pump {
         drop(self.slot.take());
     }
 
+    /// The call is up: the session timer runs on the terms of the INVITE's 2xx (ours when we
+    /// answered, the peer's `resp` when we called).
+    fn start_timer(&mut self, clock: &PumpClock, resp: &rsipstack::sip::Response) {
+        let agreed = match self.timer_answer {
+            Some(UasAnswer::Timer(agreed)) => Some(agreed),
+            Some(_) => None,
+            None => {
+                self.peer_allows_update = allows_update(&resp.headers);
+                session_timer::from_2xx(&timer_headers(&resp.headers))
+            }
+        };
+        self.timer.refreshed(clock.now(), agreed);
+        if let Some(agreed) = agreed {
+            info!(sip_call_id = %self.handle.call_id(), interval_secs = agreed.interval_secs,
+                  refresher = agreed.refresher.as_str(), "session timer agreed");
+            self.emit_timer(TimerEvent::Agreed(agreed));
+        }
+    }
+
+    fn emit_timer(&self, event: TimerEvent) {
+        self.events.send(DialogEvent::SessionTimer(event)).ok();
+    }
+
+    fn on_due(&mut self, clock: &PumpClock, due: Due) {
+        match due {
+            Due::Refresh {
+                interval_secs,
+                min_se,
+            } => self.send_refresh(clock, interval_secs, min_se),
+            Due::Expire => {
+                let interval_secs = self.timer_interval();
+                warn!(sip_call_id = %self.handle.call_id(), interval_secs,
+                      "session not refreshed in time; hanging up");
+                self.emit_timer(TimerEvent::Expired { interval_secs });
+                self.handle.shared.expired.store(true, Ordering::Release);
+                let handle = self.handle.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle.shared.dialog.hangup().await {
+                        warn!(sip_call_id = %handle.call_id(), error = %e, "BYE at session expiry failed");
+                    }
+                });
+            }
+        }
+    }
+
+    fn timer_interval(&self) -> u32 {
+        self.timer
+            .agreed()
+            .map_or(self.timer.config().session_expires, |a| a.interval_secs)
+    }
+
+    /// Refreshes the session: UPDATE without a body when the peer takes it, else a re-INVITE
+    /// offering the SDP we sent last, unchanged (RFC 4028 §7.4, RFC 3264 §8).
+    fn send_refresh(&self, clock: &PumpClock, interval_secs: u32, min_se: u32) {
+        let dialog = self.handle.shared.dialog.clone();
+        let sdp = self
+            .handle
+            .shared
+            .local_sdp
+            .lock()
+            .ok()
+            .and_then(|s| s.clone());
+        let update = self.peer_allows_update || sdp.is_none();
+        let mut headers =
+            stack_headers(session_timer::request_headers(interval_secs, min_se, true));
+        let results = clock.timer_tx.clone();
+        let call_id = self.handle.call_id().to_string();
+        debug!(sip_call_id = %call_id, update, interval_secs, "refreshing the session");
+        tokio::spawn(async move {
+            let resp = if update {
+                dialog.update(Some(headers), None).await
+            } else {
+                headers.push(Header::ContentType("application/sdp".into()));
+                dialog
+                    .reinvite(Some(headers), sdp.map(String::into_bytes))
+                    .await
+            };
+            let result = match resp {
+                Ok(Some(r)) => Some((u16::from(r.status_code.clone()), timer_headers(&r.headers))),
+                Ok(None) => None,
+                Err(e) => {
+                    warn!(sip_call_id = %call_id, error = %e, "session refresh not sent");
+                    None
+                }
+            };
+            results.send(TimerInput::OurRefresh(result)).ok();
+        });
+    }
+
+    fn on_timer_input(&mut self, clock: &PumpClock, input: TimerInput) {
+        let now = clock.now();
+        match input {
+            TimerInput::PeerRefreshed(answer) => {
+                let agreed = match answer {
+                    UasAnswer::Timer(agreed) => Some(agreed),
+                    _ => None,
+                };
+                self.timer.refreshed(now, agreed);
+                if let Some(agreed) = agreed {
+                    self.emit_timer(TimerEvent::Refreshed {
+                        by: Refresher::Peer,
+                        agreed,
+                    });
+                }
+            }
+            TimerInput::OurRefresh(Some((code, headers))) if (200..300).contains(&code) => {
+                let agreed = session_timer::from_2xx(&headers);
+                self.timer.refreshed(now, agreed);
+                if let Some(agreed) = agreed {
+                    info!(sip_call_id = %self.handle.call_id(), interval_secs = agreed.interval_secs,
+                          "session refreshed");
+                    self.emit_timer(TimerEvent::Refreshed {
+                        by: Refresher::Us,
+                        agreed,
+                    });
+                }
+            }
+            TimerInput::OurRefresh(result) => {
+                // No response at all counts as a timeout (408).
+                let (code, headers) = result.unwrap_or((408, TimerHeaders::default()));
+                warn!(sip_call_id = %self.handle.call_id(), code, "session refresh refused");
+                self.emit_timer(TimerEvent::RefreshFailed { code });
+                if let Some(due) = self.timer.refresh_refused(code, &headers) {
+                    self.on_due(clock, due);
+                }
+            }
+        }
+    }
+
     fn finish_progress(&mut self) {
         if let Some(done) = self.progress_done.take() {
             done.send(()).ok();
@@ -341,6 +595,9 @@ impl Pump {
     }
 
     fn end_reason(&self, reason: &TerminatedReason) -> EndReason {
+        if self.handle.shared.expired.load(Ordering::Acquire) {
+            return EndReason::SessionExpired;
+        }
         if self.handle.shared.local_hangup.load(Ordering::Acquire) {
             return EndReason::LocalHangup;
         }
@@ -357,11 +614,41 @@ impl Pump {
         }
     }
 
-    fn on_reinvite(&self, req: Request, handle: TransactionHandle) {
+    /// A re-INVITE or UPDATE from the peer. Its session-timer headers are answered here (422
+    /// when too short); an UPDATE without SDP is only a refresh and is answered at once; a new
+    /// offer goes to the consumer, whose answer we send with the timer headers.
+    fn on_reinvite(&self, clock: &PumpClock, req: Request, handle: TransactionHandle) {
+        let call_id = self.handle.call_id().to_string();
+        let timer = self.timer.answer(&timer_headers(&req.headers));
+        if let UasAnswer::TooSmall { min_se } = timer {
+            info!(%call_id, method = %req.method, min_se, "session refresh below our Min-SE; 422");
+            let headers = vec![Header::MinSE(min_se.to_string().into())];
+            tokio::spawn(async move {
+                handle
+                    .respond(StatusCode::from(422u16), Some(headers), None)
+                    .await
+                    .ok();
+            });
+            return;
+        }
         let remote_sdp = body_text(&req);
+        let results = clock.timer_tx.clone();
+        if remote_sdp.is_none() && req.method == rsipstack::sip::Method::Update {
+            debug!(%call_id, "UPDATE without SDP: session refresh");
+            tokio::spawn(async move {
+                let headers = stack_headers(timer.headers());
+                if handle
+                    .respond(StatusCode::OK, Some(headers), None)
+                    .await
+                    .is_ok()
+                {
+                    results.send(TimerInput::PeerRefreshed(timer)).ok();
+                }
+            });
+            return;
+        }
         let hold = remote_sdp.as_deref().is_some_and(wire::sdp_is_hold);
         let (tx, rx) = oneshot::channel();
-        let call_id = self.handle.call_id().to_string();
         let delivered = self
             .events
             .send(DialogEvent::Reinvite(ReinviteRequest {
@@ -371,6 +658,7 @@ impl Pump {
             }))
             .is_ok();
         info!(%call_id, method = %req.method, hold, "re-INVITE received");
+        let dialog = self.handle.clone();
         // Answer off the pump so BYE/INFO keep flowing while the consumer decides.
         tokio::spawn(async move {
             let answer = if delivered {
@@ -383,10 +671,17 @@ impl Pump {
             };
             let result = match answer {
                 Some(Ok(sdp)) => {
-                    let headers = vec![Header::ContentType("application/sdp".into())];
-                    handle
+                    let mut headers = vec![Header::ContentType("application/sdp".into())];
+                    headers.extend(stack_headers(timer.headers()));
+                    dialog.sent_sdp(&sdp);
+                    let sent = handle
                         .respond(StatusCode::OK, Some(headers), Some(sdp.into_bytes()))
-                        .await
+                        .await;
+                    if sent.is_ok() {
+                        // Any 2xx re-INVITE refreshes the session (RFC 4028 §10).
+                        results.send(TimerInput::PeerRefreshed(timer)).ok();
+                    }
+                    sent
                 }
                 Some(Err(code)) => handle.reply(StatusCode::from(code)).await,
                 None => {

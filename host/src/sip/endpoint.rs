@@ -26,6 +26,7 @@ use super::inbound;
 use super::outbound::{self, CallTarget, OutboundCall, OutgoingCall};
 use super::policy::{IpNet, NonceStore, Scope};
 use super::register::{self, RegistrationStatus};
+use super::session_timer::TimerConfig;
 
 /// Methods we implement, advertised in Allow.
 pub(crate) const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER, NOTIFY, UPDATE";
@@ -54,6 +55,8 @@ pub struct LocalAddrs {
 
 pub(crate) struct Shared {
     pub cfg: SipConfig,
+    /// `cfg`'s session-timer settings, checked.
+    pub timer: TimerConfig,
     pub endpoint: Arc<EndpointInner>,
     pub layer: Arc<DialogLayer>,
     pub events: mpsc::Sender<SipEvent>,
@@ -140,6 +143,7 @@ impl SipEndpoint {
             )));
         }
         let trunk_scopes = build_scopes(&cfg)?;
+        let timer = cfg.timer_config()?;
         let mut names = std::collections::HashSet::new();
         if let Some(dup) = cfg
             .trunks
@@ -269,6 +273,7 @@ impl SipEndpoint {
         let layer = Arc::new(DialogLayer::new(endpoint.inner.clone()));
         let (events, rx) = mpsc::channel(EVENT_CAPACITY);
         let shared = Arc::new(Shared {
+            timer,
             refer_allow: Arc::new(cfg.refer_allow.clone()),
             unknown_scope: Scope::new("unknown".into(), Vec::new(), cfg.inbound.clone()),
             cfg,
@@ -438,7 +443,7 @@ async fn dispatch_transaction(shared: Arc<Shared>, mut tx: Transaction) {
             let headers = vec![
                 Header::Allow(ALLOW.into()),
                 Header::Accept("application/sdp".into()),
-                Header::Supported("replaces, norefersub".into()),
+                Header::Supported("replaces, norefersub, timer".into()),
             ];
             tx.reply_with(StatusCode::OK, headers, None).await
         }

@@ -14,10 +14,14 @@ use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info, warn};
 
 use super::config::{SrtpPolicy, Transport};
-use super::dialog::{Dialog, DialogEvent, DialogHandle, Pump, header_value};
+use super::dialog::{
+    Dialog, DialogEvent, DialogHandle, Pump, allows_update, header_value, stack_headers,
+    timer_headers,
+};
 use super::endpoint::{Shared, SipEvent, transaction_source};
 use super::error::SipError;
 use super::policy::Scope;
+use super::session_timer::{self, SessionTimer, UasAnswer};
 use super::wire;
 
 /// A new inbound call waiting for the consumer's decision.
@@ -60,6 +64,8 @@ struct Pending {
     events: mpsc::UnboundedReceiver<DialogEvent>,
     /// Told when the consumer first responds (rings, answers, rejects or drops the call).
     responded: Arc<Notify>,
+    /// The session timer our 2xx states.
+    timer: UasAnswer,
 }
 
 impl std::fmt::Debug for Pending {
@@ -122,8 +128,14 @@ impl IncomingCall {
             .pending
             .take()
             .ok_or_else(|| SipError::CallGone(self.call_id.clone()))?;
-        let headers = vec![Header::ContentType("application/sdp".into())];
+        // Allow tells the caller it may refresh the session by UPDATE.
+        let mut headers = vec![
+            Header::ContentType("application/sdp".into()),
+            Header::Allow(super::endpoint::ALLOW.into()),
+        ];
+        headers.extend(stack_headers(p.timer.headers()));
         let body = Some(local_sdp.as_bytes().to_vec());
+        p.handle.sent_sdp(local_sdp);
         p.after_response(p.dialog.accept(Some(headers), body))
             .map_err(|e| self.err("answer", e))?;
         info!(sip_call_id = %self.call_id, "call answered");
@@ -289,6 +301,18 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
             .await;
         }
     }
+    // Session timer (RFC 4028): an interval below our Min-SE is refused before anything else
+    // is set up for the call.
+    let timer = session_timer::answer(&shared.timer, &timer_headers(&tx.original.headers), None);
+    if let UasAnswer::TooSmall { min_se } = timer {
+        info!(%call_id, min_se, "INVITE's Session-Expires below our Min-SE; 422");
+        return refuse(
+            &mut tx,
+            StatusCode::from(422u16),
+            vec![Header::MinSE(min_se.to_string().into())],
+        )
+        .await;
+    }
     let Some(slot) = scope.calls.try_acquire(scope.policy.max_concurrent_calls) else {
         info!(%call_id, scope = %scope.name, "concurrent call limit reached; 503");
         return refuse(
@@ -362,6 +386,9 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
         })),
         refer_allow: shared.refer_allow.clone(),
         slot: Some(slot),
+        timer: SessionTimer::new(shared.timer),
+        timer_answer: Some(timer),
+        peer_allows_update: allows_update(&tx.original.headers),
     };
     tokio::spawn(pump.run(state_rx));
 
@@ -384,6 +411,7 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
             handle,
             events: ev_rx,
             responded: responded.clone(),
+            timer,
         }),
     };
     if let Err(e) = shared.events.try_send(SipEvent::IncomingCall(call)) {

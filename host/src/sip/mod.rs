@@ -31,6 +31,7 @@ mod inbound;
 mod outbound;
 mod policy;
 mod register;
+mod session_timer;
 mod tls;
 mod wire;
 
@@ -38,9 +39,10 @@ pub use config::{
     AccountConfig, DigestUser, InboundPolicy, ScannerAction, SipConfig, SrtpPolicy, Transport,
     TrunkConfig,
 };
-pub use dialog::{Dialog, DialogEvent, DialogHandle, EndReason, ReinviteRequest};
+pub use dialog::{Dialog, DialogEvent, DialogHandle, EndReason, ReinviteRequest, TimerEvent};
 pub use endpoint::{LocalAddrs, SipEndpoint, SipEvent};
 pub use error::SipError;
 pub use inbound::IncomingCall;
 pub use outbound::{CallOutcome, CallProgress, CallTarget, OutboundCall, OutgoingCall};
 pub use register::{RegistrationState, RegistrationStatus};
+pub use session_timer::{Negotiated, Refresher};

@@ -1,19 +1,22 @@
 //! Outbound calls through a trunk (or straight to a SIP URI): digest on 401/407, early
 //! media, ring timeout with CANCEL, and one outcome per call.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::invitation::InviteOption;
+use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::{Header, StatusCodeKind};
 use rsipstack::transport::SipAddr;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::config::{SrtpPolicy, Transport};
-use super::dialog::{Dialog, DialogHandle, Pump};
+use super::dialog::{Dialog, DialogHandle, Pump, stack_headers, timer_headers};
 use super::endpoint::Shared;
 use super::error::SipError;
+use super::session_timer::{self, SessionTimer};
 
 /// A call to place.
 #[derive(Debug, Clone, Default)]
@@ -68,7 +71,6 @@ pub enum CallOutcome {
 #[derive(Debug)]
 pub struct OutgoingCall {
     call_id: String,
-    handle: DialogHandle,
     progress: mpsc::UnboundedReceiver<CallProgress>,
     cancel: mpsc::UnboundedSender<()>,
 }
@@ -97,11 +99,6 @@ impl OutgoingCall {
     /// Cancels the call if it is not answered yet (CANCEL); outcome `Cancelled`.
     pub fn cancel(&self) {
         self.cancel.send(()).ok();
-    }
-
-    /// Control handle of the (future) dialog.
-    pub fn handle(&self) -> DialogHandle {
-        self.handle.clone()
     }
 }
 
@@ -215,7 +212,7 @@ pub(crate) fn check(shared: &Shared, call: &OutboundCall) -> Result<CallTarget, 
 }
 
 pub(crate) async fn place(
-    shared: &std::sync::Arc<Shared>,
+    shared: &Arc<Shared>,
     call: OutboundCall,
 ) -> Result<OutgoingCall, SipError> {
     let Route {
@@ -258,12 +255,24 @@ pub(crate) async fn place(
             .connect(&shared.endpoint, &first_hop, trunk_name, &shared.cancel)
             .await?;
     }
-    let headers: Vec<Header> = call
+    let extra: Vec<Header> = call
         .headers
         .iter()
         .map(|(k, v)| Header::Other(k.clone(), v.clone()))
         .collect();
-    let opt = InviteOption {
+    // Session timer (RFC 4028): we ask for our interval and let the callee pick the refresher.
+    let mut interval = shared.timer.session_expires;
+    let mut min_se = shared.timer.min_se;
+    let invite_headers = move |interval: u32, min_se: u32| {
+        // Allow tells the callee it may refresh the session by UPDATE.
+        let mut headers = extra.clone();
+        headers.push(Header::Allow(super::endpoint::ALLOW.into()));
+        headers.extend(stack_headers(session_timer::request_headers(
+            interval, min_se, false,
+        )));
+        Some(headers)
+    };
+    let mut opt = InviteOption {
         caller_display_name: trunk.and_then(|t| t.display_name.clone()),
         caller,
         callee,
@@ -272,62 +281,72 @@ pub(crate) async fn place(
         offer: Some(call.sdp_offer.clone().into_bytes()),
         contact: parse_uri(&contact)?,
         credential,
-        headers: (!headers.is_empty()).then_some(headers),
+        headers: invite_headers(interval, min_se),
         ..Default::default()
     };
 
-    let (state_tx, state_rx) = shared.layer.new_dialog_state_channel();
-    let (dialog, join) =
-        shared
-            .layer
-            .do_invite_async(opt, state_tx)
-            .map_err(|e| SipError::Call {
-                call_id: String::new(),
-                action: "invite",
-                reason: e.to_string(),
-            })?;
-    let call_id = dialog.id().call_id.clone();
-    let handle = DialogHandle::new(call_id.clone(), dialog.clone());
     let (progress_tx, progress_rx) = mpsc::unbounded_channel();
-    let (progress_done_tx, progress_done) = tokio::sync::oneshot::channel();
-    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-    let (cancel_tx, mut cancel_rx) = mpsc::unbounded_channel::<()>();
-    let pump = Pump {
-        handle: handle.clone(),
-        layer: shared.layer.clone(),
-        events: ev_tx,
-        progress: Some(progress_tx.clone()),
-        progress_done: Some(progress_done_tx),
-        on_cancel: None,
-        refer_allow: shared.refer_allow.clone(),
-        slot: None,
-    };
-    tokio::spawn(pump.run(state_rx));
+    let mut attempt = Attempt::start(shared, opt.clone(), &call.sdp_offer, &progress_tx)?;
+    let call_id = attempt.handle.call_id().to_string();
     info!(%call_id, to = %callee_str, trunk = ?call.trunk, "placing call");
 
-    let ring_timeout = call
-        .ring_timeout
-        .unwrap_or(Duration::from_secs(shared.cfg.ring_timeout_secs));
-    let outcome_handle = handle.clone();
+    let (cancel_tx, mut cancel_rx) = mpsc::unbounded_channel::<()>();
+    let ring_deadline = tokio::time::Instant::now()
+        + call
+            .ring_timeout
+            .unwrap_or(Duration::from_secs(shared.cfg.ring_timeout_secs));
+    let shared = shared.clone();
+    let offer = call.sdp_offer;
     let id = call_id.clone();
     tokio::spawn(async move {
-        let mut join = join;
         // Who stopped the ringing decides how a 487 is reported.
         let mut stopped_by: Option<CallOutcome> = None;
+        let mut retried_422 = 0;
         let result = loop {
-            tokio::select! {
-                r = &mut join => break r,
-                _ = tokio::time::sleep(ring_timeout), if stopped_by.is_none() => {
-                    info!(sip_call_id = %id, "ring timeout; cancelling");
-                    stopped_by = Some(CallOutcome::NoAnswer);
-                    dialog.cancel().await.ok();
+            let result = loop {
+                tokio::select! {
+                    r = &mut attempt.join => break r,
+                    _ = tokio::time::sleep_until(ring_deadline), if stopped_by.is_none() => {
+                        info!(sip_call_id = %id, "ring timeout; cancelling");
+                        stopped_by = Some(CallOutcome::NoAnswer);
+                        attempt.dialog.cancel().await.ok();
+                    }
+                    Some(()) = cancel_rx.recv(), if stopped_by.is_none() => {
+                        stopped_by = Some(CallOutcome::Cancelled);
+                        attempt.dialog.cancel().await.ok();
+                    }
                 }
-                Some(()) = cancel_rx.recv(), if stopped_by.is_none() => {
-                    stopped_by = Some(CallOutcome::Cancelled);
-                    dialog.cancel().await.ok();
+            };
+            // 422: the callee wants a longer session interval; ask again with its Min-SE, as
+            // the same call (Call-ID), a new transaction.
+            let too_small = match &result {
+                Ok(Ok((_, Some(resp)))) if u16::from(resp.status_code.clone()) == 422 => {
+                    Some(timer_headers(&resp.headers).min_se)
                 }
+                _ => None,
+            };
+            let Some(their_min) =
+                too_small.filter(|_| stopped_by.is_none() && retried_422 < MAX_422_RETRIES)
+            else {
+                break result;
+            };
+            retried_422 += 1;
+            interval = session_timer::after_422(interval, their_min);
+            min_se = min_se.max(their_min.unwrap_or(min_se));
+            info!(sip_call_id = %id, interval, min_se, "422 Session Interval Too Small; asking again");
+            opt.headers = invite_headers(interval, min_se);
+            opt.call_id = Some(id.clone());
+            match Attempt::start(&shared, opt.clone(), &offer, &progress_tx) {
+                Ok(next) => attempt = next,
+                Err(e) => break Ok(Err(rsipstack::Error::Error(e.to_string()))),
             }
         };
+        let Attempt {
+            handle,
+            events,
+            progress_done,
+            ..
+        } = attempt;
         let outcome = match result {
             Ok(Ok((_, Some(resp)))) if resp.status_code.kind() == StatusCodeKind::Successful => {
                 match stopped_by {
@@ -339,7 +358,7 @@ pub(crate) async fn place(
                             .then(|| String::from_utf8_lossy(&resp.body).into_owned());
                         CallOutcome::Answered {
                             remote_sdp,
-                            dialog: Dialog::new(outcome_handle, ev_rx),
+                            dialog: Dialog::new(handle, events),
                         }
                     }
                 }
@@ -376,8 +395,65 @@ pub(crate) async fn place(
     });
     Ok(OutgoingCall {
         call_id,
-        handle,
         progress: progress_rx,
         cancel: cancel_tx,
     })
+}
+
+/// How many times a 422 is answered with a longer interval before the call fails with it.
+const MAX_422_RETRIES: u32 = 2;
+
+/// One INVITE transaction of an outbound call (a 422 starts another) and its dialog.
+struct Attempt {
+    dialog: InviteDialog,
+    join: tokio::task::JoinHandle<rsipstack::dialog::invitation::InviteAsyncResult>,
+    handle: DialogHandle,
+    events: mpsc::UnboundedReceiver<super::dialog::DialogEvent>,
+    /// Fired once every progress event of this attempt has been sent.
+    progress_done: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Attempt {
+    fn start(
+        shared: &Arc<Shared>,
+        opt: InviteOption,
+        offer: &str,
+        progress: &mpsc::UnboundedSender<CallProgress>,
+    ) -> Result<Attempt, SipError> {
+        let (state_tx, state_rx) = shared.layer.new_dialog_state_channel();
+        let (dialog, join) =
+            shared
+                .layer
+                .do_invite_async(opt, state_tx)
+                .map_err(|e| SipError::Call {
+                    call_id: String::new(),
+                    action: "invite",
+                    reason: e.to_string(),
+                })?;
+        let handle = DialogHandle::new(dialog.id().call_id.clone(), dialog.clone());
+        handle.sent_sdp(offer);
+        let (progress_done_tx, progress_done) = tokio::sync::oneshot::channel();
+        let (ev_tx, events) = mpsc::unbounded_channel();
+        let pump = Pump {
+            handle: handle.clone(),
+            layer: shared.layer.clone(),
+            events: ev_tx,
+            progress: Some(progress.clone()),
+            progress_done: Some(progress_done_tx),
+            on_cancel: None,
+            refer_allow: shared.refer_allow.clone(),
+            slot: None,
+            timer: SessionTimer::new(shared.timer),
+            timer_answer: None,
+            peer_allows_update: false,
+        };
+        tokio::spawn(pump.run(state_rx));
+        Ok(Attempt {
+            dialog,
+            join,
+            handle,
+            events,
+            progress_done,
+        })
+    }
 }

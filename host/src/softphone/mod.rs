@@ -477,6 +477,7 @@ async fn talk(
         EndReason::RemoteHangup => ("remote-hangup", Ended::Normal),
         EndReason::Cancelled => ("cancelled", Ended::Dropped),
         EndReason::Timeout => ("timeout", Ended::Dropped),
+        EndReason::SessionExpired => ("session-expired", Ended::Dropped),
         EndReason::Failed(_) => ("failed", Ended::Dropped),
     };
     let stats = session.stats();

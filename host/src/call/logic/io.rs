@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::call::CallCommand;
-use crate::call::leg::{Capabilities, DigitSource};
+use crate::call::leg::{Capabilities, DigitSource, SessionTimerNote};
 use crate::domain::agent_event::Notification;
 use crate::domain::events::EventKind;
 use crate::domain::{Action, AgentFault, EndReason, Role};
@@ -58,6 +58,10 @@ pub enum Input {
     /// That provider played all of it (or cut it): nothing more is left for the caller to hear.
     ProviderAudioStopped,
     MediaTimeout,
+    /// The far end put the call on hold (`true`) or resumed it (`false`).
+    Hold(bool),
+    /// A step of the leg's session timer, to record.
+    SessionTimer(SessionTimerNote),
     /// The leg went away under the call.
     LegLost(String),
     /// The answer to [`Effect::Transfer`].
@@ -123,11 +127,17 @@ pub enum Effect {
     /// Run this hook and answer with [`Input::Hook`].
     Hook(Hook),
     SendDigits(String),
+    /// Send the caller's audio to the model (`true`), or nowhere (`false`, while on hold).
+    CallerAudio(bool),
     /// Start a transfer on the leg and answer with [`Input::TransferStarted`].
     Transfer(String),
     Hangup,
     /// Replace the model with the local apology speech.
     ConnectFallback,
+    /// Open a new model session that takes over with the conversation so far (the last one
+    /// closed while the call was on hold); when that fails, answer with
+    /// [`Input::ModelClosed`].
+    Reconnect(Vec<(Role, String)>),
     /// The call is over; nothing follows.
     End(Ending),
 }

@@ -19,7 +19,7 @@ use super::digits::{Collected, DigitCollector};
 use super::leg::{Capability, DigitSource, LegError, Playout};
 use crate::domain::agent_event::{CallProgress, Notification};
 use crate::domain::events::{CallState, EventKind};
-use crate::domain::{Action, AgentFault, EndReason};
+use crate::domain::{Action, AgentFault, EndReason, Role};
 use crate::model::Command;
 
 /// An action that waits until queued speech has been played.
@@ -35,6 +35,14 @@ struct Speaking {
     item_id: String,
     /// Audio queued ahead of this item when it arrived: it starts playing once that has gone.
     lead_ms: u64,
+}
+
+/// Agent audio dropped from the playout, and what of its item had been played.
+#[derive(Debug)]
+struct Cut {
+    item_id: String,
+    played_ms: u64,
+    discarded_ms: u64,
 }
 
 /// Per-turn latency: caller end of speech → first agent audio packet on the wire.
@@ -86,6 +94,12 @@ pub struct CallLogic {
     transfer_target: Option<String>,
     /// Notifications for the agent, sent one hook at a time.
     notifications: VecDeque<Notification>,
+    /// Since when the far end holds the call.
+    held_since: Option<Duration>,
+    /// The model session ended during the hold: a new one takes over on resume.
+    model_lost_on_hold: bool,
+    /// The conversation so far (final transcripts), for a model session that takes over.
+    history: Vec<(Role, String)>,
 }
 
 impl CallLogic {
@@ -107,6 +121,9 @@ impl CallLogic {
             failure: None,
             transfer_target: None,
             notifications: VecDeque::new(),
+            held_since: None,
+            model_lost_on_hold: false,
+            history: Vec::new(),
         }
     }
 
@@ -165,6 +182,13 @@ impl CallLogic {
                 self.hang_up(Ending::new(EndReason::Timeout, false));
             }
             Input::LegLost(why) => self.end(Ending::new(EndReason::Failed(why), true)),
+            Input::Hold(held) => self.on_hold(now, held, playout),
+            Input::SessionTimer(note) => self.record(EventKind::SessionTimer {
+                status: note.status.into(),
+                interval_secs: note.interval_secs,
+                refresher: note.refresher.into(),
+                code: note.code,
+            }),
             Input::TransferStarted(result) => self.on_transfer_started(result),
             Input::SpeechStarted => {
                 self.record(EventKind::SpeechStarted);
@@ -187,6 +211,7 @@ impl CallLogic {
                         role,
                         text: text.clone(),
                     });
+                    self.history.push((role, text.clone()));
                     if !self.agent_failed {
                         self.hook(Hook::Transcript(role, text), Awaiting::Actions);
                     }
@@ -201,6 +226,7 @@ impl CallLogic {
             Input::ResponseDone => self.responding = self.responding.saturating_sub(1),
             Input::ModelError(message) => self.record(EventKind::ModelError { message }),
             Input::ModelClosed(reason) => self.on_model_closed(now, reason),
+            Input::ModelGone if self.held_since.is_some() => self.model_lost_on_hold = true,
             Input::ModelGone => self.hang_up(Ending::new(
                 EndReason::Failed("model session ended".into()),
                 true,
@@ -224,7 +250,8 @@ impl CallLogic {
         host_in: Duration,
         playout: &mut dyn Playout,
     ) -> bool {
-        if self.dropped_items.contains(item_id) {
+        // On hold nothing is played; what the model still says is not heard.
+        if self.dropped_items.contains(item_id) || self.held_since.is_some() {
             return false;
         }
         if self.current_item.as_ref().map(|s| s.item_id.as_str()) != Some(item_id) {
@@ -520,27 +547,80 @@ impl CallLogic {
 
     /// Stop agent audio at once, tell the model how much was heard, drop the rest.
     fn barge_in(&mut self, playout: &mut dyn Playout) {
-        let Some(speaking) = self.current_item.take() else {
+        let Some(cut) = self.cut_playout(playout) else {
             return;
         };
+        self.record(EventKind::BargeIn {
+            played_ms: cut.played_ms,
+            discarded_ms: cut.discarded_ms,
+        });
+        let heard_ms = u32::try_from(cut.played_ms).unwrap_or(u32::MAX);
+        self.notify(Notification::BargeIn { heard_ms });
+        self.truncate(cut);
+    }
+
+    /// Drop the agent audio not yet played: what of its item was played and dropped, or `None`
+    /// when nothing was cut. The item is then truncated with [`CallLogic::truncate`].
+    fn cut_playout(&mut self, playout: &mut dyn Playout) -> Option<Cut> {
+        let speaking = self.current_item.take()?;
         // Audio of the interrupted item still on its way must not be played.
         self.dropped_items.insert(speaking.item_id.clone());
         if playout.queued_ms() == 0 {
             // The caller heard all of it (or the leg's provider truncates on its own).
-            return;
+            return None;
         }
         let cut = playout.interrupt();
-        let played_ms = cut.played_ms.saturating_sub(speaking.lead_ms);
-        self.record(EventKind::BargeIn {
-            played_ms,
-            discarded_ms: cut.discarded_ms,
-        });
-        let heard_ms = u32::try_from(played_ms).unwrap_or(u32::MAX);
-        self.notify(Notification::BargeIn { heard_ms });
-        self.effects.push_back(Effect::Model(Command::Truncate {
+        Some(Cut {
             item_id: speaking.item_id,
-            audio_end_ms: played_ms,
+            played_ms: cut.played_ms.saturating_sub(speaking.lead_ms),
+            discarded_ms: cut.discarded_ms,
+        })
+    }
+
+    /// Tell the model the caller heard only what was played of the item.
+    fn truncate(&mut self, cut: Cut) {
+        self.effects.push_back(Effect::Model(Command::Truncate {
+            item_id: cut.item_id,
+            audio_end_ms: cut.played_ms,
         }));
+    }
+
+    /// On hold the agent neither hears nor speaks: the caller's audio (hold music, silence)
+    /// goes nowhere, the answer being generated is cancelled and what is queued is dropped,
+    /// the model told how much was heard. On resume the caller's audio goes to the model again.
+    fn on_hold(&mut self, now: Duration, held: bool, playout: &mut dyn Playout) {
+        match (held, self.held_since) {
+            (true, None) => {
+                self.held_since = Some(now);
+                self.record(EventKind::Hold {
+                    held: true,
+                    held_ms: None,
+                });
+                self.effects.push_back(Effect::CallerAudio(false));
+                if self.responding > 0 {
+                    self.effects
+                        .push_back(Effect::Model(Command::CancelResponse));
+                }
+                if let Some(cut) = self.cut_playout(playout) {
+                    self.truncate(cut);
+                }
+            }
+            (false, Some(since)) => {
+                self.held_since = None;
+                let held_ms = now.saturating_sub(since).as_millis();
+                self.record(EventKind::Hold {
+                    held: false,
+                    held_ms: Some(u64::try_from(held_ms).unwrap_or(u64::MAX)),
+                });
+                if std::mem::take(&mut self.model_lost_on_hold) {
+                    self.effects
+                        .push_back(Effect::Reconnect(self.history.clone()));
+                }
+                self.effects.push_back(Effect::CallerAudio(true));
+            }
+            // Another re-INVITE in the same state (sendonly then inactive, say).
+            _ => {}
+        }
     }
 
     fn on_playout_started(&mut self, at: Duration) {
@@ -640,6 +720,17 @@ impl CallLogic {
     }
 
     fn on_model_closed(&mut self, now: Duration, reason: String) {
+        if self.held_since.is_some() && self.failure.is_none() && self.pending_final.is_none() {
+            // Nobody is talking to it: a new session takes over when the call resumes.
+            tracing::info!(%reason, "model session closed during the hold; reconnecting on resume");
+            self.record(EventKind::ModelError {
+                message: format!("model session closed during the hold: {reason}"),
+            });
+            self.model_lost_on_hold = true;
+            self.responding = 0;
+            self.current_item = None;
+            return;
+        }
         if self.pending_final.is_some() || self.failure.is_some() {
             // The call is ending anyway (or only played an apology).
             self.hang_up(Ending::hanging_up(self.failure.clone()));

@@ -84,6 +84,12 @@ impl GeminiProvider {
             caller_text: String::new(),
             calls: HashMap::new(),
         };
+        if !settings.history.is_empty() {
+            actor
+                .context(&settings.history)
+                .await
+                .map_err(|_| ConnectError::ClosedDuringSetup { provider: NAME })?;
+        }
         if let Some(greeting) = &settings.greeting {
             actor
                 .say(greeting)

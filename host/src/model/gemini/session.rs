@@ -86,6 +86,23 @@ impl Actor {
             .map_err(|e| Stop::Closed(ws::read_error_reason(&e)))
     }
 
+    /// The conversation so far as context: earlier turns with `turnComplete` false, so the
+    /// model does not answer them (`BidiGenerateContentClientContent`).
+    pub(super) async fn context(&mut self, history: &[(Role, String)]) -> Result<(), Stop> {
+        let turns: Vec<Value> = history
+            .iter()
+            .map(|(role, text)| {
+                let role = match role {
+                    Role::Caller => "user",
+                    Role::Agent => "model",
+                };
+                json!({"role": role, "parts": [{"text": text}]})
+            })
+            .collect();
+        let msg = json!({"clientContent": {"turns": turns, "turnComplete": false}});
+        self.send_raw(msg.to_string()).await
+    }
+
     pub(super) async fn say(&mut self, text: &str) -> Result<(), Stop> {
         self.awaiting_response = Some(Instant::now() + self.response_timeout);
         let msg = json!({"clientContent": {

@@ -23,6 +23,7 @@ fn setup_message_shape() {
         output_format: OUTPUT,
         turn_detection: TurnDetection::default(),
         input_transcription: true,
+        history: Vec::new(),
     };
     let m = setup_message(&settings, &GeminiConfig::new(Secret::new("k")));
     let s = &m["setup"];

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use super::config::{OpenAiAuth, OpenAiConfig};
 use super::ws::{self, Socket};
 use session::Actor;
-use wire::{WireError, call_session, say_response, session_update};
+use wire::{WireError, call_session, history_items, say_response, session_update};
 
 use super::{
     AudioFormat, CHANNEL_CAPACITY, CloseReason, ConnectError, FormatSupport, ModelProvider,
@@ -118,6 +118,11 @@ impl OpenAiProvider {
         tokio::time::timeout_at(deadline, wait_for(&mut socket, "session.updated"))
             .await
             .map_err(|_| self.timed_out())??;
+        for item in history_items(&settings.history) {
+            send_json(&mut socket, &item)
+                .await
+                .map_err(|_| ConnectError::ClosedDuringSetup { provider: NAME })?;
+        }
         let session = self
             .run(socket, settings.greeting.as_deref(), settings.output_format)
             .await?;

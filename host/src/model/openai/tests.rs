@@ -5,7 +5,7 @@ use super::wire::{ServerEvent, WireError, WireUsage};
 use super::*;
 use serde_json::json;
 
-use crate::model::{ErrorKind, Secret, ToolSpec, TurnDetection, Usage};
+use crate::model::{ErrorKind, Role, Secret, ToolSpec, TurnDetection, Usage};
 
 fn settings() -> SessionSettings {
     SessionSettings {
@@ -23,6 +23,7 @@ fn settings() -> SessionSettings {
         output_format: AudioFormat::Pcmu8k,
         turn_detection: TurnDetection::default(),
         input_transcription: true,
+        history: Vec::new(),
     }
 }
 
@@ -195,4 +196,21 @@ fn sip_keypad_presses_are_read() {
     }))
     .unwrap();
     assert!(matches!(event, ServerEvent::Dtmf { event } if event == "5"));
+}
+
+#[test]
+fn a_session_that_takes_over_gets_the_conversation_as_message_items() {
+    let items = history_items(&[
+        (Role::Caller, "Where is my order?".into()),
+        (Role::Agent, "Let me check.".into()),
+    ]);
+    assert_eq!(
+        items,
+        vec![
+            json!({"type": "conversation.item.create", "item": {"type": "message",
+                "role": "user", "content": [{"type": "input_text", "text": "Where is my order?"}]}}),
+            json!({"type": "conversation.item.create", "item": {"type": "message",
+                "role": "assistant", "content": [{"type": "output_text", "text": "Let me check."}]}}),
+        ]
+    );
 }

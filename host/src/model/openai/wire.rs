@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::model::config::OpenAiConfig;
 use crate::model::{
-    AudioFormat, Eagerness, ErrorKind, ProviderError, SessionSettings, TurnDetection, Usage,
+    AudioFormat, Eagerness, ErrorKind, ProviderError, Role, SessionSettings, TurnDetection, Usage,
     say_exactly_prompt,
 };
 
@@ -110,6 +110,24 @@ fn session(settings: &SessionSettings, config: &OpenAiConfig) -> Value {
         "tools": tools,
         "tool_choice": "auto",
     })
+}
+
+/// The conversation so far as `conversation.item.create` events, oldest first: the caller's
+/// turns as `input_text`, the agent's as `output_text` (the GA message content types; see
+/// `RealtimeResponseInputMessageAssistantContent` in Azure's realtime reference,
+/// https://learn.microsoft.com/javascript/api/@azure/ai-projects/realtimeresponseinputmessageassistantcontent).
+pub(super) fn history_items(history: &[(Role, String)]) -> Vec<Value> {
+    history
+        .iter()
+        .map(|(role, text)| {
+            let (role, kind) = match role {
+                Role::Caller => ("user", "input_text"),
+                Role::Agent => ("assistant", "output_text"),
+            };
+            json!({"type": "conversation.item.create", "item": {"type": "message",
+                "role": role, "content": [{"type": kind, "text": text}]}})
+        })
+        .collect()
 }
 
 /// `response.create` body that speaks `text` verbatim, with tools off so it cannot wander.

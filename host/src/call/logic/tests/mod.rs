@@ -699,3 +699,131 @@ fn the_deadline_is_the_earliest_of_digits_and_drain() {
     rig.input(Input::TransferStarted(Ok(())));
     assert_eq!(rig.logic.deadline(), Some(Duration::from_secs(5)));
 }
+
+#[test]
+fn hold_cuts_the_agent_both_ways_and_resume_restores_it() {
+    let mut rig = Rig::new();
+    rig.input(Input::Start {
+        actions: Vec::new(),
+        failure: None,
+    });
+    // The greeting is being spoken: 300 ms queued, 40 ms heard.
+    assert!(rig.audio("a"));
+    rig.playout.queued_ms = 300;
+    rig.playout.played_ms = 40;
+    assert_eq!(
+        rig.at_ms(1_000).input(Input::Hold(true)),
+        vec![
+            Effect::Record(EventKind::Hold {
+                held: true,
+                held_ms: None
+            }),
+            Effect::CallerAudio(false),
+            Effect::Model(Command::CancelResponse),
+            Effect::Model(Command::Truncate {
+                item_id: "a".into(),
+                audio_end_ms: 40
+            }),
+        ]
+    );
+    assert_eq!(rig.playout.queued_ms, 0, "what was queued is dropped");
+    // Nothing the model still sends is played while on hold, of any item.
+    assert!(!rig.audio("a"));
+    assert!(!rig.audio("b"));
+    // A second hold offer (inactive after sendonly) changes nothing.
+    assert_eq!(rig.at_ms(2_000).input(Input::Hold(true)), vec![]);
+    assert!(!rig.logic.ended(), "a held call stays up");
+    assert_eq!(
+        rig.at_ms(5_000).input(Input::Hold(false)),
+        vec![
+            Effect::Record(EventKind::Hold {
+                held: false,
+                held_ms: Some(4_000)
+            }),
+            Effect::CallerAudio(true),
+        ]
+    );
+    assert!(rig.audio("b"), "after the resume the agent is heard again");
+    // A resume without a hold is nothing.
+    assert_eq!(rig.input(Input::Hold(false)), vec![]);
+}
+
+#[test]
+fn hold_while_the_agent_is_quiet_only_stops_the_caller_audio() {
+    let mut rig = Rig::started(Vec::new());
+    assert_eq!(
+        rig.input(Input::Hold(true)),
+        vec![
+            Effect::Record(EventKind::Hold {
+                held: true,
+                held_ms: None
+            }),
+            Effect::CallerAudio(false),
+        ]
+    );
+}
+
+#[test]
+fn session_timer_steps_are_recorded() {
+    let mut rig = Rig::started(Vec::new());
+    let note = crate::call::leg::SessionTimerNote {
+        status: "refreshed",
+        interval_secs: 90,
+        refresher: "peer",
+        code: None,
+    };
+    assert_eq!(
+        rig.input(Input::SessionTimer(note)),
+        vec![Effect::Record(EventKind::SessionTimer {
+            status: "refreshed".into(),
+            interval_secs: 90,
+            refresher: "peer".into(),
+            code: None,
+        })]
+    );
+    assert!(!rig.logic.ended());
+}
+
+#[test]
+fn a_model_that_closes_during_the_hold_is_replaced_on_resume_with_the_conversation() {
+    let mut rig = Rig::started(Vec::new());
+    for (role, text) in [
+        (Role::Caller, "Where is my order?"),
+        (Role::Agent, "Let me check."),
+    ] {
+        rig.input(Input::Transcript {
+            role,
+            text: text.into(),
+            is_final: true,
+        });
+        rig.actions(Vec::new());
+    }
+    rig.at_ms(1_000).input(Input::Hold(true));
+    // The provider ends the session at its maximum duration, while nobody talks to it.
+    assert_eq!(
+        rig.at_ms(60_000)
+            .input(Input::ModelClosed("session_expired".into())),
+        vec![Effect::Record(EventKind::ModelError {
+            message: "model session closed during the hold: session_expired".into()
+        })]
+    );
+    assert_eq!(rig.input(Input::ModelGone), vec![]);
+    assert!(!rig.logic.ended(), "the call outlives its model session");
+    assert_eq!(
+        rig.at_ms(70_000).input(Input::Hold(false)),
+        vec![
+            Effect::Record(EventKind::Hold {
+                held: false,
+                held_ms: Some(69_000)
+            }),
+            Effect::Reconnect(vec![
+                (Role::Caller, "Where is my order?".into()),
+                (Role::Agent, "Let me check.".into()),
+            ]),
+            Effect::CallerAudio(true),
+        ]
+    );
+    // A new session that cannot be had is a model failure like any other: the apology.
+    let failed = rig.input(Input::ModelClosed("reconnecting failed: refused".into()));
+    assert!(failed.contains(&Effect::ConnectFallback), "{failed:?}");
+}
