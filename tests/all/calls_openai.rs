@@ -318,3 +318,59 @@ async fn opus_call_gets_24k_pcm_both_ways() {
     assert!(down >= 0.9, "the fake's speech at the phone: {down:.3}");
     assert!(host.is_running());
 }
+
+/// A hold that outlives the model session: the fake ends each session 8 s after it opened (as
+/// OpenAI does at its maximum duration); the held call stays up, and on resume a new session
+/// takes over with the conversation so far (the greeting, as an assistant item) and hears the
+/// caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_longer_than_the_model_session_reconnects_on_resume() {
+    if !require("baresip") {
+        return;
+    }
+    let fake = FakeOpenAi::start(Script {
+        api_key: "test".into(),
+        max_session: Some(Duration::from_secs(8)),
+        ..Script::default()
+    })
+    .await;
+    let mut host = start_host(&fake, "test");
+    let phone = Baresip::start_with_mic(
+        "<sip:caller@127.0.0.1>;regint=0;audio_codecs=pcmu",
+        "",
+        &mic(40.0, &[]),
+    )
+    .await;
+    let mut ctrl = dial(&phone, "2000", host.sip_port).await;
+    let greeting = host.expect(&["Transcript", "Agent"], 10);
+    ctrl.command("hold", "").await;
+    host.expect(&["Hold { held: true"], 10);
+    host.expect(&["model session closed during the hold"], 15);
+    assert_eq!(fake.upgrades().len(), 1);
+    ctrl.command("resume", "").await;
+    host.expect(&["Hold { held: false"], 10);
+    host.expect(&["a new model session took over"], 10);
+    assert_eq!(fake.upgrades().len(), 2, "one new session");
+    let items = fake.received_of("conversation.item.create");
+    let said: Vec<&str> = items
+        .iter()
+        .filter(|i| {
+            i["item"]["role"] == "assistant" && i["item"]["content"][0]["type"] == "output_text"
+        })
+        .filter_map(|i| i["item"]["content"][0]["text"].as_str())
+        .collect();
+    assert!(
+        said.iter().any(|text| greeting.contains(*text)),
+        "the greeting came back as context: {said:?} / {greeting}"
+    );
+    // The caller's audio goes to the new session (PCMU: 8000 bytes a second).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let appended = fake.appended_by_connection();
+    assert!(appended.len() == 2 && appended[1] >= 8000, "{appended:?}");
+    assert!(
+        !host.log.seen.iter().any(|l| l.contains("call ended")),
+        "the call stayed up"
+    );
+    ctrl.command("hangup", "").await;
+    host.expect(&["call ended", "CallerHangup"], 10);
+}

@@ -75,4 +75,5 @@ mod sip_outbound;
 mod sip_policy;
 mod sip_refer;
 mod sip_srtp;
+mod sip_timers;
 mod sip_tls;

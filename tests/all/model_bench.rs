@@ -31,6 +31,7 @@ fn settings() -> SessionSettings {
         output_format: AudioFormat::Pcmu8k,
         turn_detection: TurnDetection::default(),
         input_transcription: false,
+        history: Vec::new(),
     }
 }
 

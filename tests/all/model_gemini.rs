@@ -38,6 +38,7 @@ fn settings(greeting: Option<&str>) -> SessionSettings {
         output_format: AudioFormat::Pcm16 { rate: 24_000 },
         turn_detection: TurnDetection::default(),
         input_transcription: true,
+        history: Vec::new(),
     }
 }
 

@@ -43,6 +43,7 @@ fn settings(greeting: Option<&str>) -> SessionSettings {
         output_format: AudioFormat::Pcm16 { rate: 22_050 },
         turn_detection: TurnDetection::default(),
         input_transcription: false,
+        history: Vec::new(),
     }
 }
 

@@ -43,6 +43,7 @@ fn settings(greeting: Option<&str>) -> SessionSettings {
             silence_duration_ms: 500,
         },
         input_transcription: true,
+        history: Vec::new(),
     }
 }
 

@@ -20,6 +20,7 @@ use crate::support::agents::repo_root;
 use crate::support::api::{Api, events_of, find, metric, only_call_record};
 use crate::support::baresip::Baresip;
 use crate::support::calls::{AudioCheck, audio_both_ways, loud_spans, spans_ms};
+use crate::support::fake_openai::{FakeOpenAi, Script};
 use crate::support::host::Host;
 use crate::support::media::{
     Wav, only_file, onset_correlation, quiet_then_tones, to_8k, write_wav,
@@ -35,11 +36,17 @@ use crate::support::secure_caller::{
 use crate::support::tempdir;
 
 fn host(certs: &TestCerts, srtp: &str) -> Host {
+    host_with_model(certs, srtp, "")
+}
+
+/// [`host`] with these `[model]` lines (the offline provider when empty).
+fn host_with_model(certs: &TestCerts, srtp: &str, model: &str) -> Host {
     Host::builder()
         .examples(&["menu"])
         .tls(&certs.cert, &certs.key)
         .sip(&format!("srtp = \"{srtp}\""))
         .calls("codecs = [\"pcmu\"]\nrecord = true")
+        .model(model)
         .rust_log("info,rsipstack=warn,switchboard::call=debug,switchboard::media=debug")
         .start()
 }
@@ -161,9 +168,12 @@ async fn srtp_policy_matrix_with_baresip() {
     );
 }
 
-/// baresip puts the call on hold and resumes it (re-INVITEs with `a=sendonly`, then
-/// `a=sendrecv`, keys included) on an SRTP call: the call stays up, and after the resume the
-/// caller's speech reaches the host and the agent's answer to a key press reaches the caller.
+/// baresip puts the call on hold during the greeting and resumes it (re-INVITEs with
+/// `a=sendonly`, then `a=sendrecv`, keys included) on an SRTP call, with the OpenAI provider
+/// played by its fake: the hold cancels the greeting being spoken, the model gets none of the
+/// audio baresip still sends while holding, the call stays up, and after the resume the
+/// caller's speech reaches the host and the model, and the agent's answer to a key press
+/// reaches the caller.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srtp_hold_and_resume_keep_the_call_and_audio_both_ways() {
     if !require("baresip") || !require("espeak-ng") || !have_openssl() {
@@ -171,7 +181,19 @@ async fn srtp_hold_and_resume_keep_the_call_and_audio_both_ways() {
     }
     const RATE: usize = 8000;
     let certs = TestCerts::make();
-    let mut host = host(&certs, "required");
+    // Audio in real time, as the server streams it: the greeting lasts seconds.
+    let fake = FakeOpenAi::start(Script {
+        api_key: "test".into(),
+        delta_ms: 20,
+        delta_interval: Duration::from_millis(20),
+        ..Script::default()
+    })
+    .await;
+    let model = format!(
+        "provider = \"openai\"\nbase-url = \"{}\"\napi-key = \"test\"",
+        fake.url
+    );
+    let mut host = host_with_model(&certs, "required", &model);
     let mic = quiet_then_tones(11, 4, 12);
     let phone = phone(&certs, "srtp-mand", &mic).await;
     let mut ctrl = phone.ctrl().await;
@@ -181,9 +203,23 @@ async fn srtp_hold_and_resume_keep_the_call_and_audio_both_ways() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     ctrl.command("hold", "").await;
     host.expect(&["media updated", "direction=RecvOnly"], 10);
+    host.expect(&["Hold { held: true"], 5);
+    assert!(
+        !fake.received_of("response.cancel").is_empty(),
+        "the greeting being spoken was cancelled"
+    );
+    // baresip keeps sending its microphone while it holds (sendonly); none of it reaches the
+    // model.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let at_hold = fake.appended_bytes();
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let during_hold = fake.appended_bytes() - at_hold;
     ctrl.command("resume", "").await;
     host.expect(&["media updated", "direction=SendRecv"], 10);
+    host.expect(&["Hold { held: false"], 5);
+    eprintln!("audio to the model during the hold: {during_hold} bytes");
+    assert_eq!(during_hold, 0, "the model heard the held call");
+    let at_resume = fake.appended_bytes();
     // The microphone's tones play from 11 s; then a key press the agent answers.
     tokio::time::sleep(Duration::from_secs(13)).await;
     ctrl.command("sndcode", "1").await;
@@ -193,6 +229,10 @@ async fn srtp_hold_and_resume_keep_the_call_and_audio_both_ways() {
         !host.log.seen.iter().any(|l| l.contains("call ended")),
         "the call stayed up through hold and resume"
     );
+    // 19 s of the caller's audio (PCMU, 8000 bytes a second) since the resume.
+    let after_resume = fake.appended_bytes() - at_resume;
+    eprintln!("audio to the model after the resume: {after_resume} bytes");
+    assert!(after_resume >= 15 * 8000, "{after_resume}");
     ctrl.command("hangup", "").await;
     host.expect(&["call ended", "CallerHangup"], 20);
 

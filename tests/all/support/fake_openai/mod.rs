@@ -84,6 +84,11 @@ pub struct Script {
     /// 24 kHz samples spoken instead of the 300 Hz tone when the output is `audio/pcm`, each
     /// response going on where the last stopped (wrapping).
     pub voice: Option<Vec<i16>>,
+    /// End each session this long after it opened, as the service does at its maximum session
+    /// duration (60 minutes): an `error` event `session_expired` ("Your session hit the maximum
+    /// duration of 60 minutes.", as reported in
+    /// https://community.openai.com/t/realtime-api-session-expired/975036), then a close.
+    pub max_session: Option<Duration>,
 }
 
 impl Default for Script {
@@ -101,6 +106,7 @@ impl Default for Script {
             usage: (301, 0, 21, 90),
             stamp_audio: false,
             voice: None,
+            max_session: None,
         }
     }
 }
@@ -189,6 +195,11 @@ impl FakeOpenAi {
     /// Total audio bytes appended over all connections.
     pub fn appended_bytes(&self) -> usize {
         self.shared.appended.lock().unwrap().iter().sum()
+    }
+
+    /// Audio bytes appended on each connection, in the order they were opened.
+    pub fn appended_by_connection(&self) -> Vec<usize> {
+        self.shared.appended.lock().unwrap().clone()
     }
 
     /// Latencies of stamped appends (client stamp → decoded here).
@@ -283,8 +294,18 @@ async fn serve(
     let created = json!({"type": "session.created", "session": session.config.clone()});
     session.send(&mut ws, created).await?;
     let mut tick = tokio::time::interval(script.delta_interval);
+    let expiry = script.max_session.map(|d| tokio::time::Instant::now() + d);
     loop {
         tokio::select! {
+            () = async { tokio::time::sleep_until(expiry.expect("checked")).await }, if expiry.is_some() => {
+                let error = json!({"type": "error", "event_id": "event_expired", "error": {
+                    "type": "invalid_request_error", "code": "session_expired",
+                    "message": "Your session hit the maximum duration of 60 minutes.",
+                    "param": null, "event_id": null}});
+                session.send(&mut ws, error).await?;
+                let _ = SinkExt::close(&mut ws).await;
+                return Ok(());
+            }
             msg = ws.next() => {
                 let Some(Ok(msg)) = msg else { return Ok(()) };
                 if matches!(msg, Message::Close(_)) {
