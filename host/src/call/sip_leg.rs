@@ -115,13 +115,12 @@ impl SipLeg {
                 {
                     tracing::warn!(error = %e, "applying the re-INVITE to media failed");
                 }
-                req.accept(reply);
                 // An offer-less re-INVITE says nothing about hold.
-                if req.remote_sdp.is_none() || req.hold == self.held {
-                    return None;
-                }
-                self.held = req.hold;
-                Some(LegEvent::Hold(req.hold))
+                let hold = req.remote_sdp.is_some().then_some(req.hold);
+                req.accept(reply);
+                let hold = hold.filter(|&hold| hold != self.held)?;
+                self.held = hold;
+                Some(LegEvent::Hold(hold))
             }
             Err(e) => {
                 req.reject(e.sip_status());

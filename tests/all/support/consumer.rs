@@ -177,6 +177,7 @@ pub fn drive_dialog(
                     log.push(format!("ended:{reason:?}"));
                     break;
                 }
+                DialogEvent::SessionTimer(event) => log.push(format!("session-timer:{event:?}")),
             }
         }
     })
