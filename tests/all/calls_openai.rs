@@ -12,7 +12,7 @@ use crate::support::baresip::Baresip;
 use crate::support::calls::{
     AGENT_HZ, CALLER_HZ, RATE, WINDOW, dial, mic, ms, recording, sounding_ms, spans_ms, tone_spans,
 };
-use crate::support::fake_openai::{FakeOpenAi, Reply, Script};
+use crate::support::fake_openai::{FakeOpenAi, Received, Reply, Script};
 use crate::support::host::Host;
 use crate::support::media::{onset_correlation, to_8k, tone_sequence};
 use crate::support::model_audio::pcm16_samples;
@@ -351,17 +351,24 @@ async fn a_hold_longer_than_the_model_session_reconnects_on_resume() {
     host.expect(&["Hold { held: false"], 10);
     host.expect(&["a new model session took over"], 10);
     assert_eq!(fake.upgrades().len(), 2, "one new session");
-    let items = fake.received_of("conversation.item.create");
-    let said: Vec<&str> = items
-        .iter()
-        .filter(|i| {
-            i["item"]["role"] == "assistant" && i["item"]["content"][0]["type"] == "output_text"
+    // The history is sent before the session counts as taken over, but the fake may read it
+    // a moment later.
+    let greeting_is_context = |received: &[Received]| {
+        received.iter().any(|r| {
+            let item = &r.event["item"];
+            r.event["type"] == "conversation.item.create"
+                && item["role"] == "assistant"
+                && item["content"][0]["type"] == "output_text"
+                && item["content"][0]["text"]
+                    .as_str()
+                    .is_some_and(|text| greeting.contains(text))
         })
-        .filter_map(|i| i["item"]["content"][0]["text"].as_str())
-        .collect();
+    };
     assert!(
-        said.iter().any(|text| greeting.contains(*text)),
-        "the greeting came back as context: {said:?} / {greeting}"
+        fake.wait_for(Duration::from_secs(5), greeting_is_context)
+            .await,
+        "the greeting came back as context: {:?} / {greeting}",
+        fake.received_of("conversation.item.create")
     );
     // The caller's audio goes to the new session (PCMU: 8000 bytes a second).
     tokio::time::sleep(Duration::from_secs(2)).await;

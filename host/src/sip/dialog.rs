@@ -488,8 +488,7 @@ impl Pump {
                 interval_secs,
                 min_se,
             } => self.send_refresh(clock, interval_secs, min_se),
-            Due::Expire => {
-                let interval_secs = self.timer_interval();
+            Due::Expire { interval_secs } => {
                 warn!(sip_call_id = %self.handle.call_id(), interval_secs,
                       "session not refreshed in time; hanging up");
                 self.emit_timer(TimerEvent::Expired { interval_secs });
@@ -502,12 +501,6 @@ impl Pump {
                 });
             }
         }
-    }
-
-    fn timer_interval(&self) -> u32 {
-        self.timer
-            .agreed()
-            .map_or(self.timer.config().session_expires, |a| a.interval_secs)
     }
 
     /// Refreshes the session: UPDATE without a body when the peer takes it, else a re-INVITE

@@ -70,13 +70,12 @@ impl TimerHeaders {
         let mut out = TimerHeaders::default();
         for (name, value) in headers {
             match name.to_ascii_lowercase().as_str() {
-                "supported" | "k" | "require" => {
+                "supported" | "k" | "require"
                     if value
                         .split(',')
-                        .any(|t| t.trim().eq_ignore_ascii_case("timer"))
-                    {
-                        out.supported = true;
-                    }
+                        .any(|t| t.trim().eq_ignore_ascii_case("timer")) =>
+                {
+                    out.supported = true;
                 }
                 "session-expires" | "x" => {
                     let mut parts = value.split(';');
@@ -214,8 +213,8 @@ pub(crate) fn after_422(asked: u32, min_se: Option<u32>) -> u32 {
 pub(crate) enum Due {
     /// Send a refresh (re-INVITE or UPDATE) with these values.
     Refresh { interval_secs: u32, min_se: u32 },
-    /// No refresh in time: send BYE.
-    Expire,
+    /// No refresh in time of a session of this interval: send BYE.
+    Expire { interval_secs: u32 },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -245,14 +244,6 @@ impl SessionTimer {
             active: None,
             expired: false,
         }
-    }
-
-    pub(crate) fn config(&self) -> &TimerConfig {
-        &self.cfg
-    }
-
-    pub(crate) fn agreed(&self) -> Option<Negotiated> {
-        self.active.map(|a| a.agreed)
     }
 
     /// The session started or was refreshed at `now` on these terms (`None`: no timer).
@@ -304,9 +295,10 @@ impl SessionTimer {
                 min_se: self.min_se,
             });
         }
+        let interval_secs = a.agreed.interval_secs;
         self.active = None;
         self.expired = true;
-        Some(Due::Expire)
+        Some(Due::Expire { interval_secs })
     }
 
     /// Our refresh got a final response other than 2xx: a 422 is retried at once with the
@@ -325,9 +317,10 @@ impl SessionTimer {
                 })
             }
             408 | 481 => {
+                let interval_secs = a.agreed.interval_secs;
                 self.active = None;
                 self.expired = true;
-                Some(Due::Expire)
+                Some(Due::Expire { interval_secs })
             }
             _ => None,
         }
@@ -576,7 +569,12 @@ mod tests {
         t.refreshed(secs(900), Some(timer(1800, Refresher::Peer)));
         assert_eq!(t.poll(secs(1768)), None);
         assert_eq!(t.deadline(), Some(secs(900 + 1768)));
-        assert_eq!(t.poll(secs(900 + 1768)), Some(Due::Expire));
+        assert_eq!(
+            t.poll(secs(900 + 1768)),
+            Some(Due::Expire {
+                interval_secs: 1800
+            })
+        );
         assert_eq!(t.deadline(), None);
         assert_eq!(t.poll(secs(5000)), None);
         // Nothing revives an expired session.
@@ -586,7 +584,10 @@ mod tests {
         let mut short = SessionTimer::new(CFG);
         short.refreshed(secs(0), Some(timer(90, Refresher::Peer)));
         assert_eq!(short.deadline(), Some(secs(60)));
-        assert_eq!(short.poll(secs(60)), Some(Due::Expire));
+        assert_eq!(
+            short.poll(secs(60)),
+            Some(Due::Expire { interval_secs: 90 })
+        );
     }
 
     #[test]
@@ -617,7 +618,7 @@ mod tests {
         // 481: the dialog is gone.
         assert_eq!(
             t.refresh_refused(481, &TimerHeaders::default()),
-            Some(Due::Expire)
+            Some(Due::Expire { interval_secs: 200 })
         );
         assert_eq!(t.deadline(), None);
     }
