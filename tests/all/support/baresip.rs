@@ -36,16 +36,28 @@ impl Baresip {
     /// Like [`Baresip::start_with`], with `mic` (8 kHz mono samples, played from the start of
     /// each call) as what the phone's user says.
     pub async fn start_with_mic(account: &str, extra_config: &str, mic: &[i16]) -> Baresip {
+        Self::start_with_mic_at(account, extra_config, mic, 8000).await
+    }
+
+    /// As [`Baresip::start_with_mic`], with the microphone at `rate`: a wideband codec then
+    /// sends the track as it is, without baresip's own 8 → 16 kHz resampler, whose images
+    /// above 4 kHz would blur a comparison with the track.
+    pub async fn start_with_mic_at(
+        account: &str,
+        extra_config: &str,
+        mic: &[i16],
+        rate: u32,
+    ) -> Baresip {
         // SIP (UDP and TCP), TLS on the port above, ctrl_tcp, then its RTP ports.
         let ports = ports(4 + RTP_PORTS);
         let (sip_port, ctrl_port) = (ports.first(), ports.get(2));
         let rtp = format!("{}-{}", ports.get(4), ports.last());
         let dir = tempdir("baresip");
         let wav = dir.path().join("mic.wav");
-        write_wav(&wav, 8000, mic);
+        write_wav(&wav, rate, mic);
         let config = format!(
             "sip_listen 127.0.0.1:{sip_port}\nnet_interface 127.0.0.1\ndns_server 127.0.0.1:53\n\
-             audio_source aufile,{}\nausrc_srate 8000\nausrc_channels 1\nauplay_srate 8000\nauplay_channels 1\n\
+             audio_source aufile,{}\nausrc_srate {rate}\nausrc_channels 1\nauplay_srate 8000\nauplay_channels 1\n\
              module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\n\
              module_tmp uuid.so\nmodule_tmp account.so\nmodule_app contact.so\nmodule_app menu.so\nmodule_app ctrl_tcp.so\n\
              ctrl_tcp_listen 127.0.0.1:{ctrl_port}\nrtp_ports {rtp}\nrtp_timeout 0\nsip_trans_def udp\n\
