@@ -9,8 +9,8 @@ use crate::support::kamailio::Kamailio;
 use crate::support::ports::free_port;
 use crate::support::process::require;
 use switchboard::sip::{
-    AccountConfig, CallOutcome, OutboundCall, RegistrationState, SipEndpoint, SipEvent, Transport,
-    TrunkConfig,
+    AccountConfig, CallOutcome, OutboundCall, RegistrationState, SipConfig, SipEndpoint, SipEvent,
+    Transport, TrunkConfig,
 };
 
 fn account(kport: u16, expires: u32) -> AccountConfig {
@@ -128,23 +128,36 @@ async fn outbound_call_through_kamailio_with_407_to_baresip() {
     }
     let kport = free_port();
     let kam = Kamailio::start(kport).await;
+    call_bob_through(&kam, kport, Transport::Udp, test_config()).await;
+}
+
+/// Registers baresip as bob on `kam` (over UDP), then places a call from an endpoint started
+/// with `cfg`, through its trunk `kam` reaching the proxy at `proxy_port` over `transport`
+/// with digest credentials, to bob: kamailio challenges it with 407, bob answers, and our BYE
+/// follows the route set back through kamailio to bob.
+pub(crate) async fn call_bob_through(
+    kam: &Kamailio,
+    proxy_port: u16,
+    transport: Transport,
+    mut cfg: SipConfig,
+) {
+    let kport = kam.port;
     let bob = Baresip::start(&format!(
         "<sip:bob@127.0.0.1:{kport}>;auth_pass=bobpw;regint=60;answermode=auto;audio_codecs=pcmu"
     ))
     .await;
     let mut ctrl = bob.ctrl().await;
     assert!(
-        wait_ul(&kam, "bob", true, Duration::from_secs(10)).await,
+        wait_ul(kam, "bob", true, Duration::from_secs(10)).await,
         "bob not registered: {}",
         bob.log()
     );
 
-    let mut cfg = test_config();
     cfg.trunks = vec![TrunkConfig {
         name: "kam".into(),
-        outbound_proxy: ([127, 0, 0, 1], kport).into(),
+        outbound_proxy: ([127, 0, 0, 1], proxy_port).into(),
         domain: Some(format!("127.0.0.1:{kport}")),
-        transport: Transport::Udp,
+        transport,
         tls_server_name: None,
         tls_client_cert: None,
         tls_client_key: None,

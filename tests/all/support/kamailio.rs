@@ -19,6 +19,20 @@ pub struct Kamailio {
 }
 
 impl Kamailio {
+    /// Whether Debian's `kamailio-tls-modules` is installed; under `CI=true` it must be.
+    pub fn has_tls() -> bool {
+        let module = Path::new("/usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so");
+        if module.exists() {
+            return true;
+        }
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "kamailio-tls-modules is required under CI=true"
+        );
+        eprintln!("SKIP: kamailio-tls-modules is not installed");
+        false
+    }
+
     pub async fn start(port: u16) -> Kamailio {
         Self::start_with(port, None).await
     }
