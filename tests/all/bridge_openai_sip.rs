@@ -201,6 +201,7 @@ async fn a_connector_call_is_accepted_with_the_agents_config_and_runs_a_tool() {
     );
     assert_eq!(ended_reason(&record), "caller-hangup");
     // The greeting was spoken as asked: no note of a different one.
+    assert!(find(&events, "greeting-reworded").is_empty(), "{events:?}");
     assert!(find(&events, "model-error").is_empty(), "{events:?}");
 
     // The configuration shows the connector with its secrets masked.
@@ -210,6 +211,48 @@ async fn a_connector_call_is_accepted_with_the_agents_config_and_runs_a_tool() {
     assert_eq!(section["webhook-secret"], "***", "{section}");
     assert_eq!(section["project-id"], "proj_test", "{section}");
     assert!(host.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_greeting_spoken_in_other_words_is_recorded_and_the_call_goes_on() {
+    const ASKED: &str = "Thank you for calling Switchboard Demo. How can I help you today?";
+    const SPOKEN: &str = "Hi, this is Switchboard Demo. What can I do for you?";
+    let fake = FakeOpenAiSip::start(Script {
+        greeting_as: Some(SPOKEN.into()),
+        steps: vec![Step::Caller("When are you open?".into()), Step::HangUp],
+        replies: vec![Reply::Speech("Nine to five.".into())],
+        ..Script::default()
+    })
+    .await;
+    let (host, webhook, _port) = start_host(&fake);
+    fake.call(&webhook, "rtc_reworded", "sip:2000@sip.api.openai.com", &[])
+        .await;
+    fake.wait(20, "the call to end", |f| f.ended("rtc_reworded"))
+        .await;
+
+    let record = only_call_record(host.http).await;
+    let events = events_of(&record);
+    let reworded = find(&events, "greeting-reworded");
+    assert_eq!(reworded.len(), 1, "{events:?}");
+    assert_eq!(reworded[0]["asked"], ASKED);
+    assert_eq!(reworded[0]["spoken"], SPOKEN);
+    assert!(find(&events, "model-error").is_empty(), "{events:?}");
+    // The call went on: the caller was answered, and hung up.
+    let said: Vec<(&str, &str)> = record["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["role"].as_str().unwrap(), l["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            ("agent", SPOKEN),
+            ("caller", "When are you open?"),
+            ("agent", "Nine to five.")
+        ]
+    );
+    assert_eq!(ended_reason(&record), "caller-hangup");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,6 +486,49 @@ async fn a_failed_accept_ends_the_record_with_the_reason() {
         "{rejected:?}"
     );
     assert_eq!(fake.sockets("rtc_fail"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accept_unanswered_in_time_ends_the_record_and_is_hung_up() {
+    // OpenAI takes the accept and does not answer it for longer than the test lasts.
+    let fake = FakeOpenAiSip::start(Script {
+        accept_after: Some(Duration::from_secs(60)),
+        ..Script::default()
+    })
+    .await;
+    let (builder, webhook, _port) = connector_host(&fake);
+    let host = builder
+        .env("SWITCHBOARD__OPENAI_SIP__ACCEPT_TIMEOUT_MS", "300")
+        .start();
+    let sent = std::time::Instant::now();
+    assert_eq!(
+        fake.call(&webhook, "rtc_stuck", "sip:2000@sip.api.openai.com", &[])
+            .await,
+        200,
+        "the webhook is answered at once, before the accept"
+    );
+    fake.wait(10, "the hang-up attempt", |f| {
+        !f.requests_of("hangup").is_empty()
+    })
+    .await;
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "gave up after {:?}, not after the configured 300 ms",
+        sent.elapsed()
+    );
+    let record = only_call_record(host.http).await;
+    let events = events_of(&record);
+    let rejected = find(&events, "rejected");
+    assert!(
+        rejected[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the accept failed: OpenAI did not answer the accept within 300 ms"),
+        "{rejected:?}"
+    );
+    assert!(find(&events, "answered").is_empty(), "{events:?}");
+    assert_eq!(fake.requests_of("hangup")[0].call_id, "rtc_stuck");
+    assert_eq!(fake.sockets("rtc_stuck"), 0, "no sideband socket");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

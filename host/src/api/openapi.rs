@@ -73,7 +73,7 @@ pub fn spec() -> Value {
                     "live": {"type": "boolean", "description": "The call task runs in this process now"}}}]},
                 "CallEvent": {"type": "object", "required": ["call_id", "seq", "at_ms", "type"], "properties": {
                     "call_id": {"type": "string"}, "seq": {"type": "integer"}, "at_ms": {"type": "integer"},
-                    "type": {"enum": ["created", "state", "rejected", "progress", "not-answered", "answered", "actions", "agent-fault", "action-refused", "dtmf", "transcript", "tool-call", "tool-result", "speech-started", "speech-stopped", "barge-in", "usage", "turn-latency", "transfer", "model-error", "hold", "session-timer", "media-stats", "ended"]}},
+                    "type": {"enum": ["created", "state", "rejected", "progress", "not-answered", "answered", "actions", "agent-fault", "action-refused", "dtmf", "transcript", "tool-call", "tool-result", "speech-started", "speech-stopped", "barge-in", "usage", "turn-latency", "transfer", "model-error", "greeting-reworded", "hold", "session-timer", "recording", "media-stats", "ended"]}},
                     "additionalProperties": true,
                     "description": "Live event (SSE). The fields besides call_id/seq/at_ms/type depend on type, e.g. state: {state: ringing|starting|active|transferring|ending|ended}; usage: {input_tokens, output_tokens, items: [UsageItem]} for one report."},
                 "UsageItem": {"type": "object", "required": ["provider", "stage", "kind", "unit", "amount"], "properties": {

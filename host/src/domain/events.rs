@@ -144,6 +144,12 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         code: Option<u16>,
     },
+    /// The agent's greeting as the provider spoke it differs from the words asked for (a
+    /// provider without verbatim speech, such as OpenAI's SIP connector, words it itself).
+    GreetingReworded {
+        asked: String,
+        spoken: String,
+    },
     /// The call is being recorded to this WAV file.
     Recording {
         path: String,

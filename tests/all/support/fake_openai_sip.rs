@@ -16,7 +16,8 @@
 //!   scripted: each turn is `speech_started` → `speech_stopped` → `committed` → the user item →
 //!   its transcription, then an automatic response (speech, or a function call that waits for
 //!   its `function_call_output` and a `response.create`). A `response.create` whose instructions
-//!   quote words speaks them. Spoken audio is played by OpenAI, so a response's playout is
+//!   quote words speaks them (or, for the greeting, words of the script's own: a model may word
+//!   what it is asked to say). Spoken audio is played by OpenAI, so a response's playout is
 //!   bracketed by `output_audio_buffer.started` and `output_audio_buffer.stopped` (SIP and
 //!   WebRTC only), which comes [`PLAYOUT`] after `response.done`: the caller is still hearing
 //!   the end of the words when the generation is done. A caller hang-up sends
@@ -52,7 +53,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 
-use crate::support::rest_fake::{self, Request as RestRequest};
+use crate::support::rest_fake::{self, Reply as RestReply, Request as RestRequest};
 
 /// What the caller does once the call is up (after the greeting).
 #[derive(Debug, Clone)]
@@ -82,6 +83,11 @@ pub struct Script {
     pub replies: Vec<Reply>,
     /// The accept answers this status instead of 200.
     pub accept_status: Option<u16>,
+    /// The accept is answered only this long after it came (an OpenAI that is slow, or stuck).
+    pub accept_after: Option<Duration>,
+    /// The model words the greeting so instead of speaking the quoted words (the API has no
+    /// verbatim speech).
+    pub greeting_as: Option<String>,
 }
 
 /// How long the caller still hears a response after its `response.done`.
@@ -440,7 +446,14 @@ async fn connection(tcp: TcpStream, shared: Arc<Shared>) {
         sideband(tcp, shared).await;
         return;
     }
-    let answer = move |request: RestRequest| rest(&shared, request);
+    let answer = move |request: RestRequest| {
+        let accept = request.path.ends_with("/accept");
+        let mut reply = RestReply::from(rest(&shared, request));
+        if accept {
+            reply.after = shared.script.accept_after;
+        }
+        reply
+    };
     rest_fake::serve_connection(tcp, Arc::new(answer)).await;
 }
 
@@ -643,7 +656,8 @@ impl Session {
                                 (Some(a), Some(b)) if b > a => Some(instructions[a + 1..b].to_string()),
                                 _ => None,
                             };
-                            match quoted {
+                            let reworded = self.shared.script.greeting_as.clone().filter(|_| !greeted);
+                            match reworded.or(quoted) {
                                 Some(words) => self.speak(&mut ws, &words).await?,
                                 None => self.reply(&mut ws).await?,
                             }

@@ -1,8 +1,10 @@
 //! The HTTP side of the carriers' fake REST APIs: HTTP/1.1 on a TCP socket, one request after
 //! another per connection, each answered with JSON. A fake needs the method, path, the
-//! `Authorization` header and the body; nothing else of HTTP matters to it.
+//! `Authorization` header and the body; nothing else of HTTP matters to it. An answer may be
+//! held back for a while, as a slow or stuck service holds its reply.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -52,11 +54,31 @@ async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<Request> {
     })
 }
 
-/// Serve `listener`: each request gets `answer`'s status line (`"200 OK"`) and JSON body (none
-/// for `null`, as for a `204 No Content`).
-pub async fn serve<A>(listener: TcpListener, answer: Arc<A>)
+/// What a fake answers a request with.
+pub struct Reply {
+    /// The status line, as `"200 OK"`.
+    pub status: &'static str,
+    /// The JSON body; none for `null`, as for a `204 No Content`.
+    pub body: Value,
+    /// Sent only after this long.
+    pub after: Option<Duration>,
+}
+
+impl From<(&'static str, Value)> for Reply {
+    fn from((status, body): (&'static str, Value)) -> Reply {
+        Reply {
+            status,
+            body,
+            after: None,
+        }
+    }
+}
+
+/// Serve `listener`: each request gets `answer`'s [`Reply`].
+pub async fn serve<A, R>(listener: TcpListener, answer: Arc<A>)
 where
-    A: Fn(Request) -> (&'static str, Value) + Send + Sync + 'static,
+    A: Fn(Request) -> R + Send + Sync + 'static,
+    R: Into<Reply> + 'static,
 {
     while let Ok((stream, _)) = listener.accept().await {
         tokio::spawn(serve_connection(stream, answer.clone()));
@@ -65,17 +87,25 @@ where
 
 /// Serve one accepted connection as [`serve`] does (for a fake that also takes other requests
 /// on its port).
-pub async fn serve_connection<A>(stream: TcpStream, answer: Arc<A>)
+pub async fn serve_connection<A, R>(stream: TcpStream, answer: Arc<A>)
 where
-    A: Fn(Request) -> (&'static str, Value) + Send + Sync + 'static,
+    A: Fn(Request) -> R + Send + Sync + 'static,
+    R: Into<Reply> + 'static,
 {
     let mut stream = BufReader::new(stream);
     while let Some(request) = read_request(&mut stream).await {
-        let (status, reply) = answer(request);
-        let body = if reply.is_null() {
+        let Reply {
+            status,
+            body,
+            after,
+        } = answer(request).into();
+        if let Some(after) = after {
+            tokio::time::sleep(after).await;
+        }
+        let body = if body.is_null() {
             String::new()
         } else {
-            reply.to_string()
+            body.to_string()
         };
         let response = format!(
             "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",

@@ -17,7 +17,7 @@ mod sideband;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -58,6 +58,10 @@ pub struct OpenAiSipConfig {
     /// The voice when the agent names none.
     #[serde(default = "default_voice")]
     pub voice: String,
+    /// How long OpenAI may take to answer an accept before the call is given up (and hung up):
+    /// the caller hears nothing meanwhile.
+    #[serde(default = "default_accept_timeout_ms")]
+    pub accept_timeout_ms: u64,
 }
 
 fn default_base_url() -> String {
@@ -68,6 +72,9 @@ fn default_model() -> String {
 }
 fn default_voice() -> String {
     "marin".into()
+}
+fn default_accept_timeout_ms() -> u64 {
+    5_000
 }
 
 /// How many delivery and call ids are remembered for deduplication.
@@ -136,6 +143,7 @@ impl OpenAiSipBridge {
                 base_url: base.to_string(),
                 api_key: config.api_key.clone(),
                 http: reqwest::Client::new(),
+                accept_timeout: Duration::from_millis(config.accept_timeout_ms),
             },
             provider: OpenAiProvider::new(realtime),
             calls,

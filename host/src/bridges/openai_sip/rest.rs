@@ -5,6 +5,8 @@
 //! `reject` an optional SIP `status_code` (603 when absent), `refer` the `target_uri` that
 //! becomes the SIP `Refer-To`.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::bridges::{REST_TIMEOUT, rest_outcome};
@@ -17,6 +19,9 @@ pub struct Account {
     pub base_url: String,
     pub api_key: Secret,
     pub http: reqwest::Client,
+    /// How long an accept may take (`[openai-sip] accept-timeout-ms`); the other calls have
+    /// [`REST_TIMEOUT`].
+    pub accept_timeout: Duration,
 }
 
 /// One SIP call's controls.
@@ -28,7 +33,12 @@ pub struct CallControl {
 }
 
 impl CallControl {
-    async fn post(&self, action: &str, body: Option<Value>) -> Result<(), String> {
+    async fn post(
+        &self,
+        action: &str,
+        body: Option<Value>,
+        timeout: Duration,
+    ) -> Result<(), String> {
         let url = format!(
             "{}/realtime/calls/{}/{action}",
             self.account.base_url.trim_end_matches('/'),
@@ -40,16 +50,22 @@ impl CallControl {
             .post(&url)
             .bearer_auth(self.account.api_key.expose())
             .header(reqwest::header::ACCEPT, "*/*")
-            .timeout(REST_TIMEOUT);
+            .timeout(timeout);
         if let Some(body) = body {
             request = request
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.to_string());
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| format!("OpenAI {action}: {e}"))?;
+        let response = request.send().await.map_err(|e| {
+            if e.is_timeout() {
+                format!(
+                    "OpenAI did not answer the {action} within {} ms",
+                    timeout.as_millis()
+                )
+            } else {
+                format!("OpenAI {action}: {e}")
+            }
+        })?;
         rest_outcome(&format!("OpenAI {action}"), response)
             .await
             .map(drop)
@@ -57,23 +73,24 @@ impl CallControl {
 
     /// Accept the call with `session` (a realtime session configuration).
     pub async fn accept(&self, session: Value) -> Result<(), String> {
-        self.post("accept", Some(session)).await
+        let timeout = self.account.accept_timeout;
+        self.post("accept", Some(session), timeout).await
     }
 
     /// Refuse the call with the SIP status `code`.
     pub async fn reject(&self, code: u16) -> Result<(), String> {
-        self.post("reject", Some(json!({"status_code": code})))
+        self.post("reject", Some(json!({"status_code": code})), REST_TIMEOUT)
             .await
     }
 
     /// Ask the carrier to transfer the caller to `target` (a `sip:` or `tel:` URI); success
     /// means the REFER was relayed, not that the target answered.
     pub async fn refer(&self, target: &str) -> Result<(), String> {
-        self.post("refer", Some(json!({"target_uri": target})))
+        self.post("refer", Some(json!({"target_uri": target})), REST_TIMEOUT)
             .await
     }
 
     pub async fn hangup(&self) -> Result<(), String> {
-        self.post("hangup", None).await
+        self.post("hangup", None, REST_TIMEOUT).await
     }
 }

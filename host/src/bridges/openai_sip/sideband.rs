@@ -155,8 +155,9 @@ impl Relay {
         };
         if words(text) != words(&greeting) {
             tracing::info!(%greeting, spoken = %text, "the greeting was not spoken verbatim");
-            self.recorder.record(EventKind::ModelError {
-                message: format!("the greeting was spoken as {text:?}, not as {greeting:?}"),
+            self.recorder.record(EventKind::GreetingReworded {
+                asked: greeting,
+                spoken: text.clone(),
             });
         }
     }
