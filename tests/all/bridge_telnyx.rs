@@ -13,7 +13,7 @@ use crate::support::api::{Api, answered_outbound, ended, events_of, find, only_c
 use crate::support::bridge_call::check_call;
 use crate::support::calls::{AGENT_HZ, WINDOW, mic, tone_spans};
 use crate::support::fake_openai::{FakeOpenAi, Reply, Script};
-use crate::support::fake_telnyx::{CallScript, Callee, Ending, FakeTelnyx};
+use crate::support::fake_telnyx::{CallScript, Callee, Ending, FakeTelnyx, Transferee};
 use crate::support::host::Host;
 use crate::support::ports::{Ports, ports};
 
@@ -141,8 +141,8 @@ async fn the_agent_transfers_and_the_api_hangs_up_through_call_control() {
     let telnyx = FakeTelnyx::start().await;
     let (mut host, public_url, _port) = start_host(&telnyx, &model);
 
-    // Key 0 asks the receptionist for the front desk: a `transfer` command; the call ends as
-    // transferred and no hang-up follows.
+    // Key 0 asks the receptionist for the front desk: a `transfer` command; once the new leg
+    // answers, the call ends as transferred and no hang-up follows.
     let call = telnyx
         .call(
             &public_url,
@@ -166,6 +166,14 @@ async fn the_agent_transfers_and_the_api_hangs_up_through_call_control() {
     assert!(
         ended["reason"].as_str().unwrap().contains("transferred"),
         "{ended:?}"
+    );
+    // Completed once the new leg answered, as its webhook told.
+    let events = events_of(&record);
+    let transfers = find(&events, "transfer");
+    assert!(
+        transfers.iter().any(|t| t["status"] == "completed"
+            && t["detail"] == "200 the target answered (Telnyx call.answered)"),
+        "{transfers:?}"
     );
 
     // The API hangs a call up: Telnyx gets `hangup` and ends the stream.
@@ -195,6 +203,85 @@ async fn the_agent_transfers_and_the_api_hangs_up_through_call_control() {
         ("hangup", call.call_control_id.as_str())
     );
     host.expect(&["call ended", "AgentHangup"], 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_whose_target_does_not_answer_goes_back_to_the_agent() {
+    let model = FakeOpenAi::start(model_script(vec![Reply::Echo])).await;
+    let telnyx = FakeTelnyx::start().await;
+    let (mut host, public_url, _port) = start_host(&telnyx, &model);
+
+    // Key 0 asks for the front desk; Telnyx takes the `transfer` (200) but the desk is busy:
+    // the new leg's `call.hangup` says so, the caller stays on and hangs up later.
+    let call = telnyx
+        .call(
+            &public_url,
+            CallScript {
+                digits: vec![(Duration::from_secs(1), '0')],
+                hangup_after: Some(Duration::from_secs(7)),
+                transferee: Transferee::Fails {
+                    cause: "user_busy",
+                    sip: "486",
+                },
+                ..CallScript::default()
+            },
+        )
+        .await;
+    host.expect(&["call ended", "CallerHangup"], 10);
+    assert_eq!(
+        call.transferred_to.as_deref(),
+        Some("sip:front-desk@127.0.0.1"),
+        "{call:?}"
+    );
+    assert_eq!(
+        call.ending,
+        Ending::CallerHungUp,
+        "the call went on: {call:?}"
+    );
+    assert!(call.violations.is_empty(), "{:?}", call.violations);
+    let commands = telnyx.commands();
+    let actions: Vec<&str> = commands.iter().map(|c| c.action.as_str()).collect();
+    assert_eq!(actions, ["answer", "transfer"], "no hang-up");
+    assert!(
+        commands[1].body["target_leg_client_state"].is_string(),
+        "the new leg is tagged: {:?}",
+        commands[1].body
+    );
+
+    // The record: the transfer failed with Telnyx's cause; the agent heard of it and spoke.
+    let record = only_call_record(host.http).await;
+    let events = events_of(&record);
+    let transfers = find(&events, "transfer");
+    assert!(
+        transfers.iter().any(|t| t["status"] == "failed"
+            && t["detail"] == "486 the target did not answer (Telnyx call.hangup, user_busy)"),
+        "{transfers:?}"
+    );
+    assert!(
+        !transfers.iter().any(|t| t["status"] == "completed"),
+        "{transfers:?}"
+    );
+    // The receptionist's on-transfer-result offers to take a message.
+    let actions = find(&events, "actions");
+    assert!(
+        actions
+            .iter()
+            .any(|a| a["actions"].to_string().contains("Nobody is free")),
+        "{actions:?}"
+    );
+    assert!(
+        model
+            .received_of("response.create")
+            .iter()
+            .any(|r| r.to_string().contains("Nobody is free")),
+        "the agent's words reached the model"
+    );
+    assert_eq!(
+        find(&events, "ended")[0]["reason"],
+        "caller-hangup",
+        "{events:?}"
+    );
+    assert!(host.is_running());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,6 +27,14 @@
 //!   `start` carries the answer's `client_state`; `reject` takes a `cause` of `CALL_REJECTED`,
 //!   `NOT_FOUND`, `TEMPORARILY_UNAVAILABLE` or `USER_BUSY`; `hangup` ends the call (the stream
 //!   gets `stop`); `transfer` takes `to`.
+//! - A transfer's new leg ("Transfer call", developers.telnyx.com/api-reference/call-commands/
+//!   transfer-call: expected webhooks `call.initiated`, `call.bridged`, `call.answered` or
+//!   `call.hangup`; "If the transfer is unsuccessful, a `call.hangup` webhook for the other call
+//!   (Leg B) will be sent ... The original call will remain active"): its webhooks carry the
+//!   command's `target_leg_client_state` as `client_state` (`ActionTransferParams`, "state to
+//!   every subsequent webhook for the new leg", team-telnyx/telnyx-ruby). The fake sends
+//!   `call.initiated`, then `call.answered` and `call.bridged`, or a `call.hangup` with the
+//!   script's `hangup_cause` and `sip_hangup_cause` while the caller's stream goes on.
 //! - Dial ("Dial", developers.telnyx.com/api-reference/call-commands/dial): `POST /v2/calls`
 //!   with `connection_id`, `to`, `from` required (422, 10004, without one) and the stream asked
 //!   for as on answer; 200 with `{"data": {"call_control_id", "call_leg_id", "call_session_id",
@@ -82,7 +90,8 @@ enum Control {
     Answer(Value),
     Reject(String),
     Hangup,
-    Transfer(String),
+    /// The command's body.
+    Transfer(Value),
 }
 
 /// The caller's side of one call.
@@ -98,6 +107,20 @@ pub struct CallScript {
     pub hangup_after: Option<Duration>,
     /// The whole call may not last longer.
     pub limit: Duration,
+    /// What the target of a transfer does.
+    pub transferee: Transferee,
+}
+
+/// The new leg Telnyx dials for a `transfer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transferee {
+    /// Answers and is bridged to the caller.
+    Answers,
+    /// Hangs up before answering, with this `hangup_cause` and `sip_hangup_cause`.
+    Fails {
+        cause: &'static str,
+        sip: &'static str,
+    },
 }
 
 impl Default for CallScript {
@@ -109,6 +132,7 @@ impl Default for CallScript {
             digits: Vec::new(),
             hangup_after: None,
             limit: Duration::from_secs(30),
+            transferee: Transferee::Answers,
         }
     }
 }
@@ -427,7 +451,7 @@ impl FakeTelnyx {
             match tokio::time::timeout(Duration::from_secs(20), control.recv()).await {
                 Ok(Some(Control::Answer(answer))) => {
                     result.answer = Some(answer.clone());
-                    self.stream(&answer, &id, &script, &mut control, &mut result)
+                    self.stream(&url, &answer, &id, &script, &mut control, &mut result)
                         .await;
                     match result.ending {
                         Ending::CallerHungUp => ("normal_clearing", "caller"),
@@ -491,7 +515,7 @@ impl FakeTelnyx {
                 let answered = self.event("call.answered", fields(json!({})), &url);
                 self.deliver(&url, &answered).await;
                 let mut result = CallResult::new(&id);
-                self.stream(&body, &id, &script, &mut control, &mut result)
+                self.stream(&url, &body, &id, &script, &mut control, &mut result)
                     .await;
                 let source = match result.ending {
                     Ending::CallerHungUp => "callee",
@@ -525,9 +549,38 @@ impl FakeTelnyx {
         }
     }
 
+    /// The new leg of a `transfer`, told by webhooks that carry the command's
+    /// `target_leg_client_state`: `call.initiated`, then `call.answered` and `call.bridged` (the
+    /// host then ends its side of the stream), or `call.hangup` (the caller's leg stays up).
+    async fn transfer_leg(&self, url: &str, transfer: &Value, transferee: Transferee) {
+        let id = FakeTelnyx::call_control_id();
+        let fields = json!({"call_control_id": id, "direction": "outgoing",
+            "to": transfer["to"], "client_state": transfer["target_leg_client_state"]});
+        self.deliver(url, &self.event("call.initiated", fields.clone(), url))
+            .await;
+        match transferee {
+            Transferee::Answers => {
+                for event_type in ["call.answered", "call.bridged"] {
+                    self.deliver(url, &self.event(event_type, fields.clone(), url))
+                        .await;
+                }
+            }
+            Transferee::Fails { cause, sip } => {
+                let ending = Hangup {
+                    cause,
+                    source: "callee",
+                    sip: Some(sip),
+                    client_state: transfer["target_leg_client_state"].clone(),
+                };
+                self.deliver(url, &self.call_hangup(&id, ending, url)).await;
+            }
+        }
+    }
+
     /// Open the answer's stream and play the call like a phone.
     async fn stream(
         &self,
+        webhook_url: &str,
         answer: &Value,
         id: &str,
         script: &CallScript,
@@ -667,8 +720,10 @@ impl FakeTelnyx {
                         result.ending = Ending::HungUpByCommand;
                         break;
                     }
-                    // The caller goes to the new party; the host ends its side of the stream.
-                    Control::Transfer(to) => result.transferred_to = Some(to),
+                    Control::Transfer(transfer) => {
+                        result.transferred_to = transfer["to"].as_str().map(str::to_string);
+                        self.transfer_leg(webhook_url, &transfer, script.transferee).await;
+                    }
                     other => result.violations.push(format!("{other:?} on an answered call")),
                 }
             }
@@ -816,7 +871,7 @@ impl State {
             },
             "hangup" => Control::Hangup,
             "transfer" => match body["to"].as_str() {
-                Some(to) => Control::Transfer(to.to_string()),
+                Some(_) => Control::Transfer(body),
                 None => return missing("to"),
             },
             _ => {

@@ -95,12 +95,29 @@ pub fn keypad_digit(text: &str) -> Option<char> {
     }
 }
 
+/// How a carrier took a transfer it accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handover {
+    /// The phone call is the target's now and the carrier tells nothing more (Twilio's
+    /// `<Dial>`, Vonage's NCCO): the stream ends next.
+    Taken,
+    /// The carrier dials the target and tells later, by webhook, whether it answered (Telnyx):
+    /// the outcome arrives as a [`LegEvent::TransferOutcome`] on the sender the transfer was
+    /// given, and on a failure the call goes on over the stream.
+    Dialling,
+}
+
 /// A carrier's control of the call, outside the stream.
 pub trait Carrier: Send + Sync + 'static {
     /// End the phone call.
     fn hangup(&self) -> impl Future<Output = Result<(), String>> + Send;
-    /// Hand the phone call to `target`; the carrier ends the stream once it does.
-    fn transfer(&self, target: &str) -> impl Future<Output = Result<(), String>> + Send;
+    /// Hand the phone call to `target`. A carrier that reports the outcome later sends it on
+    /// `outcome`.
+    fn transfer(
+        &self,
+        target: &str,
+        outcome: mpsc::UnboundedSender<LegEvent>,
+    ) -> impl Future<Output = Result<Handover, String>> + Send;
 }
 
 /// Counts of one stream, for the call's media statistics.
@@ -303,10 +320,14 @@ impl<C: Carrier, F: Framing + Clone> Leg for StreamLeg<C, F> {
     }
 
     async fn next_event(&mut self) -> LegEvent {
-        match self.events.recv().await {
+        let event = match self.events.recv().await {
             Some(e) => e,
             None => std::future::pending().await,
+        };
+        if let LegEvent::TransferOutcome { success: true, .. } = event {
+            self.transferred = true;
         }
+        event
     }
 
     async fn hangup(&mut self) {
@@ -322,15 +343,20 @@ impl<C: Carrier, F: Framing + Clone> Leg for StreamLeg<C, F> {
     }
 
     async fn transfer(&mut self, target: &str) -> Result<(), LegError> {
-        self.carrier.transfer(target).await.map_err(failed)?;
-        // The carrier took the call; the stream ends next. There is no later outcome to wait
-        // for: the carrier tells nothing of the new leg over this stream.
-        self.transferred = true;
-        let _ = self.own_events.send(LegEvent::TransferOutcome {
-            code: 200,
-            reason: "the carrier took the call".into(),
-            success: true,
-        });
+        let handover = self
+            .carrier
+            .transfer(target, self.own_events.clone())
+            .await
+            .map_err(failed)?;
+        if handover == Handover::Taken {
+            // The stream ends next; the carrier tells nothing of the new leg over it.
+            self.transferred = true;
+            let _ = self.own_events.send(LegEvent::TransferOutcome {
+                code: 200,
+                reason: "the carrier took the call".into(),
+                success: true,
+            });
+        }
         Ok(())
     }
 

@@ -10,6 +10,7 @@ mod outbound;
 mod reorder;
 mod rest;
 pub mod signature;
+mod transfers;
 mod webhook;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ use crate::model::ModelSession;
 use frames::{Inbound, TelnyxFraming};
 use rest::{Account, CallControl};
 use signature::PublicKey;
+use transfers::Transfers;
 
 /// The `[bridges.telnyx]` section.
 #[derive(Debug, Clone, Deserialize)]
@@ -77,6 +79,8 @@ pub struct TelnyxBridge {
     pending: Arc<PendingCalls>,
     /// Calls we dialled, until they are answered or not.
     placing: Arc<PlacingCalls<outbound::Answer>>,
+    /// Transfers waiting for the new leg's outcome.
+    transfers: Arc<Transfers>,
     numbers: Vec<String>,
     http: reqwest::Client,
 }
@@ -94,6 +98,7 @@ impl TelnyxBridge {
             calls,
             pending: Arc::default(),
             placing: Arc::default(),
+            transfers: Arc::default(),
             numbers: config.numbers.clone(),
             http: reqwest::Client::new(),
         })
@@ -116,6 +121,7 @@ impl TelnyxBridge {
             account: self.account.clone(),
             call_control_id,
             http: self.http.clone(),
+            transfers: self.transfers.clone(),
         }
     }
 
@@ -324,12 +330,21 @@ async fn webhook(
             );
         }
     };
-    if let Some(token) = placing_token(&bridge, &event.payload) {
-        let payload = &event.payload;
-        let sip_code = payload["sip_hangup_cause"]
-            .as_str()
-            .and_then(|c| c.parse().ok());
-        let cause = payload["hangup_cause"].as_str();
+    let payload = &event.payload;
+    let sip_code = payload["sip_hangup_cause"]
+        .as_str()
+        .and_then(|c| c.parse().ok());
+    let cause = payload["hangup_cause"].as_str();
+    let token = payload["client_state"]
+        .as_str()
+        .and_then(decode_client_state);
+    if let Some(token) = token.as_deref().filter(|t| bridge.transfers.is_watched(t)) {
+        bridge
+            .transfers
+            .settle(token, &event.event_type, cause, sip_code);
+        return StatusCode::OK.into_response();
+    }
+    if let Some(token) = token.filter(|t| bridge.placing.is_placing(t)) {
         tracing::debug!(event_type = %event.event_type, ?cause, ?sip_code, "Telnyx event of a call we dialled");
         if event.event_type == "streaming.failed"
             && let Some(id) = payload["call_control_id"].as_str()
@@ -398,12 +413,6 @@ async fn webhook(
             .instrument(span),
     );
     StatusCode::OK.into_response()
-}
-
-/// The token of the call being placed whose event `payload` is (its `client_state`).
-fn placing_token(bridge: &TelnyxBridge, payload: &serde_json::Value) -> Option<String> {
-    let token = decode_client_state(payload["client_state"].as_str()?)?;
-    bridge.placing.is_placing(&token).then_some(token)
 }
 
 /// Our token back from a `client_state` (base64, as we gave it).

@@ -3,14 +3,22 @@
 //! answer asks for the media stream in RTP mode with PCMU both ways (the default MP3 mode plays
 //! whole files, useless for a conversation); `client_state` carries the stream's one-time token,
 //! which Telnyx hands back in the stream's `start` (Telnyx's API definition, `ActionAnswerParams`,
-//! `ActionRejectParams`, `ActionTransferParams`; "Media Streaming over WebSockets").
+//! `ActionRejectParams`, `ActionTransferParams`; "Media Streaming over WebSockets"). A transfer
+//! tags its new leg with `target_leg_client_state` ("state to every subsequent webhook for the
+//! new leg": `ActionTransferParams` in team-telnyx/telnyx-ruby), whose webhooks tell its outcome
+//! ([`super::transfers`]).
+
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
-use crate::bridges::stream::Carrier;
-use crate::bridges::{REST_TIMEOUT, rest_outcome};
+use super::transfers::Transfers;
+use crate::bridges::stream::{Carrier, Handover};
+use crate::bridges::{REST_TIMEOUT, one_time_token, rest_outcome};
+use crate::call::leg::LegEvent;
 
 /// The account the bridge acts for.
 #[derive(Debug, Clone)]
@@ -26,6 +34,8 @@ pub struct CallControl {
     pub account: Account,
     pub call_control_id: String,
     pub http: reqwest::Client,
+    /// Where a transfer waits for the new leg's outcome.
+    pub transfers: Arc<Transfers>,
 }
 
 /// The cause a refusal gives the caller (Telnyx turns it into the SIP answer: 486, 404, 480,
@@ -119,9 +129,27 @@ impl Carrier for CallControl {
         self.command("hangup", json!({})).await
     }
 
-    async fn transfer(&self, target: &str) -> Result<(), String> {
-        self.command("transfer", json!({"to": transfer_target(target)}))
-            .await
+    /// Telnyx dials `target` and tells the outcome in the new leg's webhooks, which carry this
+    /// transfer's token as their `client_state`.
+    async fn transfer(
+        &self,
+        target: &str,
+        outcome: mpsc::UnboundedSender<LegEvent>,
+    ) -> Result<Handover, String> {
+        let token = one_time_token();
+        // Watched before the command: the new leg's first webhook may beat its answer.
+        self.transfers.watch(token.clone(), outcome);
+        let body = json!({
+            "to": transfer_target(target),
+            "target_leg_client_state": B64.encode(&token),
+        });
+        match self.command("transfer", body).await {
+            Ok(()) => Ok(Handover::Dialling),
+            Err(e) => {
+                self.transfers.forget(&token);
+                Err(e)
+            }
+        }
     }
 }
 

@@ -2,9 +2,12 @@
 //! {CallSid}.json`, HTTP Basic with the account SID and auth token, form-encoded): hang up with
 //! `Status=completed`, transfer by replacing the call's TwiML with a `<Dial>`.
 
+use tokio::sync::mpsc;
+
 use super::twiml;
-use crate::bridges::stream::Carrier;
+use crate::bridges::stream::{Carrier, Handover};
 use crate::bridges::{REST_TIMEOUT, rest_outcome};
+use crate::call::leg::LegEvent;
 
 /// The account the bridge acts for.
 #[derive(Debug, Clone)]
@@ -62,7 +65,13 @@ impl Carrier for CallControl {
         self.update(&[("Status", "completed")]).await
     }
 
-    async fn transfer(&self, target: &str) -> Result<(), String> {
-        self.update(&[("Twiml", &twiml::dial(target))]).await
+    async fn transfer(
+        &self,
+        target: &str,
+        _outcome: mpsc::UnboundedSender<LegEvent>,
+    ) -> Result<Handover, String> {
+        self.update(&[("Twiml", &twiml::dial(target))])
+            .await
+            .map(|()| Handover::Taken)
     }
 }

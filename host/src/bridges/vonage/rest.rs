@@ -8,11 +8,13 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use super::jwt::PrivateKey;
 use super::ncco;
-use crate::bridges::stream::Carrier;
+use crate::bridges::stream::{Carrier, Handover};
 use crate::bridges::{REST_TIMEOUT, one_time_token, rest_outcome};
+use crate::call::leg::LegEvent;
 
 /// How long a minted token is valid: one request needs it for seconds.
 const TOKEN_TTL_SECS: u64 = 300;
@@ -102,11 +104,16 @@ impl Carrier for CallControl {
         self.update(json!({"action": "hangup"})).await
     }
 
-    async fn transfer(&self, target: &str) -> Result<(), String> {
+    async fn transfer(
+        &self,
+        target: &str,
+        _outcome: mpsc::UnboundedSender<LegEvent>,
+    ) -> Result<Handover, String> {
         self.update(json!({
             "action": "transfer",
             "destination": {"type": "ncco", "ncco": ncco::transfer_to(target)},
         }))
         .await
+        .map(|()| Handover::Taken)
     }
 }
