@@ -21,14 +21,22 @@
 //!   client; the first message is text, `{"event":"websocket:connected","content-type":…}`
 //!   with the NCCO's headers at the top level; then binary 16-bit little-endian PCM, 20 ms (640
 //!   bytes at 16 kHz) per message, both ways; DTMF as text
-//!   `{"event":"websocket:dtmf","digit":"5","duration":260}`. The controls
-//!   `{"action":"clear"}` → `{"event":"websocket:cleared"}` and `{"action":"notify","payload":
-//!   {…}}` → `{"event":"websocket:notify","payload":{…}}` once the audio sent before it has
-//!   played are from the same page's newer revision as described by the AsyncAPI document
-//!   built from it (asyncapi.apis.io/asyncapis/vonage/vonage-asyncapi) and used by Vonage's own
-//!   Pipecat serializer (github.com/Vonage/pipecat, `serializers/vonage.py`). What happens to
-//!   notifies still queued on `clear` is not documented: this fake drops them with the audio.
-//!   When the caller hangs up, the socket is closed (there is no stop message).
+//!   `{"event":"websocket:dtmf","digit":"5","duration":260}`. The controls, checked again
+//!   for issue 24 against Vonage's guide "WebSockets in the Vonage Voice API"
+//!   (developer.vonage.com/en/voice/voice-api/guides/websockets, the same page as
+//!   …/concepts/websockets; it has the socket carry "text messages as control commands or
+//!   events") and the AsyncAPI document generated from that page (api-evangelist/vonage
+//!   `asyncapi/vonage-asyncapi.yml`, validated against it 2026-05-29; browsable at
+//!   asyncapi.apis.io/asyncapis/vonage/vonage-asyncapi): `ClearCommand` `{"action":"clear"}`
+//!   stops playback and drops the queued audio, acknowledged by `{"event":"websocket:cleared"}`;
+//!   `NotifyCommand` `{"action":"notify","payload":{…}}` (`payload` required, an object echoed
+//!   back) is answered by `{"event":"websocket:notify","payload":{…}}` once every audio frame
+//!   queued before it has played; Vonage queues up to 3072 frames (about 60 s). Vonage's own
+//!   Pipecat serializer (github.com/Vonage/pipecat, `serializers/vonage.py`) sends the same
+//!   `clear`. The host's frames (host/src/bridges/vonage/frames.rs) are these shapes exactly.
+//!   What happens to notifies still queued on `clear` is not documented: this fake drops them
+//!   with the audio. When the caller hangs up, the socket is closed (there is no stop
+//!   message).
 //! - REST (Vonage's curl snippets `end-a-call.sh`, `transfer-call-inline-ncco.sh`):
 //!   `PUT /v1/calls/{uuid}` with `{"action":"hangup"}` or `{"action":"transfer","destination":
 //!   {"type":"ncco","ncco":[…]}}`, `Authorization: Bearer` with an RS256 JWT (developer.vonage.com
