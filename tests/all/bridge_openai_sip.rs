@@ -16,7 +16,7 @@ use crate::support::api::{Api, events_of, find, only_call_record};
 use crate::support::browser::Browser;
 use crate::support::fake_openai_sip::{FakeOpenAiSip, Reply, Script, Step};
 use crate::support::host::{Host, HostBuilder};
-use crate::support::ports::{Ports, ports};
+use crate::support::ports::Ports;
 use crate::support::process::require;
 
 /// What the host says when an agent fails (the bundled `[agents.fallback] apology`).
@@ -32,27 +32,17 @@ fn start_host(fake: &FakeOpenAiSip) -> (Host, String, Ports) {
 
 /// [`start_host`] before it starts, for more settings.
 fn connector_host(fake: &FakeOpenAiSip) -> (HostBuilder, String, Ports) {
-    let port = ports(1);
-    let public_url = format!("http://127.0.0.1:{}", port.first());
-    let host = Host::builder()
-        .examples(&["receptionist", "appointments"])
-        .agent(
-            "probe",
-            fixture("probe"),
-            "name = \"probe\"\nnumbers = [\"reject\", \"trap\"]\n[capabilities]\n\
-             kv-quota-bytes = 64\nhttp = [\"127.0.0.1:9\"]\n"
-                .into(),
-        )
-        .http(&format!(
-            "[http.public]\nlisten = \"127.0.0.1:{}\"\npublic-url = \"{public_url}\"",
-            port.first()
-        ))
-        .config(&format!(
-            "[openai-sip]\napi-key = \"{}\"\nwebhook-secret = \"{}\"\n\
-             project-id = \"proj_test\"\nbase-url = \"{}\"",
-            fake.api_key, fake.secret, fake.base_url
-        ));
-    (host, format!("{public_url}/openai/webhook"), port)
+    fake.connect(
+        Host::builder()
+            .examples(&["receptionist", "appointments"])
+            .agent(
+                "probe",
+                fixture("probe"),
+                "name = \"probe\"\nnumbers = [\"reject\", \"trap\"]\n[capabilities]\n\
+                 kv-quota-bytes = 64\nhttp = [\"127.0.0.1:9\"]\n"
+                    .into(),
+            ),
+    )
 }
 
 /// The record of the `n`th call (from 1) to have ended, once it has.
@@ -458,6 +448,29 @@ async fn a_dropped_sideband_reattaches_once_and_garbage_is_survived() {
     assert!(host.is_running());
 }
 
+/// Place `call` to 2000, whose accept fails: once the host has tried to hang it up, the reason
+/// its record was refused with. The call was never answered, and no sideband socket opened.
+async fn refused_accept(fake: &FakeOpenAiSip, host: &Host, webhook: &str, call: &str) -> String {
+    assert_eq!(
+        fake.call(webhook, call, "sip:2000@sip.api.openai.com", &[])
+            .await,
+        200,
+        "the webhook is answered at once, before the accept"
+    );
+    fake.wait(10, "the hang-up attempt", |f| {
+        f.requests_of("hangup").iter().any(|r| r.call_id == call)
+    })
+    .await;
+    assert_eq!(fake.sockets(call), 0, "no sideband socket");
+    let record = only_call_record(host.http).await;
+    let events = events_of(&record);
+    assert!(find(&events, "answered").is_empty(), "{events:?}");
+    find(&events, "rejected")[0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_accept_ends_the_record_with_the_reason() {
     let fake = FakeOpenAiSip::start(Script {
@@ -466,26 +479,11 @@ async fn a_failed_accept_ends_the_record_with_the_reason() {
     })
     .await;
     let (host, webhook, _port) = start_host(&fake);
-    assert_eq!(
-        fake.call(&webhook, "rtc_fail", "sip:2000@sip.api.openai.com", &[])
-            .await,
-        200
-    );
-    fake.wait(10, "the hang-up attempt", |f| {
-        !f.requests_of("hangup").is_empty()
-    })
-    .await;
-    let record = only_call_record(host.http).await;
-    let events = events_of(&record);
-    let rejected = find(&events, "rejected");
+    let reason = refused_accept(&fake, &host, &webhook, "rtc_fail").await;
     assert!(
-        rejected[0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("the accept failed: OpenAI accept REST answered 500"),
-        "{rejected:?}"
+        reason.contains("the accept failed: OpenAI accept REST answered 500"),
+        "{reason}"
     );
-    assert_eq!(fake.sockets("rtc_fail"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -501,54 +499,25 @@ async fn an_accept_unanswered_in_time_ends_the_record_and_is_hung_up() {
         .env("SWITCHBOARD__OPENAI_SIP__ACCEPT_TIMEOUT_MS", "300")
         .start();
     let sent = std::time::Instant::now();
-    assert_eq!(
-        fake.call(&webhook, "rtc_stuck", "sip:2000@sip.api.openai.com", &[])
-            .await,
-        200,
-        "the webhook is answered at once, before the accept"
+    let reason = refused_accept(&fake, &host, &webhook, "rtc_stuck").await;
+    assert!(
+        reason.contains("the accept failed: OpenAI did not answer the accept within 300 ms"),
+        "{reason}"
     );
-    fake.wait(10, "the hang-up attempt", |f| {
-        !f.requests_of("hangup").is_empty()
-    })
-    .await;
     assert!(
         sent.elapsed() < Duration::from_secs(3),
         "gave up after {:?}, not after the configured 300 ms",
         sent.elapsed()
     );
-    let record = only_call_record(host.http).await;
-    let events = events_of(&record);
-    let rejected = find(&events, "rejected");
-    assert!(
-        rejected[0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("the accept failed: OpenAI did not answer the accept within 300 ms"),
-        "{rejected:?}"
-    );
-    assert!(find(&events, "answered").is_empty(), "{events:?}");
-    assert_eq!(fake.requests_of("hangup")[0].call_id, "rtc_stuck");
-    assert_eq!(fake.sockets("rtc_stuck"), 0, "no sideband socket");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_connector_call_keeps_its_agent_version_across_a_reload() {
     const MANIFEST: &str = "name = \"greeter\"\nnumbers = [\"4000\"]\n";
     let fake = FakeOpenAiSip::start(Script::default()).await;
-    let port = ports(1);
-    let public_url = format!("http://127.0.0.1:{}", port.first());
-    let mut host = Host::builder()
-        .agent("greeter", greeter("1"), MANIFEST.into())
-        .http(&format!(
-            "[http.public]\nlisten = \"127.0.0.1:{}\"\npublic-url = \"{public_url}\"",
-            port.first()
-        ))
-        .config(&format!(
-            "[openai-sip]\napi-key = \"{}\"\nwebhook-secret = \"{}\"\nbase-url = \"{}\"",
-            fake.api_key, fake.secret, fake.base_url
-        ))
-        .start();
-    let webhook = format!("{public_url}/openai/webhook");
+    let (builder, webhook, _port) =
+        fake.connect(Host::builder().agent("greeter", greeter("1"), MANIFEST.into()));
+    let mut host = builder.start();
     let api = Api::new(host.http, None);
     let greeting = |call: &str| {
         fake.received_of(call, "response.create")[0]["response"]["instructions"]

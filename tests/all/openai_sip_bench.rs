@@ -11,7 +11,6 @@ use crate::support::api::Api;
 use crate::support::fake_openai_sip::{FakeOpenAiSip, Script};
 use crate::support::host::Host;
 use crate::support::load::quantile;
-use crate::support::ports::ports;
 
 const RATE: u64 = 100;
 const CALLS: u64 = 500;
@@ -30,23 +29,14 @@ fn rss_kib(pid: u32) -> u64 {
 #[ignore = "benchmark; run explicitly"]
 async fn webhook_to_accept_at_100_calls_per_second() {
     let fake = FakeOpenAiSip::start(Script::default()).await;
-    let port = ports(1);
-    let public_url = format!("http://127.0.0.1:{}", port.first());
-    let host = Host::builder()
-        .release()
-        .examples(&["receptionist"])
-        .rust_log("warn,switchboard=info,switchboard::call=warn,switchboard::bridges=warn")
-        .env("SWITCHBOARD__AGENTS__MAX_INSTANCES", "2000")
-        .http(&format!(
-            "[http.public]\nlisten = \"127.0.0.1:{}\"\npublic-url = \"{public_url}\"",
-            port.first()
-        ))
-        .config(&format!(
-            "[openai-sip]\napi-key = \"{}\"\nwebhook-secret = \"{}\"\nbase-url = \"{}\"",
-            fake.api_key, fake.secret, fake.base_url
-        ))
-        .start();
-    let webhook = format!("{public_url}/openai/webhook");
+    let (builder, webhook, _port) = fake.connect(
+        Host::builder()
+            .release()
+            .examples(&["receptionist"])
+            .rust_log("warn,switchboard=info,switchboard::call=warn,switchboard::bridges=warn")
+            .env("SWITCHBOARD__AGENTS__MAX_INSTANCES", "2000"),
+    );
+    let host = builder.start();
     let pid = host.process.child.id();
     let fake = std::sync::Arc::new(fake);
 

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::one_time_token;
+use super::stream::Carrier;
 use crate::call::CallDeps;
 use crate::call::leg::{Dialing, Progress, Unanswered};
 use crate::call::outbound::{self, Calling, Parties, PlaceError, PlaceRequest};
@@ -165,6 +166,27 @@ impl<A: Send + 'static> Placed<A> {
             .instrument(span),
         );
         call_id
+    }
+
+    /// [`Placed::ring`] for a carrier whose hang-up of a ringing call cancels it (Telnyx,
+    /// Vonage: the carrier then reports the call cancelled, which ends the ringing); `answered`
+    /// gets the call's `control` too.
+    pub fn ring_until_hung_up<C, Answered>(
+        self,
+        control: C,
+        answered: impl FnOnce(Calling, A, C) -> Answered + Send + 'static,
+    ) -> String
+    where
+        C: Carrier + Clone,
+        Answered: Future<Output = ()> + Send,
+    {
+        let cancel = {
+            let control = control.clone();
+            async move { control.hangup().await }
+        };
+        self.ring(cancel, move |calling, answer| {
+            answered(calling, answer, control)
+        })
     }
 }
 

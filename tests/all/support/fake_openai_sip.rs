@@ -53,6 +53,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 
+use crate::support::host::HostBuilder;
+use crate::support::ports::{Ports, ports};
 use crate::support::rest_fake::{self, Reply as RestReply, Request as RestRequest};
 
 /// What the caller does once the call is up (after the greeting).
@@ -200,6 +202,25 @@ impl FakeOpenAiSip {
             shared,
             task,
         }
+    }
+
+    /// `host` with the connector pointed at this fake (project `proj_test`), on a public
+    /// listener of its own: the builder, the webhook URL, and the listener's port, reserved
+    /// while it is held.
+    pub fn connect(&self, host: HostBuilder) -> (HostBuilder, String, Ports) {
+        let port = ports(1);
+        let public_url = format!("http://127.0.0.1:{}", port.first());
+        let host = host
+            .http(&format!(
+                "[http.public]\nlisten = \"127.0.0.1:{}\"\npublic-url = \"{public_url}\"",
+                port.first()
+            ))
+            .config(&format!(
+                "[openai-sip]\napi-key = \"{}\"\nwebhook-secret = \"{}\"\n\
+                 project-id = \"proj_test\"\nbase-url = \"{}\"",
+                self.api_key, self.secret, self.base_url
+            ));
+        (host, format!("{public_url}/openai/webhook"), port)
     }
 
     /// The headers of a signed delivery of `body`.

@@ -71,6 +71,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::support::callee;
 use crate::support::model_audio::ulaw_encode;
 use crate::support::rest_fake;
 use crate::support::speaker::Speaker;
@@ -177,16 +178,8 @@ pub struct CallResult {
     pub close: Option<(u16, String)>,
 }
 
-/// What the callee of a call the host dials does.
-#[derive(Debug, Clone)]
-pub enum Callee {
-    /// Answers, and the call runs as the script says.
-    Answers(CallScript),
-    Busy,
-    NoAnswer,
-    /// Rings until the host hangs up.
-    RingsOn,
-}
+/// What the callee of a call the host places does.
+pub type Callee = callee::Callee<CallScript>;
 
 /// A call the host dialled, played to its end.
 #[derive(Debug)]

@@ -72,6 +72,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::support::callee;
 use crate::support::rest_fake;
 
 /// One REST request the host made.
@@ -92,15 +93,7 @@ enum Control {
 }
 
 /// What the callee of a call the host places does.
-#[derive(Debug, Clone)]
-pub enum Callee {
-    /// Answers, and the call runs as the script says.
-    Answers(CallScript),
-    Busy,
-    NoAnswer,
-    /// Rings until the host hangs up.
-    RingsOn,
-}
+pub type Callee = callee::Callee<CallScript>;
 
 /// A call the host placed, played to its end.
 #[derive(Debug)]

@@ -5,6 +5,7 @@ pub mod api;
 pub mod baresip;
 pub mod bridge_call;
 pub mod browser;
+pub mod callee;
 pub mod calls;
 pub mod consumer;
 pub mod fake_gemini;

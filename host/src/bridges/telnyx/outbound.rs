@@ -84,16 +84,14 @@ impl TelnyxBridge {
             Err(e) => return Err(placed.refused(e)),
         };
         tracing::info!(parent: &placed.span, telnyx_call_control_id = %call_control_id, to = %placed.to, "outbound call placed through Telnyx");
-        let control = self.control(call_control_id);
         // Telnyx answers a hang-up while it rings with `call.hangup` (`originator_cancel`).
-        let cancel = {
-            let control = control.clone();
-            async move { control.hangup().await }
-        };
         let bridge = self.clone();
-        Ok(placed.ring(cancel, move |calling, answer| async move {
-            bridge.run_answered(calling, answer, control).await
-        }))
+        Ok(placed.ring_until_hung_up(
+            self.control(call_control_id),
+            move |calling, answer, control| async move {
+                bridge.run_answered(calling, answer, control).await
+            },
+        ))
     }
 
     /// An outbound call whose callee answered: the model, then the call on its stream.

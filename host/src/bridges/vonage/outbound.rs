@@ -84,16 +84,14 @@ impl VonageBridge {
             Err(e) => return Err(placed.refused(e)),
         };
         tracing::info!(parent: &placed.span, vonage_uuid = %uuid, to = %placed.to, "outbound call placed through Vonage");
-        let control = self.control(uuid);
         // Vonage reports the call `cancelled` once it stops ringing.
-        let cancel = {
-            let control = control.clone();
-            async move { control.hangup().await }
-        };
         let bridge = self.clone();
-        Ok(placed.ring(cancel, move |calling, answer| async move {
-            bridge.run_answered(calling, answer, control).await
-        }))
+        Ok(placed.ring_until_hung_up(
+            self.control(uuid),
+            move |calling, answer, control| async move {
+                bridge.run_answered(calling, answer, control).await
+            },
+        ))
     }
 
     /// An outbound call whose callee answered: the model, then the call on its socket.
