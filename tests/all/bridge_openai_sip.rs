@@ -655,8 +655,10 @@ async fn the_dashboard_follows_a_connector_call_live_with_its_leg() {
     if !require("chromium") {
         return;
     }
-    // The caller asks, the tool answers, and the call stays up until the caller hangs up.
+    // OpenAI words the greeting its own way; the caller asks, the tool answers, and the call
+    // stays up until the caller hangs up.
     let fake = FakeOpenAiSip::start(Script {
+        greeting_as: Some("Hello from Switchboard Demo, how can I help?".into()),
         steps: vec![Step::Caller("When are you open?".into())],
         replies: vec![
             Reply::ToolCall {
@@ -703,7 +705,8 @@ async fn the_dashboard_follows_a_connector_call_live_with_its_leg() {
         .await;
     browser.click(&format!("{row} td:nth-child(4)")).await;
 
-    // Its detail follows it: the greeting, the caller's question and the answer after the tool.
+    // Its detail follows it: the greeting as spoken, the caller's question and the answer after
+    // the tool; the timeline tells how the greeting was reworded.
     browser
         .wait_for(
             "the conversation in the live detail",
@@ -712,13 +715,24 @@ async fn the_dashboard_follows_a_connector_call_live_with_its_leg() {
                const said = (role, words) => lines.some(l => \
                  l.classList.contains(role) && l.textContent.includes(words)); \
                return document.querySelector('#call-state')?.textContent === 'live' && \
-                 said('agent', 'Thank you for calling Switchboard Demo') && \
+                 said('agent', 'Hello from Switchboard Demo') && \
                  said('caller', 'When are you open?') && \
                  said('agent', 'We are open Monday to Friday.') && \
+                 !!document.querySelector('#timeline tr[data-kind=\"greeting-reworded\"]') && \
                  !!document.querySelector('#timeline tr[data-kind=\"tool-call\"]'); })()",
             wait,
         )
         .await;
+    let reworded = browser
+        .text("#timeline tr[data-kind=\"greeting-reworded\"]")
+        .await;
+    assert!(
+        reworded.contains(
+            "asked \"Thank you for calling Switchboard Demo. How can I help you today?\", \
+             spoken \"Hello from Switchboard Demo, how can I help?\""
+        ),
+        "{reworded}"
+    );
     let facts = browser.text("dl.facts").await;
     assert!(
         facts.contains("openai-sip") && facts.contains("receptionist"),
