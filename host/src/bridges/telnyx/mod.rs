@@ -338,10 +338,11 @@ async fn webhook(
     let token = payload["client_state"]
         .as_str()
         .and_then(decode_client_state);
-    if let Some(token) = token.as_deref().filter(|t| bridge.transfers.is_watched(t)) {
-        bridge
+    if let Some(token) = token.as_deref()
+        && bridge
             .transfers
-            .settle(token, &event.event_type, cause, sip_code);
+            .settle(token, &event.event_type, cause, sip_code)
+    {
         return StatusCode::OK.into_response();
     }
     if let Some(token) = token.filter(|t| bridge.placing.is_placing(t)) {

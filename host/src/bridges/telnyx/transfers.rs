@@ -37,27 +37,27 @@ impl Transfers {
         self.lock().remove(token);
     }
 
-    /// Whether `token` tags a transfer under way.
-    pub fn is_watched(&self, token: &str) -> bool {
-        self.lock().contains_key(token)
-    }
-
-    /// A Call Control event of the new leg of the transfer tagged `token`: its outcome goes to
-    /// the call when the event tells one.
+    /// A Call Control event whose `client_state` is `token`: when that tags a transfer under
+    /// way, the event is its new leg's, and its outcome, if it tells one, goes to the call.
+    /// Whether `token` tagged a transfer.
     pub fn settle(
         &self,
         token: &str,
         event_type: &str,
         hangup_cause: Option<&str>,
         sip_code: Option<u16>,
-    ) {
-        let Some(event) = outcome(event_type, hangup_cause, sip_code) else {
-            return;
-        };
-        if let Some(call) = self.lock().remove(token) {
+    ) -> bool {
+        let mut transfers = self.lock();
+        if !transfers.contains_key(token) {
+            return false;
+        }
+        if let Some(event) = outcome(event_type, hangup_cause, sip_code)
+            && let Some(call) = transfers.remove(token)
+        {
             tracing::info!(%event_type, ?hangup_cause, ?sip_code, "Telnyx told a transfer's outcome");
             let _ = call.send(event);
         }
+        true
     }
 }
 
@@ -117,10 +117,9 @@ mod tests {
         let transfers = Transfers::default();
         let (tx, mut rx) = mpsc::unbounded_channel();
         transfers.watch("t1".into(), tx);
-        transfers.settle("t1", "call.initiated", None, None);
-        assert!(transfers.is_watched("t1"), "not an outcome yet");
-        transfers.settle("t1", "call.hangup", Some("timeout"), Some(480));
-        transfers.settle("t1", "call.hangup", Some("timeout"), Some(480));
+        assert!(transfers.settle("t1", "call.initiated", None, None));
+        assert!(rx.try_recv().is_err(), "not an outcome yet");
+        assert!(transfers.settle("t1", "call.hangup", Some("timeout"), Some(480)));
         assert!(matches!(
             rx.try_recv(),
             Ok(LegEvent::TransferOutcome {
@@ -129,8 +128,9 @@ mod tests {
                 ..
             })
         ));
-        assert!(rx.try_recv().is_err(), "once");
-        assert!(!transfers.is_watched("t1"));
+        // Settled: later events of that leg are nothing of a transfer's.
+        assert!(!transfers.settle("t1", "call.hangup", Some("timeout"), Some(480)));
+        assert!(!transfers.settle("other", "call.answered", None, None));
     }
 
     #[test]
@@ -141,7 +141,7 @@ mod tests {
         drop(rx);
         let (tx, _rx) = mpsc::unbounded_channel();
         transfers.watch("live".into(), tx);
-        assert!(!transfers.is_watched("gone"));
-        assert!(transfers.is_watched("live"));
+        assert!(!transfers.settle("gone", "call.initiated", None, None));
+        assert!(transfers.settle("live", "call.initiated", None, None));
     }
 }
