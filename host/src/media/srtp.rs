@@ -4,8 +4,8 @@
 //! Sans-IO like the engine that uses it: packets in, packets out, no clock. Sources: RFC 3711
 //! §3.3 (packet processing), §3.3.1 and Appendix A (index estimation), §3.3.2 (replay list),
 //! §3.4 (SRTCP), §4.1.1 (AES counter mode), §4.2 (HMAC-SHA1), §4.3 (key derivation) and
-//! Appendix B.3 (the key derivation vectors in the tests, the same in several independent
-//! implementations' tests); RFC 4568 §6.2 (both suites keep an 80-bit SRTCP tag) and §9.1 (the
+//! Appendices B.2 and B.3 (the keystream and key derivation vectors in the tests, the same in
+//! several independent implementations' tests); RFC 4568 §6.2 (both suites keep an 80-bit SRTCP tag) and §9.1 (the
 //! `inline:` key-params).
 
 use std::fmt;
@@ -14,7 +14,7 @@ use aes::Aes128;
 use aes::cipher::{BlockEncrypt, KeyInit, generic_array::GenericArray};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use ring::hmac;
+use hmac::{KeyInit as _, Mac as _};
 
 /// Bytes of an AES-128 master key and of a master salt.
 const KEY_LEN: usize = 16;
@@ -126,14 +126,27 @@ pub enum SrtpError {
     Replay,
 }
 
+type HmacSha1 = hmac::Hmac<sha1::Sha1>;
+
+/// Counter blocks encrypted in one call: a 20 ms G.711 payload (160 bytes) is 10 of them, and
+/// AES-NI works on several blocks at once.
+const KEYSTREAM_BLOCKS: usize = 16;
+
 /// AES counter mode (RFC 3711 §4.1.1): XORs the keystream from counter block `iv` into `data`.
 fn aes_cm(cipher: &Aes128, iv: [u8; 16], data: &mut [u8]) {
-    let start = u128::from_be_bytes(iv);
-    for (j, chunk) in data.chunks_mut(16).enumerate() {
-        let mut block = GenericArray::from(start.wrapping_add(j as u128).to_be_bytes());
-        cipher.encrypt_block(&mut block);
-        for (d, k) in chunk.iter_mut().zip(block.iter()) {
-            *d ^= k;
+    let mut counter = u128::from_be_bytes(iv);
+    let mut keystream = [GenericArray::default(); KEYSTREAM_BLOCKS];
+    for run in data.chunks_mut(16 * KEYSTREAM_BLOCKS) {
+        let blocks = &mut keystream[..run.len().div_ceil(16)];
+        for block in blocks.iter_mut() {
+            *block = GenericArray::from(counter.to_be_bytes());
+            counter = counter.wrapping_add(1);
+        }
+        cipher.encrypt_blocks(blocks);
+        for (chunk, block) in run.chunks_mut(16).zip(blocks.iter()) {
+            for (d, k) in chunk.iter_mut().zip(block.iter()) {
+                *d ^= k;
+            }
         }
     }
 }
@@ -142,7 +155,8 @@ fn aes_cm(cipher: &Aes128, iv: [u8; 16], data: &mut [u8]) {
 struct SessionKeys {
     cipher: Aes128,
     salt: [u8; SALT_LEN],
-    auth: hmac::Key,
+    /// HMAC-SHA1 already keyed: each tag starts from a copy.
+    auth: HmacSha1,
 }
 
 impl SessionKeys {
@@ -165,7 +179,7 @@ impl SessionKeys {
         SessionKeys {
             cipher: Aes128::new(&GenericArray::from(key)),
             salt,
-            auth: hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &auth),
+            auth: HmacSha1::new_from_slice(&auth).expect("HMAC takes any key length"),
         }
     }
 
@@ -182,12 +196,12 @@ impl SessionKeys {
         iv
     }
 
-    fn tag(&self, parts: &[&[u8]]) -> hmac::Tag {
-        let mut ctx = hmac::Context::with_key(&self.auth);
+    fn tag(&self, parts: &[&[u8]]) -> [u8; 20] {
+        let mut mac = self.auth.clone();
         for p in parts {
-            ctx.update(p);
+            mac.update(p);
         }
-        ctx.sign()
+        mac.finalize().into_bytes().into()
     }
 }
 
@@ -351,7 +365,7 @@ impl SrtpSession {
         let tag = self
             .tx_rtp
             .tag(&[&buf[start..], &self.tx_roc.to_be_bytes()]);
-        buf.extend_from_slice(&tag.as_ref()[..self.suite.rtp_tag_len()]);
+        buf.extend_from_slice(&tag[..self.suite.rtp_tag_len()]);
         Ok(())
     }
 
@@ -372,7 +386,7 @@ impl SrtpSession {
         );
         buf.extend_from_slice(&(0x8000_0000 | index).to_be_bytes());
         let tag = self.tx_rtcp.tag(&[&buf[start..]]);
-        buf.extend_from_slice(&tag.as_ref()[..RTCP_TAG_LEN]);
+        buf.extend_from_slice(&tag[..RTCP_TAG_LEN]);
         Ok(())
     }
 
@@ -415,7 +429,7 @@ impl SrtpSession {
         }
         let roc = (index >> 16) as u32;
         let expected = self.rx_rtp.tag(&[body, &roc.to_be_bytes()]);
-        if !constant_eq(&expected.as_ref()[..tag_len], tag) {
+        if !constant_eq(&expected[..tag_len], tag) {
             return Err(SrtpError::Auth);
         }
         let source = self.source(ssrc);
@@ -442,7 +456,7 @@ impl SrtpSession {
             .ok_or(SrtpError::Malformed)?;
         let (authenticated, tag) = datagram.split_at(body_len + RTCP_INDEX_LEN);
         let expected = self.rx_rtcp.tag(&[authenticated]);
-        if !constant_eq(&expected.as_ref()[..RTCP_TAG_LEN], tag) {
+        if !constant_eq(&expected[..RTCP_TAG_LEN], tag) {
             return Err(SrtpError::Auth);
         }
         let e_index = u32::from_be_bytes(authenticated[body_len..].try_into().expect("4 bytes"));
@@ -508,6 +522,25 @@ mod tests {
         assert_eq!(derive(2, 14), hex("30CBBC08863D8C85D49DB34A9AE1"));
         let keys = SessionKeys::derive(&master, 0);
         assert_eq!(keys.salt.to_vec(), hex("30CBBC08863D8C85D49DB34A9AE1"));
+    }
+
+    /// RFC 3711 B.2: the AES-CM keystream for counters 0000 to FF01 (many runs of
+    /// [`KEYSTREAM_BLOCKS`], the last one short), its first and last three blocks.
+    #[test]
+    fn keystream_matches_rfc_3711_b2() {
+        let cipher = Aes128::new(&GenericArray::from(
+            <[u8; 16]>::try_from(hex("2B7E151628AED2A6ABF7158809CF4F3C")).unwrap(),
+        ));
+        let iv = <[u8; 16]>::try_from(hex("F0F1F2F3F4F5F6F7F8F9FAFBFCFD0000")).unwrap();
+        let mut stream = vec![0u8; 16 * 0xFF02];
+        aes_cm(&cipher, iv, &mut stream);
+        let block = |n: usize| stream[16 * n..16 * (n + 1)].to_vec();
+        assert_eq!(block(0), hex("E03EAD0935C95E80E166B16DD92B4EB4"));
+        assert_eq!(block(1), hex("D23513162B02D0F72A43A2FE4A5F97AB"));
+        assert_eq!(block(2), hex("41E95B3BB0A2E8DD477901E4FCA894C0"));
+        assert_eq!(block(0xFEFF), hex("EC8CDF7398607CB0F2D21675EA9EA1E4"));
+        assert_eq!(block(0xFF00), hex("362B7C3C6773516318A077D7FC5073AE"));
+        assert_eq!(block(0xFF01), hex("6A2CC3787889374FBEB4C81B17BA6C44"));
     }
 
     fn rtp(seq: u16, payload: &[u8]) -> Vec<u8> {
