@@ -65,6 +65,26 @@ async fn tls_callee(certs: &TestCerts) -> Baresip {
     phone
 }
 
+/// The host calls `callee` over TLS through the API; the call is answered, then hung up.
+async fn call_answered_over_tls(host: &mut Host, api: &Api, callee: &Baresip) {
+    let mut ctrl = callee.ctrl().await;
+    let to = format!("sip:callee@127.0.0.1:{};transport=tls", callee.sip_port + 1);
+    let reply = api
+        .post("/v1/calls", &json!({"to": to, "agent": "menu"}))
+        .await;
+    assert!(reply.status < 300, "{:?}", reply.json);
+    assert!(
+        ctrl.wait_event("CALL_ESTABLISHED", Duration::from_secs(20))
+            .await
+            .is_some(),
+        "{}",
+        callee.log()
+    );
+    host.expect(&["Answered"], 10);
+    ctrl.command("hangup", "").await;
+    host.expect(&["call ended"], 20);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_call_over_tls_verifies_the_peer_certificate() {
     if !require("baresip") || !require("espeak-ng") || !have_openssl() {
@@ -82,22 +102,7 @@ async fn outbound_call_over_tls_verifies_the_peer_certificate() {
     let api = Api::new(host.http, None);
 
     let good = tls_callee(&trusted).await;
-    let mut ctrl = good.ctrl().await;
-    let to = format!("sip:callee@127.0.0.1:{};transport=tls", good.sip_port + 1);
-    let reply = api
-        .post("/v1/calls", &json!({"to": to, "agent": "menu"}))
-        .await;
-    assert!(reply.status < 300, "{:?}", reply.json);
-    assert!(
-        ctrl.wait_event("CALL_ESTABLISHED", Duration::from_secs(20))
-            .await
-            .is_some(),
-        "{}",
-        good.log()
-    );
-    host.expect(&["Answered"], 10);
-    ctrl.command("hangup", "").await;
-    host.expect(&["call ended"], 20);
+    call_answered_over_tls(&mut host, &api, &good).await;
 
     // A peer whose certificate another CA signed is refused before any SIP is sent.
     let bad = tls_callee(&stranger).await;
@@ -109,6 +114,28 @@ async fn outbound_call_over_tls_verifies_the_peer_certificate() {
     // Both CAs carry the same name, so the chain fails on its signature.
     host.expect(&["call event", "Ended", "invalid peer certificate"], 10);
     assert!(!bad.log().contains("INVITE"), "{}", bad.log());
+}
+
+/// `tls-insecure`, for lab PBXs: a certificate no configured CA signed is taken, and the
+/// start-up log says that certificates are not verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_insecure_takes_any_certificate_and_says_so() {
+    if !require("baresip") || !require("espeak-ng") || !have_openssl() {
+        return;
+    }
+    let (ours, stranger) = (TestCerts::make(), TestCerts::make());
+    let mut host = Host::builder()
+        .examples(&["menu"])
+        .tls(&ours.cert, &ours.key)
+        .sip(&format!(
+            "tls-ca-file = {:?}\ntls-insecure = true",
+            ours.ca.display().to_string()
+        ))
+        .start();
+    host.expect(&["tls-insecure is set", "NOT verified"], 10);
+    let api = Api::new(host.http, None);
+    let callee = tls_callee(&stranger).await;
+    call_answered_over_tls(&mut host, &api, &callee).await;
 }
 
 /// REGISTER over TLS to kamailio's TLS listener (digest included), with its certificate checked

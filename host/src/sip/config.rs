@@ -26,6 +26,10 @@ pub struct SipConfig {
     /// PEM trust anchors for the servers we connect to over TLS (trunks, registrars); the
     /// system bundle when unset.
     pub tls_ca_file: Option<PathBuf>,
+    /// For lab PBXs only: the certificates of the servers we connect to over TLS are taken
+    /// without any check (name, issuer, dates), and the start-up log says so. The handshake's
+    /// signatures are still checked.
+    pub tls_insecure: bool,
     /// SRTP for calls over TLS from sources that match no trunk, and for calls to `sips:` or
     /// `;transport=tls` URIs placed without a trunk.
     pub srtp: SrtpPolicy,
@@ -70,6 +74,7 @@ impl Default for SipConfig {
             tls_cert: None,
             tls_key: None,
             tls_ca_file: None,
+            tls_insecure: false,
             srtp: SrtpPolicy::Off,
             external_address: None,
             contact_user: "switchboard".into(),

@@ -10,7 +10,8 @@
 //! configured: a trunk's against the name it is configured with (`tls-server-name` or its
 //! `domain`, also sent as SNI) even though it is dialled by address, with its client
 //! certificate when the carrier requires mutual TLS; other targets against the name or
-//! address dialled.
+//! address dialled. `tls-insecure` (lab PBXs only) takes any certificate instead, for every
+//! connection we open.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,6 +22,10 @@ use std::time::Duration;
 use rsipstack::transaction::endpoint::EndpointInner;
 use rsipstack::transport::tls::{TlsConfig, TlsConnection};
 use rsipstack::transport::{SipAddr, SipConnection};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -178,7 +183,10 @@ pub(crate) struct Dialler {
     base: TlsConfig,
     /// Per TLS trunk: the name its certificate must carry (also the SNI) and our certificate.
     trunks: HashMap<String, TlsConfig>,
-    /// The connections opened for each trunk, reused while they are up.
+    /// `tls-insecure`: the verifier that takes any certificate.
+    insecure: Option<Arc<dyn ServerCertVerifier>>,
+    /// The connections opened for each trunk (or, when insecure, each other target), reused
+    /// while they are up.
     open: Mutex<HashMap<String, TlsConnection>>,
 }
 
@@ -213,9 +221,19 @@ impl Dialler {
                 },
             );
         }
+        let insecure = cfg.tls_insecure.then(|| {
+            warn!(
+                "tls-insecure is set: the TLS certificates of trunks, registrars and other \
+                 servers are NOT verified (lab use only)"
+            );
+            Arc::new(AnyCertificate(
+                rustls::crypto::ring::default_provider().into(),
+            )) as Arc<dyn ServerCertVerifier>
+        });
         Ok(Dialler {
             base,
             trunks,
+            insecure,
             open: Mutex::new(HashMap::new()),
         })
     }
@@ -243,32 +261,88 @@ impl Dialler {
                 reason,
             }
         };
-        let Some((name, config)) = trunk.and_then(|t| self.trunks.get_key_value(t)) else {
-            return match endpoint.transport_layer.lookup(target, None).await {
-                Ok(_) => Ok(()),
-                Err(e) => Err(refused(e.to_string())),
-            };
+        // The stack opens connections to other targets itself, verified, unless told not to.
+        let (flow, config) = match trunk.and_then(|t| self.trunks.get_key_value(t)) {
+            Some((name, config)) => (name.clone(), config),
+            None if self.insecure.is_some() => (target.to_string(), &self.base),
+            None => {
+                return match endpoint.transport_layer.lookup(target, None).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(refused(e.to_string())),
+                };
+            }
         };
         let up = |c: &TlsConnection| c.cancel_token.as_ref().is_some_and(|t| !t.is_cancelled());
-        if self.open_flows().get(name).is_some_and(up) {
+        if self.open_flows().get(&flow).is_some_and(up) {
             return Ok(());
         }
-        let connection =
-            TlsConnection::connect(target, Some(config), None, Some(cancel.child_token()))
-                .await
-                .map_err(|e| refused(e.to_string()))?;
-        debug!(peer = %target, trunk = name, server_name = ?config.sni_hostname,
-               client_cert = config.client_cert.is_some(), "SIP TLS connection opened");
+        let connection = TlsConnection::connect(
+            target,
+            Some(config),
+            self.insecure.clone(),
+            Some(cancel.child_token()),
+        )
+        .await
+        .map_err(|e| refused(e.to_string()))?;
+        debug!(peer = %target, trunk, server_name = ?config.sni_hostname,
+               client_cert = config.client_cert.is_some(), insecure = self.insecure.is_some(),
+               "SIP TLS connection opened");
         // The stack finds it by the target's address for this call's requests and serves it.
         endpoint
             .transport_layer
             .add_connection(SipConnection::Tls(connection.clone()));
-        self.open_flows().insert(name.clone(), connection);
+        self.open_flows().insert(flow, connection);
         Ok(())
     }
 
     fn open_flows(&self) -> std::sync::MutexGuard<'_, HashMap<String, TlsConnection>> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// `tls-insecure`'s verifier: any certificate is taken, whoever issued it and whatever it
+/// names; the handshake's signatures are still checked with the provider's algorithms.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl AnyCertificate {
+    fn algorithms(&self) -> &WebPkiSupportedAlgorithms {
+        &self.0.signature_verification_algorithms
+    }
+}
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, self.algorithms())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, self.algorithms())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms().supported_schemes()
     }
 }
 
