@@ -412,21 +412,6 @@ async fn outbound_calls_through_twilio_answered_busy_unanswered_and_cancelled() 
     assert_eq!(twilio.rest_calls().len(), before);
 }
 
-/// The certificate the listener at `port` presents now.
-async fn served_certificate(port: u16, certs: &TestCerts) -> Option<Vec<u8>> {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    let name =
-        rustls::pki_types::ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(certs.client_config()))
-        .connect(name, tcp)
-        .await
-        .ok()?;
-    let served = tls.get_ref().1.peer_certificates()?.first()?.to_vec();
-    Some(served)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_public_listener_speaks_tls_and_takes_a_renewed_certificate_live() {
     if !have_openssl() {
@@ -483,25 +468,9 @@ async fn the_public_listener_speaks_tls_and_takes_a_renewed_certificate_live() {
     assert!(plain.is_err(), "{plain:?}");
 
     // A renewed certificate serves the next handshake after SIGHUP, without a restart.
-    let old = certs.leaf_der().to_vec();
-    assert_eq!(
-        served_certificate(port.first(), &certs).await,
-        Some(old.clone())
-    );
-    certs.renew_leaf();
-    let new = certs.leaf_der().to_vec();
-    assert_ne!(old, new);
-    let pid = host.process.child.id() as i32;
-    // SAFETY: kill(2) on the host process this test started.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while served_certificate(port.first(), &certs).await.as_ref() != Some(&new) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the renewed certificate is served"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    certs
+        .renew_and_reload(host.process.child.id(), port.first())
+        .await;
     let mut host = host;
     assert!(host.is_running());
 }

@@ -65,6 +65,41 @@ async fn tls_callee(certs: &TestCerts) -> Baresip {
     phone
 }
 
+/// The SIP TLS listener's certificate renewed and reloaded by SIGHUP while a call over TLS runs:
+/// the next handshake gets the new certificate, and the call (its dialog on the old
+/// connection) goes on until the caller hangs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_is_served_after_sighup_without_dropping_the_call() {
+    if !require("baresip") || !require("espeak-ng") || !have_openssl() {
+        return;
+    }
+    let certs = TestCerts::make();
+    let mut host = Host::builder()
+        .examples(&["menu"])
+        .tls(&certs.cert, &certs.key)
+        .start();
+    let phone = Baresip::start_with(
+        "<sip:caller@127.0.0.1;transport=tls>;regint=0;audio_codecs=pcmu",
+        &format!("sip_cafile {}\n", certs.ca.display()),
+    )
+    .await;
+    let mut ctrl = phone.ctrl().await;
+    let uri = format!("sip:1000@127.0.0.1:{};transport=tls", host.tls_port);
+    ctrl.dial(&uri, &phone).await;
+    host.expect(&["Answered"], 10);
+    certs
+        .renew_and_reload(host.process.child.id(), host.tls_port)
+        .await;
+    // The call is still up a moment later, and ends when the caller hangs up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !host.log.seen.iter().any(|l| l.contains("call ended")),
+        "the call stayed up"
+    );
+    ctrl.command("hangup", "").await;
+    host.expect(&["call ended", "CallerHangup"], 10);
+}
+
 /// The host calls `callee` over TLS through the API; the call is answered, then hung up.
 async fn call_answered_over_tls(host: &mut Host, api: &Api, callee: &Baresip) {
     let mut ctrl = callee.ctrl().await;

@@ -222,6 +222,41 @@ impl TestCerts {
     pub fn client_config(&self) -> rustls::ClientConfig {
         client_config_trusting(&self.ca)
     }
+
+    /// Renews the leaf, as an operator would, and sends SIGHUP to the process `pid` serving it
+    /// on 127.0.0.1:`port`: the old leaf was served before, the new one is within 10 s.
+    pub async fn renew_and_reload(&self, pid: u32, port: u16) {
+        let old = self.leaf_der().to_vec();
+        assert_eq!(self.served_leaf(port).await, Some(old.clone()));
+        self.renew_leaf();
+        let new = self.leaf_der().to_vec();
+        assert_ne!(old, new);
+        // SAFETY: kill(2) on a process the test started.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.served_leaf(port).await.as_ref() != Some(&new) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the renewed certificate is served"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The leaf certificate a TLS listener on 127.0.0.1:`port` serves now, verified against
+    /// this CA (`None` when the handshake fails).
+    pub async fn served_leaf(&self, port: u16) -> Option<Vec<u8>> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        let name =
+            rustls::pki_types::ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(self.client_config()))
+            .connect(name, tcp)
+            .await
+            .ok()?;
+        Some(tls.get_ref().1.peer_certificates()?.first()?.to_vec())
+    }
 }
 
 /// A rustls (ring) client configuration, TLS 1.2 and 1.3, that trusts the CAs in the PEM file
