@@ -19,7 +19,7 @@ use crate::support::kamailio::Kamailio;
 use crate::support::model_tls::{TestCerts, have_openssl};
 use crate::support::ports::free_port;
 use crate::support::process::require;
-use crate::support::tls_peer::TlsPeer;
+use crate::support::tls_peer::{PING, TlsPeer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_calls_in_over_tls_with_audio_both_ways() {
@@ -262,6 +262,66 @@ async fn outbound_call_over_tls_through_kamailio_with_digest() {
         ..test_config()
     };
     crate::sip_kamailio::call_bob_through(&kam, tls_port, Transport::Tls, cfg).await;
+}
+
+/// RFC 5626 §3.5.1 keep-alives over TLS: a registration sends the double-CRLF ping on its
+/// connection every `keepalive-secs` (the registrar answers with a CRLF), and our listener
+/// answers a caller's ping with the CRLF pong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crlf_keepalives_over_tls_both_ways() {
+    if !have_openssl() {
+        return;
+    }
+    let certs = TestCerts::make();
+    let registrar = TlsPeer::start(&certs.cert, &certs.key, None).await;
+    let account = AccountConfig {
+        name: "pbx".into(),
+        registrar: ([127, 0, 0, 1], registrar.port).into(),
+        aor: "sip:agent@127.0.0.1".into(),
+        auth_user: None,
+        password: None,
+        transport: Transport::Tls,
+        expires: 60,
+        backoff_base_secs: 1,
+        backoff_max_secs: 2,
+        keepalive_secs: 1,
+        timeout_secs: 2,
+    };
+    let (ep, _events) = SipEndpoint::start(SipConfig {
+        tls_ca_file: Some(certs.ca.clone()),
+        accounts: vec![account],
+        ..test_config()
+    })
+    .await
+    .unwrap();
+    assert!(registrar.request("REGISTER", 10).await.is_some());
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let pings = registrar
+        .requests()
+        .iter()
+        .filter(|s| s.request == PING)
+        .count();
+    assert!((2..=5).contains(&pings), "{pings} pings in 3.5 s");
+    assert_eq!(
+        ep.registrations()[0].state,
+        RegistrationState::Registered,
+        "the pongs did not upset the registration"
+    );
+    ep.shutdown().await;
+
+    let host = Host::builder()
+        .examples(&["menu"])
+        .tls(&certs.cert, &certs.key)
+        .start();
+    let mut tls = certs.connect(host.tls_port).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tls.write_all(PING.as_bytes()).await.unwrap();
+    let mut pong = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut pong))
+        .await
+        .expect("a pong in time")
+        .unwrap();
+    assert_eq!(&pong, b"\r\n");
 }
 
 /// A trunk dialled by address (`outbound-proxy = 127.0.0.1:…`) whose certificate names only

@@ -344,7 +344,8 @@ pub struct AccountConfig {
     pub backoff_base_secs: u64,
     #[serde(default = "default_backoff_max")]
     pub backoff_max_secs: u64,
-    /// CRLF keep-alive period towards the registrar over UDP (NAT pinholes); 0 disables.
+    /// CRLF keep-alive period towards the registrar (NAT bindings; over TCP and TLS the RFC
+    /// 5626 double-CRLF ping on the registration's connection); 0 disables.
     #[serde(default = "default_keepalive")]
     pub keepalive_secs: u64,
     /// A REGISTER without a final response within this many seconds counts as failed.

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::registration::Registration;
 use rsipstack::sip::StatusCodeKind;
-use rsipstack::transport::SipAddr;
+use rsipstack::transport::stream::StreamConnection as _;
+use rsipstack::transport::{SipAddr, SipConnection};
 use serde::Serialize;
 use tokio::sync::Mutex as AsyncMutex;
 use tracing::{info, warn};
@@ -270,12 +271,12 @@ async fn run(
     }
 }
 
-/// Sleeps `wait`, sending CRLF keep-alives to the registrar over UDP meanwhile (they
-/// keep NAT bindings open between refreshes). False when the endpoint is shutting down.
+/// Sleeps `wait`, sending CRLF keep-alives to the registrar meanwhile (they keep NAT
+/// bindings and the connection open between refreshes). False when the endpoint is shutting
+/// down.
 async fn wait_with_keepalives(shared: &Shared, acc: &AccountConfig, wait: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + wait;
-    let period = (acc.keepalive_secs > 0 && acc.transport == Transport::Udp)
-        .then(|| Duration::from_secs(acc.keepalive_secs));
+    let period = (acc.keepalive_secs > 0).then(|| Duration::from_secs(acc.keepalive_secs));
     loop {
         let next = match period {
             Some(p) => (tokio::time::Instant::now() + p).min(deadline),
@@ -288,9 +289,33 @@ async fn wait_with_keepalives(shared: &Shared, acc: &AccountConfig, wait: Durati
         if next >= deadline {
             return true;
         }
+        send_keepalive(shared, acc).await;
+    }
+}
+
+/// One keep-alive: a CRLF pair in a datagram over UDP; over TCP and TLS the double-CRLF ping
+/// of RFC 5626 §3.5.1 on the registration's connection (the registrar answers with one CRLF,
+/// which the stack reads).
+async fn send_keepalive(shared: &Shared, acc: &AccountConfig) {
+    const PING: &[u8] = b"\r\n\r\n";
+    if acc.transport == Transport::Udp {
         if let Some(sock) = &shared.udp_socket {
-            sock.send_to(b"\r\n\r\n", acc.registrar).await.ok();
+            sock.send_to(PING, acc.registrar).await.ok();
         }
+        return;
+    }
+    let hop = SipAddr {
+        r#type: Some(acc.transport.to_stack()),
+        addr: acc.registrar.into(),
+    };
+    let sent = match shared.endpoint.transport_layer.lookup(&hop, None).await {
+        Ok((SipConnection::Tls(flow), _)) => flow.send_raw(PING).await,
+        Ok((SipConnection::Tcp(flow), _)) => flow.send_raw(PING).await,
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = sent {
+        warn!(account = %acc.name, error = %e, "keep-alive to the registrar failed");
     }
 }
 

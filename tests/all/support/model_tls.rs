@@ -246,16 +246,22 @@ impl TestCerts {
     /// The leaf certificate a TLS listener on 127.0.0.1:`port` serves now, verified against
     /// this CA (`None` when the handshake fails).
     pub async fn served_leaf(&self, port: u16) -> Option<Vec<u8>> {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()?;
+        let tls = self.connect(port).await.ok()?;
+        Some(tls.get_ref().1.peer_certificates()?.first()?.to_vec())
+    }
+
+    /// A TLS connection to a listener on 127.0.0.1:`port`, its certificate verified against
+    /// this CA.
+    pub async fn connect(
+        &self,
+        port: u16,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         let name =
             rustls::pki_types::ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
-        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(self.client_config()))
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(self.client_config()))
             .connect(name, tcp)
             .await
-            .ok()?;
-        Some(tls.get_ref().1.peer_certificates()?.first()?.to_vec())
     }
 }
 

@@ -1,7 +1,8 @@
 //! A SIP-over-TLS peer on 127.0.0.1 made with rustls (ring), standing in for a carrier's TLS
 //! edge: it presents the certificate it is given, may require a client certificate from a CA
-//! (mutual TLS), answers every INVITE with 486 Busy Here, and reports what it saw (the SNI, the
-//! client certificate, each request as it came). Stops when dropped.
+//! (mutual TLS), answers every INVITE with 486 Busy Here and keep-alive pings with a pong, and
+//! reports what it saw (the SNI, the client certificate, each request as it came). Stops when
+//! dropped.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -130,8 +131,11 @@ impl TlsPeer {
     }
 }
 
+/// A CRLF keep-alive ping (RFC 5626 §3.5.1), recorded as a request of its own.
+pub const PING: &str = "\r\n\r\n";
+
 /// Reads requests off one connection and answers them: 486 to an INVITE, nothing to an ACK,
-/// 200 to anything else.
+/// the CRLF pong to a keep-alive ping, 200 to anything else.
 async fn serve(
     mut tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -147,16 +151,14 @@ async fn serve(
     let mut chunk = [0u8; 4096];
     loop {
         while let Some(request) = take_message(&mut buf) {
-            // CRLF keep-alives carry no request.
-            if request.trim().is_empty() {
-                continue;
-            }
             seen.lock().unwrap().push(Seen {
                 sni: sni.clone(),
                 client_cert,
                 request: request.clone(),
             });
-            let reply = if request.starts_with("INVITE ") {
+            let reply = if request == PING {
+                Some("\r\n".to_string())
+            } else if request.starts_with("INVITE ") {
                 Some(response(&request, "486 Busy Here"))
             } else if request.starts_with("ACK ") {
                 None
