@@ -53,6 +53,7 @@ pub mod gemini;
 pub mod offline;
 pub mod openai;
 pub mod speech_cache;
+pub mod sphinx;
 mod vad;
 mod ws;
 

@@ -1,0 +1,415 @@
+//! Offline speech recognition with PocketSphinx 5 and the CMU en-us model (no key, no
+//! network): phone audio in, text and a confidence out.
+//!
+//! Two modes, chosen per utterance: a grammar of the phrases the caller is expected to say
+//! ([`Grammar`]: "yes", "operator", digits...), accurate and cheap, and large vocabulary (the
+//! model's 3-gram language model), a weak fallback for anything. Figures measured on this kind
+//! of machine are in `shared/reference/offline-speech.md` and in this module's tests.
+//!
+//! Sharing: PocketSphinx shares nothing between decoders (each loads its own acoustic model),
+//! so what is shared is done here. The pronunciation dictionary is read once per process
+//! ([`Dictionary`]) and a grammar-mode decoder is given only its grammar's words, instead of
+//! each loading the 135 000-word file. Decoders are pooled: one released by a finished call is
+//! handed to the next, with the grammars it has already compiled, so a call does not pay the
+//! model load. Large vocabulary loads the full dictionary and the language model into that
+//! decoder (tens of MB; see the tests' memory figures).
+//!
+//! The acoustic model is 16 kHz only (no 8 kHz model ships in any package, and running the 16
+//! kHz one at 8 kHz gives garbage), so 8 kHz call audio is resampled to 16 kHz here with the
+//! project's resampler. Decoding is CPU work (milliseconds per second of audio in grammar
+//! mode): callers run it off the async runtime.
+
+mod dictionary;
+mod engine;
+mod grammar;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::Deserialize;
+
+use crate::resample::{ResampleError, StreamResampler};
+pub use dictionary::{Dictionary, DictionaryError, Pronunciation};
+pub use engine::EngineError;
+use engine::{Engine, EngineSettings, MODEL_RATE};
+pub use grammar::{DIGIT_WORDS, Grammar, GrammarError};
+
+/// Where the Debian package `pocketsphinx-en-us` installs the model (the PyPI wheel
+/// `pocketsphinx` holds the same files under `pocketsphinx/model/en-us`).
+pub const DEFAULT_MODEL_DIR: &str = "/usr/share/pocketsphinx/model/en-us";
+/// Grammars a decoder keeps compiled; the oldest is freed past this.
+const GRAMMARS_PER_DECODER: usize = 8;
+/// The search name of large-vocabulary mode.
+const LARGE_VOCABULARY: &str = "large-vocabulary";
+
+fn default_model_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_MODEL_DIR)
+}
+fn default_idle_decoders() -> usize {
+    8
+}
+
+/// The recogniser's settings (`[model.recogniser]` style keys, kebab-case).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RecogniserConfig {
+    /// Folder with `en-us/` (the acoustic model), `cmudict-en-us.dict` and `en-us.lm.bin`.
+    #[serde(default = "default_model_dir")]
+    pub model_dir: PathBuf,
+    /// Decoders kept loaded between calls for the next ones.
+    #[serde(default = "default_idle_decoders")]
+    pub idle_decoders: usize,
+}
+
+impl Default for RecogniserConfig {
+    fn default() -> Self {
+        Self {
+            model_dir: default_model_dir(),
+            idle_decoders: default_idle_decoders(),
+        }
+    }
+}
+
+/// Why recognition could not be set up or run.
+#[derive(Debug, thiserror::Error)]
+pub enum RecogniserError {
+    #[error(
+        "speech recognition model file {path} is missing: install the Debian package \
+         pocketsphinx-en-us, or set model-dir to a folder holding en-us/, cmudict-en-us.dict \
+         and en-us.lm.bin"
+    )]
+    MissingModel { path: PathBuf },
+    #[error(transparent)]
+    Dictionary(#[from] DictionaryError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Grammar(#[from] GrammarError),
+    #[error("words not in the pronunciation dictionary: {}", .0.join(", "))]
+    UnknownWords(Vec<String>),
+    #[error("audio for the recogniser: {0}")]
+    Resample(#[from] ResampleError),
+    #[error("no grammar or large vocabulary chosen before audio (call expect first)")]
+    NothingExpected,
+}
+
+/// The model's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFiles {
+    /// Acoustic model folder.
+    pub acoustic: PathBuf,
+    /// Pronunciation dictionary.
+    pub dictionary: PathBuf,
+    /// 3-gram language model (large-vocabulary mode only).
+    pub language_model: PathBuf,
+}
+
+impl ModelFiles {
+    /// The files in `dir`, checked to exist (the language model when it is used).
+    pub fn locate(dir: &Path) -> Result<ModelFiles, RecogniserError> {
+        let files = ModelFiles {
+            acoustic: dir.join("en-us"),
+            dictionary: dir.join("cmudict-en-us.dict"),
+            language_model: dir.join("en-us.lm.bin"),
+        };
+        for required in [
+            files.acoustic.join("mdef"),
+            files.acoustic.join("means"),
+            files.acoustic.join("noisedict"),
+            files.dictionary.clone(),
+        ] {
+            if !required.is_file() {
+                return Err(RecogniserError::MissingModel { path: required });
+            }
+        }
+        Ok(files)
+    }
+}
+
+/// A recognised utterance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transcript {
+    /// Lower-case words, space-separated.
+    pub text: String,
+    /// Posterior probability of these words given the audio and the grammar or language
+    /// model, 0–1.
+    pub confidence: f32,
+}
+
+/// The loaded model, shared by every call.
+#[derive(Debug)]
+pub struct Recogniser {
+    files: ModelFiles,
+    dictionary: Dictionary,
+    idle: Mutex<Vec<Pooled>>,
+    max_idle: usize,
+}
+
+/// A decoder with what it has been given so far.
+#[derive(Debug)]
+struct Pooled {
+    engine: Engine,
+    /// Compiled grammars by search name, the most recently used last.
+    grammars: VecDeque<String>,
+    /// Words added one by one (grammar mode).
+    words: std::collections::HashSet<String>,
+    /// The full dictionary and the language model are loaded.
+    large_vocabulary: bool,
+}
+
+impl Recogniser {
+    /// Reads the dictionary and loads one decoder, so a bad model fails here and not in a
+    /// call. Takes a fraction of a second of CPU: run it off the async runtime.
+    pub fn load(config: &RecogniserConfig) -> Result<Arc<Recogniser>, RecogniserError> {
+        let files = ModelFiles::locate(&config.model_dir)?;
+        let dictionary = Dictionary::read(&files.dictionary)?;
+        let recogniser = Arc::new(Recogniser {
+            files,
+            dictionary,
+            idle: Mutex::new(Vec::new()),
+            max_idle: config.idle_decoders,
+        });
+        let first = recogniser.new_pooled()?;
+        recogniser.release(first);
+        Ok(recogniser)
+    }
+
+    /// The model's files.
+    pub fn files(&self) -> &ModelFiles {
+        &self.files
+    }
+
+    /// The shared pronunciation dictionary.
+    pub fn dictionary(&self) -> &Dictionary {
+        &self.dictionary
+    }
+
+    fn new_pooled(&self) -> Result<Pooled, RecogniserError> {
+        let engine = Engine::new(&EngineSettings {
+            hmm: &self.files.acoustic,
+        })?;
+        Ok(Pooled {
+            engine,
+            grammars: VecDeque::new(),
+            words: Default::default(),
+            large_vocabulary: false,
+        })
+    }
+
+    fn release(&self, mut pooled: Pooled) {
+        pooled.engine.abandon();
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(pooled);
+        }
+    }
+
+    /// A decoder for one call, taking audio at `input_rate` Hz (any rate; 8 kHz calls are
+    /// brought to the model's 16 kHz). Reuses an idle decoder when there is one.
+    pub fn decoder(self: &Arc<Self>, input_rate: u32) -> Result<Decoder, RecogniserError> {
+        let resampler = (input_rate != MODEL_RATE)
+            .then(|| StreamResampler::new(input_rate, MODEL_RATE))
+            .transpose()?;
+        let reused = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let pooled = match reused {
+            Some(p) => p,
+            None => self.new_pooled()?,
+        };
+        Ok(Decoder {
+            recogniser: self.clone(),
+            pooled: Some(pooled),
+            resampler,
+            ready: false,
+            broken: false,
+        })
+    }
+
+    /// Decoders loaded and idle.
+    pub fn idle_decoders(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// One call's recogniser: choose what to listen for, push the caller's audio, finish an
+/// utterance to get its words. Returned to the pool when dropped.
+pub struct Decoder {
+    recogniser: Arc<Recogniser>,
+    pooled: Option<Pooled>,
+    resampler: Option<StreamResampler>,
+    /// A search is active.
+    ready: bool,
+    /// The engine failed while changing searches: dropped, not pooled, at the end.
+    broken: bool,
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("pooled", &self.pooled)
+            .field(
+                "input_rate",
+                &self.resampler.as_ref().map(|r| r.input_rate()),
+            )
+            .field("ready", &self.ready)
+            .field("broken", &self.broken)
+            .finish()
+    }
+}
+
+impl Decoder {
+    fn pooled(&mut self) -> &mut Pooled {
+        self.pooled.as_mut().expect("present until drop")
+    }
+
+    /// Listen for `grammar` from the next utterance on (an utterance in progress is dropped).
+    pub fn expect(&mut self, grammar: &Grammar) -> Result<(), RecogniserError> {
+        let result = self.switch_to_grammar(grammar);
+        self.note(result)
+    }
+
+    /// Listen for anything (large-vocabulary mode) from the next utterance on. The first time
+    /// on a decoder this loads the full dictionary and the language model into it.
+    pub fn expect_anything(&mut self) -> Result<(), RecogniserError> {
+        let result = self.switch_to_large_vocabulary();
+        self.note(result)
+    }
+
+    /// A decoder whose engine failed mid-change is not given to another call.
+    fn note<T>(&mut self, result: Result<T, RecogniserError>) -> Result<T, RecogniserError> {
+        if matches!(result, Err(RecogniserError::Engine(_))) {
+            self.broken = true;
+            self.ready = false;
+        }
+        result
+    }
+
+    fn switch_to_grammar(&mut self, grammar: &Grammar) -> Result<(), RecogniserError> {
+        let jsgf = grammar.jsgf()?;
+        let dictionary = &self.recogniser.dictionary;
+        let unknown: Vec<String> = grammar
+            .words()
+            .into_iter()
+            .filter(|w| !dictionary.contains(w))
+            .map(str::to_string)
+            .collect();
+        if !unknown.is_empty() {
+            return Err(RecogniserError::UnknownWords(unknown));
+        }
+        self.interrupt();
+        let name = grammar_search_name(&jsgf);
+        let recogniser = self.recogniser.clone();
+        let pooled = self.pooled();
+        if let Some(at) = pooled.grammars.iter().position(|g| *g == name) {
+            pooled.grammars.remove(at);
+        } else {
+            if !pooled.large_vocabulary {
+                for word in grammar.words() {
+                    if pooled.words.contains(word) {
+                        continue;
+                    }
+                    for p in recogniser.dictionary.pronunciations(word) {
+                        pooled.engine.add_word(p.key, p.phones)?;
+                    }
+                    pooled.words.insert(word.to_string());
+                }
+            }
+            pooled.engine.add_grammar(&name, &jsgf)?;
+        }
+        pooled.engine.activate(&name)?;
+        pooled.grammars.push_back(name);
+        if pooled.grammars.len() > GRAMMARS_PER_DECODER {
+            let oldest = pooled.grammars.pop_front().expect("non-empty");
+            pooled.engine.remove_search(&oldest)?;
+        }
+        self.ready = true;
+        Ok(())
+    }
+
+    fn switch_to_large_vocabulary(&mut self) -> Result<(), RecogniserError> {
+        self.interrupt();
+        let recogniser = self.recogniser.clone();
+        let pooled = self.pooled();
+        if !pooled.large_vocabulary {
+            let lm = &recogniser.files.language_model;
+            if !lm.is_file() {
+                return Err(RecogniserError::MissingModel { path: lm.clone() });
+            }
+            pooled
+                .engine
+                .load_dictionary(&recogniser.files.dictionary)?;
+            pooled.engine.add_language_model(LARGE_VOCABULARY, lm)?;
+            pooled.engine.activate(LARGE_VOCABULARY)?;
+            // Grammars compiled against the small dictionary would point into the one just
+            // replaced: freed, once none of them is the active search.
+            for name in pooled.grammars.drain(..) {
+                pooled.engine.remove_search(&name)?;
+            }
+            pooled.large_vocabulary = true;
+            pooled.words.clear();
+        }
+        pooled.engine.activate(LARGE_VOCABULARY)?;
+        self.ready = true;
+        Ok(())
+    }
+
+    /// Feeds caller audio (at the decoder's input rate), opening an utterance if none is.
+    pub fn push(&mut self, samples: &[i16]) -> Result<(), RecogniserError> {
+        if !self.ready {
+            return Err(RecogniserError::NothingExpected);
+        }
+        let engine = &mut self.pooled.as_mut().expect("present until drop").engine;
+        match self.resampler.as_mut() {
+            None => engine.process(samples)?,
+            Some(r) => {
+                r.push(samples)?;
+                engine.process(&r.pop_all())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the utterance: its words and confidence, or `None` when nothing in the grammar
+    /// (or no word at all) was heard.
+    pub fn finish(&mut self) -> Result<Option<Transcript>, RecogniserError> {
+        if let Some(r) = self.resampler.as_mut() {
+            r.drain()?;
+            let tail = r.pop_all();
+            if !tail.is_empty() {
+                self.pooled().engine.process(&tail)?;
+            }
+        }
+        let result = self.pooled().engine.finish()?;
+        Ok(result.map(|(text, posterior)| Transcript {
+            text,
+            confidence: posterior as f32,
+        }))
+    }
+
+    /// Drops the utterance in progress, if any (barge-in, a new prompt).
+    pub fn interrupt(&mut self) {
+        if let Some(r) = self.resampler.as_mut() {
+            r.clear();
+        }
+        self.pooled().engine.abandon();
+    }
+}
+
+impl Drop for Decoder {
+    fn drop(&mut self) {
+        if let Some(pooled) = self.pooled.take().filter(|_| !self.broken) {
+            self.recogniser.release(pooled);
+        }
+    }
+}
+
+/// A search name per grammar text, so a decoder reuses what it compiled.
+fn grammar_search_name(jsgf: &str) -> String {
+    // SipHash with fixed keys: the same grammar gets the same name on every decoder.
+    let mut hasher = std::hash::DefaultHasher::new();
+    jsgf.hash(&mut hasher);
+    format!("grammar-{:016x}", hasher.finish())
+}
