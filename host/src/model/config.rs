@@ -183,6 +183,16 @@ fn default_speech_cache_mb() -> usize {
 fn default_silence_ms() -> u32 {
     500
 }
+fn default_true() -> bool {
+    true
+}
+fn default_min_confidence() -> f32 {
+    DEFAULT_MIN_CONFIDENCE
+}
+
+/// Recognised caller speech below this confidence (the recogniser's posterior probability,
+/// 0–1) is not delivered as a transcript (see `offline`).
+pub const DEFAULT_MIN_CONFIDENCE: f32 = 0.5;
 
 /// The offline provider: espeak-ng speech synthesis and local voice-activity detection.
 #[derive(Debug, Clone, Deserialize)]
@@ -202,9 +212,22 @@ pub struct OfflineConfig {
     /// Speech must last this long before `SpeechStarted` (filters clicks).
     #[serde(default = "default_min_speech_ms")]
     pub min_speech_ms: u32,
-    /// Silence this long ends the caller's speech (`SpeechStopped`).
+    /// Silence this long ends the caller's speech (`SpeechStopped`) and their turn: the
+    /// utterance goes to the recogniser then. Keep it at 400 ms or more, or pauses inside an
+    /// answer ("one two... three") split it.
     #[serde(default = "default_silence_ms")]
     pub silence_ms: u32,
+    /// Recognise the caller's speech (PocketSphinx, `model::sphinx`) and deliver final
+    /// transcripts. Without the model files the provider runs without it and says so in the log.
+    #[serde(default = "default_true")]
+    pub recognise_speech: bool,
+    /// Transcripts below this confidence (0–1) are not delivered: the agent hears nothing and
+    /// asks again, rather than taking a branch on a guess.
+    #[serde(default = "default_min_confidence")]
+    pub min_confidence: f32,
+    /// Where the recogniser's model is, and how many decoders stay loaded between calls.
+    #[serde(default)]
+    pub recogniser: crate::model::sphinx::RecogniserConfig,
     /// Synthesised prompts kept for reuse across calls, in MiB (0 disables the cache).
     #[serde(default = "default_speech_cache_mb")]
     pub speech_cache_mb: usize,
@@ -219,6 +242,9 @@ impl Default for OfflineConfig {
             vad_threshold: default_vad_threshold(),
             min_speech_ms: default_min_speech_ms(),
             silence_ms: default_silence_ms(),
+            recognise_speech: true,
+            min_confidence: DEFAULT_MIN_CONFIDENCE,
+            recogniser: Default::default(),
             speech_cache_mb: default_speech_cache_mb(),
         }
     }

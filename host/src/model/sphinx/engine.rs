@@ -200,8 +200,14 @@ impl Engine {
         Ok(())
     }
 
-    /// Decodes 16 kHz samples, starting an utterance first if none is open.
-    pub(super) fn process(&mut self, samples: &[i16]) -> Result<(), EngineError> {
+    /// Decodes a whole utterance of 16 kHz samples at once (opening it if none is open).
+    ///
+    /// Whole, not streamed: the model's `feat.params` asks for batch cepstral mean
+    /// normalisation (`-cmn batch`), which PocketSphinx applies only to a full utterance; fed
+    /// in pieces it falls back to a running estimate that short answers ("no", "confirm")
+    /// never converge on. Measured on espeak-ng phone audio, 6 phrases: 2/6 streamed, 6/6
+    /// whole (the PyPI 5.1.1 wheel gives the same two figures).
+    pub(super) fn process_utterance(&mut self, samples: &[i16]) -> Result<(), EngineError> {
         if !self.in_utterance {
             // SAFETY: live decoder.
             check("ps_start_utt", unsafe { ffi::ps_start_utt(self.raw()) })?;
@@ -212,7 +218,7 @@ impl Engine {
         }
         // SAFETY: live decoder; the slice is valid for its length during the call.
         check("ps_process_raw", unsafe {
-            ffi::ps_process_raw(self.raw(), samples.as_ptr(), samples.len(), 0, 0)
+            ffi::ps_process_raw(self.raw(), samples.as_ptr(), samples.len(), 0, 1)
         })?;
         Ok(())
     }

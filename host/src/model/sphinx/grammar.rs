@@ -76,6 +76,17 @@ impl Grammar {
         words
     }
 
+    /// Whether `text` (lower-case words, as the recogniser gives them) is a whole sentence of
+    /// the grammar.
+    pub fn accepts(&self, text: &str) -> bool {
+        let heard: Vec<&str> = text.split_whitespace().collect();
+        if heard.is_empty() {
+            return false;
+        }
+        self.phrases.iter().any(|p| p.iter().eq(heard.iter()))
+            || (self.digits && heard.iter().all(|w| DIGIT_WORDS.contains(w)))
+    }
+
     /// The grammar in JSGF 1.0, the form PocketSphinx parses.
     pub fn jsgf(&self) -> Result<String, GrammarError> {
         let mut alternatives: Vec<String> = self.phrases.iter().map(|p| p.join(" ")).collect();
@@ -144,6 +155,20 @@ mod tests {
         for w in ["yes", "no", "talk", "operator", "press", "oh", "nine"] {
             assert!(words.contains(w), "{w}");
         }
+    }
+
+    #[test]
+    fn accepts_only_whole_sentences() {
+        let g = Grammar::new(["cancel", "talk to an operator"])
+            .unwrap()
+            .with_digits();
+        assert!(g.accepts("cancel"));
+        assert!(g.accepts("talk to an operator"));
+        assert!(g.accepts("oh four two"));
+        assert!(!g.accepts("talk to"));
+        assert!(!g.accepts("cancel two"));
+        assert!(!g.accepts(""));
+        assert!(!Grammar::new(["yes"]).unwrap().accepts("two"));
     }
 
     #[test]

@@ -90,10 +90,89 @@ fn decode(decoder: &mut Decoder, audio: &[i16]) -> Option<Transcript> {
 
 /// The menu words of the example agents, and a spoken number.
 fn menu_grammar() -> Grammar {
-    Grammar::new(["yes", "no", "operator", "confirm", "reschedule"])
+    Grammar::new(ANSWERS).unwrap().with_digits()
+}
+
+/// What an agent expecting [`ANSWERS`] declares: the words, and the sentences callers wrap
+/// them in (grammar mode hears only what the grammar holds).
+fn sentence_grammar() -> Grammar {
+    let sentences = PHRASES
+        .iter()
+        .map(|(spoken, _)| *spoken)
+        .filter(|s| s.contains(' ') && !s.split(' ').all(|w| DIGIT_WORDS.contains(&w)));
+    Grammar::new(ANSWERS.into_iter().chain(sentences))
         .unwrap()
         .with_digits()
 }
+
+/// The answers the example agents listen for.
+const ANSWERS: [&str; 6] = ["yes", "no", "operator", "confirm", "reschedule", "cancel"];
+
+/// The intent a transcript carries: the first answer word in it, or its digits.
+fn intent(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if let Some(answer) = words.iter().find(|w| ANSWERS.contains(w)) {
+        return answer.to_string();
+    }
+    let digits: String = words
+        .iter()
+        .filter_map(|w| DIGIT_WORDS.iter().position(|d| d == w))
+        .map(|i| char::from(b'0' + i.saturating_sub(1) as u8))
+        .collect();
+    if digits.is_empty() {
+        "(other)".into()
+    } else {
+        digits
+    }
+}
+
+/// The phrase set of issue 26: the answers alone and in carrier sentences, and numbers.
+const PHRASES: [(&str, &str); 44] = [
+    ("yes", "yes"),
+    ("yes please", "yes"),
+    ("yes I would", "yes"),
+    ("yes thank you", "yes"),
+    ("no", "no"),
+    ("no thank you", "no"),
+    ("no thanks", "no"),
+    ("no please", "no"),
+    ("operator", "operator"),
+    ("I want to talk to an operator", "operator"),
+    ("operator please", "operator"),
+    ("can I speak to an operator", "operator"),
+    ("put me through to the operator", "operator"),
+    ("confirm", "confirm"),
+    ("confirm my appointment", "confirm"),
+    ("I want to confirm", "confirm"),
+    ("I would like to confirm my appointment", "confirm"),
+    ("confirm please", "confirm"),
+    ("reschedule", "reschedule"),
+    ("reschedule please", "reschedule"),
+    ("I need to reschedule", "reschedule"),
+    ("I want to reschedule my appointment", "reschedule"),
+    ("can I reschedule", "reschedule"),
+    ("cancel", "cancel"),
+    ("cancel my appointment", "cancel"),
+    ("I want to cancel", "cancel"),
+    ("cancel please", "cancel"),
+    ("one", "1"),
+    ("two", "2"),
+    ("three", "3"),
+    ("zero", "0"),
+    ("nine", "9"),
+    ("eight", "8"),
+    ("seven", "7"),
+    ("four two", "42"),
+    ("one two three four", "1234"),
+    ("five six seven", "567"),
+    ("press one", "1"),
+    ("number two", "2"),
+    ("three please", "3"),
+    ("two please", "2"),
+    ("six", "6"),
+    ("five", "5"),
+    ("four", "4"),
+];
 
 #[test]
 fn grammar_mode_on_espeak_phone_audio() {
@@ -105,57 +184,66 @@ fn grammar_mode_on_espeak_phone_audio() {
         return;
     }
     let mut decoder = recogniser.decoder(8000).unwrap();
-    decoder.expect(&menu_grammar()).unwrap();
-    let cases = [
-        ("yes", "yes"),
-        ("no", "no"),
-        ("operator", "operator"),
-        ("confirm", "confirm"),
-        ("reschedule", "reschedule"),
-        ("one two three four", "one two three four"),
-    ];
-    let mut table = Vec::new();
-    let mut audio_secs = 0.0;
-    let started = Instant::now();
-    for (spoken, _) in cases {
+    decoder.expect(&sentence_grammar()).unwrap();
+    let mut rows = Vec::new();
+    let (mut audio_secs, mut decode_secs) = (0.0, 0.0);
+    for (spoken, expected) in PHRASES {
         let audio = phone_speech(spoken);
         audio_secs += audio.len() as f64 / 8000.0;
         let t0 = Instant::now();
         let heard = decode(&mut decoder, &audio);
-        table.push((spoken, heard, t0.elapsed()));
+        decode_secs += t0.elapsed().as_secs_f64();
+        rows.push((spoken, expected, heard));
     }
-    let total = started.elapsed();
-    eprintln!("espeak-ng, 8 kHz μ-law, grammar mode:");
+    eprintln!("espeak-ng, 8 kHz μ-law, grammar mode (answers, their sentences, digits):");
     eprintln!(
-        "{:<20} {:<24} {:>10} {:>8}",
-        "spoken", "heard", "confidence", "decode"
+        "{:<40} {:<10} {:<40} {:>6}",
+        "spoken", "intent", "heard", "conf"
     );
-    let mut right = 0;
-    for ((spoken, heard, took), (_, expected)) in table.iter().zip(cases) {
+    let mut confusion: std::collections::BTreeMap<(&str, String), usize> = Default::default();
+    let (mut right, mut wrong, mut wrong_confident) = (0, 0, 0);
+    for (spoken, expected, heard) in &rows {
         let (text, confidence) = heard
             .as_ref()
             .map_or(("(nothing)", 0.0), |t| (t.text.as_str(), t.confidence));
-        right += usize::from(text == expected);
-        eprintln!(
-            "{spoken:<20} {text:<24} {confidence:>10.3} {:>6} ms",
-            took.as_millis()
-        );
+        let got = heard
+            .as_ref()
+            .map_or("(nothing)".into(), |t| intent(&t.text));
+        if got == *expected {
+            right += 1;
+        } else if heard.is_some() {
+            wrong += 1;
+            wrong_confident += usize::from(confidence >= MIN_CONFIDENCE);
+        }
+        eprintln!("{spoken:<40} {expected:<10} {text:<40} {confidence:>6.3}");
+        *confusion.entry((expected, got)).or_default() += 1;
+    }
+    eprintln!("confusion (intent -> heard: count):");
+    for ((expected, got), n) in &confusion {
+        eprintln!("  {expected:<10} -> {got:<12} {n}");
     }
     eprintln!(
-        "{right}/{} right; {audio_secs:.1} s of audio (synthesis included in {} ms)",
-        cases.len(),
-        total.as_millis()
+        "{right}/{} intents right, {wrong} wrong ({wrong_confident} of them at confidence >= \
+         {MIN_CONFIDENCE}); decoding {:.3} s for {audio_secs:.1} s of audio (RTF {:.4})",
+        rows.len(),
+        decode_secs,
+        decode_secs / audio_secs
     );
-    for (spoken, heard, _) in &table {
-        let heard = heard.as_ref().map(|t| t.text.as_str());
-        // Measured 2026-12-07 (Debian model, remove_noise on): 2/6 right. "no" was heard as
-        // "operator", "confirm" and "reschedule" as nothing, "one two three four" as "one
-        // eight two three four". Only what holds is asserted; the misses are open work.
-        if ["yes", "operator"].contains(spoken) {
-            assert_eq!(heard, Some(*spoken), "{spoken:?}");
-        }
-    }
+    // Issue 26's gate: at most 2% wrong branches, i.e. wrong intents delivered at or above
+    // the confidence threshold (below it the agent is not told and asks again). Measured
+    // 2026-12-07: 0 of 44.
+    assert!(
+        wrong_confident * 100 <= rows.len() * 2,
+        "{wrong_confident} wrong branches"
+    );
+    // The goal is >= 80% of intents right; measured 2026-12-07: 24/44 (55%), misses mostly
+    // "(nothing)" (confirm 0/5, lone digits). Asserted is what holds, not the goal: the gap
+    // is open work (see the branch notes).
+    assert!(right >= 24, "{right}/{} right", rows.len());
 }
+
+/// The confidence below which the offline provider does not deliver a transcript.
+const MIN_CONFIDENCE: f32 = crate::model::config::DEFAULT_MIN_CONFIDENCE;
 
 #[test]
 fn a_grammar_with_an_unknown_word_is_refused_with_the_words() {
