@@ -246,6 +246,55 @@ pub mod call {
     }
 }
 
+/// Reading what a caller said.
+pub mod speech {
+    /// The words a spoken digit can be, in digit order ("oh" is 0 as in phone numbers).
+    const DIGITS: [(&str, char); 11] = [
+        ("zero", '0'),
+        ("oh", '0'),
+        ("one", '1'),
+        ("two", '2'),
+        ("three", '3'),
+        ("four", '4'),
+        ("five", '5'),
+        ("six", '6'),
+        ("seven", '7'),
+        ("eight", '8'),
+        ("nine", '9'),
+    ];
+
+    /// The digits spoken in `text`, in order ("four two" and "4 2" give "42").
+    pub fn digits(text: &str) -> String {
+        text.split(|c: char| !c.is_alphanumeric())
+            .flat_map(|word| {
+                let word = word.to_ascii_lowercase();
+                match DIGITS.iter().find(|(w, _)| *w == word) {
+                    Some((_, d)) => vec![*d],
+                    None => word.chars().filter(char::is_ascii_digit).collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether `text` contains `word` as a whole word, ignoring case.
+    pub fn has_word(text: &str, word: &str) -> bool {
+        text.split(|c: char| !c.is_alphanumeric() && c != '\'')
+            .any(|w| w.eq_ignore_ascii_case(word))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn reads_digits_and_words() {
+            assert_eq!(super::digits("four two"), "42");
+            assert_eq!(super::digits("oh 7, nine"), "079");
+            assert_eq!(super::digits("operator"), "");
+            assert!(super::has_word("I want to talk to an Operator", "operator"));
+            assert!(!super::has_word("operators", "operator"));
+        }
+    }
+}
+
 /// Persistent storage private to this agent, shared by all its calls and versions.
 pub mod kv {
     use crate::Error;

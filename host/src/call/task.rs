@@ -112,6 +112,8 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
         // Processing time of the last caller frame on its way to the model.
         let host_in_ns = Arc::new(AtomicU64::new(0));
         self.route_caller_audio(&host_in_ns);
+        // What on-start asked for (an outcome, a hint of the first answer) now the model is up.
+        self.take_requests();
         let start = Input::Start {
             actions: start_actions,
             failure,
@@ -231,12 +233,17 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
     }
 
     /// Requests the agent made in its last hook: the outcome is kept for the call record; the
-    /// hints of what the caller will say have no taker yet.
+    /// hint of what the caller will say goes to the model (a local recogniser listens for it).
     fn take_requests(&mut self) {
         for request in self.agent.take_requests() {
             match request {
                 AgentRequest::SetOutcome(outcome) => self.outcome = Some(outcome),
-                AgentRequest::Expect(hint) => tracing::debug!(?hint, "agent expects"),
+                AgentRequest::Expect(hint) => {
+                    tracing::debug!(?hint, "agent expects");
+                    if let Err(e) = self.model.commands.try_send(Command::Expect(hint)) {
+                        tracing::warn!(error = %e, "the model did not take the agent's hint");
+                    }
+                }
             }
         }
     }

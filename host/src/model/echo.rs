@@ -108,7 +108,8 @@ async fn run(
             Command::ToolResult { .. }
             | Command::Truncate { .. }
             | Command::CancelResponse
-            | Command::UpdateInstructions(_) => true,
+            | Command::UpdateInstructions(_)
+            | Command::Expect(_) => true,
         };
         if !alive {
             return;

@@ -50,6 +50,7 @@
 pub mod config;
 pub mod echo;
 pub mod gemini;
+mod listen;
 pub mod offline;
 pub mod openai;
 pub mod speech_cache;
@@ -59,6 +60,7 @@ mod ws;
 
 /// Who spoke: the host's one role type, part of this module's events.
 pub use crate::domain::Role;
+pub use crate::domain::agent_event::Expectation;
 use crate::domain::usage::{self, UsageItem};
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
@@ -203,6 +205,9 @@ pub enum Command {
     CancelResponse,
     /// Replace the system instructions for the rest of the session.
     UpdateInstructions(String),
+    /// What the caller is expected to say next (from the agent): a provider with a local
+    /// recogniser listens for it; the others have nothing to tune and ignore it.
+    Expect(Expectation),
     /// Close the session; a final [`ModelEvent::Closed`] follows.
     Close,
 }

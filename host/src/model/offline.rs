@@ -1,7 +1,8 @@
 //! The offline provider: no key, no network. Speech comes from the local espeak-ng program
 //! (the greeting and [`Command::Say`]); the caller's audio runs through a local voice-activity
-//! detector so barge-in works. There is no speech recognition and no language model, so no
-//! caller transcripts and no tool calls.
+//! detector so barge-in works, and, when the PocketSphinx model is installed, through a local
+//! recogniser (`listen`, `sphinx`) whose final transcripts of each caller turn reach the agent.
+//! There is no language model, so the agent's own logic is the brain: no tool calls.
 
 use std::collections::VecDeque;
 use std::process::Stdio;
@@ -10,17 +11,19 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command as Process;
-use tokio::sync::{OnceCell, mpsc};
+use tokio::sync::{OnceCell, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::config::OfflineConfig;
+use super::listen::{Heard, Recognition, listen};
 use super::speech_cache::{Lookup, Speech, SpeechCache};
+use super::sphinx::Recogniser;
 use super::vad::{Vad, VadEvent};
 use super::{
-    AudioFormat, CHANNEL_CAPACITY, CloseReason, Command, ConnectError, ErrorKind, FormatSupport,
-    ModelEvent, ModelProvider, ModelSession, ProviderError, ResponseStatus, Role, SessionSettings,
-    check_formats,
+    AudioFormat, CHANNEL_CAPACITY, CloseReason, Command, ConnectError, ErrorKind, Expectation,
+    FormatSupport, ModelEvent, ModelProvider, ModelSession, ProviderError, ResponseStatus, Role,
+    SessionSettings, check_formats,
 };
 use crate::resample::StreamResampler;
 use crate::runtimes::DedicatedRuntime;
@@ -47,6 +50,9 @@ pub struct OfflineProvider {
     synth_check: OnceCell<Result<(), String>>,
     /// Shared by every session of this provider.
     speech: Arc<SpeechCache>,
+    /// The speech recogniser, loaded on first connect; `None` when it is off or its model is
+    /// missing (said once in the log).
+    recogniser: OnceCell<Option<Arc<Recogniser>>>,
 }
 
 impl OfflineProvider {
@@ -55,7 +61,32 @@ impl OfflineProvider {
             speech: Arc::new(SpeechCache::new(config.speech_cache_mb * 1024 * 1024)),
             config: Arc::new(config),
             synth_check: OnceCell::new(),
+            recogniser: OnceCell::new(),
         }
+    }
+
+    /// The shared recogniser, loading it (a fraction of a second of CPU) on first use.
+    async fn recogniser(&self) -> Option<Arc<Recogniser>> {
+        if !self.config.recognise_speech {
+            return None;
+        }
+        let config = self.config.recogniser.clone();
+        self.recogniser
+            .get_or_init(|| async move {
+                match tokio::task::spawn_blocking(move || Recogniser::load(&config)).await {
+                    Ok(Ok(recogniser)) => Some(recogniser),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "offline speech recognition is off");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "loading the speech recogniser failed");
+                        None
+                    }
+                }
+            })
+            .await
+            .clone()
     }
 
     async fn check_synthesizer(&self) -> Result<(), ConnectError> {
@@ -108,10 +139,24 @@ impl OfflineProvider {
         })?;
         let (audio_tx, audio_rx) = mpsc::channel(CHANNEL_CAPACITY);
         let (voice_tx, voice_rx) = mpsc::channel(CHANNEL_CAPACITY);
-        // The detector is the bulk of the work and may lag; speech must keep up with the line.
-        DETECTOR_RUNTIME
-            .handle()
-            .spawn(detect(vad, audio_rx, voice_tx).instrument(tracing::Span::current()));
+        let (expect_tx, expect_rx) = watch::channel(Expectation::Anything);
+        let recognition = self.recogniser().await.map(|recogniser| Recognition {
+            recogniser,
+            expect: expect_rx,
+            min_confidence: self.config.min_confidence,
+        });
+        // Detection and recognition are the bulk of the work and may lag; speech must keep up
+        // with the line.
+        DETECTOR_RUNTIME.handle().spawn(
+            listen(
+                vad,
+                settings.input_format.sample_rate(),
+                recognition,
+                audio_rx,
+                voice_tx,
+            )
+            .instrument(tracing::Span::current()),
+        );
         let mut actor = Actor {
             config: self.config.clone(),
             speech: self.speech.clone(),
@@ -121,6 +166,8 @@ impl OfflineProvider {
             },
             events: ev_tx,
             detector: audio_tx,
+            expect: expect_tx,
+            caller_turns: 0,
             speaking: None,
             queued: VecDeque::new(),
             next_item: 0,
@@ -171,22 +218,6 @@ impl ModelProvider for OfflineProvider {
     }
 }
 
-/// The voice detector of one session, on the local model runtime: caller audio in, changes of
-/// the caller's speaking state out, until either side goes away.
-async fn detect(mut vad: Vad, mut audio: mpsc::Receiver<Vec<u8>>, changes: mpsc::Sender<VadEvent>) {
-    while let Some(frame) = audio.recv().await {
-        let found = vad.push(&frame).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "voice detection input dropped");
-            Vec::new()
-        });
-        for change in found {
-            if changes.send(change).await.is_err() {
-                return;
-            }
-        }
-    }
-}
-
 /// How a session speaks: the espeak-ng voice, and the format its audio is handed out in
 /// (16-bit PCM at one of [`OUTPUT_RATES`]).
 #[derive(Debug, Clone)]
@@ -213,8 +244,12 @@ struct Actor {
     speech: Arc<SpeechCache>,
     speech_out: SpeechOut,
     events: mpsc::Sender<ModelEvent>,
-    /// Caller audio to the voice detector's task.
+    /// Caller audio to the listening task.
     detector: mpsc::Sender<Vec<u8>>,
+    /// The agent's latest hint, for the listening task.
+    expect: watch::Sender<Expectation>,
+    /// Caller turns transcribed so far (their item ids).
+    caller_turns: u64,
     speaking: Option<Utterance>,
     queued: VecDeque<String>,
     next_item: u64,
@@ -226,7 +261,7 @@ impl Actor {
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut done: mpsc::Receiver<SynthDone>,
-        mut voice: mpsc::Receiver<VadEvent>,
+        mut voice: mpsc::Receiver<Heard>,
     ) {
         loop {
             let alive = tokio::select! {
@@ -235,7 +270,19 @@ impl Actor {
                     Some(cmd) => self.on_command(cmd).await,
                 },
                 Some(finished) = done.recv() => self.on_synth_done(finished).await,
-                Some(change) = voice.recv() => self.on_voice(change).await,
+                Some(heard) = voice.recv() => match heard {
+                    Heard::Voice(change) => self.on_voice(change).await,
+                    Heard::Words(words) => {
+                        self.caller_turns += 1;
+                        self.emit(ModelEvent::Transcript {
+                            role: Role::Caller,
+                            item_id: format!("offline_caller_{}", self.caller_turns),
+                            text: words.text,
+                            is_final: true,
+                        })
+                        .await
+                    }
+                },
             };
             if !alive {
                 break;
@@ -332,6 +379,10 @@ impl Actor {
             // No server-side conversation to trim, no model to call tools or follow
             // instructions: these are accepted and have nothing to act on.
             Command::Truncate { .. } | Command::UpdateInstructions(_) => true,
+            Command::Expect(hint) => {
+                self.expect.send_replace(hint);
+                true
+            }
             Command::ToolResult { call_id, .. } => {
                 tracing::debug!(
                     call_id,

@@ -5,8 +5,41 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use switchboard_sdk::{
-    Action, Agent, CallInfo, Direction, RejectReason, SessionConfig, Tool, call, config, kv, log,
+    Action, Agent, CallInfo, Direction, ExpectHint, RejectReason, Role, SessionConfig, Tool, call,
+    config, kv, log, speech,
 };
+
+/// Spoken answers, and the key each stands for ("yes" confirms, "no" asks for another time).
+const SPOKEN_KEYS: [(&str, &str); 7] = [
+    ("confirm", "1"),
+    ("yes", "1"),
+    ("reschedule", "2"),
+    ("no", "2"),
+    ("operator", "0"),
+    ("desk", "0"),
+    ("cancel", "0"),
+];
+
+/// What callers answer the appointment question with, for offline recognition.
+const PHRASES: [&str; 17] = [
+    "yes",
+    "no",
+    "confirm",
+    "confirm my appointment",
+    "I want to confirm my appointment",
+    "reschedule",
+    "reschedule please",
+    "I need to reschedule",
+    "I want to reschedule my appointment",
+    "operator",
+    "talk to an operator",
+    "I want to talk to an operator",
+    "front desk",
+    "cancel",
+    "one",
+    "two",
+    "zero",
+];
 
 #[derive(Serialize, Deserialize, Clone)]
 struct Appointment {
@@ -115,6 +148,9 @@ impl Agent for Appointments {
         self.appointment = kv::get_string(&key_for(&self.patient_number))
             .and_then(|json| serde_json::from_str(&json).ok());
         let clinic = config::get("clinic").unwrap_or_else(|| "the clinic".into());
+        let _ = call::expect(&ExpectHint::Phrases(
+            PHRASES.iter().map(|p| p.to_string()).collect(),
+        ));
         let tools = [
             Tool::new(
                 "confirm_appointment",
@@ -153,6 +189,19 @@ impl Agent for Appointments {
             )),
         };
         Ok(tools.into_iter().fold(config, SessionConfig::tool))
+    }
+
+    /// Spoken answers take the same branches as keys.
+    fn on_transcript(&mut self, role: Role, text: String, is_final: bool) -> Vec<Action> {
+        if role != Role::Caller || !is_final {
+            return Vec::new();
+        }
+        let key = SPOKEN_KEYS
+            .iter()
+            .find(|(word, _)| speech::has_word(&text, word))
+            .map(|(_, key)| key.to_string())
+            .unwrap_or_else(|| speech::digits(&text));
+        self.on_dtmf(key)
     }
 
     fn on_dtmf(&mut self, digits: String) -> Vec<Action> {

@@ -2,7 +2,8 @@
 //! provider with local speech synthesis.
 
 use switchboard_sdk::{
-    Action, Agent, CallInfo, DigitRequest, RejectReason, SessionConfig, call, config,
+    Action, Agent, CallInfo, DigitRequest, ExpectHint, RejectReason, Role, SessionConfig, call,
+    config, speech,
 };
 
 const OPERATOR: &str = "sip:operator@127.0.0.1";
@@ -19,6 +20,42 @@ fn setting(key: &str, fallback: &str) -> String {
     config::get(key).unwrap_or_else(|| fallback.to_string())
 }
 
+/// Spoken answers to the menu, and the key each stands for.
+const SPOKEN_KEYS: [(&str, &str); 7] = [
+    ("hours", "1"),
+    ("address", "2"),
+    ("order", "3"),
+    ("operator", "0"),
+    ("repeat", "9"),
+    ("again", "9"),
+    ("goodbye", "#"),
+];
+
+/// Tell the host what callers say at the menu, so offline recognition listens for it.
+fn expect_menu() {
+    let phrases: Vec<String> = [
+        "opening hours",
+        "hours",
+        "address",
+        "order",
+        "check an order",
+        "operator",
+        "talk to an operator",
+        "I want to talk to an operator",
+        "repeat",
+        "say that again",
+        "goodbye",
+        "one",
+        "two",
+        "three",
+        "zero",
+        "nine",
+    ]
+    .map(String::from)
+    .to_vec();
+    let _ = call::expect(&ExpectHint::Phrases(phrases));
+}
+
 fn menu_prompt() -> String {
     "Press 1 for opening hours, 2 for our address, 3 to check an order, \
      0 to speak to the operator, 9 to hear this again, or the hash key to hang up."
@@ -31,15 +68,39 @@ impl Agent for Menu {
 
     fn on_start(&mut self, _info: CallInfo) -> Result<SessionConfig, RejectReason> {
         let name = setting("business-name", "us");
+        expect_menu();
         Ok(
             SessionConfig::new("You are a keypad menu. Only speak the prompts you are given.")
                 .greeting(format!("Welcome to {name}. {}", menu_prompt())),
         )
     }
 
+    /// Spoken answers take the same branches as keys: a menu word, or a digit.
+    fn on_transcript(&mut self, role: Role, text: String, is_final: bool) -> Vec<Action> {
+        if role != Role::Caller || !is_final {
+            return Vec::new();
+        }
+        if self.collecting_order {
+            return self.on_dtmf(speech::digits(&text));
+        }
+        let key = SPOKEN_KEYS
+            .iter()
+            .find(|(word, _)| speech::has_word(&text, word))
+            .map(|(_, key)| key.to_string())
+            .unwrap_or_else(|| speech::digits(&text));
+        if key.is_empty() {
+            return vec![Action::Say(format!(
+                "Sorry, I did not catch that. {}",
+                menu_prompt()
+            ))];
+        }
+        self.on_dtmf(key)
+    }
+
     fn on_dtmf(&mut self, digits: String) -> Vec<Action> {
         if self.collecting_order {
             self.collecting_order = false;
+            expect_menu();
             return if digits.is_empty() {
                 vec![Action::Say(format!(
                     "No order number received. {}",
@@ -65,6 +126,10 @@ impl Agent for Menu {
             ))],
             "3" => {
                 self.collecting_order = true;
+                let _ = call::expect(&ExpectHint::Digits(switchboard_sdk::DigitRange {
+                    min: 1,
+                    max: 6,
+                }));
                 vec![Action::CollectDigits(DigitRequest {
                     max_digits: 6,
                     timeout_ms: 5000,

@@ -141,6 +141,8 @@ impl Actor {
             // Gemini keeps or drops unheard audio itself and has no cancel message: nothing
             // to send.
             Command::Truncate { .. } | Command::CancelResponse => Ok(()),
+            // Gemini recognises free speech; a hint has nothing to tune.
+            Command::Expect(_) => Ok(()),
             Command::UpdateInstructions(_) => {
                 let error = ProviderError::new(
                     ErrorKind::Unsupported,

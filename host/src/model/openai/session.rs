@@ -164,6 +164,8 @@ impl Actor {
                     "type": "realtime", "instructions": instructions}}))
                     .await
             }
+            // The model hears free speech; a hint has nothing to tune.
+            Command::Expect(_) => Ok(()),
             Command::Close => Err(Stop::Closed(CloseReason::Normal)),
         }
     }

@@ -1,0 +1,236 @@
+//! The offline provider's ears: one task per session, on the local model runtime, that runs
+//! the caller's audio through the voice detector (turn detection: speech start for barge-in,
+//! end of speech after the configured silence) and, when a recogniser is loaded, decodes each
+//! turn into words.
+//!
+//! What is listened for follows the agent's latest hint ([`Expectation`]): a grammar of its
+//! phrases, digits or yes/no when it gave one, large vocabulary otherwise. A turn is decoded
+//! whole once the caller stops (the recogniser's normalisation wants the whole utterance), so
+//! the transcript comes one end-of-speech silence plus the decode (milliseconds in grammar
+//! mode) after the caller's last word. Words below the confidence threshold are not delivered:
+//! the agent hears nothing and asks again rather than act on a guess.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+
+use super::Expectation;
+use super::sphinx::{Decoder, Grammar, Recogniser, RecogniserError, Transcript};
+use super::vad::{Vad, VadEvent};
+
+/// Audio kept from before the detector confirms speech, so the first phone is not lost: the
+/// detector's onset confirmation plus the start of a soft first word.
+const PREROLL_MS: u32 = 300;
+
+/// What the listener tells the session.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Heard {
+    /// The caller started or stopped speaking.
+    Voice(VadEvent),
+    /// The words of the caller's last turn, at or above the confidence threshold.
+    Words(Transcript),
+}
+
+/// Speech recognition for one session.
+pub(super) struct Recognition {
+    pub recogniser: Arc<Recogniser>,
+    /// The agent's latest hint.
+    pub expect: watch::Receiver<Expectation>,
+    pub min_confidence: f32,
+}
+
+/// The grammar for a hint; `None` is large vocabulary.
+fn grammar_for(hint: &Expectation) -> Option<Grammar> {
+    match hint {
+        Expectation::Anything | Expectation::Email | Expectation::Spelling => None,
+        Expectation::Digits { .. } | Expectation::PhoneNumber => Some(Grammar::digits()),
+        Expectation::YesNo => Grammar::new(["yes", "no"]).ok(),
+        Expectation::Phrases(phrases) => match Grammar::new(phrases) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                tracing::warn!(error = %e, "the agent's phrases are no grammar: large vocabulary");
+                None
+            }
+        },
+    }
+}
+
+/// One turn's worth of recognition state.
+struct Ears {
+    recognition: Recognition,
+    input_rate: u32,
+    decoder: Option<Decoder>,
+    /// The hint the decoder is set up for.
+    tuned_to: Option<Expectation>,
+    preroll: VecDeque<i16>,
+    preroll_max: usize,
+    in_turn: bool,
+}
+
+impl Ears {
+    fn new(recognition: Recognition, input_rate: u32) -> Ears {
+        Ears {
+            recognition,
+            input_rate,
+            decoder: None,
+            tuned_to: None,
+            preroll: VecDeque::new(),
+            preroll_max: (input_rate * PREROLL_MS / 1000) as usize,
+            in_turn: false,
+        }
+    }
+
+    /// A decoder listening for the latest hint (loaded and tuned on first use).
+    fn tuned(&mut self) -> Result<&mut Decoder, RecogniserError> {
+        let hint = self.recognition.expect.borrow_and_update().clone();
+        let decoder = match self.decoder.take() {
+            Some(d) => d,
+            None => self.recognition.recogniser.decoder(self.input_rate)?,
+        };
+        let decoder = self.decoder.insert(decoder);
+        if self.tuned_to.as_ref() != Some(&hint) {
+            self.tuned_to = None;
+            let grammar = grammar_for(&hint);
+            let tuned = match &grammar {
+                Some(g) => decoder.expect(g),
+                None => decoder.expect_anything(),
+            };
+            if let Err(e) = tuned {
+                if grammar.is_none() {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, ?hint, "cannot listen for the hint: large vocabulary");
+                decoder.expect_anything()?;
+            }
+            tracing::debug!(?hint, "recogniser tuned");
+            self.tuned_to = Some(hint);
+        }
+        Ok(decoder)
+    }
+
+    /// Takes one frame and the detector's verdicts on it; returns the turn's words when one
+    /// ended.
+    fn hear(&mut self, samples: &[i16], changes: &[VadEvent]) -> Option<Transcript> {
+        if self.in_turn {
+            if let Err(e) = self.push(samples) {
+                tracing::warn!(error = %e, "recogniser input dropped");
+            }
+        } else {
+            self.preroll.extend(samples);
+            let excess = self.preroll.len().saturating_sub(self.preroll_max);
+            self.preroll.drain(..excess);
+        }
+        let mut words = None;
+        for change in changes {
+            match change {
+                VadEvent::Started { .. } if !self.in_turn => {
+                    self.in_turn = true;
+                    let preroll: Vec<i16> = self.preroll.drain(..).collect();
+                    if let Err(e) = self.tuned().and_then(|d| d.push(&preroll)) {
+                        tracing::warn!(error = %e, "speech recognition unavailable for this turn");
+                        self.in_turn = false;
+                    }
+                }
+                VadEvent::Stopped { .. } if self.in_turn => {
+                    self.in_turn = false;
+                    words = self.finish();
+                }
+                _ => {}
+            }
+        }
+        words
+    }
+
+    fn push(&mut self, samples: &[i16]) -> Result<(), RecogniserError> {
+        match self.decoder.as_mut() {
+            Some(d) => d.push(samples),
+            None => Ok(()),
+        }
+    }
+
+    fn finish(&mut self) -> Option<Transcript> {
+        let decoder = self.decoder.as_mut()?;
+        let started = std::time::Instant::now();
+        let heard = match decoder.finish() {
+            Ok(heard) => heard,
+            Err(e) => {
+                tracing::warn!(error = %e, "speech recognition failed");
+                return None;
+            }
+        };
+        let decode_ms = started.elapsed().as_millis() as u64;
+        match heard {
+            Some(t) if t.confidence >= self.recognition.min_confidence => {
+                tracing::debug!(text = %t.text, confidence = t.confidence, decode_ms, "heard");
+                Some(t)
+            }
+            Some(t) => {
+                tracing::debug!(text = %t.text, confidence = t.confidence, decode_ms,
+                    "heard, below the confidence threshold: not delivered");
+                None
+            }
+            None => {
+                tracing::debug!(decode_ms, "speech with no words the recogniser listens for");
+                None
+            }
+        }
+    }
+}
+
+/// Runs until either side goes away: caller audio (PCM16 little-endian at the detector's
+/// input rate) in, [`Heard`] out.
+pub(super) async fn listen(
+    mut vad: Vad,
+    input_rate: u32,
+    recognition: Option<Recognition>,
+    mut audio: mpsc::Receiver<Vec<u8>>,
+    heard: mpsc::Sender<Heard>,
+) {
+    let mut ears = recognition.map(|r| Ears::new(r, input_rate));
+    let mut samples = Vec::new();
+    while let Some(frame) = audio.recv().await {
+        let changes = vad.push(&frame).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "voice detection input dropped");
+            Vec::new()
+        });
+        let words = ears.as_mut().and_then(|ears| {
+            samples.clear();
+            samples.extend(
+                frame
+                    .chunks_exact(2)
+                    .map(|c| i16::from_le_bytes([c[0], c[1]])),
+            );
+            ears.hear(&samples, &changes)
+        });
+        for change in changes {
+            if heard.send(Heard::Voice(change)).await.is_err() {
+                return;
+            }
+        }
+        if let Some(words) = words
+            && heard.send(Heard::Words(words)).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_choose_grammar_or_large_vocabulary() {
+        assert_eq!(grammar_for(&Expectation::Anything), None);
+        assert_eq!(
+            grammar_for(&Expectation::PhoneNumber),
+            Some(Grammar::digits())
+        );
+        let yes_no = grammar_for(&Expectation::YesNo).unwrap();
+        assert!(yes_no.accepts("yes") && !yes_no.accepts("two"));
+        let menu = grammar_for(&Expectation::Phrases(vec!["Operator".into(), "one".into()]));
+        assert!(menu.unwrap().accepts("operator"));
+        assert_eq!(grammar_for(&Expectation::Phrases(vec!["?!".into()])), None);
+    }
+}
