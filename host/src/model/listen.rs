@@ -194,6 +194,12 @@ pub(super) async fn listen(
             tracing::warn!(error = %e, "voice detection input dropped");
             Vec::new()
         });
+        // Speech start and stop first: barge-in must not wait for a decoder to load or decode.
+        for &change in &changes {
+            if heard.send(Heard::Voice(change)).await.is_err() {
+                return;
+            }
+        }
         let words = ears.as_mut().and_then(|ears| {
             samples.clear();
             samples.extend(
@@ -203,11 +209,6 @@ pub(super) async fn listen(
             );
             ears.hear(&samples, &changes)
         });
-        for change in changes {
-            if heard.send(Heard::Voice(change)).await.is_err() {
-                return;
-            }
-        }
         if let Some(words) = words
             && heard.send(Heard::Words(words)).await.is_err()
         {
