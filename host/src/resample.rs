@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
-use rubato::{Fft, FixedSync, Resampler as _};
+use rubato::{Fft, FixedSync, Resampler as _, WindowFunction};
 
 /// Why a resampler could not be made or run.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +64,25 @@ pub struct StreamResampler {
 impl StreamResampler {
     /// A converter from `from` Hz to `to` Hz (any rates 1–192 kHz, e.g. 22050 for TTS).
     pub fn new(from: u32, to: u32) -> Result<StreamResampler, ResampleError> {
+        Self::with_filter(from, to, 20, None)
+    }
+
+    /// A converter with a longer, steeper anti-aliasing filter (one FFT block of `block_ms`),
+    /// for audio that is analysed rather than played, where the added delay (half a block)
+    /// does not matter. Upsampled phone audio for a 16 kHz speech recogniser is the case: the
+    /// 20 ms filter of [`StreamResampler::new`] leaves images above 4 kHz that the
+    /// recogniser's features (up to 6.8 kHz) pick up.
+    pub fn sharp(from: u32, to: u32, block_ms: u32) -> Result<StreamResampler, ResampleError> {
+        Self::with_filter(from, to, block_ms, Some(1))
+    }
+
+    /// `sub_chunks`: `None` lets rubato split the block for a low delay.
+    fn with_filter(
+        from: u32,
+        to: u32,
+        block_ms: u32,
+        sub_chunks: Option<usize>,
+    ) -> Result<StreamResampler, ResampleError> {
         for rate in [from, to] {
             if !(1000..=192_000).contains(&rate) {
                 return Err(ResampleError::BadRate(rate));
@@ -72,11 +91,20 @@ impl StreamResampler {
         let fft = if from == to {
             None
         } else {
-            let chunk = samples_for_ms(from, 20);
-            Some(
-                Fft::<f32>::new(from as usize, to as usize, chunk, 1, FixedSync::Input)
-                    .map_err(|source| ResampleError::Construction { from, to, source })?,
-            )
+            let chunk = samples_for_ms(from, block_ms);
+            let fft = match sub_chunks {
+                None => Fft::<f32>::new(from as usize, to as usize, chunk, 1, FixedSync::Input),
+                Some(sub_chunks) => Fft::<f32>::new_custom(
+                    from as usize,
+                    to as usize,
+                    chunk,
+                    sub_chunks,
+                    1,
+                    WindowFunction::BlackmanHarris2,
+                    FixedSync::Input,
+                ),
+            };
+            Some(fft.map_err(|source| ResampleError::Construction { from, to, source })?)
         };
         let output_max = fft.as_ref().map_or(0, |f| f.output_frames_max());
         let skip = fft.as_ref().map_or(0, |f| f.output_delay());

@@ -48,6 +48,10 @@ const LARGE_VOCABULARY: &str = "large-vocabulary";
 /// The longest utterance kept for decoding (20 s at 16 kHz, 640 KB); audio past it is dropped.
 /// Turn detection ends a caller's turn long before.
 const MAX_UTTERANCE_SAMPLES: usize = 20 * MODEL_RATE as usize;
+/// The resampler's filter block: long and steep, since a whole utterance is decoded at once
+/// and the delay does not matter. Measured on the 44-phrase espeak-ng set: 24/44 intents right
+/// with the 20 ms filter calls use, 27–29 with this one, 30–32 with sox's resampler.
+const RESAMPLER_BLOCK_MS: u32 = 200;
 /// 10 ms at the model's rate: the step silence is trimmed in.
 const TRIM_FRAME: usize = MODEL_RATE as usize / 100;
 /// RMS below which a 10 ms frame at either end of an utterance is line silence (about -60
@@ -221,7 +225,7 @@ impl Recogniser {
     /// brought to the model's 16 kHz). Reuses an idle decoder when there is one.
     pub fn decoder(self: &Arc<Self>, input_rate: u32) -> Result<Decoder, RecogniserError> {
         let resampler = (input_rate != MODEL_RATE)
-            .then(|| StreamResampler::new(input_rate, MODEL_RATE))
+            .then(|| StreamResampler::sharp(input_rate, MODEL_RATE, RESAMPLER_BLOCK_MS))
             .transpose()?;
         let reused = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let pooled = match reused {
