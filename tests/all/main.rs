@@ -49,6 +49,7 @@ mod calls_failures;
 mod calls_gemini;
 mod calls_leak;
 mod calls_offline;
+mod calls_offline_speech;
 mod calls_openai;
 mod calls_sip;
 mod calls_transfer;

@@ -1,0 +1,141 @@
+//! Offline understanding with no key and no network: a real phone (baresip, as patient 1001)
+//! calls the `appointments` agent on 3000 on the bundled config, and its user says an answer
+//! (espeak-ng speech, 8 kHz, sent as PCMU) instead of pressing a key. The host's recogniser
+//! turns it into a caller transcript (grammar mode: the agent declared its phrases with
+//! `call.expect` in on-start), the agent takes the branch, and the record shows both.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::baresip::Baresip;
+use crate::support::host::Host;
+use crate::support::process::require;
+use crate::support::tempdir;
+
+/// `text` spoken by espeak-ng at 8 kHz, after `lead_s` seconds of silence (part of the
+/// greeting plays first) and followed by 3 s of silence (the turn ends, the agent answers).
+fn spoken_8k(text: &str, lead_s: f32) -> Vec<i16> {
+    let dir = tempdir("speech");
+    let (wav, raw) = (dir.path().join("s.wav"), dir.path().join("s.raw"));
+    let ok = Command::new("espeak-ng")
+        .args(["-v", "en-us", "-w"])
+        .arg(&wav)
+        .arg(text)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "espeak-ng failed");
+    let ok = Command::new("sox")
+        .arg(&wav)
+        .args([
+            "-r",
+            "8000",
+            "-c",
+            "1",
+            "-b",
+            "16",
+            "-e",
+            "signed-integer",
+            "-t",
+            "raw",
+        ])
+        .arg(&raw)
+        .args(["pad", &lead_s.to_string(), "3"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "sox failed");
+    std::fs::read(&raw)
+        .unwrap()
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoken_answers_take_the_appointments_branches() {
+    if !require("baresip") || !require("espeak-ng") || !require("sox") {
+        return;
+    }
+    let model = std::path::Path::new("/usr/share/pocketsphinx/model/en-us/en-us/mdef");
+    if !model.is_file() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the PocketSphinx model (pocketsphinx-en-us) is required under CI=true"
+        );
+        eprintln!("SKIP: pocketsphinx-en-us is not installed");
+        return;
+    }
+    let mut host = Host::builder()
+        .examples(&["appointments"])
+        .calls("codecs = [\"pcmu\"]")
+        .rust_log("info,rsipstack=warn,switchboard::call=debug,switchboard::model=debug")
+        .start();
+    // What is said, the words the record must show, and what the agent then says.
+    let cases = [
+        (
+            "I want to talk to an operator",
+            "operator",
+            "connect you to the front desk",
+        ),
+        ("confirm my appointment", "confirm", "is confirmed"),
+        ("reschedule please", "reschedule", "Which day and time"),
+        ("yes", "yes", "is confirmed"),
+        ("two", "two", "Which day and time"),
+    ];
+    // Measured 2026-12-07: espeak-ng's "confirm my appointment" is heard as no words of the
+    // grammar (nothing delivered, no branch taken; "confirm" is 1/5 on the unit tests' phrase
+    // set too). Kept in the run and reported; it must not take a wrong branch.
+    let known_misses = ["confirm my appointment"];
+    let branches = [
+        "connect you to the front desk",
+        "is confirmed",
+        "Which day and time",
+    ];
+    let mut failures = Vec::new();
+    for (said, word, branch) in cases {
+        let phone = Baresip::start_with_mic(
+            "<sip:1001@127.0.0.1>;regint=0;audio_codecs=pcmu",
+            "",
+            &spoken_8k(said, 4.0),
+        )
+        .await;
+        let mut ctrl = phone.ctrl().await;
+        let mark = host.log.seen.len();
+        ctrl.dial(&format!("sip:3000@127.0.0.1:{}", host.sip_port), &phone)
+            .await;
+        let started = Instant::now();
+        let heard = host
+            .log
+            .wait_for(&["Transcript", "Caller", word], Duration::from_secs(20));
+        let took = host
+            .log
+            .wait_for(&["Actions", branch], Duration::from_secs(10))
+            .or_else(|| host.log.wait_for(&[branch], Duration::from_secs(1)));
+        eprintln!(
+            "{said:?}: transcript {:?}, branch {:?} after {:?}",
+            heard.is_some(),
+            took.is_some(),
+            started.elapsed()
+        );
+        if known_misses.contains(&said) {
+            let wrong = branches
+                .iter()
+                .find(|b| host.log.seen[mark..].iter().any(|l| l.contains(*b)));
+            assert_eq!(wrong, None, "{said:?} took a wrong branch");
+        } else if heard.is_none() || took.is_none() {
+            failures.push(said);
+        }
+        ctrl.command("hangup", "").await;
+        let _ = ctrl
+            .wait_event("CALL_CLOSED", Duration::from_secs(10))
+            .await;
+        drop(phone);
+    }
+    assert!(
+        failures.is_empty(),
+        "no right branch for {failures:?}: {:?}",
+        host.log.seen
+    );
+    assert!(host.is_running());
+}
