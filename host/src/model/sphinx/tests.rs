@@ -363,3 +363,51 @@ fn memory_per_decoder() {
     // ~43 MB a decoder with the whole dictionary measured.
     assert!(grammar_kib < 40 * 1024, "{grammar_kib} KiB per decoder");
 }
+
+/// Capacity of grammar mode on this machine: every core decodes the phrase set with a decoder
+/// of its own at once; the real-time factor per decoder under that load says how many calls
+/// the cores keep up with (a caller speaks a fraction of the call; counted here is speech
+/// only, so the figure is a floor). Bounded: the 44 phrases once per core. Run with
+/// `cargo test -p switchboard --lib -- model::sphinx::tests::grammar_capacity --ignored
+/// --nocapture`.
+#[test]
+#[ignore]
+fn grammar_capacity() {
+    let _serial = serial();
+    let Some(recogniser) = recogniser() else {
+        return;
+    };
+    if !have_espeak() {
+        return;
+    }
+    let audio: Vec<Vec<i16>> = PHRASES.iter().map(|(s, _)| phone_speech(s)).collect();
+    let audio_secs: f64 = audio.iter().map(|a| a.len() as f64 / 8000.0).sum();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for threads in [1, cores] {
+        let started = Instant::now();
+        let cpu: Vec<f64> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    let (recogniser, audio) = (recogniser.clone(), &audio);
+                    scope.spawn(move || {
+                        let mut decoder = recogniser.decoder(8000).unwrap();
+                        decoder.expect(&sentence_grammar()).unwrap();
+                        let t0 = Instant::now();
+                        for a in audio {
+                            decode(&mut decoder, a);
+                        }
+                        t0.elapsed().as_secs_f64()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let wall = started.elapsed().as_secs_f64();
+        let rtf = cpu.iter().sum::<f64>() / cpu.len() as f64 / audio_secs;
+        eprintln!(
+            "{threads} decoder(s) at once: {audio_secs:.1} s of speech each in {wall:.2} s wall; \
+             RTF per decoder {rtf:.4} -> {:.0} callers speaking at once on {threads} core(s)",
+            threads as f64 / rtf
+        );
+    }
+}
