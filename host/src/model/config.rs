@@ -196,7 +196,8 @@ fn default_min_confidence() -> f32 {
 /// them; 0.5 keeps 10 and still lets one wrong answer through.
 pub const DEFAULT_MIN_CONFIDENCE: f32 = 0.2;
 
-/// The offline provider: espeak-ng speech synthesis and local voice-activity detection.
+/// The offline provider: espeak-ng speech synthesis, local voice-activity detection and local
+/// speech recognition (PocketSphinx).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct OfflineConfig {

@@ -4,7 +4,7 @@
 //! and [`Command`]s in and gives audio frames and [`ModelEvent`]s out. Providers:
 //! [`openai::OpenAiProvider`] (OpenAI Realtime, GA protocol; also Azure and compatible
 //! endpoints), [`gemini::GeminiProvider`] (Gemini Live) and [`offline::OfflineProvider`]
-//! (local espeak-ng speech and local voice-activity detection, no network) and
+//! (local espeak-ng speech, voice-activity detection and speech recognition, no network) and
 //! [`echo::EchoProvider`] (the caller's audio straight back: a line test).
 //!
 //! Resampling and transcoding are not done here: each provider states which [`AudioFormat`]s it
