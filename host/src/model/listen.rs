@@ -56,10 +56,25 @@ fn grammar_for(hint: &Expectation) -> Option<Grammar> {
     }
 }
 
-/// One turn's worth of recognition state.
+/// Points a decoder at `hint`: its grammar, or large vocabulary (also when the grammar
+/// cannot be used, e.g. a word the dictionary lacks).
+fn tune(decoder: &mut Decoder, hint: &Expectation) -> Result<(), RecogniserError> {
+    let Some(grammar) = grammar_for(hint) else {
+        return decoder.expect_anything();
+    };
+    if let Err(e) = decoder.expect(&grammar) {
+        tracing::warn!(error = %e, ?hint, "cannot listen for the hint: large vocabulary");
+        return decoder.expect_anything();
+    }
+    Ok(())
+}
+
+/// Recognition state of one session. The decoder's heavy work (loading, tuning, decoding)
+/// runs on the blocking pool, so the detector runtime's thread keeps serving other calls.
 struct Ears {
     recognition: Recognition,
     input_rate: u32,
+    /// Lent to the blocking pool while it works.
     decoder: Option<Decoder>,
     /// The hint the decoder is set up for.
     tuned_to: Option<Expectation>,
@@ -81,39 +96,11 @@ impl Ears {
         }
     }
 
-    /// A decoder listening for the latest hint (loaded and tuned on first use).
-    fn tuned(&mut self) -> Result<&mut Decoder, RecogniserError> {
-        let hint = self.recognition.expect.borrow_and_update().clone();
-        let decoder = match self.decoder.take() {
-            Some(d) => d,
-            None => self.recognition.recogniser.decoder(self.input_rate)?,
-        };
-        let decoder = self.decoder.insert(decoder);
-        if self.tuned_to.as_ref() != Some(&hint) {
-            self.tuned_to = None;
-            let grammar = grammar_for(&hint);
-            let tuned = match &grammar {
-                Some(g) => decoder.expect(g),
-                None => decoder.expect_anything(),
-            };
-            if let Err(e) = tuned {
-                if grammar.is_none() {
-                    return Err(e);
-                }
-                tracing::warn!(error = %e, ?hint, "cannot listen for the hint: large vocabulary");
-                decoder.expect_anything()?;
-            }
-            tracing::debug!(?hint, "recogniser tuned");
-            self.tuned_to = Some(hint);
-        }
-        Ok(decoder)
-    }
-
     /// Takes one frame and the detector's verdicts on it; returns the turn's words when one
     /// ended.
-    fn hear(&mut self, samples: &[i16], changes: &[VadEvent]) -> Option<Transcript> {
+    async fn hear(&mut self, samples: &[i16], changes: &[VadEvent]) -> Option<Transcript> {
         if self.in_turn {
-            if let Err(e) = self.push(samples) {
+            if let Some(Err(e)) = self.decoder.as_mut().map(|d| d.push(samples)) {
                 tracing::warn!(error = %e, "recogniser input dropped");
             }
         } else {
@@ -125,16 +112,17 @@ impl Ears {
         for change in changes {
             match change {
                 VadEvent::Started { .. } if !self.in_turn => {
-                    self.in_turn = true;
-                    let preroll: Vec<i16> = self.preroll.drain(..).collect();
-                    if let Err(e) = self.tuned().and_then(|d| d.push(&preroll)) {
-                        tracing::warn!(error = %e, "speech recognition unavailable for this turn");
-                        self.in_turn = false;
-                    }
+                    self.in_turn = match self.start_turn().await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "speech recognition unavailable for this turn");
+                            false
+                        }
+                    };
                 }
                 VadEvent::Stopped { .. } if self.in_turn => {
                     self.in_turn = false;
-                    words = self.finish();
+                    words = self.finish().await;
                 }
                 _ => {}
             }
@@ -142,40 +130,84 @@ impl Ears {
         words
     }
 
-    fn push(&mut self, samples: &[i16]) -> Result<(), RecogniserError> {
-        match self.decoder.as_mut() {
-            Some(d) => d.push(samples),
-            None => Ok(()),
+    /// A decoder listening for the latest hint (loaded and tuned when needed), given the
+    /// audio from just before the turn.
+    async fn start_turn(&mut self) -> Result<(), RecogniserError> {
+        let hint = self.recognition.expect.borrow_and_update().clone();
+        let retune = self.tuned_to.as_ref() != Some(&hint);
+        let preroll: Vec<i16> = self.preroll.drain(..).collect();
+        let (recogniser, rate) = (self.recognition.recogniser.clone(), self.input_rate);
+        let decoder = self.decoder.take();
+        let (decoder, result) = lend(move || {
+            let mut decoder = match decoder {
+                Some(d) => d,
+                None => match recogniser.decoder(rate) {
+                    Ok(d) => d,
+                    Err(e) => return (None, Err(e)),
+                },
+            };
+            let result = if retune {
+                tune(&mut decoder, &hint).map(|()| Some(hint))
+            } else {
+                Ok(None)
+            };
+            let result = result.and_then(|tuned| decoder.push(&preroll).map(|()| tuned));
+            (Some(decoder), result)
+        })
+        .await;
+        self.decoder = decoder;
+        if retune {
+            self.tuned_to = None;
         }
+        let tuned = result?;
+        if let Some(hint) = tuned {
+            tracing::debug!(?hint, "recogniser tuned");
+            self.tuned_to = Some(hint);
+        }
+        Ok(())
     }
 
-    fn finish(&mut self) -> Option<Transcript> {
-        let decoder = self.decoder.as_mut()?;
+    async fn finish(&mut self) -> Option<Transcript> {
+        let decoder = self.decoder.take()?;
         let started = std::time::Instant::now();
-        let heard = match decoder.finish() {
-            Ok(heard) => heard,
-            Err(e) => {
-                tracing::warn!(error = %e, "speech recognition failed");
-                return None;
-            }
-        };
+        let (decoder, heard) = lend(move || {
+            let mut decoder = decoder;
+            let heard = decoder.finish();
+            (Some(decoder), heard)
+        })
+        .await;
+        self.decoder = decoder;
         let decode_ms = started.elapsed().as_millis() as u64;
         match heard {
-            Some(t) if t.confidence >= self.recognition.min_confidence => {
+            Ok(Some(t)) if t.confidence >= self.recognition.min_confidence => {
                 tracing::debug!(text = %t.text, confidence = t.confidence, decode_ms, "heard");
                 Some(t)
             }
-            Some(t) => {
+            Ok(Some(t)) => {
                 tracing::debug!(text = %t.text, confidence = t.confidence, decode_ms,
                     "heard, below the confidence threshold: not delivered");
                 None
             }
-            None => {
+            Ok(None) => {
                 tracing::debug!(decode_ms, "speech with no words the recogniser listens for");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "speech recognition failed");
                 None
             }
         }
     }
+}
+
+/// Runs `work` on the blocking pool; a panic there loses the decoder (not pooled again).
+async fn lend<T: Send + 'static>(
+    work: impl FnOnce() -> (Option<Decoder>, Result<T, RecogniserError>) + Send + 'static,
+) -> (Option<Decoder>, Result<T, RecogniserError>) {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "speech recognition panicked");
+        (None, Err(RecogniserError::Panicked))
+    })
 }
 
 /// Runs until either side goes away: caller audio (PCM16 little-endian at the detector's
@@ -200,16 +232,16 @@ pub(super) async fn listen(
                 return;
             }
         }
-        let words = ears.as_mut().and_then(|ears| {
-            samples.clear();
-            samples.extend(
-                frame
-                    .chunks_exact(2)
-                    .map(|c| i16::from_le_bytes([c[0], c[1]])),
-            );
-            ears.hear(&samples, &changes)
-        });
-        if let Some(words) = words
+        let Some(ears) = ears.as_mut() else {
+            continue;
+        };
+        samples.clear();
+        samples.extend(
+            frame
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]])),
+        );
+        if let Some(words) = ears.hear(&samples, &changes).await
             && heard.send(Heard::Words(words)).await.is_err()
         {
             return;

@@ -65,6 +65,9 @@ fn default_model_dir() -> PathBuf {
 fn default_idle_decoders() -> usize {
     8
 }
+fn default_large_vocabulary_decoders() -> usize {
+    4
+}
 
 /// The recogniser's settings (`[model.recogniser]` style keys, kebab-case).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -76,6 +79,11 @@ pub struct RecogniserConfig {
     /// Decoders kept loaded between calls for the next ones.
     #[serde(default = "default_idle_decoders")]
     pub idle_decoders: usize,
+    /// Decoders with the large vocabulary loaded (about 75 MiB each), in calls or idle, at
+    /// most: past it a call's free speech is not recognised (logged) rather than the memory
+    /// growing with the number of calls.
+    #[serde(default = "default_large_vocabulary_decoders")]
+    pub large_vocabulary_decoders: usize,
 }
 
 impl Default for RecogniserConfig {
@@ -83,6 +91,7 @@ impl Default for RecogniserConfig {
         Self {
             model_dir: default_model_dir(),
             idle_decoders: default_idle_decoders(),
+            large_vocabulary_decoders: default_large_vocabulary_decoders(),
         }
     }
 }
@@ -108,6 +117,10 @@ pub enum RecogniserError {
     Resample(#[from] ResampleError),
     #[error("no grammar or large vocabulary chosen before audio (call expect first)")]
     NothingExpected,
+    #[error("all {limit} large-vocabulary decoders are in use (large-vocabulary-decoders)")]
+    LargeVocabularyBusy { limit: usize },
+    #[error("speech recognition panicked; its decoder is dropped")]
+    Panicked,
 }
 
 /// The model's files.
@@ -160,6 +173,9 @@ pub struct Recogniser {
     dictionary: Dictionary,
     idle: Mutex<Vec<Pooled>>,
     max_idle: usize,
+    /// Decoders with the large vocabulary loaded, in calls or idle, and the most allowed.
+    large: std::sync::atomic::AtomicUsize,
+    max_large: usize,
 }
 
 /// A decoder with what it has been given so far.
@@ -185,6 +201,8 @@ impl Recogniser {
             dictionary,
             idle: Mutex::new(Vec::new()),
             max_idle: config.idle_decoders,
+            large: Default::default(),
+            max_large: config.large_vocabulary_decoders,
         });
         let first = recogniser.new_pooled()?;
         recogniser.release(first);
@@ -218,6 +236,36 @@ impl Recogniser {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < self.max_idle {
             idle.push(pooled);
+        } else {
+            self.forget(&pooled);
+        }
+    }
+
+    /// A decoder is freed: it no longer counts against the large-vocabulary limit.
+    fn forget(&self, pooled: &Pooled) {
+        if pooled.large_vocabulary {
+            self.large
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Room for one more large-vocabulary decoder: under the limit, or by freeing an idle one.
+    fn reserve_large(&self) -> Result<(), RecogniserError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if self.large.load(Relaxed) < self.max_large {
+            self.large.fetch_add(1, Relaxed);
+            return Ok(());
+        }
+        // Its place is taken over: the count stays.
+        match idle.iter().position(|p| p.large_vocabulary) {
+            Some(at) => {
+                idle.swap_remove(at);
+                Ok(())
+            }
+            None => Err(RecogniserError::LargeVocabularyBusy {
+                limit: self.max_large,
+            }),
         }
     }
 
@@ -359,6 +407,9 @@ impl Decoder {
             if !lm.is_file() {
                 return Err(RecogniserError::MissingModel { path: lm.clone() });
             }
+            recogniser.reserve_large()?;
+            // Counted from here; a failure below breaks the decoder, which is then forgotten.
+            pooled.large_vocabulary = true;
             pooled
                 .engine
                 .load_dictionary(&recogniser.files.dictionary)?;
@@ -369,7 +420,6 @@ impl Decoder {
             for name in pooled.grammars.drain(..) {
                 pooled.engine.remove_search(&name)?;
             }
-            pooled.large_vocabulary = true;
             pooled.words.clear();
         }
         pooled.engine.activate(LARGE_VOCABULARY)?;
@@ -460,8 +510,10 @@ fn trim_silence(samples: &[i16]) -> &[i16] {
 
 impl Drop for Decoder {
     fn drop(&mut self) {
-        if let Some(pooled) = self.pooled.take().filter(|_| !self.broken) {
-            self.recogniser.release(pooled);
+        match self.pooled.take() {
+            Some(pooled) if !self.broken => self.recogniser.release(pooled),
+            Some(pooled) => self.recogniser.forget(&pooled),
+            None => {}
         }
     }
 }

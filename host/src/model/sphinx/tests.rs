@@ -312,6 +312,31 @@ fn silence_gives_no_transcript_and_decoders_are_pooled() {
     assert_eq!(recogniser.idle_decoders(), idle);
 }
 
+#[test]
+fn large_vocabulary_decoders_are_capped() {
+    let _serial = serial();
+    if recogniser().is_none() {
+        return;
+    }
+    let config = RecogniserConfig {
+        large_vocabulary_decoders: 1,
+        ..RecogniserConfig::default()
+    };
+    let recogniser = Recogniser::load(&config).unwrap();
+    let mut first = recogniser.decoder(8000).unwrap();
+    first.expect_anything().unwrap();
+    let mut second = recogniser.decoder(8000).unwrap();
+    assert!(matches!(
+        second.expect_anything(),
+        Err(RecogniserError::LargeVocabularyBusy { limit: 1 })
+    ));
+    // Grammar mode is not limited.
+    second.expect(&menu_grammar()).unwrap();
+    // An idle large-vocabulary decoder gives its place up.
+    drop(first);
+    second.expect_anything().unwrap();
+}
+
 /// VmRSS of this process, in KiB.
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
