@@ -52,6 +52,15 @@ fn spoken_8k(text: &str, lead_s: f32) -> Vec<i16> {
         .collect()
 }
 
+/// `total_ms` of a logged `TurnLatency` event.
+fn total_ms(line: &str) -> Option<f64> {
+    let rest = &line[line.find("total_ms: ")? + "total_ms: ".len()..];
+    rest.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .next()?
+        .parse()
+        .ok()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoken_answers_take_the_appointments_branches() {
     if !require("baresip") || !require("espeak-ng") || !require("sox") {
@@ -112,8 +121,16 @@ async fn spoken_answers_take_the_appointments_branches() {
             .log
             .wait_for(&["Actions", branch], Duration::from_secs(10))
             .or_else(|| host.log.wait_for(&[branch], Duration::from_secs(1)));
+        // The turn's latency as the record has it: end of speech reported (one silence-ms
+        // after the last voiced frame) to the agent's first audio played.
+        let latency = took.as_ref().and_then(|_| {
+            host.log
+                .wait_for(&["TurnLatency"], Duration::from_secs(5))
+                .and_then(|line| total_ms(&line))
+        });
         eprintln!(
-            "{said:?}: transcript {:?}, branch {:?} after {:?}",
+            "{said:?}: transcript {:?}, branch {:?} after {:?}; end of speech -> agent audio \
+             {latency:?} ms (+ silence-ms 500 from the last voiced frame)",
             heard.is_some(),
             took.is_some(),
             started.elapsed()
@@ -130,6 +147,16 @@ async fn spoken_answers_take_the_appointments_branches() {
         let _ = ctrl
             .wait_event("CALL_CLOSED", Duration::from_secs(10))
             .await;
+        // The call's last lines are read here, not taken for the next call's (a call whose
+        // phone went quiet may have ended on the media timeout already).
+        let ended = host.log.seen[mark..]
+            .iter()
+            .any(|l| l.contains("call ended"))
+            || host
+                .log
+                .wait_for(&["call ended"], Duration::from_secs(10))
+                .is_some();
+        assert!(ended, "{said:?}: the call did not end");
         drop(phone);
     }
     assert!(
