@@ -116,7 +116,10 @@ impl Engine {
         let mut config = Config::new()?;
         config.set_str("hmm", &hmm)?;
         config.set_str("samprate", &MODEL_RATE.to_string())?;
-        // Posterior probabilities (the confidence) come from the best-path lattice pass.
+        // Posterior probabilities (the confidence) come from the best-path lattice pass. It
+        // costs hypotheses: on the espeak-ng set of the tests, 25/44 intents right with it and
+        // 34/44 without (the grammar's own backtrace), but then every result has posterior 1
+        // and 7 wrong answers would pass any threshold. Kept for the wrong-branch gate.
         config.set_str("bestpath", "yes")?;
         config.set_str("loglevel", "WARN")?;
         // Spectral noise subtraction, as the model's own feat.params in PocketSphinx 5 asks
