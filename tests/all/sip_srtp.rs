@@ -20,7 +20,7 @@ use crate::support::agents::repo_root;
 use crate::support::api::{Api, events_of, find, metric, only_call_record};
 use crate::support::baresip::Baresip;
 use crate::support::calls::{AudioCheck, audio_both_ways, loud_spans, spans_ms};
-use crate::support::fake_openai::{FakeOpenAi, Script};
+use crate::support::fake_openai::{FakeOpenAi, Received, Script};
 use crate::support::host::Host;
 use crate::support::media::{
     Wav, only_file, onset_correlation, quiet_then_tones, to_8k, write_wav,
@@ -181,11 +181,14 @@ async fn srtp_hold_and_resume_keep_the_call_and_audio_both_ways() {
     }
     const RATE: usize = 8000;
     let certs = TestCerts::make();
-    // Audio in real time, as the server streams it: the greeting lasts seconds.
+    // Audio in real time, as the server streams it: the greeting lasts seconds. What the
+    // caller says names no menu choice (the menu takes spoken answers), so the key pressed
+    // after the resume is the one the agent answers.
     let fake = FakeOpenAi::start(Script {
         api_key: "test".into(),
         delta_ms: 20,
         delta_interval: Duration::from_millis(20),
+        caller_transcript: "Hello there.".into(),
         ..Script::default()
     })
     .await;
@@ -204,8 +207,14 @@ async fn srtp_hold_and_resume_keep_the_call_and_audio_both_ways() {
     ctrl.command("hold", "").await;
     host.expect(&["media updated", "direction=RecvOnly"], 10);
     host.expect(&["Hold { held: true"], 5);
+    // The cancel goes out with the hold; the fake may read it a moment later.
+    let cancelled = |received: &[Received]| {
+        received
+            .iter()
+            .any(|r| r.event["type"] == "response.cancel")
+    };
     assert!(
-        !fake.received_of("response.cancel").is_empty(),
+        fake.wait_for(Duration::from_secs(5), cancelled).await,
         "the greeting being spoken was cancelled"
     );
     // baresip keeps sending its microphone while it holds (sendonly); none of it reaches the
