@@ -4,11 +4,12 @@
 //! turns it into a caller transcript (grammar mode: the agent declared its phrases with
 //! `call.expect` in on-start), the agent takes the branch, and the record shows both.
 
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::support::baresip::Baresip;
 use crate::support::host::Host;
+use crate::support::media::{read_raw_i16, run};
 use crate::support::process::require;
 use crate::support::tempdir;
 
@@ -17,17 +18,13 @@ use crate::support::tempdir;
 fn spoken_8k(text: &str, lead_s: f32) -> Vec<i16> {
     let dir = tempdir("speech");
     let (wav, raw) = (dir.path().join("s.wav"), dir.path().join("s.raw"));
-    let ok = Command::new("espeak-ng")
-        .args(["-v", "en-us", "-w"])
-        .arg(&wav)
-        .arg(text)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "espeak-ng failed");
-    let ok = Command::new("sox")
-        .arg(&wav)
-        .args([
+    let (wav, raw) = (wav.to_str().unwrap(), raw.to_str().unwrap());
+    run("espeak-ng", &["-v", "en-us", "-w", wav, text]);
+    let lead = lead_s.to_string();
+    run(
+        "sox",
+        &[
+            wav,
             "-r",
             "8000",
             "-c",
@@ -38,18 +35,13 @@ fn spoken_8k(text: &str, lead_s: f32) -> Vec<i16> {
             "signed-integer",
             "-t",
             "raw",
-        ])
-        .arg(&raw)
-        .args(["pad", &lead_s.to_string(), "3"])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "sox failed");
-    std::fs::read(&raw)
-        .unwrap()
-        .chunks_exact(2)
-        .map(|c| i16::from_le_bytes([c[0], c[1]]))
-        .collect()
+            raw,
+            "pad",
+            &lead,
+            "3",
+        ],
+    );
+    read_raw_i16(Path::new(raw))
 }
 
 /// `total_ms` of a logged `TurnLatency` event.
