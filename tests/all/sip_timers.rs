@@ -7,11 +7,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::agents::repo_root;
 use crate::support::consumer::{canned_sdp, test_config};
 use crate::support::host::Host;
+use crate::support::pjsua;
 use crate::support::ports::free_port;
-use crate::support::process::{Proc, require, require_python};
+use crate::support::process::{require, require_python};
 use crate::support::sipp::{run_sipp, scenario, sipp_callee, sipp_completes};
 use crate::support::tempdir;
 use switchboard::sip::{
@@ -162,23 +162,23 @@ async fn sip_timers_pjsua2_refreshes_a_90_s_session_and_the_call_outlives_it() {
     }
     let mut host = host();
     let dir = tempdir("pjsua2-timer");
-    let out = dir.path().join("out.json");
-    let mut cmd = std::process::Command::new("python3");
-    cmd.arg(repo_root().join("tests/peers/pj_timer.py"))
-        .args(["--call", &format!("sip:1000@127.0.0.1:{}", host.sip_port)])
-        .args(["--rtp-port", &free_port().to_string()])
-        .args(["--session-expires", "90", "--min-se", "90", "--talk", "100"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(dir.path().join("pjsua.log")).unwrap());
-    let mut pj = Proc::spawn("pjsua2", &mut cmd);
-    let code = pj.wait(Duration::from_secs(150)).await;
-    let summary = std::fs::read_to_string(&out).unwrap_or_default();
-    let json: serde_json::Value =
-        serde_json::from_str(summary.lines().find(|l| l.starts_with('{')).unwrap_or(""))
-            .unwrap_or_else(|e| panic!("pjsua2 summary: {e}\n{summary}"));
-    assert_eq!(code, Some(0), "pjsua2: {json}");
-    eprintln!("pjsua2: {json}");
+    let uri = format!("sip:1000@127.0.0.1:{}", host.sip_port);
+    let json = pjsua::call_within(
+        "pj_timer.py",
+        [
+            "--call",
+            &uri,
+            "--session-expires",
+            "90",
+            "--min-se",
+            "90",
+            "--talk",
+            "100",
+        ],
+        dir.path(),
+        Duration::from_secs(150),
+    )
+    .await;
     assert_eq!(json["ended_early"], false, "{json}");
     assert!(json["up_secs"].as_f64().unwrap_or(0.0) >= 99.0, "{json}");
     // We let pjsua2 (which supports timers and named no refresher) refresh; it did, at about

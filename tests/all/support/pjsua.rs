@@ -20,6 +20,16 @@ pub async fn call<S: AsRef<OsStr>>(
     args: impl IntoIterator<Item = S>,
     dir: &Path,
 ) -> Value {
+    call_within(script, args, dir, Duration::from_secs(60)).await
+}
+
+/// [`call`] for a call that may take up to `limit`.
+pub async fn call_within<S: AsRef<OsStr>>(
+    script: &str,
+    args: impl IntoIterator<Item = S>,
+    dir: &Path,
+    limit: Duration,
+) -> Value {
     let (out, log) = (dir.join("out.json"), dir.join("pjsua.log"));
     let mut cmd = Command::new("python3");
     cmd.arg(repo_root().join("tests/peers").join(script))
@@ -28,9 +38,7 @@ pub async fn call<S: AsRef<OsStr>>(
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::fs::File::create(&log).unwrap());
-    let code = Proc::spawn("pjsua2", &mut cmd)
-        .wait(Duration::from_secs(60))
-        .await;
+    let code = Proc::spawn("pjsua2", &mut cmd).wait(limit).await;
     let summary = std::fs::read_to_string(&out).unwrap_or_default();
     let pjlog = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(code, Some(0), "pjsua2: {summary}\n{pjlog}");
