@@ -22,6 +22,14 @@ fn srtp_pair(suite: Suite) -> (Harness, SrtpSession) {
     (Harness::new(config(30_000), media), peer)
 }
 
+/// How many of `frames` carry the loud test tone (the others are silence or concealment).
+fn loud(frames: &[AudioFrame]) -> usize {
+    frames
+        .iter()
+        .filter(|f| f.samples.iter().any(|&s| s.abs() > 2000))
+        .count()
+}
+
 fn protected(peer: &mut SrtpSession, seq: u16, payload: &[u8]) -> Vec<u8> {
     let mut p = rtp(0, seq == 1, seq, seq as u32 * 160, 0xABCD, payload);
     peer.protect_rtp(&mut p, 0).unwrap();
@@ -47,11 +55,11 @@ fn srtp_both_ways_drops_tampered_and_replayed_packets() {
         h.receive_on(Socket::Rtp, &tampered, PEER);
         h.run_for(300);
         let frames = h.take_audio();
-        let loud = frames
-            .iter()
-            .filter(|f| f.samples.iter().any(|&s| s.abs() > 2000))
-            .count();
-        assert_eq!(loud, 5, "{suite:?}: the five good packets are played");
+        assert_eq!(
+            loud(&frames),
+            5,
+            "{suite:?}: the five good packets are played"
+        );
         let stats = h.engine.stats().clone();
         assert_eq!(stats.srtp_replayed, 1, "{suite:?}");
         assert_eq!(stats.srtp_auth_failures, 1, "{suite:?}");
@@ -127,12 +135,9 @@ fn srtp_update_keeps_the_context_for_the_same_keys_and_follows_a_new_key() {
     }
     h.run_for(300);
     let frames = h.take_audio();
-    let loud = frames
-        .iter()
-        .filter(|f| f.samples.iter().any(|&s| s.abs() > 2000))
-        .count();
     assert_eq!(
-        loud, 7,
+        loud(&frames),
+        7,
         "three packets under the old key play, four under the new"
     );
     assert!(
