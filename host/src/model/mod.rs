@@ -47,6 +47,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cascade;
 pub mod config;
 pub mod echo;
 pub mod gemini;

@@ -1,0 +1,59 @@
+//! Text to speech: the language model's answer in, as it streams sentence by sentence, audio
+//! out as soon as the service makes it.
+
+use futures_util::future::BoxFuture;
+use tokio::sync::mpsc;
+
+use crate::model::{AudioFormat, ProviderError};
+
+/// Text for one utterance (one answer of the agent).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TtsInput {
+    /// The next piece of the answer, a whole sentence as a rule (ends with its own
+    /// punctuation; the stream adds the space between pieces).
+    Text(String),
+    /// No more text: synthesise what is left, send it, then [`TtsEvent::Done`].
+    End,
+}
+
+/// What an utterance's stream tells the cascade.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TtsEvent {
+    /// Audio, in the format the utterance was opened with, as soon as the service sends it
+    /// (faster than real time; the call paces it). Any length of whole samples.
+    Audio(Vec<u8>),
+    /// Characters of text the service bills for what was sent so far.
+    Usage { characters: u64 },
+    /// All the utterance's audio has been sent.
+    Done,
+    /// Synthesis failed; the utterance is over.
+    Failed(ProviderError),
+}
+
+/// One utterance being synthesised. Dropping it cancels synthesis at once (barge-in): the
+/// service is told to stop where it has a way (a context closed, a request aborted).
+#[derive(Debug)]
+pub struct TtsStream {
+    pub input: mpsc::Sender<TtsInput>,
+    pub events: mpsc::Receiver<TtsEvent>,
+}
+
+/// A text-to-speech service.
+pub trait TextToSpeech: Send + Sync + std::fmt::Debug {
+    /// Short name for logs, usage rows and the record (`openai`, `elevenlabs`, `cartesia`,
+    /// `espeak`).
+    fn name(&self) -> &'static str;
+
+    /// Audio formats the service can produce, preferred first. The cascade asks for the
+    /// session's output format when it is listed, else the first, and resamples.
+    fn formats(&self) -> Vec<AudioFormat>;
+
+    /// Start an utterance. `voice` overrides the configured voice; `language` is a BCP-47
+    /// hint.
+    fn open(
+        &self,
+        format: AudioFormat,
+        voice: Option<String>,
+        language: Option<String>,
+    ) -> BoxFuture<'_, Result<TtsStream, ProviderError>>;
+}
