@@ -137,7 +137,8 @@ pub(crate) async fn connect(
     }
 }
 
-fn kind_for_http_status(status: u16) -> ErrorKind {
+/// The error kind an HTTP error status stands for.
+pub(crate) fn kind_for_http_status(status: u16) -> ErrorKind {
     match status {
         401 | 403 => ErrorKind::Auth,
         429 => ErrorKind::RateLimited,

@@ -6,5 +6,8 @@
 //! Each stage is an interface with several services behind it: [`stt::SpeechToText`],
 //! [`tts::TextToSpeech`] and the chat client of [`llm`].
 
+pub mod history;
+pub mod llm;
+pub mod sentences;
 pub mod stt;
 pub mod tts;
