@@ -62,6 +62,7 @@ mod media_ports;
 
 // Model providers against their fakes.
 mod model_bench;
+mod model_cascade_llm;
 mod model_gemini;
 mod model_offline;
 mod model_openai;

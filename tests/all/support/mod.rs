@@ -8,6 +8,7 @@ pub mod browser;
 pub mod callee;
 pub mod calls;
 pub mod consumer;
+pub mod fake_chat;
 pub mod fake_gemini;
 pub mod fake_openai;
 pub mod fake_openai_sip;
