@@ -311,15 +311,16 @@ impl ChatClient {
                 if data == "[DONE]" {
                     return completion.finish(events).await;
                 }
-                for event in completion.apply(&data)? {
-                    if matches!(event, LlmEvent::Text(_)) && !completion.first_token_logged {
-                        completion.first_token_logged = true;
-                        tracing::debug!(
-                            model,
-                            first_token_ms = started.elapsed().as_millis() as u64,
-                            "first token"
-                        );
-                    }
+                let generating = completion.generating;
+                let ready = completion.apply(&data)?;
+                if completion.generating && !generating {
+                    tracing::debug!(
+                        model,
+                        first_token_ms = started.elapsed().as_millis() as u64,
+                        "first token"
+                    );
+                }
+                for event in ready {
                     // A closed receiver is the cancellation `complete` is waiting for.
                     let _ = events.send(event).await;
                 }
@@ -529,7 +530,8 @@ struct Completion {
     calls: BTreeMap<usize, ToolCall>,
     finish: Option<FinishReason>,
     usage: Option<LlmUsage>,
-    first_token_logged: bool,
+    /// Text or a tool call has started to arrive.
+    generating: bool,
 }
 
 impl Completion {
@@ -563,9 +565,11 @@ impl Completion {
         };
         if let Some(delta) = choice.delta {
             if let Some(text) = delta.content.filter(|text| !text.is_empty()) {
+                self.generating = true;
                 out.push(LlmEvent::Text(text));
             }
             for call in delta.tool_calls.into_iter().flatten() {
+                self.generating = true;
                 self.add_call_delta(call);
             }
         }
