@@ -383,7 +383,9 @@ async fn model_cascade_llm_no_response_headers_times_out_within_connect_timeout(
 #[tokio::test]
 async fn model_cascade_llm_dropping_the_receiver_closes_the_request() {
     let fake = FakeChat::start().await;
-    fake.push(Reply::text(&["One.", " Two.", " Three.", " Four.", " Five."]).with_chunk_delay(300));
+    fake.push(
+        Reply::text(&["One.", " Two.", " Three.", " Four.", " Five."]).with_chunk_delay(1_000),
+    );
     let client = client(&fake, None);
     let mut receiver = client.complete(ask("Count"), &[]);
     loop {
@@ -401,7 +403,7 @@ async fn model_cascade_llm_dropping_the_receiver_closes_the_request() {
     assert_eq!(fake.cancelled(), 1);
     // Seen while the fake was still waiting to send the next chunk.
     assert!(
-        dropped.elapsed() < Duration::from_millis(250),
+        dropped.elapsed() < Duration::from_millis(500),
         "{:?}",
         dropped.elapsed()
     );
@@ -449,4 +451,33 @@ async fn model_cascade_llm_fake_rejects_what_the_api_rejects() {
     let error: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
     assert_eq!(error["error"]["param"], "messages.[1].role");
     assert_eq!(fake.requests().len(), 4);
+}
+
+/// Real TLS (rustls with ring) to an endpoint behind a private CA: trusted only when the CA
+/// file is configured.
+#[tokio::test]
+async fn model_cascade_llm_https_endpoint_with_private_ca() {
+    use crate::support::model_tls::{TlsFront, have_openssl};
+    if !have_openssl() {
+        return;
+    }
+    let fake = FakeChat::start().await;
+    let front = TlsFront::start(fake.port()).await;
+    let mut config = LlmConfig {
+        base_url: format!("https://127.0.0.1:{}/v1", front.port),
+        ..LlmConfig::default()
+    };
+
+    let untrusted = ChatClient::new(config.clone()).unwrap();
+    let error = failure(untrusted.complete(ask("Hi"), &[])).await;
+    assert!(
+        error.message.to_lowercase().contains("certificate"),
+        "{error:?}"
+    );
+    assert!(fake.requests().is_empty());
+
+    config.ca_file = Some(front.ca_file.clone());
+    let got = events(ChatClient::new(config).unwrap().complete(ask("Hi"), &[])).await;
+    assert_eq!(got[0], LlmEvent::Text("OK.".into()));
+    assert_eq!(got.last(), Some(&LlmEvent::Finished(FinishReason::Stop)));
 }

@@ -191,6 +191,11 @@ impl FakeChat {
         FakeChat { addr, state, task }
     }
 
+    /// The plain-TCP port (for a TLS front).
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
     /// The base URL, `/v1` included.
     pub fn url(&self) -> String {
         format!("http://{}/v1", self.addr)
