@@ -481,3 +481,17 @@ async fn model_cascade_llm_https_endpoint_with_private_ca() {
     assert_eq!(got[0], LlmEvent::Text("OK.".into()));
     assert_eq!(got.last(), Some(&LlmEvent::Finished(FinishReason::Stop)));
 }
+
+/// The body is read to its end after `[DONE]`, so later turns skip the handshakes.
+#[tokio::test]
+async fn model_cascade_llm_turns_reuse_the_connection() {
+    let fake = FakeChat::start().await;
+    let client = client(&fake, None);
+    for turn in ["Hi", "Still there?", "Bye"] {
+        let got = events(client.complete(ask(turn), &[])).await;
+        assert_eq!(got.last(), Some(&LlmEvent::Finished(FinishReason::Stop)));
+    }
+    assert_eq!(fake.requests().len(), 3);
+    assert_eq!(fake.connections(), 1);
+    assert_eq!(fake.cancelled(), 0);
+}

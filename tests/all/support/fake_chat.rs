@@ -151,6 +151,7 @@ struct State {
     default: Reply,
     requests: Mutex<Vec<Recorded>>,
     cancelled: AtomicUsize,
+    connections: AtomicUsize,
 }
 
 /// The fake server; stopped when dropped.
@@ -181,10 +182,12 @@ impl FakeChat {
             default: Reply::text(&["OK."]),
             requests: Mutex::new(Vec::new()),
             cancelled: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
         });
         let accepting = state.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                accepting.connections.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(serve_connection(stream, accepting.clone()));
             }
         });
@@ -209,6 +212,11 @@ impl FakeChat {
     /// Every request received, rejected ones included.
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.requests.lock().unwrap().clone()
+    }
+
+    /// How many TCP connections clients opened.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
     }
 
     /// How many streaming responses the client closed before their end.
@@ -533,7 +541,11 @@ async fn stream_reply(
         }
         return Streamed::Broken;
     }
-    if write.write_all(b"0\r\n\r\n").await.is_err() {
+    // The body's end in a segment of its own, as it often comes from a real server: a client
+    // that stops reading at `[DONE]` closes the connection instead of reusing it.
+    if wait_or_closed(read, Duration::from_millis(20)).await
+        || write.write_all(b"0\r\n\r\n").await.is_err()
+    {
         return Streamed::Broken;
     }
     Streamed::Whole

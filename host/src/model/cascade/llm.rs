@@ -309,7 +309,11 @@ impl ChatClient {
             };
             for data in sse.push(&bytes) {
                 if data == "[DONE]" {
-                    return completion.finish(events).await;
+                    let reason = completion.finish(events).await?;
+                    // Read the body's end too, so the connection goes back to the pool and the
+                    // next turn skips the TCP and TLS handshakes.
+                    while let Ok(Some(Ok(_))) = tokio::time::timeout(stall, body.next()).await {}
+                    return Ok(reason);
                 }
                 let generating = completion.generating;
                 let ready = completion.apply(&data)?;
