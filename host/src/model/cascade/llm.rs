@@ -310,9 +310,11 @@ impl ChatClient {
             for data in sse.push(&bytes) {
                 if data == "[DONE]" {
                     let reason = completion.finish(events).await?;
-                    // Read the body's end too, so the connection goes back to the pool and the
-                    // next turn skips the TCP and TLS handshakes.
-                    while let Ok(Some(Ok(_))) = tokio::time::timeout(stall, body.next()).await {}
+                    // Read the body's end too (for at most the stall timeout), so the
+                    // connection goes back to the pool and the next turn skips the TCP and TLS
+                    // handshakes.
+                    let rest = async { while let Some(Ok(_)) = body.next().await {} };
+                    let _ = tokio::time::timeout(stall, rest).await;
                     return Ok(reason);
                 }
                 let generating = completion.generating;
