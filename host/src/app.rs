@@ -16,7 +16,8 @@ use crate::bridges;
 use crate::call::events::EventBus;
 use crate::call::{self, CallDeps};
 use crate::config::Config;
-use crate::model::ProviderConfig;
+use crate::model::OfflineConfig;
+use crate::model::offline::OfflineProvider;
 use crate::plugins::watcher::{self, WatchHandle};
 use crate::plugins::{Registry, Runtime};
 use crate::recording::StoreSink;
@@ -86,8 +87,11 @@ impl Host {
         let metrics = Metrics::start(&events, &agents.registry);
         let calls = CallDeps::new(
             agents.registry.clone(),
-            config.model.build(),
-            ProviderConfig::default().build(),
+            config
+                .model
+                .build()
+                .map_err(|e| anyhow::anyhow!("[model]: {e}"))?,
+            Arc::new(OfflineProvider::new(OfflineConfig::default())),
             call::CallConfig {
                 recordings_dir: Some(
                     config

@@ -13,7 +13,7 @@ use crate::api::HttpConfig;
 use crate::bridges::BridgesConfig;
 use crate::bridges::openai_sip::OpenAiSipConfig;
 use crate::call::CallConfig;
-use crate::model::ProviderConfig;
+use crate::model::ModelConfig;
 use crate::plugins::{AgentSettings, AgentsConfig};
 use crate::sip::SipConfig;
 use crate::store::StoreConfig;
@@ -30,9 +30,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     #[serde(default)]
     pub sip: SipConfig,
-    /// The voice model provider (`provider = "openai" | "gemini" | "offline" | "echo"`).
+    /// The voice model provider (`provider = "openai" | "gemini" | "offline" | "echo" |
+    /// "cascade"`), and the cascade brains of `[model.cascade]`.
     #[serde(default)]
-    pub model: ProviderConfig,
+    pub model: ModelConfig,
     #[serde(default)]
     pub calls: CallConfig,
     /// The call store (SQLite): records, events, transcripts, usage; retention.
@@ -133,6 +134,11 @@ impl Config {
             .try_into()
             .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))?;
         config.source = value;
+        if let Some(cascade) = &config.model.cascade {
+            cascade
+                .validate()
+                .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        }
         if let Some(name) = config.public_tables().first()
             && config.http.public.is_none()
         {
@@ -196,7 +202,10 @@ mod tests {
         let c = Config::parse(BUNDLED, "bundled", []).unwrap();
         assert_eq!(c.sip.udp_listen.unwrap().to_string(), "127.0.0.1:5060");
         assert_eq!(c.sip.tcp_listen.unwrap().to_string(), "127.0.0.1:5060");
-        assert!(matches!(c.model, ProviderConfig::Offline(_)));
+        assert!(matches!(
+            c.model.provider,
+            crate::model::ProviderConfig::Offline(_)
+        ));
         assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.routes["1000"], "menu");
         assert_eq!(c.routes["2000"], "receptionist");

@@ -122,6 +122,7 @@ fn writes_for(e: &CallEvent) -> Vec<Write> {
             model_ms,
             host_out_ms,
             total_ms,
+            stages,
         } => Some(Write::Latency(TurnLatency {
             call_id: call_id.clone(),
             turn: *turn,
@@ -129,6 +130,7 @@ fn writes_for(e: &CallEvent) -> Vec<Write> {
             model_ms: *model_ms,
             host_out_ms: *host_out_ms,
             total_ms: *total_ms,
+            stages: *stages,
         })),
         _ => None,
     };

@@ -41,6 +41,56 @@ pub fn move_front(from: &mut VecDeque<i16>, n: usize, to: &mut Vec<i16>) {
     from.drain(..n);
 }
 
+/// 16-bit little-endian PCM bytes from one rate to another as they stream (speech from a
+/// synthesiser, audio for a service): a pass-through when the rates match.
+pub struct Pcm16Converter {
+    resampler: Option<StreamResampler>,
+    /// A sample split across two chunks.
+    odd_byte: Option<u8>,
+}
+
+impl Pcm16Converter {
+    pub fn new(from: u32, to: u32) -> Result<Pcm16Converter, ResampleError> {
+        let resampler = (from != to)
+            .then(|| StreamResampler::new(from, to))
+            .transpose()?;
+        Ok(Pcm16Converter {
+            resampler,
+            odd_byte: None,
+        })
+    }
+
+    /// Converts the next bytes; `last` drains what the filter still holds.
+    pub fn convert(&mut self, bytes: &[u8], last: bool) -> Result<Vec<u8>, ResampleError> {
+        let mut joined;
+        let bytes = match self.odd_byte.take() {
+            Some(b) => {
+                joined = Vec::with_capacity(bytes.len() + 1);
+                joined.push(b);
+                joined.extend_from_slice(bytes);
+                &joined[..]
+            }
+            None => bytes,
+        };
+        let whole = bytes.len() & !1;
+        if whole < bytes.len() {
+            self.odd_byte = Some(bytes[whole]);
+        }
+        let Some(r) = self.resampler.as_mut() else {
+            return Ok(bytes[..whole].to_vec());
+        };
+        let samples: Vec<i16> = bytes[..whole]
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        r.push(&samples)?;
+        if last {
+            r.drain()?;
+        }
+        Ok(r.pop_all().iter().flat_map(|s| s.to_le_bytes()).collect())
+    }
+}
+
 /// Mono 16-bit resampler with a push/pop frame interface.
 ///
 /// Push any number of input samples; pop fixed 20 ms frames (or everything available) at the

@@ -4,44 +4,19 @@
 //! turns it into a caller transcript (grammar mode: the agent declared its phrases with
 //! `call.expect` in on-start), the agent takes the branch, and the record shows both.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::support::baresip::Baresip;
+use crate::support::calls::{RATE, espeak_8k, speech_mic};
 use crate::support::host::Host;
-use crate::support::media::{read_raw_i16, run};
 use crate::support::process::require;
-use crate::support::tempdir;
 
 /// `text` spoken by espeak-ng at 8 kHz, after `lead_s` seconds of silence (part of the
 /// greeting plays first) and followed by 3 s of silence (the turn ends, the agent answers).
 fn spoken_8k(text: &str, lead_s: f32) -> Vec<i16> {
-    let dir = tempdir("speech");
-    let (wav, raw) = (dir.path().join("s.wav"), dir.path().join("s.raw"));
-    let (wav, raw) = (wav.to_str().unwrap(), raw.to_str().unwrap());
-    run("espeak-ng", &["-v", "en-us", "-w", wav, text]);
-    let lead = lead_s.to_string();
-    run(
-        "sox",
-        &[
-            wav,
-            "-r",
-            "8000",
-            "-c",
-            "1",
-            "-b",
-            "16",
-            "-e",
-            "signed-integer",
-            "-t",
-            "raw",
-            raw,
-            "pad",
-            &lead,
-            "3",
-        ],
-    );
-    read_raw_i16(Path::new(raw))
+    let words = espeak_8k(text);
+    let secs = f64::from(lead_s) + words.len() as f64 / RATE as f64 + 3.0;
+    speech_mic(secs, &[(f64::from(lead_s), text)])
 }
 
 /// `total_ms` of a logged `TurnLatency` event.

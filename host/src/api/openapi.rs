@@ -78,10 +78,12 @@ pub fn spec() -> Value {
                     "description": "Live event (SSE). The fields besides call_id/seq/at_ms/type depend on type, e.g. state: {state: ringing|starting|active|transferring|ending|ended}; usage: {input_tokens, output_tokens, items: [UsageItem]} for one report."},
                 "UsageItem": {"type": "object", "required": ["provider", "stage", "kind", "unit", "amount"], "properties": {
                     "provider": {"type": "string", "description": "e.g. openai, gemini"},
-                    "stage": {"type": "string", "description": "e.g. speech-to-speech"},
+                    "stage": {"type": "string", "description": "speech-to-speech, or a cascade's stt, llm, tts"},
                     "kind": {"type": "string", "description": "What was counted. input and output are the provider's totals; the other kinds are parts of them (input-text, input-audio, input-cached, input-cached-text, input-cached-audio, output-text, output-audio) or counted apart (thoughts, tool-use-prompt). Kinds overlap: add amounts per kind, never across kinds."},
-                    "unit": {"type": "string", "description": "e.g. tokens"},
+                    "unit": {"type": "string", "description": "tokens, seconds (stt) or characters (tts)"},
                     "amount": {"type": "number"}}},
+                "StageLatency": {"type": "object", "description": "A cascade brain's split of model_ms: end of speech to final transcript (stt_ms), request to the first token (llm_ms), first sentence to the first audio (tts_ms)", "properties": {
+                    "stt_ms": {"type": "number"}, "llm_ms": {"type": "number"}, "tts_ms": {"type": "number"}}},
                 "StoredEvent": {"type": "object", "properties": {
                     "call_id": {"type": "string"}, "seq": {"type": "integer"}, "at_ms": {"type": "integer"},
                     "kind": {"type": "string", "description": "The event type"}, "data": {"type": "object"}}},
@@ -96,7 +98,8 @@ pub fn spec() -> Value {
                     "latencies": {"type": "array", "items": {"type": "object", "properties": {
                         "call_id": {"type": "string"}, "turn": {"type": "integer"},
                         "host_in_ms": {"type": "number"}, "model_ms": {"type": "number"},
-                        "host_out_ms": {"type": "number"}, "total_ms": {"type": "number"}}}},
+                        "host_out_ms": {"type": "number"}, "total_ms": {"type": "number"},
+                        "stages": {"$ref": "#/components/schemas/StageLatency"}}}},
                     "live": {"type": "boolean"},
                     "recording_url": {"type": ["string", "null"], "description": "/v1/calls/{id}/recording when the call was recorded"}}},
                 "Accepted": {"type": "object", "properties": {"id": {"type": "string"}, "command": {"enum": ["hangup", "transfer"]}}},

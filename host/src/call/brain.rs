@@ -51,14 +51,15 @@ impl LegFormat {
     }
 }
 
-/// Audio formats for the model, given the leg's audio: G.711 straight through when the
-/// provider takes it, else PCM at the leg's rate when the provider takes that (nothing to
-/// resample), else PCM at the highest rate the provider accepts.
+/// Audio formats for `model` of the provider, given the leg's audio: G.711 straight through
+/// when the provider takes it, else PCM at the leg's rate when the provider takes that (nothing
+/// to resample), else PCM at the highest rate the provider accepts.
 pub(crate) fn model_formats(
     provider: &dyn ModelProvider,
+    model: Option<&str>,
     leg: LegFormat,
 ) -> (AudioFormat, AudioFormat) {
-    let support = provider.formats();
+    let support = provider.formats_for(model);
     let g711 = match leg {
         LegFormat::Codec(Codec::Pcmu) => Some(AudioFormat::Pcmu8k),
         LegFormat::Codec(Codec::Pcma) => Some(AudioFormat::Pcma8k),
@@ -118,7 +119,7 @@ pub(crate) async fn connect_model(
     config: &SessionConfig,
     leg: LegFormat,
 ) -> Option<ModelSession> {
-    let formats = model_formats(deps.provider.as_ref(), leg);
+    let formats = model_formats(deps.provider.as_ref(), config.model.as_deref(), leg);
     match deps.provider.connect(settings_for(config, formats)).await {
         Ok(session) => Some(session),
         Err(e) => {
@@ -139,7 +140,7 @@ pub(crate) async fn reconnect_model(
     leg: LegFormat,
     history: Vec<(crate::domain::Role, String)>,
 ) -> Result<ModelSession, String> {
-    let formats = model_formats(deps.provider.as_ref(), leg);
+    let formats = model_formats(deps.provider.as_ref(), config.model.as_deref(), leg);
     let settings = SessionSettings {
         greeting: None,
         history,
@@ -161,7 +162,7 @@ pub(crate) async fn connect_fallback(deps: &CallDeps, leg: LegFormat) -> ModelSe
         tools: Vec::new(),
         model: None,
     };
-    let formats = model_formats(deps.fallback_provider.as_ref(), leg);
+    let formats = model_formats(deps.fallback_provider.as_ref(), None, leg);
     match deps
         .fallback_provider
         .connect(settings_for(&config, formats))
@@ -196,30 +197,45 @@ mod tests {
     fn model_formats_avoid_resampling_where_the_provider_allows() {
         let openai = OpenAiProvider::new(OpenAiConfig::new(Secret::new("k")));
         assert_eq!(
-            model_formats(&openai, Codec::Pcmu.into()),
+            model_formats(&openai, None, Codec::Pcmu.into()),
             (AudioFormat::Pcmu8k, AudioFormat::Pcmu8k)
         );
         let pcm24 = AudioFormat::Pcm16 { rate: 24000 };
-        assert_eq!(model_formats(&openai, Codec::Opus.into()), (pcm24, pcm24));
+        assert_eq!(
+            model_formats(&openai, None, Codec::Opus.into()),
+            (pcm24, pcm24)
+        );
         // A 16 kHz L16 stream: OpenAI takes only 24 kHz PCM.
         assert_eq!(
-            model_formats(&openai, LegFormat::Pcm(16000)),
+            model_formats(&openai, None, LegFormat::Pcm(16000)),
             (pcm24, pcm24)
         );
         // Offline: caller audio and speech at the codec's rate, both ways.
         let offline = OfflineProvider::new(OfflineConfig::default());
         let pcm8 = AudioFormat::Pcm16 { rate: 8000 };
-        assert_eq!(model_formats(&offline, Codec::Pcma.into()), (pcm8, pcm8));
+        assert_eq!(
+            model_formats(&offline, None, Codec::Pcma.into()),
+            (pcm8, pcm8)
+        );
         let pcm16 = AudioFormat::Pcm16 { rate: 16000 };
         assert_eq!(
-            model_formats(&offline, LegFormat::Pcm(16000)),
+            model_formats(&offline, None, LegFormat::Pcm(16000)),
             (pcm16, pcm16)
         );
         let pcm48 = AudioFormat::Pcm16 { rate: 48000 };
-        assert_eq!(model_formats(&offline, Codec::Opus.into()), (pcm48, pcm48));
+        assert_eq!(
+            model_formats(&offline, None, Codec::Opus.into()),
+            (pcm48, pcm48)
+        );
         // G.722: the model hears and speaks 16 kHz, never the 8000 of its RTP clock.
-        assert_eq!(model_formats(&offline, Codec::G722.into()), (pcm16, pcm16));
-        assert_eq!(model_formats(&openai, Codec::G722.into()), (pcm24, pcm24));
+        assert_eq!(
+            model_formats(&offline, None, Codec::G722.into()),
+            (pcm16, pcm16)
+        );
+        assert_eq!(
+            model_formats(&openai, None, Codec::G722.into()),
+            (pcm24, pcm24)
+        );
     }
 
     #[test]

@@ -89,7 +89,9 @@ fn model_input(event: ModelEvent) -> Option<Input> {
             name,
             arguments,
         },
-        ModelEvent::Usage(u) => Input::Usage(u),
+        ModelEvent::Usage(u) => Input::Usage(u.items()),
+        ModelEvent::UsageItems(items) => Input::Usage(items),
+        ModelEvent::StageLatency(stages) => Input::StageLatency(stages),
         ModelEvent::AudioStarted => Input::ProviderAudioStarted,
         ModelEvent::AudioStopped => Input::ProviderAudioStopped,
         // The provider heard the keypad on its own line: as if the leg reported it.

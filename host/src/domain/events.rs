@@ -119,6 +119,9 @@ pub enum EventKind {
         model_ms: f64,
         host_out_ms: f64,
         total_ms: f64,
+        /// A cascade brain's part of `model_ms`, stage by stage.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stages: Option<StageLatency>,
     },
     Transfer {
         target: String,
@@ -195,6 +198,16 @@ pub struct CallEvent {
     pub at_ms: u64,
     #[serde(flatten)]
     pub kind: EventKind,
+}
+
+/// A cascade brain's time per stage for one answer, in milliseconds: the caller's end of
+/// speech to the final transcript (`stt_ms`), the request to the language model's first token
+/// (`llm_ms`), the first sentence sent to speech synthesis to its first audio (`tts_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct StageLatency {
+    pub stt_ms: f64,
+    pub llm_ms: f64,
+    pub tts_ms: f64,
 }
 
 #[cfg(test)]

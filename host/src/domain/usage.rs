@@ -11,7 +11,15 @@ use serde::{Deserialize, Serialize};
 
 /// The stage of a speech-to-speech model: caller audio in, agent audio out, one provider.
 pub const SPEECH_TO_SPEECH: &str = "speech-to-speech";
+/// The stages of a cascade brain: speech to text, language model, text to speech.
+pub const STT: &str = "stt";
+pub const LLM: &str = "llm";
+pub const TTS: &str = "tts";
 pub const TOKENS: &str = "tokens";
+/// Audio transcribed (speech to text).
+pub const SECONDS: &str = "seconds";
+/// Text synthesised (text to speech).
+pub const CHARACTERS: &str = "characters";
 /// A report's total input tokens, as the provider counted them.
 pub const INPUT: &str = "input";
 /// A report's total output tokens, as the provider counted them.

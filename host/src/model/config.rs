@@ -6,10 +6,12 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::ModelProvider;
+use super::cascade::{self, config::CascadeConfig};
 use super::echo::{EchoConfig, EchoProvider};
 use super::gemini::GeminiProvider;
 use super::offline::OfflineProvider;
 use super::openai::OpenAiProvider;
+use super::routing::Routed;
 
 /// A secret string (API key). Never printed: `Debug` and `Display` show `***`.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -255,8 +257,9 @@ impl Default for OfflineConfig {
 
 /// Which provider to use, as written in the config file (kebab-case keys like the rest of
 /// `switchboard.toml`): `provider = "openai"` with the [`OpenAiConfig`] fields
-/// (`api-key`, `base-url`, …), `"gemini"`, `"offline"` or `"echo"` (the caller hears
-/// themselves: a line test, and the model stand-in of the media benchmark).
+/// (`api-key`, `base-url`, …), `"gemini"`, `"offline"`, `"echo"` (the caller hears
+/// themselves: a line test, and the model stand-in of the media benchmark) or `"cascade"`
+/// (the stages of `[model.cascade]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "provider", rename_all = "lowercase")]
 pub enum ProviderConfig {
@@ -265,6 +268,47 @@ pub enum ProviderConfig {
     Gemini(GeminiConfig),
     Offline(OfflineConfig),
     Echo(EchoConfig),
+    Cascade(CascadeChoice),
+}
+
+/// `provider = "cascade"` takes no other key: the stages are in `[model.cascade]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CascadeChoice {}
+
+/// `[model]`: the provider calls use, and the cascade brains (`[model.cascade]`) agents may
+/// also pick by model name (`session-config.model = "cascade:<profile>"`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ModelConfig {
+    #[serde(flatten)]
+    pub provider: ProviderConfig,
+    #[serde(default)]
+    pub cascade: Option<CascadeConfig>,
+}
+
+impl ModelConfig {
+    /// Build the configured provider; with a `[model.cascade]`, calls whose agent names a
+    /// cascade profile get that cascade instead.
+    pub fn build(&self) -> Result<Arc<dyn ModelProvider>, String> {
+        let cascades = match &self.cascade {
+            Some(c) => cascade::build(c)?,
+            None => Default::default(),
+        };
+        let default: Arc<dyn ModelProvider> = match &self.provider {
+            ProviderConfig::OpenAi(c) => Arc::new(OpenAiProvider::new(c.clone())),
+            ProviderConfig::Gemini(c) => Arc::new(GeminiProvider::new(c.clone())),
+            ProviderConfig::Offline(c) => Arc::new(OfflineProvider::new(c.clone())),
+            ProviderConfig::Echo(_) => Arc::new(EchoProvider),
+            ProviderConfig::Cascade(_) => match cascades.get("") {
+                Some(c) => c.clone(),
+                None => return Err("provider = \"cascade\" needs a [model.cascade] table".into()),
+            },
+        };
+        if cascades.is_empty() {
+            return Ok(default);
+        }
+        Ok(Arc::new(Routed::new(default, cascades)))
+    }
 }
 
 impl Default for ProviderConfig {
@@ -274,21 +318,10 @@ impl Default for ProviderConfig {
     }
 }
 
-impl ProviderConfig {
-    /// Build the configured provider.
-    pub fn build(&self) -> Arc<dyn ModelProvider> {
-        match self {
-            ProviderConfig::OpenAi(c) => Arc::new(OpenAiProvider::new(c.clone())),
-            ProviderConfig::Gemini(c) => Arc::new(GeminiProvider::new(c.clone())),
-            ProviderConfig::Offline(c) => Arc::new(OfflineProvider::new(c.clone())),
-            ProviderConfig::Echo(_) => Arc::new(EchoProvider),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::AudioFormat;
 
     #[test]
     fn secret_is_never_printed() {
@@ -318,8 +351,8 @@ mod tests {
         let o: ProviderConfig =
             toml::from_str("provider = \"offline\"\nwords-per-minute = 150\n").unwrap();
         assert!(matches!(o, ProviderConfig::Offline(_)));
-        let e: ProviderConfig = toml::from_str("provider = \"echo\"\n").unwrap();
-        assert_eq!(e.build().name(), "echo");
+        let e: ModelConfig = toml::from_str("provider = \"echo\"\n").unwrap();
+        assert_eq!(e.build().unwrap().name(), "echo");
         assert!(toml::from_str::<ProviderConfig>("provider = \"echo\"\nvoice = \"x\"\n").is_err());
     }
 
@@ -328,5 +361,34 @@ mod tests {
         let err = toml::from_str::<OpenAiConfig>("api-key = \"k\"\nmodle = \"x\"\n").unwrap_err();
         assert!(err.to_string().contains("modle"), "{err}");
         assert!(toml::from_str::<OfflineConfig>("voise = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn cascade_profiles_sit_beside_any_provider() {
+        let with_cascade = "provider = \"openai\"\napi-key = \"k\"\n[cascade]\nllm = \"local\"\n\
+                            [cascade.llms.local]\nbase-url = \"http://127.0.0.1:9/v1\"\n\
+                            [cascade.profiles.fast]\nllm = \"local\"\n";
+        let c: ModelConfig = toml::from_str(with_cascade).unwrap();
+        let provider = c.build().unwrap();
+        assert_eq!(provider.name(), "openai");
+        // The default's formats, unless the model names a cascade.
+        let pcm8 = AudioFormat::Pcm16 { rate: 8000 };
+        assert!(!provider.formats_for(None).input.contains(&pcm8));
+        assert!(
+            provider
+                .formats_for(Some("cascade:fast"))
+                .input
+                .contains(&pcm8)
+        );
+        assert!(provider.formats_for(Some("cascade")).input.contains(&pcm8));
+
+        let c: ModelConfig = toml::from_str("provider = \"cascade\"\n").unwrap();
+        assert!(c.build().err().unwrap().contains("[model.cascade]"));
+        // Typos are still caught beside the flattened provider table.
+        assert!(toml::from_str::<ModelConfig>("provider = \"cascade\"\nllm = \"x\"\n").is_err());
+        assert!(toml::from_str::<ModelConfig>("provider = \"offline\"\nvoise = \"x\"\n").is_err());
+        let c: ModelConfig =
+            toml::from_str(&with_cascade.replace("openai\"\napi-key = \"k", "cascade")).unwrap();
+        assert_eq!(c.build().unwrap().name(), "cascade");
     }
 }

@@ -17,9 +17,9 @@
 //! trims its context to that; Gemini and offline decide themselves and ignore it).
 //!
 //! ```no_run
-//! use switchboard::model::{Command, ModelEvent, ProviderConfig, SessionSettings, TurnDetection};
+//! use switchboard::model::{Command, ModelConfig, ModelEvent, SessionSettings, TurnDetection};
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let provider = ProviderConfig::default().build(); // offline: no key, no network
+//! let provider = ModelConfig::default().build()?; // offline: no key, no network
 //! let formats = provider.formats();
 //! let mut session = provider
 //!     .connect(SessionSettings {
@@ -50,10 +50,12 @@
 pub mod cascade;
 pub mod config;
 pub mod echo;
+mod espeak;
 pub mod gemini;
 mod listen;
 pub mod offline;
 pub mod openai;
+mod routing;
 pub mod speech_cache;
 pub mod sphinx;
 mod vad;
@@ -62,12 +64,15 @@ mod ws;
 /// Who spoke: the host's one role type, part of this module's events.
 pub use crate::domain::Role;
 pub use crate::domain::agent_event::Expectation;
+pub use crate::domain::events::StageLatency;
 use crate::domain::usage::{self, UsageItem};
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-pub use config::{GeminiConfig, OfflineConfig, OpenAiAuth, OpenAiConfig, ProviderConfig, Secret};
+pub use config::{
+    GeminiConfig, ModelConfig, OfflineConfig, OpenAiAuth, OpenAiConfig, ProviderConfig, Secret,
+};
 
 /// Audio encoding of frames crossing the model boundary (mono in every case).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -365,6 +370,10 @@ pub enum ModelEvent {
         arguments: String,
     },
     Usage(Usage),
+    /// What a cascade's stages used (STT seconds, LLM tokens, TTS characters), as items.
+    UsageItems(Vec<UsageItem>),
+    /// How long each stage of a cascade took for the answer whose audio comes next.
+    StageLatency(StageLatency),
     /// A provider that carries the call's audio itself started playing agent audio to the
     /// caller (OpenAI's SIP connector: `output_audio_buffer.started`).
     AudioStarted,
@@ -421,6 +430,8 @@ pub enum ConnectError {
     },
     #[error("{provider} closed the connection during setup")]
     ClosedDuringSetup { provider: &'static str },
+    #[error("the agent's model {model:?} names no profile under [model.cascade.profiles]")]
+    UnknownProfile { model: String },
     #[error("offline speech synthesis unavailable ({program}): {reason}")]
     SynthesizerUnavailable { program: String, reason: String },
 }
@@ -469,6 +480,13 @@ pub trait ModelProvider: Send + Sync {
     /// Audio formats this provider accepts in and produces out.
     fn formats(&self) -> FormatSupport;
 
+    /// Audio formats of the sessions for `model` ([`SessionSettings::model`]): the same for
+    /// every model, except where the model names another provider (`cascade:<profile>`).
+    fn formats_for(&self, model: Option<&str>) -> FormatSupport {
+        let _ = model;
+        self.formats()
+    }
+
     /// Open a session: connects, applies `settings`, starts the greeting (if any), and returns
     /// once the provider has accepted the configuration.
     fn connect(
@@ -499,6 +517,10 @@ fn check_formats(
     }
     Ok(())
 }
+
+/// The sample rates calls carry (G.711, G.722, 24 kHz carriers' streams, Opus): a provider
+/// that takes and makes audio at each spares the media path a resampling.
+pub(crate) const CALL_RATES: [u32; 4] = [8_000, 16_000, 24_000, 48_000];
 
 /// Capacity of the command and event channels of a session: a few seconds of 20 ms frames.
 pub const CHANNEL_CAPACITY: usize = 256;

@@ -25,6 +25,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::domain::events::StageLatency;
+
 pub use config::{StoreConfig, spawn_purge_task};
 pub use sqlite::SqliteStore;
 
@@ -134,6 +136,9 @@ pub struct TurnLatency {
     /// First audio back → out to the caller.
     pub host_out_ms: f64,
     pub total_ms: f64,
+    /// A cascade brain's split of `model_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stages: Option<StageLatency>,
 }
 
 /// One change to a call's record, for [`CallStore::write_all`]; each variant does what the

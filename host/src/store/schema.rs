@@ -150,6 +150,15 @@ UPDATE calls SET transport = (
     WHERE e.call = calls.pk AND e.kind = 'created' ORDER BY e.seq LIMIT 1);
 "#,
     ),
+    (
+        4,
+        r#"
+-- A cascade brain's split of a turn's model time (NULL for speech-to-speech brains).
+ALTER TABLE latencies ADD COLUMN stt_ms REAL;
+ALTER TABLE latencies ADD COLUMN llm_ms REAL;
+ALTER TABLE latencies ADD COLUMN tts_ms REAL;
+"#,
+    ),
 ];
 
 /// Bring the schema up to date; refuses a database written by a newer build.

@@ -1,11 +1,14 @@
 //! Helpers for calls placed by a real phone (baresip) at the `switchboard` binary: microphone
 //! tracks, dialling, baresip's recordings and where agent or caller audio is in them.
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::support::baresip::{Baresip, BaresipCtrl};
 use crate::support::host::Host;
-use crate::support::media::{Wav, only_file, onset_correlation, quiet_then_tones, to_8k};
+use crate::support::media::{
+    Wav, only_file, onset_correlation, quiet_then_tones, read_raw_i16, run, to_8k,
+};
 use switchboard::media::Codec;
 
 /// Rate of baresip's microphone and recordings here.
@@ -27,6 +30,43 @@ pub fn mic(secs: f64, speech: &[(f64, f64)]) -> Vec<i16> {
             let t = i as f64 / RATE as f64;
             *x = (8000.0 * (2.0 * std::f64::consts::PI * CALLER_HZ * t).sin()) as i16;
         }
+    }
+    s
+}
+
+/// `text` spoken by espeak-ng, as 8 kHz audio (sox's resampler).
+pub fn espeak_8k(text: &str) -> Vec<i16> {
+    let dir = crate::support::tempdir("speech");
+    let (wav, raw) = (dir.path().join("s.wav"), dir.path().join("s.raw"));
+    let (wav, raw) = (wav.to_str().unwrap(), raw.to_str().unwrap());
+    run("espeak-ng", &["-v", "en-us", "-w", wav, text]);
+    let to_raw = [
+        "-r",
+        "8000",
+        "-c",
+        "1",
+        "-b",
+        "16",
+        "-e",
+        "signed-integer",
+        "-t",
+        "raw",
+    ];
+    let mut args = vec![wav];
+    args.extend(to_raw);
+    args.push(raw);
+    run("sox", &args);
+    read_raw_i16(Path::new(raw))
+}
+
+/// A microphone track of `secs` seconds: silence with espeak-ng speech of each (start s, text).
+pub fn speech_mic(secs: f64, speech: &[(f64, &str)]) -> Vec<i16> {
+    let mut s = vec![0i16; (secs * RATE as f64) as usize];
+    for &(from, text) in speech {
+        let a = (from * RATE as f64) as usize;
+        let words = espeak_8k(text);
+        let b = (a + words.len()).min(s.len());
+        s[a..b].copy_from_slice(&words[..b - a]);
     }
     s
 }

@@ -7,8 +7,9 @@ use crate::call::CallCommand;
 use crate::call::leg::{Capabilities, DigitSource, SessionTimerNote};
 use crate::domain::agent_event::Notification;
 use crate::domain::events::EventKind;
+use crate::domain::usage::UsageItem;
 use crate::domain::{Action, AgentFault, EndReason, Role};
-use crate::model::{Command, Usage};
+use crate::model::{Command, StageLatency};
 use crate::plugins::ToolOutcome;
 
 /// What the logic needs to know of its call from the start.
@@ -78,7 +79,10 @@ pub enum Input {
         name: String,
         arguments: String,
     },
-    Usage(Usage),
+    /// What the brain used, as usage items.
+    Usage(Vec<UsageItem>),
+    /// A cascade brain's time per stage for the answer whose audio comes next.
+    StageLatency(StageLatency),
     ResponseDone,
     ModelError(String),
     /// The model session closed (the text says why); no more model events follow.

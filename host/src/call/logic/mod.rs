@@ -18,7 +18,7 @@ use super::CallCommand;
 use super::digits::{Collected, DigitCollector};
 use super::leg::{Capability, DigitSource, LegError, Playout};
 use crate::domain::agent_event::{CallProgress, Notification};
-use crate::domain::events::{CallState, EventKind};
+use crate::domain::events::{CallState, EventKind, StageLatency};
 use crate::domain::{Action, AgentFault, EndReason, Role};
 use crate::model::Command;
 
@@ -52,6 +52,8 @@ struct TurnClock {
     speech_stopped: Option<Duration>,
     first_model_audio: Option<Duration>,
     host_in: Duration,
+    /// A cascade brain's split of the turn's model time, when it reported one.
+    stages: Option<StageLatency>,
 }
 
 /// What the logic waits for before it takes the next input.
@@ -200,6 +202,7 @@ impl CallLogic {
                 self.notify(Notification::SpeechStopped);
                 self.turns.speech_stopped = Some(now);
                 self.turns.first_model_audio = None;
+                self.turns.stages = None;
             }
             Input::Transcript {
                 role,
@@ -222,7 +225,8 @@ impl CallLogic {
                 name,
                 arguments,
             } => self.on_tool_call(now, call_id, name, arguments),
-            Input::Usage(u) => self.record(EventKind::usage(u.items())),
+            Input::Usage(items) => self.record(EventKind::usage(items)),
+            Input::StageLatency(stages) => self.turns.stages = Some(stages),
             Input::ResponseDone => self.responding = self.responding.saturating_sub(1),
             Input::ModelError(message) => self.record(EventKind::ModelError { message }),
             Input::ModelClosed(reason) => self.on_model_closed(now, reason),
@@ -635,12 +639,14 @@ impl CallLogic {
         let host_out_ms = at.saturating_sub(first).as_secs_f64() * 1000.0;
         let host_in_ms = turns.host_in.as_secs_f64() * 1000.0;
         let turn = turns.turn;
+        let stages = turns.stages.take();
         self.record(EventKind::TurnLatency {
             turn,
             host_in_ms,
             model_ms,
             host_out_ms,
             total_ms: host_in_ms + model_ms + host_out_ms,
+            stages,
         });
     }
 

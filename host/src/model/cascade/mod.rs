@@ -1,13 +1,241 @@
 //! Cascade brains: the caller's speech to text (STT), the text and the conversation to a
 //! language model's answer (LLM, any OpenAI-compatible chat completions endpoint), the answer to
-//! speech (TTS), composed behind the same [`ModelProvider`](super::ModelProvider) trait as the
-//! speech-to-speech providers, so the call logic does not know it talks to a cascade.
+//! speech (TTS), composed behind the same [`ModelProvider`] trait as the speech-to-speech
+//! providers, so the call logic does not know it talks to a cascade.
 //!
 //! Each stage is an interface with several services behind it: [`stt::SpeechToText`],
-//! [`tts::TextToSpeech`] and the chat client of [`llm`].
+//! [`tts::TextToSpeech`] and the chat client of [`llm`]. Turn taking is local for every
+//! service: the offline provider's voice detector hears the caller start (barge-in) and stop
+//! (the end of the turn, after `silence-ms`), so barge-in never waits for a network round
+//! trip. [`session`] runs one call's cascade.
 
+pub mod config;
 pub mod history;
 pub mod llm;
 pub mod sentences;
+mod session;
 pub mod stt;
 pub mod tts;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use self::config::{CascadeConfig, Profile, SttService, TtsService};
+use self::history::History;
+use self::llm::ChatClient;
+use self::session::{Inputs, Opened, Session, Stages, SttFeed};
+use self::tts::TextToSpeech;
+use self::tts::espeak::EspeakTts;
+use super::espeak::Espeak;
+use super::listen::{Recognition, listen};
+use super::offline::DETECTOR_RUNTIME;
+use super::sphinx::LazyRecogniser;
+use super::vad::Vad;
+use super::{
+    AudioFormat, CALL_RATES, CHANNEL_CAPACITY, ConnectError, ErrorKind, Expectation, FormatSupport,
+    ModelProvider, ModelSession, OfflineConfig, ProviderError, SessionSettings, check_formats,
+};
+use crate::resample::Pcm16Converter;
+
+const NAME: &str = "cascade";
+
+/// What the profiles of one `[model.cascade]` share: one chat client per language model (its
+/// connection pool), espeak-ng with its speech cache, the recogniser.
+struct Shared {
+    local: Arc<OfflineConfig>,
+    llms: BTreeMap<String, Arc<ChatClient>>,
+    espeak: Arc<Espeak>,
+    recogniser: Arc<LazyRecogniser>,
+}
+
+/// The cascade of each profile of `config`: `""` for the default stages, then each named
+/// profile.
+pub fn build(config: &CascadeConfig) -> Result<BTreeMap<String, Arc<CascadeProvider>>, String> {
+    config.validate()?;
+    let mut llms = BTreeMap::new();
+    for (name, llm) in &config.llms {
+        let client = ChatClient::new(llm.clone())
+            .map_err(|e| format!("[model.cascade.llms.{name}]: {e}"))?;
+        llms.insert(name.clone(), Arc::new(client));
+    }
+    let local = &config.local;
+    let shared = Arc::new(Shared {
+        espeak: Arc::new(Espeak::new(
+            local.espeak_program.clone(),
+            local.words_per_minute,
+            local.speech_cache_mb * 1024 * 1024,
+        )),
+        recogniser: Arc::new(LazyRecogniser::new(local.recogniser.clone())),
+        local: Arc::new(local.clone()),
+        llms,
+    });
+    let mut cascades = BTreeMap::new();
+    let names = std::iter::once("").chain(config.profiles.keys().map(String::as_str));
+    for name in names {
+        let profile = config.profile(name).expect("a configured profile");
+        let provider = CascadeProvider::new(profile, shared.clone());
+        cascades.insert(name.to_string(), Arc::new(provider));
+    }
+    Ok(cascades)
+}
+
+/// Where a profile's caller speech is transcribed.
+enum SttStage {
+    /// By the local recogniser, on the listening task.
+    Local,
+}
+
+/// One profile's cascade.
+pub struct CascadeProvider {
+    profile: Profile,
+    shared: Arc<Shared>,
+    stt: SttStage,
+    llm: Arc<ChatClient>,
+    tts: Arc<dyn TextToSpeech>,
+}
+
+impl CascadeProvider {
+    fn new(profile: Profile, shared: Arc<Shared>) -> CascadeProvider {
+        let stt = match profile.stt {
+            SttService::Local => SttStage::Local,
+        };
+        let tts: Arc<dyn TextToSpeech> = match profile.tts {
+            TtsService::Espeak => Arc::new(EspeakTts::new(
+                shared.espeak.clone(),
+                shared.local.voice.clone(),
+            )),
+        };
+        let llm = shared.llms[&profile.llm].clone();
+        CascadeProvider {
+            profile,
+            shared,
+            stt,
+            llm,
+            tts,
+        }
+    }
+
+    fn rejected(message: impl Into<String>) -> ConnectError {
+        ConnectError::Rejected {
+            provider: NAME,
+            error: ProviderError::new(ErrorKind::Local, None, message),
+        }
+    }
+
+    async fn open(&self, settings: SessionSettings) -> Result<ModelSession, ConnectError> {
+        check_formats(self, &settings)?;
+        let local = &self.shared.local;
+        let input_rate = settings.input_format.sample_rate();
+        let vad = Vad::new(
+            input_rate,
+            local.vad_threshold,
+            local.min_speech_ms,
+            local.silence_ms,
+        )
+        .map_err(|_| ConnectError::UnsupportedFormat {
+            provider: NAME,
+            direction: "input",
+            format: settings.input_format,
+        })?;
+        let (expect, expect_rx) = watch::channel(Expectation::Anything);
+        let (recognition, stt, stt_events) = match &self.stt {
+            SttStage::Local => {
+                let recogniser = self.shared.recogniser.get().await.ok_or_else(|| {
+                    Self::rejected("the local speech recogniser's model is not installed")
+                })?;
+                let recognition = Recognition {
+                    recogniser,
+                    expect: expect_rx,
+                    min_confidence: local.min_confidence,
+                };
+                (Some(recognition), None::<SttFeed>, None)
+            }
+        };
+        let (cmd_tx, commands) = mpsc::channel(CHANNEL_CAPACITY);
+        let (events, ev_rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let (detector, audio_rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let (heard_tx, heard) = mpsc::channel(CHANNEL_CAPACITY);
+        // Detection and recognition are the bulk of the local work and may lag; speech must
+        // keep up with the line.
+        DETECTOR_RUNTIME.handle().spawn(
+            listen(vad, input_rate, recognition, audio_rx, heard_tx)
+                .instrument(tracing::Span::current()),
+        );
+        let mut history = History::new(self.llm.config().context_tokens);
+        history.seed(&settings.history);
+        let session = Session::new(Opened {
+            stages: Stages {
+                stt_name: self.stt_name(),
+                llm_name: self.profile.llm.clone(),
+                llm: self.llm.clone(),
+                tts: self.tts.clone(),
+            },
+            instructions: settings.instructions,
+            tools: settings.tools,
+            voice: settings.voice,
+            language: settings.language,
+            output_format: settings.output_format,
+            history,
+            greeting: settings.greeting,
+            events,
+            detector,
+            expect,
+            stt,
+        });
+        let inputs = Inputs {
+            commands,
+            heard,
+            stt: stt_events,
+        };
+        tokio::spawn(session.run(inputs).instrument(tracing::Span::current()));
+        Ok(ModelSession {
+            commands: cmd_tx,
+            events: ev_rx,
+            input_format: settings.input_format,
+            output_format: settings.output_format,
+            loopback: false,
+        })
+    }
+
+    fn stt_name(&self) -> &'static str {
+        match self.stt {
+            SttStage::Local => "local",
+        }
+    }
+}
+
+/// The converter from `from` to `to` (PCM16), `None` when they are the same.
+pub(super) fn converter(from: AudioFormat, to: AudioFormat) -> Option<Pcm16Converter> {
+    (from.sample_rate() != to.sample_rate())
+        .then(|| Pcm16Converter::new(from.sample_rate(), to.sample_rate()).ok())
+        .flatten()
+}
+
+impl ModelProvider for CascadeProvider {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    /// PCM at every call rate both ways: the cascade converts for its services itself.
+    fn formats(&self) -> FormatSupport {
+        let pcm: Vec<AudioFormat> = CALL_RATES
+            .iter()
+            .map(|&rate| AudioFormat::Pcm16 { rate })
+            .collect();
+        FormatSupport {
+            input: pcm.clone(),
+            output: pcm,
+        }
+    }
+
+    fn connect(
+        &self,
+        settings: SessionSettings,
+    ) -> BoxFuture<'_, Result<ModelSession, ConnectError>> {
+        Box::pin(self.open(settings))
+    }
+}

@@ -166,6 +166,45 @@ pub struct Transcript {
     pub confidence: f32,
 }
 
+/// The recogniser of a provider, loaded (a fraction of a second of CPU) by the first call
+/// that needs it; a model that cannot be loaded is said once in the log and leaves the
+/// provider without recognition.
+#[derive(Debug)]
+pub struct LazyRecogniser {
+    config: RecogniserConfig,
+    loaded: tokio::sync::OnceCell<Option<Arc<Recogniser>>>,
+}
+
+impl LazyRecogniser {
+    pub fn new(config: RecogniserConfig) -> LazyRecogniser {
+        LazyRecogniser {
+            config,
+            loaded: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The recogniser, or `None` when its model could not be loaded.
+    pub async fn get(&self) -> Option<Arc<Recogniser>> {
+        let config = self.config.clone();
+        self.loaded
+            .get_or_init(|| async move {
+                match tokio::task::spawn_blocking(move || Recogniser::load(&config)).await {
+                    Ok(Ok(recogniser)) => Some(recogniser),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "offline speech recognition is off");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "loading the speech recogniser failed");
+                        None
+                    }
+                }
+            })
+            .await
+            .clone()
+    }
+}
+
 /// The loaded model, shared by every call.
 #[derive(Debug)]
 pub struct Recogniser {

@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 
 use super::rows::{CALL_COLUMNS, PK_COLUMN, call_from_row, conversion, json_column};
 use super::{BUSY_TIMEOUT, not_found};
+use crate::domain::events::StageLatency;
 use crate::store::{
     CallDetail, EventRecord, Result, Role, StoreError, TranscriptLine, TurnLatency, UsageItem, sql,
 };
@@ -143,7 +144,7 @@ pub(super) fn read_call(conn: &Connection, call_id: &str) -> Result<CallDetail> 
         .map_err(sql("reading usage"))?;
     let latencies = tx
         .prepare_cached(
-            "SELECT turn, host_in_ms, model_ms, host_out_ms, total_ms
+            "SELECT turn, host_in_ms, model_ms, host_out_ms, total_ms, stt_ms, llm_ms, tts_ms
              FROM latencies WHERE call = ?1 ORDER BY turn",
         )
         .and_then(|mut s| {
@@ -155,6 +156,14 @@ pub(super) fn read_call(conn: &Connection, call_id: &str) -> Result<CallDetail> 
                     model_ms: r.get(2)?,
                     host_out_ms: r.get(3)?,
                     total_ms: r.get(4)?,
+                    stages: match (r.get(5)?, r.get(6)?, r.get(7)?) {
+                        (Some(stt_ms), Some(llm_ms), Some(tts_ms)) => Some(StageLatency {
+                            stt_ms,
+                            llm_ms,
+                            tts_ms,
+                        }),
+                        _ => None,
+                    },
                 })
             })?
             .collect()

@@ -204,8 +204,9 @@ fn apply_write(tx: &Transaction, seqs: &mut Seqs, write: &Write) -> Result<Done>
             let pk = call_pk(tx, &l.call_id)?;
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO latencies
-                     (call, turn, host_in_ms, model_ms, host_out_ms, total_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                     (call, turn, host_in_ms, model_ms, host_out_ms, total_ms,
+                      stt_ms, llm_ms, tts_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -214,7 +215,10 @@ fn apply_write(tx: &Transaction, seqs: &mut Seqs, write: &Write) -> Result<Done>
                     l.host_in_ms,
                     l.model_ms,
                     l.host_out_ms,
-                    l.total_ms
+                    l.total_ms,
+                    l.stages.map(|s| s.stt_ms),
+                    l.stages.map(|s| s.llm_ms),
+                    l.stages.map(|s| s.tts_ms)
                 ])
             })
             .map_err(sql("storing a turn latency"))?;

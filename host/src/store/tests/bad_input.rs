@@ -27,6 +27,7 @@ async fn bad_input_gets_clear_errors() {
         model_ms: 0.0,
         host_out_ms: 0.0,
         total_ms: 0.0,
+        stages: None,
     };
     assert!(nf(store.record_latency(latency).await));
 

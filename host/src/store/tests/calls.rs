@@ -1,6 +1,7 @@
 //! Writing and reading calls: the round trip, batched writes, many concurrent calls.
 
 use super::*;
+use crate::domain::events::StageLatency;
 
 #[tokio::test]
 async fn round_trip_keeps_everything_in_order() {
@@ -39,6 +40,11 @@ async fn round_trip_keeps_everything_in_order() {
         model_ms: 310.0,
         host_out_ms: 0.6,
         total_ms: 311.0,
+        stages: Some(StageLatency {
+            stt_ms: 80.0,
+            llm_ms: 150.0,
+            tts_ms: 70.0,
+        }),
     };
     store.record_latency(latency.clone()).await.unwrap();
     store.set_recording("c1", "/rec/c1.wav").await.unwrap();

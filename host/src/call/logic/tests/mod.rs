@@ -598,6 +598,13 @@ fn api_commands_hang_up_transfer_and_cancel() {
 fn a_turn_is_timed_from_end_of_speech_to_first_audio_out() {
     let mut rig = Rig::started(Vec::new());
     rig.at_ms(1_000).input(Input::SpeechStopped);
+    // A cascade brain tells how its stages shared the model's time.
+    let stages = StageLatency {
+        stt_ms: 100.0,
+        llm_ms: 300.0,
+        tts_ms: 90.0,
+    };
+    assert_eq!(rig.at_ms(1_490).input(Input::StageLatency(stages)), vec![]);
     rig.at_ms(1_500);
     assert!(
         rig.logic
@@ -614,6 +621,7 @@ fn a_turn_is_timed_from_end_of_speech_to_first_audio_out() {
             model_ms: 500.0,
             host_out_ms: 20.0,
             total_ms: 522.0,
+            stages: Some(stages),
         })]
     );
     // An answer queued behind earlier audio is not timed.
@@ -641,6 +649,7 @@ fn a_provider_playing_its_own_audio_times_the_turn_when_it_starts() {
             model_ms: 400.0,
             host_out_ms: 0.0,
             total_ms: 400.0,
+            stages: None,
         })]
     );
     // Audio with no caller turn before it (a greeting) is not a turn.
@@ -657,7 +666,7 @@ fn usage_and_model_errors_are_recorded() {
         input_audio_tokens: Some(280),
         ..Usage::default()
     };
-    let effects = rig.input(Input::Usage(usage));
+    let effects = rig.input(Input::Usage(usage.items()));
     let [
         Effect::Record(EventKind::Usage {
             input_tokens: 301,

@@ -1,6 +1,8 @@
 //! Text to speech: the language model's answer in, as it streams sentence by sentence, audio
 //! out as soon as the service makes it.
 
+pub mod espeak;
+
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
