@@ -5,6 +5,9 @@
 //! transcribes whole turns uses those marks as the turn's bounds; a streaming service with
 //! endpointing of its own ends turns itself and may ignore them.
 
+pub mod deepgram;
+pub mod openai;
+
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
