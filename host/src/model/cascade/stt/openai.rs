@@ -409,7 +409,9 @@ async fn read_sse(
                 match event.kind.as_str() {
                     "transcript.text.delta" => {
                         so_far.push_str(event.delta.as_deref().unwrap_or_default());
-                        let _ = events.send(SttEvent::Interim(so_far.clone())).await;
+                        let _ = events
+                            .send(SttEvent::Interim(so_far.trim().to_string()))
+                            .await;
                     }
                     "transcript.text.done" => {
                         return Ok((event.text.unwrap_or(so_far), event.usage));
