@@ -15,6 +15,7 @@ use crate::support::fake_deepgram::{self, FakeDeepgram};
 use crate::support::fake_transcription::{Answer, FakeTranscription, Outcome, Script};
 use crate::support::media::{Wav, resample};
 use crate::support::model_audio::{pcm16_samples, pcm16_tone};
+use crate::support::model_tls::{TlsFront, have_openssl};
 
 const WAIT: Duration = Duration::from_secs(10);
 /// The OpenAI service's pre-roll before the detector's speech start.
@@ -246,6 +247,60 @@ async fn openai_whisper_answers_json_billed_by_duration() {
         (wav_ms - (PRE_ROLL_MS + turn_ms)).abs() <= 60.0,
         "{wav_ms} ms"
     );
+
+    // The caller hangs up mid-turn: that turn is still transcribed, then the stream ends.
+    caller.silence(400).await;
+    caller.mark(SttInput::SpeechStarted).await;
+    caller.audio(&tone(8000, 700)).await;
+    drop(caller);
+    let rest = to_end(&mut events).await;
+    assert_eq!(finals(&rest), ["hello"], "{rest:?}");
+    assert_eq!(usage(&rest), [1.0]);
+    let wav_ms = fake.received()[1].wav_ms.unwrap();
+    assert!(
+        (wav_ms - (PRE_ROLL_MS + 700.0)).abs() <= 60.0,
+        "{wav_ms} ms"
+    );
+}
+
+#[tokio::test]
+async fn openai_trusts_a_private_ca_from_ca_file() {
+    if !have_openssl() {
+        return;
+    }
+    let fake = FakeTranscription::start(Script::default()).await;
+    let plain_port: u16 = fake
+        .base_url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/v1")
+        .parse()
+        .unwrap();
+    let front = TlsFront::start(plain_port).await;
+    let mut config = openai(&fake, None);
+    config.base_url = format!("https://127.0.0.1:{}/v1", front.port);
+
+    // Public roots only: the private CA is not trusted.
+    let service = OpenAiStt::new(config.clone()).unwrap();
+    let (caller, mut events) = open(&service, 16000).await;
+    caller.turn(&tone(16000, 300)).await;
+    let SttEvent::Failed(error) = until_final(&mut events).await.pop().unwrap() else {
+        panic!("a failure")
+    };
+    assert!(
+        error.message.to_lowercase().contains("certificate"),
+        "{error}"
+    );
+    assert!(fake.received().is_empty());
+    drop(caller);
+
+    config.ca_file = Some(front.ca_file.clone());
+    let service = OpenAiStt::new(config).unwrap();
+    let (caller, mut events) = open(&service, 16000).await;
+    caller.turn(&tone(16000, 300)).await;
+    assert_eq!(finals(&until_final(&mut events).await), ["hello"]);
+    assert_eq!(fake.received().len(), 1);
 }
 
 #[tokio::test]

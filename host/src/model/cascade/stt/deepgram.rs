@@ -3,7 +3,8 @@
 //! Deepgram ends turns itself (endpointing and `UtteranceEnd`), so this stream ignores the
 //! cascade's [`SttInput::SpeechStarted`] / [`SttInput::SpeechStopped`]: all audio goes to the
 //! service as it comes, and a turn is committed as [`SttEvent::Final`] on the first of
-//! `speech_final` or `UtteranceEnd`, once.
+//! `speech_final` or `UtteranceEnd`, once. A turn Deepgram heard speech in (`SpeechStarted`)
+//! but no words ends with an empty Final (noise, a cough), so the cascade is not left waiting.
 //!
 //! Wire (protocols.md §5.4; Deepgram docs "Audio Keep Alive", "Close Stream", "Finalize",
 //! "Endpointing & Interim Results", "STT Troubleshooting WebSocket, NET, and DATA Errors";
@@ -83,7 +84,8 @@ pub struct DeepgramConfig {
     /// Extra trusted root certificates (PEM), for self-hosted Deepgram.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
-    /// The WebSocket handshake; also the wait for the last results after `CloseStream`.
+    /// The WebSocket handshake; also the longest a frame may wait to go out (the service
+    /// stopped reading) and the wait for the last results after `CloseStream`.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// `KeepAlive` is sent after this long without audio.
@@ -193,7 +195,7 @@ impl SpeechToText for DeepgramStt {
                 events: events_tx,
                 bytes_per_ms: format.bytes_per_ms(),
                 keepalive: Duration::from_millis(self.config.keepalive_ms),
-                close_timeout: Duration::from_millis(self.config.connect_timeout_ms),
+                io_timeout: Duration::from_millis(self.config.connect_timeout_ms),
                 turn: Turn::default(),
                 audio_bytes: 0,
                 billed_seconds: None,
@@ -297,7 +299,8 @@ struct Stream {
     events: mpsc::Sender<SttEvent>,
     bytes_per_ms: f64,
     keepalive: Duration,
-    close_timeout: Duration,
+    /// Longest wait for a frame to go out, and for the close after `CloseStream`.
+    io_timeout: Duration,
     turn: Turn,
     audio_bytes: usize,
     /// `Metadata.duration`, when the service sent it.
@@ -335,8 +338,8 @@ impl Stream {
                     Some(SttInput::Audio(frame)) => {
                         self.audio_bytes += frame.len();
                         last_sent = Instant::now();
-                        if let Err(e) = self.socket.send(Message::binary(frame)).await {
-                            return End::Failed(send_failed(e));
+                        if let Err(e) = self.send(Message::binary(frame)).await {
+                            return End::Failed(e);
                         }
                     }
                     // Deepgram ends turns itself.
@@ -346,8 +349,8 @@ impl Stream {
                 () = tokio::time::sleep_until(last_sent + self.keepalive) => {
                     last_sent = Instant::now();
                     debug!(stt = NAME, "keepalive");
-                    if let Err(e) = self.socket.send(Message::text(r#"{"type":"KeepAlive"}"#)).await {
-                        return End::Failed(send_failed(e));
+                    if let Err(e) = self.send(Message::text(r#"{"type":"KeepAlive"}"#)).await {
+                        return End::Failed(e);
                     }
                 }
                 message = self.socket.next() => {
@@ -362,10 +365,10 @@ impl Stream {
     /// Ask for the remaining results and read them until the service closes.
     async fn close_stream(&mut self) -> End {
         let close = Message::text(r#"{"type":"CloseStream"}"#);
-        if let Err(e) = self.socket.send(close).await {
-            return End::Failed(send_failed(e));
+        if let Err(e) = self.send(close).await {
+            return End::Failed(e);
         }
-        let deadline = Instant::now() + self.close_timeout;
+        let deadline = Instant::now() + self.io_timeout;
         loop {
             match tokio::time::timeout_at(deadline, self.socket.next()).await {
                 Err(_) => {
@@ -378,6 +381,23 @@ impl Stream {
                     }
                 }
             }
+        }
+    }
+
+    /// Send one frame, within the I/O timeout.
+    async fn send(&mut self, message: Message) -> Result<(), ProviderError> {
+        match tokio::time::timeout(self.io_timeout, self.socket.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ProviderError::new(
+                ErrorKind::Server,
+                None,
+                format!("sending to {NAME}: {e}"),
+            )),
+            Err(_) => Err(ProviderError::new(
+                ErrorKind::Timeout,
+                None,
+                format!("{NAME} took no data for {} ms", self.io_timeout.as_millis()),
+            )),
         }
     }
 
@@ -466,14 +486,6 @@ fn close_end(frame: Option<&CloseFrame>) -> End {
         _ => ErrorKind::Server,
     };
     End::Failed(ProviderError::new(kind, Some(code.to_string()), reason))
-}
-
-fn send_failed(error: tokio_tungstenite::tungstenite::Error) -> ProviderError {
-    ProviderError::new(
-        ErrorKind::Server,
-        None,
-        format!("sending to {NAME}: {error}"),
-    )
 }
 
 #[cfg(test)]

@@ -469,13 +469,21 @@ fn kind_for_status(status: u16) -> ErrorKind {
     }
 }
 
+/// A failure below HTTP, with its causes (reqwest's own message hides them: a refused
+/// connection, an untrusted certificate).
 fn transport_error(error: reqwest::Error) -> ProviderError {
     let kind = if error.is_timeout() {
         ErrorKind::Timeout
     } else {
         ErrorKind::Server
     };
-    ProviderError::new(kind, None, error.to_string())
+    let mut message = error.to_string();
+    let mut cause = std::error::Error::source(&error);
+    while let Some(c) = cause {
+        message = format!("{message}: {c}");
+        cause = c.source();
+    }
+    ProviderError::new(kind, None, message)
 }
 
 fn protocol_error(error: serde_json::Error) -> ProviderError {
