@@ -35,7 +35,9 @@ use tracing::{debug, warn};
 
 use super::{SpeechToText, SttEvent, SttInput, SttStream};
 use crate::model::ws::{self, Socket};
-use crate::model::{AudioFormat, CHANNEL_CAPACITY, ConnectError, ErrorKind, ProviderError, Secret};
+use crate::model::{
+    AudioFormat, CHANNEL_CAPACITY, CloseReason, ConnectError, ErrorKind, ProviderError, Secret,
+};
 
 const NAME: &str = "deepgram";
 
@@ -354,9 +356,16 @@ impl Stream {
                     }
                 }
                 message = self.socket.next() => {
-                    if let Some(end) = self.on_socket(message).await {
-                        return end;
-                    }
+                    // Unasked, even a clean close leaves the call without transcripts.
+                    return match self.on_socket(message).await {
+                        None => continue,
+                        Some(End::Closed) => End::Failed(ProviderError::new(
+                            ErrorKind::Server,
+                            None,
+                            format!("{NAME} ended the stream unasked"),
+                        )),
+                        Some(failed) => failed,
+                    };
                 }
             }
         }
@@ -409,7 +418,7 @@ impl Stream {
         match message {
             None => Some(End::Closed),
             Some(Err(e)) => Some(match ws::read_error_reason(&e) {
-                crate::model::CloseReason::Normal => End::Closed,
+                CloseReason::Normal => End::Closed,
                 _ => End::Failed(ProviderError::new(ErrorKind::Server, None, e.to_string())),
             }),
             Some(Ok(Message::Close(frame))) => Some(close_end(frame.as_ref())),

@@ -177,10 +177,12 @@ struct Request {
 }
 
 /// Cut the input into turns (pre-roll + speech) and start each turn's request as it ends; its
-/// events go to a channel of their own, queued on `turns` in turn order.
+/// events go to a channel of their own, queued on `turns` in turn order. A turn's channel is
+/// unbounded so that a turn waiting behind a slower one never stalls its own request (and
+/// runs into its timeout): it holds a few interims and a final.
 async fn collect_turns(
     mut input: mpsc::Receiver<SttInput>,
-    turns: mpsc::UnboundedSender<mpsc::Receiver<SttEvent>>,
+    turns: mpsc::UnboundedSender<mpsc::UnboundedReceiver<SttEvent>>,
     request: Request,
 ) {
     let format = AudioFormat::Pcm16 { rate: request.rate };
@@ -206,7 +208,7 @@ async fn collect_turns(
             }
             Some(SttInput::SpeechStopped) | None => {
                 if let Some(audio) = turn.take() {
-                    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+                    let (tx, rx) = mpsc::unbounded_channel();
                     if turns.send(rx).is_err() {
                         return; // the stream failed or its reader left
                     }
@@ -222,7 +224,7 @@ async fn collect_turns(
 
 /// Pass each turn's events on, turn after turn; stop after a failure.
 async fn forward_in_order(
-    mut turns: mpsc::UnboundedReceiver<mpsc::Receiver<SttEvent>>,
+    mut turns: mpsc::UnboundedReceiver<mpsc::UnboundedReceiver<SttEvent>>,
     events: mpsc::Sender<SttEvent>,
 ) {
     while let Some(mut turn) = turns.recv().await {
@@ -236,7 +238,11 @@ async fn forward_in_order(
 }
 
 /// One turn's request; gives up when nobody waits for its events any more.
-async fn transcribe_turn(request: Request, audio: Vec<u8>, events: mpsc::Sender<SttEvent>) {
+async fn transcribe_turn(
+    request: Request,
+    audio: Vec<u8>,
+    events: mpsc::UnboundedSender<SttEvent>,
+) {
     let seconds = audio.len() as f64 / 2.0 / f64::from(request.rate);
     let timeout = Duration::from_millis(request.config.timeout_ms);
     let run = tokio::time::timeout(timeout, request.send(audio, seconds, &events));
@@ -257,7 +263,7 @@ async fn transcribe_turn(request: Request, audio: Vec<u8>, events: mpsc::Sender<
         ),
     };
     warn!(stt = NAME, kind = ?error.kind, code = ?error.code, message = %error.message, "transcription failed");
-    let _ = events.send(SttEvent::Failed(error)).await;
+    let _ = events.send(SttEvent::Failed(error));
 }
 
 /// The reply's `usage`, when it is billed by duration.
@@ -314,7 +320,7 @@ impl Request {
         &self,
         audio: Vec<u8>,
         seconds: f64,
-        events: &mpsc::Sender<SttEvent>,
+        events: &mpsc::UnboundedSender<SttEvent>,
     ) -> Result<(), ProviderError> {
         let config = &self.config;
         let wav = wav(self.rate, &audio);
@@ -381,7 +387,7 @@ impl Request {
             seconds: Usage::seconds(usage, seconds),
         };
         for event in [final_text, usage] {
-            let _ = events.send(event).await;
+            let _ = events.send(event);
         }
         Ok(())
     }
@@ -390,7 +396,7 @@ impl Request {
 /// Read SSE events: each delta as [`SttEvent::Interim`] (the text so far), until `done`.
 async fn read_sse(
     response: reqwest::Response,
-    events: &mpsc::Sender<SttEvent>,
+    events: &mpsc::UnboundedSender<SttEvent>,
 ) -> Result<(String, Option<Usage>), ProviderError> {
     let mut body = response.bytes_stream();
     let mut buffer = Vec::new();
@@ -409,9 +415,7 @@ async fn read_sse(
                 match event.kind.as_str() {
                     "transcript.text.delta" => {
                         so_far.push_str(event.delta.as_deref().unwrap_or_default());
-                        let _ = events
-                            .send(SttEvent::Interim(so_far.trim().to_string()))
-                            .await;
+                        let _ = events.send(SttEvent::Interim(so_far.trim().to_string()));
                     }
                     "transcript.text.done" => {
                         return Ok((event.text.unwrap_or(so_far), event.usage));
