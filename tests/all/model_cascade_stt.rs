@@ -361,21 +361,34 @@ async fn openai_failures_are_typed_and_end_the_stream() {
     assert_eq!(next(&mut events).await, None, "Failed ends the stream");
     drop(caller);
 
-    // A server error, and a request without a model.
+    // A server error, a rate limit, and a request without a model.
+    let fail = |status, code: Option<&str>, message: &str| Answer {
+        outcome: Outcome::Fail {
+            status,
+            code: code.map(str::to_string),
+            message: message.into(),
+        },
+        delay: Duration::ZERO,
+    };
     let fake = FakeTranscription::start(Script {
         api_key: None,
-        answers: vec![Answer {
-            outcome: Outcome::Fail {
-                status: 500,
-                code: None,
-                message: "The server had an error while processing your request.".into(),
-            },
-            delay: Duration::ZERO,
-        }],
+        answers: vec![
+            fail(
+                500,
+                None,
+                "The server had an error while processing your request.",
+            ),
+            fail(
+                429,
+                Some("rate_limit_exceeded"),
+                "Rate limit reached for requests.",
+            ),
+        ],
     })
     .await;
     for (model, kind, code) in [
         ("gpt-4o-transcribe", ErrorKind::Server, "500"),
+        ("gpt-4o-transcribe", ErrorKind::RateLimited, "429"),
         ("", ErrorKind::InvalidRequest, "400"),
     ] {
         let mut config = openai(&fake, None);
@@ -394,7 +407,7 @@ async fn openai_failures_are_typed_and_end_the_stream() {
         assert_eq!(next(&mut events).await, None);
     }
     assert_eq!(
-        fake.received()[1].fields.get("model").map(String::as_str),
+        fake.received()[2].fields.get("model").map(String::as_str),
         Some("")
     );
 }

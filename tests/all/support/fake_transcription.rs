@@ -254,6 +254,8 @@ async fn respond(tcp: &mut TcpStream, status: u16, content_type: &str, body: &[u
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
         _ => "Error",
     };
     let head = format!(

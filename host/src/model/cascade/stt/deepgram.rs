@@ -63,7 +63,7 @@ fn default_keepalive_ms() -> u64 {
     5_000
 }
 
-/// `[model.cascade.stt.deepgram]`: Deepgram live transcription.
+/// Settings of Deepgram live transcription.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DeepgramConfig {

@@ -53,7 +53,7 @@ fn default_timeout_ms() -> u64 {
     10_000
 }
 
-/// `[model.cascade.stt.openai]`: an OpenAI-compatible transcription endpoint.
+/// Settings of an OpenAI-compatible transcription endpoint.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct OpenAiSttConfig {
@@ -361,7 +361,7 @@ impl Request {
                 .map(|b| b.error.message)
                 .unwrap_or(body);
             return Err(ProviderError::new(
-                kind_for_status(status.as_u16()),
+                ws::kind_for_http_status(status.as_u16()),
                 Some(status.as_u16().to_string()),
                 message,
             ));
@@ -462,15 +462,6 @@ fn wav(rate: u32, pcm: &[u8]) -> Vec<u8> {
     }
     writer.finalize().expect("WAV into memory");
     out.into_inner()
-}
-
-fn kind_for_status(status: u16) -> ErrorKind {
-    match status {
-        401 | 403 => ErrorKind::Auth,
-        429 => ErrorKind::RateLimited,
-        400..=499 => ErrorKind::InvalidRequest,
-        _ => ErrorKind::Server,
-    }
 }
 
 /// A failure below HTTP, with its causes (reqwest's own message hides them: a refused
