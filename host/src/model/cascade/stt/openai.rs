@@ -32,7 +32,7 @@ use tracing::{debug, warn};
 
 use super::{SpeechToText, SttEvent, SttInput, SttStream};
 use crate::model::{
-    AudioFormat, CHANNEL_CAPACITY, ConnectError, ErrorKind, OpenAiAuth, ProviderError, Secret, ws,
+    AudioFormat, CHANNEL_CAPACITY, ErrorKind, OpenAiAuth, ProviderError, Secret, ws,
 };
 
 const NAME: &str = "openai";
@@ -104,16 +104,14 @@ pub struct OpenAiStt {
 }
 
 impl OpenAiStt {
-    /// Fails only on an unreadable `ca-file`.
-    pub fn new(config: OpenAiSttConfig) -> Result<Self, ConnectError> {
-        let tls = ws::tls_config(config.ca_file.as_deref())?;
+    /// A client over the public roots plus `ca-file`; fails only on an unreadable `ca-file`.
+    pub fn new(config: OpenAiSttConfig) -> Result<Self, ProviderError> {
+        let tls = ws::tls_config(config.ca_file.as_deref())
+            .map_err(|e| ProviderError::new(ErrorKind::InvalidRequest, None, e.to_string()))?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(rustls::ClientConfig::clone(&tls))
             .build()
-            .map_err(|e| ConnectError::InvalidUrl {
-                url: config.base_url.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| ProviderError::new(ErrorKind::Local, None, e.to_string()))?;
         Ok(Self { config, http })
     }
 }
