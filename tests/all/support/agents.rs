@@ -81,6 +81,11 @@ pub fn fixture(package: &str) -> PathBuf {
 
 /// The `greeter` fixture built as version `version` (a distinct file per version).
 pub fn greeter(version: &str) -> PathBuf {
+    greeter_on(version, None)
+}
+
+/// The greeter built as `version`, asking for `model` when one is given.
+pub fn greeter_on(version: &str, model: Option<&str>) -> PathBuf {
     // A version rebuilds only the greeter (cargo tracks the variable); each version's component
     // is copied out under its own name while a lock keeps other test processes from building
     // another version over it.
@@ -94,7 +99,10 @@ pub fn greeter(version: &str) -> PathBuf {
     );
     let built = build_workspace(
         &repo_root().join("tests/fixtures"),
-        &[("GREETER_VERSION", version)],
+        &[
+            ("GREETER_VERSION", version),
+            ("GREETER_MODEL", model.unwrap_or_default()),
+        ],
         &["greeter"],
     )
     .join("greeter.wasm");

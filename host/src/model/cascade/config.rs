@@ -7,7 +7,7 @@
 //! provider = "cascade"        # calls with no model of their own use the stages below
 //!
 //! [model.cascade]
-//! stt = "local"               # local | openai | deepgram
+//! stt = "local"               # local | openai ([model.cascade.openai-stt]) | deepgram
 //! llm = "ollama"              # a name under [model.cascade.llms]
 //! tts = "espeak"              # espeak | openai | elevenlabs | cartesia
 //!
@@ -26,6 +26,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::llm::LlmConfig;
+use super::stt::deepgram::DeepgramConfig;
+use super::stt::openai::OpenAiSttConfig;
 use crate::model::OfflineConfig;
 
 /// The speech-to-text services.
@@ -35,6 +37,22 @@ pub enum SttService {
     /// The local recogniser (PocketSphinx) of the offline provider: no key, no network.
     #[default]
     Local,
+    /// An OpenAI-compatible transcription endpoint (`[model.cascade.openai-stt]`), a request a
+    /// turn.
+    Openai,
+    /// Deepgram streaming (`[model.cascade.deepgram]`).
+    Deepgram,
+}
+
+impl SttService {
+    /// The table of its settings, for errors.
+    fn table(self) -> Option<&'static str> {
+        match self {
+            SttService::Local => None,
+            SttService::Openai => Some("openai-stt"),
+            SttService::Deepgram => Some("deepgram"),
+        }
+    }
 }
 
 /// The text-to-speech services.
@@ -82,6 +100,8 @@ pub struct CascadeConfig {
     /// the local recogniser and espeak-ng, as the offline provider's settings.
     #[serde(default)]
     pub local: OfflineConfig,
+    pub openai_stt: Option<OpenAiSttConfig>,
+    pub deepgram: Option<DeepgramConfig>,
 }
 
 /// What `session-config.model` names a cascade with.
@@ -110,21 +130,29 @@ impl CascadeConfig {
         self.profiles.get(name).cloned()
     }
 
-    /// Every profile names a configured language model.
+    /// Every profile names a configured language model, and services whose tables are there.
     pub fn validate(&self) -> Result<(), String> {
         let named = std::iter::once(("", self.profile("").expect("the default stages")))
             .chain(self.profiles.iter().map(|(n, p)| (n.as_str(), p.clone())));
         for (name, profile) in named {
+            let which = if name.is_empty() {
+                "[model.cascade]".to_string()
+            } else {
+                format!("[model.cascade.profiles.{name}]")
+            };
             if !self.llms.contains_key(&profile.llm) {
-                let which = if name.is_empty() {
-                    "[model.cascade] llm".to_string()
-                } else {
-                    format!("[model.cascade.profiles.{name}] llm")
-                };
                 return Err(format!(
-                    "{which} = {:?} names no [model.cascade.llms.{}] table",
+                    "{which} llm = {:?} names no [model.cascade.llms.{}] table",
                     profile.llm, profile.llm
                 ));
+            }
+            let stt_configured = match profile.stt {
+                SttService::Local => true,
+                SttService::Openai => self.openai_stt.is_some(),
+                SttService::Deepgram => self.deepgram.is_some(),
+            };
+            if let (false, Some(table)) = (stt_configured, profile.stt.table()) {
+                return Err(format!("{which} stt needs a [model.cascade.{table}] table"));
             }
         }
         Ok(())
@@ -164,5 +192,12 @@ mod tests {
             toml::from_str("llm = \"a\"\n[llms.a]\n[profiles.p]\nllm = \"b\"\n").unwrap();
         assert!(c.validate().unwrap_err().contains("profiles.p"));
         assert!(toml::from_str::<CascadeConfig>("stt = \"whisper\"\n").is_err());
+        let c: CascadeConfig =
+            toml::from_str("llm = \"a\"\nstt = \"deepgram\"\n[llms.a]\n").unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .contains("[model.cascade.deepgram]")
+        );
     }
 }

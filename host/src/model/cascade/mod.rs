@@ -28,6 +28,9 @@ use self::config::{CascadeConfig, Profile, SttService, TtsService};
 use self::history::History;
 use self::llm::ChatClient;
 use self::session::{Inputs, Opened, Session, Stages, SttFeed};
+use self::stt::SpeechToText;
+use self::stt::deepgram::DeepgramStt;
+use self::stt::openai::OpenAiStt;
 use self::tts::TextToSpeech;
 use self::tts::espeak::EspeakTts;
 use super::espeak::Espeak;
@@ -43,11 +46,13 @@ use crate::resample::Pcm16Converter;
 
 const NAME: &str = "cascade";
 
-/// What the profiles of one `[model.cascade]` share: one chat client per language model (its
+/// What the profiles of one `[model.cascade]` share: one client per configured service (its
 /// connection pool), espeak-ng with its speech cache, the recogniser.
 struct Shared {
     local: Arc<OfflineConfig>,
     llms: BTreeMap<String, Arc<ChatClient>>,
+    openai_stt: Option<Arc<OpenAiStt>>,
+    deepgram: Option<Arc<DeepgramStt>>,
     espeak: Arc<Espeak>,
     recogniser: Arc<LazyRecogniser>,
 }
@@ -70,6 +75,17 @@ pub fn build(config: &CascadeConfig) -> Result<BTreeMap<String, Arc<CascadeProvi
             local.speech_cache_mb * 1024 * 1024,
         )),
         recogniser: Arc::new(LazyRecogniser::new(local.recogniser.clone())),
+        openai_stt: match &config.openai_stt {
+            Some(c) => Some(Arc::new(
+                OpenAiStt::new(c.clone())
+                    .map_err(|e| format!("[model.cascade.openai-stt]: {e}"))?,
+            )),
+            None => None,
+        },
+        deepgram: config
+            .deepgram
+            .as_ref()
+            .map(|c| Arc::new(DeepgramStt::new(c.clone()))),
         local: Arc::new(local.clone()),
         llms,
     });
@@ -87,6 +103,7 @@ pub fn build(config: &CascadeConfig) -> Result<BTreeMap<String, Arc<CascadeProvi
 enum SttStage {
     /// By the local recogniser, on the listening task.
     Local,
+    Service(Arc<dyn SpeechToText>),
 }
 
 /// One profile's cascade.
@@ -100,8 +117,12 @@ pub struct CascadeProvider {
 
 impl CascadeProvider {
     fn new(profile: Profile, shared: Arc<Shared>) -> CascadeProvider {
+        // The tables were checked to be there (`CascadeConfig::validate`).
+        let service = |s: Option<Arc<dyn SpeechToText>>| SttStage::Service(s.expect("validated"));
         let stt = match profile.stt {
             SttService::Local => SttStage::Local,
+            SttService::Openai => service(shared.openai_stt.clone().map(|s| s as _)),
+            SttService::Deepgram => service(shared.deepgram.clone().map(|s| s as _)),
         };
         let tts: Arc<dyn TextToSpeech> = match profile.tts {
             TtsService::Espeak => Arc::new(EspeakTts::new(
@@ -152,7 +173,27 @@ impl CascadeProvider {
                     expect: expect_rx,
                     min_confidence: local.min_confidence,
                 };
-                (Some(recognition), None::<SttFeed>, None)
+                (Some(recognition), None, None)
+            }
+            SttStage::Service(stt) => {
+                let formats = stt.formats();
+                let format = if formats.contains(&settings.input_format) {
+                    settings.input_format
+                } else {
+                    formats.first().copied().unwrap_or(settings.input_format)
+                };
+                let stream =
+                    stt.open(format, settings.language.clone())
+                        .await
+                        .map_err(|error| ConnectError::Rejected {
+                            provider: NAME,
+                            error: session::stage_error("stt", stt.name(), &error),
+                        })?;
+                let feed = SttFeed {
+                    input: stream.input,
+                    converter: converter(settings.input_format, format),
+                };
+                (None, Some(feed), Some(stream.events))
             }
         };
         let (cmd_tx, commands) = mpsc::channel(CHANNEL_CAPACITY);
@@ -202,8 +243,9 @@ impl CascadeProvider {
     }
 
     fn stt_name(&self) -> &'static str {
-        match self.stt {
+        match &self.stt {
             SttStage::Local => "local",
+            SttStage::Service(stt) => stt.name(),
         }
     }
 }

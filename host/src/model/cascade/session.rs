@@ -913,7 +913,7 @@ impl Session {
 }
 
 /// The error with the stage and service it came from in its message.
-fn stage_error(stage: &str, service: &str, error: &ProviderError) -> ProviderError {
+pub(super) fn stage_error(stage: &str, service: &str, error: &ProviderError) -> ProviderError {
     ProviderError::new(
         error.kind,
         error.code.clone(),
