@@ -222,13 +222,16 @@ enum Incoming {
     Closed(ProviderError),
 }
 
+/// Where the socket's reader sends each context's frames; None once the socket is gone, so
+/// no context may join it.
+type Routes = Arc<Mutex<Option<HashMap<String, mpsc::UnboundedSender<Incoming>>>>>;
+
 /// The shared socket: a task owns it, writing what `outgoing` brings and routing what it
 /// reads to the contexts by `context_id`.
 #[derive(Debug)]
 struct Connection {
     outgoing: mpsc::UnboundedSender<Message>,
-    /// None once the socket is gone: no context may join it.
-    routes: Arc<Mutex<Option<HashMap<String, mpsc::UnboundedSender<Incoming>>>>>,
+    routes: Routes,
 }
 
 impl Connection {
@@ -260,11 +263,7 @@ impl Connection {
     }
 }
 
-async fn serve(
-    mut socket: Socket,
-    mut outgoing: mpsc::UnboundedReceiver<Message>,
-    routes: Arc<Mutex<Option<HashMap<String, mpsc::UnboundedSender<Incoming>>>>>,
-) {
+async fn serve(mut socket: Socket, mut outgoing: mpsc::UnboundedReceiver<Message>, routes: Routes) {
     let error = loop {
         tokio::select! {
             packet = outgoing.recv() => match packet {
@@ -314,9 +313,18 @@ async fn serve(
             }
         }
     };
-    tracing::warn!(service = NAME, %error, "socket lost");
-    let gone = routes.lock().expect("routes lock").take();
-    for route in gone.into_iter().flat_map(HashMap::into_values) {
+    let gone = routes
+        .lock()
+        .expect("routes lock")
+        .take()
+        .unwrap_or_default();
+    if gone.is_empty() {
+        // The service closes idle sockets; the next utterance opens another.
+        tracing::debug!(service = NAME, %error, "idle socket closed");
+    } else {
+        tracing::warn!(service = NAME, %error, utterances = gone.len(), "socket lost");
+    }
+    for route in gone.into_values() {
         let _ = route.send(Incoming::Closed(error.clone()));
     }
 }
