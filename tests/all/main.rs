@@ -63,6 +63,7 @@ mod media_ports;
 // Model providers against their fakes.
 mod model_bench;
 mod model_cascade_llm;
+mod model_cascade_tts;
 mod model_gemini;
 mod model_offline;
 mod model_openai;
