@@ -168,6 +168,90 @@ async fn openai_speech_streams_each_sentence_in_order() {
 }
 
 #[tokio::test]
+async fn openai_speech_works_ahead_but_keeps_the_order() {
+    let hold = Duration::from_millis(300);
+    let fake = FakeSpeech::start(fake_speech::Script {
+        held: Some((FIRST.into(), hold)),
+        ..Default::default()
+    })
+    .await;
+    let format = AudioFormat::Pcm16 { rate: 24_000 };
+    let mut stream = openai(&fake, "sk-speech-test")
+        .open(format, None, None)
+        .await
+        .unwrap();
+    for input in [
+        TtsInput::Text(FIRST.into()),
+        TtsInput::Text(SECOND.into()),
+        TtsInput::End,
+    ] {
+        stream.input.send(input).await.unwrap();
+    }
+    let events = until_end(&mut stream).await;
+    assert_eq!(events.last(), Some(&TtsEvent::Done));
+    // The second sentence was asked for while the first was still on its way...
+    let requests = fake.requests();
+    let received = |text: &str| {
+        requests
+            .iter()
+            .find(|r| r.body["input"] == text)
+            .expect("requested")
+            .received
+    };
+    assert!(received(SECOND) < received(FIRST) + hold);
+    // ...and still came out second: the audio before the first usage report is the first
+    // sentence's, all of it.
+    let first_piece: usize = events
+        .iter()
+        .take_while(|e| !matches!(e, TtsEvent::Usage { .. }))
+        .map(|e| match e {
+            TtsEvent::Audio(a) => a.len(),
+            _ => 0,
+        })
+        .sum();
+    let expected =
+        FIRST.chars().count() as f64 * f64::from(SPEECH_MS_PER_CHARACTER) * format.bytes_per_ms();
+    assert_eq!(first_piece as f64, expected);
+    assert_eq!(
+        events.iter().find(|e| matches!(e, TtsEvent::Usage { .. })),
+        Some(&TtsEvent::Usage {
+            characters: FIRST.chars().count() as u64
+        })
+    );
+}
+
+#[tokio::test]
+async fn openai_speech_first_byte_times_out() {
+    let fake = FakeSpeech::start(fake_speech::Script {
+        held: Some((FIRST.into(), Duration::from_secs(5))),
+        ..Default::default()
+    })
+    .await;
+    let config = OpenAiTtsConfig {
+        base_url: fake.base_url.clone(),
+        api_key: Some(Secret::new("sk-speech-test")),
+        timeout_ms: 250,
+        stall_timeout_ms: 5_000,
+        ..Default::default()
+    };
+    let mut stream = OpenAiTts::new(config)
+        .unwrap()
+        .open(AudioFormat::Pcm16 { rate: 24_000 }, None, None)
+        .await
+        .unwrap();
+    let sent = Instant::now();
+    stream
+        .input
+        .send(TtsInput::Text(FIRST.into()))
+        .await
+        .unwrap();
+    let (error, after) = failure(&mut stream, sent).await;
+    assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
+    assert!(after >= Duration::from_millis(230), "{after:?}");
+    assert!(after < Duration::from_millis(250 + 300), "{after:?}");
+}
+
+#[tokio::test]
 async fn openai_speech_takes_the_utterance_voice_and_keyless_servers() {
     let fake = FakeSpeech::start(fake_speech::Script::default()).await;
     let tts = OpenAiTts::new(OpenAiTtsConfig {
@@ -601,4 +685,28 @@ async fn cartesia_dropped_stream_cancels_its_context() {
     // The socket stays for the next utterance.
     speak_two_sentences(&tts, AudioFormat::Pcm16 { rate: 16_000 }).await;
     assert_eq!(fake.handshakes().len(), 1);
+}
+
+#[tokio::test]
+async fn cartesia_lost_socket_fails_its_utterances_and_the_next_reconnects() {
+    let fake = FakeCartesia::start(fake_cartesia::Script {
+        mode: fake_cartesia::Mode::DropFirstSocket,
+        ..Default::default()
+    })
+    .await;
+    let tts = cartesia(&fake, "sk_car_test");
+    let format = AudioFormat::Pcm16 { rate: 16_000 };
+    let mut stream = tts.open(format, None, None).await.unwrap();
+    let sent = Instant::now();
+    stream
+        .input
+        .send(TtsInput::Text(FIRST.into()))
+        .await
+        .unwrap();
+    // At once, not after the stall limit.
+    let (error, after) = failure(&mut stream, sent).await;
+    assert_eq!(error.kind, ErrorKind::Server, "{error}");
+    assert!(after < Duration::from_millis(STALL_MS), "{after:?}");
+    speak_two_sentences(&tts, format).await;
+    assert_eq!(fake.handshakes().len(), 2);
 }

@@ -19,7 +19,7 @@
 //! - `{"context_id", "cancel": true}` stops that context: its audio still queued is dropped.
 //!
 //! Scripted modes: answer each context's first request with an `error` frame (a status code
-//! and message), or stall (accept everything, send nothing). The fake records the handshakes
+//! and message), stall (accept everything, send nothing), or drop the first socket. The fake records the handshakes
 //! (headers, query), every packet, and each cancel with its time.
 
 use std::collections::{HashMap, VecDeque};
@@ -51,6 +51,8 @@ pub enum Mode {
     },
     /// Send nothing; keep the socket open.
     Stall,
+    /// Drop the first socket (TCP, no close frame) at its first request; speak on the others.
+    DropFirstSocket,
 }
 
 #[derive(Debug, Clone)]
@@ -198,6 +200,7 @@ async fn serve(tcp: TcpStream, shared: Arc<Shared>, script: Arc<Script>) {
     let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else {
         return;
     };
+    let first_socket = shared.handshakes.lock().unwrap().len() == 1;
     let mut contexts: HashMap<String, Context> = HashMap::new();
     let mut out: VecDeque<Out> = VecDeque::new();
     let mut tick = tokio::time::interval(script.chunk_interval);
@@ -211,6 +214,9 @@ async fn serve(tcp: TcpStream, shared: Arc<Shared>, script: Arc<Script>) {
                 };
                 let packet: Value = serde_json::from_str(&text).unwrap_or(json!({"<not json>": text}));
                 shared.packets.lock().unwrap().push(packet.clone());
+                if first_socket && matches!(script.mode, Mode::DropFirstSocket) {
+                    return;
+                }
                 let reply = on_packet(&packet, &mut contexts, &mut out, &shared, &script);
                 if let Some(reply) = reply
                     && ws.send(Message::text(reply.to_string())).await.is_err()

@@ -12,7 +12,8 @@
 //!   network cuts them), faster than real time: the 440 Hz tone of `model_audio::spoken_tone`.
 //!
 //! Scripted modes answer every request with an error status and body, or send the headers
-//! and the first chunk and then nothing while keeping the connection open (a stall). The fake
+//! and the first chunk and then nothing while keeping the connection open (a stall); the
+//! answer for one input can be held back (a slow first byte). The fake
 //! records every request and counts the requests whose client hung up before the body ended.
 
 use std::sync::{Arc, Mutex};
@@ -51,6 +52,8 @@ pub struct Script {
     /// Bytes per body chunk (odd, so samples are split across chunks).
     pub chunk_bytes: usize,
     pub chunk_interval: Duration,
+    /// The answer to the request for this input waits this long (a slow first byte).
+    pub held: Option<(String, Duration)>,
 }
 
 impl Default for Script {
@@ -61,6 +64,7 @@ impl Default for Script {
             // 100 ms at 24 kHz and one byte.
             chunk_bytes: 4801,
             chunk_interval: Duration::from_millis(2),
+            held: None,
         }
     }
 }
@@ -72,6 +76,7 @@ pub struct SpeechRequest {
     /// Names lowercased.
     pub headers: Vec<(String, String)>,
     pub body: Value,
+    pub received: Instant,
 }
 
 impl SpeechRequest {
@@ -201,6 +206,7 @@ async fn serve(tcp: TcpStream, shared: Arc<Shared>, script: Arc<Script>) {
             path: request.path,
             headers: request.headers,
             body: serde_json::from_slice(&request.body).unwrap_or(Value::Null),
+            received: Instant::now(),
         });
         let body = match body {
             Ok(body) => body,
@@ -216,7 +222,11 @@ async fn serve(tcp: TcpStream, shared: Arc<Shared>, script: Arc<Script>) {
                 continue;
             }
         };
-        let audio = spoken_tone(body["input"].as_str().unwrap_or(""), RATE);
+        let input = body["input"].as_str().unwrap_or("");
+        if let Some((_, hold)) = script.held.as_ref().filter(|(held, _)| held == input) {
+            tokio::time::sleep(*hold).await;
+        }
+        let audio = spoken_tone(input, RATE);
         let finished = tokio::select! {
             finished = stream_audio(&mut write, &audio, &script) => finished,
             // The client sends nothing while a body streams: a read returns only at hang-up.
