@@ -417,6 +417,8 @@ async fn elevenlabs_streams_an_utterance_on_one_socket() {
     let tts = elevenlabs(&fake, "xi-test-key");
     let format = AudioFormat::Pcm16 { rate: 16_000 };
     assert!(tts.formats().contains(&format));
+    let ulaw = tts.open(AudioFormat::Pcmu8k, None, None).await;
+    assert_eq!(ulaw.unwrap_err().kind, ErrorKind::Unsupported);
     speak_two_sentences(&tts, format).await;
 
     let utterances = fake.utterances();
@@ -550,6 +552,10 @@ async fn cartesia_streams_utterances_as_contexts_of_one_socket() {
     let tts = cartesia(&fake, "sk_car_test");
     let format = AudioFormat::Pcm16 { rate: 8_000 };
     assert!(tts.formats().contains(&format));
+    let odd_rate = tts
+        .open(AudioFormat::Pcm16 { rate: 11_025 }, None, None)
+        .await;
+    assert_eq!(odd_rate.unwrap_err().kind, ErrorKind::Unsupported);
     speak_two_sentences(&tts, format).await;
     speak_two_sentences(&tts, AudioFormat::Pcm16 { rate: 24_000 }).await;
 

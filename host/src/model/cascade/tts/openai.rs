@@ -279,17 +279,17 @@ async fn stream_body(
     (first_byte, stall): (Duration, Duration),
     tx: &mpsc::Sender<Result<Vec<u8>, ProviderError>>,
 ) -> Result<(), ProviderError> {
-    let timed_out = |what: &str, limit: Duration| {
+    let timed_out = |limit: Duration| {
         ProviderError::new(
             ErrorKind::Timeout,
             None,
-            format!("no {what} within {} ms", limit.as_millis()),
+            format!("no audio within {} ms", limit.as_millis()),
         )
     };
     let mut deadline = Instant::now() + first_byte;
     let mut response = tokio::time::timeout_at(deadline, request.send())
         .await
-        .map_err(|_| timed_out("audio", first_byte))?
+        .map_err(|_| timed_out(first_byte))?
         .map_err(request_failed)?;
     let status = response.status();
     if !status.is_success() {
@@ -304,7 +304,7 @@ async fn stream_body(
     loop {
         let chunk = tokio::time::timeout_at(deadline, response.chunk())
             .await
-            .map_err(|_| timed_out("audio", limit))?
+            .map_err(|_| timed_out(limit))?
             .map_err(request_failed)?;
         let Some(chunk) = chunk else { return Ok(()) };
         if tx.send(Ok(chunk.to_vec())).await.is_err() {
