@@ -182,6 +182,7 @@ async fn openai_speech_works_ahead_but_keeps_the_order() {
         .unwrap();
     for input in [
         TtsInput::Text(FIRST.into()),
+        TtsInput::Text(" ".into()),
         TtsInput::Text(SECOND.into()),
         TtsInput::End,
     ] {
@@ -191,6 +192,7 @@ async fn openai_speech_works_ahead_but_keeps_the_order() {
     assert_eq!(events.last(), Some(&TtsEvent::Done));
     // The second sentence was asked for while the first was still on its way...
     let requests = fake.requests();
+    assert_eq!(requests.len(), 2, "nothing asked for the blank piece");
     let received = |text: &str| {
         requests
             .iter()

@@ -197,6 +197,8 @@ async fn utterance(
             // The stream was dropped (barge-in).
             _ = events.closed() => return,
             next = input.recv(), if !ended => match next {
+                // The endpoint refuses an empty input; there is nothing to say anyway.
+                Some(TtsInput::Text(text)) if text.trim().is_empty() => {}
                 Some(TtsInput::Text(text)) => pieces.push_back(start_piece(&shared, &voice, text)),
                 Some(TtsInput::End) => ended = true,
                 None => return,
