@@ -124,8 +124,13 @@ impl CartesiaTts {
         if let Some(routes) = socket.as_ref().and_then(|c| c.register(context_id)) {
             return Ok((socket.clone().expect("checked above"), routes));
         }
+        let join = if self.config.url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
         let url = format!(
-            "{}?cartesia_version={}",
+            "{}{join}cartesia_version={}",
             self.config.url, self.config.version
         );
         let connected = ws::connect(
