@@ -64,6 +64,7 @@ mod media_ports;
 mod model_bench;
 mod model_cascade_llm;
 mod model_cascade_stt;
+mod model_cascade_tts;
 mod model_gemini;
 mod model_offline;
 mod model_openai;

@@ -17,6 +17,17 @@ pub fn pcm16_tone(rate: u32, ms: u32, freq: f32, amplitude: i16) -> Vec<u8> {
     out
 }
 
+/// Audio the speech fakes make for each character of text they are given.
+pub const SPEECH_MS_PER_CHARACTER: u32 = 50;
+
+/// What the speech fakes (fake_speech, fake_elevenlabs, fake_cartesia) say for `text`: a
+/// 440 Hz tone of [`SPEECH_MS_PER_CHARACTER`] per character, the spaces around it (separators
+/// the protocols ask for) not counted, so a test can check lengths.
+pub fn spoken_tone(text: &str, rate: u32) -> Vec<u8> {
+    let ms = text.trim().chars().count() as u32 * SPEECH_MS_PER_CHARACTER;
+    pcm16_tone(rate, ms, 440.0, 8000)
+}
+
 /// Samples of 16-bit PCM little-endian bytes.
 pub fn pcm16_samples(bytes: &[u8]) -> Vec<i16> {
     bytes

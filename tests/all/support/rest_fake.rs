@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 /// One request to a fake.
@@ -15,10 +15,13 @@ pub struct Request {
     pub method: String,
     pub path: String,
     pub authorization: String,
+    /// Every header as sent, names lowercased.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
-async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<Request> {
+/// The next request on `stream`; `None` when the peer closed it or sent no HTTP.
+pub async fn read_request<R: AsyncBufRead + Unpin>(stream: &mut R) -> Option<Request> {
     let mut request_line = String::new();
     if stream.read_line(&mut request_line).await.ok()? == 0 {
         return None;
@@ -26,7 +29,7 @@ async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<Request> {
     let mut parts = request_line.split_whitespace();
     let method = parts.next()?.to_string();
     let path = parts.next()?.to_string();
-    let (mut length, mut authorization) = (0, String::new());
+    let (mut length, mut authorization, mut headers) = (0, String::new(), Vec::new());
     loop {
         let mut header = String::new();
         if stream.read_line(&mut header).await.ok()? == 0 {
@@ -37,6 +40,7 @@ async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<Request> {
             break;
         }
         if let Some((name, value)) = header.split_once(':') {
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
             if name.eq_ignore_ascii_case("content-length") {
                 length = value.trim().parse().unwrap_or(0);
             } else if name.eq_ignore_ascii_case("authorization") {
@@ -50,6 +54,7 @@ async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<Request> {
         method,
         path,
         authorization,
+        headers,
         body,
     })
 }

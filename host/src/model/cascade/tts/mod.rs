@@ -1,7 +1,12 @@
 //! Text to speech: the language model's answer in, as it streams sentence by sentence, audio
 //! out as soon as the service makes it.
 
+pub mod cartesia;
+pub mod elevenlabs;
 pub mod espeak;
+pub mod openai;
+mod socket_errors;
+mod whole_samples;
 
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
