@@ -44,6 +44,7 @@ mod openai_sip_bench;
 // Calls end to end: a phone, the host, an agent and a model.
 mod calls_audio;
 mod calls_bench;
+mod calls_cascade;
 mod calls_dtmf;
 mod calls_failures;
 mod calls_gemini;
@@ -53,6 +54,7 @@ mod calls_offline_speech;
 mod calls_openai;
 mod calls_sip;
 mod calls_transfer;
+mod cascade_bench;
 
 // Media.
 mod media_audio;

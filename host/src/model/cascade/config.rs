@@ -9,7 +9,8 @@
 //! [model.cascade]
 //! stt = "local"               # local | openai ([model.cascade.openai-stt]) | deepgram
 //! llm = "ollama"              # a name under [model.cascade.llms]
-//! tts = "espeak"              # espeak | openai | elevenlabs | cartesia
+//! tts = "espeak"              # espeak | openai ([model.cascade.openai-tts]) | elevenlabs |
+//!                             # cartesia
 //!
 //! [model.cascade.llms.ollama]
 //! base-url = "http://127.0.0.1:11434/v1"
@@ -28,6 +29,9 @@ use serde::Deserialize;
 use super::llm::LlmConfig;
 use super::stt::deepgram::DeepgramConfig;
 use super::stt::openai::OpenAiSttConfig;
+use super::tts::cartesia::CartesiaConfig;
+use super::tts::elevenlabs::ElevenLabsConfig;
+use super::tts::openai::OpenAiTtsConfig;
 use crate::model::OfflineConfig;
 
 /// The speech-to-text services.
@@ -62,6 +66,25 @@ pub enum TtsService {
     /// The local espeak-ng program.
     #[default]
     Espeak,
+    /// An OpenAI-compatible speech endpoint (`[model.cascade.openai-tts]`), a request a
+    /// sentence.
+    Openai,
+    /// ElevenLabs streaming (`[model.cascade.elevenlabs]`).
+    Elevenlabs,
+    /// Cartesia streaming (`[model.cascade.cartesia]`).
+    Cartesia,
+}
+
+impl TtsService {
+    /// The table of its settings, for errors.
+    fn table(self) -> Option<&'static str> {
+        match self {
+            TtsService::Espeak => None,
+            TtsService::Openai => Some("openai-tts"),
+            TtsService::Elevenlabs => Some("elevenlabs"),
+            TtsService::Cartesia => Some("cartesia"),
+        }
+    }
 }
 
 /// The three stages of one cascade.
@@ -102,6 +125,9 @@ pub struct CascadeConfig {
     pub local: OfflineConfig,
     pub openai_stt: Option<OpenAiSttConfig>,
     pub deepgram: Option<DeepgramConfig>,
+    pub openai_tts: Option<OpenAiTtsConfig>,
+    pub elevenlabs: Option<ElevenLabsConfig>,
+    pub cartesia: Option<CartesiaConfig>,
 }
 
 /// What `session-config.model` names a cascade with.
@@ -154,6 +180,15 @@ impl CascadeConfig {
             if let (false, Some(table)) = (stt_configured, profile.stt.table()) {
                 return Err(format!("{which} stt needs a [model.cascade.{table}] table"));
             }
+            let tts_configured = match profile.tts {
+                TtsService::Espeak => true,
+                TtsService::Openai => self.openai_tts.is_some(),
+                TtsService::Elevenlabs => self.elevenlabs.is_some(),
+                TtsService::Cartesia => self.cartesia.is_some(),
+            };
+            if let (false, Some(table)) = (tts_configured, profile.tts.table()) {
+                return Err(format!("{which} tts needs a [model.cascade.{table}] table"));
+            }
         }
         Ok(())
     }
@@ -198,6 +233,15 @@ mod tests {
             c.validate()
                 .unwrap_err()
                 .contains("[model.cascade.deepgram]")
+        );
+        let c: CascadeConfig = toml::from_str(
+            "llm = \"a\"\n[llms.a]\n[profiles.p]\nllm = \"a\"\ntts = \"cartesia\"\n",
+        )
+        .unwrap();
+        let err = c.validate().unwrap_err();
+        assert!(
+            err.contains("profiles.p] tts") && err.contains("cartesia"),
+            "{err}"
         );
     }
 }

@@ -32,7 +32,10 @@ use self::stt::SpeechToText;
 use self::stt::deepgram::DeepgramStt;
 use self::stt::openai::OpenAiStt;
 use self::tts::TextToSpeech;
+use self::tts::cartesia::CartesiaTts;
+use self::tts::elevenlabs::ElevenLabsTts;
 use self::tts::espeak::EspeakTts;
+use self::tts::openai::OpenAiTts;
 use super::espeak::Espeak;
 use super::listen::{Recognition, listen};
 use super::offline::DETECTOR_RUNTIME;
@@ -53,6 +56,9 @@ struct Shared {
     llms: BTreeMap<String, Arc<ChatClient>>,
     openai_stt: Option<Arc<OpenAiStt>>,
     deepgram: Option<Arc<DeepgramStt>>,
+    openai_tts: Option<Arc<OpenAiTts>>,
+    elevenlabs: Option<Arc<ElevenLabsTts>>,
+    cartesia: Option<Arc<CartesiaTts>>,
     espeak: Arc<Espeak>,
     recogniser: Arc<LazyRecogniser>,
 }
@@ -86,6 +92,21 @@ pub fn build(config: &CascadeConfig) -> Result<BTreeMap<String, Arc<CascadeProvi
             .deepgram
             .as_ref()
             .map(|c| Arc::new(DeepgramStt::new(c.clone()))),
+        openai_tts: match &config.openai_tts {
+            Some(c) => Some(Arc::new(
+                OpenAiTts::new(c.clone())
+                    .map_err(|e| format!("[model.cascade.openai-tts]: {e}"))?,
+            )),
+            None => None,
+        },
+        elevenlabs: config
+            .elevenlabs
+            .as_ref()
+            .map(|c| Arc::new(ElevenLabsTts::new(c.clone()))),
+        cartesia: config
+            .cartesia
+            .as_ref()
+            .map(|c| Arc::new(CartesiaTts::new(c.clone()))),
         local: Arc::new(local.clone()),
         llms,
     });
@@ -124,11 +145,15 @@ impl CascadeProvider {
             SttService::Openai => service(shared.openai_stt.clone().map(|s| s as _)),
             SttService::Deepgram => service(shared.deepgram.clone().map(|s| s as _)),
         };
+        let voice = |t: Option<Arc<dyn TextToSpeech>>| t.expect("validated");
         let tts: Arc<dyn TextToSpeech> = match profile.tts {
             TtsService::Espeak => Arc::new(EspeakTts::new(
                 shared.espeak.clone(),
                 shared.local.voice.clone(),
             )),
+            TtsService::Openai => voice(shared.openai_tts.clone().map(|t| t as _)),
+            TtsService::Elevenlabs => voice(shared.elevenlabs.clone().map(|t| t as _)),
+            TtsService::Cartesia => voice(shared.cartesia.clone().map(|t| t as _)),
         };
         let llm = shared.llms[&profile.llm].clone();
         CascadeProvider {

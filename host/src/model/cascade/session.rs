@@ -7,9 +7,10 @@
 //! stream and the synthesis at once. The call then says how much of the answer's audio the
 //! caller heard ([`Command::Truncate`]); the history keeps only the words heard, found by
 //! time: speech runs at an even pace of characters, so the characters heard are those of the
-//! answer in proportion to the audio played when its synthesis had finished, or at
-//! [`CHARS_PER_SECOND`] of the time played when it had not (the rest of the text had no audio
-//! yet); the cut falls back to the last whole word.
+//! answer in proportion to the audio played when its synthesis had finished, or at the voice's
+//! pace when it had not (the rest of the text had no audio yet): the pace measured on the
+//! session's finished answers, [`DEFAULT_CHARS_PER_SECOND`] before the first; the cut falls
+//! back to the last whole word.
 //!
 //! A failing stage is retried once where a retry can help (a language model request that
 //! failed before saying anything); otherwise the session ends with an error naming the stage,
@@ -41,9 +42,29 @@ const SPOKEN_KEPT: usize = 4;
 /// A language model answering with invalid tool arguments is told so and asked again this
 /// many times per caller turn; then the stage has failed.
 const TOOL_ARGUMENT_RETRIES: u32 = 2;
-/// Speaking pace assumed for an answer cut before its synthesis finished: about 165 words a
-/// minute.
-const CHARS_PER_SECOND: u64 = 15;
+/// Speaking pace assumed before a session has measured its voice's: about 165 words a minute.
+const DEFAULT_CHARS_PER_SECOND: f64 = 15.0;
+
+/// The voice's pace: characters of the session's finished answers and their audio.
+#[derive(Debug, Default, Clone, Copy)]
+struct Pace {
+    chars: u64,
+    ms: u64,
+}
+
+impl Pace {
+    fn add(&mut self, text: &str, ms: u64) {
+        self.chars += text.chars().count() as u64;
+        self.ms += ms;
+    }
+
+    fn chars_per_second(&self) -> f64 {
+        if self.ms == 0 {
+            return DEFAULT_CHARS_PER_SECOND;
+        }
+        self.chars as f64 * 1000.0 / self.ms as f64
+    }
+}
 
 /// The services a session uses, chosen by its profile.
 pub(super) struct Stages {
@@ -158,6 +179,7 @@ pub(super) struct Session {
     stt: Option<SttFeed>,
     answer: Option<Answer>,
     spoken: VecDeque<Spoken>,
+    pace: Pace,
     /// Words to say once the current answer ends.
     queued: VecDeque<String>,
     /// Tool calls handed to the agent and not answered yet.
@@ -234,6 +256,7 @@ impl Session {
             stt: opened.stt,
             answer: None,
             spoken: VecDeque::new(),
+            pace: Pace::default(),
             queued: VecDeque::new(),
             awaiting_tools: Vec::new(),
             bad_arguments: 0,
@@ -797,10 +820,12 @@ impl Session {
                 is_final: true,
             };
             alive = self.emit(transcript).await;
+            let audio_ms = self.output_format.duration_ms(answer.audio_bytes);
+            self.pace.add(&answer.text, audio_ms);
             self.keep_spoken(Spoken {
                 item_id: answer.item_id,
                 text: answer.text,
-                audio_ms: self.output_format.duration_ms(answer.audio_bytes),
+                audio_ms,
                 whole: true,
             });
         }
@@ -863,10 +888,12 @@ impl Session {
             return;
         };
         let heard_ms = audio_end_ms.min(spoken.audio_ms);
+        let pace = self.pace.chars_per_second();
         let heard = heard_words(
             &spoken.text,
             spoken.whole.then_some(spoken.audio_ms),
             heard_ms,
+            pace,
         );
         let audio_ms = spoken.audio_ms;
         tracing::debug!(item_id, audio_end_ms, audio_ms, %heard, "answer cut short");
@@ -882,7 +909,8 @@ impl Session {
         self.queued.clear();
         let audio_ms = self.output_format.duration_ms(answer.audio_bytes);
         let whole = answer.tts_done;
-        let voiced = heard_words(&answer.text, whole.then_some(audio_ms), audio_ms);
+        let pace = self.pace.chars_per_second();
+        let voiced = heard_words(&answer.text, whole.then_some(audio_ms), audio_ms, pace);
         if !voiced.is_empty() {
             self.history.agent(&answer.item_id, &voiced);
             self.keep_spoken(Spoken {
@@ -923,13 +951,13 @@ pub(super) fn stage_error(stage: &str, service: &str, error: &ProviderError) -> 
 
 /// The words of `text` the caller heard when `heard_ms` of its speech played: the characters
 /// in proportion to the time when all of `text` made `whole_ms` of audio, else at
-/// [`CHARS_PER_SECOND`]; cut back to the last whole word.
-fn heard_words(text: &str, whole_ms: Option<u64>, heard_ms: u64) -> String {
+/// `chars_per_second`; cut back to the last whole word.
+fn heard_words(text: &str, whole_ms: Option<u64>, heard_ms: u64, chars_per_second: f64) -> String {
     let chars = text.chars().count() as u64;
     let heard_chars = match whole_ms {
         Some(0) => 0,
         Some(whole_ms) => chars * heard_ms.min(whole_ms) / whole_ms,
-        None => (heard_ms * CHARS_PER_SECOND / 1000).min(chars),
+        None => ((heard_ms as f64 * chars_per_second / 1000.0) as u64).min(chars),
     };
     if heard_chars == chars {
         return text.to_string();
@@ -958,15 +986,24 @@ mod tests {
     #[test]
     fn heard_words_are_cut_in_proportion_to_time_at_a_word() {
         let text = "Your order shipped on Monday and arrives on Friday.";
-        assert_eq!(heard_words(text, Some(4000), 4000), text);
-        assert_eq!(heard_words(text, Some(4000), 9000), text);
-        assert_eq!(heard_words(text, Some(4000), 0), "");
+        assert_eq!(heard_words(text, Some(4000), 4000, 15.0), text);
+        assert_eq!(heard_words(text, Some(4000), 9000, 15.0), text);
+        assert_eq!(heard_words(text, Some(4000), 0, 15.0), "");
         // 1000 of 4000 ms: 12 of 51 characters, "Your order" ends at 10.
-        assert_eq!(heard_words(text, Some(4000), 1000), "Your order");
-        assert_eq!(heard_words(text, Some(4000), 2000), "Your order shipped on");
-        assert_eq!(heard_words(text, Some(0), 100), "");
-        // Synthesis unfinished: 15 characters a second, 1300 ms → 19 → "Your order shipped".
-        assert_eq!(heard_words(text, None, 1300), "Your order shipped");
-        assert_eq!(heard_words(text, None, 60_000), text);
+        assert_eq!(heard_words(text, Some(4000), 1000, 15.0), "Your order");
+        assert_eq!(
+            heard_words(text, Some(4000), 2000, 15.0),
+            "Your order shipped on"
+        );
+        assert_eq!(heard_words(text, Some(0), 100, 15.0), "");
+        // Synthesis unfinished: at 15 characters a second, 1300 ms → 19 → "Your order shipped";
+        // at 20, 1300 ms → 26 → "Your order shipped on".
+        assert_eq!(heard_words(text, None, 1300, 15.0), "Your order shipped");
+        assert_eq!(heard_words(text, None, 60_000, 15.0), text);
+        assert_eq!(heard_words(text, None, 1300, 20.0), "Your order shipped on");
+        let mut pace = Pace::default();
+        assert_eq!(pace.chars_per_second(), DEFAULT_CHARS_PER_SECOND);
+        pace.add("Thank you for calling.", 1100);
+        assert_eq!(pace.chars_per_second(), 20.0);
     }
 }
