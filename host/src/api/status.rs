@@ -163,12 +163,30 @@ mod tests {
             business-name = "Demo"
             [agent.menu.secrets]
             crm = "crm-secret"
+            [model.cascade.llms.groq]
+            base-url = "https://api.groq.com/openai/v1"
+            api-key = "gsk-live"
+            [model.cascade.deepgram]
+            api-key = "dg-live"
+            [model.cascade.cartesia]
+            api-key = "car-live"
+            voice-id = "v1"
             "#,
         )
         .unwrap();
         let v = masked_config(&table);
         let text = v.to_string();
-        for secret in ["sk-live", "t1", "t2", "trunkpw", "digestpw", "crm-secret"] {
+        for secret in [
+            "sk-live",
+            "t1",
+            "t2",
+            "trunkpw",
+            "digestpw",
+            "crm-secret",
+            "gsk-live",
+            "dg-live",
+            "car-live",
+        ] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
         }
         assert_eq!(v["model"]["api-key"], MASK);
@@ -178,5 +196,8 @@ mod tests {
         assert_eq!(v["sip"]["trunks"][0]["auth-user"], "acct");
         assert_eq!(v["agent"]["menu"]["config"]["business-name"], "Demo");
         assert_eq!(v["http"]["listen"], "127.0.0.1:8080");
+        let cascade = &v["model"]["cascade"];
+        assert_eq!(cascade["llms"]["groq"]["base-url"], "https://api.groq.com/openai/v1");
+        assert_eq!(cascade["cartesia"]["voice-id"], "v1");
     }
 }
