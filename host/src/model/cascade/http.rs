@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::model::ws::{kind_for_http_status, tls_config};
-use crate::model::{ErrorKind, ProviderError};
+use crate::model::{ErrorKind, OpenAiAuth, ProviderError, Secret};
 
 /// A client over the public roots plus the PEM certificates of `ca_file` (self-hosted
 /// endpoints with a private CA); connecting gives up after `connect_timeout`. Fails only on an
@@ -25,6 +25,19 @@ pub(super) fn client(
         .connect_timeout(connect_timeout)
         .build()
         .map_err(|e| ProviderError::new(ErrorKind::Local, None, e.to_string()))
+}
+
+/// `request` with the key in the header `auth` names; none without a key (local servers).
+pub(super) fn authorized(
+    request: reqwest::RequestBuilder,
+    key: Option<&Secret>,
+    auth: OpenAiAuth,
+) -> reqwest::RequestBuilder {
+    match (key, auth) {
+        (None, _) => request,
+        (Some(key), OpenAiAuth::Bearer) => request.bearer_auth(key.expose()),
+        (Some(key), OpenAiAuth::ApiKeyHeader) => request.header("api-key", key.expose()),
+    }
 }
 
 /// A failure below HTTP (refused, reset, TLS, a broken body), with its causes: reqwest's own

@@ -260,18 +260,15 @@ impl ChatClient {
         started: Instant,
     ) -> Result<FinishReason, ProviderError> {
         let model = self.config.model.as_str();
-        let mut request = self
-            .http
-            .post(&self.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .body(body.to_string());
-        if let Some(key) = &self.config.api_key {
-            request = match self.config.auth {
-                OpenAiAuth::Bearer => request.bearer_auth(key.expose()),
-                OpenAiAuth::ApiKeyHeader => request.header("api-key", key.expose()),
-            };
-        }
+        let request = http::authorized(
+            self.http
+                .post(&self.url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(reqwest::header::ACCEPT, "text/event-stream")
+                .body(body.to_string()),
+            self.config.api_key.as_ref(),
+            self.config.auth,
+        );
         let connect = Duration::from_millis(self.config.connect_timeout_ms);
         let stall = Duration::from_millis(self.config.stall_timeout_ms);
         let response = tokio::time::timeout(connect, request.send())

@@ -323,13 +323,11 @@ impl Request {
             "{}/audio/transcriptions",
             config.base_url.trim_end_matches('/')
         );
-        let mut post = self.http.post(&url).multipart(form);
-        if let Some(key) = &config.api_key {
-            post = match config.auth {
-                OpenAiAuth::Bearer => post.bearer_auth(key.expose()),
-                OpenAiAuth::ApiKeyHeader => post.header("api-key", key.expose()),
-            };
-        }
+        let post = http::authorized(
+            self.http.post(&url).multipart(form),
+            config.api_key.as_ref(),
+            config.auth,
+        );
         debug!(stt = NAME, seconds, "sending a turn");
         let response = post.send().await.map_err(|e| http::transport_error(&e))?;
         if !response.status().is_success() {

@@ -243,17 +243,15 @@ fn start_piece(shared: &Shared, voice: &str, text: String) -> Piece {
         body["speed"] = json!(speed);
     }
     let url = format!("{}/audio/speech", config.base_url.trim_end_matches('/'));
-    let mut request = shared
-        .http
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body.to_string());
-    if let Some(key) = &config.api_key {
-        request = match config.auth {
-            OpenAiAuth::Bearer => request.bearer_auth(key.expose()),
-            OpenAiAuth::ApiKeyHeader => request.header("api-key", key.expose()),
-        };
-    }
+    let request = http::authorized(
+        shared
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string()),
+        config.api_key.as_ref(),
+        config.auth,
+    );
     let (tx, audio) = mpsc::channel(PIECE_CHUNKS);
     let timeouts = (
         Duration::from_millis(config.timeout_ms),
