@@ -42,14 +42,14 @@ pub(super) fn authorized(
 
 /// A failure below HTTP (refused, reset, TLS, a broken body), with its causes: reqwest's own
 /// message hides them.
-pub(super) fn transport_error(error: &reqwest::Error) -> ProviderError {
+pub(super) fn transport_error(error: reqwest::Error) -> ProviderError {
     let kind = if error.is_timeout() {
         ErrorKind::Timeout
     } else {
         ErrorKind::Server
     };
     let mut message = error.to_string();
-    let mut cause = std::error::Error::source(error);
+    let mut cause = std::error::Error::source(&error);
     while let Some(c) = cause {
         message.push_str(": ");
         message.push_str(&c.to_string());

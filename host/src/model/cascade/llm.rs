@@ -274,7 +274,7 @@ impl ChatClient {
         let response = tokio::time::timeout(connect, request.send())
             .await
             .map_err(|_| http::timed_out("no response headers", connect))?
-            .map_err(|e| http::transport_error(&e))?;
+            .map_err(http::transport_error)?;
         let status = response.status().as_u16();
         tracing::debug!(model, status, "completion response");
         if !response.status().is_success() {
@@ -289,7 +289,7 @@ impl ChatClient {
                 Err(_) => return Err(http::timed_out("no data", stall)),
                 Ok(None) => break,
                 Ok(Some(Err(e))) => {
-                    let mut error = http::transport_error(&e);
+                    let mut error = http::transport_error(e);
                     error.message = format!("the stream broke: {}", error.message);
                     return Err(error);
                 }

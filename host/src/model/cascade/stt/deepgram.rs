@@ -34,6 +34,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tracing::{debug, warn};
 
 use super::{SpeechToText, SttEvent, SttInput, SttStream};
+use crate::model::cascade::http;
 use crate::model::ws::{self, Socket};
 use crate::model::{AudioFormat, CHANNEL_CAPACITY, CloseReason, ErrorKind, ProviderError, Secret};
 
@@ -387,10 +388,9 @@ impl Stream {
                 None,
                 format!("sending to {NAME}: {e}"),
             )),
-            Err(_) => Err(ProviderError::new(
-                ErrorKind::Timeout,
-                None,
-                format!("{NAME} took no data for {} ms", self.io_timeout.as_millis()),
+            Err(_) => Err(http::timed_out(
+                &format!("{NAME} took no data"),
+                self.io_timeout,
             )),
         }
     }

@@ -329,7 +329,7 @@ impl Request {
             config.auth,
         );
         debug!(stt = NAME, seconds, "sending a turn");
-        let response = post.send().await.map_err(|e| http::transport_error(&e))?;
+        let response = post.send().await.map_err(http::transport_error)?;
         if !response.status().is_success() {
             // The turn's whole request is bounded by `timeout-ms` already.
             let wait = Duration::from_millis(config.timeout_ms);
@@ -344,10 +344,7 @@ impl Request {
         let (text, usage) = if is_sse {
             read_sse(response, events).await?
         } else {
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| http::transport_error(&e))?;
+            let body = response.bytes().await.map_err(http::transport_error)?;
             let reply: Transcription = serde_json::from_slice(&body).map_err(protocol_error)?;
             (reply.text, reply.usage)
         };
@@ -374,7 +371,7 @@ async fn read_sse(
     let mut sse = SseReader::default();
     let mut so_far = String::new();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| http::transport_error(&e))?;
+        let chunk = chunk.map_err(http::transport_error)?;
         for data in sse.push(&chunk) {
             let SseEvent::Data(data) = data else {
                 continue;

@@ -280,7 +280,7 @@ async fn stream_body(
     let mut response = tokio::time::timeout_at(deadline, request.send())
         .await
         .map_err(|_| timed_out(first_byte))?
-        .map_err(|e| http::transport_error(&e))?;
+        .map_err(http::transport_error)?;
     if !response.status().is_success() {
         return Err(http::error_answer(response, stall).await);
     }
@@ -289,7 +289,7 @@ async fn stream_body(
         let chunk = tokio::time::timeout_at(deadline, response.chunk())
             .await
             .map_err(|_| timed_out(limit))?
-            .map_err(|e| http::transport_error(&e))?;
+            .map_err(http::transport_error)?;
         let Some(chunk) = chunk else { return Ok(()) };
         if tx.send(Ok(chunk.to_vec())).await.is_err() {
             return Ok(());
