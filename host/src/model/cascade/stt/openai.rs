@@ -372,8 +372,9 @@ async fn read_sse(
     let mut so_far = String::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(http::transport_error)?;
-        for data in sse.push(&chunk) {
-            let SseEvent::Data(data) = data else {
+        for event in sse.push(&chunk) {
+            // `transcript.text.done` ends the reply; a `[DONE]` some servers add says no more.
+            let SseEvent::Data(data) = event else {
                 continue;
             };
             let event: StreamEvent = serde_json::from_str(&data).map_err(protocol_error)?;
