@@ -137,6 +137,25 @@ pub(crate) async fn connect(
     }
 }
 
+/// A failed [`connect`] as the typed error a stream reports, for clients that open their
+/// socket per stream (the cascade's services) rather than per session.
+pub(crate) fn connect_failed(error: ConnectError) -> ProviderError {
+    match error {
+        // The handshake's HTTP status is already classified (401/403 Auth, 429, 4xx, 5xx).
+        ConnectError::Rejected { error, .. } => error,
+        ConnectError::Timeout { timeout_ms, .. } => ProviderError::new(
+            ErrorKind::Timeout,
+            None,
+            format!("no WebSocket within {timeout_ms} ms"),
+        ),
+        ConnectError::InvalidUrl { .. } | ConnectError::InvalidCaFile { .. } => {
+            ProviderError::new(ErrorKind::InvalidRequest, None, error.to_string())
+        }
+        // Refused, reset, TLS: the service could not be reached.
+        other => ProviderError::new(ErrorKind::Server, None, other.to_string()),
+    }
+}
+
 /// The error kind an HTTP error status stands for.
 pub(crate) fn kind_for_http_status(status: u16) -> ErrorKind {
     match status {
@@ -219,6 +238,26 @@ mod tests {
             panic!()
         };
         assert_eq!(e.kind, ErrorKind::Server);
+    }
+
+    #[test]
+    fn connect_failures_are_typed() {
+        let rejected = ProviderError::new(ErrorKind::Auth, Some("401".into()), "bad key");
+        let error = connect_failed(ConnectError::Rejected {
+            provider: "p",
+            error: rejected.clone(),
+        });
+        assert_eq!(error, rejected);
+        let error = connect_failed(ConnectError::Timeout {
+            provider: "p",
+            timeout_ms: 250,
+        });
+        assert_eq!(
+            (error.kind, error.message.as_str()),
+            (ErrorKind::Timeout, "no WebSocket within 250 ms")
+        );
+        let error = connect_failed(tls_config(Some(Path::new("/nonexistent/ca.pem"))).unwrap_err());
+        assert_eq!(error.kind, ErrorKind::InvalidRequest);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::model::ws::{kind_for_http_status, tls_config};
+use super::http::{self, SseEvent, SseReader, WireError};
 use crate::model::{ErrorKind, OpenAiAuth, ProviderError, Secret, ToolSpec};
 
 fn default_base_url() -> String {
@@ -196,12 +196,10 @@ pub struct ChatClient {
 impl ChatClient {
     /// A client over the configured roots (public ones plus `ca-file`).
     pub fn new(config: LlmConfig) -> Result<ChatClient, ProviderError> {
-        let tls = tls_config(config.ca_file.as_deref())
-            .map_err(|e| ProviderError::new(ErrorKind::InvalidRequest, None, e.to_string()))?;
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(rustls::ClientConfig::clone(&tls))
-            .build()
-            .map_err(|e| ProviderError::new(ErrorKind::Local, None, e.to_string()))?;
+        let http = http::client(
+            config.ca_file.as_deref(),
+            Duration::from_millis(config.connect_timeout_ms),
+        )?;
         let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
         Ok(ChatClient {
             config: Arc::new(config),
@@ -262,33 +260,25 @@ impl ChatClient {
         started: Instant,
     ) -> Result<FinishReason, ProviderError> {
         let model = self.config.model.as_str();
-        let mut request = self
-            .http
-            .post(&self.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .body(body.to_string());
-        if let Some(key) = &self.config.api_key {
-            request = match self.config.auth {
-                OpenAiAuth::Bearer => request.bearer_auth(key.expose()),
-                OpenAiAuth::ApiKeyHeader => request.header("api-key", key.expose()),
-            };
-        }
+        let request = http::authorized(
+            self.http
+                .post(&self.url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(reqwest::header::ACCEPT, "text/event-stream")
+                .body(body.to_string()),
+            self.config.api_key.as_ref(),
+            self.config.auth,
+        );
         let connect = Duration::from_millis(self.config.connect_timeout_ms);
         let stall = Duration::from_millis(self.config.stall_timeout_ms);
         let response = tokio::time::timeout(connect, request.send())
             .await
-            .map_err(|_| timeout("no response headers", connect))?
-            .map_err(|e| ProviderError::new(ErrorKind::Server, None, error_chain(&e)))?;
+            .map_err(|_| http::timed_out("no response headers", connect))?
+            .map_err(http::transport_error)?;
         let status = response.status().as_u16();
         tracing::debug!(model, status, "completion response");
         if !response.status().is_success() {
-            let body = tokio::time::timeout(stall, response.text())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
-            return Err(http_error(status, &body));
+            return Err(http::error_answer(response, stall).await);
         }
 
         let mut body = response.bytes_stream();
@@ -296,27 +286,28 @@ impl ChatClient {
         let mut completion = Completion::default();
         loop {
             let bytes = match tokio::time::timeout(stall, body.next()).await {
-                Err(_) => return Err(timeout("no data", stall)),
+                Err(_) => return Err(http::timed_out("no data", stall)),
                 Ok(None) => break,
                 Ok(Some(Err(e))) => {
-                    return Err(ProviderError::new(
-                        ErrorKind::Server,
-                        None,
-                        format!("the stream broke: {}", error_chain(&e)),
-                    ));
+                    let mut error = http::transport_error(e);
+                    error.message = format!("the stream broke: {}", error.message);
+                    return Err(error);
                 }
                 Ok(Some(Ok(bytes))) => bytes,
             };
-            for data in sse.push(&bytes) {
-                if data == "[DONE]" {
-                    let reason = completion.finish(events).await?;
-                    // Read the body's end too (for at most the stall timeout), so the
-                    // connection goes back to the pool and the next turn skips the TCP and TLS
-                    // handshakes.
-                    let rest = async { while let Some(Ok(_)) = body.next().await {} };
-                    let _ = tokio::time::timeout(stall, rest).await;
-                    return Ok(reason);
-                }
+            for event in sse.push(&bytes) {
+                let data = match event {
+                    SseEvent::Data(data) => data,
+                    SseEvent::Done => {
+                        let reason = completion.finish(events).await?;
+                        // Read the body's end too (for at most the stall timeout), so the
+                        // connection goes back to the pool and the next turn skips the TCP and
+                        // TLS handshakes.
+                        let rest = async { while let Some(Ok(_)) = body.next().await {} };
+                        let _ = tokio::time::timeout(stall, rest).await;
+                        return Ok(reason);
+                    }
+                };
                 let generating = completion.generating;
                 let ready = completion.apply(&data)?;
                 if completion.generating && !generating {
@@ -364,98 +355,6 @@ fn request_body(config: &LlmConfig, messages: &[Message], tools: &[ToolSpec]) ->
         body["temperature"] = json!(temperature);
     }
     body
-}
-
-fn timeout(what: &str, after: Duration) -> ProviderError {
-    ProviderError::new(
-        ErrorKind::Timeout,
-        None,
-        format!("{what} within {} ms", after.as_millis()),
-    )
-}
-
-/// The error and its causes, as reqwest's own message hides the cause (refused, reset).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// `{"error": {"message", "type", "param", "code"}}` (§5.1).
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: WireError,
-}
-
-#[derive(Deserialize)]
-struct WireError {
-    #[serde(default)]
-    message: String,
-    #[serde(default, rename = "type")]
-    kind: Option<String>,
-    #[serde(default)]
-    code: Option<Value>,
-}
-
-/// A non-2xx answer as a typed error: the kind by status, the HTTP status as code, the
-/// provider's message (or the body as sent, when it is not the error JSON).
-fn http_error(status: u16, body: &str) -> ProviderError {
-    let message = match serde_json::from_str::<ErrorBody>(body) {
-        Ok(ErrorBody { error }) => {
-            tracing::debug!(status, kind = ?error.kind, code = ?error.code, "provider error");
-            error.message
-        }
-        Err(_) if body.trim().is_empty() => format!("HTTP {status}"),
-        Err(_) => body.trim().to_string(),
-    };
-    ProviderError::new(
-        kind_for_http_status(status),
-        Some(status.to_string()),
-        message,
-    )
-}
-
-/// Splits a byte stream into server-sent events' `data` (several `data:` lines of one event
-/// joined by `\n`). Events may be cut anywhere by TCP reads; lines end in `\n` or `\r\n`;
-/// comment lines (`: keep-alive`) and the other fields (`event:`, `id:`, `retry:`) are skipped.
-#[derive(Default)]
-struct SseReader {
-    pending: Vec<u8>,
-    data: Option<String>,
-}
-
-impl SseReader {
-    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
-        self.pending.extend_from_slice(bytes);
-        let mut complete = Vec::new();
-        let mut start = 0;
-        while let Some(end) = self.pending[start..].iter().position(|&b| b == b'\n') {
-            let line = &self.pending[start..start + end];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            // Whole lines only, so a UTF-8 sequence is never cut here.
-            let line = String::from_utf8_lossy(line);
-            if line.is_empty() {
-                complete.extend(self.data.take());
-            } else if let Some(value) = line.strip_prefix("data:") {
-                let value = value.strip_prefix(' ').unwrap_or(value);
-                match &mut self.data {
-                    Some(data) => {
-                        data.push('\n');
-                        data.push_str(value);
-                    }
-                    None => self.data = Some(value.to_string()),
-                }
-            }
-            start += end + 1;
-        }
-        self.pending.drain(..start);
-        complete
-    }
 }
 
 /// One chunk (`chat.completion.chunk`); only what the client uses, any other field ignored
@@ -551,11 +450,11 @@ impl Completion {
             )
         })?;
         if let Some(error) = chunk.error {
-            let code = error.code.map(|code| match code {
-                Value::String(code) => code,
-                other => other.to_string(),
-            });
-            return Err(ProviderError::new(ErrorKind::Server, code, error.message));
+            return Err(ProviderError::new(
+                ErrorKind::Server,
+                error.code_text(),
+                error.message,
+            ));
         }
         if let Some(usage) = chunk.usage.or(chunk.x_groq.and_then(|groq| groq.usage)) {
             self.usage = Some(LlmUsage {
@@ -650,17 +549,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sse_events_survive_any_split_crlf_and_comments() {
-        let stream = ": keep-alive\r\n\r\ndata: {\"a\":1}\r\n\r\nevent: x\ndata: one\ndata: two\n\ndata: [DONE]\n\n";
-        for cut in 0..stream.len() {
-            let mut reader = SseReader::default();
-            let mut got = reader.push(&stream.as_bytes()[..cut]);
-            got.extend(reader.push(&stream.as_bytes()[cut..]));
-            assert_eq!(got, ["{\"a\":1}", "one\ntwo", "[DONE]"], "cut at {cut}");
-        }
-    }
-
-    #[test]
     fn groq_usage_and_cached_tokens_are_read() {
         let mut completion = Completion::default();
         let groq = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],
@@ -710,20 +598,6 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.kind, ErrorKind::Server);
         assert_eq!(error.message, "overloaded");
-    }
-
-    #[test]
-    fn http_errors_keep_the_providers_message() {
-        let e = http_error(
-            429,
-            r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#,
-        );
-        assert_eq!(
-            (e.kind, e.code.as_deref(), e.message.as_str()),
-            (ErrorKind::RateLimited, Some("429"), "Rate limit reached")
-        );
-        assert_eq!(http_error(502, "Bad gateway\n").message, "Bad gateway");
-        assert_eq!(http_error(503, "").kind, ErrorKind::Server);
     }
 
     #[test]

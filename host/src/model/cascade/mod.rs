@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod history;
+mod http;
 pub mod llm;
 pub mod sentences;
 mod session;

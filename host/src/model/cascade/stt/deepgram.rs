@@ -34,10 +34,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tracing::{debug, warn};
 
 use super::{SpeechToText, SttEvent, SttInput, SttStream};
+use crate::model::cascade::http;
 use crate::model::ws::{self, Socket};
-use crate::model::{
-    AudioFormat, CHANNEL_CAPACITY, CloseReason, ConnectError, ErrorKind, ProviderError, Secret,
-};
+use crate::model::{AudioFormat, CHANNEL_CAPACITY, CloseReason, ErrorKind, ProviderError, Secret};
 
 const NAME: &str = "deepgram";
 
@@ -188,7 +187,7 @@ impl SpeechToText for DeepgramStt {
                 Duration::from_millis(self.config.connect_timeout_ms),
             )
             .await
-            .map_err(connect_failure)?;
+            .map_err(ws::connect_failed)?;
             let (input, input_rx) = mpsc::channel(CHANNEL_CAPACITY);
             let (events_tx, events) = mpsc::channel(CHANNEL_CAPACITY);
             let stream = Stream {
@@ -205,19 +204,6 @@ impl SpeechToText for DeepgramStt {
             tokio::spawn(stream.run());
             Ok(SttStream { input, events })
         })
-    }
-}
-
-fn connect_failure(error: ConnectError) -> ProviderError {
-    match error {
-        ConnectError::Rejected { error, .. } => error,
-        ConnectError::Timeout { .. } => {
-            ProviderError::new(ErrorKind::Timeout, None, error.to_string())
-        }
-        ConnectError::InvalidUrl { .. } | ConnectError::InvalidCaFile { .. } => {
-            ProviderError::new(ErrorKind::InvalidRequest, None, error.to_string())
-        }
-        other => ProviderError::new(ErrorKind::Server, None, other.to_string()),
     }
 }
 
@@ -402,10 +388,9 @@ impl Stream {
                 None,
                 format!("sending to {NAME}: {e}"),
             )),
-            Err(_) => Err(ProviderError::new(
-                ErrorKind::Timeout,
-                None,
-                format!("{NAME} took no data for {} ms", self.io_timeout.as_millis()),
+            Err(_) => Err(http::timed_out(
+                &format!("{NAME} took no data"),
+                self.io_timeout,
             )),
         }
     }

@@ -31,9 +31,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::{SpeechToText, SttEvent, SttInput, SttStream};
-use crate::model::{
-    AudioFormat, CHANNEL_CAPACITY, ErrorKind, OpenAiAuth, ProviderError, Secret, ws,
-};
+use crate::model::cascade::http::{self, SseEvent, SseReader};
+use crate::model::{AudioFormat, CHANNEL_CAPACITY, ErrorKind, OpenAiAuth, ProviderError, Secret};
 
 const NAME: &str = "openai";
 
@@ -106,12 +105,10 @@ pub struct OpenAiStt {
 impl OpenAiStt {
     /// A client over the public roots plus `ca-file`; fails only on an unreadable `ca-file`.
     pub fn new(config: OpenAiSttConfig) -> Result<Self, ProviderError> {
-        let tls = ws::tls_config(config.ca_file.as_deref())
-            .map_err(|e| ProviderError::new(ErrorKind::InvalidRequest, None, e.to_string()))?;
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(rustls::ClientConfig::clone(&tls))
-            .build()
-            .map_err(|e| ProviderError::new(ErrorKind::Local, None, e.to_string()))?;
+        let http = http::client(
+            config.ca_file.as_deref(),
+            Duration::from_millis(config.timeout_ms),
+        )?;
         Ok(Self { config, http })
     }
 }
@@ -251,14 +248,7 @@ async fn transcribe_turn(
     let error = match outcome {
         Ok(Ok(())) => return,
         Ok(Err(error)) => error,
-        Err(_) => ProviderError::new(
-            ErrorKind::Timeout,
-            None,
-            format!(
-                "transcription took longer than {} ms",
-                request.config.timeout_ms
-            ),
-        ),
+        Err(_) => http::timed_out("no transcription", timeout),
     };
     warn!(stt = NAME, kind = ?error.kind, code = ?error.code, message = %error.message, "transcription failed");
     let _ = events.send(SttEvent::Failed(error));
@@ -303,16 +293,6 @@ struct StreamEvent {
     usage: Option<Usage>,
 }
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    message: String,
-}
-
 impl Request {
     async fn send(
         &self,
@@ -343,26 +323,17 @@ impl Request {
             "{}/audio/transcriptions",
             config.base_url.trim_end_matches('/')
         );
-        let mut post = self.http.post(&url).multipart(form);
-        if let Some(key) = &config.api_key {
-            post = match config.auth {
-                OpenAiAuth::Bearer => post.bearer_auth(key.expose()),
-                OpenAiAuth::ApiKeyHeader => post.header("api-key", key.expose()),
-            };
-        }
+        let post = http::authorized(
+            self.http.post(&url).multipart(form),
+            config.api_key.as_ref(),
+            config.auth,
+        );
         debug!(stt = NAME, seconds, "sending a turn");
-        let response = post.send().await.map_err(transport_error)?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            let message = serde_json::from_str::<ErrorBody>(&body)
-                .map(|b| b.error.message)
-                .unwrap_or(body);
-            return Err(ProviderError::new(
-                ws::kind_for_http_status(status.as_u16()),
-                Some(status.as_u16().to_string()),
-                message,
-            ));
+        let response = post.send().await.map_err(http::transport_error)?;
+        if !response.status().is_success() {
+            // The turn's whole request is bounded by `timeout-ms` already.
+            let wait = Duration::from_millis(config.timeout_ms);
+            return Err(http::error_answer(response, wait).await);
         }
         let is_sse = response
             .headers()
@@ -373,7 +344,7 @@ impl Request {
         let (text, usage) = if is_sse {
             read_sse(response, events).await?
         } else {
-            let body = response.bytes().await.map_err(transport_error)?;
+            let body = response.bytes().await.map_err(http::transport_error)?;
             let reply: Transcription = serde_json::from_slice(&body).map_err(protocol_error)?;
             (reply.text, reply.usage)
         };
@@ -397,29 +368,25 @@ async fn read_sse(
     events: &mpsc::UnboundedSender<SttEvent>,
 ) -> Result<(String, Option<Usage>), ProviderError> {
     let mut body = response.bytes_stream();
-    let mut buffer = Vec::new();
+    let mut sse = SseReader::default();
     let mut so_far = String::new();
     while let Some(chunk) = body.next().await {
-        buffer.extend_from_slice(&chunk.map_err(transport_error)?);
-        while let Some(end) = find_event_end(&buffer) {
-            let block: Vec<u8> = buffer.drain(..end).collect();
-            let block = String::from_utf8_lossy(&block);
-            for data in block.lines().filter_map(|l| l.strip_prefix("data:")) {
-                let data = data.trim();
-                if data == "[DONE]" {
-                    continue;
+        let chunk = chunk.map_err(http::transport_error)?;
+        for event in sse.push(&chunk) {
+            // `transcript.text.done` ends the reply; a `[DONE]` some servers add says no more.
+            let SseEvent::Data(data) = event else {
+                continue;
+            };
+            let event: StreamEvent = serde_json::from_str(&data).map_err(protocol_error)?;
+            match event.kind.as_str() {
+                "transcript.text.delta" => {
+                    so_far.push_str(event.delta.as_deref().unwrap_or_default());
+                    let _ = events.send(SttEvent::Interim(so_far.trim().to_string()));
                 }
-                let event: StreamEvent = serde_json::from_str(data).map_err(protocol_error)?;
-                match event.kind.as_str() {
-                    "transcript.text.delta" => {
-                        so_far.push_str(event.delta.as_deref().unwrap_or_default());
-                        let _ = events.send(SttEvent::Interim(so_far.trim().to_string()));
-                    }
-                    "transcript.text.done" => {
-                        return Ok((event.text.unwrap_or(so_far), event.usage));
-                    }
-                    other => debug!(stt = NAME, event = other, "ignored transcription event"),
+                "transcript.text.done" => {
+                    return Ok((event.text.unwrap_or(so_far), event.usage));
                 }
+                other => debug!(stt = NAME, event = other, "ignored transcription event"),
             }
         }
     }
@@ -428,19 +395,6 @@ async fn read_sse(
         None,
         "the transcription stream ended before transcript.text.done",
     ))
-}
-
-/// End (past the blank line) of the first complete SSE event in `buffer`.
-fn find_event_end(buffer: &[u8]) -> Option<usize> {
-    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    let crlf = buffer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
 }
 
 /// Mono PCM16 little-endian `pcm` at `rate` as a WAV file.
@@ -460,23 +414,6 @@ fn wav(rate: u32, pcm: &[u8]) -> Vec<u8> {
     }
     writer.finalize().expect("WAV into memory");
     out.into_inner()
-}
-
-/// A failure below HTTP, with its causes (reqwest's own message hides them: a refused
-/// connection, an untrusted certificate).
-fn transport_error(error: reqwest::Error) -> ProviderError {
-    let kind = if error.is_timeout() {
-        ErrorKind::Timeout
-    } else {
-        ErrorKind::Server
-    };
-    let mut message = error.to_string();
-    let mut cause = std::error::Error::source(&error);
-    while let Some(c) = cause {
-        message = format!("{message}: {c}");
-        cause = c.source();
-    }
-    ProviderError::new(kind, None, message)
 }
 
 fn protocol_error(error: serde_json::Error) -> ProviderError {
@@ -506,13 +443,6 @@ mod tests {
         assert_eq!(reader.spec().channels, 1);
         let samples: Vec<i16> = reader.into_samples().map(Result::unwrap).collect();
         assert_eq!(samples, [1, -2, 300]);
-    }
-
-    #[test]
-    fn sse_events_end_at_a_blank_line() {
-        assert_eq!(find_event_end(b"data: {}\n\ndata: x"), Some(10));
-        assert_eq!(find_event_end(b"data: {}\r\n\r\n"), Some(12));
-        assert_eq!(find_event_end(b"data: {}\n"), None);
     }
 
     #[test]

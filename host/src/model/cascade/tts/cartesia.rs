@@ -32,9 +32,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::socket_errors::{connect_failed, stalled};
 use super::whole_samples::WholeSamples;
 use super::{TextToSpeech, TtsEvent, TtsInput, TtsStream};
+use crate::model::cascade::http;
 use crate::model::ws::{self, Socket};
 use crate::model::{AudioFormat, CHANNEL_CAPACITY, ErrorKind, ProviderError, Secret};
 
@@ -144,7 +144,7 @@ impl CartesiaTts {
             Duration::from_millis(self.config.connect_timeout_ms),
         )
         .await
-        .map_err(connect_failed)?;
+        .map_err(ws::connect_failed)?;
         tracing::debug!(service = NAME, "socket open");
         let connection = Connection::start(connected);
         let routes = connection
@@ -407,7 +407,7 @@ async fn run(
         tokio::select! {
             _ = events.closed() => return Outcome::Cancelled,
             _ = tokio::time::sleep_until(deadline), if audio_due => {
-                return Outcome::Failed(stalled(stall.as_millis() as u64));
+                return Outcome::Failed(http::timed_out("no audio from the service", stall));
             }
             next = input.recv(), if !ended => {
                 let request = match next {

@@ -26,9 +26,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message, protocol::CloseFrame};
 
-use super::socket_errors::{connect_failed, stalled};
 use super::whole_samples::WholeSamples;
 use super::{TextToSpeech, TtsEvent, TtsInput, TtsStream};
+use crate::model::cascade::http;
 use crate::model::ws::{self, Socket};
 use crate::model::{AudioFormat, CHANNEL_CAPACITY, ErrorKind, ProviderError, Secret};
 
@@ -153,7 +153,7 @@ impl TextToSpeech for ElevenLabsTts {
                 Duration::from_millis(self.config.connect_timeout_ms),
             )
             .await
-            .map_err(connect_failed)?;
+            .map_err(ws::connect_failed)?;
             send(&mut socket, json!({"text": " "}))
                 .await
                 .map_err(|e| ProviderError::new(ErrorKind::Server, None, e.to_string()))?;
@@ -221,7 +221,7 @@ async fn run(
         tokio::select! {
             _ = events.closed() => return Outcome::Cancelled,
             _ = tokio::time::sleep_until(deadline), if audio_due => {
-                return Outcome::Failed(stalled(stall.as_millis() as u64));
+                return Outcome::Failed(http::timed_out("no audio from the service", stall));
             }
             next = input.recv(), if !ended => {
                 let packet = match next {

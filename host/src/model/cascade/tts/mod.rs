@@ -5,7 +5,6 @@ pub mod cartesia;
 pub mod elevenlabs;
 pub mod espeak;
 pub mod openai;
-mod socket_errors;
 mod whole_samples;
 
 use futures_util::future::BoxFuture;

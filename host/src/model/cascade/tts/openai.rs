@@ -11,17 +11,15 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::whole_samples::WholeSamples;
 use super::{TextToSpeech, TtsEvent, TtsInput, TtsStream};
-use crate::model::ws::{kind_for_http_status, tls_config};
-use crate::model::{
-    AudioFormat, CHANNEL_CAPACITY, ConnectError, ErrorKind, OpenAiAuth, ProviderError, Secret,
-};
+use crate::model::cascade::http;
+use crate::model::{AudioFormat, CHANNEL_CAPACITY, ErrorKind, OpenAiAuth, ProviderError, Secret};
 
 const NAME: &str = "openai";
 
@@ -111,14 +109,12 @@ struct Shared {
 }
 
 impl OpenAiTts {
-    /// Fails only on an unusable `ca-file`.
-    pub fn new(config: OpenAiTtsConfig) -> Result<Self, ConnectError> {
-        let tls = tls_config(config.ca_file.as_deref())?;
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls((*tls).clone())
-            .connect_timeout(Duration::from_millis(config.timeout_ms))
-            .build()
-            .expect("reqwest takes a rustls client configuration");
+    /// A client over the public roots plus `ca-file`; fails only on an unusable `ca-file`.
+    pub fn new(config: OpenAiTtsConfig) -> Result<Self, ProviderError> {
+        let http = http::client(
+            config.ca_file.as_deref(),
+            Duration::from_millis(config.timeout_ms),
+        )?;
         Ok(Self {
             shared: Arc::new(Shared { config, http }),
         })
@@ -247,17 +243,15 @@ fn start_piece(shared: &Shared, voice: &str, text: String) -> Piece {
         body["speed"] = json!(speed);
     }
     let url = format!("{}/audio/speech", config.base_url.trim_end_matches('/'));
-    let mut request = shared
-        .http
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body.to_string());
-    if let Some(key) = &config.api_key {
-        request = match config.auth {
-            OpenAiAuth::Bearer => request.bearer_auth(key.expose()),
-            OpenAiAuth::ApiKeyHeader => request.header("api-key", key.expose()),
-        };
-    }
+    let request = http::authorized(
+        shared
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string()),
+        config.api_key.as_ref(),
+        config.auth,
+    );
     let (tx, audio) = mpsc::channel(PIECE_CHUNKS);
     let timeouts = (
         Duration::from_millis(config.timeout_ms),
@@ -281,64 +275,27 @@ async fn stream_body(
     (first_byte, stall): (Duration, Duration),
     tx: &mpsc::Sender<Result<Vec<u8>, ProviderError>>,
 ) -> Result<(), ProviderError> {
-    let timed_out = |limit: Duration| {
-        ProviderError::new(
-            ErrorKind::Timeout,
-            None,
-            format!("no audio within {} ms", limit.as_millis()),
-        )
-    };
+    let timed_out = |limit: Duration| http::timed_out("no audio", limit);
     let mut deadline = Instant::now() + first_byte;
     let mut response = tokio::time::timeout_at(deadline, request.send())
         .await
         .map_err(|_| timed_out(first_byte))?
-        .map_err(request_failed)?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = tokio::time::timeout(stall, response.bytes())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
-        return Err(http_error(status.as_u16(), &body));
+        .map_err(http::transport_error)?;
+    if !response.status().is_success() {
+        return Err(http::error_answer(response, stall).await);
     }
     let mut limit = first_byte;
     loop {
         let chunk = tokio::time::timeout_at(deadline, response.chunk())
             .await
             .map_err(|_| timed_out(limit))?
-            .map_err(request_failed)?;
+            .map_err(http::transport_error)?;
         let Some(chunk) = chunk else { return Ok(()) };
         if tx.send(Ok(chunk.to_vec())).await.is_err() {
             return Ok(());
         }
         (deadline, limit) = (Instant::now() + stall, stall);
     }
-}
-
-fn request_failed(error: reqwest::Error) -> ProviderError {
-    let kind = if error.is_timeout() {
-        ErrorKind::Timeout
-    } else if error.is_connect() {
-        ErrorKind::Server
-    } else {
-        ErrorKind::Protocol
-    };
-    ProviderError::new(kind, None, error.to_string())
-}
-
-/// An error answer: `{"error": {"message", "type", "param", "code"}}` (protocols.md §5.1), or
-/// whatever text a compatible server sent. The HTTP status is the code.
-fn http_error(status: u16, body: &[u8]) -> ProviderError {
-    let message = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-    ProviderError::new(
-        kind_for_http_status(status),
-        Some(status.to_string()),
-        message,
-    )
 }
 
 #[cfg(test)]
@@ -361,24 +318,5 @@ mod tests {
         assert!(config.api_key.is_none());
         assert_eq!((config.timeout_ms, config.stall_timeout_ms), (10_000, 700));
         assert!(toml::from_str::<OpenAiTtsConfig>("vioce = \"x\"").is_err());
-    }
-
-    #[test]
-    fn error_bodies_become_typed_errors() {
-        let e = http_error(
-            401,
-            br#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#,
-        );
-        assert_eq!(
-            (e.kind, e.code.as_deref(), e.message.as_str()),
-            (ErrorKind::Auth, Some("401"), "Incorrect API key provided")
-        );
-        assert_eq!(http_error(429, b"{}").kind, ErrorKind::RateLimited);
-        assert_eq!(http_error(400, b"bad").kind, ErrorKind::InvalidRequest);
-        let e = http_error(503, b"upstream down");
-        assert_eq!(
-            (e.kind, e.message.as_str()),
-            (ErrorKind::Server, "upstream down")
-        );
     }
 }
