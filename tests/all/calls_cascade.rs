@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::agents::greeter_on;
-use crate::support::api::only_call_record;
+use crate::support::api::{events_of, only_call_record};
 use crate::support::baresip::Baresip;
 use crate::support::calls::{
     WINDOW, dial, ms, recording, sounding_ms, spans_ms, speech_mic, tone_spans,
@@ -351,5 +351,81 @@ async fn each_agent_version_picks_its_cascade_without_a_restart() {
         elevenlabs.utterances()
     );
     assert!(!cartesia.packets().is_empty());
+    assert!(host.is_running());
+}
+
+/// A language model that fails twice (the retry too): the record names the stage and the
+/// caller hears the apology, not silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_stage_plays_the_apology_and_the_record_names_it() {
+    if !ready() {
+        return;
+    }
+    let stt = FakeTranscription::start(fake_transcription::Script {
+        api_key: Some("sk-stt".into()),
+        answers: vec![Answer::text("When are you open?")],
+    })
+    .await;
+    let chat = FakeChat::start_with_key("sk-chat").await;
+    for _ in 0..2 {
+        chat.push(Reply::http_error(
+            500,
+            "server_error",
+            "The server had an error",
+        ));
+    }
+    let speech = FakeSpeech::start(fake_speech::Script::default()).await;
+    let mut host = Host::builder()
+        .examples(&["receptionist"])
+        .calls("codecs = [\"pcmu\"]")
+        .model(&openai_cascade(&stt, &chat, &speech))
+        .start();
+    let phone = Baresip::start_with_mic(
+        "<sip:caller@127.0.0.1>;regint=0;audio_codecs=pcmu",
+        "module sndfile.so",
+        &speech_mic(30.0, &[(5.0, "When are you open?")]),
+    )
+    .await;
+    let mut ctrl = dial(&phone, "2000", host.sip_port).await;
+
+    host.expect(&["ModelError", "llm (fake)", "The server had an error"], 20);
+    assert!(
+        ctrl.wait_event("CALL_CLOSED", Duration::from_secs(30))
+            .await
+            .is_some(),
+        "the host hung up after the apology: {}",
+        phone.log()
+    );
+    host.expect(&["call ended"], 10);
+    assert_eq!(chat.requests().len(), 2, "asked once more, then given up");
+
+    // After the greeting (the fake's tone, 3.25 s), the apology: espeak-ng speech.
+    let heard = recording(&phone, "-dec.wav");
+    let tones = tone_spans(&heard, SPEECH_HZ, WINDOW * 10);
+    let greeting_ms = ms(tones[0].1 - tones[0].0);
+    assert!(
+        (greeting_ms - 3250.0).abs() < 100.0,
+        "the greeting first: {tones:?}"
+    );
+    let loud = heard[tones[0].1..]
+        .chunks_exact(WINDOW)
+        .filter(|w| {
+            (w.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / WINDOW as f64).sqrt() > 300.0
+        })
+        .count();
+    assert!(
+        loud > 25,
+        "the apology was heard: {loud} loud windows after the greeting"
+    );
+    let call = only_call_record(host.http).await;
+    let errors: Vec<String> = events_of(&call)
+        .iter()
+        .filter(|(kind, _)| kind == "model-error")
+        .map(|(_, data)| data["message"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        errors.iter().any(|m| m.contains("llm (fake)")),
+        "the record names the stage: {errors:?}"
+    );
     assert!(host.is_running());
 }

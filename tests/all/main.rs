@@ -64,6 +64,7 @@ mod media_ports;
 
 // Model providers against their fakes.
 mod model_bench;
+mod model_cascade;
 mod model_cascade_llm;
 mod model_cascade_stt;
 mod model_cascade_tts;

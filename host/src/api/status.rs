@@ -197,7 +197,10 @@ mod tests {
         assert_eq!(v["agent"]["menu"]["config"]["business-name"], "Demo");
         assert_eq!(v["http"]["listen"], "127.0.0.1:8080");
         let cascade = &v["model"]["cascade"];
-        assert_eq!(cascade["llms"]["groq"]["base-url"], "https://api.groq.com/openai/v1");
+        assert_eq!(
+            cascade["llms"]["groq"]["base-url"],
+            "https://api.groq.com/openai/v1"
+        );
         assert_eq!(cascade["cartesia"]["voice-id"], "v1");
     }
 }
