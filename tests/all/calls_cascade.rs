@@ -15,7 +15,8 @@ use crate::support::agents::greeter_on;
 use crate::support::api::{events_of, only_call_record};
 use crate::support::baresip::Baresip;
 use crate::support::calls::{
-    WINDOW, dial, ms, recording, sounding_ms, spans_ms, speech_mic, tone_spans,
+    WINDOW, dial, ms, offline_speech_ready, recording, sounding_ms, spans_ms, speech_mic,
+    tone_spans,
 };
 use crate::support::fake_cartesia::{self, FakeCartesia};
 use crate::support::fake_chat::{FakeChat, Reply};
@@ -426,6 +427,54 @@ async fn a_failing_stage_plays_the_apology_and_the_record_names_it() {
     assert!(
         errors.iter().any(|m| m.contains("llm (fake)")),
         "the record names the stage: {errors:?}"
+    );
+    assert!(host.is_running());
+}
+
+/// A cascade with no network service at all: the local recogniser hears the caller (the
+/// agent's phrases as its grammar), a language model on this machine (here the fake, as a
+/// llama.cpp or Ollama server would be: no key) answers, espeak-ng speaks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fully_local_cascade_hears_offline_and_answers_through_a_local_model() {
+    if !offline_speech_ready() {
+        return;
+    }
+    let chat = FakeChat::start().await;
+    chat.push(Reply::text(&["Of course, ", "let us find another time."]));
+    let mut host = Host::builder()
+        .examples(&["appointments"])
+        .calls("codecs = [\"pcmu\"]")
+        .model(&format!(
+            "provider = \"cascade\"\n[model.cascade]\nstt = \"local\"\nllm = \"local\"\n\
+             tts = \"espeak\"\n[model.cascade.llms.local]\nbase-url = \"{}\"\n",
+            chat.url()
+        ))
+        .start();
+    // Patient 1001 has an appointment on file: the agent greets, then listens for its phrases.
+    let phone = Baresip::start_with_mic(
+        "<sip:1001@127.0.0.1>;regint=0;audio_codecs=pcmu",
+        "",
+        &speech_mic(20.0, &[(4.0, "reschedule please")]),
+    )
+    .await;
+    let mut ctrl = dial(&phone, "3000", host.sip_port).await;
+    host.expect(&["Transcript", "Caller", "reschedule"], 25);
+    // The agent's own branch, and the language model's answer, both spoken by espeak-ng.
+    host.expect(&["Which day and time"], 10);
+    host.expect(&["Transcript", "Agent", "let us find another time."], 15);
+    ctrl.command("hangup", "").await;
+    host.expect(&["call ended"], 10);
+    let requests = chat.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(
+        requests[0].header("authorization"),
+        None,
+        "no key, no header"
+    );
+    let asked = contents(&requests[0].body, "user");
+    assert!(
+        asked.last().is_some_and(|t| t.contains("reschedule")),
+        "the model heard the local transcript: {asked:?}"
     );
     assert!(host.is_running());
 }

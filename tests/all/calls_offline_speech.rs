@@ -7,9 +7,8 @@
 use std::time::{Duration, Instant};
 
 use crate::support::baresip::Baresip;
-use crate::support::calls::{RATE, espeak_8k, speech_mic};
+use crate::support::calls::{RATE, espeak_8k, offline_speech_ready, speech_mic};
 use crate::support::host::Host;
-use crate::support::process::require;
 
 /// `text` spoken by espeak-ng at 8 kHz, after `lead_s` seconds of silence (part of the
 /// greeting plays first) and followed by 3 s of silence (the turn ends, the agent answers).
@@ -26,23 +25,6 @@ fn total_ms(line: &str) -> Option<f64> {
         .next()?
         .parse()
         .ok()
-}
-
-/// Whether this machine has what these tests need (under CI=true it must).
-fn ready() -> bool {
-    if !require("baresip") || !require("espeak-ng") || !require("sox") {
-        return false;
-    }
-    let model = std::path::Path::new("/usr/share/pocketsphinx/model/en-us/en-us/mdef");
-    if !model.is_file() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the PocketSphinx model (pocketsphinx-en-us) is required under CI=true"
-        );
-        eprintln!("SKIP: pocketsphinx-en-us is not installed");
-        return false;
-    }
-    true
 }
 
 fn host_for(example: &str) -> Host {
@@ -127,7 +109,7 @@ async fn say_each(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoken_answers_take_the_appointments_branches() {
-    if !ready() {
+    if !offline_speech_ready() {
         return;
     }
     let mut host = host_for("appointments");
@@ -169,7 +151,7 @@ async fn spoken_answers_take_the_appointments_branches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoken_answers_take_the_menu_branches() {
-    if !ready() {
+    if !offline_speech_ready() {
         return;
     }
     let mut host = host_for("menu");

@@ -9,6 +9,7 @@ use crate::support::host::Host;
 use crate::support::media::{
     Wav, only_file, onset_correlation, quiet_then_tones, read_raw_i16, run, to_8k,
 };
+use crate::support::process::require;
 use switchboard::media::Codec;
 
 /// Rate of baresip's microphone and recordings here.
@@ -57,6 +58,24 @@ pub fn espeak_8k(text: &str) -> Vec<i16> {
     args.push(raw);
     run("sox", &args);
     read_raw_i16(Path::new(raw))
+}
+
+/// Whether this machine can run calls the offline recogniser hears: a phone, espeak-ng, sox
+/// and PocketSphinx's model (under CI=true each must be there).
+pub fn offline_speech_ready() -> bool {
+    if !require("baresip") || !require("espeak-ng") || !require("sox") {
+        return false;
+    }
+    let model = Path::new("/usr/share/pocketsphinx/model/en-us/en-us/mdef");
+    if !model.is_file() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the PocketSphinx model (pocketsphinx-en-us) is required under CI=true"
+        );
+        eprintln!("SKIP: pocketsphinx-en-us is not installed");
+        return false;
+    }
+    true
 }
 
 /// A microphone track of `secs` seconds: silence with espeak-ng speech of each (start s, text).
