@@ -178,3 +178,43 @@ async fn spoken_answers_take_the_menu_branches() {
     );
     assert!(host.is_running());
 }
+
+/// An answer the recogniser cannot place among the agent's phrases takes no branch: the caller
+/// is asked again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_not_understood_is_asked_again() {
+    if !offline_speech_ready() {
+        return;
+    }
+    let mut host = host_for("appointments");
+    let phone = Baresip::start_with_mic(
+        "<sip:1001@127.0.0.1>;regint=0;audio_codecs=pcmu",
+        "",
+        &spoken_8k("the weather is lovely in the mountains today", 4.0),
+    )
+    .await;
+    let mut ctrl = phone.ctrl().await;
+    ctrl.dial(&format!("sip:3000@127.0.0.1:{}", host.sip_port), &phone)
+        .await;
+    let asked = host.log.wait_for(
+        &["Transcript", "Agent", "did not catch that"],
+        Duration::from_secs(25),
+    );
+    let branches = [
+        "is confirmed",
+        "Which day and time",
+        "connect you to the front desk",
+    ];
+    let wrong = branches
+        .iter()
+        .find(|b| host.log.seen.iter().any(|l| l.contains(*b)));
+    ctrl.command("hangup", "").await;
+    host.expect(&["call ended"], 10);
+    assert_eq!(wrong, None, "a branch was taken on words nobody said");
+    assert!(
+        asked.is_some(),
+        "the caller was asked again: {:?}",
+        host.log.seen
+    );
+    assert!(host.is_running());
+}

@@ -191,6 +191,9 @@ fn default_true() -> bool {
 fn default_min_confidence() -> f32 {
     DEFAULT_MIN_CONFIDENCE
 }
+fn default_reprompt() -> String {
+    "Sorry, I did not catch that. Please say it again, or use the keypad.".into()
+}
 
 /// Recognised caller speech below this confidence (the recogniser's posterior probability,
 /// 0–1) is not delivered as a transcript (see `offline`). Chosen on the espeak-ng phrase set of
@@ -226,10 +229,14 @@ pub struct OfflineConfig {
     /// transcripts. Without the model files the provider runs without it and says so in the log.
     #[serde(default = "default_true")]
     pub recognise_speech: bool,
-    /// Transcripts below this confidence (0–1) are not delivered: the agent hears nothing and
-    /// asks again, rather than taking a branch on a guess.
+    /// Transcripts below this confidence (0–1) are not delivered: the agent hears nothing
+    /// rather than take a branch on a guess.
     #[serde(default = "default_min_confidence")]
     pub min_confidence: f32,
+    /// Said when the caller answered while the agent listened for something (`call.expect`)
+    /// and nothing was understood with confidence; empty says nothing.
+    #[serde(default = "default_reprompt")]
+    pub reprompt: String,
     /// Where the recogniser's model is, and how many decoders stay loaded between calls.
     #[serde(default)]
     pub recogniser: crate::model::sphinx::RecogniserConfig,
@@ -249,6 +256,7 @@ impl Default for OfflineConfig {
             silence_ms: default_silence_ms(),
             recognise_speech: true,
             min_confidence: DEFAULT_MIN_CONFIDENCE,
+            reprompt: default_reprompt(),
             recogniser: Default::default(),
             speech_cache_mb: default_speech_cache_mb(),
         }

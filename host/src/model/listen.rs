@@ -8,7 +8,9 @@
 //! whole once the caller stops (the recogniser's normalisation wants the whole utterance), so
 //! the transcript comes one end-of-speech silence plus the decode (milliseconds in grammar
 //! mode) after the caller's last word. Words below the confidence threshold are not delivered:
-//! the agent hears nothing and asks again rather than act on a guess.
+//! the agent hears nothing rather than act on a guess, and when the agent was listening for
+//! something (a hint other than free speech) the session is told the turn was not understood,
+//! so the caller is asked again.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -30,6 +32,18 @@ pub(super) enum Heard {
     Voice(VadEvent),
     /// The words of the caller's last turn, at or above the confidence threshold.
     Words(Transcript),
+    /// The caller spoke while the agent listened for something, and nothing it listens for
+    /// was heard with confidence.
+    NotUnderstood,
+}
+
+/// What a turn gave.
+enum Turn {
+    Words(Transcript),
+    /// Nothing delivered; `hinted` when the agent listened for something in particular.
+    Nothing {
+        hinted: bool,
+    },
 }
 
 /// Speech recognition for one session.
@@ -96,9 +110,9 @@ impl Ears {
         }
     }
 
-    /// Takes one frame and the detector's verdicts on it; returns the turn's words when one
+    /// Takes one frame and the detector's verdicts on it; returns what the turn gave when one
     /// ended.
-    async fn hear(&mut self, samples: &[i16], changes: &[VadEvent]) -> Option<Transcript> {
+    async fn hear(&mut self, samples: &[i16], changes: &[VadEvent]) -> Option<Turn> {
         if self.in_turn {
             if let Some(Err(e)) = self.decoder.as_mut().map(|d| d.push(samples)) {
                 tracing::warn!(error = %e, "recogniser input dropped");
@@ -122,7 +136,11 @@ impl Ears {
                 }
                 VadEvent::Stopped { .. } if self.in_turn => {
                     self.in_turn = false;
-                    words = self.finish().await;
+                    let hinted = !matches!(self.tuned_to, None | Some(Expectation::Anything));
+                    words = Some(match self.finish().await {
+                        Some(t) => Turn::Words(t),
+                        None => Turn::Nothing { hinted },
+                    });
                 }
                 _ => {}
             }
@@ -241,8 +259,13 @@ pub(super) async fn listen(
                 .chunks_exact(2)
                 .map(|c| i16::from_le_bytes([c[0], c[1]])),
         );
-        if let Some(words) = ears.hear(&samples, &changes).await
-            && heard.send(Heard::Words(words)).await.is_err()
+        let told = match ears.hear(&samples, &changes).await {
+            Some(Turn::Words(words)) => Some(Heard::Words(words)),
+            Some(Turn::Nothing { hinted: true }) => Some(Heard::NotUnderstood),
+            Some(Turn::Nothing { hinted: false }) | None => None,
+        };
+        if let Some(told) = told
+            && heard.send(told).await.is_err()
         {
             return;
         }

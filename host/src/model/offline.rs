@@ -117,6 +117,7 @@ impl OfflineProvider {
         );
         let mut actor = Actor {
             espeak: self.espeak.clone(),
+            reprompt: self.config.reprompt.clone(),
             speech_out: SpeechOut {
                 voice,
                 format: settings.output_format,
@@ -198,6 +199,8 @@ struct SynthDone {
 
 struct Actor {
     espeak: Arc<Espeak>,
+    /// Said when a turn was not understood.
+    reprompt: String,
     speech_out: SpeechOut,
     events: mpsc::Sender<ModelEvent>,
     /// Caller audio to the listening task.
@@ -228,6 +231,13 @@ impl Actor {
                 Some(finished) = done.recv() => self.on_synth_done(finished).await,
                 Some(heard) = voice.recv() => match heard {
                     Heard::Voice(change) => self.on_voice(change).await,
+                    Heard::NotUnderstood => {
+                        // Asked again, unless something is being said already.
+                        if self.speaking.is_none() && !self.reprompt.is_empty() {
+                            self.say(self.reprompt.clone());
+                        }
+                        true
+                    }
                     Heard::Words(words) => {
                         self.caller_turns += 1;
                         self.emit(ModelEvent::Transcript {

@@ -458,6 +458,9 @@ impl Session {
                 .await
             }
             Heard::Words(words) => self.on_caller_turn(words.text).await,
+            // The language model is not asked about words nobody heard; the caller is asked
+            // again by the model's own next turn, or by the agent.
+            Heard::NotUnderstood => true,
         }
     }
 
