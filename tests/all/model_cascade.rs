@@ -261,8 +261,10 @@ async fn stalled_stages_time_out_on_their_own_limits() {
     let mut session = provider.connect(settings(Some("Hello."))).await.unwrap();
     let events = until(&mut session, WAIT, closed).await;
     assert_eq!(failed_at(&events, "tts"), ErrorKind::Timeout);
+    // On the 400 ms stall limit, not the 10 s limit of the whole request (a wide margin: the
+    // machine may be loaded).
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(3), "failed after {took:?}");
+    assert!(took < Duration::from_secs(8), "failed after {took:?}");
 
     // A language model that stalls mid-answer: asked again once, then failed, each on its
     // stall limit.
@@ -275,8 +277,9 @@ async fn stalled_stages_time_out_on_their_own_limits() {
     let asked = Instant::now();
     let events = until(&mut session, WAIT, closed).await;
     assert_eq!(failed_at(&events, "llm"), ErrorKind::Timeout);
+    // Twice the 500 ms stall limit, not the 10 s connect limit.
     let took = asked.elapsed();
-    assert!(took < Duration::from_secs(4), "failed after {took:?}");
+    assert!(took < Duration::from_secs(8), "failed after {took:?}");
     assert_eq!(fakes.chat.requests().len(), 2);
     assert_eq!(
         fakes.chat.cancelled(),
@@ -324,4 +327,42 @@ async fn a_truncated_answer_leaves_only_the_words_heard_in_the_conversation() {
         .map(|m| m["content"].as_str().unwrap())
         .collect();
     assert_eq!(said, ["One two three four"], "{messages:#?}");
+}
+
+/// The caller speaks again before the agent answered a tool call: the call is closed in the
+/// conversation as overtaken, so the next request is one the API accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_overtaken_by_the_caller_is_closed_in_the_conversation() {
+    if !ready() {
+        return;
+    }
+    let fakes = Fakes::start(Default::default(), Default::default()).await;
+    let provider = fakes.provider("", "");
+    fakes.chat.push(Reply::tool_calls(vec![(
+        "call_slow",
+        "opening_hours",
+        vec!["{}"],
+    )]));
+    fakes.chat.push(Reply::text(&["Sorry, go on."]));
+    let mut session = provider.connect(settings(None)).await.unwrap();
+    speak(&session, "When do you open?").await;
+    until(&mut session, WAIT, |e| {
+        matches!(e, ModelEvent::ToolCall { .. })
+    })
+    .await;
+    // No tool result: the caller goes on.
+    speak(&session, "Actually, never mind.").await;
+    until(&mut session, WAIT, |e| agent_said(e, "Sorry, go on.")).await;
+    // The fake, like the API, answers 400 to a tool call left without its result; this
+    // request was accepted and carries the closing result.
+    let requests: Vec<Value> = fakes.chat.requests().into_iter().map(|r| r.body).collect();
+    let messages = requests[1]["messages"].as_array().unwrap();
+    let closed = messages
+        .iter()
+        .find(|m| m["role"] == "tool" && m["tool_call_id"] == "call_slow")
+        .unwrap_or_else(|| panic!("{messages:#?}"));
+    assert!(
+        closed["content"].as_str().unwrap().contains("spoke again"),
+        "{closed}"
+    );
 }

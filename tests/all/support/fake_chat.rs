@@ -12,6 +12,9 @@
 //! Checked with the search tool (issue threads quoting the API's answers verbatim):
 //! - missing model: 400 `you must provide a model parameter`, `invalid_request_error`, code
 //!   null (danielmiessler/Fabric#239);
+//! - an assistant message whose tool calls are not each answered by the tool messages right
+//!   after it: 400 `An assistant message with 'tool_calls' must be followed by tool messages
+//!   responding to each 'tool_call_id'. …` (agno-agi/agno#3105);
 //! - a `tool` message answering no earlier call: 400 `Invalid parameter: messages with role
 //!   'tool' must be a response to a preceeding message with 'tool_calls'.`, param
 //!   `messages.[N].role`, code null (miurla/morphic#136, smarter-sh/smarter#264);
@@ -361,6 +364,29 @@ fn check(request: &Recorded, state: &State) -> Result<(), (u16, Value)> {
             json!("missing_required_parameter"),
         ));
     };
+    // Each assistant message with tool calls is followed by a tool message for every call,
+    // before any other message (agno-agi/agno#3105, smallmain/vscode-unify-chat-provider#248
+    // quote the API's answer).
+    for (index, message) in messages.iter().enumerate() {
+        let Some(calls) = message["tool_calls"].as_array() else {
+            continue;
+        };
+        let answered: Vec<&str> = messages[index + 1..]
+            .iter()
+            .take_while(|m| m["role"] == "tool")
+            .filter_map(|m| m["tool_call_id"].as_str())
+            .collect();
+        if calls
+            .iter()
+            .any(|call| !answered.contains(&call["id"].as_str().unwrap_or("")))
+        {
+            return Err(invalid(
+                "An assistant message with 'tool_calls' must be followed by tool messages responding to each 'tool_call_id'. (insufficient tool messages following tool_calls message)",
+                json!(format!("messages.[{index}].role")),
+                Value::Null,
+            ));
+        }
+    }
     let mut called: Vec<&str> = Vec::new();
     for (index, message) in messages.iter().enumerate() {
         if let Some(calls) = message["tool_calls"].as_array() {

@@ -511,7 +511,13 @@ impl Session {
         // An answer still running (the caller spoke over it without the detector cutting
         // it, or its tools are still out) gives way to the new turn.
         let alive = self.cancel().await;
-        self.awaiting_tools.clear();
+        // A tool call must be followed by its result in the conversation (the API refuses it
+        // otherwise): calls the agent has not answered yet are closed as overtaken.
+        for id in std::mem::take(&mut self.awaiting_tools) {
+            let output =
+                serde_json::json!({"error": "the caller spoke again before this finished"});
+            self.history.tool_result(&id, &output.to_string());
+        }
         self.caller_turns += 1;
         let event = ModelEvent::Transcript {
             role: Role::Caller,
