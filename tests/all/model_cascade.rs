@@ -281,6 +281,11 @@ async fn stalled_stages_time_out_on_their_own_limits() {
     let took = asked.elapsed();
     assert!(took < Duration::from_secs(8), "failed after {took:?}");
     assert_eq!(fakes.chat.requests().len(), 2);
+    // Both stalled streams were dropped (the fake notices the close a moment later).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fakes.chat.cancelled() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         fakes.chat.cancelled(),
         2,
