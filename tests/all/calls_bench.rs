@@ -15,51 +15,21 @@
 use std::time::{Duration, Instant};
 
 use crate::support::calls::{RATE, mic};
-use crate::support::consumer::test_config;
+use crate::support::consumer::{dial_pcmu, test_config};
 use crate::support::fake_openai::{FakeOpenAi, Script};
 use crate::support::host::Host;
 use crate::support::load::quantile;
-use crate::support::media::RtpPeer;
-use switchboard::sip::{CallOutcome, OutboundCall, SipEndpoint};
+use switchboard::sip::SipEndpoint;
 
 /// Each caller: quiet through the greeting, then three 0.6 s turns 3 s apart.
 fn track() -> Vec<i16> {
     mic(14.0, &[(5.0, 0.6), (8.0, 0.6), (11.0, 0.6)])
 }
 
-fn offer(rtp_port: u16) -> String {
-    format!(
-        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=bench\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-         m=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n"
-    )
-}
-
-fn answer_port(sdp: &str) -> u16 {
-    sdp.lines()
-        .find_map(|l| l.strip_prefix("m=audio "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no audio port in {sdp}"))
-}
-
 /// One caller: dial, speak the track over RTP, hang up. Returns the WebSocket in → RTP out
 /// latency of every talkspurt the host sent.
 async fn caller(endpoint: SipEndpoint, sip_port: u16, n: u32, epoch: Instant) -> Vec<Duration> {
-    let peer = RtpPeer::new(0).await;
-    let call = OutboundCall {
-        to: format!("sip:2000@127.0.0.1:{sip_port}"),
-        sdp_offer: offer(peer.addr().port()),
-        ..Default::default()
-    };
-    let mut outgoing = endpoint.place_call(call).await.expect("INVITE sent");
-    let (remote_sdp, dialog) = match outgoing.outcome().await {
-        CallOutcome::Answered { remote_sdp, dialog } => (remote_sdp, dialog),
-        other => panic!("call {n} not answered: {other:?}"),
-    };
-    let peer = RtpPeer {
-        target: std::net::SocketAddr::from(([127, 0, 0, 1], answer_port(&remote_sdp.unwrap()))),
-        ..peer
-    };
+    let (peer, dialog) = dial_pcmu(&endpoint, format!("sip:2000@127.0.0.1:{sip_port}"), n).await;
     let track = track();
     let secs = track.len() / RATE;
     let ((), out) = tokio::join!(

@@ -7,13 +7,13 @@
 use std::time::{Duration, Instant};
 
 use crate::support::baresip::Baresip;
-use crate::support::calls::{RATE, espeak_8k, offline_speech_ready, speech_mic};
+use crate::support::calls::{RATE, espeak_at, offline_speech_ready, speech_mic};
 use crate::support::host::Host;
 
 /// `text` spoken by espeak-ng at 8 kHz, after `lead_s` seconds of silence (part of the
 /// greeting plays first) and followed by 3 s of silence (the turn ends, the agent answers).
 fn spoken_8k(text: &str, lead_s: f32) -> Vec<i16> {
-    let words = espeak_8k(text);
+    let words = espeak_at(text, 8000);
     let secs = f64::from(lead_s) + words.len() as f64 / RATE as f64 + 3.0;
     speech_mic(secs, &[(f64::from(lead_s), text)])
 }

@@ -15,14 +15,13 @@
 use std::time::Duration;
 
 use crate::support::calls::speech_mic;
-use crate::support::consumer::test_config;
+use crate::support::consumer::{dial_pcmu, test_config};
 use crate::support::fake_chat::{FakeChat, Reply};
 use crate::support::fake_speech::{self, FakeSpeech};
 use crate::support::fake_transcription::{self, FakeTranscription};
 use crate::support::host::Host;
 use crate::support::load::{cpu_seconds, quantile};
-use crate::support::media::RtpPeer;
-use switchboard::sip::{CallOutcome, OutboundCall, SipEndpoint};
+use switchboard::sip::SipEndpoint;
 
 /// The caller's track: quiet through the greeting, then three sentences.
 fn track() -> Vec<i16> {
@@ -36,38 +35,9 @@ fn track() -> Vec<i16> {
     )
 }
 
-fn offer(rtp_port: u16) -> String {
-    format!(
-        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=bench\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-         m=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n"
-    )
-}
-
-fn answer_port(sdp: &str) -> u16 {
-    sdp.lines()
-        .find_map(|l| l.strip_prefix("m=audio "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no audio port in {sdp}"))
-}
-
 /// One caller: dial, speak the track over RTP while taking the host's audio, hang up.
 async fn caller(endpoint: SipEndpoint, sip_port: u16, n: u32, track: &[i16]) {
-    let peer = RtpPeer::new(0).await;
-    let call = OutboundCall {
-        to: format!("sip:2000@127.0.0.1:{sip_port}"),
-        sdp_offer: offer(peer.addr().port()),
-        ..Default::default()
-    };
-    let mut outgoing = endpoint.place_call(call).await.expect("INVITE sent");
-    let (remote_sdp, dialog) = match outgoing.outcome().await {
-        CallOutcome::Answered { remote_sdp, dialog } => (remote_sdp, dialog),
-        other => panic!("call {n} not answered: {other:?}"),
-    };
-    let peer = RtpPeer {
-        target: std::net::SocketAddr::from(([127, 0, 0, 1], answer_port(&remote_sdp.unwrap()))),
-        ..peer
-    };
+    let (peer, dialog) = dial_pcmu(&endpoint, format!("sip:2000@127.0.0.1:{sip_port}"), n).await;
     let secs = track.len() as u64 / 8000;
     tokio::join!(
         peer.stream_pcmu(track, 0x2000 + n),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::calls::espeak_8k;
+use crate::support::calls::espeak_at;
 use crate::support::fake_chat::{FakeChat, Reply};
 use crate::support::fake_speech::{self, FakeSpeech};
 use crate::support::fake_transcription::{self, Answer, FakeTranscription, Outcome};
@@ -80,7 +80,7 @@ fn settings(greeting: Option<&str>) -> SessionSettings {
 /// time (the voice detector counts frames, not wall time); it stops early if the session ends.
 async fn speak(session: &ModelSession, text: &str) {
     let mut samples = vec![0i16; 4000];
-    samples.extend(espeak_8k(text));
+    samples.extend(espeak_at(text, 8000));
     samples.extend(vec![0i16; 8000]);
     for frame in samples.chunks(160) {
         let bytes = frame.iter().flat_map(|s| s.to_le_bytes()).collect();

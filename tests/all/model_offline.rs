@@ -5,6 +5,7 @@ use std::process::Command as Process;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::support::calls::espeak_at;
 use crate::support::model_audio::{pcm16_samples, rms};
 use crate::support::model_events::{next, until};
 use switchboard::model::offline::OfflineProvider;
@@ -64,29 +65,13 @@ impl Drop for TempFile {
     }
 }
 
-/// Raw 16 kHz PCM16: `lead_s` of silence, espeak-ng speaking `text`, half a second of silence.
+/// Raw PCM16 at `rate`: `lead_s` of silence, espeak-ng speaking `text`, half a second of
+/// silence.
 fn spoken_pcm(text: &str, lead_s: f32, rate: u32) -> Vec<u8> {
-    let wav = TempFile::new("speech.wav");
-    let raw = TempFile::new("speech.raw");
-    let ok = Process::new("espeak-ng")
-        .arg("-w")
-        .arg(&wav.0)
-        .arg(text)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "espeak-ng failed");
-    let ok = Process::new("sox")
-        .arg(&wav.0)
-        .args(["-r", &rate.to_string()])
-        .args(["-c", "1", "-b", "16", "-e", "signed-integer", "-t", "raw"])
-        .arg(&raw.0)
-        .args(["pad", &lead_s.to_string(), "0.5"])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "sox failed");
-    std::fs::read(&raw.0).unwrap()
+    let mut samples = vec![0i16; (lead_s * rate as f32) as usize];
+    samples.extend(espeak_at(text, rate));
+    samples.extend(vec![0i16; rate as usize / 2]);
+    samples.iter().flat_map(|s| s.to_le_bytes()).collect()
 }
 
 /// Raw 16 kHz PCM16 made by sox: `seconds` of digital silence or faint brown noise.

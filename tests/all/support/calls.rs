@@ -35,15 +35,16 @@ pub fn mic(secs: f64, speech: &[(f64, f64)]) -> Vec<i16> {
     s
 }
 
-/// `text` spoken by espeak-ng, as 8 kHz audio (sox's resampler).
-pub fn espeak_8k(text: &str) -> Vec<i16> {
+/// `text` spoken by espeak-ng (US English), as 16-bit audio at `rate` (sox's resampler).
+pub fn espeak_at(text: &str, rate: u32) -> Vec<i16> {
     let dir = crate::support::tempdir("speech");
     let (wav, raw) = (dir.path().join("s.wav"), dir.path().join("s.raw"));
     let (wav, raw) = (wav.to_str().unwrap(), raw.to_str().unwrap());
     run("espeak-ng", &["-v", "en-us", "-w", wav, text]);
+    let rate = rate.to_string();
     let to_raw = [
         "-r",
-        "8000",
+        &rate,
         "-c",
         "1",
         "-b",
@@ -83,7 +84,7 @@ pub fn speech_mic(secs: f64, speech: &[(f64, &str)]) -> Vec<i16> {
     let mut s = vec![0i16; (secs * RATE as f64) as usize];
     for &(from, text) in speech {
         let a = (from * RATE as f64) as usize;
-        let words = espeak_8k(text);
+        let words = espeak_at(text, RATE as u32);
         let b = (a + words.len()).min(s.len());
         s[a..b].copy_from_slice(&words[..b - a]);
     }

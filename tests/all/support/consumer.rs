@@ -5,9 +5,12 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use switchboard::sip::{CallOutcome, DialogEvent, OutboundCall, SipConfig, SipEndpoint, SipEvent};
+use switchboard::sip::{
+    CallOutcome, Dialog, DialogEvent, OutboundCall, SipConfig, SipEndpoint, SipEvent,
+};
 use tokio::sync::mpsc;
 
+use crate::support::media::RtpPeer;
 use crate::support::ports::free_port;
 
 /// A canned SDP answer/offer; nothing listens on its port, reserved for the test's process
@@ -20,6 +23,38 @@ pub fn canned_sdp(direction: &str) -> String {
          m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
          a=fmtp:101 0-16\r\na={direction}\r\n"
     )
+}
+
+/// A benchmark caller's call: PCMU from a new RTP socket to `to`, answered. Returns the socket,
+/// aimed at the media port of the answer, and the dialog (to hang up).
+pub async fn dial_pcmu(endpoint: &SipEndpoint, to: String, n: u32) -> (RtpPeer, Dialog) {
+    let peer = RtpPeer::new(0).await;
+    let rtp_port = peer.addr().port();
+    let call = OutboundCall {
+        to,
+        sdp_offer: format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=bench\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n"
+        ),
+        ..Default::default()
+    };
+    let mut outgoing = endpoint.place_call(call).await.expect("INVITE sent");
+    let (remote_sdp, dialog) = match outgoing.outcome().await {
+        CallOutcome::Answered { remote_sdp, dialog } => (remote_sdp, dialog),
+        other => panic!("call {n} not answered: {other:?}"),
+    };
+    let sdp = remote_sdp.expect("an SDP answer");
+    let port: u16 = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no audio port in {sdp}"));
+    let peer = RtpPeer {
+        target: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        ..peer
+    };
+    (peer, dialog)
 }
 
 /// Base endpoint config for tests: UDP and TCP on one free port of 127.0.0.1.
