@@ -15,8 +15,8 @@ use crate::support::agents::greeter_on;
 use crate::support::api::{events_of, only_call_record};
 use crate::support::baresip::Baresip;
 use crate::support::calls::{
-    WINDOW, dial, ms, offline_speech_ready, recording, sounding_ms, spans_ms, speech_mic,
-    tone_spans,
+    WINDOW, dial, loud_windows, ms, offline_speech_ready, recording, sounding_ms, spans_ms,
+    speech_mic, tone_spans,
 };
 use crate::support::fake_cartesia::{self, FakeCartesia};
 use crate::support::fake_chat::{FakeChat, Reply};
@@ -408,12 +408,7 @@ async fn a_failing_stage_plays_the_apology_and_the_record_names_it() {
         (greeting_ms - 3250.0).abs() < 100.0,
         "the greeting first: {tones:?}"
     );
-    let loud = heard[tones[0].1..]
-        .chunks_exact(WINDOW)
-        .filter(|w| {
-            (w.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / WINDOW as f64).sqrt() > 300.0
-        })
-        .count();
+    let loud = loud_windows(&heard[tones[0].1..]);
     assert!(
         loud > 25,
         "the apology was heard: {loud} loud windows after the greeting"

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use crate::support::baresip::Baresip;
 use crate::support::calls::{
-    AGENT_HZ, CALLER_HZ, RATE, WINDOW, dial, mic, ms, recording, sounding_ms, spans_ms, tone_spans,
+    AGENT_HZ, CALLER_HZ, RATE, WINDOW, dial, loud_windows, mic, ms, recording, sounding_ms,
+    spans_ms, tone_spans,
 };
 use crate::support::fake_openai::{FakeOpenAi, Received, Reply, Script};
 use crate::support::host::Host;
@@ -248,13 +249,7 @@ async fn provider_drop_plays_the_apology_and_ends_the_call() {
         (greeting - 3600.0).abs() < 60.0,
         "greeting first: {tones:?}"
     );
-    let after: Vec<i16> = heard[tones[0].1..].to_vec();
-    let loud = after
-        .chunks_exact(WINDOW)
-        .filter(|w| {
-            (w.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / WINDOW as f64).sqrt() > 300.0
-        })
-        .count();
+    let loud = loud_windows(&heard[tones[0].1..]);
     assert!(
         loud > 25,
         "the apology was heard: {loud} loud windows after the greeting"

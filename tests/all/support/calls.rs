@@ -151,6 +151,15 @@ pub fn loud_spans(samples: &[i16], min_gap: usize) -> Vec<(usize, usize)> {
     spans_of(samples, &levels, min_gap)
 }
 
+/// How many 20 ms windows of `samples` hold sound (RMS above 300): speech heard, whatever
+/// its pitch.
+pub fn loud_windows(samples: &[i16]) -> usize {
+    samples
+        .chunks_exact(WINDOW)
+        .filter(|w| crate::support::model_audio::rms(w) > 300.0)
+        .count()
+}
+
 /// How long the sound in `span` (spans joined across gaps) lasts in ms, less those gaps: where
 /// a loaded machine lets playout run dry the sound pauses, but keeps its length. `fine` are the
 /// same sound's spans joined only across gaps under a window.
