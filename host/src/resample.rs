@@ -424,4 +424,20 @@ mod tests {
         down.clear();
         assert_eq!(down.available(), 0);
     }
+
+    #[test]
+    fn pcm16_bytes_keep_a_sample_split_across_chunks() {
+        let mut same = Pcm16Converter::new(8000, 8000).unwrap();
+        assert_eq!(same.convert(&[1, 0, 2], false).unwrap(), [1, 0]);
+        assert_eq!(same.convert(&[0, 3, 0], false).unwrap(), [2, 0, 3, 0]);
+        // 100 ms at 8 kHz in odd-sized pieces comes out as 100 ms at 16 kHz, once drained.
+        let mut up = Pcm16Converter::new(8000, 16000).unwrap();
+        let input: Vec<u8> = (0..800i16).flat_map(|s| (s * 10).to_le_bytes()).collect();
+        let mut out = Vec::new();
+        for piece in input.chunks(333) {
+            out.extend(up.convert(piece, false).unwrap());
+        }
+        out.extend(up.convert(&[], true).unwrap());
+        assert_eq!(out.len(), 1600 * 2);
+    }
 }
