@@ -1,8 +1,9 @@
 //! Cascade latency benchmark (ignored by default). Callers placed from this process (our SIP
 //! endpoint + an RTP sender each) call 2000 (`receptionist`) on the release `switchboard`,
-//! whose brain is a cascade of fakes that answer at once (OpenAI transcription, chat
-//! completions, OpenAI speech), so what the turns take is the host's own work plus loopback
-//! HTTP. Each caller speaks three espeak-ng sentences after the greeting.
+//! whose brain is a cascade of fakes that answer at once (OpenAI transcription as one JSON
+//! answer, chat completions without pauses, OpenAI speech), so what the turns take is the
+//! host's own work plus loopback HTTP and the fakes' parsing. Each caller speaks three
+//! espeak-ng sentences after the greeting.
 //!
 //! Read from the host's `turn-latency` events: per stage, the caller's end of speech (the
 //! voice detector's verdict) → final transcript (`stt`), request → first token (`llm`), first
@@ -66,11 +67,7 @@ async fn cascade_stage_latency() {
     let stt = FakeTranscription::start(fake_transcription::Script::default()).await;
     let chat = FakeChat::start().await;
     for _ in 0..calls * 3 {
-        chat.push(Reply::text(&[
-            "We are open ",
-            "every day. ",
-            "Anything else?",
-        ]));
+        chat.push(Reply::text(&["We are open ", "every day. ", "Anything else?"]).at_once());
     }
     let speech = FakeSpeech::start(fake_speech::Script {
         chunk_interval: Duration::ZERO,
@@ -87,7 +84,7 @@ async fn cascade_stage_latency() {
             "provider = \"cascade\"\n\
              [model.cascade]\nstt = \"openai\"\nllm = \"fake\"\ntts = \"openai\"\n\
              [model.cascade.llms.fake]\nbase-url = \"{}\"\n\
-             [model.cascade.openai-stt]\nbase-url = \"{}\"\n\
+             [model.cascade.openai-stt]\nbase-url = \"{}\"\nstream = false\n\
              [model.cascade.openai-tts]\nbase-url = \"{}\"\napi-key = \"{}\"\n",
             chat.url(),
             stt.base_url,

@@ -81,6 +81,8 @@ pub struct Reply {
     content: Content,
     usage: Option<(u64, u64)>,
     chunk_delay: Duration,
+    /// The pause between the two writes of the first event.
+    split_gap: Duration,
 }
 
 impl Reply {
@@ -89,6 +91,7 @@ impl Reply {
             content,
             usage: None,
             chunk_delay: Duration::ZERO,
+            split_gap: Duration::from_millis(5),
         }
     }
 
@@ -137,6 +140,13 @@ impl Reply {
     /// completion token per chunk).
     pub fn with_usage(mut self, prompt: u64, completion: u64) -> Reply {
         self.usage = Some((prompt, completion));
+        self
+    }
+
+    /// The first event's two halves without a pause between them, for benchmarks: the reply
+    /// comes at once (still in two writes).
+    pub fn at_once(mut self) -> Reply {
+        self.split_gap = Duration::ZERO;
         self
     }
 
@@ -543,7 +553,7 @@ async fn stream_reply(
             vec![event.as_str()]
         };
         let gap = if index == 0 {
-            Duration::from_millis(5)
+            reply.split_gap
         } else {
             reply.chunk_delay
         };
