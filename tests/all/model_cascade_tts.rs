@@ -74,6 +74,11 @@ async fn failure(stream: &mut TtsStream, since: Instant) -> (ProviderError, Dura
     }
 }
 
+/// What a test checks of an error.
+fn kind_code_message(error: &ProviderError) -> (ErrorKind, Option<&str>, &str) {
+    (error.kind, error.code.as_deref(), error.message.as_str())
+}
+
 /// A piece of the answer.
 fn piece(text: &str) -> TtsInput {
     TtsInput::Text(text.into())
@@ -347,7 +352,7 @@ async fn openai_speech_errors_are_typed_by_status() {
     let tts = openai(&busy, "sk-speech-test");
     let (error, _) = first_failure(&tts, PCM_24K, [piece(FIRST)]).await;
     assert_eq!(
-        (error.kind, error.code.as_deref(), error.message.as_str()),
+        kind_code_message(&error),
         (
             ErrorKind::RateLimited,
             Some("429"),
@@ -432,7 +437,7 @@ async fn elevenlabs_refusals_are_typed() {
     let tts = elevenlabs(&fake, "xi-wrong");
     let (error, _) = first_failure(&tts, PCM_24K, [piece(FIRST)]).await;
     assert_eq!(
-        (error.kind, error.code.as_deref(), error.message.as_str()),
+        kind_code_message(&error),
         (ErrorKind::Auth, Some("1008"), "Invalid API key")
     );
 
@@ -563,7 +568,7 @@ async fn cartesia_errors_are_typed() {
     let tts = cartesia(&failing, "sk_car_test");
     let (error, _) = first_failure(&tts, PCM_16K, [piece(FIRST)]).await;
     assert_eq!(
-        (error.kind, error.code.as_deref(), error.message.as_str()),
+        kind_code_message(&error),
         (
             ErrorKind::RateLimited,
             Some("429"),

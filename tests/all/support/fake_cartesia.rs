@@ -105,9 +105,7 @@ pub struct FakeCartesia {
 impl FakeCartesia {
     pub async fn start(script: Script) -> FakeCartesia {
         let shared = Arc::new(Shared::default());
-        let script = Arc::new(script);
-        let s2 = shared.clone();
-        let listening = Listening::start(move |tcp| serve(tcp, s2.clone(), script.clone())).await;
+        let listening = Listening::start(shared.clone(), script, serve).await;
         FakeCartesia {
             url: format!("ws://127.0.0.1:{}{PATH}", listening.port),
             shared,

@@ -107,9 +107,7 @@ pub struct FakeElevenLabs {
 impl FakeElevenLabs {
     pub async fn start(script: Script) -> FakeElevenLabs {
         let utterances = Arc::new(Mutex::new(Vec::new()));
-        let script = Arc::new(script);
-        let u2 = utterances.clone();
-        let listening = Listening::start(move |tcp| serve(tcp, u2.clone(), script.clone())).await;
+        let listening = Listening::start(utterances.clone(), script, serve).await;
         FakeElevenLabs {
             url: format!("ws://127.0.0.1:{}/v1/text-to-speech", listening.port),
             utterances,

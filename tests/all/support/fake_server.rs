@@ -2,6 +2,7 @@
 //! of its own until the fake is dropped, and lookups in what a client sent (headers, query).
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -14,17 +15,21 @@ pub struct Listening {
 }
 
 impl Listening {
-    /// Bind; `serve` runs for each connection, in its own task.
-    pub async fn start<F, Fut>(serve: F) -> Listening
+    /// Bind; `serve` runs for each connection, in its own task, with the fake's `state` (what
+    /// it records) and `script`.
+    pub async fn start<S, C, F, Fut>(state: Arc<S>, script: C, serve: F) -> Listening
     where
-        F: Fn(TcpStream) -> Fut + Send + 'static,
+        S: Send + Sync + 'static,
+        C: Send + Sync + 'static,
+        F: Fn(TcpStream, Arc<S>, Arc<C>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake");
         let port = listener.local_addr().unwrap().port();
+        let script = Arc::new(script);
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                tokio::spawn(serve(tcp));
+                tokio::spawn(serve(tcp, state.clone(), script.clone()));
             }
         });
         Listening { port, task }

@@ -102,9 +102,7 @@ pub struct FakeSpeech {
 impl FakeSpeech {
     pub async fn start(script: Script) -> FakeSpeech {
         let shared = Arc::new(Shared::default());
-        let script = Arc::new(script);
-        let s2 = shared.clone();
-        let listening = Listening::start(move |tcp| serve(tcp, s2.clone(), script.clone())).await;
+        let listening = Listening::start(shared.clone(), script, serve).await;
         FakeSpeech {
             base_url: format!("http://127.0.0.1:{}/v1", listening.port),
             shared,
