@@ -186,7 +186,8 @@ impl TextToSpeech for CartesiaTts {
             let context_id = format!("sb-{:016x}", fastrand::u64(..));
             let (connection, routes) = self.open_context(&context_id).await?;
             let voice = voice.unwrap_or_else(|| self.config.voice_id.clone());
-            let span = tracing::debug_span!("context", context = %context_id);
+            // The context id on every log line of the utterance, its failure included.
+            let span = tracing::info_span!("speech", context = %context_id);
             let context = Context {
                 connection,
                 id: context_id,
