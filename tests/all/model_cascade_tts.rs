@@ -25,6 +25,8 @@ const SECOND: &str = "It arrives on Friday.";
 const STALL_MS: u64 = 300;
 /// How soon a dropped stream must reach the service.
 const CANCEL_WITHIN: Duration = Duration::from_millis(200);
+const PCM_16K: AudioFormat = AudioFormat::Pcm16 { rate: 16_000 };
+const PCM_24K: AudioFormat = AudioFormat::Pcm16 { rate: 24_000 };
 
 /// Next event, failing the test after [`WAIT`].
 async fn next(stream: &mut TtsStream) -> TtsEvent {
@@ -72,6 +74,79 @@ async fn failure(stream: &mut TtsStream, since: Instant) -> (ProviderError, Dura
     }
 }
 
+/// What a test checks of an error.
+fn kind_code_message(error: &ProviderError) -> (ErrorKind, Option<&str>, &str) {
+    (error.kind, error.code.as_deref(), error.message.as_str())
+}
+
+/// A piece of the answer.
+fn piece(text: &str) -> TtsInput {
+    TtsInput::Text(text.into())
+}
+
+async fn send(stream: &TtsStream, pieces: impl IntoIterator<Item = TtsInput>) {
+    for piece in pieces {
+        stream
+            .input
+            .send(piece)
+            .await
+            .expect("the stream takes input");
+    }
+}
+
+/// Open an utterance in the configured voice, no language given, and send `pieces`.
+async fn say(
+    tts: &dyn TextToSpeech,
+    format: AudioFormat,
+    pieces: impl IntoIterator<Item = TtsInput>,
+) -> TtsStream {
+    let stream = tts.open(format, None, None).await.expect("open");
+    send(&stream, pieces).await;
+    stream
+}
+
+/// Say `pieces`; the failure the utterance ends with, and how long after the first piece
+/// was sent.
+async fn first_failure(
+    tts: &dyn TextToSpeech,
+    format: AudioFormat,
+    pieces: impl IntoIterator<Item = TtsInput>,
+) -> (ProviderError, Duration) {
+    let mut stream = say(tts, format, []).await;
+    let sent = Instant::now();
+    send(&stream, pieces).await;
+    failure(&mut stream, sent).await
+}
+
+/// A timeout on the configured stall limit.
+fn assert_stall_timeout(error: &ProviderError, after: Duration) {
+    assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
+    let limit = Duration::from_millis(STALL_MS);
+    assert!(after >= limit - Duration::from_millis(20), "{after:?}");
+    assert!(after < limit + Duration::from_millis(300), "{after:?}");
+}
+
+/// Say FIRST, wait for its first audio and drop the stream (a barge-in); when it was dropped.
+async fn drop_while_speaking(tts: &dyn TextToSpeech, format: AudioFormat) -> Instant {
+    let mut stream = say(tts, format, [piece(FIRST)]).await;
+    until_audio(&mut stream).await;
+    let dropped = Instant::now();
+    drop(stream);
+    dropped
+}
+
+/// Poll `seen` until it has something (the fakes record from their own tasks).
+async fn wait_for<T>(mut seen: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(value) = seen() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "the fake never saw it");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Speak FIRST, wait for its first audio, then SECOND and End; all the events, checked for
 /// length, order and usage.
 async fn speak_two_sentences(tts: &dyn TextToSpeech, format: AudioFormat) -> Vec<TtsEvent> {
@@ -79,19 +154,10 @@ async fn speak_two_sentences(tts: &dyn TextToSpeech, format: AudioFormat) -> Vec
         .open(format, None, Some("en-US".into()))
         .await
         .expect("open");
-    stream
-        .input
-        .send(TtsInput::Text(FIRST.into()))
-        .await
-        .unwrap();
+    send(&stream, [piece(FIRST)]).await;
     // The first audio comes before the answer's end is even known.
     let mut events = until_audio(&mut stream).await;
-    stream
-        .input
-        .send(TtsInput::Text(SECOND.into()))
-        .await
-        .unwrap();
-    stream.input.send(TtsInput::End).await.unwrap();
+    send(&stream, [piece(SECOND), TtsInput::End]).await;
     events.extend(until_end(&mut stream).await);
     assert_eq!(events.last(), Some(&TtsEvent::Done), "{:?}", events.last());
     let characters = (FIRST.chars().count() + SECOND.chars().count()) as u64;
@@ -145,8 +211,8 @@ fn openai(fake: &FakeSpeech, key: &str) -> OpenAiTts {
 async fn openai_speech_streams_each_sentence_in_order() {
     let fake = FakeSpeech::start(fake_speech::Script::default()).await;
     let tts = openai(&fake, "sk-speech-test");
-    assert_eq!(tts.formats(), vec![AudioFormat::Pcm16 { rate: 24_000 }]);
-    speak_two_sentences(&tts, AudioFormat::Pcm16 { rate: 24_000 }).await;
+    assert_eq!(tts.formats(), vec![PCM_24K]);
+    speak_two_sentences(&tts, PCM_24K).await;
 
     let requests = fake.requests();
     assert_eq!(requests.len(), 2, "one request per sentence");
@@ -175,19 +241,9 @@ async fn openai_speech_works_ahead_but_keeps_the_order() {
         ..Default::default()
     })
     .await;
-    let format = AudioFormat::Pcm16 { rate: 24_000 };
-    let mut stream = openai(&fake, "sk-speech-test")
-        .open(format, None, None)
-        .await
-        .unwrap();
-    for input in [
-        TtsInput::Text(FIRST.into()),
-        TtsInput::Text(" ".into()),
-        TtsInput::Text(SECOND.into()),
-        TtsInput::End,
-    ] {
-        stream.input.send(input).await.unwrap();
-    }
+    let format = PCM_24K;
+    let pieces = [piece(FIRST), piece(" "), piece(SECOND), TtsInput::End];
+    let mut stream = say(&openai(&fake, "sk-speech-test"), format, pieces).await;
     let events = until_end(&mut stream).await;
     assert_eq!(events.last(), Some(&TtsEvent::Done));
     // The second sentence was asked for while the first was still on its way...
@@ -236,18 +292,8 @@ async fn openai_speech_first_byte_times_out() {
         stall_timeout_ms: 5_000,
         ..Default::default()
     };
-    let mut stream = OpenAiTts::new(config)
-        .unwrap()
-        .open(AudioFormat::Pcm16 { rate: 24_000 }, None, None)
-        .await
-        .unwrap();
-    let sent = Instant::now();
-    stream
-        .input
-        .send(TtsInput::Text(FIRST.into()))
-        .await
-        .unwrap();
-    let (error, after) = failure(&mut stream, sent).await;
+    let tts = OpenAiTts::new(config).unwrap();
+    let (error, after) = first_failure(&tts, PCM_24K, [piece(FIRST)]).await;
     assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
     assert!(after >= Duration::from_millis(230), "{after:?}");
     assert!(after < Duration::from_millis(250 + 300), "{after:?}");
@@ -261,20 +307,8 @@ async fn openai_speech_takes_the_utterance_voice_and_keyless_servers() {
         ..Default::default()
     })
     .unwrap();
-    let mut stream = tts
-        .open(
-            AudioFormat::Pcm16 { rate: 24_000 },
-            Some("cedar".into()),
-            None,
-        )
-        .await
-        .unwrap();
-    stream
-        .input
-        .send(TtsInput::Text(FIRST.into()))
-        .await
-        .unwrap();
-    stream.input.send(TtsInput::End).await.unwrap();
+    let mut stream = tts.open(PCM_24K, Some("cedar".into()), None).await.unwrap();
+    send(&stream, [piece(FIRST), TtsInput::End]).await;
     // The fake wants a key: no key, no header, a 401 that says so.
     let (error, _) = failure(&mut stream, Instant::now()).await;
     assert_eq!(
@@ -288,25 +322,15 @@ async fn openai_speech_takes_the_utterance_voice_and_keyless_servers() {
     let request = &fake.requests()[0];
     assert_eq!(request.header("authorization"), None);
     assert_eq!(request.body["voice"], "cedar");
-    let wrong = tts
-        .open(AudioFormat::Pcm16 { rate: 16_000 }, None, None)
-        .await;
+    let wrong = tts.open(PCM_16K, None, None).await;
     assert_eq!(wrong.unwrap_err().kind, ErrorKind::Unsupported);
 }
 
 #[tokio::test]
 async fn openai_speech_errors_are_typed_by_status() {
     let fake = FakeSpeech::start(fake_speech::Script::default()).await;
-    let mut stream = openai(&fake, "sk-wrong")
-        .open(AudioFormat::Pcm16 { rate: 24_000 }, None, None)
-        .await
-        .unwrap();
-    stream
-        .input
-        .send(TtsInput::Text(FIRST.into()))
-        .await
-        .unwrap();
-    let (error, _) = failure(&mut stream, Instant::now()).await;
+    let tts = openai(&fake, "sk-wrong");
+    let (error, _) = first_failure(&tts, PCM_24K, [piece(FIRST)]).await;
     assert_eq!(
         (error.kind, error.code.as_deref()),
         (ErrorKind::Auth, Some("401"))
@@ -325,18 +349,10 @@ async fn openai_speech_errors_are_typed_by_status() {
         ..Default::default()
     })
     .await;
-    let mut stream = openai(&busy, "sk-speech-test")
-        .open(AudioFormat::Pcm16 { rate: 24_000 }, None, None)
-        .await
-        .unwrap();
-    stream
-        .input
-        .send(TtsInput::Text(FIRST.into()))
-        .await
-        .unwrap();
-    let (error, _) = failure(&mut stream, Instant::now()).await;
+    let tts = openai(&busy, "sk-speech-test");
+    let (error, _) = first_failure(&tts, PCM_24K, [piece(FIRST)]).await;
     assert_eq!(
-        (error.kind, error.code.as_deref(), error.message.as_str()),
+        kind_code_message(&error),
         (
             ErrorKind::RateLimited,
             Some("429"),
@@ -352,16 +368,8 @@ async fn openai_speech_stall_times_out_on_the_stall_limit() {
         ..Default::default()
     })
     .await;
-    let mut stream = openai(&fake, "sk-speech-test")
-        .open(AudioFormat::Pcm16 { rate: 24_000 }, None, None)
-        .await
-        .unwrap();
-    stream
-        .input
-        .send(TtsInput::Text(FIRST.into()))
-        .await
-        .unwrap();
-    stream.input.send(TtsInput::End).await.unwrap();
+    let tts = openai(&fake, "sk-speech-test");
+    let mut stream = say(&tts, PCM_24K, [piece(FIRST), TtsInput::End]).await;
     until_audio(&mut stream).await;
     let (error, after) = failure(&mut stream, Instant::now()).await;
     assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
@@ -375,32 +383,9 @@ async fn openai_speech_dropped_stream_aborts_the_request() {
         ..Default::default()
     })
     .await;
-    let mut stream = openai(&fake, "sk-speech-test")
-        .open(AudioFormat::Pcm16 { rate: 24_000 }, None, None)
-        .await
-        .unwrap();
-    stream
-        .input
-        .send(TtsInput::Text(FIRST.into()))
-        .await
-        .unwrap();
-    until_audio(&mut stream).await;
-    let dropped = Instant::now();
-    drop(stream);
+    let dropped = drop_while_speaking(&openai(&fake, "sk-speech-test"), PCM_24K).await;
     let aborted = wait_for(|| fake.aborted().first().copied()).await;
     assert!(aborted - dropped < CANCEL_WITHIN, "{:?}", aborted - dropped);
-}
-
-/// Poll `seen` until it has something (the fakes record from their own tasks).
-async fn wait_for<T>(mut seen: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = seen() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "the fake never saw it");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 // --- ElevenLabs -------------------------------------------------------------------------------
@@ -417,7 +402,7 @@ fn elevenlabs(fake: &FakeElevenLabs, key: &str) -> ElevenLabsTts {
 async fn elevenlabs_streams_an_utterance_on_one_socket() {
     let fake = FakeElevenLabs::start(fake_elevenlabs::Script::default()).await;
     let tts = elevenlabs(&fake, "xi-test-key");
-    let format = AudioFormat::Pcm16 { rate: 16_000 };
+    let format = PCM_16K;
     assert!(tts.formats().contains(&format));
     let ulaw = tts.open(AudioFormat::Pcmu8k, None, None).await;
     assert_eq!(ulaw.unwrap_err().kind, ErrorKind::Unsupported);
@@ -448,18 +433,11 @@ async fn elevenlabs_streams_an_utterance_on_one_socket() {
 #[tokio::test]
 async fn elevenlabs_refusals_are_typed() {
     let fake = FakeElevenLabs::start(fake_elevenlabs::Script::default()).await;
-    let mut stream = elevenlabs(&fake, "xi-wrong")
-        .open(AudioFormat::Pcm16 { rate: 24_000 }, None, None)
-        .await
-        .expect("the key is checked after the upgrade");
-    stream
-        .input
-        .send(TtsInput::Text(FIRST.into()))
-        .await
-        .unwrap();
-    let (error, _) = failure(&mut stream, Instant::now()).await;
+    // The key is checked after the upgrade: the stream opens, then fails.
+    let tts = elevenlabs(&fake, "xi-wrong");
+    let (error, _) = first_failure(&tts, PCM_24K, [piece(FIRST)]).await;
     assert_eq!(
-        (error.kind, error.code.as_deref(), error.message.as_str()),
+        kind_code_message(&error),
         (ErrorKind::Auth, Some("1008"), "Invalid API key")
     );
 
@@ -471,16 +449,8 @@ async fn elevenlabs_refusals_are_typed() {
         ..Default::default()
     })
     .await;
-    let mut stream = elevenlabs(&refusing, "xi-test-key")
-        .open(AudioFormat::Pcm16 { rate: 24_000 }, None, None)
-        .await
-        .unwrap();
-    stream
-        .input
-        .send(TtsInput::Text(FIRST.into()))
-        .await
-        .unwrap();
-    let (error, _) = failure(&mut stream, Instant::now()).await;
+    let tts = elevenlabs(&refusing, "xi-test-key");
+    let (error, _) = first_failure(&tts, PCM_24K, [piece(FIRST)]).await;
     assert_eq!(
         (error.kind, error.message.as_str()),
         (ErrorKind::InvalidRequest, "Invalid model_id")
@@ -494,22 +464,9 @@ async fn elevenlabs_stall_times_out_on_the_stall_limit() {
         ..Default::default()
     })
     .await;
-    let mut stream = elevenlabs(&fake, "xi-test-key")
-        .open(AudioFormat::Pcm16 { rate: 24_000 }, None, None)
-        .await
-        .unwrap();
-    stream
-        .input
-        .send(TtsInput::Text(FIRST.into()))
-        .await
-        .unwrap();
-    stream.input.send(TtsInput::End).await.unwrap();
-    let sent = Instant::now();
-    let (error, after) = failure(&mut stream, sent).await;
-    assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
-    let limit = Duration::from_millis(STALL_MS);
-    assert!(after >= limit - Duration::from_millis(20), "{after:?}");
-    assert!(after < limit + Duration::from_millis(300), "{after:?}");
+    let tts = elevenlabs(&fake, "xi-test-key");
+    let (error, after) = first_failure(&tts, PCM_24K, [piece(FIRST), TtsInput::End]).await;
+    assert_stall_timeout(&error, after);
     // A stall is given up: the socket is closed.
     wait_for(|| fake.utterances()[0].closed_early).await;
 }
@@ -521,18 +478,7 @@ async fn elevenlabs_dropped_stream_closes_the_socket() {
         ..Default::default()
     })
     .await;
-    let mut stream = elevenlabs(&fake, "xi-test-key")
-        .open(AudioFormat::Pcm16 { rate: 24_000 }, None, None)
-        .await
-        .unwrap();
-    stream
-        .input
-        .send(TtsInput::Text(FIRST.into()))
-        .await
-        .unwrap();
-    until_audio(&mut stream).await;
-    let dropped = Instant::now();
-    drop(stream);
+    let dropped = drop_while_speaking(&elevenlabs(&fake, "xi-test-key"), PCM_24K).await;
     let closed = wait_for(|| fake.utterances()[0].closed_early).await;
     assert!(closed - dropped < CANCEL_WITHIN, "{:?}", closed - dropped);
     assert!(!fake.utterances()[0].final_sent);
@@ -559,7 +505,7 @@ async fn cartesia_streams_utterances_as_contexts_of_one_socket() {
         .await;
     assert_eq!(odd_rate.unwrap_err().kind, ErrorKind::Unsupported);
     speak_two_sentences(&tts, format).await;
-    speak_two_sentences(&tts, AudioFormat::Pcm16 { rate: 24_000 }).await;
+    speak_two_sentences(&tts, PCM_24K).await;
 
     let handshakes = fake.handshakes();
     assert_eq!(handshakes.len(), 1, "both utterances on one socket");
@@ -603,7 +549,7 @@ async fn cartesia_streams_utterances_as_contexts_of_one_socket() {
 async fn cartesia_errors_are_typed() {
     let fake = FakeCartesia::start(fake_cartesia::Script::default()).await;
     let refused = cartesia(&fake, "sk_wrong")
-        .open(AudioFormat::Pcm16 { rate: 16_000 }, None, None)
+        .open(PCM_16K, None, None)
         .await
         .unwrap_err();
     assert_eq!(
@@ -619,18 +565,10 @@ async fn cartesia_errors_are_typed() {
         ..Default::default()
     })
     .await;
-    let mut stream = cartesia(&failing, "sk_car_test")
-        .open(AudioFormat::Pcm16 { rate: 16_000 }, None, None)
-        .await
-        .unwrap();
-    stream
-        .input
-        .send(TtsInput::Text(FIRST.into()))
-        .await
-        .unwrap();
-    let (error, _) = failure(&mut stream, Instant::now()).await;
+    let tts = cartesia(&failing, "sk_car_test");
+    let (error, _) = first_failure(&tts, PCM_16K, [piece(FIRST)]).await;
     assert_eq!(
-        (error.kind, error.code.as_deref(), error.message.as_str()),
+        kind_code_message(&error),
         (
             ErrorKind::RateLimited,
             Some("429"),
@@ -646,21 +584,9 @@ async fn cartesia_stall_times_out_on_the_stall_limit() {
         ..Default::default()
     })
     .await;
-    let mut stream = cartesia(&fake, "sk_car_test")
-        .open(AudioFormat::Pcm16 { rate: 16_000 }, None, None)
-        .await
-        .unwrap();
-    stream
-        .input
-        .send(TtsInput::Text(FIRST.into()))
-        .await
-        .unwrap();
-    stream.input.send(TtsInput::End).await.unwrap();
-    let (error, after) = failure(&mut stream, Instant::now()).await;
-    assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
-    let limit = Duration::from_millis(STALL_MS);
-    assert!(after >= limit - Duration::from_millis(20), "{after:?}");
-    assert!(after < limit + Duration::from_millis(300), "{after:?}");
+    let tts = cartesia(&fake, "sk_car_test");
+    let (error, after) = first_failure(&tts, PCM_16K, [piece(FIRST), TtsInput::End]).await;
+    assert_stall_timeout(&error, after);
 }
 
 #[tokio::test]
@@ -671,18 +597,7 @@ async fn cartesia_dropped_stream_cancels_its_context() {
     })
     .await;
     let tts = cartesia(&fake, "sk_car_test");
-    let mut stream = tts
-        .open(AudioFormat::Pcm16 { rate: 16_000 }, None, None)
-        .await
-        .unwrap();
-    stream
-        .input
-        .send(TtsInput::Text(FIRST.into()))
-        .await
-        .unwrap();
-    until_audio(&mut stream).await;
-    let dropped = Instant::now();
-    drop(stream);
+    let dropped = drop_while_speaking(&tts, PCM_16K).await;
     let (context, cancelled) = wait_for(|| fake.cancels().first().cloned()).await;
     assert!(
         cancelled - dropped < CANCEL_WITHIN,
@@ -691,7 +606,7 @@ async fn cartesia_dropped_stream_cancels_its_context() {
     );
     assert_eq!(context, fake.packets()[0]["context_id"]);
     // The socket stays for the next utterance.
-    speak_two_sentences(&tts, AudioFormat::Pcm16 { rate: 16_000 }).await;
+    speak_two_sentences(&tts, PCM_16K).await;
     assert_eq!(fake.handshakes().len(), 1);
 }
 
@@ -703,16 +618,9 @@ async fn cartesia_lost_socket_fails_its_utterances_and_the_next_reconnects() {
     })
     .await;
     let tts = cartesia(&fake, "sk_car_test");
-    let format = AudioFormat::Pcm16 { rate: 16_000 };
-    let mut stream = tts.open(format, None, None).await.unwrap();
-    let sent = Instant::now();
-    stream
-        .input
-        .send(TtsInput::Text(FIRST.into()))
-        .await
-        .unwrap();
+    let format = PCM_16K;
     // At once, not after the stall limit.
-    let (error, after) = failure(&mut stream, sent).await;
+    let (error, after) = first_failure(&tts, format, [piece(FIRST)]).await;
     assert_eq!(error.kind, ErrorKind::Server, "{error}");
     assert!(after < Duration::from_millis(STALL_MS), "{after:?}");
     speak_two_sentences(&tts, format).await;

@@ -30,12 +30,12 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 
+use crate::support::fake_server::{self, Listening, handshake_headers, query_value};
 use crate::support::model_audio::spoken_tone;
 
 const PATH: &str = "/tts/websocket";
@@ -84,10 +84,7 @@ pub struct Handshake {
 
 impl Handshake {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        fake_server::header(&self.headers, name)
     }
 }
 
@@ -102,31 +99,17 @@ pub struct FakeCartesia {
     /// `ws://127.0.0.1:<port>/tts/websocket`
     pub url: String,
     shared: Arc<Shared>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for FakeCartesia {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _listening: Listening,
 }
 
 impl FakeCartesia {
     pub async fn start(script: Script) -> FakeCartesia {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake");
-        let port = listener.local_addr().unwrap().port();
         let shared = Arc::new(Shared::default());
-        let script = Arc::new(script);
-        let s2 = shared.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                tokio::spawn(serve(tcp, s2.clone(), script.clone()));
-            }
-        });
+        let listening = Listening::start(shared.clone(), script, serve).await;
         FakeCartesia {
-            url: format!("ws://127.0.0.1:{port}{PATH}"),
+            url: format!("ws://127.0.0.1:{}{PATH}", listening.port),
             shared,
-            task,
+            _listening: listening,
         }
     }
 
@@ -143,12 +126,6 @@ impl FakeCartesia {
     pub fn cancels(&self) -> Vec<(String, Instant)> {
         self.shared.cancels.lock().unwrap().clone()
     }
-}
-
-fn query_value<'a>(query: &'a str, key: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
 }
 
 /// A context's fixed fields (all but transcript, continue, duration) and whether it ended.
@@ -168,11 +145,7 @@ enum Out {
 async fn serve(tcp: TcpStream, shared: Arc<Shared>, script: Arc<Script>) {
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         let query = req.uri().query().unwrap_or("").to_string();
-        let headers: Vec<(String, String)> = req
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect();
+        let headers = handshake_headers(req);
         let handshake = Handshake { query, headers };
         shared.handshakes.lock().unwrap().push(handshake.clone());
         let refuse = |status: StatusCode, body: &str| {

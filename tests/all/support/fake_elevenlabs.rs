@@ -31,14 +31,14 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
+use crate::support::fake_server::{self, Listening, handshake_headers, query_value};
 use crate::support::model_audio::spoken_tone;
 
 const PCM_RATES: [u32; 5] = [8_000, 16_000, 22_050, 24_000, 44_100];
@@ -93,10 +93,7 @@ pub struct Utterance {
 
 impl Utterance {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        fake_server::header(&self.headers, name)
     }
 }
 
@@ -104,31 +101,17 @@ pub struct FakeElevenLabs {
     /// `ws://127.0.0.1:<port>/v1/text-to-speech`
     pub url: String,
     utterances: Arc<Mutex<Vec<Utterance>>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for FakeElevenLabs {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _listening: Listening,
 }
 
 impl FakeElevenLabs {
     pub async fn start(script: Script) -> FakeElevenLabs {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake");
-        let port = listener.local_addr().unwrap().port();
         let utterances = Arc::new(Mutex::new(Vec::new()));
-        let script = Arc::new(script);
-        let u2 = utterances.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                tokio::spawn(serve(tcp, u2.clone(), script.clone()));
-            }
-        });
+        let listening = Listening::start(utterances.clone(), script, serve).await;
         FakeElevenLabs {
-            url: format!("ws://127.0.0.1:{port}/v1/text-to-speech"),
+            url: format!("ws://127.0.0.1:{}/v1/text-to-speech", listening.port),
             utterances,
-            task,
+            _listening: listening,
         }
     }
 
@@ -138,12 +121,6 @@ impl FakeElevenLabs {
 }
 
 type Ws = WebSocketStream<TcpStream>;
-
-fn query_value<'a>(query: &'a str, key: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-}
 
 /// The socket's state: its record's index and the audio still to send.
 struct Conn {
@@ -186,11 +163,7 @@ async fn serve(tcp: TcpStream, utterances: Arc<Mutex<Vec<Utterance>>>, script: A
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         seen.path = req.uri().path().to_string();
         seen.query = req.uri().query().unwrap_or("").to_string();
-        seen.headers = req
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect();
+        seen.headers = handshake_headers(req);
         let parts: Vec<&str> = seen.path.split('/').collect();
         if !matches!(parts.as_slice(), ["", "v1", "text-to-speech", voice, "stream-input"] if !voice.is_empty())
         {

@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 
+use crate::support::fake_server::{self, Listening};
 use crate::support::model_audio::spoken_tone;
 use crate::support::rest_fake::{self, Request};
 
@@ -81,10 +81,7 @@ pub struct SpeechRequest {
 
 impl SpeechRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        fake_server::header(&self.headers, name)
     }
 }
 
@@ -99,31 +96,17 @@ pub struct FakeSpeech {
     /// `http://127.0.0.1:<port>/v1`
     pub base_url: String,
     shared: Arc<Shared>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for FakeSpeech {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _listening: Listening,
 }
 
 impl FakeSpeech {
     pub async fn start(script: Script) -> FakeSpeech {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake");
-        let port = listener.local_addr().unwrap().port();
         let shared = Arc::new(Shared::default());
-        let script = Arc::new(script);
-        let s2 = shared.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                tokio::spawn(serve(tcp, s2.clone(), script.clone()));
-            }
-        });
+        let listening = Listening::start(shared.clone(), script, serve).await;
         FakeSpeech {
-            base_url: format!("http://127.0.0.1:{port}/v1"),
+            base_url: format!("http://127.0.0.1:{}/v1", listening.port),
             shared,
-            task,
+            _listening: listening,
         }
     }
 
@@ -158,10 +141,8 @@ fn check(request: &Request, script: &Script) -> Result<Value, (&'static str, Val
             error_body(&message, None, Some("invalid_api_key")),
         ));
     }
-    let json_type = request
-        .headers
-        .iter()
-        .any(|(n, v)| n == "content-type" && v.starts_with("application/json"));
+    let json_type = fake_server::header(&request.headers, "content-type")
+        .is_some_and(|v| v.starts_with("application/json"));
     let body = serde_json::from_slice::<Value>(&request.body)
         .ok()
         .filter(|_| json_type);

@@ -15,6 +15,7 @@ pub mod fake_elevenlabs;
 pub mod fake_gemini;
 pub mod fake_openai;
 pub mod fake_openai_sip;
+pub mod fake_server;
 pub mod fake_speech;
 pub mod fake_telnyx;
 pub mod fake_transcription;

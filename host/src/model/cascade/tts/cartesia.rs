@@ -22,21 +22,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::future::BoxFuture;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::whole_samples::WholeSamples;
-use super::{TextToSpeech, TtsEvent, TtsInput, TtsStream};
-use crate::model::cascade::http;
+use super::socket_utterance::{self, Heard, UtteranceSocket, decode_audio};
+use super::{TextToSpeech, TtsStream, pcm_formats, pcm_rate};
 use crate::model::ws::{self, Socket};
-use crate::model::{AudioFormat, CHANNEL_CAPACITY, ErrorKind, ProviderError, Secret};
+use crate::model::{AudioFormat, ErrorKind, ProviderError, Secret};
 
 const NAME: &str = "cartesia";
 
@@ -176,10 +172,7 @@ impl TextToSpeech for CartesiaTts {
     }
 
     fn formats(&self) -> Vec<AudioFormat> {
-        RATES
-            .iter()
-            .map(|&rate| AudioFormat::Pcm16 { rate })
-            .collect()
+        pcm_formats(&RATES)
     }
 
     fn open(
@@ -189,32 +182,20 @@ impl TextToSpeech for CartesiaTts {
         language: Option<String>,
     ) -> BoxFuture<'_, Result<TtsStream, ProviderError>> {
         Box::pin(async move {
-            let rate = match format {
-                AudioFormat::Pcm16 { rate } if RATES.contains(&rate) => rate,
-                other => {
-                    return Err(ProviderError::new(
-                        ErrorKind::Unsupported,
-                        None,
-                        format!("{NAME} has no raw PCM output as {other}"),
-                    ));
-                }
-            };
+            let rate = pcm_rate(NAME, &RATES, format)?;
             let context_id = format!("sb-{:016x}", fastrand::u64(..));
             let (connection, routes) = self.open_context(&context_id).await?;
             let voice = voice.unwrap_or_else(|| self.config.voice_id.clone());
+            // The context id on every log line of the utterance, its failure included.
+            let span = tracing::info_span!("speech", context = %context_id);
             let context = Context {
                 connection,
                 id: context_id,
                 base: self.request_base(voice, rate, language),
+                routes,
             };
-            let (input_tx, input) = mpsc::channel(CHANNEL_CAPACITY);
-            let (events, events_rx) = mpsc::channel(CHANNEL_CAPACITY);
             let stall = Duration::from_millis(self.config.stall_timeout_ms);
-            tokio::spawn(utterance(context, routes, stall, input, events));
-            Ok(TtsStream {
-                input: input_tx,
-                events: events_rx,
-            })
+            Ok(span.in_scope(|| socket_utterance::start(context, stall)))
         })
     }
 }
@@ -339,6 +320,8 @@ struct Context {
     connection: Arc<Connection>,
     id: String,
     base: Value,
+    /// This context's frames.
+    routes: mpsc::UnboundedReceiver<Incoming>,
 }
 
 impl Context {
@@ -357,103 +340,58 @@ impl Drop for Context {
     }
 }
 
-enum Outcome {
-    Done,
-    Failed(ProviderError),
-    /// The stream was dropped: the service is told to stop this context.
-    Cancelled,
-}
+impl UtteranceSocket for Context {
+    const SERVICE: &'static str = NAME;
 
-async fn utterance(
-    context: Context,
-    routes: mpsc::UnboundedReceiver<Incoming>,
-    stall: Duration,
-    input: mpsc::Receiver<TtsInput>,
-    events: mpsc::Sender<TtsEvent>,
-) {
-    match run(&context, routes, stall, input, &events).await {
-        Outcome::Done => {
-            let _ = events.send(TtsEvent::Done).await;
-        }
-        Outcome::Failed(error) => {
-            tracing::warn!(service = NAME, context = %context.id, %error, "speech failed");
-            // Whatever the service still makes for it is of no use.
-            let _ = context
-                .connection
-                .send(json!({"context_id": context.id, "cancel": true}));
-            let _ = events.send(TtsEvent::Failed(error)).await;
-        }
-        Outcome::Cancelled => {
-            tracing::debug!(service = NAME, context = %context.id, "speech cancelled");
-            let _ = context
-                .connection
-                .send(json!({"context_id": context.id, "cancel": true}));
+    async fn send_piece(&mut self, text: &str, _first: bool) -> Result<(), ProviderError> {
+        self.connection.send(self.request(format!("{text} "), true))
+    }
+
+    async fn send_end(&mut self) -> Result<(), ProviderError> {
+        self.connection.send(self.request(String::new(), false))
+    }
+
+    async fn next_frame(&mut self) -> Heard {
+        let frame = match self.routes.recv().await {
+            Some(Incoming::Frame(frame)) => frame,
+            Some(Incoming::Closed(error)) => return Heard::failed(error),
+            None => {
+                return Heard::failed(ProviderError::new(
+                    ErrorKind::Server,
+                    None,
+                    "the socket is gone",
+                ));
+            }
+        };
+        match frame["type"].as_str() {
+            Some("chunk") => match frame["data"].as_str().map(decode_audio) {
+                Some(Ok(bytes)) => Heard {
+                    audio: Some(bytes),
+                    end: None,
+                },
+                Some(Err(error)) => Heard::failed(error),
+                None => Heard::failed(ProviderError::new(
+                    ErrorKind::Protocol,
+                    None,
+                    "chunk without data",
+                )),
+            },
+            Some("done") => Heard {
+                audio: None,
+                end: Some(Ok(())),
+            },
+            Some("error") => Heard::failed(service_error(&frame)),
+            // timestamps, flush_done: nothing the cascade uses.
+            _ => Heard::default(),
         }
     }
-}
 
-async fn run(
-    context: &Context,
-    mut routes: mpsc::UnboundedReceiver<Incoming>,
-    stall: Duration,
-    mut input: mpsc::Receiver<TtsInput>,
-    events: &mpsc::Sender<TtsEvent>,
-) -> Outcome {
-    let mut samples = WholeSamples::default();
-    let (mut sent_text, mut heard_audio, mut ended) = (false, false, false);
-    let mut deadline = Instant::now() + stall;
-    loop {
-        let audio_due = ended || (sent_text && !heard_audio);
-        tokio::select! {
-            _ = events.closed() => return Outcome::Cancelled,
-            _ = tokio::time::sleep_until(deadline), if audio_due => {
-                return Outcome::Failed(http::timed_out("no audio from the service", stall));
-            }
-            next = input.recv(), if !ended => {
-                let request = match next {
-                    Some(TtsInput::Text(text)) => {
-                        let characters = text.chars().count() as u64;
-                        sent_text = true;
-                        if events.send(TtsEvent::Usage { characters }).await.is_err() {
-                            return Outcome::Cancelled;
-                        }
-                        context.request(format!("{text} "), true)
-                    }
-                    Some(TtsInput::End) => {
-                        ended = true;
-                        context.request(String::new(), false)
-                    }
-                    None => return Outcome::Cancelled,
-                };
-                if let Err(error) = context.connection.send(request) {
-                    return Outcome::Failed(error);
-                }
-                deadline = Instant::now() + stall;
-            }
-            incoming = routes.recv() => {
-                deadline = Instant::now() + stall;
-                let frame = match incoming {
-                    Some(Incoming::Frame(frame)) => frame,
-                    Some(Incoming::Closed(error)) => return Outcome::Failed(error),
-                    None => return Outcome::Failed(ProviderError::new(ErrorKind::Server, None, "the socket is gone")),
-                };
-                match frame["type"].as_str() {
-                    Some("chunk") => {
-                        let Some(Ok(bytes)) = frame["data"].as_str().map(|d| B64.decode(d)) else {
-                            return Outcome::Failed(ProviderError::new(ErrorKind::Protocol, None, "chunk without base64 data"));
-                        };
-                        heard_audio = true;
-                        let audio = samples.take(&bytes);
-                        if !audio.is_empty() && events.send(TtsEvent::Audio(audio)).await.is_err() {
-                            return Outcome::Cancelled;
-                        }
-                    }
-                    Some("done") => return Outcome::Done,
-                    Some("error") => return Outcome::Failed(service_error(&frame)),
-                    // timestamps, flush_done: nothing the cascade uses.
-                    _ => {}
-                }
-            }
+    /// Unless it completed, whatever the service still makes for it is of no use.
+    async fn finish(self, completed: bool) {
+        if !completed {
+            let _ = self
+                .connection
+                .send(json!({"context_id": self.id, "cancel": true}));
         }
     }
 }

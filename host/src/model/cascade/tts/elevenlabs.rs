@@ -16,21 +16,16 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::future::BoxFuture;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::{self, Message, protocol::CloseFrame};
+use tokio_tungstenite::tungstenite::{Message, protocol::CloseFrame};
 
-use super::whole_samples::WholeSamples;
-use super::{TextToSpeech, TtsEvent, TtsInput, TtsStream};
-use crate::model::cascade::http;
+use super::socket_utterance::{self, Heard, UtteranceSocket, decode_audio};
+use super::{TextToSpeech, TtsStream, pcm_formats, pcm_rate};
 use crate::model::ws::{self, Socket};
-use crate::model::{AudioFormat, CHANNEL_CAPACITY, ErrorKind, ProviderError, Secret};
+use crate::model::{AudioFormat, ErrorKind, ProviderError, Secret};
 
 const NAME: &str = "elevenlabs";
 
@@ -120,10 +115,7 @@ impl TextToSpeech for ElevenLabsTts {
     }
 
     fn formats(&self) -> Vec<AudioFormat> {
-        RATES
-            .iter()
-            .map(|&rate| AudioFormat::Pcm16 { rate })
-            .collect()
+        pcm_formats(&RATES)
     }
 
     fn open(
@@ -133,19 +125,10 @@ impl TextToSpeech for ElevenLabsTts {
         language: Option<String>,
     ) -> BoxFuture<'_, Result<TtsStream, ProviderError>> {
         Box::pin(async move {
-            let rate = match format {
-                AudioFormat::Pcm16 { rate } if RATES.contains(&rate) => rate,
-                other => {
-                    return Err(ProviderError::new(
-                        ErrorKind::Unsupported,
-                        None,
-                        format!("{NAME} has no raw PCM output as {other}"),
-                    ));
-                }
-            };
+            let rate = pcm_rate(NAME, &RATES, format)?;
             let voice = voice.unwrap_or_else(|| self.config.voice_id.clone());
             let url = self.url(&voice, rate, language.as_deref());
-            let mut socket = ws::connect(
+            let socket = ws::connect(
                 NAME,
                 &url,
                 &[("xi-api-key", self.config.api_key.expose())],
@@ -154,136 +137,75 @@ impl TextToSpeech for ElevenLabsTts {
             )
             .await
             .map_err(ws::connect_failed)?;
-            send(&mut socket, json!({"text": " "}))
-                .await
-                .map_err(|e| ProviderError::new(ErrorKind::Server, None, e.to_string()))?;
-            let (input_tx, input) = mpsc::channel(CHANNEL_CAPACITY);
-            let (events, events_rx) = mpsc::channel(CHANNEL_CAPACITY);
+            let mut socket = StreamInput(socket);
+            socket.send(json!({"text": " "})).await?;
             let stall = Duration::from_millis(self.config.stall_timeout_ms);
-            tokio::spawn(utterance(socket, stall, input, events));
-            Ok(TtsStream {
-                input: input_tx,
-                events: events_rx,
-            })
+            Ok(socket_utterance::start(socket, stall))
         })
     }
 }
 
-async fn send(socket: &mut Socket, packet: Value) -> Result<(), tungstenite::Error> {
-    socket.send(Message::text(packet.to_string())).await
-}
+/// One utterance's `stream-input` socket.
+struct StreamInput(Socket);
 
-/// How an utterance's socket loop ends.
-enum Outcome {
-    Done,
-    Failed(ProviderError),
-    /// The stream was dropped: close the socket, tell no one.
-    Cancelled,
-}
-
-async fn utterance(
-    mut socket: Socket,
-    stall: Duration,
-    input: mpsc::Receiver<TtsInput>,
-    events: mpsc::Sender<TtsEvent>,
-) {
-    let outcome = run(&mut socket, stall, input, &events).await;
-    let event = match outcome {
-        Outcome::Done => Some(TtsEvent::Done),
-        Outcome::Failed(error) => {
-            tracing::warn!(service = NAME, %error, "speech stream failed");
-            Some(TtsEvent::Failed(error))
-        }
-        Outcome::Cancelled => {
-            tracing::debug!(service = NAME, "speech stream cancelled");
-            None
-        }
-    };
-    // Closing ends synthesis on the service's side too (barge-in).
-    let _ = tokio::time::timeout(Duration::from_millis(500), socket.close(None)).await;
-    if let Some(event) = event {
-        let _ = events.send(event).await;
+impl StreamInput {
+    async fn send(&mut self, packet: Value) -> Result<(), ProviderError> {
+        self.0
+            .send(Message::text(packet.to_string()))
+            .await
+            .map_err(|e| ProviderError::new(ErrorKind::Server, None, e.to_string()))
     }
 }
 
-async fn run(
-    socket: &mut Socket,
-    stall: Duration,
-    mut input: mpsc::Receiver<TtsInput>,
-    events: &mpsc::Sender<TtsEvent>,
-) -> Outcome {
-    let mut samples = WholeSamples::default();
-    let (mut sent_text, mut heard_audio, mut ended) = (false, false, false);
-    let mut deadline = Instant::now() + stall;
-    loop {
-        // Audio is due once the flushed first piece is out, and until the end once End is.
-        let audio_due = ended || (sent_text && !heard_audio);
-        tokio::select! {
-            _ = events.closed() => return Outcome::Cancelled,
-            _ = tokio::time::sleep_until(deadline), if audio_due => {
-                return Outcome::Failed(http::timed_out("no audio from the service", stall));
-            }
-            next = input.recv(), if !ended => {
-                let packet = match next {
-                    Some(TtsInput::Text(text)) => {
-                        let characters = text.chars().count() as u64;
-                        let mut packet = json!({"text": format!("{text} ")});
-                        if !sent_text {
-                            packet["flush"] = json!(true);
-                        }
-                        sent_text = true;
-                        if events.send(TtsEvent::Usage { characters }).await.is_err() {
-                            return Outcome::Cancelled;
-                        }
-                        packet
-                    }
-                    Some(TtsInput::End) => {
-                        ended = true;
-                        json!({"text": ""})
-                    }
-                    None => return Outcome::Cancelled,
-                };
-                if let Err(e) = send(socket, packet).await {
-                    return Outcome::Failed(ProviderError::new(ErrorKind::Server, None, e.to_string()));
-                }
-                deadline = Instant::now() + stall;
-            }
-            message = socket.next() => {
-                deadline = Instant::now() + stall;
-                let frame = match message {
-                    Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Close(frame))) => return Outcome::Failed(closed(frame.as_ref())),
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => {
-                        return Outcome::Failed(ProviderError::new(ErrorKind::Server, None, e.to_string()));
-                    }
-                    None => return Outcome::Failed(closed(None)),
-                };
-                let Ok(frame) = serde_json::from_str::<Value>(&frame) else {
-                    return Outcome::Failed(ProviderError::new(
-                        ErrorKind::Protocol,
-                        None,
-                        format!("not JSON: {frame}"),
-                    ));
-                };
-                if let Some(audio) = frame["audio"].as_str() {
-                    let Ok(bytes) = B64.decode(audio) else {
-                        return Outcome::Failed(ProviderError::new(ErrorKind::Protocol, None, "audio is not base64"));
-                    };
-                    heard_audio = true;
-                    let audio = samples.take(&bytes);
-                    if !audio.is_empty() && events.send(TtsEvent::Audio(audio)).await.is_err() {
-                        return Outcome::Cancelled;
-                    }
-                }
-                if frame["isFinal"] == json!(true) {
-                    return Outcome::Done;
-                }
-                if let Some(message) = frame["error"].as_str().or(frame["message"].as_str()) {
-                    return Outcome::Failed(ProviderError::new(ErrorKind::Server, None, message));
-                }
-            }
+impl UtteranceSocket for StreamInput {
+    const SERVICE: &'static str = NAME;
+
+    async fn send_piece(&mut self, text: &str, first: bool) -> Result<(), ProviderError> {
+        let mut packet = json!({"text": format!("{text} ")});
+        if first {
+            // Audio for the first sentence now, not once the buffer reaches the schedule.
+            packet["flush"] = json!(true);
         }
+        self.send(packet).await
+    }
+
+    async fn send_end(&mut self) -> Result<(), ProviderError> {
+        self.send(json!({"text": ""})).await
+    }
+
+    async fn next_frame(&mut self) -> Heard {
+        let frame = match self.0.next().await {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(frame))) => return Heard::failed(closed(frame.as_ref())),
+            Some(Ok(_)) => return Heard::default(),
+            Some(Err(e)) => {
+                return Heard::failed(ProviderError::new(ErrorKind::Server, None, e.to_string()));
+            }
+            None => return Heard::failed(closed(None)),
+        };
+        let Ok(frame) = serde_json::from_str::<Value>(&frame) else {
+            return Heard::failed(ProviderError::new(
+                ErrorKind::Protocol,
+                None,
+                format!("not JSON: {frame}"),
+            ));
+        };
+        let audio = match frame["audio"].as_str().map(decode_audio).transpose() {
+            Ok(audio) => audio,
+            Err(error) => return Heard::failed(error),
+        };
+        let end = if frame["isFinal"] == json!(true) {
+            Some(Ok(()))
+        } else {
+            let message = frame["error"].as_str().or(frame["message"].as_str());
+            message.map(|m| Err(ProviderError::new(ErrorKind::Server, None, m)))
+        };
+        Heard { audio, end }
+    }
+
+    /// Closing ends synthesis on the service's side too (barge-in).
+    async fn finish(mut self, _completed: bool) {
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.0.close(None)).await;
     }
 }
 

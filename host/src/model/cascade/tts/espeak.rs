@@ -7,7 +7,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::{TextToSpeech, TtsEvent, TtsInput, TtsStream};
+use super::{TextToSpeech, TtsEvent, TtsInput, TtsStream, pcm_formats};
 use crate::model::espeak::{Espeak, RATES};
 use crate::model::{AudioFormat, ErrorKind, ProviderError};
 
@@ -30,10 +30,7 @@ impl TextToSpeech for EspeakTts {
     }
 
     fn formats(&self) -> Vec<AudioFormat> {
-        RATES
-            .iter()
-            .map(|&rate| AudioFormat::Pcm16 { rate })
-            .collect()
+        pcm_formats(&RATES)
     }
 
     /// espeak-ng voices are languages (`en-us`): the session's language picks one, the agent's

@@ -5,12 +5,13 @@ pub mod cartesia;
 pub mod elevenlabs;
 pub mod espeak;
 pub mod openai;
+mod socket_utterance;
 mod whole_samples;
 
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
-use crate::model::{AudioFormat, ProviderError};
+use crate::model::{AudioFormat, ErrorKind, ProviderError};
 
 /// Text for one utterance (one answer of the agent).
 #[derive(Debug, Clone, PartialEq)]
@@ -62,4 +63,24 @@ pub trait TextToSpeech: Send + Sync + std::fmt::Debug {
         voice: Option<String>,
         language: Option<String>,
     ) -> BoxFuture<'_, Result<TtsStream, ProviderError>>;
+}
+
+/// Raw 16-bit PCM at each of `rates`, for [`TextToSpeech::formats`].
+fn pcm_formats(rates: &[u32]) -> Vec<AudioFormat> {
+    rates
+        .iter()
+        .map(|&rate| AudioFormat::Pcm16 { rate })
+        .collect()
+}
+
+/// The rate of `format` if it is raw 16-bit PCM at one of `rates`.
+fn pcm_rate(service: &str, rates: &[u32], format: AudioFormat) -> Result<u32, ProviderError> {
+    match format {
+        AudioFormat::Pcm16 { rate } if rates.contains(&rate) => Ok(rate),
+        other => Err(ProviderError::new(
+            ErrorKind::Unsupported,
+            None,
+            format!("{service} has no raw PCM output as {other}"),
+        )),
+    }
 }
