@@ -63,6 +63,10 @@ pub struct Config {
     /// secrets masked.
     #[serde(skip)]
     pub source: toml::Table,
+    /// The key paths set by `SWITCHBOARD__...` variables (e.g. `["routes", "1000"]`), with the
+    /// variable's name: shown as such and not editable through the API.
+    #[serde(skip)]
+    pub from_environment: BTreeMap<Vec<String>, String>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -119,6 +123,7 @@ impl Config {
     ) -> anyhow::Result<Config> {
         let mut value: toml::Table =
             toml::from_str(text).with_context(|| format!("{origin} is not valid TOML"))?;
+        let mut from_environment = BTreeMap::new();
         for (name, raw) in env {
             let Some(path) = name.strip_prefix("SWITCHBOARD__") else {
                 continue;
@@ -129,11 +134,13 @@ impl Config {
                 .collect();
             set_path(&mut value, &keys, parse_env_value(&raw))
                 .with_context(|| format!("environment variable {name}"))?;
+            from_environment.insert(keys, name);
         }
         let mut config: Config = toml::Value::Table(value.clone())
             .try_into()
             .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))?;
         config.source = value;
+        config.from_environment = from_environment;
         if let Some(cascade) = &config.model.cascade {
             cascade
                 .validate()
@@ -234,6 +241,11 @@ mod tests {
         assert_eq!(c.agents.dir, PathBuf::from("/srv/agents"));
         assert_eq!(c.agents.hook_budget_ms, 250);
         assert_eq!(c.agent["menu"].config["address"], "Main St 1");
+        let path = ["agent", "menu", "config", "address"].map(String::from).to_vec();
+        assert_eq!(
+            c.from_environment[&path],
+            "SWITCHBOARD__AGENT__MENU__CONFIG__ADDRESS"
+        );
         let err = Config::parse("[agents]\ndirr = \"x\"", "my.toml", []).unwrap_err();
         assert!(format!("{err:#}").contains("my.toml") && format!("{err:#}").contains("dirr"));
     }

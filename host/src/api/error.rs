@@ -22,6 +22,9 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// A valid token without the rights for this request.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{what} not found: {id}")]
     NotFound { what: &'static str, id: String },
     #[error("call {0} is not active")]
@@ -50,6 +53,7 @@ impl ApiError {
         match self {
             ApiError::Malformed { status, code, .. } => (*status, code, text(self)),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", text(self)),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", text(self)),
             ApiError::NotFound { what, .. } => {
                 (StatusCode::NOT_FOUND, not_found_code(what), text(self))
             }

@@ -62,7 +62,6 @@ pub struct AgentEvent {
 pub struct Registry {
     runtime: Arc<Runtime>,
     dir: PathBuf,
-    config_routes: BTreeMap<String, String>,
     state: ArcSwap<Snapshot>,
     events: broadcast::Sender<AgentEvent>,
     history: Mutex<VecDeque<AgentEvent>>,
@@ -93,7 +92,6 @@ impl Registry {
         Ok(Arc::new(Registry {
             dir: runtime.config().dir.clone(),
             runtime,
-            config_routes: routes,
             state: ArcSwap::from_pointee(Snapshot {
                 agents: BTreeMap::new(),
                 routes: table,
@@ -289,9 +287,60 @@ impl Registry {
         Ok(())
     }
 
-    /// Configured routes, as given (for listings).
-    pub fn config_routes(&self) -> &BTreeMap<String, String> {
-        &self.config_routes
+    /// The route table `routes` and `default` make with every loaded agent's manifest numbers:
+    /// what [`Registry::set_routes`] would swap in. Errors: a bad pattern, a number claimed twice.
+    pub fn check_routes(
+        &self,
+        routes: &[(String, String, RouteSource)],
+        default: Option<String>,
+    ) -> Result<RouteTable, RouteError> {
+        let mut table = RouteTable::new(default);
+        for (pattern, agent, source) in routes {
+            table.add(pattern, agent, source.clone())?;
+        }
+        for version in self.snapshot().agents.values() {
+            let source = RouteSource::Manifest(version.manifest_path.display().to_string());
+            for number in &version.manifest().numbers {
+                table.add(number, version.name(), source.clone())?;
+            }
+        }
+        Ok(table)
+    }
+
+    /// Replace the configured routes and the default agent at once: new calls resolve through
+    /// them, running calls keep the version they started with. On error nothing changes.
+    pub async fn set_routes(
+        &self,
+        routes: &[(String, String, RouteSource)],
+        default: Option<String>,
+    ) -> Result<(), RouteError> {
+        let _serial = self.load_lock.lock().await;
+        let table = self.check_routes(routes, default)?;
+        let agents = self.snapshot().agents.clone();
+        self.state.store(Arc::new(Snapshot {
+            agents,
+            routes: table,
+        }));
+        Ok(())
+    }
+
+    /// Replace every agent's settings and rebuild the live versions whose config or secret
+    /// values changed, so the next call's `config::get` sees them; running calls keep theirs.
+    pub async fn set_settings(&self, settings: BTreeMap<String, super::AgentSettings>) {
+        let _serial = self.load_lock.lock().await;
+        self.runtime.set_settings(settings);
+        let current = self.snapshot();
+        let mut agents = current.agents.clone();
+        for (name, version) in &current.agents {
+            if let Some(rebuilt) = version.with_settings_of(&self.runtime) {
+                tracing::info!(agent = %name, "agent settings changed; new calls read them");
+                agents.insert(name.clone(), Arc::new(rebuilt));
+            }
+        }
+        self.state.store(Arc::new(Snapshot {
+            agents,
+            routes: current.routes.clone(),
+        }));
     }
 }
 
