@@ -241,7 +241,9 @@ mod tests {
         assert_eq!(c.agents.dir, PathBuf::from("/srv/agents"));
         assert_eq!(c.agents.hook_budget_ms, 250);
         assert_eq!(c.agent["menu"].config["address"], "Main St 1");
-        let path = ["agent", "menu", "config", "address"].map(String::from).to_vec();
+        let path = ["agent", "menu", "config", "address"]
+            .map(String::from)
+            .to_vec();
         assert_eq!(
             c.from_environment[&path],
             "SWITCHBOARD__AGENT__MENU__CONFIG__ADDRESS"

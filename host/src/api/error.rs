@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::call::PlaceError;
+use crate::live::LiveError;
 use crate::sip::SipError;
 use crate::store::StoreError;
 
@@ -38,6 +39,9 @@ pub enum ApiError {
     Place(#[from] PlaceError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A live configuration change refused (nothing changed).
+    #[error(transparent)]
+    Live(#[from] crate::live::LiveError),
     /// A valid request for something this release does not do yet (nothing was changed).
     #[error("{0}")]
     NotImplemented(String),
@@ -108,6 +112,22 @@ impl ApiError {
                 StoreError::InvalidInput(_) => (StatusCode::BAD_REQUEST, "bad_query", text(self)),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "store_error", text(self)),
             },
+            ApiError::Live(e) => match e {
+                LiveError::PreconditionRequired => (
+                    StatusCode::PRECONDITION_REQUIRED,
+                    "if_match_required",
+                    text(self),
+                ),
+                LiveError::Stale { .. } => (StatusCode::CONFLICT, "etag_mismatch", text(self)),
+                LiveError::Invalid { code, .. } => (StatusCode::BAD_REQUEST, code, text(self)),
+                LiveError::FromEnvironment { .. } => {
+                    (StatusCode::CONFLICT, "set_by_environment", text(self))
+                }
+                LiveError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", text(self)),
+                LiveError::Store(_) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "store_error", text(self))
+                }
+            },
             ApiError::NotImplemented(_) => {
                 (StatusCode::NOT_IMPLEMENTED, "not_implemented", text(self))
             }
@@ -120,6 +140,7 @@ impl ApiError {
     fn field(&self) -> Option<&'static str> {
         match self {
             ApiError::Invalid(e) => Some(e.field()),
+            ApiError::Live(LiveError::Invalid { field, .. }) => Some(field),
             ApiError::Malformed { status, .. } if *status == StatusCode::PAYLOAD_TOO_LARGE => {
                 Some("body")
             }

@@ -11,6 +11,7 @@
 mod agents;
 mod auth;
 mod calls;
+mod config_live;
 mod dashboard;
 mod error;
 pub mod metrics;
@@ -23,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -103,6 +104,8 @@ pub struct ApiContext {
     pub bridges: Arc<crate::bridges::Bridges>,
     /// The running configuration, secrets already masked.
     pub config: Value,
+    /// Routes and agent settings changed live, over the file's values.
+    pub live: Arc<crate::live::LiveConfig>,
 }
 
 /// The handlers' state: the context plus what the API derives from it once.
@@ -190,6 +193,20 @@ fn router(ctx: Ctx, credentials: Arc<auth::Credentials>) -> Router {
         .route("/v1/registrations", get(status::registrations))
         .route("/v1/usage", get(status::usage))
         .route("/v1/config", get(status::config))
+        .route("/v1/config/effective", get(config_live::effective))
+        .route("/v1/config/audit", get(config_live::audit))
+        .route(
+            "/v1/config/routes/{pattern}",
+            put(config_live::put_route).delete(config_live::delete_route),
+        )
+        .route(
+            "/v1/config/default-agent",
+            put(config_live::put_default_agent),
+        )
+        .route(
+            "/v1/config/agents/{name}/{kind}/{key}",
+            put(config_live::put_agent_value).delete(config_live::delete_agent_value),
+        )
         .route("/v1/events", get(stream::events))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/metrics", get(metrics::render))

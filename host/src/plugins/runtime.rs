@@ -300,6 +300,16 @@ fn sha256_hex(parts: &[&[u8]]) -> String {
     hex::encode(h.finalize())
 }
 
+/// The environment variable that sets (and overrides) an agent's secret:
+/// `SWITCHBOARD_SECRET_<AGENT>_<KEY>`.
+pub fn secret_variable(agent: &str, key: &str) -> String {
+    format!(
+        "SWITCHBOARD_SECRET_{}_{}",
+        agent.to_ascii_uppercase().replace('-', "_"),
+        key.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
 /// Content hash of a deployed agent (wasm bytes + manifest text); unchanged files are skipped.
 pub fn content_hash(wasm: &[u8], manifest: &[u8]) -> String {
     sha256_hex(&[wasm, manifest])
@@ -568,12 +578,7 @@ impl Runtime {
             }
         }
         for key in &manifest.capabilities.secrets {
-            let env_name = format!(
-                "SWITCHBOARD_SECRET_{}_{}",
-                manifest.name.to_ascii_uppercase().replace('-', "_"),
-                key.to_ascii_uppercase().replace('-', "_")
-            );
-            let value = std::env::var(&env_name)
+            let value = std::env::var(secret_variable(&manifest.name, key))
                 .ok()
                 .or_else(|| settings.and_then(|s| s.secrets.get(key)).cloned());
             if let Some(v) = value {

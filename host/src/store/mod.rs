@@ -336,7 +336,7 @@ pub trait CallStore: Send + Sync {
     /// Store a live configuration change and its audit record in one transaction; returns
     /// the audit record with its id.
     async fn record_config_change(&self, change: ConfigChange) -> Result<AuditRecord>;
-    /// The live configuration overlay, ordered by kind, agent and key.
+    /// The live configuration overlay, ordered by kind name, agent and key.
     async fn config_overlay(&self) -> Result<Vec<OverlayEntry>>;
     /// The latest `limit` audited configuration changes, newest first.
     async fn config_audit(&self, limit: u32) -> Result<Vec<AuditRecord>>;

@@ -28,8 +28,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{
     AuditRecord, CallDetail, CallEnd, CallFilter, CallPage, CallStore, ConfigChange, DailyUsage,
-    NewCall, OverlayEntry, Purged, Result, Role, StoreConfig, StoreError, TurnLatency,
-    UsageRecord, Write, schema, sql,
+    NewCall, OverlayEntry, Purged, Result, Role, StoreConfig, StoreError, TurnLatency, UsageRecord,
+    Write, schema, sql,
 };
 use crate::domain::usage;
 use list::ListQuery;

@@ -64,7 +64,8 @@ pub(super) fn read_overlay(conn: &Connection) -> Result<Vec<OverlayEntry>> {
         .map_err(sql("reading the live configuration"))?;
     let mut out = Vec::new();
     for row in rows {
-        let (kind, agent, key, value, at_ms) = row.map_err(sql("reading the live configuration"))?;
+        let (kind, agent, key, value, at_ms) =
+            row.map_err(sql("reading the live configuration"))?;
         let kind = OverlayKind::parse(&kind).ok_or_else(|| {
             StoreError::InvalidInput(format!("unknown live configuration kind {kind:?}"))
         })?;
