@@ -376,3 +376,6 @@ fn base_layers(config: &Config, registry: &Registry) -> Layers {
     }
     layers
 }
+
+#[cfg(test)]
+mod tests;
