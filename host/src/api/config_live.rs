@@ -61,14 +61,14 @@ pub async fn audit(
     Ok(Json(json!({ "changes": changes })))
 }
 
-/// Apply one change for `caller`; answers the audit record and the new ETag.
+/// Apply one change for `caller` (whose write scope the handler checked first, before reading
+/// anything else); answers the audit record and the new ETag.
 async fn apply(
     ctx: &Ctx,
     caller: &Caller,
     headers: &HeaderMap,
     change: Change,
 ) -> Result<Response, ApiError> {
-    caller.require_write()?;
     let if_match = match headers.get(IF_MATCH) {
         Some(v) => Some(v.to_str().map_err(|_| LiveError::PreconditionRequired)?),
         None => None,
@@ -143,44 +143,69 @@ pub async fn put_default_agent(
     apply(&ctx, &caller, &headers, change).await
 }
 
-fn agent_value(kind: &str, agent: String, key: String) -> Result<Target, ApiError> {
-    match kind {
-        "settings" => Ok(Target::Setting { agent, key }),
-        "secrets" => Ok(Target::Secret { agent, key }),
-        _ => Err(ApiError::NotFound {
-            what: "route",
-            id: format!("/v1/config/agents/{agent}/{kind}: use settings or secrets"),
-        }),
-    }
-}
-
-/// PUT /v1/config/agents/{name}/settings/{key} and .../secrets/{key} `{"value": "..."}`.
-pub async fn put_agent_value(
+/// PUT /v1/config/agents/{name}/settings/{key} `{"value": "..."}`.
+pub async fn put_setting(
     State(ctx): State<Ctx>,
     Extension(caller): Extension<Caller>,
-    Path((agent, kind, key)): Path<(String, String, String)>,
+    Path((agent, key)): Path<(String, String)>,
     headers: HeaderMap,
     body: Result<Json<ValueBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     caller.require_write()?;
     let Json(body) = body?;
+    let target = Target::Setting { agent, key };
     let change = Change {
-        target: agent_value(&kind, agent, key)?,
+        target,
         value: Some(body.value),
     };
     apply(&ctx, &caller, &headers, change).await
 }
 
-/// DELETE /v1/config/agents/{name}/settings/{key} and .../secrets/{key}.
-pub async fn delete_agent_value(
+/// DELETE /v1/config/agents/{name}/settings/{key}.
+pub async fn delete_setting(
     State(ctx): State<Ctx>,
     Extension(caller): Extension<Caller>,
-    Path((agent, kind, key)): Path<(String, String, String)>,
+    Path((agent, key)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller.require_write()?;
+    let target = Target::Setting { agent, key };
     let change = Change {
-        target: agent_value(&kind, agent, key)?,
+        target,
+        value: None,
+    };
+    apply(&ctx, &caller, &headers, change).await
+}
+
+/// PUT /v1/config/agents/{name}/secrets/{key} `{"value": "..."}`: write-only, never read back.
+pub async fn put_secret(
+    State(ctx): State<Ctx>,
+    Extension(caller): Extension<Caller>,
+    Path((agent, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Json<ValueBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    caller.require_write()?;
+    let Json(body) = body?;
+    let target = Target::Secret { agent, key };
+    let change = Change {
+        target,
+        value: Some(body.value),
+    };
+    apply(&ctx, &caller, &headers, change).await
+}
+
+/// DELETE /v1/config/agents/{name}/secrets/{key}.
+pub async fn delete_secret(
+    State(ctx): State<Ctx>,
+    Extension(caller): Extension<Caller>,
+    Path((agent, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    caller.require_write()?;
+    let target = Target::Secret { agent, key };
+    let change = Change {
+        target,
         value: None,
     };
     apply(&ctx, &caller, &headers, change).await
