@@ -562,7 +562,10 @@ async fn health_ready_metrics_openapi_agents_registrations_usage() {
         ("/v1/config/audit", &["get"]),
         ("/v1/config/routes/{pattern}", &["put", "delete"]),
         ("/v1/config/default-agent", &["put"]),
-        ("/v1/config/agents/{name}/settings/{key}", &["put", "delete"]),
+        (
+            "/v1/config/agents/{name}/settings/{key}",
+            &["put", "delete"],
+        ),
         ("/v1/config/agents/{name}/secrets/{key}", &["put", "delete"]),
         ("/v1/openapi.json", &["get"]),
         ("/metrics", &["get"]),
