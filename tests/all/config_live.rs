@@ -356,7 +356,9 @@ async fn config_live_refused_changes_change_nothing_and_changes_are_audited() {
             "agents/menu/secrets/crm-key"
         ]
     );
-    assert_eq!(audit.json["changes"][1]["before"], "Switchboard Demo");
+    // The file had no business-name (the manifest's default is no configuration value).
+    assert_eq!(audit.json["changes"][1]["before"], Value::Null);
+    assert_eq!(audit.json["changes"][1]["after"], "Live Bakery");
 
     // The next call's agent reads the new setting.
     if require("sipp") {
