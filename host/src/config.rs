@@ -253,6 +253,30 @@ mod tests {
     }
 
     #[test]
+    fn named_tokens_have_a_scope() {
+        let text = "[http]\ntokens = [\"plain\"]\nallow-loopback-writes = true\n\
+                    [[http.api-tokens]]\nname = \"ops\"\ntoken = \"t1\"\nscope = \"write\"\n\
+                    [[http.api-tokens]]\nname = \"grafana\"\ntoken = \"t2\"\nscope = \"read\"\n";
+        let c = Config::parse(text, "my.toml", []).unwrap();
+        let names: Vec<_> = c
+            .http
+            .api_tokens
+            .iter()
+            .map(|t| (t.name.as_str(), t.scope))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("ops", crate::api::Scope::Write),
+                ("grafana", crate::api::Scope::Read)
+            ]
+        );
+        assert!(c.http.allow_loopback_writes && c.http.has_tokens());
+        let bad = text.replace("\"read\"", "\"admin\"");
+        assert!(Config::parse(&bad, "my.toml", []).is_err());
+    }
+
+    #[test]
     fn a_bridge_needs_the_public_listener_and_a_real_key() {
         let telnyx = "[bridges.telnyx]\napi-key = \"KEY\"\n\
                       public-key = \"A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg=\"\n\
