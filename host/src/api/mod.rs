@@ -5,8 +5,9 @@
 //! drives `call` and reads `store`, `plugins` and `sip`; nothing below imports it.
 //!
 //! Every `/v1` route and `/metrics` need `Authorization: Bearer <token>` when `[http] tokens`
-//! is set (the dashboard's static files do not: they hold no data); without tokens the server
-//! refuses to listen anywhere but loopback.
+//! or `[[http.api-tokens]]` are set (the dashboard's static files do not: they hold no data);
+//! without tokens the server refuses to listen anywhere but loopback. Configuration writes
+//! (`/v1/config/...`, see `crate::live`) also need write scope (`auth`).
 
 mod agents;
 mod auth;

@@ -135,7 +135,7 @@ impl LiveConfig {
         let now = self.base.with_overlay(&overlay);
         let given = if_match.ok_or(LiveError::PreconditionRequired)?;
         let current = etag_of(&now.to_json());
-        if given.trim() != current && given.trim() != "*" {
+        if given.trim() != current {
             return Err(LiveError::Stale {
                 given: given.into(),
                 current,

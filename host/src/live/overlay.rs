@@ -191,13 +191,15 @@ impl Layers {
                 .map(|(k, s)| (k.clone(), shown(s, secret)))
                 .collect()
         };
+        let route = |s: &Sourced| {
+            let mut v = json!({"agent": s.value, "source": s.source});
+            if let Some(var) = &s.variable {
+                v["variable"] = json!(var);
+            }
+            v
+        };
         json!({
-            "routes": self.routes.iter().map(|(p, s)| {
-                let mut v = shown(s, false);
-                v["agent"] = v["value"].take();
-                v.as_object_mut().map(|o| o.remove("value"));
-                (p.clone(), v)
-            }).collect::<serde_json::Map<_, _>>(),
+            "routes": self.routes.iter().map(|(p, s)| (p.clone(), route(s))).collect::<serde_json::Map<_, _>>(),
             "default_agent": self.default_agent.as_ref().map(|s| shown(s, false)),
             "agents": self.agents.iter().map(|(name, a)| (name.clone(), json!({
                 "settings": map(&a.settings, false),
