@@ -353,3 +353,77 @@ pub fn agent_name_of(path: &Path) -> Option<String> {
     let stem = path.file_stem()?.to_str()?;
     super::manifest::is_agent_name(stem).then(|| stem.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::{AgentSettings, AgentsConfig};
+
+    /// A registry with the wave-1 `menu` (it claims 1000) loaded from a temporary folder.
+    async fn registry_with_menu(data: &Path) -> Arc<Registry> {
+        let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/wave1");
+        let dir = data.join("agents");
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in ["menu.wasm", "menu.toml"] {
+            std::fs::copy(fixtures.join(file), dir.join(file)).unwrap();
+        }
+        let config = AgentsConfig {
+            dir,
+            ..AgentsConfig::default()
+        };
+        let runtime = Runtime::new(config, BTreeMap::new(), data).unwrap();
+        let routes = BTreeMap::from([("2000".to_string(), "menu".to_string())]);
+        let registry = Registry::new(runtime, routes).unwrap();
+        assert!(registry.load_all().await.is_empty());
+        registry
+    }
+
+    #[tokio::test]
+    async fn settings_and_routes_swap_for_new_calls_only() {
+        let data = tempfile::tempdir().unwrap();
+        let registry = registry_with_menu(data.path()).await;
+        let pinned = registry.resolve("1000").unwrap().agent;
+        assert_eq!(pinned.ctx.values["business-name"], "Switchboard Demo");
+
+        let settings = AgentSettings {
+            config: BTreeMap::from([("business-name".into(), "Live Bakery".into())]),
+            ..AgentSettings::default()
+        };
+        registry
+            .set_settings(BTreeMap::from([("menu".to_string(), settings)]))
+            .await;
+        let next = registry.resolve("1000").unwrap().agent;
+        assert_eq!(next.ctx.values["business-name"], "Live Bakery");
+        assert_eq!(next.hash, pinned.hash);
+        // The call that started before keeps what it started with.
+        assert_eq!(pinned.ctx.values["business-name"], "Switchboard Demo");
+
+        // A route to a number the manifest claims is a conflict; nothing changes.
+        let live = |p: &str| (p.to_string(), "other".to_string(), RouteSource::Live);
+        let err = registry
+            .set_routes(&[live("1000")], None)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("the manifest"), "{err}");
+        assert_eq!(registry.resolve("2000").unwrap().agent.name(), "menu");
+        // Replacing the configured routes drops 2000 and keeps the manifest's 1000.
+        registry
+            .set_routes(&[live("3000")], Some("menu".into()))
+            .await
+            .unwrap();
+        let snap = registry.snapshot();
+        let routes: Vec<_> = snap
+            .routes
+            .entries()
+            .map(|(p, a, _)| (p.to_string(), a.to_string()))
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                ("1000".into(), "menu".into()),
+                ("3000".into(), "other".into())
+            ]
+        );
+        assert_eq!(snap.routes.default_agent(), Some("menu"));
+    }
+}
