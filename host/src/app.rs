@@ -16,6 +16,7 @@ use crate::bridges;
 use crate::call::events::EventBus;
 use crate::call::{self, CallDeps};
 use crate::config::Config;
+use crate::live::LiveConfig;
 use crate::model::OfflineConfig;
 use crate::model::offline::OfflineProvider;
 use crate::plugins::watcher::{self, WatchHandle};
@@ -75,6 +76,10 @@ impl Host {
             }
         };
         spawn_purge_task(store.clone(), &store_config(config));
+        // Before any call is dispatched, so the first call already sees the live routes.
+        let live = LiveConfig::start(config, store.clone(), agents.registry.clone())
+            .await
+            .context("reading the live configuration")?;
         let addrs = sip.local_addrs();
         let media_ip = config
             .sip
@@ -138,6 +143,7 @@ impl Host {
                 registrations,
                 bridges: bridges.clone(),
                 config: api::masked_config(&config.source),
+                live,
             },
         )
         .await?;

@@ -63,6 +63,10 @@ pub struct Config {
     /// secrets masked.
     #[serde(skip)]
     pub source: toml::Table,
+    /// The key paths set by `SWITCHBOARD__...` variables (e.g. `["routes", "1000"]`), with the
+    /// variable's name: shown as such and not editable through the API.
+    #[serde(skip)]
+    pub from_environment: BTreeMap<Vec<String>, String>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -119,6 +123,7 @@ impl Config {
     ) -> anyhow::Result<Config> {
         let mut value: toml::Table =
             toml::from_str(text).with_context(|| format!("{origin} is not valid TOML"))?;
+        let mut from_environment = BTreeMap::new();
         for (name, raw) in env {
             let Some(path) = name.strip_prefix("SWITCHBOARD__") else {
                 continue;
@@ -129,11 +134,13 @@ impl Config {
                 .collect();
             set_path(&mut value, &keys, parse_env_value(&raw))
                 .with_context(|| format!("environment variable {name}"))?;
+            from_environment.insert(keys, name);
         }
         let mut config: Config = toml::Value::Table(value.clone())
             .try_into()
             .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))?;
         config.source = value;
+        config.from_environment = from_environment;
         if let Some(cascade) = &config.model.cascade {
             cascade
                 .validate()
@@ -234,8 +241,39 @@ mod tests {
         assert_eq!(c.agents.dir, PathBuf::from("/srv/agents"));
         assert_eq!(c.agents.hook_budget_ms, 250);
         assert_eq!(c.agent["menu"].config["address"], "Main St 1");
+        let path = ["agent", "menu", "config", "address"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            c.from_environment[&path],
+            "SWITCHBOARD__AGENT__MENU__CONFIG__ADDRESS"
+        );
         let err = Config::parse("[agents]\ndirr = \"x\"", "my.toml", []).unwrap_err();
         assert!(format!("{err:#}").contains("my.toml") && format!("{err:#}").contains("dirr"));
+    }
+
+    #[test]
+    fn named_tokens_have_a_scope() {
+        let text = "[http]\ntokens = [\"plain\"]\nallow-loopback-writes = true\n\
+                    [[http.api-tokens]]\nname = \"ops\"\ntoken = \"t1\"\nscope = \"write\"\n\
+                    [[http.api-tokens]]\nname = \"grafana\"\ntoken = \"t2\"\nscope = \"read\"\n";
+        let c = Config::parse(text, "my.toml", []).unwrap();
+        let names: Vec<_> = c
+            .http
+            .api_tokens
+            .iter()
+            .map(|t| (t.name.as_str(), t.scope))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("ops", crate::api::Scope::Write),
+                ("grafana", crate::api::Scope::Read)
+            ]
+        );
+        assert!(c.http.allow_loopback_writes && c.http.has_tokens());
+        let bad = text.replace("\"read\"", "\"admin\"");
+        assert!(Config::parse(&bad, "my.toml", []).is_err());
     }
 
     #[test]

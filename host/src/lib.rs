@@ -10,6 +10,7 @@ pub mod bridges;
 pub mod call;
 pub mod config;
 pub mod domain;
+pub mod live;
 pub mod logs;
 pub mod media;
 pub mod model;

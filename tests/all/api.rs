@@ -558,6 +558,15 @@ async fn health_ready_metrics_openapi_agents_registrations_usage() {
         ("/v1/usage", &["get"]),
         ("/v1/events", &["get"]),
         ("/v1/config", &["get"]),
+        ("/v1/config/effective", &["get"]),
+        ("/v1/config/audit", &["get"]),
+        ("/v1/config/routes/{pattern}", &["put", "delete"]),
+        ("/v1/config/default-agent", &["put"]),
+        (
+            "/v1/config/agents/{name}/settings/{key}",
+            &["put", "delete"],
+        ),
+        ("/v1/config/agents/{name}/secrets/{key}", &["put", "delete"]),
         ("/v1/openapi.json", &["get"]),
         ("/metrics", &["get"]),
         ("/health", &["get"]),
@@ -570,7 +579,7 @@ async fn health_ready_metrics_openapi_agents_registrations_usage() {
             );
         }
     }
-    assert_eq!(paths.len(), 15, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 21, "{:?}", paths.keys().collect::<Vec<_>>());
     // Every $ref points at a schema that exists.
     let schemas = doc.json["components"]["schemas"].as_object().unwrap();
     for r in doc.text.split("\"$ref\":\"#/components/schemas/").skip(1) {

@@ -23,6 +23,7 @@ mod sandbox;
 mod api;
 mod api_bench;
 mod cli;
+mod config_live;
 mod dashboard;
 mod hardening_api;
 mod otlp;

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::call::PlaceError;
+use crate::live::LiveError;
 use crate::sip::SipError;
 use crate::store::StoreError;
 
@@ -22,6 +23,9 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// A valid token without the rights for this request.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{what} not found: {id}")]
     NotFound { what: &'static str, id: String },
     #[error("call {0} is not active")]
@@ -35,6 +39,9 @@ pub enum ApiError {
     Place(#[from] PlaceError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A live configuration change refused (nothing changed).
+    #[error(transparent)]
+    Live(#[from] crate::live::LiveError),
     /// A valid request for something this release does not do yet (nothing was changed).
     #[error("{0}")]
     NotImplemented(String),
@@ -50,6 +57,7 @@ impl ApiError {
         match self {
             ApiError::Malformed { status, code, .. } => (*status, code, text(self)),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", text(self)),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", text(self)),
             ApiError::NotFound { what, .. } => {
                 (StatusCode::NOT_FOUND, not_found_code(what), text(self))
             }
@@ -104,6 +112,22 @@ impl ApiError {
                 StoreError::InvalidInput(_) => (StatusCode::BAD_REQUEST, "bad_query", text(self)),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "store_error", text(self)),
             },
+            ApiError::Live(e) => match e {
+                LiveError::PreconditionRequired => (
+                    StatusCode::PRECONDITION_REQUIRED,
+                    "if_match_required",
+                    text(self),
+                ),
+                LiveError::Stale { .. } => (StatusCode::CONFLICT, "etag_mismatch", text(self)),
+                LiveError::Invalid { code, .. } => (StatusCode::BAD_REQUEST, code, text(self)),
+                LiveError::FromEnvironment { .. } => {
+                    (StatusCode::CONFLICT, "set_by_environment", text(self))
+                }
+                LiveError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", text(self)),
+                LiveError::Store(_) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "store_error", text(self))
+                }
+            },
             ApiError::NotImplemented(_) => {
                 (StatusCode::NOT_IMPLEMENTED, "not_implemented", text(self))
             }
@@ -116,6 +140,7 @@ impl ApiError {
     fn field(&self) -> Option<&'static str> {
         match self {
             ApiError::Invalid(e) => Some(e.field()),
+            ApiError::Live(LiveError::Invalid { field, .. }) => Some(field),
             ApiError::Malformed { status, .. } if *status == StatusCode::PAYLOAD_TOO_LARGE => {
                 Some("body")
             }

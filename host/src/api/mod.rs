@@ -5,11 +5,14 @@
 //! drives `call` and reads `store`, `plugins` and `sip`; nothing below imports it.
 //!
 //! Every `/v1` route and `/metrics` need `Authorization: Bearer <token>` when `[http] tokens`
-//! is set (the dashboard's static files do not: they hold no data); without tokens the server
-//! refuses to listen anywhere but loopback.
+//! or `[[http.api-tokens]]` are set (the dashboard's static files do not: they hold no data);
+//! without tokens the server refuses to listen anywhere but loopback. Configuration writes
+//! (`/v1/config/...`, see `crate::live`) also need write scope (`auth`).
 
 mod agents;
+mod auth;
 mod calls;
+mod config_live;
 mod dashboard;
 mod error;
 pub mod metrics;
@@ -22,14 +25,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::header::AUTHORIZATION;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::Value;
-use subtle::ConstantTimeEq;
 use tokio::sync::broadcast;
 
 use crate::call::CallDeps;
@@ -37,6 +35,7 @@ pub use crate::logs::LogFeed;
 use crate::plugins::Registry;
 use crate::sip::{RegistrationStatus, SipEndpoint};
 use crate::store::CallStore;
+pub use auth::{ApiToken, Caller, Scope};
 pub use error::ApiError;
 pub use metrics::Metrics;
 pub use status::masked_config;
@@ -47,8 +46,13 @@ pub use status::masked_config;
 pub struct HttpConfig {
     /// Where the API listens (port 0 picks a free port).
     pub listen: SocketAddr,
-    /// Bearer tokens accepted by the API. Empty: no authentication, loopback only.
+    /// Bearer tokens accepted by the API, with full rights. With no tokens here nor in
+    /// `api-tokens`: no authentication, loopback only.
     pub tokens: Vec<String>,
+    /// `[[http.api-tokens]]`: named tokens with a scope (`read` or `write`).
+    pub api_tokens: Vec<ApiToken>,
+    /// Development switch: without tokens, let loopback clients change the configuration.
+    pub allow_loopback_writes: bool,
     /// `[http.public]`: the carriers' listener (webhooks and media streams), never the API.
     pub public: Option<crate::bridges::PublicConfig>,
 }
@@ -58,8 +62,17 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "127.0.0.1:8080".parse().expect("static address"),
             tokens: Vec::new(),
+            api_tokens: Vec::new(),
+            allow_loopback_writes: false,
             public: None,
         }
+    }
+}
+
+impl HttpConfig {
+    /// Whether any bearer token is configured.
+    pub fn has_tokens(&self) -> bool {
+        !self.tokens.is_empty() || !self.api_tokens.is_empty()
     }
 }
 
@@ -92,6 +105,8 @@ pub struct ApiContext {
     pub bridges: Arc<crate::bridges::Bridges>,
     /// The running configuration, secrets already masked.
     pub config: Value,
+    /// Routes and agent settings changed live, over the file's values.
+    pub live: Arc<crate::live::LiveConfig>,
 }
 
 /// The handlers' state: the context plus what the API derives from it once.
@@ -144,7 +159,12 @@ pub async fn serve(config: &HttpConfig, ctx: ApiContext) -> Result<ApiServer, St
         trunks: validate::trunk_routes(&ctx.config),
         api: ctx,
     };
-    let app = router(Arc::new(shared), Arc::new(config.tokens.clone()));
+    let credentials = auth::Credentials::new(
+        &config.tokens,
+        &config.api_tokens,
+        config.allow_loopback_writes,
+    );
+    let app = router(Arc::new(shared), Arc::new(credentials));
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "HTTP server stopped");
@@ -156,13 +176,13 @@ pub async fn serve(config: &HttpConfig, ctx: ApiContext) -> Result<ApiServer, St
 
 /// Refuses an unauthenticated API on a non-loopback address.
 pub fn check_exposure(config: &HttpConfig) -> Result<(), StartError> {
-    if config.tokens.is_empty() && !config.listen.ip().is_loopback() {
+    if !config.has_tokens() && !config.listen.ip().is_loopback() {
         return Err(StartError::NoTokens(config.listen));
     }
     Ok(())
 }
 
-fn router(ctx: Ctx, tokens: Arc<Vec<String>>) -> Router {
+fn router(ctx: Ctx, credentials: Arc<auth::Credentials>) -> Router {
     let protected = Router::new()
         .route("/v1/calls", post(calls::place).get(calls::list))
         .route("/v1/calls/{id}", get(calls::detail))
@@ -174,10 +194,31 @@ fn router(ctx: Ctx, tokens: Arc<Vec<String>>) -> Router {
         .route("/v1/registrations", get(status::registrations))
         .route("/v1/usage", get(status::usage))
         .route("/v1/config", get(status::config))
+        .route("/v1/config/effective", get(config_live::effective))
+        .route("/v1/config/audit", get(config_live::audit))
+        .route(
+            "/v1/config/routes/{pattern}",
+            put(config_live::put_route).delete(config_live::delete_route),
+        )
+        .route(
+            "/v1/config/default-agent",
+            put(config_live::put_default_agent),
+        )
+        .route(
+            "/v1/config/agents/{name}/settings/{key}",
+            put(config_live::put_setting).delete(config_live::delete_setting),
+        )
+        .route(
+            "/v1/config/agents/{name}/secrets/{key}",
+            put(config_live::put_secret).delete(config_live::delete_secret),
+        )
         .route("/v1/events", get(stream::events))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/metrics", get(metrics::render))
-        .route_layer(axum::middleware::from_fn_with_state(tokens, authorize))
+        .route_layer(axum::middleware::from_fn_with_state(
+            credentials,
+            auth::authorize,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(validate::MAX_BODY));
     Router::new()
         .route("/health", get(status::health))
@@ -200,57 +241,15 @@ fn router(ctx: Ctx, tokens: Arc<Vec<String>>) -> Router {
         .with_state(ctx)
 }
 
-/// Bearer token check in constant time over every configured token.
-async fn authorize(State(tokens): State<Arc<Vec<String>>>, req: Request, next: Next) -> Response {
-    if tokens.is_empty() {
-        return next.run(req).await;
-    }
-    let presented = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(presented) = presented else {
-        return ApiError::Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-            .into_response();
-    };
-    if token_matches(&tokens, presented) {
-        next.run(req).await
-    } else {
-        ApiError::Unauthorized("wrong bearer token").into_response()
-    }
-}
-
-/// Whether `presented` equals one of `tokens`, comparing against all of them without early exit.
-fn token_matches(tokens: &[String], presented: &str) -> bool {
-    let mut ok = subtle::Choice::from(0);
-    for t in tokens {
-        ok |= t.as_bytes().ct_eq(presented.as_bytes());
-    }
-    ok.into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn tokens_compare_exactly() {
-        let tokens = vec!["alpha".to_string(), "beta-token".to_string()];
-        assert!(token_matches(&tokens, "alpha"));
-        assert!(token_matches(&tokens, "beta-token"));
-        assert!(!token_matches(&tokens, "alph"));
-        assert!(!token_matches(&tokens, "alphaa"));
-        assert!(!token_matches(&tokens, ""));
-        assert!(!token_matches(&[], "alpha"));
-    }
-
-    #[test]
     fn no_tokens_only_on_loopback() {
         let open = |listen: &str| HttpConfig {
-            public: None,
             listen: listen.parse().unwrap(),
-            tokens: Vec::new(),
+            ..HttpConfig::default()
         };
         assert!(check_exposure(&open("127.0.0.1:8080")).is_ok());
         assert!(check_exposure(&open("[::1]:8080")).is_ok());
@@ -262,10 +261,14 @@ mod tests {
             "{err}"
         );
         let guarded = HttpConfig {
-            public: None,
             tokens: vec!["t".into()],
             ..open("0.0.0.0:8080")
         };
         assert!(check_exposure(&guarded).is_ok());
+        let named = HttpConfig {
+            api_tokens: vec![ApiToken::new("ops", "t", Scope::Read)],
+            ..open("0.0.0.0:8080")
+        };
+        assert!(check_exposure(&named).is_ok());
     }
 }

@@ -25,8 +25,116 @@ fn query(name: &str, schema: Value, description: &str) -> Value {
     json!({"name": name, "in": "query", "required": false, "schema": schema, "description": description})
 }
 
+/// The schemas of the live configuration endpoints.
+fn config_schemas() -> Value {
+    let sourced = json!({"type": "object", "required": ["value", "source"], "properties": {
+        "value": {"type": "string", "description": "Secrets as ***"},
+        "source": {"enum": ["file", "environment", "live"], "description": "Precedence: file < live change; environment-set values are not editable"},
+        "variable": {"type": "string", "description": "The environment variable, for source environment"}}});
+    let route = json!({"type": "object", "properties": {
+        "agent": {"type": "string"}, "source": {"enum": ["file", "environment", "live"]}, "variable": {"type": "string"}}});
+    let agent_values = json!({"type": "object", "properties": {
+        "settings": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/SourcedValue"}},
+        "secrets": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/SourcedValue"}}}});
+    let effective = json!({"type": "object", "properties": {
+        "routes": {"type": "object", "description": "By canonical pattern (1000, 4930*)", "additionalProperties": {"$ref": "#/components/schemas/SourcedRoute"}},
+        "default_agent": {"oneOf": [{"$ref": "#/components/schemas/SourcedValue"}, {"type": "null"}]},
+        "agents": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/AgentValues"}}}});
+    let audit = json!({"type": "object", "properties": {
+        "id": {"type": "integer"}, "at_ms": {"type": "integer"},
+        "who": {"type": "string", "description": "The token's name (tokens[i] for a plain token), or loopback"},
+        "action": {"enum": ["set", "delete"]},
+        "target": {"type": "string", "description": "routes/{pattern}, default-agent, agents/{name}/settings/{key} or agents/{name}/secrets/{key}"},
+        "before": {"description": "The value before (null when absent, *** for a secret)"},
+        "after": {"description": "The value after (null when absent, *** for a secret)"}}});
+    let applied = json!({"type": "object", "properties": {
+        "change": {"$ref": "#/components/schemas/ConfigChange"},
+        "etag": {"type": "string", "description": "The new ETag (also in the ETag header)"}}});
+    json!({
+        "SourcedValue": sourced, "SourcedRoute": route, "AgentValues": agent_values,
+        "EffectiveConfig": effective, "ConfigChange": audit, "ConfigApplied": applied,
+        "AgentBody": {"type": "object", "required": ["agent"], "additionalProperties": false, "properties": {
+            "agent": {"type": "string", "description": "A loaded agent"}}},
+        "ValueBody": {"type": "object", "required": ["value"], "additionalProperties": false, "properties": {
+            "value": {"type": "string", "maxLength": crate::live::MAX_VALUE}}},
+    })
+}
+
+/// One configuration write: PUT with `body` (a schema name) or DELETE.
+fn config_write(summary: &str, id: &str, params: Value, body: Option<&str>) -> Value {
+    let mut op = json!({"summary": summary, "operationId": id, "parameters": params,
+        "description": "Needs a token with scope write (or, without tokens, [http] allow-loopback-writes) and If-Match: the ETag of GET /v1/config/effective. Applied at once for new calls; running calls keep their agent version.",
+        "responses": {
+            "200": ok_json("Applied", json!({"$ref": "#/components/schemas/ConfigApplied"})),
+            "400": error_response("Refused by the start-up rules, field named: bad_pattern, route_conflict (a number claimed twice), unknown_agent, unknown_key, field_too_large; or bad JSON. Nothing changed"),
+            "401": error_response("Missing or wrong bearer token"),
+            "403": error_response("forbidden: the token has scope read, or no tokens and no allow-loopback-writes"),
+            "404": error_response("Deleting what is not set"),
+            "409": error_response("etag_mismatch (the configuration changed since that ETag) or set_by_environment (the variable named)"),
+            "428": error_response("if_match_required")}});
+    if let Some(schema) = body {
+        op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
+    }
+    op
+}
+
+fn path_param(name: &str, description: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}, "description": description})
+}
+
+/// The paths of the live configuration endpoints.
+fn config_paths() -> Value {
+    let pattern = json!([path_param(
+        "pattern",
+        "Number or prefix pattern ending in * (URL-encode +)"
+    )]);
+    let agent_key = json!([
+        path_param("name", "A loaded agent"),
+        path_param("key", "A key the agent's manifest declares")
+    ]);
+    let effective = json!({"summary": "The effective routes, default agent and agent settings (secrets as ***) with each value's source", "operationId": "effectiveConfig",
+        "responses": {"200": {"description": "Effective configuration; ETag header for If-Match", "headers": {"ETag": {"schema": {"type": "string"}}},
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EffectiveConfig"}}}},
+            "401": error_response("Missing or wrong bearer token")}});
+    let audit = json!({"summary": "Live configuration changes, newest first", "operationId": "configAudit",
+        "parameters": [query("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000}), "Default 100")],
+        "responses": {"200": ok_json("Changes", json!({"type": "object", "properties": {
+            "changes": {"type": "array", "items": {"$ref": "#/components/schemas/ConfigChange"}}}})),
+            "400": error_response("Bad query"), "401": error_response("Missing or wrong bearer token")}});
+    json!({
+        "/v1/config/effective": {"get": effective},
+        "/v1/config/audit": {"get": audit},
+        "/v1/config/routes/{pattern}": {
+            "put": config_write("Route a number or prefix to an agent", "putRoute", pattern.clone(), Some("AgentBody")),
+            "delete": config_write("Remove a route", "deleteRoute", pattern, None)},
+        "/v1/config/default-agent": {
+            "put": config_write("Set the default agent", "putDefaultAgent", json!([]), Some("AgentBody"))},
+        "/v1/config/agents/{name}/settings/{key}": {
+            "put": config_write("Set an agent setting ([agent.<name>.config])", "putAgentSetting", agent_key.clone(), Some("ValueBody")),
+            "delete": config_write("Remove an agent setting", "deleteAgentSetting", agent_key.clone(), None)},
+        "/v1/config/agents/{name}/secrets/{key}": {
+            "put": config_write("Set an agent secret ([agent.<name>.secrets]); write-only", "putAgentSecret", agent_key.clone(), Some("ValueBody")),
+            "delete": config_write("Remove an agent secret", "deleteAgentSecret", agent_key, None)},
+    })
+}
+
 /// The document (also used by the tests).
 pub fn spec() -> Value {
+    let mut doc = base_spec();
+    if let (Some(schemas), Value::Object(more)) = (
+        doc["components"]["schemas"].as_object_mut(),
+        config_schemas(),
+    ) {
+        schemas.extend(more);
+    }
+    if let (Some(paths), Value::Object(more)) = (doc["paths"].as_object_mut(), config_paths()) {
+        paths.extend(more);
+    }
+    doc
+}
+
+/// Every path but the live configuration's.
+fn base_spec() -> Value {
     let unauthorized = error_response("Missing or wrong bearer token");
     let not_found = error_response("No call with this id");
     let bad = error_response("Malformed JSON or query");
@@ -202,7 +310,7 @@ pub fn spec() -> Value {
                     "total": {"type": "object", "properties": {"input_tokens": {"type": "integer"}, "output_tokens": {"type": "integer"}}}}})),
                     "400": bad.clone(), "401": unauthorized.clone()}}},
             "/v1/events": {"get": {"summary": "Server-sent events", "operationId": "events",
-                "description": "SSE. Event names: each call event's type (data: CallEvent JSON; sent once stored, so GET /v1/calls/{id} shows it), agent-reload (data: AgentEvent), registration (data: Registration), log (data: {at_ms, level, target, line}), lagged (data: {missed}). Keep-alive comments every 15 s.",
+                "description": "SSE. Event names: each call event's type (data: CallEvent JSON; sent once stored, so GET /v1/calls/{id} shows it), agent-reload (data: AgentEvent), registration (data: Registration), log (data: {at_ms, level, target, line}), config-change (data: ConfigChange), lagged (data: {missed}). Keep-alive comments every 15 s.",
                 "responses": {"200": {"description": "Event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}, "401": unauthorized.clone()}}},
             "/v1/config": {"get": {"summary": "The running configuration (file + environment), secrets masked as ***", "operationId": "config",
                 "responses": {"200": ok_json("Configuration", json!({"type": "object"})), "401": unauthorized.clone()}}},

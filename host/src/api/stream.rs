@@ -1,6 +1,7 @@
 //! GET /v1/events: server-sent events. One SSE event per call event (event name = its `type`,
 //! data = the call event JSON), `agent-reload` per reload outcome, `registration` per
-//! registration change, `log` per log line, and `lagged` when this client fell behind and
+//! registration change, `log` per log line, `config-change` per live configuration change
+//! (its audit record), and `lagged` when this client fell behind and
 //! missed events. Keep-alive comments every 15 s. A call event is sent once the call store
 //! holds it, so GET /v1/calls/{id} after an event shows that event.
 
@@ -49,6 +50,7 @@ pub async fn events(State(ctx): State<Ctx>) -> Sse<impl Stream<Item = Result<Eve
     let mut reloads = Some(ctx.registry.subscribe());
     let mut registrations = Some(ctx.registrations.subscribe());
     let mut logs = Some(ctx.logs.subscribe());
+    let mut changes = Some(ctx.live.subscribe());
     let (tx, rx) = mpsc::channel::<Event>(256);
     // One forwarding task per client; it ends when the client goes away.
     tokio::spawn(async move {
@@ -74,6 +76,10 @@ pub async fn events(State(ctx): State<Ctx>) -> Sse<impl Stream<Item = Result<Eve
                 item = next_or_pending(&mut logs) => match convert(item, |e| json_event("log", e)) {
                     Some(ev) => ev,
                     None => { logs = None; continue; }
+                },
+                item = next_or_pending(&mut changes) => match convert(item, |e| json_event("config-change", e)) {
+                    Some(ev) => ev,
+                    None => { changes = None; continue; }
                 },
             };
             if tx.send(event).await.is_err() {

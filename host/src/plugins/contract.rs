@@ -46,6 +46,7 @@ impl Contract {
 }
 
 /// A linked, type-checked agent component of either version, ready to instantiate per call.
+#[derive(Clone)]
 pub(crate) enum AgentPre {
     V0_1(v0_1::AgentPluginPre<SessionState>),
     V0_2(v0_2::AgentPluginPre<SessionState>),

@@ -62,7 +62,6 @@ pub struct AgentEvent {
 pub struct Registry {
     runtime: Arc<Runtime>,
     dir: PathBuf,
-    config_routes: BTreeMap<String, String>,
     state: ArcSwap<Snapshot>,
     events: broadcast::Sender<AgentEvent>,
     history: Mutex<VecDeque<AgentEvent>>,
@@ -93,7 +92,6 @@ impl Registry {
         Ok(Arc::new(Registry {
             dir: runtime.config().dir.clone(),
             runtime,
-            config_routes: routes,
             state: ArcSwap::from_pointee(Snapshot {
                 agents: BTreeMap::new(),
                 routes: table,
@@ -289,9 +287,60 @@ impl Registry {
         Ok(())
     }
 
-    /// Configured routes, as given (for listings).
-    pub fn config_routes(&self) -> &BTreeMap<String, String> {
-        &self.config_routes
+    /// The route table `routes` and `default` make with every loaded agent's manifest numbers:
+    /// what [`Registry::set_routes`] would swap in. Errors: a bad pattern, a number claimed twice.
+    pub fn check_routes(
+        &self,
+        routes: &[(String, String, RouteSource)],
+        default: Option<String>,
+    ) -> Result<RouteTable, RouteError> {
+        let mut table = RouteTable::new(default);
+        for (pattern, agent, source) in routes {
+            table.add(pattern, agent, source.clone())?;
+        }
+        for version in self.snapshot().agents.values() {
+            let source = RouteSource::Manifest(version.manifest_path.display().to_string());
+            for number in &version.manifest().numbers {
+                table.add(number, version.name(), source.clone())?;
+            }
+        }
+        Ok(table)
+    }
+
+    /// Replace the configured routes and the default agent at once: new calls resolve through
+    /// them, running calls keep the version they started with. On error nothing changes.
+    pub async fn set_routes(
+        &self,
+        routes: &[(String, String, RouteSource)],
+        default: Option<String>,
+    ) -> Result<(), RouteError> {
+        let _serial = self.load_lock.lock().await;
+        let table = self.check_routes(routes, default)?;
+        let agents = self.snapshot().agents.clone();
+        self.state.store(Arc::new(Snapshot {
+            agents,
+            routes: table,
+        }));
+        Ok(())
+    }
+
+    /// Replace every agent's settings and rebuild the live versions whose config or secret
+    /// values changed, so the next call's `config::get` sees them; running calls keep theirs.
+    pub async fn set_settings(&self, settings: BTreeMap<String, super::AgentSettings>) {
+        let _serial = self.load_lock.lock().await;
+        self.runtime.set_settings(settings);
+        let current = self.snapshot();
+        let mut agents = current.agents.clone();
+        for (name, version) in &current.agents {
+            if let Some(rebuilt) = version.with_settings_of(&self.runtime) {
+                tracing::info!(agent = %name, "agent settings changed; new calls read them");
+                agents.insert(name.clone(), Arc::new(rebuilt));
+            }
+        }
+        self.state.store(Arc::new(Snapshot {
+            agents,
+            routes: current.routes.clone(),
+        }));
     }
 }
 
@@ -303,4 +352,78 @@ pub fn agent_name_of(path: &Path) -> Option<String> {
     }
     let stem = path.file_stem()?.to_str()?;
     super::manifest::is_agent_name(stem).then(|| stem.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::{AgentSettings, AgentsConfig};
+
+    /// A registry with the wave-1 `menu` (it claims 1000) loaded from a temporary folder.
+    async fn registry_with_menu(data: &Path) -> Arc<Registry> {
+        let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/wave1");
+        let dir = data.join("agents");
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in ["menu.wasm", "menu.toml"] {
+            std::fs::copy(fixtures.join(file), dir.join(file)).unwrap();
+        }
+        let config = AgentsConfig {
+            dir,
+            ..AgentsConfig::default()
+        };
+        let runtime = Runtime::new(config, BTreeMap::new(), data).unwrap();
+        let routes = BTreeMap::from([("2000".to_string(), "menu".to_string())]);
+        let registry = Registry::new(runtime, routes).unwrap();
+        assert!(registry.load_all().await.is_empty());
+        registry
+    }
+
+    #[tokio::test]
+    async fn settings_and_routes_swap_for_new_calls_only() {
+        let data = tempfile::tempdir().unwrap();
+        let registry = registry_with_menu(data.path()).await;
+        let pinned = registry.resolve("1000").unwrap().agent;
+        assert_eq!(pinned.ctx.values["business-name"], "Switchboard Demo");
+
+        let settings = AgentSettings {
+            config: BTreeMap::from([("business-name".into(), "Live Bakery".into())]),
+            ..AgentSettings::default()
+        };
+        registry
+            .set_settings(BTreeMap::from([("menu".to_string(), settings)]))
+            .await;
+        let next = registry.resolve("1000").unwrap().agent;
+        assert_eq!(next.ctx.values["business-name"], "Live Bakery");
+        assert_eq!(next.hash, pinned.hash);
+        // The call that started before keeps what it started with.
+        assert_eq!(pinned.ctx.values["business-name"], "Switchboard Demo");
+
+        // A route to a number the manifest claims is a conflict; nothing changes.
+        let live = |p: &str| (p.to_string(), "other".to_string(), RouteSource::Live);
+        let err = registry
+            .set_routes(&[live("1000")], None)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("the manifest"), "{err}");
+        assert_eq!(registry.resolve("2000").unwrap().agent.name(), "menu");
+        // Replacing the configured routes drops 2000 and keeps the manifest's 1000.
+        registry
+            .set_routes(&[live("3000")], Some("menu".into()))
+            .await
+            .unwrap();
+        let snap = registry.snapshot();
+        let routes: Vec<_> = snap
+            .routes
+            .entries()
+            .map(|(p, a, _)| (p.to_string(), a.to_string()))
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                ("1000".into(), "menu".into()),
+                ("3000".into(), "other".into())
+            ]
+        );
+        assert_eq!(snap.routes.default_agent(), Some("menu"));
+    }
 }

@@ -15,6 +15,8 @@ pub enum RouteSource {
     Config,
     /// `numbers = [...]` in an agent's manifest (the file path).
     Manifest(String),
+    /// A live change made through the API (`PUT /v1/config/routes/{pattern}`).
+    Live,
 }
 
 impl fmt::Display for RouteSource {
@@ -22,6 +24,7 @@ impl fmt::Display for RouteSource {
         match self {
             RouteSource::Config => write!(f, "[routes] in the configuration"),
             RouteSource::Manifest(path) => write!(f, "the manifest {path}"),
+            RouteSource::Live => write!(f, "a live change through the API"),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -171,6 +172,33 @@ impl AgentVersion {
     pub fn contract(&self) -> Contract {
         self.pre.contract()
     }
+
+    /// This version with its config and secret values resolved again from `runtime`'s
+    /// settings (same component, hash and kv): what new calls get after a settings change.
+    /// None when the values did not change.
+    pub(crate) fn with_settings_of(&self, runtime: &Runtime) -> Option<AgentVersion> {
+        let values = runtime.resolve_values(&self.ctx.manifest);
+        if values == self.ctx.values {
+            return None;
+        }
+        let ctx = AgentContext {
+            name: self.ctx.name.clone(),
+            version: self.ctx.version.clone(),
+            manifest: self.ctx.manifest.clone(),
+            values,
+            kv: self.ctx.kv.clone(),
+            http: self.ctx.http.clone(),
+        };
+        Some(AgentVersion {
+            info: self.info.clone(),
+            hash: self.hash.clone(),
+            wasm_path: self.wasm_path.clone(),
+            manifest_path: self.manifest_path.clone(),
+            loaded_at: self.loaded_at,
+            pre: self.pre.clone(),
+            ctx: Arc::new(ctx),
+        })
+    }
 }
 
 impl std::fmt::Debug for AgentVersion {
@@ -197,7 +225,8 @@ pub struct Runtime {
     cache_dir: PathBuf,
     kv_dir: PathBuf,
     config: AgentsConfig,
-    settings: BTreeMap<String, AgentSettings>,
+    /// Swapped whole when a live change arrives; read when a version is (re)built.
+    settings: ArcSwap<BTreeMap<String, AgentSettings>>,
     kv: Mutex<HashMap<String, Arc<KvStore>>>,
     http: HttpClient,
 }
@@ -271,6 +300,16 @@ fn sha256_hex(parts: &[&[u8]]) -> String {
     hex::encode(h.finalize())
 }
 
+/// The environment variable that sets (and overrides) an agent's secret:
+/// `SWITCHBOARD_SECRET_<AGENT>_<KEY>`.
+pub fn secret_variable(agent: &str, key: &str) -> String {
+    format!(
+        "SWITCHBOARD_SECRET_{}_{}",
+        agent.to_ascii_uppercase().replace('-', "_"),
+        key.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
 /// Content hash of a deployed agent (wasm bytes + manifest text); unchanged files are skipped.
 pub fn content_hash(wasm: &[u8], manifest: &[u8]) -> String {
     sha256_hex(&[wasm, manifest])
@@ -307,15 +346,21 @@ impl Runtime {
             cache_dir,
             kv_dir,
             config,
-            settings,
+            settings: ArcSwap::from_pointee(settings),
             kv: Mutex::new(HashMap::new()),
             http: HttpClient::default(),
         }))
     }
 
-    /// The `[agent.<name>]` settings of an agent, if the configuration has any.
-    pub fn settings(&self, agent: &str) -> Option<&AgentSettings> {
-        self.settings.get(agent)
+    /// The `[agent.<name>]` settings of an agent (file and live changes), if there are any.
+    pub fn settings(&self, agent: &str) -> Option<AgentSettings> {
+        self.settings.load().get(agent).cloned()
+    }
+
+    /// Replace every agent's settings; versions built from now on read them (see
+    /// [`super::Registry::set_settings`], which rebuilds the live ones).
+    pub(crate) fn set_settings(&self, settings: BTreeMap<String, AgentSettings>) {
+        self.settings.store(Arc::new(settings));
     }
 
     pub fn config(&self) -> &AgentsConfig {
@@ -520,8 +565,9 @@ impl Runtime {
             .map_err(|f| LoadError::new(path, format!("describe() failed: {}", f.message)))
     }
 
-    fn resolve_values(&self, manifest: &Manifest) -> HashMap<String, String> {
-        let settings = self.settings.get(&manifest.name);
+    pub(crate) fn resolve_values(&self, manifest: &Manifest) -> HashMap<String, String> {
+        let all = self.settings.load();
+        let settings = all.get(&manifest.name);
         let mut values = HashMap::new();
         for key in &manifest.capabilities.config {
             let value = settings
@@ -532,12 +578,7 @@ impl Runtime {
             }
         }
         for key in &manifest.capabilities.secrets {
-            let env_name = format!(
-                "SWITCHBOARD_SECRET_{}_{}",
-                manifest.name.to_ascii_uppercase().replace('-', "_"),
-                key.to_ascii_uppercase().replace('-', "_")
-            );
-            let value = std::env::var(&env_name)
+            let value = std::env::var(secret_variable(&manifest.name, key))
                 .ok()
                 .or_else(|| settings.and_then(|s| s.secrets.get(key)).cloned());
             if let Some(v) = value {

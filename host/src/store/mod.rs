@@ -10,6 +10,7 @@
 //! Times are milliseconds since the Unix epoch (UTC); see [`now_ms`].
 
 mod config;
+mod overlay;
 pub mod sample;
 mod schema;
 mod sqlite;
@@ -28,6 +29,7 @@ use serde_json::Value;
 use crate::domain::events::StageLatency;
 
 pub use config::{StoreConfig, spawn_purge_task};
+pub use overlay::{AuditRecord, ConfigChange, OverlayEntry, OverlayKind};
 pub use sqlite::SqliteStore;
 
 /// Lifecycle of a stored call.
@@ -331,6 +333,13 @@ pub trait CallStore: Send + Sync {
     async fn close_abandoned_calls(&self) -> Result<u64>;
     /// Delete finished calls started before `cutoff_ms`, with everything attached to them.
     async fn purge_older_than(&self, cutoff_ms: i64) -> Result<Purged>;
+    /// Store a live configuration change and its audit record in one transaction; returns
+    /// the audit record with its id.
+    async fn record_config_change(&self, change: ConfigChange) -> Result<AuditRecord>;
+    /// The live configuration overlay, ordered by kind name, agent and key.
+    async fn config_overlay(&self) -> Result<Vec<OverlayEntry>>;
+    /// The latest `limit` audited configuration changes, newest first.
+    async fn config_audit(&self, limit: u32) -> Result<Vec<AuditRecord>>;
 }
 
 /// Wraps a SQLite error with what the store was doing.

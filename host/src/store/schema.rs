@@ -159,6 +159,34 @@ ALTER TABLE latencies ADD COLUMN llm_ms REAL;
 ALTER TABLE latencies ADD COLUMN tts_ms REAL;
 "#,
     ),
+    (
+        5,
+        r#"
+-- The live configuration overlay: changes made through the API over the file's values.
+-- kind: route (key = pattern), default-agent (key ''), setting or secret (agent + key).
+-- A NULL value removes the file's value.
+CREATE TABLE config_overlay (
+    kind   TEXT NOT NULL,
+    agent  TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    value  TEXT,
+    at_ms  INTEGER NOT NULL,
+    PRIMARY KEY (kind, agent, key)
+) WITHOUT ROWID;
+
+-- Every live change: who (token name or loopback), what, before and after (JSON, secrets
+-- masked).
+CREATE TABLE config_audit (
+    id      INTEGER PRIMARY KEY,
+    at_ms   INTEGER NOT NULL,
+    who     TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    target  TEXT NOT NULL,
+    before  TEXT NOT NULL,
+    after   TEXT NOT NULL
+);
+"#,
+    ),
 ];
 
 /// Bring the schema up to date; refuses a database written by a newer build.

@@ -21,6 +21,8 @@ pub struct Reply {
     pub content_type: String,
     pub text: String,
     pub json: Value,
+    /// The `ETag` header, when there is one.
+    pub etag: Option<String>,
 }
 
 impl Api {
@@ -61,6 +63,11 @@ impl Api {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
+        let etag = resp
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
         let text = resp.text().await.expect("HTTP body");
         let json = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
         Reply {
@@ -68,6 +75,7 @@ impl Api {
             content_type,
             text,
             json,
+            etag,
         }
     }
 
@@ -82,6 +90,27 @@ impl Api {
                 .body(body.to_string()),
         )
         .await
+    }
+
+    /// PUT `body` as JSON with `If-Match: if_match` when given.
+    pub async fn put(&self, path: &str, body: &Value, if_match: Option<&str>) -> Reply {
+        let mut rb = self
+            .request(reqwest::Method::PUT, path)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(tag) = if_match {
+            rb = rb.header(reqwest::header::IF_MATCH, tag);
+        }
+        Self::send(rb).await
+    }
+
+    /// DELETE with `If-Match: if_match` when given.
+    pub async fn delete(&self, path: &str, if_match: Option<&str>) -> Reply {
+        let mut rb = self.request(reqwest::Method::DELETE, path);
+        if let Some(tag) = if_match {
+            rb = rb.header(reqwest::header::IF_MATCH, tag);
+        }
+        Self::send(rb).await
     }
 
     /// POST a raw body with a content type (for malformed-input tests).

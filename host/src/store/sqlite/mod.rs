@@ -12,6 +12,7 @@
 //! read-only connections on blocking threads and never wait for the writer (WAL snapshots).
 
 mod list;
+mod overlay;
 mod reads;
 mod rows;
 mod writer;
@@ -26,8 +27,9 @@ use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{
-    CallDetail, CallEnd, CallFilter, CallPage, CallStore, DailyUsage, NewCall, Purged, Result,
-    Role, StoreConfig, StoreError, TurnLatency, UsageRecord, Write, schema, sql,
+    AuditRecord, CallDetail, CallEnd, CallFilter, CallPage, CallStore, ConfigChange, DailyUsage,
+    NewCall, OverlayEntry, Purged, Result, Role, StoreConfig, StoreError, TurnLatency, UsageRecord,
+    Write, schema, sql,
 };
 use crate::domain::usage;
 use list::ListQuery;
@@ -59,6 +61,8 @@ enum Op {
     Purge {
         cutoff_ms: i64,
     },
+    /// A live configuration change with its audit record.
+    Config(Box<ConfigChange>),
     /// Commit what is queued before it, then stop the writer.
     Shutdown,
 }
@@ -67,7 +71,7 @@ impl Op {
     fn call_id(&self) -> Option<&str> {
         match self {
             Op::Write(w) => Some(w.call_id()),
-            Op::CloseAbandoned | Op::Purge { .. } | Op::Shutdown => None,
+            Op::CloseAbandoned | Op::Purge { .. } | Op::Config(_) | Op::Shutdown => None,
         }
     }
 }
@@ -77,6 +81,7 @@ enum Done {
     Seq(u64),
     Count(u64),
     Purged(Purged),
+    Audit(AuditRecord),
 }
 
 struct Job {
@@ -372,5 +377,22 @@ impl CallStore for SqliteStore {
                 return Ok(total);
             }
         }
+    }
+
+    async fn record_config_change(&self, change: ConfigChange) -> Result<AuditRecord> {
+        match self.write(Op::Config(Box::new(change))).await? {
+            Done::Audit(record) => Ok(record),
+            _ => Err(unexpected("record_config_change")),
+        }
+    }
+
+    async fn config_overlay(&self) -> Result<Vec<OverlayEntry>> {
+        self.reads.run(overlay::read_overlay).await
+    }
+
+    async fn config_audit(&self, limit: u32) -> Result<Vec<AuditRecord>> {
+        self.reads
+            .run(move |conn| overlay::read_audit(conn, limit))
+            .await
     }
 }

@@ -89,6 +89,7 @@ pub(super) fn apply(tx: &Transaction, seqs: &mut Seqs, op: &Op) -> Result<Done> 
             }
             Ok(Done::Purged(purged))
         }
+        Op::Config(change) => super::overlay::apply_change(tx, change).map(Done::Audit),
         Op::Shutdown => Ok(Done::Unit),
     }
 }

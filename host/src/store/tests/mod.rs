@@ -4,6 +4,7 @@ mod bad_input;
 mod calls;
 mod durability;
 mod listing;
+mod overlay;
 mod retention;
 mod usage;
 

@@ -1,0 +1,89 @@
+//! The live configuration overlay: entries stored, replaced and forgotten with their audit
+//! records, across a reopen.
+
+use super::*;
+
+fn change(kind: OverlayKind, key: &str, value: Option<&str>, forget: bool) -> ConfigChange {
+    ConfigChange {
+        entry: OverlayEntry {
+            kind,
+            agent: if kind == OverlayKind::Route {
+                ""
+            } else {
+                "menu"
+            }
+            .into(),
+            key: key.into(),
+            value: value.map(str::to_string),
+            at_ms: T0,
+        },
+        forget,
+        who: "ops".into(),
+        action: if value.is_some() { "set" } else { "delete" }.into(),
+        target: format!("x/{key}"),
+        before: serde_json::Value::Null,
+        after: json!(if kind == OverlayKind::Secret {
+            Some("***")
+        } else {
+            value
+        }),
+    }
+}
+
+#[tokio::test]
+async fn changes_persist_with_their_audit_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&config(dir.path())).unwrap();
+    let first = store
+        .record_config_change(change(OverlayKind::Route, "1000", Some("menu"), false))
+        .await
+        .unwrap();
+    store
+        .record_config_change(change(
+            OverlayKind::Route,
+            "1000",
+            Some("receptionist"),
+            false,
+        ))
+        .await
+        .unwrap();
+    store
+        .record_config_change(change(OverlayKind::Secret, "crm", Some("s3cret"), false))
+        .await
+        .unwrap();
+    store
+        .record_config_change(change(OverlayKind::Setting, "address", None, false))
+        .await
+        .unwrap();
+    store
+        .record_config_change(change(OverlayKind::Route, "2000", Some("menu"), false))
+        .await
+        .unwrap();
+    let last = store
+        .record_config_change(change(OverlayKind::Route, "2000", None, true))
+        .await
+        .unwrap();
+    assert!(last.id > first.id);
+    store.shutdown().await.unwrap();
+
+    let store = SqliteStore::open(&config(dir.path())).unwrap();
+    let overlay = store.config_overlay().await.unwrap();
+    let seen: Vec<_> = overlay
+        .iter()
+        .map(|e| (e.kind, e.key.as_str(), e.value.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (OverlayKind::Route, "1000", Some("receptionist")),
+            (OverlayKind::Secret, "crm", Some("s3cret")),
+            (OverlayKind::Setting, "address", None),
+        ]
+    );
+    let audit = store.config_audit(10).await.unwrap();
+    assert_eq!(audit.len(), 6);
+    assert_eq!(audit[0].id, last.id);
+    assert_eq!(audit[0].action, "delete");
+    assert_eq!(audit[3].after, json!("***"));
+    assert_eq!(store.config_audit(2).await.unwrap().len(), 2);
+}
