@@ -77,7 +77,7 @@ impl Host {
         let store = match open_store(config).await {
             Ok(store) => store,
             Err(e) => {
-                // Registrations may have started: take them back before failing.
+                // Stop the transports before failing (accounts register only later).
                 sip.shutdown().await;
                 return Err(e);
             }

@@ -85,7 +85,8 @@ pub struct LiveConfig {
 impl LiveConfig {
     /// Read the overlay from the store and apply it over the file's values. A stored route
     /// that no longer fits (an agent's manifest now claims its number) is logged and the
-    /// file's routes stay.
+    /// file's routes stay; so do the file's accounts when a stored one no longer fits (a trunk
+    /// in the file took its name).
     pub async fn start(
         config: &Config,
         store: Arc<dyn CallStore>,
@@ -108,7 +109,15 @@ impl LiveConfig {
                 tracing::error!(error = %e, "the stored live routes do not fit; the file's routes stay");
             }
             live.registry.set_settings(live.settings_of(&layers)).await;
-            live.accounts.send_replace(accounts_of(&layers));
+            let accounts = accounts_of(&layers);
+            match check_accounts(&accounts, &live.trunks) {
+                Ok(()) => {
+                    live.accounts.send_replace(accounts);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the stored live accounts do not fit; the file's accounts stay");
+                }
+            }
             tracing::info!(entries = overlay.len(), "live configuration applied");
         }
         Ok(Arc::new(live))

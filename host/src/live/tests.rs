@@ -224,3 +224,39 @@ async fn an_account_keeps_its_password_and_refusals_name_the_field() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn a_stored_account_that_no_longer_fits_leaves_the_files_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // Stored live before the file's trunk took the name.
+        let store = SqliteStore::open(&StoreConfig {
+            path: dir.path().join("calls.db"),
+            ..StoreConfig::default()
+        })
+        .unwrap();
+        let value = json!({"name": "carrier", "registrar": "127.0.0.1:5090",
+                           "aor": "sip:agent@127.0.0.1"});
+        store
+            .record_config_change(ConfigChange {
+                entry: OverlayEntry {
+                    kind: crate::store::OverlayKind::Account,
+                    agent: String::new(),
+                    key: "carrier".into(),
+                    value: Some(value.to_string()),
+                    at_ms: 1,
+                },
+                forget: false,
+                who: "ops".into(),
+                action: "set".into(),
+                target: "accounts/carrier".into(),
+                before: Value::Null,
+                after: value,
+            })
+            .await
+            .unwrap();
+        store.shutdown().await.unwrap();
+    }
+    let live = live(dir.path(), &[]).await;
+    assert!(live.accounts().borrow().is_empty());
+}
