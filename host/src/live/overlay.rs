@@ -123,10 +123,6 @@ impl Target {
         }
     }
 
-    pub fn is_secret(&self) -> bool {
-        matches!(self, Target::Secret { .. })
-    }
-
     /// A value of this target as the API and the audit show it: secrets as `***`, an account
     /// as its object with the password as `***`.
     pub fn shown(&self, value: &str) -> Value {
