@@ -12,13 +12,18 @@ use serde_json::{Value, json};
 #[derive(Debug, clap::Args)]
 pub struct ApiArgs {
     /// The host's API base URL.
-    #[arg(long, env = "SWITCHBOARD_API", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHBOARD_API",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub api: String,
     /// An API token with write scope (for set and rm).
-    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Longest wait for a connection and for each answer.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, global = true, default_value_t = 10)]
     pub timeout_secs: u64,
 }
 
@@ -68,7 +73,7 @@ pub enum AccountsCommand {
 pub enum ClientError {
     #[error("bad --api URL `{0}`")]
     BadUrl(String),
-    #[error("{method} {url}: {source}")]
+    #[error("{method} {url}")]
     Transport {
         method: Method,
         url: String,

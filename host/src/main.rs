@@ -133,11 +133,11 @@ async fn start() -> anyhow::Result<ExitCode> {
         Command::Run => run(config, None, logs).await,
         // Clients of a running host: the host's configuration counts, not this one.
         Command::Routes { api, what } => {
-            config_client::routes(&api, what).await.map_err(Into::into)
+            return Ok(client_exit(config_client::routes(&api, what).await));
         }
-        Command::Accounts { api, what } => config_client::accounts(&api, what)
-            .await
-            .map_err(Into::into),
+        Command::Accounts { api, what } => {
+            return Ok(client_exit(config_client::accounts(&api, what).await));
+        }
         Command::Agents => {
             let agents = Agents::start(config).await?;
             print!("{}", describe_routes(&agents.registry));
@@ -167,6 +167,17 @@ async fn start() -> anyhow::Result<ExitCode> {
         }
     };
     done.map(|()| ExitCode::SUCCESS)
+}
+
+/// A client command's exit: its error on one stderr line (with its causes), for scripts.
+fn client_exit(result: Result<(), config_client::ClientError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {:#}", anyhow::Error::from(e));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run(config: Config, dev_crate: Option<PathBuf>, logs: LogFeed) -> anyhow::Result<()> {
