@@ -22,7 +22,7 @@ use crate::model::offline::OfflineProvider;
 use crate::plugins::watcher::{self, WatchHandle};
 use crate::plugins::{Registry, Runtime};
 use crate::recording::StoreSink;
-use crate::sip::{SipEndpoint, SipEvent};
+use crate::sip::{SipConfig, SipEndpoint, SipEvent};
 use crate::store::{CallStore, SqliteStore, StoreConfig, spawn_purge_task};
 
 /// The agent runtime of a host: loaded agents, routes and the folder watch.
@@ -42,6 +42,8 @@ pub struct Host {
     /// The carriers' listener, when `[http.public]` is set.
     pub public: Option<bridges::PublicServer>,
     dispatcher: tokio::task::JoinHandle<()>,
+    /// Hands the live registration accounts to the SIP endpoint.
+    accounts: tokio::task::JoinHandle<()>,
     /// Held until the host is dropped (after `shutdown` has flushed the store).
     _lock: DataDirLock,
 }
@@ -63,14 +65,19 @@ impl Host {
         if let Some(public) = &config.http.public {
             probe_http(public.listen)?;
         }
-        let (sip, mut sip_events) = SipEndpoint::start(config.sip.clone())
+        // Accounts register once the live overlay over them is read (below).
+        let sip_config = SipConfig {
+            accounts: Vec::new(),
+            ..config.sip.clone()
+        };
+        let (sip, mut sip_events) = SipEndpoint::start(sip_config)
             .await
             .context("starting SIP")?;
         let sip = Arc::new(sip);
         let store = match open_store(config).await {
             Ok(store) => store,
             Err(e) => {
-                // Registrations may have started: take them back before failing.
+                // Stop the transports before failing (accounts register only later).
                 sip.shutdown().await;
                 return Err(e);
             }
@@ -80,6 +87,7 @@ impl Host {
         let live = LiveConfig::start(config, store.clone(), agents.registry.clone())
             .await
             .context("reading the live configuration")?;
+        let accounts = spawn_account_applier(&live, sip.clone());
         let addrs = sip.local_addrs();
         let media_ip = config
             .sip
@@ -159,6 +167,7 @@ impl Host {
             api,
             public,
             dispatcher,
+            accounts,
             _lock: lock,
         })
     }
@@ -169,6 +178,7 @@ impl Host {
             self.calls.command(&c.id, call::CallCommand::Hangup);
         }
         self.api.shutdown();
+        self.accounts.abort();
         self.sip.shutdown().await;
         self.dispatcher.abort();
         // Give the ending calls' last events a moment to reach the store, then flush it.
@@ -177,6 +187,23 @@ impl Host {
             tracing::error!(error = %e, "flushing the call store failed");
         }
     }
+}
+
+/// Registers the effective accounts now and again after each live change to them.
+fn spawn_account_applier(live: &LiveConfig, sip: Arc<SipEndpoint>) -> tokio::task::JoinHandle<()> {
+    let mut accounts = live.accounts();
+    tokio::spawn(async move {
+        loop {
+            let list = accounts.borrow_and_update().clone();
+            if let Err(e) = sip.set_accounts(list).await {
+                // Checked when the change was made; only a shutdown gets here.
+                tracing::warn!(error = %e, "registration accounts not applied");
+            }
+            if accounts.changed().await.is_err() {
+                break;
+            }
+        }
+    })
 }
 
 /// The store's settings; the default path follows data-dir, an explicit one is kept.

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod bridges;
 pub mod call;
 pub mod config;
+pub mod config_client;
 pub mod domain;
 pub mod live;
 pub mod logs;

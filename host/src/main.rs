@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchboard::app::{Agents, Host, describe_routes};
 use switchboard::config::Config;
+use switchboard::config_client::{self, AccountsCommand, ApiArgs, RoutesCommand};
 use switchboard::logs::LogFeed;
 use switchboard::otlp;
 use switchboard::plugins::deploy;
@@ -47,6 +48,21 @@ enum Command {
     /// (0 answered and ended normally, 3 busy, 4 no answer, 5 interrupted before answer,
     /// 6 rejected, 7 no response or transport failure, 8 answered then dropped).
     Call(Box<switchboard::softphone::CallArgs>),
+    /// Routes of a running host, through its API (`--api`, `--token` or SWITCHBOARD_API,
+    /// SWITCHBOARD_TOKEN).
+    Routes {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        what: RoutesCommand,
+    },
+    /// Registration accounts of a running host, through its API.
+    Accounts {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        what: AccountsCommand,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -102,8 +118,9 @@ fn main() -> anyhow::Result<ExitCode> {
 async fn start() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let mut config = Config::load(cli.config.as_deref())?;
-    if let Command::Call(_) = cli.command {
-        // stdout carries the call's steps; stderr only what needs attention (RUST_LOG overrides).
+    if let Command::Call(_) | Command::Routes { .. } | Command::Accounts { .. } = cli.command {
+        // stdout carries the call's steps or the answer; stderr only what needs attention
+        // (RUST_LOG overrides).
         config.log.level = "warn".into();
     }
     let logs = LogFeed::default();
@@ -114,6 +131,13 @@ async fn start() -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(ended.exit_code()));
         }
         Command::Run => run(config, None, logs).await,
+        // Clients of a running host: the host's configuration counts, not this one.
+        Command::Routes { api, what } => {
+            return Ok(client_exit(config_client::routes(&api, what).await));
+        }
+        Command::Accounts { api, what } => {
+            return Ok(client_exit(config_client::accounts(&api, what).await));
+        }
         Command::Agents => {
             let agents = Agents::start(config).await?;
             print!("{}", describe_routes(&agents.registry));
@@ -143,6 +167,17 @@ async fn start() -> anyhow::Result<ExitCode> {
         }
     };
     done.map(|()| ExitCode::SUCCESS)
+}
+
+/// A client command's exit: its error on one stderr line (with its causes), for scripts.
+fn client_exit(result: Result<(), config_client::ClientError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {:#}", anyhow::Error::from(e));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run(config: Config, dev_crate: Option<PathBuf>, logs: LogFeed) -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
 //! The `switchboard` binary: `run` loads and watches agents, prints the routing table and keeps
-//! serving through bad deploys; `agents` lists what is live.
+//! serving through bad deploys; `agents` lists what is live; `routes` and `accounts` change a
+//! running host through its API.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -91,4 +92,124 @@ fn run_prints_routes_reloads_and_survives_bad_deploys() {
         child.is_running(),
         "the host keeps running after a bad deploy"
     );
+}
+
+/// `switchboard <args>` against `api` with `token` in the environment: exit code, stdout,
+/// stderr.
+fn client(api: std::net::SocketAddr, token: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(switchboard_bin())
+        .args(args)
+        .env("SWITCHBOARD_API", format!("http://{api}"))
+        .env("SWITCHBOARD_TOKEN", token)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_and_accounts_commands_change_a_running_host() {
+    let tokens = "[[http.api-tokens]]\nname = \"ops\"\ntoken = \"ops-token\"\nscope = \"write\"\n\
+                  [[http.api-tokens]]\nname = \"viewer\"\ntoken = \"view-token\"\nscope = \"read\"\n";
+    let menu = std::fs::read_to_string(example_manifest("menu"))
+        .unwrap()
+        .replace("numbers = [\"1000\"]", "");
+    let host = crate::support::host::Host::builder()
+        .example_with_manifest("menu", menu)
+        .examples(&["receptionist"])
+        .http(tokens)
+        .start();
+    let api = crate::support::api::Api::new(host.http, Some("ops-token"));
+    let http = host.http;
+
+    let (code, out, err) = client(
+        http,
+        "ops-token",
+        &["routes", "set", "+1 555 0100", "receptionist"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.trim(), "set routes/15550100");
+    let effective = api.get("/v1/config/effective").await;
+    assert_eq!(
+        effective.json["routes"]["15550100"]["agent"],
+        "receptionist"
+    );
+    let (code, out, err) = client(http, "view-token", &["routes", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines().any(|l| l == "15550100\treceptionist\tlive"),
+        "{out}"
+    );
+
+    // Refusals: the API's status, code, field and message, and a non-zero exit.
+    let (code, _, err) = client(http, "ops-token", &["routes", "set", "2000", "nobody"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("400 Bad Request unknown_agent, field agent"),
+        "{err}"
+    );
+    assert!(err.contains("no agent `nobody` is loaded"), "{err}");
+    let (code, _, err) = client(http, "view-token", &["routes", "rm", "15550100"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("403"), "{err}");
+    let (code, _, err) = client(
+        http,
+        "ops-token",
+        &[
+            "accounts",
+            "set",
+            "pbx",
+            "--registrar",
+            "pbx.example.com",
+            "--aor",
+            "sip:a@b",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("field registrar"), "{err}");
+    assert_eq!(api.get("/v1/config/effective").await.text, effective.text);
+
+    // An account: the password goes write-only (from the environment), the list masks it.
+    let registrar = "127.0.0.1:9"; // discard: nothing answers, the account keeps retrying
+    let out = Command::new(switchboard_bin())
+        .args(["accounts", "set", "pbx", "--registrar", registrar])
+        .args(["--aor", "sip:agent@127.0.0.1", "--expires", "60"])
+        .env("SWITCHBOARD_API", format!("http://{http}"))
+        .env("SWITCHBOARD_TOKEN", "ops-token")
+        .env("SWITCHBOARD_ACCOUNT_PASSWORD", "cli-secret")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "set accounts/pbx"
+    );
+    let (code, out, err) = client(http, "view-token", &["accounts", "list"]);
+    assert_eq!(code, 0, "{err}");
+    let line = out.lines().find(|l| l.starts_with("pbx\t")).expect(&out);
+    assert!(
+        line.starts_with(&format!(
+            "pbx\tsip:agent@127.0.0.1\t{registrar}\tudp\tlive\t"
+        )),
+        "{line}"
+    );
+    assert!(!out.contains("cli-secret"), "{out}");
+    let audit = api.get("/v1/config/audit").await;
+    assert_eq!(audit.json["changes"][0]["who"], "ops");
+    assert_eq!(audit.json["changes"][0]["after"]["password"], "***");
+    assert_eq!(audit.json["changes"][0]["after"]["expires"], 60);
+
+    let (code, out, err) = client(http, "ops-token", &["accounts", "rm", "pbx"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "delete accounts/pbx");
+    let (code, out, _) = client(http, "ops-token", &["routes", "rm", "15550100"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "delete routes/15550100");
+    let (code, out, _) = client(http, "ops-token", &["accounts", "list"]);
+    assert_eq!(code, 0);
+    assert_eq!(out, "");
 }

@@ -24,6 +24,7 @@ mod api;
 mod api_bench;
 mod cli;
 mod config_live;
+mod config_live_accounts;
 mod dashboard;
 mod hardening_api;
 mod otlp;

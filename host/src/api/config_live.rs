@@ -1,6 +1,6 @@
 //! `/v1/config/...`: the effective configuration with each value's source and an ETag, live
-//! changes to routes, the default agent and agent settings and secrets (write scope and
-//! `If-Match` needed), and the audit of those changes. The layering lives in `crate::live`.
+//! changes to routes, the default agent, agent settings and secrets and registration accounts
+//! (write scope and `If-Match` needed), and the audit of those changes. The layering lives in `crate::live`.
 
 use axum::Json;
 use axum::extract::{Extension, Path, Query, State};
@@ -206,6 +206,40 @@ pub async fn delete_secret(
     let target = Target::Secret { agent, key };
     let change = Change {
         target,
+        value: None,
+    };
+    apply(&ctx, &caller, &headers, change).await
+}
+
+/// PUT /v1/config/accounts/{name}: the whole account as the file spells it (`registrar`,
+/// `aor`, `auth-user`, `password`, `transport`, `expires`, ...). The password is write-only;
+/// left out, the current one is kept.
+pub async fn put_account(
+    State(ctx): State<Ctx>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    caller.require_write()?;
+    let Json(body) = body?;
+    let change = Change {
+        target: Target::Account(name),
+        value: Some(body.to_string()),
+    };
+    apply(&ctx, &caller, &headers, change).await
+}
+
+/// DELETE /v1/config/accounts/{name}: unregisters it.
+pub async fn delete_account(
+    State(ctx): State<Ctx>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    caller.require_write()?;
+    let change = Change {
+        target: Target::Account(name),
         value: None,
     };
     apply(&ctx, &caller, &headers, change).await

@@ -212,6 +212,10 @@ fn router(ctx: Ctx, credentials: Arc<auth::Credentials>) -> Router {
             "/v1/config/agents/{name}/secrets/{key}",
             put(config_live::put_secret).delete(config_live::delete_secret),
         )
+        .route(
+            "/v1/config/accounts/{name}",
+            put(config_live::put_account).delete(config_live::delete_account),
+        )
         .route("/v1/events", get(stream::events))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/metrics", get(metrics::render))

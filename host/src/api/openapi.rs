@@ -39,20 +39,36 @@ fn config_schemas() -> Value {
     let effective = json!({"type": "object", "properties": {
         "routes": {"type": "object", "description": "By canonical pattern (1000, 4930*)", "additionalProperties": {"$ref": "#/components/schemas/SourcedRoute"}},
         "default_agent": {"oneOf": [{"$ref": "#/components/schemas/SourcedValue"}, {"type": "null"}]},
-        "agents": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/AgentValues"}}}});
+        "agents": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/AgentValues"}},
+        "accounts": {"type": "object", "description": "Registration accounts by name", "additionalProperties": {"type": "object", "properties": {
+            "value": {"$ref": "#/components/schemas/Account"},
+            "source": {"enum": ["file", "environment", "live"]}}}}}});
+    let account = json!({"type": "object", "additionalProperties": false,
+        "description": "A [[sip.accounts]] entry, the file's field names; the name comes from the path",
+        "required": ["registrar", "aor"], "properties": {
+        "name": {"type": "string", "description": "If given, the path's name"},
+        "registrar": {"type": "string", "description": "ip:port"},
+        "aor": {"type": "string", "description": "Address of record with a user part, e.g. sip:agent@pbx.example.com"},
+        "auth-user": {"type": ["string", "null"]},
+        "password": {"type": ["string", "null"], "description": "Write-only: read back as ***; left out of a PUT, the current one is kept"},
+        "transport": {"enum": ["udp", "tcp", "tls"]},
+        "expires": {"type": "integer"}, "backoff-base-secs": {"type": "integer"},
+        "backoff-max-secs": {"type": "integer"}, "keepalive-secs": {"type": "integer"},
+        "timeout-secs": {"type": "integer"}}});
     let audit = json!({"type": "object", "properties": {
         "id": {"type": "integer"}, "at_ms": {"type": "integer"},
         "who": {"type": "string", "description": "The token's name (tokens[i] for a plain token), or loopback"},
         "action": {"enum": ["set", "delete"]},
-        "target": {"type": "string", "description": "routes/{pattern}, default-agent, agents/{name}/settings/{key} or agents/{name}/secrets/{key}"},
-        "before": {"description": "The value before (null when absent, *** for a secret)"},
-        "after": {"description": "The value after (null when absent, *** for a secret)"}}});
+        "target": {"type": "string", "description": "routes/{pattern}, default-agent, agents/{name}/settings/{key}, agents/{name}/secrets/{key} or accounts/{name}"},
+        "before": {"description": "The value before (null when absent, *** for a secret, an account with its password as ***)"},
+        "after": {"description": "The value after (null when absent, *** for a secret, an account with its password as ***)"}}});
     let applied = json!({"type": "object", "properties": {
         "change": {"$ref": "#/components/schemas/ConfigChange"},
         "etag": {"type": "string", "description": "The new ETag (also in the ETag header)"}}});
     json!({
         "SourcedValue": sourced, "SourcedRoute": route, "AgentValues": agent_values,
         "EffectiveConfig": effective, "ConfigChange": audit, "ConfigApplied": applied,
+        "Account": account,
         "AgentBody": {"type": "object", "required": ["agent"], "additionalProperties": false, "properties": {
             "agent": {"type": "string", "description": "A loaded agent"}}},
         "ValueBody": {"type": "object", "required": ["value"], "additionalProperties": false, "properties": {
@@ -66,7 +82,7 @@ fn config_write(summary: &str, id: &str, params: Value, body: Option<&str>) -> V
         "description": "Needs a token with scope write (or, without tokens, [http] allow-loopback-writes) and If-Match: the ETag of GET /v1/config/effective. Applied at once for new calls; running calls keep their agent version.",
         "responses": {
             "200": ok_json("Applied", json!({"$ref": "#/components/schemas/ConfigApplied"})),
-            "400": error_response("Refused by the start-up rules, field named: bad_pattern, route_conflict (a number claimed twice), unknown_agent, unknown_key, field_too_large; or bad JSON. Nothing changed"),
+            "400": error_response("Refused by the start-up rules, field named: bad_pattern, route_conflict (a number claimed twice), unknown_agent, unknown_key, field_too_large, bad_account; or bad JSON. Nothing changed"),
             "401": error_response("Missing or wrong bearer token"),
             "403": error_response("forbidden: the token has scope read, or no tokens and no allow-loopback-writes"),
             "404": error_response("Deleting what is not set"),
@@ -88,11 +104,12 @@ fn config_paths() -> Value {
         "pattern",
         "Number or prefix pattern ending in * (URL-encode +)"
     )]);
+    let account = json!([path_param("name", "The account's name")]);
     let agent_key = json!([
         path_param("name", "A loaded agent"),
         path_param("key", "A key the agent's manifest declares")
     ]);
-    let effective = json!({"summary": "The effective routes, default agent and agent settings (secrets as ***) with each value's source", "operationId": "effectiveConfig",
+    let effective = json!({"summary": "The effective routes, default agent, agent settings (secrets as ***) and registration accounts (passwords as ***) with each value's source", "operationId": "effectiveConfig",
         "responses": {"200": {"description": "Effective configuration; ETag header for If-Match", "headers": {"ETag": {"schema": {"type": "string"}}},
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EffectiveConfig"}}}},
             "401": error_response("Missing or wrong bearer token")}});
@@ -115,6 +132,9 @@ fn config_paths() -> Value {
         "/v1/config/agents/{name}/secrets/{key}": {
             "put": config_write("Set an agent secret ([agent.<name>.secrets]); write-only", "putAgentSecret", agent_key.clone(), Some("ValueBody")),
             "delete": config_write("Remove an agent secret", "deleteAgentSecret", agent_key, None)},
+        "/v1/config/accounts/{name}": {
+            "put": config_write("Add or replace a registration account ([[sip.accounts]]): it registers, or is unregistered and registers again with the new values", "putAccount", account.clone(), Some("Account")),
+            "delete": config_write("Remove a registration account: it un-REGISTERs (Expires: 0)", "deleteAccount", account, None)},
     })
 }
 

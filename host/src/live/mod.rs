@@ -1,8 +1,9 @@
-//! Live configuration: routes, the default agent and per-agent settings and secrets changed
-//! through the API while calls run. The file's values (with environment overrides) are the
+//! Live configuration: routes, the default agent, per-agent settings and secrets and the SIP
+//! registration accounts changed through the API while calls run. The file's values (with environment overrides) are the
 //! base, the store keeps the live overlay over them ([`overlay`]), and every change is
 //! validated with the start-up rules, stored with its audit record, applied to the registry
-//! at once and announced to subscribers. Writes are serialised and need the ETag of the
+//! at once (accounts through [`LiveConfig::accounts`], which the host hands to the SIP
+//! endpoint) and announced to subscribers. Writes are serialised and need the ETag of the
 //! effective configuration they were based on.
 
 pub mod overlay;
@@ -12,12 +13,13 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::sync::{Mutex, broadcast};
+use tokio::sync::{Mutex, broadcast, watch};
 
 use crate::config::Config;
 use crate::plugins::routing::{RouteError, RouteSource};
 use crate::plugins::runtime::secret_variable;
 use crate::plugins::{AgentSettings, Registry};
+use crate::sip::{ACCOUNT_FIELDS, AccountConfig, SipError, TrunkConfig, check_accounts};
 use crate::store::{AuditRecord, CallStore, ConfigChange, OverlayEntry, StoreError, now_ms};
 pub use overlay::{Layers, Source, Sourced, Target};
 
@@ -69,6 +71,10 @@ pub struct LiveConfig {
     base: Layers,
     /// `[agent.<name>]` as in the file (for `record`, which the API does not change).
     file_settings: BTreeMap<String, AgentSettings>,
+    /// `[[sip.trunks]]`, whose names accounts may not take.
+    trunks: Vec<TrunkConfig>,
+    /// The effective registration accounts.
+    accounts: watch::Sender<Vec<AccountConfig>>,
     store: Arc<dyn CallStore>,
     registry: Arc<Registry>,
     /// The overlay as stored; the lock serialises changes.
@@ -79,7 +85,8 @@ pub struct LiveConfig {
 impl LiveConfig {
     /// Read the overlay from the store and apply it over the file's values. A stored route
     /// that no longer fits (an agent's manifest now claims its number) is logged and the
-    /// file's routes stay.
+    /// file's routes stay; so do the file's accounts when a stored one no longer fits (a trunk
+    /// in the file took its name).
     pub async fn start(
         config: &Config,
         store: Arc<dyn CallStore>,
@@ -88,6 +95,8 @@ impl LiveConfig {
         let live = LiveConfig {
             base: base_layers(config, &registry),
             file_settings: config.agent.clone(),
+            trunks: config.sip.trunks.clone(),
+            accounts: watch::channel(config.sip.accounts.clone()).0,
             overlay: Mutex::new(store.config_overlay().await?),
             store,
             registry,
@@ -100,6 +109,15 @@ impl LiveConfig {
                 tracing::error!(error = %e, "the stored live routes do not fit; the file's routes stay");
             }
             live.registry.set_settings(live.settings_of(&layers)).await;
+            let accounts = accounts_of(&layers);
+            match check_accounts(&accounts, &live.trunks) {
+                Ok(()) => {
+                    live.accounts.send_replace(accounts);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the stored live accounts do not fit; the file's accounts stay");
+                }
+            }
             tracing::info!(entries = overlay.len(), "live configuration applied");
         }
         Ok(Arc::new(live))
@@ -111,6 +129,12 @@ impl LiveConfig {
         let body = self.base.with_overlay(&overlay).to_json();
         let etag = etag_of(&body);
         (body, etag)
+    }
+
+    /// The effective registration accounts, now and after each change, for the SIP endpoint
+    /// to register.
+    pub fn accounts(&self) -> watch::Receiver<Vec<AccountConfig>> {
+        self.accounts.subscribe()
     }
 
     /// Every change as it is made.
@@ -144,6 +168,17 @@ impl LiveConfig {
         let target = &change.target;
         self.check_editable(target)?;
         let before = now.get(target).cloned();
+        let change = match (target, change.value) {
+            (Target::Account(name), Some(body)) => Change {
+                value: Some(account_json(name, &body, before.as_ref())?),
+                target: change.target,
+            },
+            (_, value) => Change {
+                target: change.target,
+                value,
+            },
+        };
+        let target = &change.target;
         if change.value.is_none() && before.is_none() {
             return Err(LiveError::NotFound(target.path()));
         }
@@ -152,11 +187,7 @@ impl LiveConfig {
         let next_overlay = overlay::updated(&overlay, &entry, forget);
         let next = self.base.with_overlay(&next_overlay);
         self.validate(&change, &next)?;
-        let shown = |s: Option<&Sourced>| match s {
-            Some(_) if target.is_secret() => json!("***"),
-            Some(s) => json!(s.value),
-            None => Value::Null,
-        };
+        let shown = |s: Option<&Sourced>| s.map_or(Value::Null, |s| target.shown(&s.value));
         let record = self
             .store
             .record_config_change(ConfigChange {
@@ -183,6 +214,9 @@ impl LiveConfig {
             }
             Target::Setting { .. } | Target::Secret { .. } => {
                 self.registry.set_settings(self.settings_of(&next)).await;
+            }
+            Target::Account(_) => {
+                self.accounts.send_replace(accounts_of(&next));
             }
         }
         *overlay = next_overlay;
@@ -260,6 +294,14 @@ impl LiveConfig {
                     ));
                 }
             }
+            (Target::Account(_), _) => {
+                check_accounts(&accounts_of(next), &self.trunks).map_err(|e| match e {
+                    SipError::Account { field, .. } => {
+                        LiveError::invalid(field, "bad_account", e.to_string())
+                    }
+                    other => LiveError::invalid("account", "bad_account", other.to_string()),
+                })?;
+            }
             _ => {}
         }
         if matches!(change.target, Target::Route(_) | Target::DefaultAgent) {
@@ -302,6 +344,61 @@ impl LiveConfig {
         }
         out
     }
+}
+
+/// The registration accounts of `layers`. Stored ones were checked when written; one that no
+/// longer reads is logged and left out.
+fn accounts_of(layers: &Layers) -> Vec<AccountConfig> {
+    layers
+        .accounts
+        .iter()
+        .filter_map(|(name, s)| match serde_json::from_str(&s.value) {
+            Ok(account) => Some(account),
+            Err(e) => {
+                tracing::error!(account = %name, error = %e, "a stored account does not read; left out");
+                None
+            }
+        })
+        .collect()
+}
+
+/// The account a PUT body (JSON, the file's field names) describes, as stored: `name` from
+/// the path, the password kept from `before` when the body leaves it out. A refused body
+/// names the field at fault.
+fn account_json(name: &str, body: &str, before: Option<&Sourced>) -> Result<String, LiveError> {
+    let refused =
+        |field: &'static str, message: String| LiveError::invalid(field, "bad_account", message);
+    let mut value: Value = serde_json::from_str(body)
+        .map_err(|e| refused("account", format!("the account is not JSON: {e}")))?;
+    let Some(fields) = value.as_object_mut() else {
+        return Err(refused("account", "the account is a JSON object".into()));
+    };
+    if fields.get("name").is_some_and(|n| *n != name) {
+        return Err(refused(
+            "name",
+            format!("the body names another account than `{name}`"),
+        ));
+    }
+    fields.insert("name".into(), json!(name));
+    if !fields.contains_key("password") {
+        let kept = before
+            .and_then(|b| serde_json::from_str::<Value>(&b.value).ok())
+            .and_then(|old| old.get("password").cloned());
+        if let Some(password) = kept {
+            fields.insert("password".into(), password);
+        }
+    }
+    let account: AccountConfig = serde_path_to_error::deserialize(&value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        // A missing field has no path; its name is in the message.
+        let field = ACCOUNT_FIELDS
+            .into_iter()
+            .find(|f| *f == path || message.starts_with(&format!("missing field `{f}`")))
+            .unwrap_or("account");
+        refused(field, format!("{field}: {message}"))
+    })?;
+    serde_json::to_string(&account).map_err(|e| refused("account", e.to_string()))
 }
 
 /// The routes and default agent as the registry takes them.
@@ -361,6 +458,13 @@ fn base_layers(config: &Config, registry: &Registry) -> Layers {
             values
                 .secrets
                 .insert(k.clone(), sourced(&["agent", name, "secrets", k], v));
+        }
+    }
+    for account in &config.sip.accounts {
+        if let Ok(text) = serde_json::to_string(account) {
+            layers
+                .accounts
+                .insert(account.name.clone(), Sourced::file(&text));
         }
     }
     for (name, version) in &registry.snapshot().agents {

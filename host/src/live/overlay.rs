@@ -62,12 +62,14 @@ pub struct AgentValues {
 }
 
 /// The editable part of the configuration: routes (by canonical pattern), the default agent,
-/// per-agent settings and secrets, each with its source.
+/// per-agent settings and secrets, and registration accounts, each with its source.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Layers {
     pub routes: BTreeMap<String, Sourced>,
     pub default_agent: Option<Sourced>,
     pub agents: BTreeMap<String, AgentValues>,
+    /// `[[sip.accounts]]` by name; each value is the account as JSON, password included.
+    pub accounts: BTreeMap<String, Sourced>,
 }
 
 /// What a change is about.
@@ -84,6 +86,8 @@ pub enum Target {
         agent: String,
         key: String,
     },
+    /// A registration account, by name.
+    Account(String),
 }
 
 impl Target {
@@ -94,6 +98,7 @@ impl Target {
             Target::DefaultAgent => "default-agent".into(),
             Target::Setting { agent, key } => format!("agents/{agent}/settings/{key}"),
             Target::Secret { agent, key } => format!("agents/{agent}/secrets/{key}"),
+            Target::Account(name) => format!("accounts/{name}"),
         }
     }
 
@@ -103,6 +108,7 @@ impl Target {
             Target::DefaultAgent => (OverlayKind::DefaultAgent, "", ""),
             Target::Setting { agent, key } => (OverlayKind::Setting, agent, key),
             Target::Secret { agent, key } => (OverlayKind::Secret, agent, key),
+            Target::Account(name) => (OverlayKind::Account, "", name),
         }
     }
 
@@ -113,12 +119,28 @@ impl Target {
             OverlayKind::DefaultAgent => Target::DefaultAgent,
             OverlayKind::Setting => Target::Setting { agent, key },
             OverlayKind::Secret => Target::Secret { agent, key },
+            OverlayKind::Account => Target::Account(key),
         }
     }
 
-    pub fn is_secret(&self) -> bool {
-        matches!(self, Target::Secret { .. })
+    /// A value of this target as the API and the audit show it: secrets as `***`, an account
+    /// as its object with the password as `***`.
+    pub fn shown(&self, value: &str) -> Value {
+        match self {
+            Target::Secret { .. } => json!("***"),
+            Target::Account(_) => masked_account(value),
+            _ => json!(value),
+        }
     }
+}
+
+/// An account's JSON with its password (when set) as `***`.
+fn masked_account(text: &str) -> Value {
+    let mut account: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    if let Some(password) = account.get_mut("password").filter(|p| !p.is_null()) {
+        *password = json!("***");
+    }
+    account
 }
 
 /// The canonical form of a route pattern (`+49 30*` → `4930*`), so `1000` and `+1000` are one
@@ -134,6 +156,7 @@ impl Layers {
             Target::DefaultAgent => self.default_agent.as_ref(),
             Target::Setting { agent, key } => self.agents.get(agent)?.settings.get(key),
             Target::Secret { agent, key } => self.agents.get(agent)?.secrets.get(key),
+            Target::Account(name) => self.accounts.get(name),
         }
     }
 
@@ -157,6 +180,7 @@ impl Layers {
                 &mut self.agents.entry(agent.clone()).or_default().secrets,
                 key,
             ),
+            Target::Account(name) => slot(&mut self.accounts, name),
         }
         self.agents
             .retain(|_, a| !a.settings.is_empty() || !a.secrets.is_empty());
@@ -174,7 +198,8 @@ impl Layers {
         out
     }
 
-    /// The JSON of `GET /v1/config/effective`: secrets as `***`, each value with its source.
+    /// The JSON of `GET /v1/config/effective`: secrets and passwords as `***`, each value with
+    /// its source.
     pub fn to_json(&self) -> Value {
         let shown = |s: &Sourced, secret: bool| {
             let mut v = json!({
@@ -204,6 +229,10 @@ impl Layers {
             "agents": self.agents.iter().map(|(name, a)| (name.clone(), json!({
                 "settings": map(&a.settings, false),
                 "secrets": map(&a.secrets, true),
+            }))).collect::<serde_json::Map<_, _>>(),
+            "accounts": self.accounts.iter().map(|(name, s)| (name.clone(), json!({
+                "value": masked_account(&s.value),
+                "source": s.source,
             }))).collect::<serde_json::Map<_, _>>(),
         })
     }

@@ -1,5 +1,6 @@
 //! The service's rules without agents loaded: the ETag precondition, environment-set values,
-//! and changes the start-up rules refuse, each leaving the effective configuration as it was.
+//! and changes the start-up rules refuse, each leaving the effective configuration as it was;
+//! registration accounts with their write-only password.
 
 use std::sync::Arc;
 
@@ -9,7 +10,8 @@ use crate::store::{SqliteStore, StoreConfig};
 
 async fn live(dir: &std::path::Path, env: &[(&str, &str)]) -> Arc<LiveConfig> {
     let text = "[routes]\n\"1000\" = \"menu\"\n[agents]\ndefault = \"menu\"\n\
-                [agent.menu.config]\naddress = \"Main St 1\"\n";
+                [agent.menu.config]\naddress = \"Main St 1\"\n\
+                [[sip.trunks]]\nname = \"carrier\"\noutbound-proxy = \"127.0.0.1:5080\"\n";
     let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
     let config = Config::parse(text, "test.toml", env).unwrap();
     let runtime = Runtime::new(AgentsConfig::default(), config.agent.clone(), dir).unwrap();
@@ -130,4 +132,131 @@ async fn deleting_a_file_route_is_audited_and_kept_across_a_restart() {
     let again = live(dir.path(), &[]).await;
     assert_eq!(again.effective().await.0, after);
     assert_eq!(again.audit(10).await.unwrap()[0].who, "ops");
+}
+
+fn account(name: &str, body: Value) -> Change {
+    Change {
+        target: Target::Account(name.into()),
+        value: Some(body.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn an_account_keeps_its_password_and_refusals_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = live(dir.path(), &[]).await;
+    let accounts = live.accounts();
+    let (_, etag) = live.effective().await;
+    let body = json!({"registrar": "127.0.0.1:5090", "aor": "sip:agent@127.0.0.1",
+                      "password": "first-secret", "expires": 60});
+    let record = live
+        .change("ops", Some(&etag), account("pbx", body))
+        .await
+        .unwrap();
+    assert_eq!(record.target, "accounts/pbx");
+    assert_eq!(record.after["password"], "***");
+    assert!(!record.after.to_string().contains("first-secret"));
+    assert_eq!(
+        accounts.borrow()[0].password.as_deref(),
+        Some("first-secret")
+    );
+
+    // A PUT without the password keeps it.
+    let (body, etag) = live.effective().await;
+    assert_eq!(body["accounts"]["pbx"]["value"]["password"], "***");
+    assert_eq!(body["accounts"]["pbx"]["source"], "live");
+    assert!(!body.to_string().contains("first-secret"));
+    let changed =
+        json!({"registrar": "127.0.0.1:5090", "aor": "sip:agent@127.0.0.1", "expires": 120});
+    live.change("ops", Some(&etag), account("pbx", changed))
+        .await
+        .unwrap();
+    assert_eq!(accounts.borrow()[0].expires, 120);
+    assert_eq!(
+        accounts.borrow()[0].password.as_deref(),
+        Some("first-secret")
+    );
+
+    let (body, etag) = live.effective().await;
+    for (name, bad, field) in [
+        (
+            "pbx",
+            json!({"registrar": "pbx.example.com", "aor": "sip:a@b"}),
+            "registrar",
+        ),
+        (
+            "pbx",
+            json!({"registrar": "127.0.0.1:5090", "aor": "agent"}),
+            "aor",
+        ),
+        ("pbx", json!({"registrar": "127.0.0.1:5090"}), "aor"),
+        (
+            "pbx",
+            json!({"registrar": "127.0.0.1:5090", "aor": "sip:a@b", "expires": "x"}),
+            "expires",
+        ),
+        (
+            "carrier",
+            json!({"registrar": "127.0.0.1:5090", "aor": "sip:a@b"}),
+            "name",
+        ),
+    ] {
+        let err = live
+            .change("ops", Some(&etag), account(name, bad.clone()))
+            .await;
+        match err {
+            Err(LiveError::Invalid { field: f, .. }) => assert_eq!(f, field, "{bad}"),
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    assert_eq!(live.effective().await, (body, etag.clone()));
+
+    let delete = Change {
+        target: Target::Account("pbx".into()),
+        value: None,
+    };
+    live.change("ops", Some(&etag), delete).await.unwrap();
+    assert!(accounts.borrow().is_empty());
+    assert!(
+        live.effective().await.0["accounts"]
+            .as_object()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_stored_account_that_no_longer_fits_leaves_the_files_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // Stored live before the file's trunk took the name.
+        let store = SqliteStore::open(&StoreConfig {
+            path: dir.path().join("calls.db"),
+            ..StoreConfig::default()
+        })
+        .unwrap();
+        let value = json!({"name": "carrier", "registrar": "127.0.0.1:5090",
+                           "aor": "sip:agent@127.0.0.1"});
+        store
+            .record_config_change(ConfigChange {
+                entry: OverlayEntry {
+                    kind: crate::store::OverlayKind::Account,
+                    agent: String::new(),
+                    key: "carrier".into(),
+                    value: Some(value.to_string()),
+                    at_ms: 1,
+                },
+                forget: false,
+                who: "ops".into(),
+                action: "set".into(),
+                target: "accounts/carrier".into(),
+                before: Value::Null,
+                after: value,
+            })
+            .await
+            .unwrap();
+        store.shutdown().await.unwrap();
+    }
+    let live = live(dir.path(), &[]).await;
+    assert!(live.accounts().borrow().is_empty());
 }

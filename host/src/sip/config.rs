@@ -321,8 +321,9 @@ pub struct DigestUser {
     pub password: String,
 }
 
-/// A registration account (we register as an extension of a PBX).
-#[derive(Debug, Clone, Deserialize)]
+/// A registration account (we register as an extension of a PBX). Serialized the way the file
+/// spells it, for the live configuration's store.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AccountConfig {
     pub name: String,
@@ -353,6 +354,22 @@ pub struct AccountConfig {
     pub timeout_secs: u64,
 }
 
+/// The fields of [`AccountConfig`] as the file spells them, so a refused account can name the
+/// field at fault.
+pub const ACCOUNT_FIELDS: [&str; 11] = [
+    "name",
+    "registrar",
+    "aor",
+    "auth-user",
+    "password",
+    "transport",
+    "expires",
+    "backoff-base-secs",
+    "backoff-max-secs",
+    "keepalive-secs",
+    "timeout-secs",
+];
+
 fn default_expires() -> u32 {
     3600
 }
@@ -372,6 +389,24 @@ fn default_register_timeout() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn account_fields_are_the_serialized_ones() {
+        let cfg: SipConfig = toml::from_str(
+            "[[accounts]]\nname = \"a\"\nregistrar = \"127.0.0.1:5060\"\naor = \"sip:a@b\"\n",
+        )
+        .unwrap();
+        let json = serde_json::to_value(&cfg.accounts[0]).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut fields = ACCOUNT_FIELDS.to_vec();
+        fields.sort();
+        assert_eq!(keys, fields);
+    }
 
     #[test]
     fn parses_full_config_and_rejects_unknown_fields() {

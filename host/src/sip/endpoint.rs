@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::config::{SipConfig, SrtpPolicy, Transport};
+use super::config::{AccountConfig, SipConfig, SrtpPolicy, Transport};
 use super::error::SipError;
 use super::guard::{GuardedUdpSocket, SanityInspector, ScannerRules};
 use super::inbound;
@@ -70,9 +70,10 @@ pub(crate) struct Shared {
     pub cancel: CancellationToken,
     /// Opens our TLS connections (trunks, registrars).
     pub tls: super::tls::Dialler,
+    /// Parent of every account's stop token; cancelled at shutdown.
     pub reg_cancel: CancellationToken,
-    pub reg_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    pub unregister: Mutex<Vec<register::Unregister>>,
+    /// The running accounts by name; the lock serialises account changes.
+    pub accounts: tokio::sync::Mutex<BTreeMap<String, register::Running>>,
 }
 
 impl Shared {
@@ -288,8 +289,7 @@ impl SipEndpoint {
             reg_cancel: cancel.child_token(),
             cancel,
             tls,
-            reg_tasks: Mutex::new(Vec::new()),
-            unregister: Mutex::new(Vec::new()),
+            accounts: tokio::sync::Mutex::new(BTreeMap::new()),
         });
 
         let serving = endpoint.clone();
@@ -318,16 +318,47 @@ impl SipEndpoint {
         }
         info!(udp = ?local.udp, tcp = ?local.tcp, tls = ?local.tls, "SIP endpoint listening");
 
-        for account in shared.cfg.accounts.clone() {
-            register::spawn(&shared, account)?;
+        let sip = SipEndpoint {
+            shared,
+            _endpoint: endpoint,
+        };
+        sip.set_accounts(sip.shared.cfg.accounts.clone()).await?;
+        Ok((sip, rx))
+    }
+
+    /// Makes `accounts` the registered ones: an added account registers, a changed one is
+    /// unregistered (Expires: 0) and registers again with its new values, a removed one is
+    /// unregistered and leaves [`registrations`](Self::registrations). All are checked first
+    /// (AOR, names unique among accounts and trunks); a refused list changes nothing.
+    pub async fn set_accounts(&self, accounts: Vec<AccountConfig>) -> Result<(), SipError> {
+        register::check_accounts(&accounts, &self.shared.cfg.trunks)?;
+        let mut running = self.shared.accounts.lock().await;
+        if self.shared.reg_cancel.is_cancelled() {
+            return Err(SipError::Shutdown);
         }
-        Ok((
-            SipEndpoint {
-                shared,
-                _endpoint: endpoint,
-            },
-            rx,
-        ))
+        let stale: Vec<String> = running
+            .iter()
+            .filter(|(name, r)| !accounts.iter().any(|a| &a.name == *name && *a == r.cfg))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            if let Some(old) = running.remove(&name) {
+                info!(account = %name, "account removed or changed; unregistering");
+                old.stop(&self.shared).await;
+                self.shared
+                    .registrations
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&name);
+            }
+        }
+        for acc in accounts {
+            if !running.contains_key(&acc.name) {
+                let name = acc.name.clone();
+                running.insert(name, register::spawn(&self.shared, acc)?);
+            }
+        }
+        Ok(())
     }
 
     /// Addresses actually bound.
@@ -372,25 +403,9 @@ impl SipEndpoint {
     /// Unregisters every account (Expires: 0), then stops the transports.
     pub async fn shutdown(&self) {
         self.shared.reg_cancel.cancel();
-        let tasks: Vec<_> = std::mem::take(
-            &mut *self
-                .shared
-                .reg_tasks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        for t in tasks {
-            tokio::time::timeout(Duration::from_secs(2), t).await.ok();
-        }
-        let unregs: Vec<_> = std::mem::take(
-            &mut *self
-                .shared
-                .unregister
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        for u in unregs {
-            u.run(&self.shared).await;
+        let running = std::mem::take(&mut *self.shared.accounts.lock().await);
+        for r in running.into_values() {
+            r.stop(&self.shared).await;
         }
         self.shared.cancel.cancel();
         info!("SIP endpoint shut down");

@@ -11,6 +11,13 @@ pub enum SipError {
         addr: std::net::SocketAddr,
         reason: String,
     },
+    /// A registration account the start-up rules refuse; `field` is its field at fault.
+    #[error("account `{account}`: {field}: {reason}")]
+    Account {
+        account: String,
+        field: &'static str,
+        reason: String,
+    },
     #[error("invalid SIP URI or number `{0}`")]
     InvalidUri(String),
     #[error("unknown trunk `{0}`")]

@@ -36,13 +36,13 @@ mod tls;
 mod wire;
 
 pub use config::{
-    AccountConfig, DigestUser, InboundPolicy, ScannerAction, SipConfig, SrtpPolicy, Transport,
-    TrunkConfig,
+    ACCOUNT_FIELDS, AccountConfig, DigestUser, InboundPolicy, ScannerAction, SipConfig, SrtpPolicy,
+    Transport, TrunkConfig,
 };
 pub use dialog::{Dialog, DialogEvent, DialogHandle, EndReason, ReinviteRequest, TimerEvent};
 pub use endpoint::{LocalAddrs, SipEndpoint, SipEvent};
 pub use error::SipError;
 pub use inbound::IncomingCall;
 pub use outbound::{CallOutcome, CallProgress, CallTarget, OutboundCall, OutgoingCall};
-pub use register::{RegistrationState, RegistrationStatus};
+pub use register::{RegistrationState, RegistrationStatus, check_accounts};
 pub use session_timer::{Negotiated, Refresher};

@@ -1,5 +1,6 @@
 //! REGISTER client: one task per account with digest auth, refresh before expiry,
-//! exponential backoff with jitter, CRLF keep-alives for NAT, and unregister on shutdown.
+//! exponential backoff with jitter, CRLF keep-alives for NAT, and unregister when the account
+//! is removed or replaced and on shutdown.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,14 +12,18 @@ use rsipstack::transport::stream::StreamConnection as _;
 use rsipstack::transport::{SipAddr, SipConnection};
 use serde::Serialize;
 use tokio::sync::Mutex as AsyncMutex;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::config::{AccountConfig, Transport};
+use super::config::{AccountConfig, Transport, TrunkConfig};
 use super::endpoint::{Shared, SipEvent};
 use super::error::SipError;
 
 /// How long the final unregister may take at shutdown.
 const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a stopped account's loop may take to notice.
+const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Registration state of one account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -120,25 +125,73 @@ fn update(shared: &Shared, account: &str, f: impl FnOnce(&mut RegistrationStatus
     shared.emit(SipEvent::Registration(snapshot));
 }
 
-pub(crate) fn spawn(shared: &Arc<Shared>, acc: AccountConfig) -> Result<(), SipError> {
+/// One account's registration loop, its final REGISTER and what it was started with.
+pub(crate) struct Running {
+    pub(crate) cfg: AccountConfig,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+    unregister: Unregister,
+}
+
+impl Running {
+    /// Ends the loop, then sends the final REGISTER (Expires: 0).
+    pub(crate) async fn stop(self, shared: &Shared) {
+        self.cancel.cancel();
+        tokio::time::timeout(STOP_TIMEOUT, self.task).await.ok();
+        self.unregister.run(shared).await;
+    }
+}
+
+/// The AOR's user part and the registrar's request URI, checked as at start: a bad AOR is the
+/// account's `aor` error.
+fn targets(acc: &AccountConfig) -> Result<(String, rsipstack::sip::Uri), SipError> {
+    let invalid = |reason: String| SipError::Account {
+        account: acc.name.clone(),
+        field: "aor",
+        reason,
+    };
     let aor = rsipstack::sip::Uri::try_from(acc.aor.as_str())
-        .map_err(|_| SipError::InvalidUri(acc.aor.clone()))?;
-    let user = aor.user().filter(|u| !u.is_empty()).ok_or_else(|| {
-        SipError::Config(format!("account `{}`: AOR needs a user part", acc.name))
-    })?;
+        .map_err(|_| invalid(format!("`{}` is not a SIP URI", acc.aor)))?;
+    let user = aor
+        .user()
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| invalid(format!("`{}` needs a user part", acc.aor)))?
+        .to_string();
     let domain = aor.host_with_port.to_string();
     let server_str = format!("sip:{domain}{}", acc.transport.uri_param());
     let server = rsipstack::sip::Uri::try_from(server_str.as_str())
-        .map_err(|_| SipError::InvalidUri(server_str.clone()))?;
+        .map_err(|_| invalid(format!("`{server_str}` is not a SIP URI")))?;
+    Ok((user, server))
+}
+
+/// Whether `accounts` would start next to `trunks`: names unique among both, and each AOR a
+/// SIP URI with a user part (what [`spawn`] needs before sending anything).
+pub fn check_accounts(accounts: &[AccountConfig], trunks: &[TrunkConfig]) -> Result<(), SipError> {
+    let mut names = std::collections::HashSet::new();
+    for acc in accounts {
+        if !names.insert(acc.name.as_str()) || trunks.iter().any(|t| t.name == acc.name) {
+            return Err(SipError::Account {
+                account: acc.name.clone(),
+                field: "name",
+                reason: "another trunk or account has this name".into(),
+            });
+        }
+        targets(acc)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn spawn(shared: &Arc<Shared>, acc: AccountConfig) -> Result<Running, SipError> {
+    let (user, server) = targets(&acc)?;
     let credential = Credential {
-        username: user.to_string(),
+        username: user.clone(),
         password: acc.password.clone().unwrap_or_default(),
         realm: None,
         auth_username: acc.auth_user.clone(),
     };
     let mut reg = Registration::new(shared.endpoint.clone(), Some(credential));
     reg.outbound_proxy = Some(acc.registrar);
-    if let Some(contact) = shared.contact(acc.transport, Some(user)) {
+    if let Some(contact) = shared.contact(acc.transport, Some(&user)) {
         let uri = rsipstack::sip::Uri::try_from(contact.as_str())
             .map_err(|_| SipError::InvalidUri(contact.clone()))?;
         reg.contact = Some(rsipstack::sip::typed::Contact {
@@ -166,22 +219,25 @@ pub(crate) fn spawn(shared: &Arc<Shared>, acc: AccountConfig) -> Result<(), SipE
                 next_at: None,
             },
         );
-    shared
-        .unregister
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(Unregister {
-            account: acc.name.clone(),
-            server: server.clone(),
-            reg: reg.clone(),
-        });
-    let task = tokio::spawn(run(shared.clone(), acc, server, reg));
-    shared
-        .reg_tasks
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(task);
-    Ok(())
+    let unregister = Unregister {
+        account: acc.name.clone(),
+        server: server.clone(),
+        reg: reg.clone(),
+    };
+    let cancel = shared.reg_cancel.child_token();
+    let task = tokio::spawn(run(
+        shared.clone(),
+        acc.clone(),
+        server,
+        reg,
+        cancel.clone(),
+    ));
+    Ok(Running {
+        cfg: acc,
+        cancel,
+        task,
+        unregister,
+    })
 }
 
 async fn run(
@@ -189,6 +245,7 @@ async fn run(
     acc: AccountConfig,
     server: rsipstack::sip::Uri,
     reg: Arc<AsyncMutex<Registration>>,
+    cancel: CancellationToken,
 ) {
     let base = Duration::from_secs(acc.backoff_base_secs.max(1));
     let max = Duration::from_secs(acc.backoff_max_secs.max(acc.backoff_base_secs.max(1)));
@@ -215,7 +272,7 @@ async fn run(
         } else {
             let mut reg = reg.lock().await;
             tokio::select! {
-                _ = shared.reg_cancel.cancelled() => return,
+                _ = cancel.cancelled() => return,
                 r = tokio::time::timeout(timeout, reg.register(server.clone(), Some(acc.expires))) => {
                     match r {
                         Ok(Ok(resp)) => Ok(Ok((resp, reg.granted_expires))),
@@ -265,16 +322,20 @@ async fn run(
                 wait
             }
         };
-        if !wait_with_keepalives(&shared, &acc, wait).await {
+        if !wait_with_keepalives(&shared, &acc, wait, &cancel).await {
             return;
         }
     }
 }
 
 /// Sleeps `wait`, sending CRLF keep-alives to the registrar meanwhile (they keep NAT
-/// bindings and the connection open between refreshes). False when the endpoint is shutting
-/// down.
-async fn wait_with_keepalives(shared: &Shared, acc: &AccountConfig, wait: Duration) -> bool {
+/// bindings and the connection open between refreshes). False when the account is stopped.
+async fn wait_with_keepalives(
+    shared: &Shared,
+    acc: &AccountConfig,
+    wait: Duration,
+    cancel: &CancellationToken,
+) -> bool {
     let deadline = tokio::time::Instant::now() + wait;
     let period = (acc.keepalive_secs > 0).then(|| Duration::from_secs(acc.keepalive_secs));
     loop {
@@ -283,7 +344,7 @@ async fn wait_with_keepalives(shared: &Shared, acc: &AccountConfig, wait: Durati
             None => deadline,
         };
         tokio::select! {
-            _ = shared.reg_cancel.cancelled() => return false,
+            _ = cancel.cancelled() => return false,
             _ = tokio::time::sleep_until(next) => {}
         }
         if next >= deadline {

@@ -17,6 +17,9 @@ pub enum OverlayKind {
     Setting,
     /// `[agent.<agent>.secrets]`.
     Secret,
+    /// `[[sip.accounts]]`: key is the account's name, value the account as JSON (with its
+    /// password, as the file has it).
+    Account,
 }
 
 impl OverlayKind {
@@ -26,6 +29,7 @@ impl OverlayKind {
             OverlayKind::DefaultAgent => "default-agent",
             OverlayKind::Setting => "setting",
             OverlayKind::Secret => "secret",
+            OverlayKind::Account => "account",
         }
     }
 
@@ -35,6 +39,7 @@ impl OverlayKind {
             OverlayKind::DefaultAgent,
             OverlayKind::Setting,
             OverlayKind::Secret,
+            OverlayKind::Account,
         ]
         .into_iter()
         .find(|k| k.as_str() == text)
