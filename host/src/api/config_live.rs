@@ -143,17 +143,30 @@ pub async fn put_default_agent(
     apply(&ctx, &caller, &headers, change).await
 }
 
-/// PUT /v1/config/agents/{name}/settings/{key} `{"value": "..."}`.
-pub async fn put_setting(
+/// An agent's setting or secret: `kind` is the path's `settings` or `secrets`.
+fn agent_value(agent: String, kind: &str, key: String) -> Result<Target, ApiError> {
+    match kind {
+        "settings" => Ok(Target::Setting { agent, key }),
+        "secrets" => Ok(Target::Secret { agent, key }),
+        other => Err(ApiError::NotFound {
+            what: "configuration table",
+            id: other.to_string(),
+        }),
+    }
+}
+
+/// PUT /v1/config/agents/{name}/settings/{key} and .../secrets/{key} `{"value": "..."}`; a
+/// secret is write-only, never read back.
+pub async fn put_agent_value(
     State(ctx): State<Ctx>,
     Extension(caller): Extension<Caller>,
-    Path((agent, key)): Path<(String, String)>,
+    Path((agent, kind, key)): Path<(String, String, String)>,
     headers: HeaderMap,
     body: Result<Json<ValueBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     caller.require_write()?;
+    let target = agent_value(agent, &kind, key)?;
     let Json(body) = body?;
-    let target = Target::Setting { agent, key };
     let change = Change {
         target,
         value: Some(body.value),
@@ -161,51 +174,16 @@ pub async fn put_setting(
     apply(&ctx, &caller, &headers, change).await
 }
 
-/// DELETE /v1/config/agents/{name}/settings/{key}.
-pub async fn delete_setting(
+/// DELETE /v1/config/agents/{name}/settings/{key} and .../secrets/{key}.
+pub async fn delete_agent_value(
     State(ctx): State<Ctx>,
     Extension(caller): Extension<Caller>,
-    Path((agent, key)): Path<(String, String)>,
+    Path((agent, kind, key)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller.require_write()?;
-    let target = Target::Setting { agent, key };
     let change = Change {
-        target,
-        value: None,
-    };
-    apply(&ctx, &caller, &headers, change).await
-}
-
-/// PUT /v1/config/agents/{name}/secrets/{key} `{"value": "..."}`: write-only, never read back.
-pub async fn put_secret(
-    State(ctx): State<Ctx>,
-    Extension(caller): Extension<Caller>,
-    Path((agent, key)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Result<Json<ValueBody>, axum::extract::rejection::JsonRejection>,
-) -> Result<Response, ApiError> {
-    caller.require_write()?;
-    let Json(body) = body?;
-    let target = Target::Secret { agent, key };
-    let change = Change {
-        target,
-        value: Some(body.value),
-    };
-    apply(&ctx, &caller, &headers, change).await
-}
-
-/// DELETE /v1/config/agents/{name}/secrets/{key}.
-pub async fn delete_secret(
-    State(ctx): State<Ctx>,
-    Extension(caller): Extension<Caller>,
-    Path((agent, key)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    caller.require_write()?;
-    let target = Target::Secret { agent, key };
-    let change = Change {
-        target,
+        target: agent_value(agent, &kind, key)?,
         value: None,
     };
     apply(&ctx, &caller, &headers, change).await

@@ -205,12 +205,9 @@ fn router(ctx: Ctx, credentials: Arc<auth::Credentials>) -> Router {
             put(config_live::put_default_agent),
         )
         .route(
-            "/v1/config/agents/{name}/settings/{key}",
-            put(config_live::put_setting).delete(config_live::delete_setting),
-        )
-        .route(
-            "/v1/config/agents/{name}/secrets/{key}",
-            put(config_live::put_secret).delete(config_live::delete_secret),
+            // `settings` or `secrets`.
+            "/v1/config/agents/{name}/{kind}/{key}",
+            put(config_live::put_agent_value).delete(config_live::delete_agent_value),
         )
         .route(
             "/v1/config/accounts/{name}",
