@@ -86,3 +86,6 @@ mod sip_refer;
 mod sip_srtp;
 mod sip_timers;
 mod sip_tls;
+
+// Browser calls.
+mod webrtc_api;

@@ -87,8 +87,11 @@ impl Peer {
         now: Instant,
     ) -> Result<(Peer, String), OfferError> {
         let offer_text = offer;
-        let offer =
-            SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::Malformed(e.to_string()))?;
+        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| {
+            // The parser's first line is a position in memory; the last one says what is wrong.
+            let text = e.to_string();
+            OfferError::Malformed(text.lines().last().unwrap_or_default().to_string())
+        })?;
         let mut rtc = Rtc::builder()
             .set_ice_lite(true)
             .set_dtls_cert(cert.clone())
