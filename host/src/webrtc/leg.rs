@@ -13,7 +13,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::peer::{Peer, PeerEvent, PeerOutput};
+use super::peer::{Peer, PeerEvent, PeerOutput, is_fatal};
 use crate::call::leg::{
     CallerAudio, CallerRoute, Capabilities, Capability, DigitSource, Interrupted, Leg, LegAudio,
     LegError, LegEvent, LegFacts, Playout, Undelivered, keypad_digit,
@@ -513,16 +513,13 @@ impl PeerTask {
     }
 }
 
-/// Whether an error of the peer ends the call: a failed DTLS handshake does; a bad packet
-/// does not.
+/// The end of the call for a fatal error of the peer; other errors are logged and dropped.
 fn fatal(e: str0m::RtcError) -> Option<End> {
-    match e {
-        str0m::RtcError::Dtls(e) => Some(End::Event(LegEvent::Lost(format!("DTLS failed: {e}")))),
-        other => {
-            tracing::debug!(error = %other, "web call input dropped");
-            None
-        }
+    if is_fatal(&e) {
+        return Some(End::Event(LegEvent::Lost(format!("DTLS failed: {e}"))));
     }
+    tracing::debug!(error = %e, "web call input dropped");
+    None
 }
 
 #[cfg(test)]

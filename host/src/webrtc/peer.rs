@@ -239,6 +239,12 @@ impl Peer {
     }
 }
 
+/// Whether an error of the peer ends the call: the DTLS handshake failed or the browser's
+/// certificate is not the one its offer named. A bad packet does not.
+pub fn is_fatal(e: &RtcError) -> bool {
+    matches!(e, RtcError::Dtls(_) | RtcError::RemoteSdp(_))
+}
+
 /// The mids of the audio media lines of an SDP offer (bundled lines all have one).
 fn audio_mids(sdp: &str) -> impl Iterator<Item = &str> {
     let mut in_audio = false;
@@ -298,6 +304,18 @@ mod tests {
         now: &mut Instant,
         done: impl Fn(&[PeerEvent], &Browser) -> bool,
     ) {
+        drive(host, host_events, browser, now, done).unwrap();
+    }
+
+    /// [`run`], returning the host's first error (the browser's are ignored: a test may make
+    /// it misbehave).
+    fn drive(
+        host: &mut Peer,
+        host_events: &mut Vec<PeerEvent>,
+        browser: &mut Browser,
+        now: &mut Instant,
+        done: impl Fn(&[PeerEvent], &Browser) -> bool,
+    ) -> Result<(), RtcError> {
         let end = *now + Duration::from_secs(10);
         let host_addr = host.local;
         while !done(host_events, browser) {
@@ -305,11 +323,11 @@ mod tests {
             let mut to_host = Vec::new();
             let browser_wake = browser.poll(&mut to_host);
             for (from, datagram) in to_host {
-                host.receive(*now, from, &datagram).unwrap();
+                host.receive(*now, from, &datagram)?;
             }
             let host_wake;
             loop {
-                match host.poll().unwrap() {
+                match host.poll()? {
                     PeerOutput::Wake(at) => {
                         host_wake = at;
                         break;
@@ -322,7 +340,7 @@ mod tests {
                             destination: browser.addr,
                             contents: datagram.as_slice().try_into().unwrap(),
                         };
-                        browser.rtc.handle_input(Input::Receive(*now, r)).unwrap();
+                        let _ = browser.rtc.handle_input(Input::Receive(*now, r));
                     }
                     PeerOutput::Event(e) => host_events.push(e),
                 }
@@ -332,9 +350,10 @@ mod tests {
                     .min(host_wake)
                     .min(*now + Duration::from_millis(20)),
             );
-            host.timeout(*now).unwrap();
-            browser.rtc.handle_input(Input::Timeout(*now)).unwrap();
+            host.timeout(*now)?;
+            let _ = browser.rtc.handle_input(Input::Timeout(*now));
         }
+        Ok(())
     }
 
     fn connect(pcmu_only: bool) -> (Peer, Vec<PeerEvent>, Browser, Instant) {
@@ -393,6 +412,34 @@ mod tests {
         run(&mut host, &mut events, &mut browser, &mut now, |e, _| {
             e.iter().any(|e| matches!(e, PeerEvent::Gone(_)))
         });
+    }
+
+    #[test]
+    fn a_browser_whose_certificate_is_not_the_one_it_offered_fails_dtls() {
+        let mut now = Instant::now();
+        let (mut browser, offer, pending) = Browser::offer(page(), true, false, now);
+        // The offer names another certificate than the one the browser will present.
+        let fingerprint = offer
+            .lines()
+            .find_map(|l| l.strip_prefix("a=fingerprint:sha-256 "))
+            .unwrap()
+            .to_string();
+        let forged: String = fingerprint
+            .chars()
+            .map(|c| if c == ':' { c } else { '0' })
+            .collect();
+        let offer = offer.replace(&fingerprint, &forged);
+        let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let (mut host, answer) = Peer::answer(&offer, local, &cert(), now).unwrap();
+        browser.accept(pending, &answer);
+        let mut events = Vec::new();
+        let failed = drive(&mut host, &mut events, &mut browser, &mut now, |e, _| {
+            e.contains(&PeerEvent::Connected)
+        });
+        let e = failed.unwrap_err();
+        assert!(is_fatal(&e), "{e:?} {events:?}");
+        assert!(e.to_string().contains("fingerprint"), "{e}");
+        assert!(!events.contains(&PeerEvent::Connected));
     }
 
     #[test]
