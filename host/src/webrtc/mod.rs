@@ -270,8 +270,13 @@ impl WebCalls {
             media: self.deps.config.media_timeout(),
         };
         let texts = self.pages.open(&call_id);
-        let mut leg = WebLeg::start(peer, socket, lease, facts, texts, timeouts)
-            .map_err(|e| WebCallError::NoPort(e.to_string()))?;
+        let mut leg = match WebLeg::start(peer, socket, lease, facts, texts, timeouts) {
+            Ok(leg) => leg,
+            Err(e) => {
+                self.pages.close(&call_id);
+                return Err(WebCallError::Refused(ringing.refuse(503, &e.to_string())));
+            }
+        };
         let pages = self.pages.clone();
         let id = call_id.clone();
         slot.started = true;
