@@ -86,3 +86,6 @@ mod sip_refer;
 mod sip_srtp;
 mod sip_timers;
 mod sip_tls;
+
+// Web calls from a real browser.
+mod webrtc_browser;
