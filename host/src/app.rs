@@ -24,6 +24,7 @@ use crate::plugins::{Registry, Runtime};
 use crate::recording::StoreSink;
 use crate::sip::{SipConfig, SipEndpoint, SipEvent};
 use crate::store::{CallStore, SqliteStore, StoreConfig, spawn_purge_task};
+use crate::webrtc::{self, WebCalls};
 
 /// The agent runtime of a host: loaded agents, routes and the folder watch.
 pub struct Agents {
@@ -139,6 +140,10 @@ impl Host {
             config.openai_sip.as_ref(),
             calls.clone(),
         )?);
+        let webrtc = match &config.webrtc {
+            Some(web) => Some(WebCalls::new(web, calls.clone())?),
+            None => None,
+        };
         let api = api::serve(
             &config.http,
             ApiContext {
@@ -150,13 +155,20 @@ impl Host {
                 logs,
                 registrations,
                 bridges: bridges.clone(),
+                webrtc: webrtc.clone(),
                 config: api::masked_config(&config.source),
                 live,
             },
         )
         .await?;
         let public = match &config.http.public {
-            Some(public) => Some(bridges::serve(public, &bridges).await?),
+            Some(public) => {
+                let mut routes = bridges.router();
+                if let Some(web) = &webrtc {
+                    routes = routes.merge(webrtc::http::public_routes(web.clone()));
+                }
+                Some(bridges::serve(public, routes).await?)
+            }
             None => None,
         };
         Ok(Host {

@@ -51,6 +51,9 @@ pub struct Config {
     /// OpenAI's SIP connector (`[openai-sip]`: api-key, webhook-secret, project-id, base-url),
     /// its webhook reached on `[http.public]`.
     pub openai_sip: Option<OpenAiSipConfig>,
+    /// Browser calls (`[webrtc]`: public-ip, ports, max-calls, allowed-origins, ...); off
+    /// without it.
+    pub webrtc: Option<crate::webrtc::WebRtcConfig>,
     /// Dialled number or prefix pattern (`+4930*`) → agent name.
     #[serde(default)]
     pub routes: BTreeMap<String, String>,

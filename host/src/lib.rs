@@ -25,3 +25,4 @@ pub mod softphone;
 pub mod store;
 pub mod tls;
 pub mod webhooks;
+pub mod webrtc;

@@ -87,5 +87,6 @@ mod sip_srtp;
 mod sip_timers;
 mod sip_tls;
 
-// Web calls from a real browser.
+// Browser calls.
+mod webrtc_api;
 mod webrtc_browser;

@@ -224,7 +224,9 @@ async fn call(
             .insert("x-twilio-signature", sig.parse().unwrap());
     }
     let left = SETUP_LIMIT.saturating_sub(setup.elapsed());
-    let mut ws = match tokio::time::timeout(left, tokio_tungstenite::connect_async(upgrade)).await {
+    // A media sender does not hold small frames back for Nagle's algorithm.
+    let connect = tokio_tungstenite::connect_async_with_config(upgrade, None, true);
+    let mut ws = match tokio::time::timeout(left, connect).await {
         Ok(Ok((ws, _))) => ws,
         Ok(Err(e)) => return failed(seen, &opened, format!("stream upgrade: {e}")),
         Err(_) => {

@@ -20,6 +20,7 @@ mod openapi;
 mod status;
 mod stream;
 mod validate;
+mod webrtc;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -103,6 +104,8 @@ pub struct ApiContext {
     pub registrations: broadcast::Sender<RegistrationStatus>,
     /// The carriers' bridges, for calls placed through one (`via`).
     pub bridges: Arc<crate::bridges::Bridges>,
+    /// Browser calls, when `[webrtc]` turns them on.
+    pub webrtc: Option<Arc<crate::webrtc::WebCalls>>,
     /// The running configuration, secrets already masked.
     pub config: Value,
     /// Routes and agent settings changed live, over the file's values.
@@ -213,6 +216,8 @@ fn router(ctx: Ctx, credentials: Arc<auth::Credentials>) -> Router {
             "/v1/config/accounts/{name}",
             put(config_live::put_account).delete(config_live::delete_account),
         )
+        .route("/v1/webrtc/tickets", post(webrtc::mint_ticket))
+        .route("/v1/webrtc/{number}", post(webrtc::offer))
         .route("/v1/events", get(stream::events))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/metrics", get(metrics::render))

@@ -282,7 +282,7 @@ impl Bridges {
     }
 
     /// The routes of every bridge that is on.
-    fn router(&self) -> Router {
+    pub fn router(&self) -> Router {
         let mut router = Router::new();
         if let Some(twilio) = &self.twilio {
             router = router.merge(twilio.routes());
@@ -297,20 +297,28 @@ impl Bridges {
             router = router.merge(openai_sip.routes());
         }
         router
-            .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-            .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
     }
 }
 
-/// Start the public listener for `bridges`.
-pub async fn serve(public: &PublicConfig, bridges: &Bridges) -> anyhow::Result<PublicServer> {
+/// Media frames are small and due now: none waits for Nagle's algorithm.
+pub(crate) fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY on a carrier connection");
+    }
+}
+
+/// Start the public listener with `routes`: the bridges' ([`Bridges::router`]) and whatever
+/// else pages and carriers must reach (web calls), never the control API.
+pub async fn serve(public: &PublicConfig, routes: Router) -> anyhow::Result<PublicServer> {
     check_public_url(&public.public_url)?;
     let tls = public.tls()?;
     let listener = tokio::net::TcpListener::bind(public.listen)
         .await
         .with_context(|| format!("cannot listen for carriers on {}", public.listen))?;
     let addr = listener.local_addr()?;
-    let app = bridges.router();
+    let app = routes
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") });
     let task = match &tls {
         Some(files) => {
             let listener = TlsListener::new(listener, files.clone())
@@ -322,6 +330,7 @@ pub async fn serve(public: &PublicConfig, bridges: &Bridges) -> anyhow::Result<P
             })
         }
         None => tokio::spawn(async move {
+            let listener = axum::serve::ListenerExt::tap_io(listener, no_delay);
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "public listener stopped");
             }

@@ -47,7 +47,7 @@ impl TlsListener {
         let (tx, accepted) = mpsc::channel(BACKLOG);
         let accept = tokio::spawn(async move {
             loop {
-                let (tcp, peer) = match listener.accept().await {
+                let (mut tcp, peer) = match listener.accept().await {
                     Ok(c) => c,
                     Err(e) => {
                         // Out of descriptors and the like: pause rather than spin.
@@ -56,6 +56,7 @@ impl TlsListener {
                         continue;
                     }
                 };
+                super::no_delay(&mut tcp);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await {

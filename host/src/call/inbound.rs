@@ -37,6 +37,8 @@ pub struct Offer {
     pub headers: Vec<(String, String)>,
     /// The leg's own id of the call (SIP Call-ID, Twilio CallSid).
     pub leg_call_id: String,
+    /// What the caller's side passes to the agent (a web page's metadata); empty otherwise.
+    pub metadata: String,
 }
 
 /// Why the call was refused, in SIP terms (bridges map the code to their own words).
@@ -104,7 +106,7 @@ pub fn offer(deps: &Arc<CallDeps>, call_id: String, offer: Offer) -> Result<Rout
             callee,
             transport: offer.transport,
             headers: offer.headers,
-            metadata: String::new(),
+            metadata: offer.metadata,
         },
         call_id,
         commands,

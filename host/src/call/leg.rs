@@ -8,6 +8,7 @@ use std::path::Path;
 use tokio::time::Instant;
 
 use crate::media::{AudioSink, MediaStats};
+use crate::resample::StreamResampler;
 
 /// What a leg can do beyond hanging up, which every leg can.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +82,16 @@ impl DigitSource {
             DigitSource::SipInfo => "sip-info",
             DigitSource::Leg => "leg",
         }
+    }
+}
+
+/// A keypad key as legs that carry keys in their own events report it (`"5"`, `"*"`, `"#"`,
+/// `"A"`…`"D"`).
+pub fn keypad_digit(text: &str) -> Option<char> {
+    let mut chars = text.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c @ ('0'..='9' | '*' | '#' | 'A'..='D')), None) => Some(c),
+        _ => None,
     }
 }
 
@@ -162,6 +173,68 @@ pub enum CallerAudio {
     Sink(AudioSink),
     /// Straight back to the caller (a model that only echoes).
     LoopBack,
+}
+
+/// A leg's end of [`CallerAudio`]: where each frame of caller audio it decodes goes.
+pub enum CallerRoute {
+    /// Not routed yet: the leg hands frames to the call task ([`LegEvent::CallerAudio`]).
+    Unset,
+    Sink {
+        sink: AudioSink,
+        /// The leg's rate → the model's, when they differ.
+        resampler: Option<Box<StreamResampler>>,
+    },
+    LoopBack,
+}
+
+/// What [`CallerRoute::deliver`] left for the leg to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Undelivered {
+    /// Hand the frame to the call task.
+    Unrouted,
+    /// Play the frame back to the caller.
+    LoopBack,
+}
+
+impl CallerRoute {
+    /// The route to `to` for audio the leg decodes at `leg_rate`, the model taking `model_rate`.
+    pub fn new(to: CallerAudio, leg_rate: u32, model_rate: u32) -> Result<CallerRoute, LegError> {
+        Ok(match to {
+            CallerAudio::Sink(sink) => CallerRoute::Sink {
+                sink,
+                resampler: if leg_rate == model_rate {
+                    None
+                } else {
+                    let r = StreamResampler::new(leg_rate, model_rate)
+                        .map_err(|e| LegError::Failed(e.to_string()))?;
+                    Some(Box::new(r))
+                },
+            },
+            CallerAudio::LoopBack => CallerRoute::LoopBack,
+        })
+    }
+
+    /// Send one frame on; what the route cannot do itself is left to the leg.
+    pub fn deliver(&mut self, pcm: &[i16]) -> Option<Undelivered> {
+        match self {
+            CallerRoute::Unset => Some(Undelivered::Unrouted),
+            CallerRoute::Sink { sink, resampler } => {
+                match resampler {
+                    None => sink(pcm),
+                    Some(r) => {
+                        if r.push(pcm).is_ok() {
+                            let mut frame = Vec::new();
+                            while r.pop_frame(&mut frame) {
+                                sink(&frame);
+                            }
+                        }
+                    }
+                }
+                None
+            }
+            CallerRoute::LoopBack => Some(Undelivered::LoopBack),
+        }
+    }
 }
 
 /// Why a leg could not do what was asked.
@@ -274,6 +347,34 @@ mod tests {
         assert!(!caps.has(Capability::SendDigits));
         assert!(!caps.has(Capability::Hold));
         assert!(!Capabilities::default().has(Capability::Audio));
+    }
+
+    #[test]
+    fn keypad_keys() {
+        assert_eq!(keypad_digit("5"), Some('5'));
+        assert_eq!(keypad_digit("#"), Some('#'));
+        assert_eq!(keypad_digit("D"), Some('D'));
+        assert_eq!(keypad_digit("55"), None);
+        assert_eq!(keypad_digit("x"), None);
+        assert_eq!(keypad_digit(""), None);
+    }
+
+    #[test]
+    fn caller_audio_goes_where_it_is_routed() {
+        let mut route = CallerRoute::Unset;
+        assert_eq!(route.deliver(&[1; 160]), Some(Undelivered::Unrouted));
+        let got = std::sync::Arc::new(std::sync::Mutex::new(0usize));
+        let seen = got.clone();
+        let sink: AudioSink = Box::new(move |pcm: &[i16]| *seen.lock().unwrap() += pcm.len());
+        let mut route = CallerRoute::new(CallerAudio::Sink(sink), 48_000, 24_000).unwrap();
+        for _ in 0..10 {
+            assert_eq!(route.deliver(&[0; 960]), None);
+        }
+        // 200 ms at 48 kHz reaches the model at 24 kHz (less the resampler's delay).
+        let n = *got.lock().unwrap();
+        assert!(n > 4000 && n <= 4800, "{n}");
+        let mut route = CallerRoute::new(CallerAudio::LoopBack, 8000, 8000).unwrap();
+        assert_eq!(route.deliver(&[0; 160]), Some(Undelivered::LoopBack));
     }
 
     #[test]

@@ -35,6 +35,7 @@ async fn run(deps: Arc<CallDeps>, call: IncomingCall, call_id: String) {
         transport: format!("{:?}", call.transport).to_ascii_lowercase(),
         headers: headers_for_agent(&call),
         leg_call_id: call.call_id.clone(),
+        metadata: String::new(),
     };
     let routed = match inbound::offer(&deps, call_id, offer) {
         Ok(routed) => routed,

@@ -1,5 +1,6 @@
 //! RTP port pool: hands out even RTP ports (RTCP on the odd port above) from a configured range
-//! and takes them back when the lease is dropped.
+//! and takes them back when the lease is dropped. A pool of single ports serves media that
+//! carries RTCP on the RTP port (WebRTC).
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -8,11 +9,11 @@ use std::sync::{Arc, Mutex};
 /// Why no ports could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum PortError {
-    /// The range holds no even port with a free odd neighbour.
+    /// The range holds no even port with a free odd neighbour (or no port, for singles).
     #[error("invalid RTP port range {start}-{end}")]
     InvalidRange { start: u16, end: u16 },
-    /// Every pair in the range is leased or bound by someone else.
-    #[error("no free RTP port pair in {start}-{end} on {ip}")]
+    /// Every port in the range is leased or bound by someone else.
+    #[error("no free RTP port in {start}-{end} on {ip}")]
     Exhausted { ip: IpAddr, start: u16, end: u16 },
 }
 
@@ -26,6 +27,8 @@ pub struct PortPool {
 struct Inner {
     start: u16,
     end: u16,
+    /// Ports per lease: 2 (RTP, RTCP) or 1.
+    width: u16,
     state: Mutex<State>,
 }
 
@@ -46,7 +49,7 @@ pub struct RtpSockets {
     pub lease: PortLease,
 }
 
-/// Ownership of one port pair; dropping it returns the pair to the pool.
+/// Ownership of one port pair (or port); dropping it returns it to the pool.
 #[derive(Debug)]
 pub struct PortLease {
     port: u16,
@@ -54,7 +57,7 @@ pub struct PortLease {
 }
 
 impl PortLease {
-    /// The RTP port (RTCP is `port + 1`).
+    /// The RTP port (in a pool of pairs, RTCP is `port + 1`).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -75,60 +78,85 @@ impl PortPool {
         if start == 0 || first >= end {
             return Err(PortError::InvalidRange { start, end });
         }
-        Ok(PortPool {
+        Ok(PortPool::over(first, end, 2))
+    }
+
+    /// A pool of single ports over `start..=end`, for [`PortPool::allocate_single`].
+    pub fn singles(start: u16, end: u16) -> Result<PortPool, PortError> {
+        if start == 0 || start > end {
+            return Err(PortError::InvalidRange { start, end });
+        }
+        Ok(PortPool::over(start, end, 1))
+    }
+
+    fn over(start: u16, end: u16, width: u16) -> PortPool {
+        PortPool {
             inner: Arc::new(Inner {
-                start: first,
+                start,
                 end,
+                width,
                 state: Mutex::new(State {
                     leased: HashSet::new(),
-                    cursor: first,
+                    cursor: start,
                 }),
             }),
-        })
+        }
     }
 
-    /// Number of pairs currently leased.
+    /// Number of pairs (or ports) currently leased.
     pub fn leased(&self) -> usize {
         self.inner.state.lock().map(|s| s.leased.len()).unwrap_or(0)
-    }
-
-    fn pairs(&self) -> usize {
-        (self.inner.end - self.inner.start).div_ceil(2) as usize
     }
 
     /// Leases a free pair and binds both sockets on `ip`. Ports bound by other processes are
     /// skipped.
     pub fn allocate(&self, ip: IpAddr) -> Result<RtpSockets, PortError> {
+        debug_assert_eq!(self.inner.width, 2, "a pool of pairs");
+        let ((rtp, rtcp), lease) = self.lease(ip, |port| {
+            let rtp = UdpSocket::bind(SocketAddr::new(ip, port)).ok()?;
+            let rtcp = UdpSocket::bind(SocketAddr::new(ip, port + 1)).ok()?;
+            Some((rtp, rtcp))
+        })?;
+        Ok(RtpSockets { rtp, rtcp, lease })
+    }
+
+    /// Leases a free port of a [`PortPool::singles`] pool and binds it on `ip`.
+    pub fn allocate_single(&self, ip: IpAddr) -> Result<(UdpSocket, PortLease), PortError> {
+        debug_assert_eq!(self.inner.width, 1, "a pool of single ports");
+        self.lease(ip, |port| UdpSocket::bind(SocketAddr::new(ip, port)).ok())
+    }
+
+    /// The first free slot from the cursor on that `bind` takes.
+    fn lease<T>(
+        &self,
+        ip: IpAddr,
+        mut bind: impl FnMut(u16) -> Option<T>,
+    ) -> Result<(T, PortLease), PortError> {
         let inner = &self.inner;
         let mut state = inner
             .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        for _ in 0..self.pairs() {
+        let slots = (inner.end - inner.start + 1) / inner.width;
+        for _ in 0..slots {
             let port = state.cursor;
-            state.cursor = if port + 3 > inner.end {
+            state.cursor = if port + 2 * inner.width - 1 > inner.end {
                 inner.start
             } else {
-                port + 2
+                port + inner.width
             };
             if state.leased.contains(&port) {
                 continue;
             }
-            let Ok(rtp) = UdpSocket::bind(SocketAddr::new(ip, port)) else {
-                continue;
-            };
-            let Ok(rtcp) = UdpSocket::bind(SocketAddr::new(ip, port + 1)) else {
+            let Some(bound) = bind(port) else {
                 continue;
             };
             state.leased.insert(port);
-            return Ok(RtpSockets {
-                rtp,
-                rtcp,
-                lease: PortLease {
-                    port,
-                    pool: inner.clone(),
-                },
-            });
+            let lease = PortLease {
+                port,
+                pool: inner.clone(),
+            };
+            return Ok((bound, lease));
         }
         Err(PortError::Exhausted {
             ip,
@@ -209,7 +237,29 @@ mod tests {
     }
 
     #[test]
+    fn singles_lease_every_port_once() {
+        let (start, end) = test_port_range(2);
+        let pool = PortPool::singles(start, start + 2).unwrap();
+        let leases: Vec<_> = (0..3)
+            .filter_map(|_| pool.allocate_single(localhost()).ok())
+            .collect();
+        let mut ports: Vec<u16> = leases.iter().map(|(_, l)| l.port()).collect();
+        ports.sort();
+        // Another process may hold one of them; what was leased is distinct and in range.
+        ports.dedup();
+        assert_eq!(ports.len(), leases.len());
+        assert!(ports.iter().all(|p| (start..=end).contains(p)));
+        assert_eq!(pool.leased(), leases.len());
+        assert!(pool.allocate_single(localhost()).is_err() || leases.len() < 3);
+        drop(leases);
+        assert_eq!(pool.leased(), 0);
+    }
+
+    #[test]
     fn rejects_bad_ranges() {
+        assert!(PortPool::singles(0, 100).is_err());
+        assert!(PortPool::singles(30001, 30000).is_err());
+        assert!(PortPool::singles(30001, 30001).is_ok());
         assert!(PortPool::new(0, 100).is_err());
         assert!(PortPool::new(30001, 30001).is_err());
         assert!(PortPool::new(30000, 30001).is_ok());

@@ -113,7 +113,6 @@ impl Api {
         Self::send(rb).await
     }
 
-    /// POST a raw body with a content type (for malformed-input tests).
     /// `POST /v1/calls` with `body`; asserts 201 Created and returns the call's id.
     pub async fn place_call(&self, body: &Value) -> String {
         let placed = self.post("/v1/calls", body).await;
@@ -121,6 +120,7 @@ impl Api {
         placed.json["id"].as_str().unwrap().to_string()
     }
 
+    /// POST a raw body with a content type (for malformed-input tests).
     pub async fn post_raw(&self, path: &str, content_type: &str, body: &str) -> Reply {
         Self::send(
             self.request(reqwest::Method::POST, path)

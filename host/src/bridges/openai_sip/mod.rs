@@ -374,6 +374,7 @@ async fn webhook(
         transport: "openai-sip".into(),
         headers: super::agent_headers(sip.iter().map(|h| (h.name.clone(), h.value.clone()))),
         leg_call_id: data.call_id.clone(),
+        metadata: String::new(),
     };
     let call_id = bridge.calls.new_call_id();
     let span = tracing::info_span!("call", call_id = %call_id, openai_call_id = %data.call_id);

@@ -24,11 +24,11 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::websocket::ServerSocket;
 use crate::call::leg::{
-    CallerAudio, Capabilities, Capability, DigitSource, Interrupted, Leg, LegAudio, LegError,
-    LegEvent, LegFacts, Playout,
+    CallerAudio, CallerRoute, Capabilities, Capability, DigitSource, Interrupted, Leg, LegAudio,
+    LegError, LegEvent, LegFacts, Playout, Undelivered,
 };
+use crate::media::MediaStats;
 use crate::media::recording::Recorder;
-use crate::media::{AudioSink, MediaStats};
 use crate::resample::StreamResampler;
 use marks::{Heard, MarkQueue};
 
@@ -86,15 +86,6 @@ pub trait Framing: Send + 'static {
     }
 }
 
-/// A keypad digit as carriers report it (`"5"`, `"*"`, `"#"`, `"A"`…`"D"`).
-pub fn keypad_digit(text: &str) -> Option<char> {
-    let mut chars = text.chars();
-    match (chars.next(), chars.next()) {
-        (Some(c @ ('0'..='9' | '*' | '#' | 'A'..='D')), None) => Some(c),
-        _ => None,
-    }
-}
-
 /// How a carrier took a transfer it accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handover {
@@ -133,7 +124,7 @@ struct Counts {
 /// What the leg and its socket task share.
 struct Shared {
     queue: Mutex<MarkQueue>,
-    caller: Mutex<Route>,
+    caller: Mutex<CallerRoute>,
     /// Something to send: audio, a clear, or the close.
     wake: Notify,
     counts: Counts,
@@ -146,17 +137,6 @@ struct Shared {
 struct Recording {
     recorder: Recorder,
     heard: VecDeque<i16>,
-}
-
-/// Where caller audio goes; until routed it is held for the call task.
-enum Route {
-    Unset,
-    Sink {
-        sink: AudioSink,
-        /// Stream rate → the model's rate, when they differ.
-        resampler: Option<Box<StreamResampler>>,
-    },
-    LoopBack,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -201,7 +181,7 @@ impl<C: Carrier, F: Framing + Clone> StreamLeg<C, F> {
         }
         let shared = Arc::new(Shared {
             queue: Mutex::new(queue),
-            caller: Mutex::new(Route::Unset),
+            caller: Mutex::new(CallerRoute::Unset),
             wake: Notify::new(),
             counts: Counts::default(),
             recording: Mutex::new(None),
@@ -264,18 +244,7 @@ fn failed(e: impl std::fmt::Display) -> LegError {
 
 impl<C: Carrier, F: Framing + Clone> LegAudio for StreamLeg<C, F> {
     fn route_caller(&mut self, to: CallerAudio) -> Result<(), LegError> {
-        *lock(&self.shared.caller) = match to {
-            CallerAudio::Sink(sink) => Route::Sink {
-                sink,
-                resampler: if self.caller_rate == self.rate {
-                    None
-                } else {
-                    let r = StreamResampler::new(self.rate, self.caller_rate).map_err(failed)?;
-                    Some(Box::new(r))
-                },
-            },
-            CallerAudio::LoopBack => Route::LoopBack,
-        };
+        *lock(&self.shared.caller) = CallerRoute::new(to, self.rate, self.caller_rate)?;
         Ok(())
     }
 
@@ -561,24 +530,13 @@ impl<F: Framing> SocketTask<F> {
             agent.resize(pcm.len(), 0);
             r.recorder.agent(&agent);
         }
-        let mut route = lock(&self.shared.caller);
-        match &mut *route {
-            Route::Unset => {
+        let undelivered = lock(&self.shared.caller).deliver(pcm);
+        match undelivered {
+            None => {}
+            Some(Undelivered::Unrouted) => {
                 let _ = self.events.send(LegEvent::CallerAudio(pcm.to_vec()));
             }
-            Route::Sink { sink, resampler } => match resampler {
-                None => sink(pcm),
-                Some(r) => {
-                    if r.push(pcm).is_ok() {
-                        let mut frame = Vec::new();
-                        while r.pop_frame(&mut frame) {
-                            sink(&frame);
-                        }
-                    }
-                }
-            },
-            Route::LoopBack => {
-                drop(route);
+            Some(Undelivered::LoopBack) => {
                 let audio = self.framing.encode(pcm);
                 lock(&self.shared.queue).push(&audio);
                 self.shared.wake.notify_one();

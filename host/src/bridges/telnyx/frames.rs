@@ -13,7 +13,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::reorder::Reorder;
 use crate::bridges::stream::wire;
-use crate::bridges::stream::{Framing, StreamEvent, keypad_digit};
+use crate::bridges::stream::{Framing, StreamEvent};
+use crate::call::leg::keypad_digit;
 
 /// A frame from Telnyx.
 #[derive(Debug, Deserialize)]

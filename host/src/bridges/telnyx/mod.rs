@@ -404,6 +404,7 @@ async fn webhook(
                 .map(|h| (h.name, h.value)),
         ),
         leg_call_id: id.clone(),
+        metadata: String::new(),
     };
     // Telnyx wants its webhook answered at once; the call goes on with commands of our own.
     let control = bridge.control(id);

@@ -12,7 +12,8 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::bridges::stream::wire;
-use crate::bridges::stream::{Framing, StreamEvent, keypad_digit};
+use crate::bridges::stream::{Framing, StreamEvent};
+use crate::call::leg::keypad_digit;
 
 /// A frame from Twilio.
 #[derive(Debug, Deserialize)]

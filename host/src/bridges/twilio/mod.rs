@@ -188,6 +188,7 @@ async fn voice(
         transport: "twilio".into(),
         headers: headers_for_agent(&params),
         leg_call_id: call_sid.to_string(),
+        metadata: String::new(),
     };
     let call_sid = call_sid.to_string();
     async move {

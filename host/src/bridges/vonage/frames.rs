@@ -10,7 +10,8 @@
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::bridges::stream::{Framing, StreamEvent, keypad_digit};
+use crate::bridges::stream::{Framing, StreamEvent};
+use crate::call::leg::keypad_digit;
 
 /// The audio the NCCO asks for.
 pub const CONTENT_TYPE: &str = "audio/l16;rate=16000";

@@ -262,6 +262,7 @@ async fn answer(
         transport: "vonage".into(),
         headers: headers_for_agent(&fields),
         leg_call_id: uuid.to_string(),
+        metadata: String::new(),
     };
     let uuid = uuid.to_string();
     async move {

@@ -1,0 +1,526 @@
+//! A browser's call as a leg: the [`Peer`] runs on a task of its own that owns the UDP socket,
+//! decodes the page's audio to the call's route, paces the agent's audio out in 20 ms frames
+//! from the playout queue, and carries call events to the page and keys from it over the data
+//! channel. The leg the call task holds shares the playout queue and the caller route with it.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::peer::{Peer, PeerEvent, PeerOutput};
+use crate::call::leg::{
+    CallerAudio, CallerRoute, Capabilities, Capability, DigitSource, Interrupted, Leg, LegAudio,
+    LegError, LegEvent, LegFacts, Playout, Undelivered, keypad_digit,
+};
+use crate::media::codec::{AudioDecoder, AudioEncoder, new_decoder, new_encoder};
+use crate::media::playout::{PacingClock, PlayoutQueue};
+use crate::media::ports::PortLease;
+use crate::media::recording::Recorder;
+use crate::media::{Codec, MediaStats};
+
+/// One frame of audio each way.
+const FRAME: Duration = Duration::from_millis(20);
+/// A gap in the page's audio up to this long is concealed (Opus recovers from its FEC data);
+/// a longer one is a pause, not a loss.
+const MAX_CONCEALED_FRAMES: u64 = 5;
+/// Call events held for a data channel that is not open yet.
+const OUTBOX: usize = 256;
+
+/// What the leg and its peer task share.
+struct Shared {
+    playout: Mutex<PlayoutQueue>,
+    caller: Mutex<CallerRoute>,
+    recording: Mutex<Option<Recorder>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn failed(e: impl std::fmt::Display) -> LegError {
+    LegError::Failed(e.to_string())
+}
+
+/// How long a web call may take to connect and to go without the page's audio.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub media: Duration,
+}
+
+/// An answered browser call.
+pub struct WebLeg {
+    facts: LegFacts,
+    shared: Arc<Shared>,
+    codec: Codec,
+    model_rate: u32,
+    events: mpsc::UnboundedReceiver<LegEvent>,
+    close: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<MediaStats>,
+}
+
+impl WebLeg {
+    /// Run `peer` on `socket`; `texts` are call events for the page.
+    pub fn start(
+        peer: Peer,
+        socket: UdpSocket,
+        lease: PortLease,
+        facts: LegFacts,
+        texts: mpsc::UnboundedReceiver<String>,
+        timeouts: Timeouts,
+    ) -> Result<WebLeg, LegError> {
+        let codec = peer.codec();
+        let shared = Arc::new(Shared {
+            playout: Mutex::new(PlayoutQueue::new(codec.sample_rate())),
+            caller: Mutex::new(CallerRoute::Unset),
+            recording: Mutex::new(None),
+        });
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (close_tx, close) = tokio::sync::oneshot::channel();
+        let task = PeerTask {
+            peer,
+            socket,
+            _lease: lease,
+            shared: shared.clone(),
+            events: events_tx,
+            texts,
+            outbox: VecDeque::new(),
+            encoder: new_encoder(codec).map_err(failed)?,
+            decoder: new_decoder(codec).map_err(failed)?,
+            frame_samples: (codec.sample_rate() / 50) as usize,
+            clock: None,
+            rtp_out: 0,
+            talking: false,
+            last_in: None,
+            started: Instant::now(),
+            last_audio: None,
+            timeouts,
+            stats: MediaStats::default(),
+        };
+        Ok(WebLeg {
+            facts,
+            shared,
+            codec,
+            model_rate: codec.sample_rate(),
+            events,
+            close: Some(close_tx),
+            task: tokio::spawn(task.run(close)),
+        })
+    }
+}
+
+impl WebLeg {
+    /// The model takes the page's audio at `rate`.
+    pub fn for_model(&mut self, rate: u32) {
+        self.model_rate = rate;
+    }
+}
+
+impl Playout for WebLeg {
+    fn queued_ms(&self) -> u64 {
+        lock(&self.shared.playout).queued_ms()
+    }
+    fn is_empty(&self) -> bool {
+        lock(&self.shared.playout).is_empty()
+    }
+    fn mark(&mut self) {
+        lock(&self.shared.playout).mark();
+    }
+    fn interrupt(&mut self) -> Interrupted {
+        let report = lock(&self.shared.playout).flush();
+        Interrupted {
+            played_ms: report.played_ms,
+            discarded_ms: report.discarded_ms,
+        }
+    }
+}
+
+impl LegAudio for WebLeg {
+    fn route_caller(&mut self, to: CallerAudio) -> Result<(), LegError> {
+        *lock(&self.shared.caller) =
+            CallerRoute::new(to, self.codec.sample_rate(), self.model_rate)?;
+        Ok(())
+    }
+
+    fn play(&mut self, pcm: &[i16], rate: u32) -> Result<(), LegError> {
+        lock(&self.shared.playout).push(pcm, rate).map_err(failed)
+    }
+
+    fn record(&mut self, path: &Path) -> Result<(), LegError> {
+        let recorder = Recorder::start(path, self.codec.sample_rate()).map_err(failed)?;
+        *lock(&self.shared.recording) = Some(recorder);
+        Ok(())
+    }
+}
+
+impl Leg for WebLeg {
+    fn facts(&self) -> &LegFacts {
+        &self.facts
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::of(&[Capability::Audio])
+    }
+
+    async fn next_event(&mut self) -> LegEvent {
+        match self.events.recv().await {
+            Some(e) => e,
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn hangup(&mut self) {
+        if let Some(close) = self.close.take() {
+            let _ = close.send(());
+        }
+    }
+
+    async fn transfer(&mut self, _target: &str) -> Result<(), LegError> {
+        Err(LegError::NotAllowed(Capability::Transfer))
+    }
+
+    fn send_digits(&mut self, _digits: &str) -> Result<(), LegError> {
+        Err(LegError::NotAllowed(Capability::SendDigits))
+    }
+
+    fn playout(&mut self) -> &mut dyn Playout {
+        self
+    }
+
+    fn audio(&mut self) -> Option<&mut dyn LegAudio> {
+        Some(self)
+    }
+
+    async fn close(mut self) -> Option<MediaStats> {
+        if let Some(close) = self.close.take() {
+            let _ = close.send(());
+        }
+        let stats = match tokio::time::timeout(Duration::from_secs(2), &mut self.task).await {
+            Ok(Ok(stats)) => Some(stats),
+            _ => {
+                self.task.abort();
+                None
+            }
+        };
+        let recording = lock(&self.shared.recording).take();
+        if let Some(r) = recording {
+            let finished = tokio::task::spawn_blocking(move || r.finish()).await;
+            if let Ok(Err(e)) = finished {
+                tracing::warn!(error = %e, "finishing the recording failed");
+            }
+        }
+        stats
+    }
+}
+
+/// A message from the page on the data channel.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+enum PageMessage {
+    Key { key: String },
+    Hangup,
+}
+
+/// Why the task stopped.
+enum End {
+    /// The call closed the leg.
+    Closed,
+    /// Tell the call, then wait for it to close the leg.
+    Event(LegEvent),
+}
+
+/// The task that owns the socket and the peer.
+struct PeerTask {
+    peer: Peer,
+    socket: UdpSocket,
+    /// The port goes back to the pool when the task ends.
+    _lease: PortLease,
+    shared: Arc<Shared>,
+    events: mpsc::UnboundedSender<LegEvent>,
+    texts: mpsc::UnboundedReceiver<String>,
+    /// Call events waiting for the data channel to open.
+    outbox: VecDeque<String>,
+    encoder: Box<dyn AudioEncoder>,
+    decoder: Box<dyn AudioDecoder>,
+    frame_samples: usize,
+    /// The outgoing frame clock, from the moment the connection is up.
+    clock: Option<PacingClock>,
+    /// RTP time of the next outgoing frame (the codec's clock runs at its sample rate).
+    rtp_out: u64,
+    /// Whether the last frame carried agent audio.
+    talking: bool,
+    /// RTP time of the last frame from the page.
+    last_in: Option<u64>,
+    started: Instant,
+    last_audio: Option<Instant>,
+    timeouts: Timeouts,
+    stats: MediaStats,
+}
+
+impl PeerTask {
+    async fn run(mut self, mut close: tokio::sync::oneshot::Receiver<()>) -> MediaStats {
+        let mut buf = vec![0u8; 2048];
+        let end = loop {
+            let wake = match self.drain() {
+                Ok(wake) => wake,
+                Err(end) => break end,
+            };
+            let mut deadline = wake.min(self.watchdog());
+            if let Some(clock) = &self.clock {
+                deadline = deadline.min(Instant::from_std(clock.deadline()));
+            }
+            tokio::select! {
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((n, from)) => {
+                        if let Err(e) = self.peer.receive(std::time::Instant::now(), from, &buf[..n])
+                            && let Some(end) = fatal(e)
+                        {
+                            break end;
+                        }
+                    }
+                    Err(e) => break End::Event(LegEvent::Lost(format!("web call socket failed: {e}"))),
+                },
+                () = tokio::time::sleep_until(deadline) => {
+                    if let Some(end) = self.on_time() {
+                        break end;
+                    }
+                }
+                Some(text) = self.texts.recv() => self.for_page(text),
+                _ = &mut close => break End::Closed,
+            }
+        };
+        if let End::Event(event) = end {
+            let _ = self.events.send(event);
+            // The call closes the leg next; the page hears the close then.
+            let _ = close.await;
+        }
+        self.finish().await;
+        self.stats
+    }
+
+    /// When the task must look at the time for itself: the connection not up in time, or the
+    /// page's audio gone quiet.
+    fn watchdog(&self) -> Instant {
+        match self.last_audio {
+            Some(at) => at + self.timeouts.media,
+            None => self.started + self.timeouts.connect,
+        }
+    }
+
+    /// Timers: the next outgoing frame, str0m's own, the watchdog.
+    fn on_time(&mut self) -> Option<End> {
+        let now = Instant::now();
+        if self
+            .clock
+            .as_ref()
+            .is_some_and(|c| Instant::from_std(c.deadline()) <= now)
+        {
+            self.send_frame(now);
+        }
+        if let Err(e) = self.peer.timeout(now.into_std()) {
+            return fatal(e);
+        }
+        if now >= self.watchdog() {
+            return Some(End::Event(match self.last_audio {
+                Some(_) => LegEvent::MediaTimeout,
+                None => LegEvent::Lost(format!(
+                    "the browser did not connect within {} s (ICE or DTLS)",
+                    self.timeouts.connect.as_secs()
+                )),
+            }));
+        }
+        None
+    }
+
+    /// Everything the peer has to do now; the instant it wants to be woken at, or the end.
+    fn drain(&mut self) -> Result<Instant, End> {
+        loop {
+            match self.peer.poll() {
+                Ok(PeerOutput::Wake(at)) => return Ok(Instant::from_std(at)),
+                Ok(PeerOutput::Transmit { to, datagram }) => {
+                    // UDP: a full send buffer drops the datagram, as the network would.
+                    if self.socket.try_send_to(&datagram, to).is_ok() {
+                        self.stats.packets_sent += 1;
+                        self.stats.bytes_sent += datagram.len() as u64;
+                    }
+                }
+                Ok(PeerOutput::Event(event)) => self.on_event(event)?,
+                Err(e) => {
+                    if let Some(end) = fatal(e) {
+                        return Err(end);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: PeerEvent) -> Result<(), End> {
+        match event {
+            PeerEvent::Connected => {
+                tracing::info!("web call connected");
+                let now = std::time::Instant::now();
+                self.clock = Some(PacingClock::new(now, FRAME));
+                self.last_audio.get_or_insert(Instant::from_std(now));
+            }
+            PeerEvent::Audio { payload, rtp_time } => self.page_audio(&payload, rtp_time),
+            PeerEvent::ChannelOpen => {
+                while let Some(text) = self.outbox.pop_front() {
+                    if !self.peer.send_text(&text) {
+                        break;
+                    }
+                }
+            }
+            PeerEvent::Text(text) => match serde_json::from_str::<PageMessage>(&text) {
+                Ok(PageMessage::Key { key }) => match keypad_digit(&key) {
+                    Some(digit) => {
+                        let _ = self.events.send(LegEvent::Digit {
+                            digit,
+                            source: DigitSource::Leg,
+                        });
+                    }
+                    None => tracing::debug!(%key, "ignoring a key that is not on a keypad"),
+                },
+                Ok(PageMessage::Hangup) => return Err(End::Event(LegEvent::Hangup)),
+                Err(e) => tracing::debug!(error = %e, "ignoring a page message"),
+            },
+            PeerEvent::Gone(why) => {
+                tracing::info!(why, "the browser left the call");
+                return Err(End::Event(LegEvent::Hangup));
+            }
+        }
+        Ok(())
+    }
+
+    /// One frame of the page's audio: decoded, a short loss before it concealed, then to the
+    /// call's route and the recording.
+    fn page_audio(&mut self, payload: &[u8], rtp_time: u64) {
+        self.stats.packets_received += 1;
+        self.stats.bytes_received += payload.len() as u64;
+        self.last_audio = Some(Instant::now());
+        let frame = self.frame_samples as u64;
+        let gap = self.last_in.map_or(0, |last| {
+            rtp_time.saturating_sub(last).saturating_sub(frame)
+        });
+        if rtp_time <= self.last_in.unwrap_or(0) && self.last_in.is_some() {
+            // A late or repeated frame: its moment has passed.
+            self.stats.packets_discarded += 1;
+            return;
+        }
+        self.last_in = Some(rtp_time);
+        let mut pcm = Vec::with_capacity(self.frame_samples * 2);
+        if gap >= frame && gap <= frame * MAX_CONCEALED_FRAMES {
+            let lost = (gap / frame) as usize;
+            if self
+                .decoder
+                .conceal(Some(payload), lost * self.frame_samples, &mut pcm)
+                .is_ok()
+            {
+                self.stats.concealed_ms += lost as u64 * FRAME.as_millis() as u64;
+            }
+        }
+        if let Err(e) = self.decoder.decode(payload, &mut pcm) {
+            self.stats.malformed_packets += 1;
+            tracing::debug!(error = %e, "undecodable audio from the page");
+            return;
+        }
+        if let Some(r) = lock(&self.shared.recording).as_mut() {
+            r.caller(&pcm);
+        }
+        let undelivered = lock(&self.shared.caller).deliver(&pcm);
+        match undelivered {
+            None => {}
+            Some(Undelivered::Unrouted) => {
+                let _ = self.events.send(LegEvent::CallerAudio(pcm));
+            }
+            Some(Undelivered::LoopBack) => {
+                let rate = self.peer.codec().sample_rate();
+                let _ = lock(&self.shared.playout).push(&pcm, rate);
+            }
+        }
+    }
+
+    /// The next 20 ms to the page: agent audio when some is queued, nothing otherwise (the
+    /// RTP clock runs on, so the browser hears the pause as one).
+    fn send_frame(&mut self, now: Instant) {
+        let Some(clock) = self.clock.as_mut() else {
+            return;
+        };
+        let skipped = clock.advance(now.into_std());
+        self.rtp_out += skipped * self.frame_samples as u64;
+        let mut frame = Vec::with_capacity(self.frame_samples);
+        let popped = lock(&self.shared.playout).pop(self.frame_samples, &mut frame);
+        if popped {
+            if !self.talking {
+                self.talking = true;
+                let _ = self.events.send(LegEvent::PlayoutStarted { at: now });
+            }
+            let mut payload = Vec::with_capacity(160);
+            match self.encoder.encode(&frame, &mut payload) {
+                Ok(()) => {
+                    if let Err(e) = self.peer.send_audio(now.into_std(), self.rtp_out, payload) {
+                        tracing::debug!(error = %e, "agent audio not sent");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "encoding agent audio failed"),
+            }
+        } else {
+            if self.talking {
+                self.talking = false;
+                let _ = self.events.send(LegEvent::PlayoutDrained);
+            }
+            frame.clear();
+            frame.resize(self.frame_samples, 0);
+        }
+        if let Some(r) = lock(&self.shared.recording).as_mut() {
+            r.agent(&frame);
+        }
+        self.rtp_out += self.frame_samples as u64;
+    }
+
+    /// A call event for the page, held until the data channel is open.
+    fn for_page(&mut self, text: String) {
+        if !self.outbox.is_empty() || !self.peer.send_text(&text) {
+            if self.outbox.len() == OUTBOX {
+                self.outbox.pop_front();
+            }
+            self.outbox.push_back(text);
+        }
+    }
+
+    /// Send what the call said last, then close the connection in order (the page sees the
+    /// data channel close) and give the close a moment to leave.
+    async fn finish(&mut self) {
+        while let Ok(text) = self.texts.try_recv() {
+            self.for_page(text);
+        }
+        self.peer.close();
+        let until = Instant::now() + Duration::from_millis(200);
+        while self.peer.is_alive() && Instant::now() < until {
+            match self.drain() {
+                Ok(wake) => {
+                    tokio::time::sleep_until(wake.min(until)).await;
+                    let _ = self.peer.timeout(std::time::Instant::now());
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Whether an error of the peer ends the call: a failed DTLS handshake does; a bad packet
+/// does not.
+fn fatal(e: str0m::RtcError) -> Option<End> {
+    match e {
+        str0m::RtcError::Dtls(e) => Some(End::Event(LegEvent::Lost(format!("DTLS failed: {e}")))),
+        other => {
+            tracing::debug!(error = %other, "web call input dropped");
+            None
+        }
+    }
+}
