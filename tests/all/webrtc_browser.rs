@@ -69,7 +69,10 @@ fn said(role: &str, text: &str) -> String {
 
 /// A JS expression: whether the talk panel shows the call in `state`.
 fn talk_state(state: &str) -> String {
-    format!("document.querySelector('#talk')?.dataset.state === {}", json!(state))
+    format!(
+        "document.querySelector('#talk')?.dataset.state === {}",
+        json!(state)
+    )
 }
 
 /// Open the dashboard's agents view and start a web call to `agent` with its Talk button;
@@ -98,7 +101,10 @@ async fn talk_to(browser: &mut Browser, host: &Host, agent: &str) -> String {
 async fn press(browser: &mut Browser, keys: &str) {
     for key in keys.chars() {
         browser
-            .click(&format!("#talk-keypad button[data-key={}]", json!(key.to_string())))
+            .click(&format!(
+                "#talk-keypad button[data-key={}]",
+                json!(key.to_string())
+            ))
             .await;
     }
 }
@@ -198,6 +204,13 @@ async fn the_dashboard_talks_to_the_receptionist_on_openai() {
         .await;
 
     // The model heard the page and got the agent's tool result.
+    let energy = browser
+        .eval("document.querySelector('#talk').dataset.energy")
+        .await;
+    eprintln!(
+        "received audio energy {energy}; {} bytes of the page's audio reached the model",
+        fake.appended_bytes()
+    );
     assert!(fake.appended_bytes() > 0, "no audio reached the model");
     let outputs = fake.received_of("conversation.item.create");
     let output = outputs
@@ -218,7 +231,10 @@ async fn the_dashboard_talks_to_the_receptionist_on_openai() {
     let events = events_of(&record);
     assert_eq!(find(&events, "created")[0]["transport"], "webrtc");
     assert_eq!(find(&events, "tool-call")[0]["name"], "opening_hours");
-    let keys: Vec<&Value> = find(&events, "dtmf").into_iter().map(|d| &d["digits"]).collect();
+    let keys: Vec<&Value> = find(&events, "dtmf")
+        .into_iter()
+        .map(|d| &d["digits"])
+        .collect();
     assert_eq!(keys, [&json!("5")], "{events:?}");
     assert!(
         browser.problems.is_empty(),
@@ -244,7 +260,12 @@ async fn serve_page(listener: TcpListener, html: String, widget_origin: String) 
                      content-security-policy: {csp}\r\ncontent-length: {}\r\n\r\n{html}",
                     html.len()
                 );
-                if stream.get_mut().write_all(response.as_bytes()).await.is_err() {
+                if stream
+                    .get_mut()
+                    .write_all(response.as_bytes())
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -312,7 +333,8 @@ async fn the_widget_calls_the_menu_with_a_ticket_and_refuses_bad_ones() {
     );
     let server = tokio::spawn(serve_page(page, html, widget_origin.clone()));
     let dir = tempdir("webrtc-mic");
-    let mut browser = Browser::launch_with_microphone(&microphone(dir.path(), None, 1.0, 0.0)).await;
+    let mut browser =
+        Browser::launch_with_microphone(&microphone(dir.path(), None, 1.0, 0.0)).await;
     browser.navigate(&format!("{origin}/")).await;
     browser
         .wait_for(
@@ -325,24 +347,30 @@ async fn the_widget_calls_the_menu_with_a_ticket_and_refuses_bad_ones() {
     // A good ticket: the call connects, the greeting is heard, a key reaches the agent.
     browser.click("#good button").await;
     browser
-        .wait_for("the call connected", &widget_state("good", "connected"), WAIT)
-        .await;
-    let id = browser.eval("Switchboard.calls[0].callId").await;
-    let id = id.as_str().expect("a call id").to_string();
-    browser
         .wait_for(
-            "the greeting's audio received",
-            "Switchboard.calls[0].stats().then(s => (s.received?.energy ?? 0) > 0.01)",
+            "the call connected",
+            &widget_state("good", "connected"),
             WAIT,
         )
         .await;
+    let id = browser.eval("Switchboard.calls[0].callId").await;
+    let id = id.as_str().expect("a call id").to_string();
+    let heard = browser
+        .wait_for(
+            "the greeting's audio received",
+            "Switchboard.calls[0].stats().then(s => (s.received?.energy ?? 0) > 0.01 && s)",
+            WAIT,
+        )
+        .await;
+    eprintln!("the widget's call: {heard}");
     assert_eq!(browser.eval("Switchboard.calls[0].key('1')").await, true);
     api.poll(&format!("/v1/calls/{id}"), WAIT, |d| {
-            d["transcript"]
-                .as_array()
-                .is_some_and(|t| t.iter().any(|l| l["text"].as_str().unwrap_or("").contains("We are open")))
+        d["transcript"].as_array().is_some_and(|t| {
+            t.iter()
+                .any(|l| l["text"].as_str().unwrap_or("").contains("We are open"))
         })
-        .await;
+    })
+    .await;
     browser.click("#good button").await;
     browser
         .wait_for("the call hung up", &widget_state("good", "ended"), WAIT)
@@ -353,13 +381,21 @@ async fn the_widget_calls_the_menu_with_a_ticket_and_refuses_bad_ones() {
     assert_eq!(find(&events, "dtmf")[0]["digits"], "1", "{events:?}");
     assert!(agent_lines(&record)[0].contains("Welcome to"), "{record}");
 
-    // An expired ticket and a ticket for another number: refused, and the page says so.
+    // An expired ticket, a ticket for another number and a used one: refused, and the page
+    // says why.
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    tokio::time::sleep(Duration::from_millis(expires_at_ms.saturating_sub(now_ms) + 500)).await;
-    for refused in ["expired", "other"] {
+    tokio::time::sleep(Duration::from_millis(
+        expires_at_ms.saturating_sub(now_ms) + 500,
+    ))
+    .await;
+    for (refused, why) in [
+        ("expired", "the ticket has expired"),
+        ("other", "the ticket is for another number"),
+        ("good", "the ticket has been used for all its calls"),
+    ] {
         browser.click(&format!("#{refused} button")).await;
         browser
             .wait_for(
@@ -374,8 +410,10 @@ async fn the_widget_calls_the_menu_with_a_ticket_and_refuses_bad_ones() {
             ))
             .await;
         assert_eq!(status, "403", "the {refused} ticket");
-        let shown = browser.text(&format!("#{refused} .switchboard-status")).await;
-        assert!(shown.starts_with("Call failed: refused (403)"), "{shown}");
+        let shown = browser
+            .text(&format!("#{refused} .switchboard-status"))
+            .await;
+        assert_eq!(shown, format!("Call failed: refused (403): {why}"));
     }
     assert_eq!(
         api.get("/v1/calls?active=false").await.json["calls"]
@@ -429,7 +467,8 @@ async fn the_appointments_agent_tells_web_from_phone_callers() {
 
     // On the web there is no caller ID: the agent asks, the caller types the number.
     let dir = tempdir("webrtc-mic");
-    let mut browser = Browser::launch_with_microphone(&microphone(dir.path(), None, 1.0, 0.0)).await;
+    let mut browser =
+        Browser::launch_with_microphone(&microphone(dir.path(), None, 1.0, 0.0)).await;
     let id = talk_to(&mut browser, &host, "appointments").await;
     browser
         .wait_for(
@@ -450,7 +489,11 @@ async fn the_appointments_agent_tells_web_from_phone_callers() {
     browser
         .wait_for(
             "the confirmation, and the agent hanging up",
-            &format!("{} && {}", said("agent", "is confirmed"), talk_state("ended")),
+            &format!(
+                "{} && {}",
+                said("agent", "is confirmed"),
+                talk_state("ended")
+            ),
             Duration::from_secs(30),
         )
         .await;

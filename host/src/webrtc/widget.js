@@ -75,6 +75,7 @@
     #onEvent;
     #onState;
     #settle;
+    #hungUp = false;
 
     constructor(o) {
       if (!o || !o.number) throw new TypeError('Switchboard.call needs a number');
@@ -113,7 +114,8 @@
       // The channel opens once ICE, DTLS and SCTP are up: from then on keys get through.
       channel.addEventListener('open', () => this.#set('connected'));
       channel.addEventListener('message', (m) => this.#message(m.data));
-      channel.addEventListener('close', () => this.#end('closed'));
+      // The host closes it when the call ends (its `ended` event may not make it out first).
+      channel.addEventListener('close', () => this.#end(this.#hungUp ? 'hangup' : 'closed'));
       pc.addEventListener('track', (e) => this.#play(e.streams[0] || new MediaStream([e.track])));
       pc.addEventListener('connectionstatechange', () => {
         if (pc.connectionState === 'failed') {
@@ -184,6 +186,7 @@
     // Hang up: ask the host to end the call, then close once it says so (or after a grace).
     hangup() {
       if (this.#over) return this.done;
+      this.#hungUp = true;
       if (this.#channel && this.#channel.readyState === 'open') {
         this.#channel.send(JSON.stringify({ type: 'hangup' }));
         setTimeout(() => this.#end('hangup'), HANGUP_GRACE_MS);

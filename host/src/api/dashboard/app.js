@@ -682,6 +682,7 @@ async function startTalk(agent, number) {
 
   const over = (message) => {
     clearInterval(levels);
+    meter.value = 0;
     talking = null;
     hangup.hidden = true;
     close.hidden = false;
