@@ -5,7 +5,7 @@
 //! saying `webrtc`); the embeddable widget on a page of another origin calls the menu with a
 //! ticket through the public listener, and is refused with an expired ticket or one for another
 //! number; the appointments agent greets a phone caller by caller ID and asks a web caller who
-//! is calling.
+//! is calling; without `[webrtc]` the Talk panel says web calls are off.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -516,4 +516,47 @@ async fn the_appointments_agent_tells_web_from_phone_callers() {
         browser.problems
     );
     assert!(host.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_talk_panel_says_when_web_calls_are_off() {
+    if !require("chromium") {
+        return;
+    }
+    let host = Host::builder().examples(&["menu"]).start();
+    let dir = tempdir("webrtc-mic");
+    let mut browser =
+        Browser::launch_with_microphone(&microphone(dir.path(), None, 1.0, 0.0)).await;
+    browser
+        .navigate(&format!("http://{}/#/agents", host.http))
+        .await;
+    let button = "#agents tr[data-name=\"menu\"] button.talk";
+    browser
+        .wait_for(
+            "the menu's Talk button",
+            &format!("!!document.querySelector({})", json!(button)),
+            WAIT,
+        )
+        .await;
+    browser.click(button).await;
+    browser
+        .wait_for("the refusal", &talk_state("failed"), WAIT)
+        .await;
+    assert_eq!(
+        browser
+            .eval("document.querySelector('#talk').dataset.status")
+            .await,
+        "503"
+    );
+    let shown = browser.text("#talk-error").await;
+    assert!(
+        shown.starts_with("refused (503): ") && shown.contains("web calls are off"),
+        "{shown}"
+    );
+    let others: Vec<&String> = browser
+        .problems
+        .iter()
+        .filter(|p| !p.contains("503"))
+        .collect();
+    assert!(others.is_empty(), "the page reported problems: {others:?}");
 }

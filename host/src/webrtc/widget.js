@@ -53,6 +53,20 @@
       .replace(/[\u007f-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
   }
 
+  // Why an offer was refused: the offer endpoints answer in plain text, the rest of the
+  // control API (its token check, web calls being off) in JSON with a `detail`.
+  function refusal(resp, body) {
+    if ((resp.headers.get('Content-Type') || '').includes('json')) {
+      try {
+        const error = JSON.parse(body);
+        return typeof error.detail === 'string' ? error.detail : JSON.stringify(error);
+      } catch {
+        // Not JSON after all: shown as it is.
+      }
+    }
+    return body.trim().slice(0, 300) || resp.statusText;
+  }
+
   function gathered(pc) {
     if (pc.iceGatheringState === 'complete') return Promise.resolve();
     return new Promise((resolve) => {
@@ -138,8 +152,7 @@
       this.status = resp.status;
       const body = await resp.text();
       if (resp.status !== 201) {
-        const reason = body.trim().slice(0, 300) || resp.statusText;
-        throw new CallError(`refused (${resp.status}): ${reason}`, resp.status);
+        throw new CallError(`refused (${resp.status}): ${refusal(resp, body)}`, resp.status);
       }
       this.callId = resp.headers.get('X-Switchboard-Call-Id');
       if (this.#over) return;
