@@ -568,6 +568,8 @@ async fn health_ready_metrics_openapi_agents_registrations_usage() {
         ),
         ("/v1/config/agents/{name}/secrets/{key}", &["put", "delete"]),
         ("/v1/config/accounts/{name}", &["put", "delete"]),
+        ("/v1/webrtc/tickets", &["post"]),
+        ("/v1/webrtc/{number}", &["post"]),
         ("/v1/openapi.json", &["get"]),
         ("/metrics", &["get"]),
         ("/health", &["get"]),
@@ -580,7 +582,7 @@ async fn health_ready_metrics_openapi_agents_registrations_usage() {
             );
         }
     }
-    assert_eq!(paths.len(), 22, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 24, "{:?}", paths.keys().collect::<Vec<_>>());
     // Every $ref points at a schema that exists.
     let schemas = doc.json["components"]["schemas"].as_object().unwrap();
     for r in doc.text.split("\"$ref\":\"#/components/schemas/").skip(1) {

@@ -376,3 +376,84 @@ async fn a_hold_longer_than_the_model_session_reconnects_on_resume() {
     ctrl.command("hangup", "").await;
     host.expect(&["call ended", "CallerHangup"], 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_ends_the_call_with_the_end_call_tool_after_its_goodbye_is_heard() {
+    if !require("baresip") {
+        return;
+    }
+    let fake = FakeOpenAi::start(Script {
+        api_key: "test".into(),
+        replies: vec![
+            Reply::Echo,
+            Reply::ToolCall {
+                name: "end_call".into(),
+                arguments: r#"{"reason":"the caller said goodbye"}"#.into(),
+            },
+            Reply::Speech {
+                transcript: "Thank you for calling, goodbye!".into(),
+                audio_ms: 2000,
+            },
+        ],
+        caller_transcript: "That is all, thanks.".into(),
+        // Real time, as the server streams it: the playout runs dry between chunks.
+        delta_ms: 20,
+        delta_interval: Duration::from_millis(20),
+        ..Script::default()
+    })
+    .await;
+    let mut host = Host::builder()
+        .examples(&["receptionist"])
+        .calls("codecs = [\"pcmu\"]")
+        .model(&format!(
+            "provider = \"openai\"\nbase-url = \"{}\"\napi-key = \"test\"",
+            fake.url
+        ))
+        .config("[agent.receptionist]\nend-call = true")
+        .start();
+    let phone = Baresip::start_with_mic(
+        "<sip:caller@127.0.0.1>;regint=0;audio_codecs=pcmu",
+        "module sndfile.so",
+        &mic(30.0, &[(5.0, 0.8)]),
+    )
+    .await;
+    let _ctrl = dial(&phone, "2000", host.sip_port).await;
+    host.expect(&["ToolCall", "end_call"], 20);
+    // The host ends the call itself, once the goodbye has been played.
+    host.expect(&["call ended", "AgentHangup"], 15);
+
+    // The model was offered the tool beside the agent's own, and got the host's answer.
+    let updates = fake.received_of("session.update");
+    let tools = updates[0]["session"]["tools"].as_array().unwrap();
+    let names: Vec<&str> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
+    assert!(
+        names.contains(&"end_call") && names.contains(&"opening_hours"),
+        "{names:?}"
+    );
+    let outputs = fake.received_of("conversation.item.create");
+    let output = outputs
+        .iter()
+        .find(|e| e["item"]["type"] == "function_call_output")
+        .unwrap();
+    assert!(
+        output["item"]["output"]
+            .as_str()
+            .unwrap()
+            .contains("goodbye"),
+        "{output}"
+    );
+
+    // The phone heard the greeting and the whole 2 s goodbye before the line went down.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let heard = recording(&phone, "-dec.wav");
+    let tones = tone_spans(&heard, AGENT_HZ, WINDOW * 10);
+    assert_eq!(
+        tones.len(),
+        2,
+        "greeting and goodbye: {:?}",
+        spans_ms(&tones)
+    );
+    let goodbye = ms(tones[1].1 - tones[1].0);
+    assert!((goodbye - 2000.0).abs() < 60.0, "goodbye {goodbye} ms");
+    assert!(host.is_running());
+}

@@ -46,7 +46,7 @@ use crate::plugins::runtime::StartFallback;
 use crate::plugins::{AgentSession, AgentVersion, Registry, StartOutcome};
 use events::{EventBus, Recorder};
 use leg::Leg;
-use logic::{CallLogic, LogicConfig};
+use logic::{CallLogic, END_CALL_TOOL, LogicConfig};
 use task::CallTask;
 
 /// The `[calls]` section of the configuration.
@@ -255,6 +255,23 @@ struct Accepted {
     actions: Vec<crate::domain::Action>,
     /// The agent failed in on-start: play the apology and hang up.
     fallback: bool,
+    /// The model was offered the host's end-call tool.
+    end_call: bool,
+}
+
+/// A hang-up or transfer after speech waits this long once the last packet is out: receivers'
+/// jitter buffers hold 40–200 ms, and a BYE cuts what they still hold.
+const FINAL_TAIL: Duration = Duration::from_millis(250);
+
+/// The host's tool that lets the model end the call after its goodbye.
+fn end_call_tool() -> crate::domain::Tool {
+    crate::domain::Tool {
+        name: END_CALL_TOOL.into(),
+        description: "End the phone call. Use it when the conversation is over and the caller \
+                      has nothing more to ask; then say a short goodbye."
+            .into(),
+        parameters: r#"{"type":"object","properties":{"reason":{"type":"string","description":"Why the call ends, in a few words"}}}"#.into(),
+    }
 }
 
 enum Started {
@@ -276,12 +293,23 @@ async fn start_agent(
     let runtime = deps.registry.runtime();
     let fault = match runtime.session(version, call_id).await {
         Ok(mut agent) => match agent.start(info).await {
-            Ok(StartOutcome::Accept { config, actions }) => {
+            Ok(StartOutcome::Accept {
+                mut config,
+                actions,
+            }) => {
+                let name = version.name();
+                let wanted = runtime.settings(name).is_some_and(|s| s.end_call);
+                // The agent's own tool of that name wins.
+                let end_call = wanted && !config.tools.iter().any(|t| t.name == END_CALL_TOOL);
+                if end_call {
+                    config.tools.push(end_call_tool());
+                }
                 return Started::Run(Box::new(Accepted {
                     agent,
                     config,
                     actions,
                     fallback: false,
+                    end_call,
                 }));
             }
             Ok(StartOutcome::Reject(r)) => return Started::Reject(r.code, r.reason),
@@ -304,6 +332,7 @@ async fn start_agent(
             },
             actions: Vec::new(),
             fallback: true,
+            end_call: false,
         })),
         _ => Started::Reject(503, "Agent unavailable".into()),
     }
@@ -394,10 +423,12 @@ async fn run_answered<L: Leg>(deps: &Arc<CallDeps>, a: Answered<L>) {
     let runtime = deps.registry.runtime();
     let logic = CallLogic::new(LogicConfig {
         drain_limit: Duration::from_secs(deps.config.drain_timeout_secs),
+        final_tail: FINAL_TAIL,
         fallback_transfer: runtime.config().fallback.transfer.clone(),
         fallback_actions: runtime.fallback_actions(),
         capabilities: a.leg.capabilities(),
         outbound: a.outbound,
+        end_call: a.accepted.end_call,
     });
     let agent_name = a.accepted.agent.version().name();
     let format = a.leg.facts().codec.as_deref().and_then(LegFormat::parse);

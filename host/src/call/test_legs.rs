@@ -257,10 +257,12 @@ fn start<L: Leg + 'static>(
         recorder: bus.recorder("c1"),
         logic: CallLogic::new(LogicConfig {
             drain_limit: Duration::from_secs(30),
+            final_tail: Duration::ZERO,
             fallback_transfer: None,
             fallback_actions: vec![Action::Say("Sorry.".into()), Action::Hangup],
             capabilities: leg.capabilities(),
             outbound: false,
+            end_call: false,
         }),
         leg,
         agent: ScriptedAgent {

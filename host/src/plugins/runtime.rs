@@ -116,6 +116,10 @@ pub struct AgentSettings {
     /// Record this agent's calls to WAV; unset follows `[calls] record`.
     #[serde(default)]
     pub record: Option<bool>,
+    /// Offer the model the host's `end_call` tool: it ends the call once the model's goodbye
+    /// has been heard.
+    #[serde(default)]
+    pub end_call: bool,
 }
 
 /// Why a version could not be loaded. The message names the file and the fix.

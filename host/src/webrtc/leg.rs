@@ -13,7 +13,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::peer::{Peer, PeerEvent, PeerOutput};
+use super::peer::{Peer, PeerEvent, PeerOutput, is_fatal};
 use crate::call::leg::{
     CallerAudio, CallerRoute, Capabilities, Capability, DigitSource, Interrupted, Leg, LegAudio,
     LegError, LegEvent, LegFacts, Playout, Undelivered, keypad_digit,
@@ -513,14 +513,171 @@ impl PeerTask {
     }
 }
 
-/// Whether an error of the peer ends the call: a failed DTLS handshake does; a bad packet
-/// does not.
+/// The end of the call for a fatal error of the peer; other errors are logged and dropped.
 fn fatal(e: str0m::RtcError) -> Option<End> {
-    match e {
-        str0m::RtcError::Dtls(e) => Some(End::Event(LegEvent::Lost(format!("DTLS failed: {e}")))),
-        other => {
-            tracing::debug!(error = %other, "web call input dropped");
-            None
+    if is_fatal(&e) {
+        return Some(End::Event(LegEvent::Lost(format!("DTLS failed: {e}"))));
+    }
+    tracing::debug!(error = %e, "web call input dropped");
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::super::test_browser::{Browser, cert};
+    use super::*;
+    use crate::media::PortPool;
+    use crate::media::ports::test_port_range;
+    use str0m::net::{Protocol, Receive};
+
+    /// The page's end of a web call on a real socket: what it heard, and the leg's events.
+    struct Page {
+        browser: Browser,
+        socket: UdpSocket,
+        host: std::net::SocketAddr,
+        opus: Box<dyn AudioEncoder>,
+        sent: u64,
+    }
+
+    impl Page {
+        /// Run the page until `done` (polled every 20 ms, when it also sends a frame of speech)
+        /// or 10 s.
+        async fn run_until(
+            &mut self,
+            leg: &mut WebLeg,
+            seen: &mut Vec<LegEvent>,
+            done: impl Fn(&Browser, &[LegEvent]) -> bool,
+        ) {
+            let end = Instant::now() + Duration::from_secs(10);
+            let mut next_frame = Instant::now();
+            let mut buf = vec![0u8; 2048];
+            while !done(&self.browser, seen) {
+                assert!(Instant::now() < end, "not done in 10 s: {seen:?}");
+                let mut out = Vec::new();
+                let wake = Instant::from_std(self.browser.poll(&mut out));
+                for (_, datagram) in out {
+                    self.socket.send_to(&datagram, self.host).await.unwrap();
+                }
+                tokio::select! {
+                    r = self.socket.recv_from(&mut buf) => {
+                        let (n, from) = r.unwrap();
+                        let receive = Receive {
+                            proto: Protocol::Udp,
+                            source: from,
+                            destination: self.browser.addr,
+                            contents: buf[..n].try_into().unwrap(),
+                        };
+                        self.browser.rtc.handle_input(str0m::Input::Receive(std::time::Instant::now(), receive)).unwrap();
+                    }
+                    event = leg.next_event() => seen.push(event),
+                    () = tokio::time::sleep_until(wake.min(next_frame)) => {
+                        let now = Instant::now();
+                        if now >= next_frame && self.browser.connected {
+                            let speech: Vec<i16> = (0..960).map(|i| ((i as f32 * 0.06).sin() * 8000.0) as i16).collect();
+                            let mut payload = Vec::new();
+                            self.opus.encode(&speech, &mut payload).unwrap();
+                            self.browser.send_opus(now.into_std(), self.sent * 960, payload);
+                            self.sent += 1;
+                        }
+                        if now >= next_frame {
+                            next_frame = now + FRAME;
+                        }
+                        self.browser.rtc.handle_input(str0m::Input::Timeout(now.into_std())).unwrap();
+                    }
+                }
+            }
         }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_web_leg_plays_hears_takes_keys_feeds_the_page_and_ends_on_hangup() {
+        let (first, last) = test_port_range(2);
+        let pool = PortPool::singles(first, last).unwrap();
+        let localhost = "127.0.0.1".parse().unwrap();
+        let (host_socket, lease) = pool.allocate_single(localhost).unwrap();
+        let host_addr = host_socket.local_addr().unwrap();
+        let page_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let now = std::time::Instant::now();
+        let (mut browser, offer, pending) =
+            Browser::offer(page_socket.local_addr().unwrap(), true, false, now);
+        let (peer, answer) = Peer::answer(&offer, host_addr, &cert(), now).unwrap();
+        browser.accept(pending, &answer);
+        host_socket.set_nonblocking(true).unwrap();
+        let host_socket = UdpSocket::from_std(host_socket).unwrap();
+        let (texts, texts_rx) = mpsc::unbounded_channel();
+        let facts = LegFacts {
+            transport: "webrtc".into(),
+            codec: Some("opus".into()),
+            remote: "web".into(),
+        };
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(5),
+            media: Duration::from_secs(5),
+        };
+        let mut leg = WebLeg::start(peer, host_socket, lease, facts, texts_rx, timeouts).unwrap();
+        leg.for_model(24_000);
+        let heard = Arc::new(AtomicUsize::new(0));
+        let counter = heard.clone();
+        leg.route_caller(CallerAudio::Sink(Box::new(move |pcm: &[i16]| {
+            counter.fetch_add(pcm.len(), Ordering::Relaxed);
+        })))
+        .unwrap();
+        // 300 ms of the agent at the model's rate, and a call event for the page.
+        let agent: Vec<i16> = (0..7200)
+            .map(|i| ((i as f32 * 0.1).sin() * 6000.0) as i16)
+            .collect();
+        leg.play(&agent, 24_000).unwrap();
+        texts
+            .send(r#"{"type":"transcript","role":"agent","text":"Hello"}"#.into())
+            .unwrap();
+        let mut page = Page {
+            browser,
+            socket: page_socket,
+            host: host_addr,
+            opus: new_encoder(Codec::Opus).unwrap(),
+            sent: 0,
+        };
+        let mut seen = Vec::new();
+        page.run_until(&mut leg, &mut seen, |b, seen| {
+            b.audio.len() >= 15 && !b.texts.is_empty() && seen.contains(&LegEvent::PlayoutDrained)
+        })
+        .await;
+        assert!(
+            matches!(seen[0], LegEvent::PlayoutStarted { .. }),
+            "{seen:?}"
+        );
+        assert_eq!(
+            page.browser.texts,
+            [r#"{"type":"transcript","role":"agent","text":"Hello"}"#]
+        );
+        // The page's speech reached the model at 24 kHz.
+        assert!(heard.load(Ordering::Relaxed) > 0);
+        // A key, then the page hangs up.
+        page.browser.send_text(r#"{"type":"key","key":"7"}"#);
+        page.browser.send_text(r#"{"type":"key","key":"x"}"#);
+        page.browser.send_text(r#"{"type":"hangup"}"#);
+        page.run_until(&mut leg, &mut seen, |_, seen| {
+            seen.contains(&LegEvent::Hangup)
+        })
+        .await;
+        let digits: Vec<_> = seen
+            .iter()
+            .filter(|e| matches!(e, LegEvent::Digit { .. }))
+            .collect();
+        assert_eq!(
+            digits,
+            [&LegEvent::Digit {
+                digit: '7',
+                source: DigitSource::Leg
+            }]
+        );
+        let stats = leg.close().await.unwrap();
+        assert!(stats.packets_received >= 10, "{stats:?}");
+        assert!(stats.packets_sent >= 15, "{stats:?}");
+        assert!(heard.load(Ordering::Relaxed) >= 24_000 / 50 * 5);
+        // The port went back to the pool.
+        assert_eq!(pool.leased(), 0);
     }
 }

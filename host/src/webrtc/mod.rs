@@ -14,6 +14,8 @@
 pub mod http;
 mod leg;
 pub mod peer;
+#[cfg(test)]
+mod test_browser;
 pub mod tickets;
 
 use std::collections::HashMap;

@@ -239,6 +239,12 @@ impl Peer {
     }
 }
 
+/// Whether an error of the peer ends the call: the DTLS handshake failed or the browser's
+/// certificate is not the one its offer named. A bad packet does not.
+pub fn is_fatal(e: &RtcError) -> bool {
+    matches!(e, RtcError::Dtls(_) | RtcError::RemoteSdp(_))
+}
+
 /// The mids of the audio media lines of an SDP offer (bundled lines all have one).
 fn audio_mids(sdp: &str) -> impl Iterator<Item = &str> {
     let mut in_audio = false;
@@ -282,79 +288,12 @@ fn frequency(codec: Codec) -> Frequency {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_browser::{Browser, cert};
     use super::*;
     use std::time::Duration;
-    use str0m::change::SdpAnswer;
-    use str0m::media::{Direction, MediaKind};
 
-    fn cert() -> DtlsCert {
-        str0m::crypto::from_feature_flags().install_process_default();
-        str0m::crypto::from_feature_flags()
-            .dtls_provider
-            .generate_certificate()
-            .unwrap()
-    }
-
-    /// A browser: a full ICE agent offering audio (Opus and PCMU unless `codecs` says) and,
-    /// with `channel`, the data channel.
-    struct Browser {
-        rtc: Rtc,
-        addr: SocketAddr,
-        mid: Option<Mid>,
-        channel: Option<ChannelId>,
-        audio: Vec<Vec<u8>>,
-        texts: Vec<String>,
-        connected: bool,
-    }
-
-    impl Browser {
-        fn offer(
-            audio: bool,
-            pcmu_only: bool,
-            now: Instant,
-        ) -> (Browser, String, Option<str0m::change::SdpPendingOffer>) {
-            let mut config = Rtc::builder().clear_codecs();
-            config = if pcmu_only {
-                config.enable_pcmu(true, false)
-            } else {
-                config.enable_opus(true, false).enable_pcmu(true, false)
-            };
-            let mut rtc = config.build(now);
-            let addr: SocketAddr = "127.0.0.1:50000".parse().unwrap();
-            rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
-            let mut api = rtc.sdp_api();
-            let mid = audio
-                .then(|| api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None));
-            api.add_channel(CHANNEL_LABEL.into());
-            let (offer, pending) = api.apply().unwrap();
-            let browser = Browser {
-                rtc,
-                addr,
-                mid,
-                channel: None,
-                audio: Vec::new(),
-                texts: Vec::new(),
-                connected: false,
-            };
-            (browser, offer.to_sdp_string(), Some(pending))
-        }
-
-        /// Run the browser's outputs: datagrams for the host, events kept.
-        fn poll(&mut self, out: &mut Vec<(SocketAddr, Vec<u8>)>) -> Instant {
-            loop {
-                match self.rtc.poll_output().unwrap() {
-                    Output::Timeout(t) => return t,
-                    Output::Transmit(t) => out.push((t.source, t.contents.to_vec())),
-                    Output::Event(Event::Connected) => self.connected = true,
-                    Output::Event(Event::ChannelOpen(id, _)) => self.channel = Some(id),
-                    Output::Event(Event::MediaData(d)) => self.audio.push(d.data.to_vec()),
-                    Output::Event(Event::ChannelData(d)) => self
-                        .texts
-                        .push(String::from_utf8_lossy(&d.data).into_owned()),
-                    Output::Event(_) => {}
-                }
-            }
-        }
+    fn page() -> SocketAddr {
+        "127.0.0.1:50000".parse().unwrap()
     }
 
     /// Drive both ends on a fake clock until `done` or 10 s of it.
@@ -365,6 +304,18 @@ mod tests {
         now: &mut Instant,
         done: impl Fn(&[PeerEvent], &Browser) -> bool,
     ) {
+        drive(host, host_events, browser, now, done).unwrap();
+    }
+
+    /// [`run`], returning the host's first error (the browser's are ignored: a test may make
+    /// it misbehave).
+    fn drive(
+        host: &mut Peer,
+        host_events: &mut Vec<PeerEvent>,
+        browser: &mut Browser,
+        now: &mut Instant,
+        done: impl Fn(&[PeerEvent], &Browser) -> bool,
+    ) -> Result<(), RtcError> {
         let end = *now + Duration::from_secs(10);
         let host_addr = host.local;
         while !done(host_events, browser) {
@@ -372,11 +323,11 @@ mod tests {
             let mut to_host = Vec::new();
             let browser_wake = browser.poll(&mut to_host);
             for (from, datagram) in to_host {
-                host.receive(*now, from, &datagram).unwrap();
+                host.receive(*now, from, &datagram)?;
             }
             let host_wake;
             loop {
-                match host.poll().unwrap() {
+                match host.poll()? {
                     PeerOutput::Wake(at) => {
                         host_wake = at;
                         break;
@@ -389,7 +340,7 @@ mod tests {
                             destination: browser.addr,
                             contents: datagram.as_slice().try_into().unwrap(),
                         };
-                        browser.rtc.handle_input(Input::Receive(*now, r)).unwrap();
+                        let _ = browser.rtc.handle_input(Input::Receive(*now, r));
                     }
                     PeerOutput::Event(e) => host_events.push(e),
                 }
@@ -399,22 +350,18 @@ mod tests {
                     .min(host_wake)
                     .min(*now + Duration::from_millis(20)),
             );
-            host.timeout(*now).unwrap();
-            browser.rtc.handle_input(Input::Timeout(*now)).unwrap();
+            host.timeout(*now)?;
+            let _ = browser.rtc.handle_input(Input::Timeout(*now));
         }
+        Ok(())
     }
 
     fn connect(pcmu_only: bool) -> (Peer, Vec<PeerEvent>, Browser, Instant) {
         let mut now = Instant::now();
-        let (mut browser, offer, pending) = Browser::offer(true, pcmu_only, now);
+        let (mut browser, offer, pending) = Browser::offer(page(), true, pcmu_only, now);
         let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let (mut host, answer) = Peer::answer(&offer, local, &cert(), now).unwrap();
-        let answer = SdpAnswer::from_sdp_string(&answer).unwrap();
-        browser
-            .rtc
-            .sdp_api()
-            .accept_answer(pending.unwrap(), answer)
-            .unwrap();
+        browser.accept(pending, &answer);
         let mut events = Vec::new();
         run(&mut host, &mut events, &mut browser, &mut now, |e, b| {
             e.contains(&PeerEvent::Connected)
@@ -435,31 +382,10 @@ mod tests {
         }
         assert!(host.send_text(r#"{"type":"transcript"}"#));
         // Page → agent: audio and a key.
-        let mid = browser.mid.unwrap();
-        let pt = browser
-            .rtc
-            .writer(mid)
-            .unwrap()
-            .payload_params()
-            .find(|p| p.spec().codec == RtcCodec::Opus)
-            .unwrap()
-            .pt();
         for i in 0..5u64 {
-            let time = MediaTime::new(i * 960, Frequency::FORTY_EIGHT_KHZ);
-            browser
-                .rtc
-                .writer(mid)
-                .unwrap()
-                .write(pt, now, time, vec![0xf8, 0xff, 0xfe])
-                .unwrap();
+            browser.send_opus(now, i * 960, vec![0xf8, 0xff, 0xfe]);
         }
-        let channel = browser.channel.unwrap();
-        browser
-            .rtc
-            .channel(channel)
-            .unwrap()
-            .write(false, br#"{"type":"key","key":"5"}"#)
-            .unwrap();
+        browser.send_text(r#"{"type":"key","key":"5"}"#);
         run(&mut host, &mut events, &mut browser, &mut now, |e, b| {
             let audio = e
                 .iter()
@@ -481,10 +407,39 @@ mod tests {
             .collect();
         assert!(times.windows(2).all(|w| w[1] == w[0] + 960), "{times:?}");
         // The page closes: the host hears it go.
+        let channel = browser.channel.unwrap();
         browser.rtc.direct_api().close_data_channel(channel);
         run(&mut host, &mut events, &mut browser, &mut now, |e, _| {
             e.iter().any(|e| matches!(e, PeerEvent::Gone(_)))
         });
+    }
+
+    #[test]
+    fn a_browser_whose_certificate_is_not_the_one_it_offered_fails_dtls() {
+        let mut now = Instant::now();
+        let (mut browser, offer, pending) = Browser::offer(page(), true, false, now);
+        // The offer names another certificate than the one the browser will present.
+        let fingerprint = offer
+            .lines()
+            .find_map(|l| l.strip_prefix("a=fingerprint:sha-256 "))
+            .unwrap()
+            .to_string();
+        let forged: String = fingerprint
+            .chars()
+            .map(|c| if c == ':' { c } else { '0' })
+            .collect();
+        let offer = offer.replace(&fingerprint, &forged);
+        let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let (mut host, answer) = Peer::answer(&offer, local, &cert(), now).unwrap();
+        browser.accept(pending, &answer);
+        let mut events = Vec::new();
+        let failed = drive(&mut host, &mut events, &mut browser, &mut now, |e, _| {
+            e.contains(&PeerEvent::Connected)
+        });
+        let e = failed.unwrap_err();
+        assert!(is_fatal(&e), "{e:?} {events:?}");
+        assert!(e.to_string().contains("fingerprint"), "{e}");
+        assert!(!events.contains(&PeerEvent::Connected));
     }
 
     #[test]
@@ -501,10 +456,10 @@ mod tests {
         let err = |sdp: &str| Peer::answer(sdp, local, &cert, now).err().unwrap();
         assert!(matches!(err("v=0\r\nnonsense"), OfferError::Malformed(_)));
         assert!(matches!(err(""), OfferError::Malformed(_)));
-        let (_, no_audio, _) = Browser::offer(false, false, now);
+        let (_, no_audio, _) = Browser::offer(page(), false, false, now);
         assert_eq!(err(&no_audio), OfferError::NoAudio);
         // Audio in a codec we do not speak (G.722 only).
-        let (_, opus, _) = Browser::offer(true, false, now);
+        let (_, opus, _) = Browser::offer(page(), true, false, now);
         let g722_only = opus
             .lines()
             .map(|l| {

@@ -17,6 +17,9 @@ use crate::plugins::ToolOutcome;
 pub struct LogicConfig {
     /// How long a hang-up or transfer waits for queued speech to finish.
     pub drain_limit: Duration,
+    /// How long it waits after the last packet went out, for the far end's jitter buffer to
+    /// play it.
+    pub final_tail: Duration,
     /// Where a failed agent or model hands the caller, after the apology; `None` hangs up.
     pub fallback_transfer: Option<String>,
     /// The actions that replace a failed agent (the apology, then transfer or hang-up).
@@ -24,6 +27,8 @@ pub struct LogicConfig {
     pub capabilities: Capabilities,
     /// We placed the call: the agent hears that it was answered.
     pub outbound: bool,
+    /// The model was offered the host's [`END_CALL_TOOL`](super::END_CALL_TOOL).
+    pub end_call: bool,
 }
 
 /// Everything that can happen to a call.

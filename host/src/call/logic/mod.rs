@@ -22,6 +22,9 @@ use crate::domain::events::{CallState, EventKind, StageLatency};
 use crate::domain::{Action, AgentFault, EndReason, Role};
 use crate::model::Command;
 
+/// The tool the host offers the model to end the call (`[agent.<name>] end-call = true`).
+pub const END_CALL_TOOL: &str = "end_call";
+
 /// An action that waits until queued speech has been played.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Final {
@@ -102,6 +105,11 @@ pub struct CallLogic {
     model_lost_on_hold: bool,
     /// The conversation so far (final transcripts), for a model session that takes over.
     history: Vec<(Role, String)>,
+    /// The model ended the call with the end-call tool and its goodbye has not started yet.
+    awaiting_goodbye: bool,
+    /// Everything was played; the pending hang-up or transfer waits until then for the far
+    /// end to play it too.
+    tail_until: Option<Duration>,
 }
 
 impl CallLogic {
@@ -126,6 +134,8 @@ impl CallLogic {
             held_since: None,
             model_lost_on_hold: false,
             history: Vec::new(),
+            awaiting_goodbye: false,
+            tail_until: None,
         }
     }
 
@@ -138,7 +148,7 @@ impl CallLogic {
     pub fn deadline(&self) -> Option<Duration> {
         let digits = self.collector.as_ref().map(DigitCollector::deadline);
         let drain = self.pending_final.as_ref().map(|(_, d)| *d);
-        digits.into_iter().chain(drain).min()
+        digits.into_iter().chain(drain).chain(self.tail_until).min()
     }
 
     pub fn ended(&self) -> bool {
@@ -171,6 +181,7 @@ impl CallLogic {
             } => self.on_transfer_outcome(code, reason, success),
             Input::PlayoutStarted { at } => self.on_playout_started(at),
             Input::ProviderAudioStarted => {
+                self.goodbye_started();
                 let turns = &mut self.turns;
                 if turns.speech_stopped.is_some() && turns.first_model_audio.is_none() {
                     turns.first_model_audio = Some(now);
@@ -261,6 +272,7 @@ impl CallLogic {
         if self.current_item.as_ref().map(|s| s.item_id.as_str()) != Some(item_id) {
             // Audio generated faster than real time arrives while earlier audio is still
             // queued; what this item has played is counted after that.
+            self.goodbye_started();
             let lead_ms = playout.queued_ms();
             self.current_item = Some(Speaking {
                 item_id: item_id.to_string(),
@@ -279,6 +291,15 @@ impl CallLogic {
             }
         }
         true
+    }
+
+    /// The model started the goodbye it owes after the end-call tool: the hang-up now waits
+    /// for that response to be done and heard.
+    fn goodbye_started(&mut self) {
+        if self.awaiting_goodbye {
+            self.awaiting_goodbye = false;
+            self.responding += 1;
+        }
     }
 
     fn record(&mut self, kind: EventKind) {
@@ -420,10 +441,22 @@ impl CallLogic {
         let Some((_, deadline)) = &self.pending_final else {
             return;
         };
-        let drained = self.responding == 0 && playout.is_empty() && !self.provider_playing;
-        if !(drained || now >= *deadline) {
-            return;
+        let drained = self.responding == 0
+            && playout.is_empty()
+            && !self.provider_playing
+            && !self.awaiting_goodbye;
+        if now < *deadline {
+            if !drained {
+                self.tail_until = None;
+                return;
+            }
+            // The last packets are still in the far end's jitter buffer.
+            let until = *self.tail_until.get_or_insert(now + self.config.final_tail);
+            if now < until {
+                return;
+            }
         }
+        self.tail_until = None;
         let (action, _) = self.pending_final.take().expect("checked");
         match action {
             Final::Hangup => {
@@ -656,6 +689,15 @@ impl CallLogic {
             name: name.clone(),
             arguments: arguments.clone(),
         });
+        if self.config.end_call && name == END_CALL_TOOL {
+            // The model says goodbye in the response to this result; the hang-up waits until
+            // that has been heard.
+            let ending = r#"{"ending":true,"note":"Say a short goodbye now; the call ends when you finish."}"#;
+            self.tool_answered(now, call_id, Ok(ending.into()), Vec::new());
+            self.awaiting_goodbye = true;
+            self.pending_final = Some((Final::Hangup, now + self.config.drain_limit));
+            return;
+        }
         if self.agent_failed {
             let unavailable = Err("the agent is unavailable".to_string());
             self.tool_answered(now, call_id, unavailable, Vec::new());

@@ -41,6 +41,69 @@ fn a_tool_call_is_answered_by_the_agent_and_its_actions_run() {
 }
 
 #[test]
+fn the_end_call_tool_hangs_up_once_the_goodbye_has_been_heard() {
+    let mut rig = Rig::started(Vec::new());
+    let effects = rig.input(Input::ToolCall {
+        call_id: "t9".into(),
+        name: END_CALL_TOOL.into(),
+        arguments: r#"{"reason":"done"}"#.into(),
+    });
+    // The host answers it, not the agent, and the model goes on to say goodbye.
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Hook(_))),
+        "{effects:?}"
+    );
+    assert!(
+        effects.iter().any(|e| matches!(e,
+            Effect::Model(Command::ToolResult { call_id, output })
+                if call_id == "t9" && output.contains("goodbye"))),
+        "{effects:?}"
+    );
+    assert!(!rig.logic.ended());
+    // The response that called the tool is done; the goodbye has not even started.
+    assert_eq!(rig.at_ms(50).input(Input::ResponseDone), vec![]);
+    assert_eq!(rig.at_ms(100).input(Input::Tick), vec![]);
+    // The goodbye arrives and is being played.
+    assert!(rig.at_ms(200).audio("item_bye"));
+    // Streamed in real time, the playout runs dry between chunks: not the end yet.
+    rig.playout.queued_ms = 0;
+    assert_eq!(rig.at_ms(250).input(Input::Tick), vec![]);
+    rig.playout.queued_ms = 1_500;
+    assert_eq!(rig.at_ms(300).input(Input::ResponseDone), vec![]);
+    rig.playout.queued_ms = 100;
+    assert_eq!(rig.at_ms(1_600).input(Input::Tick), vec![]);
+    // Heard to the end: the call ends as the agent's hang-up.
+    rig.playout.queued_ms = 0;
+    assert_eq!(
+        rig.at_ms(1_700).input(Input::Tick),
+        vec![
+            Effect::Hangup,
+            state(CallState::Ending),
+            ending(EndReason::AgentHangup, false),
+        ]
+    );
+}
+
+#[test]
+fn a_hang_up_after_speech_leaves_the_far_end_time_to_play_the_last_packets() {
+    let mut rig = Rig::configured(all_capabilities(), None, Duration::from_millis(250));
+    rig.input(Input::Start {
+        actions: vec![Action::Say("Bye.".into()), Action::Hangup],
+        failure: None,
+    });
+    rig.playout.queued_ms = 400;
+    rig.input(Input::ResponseDone);
+    rig.at_ms(300).input(Input::ResponseDone);
+    rig.playout.queued_ms = 0;
+    // Played out at 500 ms: the hang-up comes 250 ms later, at the deadline the call asks for.
+    assert_eq!(rig.at_ms(500).input(Input::Tick), vec![]);
+    assert_eq!(rig.logic.deadline(), Some(Duration::from_millis(750)));
+    assert_eq!(rig.at_ms(700).input(Input::Tick), vec![]);
+    let effects = rig.at_ms(750).input(Input::Tick);
+    assert_eq!(effects[0], Effect::Hangup, "{effects:?}");
+}
+
+#[test]
 fn a_tool_that_faults_gives_the_model_an_error_and_the_caller_the_apology() {
     let mut rig = Rig::started(Vec::new());
     rig.input(Input::ToolCall {

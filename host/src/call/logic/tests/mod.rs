@@ -57,6 +57,14 @@ struct Rig {
 
 impl Rig {
     fn with(capabilities: Capabilities, fallback_transfer: Option<&str>) -> Rig {
+        Rig::configured(capabilities, fallback_transfer, Duration::ZERO)
+    }
+
+    fn configured(
+        capabilities: Capabilities,
+        fallback_transfer: Option<&str>,
+        final_tail: Duration,
+    ) -> Rig {
         let apology = Action::Say("Sorry.".into());
         let last = match fallback_transfer {
             Some(t) => Action::Transfer(t.into()),
@@ -65,10 +73,13 @@ impl Rig {
         Rig {
             logic: CallLogic::new(LogicConfig {
                 drain_limit: DRAIN,
+                final_tail,
                 fallback_transfer: fallback_transfer.map(String::from),
                 fallback_actions: vec![apology, last],
                 capabilities,
                 outbound: false,
+                // Only a tool of that name is the host's; the others go to the agent as ever.
+                end_call: true,
             }),
             playout: FakePlayout::default(),
             now: Duration::ZERO,
