@@ -13,11 +13,11 @@
 // them.
 //
 // Scripts use `Switchboard.call({number, ticket | token, endpoint, metadata, microphone,
-// onEvent, onState})` (with a token the default endpoint is the control API's
+// onEvent, onState})`: with a token the default endpoint is the control API's
 // `/v1/webrtc/<number>`; `microphone` is getUserMedia's audio constraints; `onEvent` gets each
-// call event, `onState` each state), which returns a call with `hangup()`, `key(k)`, `stats()`, `state`,
-// `callId`, `status` (HTTP), `error`, `reason` and `done` (a promise settled when the call is
-// over); `Switchboard.calls` lists the page's calls that are not over.
+// call event and `onState` each state. It returns a call with `hangup()`, `key(k)`, `stats()`,
+// `state`, `callId`, `status` (HTTP), `error`, `reason` and `done` (a promise settled when the
+// call is over); `Switchboard.calls` lists the page's calls that are not over.
 // States: microphone → offering → connecting → connected → ended, or failed at any point.
 'use strict';
 
