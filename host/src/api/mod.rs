@@ -230,6 +230,7 @@ fn router(ctx: Ctx, credentials: Arc<auth::Credentials>) -> Router {
         .route("/health", get(status::health))
         .route("/ready", get(status::ready))
         .merge(dashboard::routes())
+        .merge(crate::webrtc::http::widget_route())
         .merge(protected)
         .fallback(|| async {
             ApiError::NotFound {

@@ -11,12 +11,12 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
-    ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, AUTHORIZATION, CONTENT_TYPE, LOCATION,
-    ORIGIN, VARY,
+    ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, AUTHORIZATION, CACHE_CONTROL,
+    CONTENT_TYPE, LOCATION, ORIGIN, VARY, X_CONTENT_TYPE_OPTIONS,
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 
 use super::tickets::Admitted;
 use super::{WebCalls, WebOffer};
@@ -109,11 +109,33 @@ pub async fn answer_offer(
     }
 }
 
+/// The embeddable widget: one script, no build step (see its header for how a page uses it).
+const WIDGET: &str = include_str!("widget.js");
+
+/// `GET /webrtc/widget.js`, without auth, on both listeners: public pages embed it and the
+/// dashboard's Talk button loads it.
+pub fn widget_route<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new().route(
+        "/webrtc/widget.js",
+        get(|| async {
+            (
+                [
+                    (CONTENT_TYPE, "text/javascript; charset=utf-8"),
+                    (CACHE_CONTROL, "no-cache"),
+                    (X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                ],
+                WIDGET,
+            )
+        }),
+    )
+}
+
 /// The public listener's routes for web calls.
 pub fn public_routes(web: Arc<WebCalls>) -> Router {
     Router::new()
         .route("/webrtc/{number}", post(public_offer).options(preflight))
         .with_state(web)
+        .merge(widget_route())
 }
 
 /// The origin of a cross-origin request, when `[webrtc] allowed-origins` lists it; `Err` when

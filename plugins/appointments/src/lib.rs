@@ -1,6 +1,10 @@
 //! Appointment confirmation: looks the patient's number up (kv, seeded from config), greets with
 //! the appointment; keypad 1 confirms, 2 asks to reschedule, 0 transfers to the operator. The
 //! voice model can do the same through the confirm / reschedule / cancel tools.
+//!
+//! A web caller (transport `webrtc`) has no caller ID: the agent asks who is calling and for the
+//! number the appointment is booked under, typed on the page's keypad (or said, or found by the
+//! voice model with `find_appointment`), and offers no transfer to the front desk's phone.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -66,7 +70,16 @@ enum Status {
 struct Appointments {
     patient_number: String,
     appointment: Option<Appointment>,
+    /// A web call's keypad entry of the patient's number until `#`; `None` once the patient is
+    /// known, and on the phone.
+    typed: Option<String>,
+    web: bool,
 }
+
+/// The transport of a browser call.
+const WEB: &str = "webrtc";
+/// The longest number a caller types (E.164 has at most 15 digits).
+const MAX_TYPED: usize = 15;
 
 const SEEDED_KEY: &str = "seeded";
 
@@ -115,11 +128,144 @@ impl Appointments {
         self.set_status(Status::Confirmed, None)
     }
 
-    fn operator_transfer() -> Vec<Action> {
+    /// A phone call: the patient is whoever calls (or is called).
+    fn phone_start(&mut self, info: CallInfo, clinic: &str) -> SessionConfig {
+        self.patient_number = match info.direction {
+            Direction::Outbound => info.callee,
+            Direction::Inbound => info.caller,
+        };
+        self.appointment = kv::get_string(&key_for(&self.patient_number))
+            .and_then(|json| serde_json::from_str(&json).ok());
+        expect_answers();
+        match &self.appointment {
+            Some(a) => SessionConfig::new(format!(
+                "You call on behalf of {clinic} to confirm {}'s appointment with {} on {}. \
+                 Use the tools to confirm, reschedule or cancel. Be brief and polite.",
+                a.patient, a.with, a.when
+            ))
+            .greeting(format!(
+                "Hello {}, this is {clinic} about your appointment with {} on {}. {}",
+                a.patient,
+                a.with,
+                a.when,
+                self.prompt()
+            )),
+            None => SessionConfig::new(format!(
+                "You answer for {clinic}. No appointment is on file for this caller; offer to \
+                 transfer them to the front desk."
+            ))
+            .greeting(format!(
+                "Hello, this is {clinic}. I could not find an appointment for your number. \
+                 Press 0 to speak to the front desk."
+            )),
+        }
+    }
+
+    /// A web call: there is no caller ID, so the agent asks who is calling.
+    fn web_start(&mut self, clinic: &str) -> SessionConfig {
+        self.web = true;
+        self.typed = Some(String::new());
+        let _ = call::expect(&ExpectHint::PhoneNumber);
+        SessionConfig::new(format!(
+            "You answer {clinic}'s web calls. The caller's number is unknown: ask who is \
+             calling and for the phone number their appointment is booked under, then call \
+             `find_appointment`. Then use the tools to confirm, reschedule or cancel. Be brief \
+             and polite."
+        ))
+        .greeting(format!(
+            "Hello, this is {clinic}. Who am I speaking with? Please type the phone number \
+             your appointment is booked under, then the hash key."
+        ))
+        .tool(Tool::new(
+            "find_appointment",
+            "Find the caller's appointment by the phone number it is booked under",
+            r#"{"type":"object","properties":{"phone":{"type":"string"}},"required":["phone"]}"#,
+        ))
+    }
+
+    /// The question about the appointment: the front desk is offered on the phone only.
+    fn prompt(&self) -> &'static str {
+        if self.web {
+            "Press 1 to confirm or 2 to reschedule."
+        } else {
+            "Press 1 to confirm, 2 to reschedule, or 0 to speak to the front desk."
+        }
+    }
+
+    /// The appointment booked under `number` as a caller gives it (digits, maybe with `+` and
+    /// separators), its key tried as given and in E.164 form; once found it is this call's.
+    fn find(&mut self, number: &str) -> Option<&Appointment> {
+        let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+        let e164 = format!("+{digits}");
+        let (key, appointment) = [digits, e164].into_iter().find_map(|key| {
+            let json = kv::get_string(&key_for(&key))?;
+            Some((key, serde_json::from_str(&json).ok()?))
+        })?;
+        self.patient_number = key;
+        self.typed = None;
+        expect_answers();
+        Some(self.appointment.insert(appointment))
+    }
+
+    /// A web caller's number is in: their appointment and the question, or another try.
+    fn identify(&mut self, number: &str) -> Vec<Action> {
+        let Some(a) = self.find(number) else {
+            let spaced: Vec<String> = number.chars().map(String::from).collect();
+            self.typed = Some(String::new());
+            return vec![Action::Say(format!(
+                "I could not find an appointment under {}. Please type the number again, then \
+                 the hash key.",
+                spaced.join(" ")
+            ))];
+        };
+        let found = format!(
+            "Thank you, {}. Your appointment with {} is on {}.",
+            a.patient, a.with, a.when
+        );
+        vec![Action::Say(format!("{found} {}", self.prompt()))]
+    }
+
+    /// A key while a web caller types their number: digits gather, `#` ends the number.
+    fn type_key(&mut self, key: &str) -> Vec<Action> {
+        let typed = self.typed.get_or_insert_with(String::new);
+        if key == "#" {
+            let number = std::mem::take(typed);
+            return self.identify(&number);
+        }
+        typed.extend(key.chars().filter(char::is_ascii_digit));
+        if typed.len() > MAX_TYPED {
+            typed.clear();
+            return vec![Action::Say(
+                "That number is too long. Please type it again, then the hash key.".into(),
+            )];
+        }
+        Vec::new()
+    }
+
+    /// Web calls transfer only to another agent, and the front desk is a phone.
+    fn operator_transfer(&self) -> Vec<Action> {
+        if self.web {
+            return vec![Action::Say(
+                "The front desk takes phone calls only. Please call us, and we will help you there."
+                    .into(),
+            )];
+        }
         let target = config::get("operator").unwrap_or_else(|| "sip:operator@127.0.0.1".into());
         let _ = call::say("Please hold while I connect you to the front desk.");
         vec![Action::Transfer(target)]
     }
+}
+
+/// The answers to the appointment question, for offline recognition.
+fn expect_answers() {
+    let _ = call::expect(&ExpectHint::Phrases(
+        PHRASES.iter().map(|p| p.to_string()).collect(),
+    ));
+}
+
+#[derive(Deserialize)]
+struct FindArgs {
+    phone: String,
 }
 
 #[derive(Deserialize)]
@@ -141,16 +287,12 @@ impl Agent for Appointments {
 
     fn on_start(&mut self, info: CallInfo) -> Result<SessionConfig, RejectReason> {
         seed_from_config();
-        self.patient_number = match info.direction {
-            Direction::Outbound => info.callee,
-            Direction::Inbound => info.caller,
-        };
-        self.appointment = kv::get_string(&key_for(&self.patient_number))
-            .and_then(|json| serde_json::from_str(&json).ok());
         let clinic = config::get("clinic").unwrap_or_else(|| "the clinic".into());
-        let _ = call::expect(&ExpectHint::Phrases(
-            PHRASES.iter().map(|p| p.to_string()).collect(),
-        ));
+        let config = if info.transport == WEB {
+            self.web_start(&clinic)
+        } else {
+            self.phone_start(info, &clinic)
+        };
         let tools = [
             Tool::new(
                 "confirm_appointment",
@@ -168,33 +310,21 @@ impl Agent for Appointments {
                 r#"{"type":"object","properties":{"reason":{"type":"string"}}}"#,
             ),
         ];
-        let config = match &self.appointment {
-            Some(a) => SessionConfig::new(format!(
-                "You call on behalf of {clinic} to confirm {}'s appointment with {} on {}. \
-                 Use the tools to confirm, reschedule or cancel. Be brief and polite.",
-                a.patient, a.with, a.when
-            ))
-            .greeting(format!(
-                "Hello {}, this is {clinic} about your appointment with {} on {}. \
-                 Press 1 to confirm, 2 to reschedule, or 0 to speak to the front desk.",
-                a.patient, a.with, a.when
-            )),
-            None => SessionConfig::new(format!(
-                "You answer for {clinic}. No appointment is on file for this caller; offer to \
-                 transfer them to the front desk."
-            ))
-            .greeting(format!(
-                "Hello, this is {clinic}. I could not find an appointment for your number. \
-                 Press 0 to speak to the front desk."
-            )),
-        };
         Ok(tools.into_iter().fold(config, SessionConfig::tool))
     }
 
-    /// Spoken answers take the same branches as keys.
+    /// Spoken answers take the same branches as keys; a web caller may say their number.
     fn on_transcript(&mut self, role: Role, text: String, is_final: bool) -> Vec<Action> {
         if role != Role::Caller || !is_final {
             return Vec::new();
+        }
+        if self.typed.is_some() {
+            let number = speech::digits(&text);
+            return if number.is_empty() {
+                Vec::new()
+            } else {
+                self.identify(&number)
+            };
         }
         let key = SPOKEN_KEYS
             .iter()
@@ -205,6 +335,9 @@ impl Agent for Appointments {
     }
 
     fn on_dtmf(&mut self, digits: String) -> Vec<Action> {
+        if self.typed.is_some() {
+            return self.type_key(&digits);
+        }
         match digits.as_str() {
             "1" => match self.confirm() {
                 Ok(_) => {
@@ -220,23 +353,32 @@ impl Agent for Appointments {
                         Action::Hangup,
                     ]
                 }
-                Err(_) => Self::operator_transfer(),
+                Err(_) => self.operator_transfer(),
             },
             "2" => match self.set_status(Status::RescheduleRequested, None) {
                 Ok(_) => vec![Action::Say(
                     "No problem. Which day and time would suit you better?".into(),
                 )],
-                Err(_) => Self::operator_transfer(),
+                Err(_) => self.operator_transfer(),
             },
-            "0" => Self::operator_transfer(),
-            _ => vec![Action::Say(
-                "Press 1 to confirm, 2 to reschedule, or 0 to speak to the front desk.".into(),
-            )],
+            "0" => self.operator_transfer(),
+            _ => vec![Action::Say(self.prompt().into())],
         }
     }
 
     fn on_tool_call(&mut self, name: String, arguments: String) -> Result<String, String> {
         match name.as_str() {
+            "find_appointment" => {
+                let args: FindArgs =
+                    serde_json::from_str(&arguments).map_err(|e| format!("bad arguments: {e}"))?;
+                let a = self
+                    .find(&args.phone)
+                    .ok_or("no appointment is booked under this number")?;
+                Ok(serde_json::json!({
+                    "patient": a.patient, "when": a.when, "with": a.with, "status": a.status,
+                })
+                .to_string())
+            }
             "confirm_appointment" => self.confirm(),
             "reschedule_appointment" => {
                 let args: RescheduleArgs =

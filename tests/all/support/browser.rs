@@ -36,6 +36,25 @@ pub struct Browser {
 impl Browser {
     /// Start `chromium` with about:blank and attach to that page.
     pub async fn launch() -> Browser {
+        Self::launch_with(&[]).await
+    }
+
+    /// A browser for web calls: its microphone plays the WAV file `mic` (over and over), pages
+    /// may use it without asking, may play sound without a gesture of their own, and peer
+    /// connections may use 127.0.0.1 (Chromium gathers no loopback candidates otherwise).
+    pub async fn launch_with_microphone(mic: &Path) -> Browser {
+        Self::launch_with(&[
+            "--use-fake-device-for-media-stream".into(),
+            "--use-fake-ui-for-media-stream".into(),
+            format!("--use-file-for-fake-audio-capture={}", mic.display()),
+            "--allow-loopback-in-peer-connection".into(),
+            "--autoplay-policy=no-user-gesture-required".into(),
+        ])
+        .await
+    }
+
+    /// [`launch`](Self::launch) with more command-line switches.
+    async fn launch_with(switches: &[String]) -> Browser {
         let profile = tempdir("chromium-profile");
         let log = std::fs::File::create(profile.path().join("chromium.log")).unwrap();
         let process = Proc::spawn(
@@ -61,6 +80,7 @@ impl Browser {
                     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
                     &format!("--window-size={},{}", WINDOW.0, WINDOW.1),
                 ])
+                .args(switches)
                 .arg(format!("--user-data-dir={}", profile.path().display()))
                 .arg("about:blank")
                 .stdin(Stdio::null())

@@ -565,7 +565,7 @@ async function agentsView() {
       result,
       a.agents.length
         ? h('table', { id: 'agents' },
-          h('thead', {}, h('tr', {}, ['Name', 'Version', 'Description', 'Numbers', 'Hash', 'Loaded']
+          h('thead', {}, h('tr', {}, ['Name', 'Version', 'Description', 'Numbers', 'Hash', 'Loaded', '']
             .map((t) => h('th', { text: t })))),
           h('tbody', {}, a.agents.map((v) => h('tr', { data: { name: v.name } },
             h('td', { text: v.name }),
@@ -573,7 +573,8 @@ async function agentsView() {
             h('td', { text: v.description }),
             h('td', { text: (v.numbers ?? []).join(', ') || '—' }),
             h('td', { class: 'mono', title: v.hash, text: v.hash.slice(0, 12) }),
-            h('td', { text: fmtTime(v.loaded_at_ms) })))))
+            h('td', { text: fmtTime(v.loaded_at_ms) }),
+            h('td', {}, talkButton(v, a.routes))))))
         : h('div', { class: 'empty' }, 'No agent is loaded.')),
     h('section', { class: 'card' },
       h('h2', {}, 'Routes'),
@@ -599,6 +600,146 @@ async function agentsView() {
             h('td', { class: e.error ? 'bad' : null },
               e.error ?? (e.version ? `${e.version} (${e.hash.slice(0, 12)}, ${e.load_ms} ms)` : ''))))))
         : h('div', { class: 'empty' }, 'Nothing reloaded yet.')));
+}
+
+// ---- talk: a web call from this page to an agent ----------------------------------------------
+
+// The number a web call to agent `v` dials: its first own number, else the first plain number
+// a route gives it (patterns such as prefixes cannot be dialled).
+function talkNumber(v, routes) {
+  return (v.numbers ?? [])[0] ??
+    routes.find((r) => r.agent === v.name && /^\+?[0-9]+$/.test(r.pattern))?.pattern;
+}
+
+function talkButton(v, routes) {
+  const number = talkNumber(v, routes);
+  if (!number) return null;
+  return h('button', {
+    type: 'button', class: 'secondary talk', data: { number },
+    title: `Call ${v.name} at ${number} from this browser (microphone and speakers)`,
+    onclick: () => startTalk(v.name, number),
+  }, 'Talk');
+}
+
+// The web call script the host serves (same origin, so this page's CSP allows it), loaded the
+// first time someone talks: a dashboard that never calls never fetches it.
+let widgetLoading = null;
+function loadWidget() {
+  if (window.Switchboard) return Promise.resolve(window.Switchboard);
+  widgetLoading ??= new Promise((resolve, reject) => {
+    const script = h('script', { src: '/webrtc/widget.js' });
+    script.addEventListener('load', () => resolve(window.Switchboard));
+    script.addEventListener('error', () => {
+      widgetLoading = null;
+      script.remove();
+      reject(new Error('The web call script (/webrtc/widget.js) did not load.'));
+    });
+    document.head.append(script);
+  });
+  return widgetLoading;
+}
+
+// The talk panel sits outside the views, so a call goes on while the operator looks around;
+// one call at a time.
+let talking = null;
+const TALK_EVENTS = 200;
+const TALK_BADGE = { connected: 'active', ended: 'ended', failed: 'failed' };
+
+async function startTalk(agent, number) {
+  const panel = $('#talk');
+  if (talking) {
+    panel.hidden = false;
+    return;
+  }
+  const badge = h('span', { id: 'talk-state', class: 'badge', text: 'starting' });
+  const link = h('a', { id: 'talk-call', class: 'mono' }, '—');
+  const meter = h('meter', { id: 'talk-level', min: 0, max: 1, value: 0, title: 'Level of the agent audio heard' });
+  const error = h('p', { id: 'talk-error', class: 'bad', hidden: true });
+  const said = h('div', { id: 'talk-transcript', class: 'transcript' });
+  const events = h('div', { id: 'talk-events', class: 'talk-events' });
+  const keys = [...'123456789*0#'].map((k) => h('button', {
+    type: 'button', class: 'secondary', data: { key: k }, disabled: true,
+    onclick: () => talking?.key(k),
+  }, k));
+  const hangup = h('button', {
+    id: 'talk-hangup', type: 'button', class: 'danger', onclick: () => talking?.hangup(),
+  }, 'Hang up');
+  const close = h('button', {
+    id: 'talk-close', type: 'button', class: 'secondary', hidden: true,
+    onclick: () => { panel.hidden = true; panel.replaceChildren(); },
+  }, 'Close');
+  panel.replaceChildren(
+    h('div', { class: 'toolbar' }, h('h2', {}, `Talk to ${agent} (${number})`), badge,
+      h('span', { class: 'spacer' }), hangup, close),
+    h('div', { class: 'talk-facts muted' }, 'Call ', link, h('span', { class: 'spacer' }), 'Heard ', meter),
+    error,
+    said,
+    h('div', { id: 'talk-keypad', class: 'keypad' }, keys),
+    h('h3', {}, 'Events'),
+    events);
+  panel.hidden = false;
+  for (const k of ['state', 'status', 'energy']) delete panel.dataset[k];
+
+  const over = (message) => {
+    clearInterval(levels);
+    meter.value = 0;
+    talking = null;
+    hangup.hidden = true;
+    close.hidden = false;
+    for (const k of keys) k.disabled = true;
+    if (message) {
+      error.textContent = message;
+      error.hidden = false;
+    }
+  };
+  let levels = null;
+  let Switchboard;
+  try {
+    Switchboard = await loadWidget();
+  } catch (err) {
+    badge.textContent = 'failed';
+    badge.className = 'badge failed';
+    over(err.message);
+    return;
+  }
+  talking = Switchboard.call({
+    number,
+    token: state.token,
+    endpoint: `/v1/webrtc/${encodeURIComponent(number)}`,
+    onState: (s, call) => {
+      panel.dataset.state = s;
+      badge.textContent = s;
+      badge.className = `badge ${TALK_BADGE[s] ?? ''}`;
+      if (call.status !== null) panel.dataset.status = String(call.status);
+      if (call.callId && !link.getAttribute('href')) {
+        link.textContent = call.callId;
+        link.href = `#/call/${encodeURIComponent(call.callId)}`;
+      }
+      if (s === 'connected') for (const k of keys) k.disabled = false;
+      if (s === 'ended') over(null);
+      if (s === 'failed') over(call.error.message);
+    },
+    onEvent: (e) => {
+      if (e.type === 'transcript') {
+        said.append(h('div', { class: `line ${e.role}` }, h('span', { class: 'who', text: e.role }), e.text));
+        said.scrollTop = said.scrollHeight;
+      }
+      const data = { ...e };
+      for (const k of ['call_id', 'seq', 'at_ms']) delete data[k];
+      const [kind, detail] = eventLabel({ kind: e.type, data });
+      events.append(h('div', { data: { kind: e.type } },
+        h('span', { class: 'kind', text: kind }), ' ', detail.length > 200 ? `${detail.slice(0, 200)}…` : detail));
+      while (events.childElementCount > TALK_EVENTS) events.firstElementChild.remove();
+      events.scrollTop = events.scrollHeight;
+    },
+  });
+  // What the page hears, from the connection's own counters.
+  levels = setInterval(async () => {
+    const heard = (await talking?.stats())?.received;
+    if (!heard) return;
+    meter.value = heard.level;
+    panel.dataset.energy = String(heard.energy);
+  }, 250);
 }
 
 async function registrationsView() {
