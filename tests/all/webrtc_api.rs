@@ -135,10 +135,24 @@ async fn webrtc_offers_are_answered_or_refused_with_the_reason() {
     let web = start(10);
     let api = &web.api;
 
-    // A good offer: an ICE-lite answer with our one candidate, and the call it started.
-    let r = api
-        .post_raw("/v1/webrtc/2000", "application/sdp", &offer())
-        .await;
+    // A good offer (with the page's metadata for the agent): an ICE-lite answer with our one
+    // candidate, and the call it started.
+    let resp = web
+        .client
+        .post(format!("http://{}/v1/webrtc/2000", web.host.http))
+        .header("content-type", "application/sdp")
+        .header("x-switchboard-metadata", r#"{"page":"pricing"}"#)
+        .body(offer())
+        .send()
+        .await
+        .unwrap();
+    let r = crate::support::api::Reply {
+        status: resp.status().as_u16(),
+        content_type: resp.headers()["content-type"].to_str().unwrap().to_string(),
+        text: resp.text().await.unwrap(),
+        json: Value::Null,
+        etag: None,
+    };
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.content_type, "application/sdp");
     assert!(r.text.contains("a=ice-lite"), "{}", r.text);
@@ -165,6 +179,11 @@ async fn webrtc_offers_are_answered_or_refused_with_the_reason() {
         .await;
     let id = calls["calls"][0]["id"].as_str().unwrap();
     let events = ended(api, id).await;
+    assert_eq!(
+        find(&events, "created")[0]["metadata"],
+        json!({"page": "pricing"}),
+        "{events:?}"
+    );
     assert_eq!(
         find(&events, "created")[0]["transport"],
         "webrtc",

@@ -71,13 +71,18 @@ pub fn offer(deps: &Arc<CallDeps>, call_id: String, offer: Offer) -> Result<Rout
     let caller = display_number(&offer.caller);
     let callee = display_number(&offer.callee);
     let resolved = deps.registry.resolve(&offer.callee);
+    // What the caller's side passed, in the record as JSON when it is JSON.
+    let metadata = (!offer.metadata.is_empty()).then(|| {
+        serde_json::from_str(&offer.metadata)
+            .unwrap_or_else(|_| serde_json::Value::String(offer.metadata.clone()))
+    });
     recorder.record(created(
         "inbound",
         &caller,
         &callee,
         &offer.transport,
         resolved.as_ref().map(|r| &r.agent),
-        None,
+        metadata,
     ));
     let Some(resolved) = resolved else {
         return Err(refuse(&recorder, 404, "No agent serves this number"));

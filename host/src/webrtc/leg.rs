@@ -175,11 +175,9 @@ impl Leg for WebLeg {
         }
     }
 
-    async fn hangup(&mut self) {
-        if let Some(close) = self.close.take() {
-            let _ = close.send(());
-        }
-    }
+    /// Nothing yet: the call's last events (its state going to `ending`) still reach the page,
+    /// and [`Leg::close`], which follows at once, closes the connection.
+    async fn hangup(&mut self) {}
 
     async fn transfer(&mut self, _target: &str) -> Result<(), LegError> {
         Err(LegError::NotAllowed(Capability::Transfer))
