@@ -89,3 +89,4 @@ mod sip_tls;
 
 // Browser calls.
 mod webrtc_api;
+mod webrtc_bench;
