@@ -478,6 +478,15 @@ impl Peer {
                     .map_err(|e| format!("audio write: {e}"))?;
                 self.seen.sent += 1;
                 self.drain()?;
+                // str0m packetizes the frame on the timeout it now asks for: given at once,
+                // not through another wake-up (one per frame of every call).
+                let now = Instant::now();
+                if self.wake <= now {
+                    self.rtc
+                        .handle_input(Input::Timeout(now))
+                        .map_err(|e| format!("str0m timeout: {e}"))?;
+                    self.drain()?;
+                }
             }
         }
         match &self.broken {
