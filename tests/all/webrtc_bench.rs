@@ -15,7 +15,7 @@
 //!
 //! Measured per load over its steady window (every call up, none ending): host CPU-seconds per
 //! call-minute (utime + stime from /proc/<pid>/stat), the load generator's too for web, RSS per
-//! call ((peak RSS − RSS before the load) / N); then from the call records (`GET
+//! call ((peak RSS − RSS before the load) / N, for the first load on a host only); then from the call records (`GET
 //! /v1/calls/{id}`) the host's own per-turn split (`turn-latency`: caller audio in → model,
 //! model audio → out to the caller; Opus carries no in-band stamp, so this one measure serves
 //! both legs): host-in, host-out and their sum per turn, p50 and p99; and the calls broken:
@@ -282,7 +282,9 @@ struct Phase {
     why: Vec<String>,
     host_cpu_per_call_min: f64,
     load_cpu_per_call_min: Option<f64>,
-    rss_per_call_mib: f64,
+    /// Only for the first load on a host: after one, the allocator keeps its memory for the
+    /// next, whose growth would read too small.
+    rss_per_call_mib: Option<f64>,
     /// Per turn, in ms: host-in, host-out, and their sum; p50 and p99.
     host_in: Option<(f64, f64)>,
     host_out: Option<(f64, f64)>,
@@ -293,14 +295,14 @@ struct Phase {
 }
 
 impl Phase {
-    /// The figures of a load of `calls` from its window, the RSS before it, its calls'
-    /// records and the failures its callers saw (by call id when known; a call that left no
+    /// The figures of a load of `calls` from its window, the RSS before it (on a fresh host),
+    /// its calls' records and the failures its callers saw (by call id when known; a call that left no
     /// record failed at its caller).
     fn new(
         leg: &'static str,
         calls: u32,
         window: &Window,
-        idle_rss: f64,
+        idle_rss: Option<f64>,
         records: &[Value],
         mut broken: BTreeMap<String, String>,
     ) -> Phase {
@@ -331,7 +333,7 @@ impl Phase {
                 .collect(),
             host_cpu_per_call_min: window.host_cpu / call_minutes,
             load_cpu_per_call_min: window.load_cpu.map(|c| c / call_minutes),
-            rss_per_call_mib: (window.peak_rss - idle_rss) / f64::from(calls),
+            rss_per_call_mib: idle_rss.map(|idle| (window.peak_rss - idle) / f64::from(calls)),
             host_in: p50_p99(turns.iter().map(|t| ms(t, "host_in_ms")).collect()),
             host_out: p50_p99(turns.iter().map(|t| ms(t, "host_out_ms")).collect()),
             added: p50_p99(
@@ -356,11 +358,19 @@ fn problems(host: &mut Host, from: usize) -> (usize, Vec<String>) {
     (bad.len(), bad.into_iter().take(5).cloned().collect())
 }
 
-/// `calls` web calls of `secs` from `webrtc-load` against `host`.
-async fn web_phase(host: &mut Host, bin: &Path, audio: &Path, calls: u32, secs: u64) -> Phase {
+/// `calls` web calls of `secs` from `webrtc-load` against `host` (`fresh`: its first load).
+async fn web_phase(
+    host: &mut Host,
+    bin: &Path,
+    audio: &Path,
+    calls: u32,
+    secs: u64,
+    fresh: bool,
+) -> Phase {
     let api = Api::new(host.http, None);
     let pid = host.process.pid();
-    let (idle_rss, from_ms, log_from) = (rss_mib(pid), unix_ms(), host.log.seen.len());
+    let idle_rss = fresh.then(|| rss_mib(pid));
+    let (from_ms, log_from) = (unix_ms(), host.log.seen.len());
     let started = Instant::now();
     let (mut load, mut out) = web_load(bin, host, audio, calls, secs);
     let setup_limit =
@@ -405,11 +415,19 @@ async fn web_phase(host: &mut Host, bin: &Path, audio: &Path, calls: u32, secs: 
     phase
 }
 
-/// `calls` SIP calls of `secs` placed from this process against `host`.
-async fn sip_phase(host: &mut Host, endpoint: &SipEndpoint, calls: u32, secs: u64) -> Phase {
+/// `calls` SIP calls of `secs` placed from this process against `host` (`fresh`: its first
+/// load).
+async fn sip_phase(
+    host: &mut Host,
+    endpoint: &SipEndpoint,
+    calls: u32,
+    secs: u64,
+    fresh: bool,
+) -> Phase {
     let api = Api::new(host.http, None);
     let pid = host.process.pid();
-    let (idle_rss, from_ms, log_from) = (rss_mib(pid), unix_ms(), host.log.seen.len());
+    let idle_rss = fresh.then(|| rss_mib(pid));
+    let (from_ms, log_from) = (unix_ms(), host.log.seen.len());
     let turn = caller_turn(8000);
     let track: Arc<Vec<i16>> = Arc::new(
         turn.iter()
@@ -475,11 +493,12 @@ async fn web_calls_against_sip_calls() {
     for run in 0..repeat {
         let (mut host, _web_ports) = start_host(&model, calls, true);
         tokio::time::sleep(Duration::from_secs(2)).await;
-        for web in [run % 2 == 0, run % 2 == 1] {
+        for (nth, web) in [run % 2 == 0, run % 2 == 1].into_iter().enumerate() {
+            let fresh = nth == 0;
             phases.push(if web {
-                web_phase(&mut host, &bin, &audio, calls, secs).await
+                web_phase(&mut host, &bin, &audio, calls, secs, fresh).await
             } else {
-                sip_phase(&mut host, &endpoint, calls, secs).await
+                sip_phase(&mut host, &endpoint, calls, secs, fresh).await
             });
         }
         assert!(host.is_running(), "the host survived the run");
@@ -496,10 +515,10 @@ fn report(calls: u32, secs: u64, repeat: u64, phases: &[Phase]) {
     );
     println!(
         "| leg | calls | calls broken | host CPU-s/call-min | load CPU-s/call-min | RSS MiB/call \
-         | host-in p50/p99 ms | host-out p50/p99 ms | in+out p50/p99 ms | turns | heard s/call |"
+         (first load on a host) | host-in p50/p99 ms | host-out p50/p99 ms | in+out p50/p99 ms | turns | heard s/call |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    let row = |leg: &str| -> (f64, f64) {
+    let row = |leg: &str| -> (f64, Option<f64>) {
         let of: Vec<&Phase> = phases.iter().filter(|p| p.leg == leg).collect();
         let m = |f: fn(&Phase) -> f64| median(of.iter().map(|p| f(p)).collect());
         let pair = |f: fn(&Phase) -> Option<(f64, f64)>| {
@@ -513,27 +532,28 @@ fn report(calls: u32, secs: u64, repeat: u64, phases: &[Phase]) {
                 median(v.iter().map(|x| x.1).collect())
             )
         };
-        let optional = |f: fn(&Phase) -> Option<f64>, digits: usize| {
+        let optional = |f: fn(&Phase) -> Option<f64>| {
             let v: Vec<f64> = of.iter().filter_map(|p| f(p)).collect();
-            if v.is_empty() {
-                "—".to_string()
-            } else {
-                format!("{:.digits$}", median(v))
-            }
+            (!v.is_empty()).then(|| median(v))
         };
-        let (cpu, rss) = (m(|p| p.host_cpu_per_call_min), m(|p| p.rss_per_call_mib));
+        let shown = |v: Option<f64>, digits: usize| {
+            v.map_or("—".to_string(), |v| format!("{v:.digits$}"))
+        };
+        let cpu = m(|p| p.host_cpu_per_call_min);
+        let rss = optional(|p| p.rss_per_call_mib);
         println!(
-            "| {leg} | {calls} | {} | {cpu:.4} | {} | {rss:.3} | {} | {} | {} | {} | {} |",
+            "| {leg} | {calls} | {} | {cpu:.4} | {} | {} | {} | {} | {} | {} | {} |",
             of.iter()
                 .map(|p| p.broken.to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
-            optional(|p| p.load_cpu_per_call_min, 4),
+            shown(optional(|p| p.load_cpu_per_call_min), 4),
+            shown(rss, 3),
             pair(|p| p.host_in),
             pair(|p| p.host_out),
             pair(|p| p.added),
             m(|p| p.turns as f64),
-            optional(|p| p.heard_s, 1),
+            shown(optional(|p| p.heard_s), 1),
         );
         for p in of.iter().filter(|p| p.broken > 0) {
             println!(
@@ -545,10 +565,13 @@ fn report(calls: u32, secs: u64, repeat: u64, phases: &[Phase]) {
     };
     let web = row("web");
     let sip = row("SIP");
+    let rss_ratio = web
+        .1
+        .zip(sip.1)
+        .map_or("—".to_string(), |(w, s)| format!("{:.2}×", w / s));
     println!(
-        "| web / SIP | | | {:.2}× | | {:.2}× | | | | | |",
-        web.0 / sip.0,
-        web.1 / sip.1
+        "| web / SIP | | | {:.2}× | | {rss_ratio} | | | | | |",
+        web.0 / sip.0
     );
 }
 
