@@ -12,32 +12,18 @@
 //! Run by hand (it builds and runs the release binary):
 //! `BENCH_CALLS=200 cargo test -p switchboard-tests --test all -- --ignored --nocapture calls_bench::`
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::calls::{RATE, mic};
-use crate::support::consumer::{dial_pcmu, test_config};
+use crate::support::calls::mic;
+use crate::support::consumer::test_config;
 use crate::support::fake_openai::{FakeOpenAi, Script};
 use crate::support::host::Host;
-use crate::support::load::quantile;
+use crate::support::load::{pcmu_caller, quantile};
 use switchboard::sip::SipEndpoint;
 
 /// Each caller: quiet through the greeting, then three 0.6 s turns 3 s apart.
 fn track() -> Vec<i16> {
     mic(14.0, &[(5.0, 0.6), (8.0, 0.6), (11.0, 0.6)])
-}
-
-/// One caller: dial, speak the track over RTP, hang up. Returns the WebSocket in → RTP out
-/// latency of every talkspurt the host sent.
-async fn caller(endpoint: SipEndpoint, sip_port: u16, n: u32, epoch: Instant) -> Vec<Duration> {
-    let (peer, dialog) = dial_pcmu(&endpoint, format!("sip:2000@127.0.0.1:{sip_port}"), n).await;
-    let track = track();
-    let secs = track.len() / RATE;
-    let ((), out) = tokio::join!(
-        peer.stream_pcmu_stamped(&track, 0x1000 + n, Some(epoch)),
-        peer.receive_talkspurt_stamps(Duration::from_secs(secs as u64), epoch)
-    );
-    dialog.handle().hangup().await.ok();
-    out
 }
 
 /// p50 and p99 of `v`, in ms.
@@ -105,7 +91,9 @@ async fn host_added_latency() {
                     u64::from(n) * 1000 / u64::from(calls),
                 ))
                 .await;
-                caller(endpoint, sip_port, n, epoch).await
+                // Returns the WebSocket in → RTP out latency of every talkspurt the host sent.
+                let uri = format!("sip:2000@127.0.0.1:{sip_port}");
+                pcmu_caller(endpoint, uri, n, &track(), Some(epoch)).await
             })
         })
         .collect();

@@ -89,4 +89,5 @@ mod sip_tls;
 
 // Browser calls.
 mod webrtc_api;
+mod webrtc_bench;
 mod webrtc_browser;

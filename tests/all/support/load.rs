@@ -1,11 +1,46 @@
 //! Load runs for the benchmarks: SIPp arguments and working folders of a media load, what a
-//! SIPp run wrote about it, and the CPU time of a process or some of its threads.
+//! SIPp run wrote about it, a SIP caller of our own, and the CPU time of a process or some of
+//! its threads.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
+use switchboard::sip::SipEndpoint;
+
+use crate::support::calls::RATE;
+use crate::support::consumer::dial_pcmu;
 use crate::support::ports::{Ports, free_port, ports};
 use crate::support::sipp::{scenario, sipp_pcap_dir};
 use crate::support::tempdir;
+
+/// A benchmark's SIP caller: dials `uri` from `endpoint` offering PCMU (call `n`), speaks
+/// `track` (8 kHz) in 20 ms packets on a drift-free grid, and hangs up at its end. With
+/// `epoch`, every packet carries its send time (see [`crate::support::model_audio::stamp`])
+/// and the result is the time since the stamp of each talkspurt the host started; without, what
+/// the host sends is only taken off the socket.
+pub async fn pcmu_caller(
+    endpoint: SipEndpoint,
+    uri: String,
+    n: u32,
+    track: &[i16],
+    epoch: Option<Instant>,
+) -> Vec<Duration> {
+    let (peer, dialog) = dial_pcmu(&endpoint, uri, n).await;
+    let length = Duration::from_millis((track.len() * 1000 / RATE) as u64);
+    let receive = async {
+        match epoch {
+            Some(epoch) => peer.receive_talkspurt_stamps(length, epoch).await,
+            None => {
+                peer.receive_pcmu(length).await;
+                Vec::new()
+            }
+        }
+    };
+    let ((), talkspurts) =
+        tokio::join!(peer.stream_pcmu_stamped(track, 0x1000 + n, epoch), receive);
+    dialog.handle().hangup().await.ok();
+    talkspurts
+}
 
 /// How the benchmark callers send their audio (SIPp's 7 s of PCMA either way).
 #[derive(Debug, Clone, Copy)]
