@@ -35,6 +35,8 @@ const OUTBOX: usize = 256;
 /// What the leg and its peer task share.
 struct Shared {
     playout: Mutex<PlayoutQueue>,
+    /// Agent audio was queued: a pause may be over.
+    queued: tokio::sync::Notify,
     caller: Mutex<CallerRoute>,
     recording: Mutex<Option<Recorder>>,
 }
@@ -78,6 +80,7 @@ impl WebLeg {
         let codec = peer.codec();
         let shared = Arc::new(Shared {
             playout: Mutex::new(PlayoutQueue::new(codec.sample_rate())),
+            queued: tokio::sync::Notify::new(),
             caller: Mutex::new(CallerRoute::Unset),
             recording: Mutex::new(None),
         });
@@ -149,7 +152,9 @@ impl LegAudio for WebLeg {
     }
 
     fn play(&mut self, pcm: &[i16], rate: u32) -> Result<(), LegError> {
-        lock(&self.shared.playout).push(pcm, rate).map_err(failed)
+        lock(&self.shared.playout).push(pcm, rate).map_err(failed)?;
+        self.shared.queued.notify_one();
+        Ok(())
     }
 
     fn record(&mut self, path: &Path) -> Result<(), LegError> {
@@ -290,6 +295,7 @@ impl PeerTask {
                     }
                 }
                 Some(text) = self.texts.recv() => self.for_page(text),
+                () = self.shared.queued.notified() => self.start_talkspurt(Instant::now()),
                 _ = &mut close => break End::Closed,
             }
         };
@@ -441,6 +447,27 @@ impl PeerTask {
                 let _ = lock(&self.shared.playout).push(&pcm, rate);
             }
         }
+    }
+
+    /// Agent audio after a pause goes out now, not at the next slot of the frame grid: the
+    /// grid restarts here, and this frame's RTP time is taken back by the time gained.
+    fn start_talkspurt(&mut self, now: Instant) {
+        if self.talking || !lock(&self.shared.playout).holds(self.frame_samples) {
+            return;
+        }
+        let Some(clock) = self.clock.as_mut() else {
+            return;
+        };
+        let gained = clock.deadline().saturating_duration_since(now.into_std());
+        if gained.is_zero() {
+            return;
+        }
+        let rate = u128::from(self.peer.codec().sample_rate());
+        self.rtp_out = self
+            .rtp_out
+            .saturating_sub((gained.as_micros() * rate / 1_000_000) as u64);
+        clock.restart(now.into_std(), FRAME);
+        self.send_frame(now);
     }
 
     /// The next 20 ms to the page: agent audio when some is queued, nothing otherwise (the
