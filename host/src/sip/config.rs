@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 pub use crate::domain::SrtpPolicy;
 
+use super::SipError;
 use super::session_timer::TimerConfig;
 use std::path::PathBuf;
 
@@ -188,8 +189,9 @@ pub enum ScannerAction {
     Reject,
 }
 
-/// A SIP trunk (carrier or PBX) we call out through and accept calls from.
-#[derive(Debug, Clone, Deserialize)]
+/// A SIP trunk (carrier or PBX) we call out through and accept calls from. Serialized the way
+/// the file spells it, for the live configuration's store.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TrunkConfig {
     pub name: String,
@@ -241,21 +243,60 @@ pub struct TrunkConfig {
     pub allowed_prefixes: Vec<String>,
 }
 
-/// The trunk list, refusing a second `default = true` and prefixes that are not numbers.
+/// The fields of [`TrunkConfig`] as the file spells them, so a refused trunk can name the field
+/// at fault.
+pub const TRUNK_FIELDS: [&str; 16] = [
+    "name",
+    "outbound-proxy",
+    "domain",
+    "transport",
+    "tls-server-name",
+    "tls-client-cert",
+    "tls-client-key",
+    "srtp",
+    "from-user",
+    "display-name",
+    "auth-user",
+    "password",
+    "inbound-sources",
+    "inbound",
+    "default",
+    "allowed-prefixes",
+];
+
+/// The trunk list, checked by [`check_trunks`].
 fn trunk_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<TrunkConfig>, D::Error> {
     let trunks = Vec::<TrunkConfig>::deserialize(d)?;
-    let defaults: Vec<&str> = trunks
-        .iter()
-        .filter(|t| t.default)
-        .map(|t| t.name.as_str())
-        .collect();
-    if defaults.len() > 1 {
-        return Err(serde::de::Error::custom(format!(
-            "trunks {} are all marked default = true; mark one",
-            defaults.join(", ")
-        )));
+    check_trunks(&trunks).map_err(serde::de::Error::custom)?;
+    Ok(trunks)
+}
+
+/// Whether `trunks` would start: names unique, at most one `default = true`, TLS settings only
+/// with `transport = "tls"`, a `domain` that makes a SIP URI, inbound sources that are
+/// addresses or networks, and allowed prefixes that are numbers.
+pub fn check_trunks(trunks: &[TrunkConfig]) -> Result<(), SipError> {
+    let refused = |t: &TrunkConfig, field: &'static str, reason: String| SipError::Trunk {
+        trunk: t.name.clone(),
+        field,
+        reason,
+    };
+    let defaults: Vec<&TrunkConfig> = trunks.iter().filter(|t| t.default).collect();
+    if let [_, second, ..] = defaults.as_slice() {
+        let names: Vec<&str> = defaults.iter().map(|t| t.name.as_str()).collect();
+        return Err(refused(
+            second,
+            "default",
+            format!(
+                "trunks {} are all marked default = true; mark one",
+                names.join(", ")
+            ),
+        ));
     }
-    for t in &trunks {
+    let mut names = std::collections::HashSet::new();
+    for t in trunks {
+        if t.name.is_empty() || !names.insert(t.name.as_str()) {
+            return Err(refused(t, "name", "empty, or another trunk has it".into()));
+        }
         let tls_only = [
             ("tls-server-name", t.tls_server_name.is_some()),
             ("tls-client-cert", t.tls_client_cert.is_some()),
@@ -265,22 +306,51 @@ fn trunk_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<TrunkConfig>
             .iter()
             .find(|(_, set)| *set && t.transport != Transport::Tls)
         {
-            return Err(serde::de::Error::custom(format!(
-                "trunk {}: {field} needs transport = \"tls\"",
-                t.name
-            )));
+            return Err(refused(t, field, "needs transport = \"tls\"".into()));
         }
         if t.tls_client_cert.is_some() != t.tls_client_key.is_some() {
-            return Err(serde::de::Error::custom(format!(
-                "trunk {}: tls-client-cert and tls-client-key go together",
-                t.name
-            )));
+            return Err(refused(
+                t,
+                "tls-client-key",
+                "tls-client-cert and tls-client-key go together".into(),
+            ));
         }
         if t.srtp != SrtpPolicy::Off && t.transport != Transport::Tls {
-            return Err(serde::de::Error::custom(format!(
-                "trunk {}: srtp = {:?} needs transport = \"tls\" (SDES keys travel in the SDP)",
-                t.name, t.srtp
-            )));
+            return Err(refused(
+                t,
+                "srtp",
+                format!(
+                    "srtp = {:?} needs transport = \"tls\" (SDES keys travel in the SDP)",
+                    t.srtp
+                ),
+            ));
+        }
+        // A host name or address with an optional port: nothing a header could be broken by.
+        let host_chars = |d: &str| {
+            !d.is_empty()
+                && d.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+        };
+        if let Some(domain) = &t.domain
+            && (!host_chars(domain)
+                || rsipstack::sip::Uri::try_from(format!("sip:x@{domain}").as_str()).is_err())
+        {
+            return Err(refused(
+                t,
+                "domain",
+                format!("`{domain}` does not make a SIP URI (sip:<number>@<domain>)"),
+            ));
+        }
+        if let Some(bad) = t
+            .inbound_sources
+            .iter()
+            .find(|s| s.parse::<super::policy::IpNet>().is_err())
+        {
+            return Err(refused(
+                t,
+                "inbound-sources",
+                format!("{bad:?} is not an IP address or network (10.0.0.0/8)"),
+            ));
         }
         for p in &t.allowed_prefixes {
             let digits = p.strip_prefix('+').unwrap_or(p);
@@ -289,19 +359,19 @@ fn trunk_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<TrunkConfig>
                     .chars()
                     .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '(' | ')' | '.'));
             if !ok {
-                return Err(serde::de::Error::custom(format!(
-                    "trunk {}: allowed-prefixes entry {p:?} is not a number prefix (digits, an \
-                     optional leading +)",
-                    t.name
-                )));
+                return Err(refused(
+                    t,
+                    "allowed-prefixes",
+                    format!("entry {p:?} is not a number prefix (digits, an optional leading +)"),
+                ));
             }
         }
     }
-    Ok(trunks)
+    Ok(())
 }
 
 /// Checks applied to inbound INVITEs of one scope (a trunk, or unknown sources).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct InboundPolicy {
     /// Challenge INVITEs with digest auth (401) against these credentials.
@@ -313,7 +383,7 @@ pub struct InboundPolicy {
 }
 
 /// Credentials a caller must present.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DigestUser {
     pub realm: String,
@@ -409,6 +479,26 @@ mod tests {
     }
 
     #[test]
+    fn trunk_fields_are_the_serialized_ones() {
+        let cfg: SipConfig =
+            toml::from_str("[[trunks]]\nname = \"t\"\noutbound-proxy = \"127.0.0.1:5060\"\n")
+                .unwrap();
+        let json = serde_json::to_value(&cfg.trunks[0]).unwrap();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort();
+        let mut fields = TRUNK_FIELDS.to_vec();
+        fields.sort();
+        assert_eq!(keys, fields);
+        let back: TrunkConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back, cfg.trunks[0]);
+    }
+
+    #[test]
     fn parses_full_config_and_rejects_unknown_fields() {
         let cfg: SipConfig = toml::from_str(
             r#"
@@ -491,7 +581,7 @@ mod tests {
         let udp = toml::from_str::<SipConfig>(&format!("{tls}tls-server-name = 'x'\n"))
             .unwrap_err()
             .to_string();
-        assert!(udp.contains("tls-server-name needs transport"), "{udp}");
+        assert!(udp.contains("tls-server-name: needs transport"), "{udp}");
     }
 
     #[test]

@@ -15,11 +15,11 @@ use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transport::{
     SipConnection, TransportLayer, tcp_listener::TcpListenerConnection, udp::UdpConnection,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::config::{AccountConfig, SipConfig, SrtpPolicy, Transport};
+use super::config::{AccountConfig, SipConfig, SrtpPolicy, Transport, TrunkConfig, check_trunks};
 use super::error::SipError;
 use super::guard::{GuardedUdpSocket, SanityInspector, ScannerRules};
 use super::inbound;
@@ -60,8 +60,11 @@ pub(crate) struct Shared {
     pub endpoint: Arc<EndpointInner>,
     pub layer: Arc<DialogLayer>,
     pub events: mpsc::Sender<SipEvent>,
-    pub trunk_scopes: Vec<Scope>,
-    pub unknown_scope: Scope,
+    /// The trunks in effect (`cfg.trunks` is emptied at start); see [`Trunks`].
+    trunks: std::sync::RwLock<Arc<Trunks>>,
+    /// Where changed trunks come from, once [`SipEndpoint::follow_trunks`] is called.
+    trunk_source: Mutex<Option<watch::Receiver<Vec<TrunkConfig>>>>,
+    pub unknown_scope: Arc<Scope>,
     pub nonces: Mutex<NonceStore>,
     pub local: LocalAddrs,
     pub refer_allow: Arc<Vec<String>>,
@@ -76,7 +79,90 @@ pub(crate) struct Shared {
     pub accounts: tokio::sync::Mutex<BTreeMap<String, register::Running>>,
 }
 
+/// The trunks in effect with their inbound policy scopes, replaced whole by
+/// [`SipEndpoint::set_trunks`]: a call keeps the trunk and scope it started with.
+pub(crate) struct Trunks {
+    pub configs: Vec<TrunkConfig>,
+    pub scopes: Vec<Arc<Scope>>,
+}
+
+impl Trunks {
+    pub fn get(&self, name: &str) -> Option<&TrunkConfig> {
+        self.configs.iter().find(|t| t.name == name)
+    }
+
+    /// `configs` with their scopes: an unchanged trunk keeps its scope (call count and rate
+    /// buckets), a changed one keeps its count of running calls.
+    fn new(configs: Vec<TrunkConfig>, old: &Trunks) -> Result<Trunks, SipError> {
+        let scopes = configs
+            .iter()
+            .map(|t| {
+                let old_scope = old.scopes.iter().find(|s| s.name == t.name);
+                if let Some(scope) = old_scope.filter(|_| old.get(&t.name) == Some(t)) {
+                    return Ok(scope.clone());
+                }
+                let sources = t
+                    .inbound_sources
+                    .iter()
+                    .map(|s| s.parse::<IpNet>())
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut scope = Scope::new(t.name.clone(), sources, t.inbound.clone());
+                if let Some(old_scope) = old_scope {
+                    scope.calls = old_scope.calls.clone();
+                }
+                Ok(Arc::new(scope))
+            })
+            .collect::<Result<_, SipError>>()?;
+        Ok(Trunks { configs, scopes })
+    }
+
+    fn none() -> Trunks {
+        Trunks {
+            configs: Vec::new(),
+            scopes: Vec::new(),
+        }
+    }
+}
+
 impl Shared {
+    /// The trunks in effect now, a change from the followed source taken first, so a request
+    /// made after a change always sees it.
+    pub fn trunks(&self) -> Arc<Trunks> {
+        let mut source = self.trunk_source.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rx) = source.as_mut()
+            && rx.has_changed().unwrap_or(false)
+        {
+            let list = rx.borrow_and_update().clone();
+            if let Err(e) = self.set_trunks(list) {
+                // Checked when the change was made; only a client certificate that no longer
+                // reads gets here.
+                warn!(error = %e, "trunks not applied; the previous ones stay");
+            }
+        }
+        drop(source);
+        self.trunks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// See [`SipEndpoint::set_trunks`].
+    fn set_trunks(&self, trunks: Vec<TrunkConfig>) -> Result<(), SipError> {
+        check_trunks(&trunks)?;
+        let mut current = self.trunks.write().unwrap_or_else(|e| e.into_inner());
+        let stale: Vec<&str> = current
+            .configs
+            .iter()
+            .filter(|old| !trunks.contains(old))
+            .map(|old| old.name.as_str())
+            .collect();
+        self.tls.set_trunks(&trunks, &stale)?;
+        let next = Trunks::new(trunks, &current)?;
+        info!(trunks = next.configs.len(), "trunks applied");
+        *current = Arc::new(next);
+        Ok(())
+    }
+
     /// Our Contact URI for a transport (external address when configured, for NAT).
     pub fn contact(&self, transport: Transport, user: Option<&str>) -> Option<String> {
         let local = match transport {
@@ -113,24 +199,10 @@ impl std::fmt::Debug for SipEndpoint {
     }
 }
 
-fn build_scopes(cfg: &SipConfig) -> Result<Vec<Scope>, SipError> {
-    cfg.trunks
-        .iter()
-        .map(|t| {
-            let sources = t
-                .inbound_sources
-                .iter()
-                .map(|s| s.parse::<IpNet>())
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Scope::new(t.name.clone(), sources, t.inbound.clone()))
-        })
-        .collect()
-}
-
 impl SipEndpoint {
     /// Binds the transports, starts the dispatcher and the registration loops.
     pub async fn start(
-        cfg: SipConfig,
+        mut cfg: SipConfig,
     ) -> Result<(SipEndpoint, mpsc::Receiver<SipEvent>), SipError> {
         if cfg.udp_listen.is_none() && cfg.tcp_listen.is_none() && cfg.tls_listen.is_none() {
             return Err(SipError::Config(
@@ -143,7 +215,7 @@ impl SipEndpoint {
                 cfg.srtp
             )));
         }
-        let trunk_scopes = build_scopes(&cfg)?;
+        check_trunks(&cfg.trunks)?;
         let timer = cfg.timer_config()?;
         let mut names = std::collections::HashSet::new();
         if let Some(dup) = cfg
@@ -238,6 +310,9 @@ impl SipEndpoint {
             None => None,
         };
         let tls = super::tls::Dialler::new(&cfg)?;
+        let trunk_configs = std::mem::take(&mut cfg.trunks);
+        tls.set_trunks(&trunk_configs, &[])?;
+        let trunks = Trunks::new(trunk_configs, &Trunks::none())?;
         transport_layer.set_tls_config(tls.stack_config());
 
         let endpoint = EndpointBuilder::new()
@@ -276,12 +351,17 @@ impl SipEndpoint {
         let shared = Arc::new(Shared {
             timer,
             refer_allow: Arc::new(cfg.refer_allow.clone()),
-            unknown_scope: Scope::new("unknown".into(), Vec::new(), cfg.inbound.clone()),
+            unknown_scope: Arc::new(Scope::new(
+                "unknown".into(),
+                Vec::new(),
+                cfg.inbound.clone(),
+            )),
             cfg,
             endpoint: endpoint.inner.clone(),
             layer,
             events,
-            trunk_scopes,
+            trunks: std::sync::RwLock::new(Arc::new(trunks)),
+            trunk_source: Mutex::new(None),
             nonces: Mutex::new(NonceStore::default()),
             local,
             registrations: Mutex::new(BTreeMap::new()),
@@ -331,7 +411,7 @@ impl SipEndpoint {
     /// unregistered and leaves [`registrations`](Self::registrations). All are checked first
     /// (AOR, names unique among accounts and trunks); a refused list changes nothing.
     pub async fn set_accounts(&self, accounts: Vec<AccountConfig>) -> Result<(), SipError> {
-        register::check_accounts(&accounts, &self.shared.cfg.trunks)?;
+        register::check_accounts(&accounts, &self.shared.trunks().configs)?;
         let mut running = self.shared.accounts.lock().await;
         if self.shared.reg_cancel.is_cancelled() {
             return Err(SipError::Shutdown);
@@ -359,6 +439,27 @@ impl SipEndpoint {
             }
         }
         Ok(())
+    }
+
+    /// Makes `trunks` the ones calls go out through and come in from, checked first (a refused
+    /// list changes nothing): new calls see them at once; running calls keep the trunk they
+    /// started with, also a removed one, until they end.
+    pub fn set_trunks(&self, trunks: Vec<TrunkConfig>) -> Result<(), SipError> {
+        self.shared.set_trunks(trunks)
+    }
+
+    /// Takes the trunks from `source` from now on: its current list at once, and each change
+    /// before the next call that needs a trunk (a refused list is logged and changes nothing).
+    pub fn follow_trunks(&self, mut source: watch::Receiver<Vec<TrunkConfig>>) {
+        let list = source.borrow_and_update().clone();
+        if let Err(e) = self.shared.set_trunks(list) {
+            warn!(error = %e, "trunks not applied; the previous ones stay");
+        }
+        *self
+            .shared
+            .trunk_source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(source);
     }
 
     /// Addresses actually bound.
@@ -393,7 +494,8 @@ impl SipEndpoint {
     /// Live inbound calls per policy scope (trunk name, or `unknown`).
     pub fn live_inbound_calls(&self) -> Vec<(String, usize)> {
         self.shared
-            .trunk_scopes
+            .trunks()
+            .scopes
             .iter()
             .chain(std::iter::once(&self.shared.unknown_scope))
             .map(|s| (s.name.clone(), s.calls.live()))

@@ -18,6 +18,13 @@ pub enum SipError {
         field: &'static str,
         reason: String,
     },
+    /// A trunk the start-up rules refuse; `field` is its field at fault.
+    #[error("trunk `{trunk}`: {field}: {reason}")]
+    Trunk {
+        trunk: String,
+        field: &'static str,
+        reason: String,
+    },
     #[error("invalid SIP URI or number `{0}`")]
     InvalidUri(String),
     #[error("unknown trunk `{0}`")]

@@ -173,19 +173,20 @@ impl Drop for IncomingCall {
     }
 }
 
-fn find_scope(shared: &Shared, source: Option<SocketAddr>) -> Option<(&Scope, Option<String>)> {
+fn find_scope(shared: &Shared, source: Option<SocketAddr>) -> Option<(Arc<Scope>, Option<String>)> {
     if let Some(ip) = source.map(|s| s.ip())
         && let Some(scope) = shared
-            .trunk_scopes
+            .trunks()
+            .scopes
             .iter()
             .find(|s| s.sources.iter().any(|n| n.contains(ip)))
     {
-        return Some((scope, Some(scope.name.clone())));
+        return Some((scope.clone(), Some(scope.name.clone())));
     }
     shared
         .cfg
         .allow_unknown_sources
-        .then_some((&shared.unknown_scope, None))
+        .then(|| (shared.unknown_scope.clone(), None))
 }
 
 /// Verifies the INVITE's Authorization against the scope's credentials and our nonces.
@@ -259,8 +260,8 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
     }
     let policy = trunk
         .as_ref()
-        .and_then(|name| shared.cfg.trunks.iter().find(|t| &t.name == name))
-        .map_or(shared.cfg.srtp, |t| t.srtp);
+        .and_then(|name| shared.trunks().get(name).map(|t| t.srtp))
+        .unwrap_or(shared.cfg.srtp);
     // SDES keys never travel in clear: off a TLS connection there is no SRTP.
     let srtp = match (policy, transport) {
         (policy, Transport::Tls) => policy,

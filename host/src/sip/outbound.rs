@@ -120,9 +120,10 @@ pub struct CallTarget {
 }
 
 /// Everything the INVITE needs that follows from the request and the configuration.
-struct Route<'a> {
+struct Route {
     target: CallTarget,
-    trunk: Option<&'a super::config::TrunkConfig>,
+    /// The trunk as it is now; the call keeps it whatever changes later.
+    trunk: Option<super::config::TrunkConfig>,
     callee: rsipstack::sip::Uri,
     caller: rsipstack::sip::Uri,
     contact: String,
@@ -130,18 +131,18 @@ struct Route<'a> {
 
 /// Resolves the trunk, the request URI, our From and Contact; every error here is the caller's
 /// input (unknown trunk, bad number or URI), found before anything is sent.
-fn route<'a>(shared: &'a Shared, call: &OutboundCall) -> Result<Route<'a>, SipError> {
-    let trunk = match &call.trunk {
+fn route(shared: &Shared, call: &OutboundCall) -> Result<Route, SipError> {
+    let found = match &call.trunk {
         Some(name) => Some(
             shared
-                .cfg
-                .trunks
-                .iter()
-                .find(|t| &t.name == name)
+                .trunks()
+                .get(name)
+                .cloned()
                 .ok_or_else(|| SipError::UnknownTrunk(name.clone()))?,
         ),
         None => None,
     };
+    let trunk = found.as_ref();
     let has_scheme = call.to.contains(':') && !call.to.starts_with('+');
     let callee_str = match (has_scheme, trunk) {
         (true, _) => call.to.clone(),
@@ -199,7 +200,7 @@ fn route<'a>(shared: &'a Shared, call: &OutboundCall) -> Result<Route<'a>, SipEr
             from_user,
             srtp,
         },
-        trunk,
+        trunk: found,
         callee,
         caller,
         contact,
@@ -222,6 +223,7 @@ pub(crate) async fn place(
         caller,
         contact,
     } = route(shared, &call)?;
+    let trunk = trunk.as_ref();
     let CallTarget {
         uri: callee_str,
         from_user,

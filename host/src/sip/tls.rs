@@ -181,8 +181,9 @@ impl Listener {
 pub(crate) struct Dialler {
     /// What every trunk's settings build on: the trust anchors.
     base: TlsConfig,
-    /// Per TLS trunk: the name its certificate must carry (also the SNI) and our certificate.
-    trunks: HashMap<String, TlsConfig>,
+    /// Per TLS trunk: the name its certificate must carry (also the SNI) and our certificate;
+    /// replaced whole by [`set_trunks`](Self::set_trunks).
+    trunks: std::sync::RwLock<HashMap<String, TlsConfig>>,
     /// `tls-insecure`: the verifier that takes any certificate.
     insecure: Option<Arc<dyn ServerCertVerifier>>,
     /// The connections opened for each trunk (or, when insecure, each other target), reused
@@ -191,8 +192,8 @@ pub(crate) struct Dialler {
 }
 
 impl Dialler {
-    /// Reads the trust anchors and the trunks' client certificates (errors are configuration
-    /// errors, found at start).
+    /// Reads the trust anchors (errors are configuration errors, found at start); the trunks
+    /// come with [`set_trunks`](Self::set_trunks).
     pub(crate) fn new(cfg: &SipConfig) -> Result<Dialler, SipError> {
         let path = cfg
             .tls_ca_file
@@ -202,25 +203,6 @@ impl Dialler {
             ca_certs: Some(read(path, "TLS trust anchors")?),
             ..TlsConfig::default()
         };
-        let mut trunks = HashMap::new();
-        for trunk in cfg.trunks.iter().filter(|t| t.transport == Transport::Tls) {
-            let (client_cert, client_key) = match (&trunk.tls_client_cert, &trunk.tls_client_key) {
-                (Some(cert), Some(key)) => (
-                    Some(read(cert, "the TLS client certificate")?),
-                    Some(read(key, "the TLS client key")?),
-                ),
-                _ => (None, None),
-            };
-            trunks.insert(
-                trunk.name.clone(),
-                TlsConfig {
-                    sni_hostname: Some(server_name(trunk)),
-                    client_cert,
-                    client_key,
-                    ..base.clone()
-                },
-            );
-        }
         let insecure = cfg.tls_insecure.then(|| {
             warn!(
                 "tls-insecure is set: the TLS certificates of trunks, registrars and other \
@@ -232,10 +214,45 @@ impl Dialler {
         });
         Ok(Dialler {
             base,
-            trunks,
+            trunks: std::sync::RwLock::new(HashMap::new()),
             insecure,
             open: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Makes `trunks` the TLS trunks, reading their client certificates (a file that does not
+    /// read changes nothing). The open connections of the trunks named in `stale` (changed or
+    /// removed) are no longer reused; calls running on them keep them.
+    pub(crate) fn set_trunks(
+        &self,
+        trunks: &[TrunkConfig],
+        stale: &[&str],
+    ) -> Result<(), SipError> {
+        let mut configs = HashMap::new();
+        for trunk in trunks.iter().filter(|t| t.transport == Transport::Tls) {
+            let (client_cert, client_key) = match (&trunk.tls_client_cert, &trunk.tls_client_key) {
+                (Some(cert), Some(key)) => (
+                    Some(read(cert, "the TLS client certificate")?),
+                    Some(read(key, "the TLS client key")?),
+                ),
+                _ => (None, None),
+            };
+            configs.insert(
+                trunk.name.clone(),
+                TlsConfig {
+                    sni_hostname: Some(server_name(trunk)),
+                    client_cert,
+                    client_key,
+                    ..self.base.clone()
+                },
+            );
+        }
+        *self.trunks.write().unwrap_or_else(|e| e.into_inner()) = configs;
+        let mut open = self.open_flows();
+        for name in stale {
+            open.remove(*name);
+        }
+        Ok(())
     }
 
     /// What the stack dials other TLS targets with (registrars, `sips:` URIs).
@@ -262,9 +279,13 @@ impl Dialler {
             }
         };
         // The stack opens connections to other targets itself, verified, unless told not to.
-        let (flow, config) = match trunk.and_then(|t| self.trunks.get_key_value(t)) {
-            Some((name, config)) => (name.clone(), config),
-            None if self.insecure.is_some() => (target.to_string(), &self.base),
+        let for_trunk = trunk.and_then(|t| {
+            let trunks = self.trunks.read().unwrap_or_else(|e| e.into_inner());
+            trunks.get(t).map(|config| (t.to_string(), config.clone()))
+        });
+        let (flow, config) = match for_trunk {
+            Some(found) => found,
+            None if self.insecure.is_some() => (target.to_string(), self.base.clone()),
             None => {
                 return match endpoint.transport_layer.lookup(target, None).await {
                     Ok(_) => Ok(()),
@@ -278,7 +299,7 @@ impl Dialler {
         }
         let connection = TlsConnection::connect(
             target,
-            Some(config),
+            Some(&config),
             self.insecure.clone(),
             Some(cancel.child_token()),
         )
