@@ -89,6 +89,7 @@ impl Host {
             .await
             .context("reading the live configuration")?;
         let accounts = spawn_account_applier(&live, sip.clone());
+        sip.follow_trunks(live.trunks());
         let addrs = sip.local_addrs();
         let media_ip = config
             .sip

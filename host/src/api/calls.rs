@@ -93,10 +93,18 @@ fn check_place(ctx: &Ctx, body: &PlaceBody) -> Result<validate::CallTarget, ApiE
     if let Some(metadata) = &body.metadata {
         validate::check_metadata(metadata)?;
     }
+    // The trunks in effect now, live changes included.
+    let trunks: Vec<validate::TrunkRoute> = ctx
+        .live
+        .trunks()
+        .borrow()
+        .iter()
+        .map(validate::TrunkRoute::from)
+        .collect();
     Ok(validate::call_target(
         &body.to,
         via.map(String::as_str),
-        &ctx.trunks,
+        &trunks,
     )?)
 }
 

@@ -2,10 +2,10 @@
 //! maximum of every field (the OpenAPI document and the README list the same numbers) and the
 //! forms a call or transfer target may take. Every refusal names the field.
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::plugins::Registry;
+use crate::sip::TrunkConfig;
 
 /// Largest request body, in bytes; beyond it 413 `body_too_large`.
 pub const MAX_BODY: usize = 256 << 10;
@@ -166,28 +166,22 @@ pub fn number_digits(text: &str) -> Result<String, String> {
 }
 
 /// An outbound trunk as the API sees it: its name, whether it is the default route for numbers,
-/// and the prefixes it may dial (read from the running configuration's `[[sip.trunks]]`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(rename_all = "kebab-case")]
+/// and the prefixes it may dial (from the effective `[[sip.trunks]]`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct TrunkRoute {
     pub name: String,
-    #[serde(default)]
     pub default: bool,
-    #[serde(default)]
     pub allowed_prefixes: Vec<String>,
 }
 
-/// The trunks of a configuration (JSON of the TOML table, as `ApiContext::config` holds it).
-pub fn trunk_routes(config: &Value) -> Vec<TrunkRoute> {
-    let trunks = config
-        .get("sip")
-        .and_then(|s| s.get("trunks"))
-        .cloned()
-        .unwrap_or(Value::Array(Vec::new()));
-    serde_json::from_value(trunks).unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "[[sip.trunks]] unreadable for the API; numbers are refused");
-        Vec::new()
-    })
+impl From<&TrunkConfig> for TrunkRoute {
+    fn from(t: &TrunkConfig) -> Self {
+        TrunkRoute {
+            name: t.name.clone(),
+            default: t.default,
+            allowed_prefixes: t.allowed_prefixes.clone(),
+        }
+    }
 }
 
 /// A call target the host will place: `to` as the SIP layer takes it (a URI, or a number's

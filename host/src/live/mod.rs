@@ -1,11 +1,14 @@
-//! Live configuration: routes, the default agent, per-agent settings and secrets and the SIP
-//! registration accounts changed through the API while calls run. The file's values (with environment overrides) are the
-//! base, the store keeps the live overlay over them ([`overlay`]), and every change is
-//! validated with the start-up rules, stored with its audit record, applied to the registry
-//! at once (accounts through [`LiveConfig::accounts`], which the host hands to the SIP
-//! endpoint) and announced to subscribers. Writes are serialised and need the ETag of the
-//! effective configuration they were based on.
+//! Live configuration: routes, the default agent, per-agent settings and secrets, the SIP
+//! registration accounts and trunks changed through the API while calls run. The file's
+//! values (with environment overrides) are the base, the store keeps the live overlay over
+//! them ([`overlay`]), and every change is validated with the start-up rules, stored with its
+//! audit record, applied to the registry at once (accounts and trunks through
+//! [`LiveConfig::accounts`] and [`LiveConfig::trunks`], which the host hands to the SIP
+//! endpoint) and announced to subscribers. The whole overlay is exported and imported as one
+//! [`document`]. Writes are serialised and need the ETag of the effective configuration they
+//! were based on.
 
+pub mod document;
 pub mod overlay;
 
 use std::collections::BTreeMap;
@@ -19,8 +22,15 @@ use crate::config::Config;
 use crate::plugins::routing::{RouteError, RouteSource};
 use crate::plugins::runtime::secret_variable;
 use crate::plugins::{AgentSettings, Registry};
-use crate::sip::{ACCOUNT_FIELDS, AccountConfig, SipError, TrunkConfig, check_accounts};
-use crate::store::{AuditRecord, CallStore, ConfigChange, OverlayEntry, StoreError, now_ms};
+use crate::sip::{
+    ACCOUNT_FIELDS, AccountConfig, SipError, TRUNK_FIELDS, TrunkConfig, check_accounts,
+    check_trunks,
+};
+use crate::store::{
+    AuditRecord, CallStore, ConfigChange, OverlayEntry, OverlayWrite, StoreError, now_ms,
+};
+pub use document::OverlayDocument;
+use overlay::MASK;
 pub use overlay::{Layers, Source, Sourced, Target};
 
 /// Longest value a setting or secret may have.
@@ -71,10 +81,10 @@ pub struct LiveConfig {
     base: Layers,
     /// `[agent.<name>]` as in the file (for `record`, which the API does not change).
     file_settings: BTreeMap<String, AgentSettings>,
-    /// `[[sip.trunks]]`, whose names accounts may not take.
-    trunks: Vec<TrunkConfig>,
     /// The effective registration accounts.
     accounts: watch::Sender<Vec<AccountConfig>>,
+    /// The effective trunks.
+    trunks: watch::Sender<Vec<TrunkConfig>>,
     store: Arc<dyn CallStore>,
     registry: Arc<Registry>,
     /// The overlay as stored; the lock serialises changes.
@@ -85,8 +95,8 @@ pub struct LiveConfig {
 impl LiveConfig {
     /// Read the overlay from the store and apply it over the file's values. A stored route
     /// that no longer fits (an agent's manifest now claims its number) is logged and the
-    /// file's routes stay; so do the file's accounts when a stored one no longer fits (a trunk
-    /// in the file took its name).
+    /// file's routes stay; so do the file's trunks and accounts when the stored ones no longer
+    /// fit (a trunk in the file took an account's name).
     pub async fn start(
         config: &Config,
         store: Arc<dyn CallStore>,
@@ -95,8 +105,8 @@ impl LiveConfig {
         let live = LiveConfig {
             base: base_layers(config, &registry),
             file_settings: config.agent.clone(),
-            trunks: config.sip.trunks.clone(),
             accounts: watch::channel(config.sip.accounts.clone()).0,
+            trunks: watch::channel(config.sip.trunks.clone()).0,
             overlay: Mutex::new(store.config_overlay().await?),
             store,
             registry,
@@ -109,13 +119,14 @@ impl LiveConfig {
                 tracing::error!(error = %e, "the stored live routes do not fit; the file's routes stay");
             }
             live.registry.set_settings(live.settings_of(&layers)).await;
-            let accounts = accounts_of(&layers);
-            match check_accounts(&accounts, &live.trunks) {
+            let (trunks, accounts) = (trunks_of(&layers), accounts_of(&layers));
+            match check_trunks(&trunks).and_then(|()| check_accounts(&accounts, &trunks)) {
                 Ok(()) => {
+                    live.trunks.send_replace(trunks);
                     live.accounts.send_replace(accounts);
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "the stored live accounts do not fit; the file's accounts stay");
+                    tracing::error!(error = %e, "the stored live trunks and accounts do not fit; the file's stay");
                 }
             }
             tracing::info!(entries = overlay.len(), "live configuration applied");
@@ -131,10 +142,24 @@ impl LiveConfig {
         (body, etag)
     }
 
+    /// The live overlay as one document (secrets masked) and the effective configuration's
+    /// ETag, for an import based on it.
+    pub async fn export(&self) -> (OverlayDocument, String) {
+        let overlay = self.overlay.lock().await;
+        let etag = etag_of(&self.base.with_overlay(&overlay).to_json());
+        (OverlayDocument::of(&overlay), etag)
+    }
+
     /// The effective registration accounts, now and after each change, for the SIP endpoint
     /// to register.
     pub fn accounts(&self) -> watch::Receiver<Vec<AccountConfig>> {
         self.accounts.subscribe()
+    }
+
+    /// The effective trunks, now and after each change, for the SIP endpoint and for the
+    /// checks of outbound calls.
+    pub fn trunks(&self) -> watch::Receiver<Vec<TrunkConfig>> {
+        self.trunks.subscribe()
     }
 
     /// Every change as it is made.
@@ -156,43 +181,24 @@ impl LiveConfig {
         change: Change,
     ) -> Result<AuditRecord, LiveError> {
         let mut overlay = self.overlay.lock().await;
-        let now = self.base.with_overlay(&overlay);
-        let given = if_match.ok_or(LiveError::PreconditionRequired)?;
-        let current = etag_of(&now.to_json());
-        if given.trim() != current {
-            return Err(LiveError::Stale {
-                given: given.into(),
-                current,
-            });
-        }
-        let target = &change.target;
-        self.check_editable(target)?;
-        let before = now.get(target).cloned();
-        let change = match (target, change.value) {
-            (Target::Account(name), Some(body)) => Change {
-                value: Some(account_json(name, &body, before.as_ref())?),
-                target: change.target,
-            },
-            (_, value) => Change {
-                target: change.target,
-                value,
-            },
-        };
-        let target = &change.target;
+        let now = self.current(&overlay, if_match)?;
+        let before = now.get(&change.target).cloned();
         if change.value.is_none() && before.is_none() {
-            return Err(LiveError::NotFound(target.path()));
+            return Err(LiveError::NotFound(change.target.path()));
         }
+        let change = self.resolved(change, &now)?;
+        let target = &change.target;
         let (entry, forget) =
             overlay::entry_for(&self.base, target, change.value.as_deref(), now_ms());
         let next_overlay = overlay::updated(&overlay, &entry, forget);
         let next = self.base.with_overlay(&next_overlay);
-        self.validate(&change, &next)?;
+        self.validate(std::slice::from_ref(&change), &next)?;
         let shown = |s: Option<&Sourced>| s.map_or(Value::Null, |s| target.shown(&s.value));
         let record = self
             .store
             .record_config_change(ConfigChange {
-                entry,
-                forget,
+                at_ms: entry.at_ms,
+                write: OverlayWrite::One { entry, forget },
                 who: who.into(),
                 action: if change.value.is_some() {
                     "set"
@@ -205,24 +211,113 @@ impl LiveConfig {
                 after: shown(next.get(target)),
             })
             .await?;
-        match target {
-            Target::Route(_) | Target::DefaultAgent => {
-                if let Err(e) = self.apply_routes(&next).await {
-                    // Only an agent reloaded since the check can get here.
-                    tracing::error!(error = %e, "a stored route change could not be applied");
-                }
-            }
-            Target::Setting { .. } | Target::Secret { .. } => {
-                self.registry.set_settings(self.settings_of(&next)).await;
-            }
-            Target::Account(_) => {
-                self.accounts.send_replace(accounts_of(&next));
-            }
-        }
+        self.apply(&now, &next).await;
         *overlay = next_overlay;
         tracing::info!(who, target = %record.target, action = %record.action, "configuration changed");
         let _ = self.changes.send(record.clone());
         Ok(record)
+    }
+
+    /// Replace the whole overlay with `document` (see [`OverlayDocument`]), if `if_match` is
+    /// the current ETag: every value is checked as one change would be and the result as a
+    /// whole, before anything is stored; stored and applied at once, audited as one change.
+    pub async fn import(
+        &self,
+        who: &str,
+        if_match: Option<&str>,
+        document: &OverlayDocument,
+    ) -> Result<AuditRecord, LiveError> {
+        let mut overlay = self.overlay.lock().await;
+        let now = self.current(&overlay, if_match)?;
+        let at_ms = now_ms();
+        let mut changes = Vec::new();
+        let mut next_overlay = Vec::new();
+        for change in document.changes()? {
+            let change = self.resolved(change, &now)?;
+            let (entry, forget) =
+                overlay::entry_for(&self.base, &change.target, change.value.as_deref(), at_ms);
+            next_overlay = overlay::updated(&next_overlay, &entry, forget);
+            changes.push(change);
+        }
+        let next = self.base.with_overlay(&next_overlay);
+        self.validate(&changes, &next)?;
+        let json = |doc: OverlayDocument| serde_json::to_value(doc).unwrap_or(Value::Null);
+        let record = self
+            .store
+            .record_config_change(ConfigChange {
+                write: OverlayWrite::All(next_overlay.clone()),
+                at_ms,
+                who: who.into(),
+                action: "import".into(),
+                target: "live".into(),
+                before: json(OverlayDocument::of(&overlay)),
+                after: json(OverlayDocument::of(&next_overlay)),
+            })
+            .await?;
+        self.apply(&now, &next).await;
+        *overlay = next_overlay;
+        tracing::info!(who, entries = overlay.len(), "live configuration imported");
+        let _ = self.changes.send(record.clone());
+        Ok(record)
+    }
+
+    /// The layers in effect, if `if_match` is their ETag.
+    fn current(
+        &self,
+        overlay: &[OverlayEntry],
+        if_match: Option<&str>,
+    ) -> Result<Layers, LiveError> {
+        let now = self.base.with_overlay(overlay);
+        let given = if_match.ok_or(LiveError::PreconditionRequired)?;
+        let current = etag_of(&now.to_json());
+        if given.trim() != current {
+            return Err(LiveError::Stale {
+                given: given.into(),
+                current,
+            });
+        }
+        Ok(now)
+    }
+
+    /// `change` as it is stored: refused when the environment sets its value; an account or
+    /// trunk body read with its passwords kept from `now`; a secret given as `***` kept.
+    fn resolved(&self, change: Change, now: &Layers) -> Result<Change, LiveError> {
+        self.check_editable(&change.target)?;
+        let before = now.get(&change.target);
+        let value = match (&change.target, change.value) {
+            (Target::Account(name), Some(body)) => Some(entry_json::<AccountConfig>(
+                name,
+                &body,
+                before,
+                &ACCOUNT_FIELDS,
+                "bad_account",
+            )?),
+            (Target::Trunk(name), Some(body)) => Some(entry_json::<TrunkConfig>(
+                name,
+                &body,
+                before,
+                &TRUNK_FIELDS,
+                "bad_trunk",
+            )?),
+            (Target::Secret { .. }, Some(value)) if value == MASK => match before {
+                Some(kept) => Some(kept.value.clone()),
+                None => {
+                    return Err(LiveError::invalid(
+                        "value",
+                        "secret_not_set",
+                        format!(
+                            "`{}` is given as {MASK} (keep the current one) and is not set",
+                            change.target.path()
+                        ),
+                    ));
+                }
+            },
+            (_, value) => value,
+        };
+        Ok(Change {
+            target: change.target,
+            value,
+        })
     }
 
     /// Values set by the environment are not editable here.
@@ -248,8 +343,43 @@ impl LiveConfig {
         }
     }
 
-    /// The start-up rules, for the layers a change would give.
-    fn validate(&self, change: &Change, next: &Layers) -> Result<(), LiveError> {
+    /// The start-up rules: each of `changes` on its own, then the layers they give as a whole
+    /// (routes, trunks and accounts).
+    fn validate(&self, changes: &[Change], next: &Layers) -> Result<(), LiveError> {
+        for change in changes {
+            self.check_value(change)?;
+        }
+        let (routes, default) = route_list(next);
+        self.registry
+            .check_routes(&routes, default)
+            .map_err(|e| match e {
+                RouteError::BadNumber(_) => {
+                    LiveError::invalid("pattern", "bad_pattern", e.to_string())
+                }
+                RouteError::Conflict { .. } => {
+                    LiveError::invalid("pattern", "route_conflict", e.to_string())
+                }
+            })?;
+        // A trunk change refused for an account's name is the trunk's fault, and back.
+        let code = match changes.first().map(|c| &c.target) {
+            Some(Target::Trunk(_)) => "bad_trunk",
+            _ => "bad_account",
+        };
+        let trunks = trunks_of(next);
+        check_trunks(&trunks)
+            .and_then(|()| check_accounts(&accounts_of(next), &trunks))
+            .map_err(|e| match e {
+                SipError::Trunk { field, .. } => {
+                    LiveError::invalid(field, "bad_trunk", e.to_string())
+                }
+                SipError::Account { field, .. } => LiveError::invalid(field, code, e.to_string()),
+                other => LiveError::invalid("name", code, other.to_string()),
+            })
+    }
+
+    /// The rules of one value: the agent a route names is loaded; an agent's setting or
+    /// secret is declared by its manifest and not too long.
+    fn check_value(&self, change: &Change) -> Result<(), LiveError> {
         let snap = self.registry.snapshot();
         let loaded = |agent: &str, field: &'static str| {
             snap.agents.get(agent).cloned().ok_or_else(|| {
@@ -294,30 +424,29 @@ impl LiveConfig {
                     ));
                 }
             }
-            (Target::Account(_), _) => {
-                check_accounts(&accounts_of(next), &self.trunks).map_err(|e| match e {
-                    SipError::Account { field, .. } => {
-                        LiveError::invalid(field, "bad_account", e.to_string())
-                    }
-                    other => LiveError::invalid("account", "bad_account", other.to_string()),
-                })?;
-            }
             _ => {}
         }
-        if matches!(change.target, Target::Route(_) | Target::DefaultAgent) {
-            let (routes, default) = route_list(next);
-            self.registry
-                .check_routes(&routes, default)
-                .map_err(|e| match e {
-                    RouteError::BadNumber(_) => {
-                        LiveError::invalid("pattern", "bad_pattern", e.to_string())
-                    }
-                    RouteError::Conflict { .. } => {
-                        LiveError::invalid("pattern", "route_conflict", e.to_string())
-                    }
-                })?;
-        }
         Ok(())
+    }
+
+    /// Make `next` the configuration in effect, where it differs from `now`: new calls see it
+    /// at once; trunks and accounts go to the SIP endpoint through their channels.
+    async fn apply(&self, now: &Layers, next: &Layers) {
+        if (&now.routes, &now.default_agent) != (&next.routes, &next.default_agent)
+            && let Err(e) = self.apply_routes(next).await
+        {
+            // Only an agent reloaded since the check can get here.
+            tracing::error!(error = %e, "a stored route change could not be applied");
+        }
+        if now.agents != next.agents {
+            self.registry.set_settings(self.settings_of(next)).await;
+        }
+        if now.trunks != next.trunks {
+            self.trunks.send_replace(trunks_of(next));
+        }
+        if now.accounts != next.accounts {
+            self.accounts.send_replace(accounts_of(next));
+        }
     }
 
     async fn apply_routes(&self, layers: &Layers) -> Result<(), RouteError> {
@@ -346,59 +475,99 @@ impl LiveConfig {
     }
 }
 
-/// The registration accounts of `layers`. Stored ones were checked when written; one that no
-/// longer reads is logged and left out.
+/// The registration accounts of `layers`.
 fn accounts_of(layers: &Layers) -> Vec<AccountConfig> {
-    layers
-        .accounts
+    parsed(&layers.accounts, "account")
+}
+
+/// The trunks of `layers`.
+fn trunks_of(layers: &Layers) -> Vec<TrunkConfig> {
+    parsed(&layers.trunks, "trunk")
+}
+
+/// The stored JSON values of `entries` read back. Stored ones were checked when written; one
+/// that no longer reads is logged and left out.
+fn parsed<T: serde::de::DeserializeOwned>(
+    entries: &BTreeMap<String, Sourced>,
+    what: &'static str,
+) -> Vec<T> {
+    entries
         .iter()
         .filter_map(|(name, s)| match serde_json::from_str(&s.value) {
-            Ok(account) => Some(account),
+            Ok(value) => Some(value),
             Err(e) => {
-                tracing::error!(account = %name, error = %e, "a stored account does not read; left out");
+                tracing::error!(what, %name, error = %e, "a stored value does not read; left out");
                 None
             }
         })
         .collect()
 }
 
-/// The account a PUT body (JSON, the file's field names) describes, as stored: `name` from
-/// the path, the password kept from `before` when the body leaves it out. A refused body
-/// names the field at fault.
-fn account_json(name: &str, body: &str, before: Option<&Sourced>) -> Result<String, LiveError> {
-    let refused =
-        |field: &'static str, message: String| LiveError::invalid(field, "bad_account", message);
-    let mut value: Value = serde_json::from_str(body)
-        .map_err(|e| refused("account", format!("the account is not JSON: {e}")))?;
-    let Some(fields) = value.as_object_mut() else {
-        return Err(refused("account", "the account is a JSON object".into()));
+/// The account or trunk a PUT body (JSON, the file's field names, `fields`) describes, as
+/// stored: `name` from the path, passwords left out or given as `***` kept from `before`. A
+/// refused body names the field at fault, with `code`.
+fn entry_json<T: serde::de::DeserializeOwned + serde::Serialize>(
+    name: &str,
+    body: &str,
+    before: Option<&Sourced>,
+    fields: &[&'static str],
+    code: &'static str,
+) -> Result<String, LiveError> {
+    let what = if code == "bad_trunk" {
+        "trunk"
+    } else {
+        "account"
     };
-    if fields.get("name").is_some_and(|n| *n != name) {
+    let refused = |field: &'static str, message: String| LiveError::invalid(field, code, message);
+    let mut value: Value = serde_json::from_str(body)
+        .map_err(|e| refused(what, format!("the {what} is not JSON: {e}")))?;
+    let Some(object) = value.as_object_mut() else {
+        return Err(refused(what, format!("the {what} is a JSON object")));
+    };
+    if object.get("name").is_some_and(|n| *n != name) {
         return Err(refused(
             "name",
-            format!("the body names another account than `{name}`"),
+            format!("the body names another {what} than `{name}`"),
         ));
     }
-    fields.insert("name".into(), json!(name));
-    if !fields.contains_key("password") {
-        let kept = before
-            .and_then(|b| serde_json::from_str::<Value>(&b.value).ok())
-            .and_then(|old| old.get("password").cloned());
-        if let Some(password) = kept {
-            fields.insert("password".into(), password);
-        }
+    object.insert("name".into(), json!(name));
+    if let Some(old) = before.and_then(|b| serde_json::from_str::<Value>(&b.value).ok()) {
+        overlay::keep_passwords(&mut value, &old);
     }
-    let account: AccountConfig = serde_path_to_error::deserialize(&value).map_err(|e| {
+    let parsed: T = serde_path_to_error::deserialize(&value).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();
-        // A missing field has no path; its name is in the message.
-        let field = ACCOUNT_FIELDS
-            .into_iter()
-            .find(|f| *f == path || message.starts_with(&format!("missing field `{f}`")))
-            .unwrap_or("account");
-        refused(field, format!("{field}: {message}"))
+        // A missing field has no path; its name is in the message. A nested one (inbound's
+        // digest) is named by its table.
+        let field = fields
+            .iter()
+            .copied()
+            .find(|f| {
+                path == *f
+                    || path.starts_with(&format!("{f}."))
+                    || path.starts_with(&format!("{f}["))
+                    || message.starts_with(&format!("missing field `{f}`"))
+            })
+            .unwrap_or(what);
+        refused(field, format!("{what} `{name}`: {path}: {message}"))
     })?;
-    serde_json::to_string(&account).map_err(|e| refused("account", e.to_string()))
+    let stored = serde_json::to_value(&parsed).map_err(|e| refused("name", e.to_string()))?;
+    if has_masked_password(&stored) {
+        return Err(refused(
+            "password",
+            format!("a password given as {MASK} keeps the current one, and `{name}` has none"),
+        ));
+    }
+    Ok(stored.to_string())
+}
+
+/// Whether any `password` of `value` is still `***` (nothing to keep it from).
+fn has_masked_password(value: &Value) -> bool {
+    value.as_object().is_some_and(|object| {
+        object
+            .iter()
+            .any(|(k, v)| (k == "password" && *v == json!(MASK)) || has_masked_password(v))
+    })
 }
 
 /// The routes and default agent as the registry takes them.
@@ -465,6 +634,13 @@ fn base_layers(config: &Config, registry: &Registry) -> Layers {
             layers
                 .accounts
                 .insert(account.name.clone(), Sourced::file(&text));
+        }
+    }
+    for trunk in &config.sip.trunks {
+        if let Ok(text) = serde_json::to_string(trunk) {
+            layers
+                .trunks
+                .insert(trunk.name.clone(), Sourced::file(&text));
         }
     }
     for (name, version) in &registry.snapshot().agents {

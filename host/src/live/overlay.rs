@@ -62,7 +62,7 @@ pub struct AgentValues {
 }
 
 /// The editable part of the configuration: routes (by canonical pattern), the default agent,
-/// per-agent settings and secrets, and registration accounts, each with its source.
+/// per-agent settings and secrets, registration accounts and trunks, each with its source.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Layers {
     pub routes: BTreeMap<String, Sourced>,
@@ -70,6 +70,8 @@ pub struct Layers {
     pub agents: BTreeMap<String, AgentValues>,
     /// `[[sip.accounts]]` by name; each value is the account as JSON, password included.
     pub accounts: BTreeMap<String, Sourced>,
+    /// `[[sip.trunks]]` by name; each value is the trunk as JSON, passwords included.
+    pub trunks: BTreeMap<String, Sourced>,
 }
 
 /// What a change is about.
@@ -88,6 +90,8 @@ pub enum Target {
     },
     /// A registration account, by name.
     Account(String),
+    /// A trunk, by name.
+    Trunk(String),
 }
 
 impl Target {
@@ -99,6 +103,29 @@ impl Target {
             Target::Setting { agent, key } => format!("agents/{agent}/settings/{key}"),
             Target::Secret { agent, key } => format!("agents/{agent}/secrets/{key}"),
             Target::Account(name) => format!("accounts/{name}"),
+            Target::Trunk(name) => format!("trunks/{name}"),
+        }
+    }
+
+    /// The target a [`path`](Self::path) names (a route's pattern made canonical); None when
+    /// it names none.
+    pub fn of_path(path: &str) -> Option<Target> {
+        let parts: Vec<&str> = path.split('/').collect();
+        let named = |name: &str| (!name.is_empty()).then(|| name.to_string());
+        match parts.as_slice() {
+            ["routes", pattern] => canonical_pattern(pattern).map(Target::Route),
+            ["default-agent"] => Some(Target::DefaultAgent),
+            ["agents", agent, table, key] if !agent.is_empty() && !key.is_empty() => {
+                let (agent, key) = (agent.to_string(), key.to_string());
+                match *table {
+                    "settings" => Some(Target::Setting { agent, key }),
+                    "secrets" => Some(Target::Secret { agent, key }),
+                    _ => None,
+                }
+            }
+            ["accounts", name] => named(name).map(Target::Account),
+            ["trunks", name] => named(name).map(Target::Trunk),
+            _ => None,
         }
     }
 
@@ -109,10 +136,11 @@ impl Target {
             Target::Setting { agent, key } => (OverlayKind::Setting, agent, key),
             Target::Secret { agent, key } => (OverlayKind::Secret, agent, key),
             Target::Account(name) => (OverlayKind::Account, "", name),
+            Target::Trunk(name) => (OverlayKind::Trunk, "", name),
         }
     }
 
-    fn of(entry: &OverlayEntry) -> Target {
+    pub(super) fn of(entry: &OverlayEntry) -> Target {
         let (agent, key) = (entry.agent.clone(), entry.key.clone());
         match entry.kind {
             OverlayKind::Route => Target::Route(key),
@@ -120,27 +148,63 @@ impl Target {
             OverlayKind::Setting => Target::Setting { agent, key },
             OverlayKind::Secret => Target::Secret { agent, key },
             OverlayKind::Account => Target::Account(key),
+            OverlayKind::Trunk => Target::Trunk(key),
         }
     }
 
     /// A value of this target as the API and the audit show it: secrets as `***`, an account
-    /// as its object with the password as `***`.
+    /// or a trunk as its object with its passwords as `***`.
     pub fn shown(&self, value: &str) -> Value {
         match self {
-            Target::Secret { .. } => json!("***"),
-            Target::Account(_) => masked_account(value),
+            Target::Secret { .. } => json!(MASK),
+            Target::Account(_) | Target::Trunk(_) => {
+                let mut object = serde_json::from_str(value).unwrap_or(Value::Null);
+                mask_passwords(&mut object);
+                object
+            }
             _ => json!(value),
         }
     }
 }
 
-/// An account's JSON with its password (when set) as `***`.
-fn masked_account(text: &str) -> Value {
-    let mut account: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-    if let Some(password) = account.get_mut("password").filter(|p| !p.is_null()) {
-        *password = json!("***");
+/// How a secret is shown; given back in a PUT or an import it means "keep the current one".
+pub const MASK: &str = "***";
+
+/// Every `password` set in `value` (an account, a trunk and its `inbound.digest`) as `***`.
+fn mask_passwords(value: &mut Value) {
+    if let Some(object) = value.as_object_mut() {
+        for (key, v) in object.iter_mut() {
+            if key == "password" && !v.is_null() {
+                *v = json!(MASK);
+            } else {
+                mask_passwords(v);
+            }
+        }
     }
-    account
+}
+
+/// `body` with the passwords it leaves out or gives as `***` taken from `before` at the same
+/// place, so a client never has to know a password to change the rest. One given as `***`
+/// with none before stays `***`, for the caller's check to refuse.
+pub fn keep_passwords(body: &mut Value, before: &Value) {
+    let (Some(object), Some(old)) = (body.as_object_mut(), before.as_object()) else {
+        return;
+    };
+    let kept = old.get("password").filter(|p| !p.is_null());
+    match (object.get("password"), kept) {
+        (None, Some(p)) => {
+            object.insert("password".into(), p.clone());
+        }
+        (Some(given), Some(p)) if *given == json!(MASK) => {
+            object.insert("password".into(), p.clone());
+        }
+        _ => {}
+    }
+    for (key, v) in object.iter_mut() {
+        if let Some(old_v) = old.get(key) {
+            keep_passwords(v, old_v);
+        }
+    }
 }
 
 /// The canonical form of a route pattern (`+49 30*` → `4930*`), so `1000` and `+1000` are one
@@ -157,6 +221,7 @@ impl Layers {
             Target::Setting { agent, key } => self.agents.get(agent)?.settings.get(key),
             Target::Secret { agent, key } => self.agents.get(agent)?.secrets.get(key),
             Target::Account(name) => self.accounts.get(name),
+            Target::Trunk(name) => self.trunks.get(name),
         }
     }
 
@@ -181,6 +246,7 @@ impl Layers {
                 key,
             ),
             Target::Account(name) => slot(&mut self.accounts, name),
+            Target::Trunk(name) => slot(&mut self.trunks, name),
         }
         self.agents
             .retain(|_, a| !a.settings.is_empty() || !a.secrets.is_empty());
@@ -203,7 +269,7 @@ impl Layers {
     pub fn to_json(&self) -> Value {
         let shown = |s: &Sourced, secret: bool| {
             let mut v = json!({
-                "value": if secret { "***" } else { s.value.as_str() },
+                "value": if secret { MASK } else { s.value.as_str() },
                 "source": s.source,
             });
             if let Some(var) = &s.variable {
@@ -231,7 +297,11 @@ impl Layers {
                 "secrets": map(&a.secrets, true),
             }))).collect::<serde_json::Map<_, _>>(),
             "accounts": self.accounts.iter().map(|(name, s)| (name.clone(), json!({
-                "value": masked_account(&s.value),
+                "value": Target::Account(name.clone()).shown(&s.value),
+                "source": s.source,
+            }))).collect::<serde_json::Map<_, _>>(),
+            "trunks": self.trunks.iter().map(|(name, s)| (name.clone(), json!({
+                "value": Target::Trunk(name.clone()).shown(&s.value),
                 "source": s.source,
             }))).collect::<serde_json::Map<_, _>>(),
         })
@@ -358,5 +428,53 @@ mod tests {
         assert_eq!(v["default_agent"]["value"], "menu");
         assert_eq!(canonical_pattern("+49 30*").as_deref(), Some("4930*"));
         assert_eq!(canonical_pattern("12a!"), None);
+    }
+
+    #[test]
+    fn passwords_are_masked_and_kept_where_left_out() {
+        let stored = json!({"name": "t", "password": "pw",
+                            "inbound": {"digest": {"realm": "r", "user": "u", "password": "in"}}});
+        let shown = Target::Trunk("t".into()).shown(&stored.to_string());
+        assert_eq!(shown["password"], MASK);
+        assert_eq!(shown["inbound"]["digest"]["password"], MASK);
+        assert!(!shown.to_string().contains("\"pw\""), "{shown}");
+
+        let mut body = json!({"name": "t", "password": MASK,
+                              "inbound": {"digest": {"realm": "r", "user": "u"}}});
+        keep_passwords(&mut body, &stored);
+        assert_eq!(body, stored);
+        let mut new = json!({"password": "new"});
+        keep_passwords(&mut new, &stored);
+        assert_eq!(new["password"], "new");
+        let mut none = json!({"password": MASK});
+        keep_passwords(&mut none, &json!({}));
+        assert_eq!(none["password"], MASK);
+    }
+
+    #[test]
+    fn paths_name_their_targets() {
+        for target in [
+            Target::Route("4930*".into()),
+            Target::DefaultAgent,
+            Target::Setting {
+                agent: "menu".into(),
+                key: "address".into(),
+            },
+            Target::Secret {
+                agent: "menu".into(),
+                key: "crm".into(),
+            },
+            Target::Account("pbx".into()),
+            Target::Trunk("carrier".into()),
+        ] {
+            assert_eq!(Target::of_path(&target.path()), Some(target));
+        }
+        assert_eq!(
+            Target::of_path("routes/+49 30*"),
+            Some(Target::Route("4930*".into()))
+        );
+        for bad in ["routes", "trunks/", "agents/menu/other/k", "nothing/x", ""] {
+            assert_eq!(Target::of_path(bad), None, "{bad}");
+        }
     }
 }

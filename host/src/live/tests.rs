@@ -239,14 +239,17 @@ async fn a_stored_account_that_no_longer_fits_leaves_the_files_accounts() {
                            "aor": "sip:agent@127.0.0.1"});
         store
             .record_config_change(ConfigChange {
-                entry: OverlayEntry {
-                    kind: crate::store::OverlayKind::Account,
-                    agent: String::new(),
-                    key: "carrier".into(),
-                    value: Some(value.to_string()),
-                    at_ms: 1,
+                write: OverlayWrite::One {
+                    entry: OverlayEntry {
+                        kind: crate::store::OverlayKind::Account,
+                        agent: String::new(),
+                        key: "carrier".into(),
+                        value: Some(value.to_string()),
+                        at_ms: 1,
+                    },
+                    forget: false,
                 },
-                forget: false,
+                at_ms: 1,
                 who: "ops".into(),
                 action: "set".into(),
                 target: "accounts/carrier".into(),
@@ -259,4 +262,228 @@ async fn a_stored_account_that_no_longer_fits_leaves_the_files_accounts() {
     }
     let live = live(dir.path(), &[]).await;
     assert!(live.accounts().borrow().is_empty());
+}
+
+fn trunk(name: &str, body: Value) -> Change {
+    Change {
+        target: Target::Trunk(name.into()),
+        value: Some(body.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn a_trunk_keeps_its_password_and_refusals_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = live(dir.path(), &[]).await;
+    let trunks = live.trunks();
+    assert_eq!(trunks.borrow()[0].name, "carrier");
+    let (body, etag) = live.effective().await;
+    assert_eq!(body["trunks"]["carrier"]["source"], "file");
+
+    let added = json!({"outbound-proxy": "127.0.0.1:5090", "password": "trunk-secret",
+                       "inbound": {"digest": {"realm": "r", "user": "u", "password": "in-secret"}}});
+    let record = live
+        .change("ops", Some(&etag), trunk("pbx", added))
+        .await
+        .unwrap();
+    assert_eq!(record.target, "trunks/pbx");
+    assert_eq!(record.after["password"], "***");
+    assert_eq!(record.after["inbound"]["digest"]["password"], "***");
+    assert!(
+        !record.after.to_string().contains("-secret"),
+        "{}",
+        record.after
+    );
+    let pbx = trunks
+        .borrow()
+        .iter()
+        .find(|t| t.name == "pbx")
+        .cloned()
+        .unwrap();
+    assert_eq!(pbx.password.as_deref(), Some("trunk-secret"));
+
+    // Passwords left out (or given as ***) are kept.
+    let (body, etag) = live.effective().await;
+    assert!(!body.to_string().contains("-secret"), "{body}");
+    let changed = json!({"outbound-proxy": "127.0.0.1:5091", "password": "***",
+                         "inbound": {"digest": {"realm": "r", "user": "u"}}});
+    live.change("ops", Some(&etag), trunk("pbx", changed))
+        .await
+        .unwrap();
+    let pbx = trunks
+        .borrow()
+        .iter()
+        .find(|t| t.name == "pbx")
+        .cloned()
+        .unwrap();
+    assert_eq!(pbx.outbound_proxy.port(), 5091);
+    assert_eq!(pbx.password.as_deref(), Some("trunk-secret"));
+    assert_eq!(
+        pbx.inbound.digest.map(|d| d.password).as_deref(),
+        Some("in-secret")
+    );
+
+    let (body, etag) = live.effective().await;
+    for (name, bad, field) in [
+        ("new", json!({"domain": "example.com"}), "outbound-proxy"),
+        (
+            "new",
+            json!({"outbound-proxy": "pbx.example.com"}),
+            "outbound-proxy",
+        ),
+        (
+            "new",
+            json!({"outbound-proxy": "127.0.0.1:5090", "domain": "bad domain"}),
+            "domain",
+        ),
+        (
+            "new",
+            json!({"outbound-proxy": "127.0.0.1:5090", "password": "***"}),
+            "password",
+        ),
+        (
+            "new",
+            json!({"outbound-proxy": "127.0.0.1:5090", "inbound-sources": ["nowhere"]}),
+            "inbound-sources",
+        ),
+        (
+            "new",
+            json!({"outbound-proxy": "127.0.0.1:5090", "inbound": {"digest": {"realm": "r"}}}),
+            "inbound",
+        ),
+        (
+            "new",
+            json!({"outbound-proxy": "127.0.0.1:5090", "tls-server-name": "x"}),
+            "tls-server-name",
+        ),
+    ] {
+        let err = live
+            .change("ops", Some(&etag), trunk(name, bad.clone()))
+            .await;
+        match err {
+            Err(LiveError::Invalid {
+                field: f,
+                code: "bad_trunk",
+                ..
+            }) => assert_eq!(f, field, "{bad}"),
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    // A second default, and an account's name.
+    let default = json!({"outbound-proxy": "127.0.0.1:5090", "default": true});
+    live.change("ops", Some(&etag), trunk("pbx", default.clone()))
+        .await
+        .unwrap();
+    let (_, etag2) = live.effective().await;
+    let err = live
+        .change("ops", Some(&etag2), trunk("new", default))
+        .await;
+    assert!(
+        matches!(
+            err,
+            Err(LiveError::Invalid {
+                field: "default",
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    let account_body = json!({"registrar": "127.0.0.1:5090", "aor": "sip:a@127.0.0.1"});
+    live.change("ops", Some(&etag2), account("ext", account_body))
+        .await
+        .unwrap();
+    let (body2, etag3) = live.effective().await;
+    let err = live
+        .change(
+            "ops",
+            Some(&etag3),
+            trunk("ext", json!({"outbound-proxy": "127.0.0.1:1"})),
+        )
+        .await;
+    assert!(
+        matches!(
+            err,
+            Err(LiveError::Invalid {
+                field: "name",
+                code: "bad_trunk",
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(live.effective().await, (body2, etag3.clone()));
+    assert_ne!(body, live.effective().await.0);
+
+    // Removing the file's trunk leaves a tombstone; new lookups no longer find it.
+    let delete = Change {
+        target: Target::Trunk("carrier".into()),
+        value: None,
+    };
+    live.change("ops", Some(&etag3), delete).await.unwrap();
+    assert!(!trunks.borrow().iter().any(|t| t.name == "carrier"));
+    assert!(live.effective().await.0["trunks"].get("carrier").is_none());
+}
+
+#[tokio::test]
+async fn an_import_of_an_export_gives_the_configuration_back_and_a_bad_one_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = live(dir.path(), &[]).await;
+    let (_, etag) = live.effective().await;
+    let body = json!({"outbound-proxy": "127.0.0.1:5090", "password": "trunk-secret"});
+    live.change("ops", Some(&etag), trunk("pbx", body))
+        .await
+        .unwrap();
+    let (_, etag) = live.effective().await;
+    let delete = Change {
+        target: Target::Trunk("carrier".into()),
+        value: None,
+    };
+    live.change("ops", Some(&etag), delete).await.unwrap();
+    let (exported, etag) = live.export().await;
+    let (saved, saved_etag) = live.effective().await;
+    assert_eq!(etag, saved_etag);
+    assert_eq!(exported.removed, ["trunks/carrier"]);
+    assert_eq!(exported.trunks["pbx"]["password"], "***");
+
+    // Changed after the export: a new account, the trunk moved.
+    let body = json!({"registrar": "127.0.0.1:5090", "aor": "sip:a@127.0.0.1"});
+    live.change("ops", Some(&etag), account("ext", body))
+        .await
+        .unwrap();
+    let (_, etag) = live.effective().await;
+    let moved = json!({"outbound-proxy": "127.0.0.1:6000"});
+    live.change("ops", Some(&etag), trunk("pbx", moved))
+        .await
+        .unwrap();
+    let (changed, etag) = live.effective().await;
+    assert_ne!(changed, saved);
+
+    // A bad document: refused as a whole, naming the field; nothing changes.
+    let mut bad = exported.clone();
+    bad.trunks
+        .insert("other".into(), json!({"outbound-proxy": "nowhere"}));
+    let err = live.import("ops", Some(&etag), &bad).await;
+    assert!(
+        matches!(
+            err,
+            Err(LiveError::Invalid {
+                field: "outbound-proxy",
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(live.effective().await, (changed, etag.clone()));
+
+    // The export imported: the configuration at the export, the password kept.
+    let record = live.import("ops", Some(&etag), &exported).await.unwrap();
+    assert_eq!(record.action, "import");
+    assert_eq!(record.target, "live");
+    assert!(!record.after.to_string().contains("trunk-secret"));
+    assert_eq!(live.effective().await, (saved, saved_etag));
+    let trunks = live.trunks().borrow().clone();
+    assert_eq!(trunks.len(), 1);
+    assert_eq!(trunks[0].password.as_deref(), Some("trunk-secret"));
+    assert!(live.accounts().borrow().is_empty());
+    assert_eq!(live.export().await.0, exported);
 }

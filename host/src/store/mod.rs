@@ -29,7 +29,7 @@ use serde_json::Value;
 use crate::domain::events::StageLatency;
 
 pub use config::{StoreConfig, spawn_purge_task};
-pub use overlay::{AuditRecord, ConfigChange, OverlayEntry, OverlayKind};
+pub use overlay::{AuditRecord, ConfigChange, OverlayEntry, OverlayKind, OverlayWrite};
 pub use sqlite::SqliteStore;
 
 /// Lifecycle of a stored call.

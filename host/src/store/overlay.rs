@@ -20,6 +20,9 @@ pub enum OverlayKind {
     /// `[[sip.accounts]]`: key is the account's name, value the account as JSON (with its
     /// password, as the file has it).
     Account,
+    /// `[[sip.trunks]]`: key is the trunk's name, value the trunk as JSON (with its
+    /// passwords, as the file has them).
+    Trunk,
 }
 
 impl OverlayKind {
@@ -30,6 +33,7 @@ impl OverlayKind {
             OverlayKind::Setting => "setting",
             OverlayKind::Secret => "secret",
             OverlayKind::Account => "account",
+            OverlayKind::Trunk => "trunk",
         }
     }
 
@@ -40,6 +44,7 @@ impl OverlayKind {
             OverlayKind::Setting,
             OverlayKind::Secret,
             OverlayKind::Account,
+            OverlayKind::Trunk,
         ]
         .into_iter()
         .find(|k| k.as_str() == text)
@@ -64,21 +69,30 @@ pub struct AuditRecord {
     pub at_ms: i64,
     /// The token's name, or "loopback".
     pub who: String,
-    /// "set" or "delete".
+    /// "set", "delete" or "import".
     pub action: String,
-    /// What changed, as its API path below /v1/config (e.g. `routes/1000`).
+    /// What changed, as its API path below /v1/config (e.g. `routes/1000`; `live` for an
+    /// import).
     pub target: String,
     /// The value before and after (null when absent; secrets as "***").
     pub before: Value,
     pub after: Value,
 }
 
-/// A change to store in one transaction: the overlay entry and its audit record.
+/// What a change does to the stored overlay.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OverlayWrite {
+    /// Store `entry`, or with `forget` drop it (the file's value, if any, shows again).
+    One { entry: OverlayEntry, forget: bool },
+    /// Replace the whole overlay with these entries (an import).
+    All(Vec<OverlayEntry>),
+}
+
+/// A change to store in one transaction: what it does to the overlay and its audit record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigChange {
-    pub entry: OverlayEntry,
-    /// Drop the entry (the file's value, if any, shows again) instead of storing it.
-    pub forget: bool,
+    pub write: OverlayWrite,
+    pub at_ms: i64,
     pub who: String,
     pub action: String,
     pub target: String,

@@ -2,22 +2,34 @@
 
 use rusqlite::{Connection, Transaction, params};
 
-use crate::store::{AuditRecord, ConfigChange, OverlayEntry, OverlayKind, Result, StoreError, sql};
+use crate::store::{
+    AuditRecord, ConfigChange, OverlayEntry, OverlayKind, OverlayWrite, Result, StoreError, sql,
+};
 
-/// Inside the writer's transaction: the entry stored (or forgotten) and the audit row added.
+/// Inside the writer's transaction: the overlay written and the audit row added.
 pub(super) fn apply_change(tx: &Transaction, c: &ConfigChange) -> Result<AuditRecord> {
-    let e = &c.entry;
-    if c.forget {
-        tx.prepare_cached("DELETE FROM config_overlay WHERE kind = ?1 AND agent = ?2 AND key = ?3")
-            .and_then(|mut s| s.execute(params![e.kind.as_str(), e.agent, e.key]))
+    match &c.write {
+        OverlayWrite::One {
+            entry,
+            forget: true,
+        } => {
+            tx.prepare_cached(
+                "DELETE FROM config_overlay WHERE kind = ?1 AND agent = ?2 AND key = ?3",
+            )
+            .and_then(|mut s| s.execute(params![entry.kind.as_str(), entry.agent, entry.key]))
             .map_err(sql("forgetting a live configuration value"))?;
-    } else {
-        tx.prepare_cached(
-            "INSERT INTO config_overlay (kind, agent, key, value, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (kind, agent, key) DO UPDATE SET value = excluded.value, at_ms = excluded.at_ms",
-        )
-        .and_then(|mut s| s.execute(params![e.kind.as_str(), e.agent, e.key, e.value, e.at_ms]))
-        .map_err(sql("storing a live configuration value"))?;
+        }
+        OverlayWrite::One {
+            entry,
+            forget: false,
+        } => store_entry(tx, entry)?,
+        OverlayWrite::All(entries) => {
+            tx.execute("DELETE FROM config_overlay", [])
+                .map_err(sql("clearing the live configuration"))?;
+            for entry in entries {
+                store_entry(tx, entry)?;
+            }
+        }
     }
     tx.prepare_cached(
         "INSERT INTO config_audit (at_ms, who, action, target, before, after)
@@ -25,7 +37,7 @@ pub(super) fn apply_change(tx: &Transaction, c: &ConfigChange) -> Result<AuditRe
     )
     .and_then(|mut s| {
         s.execute(params![
-            e.at_ms,
+            c.at_ms,
             c.who,
             c.action,
             c.target,
@@ -36,13 +48,23 @@ pub(super) fn apply_change(tx: &Transaction, c: &ConfigChange) -> Result<AuditRe
     .map_err(sql("auditing a configuration change"))?;
     Ok(AuditRecord {
         id: tx.last_insert_rowid(),
-        at_ms: e.at_ms,
+        at_ms: c.at_ms,
         who: c.who.clone(),
         action: c.action.clone(),
         target: c.target.clone(),
         before: c.before.clone(),
         after: c.after.clone(),
     })
+}
+
+fn store_entry(tx: &Transaction, e: &OverlayEntry) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO config_overlay (kind, agent, key, value, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (kind, agent, key) DO UPDATE SET value = excluded.value, at_ms = excluded.at_ms",
+    )
+    .and_then(|mut s| s.execute(params![e.kind.as_str(), e.agent, e.key, e.value, e.at_ms]))
+    .map_err(sql("storing a live configuration value"))?;
+    Ok(())
 }
 
 pub(super) fn read_overlay(conn: &Connection) -> Result<Vec<OverlayEntry>> {

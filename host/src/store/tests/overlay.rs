@@ -1,23 +1,30 @@
 //! The live configuration overlay: entries stored, replaced and forgotten with their audit
-//! records, across a reopen.
+//! records, across a reopen; a whole overlay replaced at once.
 
 use super::*;
 
+fn entry(kind: OverlayKind, key: &str, value: Option<&str>) -> OverlayEntry {
+    OverlayEntry {
+        kind,
+        agent: if kind == OverlayKind::Route {
+            ""
+        } else {
+            "menu"
+        }
+        .into(),
+        key: key.into(),
+        value: value.map(str::to_string),
+        at_ms: T0,
+    }
+}
+
 fn change(kind: OverlayKind, key: &str, value: Option<&str>, forget: bool) -> ConfigChange {
     ConfigChange {
-        entry: OverlayEntry {
-            kind,
-            agent: if kind == OverlayKind::Route {
-                ""
-            } else {
-                "menu"
-            }
-            .into(),
-            key: key.into(),
-            value: value.map(str::to_string),
-            at_ms: T0,
+        write: OverlayWrite::One {
+            entry: entry(kind, key, value),
+            forget,
         },
-        forget,
+        at_ms: T0,
         who: "ops".into(),
         action: if value.is_some() { "set" } else { "delete" }.into(),
         target: format!("x/{key}"),
@@ -86,4 +93,45 @@ async fn changes_persist_with_their_audit_newest_first() {
     assert_eq!(audit[0].action, "delete");
     assert_eq!(audit[3].after, json!("***"));
     assert_eq!(store.config_audit(2).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn an_import_replaces_the_whole_overlay_in_one_audited_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&config(dir.path())).unwrap();
+    for key in ["1000", "2000"] {
+        store
+            .record_config_change(change(OverlayKind::Route, key, Some("menu"), false))
+            .await
+            .unwrap();
+    }
+    let import = ConfigChange {
+        write: OverlayWrite::All(vec![
+            entry(OverlayKind::Route, "3000", Some("menu")),
+            entry(OverlayKind::Trunk, "carrier", Some("{}")),
+        ]),
+        at_ms: T0 + 1,
+        who: "ops".into(),
+        action: "import".into(),
+        target: "live".into(),
+        before: json!({"routes": {"1000": "menu", "2000": "menu"}}),
+        after: json!({"routes": {"3000": "menu"}}),
+    };
+    let record = store.record_config_change(import).await.unwrap();
+    assert_eq!(record.action, "import");
+    let keys: Vec<_> = store
+        .config_overlay()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.key))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (OverlayKind::Route, "3000".to_string()),
+            (OverlayKind::Trunk, "carrier".to_string())
+        ]
+    );
+    assert_eq!(store.config_audit(10).await.unwrap().len(), 3);
 }
