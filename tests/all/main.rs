@@ -25,6 +25,8 @@ mod api_bench;
 mod cli;
 mod config_live;
 mod config_live_accounts;
+mod config_live_import;
+mod config_live_trunks;
 mod dashboard;
 mod hardening_api;
 mod otlp;

@@ -15,6 +15,7 @@ use subtle::ConstantTimeEq;
 
 use super::ApiError;
 use crate::model::Secret;
+use crate::sip::RateLimiter;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -73,6 +74,35 @@ impl Caller {
 }
 
 const LOOPBACK: &str = "loopback";
+
+/// The limit on configuration writes per caller (`[http] config-writes-per-minute`): a token
+/// bucket each, so a runaway script cannot flood the store and the audit.
+pub struct WriteLimit(Option<std::sync::Mutex<RateLimiter<String>>>);
+
+impl WriteLimit {
+    /// `per_minute` writes a minute in bursts of up to as many; 0: no limit.
+    pub fn new(per_minute: u32) -> Self {
+        WriteLimit((per_minute > 0).then(|| {
+            let per_minute = f64::from(per_minute);
+            std::sync::Mutex::new(RateLimiter::with_burst(per_minute / 60.0, per_minute))
+        }))
+    }
+
+    /// Counts one configuration write by `caller`: 403 without write rights, 429 over the limit.
+    pub fn admit(&self, caller: &Caller) -> Result<(), ApiError> {
+        caller.require_write()?;
+        let Some(limiter) = &self.0 else {
+            return Ok(());
+        };
+        let mut limiter = limiter.lock().unwrap_or_else(|e| e.into_inner());
+        limiter
+            .take(caller.name.clone(), std::time::Instant::now())
+            .map_err(|wait| ApiError::TooManyWrites {
+                caller: caller.name.clone(),
+                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+            })
+    }
+}
 
 /// Every accepted token with its caller, and the caller when there are none.
 pub struct Credentials {

@@ -28,6 +28,12 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{what} not found: {id}")]
     NotFound { what: &'static str, id: String },
+    /// Too many configuration writes by one caller; `retry_after_secs` until the next one.
+    #[error("`{caller}` made too many configuration writes; retry in {retry_after_secs} s")]
+    TooManyWrites {
+        caller: String,
+        retry_after_secs: u64,
+    },
     #[error("call {0} is not active")]
     NotActive(String),
     /// A field over its maximum or in a form we do not accept (400, the field named).
@@ -58,6 +64,9 @@ impl ApiError {
             ApiError::Malformed { status, code, .. } => (*status, code, text(self)),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", text(self)),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", text(self)),
+            ApiError::TooManyWrites { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited", text(self))
+            }
             ApiError::NotFound { what, .. } => {
                 (StatusCode::NOT_FOUND, not_found_code(what), text(self))
             }
@@ -175,7 +184,16 @@ impl IntoResponse for ApiError {
         if let Some(field) = self.field() {
             body["field"] = json!(field);
         }
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::TooManyWrites {
+            retry_after_secs, ..
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, retry_after_secs.into());
+        }
+        response
     }
 }
 

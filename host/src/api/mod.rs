@@ -54,6 +54,9 @@ pub struct HttpConfig {
     pub api_tokens: Vec<ApiToken>,
     /// Development switch: without tokens, let loopback clients change the configuration.
     pub allow_loopback_writes: bool,
+    /// Configuration writes one caller (a token, or loopback) may make per minute, in bursts of
+    /// up to as many; beyond it 429 with `Retry-After`. 0 turns the limit off.
+    pub config_writes_per_minute: u32,
     /// `[http.public]`: the carriers' listener (webhooks and media streams), never the API.
     pub public: Option<crate::bridges::PublicConfig>,
 }
@@ -65,9 +68,14 @@ impl Default for HttpConfig {
             tokens: Vec::new(),
             api_tokens: Vec::new(),
             allow_loopback_writes: false,
+            config_writes_per_minute: default_config_writes_per_minute(),
             public: None,
         }
     }
+}
+
+fn default_config_writes_per_minute() -> u32 {
+    60
 }
 
 impl HttpConfig {
@@ -112,11 +120,11 @@ pub struct ApiContext {
     pub live: Arc<crate::live::LiveConfig>,
 }
 
-/// The handlers' state: the context plus what the API derives from it once.
+/// The handlers' state: the context plus what the API keeps of its own.
 pub struct Shared {
     api: ApiContext,
-    /// `[[sip.trunks]]` as call targets need them (names, default, allowed prefixes).
-    trunks: Vec<validate::TrunkRoute>,
+    /// Configuration writes per caller.
+    write_limit: auth::WriteLimit,
 }
 
 impl std::ops::Deref for Shared {
@@ -159,7 +167,7 @@ pub async fn serve(config: &HttpConfig, ctx: ApiContext) -> Result<ApiServer, St
         source,
     })?;
     let shared = Shared {
-        trunks: validate::trunk_routes(&ctx.config),
+        write_limit: auth::WriteLimit::new(config.config_writes_per_minute),
         api: ctx,
     };
     let credentials = auth::Credentials::new(
@@ -213,8 +221,13 @@ fn router(ctx: Ctx, credentials: Arc<auth::Credentials>) -> Router {
             put(config_live::put_agent_value).delete(config_live::delete_agent_value),
         )
         .route(
-            "/v1/config/accounts/{name}",
-            put(config_live::put_account).delete(config_live::delete_account),
+            // `accounts` or `trunks`.
+            "/v1/config/{table}/{name}",
+            put(config_live::put_sip_entry).delete(config_live::delete_sip_entry),
+        )
+        .route(
+            "/v1/config/live",
+            get(config_live::export).put(config_live::import),
         )
         .route("/v1/webrtc/tickets", post(webrtc::mint_ticket))
         .route("/v1/webrtc/{number}", post(webrtc::offer))

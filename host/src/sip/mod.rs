@@ -37,12 +37,13 @@ mod wire;
 
 pub use config::{
     ACCOUNT_FIELDS, AccountConfig, DigestUser, InboundPolicy, ScannerAction, SipConfig, SrtpPolicy,
-    Transport, TrunkConfig,
+    TRUNK_FIELDS, Transport, TrunkConfig, check_trunks,
 };
 pub use dialog::{Dialog, DialogEvent, DialogHandle, EndReason, ReinviteRequest, TimerEvent};
 pub use endpoint::{LocalAddrs, SipEndpoint, SipEvent};
 pub use error::SipError;
 pub use inbound::IncomingCall;
 pub use outbound::{CallOutcome, CallProgress, CallTarget, OutboundCall, OutgoingCall};
+pub(crate) use policy::RateLimiter;
 pub use register::{RegistrationState, RegistrationStatus, check_accounts};
 pub use session_timer::{Negotiated, Refresher};

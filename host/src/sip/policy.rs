@@ -61,43 +61,54 @@ impl IpNet {
     }
 }
 
-/// Token bucket per source address.
+/// Token bucket per key: a source address here, a caller of the API's configuration writes.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub struct RateLimiter<K = IpAddr> {
     rate: f64,
     burst: f64,
-    buckets: HashMap<IpAddr, (f64, Instant)>,
+    buckets: HashMap<K, (f64, Instant)>,
 }
 
 /// Sources remembered before idle buckets are swept (bounds memory under a spoofed flood).
 const MAX_BUCKETS: usize = 10_000;
 
-impl RateLimiter {
+impl<K: std::hash::Hash + Eq> RateLimiter<K> {
+    /// `rate_per_sec` with bursts of twice as many (at least 1).
     pub fn new(rate_per_sec: f64) -> Self {
         let rate = rate_per_sec.max(0.001);
+        Self::with_burst(rate, rate * 2.0)
+    }
+
+    /// `rate_per_sec` with bursts of up to `burst` (at least 1).
+    pub fn with_burst(rate_per_sec: f64, burst: f64) -> Self {
         Self {
-            rate,
-            burst: (rate * 2.0).max(1.0),
+            rate: rate_per_sec.max(0.001),
+            burst: burst.max(1.0),
             buckets: HashMap::new(),
         }
     }
 
-    /// Takes one token for `ip`; false when the source is over its rate.
-    pub fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
+    /// Takes one token for `key`; false when it is over its rate.
+    pub fn allow(&mut self, key: K, now: Instant) -> bool {
+        self.take(key, now).is_ok()
+    }
+
+    /// Takes one token for `key`, or says how long until there is one.
+    pub fn take(&mut self, key: K, now: Instant) -> Result<(), Duration> {
         if self.buckets.len() >= MAX_BUCKETS {
             let (rate, burst) = (self.rate, self.burst);
             self.buckets.retain(|_, (tokens, at)| {
                 *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
             });
         }
-        let (tokens, at) = self.buckets.entry(ip).or_insert((self.burst, now));
+        let (tokens, at) = self.buckets.entry(key).or_insert((self.burst, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
-            true
+            Ok(())
         } else {
-            false
+            Err(Duration::from_secs_f64((1.0 - *tokens) / self.rate))
         }
     }
 }
@@ -235,6 +246,13 @@ mod tests {
         assert!(!rl.allow(ip, t0));
         assert!(rl.allow("5.6.7.8".parse().unwrap(), t0));
         assert!(rl.allow(ip, t0 + Duration::from_millis(1100)));
+
+        let mut writes = RateLimiter::with_burst(0.5, 3.0);
+        for _ in 0..3 {
+            assert_eq!(writes.take("ops", t0), Ok(()));
+        }
+        assert_eq!(writes.take("ops", t0), Err(Duration::from_secs(2)));
+        assert_eq!(writes.take("ci", t0), Ok(()));
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct Reply {
     pub json: Value,
     /// The `ETag` header, when there is one.
     pub etag: Option<String>,
+    /// The `Retry-After` header in seconds, when there is one.
+    pub retry_after: Option<u64>,
 }
 
 impl Api {
@@ -68,6 +70,11 @@ impl Api {
             .get(reqwest::header::ETAG)
             .and_then(|v| v.to_str().ok())
             .map(String::from);
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let text = resp.text().await.expect("HTTP body");
         let json = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
         Reply {
@@ -76,6 +83,7 @@ impl Api {
             text,
             json,
             etag,
+            retry_after,
         }
     }
 
@@ -97,6 +105,24 @@ impl Api {
         let mut rb = self
             .request(reqwest::Method::PUT, path)
             .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(tag) = if_match {
+            rb = rb.header(reqwest::header::IF_MATCH, tag);
+        }
+        Self::send(rb).await
+    }
+
+    /// PUT a raw body with a content type and `If-Match: if_match` when given.
+    pub async fn put_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &str,
+        if_match: Option<&str>,
+    ) -> Reply {
+        let mut rb = self
+            .request(reqwest::Method::PUT, path)
+            .header("content-type", content_type)
             .body(body.to_string());
         if let Some(tag) = if_match {
             rb = rb.header(reqwest::header::IF_MATCH, tag);
