@@ -1,4 +1,4 @@
-//! `switchboard routes|accounts list|set|rm`: a client of a running host's `/v1/config` API,
+//! `switchboard routes|accounts|trunks list|set|rm`: a client of a running host's `/v1/config` API,
 //! for scripts. Each write first reads the effective configuration for its ETag and sends it
 //! as `If-Match`, so a concurrent change is refused rather than overwritten; a refusal is an
 //! error carrying the API's code, field and message.
@@ -65,6 +65,42 @@ pub enum AccountsCommand {
         expires: Option<u32>,
     },
     /// Remove an account (it un-REGISTERs).
+    Rm { name: String },
+}
+
+/// `switchboard trunks ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum TrunksCommand {
+    /// The trunks, with where each comes from.
+    List,
+    /// Add or replace a trunk, whole (new calls through it use the new values at once).
+    Set {
+        name: String,
+        /// Where outbound INVITEs are sent, `ip:port`.
+        #[arg(long)]
+        outbound_proxy: String,
+        /// Domain of request URIs and From; the proxy's address when left out.
+        #[arg(long)]
+        domain: Option<String>,
+        /// `udp`, `tcp` or `tls`.
+        #[arg(long)]
+        transport: Option<String>,
+        /// User part of From.
+        #[arg(long)]
+        from_user: Option<String>,
+        #[arg(long)]
+        auth_user: Option<String>,
+        /// Digest password; left out, the trunk keeps its current one.
+        #[arg(long, env = "SWITCHBOARD_TRUNK_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// The route for numbers that name no trunk.
+        #[arg(long)]
+        default: bool,
+        /// A number prefix it may dial (repeatable); none: any number.
+        #[arg(long = "allowed-prefix")]
+        allowed_prefixes: Vec<String>,
+    },
+    /// Remove a trunk (new calls through it are refused; running ones finish).
     Rm { name: String },
 }
 
@@ -285,18 +321,15 @@ pub async fn accounts(args: &ApiArgs, command: AccountsCommand) -> Result<(), Cl
             transport,
             expires,
         } => {
-            let mut body = json!({ "registrar": registrar, "aor": aor });
-            let optional = [
-                ("auth-user", auth_user.map(Value::from)),
-                ("password", password.map(Value::from)),
-                ("transport", transport.map(Value::from)),
-                ("expires", expires.map(Value::from)),
-            ];
-            for (field, value) in optional {
-                if let Some(value) = value {
-                    body[field] = value;
-                }
-            }
+            let body = with_optional(
+                json!({ "registrar": registrar, "aor": aor }),
+                [
+                    ("auth-user", auth_user.map(Value::from)),
+                    ("password", password.map(Value::from)),
+                    ("transport", transport.map(Value::from)),
+                    ("expires", expires.map(Value::from)),
+                ],
+            );
             let change = client
                 .write(
                     Method::PUT,
@@ -314,6 +347,75 @@ pub async fn accounts(args: &ApiArgs, command: AccountsCommand) -> Result<(), Cl
         }
     }
     Ok(())
+}
+
+/// Runs `switchboard trunks ...`; prints its result on stdout.
+pub async fn trunks(args: &ApiArgs, command: TrunksCommand) -> Result<(), ClientError> {
+    let client = ConfigClient::new(args)?;
+    match command {
+        TrunksCommand::List => {
+            let (body, _) = client.effective().await?;
+            if let Some(trunks) = body["trunks"].as_object() {
+                for (name, t) in trunks {
+                    let v = &t["value"];
+                    println!(
+                        "{name}\t{}\t{}\t{}\t{}",
+                        text(&v["outbound-proxy"]),
+                        text(&v["transport"]),
+                        if v["default"] == true { "default" } else { "-" },
+                        text(&t["source"]),
+                    );
+                }
+            }
+        }
+        TrunksCommand::Set {
+            name,
+            outbound_proxy,
+            domain,
+            transport,
+            from_user,
+            auth_user,
+            password,
+            default,
+            allowed_prefixes,
+        } => {
+            let body = with_optional(
+                json!({
+                    "outbound-proxy": outbound_proxy,
+                    "default": default,
+                    "allowed-prefixes": allowed_prefixes,
+                }),
+                [
+                    ("domain", domain.map(Value::from)),
+                    ("transport", transport.map(Value::from)),
+                    ("from-user", from_user.map(Value::from)),
+                    ("auth-user", auth_user.map(Value::from)),
+                    ("password", password.map(Value::from)),
+                ],
+            );
+            let change = client
+                .write(Method::PUT, &["v1", "config", "trunks", &name], Some(&body))
+                .await?;
+            println!("{}", describe(&change));
+        }
+        TrunksCommand::Rm { name } => {
+            let change = client
+                .write(Method::DELETE, &["v1", "config", "trunks", &name], None)
+                .await?;
+            println!("{}", describe(&change));
+        }
+    }
+    Ok(())
+}
+
+/// `body` with the fields that are given.
+fn with_optional<const N: usize>(mut body: Value, optional: [(&str, Option<Value>); N]) -> Value {
+    for (field, value) in optional {
+        if let Some(value) = value {
+            body[field] = value;
+        }
+    }
+    body
 }
 
 /// A JSON string as plain text (`-` when absent).

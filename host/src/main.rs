@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchboard::app::{Agents, Host, describe_routes};
 use switchboard::config::Config;
-use switchboard::config_client::{self, AccountsCommand, ApiArgs, RoutesCommand};
+use switchboard::config_client::{self, AccountsCommand, ApiArgs, RoutesCommand, TrunksCommand};
 use switchboard::logs::LogFeed;
 use switchboard::otlp;
 use switchboard::plugins::deploy;
@@ -62,6 +62,13 @@ enum Command {
         api: ApiArgs,
         #[command(subcommand)]
         what: AccountsCommand,
+    },
+    /// Trunks of a running host, through its API.
+    Trunks {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        what: TrunksCommand,
     },
     /// Benchmarks.
     Bench {
@@ -118,7 +125,11 @@ fn main() -> anyhow::Result<ExitCode> {
 async fn start() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let mut config = Config::load(cli.config.as_deref())?;
-    if let Command::Call(_) | Command::Routes { .. } | Command::Accounts { .. } = cli.command {
+    if let Command::Call(_)
+    | Command::Routes { .. }
+    | Command::Accounts { .. }
+    | Command::Trunks { .. } = cli.command
+    {
         // stdout carries the call's steps or the answer; stderr only what needs attention
         // (RUST_LOG overrides).
         config.log.level = "warn".into();
@@ -137,6 +148,9 @@ async fn start() -> anyhow::Result<ExitCode> {
         }
         Command::Accounts { api, what } => {
             return Ok(client_exit(config_client::accounts(&api, what).await));
+        }
+        Command::Trunks { api, what } => {
+            return Ok(client_exit(config_client::trunks(&api, what).await));
         }
         Command::Agents => {
             let agents = Agents::start(config).await?;

@@ -1,6 +1,6 @@
 //! The `switchboard` binary: `run` loads and watches agents, prints the routing table and keeps
-//! serving through bad deploys; `agents` lists what is live; `routes` and `accounts` change a
-//! running host through its API.
+//! serving through bad deploys; `agents` lists what is live; `routes`, `accounts` and `trunks`
+//! change a running host through its API.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -212,4 +212,93 @@ async fn routes_and_accounts_commands_change_a_running_host() {
     let (code, out, _) = client(http, "ops-token", &["accounts", "list"]);
     assert_eq!(code, 0);
     assert_eq!(out, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trunks_command_changes_a_running_host() {
+    let tokens = "[[http.api-tokens]]\nname = \"ops\"\ntoken = \"ops-token\"\nscope = \"write\"\n";
+    let host = crate::support::host::Host::builder()
+        .http(tokens)
+        .config("[[sip.trunks]]\nname = \"carrier\"\noutbound-proxy = \"127.0.0.1:5080\"\n")
+        .start();
+    let api = crate::support::api::Api::new(host.http, Some("ops-token"));
+    let http = host.http;
+
+    // The password goes write-only, from the environment.
+    let out = Command::new(switchboard_bin())
+        .args(["trunks", "set", "lab", "--outbound-proxy", "127.0.0.1:5090"])
+        .args([
+            "--from-user",
+            "agent",
+            "--default",
+            "--allowed-prefix",
+            "+1555",
+        ])
+        .env("SWITCHBOARD_API", format!("http://{http}"))
+        .env("SWITCHBOARD_TOKEN", "ops-token")
+        .env("SWITCHBOARD_TRUNK_PASSWORD", "cli-secret")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "set trunks/lab"
+    );
+    let effective = api.get("/v1/config/effective").await;
+    let lab = &effective.json["trunks"]["lab"]["value"];
+    assert_eq!(lab["outbound-proxy"], "127.0.0.1:5090");
+    assert_eq!(lab["from-user"], "agent");
+    assert_eq!(lab["default"], true);
+    assert_eq!(lab["allowed-prefixes"], serde_json::json!(["+1555"]));
+    assert_eq!(lab["password"], "***");
+
+    let (code, out, err) = client(http, "ops-token", &["trunks", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l == "carrier\t127.0.0.1:5080\tudp\t-\tfile"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l == "lab\t127.0.0.1:5090\tudp\tdefault\tlive"),
+        "{out}"
+    );
+    assert!(!out.contains("cli-secret"), "{out}");
+
+    // Set again without the password: it is kept.
+    let (code, out, err) = client(
+        http,
+        "ops-token",
+        &["trunks", "set", "lab", "--outbound-proxy", "127.0.0.1:5091"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let audit = api.get("/v1/config/audit").await;
+    assert_eq!(audit.json["changes"][0]["who"], "ops");
+    assert_eq!(audit.json["changes"][0]["after"]["password"], "***");
+    assert_eq!(
+        audit.json["changes"][0]["after"]["outbound-proxy"],
+        "127.0.0.1:5091"
+    );
+
+    // A refusal: the API's code and field, a non-zero exit, nothing changed.
+    let before = api.get("/v1/config/effective").await;
+    let (code, _, err) = client(
+        http,
+        "ops-token",
+        &["trunks", "set", "lab", "--outbound-proxy", "lab.example"],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("400 Bad Request bad_trunk, field outbound-proxy"),
+        "{err}"
+    );
+    assert_eq!(api.get("/v1/config/effective").await.text, before.text);
+
+    let (code, out, err) = client(http, "ops-token", &["trunks", "rm", "lab"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "delete trunks/lab");
+    let (code, out, _) = client(http, "ops-token", &["trunks", "list"]);
+    assert_eq!(code, 0);
+    assert_eq!(out, "carrier\t127.0.0.1:5080\tudp\t-\tfile\n");
 }
