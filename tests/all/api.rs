@@ -570,6 +570,8 @@ async fn health_ready_metrics_openapi_agents_registrations_usage() {
         ("/v1/config/accounts/{name}", &["put", "delete"]),
         ("/v1/webrtc/tickets", &["post"]),
         ("/v1/webrtc/{number}", &["post"]),
+        ("/v1/config/trunks/{name}", &["put", "delete"]),
+        ("/v1/config/live", &["get", "put"]),
         ("/v1/openapi.json", &["get"]),
         ("/metrics", &["get"]),
         ("/health", &["get"]),
@@ -582,7 +584,7 @@ async fn health_ready_metrics_openapi_agents_registrations_usage() {
             );
         }
     }
-    assert_eq!(paths.len(), 24, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 26, "{:?}", paths.keys().collect::<Vec<_>>());
     // Every $ref points at a schema that exists.
     let schemas = doc.json["components"]["schemas"].as_object().unwrap();
     for r in doc.text.split("\"$ref\":\"#/components/schemas/").skip(1) {

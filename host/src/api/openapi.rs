@@ -42,7 +42,35 @@ fn config_schemas() -> Value {
         "agents": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/AgentValues"}},
         "accounts": {"type": "object", "description": "Registration accounts by name", "additionalProperties": {"type": "object", "properties": {
             "value": {"$ref": "#/components/schemas/Account"},
+            "source": {"enum": ["file", "environment", "live"]}}}},
+        "trunks": {"type": "object", "description": "Trunks by name", "additionalProperties": {"type": "object", "properties": {
+            "value": {"$ref": "#/components/schemas/Trunk"},
             "source": {"enum": ["file", "environment", "live"]}}}}}});
+    let trunk = json!({"type": "object", "additionalProperties": false,
+        "description": "A [[sip.trunks]] entry, the file's field names; the name comes from the path. Passwords (password, inbound.digest.password) are write-only: read back as ***; left out of a PUT or given as ***, the current ones are kept",
+        "required": ["outbound-proxy"], "properties": {
+        "name": {"type": "string", "description": "If given, the path's name"},
+        "outbound-proxy": {"type": "string", "description": "ip:port where outbound INVITEs go"},
+        "domain": {"type": ["string", "null"]}, "transport": {"enum": ["udp", "tcp", "tls"]},
+        "tls-server-name": {"type": ["string", "null"]}, "tls-client-cert": {"type": ["string", "null"]},
+        "tls-client-key": {"type": ["string", "null"]}, "srtp": {"enum": ["off", "optional", "required"]},
+        "from-user": {"type": ["string", "null"]}, "display-name": {"type": ["string", "null"]},
+        "auth-user": {"type": ["string", "null"]}, "password": {"type": ["string", "null"]},
+        "inbound-sources": {"type": "array", "items": {"type": "string"}},
+        "inbound": {"type": "object", "description": "digest {realm, user, password}, rate-limit-per-source, max-concurrent-calls"},
+        "default": {"type": "boolean"},
+        "allowed-prefixes": {"type": "array", "items": {"type": "string"}}}});
+    let document = json!({"type": "object", "additionalProperties": false,
+        "description": "The live overlay: values changed live and the paths removed live; secrets and passwords as *** (given back so: keep the current one)",
+        "properties": {
+        "default-agent": {"type": "string"},
+        "removed": {"type": "array", "items": {"type": "string"}, "description": "Paths below /v1/config removed live, e.g. routes/2000, trunks/carrier"},
+        "routes": {"type": "object", "additionalProperties": {"type": "string"}},
+        "agents": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+            "settings": {"type": "object", "additionalProperties": {"type": "string"}},
+            "secrets": {"type": "object", "additionalProperties": {"type": "string"}}}}},
+        "accounts": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Account"}},
+        "trunks": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Trunk"}}}});
     let account = json!({"type": "object", "additionalProperties": false,
         "description": "A [[sip.accounts]] entry, the file's field names; the name comes from the path",
         "required": ["registrar", "aor"], "properties": {
@@ -58,17 +86,17 @@ fn config_schemas() -> Value {
     let audit = json!({"type": "object", "properties": {
         "id": {"type": "integer"}, "at_ms": {"type": "integer"},
         "who": {"type": "string", "description": "The token's name (tokens[i] for a plain token), or loopback"},
-        "action": {"enum": ["set", "delete"]},
-        "target": {"type": "string", "description": "routes/{pattern}, default-agent, agents/{name}/settings/{key}, agents/{name}/secrets/{key} or accounts/{name}"},
-        "before": {"description": "The value before (null when absent, *** for a secret, an account with its password as ***)"},
-        "after": {"description": "The value after (null when absent, *** for a secret, an account with its password as ***)"}}});
+        "action": {"enum": ["set", "delete", "import"]},
+        "target": {"type": "string", "description": "routes/{pattern}, default-agent, agents/{name}/settings/{key}, agents/{name}/secrets/{key}, accounts/{name}, trunks/{name}, or live for an import"},
+        "before": {"description": "The value before (null when absent, *** for a secret, an account or trunk with its passwords as ***; the whole LiveDocument for an import)"},
+        "after": {"description": "The value after (null when absent, *** for a secret, an account or trunk with its passwords as ***; the whole LiveDocument for an import)"}}});
     let applied = json!({"type": "object", "properties": {
         "change": {"$ref": "#/components/schemas/ConfigChange"},
         "etag": {"type": "string", "description": "The new ETag (also in the ETag header)"}}});
     json!({
         "SourcedValue": sourced, "SourcedRoute": route, "AgentValues": agent_values,
         "EffectiveConfig": effective, "ConfigChange": audit, "ConfigApplied": applied,
-        "Account": account,
+        "Account": account, "Trunk": trunk, "LiveDocument": document,
         "AgentBody": {"type": "object", "required": ["agent"], "additionalProperties": false, "properties": {
             "agent": {"type": "string", "description": "A loaded agent"}}},
         "ValueBody": {"type": "object", "required": ["value"], "additionalProperties": false, "properties": {
@@ -82,12 +110,13 @@ fn config_write(summary: &str, id: &str, params: Value, body: Option<&str>) -> V
         "description": "Needs a token with scope write (or, without tokens, [http] allow-loopback-writes) and If-Match: the ETag of GET /v1/config/effective. Applied at once for new calls; running calls keep their agent version.",
         "responses": {
             "200": ok_json("Applied", json!({"$ref": "#/components/schemas/ConfigApplied"})),
-            "400": error_response("Refused by the start-up rules, field named: bad_pattern, route_conflict (a number claimed twice), unknown_agent, unknown_key, field_too_large, bad_account; or bad JSON. Nothing changed"),
+            "400": error_response("Refused by the start-up rules, field named: bad_pattern, route_conflict (a number claimed twice), unknown_agent, unknown_key, field_too_large, bad_account, bad_trunk; or bad JSON. Nothing changed"),
             "401": error_response("Missing or wrong bearer token"),
             "403": error_response("forbidden: the token has scope read, or no tokens and no allow-loopback-writes"),
             "404": error_response("Deleting what is not set"),
             "409": error_response("etag_mismatch (the configuration changed since that ETag) or set_by_environment (the variable named)"),
-            "428": error_response("if_match_required")}});
+            "428": error_response("if_match_required"),
+            "429": error_response("rate_limited: over [http] config-writes-per-minute for this caller; Retry-After says when to retry")}});
     if let Some(schema) = body {
         op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
     }
@@ -105,6 +134,32 @@ fn config_paths() -> Value {
         "Number or prefix pattern ending in * (URL-encode +)"
     )]);
     let account = json!([path_param("name", "The account's name")]);
+    let trunk = json!([path_param("name", "The trunk's name")]);
+    let format = query(
+        "format",
+        json!({"enum": ["json", "toml"]}),
+        "Default json; toml answers application/toml",
+    );
+    let export = json!({"summary": "The live overlay as one document (secrets as ***)", "operationId": "exportLiveConfig",
+        "parameters": [format],
+        "responses": {"200": {"description": "The document; ETag header (of the effective configuration) for an import's If-Match", "headers": {"ETag": {"schema": {"type": "string"}}},
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LiveDocument"}},
+                        "application/toml": {"schema": {"type": "string"}}}},
+            "400": error_response("Bad query"), "401": error_response("Missing or wrong bearer token")}});
+    let mut import = config_write(
+        "Replace the whole live overlay with a document (as exported): checked as a whole before anything applies, audited as one change (action import, target live)",
+        "importLiveConfig",
+        json!([]),
+        None,
+    );
+    import["requestBody"] = json!({"required": true, "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/LiveDocument"}},
+        "application/toml": {"schema": {"type": "string"}}}});
+    import["responses"]["400"] = error_response(
+        "As one change's refusals (field named), or bad_path (removed names nothing), duplicate_target, secret_not_set (*** where nothing is set), bad_document. Nothing changed",
+    );
+    import["responses"]["415"] =
+        error_response("unsupported_media_type: send application/json or application/toml");
     let agent_key = json!([
         path_param("name", "A loaded agent"),
         path_param("key", "A key the agent's manifest declares")
@@ -135,6 +190,10 @@ fn config_paths() -> Value {
         "/v1/config/accounts/{name}": {
             "put": config_write("Add or replace a registration account ([[sip.accounts]]): it registers, or is unregistered and registers again with the new values", "putAccount", account.clone(), Some("Account")),
             "delete": config_write("Remove a registration account: it un-REGISTERs (Expires: 0)", "deleteAccount", account, None)},
+        "/v1/config/trunks/{name}": {
+            "put": config_write("Add or replace a trunk ([[sip.trunks]]): new calls through it use it at once", "putTrunk", trunk.clone(), Some("Trunk")),
+            "delete": config_write("Remove a trunk: new calls through it are refused (unknown_trunk); running ones finish", "deleteTrunk", trunk, None)},
+        "/v1/config/live": {"get": export, "put": import},
     })
 }
 
@@ -379,6 +438,22 @@ mod tests {
 
     use super::spec;
     use crate::store::{CallDetail, CallRecord, CallState, Direction, UsageItem};
+
+    /// The trunk schema names every field a trunk is stored with.
+    #[test]
+    fn trunk_schema_names_every_field() {
+        let spec = spec();
+        let mut documented: Vec<&str> = spec["components"]["schemas"]["Trunk"]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut fields = crate::sip::TRUNK_FIELDS.to_vec();
+        documented.sort();
+        fields.sort();
+        assert_eq!(documented, fields);
+    }
 
     /// Every string of a request body has its maximum, every object its property count.
     #[test]
