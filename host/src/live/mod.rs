@@ -192,7 +192,7 @@ impl LiveConfig {
             overlay::entry_for(&self.base, target, change.value.as_deref(), now_ms());
         let next_overlay = overlay::updated(&overlay, &entry, forget);
         let next = self.base.with_overlay(&next_overlay);
-        self.validate(std::slice::from_ref(&change), &next)?;
+        self.validate(std::slice::from_ref(&change), &next, false)?;
         let shown = |s: Option<&Sourced>| s.map_or(Value::Null, |s| target.shown(&s.value));
         let record = self
             .store
@@ -240,7 +240,7 @@ impl LiveConfig {
             changes.push(change);
         }
         let next = self.base.with_overlay(&next_overlay);
-        self.validate(&changes, &next)?;
+        self.validate(&changes, &next, true)?;
         let json = |doc: OverlayDocument| serde_json::to_value(doc).unwrap_or(Value::Null);
         let record = self
             .store
@@ -343,12 +343,24 @@ impl LiveConfig {
         }
     }
 
-    /// The start-up rules: each of `changes` on its own, then the layers they give as a whole
-    /// (routes, trunks and accounts).
-    fn validate(&self, changes: &[Change], next: &Layers) -> Result<(), LiveError> {
+    /// The start-up rules: each of `changes` on its own, then the tables they touch as a whole
+    /// (routes; trunks and accounts), all of them for an import (`whole`).
+    fn validate(&self, changes: &[Change], next: &Layers, whole: bool) -> Result<(), LiveError> {
         for change in changes {
             self.check_value(change)?;
         }
+        let touches = |of: fn(&Target) -> bool| whole || changes.iter().any(|c| of(&c.target));
+        if touches(|t| matches!(t, Target::Route(_) | Target::DefaultAgent)) {
+            self.check_routes(next)?;
+        }
+        if touches(|t| matches!(t, Target::Trunk(_) | Target::Account(_))) {
+            self.check_sip(changes, next)?;
+        }
+        Ok(())
+    }
+
+    /// The routes of `next` as the registry would take them.
+    fn check_routes(&self, next: &Layers) -> Result<(), LiveError> {
         let (routes, default) = route_list(next);
         self.registry
             .check_routes(&routes, default)
@@ -360,6 +372,11 @@ impl LiveConfig {
                     LiveError::invalid("pattern", "route_conflict", e.to_string())
                 }
             })?;
+        Ok(())
+    }
+
+    /// The trunks and accounts of `next` as the SIP endpoint would take them.
+    fn check_sip(&self, changes: &[Change], next: &Layers) -> Result<(), LiveError> {
         // A trunk change refused for an account's name is the trunk's fault, and back.
         let code = match changes.first().map(|c| &c.target) {
             Some(Target::Trunk(_)) => "bad_trunk",
