@@ -395,7 +395,8 @@ impl LiveConfig {
     }
 
     /// The rules of one value: the agent a route names is loaded; an agent's setting or
-    /// secret is declared by its manifest and not too long.
+    /// secret is declared by its manifest and not too long; a trunk's client certificate and
+    /// key read (the SIP endpoint reads them when it takes the trunk).
     fn check_value(&self, change: &Change) -> Result<(), LiveError> {
         let snap = self.registry.snapshot();
         let loaded = |agent: &str, field: &'static str| {
@@ -439,6 +440,25 @@ impl LiveConfig {
                         "field_too_large",
                         format!("the value is over {MAX_VALUE} bytes"),
                     ));
+                }
+            }
+            (Target::Trunk(_), Some(text)) => {
+                let trunk: TrunkConfig = serde_json::from_str(text)
+                    .map_err(|e| LiveError::invalid("name", "bad_trunk", e.to_string()))?;
+                let files = [
+                    ("tls-client-cert", &trunk.tls_client_cert),
+                    ("tls-client-key", &trunk.tls_client_key),
+                ];
+                for (field, path) in files {
+                    if let Some(path) = path
+                        && let Err(e) = std::fs::File::open(path)
+                    {
+                        return Err(LiveError::invalid(
+                            field,
+                            "bad_trunk",
+                            format!("trunk `{}`: {}: {e}", trunk.name, path.display()),
+                        ));
+                    }
                 }
             }
             _ => {}

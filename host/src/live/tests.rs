@@ -356,6 +356,12 @@ async fn a_trunk_keeps_its_password_and_refusals_name_the_field() {
             json!({"outbound-proxy": "127.0.0.1:5090", "tls-server-name": "x"}),
             "tls-server-name",
         ),
+        (
+            "new",
+            json!({"outbound-proxy": "127.0.0.1:5061", "transport": "tls",
+                   "tls-client-cert": "/nonexistent/c.pem", "tls-client-key": "/nonexistent/k.pem"}),
+            "tls-client-cert",
+        ),
     ] {
         let err = live
             .change("ops", Some(&etag), trunk(name, bad.clone()))
