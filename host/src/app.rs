@@ -85,7 +85,11 @@ impl Host {
         };
         spawn_purge_task(store.clone(), &store_config(config));
         // Before any call is dispatched, so the first call already sees the live routes.
-        let live = LiveConfig::start(config, store.clone(), agents.registry.clone())
+        let provider = config
+            .model
+            .build()
+            .map_err(|e| anyhow::anyhow!("[model]: {e}"))?;
+        let live = LiveConfig::start(config, store.clone(), agents.registry.clone(), provider)
             .await
             .context("reading the live configuration")?;
         let accounts = spawn_account_applier(&live, sip.clone());
@@ -102,10 +106,7 @@ impl Host {
         let metrics = Metrics::start(&events, &agents.registry);
         let calls = CallDeps::new(
             agents.registry.clone(),
-            config
-                .model
-                .build()
-                .map_err(|e| anyhow::anyhow!("[model]: {e}"))?,
+            live.provider(),
             Arc::new(OfflineProvider::new(OfflineConfig::default())),
             call::CallConfig {
                 recordings_dir: Some(

@@ -212,7 +212,7 @@ async fn run(config: Config, dev_crate: Option<PathBuf>, logs: LogFeed) -> anyho
     let addrs = host.sip.local_addrs();
     let http = host.api.addr();
     tracing::info!(
-        sip_udp = ?addrs.udp, sip_tcp = ?addrs.tcp, %http, model = host.calls.provider.name(),
+        sip_udp = ?addrs.udp, sip_tcp = ?addrs.tcp, %http, model = host.calls.provider().name(),
         agents = %agents_dir.display(), "switchboard running"
     );
     println!("{}", describe_routes(&host.agents.registry));

@@ -26,6 +26,7 @@ mod cli;
 mod config_live;
 mod config_live_accounts;
 mod config_live_import;
+mod config_live_model;
 mod config_live_trunks;
 mod dashboard;
 mod hardening_api;

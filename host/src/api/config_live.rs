@@ -1,6 +1,6 @@
 //! `/v1/config/...`: the effective configuration with each value's source and an ETag, live
-//! changes to routes, the default agent, agent settings and secrets, registration accounts and
-//! trunks, the whole live overlay exported and imported (JSON or TOML), and the audit of those
+//! changes to routes, the default agent, agent settings and secrets, registration accounts,
+//! trunks and the model provider's settings, the whole live overlay exported and imported (JSON or TOML), and the audit of those
 //! changes. Writes need write scope, `If-Match` and stay within the caller's write limit. The
 //! layering lives in `crate::live`.
 
@@ -196,6 +196,39 @@ pub async fn delete_agent_value(
     ctx.write_limit.admit(&caller)?;
     let change = Change {
         target: agent_value(agent, &kind, key)?,
+        value: None,
+    };
+    apply(&ctx, &caller, &headers, change).await
+}
+
+/// PUT /v1/config/model/{key} `{"value": "..."}`: `provider`, `model`, `voice` or `api-key`
+/// (write-only) of `[model]`, for calls that start from now on.
+pub async fn put_model_value(
+    State(ctx): State<Ctx>,
+    Extension(caller): Extension<Caller>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<ValueBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    ctx.write_limit.admit(&caller)?;
+    let Json(body) = body?;
+    let change = Change {
+        target: Target::Model(key),
+        value: Some(body.value),
+    };
+    apply(&ctx, &caller, &headers, change).await
+}
+
+/// DELETE /v1/config/model/{key}: the key as the file has it, or unset.
+pub async fn delete_model_value(
+    State(ctx): State<Ctx>,
+    Extension(caller): Extension<Caller>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    ctx.write_limit.admit(&caller)?;
+    let change = Change {
+        target: Target::Model(key),
         value: None,
     };
     apply(&ctx, &caller, &headers, change).await

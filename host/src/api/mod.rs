@@ -226,6 +226,10 @@ fn router(ctx: Ctx, credentials: Arc<auth::Credentials>) -> Router {
             put(config_live::put_sip_entry).delete(config_live::delete_sip_entry),
         )
         .route(
+            "/v1/config/model/{key}",
+            put(config_live::put_model_value).delete(config_live::delete_model_value),
+        )
+        .route(
             "/v1/config/live",
             get(config_live::export).put(config_live::import),
         )

@@ -45,7 +45,8 @@ fn config_schemas() -> Value {
             "source": {"enum": ["file", "environment", "live"]}}}},
         "trunks": {"type": "object", "description": "Trunks by name", "additionalProperties": {"type": "object", "properties": {
             "value": {"$ref": "#/components/schemas/Trunk"},
-            "source": {"enum": ["file", "environment", "live"]}}}}}});
+            "source": {"enum": ["file", "environment", "live"]}}}},
+        "model": {"type": "object", "description": "The [model] keys provider, model, voice and api-key (as ***) that are set", "additionalProperties": {"$ref": "#/components/schemas/SourcedValue"}}}});
     let trunk = json!({"type": "object", "additionalProperties": false,
         "description": "A [[sip.trunks]] entry, the file's field names; the name comes from the path. Passwords (password, inbound.digest.password) are write-only: read back as ***; left out of a PUT or given as ***, the current ones are kept",
         "required": ["outbound-proxy"], "properties": {
@@ -70,7 +71,8 @@ fn config_schemas() -> Value {
             "settings": {"type": "object", "additionalProperties": {"type": "string"}},
             "secrets": {"type": "object", "additionalProperties": {"type": "string"}}}}},
         "accounts": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Account"}},
-        "trunks": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Trunk"}}}});
+        "trunks": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Trunk"}},
+        "model": {"type": "object", "description": "[model] keys: provider, model, voice, api-key", "additionalProperties": {"type": "string"}}}});
     let account = json!({"type": "object", "additionalProperties": false,
         "description": "A [[sip.accounts]] entry, the file's field names; the name comes from the path",
         "required": ["registrar", "aor"], "properties": {
@@ -87,7 +89,7 @@ fn config_schemas() -> Value {
         "id": {"type": "integer"}, "at_ms": {"type": "integer"},
         "who": {"type": "string", "description": "The token's name (tokens[i] for a plain token), or loopback"},
         "action": {"enum": ["set", "delete", "import"]},
-        "target": {"type": "string", "description": "routes/{pattern}, default-agent, agents/{name}/settings/{key}, agents/{name}/secrets/{key}, accounts/{name}, trunks/{name}, or live for an import"},
+        "target": {"type": "string", "description": "routes/{pattern}, default-agent, agents/{name}/settings/{key}, agents/{name}/secrets/{key}, accounts/{name}, trunks/{name}, model/{key}, or live for an import"},
         "before": {"description": "The value before (null when absent, *** for a secret, an account or trunk with its passwords as ***; the whole LiveDocument for an import)"},
         "after": {"description": "The value after (null when absent, *** for a secret, an account or trunk with its passwords as ***; the whole LiveDocument for an import)"}}});
     let applied = json!({"type": "object", "properties": {
@@ -110,7 +112,7 @@ fn config_write(summary: &str, id: &str, params: Value, body: Option<&str>) -> V
         "description": "Needs a token with scope write (or, without tokens, [http] allow-loopback-writes) and If-Match: the ETag of GET /v1/config/effective. Applied at once for new calls; running calls keep their agent version.",
         "responses": {
             "200": ok_json("Applied", json!({"$ref": "#/components/schemas/ConfigApplied"})),
-            "400": error_response("Refused by the start-up rules, field named: bad_pattern, route_conflict (a number claimed twice), unknown_agent, unknown_key, field_too_large, bad_account, bad_trunk; or bad JSON. Nothing changed"),
+            "400": error_response("Refused by the start-up rules, field named: bad_pattern, route_conflict (a number claimed twice), unknown_agent, unknown_key, field_too_large, bad_account, bad_trunk, bad_model, secret_not_set; or bad JSON. Nothing changed"),
             "401": error_response("Missing or wrong bearer token"),
             "403": error_response("forbidden: the token has scope read, or no tokens and no allow-loopback-writes"),
             "404": error_response("Deleting what is not set"),
@@ -135,6 +137,7 @@ fn config_paths() -> Value {
     )]);
     let account = json!([path_param("name", "The account's name")]);
     let trunk = json!([path_param("name", "The trunk's name")]);
+    let model_key = json!([path_param("key", "provider, model, voice or api-key")]);
     let format = query(
         "format",
         json!({"enum": ["json", "toml"]}),
@@ -193,6 +196,9 @@ fn config_paths() -> Value {
         "/v1/config/trunks/{name}": {
             "put": config_write("Add or replace a trunk ([[sip.trunks]]): new calls through it use it at once", "putTrunk", trunk.clone(), Some("Trunk")),
             "delete": config_write("Remove a trunk: new calls through it are refused (unknown_trunk); running ones finish", "deleteTrunk", trunk, None)},
+        "/v1/config/model/{key}": {
+            "put": config_write("Set a [model] key (provider, model, voice; api-key write-only): calls that start from now on connect to the provider it gives; running calls keep theirs", "putModelValue", model_key.clone(), Some("ValueBody")),
+            "delete": config_write("Remove a [model] key (the file's value is hidden too; provider left out is offline)", "deleteModelValue", model_key, None)},
         "/v1/config/live": {"get": export, "put": import},
     })
 }

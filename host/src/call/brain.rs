@@ -114,13 +114,13 @@ pub(crate) fn settings_for(
 /// Connect to the configured model. A failure (refused, unreachable, or no session within the
 /// provider's connect timeout) is recorded as a model error and gives `None`.
 pub(crate) async fn connect_model(
-    deps: &CallDeps,
+    provider: &dyn ModelProvider,
     recorder: &Recorder,
     config: &SessionConfig,
     leg: LegFormat,
 ) -> Option<ModelSession> {
-    let formats = model_formats(deps.provider.as_ref(), config.model.as_deref(), leg);
-    match deps.provider.connect(settings_for(config, formats)).await {
+    let formats = model_formats(provider, config.model.as_deref(), leg);
+    match provider.connect(settings_for(config, formats)).await {
         Ok(session) => Some(session),
         Err(e) => {
             tracing::error!(error = %e, "model connection failed");
@@ -135,21 +135,18 @@ pub(crate) async fn connect_model(
 /// A model session that takes over a call with the conversation so far (its greeting is not
 /// spoken again).
 pub(crate) async fn reconnect_model(
-    deps: &CallDeps,
+    provider: &dyn ModelProvider,
     config: &SessionConfig,
     leg: LegFormat,
     history: Vec<(crate::domain::Role, String)>,
 ) -> Result<ModelSession, String> {
-    let formats = model_formats(deps.provider.as_ref(), config.model.as_deref(), leg);
+    let formats = model_formats(provider, config.model.as_deref(), leg);
     let settings = SessionSettings {
         greeting: None,
         history,
         ..settings_for(config, formats)
     };
-    deps.provider
-        .connect(settings)
-        .await
-        .map_err(|e| e.to_string())
+    provider.connect(settings).await.map_err(|e| e.to_string())
 }
 
 pub(crate) async fn connect_fallback(deps: &CallDeps, leg: LegFormat) -> ModelSession {

@@ -200,6 +200,7 @@ impl Ringing {
             &r.recorder,
             self.accepted.fallback,
             &self.accepted.config,
+            self.accepted.provider.as_ref(),
             leg,
         )
         .await

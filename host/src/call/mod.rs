@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::domain::events::{CallState, EventKind};
 use crate::domain::{CallInfo, SessionConfig};
@@ -135,7 +135,8 @@ struct Live {
 /// What every call task needs.
 pub struct CallDeps {
     pub registry: Arc<Registry>,
-    pub provider: Arc<dyn ModelProvider>,
+    /// The provider new calls connect to (changed live: see [`CallDeps::provider`]).
+    provider: watch::Receiver<Arc<dyn ModelProvider>>,
     /// Local synthesis for apologies when the model or the agent fails.
     pub fallback_provider: Arc<dyn ModelProvider>,
     pub ports: PortPool,
@@ -149,10 +150,16 @@ pub struct CallDeps {
 }
 
 impl CallDeps {
+    /// The provider a call starting now connects to: the latest `[model]`, live changes
+    /// included; a running call keeps the one it started with.
+    pub fn provider(&self) -> Arc<dyn ModelProvider> {
+        self.provider.borrow().clone()
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         registry: Arc<Registry>,
-        provider: Arc<dyn ModelProvider>,
+        provider: watch::Receiver<Arc<dyn ModelProvider>>,
         fallback_provider: Arc<dyn ModelProvider>,
         config: CallConfig,
         media_ip: IpAddr,
@@ -252,6 +259,8 @@ fn created(
 struct Accepted {
     agent: AgentSession,
     config: SessionConfig,
+    /// The model provider in effect when the call started; the call keeps it.
+    provider: Arc<dyn ModelProvider>,
     actions: Vec<crate::domain::Action>,
     /// The agent failed in on-start: play the apology and hang up.
     fallback: bool,
@@ -307,6 +316,7 @@ async fn start_agent(
                 return Started::Run(Box::new(Accepted {
                     agent,
                     config,
+                    provider: deps.provider(),
                     actions,
                     fallback: false,
                     end_call,
@@ -330,6 +340,7 @@ async fn start_agent(
                 tools: Vec::new(),
                 model: None,
             },
+            provider: deps.provider(),
             actions: Vec::new(),
             fallback: true,
             end_call: false,
@@ -347,12 +358,13 @@ async fn connect_for(
     // Not the whole `Accepted`: the agent session is not Sync and must not be borrowed here.
     fallback: bool,
     config: &SessionConfig,
+    provider: &dyn ModelProvider,
     leg: LegFormat,
 ) -> (ModelSession, Option<String>) {
     let why = if fallback {
         "agent failed"
     } else {
-        match brain::connect_model(deps, recorder, config, leg).await {
+        match brain::connect_model(provider, recorder, config, leg).await {
             Some(model) => return (model, None),
             None => "model unavailable",
         }
@@ -371,13 +383,14 @@ async fn connect_inbound(
     recorder: &Recorder,
     fallback: bool,
     config: &SessionConfig,
+    provider: &dyn ModelProvider,
     leg: LegFormat,
 ) -> Option<(ModelSession, Option<String>)> {
     let rejects = deps.registry.runtime().config().fallback.on_start == StartFallback::Reject;
     if fallback || !rejects {
-        return Some(connect_for(deps, recorder, fallback, config, leg).await);
+        return Some(connect_for(deps, recorder, fallback, config, provider, leg).await);
     }
-    let model = brain::connect_model(deps, recorder, config, leg).await?;
+    let model = brain::connect_model(provider, recorder, config, leg).await?;
     Some((model, None))
 }
 
@@ -417,7 +430,7 @@ async fn run_answered<L: Leg>(deps: &Arc<CallDeps>, a: Answered<L>) {
         model: if a.failure.is_some() {
             "fallback".into()
         } else {
-            deps.provider.name().into()
+            a.accepted.provider.name().into()
         },
     });
     let runtime = deps.registry.runtime();
@@ -433,15 +446,16 @@ async fn run_answered<L: Leg>(deps: &Arc<CallDeps>, a: Answered<L>) {
     let agent_name = a.accepted.agent.version().name();
     let format = a.leg.facts().codec.as_deref().and_then(LegFormat::parse);
     let leg_format = format.unwrap_or(Codec::Pcmu.into());
-    // A model that closes while the call is on hold is replaced on resume (not the apology).
+    // A model that closes while the call is on hold is replaced on resume (not the apology),
+    // from the provider the call started with.
     let reconnect = a.failure.is_none().then(|| {
-        let deps = deps.clone();
+        let provider = a.accepted.provider.clone();
         let config = a.accepted.config.clone();
         Box::new(move |history: Vec<(crate::domain::Role, String)>| {
-            let (deps, config) = (deps.clone(), config.clone());
-            Box::pin(
-                async move { brain::reconnect_model(&deps, &config, leg_format, history).await },
-            ) as futures_util::future::BoxFuture<'static, _>
+            let (provider, config) = (provider.clone(), config.clone());
+            Box::pin(async move {
+                brain::reconnect_model(provider.as_ref(), &config, leg_format, history).await
+            }) as futures_util::future::BoxFuture<'static, _>
         }) as task::ReconnectModel
     });
     let fallback_deps = deps.clone();

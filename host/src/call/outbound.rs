@@ -301,6 +301,7 @@ impl Calling {
             &self.recorder,
             self.accepted.fallback,
             &self.accepted.config,
+            self.accepted.provider.as_ref(),
             leg.into(),
         )
         .await

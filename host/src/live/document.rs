@@ -32,6 +32,9 @@ pub struct OverlayDocument {
     /// Name → the trunk as the file spells it.
     #[serde(default)]
     pub trunks: BTreeMap<String, Value>,
+    /// `[model]` keys (`provider`, `model`, `voice`, `api-key`).
+    #[serde(default)]
+    pub model: BTreeMap<String, String>,
 }
 
 /// One agent's live settings and secrets.
@@ -50,6 +53,7 @@ impl OverlayDocument {
         let mut doc = OverlayDocument::default();
         for entry in overlay {
             let target = Target::of(entry);
+            let secret = target.is_secret();
             let Some(value) = entry.value.clone() else {
                 doc.removed.push(target.path());
                 continue;
@@ -59,6 +63,10 @@ impl OverlayDocument {
                     doc.routes.insert(pattern, value);
                 }
                 Target::DefaultAgent => doc.default_agent = Some(value),
+                Target::Model(key) => {
+                    doc.model
+                        .insert(key, if secret { MASK.into() } else { value });
+                }
                 Target::Setting { agent, key } => {
                     doc.agents
                         .entry(agent)
@@ -125,6 +133,10 @@ impl OverlayDocument {
         for (name, trunk) in &self.trunks {
             let target = Target::Trunk(name.clone());
             out.push((target, Some(trunk.to_string()), "trunks"));
+        }
+        for (key, value) in &self.model {
+            let target = Target::Model(key.clone());
+            out.push((target, Some(value.clone()), "model"));
         }
         for path in &self.removed {
             let target = Target::of_path(path).ok_or_else(|| {

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, broadcast, watch};
 
 use crate::config::Config;
+use crate::model::{ModelConfig, ModelProvider};
 use crate::plugins::routing::{RouteError, RouteSource};
 use crate::plugins::runtime::secret_variable;
 use crate::plugins::{AgentSettings, Registry};
@@ -31,7 +32,7 @@ use crate::store::{
 };
 pub use document::OverlayDocument;
 use overlay::MASK;
-pub use overlay::{Layers, Source, Sourced, Target};
+pub use overlay::{Layers, MODEL_KEYS, Source, Sourced, Target};
 
 /// Longest value a setting or secret may have.
 pub const MAX_VALUE: usize = 4096;
@@ -85,6 +86,10 @@ pub struct LiveConfig {
     accounts: watch::Sender<Vec<AccountConfig>>,
     /// The effective trunks.
     trunks: watch::Sender<Vec<TrunkConfig>>,
+    /// `[model]` as loaded (file and environment), which the model keys change.
+    file_model: toml::Table,
+    /// The provider new calls connect to.
+    provider: watch::Sender<Arc<dyn ModelProvider>>,
     store: Arc<dyn CallStore>,
     registry: Arc<Registry>,
     /// The overlay as stored; the lock serialises changes.
@@ -97,12 +102,20 @@ impl LiveConfig {
     /// that no longer fits (an agent's manifest now claims its number) is logged and the
     /// file's routes stay; so do the file's trunks and accounts when the stored ones no longer
     /// fit (a trunk in the file took an account's name).
+    /// `provider` is the one `[model]` builds, in effect until a live change replaces it.
     pub async fn start(
         config: &Config,
         store: Arc<dyn CallStore>,
         registry: Arc<Registry>,
+        provider: Arc<dyn ModelProvider>,
     ) -> Result<Arc<LiveConfig>, StoreError> {
+        let file_model = match config.source.get("model") {
+            Some(toml::Value::Table(t)) => t.clone(),
+            _ => toml::Table::new(),
+        };
         let live = LiveConfig {
+            file_model,
+            provider: watch::channel(provider).0,
             base: base_layers(config, &registry),
             file_settings: config.agent.clone(),
             accounts: watch::channel(config.sip.accounts.clone()).0,
@@ -127,6 +140,16 @@ impl LiveConfig {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "the stored live trunks and accounts do not fit; the file's stay");
+                }
+            }
+            if !layers.model.is_empty() {
+                match live.provider_of(&layers) {
+                    Ok(provider) => {
+                        live.provider.send_replace(provider);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the stored live [model] keys do not fit; the file's model stays");
+                    }
                 }
             }
             tracing::info!(entries = overlay.len(), "live configuration applied");
@@ -160,6 +183,11 @@ impl LiveConfig {
     /// checks of outbound calls.
     pub fn trunks(&self) -> watch::Receiver<Vec<TrunkConfig>> {
         self.trunks.subscribe()
+    }
+
+    /// The model provider new calls connect to, now and after each change.
+    pub fn provider(&self) -> watch::Receiver<Arc<dyn ModelProvider>> {
+        self.provider.subscribe()
     }
 
     /// Every change as it is made.
@@ -299,7 +327,7 @@ impl LiveConfig {
                 &TRUNK_FIELDS,
                 "bad_trunk",
             )?),
-            (Target::Secret { .. }, Some(value)) if value == MASK => match before {
+            (target, Some(value)) if target.is_secret() && value == MASK => match before {
                 Some(kept) => Some(kept.value.clone()),
                 None => {
                     return Err(LiveError::invalid(
@@ -356,7 +384,45 @@ impl LiveConfig {
         if touches(|t| matches!(t, Target::Trunk(_) | Target::Account(_))) {
             self.check_sip(changes, next)?;
         }
+        if touches(|t| matches!(t, Target::Model(_))) {
+            self.provider_of(next)?;
+        }
         Ok(())
+    }
+
+    /// The provider `[model]` builds with the model keys of `layers` over the file's; a
+    /// refusal names the key at fault.
+    fn provider_of(&self, layers: &Layers) -> Result<Arc<dyn ModelProvider>, LiveError> {
+        let mut table = self.file_model.clone();
+        for key in MODEL_KEYS {
+            match layers.model.get(key) {
+                Some(s) => table.insert(key.into(), toml::Value::String(s.value.clone())),
+                None => table.remove(key),
+            };
+        }
+        // As at start: without a provider, the offline one.
+        if !table.contains_key("provider") {
+            table.insert("provider".into(), "offline".into());
+        }
+        // The message names the key at fault first (`missing field `api-key``, `unknown
+        // field `voice``); else it is the provider's.
+        let field = |message: &str| {
+            let named = message.split('`').nth(1).unwrap_or_default();
+            MODEL_KEYS
+                .into_iter()
+                .find(|k| *k == named)
+                .unwrap_or("provider")
+        };
+        let config: ModelConfig =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    let message = e.message().to_string();
+                    LiveError::invalid(field(&message), "bad_model", format!("[model]: {message}"))
+                })?;
+        config
+            .build()
+            .map_err(|e| LiveError::invalid(field(&e), "bad_model", format!("[model]: {e}")))
     }
 
     /// The routes of `next` as the registry would take them.
@@ -442,6 +508,16 @@ impl LiveConfig {
                     ));
                 }
             }
+            (Target::Model(key), _) if !MODEL_KEYS.contains(&key.as_str()) => {
+                return Err(LiveError::invalid(
+                    "key",
+                    "unknown_key",
+                    format!(
+                        "`{key}` is not a [model] key the API changes ({})",
+                        MODEL_KEYS.join(", ")
+                    ),
+                ));
+            }
             (Target::Trunk(_), Some(text)) => {
                 let trunk: TrunkConfig = serde_json::from_str(text)
                     .map_err(|e| LiveError::invalid("name", "bad_trunk", e.to_string()))?;
@@ -483,6 +559,17 @@ impl LiveConfig {
         }
         if now.accounts != next.accounts {
             self.accounts.send_replace(accounts_of(next));
+        }
+        if now.model != next.model {
+            match self.provider_of(next) {
+                Ok(provider) => {
+                    self.provider.send_replace(provider);
+                }
+                // Checked before it was stored; nothing reads differently since.
+                Err(e) => {
+                    tracing::error!(error = %e, "a stored [model] change could not be applied")
+                }
+            }
         }
     }
 
@@ -678,6 +765,15 @@ fn base_layers(config: &Config, registry: &Registry) -> Layers {
             layers
                 .trunks
                 .insert(trunk.name.clone(), Sourced::file(&text));
+        }
+    }
+    if let Some(toml::Value::Table(model)) = config.source.get("model") {
+        for key in MODEL_KEYS {
+            if let Some(toml::Value::String(value)) = model.get(key) {
+                layers
+                    .model
+                    .insert(key.into(), sourced(&["model", key], value));
+            }
         }
     }
     for (name, version) in &registry.snapshot().agents {

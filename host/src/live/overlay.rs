@@ -72,7 +72,13 @@ pub struct Layers {
     pub accounts: BTreeMap<String, Sourced>,
     /// `[[sip.trunks]]` by name; each value is the trunk as JSON, passwords included.
     pub trunks: BTreeMap<String, Sourced>,
+    /// The `[model]` keys of [`MODEL_KEYS`] that are set.
+    pub model: BTreeMap<String, Sourced>,
 }
+
+/// The `[model]` keys changed through the API: which provider new calls use, its model and
+/// voice, and its API key (write-only).
+pub const MODEL_KEYS: [&str; 4] = ["provider", "model", "voice", "api-key"];
 
 /// What a change is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +98,8 @@ pub enum Target {
     Account(String),
     /// A trunk, by name.
     Trunk(String),
+    /// A key of `[model]` (one of [`MODEL_KEYS`]).
+    Model(String),
 }
 
 impl Target {
@@ -104,6 +112,7 @@ impl Target {
             Target::Secret { agent, key } => format!("agents/{agent}/secrets/{key}"),
             Target::Account(name) => format!("accounts/{name}"),
             Target::Trunk(name) => format!("trunks/{name}"),
+            Target::Model(key) => format!("model/{key}"),
         }
     }
 
@@ -125,6 +134,7 @@ impl Target {
             }
             ["accounts", name] => named(name).map(Target::Account),
             ["trunks", name] => named(name).map(Target::Trunk),
+            ["model", key] => named(key).map(Target::Model),
             _ => None,
         }
     }
@@ -137,6 +147,7 @@ impl Target {
             Target::Secret { agent, key } => (OverlayKind::Secret, agent, key),
             Target::Account(name) => (OverlayKind::Account, "", name),
             Target::Trunk(name) => (OverlayKind::Trunk, "", name),
+            Target::Model(key) => (OverlayKind::Model, "", key),
         }
     }
 
@@ -149,6 +160,16 @@ impl Target {
             OverlayKind::Secret => Target::Secret { agent, key },
             OverlayKind::Account => Target::Account(key),
             OverlayKind::Trunk => Target::Trunk(key),
+            OverlayKind::Model => Target::Model(key),
+        }
+    }
+
+    /// Whether its value is write-only: an agent's secret, the model's API key.
+    pub fn is_secret(&self) -> bool {
+        match self {
+            Target::Secret { .. } => true,
+            Target::Model(key) => key == "api-key",
+            _ => false,
         }
     }
 
@@ -156,7 +177,7 @@ impl Target {
     /// or a trunk as its object with its passwords as `***`.
     pub fn shown(&self, value: &str) -> Value {
         match self {
-            Target::Secret { .. } => json!(MASK),
+            _ if self.is_secret() => json!(MASK),
             Target::Account(_) | Target::Trunk(_) => {
                 let mut object = serde_json::from_str(value).unwrap_or(Value::Null);
                 mask_passwords(&mut object);
@@ -222,6 +243,7 @@ impl Layers {
             Target::Secret { agent, key } => self.agents.get(agent)?.secrets.get(key),
             Target::Account(name) => self.accounts.get(name),
             Target::Trunk(name) => self.trunks.get(name),
+            Target::Model(key) => self.model.get(key),
         }
     }
 
@@ -247,6 +269,7 @@ impl Layers {
             ),
             Target::Account(name) => slot(&mut self.accounts, name),
             Target::Trunk(name) => slot(&mut self.trunks, name),
+            Target::Model(key) => slot(&mut self.model, key),
         }
         self.agents
             .retain(|_, a| !a.settings.is_empty() || !a.secrets.is_empty());
@@ -304,6 +327,9 @@ impl Layers {
                 "value": Target::Trunk(name.clone()).shown(&s.value),
                 "source": s.source,
             }))).collect::<serde_json::Map<_, _>>(),
+            "model": self.model.iter().map(|(key, s)| {
+                (key.clone(), shown(s, Target::Model(key.clone()).is_secret()))
+            }).collect::<serde_json::Map<_, _>>(),
         })
     }
 }
@@ -466,6 +492,7 @@ mod tests {
             },
             Target::Account("pbx".into()),
             Target::Trunk("carrier".into()),
+            Target::Model("api-key".into()),
         ] {
             assert_eq!(Target::of_path(&target.path()), Some(target));
         }

@@ -21,7 +21,8 @@ async fn live(dir: &std::path::Path, env: &[(&str, &str)]) -> Arc<LiveConfig> {
         ..StoreConfig::default()
     })
     .unwrap();
-    LiveConfig::start(&config, Arc::new(store), registry)
+    let provider = config.model.build().unwrap();
+    LiveConfig::start(&config, Arc::new(store), registry, provider)
         .await
         .unwrap()
 }
@@ -492,4 +493,81 @@ async fn an_import_of_an_export_gives_the_configuration_back_and_a_bad_one_chang
     assert_eq!(trunks[0].password.as_deref(), Some("trunk-secret"));
     assert!(live.accounts().borrow().is_empty());
     assert_eq!(live.export().await.0, exported);
+}
+
+fn model(key: &str, value: Option<&str>) -> Change {
+    Change {
+        target: Target::Model(key.into()),
+        value: value.map(str::to_string),
+    }
+}
+
+#[tokio::test]
+async fn model_keys_build_the_provider_of_new_calls_and_refusals_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = live(dir.path(), &[]).await;
+    let provider = live.provider();
+    assert_eq!(provider.borrow().name(), "offline");
+    let (body, etag) = live.effective().await;
+    assert_eq!(body["model"], json!({}));
+
+    for (change, field, code) in [
+        (model("provider", Some("openai")), "api-key", "bad_model"),
+        (model("provider", Some("nothing")), "provider", "bad_model"),
+        (model("api-key", Some("sk-live")), "api-key", "bad_model"),
+        (model("temperature", Some("1")), "key", "unknown_key"),
+        (model("api-key", Some("***")), "value", "secret_not_set"),
+    ] {
+        let err = live.change("ops", Some(&etag), change.clone()).await;
+        match err {
+            Err(LiveError::Invalid {
+                field: f, code: c, ..
+            }) => assert_eq!((f, c), (field, code), "{change:?}"),
+            other => panic!("{change:?}: {other:?}"),
+        }
+    }
+    assert_eq!(live.effective().await, (body, etag.clone()));
+
+    // One key at a time where it fits; several at once by import.
+    live.change("ops", Some(&etag), model("provider", Some("echo")))
+        .await
+        .unwrap();
+    assert_eq!(provider.borrow().name(), "echo");
+    let (_, etag) = live.effective().await;
+    let openai = OverlayDocument {
+        model: [
+            ("provider".to_string(), "openai".to_string()),
+            ("api-key".to_string(), "sk-live".to_string()),
+            ("voice".to_string(), "cedar".to_string()),
+        ]
+        .into(),
+        ..OverlayDocument::default()
+    };
+    let record = live.import("ops", Some(&etag), &openai).await.unwrap();
+    assert!(
+        !record.after.to_string().contains("sk-live"),
+        "{}",
+        record.after
+    );
+    assert_eq!(provider.borrow().name(), "openai");
+    let (body, etag) = live.effective().await;
+    assert_eq!(body["model"]["api-key"]["value"], "***");
+    assert_eq!(body["model"]["voice"]["value"], "cedar");
+    assert_eq!(body["model"]["provider"]["source"], "live");
+
+    // The key given back as *** is kept; the voice left out goes back to the default.
+    let (exported, _) = live.export().await;
+    assert_eq!(exported.model["api-key"], "***");
+    let mut again = exported.clone();
+    again.model.remove("voice");
+    live.import("ops", Some(&etag), &again).await.unwrap();
+    assert_eq!(provider.borrow().name(), "openai");
+    assert!(live.effective().await.0["model"].get("voice").is_none());
+
+    // Without the live keys: the file's (here the default, offline) again.
+    let (_, etag) = live.effective().await;
+    live.import("ops", Some(&etag), &OverlayDocument::default())
+        .await
+        .unwrap();
+    assert_eq!(provider.borrow().name(), "offline");
 }

@@ -23,6 +23,9 @@ pub enum OverlayKind {
     /// `[[sip.trunks]]`: key is the trunk's name, value the trunk as JSON (with its
     /// passwords, as the file has them).
     Trunk,
+    /// `[model]`: key is one of the keys the API changes (`provider`, `model`, `voice`,
+    /// `api-key`).
+    Model,
 }
 
 impl OverlayKind {
@@ -34,6 +37,7 @@ impl OverlayKind {
             OverlayKind::Secret => "secret",
             OverlayKind::Account => "account",
             OverlayKind::Trunk => "trunk",
+            OverlayKind::Model => "model",
         }
     }
 
@@ -45,6 +49,7 @@ impl OverlayKind {
             OverlayKind::Secret,
             OverlayKind::Account,
             OverlayKind::Trunk,
+            OverlayKind::Model,
         ]
         .into_iter()
         .find(|k| k.as_str() == text)
