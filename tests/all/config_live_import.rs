@@ -179,17 +179,25 @@ async fn config_live_writes_are_rate_limited_per_caller() {
         .await;
     }
     let before = ops.get("/v1/config/effective").await;
-    let limited = ops
-        .put(
-            "/v1/config/routes/4009",
-            &json!({"agent": "menu"}),
-            before.etag.as_deref(),
-        )
-        .await;
-    assert_eq!(limited.status, 429, "{}", limited.text);
-    assert_eq!(limited.json["error"], "rate_limited", "{}", limited.text);
-    let wait = limited.retry_after.expect("Retry-After");
+    // Raw, for the Retry-After header.
+    let limited = reqwest::Client::new()
+        .put(format!("{}/v1/config/routes/4009", ops.base))
+        .bearer_auth("ops-token")
+        .header("if-match", before.etag.clone().unwrap())
+        .header("content-type", "application/json")
+        .body(json!({"agent": "menu"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(limited.status().as_u16(), 429);
+    let wait: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=20).contains(&wait), "{wait}");
+    let body: Value = serde_json::from_str(&limited.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"], "rate_limited", "{body}");
     assert_eq!(ops.get("/v1/config/effective").await.text, before.text);
     // Another caller has its own allowance.
     put(&ci, "/v1/config/routes/4009", json!({"agent": "menu"})).await;

@@ -23,8 +23,6 @@ pub struct Reply {
     pub json: Value,
     /// The `ETag` header, when there is one.
     pub etag: Option<String>,
-    /// The `Retry-After` header in seconds, when there is one.
-    pub retry_after: Option<u64>,
 }
 
 impl Api {
@@ -70,11 +68,6 @@ impl Api {
             .get(reqwest::header::ETAG)
             .and_then(|v| v.to_str().ok())
             .map(String::from);
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
         let text = resp.text().await.expect("HTTP body");
         let json = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
         Reply {
@@ -83,7 +76,6 @@ impl Api {
             text,
             json,
             etag,
-            retry_after,
         }
     }
 
