@@ -74,6 +74,57 @@ async fn allowlist_admits_trunk_sources_and_refuses_others() {
     ep.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_trunk_followed_live_admits_its_source_at_once_and_removed_refuses_it() {
+    let mut cfg = test_config();
+    cfg.allow_unknown_sources = false;
+    let (ep, events) = SipEndpoint::start(cfg).await.unwrap();
+    let log = spawn_consumer(ep.clone(), events, Mode::Reject(486));
+    let target = ep.local_addrs().udp.unwrap();
+    let (trunks, source) = tokio::sync::watch::channel(Vec::new());
+    ep.follow_trunks(source);
+    let mut pbx = RawClient::udp_from("127.0.0.2:0", target).await;
+    pbx.send(invite(&pbx, "pol-l1", "").as_bytes()).await;
+    assert_eq!(
+        pbx.response_for("pol-l1", Duration::from_secs(3)).await,
+        Some(403)
+    );
+
+    // Added: the next INVITE from its source is the trunk's, no wait needed.
+    trunks.send_replace(vec![trunk(&["127.0.0.2/32"], InboundPolicy::default())]);
+    pbx.send(invite(&pbx, "pol-l2", "").as_bytes()).await;
+    assert_eq!(
+        pbx.response_for("pol-l2", Duration::from_secs(3)).await,
+        Some(486)
+    );
+    assert_eq!(
+        ep.live_inbound_calls()
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>(),
+        ["pbx", "unknown"]
+    );
+    // A list the start would refuse changes nothing.
+    let mut bad = trunk(&["127.0.0.2/32"], InboundPolicy::default());
+    bad.inbound_sources = vec!["nowhere".into()];
+    trunks.send_replace(vec![bad]);
+    pbx.send(invite(&pbx, "pol-l3", "").as_bytes()).await;
+    assert_eq!(
+        pbx.response_for("pol-l3", Duration::from_secs(3)).await,
+        Some(486)
+    );
+
+    // Removed: refused again.
+    trunks.send_replace(Vec::new());
+    pbx.send(invite(&pbx, "pol-l4", "").as_bytes()).await;
+    assert_eq!(
+        pbx.response_for("pol-l4", Duration::from_secs(3)).await,
+        Some(403)
+    );
+    assert!(log.has("incoming:1000:udp"));
+    ep.shutdown().await;
+}
+
 fn md5_hex(s: &str) -> String {
     md5::Md5::digest(s.as_bytes())
         .iter()

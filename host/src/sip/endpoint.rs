@@ -80,7 +80,7 @@ pub(crate) struct Shared {
 }
 
 /// The trunks in effect with their inbound policy scopes, replaced whole by
-/// [`SipEndpoint::set_trunks`]: a call keeps the trunk and scope it started with.
+/// [`SipEndpoint::follow_trunks`]: a call keeps the trunk and scope it started with.
 pub(crate) struct Trunks {
     pub configs: Vec<TrunkConfig>,
     pub scopes: Vec<Arc<Scope>>,
@@ -146,7 +146,9 @@ impl Shared {
             .clone()
     }
 
-    /// See [`SipEndpoint::set_trunks`].
+    /// Makes `trunks` the ones calls go out through and come in from, checked first (a refused
+    /// list changes nothing): new calls see them at once; running calls keep the trunk they
+    /// started with, also a removed one, until they end.
     fn set_trunks(&self, trunks: Vec<TrunkConfig>) -> Result<(), SipError> {
         check_trunks(&trunks)?;
         let mut current = self.trunks.write().unwrap_or_else(|e| e.into_inner());
@@ -439,13 +441,6 @@ impl SipEndpoint {
             }
         }
         Ok(())
-    }
-
-    /// Makes `trunks` the ones calls go out through and come in from, checked first (a refused
-    /// list changes nothing): new calls see them at once; running calls keep the trunk they
-    /// started with, also a removed one, until they end.
-    pub fn set_trunks(&self, trunks: Vec<TrunkConfig>) -> Result<(), SipError> {
-        self.shared.set_trunks(trunks)
     }
 
     /// Takes the trunks from `source` from now on: its current list at once, and each change
