@@ -313,20 +313,12 @@ impl LiveConfig {
         self.check_editable(&change.target)?;
         let before = now.get(&change.target);
         let value = match (&change.target, change.value) {
-            (Target::Account(name), Some(body)) => Some(entry_json::<AccountConfig>(
-                name,
-                &body,
-                before,
-                &ACCOUNT_FIELDS,
-                "bad_account",
-            )?),
-            (Target::Trunk(name), Some(body)) => Some(entry_json::<TrunkConfig>(
-                name,
-                &body,
-                before,
-                &TRUNK_FIELDS,
-                "bad_trunk",
-            )?),
+            (Target::Account(name), Some(body)) => {
+                Some(entry_json::<AccountConfig>(&ACCOUNTS, name, &body, before)?)
+            }
+            (Target::Trunk(name), Some(body)) => {
+                Some(entry_json::<TrunkConfig>(&TRUNKS, name, &body, before)?)
+            }
             (target, Some(value)) if target.is_secret() && value == MASK => match before {
                 Some(kept) => Some(kept.value.clone()),
                 None => {
@@ -627,21 +619,36 @@ fn parsed<T: serde::de::DeserializeOwned>(
         .collect()
 }
 
-/// The account or trunk a PUT body (JSON, the file's field names, `fields`) describes, as
-/// stored: `name` from the path, passwords left out or given as `***` kept from `before`. A
-/// refused body names the field at fault, with `code`.
+/// Which SIP table an entry is of: its name in messages (and as the field blamed for a whole
+/// refused body), its fields as the file spells them, and the code of a refusal.
+struct SipTable {
+    what: &'static str,
+    fields: &'static [&'static str],
+    code: &'static str,
+}
+
+const ACCOUNTS: SipTable = SipTable {
+    what: "account",
+    fields: &ACCOUNT_FIELDS,
+    code: "bad_account",
+};
+
+const TRUNKS: SipTable = SipTable {
+    what: "trunk",
+    fields: &TRUNK_FIELDS,
+    code: "bad_trunk",
+};
+
+/// The account or trunk a PUT body (JSON, the file's field names) describes, as stored: `name`
+/// from the path, passwords left out or given as `***` kept from `before`. A refused body
+/// names the field at fault.
 fn entry_json<T: serde::de::DeserializeOwned + serde::Serialize>(
+    table: &SipTable,
     name: &str,
     body: &str,
     before: Option<&Sourced>,
-    fields: &[&'static str],
-    code: &'static str,
 ) -> Result<String, LiveError> {
-    let what = if code == "bad_trunk" {
-        "trunk"
-    } else {
-        "account"
-    };
+    let SipTable { what, fields, code } = *table;
     let refused = |field: &'static str, message: String| LiveError::invalid(field, code, message);
     let mut value: Value = serde_json::from_str(body)
         .map_err(|e| refused(what, format!("the {what} is not JSON: {e}")))?;
