@@ -571,3 +571,28 @@ async fn model_keys_build_the_provider_of_new_calls_and_refusals_name_the_key() 
         .unwrap();
     assert_eq!(provider.borrow().name(), "offline");
 }
+
+#[tokio::test]
+async fn live_trunks_and_model_keys_are_in_effect_again_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let first = live(dir.path(), &[]).await;
+        let (_, etag) = first.effective().await;
+        let body = json!({"outbound-proxy": "127.0.0.1:5090", "password": "trunk-secret"});
+        first
+            .change("ops", Some(&etag), trunk("pbx", body))
+            .await
+            .unwrap();
+        let (_, etag) = first.effective().await;
+        first
+            .change("ops", Some(&etag), model("provider", Some("echo")))
+            .await
+            .unwrap();
+    }
+    let again = live(dir.path(), &[]).await;
+    let trunks = again.trunks().borrow().clone();
+    let pbx = trunks.iter().find(|t| t.name == "pbx").unwrap();
+    assert_eq!(pbx.password.as_deref(), Some("trunk-secret"));
+    assert!(trunks.iter().any(|t| t.name == "carrier"));
+    assert_eq!(again.provider().borrow().name(), "echo");
+}
