@@ -7,7 +7,8 @@
 //! Every `/v1` route and `/metrics` need `Authorization: Bearer <token>` when `[http] tokens`
 //! or `[[http.api-tokens]]` are set (the dashboard's static files do not: they hold no data);
 //! without tokens the server refuses to listen anywhere but loopback. Configuration writes
-//! (`/v1/config/...`, see `crate::live`) also need write scope (`auth`).
+//! (`/v1/config/...`, see `crate::live`) also need write scope and stay within the caller's
+//! write limit (`auth`).
 
 mod agents;
 mod auth;

@@ -1,10 +1,11 @@
 //! Live configuration: routes, the default agent, per-agent settings and secrets, the SIP
-//! registration accounts and trunks changed through the API while calls run. The file's
-//! values (with environment overrides) are the base, the store keeps the live overlay over
-//! them ([`overlay`]), and every change is validated with the start-up rules, stored with its
-//! audit record, applied to the registry at once (accounts and trunks through
-//! [`LiveConfig::accounts`] and [`LiveConfig::trunks`], which the host hands to the SIP
-//! endpoint) and announced to subscribers. The whole overlay is exported and imported as one
+//! registration accounts and trunks, and the model provider's keys changed through the API
+//! while calls run. The file's values (with environment overrides) are the base, the store
+//! keeps the live overlay over them ([`overlay`]), and every change is validated with the
+//! start-up rules, stored with its audit record, applied to the registry at once (accounts
+//! and trunks through [`LiveConfig::accounts`] and [`LiveConfig::trunks`], which the host
+//! hands to the SIP endpoint; the provider through [`LiveConfig::provider`], which it hands to
+//! the calls) and announced to subscribers. The whole overlay is exported and imported as one
 //! [`document`]. Writes are serialised and need the ETag of the effective configuration they
 //! were based on.
 
