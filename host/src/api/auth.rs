@@ -2,7 +2,8 @@
 //! have full rights; `[[http.api-tokens]]` name theirs. The scope guards configuration writes
 //! only (the call and reload endpoints keep their rules: any valid token). Without any token
 //! the API is loopback-only and configuration writes are refused unless
-//! `[http] allow-loopback-writes` (a development switch).
+//! `[http] allow-loopback-writes` (a development switch). Each caller's configuration writes
+//! are rate-limited ([`WriteLimit`]).
 
 use std::sync::Arc;
 
