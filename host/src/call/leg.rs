@@ -7,6 +7,7 @@ use std::future::Future;
 use std::path::Path;
 use tokio::time::Instant;
 
+use crate::media::recording::Recorder;
 use crate::media::{AudioSink, MediaStats};
 use crate::resample::StreamResampler;
 
@@ -317,6 +318,15 @@ pub trait Dialing: Send {
     fn progress(&mut self) -> impl Future<Output = Progress<Self::Answer>> + Send;
     /// Give up; the outcome still arrives through `progress`.
     fn cancel(&mut self);
+}
+
+/// Finish a leg's recording when the leg closes, off the async threads (the WAV header is
+/// written and the file flushed); a failure is logged, the call goes on ending.
+pub async fn finish_recording(recorder: Recorder) {
+    let finished = tokio::task::spawn_blocking(move || recorder.finish()).await;
+    if let Ok(Err(e)) = finished {
+        tracing::warn!(error = %e, "finishing the recording failed");
+    }
 }
 
 /// A playout for legs whose audio never passes through us: nothing is ever queued.

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::peer::{Peer, PeerEvent, PeerOutput, is_fatal};
 use crate::call::leg::{
     CallerAudio, CallerRoute, Capabilities, Capability, DigitSource, Interrupted, Leg, LegAudio,
-    LegError, LegEvent, LegFacts, Playout, Undelivered, keypad_digit,
+    LegError, LegEvent, LegFacts, Playout, Undelivered, finish_recording, keypad_digit,
 };
 use crate::media::codec::{AudioDecoder, AudioEncoder, new_decoder, new_encoder};
 use crate::media::playout::{PacingClock, PlayoutQueue};
@@ -213,10 +213,7 @@ impl Leg for WebLeg {
         };
         let recording = lock(&self.shared.recording).take();
         if let Some(r) = recording {
-            let finished = tokio::task::spawn_blocking(move || r.finish()).await;
-            if let Ok(Err(e)) = finished {
-                tracing::warn!(error = %e, "finishing the recording failed");
-            }
+            finish_recording(r).await;
         }
         stats
     }

@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use super::websocket::ServerSocket;
 use crate::call::leg::{
     CallerAudio, CallerRoute, Capabilities, Capability, DigitSource, Interrupted, Leg, LegAudio,
-    LegError, LegEvent, LegFacts, Playout, Undelivered,
+    LegError, LegEvent, LegFacts, Playout, Undelivered, finish_recording,
 };
 use crate::media::MediaStats;
 use crate::media::recording::Recorder;
@@ -351,10 +351,7 @@ impl<C: Carrier, F: Framing + Clone> Leg for StreamLeg<C, F> {
         self.task.abort();
         let recording = lock(&self.shared.recording).take();
         if let Some(r) = recording {
-            let finished = tokio::task::spawn_blocking(move || r.recorder.finish()).await;
-            if let Ok(Err(e)) = finished {
-                tracing::warn!(error = %e, "finishing the recording failed");
-            }
+            finish_recording(r.recorder).await;
         }
         let c = &self.shared.counts;
         Some(MediaStats {
