@@ -599,8 +599,9 @@ async fn webrtc_load_smoke() {
     assert_eq!(report["failed"], 0, "{report}");
     let per_call = report["per_call"].as_array().unwrap();
     for call in per_call {
-        // 20 ms frames for the whole call, the greeting heard, the call's state on the channel.
-        assert!(call["sent"].as_u64().unwrap() >= 45 * secs, "{call}");
+        // 20 ms frames through the call (50 a second; a loaded CI machine may skip some), the
+        // greeting heard, the call's state on the channel.
+        assert!(call["sent"].as_u64().unwrap() >= 30 * secs, "{call}");
         assert!(call["received"].as_u64().unwrap() > 0, "{call}");
         assert!(call["heard_s"].as_f64().unwrap() > 0.5, "{call}");
         assert!(call["events"]["state"].as_u64().unwrap_or(0) > 0, "{call}");

@@ -16,7 +16,6 @@
 //! audio the caller was when each talkspurt began (`talkspurt_at_ms`), audio heard per call.
 //! 127.0.0.1 only; bounded by `--calls` and `--secs`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,11 +31,13 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 #[allow(dead_code, unused_imports)]
 #[path = "../all/support"]
 mod support {
+    pub mod load_args;
     pub mod model_audio;
     pub mod speaker;
     pub mod twilio_wire;
 }
 
+use support::load_args::{Load, LoadArgs};
 use support::model_audio::{STAMP_LEN, epoch_from_monotonic_ns, since_stamp, stamp};
 use support::speaker::Speaker;
 use support::twilio_wire::{
@@ -60,30 +61,14 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut map: HashMap<String, String> = HashMap::new();
-    let mut it = std::env::args().skip(1);
-    while let Some(key) = it.next() {
-        let key = key
-            .strip_prefix("--")
-            .unwrap_or_else(|| panic!("unexpected argument {key}"));
-        let value = it.next().unwrap_or_else(|| panic!("--{key} needs a value"));
-        map.insert(key.to_string(), value);
-    }
-    let get = |k: &str| map.get(k).cloned();
-    let need = |k: &str| get(k).unwrap_or_else(|| panic!("--{k} is required"));
-    let webhook = need("webhook");
-    assert!(
-        webhook.starts_with("http://127.0.0.1:"),
-        "the load goes to 127.0.0.1 only: {webhook}"
-    );
-    let calls: u32 = need("calls").parse().expect("--calls N");
-    let secs: u64 = need("secs").parse().expect("--secs S");
-    assert!(
-        calls <= MAX_CALLS && secs <= MAX_SECS,
-        "at most {MAX_CALLS} calls of {MAX_SECS} s"
-    );
-    let audio_path = need("audio");
-    let audio = std::fs::read(&audio_path).unwrap_or_else(|e| panic!("{audio_path}: {e}"));
+    let args = LoadArgs::from_env();
+    let Load {
+        target: webhook,
+        calls,
+        secs,
+        ramp,
+        audio,
+    } = args.load("webhook", MAX_CALLS, MAX_SECS);
     assert!(
         audio.len() >= 160,
         "at least one 20 ms frame of μ-law audio"
@@ -92,12 +77,16 @@ fn args() -> Args {
         webhook,
         calls,
         secs,
-        ramp: Duration::from_millis(get("ramp-ms").map_or(1000, |v| v.parse().expect("--ramp-ms"))),
+        ramp,
         audio,
-        auth_token: get("auth-token"),
-        account_sid: get("account-sid").unwrap_or_else(|| format!("AC{:032x}", 0x10ad)),
-        to: get("to").unwrap_or_else(|| "2000".into()),
-        epoch: get("epoch-ns").map(|v| epoch_from_monotonic_ns(v.parse().expect("--epoch-ns"))),
+        auth_token: args.get("auth-token"),
+        account_sid: args
+            .get("account-sid")
+            .unwrap_or_else(|| format!("AC{:032x}", 0x10ad)),
+        to: args.get("to").unwrap_or_else(|| "2000".into()),
+        epoch: args
+            .get("epoch-ns")
+            .map(|v| epoch_from_monotonic_ns(v.parse().expect("--epoch-ns"))),
     }
 }
 

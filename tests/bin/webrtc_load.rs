@@ -14,7 +14,7 @@
 //! and per call its id and what it saw. 127.0.0.1 only (the endpoint and the answer's
 //! candidates); bounded by `--calls` and `--secs`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,9 +36,11 @@ use tokio::sync::mpsc::UnboundedSender;
 #[allow(dead_code, unused_imports)]
 #[path = "../all/support"]
 mod support {
+    pub mod load_args;
     pub mod model_audio;
 }
 
+use support::load_args::{Load, LoadArgs};
 use support::model_audio::rms;
 
 /// Calls at most, and seconds a call at most: a load, not a flood.
@@ -67,33 +69,13 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut map: HashMap<String, String> = HashMap::new();
-    let mut it = std::env::args().skip(1);
-    while let Some(key) = it.next() {
-        let key = key
-            .strip_prefix("--")
-            .unwrap_or_else(|| panic!("unexpected argument {key}"));
-        let value = it.next().unwrap_or_else(|| panic!("--{key} needs a value"));
-        map.insert(key.to_string(), value);
-    }
-    let need = |k: &str| {
-        map.get(k)
-            .cloned()
-            .unwrap_or_else(|| panic!("--{k} is required"))
-    };
-    let offer_url = need("offer-url");
-    assert!(
-        offer_url.starts_with("http://127.0.0.1:"),
-        "the load goes to 127.0.0.1 only: {offer_url}"
-    );
-    let calls: u32 = need("calls").parse().expect("--calls N");
-    let secs: u64 = need("secs").parse().expect("--secs S");
-    assert!(
-        calls <= MAX_CALLS && secs <= MAX_SECS,
-        "at most {MAX_CALLS} calls of {MAX_SECS} s"
-    );
-    let audio_path = need("audio");
-    let audio = std::fs::read(&audio_path).unwrap_or_else(|e| panic!("{audio_path}: {e}"));
+    let Load {
+        target: offer_url,
+        calls,
+        secs,
+        ramp,
+        audio,
+    } = LoadArgs::from_env().load("offer-url", MAX_CALLS, MAX_SECS);
     let pcm: Vec<i16> = audio
         .chunks_exact(2)
         .map(|b| i16::from_le_bytes([b[0], b[1]]))
@@ -103,10 +85,7 @@ fn args() -> Args {
         offer_url,
         calls,
         secs,
-        ramp: Duration::from_millis(
-            map.get("ramp-ms")
-                .map_or(1000, |v| v.parse().expect("--ramp-ms")),
-        ),
+        ramp,
         frames: opus_frames(&pcm),
     }
 }
