@@ -23,6 +23,12 @@ use crate::media::playout::{PacingClock, PlayoutQueue};
 use crate::media::ports::PortLease;
 use crate::media::recording::Recorder;
 use crate::media::{Codec, MediaStats};
+use crate::runtimes::DedicatedRuntime;
+
+/// Web peers run on threads of their own, one a core, as RTP runs on the media threads: each
+/// wakes 100 times a second, and on the main runtime they would queue behind the call tasks
+/// (measured: 300 web calls there, 70 ms p99 from model audio to the first packet out).
+static PEER_RUNTIME: DedicatedRuntime = DedicatedRuntime::new("web-peer", 0, 1);
 
 /// One frame of audio each way.
 const FRAME: Duration = Duration::from_millis(20);
@@ -71,12 +77,21 @@ impl WebLeg {
     /// Run `peer` on `socket`; `texts` are call events for the page.
     pub fn start(
         peer: Peer,
-        socket: UdpSocket,
+        socket: std::net::UdpSocket,
         lease: PortLease,
         facts: LegFacts,
         texts: mpsc::UnboundedReceiver<String>,
         timeouts: Timeouts,
     ) -> Result<WebLeg, LegError> {
+        let runtime = PEER_RUNTIME.handle();
+        // The socket belongs to the reactor of the runtime that polls it.
+        let socket = {
+            let _in_runtime = runtime.enter();
+            socket
+                .set_nonblocking(true)
+                .and_then(|()| UdpSocket::from_std(socket))
+                .map_err(failed)?
+        };
         let codec = peer.codec();
         let shared = Arc::new(Shared {
             playout: Mutex::new(PlayoutQueue::new(codec.sample_rate())),
@@ -113,7 +128,7 @@ impl WebLeg {
             model_rate: codec.sample_rate(),
             events,
             close: Some(close_tx),
-            task: tokio::spawn(task.run(close)),
+            task: runtime.spawn(task.run(close)),
         })
     }
 }
@@ -626,8 +641,6 @@ mod tests {
             Browser::offer(page_socket.local_addr().unwrap(), true, false, now);
         let (peer, answer) = Peer::answer(&offer, host_addr, &cert(), now).unwrap();
         browser.accept(pending, &answer);
-        host_socket.set_nonblocking(true).unwrap();
-        let host_socket = UdpSocket::from_std(host_socket).unwrap();
         let (texts, texts_rx) = mpsc::unbounded_channel();
         let facts = LegFacts {
             transport: "webrtc".into(),

@@ -235,10 +235,6 @@ impl WebCalls {
         let local = SocketAddr::new(self.config.public_ip, lease.port());
         let (peer, answer) =
             Peer::answer(&offer.sdp, local, &self.cert, std::time::Instant::now())?;
-        let socket = socket
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::UdpSocket::from_std(socket))
-            .map_err(|e| WebCallError::NoPort(e.to_string()))?;
         let call_id = self.deps.new_call_id();
         let span = tracing::info_span!("call", call_id = %call_id);
         let routed = inbound::offer(
