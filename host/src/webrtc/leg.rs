@@ -120,6 +120,8 @@ impl WebLeg {
             last_audio: None,
             timeouts,
             stats: MediaStats::default(),
+            pcm_in: Vec::new(),
+            frame_out: Vec::new(),
         };
         Ok(WebLeg {
             facts,
@@ -276,6 +278,9 @@ struct PeerTask {
     last_audio: Option<Instant>,
     timeouts: Timeouts,
     stats: MediaStats,
+    /// The page's last frame, decoded; the agent's next frame (buffers kept for the call).
+    pcm_in: Vec<i16>,
+    frame_out: Vec<i16>,
 }
 
 impl PeerTask {
@@ -429,7 +434,9 @@ impl PeerTask {
             return;
         }
         self.last_in = Some(rtp_time);
-        let mut pcm = Vec::with_capacity(self.frame_samples * 2);
+        // One buffer each way for the whole call: this runs 50 times a second.
+        let mut pcm = std::mem::take(&mut self.pcm_in);
+        pcm.clear();
         if gap >= frame && gap <= frame * MAX_CONCEALED_FRAMES {
             let lost = (gap / frame) as usize;
             if self
@@ -443,6 +450,7 @@ impl PeerTask {
         if let Err(e) = self.decoder.decode(payload, &mut pcm) {
             self.stats.malformed_packets += 1;
             tracing::debug!(error = %e, "undecodable audio from the page");
+            self.pcm_in = pcm;
             return;
         }
         if let Some(r) = lock(&self.shared.recording).as_mut() {
@@ -452,13 +460,14 @@ impl PeerTask {
         match undelivered {
             None => {}
             Some(Undelivered::Unrouted) => {
-                let _ = self.events.send(LegEvent::CallerAudio(pcm));
+                let _ = self.events.send(LegEvent::CallerAudio(pcm.clone()));
             }
             Some(Undelivered::LoopBack) => {
                 let rate = self.peer.codec().sample_rate();
                 let _ = lock(&self.shared.playout).push(&pcm, rate);
             }
         }
+        self.pcm_in = pcm;
     }
 
     /// Agent audio after a pause goes out now, not at the next slot of the frame grid: the
@@ -490,7 +499,7 @@ impl PeerTask {
         };
         let skipped = clock.advance(now.into_std());
         self.rtp_out += skipped * self.frame_samples as u64;
-        let mut frame = Vec::with_capacity(self.frame_samples);
+        let mut frame = std::mem::take(&mut self.frame_out);
         let popped = lock(&self.shared.playout).pop(self.frame_samples, &mut frame);
         if popped {
             if !self.talking {
@@ -517,6 +526,7 @@ impl PeerTask {
         if let Some(r) = lock(&self.shared.recording).as_mut() {
             r.agent(&frame);
         }
+        self.frame_out = frame;
         self.rtp_out += self.frame_samples as u64;
     }
 

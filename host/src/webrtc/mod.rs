@@ -215,18 +215,16 @@ impl WebCalls {
         offer: WebOffer,
         admitted: Option<Admitted>,
     ) -> Result<WebAnswer, WebCallError> {
-        if self.active.fetch_add(1, Ordering::AcqRel) >= self.config.max_calls {
-            self.active.fetch_sub(1, Ordering::AcqRel);
-            if let Some(a) = admitted {
-                self.tickets.refund(a);
-            }
-            return Err(WebCallError::TooMany(self.config.max_calls));
-        }
+        let before = self.active.fetch_add(1, Ordering::AcqRel);
+        // Dropped on any refusal below: the place and the ticket's call are given back.
         let mut slot = CallSlot {
             web: self.clone(),
             admitted,
             started: false,
         };
+        if before >= self.config.max_calls {
+            return Err(WebCallError::TooMany(self.config.max_calls));
+        }
         let bind = self.config.bind_ip.unwrap_or(self.config.public_ip);
         let (socket, lease) = self
             .ports
