@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::plugins::registry::Registry;
-use crate::plugins::runtime::{AgentsConfig, Runtime, test_call_info};
+use crate::plugins::runtime::{AgentsConfig, InterpreterPool, Runtime, test_call_info};
 use crate::plugins::watcher;
 use crate::plugins::{AgentEventKind, StartOutcome};
 
@@ -62,10 +62,17 @@ pub async fn agents(agents_dir: &Path, agent: &str, sessions: usize) -> anyhow::
     let wasm_path = agents_dir.join(format!("{agent}.wasm"));
     let manifest_path = agents_dir.join(format!("{agent}.toml"));
     let data = tempfile::tempdir()?;
+    let defaults = AgentsConfig::default();
+    let pool = |memory_mb| InterpreterPool {
+        max_instances: (sessions + 100) as u32,
+        memory_mb,
+    };
     let config = AgentsConfig {
         dir: agents_dir.to_path_buf(),
         max_instances: (sessions + 100) as u32,
-        ..AgentsConfig::default()
+        python: pool(defaults.python.memory_mb),
+        js: pool(defaults.js.memory_mb),
+        ..defaults
     };
     let rt = Runtime::new(config.clone(), BTreeMap::new(), data.path())?;
     let version = Arc::new(rt.load(&wasm_path, &manifest_path).await?);

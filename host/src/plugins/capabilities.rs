@@ -11,6 +11,12 @@ const ALWAYS_GRANTED: &[&str] = &["types", "call", "config", "log", "mcp"];
 /// environment, arguments, stdin; discarded stdout/stderr).
 const HARMLESS_WASI: &[&str] = &["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/"];
 
+/// WASI interfaces an interpreter's runtime imports whether or not the agent uses them
+/// (CPython's `open` and `socket`, for instance). They are linked deny-by-default: no
+/// preopened folder, every socket address refused, no name lookup; so importing them grants
+/// nothing, and any use fails inside the guest.
+const DENIED_WASI: &[&str] = &["wasi:filesystem/", "wasi:sockets/"];
+
 fn split_version(name: &str) -> (&str, Option<&str>) {
     match name.split_once('@') {
         Some((base, version)) => (base, Some(version)),
@@ -55,6 +61,9 @@ pub fn check(
             }
             match interface {
                 i if ALWAYS_GRANTED.contains(&i) => {}
+                // An interpreter's bindings import every interface of the world, used or not;
+                // `kv` and `http` refuse at call time what the manifest does not grant.
+                "kv" | "http" if manifest.language.is_interpreted() => {}
                 "kv" if manifest.capabilities.kv_quota_bytes > 0 => {}
                 "kv" => {
                     return Err(
@@ -81,6 +90,9 @@ pub fn check(
             continue;
         }
         if HARMLESS_WASI.iter().any(|p| import.starts_with(p)) {
+            continue;
+        }
+        if manifest.language.is_interpreted() && DENIED_WASI.iter().any(|p| import.starts_with(p)) {
             continue;
         }
         let why = if import.starts_with("wasi:filesystem/") {
@@ -147,6 +159,23 @@ mod tests {
             let err = check(&names(&[import]), &exports, &manifest("")).unwrap_err();
             assert!(err.contains(import) && err.contains(needle), "{err}");
         }
+
+        // An interpreter imports the filesystem and sockets (linked deny-by-default); wasi:http
+        // stays refused whatever the language.
+        let python = manifest("language = \"python\"");
+        let interpreter = names(&[
+            "wasi:filesystem/preopens@0.2.9",
+            "wasi:sockets/tcp@0.2.9",
+            "switchboard:agent/kv@0.1.0",
+            "switchboard:agent/http@0.1.0",
+        ]);
+        assert_eq!(check(&interpreter, &exports, &python), Ok(Contract::V0_1));
+        let http = names(&["wasi:http/outgoing-handler@0.2.9"]);
+        assert!(
+            check(&http, &exports, &python)
+                .unwrap_err()
+                .contains("wasi:http")
+        );
     }
 
     #[test]

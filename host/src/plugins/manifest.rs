@@ -21,6 +21,44 @@ pub struct Manifest {
     /// Default values of the config keys declared in `capabilities.config`.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// What the agent is written in: how it is built, and which instance pool runs it.
+    #[serde(default)]
+    pub language: Language,
+}
+
+/// The language of an agent. Rust compiles to a small component; Python and JavaScript
+/// components carry their interpreter (12-18 MB), need more memory per call and import the
+/// whole WASI command world, which the host links deny-by-default.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    #[default]
+    Rust,
+    Python,
+    Js,
+}
+
+impl Language {
+    pub const ALL: [Language; 3] = [Language::Rust, Language::Python, Language::Js];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Language::Rust => "rust",
+            Language::Python => "python",
+            Language::Js => "js",
+        }
+    }
+
+    /// Whether its components embed an interpreter (and import the WASI command world).
+    pub fn is_interpreted(self) -> bool {
+        self != Language::Rust
+    }
+}
+
+impl std::fmt::Display for Language {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -70,7 +108,7 @@ impl Manifest {
         let manifest: Manifest = toml::from_str(text).map_err(|e| ManifestError {
             path: origin.to_string(),
             message: format!(
-                "{} (fix the manifest; known keys: name, numbers, [capabilities] http, \
+                "{} (fix the manifest; known keys: name, numbers, language, [capabilities] http, \
                  kv-quota-bytes, config, secrets, transfer, and [config])",
                 e.message()
             ),
@@ -189,6 +227,11 @@ mod tests {
         assert!(m.allows_transfer("sip:operator@pbx"));
         assert!(m.allows_transfer("tel:+15550199"));
         assert!(!m.allows_transfer("sip:operator@evil"));
+        assert_eq!(m.language, Language::Rust);
+        let py = Manifest::parse("name = \"p\"\nlanguage = \"python\"", "p.toml").unwrap();
+        assert_eq!(py.language, Language::Python);
+        let err = Manifest::parse("name = \"p\"\nlanguage = \"cobol\"", "p.toml").unwrap_err();
+        assert!(err.to_string().contains("rust"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The WebAssembly agent runtime: loading agent components, routing dialled numbers to them,
 //! hot reload, and one sandboxed instance per call.
 //!
-//! - [`runtime`]: the wasmtime engine, compilation cache, validation, per-call sandboxes.
+//! - [`runtime`]: the wasmtime engine, compilation cache (whole components, and each function
+//!   in `function_cache`), validation, per-call sandboxes and per-language pools.
 //! - [`contract`]: the contract versions spoken (0.1.0 and 0.2.0) and dispatch to either.
 //! - [`session`]: one call's agent and the hooks the call drives, run in a `sandbox` (store,
 //!   memory `limiter`, CPU budget, fault rules) and checked by `validate` (the size caps).
@@ -17,6 +18,7 @@ pub mod capabilities;
 pub mod contract;
 mod convert;
 pub mod deploy;
+mod function_cache;
 pub mod harness;
 mod host;
 pub mod http;
@@ -43,6 +45,7 @@ pub mod types {
 }
 
 pub use contract::Contract;
+pub use manifest::Language;
 pub use registry::{AgentEvent, AgentEventKind, Registry};
-pub use runtime::{AgentSettings, AgentVersion, AgentsConfig, LoadError, Runtime};
+pub use runtime::{AgentSettings, AgentVersion, AgentsConfig, InterpreterPool, LoadError, Runtime};
 pub use session::{AgentSession, StartOutcome, ToolOutcome};

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -17,13 +18,14 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 use super::bindings::{v0_1, v0_2};
 use super::capabilities;
 use super::contract::{AgentPre, Contract};
+use super::function_cache::FunctionCache;
 use super::http::HttpClient;
 use super::kv::KvStore;
-use super::manifest::Manifest;
+use super::manifest::{Language, Manifest};
 use super::sandbox::{Sandbox, SessionState};
 use super::session::AgentSession;
 use super::types::AgentInfo;
-use crate::domain::{Action, AgentFault, CallInfo, Direction};
+use crate::domain::{Action, AgentFault, CallInfo, Direction, FaultKind};
 
 /// How often the engine's epoch advances; the unit of every guest deadline.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -55,6 +57,25 @@ pub struct AgentsConfig {
     pub debounce_ms: u64,
     /// What the caller hears when an agent fails mid-call.
     pub fallback: FallbackConfig,
+    /// Instance pool of Python agents (`max-instances` and `memory-mb` above are Rust's).
+    pub python: InterpreterPool,
+    /// Instance pool of JavaScript agents.
+    pub js: InterpreterPool,
+    /// Where compiled agents are cached; unset: `<data-dir>/compiled`. Hosts on one machine may
+    /// share it (entries are keyed by content and engine, written by rename).
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// The instance pool of one interpreted language. Its agents carry an interpreter: each call
+/// needs more memory (the interpreter's heap is part of the agent's snapshot) and several core
+/// instances, so they get a pool of their own and cannot starve the Rust agents' calls.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct InterpreterPool {
+    /// Calls that can run agents of this language at once.
+    pub max_instances: u32,
+    /// Linear memory cap per instance, in MiB.
+    pub memory_mb: u32,
 }
 
 impl Default for AgentsConfig {
@@ -68,6 +89,29 @@ impl Default for AgentsConfig {
             hook_timeout_ms: 10_000,
             debounce_ms: 100,
             fallback: FallbackConfig::default(),
+            python: InterpreterPool {
+                max_instances: 100,
+                memory_mb: 128,
+            },
+            js: InterpreterPool {
+                max_instances: 100,
+                memory_mb: 128,
+            },
+            cache_dir: None,
+        }
+    }
+}
+
+impl AgentsConfig {
+    /// The pool limits that apply to agents in `language`.
+    pub fn pool(&self, language: Language) -> InterpreterPool {
+        match language {
+            Language::Rust => InterpreterPool {
+                max_instances: self.max_instances,
+                memory_mb: self.memory_mb,
+            },
+            Language::Python => self.python,
+            Language::Js => self.js,
         }
     }
 }
@@ -233,10 +277,51 @@ pub struct Runtime {
     settings: ArcSwap<BTreeMap<String, AgentSettings>>,
     kv: Mutex<HashMap<String, Arc<KvStore>>>,
     http: HttpClient,
+    /// Live sessions per language (indexed by `Language as usize`), against each pool's
+    /// `max-instances`.
+    in_use: [Arc<AtomicU32>; 3],
 }
 
-fn engine_config(config: &AgentsConfig, pooling: bool) -> Config {
+/// A session's place in its language's pool, given back when the session is dropped.
+pub(crate) struct PoolSlot(Arc<AtomicU32>);
+
+impl Drop for PoolSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Pool resources one instance takes. A Rust wasip2 component holds a handful of core
+/// instances and tables; an interpreter's component (CPython or SpiderMonkey, libc, the WASI
+/// adapter and their glue) several times as many.
+struct InstanceShape {
+    core_instances: u32,
+    memories: u32,
+    tables: u32,
+}
+
+fn instance_shape(language: Language) -> InstanceShape {
+    match language {
+        Language::Rust => InstanceShape {
+            core_instances: 8,
+            memories: 2,
+            tables: 8,
+        },
+        Language::Python | Language::Js => InstanceShape {
+            core_instances: 32,
+            memories: 4,
+            tables: 32,
+        },
+    }
+}
+
+/// Instances per language beyond its pool, for the load-time checks of new versions.
+const LOAD_CHECK_INSTANCES: u32 = 2;
+
+fn engine_config(config: &AgentsConfig, functions: &Arc<FunctionCache>, pooling: bool) -> Config {
     let mut c = Config::new();
+    c.enable_incremental_compilation(functions.clone())
+        .expect("the engine has a compiler");
     c.wasm_component_model(true);
     c.epoch_interruption(true);
     c.memory_init_cow(true);
@@ -244,19 +329,30 @@ fn engine_config(config: &AgentsConfig, pooling: bool) -> Config {
     // async machinery a hook runs on a plain fiber, and a store carries no concurrent state.
     c.concurrency_support(false);
     if pooling {
-        let n = config.max_instances.max(1);
+        // One wasmtime pool holds every language's instances; `Runtime::session` keeps each
+        // language within its own `max-instances`.
+        let (mut instances, mut core, mut memories, mut tables, mut memory_mb) = (0, 0, 0, 0, 0);
+        for language in Language::ALL {
+            let pool = config.pool(language);
+            let n = pool.max_instances + LOAD_CHECK_INSTANCES;
+            let shape = instance_shape(language);
+            instances += n;
+            core += n * shape.core_instances;
+            memories += n * shape.memories;
+            tables += n * shape.tables;
+            memory_mb = memory_mb.max(pool.memory_mb);
+        }
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(n)
-            // A Rust wasip2 component holds a handful of core instances and tables.
-            .total_core_instances(8 * n)
-            .total_memories(2 * n)
-            .total_tables(8 * n)
-            .total_stacks(n)
-            .max_memory_size(2 * config.memory_mb as usize * (1 << 20))
+        pool.total_component_instances(instances)
+            .total_core_instances(core)
+            .total_memories(memories)
+            .total_tables(tables)
+            .total_stacks(instances)
+            .max_memory_size(2 * memory_mb as usize * (1 << 20))
             // Every free slot may stay warm (its agent's copy-on-write image still mapped), so
             // a new call reuses one without mapping the image again; with a few hundred calls
             // live, the default of 100 left most slots cold.
-            .max_unused_warm_slots(n);
+            .max_unused_warm_slots(instances);
         // Without the scan, keeping memory resident would mean copying all of it each call.
         if PoolingAllocationConfig::is_pagemap_scan_available() {
             pool.pagemap_scan(Enabled::Yes)
@@ -270,12 +366,12 @@ fn engine_config(config: &AgentsConfig, pooling: bool) -> Config {
 
 /// Build the engine, preferring the pooling allocator; hosts that refuse its virtual-memory
 /// reservation fall back to on-demand allocation.
-fn build_engine(config: &AgentsConfig) -> anyhow::Result<Engine> {
-    match Engine::new(&engine_config(config, true)) {
+fn build_engine(config: &AgentsConfig, functions: &Arc<FunctionCache>) -> anyhow::Result<Engine> {
+    match Engine::new(&engine_config(config, functions, true)) {
         Ok(engine) => Ok(engine),
         Err(e) => {
             tracing::warn!(error = %e, "pooling allocator unavailable; using on-demand allocation");
-            Ok(Engine::new(&engine_config(config, false))?)
+            Ok(Engine::new(&engine_config(config, functions, false))?)
         }
     }
 }
@@ -326,7 +422,21 @@ impl Runtime {
         settings: BTreeMap<String, AgentSettings>,
         data_dir: &Path,
     ) -> anyhow::Result<Arc<Runtime>> {
-        let engine = build_engine(&config)?;
+        let cache_dir = config
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("compiled"));
+        let kv_dir = data_dir.join("kv");
+        for dir in [&cache_dir, &kv_dir] {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        }
+        let functions = Arc::new(
+            FunctionCache::new(cache_dir.join("functions")).map_err(|e| {
+                anyhow::anyhow!("cannot create {}/functions: {e}", cache_dir.display())
+            })?,
+        );
+        let engine = build_engine(&config, &functions)?;
         start_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -338,12 +448,6 @@ impl Runtime {
         v0_2::AgentPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s: &mut SessionState| {
             &mut s.host
         })?;
-        let cache_dir = data_dir.join("compiled");
-        let kv_dir = data_dir.join("kv");
-        for dir in [&cache_dir, &kv_dir] {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-        }
         Ok(Arc::new(Runtime {
             engine,
             linker,
@@ -353,6 +457,7 @@ impl Runtime {
             settings: ArcSwap::from_pointee(settings),
             kv: Mutex::new(HashMap::new()),
             http: HttpClient::default(),
+            in_use: Default::default(),
         }))
     }
 
@@ -371,9 +476,9 @@ impl Runtime {
         &self.config
     }
 
-    pub(crate) fn limits(&self) -> SessionLimits {
+    pub(crate) fn limits(&self, language: Language) -> SessionLimits {
         SessionLimits {
-            memory_bytes: self.config.memory_mb as usize * (1 << 20),
+            memory_bytes: self.config.pool(language).memory_mb as usize * (1 << 20),
             hook_budget: Duration::from_millis(self.config.hook_budget_ms),
             hook_timeout: Duration::from_millis(self.config.hook_timeout_ms),
         }
@@ -558,7 +663,7 @@ impl Runtime {
             &self.engine,
             pre,
             ctx.clone(),
-            self.limits(),
+            self.limits(ctx.manifest.language),
             "load-check".into(),
         )
         .await
@@ -607,21 +712,42 @@ impl Runtime {
         Ok(Some(store))
     }
 
-    /// A fresh sandboxed instance of `version` for one call (≈10 µs with the pool).
+    /// A fresh sandboxed instance of `version` for one call (≈10 µs with the pool for a Rust
+    /// agent). Refused when the agent's language has `max-instances` sessions live.
     pub async fn session(
         &self,
         version: &Arc<AgentVersion>,
         call_id: &str,
     ) -> Result<AgentSession, AgentFault> {
+        let language = version.manifest().language;
+        let slot = self.take_slot(language)?;
         let sandbox = Sandbox::new(
             &self.engine,
             &version.pre,
             version.ctx.clone(),
-            self.limits(),
+            self.limits(language),
             call_id.to_string(),
         )
         .await?;
-        Ok(AgentSession::new(sandbox, version.clone()))
+        Ok(AgentSession::new(sandbox, version.clone(), slot))
+    }
+
+    fn take_slot(&self, language: Language) -> Result<PoolSlot, AgentFault> {
+        let max = self.config.pool(language).max_instances;
+        let count = &self.in_use[language as usize];
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map_err(|_| AgentFault {
+                kind: FaultKind::Limit,
+                hook: "instantiate",
+                message: format!(
+                    "all {max} {language} agent instances are in use (`max-instances` of the \
+                     {language} pool)"
+                ),
+            })?;
+        Ok(PoolSlot(count.clone()))
     }
 
     /// The actions that replace a failed agent for the rest of the call.

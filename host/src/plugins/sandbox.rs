@@ -70,7 +70,9 @@ impl Sandbox {
         call_id: String,
     ) -> Result<Sandbox, AgentFault> {
         let state = SessionState {
-            // Empty context: no preopened folders, environment, arguments or sockets.
+            // Empty context: no preopened folders, environment or arguments; TCP, UDP and name
+            // lookup are off and every socket address is refused (wasmtime-wasi's defaults),
+            // so an interpreter's `open` or `connect` fails in the guest.
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
             limiter: Limiter::new(limits.memory_bytes),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::bindings::v0_2::switchboard::agent::types::CallEvent;
 use super::contract::{Agent, call_hook};
-use super::runtime::AgentVersion;
+use super::runtime::{AgentVersion, PoolSlot};
 use super::sandbox::Sandbox;
 use super::validate::{check_call_info, check_config, over};
 use crate::domain::agent_event::{AgentRequest, Notification};
@@ -44,14 +44,16 @@ pub struct AgentSession {
     sandbox: Sandbox,
     version: Arc<AgentVersion>,
     ended: bool,
+    _slot: PoolSlot,
 }
 
 impl AgentSession {
-    pub(crate) fn new(sandbox: Sandbox, version: Arc<AgentVersion>) -> Self {
+    pub(crate) fn new(sandbox: Sandbox, version: Arc<AgentVersion>, slot: PoolSlot) -> Self {
         AgentSession {
             sandbox,
             version,
             ended: false,
+            _slot: slot,
         }
     }
 
