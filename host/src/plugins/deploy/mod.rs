@@ -1,17 +1,19 @@
-//! Building an agent crate with cargo and installing it into an agents folder the way the
-//! watcher expects: manifest first, then the wasm, each written to a temporary file and renamed
-//! into place so the watcher never sees half a file.
+//! Building an agent (with cargo, or its language's componentizer) and installing it into an
+//! agents folder the way the watcher expects: manifest first, then the wasm, each written to a
+//! temporary file and renamed into place so the watcher never sees half a file.
 
-use std::io::BufRead;
+mod rust;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-use super::manifest::Manifest;
+use super::manifest::{Language, Manifest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
     #[error("{0}: not an agent crate (no Cargo.toml); pass the folder of an agent crate")]
     NotACrate(String),
+    #[error("{0}")]
+    Toolchain(String),
     #[error("cannot run cargo: {0}")]
     Cargo(std::io::Error),
     #[error("cargo build failed for {0}; the running version stays live")]
@@ -24,46 +26,16 @@ pub enum DeployError {
     Install { dir: String, source: std::io::Error },
 }
 
-/// `cargo build --release --target wasm32-wasip2` in `crate_dir`; returns the built component.
+/// Build the agent in `agent_dir` for its manifest's language; returns the built component.
 /// Compiler output goes to this process's stderr.
-pub fn build(crate_dir: &Path) -> Result<PathBuf, DeployError> {
-    let manifest_path = crate_dir.join("Cargo.toml");
-    if !manifest_path.is_file() {
-        return Err(DeployError::NotACrate(crate_dir.display().to_string()));
+pub fn build(agent_dir: &Path) -> Result<PathBuf, DeployError> {
+    let manifest = Manifest::load(&agent_dir.join("agent.toml"))?;
+    match manifest.language {
+        Language::Rust => rust::build(agent_dir),
+        other => Err(DeployError::Toolchain(format!(
+            "this build of switchboard cannot build {other} agents"
+        ))),
     }
-    let manifest_path = manifest_path.canonicalize().map_err(DeployError::Cargo)?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut child = Command::new(cargo)
-        .current_dir(crate_dir)
-        .args(["build", "--release", "--target", "wasm32-wasip2"])
-        .args(["--message-format", "json-render-diagnostics"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(DeployError::Cargo)?;
-    let mut wasm = None;
-    let stdout = child.stdout.take().expect("piped");
-    for line in std::io::BufReader::new(stdout).lines() {
-        let Ok(line) = line else { break };
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if msg["reason"] == "compiler-artifact"
-            && msg["manifest_path"].as_str().map(Path::new) == Some(manifest_path.as_path())
-            && let Some(files) = msg["filenames"].as_array()
-        {
-            wasm = files
-                .iter()
-                .filter_map(|f| f.as_str())
-                .find(|f| f.ends_with(".wasm"))
-                .map(PathBuf::from)
-                .or(wasm);
-        }
-    }
-    let status = child.wait().map_err(DeployError::Cargo)?;
-    if !status.success() {
-        return Err(DeployError::BuildFailed(crate_dir.display().to_string()));
-    }
-    wasm.ok_or_else(|| DeployError::NoArtifact(crate_dir.display().to_string()))
 }
 
 /// Install a built agent (its `agent.toml` and `wasm`) into `agents_dir`; returns its name.
