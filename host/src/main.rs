@@ -6,11 +6,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchboard::app::{Agents, Host, describe_routes};
+use switchboard::authoring::new;
 use switchboard::config::Config;
 use switchboard::config_client::{self, AccountsCommand, ApiArgs, RoutesCommand, TrunksCommand};
 use switchboard::logs::LogFeed;
 use switchboard::otlp;
-use switchboard::plugins::deploy;
+use switchboard::plugins::{Language, deploy};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +31,25 @@ struct Cli {
 enum Command {
     /// Run the host: load and watch agents, answer calls.
     Run,
+    /// Create an agent project that builds, deploys and answers a call as it is.
+    New {
+        /// Agent name: it names the folder, the files and the agent (lowercase letters, digits,
+        /// '-' or '_').
+        name: String,
+        /// rust, python or js.
+        #[arg(long, default_value = "rust")]
+        lang: Language,
+        /// The number it serves.
+        #[arg(long, default_value = "5000")]
+        number: String,
+        /// Folder to create (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The switchboard-sdk folder a Rust agent depends on (default: this binary's checkout's
+        /// guest-sdk).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// List the routing table and the agent versions that would be live.
     Agents,
     /// Build agent crates for wasm32-wasip2 and install them into the agents folder.
@@ -142,6 +162,28 @@ async fn start() -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(ended.exit_code()));
         }
         Command::Run => run(config, None, logs).await,
+        Command::New {
+            name,
+            lang,
+            number,
+            dir,
+            sdk,
+        } => {
+            let dir = new::create(&new::NewAgent {
+                name,
+                language: lang,
+                number: number.clone(),
+                dir,
+                sdk,
+            })?;
+            let dir = dir.display();
+            println!("created the {lang} agent in {dir}; it serves {number}. Next:");
+            println!(
+                "  switchboard deploy {dir}        # build and install it (or: switchboard dev {dir})"
+            );
+            println!("  switchboard call sip:{number}@127.0.0.1:5060");
+            Ok(())
+        }
         // Clients of a running host: the host's configuration counts, not this one.
         Command::Routes { api, what } => {
             return Ok(client_exit(config_client::routes(&api, what).await));

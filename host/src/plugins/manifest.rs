@@ -55,6 +55,21 @@ impl Language {
     }
 }
 
+impl std::str::FromStr for Language {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Language, String> {
+        match s {
+            "rust" => Ok(Language::Rust),
+            "python" | "py" => Ok(Language::Python),
+            "js" | "javascript" => Ok(Language::Js),
+            other => Err(format!(
+                "unknown language `{other}`: use rust, python or js"
+            )),
+        }
+    }
+}
+
 impl std::fmt::Display for Language {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

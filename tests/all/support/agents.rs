@@ -17,6 +17,13 @@ pub fn repo_root() -> PathBuf {
 /// ring.
 fn cargo() -> Command {
     let mut cmd = Command::new(env!("CARGO"));
+    without_test_env(&mut cmd);
+    cmd
+}
+
+/// Remove the variables cargo set for the running test from `cmd` (see [`cargo`]): for any
+/// program that runs cargo itself, such as `switchboard deploy`.
+pub fn without_test_env(cmd: &mut Command) -> &mut Command {
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
         let per_crate = key.starts_with("CARGO_PKG_")
