@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod app;
+pub mod authoring;
 pub mod bench;
 pub mod bridges;
 pub mod call;
