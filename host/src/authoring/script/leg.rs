@@ -30,6 +30,8 @@ pub(crate) struct ScriptLeg {
     own: VecDeque<LegEvent>,
     log: Log,
     playout: NoPlayout,
+    /// A transfer went through: the hang-up that follows is the leg leaving, not the agent's.
+    transferred: bool,
 }
 
 impl ScriptLeg {
@@ -44,6 +46,7 @@ impl ScriptLeg {
             own: VecDeque::new(),
             log,
             playout: NoPlayout,
+            transferred: false,
         }
     }
 }
@@ -73,11 +76,14 @@ impl Leg for ScriptLeg {
     }
 
     async fn hangup(&mut self) {
-        push(&self.log, Observed::HungUp);
+        if !self.transferred {
+            push(&self.log, Observed::HungUp);
+        }
     }
 
     async fn transfer(&mut self, target: &str) -> Result<(), LegError> {
         push(&self.log, Observed::Transferred(target.into()));
+        self.transferred = true;
         self.own.push_back(LegEvent::TransferOutcome {
             code: 200,
             reason: "OK".into(),

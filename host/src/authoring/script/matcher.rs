@@ -2,8 +2,9 @@
 //!
 //! Expectations look at what the agent did since the previous caller or model step, in order:
 //! each one matches the first fitting thing after what the expectation before it matched, so a
-//! run of expectations also checks their order. The outcome and "no fault" look at the whole
-//! call so far.
+//! run of expectations also checks their order (the runner lets a hint of expected input match
+//! anywhere in the window: it is a request, not something the caller hears). The outcome and
+//! "no fault" look at the whole call so far.
 
 use super::format::{Expect, ResultCheck};
 use super::observe::{Observed, hint_text};

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::format::{Conversation, Step, StepKind};
+use super::format::{Conversation, Expect, Step, StepKind};
 use super::leg::{ScriptLeg, ToLeg};
 use super::matcher;
 use super::observe::{Log, Observed, ObservedAgent, Sink, push};
@@ -296,12 +296,15 @@ fn check(
     let met = if matcher::is_overall(expect) {
         matcher::holds_overall(expect, &seen)
     } else {
-        match matcher::find(expect, &seen, *cursor) {
-            Some(at) => {
+        // A hint is a request, not something the caller perceives: it is not ordered.
+        let ordered = !matches!(expect, Expect::Hint(_));
+        let from = if ordered { *cursor } else { window };
+        match matcher::find(expect, &seen, from) {
+            Some(at) if ordered => {
                 *cursor = at + 1;
                 true
             }
-            None => false,
+            found => found.is_some(),
         }
     };
     (!met).then(|| Failure {
@@ -350,6 +353,12 @@ async fn run_steps(
     for (index, step) in steps.iter().enumerate() {
         let failure = match &step.kind {
             StepKind::Expect(_) => check(step, index, &log, window, &mut cursor),
+            input if !call.running() => Some(Failure {
+                step: index + 1,
+                line: step.line,
+                expected: format!("the call still running for: {input}"),
+                actual: actual_since(&log, window),
+            }),
             input => {
                 window = snapshot(&log).len();
                 cursor = window;
@@ -385,9 +394,6 @@ async fn feed(
             actual: actual_since(log, window),
         })
     };
-    if !call.running() {
-        return fail(format!("{input}, but the call had already ended"));
-    }
     let settled = match input {
         StepKind::CallerSays(text) => {
             call.model(ModelEvent::SpeechStarted {

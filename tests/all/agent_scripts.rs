@@ -1,0 +1,172 @@
+//! `switchboard test`: the example agents' scripts pass through the built binary (this is where
+//! CI runs them: every plugins/<agent>/tests/ is found and run); a wrong expectation fails with
+//! a diff naming the expected and the actual text and a non-zero exit; `--json` carries the
+//! failure; a script with an unknown key is refused with its line before anything is built.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use switchboard::authoring::script::Script;
+
+use crate::support::agents::{as_from_a_shell, guest_target, repo_root, switchboard_bin};
+
+/// `switchboard test ARGS…` as an author would run it from the repository root.
+fn switchboard_test(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut cmd = as_from_a_shell(Command::new(switchboard_bin()));
+    cmd.current_dir(repo_root())
+        .arg("test")
+        // The guests build into the target folder the other tests' guest builds share.
+        .env("CARGO_TARGET_DIR", guest_target())
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    for a in args {
+        cmd.arg(a);
+    }
+    cmd.output().expect("run switchboard test")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Conversation names of a script, as written.
+fn conversation_names(script: &Path) -> Vec<String> {
+    let script = Script::load(script).expect("a valid script");
+    script.conversations.into_iter().map(|c| c.name).collect()
+}
+
+#[test]
+fn every_example_agents_scripts_pass() {
+    let plugins = repo_root().join("plugins");
+    let mut agents: Vec<_> = std::fs::read_dir(&plugins)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("tests").is_dir() && p.join("agent.toml").is_file())
+        .collect();
+    agents.sort();
+    let names: Vec<_> = agents.iter().map(|a| a.file_name().unwrap()).collect();
+    for example in ["menu", "receptionist", "appointments"] {
+        assert!(names.iter().any(|n| *n == example), "{example} has scripts");
+    }
+    for agent in &agents {
+        let out = switchboard_test(&[&agent]);
+        let text = stdout(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {text}{}",
+            agent.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut expected = 0;
+        for script in std::fs::read_dir(agent.join("tests")).unwrap() {
+            for name in conversation_names(&script.unwrap().path()) {
+                assert!(
+                    text.lines().any(|l| l == format!("PASS {name}")),
+                    "{name}: {text}"
+                );
+                expected += 1;
+            }
+        }
+        assert!(
+            text.ends_with(&format!("{expected} passed, 0 failed\n")),
+            "{text}"
+        );
+    }
+}
+
+const WRONG: &str = r#"
+[[conversation]]
+name = "hours"
+[[conversation.step]]
+caller-presses = "1"
+[[conversation.step]]
+expect-say = "We are open Monday to Friday"
+
+[[conversation]]
+name = "wrong greeting"
+[[conversation.step]]
+caller-presses = "2"
+[[conversation.step]]
+expect-say = "You will find us at 99 Nowhere Lane"
+"#;
+
+#[test]
+fn a_wrong_expectation_fails_with_a_diff() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("wrong.toml");
+    std::fs::write(&script, WRONG).unwrap();
+    let menu = repo_root().join("plugins/menu");
+
+    let out = switchboard_test(&[&menu, &script]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let expected = [
+        "PASS hours".to_string(),
+        "FAIL wrong greeting".to_string(),
+        format!(
+            "  step 2 ({}:13): expected the agent to say \"You will find us at 99 Nowhere Lane\"",
+            script.display()
+        ),
+        "  but since the previous step the agent:".to_string(),
+        "    says \"You will find us at 12 Example Street.\"".to_string(),
+        "1 passed, 1 failed".to_string(),
+    ];
+    assert_eq!(text.lines().collect::<Vec<_>>(), expected, "{text}");
+
+    let out = switchboard_test(&[&menu, &script, &"--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(
+        (report["passed"].as_u64(), report["failed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let failed = &report["conversations"][1];
+    assert_eq!(failed["name"], "wrong greeting");
+    assert_eq!(failed["passed"], false);
+    assert_eq!(failed["steps"].as_array().unwrap().len(), 2);
+    assert_eq!(failed["failure"]["step"], 2);
+    assert_eq!(failed["failure"]["line"], 13);
+    assert_eq!(
+        failed["failure"]["expected"],
+        "the agent to say \"You will find us at 99 Nowhere Lane\""
+    );
+    assert_eq!(
+        failed["failure"]["actual"],
+        serde_json::json!(["says \"You will find us at 12 Example Street.\""])
+    );
+    assert_eq!(report["conversations"][0]["passed"], true);
+}
+
+#[test]
+fn bad_scripts_and_agents_are_refused_before_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("bad.toml");
+    std::fs::write(
+        &script,
+        "[[conversation]]\nname = \"x\"\n\n[[conversation.step]]\nexpect-sya = \"hi\"\n",
+    )
+    .unwrap();
+    let out = switchboard_test(&[&repo_root().join("plugins/menu"), &script]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:5: unknown field `expect-sya`",
+            script.display()
+        )),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+
+    // Not an agent crate: the build is refused, with the same exit.
+    std::fs::write(
+        dir.path().join("ok.toml"),
+        "[[conversation]]\nname = \"x\"\n",
+    )
+    .unwrap();
+    let out = switchboard_test(&[&dir.path(), &dir.path().join("ok.toml")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("not an agent crate"), "{err}");
+}
