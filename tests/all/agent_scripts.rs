@@ -170,3 +170,76 @@ fn bad_scripts_and_agents_are_refused_before_running() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("not an agent crate"), "{err}");
 }
+
+const PROBE: &str = r#"
+[[conversation]]
+name = "digits back, say and hang up"
+[[conversation.step]]
+expect-say = "probe answering 9000"
+[[conversation.step]]
+caller-presses = "6"
+[[conversation.step]]
+expect-dtmf = "14*#0AD"
+[[conversation.step]]
+caller-presses = "9"
+[[conversation.step]]
+expect-say = "effect first"
+[[conversation.step]]
+expect-say = "returned second"
+[[conversation.step]]
+expect-hangup = true
+
+[[conversation]]
+name = "a spinning tool faults"
+[[conversation.step]]
+tool = "spin"
+expect-error = "the tool failed"
+[[conversation.step]]
+expect-no-fault = true
+
+[[conversation]]
+name = "a rejected call"
+callee = "reject"
+[[conversation.step]]
+caller-presses = "1"
+"#;
+
+#[test]
+fn faults_and_rejections_show_in_the_diff() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("probe.toml");
+    std::fs::write(&script, PROBE).unwrap();
+    let probe = repo_root().join("tests/fixtures/probe");
+    let out = switchboard_test(&[&probe, &script, &"--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let c = &report["conversations"];
+    assert_eq!(c[0]["passed"], true, "{report:#}");
+
+    // The agent's CPU budget ends the tool; the caller hears the apology and the call ends.
+    let failure = &c[1]["failure"];
+    assert_eq!(failure["expected"], "no agent fault");
+    let actual: Vec<&str> = failure["actual"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        actual[0].starts_with("faults: on-tool-call: CpuBudget"),
+        "{actual:?}"
+    );
+    assert_eq!(actual[1], "tool spin fails: the tool failed");
+    assert!(actual[2].starts_with("says \"Sorry"), "{actual:?}");
+    assert_eq!(actual[3..], ["hangs up", "call ends: failed: agent failed"]);
+
+    let failure = &c[2]["failure"];
+    assert_eq!(
+        failure["expected"],
+        "the call running for: the caller presses 1"
+    );
+    assert_eq!(
+        failure["actual"],
+        serde_json::json!(["rejects the call: 486 busy here"])
+    );
+}

@@ -325,7 +325,7 @@ fn check_without_call(log: &Log, steps: &[Step], reports: &mut Vec<StepReport>) 
             _ => Some(Failure {
                 step: index + 1,
                 line: step.line,
-                expected: format!("{}, but the call never started", step.kind),
+                expected: format!("the call running for: {}", step.kind),
                 actual: actual_since(log, 0),
             }),
         };
