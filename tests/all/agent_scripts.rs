@@ -159,7 +159,7 @@ fn bad_scripts_and_agents_are_refused_before_running() {
     );
     assert!(out.stdout.is_empty());
 
-    // Not an agent crate: the build is refused, with the same exit.
+    // Not an agent (no agent.toml): the build is refused, with the same exit.
     std::fs::write(
         dir.path().join("ok.toml"),
         "[[conversation]]\nname = \"x\"\n",
@@ -168,7 +168,7 @@ fn bad_scripts_and_agents_are_refused_before_running() {
     let out = switchboard_test(&[&dir.path(), &dir.path().join("ok.toml")]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("not an agent crate"), "{err}");
+    assert!(err.contains("agent.toml"), "{err}");
 }
 
 const PROBE: &str = r#"

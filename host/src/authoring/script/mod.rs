@@ -27,6 +27,7 @@ pub use observe::Observed;
 pub use report::Report;
 
 use crate::plugins::deploy::{self, DeployError};
+use crate::plugins::runtime::InterpreterPool;
 use crate::plugins::{AgentSettings, AgentsConfig, LoadError, Runtime};
 
 /// Why the scripts could not run at all (as against a conversation failing).
@@ -84,9 +85,15 @@ pub async fn run(
     let data = tempfile::tempdir().map_err(|e| TestError::Io(e.to_string()))?;
     let dist = data.path().join("agent");
     let name = deploy::install(agent_dir, &wasm, &dist)?;
+    // One call at a time, whatever the language.
+    let one_call = |pool: InterpreterPool| InterpreterPool {
+        max_instances: 1,
+        ..pool
+    };
     let config = AgentsConfig {
-        // One call at a time.
-        max_instances: 4,
+        max_instances: 1,
+        python: one_call(agents.python),
+        js: one_call(agents.js),
         ..agents.clone()
     };
     let mut reports = Vec::new();
