@@ -2,6 +2,8 @@
 //! CI runs them: every plugins/<agent>/tests/ is found and run); a wrong expectation fails with
 //! a diff naming the expected and the actual text and a non-zero exit; `--json` carries the
 //! failure; a script with an unknown key is refused with its line before anything is built.
+//! Fixtures show what the examples do not: faults and rejections in the diff (`probe`), the
+//! outcome, hints and notifications (`contract`).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -242,4 +244,56 @@ fn faults_and_rejections_show_in_the_diff() {
         failure["actual"],
         serde_json::json!(["rejects the call: 486 busy here"])
     );
+}
+
+const CONTRACT: &str = r#"
+[[conversation]]
+name = "outcome, hint and events"
+direction = "outbound"
+[[conversation.step]]
+expect-say = "hello +15550100001"
+[[conversation.step]]
+expect-say = "event CallEvent::Progress(CallProgress::Answered)"
+[[conversation.step]]
+caller-presses = "1"
+[[conversation.step]]
+expect-say = "outcome Ok(()) expect Ok(())"
+[[conversation.step]]
+expect-hint = "digits 4-6"
+[[conversation.step]]
+expect-outcome = "confirmed"
+[[conversation.step]]
+caller-says = "hello there"
+[[conversation.step]]
+expect-say = "event CallEvent::SpeechStarted"
+[[conversation.step]]
+expect-say = "event CallEvent::SpeechStopped"
+[[conversation.step]]
+expect-outcome = "confirmed"
+
+[[conversation]]
+name = "a wrong outcome"
+[[conversation.step]]
+caller-presses = "1"
+[[conversation.step]]
+expect-outcome = "booked"
+"#;
+
+#[test]
+fn outcomes_hints_and_notifications_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("contract.toml");
+    std::fs::write(&script, CONTRACT).unwrap();
+    let contract = repo_root().join("tests/fixtures/contract");
+    let out = switchboard_test(&[&contract, &script]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "PASS outcome, hint and events", "{text}");
+    assert_eq!(lines[1], "FAIL a wrong outcome", "{text}");
+    assert!(
+        lines[2].ends_with("expected the outcome \"booked\""),
+        "{text}"
+    );
+    assert!(lines.contains(&"    sets outcome \"confirmed\""), "{text}");
 }
