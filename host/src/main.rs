@@ -1,6 +1,6 @@
 //! The `switchboard` command.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -62,6 +62,19 @@ enum Command {
     Dev {
         /// The agent crate folder.
         crate_dir: PathBuf,
+    },
+    /// Run scripted conversations against an agent: no phone, network or voice model. Prints
+    /// PASS/FAIL per conversation (the diff on failure) and a summary; exits 0 when all pass,
+    /// 1 when one fails, 2 when the scripts, the build or the agent's load fail.
+    Test {
+        /// The agent's folder (its Cargo.toml and agent.toml).
+        #[arg(default_value = ".")]
+        agent_dir: PathBuf,
+        /// Script files; by default every *.toml in the agent's tests/ folder.
+        scripts: Vec<PathBuf>,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Place a call from the command line (a softphone with a WAV microphone and recorder):
     /// one `event=... key=value` line per step on stdout; the exit code tells how it ended
@@ -146,6 +159,7 @@ async fn start() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let mut config = Config::load(cli.config.as_deref())?;
     if let Command::Call(_)
+    | Command::Test { .. }
     | Command::Routes { .. }
     | Command::Accounts { .. }
     | Command::Trunks { .. } = cli.command
@@ -161,6 +175,11 @@ async fn start() -> anyhow::Result<ExitCode> {
             let ended = switchboard::softphone::run(*args, &config).await?;
             return Ok(ExitCode::from(ended.exit_code()));
         }
+        Command::Test {
+            agent_dir,
+            scripts,
+            json,
+        } => return Ok(agent_test(&agent_dir, &scripts, json, &config).await),
         Command::Run => run(config, None, logs).await,
         Command::New {
             name,
@@ -223,6 +242,41 @@ async fn start() -> anyhow::Result<ExitCode> {
         }
     };
     done.map(|()| ExitCode::SUCCESS)
+}
+
+/// `switchboard test`: the report on stdout, its verdict in the exit code.
+async fn agent_test(
+    agent_dir: &Path,
+    scripts: &[PathBuf],
+    json: bool,
+    config: &Config,
+) -> ExitCode {
+    use switchboard::authoring::script;
+    let report = match script::scripts_for(agent_dir, scripts) {
+        Ok(scripts) => script::run(agent_dir, &scripts, &config.agents).await,
+        Err(e) => Err(e),
+    };
+    match report {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("a report is JSON")
+                );
+            } else {
+                print!("{}", report.text());
+            }
+            if report.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// A client command's exit: its error on one stderr line (with its causes), for scripts.

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::agents::{guest_target, switchboard_bin, without_test_env};
+use crate::support::agents::{as_from_a_shell, guest_target, switchboard_bin};
 use crate::support::baresip::Baresip;
 use crate::support::calls::dial;
 use crate::support::host::Host;
@@ -13,9 +13,8 @@ use crate::support::process::require;
 
 /// Run the `switchboard` binary with `args`; panics with its output unless it succeeds.
 fn switchboard(args: &[&str]) -> String {
-    let mut cmd = Command::new(switchboard_bin());
-    without_test_env(&mut cmd)
-        .args(args)
+    let mut cmd = as_from_a_shell(Command::new(switchboard_bin()));
+    cmd.args(args)
         // The new crate's dependencies are the example agents': built once, in the shared folder.
         .env("CARGO_TARGET_DIR", guest_target())
         .env_remove("RUSTFLAGS");

@@ -13,6 +13,7 @@
 mod support;
 
 // The agents and their sandbox.
+mod agent_scripts;
 mod agents;
 mod authoring;
 mod dev;

@@ -7,7 +7,7 @@
 //! a bridge), connect the model, then run the call: [`logic`] decides, [`task`] carries out.
 //! Every step is a timestamped [`crate::domain::events::CallEvent`].
 
-mod agent;
+pub(crate) mod agent;
 pub mod audio;
 mod brain;
 pub mod digits;
@@ -19,7 +19,7 @@ pub mod outbound;
 mod sip_inbound;
 mod sip_leg;
 mod sip_outbound;
-mod task;
+pub(crate) mod task;
 #[cfg(test)]
 mod test_legs;
 

@@ -16,14 +16,12 @@ pub fn repo_root() -> PathBuf {
 /// passing them on made every nested build and the next outer build recompile everything above
 /// ring.
 fn cargo() -> Command {
-    let mut cmd = Command::new(env!("CARGO"));
-    without_test_env(&mut cmd);
-    cmd
+    as_from_a_shell(Command::new(env!("CARGO")))
 }
 
-/// Remove the variables cargo set for the running test from `cmd` (see [`cargo`]): for any
-/// program that runs cargo itself, such as `switchboard deploy`.
-pub fn without_test_env(cmd: &mut Command) -> &mut Command {
+/// `cmd` without the variables cargo sets for the running test (see [`cargo`]): for commands
+/// that run cargo themselves, such as `switchboard test`.
+pub fn as_from_a_shell(mut cmd: Command) -> Command {
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
         let per_crate = key.starts_with("CARGO_PKG_")
