@@ -118,19 +118,44 @@ pub fn create(request: &NewAgent) -> Result<PathBuf, NewError> {
         std::fs::write(&path, render(file.text, &values)).map_err(write)?;
     }
     if request.language == Language::Rust {
-        // The example agents' lock file beside the SDK: the new crate builds with the
-        // dependency versions the SDK is tested with, offline (cargo drops the entries it does
-        // not need on the first build).
-        let lock = sdk.with_file_name("plugins").join("Cargo.lock");
-        if lock.is_file() {
-            let target = dir.join("Cargo.lock");
-            std::fs::copy(&lock, &target).map_err(|source| NewError::Write {
-                path: target.display().to_string(),
-                source,
-            })?;
-        }
+        share_example_builds(&sdk, &dir)?;
     }
     Ok(dir)
+}
+
+/// Let a new Rust crate build like the example agents beside the SDK: their lock file (the
+/// dependency versions the SDK is tested with, available offline; cargo drops the entries the
+/// crate does not need) and their build folder, where the SDK and its dependencies are already
+/// compiled, so a new agent compiles only itself.
+fn share_example_builds(sdk: &Path, dir: &Path) -> Result<(), NewError> {
+    let examples = sdk.with_file_name("plugins");
+    let (lock, target) = (examples.join("Cargo.lock"), examples.join("target"));
+    if !lock.is_file() {
+        return Ok(());
+    }
+    let written = |path: PathBuf, result: std::io::Result<()>| {
+        result.map_err(|source| NewError::Write {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    written(
+        dir.join("Cargo.lock"),
+        std::fs::copy(&lock, dir.join("Cargo.lock")).map(drop),
+    )?;
+    let config = dir.join(".cargo/config.toml");
+    written(config.clone(), std::fs::create_dir_all(dir.join(".cargo")))?;
+    written(
+        config.clone(),
+        std::fs::write(
+            &config,
+            format!(
+                "# Build in the example agents' folder: the SDK is compiled there already.\n\
+                 [build]\ntarget-dir = {:?}\n",
+                target.display().to_string()
+            ),
+        ),
+    )
 }
 
 /// Replace every `{{key}}` by its value.
