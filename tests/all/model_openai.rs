@@ -10,7 +10,7 @@ use switchboard::model::openai::OpenAiProvider;
 use switchboard::model::{
     AudioFormat, CloseReason, Command, ConnectError, ErrorKind, ModelEvent, ModelProvider,
     ModelSession, OpenAiAuth, OpenAiConfig, ResponseStatus, Role, Secret, SessionSettings,
-    ToolSpec, TurnDetection,
+    SessionUpdate, ToolSpec, TurnDetection,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -388,7 +388,10 @@ async fn error_events_are_typed_and_the_session_goes_on() {
     );
     // Still alive: instructions update and a spoken line work.
     session
-        .send(Command::UpdateInstructions("Now be terse.".into()))
+        .send(Command::Update(SessionUpdate {
+            instructions: "Now be terse.".into(),
+            tools: Vec::new(),
+        }))
         .await
         .unwrap();
     session.send(Command::CancelResponse).await.unwrap(); // nothing active: not sent
