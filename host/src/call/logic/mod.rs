@@ -201,7 +201,6 @@ impl CallLogic {
             Input::PlayoutStarted { at } => self.on_playout_started(at),
             Input::ProviderAudioStarted => {
                 self.goodbye_started();
-                self.handoff_heard(now);
                 let turns = &mut self.turns;
                 if turns.speech_stopped.is_some() && turns.first_model_audio.is_none() {
                     turns.first_model_audio = Some(now);
@@ -268,7 +267,7 @@ impl CallLogic {
                 true,
             )),
             Input::Hook(result) => self.on_hook_result(now, result),
-            Input::Command(command) => self.on_command(now, command),
+            Input::Command(command) => self.on_command(now, command, playout),
             Input::Tick => {}
         }
         if self.awaiting.is_none() && !self.ended {
@@ -295,6 +294,7 @@ impl CallLogic {
             // queued; what this item has played is counted after that.
             self.goodbye_started();
             let lead_ms = playout.queued_ms();
+            self.handoff_heard(now + Duration::from_millis(lead_ms));
             self.current_item = Some(Speaking {
                 item_id: item_id.to_string(),
                 lead_ms,
@@ -486,7 +486,7 @@ impl CallLogic {
                 let failure = self.failure.clone().or(agent_fault);
                 self.hang_up(Ending::hanging_up(failure));
             }
-            Final::Transfer(target) => self.start_transfer(now, target, true),
+            Final::Transfer(target) => self.start_transfer(now, target, true, playout),
         }
     }
 
@@ -498,9 +498,15 @@ impl CallLogic {
         });
     }
 
-    fn start_transfer(&mut self, now: Duration, target: String, after_final: bool) {
+    fn start_transfer(
+        &mut self,
+        now: Duration,
+        target: String,
+        after_final: bool,
+        playout: &mut dyn Playout,
+    ) {
         if target.starts_with(AGENT_TARGET) {
-            self.start_handoff(now, target, after_final);
+            self.start_handoff(now, target, after_final, playout);
             return;
         }
         if !self.allowed(Capability::Transfer, || Action::Transfer(target.clone())) {
@@ -518,8 +524,16 @@ impl CallLogic {
     }
 
     /// Hand the call to another agent: the running one ends (`transferred("agent:NAME")`),
-    /// the new one starts with the conversation so far, the model follows.
-    fn start_handoff(&mut self, now: Duration, target: String, after_final: bool) {
+    /// the new one starts with the conversation so far, the model follows. What the old agent
+    /// still had to say is dropped (an agent's own hand-off comes after its speech was heard;
+    /// the API's is wanted now).
+    fn start_handoff(
+        &mut self,
+        now: Duration,
+        target: String,
+        after_final: bool,
+        playout: &mut dyn Playout,
+    ) {
         if !self.allowed(Capability::Handoff, || Action::Transfer(target.clone())) {
             let refusal = LegError::NotAllowed(Capability::Handoff).to_string();
             self.transfer_not_started(target, refusal, after_final);
@@ -528,6 +542,13 @@ impl CallLogic {
         let to = target[AGENT_TARGET.len()..].to_string();
         self.set_state(CallState::Transferring);
         self.record_handoff(&to, "requested", String::new());
+        if self.responding > 0 {
+            self.effects
+                .push_back(Effect::Model(Command::CancelResponse));
+        }
+        if let Some(cut) = self.cut_playout(playout) {
+            self.truncate(cut);
+        }
         self.effects
             .push_back(Effect::EndAgent(EndReason::Transferred(target)));
         self.effects.push_back(Effect::StartAgent(HandoffRequest {
@@ -592,8 +613,8 @@ impl CallLogic {
         self.apply(now, started.actions);
     }
 
-    /// The new agent's first audio reached the caller: how long the hand-off took, as the
-    /// caller heard it.
+    /// The new agent's first audio goes out to the caller at `at` (after what is queued
+    /// ahead of it): how long the hand-off took, as the caller hears it.
     fn handoff_heard(&mut self, at: Duration) {
         let Some(gap) = self.handoff_gap.take() else {
             return;
@@ -777,7 +798,6 @@ impl CallLogic {
     }
 
     fn on_playout_started(&mut self, at: Duration) {
-        self.handoff_heard(at);
         let turns = &mut self.turns;
         let (Some(stopped), Some(first)) =
             (turns.speech_stopped.take(), turns.first_model_audio.take())
@@ -913,7 +933,12 @@ impl CallLogic {
         self.pending_final = Some((self.fallback_final(), now + self.config.drain_limit));
     }
 
-    fn on_command(&mut self, now: Duration, command: Option<CallCommand>) {
+    fn on_command(
+        &mut self,
+        now: Duration,
+        command: Option<CallCommand>,
+        playout: &mut dyn Playout,
+    ) {
         match command {
             Some(CallCommand::Hangup) => self.hang_up(Ending {
                 reason: EndReason::AgentHangup,
@@ -921,7 +946,7 @@ impl CallLogic {
                 requested: true,
             }),
             // Not waiting for the playout: the operator wants it now.
-            Some(CallCommand::Transfer(target)) => self.start_transfer(now, target, false),
+            Some(CallCommand::Transfer(target)) => self.start_transfer(now, target, false, playout),
             Some(CallCommand::Cancelled) | None => {
                 self.end(Ending::new(EndReason::CallerHangup, false))
             }

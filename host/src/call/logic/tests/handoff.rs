@@ -102,13 +102,13 @@ fn the_new_agent_greets_through_the_updated_session_then_its_actions_run() {
 fn the_gap_is_timed_from_the_request_to_the_first_greeting_audio_out() {
     let (mut rig, _) = handing_over();
     rig.at_ms(1_100).input(Input::HandedOff(Ok(started(true))));
-    // A new session speaks the greeting itself: the logic asks for nothing.
+    // A new session speaks the greeting itself: the logic asks for nothing. Its first audio
+    // arrives at 1.3 s behind 50 ms still queued.
+    rig.playout.queued_ms = 50;
+    rig.at_ms(1_300);
     assert!(rig.audio("greeting"));
-    let effects = rig.input(Input::PlayoutStarted {
-        at: Duration::from_millis(1_350),
-    });
     assert_eq!(
-        effects,
+        rig.input(Input::Tick),
         vec![Effect::Record(EventKind::Handoff {
             from: "first".into(),
             to: "appointments".into(),
@@ -118,10 +118,9 @@ fn the_gap_is_timed_from_the_request_to_the_first_greeting_audio_out() {
         })]
     );
     // Once only.
-    let effects = rig.input(Input::PlayoutStarted {
-        at: Duration::from_millis(5_000),
-    });
-    assert_eq!(effects, vec![]);
+    assert!(rig.audio("next"));
+    assert_eq!(rig.input(Input::Tick), vec![]);
+    rig.playout.queued_ms = 0;
     // The new session's greeting is the response a hang-up waits for.
     rig.input(dtmf('9'));
     rig.actions(vec![Action::Hangup]);
@@ -188,8 +187,30 @@ fn a_rejecting_or_failing_new_agent_gets_the_fallback() {
 }
 
 #[test]
-fn the_api_hands_off_at_once() {
+fn the_api_hands_off_at_once_cutting_what_the_old_agent_was_saying() {
     let mut rig = Rig::started(Vec::new());
+    rig.input(dtmf('1'));
+    rig.actions(vec![Action::Say("A long answer".into())]);
+    assert!(rig.audio("old"));
+    rig.playout.queued_ms = 2_000;
+    rig.playout.played_ms = 300;
     let effects = rig.input(Input::Command(Some(CallCommand::Transfer(TARGET.into()))));
+    assert_eq!(
+        effects[..3],
+        [
+            state(CallState::Transferring),
+            handoff_record("requested", ""),
+            Effect::Model(Command::CancelResponse),
+        ]
+    );
+    assert_eq!(
+        effects[3],
+        Effect::Model(Command::Truncate {
+            item_id: "old".into(),
+            audio_end_ms: 300,
+        })
+    );
     assert!(matches!(effects.last(), Some(Effect::StartAgent(r)) if r.to == "appointments"));
+    // Late audio of the cut answer is not played.
+    assert!(!rig.audio("old"));
 }
