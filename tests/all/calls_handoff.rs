@@ -36,6 +36,10 @@ async fn fake() -> FakeOpenAi {
 }
 
 fn start_host(fake: &FakeOpenAi) -> Host {
+    start_host_with(fake, "")
+}
+
+fn start_host_with(fake: &FakeOpenAi, config: &str) -> Host {
     Host::builder()
         .examples(&["receptionist", "appointments"])
         .calls("codecs = [\"pcmu\"]")
@@ -43,6 +47,7 @@ fn start_host(fake: &FakeOpenAi) -> Host {
             "provider = \"openai\"\nbase-url = \"{}\"\napi-key = \"test\"",
             fake.url
         ))
+        .config(config)
         .start()
 }
 
@@ -57,28 +62,38 @@ async fn phone() -> Baresip {
 }
 
 /// What the fake saw of the hand-off: the live `session.update` with the appointments agent's
-/// instructions, which carry `call.context().handoff` (from the receptionist, with what the
-/// caller said), and its greeting asked for.
+/// instructions and tools, and its greeting asked for.
 fn assert_the_model_followed(fake: &FakeOpenAi) {
+    assert_eq!(fake.upgrades().len(), 1, "one session all along");
     let updates = fake.received_of("session.update");
     assert_eq!(updates.len(), 2, "setup and hand-off: {updates:?}");
     let live = &updates[1]["session"];
-    let instructions = live["instructions"].as_str().unwrap();
+    assert_the_new_agent(live);
+    // Voice and model stay: only instructions and tools change live.
+    assert!(live["audio"].is_null(), "{live}");
+    assert_the_greeting_asked(fake);
+}
+
+/// The appointments agent's session: its instructions carry `call.context().handoff` (from the
+/// receptionist, with what the caller said), and its tools.
+fn assert_the_new_agent(session: &Value) {
+    let instructions = session["instructions"].as_str().unwrap();
     assert!(
         instructions.contains("Jordan's appointment")
             && instructions.contains("The receptionist passed this caller on")
             && instructions.contains(&format!("caller: {CALLER_SAYS}")),
         "{instructions}"
     );
-    let tools: Vec<&str> = live["tools"]
+    let tools: Vec<&str> = session["tools"]
         .as_array()
         .unwrap()
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
     assert!(tools.contains(&"confirm_appointment"), "{tools:?}");
-    // Voice and model stay: only instructions and tools change live.
-    assert!(live["audio"].is_null(), "{live}");
+}
+
+fn assert_the_greeting_asked(fake: &FakeOpenAi) {
     let greetings: Vec<Value> = fake
         .received_of("response.create")
         .into_iter()
@@ -127,8 +142,18 @@ async fn keypad_2_hands_the_caller_from_the_receptionist_to_appointments() {
     let fake = fake().await;
     let mut host = start_host(&fake);
     let phone = phone().await;
-    let mut ctrl = dial(&phone, "2000", host.sip_port).await;
+    press_2_and_hang_up(&mut host, &phone).await;
 
+    assert_the_model_followed(&fake);
+    let gap = assert_the_record(&only_call_record(host.http).await);
+    eprintln!("hand-off gap (request to first greeting audio out): {gap} ms");
+    assert!(host.is_running());
+}
+
+/// Presses 2 once the caller's first turn was answered; returns when the new agent's greeting
+/// went out, then hangs up.
+async fn press_2_and_hang_up(host: &mut Host, phone: &Baresip) {
+    let mut ctrl = dial(phone, "2000", host.sip_port).await;
     host.expect(&["Transcript", "Caller", CALLER_SAYS], 20);
     host.expect(&["Transcript", "Agent", "Let me help you"], 10);
     ctrl.command("sndcode", "2").await;
@@ -145,14 +170,48 @@ async fn keypad_2_hands_the_caller_from_the_receptionist_to_appointments() {
         &["Transcript", "Agent", "I have your details from reception"],
         10,
     );
-    let heard = host.expect(&["Handoff", "greeting-heard"], 20);
-    eprintln!("{heard}");
+    host.expect(&["Handoff", "greeting-heard"], 20);
     ctrl.command("hangup", "").await;
     host.expect(&["call ended", "CallerHangup"], 10);
+}
 
-    assert_the_model_followed(&fake);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_voice_opens_a_new_model_session_with_the_conversation() {
+    if !require("baresip") {
+        return;
+    }
+    let fake = fake().await;
+    let mut host = start_host_with(&fake, "[agent.appointments.config]\nvoice = \"sage\"\n");
+    let phone = phone().await;
+    press_2_and_hang_up(&mut host, &phone).await;
+
+    // OpenAI refuses a voice change once audio has played: a second session, set up with the
+    // new agent's voice, instructions and tools, and the conversation so far as items.
+    assert_eq!(fake.upgrades().len(), 2, "a second session");
+    let updates = fake.received_of("session.update");
+    assert_eq!(updates.len(), 2, "one setup per session: {updates:?}");
+    let second = &updates[1]["session"];
+    assert_eq!(second["audio"]["output"]["voice"], "sage", "{second}");
+    assert_the_new_agent(second);
+    let said: Vec<String> = fake
+        .received_of("conversation.item.create")
+        .iter()
+        .filter(|e| e["item"]["type"] == "message")
+        .map(|e| {
+            e["item"]["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(said.iter().any(|t| t == CALLER_SAYS), "{said:?}");
+    assert_the_greeting_asked(&fake);
+    // The caller's audio goes to the new session.
+    let appended = fake.appended_by_connection();
+    assert!(appended[1] > 0, "{appended:?}");
+
     let gap = assert_the_record(&only_call_record(host.http).await);
-    eprintln!("hand-off gap (request to first greeting audio out): {gap} ms");
+    eprintln!("hand-off gap with a new model session: {gap} ms");
     assert!(host.is_running());
 }
 

@@ -317,6 +317,11 @@ impl Agent for Appointments {
             Some(handoff) => handed_over(config, &handoff),
             None => config,
         };
+        // The desk's own voice, when configured (a hand-off then opens a new model session).
+        let config = match config::get("voice") {
+            Some(voice) => config.voice(voice),
+            None => config,
+        };
         let tools = [
             Tool::new(
                 "confirm_appointment",
