@@ -756,3 +756,36 @@ async fn the_dashboard_follows_a_connector_call_live_with_its_leg() {
     );
     host.expect(&["call ended", "CallerHangup"], 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_off_to_another_agent_is_not_allowed_on_the_connector() {
+    let fake = FakeOpenAiSip::start(Script::default()).await;
+    let (mut host, webhook, _port) = start_host(&fake);
+    let api = Api::new(host.http, None);
+
+    // The receptionist hands callers who press 2 to `agent:appointments`; here OpenAI runs the
+    // model, so the call core refuses it, the agent hears why (and offers a message), and no
+    // `refer` leaves the host.
+    fake.plan(
+        "rtc_handoff",
+        vec![Step::Digit('2'), Step::HangUp],
+        vec![Reply::Speech("Sure.".into())],
+    );
+    fake.call(&webhook, "rtc_handoff", "sip:2000@sip.api.openai.com", &[])
+        .await;
+    let record = record_of(&api, 1).await;
+    let events = events_of(&record);
+    let refused = find(&events, "action-refused");
+    assert_eq!(refused.len(), 1, "{events:?}");
+    assert_eq!(refused[0]["action"]["transfer"], "agent:appointments");
+    let reason = refused[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("not-allowed: this call cannot be handed to another agent"),
+        "{reason}"
+    );
+    assert!(find(&events, "handoff").is_empty(), "{events:?}");
+    assert!(fake.requests_of("refer").is_empty());
+    assert_eq!(record["call"]["agent"], "receptionist");
+    assert_eq!(ended_reason(&record), "caller-hangup");
+    assert!(host.is_running());
+}

@@ -269,11 +269,14 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
         request: HandoffRequest,
         host_in_ns: &Arc<AtomicU64>,
     ) -> Result<HandedOff, HandoffFailed> {
-        let (Some(start), Some(_)) = (&self.start_agent, &self.brain) else {
-            return Err(HandoffFailed::Model(
-                "the call runs on the fallback speech".into(),
-            ));
+        let Some(start) = &self.start_agent else {
+            return Err(HandoffFailed::Unknown(request.to));
         };
+        if self.brain.is_none() {
+            return Err(HandoffFailed::Model(
+                "the call runs on the fallback speech, which no agent can take over".into(),
+            ));
+        }
         let history = request.history.clone();
         let new = start(request, self.outcome.clone()).await?;
         let brain = self.brain.as_mut().expect("checked");
