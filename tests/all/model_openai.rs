@@ -386,11 +386,17 @@ async fn error_events_are_typed_and_the_session_goes_on() {
             status: ResponseStatus::Failed
         }
     );
-    // Still alive: instructions update and a spoken line work.
+    // Still alive: an update (instructions and tools, as a hand-off sends) and a spoken line
+    // work.
+    let tool = ToolSpec {
+        name: "confirm".into(),
+        description: "Confirm".into(),
+        parameters: json!({"type": "object"}),
+    };
     session
         .send(Command::Update(SessionUpdate {
             instructions: "Now be terse.".into(),
-            tools: Vec::new(),
+            tools: vec![tool],
         }))
         .await
         .unwrap();
@@ -408,7 +414,9 @@ async fn error_events_are_typed_and_the_session_goes_on() {
     let updates = fake.received_of("session.update");
     assert_eq!(
         updates[1]["session"],
-        json!({"type": "realtime", "instructions": "Now be terse."})
+        json!({"type": "realtime", "instructions": "Now be terse.", "tool_choice": "auto",
+               "tools": [{"type": "function", "name": "confirm", "description": "Confirm",
+                          "parameters": {"type": "object"}}]})
     );
     assert!(fake.received_of("response.cancel").is_empty());
 
