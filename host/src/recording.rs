@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::call::events::{CallSink, LiveEvents};
-use crate::domain::events::{CallEvent, EventKind};
+use crate::domain::events::{CallEvent, EventKind, HANDED_OFF};
 use crate::store::{self, CallEnd, CallStore, NewCall, TurnLatency, UsageRecord, Write};
 
 /// Most call events in one [`CallStore::write_all`].
@@ -100,6 +100,13 @@ fn writes_for(e: &CallEvent) -> Vec<Write> {
         EventKind::Recording { path } => Some(Write::Recording {
             call_id: call_id.clone(),
             path: path.clone(),
+        }),
+        EventKind::Handoff {
+            to, status, detail, ..
+        } if status == HANDED_OFF => Some(Write::Agent {
+            call_id: call_id.clone(),
+            agent: to.clone(),
+            agent_version: detail.clone(),
         }),
         EventKind::Transcript { role, text } => {
             let role = *role;

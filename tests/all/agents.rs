@@ -162,6 +162,18 @@ async fn receptionist_tools_messages_and_transfer() {
         .await
         .unwrap();
     assert!(says(&failed, "take a message"));
+    // Key 2 hands the caller to the appointments agent (a hand-off its manifest grants).
+    let handoff = call.dtmf("2").await.unwrap();
+    assert_eq!(
+        handoff,
+        vec![
+            Action::Say("Of course, I am passing you to our appointments desk.".into()),
+            Action::Transfer("agent:appointments".into())
+        ]
+    );
+    call.transfer_result("agent:appointments", Err("not-allowed".into()))
+        .await
+        .unwrap();
     let tool: ToolOutcome = call.tool_call("transfer_to_person", "{}").await.unwrap();
     assert_eq!(
         tool.actions.last(),

@@ -756,3 +756,49 @@ async fn the_dashboard_follows_a_connector_call_live_with_its_leg() {
     );
     host.expect(&["call ended", "CallerHangup"], 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_off_to_another_agent_is_not_allowed_on_the_connector() {
+    let fake = FakeOpenAiSip::start(Script::default()).await;
+    let (mut host, webhook, _port) = start_host(&fake);
+    let api = Api::new(host.http, None);
+
+    // The receptionist hands callers who press 2 to `agent:appointments`; here OpenAI runs the
+    // model, so the call core refuses it, the agent hears why (and offers a message), and no
+    // `refer` leaves the host.
+    fake.plan("rtc_handoff", vec![Step::Digit('2')], vec![]);
+    fake.call(&webhook, "rtc_handoff", "sip:2000@sip.api.openai.com", &[])
+        .await;
+    // The refusal comes once the agent's words were heard; then the API hangs up.
+    let live = api
+        .poll("/v1/calls?active=true", Duration::from_secs(15), |l| {
+            l["calls"].as_array().is_some_and(|c| c.len() == 1)
+        })
+        .await;
+    let id = live["calls"][0]["id"].as_str().unwrap().to_string();
+    api.poll(&format!("/v1/calls/{id}"), Duration::from_secs(15), |d| {
+        d["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["kind"] == "action-refused"))
+    })
+    .await;
+    let r = api
+        .post(&format!("/v1/calls/{id}/hangup"), &json!({}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let record = record_of(&api, 1).await;
+    let events = events_of(&record);
+    let refused = find(&events, "action-refused");
+    assert_eq!(refused.len(), 1, "{events:?}");
+    assert_eq!(refused[0]["action"]["transfer"], "agent:appointments");
+    let reason = refused[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("not-allowed: this call cannot be handed to another agent"),
+        "{reason}"
+    );
+    assert!(find(&events, "handoff").is_empty(), "{events:?}");
+    assert!(fake.requests_of("refer").is_empty());
+    assert_eq!(record["call"]["agent"], "receptionist");
+    assert_eq!(ended_reason(&record), "hangup-requested");
+    assert!(host.is_running());
+}

@@ -55,6 +55,7 @@ mod calls_cascade;
 mod calls_dtmf;
 mod calls_failures;
 mod calls_gemini;
+mod calls_handoff;
 mod calls_leak;
 mod calls_offline;
 mod calls_offline_speech;

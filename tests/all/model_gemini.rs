@@ -9,8 +9,8 @@ use serde_json::json;
 use switchboard::model::gemini::GeminiProvider;
 use switchboard::model::{
     AudioFormat, CloseReason, Command, ConnectError, ErrorKind, GeminiConfig, ModelEvent,
-    ModelProvider, ModelSession, ResponseStatus, Role, Secret, SessionSettings, ToolSpec,
-    TurnDetection,
+    ModelProvider, ModelSession, ResponseStatus, Role, Secret, SessionSettings, SessionUpdate,
+    ToolSpec, TurnDetection,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -295,7 +295,10 @@ async fn dropped_socket_and_unsupported_commands() {
         .unwrap();
     until(&mut session, WAIT, is_done).await;
     session
-        .send(Command::UpdateInstructions("new".into()))
+        .send(Command::Update(SessionUpdate {
+            instructions: "new".into(),
+            tools: Vec::new(),
+        }))
         .await
         .unwrap();
     match next(&mut session, WAIT).await {

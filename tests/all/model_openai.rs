@@ -10,7 +10,7 @@ use switchboard::model::openai::OpenAiProvider;
 use switchboard::model::{
     AudioFormat, CloseReason, Command, ConnectError, ErrorKind, ModelEvent, ModelProvider,
     ModelSession, OpenAiAuth, OpenAiConfig, ResponseStatus, Role, Secret, SessionSettings,
-    ToolSpec, TurnDetection,
+    SessionUpdate, ToolSpec, TurnDetection,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -386,9 +386,18 @@ async fn error_events_are_typed_and_the_session_goes_on() {
             status: ResponseStatus::Failed
         }
     );
-    // Still alive: instructions update and a spoken line work.
+    // Still alive: an update (instructions and tools, as a hand-off sends) and a spoken line
+    // work.
+    let tool = ToolSpec {
+        name: "confirm".into(),
+        description: "Confirm".into(),
+        parameters: json!({"type": "object"}),
+    };
     session
-        .send(Command::UpdateInstructions("Now be terse.".into()))
+        .send(Command::Update(SessionUpdate {
+            instructions: "Now be terse.".into(),
+            tools: vec![tool],
+        }))
         .await
         .unwrap();
     session.send(Command::CancelResponse).await.unwrap(); // nothing active: not sent
@@ -405,7 +414,9 @@ async fn error_events_are_typed_and_the_session_goes_on() {
     let updates = fake.received_of("session.update");
     assert_eq!(
         updates[1]["session"],
-        json!({"type": "realtime", "instructions": "Now be terse."})
+        json!({"type": "realtime", "instructions": "Now be terse.", "tool_choice": "auto",
+               "tools": [{"type": "function", "name": "confirm", "description": "Confirm",
+                          "parameters": {"type": "object"}}]})
     );
     assert!(fake.received_of("response.cancel").is_empty());
 

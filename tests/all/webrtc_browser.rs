@@ -560,3 +560,78 @@ async fn the_talk_panel_says_when_web_calls_are_off() {
         .collect();
     assert!(others.is_empty(), "the page reported problems: {others:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_call_is_handed_from_the_receptionist_to_appointments() {
+    if !require("chromium") || !require("espeak-ng") || !require("sox") {
+        return;
+    }
+    let fake = FakeOpenAi::start(Script {
+        api_key: "test".into(),
+        ..Script::default()
+    })
+    .await;
+    let udp = ports(UDP_PORTS);
+    let host = Host::builder()
+        .examples(&["receptionist", "appointments"])
+        .model(&format!(
+            "provider = \"openai\"\nbase-url = \"{}\"\napi-key = \"test\"",
+            fake.url
+        ))
+        .config(&webrtc_table(&udp, &[]))
+        .start();
+    let dir = tempdir("webrtc-mic");
+    let mic = microphone(dir.path(), None, 30.0, 0.0);
+    let mut browser = Browser::launch_with_microphone(&mic).await;
+    let id = talk_to(&mut browser, &host, "receptionist").await;
+    browser
+        .wait_for(
+            "the greeting",
+            &said("agent", "Thank you for calling"),
+            WAIT,
+        )
+        .await;
+    // A web call cannot be transferred to a phone, but it can move to another agent: key 2.
+    press(&mut browser, "2").await;
+    browser
+        .wait_for(
+            "the appointments desk greeting the web caller",
+            &said("agent", "I have your details from reception"),
+            WAIT,
+        )
+        .await;
+    browser.click("#talk-hangup").await;
+    browser
+        .wait_for("the call ended", &talk_state("ended"), WAIT)
+        .await;
+
+    let api = Api::new(host.http, None);
+    let record = stored(&api, &id).await;
+    assert_eq!(record["call"]["transport"], "webrtc", "{record}");
+    assert_eq!(record["call"]["agent"], "appointments", "{record}");
+    let events = events_of(&record);
+    let statuses: Vec<&Value> = find(&events, "handoff")
+        .into_iter()
+        .map(|h| &h["status"])
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            &json!("requested"),
+            &json!("handed-off"),
+            &json!("greeting-heard")
+        ],
+        "{events:?}"
+    );
+    // The web caller has no caller ID: appointments asks who is calling.
+    let lines = agent_lines(&record);
+    assert!(
+        lines.iter().any(|l| l.contains("Who am I speaking with?")),
+        "{lines:?}"
+    );
+    assert!(
+        browser.problems.is_empty(),
+        "the page reported problems: {:?}",
+        browser.problems
+    );
+}

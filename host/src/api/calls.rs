@@ -308,7 +308,7 @@ pub struct TransferBody {
 }
 
 /// POST /v1/calls/{id}/transfer `{"to": "sip:..."}` → 202 (the REFER follows; its outcome is a
-/// `transfer` event).
+/// `transfer` event); `{"to": "agent:NAME"}` hands the call to that agent (`handoff` events).
 pub async fn transfer(
     State(ctx): State<Ctx>,
     Path(id): Path<String>,
@@ -323,13 +323,5 @@ pub async fn transfer(
     }
     let call_agent = live.and_then(|c| c.agent);
     let target = validate::transfer_target(&body.to, call_agent.as_deref(), &ctx.registry)?;
-    if target.starts_with("agent:") {
-        // A valid, granted hand-off; carrying it out is not built yet, and a REFER would send
-        // the far end a target only we understand.
-        return Err(ApiError::NotImplemented(format!(
-            "`{target}` is a valid target for call {id}, but handing a call to another agent \
-             is not implemented yet; nothing was sent"
-        )));
-    }
     command(&ctx, &id, CallCommand::Transfer(target)).await
 }

@@ -48,9 +48,6 @@ pub enum ApiError {
     /// A live configuration change refused (nothing changed).
     #[error(transparent)]
     Live(#[from] crate::live::LiveError),
-    /// A valid request for something this release does not do yet (nothing was changed).
-    #[error("{0}")]
-    NotImplemented(String),
     #[error("not ready: {0}")]
     NotReady(String),
     #[error("{0}")]
@@ -137,9 +134,6 @@ impl ApiError {
                     (StatusCode::INTERNAL_SERVER_ERROR, "store_error", text(self))
                 }
             },
-            ApiError::NotImplemented(_) => {
-                (StatusCode::NOT_IMPLEMENTED, "not_implemented", text(self))
-            }
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", text(self)),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", text(self)),
         }

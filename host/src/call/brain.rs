@@ -2,14 +2,18 @@
 //! session settings from the agent's configuration, and connecting the model or, when it fails,
 //! the local apology speech.
 
+use std::sync::Arc;
+
 use tokio::sync::mpsc;
 
 use super::CallDeps;
 use super::events::Recorder;
-use crate::domain::SessionConfig;
 use crate::domain::events::EventKind;
+use crate::domain::{Role, SessionConfig};
 use crate::media::Codec;
-use crate::model::{AudioFormat, ModelProvider, ModelSession, SessionSettings, ToolSpec};
+use crate::model::{
+    AudioFormat, ModelProvider, ModelSession, SessionSettings, SessionUpdate, ToolSpec,
+};
 
 /// The audio a leg carries, as the model is offered it: a codec of the media layer (SIP, and
 /// Twilio's μ-law), or linear PCM at a rate (a carrier's L16 stream, as Vonage's).
@@ -132,21 +136,62 @@ pub(crate) async fn connect_model(
     }
 }
 
-/// A model session that takes over a call with the conversation so far (its greeting is not
-/// spoken again).
-pub(crate) async fn reconnect_model(
-    provider: &dyn ModelProvider,
-    config: &SessionConfig,
-    leg: LegFormat,
-    history: Vec<(crate::domain::Role, String)>,
-) -> Result<ModelSession, String> {
-    let formats = model_formats(provider, config.model.as_deref(), leg);
-    let settings = SessionSettings {
-        greeting: None,
-        history,
-        ..settings_for(config, formats)
-    };
-    provider.connect(settings).await.map_err(|e| e.to_string())
+/// The model side of a running call, as far as a replacement session needs it: the provider
+/// the call started with, the running agent's session config and the leg's audio.
+pub(crate) struct Brain {
+    pub provider: Arc<dyn ModelProvider>,
+    pub config: SessionConfig,
+    pub leg: LegFormat,
+}
+
+/// How the model follows a hand-off to another agent.
+pub(crate) enum Switch {
+    /// The running session takes the new instructions and tools; the greeting is to be said.
+    Update(SessionUpdate),
+    /// A new session (with the conversation so far) replaces the running one and greets.
+    Replace(ModelSession),
+}
+
+impl Brain {
+    fn settings(&self, config: &SessionConfig) -> SessionSettings {
+        let formats = model_formats(self.provider.as_ref(), config.model.as_deref(), self.leg);
+        settings_for(config, formats)
+    }
+
+    /// A model session that takes over the call with the conversation so far (its greeting is
+    /// not spoken again).
+    pub async fn reconnect(&self, history: Vec<(Role, String)>) -> Result<ModelSession, String> {
+        let settings = SessionSettings {
+            greeting: None,
+            history,
+            ..self.settings(&self.config)
+        };
+        self.provider
+            .connect(settings)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Move the model to the next agent's `config`: in place when the provider can, else a new
+    /// session that hears the conversation so far and speaks the new greeting. From then on
+    /// `config` is the running one.
+    pub async fn hand_over(
+        &mut self,
+        config: SessionConfig,
+        history: Vec<(Role, String)>,
+    ) -> Result<Switch, String> {
+        let running = self.settings(&self.config);
+        let next = self.settings(&config);
+        let switch = if self.provider.updates_live(&running, &next) {
+            Switch::Update(SessionUpdate::of(&next))
+        } else {
+            let settings = SessionSettings { history, ..next };
+            let session = self.provider.connect(settings).await;
+            Switch::Replace(session.map_err(|e| e.to_string())?)
+        };
+        self.config = config;
+        Ok(switch)
+    }
 }
 
 pub(crate) async fn connect_fallback(deps: &CallDeps, leg: LegFormat) -> ModelSession {

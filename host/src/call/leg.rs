@@ -22,6 +22,9 @@ pub enum Capability {
     Transfer,
     /// Put the call on hold and back.
     Hold,
+    /// Hand the call to another agent (`agent:NAME`): the host runs the model, so the call
+    /// core can move it to the next agent's session.
+    Handoff,
 }
 
 impl Capability {
@@ -36,6 +39,10 @@ impl Capability {
             Capability::SendDigits => "this call cannot send keypad digits",
             Capability::Transfer => "this call cannot be transferred",
             Capability::Hold => "this call cannot be put on hold",
+            Capability::Handoff => {
+                "this call cannot be handed to another agent: its model runs at the provider, not \
+                 in the host"
+            }
         }
     }
 }

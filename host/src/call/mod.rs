@@ -12,6 +12,7 @@ pub mod audio;
 mod brain;
 pub mod digits;
 pub mod events;
+pub mod handoff;
 pub mod inbound;
 pub mod leg;
 pub mod logic;
@@ -39,15 +40,16 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::domain::events::{CallState, EventKind};
-use crate::domain::{CallInfo, SessionConfig};
+use crate::domain::{CallInfo, Handoff, SessionConfig};
 use crate::media::{Codec, MediaConfig, PortPool, SilenceMode};
 use crate::model::{ModelProvider, ModelSession};
 use crate::plugins::runtime::StartFallback;
 use crate::plugins::{AgentSession, AgentVersion, Registry, StartOutcome};
+use brain::Brain;
 use events::{EventBus, Recorder};
 use leg::Leg;
-use logic::{CallLogic, END_CALL_TOOL, LogicConfig};
-use task::CallTask;
+use logic::{CallLogic, END_CALL_TOOL, HandoffFailed, HandoffRequest, LogicConfig};
+use task::{CallTask, NewAgent};
 
 /// The `[calls]` section of the configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -221,6 +223,13 @@ impl CallDeps {
         }
     }
 
+    /// The call's agent changed (a hand-off): the API lists the one running it.
+    fn set_agent(&self, call_id: &str, agent: &str) {
+        if let Some(live) = self.live().get_mut(call_id) {
+            live.summary.agent = Some(agent.to_string());
+        }
+    }
+
     fn register(&self, summary: CallSummary) -> mpsc::Receiver<CallCommand> {
         let (tx, rx) = mpsc::channel(16);
         self.live().insert(
@@ -266,6 +275,8 @@ struct Accepted {
     fallback: bool,
     /// The model was offered the host's end-call tool.
     end_call: bool,
+    /// The call as the agent was told of it; the next agent of a hand-off gets the same.
+    info: CallInfo,
 }
 
 /// A hang-up or transfer after speech waits this long once the last packet is out: receivers'
@@ -280,6 +291,67 @@ fn end_call_tool() -> crate::domain::Tool {
                       has nothing more to ask; then say a short goodbye."
             .into(),
         parameters: r#"{"type":"object","properties":{"reason":{"type":"string","description":"Why the call ends, in a few words"}}}"#.into(),
+    }
+}
+
+/// Offer the model the host's end-call tool when the agent's settings want it and the agent
+/// has no tool of that name itself (its own wins); whether it was offered.
+fn offer_end_call(deps: &CallDeps, version: &AgentVersion, config: &mut SessionConfig) -> bool {
+    let runtime = deps.registry.runtime();
+    let wanted = runtime.settings(version.name()).is_some_and(|s| s.end_call);
+    let end_call = wanted && !config.tools.iter().any(|t| t.name == END_CALL_TOOL);
+    if end_call {
+        config.tools.push(end_call_tool());
+    }
+    end_call
+}
+
+/// Start the agent a live call is handed to: the live version of `request.to` (routing
+/// registry), a fresh sandbox, `on-start` with the same call info and the hand-off context.
+async fn start_handed_off(
+    deps: Arc<CallDeps>,
+    info: CallInfo,
+    request: HandoffRequest,
+    outcome: Option<String>,
+) -> Result<NewAgent<AgentSession>, HandoffFailed> {
+    let version = deps
+        .registry
+        .snapshot()
+        .agents
+        .get(&request.to)
+        .cloned()
+        .ok_or_else(|| HandoffFailed::Unknown(request.to.clone()))?;
+    let context = Handoff {
+        from_agent: request.from,
+        summary: request.summary,
+        metadata: handoff::metadata(&info.metadata, outcome.as_deref()),
+    };
+    let mut agent = deps
+        .registry
+        .runtime()
+        .session(&version, &info.call_id)
+        .await
+        .map_err(HandoffFailed::Fault)?;
+    match agent.start_handed_off(&info, context).await {
+        Ok(StartOutcome::Accept {
+            mut config,
+            actions,
+        }) => {
+            let end_call = offer_end_call(&deps, &version, &mut config);
+            deps.set_agent(&info.call_id, version.name());
+            Ok(NewAgent {
+                agent,
+                version: version.info.version.clone(),
+                config,
+                actions,
+                end_call,
+            })
+        }
+        Ok(StartOutcome::Reject(r)) => Err(HandoffFailed::Rejected {
+            code: r.code,
+            reason: r.reason,
+        }),
+        Err(fault) => Err(HandoffFailed::Fault(fault)),
     }
 }
 
@@ -306,13 +378,7 @@ async fn start_agent(
                 mut config,
                 actions,
             }) => {
-                let name = version.name();
-                let wanted = runtime.settings(name).is_some_and(|s| s.end_call);
-                // The agent's own tool of that name wins.
-                let end_call = wanted && !config.tools.iter().any(|t| t.name == END_CALL_TOOL);
-                if end_call {
-                    config.tools.push(end_call_tool());
-                }
+                let end_call = offer_end_call(deps, version, &mut config);
                 return Started::Run(Box::new(Accepted {
                     agent,
                     config,
@@ -320,6 +386,7 @@ async fn start_agent(
                     actions,
                     fallback: false,
                     end_call,
+                    info: info.clone(),
                 }));
             }
             Ok(StartOutcome::Reject(r)) => return Started::Reject(r.code, r.reason),
@@ -344,6 +411,7 @@ async fn start_agent(
             actions: Vec::new(),
             fallback: true,
             end_call: false,
+            info: info.clone(),
         })),
         _ => Started::Reject(503, "Agent unavailable".into()),
     }
@@ -442,21 +510,27 @@ async fn run_answered<L: Leg>(deps: &Arc<CallDeps>, a: Answered<L>) {
         capabilities: a.leg.capabilities(),
         outbound: a.outbound,
         end_call: a.accepted.end_call,
+        agent: a.accepted.agent.version().name().to_string(),
     });
     let agent_name = a.accepted.agent.version().name();
     let format = a.leg.facts().codec.as_deref().and_then(LegFormat::parse);
     let leg_format = format.unwrap_or(Codec::Pcmu.into());
     // A model that closes while the call is on hold is replaced on resume (not the apology),
-    // from the provider the call started with.
-    let reconnect = a.failure.is_none().then(|| {
-        let provider = a.accepted.provider.clone();
-        let config = a.accepted.config.clone();
-        Box::new(move |history: Vec<(crate::domain::Role, String)>| {
-            let (provider, config) = (provider.clone(), config.clone());
-            Box::pin(async move {
-                brain::reconnect_model(provider.as_ref(), &config, leg_format, history).await
-            }) as futures_util::future::BoxFuture<'static, _>
-        }) as task::ReconnectModel
+    // and the next agent's session follows a hand-off, from the provider the call started
+    // with.
+    let brain = a.failure.is_none().then(|| Brain {
+        provider: a.accepted.provider.clone(),
+        config: a.accepted.config.clone(),
+        leg: leg_format,
+    });
+    let (handoff_deps, info) = (deps.clone(), a.accepted.info);
+    let start_agent: task::StartAgent<AgentSession> = Box::new(move |request, outcome| {
+        Box::pin(start_handed_off(
+            handoff_deps.clone(),
+            info.clone(),
+            request,
+            outcome,
+        ))
     });
     let fallback_deps = deps.clone();
     let task = CallTask {
@@ -471,7 +545,8 @@ async fn run_answered<L: Leg>(deps: &Arc<CallDeps>, a: Answered<L>) {
         fallback: Some(Box::new(move || {
             Box::pin(async move { brain::connect_fallback(&fallback_deps, leg_format).await })
         })),
-        reconnect,
+        brain,
+        start_agent: Some(start_agent),
         model_ended: false,
     };
     task.run(a.accepted.actions, a.failure).await;

@@ -198,6 +198,7 @@ impl Leg for SipLeg {
             Capability::SendDigits,
             Capability::Transfer,
             Capability::Hold,
+            Capability::Handoff,
         ])
     }
 

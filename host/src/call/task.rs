@@ -15,20 +15,35 @@ use tokio::time::Instant;
 use super::CallCommand;
 use super::agent::CallAgent;
 use super::audio::{decode_from_model, encode_for_model};
+use super::brain::{Brain, Switch};
 use super::events::Recorder;
 use super::leg::{CallerAudio, DigitSource, Leg, LegEvent};
-use super::logic::{CallLogic, Effect, Ending, Input};
+use super::logic::{CallLogic, Effect, Ending, HandedOff, HandoffFailed, HandoffRequest, Input};
 use crate::domain::agent_event::AgentRequest;
 use crate::domain::events::{CallState, EventKind};
-use crate::domain::{Action, Role};
+use crate::domain::{Action, EndReason, SessionConfig};
 use crate::model::{AudioFormat, Command, ModelEvent, ModelSession};
 
 /// Connects the local apology speech when the model fails mid-call.
 pub(crate) type FallbackModel = Box<dyn FnOnce() -> BoxFuture<'static, ModelSession> + Send>;
 
-/// Connects a model session that takes over the call with the conversation so far.
-pub(crate) type ReconnectModel =
-    Box<dyn Fn(Vec<(Role, String)>) -> BoxFuture<'static, Result<ModelSession, String>> + Send>;
+/// An agent the call is handed to, started: its session, its session config, the effects
+/// its `on-start` queued, whether the model was offered the end-call tool.
+pub(crate) struct NewAgent<A> {
+    pub agent: A,
+    pub version: String,
+    pub config: SessionConfig,
+    pub actions: Vec<Action>,
+    pub end_call: bool,
+}
+
+/// Starts the agent a call is handed to (`on-start` with the hand-off context); the second
+/// argument is the outcome the last agent set, which the context's metadata carries.
+pub(crate) type StartAgent<A> = Box<
+    dyn Fn(HandoffRequest, Option<String>) -> BoxFuture<'static, Result<NewAgent<A>, HandoffFailed>>
+        + Send
+        + Sync,
+>;
 
 /// Everything a running call owns.
 pub(crate) struct CallTask<L: Leg, A: CallAgent> {
@@ -41,9 +56,11 @@ pub(crate) struct CallTask<L: Leg, A: CallAgent> {
     /// Where to record the call, when the configuration wants it.
     pub recording: Option<PathBuf>,
     pub fallback: Option<FallbackModel>,
-    /// How a model session that closed during a hold is replaced; `None` when the call runs
-    /// on the fallback.
-    pub reconnect: Option<ReconnectModel>,
+    /// The model side for a session that takes over (after a hold, or for the next agent);
+    /// `None` when the call runs on the fallback.
+    pub brain: Option<Brain>,
+    /// How an agent the call is handed to starts; `None` where calls are not handed over.
+    pub start_agent: Option<StartAgent<A>>,
     /// The model's event stream ended (it stays ended until the model is replaced).
     pub model_ended: bool,
     /// The business outcome the agent set last.
@@ -207,12 +224,23 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
                         self.route_caller_audio(host_in_ns);
                     }
                 }
+                Effect::EndAgent(reason) => {
+                    if let Err(fault) = self.agent.end(&reason).await {
+                        self.recorder.record(EventKind::AgentFault { fault });
+                    }
+                    // An outcome set in on-end stays the call's.
+                    self.take_requests();
+                }
+                Effect::StartAgent(request) => {
+                    let result = self.hand_over(request, host_in_ns).await;
+                    let input = Input::HandedOff(result);
+                    self.logic
+                        .handle(started.elapsed(), input, self.leg.playout());
+                }
                 Effect::Reconnect(history) => {
                     let turns = history.len();
-                    // The future first: no borrow of the (not Sync) connector across the await.
-                    let connecting = self.reconnect.as_ref().map(|connect| connect(history));
-                    let connected = match connecting {
-                        Some(connecting) => connecting.await,
+                    let connected = match &self.brain {
+                        Some(brain) => brain.reconnect(history).await,
                         None => Err("no model to reconnect to".to_string()),
                     };
                     match connected {
@@ -232,6 +260,60 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
             }
         }
         ending
+    }
+
+    /// Start the agent the call is handed to, then move the model to its session config: the
+    /// running session takes it, or a new one (with the conversation so far) replaces it.
+    async fn hand_over(
+        &mut self,
+        request: HandoffRequest,
+        host_in_ns: &Arc<AtomicU64>,
+    ) -> Result<HandedOff, HandoffFailed> {
+        let Some(start) = &self.start_agent else {
+            return Err(HandoffFailed::Unknown(request.to));
+        };
+        if self.brain.is_none() {
+            return Err(HandoffFailed::Model(
+                "the call runs on the fallback speech, which no agent can take over".into(),
+            ));
+        }
+        let history = request.history.clone();
+        let new = start(request, self.outcome.clone()).await?;
+        let brain = self.brain.as_mut().expect("checked");
+        let switch = match brain.hand_over(new.config.clone(), history).await {
+            Ok(switch) => switch,
+            Err(why) => {
+                let mut agent = new.agent;
+                if let Err(fault) = agent.end(&EndReason::Failed(why.clone())).await {
+                    self.recorder.record(EventKind::AgentFault { fault });
+                }
+                return Err(HandoffFailed::Model(why));
+            }
+        };
+        let new_session = match switch {
+            Switch::Update(update) => {
+                let _ = self.model.send(Command::Update(update)).await;
+                false
+            }
+            Switch::Replace(session) => {
+                let old = std::mem::replace(&mut self.model, session);
+                let _ = old.commands.try_send(Command::Close);
+                self.model_ended = false;
+                self.route_caller_audio(host_in_ns);
+                true
+            }
+        };
+        self.agent = new.agent;
+        // What the new agent asked for in on-start (a hint of the first answer) goes to the
+        // model it now runs.
+        self.take_requests();
+        Ok(HandedOff {
+            version: new.version,
+            actions: new.actions,
+            greeting: new.config.greeting,
+            new_session,
+            end_call: new.end_call,
+        })
     }
 
     /// Requests the agent made in its last hook: the outcome is kept for the call record; the

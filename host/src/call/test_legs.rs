@@ -101,6 +101,7 @@ impl Leg for AudioLeg {
             Capability::Audio,
             Capability::SendDigits,
             Capability::Transfer,
+            Capability::Handoff,
         ])
     }
     async fn next_event(&mut self) -> LegEvent {
@@ -263,6 +264,7 @@ fn start<L: Leg + 'static>(
             capabilities: leg.capabilities(),
             outbound: false,
             end_call: false,
+            agent: "scripted".into(),
         }),
         leg,
         agent: ScriptedAgent {
@@ -278,7 +280,8 @@ fn start<L: Leg + 'static>(
         commands: commands_rx,
         recording: recording.then(|| std::env::temp_dir().join("never-written.wav")),
         fallback: None,
-        reconnect: None,
+        brain: None,
+        start_agent: None,
         model_ended: false,
         outcome: None,
     };

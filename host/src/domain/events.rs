@@ -32,6 +32,10 @@ impl CallState {
     }
 }
 
+/// The [`EventKind::Handoff`] status once the new agent runs the call (its detail is the
+/// agent's version): the call record's agent follows it.
+pub const HANDED_OFF: &str = "handed-off";
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum EventKind {
@@ -127,6 +131,19 @@ pub enum EventKind {
         target: String,
         status: String,
         detail: String,
+    },
+    /// The call moved to another agent (`agent:NAME`): `requested`, [`HANDED_OFF`] (the new
+    /// agent runs the call; detail: its version), `failed` (detail says why; the fallback
+    /// follows) or
+    /// `greeting-heard` (`gap_ms` from the request to the new agent's first audio out).
+    Handoff {
+        from: String,
+        to: String,
+        status: String,
+        #[serde(skip_serializing_if = "String::is_empty")]
+        detail: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        gap_ms: Option<u64>,
     },
     ModelError {
         message: String,

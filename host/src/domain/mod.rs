@@ -62,6 +62,23 @@ pub struct CallInfo {
     pub metadata: String,
 }
 
+/// What an agent that handed the call over passes to the next one (`call.context().handoff`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Handoff {
+    pub from_agent: String,
+    /// The conversation so far, newest kept (cap [`Handoff::MAX_SUMMARY`]).
+    pub summary: String,
+    /// The call's metadata JSON, with the outcome when one was set, or "" (cap
+    /// [`Handoff::MAX_METADATA`]).
+    pub metadata: String,
+}
+
+impl Handoff {
+    /// The contract's caps (`wit/agent.wit`, record `handoff`).
+    pub const MAX_SUMMARY: usize = 4 << 10;
+    pub const MAX_METADATA: usize = 16 << 10;
+}
+
 /// A function the voice model may call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Tool {

@@ -108,7 +108,7 @@ async fn run(
             Command::ToolResult { .. }
             | Command::Truncate { .. }
             | Command::CancelResponse
-            | Command::UpdateInstructions(_)
+            | Command::Update(_)
             | Command::Expect(_) => true,
         };
         if !alive {
@@ -120,6 +120,11 @@ async fn run(
 impl ModelProvider for EchoProvider {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    /// Nothing is generated, so any agent's settings fit the running session.
+    fn updates_live(&self, _running: &SessionSettings, _next: &SessionSettings) -> bool {
+        true
     }
 
     fn formats(&self) -> FormatSupport {

@@ -196,6 +196,23 @@ pub struct SessionSettings {
 }
 
 /// Commands into a session.
+/// What a running session can take in place: the agent's instructions and tools.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionUpdate {
+    pub instructions: String,
+    pub tools: Vec<ToolSpec>,
+}
+
+impl SessionUpdate {
+    /// The part of `settings` a running session can take.
+    pub fn of(settings: &SessionSettings) -> SessionUpdate {
+        SessionUpdate {
+            instructions: settings.instructions.clone(),
+            tools: settings.tools.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// One frame of caller audio in the session's input format.
@@ -209,8 +226,9 @@ pub enum Command {
     Truncate { item_id: String, audio_end_ms: u64 },
     /// Stop the response being generated (manual barge-in).
     CancelResponse,
-    /// Replace the system instructions for the rest of the session.
-    UpdateInstructions(String),
+    /// Replace the instructions and tools for the rest of the session (a hand-off to another
+    /// agent whose voice and model the session keeps: see [`ModelProvider::updates_live`]).
+    Update(SessionUpdate),
     /// What the caller is expected to say next (from the agent): a provider with a local
     /// recogniser listens for it; the others have nothing to tune and ignore it.
     Expect(Expectation),
@@ -486,6 +504,11 @@ pub trait ModelProvider: Send + Sync {
         let _ = model;
         self.formats()
     }
+
+    /// Whether a session opened with `running` can take `next` in place through
+    /// [`Command::Update`] (instructions and tools); `false` when `next` needs a new session
+    /// (another voice or model, or a provider that fixes its settings at setup).
+    fn updates_live(&self, running: &SessionSettings, next: &SessionSettings) -> bool;
 
     /// Open a session: connects, applies `settings`, starts the greeting (if any), and returns
     /// once the provider has accepted the configuration.

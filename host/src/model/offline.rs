@@ -155,6 +155,11 @@ impl ModelProvider for OfflineProvider {
         NAME
     }
 
+    /// The synthesiser's voice follows the language; nothing else is the session's.
+    fn updates_live(&self, running: &SessionSettings, next: &SessionSettings) -> bool {
+        running.language == next.language
+    }
+
     fn formats(&self) -> FormatSupport {
         FormatSupport {
             input: INPUT_RATES
@@ -343,7 +348,7 @@ impl Actor {
             Command::CancelResponse => self.cancel().await,
             // No server-side conversation to trim, no model to call tools or follow
             // instructions: these are accepted and have nothing to act on.
-            Command::Truncate { .. } | Command::UpdateInstructions(_) => true,
+            Command::Truncate { .. } | Command::Update(_) => true,
             Command::Expect(hint) => {
                 self.expect.send_replace(hint);
                 true

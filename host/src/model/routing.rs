@@ -52,6 +52,14 @@ impl ModelProvider for Routed {
         }
     }
 
+    /// Within one brain only: another model name may lead to another provider.
+    fn updates_live(&self, running: &SessionSettings, next: &SessionSettings) -> bool {
+        running.model == next.model
+            && self
+                .route(running.model.as_deref())
+                .is_some_and(|p| p.updates_live(running, next))
+    }
+
     fn connect(
         &self,
         settings: SessionSettings,

@@ -13,7 +13,7 @@ use super::sandbox::Sandbox;
 use super::validate::{check_call_info, check_config, over};
 use crate::domain::agent_event::{AgentRequest, Notification};
 use crate::domain::{
-    Action, AgentFault, CallInfo, EndReason, FaultKind, RejectReason, Role, SessionConfig,
+    Action, AgentFault, CallInfo, EndReason, FaultKind, Handoff, RejectReason, Role, SessionConfig,
 };
 
 /// The caps stay reachable where the call layer has always found them.
@@ -69,6 +69,17 @@ impl AgentSession {
     /// The fault that ended the agent's part of the call, if any.
     pub fn fault(&self) -> Option<&AgentFault> {
         self.sandbox.fault.as_ref()
+    }
+
+    /// Run `on-start` for a call another agent handed over: `call.context()` carries
+    /// `handoff` from then on.
+    pub async fn start_handed_off(
+        &mut self,
+        info: &CallInfo,
+        handoff: Handoff,
+    ) -> Result<StartOutcome, AgentFault> {
+        self.sandbox.store.data_mut().host.handoff = Some(handoff);
+        self.start(info).await
     }
 
     pub async fn start(&mut self, info: &CallInfo) -> Result<StartOutcome, AgentFault> {

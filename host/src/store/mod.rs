@@ -170,6 +170,11 @@ pub enum Write {
         call_id: String,
         path: String,
     },
+    Agent {
+        call_id: String,
+        agent: String,
+        agent_version: String,
+    },
     End {
         call_id: String,
         end: CallEnd,
@@ -185,6 +190,7 @@ impl Write {
             | Write::Event { call_id, .. }
             | Write::Transcript { call_id, .. }
             | Write::Recording { call_id, .. }
+            | Write::Agent { call_id, .. }
             | Write::End { call_id, .. } => call_id,
             Write::Usage(u) => &u.call_id,
             Write::Latency(l) => &l.call_id,
@@ -315,6 +321,8 @@ pub trait CallStore: Send + Sync {
     async fn record_latency(&self, latency: TurnLatency) -> Result<()>;
     /// Index the call's recording file.
     async fn set_recording(&self, call_id: &str, path: &str) -> Result<()>;
+    /// Another agent runs the call from now on (a hand-off): the record names it.
+    async fn set_agent(&self, call_id: &str, agent: &str, agent_version: &str) -> Result<()>;
     /// Close an active call ([`StoreError::AlreadyEnded`] if it is not active).
     async fn end_call(&self, call_id: &str, end: CallEnd) -> Result<()>;
     /// Applies `writes` in order, with the same effect as calling the methods one by one but

@@ -186,8 +186,10 @@ impl Leg for WebLeg {
         &self.facts
     }
 
+    /// A web call transfers only to another agent: the call core hands it over, the leg has
+    /// nothing to do.
     fn capabilities(&self) -> Capabilities {
-        Capabilities::of(&[Capability::Audio])
+        Capabilities::of(&[Capability::Audio, Capability::Handoff])
     }
 
     async fn next_event(&mut self) -> LegEvent {

@@ -2,6 +2,10 @@
 //! the appointment; keypad 1 confirms, 2 asks to reschedule, 0 transfers to the operator. The
 //! voice model can do the same through the confirm / reschedule / cancel tools.
 //!
+//! Handed a call by another agent (the receptionist's keypad 2), it reads `call.context()`:
+//! the greeting says it has the caller's details from reception, and the model's instructions
+//! carry the conversation so far.
+//!
 //! A web caller (transport `webrtc`) has no caller ID: the agent asks who is calling and for the
 //! number the appointment is booked under, typed on the page's keypad (or said, or found by the
 //! voice model with `find_appointment`), and offers no transfer to the front desk's phone.
@@ -9,8 +13,8 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use switchboard_sdk::{
-    Action, Agent, CallInfo, Direction, ExpectHint, RejectReason, Role, SessionConfig, Tool, call,
-    config, kv, log, speech,
+    Action, Agent, CallInfo, Direction, ExpectHint, Handoff, RejectReason, Role, SessionConfig,
+    Tool, call, config, kv, log, speech,
 };
 
 /// Spoken answers, and the key each stands for ("yes" confirms, "no" asks for another time).
@@ -256,6 +260,22 @@ impl Appointments {
     }
 }
 
+/// A call another agent handed over: the greeting says the details came along, and the model
+/// reads what was said before.
+fn handed_over(mut config: SessionConfig, handoff: &Handoff) -> SessionConfig {
+    log::info(&format!("handed over by {}", handoff.from_agent));
+    config.greeting = config.greeting.map(|greeting| {
+        format!("Hi, this is the appointments desk. I have your details from reception. {greeting}")
+    });
+    if !handoff.summary.is_empty() {
+        config.instructions = format!(
+            "{}\n\nThe {} passed this caller on to you. The conversation so far:\n{}",
+            config.instructions, handoff.from_agent, handoff.summary
+        );
+    }
+    config
+}
+
 /// The answers to the appointment question, for offline recognition.
 fn expect_answers() {
     let _ = call::expect(&ExpectHint::Phrases(
@@ -292,6 +312,15 @@ impl Agent for Appointments {
             self.web_start(&clinic)
         } else {
             self.phone_start(info, &clinic)
+        };
+        let config = match call::context().handoff {
+            Some(handoff) => handed_over(config, &handoff),
+            None => config,
+        };
+        // The desk's own voice, when configured (a hand-off then opens a new model session).
+        let config = match config::get("voice") {
+            Some(voice) => config.voice(voice),
+            None => config,
         };
         let tools = [
             Tool::new(

@@ -1,5 +1,7 @@
 //! A front-desk receptionist on a voice model: greets, answers opening-hours questions with a
-//! tool, takes messages (stored in kv) and transfers to a person when the caller asks.
+//! tool, takes messages (stored in kv), transfers to a person when the caller asks, and hands
+//! the call to the `appointments` agent (keypad 2, or a caller who mentions an appointment),
+//! which hears what was said so far.
 
 use serde::Deserialize;
 use switchboard_sdk::{
@@ -32,7 +34,22 @@ const ASK_FOR_PERSON: &[&str] = &[
     "human",
 ];
 
+/// The agent that handles appointments: a hand-off inside the call, not a SIP transfer.
+const APPOINTMENTS: &str = "agent:appointments";
+
 impl Receptionist {
+    /// Hand the caller to the appointments agent, after a short word.
+    fn hand_to_appointments(&mut self) {
+        if self.transferring {
+            return;
+        }
+        let _ = call::say("Of course, I am passing you to our appointments desk.");
+        match call::transfer(APPOINTMENTS) {
+            Ok(()) => self.transferring = true,
+            Err(e) => log::warn(&format!("hand-off refused: {e}")),
+        }
+    }
+
     fn transfer_to_front_desk(&mut self) -> Result<String, String> {
         if self.transferring {
             return Ok("A transfer is already under way.".into());
@@ -75,7 +92,9 @@ impl Agent for Receptionist {
             "You are the friendly receptionist of {business}. Keep answers short: this is a \
              phone call. Use `opening_hours` for opening times. If the caller wants to leave a \
              message, collect their name, callback number and message, then call \
-             `take_message`. If the caller asks for a person, call `transfer_to_person`."
+             `take_message`. If the caller asks for a person, call `transfer_to_person`. \
+             Appointments are handled by the appointments desk: callers press 2 or mention \
+             their appointment to be passed on."
         ))
         .greeting(format!("Thank you for calling {business}. How can I help you today?"))
         .tool(Tool::new(
@@ -107,20 +126,27 @@ impl Agent for Receptionist {
     }
 
     fn on_transcript(&mut self, role: Role, text: String, is_final: bool) -> Vec<Action> {
+        if role != Role::Caller || !is_final {
+            return Vec::new();
+        }
         let lower = text.to_lowercase();
-        if role == Role::Caller
-            && is_final
-            && ASK_FOR_PERSON.iter().any(|p| lower.contains(p))
-            && let Err(e) = self.transfer_to_front_desk()
-        {
-            log::warn(&format!("transfer refused: {e}"));
+        if ASK_FOR_PERSON.iter().any(|p| lower.contains(p)) {
+            if let Err(e) = self.transfer_to_front_desk() {
+                log::warn(&format!("transfer refused: {e}"));
+            }
+        } else if lower.contains("appointment") {
+            self.hand_to_appointments();
         }
         Vec::new()
     }
 
     fn on_dtmf(&mut self, digits: String) -> Vec<Action> {
-        if digits == "0" {
-            let _ = self.transfer_to_front_desk();
+        match digits.as_str() {
+            "0" => {
+                let _ = self.transfer_to_front_desk();
+            }
+            "2" => self.hand_to_appointments(),
+            _ => {}
         }
         Vec::new()
     }

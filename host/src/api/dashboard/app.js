@@ -511,6 +511,7 @@ function eventLabel(e) {
     case 'answered': return ['answered', `${d.codec}, model ${d.model}`];
     case 'ended': return ['ended', `${d.reason}${d.abnormal ? ' (abnormal)' : ''}`];
     case 'turn-latency': return ['turn-latency', `turn ${d.turn}: ${fmtMs(d.total_ms)}`];
+    case 'handoff': return [`handoff ${d.status}`, `${d.from} → ${d.to}${d.gap_ms != null ? `, greeting after ${fmtMs(d.gap_ms)}` : ''}${d.detail ? ` (${d.detail})` : ''}`];
     case 'greeting-reworded': return ['greeting-reworded', `asked "${d.asked}", spoken "${d.spoken}"`];
     default: {
       const rest = { ...d };

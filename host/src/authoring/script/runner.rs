@@ -60,6 +60,7 @@ impl Call {
         let bus = EventBus::new(move |_live| Arc::new(Sink::new(sink_log)));
         let leg = ScriptLeg::new(&info.transport, leg_rx, log.clone());
         let format = AudioFormat::Pcm16 { rate: 8000 };
+        let name = agent.session.version().name().to_string();
         let task = CallTask {
             recorder: bus.recorder(&info.call_id),
             logic: CallLogic::new(LogicConfig {
@@ -71,6 +72,7 @@ impl Call {
                 capabilities: leg.capabilities(),
                 outbound: info.direction == Direction::Outbound,
                 end_call: false,
+                agent: name,
             }),
             leg,
             agent,
@@ -84,7 +86,9 @@ impl Call {
             commands: commands_rx,
             recording: None,
             fallback: None,
-            reconnect: None,
+            brain: None,
+            // A scripted call stays with its agent: an `agent:` transfer is refused.
+            start_agent: None,
             model_ended: false,
             outcome: None,
         };

@@ -285,7 +285,7 @@ impl<C: Carrier, F: Framing + Clone> Leg for StreamLeg<C, F> {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::of(&[Capability::Audio, Capability::Transfer])
+        Capabilities::of(&[Capability::Audio, Capability::Transfer, Capability::Handoff])
     }
 
     async fn next_event(&mut self) -> LegEvent {

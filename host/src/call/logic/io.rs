@@ -29,6 +29,8 @@ pub struct LogicConfig {
     pub outbound: bool,
     /// The model was offered the host's [`END_CALL_TOOL`](super::END_CALL_TOOL).
     pub end_call: bool,
+    /// The agent that runs the call at first (another may take over: `agent:NAME`).
+    pub agent: String,
 }
 
 /// Everything that can happen to a call.
@@ -72,6 +74,8 @@ pub enum Input {
     LegLost(String),
     /// The answer to [`Effect::Transfer`].
     TransferStarted(Result<(), String>),
+    /// The answer to [`Effect::StartAgent`].
+    HandedOff(Result<HandedOff, HandoffFailed>),
     SpeechStarted,
     SpeechStopped,
     Transcript {
@@ -140,6 +144,12 @@ pub enum Effect {
     CallerAudio(bool),
     /// Start a transfer on the leg and answer with [`Input::TransferStarted`].
     Transfer(String),
+    /// The running agent's part of the call is over (`on-end` with this reason): another agent
+    /// takes over.
+    EndAgent(EndReason),
+    /// Start the agent the call is handed to, move the model to its session config, and
+    /// answer with [`Input::HandedOff`].
+    StartAgent(HandoffRequest),
     Hangup,
     /// Replace the model with the local apology speech.
     ConnectFallback,
@@ -149,6 +159,46 @@ pub enum Effect {
     Reconnect(Vec<(Role, String)>),
     /// The call is over; nothing follows.
     End(Ending),
+}
+
+/// A hand-off to another agent, as the logic asks for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandoffRequest {
+    pub from: String,
+    pub to: String,
+    /// What the next agent reads in `call.context().handoff`.
+    pub summary: String,
+    /// The conversation so far, for a model session that takes over.
+    pub history: Vec<(Role, String)>,
+}
+
+/// The agent a call was handed to runs it.
+#[derive(Debug)]
+pub struct HandedOff {
+    /// Its version, for the call record.
+    pub version: String,
+    /// Effects queued in its `on-start`.
+    pub actions: Vec<Action>,
+    /// Its greeting.
+    pub greeting: Option<String>,
+    /// A new model session replaced the running one and speaks the greeting itself; otherwise
+    /// the running session took the new settings and the greeting is still to be said.
+    pub new_session: bool,
+    /// The model was offered the host's end-call tool.
+    pub end_call: bool,
+}
+
+/// Why a hand-off did not happen; the call goes on with the fallback.
+#[derive(Debug, thiserror::Error)]
+pub enum HandoffFailed {
+    #[error("agent `{0}` is not loaded")]
+    Unknown(String),
+    #[error("agent rejected the call: {code} {reason}")]
+    Rejected { code: u16, reason: String },
+    #[error("agent failed in on-start: {}", .0.message)]
+    Fault(AgentFault),
+    #[error("the model could not follow: {0}")]
+    Model(String),
 }
 
 /// How a call ended.

@@ -12,13 +12,16 @@ mod io;
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
-pub use io::{Effect, Ending, Hook, HookResult, Input, LogicConfig};
+pub use io::{
+    Effect, Ending, HandedOff, HandoffFailed, HandoffRequest, Hook, HookResult, Input, LogicConfig,
+};
 
 use super::CallCommand;
 use super::digits::{Collected, DigitCollector};
+use super::handoff::{self, AGENT_TARGET};
 use super::leg::{Capability, DigitSource, LegError, Playout};
 use crate::domain::agent_event::{CallProgress, Notification};
-use crate::domain::events::{CallState, EventKind, StageLatency};
+use crate::domain::events::{CallState, EventKind, HANDED_OFF, StageLatency};
 use crate::domain::{Action, AgentFault, EndReason, Role};
 use crate::model::Command;
 
@@ -70,6 +73,16 @@ enum Awaiting {
     Transferred { target: String },
     /// The leg's answer to a transfer; `after_final` when the agent (or the fallback) asked.
     TransferStart { target: String, after_final: bool },
+    /// The agent the call is handed to, started at call time `requested`.
+    Handoff { to: String, requested: Duration },
+}
+
+/// A hand-off whose new agent's first audio has not reached the caller yet.
+#[derive(Debug)]
+struct HandoffGap {
+    from: String,
+    to: String,
+    requested: Duration,
 }
 
 /// One call's state.
@@ -110,11 +123,17 @@ pub struct CallLogic {
     /// Everything was played; the pending hang-up or transfer waits until then for the far
     /// end to play it too.
     tail_until: Option<Duration>,
+    /// The agent running the call.
+    agent: String,
+    /// A hand-off waiting for its greeting to be heard, to time the gap.
+    handoff_gap: Option<HandoffGap>,
 }
 
 impl CallLogic {
     pub fn new(config: LogicConfig) -> CallLogic {
         CallLogic {
+            agent: config.agent.clone(),
+            handoff_gap: None,
             config,
             state: CallState::Starting,
             effects: VecDeque::new(),
@@ -203,6 +222,7 @@ impl CallLogic {
                 code: note.code,
             }),
             Input::TransferStarted(result) => self.on_transfer_started(result),
+            Input::HandedOff(result) => self.on_handed_off(now, result),
             Input::SpeechStarted => {
                 self.record(EventKind::SpeechStarted);
                 self.notify(Notification::SpeechStarted);
@@ -247,7 +267,7 @@ impl CallLogic {
                 true,
             )),
             Input::Hook(result) => self.on_hook_result(now, result),
-            Input::Command(command) => self.on_command(command),
+            Input::Command(command) => self.on_command(now, command, playout),
             Input::Tick => {}
         }
         if self.awaiting.is_none() && !self.ended {
@@ -274,6 +294,7 @@ impl CallLogic {
             // queued; what this item has played is counted after that.
             self.goodbye_started();
             let lead_ms = playout.queued_ms();
+            self.handoff_heard(now + Duration::from_millis(lead_ms));
             self.current_item = Some(Speaking {
                 item_id: item_id.to_string(),
                 lead_ms,
@@ -465,7 +486,7 @@ impl CallLogic {
                 let failure = self.failure.clone().or(agent_fault);
                 self.hang_up(Ending::hanging_up(failure));
             }
-            Final::Transfer(target) => self.start_transfer(target, true),
+            Final::Transfer(target) => self.start_transfer(now, target, true, playout),
         }
     }
 
@@ -477,7 +498,17 @@ impl CallLogic {
         });
     }
 
-    fn start_transfer(&mut self, target: String, after_final: bool) {
+    fn start_transfer(
+        &mut self,
+        now: Duration,
+        target: String,
+        after_final: bool,
+        playout: &mut dyn Playout,
+    ) {
+        if target.starts_with(AGENT_TARGET) {
+            self.start_handoff(now, target, after_final, playout);
+            return;
+        }
         if !self.allowed(Capability::Transfer, || Action::Transfer(target.clone())) {
             let refusal = LegError::NotAllowed(Capability::Transfer).to_string();
             self.transfer_not_started(target, refusal, after_final);
@@ -489,6 +520,112 @@ impl CallLogic {
         self.awaiting = Some(Awaiting::TransferStart {
             target,
             after_final,
+        });
+    }
+
+    /// Hand the call to another agent: the running one ends (`transferred("agent:NAME")`),
+    /// the new one starts with the conversation so far, the model follows. What the old agent
+    /// still had to say is dropped (an agent's own hand-off comes after its speech was heard;
+    /// the API's is wanted now).
+    fn start_handoff(
+        &mut self,
+        now: Duration,
+        target: String,
+        after_final: bool,
+        playout: &mut dyn Playout,
+    ) {
+        if !self.allowed(Capability::Handoff, || Action::Transfer(target.clone())) {
+            let refusal = LegError::NotAllowed(Capability::Handoff).to_string();
+            self.transfer_not_started(target, refusal, after_final);
+            return;
+        }
+        let to = target[AGENT_TARGET.len()..].to_string();
+        self.set_state(CallState::Transferring);
+        self.record_handoff(&to, "requested", String::new());
+        if self.responding > 0 {
+            self.effects
+                .push_back(Effect::Model(Command::CancelResponse));
+        }
+        if let Some(cut) = self.cut_playout(playout) {
+            self.truncate(cut);
+        }
+        self.effects
+            .push_back(Effect::EndAgent(EndReason::Transferred(target)));
+        self.effects.push_back(Effect::StartAgent(HandoffRequest {
+            from: self.agent.clone(),
+            to: to.clone(),
+            summary: handoff::summary(&self.history),
+            history: self.history.clone(),
+        }));
+        self.awaiting = Some(Awaiting::Handoff { to, requested: now });
+    }
+
+    fn record_handoff(&mut self, to: &str, status: &str, detail: String) {
+        self.record(EventKind::Handoff {
+            from: self.agent.clone(),
+            to: to.into(),
+            status: status.into(),
+            detail,
+            gap_ms: None,
+        });
+    }
+
+    fn on_handed_off(&mut self, now: Duration, result: Result<HandedOff, HandoffFailed>) {
+        let Some(Awaiting::Handoff { to, requested }) = self.awaiting.take() else {
+            return;
+        };
+        self.set_state(CallState::Active);
+        let started = match result {
+            Ok(started) => started,
+            Err(failed) => {
+                tracing::warn!(error = %failed, agent = %to, "hand-off failed; the fallback follows");
+                self.record_handoff(&to, "failed", failed.to_string());
+                // The agent that handed over has ended: the apology stands in for both.
+                let actions = match failed {
+                    HandoffFailed::Fault(fault) => self.fault(fault),
+                    _ => {
+                        self.agent_failed = true;
+                        self.notifications.clear();
+                        self.config.fallback_actions.clone()
+                    }
+                };
+                self.apply(now, actions);
+                return;
+            }
+        };
+        self.record_handoff(&to, HANDED_OFF, started.version);
+        let from = std::mem::replace(&mut self.agent, to.clone());
+        self.handoff_gap = Some(HandoffGap {
+            from,
+            to,
+            requested,
+        });
+        self.agent_failed = false;
+        self.config.end_call = started.end_call;
+        if started.new_session {
+            // The old session is closed: nothing more of it is played or awaited.
+            self.current_item = None;
+            self.provider_playing = false;
+            self.responding = u32::from(started.greeting.is_some());
+        } else if let Some(greeting) = started.greeting {
+            self.say(greeting);
+        }
+        self.apply(now, started.actions);
+    }
+
+    /// The new agent's first audio goes out to the caller at `at` (after what is queued
+    /// ahead of it): how long the hand-off took, as the caller hears it.
+    fn handoff_heard(&mut self, at: Duration) {
+        let Some(gap) = self.handoff_gap.take() else {
+            return;
+        };
+        let gap_ms = at.saturating_sub(gap.requested).as_millis();
+        self.record(EventKind::Handoff {
+            from: gap.from,
+            to: gap.to,
+            status: "greeting-heard".into(),
+            detail: String::new(),
+            gap_ms: Some(u64::try_from(gap_ms).unwrap_or(u64::MAX)),
         });
     }
 
@@ -796,7 +933,12 @@ impl CallLogic {
         self.pending_final = Some((self.fallback_final(), now + self.config.drain_limit));
     }
 
-    fn on_command(&mut self, command: Option<CallCommand>) {
+    fn on_command(
+        &mut self,
+        now: Duration,
+        command: Option<CallCommand>,
+        playout: &mut dyn Playout,
+    ) {
         match command {
             Some(CallCommand::Hangup) => self.hang_up(Ending {
                 reason: EndReason::AgentHangup,
@@ -804,7 +946,7 @@ impl CallLogic {
                 requested: true,
             }),
             // Not waiting for the playout: the operator wants it now.
-            Some(CallCommand::Transfer(target)) => self.start_transfer(target, false),
+            Some(CallCommand::Transfer(target)) => self.start_transfer(now, target, false, playout),
             Some(CallCommand::Cancelled) | None => {
                 self.end(Ending::new(EndReason::CallerHangup, false))
             }

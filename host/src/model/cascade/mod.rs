@@ -288,6 +288,14 @@ impl ModelProvider for CascadeProvider {
         NAME
     }
 
+    /// The language model takes new instructions and tools on its next turn; the profile
+    /// (model), the voice and the language pick the services, fixed at setup.
+    fn updates_live(&self, running: &SessionSettings, next: &SessionSettings) -> bool {
+        running.model == next.model
+            && running.voice == next.voice
+            && running.language == next.language
+    }
+
     /// PCM at every call rate both ways: the cascade converts for its services itself.
     fn formats(&self) -> FormatSupport {
         let pcm: Vec<AudioFormat> = CALL_RATES

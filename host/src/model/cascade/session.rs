@@ -422,8 +422,9 @@ impl Session {
                 true
             }
             Command::CancelResponse => self.cancel().await,
-            Command::UpdateInstructions(instructions) => {
-                self.instructions = instructions;
+            Command::Update(update) => {
+                self.instructions = update.instructions;
+                self.tools = update.tools;
                 true
             }
             Command::Expect(hint) => {

@@ -114,6 +114,11 @@ impl ModelProvider for GeminiProvider {
         NAME
     }
 
+    /// Gemini Live fixes the whole configuration at setup: every change needs a new session.
+    fn updates_live(&self, _running: &SessionSettings, _next: &SessionSettings) -> bool {
+        false
+    }
+
     fn formats(&self) -> FormatSupport {
         FormatSupport {
             input: vec![INPUT],

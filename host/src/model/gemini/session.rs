@@ -143,7 +143,7 @@ impl Actor {
             Command::Truncate { .. } | Command::CancelResponse => Ok(()),
             // Gemini recognises free speech; a hint has nothing to tune.
             Command::Expect(_) => Ok(()),
-            Command::UpdateInstructions(_) => {
+            Command::Update(_) => {
                 let error = ProviderError::new(
                     ErrorKind::Unsupported,
                     None,

@@ -213,6 +213,12 @@ impl ModelProvider for OpenAiProvider {
         }
     }
 
+    /// The model is fixed by the socket's URL, and the voice cannot change once the session
+    /// has spoken (the server refuses it), so only instructions and tools change live.
+    fn updates_live(&self, running: &SessionSettings, next: &SessionSettings) -> bool {
+        running.model == next.model && running.voice == next.voice
+    }
+
     fn connect(
         &self,
         settings: SessionSettings,

@@ -18,7 +18,7 @@ use crate::model::{
 };
 
 use super::TRACKED_ITEMS;
-use super::wire::{ServerEvent, say_response};
+use super::wire::{ServerEvent, say_response, session_update_live};
 
 /// Owns the socket for one session.
 pub(super) struct Actor {
@@ -159,11 +159,7 @@ impl Actor {
                     Ok(())
                 }
             }
-            Command::UpdateInstructions(instructions) => {
-                self.send(json!({"type": "session.update", "session": {
-                    "type": "realtime", "instructions": instructions}}))
-                    .await
-            }
+            Command::Update(update) => self.send(session_update_live(&update)).await,
             // The model hears free speech; a hint has nothing to tune.
             Command::Expect(_) => Ok(()),
             Command::Close => Err(Stop::Closed(CloseReason::Normal)),

@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 
 use crate::model::config::OpenAiConfig;
 use crate::model::{
-    AudioFormat, Eagerness, ErrorKind, ProviderError, Role, SessionSettings, TurnDetection, Usage,
-    say_exactly_prompt,
+    AudioFormat, Eagerness, ErrorKind, ProviderError, Role, SessionSettings, SessionUpdate,
+    ToolSpec, TurnDetection, Usage, say_exactly_prompt,
 };
 
 use super::NAME;
@@ -57,6 +57,20 @@ pub(super) fn session_update(settings: &SessionSettings, config: &OpenAiConfig) 
     })
 }
 
+/// The `session.update` a running session takes for a new agent: instructions and tools only
+/// (voice and model stay; see `OpenAiProvider::updates_live`).
+pub(super) fn session_update_live(update: &SessionUpdate) -> Value {
+    json!({
+        "type": "session.update",
+        "session": {
+            "type": "realtime",
+            "instructions": update.instructions,
+            "tools": tools_json(&update.tools),
+            "tool_choice": "auto",
+        },
+    })
+}
+
 /// The session configuration that accepts a SIP call (`POST /realtime/calls/{id}/accept`): as
 /// for a socket, with the model (a socket names it in its URL) and without the audio formats,
 /// which SIP negotiates.
@@ -84,14 +98,7 @@ fn session(settings: &SessionSettings, config: &OpenAiConfig) -> Value {
     } else {
         Value::Null
     };
-    let tools: Vec<Value> = settings
-        .tools
-        .iter()
-        .map(|t| {
-            json!({"type": "function", "name": t.name, "description": t.description,
-                   "parameters": t.parameters})
-        })
-        .collect();
+    let tools = tools_json(&settings.tools);
     json!({
         "type": "realtime",
         "instructions": settings.instructions,
@@ -110,6 +117,16 @@ fn session(settings: &SessionSettings, config: &OpenAiConfig) -> Value {
         "tools": tools,
         "tool_choice": "auto",
     })
+}
+
+fn tools_json(tools: &[ToolSpec]) -> Vec<Value> {
+    tools
+        .iter()
+        .map(|t| {
+            json!({"type": "function", "name": t.name, "description": t.description,
+                   "parameters": t.parameters})
+        })
+        .collect()
 }
 
 /// The conversation so far as `conversation.item.create` events, oldest first: the caller's

@@ -8,7 +8,7 @@ use crate::domain::{Action, CallInfo, Direction};
 use crate::plugins::bindings::v0_1::switchboard::agent::call as call_v0_1;
 use crate::plugins::bindings::v0_2::switchboard::agent::call;
 use crate::plugins::bindings::v0_2::switchboard::agent::types::{
-    CallContext, ExpectHint, TurnOptions,
+    CallContext, ExpectHint, Handoff, TurnOptions,
 };
 use crate::plugins::types::Error as GuestError;
 use crate::plugins::validate::{caps, check_expectation, check_outcome, valid_dtmf};
@@ -107,8 +107,11 @@ impl call::Host for HostCtx {
     async fn context(&mut self) -> wasmtime::Result<CallContext> {
         Ok(CallContext {
             info: (&self.call_info()).into(),
-            // Hand-off between agents comes with issue 27.
-            handoff: None,
+            handoff: self.handoff.as_ref().map(|h| Handoff {
+                from_agent: h.from_agent.clone(),
+                summary: h.summary.clone(),
+                metadata: h.metadata.clone(),
+            }),
         })
     }
 

@@ -21,7 +21,7 @@ use super::bindings::v0_2::switchboard::agent::types;
 use super::runtime::AgentContext;
 use super::types::Error as GuestError;
 use crate::domain::agent_event::AgentRequest;
-use crate::domain::{Action, CallInfo};
+use crate::domain::{Action, CallInfo, Handoff};
 
 /// What the host imports of one call need: the agent's shared context, the call's info for logs
 /// and `call.context`, what the current hook asked for, and the time it spent waiting in the
@@ -31,6 +31,8 @@ pub(crate) struct HostCtx {
     pub call_id: String,
     /// The call's info once `on-start` has been given it.
     pub info: Option<CallInfo>,
+    /// Who handed the call to this agent, when another agent did.
+    pub handoff: Option<Handoff>,
     /// Effects requested through the `call` interface during the current hook.
     pub effects: Vec<Action>,
     /// Requests other than actions made during the current hook.
@@ -45,6 +47,7 @@ impl HostCtx {
             ctx,
             call_id,
             info: None,
+            handoff: None,
             effects: Vec::new(),
             requests: Vec::new(),
             in_host: Duration::ZERO,

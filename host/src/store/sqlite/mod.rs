@@ -289,6 +289,17 @@ impl CallStore for SqliteStore {
             .map(|_| ())
     }
 
+    async fn set_agent(&self, call_id: &str, agent: &str, agent_version: &str) -> Result<()> {
+        let (call_id, agent, agent_version) = (call_id.into(), agent.into(), agent_version.into());
+        self.write(Op::Write(Write::Agent {
+            call_id,
+            agent,
+            agent_version,
+        }))
+        .await
+        .map(|_| ())
+    }
+
     async fn end_call(&self, call_id: &str, end: CallEnd) -> Result<()> {
         let call_id = call_id.to_string();
         self.write(Op::Write(Write::End { call_id, end }))

@@ -235,6 +235,20 @@ fn apply_write(tx: &Transaction, seqs: &mut Seqs, write: &Write) -> Result<Done>
             }
             Ok(Done::Unit)
         }
+        Write::Agent {
+            call_id,
+            agent,
+            agent_version,
+        } => {
+            let n = tx
+                .prepare_cached("UPDATE calls SET agent = ?2, agent_version = ?3 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![call_id, agent, agent_version]))
+                .map_err(sql("changing a call's agent"))?;
+            if n == 0 {
+                return Err(not_found(call_id));
+            }
+            Ok(Done::Unit)
+        }
         Write::End { call_id, end } => {
             let state = if end.abnormal {
                 CallState::EndedAbnormally

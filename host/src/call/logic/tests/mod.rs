@@ -2,6 +2,7 @@
 //! failure path.
 
 mod agent;
+mod handoff;
 
 use super::*;
 use crate::call::leg::{Capabilities, Interrupted};
@@ -46,6 +47,7 @@ fn all_capabilities() -> Capabilities {
         Capability::SendDigits,
         Capability::Transfer,
         Capability::Hold,
+        Capability::Handoff,
     ])
 }
 
@@ -80,6 +82,7 @@ impl Rig {
                 outbound: false,
                 // Only a tool of that name is the host's; the others go to the agent as ever.
                 end_call: true,
+                agent: "first".into(),
             }),
             playout: FakePlayout::default(),
             now: Duration::ZERO,
