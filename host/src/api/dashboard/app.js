@@ -200,6 +200,10 @@ function onEvent(name, data) {
       return;
     case 'registration':
       if (view === 'registrations') refresh('registrations');
+      if (view === 'config') onRegistration(data);
+      return;
+    case 'config-change':
+      if (view === 'config') onConfigChange(data);
       return;
     case 'lagged':
       if (view) refresh(view);
@@ -881,14 +885,6 @@ function logsView() {
     h('div', { class: 'toolbar' }, h('h2', {}, 'Log'), h('span', { class: 'muted' }, `live, last ${LOG_LIMIT} lines since this page opened`),
       h('span', { class: 'spacer' }), level, text, h('label', {}, pause, ' Pause'), clear),
     box);
-}
-
-async function configView() {
-  const config = await api('/v1/config');
-  return h('section', { class: 'card' },
-    h('h2', {}, 'Configuration'),
-    h('p', { class: 'muted' }, 'Read-only: the file as loaded plus environment overrides; secrets are shown as ***.'),
-    h('pre', { id: 'config', class: 'config mono', text: JSON.stringify(config, null, 2) }));
 }
 
 // ---- start -----------------------------------------------------------------------------------
