@@ -309,11 +309,12 @@ async function render(navigated = true) {
   }
 }
 
-// A live re-render keeps what the operator is doing: inputs keep focus and value, the log
-// keeps its lines.
+// A live re-render keeps what the operator is doing: inputs keep focus and value, forms with
+// typing not saved yet (data-dirty) keep it, the log keeps its lines.
 function morph(main, content) {
   const focused = document.activeElement;
   if (focused && main.contains(focused) && focused.matches('input, select')) return;
+  if (main.querySelector('form[data-dirty]')) return;
   main.replaceChildren(content);
 }
 

@@ -17,8 +17,6 @@ const configState = {
   etag: null,
   // What the last write did (saved, or a conflict), shown until the next write.
   notice: null,
-  // Whether a form holds typing not saved yet: live updates then leave the view alone.
-  dirty: false,
 };
 
 // The account and trunk fields the editors offer (the file's names); fields they do not
@@ -118,8 +116,9 @@ async function configWrite(method, path, body, form) {
   return false;
 }
 
+// Draws the view again, typing or not.
 function reloadConfig() {
-  configState.dirty = false;
+  for (const form of document.querySelectorAll('form[data-dirty]')) delete form.dataset.dirty;
   // A focused input would keep the old view (see morph in app.js).
   document.activeElement?.blur();
   if (state.view?.name === 'config') render(false);
@@ -133,11 +132,12 @@ function field(name, attrs = {}) {
     h('span', { class: 'field-error bad', data: { field: name }, hidden: true }));
 }
 
-// A form whose typing marks the view dirty; `submit` gets the form.
+// A form whose typing marks it dirty (data-dirty): live re-renders then leave the view alone
+// (see morph in app.js); `submit` gets the form.
 function editorForm(id, submit, ...children) {
   const form = h('form', {
     id, class: 'editor',
-    oninput: () => { configState.dirty = true; },
+    oninput: () => { form.dataset.dirty = ''; },
     onsubmit: async (e) => {
       e.preventDefault();
       const button = form.querySelector('button[type=submit]');
@@ -276,7 +276,7 @@ function sipForm(table, fields, entry) {
     h('div', { class: 'toolbar' },
       h('button', { type: 'submit' }, name ? `Save ${what} ${name}` : `Add ${what}`),
       name ? h('button', {
-        type: 'button', class: 'secondary', onclick: () => { configState.dirty = false; reloadConfig(); },
+        type: 'button', class: 'secondary', onclick: reloadConfig,
       }, 'Cancel') : null));
   if (name) form.dataset.name = name;
   return form;
@@ -416,7 +416,6 @@ async function configView() {
     api(`/v1/config/audit?limit=${AUDIT_LIMIT}`), api('/v1/config')]);
   const agents = [...new Set([...loaded.agents.map((a) => a.name), ...Object.keys(eff.agents)])].sort();
   const notice = configState.notice;
-  configState.dirty = false;
   return h('div', { id: 'config-editors', data: { etag: configState.etag ?? '' } },
     notice ? h('div', { id: 'config-notice', class: `notice ${notice.kind}`, role: 'status', text: notice.text }) : null,
     h('p', { class: 'muted' },
@@ -434,13 +433,13 @@ async function configView() {
 }
 
 // A change from anyone: into the audit list at once; the editors reload unless the operator is
-// typing (their save then meets the new ETag and the 409 reload).
+// typing (their save then meets the new ETag, and the 409 reloads).
 function onConfigChange(change) {
   const audit = $('#audit tbody');
   if (!audit || audit.querySelector(`tr[data-id="${change.id}"]`)) return;
   audit.prepend(auditRow(change));
   while (audit.childElementCount > AUDIT_LIMIT) audit.lastElementChild.remove();
-  if (!configState.dirty) refresh('config');
+  refresh('config');
 }
 
 // A registration's new state, in place.
@@ -448,7 +447,7 @@ function onRegistration(status) {
   const badges = [...document.querySelectorAll('[data-account-state]')];
   // An account this view does not show yet (just added): the view is older than the event.
   if (!badges.some((b) => b.dataset.accountState === status.account)) {
-    if (!configState.dirty) refresh('config');
+    refresh('config');
     return;
   }
   for (const badge of badges) {
