@@ -7,13 +7,15 @@
 //! un-REGISTERs (Expires: 0); an added trunk carries the next `POST /v1/calls` with `via` to
 //! SIPp; an invalid value names its field next to it and leaves the effective configuration
 //! byte-identical; a change made elsewhere meanwhile gives a 409 the page reloads and tells;
-//! a value from the environment shows its variable and cannot be edited; the audit list shows
-//! each change as it happens, with passwords as ***.
+//! a value from the environment shows its variable and cannot be edited; an agent's secret is
+//! set and never shown; the audit list shows each change as it happens, with passwords and
+//! secrets as ***.
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::support::agents::example_manifest;
 use crate::support::api::Api;
 use crate::support::browser::Browser;
 use crate::support::host::Host;
@@ -149,8 +151,11 @@ async fn dashboard_config_edits_accounts_and_trunks_against_kamailio() {
     }
     let kport = free_port();
     let kam = Kamailio::start(kport).await;
+    let manifest = std::fs::read_to_string(example_manifest("menu"))
+        .unwrap()
+        .replace("[capabilities]", "[capabilities]\nsecrets = [\"crm-key\"]");
     let host = Host::builder()
-        .examples(&["menu"])
+        .example_with_manifest("menu", manifest)
         .http(&format!(
             "[[http.api-tokens]]\nname = \"ops\"\ntoken = \"{WRITE_TOKEN}\"\nscope = \"write\"\n\
              [[http.api-tokens]]\nname = \"viewer\"\ntoken = \"{READ_TOKEN}\"\nscope = \"read\"\n"
@@ -314,10 +319,10 @@ async fn dashboard_config_edits_accounts_and_trunks_against_kamailio() {
         b["call"]["state"] == "active"
     })
     .await;
-    // SIPp writes its trace in its own time.
+    // SIPp writes its trace in its own time; the call is hung up once it has the ACK.
     let deadline = Instant::now() + WAIT;
     let mut trace = sipp_messages(sipp_dir.path());
-    while !trace.contains("INVITE sip:") && Instant::now() < deadline {
+    while !trace.contains("ACK sip:") && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
         trace = sipp_messages(sipp_dir.path());
     }
@@ -328,6 +333,7 @@ async fn dashboard_config_edits_accounts_and_trunks_against_kamailio() {
         "{trace}"
     );
     assert!(trace.contains("sip:live-trunk@"), "{trace}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let hung = api
         .post(&format!("/v1/calls/{id}/hangup"), &json!({}))
         .await;
@@ -335,9 +341,10 @@ async fn dashboard_config_edits_accounts_and_trunks_against_kamailio() {
     assert_eq!(
         sipp.wait(Duration::from_secs(15)).await,
         Some(0),
-        "SIPp: {}\n{}",
+        "SIPp: {}\n{}\n{}",
         sipp_errors(sipp_dir.path()),
-        sipp_messages(sipp_dir.path())
+        sipp_messages(sipp_dir.path()),
+        api.get(&format!("/v1/calls/{id}")).await.text
     );
 
     // A change made elsewhere while the operator types: it appears in the audit list at once,
@@ -380,6 +387,39 @@ async fn dashboard_config_edits_accounts_and_trunks_against_kamailio() {
     .await;
     wait_saved(&mut browser, "routes/4000").await;
 
+    // An agent's secret: a key its manifest does not declare is refused next to the key; a
+    // declared one is set and never shown again.
+    fill_and_submit(
+        &mut browser,
+        "#agent-value-form",
+        &[
+            ("agent", "menu"),
+            ("kind", "secrets"),
+            ("key", "other-key"),
+            ("value", "crm-s3cret"),
+        ],
+    )
+    .await;
+    wait_text(
+        &mut browser,
+        "the inline error at the key",
+        "#agent-value-form .field-error[data-field=key]",
+        "crm-key",
+    )
+    .await;
+    fill_and_submit(&mut browser, "#agent-value-form", &[("key", "crm-key")]).await;
+    wait_saved(&mut browser, "agents/menu/secrets/crm-key").await;
+    let secret = "#config-agent-values tr[data-key='crm-key']";
+    assert_eq!(
+        browser
+            .eval(&format!(
+                "(() => {{ const i = document.querySelector(\"{secret} input\"); \
+                 return [i.type, i.value, i.placeholder]; }})()"
+            ))
+            .await,
+        json!(["password", "", "*** (write-only)"])
+    );
+
     // Removed in the page: un-REGISTER (Expires: 0), gone from kamailio's location table.
     let unregisters = kam.log().matches("REGISTERED agent expires 0").count();
     browser
@@ -413,6 +453,7 @@ async fn dashboard_config_edits_accounts_and_trunks_against_kamailio() {
         targets,
         [
             ("delete", "accounts/pbx"),
+            ("set", "agents/menu/secrets/crm-key"),
             ("set", "routes/4000"),
             ("set", "routes/2000"),
             ("set", "trunks/lab"),
@@ -425,7 +466,7 @@ async fn dashboard_config_edits_accounts_and_trunks_against_kamailio() {
     assert!(rows.iter().all(|r| r[1] == "ops"), "{audit}");
     let text = audit.to_string();
     assert!(text.contains("\\\"password\\\":\\\"***\\\""), "{text}");
-    for secret in ["agentpw", "trunk-secret"] {
+    for secret in ["agentpw", "trunk-secret", "crm-s3cret"] {
         assert!(!text.contains(secret), "{secret} in {text}");
     }
 
