@@ -11,11 +11,12 @@
 //! set and never shown; the audit list shows each change as it happens, with passwords and
 //! secrets as ***.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::agents::example_manifest;
+use crate::support::agents::{example_manifest, repo_root};
 use crate::support::api::Api;
 use crate::support::browser::Browser;
 use crate::support::host::Host;
@@ -469,6 +470,14 @@ async fn dashboard_config_edits_accounts_and_trunks_against_kamailio() {
     for secret in ["agentpw", "trunk-secret", "crm-s3cret"] {
         assert!(!text.contains(secret), "{secret} in {text}");
     }
+
+    // For people to look at, beside the other dashboard screenshots.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    browser
+        .screenshot(&target.join("dashboard-config.png"))
+        .await;
 
     // The only complaints are the refusals the page showed.
     let others: Vec<&String> = browser
