@@ -8,7 +8,7 @@
 //! SIPp; an invalid value names its field next to it and leaves the effective configuration
 //! byte-identical; a change made elsewhere meanwhile gives a 409 the page reloads and tells;
 //! a value from the environment shows its variable and cannot be edited; an agent's secret is
-//! set and never shown; the audit list shows each change as it happens, with passwords and
+//! set and never shown; so is the default agent; the audit list shows each change as it happens, with passwords and
 //! secrets as ***.
 
 use std::path::PathBuf;
@@ -421,6 +421,17 @@ async fn dashboard_config_edits_accounts_and_trunks_against_kamailio() {
         json!(["password", "", "*** (write-only)"])
     );
 
+    // The default agent, for calls no route matches.
+    fill_and_submit(&mut browser, "#default-agent-form", &[("agent", "menu")]).await;
+    wait_saved(&mut browser, "default-agent").await;
+    let effective = api.get("/v1/config/effective").await;
+    assert_eq!(
+        effective.json["default_agent"],
+        json!({"value": "menu", "source": "live"}),
+        "{}",
+        effective.text
+    );
+
     // Removed in the page: un-REGISTER (Expires: 0), gone from kamailio's location table.
     let unregisters = kam.log().matches("REGISTERED agent expires 0").count();
     browser
@@ -454,6 +465,7 @@ async fn dashboard_config_edits_accounts_and_trunks_against_kamailio() {
         targets,
         [
             ("delete", "accounts/pbx"),
+            ("set", "default-agent"),
             ("set", "agents/menu/secrets/crm-key"),
             ("set", "routes/4000"),
             ("set", "routes/2000"),
