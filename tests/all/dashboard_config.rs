@@ -8,8 +8,8 @@
 //! SIPp; an invalid value names its field next to it and leaves the effective configuration
 //! byte-identical; a change made elsewhere meanwhile gives a 409 the page reloads and tells;
 //! a value from the environment shows its variable and cannot be edited; an agent's secret is
-//! set and never shown; so is the default agent; the audit list shows each change as it happens, with passwords and
-//! secrets as ***.
+//! set and never shown; the default agent is set; the audit list shows each change as it
+//! happens, with passwords and secrets as ***.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
