@@ -31,6 +31,7 @@ mod config_live_import;
 mod config_live_model;
 mod config_live_trunks;
 mod dashboard;
+mod dashboard_config;
 mod hardening_api;
 mod otlp;
 mod softphone;

@@ -1,5 +1,5 @@
-//! The dashboard: one HTML page, a stylesheet and a script, embedded in the binary and served
-//! without a token. The page holds no data; everything it shows comes from the `/v1` API with
+//! The dashboard: one HTML page, a stylesheet and two scripts (the views, and the configuration
+//! editors), embedded in the binary and served without a token. The page holds no data; everything it shows comes from the `/v1` API with
 //! the token the operator types in (kept in the tab's sessionStorage).
 //!
 //! Every response carries a strict Content-Security-Policy (scripts and styles only from this
@@ -75,6 +75,12 @@ static SCRIPT: LazyLock<Asset> = LazyLock::new(|| {
         include_bytes!("dashboard/app.js"),
     )
 });
+static CONFIG_SCRIPT: LazyLock<Asset> = LazyLock::new(|| {
+    Asset::new(
+        "text/javascript; charset=utf-8",
+        include_bytes!("dashboard/config.js"),
+    )
+});
 static STYLE: LazyLock<Asset> = LazyLock::new(|| {
     Asset::new(
         "text/css; charset=utf-8",
@@ -89,6 +95,10 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             "/dashboard/app.js",
             get(|h: HeaderMap| async move { SCRIPT.serve(&h) }),
+        )
+        .route(
+            "/dashboard/config.js",
+            get(|h: HeaderMap| async move { CONFIG_SCRIPT.serve(&h) }),
         )
         .route(
             "/dashboard/app.css",
@@ -120,6 +130,7 @@ mod tests {
     fn the_page_loads_only_its_own_assets() {
         let page = std::str::from_utf8(INDEX.body).unwrap();
         assert!(page.contains("src=\"/dashboard/app.js\""));
+        assert!(page.contains("src=\"/dashboard/config.js\""));
         assert!(page.contains("href=\"/dashboard/app.css\""));
         // The CSP forbids inline code; the page must not need any (no <script> body, no
         // on...= handler attributes).

@@ -200,6 +200,10 @@ function onEvent(name, data) {
       return;
     case 'registration':
       if (view === 'registrations') refresh('registrations');
+      if (view === 'config') onRegistration(data);
+      return;
+    case 'config-change':
+      if (view === 'config') onConfigChange(data);
       return;
     case 'lagged':
       if (view) refresh(view);
@@ -305,11 +309,12 @@ async function render(navigated = true) {
   }
 }
 
-// A live re-render keeps what the operator is doing: inputs keep focus and value, the log
-// keeps its lines.
+// A live re-render keeps what the operator is doing: inputs keep focus and value, forms with
+// typing not saved yet (data-dirty) keep it, the log keeps its lines.
 function morph(main, content) {
   const focused = document.activeElement;
   if (focused && main.contains(focused) && focused.matches('input, select')) return;
+  if (main.querySelector('form[data-dirty]')) return;
   main.replaceChildren(content);
 }
 
@@ -882,14 +887,6 @@ function logsView() {
     h('div', { class: 'toolbar' }, h('h2', {}, 'Log'), h('span', { class: 'muted' }, `live, last ${LOG_LIMIT} lines since this page opened`),
       h('span', { class: 'spacer' }), level, text, h('label', {}, pause, ' Pause'), clear),
     box);
-}
-
-async function configView() {
-  const config = await api('/v1/config');
-  return h('section', { class: 'card' },
-    h('h2', {}, 'Configuration'),
-    h('p', { class: 'muted' }, 'Read-only: the file as loaded plus environment overrides; secrets are shown as ***.'),
-    h('pre', { id: 'config', class: 'config mono', text: JSON.stringify(config, null, 2) }));
 }
 
 // ---- start -----------------------------------------------------------------------------------
