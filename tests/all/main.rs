@@ -14,6 +14,7 @@ mod support;
 
 // The agents and their sandbox.
 mod agents;
+mod agents_js;
 mod dev;
 mod readme_recipe;
 mod reload;

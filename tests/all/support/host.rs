@@ -6,10 +6,13 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::agents::{
-    AgentsDir, example_agents, example_manifest, switchboard_bin, switchboard_release_bin,
+    AgentsDir, agent_cache, example_agents, example_manifest, js_agent, repo_root, switchboard_bin,
+    switchboard_release_bin,
 };
 use crate::support::ports::{Ports, ports};
 use crate::support::process::{Lines, Proc};
+use switchboard::plugins::Language;
+use switchboard::plugins::manifest::Manifest;
 
 pub struct Host {
     pub sip_port: u16,
@@ -51,6 +54,8 @@ pub struct HostBuilder {
     env: Vec<(String, String)>,
     /// A config file of the repository to run instead, and the folder to run it in.
     config_file: Option<(PathBuf, PathBuf)>,
+    /// Compiled components go to the cache all test hosts share ([`agent_cache`]).
+    shared_agent_cache: bool,
 }
 
 impl HostBuilder {
@@ -66,11 +71,19 @@ impl HostBuilder {
     /// Deploys the example agent `name` with `manifest` as its manifest (to grant what a test
     /// needs, e.g. a transfer target on a reserved port).
     pub fn example_with_manifest(self, name: &str, manifest: String) -> Self {
-        self.agent(
-            name,
-            example_agents().join(format!("{name}.wasm")),
-            manifest,
-        )
+        let dir = repo_root().join("plugins").join(name);
+        let wasm = match Manifest::load(&dir.join("agent.toml")).map(|m| m.language) {
+            Ok(Language::Js) => js_agent(&dir),
+            _ => example_agents().join(format!("{name}.wasm")),
+        };
+        self.agent(name, wasm, manifest)
+    }
+
+    /// Compile agents into the host's own data folder instead of the shared cache (a test of
+    /// the cache itself, or of a first compile).
+    pub fn private_agent_cache(mut self) -> Self {
+        self.shared_agent_cache = false;
+        self
     }
 
     /// Deploys the component `wasm` as agent `name` with `manifest`.
@@ -177,6 +190,11 @@ impl HostBuilder {
                 ("CALLS__RTP_PORT_MAX", ports.last().to_string()),
                 ("AGENTS__DIR", agents.path().display().to_string()),
             ];
+            if self.shared_agent_cache {
+                let cache = agent_cache().display().to_string();
+                self.env
+                    .push(("SWITCHBOARD__AGENTS__CACHE_DIR".into(), cache));
+            }
             self.env.extend(
                 overrides
                     .into_iter()
@@ -188,6 +206,10 @@ impl HostBuilder {
             "" => String::new(),
             model => format!("[model]\n{model}\n"),
         };
+        let cache = match self.shared_agent_cache {
+            true => format!("cache-dir = {:?}\n", agent_cache().display().to_string()),
+            false => String::new(),
+        };
         let cfg = data.path().join("switchboard.toml");
         std::fs::write(
             &cfg,
@@ -195,8 +217,9 @@ impl HostBuilder {
                 "data-dir = {data:?}\n[sip]\nudp-listen = \"127.0.0.1:{sip_port}\"\n\
                  tcp-listen = \"127.0.0.1:{sip_port}\"\n{tls}{sip}\n[http]\nlisten = \"127.0.0.1:0\"\n{http}\n\
                  [calls]\nrtp-port-min = {rtp_min}\nrtp-port-max = {rtp_max}\n{calls}\n{model}\
-                 [agents]\ndir = {dir:?}\nmax-instances = 64\n\
-                 [routes]\n\"1000\" = \"menu\"\n\"2000\" = \"receptionist\"\n\"3000\" = \"appointments\"\n{extra}\n",
+                 [agents]\ndir = {dir:?}\nmax-instances = 64\n{cache}\
+                 [routes]\n\"1000\" = \"menu\"\n\"2000\" = \"receptionist\"\n\"3000\" = \"appointments\"\n\
+                 \"2002\" = \"receptionist-js\"\n{extra}\n",
                 data = data.path().display().to_string(),
                 dir = agents.path().display().to_string(),
                 http = self.http,
@@ -255,6 +278,7 @@ impl Host {
             rust_log: "info,rsipstack=warn,switchboard::call=debug".into(),
             env: Vec::new(),
             config_file: None,
+            shared_agent_cache: true,
         }
     }
 
