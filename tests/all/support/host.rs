@@ -54,8 +54,6 @@ pub struct HostBuilder {
     env: Vec<(String, String)>,
     /// A config file of the repository to run instead, and the folder to run it in.
     config_file: Option<(PathBuf, PathBuf)>,
-    /// Compiled components go to the cache all test hosts share ([`agent_cache`]).
-    shared_agent_cache: bool,
 }
 
 impl HostBuilder {
@@ -77,13 +75,6 @@ impl HostBuilder {
             _ => example_agents().join(format!("{name}.wasm")),
         };
         self.agent(name, wasm, manifest)
-    }
-
-    /// Compile agents into the host's own data folder instead of the shared cache (a test of
-    /// the cache itself, or of a first compile).
-    pub fn private_agent_cache(mut self) -> Self {
-        self.shared_agent_cache = false;
-        self
     }
 
     /// Deploys the component `wasm` as agent `name` with `manifest`.
@@ -190,11 +181,11 @@ impl HostBuilder {
                 ("CALLS__RTP_PORT_MAX", ports.last().to_string()),
                 ("AGENTS__DIR", agents.path().display().to_string()),
             ];
-            if self.shared_agent_cache {
-                let cache = agent_cache().display().to_string();
-                self.env
-                    .push(("SWITCHBOARD__AGENTS__CACHE_DIR".into(), cache));
-            }
+            // Every test host compiles into the shared cache: only the first test that loads an
+            // interpreter component (minutes in a debug host) compiles it.
+            let cache = agent_cache().display().to_string();
+            self.env
+                .push(("SWITCHBOARD__AGENTS__CACHE_DIR".into(), cache));
             self.env.extend(
                 overrides
                     .into_iter()
@@ -206,10 +197,7 @@ impl HostBuilder {
             "" => String::new(),
             model => format!("[model]\n{model}\n"),
         };
-        let cache = match self.shared_agent_cache {
-            true => format!("cache-dir = {:?}\n", agent_cache().display().to_string()),
-            false => String::new(),
-        };
+        let cache = format!("cache-dir = {:?}\n", agent_cache().display().to_string());
         let cfg = data.path().join("switchboard.toml");
         std::fs::write(
             &cfg,
@@ -278,7 +266,6 @@ impl Host {
             rust_log: "info,rsipstack=warn,switchboard::call=debug".into(),
             env: Vec::new(),
             config_file: None,
-            shared_agent_cache: true,
         }
     }
 
