@@ -33,7 +33,15 @@ pub(super) fn build(agent_dir: &Path, name: &str) -> Result<PathBuf, DeployError
             file: "agent.js",
         });
     }
-    let tool = find_tool()?;
+    // The tool runs in the staging folder: the paths it is given must not be relative.
+    let absolute = |p: &Path| {
+        std::path::absolute(p).map_err(|source| DeployError::Install {
+            dir: p.display().to_string(),
+            source,
+        })
+    };
+    let tool = absolute(&find_tool()?)?;
+    let agent_dir = &absolute(agent_dir)?;
     let staging = agent_dir.join("target/js");
     stage(agent_dir, name, &staging).map_err(|source| DeployError::Install {
         dir: staging.display().to_string(),

@@ -19,7 +19,7 @@ pub enum DeployError {
     NoSource { dir: String, file: &'static str },
     #[error("cannot run cargo: {0}")]
     Cargo(std::io::Error),
-    #[error("cargo build failed for {0}; the running version stays live")]
+    #[error("the build failed for {0}; the running version stays live")]
     BuildFailed(String),
     #[error("cargo built no .wasm for {0}: is it a cdylib (`crate-type = [\"cdylib\"]`)?")]
     NoArtifact(String),
