@@ -52,15 +52,16 @@ enum Command {
     },
     /// List the routing table and the agent versions that would be live.
     Agents,
-    /// Build agent crates for wasm32-wasip2 and install them into the agents folder.
+    /// Build agents (Rust, Python or JavaScript, as their manifest says) and install them into
+    /// the agents folder.
     Deploy {
-        /// Agent crate folders (each with Cargo.toml and agent.toml).
+        /// Agent folders (each with its agent.toml).
         #[arg(required = true)]
         crates: Vec<PathBuf>,
     },
-    /// Run the host and rebuild + reload an agent crate whenever its sources change.
+    /// Run the host and rebuild + reload an agent whenever its sources change.
     Dev {
-        /// The agent crate folder.
+        /// The agent folder.
         crate_dir: PathBuf,
     },
     /// Run scripted conversations against an agent: no phone, network or voice model. Prints

@@ -1,5 +1,5 @@
 //! `switchboard new NAME [--lang rust|python|js] [--number N]`: writes an agent project from the
-//! templates in `host/templates/<lang>/` (compiled into the binary) with its name and number
+//! templates in `host/templates/<lang>/` and `host/templates/common/` (compiled into the binary) with its name and number
 //! filled in. The project builds, deploys and answers a call as it is: instructions, a
 //! greeting, one tool and a keypad branch.
 
@@ -25,6 +25,10 @@ macro_rules! template {
 
 const RUST: &[TemplateFile] =
     template!("rust": "Cargo.toml", "src/lib.rs", "agent.toml", "README.md");
+const JS: &[TemplateFile] = template!("js": "agent.js", "agent.toml", "README.md");
+/// Every language's agent says and does the same, so one set of scripted conversations tests
+/// them all.
+const COMMON: &[TemplateFile] = template!("common": "tests/basic.toml");
 
 /// The checkout this binary was built from: the SDK and the language helpers live there (none of
 /// them is published to a registry).
@@ -86,6 +90,7 @@ pub fn create(request: &NewAgent) -> Result<PathBuf, NewError> {
     }
     let files = match request.language {
         Language::Rust => RUST,
+        Language::Js => JS,
         other => return Err(NewError::NoTemplate(other)),
     };
     let sdk = match request.language {
@@ -106,7 +111,7 @@ pub fn create(request: &NewAgent) -> Result<PathBuf, NewError> {
         ("type", type_name(name)),
         ("sdk", sdk.display().to_string()),
     ];
-    for file in files {
+    for file in files.iter().chain(COMMON) {
         let path = dir.join(file.path);
         let write = |source| NewError::Write {
             path: path.display().to_string(),

@@ -93,9 +93,11 @@ impl Default for AgentsConfig {
                 max_instances: 100,
                 memory_mb: 128,
             },
+            // SpiderMonkey's heap starts at 9 MiB; a receptionist call keeps about 2.5 MiB
+            // resident.
             js: InterpreterPool {
                 max_instances: 100,
-                memory_mb: 128,
+                memory_mb: 64,
             },
             cache_dir: None,
         }

@@ -116,6 +116,47 @@ pub fn greeter_on(version: &str, model: Option<&str>) -> PathBuf {
     out
 }
 
+/// A JavaScript agent folder (an example in plugins/ or a fixture in tests/fixtures/) built by
+/// `switchboard deploy`'s builder into `<dir>/target/<name>.wasm`. A lock keeps test processes
+/// from building one folder at once; a component newer than the agent's sources and the helper
+/// library is reused.
+pub fn js_agent(dir: &Path) -> PathBuf {
+    let target = dir.join("target");
+    std::fs::create_dir_all(&target).expect("agent target folder");
+    let lock = std::fs::File::create(target.join(".build.lock")).expect("js build lock");
+    // SAFETY: flock(2) on a descriptor this function owns; released when `lock` is dropped.
+    assert_eq!(
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) },
+        0
+    );
+    let name = switchboard::plugins::manifest::Manifest::load(&dir.join("agent.toml"))
+        .expect("agent manifest")
+        .name;
+    let out = target.join(format!("{name}.wasm"));
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let sources = [
+        dir.join("agent.js"),
+        dir.join("agent.toml"),
+        repo_root().join("guest-js/switchboard-agent.js"),
+    ];
+    let fresh = modified(&out).is_some_and(|built| {
+        sources
+            .iter()
+            .all(|s| modified(s).is_some_and(|m| m < built))
+    });
+    if !fresh {
+        let built = switchboard::plugins::deploy::build(dir).expect("componentize-js build");
+        assert_eq!(built, out);
+    }
+    out
+}
+
+/// The compiled-component cache every test runtime shares (under the workspace target/), so
+/// an interpreter component is compiled by the first test only.
+pub fn agent_cache() -> PathBuf {
+    repo_root().join("target/agent-cache")
+}
+
 /// The manifest of an example agent.
 pub fn example_manifest(name: &str) -> PathBuf {
     repo_root().join("plugins").join(name).join("agent.toml")

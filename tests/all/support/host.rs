@@ -6,10 +6,13 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::agents::{
-    AgentsDir, example_agents, example_manifest, switchboard_bin, switchboard_release_bin,
+    AgentsDir, agent_cache, example_agents, example_manifest, js_agent, repo_root, switchboard_bin,
+    switchboard_release_bin,
 };
 use crate::support::ports::{Ports, ports};
 use crate::support::process::{Lines, Proc};
+use switchboard::plugins::Language;
+use switchboard::plugins::manifest::Manifest;
 
 pub struct Host {
     pub sip_port: u16,
@@ -66,11 +69,12 @@ impl HostBuilder {
     /// Deploys the example agent `name` with `manifest` as its manifest (to grant what a test
     /// needs, e.g. a transfer target on a reserved port).
     pub fn example_with_manifest(self, name: &str, manifest: String) -> Self {
-        self.agent(
-            name,
-            example_agents().join(format!("{name}.wasm")),
-            manifest,
-        )
+        let dir = repo_root().join("plugins").join(name);
+        let wasm = match Manifest::load(&dir.join("agent.toml")).map(|m| m.language) {
+            Ok(Language::Js) => js_agent(&dir),
+            _ => example_agents().join(format!("{name}.wasm")),
+        };
+        self.agent(name, wasm, manifest)
     }
 
     /// Deploys the component `wasm` as agent `name` with `manifest`.
@@ -177,6 +181,11 @@ impl HostBuilder {
                 ("CALLS__RTP_PORT_MAX", ports.last().to_string()),
                 ("AGENTS__DIR", agents.path().display().to_string()),
             ];
+            // Every test host compiles into the shared cache: only the first test that loads an
+            // interpreter component (minutes in a debug host) compiles it.
+            let cache = agent_cache().display().to_string();
+            self.env
+                .push(("SWITCHBOARD__AGENTS__CACHE_DIR".into(), cache));
             self.env.extend(
                 overrides
                     .into_iter()
@@ -188,6 +197,7 @@ impl HostBuilder {
             "" => String::new(),
             model => format!("[model]\n{model}\n"),
         };
+        let cache = format!("cache-dir = {:?}\n", agent_cache().display().to_string());
         let cfg = data.path().join("switchboard.toml");
         std::fs::write(
             &cfg,
@@ -195,8 +205,9 @@ impl HostBuilder {
                 "data-dir = {data:?}\n[sip]\nudp-listen = \"127.0.0.1:{sip_port}\"\n\
                  tcp-listen = \"127.0.0.1:{sip_port}\"\n{tls}{sip}\n[http]\nlisten = \"127.0.0.1:0\"\n{http}\n\
                  [calls]\nrtp-port-min = {rtp_min}\nrtp-port-max = {rtp_max}\n{calls}\n{model}\
-                 [agents]\ndir = {dir:?}\nmax-instances = 64\n\
-                 [routes]\n\"1000\" = \"menu\"\n\"2000\" = \"receptionist\"\n\"3000\" = \"appointments\"\n{extra}\n",
+                 [agents]\ndir = {dir:?}\nmax-instances = 64\n{cache}\
+                 [routes]\n\"1000\" = \"menu\"\n\"2000\" = \"receptionist\"\n\"3000\" = \"appointments\"\n\
+                 \"2002\" = \"receptionist-js\"\n{extra}\n",
                 data = data.path().display().to_string(),
                 dir = agents.path().display().to_string(),
                 http = self.http,

@@ -2,6 +2,7 @@
 //! agents folder the way the watcher expects: manifest first, then the wasm, each written to a
 //! temporary file and renamed into place so the watcher never sees half a file.
 
+mod js;
 mod rust;
 
 use std::path::{Path, PathBuf};
@@ -14,9 +15,11 @@ pub enum DeployError {
     NotACrate(String),
     #[error("{0}")]
     Toolchain(String),
+    #[error("{dir}: no {file}; the agent's code goes there, next to agent.toml")]
+    NoSource { dir: String, file: &'static str },
     #[error("cannot run cargo: {0}")]
     Cargo(std::io::Error),
-    #[error("cargo build failed for {0}; the running version stays live")]
+    #[error("the build failed for {0}; the running version stays live")]
     BuildFailed(String),
     #[error("cargo built no .wasm for {0}: is it a cdylib (`crate-type = [\"cdylib\"]`)?")]
     NoArtifact(String),
@@ -32,6 +35,7 @@ pub fn build(agent_dir: &Path) -> Result<PathBuf, DeployError> {
     let manifest = Manifest::load(&agent_dir.join("agent.toml"))?;
     match manifest.language {
         Language::Rust => rust::build(agent_dir),
+        Language::Js => js::build(agent_dir, &manifest.name),
         other => Err(DeployError::Toolchain(format!(
             "this build of switchboard cannot build {other} agents"
         ))),
@@ -85,6 +89,18 @@ pub async fn rebuild(crate_dir: &Path, agents_dir: &Path) -> Option<String> {
     }
 }
 
+/// Whether `path` is written by builds rather than by the author: the agent's own `target/`,
+/// and npm's `node_modules/` and Python's `__pycache__/` anywhere below the agent.
+fn is_build_output(root: &Path, path: &Path) -> bool {
+    let Ok(relative) = path.strip_prefix(root) else {
+        return false;
+    };
+    relative.starts_with("target")
+        || relative
+            .components()
+            .any(|c| c.as_os_str() == "node_modules" || c.as_os_str() == "__pycache__")
+}
+
 /// Keeps `switchboard dev` watching an agent crate; dropping it stops.
 pub struct CrateWatch {
     _debouncer: notify_debouncer_full::Debouncer<
@@ -101,14 +117,14 @@ impl Drop for CrateWatch {
 }
 
 /// Rebuild and install the agent whenever its sources, Cargo.toml or agent.toml change
-/// (changes under its own target/ folder are ignored). Builds run one at a time; changes that
+/// (changes to build output, see [`is_build_output`], are ignored). Builds run one at a time; changes that
 /// arrive during a build cause one more build.
 pub fn watch_crate(crate_dir: PathBuf, agents_dir: PathBuf) -> anyhow::Result<CrateWatch> {
     use notify::{EventKind, RecursiveMode};
     use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let target = crate_dir.canonicalize()?.join("target");
+    let root = crate_dir.canonicalize()?;
     let mut debouncer = new_debouncer(
         std::time::Duration::from_millis(200),
         None,
@@ -118,7 +134,7 @@ pub fn watch_crate(crate_dir: PathBuf, agents_dir: PathBuf) -> anyhow::Result<Cr
                     matches!(
                         e.kind,
                         EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
-                    ) && e.paths.iter().any(|p| !p.starts_with(&target))
+                    ) && e.paths.iter().any(|p| !is_build_output(&root, p))
                 })
             });
             if relevant {
@@ -138,4 +154,28 @@ pub fn watch_crate(crate_dir: PathBuf, agents_dir: PathBuf) -> anyhow::Result<Cr
         _debouncer: debouncer,
         task,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_output_is_target_node_modules_and_pycache() {
+        let root = Path::new("/agents/a");
+        for p in [
+            "/agents/a/target/js/agent.js",
+            "/agents/a/node_modules/x/index.js",
+            "/agents/a/lib/__pycache__/m.pyc",
+        ] {
+            assert!(is_build_output(root, Path::new(p)), "{p}");
+        }
+        for p in [
+            "/agents/a/agent.js",
+            "/agents/a/agent.toml",
+            "/agents/a/lib/targets.py",
+        ] {
+            assert!(!is_build_output(root, Path::new(p)), "{p}");
+        }
+    }
 }
