@@ -2,6 +2,7 @@
 //! agents folder the way the watcher expects: manifest first, then the wasm, each written to a
 //! temporary file and renamed into place so the watcher never sees half a file.
 
+mod python;
 mod rust;
 
 use std::path::{Path, PathBuf};
@@ -16,7 +17,18 @@ pub enum DeployError {
     Toolchain(String),
     #[error("cannot run cargo: {0}")]
     Cargo(std::io::Error),
-    #[error("cargo build failed for {0}; the running version stays live")]
+    #[error("cannot run {tool}: {source}")]
+    Tool {
+        tool: String,
+        source: std::io::Error,
+    },
+    #[error("{dir}: no {file}; a {language} agent's folder holds its {file} and agent.toml")]
+    NoSource {
+        dir: String,
+        file: &'static str,
+        language: Language,
+    },
+    #[error("building {0} failed; the running version stays live")]
     BuildFailed(String),
     #[error("cargo built no .wasm for {0}: is it a cdylib (`crate-type = [\"cdylib\"]`)?")]
     NoArtifact(String),
@@ -32,6 +44,7 @@ pub fn build(agent_dir: &Path) -> Result<PathBuf, DeployError> {
     let manifest = Manifest::load(&agent_dir.join("agent.toml"))?;
     match manifest.language {
         Language::Rust => rust::build(agent_dir),
+        Language::Python => python::build(agent_dir, &manifest),
         other => Err(DeployError::Toolchain(format!(
             "this build of switchboard cannot build {other} agents"
         ))),
