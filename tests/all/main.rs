@@ -15,6 +15,7 @@ mod support;
 // The agents and their sandbox.
 mod agent_scripts;
 mod agents;
+mod agents_python;
 mod authoring;
 mod dev;
 mod readme_recipe;

@@ -199,3 +199,51 @@ pub fn build_bin(package: &str, bin: &str, release: bool) -> PathBuf {
         .join(if release { "release" } else { "debug" })
         .join(bin)
 }
+
+/// A Python agent folder (an example in plugins/ or a fixture) built the way `switchboard
+/// deploy` builds it (componentize-py with the helper library); returns its component. One build
+/// at a time per folder (a lock under its target/); none while the component is newer than the
+/// agent's files, the helper library and the contract.
+pub fn python_agent(dir: &Path) -> PathBuf {
+    let manifest = switchboard::plugins::manifest::Manifest::load(&dir.join("agent.toml"))
+        .expect("the agent's manifest");
+    let target = dir.join("target");
+    std::fs::create_dir_all(&target).expect("the agent's target folder");
+    let lock = std::fs::File::create(target.join(".build.lock")).expect("build lock");
+    // SAFETY: flock(2) on a descriptor this function owns; released when `lock` is dropped.
+    assert_eq!(
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) },
+        0
+    );
+    let wasm = target.join(format!("{}.wasm", manifest.name));
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let root = repo_root();
+    let library = root.join("guest-py/switchboard_agent");
+    let sources = [dir, &library]
+        .into_iter()
+        .flat_map(|d| std::fs::read_dir(d).expect("source folder"))
+        .map(|e| e.expect("folder entry").path())
+        .filter(|p| p.is_file())
+        .chain([root.join("wit/agent.wit")]);
+    let newest = sources.filter_map(|p| modified(&p)).max();
+    if modified(&wasm).is_some_and(|built| Some(built) > newest) {
+        return wasm;
+    }
+    switchboard::plugins::deploy::build(dir).expect("the Python agent builds")
+}
+
+/// The Python example agent `name` (plugins/<name>), built.
+pub fn python_example(name: &str) -> PathBuf {
+    python_agent(&repo_root().join("plugins").join(name))
+}
+
+/// The example agent `name` (plugins/<name>) built for its manifest's language.
+pub fn example_agent(name: &str) -> PathBuf {
+    use switchboard::plugins::Language;
+    let manifest = switchboard::plugins::manifest::Manifest::load(&example_manifest(name))
+        .expect("the example's manifest");
+    match manifest.language {
+        Language::Python => python_example(name),
+        _ => example_agents().join(format!("{name}.wasm")),
+    }
+}

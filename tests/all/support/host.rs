@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::agents::{
-    AgentsDir, example_agents, example_manifest, switchboard_bin, switchboard_release_bin,
+    AgentsDir, example_agent, example_manifest, switchboard_bin, switchboard_release_bin,
 };
 use crate::support::ports::{Ports, ports};
 use crate::support::process::{Lines, Proc};
@@ -53,6 +53,34 @@ pub struct HostBuilder {
     config_file: Option<(PathBuf, PathBuf)>,
 }
 
+/// The compiled-agent cache every test host and in-process runtime shares: a debug host
+/// takes minutes to compile a Python or JavaScript agent's interpreter, so only the first test
+/// to load one compiles it.
+pub fn shared_agent_cache() -> PathBuf {
+    crate::support::agents::repo_root().join("target/agent-cache")
+}
+
+/// Agent limits with compiled agents in [`shared_agent_cache`], for in-process runtimes.
+pub fn shared_cache_config() -> switchboard::plugins::AgentsConfig {
+    switchboard::plugins::AgentsConfig {
+        cache_dir: Some(shared_agent_cache()),
+        ..Default::default()
+    }
+}
+
+/// Compile the example agent `name` into [`shared_agent_cache`] in this process: a debug host
+/// compiling an interpreter cold would outlast its start-up wait.
+pub async fn warm_agent_cache(name: &str) {
+    switchboard::plugins::harness::Harness::load_with(
+        example_agent(name),
+        example_manifest(name),
+        shared_cache_config(),
+        Default::default(),
+    )
+    .await
+    .expect("the agent loads");
+}
+
 impl HostBuilder {
     /// Deploys the example agents `names` (plugins/) with their own manifests.
     pub fn examples(mut self, names: &[&str]) -> Self {
@@ -66,11 +94,7 @@ impl HostBuilder {
     /// Deploys the example agent `name` with `manifest` as its manifest (to grant what a test
     /// needs, e.g. a transfer target on a reserved port).
     pub fn example_with_manifest(self, name: &str, manifest: String) -> Self {
-        self.agent(
-            name,
-            example_agents().join(format!("{name}.wasm")),
-            manifest,
-        )
+        self.agent(name, example_agent(name), manifest)
     }
 
     /// Deploys the component `wasm` as agent `name` with `manifest`.
@@ -176,6 +200,10 @@ impl HostBuilder {
                 ("CALLS__RTP_PORT_MIN", ports.get(2).to_string()),
                 ("CALLS__RTP_PORT_MAX", ports.last().to_string()),
                 ("AGENTS__DIR", agents.path().display().to_string()),
+                (
+                    "AGENTS__CACHE_DIR",
+                    shared_agent_cache().display().to_string(),
+                ),
             ];
             self.env.extend(
                 overrides
@@ -188,6 +216,10 @@ impl HostBuilder {
             "" => String::new(),
             model => format!("[model]\n{model}\n"),
         };
+        let cache_dir = format!(
+            "cache-dir = {:?}\n",
+            shared_agent_cache().display().to_string()
+        );
         let cfg = data.path().join("switchboard.toml");
         std::fs::write(
             &cfg,
@@ -195,7 +227,7 @@ impl HostBuilder {
                 "data-dir = {data:?}\n[sip]\nudp-listen = \"127.0.0.1:{sip_port}\"\n\
                  tcp-listen = \"127.0.0.1:{sip_port}\"\n{tls}{sip}\n[http]\nlisten = \"127.0.0.1:0\"\n{http}\n\
                  [calls]\nrtp-port-min = {rtp_min}\nrtp-port-max = {rtp_max}\n{calls}\n{model}\
-                 [agents]\ndir = {dir:?}\nmax-instances = 64\n\
+                 [agents]\ndir = {dir:?}\nmax-instances = 64\n{cache_dir}\
                  [routes]\n\"1000\" = \"menu\"\n\"2000\" = \"receptionist\"\n\"3000\" = \"appointments\"\n{extra}\n",
                 data = data.path().display().to_string(),
                 dir = agents.path().display().to_string(),
