@@ -1,6 +1,7 @@
 """A front-desk receptionist on a voice model, in Python: greets, answers opening-hours
-questions with a tool, takes messages (stored in kv) and transfers to a person when the caller
-asks. The twin of plugins/receptionist (Rust)."""
+questions with a tool, takes messages (stored in kv), transfers to a person when the caller
+asks, and hands the call to the `appointments` agent (keypad 2, or a caller who mentions an
+appointment). The twin of plugins/receptionist (Rust)."""
 
 from switchboard_agent import (
     AgentBase, HostError, Role, Session, ToolError, call, config, kv, log, say, tool,
@@ -8,6 +9,9 @@ from switchboard_agent import (
 
 # Phrases after which the caller clearly wants a person, even if the model misses it.
 ASK_FOR_PERSON = ("speak to a person", "talk to a person", "real person", "human")
+
+# The agent that handles appointments: a hand-off inside the call, not a SIP transfer.
+APPOINTMENTS = "agent:appointments"
 
 
 class Agent(AgentBase):
@@ -26,7 +30,9 @@ class Agent(AgentBase):
             f"You are the friendly receptionist of {business}. Keep answers short: this is a "
             "phone call. Use `opening_hours` for opening times. If the caller wants to leave a "
             "message, collect their name, callback number and message, then call "
-            "`take_message`. If the caller asks for a person, call `transfer_to_person`.",
+            "`take_message`. If the caller asks for a person, call `transfer_to_person`. "
+            "Appointments are handled by the appointments desk: callers press 2 or mention "
+            "their appointment to be passed on.",
             greeting=f"Thank you for calling {business}. How can I help you today?",
         )
 
@@ -71,13 +77,31 @@ class Agent(AgentBase):
         self.transferring = True
         return "Transferring the caller to the front desk."
 
+    def hand_to_appointments(self):
+        """Hand the caller to the appointments agent, after a short word."""
+        if self.transferring:
+            return
+        try:
+            call.say("Of course, I am passing you to our appointments desk.")
+        except HostError:
+            pass
+        try:
+            call.transfer(APPOINTMENTS)
+            self.transferring = True
+        except HostError as e:
+            log.warn(f"hand-off refused: {e}")
+
     def on_transcript(self, role, text, final):
+        if role != Role.CALLER or not final:
+            return
         lower = text.lower()
-        if role == Role.CALLER and final and any(p in lower for p in ASK_FOR_PERSON):
+        if any(p in lower for p in ASK_FOR_PERSON):
             try:
                 self.transfer_to_person()
             except ToolError as e:
                 log.warn(f"transfer refused: {e}")
+        elif "appointment" in lower:
+            self.hand_to_appointments()
 
     def on_dtmf(self, digits):
         if digits == "0":
@@ -85,6 +109,8 @@ class Agent(AgentBase):
                 self.transfer_to_person()
             except ToolError:
                 pass
+        elif digits == "2":
+            self.hand_to_appointments()
 
     def on_transfer_result(self, target, error):
         self.transferring = False
