@@ -106,8 +106,13 @@ async fn menu_reads_operator_config_over_manifest_defaults() {
 
 #[tokio::test]
 async fn receptionist_tools_messages_and_transfer() {
-    let h = load("receptionist").await;
-    let mut call = h.call("+15550100009", "2000").await.unwrap();
+    receptionist_script(&load("receptionist").await, "2000").await;
+}
+
+/// What every receptionist (the Rust one and its twins in other languages) does on `callee`:
+/// greeting, tools, messages in kv, transfer by voice, by tool and by keypad 0.
+pub(crate) async fn receptionist_script(h: &Harness, callee: &str) {
+    let mut call = h.call("+15550100009", callee).await.unwrap();
     let start = call.start().await.unwrap();
     let StartOutcome::Accept { config, .. } = &start else {
         panic!("{start:?}")
@@ -178,6 +183,21 @@ async fn receptionist_tools_messages_and_transfer() {
     assert_eq!(
         tool.actions.last(),
         Some(&Action::Transfer("sip:front-desk@127.0.0.1".into()))
+    );
+    call.end(EndReason::Transferred("sip:front-desk@127.0.0.1".into()))
+        .await
+        .unwrap();
+
+    // Keypad 0 on a new call transfers too; other keys do nothing.
+    let mut call = h.call("+15550100009", callee).await.unwrap();
+    call.start().await.unwrap();
+    assert_eq!(call.dtmf("5").await.unwrap(), vec![]);
+    assert_eq!(
+        call.dtmf("0").await.unwrap(),
+        vec![
+            Action::Say("One moment, I am putting you through.".into()),
+            Action::Transfer("sip:front-desk@127.0.0.1".into())
+        ]
     );
     call.end(EndReason::Transferred("sip:front-desk@127.0.0.1".into()))
         .await

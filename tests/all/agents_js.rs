@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::support::agents::{agent_cache, js_agent, repo_root};
+use crate::support::agents::{agent_cache, interpreted_agent, repo_root};
 use switchboard::domain::{Action, EndReason, FaultKind, Role};
 use switchboard::plugins::harness::Harness;
 use switchboard::plugins::runtime::AgentsConfig;
 use switchboard::plugins::{StartOutcome, ToolOutcome};
 
 async fn load(dir: &Path) -> Harness {
-    let wasm = js_agent(dir);
+    let wasm = interpreted_agent(dir);
     let config = AgentsConfig {
         cache_dir: Some(agent_cache()),
         ..AgentsConfig::default()

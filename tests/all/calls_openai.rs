@@ -14,7 +14,7 @@ use crate::support::calls::{
     spans_ms, tone_spans,
 };
 use crate::support::fake_openai::{FakeOpenAi, Received, Reply, Script};
-use crate::support::host::Host;
+use crate::support::host::{Host, warm_agent_cache};
 use crate::support::media::{onset_correlation, to_8k, tone_sequence};
 use crate::support::model_audio::pcm16_samples;
 use crate::support::process::require;
@@ -28,8 +28,13 @@ fn start_host(fake: &FakeOpenAi, api_key: &str) -> Host {
 }
 
 fn start_host_with(fake: &FakeOpenAi, api_key: &str, codec: &str) -> Host {
+    start_agent(fake, api_key, codec, "receptionist")
+}
+
+/// The switchboard binary with the example agent `agent` and the OpenAI provider at `fake`.
+fn start_agent(fake: &FakeOpenAi, api_key: &str, codec: &str, agent: &str) -> Host {
     Host::builder()
-        .examples(&["receptionist"])
+        .examples(&[agent])
         .calls(&format!("codecs = [\"{codec}\"]"))
         .model(&format!(
             "provider = \"openai\"\nbase-url = \"{}\"\napi-key = \"{api_key}\"",
@@ -38,8 +43,26 @@ fn start_host_with(fake: &FakeOpenAi, api_key: &str, codec: &str) -> Host {
         .start()
 }
 
+// The receptionist and its twins in other languages: the same call must go the same way
+// whichever one answers it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receptionist_on_openai_answers_with_a_tool() {
+    answers_with_a_tool("receptionist", "2000").await;
+}
+
+/// The Python twin of the receptionist, through the same call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receptionist_py_on_openai_answers_with_a_tool() {
+    answers_with_a_tool("receptionist-py", "2001").await;
+}
+
+/// The JavaScript twin of the receptionist, through the same call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receptionist_js_on_openai_answers_with_a_tool() {
+    answers_with_a_tool("receptionist-js", "2002").await;
+}
+
+async fn answers_with_a_tool(agent: &str, number: &str) {
     if !require("baresip") {
         return;
     }
@@ -63,7 +86,8 @@ async fn receptionist_on_openai_answers_with_a_tool() {
         ..Script::default()
     })
     .await;
-    let mut host = start_host(&fake, "test");
+    warm_agent_cache(agent).await;
+    let mut host = start_agent(&fake, "test", "pcmu", agent);
     // The greeting (12 words, 3.6 s) plays first; the caller asks at 5 s.
     let phone = Baresip::start_with_mic(
         "<sip:caller@127.0.0.1>;regint=0;audio_codecs=pcmu",
@@ -71,7 +95,7 @@ async fn receptionist_on_openai_answers_with_a_tool() {
         &mic(30.0, &[(5.0, 0.8)]),
     )
     .await;
-    let mut ctrl = dial(&phone, "2000", host.sip_port).await;
+    let mut ctrl = dial(&phone, number, host.sip_port).await;
 
     host.expect(&["ToolCall", "opening_hours"], 20);
     let result = host.expect(&["ToolResult", "ok: true"], 5);

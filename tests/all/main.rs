@@ -16,6 +16,7 @@ mod support;
 mod agent_scripts;
 mod agents;
 mod agents_js;
+mod agents_python;
 mod authoring;
 mod dev;
 mod readme_recipe;

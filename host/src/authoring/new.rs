@@ -25,6 +25,7 @@ macro_rules! template {
 
 const RUST: &[TemplateFile] =
     template!("rust": "Cargo.toml", "src/lib.rs", "agent.toml", "README.md");
+const PYTHON: &[TemplateFile] = template!("python": "app.py", "agent.toml", "README.md");
 const JS: &[TemplateFile] = template!("js": "agent.js", "agent.toml", "README.md");
 /// Every language's agent says and does the same, so one set of scripted conversations tests
 /// them all.
@@ -55,8 +56,6 @@ pub enum NewError {
          <checkout>/guest-sdk"
     )]
     NoSdk(String),
-    #[error("this build has no {0} template")]
-    NoTemplate(Language),
     #[error("cannot write {path}: {source}")]
     Write {
         path: String,
@@ -90,8 +89,8 @@ pub fn create(request: &NewAgent) -> Result<PathBuf, NewError> {
     }
     let files = match request.language {
         Language::Rust => RUST,
+        Language::Python => PYTHON,
         Language::Js => JS,
-        other => return Err(NewError::NoTemplate(other)),
     };
     let sdk = match request.language {
         Language::Rust => {

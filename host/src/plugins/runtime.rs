@@ -293,9 +293,11 @@ impl Drop for PoolSlot {
     }
 }
 
-/// Pool resources one instance takes. A Rust wasip2 component holds a handful of core
-/// instances and tables; an interpreter's component (CPython or SpiderMonkey, libc, the WASI
-/// adapter and their glue) several times as many.
+/// Pool resources one instance takes, with headroom over what the components hold. A Rust
+/// wasip2 component (the receptionist) instantiates 3 core modules defining 1 memory and 2
+/// tables. componentize-py 0.25.1's output instantiates 14 (CPython, libc and its other
+/// shared libraries, the WASI adapter, glue), which define 1 memory and 2 tables between them:
+/// the libraries import the main module's memory and table.
 struct InstanceShape {
     core_instances: u32,
     memories: u32,
@@ -309,7 +311,12 @@ fn instance_shape(language: Language) -> InstanceShape {
             memories: 2,
             tables: 8,
         },
-        Language::Python | Language::Js => InstanceShape {
+        Language::Python => InstanceShape {
+            core_instances: 16,
+            memories: 2,
+            tables: 4,
+        },
+        Language::Js => InstanceShape {
             core_instances: 32,
             memories: 4,
             tables: 32,

@@ -116,41 +116,6 @@ pub fn greeter_on(version: &str, model: Option<&str>) -> PathBuf {
     out
 }
 
-/// A JavaScript agent folder (an example in plugins/ or a fixture in tests/fixtures/) built by
-/// `switchboard deploy`'s builder into `<dir>/target/<name>.wasm`. A lock keeps test processes
-/// from building one folder at once; a component newer than the agent's sources and the helper
-/// library is reused.
-pub fn js_agent(dir: &Path) -> PathBuf {
-    let target = dir.join("target");
-    std::fs::create_dir_all(&target).expect("agent target folder");
-    let lock = std::fs::File::create(target.join(".build.lock")).expect("js build lock");
-    // SAFETY: flock(2) on a descriptor this function owns; released when `lock` is dropped.
-    assert_eq!(
-        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) },
-        0
-    );
-    let name = switchboard::plugins::manifest::Manifest::load(&dir.join("agent.toml"))
-        .expect("agent manifest")
-        .name;
-    let out = target.join(format!("{name}.wasm"));
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let sources = [
-        dir.join("agent.js"),
-        dir.join("agent.toml"),
-        repo_root().join("guest-js/switchboard-agent.js"),
-    ];
-    let fresh = modified(&out).is_some_and(|built| {
-        sources
-            .iter()
-            .all(|s| modified(s).is_some_and(|m| m < built))
-    });
-    if !fresh {
-        let built = switchboard::plugins::deploy::build(dir).expect("componentize-js build");
-        assert_eq!(built, out);
-    }
-    out
-}
-
 /// The compiled-component cache every test runtime shares (under the workspace target/), so
 /// an interpreter component is compiled by the first test only.
 pub fn agent_cache() -> PathBuf {
@@ -239,4 +204,54 @@ pub fn build_bin(package: &str, bin: &str, release: bool) -> PathBuf {
     target
         .join(if release { "release" } else { "debug" })
         .join(bin)
+}
+
+/// A Python or JavaScript agent folder (an example in plugins/ or a fixture) built as
+/// `switchboard deploy` builds it (its componentizer with the language's helper library);
+/// returns its component. One build at a time per folder (a lock under its target/); none while
+/// the component is newer than the agent's files, the helper library and the contract.
+pub fn interpreted_agent(dir: &Path) -> PathBuf {
+    use switchboard::plugins::Language;
+    let manifest = switchboard::plugins::manifest::Manifest::load(&dir.join("agent.toml"))
+        .expect("the agent's manifest");
+    let target = dir.join("target");
+    std::fs::create_dir_all(&target).expect("the agent's target folder");
+    let lock = std::fs::File::create(target.join(".build.lock")).expect("build lock");
+    // SAFETY: flock(2) on a descriptor this function owns; released when `lock` is dropped.
+    assert_eq!(
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) },
+        0
+    );
+    let wasm = target.join(format!("{}.wasm", manifest.name));
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let root = repo_root();
+    let library = match manifest.language {
+        Language::Python => root.join("guest-py/switchboard_agent"),
+        Language::Js => root.join("guest-js"),
+        Language::Rust => panic!("{} is a Rust agent: build it with cargo", dir.display()),
+    };
+    let sources = [dir, &library]
+        .into_iter()
+        .flat_map(|d| std::fs::read_dir(d).expect("source folder"))
+        .map(|e| e.expect("folder entry").path())
+        .filter(|p| p.is_file())
+        .chain([root.join("wit/agent.wit")]);
+    let newest = sources.filter_map(|p| modified(&p)).max();
+    if modified(&wasm).is_some_and(|built| Some(built) > newest) {
+        return wasm;
+    }
+    let built = switchboard::plugins::deploy::build(dir).expect("the agent builds");
+    assert_eq!(built, wasm);
+    wasm
+}
+
+/// The example agent `name` (plugins/<name>) built for its manifest's language.
+pub fn example_agent(name: &str) -> PathBuf {
+    use switchboard::plugins::Language;
+    let manifest = switchboard::plugins::manifest::Manifest::load(&example_manifest(name))
+        .expect("the example's manifest");
+    match manifest.language {
+        Language::Rust => example_agents().join(format!("{name}.wasm")),
+        _ => interpreted_agent(&repo_root().join("plugins").join(name)),
+    }
 }

@@ -6,13 +6,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::agents::{
-    AgentsDir, agent_cache, example_agents, example_manifest, js_agent, repo_root, switchboard_bin,
+    AgentsDir, agent_cache, example_agent, example_manifest, switchboard_bin,
     switchboard_release_bin,
 };
 use crate::support::ports::{Ports, ports};
 use crate::support::process::{Lines, Proc};
-use switchboard::plugins::Language;
-use switchboard::plugins::manifest::Manifest;
 
 pub struct Host {
     pub sip_port: u16,
@@ -56,6 +54,27 @@ pub struct HostBuilder {
     config_file: Option<(PathBuf, PathBuf)>,
 }
 
+/// Agent limits with compiled agents in the shared [`agent_cache`], for in-process runtimes.
+pub fn shared_cache_config() -> switchboard::plugins::AgentsConfig {
+    switchboard::plugins::AgentsConfig {
+        cache_dir: Some(agent_cache()),
+        ..Default::default()
+    }
+}
+
+/// Compile the example agent `name` into the shared [`agent_cache`] in this process: a debug host
+/// compiling an interpreter cold would outlast its start-up wait.
+pub async fn warm_agent_cache(name: &str) {
+    switchboard::plugins::harness::Harness::load_with(
+        example_agent(name),
+        example_manifest(name),
+        shared_cache_config(),
+        Default::default(),
+    )
+    .await
+    .expect("the agent loads");
+}
+
 impl HostBuilder {
     /// Deploys the example agents `names` (plugins/) with their own manifests.
     pub fn examples(mut self, names: &[&str]) -> Self {
@@ -69,12 +88,7 @@ impl HostBuilder {
     /// Deploys the example agent `name` with `manifest` as its manifest (to grant what a test
     /// needs, e.g. a transfer target on a reserved port).
     pub fn example_with_manifest(self, name: &str, manifest: String) -> Self {
-        let dir = repo_root().join("plugins").join(name);
-        let wasm = match Manifest::load(&dir.join("agent.toml")).map(|m| m.language) {
-            Ok(Language::Js) => js_agent(&dir),
-            _ => example_agents().join(format!("{name}.wasm")),
-        };
-        self.agent(name, wasm, manifest)
+        self.agent(name, example_agent(name), manifest)
     }
 
     /// Deploys the component `wasm` as agent `name` with `manifest`.
@@ -180,12 +194,8 @@ impl HostBuilder {
                 ("CALLS__RTP_PORT_MIN", ports.get(2).to_string()),
                 ("CALLS__RTP_PORT_MAX", ports.last().to_string()),
                 ("AGENTS__DIR", agents.path().display().to_string()),
+                ("AGENTS__CACHE_DIR", agent_cache().display().to_string()),
             ];
-            // Every test host compiles into the shared cache: only the first test that loads an
-            // interpreter component (minutes in a debug host) compiles it.
-            let cache = agent_cache().display().to_string();
-            self.env
-                .push(("SWITCHBOARD__AGENTS__CACHE_DIR".into(), cache));
             self.env.extend(
                 overrides
                     .into_iter()
@@ -206,8 +216,7 @@ impl HostBuilder {
                  tcp-listen = \"127.0.0.1:{sip_port}\"\n{tls}{sip}\n[http]\nlisten = \"127.0.0.1:0\"\n{http}\n\
                  [calls]\nrtp-port-min = {rtp_min}\nrtp-port-max = {rtp_max}\n{calls}\n{model}\
                  [agents]\ndir = {dir:?}\nmax-instances = 64\n{cache}\
-                 [routes]\n\"1000\" = \"menu\"\n\"2000\" = \"receptionist\"\n\"3000\" = \"appointments\"\n\
-                 \"2002\" = \"receptionist-js\"\n{extra}\n",
+                 [routes]\n\"1000\" = \"menu\"\n\"2000\" = \"receptionist\"\n\"3000\" = \"appointments\"\n{extra}\n",
                 data = data.path().display().to_string(),
                 dir = agents.path().display().to_string(),
                 http = self.http,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::DeployError;
+use crate::plugins::Language;
 
 /// The helper library every agent imports as `switchboard-agent`; shipped inside the binary so
 /// an installed `switchboard` builds agents without a checkout.
@@ -31,6 +32,7 @@ pub(super) fn build(agent_dir: &Path, name: &str) -> Result<PathBuf, DeployError
         return Err(DeployError::NoSource {
             dir: agent_dir.display().to_string(),
             file: "agent.js",
+            language: Language::Js,
         });
     }
     // The tool runs in the staging folder: the paths it is given must not be relative.
@@ -51,7 +53,10 @@ pub(super) fn build(agent_dir: &Path, name: &str) -> Result<PathBuf, DeployError
     tracing::info!(agent = name, tool = %tool.display(), "componentize-js: building");
     let status = command(&tool, &staging, &out)
         .status()
-        .map_err(|e| DeployError::Toolchain(format!("cannot run {}: {e}", tool.display())))?;
+        .map_err(|source| DeployError::Tool {
+            tool: tool.display().to_string(),
+            source,
+        })?;
     if !status.success() {
         return Err(DeployError::BuildFailed(agent_dir.display().to_string()));
     }

@@ -3,6 +3,7 @@
 //! temporary file and renamed into place so the watcher never sees half a file.
 
 mod js;
+mod python;
 mod rust;
 
 use std::path::{Path, PathBuf};
@@ -15,11 +16,20 @@ pub enum DeployError {
     NotACrate(String),
     #[error("{0}")]
     Toolchain(String),
-    #[error("{dir}: no {file}; the agent's code goes there, next to agent.toml")]
-    NoSource { dir: String, file: &'static str },
     #[error("cannot run cargo: {0}")]
     Cargo(std::io::Error),
-    #[error("the build failed for {0}; the running version stays live")]
+    #[error("cannot run {tool}: {source}")]
+    Tool {
+        tool: String,
+        source: std::io::Error,
+    },
+    #[error("{dir}: no {file}; a {language} agent's folder holds its {file} and agent.toml")]
+    NoSource {
+        dir: String,
+        file: &'static str,
+        language: Language,
+    },
+    #[error("building {0} failed; the running version stays live")]
     BuildFailed(String),
     #[error("cargo built no .wasm for {0}: is it a cdylib (`crate-type = [\"cdylib\"]`)?")]
     NoArtifact(String),
@@ -35,10 +45,8 @@ pub fn build(agent_dir: &Path) -> Result<PathBuf, DeployError> {
     let manifest = Manifest::load(&agent_dir.join("agent.toml"))?;
     match manifest.language {
         Language::Rust => rust::build(agent_dir),
+        Language::Python => python::build(agent_dir, &manifest),
         Language::Js => js::build(agent_dir, &manifest.name),
-        other => Err(DeployError::Toolchain(format!(
-            "this build of switchboard cannot build {other} agents"
-        ))),
     }
 }
 
