@@ -30,6 +30,22 @@ fn switchboard(args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_rust_agent_deploys_and_answers_its_first_call() {
+    new_agent_answers_its_first_call("rust", "5055").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_python_agent_deploys_and_answers_its_first_call() {
+    new_agent_answers_its_first_call("python", "5056").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_js_agent_deploys_and_answers_its_first_call() {
+    new_agent_answers_its_first_call("js", "5057").await;
+}
+
+/// `switchboard new --lang <lang>`, its scripted conversations, `switchboard deploy`, and a
+/// call: every language's template says and does the same.
+async fn new_agent_answers_its_first_call(lang: &str, number: &str) {
     if !require("baresip") || !require("espeak-ng") {
         return;
     }
@@ -47,8 +63,10 @@ async fn a_new_rust_agent_deploys_and_answers_its_first_call() {
     let out = switchboard(&[
         "new",
         "hello-new",
+        "--lang",
+        lang,
         "--number",
-        "5055",
+        number,
         "--dir",
         project.to_str().unwrap(),
     ]);
@@ -71,12 +89,15 @@ async fn a_new_rust_agent_deploys_and_answers_its_first_call() {
         "module sndfile.so",
     )
     .await;
-    let mut ctrl = dial(&phone, "5055", host.sip_port).await;
+    let mut ctrl = dial(&phone, number, host.sip_port).await;
     let greeting = host
         .log
         .wait_for(&["Hello, this is Hello New"], Duration::from_secs(30));
     assert!(greeting.is_some(), "the greeting: {:?}", host.log.seen);
-    eprintln!("new → greeting: {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "{lang}: new → greeting {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     ctrl.command("sndcode", "#").await;
     assert!(
