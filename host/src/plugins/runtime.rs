@@ -297,7 +297,8 @@ impl Drop for PoolSlot {
 /// wasip2 component (the receptionist) instantiates 3 core modules defining 1 memory and 2
 /// tables. componentize-py 0.25.1's output instantiates 14 (CPython, libc and its other
 /// shared libraries, the WASI adapter, glue), which define 1 memory and 2 tables between them:
-/// the libraries import the main module's memory and table.
+/// the libraries import the main module's memory and table. componentize-js 0.23.0's
+/// (StarlingMonkey) instantiates 4, defining 2 memories and 3 tables.
 struct InstanceShape {
     core_instances: u32,
     memories: u32,
@@ -317,9 +318,9 @@ fn instance_shape(language: Language) -> InstanceShape {
             tables: 4,
         },
         Language::Js => InstanceShape {
-            core_instances: 32,
+            core_instances: 8,
             memories: 4,
-            tables: 32,
+            tables: 8,
         },
     }
 }
