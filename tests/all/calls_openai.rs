@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use crate::support::agents::example_manifest;
 use crate::support::baresip::Baresip;
 use crate::support::calls::{
     AGENT_HZ, CALLER_HZ, RATE, WINDOW, dial, loud_windows, mic, ms, recording, sounding_ms,
@@ -18,6 +19,7 @@ use crate::support::host::{Host, warm_agent_cache};
 use crate::support::media::{onset_correlation, to_8k, tone_sequence};
 use crate::support::model_audio::pcm16_samples;
 use crate::support::process::require;
+use crate::support::sipp::sipp_callee;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::Value;
@@ -63,7 +65,7 @@ async fn receptionist_js_on_openai_answers_with_a_tool() {
 }
 
 async fn answers_with_a_tool(agent: &str, number: &str) {
-    if !require("baresip") {
+    if !require("baresip") || !require("sipp") {
         return;
     }
     let fake = FakeOpenAi::start(Script {
@@ -87,7 +89,24 @@ async fn answers_with_a_tool(agent: &str, number: &str) {
     })
     .await;
     warm_agent_cache(agent).await;
-    let mut host = start_agent(&fake, "test", "pcmu", agent);
+    // The front desk the caller is transferred to at the end: a SIPp callee, granted in place of
+    // the manifest's.
+    let (_desk, _desk_dir, desk_port) = sipp_callee(None);
+    let desk = format!("sip:frontdesk@127.0.0.1:{desk_port}");
+    let manifest = std::fs::read_to_string(example_manifest(agent))
+        .unwrap()
+        .replacen("\"sip:front-desk@127.0.0.1\"", &format!("\"{desk}\""), 1);
+    let mut host = Host::builder()
+        .example_with_manifest(agent, manifest)
+        .calls("codecs = [\"pcmu\"]")
+        .model(&format!(
+            "provider = \"openai\"\nbase-url = \"{}\"\napi-key = \"test\"",
+            fake.url
+        ))
+        .config(&format!(
+            "[agent.{agent}.config]\nfront-desk = \"{desk}\"\n"
+        ))
+        .start();
     // The greeting (12 words, 3.6 s) plays first; the caller asks at 5 s.
     let phone = Baresip::start_with_mic(
         "<sip:caller@127.0.0.1>;regint=0;audio_codecs=pcmu",
@@ -106,8 +125,12 @@ async fn answers_with_a_tool(agent: &str, number: &str) {
     // The fake, like the real server, sends audio faster than real time: the transcript is
     // done long before the 2 s answer has been played.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    ctrl.command("hangup", "").await;
-    host.expect(&["call ended", "CallerHangup"], 10);
+    // Key 0: the agent says it puts the caller through, then transfers by REFER to the desk,
+    // which the phone calls.
+    ctrl.command("sndcode", "0").await;
+    host.expect(&["Transfer", &desk, "requested"], 20);
+    host.expect(&["Transfer", &desk, "completed", "200"], 20);
+    host.expect(&["call ended", "Transferred"], 10);
 
     // The agent's result reached the model as the function call's output.
     let outputs = fake.received_of("conversation.item.create");
@@ -141,7 +164,11 @@ async fn answers_with_a_tool(agent: &str, number: &str) {
     let heard = recording(&phone, "-dec.wav");
     let tones = tone_spans(&heard, AGENT_HZ, WINDOW * 10);
     eprintln!("agent tone spans heard (ms): {:?}", spans_ms(&tones));
-    assert_eq!(tones.len(), 2, "greeting and answer: {tones:?}");
+    assert_eq!(
+        tones.len(),
+        3,
+        "greeting, answer and the words before the transfer: {tones:?}"
+    );
     let greeting = sounding_ms(&tone_spans(&heard, AGENT_HZ, WINDOW), tones[0]);
     let answer = ms(tones[1].1 - tones[1].0);
     assert!((greeting - 3600.0).abs() < 60.0, "greeting {greeting} ms");
