@@ -11,7 +11,7 @@ use anyhow::Context;
 use crate::plugins::registry::Registry;
 use crate::plugins::runtime::{AgentsConfig, InterpreterPool, Runtime, test_call_info};
 use crate::plugins::watcher;
-use crate::plugins::{AgentEventKind, StartOutcome};
+use crate::plugins::{AgentEventKind, Language, StartOutcome};
 
 pub struct Figures {
     pub instantiate_start_p50: Duration,
@@ -21,6 +21,8 @@ pub struct Figures {
     pub reload_to_live_median: Duration,
     pub reload_samples: Vec<Duration>,
     pub rss_for_sessions_mib: f64,
+    /// The agent's language: the wave-1 targets are a Rust agent's.
+    pub language: Language,
     pub sessions: usize,
 }
 
@@ -161,31 +163,56 @@ pub async fn agents(agents_dir: &Path, agent: &str, sessions: usize) -> anyhow::
         reload_to_live_median: percentile(&mut reloads.clone(), 0.5),
         reload_samples: reloads,
         rss_for_sessions_mib: after.saturating_sub(before) as f64 / 1024.0,
+        language: version.manifest().language,
         sessions,
     })
 }
 
 impl std::fmt::Display for Figures {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The targets were set for Rust agents; an interpreter's agent is measured against them
+        // only in the note, as a ratio.
+        let target = |t: &'static str| {
+            if self.language == Language::Rust {
+                t
+            } else {
+                ""
+            }
+        };
         writeln!(
             f,
-            "instantiate + on-start   p50 {:>9.1?}  p99 {:>9.1?}   (target ≤ 50 µs p50)",
-            self.instantiate_start_p50, self.instantiate_start_p99
+            "instantiate + on-start   p50 {:>9.1?}  p99 {:>9.1?}{}",
+            self.instantiate_start_p50,
+            self.instantiate_start_p99,
+            target("   (target ≤ 50 µs p50)")
         )?;
         writeln!(
             f,
-            "hook call (on-dtmf)      p50 {:>9.1?}  p99 {:>9.1?}   (target ≤ 5 µs p50)",
-            self.hook_p50, self.hook_p99
+            "hook call (on-dtmf)      p50 {:>9.1?}  p99 {:>9.1?}{}",
+            self.hook_p50,
+            self.hook_p99,
+            target("   (target ≤ 5 µs p50)")
         )?;
         writeln!(
             f,
-            "reload to live           median {:>7.1?}  samples {:?}   (target ≤ 300 ms)",
-            self.reload_to_live_median, self.reload_samples
+            "reload to live           median {:>7.1?}  samples {:?}{}",
+            self.reload_to_live_median,
+            self.reload_samples,
+            target("   (target ≤ 300 ms)")
         )?;
         writeln!(
             f,
-            "RSS for {} live sessions {:.1} MiB   (target ≤ 64 MiB)",
-            self.sessions, self.rss_for_sessions_mib
+            "RSS for {} live sessions {:.1} MiB{}",
+            self.sessions,
+            self.rss_for_sessions_mib,
+            target("   (target ≤ 64 MiB for 1000)")
+        )?;
+        let per_call_mib = self.rss_for_sessions_mib / self.sessions.max(1) as f64;
+        writeln!(
+            f,
+            "memory per call          {:.0} KiB   ({:.0} calls per GiB)",
+            per_call_mib * 1024.0,
+            1024.0 / per_call_mib.max(f64::EPSILON)
         )
     }
 }
