@@ -1,5 +1,6 @@
 // A front-desk receptionist on a voice model: greets, answers opening-hours questions with a
-// tool, takes messages (stored in kv) and transfers to a person when the caller asks.
+// tool, takes messages (stored in kv), transfers to a person when the caller asks, and hands
+// the call to the `appointments` agent (keypad 2, or a caller who mentions an appointment).
 // The JavaScript twin of plugins/receptionist (Rust): same prompts, tools and behaviour.
 
 import { Agent, call, config, kv, log, say, tool } from "switchboard-agent";
@@ -8,6 +9,9 @@ import { Agent, call, config, kv, log, say, tool } from "switchboard-agent";
 const ASK_FOR_PERSON = ["speak to a person", "talk to a person", "real person", "human"];
 
 const setting = (key) => config.get(key) ?? "";
+
+/** The agent that handles appointments: a hand-off inside the call, not a SIP transfer. */
+const APPOINTMENTS = "agent:appointments";
 
 export default class Receptionist extends Agent {
   static description = "Receptionist: opening hours, messages, transfer to a person";
@@ -24,7 +28,9 @@ export default class Receptionist extends Agent {
         `You are the friendly receptionist of ${business}. Keep answers short: this is a ` +
         "phone call. Use `opening_hours` for opening times. If the caller wants to leave a " +
         "message, collect their name, callback number and message, then call " +
-        "`take_message`. If the caller asks for a person, call `transfer_to_person`.",
+        "`take_message`. If the caller asks for a person, call `transfer_to_person`. " +
+        "Appointments are handled by the appointments desk: callers press 2 or mention " +
+        "their appointment to be passed on.",
       greeting: `Thank you for calling ${business}. How can I help you today?`,
       tools: [
         tool({
@@ -65,6 +71,20 @@ export default class Receptionist extends Agent {
     return "Transferring the caller to the front desk.";
   }
 
+  /** Hand the caller to the appointments agent, after a short word. */
+  handToAppointments() {
+    if (this.transferring) {
+      return;
+    }
+    try {
+      call.say("Of course, I am passing you to our appointments desk.");
+      call.transfer(APPOINTMENTS);
+      this.transferring = true;
+    } catch (e) {
+      log.warn(`hand-off refused: ${e.message}`);
+    }
+  }
+
   takeMessage({ name, callback_number, message }) {
     if (typeof name !== "string" || typeof message !== "string") {
       throw new Error("bad arguments: `name` and `message` are required strings");
@@ -85,12 +105,17 @@ export default class Receptionist extends Agent {
 
   onTranscript(role, text, isFinal) {
     const lower = text.toLowerCase();
-    if (role === "caller" && isFinal && ASK_FOR_PERSON.some((p) => lower.includes(p))) {
+    if (role !== "caller" || !isFinal) {
+      return [];
+    }
+    if (ASK_FOR_PERSON.some((p) => lower.includes(p))) {
       try {
         this.transferToFrontDesk();
       } catch (e) {
         log.warn(`transfer refused: ${e.message}`);
       }
+    } else if (lower.includes("appointment")) {
+      this.handToAppointments();
     }
     return [];
   }
@@ -102,6 +127,8 @@ export default class Receptionist extends Agent {
       } catch (e) {
         log.warn(`transfer refused: ${e.message}`);
       }
+    } else if (digits === "2") {
+      this.handToAppointments();
     }
     return [];
   }

@@ -47,11 +47,19 @@ fn every_example_agents_scripts_pass() {
         .collect();
     agents.sort();
     let names: Vec<_> = agents.iter().map(|a| a.file_name().unwrap()).collect();
-    for example in ["menu", "receptionist", "appointments"] {
+    for example in [
+        "menu",
+        "receptionist",
+        "appointments",
+        "receptionist-py",
+        "receptionist-js",
+    ] {
         assert!(names.iter().any(|n| *n == example), "{example} has scripts");
     }
     for agent in &agents {
-        let out = switchboard_test(&[&agent]);
+        // As a user in the checkout types it: a folder relative to the checkout.
+        let relative = Path::new("plugins").join(agent.file_name().unwrap());
+        let out = switchboard_test(&[&relative]);
         let text = stdout(&out);
         assert_eq!(
             out.status.code(),

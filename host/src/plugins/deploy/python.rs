@@ -67,6 +67,11 @@ pub(super) fn build(agent_dir: &Path, manifest: &Manifest) -> Result<PathBuf, De
             language: Language::Python,
         });
     }
+    // The componentizer runs in the agent's folder: every path it is given must be absolute.
+    let agent_dir = &std::path::absolute(agent_dir).map_err(|source| DeployError::Install {
+        dir: agent_dir.display().to_string(),
+        source,
+    })?;
     let target = agent_dir.join("target");
     let sdk = target.join("switchboard-py");
     write_sdk(&sdk).map_err(|source| DeployError::Install {
