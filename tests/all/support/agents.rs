@@ -97,11 +97,7 @@ pub fn greeter_on(version: &str, model: Option<&str>) -> PathBuf {
     let versions = guest_target().join("greeter");
     std::fs::create_dir_all(&versions).expect("greeter versions folder");
     let lock = std::fs::File::create(versions.join(".build.lock")).expect("greeter build lock");
-    // SAFETY: flock(2) on a descriptor this function owns; released when `lock` is dropped.
-    assert_eq!(
-        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) },
-        0
-    );
+    lock.lock().expect("the greeter build lock");
     let built = build_workspace(
         &repo_root().join("tests/fixtures"),
         &[
@@ -208,7 +204,7 @@ pub fn build_bin(package: &str, bin: &str, release: bool) -> PathBuf {
 
 /// A Python or JavaScript agent folder (an example in plugins/ or a fixture) built as
 /// `switchboard deploy` builds it (its componentizer with the language's helper library);
-/// returns its component. One build at a time per folder (a lock under its target/); none while
+/// returns its component. One build at a time per folder (locks under its target/); none while
 /// the component is newer than the agent's files, the helper library and the contract.
 pub fn interpreted_agent(dir: &Path) -> PathBuf {
     use switchboard::plugins::Language;
@@ -216,12 +212,10 @@ pub fn interpreted_agent(dir: &Path) -> PathBuf {
         .expect("the agent's manifest");
     let target = dir.join("target");
     std::fs::create_dir_all(&target).expect("the agent's target folder");
-    let lock = std::fs::File::create(target.join(".build.lock")).expect("build lock");
-    // SAFETY: flock(2) on a descriptor this function owns; released when `lock` is dropped.
-    assert_eq!(
-        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) },
-        0
-    );
+    // Not the build's own lock (deploy::build takes that one): this one spans the freshness
+    // check too, so tests that need the same agent build it once.
+    let lock = std::fs::File::create(target.join(".test-build.lock")).expect("test build lock");
+    lock.lock().expect("the test build lock");
     let wasm = target.join(format!("{}.wasm", manifest.name));
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let root = repo_root();

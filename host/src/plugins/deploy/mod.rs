@@ -44,10 +44,32 @@ pub enum DeployError {
 pub fn build(agent_dir: &Path) -> Result<PathBuf, DeployError> {
     let manifest = Manifest::load(&agent_dir.join("agent.toml"))?;
     match manifest.language {
+        // cargo locks its own build folder.
         Language::Rust => rust::build(agent_dir),
-        Language::Python => python::build(agent_dir, &manifest),
-        Language::Js => js::build(agent_dir, &manifest.name),
+        Language::Python => {
+            let _lock = lock_target(agent_dir)?;
+            python::build(agent_dir, &manifest)
+        }
+        Language::Js => {
+            let _lock = lock_target(agent_dir)?;
+            js::build(agent_dir, &manifest.name)
+        }
     }
+}
+
+/// Hold `<agent_dir>/target/.build.lock` for one componentizer build: the builds stage files
+/// under target/, so two at once (the `dev` watcher and a `switchboard deploy` or `test`) would
+/// delete each other's. Released when the file is dropped.
+fn lock_target(agent_dir: &Path) -> Result<std::fs::File, DeployError> {
+    let target = agent_dir.join("target");
+    let io = |source| DeployError::Install {
+        dir: target.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&target).map_err(io)?;
+    let lock = std::fs::File::create(target.join(".build.lock")).map_err(io)?;
+    lock.lock().map_err(io)?;
+    Ok(lock)
 }
 
 /// Install a built agent (its `agent.toml` and `wasm`) into `agents_dir`; returns its name.
