@@ -39,6 +39,9 @@ mod otlp;
 mod softphone;
 mod store_crash;
 
+// Outbound campaigns.
+mod campaigns;
+
 // Hardening (issue 22).
 mod hardening_instance;
 mod hardening_sip_ids;

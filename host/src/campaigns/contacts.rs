@@ -27,6 +27,10 @@ pub struct ContactInput {
     pub metadata: Map<String, Value>,
 }
 
+/// A contact as read, by its line (CSV, from 1) or index (JSON, from 0); or why it could not be
+/// read.
+pub type Row = (usize, Result<ContactInput, String>);
+
 /// A contact left out, and why: `line` is the CSV line (from 1, the header is line 1) or the
 /// JSON list index (from 0).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -107,7 +111,7 @@ impl ContactChecker<'_> {
 
 /// Contacts from CSV text with a header row: `number` (required), `name`, `time_zone`; every
 /// other column goes into the contact's metadata under its header.
-pub fn from_csv(text: &str) -> Result<Vec<(usize, Result<ContactInput, String>)>, String> {
+pub fn from_csv(text: &str) -> Result<Vec<Row>, String> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)

@@ -25,7 +25,7 @@ use crate::call::PlaceRequest;
 use crate::call::events::EventBus;
 use crate::store::campaigns::{CampaignProgress, CampaignRecord, CampaignState, CampaignStore};
 use crate::store::{CallStore, StoreError};
-use contacts::{ContactChecker, ContactInput, MAX_CONTACTS, Rejected, e164};
+use contacts::{ContactChecker, MAX_CONTACTS, Rejected, Row, e164};
 pub use plan::{CANCELLED, DNC_SKIPPED, WINDOW_CLOSED};
 use runner::Runner;
 pub use settings::{CampaignSettings, SettingsError};
@@ -181,7 +181,7 @@ impl Campaigns {
     pub async fn create(
         &self,
         settings: CampaignSettings,
-        rows: Vec<(usize, Result<ContactInput, String>)>,
+        rows: Vec<Row>,
     ) -> Result<Created, CampaignError> {
         let window = settings.check()?;
         if rows.len() > MAX_CONTACTS {

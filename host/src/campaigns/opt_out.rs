@@ -146,7 +146,9 @@ mod tests {
         assert!(asks_not_to_be_called("Don't call this number again."));
         assert!(asks_not_to_be_called("take me off your list"));
         assert!(!asks_not_to_be_called("I will call you back"));
-        assert!(!asks_not_to_be_called("I will stop by; do call me tomorrow"));
+        assert!(!asks_not_to_be_called(
+            "I will stop by; do call me tomorrow"
+        ));
     }
 
     #[test]

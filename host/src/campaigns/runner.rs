@@ -19,6 +19,7 @@ use super::settings::CampaignSettings;
 use super::window::{CallingWindow, zone};
 use crate::call::PlaceRequest;
 use crate::domain::events::EventKind;
+use crate::store::StoreError;
 use crate::store::campaigns::{AttemptEnd, CampaignState, ContactRecord};
 
 /// How often a running campaign looks for due contacts when nothing else wakes it.
@@ -122,7 +123,7 @@ impl Runner {
     }
 
     /// Attempts an earlier run left dialling: a placed call is watched (or its outcome read);
-    /// an attempt whose call was never placed ends as failed, and counts.
+    /// an attempt whose call was never placed, or left no record, ends as failed, and counts.
     async fn recover(&self, active: &mut HashMap<String, Active>) {
         let dialing = match self.inner.store.dialing_contacts(&self.id).await {
             Ok(d) => d,
@@ -132,7 +133,15 @@ impl Runner {
             }
         };
         for (contact, attempt) in dialing {
-            match attempt.call_id {
+            // A call killed before its record was written left nothing to read.
+            let lost = match &attempt.call_id {
+                Some(id) => matches!(
+                    self.inner.calls.get_call(id).await,
+                    Err(StoreError::NotFound { .. })
+                ),
+                None => true,
+            };
+            match attempt.call_id.filter(|_| !lost) {
                 Some(call_id) => {
                     active.insert(
                         call_id.clone(),
