@@ -420,3 +420,74 @@ async fn bad_campaigns_are_refused_with_reasons_and_nothing_is_created() {
     let unknown = api.get("/v1/campaigns/cmp_nope").await;
     assert_eq!(unknown.status, 404, "{}", unknown.text);
 }
+
+/// The effective configuration's ETag, for a live change.
+async fn etag(api: &Api) -> String {
+    let r = api.get("/v1/config/effective").await;
+    r.etag.expect("ETag")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_pauses_when_its_trunk_is_removed_live_and_resumes_once_it_is_back() {
+    if !require("sipp") {
+        return;
+    }
+    let (_sipp, dir, port) = callees();
+    let host = Host::builder()
+        .examples(&["menu"])
+        .http("allow-loopback-writes = true")
+        .env("SWITCHBOARD_TEST_CLOCK", MONDAY_10_NY)
+        .start();
+    let api = Api::new(host.http, None);
+    let trunk = json!({"outbound-proxy": format!("127.0.0.1:{port}")});
+    let added = api
+        .put("/v1/config/trunks/lab", &trunk, Some(&etag(&api).await))
+        .await;
+    assert_eq!(added.status, 200, "{}", added.text);
+    let numbers: Vec<String> = (0..5).map(|i| format!("+1212555020{i}1")).collect();
+    let contacts: Vec<Value> = numbers.iter().map(|n| json!({"number": n})).collect();
+    let mut body = campaign(json!(contacts));
+    body["via"] = json!("lab");
+    body["pacing"] = json!({"max_concurrent": 1, "calls_per_second": 1});
+    let created = api.post("/v1/campaigns", &body).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.json["id"].as_str().unwrap().to_string();
+    api.post(&format!("/v1/campaigns/{id}/start"), &json!({}))
+        .await;
+    api.poll(
+        &format!("/v1/campaigns/{id}"),
+        Duration::from_secs(10),
+        |p| p["attempts"].as_u64().unwrap_or(0) >= 1,
+    )
+    .await;
+
+    // The trunk goes: the campaign pauses by itself, the call up finishes, nobody else is called.
+    let removed = api
+        .delete("/v1/config/trunks/lab", Some(&etag(&api).await))
+        .await;
+    assert_eq!(removed.status, 200, "{}", removed.text);
+    let paused = api
+        .poll(
+            &format!("/v1/campaigns/{id}"),
+            Duration::from_secs(5),
+            |p| p["campaign"]["state"] == "paused" && p["dialing"] == 0,
+        )
+        .await;
+    assert!(paused["pending"].as_u64().unwrap() >= 2, "{paused}");
+    let called: usize = invites(dir.path()).values().sum();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(invites(dir.path()).values().sum::<usize>(), called);
+
+    // Back, and resumed by the operator: every contact is reached once.
+    api.put("/v1/config/trunks/lab", &trunk, Some(&etag(&api).await))
+        .await;
+    let resumed = api
+        .post(&format!("/v1/campaigns/{id}/resume"), &json!({}))
+        .await;
+    assert_eq!(resumed.status, 200, "{}", resumed.text);
+    wait_finished(&api, &id, 30).await;
+    let seen = invites(dir.path());
+    for number in &numbers {
+        assert_eq!(seen.get(number.as_str()), Some(&1), "{number}: {seen:?}");
+    }
+}

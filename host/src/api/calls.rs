@@ -133,6 +133,10 @@ impl Dialer for Placer {
         };
         self.place(body).await.map_err(|e| e.to_string())
     }
+
+    fn reaches(&self, via: &str) -> bool {
+        self.knows_via(via)
+    }
 }
 
 /// POST /v1/calls → 201 `{"id": ...}`.

@@ -34,6 +34,8 @@ pub use settings::{CampaignSettings, SettingsError};
 #[async_trait]
 pub trait Dialer: Send + Sync {
     async fn dial(&self, request: PlaceRequest) -> Result<String, String>;
+    /// Whether the trunk or bridge `via` is there now (trunks change live).
+    fn reaches(&self, via: &str) -> bool;
 }
 
 /// The wall clock campaigns read for calling windows and retries. Tests start it at a chosen
@@ -245,6 +247,22 @@ impl Campaigns {
         tracing::info!(campaign = %id, state = next.as_str(), "campaign {}", control.verb());
         self.run(&current.campaign, next);
         Ok(self.0.store.campaign(id).await?)
+    }
+
+    /// Pause a running campaign on its own (its trunk was removed): new calls wait for an
+    /// operator's resume.
+    pub(crate) async fn pause(inner: &Arc<Inner>, id: &str, why: &str) {
+        tracing::warn!(campaign = %id, why, "campaign paused");
+        let paused = inner
+            .store
+            .set_campaign_state(id, CampaignState::Paused, inner.clock.now_ms())
+            .await;
+        if let Err(e) = paused {
+            tracing::error!(campaign = %id, error = %e, "storing the campaign's state");
+        }
+        if let Some(tx) = inner.runners.lock().expect("runners lock").get(id) {
+            let _ = tx.send(CampaignState::Paused);
+        }
     }
 
     /// Tell the campaign's runner its new state, starting one if none runs.

@@ -168,6 +168,13 @@ impl Runner {
         next_dial: &mut Instant,
         gap: Duration,
     ) {
+        if let Some(via) = &self.settings.via
+            && !self.inner.dialer.reaches(via)
+        {
+            let why = format!("`{via}` is no longer a trunk or bridge of this host");
+            super::Campaigns::pause(&self.inner, &self.id, &why).await;
+            return;
+        }
         let max = self.settings.pacing.max_concurrent as usize;
         while active.len() < max && Instant::now() >= *next_dial {
             let now = self.inner.clock.now();
