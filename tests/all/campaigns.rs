@@ -491,3 +491,71 @@ async fn a_campaign_pauses_when_its_trunk_is_removed_live_and_resumes_once_it_is
         assert_eq!(seen.get(number.as_str()), Some(&1), "{number}: {seen:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_who_says_stop_calling_me_is_on_the_list_before_the_call_ends() {
+    if !require("baresip") {
+        return;
+    }
+    use crate::support::baresip::Baresip;
+    use crate::support::calls::mic;
+    use crate::support::fake_openai::{FakeOpenAi, Reply, Script};
+
+    let model = FakeOpenAi::start(Script {
+        api_key: "test".into(),
+        replies: vec![Reply::Echo],
+        caller_transcript: "Please stop calling me.".into(),
+        ..Script::default()
+    })
+    .await;
+    // The contact's phone answers at once and says its piece a second later.
+    let number = "+12125550301";
+    let phone = Baresip::start_with_mic(
+        &format!("<sip:{number}@127.0.0.1>;regint=0;answermode=auto;audio_codecs=pcmu"),
+        "",
+        &mic(30.0, &[(1.0, 0.8)]),
+    )
+    .await;
+    let host = host_with_trunk(phone.sip_port, MONDAY_10_NY)
+        .model(&format!(
+            "provider = \"openai\"\nbase-url = \"{}\"\napi-key = \"test\"",
+            model.url
+        ))
+        .start();
+    let api = Api::new(host.http, None);
+    let created = api
+        .post("/v1/campaigns", &campaign(json!([{"number": number}])))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.json["id"].as_str().unwrap().to_string();
+    api.post(&format!("/v1/campaigns/{id}/start"), &json!({}))
+        .await;
+
+    // On the list while the call is still up.
+    let listed = api
+        .poll("/v1/dnc", Duration::from_secs(15), |l| {
+            l["numbers"].as_array().is_some_and(|n| !n.is_empty())
+        })
+        .await;
+    assert_eq!(listed["numbers"][0]["number"], number, "{listed}");
+    let source = listed["numbers"][0]["source"].as_str().unwrap().to_string();
+    let call_id = source.strip_prefix("call:").expect("the call it came from");
+    let call = api.get(&format!("/v1/calls/{call_id}")).await;
+    assert_eq!(call.json["call"]["state"], "active", "{}", call.text);
+    assert_eq!(call.json["call"]["metadata"]["campaign"]["id"], id.as_str());
+    api.post(&format!("/v1/calls/{call_id}/hangup"), &json!({}))
+        .await;
+    wait_finished(&api, &id, 15).await;
+
+    // Never dialled again: the next campaign skips the number.
+    let again = api
+        .post("/v1/campaigns", &campaign(json!([{"number": number}])))
+        .await;
+    let next = again.json["id"].as_str().unwrap().to_string();
+    api.post(&format!("/v1/campaigns/{next}/start"), &json!({}))
+        .await;
+    wait_finished(&api, &next, 15).await;
+    let got = outcomes(&api, &next).await;
+    assert_eq!(got[number].0, "dnc-skipped");
+    assert_eq!(got[number].1, 0);
+}
