@@ -309,3 +309,93 @@ pub async fn dnc_remove(
         })
     }
 }
+
+/// The OpenAPI schemas of these endpoints.
+pub(super) fn openapi_schemas() -> Value {
+    let retry = json!({"type": "object", "required": ["delay_s", "max_attempts"], "properties": {
+        "delay_s": {"type": "integer", "minimum": 0}, "max_attempts": {"type": "integer", "minimum": 1}}});
+    json!({
+        "CampaignSettings": {"type": "object", "required": ["name", "consent_basis"], "properties": {
+            "name": {"type": "string"},
+            "agent": {"type": "string", "description": "The agent that runs each call (or give number)"},
+            "number": {"type": "string", "description": "Route as if this number were dialled in"},
+            "via": {"type": "string", "description": "A trunk or a bridge, as in POST /v1/calls; the campaign pauses if it is removed"},
+            "from": {"type": "string", "description": "Caller id (a bridge's: one of its numbers)"},
+            "pacing": {"type": "object", "properties": {
+                "max_concurrent": {"type": "integer", "minimum": 1, "maximum": crate::campaigns::settings::MAX_CONCURRENT, "default": 1},
+                "calls_per_second": {"type": "number", "exclusiveMinimum": 0, "maximum": crate::campaigns::settings::MAX_CALLS_PER_SECOND, "default": 1}}},
+            "window": {"type": "object", "description": "In each contact's local time; a number in several zones is called when the window holds in all", "properties": {
+                "days": {"type": "array", "items": {"enum": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]}, "default": ["mon", "tue", "wed", "thu", "fri"]},
+                "start": {"type": "string", "default": "09:00"}, "end": {"type": "string", "default": "20:00", "description": "Not included"},
+                "holidays": {"type": "array", "items": {"type": "string", "format": "date"}}}},
+            "default_time_zone": {"type": "string", "description": "IANA zone of contacts whose row and number give none"},
+            "max_attempts_per_day": {"type": "integer", "minimum": 1, "default": 2},
+            "retry": {"type": "object", "properties": {"busy": retry, "no_answer": retry, "failed": retry, "machine": retry}},
+            "consent_basis": {"type": "string", "description": "Why these people may be called; in exports"},
+            "opt_out_key": {"type": "string", "maxLength": 1, "description": "A key that puts the callee on the do-not-call list"},
+            "until": {"type": "string", "format": "date-time", "description": "Contacts still waiting then end as window-closed"},
+            "contacts": {"type": "array", "items": {"type": "object", "required": ["number"], "properties": {
+                "number": {"type": "string", "description": "E.164"}, "name": {"type": "string"},
+                "time_zone": {"type": "string"}, "metadata": {"type": "object"}}}},
+            "contacts_csv": {"type": "string", "description": "CSV with a header: number, name, time_zone; other columns go to metadata"}}},
+        "CampaignProgress": {"type": "object", "properties": {
+            "campaign": {"type": "object", "properties": {
+                "id": {"type": "string"}, "name": {"type": "string"},
+                "state": {"enum": ["ready", "running", "paused", "cancelled", "finished"]},
+                "settings": {"$ref": "#/components/schemas/CampaignSettings"},
+                "created_at_ms": {"type": "integer"}, "updated_at_ms": {"type": "integer"}}},
+            "contacts": {"type": "integer"}, "pending": {"type": "integer"}, "dialing": {"type": "integer"},
+            "done": {"type": "integer"}, "attempts": {"type": "integer"},
+            "outcomes": {"type": "array", "items": {"type": "array", "prefixItems": [{"type": "string"}, {"type": "integer"}]}}}},
+        "Rejected": {"type": "object", "properties": {"line": {"type": "integer"}, "why": {"type": "string"}}},
+    })
+}
+
+/// The OpenAPI paths of these endpoints.
+pub(super) fn openapi_paths() -> Value {
+    use super::openapi::{error_response, id_param, ok_json, query};
+    let unauthorized = error_response("Missing or wrong bearer token");
+    let not_found = error_response("campaign_not_found");
+    let progress = json!({"$ref": "#/components/schemas/CampaignProgress"});
+    let rejected = json!({"type": "array", "items": {"$ref": "#/components/schemas/Rejected"}});
+    json!({
+        "/v1/campaigns": {
+            "post": {"summary": "Create a campaign (state ready) with its contacts", "operationId": "createCampaign",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CampaignSettings"}}}},
+                "responses": {
+                    "201": ok_json("Created; contacts that cannot be called are listed by line (CSV) or index (JSON)",
+                        json!({"type": "object", "properties": {"id": {"type": "string"}, "imported": {"type": "integer"}, "rejected": rejected}})),
+                    "400": error_response("bad_campaign or bad_value (field named), no_callable_contacts (detail.rejected), too_many_contacts; nothing created"),
+                    "401": unauthorized.clone()}},
+            "get": {"summary": "Every campaign with its progress, newest first", "operationId": "listCampaigns",
+                "responses": {"200": ok_json("Campaigns", json!({"type": "object", "properties": {"campaigns": {"type": "array", "items": progress}}})),
+                    "401": unauthorized.clone()}}},
+        "/v1/campaigns/{id}": {"get": {"summary": "A campaign's settings, state and progress", "operationId": "getCampaign",
+            "parameters": [id_param()],
+            "responses": {"200": ok_json("Progress", progress.clone()), "401": unauthorized.clone(), "404": not_found.clone()}}},
+        "/v1/campaigns/{id}/contacts": {"get": {"summary": "Every contact with its attempts (outcome, call id)", "operationId": "campaignContacts",
+            "parameters": [id_param()],
+            "responses": {"200": ok_json("Contacts", json!({"type": "object"})), "401": unauthorized.clone(), "404": not_found.clone()}}},
+        "/v1/campaigns/{id}/results.csv": {"get": {"summary": "Results as CSV, one row per contact, with the consent basis", "operationId": "campaignResults",
+            "parameters": [id_param()],
+            "responses": {"200": {"description": "CSV", "content": {"text/csv": {"schema": {"type": "string"}}}}, "401": unauthorized.clone(), "404": not_found.clone()}}},
+        "/v1/campaigns/{id}/{action}": {"post": {"summary": "start (ready), pause (running), resume (paused) or cancel (contacts still waiting end as cancelled)", "operationId": "controlCampaign",
+            "parameters": [id_param(), {"name": "action", "in": "path", "required": true, "schema": {"enum": ["start", "pause", "resume", "cancel"]}}],
+            "responses": {"200": ok_json("Progress after the change", progress), "401": unauthorized.clone(), "404": not_found,
+                "409": error_response("campaign_state: not allowed in the campaign's state")}}},
+        "/v1/dnc": {
+            "get": {"summary": "The do-not-call list, newest first", "operationId": "listDnc",
+                "parameters": [query("limit", json!({"type": "integer", "minimum": 1, "maximum": 100000}), "Default 1000")],
+                "responses": {"200": ok_json("Numbers", json!({"type": "object", "properties": {"numbers": {"type": "array", "items": {"type": "object", "properties": {
+                    "number": {"type": "string"}, "source": {"type": "string", "description": "api, import, or call:<id> (an in-call opt-out)"}, "added_at_ms": {"type": "integer"}}}}}})),
+                    "401": unauthorized.clone()}},
+            "post": {"summary": "Add numbers (E.164), or import a file's first column (csv)", "operationId": "addDnc",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "properties": {
+                    "numbers": {"type": "array", "items": {"type": "string"}}, "csv": {"type": "string"}}}}}},
+                "responses": {"200": ok_json("Added", json!({"type": "object", "properties": {"added": {"type": "integer"}, "rejected": rejected}})),
+                    "401": unauthorized.clone()}}},
+        "/v1/dnc/{number}": {"delete": {"summary": "Remove a number from the do-not-call list", "operationId": "removeDnc",
+            "parameters": [{"name": "number", "in": "path", "required": true, "schema": {"type": "string"}}],
+            "responses": {"204": {"description": "Removed"}, "401": unauthorized, "404": error_response("Not on the list")}}},
+    })
+}

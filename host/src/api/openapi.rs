@@ -9,19 +9,19 @@ use super::validate::{
     MAX_NUMBER, MAX_TARGET, MAX_TRUNK, TRANSFER_TARGET_FORMS,
 };
 
-fn error_response(description: &str) -> Value {
+pub(super) fn error_response(description: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
 
-fn ok_json(description: &str, schema: Value) -> Value {
+pub(super) fn ok_json(description: &str, schema: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
 }
 
-fn id_param() -> Value {
+pub(super) fn id_param() -> Value {
     json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}})
 }
 
-fn query(name: &str, schema: Value, description: &str) -> Value {
+pub(super) fn query(name: &str, schema: Value, description: &str) -> Value {
     json!({"name": name, "in": "query", "required": false, "schema": schema, "description": description})
 }
 
@@ -206,19 +206,22 @@ fn config_paths() -> Value {
 /// The document (also used by the tests).
 pub fn spec() -> Value {
     let mut doc = base_spec();
-    if let (Some(schemas), Value::Object(more)) = (
-        doc["components"]["schemas"].as_object_mut(),
-        config_schemas(),
-    ) {
-        schemas.extend(more);
+    for more in [config_schemas(), super::campaigns::openapi_schemas()] {
+        if let (Some(schemas), Value::Object(more)) =
+            (doc["components"]["schemas"].as_object_mut(), more)
+        {
+            schemas.extend(more);
+        }
     }
-    if let (Some(paths), Value::Object(more)) = (doc["paths"].as_object_mut(), config_paths()) {
-        paths.extend(more);
+    for more in [config_paths(), super::campaigns::openapi_paths()] {
+        if let (Some(paths), Value::Object(more)) = (doc["paths"].as_object_mut(), more) {
+            paths.extend(more);
+        }
     }
     doc
 }
 
-/// Every path but the live configuration's.
+/// Every path but the live configuration's and the campaigns'.
 fn base_spec() -> Value {
     let unauthorized = error_response("Missing or wrong bearer token");
     let not_found = error_response("No call with this id");
