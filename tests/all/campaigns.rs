@@ -559,3 +559,72 @@ async fn a_contact_who_says_stop_calling_me_is_on_the_list_before_the_call_ends(
     assert_eq!(got[number].0, "dnc-skipped");
     assert_eq!(got[number].1, 0);
 }
+
+/// The confirmation campaign of the appointment desk, end to end: the contact's row reaches the
+/// agent (it greets the patient by name with the appointment from the row), the patient presses
+/// 1, and the campaign's results say `confirmed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_appointments_agent_runs_a_confirmation_campaign() {
+    if !require("baresip") || !require("espeak-ng") {
+        return;
+    }
+    use crate::support::baresip::Baresip;
+
+    let number = "+12125550401";
+    let phone = Baresip::start_with(
+        &format!("<sip:{number}@127.0.0.1>;regint=0;answermode=auto;audio_codecs=pcmu"),
+        "",
+    )
+    .await;
+    let mut ctrl = phone.ctrl().await;
+    let host = Host::builder()
+        .examples(&["appointments"])
+        .calls("codecs = [\"pcmu\"]")
+        .config(&format!(
+            "[[sip.trunks]]\nname = \"carrier\"\noutbound-proxy = \"127.0.0.1:{}\"",
+            phone.sip_port
+        ))
+        .env("SWITCHBOARD_TEST_CLOCK", MONDAY_10_NY)
+        .start();
+    let api = Api::new(host.http, None);
+    let mut body = campaign(json!([{"number": number, "name": "Ann",
+        "metadata": {"when": "Tuesday at 10:30", "with": "Doctor Rivera"}}]));
+    body["agent"] = json!("appointments");
+    let created = api.post("/v1/campaigns", &body).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.json["id"].as_str().unwrap().to_string();
+    api.post(&format!("/v1/campaigns/{id}/start"), &json!({}))
+        .await;
+
+    assert!(
+        ctrl.wait_event("CALL_ESTABLISHED", Duration::from_secs(20))
+            .await
+            .is_some(),
+        "{}",
+        phone.log()
+    );
+    // Part of the greeting, then 1 to confirm.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ctrl.command("sndcode", "1").await;
+    let progress = wait_finished(&api, &id, 40).await;
+    assert_eq!(progress["outcomes"], json!([["answered", 1]]), "{progress}");
+    let contacts = api.get(&format!("/v1/campaigns/{id}/contacts")).await;
+    let contact = &contacts.json["contacts"][0];
+    assert_eq!(contact["agent_outcome"], "confirmed", "{contact}");
+    let call_id = contact["attempts"][0]["call_id"].as_str().unwrap();
+    let call = api.get(&format!("/v1/calls/{call_id}")).await;
+    let said: Vec<&str> = call.json["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["role"] == "agent")
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        said[0].starts_with("Hello Ann, this is Riverside Clinic about your appointment with Doctor Rivera on Tuesday at 10:30."),
+        "{said:?}"
+    );
+    assert!(said.iter().any(|s| s.contains("is confirmed")), "{said:?}");
+    let csv = api.get(&format!("/v1/campaigns/{id}/results.csv")).await;
+    assert!(csv.text.contains(",answered,confirmed,"), "{}", csv.text);
+}

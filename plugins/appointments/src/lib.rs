@@ -1,6 +1,9 @@
-//! Appointment confirmation: looks the patient's number up (kv, seeded from config), greets with
-//! the appointment; keypad 1 confirms, 2 asks to reschedule, 0 transfers to the operator. The
-//! voice model can do the same through the confirm / reschedule / cancel tools.
+//! Appointment confirmation: looks the patient's number up (kv, seeded from config) or, on a
+//! campaign's call, reads the appointment from the contact's row (metadata `when`, `with`, and
+//! `patient` or `name`), greets with it; keypad 1 confirms, 2 asks to reschedule, 0 transfers to
+//! the operator. The voice model can do the same through the confirm / reschedule / cancel
+//! tools. Each answer is also the call's outcome (`confirmed`, `reschedule-requested`,
+//! `cancelled`), which a campaign's results show.
 //!
 //! Handed a call by another agent (the receptionist's keypad 2), it reads `call.context()`:
 //! the greeting says it has the caller's details from reception, and the model's instructions
@@ -70,6 +73,31 @@ enum Status {
     Cancelled,
 }
 
+impl Status {
+    /// The call's outcome for an answer.
+    fn outcome(self) -> &'static str {
+        match self {
+            Status::Booked => "booked",
+            Status::Confirmed => "confirmed",
+            Status::RescheduleRequested => "reschedule-requested",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The appointment a campaign's contact row carries in the call's metadata.
+fn from_contact_row(metadata: &str) -> Option<Appointment> {
+    let row: serde_json::Value = serde_json::from_str(metadata).ok()?;
+    let field = |name: &str| row.get(name).and_then(|v| v.as_str()).map(String::from);
+    Some(Appointment {
+        patient: field("patient").or_else(|| field("name"))?,
+        when: field("when")?,
+        with: field("with")?,
+        status: Status::Booked,
+        note: None,
+    })
+}
+
 #[derive(Default)]
 struct Appointments {
     patient_number: String,
@@ -125,6 +153,9 @@ impl Appointments {
         let json = serde_json::to_string(appointment).expect("serialisable");
         kv::set_string(&key_for(&self.patient_number), &json)
             .map_err(|e| format!("could not save: {e}"))?;
+        if let Err(e) = call::set_outcome(status.outcome()) {
+            log::warn(&format!("the outcome was not recorded: {e}"));
+        }
         Ok(serde_json::json!({ "status": status, "when": appointment.when }).to_string())
     }
 
@@ -138,8 +169,10 @@ impl Appointments {
             Direction::Outbound => info.callee,
             Direction::Inbound => info.caller,
         };
-        self.appointment = kv::get_string(&key_for(&self.patient_number))
-            .and_then(|json| serde_json::from_str(&json).ok());
+        self.appointment = from_contact_row(&info.metadata).or_else(|| {
+            kv::get_string(&key_for(&self.patient_number))
+                .and_then(|json| serde_json::from_str(&json).ok())
+        });
         expect_answers();
         match &self.appointment {
             Some(a) => SessionConfig::new(format!(
