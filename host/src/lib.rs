@@ -14,6 +14,7 @@ pub mod config_client;
 pub mod domain;
 pub mod live;
 pub mod logs;
+pub mod mcp;
 pub mod media;
 pub mod model;
 pub mod otlp;

@@ -1,0 +1,168 @@
+//! The MCP tools of one agent version: its servers' tools, listed once and kept, each under the
+//! name the model calls it by (`server__tool`). A server that cannot be listed has no tools
+//! until it is asked again, [`super::McpConfig::retry_after_ms`] later; nobody waits longer
+//! than the list timeout for it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{McpClient, McpConfig, McpError, McpServer};
+
+/// Longest model-facing tool name (OpenAI's function-name rule: `^[a-zA-Z0-9_-]{1,64}$`).
+pub const MAX_TOOL_NAME: usize = 64;
+
+/// One MCP tool as the model is offered it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpTool {
+    /// What the model calls: `server__tool`, characters outside `[a-zA-Z0-9_-]` as `_`.
+    pub name: String,
+    pub server: String,
+    /// The tool's own name on its server.
+    pub tool: String,
+    pub description: String,
+    /// JSON Schema of the arguments, as JSON text.
+    pub parameters: String,
+}
+
+/// The model-facing name of `tool` on `server`.
+pub fn model_name(server: &str, tool: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    let mut name = format!("{}__{}", clean(server), clean(tool));
+    name.truncate(MAX_TOOL_NAME);
+    name
+}
+
+/// One server's listing.
+enum Listing {
+    NotYet,
+    Listed(Arc<Vec<McpTool>>),
+    Failed(Instant),
+}
+
+struct Entry {
+    client: McpClient,
+    listing: tokio::sync::Mutex<Listing>,
+}
+
+/// The MCP servers of one agent version and their tools.
+pub struct Catalog {
+    servers: Vec<Entry>,
+    config: McpConfig,
+}
+
+impl Catalog {
+    pub fn new(servers: Vec<McpServer>, config: McpConfig) -> Catalog {
+        let http = config.http_client();
+        Catalog {
+            servers: servers
+                .into_iter()
+                .map(|server| Entry {
+                    client: McpClient::new(server, http.clone()),
+                    listing: tokio::sync::Mutex::new(Listing::NotYet),
+                })
+                .collect(),
+            config,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    /// Every tool of the servers that could be listed, in manifest order. Servers not listed
+    /// yet (or due for another try) are listed now, concurrently, each within the list
+    /// timeout; a name already taken by an earlier tool is skipped.
+    pub async fn tools(&self) -> Vec<McpTool> {
+        let listings =
+            futures_util::future::join_all(self.servers.iter().map(|e| self.listing(e))).await;
+        let mut seen = HashSet::new();
+        let mut tools = Vec::new();
+        for tool in listings.iter().flat_map(|l| l.iter()) {
+            if seen.insert(tool.name.clone()) {
+                tools.push(tool.clone());
+            } else {
+                tracing::warn!(server = %tool.server, tool = %tool.tool, name = %tool.name, "MCP tool name taken by another tool; not offered");
+            }
+        }
+        tools
+    }
+
+    async fn listing(&self, entry: &Entry) -> Arc<Vec<McpTool>> {
+        let mut listing = entry.listing.lock().await;
+        let retry_after = Duration::from_millis(self.config.retry_after_ms);
+        match &*listing {
+            Listing::Listed(tools) => return tools.clone(),
+            Listing::Failed(at) if at.elapsed() < retry_after => return Arc::default(),
+            _ => {}
+        }
+        let server = entry.client.server();
+        let timeout = Duration::from_millis(self.config.list_timeout_ms);
+        match entry.client.list_tools(timeout).await {
+            Ok(found) => {
+                let tools: Arc<Vec<McpTool>> = Arc::new(
+                    found
+                        .into_iter()
+                        .map(|t| McpTool {
+                            name: model_name(&server.name, &t.name),
+                            server: server.name.clone(),
+                            description: t.description,
+                            parameters: t.input_schema.to_string(),
+                            tool: t.name,
+                        })
+                        .collect(),
+                );
+                tracing::info!(server = %server.name, tools = tools.len(), "MCP tools listed");
+                *listing = Listing::Listed(tools.clone());
+                tools
+            }
+            Err(error) => {
+                tracing::warn!(server = %server.name, url = %server.url, %error, "MCP server not listed; its tools are missing until it is asked again");
+                *listing = Listing::Failed(Instant::now());
+                Arc::default()
+            }
+        }
+    }
+
+    /// Call `tool` on `server` with `arguments` (JSON text) within the call timeout.
+    pub async fn call(&self, server: &str, tool: &str, arguments: &str) -> Result<String, McpError> {
+        let Some(entry) = self.servers.iter().find(|e| e.client.server().name == server) else {
+            return Err(McpError::Protocol(format!("no MCP server `{server}`")));
+        };
+        let arguments: serde_json::Value = if arguments.trim().is_empty() {
+            serde_json::json!({})
+        } else {
+            serde_json::from_str(arguments)
+                .map_err(|e| McpError::Protocol(format!("the arguments are not JSON: {e}")))?
+        };
+        let timeout = Duration::from_millis(self.config.call_timeout_ms);
+        entry.client.call_tool(tool, arguments, timeout).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_names_fit_the_function_name_rule() {
+        assert_eq!(model_name("crm", "lookup"), "crm__lookup");
+        assert_eq!(model_name("crm", "contacts.find v2"), "crm__contacts_find_v2");
+        let long = model_name("crm", &"x".repeat(100));
+        assert_eq!(long.len(), MAX_TOOL_NAME);
+        assert!(
+            long.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        );
+    }
+}
