@@ -135,8 +135,17 @@ impl Catalog {
     }
 
     /// Call `tool` on `server` with `arguments` (JSON text) within the call timeout.
-    pub async fn call(&self, server: &str, tool: &str, arguments: &str) -> Result<String, McpError> {
-        let Some(entry) = self.servers.iter().find(|e| e.client.server().name == server) else {
+    pub async fn call(
+        &self,
+        server: &str,
+        tool: &str,
+        arguments: &str,
+    ) -> Result<String, McpError> {
+        let Some(entry) = self
+            .servers
+            .iter()
+            .find(|e| e.client.server().name == server)
+        else {
             return Err(McpError::Protocol(format!("no MCP server `{server}`")));
         };
         let arguments: serde_json::Value = if arguments.trim().is_empty() {
@@ -157,7 +166,10 @@ mod tests {
     #[test]
     fn model_names_fit_the_function_name_rule() {
         assert_eq!(model_name("crm", "lookup"), "crm__lookup");
-        assert_eq!(model_name("crm", "contacts.find v2"), "crm__contacts_find_v2");
+        assert_eq!(
+            model_name("crm", "contacts.find v2"),
+            "crm__contacts_find_v2"
+        );
         let long = model_name("crm", &"x".repeat(100));
         assert_eq!(long.len(), MAX_TOOL_NAME);
         assert!(

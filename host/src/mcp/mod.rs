@@ -519,12 +519,17 @@ mod tests {
 
     #[test]
     fn sse_events_and_rpc_answers() {
-        let event = "event: message\nid: 7\ndata: {\"jsonrpc\":\"2.0\",\n\ndata: \"id\":3}\n";
-        assert_eq!(sse_data(event), None, "a torn event is not a message");
+        assert_eq!(sse_data("event: ping\n"), None);
+        // Data may be split over several lines.
+        let split = "data: {\"jsonrpc\":\"2.0\",\ndata: \"id\":3}\n";
+        assert_eq!(sse_data(split).unwrap()["id"], 3);
         let event = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"x\":1}}\n";
         let message = sse_data(event).unwrap();
         assert_eq!(rpc_result(message).unwrap(), json!({"x": 1}));
         let error = json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32602, "message": "bad"}});
-        assert!(matches!(rpc_result(error), Err(McpError::Rpc { code: -32602, .. })));
+        assert!(matches!(
+            rpc_result(error),
+            Err(McpError::Rpc { code: -32602, .. })
+        ));
     }
 }

@@ -306,7 +306,10 @@ mod tests {
         let m = Manifest::parse(GOOD, "desk.toml").unwrap();
         assert_eq!(m.name, "desk");
         assert_eq!(m.capabilities.kv_quota_bytes, 4096);
-        assert_eq!(m.capabilities.mcp[0].authorization.as_deref(), Some("api-key"));
+        assert_eq!(
+            m.capabilities.mcp[0].authorization.as_deref(),
+            Some("api-key")
+        );
         assert!(m.allows_transfer("sip:operator@pbx"));
         assert!(m.allows_transfer("tel:+15550199"));
         assert!(!m.allows_transfer("sip:operator@evil"));
