@@ -12,6 +12,7 @@ pub mod call;
 pub mod config;
 pub mod config_client;
 pub mod domain;
+pub mod egress;
 pub mod live;
 pub mod logs;
 pub mod mcp;

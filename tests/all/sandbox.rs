@@ -200,6 +200,29 @@ async fn http_reaches_only_allowed_hosts() {
     assert!(denied.result.unwrap_err().contains("NotAllowed"));
 }
 
+/// A granted name that resolves to loopback is not a way in: only the literal address, listed,
+/// reaches a local service (a DNS name could be pointed there by whoever owns it).
+#[tokio::test]
+async fn a_granted_name_resolving_to_loopback_is_refused() {
+    let port = one_shot_http("secret");
+    let (rt, v, _dir, _data) = load_probe(&format!("localhost:{port}"), 1000, 64).await;
+    let mut s = rt.session(&v, "http").await.unwrap();
+    s.start(&switchboard::plugins::runtime::test_call_info(
+        "c", "1", "2",
+    ))
+    .await
+    .unwrap();
+    let refused = s
+        .tool_call("fetch", &format!("http://localhost:{port}/"))
+        .await
+        .unwrap();
+    let err = refused.result.unwrap_err();
+    assert!(
+        err.contains("Unavailable") && err.contains("loopback"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn kv_quota_transfer_allowlist_and_effect_order() {
     let (rt, v, _dir, _data) = load_probe("api.example.com", 1000, 64).await;

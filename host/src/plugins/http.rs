@@ -1,8 +1,11 @@
-//! Outbound HTTP for agents: only to hosts their manifest lists, no redirects, capped sizes.
+//! Outbound HTTP for agents: only to hosts their manifest lists (the rules of
+//! [`crate::egress`]), no redirects, capped sizes.
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
+
+use crate::egress::{EgressError, with_causes};
 
 pub const MAX_REQUEST_BODY: usize = 256 << 10;
 pub const MAX_RESPONSE_BODY: usize = 1 << 20;
@@ -40,37 +43,12 @@ pub struct HttpClient {
 
 impl Default for HttpClient {
     fn default() -> Self {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
+        let client = crate::egress::client_builder()
             .timeout(TIMEOUT)
             .build()
             .expect("static client configuration");
         HttpClient { client }
     }
-}
-
-/// Whether `url`'s host is in `allowed` (see [`super::manifest::Capabilities::http`]).
-pub fn host_allowed(url: &url::Url, allowed: &[String]) -> bool {
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_ascii_lowercase();
-    let port = url.port_or_known_default();
-    allowed.iter().any(|pattern| {
-        let pattern = pattern.to_ascii_lowercase();
-        let (name, want_port) = match pattern.rsplit_once(':') {
-            Some((name, p)) => (name.to_string(), p.parse::<u16>().ok()),
-            None => (pattern.clone(), None),
-        };
-        let name_ok = match name.strip_prefix("*.") {
-            Some(domain) => host.ends_with(&format!(".{domain}")),
-            None => host == name,
-        };
-        name_ok && want_port.is_none_or(|p| Some(p) == port)
-    })
 }
 
 impl HttpClient {
@@ -79,20 +57,12 @@ impl HttpClient {
         req: FetchRequest,
         allowed: &[String],
     ) -> Result<FetchResponse, FetchError> {
-        let url = url::Url::parse(&req.url)
-            .map_err(|e| FetchError::Invalid(format!("bad url `{}`: {e}", req.url)))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(FetchError::Invalid(format!(
-                "scheme `{}` is not supported; use http or https",
-                url.scheme()
-            )));
-        }
-        if !host_allowed(&url, allowed) {
-            return Err(FetchError::NotAllowed(format!(
-                "host `{}` is not in the manifest's [capabilities] http list",
-                url.host_str().unwrap_or("")
-            )));
-        }
+        let url = crate::egress::check(&req.url, allowed).map_err(|e| match e {
+            EgressError::NotAllowed(host) => FetchError::NotAllowed(format!(
+                "host `{host}` is not in the manifest's [capabilities] http list"
+            )),
+            other => FetchError::Invalid(other.to_string()),
+        })?;
         let method = match req.method.to_ascii_uppercase().as_str() {
             m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD") => {
                 reqwest::Method::from_bytes(m.as_bytes()).expect("known method")
@@ -117,11 +87,10 @@ impl HttpClient {
         for (name, value) in &req.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
-        let response = builder
-            .body(req.body)
-            .send()
-            .await
-            .map_err(|e| FetchError::Unavailable(format!("request failed: {e}")))?;
+        let response =
+            builder.body(req.body).send().await.map_err(|e| {
+                FetchError::Unavailable(format!("request failed: {}", with_causes(&e)))
+            })?;
         let status = response.status().as_u16();
         let headers = response
             .headers()
@@ -151,28 +120,5 @@ impl HttpClient {
             headers,
             body,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn allowlist_matches_host_port_and_subdomains() {
-        let allowed = vec![
-            "api.example.com".to_string(),
-            "127.0.0.1:8080".to_string(),
-            "*.example.org".to_string(),
-        ];
-        let ok = |u: &str| host_allowed(&url::Url::parse(u).unwrap(), &allowed);
-        assert!(ok("https://api.example.com/v1"));
-        assert!(ok("http://api.example.com:9999/"));
-        assert!(ok("http://127.0.0.1:8080/x"));
-        assert!(!ok("http://127.0.0.1:8081/x"));
-        assert!(ok("https://eu.example.org/"));
-        assert!(!ok("https://example.org/"));
-        assert!(!ok("https://api.example.com.evil.net/"));
-        assert!(!ok("https://evil.net/?api.example.com"));
     }
 }

@@ -48,14 +48,7 @@ pub(super) fn transport_error(error: reqwest::Error) -> ProviderError {
     } else {
         ErrorKind::Server
     };
-    let mut message = error.to_string();
-    let mut cause = std::error::Error::source(&error);
-    while let Some(c) = cause {
-        message.push_str(": ");
-        message.push_str(&c.to_string());
-        cause = c.source();
-    }
-    ProviderError::new(kind, None, message)
+    ProviderError::new(kind, None, crate::egress::with_causes(&error))
 }
 
 /// `what` did not happen within `after`.
