@@ -30,6 +30,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::egress::with_causes;
 use crate::model::Secret;
 
 pub use catalog::{Catalog, McpTool};
@@ -85,11 +86,11 @@ impl Default for McpConfig {
 }
 
 impl McpConfig {
-    /// The HTTP client MCP requests go through: no redirects (a server cannot send us past
-    /// the allow-list), the connect timeout.
+    /// The HTTP client MCP requests go through: the egress rules of every fetch made on an
+    /// agent's behalf ([`crate::egress`]: no redirects, names never resolving to local
+    /// addresses), and the connect timeout.
     pub fn http_client(&self) -> reqwest::Client {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
+        crate::egress::client_builder()
             .connect_timeout(Duration::from_millis(self.connect_timeout_ms))
             .build()
             .expect("static client configuration")
@@ -329,7 +330,7 @@ impl McpClient {
         let response = request
             .send()
             .await
-            .map_err(|e| McpError::Unreachable(error_chain(&e)))?;
+            .map_err(|e| McpError::Unreachable(with_causes(&e)))?;
         let status = response.status();
         let session_id = response
             .headers()
@@ -380,23 +381,11 @@ async fn within<T>(
         .unwrap_or(Err(McpError::Timeout(timeout)))
 }
 
-/// reqwest's error with its causes (the top level alone often says only "error sending").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 async fn read_capped(response: reqwest::Response) -> Result<Vec<u8>, McpError> {
     let mut body = Vec::new();
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| McpError::Unreachable(error_chain(&e)))?;
+        let chunk = chunk.map_err(|e| McpError::Unreachable(with_causes(&e)))?;
         if body.len() + chunk.len() > MAX_RESPONSE {
             return Err(McpError::Protocol(format!(
                 "response over {MAX_RESPONSE} bytes"
@@ -414,7 +403,7 @@ async fn read_sse_answer(response: reqwest::Response, id: u64) -> Result<Value, 
     let mut read = 0usize;
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| McpError::Unreachable(error_chain(&e)))?;
+        let chunk = chunk.map_err(|e| McpError::Unreachable(with_causes(&e)))?;
         read += chunk.len();
         if read > MAX_RESPONSE {
             return Err(McpError::Protocol(format!(

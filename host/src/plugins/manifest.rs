@@ -213,21 +213,16 @@ impl Manifest {
             if !names.insert(name) {
                 return Err(format!("mcp server `{name}` is named twice"));
             }
-            let url = url::Url::parse(&server.url)
-                .map_err(|e| format!("mcp server `{name}`: bad url `{}`: {e}", server.url))?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(format!(
-                    "mcp server `{name}`: url scheme `{}` is not supported; use https or http",
-                    url.scheme()
-                ));
-            }
-            if !super::http::host_allowed(&url, &self.capabilities.http) {
-                return Err(format!(
-                    "mcp server `{name}`: host `{}` is not in the `http` list under \
-                     [capabilities]: add it there",
-                    url.host_str().unwrap_or("")
-                ));
-            }
+            // The same rules as `http.fetch`: an http(s) URL whose host the `http` list allows.
+            crate::egress::check(&server.url, &self.capabilities.http).map_err(|e| {
+                let fix = match e {
+                    crate::egress::EgressError::NotAllowed(_) => {
+                        ": add it to the `http` list under [capabilities]"
+                    }
+                    _ => "",
+                };
+                format!("mcp server `{name}`: {e}{fix}")
+            })?;
             if let Some(secret) = &server.authorization
                 && !self.capabilities.secrets.contains(secret)
             {
@@ -346,11 +341,11 @@ mod tests {
             ),
             (
                 "name = \"x\"\n[[capabilities.mcp]]\nname = \"crm\"\nurl = \"https://a.b/mcp\"",
-                "host `a.b` is not in the `http` list",
+                "host `a.b` is not in the allow-list: add it to the `http` list",
             ),
             (
                 "name = \"x\"\n[capabilities]\nhttp = [\"a.b\"]\n[[capabilities.mcp]]\nname = \"crm\"\nurl = \"ftp://a.b/mcp\"",
-                "scheme `ftp`",
+                "scheme `ftp` is not supported",
             ),
             (
                 "name = \"x\"\n[capabilities]\nhttp = [\"a.b\"]\n[[capabilities.mcp]]\nname = \"crm\"\nurl = \"https://a.b/mcp\"\nauthorization = \"TOKEN\"",
