@@ -27,7 +27,7 @@ from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import types
 
-from . import call, config, http, kv, log
+from . import call, config, http, kv, log, mcp
 from ._errors import HostError, Invalid, NotAllowed, Unavailable
 from .actions import collect_digits, hangup, play, say, send_dtmf, transfer
 
@@ -37,7 +37,7 @@ CallInfo = types.CallInfo
 __all__ = [
     "AgentBase", "Session", "Reject", "ToolError", "tool", "Role", "CallInfo",
     "say", "play", "send_dtmf", "transfer", "hangup", "collect_digits",
-    "call", "kv", "http", "config", "log",
+    "call", "kv", "http", "config", "log", "mcp",
     "HostError", "NotAllowed", "Invalid", "Unavailable",
 ]
 
