@@ -19,6 +19,7 @@ mod agents_js;
 mod agents_python;
 mod authoring;
 mod dev;
+mod mcp;
 mod readme_recipe;
 mod reload;
 mod sandbox;

@@ -24,6 +24,7 @@ pub mod fake_vonage;
 pub mod host;
 pub mod kamailio;
 pub mod linphone;
+pub mod mcp_servers;
 pub mod load;
 pub mod media;
 pub mod model_audio;
