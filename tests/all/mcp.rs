@@ -66,7 +66,10 @@ async fn mcp_client_lists_and_calls_both_reference_servers() {
         .iter()
         .find(|t| t.name == "bookings__book_table")
         .unwrap();
-    assert_eq!((book.server.as_str(), book.tool.as_str()), ("bookings", "book_table"));
+    assert_eq!(
+        (book.server.as_str(), book.tool.as_str()),
+        ("bookings", "book_table")
+    );
     let schema: Value = serde_json::from_str(&book.parameters).unwrap();
     assert_eq!(schema["required"], json!(["name", "day"]), "{schema}");
 
@@ -74,11 +77,16 @@ async fn mcp_client_lists_and_calls_both_reference_servers() {
         .call("bookings", "book_table", r#"{"name":"Ann","day":"Friday"}"#)
         .await
         .unwrap();
-    assert_eq!(booked, "Booked a table for Ann on Friday, confirmation B-42.");
+    assert_eq!(
+        booked,
+        "Booked a table for Ann on Friday, confirmation B-42."
+    );
     assert_eq!(
         bookings.calls(),
-        [json!({"tool": "book_table", "arguments": {"name": "Ann", "day": "Friday"},
-                "authorization": format!("Bearer {TOKEN}")})]
+        [
+            json!({"tool": "book_table", "arguments": {"name": "Ann", "day": "Friday"},
+                "authorization": format!("Bearer {TOKEN}")})
+        ]
     );
     let echoed = catalog
         .call("everything", "echo", r#"{"message":"hi"}"#)
@@ -88,7 +96,10 @@ async fn mcp_client_lists_and_calls_both_reference_servers() {
 
     // A tool that fails is an error with its own words, not a transport failure.
     let failed = catalog.call("bookings", "broken", "{}").await.unwrap_err();
-    assert!(matches!(&failed, McpError::Tool(t) if t.contains("broken")), "{failed:?}");
+    assert!(
+        matches!(&failed, McpError::Tool(t) if t.contains("broken")),
+        "{failed:?}"
+    );
 
     // A new server process knows no session: 404, a new session, the call goes through.
     bookings.restart().await;
@@ -116,5 +127,243 @@ async fn mcp_client_lists_and_calls_both_reference_servers() {
         .unwrap_err();
     assert!(matches!(slow, McpError::Timeout(_)), "{slow:?}");
     let took = started.elapsed();
-    assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
+/// The number the `mcp-agent` fixture answers.
+const NUMBER: &str = "4700";
+
+/// The fixture's manifest, granting `servers` (`(name, url, allow-list entry, secret)`).
+fn manifest(servers: &[(&str, String, String, Option<&str>)]) -> String {
+    let hosts: Vec<String> = servers.iter().map(|s| format!("{:?}", s.2)).collect();
+    let mut text = format!(
+        "name = \"mcp-agent\"\nnumbers = [\"{NUMBER}\"]\n[capabilities]\nhttp = [{}]\n\
+         secrets = [\"bookings-token\"]\n",
+        hosts.join(", ")
+    );
+    for (name, url, _, secret) in servers {
+        text.push_str(&format!(
+            "[[capabilities.mcp]]\nname = \"{name}\"\nurl = \"{url}\"\n"
+        ));
+        if let Some(secret) = secret {
+            text.push_str(&format!("authorization = \"{secret}\"\n"));
+        }
+    }
+    text
+}
+
+fn bookings_entry(bookings: &Bookings) -> (&'static str, String, String, Option<&'static str>) {
+    let host = format!("127.0.0.1:{}", bookings.port);
+    ("bookings", bookings.url(), host, Some("bookings-token"))
+}
+
+fn everything_entry(
+    everything: &Everything,
+) -> (&'static str, String, String, Option<&'static str>) {
+    ("everything", everything.url(), everything.host(), None)
+}
+
+fn start_host(fake: &FakeOpenAi, manifest: String) -> Host {
+    Host::builder()
+        .agent("mcp-agent", fixture("mcp-agent"), manifest)
+        .calls("codecs = [\"pcmu\"]")
+        .model(&format!(
+            "provider = \"openai\"\nbase-url = \"{}\"\napi-key = \"test\"",
+            fake.url
+        ))
+        .config(&format!(
+            "[agents.mcp]\ncall-timeout-ms = 3000\n\
+             [agent.mcp-agent.secrets]\nbookings-token = \"{TOKEN}\"\n"
+        ))
+        .start()
+}
+
+fn tool_call(name: &str, arguments: Value) -> Reply {
+    Reply::ToolCall {
+        name: name.into(),
+        arguments: arguments.to_string(),
+    }
+}
+
+/// The model's script: the greeting, then on the caller's first turn `calls` one after the
+/// other (each result asks for the next response), then a spoken answer.
+async fn model(calls: Vec<Reply>) -> FakeOpenAi {
+    let mut replies = vec![Reply::Echo];
+    replies.extend(calls);
+    replies.push(Reply::Speech {
+        transcript: "Anything else?".into(),
+        audio_ms: 500,
+    });
+    FakeOpenAi::start(Script {
+        api_key: "test".into(),
+        replies,
+        caller_transcript: "A table for Friday, please.".into(),
+        ..Script::default()
+    })
+    .await
+}
+
+/// A phone whose user speaks at 4 s (after the greeting).
+async fn phone() -> Baresip {
+    Baresip::start_with_mic(
+        "<sip:1001@127.0.0.1>;regint=0;audio_codecs=pcmu",
+        "module sndfile.so",
+        &mic(40.0, &[(4.0, 0.8)]),
+    )
+    .await
+}
+
+/// The function-call outputs the model got, in order.
+fn outputs(fake: &FakeOpenAi) -> Vec<String> {
+    fake.received_of("conversation.item.create")
+        .iter()
+        .filter(|e| e["item"]["type"] == "function_call_output")
+        .map(|e| e["item"]["output"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The tool names the model was offered in the session's first `session.update`.
+fn offered(fake: &FakeOpenAi) -> Vec<String> {
+    fake.received_of("session.update")[0]["session"]["tools"]
+        .as_array()
+        .map(|tools| {
+            tools
+                .iter()
+                .map(|t| t["name"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_tools_of_both_servers_in_a_call_and_a_server_stopped_mid_call() {
+    if !mcp_servers::available() || !require("baresip") {
+        return;
+    }
+    let mut bookings = Bookings::start(Some(TOKEN)).await;
+    let everything = Everything::start().await;
+    let fake = model(vec![
+        tool_call(
+            "bookings__book_table",
+            json!({"name": "Ann", "day": "Friday"}),
+        ),
+        tool_call("everything__echo", json!({"message": "table for Ann"})),
+        tool_call("bookings__slow", json!({"seconds": 30})),
+    ])
+    .await;
+    let manifest = manifest(&[bookings_entry(&bookings), everything_entry(&everything)]);
+    let mut host = start_host(&fake, manifest);
+    let phone = phone().await;
+    let mut ctrl = dial(&phone, NUMBER, host.sip_port).await;
+
+    host.expect(&["ToolCall", "bookings__book_table"], 30);
+    host.expect(&["ToolCall", "everything__echo"], 10);
+    host.expect(&["ToolCall", "bookings__slow"], 10);
+    // The slow tool is running on the server: stop the server under it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !bookings.calls().iter().any(|c| c["tool"] == "slow") {
+        assert!(Instant::now() < deadline, "slow never reached the server");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stopped = Instant::now();
+    bookings.stop();
+    let failed = host.expect(&["ToolResult", "ok: false", "tool unavailable"], 10);
+    assert!(
+        stopped.elapsed() < Duration::from_secs(4),
+        "{:?}: {failed}",
+        stopped.elapsed()
+    );
+    // The call goes on: the model answers, the caller hangs up.
+    host.expect(&["Transcript", "Agent", "Anything else?"], 10);
+    ctrl.command("hangup", "").await;
+    host.expect(&["call ended", "CallerHangup"], 10);
+
+    // The model was offered both servers' tools under their model-facing names.
+    let offered = offered(&fake);
+    for name in ["bookings__book_table", "everything__echo"] {
+        assert!(
+            offered.iter().any(|o| o == name),
+            "{name} not in {offered:?}"
+        );
+    }
+    // The arguments reached the server, with the agent's token.
+    let seen = bookings.calls();
+    assert_eq!(
+        seen[0]["arguments"],
+        json!({"name": "Ann", "day": "Friday"})
+    );
+    assert_eq!(seen[0]["authorization"], format!("Bearer {TOKEN}"));
+    // The results reached the model; the stopped server became an error result.
+    let outputs = outputs(&fake);
+    assert_eq!(outputs.len(), 3, "{outputs:?}");
+    assert_eq!(
+        outputs[0],
+        "Booked a table for Ann on Friday, confirmation B-42."
+    );
+    assert_eq!(outputs[1], "Echo: table for Ann");
+    let error: Value = serde_json::from_str(&outputs[2]).unwrap();
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("tool unavailable"),
+        "{error}"
+    );
+
+    // The record: each tool call and its result, a usage row per MCP call, a normal end.
+    let record = only_call_record(host.http).await;
+    let events = events_of(&record);
+    let calls: Vec<&str> = find(&events, "tool-call")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        calls,
+        ["bookings__book_table", "everything__echo", "bookings__slow"]
+    );
+    let results: Vec<bool> = find(&events, "tool-result")
+        .iter()
+        .map(|r| r["ok"].as_bool().unwrap())
+        .collect();
+    assert_eq!(results, [true, true, false]);
+    let mcp_usage: Vec<&Value> = find(&events, "usage")
+        .into_iter()
+        .flat_map(|u| u["items"].as_array().unwrap())
+        .filter(|i| i["stage"] == "mcp")
+        .collect();
+    assert_eq!(mcp_usage.len(), 3, "{mcp_usage:?}");
+    assert_eq!(find(&events, "ended")[0]["reason"], "caller-hangup");
+    assert!(host.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_agent_vetoes_a_call_and_the_server_never_sees_it() {
+    if !mcp_servers::available() || !require("baresip") {
+        return;
+    }
+    let bookings = Bookings::start(Some(TOKEN)).await;
+    let fake = model(vec![tool_call(
+        "bookings__book_table",
+        json!({"name": "VIP Smith", "day": "Friday"}),
+    )])
+    .await;
+    let mut host = start_host(&fake, manifest(&[bookings_entry(&bookings)]));
+    let phone = phone().await;
+    let mut ctrl = dial(&phone, NUMBER, host.sip_port).await;
+
+    host.expect(&["ToolCall", "bookings__book_table"], 30);
+    host.expect(&["ToolResult", "ok: false", "VIP bookings"], 10);
+    host.expect(&["Transcript", "Agent", "Anything else?"], 10);
+    ctrl.command("hangup", "").await;
+    host.expect(&["call ended", "CallerHangup"], 10);
+
+    let outputs = outputs(&fake);
+    assert_eq!(
+        outputs,
+        [json!({"error": "VIP bookings go through the front desk"}).to_string()]
+    );
+    assert!(bookings.calls().is_empty(), "{:?}", bookings.calls());
 }

@@ -131,10 +131,20 @@ impl Netns {
             veth: format!("sbm{tag}"),
         };
         let peer = format!("sbp{tag}");
-        let (ours, theirs) = (format!("10.231.{c}.{}", d + 1), format!("10.231.{c}.{}", d + 2));
+        let (ours, theirs) = (
+            format!("10.231.{c}.{}", d + 1),
+            format!("10.231.{c}.{}", d + 2),
+        );
         netns.ip(&["netns", "add", &netns.name]);
         netns.ip(&[
-            "link", "add", &netns.veth, "type", "veth", "peer", "name", &peer,
+            "link",
+            "add",
+            &netns.veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
         ]);
         netns.ip(&["link", "set", &peer, "netns", &netns.name]);
         netns.ip(&["addr", "add", &format!("{ours}/30"), "dev", &netns.veth]);
@@ -164,7 +174,9 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         // Deleting one end of the pair deletes both.
-        let _ = Command::new("ip").args(["link", "del", &self.veth]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .output();
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();
