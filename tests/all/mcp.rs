@@ -367,3 +367,86 @@ async fn mcp_agent_vetoes_a_call_and_the_server_never_sees_it() {
     );
     assert!(bookings.calls().is_empty(), "{:?}", bookings.calls());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_hot_reload_adds_a_server_for_the_next_call_and_the_running_call_keeps_its_set() {
+    if !mcp_servers::available() || !require("baresip") {
+        return;
+    }
+    let bookings = Bookings::start(Some(TOKEN)).await;
+    let everything = Everything::start().await;
+    let echo = || tool_call("everything__echo", json!({"message": "hello"}));
+    let answer = || Reply::Speech {
+        transcript: "Anything else?".into(),
+        audio_ms: 500,
+    };
+    // Each call: its greeting, then on the caller's turn the model calls everything's echo.
+    let fake = FakeOpenAi::start(Script {
+        api_key: "test".into(),
+        replies: vec![Reply::Echo, echo(), answer(), Reply::Echo, echo(), answer()],
+        caller_transcript: "Say hello.".into(),
+        ..Script::default()
+    })
+    .await;
+    let before = manifest(&[bookings_entry(&bookings)]);
+    let mut host = start_host(&fake, before);
+    let first = Baresip::start_with_mic(
+        "<sip:1001@127.0.0.1>;regint=0;audio_codecs=pcmu",
+        "module sndfile.so",
+        &mic(40.0, &[(9.0, 0.8)]),
+    )
+    .await;
+    let mut ctrl = dial(&first, NUMBER, host.sip_port).await;
+    host.expect(&["Transcript", "Agent", "Bookings, hello."], 30);
+
+    // While the first call runs, the agent gains the everything server.
+    let after = manifest(&[bookings_entry(&bookings), everything_entry(&everything)]);
+    host.agents
+        .install("mcp-agent", &fixture("mcp-agent"), &after);
+    host.expect(&["MCP tools listed", "everything"], 30);
+
+    // The first call keeps its set: everything's echo is no MCP tool of it (the agent, asked
+    // instead, knows no such tool), and the server never hears of it.
+    host.expect(&["ToolCall", "everything__echo"], 20);
+    host.expect(&["ToolResult", "ok: false", "unknown tool"], 10);
+    host.expect(&["Transcript", "Agent", "Anything else?"], 10);
+    ctrl.command("hangup", "").await;
+    host.expect(&["call ended", "CallerHangup"], 10);
+
+    // The next call has it (only lines from now on count: the first call's match too).
+    let second = phone().await;
+    let mut ctrl = dial(&second, NUMBER, host.sip_port).await;
+    let mut next = |needles: &[&str], secs: u64| {
+        host.log
+            .wait_for(needles, Duration::from_secs(secs))
+            .unwrap_or_else(|| panic!("no line with {needles:?}"))
+    };
+    next(&["ToolCall", "everything__echo"], 30);
+    next(&["ToolResult", "ok: true", "Echo: hello"], 10);
+    next(&["Transcript", "Agent", "Anything else?"], 10);
+    ctrl.command("hangup", "").await;
+    next(&["call ended", "CallerHangup"], 10);
+
+    let updates = fake.received_of("session.update");
+    let tools = |update: &Value| -> Vec<String> {
+        update["session"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (first_tools, second_tools) = (tools(&updates[0]), tools(updates.last().unwrap()));
+    assert!(
+        first_tools.iter().all(|t| t.starts_with("bookings__")),
+        "{first_tools:?}"
+    );
+    assert!(
+        second_tools.iter().any(|t| t == "everything__echo"),
+        "{second_tools:?}"
+    );
+    let outputs = outputs(&fake);
+    assert_eq!(outputs.len(), 2, "{outputs:?}");
+    assert!(outputs[0].contains("unknown tool"), "{outputs:?}");
+    assert_eq!(outputs[1], "Echo: hello");
+}
