@@ -20,6 +20,7 @@ mod agents_python;
 mod authoring;
 mod dev;
 mod mcp;
+mod mcp_bench;
 mod readme_recipe;
 mod reload;
 mod sandbox;
