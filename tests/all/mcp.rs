@@ -8,6 +8,7 @@
 //! model, the `mcp-agent` fixture): the model calls a tool on each server, the agent vetoes
 //! one call, a server stops mid-call, a hot reload adds a server.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -32,7 +33,7 @@ fn config() -> McpConfig {
     }
 }
 
-fn catalog(bookings: &Bookings, everything: &Everything) -> Catalog {
+fn catalog(bookings: &Bookings, everything: &Everything) -> Arc<Catalog> {
     let servers = vec![
         McpServer {
             name: "bookings".into(),
@@ -45,7 +46,7 @@ fn catalog(bookings: &Bookings, everything: &Everything) -> Catalog {
             token: None,
         },
     ];
-    Catalog::new(servers, config())
+    Arc::new(Catalog::new(servers, config()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,6 +132,45 @@ async fn mcp_client_lists_and_calls_both_reference_servers() {
         took >= Duration::from_secs(3) && took < Duration::from_secs(5),
         "{took:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_a_server_down_at_listing_has_no_tools_until_a_later_try_in_the_background() {
+    if !mcp_servers::available() {
+        return;
+    }
+    let mut bookings = Bookings::start(None).await;
+    bookings.stop();
+    let catalog = Arc::new(Catalog::new(
+        vec![McpServer {
+            name: "bookings".into(),
+            url: bookings.url().parse().unwrap(),
+            token: None,
+        }],
+        McpConfig {
+            retry_after_ms: 0,
+            ..config()
+        },
+    ));
+    assert!(catalog.tools().await.is_empty());
+    bookings.restart().await;
+    // Due for another try: asked in the background, nobody waits for it.
+    let asked = Instant::now();
+    assert!(catalog.tools().await.is_empty());
+    assert!(
+        asked.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        asked.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let tools = catalog.tools().await;
+        if tools.iter().any(|t| t.name == "bookings__book_table") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never listed: {tools:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The number the `mcp-agent` fixture answers.

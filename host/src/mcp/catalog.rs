@@ -1,7 +1,8 @@
 //! The MCP tools of one agent version: its servers' tools, listed once and kept, each under the
 //! name the model calls it by (`server__tool`). A server that cannot be listed has no tools
-//! until it is asked again, [`super::McpConfig::retry_after_ms`] later; nobody waits longer
-//! than the list timeout for it.
+//! until it is asked again, [`super::McpConfig::retry_after_ms`] later, in the background: only
+//! the first listing is waited for (at most the list timeout), so a server that is down never
+//! holds up a call.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -11,6 +12,10 @@ use super::{McpClient, McpConfig, McpError, McpServer};
 
 /// Longest model-facing tool name (OpenAI's function-name rule: `^[a-zA-Z0-9_-]{1,64}$`).
 pub const MAX_TOOL_NAME: usize = 64;
+/// The agent contract's caps on a tool (wit/agent.wit, `record tool`): a longer description is
+/// cut, a tool with a larger schema is not offered.
+const MAX_DESCRIPTION: usize = 1 << 10;
+const MAX_PARAMETERS: usize = 16 << 10;
 
 /// One MCP tool as the model is offered it.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +53,8 @@ enum Listing {
     NotYet,
     Listed(Arc<Vec<McpTool>>),
     Failed(Instant),
+    /// Asked again, in the background.
+    Retrying,
 }
 
 struct Entry {
@@ -80,12 +87,13 @@ impl Catalog {
         self.servers.is_empty()
     }
 
-    /// Every tool of the servers that could be listed, in manifest order. Servers not listed
-    /// yet (or due for another try) are listed now, concurrently, each within the list
-    /// timeout; a name already taken by an earlier tool is skipped.
-    pub async fn tools(&self) -> Vec<McpTool> {
+    /// Every tool of the servers that could be listed, in manifest order. A server not listed
+    /// yet is listed now (concurrently with the others, within the list timeout); one due for
+    /// another try is asked in the background and has no tools meanwhile. A name already taken
+    /// by an earlier tool is skipped.
+    pub async fn tools(self: &Arc<Self>) -> Vec<McpTool> {
         let listings =
-            futures_util::future::join_all(self.servers.iter().map(|e| self.listing(e))).await;
+            futures_util::future::join_all((0..self.servers.len()).map(|i| self.listing(i))).await;
         let mut seen = HashSet::new();
         let mut tools = Vec::new();
         for tool in listings.iter().flat_map(|l| l.iter()) {
@@ -98,38 +106,49 @@ impl Catalog {
         tools
     }
 
-    async fn listing(&self, entry: &Entry) -> Arc<Vec<McpTool>> {
-        let mut listing = entry.listing.lock().await;
+    async fn listing(self: &Arc<Self>, index: usize) -> Arc<Vec<McpTool>> {
+        let mut listing = self.servers[index].listing.lock().await;
         let retry_after = Duration::from_millis(self.config.retry_after_ms);
         match &*listing {
-            Listing::Listed(tools) => return tools.clone(),
-            Listing::Failed(at) if at.elapsed() < retry_after => return Arc::default(),
-            _ => {}
+            Listing::Listed(tools) => tools.clone(),
+            Listing::Failed(at) if at.elapsed() < retry_after => Arc::default(),
+            Listing::Retrying => Arc::default(),
+            Listing::Failed(_) => {
+                *listing = Listing::Retrying;
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let mut listing = this.servers[index].listing.lock().await;
+                    *listing = this.list(index).await;
+                });
+                Arc::default()
+            }
+            Listing::NotYet => {
+                *listing = self.list(index).await;
+                match &*listing {
+                    Listing::Listed(tools) => tools.clone(),
+                    _ => Arc::default(),
+                }
+            }
         }
-        let server = entry.client.server();
+    }
+
+    /// Ask server `index` for its tools.
+    async fn list(&self, index: usize) -> Listing {
+        let client = &self.servers[index].client;
+        let server = client.server();
         let timeout = Duration::from_millis(self.config.list_timeout_ms);
-        match entry.client.list_tools(timeout).await {
+        match client.list_tools(timeout).await {
             Ok(found) => {
-                let tools: Arc<Vec<McpTool>> = Arc::new(
-                    found
-                        .into_iter()
-                        .map(|t| McpTool {
-                            name: model_name(&server.name, &t.name),
-                            server: server.name.clone(),
-                            description: t.description,
-                            parameters: t.input_schema.to_string(),
-                            tool: t.name,
-                        })
-                        .collect(),
-                );
+                let tools: Vec<McpTool> = found
+                    .into_iter()
+                    .filter_map(|t| offered(&server.name, t))
+                    .collect();
                 tracing::info!(server = %server.name, tools = tools.len(), "MCP tools listed");
-                *listing = Listing::Listed(tools.clone());
-                tools
+                Listing::Listed(Arc::new(tools))
             }
             Err(error) => {
                 tracing::warn!(server = %server.name, url = %server.url, %error, "MCP server not listed; its tools are missing until it is asked again");
-                *listing = Listing::Failed(Instant::now());
-                Arc::default()
+                Listing::Failed(Instant::now())
             }
         }
     }
@@ -159,6 +178,31 @@ impl Catalog {
     }
 }
 
+/// A listed tool as offered to the model, within the contract's caps; `None` when its schema
+/// is too large.
+fn offered(server: &str, tool: super::ToolInfo) -> Option<McpTool> {
+    let parameters = tool.input_schema.to_string();
+    if parameters.len() > MAX_PARAMETERS {
+        tracing::warn!(server, tool = %tool.name, bytes = parameters.len(), "MCP tool schema over {MAX_PARAMETERS} bytes; not offered");
+        return None;
+    }
+    let mut description = tool.description;
+    if description.len() > MAX_DESCRIPTION {
+        let mut end = MAX_DESCRIPTION;
+        while !description.is_char_boundary(end) {
+            end -= 1;
+        }
+        description.truncate(end);
+    }
+    Some(McpTool {
+        name: model_name(server, &tool.name),
+        server: server.to_string(),
+        tool: tool.name,
+        description,
+        parameters,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +220,18 @@ mod tests {
             long.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         );
+    }
+
+    #[test]
+    fn tools_are_kept_within_the_contract_caps() {
+        let tool = |description: String, schema: serde_json::Value| super::super::ToolInfo {
+            name: "t".into(),
+            description,
+            input_schema: schema,
+        };
+        let long = offered("s", tool("é".repeat(600), serde_json::json!({}))).unwrap();
+        assert!(long.description.len() <= MAX_DESCRIPTION);
+        let huge = serde_json::json!({"description": "x".repeat(MAX_PARAMETERS)});
+        assert_eq!(offered("s", tool(String::new(), huge)), None);
     }
 }
