@@ -172,3 +172,43 @@ fn a_tool_that_is_not_an_mcp_tool_still_goes_to_the_agent() {
         }))
     );
 }
+
+#[test]
+fn the_agent_a_call_is_handed_to_brings_its_own_mcp_tools() {
+    let mut rig = mcp_rig();
+    rig.input(dtmf('2'));
+    rig.actions(vec![Action::Transfer("agent:appointments".into())]);
+    let calendar = McpRoute {
+        server: "calendar".into(),
+        tool: "free_slots".into(),
+    };
+    let started = HandedOff {
+        version: "0.2.0".into(),
+        actions: Vec::new(),
+        greeting: None,
+        new_session: false,
+        end_call: false,
+        mcp_tools: [("calendar__free_slots".to_string(), calendar)].into(),
+    };
+    rig.input(Input::HandedOff(Ok(started)));
+    let call = |name: &str| Input::ToolCall {
+        call_id: "t9".into(),
+        name: name.into(),
+        arguments: "{}".into(),
+    };
+    let effects = rig.input(call("calendar__free_slots"));
+    assert!(
+        matches!(effects.last(), Some(Effect::Hook(Hook::McpCall(_)))),
+        "{effects:?}"
+    );
+    rig.input(Input::Hook(HookResult::Mcp(Ok((
+        Vec::new(),
+        Some("no".into()),
+    )))));
+    // The first agent's MCP tools went with it: the new agent is asked as for its own tools.
+    let effects = rig.input(call("crm__lookup"));
+    assert!(
+        matches!(effects.last(), Some(Effect::Hook(Hook::ToolCall { .. }))),
+        "{effects:?}"
+    );
+}
