@@ -12,8 +12,8 @@ from ._errors import host_call
 
 def tools() -> list:
     """The MCP tools of this agent version as the model sees them (`crm__lookup`): records with
-    `name`, `description` and `parameters` (JSON Schema text). Put the ones the model should
-    have in the session's tools to offer only those; list none of them to offer all."""
+    `name`, `description` and `parameters` (JSON Schema text). Pass the ones the model should
+    have as `Session(..., mcp_tools=[...])` to offer only those; by default all are offered."""
     return _mcp.tools()
 
 

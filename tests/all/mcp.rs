@@ -8,12 +8,13 @@
 //! model, the `mcp-agent` fixture): the model calls a tool on each server, the agent vetoes
 //! one call, a server stops mid-call, a hot reload adds a server.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::agents::fixture;
+use crate::support::agents::{agent_cache, fixture, interpreted_agent, repo_root};
 use crate::support::api::{events_of, find, only_call_record};
 use crate::support::baresip::Baresip;
 use crate::support::calls::{dial, mic};
@@ -21,8 +22,12 @@ use crate::support::fake_openai::{FakeOpenAi, Reply, Script};
 use crate::support::host::Host;
 use crate::support::mcp_servers::{self, Bookings, Everything};
 use crate::support::process::require;
+use switchboard::domain::agent_event::Notification;
 use switchboard::mcp::{Catalog, McpConfig, McpError, McpServer};
 use switchboard::model::Secret;
+use switchboard::plugins::StartOutcome;
+use switchboard::plugins::harness::Harness;
+use switchboard::plugins::runtime::AgentsConfig;
 
 const TOKEN: &str = "bookings-token";
 
@@ -170,6 +175,53 @@ async fn mcp_a_server_down_at_listing_has_no_tools_until_a_later_try_in_the_back
         }
         assert!(Instant::now() < deadline, "never listed: {tools:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The Python and JavaScript helper libraries: each fixture agent offers only the MCP tool it
+/// chose from `mcp.tools()` and vetoes a VIP booking in `on-event(mcp-call)`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_python_and_javascript_agents_choose_and_veto_mcp_tools() {
+    if !mcp_servers::available() {
+        return;
+    }
+    let bookings = Bookings::start(None).await;
+    for (agent, language) in [("mcp-agent-py", "python"), ("mcp-agent-js", "js")] {
+        let wasm = interpreted_agent(&repo_root().join("tests/fixtures").join(agent));
+        let manifest = tempfile::NamedTempFile::new().unwrap();
+        let text = format!(
+            "name = \"{agent}\"\nlanguage = \"{language}\"\n[capabilities]\n\
+             http = [\"127.0.0.1:{}\"]\n[[capabilities.mcp]]\nname = \"bookings\"\nurl = \"{}\"\n",
+            bookings.port,
+            bookings.url()
+        );
+        std::fs::write(manifest.path(), text).unwrap();
+        let config = AgentsConfig {
+            cache_dir: Some(agent_cache()),
+            ..AgentsConfig::default()
+        };
+        let harness = Harness::load_with(&wasm, manifest.path(), config, BTreeMap::new())
+            .await
+            .unwrap();
+        let mut call = harness.call("+15550100", NUMBER).await.unwrap();
+        let StartOutcome::Accept { config, .. } = call.start().await.unwrap() else {
+            panic!("{agent} rejected the call");
+        };
+        let offered: Vec<&str> = config.tools.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(offered, ["bookings__book_table"], "{agent}");
+        let booking = |name: &str| Notification::McpCall {
+            server: "bookings".into(),
+            tool: "book_table".into(),
+            arguments: json!({"name": name, "day": "Friday"}).to_string(),
+        };
+        let (_, veto) = call.session.mcp_call(&booking("VIP Smith")).await.unwrap();
+        assert_eq!(
+            veto.as_deref(),
+            Some("VIP bookings go through the front desk"),
+            "{agent}"
+        );
+        let (_, veto) = call.session.mcp_call(&booking("Ann")).await.unwrap();
+        assert_eq!(veto, None, "{agent}");
     }
 }
 
