@@ -140,6 +140,32 @@ async fn mcp_client_lists_and_calls_both_reference_servers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_client_reads_plain_json_answers_too() {
+    if !mcp_servers::available() {
+        return;
+    }
+    let bookings = Bookings::start_with(None, true).await;
+    let catalog = Arc::new(Catalog::new(
+        vec![McpServer {
+            name: "bookings".into(),
+            url: bookings.url().parse().unwrap(),
+            token: None,
+        }],
+        config(),
+    ));
+    let tools = catalog.tools().await;
+    assert!(
+        tools.iter().any(|t| t.name == "bookings__book_table"),
+        "{tools:?}"
+    );
+    let booked = catalog
+        .call("bookings", "book_table", r#"{"name":"Di","day":"Sunday"}"#)
+        .await
+        .unwrap();
+    assert!(booked.contains("Di on Sunday"), "{booked}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mcp_a_server_down_at_listing_has_no_tools_until_a_later_try_in_the_background() {
     if !mcp_servers::available() {
         return;

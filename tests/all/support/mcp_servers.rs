@@ -54,18 +54,26 @@ pub struct Bookings {
     ports: Vec<Ports>,
     pub port: u16,
     token: Option<String>,
+    /// Answers as plain JSON bodies instead of event streams.
+    json: bool,
     log: tempfile::NamedTempFile,
 }
 
 impl Bookings {
     /// Starts it; with `token`, requests must carry `Authorization: Bearer <token>`.
     pub async fn start(token: Option<&str>) -> Bookings {
+        Bookings::start_with(token, false).await
+    }
+
+    /// Like [`Bookings::start`]; `json` answers with JSON bodies instead of event streams.
+    pub async fn start_with(token: Option<&str>, json: bool) -> Bookings {
         let ports = ports(1);
         let mut server = Bookings {
             proc: None,
             port: ports.first(),
             ports: vec![ports],
             token: token.map(String::from),
+            json,
             log: tempfile::NamedTempFile::new().unwrap(),
         };
         server.restart().await;
@@ -84,6 +92,7 @@ impl Bookings {
             .arg(self.port.to_string())
             .arg(self.log.path())
             .args(&self.token)
+            .env("MCP_JSON_RESPONSE", if self.json { "1" } else { "0" })
             .stdout(Stdio::null());
         let mut proc = Proc::spawn("bookings.py", &mut cmd);
         for ports in self.ports.drain(..) {
