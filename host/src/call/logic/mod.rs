@@ -882,7 +882,9 @@ impl CallLogic {
     fn on_mcp_decided(
         &mut self,
         now: Duration,
-        (call_id, route, arguments): (String, McpRoute, String),
+        call_id: String,
+        route: McpRoute,
+        arguments: String,
         result: Result<(Vec<Action>, Option<String>), AgentFault>,
     ) {
         match result {
@@ -986,7 +988,7 @@ impl CallLogic {
                     arguments,
                 }),
                 HookResult::Mcp(result),
-            ) => self.on_mcp_decided(now, (call_id, route, arguments), result),
+            ) => self.on_mcp_decided(now, call_id, route, arguments, result),
             (Some(Awaiting::Transferred { target }), _) => {
                 self.hang_up(Ending::new(EndReason::Transferred(target), false));
             }
