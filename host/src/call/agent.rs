@@ -10,6 +10,7 @@ use crate::domain::agent_event::AgentRequest;
 use crate::domain::{AgentFault, EndReason};
 use crate::mcp::McpError;
 use crate::plugins::AgentSession;
+use crate::plugins::session::caps::MAX_TOOL_IO;
 
 pub(crate) trait CallAgent: Send {
     fn hook(&mut self, hook: Hook) -> impl Future<Output = HookResult> + Send;
@@ -66,6 +67,7 @@ impl CallAgent for AgentSession {
             catalog
                 .call(&route.server, &route.tool, &arguments)
                 .await
+                .map(within_tool_cap)
                 .map_err(|e| match e {
                     // The tool ran and failed: its own words.
                     McpError::Tool(text) => text,
@@ -75,5 +77,36 @@ impl CallAgent for AgentSession {
                     }
                 })
         })
+    }
+}
+
+/// An MCP result cut to the size an agent's own tool result may have (the model and the
+/// agent's `on-event(mcp-result)` get it), marked as cut.
+fn within_tool_cap(mut text: String) -> String {
+    const CUT: &str = " [cut]";
+    if text.len() > MAX_TOOL_IO {
+        let mut end = MAX_TOOL_IO - CUT.len();
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str(CUT);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_mcp_results_are_cut_to_the_tool_cap() {
+        assert_eq!(within_tool_cap("short".into()), "short");
+        let cut = within_tool_cap("é".repeat(MAX_TOOL_IO));
+        assert!(
+            cut.len() <= MAX_TOOL_IO && cut.ends_with(" [cut]"),
+            "{}",
+            cut.len()
+        );
     }
 }
