@@ -13,6 +13,7 @@ import * as kvImport from "switchboard:agent/kv@0.2.0";
 import * as httpImport from "switchboard:agent/http@0.2.0";
 import * as configImport from "switchboard:agent/config@0.2.0";
 import * as logImport from "switchboard:agent/log@0.2.0";
+import * as mcpImport from "switchboard:agent/mcp@0.2.0";
 
 /** A host import refused a request; `kind` is "not-allowed", "invalid" or "unavailable". */
 export class HostError extends Error {
@@ -111,6 +112,21 @@ export const kv = {
   delete: (key) => kvImport.delete(key),
   /** Keys starting with `prefix`, sorted, at most 1000. */
   keys: (prefix = "") => kvImport.listKeys(prefix),
+};
+
+/**
+ * Tools of the MCP servers agent.toml names (`[[capabilities.mcp]]`), offered to the model
+ * beside the agent's own tools as `server__tool`. Each MCP call reaches `onEvent` first
+ * (`{ tag: "mcp-call", val: { server, tool, arguments } }`), where `mcp.veto(reason)` refuses
+ * it; its result follows as `{ tag: "mcp-result", ... }`.
+ */
+export const mcp = {
+  /** The version's MCP tools as the model sees them: `{ name, description, parameters }`. Put
+   * the ones the model should have in the session's tools to offer only those; list none of
+   * them to offer all. */
+  tools: () => mcpImport.tools(),
+  /** During `onEvent` of an MCP call: refuse it; the model gets `reason` as the error. */
+  veto: (reason) => host(() => mcpImport.veto(String(reason))),
 };
 
 /** A response of `http.fetch`. */

@@ -27,7 +27,7 @@ from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import types
 
-from . import call, config, http, kv, log
+from . import call, config, http, kv, log, mcp
 from ._errors import HostError, Invalid, NotAllowed, Unavailable
 from .actions import collect_digits, hangup, play, say, send_dtmf, transfer
 
@@ -37,7 +37,7 @@ CallInfo = types.CallInfo
 __all__ = [
     "AgentBase", "Session", "Reject", "ToolError", "tool", "Role", "CallInfo",
     "say", "play", "send_dtmf", "transfer", "hangup", "collect_digits",
-    "call", "kv", "http", "config", "log",
+    "call", "kv", "http", "config", "log", "mcp",
     "HostError", "NotAllowed", "Invalid", "Unavailable",
 ]
 
@@ -45,14 +45,18 @@ _NO_ARGUMENTS = {"type": "object", "properties": {}}
 
 
 class Session:
-    """How the host runs the call, returned by `on_start`. Tools come from `@tool` methods."""
+    """How the host runs the call, returned by `on_start`. Tools come from `@tool` methods;
+    `mcp_tools` (some of `mcp.tools()`) are the MCP tools offered, all of them when None."""
 
-    def __init__(self, instructions, greeting=None, voice=None, language=None, model=None):
+    def __init__(
+        self, instructions, greeting=None, voice=None, language=None, model=None, mcp_tools=None
+    ):
         self.instructions = instructions
         self.greeting = greeting
         self.voice = voice
         self.language = language
         self.model = model
+        self.mcp_tools = mcp_tools
 
 
 class Reject(Exception):
@@ -116,7 +120,7 @@ def _wrap_start(on_start):
             greeting=session.greeting,
             voice=session.voice,
             language=session.language,
-            tools=[spec for _, spec in type(self)._tools().values()],
+            tools=[spec for _, spec in type(self)._tools().values()] + list(session.mcp_tools or []),
             model=session.model,
         )
 

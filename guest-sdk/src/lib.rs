@@ -46,7 +46,8 @@
 //! Host imports are plain functions: [`call`] (say, play, hang up, transfer, send DTMF; the
 //! call's context and headers; the business outcome; what the caller will say next), [`kv`]
 //! (persistent per-agent storage), [`http`] (to hosts the manifest allows), [`config`] (settings
-//! and secrets the manifest declares) and [`log`]. Limits are documented in `wit/agent.wit`;
+//! and secrets the manifest declares), [`mcp`] (tools of the MCP servers the manifest names)
+//! and [`log`]. Limits are documented in `wit/agent.wit`;
 //! `wit/README.md` lists what the contract declares for later host releases.
 
 extern crate self as switchboard_sdk;
@@ -324,6 +325,28 @@ pub mod kv {
     /// Keys starting with `prefix`, sorted (at most 1000).
     pub fn list_keys(prefix: &str) -> Vec<String> {
         host::list_keys(prefix)
+    }
+}
+
+/// Tools of the MCP servers the manifest names (`[[capabilities.mcp]]`). The host lists them
+/// once per agent version and offers them to the model beside the agent's own tools, named
+/// `server__tool`. Every MCP call reaches the agent first as `CallEvent::McpCall` in
+/// `on_event`, where [`mcp::veto`] refuses it, and its result as `CallEvent::McpResult`.
+pub mod mcp {
+    use crate::bindings::switchboard::agent::mcp as host;
+    use crate::{Error, Tool};
+
+    /// The MCP tools of this agent version, named as the model sees them (`crm__lookup`).
+    /// Put the ones the model should have in `SessionConfig::tools` (the description may be
+    /// changed) to offer only those; list none of them to offer all.
+    pub fn tools() -> Vec<Tool> {
+        host::tools()
+    }
+
+    /// During `on_event(CallEvent::McpCall(..))`: refuse that call; the model gets `reason` as
+    /// the tool's error, and the server never sees the call.
+    pub fn veto(reason: &str) -> Result<(), Error> {
+        host::veto(reason)
     }
 }
 

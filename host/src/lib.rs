@@ -16,6 +16,7 @@ pub mod domain;
 pub mod egress;
 pub mod live;
 pub mod logs;
+pub mod mcp;
 pub mod media;
 pub mod model;
 pub mod otlp;

@@ -19,6 +19,8 @@ mod agents_js;
 mod agents_python;
 mod authoring;
 mod dev;
+mod mcp;
+mod mcp_bench;
 mod readme_recipe;
 mod reload;
 mod sandbox;

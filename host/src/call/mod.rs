@@ -48,7 +48,9 @@ use crate::plugins::{AgentSession, AgentVersion, Registry, StartOutcome};
 use brain::Brain;
 use events::{EventBus, Recorder};
 use leg::Leg;
-use logic::{CallLogic, END_CALL_TOOL, HandoffFailed, HandoffRequest, LogicConfig};
+use logic::{
+    CallLogic, END_CALL_TOOL, HandoffFailed, HandoffRequest, LogicConfig, McpRoute, McpRoutes,
+};
 use task::{CallTask, NewAgent};
 
 /// The `[calls]` section of the configuration.
@@ -275,6 +277,8 @@ struct Accepted {
     fallback: bool,
     /// The model was offered the host's end-call tool.
     end_call: bool,
+    /// The MCP tools offered to the model.
+    mcp_tools: McpRoutes,
     /// The call as the agent was told of it; the next agent of a hand-off gets the same.
     info: CallInfo,
 }
@@ -304,6 +308,55 @@ fn offer_end_call(deps: &CallDeps, version: &AgentVersion, config: &mut SessionC
         config.tools.push(end_call_tool());
     }
     end_call
+}
+
+/// Offer the model the MCP tools of the agent's version: the ones the agent put in its session
+/// config (it read them with `mcp.tools()` in on-start and kept those it wants, with its own
+/// descriptions), or, when it named none of them, all of them beside its own tools. Returns
+/// where each offered tool goes; the call keeps this set to its end.
+/// (The catalog is taken apart from its session, which must not be borrowed across an await.)
+async fn offer_mcp_tools(
+    catalog: Arc<crate::mcp::Catalog>,
+    config: &mut SessionConfig,
+) -> McpRoutes {
+    if catalog.is_empty() {
+        return McpRoutes::new();
+    }
+    let tools = catalog.tools().await;
+    let route = |t: &crate::mcp::McpTool| {
+        let to = McpRoute {
+            server: t.server.clone(),
+            tool: t.tool.clone(),
+        };
+        (t.name.clone(), to)
+    };
+    let chosen: McpRoutes = tools
+        .iter()
+        .filter(|t| config.tools.iter().any(|own| own.name == t.name))
+        .map(route)
+        .collect();
+    if !chosen.is_empty() {
+        return chosen;
+    }
+    let mut routes = McpRoutes::new();
+    for tool in &tools {
+        if config.tools.len() >= crate::plugins::session::caps::MAX_TOOLS {
+            tracing::warn!(
+                offered = routes.len(),
+                of = tools.len(),
+                "too many tools for the model; the other MCP tools are not offered"
+            );
+            break;
+        }
+        config.tools.push(crate::domain::Tool {
+            name: tool.name.clone(),
+            description: tool.description.clone(),
+            parameters: tool.parameters.clone(),
+        });
+        let (name, to) = route(tool);
+        routes.insert(name, to);
+    }
+    routes
 }
 
 /// Start the agent a live call is handed to: the live version of `request.to` (routing
@@ -338,6 +391,7 @@ async fn start_handed_off(
             actions,
         }) => {
             let end_call = offer_end_call(&deps, &version, &mut config);
+            let mcp_tools = offer_mcp_tools(agent.mcp().clone(), &mut config).await;
             deps.set_agent(&info.call_id, version.name());
             Ok(NewAgent {
                 agent,
@@ -345,6 +399,7 @@ async fn start_handed_off(
                 config,
                 actions,
                 end_call,
+                mcp_tools,
             })
         }
         Ok(StartOutcome::Reject(r)) => Err(HandoffFailed::Rejected {
@@ -379,6 +434,7 @@ async fn start_agent(
                 actions,
             }) => {
                 let end_call = offer_end_call(deps, version, &mut config);
+                let mcp_tools = offer_mcp_tools(agent.mcp().clone(), &mut config).await;
                 return Started::Run(Box::new(Accepted {
                     agent,
                     config,
@@ -386,6 +442,7 @@ async fn start_agent(
                     actions,
                     fallback: false,
                     end_call,
+                    mcp_tools,
                     info: info.clone(),
                 }));
             }
@@ -411,6 +468,7 @@ async fn start_agent(
             actions: Vec::new(),
             fallback: true,
             end_call: false,
+            mcp_tools: McpRoutes::new(),
             info: info.clone(),
         })),
         _ => Started::Reject(503, "Agent unavailable".into()),
@@ -511,6 +569,7 @@ async fn run_answered<L: Leg>(deps: &Arc<CallDeps>, a: Answered<L>) {
         outbound: a.outbound,
         end_call: a.accepted.end_call,
         agent: a.accepted.agent.version().name().to_string(),
+        mcp_tools: a.accepted.mcp_tools,
     });
     let agent_name = a.accepted.agent.version().name();
     let format = a.leg.facts().codec.as_deref().and_then(LegFormat::parse);
@@ -548,6 +607,7 @@ async fn run_answered<L: Leg>(deps: &Arc<CallDeps>, a: Answered<L>) {
         brain,
         start_agent: Some(start_agent),
         model_ended: false,
+        mcp_calls: Default::default(),
     };
     task.run(a.accepted.actions, a.failure).await;
     deps.forget(&a.call_id);

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::CallCommand;
@@ -18,7 +19,9 @@ use super::audio::{decode_from_model, encode_for_model};
 use super::brain::{Brain, Switch};
 use super::events::Recorder;
 use super::leg::{CallerAudio, DigitSource, Leg, LegEvent};
-use super::logic::{CallLogic, Effect, Ending, HandedOff, HandoffFailed, HandoffRequest, Input};
+use super::logic::{
+    CallLogic, Effect, Ending, HandedOff, HandoffFailed, HandoffRequest, Input, McpRoutes,
+};
 use crate::domain::agent_event::AgentRequest;
 use crate::domain::events::{CallState, EventKind};
 use crate::domain::{Action, EndReason, SessionConfig};
@@ -35,6 +38,7 @@ pub(crate) struct NewAgent<A> {
     pub config: SessionConfig,
     pub actions: Vec<Action>,
     pub end_call: bool,
+    pub mcp_tools: McpRoutes,
 }
 
 /// Starts the agent a call is handed to (`on-start` with the hand-off context); the second
@@ -65,6 +69,9 @@ pub(crate) struct CallTask<L: Leg, A: CallAgent> {
     pub model_ended: bool,
     /// The business outcome the agent set last.
     pub outcome: Option<String>,
+    /// MCP calls in flight; each answers with [`Input::McpDone`]. Dropped (aborted) with the
+    /// call.
+    pub mcp_calls: JoinSet<Input>,
 }
 
 /// One caller frame to the model.
@@ -163,6 +170,13 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
                     }
                 },
                 cmd = self.commands.recv() => Input::Command(cmd),
+                Some(done) = self.mcp_calls.join_next(), if !self.mcp_calls.is_empty() => match done {
+                    Ok(input) => input,
+                    Err(e) => {
+                        tracing::error!(error = %e, "an MCP call task failed");
+                        continue;
+                    }
+                },
                 () = sleep_until_some(deadline) => Input::Tick,
             };
             ending = self.feed(started, input, &host_in_ns).await;
@@ -194,6 +208,21 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
                     let input = Input::Hook(result);
                     self.logic
                         .handle(started.elapsed(), input, self.leg.playout());
+                }
+                Effect::McpCall {
+                    call_id,
+                    route,
+                    arguments,
+                } => {
+                    let call = self.agent.call_mcp(&route, &arguments);
+                    self.mcp_calls.spawn(async move {
+                        let result = call.await;
+                        Input::McpDone {
+                            call_id,
+                            route,
+                            result,
+                        }
+                    });
                 }
                 Effect::CallerAudio(to_model) => {
                     if to_model {
@@ -313,6 +342,7 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
             greeting: new.config.greeting,
             new_session,
             end_call: new.end_call,
+            mcp_tools: new.mcp_tools,
         })
     }
 

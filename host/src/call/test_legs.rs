@@ -265,6 +265,7 @@ fn start<L: Leg + 'static>(
             outbound: false,
             end_call: false,
             agent: "scripted".into(),
+            mcp_tools: Default::default(),
         }),
         leg,
         agent: ScriptedAgent {
@@ -284,6 +285,7 @@ fn start<L: Leg + 'static>(
         start_agent: None,
         model_ended: false,
         outcome: None,
+        mcp_calls: Default::default(),
     };
     let call = tokio::spawn(task.run(Vec::new(), None));
     Rig {

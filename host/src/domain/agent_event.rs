@@ -24,6 +24,18 @@ pub enum Notification {
     /// The call could not carry out an action the agent asked for (the leg cannot do it, or
     /// policy forbids it); `reason` says why.
     Refused { action: Action, reason: String },
+    /// The model called an MCP tool; the agent may veto the call.
+    McpCall {
+        server: String,
+        tool: String,
+        arguments: String,
+    },
+    /// An MCP tool call finished: its text, or why it failed.
+    McpResult {
+        server: String,
+        tool: String,
+        outcome: Result<String, String>,
+    },
 }
 
 /// How an outbound call is doing before and at answer.

@@ -20,6 +20,10 @@ pub const TOKENS: &str = "tokens";
 pub const SECONDS: &str = "seconds";
 /// Text synthesised (text to speech).
 pub const CHARACTERS: &str = "characters";
+/// Tool calls the host made to an MCP server (the provider is the server's name).
+pub const MCP: &str = "mcp";
+pub const TOOL: &str = "tool";
+pub const CALLS: &str = "calls";
 /// A report's total input tokens, as the provider counted them.
 pub const INPUT: &str = "input";
 /// A report's total output tokens, as the provider counted them.

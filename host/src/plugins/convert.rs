@@ -143,6 +143,24 @@ impl From<&Notification> for wit::CallEvent {
                     reason: wit::Error::NotAllowed(reason.clone()),
                 })
             }
+            Notification::McpCall {
+                server,
+                tool,
+                arguments,
+            } => wit::CallEvent::McpCall(wit::McpCall {
+                server: server.clone(),
+                tool: tool.clone(),
+                arguments: arguments.clone(),
+            }),
+            Notification::McpResult {
+                server,
+                tool,
+                outcome,
+            } => wit::CallEvent::McpResult(wit::McpResult {
+                server: server.clone(),
+                tool: tool.clone(),
+                outcome: outcome.clone(),
+            }),
         }
     }
 }

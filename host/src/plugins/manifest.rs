@@ -96,6 +96,23 @@ pub struct Capabilities {
     /// Transfer targets the agent may use: exact URIs/numbers, or prefixes ending in `*`.
     #[serde(default)]
     pub transfer: Vec<String>,
+    /// MCP servers whose tools the model is offered (`[[capabilities.mcp]]`); each URL's host
+    /// must be in `http` above, like every other request the agent makes.
+    #[serde(default)]
+    pub mcp: Vec<McpServerSpec>,
+}
+
+/// One `[[capabilities.mcp]]` entry.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct McpServerSpec {
+    /// 1-32 lowercase letters, digits, '-' or '_': the prefix of its tools' names (`crm__lookup`).
+    pub name: String,
+    /// The server's streamable-HTTP endpoint, `https://...` (or `http://`).
+    pub url: String,
+    /// One of the agent's `secrets`, sent as `Authorization: Bearer <value>`.
+    #[serde(default)]
+    pub authorization: Option<String>,
 }
 
 /// A manifest problem; the message names the fix.
@@ -124,7 +141,7 @@ impl Manifest {
             path: origin.to_string(),
             message: format!(
                 "{} (fix the manifest; known keys: name, numbers, language, [capabilities] http, \
-                 kv-quota-bytes, config, secrets, transfer, and [config])",
+                 kv-quota-bytes, config, secrets, transfer, [[capabilities.mcp]], and [config])",
                 e.message()
             ),
         })?;
@@ -181,6 +198,40 @@ impl Manifest {
                 return Err(invalid(format!("bad transfer target `{target}`")));
             }
         }
+        self.validate_mcp().map_err(invalid)
+    }
+
+    fn validate_mcp(&self) -> Result<(), String> {
+        let mut names = std::collections::HashSet::new();
+        for server in &self.capabilities.mcp {
+            let name = &server.name;
+            if !is_mcp_server_name(name) {
+                return Err(format!(
+                    "bad mcp server name `{name}`: use 1-32 lowercase letters, digits, '-' or '_'"
+                ));
+            }
+            if !names.insert(name) {
+                return Err(format!("mcp server `{name}` is named twice"));
+            }
+            // The same rules as `http.fetch`: an http(s) URL whose host the `http` list allows.
+            crate::egress::check(&server.url, &self.capabilities.http).map_err(|e| {
+                let fix = match e {
+                    crate::egress::EgressError::NotAllowed(_) => {
+                        ": add it to the `http` list under [capabilities]"
+                    }
+                    _ => "",
+                };
+                format!("mcp server `{name}`: {e}{fix}")
+            })?;
+            if let Some(secret) = &server.authorization
+                && !self.capabilities.secrets.contains(secret)
+            {
+                return Err(format!(
+                    "mcp server `{name}`: authorization names `{secret}`, which is not among \
+                     the agent's `secrets`: add it there"
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -199,6 +250,13 @@ impl Manifest {
 pub(crate) fn is_agent_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+fn is_mcp_server_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
@@ -230,6 +288,10 @@ mod tests {
         config = ["greeting"]
         secrets = ["api-key"]
         transfer = ["sip:operator@pbx", "tel:+1555*"]
+        [[capabilities.mcp]]
+        name = "crm"
+        url = "https://api.example.com/mcp"
+        authorization = "api-key"
         [config]
         greeting = "hi"
     "#;
@@ -239,6 +301,10 @@ mod tests {
         let m = Manifest::parse(GOOD, "desk.toml").unwrap();
         assert_eq!(m.name, "desk");
         assert_eq!(m.capabilities.kv_quota_bytes, 4096);
+        assert_eq!(
+            m.capabilities.mcp[0].authorization.as_deref(),
+            Some("api-key")
+        );
         assert!(m.allows_transfer("sip:operator@pbx"));
         assert!(m.allows_transfer("tel:+15550199"));
         assert!(!m.allows_transfer("sip:operator@evil"));
@@ -269,6 +335,26 @@ mod tests {
                 "filesystem",
             ),
             ("numbers = []", "name"),
+            (
+                "name = \"x\"\n[[capabilities.mcp]]\nname = \"CRM\"\nurl = \"https://a.b/mcp\"",
+                "bad mcp server name",
+            ),
+            (
+                "name = \"x\"\n[[capabilities.mcp]]\nname = \"crm\"\nurl = \"https://a.b/mcp\"",
+                "host `a.b` is not in the allow-list: add it to the `http` list",
+            ),
+            (
+                "name = \"x\"\n[capabilities]\nhttp = [\"a.b\"]\n[[capabilities.mcp]]\nname = \"crm\"\nurl = \"ftp://a.b/mcp\"",
+                "scheme `ftp` is not supported",
+            ),
+            (
+                "name = \"x\"\n[capabilities]\nhttp = [\"a.b\"]\n[[capabilities.mcp]]\nname = \"crm\"\nurl = \"https://a.b/mcp\"\nauthorization = \"TOKEN\"",
+                "not among the agent's `secrets`",
+            ),
+            (
+                "name = \"x\"\n[capabilities]\nhttp = [\"a.b\"]\n[[capabilities.mcp]]\nname = \"crm\"\nurl = \"https://a.b/1\"\n[[capabilities.mcp]]\nname = \"crm\"\nurl = \"https://a.b/2\"",
+                "named twice",
+            ),
         ];
         for (text, needle) in cases {
             let err = Manifest::parse(text, "plugins/x.toml")

@@ -26,6 +26,8 @@ use super::sandbox::{Sandbox, SessionState};
 use super::session::AgentSession;
 use super::types::AgentInfo;
 use crate::domain::{Action, AgentFault, CallInfo, Direction, FaultKind};
+use crate::mcp::{Catalog, McpConfig, McpServer};
+use crate::model::Secret;
 
 /// How often the engine's epoch advances; the unit of every guest deadline.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -64,6 +66,8 @@ pub struct AgentsConfig {
     /// Where compiled agents are cached; unset: `<data-dir>/compiled`. Hosts on one machine may
     /// share it (entries are keyed by content and engine, written by rename).
     pub cache_dir: Option<PathBuf>,
+    /// How long the host waits for the agents' MCP servers (`[agents.mcp]`).
+    pub mcp: McpConfig,
 }
 
 /// The instance pool of one interpreted language. Its agents carry an interpreter: each call
@@ -100,6 +104,7 @@ impl Default for AgentsConfig {
                 memory_mb: 64,
             },
             cache_dir: None,
+            mcp: McpConfig::default(),
         }
     }
 }
@@ -194,6 +199,8 @@ pub(crate) struct AgentContext {
     pub values: HashMap<String, String>,
     pub kv: Option<Arc<KvStore>>,
     pub http: HttpClient,
+    /// The tools of the manifest's MCP servers, listed once for the version.
+    pub mcp: Arc<Catalog>,
 }
 
 /// A compiled, validated agent version, ready to instantiate. Calls hold an `Arc` to the
@@ -231,10 +238,12 @@ impl AgentVersion {
         if values == self.ctx.values {
             return None;
         }
+        // A new bearer token means new MCP sessions.
         let ctx = AgentContext {
             name: self.ctx.name.clone(),
             version: self.ctx.version.clone(),
             manifest: self.ctx.manifest.clone(),
+            mcp: Arc::new(runtime.mcp_catalog(&self.ctx.manifest, &values)),
             values,
             kv: self.ctx.kv.clone(),
             http: self.ctx.http.clone(),
@@ -520,6 +529,11 @@ impl Runtime {
             version: info.version.clone(),
             ..Arc::into_inner(ctx).expect("the smoke test released the context")
         });
+        if !ctx.mcp.is_empty() {
+            // Listed now, off the call path: the first call finds the tools ready.
+            let catalog = ctx.mcp.clone();
+            tokio::spawn(async move { catalog.tools().await });
+        }
         Ok(AgentVersion {
             info,
             hash,
@@ -599,10 +613,12 @@ impl Runtime {
         let kv = self
             .kv_for(&manifest)
             .map_err(|e| LoadError::new(wasm_path, e.to_string()))?;
+        let values = self.resolve_values(&manifest);
         let ctx = Arc::new(AgentContext {
             name: manifest.name.clone(),
             version: String::new(),
-            values: self.resolve_values(&manifest),
+            mcp: Arc::new(self.mcp_catalog(&manifest, &values)),
+            values,
             kv,
             http: self.http.clone(),
             manifest,
@@ -705,6 +721,32 @@ impl Runtime {
             }
         }
         values
+    }
+
+    /// The catalog of the manifest's MCP servers, their tokens taken from `values`.
+    fn mcp_catalog(&self, manifest: &Manifest, values: &HashMap<String, String>) -> Catalog {
+        let servers = manifest
+            .capabilities
+            .mcp
+            .iter()
+            .filter_map(|spec| {
+                // The manifest was validated: the URL parses.
+                let url = url::Url::parse(&spec.url).ok()?;
+                let token = spec.authorization.as_ref().and_then(|key| {
+                    let token = values.get(key).map(Secret::new);
+                    if token.is_none() {
+                        tracing::warn!(agent = %manifest.name, server = %spec.name, secret = %key, "the MCP server's authorization secret has no value");
+                    }
+                    token
+                });
+                Some(McpServer {
+                    name: spec.name.clone(),
+                    url,
+                    token,
+                })
+            })
+            .collect();
+        Catalog::new(servers, self.config.mcp.clone())
     }
 
     fn kv_for(&self, manifest: &Manifest) -> Result<Option<Arc<KvStore>>, super::kv::KvError> {

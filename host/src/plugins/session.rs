@@ -208,6 +208,25 @@ impl AgentSession {
         sb.merge("on-event", effects, returned)
     }
 
+    /// Tell the agent the model called an MCP tool (`on-event(mcp-call)`): the actions it
+    /// returned, and its reason when it refused the call with `mcp.veto`.
+    pub async fn mcp_call(
+        &mut self,
+        call: &Notification,
+    ) -> Result<(Vec<Action>, Option<String>), AgentFault> {
+        self.sandbox.store.data_mut().host.in_mcp_call = true;
+        let result = self.notify(call).await;
+        let host = &mut self.sandbox.store.data_mut().host;
+        host.in_mcp_call = false;
+        let veto = host.veto.take();
+        result.map(|actions| (actions, veto))
+    }
+
+    /// The MCP tools of this call's agent version (listed once per version).
+    pub fn mcp(&self) -> &Arc<crate::mcp::Catalog> {
+        &self.version.ctx.mcp
+    }
+
     /// The requests other than actions (outcome, expectation hints) the agent made, in order, in
     /// the hooks that completed since the last take. The call takes them after each hook; a
     /// failed hook's requests are dropped with its effects.

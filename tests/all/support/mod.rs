@@ -25,6 +25,7 @@ pub mod host;
 pub mod kamailio;
 pub mod linphone;
 pub mod load;
+pub mod mcp_servers;
 pub mod media;
 pub mod model_audio;
 pub mod model_events;

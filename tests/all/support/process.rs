@@ -32,7 +32,8 @@ pub fn require_python(module: &str) -> bool {
     present_or_skip(&format!("python module `{module}`"), found)
 }
 
-fn present_or_skip(what: &str, found: bool) -> bool {
+/// Whether `what` was found; missing is handled like [`require`].
+pub fn present_or_skip(what: &str, found: bool) -> bool {
     if !found {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("required {what} is not installed (CI=true)");
@@ -85,6 +86,12 @@ impl Proc {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Kills it now and hands back the ports it held (to start another on them).
+    pub fn take_ports(mut self) -> Vec<Ports> {
+        self.kill_group();
+        std::mem::take(&mut self.ports)
     }
 
     pub fn pid(&self) -> u32 {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::call::agent::CallAgent;
 use crate::call::events::CallSink;
-use crate::call::logic::{Hook, HookResult};
+use crate::call::logic::{Hook, HookResult, McpRoute};
 use crate::domain::agent_event::{AgentRequest, Expectation};
 use crate::domain::events::{CallEvent, EventKind};
 use crate::domain::{Action, AgentFault, DigitRequest, EndReason};
@@ -198,5 +198,13 @@ impl CallAgent for ObservedAgent {
 
     async fn end(&mut self, reason: &EndReason) -> Result<(), AgentFault> {
         CallAgent::end(&mut self.session, reason).await
+    }
+
+    fn call_mcp(
+        &self,
+        route: &McpRoute,
+        arguments: &str,
+    ) -> futures_util::future::BoxFuture<'static, Result<String, String>> {
+        CallAgent::call_mcp(&self.session, route, arguments)
     }
 }

@@ -73,6 +73,7 @@ impl Call {
                 outbound: info.direction == Direction::Outbound,
                 end_call: false,
                 agent: name,
+                mcp_tools: Default::default(),
             }),
             leg,
             agent,
@@ -91,6 +92,7 @@ impl Call {
             start_agent: None,
             model_ended: false,
             outcome: None,
+            mcp_calls: Default::default(),
         };
         Call {
             log,

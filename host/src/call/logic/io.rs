@@ -1,6 +1,7 @@
 //! What goes in and out of the call logic: its configuration, its inputs, the effects it asks
 //! for, and how a call ends.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::call::CallCommand;
@@ -31,6 +32,19 @@ pub struct LogicConfig {
     pub end_call: bool,
     /// The agent that runs the call at first (another may take over: `agent:NAME`).
     pub agent: String,
+    /// The MCP tools offered to the model, by the name it calls them: fixed at the start of
+    /// the call (and of each agent it is handed to).
+    pub mcp_tools: McpRoutes,
+}
+
+/// Where the model's MCP tools go, by the name the model calls them.
+pub type McpRoutes = HashMap<String, McpRoute>;
+
+/// One MCP tool on its server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpRoute {
+    pub server: String,
+    pub tool: String,
 }
 
 /// Everything that can happen to a call.
@@ -88,6 +102,12 @@ pub enum Input {
         name: String,
         arguments: String,
     },
+    /// The answer to [`Effect::McpCall`]: the tool's text, or why it failed.
+    McpDone {
+        call_id: String,
+        route: McpRoute,
+        result: Result<String, String>,
+    },
     /// What the brain used, as usage items.
     Usage(Vec<UsageItem>),
     /// A cascade brain's time per stage for the answer whose audio comes next.
@@ -121,6 +141,8 @@ pub enum Hook {
     },
     /// Tell the agent what happened (`on-event`); what it returns is carried out.
     Event(Notification),
+    /// Tell the agent the model called an MCP tool (`on-event(mcp-call)`), which it may veto.
+    McpCall(Notification),
 }
 
 /// What an agent hook gave back.
@@ -128,6 +150,8 @@ pub enum Hook {
 pub enum HookResult {
     Actions(Result<Vec<Action>, AgentFault>),
     Tool(Result<ToolOutcome, AgentFault>),
+    /// The actions `on-event(mcp-call)` returned, and the agent's veto if it refused the call.
+    Mcp(Result<(Vec<Action>, Option<String>), AgentFault>),
 }
 
 /// Something the call task must do.
@@ -139,6 +163,12 @@ pub enum Effect {
     Model(Command),
     /// Run this hook and answer with [`Input::Hook`].
     Hook(Hook),
+    /// Call an MCP tool without holding up the call; answer with [`Input::McpDone`].
+    McpCall {
+        call_id: String,
+        route: McpRoute,
+        arguments: String,
+    },
     SendDigits(String),
     /// Send the caller's audio to the model (`true`), or nowhere (`false`, while on hold).
     CallerAudio(bool),
@@ -186,6 +216,8 @@ pub struct HandedOff {
     pub new_session: bool,
     /// The model was offered the host's end-call tool.
     pub end_call: bool,
+    /// The new agent's MCP tools, as offered to the model.
+    pub mcp_tools: McpRoutes,
 }
 
 /// Why a hand-off did not happen; the call goes on with the fallback.

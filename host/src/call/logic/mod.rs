@@ -14,6 +14,7 @@ use std::time::Duration;
 
 pub use io::{
     Effect, Ending, HandedOff, HandoffFailed, HandoffRequest, Hook, HookResult, Input, LogicConfig,
+    McpRoute, McpRoutes,
 };
 
 use super::CallCommand;
@@ -22,6 +23,7 @@ use super::handoff::{self, AGENT_TARGET};
 use super::leg::{Capability, DigitSource, LegError, Playout};
 use crate::domain::agent_event::{CallProgress, Notification};
 use crate::domain::events::{CallState, EventKind, HANDED_OFF, StageLatency};
+use crate::domain::usage::{self, UsageItem};
 use crate::domain::{Action, AgentFault, EndReason, Role};
 use crate::model::Command;
 
@@ -69,6 +71,12 @@ enum Awaiting {
     Actions,
     /// The agent's answer to the model's tool call `call_id`.
     Tool { call_id: String },
+    /// The agent heard of the model's MCP call `call_id` and may have vetoed it.
+    McpVeto {
+        call_id: String,
+        route: McpRoute,
+        arguments: String,
+    },
     /// The agent heard that the transfer succeeded; then the call ends.
     Transferred { target: String },
     /// The leg's answer to a transfer; `after_final` when the agent (or the fallback) asked.
@@ -256,6 +264,11 @@ impl CallLogic {
                 name,
                 arguments,
             } => self.on_tool_call(now, call_id, name, arguments),
+            Input::McpDone {
+                call_id,
+                route,
+                result,
+            } => self.on_mcp_done(now, call_id, route, result),
             Input::Usage(items) => self.record(EventKind::usage(items)),
             Input::StageLatency(stages) => self.turns.stages = Some(stages),
             Input::ResponseDone => self.responding = self.responding.saturating_sub(1),
@@ -602,6 +615,7 @@ impl CallLogic {
         });
         self.agent_failed = false;
         self.config.end_call = started.end_call;
+        self.config.mcp_tools = started.mcp_tools;
         if started.new_session {
             // The old session is closed: nothing more of it is played or awaited.
             self.current_item = None;
@@ -840,10 +854,82 @@ impl CallLogic {
             self.tool_answered(now, call_id, unavailable, Vec::new());
             return;
         }
+        if let Some(route) = self.config.mcp_tools.get(&name).cloned() {
+            // The agent may veto it first; the call itself then runs beside the call.
+            let event = Notification::McpCall {
+                server: route.server.clone(),
+                tool: route.tool.clone(),
+                arguments: arguments.clone(),
+            };
+            self.hook(
+                Hook::McpCall(event),
+                Awaiting::McpVeto {
+                    call_id,
+                    route,
+                    arguments,
+                },
+            );
+            return;
+        }
         self.hook(
             Hook::ToolCall { name, arguments },
             Awaiting::Tool { call_id },
         );
+    }
+
+    /// The agent let the MCP call go ahead (it is started, and the call goes on meanwhile), or
+    /// vetoed it (the model gets the reason as the error).
+    fn on_mcp_decided(
+        &mut self,
+        now: Duration,
+        call_id: String,
+        route: McpRoute,
+        arguments: String,
+        result: Result<(Vec<Action>, Option<String>), AgentFault>,
+    ) {
+        match result {
+            Ok((actions, Some(reason))) => {
+                tracing::info!(server = %route.server, tool = %route.tool, %reason, "the agent vetoed an MCP call");
+                self.tool_answered(now, call_id, Err(reason), actions);
+            }
+            Ok((actions, None)) => {
+                self.effects.push_back(Effect::McpCall {
+                    call_id,
+                    route,
+                    arguments,
+                });
+                self.apply(now, actions);
+            }
+            Err(fault) => {
+                let apology = self.fault(fault);
+                let failed = Err("the tool failed".to_string());
+                self.tool_answered(now, call_id, failed, apology);
+            }
+        }
+    }
+
+    /// An MCP call finished: the result goes to the model, the use to the record, and the
+    /// agent hears of it.
+    fn on_mcp_done(
+        &mut self,
+        now: Duration,
+        call_id: String,
+        route: McpRoute,
+        result: Result<String, String>,
+    ) {
+        self.record(EventKind::usage(vec![UsageItem {
+            provider: route.server.clone(),
+            stage: usage::MCP.into(),
+            kind: usage::TOOL.into(),
+            unit: usage::CALLS.into(),
+            amount: 1.0,
+        }]));
+        self.notify(Notification::McpResult {
+            server: route.server,
+            tool: route.tool,
+            outcome: result.clone(),
+        });
+        self.tool_answered(now, call_id, result, Vec::new());
     }
 
     /// The tool's result goes to the model, then the actions queued meanwhile run.
@@ -895,6 +981,14 @@ impl CallLogic {
                     self.tool_answered(now, call_id, failed, apology);
                 }
             },
+            (
+                Some(Awaiting::McpVeto {
+                    call_id,
+                    route,
+                    arguments,
+                }),
+                HookResult::Mcp(result),
+            ) => self.on_mcp_decided(now, call_id, route, arguments, result),
             (Some(Awaiting::Transferred { target }), _) => {
                 self.hang_up(Ending::new(EndReason::Transferred(target), false));
             }

@@ -55,6 +55,10 @@ const SDK_FILES: &[(&str, &str)] = &[
         "lib/switchboard_agent/log.py",
         include_str!("../../../../guest-py/switchboard_agent/log.py"),
     ),
+    (
+        "lib/switchboard_agent/mcp.py",
+        include_str!("../../../../guest-py/switchboard_agent/mcp.py"),
+    ),
 ];
 
 /// Build the Python agent in `agent_dir` into `<agent_dir>/target/<name>.wasm`.

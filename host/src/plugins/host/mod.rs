@@ -39,6 +39,10 @@ pub(crate) struct HostCtx {
     pub requests: Vec<AgentRequest>,
     /// Time spent in host imports during the current hook.
     pub in_host: Duration,
+    /// The current hook is `on-event(mcp-call)`: `mcp.veto` may refuse that call.
+    pub in_mcp_call: bool,
+    /// Why the agent refused the MCP call, when it did (`mcp.veto`).
+    pub veto: Option<String>,
 }
 
 impl HostCtx {
@@ -51,6 +55,8 @@ impl HostCtx {
             effects: Vec::new(),
             requests: Vec::new(),
             in_host: Duration::ZERO,
+            in_mcp_call: false,
+            veto: None,
         }
     }
 
@@ -59,6 +65,7 @@ impl HostCtx {
         self.effects.clear();
         self.requests.clear();
         self.in_host = Duration::ZERO;
+        self.veto = None;
     }
 
     /// Count the time since `started` as spent in the host, not in the guest.

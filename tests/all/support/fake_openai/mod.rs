@@ -115,6 +115,8 @@ impl Default for Script {
 #[derive(Debug, Clone)]
 pub struct Received {
     pub event: Value,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 /// One accepted upgrade request.
@@ -345,6 +347,7 @@ fn record(shared: &Shared, msg: &Message, audio: bool) -> Option<Value> {
         Message::Close(_) => {
             shared.received.lock().unwrap().push(Received {
                 event: json!({"type": "<close>"}),
+                at: Instant::now(),
             });
             return None;
         }
@@ -356,6 +359,7 @@ fn record(shared: &Shared, msg: &Message, audio: bool) -> Option<Value> {
     }
     shared.received.lock().unwrap().push(Received {
         event: event.clone(),
+        at: Instant::now(),
     });
     Some(event)
 }

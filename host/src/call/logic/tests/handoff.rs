@@ -44,6 +44,7 @@ fn started(new_session: bool) -> HandedOff {
         greeting: Some("Hi, appointments here.".into()),
         new_session,
         end_call: false,
+        mcp_tools: Default::default(),
     }
 }
 

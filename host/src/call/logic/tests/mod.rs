@@ -3,6 +3,7 @@
 
 mod agent;
 mod handoff;
+mod mcp;
 
 use super::*;
 use crate::call::leg::{Capabilities, Interrupted};
@@ -83,6 +84,7 @@ impl Rig {
                 // Only a tool of that name is the host's; the others go to the agent as ever.
                 end_call: true,
                 agent: "first".into(),
+                mcp_tools: Default::default(),
             }),
             playout: FakePlayout::default(),
             now: Duration::ZERO,
