@@ -43,6 +43,7 @@ mod store_crash;
 
 // Outbound campaigns.
 mod campaigns;
+mod campaigns_bench;
 
 // Hardening (issue 22).
 mod hardening_instance;
