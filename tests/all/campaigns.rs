@@ -265,8 +265,25 @@ async fn a_contact_waits_for_its_window_in_its_own_zone() {
     let created = api.post("/v1/campaigns", &body).await;
     assert_eq!(created.status, 201, "{}", created.text);
     let id = created.json["id"].as_str().unwrap().to_string();
+    let mut events = api.events().await;
     api.post(&format!("/v1/campaigns/{id}/start"), &json!({}))
         .await;
+    // Progress is pushed as it changes: started, then the New York contact done.
+    let pushed = events
+        .collect_until(Duration::from_secs(20), |name, p| {
+            name == "campaign" && p["done"] == 1
+        })
+        .await;
+    let states: Vec<&Value> = pushed
+        .iter()
+        .filter(|(name, _)| name == "campaign")
+        .map(|(_, p)| &p["campaign"]["state"])
+        .collect();
+    assert_eq!(states.first(), Some(&&json!("running")), "{states:?}");
+    assert_eq!(
+        pushed.last().unwrap().1["outcomes"],
+        json!([["answered", 1]])
+    );
     let contacts = api
         .poll(
             &format!("/v1/campaigns/{id}/contacts"),

@@ -416,7 +416,7 @@ fn base_spec() -> Value {
                     "404": {"description": "No agent serves the number"}, "429": {"description": "Too many web calls"},
                     "503": {"description": "Web calls are off, or no free port"}}}},
             "/v1/events": {"get": {"summary": "Server-sent events", "operationId": "events",
-                "description": "SSE. Event names: each call event's type (data: CallEvent JSON; sent once stored, so GET /v1/calls/{id} shows it), agent-reload (data: AgentEvent), registration (data: Registration), log (data: {at_ms, level, target, line}), config-change (data: ConfigChange), lagged (data: {missed}). Keep-alive comments every 15 s.",
+                "description": "SSE. Event names: each call event's type (data: CallEvent JSON; sent once stored, so GET /v1/calls/{id} shows it), agent-reload (data: AgentEvent), registration (data: Registration), log (data: {at_ms, level, target, line}), config-change (data: ConfigChange), campaign (data: CampaignProgress), lagged (data: {missed}). Keep-alive comments every 15 s.",
                 "responses": {"200": {"description": "Event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}, "401": unauthorized.clone()}}},
             "/v1/config": {"get": {"summary": "The running configuration (file + environment), secrets masked as ***", "operationId": "config",
                 "responses": {"200": ok_json("Configuration", json!({"type": "object"})), "401": unauthorized.clone()}}},

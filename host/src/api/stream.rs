@@ -1,7 +1,8 @@
 //! GET /v1/events: server-sent events. One SSE event per call event (event name = its `type`,
 //! data = the call event JSON), `agent-reload` per reload outcome, `registration` per
 //! registration change, `log` per log line, `config-change` per live configuration change
-//! (its audit record), and `lagged` when this client fell behind and
+//! (its audit record), `campaign` per change of a campaign's progress, and `lagged` when this
+//! client fell behind and
 //! missed events. Keep-alive comments every 15 s. A call event is sent once the call store
 //! holds it, so GET /v1/calls/{id} after an event shows that event.
 
@@ -51,6 +52,7 @@ pub async fn events(State(ctx): State<Ctx>) -> Sse<impl Stream<Item = Result<Eve
     let mut registrations = Some(ctx.registrations.subscribe());
     let mut logs = Some(ctx.logs.subscribe());
     let mut changes = Some(ctx.live.subscribe());
+    let mut campaigns = Some(ctx.campaigns.subscribe());
     let (tx, rx) = mpsc::channel::<Event>(256);
     // One forwarding task per client; it ends when the client goes away.
     tokio::spawn(async move {
@@ -80,6 +82,10 @@ pub async fn events(State(ctx): State<Ctx>) -> Sse<impl Stream<Item = Result<Eve
                 item = next_or_pending(&mut changes) => match convert(item, |e| json_event("config-change", e)) {
                     Some(ev) => ev,
                     None => { changes = None; continue; }
+                },
+                item = next_or_pending(&mut campaigns) => match convert(item, |e| json_event("campaign", e)) {
+                    Some(ev) => ev,
+                    None => { campaigns = None; continue; }
                 },
             };
             if tx.send(event).await.is_err() {

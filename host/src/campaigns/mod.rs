@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::call::PlaceRequest;
 use crate::call::events::EventBus;
@@ -129,6 +129,20 @@ pub(crate) struct Inner {
     clock: Clock,
     /// The state each started campaign's runner follows.
     runners: Mutex<HashMap<String, watch::Sender<CampaignState>>>,
+    /// Each campaign's progress after every change (the API's `campaign` events).
+    progress: broadcast::Sender<CampaignProgress>,
+}
+
+impl Inner {
+    /// Tell subscribers where campaign `id` stands now.
+    async fn publish(&self, id: &str) {
+        match self.store.campaign(id).await {
+            Ok(p) => {
+                let _ = self.progress.send(p);
+            }
+            Err(e) => tracing::warn!(campaign = %id, error = %e, "reading a campaign's progress"),
+        }
+    }
 }
 
 /// The campaigns of this host.
@@ -150,6 +164,7 @@ impl Campaigns {
             bus,
             clock,
             runners: Mutex::new(HashMap::new()),
+            progress: broadcast::channel(256).0,
         }))
     }
 
@@ -167,6 +182,12 @@ impl Campaigns {
             }
         }
         Ok(())
+    }
+
+    /// Each campaign's progress after every change: a state change, a contact done or
+    /// rescheduled.
+    pub fn subscribe(&self) -> broadcast::Receiver<CampaignProgress> {
+        self.0.progress.subscribe()
     }
 
     pub fn store(&self) -> &Arc<dyn CampaignStore> {
@@ -246,6 +267,7 @@ impl Campaigns {
             .await?;
         tracing::info!(campaign = %id, state = next.as_str(), "campaign {}", control.verb());
         self.run(&current.campaign, next);
+        self.0.publish(id).await;
         Ok(self.0.store.campaign(id).await?)
     }
 
@@ -263,6 +285,7 @@ impl Campaigns {
         if let Some(tx) = inner.runners.lock().expect("runners lock").get(id) {
             let _ = tx.send(CampaignState::Paused);
         }
+        inner.publish(id).await;
     }
 
     /// Tell the campaign's runner its new state, starting one if none runs.

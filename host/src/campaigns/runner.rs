@@ -65,8 +65,12 @@ impl Runner {
                         .store
                         .close_pending(&self.id, plan::CANCELLED, self.inner.clock.now_ms())
                         .await;
-                    if let Err(e) = closed {
-                        tracing::error!(campaign = %self.id, error = %e, "closing a cancelled campaign");
+                    match closed {
+                        Ok(0) => {}
+                        Ok(_) => self.inner.publish(&self.id).await,
+                        Err(e) => {
+                            tracing::error!(campaign = %self.id, error = %e, "closing a cancelled campaign");
+                        }
                     }
                     if active.is_empty() {
                         return;
@@ -213,10 +217,13 @@ impl Runner {
             ) {
                 Next::Leave(outcome) => {
                     tracing::info!(campaign = %self.id, contact = contact.index, outcome, "contact left");
-                    self.inner
+                    let skipped = self
+                        .inner
                         .store
                         .skip_contact(&self.id, contact.index, outcome, at_ms)
-                        .await
+                        .await;
+                    self.inner.publish(&self.id).await;
+                    skipped
                 }
                 Next::Wait(until) => {
                     self.inner
@@ -365,6 +372,7 @@ impl Runner {
         {
             tracing::error!(campaign = %self.id, error = %e, "storing an attempt's end");
         }
+        self.inner.publish(&self.id).await;
     }
 
     /// End an attempt that placed no call (or whose call the store never saw).
@@ -391,5 +399,6 @@ impl Runner {
         {
             tracing::error!(campaign = %self.id, error = %e, "storing an attempt's end");
         }
+        self.inner.publish(&self.id).await;
     }
 }
