@@ -196,12 +196,14 @@ impl Runner {
                 }
             };
             let zones: Vec<_> = contact.zones.iter().filter_map(|z| zone(z).ok()).collect();
-            let on_dnc_list = self
-                .inner
-                .store
-                .dnc_contains(&contact.number)
-                .await
-                .unwrap_or(true);
+            // Unknown is not "allowed": the contact waits for the next look.
+            let on_dnc_list = match self.inner.store.dnc_contains(&contact.number).await {
+                Ok(listed) => listed,
+                Err(e) => {
+                    tracing::error!(campaign = %self.id, error = %e, "checking the do-not-call list");
+                    return;
+                }
+            };
             let facts = Facts {
                 now,
                 zones: &zones,
