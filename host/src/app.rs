@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::live::LiveConfig;
 use crate::model::OfflineConfig;
 use crate::model::offline::OfflineProvider;
+use crate::outbox::Outbox;
 use crate::plugins::watcher::{self, WatchHandle};
 use crate::plugins::{Registry, Runtime};
 use crate::recording::StoreSink;
@@ -102,8 +103,9 @@ impl Host {
             .or(addrs.tcp.map(|a| a.ip()))
             .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
         let events = EventBus::new(|live| StoreSink::start(store.clone(), live));
-        // Subscribed before the first call so every call is counted.
+        // Subscribed before the first call so every call is counted (and every event sent).
         let metrics = Metrics::start(&events, &agents.registry);
+        let outbox = Outbox::start(&config.webhooks, store.clone(), store.clone(), &events)?;
         let calls = CallDeps::new(
             agents.registry.clone(),
             live.provider(),
@@ -160,6 +162,8 @@ impl Host {
                 webrtc: webrtc.clone(),
                 config: api::masked_config(&config.source),
                 live,
+                outbox,
+                queue: store.clone(),
             },
         )
         .await?;

@@ -18,6 +18,7 @@ pub mod logs;
 pub mod media;
 pub mod model;
 pub mod otlp;
+pub mod outbox;
 pub mod plugins;
 pub mod recording;
 pub mod resample;

@@ -114,6 +114,9 @@ impl ApiError {
                 StoreError::NotFound { .. } => {
                     (StatusCode::NOT_FOUND, "call_not_found", text(self))
                 }
+                StoreError::NoDelivery { .. } => {
+                    (StatusCode::NOT_FOUND, "delivery_not_found", text(self))
+                }
                 StoreError::InvalidCursor(_) => (StatusCode::BAD_REQUEST, "bad_cursor", text(self)),
                 StoreError::InvalidInput(_) => (StatusCode::BAD_REQUEST, "bad_query", text(self)),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "store_error", text(self)),

@@ -14,6 +14,7 @@ mod overlay;
 pub mod sample;
 mod schema;
 mod sqlite;
+pub mod webhooks;
 
 #[cfg(test)]
 mod bench;
@@ -288,6 +289,8 @@ pub enum StoreError {
     /// The batch this write was in could not be committed (the write did not happen).
     #[error("commit failed: {0}")]
     Commit(String),
+    #[error("no webhook delivery with id {id}")]
+    NoDelivery { id: i64 },
     #[error("the call store is closed")]
     Closed,
     #[error("a call store worker failed: {0}")]

@@ -90,6 +90,7 @@ pub(super) fn apply(tx: &Transaction, seqs: &mut Seqs, op: &Op) -> Result<Done> 
             Ok(Done::Purged(purged))
         }
         Op::Config(change) => super::overlay::apply_change(tx, change).map(Done::Audit),
+        Op::Queue(op) => super::webhooks::apply(tx, op).map(Done::Queue),
         Op::Shutdown => Ok(Done::Unit),
     }
 }
