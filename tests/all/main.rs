@@ -38,6 +38,7 @@ mod hardening_api;
 mod otlp;
 mod softphone;
 mod store_crash;
+mod webhooks;
 
 // Hardening (issue 22).
 mod hardening_instance;

@@ -19,7 +19,7 @@ const IN_FLIGHT: usize = 64;
 const POLL: Duration = Duration::from_millis(200);
 /// A claim outlives the attempt by this much, so it is recorded before another node may take
 /// the row.
-const LEASE_MARGIN_MS: i64 = 30_000;
+const LEASE_MARGIN_MS: i64 = 5_000;
 /// Longest wait between two attempts.
 const MAX_RETRY_MS: u64 = 3_600_000;
 
