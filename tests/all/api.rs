@@ -573,6 +573,9 @@ async fn health_ready_metrics_openapi_agents_registrations_usage() {
         ("/v1/config/trunks/{name}", &["put", "delete"]),
         ("/v1/config/live", &["get", "put"]),
         ("/v1/config/model/{key}", &["put", "delete"]),
+        ("/v1/webhooks/{name}/deliveries", &["get"]),
+        ("/v1/webhooks/dead-letters", &["get"]),
+        ("/v1/webhooks/deliveries/{id}/resend", &["post"]),
         ("/v1/openapi.json", &["get"]),
         ("/metrics", &["get"]),
         ("/health", &["get"]),
@@ -585,7 +588,7 @@ async fn health_ready_metrics_openapi_agents_registrations_usage() {
             );
         }
     }
-    assert_eq!(paths.len(), 27, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 30, "{:?}", paths.keys().collect::<Vec<_>>());
     // Every $ref points at a schema that exists.
     let schemas = doc.json["components"]["schemas"].as_object().unwrap();
     for r in doc.text.split("\"$ref\":\"#/components/schemas/").skip(1) {

@@ -203,17 +203,70 @@ fn config_paths() -> Value {
     })
 }
 
+/// The schema of a webhook delivery (`api::webhooks::DeliveryView`).
+fn webhook_schemas() -> Value {
+    json!({
+        "WebhookDelivery": {"type": "object", "properties": {
+            "id": {"type": "integer", "description": "For POST /v1/webhooks/deliveries/{id}/resend"},
+            "webhook": {"type": "string"},
+            "webhook_id": {"type": "string", "description": "The webhook-id header: the same on every attempt and resend (receivers dedupe on it)"},
+            "type": {"type": "string", "enum": ["call.started", "call.answered", "call.ended", "call.transferred", "call.outcome", "recording.ready", "campaign.progress"]},
+            "status": {"type": "string", "enum": ["pending", "delivered", "dead"]},
+            "attempts": {"type": "integer"},
+            "last_code": {"type": ["integer", "null"], "description": "The last attempt's HTTP status (null: no answer)"},
+            "last_error": {"type": ["string", "null"]},
+            "codes": {"type": "array", "items": {"type": ["integer", "null"]}, "description": "Each kept attempt's HTTP status, oldest first"},
+            "history": {"type": "array", "items": {"type": "object", "properties": {
+                "at_ms": {"type": "integer"}, "code": {"type": "integer"}, "error": {"type": "string"}}}},
+            "next_attempt_at_ms": {"type": ["integer", "null"], "description": "When a pending delivery is tried next"},
+            "created_at_ms": {"type": "integer"},
+            "updated_at_ms": {"type": "integer"},
+            "payload": {"type": "object", "description": "The body sent: {type, timestamp, data}"}}},
+        "WebhookDeliveries": {"type": "object", "properties": {
+            "deliveries": {"type": "array", "items": {"$ref": "#/components/schemas/WebhookDelivery"}}}}
+    })
+}
+
+fn webhook_paths() -> Value {
+    let list = ok_json(
+        "Newest first",
+        json!({"$ref": "#/components/schemas/WebhookDeliveries"}),
+    );
+    let limit = query(
+        "limit",
+        json!({"type": "integer", "minimum": 1, "maximum": 500, "default": 50}),
+        "How many",
+    );
+    let unauthorized = error_response("Missing or wrong bearer token");
+    json!({
+        "/v1/webhooks/{name}/deliveries": {"get": {"summary": "A webhook's recent deliveries: status, attempts, last error, HTTP codes", "operationId": "webhookDeliveries",
+            "parameters": [path_param("name", "The webhook's name ([[webhooks]] name)"), limit],
+            "responses": {"200": list, "401": unauthorized, "404": error_response("No webhook of that name")}}},
+        "/v1/webhooks/dead-letters": {"get": {"summary": "Deliveries of every webhook that ran out of attempts (or got 410 Gone)", "operationId": "webhookDeadLetters",
+            "parameters": [limit],
+            "responses": {"200": list, "401": unauthorized}}},
+        "/v1/webhooks/deliveries/{id}/resend": {"post": {"summary": "Send a delivered or dead delivery again: due now, attempts reset, same webhook-id", "operationId": "resendWebhookDelivery",
+            "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}],
+            "responses": {"200": ok_json("Queued again", json!({"$ref": "#/components/schemas/WebhookDelivery"})),
+                "400": error_response("The delivery is still pending"), "401": unauthorized,
+                "404": error_response("No delivery with this id")}}}
+    })
+}
+
 /// The document (also used by the tests).
 pub fn spec() -> Value {
     let mut doc = base_spec();
-    if let (Some(schemas), Value::Object(more)) = (
-        doc["components"]["schemas"].as_object_mut(),
-        config_schemas(),
-    ) {
-        schemas.extend(more);
+    for more in [config_schemas(), webhook_schemas()] {
+        if let (Some(schemas), Value::Object(more)) =
+            (doc["components"]["schemas"].as_object_mut(), more)
+        {
+            schemas.extend(more);
+        }
     }
-    if let (Some(paths), Value::Object(more)) = (doc["paths"].as_object_mut(), config_paths()) {
-        paths.extend(more);
+    for more in [config_paths(), webhook_paths()] {
+        if let (Some(paths), Value::Object(more)) = (doc["paths"].as_object_mut(), more) {
+            paths.extend(more);
+        }
     }
     doc
 }
@@ -476,6 +529,40 @@ mod tests {
             schemas["PlaceCall"]["properties"]["to"]["maxLength"],
             super::MAX_TARGET
         );
+    }
+
+    /// Every field of a delivery as the API shows it is described.
+    #[test]
+    fn webhook_delivery_schema_matches_the_view() {
+        use crate::store::webhooks::{AttemptRecord, Delivery, DeliveryStatus};
+        let view = super::super::webhooks::DeliveryView::from(Delivery {
+            id: 1,
+            webhook: "crm".into(),
+            message_id: "msg_c1_0".into(),
+            kind: "call.started".into(),
+            sequence_key: "c1".into(),
+            payload: "{}".into(),
+            status: DeliveryStatus::Dead,
+            attempts: 1,
+            next_attempt_at_ms: 0,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            history: vec![AttemptRecord {
+                at_ms: 0,
+                code: Some(500),
+                error: Some("the receiver answered 500".into()),
+            }],
+        });
+        let body = serde_json::to_value(&view).unwrap();
+        let spec = spec();
+        let schema = &spec["components"]["schemas"]["WebhookDelivery"]["properties"];
+        for key in body.as_object().unwrap().keys() {
+            assert!(
+                schema.get(key).is_some(),
+                "WebhookDelivery does not describe {key:?}"
+            );
+        }
+        assert_eq!(body["codes"], json!([500]));
     }
 
     /// Every field a stored call's detail serialises with is described, down to its usage items.
