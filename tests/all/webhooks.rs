@@ -3,7 +3,8 @@
 //! in order, once each after dedup on `webhook-id`; a receiver that is down and then failing
 //! gets everything once it is back; one that never answers dead-letters (the API lists it, a
 //! resend delivers it) without touching the calls; a full queue drops with a count on
-//! `/metrics`; and queued events outlive a crash of the host.
+//! `/metrics`; queued events outlive a crash of the host; and the dashboard (Chromium) shows a
+//! dead letter whose button resends it.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::support::agents::fixture;
 use crate::support::api::Api;
+use crate::support::browser::Browser;
 use crate::support::host::{Host, HostBuilder};
 use crate::support::load::{CallerAudio, media_load_args, media_load_dir};
 use crate::support::ports::free_port;
@@ -526,4 +528,78 @@ async fn webhooks_queued_events_are_delivered_after_the_host_is_killed_and_resta
         "{got:#?}"
     );
     assert!(got.iter().all(|g| g.signed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_the_dashboard_shows_a_dead_letter_and_its_button_resends_it() {
+    if !require("sipp") || !require("chromium") {
+        return;
+    }
+    // Refused at once, one attempt each: every event of the call is dead within moments.
+    let receiver = Receiver::start(Mode::Fail("410 Gone")).await;
+    let mut host = Host::builder()
+        .examples(&["menu"])
+        .rtp_ports(40)
+        .config(&webhook("crm", &receiver, &CALL_EVENTS, ""))
+        .start();
+    let api = Api::new(host.http, None);
+    sipp_calls_menu(&host, 1, 500).await;
+    host.wait_calls_ended(0, 1, Duration::from_secs(20));
+    receiver
+        .wait(Duration::from_secs(10), |got| got.len() >= 3)
+        .await;
+    let call_id = call_ids(&api).await.remove(0);
+
+    let wait = Duration::from_secs(20);
+    let mut browser = Browser::launch().await;
+    browser
+        .navigate(&format!("http://{}/#/webhooks", host.http))
+        .await;
+    browser
+        .wait_for(
+            "three dead letters with resend buttons",
+            "document.querySelectorAll('#dead-letters button[data-resend]').length === 3",
+            wait,
+        )
+        .await;
+    let dead_text = browser.text("#dead-letters").await;
+    assert!(dead_text.contains("410 Gone"), "{dead_text}");
+    assert!(dead_text.contains(&call_id), "{dead_text}");
+    let crm_text = browser.text("#deliveries-crm").await;
+    assert!(
+        crm_text.contains("dead") && crm_text.contains("410"),
+        "{crm_text}"
+    );
+
+    // The oldest dead letter is the call's `call.started`: resend it with its button.
+    receiver.set_mode(Mode::Accept);
+    browser
+        .click("#dead-letters tbody tr:last-child button[data-resend]")
+        .await;
+    browser
+        .wait_for(
+            "the resend notice and two dead letters left",
+            "(document.querySelector('#webhooks-notice')?.textContent ?? '').includes('queued again') && \
+             document.querySelectorAll('#dead-letters button[data-resend]').length === 2",
+            wait,
+        )
+        .await;
+    let got = receiver
+        .wait(Duration::from_secs(10), |_| !receiver.accepted().is_empty())
+        .await;
+    let accepted = receiver.accepted();
+    assert_eq!(accepted.len(), 1, "{got:#?}");
+    assert_eq!(accepted[0].kind(), "call.started");
+    assert_eq!(accepted[0].call_id(), call_id);
+    assert!(accepted[0].signed);
+    // Reloaded, the view shows it delivered.
+    browser.eval("location.reload()").await;
+    browser
+        .wait_for(
+            "the delivery shown as delivered",
+            "[...document.querySelectorAll('#deliveries-crm tbody tr')].some((r) => \
+             r.textContent.includes('call.started') && r.textContent.includes('delivered'))",
+            wait,
+        )
+        .await;
 }
