@@ -46,6 +46,8 @@ pub struct Host {
     dispatcher: tokio::task::JoinHandle<()>,
     /// Hands the live registration accounts to the SIP endpoint.
     accounts: tokio::task::JoinHandle<()>,
+    /// Hands the live webhooks to the outbox.
+    webhooks: tokio::task::JoinHandle<()>,
     /// Held until the host is dropped (after `shutdown` has flushed the store).
     _lock: DataDirLock,
 }
@@ -105,7 +107,13 @@ impl Host {
         let events = EventBus::new(|live| StoreSink::start(store.clone(), live));
         // Subscribed before the first call so every call is counted (and every event sent).
         let metrics = Metrics::start(&events, &agents.registry);
-        let outbox = Outbox::start(&config.webhooks, store.clone(), store.clone(), &events)?;
+        let outbox = Outbox::start(
+            &live.webhooks().borrow(),
+            store.clone(),
+            store.clone(),
+            &events,
+        )?;
+        let webhooks = spawn_webhook_applier(&live, outbox.clone());
         let calls = CallDeps::new(
             agents.registry.clone(),
             live.provider(),
@@ -186,6 +194,7 @@ impl Host {
             public,
             dispatcher,
             accounts,
+            webhooks,
             _lock: lock,
         })
     }
@@ -197,6 +206,7 @@ impl Host {
         }
         self.api.shutdown();
         self.accounts.abort();
+        self.webhooks.abort();
         self.sip.shutdown().await;
         self.dispatcher.abort();
         // Give the ending calls' last events a moment to reach the store, then flush it.
@@ -205,6 +215,20 @@ impl Host {
             tracing::error!(error = %e, "flushing the call store failed");
         }
     }
+}
+
+/// Hands each live change of the webhooks to the outbox.
+fn spawn_webhook_applier(live: &LiveConfig, outbox: Arc<Outbox>) -> tokio::task::JoinHandle<()> {
+    let mut webhooks = live.webhooks();
+    tokio::spawn(async move {
+        while webhooks.changed().await.is_ok() {
+            let list = webhooks.borrow_and_update().clone();
+            if let Err(e) = outbox.set_webhooks(&list) {
+                // Checked when the change was made.
+                tracing::error!(error = %e, "webhooks not applied");
+            }
+        }
+    })
 }
 
 /// Registers the effective accounts now and again after each live change to them.

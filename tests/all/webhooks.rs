@@ -3,15 +3,16 @@
 //! in order, once each after dedup on `webhook-id`; a receiver that is down and then failing
 //! gets everything once it is back; one that never answers dead-letters (the API lists it, a
 //! resend delivers it) without touching the calls; a full queue drops with a count on
-//! `/metrics`; queued events outlive a crash of the host; and the dashboard (Chromium) shows a
-//! dead letter whose button resends it.
+//! `/metrics`; queued events outlive a crash of the host; the dashboard (Chromium) shows a
+//! dead letter whose button resends it; and webhooks set, changed and removed live by the CLI
+//! and the API take effect at once, their secret never shown.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::agents::fixture;
+use crate::support::agents::{fixture, switchboard_bin};
 use crate::support::api::Api;
 use crate::support::browser::Browser;
 use crate::support::host::{Host, HostBuilder};
@@ -602,4 +603,134 @@ async fn webhooks_the_dashboard_shows_a_dead_letter_and_its_button_resends_it() 
             wait,
         )
         .await;
+}
+
+/// `switchboard <args>` against the host's API with the write token: exit code, stdout, stderr.
+fn cli(host: &Host, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = std::process::Command::new(switchboard_bin())
+        .args(args)
+        .env("SWITCHBOARD_API", format!("http://{}", host.http))
+        .env("SWITCHBOARD_TOKEN", "ops-token")
+        .envs(env.iter().copied())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_set_live_by_the_cli_and_the_api_deliver_at_once_with_the_secret_masked() {
+    if !require("sipp") {
+        return;
+    }
+    let receiver = Receiver::start(Mode::Accept).await;
+    let tokens = "[[http.api-tokens]]\nname = \"ops\"\ntoken = \"ops-token\"\nscope = \"write\"\n";
+    let mut host = Host::builder()
+        .examples(&["menu"])
+        .rtp_ports(40)
+        .http(tokens)
+        .start();
+    let api = Api::new(host.http, Some("ops-token"));
+    let etag = |r: &crate::support::api::Reply| r.etag.clone().expect("ETag");
+
+    // Refused: a loopback URL without allow-local, named by its field; nothing changes.
+    let before = api.get("/v1/config/effective").await;
+    let refused = api
+        .put(
+            "/v1/config/webhooks/crm",
+            &json!({"url": receiver.url(), "events": ["call.ended"], "secret": SECRET}),
+            Some(&etag(&before)),
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert_eq!(refused.json["error"], "bad_webhook");
+    assert_eq!(refused.json["field"], "url");
+    assert!(refused.text.contains("allow-local"), "{}", refused.text);
+    assert_eq!(api.get("/v1/config/effective").await.text, before.text);
+
+    // Set by the CLI, the secret from the environment.
+    let url = receiver.url();
+    let (code, out, err) = cli(
+        &host,
+        &[
+            "webhooks",
+            "set",
+            "crm",
+            "--url",
+            &url,
+            "--event",
+            "call.started",
+            "--event",
+            "call.ended",
+            "--allow-local",
+            "--retry-ms",
+            "200",
+        ],
+        &[("SWITCHBOARD_WEBHOOK_SECRET", SECRET)],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.trim(), "set webhooks/crm");
+    let effective = api.get("/v1/config/effective").await;
+    let crm = &effective.json["webhooks"]["crm"];
+    assert_eq!(crm["source"], "live");
+    assert_eq!(crm["value"]["url"], url.as_str());
+    assert_eq!(crm["value"]["secret"], "***");
+    assert!(!effective.text.contains(SECRET));
+    let (code, out, _) = cli(&host, &["webhooks", "list"], &[]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.trim(),
+        format!("crm\t{url}\tcall.started,call.ended\tlive")
+    );
+    let audit = api.get("/v1/config/audit").await;
+    assert!(audit.text.contains("webhooks/crm"), "{}", audit.text);
+    assert!(
+        !audit.text.contains(SECRET),
+        "the audit masks the secret: {}",
+        audit.text
+    );
+
+    // In effect for the next call at once, signed with the secret the CLI gave.
+    sipp_calls_menu(&host, 1, 500).await;
+    host.wait_calls_ended(0, 1, Duration::from_secs(20));
+    receiver
+        .wait(Duration::from_secs(10), |_| receiver.accepted().len() >= 2)
+        .await;
+    let call_id = call_ids(&api).await.remove(0);
+    assert_eq!(
+        kinds_of(&receiver.accepted(), &call_id),
+        ["call.started", "call.ended"]
+    );
+    assert!(receiver.got().iter().all(|g| g.signed));
+
+    // Changed through the API with the secret given as *** (kept): answered calls too now.
+    let now = api.get("/v1/config/effective").await;
+    let mut body = now.json["webhooks"]["crm"]["value"].clone();
+    body["events"] = json!(["call.answered"]);
+    let changed = api
+        .put("/v1/config/webhooks/crm", &body, Some(&etag(&now)))
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.text);
+    assert_eq!(changed.json["change"]["after"]["secret"], "***");
+    sipp_calls_menu(&host, 1, 500).await;
+    host.wait_calls_ended(1, 1, Duration::from_secs(20));
+    receiver
+        .wait(Duration::from_secs(10), |_| receiver.accepted().len() >= 3)
+        .await;
+    let accepted = receiver.accepted();
+    assert_eq!(accepted.len(), 3, "{accepted:#?}");
+    assert_eq!(accepted[2].kind(), "call.answered");
+    assert!(accepted[2].signed, "the kept secret still signs");
+
+    // Removed: nothing more is queued.
+    let (code, out, err) = cli(&host, &["webhooks", "rm", "crm"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    sipp_calls_menu(&host, 1, 500).await;
+    host.wait_calls_ended(2, 1, Duration::from_secs(20));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(receiver.got().len(), 3);
 }

@@ -227,7 +227,7 @@ fn router(ctx: Ctx, credentials: Arc<auth::Credentials>) -> Router {
             put(config_live::put_agent_value).delete(config_live::delete_agent_value),
         )
         .route(
-            // `accounts` or `trunks`.
+            // `accounts`, `trunks` or `webhooks`.
             "/v1/config/{table}/{name}",
             put(config_live::put_sip_entry).delete(config_live::delete_sip_entry),
         )

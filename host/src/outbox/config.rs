@@ -39,6 +39,39 @@ impl EventType {
     }
 }
 
+fn exposed<S: serde::Serializer>(secret: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(secret) => s.serialize_str(secret.expose()),
+        None => s.serialize_none(),
+    }
+}
+
+/// The field names of a `[[webhooks]]` entry, as the file spells them.
+pub const WEBHOOK_FIELDS: [&str; 10] = [
+    "name",
+    "url",
+    "events",
+    "secret",
+    "allow-local",
+    "timeout-ms",
+    "connect-timeout-ms",
+    "max-attempts",
+    "retry-ms",
+    "queue-limit",
+];
+
+/// A `[[webhooks]]` entry refused, naming the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidWebhook {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn invalid(field: &'static str, message: String) -> InvalidWebhook {
+    InvalidWebhook { field, message }
+}
+
 /// The environment variable that overrides webhook `name`'s secret.
 pub fn secret_variable(name: &str) -> String {
     format!(
@@ -75,8 +108,9 @@ pub struct WebhookConfig {
     /// The event types sent; others are not queued for this webhook.
     pub events: Vec<EventType>,
     /// `whsec_<base64>` (or any other string, used as its bytes); the environment variable
-    /// `SWITCHBOARD_WEBHOOK_SECRET_<NAME>` overrides it. Never printed.
-    #[serde(default, skip_serializing)]
+    /// `SWITCHBOARD_WEBHOOK_SECRET_<NAME>` overrides it. Never printed; serialised as is only
+    /// for the live configuration's store, which masks it wherever it shows one.
+    #[serde(default, serialize_with = "exposed")]
     pub secret: Option<Secret>,
     /// Lets `url` name a loopback, link-local or metadata address literally (tests, a local
     /// relay).
@@ -116,21 +150,23 @@ impl WebhookConfig {
     }
 
     /// The signing key; checked by [`validate`].
-    pub fn signing_secret(&self) -> Result<WebhookSecret, String> {
+    pub fn signing_secret(&self) -> Result<WebhookSecret, InvalidWebhook> {
         let secret = self.secret.as_ref().ok_or_else(|| {
-            format!(
+            let message = format!(
                 "webhook `{}` has no secret (set `secret` or {})",
                 self.name,
                 secret_variable(&self.name)
-            )
+            );
+            invalid("secret", message)
         })?;
-        WebhookSecret::new(secret.expose()).map_err(|e| format!("webhook `{}`: {e}", self.name))
+        WebhookSecret::new(secret.expose())
+            .map_err(|e| invalid("secret", format!("webhook `{}`: {e}", self.name)))
     }
 }
 
 /// Checks every entry: a unique name, a URL the egress rules let through, at least one event,
 /// a usable secret, limits above zero.
-pub fn validate(webhooks: &[WebhookConfig]) -> Result<(), String> {
+pub fn validate(webhooks: &[WebhookConfig]) -> Result<(), InvalidWebhook> {
     let mut names = std::collections::BTreeSet::new();
     for w in webhooks {
         let name = &w.name;
@@ -140,30 +176,43 @@ pub fn validate(webhooks: &[WebhookConfig]) -> Result<(), String> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !name_ok {
-            return Err(format!(
-                "webhook name {name:?}: 1 to 64 letters, digits, `-` or `_`"
+            return Err(invalid(
+                "name",
+                format!("webhook name {name:?}: 1 to 64 letters, digits, `-` or `_`"),
             ));
         }
         if !names.insert(name.as_str()) {
-            return Err(format!("webhook `{name}` is configured twice"));
+            return Err(invalid(
+                "name",
+                format!("webhook `{name}` is configured twice"),
+            ));
         }
         let url = url::Url::parse(&w.url)
-            .map_err(|e| format!("webhook `{name}`: url {:?}: {e}", w.url))?;
+            .map_err(|e| invalid("url", format!("webhook `{name}`: url {:?}: {e}", w.url)))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!(
-                "webhook `{name}`: url scheme `{}`: use http or https",
-                url.scheme()
+            return Err(invalid(
+                "url",
+                format!(
+                    "webhook `{name}`: url scheme `{}`: use http or https",
+                    url.scheme()
+                ),
             ));
         }
         if crate::egress::is_local_literal(&url) && !w.allow_local {
-            return Err(format!(
-                "webhook `{name}`: {} is a loopback, link-local or metadata address; set \
-                 allow-local = true to send there",
-                w.url
+            return Err(invalid(
+                "url",
+                format!(
+                    "webhook `{name}`: {} is a loopback, link-local or metadata address; set \
+                     allow-local = true to send there",
+                    w.url
+                ),
             ));
         }
         if w.events.is_empty() {
-            return Err(format!("webhook `{name}`: events is empty"));
+            return Err(invalid(
+                "events",
+                format!("webhook `{name}`: events is empty"),
+            ));
         }
         w.signing_secret()?;
         for (field, value) in [
@@ -174,7 +223,10 @@ pub fn validate(webhooks: &[WebhookConfig]) -> Result<(), String> {
             ("queue-limit", u64::from(w.queue_limit)),
         ] {
             if value == 0 {
-                return Err(format!("webhook `{name}`: {field} must be above 0"));
+                return Err(invalid(
+                    field,
+                    format!("webhook `{name}`: {field} must be above 0"),
+                ));
             }
         }
     }
@@ -198,14 +250,15 @@ mod tests {
     fn urls_follow_the_egress_rules() {
         assert!(validate(&[hook("https://hooks.example.com/x")]).is_ok());
         let err = validate(&[hook("ftp://hooks.example.com/")]).unwrap_err();
-        assert!(err.contains("http or https"), "{err}");
+        assert!(err.message.contains("http or https"), "{err}");
+        assert_eq!(err.field, "url");
         for local in [
             "http://127.0.0.1:9000/",
             "http://169.254.169.254/",
             "http://[::1]/",
         ] {
             let err = validate(&[hook(local)]).unwrap_err();
-            assert!(err.contains("allow-local"), "{err}");
+            assert!(err.message.contains("allow-local"), "{err}");
             let allowed = WebhookConfig {
                 allow_local: true,
                 ..hook(local)
@@ -217,18 +270,22 @@ mod tests {
     #[test]
     fn names_secrets_and_limits_are_checked() {
         let twice = [hook("https://a.example/"), hook("https://b.example/")];
-        assert!(validate(&twice).unwrap_err().contains("twice"));
+        assert!(validate(&twice).unwrap_err().message.contains("twice"));
         let no_secret = WebhookConfig {
             secret: None,
             ..hook("https://a.example/")
         };
         let err = validate(&[no_secret]).unwrap_err();
-        assert!(err.contains("SWITCHBOARD_WEBHOOK_SECRET_CRM"), "{err}");
+        assert!(
+            err.message.contains("SWITCHBOARD_WEBHOOK_SECRET_CRM"),
+            "{err}"
+        );
+        assert_eq!(err.field, "secret");
         let zero = WebhookConfig {
             max_attempts: 0,
             ..hook("https://a.example/")
         };
-        assert!(validate(&[zero]).unwrap_err().contains("max-attempts"));
+        assert_eq!(validate(&[zero]).unwrap_err().field, "max-attempts");
         let parsed: WebhookConfig = toml::from_str(
             r#"name = "crm"
 url = "https://a.example/"
@@ -240,6 +297,19 @@ queue-limit = 5"#,
         assert_eq!(parsed.queue_limit, 5);
         assert_eq!(parsed.events[1], EventType::CampaignProgress);
         assert!(format!("{parsed:?}").contains("***"));
-        assert!(!serde_json::to_string(&parsed).unwrap().contains("whsec"));
+        assert!(!format!("{parsed:?}").contains("whsec"));
+        // Stored whole (the live configuration masks it where it shows it).
+        let stored = serde_json::to_value(&parsed).unwrap();
+        assert_eq!(stored["secret"], "whsec_ZmFrZQ==");
+        let fields: Vec<&str> = stored
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert!(
+            fields.iter().all(|f| WEBHOOK_FIELDS.contains(f)),
+            "{fields:?}"
+        );
     }
 }

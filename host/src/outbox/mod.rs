@@ -30,7 +30,7 @@ pub use config::{EventType, WebhookConfig};
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
     #[error("[[webhooks]]: {0}")]
-    Config(String),
+    Config(#[from] config::InvalidWebhook),
     #[error("webhook `{name}`: cannot build its HTTP client: {source}")]
     Client {
         name: String,
@@ -48,7 +48,7 @@ struct Target {
 
 impl Target {
     fn new(config: &WebhookConfig) -> Result<Target, OutboxError> {
-        let secret = config.signing_secret().map_err(OutboxError::Config)?;
+        let secret = config.signing_secret()?;
         let client = crate::egress::client_builder()
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .timeout(Duration::from_millis(config.timeout_ms))
@@ -118,7 +118,7 @@ impl Outbox {
     /// Replaces the configured webhooks (checked first; on error nothing changes). Deliveries
     /// already queued for a removed webhook are dead-lettered when they come due.
     pub fn set_webhooks(&self, webhooks: &[WebhookConfig]) -> Result<(), OutboxError> {
-        config::validate(webhooks).map_err(OutboxError::Config)?;
+        config::validate(webhooks)?;
         let targets = webhooks
             .iter()
             .map(|w| Ok((w.name.clone(), Arc::new(Target::new(w)?))))
