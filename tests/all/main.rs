@@ -39,6 +39,7 @@ mod otlp;
 mod softphone;
 mod store_crash;
 mod webhooks;
+mod webhooks_bench;
 
 // Hardening (issue 22).
 mod hardening_instance;

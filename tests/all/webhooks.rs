@@ -317,11 +317,18 @@ async fn webhooks_a_receiver_down_then_failing_gets_everything_in_order_when_bac
     }
 }
 
-/// Per call of `api`'s host: INVITE to answer (ms), and the RTP its media got and lost.
+/// Per call of `api`'s host: INVITE to answer (ms), and the RTP its media got and lost (from
+/// its `media-stats` event, waited for: it is stored a moment after the call ends).
 async fn call_media(api: &Api) -> Vec<(i64, u64, u64)> {
     let mut out = Vec::new();
     for id in call_ids(api).await {
-        let detail = api.get(&format!("/v1/calls/{id}")).await.json;
+        let detail = api
+            .poll(&format!("/v1/calls/{id}"), Duration::from_secs(10), |d| {
+                d["events"]
+                    .as_array()
+                    .is_some_and(|e| e.iter().any(|e| e["kind"] == "media-stats"))
+            })
+            .await;
         let call = &detail["call"];
         let setup =
             call["answered_at_ms"].as_i64().unwrap() - call["started_at_ms"].as_i64().unwrap();
@@ -331,11 +338,11 @@ async fn call_media(api: &Api) -> Vec<(i64, u64, u64)> {
             .iter()
             .find(|e| e["kind"] == "media-stats")
             .map(|e| e["data"].clone())
-            .unwrap_or_default();
+            .expect("a media-stats event");
         out.push((
             setup,
-            stats["packets_received"].as_u64().unwrap_or(0),
-            stats["packets_lost"].as_u64().unwrap_or(0),
+            stats["packets_received"].as_u64().unwrap(),
+            stats["packets_lost"].as_u64().unwrap(),
         ));
     }
     out

@@ -1,11 +1,13 @@
 //! The feed: call events from the bus into the delivery queue, one row per message and
-//! interested webhook. Events are taken in batches and queued in one store write; while the
-//! store is slow they wait here (and in the bus), never in the call.
+//! interested webhook. A relay takes every event off the bus at once into memory (so a burst
+//! does not overrun the bus while the store is busy); the feed takes them from there in
+//! batches, one store write each. While the store is slow events wait here, never in the call.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::mpsc;
 
 use super::Outbox;
 use super::payload::{self, Message};
@@ -25,29 +27,29 @@ pub(super) fn spawn(
     queue: Arc<dyn WebhookQueue>,
     mut events: broadcast::Receiver<CallEvent>,
 ) {
+    let (relay, mut queued) = mpsc::unbounded_channel::<CallEvent>();
+    let lagging = outbox.clone();
     tokio::spawn(async move {
         loop {
-            let first = match events.recv().await {
-                Ok(e) => e,
-                Err(RecvError::Lagged(n)) => {
-                    lagged(&outbox, n);
-                    continue;
+            match events.recv().await {
+                Ok(e) => {
+                    if relay.send(e).is_err() {
+                        break;
+                    }
                 }
+                Err(RecvError::Lagged(n)) => lagged(&lagging, n),
                 Err(RecvError::Closed) => break,
-            };
-            let mut batch = vec![first];
-            while batch.len() < BATCH {
-                match events.try_recv() {
-                    Ok(e) => batch.push(e),
-                    Err(TryRecvError::Lagged(n)) => lagged(&outbox, n),
-                    Err(_) => break,
-                }
             }
+        }
+    });
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(BATCH);
+        while queued.recv_many(&mut batch, BATCH).await > 0 {
             let mut messages = Vec::new();
-            for event in &batch {
-                if let Some(m) = payload::direct(event) {
+            for event in batch.drain(..) {
+                if let Some(m) = payload::direct(&event) {
                     messages.push(m);
-                } else if payload::is_ended(event) {
+                } else if payload::is_ended(&event) {
                     // Events go live after their commit, so the record has the whole call.
                     let detail = match calls.get_call(&event.call_id).await {
                         Ok(d) => Some(d),
@@ -57,7 +59,7 @@ pub(super) fn spawn(
                             None
                         }
                     };
-                    messages.extend(payload::ended(event, detail.as_ref()));
+                    messages.extend(payload::ended(&event, detail.as_ref()));
                 }
             }
             let rows = rows_for(&outbox, &messages);

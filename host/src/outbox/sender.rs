@@ -27,8 +27,9 @@ pub(super) fn spawn(outbox: Arc<Outbox>, queue: Arc<dyn WebhookQueue>) {
     tokio::spawn(async move {
         let mut flying = JoinSet::new();
         loop {
+            // Claimed in batches: a claim is a store write that looks at every sequence's head.
             let free = IN_FLIGHT - flying.len();
-            if free > 0 {
+            if free >= IN_FLIGHT / 2 {
                 let targets = outbox.targets();
                 let longest = targets
                     .values()

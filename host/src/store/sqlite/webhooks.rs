@@ -76,16 +76,18 @@ pub(super) fn apply(tx: &Transaction, op: &QueueOp) -> Result<QueueDone> {
             lease_ms,
             limit,
         } => {
+            // The head of each webhook's sequence first (one pass over the pending rows'
+            // index), then which heads are due and not leased: a row behind a head is never
+            // looked at, however many wait.
             let sql_text = format!(
                 "UPDATE webhook_deliveries SET lease_owner = ?1, lease_until_ms = ?2 + ?3
                  WHERE id IN (
-                     SELECT d.id FROM webhook_deliveries d
-                     WHERE d.status = 'pending' AND d.next_attempt_at_ms <= ?2
+                     SELECT d.id FROM (
+                         SELECT MIN(id) AS id FROM webhook_deliveries
+                         WHERE status = 'pending' GROUP BY webhook, sequence_key) AS heads
+                     JOIN webhook_deliveries d ON d.id = heads.id
+                     WHERE d.next_attempt_at_ms <= ?2
                        AND (d.lease_until_ms IS NULL OR d.lease_until_ms <= ?2)
-                       AND NOT EXISTS (
-                           SELECT 1 FROM webhook_deliveries e
-                           WHERE e.status = 'pending' AND e.webhook = d.webhook
-                             AND e.sequence_key = d.sequence_key AND e.id < d.id)
                      ORDER BY d.next_attempt_at_ms, d.id LIMIT ?4)
                  RETURNING {COLUMNS}"
             );
