@@ -15,6 +15,7 @@ use crate::api::{self, ApiContext, ApiServer, LogFeed, Metrics};
 use crate::bridges;
 use crate::call::events::EventBus;
 use crate::call::{self, CallDeps};
+use crate::campaigns::{Campaigns, Clock};
 use crate::config::Config;
 use crate::live::LiveConfig;
 use crate::model::OfflineConfig;
@@ -156,6 +157,23 @@ impl Host {
             Some(web) => Some(WebCalls::new(web, calls.clone())?),
             None => None,
         };
+        let placer = Arc::new(api::Placer {
+            calls: calls.clone(),
+            sip: sip.clone(),
+            bridges: bridges.clone(),
+            live: live.clone(),
+        });
+        let campaigns = Campaigns::new(
+            store.clone(),
+            store.clone(),
+            placer.clone(),
+            calls.events.clone(),
+            campaign_clock()?,
+        );
+        campaigns
+            .start()
+            .await
+            .context("resuming the running campaigns")?;
         let api = api::serve(
             &config.http,
             ApiContext {
@@ -166,7 +184,8 @@ impl Host {
                 metrics,
                 logs,
                 registrations,
-                bridges: bridges.clone(),
+                placer,
+                campaigns,
                 webrtc: webrtc.clone(),
                 config: api::masked_config(&config.source),
                 live,
@@ -247,6 +266,24 @@ fn spawn_account_applier(live: &LiveConfig, sip: Arc<SipEndpoint>) -> tokio::tas
         }
     })
 }
+
+/// The campaigns' wall clock: the system's, or for tests one that starts at
+/// `SWITCHBOARD_TEST_CLOCK` (RFC 3339) and runs from there.
+fn campaign_clock() -> anyhow::Result<Clock> {
+    match std::env::var(TEST_CLOCK_ENV) {
+        Ok(at) => {
+            let at = at
+                .parse()
+                .with_context(|| format!("{TEST_CLOCK_ENV}={at} is not an RFC 3339 time"))?;
+            tracing::warn!(%at, "campaigns run on a test clock");
+            Ok(Clock::starting_at(at))
+        }
+        Err(_) => Ok(Clock::default()),
+    }
+}
+
+/// Sets the campaigns' clock for tests.
+pub const TEST_CLOCK_ENV: &str = "SWITCHBOARD_TEST_CLOCK";
 
 /// The store's settings; the default path follows data-dir, an explicit one is kept.
 fn store_config(config: &Config) -> StoreConfig {

@@ -9,6 +9,7 @@ pub mod authoring;
 pub mod bench;
 pub mod bridges;
 pub mod call;
+pub mod campaigns;
 pub mod config;
 pub mod config_client;
 pub mod domain;

@@ -624,6 +624,67 @@ async fn an_agent_failing_in_on_start_gets_the_apology_from_openai_then_a_hang_u
     assert_eq!(ended_reason(&record), "failed: agent failed");
 }
 
+/// The end-call tool on the connector: OpenAI plays the audio, so the host hangs up once
+/// `output_audio_buffer.stopped` says the goodbye was played.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_ends_a_connector_call_with_end_call_after_the_goodbye_is_played() {
+    let fake = FakeOpenAiSip::start(Script {
+        steps: vec![Step::Caller("That is all, thank you.".into())],
+        replies: vec![
+            Reply::ToolCall {
+                name: "end_call".into(),
+                arguments: r#"{"reason":"the caller is done"}"#.into(),
+            },
+            Reply::Speech("Thank you for calling, goodbye!".into()),
+        ],
+        ..Script::default()
+    })
+    .await;
+    let (builder, webhook, _port) = connector_host(&fake);
+    let host = builder
+        .config("[agent.receptionist]\nend-call = true")
+        .start();
+    assert_eq!(
+        fake.call(&webhook, "rtc_bye", "sip:2000@sip.api.openai.com", &[])
+            .await,
+        200
+    );
+    fake.wait(20, "the hang-up", |f| !f.requests_of("hangup").is_empty())
+        .await;
+
+    let accepts = fake.requests_of("accept");
+    let tools: Vec<&str> = accepts[0].body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(tools.contains(&"end_call"), "{tools:?}");
+    let hangups = fake.requests_of("hangup");
+    assert_eq!(hangups.len(), 1, "{hangups:?}");
+    assert_eq!(hangups[0].call_id, "rtc_bye");
+    let played = fake.played_at("rtc_bye").expect("the goodbye was played");
+    assert!(
+        hangups[0].at >= played,
+        "hung up before the goodbye was played"
+    );
+
+    let record = only_call_record(host.http).await;
+    let said: Vec<&str> = record["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["role"] == "agent")
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        said.last(),
+        Some(&"Thank you for calling, goodbye!"),
+        "{said:?}"
+    );
+    assert_eq!(ended_reason(&record), "agent-hangup");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_failing_in_on_start_is_rejected_with_503_when_so_configured() {
     let fake = FakeOpenAiSip::start(Script::default()).await;

@@ -11,7 +11,7 @@ use crate::support::bridge_call::check_call;
 use crate::support::calls::{AGENT_HZ, WINDOW, mic, tone_spans};
 use crate::support::fake_openai::{FakeOpenAi, Reply, Script};
 use crate::support::fake_twilio::{CallScript, Callee, Ending, FakeTwilio, stream_of};
-use crate::support::host::Host;
+use crate::support::host::{Host, HostBuilder};
 use crate::support::model_tls::{TestCerts, have_openssl};
 use crate::support::ports::{Ports, ports};
 use futures_util::StreamExt;
@@ -23,6 +23,12 @@ const OUR_NUMBER: &str = "+14155550199";
 /// The host with the receptionist on 2000, the OpenAI fake as its model and the Twilio bridge
 /// on a public listener of its own; the listener's port is reserved while the host lives.
 fn start_host(twilio: &FakeTwilio, model: &FakeOpenAi) -> (Host, String, Ports) {
+    let (builder, public_url, port) = twilio_host(twilio, model);
+    (builder.start(), public_url, port)
+}
+
+/// [`start_host`] before it starts, for more settings.
+fn twilio_host(twilio: &FakeTwilio, model: &FakeOpenAi) -> (HostBuilder, String, Ports) {
     let port = ports(1);
     let public_url = format!("http://127.0.0.1:{}", port.first());
     let host = Host::builder()
@@ -40,8 +46,7 @@ fn start_host(twilio: &FakeTwilio, model: &FakeOpenAi) -> (Host, String, Ports) 
             "[bridges.twilio]\naccount-sid = \"{}\"\nauth-token = \"{}\"\napi-base = \"{}\"\n\
              numbers = [\"{OUR_NUMBER}\"]",
             twilio.account_sid, twilio.auth_token, twilio.api_base
-        ))
-        .start();
+        ));
     (host, public_url, port)
 }
 
@@ -195,6 +200,53 @@ async fn the_agent_hangs_up_and_transfers_through_twilio_rest() {
     let rest = twilio.rest_calls();
     assert_eq!(rest.last().unwrap().param("Status"), Some("completed"));
     host.expect(&["call ended", "AgentHangup"], 10);
+}
+
+/// The end-call tool on a media stream: the hang-up (REST `Status=completed`) waits until
+/// Twilio has echoed the mark of the goodbye's last chunk, so the caller hears all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_ends_a_twilio_call_with_end_call_after_the_goodbye_is_heard() {
+    let model = FakeOpenAi::start(Script {
+        replies: vec![
+            Reply::Echo,
+            Reply::ToolCall {
+                name: "end_call".into(),
+                arguments: r#"{"reason":"the caller said goodbye"}"#.into(),
+            },
+            Reply::Speech {
+                transcript: "Thank you for calling, goodbye!".into(),
+                audio_ms: 2000,
+            },
+        ],
+        caller_transcript: "That is all, thanks.".into(),
+        ..model_script(Vec::new())
+    })
+    .await;
+    let twilio = FakeTwilio::start().await;
+    let (builder, public_url, _port) = twilio_host(&twilio, &model);
+    let mut host = builder
+        .config("[agent.receptionist]\nend-call = true")
+        .start();
+    let call = twilio.call(
+        &public_url,
+        CallScript {
+            speech: mic(20.0, &[(5.0, 0.8)]),
+            ..CallScript::default()
+        },
+    );
+    let call = tokio::time::timeout(Duration::from_secs(40), call)
+        .await
+        .expect("the call ends");
+    host.expect(&["call ended", "AgentHangup"], 10);
+    assert_eq!(call.ending, Ending::RestCompleted, "{call:?}");
+    assert!(call.violations.is_empty(), "{:?}", call.violations);
+    let tones = tone_spans(&call.heard, AGENT_HZ, WINDOW * 10);
+    assert_eq!(tones.len(), 2, "greeting and goodbye: {tones:?}");
+    let goodbye_ms = (tones[1].1 - tones[1].0) as f64 * 1000.0 / 8000.0;
+    assert!(
+        (goodbye_ms - 2000.0).abs() < 60.0,
+        "the caller heard {goodbye_ms} ms of the 2 s goodbye"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ use crate::support::calls::{
 };
 use crate::support::fake_openai::{FakeOpenAi, Received, Reply, Script};
 use crate::support::host::{Host, warm_agent_cache};
-use crate::support::media::{onset_correlation, to_8k, tone_sequence};
+use crate::support::media::{Wav, only_file, onset_correlation, to_8k, tone_sequence};
 use crate::support::model_audio::pcm16_samples;
 use crate::support::process::require;
 use crate::support::sipp::sipp_callee;
@@ -455,7 +455,7 @@ async fn the_model_ends_the_call_with_the_end_call_tool_after_its_goodbye_is_hea
     .await;
     let mut host = Host::builder()
         .examples(&["receptionist"])
-        .calls("codecs = [\"pcmu\"]")
+        .calls("codecs = [\"pcmu\"]\nrecord = true")
         .model(&format!(
             "provider = \"openai\"\nbase-url = \"{}\"\napi-key = \"test\"",
             fake.url
@@ -506,5 +506,16 @@ async fn the_model_ends_the_call_with_the_end_call_tool_after_its_goodbye_is_hea
     );
     let goodbye = ms(tones[1].1 - tones[1].0);
     assert!((goodbye - 2000.0).abs() < 60.0, "goodbye {goodbye} ms");
+    // And the call's recording holds all of it, on the agent's side.
+    let wav = Wav::read(&only_file(&host.data.path().join("recordings"), ".wav"));
+    let agent = to_8k(&wav.channel(1), wav.rate);
+    let recorded = tone_spans(&agent, AGENT_HZ, WINDOW * 10);
+    assert_eq!(recorded.len(), 2, "recorded: {:?}", spans_ms(&recorded));
+    let fine = tone_spans(&agent, AGENT_HZ, WINDOW);
+    let goodbye = sounding_ms(&fine, recorded[1]);
+    assert!(
+        (goodbye - 2000.0).abs() < 60.0,
+        "recorded goodbye {goodbye} ms"
+    );
     assert!(host.is_running());
 }

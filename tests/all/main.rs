@@ -41,6 +41,9 @@ mod store_crash;
 mod webhooks;
 mod webhooks_bench;
 
+// Outbound campaigns.
+mod campaigns;
+
 // Hardening (issue 22).
 mod hardening_instance;
 mod hardening_sip_ids;

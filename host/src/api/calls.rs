@@ -8,9 +8,15 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use std::sync::Arc;
+
 use super::validate::{self, Invalid};
 use super::{ApiError, Ctx};
-use crate::call::{self, CallCommand, CallSummary, PlaceRequest};
+use crate::bridges::Bridges;
+use crate::call::{self, CallCommand, CallDeps, CallSummary, PlaceRequest};
+use crate::campaigns::Dialer;
+use crate::live::LiveConfig;
+use crate::sip::SipEndpoint;
 use crate::store::{self, CallDetail, CallFilter, CallRecord, StoreError, number_key};
 
 #[derive(Debug, Deserialize)]
@@ -26,33 +32,120 @@ pub struct PlaceBody {
     metadata: Option<Value>,
 }
 
+/// Places outbound calls after the API's checks, on the leg `via` names: a carrier's bridge,
+/// else SIP (a trunk, or a URI). `POST /v1/calls` and campaigns both place through it.
+pub struct Placer {
+    pub calls: Arc<CallDeps>,
+    pub sip: Arc<SipEndpoint>,
+    pub bridges: Arc<Bridges>,
+    pub live: Arc<LiveConfig>,
+}
+
+impl Placer {
+    /// Check and place the call; its id.
+    pub async fn place(&self, body: PlaceBody) -> Result<String, ApiError> {
+        let target = self.check(&body)?;
+        let bridge = target.trunk.clone().filter(|via| self.bridges.has(via));
+        let request = PlaceRequest {
+            to: target.to,
+            trunk: target.trunk,
+            from: body.from,
+            agent: body.agent,
+            number: body.number,
+            metadata: body.metadata,
+        };
+        // `via` names a trunk or a bridge: one namespace.
+        Ok(match bridge {
+            Some(via) => {
+                let request = PlaceRequest {
+                    trunk: None,
+                    ..request
+                };
+                self.bridges.place(&via, request).await?
+            }
+            None => call::place(&self.calls, &self.sip, request).await?,
+        })
+    }
+
+    /// Whether `via` names a trunk in effect now or a bridge that is on.
+    pub fn knows_via(&self, via: &str) -> bool {
+        self.bridges.has(via) || self.live.trunks().borrow().iter().any(|t| t.name == via)
+    }
+
+    /// Every field within its documented maximum and `to` in an accepted form, before any
+    /// agent runs.
+    fn check(&self, body: &PlaceBody) -> Result<validate::CallTarget, ApiError> {
+        let via = match (&body.via, &body.trunk) {
+            (Some(via), Some(trunk)) if via != trunk => {
+                return Err(Invalid::BadValue {
+                    field: "via",
+                    value: via.clone(),
+                    why: format!("`trunk` ({trunk:?}) names another trunk; give one of the two"),
+                }
+                .into());
+            }
+            (via, trunk) => via.as_ref().or(trunk.as_ref()),
+        };
+        if body.via.is_none()
+            && let Some(trunk) = &body.trunk
+        {
+            validate::check_str("trunk", trunk, validate::MAX_TRUNK)?;
+        }
+        if let Some(from) = &body.from {
+            validate::check_from(from)?;
+        }
+        if let Some(agent) = &body.agent {
+            validate::check_str("agent", agent, validate::MAX_AGENT)?;
+        }
+        if let Some(number) = &body.number {
+            validate::check_str("number", number, validate::MAX_NUMBER)?;
+        }
+        if let Some(metadata) = &body.metadata {
+            validate::check_metadata(metadata)?;
+        }
+        // The trunks in effect now, live changes included.
+        let trunks: Vec<validate::TrunkRoute> = self
+            .live
+            .trunks()
+            .borrow()
+            .iter()
+            .map(validate::TrunkRoute::from)
+            .collect();
+        Ok(validate::call_target(
+            &body.to,
+            via.map(String::as_str),
+            &trunks,
+        )?)
+    }
+}
+
+#[async_trait::async_trait]
+impl Dialer for Placer {
+    async fn dial(&self, request: PlaceRequest) -> Result<String, String> {
+        let body = PlaceBody {
+            to: request.to,
+            via: request.trunk,
+            trunk: None,
+            from: request.from,
+            agent: request.agent,
+            number: request.number,
+            metadata: request.metadata,
+        };
+        self.place(body).await.map_err(|e| e.to_string())
+    }
+
+    fn reaches(&self, via: &str) -> bool {
+        self.knows_via(via)
+    }
+}
+
 /// POST /v1/calls → 201 `{"id": ...}`.
 pub async fn place(
     State(ctx): State<Ctx>,
     body: Result<Json<PlaceBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
-    let target = check_place(&ctx, &body)?;
-    let bridge = target.trunk.clone().filter(|via| ctx.bridges.has(via));
-    let request = PlaceRequest {
-        to: target.to,
-        trunk: target.trunk,
-        from: body.from,
-        agent: body.agent,
-        number: body.number,
-        metadata: body.metadata,
-    };
-    // `via` names a trunk or a bridge: one namespace.
-    let id = match bridge {
-        Some(via) => {
-            let request = PlaceRequest {
-                trunk: None,
-                ..request
-            };
-            ctx.bridges.place(&via, request).await?
-        }
-        None => call::place(&ctx.calls, &ctx.sip, request).await?,
-    };
+    let id = ctx.placer.place(body).await?;
     let location = format!("/v1/calls/{id}");
     Ok((
         StatusCode::CREATED,
@@ -60,52 +153,6 @@ pub async fn place(
         Json(json!({ "id": id })),
     )
         .into_response())
-}
-
-/// Every field within its documented maximum and `to` in an accepted form, before any agent
-/// runs.
-fn check_place(ctx: &Ctx, body: &PlaceBody) -> Result<validate::CallTarget, ApiError> {
-    let via = match (&body.via, &body.trunk) {
-        (Some(via), Some(trunk)) if via != trunk => {
-            return Err(Invalid::BadValue {
-                field: "via",
-                value: via.clone(),
-                why: format!("`trunk` ({trunk:?}) names another trunk; give one of the two"),
-            }
-            .into());
-        }
-        (via, trunk) => via.as_ref().or(trunk.as_ref()),
-    };
-    if body.via.is_none()
-        && let Some(trunk) = &body.trunk
-    {
-        validate::check_str("trunk", trunk, validate::MAX_TRUNK)?;
-    }
-    if let Some(from) = &body.from {
-        validate::check_from(from)?;
-    }
-    if let Some(agent) = &body.agent {
-        validate::check_str("agent", agent, validate::MAX_AGENT)?;
-    }
-    if let Some(number) = &body.number {
-        validate::check_str("number", number, validate::MAX_NUMBER)?;
-    }
-    if let Some(metadata) = &body.metadata {
-        validate::check_metadata(metadata)?;
-    }
-    // The trunks in effect now, live changes included.
-    let trunks: Vec<validate::TrunkRoute> = ctx
-        .live
-        .trunks()
-        .borrow()
-        .iter()
-        .map(validate::TrunkRoute::from)
-        .collect();
-    Ok(validate::call_target(
-        &body.to,
-        via.map(String::as_str),
-        &trunks,
-    )?)
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::call::PlaceError;
+use crate::campaigns::CampaignError;
 use crate::live::LiveError;
 use crate::sip::SipError;
 use crate::store::StoreError;
@@ -45,6 +46,8 @@ pub enum ApiError {
     Place(#[from] PlaceError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Campaign(#[from] CampaignError),
     /// A live configuration change refused (nothing changed).
     #[error(transparent)]
     Live(#[from] crate::live::LiveError),
@@ -117,6 +120,9 @@ impl ApiError {
                 StoreError::NoDelivery { .. } => {
                     (StatusCode::NOT_FOUND, "delivery_not_found", text(self))
                 }
+                StoreError::NoSuchCampaign(_) => {
+                    (StatusCode::NOT_FOUND, "campaign_not_found", text(self))
+                }
                 StoreError::InvalidCursor(_) => (StatusCode::BAD_REQUEST, "bad_cursor", text(self)),
                 StoreError::InvalidInput(_) => (StatusCode::BAD_REQUEST, "bad_query", text(self)),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "store_error", text(self)),
@@ -137,6 +143,24 @@ impl ApiError {
                     (StatusCode::INTERNAL_SERVER_ERROR, "store_error", text(self))
                 }
             },
+            ApiError::Campaign(e) => match e {
+                CampaignError::Settings(_) => (StatusCode::BAD_REQUEST, "bad_campaign", text(self)),
+                CampaignError::NoContacts(rejected) => (
+                    StatusCode::BAD_REQUEST,
+                    "no_callable_contacts",
+                    json!({"message": self.to_string(), "rejected": rejected}),
+                ),
+                CampaignError::TooMany(_) => {
+                    (StatusCode::BAD_REQUEST, "too_many_contacts", text(self))
+                }
+                CampaignError::State { .. } => (StatusCode::CONFLICT, "campaign_state", text(self)),
+                CampaignError::Store(StoreError::NoSuchCampaign(_)) => {
+                    (StatusCode::NOT_FOUND, "campaign_not_found", text(self))
+                }
+                CampaignError::Store(_) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "store_error", text(self))
+                }
+            },
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", text(self)),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", text(self)),
         }
@@ -147,6 +171,7 @@ impl ApiError {
         match self {
             ApiError::Invalid(e) => Some(e.field()),
             ApiError::Live(LiveError::Invalid { field, .. }) => Some(field),
+            ApiError::Campaign(CampaignError::Settings(e)) => Some(e.field),
             ApiError::Malformed { status, .. } if *status == StatusCode::PAYLOAD_TOO_LARGE => {
                 Some("body")
             }

@@ -13,6 +13,7 @@
 mod agents;
 mod auth;
 mod calls;
+mod campaigns;
 mod config_live;
 mod dashboard;
 mod error;
@@ -28,7 +29,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -39,6 +40,7 @@ use crate::plugins::Registry;
 use crate::sip::{RegistrationStatus, SipEndpoint};
 use crate::store::CallStore;
 pub use auth::{ApiToken, Caller, Scope};
+pub use calls::Placer;
 pub use error::ApiError;
 pub use metrics::Metrics;
 pub use status::masked_config;
@@ -112,8 +114,10 @@ pub struct ApiContext {
     pub logs: LogFeed,
     /// Registration state changes as the SIP endpoint reports them.
     pub registrations: broadcast::Sender<RegistrationStatus>,
-    /// The carriers' bridges, for calls placed through one (`via`).
-    pub bridges: Arc<crate::bridges::Bridges>,
+    /// Places outbound calls (through a trunk or a carrier's bridge).
+    pub placer: Arc<calls::Placer>,
+    /// Outbound campaigns.
+    pub campaigns: crate::campaigns::Campaigns,
     /// Browser calls, when `[webrtc]` turns them on.
     pub webrtc: Option<Arc<crate::webrtc::WebCalls>>,
     /// The running configuration, secrets already masked.
@@ -199,6 +203,9 @@ pub fn check_exposure(config: &HttpConfig) -> Result<(), StartError> {
     Ok(())
 }
 
+/// A campaign's contact list or a do-not-call file may be large (100 000 rows of CSV).
+const MAX_CAMPAIGN_BODY: usize = 16 << 20;
+
 fn router(ctx: Ctx, credentials: Arc<auth::Credentials>) -> Router {
     let protected = Router::new()
         .route("/v1/calls", post(calls::place).get(calls::list))
@@ -206,6 +213,23 @@ fn router(ctx: Ctx, credentials: Arc<auth::Credentials>) -> Router {
         .route("/v1/calls/{id}/recording", get(calls::recording))
         .route("/v1/calls/{id}/hangup", post(calls::hangup))
         .route("/v1/calls/{id}/transfer", post(calls::transfer))
+        .route(
+            "/v1/campaigns",
+            post(campaigns::create)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_CAMPAIGN_BODY))
+                .get(campaigns::list),
+        )
+        .route("/v1/campaigns/{id}", get(campaigns::detail))
+        .route("/v1/campaigns/{id}/contacts", get(campaigns::contacts))
+        .route("/v1/campaigns/{id}/results.csv", get(campaigns::export))
+        .route("/v1/campaigns/{id}/{action}", post(campaigns::control))
+        .route(
+            "/v1/dnc",
+            get(campaigns::dnc_list)
+                .post(campaigns::dnc_add)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_CAMPAIGN_BODY)),
+        )
+        .route("/v1/dnc/{number}", delete(campaigns::dnc_remove))
         .route("/v1/agents", get(agents::list))
         .route("/v1/agents/reload", post(agents::reload))
         .route("/v1/registrations", get(status::registrations))

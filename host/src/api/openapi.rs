@@ -569,7 +569,7 @@ mod tests {
     /// Every field of a delivery as the API shows it is described.
     #[test]
     fn webhook_delivery_schema_matches_the_view() {
-        use crate::store::webhooks::{AttemptRecord, Delivery, DeliveryStatus};
+        use crate::store::webhooks::{Delivery, DeliveryAttempt, DeliveryStatus};
         let view = super::super::webhooks::DeliveryView::from(Delivery {
             id: 1,
             webhook: "crm".into(),
@@ -582,7 +582,7 @@ mod tests {
             next_attempt_at_ms: 0,
             created_at_ms: 0,
             updated_at_ms: 0,
-            history: vec![AttemptRecord {
+            history: vec![DeliveryAttempt {
                 at_ms: 0,
                 code: Some(500),
                 error: Some("the receiver answered 500".into()),

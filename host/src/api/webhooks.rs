@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{ApiError, Ctx};
-use crate::store::webhooks::{AttemptRecord, Delivery, DeliveryStatus};
+use crate::store::webhooks::{Delivery, DeliveryAttempt, DeliveryStatus};
 
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
@@ -41,7 +41,7 @@ pub struct DeliveryView {
     last_error: Option<String>,
     /// The HTTP status of each kept attempt, oldest first (null: no answer).
     codes: Vec<Option<u16>>,
-    history: Vec<AttemptRecord>,
+    history: Vec<DeliveryAttempt>,
     next_attempt_at_ms: Option<i64>,
     created_at_ms: i64,
     updated_at_ms: i64,

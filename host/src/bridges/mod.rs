@@ -263,11 +263,16 @@ impl Bridges {
 
     /// Whether `via` names a bridge rather than a SIP trunk (one namespace for both).
     pub fn has(&self, via: &str) -> bool {
+        self.caller_ids(via).is_some()
+    }
+
+    /// The caller ids calls through the bridge `via` may use, when it is one that is on.
+    pub fn caller_ids(&self, via: &str) -> Option<&[String]> {
         match via {
-            "twilio" => self.twilio.is_some(),
-            "telnyx" => self.telnyx.is_some(),
-            "vonage" => self.vonage.is_some(),
-            _ => false,
+            "twilio" => self.twilio.as_ref().map(|b| b.numbers()),
+            "telnyx" => self.telnyx.as_ref().map(|b| b.numbers()),
+            "vonage" => self.vonage.as_ref().map(|b| b.numbers()),
+            _ => None,
         }
     }
 

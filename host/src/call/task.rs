@@ -317,7 +317,8 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
     }
 
     /// Requests the agent made in its last hook: the outcome is kept for the call record; the
-    /// hint of what the caller will say goes to the model (a local recogniser listens for it).
+    /// hint of what the caller will say goes to the model (a local recogniser listens for it);
+    /// an opt-out is recorded, and the campaigns layer puts the number on its list.
     fn take_requests(&mut self) {
         for request in self.agent.take_requests() {
             match request {
@@ -328,6 +329,9 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
                         tracing::warn!(error = %e, "the model did not take the agent's hint");
                     }
                 }
+                AgentRequest::DoNotCall => self.recorder.record(EventKind::OptOut {
+                    source: "agent".into(),
+                }),
             }
         }
     }

@@ -62,4 +62,6 @@ pub enum AgentRequest {
     SetOutcome(String),
     /// What the caller is expected to say or key in next.
     Expect(Expectation),
+    /// Put the far party's number on the do-not-call list (they asked not to be called).
+    DoNotCall,
 }

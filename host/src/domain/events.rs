@@ -94,6 +94,11 @@ pub enum EventKind {
         role: Role,
         text: String,
     },
+    /// The far party asked not to be called again (`source`: `agent`, through
+    /// `call.do-not-call`): their number goes on the do-not-call list.
+    OptOut {
+        source: String,
+    },
     ToolCall {
         call_id: String,
         name: String,

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 
 use super::{Outbox, Target};
 use crate::store::now_ms;
-use crate::store::webhooks::{AttemptOutcome, AttemptRecord, Delivery, WebhookQueue};
+use crate::store::webhooks::{AttemptOutcome, Delivery, DeliveryAttempt, WebhookQueue};
 
 /// Attempts in flight at once, over all webhooks.
 const IN_FLIGHT: usize = 64;
@@ -76,7 +76,7 @@ async fn deliver(
     let (attempt, outcome) = match target {
         Some(target) => post(target, &row).await,
         None => (
-            AttemptRecord {
+            DeliveryAttempt {
                 at_ms: now_ms(),
                 code: None,
                 error: Some(format!("webhook `{}` is no longer configured", row.webhook)),
@@ -121,7 +121,7 @@ async fn deliver(
 }
 
 /// Posts `row` signed with this attempt's timestamp; what it leads to.
-async fn post(target: &Target, row: &Delivery) -> (AttemptRecord, AttemptOutcome) {
+async fn post(target: &Target, row: &Delivery) -> (DeliveryAttempt, AttemptOutcome) {
     let timestamp = now_ms() / 1000;
     let signature = target
         .secret
@@ -141,7 +141,7 @@ async fn post(target: &Target, row: &Delivery) -> (AttemptRecord, AttemptOutcome
         Ok(response) => {
             let status = response.status();
             if status.is_success() {
-                let done = AttemptRecord {
+                let done = DeliveryAttempt {
                     at_ms,
                     code: Some(status.as_u16()),
                     error: None,
@@ -159,7 +159,7 @@ async fn post(target: &Target, row: &Delivery) -> (AttemptRecord, AttemptOutcome
         ),
         Err(e) => (None, describe(&e.without_url())),
     };
-    let attempt = AttemptRecord {
+    let attempt = DeliveryAttempt {
         at_ms,
         code,
         error: Some(error),

@@ -9,6 +9,7 @@
 //!
 //! Times are milliseconds since the Unix epoch (UTC); see [`now_ms`].
 
+pub mod campaigns;
 mod config;
 mod overlay;
 pub mod sample;
@@ -29,6 +30,7 @@ use serde_json::Value;
 
 use crate::domain::events::StageLatency;
 
+pub use campaigns::CampaignStore;
 pub use config::{StoreConfig, spawn_purge_task};
 pub use overlay::{AuditRecord, ConfigChange, OverlayEntry, OverlayKind, OverlayWrite};
 pub use sqlite::SqliteStore;
@@ -264,6 +266,8 @@ pub struct Purged {
 pub enum StoreError {
     #[error("no call with id {call_id:?}")]
     NotFound { call_id: String },
+    #[error("no campaign with id {0:?}")]
+    NoSuchCampaign(String),
     #[error("a call with id {call_id:?} already exists")]
     AlreadyExists { call_id: String },
     #[error("call {call_id:?} has already ended")]

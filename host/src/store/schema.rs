@@ -190,6 +190,61 @@ CREATE TABLE config_audit (
     (
         6,
         r#"
+-- Outbound campaigns: settings are the campaign layer's JSON.
+CREATE TABLE campaigns (
+    id             TEXT PRIMARY KEY,
+    name           TEXT NOT NULL,
+    state          TEXT NOT NULL,
+    settings       TEXT NOT NULL,
+    created_at_ms  INTEGER NOT NULL,
+    updated_at_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- zones: the IANA zones its calling window is checked in, comma-separated.
+CREATE TABLE campaign_contacts (
+    campaign              TEXT NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
+    idx                   INTEGER NOT NULL,
+    number                TEXT NOT NULL,
+    name                  TEXT NOT NULL,
+    time_zone             TEXT,
+    zones                 TEXT NOT NULL,
+    metadata              TEXT NOT NULL,
+    state                 TEXT NOT NULL,
+    next_at_ms            INTEGER NOT NULL,
+    attempts              INTEGER NOT NULL DEFAULT 0,
+    last_day              TEXT,
+    attempts_on_last_day  INTEGER NOT NULL DEFAULT 0,
+    outcome               TEXT,
+    agent_outcome         TEXT,
+    PRIMARY KEY (campaign, idx)
+) WITHOUT ROWID;
+CREATE INDEX campaign_contacts_due ON campaign_contacts (campaign, state, next_at_ms);
+
+CREATE TABLE campaign_attempts (
+    campaign       TEXT NOT NULL,
+    contact        INTEGER NOT NULL,
+    attempt        INTEGER NOT NULL,
+    started_at_ms  INTEGER NOT NULL,
+    call_id        TEXT,
+    outcome        TEXT,
+    agent_outcome  TEXT,
+    ended_at_ms    INTEGER,
+    PRIMARY KEY (campaign, contact, attempt),
+    FOREIGN KEY (campaign, contact) REFERENCES campaign_contacts (campaign, idx)
+        ON DELETE CASCADE
+) WITHOUT ROWID;
+
+-- The do-not-call list, E.164 numbers.
+CREATE TABLE dnc (
+    number       TEXT PRIMARY KEY,
+    source       TEXT NOT NULL,
+    added_at_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
+    ),
+    (
+        7,
+        r#"
 -- Outgoing webhooks' deliveries (see store::webhooks): one row per event and webhook.
 -- status: pending, delivered or dead; history: the last attempts as a JSON array.
 CREATE TABLE webhook_deliveries (

@@ -62,7 +62,7 @@ pub struct NewDelivery {
 
 /// One attempt's result, kept in the row's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AttemptRecord {
+pub struct DeliveryAttempt {
     pub at_ms: i64,
     /// The HTTP status, when the receiver answered.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,7 +87,7 @@ pub struct Delivery {
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     /// The last attempts, oldest first (at most [`HISTORY`]).
-    pub history: Vec<AttemptRecord>,
+    pub history: Vec<DeliveryAttempt>,
 }
 
 /// Attempts kept per delivery.
@@ -124,7 +124,7 @@ pub trait WebhookQueue: Send + Sync {
         &self,
         id: i64,
         node: &str,
-        attempt: AttemptRecord,
+        attempt: DeliveryAttempt,
         outcome: AttemptOutcome,
     ) -> Result<bool>;
     /// The latest `limit` deliveries of `webhook`, newest first.

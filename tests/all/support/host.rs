@@ -133,9 +133,10 @@ impl HostBuilder {
         self
     }
 
-    /// TOML appended to the config (other tables).
+    /// TOML appended to the config (other tables); each call adds to the last.
     pub fn config(mut self, toml: &str) -> Self {
-        self.extra = toml.into();
+        self.extra.push_str(toml);
+        self.extra.push('\n');
         self
     }
 

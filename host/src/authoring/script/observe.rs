@@ -29,6 +29,8 @@ pub enum Observed {
     CollectsDigits(DigitRequest),
     Expects(Expectation),
     Outcome(String),
+    /// Asked for the caller's number to go on the do-not-call list.
+    DoNotCall,
     /// The call refused an action (the leg cannot do it).
     Refused {
         action: String,
@@ -98,6 +100,7 @@ impl std::fmt::Display for Observed {
             }
             Observed::Expects(hint) => write!(f, "expects {}", hint_text(hint)),
             Observed::Outcome(o) => write!(f, "sets outcome {o:?}"),
+            Observed::DoNotCall => f.write_str("puts the caller on the do-not-call list"),
             Observed::Refused { action, reason } => write!(f, "is refused {action}: {reason}"),
             Observed::Rejected { code, reason } => write!(f, "rejects the call: {code} {reason}"),
             Observed::Fault(message) => write!(f, "faults: {message}"),
@@ -186,6 +189,7 @@ impl CallAgent for ObservedAgent {
                 match request {
                     AgentRequest::SetOutcome(o) => Observed::Outcome(o.clone()),
                     AgentRequest::Expect(hint) => Observed::Expects(hint.clone()),
+                    AgentRequest::DoNotCall => Observed::DoNotCall,
                 },
             );
         }

@@ -86,6 +86,11 @@ pub struct TelnyxBridge {
 }
 
 impl TelnyxBridge {
+    /// The account's numbers calls may come from; the first is the default.
+    pub fn numbers(&self) -> &[String] {
+        &self.numbers
+    }
+
     pub fn new(config: &TelnyxConfig, public_url: &str, calls: Arc<CallDeps>) -> Arc<TelnyxBridge> {
         Arc::new(TelnyxBridge {
             account: Account {

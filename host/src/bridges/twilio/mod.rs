@@ -74,6 +74,11 @@ pub struct TwilioBridge {
 }
 
 impl TwilioBridge {
+    /// The account's numbers calls may come from; the first is the default.
+    pub fn numbers(&self) -> &[String] {
+        &self.numbers
+    }
+
     pub fn new(config: &TwilioConfig, public_url: &str, calls: Arc<CallDeps>) -> Arc<TwilioBridge> {
         Arc::new(TwilioBridge {
             account: Account {

@@ -94,6 +94,11 @@ pub struct VonageBridge {
 }
 
 impl VonageBridge {
+    /// The account's numbers calls may come from; the first is the default.
+    pub fn numbers(&self) -> &[String] {
+        &self.numbers
+    }
+
     /// The bridge for `config`; fails when the private key cannot be read or used.
     pub fn new(
         config: &VonageConfig,

@@ -143,7 +143,7 @@ impl call::Host for HostCtx {
     }
 
     async fn do_not_call(&mut self) -> Answer {
-        Ok(Err(not_yet("call.do-not-call", 28)))
+        Ok(self.request(AgentRequest::DoNotCall))
     }
 
     async fn set_turn_options(&mut self, _options: TurnOptions) -> Answer {

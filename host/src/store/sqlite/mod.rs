@@ -11,6 +11,7 @@
 //! commit's time and a busy host gets large batches for free. Reads run on a small pool of
 //! read-only connections on blocking threads and never wait for the writer (WAL snapshots).
 
+mod campaigns;
 mod list;
 mod overlay;
 mod reads;
@@ -27,13 +28,20 @@ use rusqlite::{Connection, params};
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::campaigns::{
+    AttemptEnd, AttemptRecord, CampaignProgress, CampaignRecord, CampaignState, CampaignStore,
+    ContactRecord, DncEntry, NewContact,
+};
 use super::{
     AuditRecord, CallDetail, CallEnd, CallFilter, CallPage, CallStore, ConfigChange, DailyUsage,
     NewCall, OverlayEntry, Purged, Result, Role, StoreConfig, StoreError, TurnLatency, UsageRecord,
     Write, schema, sql,
 };
 use crate::domain::usage;
-use crate::store::webhooks::{AttemptOutcome, AttemptRecord, Delivery, NewDelivery, WebhookQueue};
+use crate::store::webhooks::{
+    AttemptOutcome, Delivery, DeliveryAttempt, NewDelivery, WebhookQueue,
+};
+use campaigns::CampaignOp;
 use list::ListQuery;
 #[cfg(test)]
 pub(super) use list::explain_list;
@@ -68,6 +76,7 @@ enum Op {
     Config(Box<ConfigChange>),
     /// A change to the webhook delivery queue.
     Queue(webhooks::QueueOp),
+    Campaign(Box<campaigns::CampaignOp>),
     /// Commit what is queued before it, then stop the writer.
     Shutdown,
 }
@@ -76,9 +85,12 @@ impl Op {
     fn call_id(&self) -> Option<&str> {
         match self {
             Op::Write(w) => Some(w.call_id()),
-            Op::CloseAbandoned | Op::Purge { .. } | Op::Config(_) | Op::Queue(_) | Op::Shutdown => {
-                None
-            }
+            Op::CloseAbandoned
+            | Op::Purge { .. }
+            | Op::Config(_)
+            | Op::Queue(_)
+            | Op::Campaign(_)
+            | Op::Shutdown => None,
         }
     }
 }
@@ -456,7 +468,7 @@ impl WebhookQueue for SqliteStore {
         &self,
         id: i64,
         node: &str,
-        attempt: AttemptRecord,
+        attempt: DeliveryAttempt,
         outcome: AttemptOutcome,
     ) -> Result<bool> {
         let node = node.to_string();
@@ -494,5 +506,176 @@ impl WebhookQueue for SqliteStore {
 
     async fn pending_counts(&self) -> Result<Vec<(String, u64)>> {
         self.reads.run(webhooks::read_pending_counts).await
+    }
+}
+
+impl SqliteStore {
+    async fn campaign_write(&self, op: campaigns::CampaignOp) -> Result<Done> {
+        self.write(Op::Campaign(Box::new(op))).await
+    }
+
+    /// A campaign write whose answer is a count.
+    async fn campaign_count(&self, op: campaigns::CampaignOp, what: &str) -> Result<u64> {
+        match self.campaign_write(op).await? {
+            Done::Count(n) => Ok(n),
+            _ => Err(unexpected(what)),
+        }
+    }
+}
+
+#[async_trait]
+impl CampaignStore for SqliteStore {
+    async fn create_campaign(
+        &self,
+        campaign: CampaignRecord,
+        contacts: Vec<NewContact>,
+    ) -> Result<()> {
+        let op = CampaignOp::Create { campaign, contacts };
+        self.campaign_write(op).await.map(|_| ())
+    }
+
+    async fn set_campaign_state(&self, id: &str, state: CampaignState, at_ms: i64) -> Result<()> {
+        let id = id.to_string();
+        let op = CampaignOp::State { id, state, at_ms };
+        self.campaign_write(op).await.map(|_| ())
+    }
+
+    async fn list_campaigns(&self) -> Result<Vec<CampaignProgress>> {
+        self.reads.run(campaigns::list).await
+    }
+
+    async fn campaign(&self, id: &str) -> Result<CampaignProgress> {
+        let id = id.to_string();
+        self.reads.run(move |conn| campaigns::get(conn, &id)).await
+    }
+
+    async fn campaign_contacts(
+        &self,
+        id: &str,
+    ) -> Result<Vec<(ContactRecord, Vec<AttemptRecord>)>> {
+        let id = id.to_string();
+        self.reads
+            .run(move |conn| campaigns::contacts(conn, &id))
+            .await
+    }
+
+    async fn due_contacts(&self, id: &str, now_ms: i64, limit: u32) -> Result<Vec<ContactRecord>> {
+        let id = id.to_string();
+        self.reads
+            .run(move |conn| campaigns::due(conn, &id, now_ms, limit))
+            .await
+    }
+
+    async fn dialing_contacts(&self, id: &str) -> Result<Vec<(ContactRecord, AttemptRecord)>> {
+        let id = id.to_string();
+        self.reads
+            .run(move |conn| campaigns::dialing(conn, &id))
+            .await
+    }
+
+    async fn begin_attempt(&self, id: &str, contact: u32, at_ms: i64, day: &str) -> Result<u32> {
+        let (id, day) = (id.to_string(), day.to_string());
+        let op = CampaignOp::BeginAttempt {
+            id,
+            contact,
+            at_ms,
+            day,
+        };
+        let n = self.campaign_count(op, "begin_attempt").await?;
+        u32::try_from(n).map_err(|_| unexpected("begin_attempt"))
+    }
+
+    async fn set_attempt_call(
+        &self,
+        id: &str,
+        contact: u32,
+        attempt: u32,
+        call_id: &str,
+    ) -> Result<()> {
+        let (id, call_id) = (id.to_string(), call_id.to_string());
+        let op = CampaignOp::AttemptCall {
+            id,
+            contact,
+            attempt,
+            call_id,
+        };
+        self.campaign_write(op).await.map(|_| ())
+    }
+
+    async fn end_attempt(
+        &self,
+        id: &str,
+        contact: u32,
+        attempt: u32,
+        end: AttemptEnd,
+    ) -> Result<()> {
+        let id = id.to_string();
+        let op = CampaignOp::EndAttempt {
+            id,
+            contact,
+            attempt,
+            end,
+        };
+        self.campaign_write(op).await.map(|_| ())
+    }
+
+    async fn skip_contact(&self, id: &str, contact: u32, outcome: &str, at_ms: i64) -> Result<()> {
+        let (id, outcome) = (id.to_string(), outcome.to_string());
+        let op = CampaignOp::Skip {
+            id,
+            contact,
+            outcome,
+            at_ms,
+        };
+        self.campaign_write(op).await.map(|_| ())
+    }
+
+    async fn defer_contact(&self, id: &str, contact: u32, next_at_ms: i64) -> Result<()> {
+        let id = id.to_string();
+        let op = CampaignOp::Defer {
+            id,
+            contact,
+            next_at_ms,
+        };
+        self.campaign_write(op).await.map(|_| ())
+    }
+
+    async fn close_pending(&self, id: &str, outcome: &str, at_ms: i64) -> Result<u32> {
+        let (id, outcome) = (id.to_string(), outcome.to_string());
+        let op = CampaignOp::ClosePending { id, outcome, at_ms };
+        let n = self.campaign_count(op, "close_pending").await?;
+        Ok(n as u32)
+    }
+
+    async fn dnc_add(&self, numbers: Vec<String>, source: &str, at_ms: i64) -> Result<u32> {
+        let source = source.to_string();
+        let op = CampaignOp::DncAdd {
+            numbers,
+            source,
+            at_ms,
+        };
+        let n = self.campaign_count(op, "dnc_add").await?;
+        Ok(n as u32)
+    }
+
+    async fn dnc_remove(&self, number: &str) -> Result<bool> {
+        let number = number.to_string();
+        let n = self
+            .campaign_count(CampaignOp::DncRemove { number }, "dnc_remove")
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn dnc_contains(&self, number: &str) -> Result<bool> {
+        let number = number.to_string();
+        self.reads
+            .run(move |conn| campaigns::dnc_contains(conn, &number))
+            .await
+    }
+
+    async fn dnc_list(&self, limit: u32) -> Result<Vec<DncEntry>> {
+        self.reads
+            .run(move |conn| campaigns::dnc_list(conn, limit))
+            .await
     }
 }

@@ -5,7 +5,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
 use crate::store::webhooks::{
-    AttemptOutcome, AttemptRecord, Delivery, DeliveryStatus, HISTORY, NewDelivery,
+    AttemptOutcome, Delivery, DeliveryAttempt, DeliveryStatus, HISTORY, NewDelivery,
 };
 use crate::store::{Result, StoreError, sql};
 
@@ -21,7 +21,7 @@ pub(in crate::store) enum QueueOp {
     Attempt {
         id: i64,
         node: String,
-        attempt: AttemptRecord,
+        attempt: DeliveryAttempt,
         outcome: AttemptOutcome,
     },
     Resend {
@@ -122,7 +122,7 @@ pub(super) fn apply(tx: &Transaction, op: &QueueOp) -> Result<QueueDone> {
             let Some(history) = held else {
                 return Ok(QueueDone::Kept(false));
             };
-            let mut history: Vec<AttemptRecord> =
+            let mut history: Vec<DeliveryAttempt> =
                 serde_json::from_str(&history).unwrap_or_default();
             history.push(attempt.clone());
             let excess = history.len().saturating_sub(HISTORY);

@@ -91,6 +91,7 @@ pub(super) fn apply(tx: &Transaction, seqs: &mut Seqs, op: &Op) -> Result<Done> 
         }
         Op::Config(change) => super::overlay::apply_change(tx, change).map(Done::Audit),
         Op::Queue(op) => super::webhooks::apply(tx, op).map(Done::Queue),
+        Op::Campaign(op) => super::campaigns::apply(tx, op),
         Op::Shutdown => Ok(Done::Unit),
     }
 }

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod calls;
+mod campaigns;
 mod durability;
 mod listing;
 mod overlay;

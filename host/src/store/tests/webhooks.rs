@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::store::webhooks::{
-    AttemptOutcome, AttemptRecord, DeliveryStatus, NewDelivery, WebhookQueue,
+    AttemptOutcome, DeliveryAttempt, DeliveryStatus, NewDelivery, WebhookQueue,
 };
 
 fn row(webhook: &str, call: &str, n: u32, limit: u32) -> NewDelivery {
@@ -18,16 +18,16 @@ fn row(webhook: &str, call: &str, n: u32, limit: u32) -> NewDelivery {
     }
 }
 
-fn failed(at_ms: i64, code: u16) -> AttemptRecord {
-    AttemptRecord {
+fn failed(at_ms: i64, code: u16) -> DeliveryAttempt {
+    DeliveryAttempt {
         at_ms,
         code: Some(code),
         error: Some(format!("HTTP {code}")),
     }
 }
 
-fn ok(at_ms: i64) -> AttemptRecord {
-    AttemptRecord {
+fn ok(at_ms: i64) -> DeliveryAttempt {
+    DeliveryAttempt {
         at_ms,
         code: Some(204),
         error: None,
