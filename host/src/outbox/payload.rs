@@ -52,7 +52,7 @@ impl Message {
     }
 }
 
-/// Whether `event` is one the webhooks send (`ended` needs the call's record, see [`ended`]).
+/// Whether `event` is the call's end, whose messages need the call's record (see [`ended`]).
 pub fn is_ended(event: &CallEvent) -> bool {
     matches!(event.kind, EventKind::Ended { .. })
 }

@@ -411,7 +411,8 @@ impl CallStore for SqliteStore {
             };
             total.calls += chunk.calls;
             total.recordings.extend(chunk.recordings);
-            if chunk.calls < u64::from(PURGE_CHUNK) {
+            total.deliveries += chunk.deliveries;
+            if chunk.calls < u64::from(PURGE_CHUNK) && chunk.deliveries < u64::from(PURGE_CHUNK) {
                 return Ok(total);
             }
         }

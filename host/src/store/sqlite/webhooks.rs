@@ -205,6 +205,19 @@ fn enqueue(tx: &Transaction, d: &NewDelivery) -> Result<bool> {
     Ok(n == 1)
 }
 
+/// Deletes up to `limit` deliveries finished (delivered or dead) before `cutoff_ms`; how many.
+pub(super) fn purge_finished(tx: &Transaction, cutoff_ms: i64, limit: u32) -> Result<u64> {
+    let n = tx
+        .prepare_cached(
+            "DELETE FROM webhook_deliveries WHERE id IN (
+                 SELECT id FROM webhook_deliveries
+                 WHERE status != 'pending' AND updated_at_ms < ?1 LIMIT ?2)",
+        )
+        .and_then(|mut s| s.execute(params![cutoff_ms, limit]))
+        .map_err(sql("purging webhook deliveries"))?;
+    Ok(n as u64)
+}
+
 /// The latest deliveries, newest first: of one webhook, or the dead ones of all.
 pub(super) fn read_latest(
     conn: &Connection,

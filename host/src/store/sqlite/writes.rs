@@ -87,6 +87,7 @@ pub(super) fn apply(tx: &Transaction, seqs: &mut Seqs, op: &Op) -> Result<Done> 
                 purged.calls += 1;
                 purged.recordings.extend(recording);
             }
+            purged.deliveries = super::webhooks::purge_finished(tx, *cutoff_ms, PURGE_CHUNK)?;
             Ok(Done::Purged(purged))
         }
         Op::Config(change) => super::overlay::apply_change(tx, change).map(Done::Audit),

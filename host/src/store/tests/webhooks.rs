@@ -219,3 +219,32 @@ async fn the_history_keeps_the_last_attempts() {
     assert_eq!(d.history.len(), crate::store::webhooks::HISTORY);
     assert_eq!(d.history.last().unwrap().at_ms, T0 + (total - 1) * 10);
 }
+
+#[tokio::test]
+async fn the_retention_purge_removes_finished_deliveries_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&config(dir.path())).unwrap();
+    store
+        .enqueue(vec![row("crm", "c1", 0, 10), row("crm", "c2", 0, 10)])
+        .await
+        .unwrap();
+    let claimed = store.claim("a", T0, 60_000, 10).await.unwrap();
+    store
+        .record_attempt(claimed[0].id, "a", ok(T0), AttemptOutcome::Delivered)
+        .await
+        .unwrap();
+    store
+        .record_attempt(
+            claimed[1].id,
+            "a",
+            failed(T0, 500),
+            AttemptOutcome::RetryAt(T0 + DAY),
+        )
+        .await
+        .unwrap();
+    let purged = store.purge_older_than(T0 + 1).await.unwrap();
+    assert_eq!(purged.deliveries, 1);
+    let left = store.deliveries("crm", 10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].status, DeliveryStatus::Pending);
+}
