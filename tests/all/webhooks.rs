@@ -539,7 +539,7 @@ async fn webhooks_queued_events_are_delivered_after_the_host_is_killed_and_resta
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhooks_the_dashboard_shows_a_dead_letter_and_its_button_resends_it() {
+async fn webhooks_the_dashboard_resends_a_dead_letter_and_adds_a_webhook() {
     if !require("sipp") || !require("chromium") {
         return;
     }
@@ -548,6 +548,7 @@ async fn webhooks_the_dashboard_shows_a_dead_letter_and_its_button_resends_it() 
     let mut host = Host::builder()
         .examples(&["menu"])
         .rtp_ports(40)
+        .http("allow-loopback-writes = true")
         .config(&webhook("crm", &receiver, &CALL_EVENTS, ""))
         .start();
     let api = Api::new(host.http, None);
@@ -610,6 +611,51 @@ async fn webhooks_the_dashboard_shows_a_dead_letter_and_its_button_resends_it() 
             wait,
         )
         .await;
+
+    // The Config view adds a second webhook; its secret goes in write-only.
+    browser.eval("location.hash = '#/config'").await;
+    browser
+        .wait_for(
+            "the webhook editor",
+            "!!document.querySelector('#webhook-form') && \
+             document.querySelector('#config-webhooks tr[data-name=\"crm\"]') !== null",
+            wait,
+        )
+        .await;
+    let url = receiver.url();
+    for (name, text) in [
+        ("name", "audit"),
+        ("url", url.as_str()),
+        ("events", "call.ended, call.outcome"),
+        ("secret", SECRET),
+        ("allow-local", "true"),
+        ("max-attempts", "3"),
+    ] {
+        browser
+            .fill(&format!("#webhook-form [name=\"{name}\"]"), text)
+            .await;
+    }
+    browser.submit("#webhook-form").await;
+    browser
+        .wait_for(
+            "the added webhook listed",
+            "(document.querySelector('#config-webhooks tr[data-name=\"audit\"]')?.textContent ?? '')\
+             .includes('call.ended, call.outcome')",
+            wait,
+        )
+        .await;
+    let effective = api.get("/v1/config/effective").await;
+    let audit = &effective.json["webhooks"]["audit"];
+    assert_eq!(audit["source"], "live");
+    assert_eq!(
+        audit["value"]["events"],
+        json!(["call.ended", "call.outcome"])
+    );
+    assert_eq!(audit["value"]["allow-local"], true);
+    assert_eq!(audit["value"]["max-attempts"], 3);
+    assert_eq!(audit["value"]["secret"], "***");
+    let shown = browser.text("#view").await;
+    assert!(!shown.contains(SECRET), "the secret is never shown");
 }
 
 /// `switchboard <args>` against the host's API with the write token: exit code, stdout, stderr.
