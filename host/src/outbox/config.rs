@@ -20,7 +20,7 @@ pub enum EventType {
     CallOutcome,
     #[serde(rename = "recording.ready")]
     RecordingReady,
-    /// Accepted now; fires once campaigns exist.
+    /// Accepted now; sent once campaigns publish their progress as events.
     #[serde(rename = "campaign.progress")]
     CampaignProgress,
 }

@@ -57,10 +57,13 @@ pub(super) fn spawn(outbox: Arc<Outbox>, queue: Arc<dyn WebhookQueue>) {
                     Err(e) => tracing::warn!(error = %e, "claiming webhook deliveries failed"),
                 }
             }
+            // Without webhooks nothing comes due by itself: only a wake-up (a change, a
+            // resend) makes the next claim.
+            let idle = flying.is_empty() && outbox.targets().is_empty();
             tokio::select! {
                 Some(_) = flying.join_next(), if !flying.is_empty() => {}
                 _ = outbox.wake.notified() => {}
-                _ = tokio::time::sleep(POLL) => {}
+                _ = tokio::time::sleep(POLL), if !idle => {}
             }
         }
     });
