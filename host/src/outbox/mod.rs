@@ -10,7 +10,7 @@
 
 pub mod config;
 mod feed;
-pub mod payload;
+mod payload;
 mod sender;
 
 use std::collections::BTreeMap;

@@ -264,9 +264,7 @@ CREATE TABLE webhook_deliveries (
     history            TEXT NOT NULL,
     UNIQUE (webhook, message_id)
 );
--- What is due, and the head of each webhook's sequence, among the pending rows only.
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at_ms, id)
-    WHERE status = 'pending';
+-- The head of each webhook's sequence among the pending rows (what a claim looks at).
 CREATE INDEX webhook_deliveries_sequence ON webhook_deliveries (webhook, sequence_key, id)
     WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_recent ON webhook_deliveries (webhook, id);

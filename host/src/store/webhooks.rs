@@ -133,6 +133,4 @@ pub trait WebhookQueue: Send + Sync {
     async fn dead_letters(&self, limit: u32) -> Result<Vec<Delivery>>;
     /// Queue a delivered or dead row again, due now with fresh attempts (same `webhook-id`).
     async fn resend(&self, id: i64, now_ms: i64) -> Result<Delivery>;
-    /// Pending rows per webhook.
-    async fn pending_counts(&self) -> Result<Vec<(String, u64)>>;
 }

@@ -504,10 +504,6 @@ impl WebhookQueue for SqliteStore {
             _ => Err(unexpected("resend")),
         }
     }
-
-    async fn pending_counts(&self) -> Result<Vec<(String, u64)>> {
-        self.reads.run(webhooks::read_pending_counts).await
-    }
 }
 
 impl SqliteStore {

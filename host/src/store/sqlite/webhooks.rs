@@ -235,12 +235,3 @@ pub(super) fn read_latest(
         .and_then(|mut s| s.query_map(params![webhook, limit], from_row)?.collect())
         .map_err(sql("reading webhook deliveries"))
 }
-
-pub(super) fn read_pending_counts(conn: &Connection) -> Result<Vec<(String, u64)>> {
-    conn.prepare_cached(
-        "SELECT webhook, COUNT(*) FROM webhook_deliveries WHERE status = 'pending'
-         GROUP BY webhook ORDER BY webhook",
-    )
-    .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
-    .map_err(sql("counting pending webhook deliveries"))
-}
