@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::live::LiveConfig;
 use crate::model::OfflineConfig;
 use crate::model::offline::OfflineProvider;
+use crate::outbox::Outbox;
 use crate::plugins::watcher::{self, WatchHandle};
 use crate::plugins::{Registry, Runtime};
 use crate::recording::StoreSink;
@@ -46,6 +47,8 @@ pub struct Host {
     dispatcher: tokio::task::JoinHandle<()>,
     /// Hands the live registration accounts to the SIP endpoint.
     accounts: tokio::task::JoinHandle<()>,
+    /// Hands the live webhooks to the outbox.
+    webhooks: tokio::task::JoinHandle<()>,
     /// Held until the host is dropped (after `shutdown` has flushed the store).
     _lock: DataDirLock,
 }
@@ -103,8 +106,15 @@ impl Host {
             .or(addrs.tcp.map(|a| a.ip()))
             .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
         let events = EventBus::new(|live| StoreSink::start(store.clone(), live));
-        // Subscribed before the first call so every call is counted.
+        // Subscribed before the first call so every call is counted (and every event sent).
         let metrics = Metrics::start(&events, &agents.registry);
+        let outbox = Outbox::start(
+            &live.webhooks().borrow(),
+            store.clone(),
+            store.clone(),
+            &events,
+        )?;
+        let webhooks = spawn_webhook_applier(&live, outbox.clone());
         let calls = CallDeps::new(
             agents.registry.clone(),
             live.provider(),
@@ -179,6 +189,8 @@ impl Host {
                 webrtc: webrtc.clone(),
                 config: api::masked_config(&config.source),
                 live,
+                outbox,
+                queue: store.clone(),
             },
         )
         .await?;
@@ -201,6 +213,7 @@ impl Host {
             public,
             dispatcher,
             accounts,
+            webhooks,
             _lock: lock,
         })
     }
@@ -212,6 +225,7 @@ impl Host {
         }
         self.api.shutdown();
         self.accounts.abort();
+        self.webhooks.abort();
         self.sip.shutdown().await;
         self.dispatcher.abort();
         // Give the ending calls' last events a moment to reach the store, then flush it.
@@ -220,6 +234,20 @@ impl Host {
             tracing::error!(error = %e, "flushing the call store failed");
         }
     }
+}
+
+/// Hands each live change of the webhooks to the outbox.
+fn spawn_webhook_applier(live: &LiveConfig, outbox: Arc<Outbox>) -> tokio::task::JoinHandle<()> {
+    let mut webhooks = live.webhooks();
+    tokio::spawn(async move {
+        while webhooks.changed().await.is_ok() {
+            let list = webhooks.borrow_and_update().clone();
+            if let Err(e) = outbox.set_webhooks(&list) {
+                // Checked when the change was made.
+                tracing::error!(error = %e, "webhooks not applied");
+            }
+        }
+    })
 }
 
 /// Registers the effective accounts now and again after each live change to them.

@@ -13,7 +13,9 @@ use crate::api::HttpConfig;
 use crate::bridges::BridgesConfig;
 use crate::bridges::openai_sip::OpenAiSipConfig;
 use crate::call::CallConfig;
-use crate::model::ModelConfig;
+use crate::model::{ModelConfig, Secret};
+use crate::outbox::WebhookConfig;
+use crate::outbox::config::secret_variable;
 use crate::plugins::{AgentSettings, AgentsConfig};
 use crate::sip::SipConfig;
 use crate::store::StoreConfig;
@@ -62,6 +64,9 @@ pub struct Config {
     pub agent: BTreeMap<String, AgentSettings>,
     #[serde(default)]
     pub log: LogConfig,
+    /// `[[webhooks]]`: call events pushed to the operator's receivers (see `crate::outbox`).
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
     /// The configuration as read (file plus environment overrides), for display with its
     /// secrets masked.
     #[serde(skip)]
@@ -126,8 +131,9 @@ impl Config {
     ) -> anyhow::Result<Config> {
         let mut value: toml::Table =
             toml::from_str(text).with_context(|| format!("{origin} is not valid TOML"))?;
+        let env: Vec<(String, String)> = env.into_iter().collect();
         let mut from_environment = BTreeMap::new();
-        for (name, raw) in env {
+        for (name, raw) in &env {
             let Some(path) = name.strip_prefix("SWITCHBOARD__") else {
                 continue;
             };
@@ -135,15 +141,23 @@ impl Config {
                 .split("__")
                 .map(|k| k.to_ascii_lowercase().replace('_', "-"))
                 .collect();
-            set_path(&mut value, &keys, parse_env_value(&raw))
+            set_path(&mut value, &keys, parse_env_value(raw))
                 .with_context(|| format!("environment variable {name}"))?;
-            from_environment.insert(keys, name);
+            from_environment.insert(keys, name.clone());
         }
         let mut config: Config = toml::Value::Table(value.clone())
             .try_into()
             .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))?;
         config.source = value;
         config.from_environment = from_environment;
+        for hook in &mut config.webhooks {
+            let variable = secret_variable(&hook.name);
+            if let Some((_, secret)) = env.iter().find(|(name, _)| *name == variable) {
+                hook.secret = Some(Secret::new(secret.clone()));
+            }
+        }
+        crate::outbox::config::validate(&config.webhooks)
+            .map_err(|e| anyhow::anyhow!("{origin}: [[webhooks]]: {e}"))?;
         if let Some(cascade) = &config.model.cascade {
             cascade
                 .validate()

@@ -1,4 +1,4 @@
-//! `switchboard routes|accounts|trunks list|set|rm`: a client of a running host's `/v1/config` API,
+//! `switchboard routes|accounts|trunks|webhooks list|set|rm`: a client of a running host's `/v1/config` API,
 //! for scripts. Each write first reads the effective configuration for its ETag and sends it
 //! as `If-Match`, so a concurrent change is refused rather than overwritten; a refusal is an
 //! error carrying the API's code, field and message.
@@ -101,6 +101,40 @@ pub enum TrunksCommand {
         allowed_prefixes: Vec<String>,
     },
     /// Remove a trunk (new calls through it are refused; running ones finish).
+    Rm { name: String },
+}
+
+/// `switchboard webhooks ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum WebhooksCommand {
+    /// The webhooks, with where each comes from.
+    List,
+    /// Add or replace a webhook, whole (events from then on go to the new values).
+    Set {
+        name: String,
+        /// The receiver, `http(s)://...`.
+        #[arg(long)]
+        url: String,
+        /// An event type to send (repeatable): `call.started`, `call.answered`, `call.ended`,
+        /// `call.transferred`, `call.outcome`, `recording.ready`, `campaign.progress`.
+        #[arg(long = "event", required = true)]
+        events: Vec<String>,
+        /// The signing secret (`whsec_...`); left out, the webhook keeps its current one.
+        #[arg(long, env = "SWITCHBOARD_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// Let the URL name a loopback, link-local or metadata address.
+        #[arg(long)]
+        allow_local: bool,
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        #[arg(long)]
+        retry_ms: Option<u64>,
+        #[arg(long)]
+        queue_limit: Option<u32>,
+    },
+    /// Remove a webhook (its queued deliveries are dead-lettered).
     Rm { name: String },
 }
 
@@ -401,6 +435,68 @@ pub async fn trunks(args: &ApiArgs, command: TrunksCommand) -> Result<(), Client
         TrunksCommand::Rm { name } => {
             let change = client
                 .write(Method::DELETE, &["v1", "config", "trunks", &name], None)
+                .await?;
+            println!("{}", describe(&change));
+        }
+    }
+    Ok(())
+}
+
+/// Runs `switchboard webhooks ...`; prints its result on stdout.
+pub async fn webhooks(args: &ApiArgs, command: WebhooksCommand) -> Result<(), ClientError> {
+    let client = ConfigClient::new(args)?;
+    match command {
+        WebhooksCommand::List => {
+            let (body, _) = client.effective().await?;
+            if let Some(webhooks) = body["webhooks"].as_object() {
+                for (name, w) in webhooks {
+                    let v = &w["value"];
+                    let events: Vec<String> = v["events"]
+                        .as_array()
+                        .map(|e| e.iter().map(text).collect())
+                        .unwrap_or_default();
+                    println!(
+                        "{name}\t{}\t{}\t{}",
+                        text(&v["url"]),
+                        events.join(","),
+                        text(&w["source"]),
+                    );
+                }
+            }
+        }
+        WebhooksCommand::Set {
+            name,
+            url,
+            events,
+            secret,
+            allow_local,
+            timeout_ms,
+            max_attempts,
+            retry_ms,
+            queue_limit,
+        } => {
+            let body = with_optional(
+                json!({"url": url, "events": events, "allow-local": allow_local}),
+                [
+                    ("secret", secret.map(Value::from)),
+                    ("timeout-ms", timeout_ms.map(Value::from)),
+                    ("max-attempts", max_attempts.map(Value::from)),
+                    ("retry-ms", retry_ms.map(Value::from)),
+                    ("queue-limit", queue_limit.map(Value::from)),
+                ],
+            );
+            let change = client
+                .write(
+                    Method::PUT,
+                    &["v1", "config", "webhooks", &name],
+                    Some(&body),
+                )
+                .await?;
+            println!("{}", describe(&change));
+        }
+        WebhooksCommand::Rm { name } => {
+            let change = client
+                .write(Method::DELETE, &["v1", "config", "webhooks", &name], None)
                 .await?;
             println!("{}", describe(&change));
         }

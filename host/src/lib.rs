@@ -20,6 +20,7 @@ pub mod mcp;
 pub mod media;
 pub mod model;
 pub mod otlp;
+pub mod outbox;
 pub mod plugins;
 pub mod recording;
 pub mod resample;

@@ -8,7 +8,9 @@ use clap::{Parser, Subcommand};
 use switchboard::app::{Agents, Host, describe_routes};
 use switchboard::authoring::new;
 use switchboard::config::Config;
-use switchboard::config_client::{self, AccountsCommand, ApiArgs, RoutesCommand, TrunksCommand};
+use switchboard::config_client::{
+    self, AccountsCommand, ApiArgs, RoutesCommand, TrunksCommand, WebhooksCommand,
+};
 use switchboard::logs::LogFeed;
 use switchboard::otlp;
 use switchboard::plugins::{Language, deploy};
@@ -104,6 +106,13 @@ enum Command {
         #[command(subcommand)]
         what: TrunksCommand,
     },
+    /// Outgoing webhooks of a running host, through its API.
+    Webhooks {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        what: WebhooksCommand,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -163,7 +172,8 @@ async fn start() -> anyhow::Result<ExitCode> {
     | Command::Test { .. }
     | Command::Routes { .. }
     | Command::Accounts { .. }
-    | Command::Trunks { .. } = cli.command
+    | Command::Trunks { .. }
+    | Command::Webhooks { .. } = cli.command
     {
         // stdout carries the call's steps or the answer; stderr only what needs attention
         // (RUST_LOG overrides).
@@ -213,6 +223,9 @@ async fn start() -> anyhow::Result<ExitCode> {
         }
         Command::Trunks { api, what } => {
             return Ok(client_exit(config_client::trunks(&api, what).await));
+        }
+        Command::Webhooks { api, what } => {
+            return Ok(client_exit(config_client::webhooks(&api, what).await));
         }
         Command::Agents => {
             let agents = Agents::start(config).await?;

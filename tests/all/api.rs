@@ -571,8 +571,12 @@ async fn health_ready_metrics_openapi_agents_registrations_usage() {
         ("/v1/webrtc/tickets", &["post"]),
         ("/v1/webrtc/{number}", &["post"]),
         ("/v1/config/trunks/{name}", &["put", "delete"]),
+        ("/v1/config/webhooks/{name}", &["put", "delete"]),
         ("/v1/config/live", &["get", "put"]),
         ("/v1/config/model/{key}", &["put", "delete"]),
+        ("/v1/webhooks/{name}/deliveries", &["get"]),
+        ("/v1/webhooks/dead-letters", &["get"]),
+        ("/v1/webhooks/deliveries/{id}/resend", &["post"]),
         ("/v1/campaigns", &["post", "get"]),
         ("/v1/campaigns/{id}", &["get"]),
         ("/v1/campaigns/{id}/contacts", &["get"]),
@@ -592,7 +596,7 @@ async fn health_ready_metrics_openapi_agents_registrations_usage() {
             );
         }
     }
-    assert_eq!(paths.len(), 34, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 38, "{:?}", paths.keys().collect::<Vec<_>>());
     // Every $ref points at a schema that exists.
     let schemas = doc.json["components"]["schemas"].as_object().unwrap();
     for r in doc.text.split("\"$ref\":\"#/components/schemas/").skip(1) {

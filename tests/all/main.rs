@@ -40,6 +40,8 @@ mod hardening_api;
 mod otlp;
 mod softphone;
 mod store_crash;
+mod webhooks;
+mod webhooks_bench;
 
 // Outbound campaigns.
 mod campaigns;

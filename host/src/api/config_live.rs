@@ -234,11 +234,13 @@ pub async fn delete_model_value(
     apply(&ctx, &caller, &headers, change).await
 }
 
-/// An entry of the SIP tables: `table` is the path's `accounts` or `trunks`.
+/// An entry of a table of named entries: `table` is the path's `accounts`, `trunks` or
+/// `webhooks`.
 fn sip_entry(table: &str, name: String) -> Result<Target, ApiError> {
     match table {
         "accounts" => Ok(Target::Account(name)),
         "trunks" => Ok(Target::Trunk(name)),
+        "webhooks" => Ok(Target::Webhook(name)),
         other => Err(ApiError::NotFound {
             what: "configuration table",
             id: other.to_string(),
@@ -246,9 +248,10 @@ fn sip_entry(table: &str, name: String) -> Result<Target, ApiError> {
     }
 }
 
-/// PUT /v1/config/accounts/{name} and /v1/config/trunks/{name}: the whole entry as the file
-/// spells it (an account's `registrar`, `aor`, `password`, ...; a trunk's `outbound-proxy`,
-/// `domain`, `password`, `inbound`, ...). Passwords are write-only: left out or given as
+/// PUT /v1/config/accounts/{name}, /v1/config/trunks/{name} and /v1/config/webhooks/{name}:
+/// the whole entry as the file spells it (an account's `registrar`, `aor`, `password`, ...; a
+/// trunk's `outbound-proxy`, `domain`, `password`, `inbound`, ...; a webhook's `url`,
+/// `events`, `secret`, ...). Passwords and secrets are write-only: left out or given as
 /// `***`, the current ones are kept.
 pub async fn put_sip_entry(
     State(ctx): State<Ctx>,
@@ -267,8 +270,9 @@ pub async fn put_sip_entry(
     apply(&ctx, &caller, &headers, change).await
 }
 
-/// DELETE /v1/config/accounts/{name} (it unregisters) and /v1/config/trunks/{name} (new calls
-/// through it are refused; running ones finish).
+/// DELETE /v1/config/accounts/{name} (it unregisters), /v1/config/trunks/{name} (new calls
+/// through it are refused; running ones finish) and /v1/config/webhooks/{name} (its queued
+/// deliveries are dead-lettered when they come due).
 pub async fn delete_sip_entry(
     State(ctx): State<Ctx>,
     Extension(caller): Extension<Caller>,

@@ -1,5 +1,5 @@
-//! The dashboard: one HTML page, a stylesheet and two scripts (the views, and the configuration
-//! editors), embedded in the binary and served without a token. The page holds no data; everything it shows comes from the `/v1` API with
+//! The dashboard: one HTML page, a stylesheet and three scripts (the views, the configuration
+//! editors, the webhooks view), embedded in the binary and served without a token. The page holds no data; everything it shows comes from the `/v1` API with
 //! the token the operator types in (kept in the tab's sessionStorage).
 //!
 //! Every response carries a strict Content-Security-Policy (scripts and styles only from this
@@ -81,6 +81,12 @@ static CONFIG_SCRIPT: LazyLock<Asset> = LazyLock::new(|| {
         include_bytes!("dashboard/config.js"),
     )
 });
+static WEBHOOKS_SCRIPT: LazyLock<Asset> = LazyLock::new(|| {
+    Asset::new(
+        "text/javascript; charset=utf-8",
+        include_bytes!("dashboard/webhooks.js"),
+    )
+});
 static STYLE: LazyLock<Asset> = LazyLock::new(|| {
     Asset::new(
         "text/css; charset=utf-8",
@@ -99,6 +105,10 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             "/dashboard/config.js",
             get(|h: HeaderMap| async move { CONFIG_SCRIPT.serve(&h) }),
+        )
+        .route(
+            "/dashboard/webhooks.js",
+            get(|h: HeaderMap| async move { WEBHOOKS_SCRIPT.serve(&h) }),
         )
         .route(
             "/dashboard/app.css",
@@ -131,6 +141,7 @@ mod tests {
         let page = std::str::from_utf8(INDEX.body).unwrap();
         assert!(page.contains("src=\"/dashboard/app.js\""));
         assert!(page.contains("src=\"/dashboard/config.js\""));
+        assert!(page.contains("src=\"/dashboard/webhooks.js\""));
         assert!(page.contains("href=\"/dashboard/app.css\""));
         // The CSP forbids inline code; the page must not need any (no <script> body, no
         // on...= handler attributes).

@@ -117,6 +117,9 @@ impl ApiError {
                 StoreError::NotFound { .. } => {
                     (StatusCode::NOT_FOUND, "call_not_found", text(self))
                 }
+                StoreError::NoDelivery { .. } => {
+                    (StatusCode::NOT_FOUND, "delivery_not_found", text(self))
+                }
                 StoreError::NoSuchCampaign(_) => {
                     (StatusCode::NOT_FOUND, "campaign_not_found", text(self))
                 }

@@ -366,7 +366,11 @@ pub async fn render(State(ctx): State<Ctx>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        ctx.metrics.render(ctx.calls.active().len()),
+        {
+            let mut text = ctx.metrics.render(ctx.calls.active().len());
+            ctx.outbox.render_metrics(&mut text);
+            text
+        },
     )
 }
 

@@ -22,6 +22,7 @@ mod openapi;
 mod status;
 mod stream;
 mod validate;
+mod webhooks;
 mod webrtc;
 
 use std::net::SocketAddr;
@@ -123,6 +124,10 @@ pub struct ApiContext {
     pub config: Value,
     /// Routes and agent settings changed live, over the file's values.
     pub live: Arc<crate::live::LiveConfig>,
+    /// The outgoing webhooks and their counters.
+    pub outbox: Arc<crate::outbox::Outbox>,
+    /// The webhooks' deliveries.
+    pub queue: Arc<dyn crate::store::webhooks::WebhookQueue>,
 }
 
 /// The handlers' state: the context plus what the API keeps of its own.
@@ -246,7 +251,7 @@ fn router(ctx: Ctx, credentials: Arc<auth::Credentials>) -> Router {
             put(config_live::put_agent_value).delete(config_live::delete_agent_value),
         )
         .route(
-            // `accounts` or `trunks`.
+            // `accounts`, `trunks` or `webhooks`.
             "/v1/config/{table}/{name}",
             put(config_live::put_sip_entry).delete(config_live::delete_sip_entry),
         )
@@ -260,6 +265,12 @@ fn router(ctx: Ctx, credentials: Arc<auth::Credentials>) -> Router {
         )
         .route("/v1/webrtc/tickets", post(webrtc::mint_ticket))
         .route("/v1/webrtc/{number}", post(webrtc::offer))
+        .route("/v1/webhooks/dead-letters", get(webhooks::dead_letters))
+        .route("/v1/webhooks/{name}/deliveries", get(webhooks::deliveries))
+        .route(
+            "/v1/webhooks/deliveries/{id}/resend",
+            post(webhooks::resend),
+        )
         .route("/v1/events", get(stream::events))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/metrics", get(metrics::render))

@@ -46,7 +46,21 @@ fn config_schemas() -> Value {
         "trunks": {"type": "object", "description": "Trunks by name", "additionalProperties": {"type": "object", "properties": {
             "value": {"$ref": "#/components/schemas/Trunk"},
             "source": {"enum": ["file", "environment", "live"]}}}},
+        "webhooks": {"type": "object", "description": "Outgoing webhooks by name", "additionalProperties": {"type": "object", "properties": {
+            "value": {"$ref": "#/components/schemas/Webhook"},
+            "source": {"enum": ["file", "environment", "live"]}}}},
         "model": {"type": "object", "description": "The [model] keys provider, model, voice and api-key (as ***) that are set", "additionalProperties": {"$ref": "#/components/schemas/SourcedValue"}}}});
+    let webhook = json!({"type": "object", "additionalProperties": false,
+        "description": "A [[webhooks]] entry, the file's field names; the name comes from the path. The secret is write-only: read back as ***; left out of a PUT or given as ***, the current one is kept",
+        "required": ["url", "events"], "properties": {
+        "name": {"type": "string", "description": "If given, the path's name"},
+        "url": {"type": "string", "description": "http or https; a literal loopback, link-local or metadata address needs allow-local"},
+        "events": {"type": "array", "items": {"enum": ["call.started", "call.answered", "call.ended", "call.transferred", "call.outcome", "recording.ready", "campaign.progress"]}},
+        "secret": {"type": ["string", "null"], "description": "whsec_<base64>; SWITCHBOARD_WEBHOOK_SECRET_<NAME> overrides it"},
+        "allow-local": {"type": "boolean"},
+        "timeout-ms": {"type": "integer", "minimum": 1}, "connect-timeout-ms": {"type": "integer", "minimum": 1},
+        "max-attempts": {"type": "integer", "minimum": 1}, "retry-ms": {"type": "integer", "minimum": 1},
+        "queue-limit": {"type": "integer", "minimum": 1}}});
     let trunk = json!({"type": "object", "additionalProperties": false,
         "description": "A [[sip.trunks]] entry, the file's field names; the name comes from the path. Passwords (password, inbound.digest.password) are write-only: read back as ***; left out of a PUT or given as ***, the current ones are kept",
         "required": ["outbound-proxy"], "properties": {
@@ -72,6 +86,7 @@ fn config_schemas() -> Value {
             "secrets": {"type": "object", "additionalProperties": {"type": "string"}}}}},
         "accounts": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Account"}},
         "trunks": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Trunk"}},
+        "webhooks": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Webhook"}},
         "model": {"type": "object", "description": "[model] keys: provider, model, voice, api-key", "additionalProperties": {"type": "string"}}}});
     let account = json!({"type": "object", "additionalProperties": false,
         "description": "A [[sip.accounts]] entry, the file's field names; the name comes from the path",
@@ -89,7 +104,7 @@ fn config_schemas() -> Value {
         "id": {"type": "integer"}, "at_ms": {"type": "integer"},
         "who": {"type": "string", "description": "The token's name (tokens[i] for a plain token), or loopback"},
         "action": {"enum": ["set", "delete", "import"]},
-        "target": {"type": "string", "description": "routes/{pattern}, default-agent, agents/{name}/settings/{key}, agents/{name}/secrets/{key}, accounts/{name}, trunks/{name}, model/{key}, or live for an import"},
+        "target": {"type": "string", "description": "routes/{pattern}, default-agent, agents/{name}/settings/{key}, agents/{name}/secrets/{key}, accounts/{name}, trunks/{name}, webhooks/{name}, model/{key}, or live for an import"},
         "before": {"description": "The value before (null when absent, *** for a secret, an account or trunk with its passwords as ***; the whole LiveDocument for an import)"},
         "after": {"description": "The value after (null when absent, *** for a secret, an account or trunk with its passwords as ***; the whole LiveDocument for an import)"}}});
     let applied = json!({"type": "object", "properties": {
@@ -98,7 +113,7 @@ fn config_schemas() -> Value {
     json!({
         "SourcedValue": sourced, "SourcedRoute": route, "AgentValues": agent_values,
         "EffectiveConfig": effective, "ConfigChange": audit, "ConfigApplied": applied,
-        "Account": account, "Trunk": trunk, "LiveDocument": document,
+        "Account": account, "Trunk": trunk, "Webhook": webhook, "LiveDocument": document,
         "AgentBody": {"type": "object", "required": ["agent"], "additionalProperties": false, "properties": {
             "agent": {"type": "string", "description": "A loaded agent"}}},
         "ValueBody": {"type": "object", "required": ["value"], "additionalProperties": false, "properties": {
@@ -112,7 +127,7 @@ fn config_write(summary: &str, id: &str, params: Value, body: Option<&str>) -> V
         "description": "Needs a token with scope write (or, without tokens, [http] allow-loopback-writes) and If-Match: the ETag of GET /v1/config/effective. Applied at once for new calls; running calls keep their agent version.",
         "responses": {
             "200": ok_json("Applied", json!({"$ref": "#/components/schemas/ConfigApplied"})),
-            "400": error_response("Refused by the start-up rules, field named: bad_pattern, route_conflict (a number claimed twice), unknown_agent, unknown_key, field_too_large, bad_account, bad_trunk, bad_model, secret_not_set; or bad JSON. Nothing changed"),
+            "400": error_response("Refused by the start-up rules, field named: bad_pattern, route_conflict (a number claimed twice), unknown_agent, unknown_key, field_too_large, bad_account, bad_trunk, bad_webhook, bad_model, secret_not_set; or bad JSON. Nothing changed"),
             "401": error_response("Missing or wrong bearer token"),
             "403": error_response("forbidden: the token has scope read, or no tokens and no allow-loopback-writes"),
             "404": error_response("Deleting what is not set"),
@@ -137,6 +152,7 @@ fn config_paths() -> Value {
     )]);
     let account = json!([path_param("name", "The account's name")]);
     let trunk = json!([path_param("name", "The trunk's name")]);
+    let webhook = json!([path_param("name", "The webhook's name")]);
     let model_key = json!([path_param("key", "provider, model, voice or api-key")]);
     let format = query(
         "format",
@@ -196,6 +212,9 @@ fn config_paths() -> Value {
         "/v1/config/trunks/{name}": {
             "put": config_write("Add or replace a trunk ([[sip.trunks]]): new calls through it use it at once", "putTrunk", trunk.clone(), Some("Trunk")),
             "delete": config_write("Remove a trunk: new calls through it are refused (unknown_trunk); running ones finish", "deleteTrunk", trunk, None)},
+        "/v1/config/webhooks/{name}": {
+            "put": config_write("Add or replace an outgoing webhook ([[webhooks]]): events from now on are queued for it", "putWebhook", webhook.clone(), Some("Webhook")),
+            "delete": config_write("Remove an outgoing webhook: nothing more is queued for it; its pending deliveries are dead-lettered when they come due", "deleteWebhook", webhook, None)},
         "/v1/config/model/{key}": {
             "put": config_write("Set a [model] key (provider, model, voice; api-key write-only): calls that start from now on connect to the provider it gives; running calls keep theirs", "putModelValue", model_key.clone(), Some("ValueBody")),
             "delete": config_write("Remove a [model] key (the file's value is hidden too; provider left out is offline)", "deleteModelValue", model_key, None)},
@@ -203,17 +222,75 @@ fn config_paths() -> Value {
     })
 }
 
+/// The schema of a webhook delivery (`api::webhooks::DeliveryView`).
+fn webhook_schemas() -> Value {
+    json!({
+        "WebhookDelivery": {"type": "object", "properties": {
+            "id": {"type": "integer", "description": "For POST /v1/webhooks/deliveries/{id}/resend"},
+            "webhook": {"type": "string"},
+            "webhook_id": {"type": "string", "description": "The webhook-id header: the same on every attempt and resend (receivers dedupe on it)"},
+            "type": {"type": "string", "enum": ["call.started", "call.answered", "call.ended", "call.transferred", "call.outcome", "recording.ready", "campaign.progress"]},
+            "status": {"type": "string", "enum": ["pending", "delivered", "dead"]},
+            "attempts": {"type": "integer"},
+            "last_code": {"type": ["integer", "null"], "description": "The last attempt's HTTP status (null: no answer)"},
+            "last_error": {"type": ["string", "null"]},
+            "codes": {"type": "array", "items": {"type": ["integer", "null"]}, "description": "Each kept attempt's HTTP status, oldest first"},
+            "history": {"type": "array", "items": {"type": "object", "properties": {
+                "at_ms": {"type": "integer"}, "code": {"type": "integer"}, "error": {"type": "string"}}}},
+            "next_attempt_at_ms": {"type": ["integer", "null"], "description": "When a pending delivery is tried next"},
+            "created_at_ms": {"type": "integer"},
+            "updated_at_ms": {"type": "integer"},
+            "payload": {"type": "object", "description": "The body sent: {type, timestamp, data}"}}},
+        "WebhookDeliveries": {"type": "object", "properties": {
+            "deliveries": {"type": "array", "items": {"$ref": "#/components/schemas/WebhookDelivery"}}}}
+    })
+}
+
+fn webhook_paths() -> Value {
+    let list = ok_json(
+        "Newest first",
+        json!({"$ref": "#/components/schemas/WebhookDeliveries"}),
+    );
+    let limit = query(
+        "limit",
+        json!({"type": "integer", "minimum": 1, "maximum": 500, "default": 50}),
+        "How many",
+    );
+    let unauthorized = error_response("Missing or wrong bearer token");
+    json!({
+        "/v1/webhooks/{name}/deliveries": {"get": {"summary": "A webhook's recent deliveries: status, attempts, last error, HTTP codes", "operationId": "webhookDeliveries",
+            "parameters": [path_param("name", "The webhook's name ([[webhooks]] name)"), limit],
+            "responses": {"200": list, "401": unauthorized, "404": error_response("No webhook of that name")}}},
+        "/v1/webhooks/dead-letters": {"get": {"summary": "Deliveries of every webhook that ran out of attempts (or got 410 Gone)", "operationId": "webhookDeadLetters",
+            "parameters": [limit],
+            "responses": {"200": list, "401": unauthorized}}},
+        "/v1/webhooks/deliveries/{id}/resend": {"post": {"summary": "Send a delivered or dead delivery again: due now, attempts reset, same webhook-id", "operationId": "resendWebhookDelivery",
+            "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}],
+            "responses": {"200": ok_json("Queued again", json!({"$ref": "#/components/schemas/WebhookDelivery"})),
+                "400": error_response("The delivery is still pending"), "401": unauthorized,
+                "404": error_response("No delivery with this id")}}}
+    })
+}
+
 /// The document (also used by the tests).
 pub fn spec() -> Value {
     let mut doc = base_spec();
-    for more in [config_schemas(), super::campaigns::openapi_schemas()] {
+    for more in [
+        config_schemas(),
+        webhook_schemas(),
+        super::campaigns::openapi_schemas(),
+    ] {
         if let (Some(schemas), Value::Object(more)) =
             (doc["components"]["schemas"].as_object_mut(), more)
         {
             schemas.extend(more);
         }
     }
-    for more in [config_paths(), super::campaigns::openapi_paths()] {
+    for more in [
+        config_paths(),
+        webhook_paths(),
+        super::campaigns::openapi_paths(),
+    ] {
         if let (Some(paths), Value::Object(more)) = (doc["paths"].as_object_mut(), more) {
             paths.extend(more);
         }
@@ -447,6 +524,22 @@ mod tests {
     use super::spec;
     use crate::store::{CallDetail, CallRecord, CallState, Direction, UsageItem};
 
+    /// The webhook schema names every field a webhook is stored with.
+    #[test]
+    fn webhook_schema_names_every_field() {
+        let spec = spec();
+        let mut documented: Vec<&str> = spec["components"]["schemas"]["Webhook"]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut fields = crate::outbox::config::WEBHOOK_FIELDS.to_vec();
+        documented.sort();
+        fields.sort();
+        assert_eq!(documented, fields);
+    }
+
     /// The trunk schema names every field a trunk is stored with.
     #[test]
     fn trunk_schema_names_every_field() {
@@ -479,6 +572,40 @@ mod tests {
             schemas["PlaceCall"]["properties"]["to"]["maxLength"],
             super::MAX_TARGET
         );
+    }
+
+    /// Every field of a delivery as the API shows it is described.
+    #[test]
+    fn webhook_delivery_schema_matches_the_view() {
+        use crate::store::webhooks::{Delivery, DeliveryAttempt, DeliveryStatus};
+        let view = super::super::webhooks::DeliveryView::from(Delivery {
+            id: 1,
+            webhook: "crm".into(),
+            message_id: "msg_c1_0".into(),
+            kind: "call.started".into(),
+            sequence_key: "c1".into(),
+            payload: "{}".into(),
+            status: DeliveryStatus::Dead,
+            attempts: 1,
+            next_attempt_at_ms: 0,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            history: vec![DeliveryAttempt {
+                at_ms: 0,
+                code: Some(500),
+                error: Some("the receiver answered 500".into()),
+            }],
+        });
+        let body = serde_json::to_value(&view).unwrap();
+        let spec = spec();
+        let schema = &spec["components"]["schemas"]["WebhookDelivery"]["properties"];
+        for key in body.as_object().unwrap().keys() {
+            assert!(
+                schema.get(key).is_some(),
+                "WebhookDelivery does not describe {key:?}"
+            );
+        }
+        assert_eq!(body["codes"], json!([500]));
     }
 
     /// Every field a stored call's detail serialises with is described, down to its usage items.

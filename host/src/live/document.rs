@@ -32,6 +32,9 @@ pub struct OverlayDocument {
     /// Name → the trunk as the file spells it.
     #[serde(default)]
     pub trunks: BTreeMap<String, Value>,
+    /// Name → the webhook as the file spells it (its secret as `***`).
+    #[serde(default)]
+    pub webhooks: BTreeMap<String, Value>,
     /// `[model]` keys (`provider`, `model`, `voice`, `api-key`).
     #[serde(default)]
     pub model: BTreeMap<String, String>,
@@ -81,11 +84,12 @@ impl OverlayDocument {
                         .secrets
                         .insert(key, MASK.into());
                 }
-                Target::Account(ref name) | Target::Trunk(ref name) => {
+                Target::Account(ref name) | Target::Trunk(ref name) | Target::Webhook(ref name) => {
                     let mut object = target.shown(&value);
                     without_nulls(&mut object);
                     let section = match target {
                         Target::Account(_) => &mut doc.accounts,
+                        Target::Webhook(_) => &mut doc.webhooks,
                         _ => &mut doc.trunks,
                     };
                     section.insert(name.clone(), object);
@@ -133,6 +137,10 @@ impl OverlayDocument {
         for (name, trunk) in &self.trunks {
             let target = Target::Trunk(name.clone());
             out.push((target, Some(trunk.to_string()), "trunks"));
+        }
+        for (name, webhook) in &self.webhooks {
+            let target = Target::Webhook(name.clone());
+            out.push((target, Some(webhook.to_string()), "webhooks"));
         }
         for (key, value) in &self.model {
             let target = Target::Model(key.clone());

@@ -1,5 +1,6 @@
 //! Live configuration: routes, the default agent, per-agent settings and secrets, the SIP
-//! registration accounts and trunks, and the model provider's keys changed through the API
+//! registration accounts and trunks, the outgoing webhooks, and the model provider's keys
+//! changed through the API
 //! while calls run. The file's values (with environment overrides) are the base, the store
 //! keeps the live overlay over them ([`overlay`]), and every change is validated with the
 //! start-up rules, stored with its audit record, applied to the registry at once (accounts
@@ -20,7 +21,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, broadcast, watch};
 
 use crate::config::Config;
-use crate::model::{ModelConfig, ModelProvider};
+use crate::model::{ModelConfig, ModelProvider, Secret};
+use crate::outbox::WebhookConfig;
+use crate::outbox::config::{WEBHOOK_FIELDS, secret_variable as webhook_secret_variable};
 use crate::plugins::routing::{RouteError, RouteSource};
 use crate::plugins::runtime::secret_variable;
 use crate::plugins::{AgentSettings, Registry};
@@ -87,6 +90,8 @@ pub struct LiveConfig {
     accounts: watch::Sender<Vec<AccountConfig>>,
     /// The effective trunks.
     trunks: watch::Sender<Vec<TrunkConfig>>,
+    /// The effective webhooks.
+    webhooks: watch::Sender<Vec<WebhookConfig>>,
     /// `[model]` as loaded (file and environment), which the model keys change.
     file_model: toml::Table,
     /// The provider new calls connect to.
@@ -121,6 +126,7 @@ impl LiveConfig {
             file_settings: config.agent.clone(),
             accounts: watch::channel(config.sip.accounts.clone()).0,
             trunks: watch::channel(config.sip.trunks.clone()).0,
+            webhooks: watch::channel(config.webhooks.clone()).0,
             overlay: Mutex::new(store.config_overlay().await?),
             store,
             registry,
@@ -141,6 +147,15 @@ impl LiveConfig {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "the stored live trunks and accounts do not fit; the file's stay");
+                }
+            }
+            let webhooks = webhooks_of(&layers);
+            match crate::outbox::config::validate(&webhooks) {
+                Ok(()) => {
+                    live.webhooks.send_replace(webhooks);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the stored live webhooks do not fit; the file's stay");
                 }
             }
             if !layers.model.is_empty() {
@@ -184,6 +199,11 @@ impl LiveConfig {
     /// checks of outbound calls.
     pub fn trunks(&self) -> watch::Receiver<Vec<TrunkConfig>> {
         self.trunks.subscribe()
+    }
+
+    /// The effective webhooks, now and after each change, for the outbox.
+    pub fn webhooks(&self) -> watch::Receiver<Vec<WebhookConfig>> {
+        self.webhooks.subscribe()
     }
 
     /// The model provider new calls connect to, now and after each change.
@@ -320,6 +340,9 @@ impl LiveConfig {
             (Target::Trunk(name), Some(body)) => {
                 Some(entry_json::<TrunkConfig>(&TRUNKS, name, &body, before)?)
             }
+            (Target::Webhook(name), Some(body)) => {
+                Some(entry_json::<WebhookConfig>(&WEBHOOKS, name, &body, before)?)
+            }
             (target, Some(value)) if target.is_secret() && value == MASK => match before {
                 Some(kept) => Some(kept.value.clone()),
                 None => {
@@ -379,6 +402,10 @@ impl LiveConfig {
         }
         if touches(|t| matches!(t, Target::Model(_))) {
             self.provider_of(next)?;
+        }
+        if touches(|t| matches!(t, Target::Webhook(_))) {
+            crate::outbox::config::validate(&webhooks_of(next))
+                .map_err(|e| LiveError::invalid(e.field, "bad_webhook", e.message))?;
         }
         Ok(())
     }
@@ -553,6 +580,9 @@ impl LiveConfig {
         if now.accounts != next.accounts {
             self.accounts.send_replace(accounts_of(next));
         }
+        if now.webhooks != next.webhooks {
+            self.webhooks.send_replace(webhooks_of(next));
+        }
         if now.model != next.model {
             match self.provider_of(next) {
                 Ok(provider) => {
@@ -602,6 +632,17 @@ fn trunks_of(layers: &Layers) -> Vec<TrunkConfig> {
     parsed(&layers.trunks, "trunk")
 }
 
+/// The webhooks of `layers`, each secret overridden by its environment variable when set.
+fn webhooks_of(layers: &Layers) -> Vec<WebhookConfig> {
+    let mut webhooks: Vec<WebhookConfig> = parsed(&layers.webhooks, "webhook");
+    for w in &mut webhooks {
+        if let Ok(secret) = std::env::var(webhook_secret_variable(&w.name)) {
+            w.secret = Some(Secret::new(secret));
+        }
+    }
+    webhooks
+}
+
 /// The stored JSON values of `entries` read back. Stored ones were checked when written; one
 /// that no longer reads is logged and left out.
 fn parsed<T: serde::de::DeserializeOwned>(
@@ -620,7 +661,7 @@ fn parsed<T: serde::de::DeserializeOwned>(
         .collect()
 }
 
-/// Which SIP table an entry is of: its name in messages (and as the field blamed for a whole
+/// Which table of named entries (SIP accounts and trunks, webhooks) an entry is of: its name in messages (and as the field blamed for a whole
 /// refused body), its fields as the file spells them, and the code of a refusal.
 struct SipTable {
     what: &'static str,
@@ -638,6 +679,12 @@ const TRUNKS: SipTable = SipTable {
     what: "trunk",
     fields: &TRUNK_FIELDS,
     code: "bad_trunk",
+};
+
+const WEBHOOKS: SipTable = SipTable {
+    what: "webhook",
+    fields: &WEBHOOK_FIELDS,
+    code: "bad_webhook",
 };
 
 /// The account or trunk a PUT body (JSON, the file's field names) describes, as stored: `name`
@@ -685,20 +732,26 @@ fn entry_json<T: serde::de::DeserializeOwned + serde::Serialize>(
     })?;
     let stored = serde_json::to_value(&parsed).map_err(|e| refused("name", e.to_string()))?;
     if has_masked_password(&stored) {
+        let field = if what == "webhook" {
+            "secret"
+        } else {
+            "password"
+        };
         return Err(refused(
-            "password",
-            format!("a password given as {MASK} keeps the current one, and `{name}` has none"),
+            field,
+            format!("a {field} given as {MASK} keeps the current one, and `{name}` has none"),
         ));
     }
     Ok(stored.to_string())
 }
 
-/// Whether any `password` of `value` is still `***` (nothing to keep it from).
+/// Whether any password or secret of `value` is still `***` (nothing to keep it from).
 fn has_masked_password(value: &Value) -> bool {
     value.as_object().is_some_and(|object| {
-        object
-            .iter()
-            .any(|(k, v)| (k == "password" && *v == json!(MASK)) || has_masked_password(v))
+        object.iter().any(|(k, v)| {
+            (overlay::SECRET_KEYS.contains(&k.as_str()) && *v == json!(MASK))
+                || has_masked_password(v)
+        })
     })
 }
 
@@ -773,6 +826,13 @@ fn base_layers(config: &Config, registry: &Registry) -> Layers {
             layers
                 .trunks
                 .insert(trunk.name.clone(), Sourced::file(&text));
+        }
+    }
+    for webhook in &config.webhooks {
+        if let Ok(text) = serde_json::to_string(webhook) {
+            layers
+                .webhooks
+                .insert(webhook.name.clone(), Sourced::file(&text));
         }
     }
     if let Some(toml::Value::Table(model)) = config.source.get("model") {

@@ -74,6 +74,8 @@ pub struct Layers {
     pub trunks: BTreeMap<String, Sourced>,
     /// The `[model]` keys of [`MODEL_KEYS`] that are set.
     pub model: BTreeMap<String, Sourced>,
+    /// `[[webhooks]]` by name; each value is the webhook as JSON, secret included.
+    pub webhooks: BTreeMap<String, Sourced>,
 }
 
 /// The `[model]` keys changed through the API: which provider new calls use, its model and
@@ -100,6 +102,8 @@ pub enum Target {
     Trunk(String),
     /// A key of `[model]` (one of [`MODEL_KEYS`]).
     Model(String),
+    /// An outgoing webhook, by name.
+    Webhook(String),
 }
 
 impl Target {
@@ -113,6 +117,7 @@ impl Target {
             Target::Account(name) => format!("accounts/{name}"),
             Target::Trunk(name) => format!("trunks/{name}"),
             Target::Model(key) => format!("model/{key}"),
+            Target::Webhook(name) => format!("webhooks/{name}"),
         }
     }
 
@@ -135,6 +140,7 @@ impl Target {
             ["accounts", name] => named(name).map(Target::Account),
             ["trunks", name] => named(name).map(Target::Trunk),
             ["model", key] => named(key).map(Target::Model),
+            ["webhooks", name] => named(name).map(Target::Webhook),
             _ => None,
         }
     }
@@ -148,6 +154,7 @@ impl Target {
             Target::Account(name) => (OverlayKind::Account, "", name),
             Target::Trunk(name) => (OverlayKind::Trunk, "", name),
             Target::Model(key) => (OverlayKind::Model, "", key),
+            Target::Webhook(name) => (OverlayKind::Webhook, "", name),
         }
     }
 
@@ -161,6 +168,7 @@ impl Target {
             OverlayKind::Account => Target::Account(key),
             OverlayKind::Trunk => Target::Trunk(key),
             OverlayKind::Model => Target::Model(key),
+            OverlayKind::Webhook => Target::Webhook(key),
         }
     }
 
@@ -178,7 +186,7 @@ impl Target {
     pub fn shown(&self, value: &str) -> Value {
         match self {
             _ if self.is_secret() => json!(MASK),
-            Target::Account(_) | Target::Trunk(_) => {
+            Target::Account(_) | Target::Trunk(_) | Target::Webhook(_) => {
                 let mut object = serde_json::from_str(value).unwrap_or(Value::Null);
                 mask_passwords(&mut object);
                 object
@@ -191,11 +199,16 @@ impl Target {
 /// How a secret is shown; given back in a PUT or an import it means "keep the current one".
 pub const MASK: &str = "***";
 
-/// Every `password` set in `value` (an account, a trunk and its `inbound.digest`) as `***`.
+/// The keys whose values are write-only in a stored entry: an account's or trunk's passwords,
+/// a webhook's signing secret.
+pub const SECRET_KEYS: [&str; 2] = ["password", "secret"];
+
+/// Every password or secret set in `value` (an account, a trunk and its `inbound.digest`, a
+/// webhook) as `***`.
 fn mask_passwords(value: &mut Value) {
     if let Some(object) = value.as_object_mut() {
         for (key, v) in object.iter_mut() {
-            if key == "password" && !v.is_null() {
+            if SECRET_KEYS.contains(&key.as_str()) && !v.is_null() {
                 *v = json!(MASK);
             } else {
                 mask_passwords(v);
@@ -204,22 +217,24 @@ fn mask_passwords(value: &mut Value) {
     }
 }
 
-/// `body` with the passwords it leaves out or gives as `***` taken from `before` at the same
-/// place, so a client never has to know a password to change the rest. One given as `***`
+/// `body` with the passwords (and secrets) it leaves out or gives as `***` taken from `before`
+/// at the same place, so a client never has to know a password to change the rest. One given as `***`
 /// with none before stays `***`, for the caller's check to refuse.
 pub fn keep_passwords(body: &mut Value, before: &Value) {
     let (Some(object), Some(old)) = (body.as_object_mut(), before.as_object()) else {
         return;
     };
-    let kept = old.get("password").filter(|p| !p.is_null());
-    match (object.get("password"), kept) {
-        (None, Some(p)) => {
-            object.insert("password".into(), p.clone());
+    for secret in SECRET_KEYS {
+        let kept = old.get(secret).filter(|p| !p.is_null());
+        match (object.get(secret), kept) {
+            (None, Some(p)) => {
+                object.insert(secret.into(), p.clone());
+            }
+            (Some(given), Some(p)) if *given == json!(MASK) => {
+                object.insert(secret.into(), p.clone());
+            }
+            _ => {}
         }
-        (Some(given), Some(p)) if *given == json!(MASK) => {
-            object.insert("password".into(), p.clone());
-        }
-        _ => {}
     }
     for (key, v) in object.iter_mut() {
         if let Some(old_v) = old.get(key) {
@@ -244,6 +259,7 @@ impl Layers {
             Target::Account(name) => self.accounts.get(name),
             Target::Trunk(name) => self.trunks.get(name),
             Target::Model(key) => self.model.get(key),
+            Target::Webhook(name) => self.webhooks.get(name),
         }
     }
 
@@ -270,6 +286,7 @@ impl Layers {
             Target::Account(name) => slot(&mut self.accounts, name),
             Target::Trunk(name) => slot(&mut self.trunks, name),
             Target::Model(key) => slot(&mut self.model, key),
+            Target::Webhook(name) => slot(&mut self.webhooks, name),
         }
         self.agents
             .retain(|_, a| !a.settings.is_empty() || !a.secrets.is_empty());
@@ -325,6 +342,10 @@ impl Layers {
             }))).collect::<serde_json::Map<_, _>>(),
             "trunks": self.trunks.iter().map(|(name, s)| (name.clone(), json!({
                 "value": Target::Trunk(name.clone()).shown(&s.value),
+                "source": s.source,
+            }))).collect::<serde_json::Map<_, _>>(),
+            "webhooks": self.webhooks.iter().map(|(name, s)| (name.clone(), json!({
+                "value": Target::Webhook(name.clone()).shown(&s.value),
                 "source": s.source,
             }))).collect::<serde_json::Map<_, _>>(),
             "model": self.model.iter().map(|(key, s)| {

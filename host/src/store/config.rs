@@ -53,8 +53,12 @@ pub fn spawn_purge_task(store: Arc<dyn CallStore>, config: &StoreConfig) -> Opti
             tick.tick().await;
             match store.purge_older_than(now_ms() - retention_ms).await {
                 Ok(purged) => {
-                    if purged.calls > 0 {
-                        tracing::info!(calls = purged.calls, "retention purge");
+                    if purged.calls > 0 || purged.deliveries > 0 {
+                        tracing::info!(
+                            calls = purged.calls,
+                            webhook_deliveries = purged.deliveries,
+                            "retention purge"
+                        );
                     }
                     if delete_files {
                         for path in &purged.recordings {

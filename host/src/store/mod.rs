@@ -15,6 +15,7 @@ mod overlay;
 pub mod sample;
 mod schema;
 mod sqlite;
+pub mod webhooks;
 
 #[cfg(test)]
 mod bench;
@@ -258,6 +259,8 @@ pub struct Purged {
     pub calls: u64,
     /// Recording paths of the removed calls: the files are the caller's to delete.
     pub recordings: Vec<String>,
+    /// Webhook deliveries removed: delivered or dead ones last touched before the cutoff.
+    pub deliveries: u64,
 }
 
 /// Errors of the call store.
@@ -292,6 +295,8 @@ pub enum StoreError {
     /// The batch this write was in could not be committed (the write did not happen).
     #[error("commit failed: {0}")]
     Commit(String),
+    #[error("no webhook delivery with id {id}")]
+    NoDelivery { id: i64 },
     #[error("the call store is closed")]
     Closed,
     #[error("a call store worker failed: {0}")]
@@ -343,7 +348,8 @@ pub trait CallStore: Send + Sync {
     /// At start-up: mark calls a previous run left active as ended abnormally ("host
     /// restarted"), ended at their last recorded activity. Returns how many.
     async fn close_abandoned_calls(&self) -> Result<u64>;
-    /// Delete finished calls started before `cutoff_ms`, with everything attached to them.
+    /// Delete finished calls started before `cutoff_ms`, with everything attached to them, and
+    /// the webhook deliveries finished (delivered or dead) before it.
     async fn purge_older_than(&self, cutoff_ms: i64) -> Result<Purged>;
     /// Store a live configuration change and its audit record in one transaction; returns
     /// the audit record with its id.

@@ -23,6 +23,9 @@ pub enum OverlayKind {
     /// `[[sip.trunks]]`: key is the trunk's name, value the trunk as JSON (with its
     /// passwords, as the file has them).
     Trunk,
+    /// `[[webhooks]]`: key is the webhook's name, value the webhook as JSON (with its secret,
+    /// as the file has it).
+    Webhook,
     /// `[model]`: key is one of the keys the API changes (`provider`, `model`, `voice`,
     /// `api-key`).
     Model,
@@ -37,6 +40,7 @@ impl OverlayKind {
             OverlayKind::Secret => "secret",
             OverlayKind::Account => "account",
             OverlayKind::Trunk => "trunk",
+            OverlayKind::Webhook => "webhook",
             OverlayKind::Model => "model",
         }
     }
@@ -49,6 +53,7 @@ impl OverlayKind {
             OverlayKind::Secret,
             OverlayKind::Account,
             OverlayKind::Trunk,
+            OverlayKind::Webhook,
             OverlayKind::Model,
         ]
         .into_iter()

@@ -242,6 +242,35 @@ CREATE TABLE dnc (
 ) WITHOUT ROWID;
 "#,
     ),
+    (
+        7,
+        r#"
+-- Outgoing webhooks' deliveries (see store::webhooks): one row per event and webhook.
+-- status: pending, delivered or dead; history: the last attempts as a JSON array.
+CREATE TABLE webhook_deliveries (
+    id                 INTEGER PRIMARY KEY,
+    webhook            TEXT NOT NULL,
+    message_id         TEXT NOT NULL,
+    kind               TEXT NOT NULL,
+    sequence_key       TEXT NOT NULL,
+    payload            TEXT NOT NULL,
+    status             TEXT NOT NULL,
+    attempts           INTEGER NOT NULL,
+    next_attempt_at_ms INTEGER NOT NULL,
+    lease_owner        TEXT,
+    lease_until_ms     INTEGER,
+    created_at_ms      INTEGER NOT NULL,
+    updated_at_ms      INTEGER NOT NULL,
+    history            TEXT NOT NULL,
+    UNIQUE (webhook, message_id)
+);
+-- The head of each webhook's sequence among the pending rows (what a claim looks at).
+CREATE INDEX webhook_deliveries_sequence ON webhook_deliveries (webhook, sequence_key, id)
+    WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_recent ON webhook_deliveries (webhook, id);
+CREATE INDEX webhook_deliveries_dead ON webhook_deliveries (id) WHERE status = 'dead';
+"#,
+    ),
 ];
 
 /// Bring the schema up to date; refuses a database written by a newer build.

@@ -42,6 +42,7 @@ pub mod softphone;
 pub mod speaker;
 pub mod tls_peer;
 pub mod twilio_wire;
+pub mod webhook_receiver;
 
 /// A temporary folder named `<prefix>…`, removed when dropped.
 pub fn tempdir(prefix: &str) -> tempfile::TempDir {

@@ -326,6 +326,7 @@ const VIEWS = {
   usage: usageView,
   logs: logsView,
   config: configView,
+  webhooks: webhooksView,
 };
 
 async function callsView(view) {

@@ -1,5 +1,5 @@
 // Switchboard dashboard: the configuration view. Editors for routes, the default agent, the
-// registration accounts, the trunks and each agent's settings and secrets over the
+// registration accounts, the trunks, the webhooks and each agent's settings and secrets over the
 // /v1/config API, and the audit list of every change. Loaded before app.js, whose helpers
 // (h, api, request, state, render) it uses only when called.
 //
@@ -19,8 +19,9 @@ const configState = {
   notice: null,
 };
 
-// The account and trunk fields the editors offer (the file's names); fields they do not
-// offer keep what the entry has. `numeric` ones are sent as numbers, `list` ones as arrays.
+// The account, trunk and webhook fields the editors offer (the file's names); fields they do
+// not offer keep what the entry has. `numeric` ones are sent as numbers, `list` ones as
+// arrays, `bool` ones as true or false.
 const ACCOUNT_EDIT = [
   { name: 'registrar', hint: 'host:port (an IP address)' },
   { name: 'aor', hint: 'sip:user@domain' },
@@ -38,6 +39,35 @@ const TRUNK_EDIT = [
   { name: 'password', secret: true },
   { name: 'allowed-prefixes', list: true, hint: '+1555, +4930' },
 ];
+const WEBHOOK_EDIT = [
+  { name: 'url', hint: 'https://hooks.example.com/switchboard' },
+  { name: 'events', list: true, hint: 'call.started, call.answered, call.ended, call.transferred, call.outcome, recording.ready' },
+  { name: 'secret', secret: true },
+  { name: 'allow-local', bool: true, hint: 'true to send to a loopback or link-local address' },
+  { name: 'timeout-ms', numeric: true, hint: 'per attempt (10000)' },
+  { name: 'max-attempts', numeric: true, hint: 'then a dead letter (8)' },
+  { name: 'retry-ms', numeric: true, hint: 'first retry, doubling (5000)' },
+  { name: 'queue-limit', numeric: true, hint: 'pending deliveries (10000)' },
+];
+
+// The tables of named entries the editors change, and how each is listed.
+const ENTRY_TABLES = {
+  accounts: {
+    what: 'account', title: 'Registration accounts', empty: 'No registration account.', fields: ACCOUNT_EDIT,
+    columns: ['Registrar', 'Address of record', 'Password', 'State'],
+    cells: (name, v, registrations) => [v.registrar, v.aor, v.password ?? '—', accountState(name, registrations)],
+  },
+  trunks: {
+    what: 'trunk', title: 'Trunks', empty: 'No trunk.', fields: TRUNK_EDIT,
+    columns: ['Outbound proxy', 'Domain', 'Password', 'Allowed prefixes'],
+    cells: (name, v) => [v['outbound-proxy'], v.domain ?? '—', v.password ?? '—', fieldText(v['allowed-prefixes']) || '—'],
+  },
+  webhooks: {
+    what: 'webhook', title: 'Webhooks', empty: 'No webhook.', fields: WEBHOOK_EDIT,
+    columns: ['URL', 'Events', 'Secret', 'Attempts'],
+    cells: (name, v) => [v.url, fieldText(v.events), v.secret ?? '—', v['max-attempts']],
+  },
+};
 
 // The effective configuration and its ETag.
 async function loadEffective() {
@@ -232,6 +262,8 @@ function sipBody(form, fields, current) {
     }
     if (!text) {
       delete body[f.name];
+    } else if (f.bool) {
+      body[f.name] = text === 'true';
     } else if (f.numeric && /^[0-9]+$/.test(text)) {
       body[f.name] = Number(text);
     } else if (f.list) {
@@ -248,10 +280,11 @@ function fieldText(v) {
   return Array.isArray(v) ? v.join(', ') : String(v);
 }
 
-// The add/edit form of a SIP table (`accounts` or `trunks`); `entry` is the one being edited.
+// The add/edit form of a table of named entries (`accounts`, `trunks` or `webhooks`); `entry`
+// is the one being edited.
 function sipForm(table, fields, entry) {
   const [name, current] = entry ?? [null, null];
-  const what = table === 'accounts' ? 'account' : 'trunk';
+  const { what } = ENTRY_TABLES[table];
   const form = editorForm(`${what}-form`,
     (f) => {
       const target = name ?? value(f, 'name');
@@ -297,19 +330,14 @@ function accountState(name, registrations) {
 }
 
 function sipCard(table, eff, registrations) {
-  const accounts = table === 'accounts';
-  const fields = accounts ? ACCOUNT_EDIT : TRUNK_EDIT;
-  const entries = Object.entries(eff[table]);
+  const t = ENTRY_TABLES[table];
+  const fields = t.fields;
+  const entries = Object.entries(eff[table] ?? {});
   const slot = h('div', { class: 'editor-slot' });
   const list = h('form', { class: 'inline-errors' }, h('p', { class: 'form-error bad', hidden: true }));
-  const columns = accounts
-    ? ['Name', 'Registrar', 'Address of record', 'Password', 'State', 'Source', '']
-    : ['Name', 'Outbound proxy', 'Domain', 'Password', 'Allowed prefixes', 'Source', ''];
+  const columns = ['Name', ...t.columns, 'Source', ''];
   const rows = entries.map(([name, e]) => {
-    const v = e.value;
-    const cells = accounts
-      ? [v.registrar, v.aor, v.password ?? '—', accountState(name, registrations)]
-      : [v['outbound-proxy'], v.domain ?? '—', v.password ?? '—', fieldText(v['allowed-prefixes']) || '—'];
+    const cells = t.cells(name, e.value, registrations);
     const actions = fromEnvironment(e) ? h('span', { class: 'muted', text: 'set by the environment' }) : [
       h('button', {
         type: 'button', class: 'secondary', data: { edit: name },
@@ -324,14 +352,14 @@ function sipCard(table, eff, registrations) {
       h('td', {}, sourceBadge(e)),
       h('td', { class: 'actions' }, actions));
   });
-  slot.append(h('h3', {}, accounts ? 'Add an account' : 'Add a trunk'), sipForm(table, fields, null));
+  slot.append(h('h3', {}, `Add ${t.what === 'account' ? 'an' : 'a'} ${t.what}`), sipForm(table, fields, null));
   return h('section', { class: 'card' },
-    h('h2', {}, accounts ? 'Registration accounts' : 'Trunks'),
+    h('h2', {}, t.title),
     entries.length
       ? h('table', { id: `config-${table}` },
-        h('thead', {}, h('tr', {}, columns.map((t) => h('th', { text: t })))),
+        h('thead', {}, h('tr', {}, columns.map((c) => h('th', { text: c })))),
         h('tbody', {}, rows))
-      : h('div', { id: `config-${table}`, class: 'empty' }, accounts ? 'No registration account.' : 'No trunk.'),
+      : h('div', { id: `config-${table}`, class: 'empty' }, t.empty),
     list,
     slot);
 }
@@ -425,6 +453,7 @@ async function configView() {
     routesCard(eff, agents),
     sipCard('accounts', eff, regs.registrations),
     sipCard('trunks', eff, regs.registrations),
+    sipCard('webhooks', eff, regs.registrations),
     agentValuesCard(eff, agents),
     auditCard(audit.changes),
     h('details', { class: 'card' },

@@ -16,6 +16,7 @@ mod list;
 mod overlay;
 mod reads;
 mod rows;
+mod webhooks;
 mod writer;
 mod writes;
 
@@ -37,11 +38,15 @@ use super::{
     Write, schema, sql,
 };
 use crate::domain::usage;
+use crate::store::webhooks::{
+    AttemptOutcome, Delivery, DeliveryAttempt, NewDelivery, WebhookQueue,
+};
 use campaigns::CampaignOp;
 use list::ListQuery;
 #[cfg(test)]
 pub(super) use list::explain_list;
 use reads::{ReadPool, read_call};
+use webhooks::{QueueDone, QueueOp};
 use writer::writer_loop;
 
 /// Most jobs in one transaction: bounds how long one commit holds everyone's answers.
@@ -69,6 +74,8 @@ enum Op {
     },
     /// A live configuration change with its audit record.
     Config(Box<ConfigChange>),
+    /// A change to the webhook delivery queue.
+    Queue(webhooks::QueueOp),
     Campaign(Box<campaigns::CampaignOp>),
     /// Commit what is queued before it, then stop the writer.
     Shutdown,
@@ -81,6 +88,7 @@ impl Op {
             Op::CloseAbandoned
             | Op::Purge { .. }
             | Op::Config(_)
+            | Op::Queue(_)
             | Op::Campaign(_)
             | Op::Shutdown => None,
         }
@@ -93,6 +101,7 @@ enum Done {
     Count(u64),
     Purged(Purged),
     Audit(AuditRecord),
+    Queue(webhooks::QueueDone),
 }
 
 struct Job {
@@ -173,6 +182,13 @@ impl SqliteStore {
             .await
             .map_err(|_| StoreError::Closed)?;
         Ok(answer)
+    }
+
+    async fn queue(&self, op: webhooks::QueueOp, what: &str) -> Result<webhooks::QueueDone> {
+        match self.write(Op::Queue(op)).await? {
+            Done::Queue(done) => Ok(done),
+            _ => Err(unexpected(what)),
+        }
     }
 
     async fn write(&self, op: Op) -> Result<Done> {
@@ -395,7 +411,8 @@ impl CallStore for SqliteStore {
             };
             total.calls += chunk.calls;
             total.recordings.extend(chunk.recordings);
-            if chunk.calls < u64::from(PURGE_CHUNK) {
+            total.deliveries += chunk.deliveries;
+            if chunk.calls < u64::from(PURGE_CHUNK) && chunk.deliveries < u64::from(PURGE_CHUNK) {
                 return Ok(total);
             }
         }
@@ -416,6 +433,76 @@ impl CallStore for SqliteStore {
         self.reads
             .run(move |conn| overlay::read_audit(conn, limit))
             .await
+    }
+}
+
+#[async_trait]
+impl WebhookQueue for SqliteStore {
+    async fn enqueue(&self, deliveries: Vec<NewDelivery>) -> Result<Vec<bool>> {
+        match self.queue(QueueOp::Enqueue(deliveries), "enqueue").await? {
+            QueueDone::Queued(queued) => Ok(queued),
+            _ => Err(unexpected("enqueue")),
+        }
+    }
+
+    async fn claim(
+        &self,
+        node: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Delivery>> {
+        let node = node.to_string();
+        let op = QueueOp::Claim {
+            node,
+            now_ms,
+            lease_ms,
+            limit,
+        };
+        match self.queue(op, "claim").await? {
+            QueueDone::Rows(rows) => Ok(rows),
+            _ => Err(unexpected("claim")),
+        }
+    }
+
+    async fn record_attempt(
+        &self,
+        id: i64,
+        node: &str,
+        attempt: DeliveryAttempt,
+        outcome: AttemptOutcome,
+    ) -> Result<bool> {
+        let node = node.to_string();
+        let op = QueueOp::Attempt {
+            id,
+            node,
+            attempt,
+            outcome,
+        };
+        match self.queue(op, "record_attempt").await? {
+            QueueDone::Kept(kept) => Ok(kept),
+            _ => Err(unexpected("record_attempt")),
+        }
+    }
+
+    async fn deliveries(&self, webhook: &str, limit: u32) -> Result<Vec<Delivery>> {
+        let webhook = webhook.to_string();
+        self.reads
+            .run(move |conn| webhooks::read_latest(conn, Some(&webhook), limit))
+            .await
+    }
+
+    async fn dead_letters(&self, limit: u32) -> Result<Vec<Delivery>> {
+        self.reads
+            .run(move |conn| webhooks::read_latest(conn, None, limit))
+            .await
+    }
+
+    async fn resend(&self, id: i64, now_ms: i64) -> Result<Delivery> {
+        match self.queue(QueueOp::Resend { id, now_ms }, "resend").await? {
+            QueueDone::Row(row) => Ok(*row),
+            _ => Err(unexpected("resend")),
+        }
     }
 }
 

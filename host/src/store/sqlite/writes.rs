@@ -87,9 +87,11 @@ pub(super) fn apply(tx: &Transaction, seqs: &mut Seqs, op: &Op) -> Result<Done> 
                 purged.calls += 1;
                 purged.recordings.extend(recording);
             }
+            purged.deliveries = super::webhooks::purge_finished(tx, *cutoff_ms, PURGE_CHUNK)?;
             Ok(Done::Purged(purged))
         }
         Op::Config(change) => super::overlay::apply_change(tx, change).map(Done::Audit),
+        Op::Queue(op) => super::webhooks::apply(tx, op).map(Done::Queue),
         Op::Campaign(op) => super::campaigns::apply(tx, op),
         Op::Shutdown => Ok(Done::Unit),
     }

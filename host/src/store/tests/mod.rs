@@ -8,6 +8,7 @@ mod listing;
 mod overlay;
 mod retention;
 mod usage;
+mod webhooks;
 
 use std::path::Path;
 use std::sync::Arc;
