@@ -170,6 +170,7 @@ impl Host {
             calls.events.clone(),
             campaign_clock()?,
         );
+        outbox.follow_campaigns(store.clone(), campaigns.subscribe());
         campaigns
             .start()
             .await

@@ -16,6 +16,7 @@ use crate::support::ports::free_port;
 use crate::support::process::{Proc, require};
 use crate::support::sipp::{scenario, spawn_sipp};
 use crate::support::tempdir;
+use crate::support::webhook_receiver::{Mode, Receiver, SECRET};
 
 /// Monday 2026-12-07 10:00 in New York.
 const MONDAY_10_NY: &str = "2026-12-07T15:00:00Z";
@@ -126,7 +127,14 @@ async fn every_contact_ends_with_its_outcome_retries_wait_and_dnc_numbers_are_ne
         return;
     }
     let (_sipp, dir, port) = callees();
-    let host = host_with_trunk(port, MONDAY_10_NY).start();
+    let receiver = Receiver::start(Mode::Accept).await;
+    let host = host_with_trunk(port, MONDAY_10_NY)
+        .config(&format!(
+            "[[webhooks]]\nname = \"crm\"\nurl = \"{}\"\nevents = [\"campaign.progress\"]\n\
+             secret = \"{SECRET}\"\nallow-local = true",
+            receiver.url()
+        ))
+        .start();
     let api = Api::new(host.http, None);
     // One number was on the list before; one is put there just after the start.
     let dnc = api
@@ -245,6 +253,27 @@ async fn every_contact_ends_with_its_outcome_retries_wait_and_dnc_numbers_are_ne
     );
     let list = api.get("/v1/campaigns").await;
     assert_eq!(list.json["campaigns"][0]["campaign"]["id"], id.as_str());
+
+    // The operator's system heard the campaign's progress, signed and in order, up to the end.
+    let got = receiver
+        .wait(Duration::from_secs(10), |got| {
+            got.iter().any(|g| g.body["data"]["state"] == "finished")
+        })
+        .await;
+    assert!(
+        got.iter()
+            .all(|g| g.signed && g.kind() == "campaign.progress")
+    );
+    let done: Vec<u64> = got
+        .iter()
+        .map(|g| g.body["data"]["done"].as_u64().unwrap())
+        .collect();
+    assert!(done.windows(2).all(|w| w[0] <= w[1]), "{done:?}");
+    let last = &got.last().unwrap().body["data"];
+    assert_eq!(
+        (last["campaign_id"].as_str(), last["done"].as_u64()),
+        (Some(id.as_str()), Some(numbers.len() as u64))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,7 @@ pub enum EventType {
     CallOutcome,
     #[serde(rename = "recording.ready")]
     RecordingReady,
-    /// Accepted now; sent once campaigns publish their progress as events.
+    /// A campaign's progress after each change (state, a contact done).
     #[serde(rename = "campaign.progress")]
     CampaignProgress,
 }

@@ -13,6 +13,7 @@ use super::Outbox;
 use super::payload::{self, Message};
 use crate::domain::events::CallEvent;
 use crate::store::CallStore;
+use crate::store::campaigns::CampaignProgress;
 use crate::store::webhooks::{NewDelivery, WebhookQueue};
 
 /// Most events turned into one store write.
@@ -65,6 +66,31 @@ pub(super) fn spawn(
             let rows = rows_for(&outbox, &messages);
             if !rows.is_empty() {
                 enqueue(&outbox, queue.as_ref(), rows).await;
+            }
+        }
+    });
+}
+
+/// Campaigns' progress into the queue as `campaign.progress`, for the webhooks that want it.
+pub(super) fn spawn_campaigns(
+    outbox: Arc<Outbox>,
+    queue: Arc<dyn WebhookQueue>,
+    mut progress: broadcast::Receiver<CampaignProgress>,
+) {
+    tokio::spawn(async move {
+        loop {
+            match progress.recv().await {
+                Ok(p) => {
+                    let rows = rows_for(&outbox, &[payload::Message::campaign(&p)]);
+                    if !rows.is_empty() {
+                        enqueue(&outbox, queue.as_ref(), rows).await;
+                    }
+                }
+                // A later progress message says where the campaign stands; none is owed.
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "campaign.progress: the feed fell behind")
+                }
+                Err(RecvError::Closed) => break,
             }
         }
     });

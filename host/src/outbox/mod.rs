@@ -115,6 +115,15 @@ impl Outbox {
         Ok(outbox)
     }
 
+    /// Sends campaigns' progress (`campaign.progress`) from now on.
+    pub fn follow_campaigns(
+        self: &Arc<Self>,
+        queue: Arc<dyn WebhookQueue>,
+        progress: tokio::sync::broadcast::Receiver<crate::store::campaigns::CampaignProgress>,
+    ) {
+        feed::spawn_campaigns(self.clone(), queue, progress);
+    }
+
     /// Replaces the configured webhooks (checked first; on error nothing changes). Deliveries
     /// already queued for a removed webhook are dead-lettered when they come due.
     pub fn set_webhooks(&self, webhooks: &[WebhookConfig]) -> Result<(), OutboxError> {

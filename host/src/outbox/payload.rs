@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::config::EventType;
 use crate::domain::events::{CallEvent, EventKind, HANDED_OFF};
 use crate::store::CallDetail;
+use crate::store::campaigns::CampaignProgress;
 
 /// One event to send, before it is queued per webhook.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,7 +15,7 @@ pub struct Message {
     pub event_type: EventType,
     /// The `webhook-id`.
     pub id: String,
-    /// The call's id: a call's messages are delivered in order.
+    /// The call's id (a campaign's, for its progress): its messages are delivered in order.
     pub call_id: String,
     pub at_ms: u64,
     pub data: Value,
@@ -38,6 +39,35 @@ impl Message {
             call_id: event.call_id.clone(),
             at_ms: event.at_ms,
             data,
+        }
+    }
+
+    /// A campaign's progress (`campaign.progress`): its messages go in order per campaign; the
+    /// id names the campaign's state, so the same progress sent twice is one message.
+    pub fn campaign(progress: &CampaignProgress) -> Message {
+        let c = &progress.campaign;
+        Message {
+            event_type: EventType::CampaignProgress,
+            id: format!(
+                "msg_{}_{}_{}_{}",
+                c.id,
+                c.state.as_str(),
+                progress.done,
+                progress.attempts
+            ),
+            call_id: c.id.clone(),
+            at_ms: c.updated_at_ms.max(0) as u64,
+            data: json!({
+                "campaign_id": c.id,
+                "name": c.name,
+                "state": c.state,
+                "contacts": progress.contacts,
+                "pending": progress.pending,
+                "dialing": progress.dialing,
+                "done": progress.done,
+                "attempts": progress.attempts,
+                "outcomes": progress.outcomes,
+            }),
         }
     }
 
