@@ -14,16 +14,10 @@ use serde_json::{Value, json};
 
 use crate::support::api::Api;
 use crate::support::host::Host;
+use crate::support::load::env_or;
 use crate::support::ports::free_port;
 use crate::support::sipp::{scenario, spawn_sipp};
 use crate::support::tempdir;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark; run explicitly"]

@@ -24,26 +24,15 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::support::agents::build_bin;
 use crate::support::host::Host;
-use crate::support::load::{cpu_seconds, quantile, threads_cpu_seconds};
+use crate::support::load::{cpu_seconds, env_or, quantile, threads_cpu_seconds};
 use crate::support::model_tls::{LeafKey, TestCerts, have_openssl};
 use crate::support::process::{Lines, Proc};
-
-fn env_or<T: FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name}: not a valid value"))
-        })
-        .unwrap_or(default)
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

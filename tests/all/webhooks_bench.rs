@@ -21,21 +21,15 @@ use switchboard::store::webhooks::{DeliveryStatus, WebhookQueue};
 use switchboard::store::{SqliteStore, StoreConfig};
 use tokio::net::TcpListener;
 
+use crate::support::load::env_or;
 use crate::support::rest_fake;
 use crate::support::webhook_receiver::SECRET;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark; run explicitly"]
 async fn webhooks_bench_delivery_throughput_to_a_204_receiver() {
-    let calls = env_or("WEBHOOKS_BENCH_CALLS", 2000);
-    let limit = Duration::from_secs(env_or("WEBHOOKS_BENCH_SECS", 120));
+    let calls = env_or("WEBHOOKS_BENCH_CALLS", 2000u64);
+    let limit = Duration::from_secs(env_or("WEBHOOKS_BENCH_SECS", 120u64));
     let events = calls * 3;
 
     let received = Arc::new(AtomicU64::new(0));

@@ -3,6 +3,7 @@
 //! its threads.
 
 use std::path::Path;
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use switchboard::sip::SipEndpoint;
@@ -257,4 +258,16 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
         .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
         .copied()
         .unwrap_or(f64::NAN)
+}
+
+/// A benchmark's setting from the environment variable `name`, else `default`; a value that does
+/// not parse stops the run.
+pub fn env_or<T: FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name}: not a valid value"))
+        })
+        .unwrap_or(default)
 }
