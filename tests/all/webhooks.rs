@@ -66,6 +66,14 @@ async fn sipp_calls_menu(host: &Host, calls: u32, hold_ms: u32) {
     assert_eq!(code, Some(0), "SIPp uac failed: {errors}");
 }
 
+/// The `menu` on 1000 with the webhook `name` to `receiver` for the call events.
+fn menu_host(name: &str, receiver: &Receiver, extra: &str) -> HostBuilder {
+    Host::builder()
+        .examples(&["menu"])
+        .rtp_ports(40)
+        .config(&webhook(name, receiver, &CALL_EVENTS, extra))
+}
+
 fn contract_host() -> HostBuilder {
     Host::builder()
         .agent(
@@ -241,16 +249,7 @@ async fn webhooks_a_receiver_down_then_failing_gets_everything_in_order_when_bac
     }
     // Not listening: connections are refused.
     let mut receiver = Receiver::reserve(Mode::Fail("500 Internal Server Error"));
-    let mut host = Host::builder()
-        .examples(&["menu"])
-        .rtp_ports(40)
-        .config(&webhook(
-            "crm",
-            &receiver,
-            &CALL_EVENTS,
-            "retry-ms = 200\nmax-attempts = 50",
-        ))
-        .start();
+    let mut host = menu_host("crm", &receiver, "retry-ms = 200\nmax-attempts = 50").start();
     let api = Api::new(host.http, None);
     sipp_calls_menu(&host, 2, 1000).await;
     host.wait_calls_ended(0, 2, Duration::from_secs(20));
@@ -370,16 +369,12 @@ async fn webhooks_a_receiver_that_never_answers_dead_letters_and_the_calls_do_no
     drop(plain);
 
     let receiver = Receiver::start(Mode::Hang).await;
-    let mut host = Host::builder()
-        .examples(&["menu"])
-        .rtp_ports(40)
-        .config(&webhook(
-            "slow",
-            &receiver,
-            &CALL_EVENTS,
-            "timeout-ms = 300\nretry-ms = 100\nmax-attempts = 2",
-        ))
-        .start();
+    let mut host = menu_host(
+        "slow",
+        &receiver,
+        "timeout-ms = 300\nretry-ms = 100\nmax-attempts = 2",
+    )
+    .start();
     let api = Api::new(host.http, None);
     three_streaming_calls(&mut host).await;
     let hooked = call_media(&api).await;
@@ -454,16 +449,7 @@ async fn webhooks_a_hanging_receiver_over_its_queue_limit_drops_with_a_count() {
         return;
     }
     let receiver = Receiver::start(Mode::Hang).await;
-    let mut host = Host::builder()
-        .examples(&["menu"])
-        .rtp_ports(40)
-        .config(&webhook(
-            "slow",
-            &receiver,
-            &CALL_EVENTS,
-            "timeout-ms = 60000\nqueue-limit = 2",
-        ))
-        .start();
+    let mut host = menu_host("slow", &receiver, "timeout-ms = 60000\nqueue-limit = 2").start();
     let api = Api::new(host.http, None);
     sipp_calls_menu(&host, 2, 500).await;
     host.wait_calls_ended(0, 2, Duration::from_secs(20));
@@ -497,16 +483,12 @@ async fn webhooks_queued_events_are_delivered_after_the_host_is_killed_and_resta
         return;
     }
     let mut receiver = Receiver::reserve(Mode::Accept);
-    let mut host = Host::builder()
-        .examples(&["menu"])
-        .rtp_ports(40)
-        .config(&webhook(
-            "crm",
-            &receiver,
-            &CALL_EVENTS,
-            "retry-ms = 200\nmax-attempts = 100\nconnect-timeout-ms = 500\ntimeout-ms = 500",
-        ))
-        .start();
+    let mut host = menu_host(
+        "crm",
+        &receiver,
+        "retry-ms = 200\nmax-attempts = 100\nconnect-timeout-ms = 500\ntimeout-ms = 500",
+    )
+    .start();
     let api = Api::new(host.http, None);
     sipp_calls_menu(&host, 1, 500).await;
     host.wait_calls_ended(0, 1, Duration::from_secs(20));
