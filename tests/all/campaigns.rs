@@ -520,6 +520,12 @@ async fn a_campaign_pauses_when_its_trunk_is_removed_live_and_resumes_once_it_is
         )
         .await;
     assert!(paused["pending"].as_u64().unwrap() >= 2, "{paused}");
+    assert!(
+        paused["campaign"]["state_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("`lab` is no longer a trunk")),
+        "{paused}"
+    );
     let called: usize = invites(dir.path()).values().sum();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(invites(dir.path()).values().sum::<usize>(), called);
@@ -531,6 +537,7 @@ async fn a_campaign_pauses_when_its_trunk_is_removed_live_and_resumes_once_it_is
         .post(&format!("/v1/campaigns/{id}/resume"), &json!({}))
         .await;
     assert_eq!(resumed.status, 200, "{}", resumed.text);
+    assert_eq!(resumed.json["campaign"]["state_reason"], Value::Null);
     wait_finished(&api, &id, 30).await;
     let seen = invites(dir.path());
     for number in &numbers {

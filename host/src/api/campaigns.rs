@@ -342,6 +342,7 @@ pub(super) fn openapi_schemas() -> Value {
             "campaign": {"type": "object", "properties": {
                 "id": {"type": "string"}, "name": {"type": "string"},
                 "state": {"enum": ["ready", "running", "paused", "cancelled", "finished"]},
+                "state_reason": {"type": ["string", "null"], "description": "Why the host changed the state by itself (paused: its trunk was removed)"},
                 "settings": {"$ref": "#/components/schemas/CampaignSettings"},
                 "created_at_ms": {"type": "integer"}, "updated_at_ms": {"type": "integer"}}},
             "contacts": {"type": "integer"}, "pending": {"type": "integer"}, "dialing": {"type": "integer"},

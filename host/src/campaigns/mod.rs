@@ -232,6 +232,7 @@ impl Campaigns {
             id: id.clone(),
             name: settings.name.clone(),
             state: CampaignState::Ready,
+            state_reason: None,
             settings: serde_json::to_value(&settings).expect("settings serialize"),
             created_at_ms: now,
             updated_at_ms: now,
@@ -263,7 +264,7 @@ impl Campaigns {
         };
         self.0
             .store
-            .set_campaign_state(id, next, self.0.clock.now_ms())
+            .set_campaign_state(id, next, None, self.0.clock.now_ms())
             .await?;
         tracing::info!(campaign = %id, state = next.as_str(), "campaign {}", control.verb());
         self.run(&current.campaign, next);
@@ -277,7 +278,7 @@ impl Campaigns {
         tracing::warn!(campaign = %id, why, "campaign paused");
         let paused = inner
             .store
-            .set_campaign_state(id, CampaignState::Paused, inner.clock.now_ms())
+            .set_campaign_state(id, CampaignState::Paused, Some(why), inner.clock.now_ms())
             .await;
         if let Err(e) = paused {
             tracing::error!(campaign = %id, error = %e, "storing the campaign's state");

@@ -111,7 +111,7 @@ impl Runner {
         if let Err(e) = self
             .inner
             .store
-            .set_campaign_state(&self.id, state, now)
+            .set_campaign_state(&self.id, state, None, now)
             .await
         {
             tracing::error!(campaign = %self.id, error = %e, "storing the campaign's state");

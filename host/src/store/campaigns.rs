@@ -84,6 +84,9 @@ pub struct CampaignRecord {
     pub id: String,
     pub name: String,
     pub state: CampaignState,
+    /// Why the host itself changed the state (e.g. paused: its trunk was removed); none when an
+    /// operator did.
+    pub state_reason: Option<String>,
     /// The campaign layer's settings, as it wrote them.
     pub settings: Value,
     pub created_at_ms: i64,
@@ -187,7 +190,14 @@ pub trait CampaignStore: Send + Sync {
         campaign: CampaignRecord,
         contacts: Vec<NewContact>,
     ) -> Result<()>;
-    async fn set_campaign_state(&self, id: &str, state: CampaignState, at_ms: i64) -> Result<()>;
+    /// The campaign's new state, and why when the host changed it by itself.
+    async fn set_campaign_state(
+        &self,
+        id: &str,
+        state: CampaignState,
+        reason: Option<&str>,
+        at_ms: i64,
+    ) -> Result<()>;
     /// Every campaign with its progress, newest first.
     async fn list_campaigns(&self) -> Result<Vec<CampaignProgress>>;
     async fn campaign(&self, id: &str) -> Result<CampaignProgress>;

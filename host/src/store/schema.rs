@@ -191,10 +191,12 @@ CREATE TABLE config_audit (
         6,
         r#"
 -- Outbound campaigns: settings are the campaign layer's JSON.
+-- state_reason: why the host itself put it in that state (a paused campaign's trunk is gone).
 CREATE TABLE campaigns (
     id             TEXT PRIMARY KEY,
     name           TEXT NOT NULL,
     state          TEXT NOT NULL,
+    state_reason   TEXT,
     settings       TEXT NOT NULL,
     created_at_ms  INTEGER NOT NULL,
     updated_at_ms  INTEGER NOT NULL

@@ -20,6 +20,7 @@ pub(super) enum CampaignOp {
     State {
         id: String,
         state: CampaignState,
+        reason: Option<String>,
         at_ms: i64,
     },
     BeginAttempt {
@@ -84,10 +85,18 @@ pub(super) fn apply(tx: &Transaction, op: &CampaignOp) -> Result<Done> {
         CampaignOp::Create { campaign, contacts } => {
             create(tx, campaign, contacts).map(|()| Done::Unit)
         }
-        CampaignOp::State { id, state, at_ms } => {
+        CampaignOp::State {
+            id,
+            state,
+            reason,
+            at_ms,
+        } => {
             let n = tx
-                .prepare_cached("UPDATE campaigns SET state = ?2, updated_at_ms = ?3 WHERE id = ?1")
-                .and_then(|mut s| s.execute(params![id, state.as_str(), at_ms]))
+                .prepare_cached(
+                    "UPDATE campaigns SET state = ?2, state_reason = ?3, updated_at_ms = ?4
+                     WHERE id = ?1",
+                )
+                .and_then(|mut s| s.execute(params![id, state.as_str(), reason, at_ms]))
                 .map_err(sql("changing a campaign's state"))?;
             one(n, || no_campaign(id)).map(|()| Done::Unit)
         }
@@ -200,14 +209,16 @@ pub(super) fn apply(tx: &Transaction, op: &CampaignOp) -> Result<Done> {
 fn create(tx: &Transaction, c: &CampaignRecord, contacts: &[NewContact]) -> Result<()> {
     let inserted = tx
         .prepare_cached(
-            "INSERT INTO campaigns (id, name, state, settings, created_at_ms, updated_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO campaigns (id, name, state, state_reason, settings, created_at_ms,
+                 updated_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
         )
         .and_then(|mut s| {
             s.execute(params![
                 c.id,
                 c.name,
                 c.state.as_str(),
+                c.state_reason,
                 c.settings.to_string(),
                 c.created_at_ms,
                 c.updated_at_ms
@@ -344,13 +355,15 @@ fn campaign_row(r: &Row) -> rusqlite::Result<CampaignRecord> {
         id: r.get(0)?,
         name: r.get(1)?,
         state: CampaignState::parse(&state).unwrap_or(CampaignState::Paused),
-        settings: json(r.get(3)?),
-        created_at_ms: r.get(4)?,
-        updated_at_ms: r.get(5)?,
+        state_reason: r.get(3)?,
+        settings: json(r.get(4)?),
+        created_at_ms: r.get(5)?,
+        updated_at_ms: r.get(6)?,
     })
 }
 
-const CAMPAIGN_COLUMNS: &str = "id, name, state, settings, created_at_ms, updated_at_ms";
+const CAMPAIGN_COLUMNS: &str =
+    "id, name, state, state_reason, settings, created_at_ms, updated_at_ms";
 
 fn progress(conn: &Connection, campaign: CampaignRecord) -> Result<CampaignProgress> {
     let what = "counting a campaign's contacts";

@@ -531,9 +531,20 @@ impl CampaignStore for SqliteStore {
         self.campaign_write(op).await.map(|_| ())
     }
 
-    async fn set_campaign_state(&self, id: &str, state: CampaignState, at_ms: i64) -> Result<()> {
-        let id = id.to_string();
-        let op = CampaignOp::State { id, state, at_ms };
+    async fn set_campaign_state(
+        &self,
+        id: &str,
+        state: CampaignState,
+        reason: Option<&str>,
+        at_ms: i64,
+    ) -> Result<()> {
+        let (id, reason) = (id.to_string(), reason.map(String::from));
+        let op = CampaignOp::State {
+            id,
+            state,
+            reason,
+            at_ms,
+        };
         self.campaign_write(op).await.map(|_| ())
     }
 

@@ -6,6 +6,7 @@ fn campaign(id: &str) -> CampaignRecord {
         id: id.into(),
         name: "reminders".into(),
         state: CampaignState::Ready,
+        state_reason: None,
         settings: json!({"pacing": {"max_concurrent": 2}}),
         created_at_ms: T0,
         updated_at_ms: T0,
@@ -132,7 +133,7 @@ async fn a_committed_attempt_and_the_dnc_list_survive_a_reopen() {
             .await
             .unwrap();
         store
-            .set_campaign_state("c2", CampaignState::Running, T0)
+            .set_campaign_state("c2", CampaignState::Paused, Some("trunk gone"), T0)
             .await
             .unwrap();
         store
@@ -148,7 +149,8 @@ async fn a_committed_attempt_and_the_dnc_list_survive_a_reopen() {
     }
     let store = SqliteStore::open(&config(dir.path())).unwrap();
     let p = store.campaign("c2").await.unwrap();
-    assert_eq!(p.campaign.state, CampaignState::Running);
+    assert_eq!(p.campaign.state, CampaignState::Paused);
+    assert_eq!(p.campaign.state_reason.as_deref(), Some("trunk gone"));
     assert_eq!(p.dialing, 1);
     let dialing = store.dialing_contacts("c2").await.unwrap();
     assert_eq!(
