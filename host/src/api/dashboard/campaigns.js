@@ -66,7 +66,7 @@ async function campaignView(view) {
   const fact = (label, value) => h('div', {}, h('dt', { text: label }), h('dd', { text: value ?? '—' }));
   const w = s.window;
   const retries = Object.entries(s.retry ?? {})
-    .map(([why, r]) => `${why.replace('_', ' ')}: after ${r.delay_s} s, ${r.max_attempts} attempts in all`).join('; ');
+    .map(([why, r]) => `${why.replace('_', ' ')}: again after ${r.delay_s} s, up to ${r.max_attempts} in all`).join('; ');
   return h('div', { id: 'campaign', data: { campaign: c.id, state: c.state } },
     h('section', { class: 'card' },
       h('div', { class: 'detail-head' },
@@ -106,12 +106,14 @@ async function campaignView(view) {
     h('section', { class: 'card' },
       h('h2', {}, 'Contacts'),
       h('table', { id: 'campaign-contacts' },
-        h('thead', {}, h('tr', {}, ['Number', 'Name', 'State', 'Attempts', 'Outcome', 'Agent outcome', 'Calls']
-          .map((t) => h('th', { text: t })))),
+        h('thead', {}, h('tr', {}, ['Number', 'Name', 'State'].map((t) => h('th', { text: t })),
+          h('th', { class: 'num', text: 'Attempts' }),
+          ['Outcome', 'Agent outcome', 'Calls'].map((t) => h('th', { text: t })))),
         h('tbody', {}, contacts.map(contactRow)))));
 }
 
 function contactRow(k) {
+  const calls = k.attempts.filter((a) => a.call_id);
   return h('tr', { data: { number: k.number } },
     h('td', { class: 'mono', text: k.number }),
     h('td', { text: k.name || '—' }),
@@ -119,10 +121,10 @@ function contactRow(k) {
     h('td', { class: 'num', text: k.attempts_made }),
     h('td', { class: 'outcome', text: k.outcome ?? '—' }),
     h('td', { text: k.agent_outcome ?? '—' }),
-    h('td', { class: 'calls' }, k.attempts.filter((a) => a.call_id).map((a) => h('a', {
+    h('td', { class: 'calls' }, calls.length ? calls.map((a) => h('a', {
       href: `#/call/${encodeURIComponent(a.call_id)}`, class: 'mono', title: a.call_id, data: { call: a.call_id },
       text: `#${a.attempt} ${a.outcome ?? 'in progress'}`,
-    }))));
+    })) : '—'));
 }
 
 function campaignControls(c) {
