@@ -19,10 +19,10 @@ use crate::support::tempdir;
 use crate::support::webhook_receiver::{Mode, Receiver, SECRET};
 
 /// Monday 2026-12-07 10:00 in New York.
-const MONDAY_10_NY: &str = "2026-12-07T15:00:00Z";
+pub(crate) const MONDAY_10_NY: &str = "2026-12-07T15:00:00Z";
 
 /// SIPp answering every campaign call on its own port, logging each message it sees.
-fn callees() -> (Proc, tempfile::TempDir, u16) {
+pub(crate) fn callees() -> (Proc, tempfile::TempDir, u16) {
     let dir = tempdir("sipp-campaign");
     let port = free_port().to_string();
     let scenario = scenario("uas_campaign.xml").display().to_string();
@@ -63,7 +63,7 @@ fn invites(dir: &std::path::Path) -> HashMap<String, usize> {
 
 /// The menu agent, a trunk to `port`, outbound calls given up after 2 s of ringing, and the
 /// campaigns' clock at `clock`.
-fn host_with_trunk(port: u16, clock: &str) -> HostBuilder {
+pub(crate) fn host_with_trunk(port: u16, clock: &str) -> HostBuilder {
     Host::builder()
         .examples(&["menu"])
         .sip("ring-timeout-secs = 2")
@@ -73,7 +73,7 @@ fn host_with_trunk(port: u16, clock: &str) -> HostBuilder {
         .env("SWITCHBOARD_TEST_CLOCK", clock)
 }
 
-fn campaign(contacts: Value) -> Value {
+pub(crate) fn campaign(contacts: Value) -> Value {
     json!({
         "name": "reminders",
         "agent": "menu",

@@ -22,7 +22,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// Go to a view of the already open page (as clicking its link in the header would) and wait
 /// until it is drawn.
-async fn show(browser: &mut Browser, hash: &str) {
+pub(crate) async fn show(browser: &mut Browser, hash: &str) {
     browser
         .eval(&format!("location.hash = {}", json!(hash)))
         .await;
@@ -39,7 +39,7 @@ async fn show(browser: &mut Browser, hash: &str) {
 }
 
 /// Save a screenshot in the test's folder and beside the build output for people to look at.
-async fn screenshot(browser: &mut Browser, dir: &Path, name: &str) {
+pub(crate) async fn screenshot(browser: &mut Browser, dir: &Path, name: &str) {
     let path = dir.join(name);
     browser.screenshot(&path).await;
     let target = std::env::var_os("CARGO_TARGET_DIR")

@@ -35,6 +35,7 @@ mod config_live_import;
 mod config_live_model;
 mod config_live_trunks;
 mod dashboard;
+mod dashboard_campaigns;
 mod dashboard_config;
 mod hardening_api;
 mod otlp;

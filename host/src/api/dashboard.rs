@@ -1,5 +1,5 @@
-//! The dashboard: one HTML page, a stylesheet and three scripts (the views, the configuration
-//! editors, the webhooks view), embedded in the binary and served without a token. The page holds no data; everything it shows comes from the `/v1` API with
+//! The dashboard: one HTML page, a stylesheet and four scripts (the views, the configuration
+//! editors, the webhooks view, the campaigns view), embedded in the binary and served without a token. The page holds no data; everything it shows comes from the `/v1` API with
 //! the token the operator types in (kept in the tab's sessionStorage).
 //!
 //! Every response carries a strict Content-Security-Policy (scripts and styles only from this
@@ -87,6 +87,12 @@ static WEBHOOKS_SCRIPT: LazyLock<Asset> = LazyLock::new(|| {
         include_bytes!("dashboard/webhooks.js"),
     )
 });
+static CAMPAIGNS_SCRIPT: LazyLock<Asset> = LazyLock::new(|| {
+    Asset::new(
+        "text/javascript; charset=utf-8",
+        include_bytes!("dashboard/campaigns.js"),
+    )
+});
 static STYLE: LazyLock<Asset> = LazyLock::new(|| {
     Asset::new(
         "text/css; charset=utf-8",
@@ -109,6 +115,10 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             "/dashboard/webhooks.js",
             get(|h: HeaderMap| async move { WEBHOOKS_SCRIPT.serve(&h) }),
+        )
+        .route(
+            "/dashboard/campaigns.js",
+            get(|h: HeaderMap| async move { CAMPAIGNS_SCRIPT.serve(&h) }),
         )
         .route(
             "/dashboard/app.css",
@@ -142,6 +152,7 @@ mod tests {
         assert!(page.contains("src=\"/dashboard/app.js\""));
         assert!(page.contains("src=\"/dashboard/config.js\""));
         assert!(page.contains("src=\"/dashboard/webhooks.js\""));
+        assert!(page.contains("src=\"/dashboard/campaigns.js\""));
         assert!(page.contains("href=\"/dashboard/app.css\""));
         // The CSP forbids inline code; the page must not need any (no <script> body, no
         // on...= handler attributes).

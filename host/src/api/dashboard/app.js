@@ -62,6 +62,8 @@ class ApiError extends Error {
     const detail = typeof body.detail === 'string' ? body.detail : JSON.stringify(body.detail ?? body);
     super(`${path}: ${status} ${body.error ?? ''} ${detail ?? ''}`.trim());
     this.status = status;
+    // The API's own sentence, for views that show it alone (e.g. why a control was refused).
+    this.detail = detail;
   }
 }
 
@@ -205,6 +207,9 @@ function onEvent(name, data) {
     case 'config-change':
       if (view === 'config') onConfigChange(data);
       return;
+    case 'campaign':
+      onCampaign(data);
+      return;
     case 'lagged':
       if (view) refresh(view);
       refresh('active');
@@ -282,8 +287,8 @@ function parseHash() {
   const [path, query = ''] = location.hash.replace(/^#\/?/, '').split('?');
   const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
   const params = new URLSearchParams(query);
-  if (parts[0] === 'call' && parts[1]) return { name: 'call', id: parts[1], params };
-  const name = VIEWS[parts[0]] && parts[0] !== 'call' ? parts[0] : 'calls';
+  if (DETAILS[parts[0]] && parts[1]) return { name: parts[0], id: parts[1], params };
+  const name = VIEWS[parts[0]] && !DETAILS[parts[0]] ? parts[0] : 'calls';
   return { name, params };
 }
 
@@ -293,7 +298,7 @@ async function render(navigated = true) {
   state.view = view;
   const generation = ++state.generation;
   for (const a of document.querySelectorAll('header nav a')) {
-    a.classList.toggle('current', a.dataset.view === (view.name === 'call' ? 'calls' : view.name));
+    a.classList.toggle('current', a.dataset.view === (DETAILS[view.name] ?? view.name));
   }
   try {
     const content = await VIEWS[view.name](view);
@@ -327,7 +332,12 @@ const VIEWS = {
   logs: logsView,
   config: configView,
   webhooks: webhooksView,
+  campaigns: campaignsView,
+  campaign: campaignView,
 };
+
+// The views of one item (`#/call/<id>`), by the list view they belong to.
+const DETAILS = { call: 'calls', campaign: 'campaigns' };
 
 async function callsView(view) {
   const params = view.params;
