@@ -48,15 +48,20 @@ impl Runner {
         self.recover(&mut active).await;
         let gap = Duration::from_secs_f64(1.0 / self.settings.pacing.calls_per_second);
         let mut next_dial = Instant::now();
+        // Whether to look for due contacts: not on every call event of the host, only when the
+        // pace allows, the state changed or an attempt ended.
+        let mut look = true;
         loop {
             let state = *self.state.borrow_and_update();
             match state {
                 CampaignState::Running => {
-                    self.dial_due(&mut active, &mut next_dial, gap).await;
-                    if active.is_empty() && self.all_done().await {
-                        self.set_state(CampaignState::Finished).await;
-                        tracing::info!(campaign = %self.id, "campaign finished");
-                        return;
+                    if look {
+                        self.dial_due(&mut active, &mut next_dial, gap).await;
+                        if active.is_empty() && self.all_done().await {
+                            self.set_state(CampaignState::Finished).await;
+                            tracing::info!(campaign = %self.id, "campaign finished");
+                            return;
+                        }
                     }
                 }
                 CampaignState::Cancelled => {
@@ -89,20 +94,24 @@ impl Runner {
             } else {
                 Instant::now() + IDLE_TICK * 4
             };
-            tokio::select! {
+            look = tokio::select! {
                 event = events.recv() => match event {
                     Ok(event) => self.on_event(&mut active, &event.call_id, &event.kind).await,
                     // Events were missed: ask the store about every call still up.
-                    Err(RecvError::Lagged(_)) => self.reconcile(&mut active).await,
+                    Err(RecvError::Lagged(_)) => {
+                        self.reconcile(&mut active).await;
+                        true
+                    }
                     Err(RecvError::Closed) => return,
                 },
                 changed = self.state.changed() => {
                     if changed.is_err() {
                         return;
                     }
+                    true
                 }
-                () = tokio::time::sleep_until(wake) => {}
-            }
+                () = tokio::time::sleep_until(wake) => true,
+            };
         }
     }
 
@@ -324,15 +333,19 @@ impl Runner {
         Value::Object(metadata)
     }
 
+    /// A call event: when it ends one of this campaign's calls, that attempt's outcome.
+    /// Whether an attempt ended (a slot is free).
     async fn on_event(
         &self,
         active: &mut HashMap<String, Active>,
         call_id: &str,
         kind: &EventKind,
-    ) {
+    ) -> bool {
         if matches!(kind, EventKind::Ended { .. }) && active.contains_key(call_id) {
             self.check_call(active, call_id).await;
+            return !active.contains_key(call_id);
         }
+        false
     }
 
     async fn reconcile(&self, active: &mut HashMap<String, Active>) {
