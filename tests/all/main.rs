@@ -42,6 +42,8 @@ mod softphone;
 mod store_crash;
 
 // Outbound campaigns.
+mod amd;
+mod amd_bench;
 mod campaigns;
 mod campaigns_bench;
 

@@ -14,10 +14,12 @@
 //! - **The beep.** A 512-point Hann-windowed FFT every frame (32 ms window, 31.25 Hz bins): a
 //!   frame is tonal when its loudest peak lies in `min_beep_hz..=max_beep_hz`, carries at least
 //!   `min_purity` of the energy in 300–3400 Hz (the peak's five bins; a Hann main lobe is four
-//!   wide) and stays within two bins of the previous frame's peak. Speech, even a sung vowel,
-//!   spreads its energy over harmonics (purity well under one half); a beep keeps nearly all of
-//!   it in one peak, also through G.711 (whose quantisation noise is ~35 dB down) and under
-//!   moderate noise. A run of tonal frames lasting `min_beep_ms..=max_beep_ms` is a beep,
+//!   wide) and stays within two bins of the previous frame's peak. Speech spreads its energy
+//!   over harmonics; a beep keeps nearly all of it in one peak, also through G.711 (whose
+//!   quantisation noise is ~35 dB down) and under moderate noise. Measured on the tuning set
+//!   (32 ms windows): speech frames have purity p50 0.41, p99 0.87, p99.9 0.94 (espeak-ng's
+//!   vowels are steadier than people's); beep frames, noisy ones included, 0.989 and up. Hence
+//!   0.95. A run of tonal frames lasting `min_beep_ms..=max_beep_ms` is a beep,
 //!   reported when it ends (so a message can start right after it); tonal frames are never
 //!   counted as speech. A beep before any verdict makes the verdict machine.
 //!
@@ -138,7 +140,7 @@ fn default_max_beep_ms() -> u32 {
     2000
 }
 fn default_min_purity() -> f32 {
-    0.7
+    0.95
 }
 
 impl Default for AmdConfig {
@@ -338,6 +340,9 @@ impl AmdDetector {
         events: &mut Vec<AmdEvent>,
     ) {
         let c = &self.config;
+        // A tone under way may be the beep that ends a short recorded greeting: the silence
+        // that would make a person is not over until it is.
+        let tone_under_way = self.tone.is_some();
         let g = &mut self.greeting;
         if voiced {
             g.run += 1;
@@ -356,7 +361,10 @@ impl AmdDetector {
             Some(start) if g.last_voiced_end_ms - start >= u64::from(c.max_human_greeting_ms) => {
                 Some(MachineVerdict::Machine)
             }
-            Some(_) if end_ms - g.last_voiced_end_ms >= u64::from(c.end_silence_ms) => {
+            Some(_)
+                if !tone_under_way
+                    && end_ms - g.last_voiced_end_ms >= u64::from(c.end_silence_ms) =>
+            {
                 Some(MachineVerdict::Human)
             }
             Some(_) => None,
