@@ -31,6 +31,7 @@ use std::sync::Arc;
 use realfft::{RealFftPlanner, RealToComplex, num_complex::Complex};
 use serde::{Deserialize, Serialize};
 
+pub use crate::domain::agent_event::MachineVerdict;
 use crate::resample::{ResampleError, StreamResampler};
 
 /// The analysis rate (earshot's native rate).
@@ -45,25 +46,6 @@ const BIN_HZ: f32 = RATE as f32 / WINDOW as f32;
 const QUIET_RMS: f32 = 100.0;
 /// The phone band the tone's purity is measured against.
 const BAND_HZ: (f32, f32) = (300.0, 3400.0);
-
-/// What the callee is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MachineVerdict {
-    Human,
-    Machine,
-    Unknown,
-}
-
-impl MachineVerdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MachineVerdict::Human => "human",
-            MachineVerdict::Machine => "machine",
-            MachineVerdict::Unknown => "unknown",
-        }
-    }
-}
 
 /// What the detector found, with times in ms of callee audio after answer.
 #[derive(Debug, Clone, Copy, PartialEq)]
