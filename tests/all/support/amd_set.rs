@@ -81,6 +81,11 @@ pub fn detect(path: &Path, config: &AmdConfig) -> Detection {
         .samples::<i16>()
         .map(|s| s.expect("sample"))
         .collect();
+    detect_samples(rate, &samples, config)
+}
+
+/// Like [`detect`], on samples at `rate` Hz.
+pub fn detect_samples(rate: u32, samples: &[i16], config: &AmdConfig) -> Detection {
     let mut detector = AmdDetector::new(rate, config.clone()).expect("detector");
     let mut found = Detection {
         verdict: None,
