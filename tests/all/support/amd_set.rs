@@ -30,24 +30,29 @@ pub struct Detection {
 }
 
 /// Builds set `which` (tune or test) under `target/<dir>` unless its labels are there already;
-/// returns its files. `counts`: persons and machines.
+/// returns its files. `counts`: persons and machines. Tests running at once may build the same
+/// set: each builds in a folder of its own and the first to finish moves it into place.
 pub fn build(dir: &str, which: &str, counts: (u32, u32)) -> Vec<Labelled> {
     let root = repo_root();
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    let out = target.join(dir);
-    let set = out.join(which);
+    let set = target.join(dir).join(which);
     if !set.join("labels.csv").exists() {
+        let building = target.join(format!("{dir}.building-{}", std::process::id()));
         let status = Command::new("python3")
             .arg(root.join("tests/amd/make_set.py"))
-            .arg(&out)
+            .arg(&building)
             .args(["--set", which])
             .args(["--persons", &counts.0.to_string()])
             .args(["--machines", &counts.1.to_string()])
             .status()
             .expect("run tests/amd/make_set.py");
         assert!(status.success(), "tests/amd/make_set.py failed");
+        std::fs::create_dir_all(target.join(dir)).expect("the sets' folder");
+        // Fails when another test put the set in place first: then that one is used.
+        let _ = std::fs::rename(building.join(which), &set);
+        let _ = std::fs::remove_dir_all(&building);
     }
     labels(&set)
 }
