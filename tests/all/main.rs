@@ -45,6 +45,8 @@ mod webhooks;
 mod webhooks_bench;
 
 // Outbound campaigns.
+mod amd;
+mod amd_bench;
 mod campaigns;
 mod campaigns_bench;
 

@@ -30,6 +30,9 @@ pub struct PlaceBody {
     agent: Option<String>,
     number: Option<String>,
     metadata: Option<Value>,
+    /// Answering-machine detection once answered (off unless asked).
+    #[serde(default)]
+    detect_machine: bool,
 }
 
 /// Places outbound calls after the API's checks, on the leg `via` names: a carrier's bridge,
@@ -53,6 +56,7 @@ impl Placer {
             agent: body.agent,
             number: body.number,
             metadata: body.metadata,
+            detect_machine: body.detect_machine,
         };
         // `via` names a trunk or a bridge: one namespace.
         Ok(match bridge {
@@ -130,6 +134,7 @@ impl Dialer for Placer {
             agent: request.agent,
             number: request.number,
             metadata: request.metadata,
+            detect_machine: request.detect_machine,
         };
         self.place(body).await.map_err(|e| e.to_string())
     }

@@ -317,7 +317,7 @@ fn base_spec() -> Value {
                     "error": {"type": "string", "description": "Machine-readable code, e.g. bad_json, body_too_large, field_too_large, bad_value, bad_target, unknown_agent, bad_number, unknown_trunk, no_route, bad_caller_id, carrier_refused, call_not_found, call_not_active, unauthorized, not_ready"},
                     "detail": {"description": "Human-readable text, or an object with more fields"},
                     "field": {"type": "string", "description": "The request field at fault (to, via, trunk, from, agent, number, metadata, or body for the whole body), when there is one"}}},
-                "PlaceCall": {"type": "object", "required": ["to"], "additionalProperties": false, "maxProperties": 7,
+                "PlaceCall": {"type": "object", "required": ["to"], "additionalProperties": false, "maxProperties": 8,
                     "description": format!("Every field is checked before any agent runs: over its maximum, a 400 field_too_large naming the field; a body over {MAX_BODY} bytes, a 413 body_too_large."),
                     "properties": {
                     "to": {"type": "string", "maxLength": MAX_TARGET, "description": format!("Accepted: {CALL_TARGET_FORMS}. Anything else is a 400 bad_target listing these forms.")},
@@ -326,7 +326,8 @@ fn base_spec() -> Value {
                     "from": {"type": "string", "maxLength": MAX_FROM, "pattern": "^[A-Za-z0-9\\-_.!~*'()&=+$,;?/%]+$", "description": "Caller id (SIP user part); routes to an agent when agent and number are absent"},
                     "agent": {"type": "string", "maxLength": MAX_AGENT, "description": "Agent to run, by name"},
                     "number": {"type": "string", "maxLength": MAX_NUMBER, "description": "Route as if this number had been dialled"},
-                    "metadata": {"maxProperties": MAX_METADATA_PROPERTIES, "description": format!("Any JSON, given to the agent's on-start as call-info.metadata: at most {MAX_METADATA} bytes as compact JSON (strings and objects inside count towards it), and at most {MAX_METADATA_PROPERTIES} properties when an object")}}},
+                    "metadata": {"maxProperties": MAX_METADATA_PROPERTIES, "description": format!("Any JSON, given to the agent's on-start as call-info.metadata: at most {MAX_METADATA} bytes as compact JSON (strings and objects inside count towards it), and at most {MAX_METADATA_PROPERTIES} properties when an object")},
+                    "detect_machine": {"type": "boolean", "default": false, "description": "Run answering-machine detection once answered, beside the call (the greeting never waits for it): the verdict (human, machine or unknown) and a voicemail beep are recorded as machine-detection and voicemail-beep events and reach the agent as on-event machine-detected and voicemail-beep"}}},
                 "Transfer": {"type": "object", "required": ["to"], "additionalProperties": false, "maxProperties": 1, "properties": {
                     "to": {"type": "string", "maxLength": MAX_TARGET, "description": format!("Accepted: {TRANSFER_TARGET_FORMS}. Anything else is a 400 bad_target listing these forms.")}}},
                 "CallRecord": {"type": "object", "properties": {
@@ -556,7 +557,8 @@ mod tests {
         assert_eq!(documented, fields);
     }
 
-    /// Every string of a request body has its maximum, every object its property count.
+    /// Every string of a request body has its maximum, every object its property count (a
+    /// boolean needs none).
     #[test]
     fn request_bodies_document_their_maxima() {
         let spec = spec();
@@ -564,7 +566,9 @@ mod tests {
         for body in ["PlaceCall", "Transfer"] {
             assert!(schemas[body]["maxProperties"].is_u64(), "{body}");
             for (name, field) in schemas[body]["properties"].as_object().unwrap() {
-                let bounded = field["maxLength"].is_u64() || field["maxProperties"].is_u64();
+                let bounded = field["maxLength"].is_u64()
+                    || field["maxProperties"].is_u64()
+                    || field["type"] == "boolean";
                 assert!(bounded, "{body}.{name} has no documented maximum");
             }
         }

@@ -242,6 +242,7 @@ impl Ringing {
                 failure,
                 commands,
                 outbound: false,
+                detect_machine: false,
             },
         )
         .await;

@@ -16,6 +16,7 @@ pub mod handoff;
 pub mod inbound;
 pub mod leg;
 pub mod logic;
+mod machine;
 pub mod outbound;
 mod sip_inbound;
 mod sip_leg;
@@ -41,6 +42,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::domain::events::{CallState, EventKind};
 use crate::domain::{CallInfo, Handoff, SessionConfig};
+use crate::media::amd::AmdConfig;
 use crate::media::{Codec, MediaConfig, PortPool, SilenceMode};
 use crate::model::{ModelProvider, ModelSession};
 use crate::plugins::runtime::StartFallback;
@@ -51,6 +53,7 @@ use leg::Leg;
 use logic::{
     CallLogic, END_CALL_TOOL, HandoffFailed, HandoffRequest, LogicConfig, McpRoute, McpRoutes,
 };
+use machine::MachineDetection;
 use task::{CallTask, NewAgent};
 
 /// The `[calls]` section of the configuration.
@@ -547,6 +550,8 @@ struct Answered<L> {
     commands: mpsc::Receiver<CallCommand>,
     /// We placed the call.
     outbound: bool,
+    /// Run answering-machine detection beside the call (an outbound call that asked for it).
+    detect_machine: bool,
 }
 
 /// Record the answer and run the call to its end.
@@ -592,6 +597,16 @@ async fn run_answered<L: Leg>(deps: &Arc<CallDeps>, a: Answered<L>) {
         ))
     });
     let fallback_deps = deps.clone();
+    // Caller audio that the model only echoes back never passes the audio path's tap.
+    let machine = (a.detect_machine && !a.model.loopback)
+        .then(|| {
+            MachineDetection::start(
+                a.model.input_format.sample_rate(),
+                AmdConfig::default(),
+                std::time::Instant::now(),
+            )
+        })
+        .flatten();
     let task = CallTask {
         recording: recording_path(deps, agent_name, &a.call_id),
         recorder: a.recorder,
@@ -608,6 +623,7 @@ async fn run_answered<L: Leg>(deps: &Arc<CallDeps>, a: Answered<L>) {
         start_agent: Some(start_agent),
         model_ended: false,
         mcp_calls: Default::default(),
+        machine,
     };
     task.run(a.accepted.actions, a.failure).await;
     deps.forget(&a.call_id);

@@ -47,6 +47,10 @@ pub struct PlaceRequest {
     pub number: Option<String>,
     /// Free-form JSON handed to the agent's on-start (`call-info.metadata`) and stored.
     pub metadata: Option<Value>,
+    /// Run answering-machine detection once answered: the verdict and the voicemail beep are
+    /// recorded (`machine-detection`, `voicemail-beep`) and reach the agent as events; the
+    /// greeting never waits for them.
+    pub detect_machine: bool,
 }
 
 /// Why a call was not placed.
@@ -85,6 +89,7 @@ pub struct Checked {
     metadata: Option<Value>,
     /// The metadata as the agent reads it (JSON text, empty for none).
     metadata_text: String,
+    detect_machine: bool,
 }
 
 /// Check what the requester asked, before anything is recorded: the agent and the metadata.
@@ -104,6 +109,7 @@ pub fn check(deps: &CallDeps, request: &PlaceRequest) -> Result<Checked, PlaceEr
         agent,
         metadata: request.metadata.clone(),
         metadata_text,
+        detect_machine: request.detect_machine,
     })
 }
 
@@ -153,6 +159,7 @@ pub struct Calling {
     callee: String,
     accepted: Accepted,
     commands: mpsc::Receiver<CallCommand>,
+    detect_machine: bool,
 }
 
 /// Record the call and run the agent's on-start. An agent that declines or fails refuses the
@@ -212,6 +219,7 @@ pub async fn start(
             callee: parties.callee,
             accepted: *accepted,
             commands,
+            detect_machine: checked.detect_machine,
         }),
         Started::Reject(code, reason) => {
             recorder.record(EventKind::Rejected {
@@ -320,6 +328,7 @@ impl Calling {
                 failure,
                 commands: self.commands,
                 outbound: true,
+                detect_machine: self.detect_machine,
             },
         )
         .await;

@@ -22,9 +22,11 @@ use super::leg::{CallerAudio, DigitSource, Leg, LegEvent};
 use super::logic::{
     CallLogic, Effect, Ending, HandedOff, HandoffFailed, HandoffRequest, Input, McpRoutes,
 };
+use super::machine::MachineDetection;
 use crate::domain::agent_event::AgentRequest;
 use crate::domain::events::{CallState, EventKind};
 use crate::domain::{Action, EndReason, SessionConfig};
+use crate::media::amd::AmdEvent;
 use crate::model::{AudioFormat, Command, ModelEvent, ModelSession};
 
 /// Connects the local apology speech when the model fails mid-call.
@@ -72,6 +74,16 @@ pub(crate) struct CallTask<L: Leg, A: CallAgent> {
     /// MCP calls in flight; each answers with [`Input::McpDone`]. Dropped (aborted) with the
     /// call.
     pub mcp_calls: JoinSet<Input>,
+    /// Answering-machine detection on the callee's audio, while it has more to say.
+    pub machine: Option<MachineDetection>,
+}
+
+/// The detector's next finding (`None`: it is done).
+async fn next_finding(machine: &mut Option<MachineDetection>) -> Option<AmdEvent> {
+    match machine {
+        Some(m) => m.next().await,
+        None => None,
+    }
 }
 
 /// One caller frame to the model.
@@ -150,6 +162,9 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
             let input = tokio::select! {
                 ev = self.leg.next_event() => match ev {
                     LegEvent::CallerAudio(samples) => {
+                        if let Some(m) = &self.machine {
+                            m.tap().copy(&samples);
+                        }
                         to_model(&self.model.commands, self.model.input_format, &samples);
                         continue;
                     }
@@ -167,6 +182,13 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
                     None => {
                         self.model_ended = true;
                         Input::ModelGone
+                    }
+                },
+                found = next_finding(&mut self.machine), if self.machine.is_some() => match found {
+                    Some(event) => Input::Machine(event),
+                    None => {
+                        self.machine = None;
+                        continue;
                     }
                 },
                 cmd = self.commands.recv() => Input::Command(cmd),
@@ -375,8 +397,12 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
             let commands = self.model.commands.clone();
             let format = self.model.input_format;
             let host_in_ns = host_in_ns.clone();
+            let machine = self.machine.as_ref().map(MachineDetection::tap);
             CallerAudio::Sink(Box::new(move |samples: &[i16]| {
                 let t = std::time::Instant::now();
+                if let Some(tap) = &machine {
+                    tap.copy(samples);
+                }
                 to_model(&commands, format, samples);
                 host_in_ns.store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
             }))

@@ -286,6 +286,7 @@ fn start<L: Leg + 'static>(
         model_ended: false,
         outcome: None,
         mcp_calls: Default::default(),
+        machine: None,
     };
     let call = tokio::spawn(task.run(Vec::new(), None));
     Rig {

@@ -277,6 +277,7 @@ impl Runner {
             agent: self.settings.agent.clone(),
             number: self.settings.number.clone(),
             metadata: Some(self.metadata(&contact, attempt)),
+            detect_machine: false,
         };
         let attempts = contact.attempts + 1;
         match self.inner.dialer.dial(request).await {

@@ -5,7 +5,7 @@
 //! The contract declares every notification and request planned for wave 2 (wit/README.md); the
 //! variants here are the ones the host implements, and grow as later issues implement more.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Action;
 
@@ -36,6 +36,19 @@ pub enum Notification {
         tool: String,
         outcome: Result<String, String>,
     },
+    /// Answering-machine detection on an outbound call reached its verdict.
+    MachineDetected(MachineVerdict),
+    /// A voicemail's beep just ended: a message left now is recorded whole.
+    VoicemailBeep,
+}
+
+/// Who answered an outbound call, as answering-machine detection heard it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MachineVerdict {
+    Human,
+    Machine,
+    Unknown,
 }
 
 /// How an outbound call is doing before and at answer.

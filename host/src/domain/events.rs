@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use super::agent_event::MachineVerdict;
 use super::usage::{self, UsageItem};
 use super::{Action, AgentFault, Role};
 
@@ -111,6 +112,17 @@ pub enum EventKind {
     },
     SpeechStarted,
     SpeechStopped,
+    /// Answering-machine detection's verdict on an outbound call, `at_ms` after the answer.
+    MachineDetection {
+        verdict: MachineVerdict,
+        at_ms: u64,
+    },
+    /// A voicemail's beep, from `at_ms` to `end_ms` after the answer, at about `hz`.
+    VoicemailBeep {
+        at_ms: u64,
+        end_ms: u64,
+        hz: u32,
+    },
     BargeIn {
         played_ms: u64,
         discarded_ms: u64,

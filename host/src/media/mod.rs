@@ -20,6 +20,7 @@
 //! [`g711::ulaw_encode`]: decoding then re-encoding G.711 is lossless (but for μ-law's two codes
 //! for zero), so the model gets the caller's bytes.
 
+pub mod amd;
 #[cfg(test)]
 mod bench;
 pub mod codec;

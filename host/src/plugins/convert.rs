@@ -3,7 +3,7 @@
 
 use super::bindings::v0_2::switchboard::agent::types as wit;
 use crate::domain;
-use crate::domain::agent_event::{CallProgress, Expectation, Notification};
+use crate::domain::agent_event::{CallProgress, Expectation, MachineVerdict, Notification};
 
 impl From<&domain::CallInfo> for wit::CallInfo {
     fn from(info: &domain::CallInfo) -> Self {
@@ -161,6 +161,12 @@ impl From<&Notification> for wit::CallEvent {
                 tool: tool.clone(),
                 outcome: outcome.clone(),
             }),
+            Notification::MachineDetected(v) => wit::CallEvent::MachineDetected(match v {
+                MachineVerdict::Human => wit::MachineVerdict::Human,
+                MachineVerdict::Machine => wit::MachineVerdict::Machine,
+                MachineVerdict::Unknown => wit::MachineVerdict::Unknown,
+            }),
+            Notification::VoicemailBeep => wit::CallEvent::VoicemailBeep,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Shared helpers for Switchboard's end-to-end and interop tests.
 
 pub mod agents;
+pub mod amd_set;
 pub mod api;
 pub mod baresip;
 pub mod bridge_call;

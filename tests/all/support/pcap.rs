@@ -58,6 +58,8 @@ pub enum Proto {
 /// One IPv4 TCP or UDP packet of a capture.
 #[derive(Debug, Clone)]
 pub struct Packet {
+    /// When it was captured (since the Unix epoch).
+    pub at: Duration,
     pub proto: Proto,
     pub src_port: u16,
     pub dst_port: u16,
@@ -73,6 +75,7 @@ pub fn read(file: &[u8]) -> Vec<Packet> {
         [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
         other => panic!("not a classic pcap file: magic {other:02x?}"),
     };
+    let nanos = matches!(magic, [0x4d, 0x3c, 0xb2, 0xa1] | [0xa1, 0xb2, 0x3c, 0x4d]);
     let u32_at = |at: usize| {
         let b = [file[at], file[at + 1], file[at + 2], file[at + 3]];
         if little {
@@ -91,17 +94,20 @@ pub fn read(file: &[u8]) -> Vec<Packet> {
     let mut packets = Vec::new();
     let mut at = 24;
     while at + 16 <= file.len() {
+        let fraction = u64::from(u32_at(at + 4));
+        let time = Duration::from_secs(u64::from(u32_at(at)))
+            + Duration::from_nanos(if nanos { fraction } else { fraction * 1000 });
         let captured = u32_at(at + 8) as usize;
         let frame = &file[at + 16..(at + 16 + captured).min(file.len())];
         at += 16 + captured;
-        if let Some(p) = frame.get(link_header..).and_then(ipv4) {
+        if let Some(p) = frame.get(link_header..).and_then(|ip| ipv4(ip, time)) {
             packets.push(p);
         }
     }
     packets
 }
 
-fn ipv4(ip: &[u8]) -> Option<Packet> {
+fn ipv4(ip: &[u8], at: Duration) -> Option<Packet> {
     if ip.len() < 20 || ip[0] >> 4 != 4 {
         return None;
     }
@@ -115,6 +121,7 @@ fn ipv4(ip: &[u8]) -> Option<Packet> {
         _ => return None,
     };
     Some(Packet {
+        at,
         proto,
         src_port: port(0),
         dst_port: port(2),

@@ -93,6 +93,7 @@ impl Call {
             model_ended: false,
             outcome: None,
             mcp_calls: Default::default(),
+            machine: None,
         };
         Call {
             log,

@@ -10,6 +10,7 @@ use crate::domain::agent_event::Notification;
 use crate::domain::events::EventKind;
 use crate::domain::usage::UsageItem;
 use crate::domain::{Action, AgentFault, EndReason, Role};
+use crate::media::amd::AmdEvent;
 use crate::model::{Command, StageLatency};
 use crate::plugins::ToolOutcome;
 
@@ -92,6 +93,8 @@ pub enum Input {
     HandedOff(Result<HandedOff, HandoffFailed>),
     SpeechStarted,
     SpeechStopped,
+    /// Answering-machine detection found something (times are after the answer).
+    Machine(AmdEvent),
     Transcript {
         role: Role,
         text: String,

@@ -25,6 +25,7 @@ use crate::domain::agent_event::{CallProgress, Notification};
 use crate::domain::events::{CallState, EventKind, HANDED_OFF, StageLatency};
 use crate::domain::usage::{self, UsageItem};
 use crate::domain::{Action, AgentFault, EndReason, Role};
+use crate::media::amd::AmdEvent;
 use crate::model::Command;
 
 /// The tool the host offers the model to end the call (`[agent.<name>] end-call = true`).
@@ -236,6 +237,7 @@ impl CallLogic {
                 self.notify(Notification::SpeechStarted);
                 self.barge_in(playout);
             }
+            Input::Machine(event) => self.on_machine(event),
             Input::SpeechStopped => {
                 self.record(EventKind::SpeechStopped);
                 self.notify(Notification::SpeechStopped);
@@ -364,6 +366,21 @@ impl CallLogic {
     fn notify(&mut self, notification: Notification) {
         if !self.agent_failed {
             self.notifications.push_back(notification);
+        }
+    }
+
+    /// Answering-machine detection ran beside the call (it never held anything up): record
+    /// what it found and tell the agent, which may leave a message after the beep or hang up.
+    fn on_machine(&mut self, event: AmdEvent) {
+        match event {
+            AmdEvent::Verdict { verdict, at_ms } => {
+                self.record(EventKind::MachineDetection { verdict, at_ms });
+                self.notify(Notification::MachineDetected(verdict));
+            }
+            AmdEvent::Beep { at_ms, end_ms, hz } => {
+                self.record(EventKind::VoicemailBeep { at_ms, end_ms, hz });
+                self.notify(Notification::VoicemailBeep);
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod agent;
 mod handoff;
+mod machine;
 mod mcp;
 
 use super::*;

@@ -1,0 +1,257 @@
+//! Answering-machine detection on a few generated phone-line recordings (`tests/amd/make_set.py`,
+//! built into `target/amd-ci/`): persons are taken for persons, machines with a beep for
+//! machines, with the beep where the generator put it; and end to end, an outbound call to SIPp
+//! playing a machine's greeting. The full figures are `amd_bench`.
+
+use std::time::Duration;
+
+use crate::support::agents::fixture;
+use crate::support::amd_set;
+use crate::support::api::Api;
+use crate::support::host::Host;
+use crate::support::pcap::Capture;
+use crate::support::process::require;
+use crate::support::sipp::{sipp_callee_with, sipp_errors};
+use crate::support::tempdir;
+use serde_json::{Value, json};
+use switchboard::media::amd::{AmdConfig, MachineVerdict};
+use switchboard::media::g711::ulaw_decode;
+
+#[test]
+fn amd_tells_persons_from_machines_and_finds_the_beep() {
+    let set = amd_set::build("amd-ci", "test", (4, 4));
+    let config = AmdConfig::default();
+    let mut machines_with_beep = 0;
+    for l in &set {
+        let d = amd_set::detect(&l.path, &config);
+        let name = l.path.file_name().unwrap().to_string_lossy();
+        let want = if l.machine {
+            MachineVerdict::Machine
+        } else {
+            MachineVerdict::Human
+        };
+        assert_eq!(d.verdict, Some(want), "{name} ({}): {}", l.voice, l.text);
+        // A verdict is never later than a person's greeting plus the silence that ends it.
+        assert!(
+            d.verdict_ms > l.speech_start_ms,
+            "{name}: verdict before speech"
+        );
+        if let Some((start, end)) = l.beep_ms {
+            machines_with_beep += 1;
+            let (ds, de) = d
+                .beep_ms
+                .unwrap_or_else(|| panic!("{name}: beep not found"));
+            assert!(
+                start.abs_diff(ds) <= 40 && end.abs_diff(de) <= 40,
+                "{name}: beep {start}-{end} ms found at {ds}-{de} ms"
+            );
+        } else {
+            assert_eq!(d.beep_ms, None, "{name}: a beep where there is none");
+        }
+    }
+    assert!(machines_with_beep >= 2, "the set has machines with a beep");
+}
+
+/// A generated machine greeting with a beep, as raw mu-law for SIPp's `rtp_stream`: the
+/// longest of a few, so that the verdict comes from its speech before the beep.
+fn machine_greeting() -> (amd_set::Labelled, tempfile::TempDir, String) {
+    let set = amd_set::build("amd-e2e", "test", (0, 3));
+    let greeting = set
+        .into_iter()
+        .filter(|l| l.machine)
+        .max_by_key(|l| l.beep_ms.map(|(at, _)| at))
+        .filter(|l| l.beep_ms.is_some())
+        .expect("a machine greeting with a beep");
+    let dir = tempdir("amd-machine");
+    let raw = dir.path().join("greeting.ul");
+    let status = std::process::Command::new("sox")
+        .arg(&greeting.path)
+        .args(["-t", "ul"])
+        .arg(&raw)
+        .status()
+        .expect("run sox");
+    assert!(status.success());
+    let key = format!("{},1,0", raw.display());
+    (greeting, dir, key)
+}
+
+/// The call's events of `kind`, in order.
+fn events(detail: &Value, kind: &str) -> Vec<Value> {
+    detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
+fn has_event(detail: &Value, kind: &str) -> bool {
+    !events(detail, kind).is_empty()
+}
+
+/// An outbound call that asked for detection, answered by SIPp playing a generated machine
+/// greeting and its beep: the call record has the machine verdict and the beep where the
+/// greeting has it (times after the answer).
+#[tokio::test]
+async fn amd_outbound_call_to_a_machine_records_the_verdict_and_the_beep() {
+    if !require("sipp") {
+        return;
+    }
+    let (greeting, _dir, audio) = machine_greeting();
+    let (beep_at, beep_end) = greeting.beep_ms.unwrap();
+    let host = Host::builder().examples(&["menu"]).start();
+    let api = Api::new(host.http, None);
+    let (mut sipp, sipp_dir, port) =
+        sipp_callee_with(Some("uas_machine.xml"), &["-key", "audio", &audio]);
+    let id = api
+        .place_call(
+            &json!({"to": format!("sip:machine@127.0.0.1:{port}"), "agent": "menu",
+                            "from": "4000", "detect_machine": true}),
+        )
+        .await;
+    // The agent (the menu) goes on talking to the greeting meanwhile; the test hangs up once
+    // the beep is recorded.
+    let detail = api
+        .poll(&format!("/v1/calls/{id}"), Duration::from_secs(30), |d| {
+            has_event(d, "voicemail-beep")
+        })
+        .await;
+    let hangup = api
+        .post(&format!("/v1/calls/{id}/hangup"), &json!({}))
+        .await;
+    assert!(hangup.status < 300, "{}", hangup.text);
+    let verdict = events(&detail, "machine-detection").remove(0);
+    assert_eq!(verdict["data"]["verdict"], "machine", "{verdict}");
+    let beep = events(&detail, "voicemail-beep").remove(0);
+    println!("recorded {verdict} and {beep}; the greeting's beep is at {beep_at}-{beep_end} ms");
+    // The answer's moment differs by the ACK's trip and SIPp's start of streaming.
+    let near = |got: &Value, want: u64| got.as_u64().is_some_and(|g| g.abs_diff(want) <= 300);
+    assert!(
+        near(&beep["data"]["at_ms"], beep_at) && near(&beep["data"]["end_ms"], beep_end),
+        "beep {beep_at}-{beep_end} ms in the greeting, recorded {beep}"
+    );
+    assert!(
+        verdict["data"]["at_ms"].as_u64().unwrap() < beep["data"]["at_ms"].as_u64().unwrap(),
+        "the verdict waited for the beep"
+    );
+    assert_eq!(
+        sipp.wait(Duration::from_secs(15)).await,
+        Some(0),
+        "SIPp: {}",
+        sipp_errors(sipp_dir.path())
+    );
+}
+
+/// The `voicemail` fixture leaves its message when it hears the beep and hangs up: on the wire
+/// (a capture of both RTP directions), the message starts within 1 s after the beep ends, and
+/// the call ends by the agent's hang-up once it has been played.
+#[tokio::test]
+async fn amd_a_message_is_left_after_the_beep() {
+    if !require("sipp") || !require("tcpdump") {
+        return;
+    }
+    let (_greeting, dir, audio) = machine_greeting();
+    let host = Host::builder()
+        .agent(
+            "voicemail",
+            fixture("voicemail"),
+            "name = \"voicemail\"\nnumbers = [\"4100\"]\n".into(),
+        )
+        .calls("codecs = [\"pcmu\"]")
+        .start();
+    let (rtp_min, rtp_max) = host.rtp_ports();
+    let capture = Capture::start(dir.path(), &format!("udp portrange {rtp_min}-{rtp_max}"));
+    let api = Api::new(host.http, None);
+    let (mut sipp, sipp_dir, port) =
+        sipp_callee_with(Some("uas_machine.xml"), &["-key", "audio", &audio]);
+    let id = api
+        .place_call(
+            &json!({"to": format!("sip:machine@127.0.0.1:{port}"), "agent": "voicemail",
+                    "from": "4100", "detect_machine": true}),
+        )
+        .await;
+    let detail = api
+        .poll(&format!("/v1/calls/{id}"), Duration::from_secs(40), |d| {
+            has_event(d, "ended")
+        })
+        .await;
+    assert_eq!(detail["call"]["end_reason"], "agent-hangup", "{detail}");
+    let seq = |kind: &str| events(&detail, kind)[0]["seq"].as_u64().unwrap();
+    assert!(seq("voicemail-beep") < seq("actions"), "{detail}");
+    assert_eq!(
+        sipp.wait(Duration::from_secs(15)).await,
+        Some(0),
+        "SIPp: {}",
+        sipp_errors(sipp_dir.path())
+    );
+
+    // PCMU RTP each way, as (capture time, samples).
+    let packets = capture.stop().await;
+    let ours = |p: u16| (rtp_min..=rtp_max).contains(&p);
+    let rtp = |to_us: bool| -> Vec<(Duration, Vec<i16>)> {
+        packets
+            .iter()
+            .filter(|p| {
+                if to_us {
+                    ours(p.dst_port)
+                } else {
+                    ours(p.src_port)
+                }
+            })
+            .filter(|p| p.payload.len() > 12 && p.payload[0] >> 6 == 2 && p.payload[1] & 0x7f == 0)
+            .map(|p| {
+                let header = 12 + 4 * usize::from(p.payload[0] & 0x0f);
+                let pcm = p.payload[header..]
+                    .iter()
+                    .map(|&b| ulaw_decode(b))
+                    .collect();
+                (p.at, pcm)
+            })
+            .collect()
+    };
+    let (callee, sent) = (rtp(true), rtp(false));
+    // The beep's end in the callee's packets (the detector finds it to within 10 ms: see
+    // amd_bench), at the capture time of the packet that carries it.
+    let callee_pcm: Vec<i16> = callee.iter().flat_map(|(_, s)| s.clone()).collect();
+    let beep_end_ms = amd_set::detect_samples(8000, &callee_pcm, &AmdConfig::default())
+        .beep_ms
+        .expect("the beep on the wire")
+        .1;
+    let mut before = 0;
+    let packet = callee
+        .iter()
+        .position(|(_, s)| {
+            before += s.len() as u64;
+            before * 1000 / 8000 >= beep_end_ms
+        })
+        .expect("the beep's packet");
+    let beep_end = callee[packet].0;
+    // Our first loud packet after the greeting ("Hello?", over long before the beep) starts
+    // the message.
+    let loud = |s: &[i16]| {
+        let rms = (s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / s.len() as f64).sqrt();
+        rms > 300.0
+    };
+    let greeting_over = callee[0].0 + Duration::from_secs(2);
+    let message: Vec<&(Duration, Vec<i16>)> = sent
+        .iter()
+        .filter(|(at, s)| *at > greeting_over && loud(s))
+        .collect();
+    let start = message.first().expect("the message on the wire").0;
+    let gap_ms = start.as_millis() as i64 - beep_end.as_millis() as i64;
+    println!(
+        "the message starts {gap_ms} ms after the beep ends, {} loud packets",
+        message.len()
+    );
+    assert!(
+        (-30..=1000).contains(&gap_ms),
+        "the message starts {gap_ms} ms after the beep's end"
+    );
+    // Played whole before the hang-up: a few seconds of speech.
+    assert!(
+        message.len() >= 100,
+        "only {} ms of message",
+        message.len() * 20
+    );
+}
