@@ -54,7 +54,7 @@ fn amd_tells_persons_from_machines_and_finds_the_beep() {
 
 /// A generated machine greeting with a beep, as raw mu-law for SIPp's `rtp_stream`: the
 /// longest of a few, so that the verdict comes from its speech before the beep.
-fn machine_greeting() -> (amd_set::Labelled, tempfile::TempDir, String) {
+pub(crate) fn machine_greeting() -> (amd_set::Labelled, tempfile::TempDir, String) {
     let set = amd_set::build("amd-e2e", "test", (0, 3));
     let greeting = set
         .into_iter()

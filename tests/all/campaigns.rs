@@ -681,3 +681,52 @@ async fn the_appointments_agent_runs_a_confirmation_campaign() {
     let csv = api.get(&format!("/v1/campaigns/{id}/results.csv")).await;
     assert!(csv.text.contains(",answered,confirmed,"), "{}", csv.text);
 }
+
+/// A campaign with machine detection on (`detect`): a contact whose answering machine picks up
+/// is hung up on once the verdict is in, before the beep, and ends as `machine` (the default
+/// policy gives a machine one attempt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_is_hung_up_on_and_counted_as_machine() {
+    if !require("sipp") || !require("sox") {
+        return;
+    }
+    use crate::support::sipp::sipp_callee_with;
+
+    let (greeting, _dir, audio) = crate::amd::machine_greeting();
+    let (beep_at, _) = greeting.beep_ms.unwrap();
+    let (_sipp, _sipp_dir, port) =
+        sipp_callee_with(Some("uas_machine.xml"), &["-key", "audio", &audio]);
+    let host = host_with_trunk(port, MONDAY_10_NY).start();
+    let api = Api::new(host.http, None);
+    let mut body = campaign(json!([{"number": "+12125550501"}]));
+    body["amd"] = json!("detect");
+    body.as_object_mut().unwrap().remove("retry");
+    let created = api.post("/v1/campaigns", &body).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.json["id"].as_str().unwrap().to_string();
+    api.post(&format!("/v1/campaigns/{id}/start"), &json!({}))
+        .await;
+    let progress = wait_finished(&api, &id, 30).await;
+    assert_eq!(progress["outcomes"], json!([["machine", 1]]), "{progress}");
+    let got = outcomes(&api, &id).await;
+    let (_, attempts, rows) = &got["+12125550501"];
+    assert_eq!(*attempts, 1);
+    let call_id = rows[0]["call_id"].as_str().unwrap();
+    let call = api.get(&format!("/v1/calls/{call_id}")).await;
+    let events = call.json["events"].as_array().unwrap();
+    let verdict = events
+        .iter()
+        .find(|e| e["kind"] == "machine-detection")
+        .expect("a verdict");
+    assert_eq!(verdict["data"]["verdict"], "machine");
+    assert!(
+        verdict["data"]["at_ms"].as_u64().unwrap() < beep_at,
+        "{verdict}"
+    );
+    assert_eq!(
+        call.json["call"]["end_reason"], "hangup-requested",
+        "{}",
+        call.text
+    );
+    assert_eq!(call.json["call"]["metadata"]["campaign"]["amd"], "detect");
+}

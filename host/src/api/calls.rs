@@ -142,6 +142,10 @@ impl Dialer for Placer {
     fn reaches(&self, via: &str) -> bool {
         self.knows_via(via)
     }
+
+    fn hang_up(&self, call_id: &str) {
+        self.calls.command(call_id, CallCommand::Hangup);
+    }
 }
 
 /// POST /v1/calls → 201 `{"id": ...}`.

@@ -332,6 +332,8 @@ pub(super) fn openapi_schemas() -> Value {
             "max_attempts_per_day": {"type": "integer", "minimum": 1, "default": 2},
             "retry": {"type": "object", "properties": {"busy": retry, "no_answer": retry, "failed": retry, "machine": retry}},
             "consent_basis": {"type": "string", "description": "Why these people may be called; in exports"},
+            "amd": {"enum": ["off", "detect", "detect-and-leave-message"], "default": "off",
+                "description": "Answering-machine detection: detect hangs up on a machine; detect-and-leave-message lets the agent leave one after the beep. Outcome machine either way"},
             "opt_out_key": {"type": "string", "maxLength": 1, "description": "A key that puts the callee on the do-not-call list"},
             "until": {"type": "string", "format": "date-time", "description": "Contacts still waiting then end as window-closed"},
             "contacts": {"type": "array", "items": {"type": "object", "required": ["number"], "properties": {

@@ -36,6 +36,8 @@ pub trait Dialer: Send + Sync {
     async fn dial(&self, request: PlaceRequest) -> Result<String, String>;
     /// Whether the trunk or bridge `via` is there now (trunks change live).
     fn reaches(&self, via: &str) -> bool;
+    /// Hang a placed call up (a machine answered).
+    fn hang_up(&self, call_id: &str);
 }
 
 /// The wall clock campaigns read for calling windows and retries. Tests start it at a chosen

@@ -80,7 +80,8 @@ fn start_of_next_day(at: Timestamp, zone: &TimeZone) -> Timestamp {
         .map_or(at + Duration::from_secs(86_400), |z| z.timestamp())
 }
 
-/// How an attempt's call ended, from its record: `None` while it runs. The agent's own outcome
+/// How an attempt's call ended, from its record: `None` while it runs; `machine` when machine
+/// detection heard one. The agent's own outcome
 /// (`call.set-outcome`) comes with it.
 pub fn call_outcome(detail: &CallDetail) -> Option<(&'static str, Option<String>)> {
     if detail.call.state == CallState::Active {
@@ -91,7 +92,12 @@ pub fn call_outcome(detail: &CallDetail) -> Option<(&'static str, Option<String>
         .iter()
         .find(|e| e.kind == "not-answered")
         .and_then(|e| e.data["outcome"].as_str());
+    let machine = detail
+        .events
+        .iter()
+        .any(|e| e.kind == "machine-detection" && e.data["verdict"] == "machine");
     let outcome = match not_answered {
+        _ if machine => "machine",
         Some("busy") => "busy",
         Some("no-answer") => "no-answer",
         Some(_) => "failed",

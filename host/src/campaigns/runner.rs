@@ -15,9 +15,10 @@ use tokio::time::Instant;
 
 use super::Inner;
 use super::plan::{self, Facts, Next};
-use super::settings::CampaignSettings;
+use super::settings::{AmdMode, CampaignSettings};
 use super::window::{CallingWindow, zone};
 use crate::call::PlaceRequest;
+use crate::domain::agent_event::MachineVerdict;
 use crate::domain::events::EventKind;
 use crate::store::StoreError;
 use crate::store::campaigns::{AttemptEnd, CampaignState, ContactRecord};
@@ -277,7 +278,7 @@ impl Runner {
             agent: self.settings.agent.clone(),
             number: self.settings.number.clone(),
             metadata: Some(self.metadata(&contact, attempt)),
-            detect_machine: false,
+            detect_machine: self.settings.amd != AmdMode::Off,
         };
         let attempts = contact.attempts + 1;
         match self.inner.dialer.dial(request).await {
@@ -329,6 +330,7 @@ impl Runner {
                 "attempt": attempt,
                 "number": contact.number,
                 "opt_out_key": self.settings.opt_out_key,
+                "amd": self.settings.amd.as_str(),
             }),
         );
         Value::Object(metadata)
@@ -342,11 +344,25 @@ impl Runner {
         call_id: &str,
         kind: &EventKind,
     ) -> bool {
-        if matches!(kind, EventKind::Ended { .. }) && active.contains_key(call_id) {
-            self.check_call(active, call_id).await;
-            return !active.contains_key(call_id);
+        if !active.contains_key(call_id) {
+            return false;
         }
-        false
+        match kind {
+            EventKind::Ended { .. } => {
+                self.check_call(active, call_id).await;
+                !active.contains_key(call_id)
+            }
+            // Detect only: a machine is not talked to (its outcome comes from the record).
+            EventKind::MachineDetection {
+                verdict: MachineVerdict::Machine,
+                ..
+            } if self.settings.amd == AmdMode::Detect => {
+                tracing::info!(campaign = %self.id, call_id, "a machine answered: hanging up");
+                self.inner.dialer.hang_up(call_id);
+                false
+            }
+            _ => false,
+        }
     }
 
     async fn reconcile(&self, active: &mut HashMap<String, Active>) {

@@ -37,12 +37,37 @@ pub struct CampaignSettings {
     /// Why these people may be called (prior express consent, existing relationship, ...):
     /// shown in exports. AI voices count as artificial voices under the TCPA.
     pub consent_basis: String,
+    /// Answering-machine detection on answered calls: `off`; `detect` (a machine is hung up on,
+    /// outcome `machine`); `detect-and-leave-message` (the agent hears the verdict and the beep
+    /// and may leave a message; outcome `machine`).
+    #[serde(default)]
+    pub amd: AmdMode,
     /// A key the callee presses to be put on the do-not-call list (besides saying so).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opt_out_key: Option<char>,
     /// After this time (RFC 3339) contacts still waiting end as `window-closed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
+}
+
+/// What a campaign does about answering machines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AmdMode {
+    #[default]
+    Off,
+    Detect,
+    DetectAndLeaveMessage,
+}
+
+impl AmdMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AmdMode::Off => "off",
+            AmdMode::Detect => "detect",
+            AmdMode::DetectAndLeaveMessage => "detect-and-leave-message",
+        }
+    }
 }
 
 fn default_attempts_per_day() -> u32 {
