@@ -10,6 +10,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::mpsc;
 
 use super::Outbox;
+use super::config::EventType;
 use super::payload::{self, Message};
 use crate::domain::events::CallEvent;
 use crate::store::CallStore;
@@ -46,11 +47,29 @@ pub(super) fn spawn(
     tokio::spawn(async move {
         let mut batch = Vec::with_capacity(BATCH);
         while queued.recv_many(&mut batch, BATCH).await > 0 {
+            // Nothing is built, and no call record read, for events no webhook wants.
+            let targets = outbox.targets();
+            if targets.is_empty() {
+                batch.clear();
+                continue;
+            }
+            let wants = |t: EventType| {
+                targets
+                    .values()
+                    .any(|target| target.config.events.contains(&t))
+            };
+            let wants_end = [
+                EventType::CallEnded,
+                EventType::CallOutcome,
+                EventType::RecordingReady,
+            ]
+            .into_iter()
+            .any(wants);
             let mut messages = Vec::new();
             for event in batch.drain(..) {
                 if let Some(m) = payload::direct(&event) {
                     messages.push(m);
-                } else if payload::is_ended(&event) {
+                } else if wants_end && payload::is_ended(&event) {
                     // Events go live after their commit, so the record has the whole call.
                     let detail = match calls.get_call(&event.call_id).await {
                         Ok(d) => Some(d),
