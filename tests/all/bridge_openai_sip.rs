@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::agents::{fixture, greeter};
-use crate::support::api::{Api, events_of, find, only_call_record};
+use crate::support::api::{Api, agent_lines, events_of, find, only_call_record};
 use crate::support::browser::Browser;
 use crate::support::fake_openai_sip::{FakeOpenAiSip, Reply, Script, Step};
 use crate::support::host::{Host, HostBuilder};
@@ -613,13 +613,7 @@ async fn an_agent_failing_in_on_start_gets_the_apology_from_openai_then_a_hang_u
     let events = events_of(&record);
     assert!(!find(&events, "agent-fault").is_empty(), "{events:?}");
     assert_eq!(find(&events, "answered")[0]["model"], "fallback");
-    let said: Vec<&str> = record["transcript"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|l| l["role"] == "agent")
-        .map(|l| l["text"].as_str().unwrap())
-        .collect();
+    let said = agent_lines(&record);
     assert_eq!(said, [APOLOGY]);
     assert_eq!(ended_reason(&record), "failed: agent failed");
 }
@@ -670,16 +664,10 @@ async fn the_model_ends_a_connector_call_with_end_call_after_the_goodbye_is_play
     );
 
     let record = only_call_record(host.http).await;
-    let said: Vec<&str> = record["transcript"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|l| l["role"] == "agent")
-        .map(|l| l["text"].as_str().unwrap())
-        .collect();
+    let said = agent_lines(&record);
     assert_eq!(
-        said.last(),
-        Some(&"Thank you for calling, goodbye!"),
+        said.last().map(String::as_str),
+        Some("Thank you for calling, goodbye!"),
         "{said:?}"
     );
     assert_eq!(ended_reason(&record), "agent-hangup");

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::support::api::{Api, answered_outbound, ended, events_of, find, only_call_record};
 use crate::support::bridge_call::check_call;
 use crate::support::calls::{AGENT_HZ, WINDOW, mic, tone_spans};
-use crate::support::fake_openai::{FakeOpenAi, Reply, Script};
+use crate::support::fake_openai::{FakeOpenAi, Reply, Script, goodbye_replies};
 use crate::support::fake_twilio::{CallScript, Callee, Ending, FakeTwilio, stream_of};
 use crate::support::host::{Host, HostBuilder};
 use crate::support::model_tls::{TestCerts, have_openssl};
@@ -207,17 +207,7 @@ async fn the_agent_hangs_up_and_transfers_through_twilio_rest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_model_ends_a_twilio_call_with_end_call_after_the_goodbye_is_heard() {
     let model = FakeOpenAi::start(Script {
-        replies: vec![
-            Reply::Echo,
-            Reply::ToolCall {
-                name: "end_call".into(),
-                arguments: r#"{"reason":"the caller said goodbye"}"#.into(),
-            },
-            Reply::Speech {
-                transcript: "Thank you for calling, goodbye!".into(),
-                audio_ms: 2000,
-            },
-        ],
+        replies: goodbye_replies(),
         caller_transcript: "That is all, thanks.".into(),
         ..model_script(Vec::new())
     })

@@ -14,7 +14,7 @@ use crate::support::calls::{
     AGENT_HZ, CALLER_HZ, RATE, WINDOW, dial, loud_windows, mic, ms, recording, sounding_ms,
     spans_ms, tone_spans,
 };
-use crate::support::fake_openai::{FakeOpenAi, Received, Reply, Script};
+use crate::support::fake_openai::{FakeOpenAi, Received, Reply, Script, goodbye_replies};
 use crate::support::host::{Host, warm_agent_cache};
 use crate::support::media::{Wav, only_file, onset_correlation, to_8k, tone_sequence};
 use crate::support::model_audio::pcm16_samples;
@@ -435,17 +435,7 @@ async fn the_model_ends_the_call_with_the_end_call_tool_after_its_goodbye_is_hea
     }
     let fake = FakeOpenAi::start(Script {
         api_key: "test".into(),
-        replies: vec![
-            Reply::Echo,
-            Reply::ToolCall {
-                name: "end_call".into(),
-                arguments: r#"{"reason":"the caller said goodbye"}"#.into(),
-            },
-            Reply::Speech {
-                transcript: "Thank you for calling, goodbye!".into(),
-                audio_ms: 2000,
-            },
-        ],
+        replies: goodbye_replies(),
         caller_transcript: "That is all, thanks.".into(),
         // Real time, as the server streams it: the playout runs dry between chunks.
         delta_ms: 20,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::api::Api;
+use crate::support::api::{Api, agent_lines};
 use crate::support::host::{Host, HostBuilder};
 use crate::support::ports::free_port;
 use crate::support::process::{Proc, require};
@@ -666,13 +666,7 @@ async fn the_appointments_agent_runs_a_confirmation_campaign() {
     assert_eq!(contact["agent_outcome"], "confirmed", "{contact}");
     let call_id = contact["attempts"][0]["call_id"].as_str().unwrap();
     let call = api.get(&format!("/v1/calls/{call_id}")).await;
-    let said: Vec<&str> = call.json["transcript"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|l| l["role"] == "agent")
-        .map(|l| l["text"].as_str().unwrap())
-        .collect();
+    let said = agent_lines(&call.json);
     assert!(
         said[0].starts_with("Hello Ann, this is Riverside Clinic about your appointment with Doctor Rivera on Tuesday at 10:30."),
         "{said:?}"

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-use crate::support::api::{Api, ended, events_of, find};
+use crate::support::api::{Api, agent_lines, ended, events_of, find};
 use crate::support::baresip::Baresip;
 use crate::support::browser::Browser;
 use crate::support::calls::{dial, espeak_at};
@@ -113,17 +113,6 @@ async fn press(browser: &mut Browser, keys: &str) {
 async fn stored(api: &Api, id: &str) -> Value {
     ended(api, id).await;
     api.get(&format!("/v1/calls/{id}")).await.json
-}
-
-/// What the agent said on a call, from its record.
-fn agent_lines(record: &Value) -> Vec<String> {
-    record["transcript"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|l| l["role"] == "agent")
-        .map(|l| l["text"].as_str().unwrap().to_string())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -322,3 +322,14 @@ pub fn find<'a>(events: &'a [(String, Value)], kind: &str) -> Vec<&'a Value> {
         .map(|(_, d)| d)
         .collect()
 }
+
+/// What the agent said on a call, from its record.
+pub fn agent_lines(record: &Value) -> Vec<String> {
+    record["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["role"] == "agent")
+        .map(|l| l["text"].as_str().unwrap().to_string())
+        .collect()
+}

@@ -54,6 +54,22 @@ pub enum Reply {
     Silence,
 }
 
+/// The greeting, then the model ends the call with the host's `end_call` tool and says a 2 s
+/// goodbye.
+pub fn goodbye_replies() -> Vec<Reply> {
+    vec![
+        Reply::Echo,
+        Reply::ToolCall {
+            name: "end_call".into(),
+            arguments: r#"{"reason":"the caller said goodbye"}"#.into(),
+        },
+        Reply::Speech {
+            transcript: "Thank you for calling, goodbye!".into(),
+            audio_ms: 2000,
+        },
+    ]
+}
+
 /// The fake's behaviour.
 #[derive(Debug, Clone)]
 pub struct Script {
