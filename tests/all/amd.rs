@@ -251,7 +251,7 @@ async fn amd_a_message_is_left_after_the_beep() {
     // Played whole before the hang-up: a few seconds of speech.
     assert!(
         message.len() >= 100,
-        "only {} ms of message",
+        "only {} ms of message: {detail}",
         message.len() * 20
     );
 }

@@ -17,9 +17,9 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use super::Expectation;
 use super::sphinx::{Decoder, Grammar, Recogniser, RecogniserError, Transcript};
 use super::vad::{Vad, VadEvent};
+use super::{AudioFormat, Expectation};
 
 /// Audio kept from before the detector confirms speech, so the first phone is not lost: the
 /// detector's onset confirmation plus the start of a soft first word.
@@ -228,6 +228,93 @@ async fn lend<T: Send + 'static>(
     })
 }
 
+/// Whether a speech start the detector reports is a barge-in of what the session is saying.
+///
+/// The detector runs behind the line (on the lower-priority local model runtime; under load by
+/// hundreds of milliseconds), so a start can arrive after the session began saying something
+/// new. Speech that began before the session's current stretch of speech is no barge-in of it:
+/// a detector keeping up would have reported it first, with nothing yet to stop. Stopping it
+/// anyway cuts off what was just begun, such as a voicemail message left right after the
+/// beep (whose start the detector reports late). Times are on the detector's clock: the
+/// caller audio it was handed.
+#[derive(Debug)]
+pub(super) struct BargeIn {
+    input: AudioFormat,
+    /// Caller audio handed to the detector (frames it was too far behind to take not counted).
+    fed_bytes: usize,
+    /// When the session's current stretch of speech began.
+    stretch_began_ms: u64,
+    /// When the utterance being produced began, if one is.
+    utterance_began_ms: Option<u64>,
+    /// When everything said so far ends playing at the latest (audio is produced faster than
+    /// it plays): an utterance begun before then continues the stretch.
+    playing_until_ms: u64,
+    /// A start judged no barge-in: its stop is not reported either.
+    unreported: bool,
+}
+
+impl BargeIn {
+    pub fn new(input: AudioFormat) -> Self {
+        Self {
+            input,
+            fed_bytes: 0,
+            stretch_began_ms: 0,
+            utterance_began_ms: None,
+            playing_until_ms: 0,
+            unreported: false,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.input.duration_ms(self.fed_bytes)
+    }
+
+    /// `bytes` of caller audio went to the detector.
+    pub fn fed(&mut self, bytes: usize) {
+        self.fed_bytes += bytes;
+    }
+
+    /// The session begins an utterance.
+    pub fn utterance_begins(&mut self) {
+        let now = self.now_ms();
+        if now >= self.playing_until_ms && self.utterance_began_ms.is_none() {
+            self.stretch_began_ms = now;
+        }
+        self.utterance_began_ms.get_or_insert(now);
+    }
+
+    /// The utterance has all its audio out (`audio_ms` of it), or was stopped after that much.
+    pub fn utterance_ends(&mut self, audio_ms: u64) {
+        if let Some(began) = self.utterance_began_ms.take() {
+            self.playing_until_ms = self.playing_until_ms.max(began) + audio_ms;
+        }
+    }
+
+    /// The session stopped talking at once (barge-in, a cancel): nothing of it plays on.
+    pub fn cut(&mut self) {
+        self.utterance_began_ms = None;
+        self.playing_until_ms = self.now_ms();
+    }
+
+    /// The detector heard speech start at `at_ms`: whether to report it (and stop talking).
+    pub fn started(&mut self, at_ms: u64) -> bool {
+        self.unreported = at_ms < self.stretch_began_ms;
+        if self.unreported {
+            tracing::debug!(
+                at_ms,
+                stretch_began_ms = self.stretch_began_ms,
+                "speech that began before the agent's current speech is no barge-in of it"
+            );
+        }
+        !self.unreported
+    }
+
+    /// The detector heard speech stop: whether to report it (its start was).
+    pub fn stopped(&mut self) -> bool {
+        !std::mem::take(&mut self.unreported)
+    }
+}
+
 /// Runs until either side goes away: caller audio (PCM16 little-endian at the detector's
 /// input rate) in, [`Heard`] out.
 pub(super) async fn listen(
@@ -275,6 +362,49 @@ pub(super) async fn listen(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `ms` of 8 kHz caller audio to the detector.
+    fn feed(gate: &mut BargeIn, ms: usize) {
+        gate.fed(ms * 16);
+    }
+
+    #[test]
+    fn speech_begun_before_the_agents_current_speech_is_no_barge_in_of_it() {
+        let mut gate = BargeIn::new(AudioFormat::Pcm16 { rate: 8000 });
+        // The greeting: 1 s of audio, made at once, played from 0 to 1000 ms.
+        gate.utterance_begins();
+        gate.utterance_ends(1000);
+        feed(&mut gate, 4000);
+        // The agent speaks at 4000 ms; the detector, behind, reports speech from 3900 ms.
+        gate.utterance_begins();
+        feed(&mut gate, 300);
+        assert!(!gate.started(3900), "began before the agent's speech");
+        assert!(!gate.stopped(), "its stop goes unreported too");
+        // Speech begun during it is a barge-in, and its stop is reported.
+        assert!(gate.started(4200));
+        assert!(gate.stopped());
+    }
+
+    #[test]
+    fn an_utterance_begun_while_earlier_audio_plays_continues_the_stretch() {
+        let mut gate = BargeIn::new(AudioFormat::Pcm16 { rate: 8000 });
+        feed(&mut gate, 1000);
+        // 3 s of audio made by 1100 ms, so it plays until 4000 ms.
+        gate.utterance_begins();
+        feed(&mut gate, 100);
+        gate.utterance_ends(3000);
+        feed(&mut gate, 1900);
+        // At 3000 ms something more is said; speech from 2500 ms barged into the first.
+        gate.utterance_begins();
+        assert!(gate.started(2500));
+        assert!(!gate.started(900), "before the stretch");
+        // Once cut, nothing plays: what is said next begins a new stretch.
+        gate.cut();
+        feed(&mut gate, 500);
+        gate.utterance_begins();
+        assert!(!gate.started(3200));
+        assert!(gate.started(3500));
+    }
 
     #[test]
     fn hints_choose_grammar_or_large_vocabulary() {

@@ -15,7 +15,7 @@ use tracing::Instrument;
 use super::CALL_RATES;
 use super::config::OfflineConfig;
 use super::espeak::{self, Espeak};
-use super::listen::{Heard, Recognition, listen};
+use super::listen::{BargeIn, Heard, Recognition, listen};
 use super::sphinx::{LazyRecogniser, Recogniser};
 use super::vad::{Vad, VadEvent};
 use super::{
@@ -124,6 +124,7 @@ impl OfflineProvider {
             },
             events: ev_tx,
             detector: audio_tx,
+            barge_in: BargeIn::new(settings.input_format),
             expect: expect_tx,
             caller_turns: 0,
             speaking: None,
@@ -199,6 +200,8 @@ struct Utterance {
 /// Sent by a synthesis task when it has emitted all its audio (or failed).
 struct SynthDone {
     item_id: String,
+    /// How much audio it emitted.
+    audio_bytes: usize,
     result: Result<(), String>,
 }
 
@@ -210,6 +213,8 @@ struct Actor {
     events: mpsc::Sender<ModelEvent>,
     /// Caller audio to the listening task.
     detector: mpsc::Sender<Vec<u8>>,
+    /// Which speech starts the listening task reports are barge-ins.
+    barge_in: BargeIn,
     /// The agent's latest hint, for the listening task.
     expect: watch::Sender<Expectation>,
     /// Caller turns transcribed so far (their item ids).
@@ -270,6 +275,7 @@ impl Actor {
         }
         self.next_item += 1;
         let item_id = format!("offline_{}", self.next_item);
+        self.barge_in.utterance_begins();
         let synth = synthesize(
             self.espeak.clone(),
             self.speech_out.clone(),
@@ -304,6 +310,8 @@ impl Actor {
     }
 
     async fn cancel(&mut self) -> bool {
+        // The call stops playing what it has of ours, too.
+        self.barge_in.cut();
         if self.stop_speaking() {
             self.emit(ModelEvent::ResponseDone {
                 status: ResponseStatus::Cancelled,
@@ -317,6 +325,8 @@ impl Actor {
     /// A change of the caller's speaking state, from the detector.
     async fn on_voice(&mut self, change: VadEvent) -> bool {
         match change {
+            VadEvent::Started { at_ms } if !self.barge_in.started(at_ms) => true,
+            VadEvent::Stopped { .. } if !self.barge_in.stopped() => true,
             VadEvent::Started { at_ms } => {
                 // Barge-in: like a remote model with interrupt_response, stop talking.
                 self.emit(ModelEvent::SpeechStarted {
@@ -338,7 +348,10 @@ impl Actor {
         match cmd {
             Command::Audio(frame) => {
                 // A detector far behind loses frames rather than holding up the call.
-                let _ = self.detector.try_send(frame);
+                let bytes = frame.len();
+                if self.detector.try_send(frame).is_ok() {
+                    self.barge_in.fed(bytes);
+                }
                 true
             }
             Command::Say(text) => {
@@ -373,6 +386,8 @@ impl Actor {
         let Some(current) = self.speaking.take_if(|u| u.item_id == done.item_id) else {
             return true;
         };
+        self.barge_in
+            .utterance_ends(self.speech_out.format.duration_ms(done.audio_bytes));
         let alive = match done.result {
             Ok(()) => {
                 self.emit(ModelEvent::Transcript {
@@ -416,8 +431,10 @@ async fn synthesize(
     done: mpsc::Sender<SynthDone>,
 ) {
     let format = out.format;
+    let mut audio_bytes = 0;
     let result = espeak
         .speak(&out.voice, format, &text, |data| {
+            audio_bytes += data.len();
             let event = ModelEvent::Audio {
                 item_id: item_id.clone(),
                 data,
@@ -427,5 +444,11 @@ async fn synthesize(
             async move { events.send(event).await.is_ok() }
         })
         .await;
-    let _ = done.send(SynthDone { item_id, result }).await;
+    let _ = done
+        .send(SynthDone {
+            item_id,
+            audio_bytes,
+            result,
+        })
+        .await;
 }

@@ -250,6 +250,7 @@ impl CascadeProvider {
             greeting: settings.greeting,
             events,
             detector,
+            input_format: settings.input_format,
             expect,
             stt,
         });

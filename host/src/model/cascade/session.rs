@@ -28,7 +28,7 @@ use super::sentences::SentenceSplitter;
 use super::stt::{SttEvent, SttInput};
 use super::tts::{TextToSpeech, TtsEvent, TtsInput, TtsStream};
 use crate::domain::usage::{self, UsageItem};
-use crate::model::listen::Heard;
+use crate::model::listen::{BargeIn, Heard};
 use crate::model::vad::VadEvent;
 use crate::model::{
     AudioFormat, CloseReason, Command, ErrorKind, Expectation, ModelEvent, ProviderError,
@@ -89,6 +89,8 @@ pub(super) struct Opened {
     pub events: mpsc::Sender<ModelEvent>,
     /// Caller audio to the listening task (voice detection, and the local recogniser).
     pub detector: mpsc::Sender<Vec<u8>>,
+    /// The caller audio's format.
+    pub input_format: AudioFormat,
     pub expect: watch::Sender<Expectation>,
     /// Caller audio to a speech-to-text service, converted to its rate; `None` when the
     /// local recogniser listens.
@@ -175,6 +177,8 @@ pub(super) struct Session {
     history: History,
     events: mpsc::Sender<ModelEvent>,
     detector: mpsc::Sender<Vec<u8>>,
+    /// Which speech starts the detector reports are barge-ins.
+    barge_in: BargeIn,
     expect: watch::Sender<Expectation>,
     stt: Option<SttFeed>,
     answer: Option<Answer>,
@@ -252,6 +256,7 @@ impl Session {
             history: opened.history,
             events: opened.events,
             detector: opened.detector,
+            barge_in: BargeIn::new(opened.input_format),
             expect: opened.expect,
             stt: opened.stt,
             answer: None,
@@ -323,6 +328,7 @@ impl Session {
         let mut answer = self.answer_for(item_id, None, false);
         answer.text = text.clone();
         answer.tts = Some(self.open_tts(vec![TtsInput::Text(text), TtsInput::End]));
+        self.barge_in.utterance_begins();
         self.answer = Some(answer);
     }
 
@@ -406,7 +412,10 @@ impl Session {
                     // A service far behind loses audio rather than holding up the call.
                     let _ = stt.input.try_send(SttInput::Audio(audio));
                 }
-                let _ = self.detector.try_send(frame);
+                let bytes = frame.len();
+                if self.detector.try_send(frame).is_ok() {
+                    self.barge_in.fed(bytes);
+                }
                 true
             }
             Command::Say(text) => {
@@ -421,7 +430,10 @@ impl Session {
                 self.truncate(&item_id, audio_end_ms);
                 true
             }
-            Command::CancelResponse => self.cancel().await,
+            Command::CancelResponse => {
+                self.barge_in.cut();
+                self.cancel().await
+            }
             Command::Update(update) => {
                 self.instructions = update.instructions;
                 self.tools = update.tools;
@@ -443,7 +455,12 @@ impl Session {
         match heard {
             Heard::Voice(VadEvent::Started { at_ms }) => {
                 self.tell_stt(SttInput::SpeechStarted);
-                // Barge-in: stop talking at once, as a speech-to-speech model does.
+                if !self.barge_in.started(at_ms) {
+                    return true;
+                }
+                // Barge-in: stop talking at once, as a speech-to-speech model does. The call
+                // stops playing what it has of ours, too.
+                self.barge_in.cut();
                 self.emit(ModelEvent::SpeechStarted {
                     audio_start_ms: Some(at_ms),
                 })
@@ -453,6 +470,9 @@ impl Session {
             Heard::Voice(VadEvent::Stopped { at_ms }) => {
                 self.tell_stt(SttInput::SpeechStopped);
                 self.speech_stopped = Some(Instant::now());
+                if !self.barge_in.stopped() {
+                    return true;
+                }
                 self.emit(ModelEvent::SpeechStopped {
                     audio_end_ms: Some(at_ms),
                 })
@@ -548,6 +568,7 @@ impl Session {
         let item_id = self.new_item();
         let mut answer = self.answer_for(item_id, Some(stream), true);
         answer.clock.asked = Some(Instant::now());
+        self.barge_in.utterance_begins();
         self.answer = Some(answer);
     }
 
@@ -787,6 +808,8 @@ impl Session {
             return true;
         }
         let answer = self.answer.take().expect("checked");
+        self.barge_in
+            .utterance_ends(self.output_format.duration_ms(answer.audio_bytes));
         if !answer.text.is_empty() {
             self.history.agent(&answer.item_id, &answer.text);
         }
@@ -918,6 +941,7 @@ impl Session {
         };
         self.queued.clear();
         let audio_ms = self.output_format.duration_ms(answer.audio_bytes);
+        self.barge_in.utterance_ends(audio_ms);
         let whole = answer.tts_done;
         let pace = self.pace.chars_per_second();
         let voiced = heard_words(&answer.text, whole.then_some(audio_ms), audio_ms, pace);
