@@ -76,8 +76,13 @@ async fn agents_python_sandbox_refuses_files_sockets_and_exit() {
     eprintln!("sandbox-py: open -> {read}; connect -> {connect}");
 
     // sys.exit() is not a way out of the sandbox: the hook faults and the host's fallback runs.
+    // (The budget is the hook's time in the guest: on a loaded machine the interpreter's exit
+    // path can run past it before it traps.)
     let fault = call.dtmf("9").await.unwrap_err();
-    assert_eq!(fault.kind, FaultKind::Trap, "{fault:?}");
+    assert!(
+        matches!(fault.kind, FaultKind::Trap | FaultKind::CpuBudget),
+        "{fault:?}"
+    );
     let after = call.dtmf("1").await.unwrap_err();
     assert_eq!(after.kind, FaultKind::Poisoned, "{after:?}");
 }
