@@ -125,6 +125,10 @@ export const mcp = {
    * the ones the model should have in the session's tools to offer only those; list none of
    * them to offer all. */
   tools: () => mcpImport.tools(),
+  /** In `onStart`: let the model call MCP tool `tool` (a name from `tools()`) by `name`.
+   * Returns the tool under that name, to put in the session's tools; `onEvent` still sees the
+   * server's own names. */
+  rename: (tool, name) => host(() => mcpImport.rename(String(tool), String(name))),
   /** During `onEvent` of an MCP call: refuse it; the model gets `reason` as the error. */
   veto: (reason) => host(() => mcpImport.veto(String(reason))),
 };

@@ -17,6 +17,13 @@ def tools() -> list:
     return _mcp.tools()
 
 
+def rename(tool: str, name: str):
+    """In `on_start`: let the model call MCP tool `tool` (a name from `tools()`) by `name`.
+    Returns the tool record under that name, to pass in `mcp_tools`; `on_event` still sees the
+    server's own names."""
+    return host_call(_mcp.rename, tool, name)
+
+
 def veto(reason: str) -> None:
     """During `on_event` of an MCP call: refuse it; the model gets `reason` as the error."""
     host_call(_mcp.veto, reason)

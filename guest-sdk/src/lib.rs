@@ -343,6 +343,13 @@ pub mod mcp {
         host::tools()
     }
 
+    /// In `on_start`: let the model call MCP tool `tool` (a name from [`tools`]) by `name`.
+    /// Returns the tool under that name, to put in `SessionConfig::tools`. `on_event` still
+    /// sees the server's own names.
+    pub fn rename(tool: &str, name: &str) -> Result<Tool, Error> {
+        host::rename(tool, name)
+    }
+
     /// During `on_event(CallEvent::McpCall(..))`: refuse that call; the model gets `reason` as
     /// the tool's error, and the server never sees the call.
     pub fn veto(reason: &str) -> Result<(), Error> {

@@ -205,14 +205,18 @@ async fn mcp_a_server_down_at_listing_has_no_tools_until_a_later_try_in_the_back
 }
 
 /// The Python and JavaScript helper libraries: each fixture agent offers only the MCP tool it
-/// chose from `mcp.tools()` and vetoes a VIP booking in `on-event(mcp-call)`.
+/// chose from `mcp.tools()` (the JavaScript one renamed with `mcp.rename`) and vetoes a VIP
+/// booking in `on-event(mcp-call)`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mcp_python_and_javascript_agents_choose_and_veto_mcp_tools() {
     if !mcp_servers::available() {
         return;
     }
     let bookings = Bookings::start(None).await;
-    for (agent, language) in [("mcp-agent-py", "python"), ("mcp-agent-js", "js")] {
+    for (agent, language, name) in [
+        ("mcp-agent-py", "python", "bookings__book_table"),
+        ("mcp-agent-js", "js", "reserve_table"),
+    ] {
         let wasm = interpreted_agent(&repo_root().join("tests/fixtures").join(agent));
         let manifest = tempfile::NamedTempFile::new().unwrap();
         let text = format!(
@@ -234,7 +238,15 @@ async fn mcp_python_and_javascript_agents_choose_and_veto_mcp_tools() {
             panic!("{agent} rejected the call");
         };
         let offered: Vec<&str> = config.tools.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(offered, ["bookings__book_table"], "{agent}");
+        assert_eq!(offered, [name], "{agent}");
+        // The host knows where a renamed tool goes; the schema is the server's.
+        let renames = call.session.mcp_renames();
+        if name != "bookings__book_table" {
+            assert_eq!(renames[name], "bookings__book_table", "{agent}");
+        } else {
+            assert!(renames.is_empty(), "{agent}: {renames:?}");
+        }
+        assert!(config.tools[0].parameters.contains("\"day\""), "{agent}");
         let booking = |name: &str| Notification::McpCall {
             server: "bookings".into(),
             tool: "book_table".into(),
@@ -248,6 +260,52 @@ async fn mcp_python_and_javascript_agents_choose_and_veto_mcp_tools() {
         );
         let (_, veto) = call.session.mcp_call(&booking("Ann")).await.unwrap();
         assert_eq!(veto, None, "{agent}");
+    }
+}
+
+/// `mcp.rename` refuses a tool the servers do not list and a name another MCP tool has; the
+/// agent hears why (the fixture puts it in its instructions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_rename_refuses_unknown_tools_and_taken_names() {
+    if !mcp_servers::available() {
+        return;
+    }
+    let bookings = Bookings::start(None).await;
+    // The harness wants <name>.wasm beside <name>.toml.
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("mcp-agent.wasm");
+    std::fs::copy(fixture("mcp-agent"), &wasm).unwrap();
+    for (rename, why) in [
+        ("bookings__nope=table", "no MCP tool `bookings__nope`"),
+        (
+            "bookings__book_table=bookings__slow",
+            "`bookings__slow` already names an MCP tool",
+        ),
+        (
+            "bookings__book_table=book table",
+            "must be 1-64 of [a-zA-Z0-9_-]",
+        ),
+    ] {
+        let file = dir.path().join("mcp-agent.toml");
+        let text = renaming(manifest(&[bookings_entry(&bookings)]), rename);
+        std::fs::write(&file, text).unwrap();
+        let config = AgentsConfig {
+            cache_dir: Some(agent_cache()),
+            ..AgentsConfig::default()
+        };
+        let harness = Harness::load_with(&wasm, &file, config, BTreeMap::new())
+            .await
+            .unwrap();
+        let mut call = harness.call("+15550100", NUMBER).await.unwrap();
+        let StartOutcome::Accept { config, .. } = call.start().await.unwrap() else {
+            panic!("{rename}: rejected");
+        };
+        assert!(
+            config.instructions.starts_with("rename refused") && config.instructions.contains(why),
+            "{rename}: {}",
+            config.instructions
+        );
+        assert!(call.session.mcp_renames().is_empty(), "{rename}");
     }
 }
 
@@ -271,6 +329,15 @@ fn manifest(servers: &[(&str, String, String, Option<&str>)]) -> String {
         }
     }
     text
+}
+
+/// `manifest` with the fixture's `rename` config set (`TOOL=NAME`).
+fn renaming(manifest: String, rename: &str) -> String {
+    manifest.replacen(
+        "[capabilities]\n",
+        "[capabilities]\nconfig = [\"rename\"]\n",
+        1,
+    ) + &format!("[config]\nrename = \"{rename}\"\n")
 }
 
 fn bookings_entry(bookings: &Bookings) -> (&'static str, String, String, Option<&'static str>) {
@@ -484,6 +551,71 @@ async fn mcp_agent_vetoes_a_call_and_the_server_never_sees_it() {
         [json!({"error": "VIP bookings go through the front desk"}).to_string()]
     );
     assert!(bookings.calls().is_empty(), "{:?}", bookings.calls());
+}
+
+/// An agent renames `bookings__book_table` to `reserve_table` in on-start: the model is offered
+/// it under that name only, its calls reach the bookings server's `book_table`, and the agent
+/// still sees the server's own names (its veto works on the renamed tool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_a_tool_renamed_in_on_start_is_offered_and_routed_under_its_new_name() {
+    if !mcp_servers::available() || !require("baresip") {
+        return;
+    }
+    let bookings = Bookings::start(Some(TOKEN)).await;
+    let fake = model(vec![
+        tool_call("reserve_table", json!({"name": "Ann", "day": "Friday"})),
+        tool_call(
+            "reserve_table",
+            json!({"name": "VIP Smith", "day": "Friday"}),
+        ),
+    ])
+    .await;
+    let manifest = renaming(
+        manifest(&[bookings_entry(&bookings)]),
+        "bookings__book_table=reserve_table",
+    );
+    let mut host = start_host(&fake, manifest);
+    let phone = phone().await;
+    let mut ctrl = dial(&phone, NUMBER, host.sip_port).await;
+
+    host.expect(&["ToolCall", "reserve_table"], 30);
+    host.expect(&["ToolResult", "ok: true"], 10);
+    host.expect(&["ToolResult", "ok: false", "VIP bookings"], 10);
+    host.expect(&["Transcript", "Agent", "Anything else?"], 10);
+    ctrl.command("hangup", "").await;
+    host.expect(&["call ended", "CallerHangup"], 10);
+
+    let offered = offered(&fake);
+    assert!(offered.iter().any(|o| o == "reserve_table"), "{offered:?}");
+    assert!(
+        !offered.iter().any(|o| o == "bookings__book_table"),
+        "{offered:?}"
+    );
+    let seen = bookings.calls();
+    assert_eq!(
+        seen.len(),
+        1,
+        "only Ann's booking reaches the server: {seen:?}"
+    );
+    assert_eq!(seen[0]["tool"], "book_table");
+    assert_eq!(
+        seen[0]["arguments"],
+        json!({"name": "Ann", "day": "Friday"})
+    );
+    assert_eq!(
+        outputs(&fake),
+        [
+            "Booked a table for Ann on Friday, confirmation B-42.".to_string(),
+            json!({"error": "VIP bookings go through the front desk"}).to_string()
+        ]
+    );
+    let record = only_call_record(host.http).await;
+    let events = events_of(&record);
+    let calls: Vec<&str> = find(&events, "tool-call")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(calls, ["reserve_table", "reserve_table"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

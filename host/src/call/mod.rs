@@ -315,28 +315,31 @@ fn offer_end_call(deps: &CallDeps, version: &AgentVersion, config: &mut SessionC
 
 /// Offer the model the MCP tools of the agent's version: the ones the agent put in its session
 /// config (it read them with `mcp.tools()` in on-start and kept those it wants, with its own
-/// descriptions), or, when it named none of them, all of them beside its own tools. Returns
-/// where each offered tool goes; the call keeps this set to its end.
-/// (The catalog is taken apart from its session, which must not be borrowed across an await.)
+/// descriptions, maybe under names it gave with `mcp.rename`), or, when it named none of them,
+/// all of them beside its own tools. Returns where each offered tool goes; the call keeps this
+/// set to its end. (The catalog and the renames are taken apart from their session, which must
+/// not be borrowed across an await.)
 async fn offer_mcp_tools(
     catalog: Arc<crate::mcp::Catalog>,
+    renames: HashMap<String, String>,
     config: &mut SessionConfig,
 ) -> McpRoutes {
     if catalog.is_empty() {
         return McpRoutes::new();
     }
     let tools = catalog.tools().await;
-    let route = |t: &crate::mcp::McpTool| {
-        let to = McpRoute {
-            server: t.server.clone(),
-            tool: t.tool.clone(),
-        };
-        (t.name.clone(), to)
+    let route = |t: &crate::mcp::McpTool| McpRoute {
+        server: t.server.clone(),
+        tool: t.tool.clone(),
     };
-    let chosen: McpRoutes = tools
+    let chosen: McpRoutes = config
+        .tools
         .iter()
-        .filter(|t| config.tools.iter().any(|own| own.name == t.name))
-        .map(route)
+        .filter_map(|own| {
+            let listed = renames.get(&own.name).unwrap_or(&own.name);
+            let tool = tools.iter().find(|t| t.name == *listed)?;
+            Some((own.name.clone(), route(tool)))
+        })
         .collect();
     if !chosen.is_empty() {
         return chosen;
@@ -356,8 +359,7 @@ async fn offer_mcp_tools(
             description: tool.description.clone(),
             parameters: tool.parameters.clone(),
         });
-        let (name, to) = route(tool);
-        routes.insert(name, to);
+        routes.insert(tool.name.clone(), route(tool));
     }
     routes
 }
@@ -394,7 +396,8 @@ async fn start_handed_off(
             actions,
         }) => {
             let end_call = offer_end_call(&deps, &version, &mut config);
-            let mcp_tools = offer_mcp_tools(agent.mcp().clone(), &mut config).await;
+            let mcp_tools =
+                offer_mcp_tools(agent.mcp().clone(), agent.mcp_renames(), &mut config).await;
             deps.set_agent(&info.call_id, version.name());
             Ok(NewAgent {
                 agent,
@@ -437,7 +440,8 @@ async fn start_agent(
                 actions,
             }) => {
                 let end_call = offer_end_call(deps, version, &mut config);
-                let mcp_tools = offer_mcp_tools(agent.mcp().clone(), &mut config).await;
+                let mcp_tools =
+                    offer_mcp_tools(agent.mcp().clone(), agent.mcp_renames(), &mut config).await;
                 return Started::Run(Box::new(Accepted {
                     agent,
                     config,

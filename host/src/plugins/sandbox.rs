@@ -127,7 +127,7 @@ impl Sandbox {
             });
         }
         let state = self.store.data_mut();
-        state.host.begin_hook();
+        state.host.begin_hook(hook);
         state.hook_started = Some(Instant::now());
         Ok(())
     }

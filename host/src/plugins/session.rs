@@ -4,6 +4,7 @@
 //! A hook that traps, overruns its budget or breaks a size cap poisons the session: it returns
 //! an [`AgentFault`] and no further hook is entered. Other sessions are never affected.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::bindings::v0_2::switchboard::agent::types::CallEvent;
@@ -225,6 +226,12 @@ impl AgentSession {
     /// The MCP tools of this call's agent version (listed once per version).
     pub fn mcp(&self) -> &Arc<crate::mcp::Catalog> {
         &self.version.ctx.mcp
+    }
+
+    /// The MCP tools the agent renamed in on-start (`mcp.rename`): its name for each to the
+    /// catalog's.
+    pub fn mcp_renames(&self) -> HashMap<String, String> {
+        self.sandbox.store.data().host.mcp_renames.clone()
     }
 
     /// The requests other than actions (outcome, expectation hints) the agent made, in order, in

@@ -85,6 +85,20 @@ pub(crate) fn check_action(action: &Action) -> Result<(), String> {
     }
 }
 
+/// A tool name the model providers take: 1-64 of `[a-zA-Z0-9_-]`.
+pub(crate) fn check_tool_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= caps::MAX_TOOL_NAME
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("tool name `{name}` must be 1-64 of [a-zA-Z0-9_-]"))
+    }
+}
+
 pub(crate) fn check_config(c: &SessionConfig) -> Result<(), String> {
     over("instructions", c.instructions.len(), caps::MAX_INSTRUCTIONS)?;
     over(
@@ -99,18 +113,7 @@ pub(crate) fn check_config(c: &SessionConfig) -> Result<(), String> {
         return Err(format!("{} tools (cap {})", c.tools.len(), caps::MAX_TOOLS));
     }
     for tool in &c.tools {
-        let name_ok = !tool.name.is_empty()
-            && tool.name.len() <= caps::MAX_TOOL_NAME
-            && tool
-                .name
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
-        if !name_ok {
-            return Err(format!(
-                "tool name `{}` must be 1-64 of [a-zA-Z0-9_-]",
-                tool.name
-            ));
-        }
+        check_tool_name(&tool.name)?;
         over(
             "tool description",
             tool.description.len(),

@@ -14,6 +14,7 @@ mod kv;
 mod log;
 mod mcp;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,10 +40,14 @@ pub(crate) struct HostCtx {
     pub requests: Vec<AgentRequest>,
     /// Time spent in host imports during the current hook.
     pub in_host: Duration,
+    /// The hook running (`on-start`, `on-event`, ...).
+    pub hook: &'static str,
     /// The current hook is `on-event(mcp-call)`: `mcp.veto` may refuse that call.
     pub in_mcp_call: bool,
     /// Why the agent refused the MCP call, when it did (`mcp.veto`).
     pub veto: Option<String>,
+    /// MCP tools renamed in on-start (`mcp.rename`): the model's name to the catalog's.
+    pub mcp_renames: HashMap<String, String>,
 }
 
 impl HostCtx {
@@ -55,13 +60,16 @@ impl HostCtx {
             effects: Vec::new(),
             requests: Vec::new(),
             in_host: Duration::ZERO,
+            hook: "",
             in_mcp_call: false,
             veto: None,
+            mcp_renames: HashMap::new(),
         }
     }
 
     /// Reset for a new hook.
-    pub fn begin_hook(&mut self) {
+    pub fn begin_hook(&mut self, hook: &'static str) {
+        self.hook = hook;
         self.effects.clear();
         self.requests.clear();
         self.in_host = Duration::ZERO;
