@@ -158,6 +158,11 @@ impl Config {
         }
         crate::outbox::config::validate(&config.webhooks)
             .map_err(|e| anyhow::anyhow!("{origin}: [[webhooks]]: {e}"))?;
+        config
+            .calls
+            .amd
+            .check()
+            .map_err(|e| anyhow::anyhow!("{origin}: [calls.amd] {e}"))?;
         if let Some(cascade) = &config.model.cascade {
             cascade
                 .validate()
@@ -207,6 +212,7 @@ fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> any
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::amd::AmdConfig;
 
     #[test]
     fn the_secure_example_serves_tls_with_srtp_required() {
@@ -311,6 +317,32 @@ mod tests {
         let short_key = telnyx.replace("A6EHv/", "");
         let err = Config::parse(&format!("{short_key}{public}"), "my.toml", []).unwrap_err();
         assert!(format!("{err:#}").contains("public-key"), "{err:#}");
+    }
+
+    #[test]
+    fn answering_machine_thresholds_are_read_and_checked() {
+        let c =
+            Config::parse("[calls.amd]\nmax-human-greeting-ms = 1500\n", "my.toml", []).unwrap();
+        assert_eq!(c.calls.amd.max_human_greeting_ms, 1500);
+        assert_eq!(
+            c.calls.amd.end_silence_ms,
+            AmdConfig::default().end_silence_ms
+        );
+        for (bad, why) in [
+            (
+                "min-beep-hz = 2500\nmax-beep-hz = 1000",
+                "min-beep-hz (2500) must be below",
+            ),
+            ("onset-ms = 0", "onset-ms must be above 0"),
+            (
+                "max-human-greeting-ms = 7000",
+                "no greeting could ever be a machine's",
+            ),
+            ("beep-hz = 1000", "unknown field `beep-hz`"),
+        ] {
+            let err = Config::parse(&format!("[calls.amd]\n{bad}\n"), "my.toml", []).unwrap_err();
+            assert!(format!("{err:#}").contains(why), "{bad}: {err:#}");
+        }
     }
 
     #[test]

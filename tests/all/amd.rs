@@ -62,17 +62,73 @@ pub(crate) fn machine_greeting() -> (amd_set::Labelled, tempfile::TempDir, Strin
         .max_by_key(|l| l.beep_ms.map(|(at, _)| at))
         .filter(|l| l.beep_ms.is_some())
         .expect("a machine greeting with a beep");
-    let dir = tempdir("amd-machine");
+    as_sipp_audio(greeting)
+}
+
+/// A generated person's greeting ("Hello, who is this?" and such, then silence), the first of
+/// the set the detection test uses, as raw mu-law for SIPp.
+fn person_greeting() -> (amd_set::Labelled, tempfile::TempDir, String) {
+    let set = amd_set::build("amd-ci", "test", (4, 4));
+    let person = set
+        .into_iter()
+        .find(|l| !l.machine)
+        .expect("a person in the set");
+    as_sipp_audio(person)
+}
+
+/// The recording as raw mu-law in a folder of its own, and SIPp's `-key audio` value for it.
+fn as_sipp_audio(l: amd_set::Labelled) -> (amd_set::Labelled, tempfile::TempDir, String) {
+    let dir = tempdir("amd-greeting");
     let raw = dir.path().join("greeting.ul");
     let status = std::process::Command::new("sox")
-        .arg(&greeting.path)
+        .arg(&l.path)
         .args(["-t", "ul"])
         .arg(&raw)
         .status()
         .expect("run sox");
     assert!(status.success());
     let key = format!("{},1,0", raw.display());
-    (greeting, dir, key)
+    (l, dir, key)
+}
+
+/// PCMU packets one way, as (capture time, samples).
+type Audio = Vec<(Duration, Vec<i16>)>;
+
+/// The PCMU RTP of a capture, each way: what the callee sent us and what we sent it; ours are
+/// the packets to or from `rtp_ports`.
+fn pcmu_each_way(
+    packets: &[crate::support::pcap::Packet],
+    rtp_ports: (u16, u16),
+) -> (Audio, Audio) {
+    let ours = |p: u16| (rtp_ports.0..=rtp_ports.1).contains(&p);
+    let rtp = |to_us: bool| -> Audio {
+        packets
+            .iter()
+            .filter(|p| {
+                if to_us {
+                    ours(p.dst_port)
+                } else {
+                    ours(p.src_port)
+                }
+            })
+            .filter(|p| p.payload.len() > 12 && p.payload[0] >> 6 == 2 && p.payload[1] & 0x7f == 0)
+            .map(|p| {
+                let header = 12 + 4 * usize::from(p.payload[0] & 0x0f);
+                let pcm = p.payload[header..]
+                    .iter()
+                    .map(|&b| ulaw_decode(b))
+                    .collect();
+                (p.at, pcm)
+            })
+            .collect()
+    };
+    (rtp(true), rtp(false))
+}
+
+/// Speech rather than silence or comfort noise.
+fn loud(samples: &[i16]) -> bool {
+    let energy: f64 = samples.iter().map(|&x| f64::from(x).powi(2)).sum();
+    (energy / samples.len() as f64).sqrt() > 300.0
 }
 
 /// The call's events of `kind`, in order.
@@ -186,31 +242,8 @@ async fn amd_a_message_is_left_after_the_beep() {
         sipp_errors(sipp_dir.path())
     );
 
-    // PCMU RTP each way, as (capture time, samples).
     let packets = capture.stop().await;
-    let ours = |p: u16| (rtp_min..=rtp_max).contains(&p);
-    let rtp = |to_us: bool| -> Vec<(Duration, Vec<i16>)> {
-        packets
-            .iter()
-            .filter(|p| {
-                if to_us {
-                    ours(p.dst_port)
-                } else {
-                    ours(p.src_port)
-                }
-            })
-            .filter(|p| p.payload.len() > 12 && p.payload[0] >> 6 == 2 && p.payload[1] & 0x7f == 0)
-            .map(|p| {
-                let header = 12 + 4 * usize::from(p.payload[0] & 0x0f);
-                let pcm = p.payload[header..]
-                    .iter()
-                    .map(|&b| ulaw_decode(b))
-                    .collect();
-                (p.at, pcm)
-            })
-            .collect()
-    };
-    let (callee, sent) = (rtp(true), rtp(false));
+    let (callee, sent) = pcmu_each_way(&packets, host.rtp_ports());
     // The beep's end in the callee's packets (the detector finds it to within 10 ms: see
     // amd_bench), at the capture time of the packet that carries it.
     let callee_pcm: Vec<i16> = callee.iter().flat_map(|(_, s)| s.clone()).collect();
@@ -229,10 +262,6 @@ async fn amd_a_message_is_left_after_the_beep() {
     let beep_end = callee[packet].0;
     // Our first loud packet after the greeting ("Hello?", over long before the beep) starts
     // the message.
-    let loud = |s: &[i16]| {
-        let rms = (s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / s.len() as f64).sqrt();
-        rms > 300.0
-    };
     let greeting_over = callee[0].0 + Duration::from_secs(2);
     let message: Vec<&(Duration, Vec<i16>)> = sent
         .iter()
@@ -253,5 +282,124 @@ async fn amd_a_message_is_left_after_the_beep() {
         message.len() >= 100,
         "only {} ms of message: {detail}",
         message.len() * 20
+    );
+}
+
+/// A person answers ("Hello, who is this?", then silence) a call that asked for detection:
+/// on the wire, the agent's greeting is not held for the verdict, so the person hears the
+/// agent within 1.5 s of their first words (here before them); the verdict is a person's, and
+/// the agent's words for a person follow it.
+#[tokio::test]
+async fn amd_a_person_hears_the_agent_within_1_5_s_of_their_first_words() {
+    if !require("sipp") || !require("tcpdump") {
+        return;
+    }
+    let (person, dir, audio) = person_greeting();
+    let host = Host::builder()
+        .agent(
+            "voicemail",
+            fixture("voicemail"),
+            "name = \"voicemail\"\nnumbers = [\"4100\"]\n".into(),
+        )
+        .calls("codecs = [\"pcmu\"]")
+        .start();
+    let (rtp_min, rtp_max) = host.rtp_ports();
+    let capture = Capture::start(dir.path(), &format!("udp portrange {rtp_min}-{rtp_max}"));
+    let api = Api::new(host.http, None);
+    let (mut sipp, sipp_dir, port) =
+        sipp_callee_with(Some("uas_machine.xml"), &["-key", "audio", &audio]);
+    let id = api
+        .place_call(
+            &json!({"to": format!("sip:person@127.0.0.1:{port}"), "agent": "voicemail",
+                    "from": "4100", "detect_machine": true}),
+        )
+        .await;
+    // The verdict, then the agent's words for a person, played.
+    let detail = api
+        .poll(&format!("/v1/calls/{id}"), Duration::from_secs(20), |d| {
+            has_event(d, "actions")
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let hangup = api
+        .post(&format!("/v1/calls/{id}/hangup"), &json!({}))
+        .await;
+    assert!(hangup.status < 300, "{}", hangup.text);
+    let verdict = events(&detail, "machine-detection").remove(0);
+    assert_eq!(verdict["data"]["verdict"], "human", "{detail}");
+    let seq = |e: &Value| e["seq"].as_u64().unwrap();
+    let for_person = events(&detail, "actions").remove(0);
+    assert!(seq(&verdict) < seq(&for_person), "{detail}");
+    assert!(
+        for_person.to_string().contains("This is the clinic."),
+        "{for_person}"
+    );
+    assert_eq!(
+        sipp.wait(Duration::from_secs(15)).await,
+        Some(0),
+        "SIPp: {}",
+        sipp_errors(sipp_dir.path())
+    );
+
+    let packets = capture.stop().await;
+    let (callee, sent) = pcmu_each_way(&packets, host.rtp_ports());
+    // The recording starts with the callee's first packet: their first words are
+    // `speech_start_ms` into it.
+    let words = callee[0].0 + Duration::from_millis(person.speech_start_ms);
+    let heard = sent
+        .iter()
+        .find(|(_, s)| loud(s))
+        .expect("the agent on the wire")
+        .0;
+    let first_ms = |at: Duration| at.as_millis() as i64 - callee[0].0.as_millis() as i64;
+    println!(
+        "the person speaks at {} ms, the agent is heard from {} ms (after the callee's first \
+         packet), the verdict at {} ms of audio",
+        first_ms(words),
+        first_ms(heard),
+        verdict["data"]["at_ms"]
+    );
+    assert!(
+        heard <= words + Duration::from_millis(1500),
+        "the agent was first heard {} ms after the person's first words",
+        heard.as_millis() as i64 - words.as_millis() as i64
+    );
+}
+
+/// `[calls.amd]` thresholds reach the detector: a person's greeting of about a second, taken
+/// for a person with the defaults, is a machine's once `max-human-greeting-ms` is 500.
+#[tokio::test]
+async fn amd_thresholds_come_from_the_configuration() {
+    if !require("sipp") {
+        return;
+    }
+    let (_person, _dir, audio) = person_greeting();
+    let host = Host::builder()
+        .examples(&["menu"])
+        .calls("codecs = [\"pcmu\"]\n[calls.amd]\nmax-human-greeting-ms = 500")
+        .start();
+    let api = Api::new(host.http, None);
+    let (mut sipp, sipp_dir, port) =
+        sipp_callee_with(Some("uas_machine.xml"), &["-key", "audio", &audio]);
+    let id = api
+        .place_call(
+            &json!({"to": format!("sip:person@127.0.0.1:{port}"), "agent": "menu",
+                    "from": "4000", "detect_machine": true}),
+        )
+        .await;
+    let detail = api
+        .poll(&format!("/v1/calls/{id}"), Duration::from_secs(20), |d| {
+            has_event(d, "machine-detection")
+        })
+        .await;
+    api.post(&format!("/v1/calls/{id}/hangup"), &json!({}))
+        .await;
+    let verdict = events(&detail, "machine-detection").remove(0);
+    assert_eq!(verdict["data"]["verdict"], "machine", "{verdict}");
+    assert_eq!(
+        sipp.wait(Duration::from_secs(15)).await,
+        Some(0),
+        "SIPp: {}",
+        sipp_errors(sipp_dir.path())
     );
 }

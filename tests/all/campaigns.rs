@@ -14,7 +14,7 @@ use crate::support::api::{Api, agent_lines};
 use crate::support::host::{Host, HostBuilder};
 use crate::support::ports::free_port;
 use crate::support::process::{Proc, require};
-use crate::support::sipp::{scenario, spawn_sipp};
+use crate::support::sipp::{scenario, spawn_sipp, uac_args};
 use crate::support::tempdir;
 use crate::support::webhook_receiver::{Mode, Receiver, SECRET};
 
@@ -393,6 +393,64 @@ async fn a_killed_host_resumes_its_campaign_and_calls_nobody_twice() {
     }
     let answered = got.values().filter(|(o, _, _)| o == "answered").count();
     assert!(answered >= numbers.len() - 2, "{got:?}");
+}
+
+/// A trunk of one channel carrying an inbound call: its campaign dials nobody, and spends no
+/// attempt, until the inbound call hangs up; then each contact is called once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_waits_for_a_channel_its_trunk_shares_with_inbound_calls() {
+    if !require("sipp") {
+        return;
+    }
+    let (_sipp, dir, port) = callees();
+    let host = Host::builder()
+        .examples(&["menu"])
+        .sip("ring-timeout-secs = 2")
+        .config(&format!(
+            "[[sip.trunks]]\nname = \"carrier\"\noutbound-proxy = \"127.0.0.1:{port}\"\n\
+             inbound-sources = [\"127.0.0.1\"]\nchannels = 1"
+        ))
+        .env("SWITCHBOARD_TEST_CLOCK", MONDAY_10_NY)
+        .start();
+    let api = Api::new(host.http, None);
+    // A caller from the trunk's address holds its one channel for 6 s.
+    let caller_dir = tempdir("sipp-inbound");
+    let target = format!("127.0.0.1:{}", host.sip_port);
+    let mut caller = spawn_sipp(caller_dir.path(), &uac_args("1000", 1, 6000, &[], &target));
+    api.poll("/v1/calls?active=true", Duration::from_secs(10), |c| {
+        c["calls"].as_array().is_some_and(|c| c.len() == 1)
+    })
+    .await;
+
+    let numbers = ["+12125550301", "+12125550311"];
+    let contacts: Vec<Value> = numbers.iter().map(|n| json!({"number": n})).collect();
+    let mut body = campaign(json!(contacts));
+    body["pacing"] = json!({"max_concurrent": 1, "calls_per_second": 5});
+    let created = api.post("/v1/campaigns", &body).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.json["id"].as_str().unwrap().to_string();
+    api.post(&format!("/v1/campaigns/{id}/start"), &json!({}))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let waiting = api.get(&format!("/v1/campaigns/{id}")).await.json;
+    assert_eq!(waiting["campaign"]["state"], "running", "{waiting}");
+    assert_eq!(waiting["attempts"], 0, "{waiting}");
+    assert!(invites(dir.path()).is_empty(), "{:?}", invites(dir.path()));
+
+    // The inbound call ends: the campaign goes on through the freed channel.
+    assert_eq!(caller.wait(Duration::from_secs(15)).await, Some(0));
+    wait_finished(&api, &id, 30).await;
+    let got = outcomes(&api, &id).await;
+    let seen = invites(dir.path());
+    for number in numbers {
+        let (outcome, attempts, rows) = &got[number];
+        assert_eq!(
+            (outcome.as_str(), *attempts),
+            ("answered", 1),
+            "{number}: {rows:?}"
+        );
+        assert_eq!(seen.get(number), Some(&1), "{number}: {seen:?}");
+    }
 }
 
 #[tokio::test]

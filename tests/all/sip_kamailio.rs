@@ -167,6 +167,7 @@ pub(crate) async fn call_bob_through(
         auth_user: None,
         password: Some("agentpw".into()),
         inbound_sources: vec![],
+        channels: None,
         default: false,
         allowed_prefixes: Vec::new(),
         inbound: Default::default(),

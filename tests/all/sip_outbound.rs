@@ -270,6 +270,7 @@ async fn digest_and_route_case(
         auth_user: Some("auth-id-7".into()),
         password: Some("s3cr3t".into()),
         inbound_sources: vec![],
+        channels: None,
         default: false,
         allowed_prefixes: Vec::new(),
         inbound: Default::default(),

@@ -4,10 +4,13 @@
 use std::time::Duration;
 
 use crate::support::consumer::{Mode, canned_sdp, spawn_consumer, test_config};
+use crate::support::process::require;
 use crate::support::raw_sip::{RawClient, request};
+use crate::support::sipp::{sipp_callee, sipp_completes};
 use md5::Digest as _;
 use switchboard::sip::{
-    DigestUser, InboundPolicy, ScannerAction, SipEndpoint, Transport, TrunkConfig,
+    CallOutcome, DigestUser, InboundPolicy, OutboundCall, ScannerAction, SipEndpoint, SipError,
+    Transport, TrunkConfig,
 };
 
 fn invite(c: &RawClient, call_id: &str, extra: &str) -> String {
@@ -25,6 +28,7 @@ fn trunk(sources: &[&str], inbound: InboundPolicy) -> TrunkConfig {
     TrunkConfig {
         name: "pbx".into(),
         outbound_proxy: "127.0.0.2:5060".parse().unwrap(),
+        channels: None,
         domain: None,
         transport: Transport::Udp,
         tls_server_name: None,
@@ -279,6 +283,58 @@ async fn concurrent_call_cap_answers_503_and_frees_slots() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(live(&ep), Some(0));
+    ep.shutdown().await;
+}
+
+/// A trunk of 2 channels: an answered outbound call (to SIPp) and a ringing inbound one fill
+/// it; a third call either way is refused (outbound before any INVITE, inbound with 503), and
+/// the outbound call's hang-up frees its channel.
+#[tokio::test]
+async fn a_trunks_channels_are_shared_by_inbound_and_outbound_calls() {
+    if !require("sipp") {
+        return;
+    }
+    let (mut sipp, sipp_dir, sipp_port) = sipp_callee(None);
+    let mut cfg = test_config();
+    let mut pbx = trunk(&["127.0.0.0/8"], InboundPolicy::default());
+    pbx.outbound_proxy = format!("127.0.0.1:{sipp_port}").parse().unwrap();
+    pbx.channels = Some(2);
+    cfg.trunks = vec![pbx];
+    let (ep, events) = SipEndpoint::start(cfg).await.unwrap();
+    let log = spawn_consumer(ep.clone(), events, Mode::RingOnly);
+    let target = ep.local_addrs().udp.unwrap();
+    let outbound = || OutboundCall {
+        to: "100".into(),
+        trunk: Some("pbx".into()),
+        sdp_offer: canned_sdp("sendrecv"),
+        ..Default::default()
+    };
+
+    let mut first = ep.place_call(outbound()).await.unwrap();
+    let CallOutcome::Answered { dialog, .. } = first.outcome().await else {
+        panic!("SIPp did not answer");
+    };
+    assert!(ep.has_free_channel("pbx"));
+    let mut c = RawClient::udp(target).await;
+    c.send(invite(&c, "pol-ch1", "").as_bytes()).await;
+    assert!(log.wait_for("incoming:1000", Duration::from_secs(3)).await);
+    assert!(!ep.has_free_channel("pbx"));
+
+    let refused = |r: Result<_, SipError>| matches!(r, Err(SipError::NoChannel { ref trunk, channels: 2 }) if trunk == "pbx");
+    assert!(refused(ep.check_call(&outbound()).map(|_| ())));
+    assert!(refused(ep.place_call(outbound()).await.map(|_| ())));
+    let mut c2 = RawClient::udp(target).await;
+    c2.send(invite(&c2, "pol-ch2", "").as_bytes()).await;
+    assert_eq!(
+        c2.response_for("pol-ch2", Duration::from_secs(3)).await,
+        Some(503)
+    );
+
+    dialog.hangup().await.unwrap();
+    drop(dialog);
+    assert!(ep.has_free_channel("pbx"));
+    // SIPp (one call, -m 1) saw one INVITE and its BYE: the refused call never reached it.
+    sipp_completes(&mut sipp, sipp_dir.path()).await;
     ep.shutdown().await;
 }
 

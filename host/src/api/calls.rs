@@ -143,6 +143,15 @@ impl Dialer for Placer {
         self.knows_via(via)
     }
 
+    fn has_room(&self, via: Option<&str>) -> bool {
+        let via = via.map(str::to_string).or_else(|| {
+            let trunks = self.live.trunks();
+            let default = trunks.borrow().iter().find(|t| t.default)?.name.clone();
+            Some(default)
+        });
+        via.is_none_or(|via| self.bridges.has(&via) || self.sip.has_free_channel(&via))
+    }
+
     fn hang_up(&self, call_id: &str) {
         self.calls.command(call_id, CallCommand::Hangup);
     }

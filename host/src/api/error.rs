@@ -93,6 +93,12 @@ impl ApiError {
                     "unknown_trunk",
                     text(self),
                 ),
+                PlaceError::Target(SipError::NoChannel { .. })
+                | PlaceError::Signalling(SipError::NoChannel { .. }) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no_free_channel",
+                    text(self),
+                ),
                 PlaceError::Target(_) => (StatusCode::BAD_REQUEST, "bad_target", text(self)),
                 PlaceError::AgentDeclined { code, reason } => (
                     StatusCode::CONFLICT,

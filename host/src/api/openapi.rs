@@ -73,6 +73,7 @@ fn config_schemas() -> Value {
         "auth-user": {"type": ["string", "null"]}, "password": {"type": ["string", "null"]},
         "inbound-sources": {"type": "array", "items": {"type": "string"}},
         "inbound": {"type": "object", "description": "digest {realm, user, password}, rate-limit-per-source, max-concurrent-calls"},
+        "channels": {"type": ["integer", "null"], "minimum": 1, "description": "Calls the trunk carries at once, inbound and outbound together"},
         "default": {"type": "boolean"},
         "allowed-prefixes": {"type": "array", "items": {"type": "string"}}}});
     let document = json!({"type": "object", "additionalProperties": false,
@@ -419,7 +420,7 @@ fn base_spec() -> Value {
                         "415": error_response("Content-Type is not application/json"),
                         "422": error_response("Unknown or missing fields (bad_json), unknown_agent, bad_number, no_route or unknown_trunk"),
                         "502": error_response("carrier_refused: the bridge's carrier did not place the call (its answer quoted)"),
-                        "503": error_response("agent_failed (on-start trapped or timed out), no_media_port, or signalling_failed")}},
+                        "503": error_response("agent_failed (on-start trapped or timed out), no_media_port, no_free_channel (every channel of the trunk carries a call), or signalling_failed")}},
                 "get": {"summary": "List calls, newest first", "operationId": "listCalls",
                     "parameters": [
                         query("active", json!({"type": "boolean"}), "true: only active calls (including live ones not yet stored); false: only finished"),

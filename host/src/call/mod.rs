@@ -77,6 +77,9 @@ pub struct CallConfig {
     pub record: bool,
     /// Where recordings go; the host sets `<data-dir>/recordings` when unset.
     pub recordings_dir: Option<PathBuf>,
+    /// Answering-machine detection thresholds (`[calls.amd]`, for outbound calls that ask for
+    /// it); the defaults are tuned on the generated set of `tests/amd`.
+    pub amd: AmdConfig,
 }
 
 impl Default for CallConfig {
@@ -90,6 +93,7 @@ impl Default for CallConfig {
             send_silence: true,
             record: false,
             recordings_dir: None,
+            amd: AmdConfig::default(),
         }
     }
 }
@@ -606,7 +610,7 @@ async fn run_answered<L: Leg>(deps: &Arc<CallDeps>, a: Answered<L>) {
         .then(|| {
             MachineDetection::start(
                 a.model.input_format.sample_rate(),
-                AmdConfig::default(),
+                deps.config.amd.clone(),
                 std::time::Instant::now(),
             )
         })

@@ -36,6 +36,9 @@ pub trait Dialer: Send + Sync {
     async fn dial(&self, request: PlaceRequest) -> Result<String, String>;
     /// Whether the trunk or bridge `via` is there now (trunks change live).
     fn reaches(&self, via: &str) -> bool;
+    /// Whether `via` (or, when None, the default trunk) can carry one more call now: a trunk's
+    /// channels are shared with inbound calls on it.
+    fn has_room(&self, via: Option<&str>) -> bool;
     /// Hang a placed call up (a machine answered).
     fn hang_up(&self, call_id: &str);
 }

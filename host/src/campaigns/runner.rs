@@ -191,6 +191,11 @@ impl Runner {
         }
         let max = self.settings.pacing.max_concurrent as usize;
         while active.len() < max && Instant::now() >= *next_dial {
+            // A full trunk (inbound calls take its channels too): nobody is dialled, and no
+            // attempt is spent, until a channel is free.
+            if !self.inner.dialer.has_room(self.settings.via.as_deref()) {
+                return;
+            }
             let now = self.inner.clock.now();
             let due = self
                 .inner

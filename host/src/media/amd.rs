@@ -144,6 +144,52 @@ impl Default for AmdConfig {
     }
 }
 
+impl AmdConfig {
+    /// Thresholds that make a detector: ranges the right way round, durations above zero,
+    /// tones the analysis can see (below its 8 kHz Nyquist frequency).
+    pub fn check(&self) -> Result<(), String> {
+        let positive = [
+            ("initial-silence-ms", self.initial_silence_ms),
+            ("max-human-greeting-ms", self.max_human_greeting_ms),
+            ("end-silence-ms", self.end_silence_ms),
+            ("onset-ms", self.onset_ms),
+            ("max-decision-ms", self.max_decision_ms),
+            ("min-beep-ms", self.min_beep_ms),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{key} must be above 0"));
+        }
+        if !(self.voice_threshold > 0.0 && self.voice_threshold < 1.0) {
+            return Err("voice-threshold must be between 0 and 1".into());
+        }
+        if !(self.min_purity > 0.0 && self.min_purity <= 1.0) {
+            return Err("min-purity must be above 0 and at most 1".into());
+        }
+        if self.min_beep_hz >= self.max_beep_hz || self.max_beep_hz >= RATE / 2 {
+            return Err(format!(
+                "min-beep-hz ({}) must be below max-beep-hz ({}), and that below {} Hz",
+                self.min_beep_hz,
+                self.max_beep_hz,
+                RATE / 2
+            ));
+        }
+        if self.min_beep_ms > self.max_beep_ms {
+            return Err(format!(
+                "min-beep-ms ({}) is above max-beep-ms ({})",
+                self.min_beep_ms, self.max_beep_ms
+            ));
+        }
+        if self.max_human_greeting_ms > self.max_decision_ms {
+            return Err(format!(
+                "max-human-greeting-ms ({}) is above max-decision-ms ({}): no greeting could \
+                 ever be a machine's",
+                self.max_human_greeting_ms, self.max_decision_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The greeting as heard so far.
 #[derive(Debug, Default)]
 struct Greeting {

@@ -234,6 +234,11 @@ pub struct TrunkConfig {
     /// Inbound policy for calls from this trunk.
     #[serde(default)]
     pub inbound: InboundPolicy,
+    /// The calls the trunk carries at once, inbound and outbound together (its channels):
+    /// beyond it an INVITE from the trunk gets 503 and a call through it is not placed (a
+    /// campaign waits for a free channel). None: no cap.
+    #[serde(default)]
+    pub channels: Option<usize>,
     /// The route for numbers (and `tel:` URIs) in `POST /v1/calls` that name no trunk.
     #[serde(default)]
     pub default: bool,
@@ -245,7 +250,7 @@ pub struct TrunkConfig {
 
 /// The fields of [`TrunkConfig`] as the file spells them, so a refused trunk can name the field
 /// at fault.
-pub const TRUNK_FIELDS: [&str; 16] = [
+pub const TRUNK_FIELDS: [&str; 17] = [
     "name",
     "outbound-proxy",
     "domain",
@@ -260,6 +265,7 @@ pub const TRUNK_FIELDS: [&str; 16] = [
     "password",
     "inbound-sources",
     "inbound",
+    "channels",
     "default",
     "allowed-prefixes",
 ];
@@ -350,6 +356,13 @@ pub fn check_trunks(trunks: &[TrunkConfig]) -> Result<(), SipError> {
                 t,
                 "inbound-sources",
                 format!("{bad:?} is not an IP address or network (10.0.0.0/8)"),
+            ));
+        }
+        if t.channels == Some(0) {
+            return Err(refused(
+                t,
+                "channels",
+                "0 channels carry no call; leave it out for no cap".into(),
             ));
         }
         for p in &t.allowed_prefixes {

@@ -251,11 +251,21 @@ async fn send_refer_notify(
 pub struct Dialog {
     handle: DialogHandle,
     events: mpsc::UnboundedReceiver<DialogEvent>,
+    /// The trunk channel an outbound call holds while it is up.
+    _channel: Option<CallSlot>,
 }
 
 impl Dialog {
-    pub(crate) fn new(handle: DialogHandle, events: mpsc::UnboundedReceiver<DialogEvent>) -> Self {
-        Self { handle, events }
+    pub(crate) fn new(
+        handle: DialogHandle,
+        events: mpsc::UnboundedReceiver<DialogEvent>,
+        channel: Option<CallSlot>,
+    ) -> Self {
+        Self {
+            handle,
+            events,
+            _channel: channel,
+        }
     }
 
     /// SIP Call-ID of the call.
@@ -357,8 +367,8 @@ pub(crate) struct Pump {
     /// Fired (inbound only) when the caller cancels before answer.
     pub on_cancel: Option<Box<dyn FnOnce() + Send + Sync>>,
     pub refer_allow: Arc<Vec<String>>,
-    /// Held for the life of the call (inbound concurrency caps).
-    pub slot: Option<CallSlot>,
+    /// Held for the life of the call (inbound concurrency caps, the trunk's channel).
+    pub slots: Vec<CallSlot>,
     pub timer: SessionTimer,
     /// Inbound: what our 2xx to the INVITE said of the session timer. Outbound (`None`): the
     /// 2xx we receive says.
@@ -456,7 +466,7 @@ impl Pump {
                 DialogState::Calling(_) | DialogState::Trying(_) => {}
             }
         }
-        drop(self.slot.take());
+        self.slots.clear();
     }
 
     /// The call is up: the session timer runs on the terms of the INVITE's 2xx (ours when we

@@ -91,8 +91,8 @@ impl Trunks {
         self.configs.iter().find(|t| t.name == name)
     }
 
-    /// `configs` with their scopes: an unchanged trunk keeps its scope (call count and rate
-    /// buckets), a changed one keeps its count of running calls.
+    /// `configs` with their scopes: an unchanged trunk keeps its scope (call counts and rate
+    /// buckets), a changed one keeps its counts of running calls.
     fn new(configs: Vec<TrunkConfig>, old: &Trunks) -> Result<Trunks, SipError> {
         let scopes = configs
             .iter()
@@ -106,9 +106,10 @@ impl Trunks {
                     .iter()
                     .map(|s| s.parse::<IpNet>())
                     .collect::<Result<Vec<_>, _>>()?;
-                let mut scope = Scope::new(t.name.clone(), sources, t.inbound.clone());
+                let mut scope = Scope::new(t.name.clone(), sources, t.inbound.clone(), t.channels);
                 if let Some(old_scope) = old_scope {
                     scope.calls = old_scope.calls.clone();
+                    scope.channels = old_scope.channels.clone();
                 }
                 Ok(Arc::new(scope))
             })
@@ -357,6 +358,7 @@ impl SipEndpoint {
                 "unknown".into(),
                 Vec::new(),
                 cfg.inbound.clone(),
+                None,
             )),
             cfg,
             endpoint: endpoint.inner.clone(),
@@ -474,6 +476,14 @@ impl SipEndpoint {
     /// same resolution [`place_call`](Self::place_call) does first.
     pub fn check_call(&self, call: &OutboundCall) -> Result<CallTarget, SipError> {
         outbound::check(&self.shared, call)
+    }
+
+    /// Whether trunk `name` has a channel free now (inbound and outbound calls count alike); an
+    /// unknown trunk has none.
+    pub fn has_free_channel(&self, name: &str) -> bool {
+        let trunks = self.shared.trunks();
+        let scope = trunks.scopes.iter().find(|s| s.name == name);
+        scope.is_some_and(|s| s.channel_cap.is_none_or(|cap| s.channels.live() < cap))
     }
 
     /// Current state of every registration account.

@@ -29,6 +29,9 @@ pub enum SipError {
     InvalidUri(String),
     #[error("unknown trunk `{0}`")]
     UnknownTrunk(String),
+    /// Every channel of the trunk carries a call (inbound and outbound count alike).
+    #[error("trunk `{trunk}` has all its {channels} channels in use")]
+    NoChannel { trunk: String, channels: usize },
     #[error("call {call_id}: {action} failed: {reason}")]
     Call {
         call_id: String,

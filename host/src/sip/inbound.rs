@@ -139,7 +139,7 @@ impl IncomingCall {
         p.after_response(p.dialog.accept(Some(headers), body))
             .map_err(|e| self.err("answer", e))?;
         info!(sip_call_id = %self.call_id, "call answered");
-        Ok(Dialog::new(p.handle, p.events))
+        Ok(Dialog::new(p.handle, p.events, None))
     }
 
     /// Refuses the call with `code` (4xx–6xx) and a reason phrase for the logs.
@@ -323,6 +323,15 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
         )
         .await;
     };
+    let Some(channel) = scope.take_channel() else {
+        info!(%call_id, scope = %scope.name, "every channel of the trunk is in use; 503");
+        return refuse(
+            &mut tx,
+            StatusCode::ServiceUnavailable,
+            vec![Header::RetryAfter("10".into())],
+        )
+        .await;
+    };
 
     let req = &tx.original;
     let to_uri = req
@@ -386,7 +395,7 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
                 .ok();
         })),
         refer_allow: shared.refer_allow.clone(),
-        slot: Some(slot),
+        slots: vec![slot, channel],
         timer: SessionTimer::new(shared.timer),
         timer_answer: Some(timer),
         peer_allows_update: allows_update(&tx.original.headers),

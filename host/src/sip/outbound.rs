@@ -12,10 +12,11 @@ use rsipstack::transport::SipAddr;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::config::{SrtpPolicy, Transport};
+use super::config::{SrtpPolicy, Transport, TrunkConfig};
 use super::dialog::{Dialog, DialogHandle, Pump, stack_headers, timer_headers};
 use super::endpoint::Shared;
 use super::error::SipError;
+use super::policy::CallSlot;
 use super::session_timer::{self, SessionTimer};
 
 /// A call to place.
@@ -207,9 +208,14 @@ fn route(shared: &Shared, call: &OutboundCall) -> Result<Route, SipError> {
     })
 }
 
-/// Checks a call request without sending anything.
+/// Checks a call request without sending anything: its route, and a free channel on its
+/// trunk now (so a full trunk refuses before an agent starts; `place` takes the channel).
 pub(crate) fn check(shared: &Shared, call: &OutboundCall) -> Result<CallTarget, SipError> {
-    route(shared, call).map(|r| r.target)
+    let route = route(shared, call)?;
+    if let Some(trunk) = &route.trunk {
+        take_channel(shared, trunk)?;
+    }
+    Ok(route.target)
 }
 
 pub(crate) async fn place(
@@ -224,6 +230,10 @@ pub(crate) async fn place(
         contact,
     } = route(shared, &call)?;
     let trunk = trunk.as_ref();
+    let channel = match trunk {
+        Some(t) => Some(take_channel(shared, t)?),
+        None => None,
+    };
     let CallTarget {
         uri: callee_str,
         from_user,
@@ -360,7 +370,7 @@ pub(crate) async fn place(
                             .then(|| String::from_utf8_lossy(&resp.body).into_owned());
                         CallOutcome::Answered {
                             remote_sdp,
-                            dialog: Dialog::new(handle, events),
+                            dialog: Dialog::new(handle, events, channel),
                         }
                     }
                 }
@@ -400,6 +410,19 @@ pub(crate) async fn place(
         progress: progress_rx,
         cancel: cancel_tx,
     })
+}
+
+/// A channel of `trunk` for one outbound call, or the error that all are in use.
+fn take_channel(shared: &Shared, trunk: &TrunkConfig) -> Result<CallSlot, SipError> {
+    let trunks = shared.trunks();
+    let scope = trunks.scopes.iter().find(|s| s.name == trunk.name);
+    scope
+        .ok_or_else(|| SipError::UnknownTrunk(trunk.name.clone()))?
+        .take_channel()
+        .ok_or_else(|| SipError::NoChannel {
+            trunk: trunk.name.clone(),
+            channels: trunk.channels.unwrap_or_default(),
+        })
 }
 
 /// How many times a 422 is answered with a longer interval before the call fails with it.
@@ -444,7 +467,7 @@ impl Attempt {
             progress_done: Some(progress_done_tx),
             on_cancel: None,
             refer_allow: shared.refer_allow.clone(),
-            slot: None,
+            slots: Vec::new(),
             timer: SessionTimer::new(shared.timer),
             timer_answer: None,
             peer_allows_update: false,

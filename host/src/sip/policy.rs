@@ -180,11 +180,20 @@ pub struct Scope {
     pub sources: Vec<IpNet>,
     pub policy: InboundPolicy,
     pub limiter: Option<std::sync::Mutex<RateLimiter>>,
+    /// Inbound calls up (for `policy.max_concurrent_calls`).
     pub calls: CallCounter,
+    /// The trunk's channels: calls up both ways, at most `channel_cap`.
+    pub channels: CallCounter,
+    pub channel_cap: Option<usize>,
 }
 
 impl Scope {
-    pub fn new(name: String, sources: Vec<IpNet>, policy: InboundPolicy) -> Self {
+    pub fn new(
+        name: String,
+        sources: Vec<IpNet>,
+        policy: InboundPolicy,
+        channel_cap: Option<usize>,
+    ) -> Self {
         let limiter = policy
             .rate_limit_per_source
             .map(|r| std::sync::Mutex::new(RateLimiter::new(r)));
@@ -194,7 +203,14 @@ impl Scope {
             policy,
             limiter,
             calls: CallCounter::default(),
+            channels: CallCounter::default(),
+            channel_cap,
         }
+    }
+
+    /// A channel of the trunk for one call, if one is free.
+    pub fn take_channel(&self) -> Option<CallSlot> {
+        self.channels.try_acquire(self.channel_cap)
     }
 
     pub fn rate_ok(&self, ip: IpAddr) -> bool {
