@@ -99,6 +99,9 @@ pub enum TrunksCommand {
         /// A number prefix it may dial (repeatable); none: any number.
         #[arg(long = "allowed-prefix")]
         allowed_prefixes: Vec<String>,
+        /// Calls it carries at once, inbound and outbound together; none: no cap.
+        #[arg(long)]
+        channels: Option<usize>,
     },
     /// Remove a trunk (new calls through it are refused; running ones finish).
     Rm { name: String },
@@ -412,6 +415,7 @@ pub async fn trunks(args: &ApiArgs, command: TrunksCommand) -> Result<(), Client
             password,
             default,
             allowed_prefixes,
+            channels,
         } => {
             let body = with_optional(
                 json!({
@@ -425,6 +429,7 @@ pub async fn trunks(args: &ApiArgs, command: TrunksCommand) -> Result<(), Client
                     ("from-user", from_user.map(Value::from)),
                     ("auth-user", auth_user.map(Value::from)),
                     ("password", password.map(Value::from)),
+                    ("channels", channels.map(Value::from)),
                 ],
             );
             let change = client

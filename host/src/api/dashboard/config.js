@@ -38,6 +38,7 @@ const TRUNK_EDIT = [
   { name: 'auth-user' },
   { name: 'password', secret: true },
   { name: 'allowed-prefixes', list: true, hint: '+1555, +4930' },
+  { name: 'channels', numeric: true, hint: 'calls at once, inbound and outbound (no cap when empty)' },
 ];
 const WEBHOOK_EDIT = [
   { name: 'url', hint: 'https://hooks.example.com/switchboard' },
