@@ -52,34 +52,31 @@ fn amd_tells_persons_from_machines_and_finds_the_beep() {
     assert!(machines_with_beep >= 2, "the set has machines with a beep");
 }
 
-/// A generated machine greeting with a beep, as raw mu-law for SIPp's `rtp_stream`: the
-/// longest of a few, so that the verdict comes from its speech before the beep.
-pub(crate) fn machine_greeting() -> (amd_set::Labelled, tempfile::TempDir, String) {
+/// A generated machine greeting with a beep: the longest of a few, so that the verdict comes
+/// from its speech before the beep.
+pub(crate) fn machine_greeting() -> amd_set::Labelled {
     let set = amd_set::build("amd-e2e", "test", (0, 3));
-    let greeting = set
-        .into_iter()
+    set.into_iter()
         .filter(|l| l.machine)
         .max_by_key(|l| l.beep_ms.map(|(at, _)| at))
         .filter(|l| l.beep_ms.is_some())
-        .expect("a machine greeting with a beep");
-    as_sipp_audio(greeting)
+        .expect("a machine greeting with a beep")
 }
 
-/// A generated person's greeting ("Hello, who is this?" and such, then silence), the first of
-/// the set the detection test uses, as raw mu-law for SIPp.
-fn person_greeting() -> (amd_set::Labelled, tempfile::TempDir, String) {
+/// A generated person's greeting ("Hello, who is this?" and such, then silence): the first of
+/// the set the detection test uses.
+pub(crate) fn person_greeting() -> amd_set::Labelled {
     let set = amd_set::build("amd-ci", "test", (4, 4));
-    let person = set
-        .into_iter()
+    set.into_iter()
         .find(|l| !l.machine)
-        .expect("a person in the set");
-    as_sipp_audio(person)
+        .expect("a person in the set")
 }
 
-/// The recording as raw mu-law in a folder of its own, and SIPp's `-key audio` value for it.
-fn as_sipp_audio(l: amd_set::Labelled) -> (amd_set::Labelled, tempfile::TempDir, String) {
-    let dir = tempdir("amd-greeting");
-    let raw = dir.path().join("greeting.ul");
+/// The recording as raw mu-law in `dir`, and SIPp's value for it (`-key NAME VALUE`, played
+/// once by `rtp_stream="[NAME]"`).
+pub(crate) fn sipp_audio(l: &amd_set::Labelled, dir: &std::path::Path) -> String {
+    let stem = l.path.file_stem().expect("a file name").to_string_lossy();
+    let raw = dir.join(format!("{stem}.ul"));
     let status = std::process::Command::new("sox")
         .arg(&l.path)
         .args(["-t", "ul"])
@@ -87,8 +84,14 @@ fn as_sipp_audio(l: amd_set::Labelled) -> (amd_set::Labelled, tempfile::TempDir,
         .status()
         .expect("run sox");
     assert!(status.success());
-    let key = format!("{},1,0", raw.display());
-    (l, dir, key)
+    format!("{},1,0", raw.display())
+}
+
+/// A folder of its own and SIPp's value for the recording in it.
+fn audio_for_sipp(l: &amd_set::Labelled) -> (tempfile::TempDir, String) {
+    let dir = tempdir("amd-greeting");
+    let key = sipp_audio(l, dir.path());
+    (dir, key)
 }
 
 /// PCMU packets one way, as (capture time, samples).
@@ -154,7 +157,8 @@ async fn amd_outbound_call_to_a_machine_records_the_verdict_and_the_beep() {
     if !require("sipp") {
         return;
     }
-    let (greeting, _dir, audio) = machine_greeting();
+    let greeting = machine_greeting();
+    let (_dir, audio) = audio_for_sipp(&greeting);
     let (beep_at, beep_end) = greeting.beep_ms.unwrap();
     let host = Host::builder().examples(&["menu"]).start();
     let api = Api::new(host.http, None);
@@ -207,7 +211,7 @@ async fn amd_a_message_is_left_after_the_beep() {
     if !require("sipp") || !require("tcpdump") {
         return;
     }
-    let (_greeting, dir, audio) = machine_greeting();
+    let (dir, audio) = audio_for_sipp(&machine_greeting());
     let host = Host::builder()
         .agent(
             "voicemail",
@@ -294,7 +298,8 @@ async fn amd_a_person_hears_the_agent_within_1_5_s_of_their_first_words() {
     if !require("sipp") || !require("tcpdump") {
         return;
     }
-    let (person, dir, audio) = person_greeting();
+    let person = person_greeting();
+    let (dir, audio) = audio_for_sipp(&person);
     let host = Host::builder()
         .agent(
             "voicemail",
@@ -373,7 +378,7 @@ async fn amd_thresholds_come_from_the_configuration() {
     if !require("sipp") {
         return;
     }
-    let (_person, _dir, audio) = person_greeting();
+    let (_dir, audio) = audio_for_sipp(&person_greeting());
     let host = Host::builder()
         .examples(&["menu"])
         .calls("codecs = [\"pcmu\"]\n[calls.amd]\nmax-human-greeting-ms = 500")
