@@ -727,6 +727,83 @@ async fn a_contact_who_says_stop_calling_me_is_on_the_list_before_the_call_ends(
     assert_eq!(got[number].1, 0);
 }
 
+/// The confirmation campaign with a speech model: the patient says "Yes, I confirm." and the
+/// model confirms through the agent's tool; the results say `confirmed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_who_says_confirm_is_recorded_as_confirmed() {
+    if !require("baresip") {
+        return;
+    }
+    use crate::support::baresip::Baresip;
+    use crate::support::calls::mic;
+    use crate::support::fake_openai::{FakeOpenAi, Reply, Script};
+
+    let model = FakeOpenAi::start(Script {
+        api_key: "test".into(),
+        replies: vec![
+            Reply::Echo,
+            Reply::ToolCall {
+                name: "confirm_appointment".into(),
+                arguments: "{}".into(),
+            },
+            Reply::Speech {
+                transcript: "Thank you, see you on Tuesday.".into(),
+                audio_ms: 500,
+            },
+        ],
+        caller_transcript: "Yes, I confirm.".into(),
+        ..Script::default()
+    })
+    .await;
+    let number = "+12125550411";
+    let phone = Baresip::start_with_mic(
+        &format!("<sip:{number}@127.0.0.1>;regint=0;answermode=auto;audio_codecs=pcmu"),
+        "",
+        &mic(30.0, &[(2.0, 0.8)]),
+    )
+    .await;
+    let host = Host::builder()
+        .examples(&["appointments"])
+        .calls("codecs = [\"pcmu\"]")
+        .model(&format!(
+            "provider = \"openai\"\nbase-url = \"{}\"\napi-key = \"test\"",
+            model.url
+        ))
+        .config(&format!(
+            "[[sip.trunks]]\nname = \"carrier\"\noutbound-proxy = \"127.0.0.1:{}\"",
+            phone.sip_port
+        ))
+        .env("SWITCHBOARD_TEST_CLOCK", MONDAY_10_NY)
+        .start();
+    let api = Api::new(host.http, None);
+    let mut body = campaign(json!([{"number": number, "name": "Ann",
+        "metadata": {"when": "Tuesday at 10:30", "with": "Doctor Rivera"}}]));
+    body["agent"] = json!("appointments");
+    let created = api.post("/v1/campaigns", &body).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.json["id"].as_str().unwrap().to_string();
+    api.post(&format!("/v1/campaigns/{id}/start"), &json!({}))
+        .await;
+    let contact = api
+        .poll(
+            &format!("/v1/campaigns/{id}/contacts"),
+            Duration::from_secs(30),
+            |c| c["contacts"][0]["agent_outcome"] == "confirmed",
+        )
+        .await;
+    let call_id = contact["contacts"][0]["attempts"][0]["call_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let call = api.get(&format!("/v1/calls/{call_id}")).await;
+    let transcript = call.json["transcript"].to_string();
+    assert!(transcript.contains("Yes, I confirm."), "{transcript}");
+    api.post(&format!("/v1/calls/{call_id}/hangup"), &json!({}))
+        .await;
+    let progress = wait_finished(&api, &id, 20).await;
+    assert_eq!(progress["outcomes"], json!([["answered", 1]]), "{progress}");
+}
+
 /// The confirmation campaign of the appointment desk, end to end: the contact's row reaches the
 /// agent (it greets the patient by name with the appointment from the row), the patient presses
 /// 1, and the campaign's results say `confirmed`.
