@@ -203,15 +203,21 @@ async fn amd_outbound_call_to_a_machine_records_the_verdict_and_the_beep() {
     );
 }
 
-/// The `voicemail` fixture leaves its message when it hears the beep and hangs up: on the wire
-/// (a capture of both RTP directions), the message starts within 1 s after the beep ends, and
-/// the call ends by the agent's hang-up once it has been played.
-#[tokio::test]
-async fn amd_a_message_is_left_after_the_beep() {
-    if !require("sipp") || !require("tcpdump") {
-        return;
-    }
-    let (dir, audio) = audio_for_sipp(&machine_greeting());
+/// An outbound call with detection from the `voicemail` fixture to SIPp playing `greeting`,
+/// both RTP directions captured.
+struct VoicemailCall {
+    host: Host,
+    api: Api,
+    id: String,
+    capture: Capture,
+    sipp: crate::support::process::Proc,
+    sipp_dir: tempfile::TempDir,
+    /// Holds the greeting SIPp plays and the capture.
+    _dir: tempfile::TempDir,
+}
+
+async fn voicemail_call(greeting: &amd_set::Labelled) -> VoicemailCall {
+    let (dir, audio) = audio_for_sipp(greeting);
     let host = Host::builder()
         .agent(
             "voicemail",
@@ -223,14 +229,42 @@ async fn amd_a_message_is_left_after_the_beep() {
     let (rtp_min, rtp_max) = host.rtp_ports();
     let capture = Capture::start(dir.path(), &format!("udp portrange {rtp_min}-{rtp_max}"));
     let api = Api::new(host.http, None);
-    let (mut sipp, sipp_dir, port) =
+    let (sipp, sipp_dir, port) =
         sipp_callee_with(Some("uas_machine.xml"), &["-key", "audio", &audio]);
     let id = api
         .place_call(
-            &json!({"to": format!("sip:machine@127.0.0.1:{port}"), "agent": "voicemail",
+            &json!({"to": format!("sip:callee@127.0.0.1:{port}"), "agent": "voicemail",
                     "from": "4100", "detect_machine": true}),
         )
         .await;
+    VoicemailCall {
+        host,
+        api,
+        id,
+        capture,
+        sipp,
+        sipp_dir,
+        _dir: dir,
+    }
+}
+
+/// The `voicemail` fixture leaves its message when it hears the beep and hangs up: on the wire
+/// (a capture of both RTP directions), the message starts within 1 s after the beep ends, and
+/// the call ends by the agent's hang-up once it has been played.
+#[tokio::test]
+async fn amd_a_message_is_left_after_the_beep() {
+    if !require("sipp") || !require("tcpdump") {
+        return;
+    }
+    let VoicemailCall {
+        host,
+        api,
+        id,
+        capture,
+        mut sipp,
+        sipp_dir,
+        _dir: _audio,
+    } = voicemail_call(&machine_greeting()).await;
     let detail = api
         .poll(&format!("/v1/calls/{id}"), Duration::from_secs(40), |d| {
             has_event(d, "ended")
@@ -299,26 +333,15 @@ async fn amd_a_person_hears_the_agent_within_1_5_s_of_their_first_words() {
         return;
     }
     let person = person_greeting();
-    let (dir, audio) = audio_for_sipp(&person);
-    let host = Host::builder()
-        .agent(
-            "voicemail",
-            fixture("voicemail"),
-            "name = \"voicemail\"\nnumbers = [\"4100\"]\n".into(),
-        )
-        .calls("codecs = [\"pcmu\"]")
-        .start();
-    let (rtp_min, rtp_max) = host.rtp_ports();
-    let capture = Capture::start(dir.path(), &format!("udp portrange {rtp_min}-{rtp_max}"));
-    let api = Api::new(host.http, None);
-    let (mut sipp, sipp_dir, port) =
-        sipp_callee_with(Some("uas_machine.xml"), &["-key", "audio", &audio]);
-    let id = api
-        .place_call(
-            &json!({"to": format!("sip:person@127.0.0.1:{port}"), "agent": "voicemail",
-                    "from": "4100", "detect_machine": true}),
-        )
-        .await;
+    let VoicemailCall {
+        host,
+        api,
+        id,
+        capture,
+        mut sipp,
+        sipp_dir,
+        _dir: _audio,
+    } = voicemail_call(&person).await;
     // The verdict, then the agent's words for a person, played.
     let detail = api
         .poll(&format!("/v1/calls/{id}"), Duration::from_secs(20), |d| {

@@ -727,6 +727,36 @@ async fn a_contact_who_says_stop_calling_me_is_on_the_list_before_the_call_ends(
     assert_eq!(got[number].1, 0);
 }
 
+/// The `appointments` agent (on `model`'s provider, the offline one when None) calling Ann at
+/// `number` through a trunk to `phone_port` about her appointment: the started campaign's id.
+async fn appointments_campaign(
+    number: &str,
+    phone_port: u16,
+    model: Option<&str>,
+) -> (Host, Api, String) {
+    let mut host = Host::builder()
+        .examples(&["appointments"])
+        .calls("codecs = [\"pcmu\"]")
+        .config(&format!(
+            "[[sip.trunks]]\nname = \"carrier\"\noutbound-proxy = \"127.0.0.1:{phone_port}\""
+        ))
+        .env("SWITCHBOARD_TEST_CLOCK", MONDAY_10_NY);
+    if let Some(model) = model {
+        host = host.model(model);
+    }
+    let host = host.start();
+    let api = Api::new(host.http, None);
+    let mut body = campaign(json!([{"number": number, "name": "Ann",
+        "metadata": {"when": "Tuesday at 10:30", "with": "Doctor Rivera"}}]));
+    body["agent"] = json!("appointments");
+    let created = api.post("/v1/campaigns", &body).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.json["id"].as_str().unwrap().to_string();
+    api.post(&format!("/v1/campaigns/{id}/start"), &json!({}))
+        .await;
+    (host, api, id)
+}
+
 /// The confirmation campaign with a speech model: the patient says "Yes, I confirm." and the
 /// model confirms through the agent's tool; the results say `confirmed`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -762,28 +792,11 @@ async fn a_patient_who_says_confirm_is_recorded_as_confirmed() {
         &mic(30.0, &[(2.0, 0.8)]),
     )
     .await;
-    let host = Host::builder()
-        .examples(&["appointments"])
-        .calls("codecs = [\"pcmu\"]")
-        .model(&format!(
-            "provider = \"openai\"\nbase-url = \"{}\"\napi-key = \"test\"",
-            model.url
-        ))
-        .config(&format!(
-            "[[sip.trunks]]\nname = \"carrier\"\noutbound-proxy = \"127.0.0.1:{}\"",
-            phone.sip_port
-        ))
-        .env("SWITCHBOARD_TEST_CLOCK", MONDAY_10_NY)
-        .start();
-    let api = Api::new(host.http, None);
-    let mut body = campaign(json!([{"number": number, "name": "Ann",
-        "metadata": {"when": "Tuesday at 10:30", "with": "Doctor Rivera"}}]));
-    body["agent"] = json!("appointments");
-    let created = api.post("/v1/campaigns", &body).await;
-    assert_eq!(created.status, 201, "{}", created.text);
-    let id = created.json["id"].as_str().unwrap().to_string();
-    api.post(&format!("/v1/campaigns/{id}/start"), &json!({}))
-        .await;
+    let model = format!(
+        "provider = \"openai\"\nbase-url = \"{}\"\napi-key = \"test\"",
+        model.url
+    );
+    let (_host, api, id) = appointments_campaign(number, phone.sip_port, Some(&model)).await;
     let contact = api
         .poll(
             &format!("/v1/campaigns/{id}/contacts"),
@@ -821,24 +834,7 @@ async fn the_appointments_agent_runs_a_confirmation_campaign() {
     )
     .await;
     let mut ctrl = phone.ctrl().await;
-    let host = Host::builder()
-        .examples(&["appointments"])
-        .calls("codecs = [\"pcmu\"]")
-        .config(&format!(
-            "[[sip.trunks]]\nname = \"carrier\"\noutbound-proxy = \"127.0.0.1:{}\"",
-            phone.sip_port
-        ))
-        .env("SWITCHBOARD_TEST_CLOCK", MONDAY_10_NY)
-        .start();
-    let api = Api::new(host.http, None);
-    let mut body = campaign(json!([{"number": number, "name": "Ann",
-        "metadata": {"when": "Tuesday at 10:30", "with": "Doctor Rivera"}}]));
-    body["agent"] = json!("appointments");
-    let created = api.post("/v1/campaigns", &body).await;
-    assert_eq!(created.status, 201, "{}", created.text);
-    let id = created.json["id"].as_str().unwrap().to_string();
-    api.post(&format!("/v1/campaigns/{id}/start"), &json!({}))
-        .await;
+    let (_host, api, id) = appointments_campaign(number, phone.sip_port, None).await;
 
     assert!(
         ctrl.wait_event("CALL_ESTABLISHED", Duration::from_secs(20))
