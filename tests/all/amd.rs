@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::support::agents::fixture;
 use crate::support::amd_set;
 use crate::support::api::Api;
-use crate::support::host::Host;
+use crate::support::host::{Host, HostBuilder};
 use crate::support::pcap::Capture;
 use crate::support::process::require;
 use crate::support::sipp::{sipp_callee_with, sipp_errors};
@@ -158,18 +158,22 @@ async fn amd_outbound_call_to_a_machine_records_the_verdict_and_the_beep() {
         return;
     }
     let greeting = machine_greeting();
-    let (_dir, audio) = audio_for_sipp(&greeting);
     let (beep_at, beep_end) = greeting.beep_ms.unwrap();
-    let host = Host::builder().examples(&["menu"]).start();
-    let api = Api::new(host.http, None);
-    let (mut sipp, sipp_dir, port) =
-        sipp_callee_with(Some("uas_machine.xml"), &["-key", "audio", &audio]);
-    let id = api
-        .place_call(
-            &json!({"to": format!("sip:machine@127.0.0.1:{port}"), "agent": "menu",
-                            "from": "4000", "detect_machine": true}),
-        )
-        .await;
+    let DetectionCall {
+        host: _host,
+        api,
+        id,
+        mut sipp,
+        sipp_dir,
+        _dir: _audio,
+        ..
+    } = detection_call(
+        &greeting,
+        Host::builder().examples(&["menu"]),
+        "menu",
+        false,
+    )
+    .await;
     // The agent (the menu) goes on talking to the greeting meanwhile; the test hangs up once
     // the beep is recorded.
     let detail = api
@@ -203,41 +207,40 @@ async fn amd_outbound_call_to_a_machine_records_the_verdict_and_the_beep() {
     );
 }
 
-/// An outbound call with detection from the `voicemail` fixture to SIPp playing `greeting`,
-/// both RTP directions captured.
-struct VoicemailCall {
+/// An outbound call with detection from `agent` on `host` to SIPp playing `greeting`; with
+/// `capture`, both RTP directions are captured.
+struct DetectionCall {
     host: Host,
     api: Api,
     id: String,
-    capture: Capture,
+    capture: Option<Capture>,
     sipp: crate::support::process::Proc,
     sipp_dir: tempfile::TempDir,
     /// Holds the greeting SIPp plays and the capture.
     _dir: tempfile::TempDir,
 }
 
-async fn voicemail_call(greeting: &amd_set::Labelled) -> VoicemailCall {
+async fn detection_call(
+    greeting: &amd_set::Labelled,
+    host: HostBuilder,
+    agent: &str,
+    capture: bool,
+) -> DetectionCall {
     let (dir, audio) = audio_for_sipp(greeting);
-    let host = Host::builder()
-        .agent(
-            "voicemail",
-            fixture("voicemail"),
-            "name = \"voicemail\"\nnumbers = [\"4100\"]\n".into(),
-        )
-        .calls("codecs = [\"pcmu\"]")
-        .start();
+    let host = host.calls("codecs = [\"pcmu\"]").start();
     let (rtp_min, rtp_max) = host.rtp_ports();
-    let capture = Capture::start(dir.path(), &format!("udp portrange {rtp_min}-{rtp_max}"));
+    let capture =
+        capture.then(|| Capture::start(dir.path(), &format!("udp portrange {rtp_min}-{rtp_max}")));
     let api = Api::new(host.http, None);
     let (sipp, sipp_dir, port) =
         sipp_callee_with(Some("uas_machine.xml"), &["-key", "audio", &audio]);
     let id = api
         .place_call(
-            &json!({"to": format!("sip:callee@127.0.0.1:{port}"), "agent": "voicemail",
+            &json!({"to": format!("sip:callee@127.0.0.1:{port}"), "agent": agent,
                     "from": "4100", "detect_machine": true}),
         )
         .await;
-    VoicemailCall {
+    DetectionCall {
         host,
         api,
         id,
@@ -248,6 +251,15 @@ async fn voicemail_call(greeting: &amd_set::Labelled) -> VoicemailCall {
     }
 }
 
+/// A host with the `voicemail` fixture.
+fn voicemail_host() -> HostBuilder {
+    Host::builder().agent(
+        "voicemail",
+        fixture("voicemail"),
+        "name = \"voicemail\"\nnumbers = [\"4100\"]\n".into(),
+    )
+}
+
 /// The `voicemail` fixture leaves its message when it hears the beep and hangs up: on the wire
 /// (a capture of both RTP directions), the message starts within 1 s after the beep ends, and
 /// the call ends by the agent's hang-up once it has been played.
@@ -256,7 +268,7 @@ async fn amd_a_message_is_left_after_the_beep() {
     if !require("sipp") || !require("tcpdump") {
         return;
     }
-    let VoicemailCall {
+    let DetectionCall {
         host,
         api,
         id,
@@ -264,7 +276,7 @@ async fn amd_a_message_is_left_after_the_beep() {
         mut sipp,
         sipp_dir,
         _dir: _audio,
-    } = voicemail_call(&machine_greeting()).await;
+    } = detection_call(&machine_greeting(), voicemail_host(), "voicemail", true).await;
     let detail = api
         .poll(&format!("/v1/calls/{id}"), Duration::from_secs(40), |d| {
             has_event(d, "ended")
@@ -280,7 +292,7 @@ async fn amd_a_message_is_left_after_the_beep() {
         sipp_errors(sipp_dir.path())
     );
 
-    let packets = capture.stop().await;
+    let packets = capture.expect("captured").stop().await;
     let (callee, sent) = pcmu_each_way(&packets, host.rtp_ports());
     // The beep's end in the callee's packets (the detector finds it to within 10 ms: see
     // amd_bench), at the capture time of the packet that carries it.
@@ -333,7 +345,7 @@ async fn amd_a_person_hears_the_agent_within_1_5_s_of_their_first_words() {
         return;
     }
     let person = person_greeting();
-    let VoicemailCall {
+    let DetectionCall {
         host,
         api,
         id,
@@ -341,7 +353,7 @@ async fn amd_a_person_hears_the_agent_within_1_5_s_of_their_first_words() {
         mut sipp,
         sipp_dir,
         _dir: _audio,
-    } = voicemail_call(&person).await;
+    } = detection_call(&person, voicemail_host(), "voicemail", true).await;
     // The verdict, then the agent's words for a person, played.
     let detail = api
         .poll(&format!("/v1/calls/{id}"), Duration::from_secs(20), |d| {
@@ -369,7 +381,7 @@ async fn amd_a_person_hears_the_agent_within_1_5_s_of_their_first_words() {
         sipp_errors(sipp_dir.path())
     );
 
-    let packets = capture.stop().await;
+    let packets = capture.expect("captured").stop().await;
     let (callee, sent) = pcmu_each_way(&packets, host.rtp_ports());
     // The recording starts with the callee's first packet: their first words are
     // `speech_start_ms` into it.
@@ -401,20 +413,18 @@ async fn amd_thresholds_come_from_the_configuration() {
     if !require("sipp") {
         return;
     }
-    let (_dir, audio) = audio_for_sipp(&person_greeting());
     let host = Host::builder()
         .examples(&["menu"])
-        .calls("codecs = [\"pcmu\"]\n[calls.amd]\nmax-human-greeting-ms = 500")
-        .start();
-    let api = Api::new(host.http, None);
-    let (mut sipp, sipp_dir, port) =
-        sipp_callee_with(Some("uas_machine.xml"), &["-key", "audio", &audio]);
-    let id = api
-        .place_call(
-            &json!({"to": format!("sip:person@127.0.0.1:{port}"), "agent": "menu",
-                    "from": "4000", "detect_machine": true}),
-        )
-        .await;
+        .config("[calls.amd]\nmax-human-greeting-ms = 500");
+    let DetectionCall {
+        host: _host,
+        api,
+        id,
+        mut sipp,
+        sipp_dir,
+        _dir: _audio,
+        ..
+    } = detection_call(&person_greeting(), host, "menu", false).await;
     let detail = api
         .poll(&format!("/v1/calls/{id}"), Duration::from_secs(20), |d| {
             has_event(d, "machine-detection")
