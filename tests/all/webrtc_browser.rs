@@ -486,9 +486,15 @@ async fn the_appointments_agent_tells_web_from_phone_callers() {
             Duration::from_secs(30),
         )
         .await;
+    // The page got the call's `ended` event with the host's reason, not only the close.
+    let reason = browser
+        .eval("document.querySelector('#talk').dataset.reason")
+        .await;
 
     let web_call = stored(&api, &id).await;
     assert_eq!(web_call["call"]["transport"], "webrtc", "{web_call}");
+    assert_eq!(reason, "agent-hangup");
+    assert_eq!(web_call["call"]["end_reason"], reason, "{web_call}");
     let lines = agent_lines(&web_call);
     assert!(
         lines[0].contains("Who am I speaking with?") && !lines[0].contains("Jordan"),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::peer::{Peer, PeerEvent, PeerOutput, is_fatal};
@@ -69,8 +69,9 @@ pub struct WebLeg {
     codec: Codec,
     model_rate: u32,
     events: mpsc::UnboundedReceiver<LegEvent>,
-    close: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<MediaStats>,
+    /// Closes the media; the task answers with its statistics.
+    close: Option<oneshot::Sender<oneshot::Sender<MediaStats>>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl WebLeg {
@@ -100,7 +101,7 @@ impl WebLeg {
             recording: Mutex::new(None),
         });
         let (events_tx, events) = mpsc::unbounded_channel();
-        let (close_tx, close) = tokio::sync::oneshot::channel();
+        let (close_tx, close) = oneshot::channel();
         let task = PeerTask {
             peer,
             socket,
@@ -199,8 +200,8 @@ impl Leg for WebLeg {
         }
     }
 
-    /// Nothing yet: the call's last events (its state going to `ending`) still reach the page,
-    /// and [`Leg::close`], which follows at once, closes the connection.
+    /// Nothing yet: the call's last events still reach the page, and [`Leg::close`], which
+    /// follows at once, closes the connection after them.
     async fn hangup(&mut self) {}
 
     async fn transfer(&mut self, _target: &str) -> Result<(), LegError> {
@@ -219,17 +220,20 @@ impl Leg for WebLeg {
         Some(self)
     }
 
+    /// Stops the media and gives its statistics at once; the connection stays up a moment
+    /// longer for the page to get the call's `ended` event (recorded after this returns).
     async fn close(mut self) -> Option<MediaStats> {
-        if let Some(close) = self.close.take() {
-            let _ = close.send(());
-        }
-        let stats = match tokio::time::timeout(Duration::from_secs(2), &mut self.task).await {
-            Ok(Ok(stats)) => Some(stats),
-            _ => {
-                self.task.abort();
-                None
-            }
+        let (stats_tx, stats_rx) = oneshot::channel();
+        let stats = match self.close.take().map(|close| close.send(stats_tx)) {
+            Some(Ok(())) => tokio::time::timeout(Duration::from_secs(2), stats_rx)
+                .await
+                .ok()
+                .and_then(Result::ok),
+            _ => None,
         };
+        if stats.is_none() {
+            self.task.abort();
+        }
         let recording = lock(&self.shared.recording).take();
         if let Some(r) = recording {
             finish_recording(r).await;
@@ -246,10 +250,13 @@ enum PageMessage {
     Hangup,
 }
 
+/// How long a closed leg keeps the page's connection for the call's last events.
+pub(super) const LINGER: Duration = Duration::from_secs(2);
+
 /// Why the task stopped.
 enum End {
-    /// The call closed the leg.
-    Closed,
+    /// The call closed the leg; its statistics go here.
+    Closed(oneshot::Sender<MediaStats>),
     /// Tell the call, then wait for it to close the leg.
     Event(LegEvent),
 }
@@ -286,7 +293,7 @@ struct PeerTask {
 }
 
 impl PeerTask {
-    async fn run(mut self, mut close: tokio::sync::oneshot::Receiver<()>) -> MediaStats {
+    async fn run(mut self, mut close: oneshot::Receiver<oneshot::Sender<MediaStats>>) {
         let mut buf = vec![0u8; 2048];
         let end = loop {
             let wake = match self.drain() {
@@ -315,16 +322,61 @@ impl PeerTask {
                 }
                 Some(text) = self.texts.recv() => self.for_page(text),
                 () = self.shared.queued.notified() => self.start_talkspurt(Instant::now()),
-                _ = &mut close => break End::Closed,
+                closed = &mut close => match closed {
+                    Ok(stats_to) => break End::Closed(stats_to),
+                    // The leg is gone without closing (its call task ended).
+                    Err(_) => break End::Event(LegEvent::Hangup),
+                },
             }
         };
-        if let End::Event(event) = end {
-            let _ = self.events.send(event);
-            // The call closes the leg next; the page hears the close then.
-            let _ = close.await;
+        let stats_to = match end {
+            End::Closed(stats_to) => Some(stats_to),
+            End::Event(event) => {
+                let _ = self.events.send(event);
+                // The call closes the leg next.
+                close.await.ok()
+            }
+        };
+        if let Some(stats_to) = stats_to {
+            let _ = stats_to.send(self.stats.clone());
+            self.linger(&mut buf).await;
         }
         self.finish().await;
-        self.stats
+    }
+
+    /// After the media: the call's last events (its `ended` event, with the reason) to the page
+    /// while it is there, until the call's final state or [`LINGER`].
+    async fn linger(&mut self, buf: &mut [u8]) {
+        let until = Instant::now() + LINGER;
+        while self.peer.is_alive() {
+            let Ok(wake) = self.drain() else {
+                return;
+            };
+            tokio::select! {
+                text = self.texts.recv() => {
+                    let Some(text) = text else {
+                        return;
+                    };
+                    let last = is_final_state(&text);
+                    self.for_page(text);
+                    if last {
+                        return;
+                    }
+                }
+                received = self.socket.recv_from(buf) => match received {
+                    Ok((n, from)) => {
+                        let _ = self.peer.receive(std::time::Instant::now(), from, &buf[..n]);
+                    }
+                    Err(_) => return,
+                },
+                () = tokio::time::sleep_until(wake.min(until)) => {
+                    if Instant::now() >= until {
+                        return;
+                    }
+                    let _ = self.peer.timeout(std::time::Instant::now());
+                }
+            }
+        }
     }
 
     /// When the task must look at the time for itself: the connection not up in time, or the
@@ -548,6 +600,8 @@ impl PeerTask {
         while let Ok(text) = self.texts.try_recv() {
             self.for_page(text);
         }
+        // What was just written leaves before the close.
+        let _ = self.drain();
         self.peer.close();
         let until = Instant::now() + Duration::from_millis(200);
         while self.peer.is_alive() && Instant::now() < until {
@@ -560,6 +614,17 @@ impl PeerTask {
             }
         }
     }
+}
+
+/// Whether a call event for the page is the call's last (`state: ended`).
+fn is_final_state(text: &str) -> bool {
+    #[derive(Deserialize)]
+    struct State<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        state: Option<&'a str>,
+    }
+    serde_json::from_str::<State>(text).is_ok_and(|e| e.kind == "state" && e.state == Some("ended"))
 }
 
 /// The end of the call for a fatal error of the peer; other errors are logged and dropped.
@@ -592,10 +657,10 @@ mod tests {
 
     impl Page {
         /// Run the page until `done` (polled every 20 ms, when it also sends a frame of speech)
-        /// or 10 s.
+        /// or 10 s, taking the leg's events while there is a leg.
         async fn run_until(
             &mut self,
-            leg: &mut WebLeg,
+            mut leg: Option<&mut WebLeg>,
             seen: &mut Vec<LegEvent>,
             done: impl Fn(&Browser, &[LegEvent]) -> bool,
         ) {
@@ -620,10 +685,15 @@ mod tests {
                         };
                         self.browser.rtc.handle_input(str0m::Input::Receive(std::time::Instant::now(), receive)).unwrap();
                     }
-                    event = leg.next_event() => seen.push(event),
+                    event = async {
+                        match leg.as_deref_mut() {
+                            Some(leg) => leg.next_event().await,
+                            None => std::future::pending().await,
+                        }
+                    } => seen.push(event),
                     () = tokio::time::sleep_until(wake.min(next_frame)) => {
                         let now = Instant::now();
-                        if now >= next_frame && self.browser.connected {
+                        if now >= next_frame && self.browser.connected && self.browser.rtc.is_alive() {
                             let speech: Vec<i16> = (0..960).map(|i| ((i as f32 * 0.06).sin() * 8000.0) as i16).collect();
                             let mut payload = Vec::new();
                             self.opus.encode(&speech, &mut payload).unwrap();
@@ -687,7 +757,7 @@ mod tests {
             sent: 0,
         };
         let mut seen = Vec::new();
-        page.run_until(&mut leg, &mut seen, |b, seen| {
+        page.run_until(Some(&mut leg), &mut seen, |b, seen| {
             b.audio.len() >= 15 && !b.texts.is_empty() && seen.contains(&LegEvent::PlayoutDrained)
         })
         .await;
@@ -705,7 +775,7 @@ mod tests {
         page.browser.send_text(r#"{"type":"key","key":"7"}"#);
         page.browser.send_text(r#"{"type":"key","key":"x"}"#);
         page.browser.send_text(r#"{"type":"hangup"}"#);
-        page.run_until(&mut leg, &mut seen, |_, seen| {
+        page.run_until(Some(&mut leg), &mut seen, |_, seen| {
             seen.contains(&LegEvent::Hangup)
         })
         .await;
@@ -724,7 +794,20 @@ mod tests {
         assert!(stats.packets_received >= 10, "{stats:?}");
         assert!(stats.packets_sent >= 15, "{stats:?}");
         assert!(heard.load(Ordering::Relaxed) >= 24_000 / 50 * 5);
-        // The port went back to the pool.
-        assert_eq!(pool.leased(), 0);
+        // The call's last events, recorded after the leg closed, still reach the page; then the
+        // connection closes and the port goes back to the pool.
+        let ended = r#"{"type":"ended","reason":"caller-hangup"}"#;
+        texts.send(ended.into()).unwrap();
+        texts
+            .send(r#"{"type":"state","state":"ended"}"#.into())
+            .unwrap();
+        page.run_until(None, &mut seen, |b, _| b.texts.len() == 3)
+            .await;
+        assert_eq!(page.browser.texts[1], ended);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while pool.leased() > 0 {
+            assert!(Instant::now() < deadline, "the port never went back");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

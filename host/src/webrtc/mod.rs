@@ -287,8 +287,11 @@ impl WebCalls {
                         let _ = crate::call::leg::Leg::close(leg).await;
                     }
                 }
-                pages.close(&id);
                 drop(slot);
+                // The call's last events reach the bus once stored, after it ended: the page's
+                // feed stays for the leg's linger.
+                tokio::time::sleep(leg::LINGER).await;
+                pages.close(&id);
             }
             .instrument(span),
         );

@@ -130,7 +130,8 @@
       // The channel opens once ICE, DTLS and SCTP are up: from then on keys get through.
       channel.addEventListener('open', () => this.#set('connected'));
       channel.addEventListener('message', (m) => this.#message(m.data));
-      // The host closes it when the call ends (its `ended` event may not make it out first).
+      // The host closes it after the call's `ended` event (with the reason); a connection lost
+      // first closes it too.
       channel.addEventListener('close', () => this.#end(this.#hungUp ? 'hangup' : 'closed'));
       pc.addEventListener('track', (e) => this.#play(e.streams[0] || new MediaStream([e.track])));
       pc.addEventListener('connectionstatechange', () => {

@@ -695,7 +695,7 @@ async function startTalk(agent, number) {
     h('h3', {}, 'Events'),
     events);
   panel.hidden = false;
-  for (const k of ['state', 'status', 'energy']) delete panel.dataset[k];
+  for (const k of ['state', 'status', 'energy', 'reason']) delete panel.dataset[k];
 
   const over = (message) => {
     clearInterval(levels);
@@ -733,7 +733,12 @@ async function startTalk(agent, number) {
         link.href = `#/call/${encodeURIComponent(call.callId)}`;
       }
       if (s === 'connected') for (const k of keys) k.disabled = false;
-      if (s === 'ended') over(null);
+      if (s === 'ended') {
+        // The host's reason (its `ended` event), or who closed the connection.
+        panel.dataset.reason = call.reason;
+        badge.textContent = `ended: ${call.reason}`;
+        over(null);
+      }
       if (s === 'failed') over(call.error.message);
     },
     onEvent: (e) => {
