@@ -87,8 +87,9 @@ async fn runaway_agent_is_stopped_while_another_call_completes() {
     let (result, elapsed, mut runaway) = spin.await.unwrap();
     let fault = result.unwrap_err();
     assert_eq!(fault.kind, FaultKind::CpuBudget, "{fault}");
+    // The budget is the guest's CPU time: on a busy machine spending it takes longer.
     assert!(
-        elapsed < Duration::from_millis(2 * budget),
+        elapsed < Duration::from_millis(10 * budget),
         "stopped after {elapsed:?}"
     );
     assert!(

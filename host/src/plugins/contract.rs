@@ -88,14 +88,15 @@ macro_rules! call_hook {
     ($sandbox:expr, $hook:ident ( $($arg:expr),* )) => {{
         let sb = &mut *$sandbox;
         let timeout = sb.limits.hook_timeout;
+        let cpu = sb.store.data().cpu.clone();
         match &sb.agent {
             $crate::plugins::contract::Agent::V0_1(a) => {
                 let fut = a.switchboard_agent_agent().$hook(&mut sb.store $(, $arg)*);
-                tokio::time::timeout(timeout, fut).await
+                tokio::time::timeout(timeout, cpu.metered(fut)).await
             }
             $crate::plugins::contract::Agent::V0_2(a) => {
                 let fut = a.switchboard_agent_agent().$hook(&mut sb.store $(, $arg)*);
-                tokio::time::timeout(timeout, fut).await
+                tokio::time::timeout(timeout, cpu.metered(fut)).await
             }
         }
     }};

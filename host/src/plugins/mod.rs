@@ -17,6 +17,7 @@ mod bindings;
 pub mod capabilities;
 pub mod contract;
 mod convert;
+mod cpu;
 pub mod deploy;
 mod function_cache;
 pub mod harness;

@@ -4,7 +4,7 @@
 //! affected.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
@@ -12,6 +12,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::v0_2::switchboard::agent::types as wit;
 use super::contract::{Agent, AgentPre, call_hook};
+use super::cpu::CpuMeter;
 use super::host::HostCtx;
 use super::limiter::Limiter;
 use super::runtime::{AgentContext, SessionLimits};
@@ -26,8 +27,10 @@ pub struct SessionState {
     table: ResourceTable,
     limiter: Limiter,
     pub(crate) host: HostCtx,
-    /// When the current hook started; none between hooks.
-    hook_started: Option<Instant>,
+    /// A hook (or the instantiation) is running.
+    in_hook: bool,
+    /// The guest's CPU time in the current hook.
+    pub(crate) cpu: Arc<CpuMeter>,
     budget: Duration,
 }
 
@@ -41,11 +44,9 @@ impl WasiView for SessionState {
 }
 
 impl SessionState {
-    /// Guest CPU time of the current hook (wall time minus time spent in host imports) is
-    /// past the budget.
+    /// The current hook's CPU time is past the budget.
     fn over_budget(&self) -> bool {
-        self.hook_started
-            .is_some_and(|t| t.elapsed().saturating_sub(self.host.in_host) > self.budget)
+        self.in_hook && self.cpu.used() > self.budget
     }
 }
 
@@ -78,7 +79,8 @@ impl Sandbox {
             limiter: Limiter::new(limits.memory_bytes),
             host: HostCtx::new(ctx, call_id),
             // Instantiation runs start functions: it is under the budget like a hook.
-            hook_started: Some(Instant::now()),
+            in_hook: true,
+            cpu: Arc::default(),
             budget: limits.hook_budget,
         };
         let mut store = Store::new(engine, state);
@@ -92,7 +94,9 @@ impl Sandbox {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        let result = tokio::time::timeout(limits.hook_timeout, pre.instantiate(&mut store)).await;
+        let cpu = store.data().cpu.clone();
+        let instantiate = cpu.metered(pre.instantiate(&mut store));
+        let result = tokio::time::timeout(limits.hook_timeout, instantiate).await;
         let agent = match result {
             Ok(Ok(agent)) => agent,
             Ok(Err(e)) => return Err(classify(&store, "instantiate", &e)),
@@ -104,7 +108,7 @@ impl Sandbox {
                 });
             }
         };
-        store.data_mut().hook_started = None;
+        store.data_mut().in_hook = false;
         Ok(Sandbox {
             store,
             agent,
@@ -128,7 +132,8 @@ impl Sandbox {
         }
         let state = self.store.data_mut();
         state.host.begin_hook(hook);
-        state.hook_started = Some(Instant::now());
+        state.cpu.reset();
+        state.in_hook = true;
         Ok(())
     }
 
@@ -141,7 +146,7 @@ impl Sandbox {
         result: HookResult<R>,
     ) -> Result<(R, Vec<Action>), AgentFault> {
         let state = self.store.data_mut();
-        state.hook_started = None;
+        state.in_hook = false;
         let effects = std::mem::take(&mut state.host.effects);
         let requests = std::mem::take(&mut state.host.requests);
         let fault = match result {

@@ -1,7 +1,5 @@
 //! `switchboard:agent/http`: outbound requests to the hosts the manifest allows.
 
-use std::time::Instant;
-
 use super::HostCtx;
 use crate::plugins::bindings::v0_1::switchboard::agent::http as http_v0_1;
 use crate::plugins::bindings::v0_2::switchboard::agent::http;
@@ -12,10 +10,8 @@ impl HostCtx {
     /// The one implementation; each contract version only converts its request and response
     /// records (the `http` interface has its own types in each version).
     async fn fetch(&mut self, req: FetchRequest) -> Result<FetchResponse, GuestError> {
-        let t = Instant::now();
         let ctx = self.ctx.clone();
         let result = ctx.http.fetch(req, &ctx.manifest.capabilities.http).await;
-        self.waited_since(t);
         result.map_err(|e| match e {
             FetchError::NotAllowed(m) => GuestError::NotAllowed(m),
             FetchError::Invalid(m) => GuestError::Invalid(m),

@@ -1,7 +1,5 @@
 //! `switchboard:agent/kv`: the agent's persistent key-value store, within its manifest quota.
 
-use std::time::Instant;
-
 use super::HostCtx;
 use crate::plugins::bindings::v0_1::switchboard::agent::kv as kv_v0_1;
 use crate::plugins::bindings::v0_2::switchboard::agent::kv;
@@ -21,10 +19,8 @@ impl kv::Host for HostCtx {
         let Some(store) = self.ctx.kv.clone() else {
             return Ok(Err(GuestError::NotAllowed("no kv quota granted".into())));
         };
-        let t = Instant::now();
         let quota = self.ctx.manifest.capabilities.kv_quota_bytes;
         let result = store.set(&key, &value, quota);
-        self.waited_since(t);
         Ok(result.map_err(|e| match e {
             KvError::Quota { .. } => GuestError::NotAllowed(e.to_string()),
             KvError::BadKey | KvError::ValueTooLarge => GuestError::Invalid(e.to_string()),
@@ -36,12 +32,10 @@ impl kv::Host for HostCtx {
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
-        if let Some(store) = self.ctx.kv.clone() {
-            let t = Instant::now();
-            if let Err(e) = store.delete(&key) {
-                tracing::error!(call_id = %self.call_id, agent = %self.ctx.name, error = %e, "kv delete failed");
-            }
-            self.waited_since(t);
+        if let Some(store) = self.ctx.kv.clone()
+            && let Err(e) = store.delete(&key)
+        {
+            tracing::error!(call_id = %self.call_id, agent = %self.ctx.name, error = %e, "kv delete failed");
         }
         Ok(())
     }

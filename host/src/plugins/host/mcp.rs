@@ -1,8 +1,6 @@
 //! `switchboard:agent/mcp` (0.2.0): the tools of the MCP servers an agent's manifest names,
 //! their renaming in `on-start`, and the veto of one MCP call during `on-event(mcp-call)`.
 
-use std::time::Instant;
-
 use super::HostCtx;
 use crate::plugins::bindings::v0_2::switchboard::agent::mcp;
 use crate::plugins::bindings::v0_2::switchboard::agent::types::Tool;
@@ -13,10 +11,8 @@ impl mcp::Host for HostCtx {
     /// The version's MCP tools under their model-facing names; listing a server not listed yet
     /// is host time, not the hook's CPU budget.
     async fn tools(&mut self) -> wasmtime::Result<Vec<Tool>> {
-        let t = Instant::now();
         let catalog = self.ctx.mcp.clone();
         let tools = catalog.tools().await;
-        self.waited_since(t);
         Ok(tools
             .into_iter()
             .map(|t| Tool {
@@ -40,10 +36,8 @@ impl mcp::Host for HostCtx {
         if let Err(message) = check_tool_name(&name) {
             return Ok(Err(GuestError::Invalid(message)));
         }
-        let t = Instant::now();
         let catalog = self.ctx.mcp.clone();
         let tools = catalog.tools().await;
-        self.waited_since(t);
         let Some(found) = tools.iter().find(|t| t.name == tool) else {
             return Ok(Err(GuestError::Invalid(format!(
                 "no MCP tool `{tool}` (mcp.tools() lists them)"

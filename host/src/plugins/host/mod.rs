@@ -1,7 +1,7 @@
 //! The host side of the agent contract's imports: one file per WIT interface (`call`, `kv`,
 //! `http`, `config`, `log`, `mcp`), each implemented on [`HostCtx`], the small per-call context
 //! those imports need. The sandbox owns the store around it; nothing here knows about wasmtime
-//! stores, budgets or hooks beyond the time it spends waiting.
+//! stores or budgets.
 //!
 //! Each file implements the interface once, for the current contract (0.2.0); the 0.1.0 trait
 //! of the same interface delegates to it function by function, so both versions share one
@@ -16,7 +16,6 @@ mod mcp;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use super::bindings::v0_2::switchboard::agent::types;
 use super::runtime::AgentContext;
@@ -25,8 +24,7 @@ use crate::domain::agent_event::AgentRequest;
 use crate::domain::{Action, CallInfo, Handoff};
 
 /// What the host imports of one call need: the agent's shared context, the call's info for logs
-/// and `call.context`, what the current hook asked for, and the time it spent waiting in the
-/// host (which the CPU budget does not count).
+/// and `call.context`, and what the current hook asked for.
 pub(crate) struct HostCtx {
     pub ctx: Arc<AgentContext>,
     pub call_id: String,
@@ -38,8 +36,6 @@ pub(crate) struct HostCtx {
     pub effects: Vec<Action>,
     /// Requests other than actions made during the current hook.
     pub requests: Vec<AgentRequest>,
-    /// Time spent in host imports during the current hook.
-    pub in_host: Duration,
     /// The hook running (`on-start`, `on-event`, ...).
     pub hook: &'static str,
     /// The current hook is `on-event(mcp-call)`: `mcp.veto` may refuse that call.
@@ -59,7 +55,6 @@ impl HostCtx {
             handoff: None,
             effects: Vec::new(),
             requests: Vec::new(),
-            in_host: Duration::ZERO,
             hook: "",
             in_mcp_call: false,
             veto: None,
@@ -72,13 +67,7 @@ impl HostCtx {
         self.hook = hook;
         self.effects.clear();
         self.requests.clear();
-        self.in_host = Duration::ZERO;
         self.veto = None;
-    }
-
-    /// Count the time since `started` as spent in the host, not in the guest.
-    fn waited_since(&mut self, started: Instant) {
-        self.in_host += started.elapsed();
     }
 }
 
