@@ -583,6 +583,7 @@ async fn run_answered<L: Leg>(deps: &Arc<CallDeps>, a: Answered<L>) {
         end_call: a.accepted.end_call,
         agent: a.accepted.agent.version().name().to_string(),
         mcp_tools: a.accepted.mcp_tools,
+        greeting: a.accepted.config.greeting.is_some(),
     });
     let agent_name = a.accepted.agent.version().name();
     let format = a.leg.facts().codec.as_deref().and_then(LegFormat::parse);

@@ -266,6 +266,7 @@ fn start<L: Leg + 'static>(
             end_call: false,
             agent: "scripted".into(),
             mcp_tools: Default::default(),
+            greeting: true,
         }),
         leg,
         agent: ScriptedAgent {

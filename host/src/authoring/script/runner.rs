@@ -50,6 +50,7 @@ impl Call {
         agent: ObservedAgent,
         info: &CallInfo,
         actions: Vec<crate::domain::Action>,
+        greeting: bool,
     ) -> Call {
         let log = agent.log.clone();
         let (leg_tx, leg_rx) = mpsc::unbounded_channel();
@@ -74,6 +75,7 @@ impl Call {
                 end_call: false,
                 agent: name,
                 mcp_tools: Default::default(),
+                greeting,
             }),
             leg,
             agent,
@@ -227,7 +229,11 @@ pub(crate) async fn run(
                     session,
                     log: log.clone(),
                 };
-                call = Some(Call::start(runtime, agent, &info, actions));
+                let greeting = config.greeting.is_some();
+                call = Some((
+                    Call::start(runtime, agent, &info, actions, greeting),
+                    greeting,
+                ));
             }
             Ok(StartOutcome::Reject(r)) => push(
                 &log,
@@ -241,12 +247,14 @@ pub(crate) async fn run(
     }
     let mut steps = Vec::new();
     let failure = match &mut call {
-        Some(call) => {
+        Some((call, greeting)) => {
             // The greeting (the model's first response) is done.
-            call.model(ModelEvent::ResponseDone {
-                status: ResponseStatus::Completed,
-            })
-            .await;
+            if *greeting {
+                call.model(ModelEvent::ResponseDone {
+                    status: ResponseStatus::Completed,
+                })
+                .await;
+            }
             let failure = match call.settle().await {
                 Ok(()) => run_steps(call, &conversation.steps, &mut steps).await,
                 Err(Broken(why)) => Some(broken(0, conversation.line, why, &log, 0)),

@@ -36,6 +36,9 @@ pub struct LogicConfig {
     /// The MCP tools offered to the model, by the name it calls them: fixed at the start of
     /// the call (and of each agent it is handed to).
     pub mcp_tools: McpRoutes,
+    /// The model speaks first: the session's greeting (a call started on the fallback speaks
+    /// its apology first either way).
+    pub greeting: bool,
 }
 
 /// Where the model's MCP tools go, by the name the model calls them.

@@ -140,6 +140,7 @@ pub struct CallLogic {
 
 impl CallLogic {
     pub fn new(config: LogicConfig) -> CallLogic {
+        let responding = u32::from(config.greeting);
         CallLogic {
             agent: config.agent.clone(),
             handoff_gap: None,
@@ -150,7 +151,7 @@ impl CallLogic {
             ended: false,
             collector: None,
             pending_final: None,
-            responding: 1,
+            responding,
             provider_playing: false,
             current_item: None,
             dropped_items: HashSet::new(),
@@ -397,6 +398,8 @@ impl CallLogic {
             self.notify(Notification::Progress(CallProgress::Answered));
         }
         if failure.is_some() {
+            // The fallback session's apology.
+            self.responding = 1;
             self.failure = failure;
             self.pending_final = Some((self.fallback_final(), now + self.config.drain_limit));
         } else {

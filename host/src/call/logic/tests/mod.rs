@@ -69,26 +69,37 @@ impl Rig {
         fallback_transfer: Option<&str>,
         final_tail: Duration,
     ) -> Rig {
+        Rig {
+            logic: CallLogic::new(Rig::config(capabilities, fallback_transfer, final_tail)),
+            playout: FakePlayout::default(),
+            now: Duration::ZERO,
+        }
+    }
+
+    /// The rig's call: an agent with a greeting, the host's end-call tool, the apology then a
+    /// hang-up (or `fallback_transfer`) when something fails.
+    fn config(
+        capabilities: Capabilities,
+        fallback_transfer: Option<&str>,
+        final_tail: Duration,
+    ) -> LogicConfig {
         let apology = Action::Say("Sorry.".into());
         let last = match fallback_transfer {
             Some(t) => Action::Transfer(t.into()),
             None => Action::Hangup,
         };
-        Rig {
-            logic: CallLogic::new(LogicConfig {
-                drain_limit: DRAIN,
-                final_tail,
-                fallback_transfer: fallback_transfer.map(String::from),
-                fallback_actions: vec![apology, last],
-                capabilities,
-                outbound: false,
-                // Only a tool of that name is the host's; the others go to the agent as ever.
-                end_call: true,
-                agent: "first".into(),
-                mcp_tools: Default::default(),
-            }),
-            playout: FakePlayout::default(),
-            now: Duration::ZERO,
+        LogicConfig {
+            drain_limit: DRAIN,
+            final_tail,
+            fallback_transfer: fallback_transfer.map(String::from),
+            fallback_actions: vec![apology, last],
+            capabilities,
+            outbound: false,
+            // Only a tool of that name is the host's; the others go to the agent as ever.
+            end_call: true,
+            agent: "first".into(),
+            mcp_tools: Default::default(),
+            greeting: true,
         }
     }
 
@@ -261,6 +272,29 @@ fn a_hang_up_waits_for_the_model_and_the_playout() {
     let effects = rig.at_ms(700).input(Input::Tick);
     assert_eq!(effects[0], Effect::Hangup);
     assert_eq!(effects[2], ending(EndReason::AgentHangup, false));
+}
+
+/// An agent without a greeting waits for the callee (an outbound call, a voicemail): its first
+/// say and hang-up end the call once the say is heard, not after the drain limit.
+#[test]
+fn without_a_greeting_a_say_then_hang_up_ends_when_the_say_is_done() {
+    let mut rig = Rig::new();
+    rig.logic = CallLogic::new(LogicConfig {
+        greeting: false,
+        ..Rig::config(all_capabilities(), None, Duration::ZERO)
+    });
+    rig.input(Input::Start {
+        actions: Vec::new(),
+        failure: None,
+    });
+    rig.input(dtmf('1'));
+    rig.actions(vec![
+        Action::Say("Please call us back.".into()),
+        Action::Hangup,
+    ]);
+    rig.playout.queued_ms = 0;
+    let effects = rig.at_ms(2_000).input(Input::ResponseDone);
+    assert_eq!(effects.first(), Some(&Effect::Hangup), "{effects:?}");
 }
 
 #[test]
