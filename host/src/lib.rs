@@ -31,3 +31,10 @@ pub mod store;
 pub mod tls;
 pub mod webhooks;
 pub mod webrtc;
+
+// The fuzz targets' code (fuzz/src/lib.rs) names this crate `switchboard`; the corpus replay
+// compiles it in here.
+#[cfg(test)]
+extern crate self as switchboard;
+#[cfg(test)]
+mod fuzz_corpus;

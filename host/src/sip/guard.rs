@@ -23,8 +23,10 @@ const MAX_DATAGRAM: usize = 65_535;
 
 /// Scanner settings shared by the UDP guard and the message inspector.
 #[derive(Debug, Clone)]
-pub(crate) struct ScannerRules {
+pub struct ScannerRules {
+    /// Case-insensitive User-Agent substrings that mark a scanner (empty ones match nothing).
     pub patterns: Vec<String>,
+    /// Drop a scanner's requests silently, or refuse them with 403.
     pub action: ScannerAction,
 }
 
@@ -35,9 +37,14 @@ pub(crate) struct GuardedUdpSocket {
     scanners: ScannerRules,
 }
 
-enum Verdict {
+/// What the UDP guard does with one datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatagramVerdict {
+    /// Hand it to the SIP stack.
     Pass,
+    /// Ignore it: a scanner, or nothing to answer to.
     Drop,
+    /// Refuse it: send these bytes (a stateless SIP response) back to the source.
     Reply(Vec<u8>),
 }
 
@@ -49,62 +56,72 @@ impl GuardedUdpSocket {
             scanners,
         }
     }
+}
 
-    fn screen(&self, packet: &[u8], source: SocketAddr, room: usize) -> Verdict {
-        // Keep-alives and blank datagrams are the stack's business.
-        if packet.iter().all(|b| b.is_ascii_whitespace()) {
-            return Verdict::Pass;
-        }
-        let tag = || rsipstack::transaction::random_text(10);
-        if packet.len() > room.min(STACK_UDP_BUF) {
-            debug!(%source, len = packet.len(), "oversized datagram refused");
-            return reply_or_drop(wire::salvage_response(
+/// The guard's decision on one datagram from `source`, before the SIP stack's parser sees it:
+/// keep-alives and messages the stack can take pass, scanners are dropped or refused as
+/// `scanners` says, and oversized (over `room`, the stack's read buffer, or its 8 KiB UDP
+/// buffer), unparseable or incomplete requests are refused with the right 4xx/5xx when they
+/// name a Via to answer to, dropped otherwise (fuzzed: fuzz/fuzz_targets/sip_guard.rs).
+pub fn screen_datagram(
+    packet: &[u8],
+    source: SocketAddr,
+    room: usize,
+    scanners: &ScannerRules,
+) -> DatagramVerdict {
+    // Keep-alives and blank datagrams are the stack's business.
+    if packet.iter().all(|b| b.is_ascii_whitespace()) {
+        return DatagramVerdict::Pass;
+    }
+    let tag = || rsipstack::transaction::random_text(10);
+    if packet.len() > room.min(STACK_UDP_BUF) {
+        debug!(%source, len = packet.len(), "oversized datagram refused");
+        return reply_or_drop(wire::salvage_response(
+            packet,
+            source,
+            513,
+            "Message Too Large",
+            &tag(),
+        ));
+    }
+    if wire::is_scanner(packet, &scanners.patterns) {
+        debug!(%source, "scanner request");
+        return match scanners.action {
+            ScannerAction::Drop => DatagramVerdict::Drop,
+            ScannerAction::Reject => reply_or_drop(wire::salvage_response(
                 packet,
                 source,
-                513,
-                "Message Too Large",
+                403,
+                "Forbidden",
                 &tag(),
-            ));
-        }
-        if wire::is_scanner(packet, &self.scanners.patterns) {
-            debug!(%source, "scanner request");
-            return match self.scanners.action {
-                ScannerAction::Drop => Verdict::Drop,
-                ScannerAction::Reject => reply_or_drop(wire::salvage_response(
-                    packet,
-                    source,
-                    403,
-                    "Forbidden",
-                    &tag(),
-                )),
+            )),
+        };
+    }
+    if let Some(reason) = content_length_problem(packet) {
+        debug!(%source, reason, "bad Content-Length");
+        return reply_or_drop(wire::salvage_response(packet, source, 400, reason, &tag()));
+    }
+    match SipMessage::try_from(packet) {
+        Ok(_) => DatagramVerdict::Pass,
+        Err(e) => {
+            debug!(%source, error = %e, "unparseable SIP message");
+            let version_ok =
+                wire::raw_request_version(packet).is_none_or(|v| v.eq_ignore_ascii_case("SIP/2.0"));
+            let (code, reason) = if !version_ok {
+                (505, "Version Not Supported")
+            } else if wire::raw_method(packet).is_some_and(|m| m.parse::<Method>().is_err()) {
+                // The stack's parser knows only the methods it implements.
+                (501, "Not Implemented")
+            } else {
+                (400, "Bad Request")
             };
-        }
-        if let Some(reason) = content_length_problem(packet) {
-            debug!(%source, reason, "bad Content-Length");
-            return reply_or_drop(wire::salvage_response(packet, source, 400, reason, &tag()));
-        }
-        match SipMessage::try_from(packet) {
-            Ok(_) => Verdict::Pass,
-            Err(e) => {
-                debug!(%source, error = %e, "unparseable SIP message");
-                let version_ok = wire::raw_request_version(packet)
-                    .is_none_or(|v| v.eq_ignore_ascii_case("SIP/2.0"));
-                let (code, reason) = if !version_ok {
-                    (505, "Version Not Supported")
-                } else if wire::raw_method(packet).is_some_and(|m| m.parse::<Method>().is_err()) {
-                    // The stack's parser knows only the methods it implements.
-                    (501, "Not Implemented")
-                } else {
-                    (400, "Bad Request")
-                };
-                reply_or_drop(wire::salvage_response(packet, source, code, reason, &tag()))
-            }
+            reply_or_drop(wire::salvage_response(packet, source, code, reason, &tag()))
         }
     }
 }
 
-fn reply_or_drop(resp: Option<Vec<u8>>) -> Verdict {
-    resp.map_or(Verdict::Drop, Verdict::Reply)
+fn reply_or_drop(resp: Option<Vec<u8>>) -> DatagramVerdict {
+    resp.map_or(DatagramVerdict::Drop, DatagramVerdict::Reply)
 }
 
 /// RFC 3261 §18.3: over UDP a Content-Length larger than the body, or one that is not a
@@ -142,13 +159,13 @@ impl rsipstack::platform::net::UdpSocket for GuardedUdpSocket {
         let mut scratch = self.scratch.lock().await;
         loop {
             let (len, source) = self.socket.recv_from(&mut scratch).await?;
-            match self.screen(&scratch[..len], source, buf.len()) {
-                Verdict::Pass => {
+            match screen_datagram(&scratch[..len], source, buf.len(), &self.scanners) {
+                DatagramVerdict::Pass => {
                     buf[..len].copy_from_slice(&scratch[..len]);
                     return Ok((len, source));
                 }
-                Verdict::Drop => {}
-                Verdict::Reply(bytes) => {
+                DatagramVerdict::Drop => {}
+                DatagramVerdict::Reply(bytes) => {
                     self.socket.send_to(&bytes, source).await.ok();
                 }
             }

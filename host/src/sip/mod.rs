@@ -26,7 +26,7 @@ mod config;
 mod dialog;
 mod endpoint;
 mod error;
-mod guard;
+pub(crate) mod guard;
 mod inbound;
 mod outbound;
 mod policy;
@@ -42,6 +42,7 @@ pub use config::{
 pub use dialog::{Dialog, DialogEvent, DialogHandle, EndReason, ReinviteRequest, TimerEvent};
 pub use endpoint::{LocalAddrs, SipEndpoint, SipEvent};
 pub use error::SipError;
+pub use guard::{DatagramVerdict, ScannerRules, screen_datagram};
 pub use inbound::IncomingCall;
 pub use outbound::{CallOutcome, CallProgress, CallTarget, OutboundCall, OutgoingCall};
 pub(crate) use policy::RateLimiter;

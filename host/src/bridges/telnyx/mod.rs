@@ -5,13 +5,13 @@
 //! on it as a [`StreamLeg`](super::stream::StreamLeg). Hang-up and transfer are Call Control
 //! commands.
 
-mod frames;
+pub mod frames;
 mod outbound;
 mod reorder;
 mod rest;
 pub mod signature;
 mod transfers;
-mod webhook;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

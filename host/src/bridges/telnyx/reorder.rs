@@ -21,7 +21,8 @@ impl Reorder {
     /// Order the frames after the one numbered `start` (the stream's `start`).
     pub fn after(start: u64) -> Reorder {
         Reorder {
-            next: start + 1,
+            // Saturating here and below: the numbers are the sender's, anywhere in u64.
+            next: start.saturating_add(1),
             held: BTreeMap::new(),
         }
     }
@@ -45,7 +46,7 @@ impl Reorder {
         let mut due = Vec::new();
         while let Some(event) = self.held.remove(&self.next) {
             due.push(event);
-            self.next += 1;
+            self.next = self.next.saturating_add(1);
         }
         if stop {
             due.extend(std::mem::take(&mut self.held).into_values());
@@ -125,5 +126,16 @@ mod tests {
         assert_eq!(r.push(3, audio(9)), vec![]);
         assert_eq!(r.push(2, audio(2)), vec![audio(2), audio(3)]);
         assert_eq!(r.push(3, audio(3)), vec![]);
+    }
+
+    /// A fuzz-target input (fuzz/corpus/media_stream/telnyx_sequence_max): a start numbered
+    /// u64::MAX overflowed the count of the frame due next.
+    #[test]
+    fn frames_at_the_end_of_the_count_pass_without_overflow() {
+        let mut r = Reorder::after(u64::MAX);
+        assert_eq!(r.push(u64::MAX, audio(1)), vec![audio(1)]);
+        assert_eq!(r.push(u64::MAX, StreamEvent::Stop), vec![StreamEvent::Stop]);
+        let mut r = Reorder::after(u64::MAX - 1);
+        assert_eq!(r.push(u64::MAX, audio(2)), vec![audio(2)]);
     }
 }

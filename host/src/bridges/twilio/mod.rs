@@ -4,7 +4,7 @@
 //! one-time token back in its `start`, and the call runs on it as a [`StreamLeg`]. Hang-up and
 //! transfer go through Twilio's REST API.
 
-mod frames;
+pub mod frames;
 mod outbound;
 mod rest;
 pub mod signature;

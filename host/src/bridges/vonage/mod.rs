@@ -7,12 +7,12 @@
 //!
 //! Vonage does not sign the socket's upgrade; the one-time token from our NCCO is the check.
 
-mod frames;
+pub mod frames;
 mod jwt;
 mod ncco;
 mod outbound;
 mod rest;
-mod signature;
+pub mod signature;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -56,9 +56,10 @@ pub fn verify(
         .as_i64()
         .ok_or_else(|| bad("the token has no iat"))?;
     if iat < now - MAX_AGE_SECS || iat > now + SKEW_SECS {
+        // Saturating: `iat` is the sender's, anywhere in i64.
         return Err(bad(format!(
             "the token was issued {} s from now",
-            iat - now
+            iat.saturating_sub(now)
         )));
     }
     match &claims["application_id"] {
@@ -164,6 +165,20 @@ mod tests {
         let mut no_app = claims();
         no_app.as_object_mut().unwrap().remove("application_id");
         assert_eq!(check(Some(&signed(&no_app)), BODY), Ok(()));
+    }
+
+    /// A fuzz-target input (fuzz/corpus/webhooks/vonage_iat_min): the refusal's message
+    /// subtracted our clock from the token's iat and overflowed.
+    #[test]
+    fn a_token_issued_at_the_end_of_the_integer_range_is_refused() {
+        for iat in [i64::MIN, i64::MAX] {
+            let mut far = claims();
+            far["iat"] = json!(iat);
+            assert!(matches!(
+                check(Some(&signed(&far)), BODY),
+                Err(Refusal::Bad(_))
+            ));
+        }
     }
 
     #[test]

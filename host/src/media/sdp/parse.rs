@@ -15,6 +15,9 @@ pub(super) enum Format {
     Dtmf(u32),
 }
 
+/// telephone-event clocks we take: those of telephony audio, narrowband to Opus.
+const TELEPHONE_EVENT_CLOCKS: std::ops::RangeInclusive<u32> = 8000..=48_000;
+
 /// One m-line of a parsed SDP, with session-level defaults already applied.
 pub(super) struct Stream {
     pub(super) media: String,
@@ -70,7 +73,11 @@ impl Stream {
     pub(super) fn format(&self, pt: u8) -> Option<Format> {
         match self.rtpmaps.get(&pt) {
             Some((name, clock)) if name.eq_ignore_ascii_case("telephone-event") => {
-                Some(Format::Dtmf(*clock))
+                // DTMF timing divides and multiplies by the clock: 0 or an absurd one is
+                // unusable, so that telephone-event is not taken.
+                TELEPHONE_EVENT_CLOCKS
+                    .contains(clock)
+                    .then_some(Format::Dtmf(*clock))
             }
             Some((name, clock)) => Codec::from_rtpmap(name, *clock).map(Format::Audio),
             None => Codec::from_static_payload_type(pt).map(Format::Audio),

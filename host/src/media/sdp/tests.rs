@@ -528,3 +528,25 @@ fn g722_at_its_8000_sdp_clock_both_ways() {
     assert_eq!(media.codec, Codec::G722);
     assert_eq!(media.dtmf_send.map(|d| d.clock_rate), Some(8000));
 }
+
+/// Fuzz-target inputs (fuzz/corpus/sdp/telephone_event_0, telephone_event_huge): the negotiated
+/// clock reached the DTMF receiver, which divides by it, and the sender, which multiplies it
+/// by the packet time. Such a telephone-event is not taken; the audio still is.
+#[test]
+fn telephone_event_at_a_clock_of_zero_or_beyond_telephony_is_not_taken() {
+    for clock in ["0", "4294967295", "96000"] {
+        let offer = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio 6000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
+             a=rtpmap:101 telephone-event/{clock}\r\n"
+        );
+        let (answer, media) = answer_offer(&offer, &local(&[Codec::Pcmu])).unwrap();
+        assert_eq!(media.codec, Codec::Pcmu, "{clock}");
+        assert_eq!(
+            (media.dtmf_send, media.dtmf_recv),
+            (None, vec![]),
+            "{clock}"
+        );
+        assert!(answer.contains("m=audio 40000 RTP/AVP 0\r\n"), "{answer}");
+    }
+}
