@@ -6,8 +6,8 @@
 #
 # Each run starts from the saved corpus fuzz/corpus/TARGET plus a working corpus
 # fuzz/target/corpus/TARGET (not committed; it keeps growing from run to run). With FUZZ_SAVE=1
-# the inputs of the working corpus that reach coverage the saved one does not are added to the
-# saved one (libFuzzer's set-cover merge), to commit. A crash stops that target's run: its input
+# the inputs of the working corpus that reach code edges the saved one does not are added to the
+# saved one (libFuzzer's set-cover merge, on edges only so that it stays small), to commit. A crash stops that target's run: its input
 # is in fuzz/artifacts/TARGET/ (add it to the saved corpus once fixed, and a unit test next to
 # the parser). Prints per target the executions, coverage (libFuzzer's cov: edges, ft:
 # features) and the outcome; exits 1 if any crashed. FUZZ_JOBS runs that many fuzzing
@@ -60,7 +60,7 @@ for target in "${targets[@]}"; do
   coverage="$(grep -hE '^#[0-9]+' "$log/$target" | grep -oE 'cov: [0-9]+ ft: [0-9]+' | tail -n 1)"
   if [[ ${FUZZ_SAVE:-0} == 1 ]]; then
     nice -n 15 cargo fuzz run -s none "$target" "corpus/$target" "target/corpus/$target" \
-      -- -set_cover_merge=1 >"$log/$target.merge" 2>&1
+      -- -set_cover_merge=1 -use_counters=0 -use_value_profile=0 >"$log/$target.merge" 2>&1
   fi
   files="$(find "corpus/$target" -type f | wc -l)"
   results+=("$(printf '%-14s %12s execs  %-22s saved corpus %5s files  %s' \
