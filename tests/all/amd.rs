@@ -11,7 +11,7 @@ use crate::support::api::Api;
 use crate::support::host::{Host, HostBuilder};
 use crate::support::pcap::Capture;
 use crate::support::process::require;
-use crate::support::sipp::{sipp_callee_with, sipp_errors};
+use crate::support::sipp::{sipp_callee_with, sipp_completes};
 use crate::support::tempdir;
 use serde_json::{Value, json};
 use switchboard::media::amd::{AmdConfig, MachineVerdict};
@@ -199,12 +199,7 @@ async fn amd_outbound_call_to_a_machine_records_the_verdict_and_the_beep() {
         verdict["data"]["at_ms"].as_u64().unwrap() < beep["data"]["at_ms"].as_u64().unwrap(),
         "the verdict waited for the beep"
     );
-    assert_eq!(
-        sipp.wait(Duration::from_secs(15)).await,
-        Some(0),
-        "SIPp: {}",
-        sipp_errors(sipp_dir.path())
-    );
+    sipp_completes(&mut sipp, sipp_dir.path()).await;
 }
 
 /// An outbound call with detection from `agent` on `host` to SIPp playing `greeting`; with
@@ -285,12 +280,7 @@ async fn amd_a_message_is_left_after_the_beep() {
     assert_eq!(detail["call"]["end_reason"], "agent-hangup", "{detail}");
     let seq = |kind: &str| events(&detail, kind)[0]["seq"].as_u64().unwrap();
     assert!(seq("voicemail-beep") < seq("actions"), "{detail}");
-    assert_eq!(
-        sipp.wait(Duration::from_secs(15)).await,
-        Some(0),
-        "SIPp: {}",
-        sipp_errors(sipp_dir.path())
-    );
+    sipp_completes(&mut sipp, sipp_dir.path()).await;
 
     let packets = capture.expect("captured").stop().await;
     let (callee, sent) = pcmu_each_way(&packets, host.rtp_ports());
@@ -374,12 +364,7 @@ async fn amd_a_person_hears_the_agent_within_1_5_s_of_their_first_words() {
         for_person.to_string().contains("This is the clinic."),
         "{for_person}"
     );
-    assert_eq!(
-        sipp.wait(Duration::from_secs(15)).await,
-        Some(0),
-        "SIPp: {}",
-        sipp_errors(sipp_dir.path())
-    );
+    sipp_completes(&mut sipp, sipp_dir.path()).await;
 
     let packets = capture.expect("captured").stop().await;
     let (callee, sent) = pcmu_each_way(&packets, host.rtp_ports());
@@ -434,10 +419,5 @@ async fn amd_thresholds_come_from_the_configuration() {
         .await;
     let verdict = events(&detail, "machine-detection").remove(0);
     assert_eq!(verdict["data"]["verdict"], "machine", "{verdict}");
-    assert_eq!(
-        sipp.wait(Duration::from_secs(15)).await,
-        Some(0),
-        "SIPp: {}",
-        sipp_errors(sipp_dir.path())
-    );
+    sipp_completes(&mut sipp, sipp_dir.path()).await;
 }

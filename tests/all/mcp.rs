@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::support::agents::{agent_cache, fixture, interpreted_agent, repo_root};
 use crate::support::api::{events_of, find, only_call_record};
-use crate::support::baresip::Baresip;
+use crate::support::baresip::{Baresip, BaresipCtrl};
 use crate::support::calls::{dial, mic};
 use crate::support::fake_openai::{FakeOpenAi, Reply, Script};
 use crate::support::host::Host;
@@ -401,6 +401,13 @@ async fn phone() -> Baresip {
     .await
 }
 
+/// The model's closing answer is heard, then the caller hangs up and the call ends.
+async fn model_answers_then_caller_hangs_up(host: &mut Host, ctrl: &mut BaresipCtrl) {
+    host.expect(&["Transcript", "Agent", "Anything else?"], 10);
+    ctrl.command("hangup", "").await;
+    host.expect(&["call ended", "CallerHangup"], 10);
+}
+
 /// The function-call outputs the model got, in order.
 fn outputs(fake: &FakeOpenAi) -> Vec<String> {
     fake.received_of("conversation.item.create")
@@ -462,9 +469,7 @@ async fn mcp_tools_of_both_servers_in_a_call_and_a_server_stopped_mid_call() {
         stopped.elapsed()
     );
     // The call goes on: the model answers, the caller hangs up.
-    host.expect(&["Transcript", "Agent", "Anything else?"], 10);
-    ctrl.command("hangup", "").await;
-    host.expect(&["call ended", "CallerHangup"], 10);
+    model_answers_then_caller_hangs_up(&mut host, &mut ctrl).await;
 
     // The model was offered both servers' tools under their model-facing names.
     let offered = offered(&fake);
@@ -541,9 +546,7 @@ async fn mcp_agent_vetoes_a_call_and_the_server_never_sees_it() {
 
     host.expect(&["ToolCall", "bookings__book_table"], 30);
     host.expect(&["ToolResult", "ok: false", "VIP bookings"], 10);
-    host.expect(&["Transcript", "Agent", "Anything else?"], 10);
-    ctrl.command("hangup", "").await;
-    host.expect(&["call ended", "CallerHangup"], 10);
+    model_answers_then_caller_hangs_up(&mut host, &mut ctrl).await;
 
     let outputs = outputs(&fake);
     assert_eq!(
@@ -581,9 +584,7 @@ async fn mcp_a_tool_renamed_in_on_start_is_offered_and_routed_under_its_new_name
     host.expect(&["ToolCall", "reserve_table"], 30);
     host.expect(&["ToolResult", "ok: true"], 10);
     host.expect(&["ToolResult", "ok: false", "VIP bookings"], 10);
-    host.expect(&["Transcript", "Agent", "Anything else?"], 10);
-    ctrl.command("hangup", "").await;
-    host.expect(&["call ended", "CallerHangup"], 10);
+    model_answers_then_caller_hangs_up(&mut host, &mut ctrl).await;
 
     let offered = offered(&fake);
     assert!(offered.iter().any(|o| o == "reserve_table"), "{offered:?}");
@@ -659,9 +660,7 @@ async fn mcp_hot_reload_adds_a_server_for_the_next_call_and_the_running_call_kee
     // instead, knows no such tool), and the server never hears of it.
     host.expect(&["ToolCall", "everything__echo"], 20);
     host.expect(&["ToolResult", "ok: false", "unknown tool"], 10);
-    host.expect(&["Transcript", "Agent", "Anything else?"], 10);
-    ctrl.command("hangup", "").await;
-    host.expect(&["call ended", "CallerHangup"], 10);
+    model_answers_then_caller_hangs_up(&mut host, &mut ctrl).await;
 
     // The next call has it (only lines from now on count: the first call's match too).
     let second = phone().await;
