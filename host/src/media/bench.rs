@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::net::UdpSocket;
 use std::time::Instant;
 
-use super::codec::{Codec, new_decoder, new_encoder};
+use super::codec::{Codec, new_decoder, new_decoder_at, new_encoder, new_encoder_at};
 use super::jitter::{BufferedPacket, DEFAULT_WINDOW, JitterBuffer};
 use super::playout::PlayoutQueue;
 use super::rtp::RtpPacket;
@@ -50,12 +50,16 @@ fn speech_like(rate: u32, n: usize) -> Vec<i16> {
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture"]
 fn bench_media() {
-    // G.711, G.722 and Opus, one 20 ms frame.
-    for codec in Codec::ALL {
-        let n = codec.sample_rate() as usize / 50;
-        let pcm = speech_like(codec.sample_rate(), n);
-        let mut enc = new_encoder(codec).unwrap();
-        let mut dec = new_decoder(codec).unwrap();
+    // G.711, G.722 and Opus, one 20 ms frame; Opus also at the rates models take and give.
+    let at_own_rate = Codec::ALL.map(|c| (c, c.sample_rate()));
+    for (codec, rate) in at_own_rate
+        .into_iter()
+        .chain([(Codec::Opus, 24000), (Codec::Opus, 16000)])
+    {
+        let n = rate as usize / 50;
+        let pcm = speech_like(rate, n);
+        let mut enc = new_encoder_at(codec, rate).unwrap();
+        let mut dec = new_decoder_at(codec, rate).unwrap();
         let mut payload = Vec::new();
         let encode = median_us(2000, |_| {
             payload.clear();
@@ -71,7 +75,7 @@ fn bench_media() {
             dec.conceal(None, n, &mut out).unwrap();
         });
         println!(
-            "{codec:?} per 20 ms frame: encode {encode:.2} us, decode {decode:.2} us, conceal {conceal:.2} us"
+            "{codec:?} at {rate} Hz per 20 ms frame: encode {encode:.2} us, decode {decode:.2} us, conceal {conceal:.2} us"
         );
     }
 

@@ -1,8 +1,8 @@
 //! The audio codecs an RTP session can carry, behind one encoder/decoder interface.
 //!
 //! PCM inside the media layer is mono signed 16-bit at the codec's own sample rate
-//! (8 kHz for G.711, 16 kHz for G.722, 48 kHz for Opus); resampling to other rates happens
-//! outside the codec. The RTP clock is the sample rate but for G.722, whose timestamps run at
+//! (8 kHz for G.711, 16 kHz for G.722, 48 kHz for Opus, which may also code at a lower rate:
+//! [`Codec::pcm_rate_near`]); resampling to other rates happens outside the codec. The RTP clock is the sample rate but for G.722, whose timestamps run at
 //! 8000/s for 16 kHz audio (RFC 3551 §4.5.2, kept for compatibility with an RFC 1890 error):
 //! [`Codec::clock_rate`] is the one, [`Codec::sample_rate`] the other.
 
@@ -84,6 +84,16 @@ impl Codec {
         }
     }
 
+    /// The PCM rate to code at for audio wanted at `wanted`: `wanted` itself where the codec
+    /// works at it (Opus codes at 8, 12, 16, 24 or 48 kHz on its one 48 kHz RTP clock), so no
+    /// resampling is needed; else the codec's own rate.
+    pub fn pcm_rate_near(self, wanted: u32) -> u32 {
+        match self {
+            Codec::Opus if matches!(wanted, 8000 | 12000 | 16000 | 24000 | 48000) => wanted,
+            other => other.sample_rate(),
+        }
+    }
+
     /// Channel count written in `a=rtpmap` (Opus is always declared stereo).
     pub fn rtpmap_channels(self) -> Option<u8> {
         match self {
@@ -153,18 +163,30 @@ pub trait AudioDecoder: Send {
     ) -> Result<(), CodecError>;
 }
 
-/// Creates an encoder for `codec`.
+/// Creates an encoder for `codec` at its own sample rate.
 pub fn new_encoder(codec: Codec) -> Result<Box<dyn AudioEncoder>, CodecError> {
+    new_encoder_at(codec, codec.sample_rate())
+}
+
+/// Creates an encoder for `codec` taking PCM at `pcm_rate`, an answer of
+/// [`Codec::pcm_rate_near`].
+pub fn new_encoder_at(codec: Codec, pcm_rate: u32) -> Result<Box<dyn AudioEncoder>, CodecError> {
     Ok(match codec {
         Codec::Pcmu => Box::new(G711Encoder { ulaw: true }),
         Codec::Pcma => Box::new(G711Encoder { ulaw: false }),
         Codec::G722 => Box::new(g722::Encoder::new()),
-        Codec::Opus => Box::new(OpusEncoder::new()?),
+        Codec::Opus => Box::new(OpusEncoder::new(pcm_rate)?),
     })
 }
 
-/// Creates a decoder (with packet-loss concealment) for `codec`.
+/// Creates a decoder (with packet-loss concealment) for `codec` at its own sample rate.
 pub fn new_decoder(codec: Codec) -> Result<Box<dyn AudioDecoder>, CodecError> {
+    new_decoder_at(codec, codec.sample_rate())
+}
+
+/// Creates a decoder for `codec` giving PCM at `pcm_rate`, an answer of
+/// [`Codec::pcm_rate_near`].
+pub fn new_decoder_at(codec: Codec, pcm_rate: u32) -> Result<Box<dyn AudioDecoder>, CodecError> {
     Ok(match codec {
         Codec::Pcmu => Box::new(FadingDecoder::new(Waveform::Ulaw, 8000)),
         Codec::Pcma => Box::new(FadingDecoder::new(Waveform::Alaw, 8000)),
@@ -172,7 +194,7 @@ pub fn new_decoder(codec: Codec) -> Result<Box<dyn AudioDecoder>, CodecError> {
             Waveform::G722(Box::default()),
             Codec::G722.sample_rate(),
         )),
-        Codec::Opus => Box::new(OpusDecoder::new()?),
+        Codec::Opus => Box::new(OpusDecoder::new(pcm_rate)?),
     })
 }
 

@@ -277,7 +277,7 @@ impl WebCalls {
         tokio::spawn(
             async move {
                 // The browser connects while the model does.
-                match ringing.connect_model(codec).await {
+                match ringing.connect_model(leg.format()).await {
                     Some((model, failure)) => {
                         leg.for_model(model.input_format.sample_rate());
                         ringing.run(leg, model, failure).await;

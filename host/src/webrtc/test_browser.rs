@@ -29,7 +29,8 @@ pub struct Browser {
     pub addr: SocketAddr,
     pub mid: Option<Mid>,
     pub channel: Option<ChannelId>,
-    pub audio: Vec<Vec<u8>>,
+    /// Each audio frame received, with its RTP time.
+    pub audio: Vec<(u64, Vec<u8>)>,
     pub texts: Vec<String>,
     pub connected: bool,
 }
@@ -74,7 +75,9 @@ impl Browser {
                 Output::Transmit(t) => out.push((t.source, t.contents.to_vec())),
                 Output::Event(Event::Connected) => self.connected = true,
                 Output::Event(Event::ChannelOpen(id, _)) => self.channel = Some(id),
-                Output::Event(Event::MediaData(d)) => self.audio.push(d.data.to_vec()),
+                Output::Event(Event::MediaData(d)) => {
+                    self.audio.push((d.time.numer(), d.data.to_vec()))
+                }
                 Output::Event(Event::ChannelData(d)) => self
                     .texts
                     .push(String::from_utf8_lossy(&d.data).into_owned()),
