@@ -514,6 +514,55 @@ async fn the_appointments_agent_tells_web_from_phone_callers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_that_may_not_send_udp_calls_over_ice_tcp() {
+    if !require("chromium") {
+        return;
+    }
+    let udp = ports(UDP_PORTS);
+    let tcp = ports(1);
+    let host = Host::builder()
+        .examples(&["menu"])
+        .config(&format!(
+            "{}tcp-port = {}\n",
+            webrtc_table(&udp, &[]),
+            tcp.first()
+        ))
+        .start();
+    let dir = tempdir("webrtc-mic");
+    let mut browser = Browser::launch_without_udp(&microphone(dir.path(), None, 1.0, 0.0)).await;
+    let id = talk_to(&mut browser, &host, "menu").await;
+    host.expect(&["web call connected over TCP"], 10);
+    browser
+        .wait_for(
+            "the greeting's audio received",
+            "Number(document.querySelector('#talk').dataset.energy) > 0.01",
+            WAIT,
+        )
+        .await;
+    browser
+        .wait_for("the greeting's words", &said("agent", "Welcome to"), WAIT)
+        .await;
+    press(&mut browser, "1").await;
+    browser.click("#talk-hangup").await;
+    browser
+        .wait_for("the call ended", &talk_state("ended"), WAIT)
+        .await;
+    let api = Api::new(host.http, None);
+    let record = stored(&api, &id).await;
+    assert_eq!(record["call"]["transport"], "webrtc", "{record}");
+    let keys: Vec<&Value> = find(&events_of(&record), "dtmf")
+        .into_iter()
+        .map(|d| &d["digits"])
+        .collect();
+    assert_eq!(keys, [&json!("1")], "{record}");
+    assert!(
+        browser.problems.is_empty(),
+        "the page reported problems: {:?}",
+        browser.problems
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_talk_panel_says_when_web_calls_are_off() {
     if !require("chromium") {
         return;

@@ -4,15 +4,18 @@
 //! channel. The leg the call task holds shares the playout queue and the caller route with it.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
+use str0m::net::Protocol;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::ice_tcp::TcpPath;
 use super::peer::{Peer, PeerEvent, PeerOutput, is_fatal};
 use crate::call::LegFormat;
 use crate::call::leg::{
@@ -83,11 +86,13 @@ pub struct WebLeg {
 }
 
 impl WebLeg {
-    /// Run `peer` on `socket`; `texts` are call events for the page.
+    /// Run `peer` on `socket` (and on its TCP connections, with ICE over TCP); `texts` are
+    /// call events for the page.
     pub fn start(
         peer: Peer,
         socket: std::net::UdpSocket,
         lease: PortLease,
+        tcp: Option<TcpPath>,
         facts: LegFacts,
         texts: mpsc::UnboundedReceiver<String>,
         timeouts: Timeouts,
@@ -115,6 +120,7 @@ impl WebLeg {
             peer,
             socket,
             _lease: lease,
+            tcp,
             shared: shared.clone(),
             events: events_tx,
             texts,
@@ -288,6 +294,7 @@ struct PeerTask {
     socket: UdpSocket,
     /// The port goes back to the pool when the task ends.
     _lease: PortLease,
+    tcp: Option<TcpPath>,
     shared: Arc<Shared>,
     events: mpsc::UnboundedSender<LegEvent>,
     texts: mpsc::UnboundedReceiver<String>,
@@ -332,14 +339,17 @@ impl PeerTask {
             tokio::select! {
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((n, from)) => {
-                        if let Err(e) = self.peer.receive(std::time::Instant::now(), from, &buf[..n])
-                            && let Some(end) = fatal(e)
-                        {
+                        if let Some(end) = self.receive(Protocol::Udp, from, &buf[..n]) {
                             break end;
                         }
                     }
                     Err(e) => break End::Event(LegEvent::Lost(format!("web call socket failed: {e}"))),
                 },
+                Some((from, frame)) = next_frame(&mut self.tcp) => {
+                    if let Some(end) = self.receive(Protocol::Tcp, from, &frame) {
+                        break end;
+                    }
+                }
                 () = tokio::time::sleep_until(deadline) => {
                     if let Some(end) = self.on_time() {
                         break end;
@@ -390,10 +400,13 @@ impl PeerTask {
                 }
                 received = self.socket.recv_from(buf) => match received {
                     Ok((n, from)) => {
-                        let _ = self.peer.receive(std::time::Instant::now(), from, &buf[..n]);
+                        let _ = self.receive(Protocol::Udp, from, &buf[..n]);
                     }
                     Err(_) => return,
                 },
+                Some((from, frame)) = next_frame(&mut self.tcp) => {
+                    let _ = self.receive(Protocol::Tcp, from, &frame);
+                }
                 () = tokio::time::sleep_until(wake.min(until)) => {
                     if Instant::now() >= until {
                         return;
@@ -402,6 +415,14 @@ impl PeerTask {
                 }
             }
         }
+    }
+
+    /// A datagram from the browser; the end of the call when the peer failed for good.
+    fn receive(&mut self, proto: Protocol, from: SocketAddr, datagram: &[u8]) -> Option<End> {
+        let received = self
+            .peer
+            .receive(std::time::Instant::now(), proto, from, datagram);
+        received.err().and_then(fatal)
     }
 
     /// When the task must look at the time for itself: the connection not up in time, or the
@@ -443,9 +464,18 @@ impl PeerTask {
         loop {
             match self.peer.poll() {
                 Ok(PeerOutput::Wake(at)) => return Ok(Instant::from_std(at)),
-                Ok(PeerOutput::Transmit { to, datagram }) => {
-                    // UDP: a full send buffer drops the datagram, as the network would.
-                    if self.socket.try_send_to(&datagram, to).is_ok() {
+                Ok(PeerOutput::Transmit {
+                    proto,
+                    to,
+                    datagram,
+                }) => {
+                    // A full send buffer or queue drops the datagram, as the network would.
+                    let sent = match (proto, &self.tcp) {
+                        (Protocol::Udp, _) => self.socket.try_send_to(&datagram, to).is_ok(),
+                        (_, Some(tcp)) => tcp.send(to, &datagram),
+                        (_, None) => false,
+                    };
+                    if sent {
                         self.stats.packets_sent += 1;
                         self.stats.bytes_sent += datagram.len() as u64;
                     }
@@ -640,6 +670,14 @@ impl PeerTask {
     }
 }
 
+/// The next frame from the browser's TCP connections, if it may use any.
+async fn next_frame(tcp: &mut Option<TcpPath>) -> Option<(SocketAddr, Vec<u8>)> {
+    match tcp {
+        Some(tcp) => tcp.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Whether a call event for the page is the call's last (`state: ended`).
 fn is_final_state(text: &str) -> bool {
     #[derive(Deserialize)]
@@ -664,20 +702,73 @@ fn fatal(e: str0m::RtcError) -> Option<End> {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use super::super::ice_tcp::IceTcp;
     use super::super::test_browser::{Browser, cert};
     use super::*;
     use crate::media::PortPool;
     use crate::media::codec::{new_decoder, new_encoder};
     use crate::media::ports::test_port_range;
-    use str0m::net::{Protocol, Receive};
+    use str0m::net::Receive;
 
     /// The page's end of a web call on a real socket: what it heard, and the leg's events.
     struct Page {
         browser: Browser,
-        socket: UdpSocket,
+        link: Link,
         host: std::net::SocketAddr,
         opus: Box<dyn AudioEncoder>,
         sent: u64,
+    }
+
+    /// How the page reaches the host: UDP, or one TCP connection (framed as RFC 4571).
+    enum Link {
+        Udp(UdpSocket),
+        Tcp {
+            frames: mpsc::Receiver<Vec<u8>>,
+            write: tokio::net::tcp::OwnedWriteHalf,
+        },
+    }
+
+    impl Link {
+        async fn tcp(to: SocketAddr) -> Link {
+            let stream = tokio::net::TcpStream::connect(to).await.unwrap();
+            let (mut read, write) = stream.into_split();
+            let (tx, frames) = mpsc::channel(64);
+            // Read on a task of its own: a frame half read is not lost when `select!` drops
+            // the read.
+            tokio::spawn(async move {
+                while let Ok(frame) = super::super::ice_tcp::read_frame(&mut read).await {
+                    if tx.send(frame).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            Link::Tcp { frames, write }
+        }
+
+        async fn send(&mut self, datagram: &[u8], to: SocketAddr) {
+            match self {
+                Link::Udp(socket) => {
+                    socket.send_to(datagram, to).await.unwrap();
+                }
+                Link::Tcp { write, .. } => {
+                    // The host may have closed the connection at the end of the call.
+                    let _ = super::super::ice_tcp::write_frame(write, datagram).await;
+                }
+            }
+        }
+
+        async fn recv(&mut self, buf: &mut [u8]) -> Vec<u8> {
+            match self {
+                Link::Udp(socket) => {
+                    let (n, _) = socket.recv_from(buf).await.unwrap();
+                    buf[..n].to_vec()
+                }
+                Link::Tcp { frames, .. } => match frames.recv().await {
+                    Some(frame) => frame,
+                    None => std::future::pending().await,
+                },
+            }
+        }
     }
 
     impl Page {
@@ -697,16 +788,15 @@ mod tests {
                 let mut out = Vec::new();
                 let wake = Instant::from_std(self.browser.poll(&mut out));
                 for (_, datagram) in out {
-                    self.socket.send_to(&datagram, self.host).await.unwrap();
+                    self.link.send(&datagram, self.host).await;
                 }
                 tokio::select! {
-                    r = self.socket.recv_from(&mut buf) => {
-                        let (n, from) = r.unwrap();
+                    datagram = self.link.recv(&mut buf) => {
                         let receive = Receive {
-                            proto: Protocol::Udp,
-                            source: from,
+                            proto: self.browser.proto,
+                            source: self.host,
                             destination: self.browser.addr,
-                            contents: buf[..n].try_into().unwrap(),
+                            contents: datagram.as_slice().try_into().unwrap(),
                         };
                         self.browser.rtc.handle_input(str0m::Input::Receive(std::time::Instant::now(), receive)).unwrap();
                     }
@@ -737,16 +827,44 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_web_leg_plays_hears_takes_keys_feeds_the_page_and_ends_on_hangup() {
+        a_whole_call(Protocol::Udp).await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_page_that_cannot_use_udp_has_the_same_call_over_ice_tcp() {
+        a_whole_call(Protocol::Tcp).await;
+    }
+
+    /// A web call from connecting to the page's last event, the page reaching the host `over`
+    /// UDP or TCP.
+    async fn a_whole_call(over: Protocol) {
         let (first, last) = test_port_range(2);
         let pool = PortPool::singles(first, last).unwrap();
         let localhost = "127.0.0.1".parse().unwrap();
         let (host_socket, lease) = pool.allocate_single(localhost).unwrap();
-        let host_addr = host_socket.local_addr().unwrap();
-        let page_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let ice_tcp = IceTcp::start("127.0.0.1:0".parse().unwrap(), localhost).unwrap();
+        let (link, host_addr) = match over {
+            Protocol::Udp => {
+                let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                (Link::Udp(socket), host_socket.local_addr().unwrap())
+            }
+            _ => (Link::tcp(ice_tcp.advertised()).await, ice_tcp.advertised()),
+        };
+        let page_addr = match &link {
+            Link::Udp(socket) => socket.local_addr().unwrap(),
+            Link::Tcp { write, .. } => write.local_addr().unwrap(),
+        };
         let now = std::time::Instant::now();
-        let (mut browser, offer, pending) =
-            Browser::offer(page_socket.local_addr().unwrap(), true, false, now);
-        let (peer, answer) = Peer::answer(&offer, host_addr, &cert(), now).unwrap();
+        let (mut browser, offer, pending) = Browser::offer(page_addr, over, true, false, now);
+        let (mut peer, answer) = Peer::answer(
+            &offer,
+            host_socket.local_addr().unwrap(),
+            Some(ice_tcp.advertised()),
+            &cert(),
+            now,
+        )
+        .unwrap();
+        let tcp = ice_tcp.expect(peer.ice_ufrag());
         browser.accept(pending, &answer);
         let (texts, texts_rx) = mpsc::unbounded_channel();
         let facts = LegFacts {
@@ -758,7 +876,16 @@ mod tests {
             connect: Duration::from_secs(5),
             media: Duration::from_secs(5),
         };
-        let mut leg = WebLeg::start(peer, host_socket, lease, facts, texts_rx, timeouts).unwrap();
+        let mut leg = WebLeg::start(
+            peer,
+            host_socket,
+            lease,
+            Some(tcp),
+            facts,
+            texts_rx,
+            timeouts,
+        )
+        .unwrap();
         // Opus coded at the speech models' rate: their audio passes without resampling.
         assert_eq!(leg.format(), LegFormat::Pcm(24_000));
         leg.for_model(24_000);
@@ -778,7 +905,7 @@ mod tests {
             .unwrap();
         let mut page = Page {
             browser,
-            socket: page_socket,
+            link,
             host: host_addr,
             opus: new_encoder(Codec::Opus).unwrap(),
             sent: 0,

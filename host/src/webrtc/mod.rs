@@ -1,17 +1,20 @@
 //! Browser calls: a web page sends a WebRTC offer over HTTP (WHIP-style: the SDP offer in, the
 //! SDP answer out, no trickle) and talks to the agent of a number like a phone caller does.
-//! The host is an ICE-lite peer with one host candidate per call (`[webrtc] public-ip` and a
-//! port of its range); audio is Opus at 48 kHz (PCMU if that is all the page offers) over
+//! The host is an ICE-lite peer with one UDP host candidate per call (`[webrtc] public-ip` and
+//! a port of its range), and a passive TCP one on a shared port when `tcp-port` is set; audio
+//! is Opus (coded at 24 kHz on its 48 kHz clock; PCMU if that is all the page offers) over
 //! DTLS-SRTP, and a data channel carries the call's events to the page and keys from it.
 //!
 //! Like the bridges, this sits on top of `call/`: a web call goes through the same three
 //! inbound steps as every other leg, and the [`WebLeg`] is one more leg on the seam.
 //!
 //! Who cannot connect: a browser that reaches neither the public address nor a TURN server
-//! of its own over UDP (no TURN and no ICE-TCP here), e.g. behind a firewall that blocks
-//! outgoing UDP.
+//! of its own over UDP, e.g. behind a firewall that blocks outgoing UDP — unless `tcp-port`
+//! is set: then such a browser connects over TCP ([`ice_tcp`]). There is no TURN here: a
+//! browser allowed neither UDP nor a TCP connection to the port (only a web proxy) cannot call.
 
 pub mod http;
+pub mod ice_tcp;
 mod leg;
 pub mod peer;
 #[cfg(test)]
@@ -34,6 +37,7 @@ use crate::call::inbound::{self, Offer, Refused};
 use crate::call::leg::LegFacts;
 use crate::media::PortPool;
 use crate::model::Secret;
+use ice_tcp::IceTcp;
 use leg::{Timeouts, WebLeg};
 use peer::{OfferError, Peer};
 use tickets::{Admitted, TicketError, Tickets};
@@ -51,6 +55,9 @@ pub struct WebRtcConfig {
     /// The UDP ports for web calls, one per call: `[first, last]`.
     #[serde(default = "default_ports")]
     pub ports: [u16; 2],
+    /// One TCP port for browsers that cannot use UDP (ICE over TCP, passive): each call offers
+    /// it beside its UDP port, ranked below. Off when unset.
+    pub tcp_port: Option<u16>,
     /// Web calls at once, in total.
     #[serde(default = "default_max_calls")]
     pub max_calls: usize,
@@ -90,6 +97,7 @@ impl WebRtcConfig {
             public_ip,
             bind_ip: None,
             ports: default_ports(),
+            tcp_port: None,
             max_calls: default_max_calls(),
             allowed_origins: Vec::new(),
             connect_timeout_secs: default_connect_timeout_secs(),
@@ -155,6 +163,7 @@ pub struct WebCalls {
     deps: Arc<CallDeps>,
     ports: PortPool,
     cert: DtlsCert,
+    ice_tcp: Option<Arc<IceTcp>>,
     tickets: Tickets,
     active: AtomicUsize,
     pages: Arc<PageFeeds>,
@@ -183,17 +192,24 @@ impl WebCalls {
                 key
             }
         };
+        let bind = config.bind_ip.unwrap_or(config.public_ip);
+        let ice_tcp = config
+            .tcp_port
+            .map(|port| IceTcp::start(SocketAddr::new(bind, port), config.public_ip))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("[webrtc] tcp-port: {e}"))?;
         let pages = Arc::new(PageFeeds::default());
         pages.clone().follow(&deps);
         tracing::info!(
-            public_ip = %config.public_ip, ports = ?config.ports, max_calls = config.max_calls,
-            "web calls on"
+            public_ip = %config.public_ip, ports = ?config.ports, tcp_port = ?config.tcp_port,
+            max_calls = config.max_calls, "web calls on"
         );
         Ok(Arc::new(WebCalls {
             config: config.clone(),
             deps,
             ports,
             cert,
+            ice_tcp,
             tickets: Tickets::new(&secret),
             active: AtomicUsize::new(0),
             pages,
@@ -231,8 +247,18 @@ impl WebCalls {
             .allocate_single(bind)
             .map_err(|e| WebCallError::NoPort(e.to_string()))?;
         let local = SocketAddr::new(self.config.public_ip, lease.port());
-        let (peer, answer) =
-            Peer::answer(&offer.sdp, local, &self.cert, std::time::Instant::now())?;
+        let local_tcp = self.ice_tcp.as_ref().map(|tcp| tcp.advertised());
+        let (mut peer, answer) = Peer::answer(
+            &offer.sdp,
+            local,
+            local_tcp,
+            &self.cert,
+            std::time::Instant::now(),
+        )?;
+        let tcp = self
+            .ice_tcp
+            .as_ref()
+            .map(|tcp| tcp.expect(peer.ice_ufrag()));
         let call_id = self.deps.new_call_id();
         let span = tracing::info_span!("call", call_id = %call_id);
         let routed = inbound::offer(
@@ -264,7 +290,7 @@ impl WebCalls {
             media: self.deps.config.media_timeout(),
         };
         let texts = self.pages.open(&call_id);
-        let mut leg = match WebLeg::start(peer, socket, lease, facts, texts, timeouts) {
+        let mut leg = match WebLeg::start(peer, socket, lease, tcp, facts, texts, timeouts) {
             Ok(leg) => leg,
             Err(e) => {
                 self.pages.close(&call_id);

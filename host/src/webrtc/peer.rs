@@ -12,7 +12,7 @@ use str0m::channel::ChannelId;
 use str0m::crypto::dtls::DtlsCert;
 use str0m::format::Codec as RtcCodec;
 use str0m::media::{Frequency, MediaTime, Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
 
 use crate::media::Codec;
@@ -42,8 +42,9 @@ struct Track {
 /// What the peer has for its driver.
 #[derive(Debug)]
 pub enum PeerOutput {
-    /// A datagram to send.
+    /// A datagram to send, over UDP or on the TCP connection from `to`.
     Transmit {
+        proto: Protocol,
         to: SocketAddr,
         datagram: Vec<u8>,
     },
@@ -70,19 +71,23 @@ pub enum PeerEvent {
 /// A peer connection that answered a browser's offer.
 pub struct Peer {
     rtc: Rtc,
-    /// Our one host candidate: every datagram arrives for it, whatever address the socket is
+    /// Our UDP host candidate: every datagram arrives for it, whatever address the socket is
     /// bound on (behind 1:1 NAT it is the public address).
     local: SocketAddr,
+    /// Our passive TCP candidate, when ICE over TCP is on.
+    local_tcp: Option<SocketAddr>,
     track: Track,
     channel: Option<ChannelId>,
 }
 
 impl Peer {
-    /// Answer `offer` with one host candidate at `local` and the process's DTLS certificate;
-    /// returns the peer and the SDP answer.
+    /// Answer `offer` with a UDP host candidate at `local` (and a passive TCP one at
+    /// `local_tcp`, ranked below it) and the process's DTLS certificate; returns the peer and
+    /// the SDP answer.
     pub fn answer(
         offer: &str,
         local: SocketAddr,
+        local_tcp: Option<SocketAddr>,
         cert: &DtlsCert,
         now: Instant,
     ) -> Result<(Peer, String), OfferError> {
@@ -102,6 +107,15 @@ impl Peer {
         let candidate = Candidate::host(local, "udp")
             .map_err(|e| OfferError::Malformed(format!("our candidate {local}: {e}")))?;
         rtc.add_local_candidate(candidate);
+        if let Some(addr) = local_tcp {
+            let candidate = Candidate::builder()
+                .tcp()
+                .host(addr)
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(|e| OfferError::Malformed(format!("our TCP candidate {addr}: {e}")))?;
+            rtc.add_local_candidate(candidate);
+        }
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
@@ -118,6 +132,7 @@ impl Peer {
             Peer {
                 rtc,
                 local,
+                local_tcp,
                 track,
                 channel: None,
             },
@@ -130,22 +145,37 @@ impl Peer {
         self.track.codec
     }
 
-    /// A datagram from `from`; garbage that is not STUN, DTLS or RTP is dropped here.
+    /// The ICE user name fragment of our side: a browser's checks over TCP name it, which is
+    /// how their connection finds this peer.
+    pub fn ice_ufrag(&mut self) -> String {
+        self.rtc.direct_api().local_ice_credentials().ufrag
+    }
+
+    /// A datagram from `from` (over UDP, or a frame on a TCP connection); garbage that is not
+    /// STUN, DTLS or RTP is dropped here.
     pub fn receive(
         &mut self,
         now: Instant,
+        proto: Protocol,
         from: SocketAddr,
         datagram: &[u8],
     ) -> Result<(), RtcError> {
+        let destination = match proto {
+            Protocol::Udp => self.local,
+            _ => match self.local_tcp {
+                Some(addr) => addr,
+                None => return Ok(()),
+            },
+        };
         let Ok(contents) = datagram.try_into() else {
             return Ok(());
         };
         self.rtc.handle_input(Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
+                proto,
                 source: from,
-                destination: self.local,
+                destination,
                 contents,
             },
         ))
@@ -201,6 +231,7 @@ impl Peer {
                 Output::Timeout(at) => return Ok(PeerOutput::Wake(at)),
                 Output::Transmit(t) => {
                     return Ok(PeerOutput::Transmit {
+                        proto: t.proto,
                         to: t.destination,
                         datagram: t.contents.to_vec(),
                     });
@@ -317,13 +348,16 @@ mod tests {
         done: impl Fn(&[PeerEvent], &Browser) -> bool,
     ) -> Result<(), RtcError> {
         let end = *now + Duration::from_secs(10);
-        let host_addr = host.local;
+        let host_addr = match browser.proto {
+            Protocol::Udp => host.local,
+            _ => host.local_tcp.unwrap(),
+        };
         while !done(host_events, browser) {
             assert!(*now < end, "not done in 10 s; host saw {host_events:?}");
             let mut to_host = Vec::new();
             let browser_wake = browser.poll(&mut to_host);
             for (from, datagram) in to_host {
-                host.receive(*now, from, &datagram)?;
+                host.receive(*now, browser.proto, from, &datagram)?;
             }
             let host_wake;
             loop {
@@ -332,10 +366,14 @@ mod tests {
                         host_wake = at;
                         break;
                     }
-                    PeerOutput::Transmit { to, datagram } => {
-                        assert_eq!(to, browser.addr);
+                    PeerOutput::Transmit {
+                        proto,
+                        to,
+                        datagram,
+                    } => {
+                        assert_eq!((proto, to), (browser.proto, browser.addr));
                         let r = Receive {
-                            proto: Protocol::Udp,
+                            proto,
                             source: host_addr,
                             destination: browser.addr,
                             contents: datagram.as_slice().try_into().unwrap(),
@@ -356,11 +394,23 @@ mod tests {
         Ok(())
     }
 
-    fn connect(pcmu_only: bool) -> (Peer, Vec<PeerEvent>, Browser, Instant) {
+    fn connect(proto: Protocol, pcmu_only: bool) -> (Peer, Vec<PeerEvent>, Browser, Instant) {
         let mut now = Instant::now();
-        let (mut browser, offer, pending) = Browser::offer(page(), true, pcmu_only, now);
+        let (mut browser, offer, pending) = Browser::offer(page(), proto, true, pcmu_only, now);
         let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        let (mut host, answer) = Peer::answer(&offer, local, &cert(), now).unwrap();
+        let local_tcp: SocketAddr = "127.0.0.1:40443".parse().unwrap();
+        let (mut host, answer) =
+            Peer::answer(&offer, local, Some(local_tcp), &cert(), now).unwrap();
+        // Both candidates are offered, the TCP one passive and ranked below.
+        let candidates: Vec<&str> = answer
+            .lines()
+            .filter(|l| l.starts_with("a=candidate"))
+            .collect();
+        assert_eq!(candidates.len(), 2, "{answer}");
+        assert!(
+            candidates[1].contains("40443 typ host tcptype passive"),
+            "{answer}"
+        );
         browser.accept(pending, &answer);
         let mut events = Vec::new();
         run(&mut host, &mut events, &mut browser, &mut now, |e, b| {
@@ -372,8 +422,18 @@ mod tests {
     }
 
     #[test]
+    fn a_browser_that_cannot_use_udp_connects_over_tcp_to_the_passive_candidate() {
+        let (mut host, mut events, mut browser, mut now) = connect(Protocol::Tcp, false);
+        host.send_audio(now, 0, vec![0xf8, 0xff, 0xfe]).unwrap();
+        browser.send_opus(now, 0, vec![0xf8, 0xff, 0xfe]);
+        run(&mut host, &mut events, &mut browser, &mut now, |e, b| {
+            e.iter().any(|e| matches!(e, PeerEvent::Audio { .. })) && !b.audio.is_empty()
+        });
+    }
+
+    #[test]
     fn a_browser_connects_and_audio_and_text_flow_both_ways() {
-        let (mut host, mut events, mut browser, mut now) = connect(false);
+        let (mut host, mut events, mut browser, mut now) = connect(Protocol::Udp, false);
         assert_eq!(host.codec(), Codec::Opus);
         // Agent → page: audio frames and a call event.
         for i in 0..5u64 {
@@ -417,7 +477,7 @@ mod tests {
     #[test]
     fn a_browser_whose_certificate_is_not_the_one_it_offered_fails_dtls() {
         let mut now = Instant::now();
-        let (mut browser, offer, pending) = Browser::offer(page(), true, false, now);
+        let (mut browser, offer, pending) = Browser::offer(page(), Protocol::Udp, true, false, now);
         // The offer names another certificate than the one the browser will present.
         let fingerprint = offer
             .lines()
@@ -430,7 +490,7 @@ mod tests {
             .collect();
         let offer = offer.replace(&fingerprint, &forged);
         let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        let (mut host, answer) = Peer::answer(&offer, local, &cert(), now).unwrap();
+        let (mut host, answer) = Peer::answer(&offer, local, None, &cert(), now).unwrap();
         browser.accept(pending, &answer);
         let mut events = Vec::new();
         let failed = drive(&mut host, &mut events, &mut browser, &mut now, |e, _| {
@@ -444,7 +504,7 @@ mod tests {
 
     #[test]
     fn a_page_that_offers_only_pcmu_gets_pcmu() {
-        let (host, ..) = connect(true);
+        let (host, ..) = connect(Protocol::Udp, true);
         assert_eq!(host.codec(), Codec::Pcmu);
     }
 
@@ -453,13 +513,13 @@ mod tests {
         let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let cert = cert();
         let now = Instant::now();
-        let err = |sdp: &str| Peer::answer(sdp, local, &cert, now).err().unwrap();
+        let err = |sdp: &str| Peer::answer(sdp, local, None, &cert, now).err().unwrap();
         assert!(matches!(err("v=0\r\nnonsense"), OfferError::Malformed(_)));
         assert!(matches!(err(""), OfferError::Malformed(_)));
-        let (_, no_audio, _) = Browser::offer(page(), false, false, now);
+        let (_, no_audio, _) = Browser::offer(page(), Protocol::Udp, false, false, now);
         assert_eq!(err(&no_audio), OfferError::NoAudio);
         // Audio in a codec we do not speak (G.722 only).
-        let (_, opus, _) = Browser::offer(page(), true, false, now);
+        let (_, opus, _) = Browser::offer(page(), Protocol::Udp, true, false, now);
         let g722_only = opus
             .lines()
             .map(|l| {

@@ -10,6 +10,7 @@ use str0m::crypto::dtls::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::media::{Frequency, MediaTime};
+use str0m::net::{Protocol, TcpType};
 use str0m::{Candidate, Event, Output, Rtc};
 
 use super::peer::CHANNEL_LABEL;
@@ -23,10 +24,13 @@ pub fn cert() -> DtlsCert {
 }
 
 /// A browser: a full ICE agent at `addr` offering audio (unless told not to; Opus and PCMU,
-/// or PCMU only) and the data channel.
+/// or PCMU only) and the data channel, over UDP or (as one whose UDP is blocked) over TCP,
+/// connecting actively.
 pub struct Browser {
     pub rtc: Rtc,
     pub addr: SocketAddr,
+    /// How its one candidate reaches the host.
+    pub proto: Protocol,
     pub mid: Option<Mid>,
     pub channel: Option<ChannelId>,
     /// Each audio frame received, with its RTP time.
@@ -38,6 +42,7 @@ pub struct Browser {
 impl Browser {
     pub fn offer(
         addr: SocketAddr,
+        proto: Protocol,
         audio: bool,
         pcmu_only: bool,
         now: Instant,
@@ -49,7 +54,16 @@ impl Browser {
             config.enable_opus(true, false).enable_pcmu(true, false)
         };
         let mut rtc = config.build(now);
-        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let candidate = match proto {
+            Protocol::Udp => Candidate::host(addr, "udp").unwrap(),
+            _ => Candidate::builder()
+                .tcp()
+                .host(addr)
+                .tcptype(TcpType::Active)
+                .build()
+                .unwrap(),
+        };
+        rtc.add_local_candidate(candidate);
         let mut api = rtc.sdp_api();
         let mid =
             audio.then(|| api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None));
@@ -58,6 +72,7 @@ impl Browser {
         let browser = Browser {
             rtc,
             addr,
+            proto,
             mid,
             channel: None,
             audio: Vec::new(),
