@@ -2,10 +2,8 @@
 
 use super::*;
 
-#[tokio::test]
-async fn bad_input_gets_clear_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&config(dir.path())).unwrap();
+async fn bad_input_gets_clear_errors(db: Db) {
+    let store = db.open().await;
     let nf = |r: Result<(), StoreError>| matches!(r, Err(StoreError::NotFound { call_id }) if call_id == "nope");
     assert!(nf(store.set_answered("nope", 1).await));
     assert!(nf(store
@@ -130,3 +128,5 @@ fn config_keys_are_kebab_case_and_checked() {
     let err = toml::from_str::<StoreConfig>("retention_days = 3").unwrap_err();
     assert!(err.to_string().contains("retention_days"), "{err}");
 }
+
+on_both!(bad_input_gets_clear_errors,);

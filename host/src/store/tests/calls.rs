@@ -3,10 +3,8 @@
 use super::*;
 use crate::domain::events::StageLatency;
 
-#[tokio::test]
-async fn round_trip_keeps_everything_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&config(dir.path())).unwrap();
+async fn round_trip_keeps_everything_in_order(db: Db) {
+    let store = db.open().await;
     store
         .create_call(new_call("c1", "sip:+15550100001@pbx", "1000", "menu", T0))
         .await
@@ -99,10 +97,8 @@ async fn round_trip_keeps_everything_in_order() {
     assert_eq!(v["transcript"][0]["role"], "caller");
 }
 
-#[tokio::test]
-async fn write_all_applies_in_order_and_a_refused_write_stops_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&config(dir.path())).unwrap();
+async fn write_all_applies_in_order_and_a_refused_write_stops_nothing(db: Db) {
+    let store = db.open().await;
     let event = |call: &str, at_ms: i64, kind: &str| Write::Event {
         call_id: call.into(),
         at_ms,
@@ -157,10 +153,8 @@ async fn write_all_applies_in_order_and_a_refused_write_stops_nothing() {
     assert_eq!(seqs[..3], [1, 3, 4]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_concurrent_calls_keep_their_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(&config(dir.path())).unwrap());
+async fn two_hundred_concurrent_calls_keep_their_order(db: Db) {
+    let store = db.open().await;
     const CALLS: usize = 200;
     const EVENTS: u64 = 50;
     let tasks: Vec<_> = (0..CALLS)
@@ -234,3 +228,9 @@ async fn migration_3_takes_the_transport_of_older_calls_from_their_created_event
     assert_eq!(old.transport.as_deref(), Some("openai-sip"));
     assert_eq!(store.get_call("bare").await.unwrap().call.transport, None);
 }
+
+on_both!(
+    round_trip_keeps_everything_in_order,
+    write_all_applies_in_order_and_a_refused_write_stops_nothing,
+    two_hundred_concurrent_calls_keep_their_order,
+);

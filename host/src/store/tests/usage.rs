@@ -3,10 +3,8 @@
 
 use super::*;
 
-#[tokio::test]
-async fn usage_per_utc_day() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&config(dir.path())).unwrap();
+async fn usage_per_utc_day(db: Db) {
+    let store = db.open().await;
     store
         .create_call(new_call("x", "1", "2", "menu", T0 - DAY))
         .await
@@ -40,11 +38,8 @@ async fn usage_per_utc_day() {
     );
 }
 
-#[tokio::test]
-async fn usage_items_are_stored_and_read_back_grouped() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
-    let store = SqliteStore::open(&cfg).unwrap();
+async fn usage_items_are_stored_and_read_back_grouped(db: Db) {
+    let store = db.open().await;
     for id in ["a", "b"] {
         store
             .create_call(new_call(id, "1", "2", "menu", T0))
@@ -105,9 +100,19 @@ async fn usage_items_are_stored_and_read_back_grouped() {
         json!({"provider": "deepgram", "stage": "stt", "kind": "input-audio",
                "unit": "seconds", "amount": 1.75})
     );
+}
 
-    // Whole amounts are stored as integers, fractional ones as reals.
-    let conn = rusqlite::Connection::open(&cfg.path).unwrap();
+/// SQLite only: its NUMERIC column keeps whole amounts as integers (Postgres stores doubles).
+#[tokio::test]
+async fn whole_amounts_are_stored_as_integers_on_sqlite() {
+    let db = Db::sqlite();
+    let store = db.open().await;
+    store
+        .create_call(new_call("a", "1", "2", "menu", T0))
+        .await
+        .unwrap();
+    store.add_usage(usage("a", T0 + 1, 300, 96)).await.unwrap();
+    let conn = rusqlite::Connection::open(&db.config().path).unwrap();
     let types: Vec<String> = conn
         .prepare("SELECT DISTINCT typeof(amount) FROM usage_items WHERE unit = ?1")
         .unwrap()
@@ -185,3 +190,8 @@ async fn migration_2_turns_version_1_usage_rows_into_items() {
         .unwrap();
     assert_eq!(old_table, 0, "the version-1 table is gone");
 }
+
+on_both!(
+    usage_per_utc_day,
+    usage_items_are_stored_and_read_back_grouped,
+);
