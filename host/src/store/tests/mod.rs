@@ -93,19 +93,16 @@ impl Db {
     }
 
     /// Records schema `version` as applied, as a newer build would.
-    async fn add_schema_version(&self, version: i64) {
-        let sql = "INSERT INTO schema_migrations (version, applied_at_ms) VALUES ($1, 0)";
+    fn add_schema_version(&self, version: i64) {
+        let sql =
+            format!("INSERT INTO schema_migrations (version, applied_at_ms) VALUES ({version}, 0)");
         match &self.url {
             None => {
                 let conn = rusqlite::Connection::open(&self.config().path).unwrap();
-                conn.execute(sql, [version]).unwrap();
+                conn.execute(&sql, []).unwrap();
             }
             Some(url) => {
-                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(connection);
-                client.execute(sql, &[&version]).await.unwrap();
+                postgres_server::psql(url, &sql);
             }
         }
     }

@@ -283,3 +283,18 @@ pub fn database() -> Option<String> {
         server.port
     ))
 }
+
+/// Runs `sql` on the database at `url` (a [`database`] of this process) with `psql`; its output.
+pub fn psql(url: &str, sql: &str) -> String {
+    let server = server().expect("psql needs the test server");
+    let out = Command::new(server.bin.join("psql"))
+        .args([url, "-Atqc", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
