@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::{Object, Pool, Transaction};
 use tokio::sync::mpsc;
 
-use super::writes::apply;
+use super::writes::{EventRows, apply};
 use crate::store::queued::{Done, Job, MAX_BATCH, Op};
-use crate::store::{Result, StoreError};
+use crate::store::{Result, StoreError, Write};
 
 /// Per call: its `pk` and the last `seq` handed out (as on SQLite: only the writer assigns
 /// `seq`). Cleared whenever a transaction is rolled back and on purge.
@@ -64,9 +64,20 @@ pub(super) async fn writer_loop(pool: Pool, client: Object, mut rx: mpsc::Receiv
     tracing::debug!("call store writer stopped");
 }
 
-/// Whether `result` is an error Postgres raised inside the transaction (which aborts it).
-fn aborts(result: &Result<Done>) -> bool {
-    matches!(result, Err(StoreError::Postgres { source, .. }) if source.as_db_error().is_some())
+/// Whether `e` is an error Postgres raised inside the transaction (which aborts it); any
+/// other Postgres error means the connection is gone.
+fn aborts(e: &StoreError) -> bool {
+    matches!(e, StoreError::Postgres { source, .. } if source.as_db_error().is_some())
+}
+
+/// Why a batch attempt stopped before its commit.
+enum Stop {
+    /// Postgres refused this job (the transaction is aborted): replay without it.
+    Refused(usize, StoreError),
+    /// Postgres refused one of the events inserted together: replay inserting each alone.
+    RefusedEvents,
+    /// The connection failed: the whole batch fails.
+    Failed(String),
 }
 
 /// Apply every job in one transaction; a job Postgres refuses is set aside with its error and
@@ -79,7 +90,8 @@ async fn apply_batch(client: &mut Object, seqs: &mut Seqs, jobs: &[Job]) -> Vec<
             .map(|_| Err(StoreError::Commit(reason.clone())))
             .collect()
     };
-    let mut results = 'replay: loop {
+    let mut one_by_one = false;
+    let mut results = loop {
         let tx = match client.transaction().await {
             Ok(tx) => tx,
             Err(e) => {
@@ -87,39 +99,87 @@ async fn apply_batch(client: &mut Object, seqs: &mut Seqs, jobs: &[Job]) -> Vec<
                 return failed(e.to_string());
             }
         };
-        let mut results = Vec::with_capacity(jobs.len());
-        for (i, job) in jobs.iter().enumerate() {
-            if refused.contains_key(&i) {
-                results.push(Ok(Done::Unit)); // replaced by its error below
-                continue;
+        match attempt(&tx, seqs, jobs, &refused, one_by_one).await {
+            Ok(results) => {
+                if let Err(e) = tx.commit().await {
+                    seqs.clear();
+                    return failed(e.to_string());
+                }
+                break results;
             }
-            let result = apply(&tx, seqs, &job.op).await;
-            if let Err(e) = &result {
-                tracing::debug!(call_id = job.op.call_id(), error = %e, "call store write refused");
-            }
-            if aborts(&result) {
+            Err(stop) => {
                 let _ = tx.rollback().await;
                 seqs.clear();
-                if let Err(e) = result {
-                    refused.insert(i, e);
+                match stop {
+                    Stop::Failed(reason) => return failed(reason),
+                    Stop::Refused(job, e) => {
+                        refused.insert(job, e);
+                    }
+                    Stop::RefusedEvents => one_by_one = true,
                 }
-                continue 'replay;
             }
-            if let Err(StoreError::Postgres { source, .. }) = &result {
-                // Not the database's answer: the connection is gone.
-                seqs.clear();
-                return failed(source.to_string());
-            }
-            results.push(result);
         }
-        if let Err(e) = tx.commit().await {
-            seqs.clear();
-            return failed(e.to_string());
-        }
-        break results;
     };
     for (i, e) in refused {
         results[i] = Err(e);
     }
     results
+}
+
+/// One pass over the batch in `tx`, skipping the `refused` jobs (answered with a placeholder).
+/// Events are kept and inserted together, before any other kind of job (which may read or
+/// delete them) and at the end; `one_by_one`, each as it comes (to find the one refused).
+async fn attempt(
+    tx: &Transaction<'_>,
+    seqs: &mut Seqs,
+    jobs: &[Job],
+    refused: &HashMap<usize, StoreError>,
+    one_by_one: bool,
+) -> Result<Vec<Result<Done>>, Stop> {
+    let events_refused = |events: &EventRows, e: StoreError| match (aborts(&e), &events.jobs[..]) {
+        (false, _) => Stop::Failed(e.to_string()),
+        (true, [job]) => Stop::Refused(*job, e),
+        (true, _) => Stop::RefusedEvents,
+    };
+    let mut results = Vec::with_capacity(jobs.len());
+    let mut events = EventRows::default();
+    for (i, job) in jobs.iter().enumerate() {
+        if refused.contains_key(&i) {
+            results.push(Ok(Done::Unit));
+            continue;
+        }
+        let result = match &job.op {
+            Op::Write(Write::Event {
+                call_id,
+                at_ms,
+                kind,
+                data,
+            }) => {
+                let seq = events.add(tx, seqs, i, (call_id, *at_ms, kind, data)).await;
+                if one_by_one && let Err(e) = events.insert(tx).await {
+                    return Err(events_refused(&events, e));
+                }
+                seq.map(Done::Seq)
+            }
+            op => {
+                if let Err(e) = events.insert(tx).await {
+                    return Err(events_refused(&events, e));
+                }
+                apply(tx, seqs, op).await
+            }
+        };
+        match result {
+            Err(e @ StoreError::Postgres { .. }) if aborts(&e) => return Err(Stop::Refused(i, e)),
+            Err(e @ StoreError::Postgres { .. }) => return Err(Stop::Failed(e.to_string())),
+            Err(e) => {
+                tracing::debug!(call_id = job.op.call_id(), error = %e, "call store write refused");
+                results.push(Err(e));
+            }
+            Ok(done) => results.push(Ok(done)),
+        }
+    }
+    if let Err(e) = events.insert(tx).await {
+        return Err(events_refused(&events, e));
+    }
+    Ok(results)
 }

@@ -10,6 +10,63 @@ use crate::store::names::{direction_str, role_str, state_str};
 use crate::store::queued::{Done, Op, PURGE_CHUNK, not_found, to_i64};
 use crate::store::{CallState, Purged, Result, StoreError, Write, number_key};
 
+/// Events numbered in a batch and not inserted yet: inserted together, one statement for the
+/// lot (a busy host's batch is mostly events; one round trip each would bound the rate).
+#[derive(Default)]
+pub(super) struct EventRows {
+    /// The jobs they answer, by index in the batch.
+    pub(super) jobs: Vec<usize>,
+    calls: Vec<i64>,
+    seqs: Vec<i64>,
+    at_ms: Vec<i64>,
+    kinds: Vec<String>,
+    data: Vec<String>,
+}
+
+impl EventRows {
+    /// Numbers job `job`'s event and keeps it for [`EventRows::insert`]; its `seq`.
+    pub(super) async fn add(
+        &mut self,
+        tx: &Transaction<'_>,
+        seqs: &mut Seqs,
+        job: usize,
+        (call_id, at_ms, kind, data): (&str, i64, &str, &serde_json::Value),
+    ) -> Result<u64> {
+        let (pk, seq) = next_seq(tx, seqs, call_id).await?;
+        self.jobs.push(job);
+        self.calls.push(pk);
+        self.seqs.push(to_i64(seq, "seq")?);
+        self.at_ms.push(at_ms);
+        self.kinds.push(kind.to_string());
+        self.data.push(data.to_string());
+        Ok(seq)
+    }
+
+    /// Inserts the kept events, if any, and forgets them (kept when the insert fails).
+    pub(super) async fn insert(&mut self, tx: &Transaction<'_>) -> Result<()> {
+        if self.jobs.is_empty() {
+            return Ok(());
+        }
+        exec(
+            tx,
+            "INSERT INTO events (call, seq, at_ms, kind, data)
+             SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::TEXT[],
+                 $5::TEXT[])",
+            &[
+                &self.calls,
+                &self.seqs,
+                &self.at_ms,
+                &self.kinds,
+                &self.data,
+            ],
+            "appending events",
+        )
+        .await?;
+        *self = EventRows::default();
+        Ok(())
+    }
+}
+
 /// The call's `pk` and its next `seq`.
 async fn next_seq(tx: &Transaction<'_>, seqs: &mut Seqs, call_id: &str) -> Result<(i64, u64)> {
     if let Some((pk, seq)) = seqs.get_mut(call_id) {
@@ -155,14 +212,10 @@ async fn apply_write(tx: &Transaction<'_>, seqs: &mut Seqs, write: &Write) -> Re
             kind,
             data,
         } => {
-            let (pk, seq) = next_seq(tx, seqs, call_id).await?;
-            exec(
-                tx,
-                "INSERT INTO events (call, seq, at_ms, kind, data) VALUES ($1, $2, $3, $4, $5)",
-                &[&pk, &to_i64(seq, "seq")?, at_ms, kind, &data.to_string()],
-                "appending an event",
-            )
-            .await?;
+            // The writer keeps a batch's events and inserts them together itself; alone here.
+            let mut one = EventRows::default();
+            let seq = one.add(tx, seqs, 0, (call_id, *at_ms, kind, data)).await?;
+            one.insert(tx).await?;
             Ok(Done::Seq(seq))
         }
         Write::Transcript {

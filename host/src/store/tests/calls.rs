@@ -229,6 +229,54 @@ async fn migration_3_takes_the_transport_of_older_calls_from_their_created_event
     assert_eq!(store.get_call("bare").await.unwrap().call.transport, None);
 }
 
+/// Postgres only: a write Postgres itself refuses (text with a NUL byte, which SQLite keeps)
+/// aborts its transaction there; the writer replays the batch without it, so only that write
+/// fails, be it one of the events inserted together or another write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_postgres_refuses_fails_alone_in_its_batch() {
+    let Some(db) = Db::postgres() else {
+        return;
+    };
+    let store = db.open().await;
+    let event = |kind: &str| Write::Event {
+        call_id: "p1".into(),
+        at_ms: T0,
+        kind: kind.into(),
+        data: json!({"kind": kind}),
+    };
+    let results = store
+        .write_all(vec![
+            Write::Create(new_call("p1", "1", "2", "menu", T0)),
+            event("a"),
+            event("bad\0kind"),
+            event("b"),
+            Write::Transcript {
+                call_id: "p1".into(),
+                at_ms: T0,
+                role: Role::Caller,
+                text: "nul\0here".into(),
+            },
+            event("c"),
+        ])
+        .await;
+    let refused: Vec<usize> = (0..results.len())
+        .filter(|&i| results[i].is_err())
+        .collect();
+    assert_eq!(refused, [2, 4], "{results:?}");
+    let d = store.get_call("p1").await.unwrap();
+    let events: Vec<(u64, &str)> = d.events.iter().map(|e| (e.seq, e.kind.as_str())).collect();
+    assert_eq!(events, [(1, "a"), (2, "b"), (3, "c")]);
+    assert!(d.transcript.is_empty());
+    // The writer goes on.
+    assert_eq!(
+        store
+            .append_event("p1", T0, "d", json!(null))
+            .await
+            .unwrap(),
+        4
+    );
+}
+
 on_both!(
     round_trip_keeps_everything_in_order,
     write_all_applies_in_order_and_a_refused_write_stops_nothing,
