@@ -2,8 +2,6 @@
 //! transaction (Postgres DDL is transactional), under an advisory lock so that nodes starting
 //! together migrate once.
 
-use deadpool_postgres::Object;
-
 use super::pg;
 use crate::store::schema::{MIGRATIONS, latest};
 use crate::store::{Result, StoreError, now_ms};
@@ -12,7 +10,15 @@ use crate::store::{Result, StoreError, now_ms};
 const LOCK: i64 = 0x7362_7363_6865_6d61;
 
 /// Bring the schema up to date; refuses a database written by a newer build.
-pub(super) async fn migrate(client: &mut Object) -> Result<()> {
+pub(super) async fn migrate(client: &mut tokio_postgres::Client) -> Result<()> {
+    migrate_to(client, latest()).await
+}
+
+/// Apply the migrations up to version `target` (tests build old databases with it).
+pub(in crate::store) async fn migrate_to(
+    client: &mut tokio_postgres::Client,
+    target: i64,
+) -> Result<()> {
     let tx = client
         .transaction()
         .await
@@ -41,7 +47,10 @@ pub(super) async fn migrate(client: &mut Object) -> Result<()> {
             known,
         });
     }
-    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+    for m in MIGRATIONS
+        .iter()
+        .filter(|m| m.version > current && m.version <= target)
+    {
         tx.batch_execute(m.postgres)
             .await
             .map_err(pg("applying a migration"))?;

@@ -7,10 +7,13 @@
 //! sets that job aside with its error and replays the rest; expected refusals (a duplicate
 //! call, an unknown call) are found without an SQL error, so a replay is the exception.
 //!
+//! Durability is the server's: with Postgres' defaults (`synchronous_commit = on`) a
+//! committed batch is on the server's disk before its writes are acknowledged.
+//!
 //! Plain TCP only for now: a URL asking for TLS (`sslmode=require`) is refused at start-up.
 
 mod campaigns;
-mod migrate;
+pub(super) mod migrate;
 mod overlay;
 mod reads;
 mod search;

@@ -5,11 +5,10 @@
 //! transactions (never corrupt the file), because NORMAL fsyncs only at checkpoints. That trade
 //! buys commits in microseconds instead of one fsync each.
 //!
-//! Writes: one writer thread owns the only write connection and is fed by a channel. It takes
-//! whatever is queued (up to [`MAX_BATCH`]) into one transaction and commits as soon as the
-//! queue is empty, then answers every job of the batch; so a lone event is durable within a
-//! commit's time and a busy host gets large batches for free. Reads run on a small pool of
-//! read-only connections on blocking threads and never wait for the writer (WAL snapshots).
+//! Writes (the queue is `store::queued`'s): one writer thread owns the only write connection,
+//! takes whatever is queued into one transaction and commits as soon as the queue is empty,
+//! then answers every job of the batch. Reads run on a small pool of read-only connections on
+//! blocking threads and never wait for the writer (WAL snapshots).
 
 mod campaigns;
 mod list;

@@ -206,24 +206,20 @@ async fn two_hundred_concurrent_calls_keep_their_order(db: Db) {
     );
 }
 
-#[tokio::test]
-async fn migration_3_takes_the_transport_of_older_calls_from_their_created_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config_at(&dir.path().join("v2.db"));
-    {
-        let mut conn = rusqlite::Connection::open(&cfg.path).unwrap();
-        schema::migrate_to(&mut conn, 2).unwrap();
-        conn.execute_batch(&format!(
+async fn migration_3_takes_the_transport_of_older_calls_from_their_created_event(db: Db) {
+    db.at_version(
+        2,
+        &format!(
             "INSERT INTO calls (pk, id, direction, caller, callee, caller_key, callee_key,
                  started_at_ms, state, metadata)
              VALUES (1, 'old', 'inbound', '1', '2', '1', '2', {T0}, 'ended', 'null'),
                     (2, 'bare', 'inbound', '1', '2', '1', '2', {T0}, 'ended', 'null');
              INSERT INTO events (call, seq, at_ms, kind, data)
              VALUES (1, 1, {T0}, 'created', '{{\"transport\":\"openai-sip\"}}');"
-        ))
-        .unwrap();
-    }
-    let store = SqliteStore::open(&cfg).unwrap();
+        ),
+    )
+    .await;
+    let store = db.open().await;
     let old = store.get_call("old").await.unwrap().call;
     assert_eq!(old.transport.as_deref(), Some("openai-sip"));
     assert_eq!(store.get_call("bare").await.unwrap().call.transport, None);
@@ -278,6 +274,7 @@ async fn a_write_postgres_refuses_fails_alone_in_its_batch() {
 }
 
 on_both!(
+    migration_3_takes_the_transport_of_older_calls_from_their_created_event,
     round_trip_keeps_everything_in_order,
     write_all_applies_in_order_and_a_refused_write_stops_nothing,
     two_hundred_concurrent_calls_keep_their_order,

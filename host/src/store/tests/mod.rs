@@ -92,6 +92,50 @@ impl Db {
         open(&self.config()).await.unwrap()
     }
 
+    /// Creates the schema up to `version` (an old database), then runs `sql` on it (plain SQL
+    /// both dialects read alike).
+    async fn at_version(&self, version: i64, sql: &str) {
+        match &self.url {
+            None => {
+                let path = self.config().path;
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                let mut conn = rusqlite::Connection::open(&path).unwrap();
+                schema::migrate_to(&mut conn, version).unwrap();
+                conn.execute_batch(sql).unwrap();
+            }
+            Some(url) => {
+                let (mut client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(connection);
+                postgres::migrate::migrate_to(&mut client, version)
+                    .await
+                    .unwrap();
+                client.batch_execute(sql).await.unwrap();
+            }
+        }
+    }
+
+    /// Whether the store has a table `name`.
+    fn has_table(&self, name: &str) -> bool {
+        match &self.url {
+            None => {
+                let conn = rusqlite::Connection::open(&self.config().path).unwrap();
+                conn.query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE name = ?1",
+                    [name],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap()
+                    > 0
+            }
+            Some(url) => {
+                postgres_server::psql(url, &format!("SELECT to_regclass('{name}') IS NOT NULL"))
+                    == "t"
+            }
+        }
+    }
+
     /// Records schema `version` as applied, as a newer build would.
     fn add_schema_version(&self, version: i64) {
         let sql =
