@@ -30,7 +30,8 @@ pub struct StoreConfig {
     /// threads).
     pub read_connections: u32,
     /// Postgres: how long to wait for a connection before the store (at start-up) or a read
-    /// gives up.
+    /// gives up, and for the server to acknowledge what was sent (or a keepalive) before the
+    /// connection counts as lost.
     pub connect_timeout_seconds: u32,
 }
 

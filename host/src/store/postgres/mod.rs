@@ -68,7 +68,13 @@ impl QueuedStore<PostgresReads> {
             ));
         }
         let timeout = Duration::from_secs(u64::from(config.connect_timeout_seconds.max(1)));
-        pg.ssl_mode(SslMode::Disable).connect_timeout(timeout);
+        // A server that stops answering fails the statement after `timeout` instead of
+        // holding the writer (or a read) for good.
+        pg.ssl_mode(SslMode::Disable)
+            .connect_timeout(timeout)
+            .tcp_user_timeout(timeout)
+            .keepalives(true)
+            .keepalives_idle(timeout);
         let manager = Manager::from_config(
             pg,
             NoTls,
