@@ -4,7 +4,9 @@ use deadpool_postgres::{Object, Transaction};
 
 use super::reads::json;
 use super::{col, exec, row, rows, unreadable};
-use crate::store::{AuditRecord, ConfigChange, OverlayEntry, OverlayKind, OverlayWrite, Result};
+use crate::store::{
+    AuditRecord, ConfigChange, OverlayEntry, OverlayKind, OverlayWrite, Result, StoreError,
+};
 
 /// Inside the writer's transaction: the overlay written and the audit row added.
 pub(super) async fn apply_change(tx: &Transaction<'_>, c: &ConfigChange) -> Result<AuditRecord> {
@@ -91,8 +93,9 @@ pub(super) async fn read_overlay(client: &Object) -> Result<Vec<OverlayEntry>> {
     .map(|r| {
         let kind: String = col(r, 0)?;
         Ok(OverlayEntry {
-            kind: OverlayKind::parse(&kind)
-                .ok_or_else(|| unreadable(format!("unknown live configuration kind {kind:?}")))?,
+            kind: OverlayKind::parse(&kind).ok_or_else(|| {
+                StoreError::InvalidInput(format!("unknown live configuration kind {kind:?}"))
+            })?,
             agent: col(r, 1)?,
             key: col(r, 2)?,
             value: col(r, 3)?,
