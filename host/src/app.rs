@@ -25,7 +25,7 @@ use crate::plugins::watcher::{self, WatchHandle};
 use crate::plugins::{Registry, Runtime};
 use crate::recording::StoreSink;
 use crate::sip::{SipConfig, SipEndpoint, SipEvent};
-use crate::store::{CallStore, SqliteStore, StoreConfig, spawn_purge_task};
+use crate::store::{Store, StoreConfig, spawn_purge_task};
 use crate::webrtc::{self, WebCalls};
 
 /// The agent runtime of a host: loaded agents, routes and the folder watch.
@@ -40,7 +40,7 @@ pub struct Host {
     pub agents: Agents,
     pub sip: Arc<SipEndpoint>,
     pub calls: Arc<CallDeps>,
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<dyn Store>,
     pub api: ApiServer,
     /// The carriers' listener, when `[http.public]` is set.
     pub public: Option<bridges::PublicServer>,
@@ -300,9 +300,10 @@ fn store_config(config: &Config) -> StoreConfig {
 
 /// Opens the call store and closes the calls a crashed run left open. Only called with the
 /// data folder's lock held: with another instance alive, its live calls are not abandoned.
-async fn open_store(config: &Config) -> anyhow::Result<Arc<SqliteStore>> {
-    let store_config = store_config(config);
-    let store = Arc::new(SqliteStore::open(&store_config).context("opening the call store")?);
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let store = crate::store::open(&store_config(config))
+        .await
+        .context("opening the call store")?;
     let abandoned = store
         .close_abandoned_calls()
         .await

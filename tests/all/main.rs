@@ -41,6 +41,7 @@ mod hardening_api;
 mod otlp;
 mod softphone;
 mod store_crash;
+mod store_postgres;
 mod webhooks;
 mod webhooks_bench;
 

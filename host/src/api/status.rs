@@ -131,10 +131,38 @@ pub fn masked_config(table: &toml::Table) -> Value {
                 })
                 .collect(),
             Value::Array(a) => a.iter().map(walk).collect(),
+            Value::String(text) => Value::String(mask_url_password(text)),
             other => other.clone(),
         }
     }
     walk(&serde_json::to_value(table).unwrap_or(Value::Null))
+}
+
+/// A URL's password masked, in its user part (`postgres://user:pw@host/db`) and in a
+/// `password=` parameter; any other text as it is.
+fn mask_url_password(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let rest = match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => format!("{}:{MASK}{}", &rest[..colon], &rest[at..]),
+            None => rest.to_string(),
+        },
+        None => rest.to_string(),
+    };
+    let Some((before, query)) = rest.split_once('?') else {
+        return format!("{scheme}://{rest}");
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if is_secret_key(key) => format!("{key}={MASK}"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{scheme}://{before}?{}", query.join("&"))
 }
 
 #[cfg(test)]
@@ -171,6 +199,8 @@ mod tests {
             [model.cascade.cartesia]
             api-key = "car-live"
             voice-id = "v1"
+            [store]
+            url = "postgres://sb:pg-live@db.example:5432/calls?password=pg-live2&sslmode=disable"
             "#,
         )
         .unwrap();
@@ -186,6 +216,7 @@ mod tests {
             "gsk-live",
             "dg-live",
             "car-live",
+            "pg-live",
         ] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
         }
@@ -196,6 +227,10 @@ mod tests {
         assert_eq!(v["sip"]["trunks"][0]["auth-user"], "acct");
         assert_eq!(v["agent"]["menu"]["config"]["business-name"], "Demo");
         assert_eq!(v["http"]["listen"], "127.0.0.1:8080");
+        assert_eq!(
+            v["store"]["url"],
+            "postgres://sb:***@db.example:5432/calls?password=***&sslmode=disable"
+        );
         let cascade = &v["model"]["cascade"];
         assert_eq!(
             cascade["llms"]["groq"]["base-url"],

@@ -5,8 +5,12 @@
 //! ```
 //!
 //! `list_query_latency`: the `GET /v1/calls` query over 100,000 stored calls, first page of 50,
-//! with each filter; p50/p99 over many runs. `concurrent_event_throughput`: 200 calls appending
-//! events as fast as each can (every append awaited until committed); events/s, median of runs.
+//! with each filter; p50/p99 over many runs (SQLite). `concurrent_event_throughput`: 200 calls
+//! appending events as fast as each can (every append awaited until committed); events/s,
+//! median of runs. `paced_event_commit_latency`: 1,000 calls each appending
+//! `STORE_BENCH_EVENTS_PER_CALL_S` events a second (default 2); the rate reached and the commit
+//! latency each append waited, p50/p99, after a warm-up. Both event benches run on SQLite and on Postgres (a
+//! test server, see `tests::postgres_server`; skipped without Postgres).
 //! Set `STORE_BENCH_PLANS=1` to print each list query's SQLite plan.
 
 use std::sync::Arc;
@@ -159,69 +163,147 @@ async fn list_query_latency() {
     println!("  database file: {:.1} MiB", size as f64 / (1 << 20) as f64);
 }
 
+/// The back ends the event benches run on: SQLite in `dir`, and Postgres when installed.
+async fn back_ends(dir: &std::path::Path) -> Vec<(&'static str, Arc<dyn Store>)> {
+    let sqlite = StoreConfig {
+        path: dir.join("bench.db"),
+        ..StoreConfig::default()
+    };
+    let mut stores = vec![("SQLite", open(&sqlite).await.unwrap())];
+    if let Some(url) = super::tests::postgres_server::database() {
+        let postgres = StoreConfig {
+            url: Some(crate::model::Secret::new(url)),
+            ..StoreConfig::default()
+        };
+        stores.push(("Postgres", open(&postgres).await.unwrap()));
+    }
+    stores
+}
+
+fn bench_call(id: &str, c: usize) -> NewCall {
+    NewCall {
+        id: id.to_string(),
+        direction: Direction::Inbound,
+        caller: format!("+1555{c:07}"),
+        callee: "1000".into(),
+        agent: Some("menu".into()),
+        agent_version: None,
+        transport: "udp".into(),
+        started_at_ms: now_ms(),
+        metadata: json!({}),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: run with --ignored --nocapture in release mode"]
 async fn concurrent_event_throughput() {
     const CONCURRENT: usize = 200;
     const RUN: Duration = Duration::from_secs(3);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = StoreConfig {
-        path: dir.path().join("bench.db"),
-        ..StoreConfig::default()
-    };
-    let store = Arc::new(SqliteStore::open(&cfg).unwrap());
-    let mut rates = Vec::new();
-    for run in 0..3 {
-        let stop = Arc::new(AtomicBool::new(false));
-        let count = Arc::new(AtomicU64::new(0));
-        let tasks: Vec<_> = (0..CONCURRENT)
+    for (name, store) in back_ends(dir.path()).await {
+        let mut rates = Vec::new();
+        for run in 0..3 {
+            let stop = Arc::new(AtomicBool::new(false));
+            let count = Arc::new(AtomicU64::new(0));
+            let tasks: Vec<_> = (0..CONCURRENT)
+                .map(|c| {
+                    let (store, stop, count) = (store.clone(), stop.clone(), count.clone());
+                    tokio::spawn(async move {
+                        let id = format!("run{run}-call{c}");
+                        store.create_call(bench_call(&id, c)).await.unwrap();
+                        let mut i = 0u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            store
+                                .append_event(
+                                    &id,
+                                    now_ms(),
+                                    "model.audio",
+                                    json!({"frame": i, "bytes": 160}),
+                                )
+                                .await
+                                .unwrap();
+                            i += 1;
+                        }
+                        count.fetch_add(i, Ordering::Relaxed);
+                    })
+                })
+                .collect();
+            let started = Instant::now();
+            tokio::time::sleep(RUN).await;
+            stop.store(true, Ordering::Relaxed);
+            for t in tasks {
+                t.await.unwrap();
+            }
+            let rate = count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+            println!("  {name} run {run}: {rate:.0} events/s");
+            rates.push(rate);
+        }
+        rates.sort_by(f64::total_cmp);
+        println!(
+            "{name}: {CONCURRENT} concurrent calls appending (each append awaited until \
+             committed): median {:.0} events/s",
+            rates[rates.len() / 2]
+        );
+        store.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --ignored --nocapture in release mode"]
+async fn paced_event_commit_latency() {
+    const CALLS: usize = 1000;
+    const RUN: Duration = Duration::from_secs(12);
+    /// Not measured: the calls being created, all at once (live calls start spread out).
+    const WARM_UP: Duration = Duration::from_secs(2);
+    let per_call: f64 = std::env::var("STORE_BENCH_EVENTS_PER_CALL_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2.0);
+    let every = Duration::from_secs_f64(1.0 / per_call);
+    let dir = tempfile::tempdir().unwrap();
+    for (name, store) in back_ends(dir.path()).await {
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..CALLS)
             .map(|c| {
-                let (store, stop, count) = (store.clone(), stop.clone(), count.clone());
+                let store = store.clone();
                 tokio::spawn(async move {
-                    let id = format!("run{run}-call{c}");
-                    let call = NewCall {
-                        id: id.clone(),
-                        direction: Direction::Inbound,
-                        caller: format!("+1555{c:07}"),
-                        callee: "1000".into(),
-                        agent: Some("menu".into()),
-                        agent_version: None,
-                        transport: "udp".into(),
-                        started_at_ms: now_ms(),
-                        metadata: json!({}),
-                    };
-                    store.create_call(call).await.unwrap();
+                    let id = format!("paced-call{c}");
+                    store.create_call(bench_call(&id, c)).await.unwrap();
+                    // Calls spread over one period, as calls do not start in step.
+                    let offset = every.mul_f64(c as f64 / CALLS as f64);
+                    let mut tick =
+                        tokio::time::interval_at(tokio::time::Instant::now() + offset, every);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    let mut waited = Vec::new();
                     let mut i = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
+                    while started.elapsed() < RUN {
+                        tick.tick().await;
+                        let t = Instant::now();
                         store
-                            .append_event(
-                                &id,
-                                now_ms(),
-                                "model.audio",
-                                json!({"frame": i, "bytes": 160}),
-                            )
+                            .append_event(&id, now_ms(), "turn", json!({"n": i}))
                             .await
                             .unwrap();
+                        if started.elapsed() > WARM_UP {
+                            waited.push(t.elapsed());
+                        }
                         i += 1;
                     }
-                    count.fetch_add(i, Ordering::Relaxed);
+                    waited
                 })
             })
             .collect();
-        let started = Instant::now();
-        tokio::time::sleep(RUN).await;
-        stop.store(true, Ordering::Relaxed);
+        let mut waited = Vec::new();
         for t in tasks {
-            t.await.unwrap();
+            waited.extend(t.await.unwrap());
         }
-        let rate = count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-        println!("  run {run}: {rate:.0} events/s");
-        rates.push(rate);
+        let rate = waited.len() as f64 / (started.elapsed() - WARM_UP).as_secs_f64();
+        println!(
+            "{name}: {CALLS} calls x {per_call} events/s: {rate:.0} events/s written, \
+             commit wait p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            percentile(&mut waited, 0.5).as_secs_f64() * 1e3,
+            percentile(&mut waited, 0.99).as_secs_f64() * 1e3,
+            percentile(&mut waited, 1.0).as_secs_f64() * 1e3,
+        );
+        store.shutdown().await.unwrap();
     }
-    rates.sort_by(f64::total_cmp);
-    println!(
-        "{CONCURRENT} concurrent calls appending (each append awaited until committed): \
-         median {:.0} events/s",
-        rates[rates.len() / 2]
-    );
 }

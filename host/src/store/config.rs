@@ -8,12 +8,17 @@ use serde::Deserialize;
 use tokio::task::JoinHandle;
 
 use super::{CallStore, now_ms};
+use crate::model::Secret;
 
 /// Where calls are stored and for how long.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct StoreConfig {
-    /// The SQLite file; its folder is created when missing.
+    /// `postgres://user[:password]@host[:port]/database`: the calls live in that Postgres
+    /// database instead of the SQLite file (plain TCP: TLS, `sslmode` other than `disable` or
+    /// `prefer`, is not supported yet). A secret: it may hold a password.
+    pub url: Option<Secret>,
+    /// The SQLite file (without `url`); its folder is created when missing.
     pub path: PathBuf,
     /// Finished calls older than this many days are deleted; 0 keeps them forever.
     pub retention_days: u32,
@@ -21,18 +26,25 @@ pub struct StoreConfig {
     pub purge_interval_minutes: u32,
     /// Also delete the recording files of purged calls.
     pub purge_recordings: bool,
-    /// Read connections (reads run on blocking threads, in parallel with the one writer).
+    /// Read connections (reads run in parallel with the one writer; on SQLite on blocking
+    /// threads).
     pub read_connections: u32,
+    /// Postgres: how long to wait for a connection before the store (at start-up) or a read
+    /// gives up, and for the server to acknowledge what was sent (or a keepalive) before the
+    /// connection counts as lost.
+    pub connect_timeout_seconds: u32,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            url: None,
             path: PathBuf::from(".switchboard/calls.db"),
             retention_days: 90,
             purge_interval_minutes: 60,
             purge_recordings: true,
             read_connections: 4,
+            connect_timeout_seconds: 10,
         }
     }
 }

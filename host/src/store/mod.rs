@@ -1,17 +1,22 @@
 //! Call records: calls, their events, transcripts, usage items, per-turn latency and the
-//! recordings index, behind the [`CallStore`] trait so a server database can follow.
+//! recordings index, behind the [`CallStore`] trait (with campaigns and the webhook queue: the
+//! [`Store`]).
 //!
 //! The store knows nothing of SIP, media, agents or models: it keeps what the call layer hands
-//! it, in its own record types. [`SqliteStore`] is the embedded default (one file, WAL, a single
-//! writer thread that batches whatever is queued into one transaction). Every write future
+//! it, in its own record types. [`SqliteStore`] is the embedded default (one file, WAL);
+//! [`PostgresStore`] is the server back end (`[store] url`). Both are a [`QueuedStore`]: a
+//! single writer batches whatever is queued into one transaction, and every write future
 //! resolves only once its transaction has committed, so a crash of the process loses nothing a
-//! caller saw acknowledged.
+//! caller saw acknowledged. Both run the same numbered migrations (`schema`).
 //!
 //! Times are milliseconds since the Unix epoch (UTC); see [`now_ms`].
 
 pub mod campaigns;
 mod config;
+mod names;
 mod overlay;
+mod postgres;
+mod queued;
 pub mod sample;
 mod schema;
 mod sqlite;
@@ -33,6 +38,8 @@ use crate::domain::events::StageLatency;
 pub use campaigns::CampaignStore;
 pub use config::{StoreConfig, spawn_purge_task};
 pub use overlay::{AuditRecord, ConfigChange, OverlayEntry, OverlayKind, OverlayWrite};
+pub use postgres::PostgresStore;
+pub use queued::QueuedStore;
 pub use sqlite::SqliteStore;
 
 /// Lifecycle of a stored call.
@@ -292,6 +299,12 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("Postgres error while {context}: {source}")]
+    Postgres {
+        context: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
     /// The batch this write was in could not be committed (the write did not happen).
     #[error("commit failed: {0}")]
     Commit(String),
@@ -358,6 +371,23 @@ pub trait CallStore: Send + Sync {
     async fn config_overlay(&self) -> Result<Vec<OverlayEntry>>;
     /// The latest `limit` audited configuration changes, newest first.
     async fn config_audit(&self, limit: u32) -> Result<Vec<AuditRecord>>;
+}
+
+/// The whole store as the host holds it: calls, campaigns and the webhook queue on one back end,
+/// SQLite or Postgres (see [`open`]).
+#[async_trait]
+pub trait Store: CallStore + CampaignStore + webhooks::WebhookQueue {
+    /// Commit everything queued and stop writing; later writes fail with
+    /// [`StoreError::Closed`], reads keep working.
+    async fn shutdown(&self) -> Result<()>;
+}
+
+/// Opens the back end `config` names: Postgres when `url` is set, else the SQLite file.
+pub async fn open(config: &StoreConfig) -> Result<std::sync::Arc<dyn Store>> {
+    Ok(match &config.url {
+        Some(url) => std::sync::Arc::new(PostgresStore::open(url.expose(), config).await?),
+        None => std::sync::Arc::new(SqliteStore::open(config)?),
+    })
 }
 
 /// Wraps a SQLite error with what the store was doing.

@@ -34,6 +34,10 @@ pub mod model_tls;
 pub mod pcap;
 pub mod pjsua;
 pub mod ports;
+/// A real Postgres server per test process and a database per test (the store's own tests use
+/// the same file).
+#[path = "../../../host/src/store/tests/postgres_server.rs"]
+pub mod postgres;
 pub mod process;
 pub mod raw_sip;
 pub mod rest_fake;

@@ -4,68 +4,12 @@
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::Value;
 
-use super::Done;
 use crate::store::campaigns::{
     AttemptEnd, AttemptRecord, CampaignProgress, CampaignRecord, CampaignState, ContactRecord,
     ContactState, DncEntry, NewContact,
 };
+use crate::store::queued::{CampaignOp, Done};
 use crate::store::{Result, StoreError, sql};
-
-/// A campaign write, for the writer.
-pub(super) enum CampaignOp {
-    Create {
-        campaign: CampaignRecord,
-        contacts: Vec<NewContact>,
-    },
-    State {
-        id: String,
-        state: CampaignState,
-        reason: Option<String>,
-        at_ms: i64,
-    },
-    BeginAttempt {
-        id: String,
-        contact: u32,
-        at_ms: i64,
-        day: String,
-    },
-    AttemptCall {
-        id: String,
-        contact: u32,
-        attempt: u32,
-        call_id: String,
-    },
-    EndAttempt {
-        id: String,
-        contact: u32,
-        attempt: u32,
-        end: AttemptEnd,
-    },
-    Skip {
-        id: String,
-        contact: u32,
-        outcome: String,
-        at_ms: i64,
-    },
-    Defer {
-        id: String,
-        contact: u32,
-        next_at_ms: i64,
-    },
-    ClosePending {
-        id: String,
-        outcome: String,
-        at_ms: i64,
-    },
-    DncAdd {
-        numbers: Vec<String>,
-        source: String,
-        at_ms: i64,
-    },
-    DncRemove {
-        number: String,
-    },
-}
 
 fn no_campaign(id: &str) -> StoreError {
     StoreError::NoSuchCampaign(id.to_string())

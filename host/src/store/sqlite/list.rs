@@ -10,7 +10,7 @@ use rusqlite::types::Value as SqlValue;
 #[cfg(test)]
 use super::reads::open_reader;
 use super::rows::{CALL_COLUMNS, PK_COLUMN, call_from_row};
-use super::{DEFAULT_PAGE, MAX_PAGE};
+use crate::store::queued::{DEFAULT_PAGE, MAX_PAGE};
 use crate::store::{CallFilter, CallPage, CallRecord, Result, StoreError, number_key, sql};
 
 /// Add a parameter; returns its placeholder.

@@ -7,11 +7,13 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use tokio::sync::Semaphore;
 
+use super::BUSY_TIMEOUT;
 use super::rows::{CALL_COLUMNS, PK_COLUMN, call_from_row, conversion, json_column};
-use super::{BUSY_TIMEOUT, not_found};
 use crate::domain::events::StageLatency;
+use crate::store::names::parse_role;
+use crate::store::queued::not_found;
 use crate::store::{
-    CallDetail, EventRecord, Result, Role, StoreError, TranscriptLine, TurnLatency, UsageItem, sql,
+    CallDetail, EventRecord, Result, StoreError, TranscriptLine, TurnLatency, UsageItem, sql,
 };
 
 pub(super) struct ReadPool {
@@ -113,11 +115,8 @@ pub(super) fn read_call(conn: &Connection, call_id: &str) -> Result<CallDetail> 
                     call_id: id.clone(),
                     seq: r.get(0)?,
                     at_ms: r.get(1)?,
-                    role: match role.as_str() {
-                        "caller" => Role::Caller,
-                        "agent" => Role::Agent,
-                        other => return Err(conversion(2, format!("unknown role {other:?}"))),
-                    },
+                    role: parse_role(&role)
+                        .ok_or_else(|| conversion(2, format!("unknown role {role:?}")))?,
                     text: r.get(3)?,
                 })
             })?

@@ -1,10 +1,10 @@
-//! Mapping between the record types and their columns: the call row and the text forms of
-//! direction, state and role.
+//! Mapping between the record types and their columns: the call row.
 
 use rusqlite::Row;
 use serde_json::Value;
 
-use crate::store::{CallRecord, CallState, Direction, Role};
+use crate::store::CallRecord;
+use crate::store::names::{parse_direction, parse_state};
 
 pub(super) const CALL_COLUMNS: &str =
     "id, direction, caller, callee, agent, agent_version, started_at_ms,
@@ -29,11 +29,8 @@ pub(super) fn call_from_row(row: &Row) -> rusqlite::Result<CallRecord> {
     let state: String = row.get(9)?;
     Ok(CallRecord {
         id: row.get(0)?,
-        direction: match direction.as_str() {
-            "inbound" => Direction::Inbound,
-            "outbound" => Direction::Outbound,
-            other => return Err(conversion(1, format!("unknown direction {other:?}"))),
-        },
+        direction: parse_direction(&direction)
+            .ok_or_else(|| conversion(1, format!("unknown direction {direction:?}")))?,
         caller: row.get(2)?,
         callee: row.get(3)?,
         agent: row.get(4)?,
@@ -41,12 +38,8 @@ pub(super) fn call_from_row(row: &Row) -> rusqlite::Result<CallRecord> {
         started_at_ms: row.get(6)?,
         answered_at_ms: row.get(7)?,
         ended_at_ms: row.get(8)?,
-        state: match state.as_str() {
-            "active" => CallState::Active,
-            "ended" => CallState::Ended,
-            "ended_abnormally" => CallState::EndedAbnormally,
-            other => return Err(conversion(9, format!("unknown state {other:?}"))),
-        },
+        state: parse_state(&state)
+            .ok_or_else(|| conversion(9, format!("unknown state {state:?}")))?,
         end_reason: row.get(10)?,
         outcome: row.get(11)?,
         recording: row.get(12)?,
@@ -55,26 +48,4 @@ pub(super) fn call_from_row(row: &Row) -> rusqlite::Result<CallRecord> {
         metadata: json_column(row, 15)?,
         transport: row.get(16)?,
     })
-}
-
-pub(super) fn direction_str(d: Direction) -> &'static str {
-    match d {
-        Direction::Inbound => "inbound",
-        Direction::Outbound => "outbound",
-    }
-}
-
-pub(super) fn state_str(s: CallState) -> &'static str {
-    match s {
-        CallState::Active => "active",
-        CallState::Ended => "ended",
-        CallState::EndedAbnormally => "ended_abnormally",
-    }
-}
-
-pub(super) fn role_str(r: Role) -> &'static str {
-    match r {
-        Role::Caller => "caller",
-        Role::Agent => "agent",
-    }
 }

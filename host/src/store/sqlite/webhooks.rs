@@ -4,39 +4,11 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
+use crate::store::queued::{QueueDone, QueueOp};
 use crate::store::webhooks::{
     AttemptOutcome, Delivery, DeliveryAttempt, DeliveryStatus, HISTORY, NewDelivery,
 };
 use crate::store::{Result, StoreError, sql};
-
-/// A change to the queue, done by the writer.
-pub(in crate::store) enum QueueOp {
-    Enqueue(Vec<NewDelivery>),
-    Claim {
-        node: String,
-        now_ms: i64,
-        lease_ms: i64,
-        limit: u32,
-    },
-    Attempt {
-        id: i64,
-        node: String,
-        attempt: DeliveryAttempt,
-        outcome: AttemptOutcome,
-    },
-    Resend {
-        id: i64,
-        now_ms: i64,
-    },
-}
-
-/// What the writer answers to a [`QueueOp`].
-pub(in crate::store) enum QueueDone {
-    Queued(Vec<bool>),
-    Rows(Vec<Delivery>),
-    Kept(bool),
-    Row(Box<Delivery>),
-}
 
 const COLUMNS: &str = "id, webhook, message_id, kind, sequence_key, payload, status, attempts,
     next_attempt_at_ms, created_at_ms, updated_at_ms, history";

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use tokio::sync::mpsc;
 
 use super::writes::apply;
-use super::{Done, Job, MAX_BATCH, Op};
+use crate::store::queued::{Done, Job, MAX_BATCH, Op};
 use crate::store::{Result, StoreError};
 
 /// Per call: its `pk` and the last `seq` handed out. Only the writer assigns `seq`, so this map

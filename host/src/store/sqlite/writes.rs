@@ -3,10 +3,10 @@
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::rows::{direction_str, role_str, state_str};
 use super::writer::Seqs;
-use super::{Done, Op, PURGE_CHUNK, not_found};
 use crate::domain::usage;
+use crate::store::names::{direction_str, role_str, state_str};
+use crate::store::queued::{Done, Op, PURGE_CHUNK, not_found};
 use crate::store::{CallState, Purged, Result, StoreError, Write, number_key, sql};
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {

@@ -2,10 +2,8 @@
 
 use super::*;
 
-#[tokio::test]
-async fn bad_input_gets_clear_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&config(dir.path())).unwrap();
+async fn bad_input_gets_clear_errors(db: Db) {
+    let store = db.open().await;
     let nf = |r: Result<(), StoreError>| matches!(r, Err(StoreError::NotFound { call_id }) if call_id == "nope");
     assert!(nf(store.set_answered("nope", 1).await));
     assert!(nf(store
@@ -97,6 +95,40 @@ fn unusable_path_is_an_open_error() {
     assert!(err.to_string().contains("not a database"), "{err}");
 }
 
+#[tokio::test]
+async fn a_bad_or_unreachable_postgres_url_is_an_open_error_naming_the_address() {
+    let with_url = |url: &str| StoreConfig {
+        url: Some(Secret::new(url)),
+        connect_timeout_seconds: 2,
+        ..StoreConfig::default()
+    };
+    let err = open(&with_url("postgres://sb:s3cret@["))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, StoreError::Open { .. }), "{err}");
+    assert!(!err.to_string().contains("s3cret"), "{err}");
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let url = format!("postgres://sb:s3cret@127.0.0.1:{port}/calls");
+    let err = open(&with_url(&url)).await.err().unwrap();
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Open { .. }), "{text}");
+    assert!(
+        text.contains(&format!("postgres://sb@127.0.0.1:{port}/calls")),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+    let err = open(&with_url(&format!("{url}?sslmode=require")))
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("TLS"), "{err}");
+}
+
 #[test]
 fn number_keys() {
     let cases = [
@@ -127,6 +159,12 @@ fn config_keys_are_kebab_case_and_checked() {
     assert_eq!(defaults, StoreConfig::default());
     assert_eq!(defaults.path, Path::new(".switchboard/calls.db"));
     assert_eq!(defaults.retention_days, 90);
+    let pg: StoreConfig = toml::from_str("url = \"postgres://sb:pw@127.0.0.1/calls\"").unwrap();
+    let url = pg.url.as_ref().map(Secret::expose);
+    assert_eq!(url, Some("postgres://sb:pw@127.0.0.1/calls"));
+    assert_eq!(format!("{:?}", pg.url), "Some(***)");
     let err = toml::from_str::<StoreConfig>("retention_days = 3").unwrap_err();
     assert!(err.to_string().contains("retention_days"), "{err}");
 }
+
+on_both!(bad_input_gets_clear_errors,);

@@ -3,10 +3,8 @@
 use super::*;
 use crate::domain::events::StageLatency;
 
-#[tokio::test]
-async fn round_trip_keeps_everything_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&config(dir.path())).unwrap();
+async fn round_trip_keeps_everything_in_order(db: Db) {
+    let store = db.open().await;
     store
         .create_call(new_call("c1", "sip:+15550100001@pbx", "1000", "menu", T0))
         .await
@@ -99,10 +97,8 @@ async fn round_trip_keeps_everything_in_order() {
     assert_eq!(v["transcript"][0]["role"], "caller");
 }
 
-#[tokio::test]
-async fn write_all_applies_in_order_and_a_refused_write_stops_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&config(dir.path())).unwrap();
+async fn write_all_applies_in_order_and_a_refused_write_stops_nothing(db: Db) {
+    let store = db.open().await;
     let event = |call: &str, at_ms: i64, kind: &str| Write::Event {
         call_id: call.into(),
         at_ms,
@@ -157,10 +153,8 @@ async fn write_all_applies_in_order_and_a_refused_write_stops_nothing() {
     assert_eq!(seqs[..3], [1, 3, 4]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_concurrent_calls_keep_their_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(&config(dir.path())).unwrap());
+async fn two_hundred_concurrent_calls_keep_their_order(db: Db) {
+    let store = db.open().await;
     const CALLS: usize = 200;
     const EVENTS: u64 = 50;
     let tasks: Vec<_> = (0..CALLS)
@@ -212,25 +206,76 @@ async fn two_hundred_concurrent_calls_keep_their_order() {
     );
 }
 
-#[tokio::test]
-async fn migration_3_takes_the_transport_of_older_calls_from_their_created_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config_at(&dir.path().join("v2.db"));
-    {
-        let mut conn = rusqlite::Connection::open(&cfg.path).unwrap();
-        schema::migrate_to(&mut conn, 2).unwrap();
-        conn.execute_batch(&format!(
+async fn migration_3_takes_the_transport_of_older_calls_from_their_created_event(db: Db) {
+    db.at_version(
+        2,
+        &format!(
             "INSERT INTO calls (pk, id, direction, caller, callee, caller_key, callee_key,
                  started_at_ms, state, metadata)
              VALUES (1, 'old', 'inbound', '1', '2', '1', '2', {T0}, 'ended', 'null'),
                     (2, 'bare', 'inbound', '1', '2', '1', '2', {T0}, 'ended', 'null');
              INSERT INTO events (call, seq, at_ms, kind, data)
              VALUES (1, 1, {T0}, 'created', '{{\"transport\":\"openai-sip\"}}');"
-        ))
-        .unwrap();
-    }
-    let store = SqliteStore::open(&cfg).unwrap();
+        ),
+    )
+    .await;
+    let store = db.open().await;
     let old = store.get_call("old").await.unwrap().call;
     assert_eq!(old.transport.as_deref(), Some("openai-sip"));
     assert_eq!(store.get_call("bare").await.unwrap().call.transport, None);
 }
+
+/// Postgres only: a write Postgres itself refuses (text with a NUL byte, which SQLite keeps)
+/// aborts its transaction there; the writer replays the batch without it, so only that write
+/// fails, be it one of the events inserted together or another write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_postgres_refuses_fails_alone_in_its_batch() {
+    let Some(db) = Db::postgres() else {
+        return;
+    };
+    let store = db.open().await;
+    let event = |kind: &str| Write::Event {
+        call_id: "p1".into(),
+        at_ms: T0,
+        kind: kind.into(),
+        data: json!({"kind": kind}),
+    };
+    let results = store
+        .write_all(vec![
+            Write::Create(new_call("p1", "1", "2", "menu", T0)),
+            event("a"),
+            event("bad\0kind"),
+            event("b"),
+            Write::Transcript {
+                call_id: "p1".into(),
+                at_ms: T0,
+                role: Role::Caller,
+                text: "nul\0here".into(),
+            },
+            event("c"),
+        ])
+        .await;
+    let refused: Vec<usize> = (0..results.len())
+        .filter(|&i| results[i].is_err())
+        .collect();
+    assert_eq!(refused, [2, 4], "{results:?}");
+    let d = store.get_call("p1").await.unwrap();
+    let events: Vec<(u64, &str)> = d.events.iter().map(|e| (e.seq, e.kind.as_str())).collect();
+    assert_eq!(events, [(1, "a"), (2, "b"), (3, "c")]);
+    assert!(d.transcript.is_empty());
+    // The writer goes on.
+    assert_eq!(
+        store
+            .append_event("p1", T0, "d", json!(null))
+            .await
+            .unwrap(),
+        4
+    );
+}
+
+on_both!(
+    migration_3_takes_the_transport_of_older_calls_from_their_created_event,
+    round_trip_keeps_everything_in_order,
+    write_all_applies_in_order_and_a_refused_write_stops_nothing,
+    two_hundred_concurrent_calls_keep_their_order,
+);

@@ -24,10 +24,8 @@ fn contact(number: &str, at: i64) -> NewContact {
     }
 }
 
-#[tokio::test]
-async fn contacts_go_pending_dialing_and_done_or_back_with_every_attempt_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&config(dir.path())).unwrap();
+async fn contacts_go_pending_dialing_and_done_or_back_with_every_attempt_kept(db: Db) {
+    let store = db.open().await;
     let contacts = vec![contact("+15550001", T0), contact("+15550002", T0 + 10)];
     store
         .create_campaign(campaign("c1"), contacts)
@@ -123,11 +121,9 @@ async fn contacts_go_pending_dialing_and_done_or_back_with_every_attempt_kept() 
     ));
 }
 
-#[tokio::test]
-async fn a_committed_attempt_and_the_dnc_list_survive_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+async fn a_committed_attempt_and_the_dnc_list_survive_a_reopen(db: Db) {
     {
-        let store = SqliteStore::open(&config(dir.path())).unwrap();
+        let store = db.open().await;
         store
             .create_campaign(campaign("c2"), vec![contact("+15550003", T0)])
             .await
@@ -147,7 +143,7 @@ async fn a_committed_attempt_and_the_dnc_list_survive_a_reopen() {
         assert_eq!(added, 1);
         // No shutdown: as after kill -9, only commits count.
     }
-    let store = SqliteStore::open(&config(dir.path())).unwrap();
+    let store = db.open().await;
     let p = store.campaign("c2").await.unwrap();
     assert_eq!(p.campaign.state, CampaignState::Paused);
     assert_eq!(p.campaign.state_reason.as_deref(), Some("trunk gone"));
@@ -165,3 +161,8 @@ async fn a_committed_attempt_and_the_dnc_list_survive_a_reopen() {
     // Cancelling closes what is still pending, not what is dialling.
     assert_eq!(store.close_pending("c2", "cancelled", T0).await.unwrap(), 0);
 }
+
+on_both!(
+    contacts_go_pending_dialing_and_done_or_back_with_every_attempt_kept,
+    a_committed_attempt_and_the_dnc_list_survive_a_reopen,
+);

@@ -1,9 +1,11 @@
-//! Durability: a killed process loses nothing acknowledged; a reopened file keeps its data and
+//! Durability: a killed process loses nothing acknowledged; a reopened store keeps its data and
 //! a newer schema is refused.
 
 use super::*;
 
+/// The child's SQLite file, and its Postgres database when the test runs on Postgres.
 const CRASH_ENV: &str = "SWITCHBOARD_STORE_CRASH_TEST_DB";
+const CRASH_URL_ENV: &str = "SWITCHBOARD_STORE_CRASH_TEST_URL";
 const CRASH_EVENTS: u64 = 200;
 
 /// Runs only as the child of `killed_process_loses_nothing_written`: writes, then aborts the
@@ -17,10 +19,11 @@ fn crash_child() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let cfg = StoreConfig {
+            url: std::env::var(CRASH_URL_ENV).ok().map(Secret::new),
             path: path.into(),
             ..StoreConfig::default()
         };
-        let store = SqliteStore::open(&cfg).unwrap();
+        let store = open(&cfg).await.unwrap();
         store
             .create_call(new_call("done", "1", "2", "menu", T0))
             .await
@@ -45,12 +48,14 @@ fn crash_child() {
     std::process::abort();
 }
 
-#[tokio::test]
-async fn killed_process_loses_nothing_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("crash.db");
+async fn killed_process_loses_nothing_written(db: Db) {
+    let cfg = db.config();
     let test_path = module_path!().split_once("::").unwrap().1;
-    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap());
+    if let Some(url) = &db.url {
+        child.env(CRASH_URL_ENV, url);
+    }
+    let mut child = child
         .args([
             "--exact",
             &format!("{test_path}::crash_child"),
@@ -58,7 +63,7 @@ async fn killed_process_loses_nothing_written() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(CRASH_ENV, &db)
+        .env(CRASH_ENV, &cfg.path)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -76,7 +81,7 @@ async fn killed_process_loses_nothing_written() {
     assert!(out.contains("WRITTEN"), "child output: {out}");
     assert!(!status.success(), "the child must have aborted");
 
-    let store = SqliteStore::open(&config_at(&db)).unwrap();
+    let store = db.open().await;
     let live = store.get_call("live").await.unwrap();
     assert_eq!(live.call.state, CallState::Active);
     assert_eq!(live.events.len() as u64, CRASH_EVENTS);
@@ -100,12 +105,9 @@ async fn killed_process_loses_nothing_written() {
     assert_eq!(store.close_abandoned_calls().await.unwrap(), 0);
 }
 
-#[tokio::test]
-async fn reopen_keeps_data_and_refuses_a_newer_schema() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
+async fn reopen_keeps_data_and_refuses_a_newer_schema(db: Db) {
     {
-        let store = SqliteStore::open(&cfg).unwrap();
+        let store = db.open().await;
         store
             .create_call(new_call("kept", "1", "2", "menu", T0))
             .await
@@ -120,7 +122,7 @@ async fn reopen_keeps_data_and_refuses_a_newer_schema() {
             .unwrap();
         // Dropped without ending the call or shutting down.
     }
-    let store = SqliteStore::open(&cfg).unwrap();
+    let store = db.open().await;
     assert_eq!(store.close_abandoned_calls().await.unwrap(), 1);
     let kept = store.get_call("kept").await.unwrap().call;
     assert_eq!(
@@ -137,15 +139,14 @@ async fn reopen_keeps_data_and_refuses_a_newer_schema() {
     );
     store.shutdown().await.unwrap();
 
-    let conn = rusqlite::Connection::open(&cfg.path).unwrap();
-    conn.execute(
-        "INSERT INTO schema_migrations (version, applied_at_ms) VALUES (?1, 0)",
-        [schema::latest() + 1],
-    )
-    .unwrap();
-    drop(conn);
+    db.add_schema_version(schema::latest() + 1);
     assert!(matches!(
-        SqliteStore::open(&cfg),
+        open(&db.config()).await,
         Err(StoreError::SchemaTooNew { .. })
     ));
 }
+
+on_both!(
+    killed_process_loses_nothing_written,
+    reopen_keeps_data_and_refuses_a_newer_schema,
+);

@@ -2,10 +2,8 @@
 
 use super::*;
 
-#[tokio::test]
-async fn filters_and_stable_paging() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&config(dir.path())).unwrap();
+async fn filters_and_stable_paging(db: Db) {
+    let store = db.open().await;
     // 30 calls a minute apart; agents alternate; every third call is from one caller; two
     // calls share a start time to exercise the tie-break.
     for i in 0..30i64 {
@@ -146,10 +144,8 @@ async fn filters_and_stable_paging() {
     assert_eq!(seen, expected);
 }
 
-#[tokio::test]
-async fn transcript_search() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&config(dir.path())).unwrap();
+async fn transcript_search(db: Db) {
+    let store = db.open().await;
     let lines = [
         ("a", "I would like a refund for my order"),
         ("b", "Can I book an appointment on Tuesday?"),
@@ -192,3 +188,5 @@ async fn transcript_search() {
     // Nothing searchable: no text filter at all.
     assert_eq!(search(" ?! ").await.len(), 3);
 }
+
+on_both!(filters_and_stable_paging, transcript_search,);

@@ -37,10 +37,8 @@ fn change(kind: OverlayKind, key: &str, value: Option<&str>, forget: bool) -> Co
     }
 }
 
-#[tokio::test]
-async fn changes_persist_with_their_audit_newest_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&config(dir.path())).unwrap();
+async fn changes_persist_with_their_audit_newest_first(db: Db) {
+    let store = db.open().await;
     let first = store
         .record_config_change(change(OverlayKind::Route, "1000", Some("menu"), false))
         .await
@@ -73,7 +71,7 @@ async fn changes_persist_with_their_audit_newest_first() {
     assert!(last.id > first.id);
     store.shutdown().await.unwrap();
 
-    let store = SqliteStore::open(&config(dir.path())).unwrap();
+    let store = db.open().await;
     let overlay = store.config_overlay().await.unwrap();
     let seen: Vec<_> = overlay
         .iter()
@@ -95,10 +93,8 @@ async fn changes_persist_with_their_audit_newest_first() {
     assert_eq!(store.config_audit(2).await.unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn an_import_replaces_the_whole_overlay_in_one_audited_change() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&config(dir.path())).unwrap();
+async fn an_import_replaces_the_whole_overlay_in_one_audited_change(db: Db) {
+    let store = db.open().await;
     for key in ["1000", "2000"] {
         store
             .record_config_change(change(OverlayKind::Route, key, Some("menu"), false))
@@ -135,3 +131,8 @@ async fn an_import_replaces_the_whole_overlay_in_one_audited_change() {
     );
     assert_eq!(store.config_audit(10).await.unwrap().len(), 3);
 }
+
+on_both!(
+    changes_persist_with_their_audit_newest_first,
+    an_import_replaces_the_whole_overlay_in_one_audited_change,
+);

@@ -2,10 +2,8 @@
 
 use super::*;
 
-#[tokio::test]
-async fn retention_purge_removes_old_finished_calls_and_their_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&config(dir.path())).unwrap();
+async fn retention_purge_removes_old_finished_calls_and_their_rows(db: Db) {
+    let store = db.open().await;
     // More old calls than one purge chunk, each with rows in every child table.
     let old: Vec<String> = (0..1_100).map(|i| format!("old{i}")).collect();
     join_all(old.iter().enumerate().map(|(i, id)| {
@@ -70,15 +68,13 @@ async fn retention_purge_removes_old_finished_calls_and_their_rows() {
     assert_eq!(store.purge_older_than(T0 + 5 * DAY).await.unwrap().calls, 0);
 }
 
-#[tokio::test]
-async fn purge_task_deletes_recordings_and_stops_when_aborted() {
-    let dir = tempfile::tempdir().unwrap();
+async fn purge_task_deletes_recordings_and_stops_when_aborted(db: Db) {
     let cfg = StoreConfig {
         retention_days: 1,
-        ..config(dir.path())
+        ..db.config()
     };
-    let store = Arc::new(SqliteStore::open(&cfg).unwrap());
-    let wav = dir.path().join("old.wav");
+    let store = open(&cfg).await.unwrap();
+    let wav = db.dir.path().join("old.wav");
     std::fs::write(&wav, b"RIFF").unwrap();
     store
         .create_call(new_call("old", "1", "2", "menu", T0))
@@ -108,3 +104,8 @@ async fn purge_task_deletes_recordings_and_stops_when_aborted() {
     };
     assert!(spawn_purge_task(store, &off).is_none());
 }
+
+on_both!(
+    retention_purge_removes_old_finished_calls_and_their_rows,
+    purge_task_deletes_recordings_and_stops_when_aborted,
+);

@@ -3,10 +3,8 @@
 
 use super::*;
 
-#[tokio::test]
-async fn usage_per_utc_day() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&config(dir.path())).unwrap();
+async fn usage_per_utc_day(db: Db) {
+    let store = db.open().await;
     store
         .create_call(new_call("x", "1", "2", "menu", T0 - DAY))
         .await
@@ -40,11 +38,8 @@ async fn usage_per_utc_day() {
     );
 }
 
-#[tokio::test]
-async fn usage_items_are_stored_and_read_back_grouped() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
-    let store = SqliteStore::open(&cfg).unwrap();
+async fn usage_items_are_stored_and_read_back_grouped(db: Db) {
+    let store = db.open().await;
     for id in ["a", "b"] {
         store
             .create_call(new_call(id, "1", "2", "menu", T0))
@@ -105,9 +100,19 @@ async fn usage_items_are_stored_and_read_back_grouped() {
         json!({"provider": "deepgram", "stage": "stt", "kind": "input-audio",
                "unit": "seconds", "amount": 1.75})
     );
+}
 
-    // Whole amounts are stored as integers, fractional ones as reals.
-    let conn = rusqlite::Connection::open(&cfg.path).unwrap();
+/// SQLite only: its NUMERIC column keeps whole amounts as integers (Postgres stores doubles).
+#[tokio::test]
+async fn whole_amounts_are_stored_as_integers_on_sqlite() {
+    let db = Db::sqlite();
+    let store = db.open().await;
+    store
+        .create_call(new_call("a", "1", "2", "menu", T0))
+        .await
+        .unwrap();
+    store.add_usage(usage("a", T0 + 1, 300, 96)).await.unwrap();
+    let conn = rusqlite::Connection::open(&db.config().path).unwrap();
     let types: Vec<String> = conn
         .prepare("SELECT DISTINCT typeof(amount) FROM usage_items WHERE unit = ?1")
         .unwrap()
@@ -118,14 +123,10 @@ async fn usage_items_are_stored_and_read_back_grouped() {
     assert_eq!(types, ["integer"]);
 }
 
-#[tokio::test]
-async fn migration_2_turns_version_1_usage_rows_into_items() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config_at(&dir.path().join("v1.db"));
-    {
-        let mut conn = rusqlite::Connection::open(&cfg.path).unwrap();
-        schema::migrate_to(&mut conn, 1).unwrap();
-        conn.execute_batch(&format!(
+async fn migration_2_turns_version_1_usage_rows_into_items(db: Db) {
+    db.at_version(
+        1,
+        &format!(
             "INSERT INTO calls (pk, id, direction, caller, callee, caller_key, callee_key,
                  started_at_ms, state, input_tokens, output_tokens, metadata)
              VALUES (1, 'old', 'inbound', '1', '2', '1', '2', {T0}, 'ended', 801, 207, 'null'),
@@ -139,12 +140,12 @@ async fn migration_2_turns_version_1_usage_rows_into_items() {
              VALUES (1, {T0} + 10, 301, 111, NULL, NULL, NULL, NULL),
                     (1, {T0} + 20, 500, 96, 120, 380, 96, 0),
                     (2, {T0} - 1, 5, 6, NULL, 5, NULL, NULL);"
-        ))
-        .unwrap();
-    }
+        ),
+    )
+    .await;
     let before = [("2025-12-31", 5, 6), ("2026-01-01", 801, 207)];
 
-    let store = SqliteStore::open(&cfg).unwrap();
+    let store = db.open().await;
     let old = store.get_call("old").await.unwrap();
     let openai = |kind: &str, n| tokens(kind, n);
     assert_eq!(
@@ -174,14 +175,11 @@ async fn migration_2_turns_version_1_usage_rows_into_items() {
         .map(|d| (d.day.as_str(), d.input_tokens, d.output_tokens))
         .collect();
     assert_eq!(got, before, "usage per day answers as before the migration");
-    store.shutdown().await.unwrap();
-    let conn = rusqlite::Connection::open(&cfg.path).unwrap();
-    let old_table: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'usage'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(old_table, 0, "the version-1 table is gone");
+    assert!(!db.has_table("usage"), "the version-1 table is gone");
 }
+
+on_both!(
+    usage_per_utc_day,
+    usage_items_are_stored_and_read_back_grouped,
+    migration_2_turns_version_1_usage_rows_into_items,
+);

@@ -2,9 +2,7 @@
 //! and rows surviving a reopen.
 
 use super::*;
-use crate::store::webhooks::{
-    AttemptOutcome, DeliveryAttempt, DeliveryStatus, NewDelivery, WebhookQueue,
-};
+use crate::store::webhooks::{AttemptOutcome, DeliveryAttempt, DeliveryStatus, NewDelivery};
 
 fn row(webhook: &str, call: &str, n: u32, limit: u32) -> NewDelivery {
     NewDelivery {
@@ -34,10 +32,8 @@ fn ok(at_ms: i64) -> DeliveryAttempt {
     }
 }
 
-#[tokio::test]
-async fn a_calls_deliveries_go_one_at_a_time_in_order_and_a_retry_holds_the_next_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&config(dir.path())).unwrap();
+async fn a_calls_deliveries_go_one_at_a_time_in_order_and_a_retry_holds_the_next_back(db: Db) {
+    let store = db.open().await;
     let rows = vec![
         row("crm", "c1", 0, 100),
         row("crm", "c1", 1, 100),
@@ -116,10 +112,8 @@ async fn a_calls_deliveries_go_one_at_a_time_in_order_and_a_retry_holds_the_next
     assert_eq!(listed[2].attempts, 2);
 }
 
-#[tokio::test]
-async fn an_expired_lease_lets_another_node_take_the_row() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&config(dir.path())).unwrap();
+async fn an_expired_lease_lets_another_node_take_the_row(db: Db) {
+    let store = db.open().await;
     store.enqueue(vec![row("crm", "c1", 0, 10)]).await.unwrap();
     let a = store.claim("a", T0, 1_000, 10).await.unwrap();
     assert_eq!(a.len(), 1);
@@ -140,10 +134,8 @@ async fn an_expired_lease_lets_another_node_take_the_row() {
     assert!(!late);
 }
 
-#[tokio::test]
-async fn a_full_queue_drops_new_rows_and_dead_rows_free_it_and_resend_requeues() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&config(dir.path())).unwrap();
+async fn a_full_queue_drops_new_rows_and_dead_rows_free_it_and_resend_requeues(db: Db) {
+    let store = db.open().await;
     let queued = store
         .enqueue(vec![
             row("crm", "c1", 0, 2),
@@ -197,14 +189,12 @@ async fn a_full_queue_drops_new_rows_and_dead_rows_free_it_and_resend_requeues()
     // Durable: a reopened store has the rows.
     store.shutdown().await.unwrap();
     drop(store);
-    let store = SqliteStore::open(&config(dir.path())).unwrap();
+    let store = db.open().await;
     assert_eq!(store.deliveries("crm", 10).await.unwrap().len(), 3);
 }
 
-#[tokio::test]
-async fn the_history_keeps_the_last_attempts() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&config(dir.path())).unwrap();
+async fn the_history_keeps_the_last_attempts(db: Db) {
+    let store = db.open().await;
     store.enqueue(vec![row("crm", "c1", 0, 10)]).await.unwrap();
     let total = crate::store::webhooks::HISTORY as i64 + 5;
     for i in 0..total {
@@ -225,10 +215,8 @@ async fn the_history_keeps_the_last_attempts() {
     assert_eq!(d.history.last().unwrap().at_ms, T0 + (total - 1) * 10);
 }
 
-#[tokio::test]
-async fn the_retention_purge_removes_finished_deliveries_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&config(dir.path())).unwrap();
+async fn the_retention_purge_removes_finished_deliveries_only(db: Db) {
+    let store = db.open().await;
     store
         .enqueue(vec![row("crm", "c1", 0, 10), row("crm", "c2", 0, 10)])
         .await
@@ -253,3 +241,11 @@ async fn the_retention_purge_removes_finished_deliveries_only() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].status, DeliveryStatus::Pending);
 }
+
+on_both!(
+    a_calls_deliveries_go_one_at_a_time_in_order_and_a_retry_holds_the_next_back,
+    an_expired_lease_lets_another_node_take_the_row,
+    a_full_queue_drops_new_rows_and_dead_rows_free_it_and_resend_requeues,
+    the_history_keeps_the_last_attempts,
+    the_retention_purge_removes_finished_deliveries_only,
+);
