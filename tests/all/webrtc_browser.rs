@@ -513,14 +513,56 @@ async fn the_appointments_agent_tells_web_from_phone_callers() {
     assert!(host.is_running());
 }
 
+/// A page that calls `number` as the widget does, but takes only the TCP candidates of the
+/// answer: a browser whose UDP a firewall blocks sees no more of it than that.
+const TCP_ONLY_CALL: &str = r#"(async (number) => {
+  const pc = new RTCPeerConnection();
+  const mic = await navigator.mediaDevices.getUserMedia({ audio: true });
+  mic.getAudioTracks().forEach((t) => pc.addTrack(t, mic));
+  const channel = pc.createDataChannel('switchboard');
+  const call = { pc, channel, texts: [] };
+  window.tcpCall = call;
+  channel.addEventListener('message', (m) => call.texts.push(m.data));
+  pc.addEventListener('track', (e) => {
+    const audio = document.createElement('audio');
+    audio.autoplay = true;
+    audio.srcObject = e.streams[0];
+  });
+  await pc.setLocalDescription(await pc.createOffer());
+  while (pc.iceGatheringState !== 'complete') await new Promise((r) => setTimeout(r, 50));
+  const resp = await fetch('/v1/webrtc/' + number, {
+    method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp,
+  });
+  const answer = await resp.text();
+  call.answer = answer;
+  const tcpOnly = answer.split('\r\n')
+    .filter((l) => !(l.startsWith('a=candidate') && / udp /i.test(l))).join('\r\n');
+  await pc.setRemoteDescription({ type: 'answer', sdp: tcpOnly });
+  return resp.status;
+})"#;
+
+/// The protocol of the candidate pair the page's call uses, and the audio energy it received.
+const TCP_CALL_PATH: &str = r#"(async () => {
+  const stats = await window.tcpCall.pc.getStats();
+  let pair = null, energy = 0;
+  stats.forEach((s) => {
+    if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+    if (s.type === 'inbound-rtp' && s.kind === 'audio') energy = s.totalAudioEnergy || 0;
+  });
+  const local = pair && stats.get(pair.localCandidateId);
+  const remote = pair && stats.get(pair.remoteCandidateId);
+  return { local: local && local.protocol, remote: remote && remote.protocol,
+           tcpType: remote && remote.tcpType, energy };
+})()"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_browser_that_may_not_send_udp_calls_over_ice_tcp() {
+async fn a_browser_without_udp_calls_over_ice_tcp() {
     if !require("chromium") {
         return;
     }
     let udp = ports(UDP_PORTS);
     let tcp = ports(1);
-    let host = Host::builder()
+    let mut host = Host::builder()
         .examples(&["menu"])
         .config(&format!(
             "{}tcp-port = {}\n",
@@ -529,28 +571,62 @@ async fn a_browser_that_may_not_send_udp_calls_over_ice_tcp() {
         ))
         .start();
     let dir = tempdir("webrtc-mic");
-    let mut browser = Browser::launch_without_udp(&microphone(dir.path(), None, 1.0, 0.0)).await;
-    let id = talk_to(&mut browser, &host, "menu").await;
-    host.expect(&["web call connected over TCP"], 10);
+    let mut browser =
+        Browser::launch_with_microphone(&microphone(dir.path(), None, 1.0, 0.0)).await;
+    browser.navigate(&format!("http://{}/", host.http)).await;
+    let status = browser.eval(&format!("{TCP_ONLY_CALL}('1000')")).await;
+    assert_eq!(status, 201);
+    let answer = browser.eval("window.tcpCall.answer").await;
+    assert!(
+        answer
+            .as_str()
+            .is_some_and(|a| a.contains(&format!(" {} typ host tcptype passive", tcp.first()))),
+        "the answer offers the TCP candidate: {answer}"
+    );
+    host.expect(&["web call connected over TCP"], 20);
     browser
         .wait_for(
-            "the greeting's audio received",
-            "Number(document.querySelector('#talk').dataset.energy) > 0.01",
+            "the greeting's words over the data channel",
+            "window.tcpCall.texts.some((t) => t.includes('Welcome to'))",
+            WAIT,
+        )
+        .await;
+    let path = browser
+        .wait_for(
+            "the greeting's audio, over TCP",
+            &format!("{TCP_CALL_PATH}.then((p) => p.energy > 0.01 && p)"),
+            WAIT,
+        )
+        .await;
+    assert_eq!(path["local"], "tcp", "{path}");
+    assert_eq!(path["remote"], "tcp", "{path}");
+    assert_eq!(path["tcpType"], "passive", "{path}");
+    // A key over the data channel, then the page hangs up.
+    browser
+        .eval(r#"window.tcpCall.channel.send('{"type":"key","key":"1"}')"#)
+        .await;
+    browser
+        .wait_for(
+            "the key as an event of the call",
+            "window.tcpCall.texts.some((t) => t.includes('\"dtmf\"'))",
             WAIT,
         )
         .await;
     browser
-        .wait_for("the greeting's words", &said("agent", "Welcome to"), WAIT)
-        .await;
-    press(&mut browser, "1").await;
-    browser.click("#talk-hangup").await;
-    browser
-        .wait_for("the call ended", &talk_state("ended"), WAIT)
+        .eval(r#"window.tcpCall.channel.send('{"type":"hangup"}')"#)
         .await;
     let api = Api::new(host.http, None);
+    let calls = api
+        .poll("/v1/calls?active=false", WAIT, |l| {
+            l["calls"].as_array().is_some_and(|c| c.len() == 1)
+        })
+        .await;
+    let id = calls["calls"][0]["id"].as_str().unwrap().to_string();
     let record = stored(&api, &id).await;
     assert_eq!(record["call"]["transport"], "webrtc", "{record}");
-    let keys: Vec<&Value> = find(&events_of(&record), "dtmf")
+    assert_eq!(record["call"]["end_reason"], "caller-hangup", "{record}");
+    let events = events_of(&record);
+    let keys: Vec<&Value> = find(&events, "dtmf")
         .into_iter()
         .map(|d| &d["digits"])
         .collect();

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::path::Path;
 use tokio::time::Instant;
 
+use super::brain::LegFormat;
 use crate::media::recording::Recorder;
 use crate::media::{AudioSink, MediaStats};
 use crate::resample::StreamResampler;
@@ -275,6 +276,11 @@ pub trait Leg: Send {
     fn playout(&mut self) -> &mut dyn Playout;
     /// The audio path, for legs with [`Capability::Audio`].
     fn audio(&mut self) -> Option<&mut dyn LegAudio>;
+    /// The audio the leg gives the model and takes from it, which every model of the call
+    /// (a hand-off's too) is chosen for: by default the codec its facts name.
+    fn format(&self) -> Option<LegFormat> {
+        self.facts().codec.as_deref().and_then(LegFormat::parse)
+    }
     /// Release the leg's resources; media totals when it carried media.
     fn close(self) -> impl Future<Output = Option<MediaStats>> + Send;
 }

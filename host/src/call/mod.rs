@@ -586,7 +586,7 @@ async fn run_answered<L: Leg>(deps: &Arc<CallDeps>, a: Answered<L>) {
         greeting: a.accepted.config.greeting.is_some(),
     });
     let agent_name = a.accepted.agent.version().name();
-    let format = a.leg.facts().codec.as_deref().and_then(LegFormat::parse);
+    let format = a.leg.format();
     let leg_format = format.unwrap_or(Codec::Pcmu.into());
     // A model that closes while the call is on hold is replaced on resume (not the apology),
     // and the next agent's session follows a hand-off, from the provider the call started

@@ -155,16 +155,6 @@ impl WebLeg {
 }
 
 impl WebLeg {
-    /// The leg's audio as the model is chosen for: the codec, or PCM at the rate Opus is
-    /// coded at.
-    pub fn format(&self) -> LegFormat {
-        if self.pcm_rate == self.codec.sample_rate() {
-            self.codec.into()
-        } else {
-            LegFormat::Pcm(self.pcm_rate)
-        }
-    }
-
     /// The model takes the page's audio at `rate`.
     pub fn for_model(&mut self, rate: u32) {
         self.model_rate = rate;
@@ -245,6 +235,15 @@ impl Leg for WebLeg {
 
     fn audio(&mut self) -> Option<&mut dyn LegAudio> {
         Some(self)
+    }
+
+    /// The codec, or PCM at the rate Opus is coded at.
+    fn format(&self) -> Option<LegFormat> {
+        Some(if self.pcm_rate == self.codec.sample_rate() {
+            self.codec.into()
+        } else {
+            LegFormat::Pcm(self.pcm_rate)
+        })
     }
 
     /// Stops the media and gives its statistics at once; the connection stays up a moment
@@ -887,7 +886,7 @@ mod tests {
         )
         .unwrap();
         // Opus coded at the speech models' rate: their audio passes without resampling.
-        assert_eq!(leg.format(), LegFormat::Pcm(24_000));
+        assert_eq!(leg.format(), Some(LegFormat::Pcm(24_000)));
         leg.for_model(24_000);
         let heard = Arc::new(AtomicUsize::new(0));
         let counter = heard.clone();

@@ -34,7 +34,7 @@ use tracing::Instrument;
 
 use crate::call::CallDeps;
 use crate::call::inbound::{self, Offer, Refused};
-use crate::call::leg::LegFacts;
+use crate::call::leg::{Leg, LegFacts};
 use crate::media::PortPool;
 use crate::model::Secret;
 use ice_tcp::IceTcp;
@@ -303,14 +303,15 @@ impl WebCalls {
         tokio::spawn(
             async move {
                 // The browser connects while the model does.
-                match ringing.connect_model(leg.format()).await {
+                let format = leg.format().unwrap_or(codec.into());
+                match ringing.connect_model(format).await {
                     Some((model, failure)) => {
                         leg.for_model(model.input_format.sample_rate());
                         ringing.run(leg, model, failure).await;
                     }
                     None => {
                         ringing.refuse(503, "the model could not be reached");
-                        let _ = crate::call::leg::Leg::close(leg).await;
+                        let _ = leg.close().await;
                     }
                 }
                 drop(slot);

@@ -33,18 +33,6 @@ pub struct Browser {
     profile: tempfile::TempDir,
 }
 
-/// A fake microphone playing `mic`, used without asking; sound without a gesture; peer
-/// connections on 127.0.0.1.
-fn microphone_switches(mic: &Path) -> Vec<String> {
-    vec![
-        "--use-fake-device-for-media-stream".into(),
-        "--use-fake-ui-for-media-stream".into(),
-        format!("--use-file-for-fake-audio-capture={}", mic.display()),
-        "--allow-loopback-in-peer-connection".into(),
-        "--autoplay-policy=no-user-gesture-required".into(),
-    ]
-}
-
 impl Browser {
     /// Start `chromium` with about:blank and attach to that page.
     pub async fn launch() -> Browser {
@@ -55,16 +43,14 @@ impl Browser {
     /// may use it without asking, may play sound without a gesture of their own, and peer
     /// connections may use 127.0.0.1 (Chromium gathers no loopback candidates otherwise).
     pub async fn launch_with_microphone(mic: &Path) -> Browser {
-        Self::launch_with(&microphone_switches(mic)).await
-    }
-
-    /// [`launch_with_microphone`](Self::launch_with_microphone), for a browser behind a
-    /// firewall that lets no UDP out: WebRTC may not send UDP but through a proxy, and there is
-    /// none, so it connects over TCP or not at all.
-    pub async fn launch_without_udp(mic: &Path) -> Browser {
-        let mut switches = microphone_switches(mic);
-        switches.push("--force-webrtc-ip-handling-policy=disable_non_proxied_udp".into());
-        Self::launch_with(&switches).await
+        Self::launch_with(&[
+            "--use-fake-device-for-media-stream".into(),
+            "--use-fake-ui-for-media-stream".into(),
+            format!("--use-file-for-fake-audio-capture={}", mic.display()),
+            "--allow-loopback-in-peer-connection".into(),
+            "--autoplay-policy=no-user-gesture-required".into(),
+        ])
+        .await
     }
 
     /// [`launch`](Self::launch) with more command-line switches.
