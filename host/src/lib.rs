@@ -14,6 +14,7 @@ pub mod config;
 pub mod config_client;
 pub mod domain;
 pub mod egress;
+pub mod http_server;
 pub mod live;
 pub mod logs;
 pub mod mcp;

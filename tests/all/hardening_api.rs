@@ -222,3 +222,107 @@ async fn bad_targets_and_oversized_fields_are_refused_before_any_agent_runs() {
     assert_eq!(r.status, 404, "{}", r.text);
     host.expect(&["transfer requested before answer"], 10);
 }
+
+/// The first line of the answer to `GET path` on a connection of its own, or `None` when the
+/// host closes the connection without answering.
+async fn status_line(addr: std::net::SocketAddr, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let _ = s.write_all(request.as_bytes()).await;
+    let mut got = Vec::new();
+    // A reset is a close too: what was read before it counts.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut got))
+        .await
+        .expect("the host answers or closes");
+    let text = String::from_utf8_lossy(&got);
+    text.lines().next().map(str::to_string)
+}
+
+/// Abusive clients get limits, never a 5xx or a stuck server: bad and deeply nested JSON get
+/// 400 or 422; event-stream clients beyond `max-connections` are closed at once while those admitted
+/// keep their streams; the API answers as before once they go.
+#[tokio::test]
+async fn abusive_clients_get_limits_and_the_api_stays_up() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    const CONNECTIONS: usize = 8;
+    let mut host = Host::builder()
+        .examples(&["menu"])
+        .http(&format!("max-connections = {CONNECTIONS}"))
+        .start();
+    {
+        let api = Api::new(host.http, None);
+        for body in [
+            "{\"to\": ".to_string(),
+            "not json".to_string(),
+            format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000)),
+            format!(
+                "{{\"to\": {}1{}}}",
+                "{\"a\":".repeat(5_000),
+                "}".repeat(5_000)
+            ),
+        ] {
+            // 400 for what is not JSON, 422 for JSON of the wrong shape; never a 5xx.
+            let r = api.post_raw("/v1/calls", "application/json", &body).await;
+            assert!(
+                matches!(r.status, 400 | 422) && r.json["error"] == "bad_json",
+                "{} {} for {:.40}…",
+                r.status,
+                r.text,
+                body
+            );
+        }
+        // Its pooled connection closes with it.
+    }
+    let ok = Some("HTTP/1.1 200 OK".to_string());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while status_line(host.http, "/v1/calls").await != ok {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no room after the client left"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // Event-stream clients up to the limit, each with its stream's head.
+    let mut streams = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let mut s = TcpStream::connect(host.http).await.unwrap();
+        s.write_all(b"GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+        streams.push(s);
+    }
+    // One more: closed without an answer, the streams still open.
+    assert_eq!(status_line(host.http, "/v1/calls").await, None);
+    for s in &mut streams {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(std::time::Duration::from_millis(100), s.read(&mut byte));
+        assert!(
+            !matches!(read.await, Ok(Ok(0))),
+            "an admitted stream was closed"
+        );
+    }
+    // They go: the API answers again.
+    drop(streams);
+    while status_line(host.http, "/v1/calls").await != ok {
+        assert!(
+            std::time::Instant::now() < deadline + std::time::Duration::from_secs(5),
+            "the API did not come back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let metrics = Api::new(host.http, None).get("/metrics").await.text;
+    let refused: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("switchboard_http_connections_refused_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no refused-connection count: {metrics}"));
+    assert!(refused >= 1, "{refused}");
+    assert!(host.is_running());
+}

@@ -369,6 +369,13 @@ pub async fn render(State(ctx): State<Ctx>) -> impl IntoResponse {
         {
             let mut text = ctx.metrics.render(ctx.calls.active().len());
             ctx.outbox.render_metrics(&mut text);
+            let _ = writeln!(
+                text,
+                "# HELP switchboard_http_connections_refused_total HTTP connections closed for \
+                 being over max-connections.\n# TYPE switchboard_http_connections_refused_total \
+                 counter\nswitchboard_http_connections_refused_total {}",
+                crate::http_server::refused_connections()
+            );
             text
         },
     )

@@ -35,6 +35,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 use crate::call::CallDeps;
+use crate::http_server;
 pub use crate::logs::LogFeed;
 use crate::plugins::Registry;
 use crate::sip::{RegistrationStatus, SipEndpoint};
@@ -63,6 +64,8 @@ pub struct HttpConfig {
     pub config_writes_per_minute: u32,
     /// `[http.public]`: the carriers' listener (webhooks and media streams), never the API.
     pub public: Option<crate::bridges::PublicConfig>,
+    /// API connections open at once (SSE clients included); one more is closed at once.
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -74,6 +77,7 @@ impl Default for HttpConfig {
             allow_loopback_writes: false,
             config_writes_per_minute: default_config_writes_per_minute(),
             public: None,
+            max_connections: http_server::Limits::default().connections,
         }
     }
 }
@@ -186,11 +190,11 @@ pub async fn serve(config: &HttpConfig, ctx: ApiContext) -> Result<ApiServer, St
         config.allow_loopback_writes,
     );
     let app = router(Arc::new(shared), Arc::new(credentials));
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
+    let limits = http_server::Limits {
+        connections: config.max_connections,
+        ..http_server::Limits::default()
+    };
+    let task = tokio::spawn(http_server::serve(listener, app, limits));
     tracing::info!(%addr, "HTTP API listening");
     Ok(ApiServer { addr, task })
 }

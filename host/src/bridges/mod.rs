@@ -26,6 +26,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 
 use crate::call::{CallDeps, PlaceError, PlaceRequest};
+use crate::http_server;
 use crate::sip::SipError;
 use openai_sip::{OpenAiSipBridge, OpenAiSipConfig};
 pub use pending::one_time_token;
@@ -46,6 +47,14 @@ pub struct PublicConfig {
     /// them the listener speaks plain HTTP, for a reverse proxy that ends TLS.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Connections open at once (a media stream holds one for its call); one more is closed
+    /// at once.
+    #[serde(default = "default_public_connections")]
+    pub max_connections: usize,
+}
+
+fn default_public_connections() -> usize {
+    4096
 }
 
 impl PublicConfig {
@@ -324,22 +333,20 @@ pub async fn serve(public: &PublicConfig, routes: Router) -> anyhow::Result<Publ
     let app = routes
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") });
+    let limits = http_server::Limits {
+        connections: public.max_connections,
+        ..http_server::Limits::default()
+    };
     let task = match &tls {
         Some(files) => {
             let listener = TlsListener::new(listener, files.clone())
                 .context("[http.public] tls-cert / tls-key")?;
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!(error = %e, "public listener stopped");
-                }
-            })
+            tokio::spawn(http_server::serve(listener, app, limits))
         }
-        None => tokio::spawn(async move {
+        None => {
             let listener = axum::serve::ListenerExt::tap_io(listener, no_delay);
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "public listener stopped");
-            }
-        }),
+            tokio::spawn(http_server::serve(listener, app, limits))
+        }
     };
     tracing::info!(%addr, public_url = %public.public_url, tls = tls.is_some(), "public listener for carriers");
     Ok(PublicServer { addr, task })
