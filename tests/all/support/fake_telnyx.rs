@@ -651,6 +651,8 @@ impl FakeTelnyx {
                         behind = Some(media);
                     } else {
                         if ws.send(Message::text(media)).await.is_err() {
+                            // The host closed the stream between two reads of ours.
+                            result.ending = Ending::HostClosed;
                             break;
                         }
                         if let Some(late) = behind.take() {
