@@ -18,6 +18,7 @@ use super::leg::{
     LegEvent, LegFacts, NoPlayout, Playout,
 };
 use super::logic::{CallLogic, Hook, HookResult, LogicConfig};
+use crate::domain::conversation::ConversationConfig;
 use super::task::CallTask;
 use crate::domain::agent_event::AgentRequest;
 use crate::domain::events::{CallEvent, EventKind};
@@ -267,6 +268,7 @@ fn start<L: Leg + 'static>(
             agent: "scripted".into(),
             mcp_tools: Default::default(),
             greeting: true,
+            conversation: ConversationConfig::off(),
         }),
         leg,
         agent: ScriptedAgent {
