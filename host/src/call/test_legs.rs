@@ -18,9 +18,9 @@ use super::leg::{
     LegEvent, LegFacts, NoPlayout, Playout,
 };
 use super::logic::{CallLogic, Hook, HookResult, LogicConfig};
-use crate::domain::conversation::ConversationConfig;
 use super::task::CallTask;
 use crate::domain::agent_event::AgentRequest;
+use crate::domain::conversation::ConversationConfig;
 use crate::domain::events::{CallEvent, EventKind};
 use crate::domain::{Action, AgentFault, EndReason};
 use crate::media::MediaStats;

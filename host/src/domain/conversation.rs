@@ -98,4 +98,3 @@ pub struct TurnLimits {
     pub hangup_after_ms: Option<u32>,
     pub max_call_ms: Option<u32>,
 }
-

@@ -126,7 +126,10 @@ impl ConversationClock {
 
     /// How long the caller has been silent at `now`, not counting the agent's speech.
     fn silent(&self, now: Duration) -> Duration {
-        self.silent_before + self.quiet_since.map_or(Duration::ZERO, |s| now.saturating_sub(s))
+        self.silent_before
+            + self
+                .quiet_since
+                .map_or(Duration::ZERO, |s| now.saturating_sub(s))
     }
 
     fn max_call(&self) -> Option<Duration> {

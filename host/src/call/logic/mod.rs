@@ -13,8 +13,8 @@ mod io;
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
-use conversation::{ConversationClock, Due};
 pub use conversation::Limit;
+use conversation::{ConversationClock, Due};
 pub use io::{
     Effect, Ending, HandedOff, HandoffFailed, HandoffRequest, Hook, HookResult, Input, LogicConfig,
     McpRoute, McpRoutes,
@@ -200,7 +200,10 @@ impl CallLogic {
         let drain = self.pending_final.as_ref().map(|(_, d)| *d);
         // The call's limits are due only where they can act (see `settle`): a deadline they
         // cannot act on would wake the call over and over.
-        let limits = self.limits_can_act().then(|| self.clock.deadline()).flatten();
+        let limits = self
+            .limits_can_act()
+            .then(|| self.clock.deadline())
+            .flatten();
         digits
             .into_iter()
             .chain(drain)
@@ -602,11 +605,19 @@ impl CallLogic {
         match due {
             Due::Reprompt { silent, count } => {
                 let ms = millis_u32(silent);
-                self.prompt(now, Prompt::Reprompt { silent, count }, Notification::Silence { ms });
+                self.prompt(
+                    now,
+                    Prompt::Reprompt { silent, count },
+                    Notification::Silence { ms },
+                );
             }
             Due::Warning { remaining } => {
                 let ms = millis_u32(remaining);
-                self.prompt(now, Prompt::Warning { remaining }, Notification::EndingSoon { ms });
+                self.prompt(
+                    now,
+                    Prompt::Warning { remaining },
+                    Notification::EndingSoon { ms },
+                );
             }
             Due::SilenceHangup { silent } => {
                 self.record(EventKind::SilenceHangup {

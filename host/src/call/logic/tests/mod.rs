@@ -2,14 +2,15 @@
 //! failure path.
 
 mod agent;
+mod conversation;
 mod handoff;
 mod machine;
 mod mcp;
 
 use super::*;
 use crate::call::leg::{Capabilities, Interrupted};
-use crate::domain::conversation::ConversationConfig;
 use crate::domain::agent_event::{CallProgress, Notification};
+use crate::domain::conversation::ConversationConfig;
 use crate::domain::{DigitRequest, FaultKind, Role};
 use crate::model::Usage;
 use crate::plugins::ToolOutcome;
