@@ -454,7 +454,7 @@ fn with_probe(builder: HostBuilder, service: SocketAddr) -> HostBuilder {
         "probe",
         fixture("probe"),
         format!(
-            "name = \"probe\"\nnumbers = [\"4000\"]\n[capabilities]\nhttp = [\"127.0.0.1:{}\"]\n",
+            "name = \"probe\"\nnumbers = [\"4000\"]\n[capabilities]\nkv-quota-bytes = 64\nhttp = [\"127.0.0.1:{}\"]\n",
             service.port()
         ),
     )
@@ -494,8 +494,8 @@ async fn conversation_a_slow_tool_gets_fillers_on_a_twilio_call_with_the_openai_
         },
     )
     .await;
-    assert_eq!(call.ending, Ending::CallerHungUp);
     host.expect(&["call ended"], 10);
+    assert_eq!(call.ending, Ending::CallerHungUp, "{:?}", host.log.seen);
     let record = only_call_record(host.http).await;
     let events = timed_events(&record);
     let tool = of_kind(&events, "tool-call");
