@@ -344,8 +344,9 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
 
     /// Run the agent's tool. It may take long (it waits on the network), and the caller must
     /// not hear dead air meanwhile: agent audio keeps playing, the caller can interrupt it, and
-    /// the fillers the logic asks for are said. Everything else that happens meanwhile waits in
-    /// `deferred`, for the logic takes one agent hook at a time.
+    /// the fillers the logic asks for are said. What would start another agent hook (a
+    /// transcript, a digit, another tool call) or end the call waits in `deferred`, for the
+    /// logic takes one agent hook at a time.
     async fn run_tool(
         &mut self,
         started: Instant,
@@ -390,12 +391,14 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
                         play(logic, leg, started, &item_id, &data, format, host_in_ns);
                         continue;
                     }
-                    // Barge-in on a filler (or on what was still playing).
-                    Some(ModelEvent::SpeechStarted { .. }) => Input::SpeechStarted,
-                    Some(ev) => {
-                        deferred.extend(model_input(ev));
-                        continue;
-                    }
+                    Some(ev) => match model_input(ev) {
+                        Some(input) if beside_a_tool(&input) => input,
+                        Some(input) => {
+                            deferred.push_back(input);
+                            continue;
+                        }
+                        None => continue,
+                    },
                     None => {
                         *model_ended = true;
                         deferred.push_back(Input::ModelGone);
@@ -573,6 +576,22 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
             state: CallState::Ended,
         });
     }
+}
+
+/// Whether the logic takes `input` while an agent tool runs: what only records, counts or
+/// cuts speech (a barge-in on a filler), not what starts an agent hook or ends the model.
+fn beside_a_tool(input: &Input) -> bool {
+    matches!(
+        input,
+        Input::SpeechStarted
+            | Input::SpeechStopped
+            | Input::Usage(_)
+            | Input::StageLatency(_)
+            | Input::ResponseDone
+            | Input::ModelError(_)
+            | Input::ProviderAudioStarted
+            | Input::ProviderAudioStopped
+    )
 }
 
 /// Agent audio to the caller, unless barge-in cut its item.
