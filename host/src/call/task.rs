@@ -343,10 +343,11 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
     }
 
     /// Run the agent's tool. It may take long (it waits on the network), and the caller must
-    /// not hear dead air meanwhile: agent audio keeps playing, the caller can interrupt it, and
-    /// the fillers the logic asks for are said. What would start another agent hook (a
-    /// transcript, a digit, another tool call) or end the call waits in `deferred`, for the
-    /// logic takes one agent hook at a time.
+    /// not hear dead air meanwhile: agent audio keeps playing, the caller can interrupt it (the
+    /// brain hears that), and the fillers the logic asks for are said. What the model reports
+    /// that would start another agent hook (a transcript, another tool call) or end the call
+    /// waits in `deferred`, for the logic takes one agent hook at a time; the leg's events
+    /// wait in the leg until the tool has answered, as for any hook.
     async fn run_tool(
         &mut self,
         started: Instant,
@@ -361,7 +362,6 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
             model,
             recorder,
             model_ended,
-            machine,
             ..
         } = self;
         let answer = agent.hook(hook);
@@ -370,22 +370,6 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
             let deadline = logic.deadline().map(|d| started + d);
             let input = tokio::select! {
                 result = &mut answer => return result,
-                ev = leg.next_event() => match ev {
-                    LegEvent::CallerAudio(samples) => {
-                        if let Some(m) = machine.as_ref() {
-                            m.tap().copy(&samples);
-                        }
-                        to_model(&model.commands, model.input_format, &samples);
-                        continue;
-                    }
-                    ev @ (LegEvent::PlayoutStarted { .. } | LegEvent::PlayoutDrained) => {
-                        leg_input(ev, started)
-                    }
-                    other => {
-                        deferred.push_back(leg_input(other, started));
-                        continue;
-                    }
-                },
                 ev = model.events.recv(), if !*model_ended => match ev {
                     Some(ModelEvent::Audio { item_id, data, format }) => {
                         play(logic, leg, started, &item_id, &data, format, host_in_ns);
