@@ -415,6 +415,7 @@ async fn start_handed_off(
                 actions,
                 end_call,
                 mcp_tools,
+                conversation: conversation_config(&deps, version.name()),
             })
         }
         Ok(StartOutcome::Reject(r)) => Err(HandoffFailed::Rejected {

@@ -26,6 +26,7 @@ use super::logic::{
 };
 use super::machine::MachineDetection;
 use crate::domain::agent_event::AgentRequest;
+use crate::domain::conversation::ConversationConfig;
 use crate::domain::events::{CallState, EventKind};
 use crate::domain::{Action, EndReason, SessionConfig};
 use crate::media::amd::AmdEvent;
@@ -35,7 +36,8 @@ use crate::model::{AudioFormat, Command, ModelEvent, ModelSession};
 pub(crate) type FallbackModel = Box<dyn FnOnce() -> BoxFuture<'static, ModelSession> + Send>;
 
 /// An agent the call is handed to, started: its session, its session config, the effects
-/// its `on-start` queued, whether the model was offered the end-call tool.
+/// its `on-start` queued, whether the model was offered the end-call tool, its conversation
+/// settings.
 pub(crate) struct NewAgent<A> {
     pub agent: A,
     pub version: String,
@@ -43,6 +45,7 @@ pub(crate) struct NewAgent<A> {
     pub actions: Vec<Action>,
     pub end_call: bool,
     pub mcp_tools: McpRoutes,
+    pub conversation: ConversationConfig,
 }
 
 /// Starts the agent a call is handed to (`on-start` with the hand-off context); the second
@@ -457,6 +460,7 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
             new_session,
             end_call: new.end_call,
             mcp_tools: new.mcp_tools,
+            conversation: new.conversation,
         })
     }
 

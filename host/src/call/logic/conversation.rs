@@ -86,6 +86,12 @@ impl ConversationClock {
         &self.config
     }
 
+    /// Another agent runs the call with its own settings; what was counted stays.
+    pub(super) fn follow(&mut self, config: ConversationConfig) {
+        self.config = config;
+        self.next_filler = 0;
+    }
+
     /// The agent's own settings for this call.
     pub(super) fn set(&mut self, limits: TurnLimits) {
         let ms = |v: u32| u64::from(v).div_ceil(1000);

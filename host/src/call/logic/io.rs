@@ -228,6 +228,9 @@ pub struct HandedOff {
     pub end_call: bool,
     /// The new agent's MCP tools, as offered to the model.
     pub mcp_tools: McpRoutes,
+    /// The new agent's conversation settings: they replace the last agent's (the call's
+    /// maximum length still counts from its answer).
+    pub conversation: ConversationConfig,
 }
 
 /// Why a hand-off did not happen; the call goes on with the fallback.

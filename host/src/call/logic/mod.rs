@@ -818,6 +818,7 @@ impl CallLogic {
         self.agent_failed = false;
         self.config.end_call = started.end_call;
         self.config.mcp_tools = started.mcp_tools;
+        self.clock.follow(started.conversation);
         if started.new_session {
             // The old session is closed: nothing more of it is played or awaited.
             self.current_item = None;

@@ -339,3 +339,30 @@ fn the_agent_sets_its_own_limits_and_fillers_for_the_call() {
     tool_call(&mut rig, "t1");
     assert_eq!(rig.logic.deadline(), None);
 }
+
+#[test]
+fn the_agent_a_call_is_handed_to_brings_its_own_settings() {
+    let mut rig = rig(ConversationConfig::off());
+    rig.input(dtmf('2'));
+    let effects = rig.actions(vec![Action::Transfer("agent:appointments".into())]);
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::StartAgent(_))),
+        "{effects:?}"
+    );
+    let started = HandedOff {
+        version: "0.2.0".into(),
+        actions: Vec::new(),
+        greeting: None,
+        new_session: false,
+        end_call: false,
+        mcp_tools: Default::default(),
+        conversation: ConversationConfig {
+            max_call_secs: 300,
+            warn_before_secs: 0,
+            ..ConversationConfig::off()
+        },
+    };
+    rig.at_ms(2_000).input(Input::HandedOff(Ok(started)));
+    // The maximum length counts from the call's answer, not the hand-off.
+    assert_eq!(rig.logic.deadline(), secs(300.0));
+}
