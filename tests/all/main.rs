@@ -78,6 +78,7 @@ mod calls_openai;
 mod calls_sip;
 mod calls_transfer;
 mod cascade_bench;
+mod conversation;
 
 // Media.
 mod media_audio;

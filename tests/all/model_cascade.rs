@@ -371,3 +371,51 @@ async fn a_tool_call_overtaken_by_the_caller_is_closed_in_the_conversation() {
         "{closed}"
     );
 }
+
+/// A filler said while the agent's tool runs (issue 32): the caller hears it, the tool's
+/// result stays right after the call in the language model's conversation (as a chat API
+/// wants it), and the answer to the tool follows the filler when the result came in meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filler_said_while_a_tool_runs_keeps_the_result_by_its_call_and_the_answer_follows() {
+    if !ready() {
+        return;
+    }
+    let fakes = Fakes::start(Default::default(), Default::default()).await;
+    let provider = fakes.provider("", "");
+    fakes.chat.push(Reply::tool_calls(vec![(
+        "call_1",
+        "opening_hours",
+        vec!["{}"],
+    )]));
+    fakes.chat.push(Reply::text(&["We open at nine."]));
+    let mut session = provider.connect(settings(None)).await.unwrap();
+    speak(&session, "When do you open?").await;
+    until(&mut session, WAIT, |e| {
+        matches!(e, ModelEvent::ToolCall { .. })
+    })
+    .await;
+    session
+        .send(Command::Say("One moment please.".into()))
+        .await
+        .unwrap();
+    session
+        .send(Command::ToolResult {
+            call_id: "call_1".into(),
+            output: "{\"hours\": \"9-17\"}".into(),
+        })
+        .await
+        .unwrap();
+    let events = until(&mut session, WAIT, |e| agent_said(e, "We open at nine.")).await;
+    assert!(
+        events.iter().any(|e| agent_said(e, "One moment please.")),
+        "the filler was said first: {events:?}"
+    );
+    let requests: Vec<Value> = fakes.chat.requests().into_iter().map(|r| r.body).collect();
+    assert_eq!(requests.len(), 2, "{requests:#?}");
+    let messages = requests[1]["messages"].as_array().unwrap();
+    let call = messages
+        .iter()
+        .position(|m| m["role"] == "assistant" && m["tool_calls"].is_array())
+        .unwrap_or_else(|| panic!("{messages:#?}"));
+    assert_eq!(messages[call + 1]["role"], "tool", "{messages:#?}");
+}

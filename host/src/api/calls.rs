@@ -294,6 +294,7 @@ pub async fn detail(
                 transcript: Vec::new(),
                 usage: Vec::new(),
                 latencies: Vec::new(),
+                conversation: Default::default(),
             },
             None => return Err(not_found(&id)),
         },

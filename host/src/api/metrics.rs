@@ -76,6 +76,10 @@ struct Counts {
     /// Reloads by result (loaded, failed, removed).
     reloads: BTreeMap<String, u64>,
     model_errors: u64,
+    /// The conversation: caller barge-ins, silence reprompts, fillers while tools ran.
+    interruptions: u64,
+    reprompts: u64,
+    fillers: u64,
     tokens_in: u64,
     tokens_out: u64,
     /// Events missed because the metrics task fell behind the bus.
@@ -98,6 +102,9 @@ impl Counts {
             faults: BTreeMap::new(),
             reloads: BTreeMap::new(),
             model_errors: 0,
+            interruptions: 0,
+            reprompts: 0,
+            fillers: 0,
             tokens_in: 0,
             tokens_out: 0,
             lagged: 0,
@@ -119,6 +126,8 @@ fn outcome_label(reason: &str) -> &'static str {
         "hangup-requested",
         "transferred",
         "timeout",
+        "silence-timeout",
+        "max-duration",
         "failed",
         "rejected",
         "busy",
@@ -227,6 +236,9 @@ impl Metrics {
                 *s.faults.entry(kind).or_default() += 1;
             }
             EventKind::ModelError { .. } => s.model_errors += 1,
+            EventKind::BargeIn { .. } => s.interruptions += 1,
+            EventKind::SilenceReprompt { .. } => s.reprompts += 1,
+            EventKind::Filler { .. } => s.fillers += 1,
             EventKind::Usage {
                 input_tokens,
                 output_tokens,
@@ -324,6 +336,24 @@ impl Metrics {
             "counter",
             "Voice model errors reported in calls.",
             &[(String::new(), s.model_errors)],
+        );
+        one(
+            "switchboard_interruptions_total",
+            "counter",
+            "Times callers interrupted the agent's speech (barge-in).",
+            &[(String::new(), s.interruptions)],
+        );
+        one(
+            "switchboard_silence_reprompts_total",
+            "counter",
+            "Reprompts to callers who stayed silent.",
+            &[(String::new(), s.reprompts)],
+        );
+        one(
+            "switchboard_fillers_total",
+            "counter",
+            "Filler phrases said while a tool ran.",
+            &[(String::new(), s.fillers)],
         );
         one(
             "switchboard_tokens_total",
@@ -438,5 +468,49 @@ mod tests {
         assert_eq!(outcome_label("failed: model unavailable"), "failed");
         assert_eq!(outcome_label("transferred to sip:x@y"), "transferred");
         assert_eq!(outcome_label("something new"), "other");
+        assert_eq!(outcome_label("silence-timeout"), "silence-timeout");
+        assert_eq!(outcome_label("max-duration"), "max-duration");
+    }
+
+    #[test]
+    fn interruptions_reprompts_and_fillers_are_counted() {
+        let metrics = Metrics {
+            state: Mutex::new(Counts::new()),
+        };
+        let kinds = [
+            EventKind::BargeIn {
+                played_ms: 300,
+                discarded_ms: 900,
+            },
+            EventKind::SilenceReprompt {
+                silent_ms: 10_000,
+                count: 1,
+                by: "host".into(),
+            },
+            EventKind::Filler {
+                text: "One moment.".into(),
+                tool_ms: 1_500,
+            },
+            EventKind::Filler {
+                text: "Still checking.".into(),
+                tool_ms: 4_500,
+            },
+        ];
+        for kind in kinds {
+            metrics.on_call_event(&CallEvent {
+                call_id: "c".into(),
+                seq: 0,
+                at_ms: 0,
+                kind,
+            });
+        }
+        let text = metrics.render(0);
+        for line in [
+            "switchboard_interruptions_total 1\n",
+            "switchboard_silence_reprompts_total 1\n",
+            "switchboard_fillers_total 2\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

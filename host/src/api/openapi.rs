@@ -375,6 +375,8 @@ fn base_spec() -> Value {
                         "host_in_ms": {"type": "number"}, "model_ms": {"type": "number"},
                         "host_out_ms": {"type": "number"}, "total_ms": {"type": "number"},
                         "stages": {"$ref": "#/components/schemas/StageLatency"}}}},
+                    "conversation": {"type": "object", "description": "Counted from the events: the caller's barge-ins, reprompts of a silent caller, fillers said while tools ran", "properties": {
+                        "interruptions": {"type": "integer"}, "reprompts": {"type": "integer"}, "fillers": {"type": "integer"}}},
                     "live": {"type": "boolean"},
                     "recording_url": {"type": ["string", "null"], "description": "/v1/calls/{id}/recording when the call was recorded"}}},
                 "Accepted": {"type": "object", "properties": {"id": {"type": "string"}, "command": {"enum": ["hangup", "transfer"]}}},
@@ -646,6 +648,7 @@ mod tests {
                 amount: 280.0,
             }],
             latencies: Vec::new(),
+            conversation: Default::default(),
         };
         let body = serde_json::to_value(&detail).unwrap();
         let spec = spec();

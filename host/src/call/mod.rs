@@ -40,6 +40,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
+use crate::domain::conversation::ConversationConfig;
 use crate::domain::events::{CallState, EventKind};
 use crate::domain::{CallInfo, Handoff, SessionConfig};
 use crate::media::amd::AmdConfig;
@@ -80,6 +81,9 @@ pub struct CallConfig {
     /// Answering-machine detection thresholds (`[calls.amd]`, for outbound calls that ask for
     /// it); the defaults are tuned on the generated set of `tests/amd`.
     pub amd: AmdConfig,
+    /// Caller silence, the maximum call length and fillers while tools run
+    /// (`[calls.conversation]`; `[agent.<name>.conversation]` replaces it for an agent).
+    pub conversation: ConversationConfig,
 }
 
 impl Default for CallConfig {
@@ -94,6 +98,7 @@ impl Default for CallConfig {
             record: false,
             recordings_dir: None,
             amd: AmdConfig::default(),
+            conversation: ConversationConfig::default(),
         }
     }
 }
@@ -410,6 +415,7 @@ async fn start_handed_off(
                 actions,
                 end_call,
                 mcp_tools,
+                conversation: conversation_config(&deps, version.name()),
             })
         }
         Ok(StartOutcome::Reject(r)) => Err(HandoffFailed::Rejected {
@@ -584,6 +590,7 @@ async fn run_answered<L: Leg>(deps: &Arc<CallDeps>, a: Answered<L>) {
         agent: a.accepted.agent.version().name().to_string(),
         mcp_tools: a.accepted.mcp_tools,
         greeting: a.accepted.config.greeting.is_some(),
+        conversation: conversation_config(deps, a.accepted.agent.version().name()),
     });
     let agent_name = a.accepted.agent.version().name();
     let format = a.leg.format();
@@ -636,6 +643,15 @@ async fn run_answered<L: Leg>(deps: &Arc<CallDeps>, a: Answered<L>) {
     };
     task.run(a.accepted.actions, a.failure).await;
     deps.forget(&a.call_id);
+}
+
+/// The conversation settings of an agent's calls: its own section, or `[calls.conversation]`.
+fn conversation_config(deps: &CallDeps, agent: &str) -> ConversationConfig {
+    deps.registry
+        .runtime()
+        .settings(agent)
+        .and_then(|s| s.conversation.clone())
+        .unwrap_or_else(|| deps.config.conversation.clone())
 }
 
 /// Where the call is recorded, when the configuration (or the agent's settings) want it.

@@ -3,6 +3,7 @@
 //! time, and carries out the [`Effect`]s the logic asks for. Audio itself goes straight between
 //! the leg and the model; the logic only decides whether agent audio is still wanted.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,10 +21,12 @@ use super::brain::{Brain, Switch};
 use super::events::Recorder;
 use super::leg::{CallerAudio, DigitSource, Leg, LegEvent};
 use super::logic::{
-    CallLogic, Effect, Ending, HandedOff, HandoffFailed, HandoffRequest, Input, McpRoutes,
+    CallLogic, Effect, Ending, HandedOff, HandoffFailed, HandoffRequest, Hook, HookResult, Input,
+    McpRoutes,
 };
 use super::machine::MachineDetection;
 use crate::domain::agent_event::AgentRequest;
+use crate::domain::conversation::ConversationConfig;
 use crate::domain::events::{CallState, EventKind};
 use crate::domain::{Action, EndReason, SessionConfig};
 use crate::media::amd::AmdEvent;
@@ -33,7 +36,8 @@ use crate::model::{AudioFormat, Command, ModelEvent, ModelSession};
 pub(crate) type FallbackModel = Box<dyn FnOnce() -> BoxFuture<'static, ModelSession> + Send>;
 
 /// An agent the call is handed to, started: its session, its session config, the effects
-/// its `on-start` queued, whether the model was offered the end-call tool.
+/// its `on-start` queued, whether the model was offered the end-call tool, its conversation
+/// settings.
 pub(crate) struct NewAgent<A> {
     pub agent: A,
     pub version: String,
@@ -41,6 +45,7 @@ pub(crate) struct NewAgent<A> {
     pub actions: Vec<Action>,
     pub end_call: bool,
     pub mcp_tools: McpRoutes,
+    pub conversation: ConversationConfig,
 }
 
 /// Starts the agent a call is handed to (`on-start` with the hand-off context); the second
@@ -172,7 +177,7 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
                 },
                 ev = self.model.events.recv(), if !self.model_ended => match ev {
                     Some(ModelEvent::Audio { item_id, data, format }) => {
-                        self.play(started, &item_id, &data, format, &host_in_ns);
+                        play(&mut self.logic, &mut self.leg, started, &item_id, &data, format, &host_in_ns);
                         continue;
                     }
                     Some(ev) => match model_input(ev) {
@@ -207,11 +212,31 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
             .await;
     }
 
-    /// Hand one input to the logic and carry out its effects; the call's ending once it has one.
+    /// Hand one input to the logic and carry out its effects, then what arrived while an agent
+    /// tool ran; the call's ending once it has one.
     async fn feed(
         &mut self,
         started: Instant,
         input: Input,
+        host_in_ns: &Arc<AtomicU64>,
+    ) -> Option<Ending> {
+        let mut inputs = VecDeque::from([input]);
+        let mut ending = None;
+        while ending.is_none()
+            && let Some(input) = inputs.pop_front()
+        {
+            ending = self.feed_one(started, input, &mut inputs, host_in_ns).await;
+        }
+        ending
+    }
+
+    /// Hand one input to the logic and carry out its effects; inputs held back while a tool
+    /// ran go to `deferred`.
+    async fn feed_one(
+        &mut self,
+        started: Instant,
+        input: Input,
+        deferred: &mut VecDeque<Input>,
         host_in_ns: &Arc<AtomicU64>,
     ) -> Option<Ending> {
         self.logic
@@ -223,6 +248,13 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
                 Effect::StartRecording => self.start_recording(),
                 Effect::Model(command) => {
                     let _ = self.model.send(command).await;
+                }
+                Effect::Hook(hook @ Hook::ToolCall { .. }) => {
+                    let result = self.run_tool(started, hook, deferred, host_in_ns).await;
+                    self.take_requests();
+                    let input = Input::Hook(result);
+                    self.logic
+                        .handle(started.elapsed(), input, self.leg.playout());
                 }
                 Effect::Hook(hook) => {
                     let result = self.agent.hook(hook).await;
@@ -313,6 +345,69 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
         ending
     }
 
+    /// Run the agent's tool. It may take long (it waits on the network), and the caller must
+    /// not hear dead air meanwhile: agent audio keeps playing, the caller can interrupt it (the
+    /// brain hears that), and the fillers the logic asks for are said. What the model reports
+    /// that would start another agent hook (a transcript, another tool call) or end the call
+    /// waits in `deferred`, for the logic takes one agent hook at a time; the leg's events
+    /// wait in the leg until the tool has answered, as for any hook.
+    async fn run_tool(
+        &mut self,
+        started: Instant,
+        hook: Hook,
+        deferred: &mut VecDeque<Input>,
+        host_in_ns: &AtomicU64,
+    ) -> HookResult {
+        let CallTask {
+            agent,
+            logic,
+            leg,
+            model,
+            recorder,
+            model_ended,
+            ..
+        } = self;
+        let answer = agent.hook(hook);
+        tokio::pin!(answer);
+        loop {
+            let deadline = logic.deadline().map(|d| started + d);
+            let input = tokio::select! {
+                result = &mut answer => return result,
+                ev = model.events.recv(), if !*model_ended => match ev {
+                    Some(ModelEvent::Audio { item_id, data, format }) => {
+                        play(logic, leg, started, &item_id, &data, format, host_in_ns);
+                        continue;
+                    }
+                    Some(ev) => match model_input(ev) {
+                        Some(input) if beside_a_tool(&input) => input,
+                        Some(input) => {
+                            deferred.push_back(input);
+                            continue;
+                        }
+                        None => continue,
+                    },
+                    None => {
+                        *model_ended = true;
+                        deferred.push_back(Input::ModelGone);
+                        continue;
+                    }
+                },
+                () = sleep_until_some(deadline) => Input::Tick,
+            };
+            logic.handle(started.elapsed(), input, leg.playout());
+            // Waiting for the tool, the logic only records and speaks (or cuts speech).
+            while let Some(effect) = logic.poll() {
+                match effect {
+                    Effect::Record(kind) => recorder.record(kind),
+                    Effect::Model(command) => {
+                        let _ = model.send(command).await;
+                    }
+                    other => tracing::error!(?other, "an effect while a tool runs; dropped"),
+                }
+            }
+        }
+    }
+
     /// Start the agent the call is handed to, then move the model to its session config: the
     /// running session takes it, or a new one (with the conversation so far) replaces it.
     async fn hand_over(
@@ -365,6 +460,7 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
             new_session,
             end_call: new.end_call,
             mcp_tools: new.mcp_tools,
+            conversation: new.conversation,
         })
     }
 
@@ -384,6 +480,7 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
                 AgentRequest::DoNotCall => self.recorder.record(EventKind::OptOut {
                     source: "agent".into(),
                 }),
+                AgentRequest::TurnLimits(limits) => self.logic.set_turn_limits(limits),
             }
         }
     }
@@ -411,31 +508,6 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
             && let Err(e) = audio.route_caller(route)
         {
             tracing::debug!(error = %e, "the leg ended before its audio route was set");
-        }
-    }
-
-    /// Agent audio to the caller, unless barge-in cut its item.
-    fn play(
-        &mut self,
-        started: Instant,
-        item_id: &str,
-        data: &[u8],
-        format: AudioFormat,
-        host_in_ns: &AtomicU64,
-    ) {
-        let host_in = Duration::from_nanos(host_in_ns.load(Ordering::Relaxed));
-        let now = started.elapsed();
-        if !self
-            .logic
-            .agent_audio(now, item_id, host_in, self.leg.playout())
-        {
-            return;
-        }
-        if let Some(audio) = self.leg.audio() {
-            let pcm = decode_from_model(data, format);
-            if let Err(e) = audio.play(&pcm, format.sample_rate()) {
-                tracing::warn!(error = %e, "queueing agent audio failed");
-            }
         }
     }
 
@@ -491,6 +563,45 @@ impl<L: Leg, A: CallAgent> CallTask<L, A> {
         self.recorder.record(EventKind::State {
             state: CallState::Ended,
         });
+    }
+}
+
+/// Whether the logic takes `input` while an agent tool runs: what only records, counts or
+/// cuts speech (a barge-in on a filler), not what starts an agent hook or ends the model.
+fn beside_a_tool(input: &Input) -> bool {
+    matches!(
+        input,
+        Input::SpeechStarted
+            | Input::SpeechStopped
+            | Input::Usage(_)
+            | Input::StageLatency(_)
+            | Input::ResponseDone
+            | Input::ModelError(_)
+            | Input::ProviderAudioStarted
+            | Input::ProviderAudioStopped
+    )
+}
+
+/// Agent audio to the caller, unless barge-in cut its item.
+fn play(
+    logic: &mut CallLogic,
+    leg: &mut impl Leg,
+    started: Instant,
+    item_id: &str,
+    data: &[u8],
+    format: AudioFormat,
+    host_in_ns: &AtomicU64,
+) {
+    let host_in = Duration::from_nanos(host_in_ns.load(Ordering::Relaxed));
+    let now = started.elapsed();
+    if !logic.agent_audio(now, item_id, host_in, leg.playout()) {
+        return;
+    }
+    if let Some(audio) = leg.audio() {
+        let pcm = decode_from_model(data, format);
+        if let Err(e) = audio.play(&pcm, format.sample_rate()) {
+            tracing::warn!(error = %e, "queueing agent audio failed");
+        }
     }
 }
 

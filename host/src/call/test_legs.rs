@@ -20,6 +20,7 @@ use super::leg::{
 use super::logic::{CallLogic, Hook, HookResult, LogicConfig};
 use super::task::CallTask;
 use crate::domain::agent_event::AgentRequest;
+use crate::domain::conversation::ConversationConfig;
 use crate::domain::events::{CallEvent, EventKind};
 use crate::domain::{Action, AgentFault, EndReason};
 use crate::media::MediaStats;
@@ -267,6 +268,7 @@ fn start<L: Leg + 'static>(
             agent: "scripted".into(),
             mcp_tools: Default::default(),
             greeting: true,
+            conversation: ConversationConfig::off(),
         }),
         leg,
         agent: ScriptedAgent {

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Action;
+use super::conversation::TurnLimits;
 
 /// Something happened on the call that the agent may react to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -40,6 +41,11 @@ pub enum Notification {
     MachineDetected(MachineVerdict),
     /// A voicemail's beep just ended: a message left now is recorded whole.
     VoicemailBeep,
+    /// The caller has been silent this long: what the agent says now is the reprompt.
+    Silence { ms: u32 },
+    /// The call reaches its maximum length in this long: what the agent says now is the
+    /// warning.
+    EndingSoon { ms: u32 },
 }
 
 /// Who answered an outbound call, as answering-machine detection heard it.
@@ -89,4 +95,6 @@ pub enum AgentRequest {
     Expect(Expectation),
     /// Put the far party's number on the do-not-call list (they asked not to be called).
     DoNotCall,
+    /// The agent's own silence, maximum length and filler settings for the call.
+    TurnLimits(TurnLimits),
 }

@@ -165,6 +165,33 @@ pub enum EventKind {
     ModelError {
         message: String,
     },
+    /// The caller was silent for `silent_ms` (the agent's speech not counted): the `count`th
+    /// reprompt since they last spoke, said `by` the agent (answering its `silence` event) or
+    /// the host (the configured words).
+    SilenceReprompt {
+        silent_ms: u64,
+        count: u32,
+        by: String,
+    },
+    /// The caller stayed silent too long: the host says goodbye and hangs up once it is heard.
+    SilenceHangup {
+        silent_ms: u64,
+        reason: String,
+    },
+    /// The call reaches its maximum length in `remaining_ms`: warned `by` the agent or host.
+    MaxDurationWarning {
+        remaining_ms: u64,
+        by: String,
+    },
+    /// The call reached its maximum length: the host says goodbye and hangs up once it is heard.
+    MaxDuration {
+        limit_ms: u64,
+    },
+    /// A tool ran `tool_ms` without an answer: the model says this filler meanwhile.
+    Filler {
+        text: String,
+        tool_ms: u64,
+    },
     /// The far end put the call on hold (`held`) or resumed it; on resume, how long it was
     /// held.
     Hold {

@@ -8,6 +8,7 @@
 //! event types themselves.
 
 pub mod agent_event;
+pub mod conversation;
 pub mod events;
 pub mod usage;
 

@@ -132,6 +132,8 @@ impl From<&Notification> for wit::CallEvent {
             Notification::SpeechStarted => wit::CallEvent::SpeechStarted,
             Notification::SpeechStopped => wit::CallEvent::SpeechStopped,
             Notification::BargeIn { heard_ms } => wit::CallEvent::BargeIn(*heard_ms),
+            Notification::Silence { ms } => wit::CallEvent::Silence(*ms),
+            Notification::EndingSoon { ms } => wit::CallEvent::EndingSoon(*ms),
             Notification::Progress(p) => wit::CallEvent::Progress(match p {
                 CallProgress::Ringing => wit::CallProgress::Ringing,
                 CallProgress::EarlyMedia => wit::CallProgress::EarlyMedia,

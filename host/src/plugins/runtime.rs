@@ -25,6 +25,7 @@ use super::manifest::{Language, Manifest};
 use super::sandbox::{Sandbox, SessionState};
 use super::session::AgentSession;
 use super::types::AgentInfo;
+use crate::domain::conversation::ConversationConfig;
 use crate::domain::{Action, AgentFault, CallInfo, Direction, FaultKind};
 use crate::mcp::{Catalog, McpConfig, McpServer};
 use crate::model::Secret;
@@ -171,6 +172,10 @@ pub struct AgentSettings {
     /// has been heard.
     #[serde(default)]
     pub end_call: bool,
+    /// Caller silence, the maximum call length and fillers for this agent's calls: replaces
+    /// `[calls.conversation]` whole (keys left out take the built-in defaults).
+    #[serde(default)]
+    pub conversation: Option<ConversationConfig>,
 }
 
 /// Why a version could not be loaded. The message names the file and the fix.

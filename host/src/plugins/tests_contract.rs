@@ -1,6 +1,6 @@
 //! What `switchboard:agent@0.2.0` added, end to end through a real component built with the SDK
 //! (tests/fixtures/contract): the call's context and headers, requests that are not actions
-//! (outcome, expectation), functions declared for later issues, and `on-event`.
+//! (outcome, expectation, turn options), functions declared for later issues, and `on-event`.
 
 use std::path::PathBuf;
 
@@ -10,6 +10,7 @@ use super::harness::Harness;
 use super::runtime::test_call_info;
 use crate::domain::Action;
 use crate::domain::agent_event::{AgentRequest, CallProgress, Expectation, Notification};
+use crate::domain::conversation::TurnLimits;
 
 async fn contract_agent() -> (Harness, tempfile::TempDir) {
     let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/contract");
@@ -58,10 +59,23 @@ async fn the_0_2_0_imports_and_on_event_reach_the_call() {
         r#"caller +15550100001 headers [("X-Account", "42")] handoff None"#
     );
 
-    // Declared for a later issue: a clear `unavailable`, and the call goes on.
+    // The call's own fillers and maximum length go to the call as a request.
     let reply = call.dtmf("3").await.unwrap();
+    assert_eq!(said(&reply), "Ok(())");
+    assert_eq!(
+        call.session.take_requests(),
+        vec![AgentRequest::TurnLimits(TurnLimits {
+            fillers: Some(vec!["One moment.".into()]),
+            reprompt_after_ms: None,
+            hangup_after_ms: None,
+            max_call_ms: Some(600_000),
+        })]
+    );
+
+    // Declared for a later issue: a clear `unavailable`, and the call goes on.
+    let reply = call.dtmf("5").await.unwrap();
     assert!(
-        said(&reply).contains("Unavailable") && said(&reply).contains("issue 32"),
+        said(&reply).contains("Unavailable") && said(&reply).contains("issue 33"),
         "{reply:?}"
     );
 
@@ -78,6 +92,14 @@ async fn the_0_2_0_imports_and_on_event_reach_the_call() {
         (
             Notification::Progress(CallProgress::Answered),
             "event CallEvent::Progress(CallProgress::Answered)",
+        ),
+        (
+            Notification::Silence { ms: 10_000 },
+            "event CallEvent::Silence(10000)",
+        ),
+        (
+            Notification::EndingSoon { ms: 60_000 },
+            "event CallEvent::EndingSoon(60000)",
         ),
     ] {
         let reply = session.notify(&notification).await.unwrap();

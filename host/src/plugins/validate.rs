@@ -28,6 +28,8 @@ pub mod caps {
     pub const MAX_REJECT_REASON: usize = 256;
     /// `call.set-outcome` text.
     pub const MAX_OUTCOME: usize = 256;
+    /// `call.set-turn-options` filler phrases (each at most `MAX_TEXT`).
+    pub const MAX_FILLERS: usize = 32;
     /// `call.expect` phrases: how many, and bytes each.
     pub const MAX_PHRASES: usize = 64;
     pub const MAX_PHRASE: usize = 128;

@@ -217,6 +217,33 @@ pub struct CallDetail {
     /// Amounts summed per (provider, stage, kind, unit), in the order first reported.
     pub usage: Vec<UsageItem>,
     pub latencies: Vec<TurnLatency>,
+    /// Counted from `events`.
+    #[serde(default)]
+    pub conversation: ConversationCounts,
+}
+
+/// How the conversation went, counted from a call's events: the caller's barge-ins, the
+/// reprompts of a silent caller, the fillers said while tools ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationCounts {
+    pub interruptions: u64,
+    pub reprompts: u64,
+    pub fillers: u64,
+}
+
+impl ConversationCounts {
+    pub fn of(events: &[EventRecord]) -> ConversationCounts {
+        let mut counts = ConversationCounts::default();
+        for event in events {
+            match event.kind.as_str() {
+                "barge-in" => counts.interruptions += 1,
+                "silence-reprompt" => counts.reprompts += 1,
+                "filler" => counts.fillers += 1,
+                _ => {}
+            }
+        }
+        counts
+    }
 }
 
 /// Which calls to list. Every field narrows the result; `Default` lists everything.

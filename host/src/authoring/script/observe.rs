@@ -184,14 +184,14 @@ impl CallAgent for ObservedAgent {
     fn take_requests(&mut self) -> Vec<AgentRequest> {
         let requests = CallAgent::take_requests(&mut self.session);
         for request in &requests {
-            push(
-                &self.log,
-                match request {
-                    AgentRequest::SetOutcome(o) => Observed::Outcome(o.clone()),
-                    AgentRequest::Expect(hint) => Observed::Expects(hint.clone()),
-                    AgentRequest::DoNotCall => Observed::DoNotCall,
-                },
-            );
+            let observed = match request {
+                AgentRequest::SetOutcome(o) => Observed::Outcome(o.clone()),
+                AgentRequest::Expect(hint) => Observed::Expects(hint.clone()),
+                AgentRequest::DoNotCall => Observed::DoNotCall,
+                // The scripts run without the call's clock (no limits, no fillers).
+                AgentRequest::TurnLimits(_) => continue,
+            };
+            push(&self.log, observed);
         }
         requests
     }

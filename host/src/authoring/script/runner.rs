@@ -21,6 +21,7 @@ use crate::call::events::EventBus;
 use crate::call::leg::{DigitSource, Leg, LegEvent};
 use crate::call::logic::{CallLogic, LogicConfig};
 use crate::call::task::CallTask;
+use crate::domain::conversation::ConversationConfig;
 use crate::domain::{CallInfo, Direction, Role};
 use crate::model::{AudioFormat, Command, ModelEvent, ModelSession, ResponseStatus};
 use crate::plugins::{AgentVersion, Runtime, StartOutcome};
@@ -76,6 +77,7 @@ impl Call {
                 agent: name,
                 mcp_tools: Default::default(),
                 greeting,
+                conversation: ConversationConfig::off(),
             }),
             leg,
             agent,

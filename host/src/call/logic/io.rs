@@ -4,9 +4,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::conversation::Limit;
 use crate::call::CallCommand;
 use crate::call::leg::{Capabilities, DigitSource, SessionTimerNote};
 use crate::domain::agent_event::Notification;
+use crate::domain::conversation::ConversationConfig;
 use crate::domain::events::EventKind;
 use crate::domain::usage::UsageItem;
 use crate::domain::{Action, AgentFault, EndReason, Role};
@@ -39,6 +41,8 @@ pub struct LogicConfig {
     /// The model speaks first: the session's greeting (a call started on the fallback speaks
     /// its apology first either way).
     pub greeting: bool,
+    /// Caller silence, the call's maximum length, fillers while tools run.
+    pub conversation: ConversationConfig,
 }
 
 /// Where the model's MCP tools go, by the name the model calls them.
@@ -224,6 +228,9 @@ pub struct HandedOff {
     pub end_call: bool,
     /// The new agent's MCP tools, as offered to the model.
     pub mcp_tools: McpRoutes,
+    /// The new agent's conversation settings: they replace the last agent's (the call's
+    /// maximum length still counts from its answer).
+    pub conversation: ConversationConfig,
 }
 
 /// Why a hand-off did not happen; the call goes on with the fallback.
@@ -246,6 +253,8 @@ pub struct Ending {
     pub abnormal: bool,
     /// Hung up on request from the API, not by the agent.
     pub requested: bool,
+    /// Hung up by the call's own clock (the agent hears `timeout`).
+    pub limit: Option<Limit>,
 }
 
 impl Ending {
@@ -254,6 +263,16 @@ impl Ending {
             reason,
             abnormal,
             requested: false,
+            limit: None,
+        }
+    }
+
+    /// The call's own clock hung up: the caller was silent, or the call reached its maximum
+    /// length.
+    pub(super) fn limit(limit: Limit) -> Ending {
+        Ending {
+            limit: Some(limit),
+            ..Ending::new(EndReason::Timeout, false)
         }
     }
 
@@ -267,6 +286,9 @@ impl Ending {
 
     /// The call record's words for it.
     pub fn describe(&self) -> String {
+        if let Some(limit) = self.limit {
+            return limit.as_str().to_string();
+        }
         match &self.reason {
             EndReason::CallerHangup => "caller-hangup".to_string(),
             EndReason::AgentHangup if self.requested => "hangup-requested".to_string(),

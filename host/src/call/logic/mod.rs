@@ -7,11 +7,14 @@
 //! its step: the logic waits for the matching input ([`Input::Hook`],
 //! [`Input::TransferStarted`]) before it does anything else.
 
+mod conversation;
 mod io;
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
+pub use conversation::Limit;
+use conversation::{ConversationClock, Due};
 pub use io::{
     Effect, Ending, HandedOff, HandoffFailed, HandoffRequest, Hook, HookResult, Input, LogicConfig,
     McpRoute, McpRoutes,
@@ -22,6 +25,7 @@ use super::digits::{Collected, DigitCollector};
 use super::handoff::{self, AGENT_TARGET};
 use super::leg::{Capability, DigitSource, LegError, Playout};
 use crate::domain::agent_event::{CallProgress, Notification};
+use crate::domain::conversation::TurnLimits;
 use crate::domain::events::{CallState, EventKind, HANDED_OFF, StageLatency};
 use crate::domain::usage::{self, UsageItem};
 use crate::domain::{Action, AgentFault, EndReason, Role};
@@ -34,7 +38,8 @@ pub const END_CALL_TOOL: &str = "end_call";
 /// An action that waits until queued speech has been played.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Final {
-    Hangup,
+    /// Hang up; on the call's own clock when a limit says why.
+    Hangup(Option<Limit>),
     Transfer(String),
 }
 
@@ -84,6 +89,16 @@ enum Awaiting {
     TransferStart { target: String, after_final: bool },
     /// The agent the call is handed to, started at call time `requested`.
     Handoff { to: String, requested: Duration },
+    /// The agent heard of caller silence or the coming end of the call, and may say something
+    /// itself; otherwise the host says the configured words.
+    Prompt(Prompt),
+}
+
+/// Something the call's clock has the agent (or else the host) say.
+#[derive(Debug)]
+enum Prompt {
+    Reprompt { silent: Duration, count: u32 },
+    Warning { remaining: Duration },
 }
 
 /// A hand-off whose new agent's first audio has not reached the caller yet.
@@ -136,12 +151,18 @@ pub struct CallLogic {
     agent: String,
     /// A hand-off waiting for its greeting to be heard, to time the gap.
     handoff_gap: Option<HandoffGap>,
+    /// Caller silence, the call's maximum length and fillers while tools run.
+    clock: ConversationClock,
+    /// Between the caller's speech-started and speech-stopped.
+    caller_speaking: bool,
 }
 
 impl CallLogic {
     pub fn new(config: LogicConfig) -> CallLogic {
         let responding = u32::from(config.greeting);
         CallLogic {
+            clock: ConversationClock::new(config.conversation.clone()),
+            caller_speaking: false,
             agent: config.agent.clone(),
             handoff_gap: None,
             config,
@@ -177,7 +198,33 @@ impl CallLogic {
     pub fn deadline(&self) -> Option<Duration> {
         let digits = self.collector.as_ref().map(DigitCollector::deadline);
         let drain = self.pending_final.as_ref().map(|(_, d)| *d);
-        digits.into_iter().chain(drain).chain(self.tail_until).min()
+        // The call's limits are due only where they can act (see `settle`): a deadline they
+        // cannot act on would wake the call over and over.
+        let limits = self
+            .limits_can_act()
+            .then(|| self.clock.deadline())
+            .flatten();
+        digits
+            .into_iter()
+            .chain(drain)
+            .chain(self.tail_until)
+            .chain(limits)
+            .chain(self.clock.filler_deadline())
+            .min()
+    }
+
+    /// The agent changed its call's conversation settings (`call.set-turn-options`).
+    pub fn set_turn_limits(&mut self, limits: TurnLimits) {
+        self.clock.set(limits);
+    }
+
+    /// Whether a limit of the call's clock can be acted on now: the call is up, nothing is
+    /// awaited and no hang-up or transfer is under way.
+    fn limits_can_act(&self) -> bool {
+        !self.ended
+            && self.awaiting.is_none()
+            && self.pending_final.is_none()
+            && self.state == CallState::Active
     }
 
     pub fn ended(&self) -> bool {
@@ -198,7 +245,10 @@ impl CallLogic {
                 };
                 self.end(Ending::new(reason, false));
             }
-            Input::Digit { digit, source } => self.on_digit(now, digit, source, playout),
+            Input::Digit { digit, source } => {
+                self.clock.caller_active();
+                self.on_digit(now, digit, source, playout)
+            }
             Input::TransferProgress { code, reason } => {
                 let target = self.transfer_target.clone().unwrap_or_default();
                 self.record_transfer(&target, "progress", format!("{code} {reason}"));
@@ -234,12 +284,18 @@ impl CallLogic {
             Input::TransferStarted(result) => self.on_transfer_started(result),
             Input::HandedOff(result) => self.on_handed_off(now, result),
             Input::SpeechStarted => {
+                self.caller_speaking = true;
+                self.clock.caller_active();
+                // A caller who speaks up while a tool runs wants no more fillers.
+                self.clock.fillers_stop();
                 self.record(EventKind::SpeechStarted);
                 self.notify(Notification::SpeechStarted);
                 self.barge_in(playout);
             }
             Input::Machine(event) => self.on_machine(event),
             Input::SpeechStopped => {
+                self.caller_speaking = false;
+                self.clock.caller_active();
                 self.record(EventKind::SpeechStopped);
                 self.notify(Notification::SpeechStopped);
                 self.turns.speech_stopped = Some(now);
@@ -252,6 +308,9 @@ impl CallLogic {
                 is_final,
             } => {
                 if is_final && !text.trim().is_empty() {
+                    if role == Role::Caller {
+                        self.clock.caller_active();
+                    }
                     self.record(EventKind::Transcript {
                         role,
                         text: text.clone(),
@@ -289,6 +348,15 @@ impl CallLogic {
         if self.awaiting.is_none() && !self.ended {
             self.settle(now, playout);
         }
+        if !self.ended {
+            self.filler(now);
+            let quiet = self.limits_can_act()
+                && !self.caller_speaking
+                && self.held_since.is_none()
+                && playout.is_empty()
+                && !self.provider_playing;
+            self.clock.quiet(now, quiet);
+        }
     }
 
     /// Agent audio of model item `item_id` arrived; `host_in` is how long the last caller frame
@@ -305,6 +373,8 @@ impl CallLogic {
         if self.dropped_items.contains(item_id) || self.held_since.is_some() {
             return false;
         }
+        // The agent speaks: the caller's silence is not counted meanwhile.
+        self.clock.quiet(now, false);
         if self.current_item.as_ref().map(|s| s.item_id.as_str()) != Some(item_id) {
             // Audio generated faster than real time arrives while earlier audio is still
             // queued; what this item has played is counted after that.
@@ -412,7 +482,7 @@ impl CallLogic {
     fn fallback_final(&self) -> Final {
         match &self.config.fallback_transfer {
             Some(target) => Final::Transfer(target.clone()),
-            None => Final::Hangup,
+            None => Final::Hangup(None),
         }
     }
 
@@ -449,7 +519,7 @@ impl CallLogic {
                     self.collector = Some(DigitCollector::new(&request, now));
                     None
                 }
-                Action::Hangup => Some(Final::Hangup),
+                Action::Hangup => Some(Final::Hangup(None)),
                 Action::Transfer(target) => Some(Final::Transfer(target)),
             };
             if let Some(finish) = finish {
@@ -493,6 +563,11 @@ impl CallLogic {
             return;
         }
         let Some((_, deadline)) = &self.pending_final else {
+            if self.limits_can_act()
+                && let Some(due) = self.clock.due(now)
+            {
+                self.on_limit(now, due, playout);
+            }
             return;
         };
         let drained = self.responding == 0
@@ -513,7 +588,8 @@ impl CallLogic {
         self.tail_until = None;
         let (action, _) = self.pending_final.take().expect("checked");
         match action {
-            Final::Hangup => {
+            Final::Hangup(Some(limit)) => self.hang_up(Ending::limit(limit)),
+            Final::Hangup(None) => {
                 // A mid-call agent fault hangs up through its apology actions.
                 let agent_fault = self.agent_failed.then(|| "agent failed".to_string());
                 let failure = self.failure.clone().or(agent_fault);
@@ -521,6 +597,112 @@ impl CallLogic {
             }
             Final::Transfer(target) => self.start_transfer(now, target, true, playout),
         }
+    }
+
+    /// A limit of the call's clock is due. The agent hears of the caller's silence or of the
+    /// coming end first and may speak itself; the hang-ups are the host's, after its goodbye.
+    fn on_limit(&mut self, now: Duration, due: Due, playout: &mut dyn Playout) {
+        match due {
+            Due::Reprompt { silent, count } => {
+                let ms = millis_u32(silent);
+                self.prompt(
+                    now,
+                    Prompt::Reprompt { silent, count },
+                    Notification::Silence { ms },
+                );
+            }
+            Due::Warning { remaining } => {
+                let ms = millis_u32(remaining);
+                self.prompt(
+                    now,
+                    Prompt::Warning { remaining },
+                    Notification::EndingSoon { ms },
+                );
+            }
+            Due::SilenceHangup { silent } => {
+                self.record(EventKind::SilenceHangup {
+                    silent_ms: millis(silent),
+                    reason: format!("no caller speech for {} s", silent.as_secs()),
+                });
+                let goodbye = self.clock.config().silence_goodbye.clone();
+                self.say_goodbye(now, goodbye, Limit::Silence);
+            }
+            Due::MaxDuration => {
+                self.record(EventKind::MaxDuration {
+                    limit_ms: millis(now),
+                });
+                // Out of time: what the agent is saying is cut off for the goodbye.
+                if let Some(cut) = self.cut_playout(playout) {
+                    self.truncate(cut);
+                }
+                let goodbye = self.clock.config().max_call_goodbye.clone();
+                self.say_goodbye(now, goodbye, Limit::MaxDuration);
+            }
+        }
+    }
+
+    /// Ask the agent first (`on-event`); a failed agent is not asked.
+    fn prompt(&mut self, now: Duration, prompt: Prompt, notification: Notification) {
+        if self.agent_failed {
+            self.on_prompt_answered(now, prompt, Ok(Vec::new()));
+            return;
+        }
+        self.hook(Hook::Event(notification), Awaiting::Prompt(prompt));
+    }
+
+    /// The agent answered a prompt of the call's clock: what it says stands; when it says
+    /// nothing, the host says the configured words.
+    fn on_prompt_answered(
+        &mut self,
+        now: Duration,
+        prompt: Prompt,
+        result: Result<Vec<Action>, AgentFault>,
+    ) {
+        let actions = result.unwrap_or_else(|fault| self.fault(fault));
+        let by_agent = actions.iter().any(|a| matches!(a, Action::Say(_)));
+        let by = if by_agent { "agent" } else { "host" }.to_string();
+        let config = self.clock.config();
+        let (event, words) = match prompt {
+            Prompt::Reprompt { silent, count } => (
+                EventKind::SilenceReprompt {
+                    silent_ms: millis(silent),
+                    count,
+                    by,
+                },
+                config.reprompt.clone(),
+            ),
+            Prompt::Warning { remaining } => (
+                EventKind::MaxDurationWarning {
+                    remaining_ms: millis(remaining),
+                    by,
+                },
+                config.max_call_warning.clone(),
+            ),
+        };
+        self.record(event);
+        if !by_agent {
+            self.say(words);
+        }
+        self.apply(now, actions);
+    }
+
+    /// The call ends on its own clock: the goodbye, then the hang-up once it has been heard.
+    fn say_goodbye(&mut self, now: Duration, goodbye: String, limit: Limit) {
+        self.say(goodbye);
+        self.pending_final = Some((Final::Hangup(Some(limit)), now + self.config.drain_limit));
+    }
+
+    /// A tool has run long enough for a filler: the model says it like any other words, so
+    /// the caller can interrupt it and the model's conversation holds what the caller heard.
+    fn filler(&mut self, now: Duration) {
+        let Some((text, running)) = self.clock.filler(now) else {
+            return;
+        };
+        self.record(EventKind::Filler {
+            text: text.clone(),
+            tool_ms: millis(running),
+        });
+        self.say(text);
     }
 
     fn record_transfer(&mut self, target: &str, status: &str, detail: String) {
@@ -636,6 +818,7 @@ impl CallLogic {
         self.agent_failed = false;
         self.config.end_call = started.end_call;
         self.config.mcp_tools = started.mcp_tools;
+        self.clock.follow(started.conversation);
         if started.new_session {
             // The old session is closed: nothing more of it is played or awaited.
             self.current_item = None;
@@ -755,6 +938,10 @@ impl CallLogic {
 
     /// Stop agent audio at once, tell the model how much was heard, drop the rest.
     fn barge_in(&mut self, playout: &mut dyn Playout) {
+        if self.clock.ending() {
+            // The goodbye before the call's own hang-up is heard whole.
+            return;
+        }
         let Some(cut) = self.cut_playout(playout) else {
             return;
         };
@@ -855,6 +1042,8 @@ impl CallLogic {
     }
 
     fn on_tool_call(&mut self, now: Duration, call_id: String, name: String, arguments: String) {
+        // Every tool call ends in `tool_answered`.
+        self.clock.tool_started(now);
         self.record(EventKind::ToolCall {
             call_id: call_id.clone(),
             name: name.clone(),
@@ -866,7 +1055,7 @@ impl CallLogic {
             let ending = r#"{"ending":true,"note":"Say a short goodbye now; the call ends when you finish."}"#;
             self.tool_answered(now, call_id, Ok(ending.into()), Vec::new());
             self.awaiting_goodbye = true;
-            self.pending_final = Some((Final::Hangup, now + self.config.drain_limit));
+            self.pending_final = Some((Final::Hangup(None), now + self.config.drain_limit));
             return;
         }
         if self.agent_failed {
@@ -960,6 +1149,7 @@ impl CallLogic {
         result: Result<String, String>,
         actions: Vec<Action>,
     ) {
+        self.clock.tool_done();
         let (ok, output) = match result {
             Ok(s) => (true, s),
             Err(e) => (false, e),
@@ -1009,6 +1199,9 @@ impl CallLogic {
                 }),
                 HookResult::Mcp(result),
             ) => self.on_mcp_decided(now, call_id, route, arguments, result),
+            (Some(Awaiting::Prompt(prompt)), HookResult::Actions(result)) => {
+                self.on_prompt_answered(now, prompt, result);
+            }
             (Some(Awaiting::Transferred { target }), _) => {
                 self.hang_up(Ending::new(EndReason::Transferred(target), false));
             }
@@ -1055,9 +1248,8 @@ impl CallLogic {
     ) {
         match command {
             Some(CallCommand::Hangup) => self.hang_up(Ending {
-                reason: EndReason::AgentHangup,
-                abnormal: false,
                 requested: true,
+                ..Ending::new(EndReason::AgentHangup, false)
             }),
             // Not waiting for the playout: the operator wants it now.
             Some(CallCommand::Transfer(target)) => self.start_transfer(now, target, false, playout),
@@ -1066,6 +1258,16 @@ impl CallLogic {
             }
         }
     }
+}
+
+/// A duration in whole milliseconds, for the record.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A duration in whole milliseconds, for the agent's events.
+fn millis_u32(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

@@ -188,6 +188,9 @@ pub(super) struct Session {
     queued: VecDeque<String>,
     /// Tool calls handed to the agent and not answered yet.
     awaiting_tools: Vec<String>,
+    /// The tools' results came in while words were being said (a filler): the model answers
+    /// them once those are done.
+    ask_after_say: bool,
     /// Tool arguments the model got wrong this caller turn.
     bad_arguments: u32,
     /// The language model failed this caller turn (it is retried once).
@@ -264,6 +267,7 @@ impl Session {
             pace: Pace::default(),
             queued: VecDeque::new(),
             awaiting_tools: Vec::new(),
+            ask_after_say: false,
             bad_arguments: 0,
             llm_failed: false,
             speech_stopped: None,
@@ -563,6 +567,7 @@ impl Session {
 
     /// Ask the language model for the next answer, with the conversation so far.
     fn ask(&mut self) {
+        self.ask_after_say = false;
         let messages = self.history.messages(&self.instructions);
         let stream = self.stages.llm.complete(messages, &self.tools);
         let item_id = self.new_item();
@@ -811,7 +816,7 @@ impl Session {
         self.barge_in
             .utterance_ends(self.output_format.duration_ms(answer.audio_bytes));
         if !answer.text.is_empty() {
-            self.history.agent(&answer.item_id, &answer.text);
+            self.remember_said(&answer.item_id, &answer.text);
         }
         let mut alive = true;
         let mut tool_events = Vec::new();
@@ -890,8 +895,18 @@ impl Session {
         }
         if let Some(next) = self.queued.pop_front() {
             self.say(next);
+        } else if std::mem::take(&mut self.ask_after_say) && self.awaiting_tools.is_empty() {
+            self.ask();
         }
         true
+    }
+
+    /// What the agent said goes into the conversation, except words said while tools run (a
+    /// filler): a chat API wants each tool's result right after the call that asked for it.
+    fn remember_said(&mut self, item_id: &str, text: &str) {
+        if self.awaiting_tools.is_empty() {
+            self.history.agent(item_id, text);
+        }
     }
 
     fn keep_spoken(&mut self, spoken: Spoken) {
@@ -908,8 +923,12 @@ impl Session {
         };
         self.awaiting_tools.remove(at);
         self.history.tool_result(&call_id, &output);
-        if self.awaiting_tools.is_empty() && self.answer.is_none() {
-            self.ask();
+        if self.awaiting_tools.is_empty() {
+            if self.answer.is_none() {
+                self.ask();
+            } else {
+                self.ask_after_say = true;
+            }
         }
         true
     }
@@ -946,7 +965,7 @@ impl Session {
         let pace = self.pace.chars_per_second();
         let voiced = heard_words(&answer.text, whole.then_some(audio_ms), audio_ms, pace);
         if !voiced.is_empty() {
-            self.history.agent(&answer.item_id, &voiced);
+            self.remember_said(&answer.item_id, &voiced);
             self.keep_spoken(Spoken {
                 item_id: answer.item_id,
                 text: answer.text,

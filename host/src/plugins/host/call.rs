@@ -4,6 +4,7 @@
 
 use super::{HostCtx, not_yet};
 use crate::domain::agent_event::{AgentRequest, Expectation};
+use crate::domain::conversation::TurnLimits;
 use crate::domain::{Action, CallInfo, Direction};
 use crate::plugins::bindings::v0_1::switchboard::agent::call as call_v0_1;
 use crate::plugins::bindings::v0_2::switchboard::agent::call;
@@ -146,8 +147,34 @@ impl call::Host for HostCtx {
         Ok(self.request(AgentRequest::DoNotCall))
     }
 
-    async fn set_turn_options(&mut self, _options: TurnOptions) -> Answer {
-        Ok(Err(not_yet("call.set-turn-options", 32)))
+    /// Fillers, reprompt, hang-up and maximum length take effect; the turn-taking settings
+    /// (end of turn, interruptions, backchannels) are for a later release and are ignored.
+    async fn set_turn_options(&mut self, options: TurnOptions) -> Answer {
+        if options.end_of_turn_ms.is_some()
+            || options.min_interruption_ms.is_some()
+            || options.backchannels.is_some()
+        {
+            tracing::warn!(
+                "call.set-turn-options: end-of-turn-ms, min-interruption-ms and backchannels are not implemented yet; ignored"
+            );
+        }
+        if let Some(fillers) = &options.fillers {
+            if fillers.len() > caps::MAX_FILLERS {
+                return Ok(Err(GuestError::Invalid(format!(
+                    "more than {} fillers",
+                    caps::MAX_FILLERS
+                ))));
+            }
+            if let Some(e) = fillers.iter().find_map(|f| Self::check_text(f).err()) {
+                return Ok(Err(e));
+            }
+        }
+        Ok(self.request(AgentRequest::TurnLimits(TurnLimits {
+            fillers: options.fillers,
+            reprompt_after_ms: options.reprompt_after_ms,
+            hangup_after_ms: options.hangup_after_ms,
+            max_call_ms: options.max_call_ms,
+        })))
     }
 }
 

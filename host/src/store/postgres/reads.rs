@@ -12,8 +12,8 @@ use crate::domain::usage;
 use crate::store::names::{parse_direction, parse_role, parse_state};
 use crate::store::queued::{DEFAULT_PAGE, MAX_PAGE, not_found};
 use crate::store::{
-    CallDetail, CallFilter, CallPage, CallRecord, DailyUsage, EventRecord, Result, StoreError,
-    TranscriptLine, TurnLatency, UsageItem, number_key,
+    CallDetail, CallFilter, CallPage, CallRecord, ConversationCounts, DailyUsage, EventRecord,
+    Result, StoreError, TranscriptLine, TurnLatency, UsageItem, number_key,
 };
 
 const CALL_COLUMNS: &str = "id, direction, caller, callee, agent, agent_version, started_at_ms,
@@ -72,7 +72,7 @@ pub(super) async fn read_call(client: &mut Object, call_id: &str) -> Result<Call
     .ok_or_else(|| not_found(call_id))?;
     let call = call_from_row(&found)?;
     let pk: i64 = col(&found, PK_COLUMN)?;
-    let events = rows(
+    let events: Vec<EventRecord> = rows(
         &tx,
         "SELECT seq, at_ms, kind, data FROM events WHERE call = $1 ORDER BY seq",
         &[&pk],
@@ -159,6 +159,7 @@ pub(super) async fn read_call(client: &mut Object, call_id: &str) -> Result<Call
     .collect::<Result<_>>()?;
     tx.commit().await.map_err(pg("ending a read"))?;
     Ok(CallDetail {
+        conversation: ConversationCounts::of(&events),
         call,
         events,
         transcript,

@@ -13,7 +13,8 @@ use crate::domain::events::StageLatency;
 use crate::store::names::parse_role;
 use crate::store::queued::not_found;
 use crate::store::{
-    CallDetail, EventRecord, Result, StoreError, TranscriptLine, TurnLatency, UsageItem, sql,
+    CallDetail, ConversationCounts, EventRecord, Result, StoreError, TranscriptLine, TurnLatency,
+    UsageItem, sql,
 };
 
 pub(super) struct ReadPool {
@@ -89,7 +90,7 @@ pub(super) fn read_call(conn: &Connection, call_id: &str) -> Result<CallDetail> 
         .map_err(sql("reading a call"))?
         .ok_or_else(|| not_found(call_id))?;
     let id = call.id.clone();
-    let events = tx
+    let events: Vec<EventRecord> = tx
         .prepare_cached("SELECT seq, at_ms, kind, data FROM events WHERE call = ?1 ORDER BY seq")
         .and_then(|mut s| {
             s.query_map([pk], |r| {
@@ -169,6 +170,7 @@ pub(super) fn read_call(conn: &Connection, call_id: &str) -> Result<CallDetail> 
         })
         .map_err(sql("reading latencies"))?;
     Ok(CallDetail {
+        conversation: ConversationCounts::of(&events),
         call,
         events,
         transcript,

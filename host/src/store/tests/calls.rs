@@ -273,7 +273,35 @@ async fn a_write_postgres_refuses_fails_alone_in_its_batch() {
     );
 }
 
+/// The call's detail counts its barge-ins, reprompts and fillers from its events.
+async fn the_conversation_is_counted_from_the_events(db: Db) {
+    let store = db.open().await;
+    store
+        .create_call(new_call("c1", "sip:+15550100001@pbx", "1000", "menu", T0))
+        .await
+        .unwrap();
+    for (i, kind) in ["barge-in", "filler", "silence-reprompt", "filler", "dtmf"]
+        .into_iter()
+        .enumerate()
+    {
+        store
+            .append_event("c1", T0 + i as i64, kind, json!({}))
+            .await
+            .unwrap();
+    }
+    let d = store.get_call("c1").await.unwrap();
+    assert_eq!(
+        d.conversation,
+        ConversationCounts {
+            interruptions: 1,
+            reprompts: 1,
+            fillers: 2,
+        }
+    );
+}
+
 on_both!(
+    the_conversation_is_counted_from_the_events,
     migration_3_takes_the_transport_of_older_calls_from_their_created_event,
     round_trip_keeps_everything_in_order,
     write_all_applies_in_order_and_a_refused_write_stops_nothing,

@@ -45,6 +45,7 @@ fn started(new_session: bool) -> HandedOff {
         new_session,
         end_call: false,
         mcp_tools: Default::default(),
+        conversation: ConversationConfig::off(),
     }
 }
 

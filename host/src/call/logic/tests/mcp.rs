@@ -189,6 +189,7 @@ fn the_agent_a_call_is_handed_to_brings_its_own_mcp_tools() {
         new_session: false,
         end_call: false,
         mcp_tools: [("calendar__free_slots".to_string(), calendar)].into(),
+        conversation: ConversationConfig::off(),
     };
     rig.input(Input::HandedOff(Ok(started)));
     let call = |name: &str| Input::ToolCall {

@@ -2,6 +2,7 @@
 //! failure path.
 
 mod agent;
+mod conversation;
 mod handoff;
 mod machine;
 mod mcp;
@@ -9,6 +10,7 @@ mod mcp;
 use super::*;
 use crate::call::leg::{Capabilities, Interrupted};
 use crate::domain::agent_event::{CallProgress, Notification};
+use crate::domain::conversation::ConversationConfig;
 use crate::domain::{DigitRequest, FaultKind, Role};
 use crate::model::Usage;
 use crate::plugins::ToolOutcome;
@@ -100,6 +102,7 @@ impl Rig {
             agent: "first".into(),
             mcp_tools: Default::default(),
             greeting: true,
+            conversation: ConversationConfig::off(),
         }
     }
 
@@ -154,11 +157,7 @@ fn actions_record(actions: &[Action]) -> Effect {
 }
 
 fn ending(reason: EndReason, abnormal: bool) -> Effect {
-    Effect::End(Ending {
-        reason,
-        abnormal,
-        requested: false,
-    })
+    Effect::End(Ending::new(reason, abnormal))
 }
 
 fn fault() -> AgentFault {
