@@ -11,10 +11,6 @@ use super::codec::{AudioDecoder, AudioEncoder, CodecError};
 const MAX_PACKET_BYTES: usize = 4000;
 /// Largest decoded packet: 120 ms at 48 kHz.
 const MAX_FRAME_SAMPLES: usize = 5760;
-/// The encoder's effort (libopus defaults to 10). Measured here on speech at 48 kHz: 5 costs
-/// half of 10 per frame (137 against 276 µs) at the same bitrate; a host encodes for every
-/// call at once, and WebRTC's own stack uses 5 where CPU is scarce.
-const COMPLEXITY: u8 = 5;
 /// Loss rate the encoder plans FEC for; phone paths rarely exceed it.
 const EXPECTED_LOSS_PERCENT: u8 = 5;
 
@@ -35,9 +31,6 @@ impl OpusEncoder {
     pub(super) fn new(pcm_rate: u32) -> Result<Self, CodecError> {
         let mut inner = Encoder::new(sample_rate(pcm_rate)?, Channels::Mono, Application::Voip)
             .map_err(opus_err("create encoder"))?;
-        inner
-            .set_complexity(COMPLEXITY)
-            .map_err(opus_err("set complexity"))?;
         inner.set_inband_fec(true).map_err(opus_err("enable fec"))?;
         inner
             .set_packet_loss_perc(EXPECTED_LOSS_PERCENT)
