@@ -520,7 +520,7 @@ async fn a_browser_that_may_not_send_udp_calls_over_ice_tcp() {
     }
     let udp = ports(UDP_PORTS);
     let tcp = ports(1);
-    let host = Host::builder()
+    let mut host = Host::builder()
         .examples(&["menu"])
         .config(&format!(
             "{}tcp-port = {}\n",
@@ -550,7 +550,8 @@ async fn a_browser_that_may_not_send_udp_calls_over_ice_tcp() {
     let api = Api::new(host.http, None);
     let record = stored(&api, &id).await;
     assert_eq!(record["call"]["transport"], "webrtc", "{record}");
-    let keys: Vec<&Value> = find(&events_of(&record), "dtmf")
+    let events = events_of(&record);
+    let keys: Vec<&Value> = find(&events, "dtmf")
         .into_iter()
         .map(|d| &d["digits"])
         .collect();
