@@ -8,6 +8,7 @@ use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -20,6 +21,7 @@ use crate::config::Config;
 use crate::live::LiveConfig;
 use crate::model::OfflineConfig;
 use crate::model::offline::OfflineProvider;
+use crate::node::Drain;
 use crate::outbox::Outbox;
 use crate::plugins::watcher::{self, WatchHandle};
 use crate::plugins::{Registry, Runtime};
@@ -44,6 +46,8 @@ pub struct Host {
     pub api: ApiServer,
     /// The carriers' listener, when `[http.public]` is set.
     pub public: Option<bridges::PublicServer>,
+    /// Set when the node starts draining (SIGTERM or the API); see [`Host::drain`].
+    pub drain: Drain,
     dispatcher: tokio::task::JoinHandle<()>,
     /// Hands the live registration accounts to the SIP endpoint.
     accounts: tokio::task::JoinHandle<()>,
@@ -175,6 +179,7 @@ impl Host {
             .start()
             .await
             .context("resuming the running campaigns")?;
+        let drain = Drain::default();
         let api = api::serve(
             &config.http,
             ApiContext {
@@ -192,6 +197,7 @@ impl Host {
                 live,
                 outbox,
                 queue: store.clone(),
+                drain: drain.clone(),
             },
         )
         .await?;
@@ -212,11 +218,63 @@ impl Host {
             store,
             api,
             public,
+            drain,
             dispatcher,
             accounts,
             webhooks,
             _lock: lock,
         })
+    }
+
+    /// Takes the node out of service without cutting a call: new calls are refused (OPTIONS and
+    /// INVITE get 503, `/ready` says draining), the registrations are released, and running
+    /// calls go on until they end or `[node] drain-max-secs` has passed; then each remaining
+    /// one hears the goodbye and is hung up. [`shutdown`](Self::shutdown) follows.
+    pub async fn drain(&self) {
+        self.drain.start();
+        self.sip.drain();
+        // Account changes must not register anything again.
+        self.accounts.abort();
+        if let Err(e) = self.sip.set_accounts(Vec::new()).await {
+            tracing::warn!(error = %e, "registrations not released");
+        }
+        let node = &self.agents.config.node;
+        let limit = Duration::from_secs(node.drain_max_secs);
+        tracing::info!(
+            calls = self.calls.active().len(),
+            max_secs = node.drain_max_secs,
+            "draining: waiting for the running calls to end"
+        );
+        if self.calls_ended_within(limit).await {
+            return;
+        }
+        let left = self.calls.active();
+        tracing::warn!(
+            calls = left.len(),
+            "drain time is up: the remaining calls hear the goodbye and are hung up"
+        );
+        for c in left {
+            let goodbye = call::CallCommand::Goodbye(node.drain_goodbye.clone());
+            self.calls.command(&c.id, goodbye);
+        }
+        if !self.calls_ended_within(GOODBYE_LIMIT).await {
+            tracing::warn!(
+                calls = self.calls.active().len(),
+                "calls still up after their goodbye; hanging up"
+            );
+        }
+    }
+
+    /// Whether every live call has ended within `limit`.
+    async fn calls_ended_within(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.calls.active().is_empty() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        true
     }
 
     /// Unregister, end live calls and stop listening.
@@ -236,6 +294,12 @@ impl Host {
         }
     }
 }
+
+/// How long a drained call's goodbye may take before the plain hang-up at shutdown.
+const GOODBYE_LIMIT: Duration = Duration::from_secs(15);
+
+/// How often a drain looks whether the running calls have ended.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
 
 /// Hands each live change of the webhooks to the outbox.
 fn spawn_webhook_applier(live: &LiveConfig, outbox: Arc<Outbox>) -> tokio::task::JoinHandle<()> {

@@ -1059,6 +1059,10 @@ impl CallLogic {
                 abnormal: false,
                 requested: true,
             }),
+            Some(CallCommand::Goodbye(text)) => {
+                self.say(text);
+                self.pending_final = Some((Final::Hangup, now + self.config.drain_limit));
+            }
             // Not waiting for the playout: the operator wants it now.
             Some(CallCommand::Transfer(target)) => self.start_transfer(now, target, false, playout),
             Some(CallCommand::Cancelled) | None => {
