@@ -21,13 +21,13 @@ use crate::config::Config;
 use crate::live::LiveConfig;
 use crate::model::OfflineConfig;
 use crate::model::offline::OfflineProvider;
-use crate::node::Drain;
+use crate::node::{Drain, Heartbeat};
 use crate::outbox::Outbox;
 use crate::plugins::watcher::{self, WatchHandle};
 use crate::plugins::{Registry, Runtime};
 use crate::recording::StoreSink;
 use crate::sip::{SipConfig, SipEndpoint, SipEvent};
-use crate::store::{Store, StoreConfig, spawn_purge_task};
+use crate::store::{Store, StoreConfig, StoreError, spawn_purge_task};
 use crate::webrtc::{self, WebCalls};
 
 /// The agent runtime of a host: loaded agents, routes and the folder watch.
@@ -48,6 +48,8 @@ pub struct Host {
     pub public: Option<bridges::PublicServer>,
     /// Set when the node starts draining (SIGTERM or the API); see [`Host::drain`].
     pub drain: Drain,
+    /// Keeps this node's lease on the store.
+    heartbeat: Heartbeat,
     dispatcher: tokio::task::JoinHandle<()>,
     /// Hands the live registration accounts to the SIP endpoint.
     accounts: tokio::task::JoinHandle<()>,
@@ -63,6 +65,7 @@ impl Host {
     pub async fn start(config: Config, logs: LogFeed) -> anyhow::Result<Host> {
         // Refuse an exposed, unauthenticated API before anything else starts.
         api::check_exposure(&config.http)?;
+        config.node.check().map_err(anyhow::Error::msg)?;
         // One instance per data folder, before anything in it is read or written: a second
         // instance would otherwise close the first one's live calls as abandoned.
         let lock = DataDirLock::acquire(&config.data_dir)?;
@@ -91,6 +94,9 @@ impl Host {
                 return Err(e);
             }
         };
+        let heartbeat = Heartbeat::start(store.clone(), &config.node)
+            .await
+            .context("taking the node's lease on the store")?;
         spawn_purge_task(store.clone(), &store_config(config));
         // Before any call is dispatched, so the first call already sees the live routes.
         let provider = config
@@ -109,7 +115,8 @@ impl Host {
             .or(addrs.udp.map(|a| a.ip()))
             .or(addrs.tcp.map(|a| a.ip()))
             .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
-        let events = EventBus::new(|live| StoreSink::start(store.clone(), live));
+        let node = config.node.id.clone();
+        let events = EventBus::new(|live| StoreSink::start(store.clone(), node, live));
         // Subscribed before the first call so every call is counted (and every event sent).
         let metrics = Metrics::start(&events, &agents.registry);
         let outbox = Outbox::start(
@@ -198,6 +205,7 @@ impl Host {
                 outbox,
                 queue: store.clone(),
                 drain: drain.clone(),
+                node: config.node.id.clone(),
             },
         )
         .await?;
@@ -219,6 +227,7 @@ impl Host {
             api,
             public,
             drain,
+            heartbeat,
             dispatcher,
             accounts,
             webhooks,
@@ -289,6 +298,7 @@ impl Host {
         self.dispatcher.abort();
         // Give the ending calls' last events a moment to reach the store, then flush it.
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        self.heartbeat.stop().await;
         if let Err(e) = self.store.shutdown().await {
             tracing::error!(error = %e, "flushing the call store failed");
         }
@@ -362,14 +372,20 @@ fn store_config(config: &Config) -> StoreConfig {
     }
 }
 
-/// Opens the call store and closes the calls a crashed run left open. Only called with the
-/// data folder's lock held: with another instance alive, its live calls are not abandoned.
+/// Opens the call store, claims this node's id on it and closes the calls this node's crashed
+/// run left open. Only called with the data folder's lock held, and the claim refuses a second
+/// process with the same node id on a shared store: a live instance's calls are never taken
+/// for abandoned. Other nodes' calls are left to their lease (see `crate::node`).
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let store = crate::store::open(&store_config(config))
         .await
         .context("opening the call store")?;
+    let node = &config.node.id;
+    claim_node(store.as_ref(), node)
+        .await
+        .context("claiming the node id on the call store")?;
     let abandoned = store
-        .close_abandoned_calls()
+        .close_abandoned_calls(node)
         .await
         .context("closing the calls a previous run left open")?;
     if abandoned > 0 {
@@ -380,6 +396,23 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     }
     Ok(store)
 }
+
+/// Claims `node` on the store. The lock of a process with this id that just died goes with its
+/// connection, which the server notices within moments: a refusal is retried that long.
+async fn claim_node(store: &dyn Store, node: &str) -> Result<(), StoreError> {
+    let deadline = tokio::time::Instant::now() + CLAIM_PATIENCE;
+    loop {
+        match store.claim_node(node).await {
+            Err(StoreError::NodeTaken { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// How long a node id held by another process is waited for at start.
+const CLAIM_PATIENCE: Duration = Duration::from_secs(3);
 
 /// Checks that the HTTP address can be bound. The API binds it itself once the call layer
 /// exists; this probe only keeps a busy port from failing the start after the store was

@@ -57,6 +57,7 @@ mod hardening_sip_ids;
 
 // Several nodes: drain, node identity, leases.
 mod node_drain;
+mod node_recovery;
 
 // Carriers' media streams (bridges): a fake carrier, the host, an agent and a model.
 mod bridge_bench;

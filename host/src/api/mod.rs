@@ -130,6 +130,8 @@ pub struct ApiContext {
     pub queue: Arc<dyn crate::store::webhooks::WebhookQueue>,
     /// The node's drain: `/ready` reports it, `POST /v1/admin/drain` starts it.
     pub drain: crate::node::Drain,
+    /// This node's id (`[node] id`).
+    pub node: String,
 }
 
 /// The handlers' state: the context plus what the API keeps of its own.
