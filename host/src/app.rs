@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::live::LiveConfig;
 use crate::model::OfflineConfig;
 use crate::model::offline::OfflineProvider;
-use crate::node::{Drain, Heartbeat};
+use crate::node::{self, Drain, Heartbeat};
 use crate::outbox::Outbox;
 use crate::plugins::watcher::{self, WatchHandle};
 use crate::plugins::{Registry, Runtime};
@@ -51,7 +51,7 @@ pub struct Host {
     /// Keeps this node's lease on the store.
     heartbeat: Heartbeat,
     dispatcher: tokio::task::JoinHandle<()>,
-    /// Hands the live registration accounts to the SIP endpoint.
+    /// Registers the live registration accounts this node holds.
     accounts: tokio::task::JoinHandle<()>,
     /// Hands the live webhooks to the outbox.
     webhooks: tokio::task::JoinHandle<()>,
@@ -106,7 +106,8 @@ impl Host {
         let live = LiveConfig::start(config, store.clone(), agents.registry.clone(), provider)
             .await
             .context("reading the live configuration")?;
-        let accounts = spawn_account_applier(&live, sip.clone());
+        let accounts =
+            node::accounts::spawn(store.clone(), &config.node, live.accounts(), sip.clone());
         sip.follow_trunks(live.trunks());
         let addrs = sip.local_addrs();
         let media_ip = config
@@ -247,6 +248,7 @@ impl Host {
         if let Err(e) = self.sip.set_accounts(Vec::new()).await {
             tracing::warn!(error = %e, "registrations not released");
         }
+        self.release_accounts().await;
         let node = &self.agents.config.node;
         let limit = Duration::from_secs(node.drain_max_secs);
         tracing::info!(
@@ -274,6 +276,17 @@ impl Host {
         }
     }
 
+    /// Another node may register this node's accounts from now on.
+    async fn release_accounts(&self) {
+        if let Err(e) = self
+            .store
+            .release_accounts(&self.agents.config.node.id)
+            .await
+        {
+            tracing::warn!(error = %e, "registration accounts not released; their lease expires");
+        }
+    }
+
     /// Whether every live call has ended within `limit`.
     async fn calls_ended_within(&self, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
@@ -295,6 +308,7 @@ impl Host {
         self.accounts.abort();
         self.webhooks.abort();
         self.sip.shutdown().await;
+        self.release_accounts().await;
         self.dispatcher.abort();
         // Give the ending calls' last events a moment to reach the store, then flush it.
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -320,23 +334,6 @@ fn spawn_webhook_applier(live: &LiveConfig, outbox: Arc<Outbox>) -> tokio::task:
             if let Err(e) = outbox.set_webhooks(&list) {
                 // Checked when the change was made.
                 tracing::error!(error = %e, "webhooks not applied");
-            }
-        }
-    })
-}
-
-/// Registers the effective accounts now and again after each live change to them.
-fn spawn_account_applier(live: &LiveConfig, sip: Arc<SipEndpoint>) -> tokio::task::JoinHandle<()> {
-    let mut accounts = live.accounts();
-    tokio::spawn(async move {
-        loop {
-            let list = accounts.borrow_and_update().clone();
-            if let Err(e) = sip.set_accounts(list).await {
-                // Checked when the change was made; only a shutdown gets here.
-                tracing::warn!(error = %e, "registration accounts not applied");
-            }
-            if accounts.changed().await.is_err() {
-                break;
             }
         }
     })

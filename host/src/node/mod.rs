@@ -1,6 +1,8 @@
 //! This process as one node among several behind a SIP load balancer, on one shared store: its
-//! settings (`[node]`), its lease on the store, and its graceful drain.
+//! settings (`[node]`), its lease on the store, the registration accounts it holds, and its
+//! graceful drain.
 
+pub mod accounts;
 mod drain;
 mod lease;
 
@@ -18,8 +20,9 @@ pub struct NodeConfig {
     /// set), so a restarted node finds the calls it left open.
     #[serde(default = "hostname")]
     pub id: String,
-    /// How long the node's lease lasts unrenewed: a peer closes the open calls of a node whose
-    /// lease has expired. The node renews it every third of this.
+    /// How long the node's lease (and its hold on registration accounts) lasts unrenewed: a
+    /// peer closes the open calls of a node whose lease has expired, and takes over its
+    /// accounts. The node renews them every third of this.
     #[serde(default = "default_lease_secs")]
     pub lease_secs: u64,
     /// How long a drain lets running calls go on by themselves; then each hears

@@ -23,4 +23,16 @@ pub trait NodeStore: Send + Sync {
     /// their last recorded activity. Calls recorded without a node are left to
     /// [`close_abandoned_calls`](super::CallStore::close_abandoned_calls). Returns how many.
     async fn close_calls_of_lapsed_nodes(&self, alive: &str, now_ms: i64) -> Result<u64>;
+    /// Takes or renews registration account `account` for `node` until `expires_at_ms`, in one
+    /// statement: granted when no node holds it, `node` already does, or the holder's lease
+    /// expired before `now_ms`. Whether `node` holds it now.
+    async fn hold_account(
+        &self,
+        account: &str,
+        node: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<bool>;
+    /// `node` lets go of every account it holds (it drains or stops).
+    async fn release_accounts(&self, node: &str) -> Result<()>;
 }

@@ -125,9 +125,26 @@ pub(super) enum CampaignOp {
 
 /// A write about the nodes sharing the store (see [`NodeStore`]).
 pub(super) enum NodeOp {
-    Renew { node: String, expires_at_ms: i64 },
-    Release { node: String },
-    CloseLapsed { alive: String, now_ms: i64 },
+    Renew {
+        node: String,
+        expires_at_ms: i64,
+    },
+    Release {
+        node: String,
+    },
+    CloseLapsed {
+        alive: String,
+        now_ms: i64,
+    },
+    HoldAccount {
+        account: String,
+        node: String,
+        now_ms: i64,
+        expires_at_ms: i64,
+    },
+    ReleaseAccounts {
+        node: String,
+    },
 }
 
 /// A change to the webhook delivery queue.
@@ -520,6 +537,27 @@ impl<R: Reads> NodeStore for QueuedStore<R> {
         let alive = alive.to_string();
         let op = Op::Node(NodeOp::CloseLapsed { alive, now_ms });
         self.count(op, "close_calls_of_lapsed_nodes").await
+    }
+
+    async fn hold_account(
+        &self,
+        account: &str,
+        node: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<bool> {
+        let op = Op::Node(NodeOp::HoldAccount {
+            account: account.to_string(),
+            node: node.to_string(),
+            now_ms,
+            expires_at_ms,
+        });
+        Ok(self.count(op, "hold_account").await? == 1)
+    }
+
+    async fn release_accounts(&self, node: &str) -> Result<()> {
+        let node = node.to_string();
+        self.unit(Op::Node(NodeOp::ReleaseAccounts { node })).await
     }
 }
 

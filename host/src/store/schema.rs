@@ -511,7 +511,22 @@ CREATE INDEX webhook_deliveries_dead ON webhook_deliveries (id) WHERE status = '
         sqlite: MIGRATION_8,
         postgres: MIGRATION_8,
     },
+    Migration {
+        version: 9,
+        sqlite: MIGRATION_9,
+        postgres: MIGRATION_9,
+    },
 ];
+
+/// Registration accounts shared by several nodes: one node registers each at a time, holding
+/// it by a lease it renews; another takes it over once the lease has expired or was released.
+const MIGRATION_9: &str = r#"
+CREATE TABLE account_leases (
+    account       TEXT PRIMARY KEY,
+    node          TEXT NOT NULL,
+    expires_at_ms BIGINT NOT NULL
+);
+"#;
 
 /// Several nodes on one store: each call names the node that runs it (NULL: recorded before,
 /// by the one node there was), and each node holds a lease it renews while it lives; a peer

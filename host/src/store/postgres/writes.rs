@@ -159,6 +159,35 @@ async fn apply_node(tx: &Transaction<'_>, op: &NodeOp) -> Result<Done> {
             .await?;
             Ok(Done::Count(n))
         }
+        NodeOp::HoldAccount {
+            account,
+            node,
+            now_ms,
+            expires_at_ms,
+        } => {
+            let n = exec(
+                tx,
+                "INSERT INTO account_leases (account, node, expires_at_ms) VALUES ($1, $2, $4)
+                 ON CONFLICT (account) DO UPDATE
+                     SET node = excluded.node, expires_at_ms = excluded.expires_at_ms
+                     WHERE account_leases.node = excluded.node
+                        OR account_leases.expires_at_ms < $3",
+                &[account, node, now_ms, expires_at_ms],
+                "holding a registration account",
+            )
+            .await?;
+            Ok(Done::Count(n))
+        }
+        NodeOp::ReleaseAccounts { node } => {
+            exec(
+                tx,
+                "DELETE FROM account_leases WHERE node = $1",
+                &[node],
+                "releasing registration accounts",
+            )
+            .await?;
+            Ok(Done::Unit)
+        }
     }
 }
 

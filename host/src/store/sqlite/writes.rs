@@ -86,6 +86,30 @@ fn apply_node(tx: &Transaction, op: &NodeOp) -> Result<Done> {
                 .map_err(sql("closing the calls of lapsed nodes"))?;
             Ok(Done::Count(n as u64))
         }
+        NodeOp::HoldAccount {
+            account,
+            node,
+            now_ms,
+            expires_at_ms,
+        } => {
+            let n = tx
+                .prepare_cached(
+                    "INSERT INTO account_leases (account, node, expires_at_ms) VALUES (?1, ?2, ?4)
+                     ON CONFLICT (account) DO UPDATE
+                         SET node = excluded.node, expires_at_ms = excluded.expires_at_ms
+                         WHERE account_leases.node = excluded.node
+                            OR account_leases.expires_at_ms < ?3",
+                )
+                .and_then(|mut s| s.execute(params![account, node, now_ms, expires_at_ms]))
+                .map_err(sql("holding a registration account"))?;
+            Ok(Done::Count(n as u64))
+        }
+        NodeOp::ReleaseAccounts { node } => {
+            tx.prepare_cached("DELETE FROM account_leases WHERE node = ?1")
+                .and_then(|mut s| s.execute([node]))
+                .map_err(sql("releasing registration accounts"))?;
+            Ok(Done::Unit)
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Several nodes on one store: a node restarting closes only its own open calls (and those of
 //! the one node before nodes were recorded), a peer closes a node's calls only once its lease
-//! has expired, and on Postgres a node id is held by one process at a time.
+//! has expired, one node holds a registration account at a time, and on Postgres a node id is
+//! held by one process at a time.
 
 use super::*;
 
@@ -150,9 +151,50 @@ async fn a_peer_closes_a_nodes_calls_only_once_its_lease_expired(db: Db) {
     assert_eq!(state(&store, "left").await.0, CallState::EndedAbnormally);
 }
 
+async fn one_node_holds_a_registration_account_at_a_time(db: Db) {
+    let store = db.open().await;
+    let hold = |node: &'static str, now: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .hold_account("pbx", node, now, now + 10_000)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(hold(NODE, T0).await, "free: taken");
+    assert!(!hold(OTHER, T0 + 1_000).await, "held by another");
+    assert!(
+        hold(NODE, T0 + 5_000).await,
+        "renewed by its holder, until T0 + 15 s"
+    );
+    assert!(!hold(OTHER, T0 + 12_000).await, "the renewal counts");
+    assert!(
+        store
+            .hold_account("other-account", OTHER, T0, T0 + 10_000)
+            .await
+            .unwrap(),
+        "accounts are held one by one"
+    );
+    // The holder stops renewing: once its lease has expired the peer takes over.
+    assert!(!hold(OTHER, T0 + 15_000).await);
+    assert!(hold(OTHER, T0 + 15_001).await);
+    assert!(!hold(NODE, T0 + 16_000).await, "and keeps it");
+    // Released (a drain): free at once, with the peer's other accounts gone too.
+    store.release_accounts(OTHER).await.unwrap();
+    assert!(hold(NODE, T0 + 16_000).await);
+    assert!(
+        store
+            .hold_account("other-account", NODE, T0 + 16_000, T0 + 26_000)
+            .await
+            .unwrap()
+    );
+}
+
 on_both!(
     a_restarting_node_closes_only_its_own_calls,
     a_peer_closes_a_nodes_calls_only_once_its_lease_expired,
+    one_node_holds_a_registration_account_at_a_time,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
