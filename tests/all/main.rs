@@ -57,6 +57,7 @@ mod hardening_sip_ids;
 
 // Several nodes: drain, node identity, leases.
 mod node_drain;
+mod node_kamailio;
 mod node_recovery;
 mod node_registration;
 
