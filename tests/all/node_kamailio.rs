@@ -1,7 +1,8 @@
 //! Three nodes behind kamailio's dispatcher (`deploy/kamailio/kamailio.cfg`) on one Postgres
 //! store (issue 34), as separate processes: 300 SIPp calls through kamailio spread evenly
 //! (within ±10% per node) and each is recorded once in Postgres; with one node killed
-//! (`kill -9`) under load, the dispatcher's probes and failover send new calls to the others.
+//! (`kill -9`) under load, the dispatcher's probes and failover send new calls to the others;
+//! a node drained (SIGTERM) under load takes no new call, cuts none and exits 0.
 
 use std::time::Duration;
 
@@ -93,7 +94,8 @@ async fn run_calls(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_kamailio_spreads_300_calls_over_three_nodes_and_routes_around_a_killed_one() {
+async fn node_kamailio_spreads_300_calls_over_three_nodes_routes_around_a_killed_one_and_drains_one()
+ {
     if !require("sipp") || !require("kamailio") {
         return;
     }
@@ -172,4 +174,35 @@ async fn node_kamailio_spreads_300_calls_over_three_nodes_and_routes_around_a_ki
     let spread = calls_per_node(&url);
     let total: u64 = spread.iter().map(|(_, n)| n).sum();
     assert!(total >= 300 + ok, "{spread:?}");
+
+    // SIGTERM n2 two seconds into 60 calls held 2 s: it drains (OPTIONS and new INVITEs get
+    // 503, kamailio sends them to n1), cuts none of its running calls, and exits 0.
+    let (dir, mut sipp) = run_calls(kport, 60, 2000, "10", "sipp-dispatch-drain").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let drained_at = switchboard::store::now_ms();
+    nodes[1].process.signal(libc::SIGTERM);
+    let code = sipp.wait(Duration::from_secs(120)).await;
+    let (ok, failed) = sipp_outcome(dir.path());
+    eprintln!("60 calls with n2 drained after 2 s: {ok} successful, {failed} failed");
+    assert_eq!(code, Some(0), "SIPp: {}", sipp_errors(dir.path()));
+    assert_eq!((ok, failed), (60, 0));
+    assert_eq!(
+        nodes[1].process.wait(Duration::from_secs(30)).await,
+        Some(0)
+    );
+    let on_drained = postgres::psql(
+        &url,
+        &format!("SELECT COUNT(*) FROM calls WHERE node = 'n2' AND started_at_ms > {drained_at}"),
+    );
+    assert_eq!(on_drained, "0", "a call landed on the draining node");
+    // It had calls when the SIGTERM came, and they ended well.
+    let carried = postgres::psql(
+        &url,
+        &format!(
+            "SELECT COUNT(*) FROM calls WHERE node = 'n2' AND state = 'ended' \
+             AND started_at_ms BETWEEN {} AND {drained_at}",
+            drained_at - 2500
+        ),
+    );
+    assert_ne!(carried, "0", "n2 had no call to carry through its drain");
 }
