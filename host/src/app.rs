@@ -8,6 +8,7 @@ use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -20,12 +21,13 @@ use crate::config::Config;
 use crate::live::LiveConfig;
 use crate::model::OfflineConfig;
 use crate::model::offline::OfflineProvider;
+use crate::node::{self, Drain, Heartbeat};
 use crate::outbox::Outbox;
 use crate::plugins::watcher::{self, WatchHandle};
 use crate::plugins::{Registry, Runtime};
 use crate::recording::StoreSink;
 use crate::sip::{SipConfig, SipEndpoint, SipEvent};
-use crate::store::{Store, StoreConfig, spawn_purge_task};
+use crate::store::{Store, StoreConfig, StoreError, spawn_purge_task};
 use crate::webrtc::{self, WebCalls};
 
 /// The agent runtime of a host: loaded agents, routes and the folder watch.
@@ -44,8 +46,12 @@ pub struct Host {
     pub api: ApiServer,
     /// The carriers' listener, when `[http.public]` is set.
     pub public: Option<bridges::PublicServer>,
+    /// Set when the node starts draining (SIGTERM or the API); see [`Host::drain`].
+    pub drain: Drain,
+    /// Keeps this node's lease on the store.
+    heartbeat: Heartbeat,
     dispatcher: tokio::task::JoinHandle<()>,
-    /// Hands the live registration accounts to the SIP endpoint.
+    /// Registers the live registration accounts this node holds.
     accounts: tokio::task::JoinHandle<()>,
     /// Hands the live webhooks to the outbox.
     webhooks: tokio::task::JoinHandle<()>,
@@ -59,6 +65,7 @@ impl Host {
     pub async fn start(config: Config, logs: LogFeed) -> anyhow::Result<Host> {
         // Refuse an exposed, unauthenticated API before anything else starts.
         api::check_exposure(&config.http)?;
+        config.node.check().map_err(anyhow::Error::msg)?;
         // One instance per data folder, before anything in it is read or written: a second
         // instance would otherwise close the first one's live calls as abandoned.
         let lock = DataDirLock::acquire(&config.data_dir)?;
@@ -87,6 +94,9 @@ impl Host {
                 return Err(e);
             }
         };
+        let heartbeat = Heartbeat::start(store.clone(), &config.node)
+            .await
+            .context("taking the node's lease on the store")?;
         spawn_purge_task(store.clone(), &store_config(config));
         // Before any call is dispatched, so the first call already sees the live routes.
         let provider = config
@@ -96,7 +106,8 @@ impl Host {
         let live = LiveConfig::start(config, store.clone(), agents.registry.clone(), provider)
             .await
             .context("reading the live configuration")?;
-        let accounts = spawn_account_applier(&live, sip.clone());
+        let accounts =
+            node::accounts::spawn(store.clone(), &config.node, live.accounts(), sip.clone());
         sip.follow_trunks(live.trunks());
         let addrs = sip.local_addrs();
         let media_ip = config
@@ -105,7 +116,8 @@ impl Host {
             .or(addrs.udp.map(|a| a.ip()))
             .or(addrs.tcp.map(|a| a.ip()))
             .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
-        let events = EventBus::new(|live| StoreSink::start(store.clone(), live));
+        let node = config.node.id.clone();
+        let events = EventBus::new(|live| StoreSink::start(store.clone(), node, live));
         // Subscribed before the first call so every call is counted (and every event sent).
         let metrics = Metrics::start(&events, &agents.registry);
         let outbox = Outbox::start(
@@ -175,6 +187,7 @@ impl Host {
             .start()
             .await
             .context("resuming the running campaigns")?;
+        let drain = Drain::default();
         let api = api::serve(
             &config.http,
             ApiContext {
@@ -192,6 +205,8 @@ impl Host {
                 live,
                 outbox,
                 queue: store.clone(),
+                drain: drain.clone(),
+                node: config.node.id.clone(),
             },
         )
         .await?;
@@ -212,11 +227,76 @@ impl Host {
             store,
             api,
             public,
+            drain,
+            heartbeat,
             dispatcher,
             accounts,
             webhooks,
             _lock: lock,
         })
+    }
+
+    /// Takes the node out of service without cutting a call: new calls are refused (OPTIONS and
+    /// INVITE get 503, `/ready` says draining), the registrations are released, and running
+    /// calls go on until they end or `[node] drain-max-secs` has passed; then each remaining
+    /// one hears the goodbye and is hung up. [`shutdown`](Self::shutdown) follows.
+    pub async fn drain(&self) {
+        self.drain.start();
+        self.sip.drain();
+        // Account changes must not register anything again.
+        self.accounts.abort();
+        if let Err(e) = self.sip.set_accounts(Vec::new()).await {
+            tracing::warn!(error = %e, "registrations not released");
+        }
+        self.release_accounts().await;
+        let node = &self.agents.config.node;
+        let limit = Duration::from_secs(node.drain_max_secs);
+        tracing::info!(
+            calls = self.calls.active().len(),
+            max_secs = node.drain_max_secs,
+            "draining: waiting for the running calls to end"
+        );
+        if self.calls_ended_within(limit).await {
+            return;
+        }
+        let left = self.calls.active();
+        tracing::warn!(
+            calls = left.len(),
+            "drain time is up: the remaining calls hear the goodbye and are hung up"
+        );
+        for c in left {
+            let goodbye = call::CallCommand::Goodbye(node.drain_goodbye.clone());
+            self.calls.command(&c.id, goodbye);
+        }
+        if !self.calls_ended_within(GOODBYE_LIMIT).await {
+            tracing::warn!(
+                calls = self.calls.active().len(),
+                "calls still up after their goodbye; hanging up"
+            );
+        }
+    }
+
+    /// Another node may register this node's accounts from now on.
+    async fn release_accounts(&self) {
+        if let Err(e) = self
+            .store
+            .release_accounts(&self.agents.config.node.id)
+            .await
+        {
+            tracing::warn!(error = %e, "registration accounts not released; their lease expires");
+        }
+    }
+
+    /// Whether every live call has ended within `limit`.
+    async fn calls_ended_within(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.calls.active().is_empty() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        true
     }
 
     /// Unregister, end live calls and stop listening.
@@ -228,14 +308,22 @@ impl Host {
         self.accounts.abort();
         self.webhooks.abort();
         self.sip.shutdown().await;
+        self.release_accounts().await;
         self.dispatcher.abort();
         // Give the ending calls' last events a moment to reach the store, then flush it.
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        self.heartbeat.stop().await;
         if let Err(e) = self.store.shutdown().await {
             tracing::error!(error = %e, "flushing the call store failed");
         }
     }
 }
+
+/// How long a drained call's goodbye may take before the plain hang-up at shutdown.
+const GOODBYE_LIMIT: Duration = Duration::from_secs(15);
+
+/// How often a drain looks whether the running calls have ended.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
 
 /// Hands each live change of the webhooks to the outbox.
 fn spawn_webhook_applier(live: &LiveConfig, outbox: Arc<Outbox>) -> tokio::task::JoinHandle<()> {
@@ -246,23 +334,6 @@ fn spawn_webhook_applier(live: &LiveConfig, outbox: Arc<Outbox>) -> tokio::task:
             if let Err(e) = outbox.set_webhooks(&list) {
                 // Checked when the change was made.
                 tracing::error!(error = %e, "webhooks not applied");
-            }
-        }
-    })
-}
-
-/// Registers the effective accounts now and again after each live change to them.
-fn spawn_account_applier(live: &LiveConfig, sip: Arc<SipEndpoint>) -> tokio::task::JoinHandle<()> {
-    let mut accounts = live.accounts();
-    tokio::spawn(async move {
-        loop {
-            let list = accounts.borrow_and_update().clone();
-            if let Err(e) = sip.set_accounts(list).await {
-                // Checked when the change was made; only a shutdown gets here.
-                tracing::warn!(error = %e, "registration accounts not applied");
-            }
-            if accounts.changed().await.is_err() {
-                break;
             }
         }
     })
@@ -298,14 +369,20 @@ fn store_config(config: &Config) -> StoreConfig {
     }
 }
 
-/// Opens the call store and closes the calls a crashed run left open. Only called with the
-/// data folder's lock held: with another instance alive, its live calls are not abandoned.
+/// Opens the call store, claims this node's id on it and closes the calls this node's crashed
+/// run left open. Only called with the data folder's lock held, and the claim refuses a second
+/// process with the same node id on a shared store: a live instance's calls are never taken
+/// for abandoned. Other nodes' calls are left to their lease (see `crate::node`).
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let store = crate::store::open(&store_config(config))
         .await
         .context("opening the call store")?;
+    let node = &config.node.id;
+    claim_node(store.as_ref(), node)
+        .await
+        .context("claiming the node id on the call store")?;
     let abandoned = store
-        .close_abandoned_calls()
+        .close_abandoned_calls(node)
         .await
         .context("closing the calls a previous run left open")?;
     if abandoned > 0 {
@@ -316,6 +393,23 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     }
     Ok(store)
 }
+
+/// Claims `node` on the store. The lock of a process with this id that just died goes with its
+/// connection, which the server notices within moments: a refusal is retried that long.
+async fn claim_node(store: &dyn Store, node: &str) -> Result<(), StoreError> {
+    let deadline = tokio::time::Instant::now() + CLAIM_PATIENCE;
+    loop {
+        match store.claim_node(node).await {
+            Err(StoreError::NodeTaken { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// How long a node id held by another process is waited for at start.
+const CLAIM_PATIENCE: Duration = Duration::from_secs(3);
 
 /// Checks that the HTTP address can be bound. The API binds it itself once the call layer
 /// exists; this probe only keeps a busy port from failing the start after the store was

@@ -64,6 +64,9 @@ pub struct Config {
     pub agent: BTreeMap<String, AgentSettings>,
     #[serde(default)]
     pub log: LogConfig,
+    /// This node among several (`[node]`): its drain.
+    #[serde(default)]
+    pub node: crate::node::NodeConfig,
     /// `[[webhooks]]`: call events pushed to the operator's receivers (see `crate::outbox`).
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,

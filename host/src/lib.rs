@@ -20,6 +20,7 @@ pub mod logs;
 pub mod mcp;
 pub mod media;
 pub mod model;
+pub mod node;
 pub mod otlp;
 pub mod outbox;
 pub mod plugins;

@@ -331,7 +331,22 @@ async fn run(config: Config, dev_crate: Option<PathBuf>, logs: LogFeed) -> anyho
         Some(dir) => Some(deploy::watch_crate(dir, agents_dir)?),
         None => None,
     };
-    shutdown_signal().await?;
+    let mut signals = StopSignals::install()?;
+    let drain = tokio::select! {
+        r = tokio::signal::ctrl_c() => {
+            r.context("waiting for Ctrl-C")?;
+            false
+        }
+        _ = signals.term.recv() => true,
+        () = host.drain.requested() => true,
+    };
+    if drain {
+        // A second signal cuts the drain short.
+        tokio::select! {
+            () = host.drain() => {}
+            r = signals.next() => r?,
+        }
+    }
     tracing::info!("shutting down");
     host.shutdown().await;
     if let Some(exporter) = exporter {
@@ -340,13 +355,25 @@ async fn run(config: Config, dev_crate: Option<PathBuf>, logs: LogFeed) -> anyho
     Ok(())
 }
 
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
-        _ = term.recv() => {}
+/// The signals that stop the process: SIGTERM drains first (a load balancer moves new calls
+/// elsewhere), Ctrl-C stops at once.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<StopSignals> {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        Ok(StopSignals { term })
     }
-    Ok(())
+
+    /// The next Ctrl-C or SIGTERM.
+    async fn next(&mut self) -> anyhow::Result<()> {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = self.term.recv() => {}
+        }
+        Ok(())
+    }
 }

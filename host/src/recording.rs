@@ -22,12 +22,13 @@ const MAX_EVENTS_PER_WRITE: usize = 512;
 const LINGER: Duration = Duration::from_millis(100);
 
 /// A [`CallSink`] that writes to a [`CallStore`] on its own task, then publishes to `live`.
+/// Each call it records is recorded as `node`'s (`[node] id`).
 pub struct StoreSink {
     tx: mpsc::UnboundedSender<CallEvent>,
 }
 
 impl StoreSink {
-    pub fn start(store: Arc<dyn CallStore>, live: LiveEvents) -> Arc<StoreSink> {
+    pub fn start(store: Arc<dyn CallStore>, node: String, live: LiveEvents) -> Arc<StoreSink> {
         let (tx, mut rx) = mpsc::unbounded_channel::<CallEvent>();
         tokio::spawn(async move {
             let mut events = Vec::with_capacity(MAX_EVENTS_PER_WRITE);
@@ -40,7 +41,7 @@ impl StoreSink {
                         events.push(e);
                     }
                 }
-                let writes: Vec<Write> = events.iter().flat_map(writes_for).collect();
+                let writes: Vec<Write> = events.iter().flat_map(|e| writes_for(e, &node)).collect();
                 let call_ids: Vec<String> = writes.iter().map(|w| w.call_id().into()).collect();
                 for (call_id, result) in call_ids.iter().zip(store.write_all(writes).await) {
                     if let Err(e) = result {
@@ -65,7 +66,7 @@ impl CallSink for StoreSink {
 
 /// What one call event changes in the store, in order: the structured tables first, so the
 /// event row never points at a missing call; a transcript line is its own entry.
-fn writes_for(e: &CallEvent) -> Vec<Write> {
+fn writes_for(e: &CallEvent, node: &str) -> Vec<Write> {
     let at_ms = e.at_ms as i64;
     let call_id = e.call_id.clone();
     let structured = match &e.kind {
@@ -92,6 +93,7 @@ fn writes_for(e: &CallEvent) -> Vec<Write> {
             transport: transport.clone(),
             started_at_ms: at_ms,
             metadata: metadata.clone().unwrap_or(Value::Null),
+            node: node.to_string(),
         })),
         EventKind::Answered { .. } => Some(Write::Answered {
             call_id: call_id.clone(),
@@ -200,7 +202,7 @@ mod tests {
             at_ms: 1_000,
             kind: EventKind::usage(items.clone()),
         };
-        let writes = writes_for(&event);
+        let writes = writes_for(&event, "n1");
         assert_eq!(writes.len(), 2);
         assert_eq!(
             writes[0],

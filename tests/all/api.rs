@@ -555,6 +555,7 @@ async fn health_ready_metrics_openapi_agents_registrations_usage() {
         ("/v1/agents", &["get"]),
         ("/v1/agents/reload", &["post"]),
         ("/v1/registrations", &["get"]),
+        ("/v1/admin/drain", &["post"]),
         ("/v1/usage", &["get"]),
         ("/v1/events", &["get"]),
         ("/v1/config", &["get"]),
@@ -596,7 +597,7 @@ async fn health_ready_metrics_openapi_agents_registrations_usage() {
             );
         }
     }
-    assert_eq!(paths.len(), 38, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 39, "{:?}", paths.keys().collect::<Vec<_>>());
     // Every $ref points at a schema that exists.
     let schemas = doc.json["components"]["schemas"].as_object().unwrap();
     for r in doc.text.split("\"$ref\":\"#/components/schemas/").skip(1) {

@@ -55,6 +55,12 @@ mod campaigns_bench;
 mod hardening_instance;
 mod hardening_sip_ids;
 
+// Several nodes: drain, node identity, leases.
+mod node_drain;
+mod node_kamailio;
+mod node_recovery;
+mod node_registration;
+
 // Carriers' media streams (bridges): a fake carrier, the host, an agent and a model.
 mod bridge_bench;
 mod bridge_openai_sip;

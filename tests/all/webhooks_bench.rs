@@ -52,7 +52,7 @@ async fn webhooks_bench_delivery_throughput_to_a_204_receiver() {
         })
         .unwrap(),
     );
-    let bus = EventBus::new(|live| StoreSink::start(store.clone(), live));
+    let bus = EventBus::new(|live| StoreSink::start(store.clone(), "bench".into(), live));
     let hook = WebhookConfig {
         allow_local: true,
         queue_limit: u32::try_from(events).unwrap() + 1,

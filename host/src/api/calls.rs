@@ -221,7 +221,7 @@ pub async fn list(
             let stored = page.calls.iter().any(|c| c.id == summary.id);
             if !stored && matches_live(&filter, summary) {
                 calls.push(CallItem {
-                    record: record_of_live(summary),
+                    record: record_of_live(summary, &ctx.node),
                     live: true,
                 });
             }
@@ -252,8 +252,8 @@ fn matches_live(filter: &CallFilter, c: &CallSummary) -> bool {
     agent_ok && number_ok && time_ok
 }
 
-/// A live call not yet in the store, in the store's record shape.
-fn record_of_live(c: &CallSummary) -> CallRecord {
+/// A live call of this node (`node`) not yet in the store, in the store's record shape.
+fn record_of_live(c: &CallSummary, node: &str) -> CallRecord {
     CallRecord {
         id: c.id.clone(),
         direction: if c.direction == "outbound" {
@@ -276,6 +276,7 @@ fn record_of_live(c: &CallSummary) -> CallRecord {
         input_tokens: 0,
         output_tokens: 0,
         metadata: Value::Null,
+        node: Some(node.to_string()),
     }
 }
 
@@ -289,7 +290,7 @@ pub async fn detail(
         Ok(d) => d,
         Err(StoreError::NotFound { .. }) => match &live {
             Some(summary) => CallDetail {
-                call: record_of_live(summary),
+                call: record_of_live(summary, &ctx.node),
                 events: Vec::new(),
                 transcript: Vec::new(),
                 usage: Vec::new(),

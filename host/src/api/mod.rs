@@ -132,6 +132,10 @@ pub struct ApiContext {
     pub outbox: Arc<crate::outbox::Outbox>,
     /// The webhooks' deliveries.
     pub queue: Arc<dyn crate::store::webhooks::WebhookQueue>,
+    /// The node's drain: `/ready` reports it, `POST /v1/admin/drain` starts it.
+    pub drain: crate::node::Drain,
+    /// This node's id (`[node] id`).
+    pub node: String,
 }
 
 /// The handlers' state: the context plus what the API keeps of its own.
@@ -237,6 +241,7 @@ fn router(ctx: Ctx, credentials: Arc<auth::Credentials>) -> Router {
         .route("/v1/agents", get(agents::list))
         .route("/v1/agents/reload", post(agents::reload))
         .route("/v1/registrations", get(status::registrations))
+        .route("/v1/admin/drain", post(status::drain))
         .route("/v1/usage", get(status::usage))
         .route("/v1/config", get(status::config))
         .route("/v1/config/effective", get(config_live::effective))

@@ -337,6 +337,7 @@ fn base_spec() -> Value {
                     "caller": {"type": "string"}, "callee": {"type": "string"},
                     "agent": {"type": ["string", "null"]}, "agent_version": {"type": ["string", "null"]},
                     "transport": {"type": ["string", "null"], "description": "The leg: udp, tcp, tls, twilio, telnyx, vonage, openai-sip"},
+                    "node": {"type": ["string", "null"], "description": "The node ([node] id) that runs or ran the call; null for calls recorded before nodes were"},
                     "started_at_ms": {"type": "integer"}, "answered_at_ms": {"type": ["integer", "null"]},
                     "ended_at_ms": {"type": ["integer", "null"]},
                     "state": {"enum": ["active", "ended", "ended_abnormally"]},
@@ -466,6 +467,11 @@ fn base_spec() -> Value {
             "/v1/registrations": {"get": {"summary": "Registration state per account", "operationId": "listRegistrations",
                 "responses": {"200": ok_json("Registrations", json!({"type": "object", "properties": {"registrations": {"type": "array", "items": {"$ref": "#/components/schemas/Registration"}}}})),
                     "401": unauthorized.clone()}}},
+            "/v1/admin/drain": {"post": {"summary": "Drain this node as SIGTERM does: OPTIONS and new INVITEs get 503, /ready says draining, registrations are released, running calls go on (at most [node] drain-max-secs, then a goodbye); then the process exits 0", "operationId": "drain",
+                "responses": {"202": ok_json("Draining", json!({"type": "object", "properties": {
+                    "draining": {"const": true}, "started": {"type": "boolean", "description": "false when the node was already draining"},
+                    "calls": {"type": "integer", "description": "calls still running"}}})),
+                    "401": unauthorized.clone()}}},
             "/v1/usage": {"get": {"summary": "Model tokens per UTC day", "operationId": "usage",
                 "parameters": [
                     query("from_ms", json!({"type": "integer"}), "Default: to_ms minus 30 days"),
@@ -507,7 +513,7 @@ fn base_spec() -> Value {
                 "responses": {"200": {"description": "Text exposition format 0.0.4", "content": {"text/plain": {"schema": {"type": "string"}}}}, "401": unauthorized}}},
             "/health": {"get": {"summary": "Liveness (no token needed)", "operationId": "health", "security": [],
                 "responses": {"200": ok_json("Alive", json!({"type": "object", "properties": {"status": {"const": "ok"}}}))}}},
-            "/ready": {"get": {"summary": "Readiness: SIP bound and agents loaded (no token needed)", "operationId": "ready", "security": [],
+            "/ready": {"get": {"summary": "Readiness: SIP bound, agents loaded, not draining (no token needed)", "operationId": "ready", "security": [],
                 "responses": {
                     "200": ok_json("Ready", json!({"type": "object", "properties": {
                         "status": {"const": "ready"}, "sip": {"type": "object"}, "agents": {"type": "integer"},
@@ -627,6 +633,7 @@ mod tests {
                 agent: None,
                 agent_version: None,
                 transport: Some("openai-sip".into()),
+                node: Some("node-1".into()),
                 started_at_ms: 0,
                 answered_at_ms: None,
                 ended_at_ms: None,

@@ -1,4 +1,4 @@
-//! Liveness, readiness, registrations, usage and the running configuration.
+//! Liveness, readiness and the drain, registrations, usage and the running configuration.
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -13,9 +13,15 @@ pub async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// GET /ready: 200 when SIP is bound and at least one agent is live; 503 with the reason
-/// otherwise. Routes to agents that are not loaded are listed either way.
+/// GET /ready: 200 when SIP is bound, at least one agent is live and the node is not draining;
+/// 503 with the reason otherwise. Routes to agents that are not loaded are listed either way.
 pub async fn ready(State(ctx): State<Ctx>) -> Result<Json<Value>, ApiError> {
+    if ctx.drain.is_draining() {
+        return Err(ApiError::NotReady(format!(
+            "draining: {} calls still running",
+            ctx.calls.active().len()
+        )));
+    }
     let sip = ctx.sip.local_addrs();
     if sip.udp.is_none() && sip.tcp.is_none() {
         return Err(ApiError::NotReady("SIP is not bound".into()));
@@ -42,6 +48,16 @@ pub async fn ready(State(ctx): State<Ctx>) -> Result<Json<Value>, ApiError> {
         "agents": snap.agents.len(),
         "routed_agents_not_loaded": missing,
     })))
+}
+
+/// POST /v1/admin/drain: the node starts draining (as on SIGTERM) and exits once its calls have
+/// ended; 202 with the number of calls still running.
+pub async fn drain(State(ctx): State<Ctx>) -> (axum::http::StatusCode, Json<Value>) {
+    let started = ctx.drain.start();
+    (
+        axum::http::StatusCode::ACCEPTED,
+        Json(json!({"draining": true, "started": started, "calls": ctx.calls.active().len()})),
+    )
 }
 
 /// GET /v1/registrations → `{"registrations": [RegistrationStatus]}`.

@@ -120,11 +120,13 @@ impl CallConfig {
     }
 }
 
-/// Requests from the API to a running call.
+/// Requests from the API (and a draining node) to a running call.
 #[derive(Debug)]
 pub enum CallCommand {
     Hangup,
     Transfer(String),
+    /// Say this, then hang up once it was heard (a draining node's last word).
+    Goodbye(String),
     /// The caller cancelled before answer.
     Cancelled,
 }

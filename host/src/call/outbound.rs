@@ -267,7 +267,10 @@ impl Calling {
                     last => return last,
                 },
                 command = self.commands.recv() => match command {
-                    Some(CallCommand::Hangup | CallCommand::Cancelled) | None => dialing.cancel(),
+                    Some(
+                        CallCommand::Hangup | CallCommand::Goodbye(_) | CallCommand::Cancelled,
+                    )
+                    | None => dialing.cancel(),
                     Some(CallCommand::Transfer(target)) => {
                         tracing::warn!(%target, "transfer requested before answer; ignored");
                     }

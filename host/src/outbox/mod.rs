@@ -104,7 +104,7 @@ impl Outbox {
             wake: Notify::new(),
             node: format!(
                 "{}-{}-{:08x}",
-                hostname(),
+                crate::node::hostname(),
                 std::process::id(),
                 fastrand::u32(..)
             ),
@@ -194,10 +194,4 @@ impl Outbox {
             c.lagged
         );
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "host".into())
 }

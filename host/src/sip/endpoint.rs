@@ -71,6 +71,8 @@ pub(crate) struct Shared {
     pub registrations: Mutex<BTreeMap<String, RegistrationStatus>>,
     pub udp_socket: Option<Arc<tokio::net::UdpSocket>>,
     pub cancel: CancellationToken,
+    /// Set by [`SipEndpoint::drain`]: new calls, in and out, are refused.
+    pub draining: std::sync::atomic::AtomicBool,
     /// Opens our TLS connections (trunks, registrars).
     pub tls: super::tls::Dialler,
     /// Parent of every account's stop token; cancelled at shutdown.
@@ -177,6 +179,10 @@ impl Shared {
         let user = user.unwrap_or(&self.cfg.contact_user);
         let addr = SocketAddr::new(host, local.port());
         Some(format!("sip:{user}@{addr}{}", transport.uri_param()))
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn emit(&self, ev: SipEvent) {
@@ -372,6 +378,7 @@ impl SipEndpoint {
             udp_socket,
             reg_cancel: cancel.child_token(),
             cancel,
+            draining: std::sync::atomic::AtomicBool::new(false),
             tls,
             accounts: tokio::sync::Mutex::new(BTreeMap::new()),
         });
@@ -469,6 +476,9 @@ impl SipEndpoint {
         if self.shared.cancel.is_cancelled() {
             return Err(SipError::Shutdown);
         }
+        if self.is_draining() {
+            return Err(SipError::Draining);
+        }
         outbound::place(&self.shared, call).await
     }
 
@@ -505,6 +515,19 @@ impl SipEndpoint {
             .chain(std::iter::once(&self.shared.unknown_scope))
             .map(|s| (s.name.clone(), s.calls.live()))
             .collect()
+    }
+
+    /// From now on OPTIONS and new INVITEs are answered 503 (a load balancer probing with
+    /// OPTIONS sends new calls elsewhere) and no call is placed; dialogs already up go on.
+    pub fn drain(&self) {
+        self.shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        info!("SIP draining: OPTIONS and new INVITEs get 503");
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.shared.is_draining()
     }
 
     /// Unregisters every account (Expires: 0), then stops the transports.
@@ -561,6 +584,7 @@ async fn dispatch_transaction(shared: Arc<Shared>, mut tx: Transaction) {
             inbound::handle_invite(shared, tx).await;
             return;
         }
+        Method::Options if shared.is_draining() => tx.reply(StatusCode::ServiceUnavailable).await,
         Method::Options => {
             let headers = vec![
                 Header::Allow(ALLOW.into()),

@@ -49,6 +49,8 @@ pub enum SipError {
         code: u16,
         reason: String,
     },
+    #[error("this node is draining: it places no new call")]
+    Draining,
     #[error("SIP endpoint is shut down")]
     Shutdown,
 }

@@ -218,6 +218,10 @@ pub(crate) async fn handle_invite(shared: Arc<Shared>, mut tx: Transaction) {
         .call_id_header()
         .map(|c| c.value().to_string())
         .unwrap_or_default();
+    if shared.is_draining() {
+        info!(%call_id, "INVITE while draining; 503");
+        return refuse(&mut tx, StatusCode::ServiceUnavailable, vec![]).await;
+    }
     let (source, transport) = transaction_source(&tx);
     let Some((scope, trunk)) = find_scope(&shared, source) else {
         info!(%call_id, ?source, "INVITE from a source no trunk admits; 403");

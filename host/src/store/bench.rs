@@ -191,6 +191,7 @@ fn bench_call(id: &str, c: usize) -> NewCall {
         transport: "udp".into(),
         started_at_ms: now_ms(),
         metadata: json!({}),
+        node: "bench".into(),
     }
 }
 

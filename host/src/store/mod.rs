@@ -14,6 +14,7 @@
 pub mod campaigns;
 mod config;
 mod names;
+pub mod nodes;
 mod overlay;
 mod postgres;
 mod queued;
@@ -37,6 +38,7 @@ use crate::domain::events::StageLatency;
 
 pub use campaigns::CampaignStore;
 pub use config::{StoreConfig, spawn_purge_task};
+pub use nodes::NodeStore;
 pub use overlay::{AuditRecord, ConfigChange, OverlayEntry, OverlayKind, OverlayWrite};
 pub use postgres::PostgresStore;
 pub use queued::QueuedStore;
@@ -76,6 +78,8 @@ pub struct CallRecord {
     pub output_tokens: u64,
     /// Free-form JSON the call layer attached at creation.
     pub metadata: Value,
+    /// The node that runs (or ran) the call; none for a call recorded before nodes were.
+    pub node: Option<String>,
 }
 
 /// What the call layer knows when a call starts.
@@ -92,6 +96,9 @@ pub struct NewCall {
     pub transport: String,
     pub started_at_ms: i64,
     pub metadata: Value,
+    /// The node running the call (`[node] id`): only it, or a peer after its lease expired,
+    /// closes the call when it is left open.
+    pub node: String,
 }
 
 /// How a call ended.
@@ -339,6 +346,12 @@ pub enum StoreError {
     NoDelivery { id: i64 },
     #[error("the call store is closed")]
     Closed,
+    /// Another live process holds this node id on the shared store.
+    #[error(
+        "node id {node:?} is held by another running switchboard on this store; \
+         stop it first, or give this one another [node] id"
+    )]
+    NodeTaken { node: String },
     #[error("a call store worker failed: {0}")]
     Worker(String),
 }
@@ -385,9 +398,10 @@ pub trait CallStore: Send + Sync {
     /// Tokens per UTC day (the `input` and `output` items) reported in `[from_ms, to_ms)`,
     /// oldest day first.
     async fn usage_per_day(&self, from_ms: i64, to_ms: i64) -> Result<Vec<DailyUsage>>;
-    /// At start-up: mark calls a previous run left active as ended abnormally ("host
-    /// restarted"), ended at their last recorded activity. Returns how many.
-    async fn close_abandoned_calls(&self) -> Result<u64>;
+    /// At start-up of `node`: mark the calls its previous run left active (and those recorded
+    /// without a node) as ended abnormally ("host restarted"), ended at their last recorded
+    /// activity; other nodes' calls are left alone. Returns how many.
+    async fn close_abandoned_calls(&self, node: &str) -> Result<u64>;
     /// Delete finished calls started before `cutoff_ms`, with everything attached to them, and
     /// the webhook deliveries finished (delivered or dead) before it.
     async fn purge_older_than(&self, cutoff_ms: i64) -> Result<Purged>;
@@ -403,7 +417,7 @@ pub trait CallStore: Send + Sync {
 /// The whole store as the host holds it: calls, campaigns and the webhook queue on one back end,
 /// SQLite or Postgres (see [`open`]).
 #[async_trait]
-pub trait Store: CallStore + CampaignStore + webhooks::WebhookQueue {
+pub trait Store: CallStore + CampaignStore + webhooks::WebhookQueue + NodeStore {
     /// Commit everything queued and stop writing; later writes fail with
     /// [`StoreError::Closed`], reads keep working.
     async fn shutdown(&self) -> Result<()>;

@@ -14,6 +14,7 @@ use super::campaigns::{
     AttemptEnd, AttemptRecord, CampaignProgress, CampaignRecord, CampaignState, CampaignStore,
     ContactRecord, DncEntry, NewContact,
 };
+use super::nodes::NodeStore;
 use super::webhooks::{AttemptOutcome, Delivery, DeliveryAttempt, NewDelivery, WebhookQueue};
 use super::{
     AuditRecord, CallDetail, CallEnd, CallFilter, CallPage, CallStore, ConfigChange, DailyUsage,
@@ -34,7 +35,11 @@ pub(super) const MAX_PAGE: u32 = 1000;
 /// One job for the writer.
 pub(super) enum Op {
     Write(Write),
-    CloseAbandoned,
+    CloseAbandoned {
+        node: String,
+    },
+    /// A node's lease, or the sweep of lapsed nodes' calls.
+    Node(NodeOp),
     Purge {
         cutoff_ms: i64,
     },
@@ -51,7 +56,8 @@ impl Op {
     pub(super) fn call_id(&self) -> Option<&str> {
         match self {
             Op::Write(w) => Some(w.call_id()),
-            Op::CloseAbandoned
+            Op::CloseAbandoned { .. }
+            | Op::Node(_)
             | Op::Purge { .. }
             | Op::Config(_)
             | Op::Queue(_)
@@ -117,6 +123,30 @@ pub(super) enum CampaignOp {
     },
 }
 
+/// A write about the nodes sharing the store (see [`NodeStore`]).
+pub(super) enum NodeOp {
+    Renew {
+        node: String,
+        expires_at_ms: i64,
+    },
+    Release {
+        node: String,
+    },
+    CloseLapsed {
+        alive: String,
+        now_ms: i64,
+    },
+    HoldAccount {
+        account: String,
+        node: String,
+        now_ms: i64,
+        expires_at_ms: i64,
+    },
+    ReleaseAccounts {
+        node: String,
+    },
+}
+
 /// A change to the webhook delivery queue.
 pub(super) enum QueueOp {
     Enqueue(Vec<NewDelivery>),
@@ -161,7 +191,8 @@ pub(super) struct Job {
     pub(super) reply: oneshot::Sender<Result<Done>>,
 }
 
-/// The reads a back end serves itself (the read halves of the store traits).
+/// What a back end serves itself, not through the writer's queue: the read halves of the
+/// store traits, and the node claim.
 #[async_trait]
 pub trait Reads: Send + Sync + 'static {
     async fn get_call(&self, call_id: String) -> Result<CallDetail>;
@@ -183,6 +214,8 @@ pub trait Reads: Send + Sync + 'static {
     async fn dialing_contacts(&self, id: String) -> Result<Vec<(ContactRecord, AttemptRecord)>>;
     async fn dnc_contains(&self, number: String) -> Result<bool>;
     async fn dnc_list(&self, limit: u32) -> Result<Vec<DncEntry>>;
+    /// [`NodeStore::claim_node`]: not a write for the queue, a lock the back end holds.
+    async fn claim_node(&self, node: String) -> Result<()>;
 }
 
 /// The back end's writer, to wait for at shutdown.
@@ -442,8 +475,9 @@ impl<R: Reads> CallStore for QueuedStore<R> {
         self.reads.usage_per_day(from_ms, to_ms).await
     }
 
-    async fn close_abandoned_calls(&self) -> Result<u64> {
-        self.count(Op::CloseAbandoned, "close_abandoned_calls")
+    async fn close_abandoned_calls(&self, node: &str) -> Result<u64> {
+        let node = node.to_string();
+        self.count(Op::CloseAbandoned { node }, "close_abandoned_calls")
             .await
     }
 
@@ -476,6 +510,54 @@ impl<R: Reads> CallStore for QueuedStore<R> {
 
     async fn config_audit(&self, limit: u32) -> Result<Vec<AuditRecord>> {
         self.reads.config_audit(limit).await
+    }
+}
+
+#[async_trait]
+impl<R: Reads> NodeStore for QueuedStore<R> {
+    async fn claim_node(&self, node: &str) -> Result<()> {
+        self.reads.claim_node(node.to_string()).await
+    }
+
+    async fn renew_node_lease(&self, node: &str, expires_at_ms: i64) -> Result<()> {
+        let node = node.to_string();
+        self.unit(Op::Node(NodeOp::Renew {
+            node,
+            expires_at_ms,
+        }))
+        .await
+    }
+
+    async fn release_node_lease(&self, node: &str) -> Result<()> {
+        let node = node.to_string();
+        self.unit(Op::Node(NodeOp::Release { node })).await
+    }
+
+    async fn close_calls_of_lapsed_nodes(&self, alive: &str, now_ms: i64) -> Result<u64> {
+        let alive = alive.to_string();
+        let op = Op::Node(NodeOp::CloseLapsed { alive, now_ms });
+        self.count(op, "close_calls_of_lapsed_nodes").await
+    }
+
+    async fn hold_account(
+        &self,
+        account: &str,
+        node: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<bool> {
+        let op = Op::Node(NodeOp::HoldAccount {
+            account: account.to_string(),
+            node: node.to_string(),
+            now_ms,
+            expires_at_ms,
+        });
+        Ok(self.count(op, "hold_account").await? == 1)
+    }
+
+    async fn release_accounts(&self, node: &str) -> Result<()> {
+        let node = node.to_string();
+        self.unit(Op::Node(NodeOp::ReleaseAccounts { node })).await
     }
 }
 

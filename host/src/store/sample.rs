@@ -31,6 +31,7 @@ pub async fn populate(store: &dyn CallStore, calls: usize, from_ms: i64, span_ms
                 transport: "udp".into(),
                 started_at_ms: at,
                 metadata: json!({"transport": "udp"}),
+                node: "sample".into(),
             };
             store.create_call(call).await.unwrap();
             if i % 10 == 0 {

@@ -506,7 +506,40 @@ CREATE INDEX webhook_deliveries_recent ON webhook_deliveries (webhook, id);
 CREATE INDEX webhook_deliveries_dead ON webhook_deliveries (id) WHERE status = 'dead';
 "#,
     },
+    Migration {
+        version: 8,
+        sqlite: MIGRATION_8,
+        postgres: MIGRATION_8,
+    },
+    Migration {
+        version: 9,
+        sqlite: MIGRATION_9,
+        postgres: MIGRATION_9,
+    },
 ];
+
+/// Registration accounts shared by several nodes: one node registers each at a time, holding
+/// it by a lease it renews; another takes it over once the lease has expired or was released.
+const MIGRATION_9: &str = r#"
+CREATE TABLE account_leases (
+    account       TEXT PRIMARY KEY,
+    node          TEXT NOT NULL,
+    expires_at_ms BIGINT NOT NULL
+);
+"#;
+
+/// Several nodes on one store: each call names the node that runs it (NULL: recorded before,
+/// by the one node there was), and each node holds a lease it renews while it lives; a peer
+/// closes a node's open calls only once that lease has expired. Both dialects read it alike
+/// (SQLite's INTEGER is 64 bits; Postgres' BIGINT).
+const MIGRATION_8: &str = r#"
+ALTER TABLE calls ADD COLUMN node TEXT;
+CREATE INDEX calls_active_node ON calls (node) WHERE state = 'active';
+CREATE TABLE node_leases (
+    node          TEXT PRIMARY KEY,
+    expires_at_ms BIGINT NOT NULL
+);
+"#;
 
 /// Bring a SQLite schema up to date; refuses a database written by a newer build.
 pub fn migrate(conn: &mut Connection) -> Result<()> {

@@ -79,11 +79,35 @@ impl Kamailio {
             .replace("@DIR@", dir.path().to_str().unwrap());
         let cfg_path = dir.path().join("kamailio.cfg");
         std::fs::write(&cfg_path, cfg).unwrap();
+        Self::launch(port, dir, &cfg_path, &["-n", "2"]).await
+    }
+
+    /// kamailio as the dispatcher of `deploy/kamailio/kamailio.cfg` on `port` (UDP and TCP) in
+    /// front of the nodes whose SIP ports are `nodes`.
+    pub async fn dispatcher(port: u16, nodes: &[u16]) -> Kamailio {
+        let dir = tempdir("kam-dispatcher");
+        let list = dir.path().join("dispatcher.list");
+        let lines: String = nodes
+            .iter()
+            .map(|p| format!("1 sip:127.0.0.1:{p}\n"))
+            .collect();
+        std::fs::write(&list, lines).unwrap();
+        let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kamailio/kamailio.cfg");
+        let udp = format!("udp:127.0.0.1:{port}");
+        let tcp = format!("tcp:127.0.0.1:{port}");
+        let define = format!("DISPATCHER_LIST={:?}", list.display().to_string());
+        let args = ["-l", &udp, "-l", &tcp, "-A", &define, "-n", "4"];
+        Self::launch(port, dir, &cfg, &args).await
+    }
+
+    /// Starts kamailio on `cfg` with `args`, its log and runtime files in `dir`; returns once
+    /// it answers OPTIONS on `port`.
+    async fn launch(port: u16, dir: tempfile::TempDir, cfg: &Path, args: &[&str]) -> Kamailio {
         let log = std::fs::File::create(dir.path().join("kamailio.log")).unwrap();
         let mut cmd = Command::new("kamailio");
         cmd.args([
             "-f",
-            cfg_path.to_str().unwrap(),
+            cfg.to_str().unwrap(),
             "-DD",
             "-E",
             "-Y",
@@ -91,7 +115,8 @@ impl Kamailio {
             "-P",
         ])
         .arg(dir.path().join("k.pid"))
-        .args(["-n", "2", "-m", "32", "-M", "4"])
+        .args(["-m", "32", "-M", "4"])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);

@@ -1251,6 +1251,10 @@ impl CallLogic {
                 requested: true,
                 ..Ending::new(EndReason::AgentHangup, false)
             }),
+            Some(CallCommand::Goodbye(text)) => {
+                self.say(text);
+                self.pending_final = Some((Final::Hangup, now + self.config.drain_limit));
+            }
             // Not waiting for the playout: the operator wants it now.
             Some(CallCommand::Transfer(target)) => self.start_transfer(now, target, false, playout),
             Some(CallCommand::Cancelled) | None => {

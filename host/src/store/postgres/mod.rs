@@ -43,9 +43,11 @@ use super::{
 /// behind an `Arc`.
 pub type PostgresStore = QueuedStore<PostgresReads>;
 
-/// The Postgres store's reads: a pool of connections.
+/// The Postgres store's reads: a pool of connections; and the connection holding the node's
+/// advisory lock, once claimed.
 pub struct PostgresReads {
     pool: Pool,
+    node_lock: tokio::sync::Mutex<Option<deadpool_postgres::ClientWrapper>>,
 }
 
 impl QueuedStore<PostgresReads> {
@@ -82,8 +84,9 @@ impl QueuedStore<PostgresReads> {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        // The writer holds one connection for good; the readers share the rest.
-        let size = config.read_connections.max(1) as usize + 1;
+        // The writer holds one connection for good, the node lock another; the readers share
+        // the rest.
+        let size = config.read_connections.max(1) as usize + 2;
         let pool = Pool::builder(manager)
             .max_size(size)
             .runtime(Runtime::Tokio1)
@@ -101,7 +104,10 @@ impl QueuedStore<PostgresReads> {
         let writer = tokio::spawn(writer::writer_loop(pool.clone(), client, rx));
         Ok(QueuedStore::new(
             jobs,
-            PostgresReads { pool },
+            PostgresReads {
+                pool,
+                node_lock: tokio::sync::Mutex::new(None),
+            },
             Writer::Task(writer),
         ))
     }
@@ -251,5 +257,29 @@ impl Reads for PostgresReads {
 
     async fn dnc_list(&self, limit: u32) -> Result<Vec<DncEntry>> {
         campaigns::dnc_list(&self.client().await?, limit).await
+    }
+
+    /// A session advisory lock on a connection taken out of the pool and kept with the store:
+    /// Postgres releases it when that connection ends, so a killed process leaves no stale lock.
+    /// The key is the first 64 bits of the node id's MD5: the same on every build and machine.
+    async fn claim_node(&self, node: String) -> Result<()> {
+        let mut held = self.node_lock.lock().await;
+        if held.is_some() {
+            return Ok(());
+        }
+        let client = Object::take(self.client().await?);
+        let locked = client
+            .query_one(
+                "SELECT pg_try_advisory_lock(
+                     ('x' || substr(md5('switchboard-node:' || $1), 1, 16))::bit(64)::bigint)",
+                &[&node],
+            )
+            .await
+            .map_err(pg("locking the node id"))?;
+        if !col::<bool>(&locked, 0)? {
+            return Err(StoreError::NodeTaken { node });
+        }
+        *held = Some(client);
+        Ok(())
     }
 }

@@ -18,10 +18,10 @@ use crate::store::{
 
 const CALL_COLUMNS: &str = "id, direction, caller, callee, agent, agent_version, started_at_ms,
     answered_at_ms, ended_at_ms, state, end_reason, outcome, recording, input_tokens,
-    output_tokens, metadata, transport, pk";
+    output_tokens, metadata, transport, node, pk";
 
 /// Where `pk` is in [`CALL_COLUMNS`].
-const PK_COLUMN: usize = 17;
+const PK_COLUMN: usize = 18;
 
 pub(super) fn json(text: &str) -> Result<Value> {
     serde_json::from_str(text).map_err(|e| unreadable(format!("JSON column: {e}")))
@@ -50,6 +50,7 @@ fn call_from_row(r: &tokio_postgres::Row) -> Result<CallRecord> {
         output_tokens: unsigned(col(r, 14)?),
         metadata: json(&col::<String>(r, 15)?)?,
         transport: col(r, 16)?,
+        node: col(r, 17)?,
     })
 }
 

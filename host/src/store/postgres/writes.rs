@@ -7,7 +7,7 @@ use super::writer::Seqs;
 use super::{col, exec, row, rows, search, unsigned};
 use crate::domain::usage;
 use crate::store::names::{direction_str, role_str, state_str};
-use crate::store::queued::{Done, Op, PURGE_CHUNK, not_found, to_i64};
+use crate::store::queued::{Done, NodeOp, Op, PURGE_CHUNK, not_found, to_i64};
 use crate::store::{CallState, Purged, Result, StoreError, Write, number_key};
 
 /// Events numbered in a batch and not inserted yet: inserted together, one statement for the
@@ -111,24 +111,104 @@ fn found(changed: u64, call_id: &str) -> Result<Done> {
     }
 }
 
+/// When a call left open was last heard of: its latest event, line or usage item.
+const LAST_ACTIVITY: &str = "GREATEST(started_at_ms, COALESCE(answered_at_ms, 0),
+    (SELECT COALESCE(MAX(at_ms), 0) FROM events WHERE call = pk),
+    (SELECT COALESCE(MAX(at_ms), 0) FROM transcripts WHERE call = pk),
+    (SELECT COALESCE(MAX(at_ms), 0) FROM usage_items WHERE call = pk))";
+
+async fn apply_node(tx: &Transaction<'_>, op: &NodeOp) -> Result<Done> {
+    match op {
+        NodeOp::Renew {
+            node,
+            expires_at_ms,
+        } => {
+            exec(
+                tx,
+                "INSERT INTO node_leases (node, expires_at_ms) VALUES ($1, $2)
+                 ON CONFLICT (node) DO UPDATE SET expires_at_ms = excluded.expires_at_ms",
+                &[node, expires_at_ms],
+                "renewing a node lease",
+            )
+            .await?;
+            Ok(Done::Unit)
+        }
+        NodeOp::Release { node } => {
+            exec(
+                tx,
+                "DELETE FROM node_leases WHERE node = $1",
+                &[node],
+                "releasing a node lease",
+            )
+            .await?;
+            Ok(Done::Unit)
+        }
+        NodeOp::CloseLapsed { alive, now_ms } => {
+            let n = exec(
+                tx,
+                &format!(
+                    "UPDATE calls SET state = 'ended_abnormally', end_reason = 'node lost',
+                         ended_at_ms = {LAST_ACTIVITY}
+                     WHERE state = 'active' AND node IS NOT NULL AND node != $1
+                       AND NOT EXISTS (SELECT 1 FROM node_leases l
+                                       WHERE l.node = calls.node AND l.expires_at_ms >= $2)"
+                ),
+                &[alive, now_ms],
+                "closing the calls of lapsed nodes",
+            )
+            .await?;
+            Ok(Done::Count(n))
+        }
+        NodeOp::HoldAccount {
+            account,
+            node,
+            now_ms,
+            expires_at_ms,
+        } => {
+            let n = exec(
+                tx,
+                "INSERT INTO account_leases (account, node, expires_at_ms) VALUES ($1, $2, $4)
+                 ON CONFLICT (account) DO UPDATE
+                     SET node = excluded.node, expires_at_ms = excluded.expires_at_ms
+                     WHERE account_leases.node = excluded.node
+                        OR account_leases.expires_at_ms < $3",
+                &[account, node, now_ms, expires_at_ms],
+                "holding a registration account",
+            )
+            .await?;
+            Ok(Done::Count(n))
+        }
+        NodeOp::ReleaseAccounts { node } => {
+            exec(
+                tx,
+                "DELETE FROM account_leases WHERE node = $1",
+                &[node],
+                "releasing registration accounts",
+            )
+            .await?;
+            Ok(Done::Unit)
+        }
+    }
+}
+
 pub(super) async fn apply(tx: &Transaction<'_>, seqs: &mut Seqs, op: &Op) -> Result<Done> {
     match op {
         Op::Write(w) => apply_write(tx, seqs, w).await,
-        Op::CloseAbandoned => {
+        Op::CloseAbandoned { node } => {
             let n = exec(
                 tx,
-                "UPDATE calls SET state = 'ended_abnormally', end_reason = 'host restarted',
-                     ended_at_ms = GREATEST(started_at_ms, COALESCE(answered_at_ms, 0),
-                         (SELECT COALESCE(MAX(at_ms), 0) FROM events WHERE call = pk),
-                         (SELECT COALESCE(MAX(at_ms), 0) FROM transcripts WHERE call = pk),
-                         (SELECT COALESCE(MAX(at_ms), 0) FROM usage_items WHERE call = pk))
-                 WHERE state = 'active'",
-                &[],
+                &format!(
+                    "UPDATE calls SET state = 'ended_abnormally', end_reason = 'host restarted',
+                         ended_at_ms = {LAST_ACTIVITY}
+                     WHERE state = 'active' AND (node = $1 OR node IS NULL)"
+                ),
+                &[node],
                 "closing abandoned calls",
             )
             .await?;
             Ok(Done::Count(n))
         }
+        Op::Node(op) => apply_node(tx, op).await,
         Op::Purge { cutoff_ms } => {
             let victims = rows(
                 tx,
@@ -169,8 +249,8 @@ async fn apply_write(tx: &Transaction<'_>, seqs: &mut Seqs, write: &Write) -> Re
             let inserted = row(
                 tx,
                 "INSERT INTO calls (id, direction, caller, callee, caller_key, callee_key,
-                     agent, agent_version, started_at_ms, state, metadata, transport)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11)
+                     agent, agent_version, started_at_ms, state, metadata, transport, node)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11, $12)
                  ON CONFLICT (id) DO NOTHING RETURNING pk",
                 &[
                     &c.id,
@@ -184,6 +264,7 @@ async fn apply_write(tx: &Transaction<'_>, seqs: &mut Seqs, write: &Write) -> Re
                     &c.started_at_ms,
                     &c.metadata.to_string(),
                     &c.transport,
+                    &c.node,
                 ],
                 "creating a call",
             )

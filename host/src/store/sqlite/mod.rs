@@ -202,4 +202,10 @@ impl Reads for SqliteReads {
             .run(move |conn| campaigns::dnc_list(conn, limit))
             .await
     }
+
+    /// Nothing to take: the data folder's lock (`crate::app`) already keeps a second process
+    /// off this file.
+    async fn claim_node(&self, _node: String) -> Result<()> {
+        Ok(())
+    }
 }

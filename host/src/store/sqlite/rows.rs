@@ -9,10 +9,10 @@ use crate::store::names::{parse_direction, parse_state};
 pub(super) const CALL_COLUMNS: &str =
     "id, direction, caller, callee, agent, agent_version, started_at_ms,
     answered_at_ms, ended_at_ms, state, end_reason, outcome, recording, input_tokens,
-    output_tokens, metadata, transport, pk";
+    output_tokens, metadata, transport, node, pk";
 
 /// Where `pk` is in [`CALL_COLUMNS`].
-pub(super) const PK_COLUMN: usize = 17;
+pub(super) const PK_COLUMN: usize = 18;
 
 pub(super) fn conversion(col: usize, what: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, what.into())
@@ -47,5 +47,6 @@ pub(super) fn call_from_row(row: &Row) -> rusqlite::Result<CallRecord> {
         output_tokens: row.get(14)?,
         metadata: json_column(row, 15)?,
         transport: row.get(16)?,
+        node: row.get(17)?,
     })
 }

@@ -1,12 +1,12 @@
 //! What each job does inside the writer's transaction: the SQL of every [`Write`], closing
-//! abandoned calls and purging a chunk of old ones.
+//! abandoned calls, node leases and purging a chunk of old ones.
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::writer::Seqs;
 use crate::domain::usage;
 use crate::store::names::{direction_str, role_str, state_str};
-use crate::store::queued::{Done, Op, PURGE_CHUNK, not_found};
+use crate::store::queued::{Done, NodeOp, Op, PURGE_CHUNK, not_found};
 use crate::store::{CallState, Purged, Result, StoreError, Write, number_key, sql};
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -45,23 +45,91 @@ fn call_pk(tx: &Transaction, call_id: &str) -> Result<i64> {
         .ok_or_else(|| not_found(call_id))
 }
 
+/// When a call left open was last heard of: its latest event, line or usage item.
+const LAST_ACTIVITY: &str = "MAX(started_at_ms, COALESCE(answered_at_ms, 0),
+    (SELECT COALESCE(MAX(at_ms), 0) FROM events WHERE call = pk),
+    (SELECT COALESCE(MAX(at_ms), 0) FROM transcripts WHERE call = pk),
+    (SELECT COALESCE(MAX(at_ms), 0) FROM usage_items WHERE call = pk))";
+
+fn apply_node(tx: &Transaction, op: &NodeOp) -> Result<Done> {
+    match op {
+        NodeOp::Renew {
+            node,
+            expires_at_ms,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO node_leases (node, expires_at_ms) VALUES (?1, ?2)
+                 ON CONFLICT (node) DO UPDATE SET expires_at_ms = excluded.expires_at_ms",
+            )
+            .and_then(|mut s| s.execute(params![node, expires_at_ms]))
+            .map_err(sql("renewing a node lease"))?;
+            Ok(Done::Unit)
+        }
+        NodeOp::Release { node } => {
+            tx.prepare_cached("DELETE FROM node_leases WHERE node = ?1")
+                .and_then(|mut s| s.execute([node]))
+                .map_err(sql("releasing a node lease"))?;
+            Ok(Done::Unit)
+        }
+        NodeOp::CloseLapsed { alive, now_ms } => {
+            let n = tx
+                .execute(
+                    &format!(
+                        "UPDATE calls SET state = 'ended_abnormally', end_reason = 'node lost',
+                             ended_at_ms = {LAST_ACTIVITY}
+                         WHERE state = 'active' AND node IS NOT NULL AND node != ?1
+                           AND NOT EXISTS (SELECT 1 FROM node_leases l
+                                           WHERE l.node = calls.node AND l.expires_at_ms >= ?2)"
+                    ),
+                    params![alive, now_ms],
+                )
+                .map_err(sql("closing the calls of lapsed nodes"))?;
+            Ok(Done::Count(n as u64))
+        }
+        NodeOp::HoldAccount {
+            account,
+            node,
+            now_ms,
+            expires_at_ms,
+        } => {
+            let n = tx
+                .prepare_cached(
+                    "INSERT INTO account_leases (account, node, expires_at_ms) VALUES (?1, ?2, ?4)
+                     ON CONFLICT (account) DO UPDATE
+                         SET node = excluded.node, expires_at_ms = excluded.expires_at_ms
+                         WHERE account_leases.node = excluded.node
+                            OR account_leases.expires_at_ms < ?3",
+                )
+                .and_then(|mut s| s.execute(params![account, node, now_ms, expires_at_ms]))
+                .map_err(sql("holding a registration account"))?;
+            Ok(Done::Count(n as u64))
+        }
+        NodeOp::ReleaseAccounts { node } => {
+            tx.prepare_cached("DELETE FROM account_leases WHERE node = ?1")
+                .and_then(|mut s| s.execute([node]))
+                .map_err(sql("releasing registration accounts"))?;
+            Ok(Done::Unit)
+        }
+    }
+}
+
 pub(super) fn apply(tx: &Transaction, seqs: &mut Seqs, op: &Op) -> Result<Done> {
     match op {
         Op::Write(w) => apply_write(tx, seqs, w),
-        Op::CloseAbandoned => {
+        Op::CloseAbandoned { node } => {
             let n = tx
                 .execute(
-                    "UPDATE calls SET state = 'ended_abnormally', end_reason = 'host restarted',
-                         ended_at_ms = MAX(started_at_ms, COALESCE(answered_at_ms, 0),
-                             (SELECT COALESCE(MAX(at_ms), 0) FROM events WHERE call = pk),
-                             (SELECT COALESCE(MAX(at_ms), 0) FROM transcripts WHERE call = pk),
-                             (SELECT COALESCE(MAX(at_ms), 0) FROM usage_items WHERE call = pk))
-                     WHERE state = 'active'",
-                    [],
+                    &format!(
+                        "UPDATE calls SET state = 'ended_abnormally', end_reason = 'host restarted',
+                             ended_at_ms = {LAST_ACTIVITY}
+                         WHERE state = 'active' AND (node = ?1 OR node IS NULL)"
+                    ),
+                    [node],
                 )
                 .map_err(sql("closing abandoned calls"))?;
             Ok(Done::Count(n as u64))
         }
+        Op::Node(op) => apply_node(tx, op),
         Op::Purge { cutoff_ms } => {
             let victims: Vec<(i64, Option<String>)> = tx
                 .prepare_cached(
@@ -103,8 +171,8 @@ fn apply_write(tx: &Transaction, seqs: &mut Seqs, write: &Write) -> Result<Done>
             let inserted = tx
                 .prepare_cached(
                     "INSERT INTO calls (id, direction, caller, callee, caller_key, callee_key,
-                         agent, agent_version, started_at_ms, state, metadata, transport)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active', ?10, ?11)",
+                         agent, agent_version, started_at_ms, state, metadata, transport, node)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active', ?10, ?11, ?12)",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
@@ -119,6 +187,7 @@ fn apply_write(tx: &Transaction, seqs: &mut Seqs, write: &Write) -> Result<Done>
                         c.started_at_ms,
                         c.metadata.to_string(),
                         c.transport,
+                        c.node,
                     ])
                 });
             match inserted {

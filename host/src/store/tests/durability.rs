@@ -92,7 +92,7 @@ async fn killed_process_loses_nothing_written(db: Db) {
             .all(|(i, e)| e.data == json!(i))
     );
     assert_eq!(live.transcript[0].text, "last words");
-    assert_eq!(store.close_abandoned_calls().await.unwrap(), 1);
+    assert_eq!(store.close_abandoned_calls(NODE).await.unwrap(), 1);
     let live = store.get_call("live").await.unwrap().call;
     assert_eq!(live.state, CallState::EndedAbnormally);
     assert_eq!(live.end_reason.as_deref(), Some("host restarted"));
@@ -102,7 +102,7 @@ async fn killed_process_loses_nothing_written(db: Db) {
         (done.state, done.ended_at_ms),
         (CallState::Ended, Some(T0 + 5))
     );
-    assert_eq!(store.close_abandoned_calls().await.unwrap(), 0);
+    assert_eq!(store.close_abandoned_calls(NODE).await.unwrap(), 0);
 }
 
 async fn reopen_keeps_data_and_refuses_a_newer_schema(db: Db) {
@@ -123,7 +123,7 @@ async fn reopen_keeps_data_and_refuses_a_newer_schema(db: Db) {
         // Dropped without ending the call or shutting down.
     }
     let store = db.open().await;
-    assert_eq!(store.close_abandoned_calls().await.unwrap(), 1);
+    assert_eq!(store.close_abandoned_calls(NODE).await.unwrap(), 1);
     let kept = store.get_call("kept").await.unwrap().call;
     assert_eq!(
         (kept.state, kept.ended_at_ms),

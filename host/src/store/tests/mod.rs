@@ -29,6 +29,7 @@ mod calls;
 mod campaigns;
 mod durability;
 mod listing;
+mod nodes;
 mod overlay;
 pub(crate) mod postgres_server;
 mod retention;
@@ -49,6 +50,8 @@ use crate::model::Secret;
 const DAY: i64 = 86_400_000;
 /// 2026-01-01T00:00:00Z.
 const T0: i64 = 1_767_225_600_000;
+/// The node [`new_call`]'s calls run on.
+const NODE: &str = "node-1";
 
 fn config(dir: &Path) -> StoreConfig {
     StoreConfig {
@@ -163,6 +166,7 @@ fn new_call(id: &str, caller: &str, callee: &str, agent: &str, at: i64) -> NewCa
         transport: "udp".into(),
         started_at_ms: at,
         metadata: json!({"transport": "udp"}),
+        node: NODE.into(),
     }
 }
 
