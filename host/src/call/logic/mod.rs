@@ -1253,7 +1253,7 @@ impl CallLogic {
             }),
             Some(CallCommand::Goodbye(text)) => {
                 self.say(text);
-                self.pending_final = Some((Final::Hangup, now + self.config.drain_limit));
+                self.pending_final = Some((Final::Hangup(None), now + self.config.drain_limit));
             }
             // Not waiting for the playout: the operator wants it now.
             Some(CallCommand::Transfer(target)) => self.start_transfer(now, target, false, playout),
