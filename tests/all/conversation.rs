@@ -75,6 +75,21 @@ async fn twilio_call(twilio: &FakeTwilio, url: &str, script: CallScript) -> Call
         .expect("the call ends")
 }
 
+/// A Twilio caller who says nothing for up to `limit`: the host must end the call.
+async fn silent_twilio_call(twilio: &FakeTwilio, url: &str, limit: Duration) -> CallResult {
+    let script = CallScript {
+        limit,
+        ..CallScript::default()
+    };
+    let call = twilio_call(twilio, url, script).await;
+    assert!(
+        matches!(call.ending, Ending::RestCompleted | Ending::HostClosed),
+        "{:?}",
+        call.ending
+    );
+    call
+}
+
 /// The events of a record as (kind, at_ms, data).
 fn timed_events(record: &Value) -> Vec<(String, i64, Value)> {
     record["events"]
@@ -213,20 +228,7 @@ async fn conversation_a_silent_twilio_caller_on_the_openai_fake_is_reprompted_th
             .model(&openai(&model)),
     );
     let mut host = builder.start();
-    let call = twilio_call(
-        &twilio,
-        &url,
-        CallScript {
-            limit: Duration::from_secs(40),
-            ..CallScript::default()
-        },
-    )
-    .await;
-    assert!(
-        matches!(call.ending, Ending::RestCompleted | Ending::HostClosed),
-        "{:?}",
-        call.ending
-    );
+    let call = silent_twilio_call(&twilio, &url, Duration::from_secs(40)).await;
     host.expect(&["call ended"], 10);
     let record = only_call_record(host.http).await;
     check_silence_record(&record);
@@ -375,20 +377,7 @@ async fn conversation_a_twilio_call_on_the_offline_brain_ends_at_sixty_seconds()
         ),
     );
     let mut host = builder.start();
-    let call = twilio_call(
-        &twilio,
-        &url,
-        CallScript {
-            limit: Duration::from_secs(80),
-            ..CallScript::default()
-        },
-    )
-    .await;
-    assert!(
-        matches!(call.ending, Ending::RestCompleted | Ending::HostClosed),
-        "{:?}",
-        call.ending
-    );
+    let call = silent_twilio_call(&twilio, &url, Duration::from_secs(80)).await;
     host.expect(&["call ended"], 10);
     let record = only_call_record(host.http).await;
     check_max_record(&record, 60_000, 10_000);
