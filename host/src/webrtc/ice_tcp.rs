@@ -178,10 +178,10 @@ impl TcpPath {
 
     /// Send `datagram` on the connection from `to`; `false` when there is none or its queue
     /// is full (then it is dropped, as UDP would).
-    pub fn send(&self, to: SocketAddr, datagram: &[u8]) -> bool {
+    pub fn send(&self, to: SocketAddr, datagram: Vec<u8>) -> bool {
         lock(&self.links)
             .get(&to)
-            .is_some_and(|link| link.try_send(datagram.to_vec()).is_ok())
+            .is_some_and(|link| link.try_send(datagram).is_ok())
     }
 }
 
@@ -276,9 +276,9 @@ mod tests {
         assert_eq!((from, got), (stream.local_addr().unwrap(), first));
         assert_eq!(path.recv().await.unwrap().1, b"\x80dtls-or-rtp");
         // Frames go back on the connection they came from.
-        assert!(path.send(from, b"answer"));
+        assert!(path.send(from, b"answer".to_vec()));
         assert_eq!(read_frame(&mut stream).await.unwrap(), b"answer");
-        assert!(!path.send("127.0.0.1:9".parse().unwrap(), b"nowhere"));
+        assert!(!path.send("127.0.0.1:9".parse().unwrap(), b"nowhere".to_vec()));
 
         // A check for no call, and bytes that are no check, are closed.
         let mut stranger = TcpStream::connect(to).await.unwrap();

@@ -469,14 +469,15 @@ impl PeerTask {
                     datagram,
                 }) => {
                     // A full send buffer or queue drops the datagram, as the network would.
+                    let len = datagram.len() as u64;
                     let sent = match (proto, &self.tcp) {
                         (Protocol::Udp, _) => self.socket.try_send_to(&datagram, to).is_ok(),
-                        (_, Some(tcp)) => tcp.send(to, &datagram),
+                        (_, Some(tcp)) => tcp.send(to, datagram),
                         (_, None) => false,
                     };
                     if sent {
                         self.stats.packets_sent += 1;
-                        self.stats.bytes_sent += datagram.len() as u64;
+                        self.stats.bytes_sent += len;
                     }
                 }
                 Ok(PeerOutput::Event(event)) => self.on_event(event)?,
